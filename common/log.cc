@@ -1,0 +1,87 @@
+#include "common/log.h"
+
+#include <atomic>
+#include <iostream>
+#include <mutex>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace rpci {
+namespace {
+
+std::mutex sink_mu;
+std::ostream* sink = &std::cerr;
+std::atomic<int> min_level{static_cast<int>(LogLevel::kInfo)};
+
+const char* LevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
+  }
+  return "info";
+}
+
+}  // namespace
+
+bool ParseLogLevel(std::string_view text, LogLevel* level) {
+  for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError}) {
+    if (text == LevelName(l)) {
+      *level = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+Logger::Logger(std::string component) : component_(std::move(component)) {}
+
+Logger Logger::With(std::string key, nlohmann::json value) const {
+  Logger copy = *this;
+  copy.context_.emplace_back(std::move(key), std::move(value));
+  return copy;
+}
+
+void Logger::Debug(std::string_view msg, const LogFields& fields) const {
+  Log(LogLevel::kDebug, msg, fields);
+}
+void Logger::Info(std::string_view msg, const LogFields& fields) const {
+  Log(LogLevel::kInfo, msg, fields);
+}
+void Logger::Warn(std::string_view msg, const LogFields& fields) const {
+  Log(LogLevel::kWarn, msg, fields);
+}
+void Logger::Error(std::string_view msg, const LogFields& fields) const {
+  Log(LogLevel::kError, msg, fields);
+}
+
+void Logger::Log(LogLevel level, std::string_view msg, const LogFields& fields) const {
+  if (static_cast<int>(level) < min_level.load(std::memory_order_relaxed)) return;
+  nlohmann::json line = nlohmann::json::object();
+  line["time"] = absl::FormatTime("%Y-%m-%d%ET%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+  line["level"] = LevelName(level);
+  line["component"] = component_;
+  line["msg"] = std::string(msg);
+  for (const auto& [k, v] : context_) line[k] = v;
+  for (const auto& [k, v] : fields) line[k] = v;
+  // Replace invalid UTF-8 (e.g. bytes from a malformed sysfs file) instead of throwing.
+  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::lock_guard<std::mutex> lock(sink_mu);
+  *sink << text << '\n';
+  sink->flush();
+}
+
+void Logger::SetSink(std::ostream* out) {
+  std::lock_guard<std::mutex> lock(sink_mu);
+  sink = out;
+}
+
+void Logger::SetMinLevel(LogLevel level) { min_level.store(static_cast<int>(level)); }
+
+}  // namespace rpci

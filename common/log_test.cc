@@ -1,0 +1,63 @@
+#include "common/log.h"
+
+#include <sstream>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace rpci {
+namespace {
+
+class LogTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Logger::SetSink(&out_); }
+  void TearDown() override {
+    Logger::SetSink(&std::cerr);
+    Logger::SetMinLevel(LogLevel::kInfo);
+  }
+  std::ostringstream out_;
+};
+
+TEST_F(LogTest, WritesOneJsonObjectPerLineWithComponentAndContext) {
+  Logger log = Logger("agent").With("session", "s-1");
+  log.Info("opened", {{"device", "0000:3b:00.0"}, {"bytes", 4096}});
+  log.Warn("second");
+  std::istringstream lines(out_.str());
+  std::string first, second, extra;
+  ASSERT_TRUE(std::getline(lines, first));
+  ASSERT_TRUE(std::getline(lines, second));
+  EXPECT_FALSE(std::getline(lines, extra));
+  nlohmann::json j = nlohmann::json::parse(first);
+  EXPECT_EQ(j["component"], "agent");
+  EXPECT_EQ(j["level"], "info");
+  EXPECT_EQ(j["msg"], "opened");
+  EXPECT_EQ(j["session"], "s-1");
+  EXPECT_EQ(j["device"], "0000:3b:00.0");
+  EXPECT_EQ(j["bytes"], 4096);
+  EXPECT_TRUE(j["time"].get<std::string>().find('T') != std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(second)["level"], "warn");
+}
+
+TEST_F(LogTest, DropsLinesBelowMinimumLevel) {
+  Logger::SetMinLevel(LogLevel::kWarn);
+  Logger("x").Info("hidden");
+  Logger("x").Error("shown");
+  EXPECT_EQ(out_.str().find("hidden"), std::string::npos);
+  EXPECT_NE(out_.str().find("shown"), std::string::npos);
+}
+
+TEST_F(LogTest, InvalidUtf8InFieldsIsReplacedNotThrown) {
+  Logger("agent").Info("read", {{"raw", std::string("\xff\xfe ok")}});
+  nlohmann::json j = nlohmann::json::parse(out_.str());
+  EXPECT_NE(j["raw"].get<std::string>().find("ok"), std::string::npos);
+}
+
+TEST(ParseLogLevelTest, AcceptsKnownNamesOnly) {
+  LogLevel level;
+  EXPECT_TRUE(ParseLogLevel("debug", &level));
+  EXPECT_EQ(level, LogLevel::kDebug);
+  EXPECT_FALSE(ParseLogLevel("verbose", &level));
+}
+
+}  // namespace
+}  // namespace rpci

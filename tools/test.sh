@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's test command: installs what it needs, builds everything, runs
+# every test and ends with one line "tests: N passed, M failed" (N and M count
+# test cases, from each test target's JUnit XML). Exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+tools/install_deps.sh || { echo "tests: 0 passed, 1 failed (dependency install failed)"; exit 1; }
+
+bazel test //... "$@"
+bazel_rc=$?
+
+python3 tools/count_tests.py bazel-testlogs "$bazel_rc"
