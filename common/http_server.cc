@@ -1,5 +1,7 @@
 #include "common/http_server.h"
 
+#include <sys/socket.h>
+
 #include <chrono>
 
 #include "absl/strings/numbers.h"
@@ -30,6 +32,12 @@ absl::StatusOr<int> HealthServer::Start(const std::string& host, int port) {
   });
   server->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(registry_->Render(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  // httplib's default also sets SO_REUSEPORT, which lets a second process
+  // silently share our port; keep only SO_REUSEADDR.
+  server->set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
   int bound = port;
   if (port == 0) {

@@ -1,0 +1,56 @@
+#include "common/flags.h"
+
+#include "gtest/gtest.h"
+
+namespace rpci {
+namespace {
+
+TEST(FlagSetTest, ParsesAllFormsAndAppliesOnlyGivenFlags) {
+  std::string root = "/sys", provider = "auto";
+  bool json = false, verbose = true;
+  int64_t port = 9000;
+  FlagSet flags("rpci-agent inventory [flags]", "Prints the inventory.");
+  flags.String("sysfs-root", &root, "sysfs root");
+  flags.String("provider", &provider, "fabric provider");
+  flags.Bool("json", &json, "JSON output");
+  flags.Bool("verbose", &verbose, "more logs");
+  flags.Int("port", &port, "port");
+  auto pos = flags.Parse({"inventory", "--sysfs-root", "/tmp/sys", "--json", "--no-verbose", "--port=1"});
+  ASSERT_TRUE(pos.ok()) << pos.status();
+  EXPECT_EQ(*pos, std::vector<std::string>{"inventory"});
+  EXPECT_EQ(root, "/sys");  // not applied yet
+  flags.Apply();
+  EXPECT_EQ(root, "/tmp/sys");
+  EXPECT_EQ(provider, "auto");
+  EXPECT_TRUE(json);
+  EXPECT_FALSE(verbose);
+  EXPECT_EQ(port, 1);
+  EXPECT_TRUE(flags.IsSet("port"));
+  EXPECT_FALSE(flags.IsSet("provider"));
+}
+
+TEST(FlagSetTest, UnknownFlagMissingValueAndBadNumberAreErrors) {
+  int64_t port = 0;
+  std::string s;
+  FlagSet flags("x", "y");
+  flags.Int("port", &port, "p");
+  flags.String("name", &s, "n");
+  EXPECT_EQ(flags.Parse({"--prot=1"}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(flags.Parse({"--name"}).status().message().find("--name: missing value"), std::string::npos);
+  EXPECT_NE(flags.Parse({"--port=abc"}).status().message().find("expected integer"), std::string::npos);
+}
+
+TEST(FlagSetTest, HelpListsFlagsWithDefaults) {
+  std::string root = "/sys";
+  FlagSet flags("rpci-agent", "Agent.");
+  flags.String("sysfs-root", &root, "where sysfs is");
+  ASSERT_TRUE(flags.Parse({"--help"}).ok());
+  EXPECT_TRUE(flags.help_requested());
+  std::string help = flags.Help();
+  EXPECT_NE(help.find("usage: rpci-agent"), std::string::npos);
+  EXPECT_NE(help.find("--sysfs-root"), std::string::npos);
+  EXPECT_NE(help.find("(default \"/sys\")"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rpci

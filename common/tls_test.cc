@@ -1,0 +1,126 @@
+#include "common/tls.h"
+
+#include <fstream>
+
+#include "common/cert_authority.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
+
+namespace rpci {
+namespace {
+
+// A real gRPC service that records who called it.
+class RecordingRegistration : public v1beta1::Registration::Service {
+ public:
+  grpc::Status Register(grpc::ServerContext* context, const v1beta1::RegisterRequest*,
+                        v1beta1::Empty*) override {
+    absl::StatusOr<PeerIdentity> id = GetPeerIdentity(*context);
+    if (!id.ok()) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(id.status().message()));
+    role = id->role;
+    node = id->node;
+    return grpc::Status::OK;
+  }
+  std::string role, node;
+};
+
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<CertAuthority> ca = CertAuthority::Create("rpci-test-ca");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = std::make_unique<CertAuthority>(*std::move(ca));
+    absl::StatusOr<TlsMaterial> server = ca_->Issue("controller", {"localhost"}, {"127.0.0.1"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", MakeServerCredentials(*server), &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  grpc::Status Call(std::shared_ptr<grpc::ChannelCredentials> creds) {
+    grpc::ChannelArguments args;
+    args.SetSslTargetNameOverride("localhost");
+    auto stub = v1beta1::Registration::NewStub(
+        grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port_), creds, args));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1beta1::RegisterRequest req;
+    v1beta1::Empty resp;
+    return stub->Register(&ctx, req, &resp);
+  }
+
+  std::unique_ptr<CertAuthority> ca_;
+  RecordingRegistration service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+TEST_F(TlsTest, ClientWithCertFromTheSameCaIsIdentifiedByRoleAndNode) {
+  absl::StatusOr<TlsMaterial> plugin = ca_->Issue("plugin:node-b", {}, {});
+  ASSERT_TRUE(plugin.ok());
+  grpc::Status s = Call(MakeChannelCredentials(*plugin));
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(service_.role, "plugin");
+  EXPECT_EQ(service_.node, "node-b");
+}
+
+TEST_F(TlsTest, ClientWithCertFromAnotherCaIsRefused) {
+  absl::StatusOr<CertAuthority> other = CertAuthority::Create("intruder-ca");
+  ASSERT_TRUE(other.ok());
+  absl::StatusOr<TlsMaterial> intruder = other->Issue("plugin:node-b", {}, {});
+  ASSERT_TRUE(intruder.ok());
+  intruder->ca_pem = ca_->ca_pem();  // it trusts our server, but we don't trust it
+  EXPECT_FALSE(Call(MakeChannelCredentials(*intruder)).ok());
+  EXPECT_TRUE(service_.role.empty());
+}
+
+TEST_F(TlsTest, ClientWithoutCertIsRefused) {
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = ca_->ca_pem();
+  EXPECT_FALSE(Call(grpc::SslCredentials(options)).ok());
+  EXPECT_TRUE(service_.role.empty());
+}
+
+TEST(LoadTlsMaterialTest, ReportsMissingGarbageAndMismatchedFiles) {
+  std::string dir = getenv("TEST_TMPDIR");
+  absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
+  ASSERT_TRUE(ca.ok());
+  absl::StatusOr<TlsMaterial> a = ca->Issue("agent:node-a", {}, {});
+  absl::StatusOr<TlsMaterial> b = ca->Issue("agent:node-b", {}, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  absl::StatusOr<TlsFiles> files_a = CertAuthority::WriteFiles(*a, dir, "a");
+  absl::StatusOr<TlsFiles> files_b = CertAuthority::WriteFiles(*b, dir, "b");
+  ASSERT_TRUE(files_a.ok() && files_b.ok());
+
+  absl::StatusOr<TlsMaterial> loaded = LoadTlsMaterial(*files_a);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->common_name, "agent:node-a");
+
+  TlsFiles missing = *files_a;
+  missing.ca_file = dir + "/nope.crt";
+  EXPECT_EQ(LoadTlsMaterial(missing).status().code(), absl::StatusCode::kNotFound);
+
+  TlsFiles mismatched = *files_a;
+  mismatched.key_file = files_b->key_file;
+  absl::Status s = LoadTlsMaterial(mismatched).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("does not match"), std::string::npos) << s;
+
+  std::ofstream(dir + "/garbage.crt") << "-----BEGIN CERTIFICATE-----\nnot base64\n";
+  TlsFiles garbage = *files_a;
+  garbage.cert_file = dir + "/garbage.crt";
+  EXPECT_EQ(LoadTlsMaterial(garbage).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ParsePeerIdentityTest, AcceptsRoleAndOptionalNode) {
+  EXPECT_EQ(ParsePeerIdentity("controller")->role, "controller");
+  EXPECT_EQ(ParsePeerIdentity("agent:n1")->node, "n1");
+  EXPECT_FALSE(ParsePeerIdentity("agent:").ok());
+  EXPECT_FALSE(ParsePeerIdentity(":n1").ok());
+}
+
+}  // namespace
+}  // namespace rpci

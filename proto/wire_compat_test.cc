@@ -1,0 +1,217 @@
+// Wire compatibility of our kubelet protos with the kubelet's: exact bytes for
+// known messages (the field numbers decide them) and the exact gRPC paths the
+// kubelet dials, checked against live servers built from our generated code.
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+
+#include "google/protobuf/descriptor.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
+#include "proto/kubelet/podresources/v1/api.grpc.pb.h"
+
+namespace rpci {
+namespace {
+
+std::string Bytes(std::initializer_list<int> b) {
+  std::string s;
+  for (int c : b) s.push_back(static_cast<char>(c));
+  return s;
+}
+
+TEST(WireCompatTest, RegisterRequestBytesFollowFieldNumbers) {
+  v1beta1::RegisterRequest req;
+  req.set_version("v1beta1");
+  req.set_endpoint("rpci-emu.sock");
+  req.set_resource_name("rpci.io/emu");
+  req.mutable_options()->set_get_preferred_allocation_available(true);
+  std::string want = Bytes({0x0a, 7}) + "v1beta1" + Bytes({0x12, 13}) + "rpci-emu.sock" +
+                     Bytes({0x1a, 11}) + "rpci.io/emu" + Bytes({0x22, 2, 0x10, 1});
+  EXPECT_EQ(req.SerializeAsString(), want);
+}
+
+TEST(WireCompatTest, DevicePluginOptionsPreStartIsFieldOne) {
+  v1beta1::DevicePluginOptions o;
+  o.set_pre_start_required(true);
+  o.set_get_preferred_allocation_available(true);
+  EXPECT_EQ(o.SerializeAsString(), Bytes({0x08, 1, 0x10, 1}));
+}
+
+TEST(WireCompatTest, ListAndWatchResponseDeviceWithTopology) {
+  v1beta1::ListAndWatchResponse resp;
+  v1beta1::Device* d = resp.add_devices();
+  d->set_id("dev0");
+  d->set_health("Healthy");
+  d->mutable_topology()->add_nodes()->set_id(1);
+  // Device: ID(1) "dev0", health(2) "Healthy", topology(3){nodes(1){ID(1)=1}}
+  std::string device = Bytes({0x0a, 4}) + "dev0" + Bytes({0x12, 7}) + "Healthy" +
+                       Bytes({0x1a, 4, 0x0a, 2, 0x08, 1});
+  EXPECT_EQ(resp.SerializeAsString(), Bytes({0x0a, static_cast<int>(device.size())}) + device);
+}
+
+TEST(WireCompatTest, ContainerAllocateResponseFieldsAndMapEntries) {
+  v1beta1::ContainerAllocateResponse r;
+  (*r.mutable_envs())["K"] = "V";
+  v1beta1::Mount* m = r.add_mounts();
+  m->set_container_path("/c");
+  m->set_host_path("/h");
+  m->set_read_only(true);
+  r.add_cdi_devices()->set_name("rpci.io/emu=d");
+  std::string env_entry = Bytes({0x0a, 1, 'K', 0x12, 1, 'V'});
+  std::string mount = Bytes({0x0a, 2}) + "/c" + Bytes({0x12, 2}) + "/h" + Bytes({0x18, 1});
+  std::string cdi = Bytes({0x0a, 13}) + "rpci.io/emu=d";
+  std::string want = Bytes({0x0a, static_cast<int>(env_entry.size())}) + env_entry +
+                     Bytes({0x12, static_cast<int>(mount.size())}) + mount +
+                     Bytes({0x2a, static_cast<int>(cdi.size())}) + cdi;
+  EXPECT_EQ(r.SerializeAsString(), want);
+}
+
+TEST(WireCompatTest, PreferredAllocationRequestFieldNumbers) {
+  v1beta1::ContainerPreferredAllocationRequest r;
+  r.add_available_deviceids("a");
+  r.add_must_include_deviceids("b");
+  r.set_allocation_size(2);
+  EXPECT_EQ(r.SerializeAsString(), Bytes({0x0a, 1, 'a', 0x12, 1, 'b', 0x18, 2}));
+}
+
+TEST(WireCompatTest, PodResourcesContainerDevicesFieldNumbers) {
+  v1::ListPodResourcesResponse resp;
+  v1::PodResources* pod = resp.add_pod_resources();
+  pod->set_name("p");
+  pod->set_namespace_("n");
+  v1::ContainerResources* c = pod->add_containers();
+  c->set_name("c");
+  v1::ContainerDevices* d = c->add_devices();
+  d->set_resource_name("r");
+  d->add_device_ids("x");
+  std::string devices = Bytes({0x0a, 1, 'r', 0x12, 1, 'x'});
+  std::string container = Bytes({0x0a, 1, 'c', 0x12, static_cast<int>(devices.size())}) + devices;
+  std::string podbytes = Bytes({0x0a, 1, 'p', 0x12, 1, 'n', 0x1a, static_cast<int>(container.size())}) +
+                         container;
+  EXPECT_EQ(resp.SerializeAsString(), Bytes({0x0a, static_cast<int>(podbytes.size())}) + podbytes);
+}
+
+std::string PathOf(const google::protobuf::ServiceDescriptor* service, const std::string& method) {
+  const google::protobuf::MethodDescriptor* m = service->FindMethodByName(method);
+  return m == nullptr ? "<missing " + method + ">" : "/" + service->full_name() + "/" + m->name();
+}
+
+TEST(WireCompatTest, EveryKubeletMethodHasTheKubeletsPath) {
+  const auto* pool = google::protobuf::DescriptorPool::generated_pool();
+  const auto* registration = pool->FindServiceByName("v1beta1.Registration");
+  const auto* plugin = pool->FindServiceByName("v1beta1.DevicePlugin");
+  const auto* lister = pool->FindServiceByName("v1.PodResourcesLister");
+  ASSERT_TRUE(registration != nullptr && plugin != nullptr && lister != nullptr);
+  EXPECT_EQ(PathOf(registration, "Register"), "/v1beta1.Registration/Register");
+  EXPECT_EQ(PathOf(plugin, "GetDevicePluginOptions"), "/v1beta1.DevicePlugin/GetDevicePluginOptions");
+  EXPECT_EQ(PathOf(plugin, "ListAndWatch"), "/v1beta1.DevicePlugin/ListAndWatch");
+  EXPECT_TRUE(plugin->FindMethodByName("ListAndWatch")->server_streaming());
+  EXPECT_EQ(PathOf(plugin, "GetPreferredAllocation"), "/v1beta1.DevicePlugin/GetPreferredAllocation");
+  EXPECT_EQ(PathOf(plugin, "Allocate"), "/v1beta1.DevicePlugin/Allocate");
+  EXPECT_EQ(PathOf(plugin, "PreStartContainer"), "/v1beta1.DevicePlugin/PreStartContainer");
+  EXPECT_EQ(PathOf(lister, "List"), "/v1.PodResourcesLister/List");
+  EXPECT_EQ(PathOf(lister, "GetAllocatableResources"), "/v1.PodResourcesLister/GetAllocatableResources");
+  EXPECT_EQ(PathOf(lister, "Get"), "/v1.PodResourcesLister/Get");
+  EXPECT_EQ(plugin->method_count(), 5);
+  EXPECT_EQ(registration->method_count(), 1);
+}
+
+// Servers built from our generated code, answering with recognisable data.
+class Registration final : public v1beta1::Registration::Service {
+  grpc::Status Register(grpc::ServerContext*, const v1beta1::RegisterRequest* req,
+                        v1beta1::Empty*) override {
+    return req->resource_name() == "rpci.io/emu"
+               ? grpc::Status::OK
+               : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "wrong resource");
+  }
+};
+class Plugin final : public v1beta1::DevicePlugin::Service {
+  grpc::Status Allocate(grpc::ServerContext*, const v1beta1::AllocateRequest* req,
+                        v1beta1::AllocateResponse* resp) override {
+    (*resp->add_container_responses()->mutable_envs())["N"] =
+        std::to_string(req->container_requests_size());
+    return grpc::Status::OK;
+  }
+};
+class Lister final : public v1::PodResourcesLister::Service {
+  grpc::Status List(grpc::ServerContext*, const v1::ListPodResourcesRequest*,
+                    v1::ListPodResourcesResponse* resp) override {
+    resp->add_pod_resources()->set_name("pod-a");
+    return grpc::Status::OK;
+  }
+};
+
+// Calls `path` with raw bytes the way a foreign client (the kubelet) would.
+grpc::Status RawCall(grpc::Channel* channel, const std::string& path, const std::string& request,
+                     std::string* response) {
+  grpc::GenericStub stub(std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}));
+  grpc::Slice slice(request);
+  grpc::ByteBuffer req(&slice, 1), resp;
+  grpc::ClientContext ctx;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status result;
+  stub.UnaryCall(&ctx, path, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
+    std::lock_guard<std::mutex> lock(mu);
+    result = s;
+    done = true;
+    cv.notify_one();
+  });
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done; });
+  std::vector<grpc::Slice> slices;
+  if (result.ok() && resp.Dump(&slices).ok()) {
+    for (const auto& s : slices) response->append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return result;
+}
+
+TEST(WireCompatTest, GeneratedServersAnswerAtTheKubeletsPathsOverAUnixSocket) {
+  // Unix socket paths are limited to 107 bytes; TEST_TMPDIR is often longer.
+  char dir[] = "/tmp/rpci-wire-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string socket = std::string("unix://") + dir + "/wire.sock";
+  Registration registration;
+  Plugin plugin;
+  Lister lister;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(socket, grpc::InsecureServerCredentials());
+  builder.RegisterService(&registration);
+  builder.RegisterService(&plugin);
+  builder.RegisterService(&lister);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto channel = grpc::CreateChannel(socket, grpc::InsecureChannelCredentials());
+
+  std::string out;
+  std::string register_bytes = Bytes({0x1a, 11}) + "rpci.io/emu";
+  EXPECT_TRUE(RawCall(channel.get(), "/v1beta1.Registration/Register", register_bytes, &out).ok());
+
+  out.clear();
+  // AllocateRequest with two ContainerAllocateRequests.
+  ASSERT_TRUE(RawCall(channel.get(), "/v1beta1.DevicePlugin/Allocate", Bytes({0x0a, 0, 0x0a, 0}), &out).ok());
+  v1beta1::AllocateResponse alloc;
+  ASSERT_TRUE(alloc.ParseFromString(out));
+  EXPECT_EQ(alloc.container_responses(0).envs().at("N"), "2");
+
+  out.clear();
+  ASSERT_TRUE(RawCall(channel.get(), "/v1.PodResourcesLister/List", "", &out).ok());
+  v1::ListPodResourcesResponse list;
+  ASSERT_TRUE(list.ParseFromString(out));
+  EXPECT_EQ(list.pod_resources(0).name(), "pod-a");
+
+  EXPECT_EQ(RawCall(channel.get(), "/deviceplugin.v1beta1.DevicePlugin/Allocate", "", &out).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  server->Shutdown();
+  unlink((std::string(dir) + "/wire.sock").c_str());
+  rmdir(dir);
+}
+
+}  // namespace
+}  // namespace rpci
