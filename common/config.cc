@@ -40,25 +40,48 @@ nlohmann::json ScalarToJson(const YAML::Node& node) {
   return text;
 }
 
-nlohmann::json YamlToJson(const YAML::Node& node) {
+// Bounds for YAML that expands through aliases: a self-referencing anchor
+// ("a: &x {b: *x}") never ends, and nested aliases grow exponentially.
+constexpr int kMaxYamlDepth = 64;
+constexpr int kMaxYamlNodes = 1 << 20;
+
+absl::Status YamlToJson(const YAML::Node& node, int depth, int* budget, nlohmann::json* out) {
+  if (depth > kMaxYamlDepth) {
+    return absl::InvalidArgumentError(absl::StrCat("nested deeper than ", kMaxYamlDepth,
+                                                   " levels (recursive alias?)"));
+  }
+  if (--*budget < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("more than ", kMaxYamlNodes, " nodes (alias bomb?)"));
+  }
   switch (node.Type()) {
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined:
-      return nullptr;
+      *out = nullptr;
+      return absl::OkStatus();
     case YAML::NodeType::Scalar:
-      return ScalarToJson(node);
-    case YAML::NodeType::Sequence: {
-      nlohmann::json out = nlohmann::json::array();
-      for (const auto& item : node) out.push_back(YamlToJson(item));
-      return out;
-    }
-    case YAML::NodeType::Map: {
-      nlohmann::json out = nlohmann::json::object();
-      for (const auto& kv : node) out[kv.first.as<std::string>()] = YamlToJson(kv.second);
-      return out;
-    }
+      *out = ScalarToJson(node);
+      return absl::OkStatus();
+    case YAML::NodeType::Sequence:
+      *out = nlohmann::json::array();
+      for (const auto& item : node) {
+        nlohmann::json value;
+        absl::Status s = YamlToJson(item, depth + 1, budget, &value);
+        if (!s.ok()) return s;
+        out->push_back(std::move(value));
+      }
+      return absl::OkStatus();
+    case YAML::NodeType::Map:
+      *out = nlohmann::json::object();
+      for (const auto& kv : node) {
+        if (!kv.first.IsScalar()) return absl::InvalidArgumentError("map key is not a scalar");
+        nlohmann::json value;
+        absl::Status s = YamlToJson(kv.second, depth + 1, budget, &value);
+        if (!s.ok()) return s;
+        (*out)[kv.first.Scalar()] = std::move(value);
+      }
+      return absl::OkStatus();
   }
-  return nullptr;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -71,7 +94,11 @@ std::string JsonTypeName(const nlohmann::json& value) {
 
 absl::StatusOr<nlohmann::json> ParseConfigText(const std::string& text, const std::string& origin) {
   try {
-    return YamlToJson(YAML::Load(text));
+    nlohmann::json out;
+    int budget = kMaxYamlNodes;
+    absl::Status s = YamlToJson(YAML::Load(text), 0, &budget, &out);
+    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(origin, ": ", s.message()));
+    return out;
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(origin, ": line ", e.mark.line + 1, ", column ",
                                                    e.mark.column + 1, ": ", e.msg));

@@ -52,6 +52,28 @@ TEST(LoadConfigFileTest, YamlScalarsBecomeTypedJson) {
   EXPECT_EQ((*c)["nested"]["k"], "v");
 }
 
+TEST(ParseConfigTextTest, SelfReferencingAliasIsAnErrorNotAStackOverflow) {
+  absl::StatusOr<nlohmann::json> c = ParseConfigText("a: &x {b: *x}\n", "loop.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("recursive alias"), std::string::npos) << c.status();
+}
+
+TEST(ParseConfigTextTest, AliasBombIsAnError) {
+  std::string bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  for (char c = 'b'; c <= 'h'; ++c) {
+    std::string prev(1, static_cast<char>(c - 1));
+    bomb += std::string(1, c) + ": &" + c + " [*" + prev + ", *" + prev + ", *" + prev + ", *" + prev +
+            ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + "]\n";
+  }
+  absl::StatusOr<nlohmann::json> c = ParseConfigText(bomb, "bomb.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("alias bomb"), std::string::npos) << c.status();
+}
+
+TEST(ParseConfigTextTest, NonScalarMapKeyIsAnError) {
+  EXPECT_FALSE(ParseConfigText("? [a, b]\n: c\n", "k.yaml").ok());
+}
+
 TEST(ConfigReaderTest, ReadsTypedValuesAndLeavesDefaultsForAbsentKeys) {
   nlohmann::json j = {{"name", "a"}, {"count", 3}, {"on", true}, {"pools", {"emu", "gpu"}}};
   ConfigReader r(j, "cfg");
