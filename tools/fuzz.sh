@@ -17,7 +17,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 BAZEL=(bazel --output_base="$HOME/.cache/rpci-fuzz-output")
-"${BAZEL[@]}" build --config=fuzz $(printf '//fuzz:%s_fuzzer ' "${targets[@]}") || exit 1
+"${BAZEL[@]}" build --config=fuzz --symlink_prefix=/ $(printf '//fuzz:%s_fuzzer ' "${targets[@]}") || exit 1
 bin="$("${BAZEL[@]}" info --config=fuzz bazel-bin 2>/dev/null)/fuzz"
 
 printf '%-18s %10s %10s %8s %s\n' target runs exec/s corpus result
