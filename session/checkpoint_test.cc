@@ -1,0 +1,68 @@
+#include "session/checkpoint.h"
+
+#include <cstdlib>
+#include <fstream>
+
+#include "gtest/gtest.h"
+
+namespace rpci::session {
+namespace {
+
+std::string TempDir() {
+  std::string tmpl = std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") + "/ckpt-XXXXXX";
+  return mkdtemp(tmpl.data());
+}
+
+SessionRecord Sample(uint64_t id) {
+  SessionRecord r;
+  r.session_id = id;
+  r.key = *SessionKey::Generate();
+  r.grant_id = "g-1";
+  r.device_id = "emu-0";
+  r.compute_node = "node-a";
+  r.applied_seq = 77;
+  r.completion_seq = 5;
+  r.opened_unix_seconds = 1700000000;
+  r.last_seen_unix_seconds = 1700000010;
+  return r;
+}
+
+TEST(CheckpointTest, WriteThenReadRestoresEverySession) {
+  std::string path = TempDir() + "/sessions.json";
+  std::vector<SessionRecord> records{Sample(1), Sample(2)};
+  ASSERT_TRUE(WriteCheckpoint(path, records).ok());
+  absl::StatusOr<std::vector<SessionRecord>> back = ReadCheckpoint(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->size(), 2u);
+  EXPECT_EQ((*back)[1].session_id, 2u);
+  EXPECT_TRUE((*back)[0].key.Matches(records[0].key));
+  EXPECT_EQ((*back)[0].applied_seq, 77u);
+  EXPECT_EQ((*back)[0].compute_node, "node-a");
+}
+
+TEST(CheckpointTest, MissingFileIsEmptyAndNoTempFileIsLeft) {
+  std::string dir = TempDir();
+  EXPECT_TRUE(ReadCheckpoint(dir + "/none.json")->empty());
+  ASSERT_TRUE(WriteCheckpoint(dir + "/s.json", {Sample(3)}).ok());
+  std::ifstream tmp(dir + "/s.json.tmp");
+  EXPECT_FALSE(tmp.good());
+}
+
+TEST(CheckpointTest, CorruptFilesAreDataLossNotCrashes) {
+  std::string good = EncodeCheckpoint({Sample(4)});
+  for (size_t n : {size_t{0}, size_t{1}, good.size() / 2, good.size() - 3}) {
+    EXPECT_EQ(DecodeCheckpoint(good.substr(0, n)).status().code(), absl::StatusCode::kDataLoss) << n;
+  }
+  EXPECT_FALSE(DecodeCheckpoint(R"({"format":2,"sessions":[]})").ok());
+  EXPECT_FALSE(DecodeCheckpoint(R"({"format":1,"sessions":[{"session_id":"00000000000000ff"}]})").ok());
+  EXPECT_FALSE(DecodeCheckpoint(R"({"format":1,"sessions":[1]})").ok());
+  std::string dup = EncodeCheckpoint({Sample(4), Sample(4)});
+  EXPECT_FALSE(DecodeCheckpoint(dup).ok());
+}
+
+TEST(CheckpointTest, WriteFailsCleanlyInMissingDirectory) {
+  EXPECT_FALSE(WriteCheckpoint("/nonexistent-rpci-dir/x/sessions.json", {Sample(5)}).ok());
+}
+
+}  // namespace
+}  // namespace rpci::session

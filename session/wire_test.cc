@@ -1,0 +1,168 @@
+#include "session/wire.h"
+
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace rpci::session {
+namespace {
+
+Anchor SampleAnchor() {
+  Anchor a;
+  a.session_id = 0x1234;
+  a.regions = {
+      {RegionKind::kAnchor, kAccessRead, 0, 0x1000, 4096, 11},
+      {RegionKind::kBar, kAccessRead, 0, 0x10000, 4096, 12},
+      {RegionKind::kDma, kAccessRead | kAccessWrite, 0, 0x100000, 1 << 20, 13},
+      {RegionKind::kMmioRing, kAccessWrite, 0, 0x400000, RingRegionSize(256, kMmioEntrySize), 14},
+  };
+  return a;
+}
+
+TEST(AnchorTest, RoundTripsEveryRegion) {
+  Anchor a = SampleAnchor();
+  absl::StatusOr<Anchor> back = DecodeAnchor(EncodeAnchor(a));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->session_id, a.session_id);
+  EXPECT_EQ(back->version, kProtocolVersion);
+  EXPECT_EQ(back->regions, a.regions);
+}
+
+TEST(AnchorTest, RejectsEveryTruncation) {
+  std::vector<uint8_t> bytes = EncodeAnchor(SampleAnchor());
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_FALSE(DecodeAnchor(absl::MakeConstSpan(bytes.data(), n)).ok()) << n;
+  }
+}
+
+TEST(AnchorTest, RejectsBadMagicVersionAndCounts) {
+  std::vector<uint8_t> bytes = EncodeAnchor(SampleAnchor());
+  std::vector<uint8_t> bad = bytes;
+  bad[0] ^= 1;
+  EXPECT_EQ(DecodeAnchor(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = bytes;
+  bad[8] = 2;
+  EXPECT_EQ(DecodeAnchor(bad).status().code(), absl::StatusCode::kFailedPrecondition);
+  bad = bytes;
+  bad[12] = 0xff;  // region count 255
+  EXPECT_FALSE(DecodeAnchor(bad).ok());
+  bad = bytes;
+  for (int i = 16; i < 24; ++i) bad[i] = 0;  // session id 0
+  EXPECT_FALSE(DecodeAnchor(bad).ok());
+}
+
+TEST(AnchorTest, RejectsInvalidRegions) {
+  auto with = [](auto mutate) {
+    Anchor a = SampleAnchor();
+    mutate(a.regions);
+    return DecodeAnchor(EncodeAnchor(a)).status();
+  };
+  EXPECT_FALSE(with([](auto& r) { r[1].kind = static_cast<RegionKind>(9); }).ok());
+  EXPECT_FALSE(with([](auto& r) { r[1].access = 0; }).ok());
+  EXPECT_FALSE(with([](auto& r) { r[1].access = 4; }).ok());
+  EXPECT_FALSE(with([](auto& r) { r[1].size = 0; }).ok());
+  EXPECT_FALSE(with([](auto& r) { r[1].address = ~0ull - 10; }).ok());
+  EXPECT_FALSE(with([](auto& r) { r[1].index = 6; }).ok());
+  EXPECT_FALSE(with([](auto& r) { r[2].index = 1; }).ok());
+  EXPECT_FALSE(with([](auto& r) { r.push_back(r[1]); r.back().address = 0x900000; }).ok());
+  EXPECT_FALSE(with([](auto& r) { r[2].address = 0x10800; }).ok());  // overlaps BAR 0
+}
+
+TEST(AnchorTest, RejectsReservedBytes) {
+  std::vector<uint8_t> bytes = EncodeAnchor(SampleAnchor());
+  bytes[kAnchorHeaderSize + 5] = 1;
+  EXPECT_FALSE(DecodeAnchor(bytes).ok());
+}
+
+TEST(MmioWriteTest, RoundTrips32And64BitWrites) {
+  for (MmioWrite w : {MmioWrite{7, 0, 4, 0x40, 0xdeadbeef}, MmioWrite{8, 2, 8, 0x48, 0x0123456789abcdefull}}) {
+    uint8_t buf[kMmioEntrySize];
+    EncodeMmioWrite(w, buf);
+    absl::StatusOr<MmioWrite> back = DecodeMmioWrite(buf);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, w);
+  }
+}
+
+TEST(MmioWriteTest, RejectsMalformedEntries) {
+  auto decode = [](MmioWrite w, int poke = -1) {
+    uint8_t buf[kMmioEntrySize];
+    EncodeMmioWrite(w, buf);
+    if (poke >= 0) buf[poke] = 1;
+    return DecodeMmioWrite(buf).status();
+  };
+  EXPECT_FALSE(decode({0, 0, 4, 0, 0}).ok());                 // seq 0
+  EXPECT_FALSE(decode({1, 0, 2, 0, 0}).ok());                 // width 2
+  EXPECT_FALSE(decode({1, 0, 4, 2, 0}).ok());                 // misaligned
+  EXPECT_FALSE(decode({1, 0, 8, 4, 0}).ok());                 // misaligned 64-bit
+  EXPECT_FALSE(decode({1, 0, 4, 0, 1ull << 32}).ok());        // value too wide
+  EXPECT_FALSE(decode({1, 6, 4, 0, 0}).ok());                 // bar 6
+  EXPECT_FALSE(decode({1, 0, 4, 0, 0}, 11).ok());             // reserved byte
+  uint8_t short_buf[kMmioEntrySize - 1] = {};
+  EXPECT_FALSE(DecodeMmioWrite(short_buf).ok());
+}
+
+TEST(CompletionTest, RoundTripsAndRejectsBadVectors) {
+  Completion c{3, 17, 0x5, 99, 0xabc};
+  uint8_t buf[kCompletionEntrySize];
+  EncodeCompletion(c, buf);
+  absl::StatusOr<Completion> back = DecodeCompletion(buf);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, c);
+  c.vector = kMaxMsixVectors;
+  EncodeCompletion(c, buf);
+  EXPECT_FALSE(DecodeCompletion(buf).ok());
+  c.vector = 1;
+  c.seq = 0;
+  EncodeCompletion(c, buf);
+  EXPECT_FALSE(DecodeCompletion(buf).ok());
+}
+
+TEST(RingHeaderTest, RoundTripsAndChecksPointers) {
+  uint8_t buf[kRingHeaderSize];
+  EncodeRingHeader({256, kMmioEntrySize, 10, 20}, buf);
+  absl::StatusOr<RingHeader> h = DecodeRingHeader(buf, kMmioEntrySize);
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->head, 10u);
+  EXPECT_EQ(h->tail, 20u);
+  EXPECT_FALSE(DecodeRingHeader(buf, kCompletionEntrySize + 1).ok());
+  EncodeRingHeader({255, kMmioEntrySize, 0, 0}, buf);
+  EXPECT_FALSE(DecodeRingHeader(buf, kMmioEntrySize).ok());
+  EncodeRingHeader({0, kMmioEntrySize, 0, 0}, buf);
+  EXPECT_FALSE(DecodeRingHeader(buf, kMmioEntrySize).ok());
+  EncodeRingHeader({256, kMmioEntrySize, 21, 20}, buf);
+  EXPECT_FALSE(DecodeRingHeader(buf, kMmioEntrySize).ok());
+  EncodeRingHeader({256, kMmioEntrySize, 0, 257}, buf);
+  EXPECT_FALSE(DecodeRingHeader(buf, kMmioEntrySize).ok());
+  EXPECT_FALSE(DecodeRingHeader(absl::MakeConstSpan(buf, 10), kMmioEntrySize).ok());
+}
+
+TEST(FrameTest, RoundTripsAndRejectsGarbage) {
+  Frame f;
+  f.type = FrameType::kEvent;
+  f.session_id = 42;
+  f.key[0] = 9;
+  f.key[31] = 7;
+  f.arg0 = 5;
+  f.arg1 = 6;
+  auto bytes = EncodeFrame(f);
+  absl::StatusOr<Frame> back = DecodeFrame(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->type, FrameType::kEvent);
+  EXPECT_EQ(back->session_id, 42u);
+  EXPECT_EQ(back->key, f.key);
+  EXPECT_EQ(back->arg1, 6u);
+  auto bad = bytes;
+  bad[0] ^= 1;
+  EXPECT_FALSE(DecodeFrame(bad).ok());
+  bad = bytes;
+  bad[6] = 99;
+  EXPECT_FALSE(DecodeFrame(bad).ok());
+  bad = bytes;
+  bad[70] = 1;
+  EXPECT_FALSE(DecodeFrame(bad).ok());
+  EXPECT_FALSE(DecodeFrame(absl::MakeConstSpan(bytes.data(), kFrameSize - 1)).ok());
+}
+
+}  // namespace
+}  // namespace rpci::session
