@@ -162,9 +162,10 @@ enum class FrameType : uint16_t {
   kError = 5,      // agent: request refused; arg0 = ErrorCode, arg1 = offending seq/id
   kHeartbeat = 6,  // either side; arg0 = sender's clock in ms
   kClose = 7,      // either side: session is over
-  kDmaPush = 8,    // agent: DMA range [arg0, arg0+arg1) written into the client's DMA space
+  kMapFromDevice = 8,  // client: device may write DMA [arg0, arg0+arg1); push it back before completions
+  kUnmap = 9,          // client: forget the mapping starting at arg0
 };
-inline constexpr uint16_t kMaxFrameType = 8;
+inline constexpr uint16_t kMaxFrameType = 9;
 
 enum class ErrorCode : uint64_t {
   kBadKey = 1,

@@ -1,0 +1,76 @@
+#include "session/link.h"
+
+#include <rdma/fi_domain.h>
+
+#include <cstring>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace rpci::session {
+namespace {
+
+struct Pair {
+  std::unique_ptr<Link> a, b;
+  PeerAddr a_to_b = 0, b_to_a = 0;
+};
+
+Pair Connect() {
+  Pair p;
+  LinkOptions opts;
+  opts.op_timeout = absl::Seconds(5);
+  auto a = Link::Create(opts);
+  auto b = Link::Create(opts);
+  EXPECT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(b.ok()) << b.status();
+  p.a = std::move(*a);
+  p.b = std::move(*b);
+  p.a_to_b = *p.a->AddPeer(p.b->address());
+  p.b_to_a = *p.b->AddPeer(p.a->address());
+  return p;
+}
+
+TEST(LinkTest, OneSidedWriteAndReadMoveBytesBetweenEndpoints) {
+  Pair p = Connect();
+  std::vector<uint8_t> src(1 << 20), dst(1 << 20, 0), back(1 << 20, 0);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>(i * 7);
+  auto src_mr = *p.a->Register(src.data(), src.size(), 0);
+  auto back_mr = *p.a->Register(back.data(), back.size(), 0);
+  auto dst_mr = *p.b->Register(dst.data(), dst.size(), FI_REMOTE_READ | FI_REMOTE_WRITE);
+  absl::Status w = p.a->Write(p.a_to_b, {{src_mr.get(), 0, src.size(), dst_mr->remote_address(), dst_mr->key()}});
+  ASSERT_TRUE(w.ok()) << w;
+  EXPECT_EQ(dst, src);
+  ASSERT_TRUE(p.a->Read(p.a_to_b, {{back_mr.get(), 0, 4096, dst_mr->remote_address() + 4096, dst_mr->key()}}).ok());
+  EXPECT_EQ(0, std::memcmp(back.data(), src.data() + 4096, 4096));
+}
+
+TEST(LinkTest, MessagesArriveAfterTheWritesBeforeThem) {
+  Pair p = Connect();
+  std::vector<uint8_t> src(4096, 0xab), dst(4096, 0);
+  auto src_mr = *p.a->Register(src.data(), src.size(), 0);
+  auto dst_mr = *p.b->Register(dst.data(), dst.size(), FI_REMOTE_WRITE);
+  ASSERT_TRUE(p.a->Write(p.a_to_b, {{src_mr.get(), 0, 4096, dst_mr->remote_address(), dst_mr->key()}}).ok());
+  ASSERT_TRUE(p.a->Send(p.a_to_b, "hello", 5).ok());
+  absl::StatusOr<std::string> msg = p.b->Receive(absl::Seconds(5));
+  ASSERT_TRUE(msg.ok()) << msg.status();
+  EXPECT_EQ(*msg, "hello");
+  EXPECT_EQ(dst[4095], 0xab);
+}
+
+TEST(LinkTest, WrongKeyOrOutOfBoundsAccessFailsAndLeavesMemoryAlone) {
+  Pair p = Connect();
+  std::vector<uint8_t> src(8192, 0x55), dst(4096, 0);
+  auto src_mr = *p.a->Register(src.data(), src.size(), 0);
+  auto dst_mr = *p.b->Register(dst.data(), dst.size(), FI_REMOTE_WRITE);
+  EXPECT_FALSE(p.a->Write(p.a_to_b, {{src_mr.get(), 0, 64, dst_mr->remote_address(), dst_mr->key() ^ 1}}).ok());
+  EXPECT_FALSE(p.a->Write(p.a_to_b, {{src_mr.get(), 0, 8192, dst_mr->remote_address(), dst_mr->key()}}).ok());
+  EXPECT_EQ(std::vector<uint8_t>(4096, 0), dst);
+}
+
+TEST(LinkTest, ReceiveTimesOutWithoutMessages) {
+  Pair p = Connect();
+  EXPECT_EQ(p.a->Receive(absl::Milliseconds(50)).status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+}  // namespace
+}  // namespace rpci::session
