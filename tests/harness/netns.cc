@@ -117,16 +117,22 @@ absl::Status VethPair::SetLinkUp(bool up) {
 
 absl::Status VethPair::SetImpairment(double loss_percent, int delay_ms) {
   for (int i = 0; i < 2; ++i) {
-    if (loss_percent == 0 && delay_ms == 0) {
-      (void)RunCommand({"tc", "-n", ns_[i], "qdisc", "del", "dev", dev_[i], "root"});
-      continue;
+    // Loss: iptables' statistic match drops packets at random on input; it
+    // works on kernels without sch_netem (as this project's CI machines are).
+    (void)RunCommand({"ip", "netns", "exec", ns_[i], "iptables", "-F", "INPUT"});
+    if (loss_percent > 0) {
+      absl::Status s = RunCommand({"ip", "netns", "exec", ns_[i], "iptables", "-A", "INPUT", "-i",
+                                   dev_[i], "-m", "statistic", "--mode", "random", "--probability",
+                                   absl::StrCat(loss_percent / 100.0), "-j", "DROP"});
+      if (!s.ok()) return s;
     }
-    std::vector<std::string> argv = {"tc", "-n", ns_[i], "qdisc", "replace", "dev", dev_[i], "root",
-                                     "netem", "delay", absl::StrCat(delay_ms, "ms"),
-                                     "loss", absl::StrCat(loss_percent, "%")};
-    absl::Status s = RunCommand(argv);
-    if (!s.ok()) {
-      return absl::UnimplementedError(absl::StrCat("tc netem unavailable: ", s.message()));
+    (void)RunCommand({"tc", "-n", ns_[i], "qdisc", "del", "dev", dev_[i], "root"});
+    if (delay_ms > 0) {
+      absl::Status s = RunCommand({"tc", "-n", ns_[i], "qdisc", "replace", "dev", dev_[i], "root",
+                                   "netem", "delay", absl::StrCat(delay_ms, "ms")});
+      if (!s.ok()) {
+        return absl::UnimplementedError(absl::StrCat("delay needs tc netem: ", s.message()));
+      }
     }
   }
   return absl::OkStatus();

@@ -40,8 +40,9 @@ class VethPair {
   // Cuts or restores the link (both ends down/up): a network partition.
   absl::Status SetLinkUp(bool up);
 
-  // Adds loss (percent) and delay to both directions with tc netem;
-  // UNIMPLEMENTED when the kernel has no sch_netem. Zero values remove it.
+  // Drops `loss_percent` of incoming packets on both ends (iptables statistic
+  // match) and delays them by `delay_ms` (tc netem; UNIMPLEMENTED when the
+  // kernel has no sch_netem, after the loss is in place). Zeros remove both.
   absl::Status SetImpairment(double loss_percent, int delay_ms);
 
  private:

@@ -17,6 +17,17 @@ TEST(VethPairTest, HostsReachEachOtherUntilPartitioned) {
   EXPECT_TRUE(RunCommand(pair->ExecIn(0, {"ping", "-c1", "-W2", pair->addr_b()})).ok());
 }
 
+TEST(VethPairTest, TotalLossDropsEverythingAndClearingRestores) {
+  std::string why;
+  if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
+  absl::StatusOr<VethPair> pair = VethPair::Create("loss");
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  ASSERT_TRUE(pair->SetImpairment(100, 0).ok());
+  EXPECT_FALSE(RunCommand(pair->ExecIn(0, {"ping", "-c1", "-W1", pair->addr_b()})).ok());
+  ASSERT_TRUE(pair->SetImpairment(0, 0).ok());
+  EXPECT_TRUE(RunCommand(pair->ExecIn(0, {"ping", "-c1", "-W2", pair->addr_b()})).ok());
+}
+
 TEST(VethPairTest, NamespacesAreRemovedOnDestruction) {
   std::string why;
   if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
