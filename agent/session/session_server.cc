@@ -1,0 +1,726 @@
+#include "agent/session/session_server.h"
+
+#include <fcntl.h>
+#include <rdma/fi_domain.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <deque>
+
+#include "absl/strings/str_format.h"
+#include "session/bounds.h"
+#include "session/checkpoint.h"
+#include "session/sequencing.h"
+#include "session/wire.h"
+
+namespace rpci::agent {
+
+using session::ErrorCode;
+using session::FrameType;
+using session::RegionDesc;
+using session::RegionKind;
+
+namespace {
+
+constexpr uint64_t kSeqMagic = 0x51455349435052ull;  // "RPCISEQ"
+
+// Applied/completion sequence numbers in a MAP_SHARED file: a store is in the
+// kernel's page cache at once, so it survives the agent being SIGKILLed
+// without an fsync per write.
+class SeqFile {
+ public:
+  ~SeqFile() {
+    if (words_ != nullptr) munmap(words_, 4096);
+  }
+  static std::unique_ptr<SeqFile> Open(const std::string& path) {
+    auto f = std::make_unique<SeqFile>();
+    if (path.empty()) {
+      f->words_ = static_cast<uint64_t*>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    } else {
+      int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd < 0 || ftruncate(fd, 4096) != 0) {
+        if (fd >= 0) ::close(fd);
+        return nullptr;
+      }
+      f->words_ = static_cast<uint64_t*>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+      ::close(fd);
+    }
+    if (f->words_ == MAP_FAILED) {
+      f->words_ = nullptr;
+      return nullptr;
+    }
+    if (f->words_[0] != kSeqMagic) {
+      f->words_[1] = 0;
+      f->words_[2] = 0;
+      f->words_[0] = kSeqMagic;
+    }
+    return f;
+  }
+  uint64_t applied() const { return words_[1]; }
+  uint64_t completions() const { return words_[2]; }
+  void set_applied(uint64_t v) { words_[1] = v; }
+  void set_completions(uint64_t v) { words_[2] = v; }
+
+ private:
+  uint64_t* words_ = nullptr;
+};
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+RegionDesc FromProto(const rpci::v1::Region& r) {
+  RegionDesc d;
+  d.kind = static_cast<RegionKind>(r.kind());
+  d.index = static_cast<uint16_t>(r.index());
+  d.address = r.address();
+  d.size = r.size();
+  d.key = r.key();
+  d.access = session::kAccessRead | (r.writable() ? session::kAccessWrite : 0);
+  return d;
+}
+
+void ToProto(const RegionDesc& d, rpci::v1::Region* r) {
+  r->set_kind(static_cast<rpci::v1::RegionKind>(d.kind));
+  r->set_index(d.index);
+  r->set_address(d.address);
+  r->set_size(d.size);
+  r->set_key(d.key);
+  r->set_writable((d.access & session::kAccessWrite) != 0);
+}
+
+}  // namespace
+
+void GrantTable::Upsert(const Grant& grant) {
+  std::lock_guard<std::mutex> lock(mu_);
+  grants_[grant.grant_id] = grant;
+}
+
+void GrantTable::Revoke(const std::string& grant_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  grants_.erase(grant_id);
+}
+
+absl::StatusOr<Grant> GrantTable::Check(const std::string& grant_id, const std::string& token, absl::Time now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = grants_.find(grant_id);
+  const absl::Status denied = absl::PermissionDeniedError("grant " + grant_id + ": unknown, expired or wrong token");
+  if (it == grants_.end() || now >= it->second.expires) return denied;
+  const std::string& want = it->second.token;
+  if (want.size() != token.size() ||
+      !session::ConstantTimeEquals(reinterpret_cast<const uint8_t*>(want.data()),
+                                   reinterpret_cast<const uint8_t*>(token.data()), want.size())) {
+    return denied;
+  }
+  return it->second;
+}
+
+struct SessionServer::Session {
+  std::mutex mu;
+  uint64_t id = 0;
+  session::SessionKey key;
+  std::string grant_id, device_id, compute_node;
+  SessionDevice* device = nullptr;
+  std::vector<SessionDevice::Bar> bars;
+  absl::Time opened, last_seen;
+  bool attached = false;
+  session::PeerAddr peer = 0;
+  std::unique_ptr<SeqFile> seq;
+  session::ApplyGate gate;
+  uint64_t completion_seq = 0;
+  uint64_t client_consumed = 0;
+  uint32_t comp_capacity = 0;
+  std::map<uint64_t, uint64_t> from_device;  // dma offset -> len
+  std::deque<session::Completion> backlog;   // waiting for completion ring space
+  // Agent-side registered memory.
+  std::vector<uint8_t> anchor_buf, ring_buf, comp_buf;
+  std::vector<std::vector<uint8_t>> bar_buf;
+  std::unique_ptr<session::MemoryRegion> anchor_mr, ring_mr, comp_mr, dma_mr;
+  std::vector<std::unique_ptr<session::MemoryRegion>> bar_mr;
+  std::vector<RegionDesc> local;   // what the client may touch, by their remote address
+  std::vector<RegionDesc> client;  // the client's regions
+
+  void Deregister() {
+    anchor_mr.reset();
+    ring_mr.reset();
+    comp_mr.reset();
+    dma_mr.reset();
+    bar_mr.clear();
+    attached = false;
+  }
+};
+
+SessionServer::SessionServer(SessionServerOptions options, GrantTable* grants,
+                             std::map<std::string, SessionDevice*> devices)
+    : options_(std::move(options)), grants_(grants), devices_(std::move(devices)) {
+  MetricsRegistry& m = *options_.metrics;
+  refused_ = &m.AddCounter("rpci_session_refused_total",
+                           "Session messages and accesses refused, by reason (nothing was applied)", {"reason"});
+  teardowns_ = &m.AddCounter("rpci_session_teardowns_total", "Sessions torn down, by reason", {"reason"});
+  mmio_applied_ = &m.AddCounter("rpci_session_mmio_writes_applied_total", "MMIO writes applied to devices").Get();
+  completions_ = &m.AddCounter("rpci_session_completions_total", "Completions delivered to clients").Get();
+  open_gauge_ = &m.AddGauge("rpci_sessions_open", "Sessions currently open").Get();
+}
+
+absl::StatusOr<std::unique_ptr<SessionServer>> SessionServer::Create(SessionServerOptions options, GrantTable* grants,
+                                                                     std::map<std::string, SessionDevice*> devices) {
+  if (options.metrics == nullptr) return absl::InvalidArgumentError("session server: metrics registry is required");
+  if (options.clock == nullptr) options.clock = Clock::Real();
+  std::unique_ptr<SessionServer> server(new SessionServer(std::move(options), grants, std::move(devices)));
+  if (absl::Status s = server->Start(); !s.ok()) return s;
+  return server;
+}
+
+absl::Status SessionServer::Start() {
+  absl::StatusOr<std::unique_ptr<session::Link>> link = session::Link::Create(options_.link);
+  if (!link.ok()) return link.status();
+  link_ = std::move(*link);
+  if (!options_.state_dir.empty()) {
+    absl::StatusOr<std::vector<session::SessionRecord>> records =
+        session::ReadCheckpoint(options_.state_dir + "/sessions.json");
+    if (!records.ok()) return records.status();
+    for (const session::SessionRecord& r : *records) {
+      auto dev = devices_.find(r.device_id);
+      if (dev == devices_.end()) {
+        log_.Warn("checkpointed session's device is gone", {{"session", session::SessionIdString(r.session_id)},
+                                                              {"device", r.device_id}});
+        continue;
+      }
+      auto s = std::make_shared<Session>();
+      s->id = r.session_id;
+      s->key = r.key;
+      s->grant_id = r.grant_id;
+      s->device_id = r.device_id;
+      s->compute_node = r.compute_node;
+      s->device = dev->second;
+      s->bars = dev->second->Bars();
+      s->opened = absl::FromUnixSeconds(r.opened_unix_seconds);
+      s->last_seen = options_.clock->Now();
+      s->seq = SeqFile::Open(options_.state_dir + "/" + session::SessionIdString(r.session_id) + ".seq");
+      if (s->seq == nullptr) return absl::UnavailableError("session server: cannot map sequence file");
+      const uint64_t applied = std::max(r.applied_seq, s->seq->applied());
+      s->gate = session::ApplyGate(applied);
+      s->completion_seq = std::max(r.completion_seq, s->seq->completions());
+      s->client_consumed = s->completion_seq;
+      sessions_[s->id] = s;
+      device_owner_[s->device_id] = s->id;
+      log_.Info("session recovered from checkpoint",
+                {{"session", session::SessionIdString(s->id)}, {"applied_seq", applied}});
+    }
+    open_gauge_->Set(static_cast<double>(sessions_.size()));
+  }
+  dispatch_ = std::thread([this] { DispatchLoop(); });
+  reaper_ = std::thread([this] { ReaperLoop(); });
+  return absl::OkStatus();
+}
+
+SessionServer::~SessionServer() { Stop(); }
+
+void SessionServer::Stop() {
+  if (stopping_.exchange(true)) return;
+  if (link_) link_->Shutdown();
+  if (dispatch_.joinable()) dispatch_.join();
+  if (reaper_.joinable()) reaper_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, s] : sessions_) {
+    std::lock_guard<std::mutex> slock(s->mu);
+    s->Deregister();
+  }
+}
+
+size_t SessionServer::live_sessions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sessions_.size();
+}
+
+std::shared_ptr<SessionServer::Session> SessionServer::Find(uint64_t id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second;
+}
+
+void SessionServer::SaveCheckpoint() {
+  if (options_.state_dir.empty()) return;
+  std::vector<session::SessionRecord> records;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, s] : sessions_) {
+      session::SessionRecord r;
+      r.session_id = id;
+      r.key = s->key;
+      r.grant_id = s->grant_id;
+      r.device_id = s->device_id;
+      r.compute_node = s->compute_node;
+      r.applied_seq = s->seq ? s->seq->applied() : 0;
+      r.completion_seq = s->seq ? s->seq->completions() : 0;
+      r.opened_unix_seconds = absl::ToUnixSeconds(s->opened);
+      r.last_seen_unix_seconds = absl::ToUnixSeconds(s->last_seen);
+      records.push_back(std::move(r));
+    }
+  }
+  std::lock_guard<std::mutex> lock(checkpoint_mu_);
+  if (absl::Status st = session::WriteCheckpoint(options_.state_dir + "/sessions.json", records); !st.ok()) {
+    log_.Error("checkpoint write failed", {{"error", std::string(st.message())}});
+  }
+}
+
+grpc::Status SessionServer::OpenSession(grpc::ServerContext*, const rpci::v1::OpenSessionRequest* req,
+                                        rpci::v1::OpenSessionResponse* resp) {
+  if (stopping_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "session server stopping");
+  std::shared_ptr<Session> s;
+  if (!req->resume_session_id().empty()) {
+    absl::StatusOr<uint64_t> id = session::ParseSessionId(req->resume_session_id());
+    if (!id.ok()) return ToGrpc(id.status());
+    s = Find(*id);
+    if (s == nullptr) {
+      refused_->Labels({"stale_session"}).Inc();
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->resume_session_id() + " is not live");
+    }
+    absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
+    if (!key.ok() || !s->key.Matches(*key)) {
+      refused_->Labels({"bad_key"}).Inc();
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->resume_session_id() + ": wrong key");
+    }
+  } else {
+    absl::StatusOr<Grant> grant = grants_->Check(req->grant_id(), req->token(), options_.clock->Now());
+    if (!grant.ok()) {
+      refused_->Labels({"bad_grant"}).Inc();
+      return ToGrpc(grant.status());
+    }
+    if (!grant->compute_node.empty() && grant->compute_node != req->compute_node()) {
+      refused_->Labels({"bad_grant"}).Inc();
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          "grant " + grant->grant_id + " is for node " + grant->compute_node);
+    }
+    auto dev = devices_.find(grant->device_id);
+    if (dev == devices_.end()) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "device " + grant->device_id + " is not exported here");
+    }
+    absl::StatusOr<uint64_t> id = session::RandomU64();
+    absl::StatusOr<session::SessionKey> key = session::SessionKey::Generate();
+    if (!id.ok() || !key.ok()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no entropy for session keys");
+    s = std::make_shared<Session>();
+    s->id = *id;
+    s->key = *key;
+    s->grant_id = grant->grant_id;
+    s->device_id = grant->device_id;
+    s->compute_node = req->compute_node();
+    s->device = dev->second;
+    s->bars = dev->second->Bars();
+    s->opened = s->last_seen = options_.clock->Now();
+    s->seq = SeqFile::Open(options_.state_dir.empty()
+                               ? ""
+                               : options_.state_dir + "/" + session::SessionIdString(s->id) + ".seq");
+    if (s->seq == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot map session sequence file");
+    s->seq->set_applied(0);
+    s->seq->set_completions(0);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto owner = device_owner_.find(s->device_id);
+      if (owner != device_owner_.end()) {
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                            "device " + s->device_id + " is in session " + session::SessionIdString(owner->second));
+      }
+      sessions_[s->id] = s;
+      device_owner_[s->device_id] = s->id;
+      open_gauge_->Set(static_cast<double>(sessions_.size()));
+    }
+    SaveCheckpoint();
+    log_.Info("session opened", {{"session", session::SessionIdString(s->id)}, {"device", s->device_id},
+                                 {"grant", s->grant_id}});
+  }
+  resp->set_session_id(session::SessionIdString(s->id));
+  resp->set_session_key(s->key.Bytes());
+  resp->set_protocol_version(session::kProtocolVersion);
+  resp->set_fabric_provider(link_->provider());
+  resp->set_agent_fabric_address(link_->address());
+  std::lock_guard<std::mutex> slock(s->mu);
+  resp->set_applied_sequence(s->gate.applied());
+  if (req->client_fabric_address().empty()) {
+    // Reserve only (plugin), or a client learning the device's shape.
+    for (const SessionDevice::Bar& bar : s->bars) {
+      ToProto({RegionKind::kBar, session::kAccessRead, bar.index, 0, std::min(bar.size, options_.max_mirror_bytes), 0},
+              resp->add_agent_regions());
+    }
+    ToProto({RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, 0, s->device->dma_size(), 0},
+            resp->add_agent_regions());
+    return grpc::Status::OK;
+  }
+  absl::Status st = Attach(*s, *req, resp);
+  if (!st.ok()) {
+    refused_->Labels({"bad_attach"}).Inc();
+    return ToGrpc(st);
+  }
+  return grpc::Status::OK;
+}
+
+absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionRequest& req,
+                                   rpci::v1::OpenSessionResponse* resp) {
+  // Validate the client's regions against the device before touching anything.
+  std::vector<RegionDesc> client;
+  for (const rpci::v1::Region& r : req.client_regions()) {
+    RegionDesc d = FromProto(r);
+    if (absl::Status v = session::ValidateRegion(d); !v.ok()) return v;
+    client.push_back(d);
+  }
+  for (const SessionDevice::Bar& bar : s.bars) {
+    absl::StatusOr<RegionDesc> mirror = session::FindRegion(client, RegionKind::kBar, bar.index);
+    if (!mirror.ok()) return mirror.status();
+    if (mirror->size != std::min(bar.size, options_.max_mirror_bytes)) {
+      return absl::InvalidArgumentError(absl::StrFormat("bar %u mirror is %u bytes, want %u", bar.index, mirror->size,
+                                                        std::min(bar.size, options_.max_mirror_bytes)));
+    }
+  }
+  absl::StatusOr<RegionDesc> dma = session::FindRegion(client, RegionKind::kDma);
+  if (!dma.ok()) return dma.status();
+  if (dma->size != s.device->dma_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("dma region is %u bytes, device has %u", dma->size, s.device->dma_size()));
+  }
+  absl::StatusOr<RegionDesc> comp = session::FindRegion(client, RegionKind::kCompletionRing);
+  if (!comp.ok()) return comp.status();
+  const uint64_t cap = (comp->size - std::min<uint64_t>(comp->size, session::kRingHeaderSize)) /
+                       session::kCompletionEntrySize;
+  if (comp->size < session::kRingHeaderSize || cap == 0 || (cap & (cap - 1)) != 0 ||
+      cap > session::kMaxRingCapacity || session::RingRegionSize(cap, session::kCompletionEntrySize) != comp->size) {
+    return absl::InvalidArgumentError(absl::StrFormat("completion ring of %u bytes is not a valid ring", comp->size));
+  }
+
+  // Re-attaching replaces the previous data path (reconnect): revoke old keys.
+  if (s.attached) link_->RemovePeer(s.peer);
+  s.Deregister();
+  absl::StatusOr<session::PeerAddr> peer = link_->AddPeer(req.client_fabric_address());
+  if (!peer.ok()) return peer.status();
+  s.peer = *peer;
+  s.client = client;
+  s.comp_capacity = static_cast<uint32_t>(cap);
+  s.from_device.clear();
+  s.backlog.clear();
+  s.client_consumed = s.completion_seq;
+
+  auto reg = [&](std::vector<uint8_t>& buf, size_t size, uint64_t access,
+                 std::unique_ptr<session::MemoryRegion>* mr) -> absl::Status {
+    if (buf.size() != size) buf.assign(size, 0);
+    absl::StatusOr<std::unique_ptr<session::MemoryRegion>> r = link_->Register(buf.data(), buf.size(), access);
+    if (!r.ok()) return r.status();
+    *mr = std::move(*r);
+    return absl::OkStatus();
+  };
+  std::vector<RegionDesc> local;
+  if (absl::Status st = reg(s.ring_buf, session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize),
+                            FI_REMOTE_WRITE, &s.ring_mr);
+      !st.ok()) {
+    return st;
+  }
+  session::EncodeRingHeader({options_.mmio_ring_capacity, session::kMmioEntrySize, s.gate.applied(), s.gate.applied()},
+                            s.ring_buf.data());
+  local.push_back({RegionKind::kMmioRing, session::kAccessWrite, 0, s.ring_mr->remote_address(), s.ring_buf.size(),
+                   s.ring_mr->key()});
+  absl::StatusOr<std::unique_ptr<session::MemoryRegion>> dma_mr =
+      link_->Register(s.device->dma_space(), s.device->dma_size(), FI_REMOTE_READ | FI_REMOTE_WRITE);
+  if (!dma_mr.ok()) return dma_mr.status();
+  s.dma_mr = std::move(*dma_mr);
+  local.push_back({RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, s.dma_mr->remote_address(),
+                   s.device->dma_size(), s.dma_mr->key()});
+  s.bar_buf.resize(s.bars.size());
+  s.bar_mr.resize(s.bars.size());
+  for (size_t i = 0; i < s.bars.size(); ++i) {
+    const uint64_t n = std::min(s.bars[i].size, options_.max_mirror_bytes);
+    if (absl::Status st = reg(s.bar_buf[i], n, FI_REMOTE_READ, &s.bar_mr[i]); !st.ok()) return st;
+    local.push_back({RegionKind::kBar, session::kAccessRead, s.bars[i].index, s.bar_mr[i]->remote_address(), n,
+                     s.bar_mr[i]->key()});
+  }
+  if (absl::Status st = reg(s.comp_buf, comp->size, 0, &s.comp_mr); !st.ok()) return st;
+  session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.completion_seq, s.completion_seq},
+                            s.comp_buf.data());
+  if (absl::Status st = reg(s.anchor_buf, session::kAnchorRegionSize, FI_REMOTE_READ, &s.anchor_mr); !st.ok()) {
+    return st;
+  }
+  local.push_back({RegionKind::kAnchor, session::kAccessRead, 0, s.anchor_mr->remote_address(),
+                   session::kAnchorRegionSize, s.anchor_mr->key()});
+  session::Anchor anchor;
+  anchor.session_id = s.id;
+  anchor.regions = local;
+  std::vector<uint8_t> encoded = session::EncodeAnchor(anchor);
+  std::memcpy(s.anchor_buf.data() + session::kAnchorOffset, encoded.data(), encoded.size());
+  s.local = local;
+  for (const RegionDesc& d : local) ToProto(d, resp->add_agent_regions());
+  s.attached = true;
+  s.last_seen = options_.clock->Now();
+  // The mirror starts as the device is now, and the client's ring header
+  // matches the agent's completion count.
+  if (absl::Status st = PushMirrors(s); !st.ok()) return st;
+  return absl::OkStatus();
+}
+
+grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::CloseSessionRequest* req,
+                                         rpci::v1::CloseSessionResponse*) {
+  absl::StatusOr<uint64_t> id = session::ParseSessionId(req->session_id());
+  if (!id.ok()) return ToGrpc(id.status());
+  std::shared_ptr<Session> s = Find(*id);
+  if (s == nullptr) {
+    refused_->Labels({"stale_session"}).Inc();
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->session_id() + " is not live");
+  }
+  absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
+  if (!key.ok() || !s->key.Matches(*key)) {
+    refused_->Labels({"bad_key"}).Inc();
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->session_id() + ": wrong key");
+  }
+  Teardown(*id, "closed", true);
+  return grpc::Status::OK;
+}
+
+grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::SessionStatusRequest* req,
+                                          rpci::v1::SessionStatusResponse* resp) {
+  absl::StatusOr<uint64_t> id = session::ParseSessionId(req->session_id());
+  if (!id.ok()) return ToGrpc(id.status());
+  std::shared_ptr<Session> s = Find(*id);
+  absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
+  if (s == nullptr || !key.ok() || !s->key.Matches(*key)) {
+    refused_->Labels({s == nullptr ? "stale_session" : "bad_key"}).Inc();
+    resp->set_live(false);
+    return grpc::Status::OK;
+  }
+  std::lock_guard<std::mutex> lock(s->mu);
+  resp->set_live(true);
+  resp->set_applied_sequence(s->gate.applied());
+  resp->set_completions(s->completion_seq);
+  return grpc::Status::OK;
+}
+
+void SessionServer::Teardown(uint64_t id, const std::string& reason, bool notify) {
+  std::shared_ptr<Session> s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) return;
+    s = it->second;
+    sessions_.erase(it);
+    device_owner_.erase(s->device_id);
+    open_gauge_->Set(static_cast<double>(sessions_.size()));
+  }
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (notify && s->attached) SendFrame(*s, FrameType::kClose, 0, 0);
+    if (s->attached) link_->RemovePeer(s->peer);
+    s->Deregister();
+    s->seq.reset();
+  }
+  if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + session::SessionIdString(id) + ".seq").c_str());
+  SaveCheckpoint();
+  teardowns_->Labels({reason}).Inc();
+  log_.Info("session torn down", {{"session", session::SessionIdString(id)}, {"reason", reason}});
+}
+
+void SessionServer::ReaperLoop() {
+  while (!stopping_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const absl::Time now = options_.clock->Now();
+    std::vector<uint64_t> expired;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, s] : sessions_) {
+        std::lock_guard<std::mutex> slock(s->mu);
+        const absl::Duration limit = s->attached ? options_.grace : options_.attach_timeout;
+        if (now - s->last_seen > limit) expired.push_back(id);
+      }
+    }
+    for (uint64_t id : expired) Teardown(id, "peer_gone", true);
+  }
+}
+
+void SessionServer::DispatchLoop() {
+  while (!stopping_) {
+    absl::StatusOr<std::string> msg = link_->Receive(absl::Milliseconds(100));
+    if (!msg.ok()) continue;
+    HandleFrame(*msg);
+  }
+}
+
+void SessionServer::Refuse(Session* s, ErrorCode code, uint64_t what) {
+  refused_->Labels({session::ErrorCodeName(code)}).Inc();
+  if (s != nullptr && s->attached) SendFrame(*s, FrameType::kError, static_cast<uint64_t>(code), what);
+}
+
+void SessionServer::SendFrame(Session& s, FrameType type, uint64_t arg0, uint64_t arg1) {
+  session::Frame f;
+  f.type = type;
+  f.session_id = s.id;
+  f.key = s.key.bytes();
+  f.arg0 = arg0;
+  f.arg1 = arg1;
+  auto bytes = session::EncodeFrame(f);
+  if (absl::Status st = link_->Send(s.peer, bytes.data(), bytes.size()); !st.ok()) {
+    log_.Warn("frame to client failed", {{"session", session::SessionIdString(s.id)},
+                                         {"error", std::string(st.message())}});
+  }
+}
+
+void SessionServer::HandleFrame(const std::string& bytes) {
+  absl::StatusOr<session::Frame> frame =
+      session::DecodeFrame(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+  if (!frame.ok()) {
+    refused_->Labels({"malformed"}).Inc();
+    return;
+  }
+  std::shared_ptr<Session> s = Find(frame->session_id);
+  if (s == nullptr) {
+    refused_->Labels({"stale_session"}).Inc();
+    return;
+  }
+  std::unique_lock<std::mutex> lock(s->mu);
+  if (!s->key.Matches(frame->key)) {
+    // Not answered: whoever sent it does not hold the session.
+    refused_->Labels({"bad_key"}).Inc();
+    return;
+  }
+  if (!s->attached) {
+    refused_->Labels({"stale_session"}).Inc();
+    return;
+  }
+  s->last_seen = options_.clock->Now();
+  switch (frame->type) {
+    case FrameType::kKick:
+      HandleKick(*s, frame->arg0, frame->arg1);
+      break;
+    case FrameType::kRefresh:
+      if (absl::Status st = PushMirrors(*s); st.ok()) {
+        SendFrame(*s, FrameType::kRefreshed, frame->arg0, s->gate.applied());
+      }
+      break;
+    case FrameType::kMapFromDevice: {
+      const uint64_t off = frame->arg0, len = frame->arg1;
+      RegionDesc dma{RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, 0, s->device->dma_size(), 0};
+      if (absl::Status st = session::CheckAccess(dma, off, len, true); !st.ok()) {
+        Refuse(s.get(), ErrorCode::kOutOfBounds, off);
+      } else if (s->from_device.size() >= 256) {
+        Refuse(s.get(), ErrorCode::kMalformed, off);
+      } else {
+        s->from_device[off] = len;
+      }
+      break;
+    }
+    case FrameType::kUnmap:
+      s->from_device.erase(frame->arg0);
+      break;
+    case FrameType::kHeartbeat:
+      break;  // last_seen is updated above
+    case FrameType::kClose: {
+      const uint64_t id = s->id;
+      lock.unlock();
+      Teardown(id, "closed", false);
+      break;
+    }
+    default:
+      Refuse(s.get(), ErrorCode::kMalformed, static_cast<uint64_t>(frame->type));
+  }
+}
+
+void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
+  if (consumed > s.client_consumed && consumed <= s.completion_seq) s.client_consumed = consumed;
+  absl::StatusOr<session::RingHeader> header = session::DecodeRingHeader(
+      absl::MakeConstSpan(s.ring_buf.data(), session::kRingHeaderSize), session::kMmioEntrySize);
+  if (!header.ok() || header->tail != tail || tail < s.gate.applied() ||
+      tail - s.gate.applied() > options_.mmio_ring_capacity) {
+    Refuse(&s, ErrorCode::kBadSequence, tail);
+    return;
+  }
+  for (uint64_t seq = s.gate.applied() + 1; seq <= tail; ++seq) {
+    const size_t slot = session::RingSlotOffset(seq, options_.mmio_ring_capacity, session::kMmioEntrySize);
+    absl::StatusOr<session::MmioWrite> w =
+        session::DecodeMmioWrite(absl::MakeConstSpan(s.ring_buf.data() + slot, session::kMmioEntrySize));
+    if (!w.ok()) {
+      Refuse(&s, ErrorCode::kMalformed, seq);
+      break;
+    }
+    if (w->seq != seq) {
+      Refuse(&s, ErrorCode::kBadSequence, seq);
+      break;
+    }
+    absl::StatusOr<session::ApplyGate::Verdict> verdict = s.gate.Check(w->seq);
+    if (!verdict.ok()) {
+      Refuse(&s, ErrorCode::kBadSequence, seq);
+      break;
+    }
+    if (*verdict == session::ApplyGate::Verdict::kDuplicate) continue;
+    // Bounds and access against the device's BAR; a refused write is consumed
+    // (so later writes keep their order) but never reaches the device.
+    const SessionDevice::Bar* bar = nullptr;
+    for (const SessionDevice::Bar& b : s.bars) {
+      if (b.index == w->bar) bar = &b;
+    }
+    absl::Status access =
+        bar == nullptr
+            ? absl::OutOfRangeError("no such bar")
+            : session::CheckAccess({RegionKind::kBar,
+                                    static_cast<uint8_t>(session::kAccessRead | (bar->writable ? session::kAccessWrite : 0)),
+                                    bar->index, 0, bar->size, 0},
+                                   w->offset, w->width, true);
+    if (access.ok()) access = s.device->WriteRegister(w->bar, w->offset, w->width, w->value);
+    if (!access.ok()) {
+      Refuse(&s, session::ErrorCodeFor(access), seq);
+    } else {
+      mmio_applied_->Inc();
+    }
+    s.gate.MarkApplied(seq);
+    s.seq->set_applied(seq);
+  }
+  DeliverInterrupts(s);
+  SendFrame(s, FrameType::kEvent, s.gate.applied(), s.completion_seq);
+}
+
+absl::Status SessionServer::PushMirrors(Session& s) {
+  std::vector<session::RmaSegment> segs;
+  for (size_t i = 0; i < s.bars.size(); ++i) {
+    absl::StatusOr<RegionDesc> mirror = session::FindRegion(s.client, RegionKind::kBar, s.bars[i].index);
+    if (!mirror.ok()) return mirror.status();
+    if (absl::Status st = s.device->ReadBar(s.bars[i].index, 0, s.bar_buf[i].size(), s.bar_buf[i].data()); !st.ok()) {
+      return st;
+    }
+    segs.push_back({s.bar_mr[i].get(), 0, s.bar_buf[i].size(), mirror->address, mirror->key});
+  }
+  absl::StatusOr<RegionDesc> dma = session::FindRegion(s.client, RegionKind::kDma);
+  if (!dma.ok()) return dma.status();
+  for (const auto& [off, len] : s.from_device) segs.push_back({s.dma_mr.get(), off, len, dma->address + off, dma->key});
+  absl::Status st = link_->Write(s.peer, segs);
+  if (!st.ok()) log_.Warn("mirror push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
+  return st;
+}
+
+void SessionServer::DeliverInterrupts(Session& s) {
+  for (const SessionDevice::Interrupt& irq : s.device->TakeInterrupts()) {
+    session::Completion c;
+    c.vector = irq.vector;
+    c.cause = irq.cause;
+    c.data = irq.data;
+    s.backlog.push_back(c);
+  }
+  if (s.backlog.empty()) return;
+  // Device changes reach the mirror before any completion that reports them.
+  if (!PushMirrors(s).ok()) return;
+  absl::StatusOr<RegionDesc> ring = session::FindRegion(s.client, RegionKind::kCompletionRing);
+  if (!ring.ok()) return;
+  std::vector<session::RmaSegment> segs;
+  while (!s.backlog.empty() && s.completion_seq - s.client_consumed < s.comp_capacity) {
+    session::Completion c = s.backlog.front();
+    s.backlog.pop_front();
+    c.seq = ++s.completion_seq;
+    c.applied_mmio_seq = s.gate.applied();
+    const size_t slot = session::RingSlotOffset(c.seq, s.comp_capacity, session::kCompletionEntrySize);
+    session::EncodeCompletion(c, s.comp_buf.data() + slot);
+    segs.push_back({s.comp_mr.get(), slot, session::kCompletionEntrySize, ring->address + slot, ring->key});
+    completions_->Inc();
+  }
+  if (segs.empty()) return;
+  session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.client_consumed, s.completion_seq},
+                            s.comp_buf.data());
+  segs.push_back({s.comp_mr.get(), session::kRingTailOffset, 8, ring->address + session::kRingTailOffset, ring->key});
+  s.seq->set_completions(s.completion_seq);
+  if (absl::Status st = link_->Write(s.peer, segs); !st.ok()) {
+    log_.Warn("completion push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
+  }
+}
+
+}  // namespace rpci::agent

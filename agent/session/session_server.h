@@ -1,0 +1,134 @@
+#ifndef RPCI_AGENT_SESSION_SESSION_SERVER_H_
+#define RPCI_AGENT_SESSION_SESSION_SERVER_H_
+
+// The agent's side of memory-mirroring sessions: the SessionControl gRPC
+// service (open, attach/resume, close, status) and the data path that applies
+// the MMIO write ring to the device in order, pushes device changes (BAR
+// snapshot, from-device DMA mappings) into the compute mirror and then
+// delivers completions. docs/sessions.md is the protocol.
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/session/session_device.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "proto/rpci/v1/session.grpc.pb.h"
+#include "session/link.h"
+#include "session/session_key.h"
+
+namespace rpci::agent {
+
+// A grant the controller issued: who may open a session on which device.
+struct Grant {
+  std::string grant_id;
+  std::string device_id;
+  std::string compute_node;
+  std::string token;
+  absl::Time expires = absl::InfiniteFuture();
+};
+
+// Live grants as the agent knows them (fed from AgentRegistry.WatchGrants).
+// Thread-safe.
+class GrantTable {
+ public:
+  void Upsert(const Grant& grant);
+  void Revoke(const std::string& grant_id);
+  // The grant if it exists, is unexpired at `now` and `token` matches (in
+  // constant time); PERMISSION_DENIED otherwise, without saying which.
+  absl::StatusOr<Grant> Check(const std::string& grant_id, const std::string& token, absl::Time now) const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, Grant> grants_;
+};
+
+struct SessionServerOptions {
+  session::LinkOptions link;
+  // Where the checkpoint and per-session sequence files live; empty = no
+  // recovery across restarts.
+  std::string state_dir;
+  // A session whose client has sent nothing (frames, heartbeats) for this
+  // long is torn down.
+  absl::Duration grace = absl::Seconds(10);
+  // A session opened by the plugin but never attached by a workload.
+  absl::Duration attach_timeout = absl::Minutes(10);
+  // Bytes of each BAR mirrored to the compute side.
+  uint64_t max_mirror_bytes = 1 << 20;
+  uint32_t mmio_ring_capacity = 1024;
+  Clock* clock = Clock::Real();
+  MetricsRegistry* metrics = nullptr;  // required
+};
+
+class SessionServer final : public rpci::v1::SessionControl::Service {
+ public:
+  // Loads the checkpoint (sessions come back dormant until their client
+  // resumes) and starts the data-path and reaper threads. `devices` maps
+  // device ids to devices that outlive the server.
+  static absl::StatusOr<std::unique_ptr<SessionServer>> Create(SessionServerOptions options, GrantTable* grants,
+                                                               std::map<std::string, SessionDevice*> devices);
+  ~SessionServer() override;
+
+  grpc::Status OpenSession(grpc::ServerContext* ctx, const rpci::v1::OpenSessionRequest* req,
+                           rpci::v1::OpenSessionResponse* resp) override;
+  grpc::Status CloseSession(grpc::ServerContext* ctx, const rpci::v1::CloseSessionRequest* req,
+                            rpci::v1::CloseSessionResponse* resp) override;
+  grpc::Status SessionStatus(grpc::ServerContext* ctx, const rpci::v1::SessionStatusRequest* req,
+                             rpci::v1::SessionStatusResponse* resp) override;
+
+  // Stops threads and tears every session down (keeping the checkpoint, so a
+  // new server resumes them).
+  void Stop();
+
+  size_t live_sessions() const;
+  const std::string& fabric_address() const { return link_->address(); }
+
+ private:
+  struct Session;
+  explicit SessionServer(SessionServerOptions options, GrantTable* grants,
+                         std::map<std::string, SessionDevice*> devices);
+  absl::Status Start();
+  absl::Status Attach(Session& s, const rpci::v1::OpenSessionRequest& req, rpci::v1::OpenSessionResponse* resp);
+  void DispatchLoop();
+  void ReaperLoop();
+  void HandleFrame(const std::string& bytes);
+  void HandleKick(Session& s, uint64_t tail, uint64_t consumed);
+  absl::Status PushMirrors(Session& s);
+  void DeliverInterrupts(Session& s);
+  void SendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
+  void Refuse(Session* s, session::ErrorCode code, uint64_t what);
+  void Teardown(uint64_t id, const std::string& reason, bool notify);
+  void SaveCheckpoint();
+  std::shared_ptr<Session> Find(uint64_t id) const;
+
+  SessionServerOptions options_;
+  GrantTable* grants_;
+  std::map<std::string, SessionDevice*> devices_;
+  std::unique_ptr<session::Link> link_;
+  Logger log_{"agent.session"};
+  CounterFamily* refused_;
+  CounterFamily* teardowns_;
+  Counter* mmio_applied_;
+  Counter* completions_;
+  Gauge* open_gauge_;
+
+  mutable std::mutex mu_;
+  std::map<uint64_t, std::shared_ptr<Session>> sessions_;
+  std::map<std::string, uint64_t> device_owner_;
+  std::mutex checkpoint_mu_;
+  std::atomic<bool> stopping_{false};
+  std::thread dispatch_;
+  std::thread reaper_;
+};
+
+}  // namespace rpci::agent
+
+#endif  // RPCI_AGENT_SESSION_SESSION_SERVER_H_

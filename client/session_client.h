@@ -1,0 +1,156 @@
+#ifndef RPCI_CLIENT_SESSION_CLIENT_H_
+#define RPCI_CLIENT_SESSION_CLIENT_H_
+
+// The compute side of a memory-mirroring session, shared by the plugin (which
+// reserves a session from a grant) and librpci (which attaches the data path
+// in the workload's process). docs/sessions.md is the protocol.
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "session/link.h"
+#include "session/sequencing.h"
+#include "session/session_key.h"
+#include "session/wire.h"
+
+namespace rpci::client {
+
+// What the plugin gets back from reserving a session and hands the container.
+struct SessionTicket {
+  std::string endpoint;    // agent SessionControl gRPC target
+  std::string session_id;  // 16 hex digits
+  session::SessionKey key;
+};
+
+// Reserves a session on the agent for a grant (control plane only; the data
+// path is attached later by the workload with SessionClient::Attach).
+absl::StatusOr<SessionTicket> ReserveSession(const std::string& endpoint,
+                                             std::shared_ptr<grpc::ChannelCredentials> creds,
+                                             const std::string& grant_id, const std::string& token,
+                                             const std::string& compute_node);
+// Ends a session (the plugin on container teardown, or librpci on close).
+absl::Status CloseSession(const SessionTicket& ticket, std::shared_ptr<grpc::ChannelCredentials> creds);
+
+struct ClientOptions {
+  session::LinkOptions link;
+  std::shared_ptr<grpc::ChannelCredentials> creds;  // default: insecure (loopback tests)
+  uint32_t completion_ring_capacity = 256;
+  uint32_t mmio_ring_capacity = 1024;  // must equal the agent's
+  absl::Duration heartbeat = absl::Milliseconds(500);
+  // Reconnect backoff, and how long to keep trying before the session is
+  // declared gone (then every call fails with FAILED_PRECONDITION).
+  absl::Duration backoff_initial = absl::Milliseconds(20);
+  absl::Duration backoff_max = absl::Seconds(1);
+  absl::Duration grace = absl::Seconds(10);
+};
+
+struct ClientStats {
+  uint64_t reconnects = 0;
+  uint64_t replayed_writes = 0;
+  uint64_t refused = 0;  // writes/requests the agent refused
+};
+
+// An attached session. Thread-safe (calls are serialized).
+class SessionClient {
+ public:
+  static absl::StatusOr<std::unique_ptr<SessionClient>> Attach(const SessionTicket& ticket,
+                                                               const ClientOptions& options);
+  ~SessionClient();
+  SessionClient(const SessionClient&) = delete;
+  SessionClient& operator=(const SessionClient&) = delete;
+
+  struct BarInfo {
+    uint16_t index;
+    uint64_t size;  // mirrored bytes
+  };
+  std::vector<BarInfo> bars() const;
+  uint64_t dma_size() const { return dma_.size(); }
+  // Compute-side DMA space (device address = offset into it).
+  uint8_t* dma() { return dma_.data(); }
+  // Read-only view of a BAR mirror, valid for the client's lifetime.
+  absl::StatusOr<const uint8_t*> mirror(uint16_t bar) const;
+
+  // Posts a register write; it reaches the device after every write posted
+  // before it. OUT_OF_RANGE if outside the BAR.
+  absl::Status Write(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value);
+  // Sends posted writes to the agent without waiting for them to be applied.
+  absl::Status Flush();
+  // Flush and wait until every posted write is applied.
+  absl::Status Sync(absl::Duration timeout);
+  // Reads from the mirror (value as of the last completion or Refresh).
+  absl::StatusOr<uint64_t> Read(uint16_t bar, uint64_t offset, uint8_t width);
+  // Applies posted writes and pulls the device's BAR state into the mirror.
+  absl::Status Refresh(absl::Duration timeout);
+
+  // Copies DMA [offset, offset+len) to the device side (before the doorbell
+  // that refers to it).
+  absl::Status FlushDma(uint64_t offset, uint64_t len);
+  // Pulls DMA [offset, offset+len) from the device side now.
+  absl::Status InvalidateDma(uint64_t offset, uint64_t len);
+  // Declares [offset, offset+len) device-written: the agent pushes it into
+  // this DMA space before each completion. Unmap stops that.
+  absl::Status MapFromDevice(uint64_t offset, uint64_t len);
+  absl::Status Unmap(uint64_t offset);
+
+  // Next completion, or DEADLINE_EXCEEDED.
+  absl::StatusOr<session::Completion> WaitCompletion(absl::Duration timeout);
+
+  // Closes the session on the agent; the client is unusable afterwards.
+  absl::Status Close();
+
+  ClientStats stats() const;
+  uint64_t acked_seq() const;
+  const std::string& session_id() const { return ticket_.session_id; }
+  // Test hook: drops the current fabric link as a network failure would.
+  void BreakLinkForTesting();
+
+ private:
+  explicit SessionClient(SessionTicket ticket, ClientOptions options);
+  absl::Status Connect();                   // fresh link + OpenSession(resume)
+  absl::Status ReconnectLocked();           // backoff loop; mu_ held
+  absl::Status EnsureLiveLocked();
+  absl::Status SendFrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
+  absl::Status PushWritesLocked(const std::vector<session::MmioWrite>& writes);
+  absl::Status FlushLocked();
+  // Receives one frame and applies it; DEADLINE_EXCEEDED if none came.
+  absl::Status PumpLocked(absl::Duration timeout);
+  template <typename Pred>
+  absl::Status WaitLocked(absl::Duration timeout, Pred done);
+  void HeartbeatLoop();
+  absl::Status WithReconnect(const std::function<absl::Status()>& op);
+
+  SessionTicket ticket_;
+  ClientOptions options_;
+  mutable std::mutex mu_;
+  std::unique_ptr<session::Link> link_;
+  session::PeerAddr peer_ = 0;
+  std::vector<session::RegionDesc> agent_;
+  std::vector<BarInfo> bar_info_;
+  std::vector<std::vector<uint8_t>> mirrors_;
+  std::vector<uint8_t> dma_, comp_, ring_stage_;
+  std::vector<std::unique_ptr<session::MemoryRegion>> mirror_mr_;
+  std::unique_ptr<session::MemoryRegion> dma_mr_, comp_mr_, stage_mr_;
+  session::WriteLog log_;
+  uint64_t pushed_ = 0;  // highest seq written to the agent's ring
+  uint64_t consumed_ = 0;
+  uint64_t refresh_sent_ = 0, refresh_done_ = 0;
+  std::optional<absl::Status> agent_error_;
+  bool closed_ = false;
+  absl::Status dead_;
+  ClientStats stats_;
+  std::map<uint64_t, uint64_t> from_device_;
+  bool stop_heartbeat_ = false;
+  std::condition_variable hb_cv_;
+  std::thread heartbeat_;
+};
+
+}  // namespace rpci::client
+
+#endif  // RPCI_CLIENT_SESSION_CLIENT_H_
