@@ -14,7 +14,8 @@ namespace {
 
 // Runs argv with its output captured; returns exit status and output.
 int Run(const std::vector<std::string>& argv, std::string* output) {
-  std::string cmd;
+  // Bazel's strict test environment leaves sbin (tc, iptables) off PATH.
+  std::string cmd = "PATH=/usr/sbin:/usr/bin:/sbin:/bin ";
   for (const auto& a : argv) absl::StrAppend(&cmd, "'", a, "' ");
   absl::StrAppend(&cmd, "2>&1");
   FILE* pipe = popen(cmd.c_str(), "r");
