@@ -238,6 +238,7 @@ absl::Status Link::WaitOps(const std::vector<std::shared_ptr<Op>>& ops, const ch
 
 absl::Status Link::Rma(PeerAddr peer, const std::vector<RmaSegment>& segments, bool write) {
   std::vector<std::shared_ptr<Op>> ops;
+  const absl::Time post_deadline = absl::Now() + op_timeout_;
   for (const RmaSegment& seg : segments) {
     if (seg.local == nullptr || seg.len == 0 || seg.local_offset > seg.local->size() ||
         seg.len > seg.local->size() - seg.local_offset) {
@@ -260,8 +261,14 @@ absl::Status Link::Rma(PeerAddr peer, const std::vector<RmaSegment>& segments, b
         ++failed_ops_;
         return FiError(write ? "fi_write" : "fi_read", static_cast<int>(rc));
       }
+      if (absl::Now() > post_deadline) {
+        std::lock_guard<std::mutex> lock(mu_);
+        inflight_.erase(op.get());
+        ++failed_ops_;
+        return absl::UnavailableError("fabric: peer not accepting operations (timed out)");
+      }
       fi_cq_signal(cq_);
-      std::this_thread::yield();
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
     ops.push_back(op);
   }
@@ -282,6 +289,7 @@ absl::Status Link::Send(PeerAddr peer, const void* data, size_t len) {
     if (stopping_) return absl::CancelledError("fabric: link shut down");
     inflight_[op.get()] = op;
   }
+  const absl::Time post_deadline = absl::Now() + op_timeout_;
   while (true) {
     ssize_t rc = fi_send(ep_, op->buf.data(), len, nullptr, peer, &op->ctx);
     if (rc == 0) break;
@@ -291,8 +299,14 @@ absl::Status Link::Send(PeerAddr peer, const void* data, size_t len) {
       ++failed_ops_;
       return FiError("fi_send", static_cast<int>(rc));
     }
+    if (absl::Now() > post_deadline) {
+      std::lock_guard<std::mutex> lock(mu_);
+      inflight_.erase(op.get());
+      ++failed_ops_;
+      return absl::UnavailableError("fabric: peer not accepting messages (timed out)");
+    }
     fi_cq_signal(cq_);
-    std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
   fi_cq_signal(cq_);
   return WaitOps({op}, "send");
