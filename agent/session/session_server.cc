@@ -450,8 +450,15 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   s.last_seen = options_.clock->Now();
   // The mirror starts as the device is now, and the client's ring header
   // matches the agent's completion count.
-  if (absl::Status st = PushMirrors(s); !st.ok()) return st;
-  return absl::OkStatus();
+  // A first operation to a peer whose address reuses a just-closed one can be
+  // cancelled while the provider drops the stale connection; retry briefly.
+  absl::Status pushed;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    pushed = PushMirrors(s);
+    if (pushed.ok()) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return pushed;
 }
 
 grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::CloseSessionRequest* req,

@@ -1,0 +1,228 @@
+// Session benchmarks (not a test): DMA mirror throughput vs loopback TCP,
+// doorbell->completion RTT vs TCP ping-pong, session open latency.
+//   bazel run //bench:session -- [--json]
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/session/session_server.h"
+#include "agent/session/testing/test_device.h"
+#include "client/session_client.h"
+#include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+int Fail(const char* what, const absl::Status& s) {
+  std::fprintf(stderr, "session bench: %s: %s\n", what, std::string(s.message()).c_str());
+  return 1;
+}
+
+double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+}
+
+// Two connected TCP sockets over 127.0.0.1.
+std::pair<int, int> TcpPair() {
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  listen(l, 1);
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  int s = accept(l, nullptr, nullptr);
+  close(l);
+  int one = 1;
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return {c, s};
+}
+
+double TcpGbps(size_t total) {
+  auto [c, s] = TcpPair();
+  std::thread reader([s = s, total] {
+    std::vector<char> buf(1 << 20);
+    size_t got = 0;
+    while (got < total) {
+      ssize_t n = read(s, buf.data(), buf.size());
+      if (n <= 0) break;
+      got += n;
+    }
+  });
+  std::vector<char> buf(1 << 20, 1);
+  auto t0 = Clock::now();
+  size_t sent = 0;
+  while (sent < total) {
+    ssize_t n = write(c, buf.data(), std::min(buf.size(), total - sent));
+    if (n <= 0) break;
+    sent += n;
+  }
+  reader.join();
+  double secs = Secs(Clock::now() - t0);
+  close(c);
+  close(s);
+  return total * 8 / secs / 1e9;
+}
+
+std::vector<double> TcpRttUs(int iters) {
+  auto [c, s] = TcpPair();
+  std::thread echo([s = s, iters] {
+    char b[72];
+    for (int i = 0; i < iters; ++i) {
+      if (read(s, b, sizeof(b)) <= 0 || write(s, b, sizeof(b)) <= 0) break;
+    }
+  });
+  std::vector<double> rtts;
+  char b[72] = {};
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = Clock::now();
+    if (write(c, b, sizeof(b)) <= 0) break;
+    size_t got = 0;
+    while (got < sizeof(b)) {
+      ssize_t n = read(c, b + got, sizeof(b) - got);
+      if (n <= 0) break;
+      got += n;
+    }
+    rtts.push_back(Secs(Clock::now() - t0) * 1e6);
+  }
+  echo.join();
+  close(c);
+  close(s);
+  return rtts;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool json_only = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::printf("usage: session_bench [--json]\n  Runs an in-process agent session server and client over "
+                  "tcp;ofi_rxm on loopback and prints\n  mirror throughput, doorbell RTT and open latency next to "
+                  "plain loopback TCP.\n  --json  print only one JSON object\n");
+      return 0;
+    }
+    if (a == "--json") {
+      json_only = true;
+    } else {
+      std::fprintf(stderr, "unknown flag %s (try --help)\n", a.c_str());
+      return 2;
+    }
+  }
+  rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
+  rpci::MetricsRegistry metrics;
+  rpci::agent::GrantTable grants;
+  grants.Upsert({"bench", "dev0", "node", "token", absl::InfiniteFuture()});
+  rpci::agent::testing::TestDevice device(4 << 20);
+  rpci::agent::SessionServerOptions opts;
+  opts.metrics = &metrics;
+  auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &device}});
+  if (!server.ok()) {
+    std::fprintf(stderr, "session server: %s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(server->get());
+  auto grpc_server = builder.BuildAndStart();
+  const std::string endpoint = "127.0.0.1:" + std::to_string(port);
+
+  nlohmann::json out;
+  // Session open latency: reserve + attach + close.
+  std::vector<double> open_ms;
+  for (int i = 0; i < 30; ++i) {
+    auto t0 = Clock::now();
+    auto ticket = rpci::client::ReserveSession(endpoint, nullptr, "bench", "token", "node");
+    if (!ticket.ok()) return Fail("reserve", ticket.status());
+    auto c = rpci::client::SessionClient::Attach(*ticket, {});
+    if (!c.ok()) {
+      std::fprintf(stderr, "open %d: ", i);
+      return Fail("attach", c.status());
+    }
+    open_ms.push_back(Secs(Clock::now() - t0) * 1e3);
+    (*c)->Close().IgnoreError();
+  }
+  out["open_ms_p50"] = Percentile(open_ms, 0.5);
+  out["open_ms_p99"] = Percentile(open_ms, 0.99);
+
+  auto ticket = rpci::client::ReserveSession(endpoint, nullptr, "bench", "token", "node");
+  auto client = rpci::client::SessionClient::Attach(*ticket, {});
+  if (!client.ok()) return Fail("attach", client.status());
+  rpci::client::SessionClient& c = **client;
+
+  // DMA mirror throughput per flush size.
+  nlohmann::json mirror = nlohmann::json::object();
+  for (size_t size : {size_t{4096}, size_t{65536}, size_t{1} << 20, size_t{4} << 20}) {
+    const size_t total = std::max<size_t>(size * 8, 128 << 20);
+    const int iters = static_cast<int>(total / size);
+    auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) {
+      if (absl::Status st = c.FlushDma(0, size); !st.ok()) return Fail("flush dma", st);
+    }
+    const double gbps = double(size) * iters * 8 / Secs(Clock::now() - t0) / 1e9;
+    mirror[std::to_string(size)] = gbps;
+    if (size == (size_t{1} << 20)) out["mirror_gbps_1mib"] = gbps;
+  }
+  out["mirror_gbps_by_size"] = mirror;
+  out["tcp_gbps"] = TcpGbps(size_t{1} << 30);
+  out["mirror_ratio"] = out["mirror_gbps_1mib"].get<double>() / out["tcp_gbps"].get<double>();
+
+  // Doorbell -> completion round trip (an empty copy job).
+  std::vector<double> rtt;
+  for (int i = 0; i < 1000; ++i) {
+    auto t0 = Clock::now();
+    if (absl::Status st = c.Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i); !st.ok()) return Fail("doorbell", st);
+    if (auto done = c.WaitCompletion(absl::Seconds(5)); !done.ok()) return Fail("completion", done.status());
+    if (i >= 50) rtt.push_back(Secs(Clock::now() - t0) * 1e6);
+  }
+  out["doorbell_rtt_us_p50"] = Percentile(rtt, 0.5);
+  out["doorbell_rtt_us_p99"] = Percentile(rtt, 0.99);
+  std::vector<double> tcp_rtt = TcpRttUs(2000);
+  out["tcp_rtt_us_p50"] = Percentile(tcp_rtt, 0.5);
+  out["tcp_rtt_us_p99"] = Percentile(tcp_rtt, 0.99);
+  out["doorbell_ratio"] = out["doorbell_rtt_us_p50"].get<double>() / out["tcp_rtt_us_p50"].get<double>();
+
+  // Posted MMIO write rate (batched through the ring, then synced).
+  auto t0 = Clock::now();
+  const int writes = 200000;
+  for (int i = 0; i < writes; ++i) {
+    if (absl::Status st = c.Write(0, 0x200, 8, i); !st.ok()) return Fail("write", st);
+  }
+  if (absl::Status st = c.Sync(absl::Seconds(30)); !st.ok()) return Fail("sync", st);
+  out["mmio_writes_per_sec"] = writes / Secs(Clock::now() - t0);
+  out["provider"] = "tcp;ofi_rxm";
+
+  c.Close().IgnoreError();
+  grpc_server->Shutdown(std::chrono::system_clock::now());
+  (*server)->Stop();
+
+  std::printf("%s\n", out.dump().c_str());
+  if (!json_only) {
+    std::printf("\n%-34s %12s\n", "metric", "value");
+    for (auto& [k, v] : out.items()) {
+      if (v.is_number()) std::printf("%-34s %12.3f\n", k.c_str(), v.get<double>());
+    }
+    for (auto& [k, v] : mirror.items()) std::printf("mirror_gbps @ %-20s %12.3f\n", k.c_str(), v.get<double>());
+  }
+  return 0;
+}
