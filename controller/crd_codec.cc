@@ -1,0 +1,267 @@
+#include "controller/crd_codec.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "common/config.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace rpci::controller {
+namespace {
+
+using nlohmann::json;
+
+// A string member of `object`, or "" when absent or not a string.
+std::string Str(const json& object, const char* key) {
+  if (!object.is_object()) return "";
+  auto it = object.find(key);
+  if (it == object.end() || !it->is_string()) return "";
+  return it->get<std::string>();
+}
+
+uint64_t U64(const json& object, const char* key) {
+  if (!object.is_object()) return 0;
+  auto it = object.find(key);
+  if (it == object.end() || !it->is_number_unsigned()) return 0;
+  return it->get<uint64_t>();
+}
+
+absl::Time TimeOr(const json& object, const char* key, absl::Time fallback) {
+  std::string text = Str(object, key);
+  if (text.empty()) return fallback;
+  absl::StatusOr<absl::Time> t = ParseKubeTime(text);
+  return t.ok() ? *t : fallback;
+}
+
+const json& Member(const json& object, const char* key) {
+  static const json kNull;
+  if (!object.is_object()) return kNull;
+  auto it = object.find(key);
+  return it == object.end() ? kNull : *it;
+}
+
+json Condition(const std::string& type, bool status, const std::string& reason,
+               const std::string& message, absl::Time since, int64_t generation) {
+  json c = {{"type", type},
+            {"status", status ? "True" : "False"},
+            {"reason", reason.empty() ? (status ? "AsExpected" : "Unknown") : reason},
+            {"message", message},
+            {"observedGeneration", generation}};
+  // lastTransitionTime is required by the standard shape; a condition that
+  // never changed gets the epoch.
+  c["lastTransitionTime"] = FormatKubeTime(since == absl::InfinitePast() ? absl::UnixEpoch() : since);
+  return c;
+}
+
+absl::Status CheckKind(const json& object, const char* kind) {
+  if (!object.is_object()) return absl::InvalidArgumentError(absl::StrCat(kind, ": not a JSON object"));
+  if (Str(object, "kind") != kind) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kind, ": object has kind \"", Str(object, "kind"), "\""));
+  }
+  if (Str(Member(object, "metadata"), "name").empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(kind, ": metadata.name is missing"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+json DeviceToObject(const Device& device, absl::Time now, int64_t generation) {
+  std::string spec_text;
+  rpci::v1::ExportedDevice spec_proto = device.exported;
+  spec_proto.clear_health();  // health is status, not spec
+  google::protobuf::util::JsonPrintOptions options;
+  (void)google::protobuf::util::MessageToJsonString(spec_proto, &spec_text, options);
+  json spec = json::parse(spec_text, nullptr, false);
+  if (spec.is_discarded()) spec = json::object();
+
+  json status = {
+      {"phase", std::string(PhaseName(device.PhaseAt(now)))},
+      {"health", device.healthy ? "Healthy" : "Unhealthy"},
+      {"healthReason", device.health_reason},
+      {"assignedNode", device.assigned_node},
+      {"assignedTime", FormatKubeTime(device.assigned_changed)},
+      {"lastUsedTime", FormatKubeTime(device.last_used)},
+      {"releasingFrom", device.releasing_from},
+      {"releasingUntil", FormatKubeTime(device.releasing_until)},
+      {"draining", device.draining},
+      {"attachment", device.attachment},
+      {"reason", device.reason},
+  };
+  status["conditions"] = json::array(
+      {Condition("Healthy", device.healthy, device.healthy ? "Healthy" : "Unhealthy",
+                 device.health_reason, device.health_changed, generation),
+       Condition("Assigned", !device.assigned_node.empty(),
+                 device.assigned_node.empty() ? "Unassigned" : "AssignedToNode", device.reason,
+                 device.assigned_changed, generation)});
+  return {{"apiVersion", kApiVersion},
+          {"kind", "PcieDevice"},
+          {"metadata", {{"name", device.id()}}},
+          {"spec", spec},
+          {"status", status}};
+}
+
+absl::StatusOr<Device> DeviceFromObject(const json& object) {
+  if (absl::Status s = CheckKind(object, "PcieDevice"); !s.ok()) return s;
+  const std::string name = Str(object["metadata"], "name");
+  Device device;
+  const json& spec = Member(object, "spec");
+  if (!spec.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat("PcieDevice ", name, ": spec is not an object"));
+  }
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  auto parsed = google::protobuf::util::JsonStringToMessage(spec.dump(), &device.exported, options);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("PcieDevice ", name, ": spec: ", std::string(parsed.message())));
+  }
+  if (device.exported.id().empty()) device.exported.set_id(name);
+  if (device.exported.id() != name) {
+    return absl::InvalidArgumentError(absl::StrCat("PcieDevice ", name, ": spec.id \"",
+                                                   device.exported.id(), "\" differs from the name"));
+  }
+  const json& status = Member(object, "status");
+  device.healthy = Str(status, "health") != "Unhealthy";
+  device.exported.set_health(device.healthy ? rpci::v1::DEVICE_HEALTH_HEALTHY
+                                            : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
+  device.health_reason = Str(status, "healthReason");
+  device.assigned_node = Str(status, "assignedNode");
+  device.assigned_changed = TimeOr(status, "assignedTime", absl::InfinitePast());
+  device.last_used = TimeOr(status, "lastUsedTime", absl::InfinitePast());
+  device.releasing_from = Str(status, "releasingFrom");
+  device.releasing_until = TimeOr(status, "releasingUntil", absl::InfinitePast());
+  device.draining = Member(status, "draining").is_boolean() && status["draining"].get<bool>();
+  device.attachment = Str(status, "attachment");
+  device.reason = Str(status, "reason");
+  for (const json& c : Member(status, "conditions").is_array() ? status["conditions"] : json::array()) {
+    if (Str(c, "type") == "Healthy") {
+      device.health_changed = TimeOr(c, "lastTransitionTime", absl::InfinitePast());
+    }
+  }
+  return device;
+}
+
+json AttachmentToObject(const Attachment& a) {
+  return {{"apiVersion", kApiVersion},
+          {"kind", "DeviceAttachment"},
+          {"metadata", {{"name", a.grant_id}, {"namespace", a.pod_namespace}}},
+          {"spec",
+           {{"device", a.device_id},
+            {"node", a.node},
+            {"pod", a.pod_name},
+            {"container", a.container_name},
+            {"grantId", a.grant_id},
+            {"token", absl::Base64Escape(a.token)},
+            {"createdTime", FormatKubeTime(a.created)},
+            {"expiresTime", FormatKubeTime(a.expires)}}},
+          {"status",
+           {{"state", "Attached"},
+            {"sessionId", a.session_id},
+            {"writesApplied", a.writes_applied},
+            {"bytesIn", a.bytes_in},
+            {"bytesOut", a.bytes_out},
+            {"completions", a.completions}}}};
+}
+
+absl::StatusOr<Attachment> AttachmentFromObject(const json& object) {
+  if (absl::Status s = CheckKind(object, "DeviceAttachment"); !s.ok()) return s;
+  const json& meta = object["metadata"];
+  const json& spec = Member(object, "spec");
+  const json& status = Member(object, "status");
+  Attachment a;
+  a.grant_id = Str(meta, "name");
+  a.pod_namespace = Str(meta, "namespace");
+  a.device_id = Str(spec, "device");
+  a.node = Str(spec, "node");
+  a.pod_name = Str(spec, "pod");
+  a.container_name = Str(spec, "container");
+  if (a.device_id.empty() || a.node.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DeviceAttachment ", a.pod_namespace, "/", a.grant_id, ": spec.device and spec.node are required"));
+  }
+  if (!absl::Base64Unescape(Str(spec, "token"), &a.token)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DeviceAttachment ", a.pod_namespace, "/", a.grant_id, ": spec.token is not base64"));
+  }
+  a.created = TimeOr(spec, "createdTime", absl::InfinitePast());
+  a.expires = TimeOr(spec, "expiresTime", absl::InfinitePast());
+  a.session_id = Str(status, "sessionId");
+  a.writes_applied = U64(status, "writesApplied");
+  a.bytes_in = U64(status, "bytesIn");
+  a.bytes_out = U64(status, "bytesOut");
+  a.completions = U64(status, "completions");
+  return a;
+}
+
+json PoolToObject(const PoolSpec& pool) {
+  return {{"apiVersion", kApiVersion},
+          {"kind", "DevicePool"},
+          {"metadata", {{"name", pool.name}}},
+          {"spec",
+           {{"resourceName", pool.ResourceName()},
+            {"selector", {{"matchLabels", pool.selector}}},
+            {"sparesPerNode", pool.spares_per_node},
+            {"maxPerNode", pool.max_per_node},
+            {"idleReleaseSeconds", pool.idle_release_seconds},
+            {"locality", pool.locality}}}};
+}
+
+namespace {
+
+void ReadPoolSpec(ConfigReader& r, PoolSpec* pool) {
+  std::string resource;
+  r.String("resourceName", &resource);
+  if (r.Has("resourceName") && resource != pool->ResourceName()) {
+    r.AddError("resourceName", absl::StrCat("must be \"", pool->ResourceName(), "\", got \"", resource, "\""));
+  }
+  ConfigReader selector = r.Object("selector");
+  json labels = json::object();
+  selector.Raw("matchLabels", &labels);
+  if (!labels.is_object()) {
+    selector.AddError("matchLabels", "expected object of strings");
+  } else {
+    for (auto it = labels.begin(); it != labels.end(); ++it) {
+      if (!it->is_string()) {
+        selector.AddError("matchLabels", absl::StrCat("label ", it.key(), ": expected string"));
+      } else {
+        pool->selector[it.key()] = it->get<std::string>();
+      }
+    }
+  }
+  r.Int("sparesPerNode", &pool->spares_per_node, 0, 1 << 20);
+  r.Int("maxPerNode", &pool->max_per_node, 0, 1 << 20);
+  r.Int("idleReleaseSeconds", &pool->idle_release_seconds, 0, int64_t{1} << 40);
+  r.Enum("locality", {"none", "zone", "rdma"}, &pool->locality);
+}
+
+}  // namespace
+
+absl::StatusOr<PoolSpec> PoolFromObject(const json& object) {
+  if (absl::Status s = CheckKind(object, "DevicePool"); !s.ok()) return s;
+  PoolSpec pool;
+  pool.name = Str(object["metadata"], "name");
+  json spec = Member(object, "spec");
+  if (spec.is_null()) spec = json::object();
+  if (!spec.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat("DevicePool ", pool.name, ": spec is not an object"));
+  }
+  ConfigReader r(spec, absl::StrCat("DevicePool ", pool.name, ": spec"));
+  ReadPoolSpec(r, &pool);
+  if (absl::Status s = r.Finish(); !s.ok()) return s;
+  return pool;
+}
+
+absl::StatusOr<PoolSpec> PoolFromConfig(const json& entry, const std::string& origin) {
+  if (!entry.is_object()) return absl::InvalidArgumentError(absl::StrCat(origin, ": pool entry is not an object"));
+  PoolSpec pool;
+  ConfigReader r(entry, origin);
+  r.String("name", &pool.name);
+  if (pool.name.empty()) r.AddError("name", "required");
+  ReadPoolSpec(r, &pool);
+  if (absl::Status s = r.Finish(); !s.ok()) return s;
+  return pool;
+}
+
+}  // namespace rpci::controller

@@ -1,0 +1,223 @@
+#include "controller/local_store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/log.h"
+#include "controller/crd_codec.h"
+
+namespace rpci::controller {
+namespace {
+
+using nlohmann::json;
+
+absl::Status ErrnoError(const std::string& what) {
+  return absl::UnavailableError(absl::StrCat(what, ": ", std::strerror(errno)));
+}
+
+absl::Status WriteAll(int fd, const std::string& data, const std::string& path) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("write " + path);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FsyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError("open " + dir);
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return ErrnoError("fsync " + dir);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFileIfExists(const std::string& path, bool* exists) {
+  std::ifstream in(path, std::ios::binary);
+  *exists = in.good();
+  if (!*exists) return std::string();
+  std::ostringstream out;
+  out << in.rdbuf();
+  if (in.bad()) return absl::UnavailableError("read " + path);
+  return out.str();
+}
+
+std::string AttachmentKey(const std::string& ns, const std::string& name) { return ns + "/" + name; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& dir, const Clock* clock,
+                                                              size_t min_compact_bytes) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoError("create state dir " + dir);
+  const std::string lock_path = dir + "/lock";
+  int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0) return ErrnoError("open " + lock_path);
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lock_fd);
+    return absl::FailedPreconditionError(absl::StrCat("state dir ", dir, " is in use by another controller"));
+  }
+  std::unique_ptr<LocalStore> store(new LocalStore(dir, clock, lock_fd, min_compact_bytes));
+  if (absl::Status s = store->Replay(); !s.ok()) return s;
+  return store;
+}
+
+LocalStore::LocalStore(std::string dir, const Clock* clock, int lock_fd, size_t min_compact_bytes)
+    : dir_(std::move(dir)), clock_(clock), lock_fd_(lock_fd), min_compact_bytes_(min_compact_bytes) {}
+
+LocalStore::~LocalStore() {
+  absl::MutexLock lock(&mu_);
+  if (journal_fd_ >= 0) ::close(journal_fd_);
+  ::close(lock_fd_);
+}
+
+absl::Status LocalStore::Replay() {
+  absl::MutexLock lock(&mu_);
+  const std::string snap_path = dir_ + "/state.json";
+  bool exists = false;
+  absl::StatusOr<std::string> snap = ReadFileIfExists(snap_path, &exists);
+  if (!snap.ok()) return snap.status();
+  if (exists) {
+    json state = json::parse(*snap, nullptr, false);
+    if (state.is_discarded() || !state.is_object()) {
+      return absl::DataLossError(absl::StrCat(snap_path, ": not a JSON object"));
+    }
+    Apply({{"put_devices", state.value("devices", json::array())},
+           {"put_attachments", state.value("attachments", json::array())}});
+    snapshot_bytes_ = snap->size();
+  }
+  const std::string journal_path = dir_ + "/journal.jsonl";
+  absl::StatusOr<std::string> journal = ReadFileIfExists(journal_path, &exists);
+  if (!journal.ok()) return journal.status();
+  std::vector<std::string> lines = absl::StrSplit(*journal, '\n');
+  size_t good_bytes = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (lines[i].empty()) continue;
+    json batch = json::parse(lines[i], nullptr, false);
+    const bool last = i + 1 == lines.size() || (i + 2 == lines.size() && lines[i + 1].empty());
+    const bool complete = i + 1 < lines.size();  // followed by a newline
+    if (batch.is_discarded() || !batch.is_object() || !complete) {
+      if (last) {
+        Logger("controller").Warn("ignoring torn journal tail", {{"file", journal_path}, {"line", i + 1}});
+        break;
+      }
+      return absl::DataLossError(absl::StrCat(journal_path, ":", i + 1, ": not a JSON object"));
+    }
+    Apply(batch);
+    good_bytes += lines[i].size() + 1;
+  }
+  journal_fd_ = ::open(journal_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (journal_fd_ < 0) return ErrnoError("open " + journal_path);
+  // Cut a torn tail so the next append starts on a line of its own.
+  if (::ftruncate(journal_fd_, static_cast<off_t>(good_bytes)) != 0) return ErrnoError("truncate " + journal_path);
+  if (::lseek(journal_fd_, 0, SEEK_END) < 0) return ErrnoError("seek " + journal_path);
+  journal_bytes_ = good_bytes;
+  return absl::OkStatus();
+}
+
+void LocalStore::Apply(const json& batch) {
+  for (const json& o : batch.value("put_devices", json::array())) {
+    if (o.is_object()) devices_[o["metadata"].value("name", "")] = o;
+  }
+  for (const json& name : batch.value("delete_devices", json::array())) {
+    if (name.is_string()) devices_.erase(name.get<std::string>());
+  }
+  for (const json& o : batch.value("put_attachments", json::array())) {
+    if (o.is_object()) {
+      attachments_[AttachmentKey(o["metadata"].value("namespace", ""), o["metadata"].value("name", ""))] = o;
+    }
+  }
+  for (const json& key : batch.value("delete_attachments", json::array())) {
+    if (key.is_string()) attachments_.erase(key.get<std::string>());
+  }
+}
+
+absl::StatusOr<StoreSnapshot> LocalStore::Load() {
+  absl::MutexLock lock(&mu_);
+  StoreSnapshot snap;
+  Logger log("controller");
+  for (const auto& [name, o] : devices_) {
+    absl::StatusOr<Device> d = DeviceFromObject(o);
+    if (!d.ok()) {
+      log.Error("skipping undecodable PcieDevice", {{"name", name}, {"error", d.status().ToString()}});
+      continue;
+    }
+    snap.devices.push_back(*std::move(d));
+  }
+  for (const auto& [key, o] : attachments_) {
+    absl::StatusOr<Attachment> a = AttachmentFromObject(o);
+    if (!a.ok()) {
+      log.Error("skipping undecodable DeviceAttachment", {{"name", key}, {"error", a.status().ToString()}});
+      continue;
+    }
+    snap.attachments.push_back(*std::move(a));
+  }
+  return snap;
+}
+
+absl::Status LocalStore::Commit(const StoreBatch& batch) {
+  if (batch.empty()) return absl::OkStatus();
+  const absl::Time now = clock_->Now();
+  json line = json::object();
+  json& puts = line["put_devices"] = json::array();
+  for (const Device& d : batch.put_devices) puts.push_back(DeviceToObject(d, now));
+  line["delete_devices"] = batch.delete_devices;
+  json& aputs = line["put_attachments"] = json::array();
+  for (const Attachment& a : batch.put_attachments) aputs.push_back(AttachmentToObject(a));
+  json& adel = line["delete_attachments"] = json::array();
+  for (const Attachment& a : batch.delete_attachments) adel.push_back(AttachmentKey(a.pod_namespace, a.grant_id));
+  const std::string text = line.dump() + "\n";
+
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = WriteAll(journal_fd_, text, dir_ + "/journal.jsonl"); !s.ok()) return s;
+  if (::fdatasync(journal_fd_) != 0) return ErrnoError("fsync " + dir_ + "/journal.jsonl");
+  journal_bytes_ += text.size();
+  Apply(line);
+  if (journal_bytes_ > std::max(min_compact_bytes_, snapshot_bytes_)) return WriteSnapshot();
+  return absl::OkStatus();
+}
+
+absl::Status LocalStore::WriteSnapshot() {
+  json state = {{"devices", json::array()}, {"attachments", json::array()}};
+  for (const auto& [name, o] : devices_) state["devices"].push_back(o);
+  for (const auto& [key, o] : attachments_) state["attachments"].push_back(o);
+  const std::string text = state.dump();
+  const std::string tmp = dir_ + "/state.json.tmp";
+  const std::string final_path = dir_ + "/state.json";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError("open " + tmp);
+  absl::Status s = WriteAll(fd, text, tmp);
+  if (s.ok() && ::fsync(fd) != 0) s = ErrnoError("fsync " + tmp);
+  ::close(fd);
+  if (!s.ok()) return s;
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) return ErrnoError("rename " + tmp);
+  if (absl::Status d = FsyncDir(dir_); !d.ok()) return d;
+  // The snapshot now holds everything; an old journal replayed over it would
+  // be harmless (puts and deletes are absolute), so emptying it last is safe.
+  if (::ftruncate(journal_fd_, 0) != 0) return ErrnoError("truncate journal in " + dir_);
+  if (::lseek(journal_fd_, 0, SEEK_SET) < 0) return ErrnoError("seek journal in " + dir_);
+  if (::fsync(journal_fd_) != 0) return ErrnoError("fsync journal in " + dir_);
+  journal_bytes_ = 0;
+  snapshot_bytes_ = text.size();
+  return absl::OkStatus();
+}
+
+size_t LocalStore::journal_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return journal_bytes_;
+}
+
+}  // namespace rpci::controller

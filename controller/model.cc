@@ -1,0 +1,57 @@
+#include "controller/model.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace rpci::controller {
+
+std::string_view PhaseName(DevicePhase phase) {
+  switch (phase) {
+    case DevicePhase::kAvailable: return "Available";
+    case DevicePhase::kAssigned: return "Assigned";
+    case DevicePhase::kAttached: return "Attached";
+    case DevicePhase::kReleasing: return "Releasing";
+    case DevicePhase::kUnhealthy: return "Unhealthy";
+    case DevicePhase::kDraining: return "Draining";
+  }
+  return "Unknown";
+}
+
+bool PoolSpec::Selects(const rpci::v1::ExportedDevice& device) const {
+  if (device.pool() != name) return false;
+  for (const auto& [key, value] : selector) {
+    auto it = device.labels().find(key);
+    if (it == device.labels().end() || it->second != value) return false;
+  }
+  return true;
+}
+
+DevicePhase Device::PhaseAt(absl::Time now) const {
+  if (!healthy) return DevicePhase::kUnhealthy;
+  if (draining) return DevicePhase::kDraining;
+  if (!attachment.empty()) return DevicePhase::kAttached;
+  if (!assigned_node.empty()) return DevicePhase::kAssigned;
+  if (releasing_until > now) return DevicePhase::kReleasing;
+  return DevicePhase::kAvailable;
+}
+
+std::string FormatKubeTime(absl::Time t) {
+  if (t == absl::InfinitePast()) return "";
+  return absl::FormatTime("%Y-%m-%d%ET%H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
+std::string FormatKubeMicroTime(absl::Time t) {
+  if (t == absl::InfinitePast()) return "";
+  return absl::FormatTime("%Y-%m-%d%ET%H:%M:%E6SZ", t, absl::UTCTimeZone());
+}
+
+absl::StatusOr<absl::Time> ParseKubeTime(const std::string& text) {
+  absl::Time t;
+  std::string err;
+  if (!absl::ParseTime(absl::RFC3339_full, text, &t, &err)) {
+    return absl::InvalidArgumentError(absl::StrCat("time \"", text, "\": not RFC 3339: ", err));
+  }
+  return t;
+}
+
+}  // namespace rpci::controller

@@ -1,0 +1,96 @@
+#ifndef RPCI_CONTROLLER_MODEL_H_
+#define RPCI_CONTROLLER_MODEL_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/rpci/v1/device.pb.h"
+
+namespace rpci::controller {
+
+// Where a device is in its life. Derived from a Device's fields (see
+// Device::PhaseAt), never stored on its own, so it cannot disagree with them.
+enum class DevicePhase { kAvailable, kAssigned, kAttached, kReleasing, kUnhealthy, kDraining };
+
+std::string_view PhaseName(DevicePhase phase);
+
+// A DevicePool: which devices form one kubelet resource (rpci.io/<name>) and
+// how the controller hands them out.
+struct PoolSpec {
+  std::string name;
+  // Device labels (the device server's node labels) that must all match.
+  std::map<std::string, std::string> selector;
+  int64_t spares_per_node = 0;        // kept assigned, unused, on each compute node
+  int64_t max_per_node = 0;           // 0: no limit
+  int64_t idle_release_seconds = 0;   // 0: assigned devices are never released for idleness
+  std::string locality = "none";      // "none", "zone" (same topology zone), "rdma" (device has a NIC)
+
+  std::string ResourceName() const { return "rpci.io/" + name; }
+  bool Selects(const rpci::v1::ExportedDevice& device) const;
+};
+
+// One session permission: device -> pod, with the grant the agent enforces.
+// Its id is also the DeviceAttachment object's name.
+struct Attachment {
+  std::string grant_id;
+  std::string device_id;
+  std::string node;  // compute node
+  std::string pod_namespace;
+  std::string pod_name;
+  std::string container_name;
+  std::string token;  // raw CSPRNG bytes
+  absl::Time created = absl::InfinitePast();
+  absl::Time expires = absl::InfinitePast();
+  // Counters from the owning agent's session reports.
+  std::string session_id;
+  uint64_t writes_applied = 0;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  uint64_t completions = 0;
+};
+
+// A device as the controller tracks it: what its agent exported plus the
+// controller's decisions about it.
+struct Device {
+  rpci::v1::ExportedDevice exported;
+  bool healthy = true;
+  std::string health_reason;
+  absl::Time health_changed = absl::InfinitePast();
+  std::string assigned_node;  // empty when not assigned
+  absl::Time assigned_changed = absl::InfinitePast();
+  absl::Time last_used = absl::InfinitePast();  // idle release counts from here
+  std::string releasing_from;                    // node it is being taken from
+  absl::Time releasing_until = absl::InfinitePast();
+  bool draining = false;    // its agent stopped exporting it while attached
+  std::string attachment;   // grant id, empty when not attached
+  std::string reason;       // why the last decision about it was made
+
+  const std::string& id() const { return exported.id(); }
+  const std::string& pool() const { return exported.pool(); }
+  DevicePhase PhaseAt(absl::Time now) const;
+};
+
+// A pod the scheduler could not place for lack of an rpci resource.
+struct PodDemand {
+  std::string pod_namespace;
+  std::string pod_name;
+  std::string pool;
+  int64_t count = 0;
+  std::string node_hint;  // spec.nodeName or a kubernetes.io/hostname selector
+};
+
+// Time in the Kubernetes wire formats: metav1.Time ("2006-01-02T15:04:05Z")
+// and metav1.MicroTime ("2006-01-02T15:04:05.000000Z").
+std::string FormatKubeTime(absl::Time t);
+std::string FormatKubeMicroTime(absl::Time t);
+// INVALID_ARGUMENT naming the text when it is not RFC 3339.
+absl::StatusOr<absl::Time> ParseKubeTime(const std::string& text);
+
+}  // namespace rpci::controller
+
+#endif  // RPCI_CONTROLLER_MODEL_H_

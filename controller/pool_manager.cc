@@ -1,0 +1,730 @@
+#include "controller/pool_manager.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace rpci::controller {
+namespace {
+
+constexpr size_t kMaxDecisions = 100000;
+constexpr char kZoneLabel[] = "topology.kubernetes.io/zone";
+
+bool ReportedHealthy(rpci::v1::DeviceHealth h) { return h != rpci::v1::DEVICE_HEALTH_UNHEALTHY; }
+
+}  // namespace
+
+absl::StatusOr<std::string> RandomBytes(size_t n) {
+  std::string out(n, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
+    return absl::InternalError("CSPRNG (RAND_bytes) failed");
+  }
+  return out;
+}
+
+PoolManager::PoolManager(Store* store, const Clock* clock, Options options, MetricsRegistry* metrics)
+    : store_(store), clock_(clock), options_(std::move(options)), log_("controller") {
+  if (metrics == nullptr) {
+    own_metrics_ = std::make_unique<MetricsRegistry>();
+    metrics = own_metrics_.get();
+  }
+  metrics_ = metrics;
+  decisions_total_ = &metrics_->AddCounter("rpci_controller_decisions_total",
+                                           "Pool manager decisions by pool, action and reason.",
+                                           {"pool", "action", "reason"});
+  devices_gauge_ = &metrics_->AddGauge("rpci_controller_devices", "Devices by pool and phase.", {"pool", "phase"});
+  store_errors_ = &metrics_->AddCounter("rpci_controller_store_errors_total", "Failed store commits.");
+}
+
+absl::Status PoolManager::Load() {
+  absl::StatusOr<StoreSnapshot> snap = store_->Load();
+  if (!snap.ok()) return snap.status();
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  devices_.clear();
+  attachments_.clear();
+  agents_.clear();
+  nodes_.clear();
+  for (Device& d : snap->devices) {
+    if (agents_.count(d.exported.node()) == 0) agents_[d.exported.node()] = Agent{"", "", now, false, true};
+    if (!d.assigned_node.empty() && nodes_.count(d.assigned_node) == 0) {
+      nodes_[d.assigned_node] = Node{{}, {}, {}, now, false, false};
+    }
+    devices_[d.id()] = std::move(d);
+  }
+  for (Attachment& a : snap->attachments) {
+    auto it = devices_.find(a.device_id);
+    // Keep only attachments the device agrees with: one per device, on the
+    // node it is assigned to. Anything else is a leftover of a crash between
+    // two writes, and is deleted.
+    if (it == devices_.end() || it->second.attachment != a.grant_id || it->second.assigned_node != a.node) {
+      log_.Warn("dropping stale attachment", {{"grant", a.grant_id}, {"device", a.device_id}});
+      deleted_attachments_[a.grant_id] = a;
+      continue;
+    }
+    attachments_[a.grant_id] = std::move(a);
+  }
+  for (auto& [id, d] : devices_) {
+    if (!d.attachment.empty() && attachments_.count(d.attachment) == 0) {
+      log_.Warn("device names a missing attachment; detaching", {{"device", id}, {"grant", d.attachment}});
+      d.attachment.clear();
+      MarkDirtyLocked(id);
+    }
+  }
+  ++version_;
+  log_.Info("state loaded", {{"devices", devices_.size()}, {"attachments", attachments_.size()}});
+  return FlushLocked();
+}
+
+// ---------------------------------------------------------------- agents
+
+absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
+    const rpci::v1::RegisterAgentRequest& req) {
+  if (req.node().empty()) return absl::InvalidArgumentError("RegisterAgent: node is empty");
+  std::set<std::string> ids;
+  for (const auto& d : req.devices()) {
+    if (d.id().empty()) return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": a device has no id"));
+    if (d.node() != req.node()) {
+      return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": device ", d.id(), " names node \"",
+                                                     d.node(), "\""));
+    }
+    if (d.pool().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": device ", d.id(), " has no pool"));
+    }
+    if (!ids.insert(d.id()).second) {
+      return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": device ", d.id(), " listed twice"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  for (const auto& [id, d] : devices_) {
+    if (ids.count(id) && d.exported.node() != req.node()) {
+      return absl::AlreadyExistsError(absl::StrCat("device ", id, " is exported by node ", d.exported.node()));
+    }
+  }
+  Agent& agent = agents_[req.node()];
+  agent = Agent{req.session_endpoint(), req.fabric_provider(), now, true, true};
+  for (const auto& exported : req.devices()) {
+    auto [it, inserted] = devices_.try_emplace(exported.id());
+    Device& d = it->second;
+    d.exported = exported;
+    if (inserted) {
+      d.healthy = ReportedHealthy(exported.health());
+      d.health_changed = now;
+      d.health_reason = d.healthy ? "" : "ReportedByAgent";
+      DecideLocked("discover", d, "", "RegisteredByAgent");
+    } else {
+      SetHealthLocked(d, ReportedHealthy(exported.health()), "ReportedByAgent", now);
+      d.draining = false;
+    }
+    MarkDirtyLocked(d.id());
+  }
+  // Devices this agent no longer exports: gone unless a pod still uses one.
+  for (auto it = devices_.begin(); it != devices_.end();) {
+    Device& d = it->second;
+    if (d.exported.node() != req.node() || ids.count(d.id())) {
+      ++it;
+      continue;
+    }
+    if (!d.attachment.empty()) {
+      if (!d.draining) {
+        d.draining = true;
+        DecideLocked("drain", d, d.assigned_node, "NoLongerExported");
+        MarkDirtyLocked(d.id());
+      }
+      ++it;
+      continue;
+    }
+    DecideLocked("remove", d, d.assigned_node, "NoLongerExported");
+    deleted_devices_.insert(d.id());
+    dirty_devices_.erase(d.id());
+    it = devices_.erase(it);
+  }
+  ++version_;
+  if (absl::Status s = FlushLocked(); !s.ok()) return s;
+  rpci::v1::RegisterAgentResponse resp;
+  resp.set_heartbeat_interval_seconds(absl::ToInt64Seconds(options_.heartbeat_interval));
+  resp.set_lease_seconds(absl::ToInt64Seconds(options_.agent_lease));
+  return resp;
+}
+
+absl::Status PoolManager::AgentHeartbeat(const rpci::v1::AgentHeartbeatRequest& req) {
+  absl::MutexLock lock(&mu_);
+  auto ait = agents_.find(req.node());
+  if (ait == agents_.end() || !ait->second.registered) {
+    return absl::NotFoundError(absl::StrCat("agent ", req.node(), " is not registered; call RegisterAgent"));
+  }
+  const absl::Time now = clock_->Now();
+  ait->second.last_seen = now;
+  if (!ait->second.alive) {
+    return absl::NotFoundError(absl::StrCat("agent ", req.node(), "'s lease expired; call RegisterAgent"));
+  }
+  for (const auto& h : req.health()) {
+    auto it = devices_.find(h.device_id());
+    if (it == devices_.end() || it->second.exported.node() != req.node()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("agent ", req.node(), ": health report for device ", h.device_id(), " it does not export"));
+    }
+    SetHealthLocked(it->second, ReportedHealthy(h.health()), h.reason().empty() ? "ReportedByAgent" : h.reason(),
+                    now);
+  }
+  for (const auto& s : req.sessions()) {
+    auto dit = devices_.find(s.device_id());
+    if (dit == devices_.end() || dit->second.exported.node() != req.node() || dit->second.attachment.empty()) continue;
+    Attachment& a = attachments_[dit->second.attachment];
+    if (a.session_id != s.session_id() || a.writes_applied != s.writes_applied() || a.bytes_in != s.bytes_in() ||
+        a.bytes_out != s.bytes_out() || a.completions != s.completions()) {
+      a.session_id = s.session_id();
+      a.writes_applied = s.writes_applied();
+      a.bytes_in = s.bytes_in();
+      a.bytes_out = s.bytes_out();
+      a.completions = s.completions();
+      dirty_attachments_.insert(a.grant_id);
+    }
+    dit->second.last_used = now;
+  }
+  return FlushLocked();
+}
+
+rpci::v1::SessionGrant PoolManager::GrantOf(const Attachment& a) const {
+  rpci::v1::SessionGrant g;
+  g.set_grant_id(a.grant_id);
+  g.set_device_id(a.device_id);
+  g.set_compute_node(a.node);
+  g.set_pod_namespace(a.pod_namespace);
+  g.set_pod_name(a.pod_name);
+  g.set_container_name(a.container_name);
+  g.set_token(a.token);
+  g.set_expires_unix_seconds(absl::ToUnixSeconds(a.expires));
+  return g;
+}
+
+std::vector<rpci::v1::SessionGrant> PoolManager::GrantsFor(const std::string& agent_node) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<rpci::v1::SessionGrant> out;
+  for (const auto& [id, a] : attachments_) {
+    auto it = devices_.find(a.device_id);
+    if (it != devices_.end() && it->second.exported.node() == agent_node) out.push_back(GrantOf(a));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- plugins
+
+absl::StatusOr<rpci::v1::RegisterNodeResponse> PoolManager::RegisterNode(const rpci::v1::RegisterNodeRequest& req) {
+  if (req.node().empty()) return absl::InvalidArgumentError("RegisterNode: node is empty");
+  absl::MutexLock lock(&mu_);
+  Node& n = nodes_[req.node()];
+  n.pools = std::set<std::string>(req.pools().begin(), req.pools().end());
+  n.nics.assign(req.nics().begin(), req.nics().end());
+  n.last_seen = clock_->Now();
+  n.registered = true;
+  n.gone = false;
+  ++version_;
+  log_.Info("compute node registered", {{"node", req.node()}, {"pools", absl::StrJoin(n.pools, ",")}});
+  rpci::v1::RegisterNodeResponse resp;
+  resp.set_heartbeat_interval_seconds(absl::ToInt64Seconds(options_.heartbeat_interval));
+  resp.set_lease_seconds(absl::ToInt64Seconds(options_.node_lease));
+  return resp;
+}
+
+absl::Status PoolManager::NodeHeartbeat(const std::string& node) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(node);
+  if (it == nodes_.end() || !it->second.registered) {
+    return absl::NotFoundError(absl::StrCat("compute node ", node, " is not registered; call RegisterNode"));
+  }
+  it->second.last_seen = clock_->Now();
+  return absl::OkStatus();
+}
+
+rpci::v1::AssignmentSet PoolManager::AssignmentsFor(const std::string& node) const {
+  absl::MutexLock lock(&mu_);
+  rpci::v1::AssignmentSet set;
+  for (const auto& [id, d] : devices_) {
+    if (d.assigned_node != node) continue;
+    rpci::v1::Assignment* a = set.add_assignments();
+    *a->mutable_device() = d.exported;
+    a->mutable_device()->set_health(d.healthy ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
+    auto agent = agents_.find(d.exported.node());
+    if (agent != agents_.end()) {
+      a->set_agent_session_endpoint(agent->second.session_endpoint);
+      a->set_agent_fabric_provider(agent->second.fabric_provider);
+    }
+  }
+  return set;
+}
+
+absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::ClaimRequest& req) {
+  if (req.pod_name().empty()) return absl::InvalidArgumentError("Claim: pod_name is empty");
+  absl::MutexLock lock(&mu_);
+  auto it = devices_.find(req.device_id());
+  if (it == devices_.end()) return absl::NotFoundError(absl::StrCat("device ", req.device_id(), " is unknown"));
+  Device& d = it->second;
+  if (d.assigned_node != req.node()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("device ", d.id(), " is not assigned to node ", req.node()));
+  }
+  const std::string ns = req.pod_namespace().empty() ? "default" : req.pod_namespace();
+  auto agent = agents_.find(d.exported.node());
+  if (agent == agents_.end() || !agent->second.registered || !agent->second.alive) {
+    return absl::UnavailableError(absl::StrCat("device ", d.id(), ": its agent on ", d.exported.node(),
+                                               " is not registered"));
+  }
+  rpci::v1::ClaimResponse resp;
+  resp.set_agent_session_endpoint(agent->second.session_endpoint);
+  if (!d.attachment.empty()) {
+    const Attachment& a = attachments_[d.attachment];
+    if (a.pod_namespace == ns && a.pod_name == req.pod_name() && a.container_name == req.container_name()) {
+      *resp.mutable_grant() = GrantOf(a);
+      return resp;
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", d.id(), " is attached to ", a.pod_namespace, "/", a.pod_name));
+  }
+  if (!d.healthy) return absl::FailedPreconditionError(absl::StrCat("device ", d.id(), " is unhealthy"));
+  if (d.draining) return absl::FailedPreconditionError(absl::StrCat("device ", d.id(), " is draining"));
+  absl::StatusOr<std::string> id_bytes = RandomBytes(12);
+  absl::StatusOr<std::string> token = RandomBytes(32);
+  if (!id_bytes.ok()) return id_bytes.status();
+  if (!token.ok()) return token.status();
+  const absl::Time now = clock_->Now();
+  Attachment a;
+  a.grant_id = "g-" + absl::BytesToHexString(*id_bytes);
+  a.device_id = d.id();
+  a.node = req.node();
+  a.pod_namespace = ns;
+  a.pod_name = req.pod_name();
+  a.container_name = req.container_name();
+  a.token = *token;
+  a.created = now;
+  a.expires = now + options_.grant_ttl;
+  d.attachment = a.grant_id;
+  d.last_used = now;
+  DecideLocked("attach", d, req.node(), absl::StrCat("ClaimedBy ", ns, "/", req.pod_name()));
+  dirty_attachments_.insert(a.grant_id);
+  MarkDirtyLocked(d.id());
+  *resp.mutable_grant() = GrantOf(a);
+  attachments_[a.grant_id] = std::move(a);
+  ++version_;
+  if (absl::Status s = FlushLocked(); !s.ok()) return s;
+  return resp;
+}
+
+absl::Status PoolManager::Release(const rpci::v1::ReleaseRequest& req) {
+  absl::MutexLock lock(&mu_);
+  auto it = devices_.find(req.device_id());
+  if (it == devices_.end()) return absl::OkStatus();  // already gone
+  Device& d = it->second;
+  if (d.attachment.empty()) return absl::OkStatus();
+  const Attachment& a = attachments_[d.attachment];
+  if (a.node != req.node()) {
+    return absl::PermissionDeniedError(absl::StrCat("device ", d.id(), " is attached on node ", a.node));
+  }
+  if (!req.grant_id().empty() && req.grant_id() != a.grant_id) return absl::OkStatus();  // an older grant
+  d.last_used = clock_->Now();
+  DetachLocked(d, req.reason().empty() ? "ReleasedByPlugin" : req.reason());
+  ++version_;
+  return FlushLocked();
+}
+
+absl::Status PoolManager::ReportUsage(const rpci::v1::ReportUsageRequest& req) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  std::set<std::string> used;
+  for (const auto& u : req.usage()) {
+    auto it = devices_.find(u.device_id());
+    if (it == devices_.end() || it->second.assigned_node != req.node()) continue;
+    used.insert(u.device_id());
+    it->second.last_used = now;
+  }
+  bool changed = false;
+  for (auto& [id, d] : devices_) {
+    if (d.assigned_node != req.node() || d.attachment.empty() || used.count(id)) continue;
+    const Attachment& a = attachments_[d.attachment];
+    if (a.created + options_.usage_grace > now) continue;
+    d.last_used = now;
+    DetachLocked(d, "PodNoLongerUsesDevice");
+    changed = true;
+  }
+  if (changed) ++version_;
+  return FlushLocked();
+}
+
+// ---------------------------------------------------------------- inputs
+
+void PoolManager::SetPools(const std::vector<PoolSpec>& pools) {
+  absl::MutexLock lock(&mu_);
+  pools_.clear();
+  for (const PoolSpec& p : pools) pools_[p.name] = p;
+  ++version_;
+}
+
+void PoolManager::SetDemand(const std::vector<PodDemand>& demand) {
+  absl::MutexLock lock(&mu_);
+  demand_ = demand;
+}
+
+void PoolManager::NodeGone(const std::string& node) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(node);
+  if (it != nodes_.end()) it->second.gone = true;
+  DropNodeLocked(node, "NodeDeleted");
+  ++version_;
+  (void)FlushLocked();
+}
+
+// ---------------------------------------------------------------- policy
+
+const PoolSpec& PoolManager::PoolOfLocked(const std::string& name) const {
+  auto it = pools_.find(name);
+  return it == pools_.end() ? options_.default_pool : it->second;
+}
+
+std::vector<Decision> PoolManager::Reconcile() {
+  absl::MutexLock lock(&mu_);
+  const size_t first = decisions_.size();
+  const absl::Time now = clock_->Now();
+  ExpireLocked(now);
+  std::map<std::string, std::vector<Device*>> by_pool;
+  for (auto& [id, d] : devices_) by_pool[d.pool()].push_back(&d);
+  for (const auto& [name, n] : nodes_) {
+    for (const std::string& p : n.pools) by_pool[p];
+  }
+  for (auto& [name, devices] : by_pool) {
+    PoolSpec pool = PoolOfLocked(name);
+    pool.name = name;
+    ReconcilePoolLocked(pool, devices, now);
+  }
+  UpdateGaugesLocked(now);
+  if (decisions_.size() != first) ++version_;
+  (void)FlushLocked();
+  return std::vector<Decision>(decisions_.begin() + std::min(first, decisions_.size()), decisions_.end());
+}
+
+void PoolManager::ExpireLocked(absl::Time now) {
+  for (auto& [name, agent] : agents_) {
+    if (!agent.alive || agent.last_seen + options_.agent_lease > now) continue;
+    agent.alive = false;
+    log_.Warn("agent lease expired", {{"node", name}});
+    for (auto& [id, d] : devices_) {
+      if (d.exported.node() != name) continue;
+      SetHealthLocked(d, false, "DeviceServerLost", now);
+      if (!d.assigned_node.empty() && d.attachment.empty()) {
+        UnassignLocked(d, "reclaim", "DeviceServerLost", options_.release_grace, now);
+      }
+    }
+  }
+  std::vector<std::string> dead;
+  for (const auto& [name, n] : nodes_) {
+    if (n.gone || n.last_seen + options_.node_lease <= now) dead.push_back(name);
+  }
+  for (const std::string& name : dead) DropNodeLocked(name, nodes_[name].gone ? "NodeDeleted" : "ComputeNodeLost");
+}
+
+void PoolManager::DropNodeLocked(const std::string& node, const std::string& reason) {
+  const absl::Time now = clock_->Now();
+  for (auto& [id, d] : devices_) {
+    if (d.assigned_node == node) {
+      if (!d.attachment.empty()) DetachLocked(d, reason);
+      // The node is dead: nothing there can still use the device, no grace.
+      UnassignLocked(d, "reclaim", reason, absl::ZeroDuration(), now);
+    } else if (d.releasing_from == node) {
+      d.releasing_until = absl::InfinitePast();
+      MarkDirtyLocked(id);
+    }
+  }
+  if (nodes_.erase(node)) log_.Warn("compute node dropped", {{"node", node}, {"reason", reason}});
+}
+
+void PoolManager::ReconcilePoolLocked(const PoolSpec& pool, const std::vector<Device*>& devices, absl::Time now) {
+  // Live compute nodes serving this pool.
+  std::vector<std::string> node_names;
+  for (const auto& [name, n] : nodes_) {
+    if (n.registered && n.pools.count(pool.name)) node_names.push_back(name);
+  }
+  std::map<std::string, int64_t> assigned, want;
+  std::map<std::string, std::vector<Device*>> free;  // assigned, healthy, unattached
+  std::vector<Device*> available;
+  for (Device* d : devices) {
+    if (!d->assigned_node.empty()) {
+      ++assigned[d->assigned_node];
+      if (d->healthy && !d->draining && d->attachment.empty()) free[d->assigned_node].push_back(d);
+      continue;
+    }
+    auto agent = agents_.find(d->exported.node());
+    if (d->PhaseAt(now) == DevicePhase::kAvailable && pool.Selects(d->exported) && agent != agents_.end() &&
+        agent->second.alive) {
+      available.push_back(d);
+    }
+  }
+  for (const std::string& n : node_names) want[n] = pool.spares_per_node;
+  int64_t unhinted = 0;
+  for (const PodDemand& pd : demand_) {
+    if (pd.pool != pool.name) continue;
+    if (!pd.node_hint.empty() && want.count(pd.node_hint)) {
+      want[pd.node_hint] += pd.count;
+    } else {
+      unhinted += pd.count;
+    }
+  }
+  auto can_assign = [&](const std::string& node) {
+    return pool.max_per_node == 0 || assigned[node] < pool.max_per_node;
+  };
+  size_t next_available = 0;
+  auto pick = [&](const std::string& node) -> Device* {
+    while (next_available < available.size() && available[next_available] == nullptr) ++next_available;
+    if (next_available >= available.size()) return nullptr;
+    size_t chosen = next_available;
+    if (pool.locality != "none") {
+      const Node& n = nodes_[node];
+      auto zone = n.labels.find(kZoneLabel);
+      for (size_t i = next_available; i < available.size(); ++i) {
+        Device* d = available[i];
+        if (d == nullptr) continue;
+        bool good = false;
+        if (pool.locality == "rdma") good = d->exported.local_nics_size() > 0;
+        if (pool.locality == "zone" && zone != n.labels.end()) {
+          auto dz = d->exported.labels().find(kZoneLabel);
+          good = dz != d->exported.labels().end() && dz->second == zone->second;
+        }
+        if (good) {
+          chosen = i;
+          break;
+        }
+      }
+    }
+    Device* d = available[chosen];
+    available[chosen] = nullptr;
+    return d;
+  };
+  auto assign_to = [&](const std::string& node, const std::string& reason) {
+    Device* d = pick(node);
+    if (d == nullptr) return false;
+    AssignLocked(*d, node, reason, now);
+    ++assigned[node];
+    free[node].push_back(d);
+    return true;
+  };
+  // Spares and pods bound to a node: fill each node up to what it wants.
+  for (const std::string& node : node_names) {
+    while (static_cast<int64_t>(free[node].size()) < want[node] && can_assign(node)) {
+      if (!assign_to(node, static_cast<int64_t>(free[node].size()) < pool.spares_per_node ? "Spare" : "PendingPod")) {
+        break;
+      }
+    }
+  }
+  // Pods with no node yet: devices free beyond what nodes want serve them;
+  // place the rest on the node with the fewest devices of the pool (spread).
+  int64_t surplus = 0;
+  for (const std::string& node : node_names) {
+    surplus += std::max<int64_t>(0, static_cast<int64_t>(free[node].size()) - want[node]);
+  }
+  for (int64_t need = unhinted - surplus; need > 0; --need) {
+    const std::string* best = nullptr;
+    for (const std::string& node : node_names) {
+      if (!can_assign(node)) continue;
+      if (best == nullptr || assigned[node] < assigned[*best]) best = &node;
+    }
+    if (best == nullptr || !assign_to(*best, "PendingPod")) break;
+    ++surplus;
+  }
+  // Idle release: unused devices beyond what nodes and pods want go back.
+  if (pool.idle_release_seconds > 0) {
+    const absl::Duration idle = absl::Seconds(pool.idle_release_seconds);
+    for (auto& [node, list] : free) {
+      int64_t extra = static_cast<int64_t>(list.size()) - (want.count(node) ? want[node] : 0);
+      std::sort(list.begin(), list.end(), [](Device* a, Device* b) { return a->last_used < b->last_used; });
+      for (Device* d : list) {
+        if (extra <= 0 || surplus <= unhinted) break;
+        if (d->last_used + idle > now) break;
+        UnassignLocked(*d, "release", "IdleTimeout", options_.release_grace, now);
+        --extra;
+        --surplus;
+      }
+    }
+  }
+}
+
+void PoolManager::AssignLocked(Device& d, const std::string& node, const std::string& reason, absl::Time now) {
+  d.assigned_node = node;
+  d.assigned_changed = now;
+  d.last_used = now;
+  d.releasing_from.clear();
+  d.releasing_until = absl::InfinitePast();
+  d.reason = reason;
+  DecideLocked("assign", d, node, reason);
+  MarkDirtyLocked(d.id());
+}
+
+void PoolManager::UnassignLocked(Device& d, const std::string& action, const std::string& reason,
+                                 absl::Duration grace, absl::Time now) {
+  DecideLocked(action, d, d.assigned_node, reason);
+  d.releasing_from = d.assigned_node;
+  d.releasing_until = grace > absl::ZeroDuration() ? now + grace : absl::InfinitePast();
+  d.assigned_node.clear();
+  d.assigned_changed = now;
+  d.reason = reason;
+  MarkDirtyLocked(d.id());
+}
+
+void PoolManager::DetachLocked(Device& d, const std::string& reason) {
+  auto it = attachments_.find(d.attachment);
+  if (it != attachments_.end()) {
+    deleted_attachments_[it->first] = it->second;
+    dirty_attachments_.erase(it->first);
+    attachments_.erase(it);
+  }
+  DecideLocked("detach", d, d.assigned_node, reason);
+  d.attachment.clear();
+  d.reason = reason;
+  MarkDirtyLocked(d.id());
+  // Removed in FlushLocked, so callers iterating devices_ stay valid.
+  if (d.draining) drained_.insert(d.id());
+}
+
+void PoolManager::SetHealthLocked(Device& d, bool healthy, const std::string& reason, absl::Time now) {
+  if (d.healthy == healthy) return;
+  d.healthy = healthy;
+  d.health_reason = healthy ? "" : reason;
+  d.health_changed = now;
+  d.exported.set_health(healthy ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
+  DecideLocked(healthy ? "healthy" : "unhealthy", d, d.assigned_node, reason);
+  MarkDirtyLocked(d.id());
+  ++version_;
+}
+
+void PoolManager::DecideLocked(const std::string& action, const Device& d, const std::string& node,
+                               const std::string& reason) {
+  decisions_total_->Labels({d.pool(), action, reason}).Inc();
+  log_.Info("decision", {{"action", action}, {"device", d.id()}, {"pool", d.pool()}, {"node", node},
+                         {"reason", reason}});
+  if (decisions_.size() >= kMaxDecisions) decisions_.erase(decisions_.begin(), decisions_.begin() + kMaxDecisions / 2);
+  decisions_.push_back(Decision{action, d.id(), node, reason});
+}
+
+void PoolManager::MarkDirtyLocked(const std::string& device_id) {
+  dirty_devices_.insert(device_id);
+  deleted_devices_.erase(device_id);
+}
+
+absl::Status PoolManager::FlushLocked() {
+  for (const std::string& id : drained_) {
+    auto it = devices_.find(id);
+    if (it == devices_.end() || !it->second.draining || !it->second.attachment.empty()) continue;
+    DecideLocked("remove", it->second, it->second.assigned_node, "DrainedDeviceDetached");
+    deleted_devices_.insert(id);
+    dirty_devices_.erase(id);
+    devices_.erase(it);
+  }
+  drained_.clear();
+  StoreBatch batch;
+  for (const std::string& id : dirty_devices_) {
+    auto it = devices_.find(id);
+    if (it != devices_.end()) batch.put_devices.push_back(it->second);
+  }
+  batch.delete_devices.assign(deleted_devices_.begin(), deleted_devices_.end());
+  for (const std::string& id : dirty_attachments_) {
+    auto it = attachments_.find(id);
+    if (it != attachments_.end()) batch.put_attachments.push_back(it->second);
+  }
+  for (const auto& [id, a] : deleted_attachments_) batch.delete_attachments.push_back(a);
+  if (batch.empty()) return absl::OkStatus();
+  absl::Status s = store_->Commit(batch);
+  if (!s.ok()) {
+    store_errors_->Get().Inc();
+    log_.Error("store commit failed; will retry", {{"error", s.ToString()}});
+    return absl::UnavailableError(absl::StrCat("store: ", s.message()));
+  }
+  dirty_devices_.clear();
+  deleted_devices_.clear();
+  dirty_attachments_.clear();
+  deleted_attachments_.clear();
+  return absl::OkStatus();
+}
+
+void PoolManager::UpdateGaugesLocked(absl::Time now) {
+  std::map<std::pair<std::string, std::string>, int> counts;
+  for (const auto& [id, d] : devices_) counts[{d.pool(), std::string(PhaseName(d.PhaseAt(now)))}]++;
+  for (const auto& [labels, gauge] : devices_gauge_->Series()) {
+    (void)gauge;
+    if (!counts.count({labels[0], labels[1]})) devices_gauge_->Labels(labels).Set(0);
+  }
+  for (const auto& [key, n] : counts) devices_gauge_->Labels({key.first, key.second}).Set(n);
+}
+
+// ---------------------------------------------------------------- observation
+
+uint64_t PoolManager::version() const {
+  absl::MutexLock lock(&mu_);
+  return version_;
+}
+
+uint64_t PoolManager::WaitForChange(uint64_t seen, absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return version_ != seen; };
+  mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+  return version_;
+}
+
+absl::Status PoolManager::CheckInvariants() const {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, int> attachments_per_device;
+  for (const auto& [id, a] : attachments_) {
+    if (++attachments_per_device[a.device_id] > 1) {
+      return absl::InternalError(absl::StrCat("device ", a.device_id, " has more than one attachment"));
+    }
+    auto it = devices_.find(a.device_id);
+    if (it == devices_.end()) return absl::InternalError(absl::StrCat("attachment ", id, " names a missing device"));
+    if (it->second.attachment != id) {
+      return absl::InternalError(absl::StrCat("attachment ", id, " is not the one device ", a.device_id, " names"));
+    }
+    if (it->second.assigned_node != a.node) {
+      return absl::InternalError(absl::StrCat("attachment ", id, " is on node ", a.node, " but device ",
+                                              a.device_id, " is assigned to \"", it->second.assigned_node, "\""));
+    }
+  }
+  for (const auto& [id, d] : devices_) {
+    if (!d.attachment.empty() && attachments_.count(d.attachment) == 0) {
+      return absl::InternalError(absl::StrCat("device ", id, " names missing attachment ", d.attachment));
+    }
+    if (!d.assigned_node.empty() && d.releasing_until > clock_->Now()) {
+      return absl::InternalError(absl::StrCat("device ", id, " is both assigned and releasing"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<Device> PoolManager::Devices() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<Device> out;
+  for (const auto& [id, d] : devices_) out.push_back(d);
+  return out;
+}
+
+std::vector<Attachment> PoolManager::Attachments() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<Attachment> out;
+  for (const auto& [id, a] : attachments_) out.push_back(a);
+  return out;
+}
+
+absl::StatusOr<Device> PoolManager::GetDevice(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = devices_.find(id);
+  if (it == devices_.end()) return absl::NotFoundError(absl::StrCat("device ", id, " is unknown"));
+  return it->second;
+}
+
+std::vector<Decision> PoolManager::TakeDecisions() {
+  absl::MutexLock lock(&mu_);
+  std::vector<Decision> out;
+  out.swap(decisions_);
+  return out;
+}
+
+}  // namespace rpci::controller

@@ -1,0 +1,173 @@
+#ifndef RPCI_CONTROLLER_POOL_MANAGER_H_
+#define RPCI_CONTROLLER_POOL_MANAGER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "controller/model.h"
+#include "controller/store.h"
+#include "proto/rpci/v1/controller.pb.h"
+
+namespace rpci::controller {
+
+// One decision of the policy, as logged and counted.
+struct Decision {
+  std::string action;  // "assign", "release", "reclaim", "attach", "detach", "unhealthy", ...
+  std::string device_id;
+  std::string node;
+  std::string reason;
+};
+
+// The pool manager: the single owner of devices, compute nodes, agents,
+// assignments and attachments. Inputs come from agents and plugins (gRPC),
+// pools and pending pods (config or the cluster) and the clock; Reconcile()
+// applies the assignment policy. Every change is committed to the Store before
+// the call that made it returns (or kept dirty and retried on the next call
+// when the store fails). Thread-safe.
+//
+// Invariants (CheckInvariants): a device is assigned to at most one node and
+// attached to at most one pod, an attachment's device is assigned to the
+// attachment's node, and an unhealthy device is never newly assigned.
+class PoolManager {
+ public:
+  struct Options {
+    absl::Duration heartbeat_interval = absl::Seconds(10);
+    absl::Duration agent_lease = absl::Seconds(30);  // agent silent this long: its devices are lost
+    absl::Duration node_lease = absl::Seconds(30);   // plugin silent this long: node is dead
+    absl::Duration release_grace = absl::Seconds(10);  // Releasing lasts this long
+    absl::Duration usage_grace = absl::Seconds(30);  // a new attachment may be missing from usage reports
+    absl::Duration grant_ttl = absl::Hours(24);
+    // Policy for pools that devices or nodes name but no DevicePool defines.
+    PoolSpec default_pool;
+  };
+
+  // `store`, `clock` and `metrics` must outlive the manager; `metrics` may be
+  // null.
+  PoolManager(Store* store, const Clock* clock, Options options, MetricsRegistry* metrics = nullptr);
+  PoolManager(const PoolManager&) = delete;
+  PoolManager& operator=(const PoolManager&) = delete;
+
+  // Replaces all state with the store's. Agents and compute nodes named by
+  // the stored devices get one lease from now to register again before their
+  // devices are reclaimed.
+  absl::Status Load();
+
+  // ---- agents (device servers); `node` is already authenticated ----
+  absl::StatusOr<rpci::v1::RegisterAgentResponse> RegisterAgent(const rpci::v1::RegisterAgentRequest& req);
+  // NOT_FOUND when the agent is not registered (e.g. after a controller
+  // restart): it must call RegisterAgent again.
+  absl::Status AgentHeartbeat(const rpci::v1::AgentHeartbeatRequest& req);
+  // The live grants for devices on `agent_node`.
+  std::vector<rpci::v1::SessionGrant> GrantsFor(const std::string& agent_node) const;
+
+  // ---- plugins (compute nodes) ----
+  absl::StatusOr<rpci::v1::RegisterNodeResponse> RegisterNode(const rpci::v1::RegisterNodeRequest& req);
+  absl::Status NodeHeartbeat(const std::string& node);  // NOT_FOUND when not registered
+  rpci::v1::AssignmentSet AssignmentsFor(const std::string& node) const;
+  // FAILED_PRECONDITION unless the device is assigned to req.node, healthy
+  // and not attached to another pod; idempotent for the same pod/container.
+  absl::StatusOr<rpci::v1::ClaimResponse> Claim(const rpci::v1::ClaimRequest& req);
+  // Idempotent: releasing what is already released is OK.
+  absl::Status Release(const rpci::v1::ReleaseRequest& req);
+  absl::Status ReportUsage(const rpci::v1::ReportUsageRequest& req);
+
+  // ---- cluster inputs ----
+  void SetPools(const std::vector<PoolSpec>& pools);
+  void SetDemand(const std::vector<PodDemand>& demand);
+  void NodeGone(const std::string& node);  // its Node object was deleted
+
+  // One pass of the policy: expire silent agents and nodes, keep spares,
+  // meet pod demand, release idle devices. Returns the decisions made.
+  std::vector<Decision> Reconcile();
+
+  // ---- observation ----
+  // Changes whenever anything watchers see changes.
+  uint64_t version() const;
+  // Waits until version() != seen or the timeout passes; returns version().
+  uint64_t WaitForChange(uint64_t seen, absl::Duration timeout) const;
+  absl::Status CheckInvariants() const;
+  std::vector<Device> Devices() const;
+  std::vector<Attachment> Attachments() const;
+  absl::StatusOr<Device> GetDevice(const std::string& id) const;
+  // Decisions since the last call (at most the last 100 000).
+  std::vector<Decision> TakeDecisions();
+
+ private:
+  struct Agent {
+    std::string session_endpoint;
+    std::string fabric_provider;
+    absl::Time last_seen;
+    bool registered = false;  // false: only known from the store
+    bool alive = true;
+  };
+  struct Node {
+    std::set<std::string> pools;
+    std::vector<rpci::v1::RdmaNic> nics;
+    std::map<std::string, std::string> labels;
+    absl::Time last_seen;
+    bool registered = false;
+    bool gone = false;
+  };
+
+  void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropNodeLocked(const std::string& node, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReconcilePoolLocked(const PoolSpec& pool, const std::vector<Device*>& devices, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AssignLocked(Device& d, const std::string& node, const std::string& reason, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UnassignLocked(Device& d, const std::string& action, const std::string& reason, absl::Duration grace,
+                      absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DetachLocked(Device& d, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetHealthLocked(Device& d, bool healthy, const std::string& reason, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DecideLocked(const std::string& action, const Device& d, const std::string& node,
+                    const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkDirtyLocked(const std::string& device_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const PoolSpec& PoolOfLocked(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateGaugesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  rpci::v1::SessionGrant GrantOf(const Attachment& a) const;
+
+  Store* const store_;
+  const Clock* const clock_;
+  const Options options_;
+  std::unique_ptr<MetricsRegistry> own_metrics_;
+  MetricsRegistry* metrics_;
+  CounterFamily* decisions_total_;
+  GaugeFamily* devices_gauge_;
+  CounterFamily* store_errors_;
+  Logger log_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, Device> devices_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Attachment> attachments_ ABSL_GUARDED_BY(mu_);  // by grant id
+  std::map<std::string, Agent> agents_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, PoolSpec> pools_ ABSL_GUARDED_BY(mu_);
+  std::vector<PodDemand> demand_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> dirty_devices_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> dirty_attachments_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Attachment> deleted_attachments_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> deleted_devices_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> drained_ ABSL_GUARDED_BY(mu_);  // detached while draining: to remove
+  std::vector<Decision> decisions_ ABSL_GUARDED_BY(mu_);
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+// `n` bytes from OpenSSL's CSPRNG; INTERNAL if it cannot be seeded.
+absl::StatusOr<std::string> RandomBytes(size_t n);
+
+}  // namespace rpci::controller
+
+#endif  // RPCI_CONTROLLER_POOL_MANAGER_H_

@@ -1,0 +1,469 @@
+#include "controller/pool_manager.h"
+
+#include <map>
+#include <memory>
+#include <random>
+
+#include "controller/local_store.h"
+#include "controller/testing_util.h"
+#include "gtest/gtest.h"
+
+namespace rpci::controller {
+namespace {
+
+using testing::AgentWith;
+using testing::MakeTempDir;
+using testing::NodeWith;
+
+PoolSpec Pool(const std::string& name, int spares, int idle_seconds = 0, int max_per_node = 0) {
+  PoolSpec p;
+  p.name = name;
+  p.spares_per_node = spares;
+  p.idle_release_seconds = idle_seconds;
+  p.max_per_node = max_per_node;
+  return p;
+}
+
+class PoolManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Logger::SetMinLevel(LogLevel::kWarn);
+    dir_ = MakeTempDir("pool");
+    Restart();
+  }
+
+  // Drops the manager and its store and opens both again from the directory,
+  // as a restarted controller would.
+  void Restart() {
+    manager_.reset();
+    store_.reset();
+    auto store = LocalStore::Open(dir_, &clock_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    manager_ = std::make_unique<PoolManager>(store_.get(), &clock_, options_);
+    ASSERT_TRUE(manager_->Load().ok());
+  }
+
+  std::map<std::string, std::string> AssignedTo() {
+    std::map<std::string, std::string> out;
+    for (const Device& d : manager_->Devices()) {
+      if (!d.assigned_node.empty()) out[d.id()] = d.assigned_node;
+    }
+    return out;
+  }
+
+  int CountAssigned(const std::string& node) {
+    int n = 0;
+    for (const auto& [id, to] : AssignedTo()) n += to == node;
+    return n;
+  }
+
+  rpci::v1::ClaimRequest ClaimOf(const std::string& node, const std::string& device, const std::string& pod) {
+    rpci::v1::ClaimRequest c;
+    c.set_node(node);
+    c.set_device_id(device);
+    c.set_pod_namespace("default");
+    c.set_pod_name(pod);
+    c.set_container_name("main");
+    return c;
+  }
+
+  ManualClock clock_;
+  PoolManager::Options options_;
+  std::string dir_;
+  std::unique_ptr<LocalStore> store_;
+  std::unique_ptr<PoolManager> manager_;
+};
+
+TEST_F(PoolManagerTest, KeepsConfiguredSparesOnEachComputeNode) {
+  manager_->SetPools({Pool("emu", 2)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 5)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "emu")).ok());
+  manager_->Reconcile();
+  EXPECT_EQ(CountAssigned("cn-1"), 2);
+  EXPECT_EQ(CountAssigned("cn-2"), 2);
+  // A second pass changes nothing.
+  EXPECT_TRUE(manager_->Reconcile().empty());
+  EXPECT_TRUE(manager_->CheckInvariants().ok());
+}
+
+TEST_F(PoolManagerTest, UnhealthyDeviceIsNeverNewlyAssigned) {
+  manager_->SetPools({Pool("emu", 3)});
+  auto agent = AgentWith("dev-a", "emu", 3);
+  agent.mutable_devices(1)->set_health(rpci::v1::DEVICE_HEALTH_UNHEALTHY);
+  ASSERT_TRUE(manager_->RegisterAgent(agent).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  auto assigned = AssignedTo();
+  EXPECT_EQ(assigned.size(), 2u);
+  EXPECT_EQ(assigned.count("dev-a-0000-3b-00-1"), 0u);
+  auto d = manager_->GetDevice("dev-a-0000-3b-00-1");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->PhaseAt(clock_.Now()), DevicePhase::kUnhealthy);
+}
+
+TEST_F(PoolManagerTest, DeviceExportedByTwoAgentsIsRefused) {
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  auto other = AgentWith("dev-b", "emu", 1);
+  other.mutable_devices(0)->set_id("dev-a-0000-3b-00-0");
+  EXPECT_EQ(manager_->RegisterAgent(other).status().code(), absl::StatusCode::kAlreadyExists);
+  auto wrong_node = AgentWith("dev-b", "emu", 1);
+  wrong_node.mutable_devices(0)->set_node("dev-a");
+  EXPECT_EQ(manager_->RegisterAgent(wrong_node).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PoolManagerTest, PendingUnschedulablePodCausesAssignmentOnce) {
+  manager_->SetPools({Pool("emu", 0)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 4)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "emu")).ok());
+  manager_->Reconcile();
+  EXPECT_TRUE(AssignedTo().empty());
+  manager_->SetDemand({PodDemand{"default", "trainer", "emu", 2, ""}});
+  auto decisions = manager_->Reconcile();
+  ASSERT_EQ(decisions.size(), 2u);
+  EXPECT_EQ(decisions[0].reason, "PendingPod");
+  // Spread: one on each node.
+  EXPECT_EQ(CountAssigned("cn-1"), 1);
+  EXPECT_EQ(CountAssigned("cn-2"), 1);
+  // The pod is still pending (kubelet has not advertised yet): no more.
+  EXPECT_TRUE(manager_->Reconcile().empty());
+  EXPECT_EQ(AssignedTo().size(), 2u);
+}
+
+TEST_F(PoolManagerTest, PodBoundToANodeGetsDevicesOnThatNode) {
+  manager_->SetPools({Pool("emu", 0, 0, 3)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 6)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "emu")).ok());
+  manager_->SetDemand({PodDemand{"default", "p", "emu", 5, "cn-2"}});
+  manager_->Reconcile();
+  EXPECT_EQ(CountAssigned("cn-2"), 3);  // capped by maxPerNode
+  EXPECT_EQ(CountAssigned("cn-1"), 0);
+}
+
+TEST_F(PoolManagerTest, IdleDeviceReturnsToPoolAfterIdleRelease) {
+  options_.release_grace = absl::Seconds(10);
+  Restart();
+  manager_->SetPools({Pool("emu", 0, 60)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->SetDemand({PodDemand{"default", "p", "emu", 1, ""}});
+  manager_->Reconcile();
+  ASSERT_EQ(CountAssigned("cn-1"), 1);
+  manager_->SetDemand({});  // the pod went away without using it
+  clock_.Advance(absl::Seconds(59));
+  ASSERT_TRUE(manager_->NodeHeartbeat("cn-1").ok());
+  ASSERT_TRUE(manager_->AgentHeartbeat(rpci::v1::AgentHeartbeatRequest()).code() == absl::StatusCode::kNotFound);
+  rpci::v1::AgentHeartbeatRequest hb;
+  hb.set_node("dev-a");
+  ASSERT_TRUE(manager_->AgentHeartbeat(hb).ok());
+  manager_->Reconcile();
+  EXPECT_EQ(CountAssigned("cn-1"), 1);
+  clock_.Advance(absl::Seconds(2));
+  auto decisions = manager_->Reconcile();
+  ASSERT_EQ(decisions.size(), 1u);
+  EXPECT_EQ(decisions[0].action, "release");
+  EXPECT_EQ(decisions[0].reason, "IdleTimeout");
+  auto d = manager_->GetDevice("dev-a-0000-3b-00-0");
+  EXPECT_EQ(d->PhaseAt(clock_.Now()), DevicePhase::kReleasing);
+  clock_.Advance(absl::Seconds(11));
+  EXPECT_EQ(manager_->GetDevice("dev-a-0000-3b-00-0")->PhaseAt(clock_.Now()), DevicePhase::kAvailable);
+}
+
+TEST_F(PoolManagerTest, AttachedDeviceIsNotReleasedForIdleness) {
+  manager_->SetPools({Pool("emu", 1, 30)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 2)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  std::string id = AssignedTo().begin()->first;
+  ASSERT_TRUE(manager_->Claim(ClaimOf("cn-1", id, "pod-a")).ok());
+  manager_->Reconcile();  // refills the spare
+  EXPECT_EQ(CountAssigned("cn-1"), 2);
+  for (int i = 0; i < 10; ++i) {
+    clock_.Advance(absl::Seconds(10));
+    ASSERT_TRUE(manager_->NodeHeartbeat("cn-1").ok());
+    rpci::v1::AgentHeartbeatRequest hb;
+    hb.set_node("dev-a");
+    ASSERT_TRUE(manager_->AgentHeartbeat(hb).ok());
+    manager_->Reconcile();
+  }
+  // The spare is wanted and the other is attached: both stay.
+  EXPECT_EQ(CountAssigned("cn-1"), 2);
+  EXPECT_EQ(manager_->GetDevice(id)->PhaseAt(clock_.Now()), DevicePhase::kAttached);
+}
+
+TEST_F(PoolManagerTest, ClaimOnlyForDevicesAssignedToTheNode) {
+  manager_->SetPools({Pool("emu", 1)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 2)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "emu")).ok());
+  manager_->Reconcile();
+  std::string on_cn1;
+  for (const auto& [id, node] : AssignedTo()) {
+    if (node == "cn-1") on_cn1 = id;
+  }
+  EXPECT_EQ(manager_->Claim(ClaimOf("cn-2", on_cn1, "p")).status().code(), absl::StatusCode::kPermissionDenied);
+  auto grant = manager_->Claim(ClaimOf("cn-1", on_cn1, "p"));
+  ASSERT_TRUE(grant.ok()) << grant.status();
+  EXPECT_EQ(grant->grant().token().size(), 32u);
+  EXPECT_EQ(grant->agent_session_endpoint(), "dev-a:7443");
+  // Same pod again: the same grant. Another pod: refused.
+  auto again = manager_->Claim(ClaimOf("cn-1", on_cn1, "p"));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->grant().grant_id(), grant->grant().grant_id());
+  EXPECT_EQ(manager_->Claim(ClaimOf("cn-1", on_cn1, "q")).status().code(), absl::StatusCode::kFailedPrecondition);
+  // The owning agent sees the grant.
+  auto grants = manager_->GrantsFor("dev-a");
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0].token(), grant->grant().token());
+  rpci::v1::ReleaseRequest rel;
+  rel.set_node("cn-1");
+  rel.set_device_id(on_cn1);
+  rel.set_grant_id(grant->grant().grant_id());
+  ASSERT_TRUE(manager_->Release(rel).ok());
+  EXPECT_TRUE(manager_->GrantsFor("dev-a").empty());
+  EXPECT_TRUE(manager_->Release(rel).ok());  // idempotent
+}
+
+TEST_F(PoolManagerTest, DeadComputeNodeDevicesAreReclaimed) {
+  options_.node_lease = absl::Seconds(30);
+  Restart();
+  manager_->SetPools({Pool("emu", 2)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 4)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "emu")).ok());
+  manager_->Reconcile();
+  std::string id;
+  for (const auto& [d, node] : AssignedTo()) {
+    if (node == "cn-1") id = d;
+  }
+  ASSERT_TRUE(manager_->Claim(ClaimOf("cn-1", id, "p")).ok());
+  // cn-1 stops heartbeating; cn-2 and the agent keep going.
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(absl::Seconds(10));
+    ASSERT_TRUE(manager_->NodeHeartbeat("cn-2").ok());
+    rpci::v1::AgentHeartbeatRequest hb;
+    hb.set_node("dev-a");
+    ASSERT_TRUE(manager_->AgentHeartbeat(hb).ok());
+    manager_->Reconcile();
+  }
+  EXPECT_EQ(CountAssigned("cn-1"), 0);
+  EXPECT_TRUE(manager_->Attachments().empty());
+  EXPECT_TRUE(manager_->GrantsFor("dev-a").empty());
+  EXPECT_EQ(manager_->NodeHeartbeat("cn-1").code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(manager_->CheckInvariants().ok());
+}
+
+TEST_F(PoolManagerTest, DeletedNodeIsReclaimedAtOnce) {
+  manager_->SetPools({Pool("emu", 1)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  ASSERT_EQ(CountAssigned("cn-1"), 1);
+  manager_->NodeGone("cn-1");
+  EXPECT_EQ(CountAssigned("cn-1"), 0);
+  EXPECT_EQ(manager_->Devices()[0].PhaseAt(clock_.Now()), DevicePhase::kAvailable);
+}
+
+TEST_F(PoolManagerTest, DeadDeviceServerDevicesTurnUnhealthyAndUnassigned) {
+  manager_->SetPools({Pool("emu", 1)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-b", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  std::string first = AssignedTo().begin()->first;
+  std::string dead_server = manager_->GetDevice(first)->exported.node();
+  std::string live_server = dead_server == "dev-a" ? "dev-b" : "dev-a";
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(absl::Seconds(10));
+    ASSERT_TRUE(manager_->NodeHeartbeat("cn-1").ok());
+    rpci::v1::AgentHeartbeatRequest hb;
+    hb.set_node(live_server);
+    ASSERT_TRUE(manager_->AgentHeartbeat(hb).ok());
+    manager_->Reconcile();
+  }
+  auto lost = manager_->GetDevice(first);
+  EXPECT_FALSE(lost->healthy);
+  EXPECT_TRUE(lost->assigned_node.empty());
+  // The spare moved to the live server's device.
+  auto assigned = AssignedTo();
+  ASSERT_EQ(assigned.size(), 1u);
+  EXPECT_EQ(manager_->GetDevice(assigned.begin()->first)->exported.node(), live_server);
+  // The dead agent must register again before anything else.
+  rpci::v1::AgentHeartbeatRequest hb;
+  hb.set_node(dead_server);
+  EXPECT_EQ(manager_->AgentHeartbeat(hb).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(PoolManagerTest, DeviceRemovedWhileAttachedDrainsThenGoes) {
+  manager_->SetPools({Pool("emu", 1)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  std::string id = AssignedTo().begin()->first;
+  auto grant = manager_->Claim(ClaimOf("cn-1", id, "p"));
+  ASSERT_TRUE(grant.ok());
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 0)).ok());
+  EXPECT_EQ(manager_->GetDevice(id)->PhaseAt(clock_.Now()), DevicePhase::kDraining);
+  rpci::v1::ReleaseRequest rel;
+  rel.set_node("cn-1");
+  rel.set_device_id(id);
+  ASSERT_TRUE(manager_->Release(rel).ok());
+  EXPECT_EQ(manager_->GetDevice(id).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(PoolManagerTest, UsageReportDetachesPodsThatAreGone) {
+  options_.usage_grace = absl::Seconds(5);
+  Restart();
+  manager_->SetPools({Pool("emu", 1)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  std::string id = AssignedTo().begin()->first;
+  ASSERT_TRUE(manager_->Claim(ClaimOf("cn-1", id, "p")).ok());
+  rpci::v1::ReportUsageRequest usage;
+  usage.set_node("cn-1");
+  ASSERT_TRUE(manager_->ReportUsage(usage).ok());  // within grace: kept
+  EXPECT_EQ(manager_->Attachments().size(), 1u);
+  clock_.Advance(absl::Seconds(6));
+  ASSERT_TRUE(manager_->ReportUsage(usage).ok());
+  EXPECT_TRUE(manager_->Attachments().empty());
+  EXPECT_EQ(manager_->GetDevice(id)->PhaseAt(clock_.Now()), DevicePhase::kAssigned);
+}
+
+TEST_F(PoolManagerTest, RestartRebuildsFromStoreWithoutDoubleAssignment) {
+  manager_->SetPools({Pool("emu", 1)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 3)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "emu")).ok());
+  manager_->Reconcile();
+  std::string id;
+  for (const auto& [d, node] : AssignedTo()) {
+    if (node == "cn-1") id = d;
+  }
+  auto grant = manager_->Claim(ClaimOf("cn-1", id, "p"));
+  ASSERT_TRUE(grant.ok());
+  manager_->Reconcile();  // cn-1 gets its spare back: all 3 assigned
+  auto before = AssignedTo();
+  ASSERT_EQ(before.size(), 3u);
+
+  Restart();
+  EXPECT_EQ(AssignedTo(), before);
+  ASSERT_EQ(manager_->Attachments().size(), 1u);
+  EXPECT_EQ(manager_->Attachments()[0].token, grant->grant().token());
+  // Everyone re-registers; no device moves and none is assigned twice.
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 3)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "emu")).ok());
+  EXPECT_TRUE(manager_->Reconcile().empty());
+  EXPECT_EQ(AssignedTo(), before);
+  EXPECT_EQ(manager_->GrantsFor("dev-a").size(), 1u);
+  EXPECT_TRUE(manager_->CheckInvariants().ok());
+}
+
+// 1 000 random operations with restarts in between; after each, the
+// invariants hold and no unhealthy device was newly assigned.
+TEST_F(PoolManagerTest, RandomOperationsWithRestartsKeepInvariants) {
+  options_.node_lease = absl::Seconds(30);
+  options_.agent_lease = absl::Seconds(30);
+  options_.usage_grace = absl::Seconds(5);
+  Restart();
+  const std::vector<PoolSpec> pools = {Pool("emu", 1, 20, 3), Pool("gpu", 0, 40, 2)};
+  manager_->SetPools(pools);
+  std::mt19937 rng(20240501);
+  auto pick = [&](int n) { return static_cast<int>(rng() % n); };
+  const std::vector<std::string> servers = {"dev-a", "dev-b", "dev-c"};
+  const std::vector<std::string> nodes = {"cn-1", "cn-2", "cn-3", "cn-4"};
+  std::map<std::string, std::set<std::string>> unhealthy_of;
+  int claims = 0;
+  int restarts = 0;
+  for (int op = 0; op < 1000; ++op) {
+    const std::string server = servers[pick(3)];
+    const std::string node = nodes[pick(4)];
+    const std::string pool = pick(2) ? "emu" : "gpu";
+    switch (pick(10)) {
+      case 0: {
+        auto req = AgentWith(server, pool, pick(4));
+        for (auto& d : *req.mutable_devices()) {
+          if (pick(5) == 0) d.set_health(rpci::v1::DEVICE_HEALTH_UNHEALTHY);
+        }
+        (void)manager_->RegisterAgent(req);
+        break;
+      }
+      case 1:
+        (void)manager_->RegisterNode(NodeWith(node, pool));
+        break;
+      case 2: {
+        auto assigned = AssignedTo();
+        if (assigned.empty()) break;
+        auto it = assigned.begin();
+        std::advance(it, pick(static_cast<int>(assigned.size())));
+        claims += manager_->Claim(ClaimOf(pick(4) ? it->second : node, it->first, "pod-" + std::to_string(op))).ok();
+        break;
+      }
+      case 3: {
+        auto atts = manager_->Attachments();
+        if (atts.empty()) break;
+        const Attachment& a = atts[pick(static_cast<int>(atts.size()))];
+        rpci::v1::ReleaseRequest rel;
+        rel.set_node(pick(4) ? a.node : node);
+        rel.set_device_id(a.device_id);
+        (void)manager_->Release(rel);
+        break;
+      }
+      case 4: {
+        rpci::v1::AgentHeartbeatRequest hb;
+        hb.set_node(server);
+        for (const Device& d : manager_->Devices()) {
+          if (d.exported.node() == server && pick(6) == 0) {
+            auto* h = hb.add_health();
+            h->set_device_id(d.id());
+            h->set_health(pick(2) ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
+          }
+        }
+        (void)manager_->AgentHeartbeat(hb);
+        break;
+      }
+      case 5:
+        (void)manager_->NodeHeartbeat(node);
+        break;
+      case 6:
+        manager_->SetDemand({PodDemand{"default", "p" + std::to_string(op), pool, pick(3), pick(2) ? node : ""}});
+        break;
+      case 7:
+        clock_.Advance(absl::Seconds(1 + pick(15)));
+        break;
+      case 8: {
+        rpci::v1::ReportUsageRequest usage;
+        usage.set_node(node);
+        (void)manager_->ReportUsage(usage);
+        break;
+      }
+      case 9:
+        if (pick(5) == 0) {
+          Restart();
+          manager_->SetPools(pools);
+          ++restarts;
+        }
+        break;
+    }
+    std::set<std::string> unhealthy;
+    for (const Device& d : manager_->Devices()) {
+      if (!d.healthy) unhealthy.insert(d.id());
+    }
+    manager_->TakeDecisions();
+    for (const Decision& dec : manager_->Reconcile()) {
+      ASSERT_FALSE(dec.action == "assign" && unhealthy.count(dec.device_id))
+          << "unhealthy device " << dec.device_id << " assigned at op " << op;
+    }
+    absl::Status inv = manager_->CheckInvariants();
+    ASSERT_TRUE(inv.ok()) << "op " << op << ": " << inv;
+  }
+  EXPECT_GT(claims, 10);
+  EXPECT_GT(restarts, 5);
+}
+
+}  // namespace
+}  // namespace rpci::controller

@@ -1,0 +1,153 @@
+#include "controller/service.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "common/tls.h"
+
+namespace rpci::controller {
+namespace {
+
+constexpr absl::Duration kWatchPoll = absl::Milliseconds(500);
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+grpc::Status PeerAuthorizer::Authorize(const grpc::ServerContext& context, const std::string& role,
+                                       const std::string& node) const {
+  if (node.empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request names no node");
+  if (!require_tls_) return grpc::Status::OK;
+  absl::StatusOr<PeerIdentity> peer = GetPeerIdentity(context);
+  if (!peer.ok()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(peer.status().message()));
+  }
+  if (peer->role != role || peer->node != node) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        absl::StrCat("peer ", peer->role, ":", peer->node, " may not act as ", role, ":", node));
+  }
+  return grpc::Status::OK;
+}
+
+ControllerService::ControllerService(PoolManager* manager, PeerAuthorizer authorizer, LeaderCheck leader)
+    : manager_(manager), authorizer_(authorizer), leader_(std::move(leader)) {}
+
+grpc::Status ControllerService::Admit(const grpc::ServerContext& ctx, const std::string& role,
+                                      const std::string& node) const {
+  grpc::Status auth = authorizer_.Authorize(ctx, role, node);
+  if (!auth.ok()) return auth;
+  if (leader_) return ToGrpc(leader_());
+  return grpc::Status::OK;
+}
+
+// ---------------------------------------------------------------- agents
+
+grpc::Status ControllerService::Agents::RegisterAgent(grpc::ServerContext* ctx,
+                                                      const rpci::v1::RegisterAgentRequest* req,
+                                                      rpci::v1::RegisterAgentResponse* resp) {
+  if (grpc::Status s = s_->Admit(*ctx, "agent", req->node()); !s.ok()) return s;
+  absl::StatusOr<rpci::v1::RegisterAgentResponse> r = s_->manager_->RegisterAgent(*req);
+  if (!r.ok()) return ToGrpc(r.status());
+  *resp = *r;
+  return grpc::Status::OK;
+}
+
+grpc::Status ControllerService::Agents::Heartbeat(grpc::ServerContext* ctx, const rpci::v1::AgentHeartbeatRequest* req,
+                                                  rpci::v1::AgentHeartbeatResponse*) {
+  if (grpc::Status s = s_->Admit(*ctx, "agent", req->node()); !s.ok()) return s;
+  return ToGrpc(s_->manager_->AgentHeartbeat(*req));
+}
+
+grpc::Status ControllerService::Agents::WatchGrants(grpc::ServerContext* ctx, const rpci::v1::WatchGrantsRequest* req,
+                                                    grpc::ServerWriter<rpci::v1::GrantUpdate>* writer) {
+  if (grpc::Status s = s_->Admit(*ctx, "agent", req->node()); !s.ok()) return s;
+  std::map<std::string, std::string> sent;  // grant id -> serialized grant
+  bool first = true;
+  uint64_t seen = 0;
+  while (!s_->Done(ctx)) {
+    if (s_->leader_ && !s_->leader_().ok()) return ToGrpc(s_->leader_());
+    seen = s_->manager_->version();
+    std::map<std::string, std::string> now;
+    rpci::v1::GrantUpdate update;
+    for (const auto& g : s_->manager_->GrantsFor(req->node())) {
+      std::string bytes = g.SerializeAsString();
+      auto it = sent.find(g.grant_id());
+      if (it == sent.end() || it->second != bytes) *update.add_granted() = g;
+      now[g.grant_id()] = std::move(bytes);
+    }
+    for (const auto& [id, bytes] : sent) {
+      if (!now.count(id)) update.add_revoked_grant_ids(id);
+    }
+    if (first || update.granted_size() > 0 || update.revoked_grant_ids_size() > 0) {
+      if (!writer->Write(update)) return grpc::Status::OK;  // the agent went away
+      first = false;
+      sent = std::move(now);
+    }
+    s_->manager_->WaitForChange(seen, kWatchPoll);
+  }
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller shutting down");
+}
+
+// ---------------------------------------------------------------- plugins
+
+grpc::Status ControllerService::Nodes::RegisterNode(grpc::ServerContext* ctx, const rpci::v1::RegisterNodeRequest* req,
+                                                    rpci::v1::RegisterNodeResponse* resp) {
+  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  absl::StatusOr<rpci::v1::RegisterNodeResponse> r = s_->manager_->RegisterNode(*req);
+  if (!r.ok()) return ToGrpc(r.status());
+  *resp = *r;
+  return grpc::Status::OK;
+}
+
+grpc::Status ControllerService::Nodes::Heartbeat(grpc::ServerContext* ctx, const rpci::v1::NodeHeartbeatRequest* req,
+                                                 rpci::v1::NodeHeartbeatResponse*) {
+  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  return ToGrpc(s_->manager_->NodeHeartbeat(req->node()));
+}
+
+grpc::Status ControllerService::Nodes::WatchAssignments(grpc::ServerContext* ctx,
+                                                        const rpci::v1::WatchAssignmentsRequest* req,
+                                                        grpc::ServerWriter<rpci::v1::AssignmentSet>* writer) {
+  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  std::string last;
+  bool first = true;
+  while (!s_->Done(ctx)) {
+    if (s_->leader_ && !s_->leader_().ok()) return ToGrpc(s_->leader_());
+    uint64_t seen = s_->manager_->version();
+    rpci::v1::AssignmentSet set = s_->manager_->AssignmentsFor(req->node());
+    std::string bytes = set.SerializeAsString();
+    if (first || bytes != last) {
+      if (!writer->Write(set)) return grpc::Status::OK;
+      first = false;
+      last = std::move(bytes);
+    }
+    s_->manager_->WaitForChange(seen, kWatchPoll);
+  }
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller shutting down");
+}
+
+grpc::Status ControllerService::Nodes::Claim(grpc::ServerContext* ctx, const rpci::v1::ClaimRequest* req,
+                                             rpci::v1::ClaimResponse* resp) {
+  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  absl::StatusOr<rpci::v1::ClaimResponse> r = s_->manager_->Claim(*req);
+  if (!r.ok()) return ToGrpc(r.status());
+  *resp = *r;
+  return grpc::Status::OK;
+}
+
+grpc::Status ControllerService::Nodes::Release(grpc::ServerContext* ctx, const rpci::v1::ReleaseRequest* req,
+                                               rpci::v1::ReleaseResponse*) {
+  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  return ToGrpc(s_->manager_->Release(*req));
+}
+
+grpc::Status ControllerService::Nodes::ReportUsage(grpc::ServerContext* ctx, const rpci::v1::ReportUsageRequest* req,
+                                                   rpci::v1::ReportUsageResponse*) {
+  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  return ToGrpc(s_->manager_->ReportUsage(*req));
+}
+
+}  // namespace rpci::controller

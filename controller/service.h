@@ -1,0 +1,96 @@
+#ifndef RPCI_CONTROLLER_SERVICE_H_
+#define RPCI_CONTROLLER_SERVICE_H_
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "controller/pool_manager.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/rpci/v1/controller.grpc.pb.h"
+
+namespace rpci::controller {
+
+// Decides who a caller is and whether it may speak for a node. The one place
+// the peer identity comes from: with mTLS, the verified client certificate's
+// common name ("agent:<node>", "plugin:<node>"); in insecure mode (demo,
+// no certificates) the caller is trusted to be what the request says.
+class PeerAuthorizer {
+ public:
+  explicit PeerAuthorizer(bool require_tls) : require_tls_(require_tls) {}
+
+  // OK when the caller holds `role` for `node`; UNAUTHENTICATED without a
+  // verified certificate, PERMISSION_DENIED for another role or node.
+  grpc::Status Authorize(const grpc::ServerContext& context, const std::string& role, const std::string& node) const;
+
+ private:
+  bool require_tls_;
+};
+
+// Whether this controller may act (it is the leader). OK, or UNAVAILABLE
+// naming the leader.
+using LeaderCheck = std::function<absl::Status()>;
+
+// AgentRegistry and NodeRegistry over one PoolManager.
+class ControllerService {
+ public:
+  ControllerService(PoolManager* manager, PeerAuthorizer authorizer, LeaderCheck leader);
+
+  grpc::Service* agent_registry() { return &agents_; }
+  grpc::Service* node_registry() { return &nodes_; }
+
+  // Ends every open watch stream (before grpc::Server::Shutdown).
+  void Shutdown() { stopping_ = true; }
+
+ private:
+  class Agents : public rpci::v1::AgentRegistry::Service {
+   public:
+    explicit Agents(ControllerService* s) : s_(s) {}
+    grpc::Status RegisterAgent(grpc::ServerContext* ctx, const rpci::v1::RegisterAgentRequest* req,
+                               rpci::v1::RegisterAgentResponse* resp) override;
+    grpc::Status Heartbeat(grpc::ServerContext* ctx, const rpci::v1::AgentHeartbeatRequest* req,
+                           rpci::v1::AgentHeartbeatResponse* resp) override;
+    grpc::Status WatchGrants(grpc::ServerContext* ctx, const rpci::v1::WatchGrantsRequest* req,
+                             grpc::ServerWriter<rpci::v1::GrantUpdate>* writer) override;
+
+   private:
+    ControllerService* s_;
+  };
+  class Nodes : public rpci::v1::NodeRegistry::Service {
+   public:
+    explicit Nodes(ControllerService* s) : s_(s) {}
+    grpc::Status RegisterNode(grpc::ServerContext* ctx, const rpci::v1::RegisterNodeRequest* req,
+                              rpci::v1::RegisterNodeResponse* resp) override;
+    grpc::Status Heartbeat(grpc::ServerContext* ctx, const rpci::v1::NodeHeartbeatRequest* req,
+                           rpci::v1::NodeHeartbeatResponse* resp) override;
+    grpc::Status WatchAssignments(grpc::ServerContext* ctx, const rpci::v1::WatchAssignmentsRequest* req,
+                                  grpc::ServerWriter<rpci::v1::AssignmentSet>* writer) override;
+    grpc::Status Claim(grpc::ServerContext* ctx, const rpci::v1::ClaimRequest* req,
+                       rpci::v1::ClaimResponse* resp) override;
+    grpc::Status Release(grpc::ServerContext* ctx, const rpci::v1::ReleaseRequest* req,
+                         rpci::v1::ReleaseResponse* resp) override;
+    grpc::Status ReportUsage(grpc::ServerContext* ctx, const rpci::v1::ReportUsageRequest* req,
+                             rpci::v1::ReportUsageResponse* resp) override;
+
+   private:
+    ControllerService* s_;
+  };
+
+  // Authorization, then leadership.
+  grpc::Status Admit(const grpc::ServerContext& ctx, const std::string& role, const std::string& node) const;
+  bool Done(grpc::ServerContext* ctx) const { return stopping_ || ctx->IsCancelled(); }
+
+  PoolManager* manager_;
+  PeerAuthorizer authorizer_;
+  LeaderCheck leader_;
+  std::atomic<bool> stopping_{false};
+  Agents agents_{this};
+  Nodes nodes_{this};
+};
+
+grpc::Status ToGrpc(const absl::Status& s);
+
+}  // namespace rpci::controller
+
+#endif  // RPCI_CONTROLLER_SERVICE_H_

@@ -1,0 +1,236 @@
+#include "controller/service.h"
+
+#include <memory>
+#include <thread>
+
+#include "common/cert_authority.h"
+#include "common/tls.h"
+#include "controller/local_store.h"
+#include "controller/testing_util.h"
+#include "gtest/gtest.h"
+
+namespace rpci::controller {
+namespace {
+
+using testing::AgentWith;
+using testing::NodeWith;
+
+// The controller's gRPC services on loopback with mTLS, against a real pool
+// manager on a local store; agents and plugins are gRPC clients holding
+// certificates from the test CA.
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Logger::SetMinLevel(LogLevel::kWarn);
+    auto ca = CertAuthority::Create("rpci-test-ca");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = std::make_unique<CertAuthority>(*std::move(ca));
+    auto store = LocalStore::Open(testing::MakeTempDir("svc"), Clock::Real());
+    ASSERT_TRUE(store.ok());
+    store_ = *std::move(store);
+    PoolManager::Options options;
+    options.default_pool.spares_per_node = 1;
+    manager_ = std::make_unique<PoolManager>(store_.get(), Clock::Real(), options);
+    service_ = std::make_unique<ControllerService>(manager_.get(), PeerAuthorizer(true), [this]() -> absl::Status {
+      if (leader_) return absl::OkStatus();
+      return absl::UnavailableError("not the leader; leader is controller-b");
+    });
+    auto server_tls = ca_->Issue("controller", {"localhost"}, {"127.0.0.1"});
+    ASSERT_TRUE(server_tls.ok());
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", MakeServerCredentials(*server_tls), &port_);
+    builder.RegisterService(service_->agent_registry());
+    builder.RegisterService(service_->node_registry());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+  }
+
+  void TearDown() override {
+    service_->Shutdown();
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
+
+  std::shared_ptr<grpc::Channel> ChannelAs(const std::string& common_name) {
+    auto tls = ca_->Issue(common_name, {}, {});
+    EXPECT_TRUE(tls.ok());
+    return ChannelWith(MakeChannelCredentials(*tls));
+  }
+
+  std::shared_ptr<grpc::Channel> ChannelWith(std::shared_ptr<grpc::ChannelCredentials> creds) {
+    grpc::ChannelArguments args;
+    args.SetSslTargetNameOverride("localhost");
+    return grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port_), creds, args);
+  }
+
+  static void Deadline(grpc::ClientContext* ctx, int seconds = 5) {
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  }
+
+  std::unique_ptr<CertAuthority> ca_;
+  std::unique_ptr<LocalStore> store_;
+  std::unique_ptr<PoolManager> manager_;
+  std::unique_ptr<ControllerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::atomic<bool> leader_{true};
+  int port_ = 0;
+};
+
+TEST_F(ServiceTest, ClaimedGrantReachesTheOwningAgentOverWatchGrants) {
+  auto agent = rpci::v1::AgentRegistry::NewStub(ChannelAs("agent:dev-a"));
+  auto plugin = rpci::v1::NodeRegistry::NewStub(ChannelAs("plugin:cn-1"));
+  {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    rpci::v1::RegisterAgentResponse resp;
+    grpc::Status s = agent->RegisterAgent(&ctx, AgentWith("dev-a", "emu", 2), &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.heartbeat_interval_seconds(), 10u);
+  }
+  grpc::ClientContext grants_ctx;
+  Deadline(&grants_ctx, 20);
+  rpci::v1::WatchGrantsRequest wg;
+  wg.set_node("dev-a");
+  auto grants = agent->WatchGrants(&grants_ctx, wg);
+  rpci::v1::GrantUpdate update;
+  ASSERT_TRUE(grants->Read(&update));  // the initial full set: empty
+  EXPECT_EQ(update.granted_size(), 0);
+
+  {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    rpci::v1::RegisterNodeResponse resp;
+    ASSERT_TRUE(plugin->RegisterNode(&ctx, NodeWith("cn-1", "emu"), &resp).ok());
+  }
+  grpc::ClientContext assign_ctx;
+  Deadline(&assign_ctx, 20);
+  rpci::v1::WatchAssignmentsRequest wa;
+  wa.set_node("cn-1");
+  auto assignments = plugin->WatchAssignments(&assign_ctx, wa);
+  rpci::v1::AssignmentSet set;
+  ASSERT_TRUE(assignments->Read(&set));
+  EXPECT_EQ(set.assignments_size(), 0);
+  manager_->Reconcile();  // the default pool keeps one spare on cn-1
+  ASSERT_TRUE(assignments->Read(&set));
+  ASSERT_EQ(set.assignments_size(), 1);
+  EXPECT_EQ(set.assignments(0).agent_session_endpoint(), "dev-a:7443");
+  EXPECT_EQ(set.assignments(0).device().health(), rpci::v1::DEVICE_HEALTH_HEALTHY);
+
+  rpci::v1::ClaimRequest claim;
+  claim.set_node("cn-1");
+  claim.set_device_id(set.assignments(0).device().id());
+  claim.set_pod_namespace("ml");
+  claim.set_pod_name("trainer-0");
+  claim.set_container_name("main");
+  rpci::v1::ClaimResponse granted;
+  {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    grpc::Status s = plugin->Claim(&ctx, claim, &granted);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  ASSERT_TRUE(grants->Read(&update));
+  ASSERT_EQ(update.granted_size(), 1);
+  EXPECT_EQ(update.granted(0).token(), granted.grant().token());
+  EXPECT_EQ(update.granted(0).compute_node(), "cn-1");
+  EXPECT_EQ(update.granted(0).pod_name(), "trainer-0");
+
+  rpci::v1::ReleaseRequest rel;
+  rel.set_node("cn-1");
+  rel.set_device_id(claim.device_id());
+  rel.set_grant_id(granted.grant().grant_id());
+  {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    rpci::v1::ReleaseResponse resp;
+    ASSERT_TRUE(plugin->Release(&ctx, rel, &resp).ok());
+  }
+  ASSERT_TRUE(grants->Read(&update));
+  ASSERT_EQ(update.revoked_grant_ids_size(), 1);
+  EXPECT_EQ(update.revoked_grant_ids(0), granted.grant().grant_id());
+  grants_ctx.TryCancel();
+  assign_ctx.TryCancel();
+}
+
+TEST_F(ServiceTest, PeerWithAnotherNodesIdentityIsRefused) {
+  auto imposter = rpci::v1::AgentRegistry::NewStub(ChannelAs("agent:dev-b"));
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  rpci::v1::RegisterAgentResponse resp;
+  grpc::Status s = imposter->RegisterAgent(&ctx, AgentWith("dev-a", "emu", 1), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(manager_->Devices().empty());
+
+  // A plugin certificate cannot speak the agent API, even for its own node.
+  auto plugin_as_agent = rpci::v1::AgentRegistry::NewStub(ChannelAs("plugin:dev-a"));
+  grpc::ClientContext ctx2;
+  Deadline(&ctx2);
+  EXPECT_EQ(plugin_as_agent->RegisterAgent(&ctx2, AgentWith("dev-a", "emu", 1), &resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(ServiceTest, PluginCannotClaimADeviceAssignedToAnotherNode) {
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  ASSERT_EQ(manager_->AssignmentsFor("cn-1").assignments_size(), 1);
+  auto other = rpci::v1::NodeRegistry::NewStub(ChannelAs("plugin:cn-2"));
+  rpci::v1::ClaimRequest claim;
+  claim.set_node("cn-2");
+  claim.set_device_id(manager_->AssignmentsFor("cn-1").assignments(0).device().id());
+  claim.set_pod_name("p");
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  rpci::v1::ClaimResponse resp;
+  EXPECT_EQ(other->Claim(&ctx, claim, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // Naming cn-1 in the request while holding cn-2's certificate fails too.
+  claim.set_node("cn-1");
+  grpc::ClientContext ctx2;
+  Deadline(&ctx2);
+  EXPECT_EQ(other->Claim(&ctx2, claim, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(manager_->Attachments().empty());
+}
+
+TEST_F(ServiceTest, ClientWithoutValidCertificateIsRefused) {
+  grpc::SslCredentialsOptions no_cert;
+  no_cert.pem_root_certs = ca_->ca_pem();
+  auto anonymous = rpci::v1::NodeRegistry::NewStub(ChannelWith(grpc::SslCredentials(no_cert)));
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  rpci::v1::RegisterNodeResponse resp;
+  EXPECT_FALSE(anonymous->RegisterNode(&ctx, NodeWith("cn-1", "emu"), &resp).ok());
+
+  auto other_ca = CertAuthority::Create("intruder-ca");
+  ASSERT_TRUE(other_ca.ok());
+  auto intruder = other_ca->Issue("plugin:cn-1", {}, {});
+  ASSERT_TRUE(intruder.ok());
+  intruder->ca_pem = ca_->ca_pem();
+  auto stub = rpci::v1::NodeRegistry::NewStub(ChannelWith(MakeChannelCredentials(*intruder)));
+  grpc::ClientContext ctx2;
+  Deadline(&ctx2);
+  EXPECT_FALSE(stub->RegisterNode(&ctx2, NodeWith("cn-1", "emu"), &resp).ok());
+  EXPECT_EQ(manager_->NodeHeartbeat("cn-1").code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServiceTest, FollowerAnswersUnavailableNamingTheLeader) {
+  leader_ = false;
+  auto plugin = rpci::v1::NodeRegistry::NewStub(ChannelAs("plugin:cn-1"));
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  rpci::v1::RegisterNodeResponse resp;
+  grpc::Status s = plugin->RegisterNode(&ctx, NodeWith("cn-1", "emu"), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(s.error_message().find("controller-b"), std::string::npos);
+}
+
+TEST_F(ServiceTest, HeartbeatBeforeRegistrationAsksToRegister) {
+  auto agent = rpci::v1::AgentRegistry::NewStub(ChannelAs("agent:dev-a"));
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  rpci::v1::AgentHeartbeatRequest hb;
+  hb.set_node("dev-a");
+  rpci::v1::AgentHeartbeatResponse resp;
+  EXPECT_EQ(agent->Heartbeat(&ctx, hb, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+}  // namespace
+}  // namespace rpci::controller
