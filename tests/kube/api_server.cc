@@ -1,0 +1,452 @@
+#include "tests/kube/api_server.h"
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <sys/socket.h>
+
+#include <chrono>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "httplib.h"
+
+namespace rpci::kubetest {
+namespace {
+
+using nlohmann::json;
+
+struct Parsed {
+  bool ok = false;
+  std::string collection;
+  std::string api_version;
+  std::string resource;
+  std::string ns;
+  std::string name;
+  std::string sub;
+};
+
+Parsed ParsePath(const std::string& path) {
+  Parsed p;
+  std::vector<std::string> parts = absl::StrSplit(path, '/', absl::SkipEmpty());
+  size_t i = 0;
+  std::string prefix;
+  if (parts.size() >= 3 && parts[0] == "api" && parts[1] == "v1") {
+    prefix = "/api/v1";
+    p.api_version = "v1";
+    i = 2;
+  } else if (parts.size() >= 4 && parts[0] == "apis") {
+    prefix = absl::StrCat("/apis/", parts[1], "/", parts[2]);
+    p.api_version = absl::StrCat(parts[1], "/", parts[2]);
+    i = 3;
+  } else {
+    return p;
+  }
+  if (parts.size() - i >= 3 && parts[i] == "namespaces") {
+    p.ns = parts[i + 1];
+    i += 2;
+  }
+  if (i >= parts.size() || parts.size() - i > 3) return p;
+  p.resource = parts[i];
+  if (i + 1 < parts.size()) p.name = parts[i + 1];
+  if (i + 2 < parts.size()) p.sub = parts[i + 2];
+  p.collection = prefix + "/" + p.resource;
+  p.ok = p.sub.empty() || p.sub == "status";
+  return p;
+}
+
+bool HasStatusSubresource(const std::string& resource) { return resource != "leases" && resource != "events"; }
+
+json StatusObject(int code, const std::string& reason, const std::string& message) {
+  return {{"kind", "Status"},  {"apiVersion", "v1"}, {"metadata", json::object()}, {"status", "Failure"},
+          {"message", message}, {"reason", reason},   {"code", code}};
+}
+
+void Reply(httplib::Response& res, int code, const json& body) {
+  res.status = code;
+  res.set_content(body.dump(), "application/json");
+}
+
+void Fail(httplib::Response& res, int code, const std::string& reason, const std::string& message) {
+  Reply(res, code, StatusObject(code, reason, message));
+}
+
+uint64_t RvOf(const json& object) {
+  uint64_t rv = 0;
+  if (object.contains("metadata") && object["metadata"].contains("resourceVersion") &&
+      object["metadata"]["resourceVersion"].is_string()) {
+    (void)absl::SimpleAtoi(object["metadata"]["resourceVersion"].get<std::string>(), &rv);
+  }
+  return rv;
+}
+
+}  // namespace
+
+struct ApiServer::Watch {
+  std::string collection;
+  std::string ns;
+  size_t next = 0;  // index into history_
+  bool bookmarks = false;
+  uint64_t bookmark_seen = 0;
+  uint64_t drop_seen = 0;
+  std::chrono::steady_clock::time_point deadline;
+  std::string kind;
+  std::string api_version;
+  std::vector<json> initial;  // synthetic ADDED events
+  bool expired = false;
+};
+
+ApiServer::ApiServer() = default;
+
+ApiServer::~ApiServer() { Stop(); }
+
+absl::Status ApiServer::Start() {
+  server_ = std::make_unique<httplib::Server>();
+  return Listen();
+}
+
+absl::Status ApiServer::StartTls(const std::string& cert_pem, const std::string& key_pem) {
+  BIO* cb = BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size()));
+  X509* cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
+  BIO_free(cb);
+  BIO* kb = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+  BIO_free(kb);
+  if (cert == nullptr || key == nullptr) return absl::InvalidArgumentError("test API server: bad cert or key PEM");
+  server_ = std::make_unique<httplib::SSLServer>(cert, key);
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  tls_ = true;
+  return Listen();
+}
+
+absl::Status ApiServer::Listen() {
+  server_->new_task_queue = [] { return new httplib::ThreadPool(32); };
+  server_->set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  Install();
+  port_ = server_->bind_to_any_port("127.0.0.1");
+  if (port_ <= 0) return absl::UnavailableError("test API server: cannot bind 127.0.0.1");
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return absl::OkStatus();
+}
+
+void ApiServer::Stop() {
+  if (!server_) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+  server_.reset();
+}
+
+std::string ApiServer::url() const { return absl::StrCat(tls_ ? "https" : "http", "://127.0.0.1:", port_); }
+
+void ApiServer::RequireToken(const std::string& token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  token_ = token;
+}
+
+void ApiServer::Compact() {
+  std::lock_guard<std::mutex> lock(mu_);
+  compacted_rv_ = rv_;
+  history_.clear();
+  // Open watches keep streaming from the new, empty history.
+}
+
+void ApiServer::SendBookmarks() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++bookmark_generation_;
+  }
+  cv_.notify_all();
+}
+
+void ApiServer::DropWatches() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++drop_generation_;
+  }
+  cv_.notify_all();
+}
+
+void ApiServer::InjectConflicts(const std::string& path_part, int count) {
+  std::lock_guard<std::mutex> lock(mu_);
+  conflicts_[path_part] = count;
+}
+
+int ApiServer::watch_requests() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return watch_requests_;
+}
+
+int ApiServer::conflicts_returned() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return conflicts_returned_;
+}
+
+int ApiServer::open_watches() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return open_watches_;
+}
+
+absl::StatusOr<json> ApiServer::Get(const std::string& path) const {
+  Parsed p = ParsePath(path);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto c = objects_.find(p.collection);
+  if (!p.ok || c == objects_.end()) return absl::NotFoundError(path);
+  auto it = c->second.find(p.ns + "/" + p.name);
+  if (it == c->second.end()) return absl::NotFoundError(path);
+  return it->second;
+}
+
+json ApiServer::Put(const std::string& path, json object) {
+  Parsed p = ParsePath(path);
+  std::string type;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& slot = objects_[p.collection][p.ns + "/" + p.name];
+    type = slot.is_null() ? "ADDED" : "MODIFIED";
+    object["metadata"]["name"] = p.name;
+    if (!p.ns.empty()) object["metadata"]["namespace"] = p.ns;
+    object["metadata"]["resourceVersion"] = std::to_string(++rv_);
+    if (!object["metadata"].contains("uid")) object["metadata"]["uid"] = absl::StrCat("uid-", rv_);
+    slot = object;
+    history_.push_back(Event{rv_, type, p.collection, p.ns, object});
+  }
+  cv_.notify_all();
+  return object;
+}
+
+void ApiServer::Delete(const std::string& path) {
+  Parsed p = ParsePath(path);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& coll = objects_[p.collection];
+    auto it = coll.find(p.ns + "/" + p.name);
+    if (it == coll.end()) return;
+    json last = it->second;
+    coll.erase(it);
+    last["metadata"]["resourceVersion"] = std::to_string(++rv_);
+    history_.push_back(Event{rv_, "DELETED", p.collection, p.ns, last});
+  }
+  cv_.notify_all();
+}
+
+void ApiServer::Install() {
+  auto handler = [this](const httplib::Request& req, httplib::Response& res) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!token_.empty() && req.get_header_value("Authorization") != "Bearer " + token_) {
+        Fail(res, 401, "Unauthorized", "Unauthorized");
+        return;
+      }
+    }
+    Parsed p = ParsePath(req.path);
+    if (!p.ok) {
+      Fail(res, 404, "NotFound", "the server could not find the requested resource");
+      return;
+    }
+    const std::string key = p.ns + "/" + p.name;
+    json body;
+    if (req.method == "POST" || req.method == "PUT") {
+      body = json::parse(req.body, nullptr, false);
+      if (body.is_discarded() || !body.is_object()) {
+        Fail(res, 400, "BadRequest", "request body is not a JSON object");
+        return;
+      }
+    }
+    if (req.method == "GET" && p.name.empty() &&
+        (req.get_param_value("watch") == "true" || req.get_param_value("watch") == "1")) {
+      auto w = std::make_shared<Watch>();
+      w->collection = p.collection;
+      w->ns = p.ns;
+      w->bookmarks = req.get_param_value("allowWatchBookmarks") == "true";
+      w->api_version = p.api_version;
+      int timeout = 0;
+      (void)absl::SimpleAtoi(req.get_param_value("timeoutSeconds"), &timeout);
+      w->deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout > 0 ? timeout : 1800);
+      uint64_t from = 0;
+      const std::string rv_text = req.get_param_value("resourceVersion");
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++watch_requests_;
+        w->bookmark_seen = bookmark_generation_;
+        w->drop_seen = drop_generation_;
+        if (rv_text.empty() || rv_text == "0") {
+          for (const auto& [k, o] : objects_[p.collection]) {
+            if (p.ns.empty() || o["metadata"].value("namespace", "") == p.ns) w->initial.push_back(o);
+          }
+          w->next = history_.size();
+        } else if (!absl::SimpleAtoi(rv_text, &from)) {
+          Fail(res, 400, "BadRequest", "resourceVersion is not a number");
+          return;
+        } else if (from < compacted_rv_) {
+          w->expired = true;
+        } else {
+          w->next = history_.size();
+          while (w->next > 0 && history_[w->next - 1].rv > from) --w->next;
+        }
+      }
+      res.status = 200;
+      res.set_chunked_content_provider(
+          "application/json",
+          [this, w](size_t, httplib::DataSink& sink) {
+            std::string out;
+            if (w->expired) {
+              out = json({{"type", "ERROR"},
+                          {"object", StatusObject(410, "Expired", "too old resource version")}})
+                        .dump() +
+                    "\n";
+              sink.write(out.data(), out.size());
+              sink.done();
+              return true;
+            }
+            for (const json& o : w->initial) out += json({{"type", "ADDED"}, {"object", o}}).dump() + "\n";
+            w->initial.clear();
+            std::unique_lock<std::mutex> lock(mu_);
+            if (out.empty()) {
+              cv_.wait_for(lock, std::chrono::milliseconds(200), [&] {
+                return stopping_ || drop_generation_ != w->drop_seen || bookmark_generation_ != w->bookmark_seen ||
+                       w->next < history_.size();
+              });
+            }
+            if (stopping_ || drop_generation_ != w->drop_seen) return false;  // connection broken
+            for (; w->next < history_.size(); ++w->next) {
+              const Event& e = history_[w->next];
+              if (e.collection != w->collection || (!w->ns.empty() && e.ns != w->ns)) continue;
+              out += json({{"type", e.type}, {"object", e.object}}).dump() + "\n";
+            }
+            if (bookmark_generation_ != w->bookmark_seen) {
+              w->bookmark_seen = bookmark_generation_;
+              if (w->bookmarks) {
+                out += json({{"type", "BOOKMARK"},
+                             {"object",
+                              {{"apiVersion", w->api_version},
+                               {"metadata", {{"resourceVersion", std::to_string(rv_)}}}}}})
+                           .dump() +
+                       "\n";
+              }
+            }
+            const bool timed_out = std::chrono::steady_clock::now() > w->deadline;
+            lock.unlock();
+            if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+            if (timed_out) sink.done();
+            return true;
+          });
+      return;
+    }
+
+    std::unique_lock<std::mutex> lock(mu_);
+    auto& coll = objects_[p.collection];
+    if (req.method == "GET" && p.name.empty()) {
+      json list = {{"kind", "List"},
+                   {"apiVersion", p.api_version},
+                   {"metadata", {{"resourceVersion", std::to_string(rv_)}}},
+                   {"items", json::array()}};
+      for (const auto& [k, o] : coll) {
+        if (p.ns.empty() || o["metadata"].value("namespace", "") == p.ns) list["items"].push_back(o);
+      }
+      Reply(res, 200, list);
+      return;
+    }
+    if (req.method == "POST" && p.name.empty()) {
+      std::string name = body["metadata"].value("name", "");
+      if (name.empty()) {
+        Fail(res, 422, "Invalid", "metadata.name: Required value");
+        return;
+      }
+      const std::string obj_key = p.ns + "/" + name;
+      if (coll.count(obj_key)) {
+        Fail(res, 409, "AlreadyExists", absl::StrCat(p.resource, " \"", name, "\" already exists"));
+        return;
+      }
+      if (HasStatusSubresource(p.resource)) body.erase("status");
+      body["metadata"]["resourceVersion"] = std::to_string(++rv_);
+      body["metadata"]["uid"] = absl::StrCat("uid-", rv_);
+      body["metadata"]["generation"] = 1;
+      body["metadata"]["creationTimestamp"] = "2024-01-01T00:00:00Z";
+      if (!p.ns.empty()) body["metadata"]["namespace"] = p.ns;
+      coll[obj_key] = body;
+      history_.push_back(Event{rv_, "ADDED", p.collection, p.ns, body});
+      lock.unlock();
+      cv_.notify_all();
+      Reply(res, 201, body);
+      return;
+    }
+    auto it = coll.find(key);
+    if (it == coll.end()) {
+      Fail(res, 404, "NotFound", absl::StrCat(p.resource, " \"", p.name, "\" not found"));
+      return;
+    }
+    if (req.method == "GET") {
+      Reply(res, 200, it->second);
+      return;
+    }
+    if (req.method == "DELETE") {
+      json last = it->second;
+      coll.erase(it);
+      last["metadata"]["resourceVersion"] = std::to_string(++rv_);
+      history_.push_back(Event{rv_, "DELETED", p.collection, p.ns, last});
+      lock.unlock();
+      cv_.notify_all();
+      Reply(res, 200, last);
+      return;
+    }
+    if (req.method == "PUT") {
+      for (auto& [part, count] : conflicts_) {
+        if (count > 0 && req.path.find(part) != std::string::npos) {
+          --count;
+          ++conflicts_returned_;
+          Fail(res, 409, "Conflict", "Operation cannot be fulfilled: the object has been modified");
+          return;
+        }
+      }
+      json& stored = it->second;
+      const uint64_t want = RvOf(body);
+      if (want != 0 && want != RvOf(stored)) {
+        ++conflicts_returned_;
+        Fail(res, 409, "Conflict",
+             absl::StrCat("Operation cannot be fulfilled on ", p.resource, " \"", p.name,
+                          "\": the object has been modified; please apply your changes to the latest version"));
+        return;
+      }
+      json next = stored;
+      if (p.sub == "status") {
+        next["status"] = body.value("status", json::object());
+      } else {
+        json keep_status = stored.value("status", json());
+        next = body;
+        next["metadata"] = stored["metadata"];
+        if (body["metadata"].contains("labels")) next["metadata"]["labels"] = body["metadata"]["labels"];
+        if (body["metadata"].contains("annotations")) next["metadata"]["annotations"] = body["metadata"]["annotations"];
+        if (HasStatusSubresource(p.resource)) {
+          if (keep_status.is_null()) next.erase("status"); else next["status"] = keep_status;
+        }
+        if (next.value("spec", json()) != stored.value("spec", json())) {
+          next["metadata"]["generation"] = stored["metadata"].value("generation", 1) + 1;
+        }
+      }
+      next["metadata"]["resourceVersion"] = std::to_string(++rv_);
+      stored = next;
+      history_.push_back(Event{rv_, "MODIFIED", p.collection, p.ns, next});
+      lock.unlock();
+      cv_.notify_all();
+      Reply(res, 200, next);
+      return;
+    }
+    Fail(res, 405, "MethodNotAllowed", req.method + " is not supported");
+  };
+  server_->Get(".*", handler);
+  server_->Post(".*", handler);
+  server_->Put(".*", handler);
+  server_->Delete(".*", handler);
+}
+
+}  // namespace rpci::kubetest

@@ -1,0 +1,108 @@
+#ifndef RPCI_TESTS_KUBE_API_SERVER_H_
+#define RPCI_TESTS_KUBE_API_SERVER_H_
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace httplib {
+class Server;
+}
+
+namespace rpci::kubetest {
+
+// An in-process Kubernetes API server for tests: real HTTP + JSON on
+// loopback, objects in memory. It does what rpci's clients use:
+//   GET/POST/PUT/DELETE on /api/v1/... and /apis/<group>/<version>/...,
+//   namespaced and cluster-scoped, the /status subresource (the main
+//   resource ignores status, /status ignores everything else, except for
+//   leases and events which have none), resourceVersion on every write,
+//   409 AlreadyExists / Conflict, 404 NotFound as Status objects, list with
+//   metadata.resourceVersion, and watch (?watch=true) as a chunked stream of
+//   JSON lines with ADDED / MODIFIED / DELETED / BOOKMARK events; a watch from
+//   a compacted resourceVersion gets an ERROR event holding a 410 Expired
+//   Status, as the real server sends. Optional bearer-token check and TLS.
+// Not a real API server: no validation, selectors, patch or admission.
+class ApiServer {
+ public:
+  ApiServer();
+  ~ApiServer();
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  // Serves plain HTTP (or HTTPS with the given PEM cert and key) on
+  // 127.0.0.1 and a free port.
+  absl::Status Start();
+  absl::Status StartTls(const std::string& cert_pem, const std::string& key_pem);
+  void Stop();
+  std::string url() const;
+
+  // When set, requests must carry "Authorization: Bearer <token>" (401 otherwise).
+  void RequireToken(const std::string& token);
+
+  // ---- controls for tests ----
+  // Forgets event history: watches from any older resourceVersion get 410.
+  void Compact();
+  // Every open watch that asked for bookmarks gets a BOOKMARK now.
+  void SendBookmarks();
+  // Breaks every open watch connection (no clean end of stream).
+  void DropWatches();
+  // The next `count` PUTs (any path containing `path_part`) fail with 409
+  // Conflict as if someone else wrote first.
+  void InjectConflicts(const std::string& path_part, int count);
+
+  // Direct access to stored objects by API path ("/api/v1/nodes/n1").
+  // Put creates or replaces (status included) and emits the watch event.
+  absl::StatusOr<nlohmann::json> Get(const std::string& path) const;
+  nlohmann::json Put(const std::string& path, nlohmann::json object);
+  void Delete(const std::string& path);
+
+  int watch_requests() const;
+  int conflicts_returned() const;
+  int open_watches() const;
+
+ private:
+  struct Key;
+  struct Event {
+    uint64_t rv;
+    std::string type;
+    std::string collection;  // "<prefix>/<resource>"
+    std::string ns;
+    nlohmann::json object;
+  };
+  struct Watch;
+  void Install();
+  absl::Status Listen();
+
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+  bool tls_ = false;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::string token_;
+  uint64_t rv_ = 100;
+  uint64_t compacted_rv_ = 0;  // history starts after this
+  // collection -> "ns/name" -> object
+  std::map<std::string, std::map<std::string, nlohmann::json>> objects_;
+  std::vector<Event> history_;
+  uint64_t bookmark_generation_ = 0;
+  uint64_t drop_generation_ = 0;
+  bool stopping_ = false;
+  std::map<std::string, int> conflicts_;
+  int watch_requests_ = 0;
+  int conflicts_returned_ = 0;
+  int open_watches_ = 0;
+};
+
+}  // namespace rpci::kubetest
+
+#endif  // RPCI_TESTS_KUBE_API_SERVER_H_
