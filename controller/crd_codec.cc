@@ -95,11 +95,17 @@ json DeviceToObject(const Device& device, absl::Time now, int64_t generation) {
        Condition("Assigned", !device.assigned_node.empty(),
                  device.assigned_node.empty() ? "Unassigned" : "AssignedToNode", device.reason,
                  device.assigned_changed, generation)});
+  json metadata = {{"name", device.id()}};
+  if (device.drain_requested) metadata["annotations"] = {{kDrainAnnotation, "true"}};
   return {{"apiVersion", kApiVersion},
           {"kind", "PcieDevice"},
-          {"metadata", {{"name", device.id()}}},
+          {"metadata", metadata},
           {"spec", spec},
           {"status", status}};
+}
+
+bool DrainRequested(const json& object) {
+  return Str(Member(Member(object, "metadata"), "annotations"), kDrainAnnotation) == "true";
 }
 
 absl::StatusOr<Device> DeviceFromObject(const json& object) {
@@ -135,6 +141,7 @@ absl::StatusOr<Device> DeviceFromObject(const json& object) {
   device.draining = Member(status, "draining").is_boolean() && status["draining"].get<bool>();
   device.attachment = Str(status, "attachment");
   device.reason = Str(status, "reason");
+  device.drain_requested = DrainRequested(object);
   for (const json& c : Member(status, "conditions").is_array() ? status["conditions"] : json::array()) {
     if (Str(c, "type") == "Healthy") {
       device.health_changed = TimeOr(c, "lastTransitionTime", absl::InfinitePast());

@@ -15,11 +15,17 @@ namespace rpci::controller {
 // the same thing.
 inline constexpr char kApiGroup[] = "rpci.io";
 inline constexpr char kApiVersion[] = "rpci.io/v1alpha1";
+// PcieDevice annotation an admin sets to "true" to drain the device
+// (Device::drain_requested). Metadata, because spec is the agent's export and
+// status is the controller's.
+inline constexpr char kDrainAnnotation[] = "rpci.io/drain";
 
 // PcieDevice (cluster-scoped, named by device id). `now` picks the phase;
 // `generation` is echoed as the conditions' observedGeneration.
 nlohmann::json DeviceToObject(const Device& device, absl::Time now, int64_t generation = 0);
 absl::StatusOr<Device> DeviceFromObject(const nlohmann::json& object);
+// Whether a PcieDevice object carries kDrainAnnotation = "true".
+bool DrainRequested(const nlohmann::json& object);
 
 // DeviceAttachment (namespaced in the pod's namespace, named by grant id).
 nlohmann::json AttachmentToObject(const Attachment& attachment);

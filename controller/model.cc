@@ -28,7 +28,7 @@ bool PoolSpec::Selects(const rpci::v1::ExportedDevice& device) const {
 
 DevicePhase Device::PhaseAt(absl::Time now) const {
   if (!healthy) return DevicePhase::kUnhealthy;
-  if (draining) return DevicePhase::kDraining;
+  if (draining || drain_requested) return DevicePhase::kDraining;
   if (!attachment.empty()) return DevicePhase::kAttached;
   if (!assigned_node.empty()) return DevicePhase::kAssigned;
   if (releasing_until > now) return DevicePhase::kReleasing;

@@ -67,6 +67,10 @@ struct Device {
   std::string releasing_from;                    // node it is being taken from
   absl::Time releasing_until = absl::InfinitePast();
   bool draining = false;    // its agent stopped exporting it while attached
+  // An admin asked to take it out of service (annotation kDrainAnnotation,
+  // `kubectl rpci drain`): no new claims or assignments; once detached it is
+  // unassigned and stays out of the pool until the request is withdrawn.
+  bool drain_requested = false;
   std::string attachment;   // grant id, empty when not attached
   std::string reason;       // why the last decision about it was made
 

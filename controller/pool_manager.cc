@@ -112,6 +112,7 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
     auto [it, inserted] = devices_.try_emplace(exported.id());
     Device& d = it->second;
     d.exported = exported;
+    ApplyNodeLabelsLocked(d);
     if (inserted) {
       d.healthy = ReportedHealthy(exported.health());
       d.health_changed = now;
@@ -224,6 +225,7 @@ absl::StatusOr<rpci::v1::RegisterNodeResponse> PoolManager::RegisterNode(const r
   n.last_seen = clock_->Now();
   n.registered = true;
   n.gone = false;
+  if (auto labels = node_labels_.find(req.node()); labels != node_labels_.end()) n.labels = labels->second;
   ++version_;
   log_.Info("compute node registered", {{"node", req.node()}, {"pools", absl::StrJoin(n.pools, ",")}});
   rpci::v1::RegisterNodeResponse resp;
@@ -287,7 +289,9 @@ absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::Claim
         absl::StrCat("device ", d.id(), " is attached to ", a.pod_namespace, "/", a.pod_name));
   }
   if (!d.healthy) return absl::FailedPreconditionError(absl::StrCat("device ", d.id(), " is unhealthy"));
-  if (d.draining) return absl::FailedPreconditionError(absl::StrCat("device ", d.id(), " is draining"));
+  if (d.draining || d.drain_requested) {
+    return absl::FailedPreconditionError(absl::StrCat("device ", d.id(), " is draining"));
+  }
   absl::StatusOr<std::string> id_bytes = RandomBytes(12);
   absl::StatusOr<std::string> token = RandomBytes(32);
   if (!id_bytes.ok()) return id_bytes.status();
@@ -378,6 +382,59 @@ void PoolManager::NodeGone(const std::string& node) {
   (void)FlushLocked();
 }
 
+void PoolManager::SetNodeLabels(const std::map<std::string, std::map<std::string, std::string>>& labels) {
+  absl::MutexLock lock(&mu_);
+  node_labels_ = labels;
+  for (auto& [name, n] : nodes_) {
+    auto it = labels.find(name);
+    if (it != labels.end()) n.labels = it->second;
+  }
+  for (auto& [id, d] : devices_) ApplyNodeLabelsLocked(d);
+  ++version_;
+  (void)FlushLocked();
+}
+
+void PoolManager::ApplyNodeLabelsLocked(Device& d) {
+  auto it = node_labels_.find(d.exported.node());
+  if (it == node_labels_.end()) return;
+  bool changed = false;
+  for (const auto& [key, value] : it->second) {
+    // insert() keeps a label the agent set itself.
+    changed |= d.exported.mutable_labels()->insert({key, value}).second;
+  }
+  if (changed) MarkDirtyLocked(d.id());
+}
+
+void PoolManager::SetDrainRequests(const std::map<std::string, bool>& requests) {
+  absl::MutexLock lock(&mu_);
+  bool changed = false;
+  for (const auto& [id, drain] : requests) {
+    auto it = devices_.find(id);
+    if (it == devices_.end() || it->second.drain_requested == drain) continue;
+    Device& d = it->second;
+    d.drain_requested = drain;
+    DecideLocked(drain ? "drain" : "undrain", d, d.assigned_node, drain ? "DrainRequested" : "DrainWithdrawn");
+    MarkDirtyLocked(id);
+    changed = true;
+  }
+  if (!changed) return;
+  ++version_;
+  (void)FlushLocked();
+}
+
+absl::Status PoolManager::AttachmentDeleted(const std::string& grant_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = attachments_.find(grant_id);
+  if (it == attachments_.end()) return absl::OkStatus();
+  auto dit = devices_.find(it->second.device_id);
+  if (dit == devices_.end()) return absl::OkStatus();
+  Device& d = dit->second;
+  d.last_used = clock_->Now();
+  DetachLocked(d, "AttachmentDeleted");
+  ++version_;
+  return FlushLocked();
+}
+
 // ---------------------------------------------------------------- policy
 
 const PoolSpec& PoolManager::PoolOfLocked(const std::string& name) const {
@@ -451,9 +508,16 @@ void PoolManager::ReconcilePoolLocked(const PoolSpec& pool, const std::vector<De
   std::map<std::string, std::vector<Device*>> free;  // assigned, healthy, unattached
   std::vector<Device*> available;
   for (Device* d : devices) {
+    if (!d->assigned_node.empty() && d->drain_requested && d->attachment.empty()) {
+      // Drained: nothing uses it any more, so it leaves the node now.
+      UnassignLocked(*d, "release", "Drained", options_.release_grace, now);
+      continue;
+    }
     if (!d->assigned_node.empty()) {
       ++assigned[d->assigned_node];
-      if (d->healthy && !d->draining && d->attachment.empty()) free[d->assigned_node].push_back(d);
+      if (d->healthy && !d->draining && !d->drain_requested && d->attachment.empty()) {
+        free[d->assigned_node].push_back(d);
+      }
       continue;
     }
     auto agent = agents_.find(d->exported.node());

@@ -86,6 +86,18 @@ class PoolManager {
   void SetPools(const std::vector<PoolSpec>& pools);
   void SetDemand(const std::vector<PodDemand>& demand);
   void NodeGone(const std::string& node);  // its Node object was deleted
+  // Kubernetes Node labels by node name (the Node informer's view). Compute
+  // nodes' labels drive locality; a device server's labels are merged into
+  // its devices' labels (the agent's own labels win) for pool selectors.
+  void SetNodeLabels(const std::map<std::string, std::map<std::string, std::string>>& labels);
+  // Admin drain requests by device id (kDrainAnnotation); devices not named
+  // keep theirs. A draining device gets no new claim or assignment and is
+  // unassigned once it is detached.
+  void SetDrainRequests(const std::map<std::string, bool>& requests);
+  // The DeviceAttachment object `grant_id` was deleted by someone else:
+  // detaches the device (the agent revokes the session). OK when the grant
+  // is already gone.
+  absl::Status AttachmentDeleted(const std::string& grant_id);
 
   // One pass of the policy: expire silent agents and nodes, keep spares,
   // meet pod demand, release idle devices. Returns the decisions made.
@@ -129,6 +141,7 @@ class PoolManager {
   void UnassignLocked(Device& d, const std::string& action, const std::string& reason, absl::Duration grace,
                       absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DetachLocked(Device& d, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyNodeLabelsLocked(Device& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetHealthLocked(Device& d, bool healthy, const std::string& reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DecideLocked(const std::string& action, const Device& d, const std::string& node,
@@ -156,6 +169,7 @@ class PoolManager {
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, PoolSpec> pools_ ABSL_GUARDED_BY(mu_);
   std::vector<PodDemand> demand_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, std::string>> node_labels_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> dirty_devices_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> dirty_attachments_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Attachment> deleted_attachments_ ABSL_GUARDED_BY(mu_);

@@ -365,6 +365,72 @@ TEST_F(PoolManagerTest, RestartRebuildsFromStoreWithoutDoubleAssignment) {
 
 // 1 000 random operations with restarts in between; after each, the
 // invariants hold and no unhealthy device was newly assigned.
+TEST_F(PoolManagerTest, AdminDrainRefusesClaimsAndUnassignsOnceDetached) {
+  manager_->SetPools({Pool("emu", 1)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  const std::string dev = "dev-a-0000-3b-00-0";
+  ASSERT_TRUE(manager_->Claim(ClaimOf("cn-1", dev, "p1")).ok());
+  manager_->SetDrainRequests({{dev, true}});
+  manager_->Reconcile();
+  // Still attached: the pod keeps it until it lets go.
+  EXPECT_EQ(manager_->GetDevice(dev)->assigned_node, "cn-1");
+  EXPECT_EQ(manager_->GetDevice(dev)->PhaseAt(clock_.Now()), DevicePhase::kDraining);
+  EXPECT_EQ(manager_->Claim(ClaimOf("cn-1", dev, "p2")).status().code(), absl::StatusCode::kFailedPrecondition);
+  rpci::v1::ReleaseRequest rel;
+  rel.set_node("cn-1");
+  rel.set_device_id(dev);
+  ASSERT_TRUE(manager_->Release(rel).ok());
+  manager_->Reconcile();
+  EXPECT_EQ(manager_->GetDevice(dev)->assigned_node, "");
+  // It survives a restart and is not handed out again while drained.
+  Restart();
+  manager_->SetPools({Pool("emu", 1)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  EXPECT_TRUE(manager_->GetDevice(dev)->drain_requested);
+  EXPECT_EQ(CountAssigned("cn-1"), 0);
+  manager_->SetDrainRequests({{dev, false}});
+  clock_.Advance(options_.release_grace + absl::Seconds(1));
+  manager_->Reconcile();
+  EXPECT_EQ(CountAssigned("cn-1"), 1);
+}
+
+TEST_F(PoolManagerTest, DeletedAttachmentObjectDetaches) {
+  manager_->SetPools({Pool("emu", 1)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  auto claim = manager_->Claim(ClaimOf("cn-1", "dev-a-0000-3b-00-0", "p1"));
+  ASSERT_TRUE(claim.ok()) << claim.status();
+  ASSERT_EQ(manager_->GrantsFor("dev-a").size(), 1u);
+  ASSERT_TRUE(manager_->AttachmentDeleted(claim->grant().grant_id()).ok());
+  EXPECT_TRUE(manager_->GrantsFor("dev-a").empty());
+  EXPECT_TRUE(manager_->Attachments().empty());
+  EXPECT_EQ(manager_->GetDevice("dev-a-0000-3b-00-0")->attachment, "");
+  EXPECT_TRUE(manager_->AttachmentDeleted(claim->grant().grant_id()).ok());  // again: nothing to do
+  EXPECT_TRUE(manager_->CheckInvariants().ok());
+}
+
+TEST_F(PoolManagerTest, NodeLabelsFeedSelectorsAndZoneLocality) {
+  PoolSpec pool = Pool("emu", 1);
+  pool.selector = {{"rpci.io/tier", "fast"}};
+  pool.locality = "zone";
+  manager_->SetPools({pool});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-b", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  EXPECT_EQ(CountAssigned("cn-1"), 0) << "no device carries the selector's label yet";
+  manager_->SetNodeLabels({{"dev-a", {{"rpci.io/tier", "fast"}, {"topology.kubernetes.io/zone", "z1"}}},
+                           {"dev-b", {{"rpci.io/tier", "fast"}, {"topology.kubernetes.io/zone", "z2"}}},
+                           {"cn-1", {{"topology.kubernetes.io/zone", "z2"}}}});
+  manager_->Reconcile();
+  EXPECT_EQ(AssignedTo(), (std::map<std::string, std::string>{{"dev-b-0000-3b-00-0", "cn-1"}}));
+}
+
 TEST_F(PoolManagerTest, RandomOperationsWithRestartsKeepInvariants) {
   options_.node_lease = absl::Seconds(30);
   options_.agent_lease = absl::Seconds(30);
