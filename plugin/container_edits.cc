@@ -1,0 +1,197 @@
+#include "plugin/container_edits.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+
+namespace rpci::plugin {
+namespace {
+
+absl::Status Errno(const std::string& what) {
+  return absl::Status(errno == ENOENT ? absl::StatusCode::kNotFound : absl::StatusCode::kInternal,
+                      absl::StrCat(what, ": ", std::strerror(errno)));
+}
+
+std::string Bars(const AttachedSession& s) {
+  std::vector<std::string> parts;
+  for (const BarWindow& b : s.bars) parts.push_back(absl::StrCat(b.index, ":", b.size));
+  return absl::StrJoin(parts, ",");
+}
+
+absl::Status MakeDirs(const std::string& path, int mode) {
+  std::string partial;
+  for (size_t pos = 0; pos != std::string::npos;) {
+    pos = path.find('/', pos + 1);
+    partial = path.substr(0, pos);
+    if (partial.empty()) continue;
+    if (mkdir(partial.c_str(), mode) != 0 && errno != EEXIST) return Errno("create directory " + partial);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+SessionPaths PathsFor(const std::string& state_dir, const std::string& container_root,
+                      const std::string& device_id) {
+  return {state_dir + "/" + device_id, container_root + "/" + device_id};
+}
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode) {
+  const std::string tmp = path + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return Errno("create " + tmp);
+  size_t done = 0;
+  while (done < contents.size()) {
+    ssize_t n = write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      absl::Status s = Errno("write " + tmp);
+      close(fd);
+      unlink(tmp.c_str());
+      return s;
+    }
+    done += static_cast<size_t>(n);
+  }
+  fchmod(fd, mode);  // O_CREAT's mode is filtered by the umask
+  if (fsync(fd) != 0 || close(fd) != 0) {
+    absl::Status s = Errno("sync " + tmp);
+    unlink(tmp.c_str());
+    return s;
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    absl::Status s = Errno("rename " + tmp + " to " + path);
+    unlink(tmp.c_str());
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths& paths) {
+  if (absl::Status s = MakeDirs(paths.host_dir, 0755); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("device ", session.device_id, ": ", s.message()));
+  }
+  nlohmann::json bars = nlohmann::json::array();
+  for (const BarWindow& b : session.bars) bars.push_back({{"index", b.index}, {"size", b.size}});
+  nlohmann::json doc = {{"device_id", session.device_id},
+                        {"session_id", session.session_id},
+                        {"endpoint", session.endpoint},
+                        {"fabric_provider", session.fabric_provider},
+                        {"key_file", paths.container_dir + "/key"},
+                        {"bars", bars},
+                        {"dma_size", session.dma_size}};
+  for (const auto& [name, contents, mode] :
+       {std::tuple<std::string, std::string, int>{"key", absl::BytesToHexString(session.key) + "\n", 0600},
+        std::tuple<std::string, std::string, int>{"session.json", doc.dump(2) + "\n", 0644}}) {
+    if (absl::Status s = WriteFileAtomically(paths.host_dir + "/" + name, contents, mode); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("device ", session.device_id, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveSessionDir(const SessionPaths& paths) {
+  for (const char* name : {"key", "session.json", "key.tmp", "session.json.tmp"}) {
+    const std::string path = paths.host_dir + "/" + name;
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) return Errno("remove " + path);
+  }
+  if (rmdir(paths.host_dir.c_str()) != 0 && errno != ENOENT) return Errno("remove " + paths.host_dir);
+  return absl::OkStatus();
+}
+
+std::map<std::string, std::string> DeviceEnv(int index, const AttachedSession& session, const SessionPaths& paths) {
+  const std::string p = absl::StrCat("RPCI_", index, "_");
+  return {
+      {p + "DEVICE_ID", session.device_id},
+      {p + "SESSION_ENDPOINT", session.endpoint},
+      {p + "SESSION_ID", session.session_id},
+      {p + "SESSION_KEY_FILE", paths.container_dir + "/key"},
+      {p + "SESSION_DIR", paths.container_dir},
+      {p + "FABRIC_PROVIDER", session.fabric_provider},
+      {p + "BARS", Bars(session)},
+      {p + "DMA_SIZE", absl::StrCat(session.dma_size)},
+  };
+}
+
+v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,
+                                                          const std::vector<AttachedSession>& sessions,
+                                                          const std::vector<SessionPaths>& paths) {
+  v1beta1::ContainerAllocateResponse resp;
+  auto& envs = *resp.mutable_envs();
+  std::vector<std::string> ids, session_ids;
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    for (const auto& [k, v] : DeviceEnv(static_cast<int>(i), sessions[i], paths[i])) envs[k] = v;
+    ids.push_back(sessions[i].device_id);
+    session_ids.push_back(sessions[i].session_id);
+    v1beta1::Mount* m = resp.add_mounts();
+    m->set_host_path(paths[i].host_dir);
+    m->set_container_path(paths[i].container_dir);
+    m->set_read_only(true);
+    resp.add_cdi_devices()->set_name(CdiName(pool, sessions[i].device_id));
+  }
+  envs["RPCI_DEVICE_IDS"] = absl::StrJoin(ids, ",");
+  envs["RPCI_DEVICE_COUNT"] = absl::StrCat(sessions.size());
+  envs["RPCI_POOL"] = pool;
+  if (!sessions.empty()) {
+    envs["RPCI_SESSION_ENDPOINT"] = sessions[0].endpoint;
+    envs["RPCI_SESSION_ID"] = sessions[0].session_id;
+    envs["RPCI_SESSION_KEY_FILE"] = paths[0].container_dir + "/key";
+  }
+  (*resp.mutable_annotations())["rpci.io/devices"] = absl::StrJoin(ids, ",");
+  (*resp.mutable_annotations())["rpci.io/sessions"] = absl::StrJoin(session_ids, ",");
+  return resp;
+}
+
+std::string CdiName(const std::string& pool, const std::string& device_id) {
+  return absl::StrCat("rpci.io/", pool, "=", device_id);
+}
+
+std::string CdiSpecPath(const std::string& cdi_dir, const std::string& pool, const std::string& device_id) {
+  return absl::StrCat(cdi_dir, "/rpci.io-", pool, "-", device_id, ".json");
+}
+
+std::string CdiSpecJson(const std::string& pool, int index, const AttachedSession& session,
+                        const SessionPaths& paths) {
+  nlohmann::json env = nlohmann::json::array();
+  for (const auto& [k, v] : DeviceEnv(index, session, paths)) env.push_back(k + "=" + v);
+  nlohmann::json spec = {
+      {"cdiVersion", "0.6.0"},
+      {"kind", "rpci.io/" + pool},
+      {"devices",
+       {{{"name", session.device_id},
+         {"annotations", {{"rpci.io/session", session.session_id}}},
+         {"containerEdits",
+          {{"env", env},
+           {"mounts",
+            {{{"hostPath", paths.host_dir},
+              {"containerPath", paths.container_dir},
+              {"options", {"ro", "bind"}}}}}}}}}},
+  };
+  return spec.dump(2) + "\n";
+}
+
+absl::Status WriteCdiSpec(const std::string& cdi_dir, const std::string& pool, int index,
+                          const AttachedSession& session, const SessionPaths& paths) {
+  absl::Status s = MakeDirs(cdi_dir, 0755);
+  if (s.ok()) {
+    s = WriteFileAtomically(CdiSpecPath(cdi_dir, pool, session.device_id), CdiSpecJson(pool, index, session, paths),
+                            0644);
+  }
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("device ", session.device_id, ": CDI spec: ", s.message()));
+  return absl::OkStatus();
+}
+
+absl::Status RemoveCdiSpec(const std::string& cdi_dir, const std::string& pool, const std::string& device_id) {
+  const std::string path = CdiSpecPath(cdi_dir, pool, device_id);
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) return Errno("remove " + path);
+  return absl::OkStatus();
+}
+
+}  // namespace rpci::plugin

@@ -1,0 +1,66 @@
+#ifndef RPCI_PLUGIN_CONTAINER_EDITS_H_
+#define RPCI_PLUGIN_CONTAINER_EDITS_H_
+
+// What a container gets for its attached devices: environment for librpci,
+// the per-session directory mount, CDI device names and CDI spec files.
+// docs/plugin.md lists the names; this file is where they are made.
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "plugin/session_opener.h"
+#include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
+
+namespace rpci::plugin {
+
+// Where one device's session files live on the host and in the container.
+struct SessionPaths {
+  std::string host_dir;       // <state_dir>/<device-id>
+  std::string container_dir;  // <container_root>/<device-id>
+};
+
+SessionPaths PathsFor(const std::string& state_dir, const std::string& container_root,
+                      const std::string& device_id);
+
+// Writes <host_dir>/key (hex, mode 0600) and <host_dir>/session.json
+// (everything but the key). Replaces what was there.
+absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths& paths);
+// Removes the directory and its files; OK when absent.
+absl::Status RemoveSessionDir(const SessionPaths& paths);
+
+// Environment entries of the device at `index` within one container:
+// RPCI_<index>_DEVICE_ID, _SESSION_ENDPOINT, _SESSION_ID, _SESSION_KEY_FILE,
+// _SESSION_DIR, _FABRIC_PROVIDER, _BARS ("<bar>:<size>,..."), _DMA_SIZE.
+std::map<std::string, std::string> DeviceEnv(int index, const AttachedSession& session, const SessionPaths& paths);
+
+// The whole response for one container: indexed env for each device, plus
+// RPCI_DEVICE_IDS, RPCI_DEVICE_COUNT, RPCI_POOL and, for device 0, the
+// unindexed RPCI_SESSION_ENDPOINT / RPCI_SESSION_ID / RPCI_SESSION_KEY_FILE;
+// one read-only mount per session dir; CDI names rpci.io/<pool>=<device-id>;
+// annotations rpci.io/devices and rpci.io/sessions.
+v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,
+                                                          const std::vector<AttachedSession>& sessions,
+                                                          const std::vector<SessionPaths>& paths);
+
+// "rpci.io/<pool>=<device-id>".
+std::string CdiName(const std::string& pool, const std::string& device_id);
+// <cdi_dir>/rpci.io-<pool>-<device-id>.json
+std::string CdiSpecPath(const std::string& cdi_dir, const std::string& pool, const std::string& device_id);
+// The CDI spec (cdiVersion 0.6.0, kind rpci.io/<pool>) declaring the device
+// with its env and session-dir mount as container edits.
+std::string CdiSpecJson(const std::string& pool, int index, const AttachedSession& session,
+                        const SessionPaths& paths);
+// Writes the spec atomically (temp file + rename), creating cdi_dir.
+absl::Status WriteCdiSpec(const std::string& cdi_dir, const std::string& pool, int index,
+                          const AttachedSession& session, const SessionPaths& paths);
+absl::Status RemoveCdiSpec(const std::string& cdi_dir, const std::string& pool, const std::string& device_id);
+
+// Writes `contents` to `path` atomically with `mode`.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode);
+
+}  // namespace rpci::plugin
+
+#endif  // RPCI_PLUGIN_CONTAINER_EDITS_H_

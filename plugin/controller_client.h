@@ -1,0 +1,76 @@
+#ifndef RPCI_PLUGIN_CONTROLLER_CLIENT_H_
+#define RPCI_PLUGIN_CONTROLLER_CLIENT_H_
+
+// The plugin's side of the controller's NodeRegistry: claims and releases on
+// Allocate, usage reports, and the node's assignment stream (register, watch,
+// heartbeat, reconnect).
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/rpci/v1/controller.grpc.pb.h"
+
+namespace rpci::plugin {
+
+// What Allocate and the usage loop need from the controller.
+class ControllerApi {
+ public:
+  virtual ~ControllerApi() = default;
+  // FAILED_PRECONDITION / PERMISSION_DENIED / UNAVAILABLE as the controller
+  // answers. Thread-safe.
+  virtual absl::StatusOr<rpci::v1::ClaimResponse> Claim(const rpci::v1::ClaimRequest& req) = 0;
+  // Idempotent. Thread-safe.
+  virtual absl::Status Release(const rpci::v1::ReleaseRequest& req) = 0;
+  virtual absl::Status ReportUsage(const rpci::v1::ReportUsageRequest& req) = 0;
+};
+
+// NodeRegistry over one gRPC channel.
+class GrpcControllerClient final : public ControllerApi {
+ public:
+  explicit GrpcControllerClient(std::shared_ptr<grpc::Channel> channel);
+  ~GrpcControllerClient() override;
+
+  absl::StatusOr<rpci::v1::ClaimResponse> Claim(const rpci::v1::ClaimRequest& req) override;
+  absl::Status Release(const rpci::v1::ReleaseRequest& req) override;
+  absl::Status ReportUsage(const rpci::v1::ReportUsageRequest& req) override;
+
+  // Registers `node` with `pools`, then delivers the node's complete
+  // assignment set to `on_assignments` on every change, from a background
+  // thread, until Stop. Heartbeats at the interval the controller asks for;
+  // re-registers and re-watches after any failure (backoff 100 ms .. 2 s).
+  void StartAssignmentWatch(const rpci::v1::RegisterNodeRequest& node,
+                            std::function<void(const rpci::v1::AssignmentSet&)> on_assignments);
+  void Stop();
+  // True while a watch stream is open.
+  bool watching() const { return watching_; }
+
+ private:
+  void WatchLoop(rpci::v1::RegisterNodeRequest node, std::function<void(const rpci::v1::AssignmentSet&)> cb);
+  void HeartbeatLoop(std::string node);
+
+  std::unique_ptr<rpci::v1::NodeRegistry::Stub> stub_;
+  Logger log_{"plugin.controller"};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  grpc::ClientContext* watch_ctx_ = nullptr;  // guarded by mu_
+  absl::Duration heartbeat_ = absl::Seconds(10);
+  std::atomic<bool> watching_{false};
+  std::thread watch_thread_;
+  std::thread heartbeat_thread_;
+};
+
+}  // namespace rpci::plugin
+
+#endif  // RPCI_PLUGIN_CONTROLLER_CLIENT_H_

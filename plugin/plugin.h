@@ -1,0 +1,155 @@
+#ifndef RPCI_PLUGIN_PLUGIN_H_
+#define RPCI_PLUGIN_PLUGIN_H_
+
+// The kubelet device plugin: one DevicePlugin gRPC server per pool
+// (resource rpci.io/<pool>) on a unix socket in the device-plugin directory,
+// registered with the kubelet after it serves. It advertises the devices the
+// controller assigned to this node (with health), and on Allocate claims
+// each device, reserves a mirroring session with its agent and hands the
+// container env, mounts and CDI names. Background loops: kubelet restarts
+// (inotify on the plugin dir: re-serve and re-register), health (agent
+// reachability, session liveness), usage (pod-resources List -> ReportUsage,
+// release sessions of pods that are gone). docs/plugin.md.
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "plugin/controller_client.h"
+#include "plugin/session_opener.h"
+#include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
+#include "proto/rpci/v1/controller.pb.h"
+
+namespace rpci::plugin {
+
+struct PluginOptions {
+  std::string node_name;
+  std::vector<std::string> pools;  // each becomes resource rpci.io/<pool>
+  std::string plugin_dir = "/var/lib/kubelet/device-plugins";
+  std::string pod_resources_socket = "/var/lib/kubelet/pod-resources/kubelet.sock";
+  std::string cdi_dir = "/var/run/cdi";
+  // Host directory of per-device session dirs (key file, session.json).
+  std::string state_dir = "/var/run/rpci/plugin";
+  // Where a session dir appears inside the container.
+  std::string container_dir = "/var/run/rpci";
+  // NUMA node of the local NIC the fabric uses, advertised as the devices'
+  // topology; -1 when unknown (no topology sent).
+  int64_t nic_numa_node = -1;
+  absl::Duration health_interval = absl::Milliseconds(500);
+  absl::Duration usage_interval = absl::Seconds(5);
+  // A session no pod in pod-resources holds is released once it is older
+  // than this (the kubelet records the pod only after Allocate returns).
+  absl::Duration release_grace = absl::Seconds(30);
+  MetricsRegistry* metrics = nullptr;  // optional
+};
+
+// Socket file name of a pool's server inside the plugin dir.
+std::string SocketName(const std::string& pool);
+// "rpci.io/<pool>".
+std::string ResourceName(const std::string& pool);
+
+class Plugin {
+ public:
+  // `controller` and `sessions` must outlive the plugin.
+  Plugin(PluginOptions options, ControllerApi* controller, SessionOpener* sessions);
+  ~Plugin();
+  Plugin(const Plugin&) = delete;
+  Plugin& operator=(const Plugin&) = delete;
+
+  // Serves every pool, registers with the kubelet when kubelet.sock exists
+  // (otherwise when it appears), and starts the background loops.
+  // INVALID_ARGUMENT for bad options, UNAVAILABLE when a socket cannot be
+  // served.
+  absl::Status Start();
+  // Stops serving and the loops. Sessions stay open on the agents.
+  void Stop();
+
+  // Input: the node's complete assignment set (from the controller's
+  // WatchAssignments). Thread-safe.
+  void SetAssignments(const rpci::v1::AssignmentSet& set);
+
+  // One pass of the health loop / usage loop (they also run on their own).
+  void CheckHealth();
+  absl::Status SyncUsage();
+
+  // ---- observation ----
+  // Devices that hold a session, sorted.
+  std::vector<std::string> SessionDevices() const;
+  // Successful registrations with the kubelet since Start, all pools.
+  int registrations() const { return registrations_; }
+  // ListAndWatch devices of `pool` as they would be sent now.
+  v1beta1::ListAndWatchResponse DeviceList(const std::string& pool) const;
+
+ private:
+  class PoolServer;
+  struct Held {
+    AttachedSession session;
+    std::string pool;
+    absl::Time allocated;
+    bool live = true;
+    std::string pod_namespace, pod_name, container;  // from pod-resources
+  };
+
+  // Device-plugin RPCs, per pool.
+  absl::StatusOr<v1beta1::AllocateResponse> Allocate(const std::string& pool, const v1beta1::AllocateRequest& req);
+  absl::StatusOr<v1beta1::PreferredAllocationResponse> Prefer(const std::string& pool,
+                                                              const v1beta1::PreferredAllocationRequest& req) const;
+  absl::Status PreStart(const std::string& pool, const v1beta1::PreStartContainerRequest& req);
+  // Waits until the state version differs from `seen` or `timeout` passes.
+  uint64_t WaitForChange(uint64_t seen, absl::Duration timeout) const;
+  uint64_t version() const;
+
+  // Releases one held session: close on the agent, release the claim,
+  // remove its files. Best effort; logs what fails.
+  void ReleaseHeld(const Held& held, const std::string& reason);
+  // Serves (again) and registers every pool; used at start and on kubelet
+  // restart.
+  void RegisterAll(bool reserve);
+  void KubeletWatchLoop();
+  void HealthLoop();
+  void UsageLoop();
+  bool Healthy(const rpci::v1::Assignment& a) const;  // mu_ held
+
+  const PluginOptions options_;
+  ControllerApi* const controller_;
+  SessionOpener* const sessions_;
+  Logger log_{"plugin"};
+  std::unique_ptr<MetricsRegistry> own_metrics_;
+  MetricsRegistry* metrics_;
+  CounterFamily* allocations_;
+  Gauge* sessions_gauge_;
+  Counter* kubelet_registrations_;
+
+  std::map<std::string, std::unique_ptr<PoolServer>> servers_;
+  std::atomic<int> registrations_{0};
+  std::atomic<bool> stopping_{false};
+  std::mutex registration_mu_;  // serializes RegisterAll
+  std::set<std::string> unregistered_;  // pools to retry; registration_mu_
+
+  mutable std::mutex mu_;
+  mutable std::condition_variable changed_;
+  uint64_t version_ = 1;
+  std::map<std::string, rpci::v1::Assignment> assignments_;  // by device id
+  std::map<std::string, bool> agent_ok_;                     // by endpoint
+  std::map<std::string, Held> held_;                         // by device id
+  std::set<std::string> allocating_;                         // device ids in an Allocate
+
+  std::mutex loop_mu_;
+  std::condition_variable loop_cv_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace rpci::plugin
+
+#endif  // RPCI_PLUGIN_PLUGIN_H_
