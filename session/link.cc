@@ -29,6 +29,13 @@ absl::Status FiError(const std::string& what, int rc) {
 
 }  // namespace
 
+uint64_t EffectiveMrMode(uint64_t reported) {
+  // The pre-1.5 enum values mean fixed sets of the mode bits.
+  if (reported == FI_MR_BASIC) return FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
+  if (reported == FI_MR_SCALABLE) return 0;
+  return reported;
+}
+
 MemoryRegion::~MemoryRegion() {
   if (mr_ != nullptr) fi_close(&mr_->fid);
 }
@@ -58,10 +65,10 @@ absl::Status Link::Init(const LinkOptions& options) {
     return FiError(absl::StrFormat("no provider \"%s\" on %s", options.provider, options.node), rc);
   }
   provider_ = info_->fabric_attr->prov_name ? info_->fabric_attr->prov_name : options.provider;
-  const uint64_t mr_mode = info_->domain_attr->mr_mode;
-  // libfabric 1.17's tcp provider checks RMA targets as virtual addresses
-  // even when rxm reports an mr_mode without FI_MR_VIRT_ADDR.
-  virt_addr_ = (mr_mode & FI_MR_VIRT_ADDR) != 0 || provider_.find("tcp") != std::string::npos;
+  const uint64_t mr_mode = EffectiveMrMode(info_->domain_attr->mr_mode);
+  // Without FI_MR_VIRT_ADDR the target adds the region's base: RMA names
+  // byte offsets into the region (tcp;ofi_rxm reports 0 here).
+  virt_addr_ = (mr_mode & FI_MR_VIRT_ADDR) != 0;
   prov_key_ = (mr_mode & FI_MR_PROV_KEY) != 0;
   mr_endpoint_ = (mr_mode & FI_MR_ENDPOINT) != 0;
   mr_local_ = (mr_mode & FI_MR_LOCAL) != 0;

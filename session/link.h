@@ -77,6 +77,10 @@ struct LinkOptions {
 
 using PeerAddr = uint64_t;
 
+// The FI_MR_* bits a reported domain mr_mode stands for (the legacy
+// FI_MR_BASIC / FI_MR_SCALABLE values expanded).
+uint64_t EffectiveMrMode(uint64_t reported);
+
 class Link {
  public:
   // Opens fabric, domain, endpoint, CQ and AV and starts the progress thread.

@@ -67,6 +67,25 @@ TEST(LinkTest, WrongKeyOrOutOfBoundsAccessFailsAndLeavesMemoryAlone) {
   EXPECT_EQ(std::vector<uint8_t>(4096, 0), dst);
 }
 
+TEST(LinkTest, LegacyMrModeValuesExpandToTheirBits) {
+  EXPECT_EQ(EffectiveMrMode(FI_MR_BASIC), uint64_t{FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY});
+  EXPECT_EQ(EffectiveMrMode(FI_MR_SCALABLE), 0u);
+  EXPECT_EQ(EffectiveMrMode(FI_MR_LOCAL | FI_MR_ENDPOINT), uint64_t{FI_MR_LOCAL | FI_MR_ENDPOINT});
+}
+
+// tcp;ofi_rxm lets the application choose keys: they must come from
+// getrandom, not the provider's counter (1, 2, 3 ...), so a peer cannot guess
+// another session's key.
+TEST(LinkTest, RegionKeysOnTcpAreRandomNotSequential) {
+  Pair p = Connect();
+  std::vector<uint8_t> a(64), b(64);
+  auto mr_a = *p.b->Register(a.data(), a.size(), FI_REMOTE_WRITE);
+  auto mr_b = *p.b->Register(b.data(), b.size(), FI_REMOTE_WRITE);
+  EXPECT_NE(mr_a->key(), mr_b->key());
+  EXPECT_GT(mr_a->key(), uint64_t{1} << 20);
+  EXPECT_GT(mr_b->key(), uint64_t{1} << 20);
+}
+
 TEST(LinkTest, ReceiveTimesOutWithoutMessages) {
   Pair p = Connect();
   EXPECT_EQ(p.a->Receive(absl::Milliseconds(50)).status().code(), absl::StatusCode::kDeadlineExceeded);

@@ -450,15 +450,7 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   s.last_seen = options_.clock->Now();
   // The mirror starts as the device is now, and the client's ring header
   // matches the agent's completion count.
-  // A first operation to a peer whose address reuses a just-closed one can be
-  // cancelled while the provider drops the stale connection; retry briefly.
-  absl::Status pushed;
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    pushed = PushMirrors(s);
-    if (pushed.ok()) break;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return pushed;
+  return PushMirrors(s);
 }
 
 grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::CloseSessionRequest* req,
@@ -629,7 +621,10 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
   if (consumed > s.client_consumed && consumed <= s.completion_seq) s.client_consumed = consumed;
   absl::StatusOr<session::RingHeader> header = session::DecodeRingHeader(
       absl::MakeConstSpan(s.ring_buf.data(), session::kRingHeaderSize), session::kMmioEntrySize);
-  if (!header.ok() || header->tail != tail || tail < s.gate.applied() ||
+  // The client may already have published a later batch (and tail) before
+  // this kick is handled: apply up to the kick's tail, which the header must
+  // have reached.
+  if (!header.ok() || header->tail < tail || tail < s.gate.applied() ||
       tail - s.gate.applied() > options_.mmio_ring_capacity) {
     Refuse(&s, ErrorCode::kBadSequence, tail);
     return;
@@ -674,6 +669,10 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
     s.gate.MarkApplied(seq);
     s.seq->set_applied(seq);
   }
+  // The agent is the ring's consumer: advancing head frees the slots (the
+  // client writes only the tail word, so this cannot race its updates).
+  const uint64_t head = s.gate.applied();
+  std::memcpy(s.ring_buf.data() + session::kRingHeadOffset, &head, sizeof(head));  // little-endian host
   DeliverInterrupts(s);
   SendFrame(s, FrameType::kEvent, s.gate.applied(), s.completion_seq);
 }

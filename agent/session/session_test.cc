@@ -91,6 +91,24 @@ TEST_F(SessionTest, RegisterWritesReachTheDeviceInProgramOrder) {
   EXPECT_EQ(c->acked_seq(), 600u);
 }
 
+// The MMIO ring is reused many times over: the agent must advance its head
+// as it consumes, or the ring looks overfull once the tail passes capacity.
+TEST_F(SessionTest, WritesKeepFlowingPastSeveralTurnsOfTheRing) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  const uint64_t n = 5 * 1024 + 7;
+  for (uint64_t i = 0; i < n; ++i) {
+    absl::Status w = c->Write(0, 0x200, 8, i);
+    ASSERT_TRUE(w.ok()) << i << ": " << w;
+  }
+  absl::Status s = c->Sync(absl::Seconds(10));
+  ASSERT_TRUE(s.ok()) << s;
+  auto applied = device_.applied();
+  ASSERT_EQ(applied.size(), n);
+  for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(applied[i].second, i);
+  EXPECT_EQ(Refused("bad_sequence"), 0);
+}
+
 TEST_F(SessionTest, DoorbellSeesFlushedDmaAndCompletionSeesMirroredResults) {
   auto c = Attach();
   ASSERT_NE(c, nullptr);
