@@ -144,8 +144,7 @@ class Plugin::PoolServer {
       : p_(p), pool_(std::move(pool)), socket_(p->options_.plugin_dir + "/" + SocketName(pool_)) {}
   ~PoolServer() { Shutdown(); }
 
-  // Serves on the socket with a fresh server; a previous one is shut down
-  // after the new one is up.
+  // Serves on the socket with a fresh server, replacing a previous one.
   absl::Status Serve() {
     auto service = std::make_unique<PoolService>();
     const std::string pool = pool_;
@@ -156,15 +155,17 @@ class Plugin::PoolServer {
     service->list = [p, pool] { return p->DeviceList(pool); };
     service->version = [p] { return p->version(); };
     service->wait = [p](uint64_t seen, absl::Duration t) { return p->WaitForChange(seen, t); };
+    // gRPC unlinks a unix socket's path when its listener shuts down, so the
+    // old server must be gone before the new one binds the same path.
+    Retire(std::move(service_), std::move(server_));
     unlink(socket_.c_str());
     grpc::ServerBuilder builder;
     builder.AddListeningPort("unix:" + socket_, grpc::InsecureServerCredentials());
     builder.RegisterService(service.get());
     std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
     if (server == nullptr) return absl::UnavailableError("pool " + pool_ + ": cannot serve on " + socket_);
-    std::swap(service, service_);
-    std::swap(server, server_);
-    Retire(std::move(service), std::move(server));
+    service_ = std::move(service);
+    server_ = std::move(server);
     return absl::OkStatus();
   }
 
@@ -553,7 +554,7 @@ absl::Status Plugin::PreStart(const std::string& pool, const v1beta1::PreStartCo
         ++version_;
         changed_.notify_all();
       }
-      return absl::FailedPreconditionError(absl::StrCat(what, "session is not live: ", st.message()));
+      return absl::FailedPreconditionError(absl::StrCat(what, "device ", id, ": session is not live: ", st.message()));
     }
   }
   return absl::OkStatus();

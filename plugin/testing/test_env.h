@@ -1,0 +1,141 @@
+#ifndef RPCI_PLUGIN_TESTING_TEST_ENV_H_
+#define RPCI_PLUGIN_TESTING_TEST_ENV_H_
+
+// What the plugin's tests run against: the real controller (pool manager on a
+// local store, NodeRegistry on loopback), the fake kubelet over unix sockets
+// in a temp dir, and agents reduced to their session control surface
+// (TestAgents), whose reachability and session loss a test can switch.
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "controller/local_store.h"
+#include "controller/pool_manager.h"
+#include "controller/service.h"
+#include "controller/testing_util.h"
+#include "grpcpp/grpcpp.h"
+#include "plugin/controller_client.h"
+#include "plugin/plugin.h"
+#include "plugin/session_opener.h"
+#include "tests/kubelet/fake_kubelet.h"
+
+namespace rpci::plugin::testing {
+
+// Agents as the plugin sees them through SessionOpener. Thread-safe.
+class TestAgents final : public SessionOpener {
+ public:
+  absl::StatusOr<AttachedSession> Open(const rpci::v1::SessionGrant& grant, const std::string& endpoint) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (down_.count(endpoint)) return absl::UnavailableError("device " + grant.device_id() + ": agent " + endpoint + " unreachable");
+    if (refuse_.count(grant.device_id())) {
+      return absl::ResourceExhaustedError("device " + grant.device_id() + ": agent refused the session: no BAR space");
+    }
+    if (grant.token().empty()) return absl::PermissionDeniedError("device " + grant.device_id() + ": grant has no token");
+    AttachedSession s;
+    s.device_id = grant.device_id();
+    s.grant_id = grant.grant_id();
+    s.session_id = absl::StrFormat("%016x", ++next_);
+    s.endpoint = endpoint;
+    s.fabric_provider = "tcp;ofi_rxm";
+    s.key = std::string(32, static_cast<char>(0xa0 + next_));
+    s.bars = {{0, 4096}, {2, 65536}};
+    s.dma_size = 1 << 20;
+    open_[s.session_id] = s;
+    ++opened_;
+    return s;
+  }
+  absl::Status Close(const AttachedSession& s) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (down_.count(s.endpoint)) return absl::UnavailableError("agent " + s.endpoint + " unreachable");
+    open_.erase(s.session_id);
+    return absl::OkStatus();
+  }
+  absl::Status Check(const AttachedSession& s) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (down_.count(s.endpoint)) return absl::UnavailableError("agent " + s.endpoint + " unreachable");
+    if (!open_.count(s.session_id) || lost_.count(s.device_id)) return absl::NotFoundError("session " + s.session_id + " gone");
+    return absl::OkStatus();
+  }
+  absl::Status ProbeAgent(const std::string& endpoint, absl::Duration) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (down_.count(endpoint)) return absl::UnavailableError("agent " + endpoint + " unreachable");
+    return absl::OkStatus();
+  }
+
+  void SetDown(const std::string& endpoint, bool down) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (down) down_.insert(endpoint); else down_.erase(endpoint);
+  }
+  void SetLost(const std::string& device, bool lost) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (lost) lost_.insert(device); else lost_.erase(device);
+  }
+  void Refuse(const std::string& device) {
+    std::lock_guard<std::mutex> lock(mu_);
+    refuse_.insert(device);
+  }
+  size_t open_sessions() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return open_.size();
+  }
+  int opened() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return opened_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, AttachedSession> open_;
+  std::set<std::string> down_, lost_, refuse_;
+  int next_ = 0;
+  int opened_ = 0;
+};
+
+// A short temp dir under /tmp (unix socket paths must stay under 108 bytes).
+inline std::string ShortTempDir() {
+  char tmpl[] = "/tmp/rpci-plugin-XXXXXX";
+  return mkdtemp(tmpl) ? std::string(tmpl) : std::string();
+}
+
+// The real controller on loopback (insecure: callers are trusted to name
+// their node).
+class TestController {
+ public:
+  explicit TestController(const std::string& dir, int64_t spares_per_node = 0) {
+    store_ = *controller::LocalStore::Open(dir, Clock::Real());
+    controller::PoolManager::Options options;
+    options.default_pool.spares_per_node = spares_per_node;
+    manager_ = std::make_unique<controller::PoolManager>(store_.get(), Clock::Real(), options);
+    service_ = std::make_unique<controller::ControllerService>(
+        manager_.get(), controller::PeerAuthorizer(false), [] { return absl::OkStatus(); });
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service_->agent_registry());
+    builder.RegisterService(service_->node_registry());
+    server_ = builder.BuildAndStart();
+  }
+  ~TestController() {
+    service_->Shutdown();
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+  std::shared_ptr<grpc::Channel> Channel() const {
+    return grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials());
+  }
+  controller::PoolManager& manager() { return *manager_; }
+
+ private:
+  std::unique_ptr<controller::LocalStore> store_;
+  std::unique_ptr<controller::PoolManager> manager_;
+  std::unique_ptr<controller::ControllerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace rpci::plugin::testing
+
+#endif  // RPCI_PLUGIN_TESTING_TEST_ENV_H_
