@@ -31,7 +31,7 @@ const std::set<std::string>& CheckedKeywords() {
       "enum",          "pattern",          "minimum",       "maximum",              "exclusiveMinimum",
       "exclusiveMaximum", "minLength",     "maxLength",     "minItems",             "maxItems",
       "minProperties", "maxProperties",    "format",        "nullable",
-      "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields"};
+      "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-map-keys"};
   return k;
 }
 
@@ -211,6 +211,23 @@ void ValidateAt(const json& schema, const json& value, const std::string& path, 
     }
     if (schema.contains("items")) {
       for (size_t i = 0; i < value.size(); ++i) ValidateAt(schema["items"], value[i], Index(path, i), out);
+    }
+    if (schema.value("x-kubernetes-list-type", "") == "map") {
+      // Items are keyed by the map keys: each item has them, no two share them.
+      std::set<std::string> seen;
+      for (size_t i = 0; i < value.size(); ++i) {
+        json key = json::array();
+        for (const json& k : schema.value("x-kubernetes-list-map-keys", json::array())) {
+          const std::string name = k.get<std::string>();
+          if (!value[i].is_object() || !value[i].contains(name)) {
+            out->push_back({Index(path, i), absl::StrCat("list map key \"", name, "\" is missing")});
+          }
+          key.push_back(value[i].is_object() ? value[i].value(name, json()) : json());
+        }
+        if (!seen.insert(key.dump()).second) {
+          out->push_back({Index(path, i), absl::StrCat("duplicate list map key ", key.dump())});
+        }
+      }
     }
   }
   if (value.is_object()) ValidateObjectFields(schema, value, path, out);

@@ -111,6 +111,16 @@ TEST(Validate, RefusesKeywordsItCannotCheck) {
   EXPECT_EQ(Describe(Validate(schema, "x")), "schema keyword \"oneOf\" is not supported by this validator");
 }
 
+TEST(Validate, ListMapsNeedUniqueKeys) {
+  json schema = {{"type", "array"},
+                 {"x-kubernetes-list-type", "map"},
+                 {"x-kubernetes-list-map-keys", {"type"}},
+                 {"items", {{"type", "object"}, {"x-kubernetes-preserve-unknown-fields", true}}}};
+  EXPECT_EQ(Describe(Validate(schema, json::array({{{"type", "A"}}, {{"type", "B"}}}))), "");
+  EXPECT_EQ(Describe(Validate(schema, json::array({{{"type", "A"}}, {{"type", "A"}}, json::object()}))),
+            "[1]: duplicate list map key [\"A\"]\n[2]: list map key \"type\" is missing");
+}
+
 TEST(Validate, AdditionalPropertiesFalseRejectsUnknownKeys) {
   json schema = {{"type", "object"}, {"additionalProperties", false}, {"properties", {{"a", {{"type", "integer"}}}}}};
   EXPECT_EQ(Describe(Validate(schema, json{{"a", 1}, {"b", 2}})), "b: unknown field (additionalProperties is false)");
