@@ -109,6 +109,44 @@ std::vector<double> TcpRttUs(int iters) {
   return rtts;
 }
 
+// Connect to a loopback listener and do one 72-byte round trip: the floor
+// for anything that opens a connection and exchanges a request.
+std::vector<double> TcpConnectUs(int iters) {
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  listen(l, 16);
+  std::thread server([l, iters] {
+    char b[72];
+    for (int i = 0; i < iters; ++i) {
+      int s = accept(l, nullptr, nullptr);
+      if (s < 0) break;
+      if (read(s, b, sizeof(b)) > 0) write(s, b, sizeof(b)) > 0 ? void() : void();
+      close(s);
+    }
+  });
+  std::vector<double> us;
+  char b[72] = {};
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = Clock::now();
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || write(c, b, sizeof(b)) <= 0 ||
+        read(c, b, sizeof(b)) <= 0) {
+      close(c);
+      break;
+    }
+    us.push_back(Secs(Clock::now() - t0) * 1e6);
+    close(c);
+  }
+  server.join();
+  close(l);
+  return us;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -164,6 +202,9 @@ int main(int argc, char** argv) {
   }
   out["open_ms_p50"] = Percentile(open_ms, 0.5);
   out["open_ms_p99"] = Percentile(open_ms, 0.99);
+  std::vector<double> connect_us = TcpConnectUs(200);
+  out["tcp_connect_us_p50"] = Percentile(connect_us, 0.5);
+  out["open_ratio"] = out["open_ms_p50"].get<double>() * 1e3 / out["tcp_connect_us_p50"].get<double>();
 
   auto ticket = rpci::client::ReserveSession(endpoint, nullptr, "bench", "token", "node");
   auto client = rpci::client::SessionClient::Attach(*ticket, {});
@@ -202,6 +243,18 @@ int main(int argc, char** argv) {
   out["tcp_rtt_us_p99"] = Percentile(tcp_rtt, 0.99);
   out["doorbell_ratio"] = out["doorbell_rtt_us_p50"].get<double>() / out["tcp_rtt_us_p50"].get<double>();
 
+  // One register write until the agent acknowledges it applied (Write+Sync).
+  std::vector<double> mmio_us;
+  for (int i = 0; i < 1000; ++i) {
+    auto t0 = Clock::now();
+    if (absl::Status st = c.Write(0, 0x208, 8, i); !st.ok()) return Fail("write", st);
+    if (absl::Status st = c.Sync(absl::Seconds(5)); !st.ok()) return Fail("sync", st);
+    if (i >= 50) mmio_us.push_back(Secs(Clock::now() - t0) * 1e6);
+  }
+  out["mmio_write_us_p50"] = Percentile(mmio_us, 0.5);
+  out["mmio_write_us_p99"] = Percentile(mmio_us, 0.99);
+  out["mmio_write_ratio"] = out["mmio_write_us_p50"].get<double>() / out["tcp_rtt_us_p50"].get<double>();
+
   // Posted MMIO write rate (batched through the ring, then synced).
   auto t0 = Clock::now();
   const int writes = 200000;
@@ -210,6 +263,9 @@ int main(int argc, char** argv) {
   }
   if (absl::Status st = c.Sync(absl::Seconds(30)); !st.ok()) return Fail("sync", st);
   out["mmio_writes_per_sec"] = writes / Secs(Clock::now() - t0);
+  // The same count of 32-byte records streamed over loopback TCP.
+  out["tcp_records_per_sec"] = TcpGbps(size_t{writes} * 32) * 1e9 / 8 / 32;
+  out["mmio_rate_ratio"] = out["mmio_writes_per_sec"].get<double>() / out["tcp_records_per_sec"].get<double>();
   out["provider"] = "tcp;ofi_rxm";
 
   c.Close().IgnoreError();
@@ -218,7 +274,7 @@ int main(int argc, char** argv) {
 
   std::printf("%s\n", out.dump().c_str());
   if (!json_only) {
-    std::printf("\n%-34s %12s\n", "metric", "value");
+    std::printf("\n%-34s %14s\n", "metric", "value");
     for (auto& [k, v] : out.items()) {
       if (v.is_number()) std::printf("%-34s %12.3f\n", k.c_str(), v.get<double>());
     }
