@@ -1,0 +1,121 @@
+// rpci-plugin: the kubelet device plugin of a compute node. Wiring only; the
+// logic is in plugin/plugin.h.
+
+#include <signal.h>
+
+#include <iostream>
+
+#include "absl/strings/str_split.h"
+#include "common/flags.h"
+#include "common/http_server.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/tls.h"
+#include "plugin/controller_client.h"
+#include "plugin/plugin.h"
+#include "plugin/session_opener.h"
+
+namespace {
+
+volatile sig_atomic_t g_stop = 0;
+void OnSignal(int) { g_stop = 1; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace rpci;
+  plugin::PluginOptions o;
+  const char* node_env = std::getenv("NODE_NAME");
+  o.node_name = node_env ? node_env : "";
+  std::string controller = "rpci-controller:7443", pools = "emu", tls_cert, tls_key, tls_ca;
+  std::string health_addr = "0.0.0.0:8082", log_level = "info";
+  int64_t numa = -1, usage_seconds = 5, release_grace_seconds = 30;
+  FlagSet flags("rpci-plugin [flags]",
+                "Kubelet device plugin: advertises the remote PCIe devices the controller assigned to this node as "
+                "rpci.io/<pool> and attaches them to containers through memory-mirroring sessions.");
+  flags.String("node", &o.node_name, "this compute node's name (default $NODE_NAME)");
+  flags.String("controller", &controller, "controller NodeRegistry address host:port");
+  flags.String("pools", &pools, "comma-separated pools; each is registered as resource rpci.io/<pool>");
+  flags.String("plugin-dir", &o.plugin_dir, "kubelet device-plugin socket directory");
+  flags.String("pod-resources-socket", &o.pod_resources_socket, "kubelet pod-resources API socket");
+  flags.String("cdi-dir", &o.cdi_dir, "directory for CDI spec files");
+  flags.String("state-dir", &o.state_dir, "host directory of per-device session dirs (mounted into containers)");
+  flags.String("container-dir", &o.container_dir, "where session dirs appear inside containers");
+  flags.Int("nic-numa-node", &numa, "NUMA node of the fabric NIC, advertised as device topology (-1: none)");
+  flags.Int("usage-interval-seconds", &usage_seconds, "how often pod-resources is read and usage reported");
+  flags.Int("release-grace-seconds", &release_grace_seconds,
+            "a session no pod holds is released once it is this old");
+  flags.String("tls-cert", &tls_cert, "PEM certificate (common name \"plugin:<node>\"); empty: insecure");
+  flags.String("tls-key", &tls_key, "PEM private key");
+  flags.String("tls-ca", &tls_ca, "PEM CA bundle of the controller and agents");
+  flags.String("health-addr", &health_addr, "host:port of /healthz, /readyz, /metrics (empty: off)");
+  flags.String("log-level", &log_level, "debug, info, warn or error");
+  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
+  if (!args.ok()) {
+    std::cerr << args.status().message() << "\n" << flags.Help();
+    return 2;
+  }
+  if (flags.help_requested()) {
+    std::cout << flags.Help();
+    return 0;
+  }
+  flags.Apply();
+  LogLevel level;
+  if (!ParseLogLevel(log_level, &level)) {
+    std::cerr << "--log-level: unknown level \"" << log_level << "\"\n";
+    return 2;
+  }
+  Logger::SetMinLevel(level);
+  Logger log("plugin");
+  o.pools = absl::StrSplit(pools, ',', absl::SkipWhitespace());
+  o.nic_numa_node = numa;
+  o.usage_interval = absl::Seconds(usage_seconds);
+  o.release_grace = absl::Seconds(release_grace_seconds);
+  MetricsRegistry metrics;
+  o.metrics = &metrics;
+
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!tls_cert.empty() || !tls_key.empty() || !tls_ca.empty()) {
+    absl::StatusOr<TlsMaterial> tls = LoadTlsMaterial({tls_cert, tls_key, tls_ca});
+    if (!tls.ok()) {
+      log.Error("cannot load TLS material", {{"error", std::string(tls.status().message())}});
+      return 1;
+    }
+    creds = MakeChannelCredentials(*tls);
+  }
+  plugin::GrpcControllerClient controller_client(grpc::CreateChannel(controller, creds));
+  plugin::AgentSessionOpener sessions(creds, o.node_name);
+  plugin::Plugin p(o, &controller_client, &sessions);
+  if (absl::Status s = p.Start(); !s.ok()) {
+    log.Error("cannot start", {{"error", std::string(s.message())}});
+    return 1;
+  }
+  rpci::v1::RegisterNodeRequest node;
+  node.set_node(o.node_name);
+  for (const std::string& pool : o.pools) node.add_pools(pool);
+  controller_client.StartAssignmentWatch(node, [&p](const rpci::v1::AssignmentSet& set) { p.SetAssignments(set); });
+
+  HealthServer health(&metrics, [&]() -> absl::StatusOr<std::string> {
+    if (!controller_client.watching()) return absl::UnavailableError("no assignment stream from the controller");
+    if (p.registrations() == 0) return absl::UnavailableError("not registered with the kubelet");
+    return std::string("serving");
+  });
+  if (!health_addr.empty()) {
+    std::string host;
+    int port = 0;
+    absl::Status s = ParseHostPort(health_addr, &host, &port);
+    absl::StatusOr<int> bound = s.ok() ? health.Start(host, port) : absl::StatusOr<int>(s);
+    if (!bound.ok()) {
+      log.Error("cannot serve health", {{"error", std::string(bound.status().message())}});
+      return 1;
+    }
+  }
+  log.Info("serving", {{"node", o.node_name}, {"controller", controller}, {"pools", pools}});
+  signal(SIGINT, OnSignal);
+  signal(SIGTERM, OnSignal);
+  while (!g_stop) absl::SleepFor(absl::Milliseconds(200));
+  controller_client.Stop();
+  p.Stop();
+  health.Stop();
+  return 0;
+}
