@@ -1,0 +1,617 @@
+#include "common/fabric/fabric.h"
+
+#include <rdma/fabric.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_rma.h>
+#include <sys/random.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+
+namespace rpci::fabric {
+
+absl::Status FabricError(absl::string_view call, int fi_errno) {
+  if (fi_errno < 0) fi_errno = -fi_errno;
+  std::string message = absl::StrCat("fabric: ", call, ": ", fi_strerror(fi_errno));
+  switch (fi_errno) {
+    case FI_ETIMEDOUT:
+      return absl::DeadlineExceededError(message);
+    case FI_EACCES:
+    case FI_EPERM:
+    case FI_EKEYREJECTED:
+      return absl::PermissionDeniedError(message);
+    case FI_EINVAL:
+    case FI_EBADFLAGS:
+      return absl::InvalidArgumentError(message);
+    case FI_ENODATA:
+    case FI_ENOENT:
+      return absl::NotFoundError(message);
+    case FI_ENOMEM:
+    case FI_ENOSPC:
+      return absl::ResourceExhaustedError(message);
+    case FI_ENOSYS:
+    case FI_EOPNOTSUPP:
+      return absl::UnimplementedError(message);
+    case FI_ECANCELED:
+      return absl::CancelledError(message);
+    case FI_ETOOSMALL:
+    case FI_EMSGSIZE:
+      return absl::OutOfRangeError(message);
+    default:
+      // Connection refused/reset, unreachable, I/O: the peer or path is gone.
+      return absl::UnavailableError(message);
+  }
+}
+
+namespace {
+
+MrMode DecodeMrMode(uint64_t bits) {
+  MrMode mode;
+  mode.local = (bits & FI_MR_LOCAL) != 0;
+  mode.virt_addr = (bits & FI_MR_VIRT_ADDR) != 0;
+  mode.prov_key = (bits & FI_MR_PROV_KEY) != 0;
+  mode.endpoint = (bits & FI_MR_ENDPOINT) != 0;
+  mode.allocated = (bits & FI_MR_ALLOCATED) != 0;
+  return mode;
+}
+
+// Fabric + domain, closed when the last endpoint or region using them goes.
+struct DomainCore {
+  fi_info* info = nullptr;
+  fid_fabric* fabric = nullptr;
+  fid_domain* domain = nullptr;
+  ~DomainCore() {
+    if (domain != nullptr) fi_close(&domain->fid);
+    if (fabric != nullptr) fi_close(&fabric->fid);
+    if (info != nullptr) fi_freeinfo(info);
+  }
+};
+
+// Endpoint objects; regions keep them open until deregistered.
+struct EndpointCore {
+  std::shared_ptr<DomainCore> domain;
+  fid_ep* ep = nullptr;
+  fid_av* av = nullptr;
+  fid_cq* cq = nullptr;
+  // Receive and send staging pools: posted buffers must outlive the endpoint.
+  std::vector<uint8_t> recv_pool, send_pool;
+  ~EndpointCore() {
+    if (ep != nullptr) fi_close(&ep->fid);
+    if (av != nullptr) fi_close(&av->fid);
+    if (cq != nullptr) fi_close(&cq->fid);
+  }
+};
+
+}  // namespace
+
+struct MemoryRegion::Handle {
+  std::shared_ptr<EndpointCore> owner;
+  fid_mr* mr = nullptr;
+  ~Handle() {
+    if (mr != nullptr) fi_close(&mr->fid);
+  }
+};
+
+MemoryRegion::~MemoryRegion() { Revoke(); }
+
+void MemoryRegion::Revoke() {
+  handle_.reset();
+  desc_ = nullptr;
+}
+
+namespace {
+
+// One posted operation. libfabric hands back &ctx as op_context.
+struct Op {
+  fi_context2 ctx{};
+  bool is_recv = false;
+  size_t slot = 0;  // receive slot, or send staging slot (SIZE_MAX: none)
+  bool done = false;
+  int err = 0;
+  std::string detail;
+  size_t received = 0;
+};
+
+constexpr size_t kNoSlot = SIZE_MAX;
+constexpr int kCompletionBatch = 16;
+
+}  // namespace
+
+class EndpointImpl : public Endpoint {
+ public:
+  EndpointImpl(const FabricConfig& config, std::shared_ptr<DomainCore> domain, std::string provider, MrMode mode)
+      : config_(config), provider_(std::move(provider)), mode_(mode) {
+    core_ = std::make_shared<EndpointCore>();
+    core_->domain = std::move(domain);
+  }
+
+  ~EndpointImpl() override {
+    stop_.store(true);
+    if (core_->cq != nullptr && waitable_) fi_cq_signal(core_->cq);
+    if (progress_.joinable()) progress_.join();
+    // Regions of our own go before the endpoint; pending ops die with it.
+    recv_mr_.reset();
+    send_mr_.reset();
+  }
+
+  absl::Status Init();
+
+  const std::string& address() const override { return address_; }
+  const std::string& provider() const override { return provider_; }
+  MrMode mr_mode() const override { return mode_; }
+
+  absl::StatusOr<PeerId> InsertPeer(absl::string_view address) override;
+  absl::Status RemovePeer(PeerId peer) override;
+  absl::StatusOr<std::unique_ptr<MemoryRegion>> RegisterMemory(void* data, size_t size, uint64_t access) override;
+  absl::Status Write(PeerId peer, const RmaOp& op) override { return Rma(peer, {op}, /*write=*/true); }
+  absl::Status Read(PeerId peer, const RmaOp& op) override { return Rma(peer, {op}, /*write=*/false); }
+  absl::Status WriteBatch(PeerId peer, const std::vector<RmaOp>& ops) override { return Rma(peer, ops, true); }
+  absl::Status ReadBatch(PeerId peer, const std::vector<RmaOp>& ops) override { return Rma(peer, ops, false); }
+  absl::Status Send(PeerId peer, absl::string_view message) override;
+  absl::StatusOr<std::string> Recv(absl::Duration timeout) override;
+  uint64_t failed_ops() const override { return failed_ops_.load(); }
+
+ private:
+  absl::Status Rma(PeerId peer, const std::vector<RmaOp>& ops, bool write);
+  // Retries `post` while the provider answers EAGAIN, until `deadline`.
+  template <typename PostFn>
+  absl::Status PostWithRetry(const std::shared_ptr<Op>& op, absl::string_view call, absl::Time deadline,
+                             PostFn post);
+  // Waits until every op is done; DEADLINE_EXCEEDED at `deadline`.
+  absl::Status WaitAll(const std::vector<std::shared_ptr<Op>>& ops, absl::string_view call, absl::Time deadline);
+  // Posts `count` operations through post_one(index, op), waits for them,
+  // and re-posts those failed with FI_ENOTCONN until op_timeout passes.
+  template <typename PostOne>
+  absl::Status PostAndWait(absl::string_view call, size_t count, PostOne post_one);
+  int PostRecv(Op* op);
+  void ProgressLoop();
+  void Complete(void* context, int err, std::string detail, size_t len, std::vector<Op*>* reposts);
+
+  const FabricConfig config_;
+  const std::string provider_;
+  const MrMode mode_;
+  std::shared_ptr<EndpointCore> core_;
+  std::string address_;
+  bool waitable_ = false;
+
+  std::unique_ptr<MemoryRegion> recv_mr_, send_mr_;
+  std::vector<std::shared_ptr<Op>> recv_ops_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::unordered_map<void*, std::shared_ptr<Op>> outstanding_;  // by &op->ctx
+  std::deque<std::string> inbox_;
+  std::vector<size_t> free_send_slots_;
+
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> failed_ops_{0};
+  std::thread progress_;
+};
+
+absl::Status EndpointImpl::Init() {
+  DomainCore& d = *core_->domain;
+  fi_cq_attr cq_attr{};
+  cq_attr.format = FI_CQ_FORMAT_DATA;
+  cq_attr.size = config_.recv_depth * 2 + 256;
+  cq_attr.wait_obj = FI_WAIT_UNSPEC;
+  int rc = fi_cq_open(d.domain, &cq_attr, &core_->cq, nullptr);
+  waitable_ = rc == 0;
+  if (rc != 0) {
+    // Some providers have no wait objects; the progress thread polls instead.
+    cq_attr.wait_obj = FI_WAIT_NONE;
+    if ((rc = fi_cq_open(d.domain, &cq_attr, &core_->cq, nullptr)) != 0) return FabricError("fi_cq_open", rc);
+  }
+  fi_av_attr av_attr{};
+  av_attr.type = FI_AV_TABLE;
+  if ((rc = fi_av_open(d.domain, &av_attr, &core_->av, nullptr)) != 0) return FabricError("fi_av_open", rc);
+  if ((rc = fi_endpoint(d.domain, d.info, &core_->ep, nullptr)) != 0) return FabricError("fi_endpoint", rc);
+  if ((rc = fi_ep_bind(core_->ep, &core_->cq->fid, FI_TRANSMIT | FI_RECV)) != 0) {
+    return FabricError("fi_ep_bind(cq)", rc);
+  }
+  if ((rc = fi_ep_bind(core_->ep, &core_->av->fid, 0)) != 0) return FabricError("fi_ep_bind(av)", rc);
+  if ((rc = fi_enable(core_->ep)) != 0) return FabricError("fi_enable", rc);
+
+  std::string name(64, '\0');
+  size_t len = name.size();
+  rc = fi_getname(&core_->ep->fid, name.data(), &len);
+  if (rc == -FI_ETOOSMALL) {
+    name.resize(len);
+    rc = fi_getname(&core_->ep->fid, name.data(), &len);
+  }
+  if (rc != 0) return FabricError("fi_getname", rc);
+  name.resize(len);
+  address_ = std::move(name);
+
+  // Registered pools for posted receives and staged sends (FI_MR_LOCAL needs
+  // descriptors for both).
+  const size_t pool = config_.recv_depth * config_.max_message;
+  core_->recv_pool.resize(pool);
+  core_->send_pool.resize(pool);
+  absl::StatusOr<std::unique_ptr<MemoryRegion>> recv_mr = RegisterMemory(core_->recv_pool.data(), pool, kLocalOnly);
+  if (!recv_mr.ok()) return recv_mr.status();
+  recv_mr_ = std::move(*recv_mr);
+  absl::StatusOr<std::unique_ptr<MemoryRegion>> send_mr = RegisterMemory(core_->send_pool.data(), pool, kLocalOnly);
+  if (!send_mr.ok()) return send_mr.status();
+  send_mr_ = std::move(*send_mr);
+  for (size_t i = 0; i < config_.recv_depth; ++i) {
+    free_send_slots_.push_back(i);
+    auto op = std::make_shared<Op>();
+    op->is_recv = true;
+    op->slot = i;
+    recv_ops_.push_back(op);
+    outstanding_[&op->ctx] = op;
+    if ((rc = PostRecv(op.get())) != 0) return FabricError("fi_recv", rc);
+  }
+  progress_ = std::thread([this] { ProgressLoop(); });
+  return absl::OkStatus();
+}
+
+int EndpointImpl::PostRecv(Op* op) {
+  op->done = false;
+  return static_cast<int>(fi_recv(core_->ep, &core_->recv_pool[op->slot * config_.max_message], config_.max_message,
+                                  recv_mr_->desc(), FI_ADDR_UNSPEC, &op->ctx));
+}
+
+void EndpointImpl::Complete(void* context, int err, std::string detail, size_t len, std::vector<Op*>* reposts) {
+  auto it = outstanding_.find(context);
+  if (it == outstanding_.end()) return;
+  Op* op = it->second.get();
+  if (op->is_recv) {
+    if (err == 0) {
+      inbox_.emplace_back(reinterpret_cast<const char*>(&core_->recv_pool[op->slot * config_.max_message]),
+                          std::min(len, config_.max_message));
+    }
+    if (err != FI_ECANCELED) reposts->push_back(op);
+    return;
+  }
+  op->done = true;
+  op->err = err;
+  op->detail = std::move(detail);
+  op->received = len;
+  if (op->slot != kNoSlot) free_send_slots_.push_back(op->slot);
+  if (err != 0) failed_ops_.fetch_add(1);
+  outstanding_.erase(it);
+}
+
+void EndpointImpl::ProgressLoop() {
+  fi_cq_data_entry entries[kCompletionBatch];
+  std::vector<Op*> reposts;
+  while (!stop_.load()) {
+    // Receives the provider refused (EAGAIN) are retried on every turn.
+    for (auto it = reposts.begin(); it != reposts.end();) {
+      it = PostRecv(*it) == 0 ? reposts.erase(it) : it + 1;
+    }
+    ssize_t n = waitable_ ? fi_cq_sread(core_->cq, entries, kCompletionBatch, nullptr, 100)
+                          : fi_cq_read(core_->cq, entries, kCompletionBatch);
+    if (n > 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (ssize_t i = 0; i < n; ++i) Complete(entries[i].op_context, 0, "", entries[i].len, &reposts);
+      cv_.notify_all();
+    } else if (n == -FI_EAVAIL) {
+      fi_cq_err_entry err{};
+      if (fi_cq_readerr(core_->cq, &err, 0) != 1) continue;
+      char text[256] = {0};
+      const char* detail = fi_cq_strerror(core_->cq, err.prov_errno, err.err_data, text, sizeof(text));
+      std::lock_guard<std::mutex> lock(mu_);
+      Complete(err.op_context, err.err != 0 ? err.err : FI_EOTHER, detail != nullptr ? detail : "", 0, &reposts);
+      cv_.notify_all();
+    } else if (!waitable_ || (n != -FI_EAGAIN && n != 0)) {
+      // Nothing to do (polling) or an odd return: don't spin the CPU.
+      std::this_thread::sleep_for(std::chrono::microseconds(waitable_ ? 1000 : 20));
+    }
+  }
+}
+
+absl::StatusOr<PeerId> EndpointImpl::InsertPeer(absl::string_view address) {
+  // fi_av_insert reads an address of this provider's format length; a shorter
+  // buffer would be read past its end.
+  if (address.size() != address_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("fabric: peer address of ", address.size(),
+                                                   " bytes, provider ", provider_, " uses ", address_.size()));
+  }
+  fi_addr_t addr = FI_ADDR_NOTAVAIL;
+  int rc = fi_av_insert(core_->av, address.data(), 1, &addr, 0, nullptr);
+  if (rc < 0) return FabricError("fi_av_insert", rc);
+  if (rc != 1 || addr == FI_ADDR_NOTAVAIL) {
+    return absl::InvalidArgumentError("fabric: fi_av_insert: peer address rejected");
+  }
+  return static_cast<PeerId>(addr);
+}
+
+absl::Status EndpointImpl::RemovePeer(PeerId peer) {
+  fi_addr_t addr = peer;
+  int rc = fi_av_remove(core_->av, &addr, 1, 0);
+  return rc == 0 ? absl::OkStatus() : FabricError("fi_av_remove", rc);
+}
+
+absl::StatusOr<std::unique_ptr<MemoryRegion>> EndpointImpl::RegisterMemory(void* data, size_t size,
+                                                                             uint64_t access) {
+  if (data == nullptr || size == 0) return absl::InvalidArgumentError("fabric: register: empty buffer");
+  if ((access & ~uint64_t{kRemoteRead | kRemoteWrite}) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("fabric: register: unknown access bits ", access));
+  }
+  uint64_t fi_access = FI_READ | FI_WRITE | FI_SEND | FI_RECV;
+  if (access & kRemoteRead) fi_access |= FI_REMOTE_READ;
+  if (access & kRemoteWrite) fi_access |= FI_REMOTE_WRITE;
+
+  auto handle = std::make_shared<MemoryRegion::Handle>();
+  handle->owner = core_;
+  int rc = 0;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    uint64_t requested_key = 0;
+    if (!mode_.prov_key) {
+      // Keys we choose are random so a peer cannot guess another region's.
+      if (getrandom(&requested_key, sizeof(requested_key), 0) != sizeof(requested_key)) {
+        return absl::InternalError("fabric: register: getrandom failed");
+      }
+    }
+    rc = fi_mr_reg(core_->domain->domain, data, size, fi_access, 0, requested_key, 0, &handle->mr, nullptr);
+    if (rc != -FI_ENOKEY || mode_.prov_key) break;
+  }
+  if (rc != 0) return FabricError(absl::StrCat("fi_mr_reg(", size, " bytes)"), rc);
+  if (mode_.endpoint) {
+    if ((rc = fi_mr_bind(handle->mr, &core_->ep->fid, 0)) != 0) return FabricError("fi_mr_bind", rc);
+    if ((rc = fi_mr_enable(handle->mr)) != 0) return FabricError("fi_mr_enable", rc);
+  }
+  std::unique_ptr<MemoryRegion> region(new MemoryRegion());
+  region->data_ = static_cast<uint8_t*>(data);
+  region->size_ = size;
+  region->access_ = access;
+  region->key_ = fi_mr_key(handle->mr);
+  region->desc_ = fi_mr_desc(handle->mr);
+  region->remote_address_ = mode_.virt_addr ? reinterpret_cast<uint64_t>(data) : 0;
+  region->handle_ = std::move(handle);
+  return region;
+}
+
+template <typename PostFn>
+absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::string_view call,
+                                         absl::Time deadline, PostFn post) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    outstanding_[&op->ctx] = op;
+  }
+  while (true) {
+    ssize_t rc = post();
+    if (rc == 0) {
+      if (waitable_) fi_cq_signal(core_->cq);  // let the progress thread drive it now
+      return absl::OkStatus();
+    }
+    absl::Status failure;
+    // ENOTCONN: rxm is still tearing down a dropped connection; it re-dials
+    // on a later post.
+    if (rc != -FI_EAGAIN && rc != -FI_ENOTCONN) {
+      failure = FabricError(call, static_cast<int>(rc));
+    } else if (absl::Now() >= deadline) {
+      failure = absl::DeadlineExceededError(
+          absl::StrCat("fabric: ", call, ": provider busy for ", absl::FormatDuration(config_.op_timeout)));
+    }
+    if (!failure.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      outstanding_.erase(&op->ctx);
+      if (op->slot != kNoSlot) free_send_slots_.push_back(op->slot);
+      failed_ops_.fetch_add(1);
+      cv_.notify_all();
+      return failure;
+    }
+    // EAGAIN: queues are full until the progress thread reaps completions.
+    std::this_thread::sleep_for(std::chrono::microseconds(rc == -FI_EAGAIN ? 50 : 2000));
+  }
+}
+
+absl::Status EndpointImpl::WaitAll(const std::vector<std::shared_ptr<Op>>& ops, absl::string_view call,
+                                   absl::Time deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto until = std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline - absl::Now());
+  for (const auto& op : ops) {
+    if (!cv_.wait_until(lock, until, [&] { return op->done; })) {
+      failed_ops_.fetch_add(1);
+      return absl::DeadlineExceededError(absl::StrCat("fabric: ", call, ": no completion within ",
+                                                      absl::FormatDuration(config_.op_timeout)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// The status of a completed operation, with the provider's detail.
+absl::Status OpError(absl::string_view call, const Op& op) {
+  absl::Status s = FabricError(call, op.err);
+  std::string message(s.message());
+  if (op.err == FI_ECANCELED) {
+    // tcp;ofi_rxm reports a target's refusal (bad key, range or access) by
+    // closing the connection, which cancels the operation.
+    return absl::AbortedError(absl::StrCat(message, ": the target refused the access or the connection closed"));
+  }
+  if (!op.detail.empty()) absl::StrAppend(&message, " (", op.detail, ")");
+  return absl::Status(s.code(), message);
+}
+
+}  // namespace
+
+template <typename PostOne>
+absl::Status EndpointImpl::PostAndWait(absl::string_view call, size_t count, PostOne post_one) {
+  const absl::Time deadline = absl::Now() + config_.op_timeout;
+  std::vector<size_t> todo(count);
+  for (size_t i = 0; i < count; ++i) todo[i] = i;
+  while (true) {
+    std::vector<std::shared_ptr<Op>> posted;
+    absl::Status post_failure;
+    for (size_t i : todo) {
+      auto op = std::make_shared<Op>();
+      op->slot = kNoSlot;
+      post_failure = PostWithRetry(op, call, deadline, [&]() -> ssize_t { return post_one(i, op.get()); });
+      if (!post_failure.ok()) break;
+      posted.push_back(std::move(op));
+    }
+    // Posted operations still reference caller buffers: wait for them even
+    // when a later post failed.
+    if (absl::Status s = WaitAll(posted, call, deadline); !s.ok()) return s;
+    if (!post_failure.ok()) return post_failure;
+    std::vector<size_t> again;
+    for (size_t k = 0; k < posted.size(); ++k) {
+      const Op& op = *posted[k];
+      if (op.err == 0) continue;
+      // After a dropped connection rxm fails queued operations with
+      // ENOTCONN, without sending them, and re-dials on the next post.
+      if (op.err == FI_ENOTCONN && absl::Now() < deadline) {
+        again.push_back(todo[k]);
+        continue;
+      }
+      return OpError(call, op);
+    }
+    if (again.empty()) return absl::OkStatus();
+    todo = std::move(again);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+absl::Status EndpointImpl::Rma(PeerId peer, const std::vector<RmaOp>& ops, bool write) {
+  const char* call = write ? "fi_writemsg" : "fi_readmsg";
+  for (const RmaOp& op : ops) {
+    if (op.local == nullptr || op.local->revoked()) {
+      return absl::InvalidArgumentError(absl::StrCat("fabric: ", call, ": no registered local region"));
+    }
+    if (op.length == 0 || op.local_offset > op.local->size() || op.length > op.local->size() - op.local_offset) {
+      return absl::OutOfRangeError(absl::StrCat("fabric: ", call, ": ", op.length, " bytes at offset ",
+                                                op.local_offset, " leave the local region of ", op.local->size()));
+    }
+  }
+  return PostAndWait(call, ops.size(), [&](size_t i, Op* op) -> ssize_t {
+    const RmaOp& rma = ops[i];
+    iovec iov{rma.local->data() + rma.local_offset, rma.length};
+    void* desc = rma.local->desc();
+    fi_rma_iov target{rma.remote_address, rma.length, rma.key};
+    fi_msg_rma msg{};
+    msg.msg_iov = &iov;
+    msg.desc = &desc;
+    msg.iov_count = 1;
+    msg.addr = peer;
+    msg.rma_iov = &target;
+    msg.rma_iov_count = 1;
+    msg.context = &op->ctx;
+    // Delivery-complete: the completion carries the target's verdict.
+    return write ? fi_writemsg(core_->ep, &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE)
+                 : fi_readmsg(core_->ep, &msg, FI_COMPLETION);
+  });
+}
+
+absl::Status EndpointImpl::Send(PeerId peer, absl::string_view message) {
+  if (message.empty() || message.size() > config_.max_message) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fabric: send: message of ", message.size(), " bytes (allowed 1..", config_.max_message, ")"));
+  }
+  return PostAndWait("fi_sendmsg", 1, [&](size_t, Op* op) -> ssize_t {
+    if (op->slot == kNoSlot) {
+      // Stage into a registered slot; none free means the peer is slow to
+      // complete, which PostWithRetry treats like a full queue.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (free_send_slots_.empty()) return -FI_EAGAIN;
+      op->slot = free_send_slots_.back();
+      free_send_slots_.pop_back();
+    }
+    uint8_t* staged = &core_->send_pool[op->slot * config_.max_message];
+    std::memcpy(staged, message.data(), message.size());
+    iovec iov{staged, message.size()};
+    void* desc = send_mr_->desc();
+    fi_msg msg{};
+    msg.msg_iov = &iov;
+    msg.desc = &desc;
+    msg.iov_count = 1;
+    msg.addr = peer;
+    msg.context = &op->ctx;
+    return fi_sendmsg(core_->ep, &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE);
+  });
+}
+
+absl::StatusOr<std::string> EndpointImpl::Recv(absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] { return !inbox_.empty(); })) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("fabric: recv: no message within ", absl::FormatDuration(timeout)));
+  }
+  std::string message = std::move(inbox_.front());
+  inbox_.pop_front();
+  return message;
+}
+
+namespace {
+
+class FabricImpl : public Fabric {
+ public:
+  FabricImpl(const FabricConfig& config, std::shared_ptr<DomainCore> domain, std::string provider)
+      : config_(config), domain_(std::move(domain)), provider_(std::move(provider)) {
+    mode_ = DecodeMrMode(domain_->info->domain_attr->mr_mode);
+    // libfabric 1.17's tcp provider under ofi_rxm reports an mr_mode without
+    // FI_MR_VIRT_ADDR yet checks RMA targets as virtual addresses (an offset
+    // 0 target fails with EINVAL); address regions as it actually behaves.
+    if (provider_.find("tcp") != std::string::npos) mode_.virt_addr = true;
+  }
+  const std::string& provider() const override { return provider_; }
+  MrMode mr_mode() const override { return mode_; }
+  absl::StatusOr<std::unique_ptr<Endpoint>> OpenEndpoint() override {
+    auto ep = std::make_unique<EndpointImpl>(config_, domain_, provider_, mode_);
+    if (absl::Status s = ep->Init(); !s.ok()) return s;
+    return std::unique_ptr<Endpoint>(std::move(ep));
+  }
+
+ private:
+  const FabricConfig config_;
+  std::shared_ptr<DomainCore> domain_;
+  const std::string provider_;
+  MrMode mode_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config, RdmaProbe* probe) {
+  absl::StatusOr<std::string> provider = ResolveProvider(config.provider, probe);
+  if (!provider.ok()) return provider.status();
+  if (config.max_message == 0 || config.recv_depth == 0 || config.op_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("fabric: max_message, recv_depth and op_timeout must be positive");
+  }
+  fi_info* hints = fi_allocinfo();
+  if (hints == nullptr) return absl::ResourceExhaustedError("fabric: fi_allocinfo failed");
+  hints->caps = FI_MSG | FI_RMA;
+  hints->ep_attr->type = FI_EP_RDM;
+  hints->mode = FI_CONTEXT | FI_CONTEXT2;
+  // Every registration requirement we know how to honour.
+  hints->domain_attr->mr_mode =
+      FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+  hints->domain_attr->threading = FI_THREAD_SAFE;
+  hints->tx_attr->msg_order = FI_ORDER_SAS;
+  hints->tx_attr->op_flags = FI_DELIVERY_COMPLETE;
+  hints->fabric_attr->prov_name = strdup(provider->c_str());  // fi_freeinfo frees it
+
+  const bool shm = *provider == kShm;
+  const char* node = (!shm && !config.node.empty()) ? config.node.c_str() : nullptr;
+  const char* service = (!shm && !config.service.empty()) ? config.service.c_str() : nullptr;
+  auto domain = std::make_shared<DomainCore>();
+  int rc = fi_getinfo(FI_VERSION(1, 9), node, service, (node || service) ? FI_SOURCE : 0, hints, &domain->info);
+  fi_freeinfo(hints);
+  if (rc != 0 || domain->info == nullptr) {
+    absl::Status s = FabricError("fi_getinfo", rc != 0 ? rc : FI_ENODATA);
+    return absl::NotFoundError(absl::StrCat("fabric: provider ", *provider, " unavailable",
+                                            node ? absl::StrCat(" on ", node) : "", ": ", s.message()));
+  }
+  if ((rc = fi_fabric(domain->info->fabric_attr, &domain->fabric, nullptr)) != 0) return FabricError("fi_fabric", rc);
+  if ((rc = fi_domain(domain->fabric, domain->info, &domain->domain, nullptr)) != 0) {
+    return FabricError("fi_domain", rc);
+  }
+  return std::unique_ptr<Fabric>(new FabricImpl(config, std::move(domain), *provider));
+}
+
+}  // namespace rpci::fabric

@@ -1,0 +1,219 @@
+#ifndef RPCI_COMMON_FABRIC_FABRIC_H_
+#define RPCI_COMMON_FABRIC_FABRIC_H_
+
+// rpci's data path over libfabric reliable-datagram (FI_EP_RDM) endpoints
+// with FI_MSG | FI_RMA: registered memory with scoped remote access, one-sided
+// write/read, small messages, and completions waited for with a timeout.
+//
+//   auto fabric = Fabric::Open(config);            // provider, domain
+//   auto ep = (*fabric)->OpenEndpoint();            // bound to config.node
+//   auto mr = (*ep)->RegisterMemory(buf, len, kRemoteWrite);
+//   // ... send (*ep)->address() and (*mr)->remote() to the peer ...
+//   auto peer = (*ep)->InsertPeer(peer_address);
+//   (*ep)->Write(*peer, {src_mr, 0, len, remote.address, remote.key});
+//
+// Every libfabric failure comes back as an absl::Status naming the call and
+// carrying fi_strerror's text. Nothing here throws or aborts on bad input.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/config.h"
+
+namespace rpci::fabric {
+
+// Provider names a config may give. "auto" picks kVerbs when rdma-core sees
+// an RDMA port in state ACTIVE, else kTcp.
+inline constexpr char kAuto[] = "auto";
+inline constexpr char kTcp[] = "tcp;ofi_rxm";
+inline constexpr char kVerbs[] = "verbs;ofi_rxm";
+inline constexpr char kShm[] = "shm";
+
+struct FabricConfig {
+  std::string provider = kAuto;
+  // Local address to bind endpoints to (e.g. the pod IP); empty: any. Ignored
+  // by shm.
+  std::string node;
+  // Local port; empty: an ephemeral one.
+  std::string service;
+  // An operation not complete by then fails with DEADLINE_EXCEEDED.
+  absl::Duration op_timeout = absl::Seconds(2);
+  // Largest message Send/Recv carry, and how many receives stay posted.
+  size_t max_message = 4096;
+  size_t recv_depth = 32;
+};
+
+// Reads `provider`, `node`, `service`, `op_timeout_ms`, `max_message` and
+// `recv_depth` from a config object (e.g. the `fabric:` section). Absent keys
+// keep `config`'s values; errors are recorded in `reader`.
+void ReadFabricConfig(ConfigReader reader, FabricConfig* config);
+
+// Whether this host has an RDMA port that is up. The default asks rdma-core
+// (ibv_get_device_list, ibv_query_port); tests hand in their own answer.
+class RdmaProbe {
+ public:
+  virtual ~RdmaProbe() = default;
+  // True when some device has a port in IBV_PORT_ACTIVE. A host without
+  // RDMA devices answers false, not an error. Thread-safe.
+  virtual bool HasActivePort() = 0;
+  // The rdma-core probe; never null, never deleted.
+  static RdmaProbe* Default();
+};
+
+// The provider `configured` stands for: "auto" resolved through `probe`,
+// the others as given. INVALID_ARGUMENT for anything else.
+absl::StatusOr<std::string> ResolveProvider(absl::string_view configured, RdmaProbe* probe);
+
+// Remote access a region grants its peers (FI_REMOTE_READ / FI_REMOTE_WRITE).
+enum Access : uint64_t {
+  kLocalOnly = 0,
+  kRemoteRead = 1,
+  kRemoteWrite = 2,
+};
+
+// What a peer needs to reach a registered region; its owner sends it over.
+struct RemoteRegion {
+  uint64_t address = 0;  // names byte 0 of the region in the peer's RMA calls
+  uint64_t key = 0;
+  uint64_t size = 0;
+};
+
+// The provider's memory-registration requirements (domain_attr->mr_mode).
+struct MrMode {
+  bool local = false;      // FI_MR_LOCAL: local buffers need a descriptor
+  bool virt_addr = false;  // FI_MR_VIRT_ADDR: RMA targets are virtual addresses
+  bool prov_key = false;   // FI_MR_PROV_KEY: the provider picks keys
+  bool endpoint = false;   // FI_MR_ENDPOINT: regions bind to an endpoint
+  bool allocated = false;  // FI_MR_ALLOCATED: only allocated memory registers
+};
+
+class Endpoint;
+
+// A registered buffer. Destruction (or Revoke) deregisters it: its key stops
+// working for every peer. May outlive its Endpoint. Not thread-safe against
+// concurrent Revoke.
+class MemoryRegion {
+ public:
+  ~MemoryRegion();
+  MemoryRegion(const MemoryRegion&) = delete;
+  MemoryRegion& operator=(const MemoryRegion&) = delete;
+
+  uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  uint64_t access() const { return access_; }
+  // Address and key for peers; see RemoteRegion.
+  RemoteRegion remote() const { return {remote_address_, key_, size_}; }
+  // Local descriptor for the provider (fi_mr_desc); null after Revoke.
+  void* desc() const { return desc_; }
+  bool revoked() const { return handle_ == nullptr; }
+
+  // Deregisters now; later remote accesses with the key fail.
+  void Revoke();
+
+ private:
+  friend class EndpointImpl;
+  struct Handle;
+  MemoryRegion() = default;
+  std::shared_ptr<Handle> handle_;
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  uint64_t access_ = 0;
+  uint64_t key_ = 0;
+  uint64_t remote_address_ = 0;
+  void* desc_ = nullptr;
+};
+
+// A peer inserted into an endpoint's address vector.
+using PeerId = uint64_t;
+
+// One one-sided transfer: `length` bytes at `local_offset` in `local` to or
+// from the peer's `remote_address` (see RemoteRegion) under `key`.
+struct RmaOp {
+  const MemoryRegion* local = nullptr;
+  size_t local_offset = 0;
+  size_t length = 0;
+  uint64_t remote_address = 0;
+  uint64_t key = 0;
+};
+
+// An RDM endpoint with its completion queue, address vector and a progress
+// thread (which also serves peers' one-sided accesses to our regions).
+// Every method is thread-safe. Calls block until their operations complete,
+// fail, or op_timeout passes. After a timeout, a buffer the timed-out
+// operation used may still be touched by the provider until the endpoint is
+// destroyed; treat the peer as broken.
+class Endpoint {
+ public:
+  virtual ~Endpoint() = default;
+
+  // This endpoint's fabric address: opaque bytes a peer passes to InsertPeer.
+  virtual const std::string& address() const = 0;
+  // The provider actually in use ("tcp;ofi_rxm" ...).
+  virtual const std::string& provider() const = 0;
+  virtual MrMode mr_mode() const = 0;
+
+  // Adds a peer's address (bytes from its address()). INVALID_ARGUMENT when
+  // the address vector rejects them.
+  virtual absl::StatusOr<PeerId> InsertPeer(absl::string_view address) = 0;
+  virtual absl::Status RemovePeer(PeerId peer) = 0;
+
+  // Registers `size` bytes at `data`, granting peers `access` (Access bits).
+  // The caller keeps the memory alive and in place while the region exists.
+  // The key is chosen by the provider or at random, never guessable.
+  // Enforcement is the provider's: tcp;ofi_rxm (libfabric 1.17) refuses
+  // remote writes to a region without kRemoteWrite but does NOT refuse remote
+  // reads of a region without kRemoteRead, so never register memory a peer
+  // must not see, even write-only.
+  virtual absl::StatusOr<std::unique_ptr<MemoryRegion>> RegisterMemory(void* data, size_t size,
+                                                                       uint64_t access) = 0;
+
+  // One-sided write/read; complete means the data is placed at the target
+  // (FI_DELIVERY_COMPLETE). OUT_OF_RANGE when an op leaves its local region;
+  // the target's refusal (bad key, outside the region, access not granted)
+  // comes back as an error status, the target's memory untouched.
+  virtual absl::Status Write(PeerId peer, const RmaOp& op) = 0;
+  virtual absl::Status Read(PeerId peer, const RmaOp& op) = 0;
+  // Posts all, then waits for all; the first failure is returned.
+  virtual absl::Status WriteBatch(PeerId peer, const std::vector<RmaOp>& ops) = 0;
+  virtual absl::Status ReadBatch(PeerId peer, const std::vector<RmaOp>& ops) = 0;
+
+  // Sends one message of 1..max_message bytes. Messages to one peer arrive
+  // in order and after the writes that completed before the send.
+  virtual absl::Status Send(PeerId peer, absl::string_view message) = 0;
+  // The next message received, DEADLINE_EXCEEDED after `timeout`.
+  virtual absl::StatusOr<std::string> Recv(absl::Duration timeout) = 0;
+
+  // Operations that failed or timed out so far.
+  virtual uint64_t failed_ops() const = 0;
+};
+
+// An opened fabric and domain for one provider; makes endpoints.
+class Fabric {
+ public:
+  // Resolves config.provider (through `probe`, default rdma-core) and opens
+  // fabric and domain. NOT_FOUND when the provider is unavailable here (or
+  // cannot bind config.node), naming both.
+  static absl::StatusOr<std::unique_ptr<Fabric>> Open(const FabricConfig& config, RdmaProbe* probe = nullptr);
+  virtual ~Fabric() = default;
+
+  virtual const std::string& provider() const = 0;
+  virtual MrMode mr_mode() const = 0;
+
+  // A new endpoint bound to config.node/service. Thread-safe.
+  virtual absl::StatusOr<std::unique_ptr<Endpoint>> OpenEndpoint() = 0;
+};
+
+// fi_strerror's text as a Status of a fitting code, naming `call`:
+// "fabric: fi_write: Connection refused" (code UNAVAILABLE).
+absl::Status FabricError(absl::string_view call, int fi_errno);
+
+}  // namespace rpci::fabric
+
+#endif  // RPCI_COMMON_FABRIC_FABRIC_H_

@@ -1,0 +1,328 @@
+#include "common/fabric/fabric.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cstring>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace rpci::fabric {
+namespace {
+
+class FixedProbe : public RdmaProbe {
+ public:
+  explicit FixedProbe(bool active) : active_(active) {}
+  bool HasActivePort() override { return active_; }
+
+ private:
+  bool active_;
+};
+
+FabricConfig LoopbackConfig() {
+  FabricConfig config;
+  config.provider = kTcp;
+  config.node = "127.0.0.1";
+  config.op_timeout = absl::Seconds(3);
+  return config;
+}
+
+// Two endpoints on loopback that know each other.
+struct Pair {
+  std::unique_ptr<Fabric> fabric;
+  std::unique_ptr<Endpoint> a, b;
+  PeerId b_from_a = 0, a_from_b = 0;
+};
+
+Pair Connect(const FabricConfig& config = LoopbackConfig()) {
+  Pair p;
+  auto fabric = Fabric::Open(config);
+  EXPECT_TRUE(fabric.ok()) << fabric.status();
+  if (!fabric.ok()) return p;
+  p.fabric = std::move(*fabric);
+  auto a = p.fabric->OpenEndpoint();
+  auto b = p.fabric->OpenEndpoint();
+  EXPECT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(b.ok()) << b.status();
+  if (!a.ok() || !b.ok()) return p;
+  p.a = std::move(*a);
+  p.b = std::move(*b);
+  auto ab = p.a->InsertPeer(p.b->address());
+  auto ba = p.b->InsertPeer(p.a->address());
+  EXPECT_TRUE(ab.ok()) << ab.status();
+  EXPECT_TRUE(ba.ok()) << ba.status();
+  p.b_from_a = ab.value_or(0);
+  p.a_from_b = ba.value_or(0);
+  return p;
+}
+
+std::vector<uint8_t> Pattern(size_t n, uint8_t seed) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(i * 31 + seed);
+  return v;
+}
+
+RmaOp To(const MemoryRegion& local, const MemoryRegion& remote, size_t length, uint64_t remote_offset = 0) {
+  return {&local, 0, length, remote.remote().address + remote_offset, remote.remote().key};
+}
+
+TEST(ResolveProviderTest, AutoPicksVerbsOnlyWhenAPortIsActive) {
+  FixedProbe up(true), down(false);
+  EXPECT_EQ(*ResolveProvider(kAuto, &up), kVerbs);
+  EXPECT_EQ(*ResolveProvider(kAuto, &down), kTcp);
+  EXPECT_EQ(*ResolveProvider(kShm, &up), kShm);
+  EXPECT_EQ(*ResolveProvider(kTcp, &up), kTcp);
+}
+
+TEST(ResolveProviderTest, UnknownProviderIsInvalidArgument) {
+  FixedProbe down(false);
+  absl::StatusOr<std::string> p = ResolveProvider("udp;carrier-pigeon", &down);
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(p.status().message().find("carrier-pigeon"), std::string::npos);
+  FabricConfig config;
+  config.provider = "";
+  EXPECT_EQ(Fabric::Open(config, &down).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ReadFabricConfigTest, ReadsEveryKeyAndRejectsBadValues) {
+  auto json = ParseConfigText("provider: shm\nnode: 10.0.0.1\nservice: '7000'\nop_timeout_ms: 250\n"
+                              "max_message: 512\nrecv_depth: 8\n",
+                              "fabric.yaml");
+  ASSERT_TRUE(json.ok());
+  ConfigReader reader(*json, "fabric.yaml");
+  FabricConfig config;
+  ReadFabricConfig(reader, &config);
+  ASSERT_TRUE(reader.Finish().ok()) << reader.Finish();
+  EXPECT_EQ(config.provider, kShm);
+  EXPECT_EQ(config.node, "10.0.0.1");
+  EXPECT_EQ(config.service, "7000");
+  EXPECT_EQ(config.op_timeout, absl::Milliseconds(250));
+  EXPECT_EQ(config.max_message, 512u);
+  EXPECT_EQ(config.recv_depth, 8u);
+
+  auto bad = ParseConfigText("provider: udp\nrecv_depth: 0\n", "bad.yaml");
+  ConfigReader bad_reader(*bad, "bad.yaml");
+  FabricConfig unchanged;
+  ReadFabricConfig(bad_reader, &unchanged);
+  absl::Status s = bad_reader.Finish();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("provider"), std::string::npos);
+  EXPECT_NE(s.message().find("recv_depth"), std::string::npos);
+}
+
+TEST(FabricTest, EndpointBindsToTheConfiguredAddress) {
+  Pair p = Connect();
+  ASSERT_NE(p.a, nullptr);
+  EXPECT_EQ(p.a->provider(), kTcp);
+  ASSERT_EQ(p.a->address().size(), sizeof(sockaddr_in));
+  sockaddr_in sin;
+  std::memcpy(&sin, p.a->address().data(), sizeof(sin));
+  EXPECT_EQ(sin.sin_family, AF_INET);
+  EXPECT_EQ(ntohl(sin.sin_addr.s_addr), INADDR_LOOPBACK);
+  EXPECT_NE(sin.sin_port, 0);
+}
+
+TEST(FabricTest, OneSidedWriteAndReadMoveBytes) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  std::vector<uint8_t> src = Pattern(1 << 20, 1), target(1 << 20, 0), back(1 << 20, 0);
+  auto src_mr = p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto back_mr = p.a->RegisterMemory(back.data(), back.size(), kLocalOnly);
+  auto target_mr = p.b->RegisterMemory(target.data(), target.size(), kRemoteRead | kRemoteWrite);
+  ASSERT_TRUE(src_mr.ok() && back_mr.ok() && target_mr.ok()) << target_mr.status();
+
+  ASSERT_TRUE(p.a->Write(p.b_from_a, To(**src_mr, **target_mr, src.size())).ok());
+  EXPECT_EQ(target, src);
+  // Read back the second page of the target into the start of `back`.
+  absl::Status r = p.a->Read(p.b_from_a, To(**back_mr, **target_mr, 4096, 4096));
+  ASSERT_TRUE(r.ok()) << r;
+  EXPECT_EQ(0, std::memcmp(back.data(), src.data() + 4096, 4096));
+}
+
+TEST(FabricTest, BatchedWritesLandAtTheirOffsets) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  std::vector<uint8_t> src = Pattern(64 * 1024, 9), target(64 * 1024, 0);
+  auto src_mr = *p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto target_mr = *p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  std::vector<RmaOp> ops;
+  for (size_t off = 0; off < src.size(); off += 8192) {
+    ops.push_back({src_mr.get(), off, 4096, target_mr->remote().address + off, target_mr->remote().key});
+  }
+  ASSERT_TRUE(p.a->WriteBatch(p.b_from_a, ops).ok());
+  for (size_t off = 0; off < src.size(); off += 8192) {
+    EXPECT_EQ(0, std::memcmp(&target[off], &src[off], 4096)) << off;
+    EXPECT_EQ(target[off + 4096], 0) << off;
+  }
+}
+
+TEST(FabricTest, MessagesArriveInOrder) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(p.a->Send(p.b_from_a, "message " + std::to_string(i)).ok());
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<std::string> m = p.b->Recv(absl::Seconds(3));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(*m, "message " + std::to_string(i));
+  }
+  ASSERT_TRUE(p.b->Send(p.a_from_b, std::string(4096, 'x')).ok());
+  EXPECT_EQ(p.a->Recv(absl::Seconds(3)).value_or(""), std::string(4096, 'x'));
+}
+
+TEST(FabricTest, RecvTimesOutWhenNothingArrives) {
+  Pair p = Connect();
+  ASSERT_NE(p.a, nullptr);
+  absl::Time start = absl::Now();
+  EXPECT_EQ(p.a->Recv(absl::Milliseconds(100)).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(90));
+}
+
+TEST(FabricTest, BadMessagesAreRefusedBeforePosting) {
+  Pair p = Connect();
+  ASSERT_NE(p.a, nullptr);
+  EXPECT_EQ(p.a->Send(p.b_from_a, "").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p.a->Send(p.b_from_a, std::string(4097, 'x')).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(FabricTest, WriteWithARevokedKeyFailsAndLeavesMemoryAlone) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  std::vector<uint8_t> src(4096, 0x5a), target(4096, 0);
+  auto src_mr = *p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto target_mr = *p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  RmaOp op = To(*src_mr, *target_mr, 4096);
+  target_mr->Revoke();
+  EXPECT_TRUE(target_mr->revoked());
+  absl::Status s = p.a->Write(p.b_from_a, op);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_NE(s.message().find("fi_writemsg"), std::string::npos) << s;
+  EXPECT_EQ(target, std::vector<uint8_t>(4096, 0));
+  EXPECT_GE(p.a->failed_ops(), 1u);
+}
+
+TEST(FabricTest, WriteOutsideTheRemoteRegionFailsAndLeavesMemoryAlone) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  // The target region is the middle page of a buffer; its neighbours must stay 0.
+  std::vector<uint8_t> src(8192, 0x77), buffer(3 * 4096, 0);
+  auto src_mr = *p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto target_mr = *p.b->RegisterMemory(buffer.data() + 4096, 4096, kRemoteRead | kRemoteWrite);
+  // Too long, past the end, and before the start.
+  std::vector<RmaOp> bad = {To(*src_mr, *target_mr, 8192), To(*src_mr, *target_mr, 16, 4090),
+                            {src_mr.get(), 0, 16, target_mr->remote().address - 8, target_mr->remote().key}};
+  for (const RmaOp& op : bad) {
+    absl::Status s = p.a->Write(p.b_from_a, op);
+    EXPECT_FALSE(s.ok());
+    EXPECT_NE(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  }
+  EXPECT_FALSE(p.a->Read(p.b_from_a, To(*src_mr, *target_mr, 8192)).ok());
+  EXPECT_EQ(buffer, std::vector<uint8_t>(3 * 4096, 0));
+  // The endpoint still works afterwards (rxm re-dials the dropped connection).
+  EXPECT_TRUE(p.a->Write(p.b_from_a, To(*src_mr, *target_mr, 4096)).ok());
+  EXPECT_EQ(buffer[4096], 0x77);
+}
+
+TEST(FabricTest, ReadOnlyRegionsRefuseRemoteWrites) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  std::vector<uint8_t> local(4096, 0x11), read_only = Pattern(4096, 3);
+  const std::vector<uint8_t> read_only_before = read_only;
+  auto local_mr = *p.a->RegisterMemory(local.data(), local.size(), kLocalOnly);
+  auto ro_mr = *p.b->RegisterMemory(read_only.data(), read_only.size(), kRemoteRead);
+  EXPECT_FALSE(p.a->Write(p.b_from_a, To(*local_mr, *ro_mr, 64)).ok());
+  EXPECT_EQ(read_only, read_only_before);
+  absl::Status r = p.a->Read(p.b_from_a, To(*local_mr, *ro_mr, 64));
+  ASSERT_TRUE(r.ok()) << r;
+  EXPECT_EQ(0, std::memcmp(local.data(), read_only.data(), 64));
+}
+
+TEST(FabricTest, LocalRangeIsCheckedBeforePosting) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  std::vector<uint8_t> local(4096), target(4096);
+  auto local_mr = *p.a->RegisterMemory(local.data(), local.size(), kLocalOnly);
+  auto target_mr = *p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  RmaOp op = To(*local_mr, *target_mr, 4096);
+  op.local_offset = 1;
+  EXPECT_EQ(p.a->Write(p.b_from_a, op).code(), absl::StatusCode::kOutOfRange);
+  op.local_offset = SIZE_MAX;
+  op.length = 2;
+  EXPECT_EQ(p.a->Write(p.b_from_a, op).code(), absl::StatusCode::kOutOfRange);
+  op = To(*local_mr, *target_mr, 0);
+  EXPECT_EQ(p.a->Write(p.b_from_a, op).code(), absl::StatusCode::kOutOfRange);
+  op.local = nullptr;
+  EXPECT_EQ(p.a->Write(p.b_from_a, op).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(FabricTest, BadRegistrationsAndPeerAddressesAreInvalidArguments) {
+  Pair p = Connect();
+  ASSERT_NE(p.a, nullptr);
+  uint8_t byte = 0;
+  EXPECT_EQ(p.a->RegisterMemory(nullptr, 16, kRemoteRead).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p.a->RegisterMemory(&byte, 0, kRemoteRead).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p.a->RegisterMemory(&byte, 1, 0x80).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p.a->InsertPeer("").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p.a->InsertPeer("short").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(FabricTest, KeysDifferBetweenRegions) {
+  Pair p = Connect();
+  ASSERT_NE(p.a, nullptr);
+  std::vector<uint8_t> one(64), two(64);
+  auto mr1 = *p.a->RegisterMemory(one.data(), one.size(), kRemoteWrite);
+  auto mr2 = *p.a->RegisterMemory(two.data(), two.size(), kRemoteWrite);
+  EXPECT_NE(mr1->remote().key, mr2->remote().key);
+  EXPECT_EQ(mr1->remote().size, 64u);
+}
+
+TEST(FabricTest, AVanishedPeerGivesAnErrorWithinTheTimeout) {
+  FabricConfig config = LoopbackConfig();
+  config.op_timeout = absl::Seconds(1);
+  Pair p = Connect(config);
+  ASSERT_NE(p.b, nullptr);
+  std::vector<uint8_t> src(4096, 1), target(4096, 0);
+  auto src_mr = *p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto target_mr = p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  ASSERT_TRUE(target_mr.ok());
+  RmaOp op = To(*src_mr, **target_mr, 4096);
+  ASSERT_TRUE(p.a->Write(p.b_from_a, op).ok());
+  target_mr->reset();
+  p.b.reset();
+  absl::Time start = absl::Now();
+  absl::Status w = p.a->Write(p.b_from_a, op);
+  absl::Status s = p.a->Send(p.b_from_a, "anyone?");
+  EXPECT_FALSE(w.ok());
+  EXPECT_FALSE(s.ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2) + absl::Milliseconds(500)) << w << " / " << s;
+}
+
+TEST(FabricTest, UnreachableBindAddressFailsToOpen) {
+  FabricConfig config = LoopbackConfig();
+  config.node = "192.0.2.77";  // TEST-NET-1: not an address of this host
+  absl::StatusOr<std::unique_ptr<Fabric>> fabric = Fabric::Open(config);
+  absl::Status s = fabric.ok() ? (*fabric)->OpenEndpoint().status() : fabric.status();
+  EXPECT_FALSE(s.ok());
+}
+
+TEST(FabricTest, ShmMovesBytesWithinOneHost) {
+  FabricConfig config;
+  config.provider = kShm;
+  absl::StatusOr<std::unique_ptr<Fabric>> fabric = Fabric::Open(config);
+  if (!fabric.ok()) GTEST_SKIP() << "shm provider unavailable here: " << fabric.status();
+  Pair p = Connect(config);
+  ASSERT_NE(p.b, nullptr);
+  EXPECT_EQ(p.a->provider(), kShm);
+  std::vector<uint8_t> src = Pattern(65536, 4), target(65536, 0);
+  auto src_mr = *p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto target_mr = *p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  absl::Status w = p.a->Write(p.b_from_a, To(*src_mr, *target_mr, src.size()));
+  ASSERT_TRUE(w.ok()) << w;
+  EXPECT_EQ(target, src);
+  ASSERT_TRUE(p.a->Send(p.b_from_a, "over shm").ok());
+  EXPECT_EQ(p.b->Recv(absl::Seconds(3)).value_or(""), "over shm");
+}
+
+}  // namespace
+}  // namespace rpci::fabric

@@ -1,0 +1,68 @@
+// Provider choice: config names, "auto" through rdma-core, config parsing.
+
+#include <infiniband/verbs.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/fabric/fabric.h"
+
+namespace rpci::fabric {
+namespace {
+
+// Asks rdma-core for every device's ports; an ACTIVE port means RDMA is usable.
+class VerbsProbe : public RdmaProbe {
+ public:
+  bool HasActivePort() override {
+    int count = 0;
+    ibv_device** devices = ibv_get_device_list(&count);
+    if (devices == nullptr) return false;
+    bool active = false;
+    for (int i = 0; i < count && !active; ++i) {
+      ibv_context* ctx = ibv_open_device(devices[i]);
+      if (ctx == nullptr) continue;
+      ibv_device_attr attr{};
+      if (ibv_query_device(ctx, &attr) == 0) {
+        for (uint8_t port = 1; port <= attr.phys_port_cnt && !active; ++port) {
+          ibv_port_attr port_attr{};
+          active = ibv_query_port(ctx, port, &port_attr) == 0 && port_attr.state == IBV_PORT_ACTIVE;
+        }
+      }
+      ibv_close_device(ctx);
+    }
+    ibv_free_device_list(devices);
+    return active;
+  }
+};
+
+}  // namespace
+
+RdmaProbe* RdmaProbe::Default() {
+  static VerbsProbe* probe = new VerbsProbe();
+  return probe;
+}
+
+absl::StatusOr<std::string> ResolveProvider(absl::string_view configured, RdmaProbe* probe) {
+  if (configured == kAuto) {
+    if (probe == nullptr) probe = RdmaProbe::Default();
+    return std::string(probe->HasActivePort() ? kVerbs : kTcp);
+  }
+  if (configured == kTcp || configured == kVerbs || configured == kShm) return std::string(configured);
+  return absl::InvalidArgumentError(absl::StrCat("fabric: unknown provider \"", configured, "\" (want one of ", kAuto,
+                                                 ", ", kTcp, ", ", kVerbs, ", ", kShm, ")"));
+}
+
+void ReadFabricConfig(ConfigReader reader, FabricConfig* config) {
+  reader.Enum("provider", {kAuto, kTcp, kVerbs, kShm}, &config->provider);
+  reader.String("node", &config->node);
+  reader.String("service", &config->service);
+  int64_t timeout_ms = absl::ToInt64Milliseconds(config->op_timeout);
+  reader.Int("op_timeout_ms", &timeout_ms, 1, 3600 * 1000);
+  config->op_timeout = absl::Milliseconds(timeout_ms);
+  int64_t max_message = static_cast<int64_t>(config->max_message);
+  reader.Int("max_message", &max_message, 1, 1 << 20);
+  config->max_message = static_cast<size_t>(max_message);
+  int64_t recv_depth = static_cast<int64_t>(config->recv_depth);
+  reader.Int("recv_depth", &recv_depth, 1, 4096);
+  config->recv_depth = static_cast<size_t>(recv_depth);
+}
+
+}  // namespace rpci::fabric
