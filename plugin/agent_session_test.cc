@@ -1,0 +1,175 @@
+// The plugin with real sessions: the controller, the agent's session server
+// with a test register-file device over tcp;ofi_rxm on loopback, the fake
+// kubelet. The "workload" attaches with exactly what Allocate handed it.
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "agent/session/session_server.h"
+#include "agent/session/testing/test_device.h"
+#include "client/session_client.h"
+#include "gtest/gtest.h"
+#include "plugin/plugin.h"
+#include "plugin/testing/test_env.h"
+
+namespace rpci::plugin {
+namespace {
+
+using rpci::testing::AdvertisedDevice;
+using rpci::testing::FakeKubelet;
+
+constexpr char kResource[] = "rpci.io/emu";
+constexpr char kDevice[] = "dev-a-0000-3b-00-0";
+
+auto AllHealth(const std::string& health) {
+  return [health](const std::vector<AdvertisedDevice>& ds) {
+    return ds.size() == 1 && ds[0].health == health;
+  };
+}
+
+class AgentSessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Logger::SetMinLevel(LogLevel::kWarn);
+    dir_ = testing::ShortTempDir();
+    ASSERT_FALSE(dir_.empty());
+    StartAgent();
+    controller_ = std::make_unique<testing::TestController>(dir_ + "/store", 1);
+    rpci::v1::RegisterAgentRequest agent = controller::testing::AgentWith("dev-a", "emu", 1);
+    agent.set_session_endpoint(Endpoint());
+    ASSERT_TRUE(controller_->manager().RegisterAgent(agent).ok());
+    // The agent's grant watch, reduced to copying the controller's grants.
+    forwarder_ = std::thread([this] {
+      while (!stop_) {
+        for (const rpci::v1::SessionGrant& g : controller_->manager().GrantsFor("dev-a")) {
+          grants_.Upsert({g.grant_id(), g.device_id(), g.compute_node(), g.token(), absl::InfiniteFuture()});
+        }
+        absl::SleepFor(absl::Milliseconds(10));
+      }
+    });
+    kubelet_ = std::make_unique<FakeKubelet>(dir_ + "/dp", dir_ + "/pr.sock");
+    ASSERT_TRUE(kubelet_->Start().ok());
+    client_ = std::make_unique<GrpcControllerClient>(controller_->Channel());
+    opener_ = std::make_unique<AgentSessionOpener>(nullptr, "cn-1");
+    PluginOptions o;
+    o.node_name = "cn-1";
+    o.pools = {"emu"};
+    o.plugin_dir = dir_ + "/dp";
+    o.pod_resources_socket = dir_ + "/pr.sock";
+    o.cdi_dir = dir_ + "/cdi";
+    o.state_dir = dir_ + "/state";
+    o.health_interval = absl::Milliseconds(100);
+    o.usage_interval = absl::Hours(1);
+    plugin_ = std::make_unique<Plugin>(o, client_.get(), opener_.get());
+    ASSERT_TRUE(plugin_->Start().ok());
+    client_->StartAssignmentWatch(controller::testing::NodeWith("cn-1", "emu"),
+                                  [this](const rpci::v1::AssignmentSet& set) { plugin_->SetAssignments(set); });
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < deadline && kubelet_->Devices(kResource).empty()) {
+      controller_->manager().Reconcile();
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth("Healthy"), absl::Seconds(5)));
+  }
+
+  void TearDown() override {
+    stop_ = true;
+    if (forwarder_.joinable()) forwarder_.join();
+    client_->Stop();
+    plugin_->Stop();
+    kubelet_->Stop();
+    StopAgent();
+  }
+
+  void StartAgent() {
+    agent::SessionServerOptions opts;
+    opts.state_dir = dir_ + "/agent";
+    mkdir(opts.state_dir.c_str(), 0700);
+    opts.metrics = &metrics_;
+    auto server = agent::SessionServer::Create(opts, &grants_, {{kDevice, &device_}});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:" + std::to_string(port_), grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(server_.get());
+    grpc_ = builder.BuildAndStart();
+    ASSERT_NE(grpc_, nullptr);
+    port_ = port;
+  }
+  void StopAgent() {
+    if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now());
+    grpc_.reset();
+    if (server_) server_->Stop();
+    server_.reset();
+  }
+  std::string Endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
+
+  std::string dir_;
+  int port_ = 0;
+  MetricsRegistry metrics_;
+  agent::GrantTable grants_;
+  agent::testing::TestDevice device_;
+  std::unique_ptr<agent::SessionServer> server_;
+  std::unique_ptr<grpc::Server> grpc_;
+  std::unique_ptr<testing::TestController> controller_;
+  std::atomic<bool> stop_{false};
+  std::thread forwarder_;
+  std::unique_ptr<FakeKubelet> kubelet_;
+  std::unique_ptr<GrpcControllerClient> client_;
+  std::unique_ptr<AgentSessionOpener> opener_;
+  std::unique_ptr<Plugin> plugin_;
+};
+
+TEST_F(AgentSessionTest, WorkloadAttachesWithWhatAllocateHandedIt) {
+  auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  const auto& env = admitted->response.envs();
+  ASSERT_EQ(admitted->response.mounts_size(), 1);
+  // The container sees the mount at container_path; on the host it is host_path.
+  const v1beta1::Mount& m = admitted->response.mounts(0);
+  std::string key_file = env.at("RPCI_SESSION_KEY_FILE");
+  ASSERT_EQ(key_file.rfind(m.container_path(), 0), 0u);
+  key_file = m.host_path() + key_file.substr(m.container_path().size());
+  std::ifstream in(key_file);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto key = session::SessionKey::FromHex(std::string(absl::StripAsciiWhitespace(ss.str())));
+  ASSERT_TRUE(key.ok()) << key.status();
+  EXPECT_EQ(env.at("RPCI_SESSION_ENDPOINT"), Endpoint());
+  EXPECT_EQ(env.at("RPCI_0_BARS"), "0:4096,2:256");
+
+  client::ClientOptions opts;
+  opts.grace = absl::Seconds(5);
+  client::SessionTicket ticket{env.at("RPCI_SESSION_ENDPOINT"), env.at("RPCI_SESSION_ID"), *key};
+  auto c = client::SessionClient::Attach(ticket, opts);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Write(0, 0x40, 4, 0x1234).ok());
+  ASSERT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
+  EXPECT_EQ(device_.reg(0x40), 0x1234u);
+  EXPECT_TRUE(kubelet_->PreStartContainer(kResource, admitted->device_ids).ok());
+
+  // Kubelet restart keeps the session working.
+  ASSERT_TRUE(kubelet_->Restart().ok());
+  ASSERT_TRUE(kubelet_->WaitForRegistration(kResource, 1, absl::Seconds(1)));
+  ASSERT_TRUE((*c)->Write(0, 0x44, 4, 0x5678).ok());
+  ASSERT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
+  EXPECT_EQ(device_.reg(0x44), 0x5678u);
+  (*c)->Close().IgnoreError();
+}
+
+TEST_F(AgentSessionTest, AgentLossTurnsTheDeviceUnhealthyAndItsReturnHealthy) {
+  auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  StopAgent();
+  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth("Unhealthy"), absl::Seconds(3)));
+  StartAgent();  // same port, same state dir: the session comes back dormant
+  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth("Healthy"), absl::Seconds(5)));
+  EXPECT_TRUE(kubelet_->PreStartContainer(kResource, admitted->device_ids).ok());
+}
+
+}  // namespace
+}  // namespace rpci::plugin
