@@ -67,6 +67,12 @@ class SysfsTree {
   std::string root_;
 };
 
+// Root port 00:01.0 -> switch upstream port 01:00.0 -> downstream ports
+// 02:00.0 (GPU 03:00.0, 10de:20b0, numa 1, iommu 42, vfio-pci, four BARs) and
+// 02:01.0 (Mellanox NIC 04:00.0, mlx5_core, numa 0); an NVMe drive 00:02.0
+// directly on the root complex (numa 0).
+void AddSwitchTopology(SysfsTree& tree);
+
 }  // namespace rpci::agent::testing
 
 #endif  // RPCI_AGENT_INVENTORY_TESTING_SYSFS_TREE_H_

@@ -1,0 +1,185 @@
+#include "agent/inventory/rdma_inventory.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <infiniband/verbs.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "agent/inventory/pci_address.h"
+#include "agent/inventory/sysfs_util.h"
+
+namespace rpci::agent {
+namespace {
+
+using rpci::v1::RdmaNic;
+using rpci::v1::RdmaPort;
+
+// Formats 16 bytes as sysfs prints a GID: eight groups of four hex digits.
+std::string FormatGid(const uint8_t* raw) {
+  std::string out;
+  for (int i = 0; i < 16; i += 2) {
+    if (i > 0) out += ':';
+    absl::StrAppendFormat(&out, "%02x%02x", raw[i], raw[i + 1]);
+  }
+  return out;
+}
+
+bool IsZeroGid(const std::string& gid) {
+  return std::all_of(gid.begin(), gid.end(), [](char c) { return c == '0' || c == ':'; });
+}
+
+// "4: ACTIVE" (sysfs) or "PORT_ACTIVE" (ibv_port_state_str) -> "ACTIVE".
+std::string NormalizePortState(std::string state) {
+  size_t colon = state.find(": ");
+  if (colon != std::string::npos) state = state.substr(colon + 2);
+  if (absl::StartsWith(state, "PORT_")) state = state.substr(5);
+  return state;
+}
+
+}  // namespace
+
+RdmaSource DefaultRdmaSource(const std::string& sysfs_root) {
+  return sysfs_root == "/sys" || sysfs_root == "/sys/" ? RdmaSource::kVerbs : RdmaSource::kSysfs;
+}
+
+RdmaInventory::RdmaInventory(std::string sysfs_root, RdmaSource source, Logger logger)
+    : sysfs_root_(std::move(sysfs_root)), source_(source), logger_(std::move(logger)) {}
+
+absl::StatusOr<std::vector<RdmaNic>> RdmaInventory::Scan() {
+  absl::StatusOr<std::vector<RdmaNic>> nics =
+      source_ == RdmaSource::kVerbs ? ScanVerbs() : ScanSysfs();
+  if (!nics.ok()) return nics;
+  for (RdmaNic& nic : *nics) FillPciLocation(&nic);
+  std::sort(nics->begin(), nics->end(),
+            [](const RdmaNic& a, const RdmaNic& b) { return a.name() < b.name(); });
+  if (nics->empty() && !said_none_) {
+    logger_.Info("no RDMA devices found; fabric locality will be empty",
+                 {{"source", source_ == RdmaSource::kVerbs ? "verbs" : "sysfs"},
+                  {"sysfs_root", sysfs_root_}});
+    said_none_ = true;
+  } else if (!nics->empty()) {
+    said_none_ = false;
+  }
+  return nics;
+}
+
+absl::StatusOr<std::vector<RdmaNic>> RdmaInventory::ScanVerbs() {
+  int count = 0;
+  errno = 0;
+  ibv_device** list = ibv_get_device_list(&count);
+  if (list == nullptr) {
+    // rdma-core reports "no RDMA subsystem" as ENOSYS; that is no devices.
+    if (errno == ENOSYS || errno == ENOENT) return std::vector<RdmaNic>();
+    return absl::UnavailableError(
+        absl::StrCat("rdma-core: ibv_get_device_list: ", std::strerror(errno)));
+  }
+  std::vector<RdmaNic> nics;
+  for (int i = 0; i < count; ++i) {
+    RdmaNic nic;
+    nic.set_name(ibv_get_device_name(list[i]));
+    uint64_t guid = be64toh(ibv_get_device_guid(list[i]));
+    nic.set_node_guid(absl::StrFormat("%04x:%04x:%04x:%04x", (guid >> 48) & 0xffff,
+                                      (guid >> 32) & 0xffff, (guid >> 16) & 0xffff,
+                                      guid & 0xffff));
+    ibv_context* ctx = ibv_open_device(list[i]);
+    if (ctx == nullptr) {
+      logger_.Warn("rdma-core: cannot open device; ports unknown",
+                   {{"nic", nic.name()}, {"error", std::strerror(errno)}});
+      nics.push_back(std::move(nic));
+      continue;
+    }
+    ibv_device_attr attr;
+    if (ibv_query_device(ctx, &attr) == 0) {
+      for (uint8_t p = 1; p <= attr.phys_port_cnt; ++p) {
+        ibv_port_attr port_attr;
+        if (ibv_query_port(ctx, p, &port_attr) != 0) continue;
+        RdmaPort* port = nic.add_ports();
+        port->set_port(p);
+        port->set_state(NormalizePortState(ibv_port_state_str(port_attr.state)));
+        port->set_link_layer(port_attr.link_layer == IBV_LINK_LAYER_ETHERNET ? "Ethernet"
+                                                                              : "InfiniBand");
+        for (int g = 0; g < port_attr.gid_tbl_len; ++g) {
+          ibv_gid gid;
+          if (ibv_query_gid(ctx, p, g, &gid) != 0) continue;
+          std::string text = FormatGid(gid.raw);
+          if (!IsZeroGid(text)) port->add_gids(text);
+        }
+      }
+    }
+    ibv_close_device(ctx);
+    nics.push_back(std::move(nic));
+  }
+  ibv_free_device_list(list);
+  return nics;
+}
+
+absl::StatusOr<std::vector<RdmaNic>> RdmaInventory::ScanSysfs() {
+  std::string dir = absl::StrCat(sysfs_root_, "/class/infiniband");
+  absl::StatusOr<std::vector<std::string>> names = sysfs::ListDir(dir);
+  if (absl::IsNotFound(names.status())) return std::vector<RdmaNic>();
+  if (!names.ok()) return absl::UnavailableError(absl::StrCat("RDMA inventory: ", names.status().message()));
+  std::vector<RdmaNic> nics;
+  for (const std::string& name : *names) {
+    RdmaNic nic;
+    nic.set_name(name);
+    std::string base = absl::StrCat(dir, "/", name);
+    if (absl::StatusOr<std::string> guid = sysfs::ReadAttr(base + "/node_guid"); guid.ok()) {
+      nic.set_node_guid(*guid);
+    }
+    absl::StatusOr<std::vector<std::string>> ports = sysfs::ListDir(base + "/ports");
+    std::vector<std::pair<int64_t, std::string>> numbered;
+    for (const std::string& p : ports.ok() ? *ports : std::vector<std::string>()) {
+      if (absl::StatusOr<int64_t> n = sysfs::ParseDecimal(p); n.ok()) numbered.emplace_back(*n, p);
+    }
+    std::sort(numbered.begin(), numbered.end());
+    for (const auto& [n, p] : numbered) {
+      std::string pdir = absl::StrCat(base, "/ports/", p);
+      RdmaPort* port = nic.add_ports();
+      port->set_port(static_cast<uint32_t>(n));
+      if (absl::StatusOr<std::string> s = sysfs::ReadAttr(pdir + "/state"); s.ok()) {
+        port->set_state(NormalizePortState(*s));
+      }
+      if (absl::StatusOr<std::string> ll = sysfs::ReadAttr(pdir + "/link_layer"); ll.ok()) {
+        port->set_link_layer(*ll);
+      }
+      absl::StatusOr<std::vector<std::string>> gids = sysfs::ListDir(pdir + "/gids");
+      std::vector<std::pair<int64_t, std::string>> gid_files;
+      for (const std::string& g : gids.ok() ? *gids : std::vector<std::string>()) {
+        if (absl::StatusOr<int64_t> i = sysfs::ParseDecimal(g); i.ok()) gid_files.emplace_back(*i, g);
+      }
+      std::sort(gid_files.begin(), gid_files.end());
+      for (const auto& [i, g] : gid_files) {
+        absl::StatusOr<std::string> gid = sysfs::ReadAttr(absl::StrCat(pdir, "/gids/", g));
+        if (gid.ok() && !IsZeroGid(*gid)) port->add_gids(*gid);
+      }
+    }
+    nics.push_back(std::move(nic));
+  }
+  return nics;
+}
+
+void RdmaInventory::FillPciLocation(RdmaNic* nic) {
+  nic->set_numa_node(-1);
+  std::string dev = absl::StrCat(sysfs_root_, "/class/infiniband/", nic->name(), "/device");
+  sysfs::Link link = sysfs::ReadLink(dev);
+  absl::StatusOr<PciAddress> addr = PciAddress::Parse(link.target_name);
+  if (link.state == sysfs::LinkState::kAbsent || !addr.ok()) {
+    // Software devices (rxe, siw) have no PCI function of their own.
+    logger_.Debug("RDMA device has no PCI address", {{"nic", nic->name()}});
+    return;
+  }
+  nic->set_bdf(addr->ToString());
+  absl::StatusOr<std::string> numa = sysfs::ReadAttr(dev + "/numa_node");
+  if (!numa.ok()) return;
+  absl::StatusOr<int64_t> node = sysfs::ParseDecimal(*numa);
+  if (node.ok() && *node >= 0 && *node <= 65535) nic->set_numa_node(static_cast<int32_t>(*node));
+}
+
+}  // namespace rpci::agent
