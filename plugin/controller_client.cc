@@ -4,20 +4,9 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "plugin/grpc_util.h"
 
 namespace rpci::plugin {
-namespace {
-
-std::chrono::system_clock::time_point In(absl::Duration d) {
-  return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
-}
-
-absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
-}
-
-}  // namespace
-
 GrpcControllerClient::GrpcControllerClient(std::shared_ptr<grpc::Channel> channel)
     : stub_(rpci::v1::NodeRegistry::NewStub(channel)) {}
 

@@ -4,23 +4,12 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "plugin/grpc_util.h"
 #include "absl/strings/str_format.h"
 #include "session/session_key.h"
 #include "session/wire.h"
 
 namespace rpci::plugin {
-namespace {
-
-std::chrono::system_clock::time_point In(absl::Duration d) {
-  return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
-}
-
-absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
-}
-
-}  // namespace
-
 absl::Status FillShape(const rpci::v1::OpenSessionResponse& resp, AttachedSession* session) {
   session->bars.clear();
   session->dma_size = 0;

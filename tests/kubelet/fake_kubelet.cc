@@ -51,6 +51,16 @@ bool IsSocket(const std::string& path) {
   return lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
+void RemoveSockets(const std::string& dir) {
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      const std::string path = dir + "/" + e->d_name;
+      if (IsSocket(path)) unlink(path.c_str());
+    }
+    closedir(d);
+  }
+}
+
 }  // namespace
 
 struct FakeKubelet::Endpoint {
@@ -111,13 +121,7 @@ FakeKubelet::~FakeKubelet() { Stop(); }
 absl::Status FakeKubelet::Start() {
   mkdir(plugin_dir_.c_str(), 0750);
   // The kubelet removes every socket left in the directory at start.
-  if (DIR* d = opendir(plugin_dir_.c_str())) {
-    while (dirent* e = readdir(d)) {
-      const std::string path = plugin_dir_ + "/" + e->d_name;
-      if (IsSocket(path)) unlink(path.c_str());
-    }
-    closedir(d);
-  }
+  RemoveSockets(plugin_dir_);
   unlink(pod_resources_socket_.c_str());
   registration_service_ = std::make_unique<RegistrationService>(this);
   pod_resources_service_ = std::make_unique<PodResourcesService>(this);
@@ -155,13 +159,7 @@ void FakeKubelet::Stop() {
   endpoints_.clear();
   registrations_.clear();
   // Every socket in the directory goes, the plugins' included.
-  if (DIR* d = opendir(plugin_dir_.c_str())) {
-    while (dirent* e = readdir(d)) {
-      const std::string path = plugin_dir_ + "/" + e->d_name;
-      if (IsSocket(path)) unlink(path.c_str());
-    }
-    closedir(d);
-  }
+  RemoveSockets(plugin_dir_);
   unlink(pod_resources_socket_.c_str());
   changed_.notify_all();
 }
