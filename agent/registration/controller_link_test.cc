@@ -1,0 +1,167 @@
+#include "agent/registration/controller_link.h"
+
+#include <memory>
+
+#include "absl/time/clock.h"
+#include "controller/local_store.h"
+#include "controller/pool_manager.h"
+#include "controller/service.h"
+#include "controller/testing_util.h"
+#include "gtest/gtest.h"
+
+namespace rpci::agent {
+namespace {
+
+using controller::testing::AgentWith;
+using controller::testing::NodeWith;
+
+// The real controller (pool manager on a local store, gRPC services) on
+// loopback; the link under test speaks for device server "dev-a".
+class ControllerLinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Logger::SetMinLevel(LogLevel::kError);
+    state_dir_ = controller::testing::MakeTempDir("link");
+    StartController(0);
+  }
+  void TearDown() override {
+    if (link_) link_->Stop();
+    StopController();
+  }
+
+  void StartController(int port) {
+    auto store = controller::LocalStore::Open(state_dir_, Clock::Real());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    controller::PoolManager::Options options;
+    options.default_pool.spares_per_node = 1;
+    manager_ = std::make_unique<controller::PoolManager>(store_.get(), Clock::Real(), options);
+    ASSERT_TRUE(manager_->Load().ok());  // as the controller does on taking over
+    service_ = std::make_unique<controller::ControllerService>(
+        manager_.get(), controller::PeerAuthorizer(false), [] { return absl::OkStatus(); });
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service_->agent_registry());
+    builder.RegisterService(service_->node_registry());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+  }
+
+  void StopController() {
+    if (!server_) return;
+    service_->Shutdown();
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    server_.reset();
+    service_.reset();
+    manager_.reset();
+    store_.reset();
+  }
+
+  void StartLink() {
+    ControllerLinkOptions options;
+    options.node = "dev-a";
+    options.session_endpoint = "dev-a:7443";
+    options.fabric_provider = "tcp;ofi_rxm";
+    options.retry.initial_backoff = absl::Milliseconds(20);
+    options.retry.max_backoff = absl::Milliseconds(200);
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials());
+    auto exported = AgentWith("dev-a", "emu", 1);
+    link_ = std::make_unique<ControllerLink>(
+        channel, options, &grants_,
+        [exported] { return std::vector<rpci::v1::ExportedDevice>(exported.devices().begin(), exported.devices().end()); },
+        [] { return std::vector<rpci::v1::DeviceHealthReport>(); });
+    link_->Start();
+  }
+
+  // Registers compute node cn-1 and claims the device the controller assigns it.
+  rpci::v1::ClaimResponse ClaimOnComputeNode() {
+    auto plugin = rpci::v1::NodeRegistry::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext reg_ctx;
+    rpci::v1::RegisterNodeResponse reg;
+    EXPECT_TRUE(plugin->RegisterNode(&reg_ctx, NodeWith("cn-1", "emu"), &reg).ok());
+    manager_->Reconcile();  // keeps one spare on cn-1: our device
+    rpci::v1::ClaimRequest claim;
+    claim.set_node("cn-1");
+    claim.set_device_id("dev-a-0000-3b-00-0");
+    claim.set_pod_namespace("ml");
+    claim.set_pod_name("trainer-0");
+    claim.set_container_name("main");
+    grpc::ClientContext ctx;
+    rpci::v1::ClaimResponse resp;
+    grpc::Status s = plugin->Claim(&ctx, claim, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp;
+  }
+
+  bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(5)) {
+    absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      if (done()) return true;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return done();
+  }
+
+  bool GrantValid(const rpci::v1::SessionGrant& g) {
+    return grants_.Check(g.grant_id(), g.token(), absl::Now()).ok();
+  }
+
+  std::string state_dir_;
+  std::unique_ptr<controller::LocalStore> store_;
+  std::unique_ptr<controller::PoolManager> manager_;
+  std::unique_ptr<controller::ControllerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  GrantTable grants_;
+  std::unique_ptr<ControllerLink> link_;
+};
+
+TEST_F(ControllerLinkTest, ClaimedGrantReachesTheGrantTableAndReleaseRevokesIt) {
+  StartLink();
+  ASSERT_TRUE(WaitFor([&] { return link_->registered(); }));
+  rpci::v1::ClaimResponse claim = ClaimOnComputeNode();
+  ASSERT_TRUE(WaitFor([&] { return GrantValid(claim.grant()); }));
+  EXPECT_FALSE(grants_.Check(claim.grant().grant_id(), "wrong token", absl::Now()).ok());
+
+  auto plugin = rpci::v1::NodeRegistry::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+  rpci::v1::ReleaseRequest rel;
+  rel.set_node("cn-1");
+  rel.set_device_id(claim.grant().device_id());
+  rel.set_grant_id(claim.grant().grant_id());
+  grpc::ClientContext ctx;
+  rpci::v1::ReleaseResponse resp;
+  ASSERT_TRUE(plugin->Release(&ctx, rel, &resp).ok());
+  EXPECT_TRUE(WaitFor([&] { return !GrantValid(claim.grant()); }));
+}
+
+TEST_F(ControllerLinkTest, ReRegistersAfterControllerRestartAndKeepsLiveGrants) {
+  StartLink();
+  ASSERT_TRUE(WaitFor([&] { return link_->registered(); }));
+  rpci::v1::ClaimResponse claim = ClaimOnComputeNode();
+  ASSERT_TRUE(WaitFor([&] { return GrantValid(claim.grant()); }));
+
+  int port = port_;
+  StopController();
+  ASSERT_TRUE(WaitFor([&] { return !link_->registered(); }));
+  StartController(port);
+  ASSERT_TRUE(WaitFor([&] { return link_->registrations() >= 2 && link_->registered(); }));
+  // The restarted controller rebuilt the attachment from its store; the
+  // grant stays valid on the agent after the new full set.
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_TRUE(GrantValid(claim.grant()));
+}
+
+TEST_F(ControllerLinkTest, UnreachableControllerIsRetriedUntilItAppears) {
+  int port = port_;
+  StopController();
+  StartLink();
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_FALSE(link_->registered());
+  StartController(port);
+  EXPECT_TRUE(WaitFor([&] { return link_->registered(); }));
+}
+
+}  // namespace
+}  // namespace rpci::agent
