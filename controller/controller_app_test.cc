@@ -1,0 +1,292 @@
+#include "controller/controller_app.h"
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/testing/prometheus_text.h"
+#include "controller/kube_store.h"
+#include "controller/testing_util.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "proto/rpci/v1/controller.grpc.pb.h"
+#include "tests/kube/api_server.h"
+
+namespace rpci::controller {
+namespace {
+
+using nlohmann::json;
+using testing::AgentWith;
+using testing::MakeTempDir;
+using testing::NodeWith;
+namespace testing_prom = ::rpci::testing;
+
+bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+// gRPC stubs for one controller replica, as an agent and a plugin see it.
+struct Peer {
+  explicit Peer(int port) {
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+    agents = rpci::v1::AgentRegistry::NewStub(channel);
+    nodes = rpci::v1::NodeRegistry::NewStub(channel);
+  }
+  grpc::Status RegisterAgent(const rpci::v1::RegisterAgentRequest& req) {
+    grpc::ClientContext ctx;
+    rpci::v1::RegisterAgentResponse resp;
+    return agents->RegisterAgent(&ctx, req, &resp);
+  }
+  grpc::Status RegisterNode(const rpci::v1::RegisterNodeRequest& req) {
+    grpc::ClientContext ctx;
+    rpci::v1::RegisterNodeResponse resp;
+    return nodes->RegisterNode(&ctx, req, &resp);
+  }
+  absl::StatusOr<rpci::v1::ClaimResponse> Claim(const std::string& node, const std::string& device) {
+    grpc::ClientContext ctx;
+    rpci::v1::ClaimRequest req;
+    req.set_node(node);
+    req.set_device_id(device);
+    req.set_pod_namespace("team-a");
+    req.set_pod_name("trainer");
+    req.set_container_name("main");
+    rpci::v1::ClaimResponse resp;
+    grpc::Status s = nodes->Claim(&ctx, req, &resp);
+    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    return resp;
+  }
+  std::unique_ptr<rpci::v1::AgentRegistry::Stub> agents;
+  std::unique_ptr<rpci::v1::NodeRegistry::Stub> nodes;
+};
+
+class ControllerAppTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Logger::SetMinLevel(LogLevel::kError);
+    ASSERT_TRUE(api_.Start().ok());
+    kube::KubeConfig kc;
+    kc.server = api_.url();
+    auto client = kube::KubeClient::Create(kc);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+  }
+
+  ControllerOptions KubeOptions(const std::string& identity) {
+    ControllerOptions o;
+    o.store = "kube";
+    kube::KubeConfig kc;
+    kc.server = api_.url();
+    kc.ns = "rpci-system";
+    o.kube_config = kc;
+    o.identity = identity;
+    o.insecure = true;
+    o.listen = "127.0.0.1:0";
+    o.http_listen = "127.0.0.1:0";
+    o.lease_duration = absl::Milliseconds(1500);
+    o.renew_deadline = absl::Milliseconds(1000);
+    o.retry_period = absl::Milliseconds(200);
+    o.reconcile_interval = absl::Milliseconds(100);
+    return o;
+  }
+
+  std::unique_ptr<ControllerApp> Started(ControllerOptions o) {
+    absl::StatusOr<std::unique_ptr<ControllerApp>> app = ControllerApp::Create(std::move(o));
+    EXPECT_TRUE(app.ok()) << app.status();
+    if (!app.ok()) return nullptr;
+    absl::Status s = (*app)->Start();
+    EXPECT_TRUE(s.ok()) << s;
+    return *std::move(app);
+  }
+
+  // device id -> assigned node, as the PcieDevice objects in the API say.
+  std::map<std::string, std::string> AssignedInApi() {
+    std::map<std::string, std::string> out;
+    absl::StatusOr<json> list = client_->Get(KubeStore::kDevicesPath);
+    if (!list.ok()) return out;
+    for (const json& o : list->value("items", json::array())) {
+      const std::string node = o.value("status", json::object()).value("assignedNode", "");
+      if (!node.empty()) out[o["metadata"].value("name", "")] = node;
+    }
+    return out;
+  }
+
+  kubetest::ApiServer api_;
+  std::unique_ptr<kube::KubeClient> client_;  // reads collections over HTTP
+};
+
+TEST_F(ControllerAppTest, StandbyTakesOverFromACrashedLeaderWithoutDoubleAssignment) {
+  auto a = Started(KubeOptions("ctrl-a"));
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  auto b = Started(KubeOptions("ctrl-b"));
+  ASSERT_TRUE(b);
+  Peer to_a(a->grpc_port()), to_b(b->grpc_port());
+
+  ASSERT_TRUE(to_a.RegisterAgent(AgentWith("dev-a", "emu", 4)).ok());
+  ASSERT_TRUE(to_a.RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(to_a.RegisterNode(NodeWith("cn-2", "emu")).ok());
+  ASSERT_TRUE(WaitFor([&] { return AssignedInApi().size() == 2; })) << "one spare per node";
+  const std::map<std::string, std::string> before = AssignedInApi();
+  EXPECT_FALSE(b->acting());
+  grpc::Status refused = to_b.RegisterNode(NodeWith("cn-3", "emu"));
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+
+  a->Stop(/*release_lease=*/false);  // goes silent, as a crash would
+  ASSERT_TRUE(WaitFor([&] { return b->acting(); })) << "standby never took over";
+  // Let the new leader run several passes over the rebuilt state.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(AssignedInApi(), before);
+  EXPECT_TRUE(b->manager().CheckInvariants().ok());
+
+  // It carries on: a new compute node gets a device nobody else holds.
+  ASSERT_TRUE(to_b.RegisterAgent(AgentWith("dev-a", "emu", 4)).ok());
+  ASSERT_TRUE(to_b.RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(to_b.RegisterNode(NodeWith("cn-2", "emu")).ok());
+  ASSERT_TRUE(to_b.RegisterNode(NodeWith("cn-3", "emu")).ok());
+  ASSERT_TRUE(WaitFor([&] { return AssignedInApi().size() == 3; }));
+  std::map<std::string, int> per_node;
+  for (const auto& [dev, node] : AssignedInApi()) ++per_node[node];
+  EXPECT_EQ(per_node, (std::map<std::string, int>{{"cn-1", 1}, {"cn-2", 1}, {"cn-3", 1}}));
+  for (const auto& [dev, node] : before) EXPECT_EQ(AssignedInApi()[dev], node);
+  absl::StatusOr<json> lease = api_.Get("/apis/coordination.k8s.io/v1/namespaces/rpci-system/leases/rpci-controller");
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_EQ((*lease)["spec"].value("holderIdentity", ""), "ctrl-b");
+}
+
+TEST_F(ControllerAppTest, GracefulStopHandsTheLeaseOverAtOnce) {
+  auto a = Started(KubeOptions("ctrl-a"));
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  ControllerOptions slow = KubeOptions("ctrl-b");
+  slow.lease_duration = absl::Seconds(60);  // a silent leader would keep it a minute
+  auto b = Started(slow);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(b->acting());
+  a->Stop(/*release_lease=*/true);
+  EXPECT_TRUE(WaitFor([&] { return b->acting(); }, absl::Seconds(5)));
+}
+
+TEST_F(ControllerAppTest, DeletingADeviceAttachmentDetachesTheDevice) {
+  auto a = Started(KubeOptions("ctrl-a"));
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  Peer peer(a->grpc_port());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "emu")).ok());
+  const std::string dev = "dev-a-0000-3b-00-0";
+  ASSERT_TRUE(WaitFor([&] { return AssignedInApi().count(dev) == 1; }));
+  absl::StatusOr<rpci::v1::ClaimResponse> claim = peer.Claim("cn-1", dev);
+  ASSERT_TRUE(claim.ok()) << claim.status();
+  const std::string path =
+      absl::StrCat(KubeStore::AttachmentsIn("team-a"), "/", claim->grant().grant_id());
+  ASSERT_TRUE(WaitFor([&] { return api_.Get(path).ok(); }));
+  ASSERT_EQ(a->manager().GrantsFor("dev-a").size(), 1u);
+
+  api_.Delete(path);  // as `kubectl delete deviceattachment` would
+
+  ASSERT_TRUE(WaitFor([&] { return a->manager().GrantsFor("dev-a").empty(); })) << "grant not revoked";
+  EXPECT_TRUE(WaitFor([&] {
+    absl::StatusOr<json> d = api_.Get(absl::StrCat(KubeStore::kDevicesPath, "/", dev));
+    return d.ok() && (*d)["status"].value("attachment", "x").empty();
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(api_.Get(path).ok()) << "the controller re-created the deleted attachment";
+}
+
+TEST_F(ControllerAppTest, NodeLabelsFromTheApiSelectDevices) {
+  api_.Put("/apis/rpci.io/v1alpha1/devicepools/emu",
+           {{"apiVersion", "rpci.io/v1alpha1"},
+            {"kind", "DevicePool"},
+            {"metadata", {{"name", "emu"}}},
+            {"spec", {{"sparesPerNode", 1}, {"selector", {{"matchLabels", {{"rack", "r7"}}}}}}}});
+  auto a = Started(KubeOptions("ctrl-a"));
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  Peer peer(a->grpc_port());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-b", "emu", 1)).ok());
+  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "emu")).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_TRUE(AssignedInApi().empty()) << "no device server is labelled rack=r7 yet";
+
+  api_.Put("/api/v1/nodes/dev-b",
+           {{"apiVersion", "v1"}, {"kind", "Node"}, {"metadata", {{"name", "dev-b"}, {"labels", {{"rack", "r7"}}}}}});
+
+  ASSERT_TRUE(WaitFor([&] { return !AssignedInApi().empty(); }));
+  EXPECT_EQ(AssignedInApi(), (std::map<std::string, std::string>{{"dev-b-0000-3b-00-0", "cn-1"}}));
+}
+
+// Scrapes the real /metrics endpoint.
+testing_prom::Exposition Scrape(int port) {
+  httplib::Client cli("127.0.0.1", port);
+  httplib::Result r = cli.Get("/metrics");
+  EXPECT_TRUE(r && r->status == 200);
+  absl::StatusOr<testing_prom::Exposition> e = testing_prom::ParsePrometheusText(r ? r->body : "");
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? *e : testing_prom::Exposition{};
+}
+
+double ValueOr0(const testing_prom::Exposition& e, const std::string& name,
+                const std::map<std::string, std::string>& labels) {
+  absl::StatusOr<double> v = e.Value(name, labels);
+  return v.ok() ? *v : 0;
+}
+
+TEST(ControllerMetricsTest, DecisionCountersAndPhaseGaugesFollowThePoolManager) {
+  Logger::SetMinLevel(LogLevel::kError);
+  ControllerOptions o;
+  o.store = "local";
+  o.state_dir = MakeTempDir("app-metrics");
+  o.insecure = true;
+  o.listen = "127.0.0.1:0";
+  o.http_listen = "127.0.0.1:0";
+  o.reconcile_interval = absl::Milliseconds(50);
+  o.default_spares = 1;
+  auto app = ControllerApp::Create(o);
+  ASSERT_TRUE(app.ok()) << app.status();
+  ASSERT_TRUE((*app)->Start().ok());
+  const int port = (*app)->http_port();
+  Peer peer((*app)->grpc_port());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 3)).ok());
+  const std::map<std::string, std::string> spare = {{"pool", "emu"}, {"action", "assign"}, {"reason", "Spare"}};
+  ASSERT_TRUE(WaitFor([&] {
+    return ValueOr0(Scrape(port), "rpci_controller_devices", {{"pool", "emu"}, {"phase", "Available"}}) == 3;
+  }));
+  testing_prom::Exposition before = Scrape(port);
+  EXPECT_EQ(before.types["rpci_controller_decisions_total"], "counter");
+  EXPECT_EQ(before.types["rpci_controller_devices"], "gauge");
+  EXPECT_EQ(ValueOr0(before, "rpci_controller_decisions_total", spare), 0);
+
+  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    return ValueOr0(Scrape(port), "rpci_controller_devices", {{"pool", "emu"}, {"phase", "Assigned"}}) == 1;
+  }));
+  testing_prom::Exposition assigned = Scrape(port);
+  EXPECT_EQ(ValueOr0(assigned, "rpci_controller_decisions_total", spare), 1);
+  EXPECT_EQ(ValueOr0(assigned, "rpci_controller_devices", {{"pool", "emu"}, {"phase", "Available"}}), 2);
+
+  std::string dev;
+  for (const Device& d : (*app)->manager().Devices()) {
+    if (d.assigned_node == "cn-1") dev = d.id();
+  }
+  ASSERT_TRUE(peer.Claim("cn-1", dev).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    return ValueOr0(Scrape(port), "rpci_controller_devices", {{"pool", "emu"}, {"phase", "Attached"}}) == 1;
+  }));
+  testing_prom::Exposition attached = Scrape(port);
+  EXPECT_EQ(ValueOr0(attached, "rpci_controller_devices", {{"pool", "emu"}, {"phase", "Assigned"}}), 1)
+      << "a new spare replaces the attached one";
+  EXPECT_EQ(ValueOr0(attached, "rpci_controller_decisions_total", spare), 2);
+  EXPECT_EQ(ValueOr0(attached, "rpci_controller_decisions_total",
+                     {{"pool", "emu"}, {"action", "attach"}, {"reason", "ClaimedBy team-a/trainer"}}),
+            1);
+  (*app)->Stop();
+}
+
+}  // namespace
+}  // namespace rpci::controller
