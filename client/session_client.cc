@@ -501,6 +501,11 @@ uint64_t SessionClient::acked_seq() const {
   return log_.acked();
 }
 
+uint64_t SessionClient::posted_seq() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return log_.last();
+}
+
 void SessionClient::BreakLinkForTesting() {
   std::lock_guard<std::mutex> lock(mu_);
   if (link_) link_->Shutdown();

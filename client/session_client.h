@@ -107,6 +107,9 @@ class SessionClient {
 
   ClientStats stats() const;
   uint64_t acked_seq() const;
+  // Sequence number of the last write posted (acked_seq() reaches it once
+  // every posted write is applied).
+  uint64_t posted_seq() const;
   const std::string& session_id() const { return ticket_.session_id; }
   // Test hook: drops the current fabric link as a network failure would.
   void BreakLinkForTesting();

@@ -1,0 +1,343 @@
+#include "librpci/device.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+
+namespace rpci::lib {
+
+EnvLookup ProcessEnv() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+EnvLookup MapEnv(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+namespace {
+
+// RPCI_<index>_<name>, falling back to the unindexed RPCI_<name> for device 0
+// (the plugin sets both for the first device).
+std::optional<std::string> DeviceVar(const EnvLookup& env, int index, const std::string& name) {
+  if (auto v = env(absl::StrCat("RPCI_", index, "_", name)); v.has_value() && !v->empty()) return v;
+  if (index == 0) {
+    if (auto v = env("RPCI_" + name); v.has_value() && !v->empty()) return v;
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::string> RequiredVar(const EnvLookup& env, int index, const std::string& name) {
+  std::optional<std::string> v = DeviceVar(env, index, name);
+  if (!v.has_value()) {
+    return absl::NotFoundError(absl::StrFormat("librpci: device %d: RPCI_%d_%s is not set", index, index, name));
+  }
+  return *v;
+}
+
+absl::StatusOr<session::SessionKey> ReadKeyFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrFormat("librpci: session key file %s: %s", path, std::strerror(errno)));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<session::SessionKey> key = session::SessionKey::FromHex(std::string(absl::StripAsciiWhitespace(text.str())));
+  if (!key.ok()) {
+    return absl::InvalidArgumentError(absl::StrFormat("librpci: session key file %s: %s", path, key.status().message()));
+  }
+  return key;
+}
+
+// The local address this host uses to reach `endpoint`'s host (a connected
+// UDP socket sends nothing but has the route's source address).
+absl::StatusOr<std::string> LocalAddressFor(const std::string& endpoint) {
+  std::string target = endpoint;
+  for (const char* scheme : {"dns:///", "ipv4:", "ipv6:"}) {
+    if (absl::StartsWith(target, scheme)) target = target.substr(std::strlen(scheme));
+  }
+  const size_t colon = target.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("librpci: endpoint \"%s\" is not host:port", endpoint));
+  }
+  std::string host = target.substr(0, colon), port = target.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_family = AF_INET;
+  addrinfo* res = nullptr;
+  if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+    return absl::UnavailableError(
+        absl::StrFormat("librpci: endpoint %s: cannot resolve %s: %s", endpoint, host, gai_strerror(rc)));
+  }
+  std::string out;
+  for (addrinfo* ai = res; ai != nullptr && out.empty(); ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_in local{};
+    socklen_t len = sizeof(local);
+    char buf[INET_ADDRSTRLEN] = {};
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0 &&
+        inet_ntop(AF_INET, &local.sin_addr, buf, sizeof(buf)) != nullptr) {
+      out = buf;
+    }
+    close(fd);
+  }
+  freeaddrinfo(res);
+  if (out.empty()) {
+    return absl::UnavailableError(absl::StrFormat("librpci: endpoint %s: no route to %s", endpoint, host));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<int> DeviceCountFromEnv(const EnvLookup& env) {
+  if (std::optional<std::string> count = env("RPCI_DEVICE_COUNT"); count.has_value() && !count->empty()) {
+    int n = 0;
+    if (!absl::SimpleAtoi(*count, &n) || n < 0 || n > 1024) {
+      return absl::InvalidArgumentError("librpci: RPCI_DEVICE_COUNT=\"" + *count + "\" is not a device count");
+    }
+    return n;
+  }
+  if (std::optional<std::string> ids = env("RPCI_DEVICE_IDS"); ids.has_value() && !ids->empty()) {
+    return static_cast<int>(std::vector<std::string>(absl::StrSplit(*ids, ',', absl::SkipEmpty())).size());
+  }
+  return absl::NotFoundError("librpci: no rpci devices in this environment (RPCI_DEVICE_COUNT / RPCI_DEVICE_IDS unset)");
+}
+
+absl::StatusOr<DeviceConfig> ConfigFromEnv(int index, const EnvLookup& env) {
+  if (index < 0) return absl::InvalidArgumentError(absl::StrFormat("librpci: device index %d", index));
+  DeviceConfig c;
+  if (auto id = DeviceVar(env, index, "DEVICE_ID"); id.has_value()) {
+    c.device_id = *id;
+  } else if (auto ids = env("RPCI_DEVICE_IDS"); ids.has_value()) {
+    std::vector<std::string> all = absl::StrSplit(*ids, ',', absl::SkipEmpty());
+    if (static_cast<size_t>(index) < all.size()) c.device_id = all[index];
+  }
+  absl::StatusOr<std::string> endpoint = RequiredVar(env, index, "SESSION_ENDPOINT");
+  if (!endpoint.ok()) return endpoint.status();
+  c.endpoint = *endpoint;
+  absl::StatusOr<std::string> id = RequiredVar(env, index, "SESSION_ID");
+  if (!id.ok()) return id.status();
+  if (absl::StatusOr<uint64_t> parsed = session::ParseSessionId(*id); !parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("librpci: device %d: RPCI_%d_SESSION_ID=\"%s\": %s", index, index, *id, parsed.status().message()));
+  }
+  c.session_id = *id;
+  absl::StatusOr<std::string> key_file = RequiredVar(env, index, "SESSION_KEY_FILE");
+  if (!key_file.ok()) return key_file.status();
+  absl::StatusOr<session::SessionKey> key = ReadKeyFile(*key_file);
+  if (!key.ok()) return key.status();
+  c.key = *key;
+  if (auto p = DeviceVar(env, index, "FABRIC_PROVIDER"); p.has_value()) c.fabric_provider = *p;
+  if (auto n = DeviceVar(env, index, "FABRIC_NODE"); n.has_value()) {
+    c.fabric_node = *n;
+  } else if (auto g = env("RPCI_FABRIC_NODE"); g.has_value() && !g->empty()) {
+    c.fabric_node = *g;
+  }
+  if (c.device_id.empty()) c.device_id = c.session_id;
+  return c;
+}
+
+Device::Device(DeviceConfig config, std::unique_ptr<client::SessionClient> client)
+    : config_(std::move(config)), client_(std::move(client)), dma_(client_->dma_size()) {}
+
+Device::~Device() = default;
+
+absl::StatusOr<std::unique_ptr<Device>> Device::Open(const DeviceConfig& config, const client::ClientOptions& options) {
+  client::ClientOptions opts = options;
+  opts.link.provider = config.fabric_provider;
+  if (!config.fabric_node.empty()) {
+    opts.link.node = config.fabric_node;
+  } else {
+    absl::StatusOr<std::string> node = LocalAddressFor(config.endpoint);
+    if (!node.ok()) return node.status();
+    opts.link.node = *node;
+  }
+  client::SessionTicket ticket{config.endpoint, config.session_id, config.key};
+  absl::StatusOr<std::unique_ptr<client::SessionClient>> c = client::SessionClient::Attach(ticket, opts);
+  if (!c.ok()) {
+    return absl::Status(c.status().code(),
+                        absl::StrCat("librpci: device ", config.device_id, ": ", c.status().message()));
+  }
+  return std::unique_ptr<Device>(new Device(config, std::move(*c)));
+}
+
+absl::StatusOr<std::unique_ptr<Device>> Device::OpenFromEnv(int index, const EnvLookup& env) {
+  absl::StatusOr<DeviceConfig> config = ConfigFromEnv(index, env);
+  if (!config.ok()) return config.status();
+  return Open(*config);
+}
+
+std::vector<client::SessionClient::BarInfo> Device::bars() const { return client_->bars(); }
+
+uint64_t Device::dma_size() const { return client_->dma_size(); }
+
+absl::StatusOr<BarMapping> Device::MapBar(uint16_t bar) {
+  for (const client::SessionClient::BarInfo& b : client_->bars()) {
+    if (b.index != bar) continue;
+    absl::StatusOr<const uint8_t*> base = client_->mirror(bar);
+    if (!base.ok()) return base.status();
+    return BarMapping{bar, *base, b.size};
+  }
+  return absl::NotFoundError(absl::StrFormat("librpci: device %s has no BAR %u", config_.device_id, bar));
+}
+
+absl::StatusOr<uint64_t> Device::ReadOrdered(uint16_t bar, uint64_t offset, uint8_t width) {
+  bool refresh = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    refresh = writes_posted_;
+  }
+  if (refresh) {
+    // Validate before paying for a round trip.
+    if (absl::StatusOr<uint64_t> probe = client_->Read(bar, offset, width); !probe.ok()) return probe.status();
+    if (absl::Status s = Refresh(absl::Seconds(10)); !s.ok()) return s;
+  }
+  return client_->Read(bar, offset, width);
+}
+
+absl::StatusOr<uint32_t> Device::Read32(uint16_t bar, uint64_t offset) {
+  absl::StatusOr<uint64_t> v = ReadOrdered(bar, offset, 4);
+  if (!v.ok()) return v.status();
+  return static_cast<uint32_t>(*v);
+}
+
+absl::StatusOr<uint64_t> Device::Read64(uint16_t bar, uint64_t offset) { return ReadOrdered(bar, offset, 8); }
+
+absl::Status Device::Write32(uint16_t bar, uint64_t offset, uint32_t value) {
+  absl::Status s = client_->Write(bar, offset, 4, value);
+  if (s.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    writes_posted_ = true;
+  }
+  return s;
+}
+
+absl::Status Device::Write64(uint16_t bar, uint64_t offset, uint64_t value) {
+  absl::Status s = client_->Write(bar, offset, 8, value);
+  if (s.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    writes_posted_ = true;
+  }
+  return s;
+}
+
+absl::Status Device::RingDoorbell(uint16_t bar, uint64_t offset, uint64_t value) {
+  if (absl::Status s = Write64(bar, offset, value); !s.ok()) return s;
+  return client_->Flush();
+}
+
+absl::Status Device::Refresh(absl::Duration timeout) {
+  const uint64_t posted = client_->posted_seq();
+  absl::Status s = client_->Refresh(timeout);
+  if (s.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Writes posted by other threads meanwhile keep the flag set.
+    writes_posted_ = client_->posted_seq() != posted;
+  }
+  return s;
+}
+
+absl::StatusOr<DmaBuffer> Device::AllocDma(uint64_t size, uint64_t align) {
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::StatusOr<uint64_t> off = dma_.Allocate(size, align);
+  if (!off.ok()) {
+    return absl::Status(off.status().code(),
+                        absl::StrCat("librpci: device ", config_.device_id, ": ", off.status().message()));
+  }
+  return DmaBuffer{*off, client_->dma() + *off, size};
+}
+
+absl::Status Device::CheckBuffer(const DmaBuffer& buffer, uint64_t offset, uint64_t len) const {
+  absl::StatusOr<uint64_t> size = dma_.SizeOf(buffer.device_addr);
+  if (!size.ok() || *size != buffer.size || buffer.host != client_->dma() + buffer.device_addr) {
+    return absl::NotFoundError(absl::StrFormat("librpci: device %s: dma buffer at 0x%x is not allocated",
+                                               config_.device_id, buffer.device_addr));
+  }
+  if (offset > buffer.size || len > buffer.size - offset) {
+    return absl::OutOfRangeError(absl::StrFormat("librpci: range [0x%x, +%u) is outside the %u-byte dma buffer", offset,
+                                                 len, buffer.size));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Device::FreeDma(const DmaBuffer& buffer) {
+  bool mapped = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (absl::Status s = CheckBuffer(buffer, 0, 0); !s.ok()) return s;
+    mapped = from_device_.erase(buffer.device_addr) > 0;
+    if (absl::Status s = dma_.Free(buffer.device_addr); !s.ok()) return s;
+  }
+  if (mapped) return client_->Unmap(buffer.device_addr);
+  return absl::OkStatus();
+}
+
+absl::Status Device::FlushToDevice(const DmaBuffer& buffer, uint64_t offset, uint64_t len) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (absl::Status s = CheckBuffer(buffer, offset, len); !s.ok()) return s;
+  }
+  if (len == 0) return absl::OkStatus();
+  return client_->FlushDma(buffer.device_addr + offset, len);
+}
+
+absl::Status Device::SyncFromDevice(const DmaBuffer& buffer, uint64_t offset, uint64_t len) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (absl::Status s = CheckBuffer(buffer, offset, len); !s.ok()) return s;
+  }
+  if (len == 0) return absl::OkStatus();
+  return client_->InvalidateDma(buffer.device_addr + offset, len);
+}
+
+absl::Status Device::MapFromDevice(const DmaBuffer& buffer) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (absl::Status s = CheckBuffer(buffer, 0, buffer.size); !s.ok()) return s;
+    from_device_[buffer.device_addr] = true;
+  }
+  return client_->MapFromDevice(buffer.device_addr, buffer.size);
+}
+
+absl::StatusOr<Completion> Device::WaitCompletion(absl::Duration timeout) {
+  const uint64_t posted = client_->posted_seq();
+  absl::StatusOr<session::Completion> c = client_->WaitCompletion(timeout);
+  if (!c.ok()) return c.status();
+  if (c->applied_mmio_seq >= posted) {
+    // The mirror was pushed after every write posted before the wait.
+    std::lock_guard<std::mutex> lock(mu_);
+    writes_posted_ = client_->posted_seq() != posted;
+  }
+  return Completion{c->seq, c->vector, c->cause, c->data};
+}
+
+absl::Status Device::Close() { return client_->Close(); }
+
+client::ClientStats Device::stats() const { return client_->stats(); }
+
+}  // namespace rpci::lib

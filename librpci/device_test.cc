@@ -1,0 +1,189 @@
+// librpci against a real session server on loopback, attached from the
+// environment the plugin gives a container.
+#include "librpci/device.h"
+
+#include <cstring>
+
+#include "agent/session/testing/test_device.h"
+#include "gtest/gtest.h"
+#include "librpci/testing/loopback_agent.h"
+
+namespace rpci::lib {
+namespace {
+
+using agent::testing::TestDevice;
+
+class DeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto a = testing::LoopbackAgent::Start({{"dev0", &dev0_}, {"dev1", &dev1_}});
+    ASSERT_TRUE(a.ok()) << a.status();
+    agent_ = std::move(*a);
+    auto env = agent_->ReserveEnv({"dev0", "dev1"});
+    ASSERT_TRUE(env.ok()) << env.status();
+    env_ = *env;
+  }
+
+  std::unique_ptr<Device> Open(int index = 0) {
+    auto d = Device::OpenFromEnv(index, MapEnv(env_));
+    EXPECT_TRUE(d.ok()) << d.status();
+    return d.ok() ? std::move(*d) : nullptr;
+  }
+
+  TestDevice dev0_{1 << 20}, dev1_{1 << 16};
+  std::unique_ptr<testing::LoopbackAgent> agent_;
+  std::map<std::string, std::string> env_;
+};
+
+TEST_F(DeviceTest, OpensEachDeviceTheEnvironmentNames) {
+  EXPECT_EQ(*DeviceCountFromEnv(MapEnv(env_)), 2);
+  auto d0 = Open(0);
+  auto d1 = Open(1);
+  ASSERT_NE(d0, nullptr);
+  ASSERT_NE(d1, nullptr);
+  EXPECT_EQ(d0->device_id(), "dev0");
+  EXPECT_EQ(d1->device_id(), "dev1");
+  EXPECT_EQ(d0->dma_size(), 1u << 20);
+  EXPECT_EQ(d1->dma_size(), 1u << 16);
+  auto bar0 = d0->MapBar(0);
+  ASSERT_TRUE(bar0.ok());
+  EXPECT_EQ(bar0->size, 4096u);
+  EXPECT_EQ(d0->MapBar(5).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(DeviceTest, MissingOrMalformedEnvironmentIsAClearError) {
+  EXPECT_EQ(DeviceCountFromEnv(MapEnv({})).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(DeviceCountFromEnv(MapEnv({{"RPCI_DEVICE_COUNT", "two"}})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto no_index = ConfigFromEnv(7, MapEnv(env_));
+  EXPECT_EQ(no_index.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(no_index.status().message().find("RPCI_7_SESSION_ENDPOINT"), std::string::npos) << no_index.status();
+
+  auto bad_id = env_;
+  bad_id["RPCI_1_SESSION_ID"] = "not-hex";
+  EXPECT_EQ(ConfigFromEnv(1, MapEnv(bad_id)).status().code(), absl::StatusCode::kInvalidArgument);
+
+  auto missing_key = env_;
+  missing_key["RPCI_1_SESSION_KEY_FILE"] = "/nonexistent/key";
+  EXPECT_EQ(ConfigFromEnv(1, MapEnv(missing_key)).status().code(), absl::StatusCode::kNotFound);
+
+  char tmpl[] = "/tmp/rpci-badkey-XXXXXX";
+  int fd = mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "abcd\n", 5), 5);
+  close(fd);
+  auto short_key = env_;
+  short_key["RPCI_1_SESSION_KEY_FILE"] = tmpl;
+  EXPECT_EQ(ConfigFromEnv(1, MapEnv(short_key)).status().code(), absl::StatusCode::kInvalidArgument);
+  unlink(tmpl);
+}
+
+TEST_F(DeviceTest, WrongKeyIsRefusedByTheAgent) {
+  auto config = ConfigFromEnv(0, MapEnv(env_));
+  ASSERT_TRUE(config.ok());
+  config->key = *session::SessionKey::Generate();
+  EXPECT_EQ(Device::Open(*config).status().code(), absl::StatusCode::kUnauthenticated);
+}
+
+TEST_F(DeviceTest, ReadAfterWriteSeesTheDeviceValueWithoutAnExplicitRefresh) {
+  auto d = Open();
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(d->Write32(0, 0x40, 0xdeadbeef).ok());
+  ASSERT_TRUE(d->Write64(0, 0x48, 0x0123456789abcdefull).ok());
+  // A read never passes a posted write: both are applied before it returns.
+  EXPECT_EQ(*d->Read32(0, 0x40), 0xdeadbeefu);
+  EXPECT_EQ(*d->Read64(0, 0x48), 0x0123456789abcdefull);
+  EXPECT_EQ(dev0_.reg(0x48), 0x0123456789abcdefull);
+  auto applied = dev0_.applied();
+  ASSERT_EQ(applied.size(), 2u);
+  EXPECT_EQ(applied[0].first, 0x40u);
+  EXPECT_EQ(applied[1].first, 0x48u);
+  // The mirror mapping shows the same bytes.
+  auto bar0 = d->MapBar(0);
+  uint32_t v = 0;
+  std::memcpy(&v, const_cast<const uint8_t*>(bar0->base) + 0x40, 4);
+  EXPECT_EQ(v, 0xdeadbeefu);
+}
+
+TEST_F(DeviceTest, BadRegisterAccessesAreRefusedLocally) {
+  auto d = Open();
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->Write32(0, 4096, 1).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(d->Write64(0, 4, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(d->Read32(9, 0).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(d->Read64(0, 4092).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(dev0_.applied().empty());
+}
+
+TEST_F(DeviceTest, CopyJobThroughDmaBuffersDoorbellAndCompletion) {
+  auto d = Open();
+  ASSERT_NE(d, nullptr);
+  auto src = d->AllocDma(8192, 4096);
+  auto dst = d->AllocDma(8192, 4096);
+  ASSERT_TRUE(src.ok() && dst.ok());
+  for (int i = 0; i < 8192; ++i) src->host[i] = static_cast<uint8_t>(i * 31 + 7);
+  ASSERT_TRUE(d->FlushToDevice(*src, 0, 8192).ok());
+  ASSERT_TRUE(d->MapFromDevice(*dst).ok());
+  ASSERT_TRUE(d->Write64(0, TestDevice::kSrc, src->device_addr).ok());
+  ASSERT_TRUE(d->Write64(0, TestDevice::kDst, dst->device_addr).ok());
+  ASSERT_TRUE(d->Write64(0, TestDevice::kLen, 8192).ok());
+  ASSERT_TRUE(d->RingDoorbell(0, TestDevice::kDoorbell, 42).ok());
+  auto done = d->WaitCompletion(absl::Seconds(5));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->data, 42u);
+  EXPECT_EQ(0, std::memcmp(dst->host, src->host, 8192));
+  EXPECT_EQ(*d->Read64(0, TestDevice::kStatus), 42u);
+}
+
+TEST_F(DeviceTest, SyncFromDevicePullsResultsOfUnmappedBuffers) {
+  auto d = Open();
+  ASSERT_NE(d, nullptr);
+  auto src = *d->AllocDma(4096);
+  auto dst = *d->AllocDma(4096);
+  std::memset(src.host, 0x5a, 4096);
+  ASSERT_TRUE(d->FlushToDevice(src, 0, 4096).ok());
+  ASSERT_TRUE(d->Write64(0, TestDevice::kSrc, src.device_addr).ok());
+  ASSERT_TRUE(d->Write64(0, TestDevice::kDst, dst.device_addr).ok());
+  ASSERT_TRUE(d->Write64(0, TestDevice::kLen, 4096).ok());
+  ASSERT_TRUE(d->RingDoorbell(0, TestDevice::kDoorbell, 1).ok());
+  ASSERT_TRUE(d->WaitCompletion(absl::Seconds(5)).ok());
+  EXPECT_EQ(dst.host[100], 0);  // not mapped from the device: still stale
+  ASSERT_TRUE(d->SyncFromDevice(dst, 0, 4096).ok());
+  EXPECT_EQ(dst.host[100], 0x5a);
+  EXPECT_EQ(dst.host[4095], 0x5a);
+}
+
+TEST_F(DeviceTest, DmaSpaceExhaustionDoubleFreeAndForeignBuffersAreErrors) {
+  auto d = Open(1);  // 64 KiB of DMA space
+  ASSERT_NE(d, nullptr);
+  auto all = d->AllocDma(1 << 16, 4096);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(d->AllocDma(64).status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(d->FreeDma(*all).ok());
+  EXPECT_EQ(d->FreeDma(*all).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(d->FlushToDevice(*all, 0, 16).code(), absl::StatusCode::kNotFound);
+  auto b = *d->AllocDma(1024);
+  EXPECT_EQ(d->FlushToDevice(b, 1000, 100).code(), absl::StatusCode::kOutOfRange);
+  DmaBuffer forged = b;
+  forged.size = 4096;
+  EXPECT_EQ(d->FlushToDevice(forged, 0, 16).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(d->FreeDma(b).ok());
+}
+
+TEST_F(DeviceTest, WaitCompletionTimesOutWhenTheDeviceIsIdle) {
+  auto d = Open();
+  ASSERT_NE(d, nullptr);
+  auto done = d->WaitCompletion(absl::Milliseconds(100));
+  EXPECT_EQ(done.status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(DeviceTest, CloseEndsTheSessionAndLaterCallsFail) {
+  auto d = Open();
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(d->Close().ok());
+  EXPECT_EQ(d->Write32(0, 0, 1).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Device::OpenFromEnv(0, MapEnv(env_)).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace rpci::lib

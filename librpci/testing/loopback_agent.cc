@@ -1,0 +1,75 @@
+#include "librpci/testing/loopback_agent.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace rpci::lib::testing {
+
+absl::StatusOr<std::unique_ptr<LoopbackAgent>> LoopbackAgent::Start(
+    std::map<std::string, agent::SessionDevice*> devices) {
+  std::unique_ptr<LoopbackAgent> a(new LoopbackAgent());
+  for (const auto& [id, dev] : devices) a->grants_.Upsert({"grant-" + id, id, "node", "token", absl::InfiniteFuture()});
+  agent::SessionServerOptions opts;
+  opts.metrics = &a->metrics_;
+  absl::StatusOr<std::unique_ptr<agent::SessionServer>> server =
+      agent::SessionServer::Create(opts, &a->grants_, std::move(devices));
+  if (!server.ok()) return server.status();
+  a->server_ = std::move(*server);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(a->server_.get());
+  a->grpc_ = builder.BuildAndStart();
+  if (a->grpc_ == nullptr || port == 0) return absl::UnavailableError("loopback agent: gRPC server did not start");
+  a->endpoint_ = "127.0.0.1:" + std::to_string(port);
+  char tmpl[] = "/tmp/rpci-lib-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("loopback agent: mkdtemp failed");
+  a->key_dir_ = tmpl;
+  return a;
+}
+
+LoopbackAgent::~LoopbackAgent() {
+  if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now());
+  if (server_) server_->Stop();
+  std::error_code ec;
+  if (!key_dir_.empty()) std::filesystem::remove_all(key_dir_, ec);
+}
+
+absl::StatusOr<std::map<std::string, std::string>> LoopbackAgent::ReserveEnv(
+    const std::vector<std::string>& device_ids) {
+  std::map<std::string, std::string> env;
+  for (size_t i = 0; i < device_ids.size(); ++i) {
+    absl::StatusOr<client::SessionTicket> t =
+        client::ReserveSession(endpoint_, nullptr, "grant-" + device_ids[i], "token", "node");
+    if (!t.ok()) return t.status();
+    const std::string key_file = absl::StrCat(key_dir_, "/key-", reserved_++);
+    int fd = ::open(key_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return absl::InternalError("loopback agent: cannot write " + key_file);
+    const std::string text = t->key.Hex() + "\n";
+    const bool wrote = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ::close(fd);
+    if (!wrote) return absl::InternalError("loopback agent: short write to " + key_file);
+    const std::string p = absl::StrCat("RPCI_", i, "_");
+    env[p + "DEVICE_ID"] = device_ids[i];
+    env[p + "SESSION_ENDPOINT"] = endpoint_;
+    env[p + "SESSION_ID"] = t->session_id;
+    env[p + "SESSION_KEY_FILE"] = key_file;
+    env[p + "FABRIC_PROVIDER"] = "tcp;ofi_rxm";
+    if (i == 0) {
+      env["RPCI_SESSION_ENDPOINT"] = endpoint_;
+      env["RPCI_SESSION_ID"] = t->session_id;
+      env["RPCI_SESSION_KEY_FILE"] = key_file;
+    }
+  }
+  env["RPCI_DEVICE_IDS"] = absl::StrJoin(device_ids, ",");
+  env["RPCI_DEVICE_COUNT"] = std::to_string(device_ids.size());
+  return env;
+}
+
+}  // namespace rpci::lib::testing
