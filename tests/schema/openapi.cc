@@ -19,7 +19,7 @@ using nlohmann::json;
 
 // Keywords Validate() understands that only annotate.
 const std::set<std::string>& AnnotationKeywords() {
-  static const std::set<std::string> k = {"description", "title", "default", "example", "$schema",
+  static const std::set<std::string> k = {"description", "title", "default", "example", "$schema", "definitions", "$defs",
                                           "x-kubernetes-list-type", "x-kubernetes-map-type"};
   return k;
 }
@@ -105,10 +105,18 @@ std::string FormatError(const std::string& format, const json& value) {
   return "";
 }
 
-void ValidateAt(const json& schema, const json& value, const std::string& path, std::vector<Violation>* out);
+// What a validation pass carries: the root schema (for "$ref") and the
+// violations found so far.
+struct Pass {
+  const json* root;
+  std::vector<Violation>* out;
+  void Add(const std::string& path, const std::string& message) { out->push_back({path, message}); }
+};
 
-void ValidateObjectFields(const json& schema, const json& value, const std::string& path,
-                          std::vector<Violation>* out) {
+void ValidateAt(const json& schema, const json& value, const std::string& path, Pass* pass);
+
+void ValidateObjectFields(const json& schema, const json& value, const std::string& path, Pass* pass) {
+  std::vector<Violation>* out = pass->out;
   const json properties = schema.value("properties", json::object());
   for (const json& name : schema.value("required", json::array())) {
     if (name.is_string() && !value.contains(name.get<std::string>())) {
@@ -119,9 +127,9 @@ void ValidateObjectFields(const json& schema, const json& value, const std::stri
   for (auto it = value.begin(); it != value.end(); ++it) {
     const std::string child = Join(path, it.key());
     if (properties.contains(it.key())) {
-      ValidateAt(properties[it.key()], *it, child, out);
+      ValidateAt(properties[it.key()], *it, child, pass);
     } else if (additional != schema.end() && additional->is_object()) {
-      ValidateAt(*additional, *it, child, out);
+      ValidateAt(*additional, *it, child, pass);
     } else if (additional != schema.end() && additional->is_boolean()) {
       if (!additional->get<bool>()) out->push_back({child, "unknown field (additionalProperties is false)"});
     } else if (!Flag(schema, "x-kubernetes-preserve-unknown-fields")) {
@@ -137,7 +145,22 @@ void ValidateObjectFields(const json& schema, const json& value, const std::stri
   }
 }
 
-void ValidateAt(const json& schema, const json& value, const std::string& path, std::vector<Violation>* out) {
+void ValidateAt(const json& schema, const json& value, const std::string& path, Pass* pass) {
+  std::vector<Violation>* out = pass->out;
+  if (schema.is_object() && schema.contains("$ref")) {
+    // Only local references to named definitions ("#/definitions/x", "#/$defs/x").
+    const std::string ref = schema["$ref"].is_string() ? schema["$ref"].get<std::string>() : "";
+    for (const char* prefix : {"#/definitions/", "#/$defs/"}) {
+      const std::string p(prefix);
+      const std::string section = p.substr(2, p.size() - 3);
+      if (ref.rfind(p, 0) == 0 && pass->root->value(section, json::object()).contains(ref.substr(p.size()))) {
+        ValidateAt((*pass->root)[section][ref.substr(p.size())], value, path, pass);
+        return;
+      }
+    }
+    out->push_back({path, absl::StrCat("schema $ref \"", ref, "\" does not name a definition")});
+    return;
+  }
   if (!schema.is_object()) {
     out->push_back({path, "schema is not an object"});
     return;
@@ -154,9 +177,16 @@ void ValidateAt(const json& schema, const json& value, const std::string& path, 
       return;
     }
   } else if (schema.contains("type")) {
-    const std::string type = schema["type"].is_string() ? schema["type"].get<std::string>() : "";
-    if (!TypeMatches(type, value)) {
-      out->push_back({path, absl::StrCat("expected ", type, ", got ", JsonTypeName(value))});
+    // A type name, or (JSON Schema) a list of them.
+    const json types = schema["type"].is_array() ? schema["type"] : json::array({schema["type"]});
+    bool matches = false;
+    std::vector<std::string> names;
+    for (const json& t : types) {
+      names.push_back(t.is_string() ? t.get<std::string>() : t.dump());
+      matches = matches || TypeMatches(names.back(), value);
+    }
+    if (!matches) {
+      out->push_back({path, absl::StrCat("expected ", absl::StrJoin(names, " or "), ", got ", JsonTypeName(value))});
       return;  // the remaining rules assume the type
     }
   }
@@ -210,7 +240,7 @@ void ValidateAt(const json& schema, const json& value, const std::string& path, 
       out->push_back({path, absl::StrCat("has ", count, " items, more than maxItems ", schema["maxItems"].dump())});
     }
     if (schema.contains("items")) {
-      for (size_t i = 0; i < value.size(); ++i) ValidateAt(schema["items"], value[i], Index(path, i), out);
+      for (size_t i = 0; i < value.size(); ++i) ValidateAt(schema["items"], value[i], Index(path, i), pass);
     }
     if (schema.value("x-kubernetes-list-type", "") == "map") {
       // Items are keyed by the map keys: each item has them, no two share them.
@@ -230,7 +260,7 @@ void ValidateAt(const json& schema, const json& value, const std::string& path, 
       }
     }
   }
-  if (value.is_object()) ValidateObjectFields(schema, value, path, out);
+  if (value.is_object()) ValidateObjectFields(schema, value, path, pass);
 }
 
 std::string TypeOf(const json& schema) {
@@ -352,7 +382,8 @@ std::string Describe(const std::vector<Violation>& violations) {
 
 std::vector<Violation> Validate(const json& schema, const json& value) {
   std::vector<Violation> out;
-  ValidateAt(schema, value, "", &out);
+  Pass pass{&schema, &out};
+  ValidateAt(schema, value, "", &pass);
   return out;
 }
 

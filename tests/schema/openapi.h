@@ -31,7 +31,8 @@ std::string Describe(const std::vector<Violation>& violations);
 // required, additionalProperties (bool or schema), items, enum, pattern,
 // minimum, maximum, exclusiveMinimum/exclusiveMaximum (OpenAPI booleans),
 // minLength, maxLength, minItems, maxItems, minProperties, maxProperties,
-// format (date-time, int32, int64, byte), nullable, x-kubernetes-int-or-string
+// format (date-time, int32, int64, byte), nullable, "$ref" to a definition in
+// the root's "definitions" or "$defs" (JSON Schema), x-kubernetes-int-or-string
 // and x-kubernetes-preserve-unknown-fields; annotations (description, title,
 // default, example, $schema, x-kubernetes-list-type, x-kubernetes-map-type)
 // are ignored. An object field no schema describes is a violation ("unknown

@@ -126,6 +126,23 @@ TEST(Validate, AdditionalPropertiesFalseRejectsUnknownKeys) {
   EXPECT_EQ(Describe(Validate(schema, json{{"a", 1}, {"b", 2}})), "b: unknown field (additionalProperties is false)");
 }
 
+TEST(Validate, AcceptsAnyOfAListOfTypes) {
+  json schema = {{"type", {"string", "integer"}}};
+  EXPECT_EQ(Describe(Validate(schema, "100m")), "");
+  EXPECT_EQ(Describe(Validate(schema, 2)), "");
+  EXPECT_EQ(Describe(Validate(schema, true)), "expected string or integer, got boolean");
+}
+
+TEST(Validate, FollowsLocalDefinitionRefs) {
+  json schema = {{"type", "object"},
+                 {"definitions", {{"port", {{"type", "integer"}, {"minimum", 1}, {"maximum", 65535}}}}},
+                 {"properties", {{"http", {{"$ref", "#/definitions/port"}}}, {"grpc", {{"$ref", "#/definitions/nope"}}}}}};
+  EXPECT_EQ(Describe(Validate(schema, json{{"http", 8080}})), "");
+  EXPECT_EQ(Describe(Validate(schema, json{{"http", 0}, {"grpc", 1}})),
+            "grpc: schema $ref \"#/definitions/nope\" does not name a definition\n"
+            "http: 0 is less than the minimum 1");
+}
+
 TEST(CheckStructural, AcceptsAStructuralSchema) { EXPECT_EQ(Describe(CheckStructural(DeviceSchema())), ""); }
 
 TEST(CheckStructural, FindsEveryRuleBroken) {
