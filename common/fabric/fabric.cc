@@ -357,7 +357,13 @@ absl::StatusOr<std::unique_ptr<MemoryRegion>> EndpointImpl::RegisterMemory(void*
         return absl::InternalError("fabric: register: getrandom failed");
       }
     }
-    rc = fi_mr_reg(core_->domain->domain, data, size, fi_access, 0, requested_key, 0, &handle->mr, nullptr);
+    // Without FI_MR_VIRT_ADDR, RMA targets are offsets into the region. The
+    // tcp provider under rxm (libfabric 1.17) reports no FI_MR_VIRT_ADDR but
+    // may still treat targets as virtual addresses plus the registration's
+    // `offset` argument; passing the buffer's address there makes offset
+    // targets land correctly in both of its behaviours.
+    const uint64_t offset = mode_.virt_addr ? 0 : reinterpret_cast<uint64_t>(data);
+    rc = fi_mr_reg(core_->domain->domain, data, size, fi_access, offset, requested_key, 0, &handle->mr, nullptr);
     if (rc != -FI_ENOKEY || mode_.prov_key) break;
   }
   if (rc != 0) return FabricError(absl::StrCat("fi_mr_reg(", size, " bytes)"), rc);
@@ -555,10 +561,6 @@ class FabricImpl : public Fabric {
   FabricImpl(const FabricConfig& config, std::shared_ptr<DomainCore> domain, std::string provider)
       : config_(config), domain_(std::move(domain)), provider_(std::move(provider)) {
     mode_ = DecodeMrMode(domain_->info->domain_attr->mr_mode);
-    // libfabric 1.17's tcp provider under ofi_rxm reports an mr_mode without
-    // FI_MR_VIRT_ADDR yet checks RMA targets as virtual addresses (an offset
-    // 0 target fails with EINVAL); address regions as it actually behaves.
-    if (provider_.find("tcp") != std::string::npos) mode_.virt_addr = true;
   }
   const std::string& provider() const override { return provider_; }
   MrMode mr_mode() const override { return mode_; }

@@ -30,19 +30,26 @@ FabricConfig LoopbackConfig() {
 
 // Two endpoints on loopback that know each other.
 struct Pair {
-  std::unique_ptr<Fabric> fabric;
+  std::unique_ptr<Fabric> fabric, other;
   std::unique_ptr<Endpoint> a, b;
   PeerId b_from_a = 0, a_from_b = 0;
 };
 
-Pair Connect(const FabricConfig& config = LoopbackConfig()) {
+// a and b on separate domains, or on one when `shared_domain`.
+Pair Connect(const FabricConfig& config = LoopbackConfig(), bool shared_domain = false) {
   Pair p;
   auto fabric = Fabric::Open(config);
   EXPECT_TRUE(fabric.ok()) << fabric.status();
   if (!fabric.ok()) return p;
   p.fabric = std::move(*fabric);
   auto a = p.fabric->OpenEndpoint();
-  auto b = p.fabric->OpenEndpoint();
+  if (!shared_domain) {
+    auto other = Fabric::Open(config);
+    EXPECT_TRUE(other.ok()) << other.status();
+    if (!other.ok()) return p;
+    p.other = std::move(*other);
+  }
+  auto b = (shared_domain ? p.fabric : p.other)->OpenEndpoint();
   EXPECT_TRUE(a.ok()) << a.status();
   EXPECT_TRUE(b.ok()) << b.status();
   if (!a.ok() || !b.ok()) return p;
@@ -138,6 +145,18 @@ TEST(FabricTest, OneSidedWriteAndReadMoveBytes) {
   absl::Status r = p.a->Read(p.b_from_a, To(**back_mr, **target_mr, 4096, 4096));
   ASSERT_TRUE(r.ok()) << r;
   EXPECT_EQ(0, std::memcmp(back.data(), src.data() + 4096, 4096));
+}
+
+TEST(FabricTest, EndpointsOfOneDomainReachEachOthersRegions) {
+  Pair p = Connect(LoopbackConfig(), /*shared_domain=*/true);
+  ASSERT_NE(p.b, nullptr);
+  std::vector<uint8_t> src = Pattern(8192, 5), target(8192, 0);
+  auto src_mr = *p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto target_mr = *p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  absl::Status w = p.a->Write(p.b_from_a, To(*src_mr, *target_mr, 4096, 4096));
+  ASSERT_TRUE(w.ok()) << w;
+  EXPECT_EQ(0, std::memcmp(&target[4096], src.data(), 4096));
+  EXPECT_EQ(target[4095], 0);
 }
 
 TEST(FabricTest, BatchedWritesLandAtTheirOffsets) {
