@@ -1,7 +1,13 @@
 // fake-kubelet: the test kubelet as a process, for manual runs and scripts.
 // Serves Registration and pod-resources and logs every device list it gets.
+// With --pod it also plays one pod's life: wait for the resource's devices,
+// admit the pod (GetPreferredAllocation, Allocate, PreStartContainer), run the
+// command after `--` as the pod's container with the environment Allocate
+// returned, then remove the pod and exit with the command's status.
 
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <iostream>
 
@@ -14,6 +20,67 @@ volatile sig_atomic_t g_stop = 0;
 void OnSignal(int) { g_stop = 1; }
 }  // namespace
 
+namespace {
+
+// Runs argv as the container: the Allocate response's envs on top of ours.
+int RunContainer(const v1beta1::ContainerAllocateResponse& response, const std::vector<std::string>& argv) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    for (const auto& [k, v] : response.envs()) setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> cargv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    execvp(cargv[0], cargv.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int RunPod(rpci::testing::FakeKubelet& kubelet, const rpci::Logger& log, const std::string& pod,
+           const std::string& resource, int count, absl::Duration wait, const std::vector<std::string>& command) {
+  size_t slash = pod.find('/');
+  if (slash == std::string::npos || command.empty()) {
+    log.Error("--pod wants namespace/name and a command after --", {{"pod", pod}});
+    return 2;
+  }
+  const std::string ns = pod.substr(0, slash), name = pod.substr(slash + 1);
+  log.Info("waiting for devices", {{"resource", resource}, {"count", count}});
+  bool ready = kubelet.WaitForDevices(
+      resource,
+      [&](const std::vector<rpci::testing::AdvertisedDevice>& devices) {
+        int healthy = 0;
+        for (const auto& d : devices) healthy += d.health == "Healthy";
+        return healthy >= count;
+      },
+      wait);
+  if (!ready) {
+    log.Error("not enough healthy devices advertised", {{"resource", resource}, {"count", count}});
+    return 3;
+  }
+  absl::StatusOr<rpci::testing::AdmittedContainer> admitted = kubelet.AdmitPod(ns, name, "main", resource, count);
+  if (!admitted.ok()) {
+    log.Error("pod admission failed", {{"pod", pod}, {"error", std::string(admitted.status().message())}});
+    return 4;
+  }
+  nlohmann::json envs = nlohmann::json::object(), mounts = nlohmann::json::array(), cdi = nlohmann::json::array();
+  for (const auto& [k, v] : admitted->response.envs()) envs[k] = v;
+  for (const auto& m : admitted->response.mounts()) {
+    mounts.push_back({{"container", m.container_path()}, {"host", m.host_path()}, {"read_only", m.read_only()}});
+  }
+  for (const auto& c : admitted->response.cdi_devices()) cdi.push_back(c.name());
+  log.Info("pod admitted", {{"pod", pod}, {"devices", admitted->device_ids}, {"envs", envs}, {"mounts", mounts},
+                            {"cdi_devices", cdi}});
+  int rc = RunContainer(admitted->response, command);
+  log.Info("container exited", {{"pod", pod}, {"exit_code", rc}});
+  kubelet.RemovePod(ns, name);
+  return rc;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::string plugin_dir = "/var/lib/kubelet/device-plugins";
   std::string pod_resources = "/var/lib/kubelet/pod-resources/kubelet.sock";
@@ -22,6 +89,12 @@ int main(int argc, char** argv) {
                       "List/Get; prints the plugins' device lists as they change.");
   flags.String("plugin-dir", &plugin_dir, "device-plugin socket directory");
   flags.String("pod-resources-socket", &pod_resources, "where pod-resources is served");
+  std::string pod, resource = "rpci.io/emu";
+  int64_t count = 1, wait_seconds = 60;
+  flags.String("pod", &pod, "namespace/name of a pod to admit and run (command after --)");
+  flags.String("resource", &resource, "extended resource the pod requests");
+  flags.Int("count", &count, "how many devices the pod requests");
+  flags.Int("wait-seconds", &wait_seconds, "how long to wait for enough healthy devices");
   auto args = flags.Parse(argc, argv);
   if (!args.ok()) {
     std::cerr << args.status().message() << "\n" << flags.Help();
@@ -40,6 +113,11 @@ int main(int argc, char** argv) {
   }
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
+  if (!pod.empty()) {
+    int rc = RunPod(kubelet, log, pod, resource, static_cast<int>(count), absl::Seconds(wait_seconds), *args);
+    kubelet.Stop();
+    return rc;
+  }
   std::map<std::string, int> seen;
   while (!g_stop) {
     for (const rpci::testing::Registration& r : kubelet.registrations()) {
