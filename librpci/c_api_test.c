@@ -36,6 +36,7 @@ static void test_bad_arguments(void) {
   CHECK(rpci_open("127.0.0.1:1", "0123456789abcdef", "nothex", NULL, NULL, &dev) == RPCI_EINVAL);
   CHECK(rpci_open(NULL, NULL, NULL, NULL, NULL, &dev) == RPCI_EINVAL);
   CHECK(rpci_write32(NULL, 0, 0, 1) == RPCI_EINVAL);
+  CHECK(rpci_flush(NULL) == RPCI_EINVAL);
   CHECK(rpci_close(NULL) == RPCI_OK);
 }
 
@@ -74,6 +75,7 @@ static void test_copy_job(void) {
   CHECK(status == 9);
   uint32_t low = 0;
   CHECK(rpci_write32(dev, 0, 0x40, 0xfeedu) == RPCI_OK);
+  CHECK(rpci_flush(dev) == RPCI_OK);
   CHECK(rpci_read32(dev, 0, 0x40, &low) == RPCI_OK);
   CHECK(low == 0xfeedu);
 

@@ -246,6 +246,8 @@ absl::Status Device::Write64(uint16_t bar, uint64_t offset, uint64_t value) {
   return s;
 }
 
+absl::Status Device::Flush() { return client_->Flush(); }
+
 absl::Status Device::RingDoorbell(uint16_t bar, uint64_t offset, uint64_t value) {
   if (absl::Status s = Write64(bar, offset, value); !s.ok()) return s;
   return client_->Flush();

@@ -103,6 +103,8 @@ class Device {
   // Posted register writes, applied in program order.
   absl::Status Write32(uint16_t bar, uint64_t offset, uint32_t value);
   absl::Status Write64(uint16_t bar, uint64_t offset, uint64_t value);
+  // Sends posted writes to the device side now (without waiting for them).
+  absl::Status Flush();
   // A register write that is sent at once (doorbells start device work).
   absl::Status RingDoorbell(uint16_t bar, uint64_t offset, uint64_t value);
   // Applies posted writes and pulls the device's BARs into the mirrors.

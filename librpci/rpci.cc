@@ -121,6 +121,11 @@ int rpci_write64(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t value
   return Check(dev->device->Write64(bar, offset, value));
 }
 
+int rpci_flush(rpci_device* dev) {
+  if (dev == nullptr) return Invalid("dev is null");
+  return Check(dev->device->Flush());
+}
+
 int rpci_doorbell(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t value) {
   if (dev == nullptr) return Invalid("dev is null");
   return Check(dev->device->RingDoorbell(bar, offset, value));

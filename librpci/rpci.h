@@ -69,6 +69,8 @@ int rpci_read32(rpci_device* dev, uint16_t bar, uint64_t offset, uint32_t* value
 int rpci_read64(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t* value);
 int rpci_write32(rpci_device* dev, uint16_t bar, uint64_t offset, uint32_t value);
 int rpci_write64(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t value);
+/* Sends posted writes now (without waiting for them to be applied). */
+int rpci_flush(rpci_device* dev);
 /* A register write sent at once. */
 int rpci_doorbell(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t value);
 /* Applies posted writes and refreshes the BAR mirrors. */

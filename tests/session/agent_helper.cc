@@ -1,0 +1,92 @@
+// The agent side of cross-namespace session tests: a SessionServer exporting
+// one register-file test device ("dev0", grant "g1", token "token") on a
+// given address, run under `ip netns exec`. Writes "ready" to --ready_file
+// once serving; on SIGTERM stops and writes every register write the device
+// applied, in order, to --applied_file as a JSON array of [offset, value].
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+
+#include "agent/session/session_server.h"
+#include "agent/session/testing/test_device.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+std::atomic<bool> stop{false};
+void OnSignal(int) { stop = true; }
+
+bool WriteFile(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!(out << text)) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string address = "127.0.0.1", ready_file, applied_file;
+  int64_t port = 0, grace_ms = 10000;
+  rpci::FlagSet flags("session_agent_helper [flags]",
+                      "Serves one test device over SessionControl + tcp;ofi_rxm for cross-namespace tests.");
+  flags.String("address", &address, "address to listen on (gRPC and fabric)");
+  flags.Int("port", &port, "gRPC port (0 = any; the chosen port is written to --ready_file)");
+  flags.Int("grace_ms", &grace_ms, "session grace before a silent client is torn down");
+  flags.String("ready_file", &ready_file, "written with the gRPC endpoint once serving");
+  flags.String("applied_file", &applied_file, "written with the applied write values on SIGTERM");
+  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
+  if (!args.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(args.status().message()).c_str());
+    return 2;
+  }
+  if (flags.help_requested()) {
+    std::printf("%s", flags.Help().c_str());
+    return 0;
+  }
+  flags.Apply();
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
+
+  rpci::MetricsRegistry metrics;
+  rpci::agent::GrantTable grants;
+  grants.Upsert({"g1", "dev0", "", "token", absl::InfiniteFuture()});
+  rpci::agent::testing::TestDevice device(1 << 20);
+  rpci::agent::SessionServerOptions opts;
+  opts.metrics = &metrics;
+  opts.link.node = address;
+  opts.grace = absl::Milliseconds(grace_ms);
+  auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &device}});
+  if (!server.ok()) {
+    std::fprintf(stderr, "session server: %s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  grpc::ServerBuilder builder;
+  int bound = 0;
+  builder.AddListeningPort(address + ":" + std::to_string(port), grpc::InsecureServerCredentials(), &bound);
+  builder.RegisterService(server->get());
+  auto grpc_server = builder.BuildAndStart();
+  if (grpc_server == nullptr || bound == 0) {
+    std::fprintf(stderr, "cannot listen on %s:%d\n", address.c_str(), static_cast<int>(port));
+    return 1;
+  }
+  if (!ready_file.empty() && !WriteFile(ready_file, address + ":" + std::to_string(bound) + "\n")) {
+    std::fprintf(stderr, "cannot write %s\n", ready_file.c_str());
+    return 1;
+  }
+  while (!stop) usleep(20000);
+  grpc_server->Shutdown(std::chrono::system_clock::now());
+  (*server)->Stop();
+  nlohmann::json values = nlohmann::json::array();
+  for (const auto& [offset, value] : device.applied()) values.push_back({offset, value});
+  if (!applied_file.empty() && !WriteFile(applied_file, values.dump() + "\n")) return 1;
+  return 0;
+}

@@ -1,0 +1,77 @@
+// The compute side of cross-namespace session tests: reserves the session for
+// grant "g1" (the plugin's part), attaches it through librpci (the
+// workload's part) and streams --writes register writes carrying 0, 1, 2 ...
+// to BAR0 + 0x200, pacing them over --duration_ms so that a partition lands
+// in the middle, then waits until all are applied. Prints one JSON object:
+// {"writes", "reconnects", "replayed", "refused"}; exit 1 on any error.
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "client/session_client.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "librpci/device.h"
+#include "nlohmann/json.hpp"
+
+int main(int argc, char** argv) {
+  std::string endpoint;
+  int64_t writes = 2000, duration_ms = 6000;
+  rpci::FlagSet flags("session_client_helper --endpoint=HOST:PORT [flags]",
+                      "Streams paced register writes through librpci for cross-namespace tests.");
+  flags.String("endpoint", &endpoint, "agent SessionControl endpoint");
+  flags.Int("writes", &writes, "number of register writes");
+  flags.Int("duration_ms", &duration_ms, "spread the writes over this long");
+  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
+  if (!args.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(args.status().message()).c_str());
+    return 2;
+  }
+  if (flags.help_requested()) {
+    std::printf("%s", flags.Help().c_str());
+    return 0;
+  }
+  flags.Apply();
+  if (endpoint.empty() || writes <= 0) {
+    std::fprintf(stderr, "--endpoint and a positive --writes are required\n");
+    return 2;
+  }
+  auto fail = [](const char* what, const absl::Status& s) {
+    std::fprintf(stderr, "client helper: %s: %s\n", what, s.ToString().c_str());
+    return 1;
+  };
+  absl::StatusOr<rpci::client::SessionTicket> ticket =
+      rpci::client::ReserveSession(endpoint, nullptr, "g1", "token", "node-b");
+  if (!ticket.ok()) return fail("reserve", ticket.status());
+  rpci::lib::DeviceConfig config;
+  config.device_id = "dev0";
+  config.endpoint = endpoint;
+  config.session_id = ticket->session_id;
+  config.key = ticket->key;
+  auto device = rpci::lib::Device::Open(config);
+  if (!device.ok()) return fail("open", device.status());
+  rpci::lib::Device& dev = **device;
+  const int64_t batch = 20;
+  const useconds_t pause = static_cast<useconds_t>(duration_ms * 1000 * batch / writes);
+  for (int64_t i = 0; i < writes; ++i) {
+    if (absl::Status s = dev.Write64(0, 0x200, static_cast<uint64_t>(i)); !s.ok()) return fail("write", s);
+    if ((i + 1) % batch == 0) {
+      if (absl::Status s = dev.Flush(); !s.ok()) return fail("flush", s);
+      usleep(pause);
+    }
+  }
+  // A read never passes the writes before it: all are applied when it returns.
+  absl::StatusOr<uint64_t> last = dev.Read64(0, 0x200);
+  if (!last.ok()) return fail("read", last.status());
+  if (*last != static_cast<uint64_t>(writes - 1)) {
+    return fail("read", absl::DataLossError("register holds " + std::to_string(*last)));
+  }
+  rpci::client::ClientStats stats = dev.stats();
+  nlohmann::json out = {{"writes", writes},
+                        {"reconnects", stats.reconnects},
+                        {"replayed", stats.replayed_writes},
+                        {"refused", stats.refused}};
+  std::printf("%s\n", out.dump().c_str());
+  dev.Close().IgnoreError();
+  return 0;
+}

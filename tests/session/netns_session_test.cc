@@ -1,0 +1,169 @@
+// A session between two network namespaces joined by a veth pair: the agent
+// (agent_helper) in host a, the workload (client_helper, through librpci) in
+// host b, over tcp;ofi_rxm. The veth is cut for a few seconds in the middle
+// of a stream of register writes: the client reconnects and replays, and the
+// device must have applied every write exactly once, in order.
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/harness/netns.h"
+
+namespace rpci::testing {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A child process with stdout and stderr in files; killed if still running
+// when destroyed.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const std::string& out, const std::string& err) : out_(out), err_(err) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(o, 1);
+      dup2(e, 2);
+      std::vector<char*> args;
+      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execvp(args[0], args.data());
+      _exit(127);
+    }
+  }
+  ~Child() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  void Signal(int sig) {
+    if (pid_ > 0 && !exited_) kill(pid_, sig);
+  }
+  // The exit status, or -1 if still running after `timeout`.
+  int Wait(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (!exited_) {
+      int status = 0;
+      pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        break;
+      }
+      if (absl::Now() > deadline) return -1;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return status_;
+  }
+  std::string out() const { return ReadFile(out_); }
+  std::string err() const { return ReadFile(err_); }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int status_ = -1;
+  std::string out_, err_;
+};
+
+class NetnsSessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
+    char tmpl[] = "/tmp/rpci-nss-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    absl::StatusOr<VethPair> pair = VethPair::Create("sess");
+    ASSERT_TRUE(pair.ok()) << pair.status();
+    pair_.emplace(std::move(*pair));
+  }
+  void TearDown() override {
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+
+  std::unique_ptr<Child> StartAgent() {
+    auto agent = std::make_unique<Child>(
+        pair_->ExecIn(0, {"tests/session/agent_helper", "--address=" + pair_->addr_a(),
+                          "--ready_file=" + dir_ + "/ready", "--applied_file=" + dir_ + "/applied"}),
+        dir_ + "/agent.out", dir_ + "/agent.err");
+    for (int i = 0; i < 250 && ReadFile(dir_ + "/ready").empty(); ++i) absl::SleepFor(absl::Milliseconds(20));
+    endpoint_ = ReadFile(dir_ + "/ready");
+    while (!endpoint_.empty() && endpoint_.back() == '\n') endpoint_.pop_back();
+    EXPECT_FALSE(endpoint_.empty()) << "agent did not start: " << agent->err();
+    return agent;
+  }
+
+  // [offset, value] pairs the agent's device applied, after stopping it.
+  nlohmann::json StopAgentAndReadApplied(Child& agent) {
+    agent.Signal(SIGTERM);
+    EXPECT_EQ(agent.Wait(absl::Seconds(10)), 0) << agent.err();
+    nlohmann::json applied = nlohmann::json::parse(ReadFile(dir_ + "/applied"), nullptr, false);
+    EXPECT_FALSE(applied.is_discarded());
+    return applied;
+  }
+
+  std::string dir_;
+  std::optional<VethPair> pair_;
+  std::string endpoint_;
+};
+
+void ExpectEachWriteAppliedOnceInOrder(const nlohmann::json& applied, int writes) {
+  ASSERT_TRUE(applied.is_array());
+  ASSERT_EQ(static_cast<int>(applied.size()), writes) << "lost or duplicated writes";
+  for (int i = 0; i < writes; ++i) {
+    ASSERT_EQ(applied[i][0].get<uint64_t>(), 0x200u);
+    ASSERT_EQ(applied[i][1].get<int>(), i) << "write " << i << " out of order or applied twice";
+  }
+}
+
+TEST_F(NetnsSessionTest, WritesStreamAcrossNamespaces) {
+  auto agent = StartAgent();
+  ASSERT_FALSE(endpoint_.empty());
+  Child client(pair_->ExecIn(1, {"tests/session/client_helper", "--endpoint=" + endpoint_, "--writes=500",
+                                 "--duration_ms=500"}),
+               dir_ + "/client.out", dir_ + "/client.err");
+  ASSERT_EQ(client.Wait(absl::Seconds(30)), 0) << client.err();
+  ExpectEachWriteAppliedOnceInOrder(StopAgentAndReadApplied(*agent), 500);
+}
+
+TEST_F(NetnsSessionTest, PartitionMidStreamReconnectsAndLosesOrRepeatsNothing) {
+  auto agent = StartAgent();
+  ASSERT_FALSE(endpoint_.empty());
+  const int writes = 3000;
+  Child client(pair_->ExecIn(1, {"tests/session/client_helper", "--endpoint=" + endpoint_,
+                                 absl::StrCat("--writes=", writes), "--duration_ms=5000"}),
+               dir_ + "/client.out", dir_ + "/client.err");
+  absl::SleepFor(absl::Milliseconds(1500));
+  ASSERT_EQ(client.Wait(absl::ZeroDuration()), -1) << "client finished before the partition: " << client.err();
+  ASSERT_TRUE(pair_->SetLinkUp(false).ok());
+  absl::SleepFor(absl::Seconds(3));
+  ASSERT_TRUE(pair_->SetLinkUp(true).ok());
+  ASSERT_EQ(client.Wait(absl::Seconds(40)), 0) << client.err();
+  nlohmann::json stats = nlohmann::json::parse(client.out(), nullptr, false);
+  ASSERT_FALSE(stats.is_discarded()) << client.out();
+  std::printf("client after partition: %s", client.out().c_str());
+  EXPECT_GE(stats["reconnects"].get<int>(), 1) << client.out();
+  EXPECT_EQ(stats["refused"].get<int>(), 0);
+  ExpectEachWriteAppliedOnceInOrder(StopAgentAndReadApplied(*agent), writes);
+}
+
+}  // namespace
+}  // namespace rpci::testing
