@@ -9,7 +9,7 @@ PACKAGES=(
   rdma-core libibverbs-dev librdmacm-dev ibverbs-providers libfabric-dev libfabric-bin
   nlohmann-json3-dev libcpp-httplib-dev libgtest-dev libgmock-dev
   libpci-dev pciutils libyaml-cpp-dev libssl-dev openssl
-  iproute2 iputils-ping iptables python3 clang libclang-rt-14-dev
+  iproute2 iputils-ping iptables curl python3 clang libclang-rt-14-dev
 )
 
 missing=()
