@@ -1,0 +1,200 @@
+#include "agent/inventory/inventory_command.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "agent/inventory/export_policy.h"
+#include "agent/inventory/locality.h"
+#include "agent/inventory/pci_inventory.h"
+#include "agent/inventory/pci_names.h"
+#include "agent/inventory/rdma_inventory.h"
+#include "common/flags.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace rpci::agent {
+namespace {
+
+using rpci::v1::ExportedDevice;
+using rpci::v1::PcieFunction;
+using rpci::v1::RdmaNic;
+
+std::string DefaultNodeName() {
+  if (const char* env = std::getenv("NODE_NAME"); env != nullptr && *env != '\0') return env;
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) == 0) return host;
+  return "";
+}
+
+// One message as a single JSON line, proto field names, defaults included.
+std::string JsonLine(const google::protobuf::Message& msg) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string line;
+  if (!google::protobuf::util::MessageToJsonString(msg, &line, options).ok()) {
+    return "{}";  // only on a proto/JSON library bug; every field here is representable
+  }
+  return line;
+}
+
+void PrintFunctionTable(const std::vector<PcieFunction>& fns, std::ostream& out) {
+  out << absl::StrFormat("%-13s %-7s %-9s %-12s %-4s %-5s %-20s %-8s %s\n", "BDF", "CLASS", "ID",
+                         "DRIVER", "NUMA", "IOMMU", "LINK", "PROBLEMS", "NAME");
+  for (const PcieFunction& fn : fns) {
+    std::string link = fn.has_link() ? absl::StrCat(fn.link().current_speed(), " x",
+                                                    fn.link().current_width())
+                                     : "-";
+    std::string name = absl::StrCat(fn.vendor_name(), " ", fn.device_name());
+    out << absl::StrFormat("%-13s %06x  %04x:%04x %-12s %-4d %-5d %-20s %-8d %s\n", fn.bdf(),
+                           fn.class_code(), fn.vendor_id(), fn.device_id(),
+                           fn.driver().empty() ? "-" : fn.driver(), fn.numa_node(),
+                           fn.iommu_group(), link, fn.problems_size(), name);
+  }
+}
+
+void PrintNicTable(const std::vector<RdmaNic>& nics, std::ostream& out) {
+  if (nics.empty()) {
+    out << "no RDMA devices\n";
+    return;
+  }
+  out << absl::StrFormat("%-12s %-13s %-4s %s\n", "NIC", "BDF", "NUMA", "PORTS");
+  for (const RdmaNic& nic : nics) {
+    std::vector<std::string> ports;
+    for (const auto& p : nic.ports()) {
+      ports.push_back(absl::StrCat(p.port(), ":", p.state(), "/", p.link_layer()));
+    }
+    out << absl::StrFormat("%-12s %-13s %-4d %s\n", nic.name(), nic.bdf().empty() ? "-" : nic.bdf(),
+                           nic.numa_node(), absl::StrJoin(ports, " "));
+  }
+}
+
+void PrintExportedTable(const std::vector<ExportedDevice>& devices, std::ostream& out) {
+  out << absl::StrFormat("%-40s %-12s %-13s %s\n", "ID", "POOL", "BDF", "LOCAL NICS");
+  for (const ExportedDevice& d : devices) {
+    out << absl::StrFormat("%-40s %-12s %-13s %s\n", d.id(), d.pool(), d.function().bdf(),
+                           d.local_nics().empty() ? "-" : absl::StrJoin(d.local_nics(), ","));
+  }
+}
+
+}  // namespace
+
+int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
+                        std::ostream& err) {
+  std::string sysfs_root = "/sys";
+  std::string pci_ids;
+  std::string show = "functions";
+  std::string policy_file;
+  std::string node = DefaultNodeName();
+  std::string rdma_source = "auto";
+  bool json = false;
+  FlagSet flags("rpci-agent inventory [flags]",
+                "Scans the PCIe functions and RDMA NICs of this host from sysfs and prints them "
+                "(--json: one JSON object per line), then exits.");
+  flags.String("sysfs-root", &sysfs_root, "sysfs mount to read (a copy or test tree works too)");
+  flags.String("pci-ids", &pci_ids, "pci.ids file for names (empty: libpci's default)");
+  flags.Bool("json", &json, "print one JSON object per line instead of a table");
+  flags.String("show", &show,
+               "what to print: functions (PCIe functions), nics (RDMA NICs) or exported "
+               "(devices --policy selects)");
+  flags.String("policy", &policy_file, "export policy file (YAML/JSON with `rules:`)");
+  flags.String("node", &node, "node name for exported device ids (default $NODE_NAME, else hostname)");
+  flags.String("rdma-source", &rdma_source,
+               "where RDMA NICs come from: auto (rdma-core for /sys, else sysfs), verbs, sysfs");
+  absl::StatusOr<std::vector<std::string>> positional = flags.Parse(args);
+  if (!positional.ok()) {
+    err << "rpci-agent inventory: " << positional.status().message() << "\n";
+    return 2;
+  }
+  if (flags.help_requested()) {
+    out << flags.Help();
+    return 0;
+  }
+  flags.Apply();
+  if (!positional->empty()) {
+    err << "rpci-agent inventory: unexpected argument \"" << (*positional)[0] << "\"\n";
+    return 2;
+  }
+  if (!policy_file.empty() && !flags.IsSet("show")) show = "exported";
+  if (show != "functions" && show != "nics" && show != "exported") {
+    err << "rpci-agent inventory: --show: \"" << show
+        << "\" is not one of: functions, nics, exported\n";
+    return 2;
+  }
+  if (show == "exported" && policy_file.empty()) {
+    err << "rpci-agent inventory: --show=exported needs --policy\n";
+    return 2;
+  }
+  RdmaSource source;
+  if (rdma_source == "auto") {
+    source = DefaultRdmaSource(sysfs_root);
+  } else if (rdma_source == "verbs") {
+    source = RdmaSource::kVerbs;
+  } else if (rdma_source == "sysfs") {
+    source = RdmaSource::kSysfs;
+  } else {
+    err << "rpci-agent inventory: --rdma-source: \"" << rdma_source
+        << "\" is not one of: auto, verbs, sysfs\n";
+    return 2;
+  }
+
+  absl::StatusOr<std::unique_ptr<PciNames>> names = PciNames::Open(pci_ids);
+  if (!names.ok()) {
+    err << "rpci-agent inventory: " << names.status().message() << "\n";
+    return 1;
+  }
+  absl::StatusOr<std::vector<PcieFunction>> fns = ScanPciFunctions(sysfs_root, names->get());
+  if (!fns.ok()) {
+    err << "rpci-agent inventory: " << fns.status().message() << "\n";
+    return 1;
+  }
+  std::vector<RdmaNic> nics;
+  if (show != "functions") {
+    RdmaInventory rdma(sysfs_root, source);
+    absl::StatusOr<std::vector<RdmaNic>> scanned = rdma.Scan();
+    if (!scanned.ok()) {
+      err << "rpci-agent inventory: " << scanned.status().message() << "\n";
+      return 1;
+    }
+    nics = std::move(*scanned);
+  }
+
+  if (show == "functions") {
+    if (!json) {
+      PrintFunctionTable(*fns, out);
+      return 0;
+    }
+    for (const PcieFunction& fn : *fns) out << JsonLine(fn) << "\n";
+    return 0;
+  }
+  if (show == "nics") {
+    if (!json) {
+      PrintNicTable(nics, out);
+      return 0;
+    }
+    for (const RdmaNic& nic : nics) out << JsonLine(nic) << "\n";
+    return 0;
+  }
+  absl::StatusOr<ExportPolicy> policy = ExportPolicy::LoadFile(policy_file);
+  if (!policy.ok()) {
+    err << "rpci-agent inventory: " << policy.status().message() << "\n";
+    return 1;
+  }
+  absl::StatusOr<std::vector<ExportedDevice>> devices = policy->Select(node, *fns, nics);
+  if (!devices.ok()) {
+    err << "rpci-agent inventory: " << devices.status().message() << "\n";
+    return 1;
+  }
+  if (!json) {
+    PrintExportedTable(*devices, out);
+    return 0;
+  }
+  for (const ExportedDevice& d : *devices) out << JsonLine(d) << "\n";
+  return 0;
+}
+
+}  // namespace rpci::agent
