@@ -46,6 +46,7 @@ const json& Crd(const std::string& kind) { return Crds().at(kind); }
 std::vector<std::string> ExampleFiles() {
   std::vector<std::string> files;
   for (const auto& entry : std::filesystem::directory_iterator("deploy/examples")) {
+    if (entry.path().filename() == "agent-config.yaml") continue;  // rpci-agent's config, not an object
     files.push_back(entry.path().string());
   }
   std::sort(files.begin(), files.end());
