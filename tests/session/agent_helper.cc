@@ -3,6 +3,10 @@
 // given address, run under `ip netns exec`. Writes "ready" to --ready_file
 // once serving; on SIGTERM stops and writes every register write the device
 // applied, in order, to --applied_file as a JSON array of [offset, value].
+// With --device_log every applied write is also appended to that file at
+// once (16 bytes: offset, value), so the record survives SIGKILL; with
+// --state_dir a restarted helper resumes the sessions of the one killed.
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -31,10 +35,36 @@ bool WriteFile(const std::string& path, const std::string& text) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
+// Appends each applied register write to a file before returning, standing
+// in for a device that outlives the agent process.
+class LoggedDevice : public rpci::agent::SessionDevice {
+ public:
+  LoggedDevice(rpci::agent::SessionDevice* inner, int fd) : inner_(inner), fd_(fd) {}
+  std::vector<Bar> Bars() const override { return inner_->Bars(); }
+  absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override {
+    if (absl::Status s = inner_->WriteRegister(bar, offset, width, value); !s.ok()) return s;
+    const uint64_t record[2] = {offset, value};
+    if (fd_ >= 0 && ::write(fd_, record, sizeof(record)) != sizeof(record)) {
+      return absl::DataLossError("device log write failed");
+    }
+    return absl::OkStatus();
+  }
+  absl::Status ReadBar(uint16_t bar, uint64_t offset, uint64_t len, uint8_t* out) override {
+    return inner_->ReadBar(bar, offset, len, out);
+  }
+  uint8_t* dma_space() override { return inner_->dma_space(); }
+  uint64_t dma_size() const override { return inner_->dma_size(); }
+  std::vector<Interrupt> TakeInterrupts() override { return inner_->TakeInterrupts(); }
+
+ private:
+  rpci::agent::SessionDevice* inner_;
+  int fd_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string address = "127.0.0.1", ready_file, applied_file;
+  std::string address = "127.0.0.1", ready_file, applied_file, device_log, state_dir;
   int64_t port = 0, grace_ms = 10000;
   rpci::FlagSet flags("session_agent_helper [flags]",
                       "Serves one test device over SessionControl + tcp;ofi_rxm for cross-namespace tests.");
@@ -43,6 +73,8 @@ int main(int argc, char** argv) {
   flags.Int("grace_ms", &grace_ms, "session grace before a silent client is torn down");
   flags.String("ready_file", &ready_file, "written with the gRPC endpoint once serving");
   flags.String("applied_file", &applied_file, "written with the applied write values on SIGTERM");
+  flags.String("device_log", &device_log, "append every applied write to this file at once");
+  flags.String("state_dir", &state_dir, "session checkpoint directory (survives restarts)");
   absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
   if (!args.ok()) {
     std::fprintf(stderr, "%s\n", std::string(args.status().message()).c_str());
@@ -60,11 +92,21 @@ int main(int argc, char** argv) {
   rpci::agent::GrantTable grants;
   grants.Upsert({"g1", "dev0", "", "token", absl::InfiniteFuture()});
   rpci::agent::testing::TestDevice device(1 << 20);
+  int log_fd = -1;
+  if (!device_log.empty()) {
+    log_fd = ::open(device_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) {
+      std::fprintf(stderr, "cannot open %s\n", device_log.c_str());
+      return 1;
+    }
+  }
+  LoggedDevice logged(&device, log_fd);
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
+  opts.state_dir = state_dir;
   opts.link.node = address;
   opts.grace = absl::Milliseconds(grace_ms);
-  auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &device}});
+  auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &logged}});
   if (!server.ok()) {
     std::fprintf(stderr, "session server: %s\n", std::string(server.status().message()).c_str());
     return 1;

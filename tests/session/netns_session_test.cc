@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -99,11 +100,12 @@ class NetnsSessionTest : public ::testing::Test {
     if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
   }
 
-  std::unique_ptr<Child> StartAgent() {
-    auto agent = std::make_unique<Child>(
-        pair_->ExecIn(0, {"tests/session/agent_helper", "--address=" + pair_->addr_a(),
-                          "--ready_file=" + dir_ + "/ready", "--applied_file=" + dir_ + "/applied"}),
-        dir_ + "/agent.out", dir_ + "/agent.err");
+  std::unique_ptr<Child> StartAgent(const std::vector<std::string>& extra = {}) {
+    unlink((dir_ + "/ready").c_str());
+    std::vector<std::string> argv = {"tests/session/agent_helper", "--address=" + pair_->addr_a(),
+                                     "--ready_file=" + dir_ + "/ready", "--applied_file=" + dir_ + "/applied"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto agent = std::make_unique<Child>(pair_->ExecIn(0, argv), dir_ + "/agent.out", dir_ + "/agent.err");
     for (int i = 0; i < 250 && ReadFile(dir_ + "/ready").empty(); ++i) absl::SleepFor(absl::Milliseconds(20));
     endpoint_ = ReadFile(dir_ + "/ready");
     while (!endpoint_.empty() && endpoint_.back() == '\n') endpoint_.pop_back();
@@ -163,6 +165,49 @@ TEST_F(NetnsSessionTest, PartitionMidStreamReconnectsAndLosesOrRepeatsNothing) {
   EXPECT_GE(stats["reconnects"].get<int>(), 1) << client.out();
   EXPECT_EQ(stats["refused"].get<int>(), 0);
   ExpectEachWriteAppliedOnceInOrder(StopAgentAndReadApplied(*agent), writes);
+}
+
+// The agent process is SIGKILLed in the middle of the stream and restarted on
+// the same port and state dir (the device outlives it: its applied writes go
+// to a log file at once). The session comes back from the checkpoint and the
+// client resumes it: every write applied exactly once, in order.
+TEST_F(NetnsSessionTest, AgentSigkillMidStreamIsRecoveredWithoutLossOrRepeats) {
+  const std::vector<std::string> persist = {"--state_dir=" + dir_, "--device_log=" + dir_ + "/device.log"};
+  auto agent = StartAgent(persist);
+  ASSERT_FALSE(endpoint_.empty());
+  const std::string port = endpoint_.substr(endpoint_.rfind(':') + 1);
+  const int writes = 3000;
+  Child client(pair_->ExecIn(1, {"tests/session/client_helper", "--endpoint=" + endpoint_,
+                                 absl::StrCat("--writes=", writes), "--duration_ms=4000"}),
+               dir_ + "/client.out", dir_ + "/client.err");
+  absl::SleepFor(absl::Milliseconds(1500));
+  ASSERT_EQ(client.Wait(absl::ZeroDuration()), -1) << "client finished before the kill: " << client.err();
+  agent->Signal(SIGKILL);
+  agent->Wait(absl::Seconds(5));
+  const std::string first_endpoint = endpoint_;
+  agent = StartAgent([&] {
+    auto v = persist;
+    v.push_back("--port=" + port);
+    return v;
+  }());
+  ASSERT_EQ(endpoint_, first_endpoint);
+  ASSERT_EQ(client.Wait(absl::Seconds(40)), 0) << client.err();
+  std::printf("client after agent restart: %s", client.out().c_str());
+  nlohmann::json stats = nlohmann::json::parse(client.out(), nullptr, false);
+  ASSERT_FALSE(stats.is_discarded()) << client.out();
+  EXPECT_GE(stats["reconnects"].get<int>(), 1);
+  agent->Signal(SIGTERM);
+  EXPECT_EQ(agent->Wait(absl::Seconds(10)), 0) << agent->err();
+
+  const std::string log = ReadFile(dir_ + "/device.log");
+  ASSERT_EQ(log.size() % 16, 0u);
+  nlohmann::json applied = nlohmann::json::array();
+  for (size_t i = 0; i < log.size(); i += 16) {
+    uint64_t rec[2];
+    std::memcpy(rec, log.data() + i, 16);
+    applied.push_back({rec[0], rec[1]});
+  }
+  ExpectEachWriteAppliedOnceInOrder(applied, writes);
 }
 
 }  // namespace
