@@ -1,0 +1,84 @@
+#ifndef RPCI_AGENT_APP_AGENT_CONFIG_H_
+#define RPCI_AGENT_APP_AGENT_CONFIG_H_
+
+// What `rpci-agent serve` is told: a YAML/JSON config file (docs/agent.md,
+// deploy/examples/agent-config.yaml) with command-line flags overriding it.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "agent/inventory/export_policy.h"
+#include "common/flags.h"
+#include "nlohmann/json.hpp"
+
+namespace rpci::agent {
+
+// One `emu:` entry: `count` emulated devices feeding pool `pool`.
+struct EmuDevicesConfig {
+  std::string pool = "emu";
+  int64_t count = 1;
+  int64_t dma_size = 1 << 20;   // bytes of the device's DMA space
+};
+
+struct AgentOptions {
+  std::string config_file;  // read by LoadAgentConfig; informational after
+  std::string node;         // device server's node name (default $NODE_NAME)
+  std::map<std::string, std::string> labels;  // node labels for pool selectors
+
+  std::string controller;  // controller AgentRegistry address host:port
+  // Plaintext gRPC to the controller and for sessions. Also what happens
+  // when no TLS file is given (logged as a warning); `insecure` says so
+  // explicitly and refuses TLS files next to it.
+  bool insecure = false;
+  std::string tls_cert, tls_key, tls_ca;  // PEM files; all three or none
+
+  std::string session_listen = "0.0.0.0:7450";  // SessionControl gRPC
+  // host:port plugins and workloads dial; empty: the listen address, or for
+  // a wildcard listen address the fabric address with the bound port.
+  std::string session_advertise;
+  std::string state_dir = "/var/lib/rpci-agent";  // session checkpoint
+  absl::Duration session_grace = absl::Seconds(10);
+  absl::Duration attach_timeout = absl::Minutes(10);
+
+  std::string fabric_provider = "auto";  // auto | tcp;ofi_rxm | verbs;ofi_rxm | shm
+  std::string fabric_address;            // interface address the data path binds
+
+  std::string sysfs_root = "/sys";
+  bool sysfs_bar = false;  // opt-in: export selected real devices (sysfs-bar backend)
+  ExportPolicy export_policy;
+  std::vector<EmuDevicesConfig> emu;
+
+  std::string http_listen = "0.0.0.0:7451";  // /healthz /readyz /metrics; empty: off
+  std::string log_level = "info";
+};
+
+// Reads a config object into `options` (absent keys keep their values).
+// INVALID_ARGUMENT naming `origin` and every bad or unknown key by its path
+// ("agent.yaml: fabric.provider: ...").
+absl::Status ReadAgentConfig(const nlohmann::json& config, const std::string& origin, AgentOptions* options);
+
+// LoadConfigFile + ReadAgentConfig.
+absl::Status LoadAgentConfig(const std::string& path, AgentOptions* options);
+
+// Cross-field checks after config and flags: node, controller, TLS or
+// insecure, addresses, something to export. INVALID_ARGUMENT naming the key.
+absl::Status ValidateAgentOptions(const AgentOptions& options);
+
+// `rpci-agent serve` flags bound to `options`, plus the emu overrides:
+// `--emu-count` (when given, replaces the config's emu list with one entry of
+// that many devices in `--emu-pool`).
+struct ServeFlags {
+  int64_t emu_count = 0;
+  std::string emu_pool = "emu";
+};
+void AddServeFlags(FlagSet& flags, AgentOptions* options, ServeFlags* extra);
+// After FlagSet::Apply: folds `extra` into `options`.
+void ApplyServeFlags(const FlagSet& flags, const ServeFlags& extra, AgentOptions* options);
+
+}  // namespace rpci::agent
+
+#endif  // RPCI_AGENT_APP_AGENT_CONFIG_H_

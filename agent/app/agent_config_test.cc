@@ -1,0 +1,158 @@
+#include "agent/app/agent_config.h"
+
+#include <fstream>
+
+#include "agent/app/agent_app.h"
+#include "common/config.h"
+#include "gtest/gtest.h"
+
+namespace rpci::agent {
+namespace {
+
+absl::Status Read(const std::string& yaml, AgentOptions* o) {
+  absl::StatusOr<nlohmann::json> json = ParseConfigText(yaml, "agent.yaml");
+  if (!json.ok()) return json.status();
+  return ReadAgentConfig(*json, "agent.yaml", o);
+}
+
+constexpr char kGood[] = R"(
+node: dev-a
+labels: {zone: z1}
+controller: {address: "ctl:7400", insecure: true}
+session: {listen: "0.0.0.0:7450", state_dir: /tmp, grace_seconds: 5}
+fabric: {provider: "tcp;ofi_rxm", address: 10.0.0.5}
+inventory: {sysfs_root: /sys, sysfs_bar: false}
+export:
+  rules:
+    - pool: nvme
+      class: "0x010802"
+emu:
+  - {pool: emu, count: 2, dma_size: 65536}
+http: {listen: "127.0.0.1:7451"}
+)";
+
+TEST(AgentConfigTest, ReadsEverySection) {
+  AgentOptions o;
+  ASSERT_TRUE(Read(kGood, &o).ok()) << Read(kGood, &o);
+  EXPECT_EQ(o.node, "dev-a");
+  EXPECT_EQ(o.labels.at("zone"), "z1");
+  EXPECT_EQ(o.controller, "ctl:7400");
+  EXPECT_TRUE(o.insecure);
+  EXPECT_EQ(o.session_grace, absl::Seconds(5));
+  EXPECT_EQ(o.fabric_provider, "tcp;ofi_rxm");
+  EXPECT_EQ(o.fabric_address, "10.0.0.5");
+  ASSERT_EQ(o.export_policy.rules().size(), 1u);
+  EXPECT_EQ(o.export_policy.rules()[0].pool, "nvme");
+  ASSERT_EQ(o.emu.size(), 1u);
+  EXPECT_EQ(o.emu[0].count, 2);
+  EXPECT_EQ(o.emu[0].dma_size, 65536);
+  EXPECT_EQ(o.http_listen, "127.0.0.1:7451");
+  EXPECT_TRUE(ValidateAgentOptions(o).ok()) << ValidateAgentOptions(o);
+}
+
+TEST(AgentConfigTest, UnknownKeyIsNamed) {
+  AgentOptions o;
+  absl::Status s = Read("node: a\nsession: {listen: ':1', statedir: /x}\n", &o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("session.statedir"), std::string::npos) << s;
+}
+
+TEST(AgentConfigTest, BadProviderIsNamed) {
+  AgentOptions o;
+  absl::Status s = Read("fabric: {provider: udp}\n", &o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("fabric.provider"), std::string::npos) << s;
+  // A flag can carry one too; validation names the key.
+  AgentOptions f;
+  f.node = "a";
+  f.controller = "c:1";
+  f.insecure = true;
+  f.emu = {EmuDevicesConfig{}};
+  f.fabric_provider = "udp";
+  s = ValidateAgentOptions(f);
+  EXPECT_NE(s.message().find("fabric.provider: \"udp\""), std::string::npos) << s;
+}
+
+TEST(AgentConfigTest, MissingControllerIsNamed) {
+  AgentOptions o;
+  ASSERT_TRUE(Read("node: a\ncontroller: {insecure: true}\nemu: [{count: 1}]\n", &o).ok());
+  absl::Status s = ValidateAgentOptions(o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("controller.address: required"), std::string::npos) << s;
+  // AgentApp refuses the same options before touching anything.
+  auto app = AgentApp::Create(o, DeviceBackends{});
+  ASSERT_FALSE(app.ok());
+  EXPECT_NE(app.status().message().find("controller.address"), std::string::npos);
+}
+
+TEST(AgentConfigTest, BadValuesAreNamedByPath) {
+  AgentOptions o;
+  absl::Status s = Read(
+      "emu: [{count: 2}, {pool: Bad_Pool, bar0_size: 4096, dma_size: 100}]\n"
+      "export: {rules: [{pool: gpu, vendor: nope}]}\n"
+      "controller: {address: 7}\n",
+      &o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  for (const char* key : {"emu[1].pool", "emu[1].bar0_size", "emu[1].dma_size", "export.rules[0].vendor",
+                          "controller.address"}) {
+    EXPECT_NE(s.message().find(key), std::string::npos) << key << " in " << s;
+  }
+}
+
+TEST(AgentConfigTest, TlsFilesComeAllThreeAndNotWithInsecure) {
+  AgentOptions o;
+  o.node = "a";
+  o.controller = "c:1";
+  o.emu = {EmuDevicesConfig{}};
+  o.tls_cert = "/etc/rpci/tls.crt";
+  absl::Status s = ValidateAgentOptions(o);
+  EXPECT_NE(s.message().find("tls: cert, key and ca are all required"), std::string::npos) << s;
+  o.insecure = true;
+  s = ValidateAgentOptions(o);
+  EXPECT_NE(s.message().find("controller.insecure: set together with tls files"), std::string::npos) << s;
+  o.tls_cert.clear();
+  EXPECT_TRUE(ValidateAgentOptions(o).ok());
+  o.emu.clear();
+  o.insecure = true;
+  s = ValidateAgentOptions(o);
+  EXPECT_NE(s.message().find("emu: nothing to export"), std::string::npos) << s;
+}
+
+TEST(AgentConfigTest, NotAMappingIsRefused) {
+  AgentOptions o;
+  absl::Status s = Read("- just\n- a list\n", &o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("expected a mapping"), std::string::npos) << s;
+}
+
+TEST(AgentConfigTest, FlagsOverrideTheConfigFile) {
+  std::string path = std::string(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp") + "/agent.yaml";
+  std::ofstream(path) << kGood;
+  AgentOptions o;
+  ServeFlags extra;
+  FlagSet flags("rpci-agent serve [flags]", "test");
+  AddServeFlags(flags, &o, &extra);
+  ASSERT_TRUE(flags.Parse(std::vector<std::string>{"--config", path, "--node=dev-b", "--emu-count=3"}).ok());
+  flags.Apply();
+  ASSERT_TRUE(LoadAgentConfig(o.config_file, &o).ok());
+  flags.Apply();
+  ApplyServeFlags(flags, extra, &o);
+  EXPECT_EQ(o.node, "dev-b");
+  EXPECT_EQ(o.controller, "ctl:7400");
+  ASSERT_EQ(o.emu.size(), 1u);
+  EXPECT_EQ(o.emu[0].count, 3);
+}
+
+TEST(AgentConfigTest, ExampleFileIsValid) {
+  AgentOptions o;
+  absl::Status s = LoadAgentConfig("deploy/examples/agent-config.yaml", &o);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_FALSE(o.emu.empty());
+  EXPECT_FALSE(o.export_policy.rules().empty());
+  o.tls_cert = o.tls_key = o.tls_ca = "";  // files of a cluster Secret
+  o.insecure = true;
+  EXPECT_TRUE(ValidateAgentOptions(o).ok()) << ValidateAgentOptions(o);
+}
+
+}  // namespace
+}  // namespace rpci::agent

@@ -1,0 +1,78 @@
+#include "agent/app/serve_command.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <iostream>
+
+#include "common/flags.h"
+#include "common/log.h"
+
+namespace rpci::agent {
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+}  // namespace
+
+int RunServe(const std::vector<std::string>& args, DeviceBackends backends) {
+  AgentOptions o;
+  if (const char* node = std::getenv("NODE_NAME")) o.node = node;
+  ServeFlags extra;
+  FlagSet flags("rpci-agent serve [flags]",
+                "Device-server agent: exports local PCIe functions and emulated rpci-emu devices to the "
+                "controller and serves memory-mirroring sessions on them. Config: docs/agent.md.");
+  AddServeFlags(flags, &o, &extra);
+  absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
+  if (!rest.ok()) {
+    std::cerr << rest.status().message() << "\n" << flags.Help();
+    return 2;
+  }
+  if (flags.help_requested()) {
+    std::cout << flags.Help();
+    return 0;
+  }
+  if (!rest->empty()) {
+    std::cerr << "rpci-agent serve: unexpected argument \"" << rest->front() << "\"\n" << flags.Help();
+    return 2;
+  }
+  flags.Apply();  // --config (and the rest) now known
+  if (!o.config_file.empty()) {
+    if (absl::Status s = LoadAgentConfig(o.config_file, &o); !s.ok()) {
+      std::cerr << "rpci-agent serve: " << s.message() << "\n";
+      return 2;
+    }
+    flags.Apply();  // flags override the file
+  }
+  ApplyServeFlags(flags, extra, &o);
+  LogLevel level;
+  if (!ParseLogLevel(o.log_level, &level)) {
+    std::cerr << "rpci-agent serve: log_level: unknown level \"" << o.log_level << "\"\n";
+    return 2;
+  }
+  Logger::SetMinLevel(level);
+  Logger log("agent");
+
+  absl::StatusOr<std::unique_ptr<AgentApp>> app = AgentApp::Create(o, std::move(backends));
+  if (!app.ok()) {
+    log.Error("cannot start", {{"error", app.status().ToString()}});
+    std::cerr << "rpci-agent serve: " << app.status().message() << "\n";
+    return app.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  signal(SIGINT, OnSignal);
+  signal(SIGTERM, OnSignal);
+  if (absl::Status s = (*app)->Start(); !s.ok()) {
+    log.Error("cannot serve", {{"error", s.ToString()}});
+    return 1;
+  }
+  while (!g_stop) usleep(100 * 1000);
+  log.Info("signal received; shutting down");
+  (*app)->Stop();
+  return 0;
+}
+
+}  // namespace rpci::agent
