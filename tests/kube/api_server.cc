@@ -196,6 +196,11 @@ int ApiServer::open_watches() const {
   return open_watches_;
 }
 
+void ApiServer::Forbid(const std::string& path_part) {
+  std::lock_guard<std::mutex> lock(mu_);
+  forbidden_ = path_part;
+}
+
 absl::StatusOr<json> ApiServer::Get(const std::string& path) const {
   Parsed p = ParsePath(path);
   std::lock_guard<std::mutex> lock(mu_);
@@ -245,6 +250,11 @@ void ApiServer::Install() {
       std::lock_guard<std::mutex> lock(mu_);
       if (!token_.empty() && req.get_header_value("Authorization") != "Bearer " + token_) {
         Fail(res, 401, "Unauthorized", "Unauthorized");
+        return;
+      }
+      if (!forbidden_.empty() && req.path.find(forbidden_) != std::string::npos) {
+        Fail(res, 403, "Forbidden",
+             absl::StrCat("User \"system:serviceaccount:test\" cannot ", req.method, " ", req.path));
         return;
       }
     }

@@ -57,6 +57,9 @@ class ApiServer {
   // The next `count` PUTs (any path containing `path_part`) fail with 409
   // Conflict as if someone else wrote first.
   void InjectConflicts(const std::string& path_part, int count);
+  // Every request whose path contains `path_part` gets 403 Forbidden, as
+  // RBAC would answer (empty: none).
+  void Forbid(const std::string& path_part);
 
   // Direct access to stored objects by API path ("/api/v1/nodes/n1").
   // Put creates or replaces (status included) and emits the watch event.
@@ -98,6 +101,7 @@ class ApiServer {
   uint64_t drop_generation_ = 0;
   bool stopping_ = false;
   std::map<std::string, int> conflicts_;
+  std::string forbidden_;
   int watch_requests_ = 0;
   int conflicts_returned_ = 0;
   int open_watches_ = 0;
