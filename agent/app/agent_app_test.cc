@@ -4,7 +4,8 @@
 #include <set>
 
 #include "absl/time/clock.h"
-#include "agent/session/testing/test_device.h"
+#include "agent/app/backend_session_device.h"
+#include "agent/backends/emu_backend.h"
 #include "client/session_client.h"
 #include "controller/controller_app.h"
 #include "controller/testing_util.h"
@@ -68,16 +69,19 @@ class AgentAppTest : public ::testing::Test {
     return o;
   }
 
+  // The real emu backends, remembering each device made.
   DeviceBackends Backends() {
-    DeviceBackends b;
-    b.emu = [this](const EmuDevicesConfig& config,
-                   int) -> absl::StatusOr<std::unique_ptr<SessionDevice>> {
-      auto dev = std::make_unique<testing::TestDevice>(static_cast<size_t>(config.dma_size));
-      made_.push_back(dev.get());
-      return std::unique_ptr<SessionDevice>(std::move(dev));
+    DeviceBackends b = RealDeviceBackends(false);
+    auto real = b.emu;
+    b.emu = [this, real](const EmuDevicesConfig& config, int index) -> absl::StatusOr<std::unique_ptr<SessionDevice>> {
+      absl::StatusOr<std::unique_ptr<SessionDevice>> dev = real(config, index);
+      if (dev.ok()) made_.push_back(&static_cast<EmuBackend&>(static_cast<BackendSessionDevice&>(**dev).backend()).device());
+      return dev;
     };
     return b;
   }
+
+  uint32_t Scratch(size_t device) { return *made_.at(device)->Read32(emu::kRegScratch); }
 
   int HttpStatus(const std::string& path) {
     httplib::Client http("127.0.0.1", agent_->http_port());
@@ -88,7 +92,7 @@ class AgentAppTest : public ::testing::Test {
   std::unique_ptr<controller::ControllerApp> controller_;
   std::string controller_address_;
   std::unique_ptr<AgentApp> agent_;
-  std::vector<testing::TestDevice*> made_;
+  std::vector<emu::EmuDevice*> made_;
 };
 
 TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
@@ -156,11 +160,14 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
   copts.grace = absl::Seconds(5);
   auto session = client::SessionClient::Attach(*ticket, copts);
   ASSERT_TRUE(session.ok()) << session.status();
-  ASSERT_TRUE((*session)->Write(0, 0x40, 4, 0xfeed).ok());
+  ASSERT_TRUE((*session)->Write(0, emu::kRegScratch, 4, 0xfeed).ok());
   ASSERT_TRUE((*session)->Sync(absl::Seconds(5)).ok());
   ASSERT_EQ(made_.size(), 2u);
-  EXPECT_EQ(made_[1]->reg(0x40), 0xfeedu);
-  EXPECT_EQ(made_[0]->reg(0x40), 0u);
+  EXPECT_EQ(Scratch(1), 0xfeedu);
+  EXPECT_EQ(Scratch(0), 0u);
+  // The BAR mirror shows the emu's identity register.
+  ASSERT_TRUE((*session)->Refresh(absl::Seconds(5)).ok());
+  EXPECT_EQ(*(*session)->Read(0, emu::kRegDeviceId, 4), emu::kDeviceIdValue);
 
   httplib::Client http("127.0.0.1", agent_->http_port());
   auto metrics = http.Get("/metrics");
@@ -233,10 +240,10 @@ TEST_F(AgentAppTest, SessionsSurviveAnAgentRestartThroughTheCheckpoint) {
   copts.grace = absl::Seconds(5);
   auto session = client::SessionClient::Attach(*ticket, copts);
   ASSERT_TRUE(session.ok()) << session.status();
-  ASSERT_TRUE((*session)->Write(0, 0x48, 4, 7).ok());
+  ASSERT_TRUE((*session)->Write(0, emu::kRegScratch, 4, 7).ok());
   ASSERT_TRUE((*session)->Sync(absl::Seconds(5)).ok());
   ASSERT_EQ(made_.size(), 4u);
-  EXPECT_EQ(made_[2]->reg(0x48), 7u);  // device 0 of the restarted agent
+  EXPECT_EQ(Scratch(2), 7u);  // device 0 of the restarted agent
 }
 
 }  // namespace

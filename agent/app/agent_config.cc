@@ -11,7 +11,7 @@ namespace rpci::agent {
 
 namespace {
 
-constexpr int64_t kMaxDma = (int64_t{1} << 32) - 4096;  // rpci-emu's DMA_SIZE register is 32-bit
+constexpr int64_t kMaxDma = int64_t{1} << 30;  // EmuBackend::Create accepts up to 1 GiB
 
 void ReadEmu(ConfigReader& root, AgentOptions* options) {
   if (!root.Has("emu")) return;
