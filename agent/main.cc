@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "agent/app/backend_session_device.h"
+#include "agent/app/serve_command.h"
 #include "agent/inventory/inventory_command.h"
 
 namespace {
@@ -18,10 +20,17 @@ int Inventory(const std::vector<std::string>& args) {
   return rpci::agent::RunInventoryCommand(args, std::cout, std::cerr);
 }
 
-// Add subcommands here (e.g. `serve`).
+int Serve(const std::vector<std::string>& args) {
+  // sysfs-bar refuses unless the operator opted in; AgentApp only calls it then.
+  return rpci::agent::RunServe(args, rpci::agent::RealDeviceBackends(/*allow_sysfs_bar=*/true));
+}
+
+// Add subcommands here.
 const Subcommand kSubcommands[] = {
     {"inventory", "print this host's PCIe functions, RDMA NICs or exported devices and exit",
      Inventory},
+    {"serve", "run the agent daemon: export devices to the controller and serve sessions (docs/agent.md)",
+     Serve},
 };
 
 void PrintUsage(std::ostream& out) {
