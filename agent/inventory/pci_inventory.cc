@@ -295,7 +295,8 @@ void ReadParentBridges(Reader& r, const std::string& self) {
   std::vector<std::string> bridges;
   for (absl::string_view part : parts) {
     absl::StatusOr<PciAddress> addr = PciAddress::Parse(part);
-    if (!addr.ok() || part.size() != 12) continue;  // only full dddd:bb:dd.f components
+    // Only full canonical addresses; "pci0000:00" (the host bridge) is not one.
+    if (!addr.ok() || addr->ToString() != part) continue;
     if (part == self) break;
     bridges.push_back(addr->ToString());
   }

@@ -57,6 +57,25 @@ TEST(PciInventoryTest, ReportsEveryFunctionSortedWithItsBridgeChain) {
   EXPECT_EQ(Find(fns, "0000:00:02.0")->parent_bridges_size(), 0);
 }
 
+TEST(PciInventoryTest, WideDomainBridgesAreInTheChain) {
+  // VMD and some hypervisors use 5-digit domains.
+  SysfsTree tree;
+  FakeFunction port;
+  port.bdf = "10000:00:02.0";
+  port.parent = "pci10000:00";
+  port.class_code = "0x060400";
+  tree.AddFunction(port);
+  FakeFunction nvme;
+  nvme.bdf = "10000:01:00.0";
+  nvme.parent = "pci10000:00/10000:00:02.0";
+  tree.AddFunction(nvme);
+  std::vector<PcieFunction> fns = Scan(tree);
+  const PcieFunction* fn = Find(fns, "10000:01:00.0");
+  ASSERT_NE(fn, nullptr);
+  EXPECT_EQ(std::vector<std::string>(fn->parent_bridges().begin(), fn->parent_bridges().end()),
+            std::vector<std::string>{"10000:00:02.0"});
+}
+
 TEST(PciInventoryTest, ReadsIdsDriverIommuNumaBarsAndLink) {
   SysfsTree tree;
   testing::AddSwitchTopology(tree);
