@@ -250,6 +250,7 @@ std::set<std::string> ArgsIn(const std::string& text) {
 
 TEST(Templates, PassOnlyFlagsTheBinariesHave) {
   const std::map<std::string, std::string> binaries = {{"controller.yaml", "controller/rpci-controller"},
+                                                       {"agent.yaml", "agent/rpci-agent serve"},
                                                        {"plugin.yaml", "plugin/rpci-plugin"}};
   std::map<std::string, std::string> templates = Templates();
   for (const auto& [file, binary] : binaries) {
