@@ -253,6 +253,11 @@ absl::Status Device::RingDoorbell(uint16_t bar, uint64_t offset, uint64_t value)
   return client_->Flush();
 }
 
+absl::Status Device::RingDoorbell32(uint16_t bar, uint64_t offset, uint32_t value) {
+  if (absl::Status s = Write32(bar, offset, value); !s.ok()) return s;
+  return client_->Flush();
+}
+
 absl::Status Device::Refresh(absl::Duration timeout) {
   const uint64_t posted = client_->posted_seq();
   absl::Status s = client_->Refresh(timeout);

@@ -107,6 +107,8 @@ class Device {
   absl::Status Flush();
   // A register write that is sent at once (doorbells start device work).
   absl::Status RingDoorbell(uint16_t bar, uint64_t offset, uint64_t value);
+  // The same for a 32-bit doorbell register.
+  absl::Status RingDoorbell32(uint16_t bar, uint64_t offset, uint32_t value);
   // Applies posted writes and pulls the device's BARs into the mirrors.
   absl::Status Refresh(absl::Duration timeout);
 

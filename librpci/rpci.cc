@@ -131,6 +131,11 @@ int rpci_doorbell(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t valu
   return Check(dev->device->RingDoorbell(bar, offset, value));
 }
 
+int rpci_doorbell32(rpci_device* dev, uint16_t bar, uint64_t offset, uint32_t value) {
+  if (dev == nullptr) return Invalid("dev is null");
+  return Check(dev->device->RingDoorbell32(bar, offset, value));
+}
+
 int rpci_refresh(rpci_device* dev, int timeout_ms) {
   if (dev == nullptr) return Invalid("dev is null");
   return Check(dev->device->Refresh(Millis(timeout_ms)));

@@ -73,6 +73,7 @@ int rpci_write64(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t value
 int rpci_flush(rpci_device* dev);
 /* A register write sent at once. */
 int rpci_doorbell(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t value);
+int rpci_doorbell32(rpci_device* dev, uint16_t bar, uint64_t offset, uint32_t value);
 /* Applies posted writes and refreshes the BAR mirrors. */
 int rpci_refresh(rpci_device* dev, int timeout_ms);
 

@@ -3,85 +3,26 @@
 // host b, over tcp;ofi_rxm. The veth is cut for a few seconds in the middle
 // of a stream of register writes: the client reconnects and replays, and the
 // device must have applied every write exactly once, in order.
-#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/harness/netns.h"
+#include "tests/harness/subprocess.h"
 
 namespace rpci::testing {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using Child = Subprocess;
 
-// A child process with stdout and stderr in files; killed if still running
-// when destroyed.
-class Child {
- public:
-  Child(const std::vector<std::string>& argv, const std::string& out, const std::string& err) : out_(out), err_(err) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(o, 1);
-      dup2(e, 2);
-      std::vector<char*> args;
-      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execvp(args[0], args.data());
-      _exit(127);
-    }
-  }
-  ~Child() {
-    if (pid_ > 0 && !exited_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  void Signal(int sig) {
-    if (pid_ > 0 && !exited_) kill(pid_, sig);
-  }
-  // The exit status, or -1 if still running after `timeout`.
-  int Wait(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!exited_) {
-      int status = 0;
-      pid_t r = waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        exited_ = true;
-        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        break;
-      }
-      if (absl::Now() > deadline) return -1;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return status_;
-  }
-  std::string out() const { return ReadFile(out_); }
-  std::string err() const { return ReadFile(err_); }
-
- private:
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  int status_ = -1;
-  std::string out_, err_;
-};
+std::string ReadFile(const std::string& path) { return ReadWholeFile(path); }
 
 class NetnsSessionTest : public ::testing::Test {
  protected:
