@@ -19,19 +19,11 @@ namespace rpci::controller {
 namespace {
 
 using nlohmann::json;
+using testing::WaitFor;
 using testing::AgentWith;
 using testing::MakeTempDir;
 using testing::NodeWith;
 namespace testing_prom = ::rpci::testing;
-
-bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
 
 // gRPC stubs for one controller replica, as an agent and a plugin see it.
 struct Peer {

@@ -1,8 +1,14 @@
 #ifndef RPCI_CONTROLLER_TESTING_UTIL_H_
 #define RPCI_CONTROLLER_TESTING_UTIL_H_
 
+#include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <string>
+#include <thread>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 #include "proto/rpci/v1/controller.pb.h"
 
@@ -14,6 +20,16 @@ inline std::string MakeTempDir(const std::string& name) {
   std::string pattern = std::string(base ? base : "/tmp") + "/" + name + "-XXXXXX";
   char* made = mkdtemp(pattern.data());
   return made ? std::string(made) : std::string();
+}
+
+// Polls `done` every 20 ms until it holds or `timeout` passes; its last answer.
+inline bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
 }
 
 // An agent registration for `server` exporting `count` devices of `pool`.

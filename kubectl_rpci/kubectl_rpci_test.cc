@@ -25,21 +25,13 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 using nlohmann::json;
+using rpci::controller::testing::WaitFor;
 using rpci::controller::testing::AgentWith;
 using rpci::controller::testing::MakeTempDir;
 using rpci::controller::testing::NodeWith;
 
 constexpr char kToken[] = "s3cret-token";
 constexpr char kAttached[] = "dev-a-0000-3b-00-0";
-
-bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
 
 std::string WriteKubeconfig(const std::string& dir, const std::string& server, const std::string& token) {
   const std::string path = dir + "/config";
