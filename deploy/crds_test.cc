@@ -165,6 +165,7 @@ TEST(Examples, BrokenVariantsFailNamingTheField) {
   const std::vector<Broken> cases = {
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["bdf"] = "3b:00.0"; }, "spec.function.bdf"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["bdf"] = "0000:3B:00.0"; }, "spec.function.bdf"},
+      {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["bdf"] = "0000:3b:00.8"; }, "spec.function.bdf"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["vendorId"] = 70000; }, "spec.function.vendorId"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["bars"][0]["size"] = 4096; }, "spec.function.bars[0].size"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["backend"] = "vfio"; }, "spec.backend"},
