@@ -1,6 +1,7 @@
 // The agent side of cross-namespace session tests: a SessionServer exporting
-// one register-file test device ("dev0", grant "g1", token "token") on a
-// given address, run under `ip netns exec`. Writes "ready" to --ready_file
+// one device ("dev0", grant "g1", token "token": the register-file test
+// device, or rpci-emu with --device=emu) on a given address, run under
+// `ip netns exec`. Writes "ready" to --ready_file
 // once serving; on SIGTERM stops and writes every register write the device
 // applied, in order, to --applied_file as a JSON array of [offset, value].
 // With --device_log every applied write is also appended to that file at
@@ -14,6 +15,8 @@
 #include <cstdio>
 #include <fstream>
 
+#include "agent/app/backend_session_device.h"
+#include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
 #include "common/flags.h"
@@ -64,7 +67,7 @@ class LoggedDevice : public rpci::agent::SessionDevice {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string address = "127.0.0.1", ready_file, applied_file, device_log, state_dir;
+  std::string address = "127.0.0.1", ready_file, applied_file, device_log, state_dir, device_kind = "test";
   int64_t port = 0, grace_ms = 10000;
   rpci::FlagSet flags("session_agent_helper [flags]",
                       "Serves one test device over SessionControl + tcp;ofi_rxm for cross-namespace tests.");
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
   flags.String("ready_file", &ready_file, "written with the gRPC endpoint once serving");
   flags.String("applied_file", &applied_file, "written with the applied write values on SIGTERM");
   flags.String("device_log", &device_log, "append every applied write to this file at once");
+  flags.String("device", &device_kind, "test (register file) or emu (rpci-emu, 4 MiB DMA)");
   flags.String("state_dir", &state_dir, "session checkpoint directory (survives restarts)");
   absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
   if (!args.ok()) {
@@ -92,6 +96,20 @@ int main(int argc, char** argv) {
   rpci::agent::GrantTable grants;
   grants.Upsert({"g1", "dev0", "", "token", absl::InfiniteFuture()});
   rpci::agent::testing::TestDevice device(1 << 20);
+  std::unique_ptr<rpci::agent::BackendSessionDevice> emu;
+  rpci::agent::SessionDevice* exported = &device;
+  if (device_kind == "emu") {
+    auto backend = rpci::agent::EmuBackend::Create(4 << 20);
+    if (!backend.ok()) {
+      std::fprintf(stderr, "emu: %s\n", std::string(backend.status().message()).c_str());
+      return 1;
+    }
+    emu = std::make_unique<rpci::agent::BackendSessionDevice>(std::move(*backend));
+    exported = emu.get();
+  } else if (device_kind != "test") {
+    std::fprintf(stderr, "--device must be test or emu\n");
+    return 2;
+  }
   int log_fd = -1;
   if (!device_log.empty()) {
     log_fd = ::open(device_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -100,7 +118,7 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  LoggedDevice logged(&device, log_fd);
+  LoggedDevice logged(exported, log_fd);
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
   opts.state_dir = state_dir;

@@ -4,9 +4,13 @@
 // to BAR0 + 0x200, pacing them over --duration_ms so that a partition lands
 // in the middle, then waits until all are applied. Prints one JSON object:
 // {"writes", "reconnects", "replayed", "refused"}; exit 1 on any error.
+// With --env_dir it only reserves (as the plugin does on Allocate) and writes
+// <env_dir>/key (hex, 0600) and <env_dir>/env (RPCI_*=value lines).
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 
 #include "client/session_client.h"
 #include "common/flags.h"
@@ -15,13 +19,14 @@
 #include "nlohmann/json.hpp"
 
 int main(int argc, char** argv) {
-  std::string endpoint;
+  std::string endpoint, env_dir;
   int64_t writes = 2000, duration_ms = 6000;
   rpci::FlagSet flags("session_client_helper --endpoint=HOST:PORT [flags]",
                       "Streams paced register writes through librpci for cross-namespace tests.");
   flags.String("endpoint", &endpoint, "agent SessionControl endpoint");
   flags.Int("writes", &writes, "number of register writes");
   flags.Int("duration_ms", &duration_ms, "spread the writes over this long");
+  flags.String("env_dir", &env_dir, "only reserve; write the container key file and environment here");
   absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
   if (!args.ok()) {
     std::fprintf(stderr, "%s\n", std::string(args.status().message()).c_str());
@@ -43,6 +48,20 @@ int main(int argc, char** argv) {
   absl::StatusOr<rpci::client::SessionTicket> ticket =
       rpci::client::ReserveSession(endpoint, nullptr, "g1", "token", "node-b");
   if (!ticket.ok()) return fail("reserve", ticket.status());
+  if (!env_dir.empty()) {
+    const std::string key_file = env_dir + "/key";
+    int fd = ::open(key_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const std::string hex = ticket->key.Hex() + "\n";
+    if (fd < 0 || ::write(fd, hex.data(), hex.size()) != static_cast<ssize_t>(hex.size())) {
+      return fail("key file", absl::InternalError(key_file));
+    }
+    ::close(fd);
+    std::ofstream env(env_dir + "/env");
+    env << "RPCI_DEVICE_IDS=dev0\nRPCI_DEVICE_COUNT=1\nRPCI_0_DEVICE_ID=dev0\n"
+        << "RPCI_0_SESSION_ENDPOINT=" << endpoint << "\nRPCI_0_SESSION_ID=" << ticket->session_id
+        << "\nRPCI_0_SESSION_KEY_FILE=" << key_file << "\nRPCI_0_FABRIC_PROVIDER=tcp;ofi_rxm\n";
+    return env ? 0 : fail("env file", absl::InternalError(env_dir));
+  }
   rpci::lib::DeviceConfig config;
   config.device_id = "dev0";
   config.endpoint = endpoint;

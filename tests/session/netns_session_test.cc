@@ -108,6 +108,36 @@ TEST_F(NetnsSessionTest, PartitionMidStreamReconnectsAndLosesOrRepeatsNothing) {
   ExpectEachWriteAppliedOnceInOrder(StopAgentAndReadApplied(*agent), writes);
 }
 
+// The example workload (COPY + CRC32C on rpci-emu through librpci) in host b
+// against an agent exporting rpci-emu in host a, attached the way a container
+// is: from the environment and key file the plugin's reservation produced.
+TEST_F(NetnsSessionTest, ExampleWorkloadRunsAgainstEmuInAnotherNamespace) {
+  auto agent = StartAgent({"--device=emu"});
+  ASSERT_FALSE(endpoint_.empty());
+  Child reserve(pair_->ExecIn(1, {"tests/session/client_helper", "--endpoint=" + endpoint_, "--env_dir=" + dir_}),
+                dir_ + "/reserve.out", dir_ + "/reserve.err");
+  ASSERT_EQ(reserve.Wait(absl::Seconds(30)), 0) << reserve.err();
+  std::vector<std::string> argv = {"env"};
+  std::string env_text = ReadFile(dir_ + "/env");
+  for (size_t pos = 0; pos < env_text.size();) {
+    size_t nl = env_text.find('\n', pos);
+    if (nl == std::string::npos) nl = env_text.size();
+    if (nl > pos) argv.push_back(env_text.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  ASSERT_GE(argv.size(), 5u) << env_text;
+  argv.push_back("examples/emu_jobs");
+  argv.push_back("--rounds=4");
+  Child workload(pair_->ExecIn(1, argv), dir_ + "/jobs.out", dir_ + "/jobs.err");
+  ASSERT_EQ(workload.Wait(absl::Seconds(60)), 0) << workload.err();
+  nlohmann::json summary = nlohmann::json::parse(workload.out(), nullptr, false);
+  ASSERT_FALSE(summary.is_discarded()) << workload.out();
+  EXPECT_TRUE(summary["ok"].get<bool>());
+  EXPECT_EQ(summary["jobs"].get<int>(), 12);
+  agent->Signal(SIGTERM);
+  EXPECT_EQ(agent->Wait(absl::Seconds(10)), 0) << agent->err();
+}
+
 // The agent process is SIGKILLed in the middle of the stream and restarted on
 // the same port and state dir (the device outlives it: its applied writes go
 // to a log file at once). The session comes back from the checkpoint and the
