@@ -108,6 +108,12 @@ absl::Status ControllerApp::LeaderCheck() const {
 
 absl::Status ControllerApp::Start() {
   if (started_.exchange(true)) return absl::FailedPreconditionError("controller already started");
+  if (!elector_) {
+    // The only replica: load before serving, so the first agent or plugin
+    // call is not refused as "not the leader".
+    if (absl::Status s = manager_->Load(); !s.ok()) return s;
+    acting_ = true;
+  }
   if (kube_) StartInformers();
 
   health_ = std::make_unique<HealthServer>(&metrics_, [this]() -> absl::StatusOr<std::string> {

@@ -76,7 +76,8 @@ class ControllerApp {
   ControllerApp& operator=(const ControllerApp&) = delete;
 
   // Binds the gRPC and HTTP listeners, starts the informers and the
-  // reconcile loop. UNAVAILABLE naming the address when one cannot be bound.
+  // reconcile loop. Without leader election the store is loaded first, so
+  // the replica acts from the moment it serves. UNAVAILABLE naming the address when one cannot be bound.
   absl::Status Start();
 
   // Stops everything. With `release_lease` a leader gives the Lease up so a

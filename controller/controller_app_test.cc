@@ -242,6 +242,7 @@ TEST(ControllerMetricsTest, DecisionCountersAndPhaseGaugesFollowThePoolManager) 
   auto app = ControllerApp::Create(o);
   ASSERT_TRUE(app.ok()) << app.status();
   ASSERT_TRUE((*app)->Start().ok());
+  EXPECT_TRUE((*app)->acting()) << "a single replica acts as soon as it serves";
   const int port = (*app)->http_port();
   Peer peer((*app)->grpc_port());
   ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 3)).ok());
