@@ -1,5 +1,7 @@
 #include "common/flags.h"
 
+#include <cstdio>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -130,6 +132,20 @@ std::string FlagSet::Help() const {
   }
   absl::StrAppend(&out, "  --help\n      print this help and exit\n");
   return out;
+}
+
+std::optional<int> ParseFlagsOrExitCode(FlagSet& flags, int argc, const char* const* argv) {
+  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
+  if (!args.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(args.status().message()).c_str());
+    return 2;
+  }
+  if (flags.help_requested()) {
+    std::printf("%s", flags.Help().c_str());
+    return 0;
+  }
+  flags.Apply();
+  return std::nullopt;
 }
 
 }  // namespace rpci

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,11 @@ class FlagSet {
   std::map<std::string, Flag> flags_;
   bool help_requested_ = false;
 };
+
+// The usual start of a main(): parses and applies `argv`. Returns the exit
+// code when the binary should stop now (0 after printing --help to stdout, 2
+// after printing a bad-flag message to stderr), nullopt to carry on.
+std::optional<int> ParseFlagsOrExitCode(FlagSet& flags, int argc, const char* const* argv);
 
 }  // namespace rpci
 
