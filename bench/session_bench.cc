@@ -36,16 +36,23 @@ double Percentile(std::vector<double> v, double p) {
   return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
 }
 
+// A listening socket on 127.0.0.1 (any port); its address in *a.
+int LoopbackListener(sockaddr_in* a, int backlog) {
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  *a = sockaddr_in{};
+  a->sin_family = AF_INET;
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(l, reinterpret_cast<sockaddr*>(a), sizeof(*a));
+  socklen_t len = sizeof(*a);
+  getsockname(l, reinterpret_cast<sockaddr*>(a), &len);
+  listen(l, backlog);
+  return l;
+}
+
 // Two connected TCP sockets over 127.0.0.1.
 std::pair<int, int> TcpPair() {
-  int l = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
-  listen(l, 1);
+  sockaddr_in a;
+  int l = LoopbackListener(&a, 1);
   int c = socket(AF_INET, SOCK_STREAM, 0);
   connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a));
   int s = accept(l, nullptr, nullptr);
@@ -112,14 +119,8 @@ std::vector<double> TcpRttUs(int iters) {
 // Connect to a loopback listener and do one 72-byte round trip: the floor
 // for anything that opens a connection and exchanges a request.
 std::vector<double> TcpConnectUs(int iters) {
-  int l = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
-  listen(l, 16);
+  sockaddr_in a;
+  int l = LoopbackListener(&a, 16);
   std::thread server([l, iters] {
     char b[72];
     for (int i = 0; i < iters; ++i) {

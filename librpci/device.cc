@@ -228,8 +228,8 @@ absl::StatusOr<uint32_t> Device::Read32(uint16_t bar, uint64_t offset) {
 
 absl::StatusOr<uint64_t> Device::Read64(uint16_t bar, uint64_t offset) { return ReadOrdered(bar, offset, 8); }
 
-absl::Status Device::Write32(uint16_t bar, uint64_t offset, uint32_t value) {
-  absl::Status s = client_->Write(bar, offset, 4, value);
+absl::Status Device::Post(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) {
+  absl::Status s = client_->Write(bar, offset, width, value);
   if (s.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     writes_posted_ = true;
@@ -237,14 +237,9 @@ absl::Status Device::Write32(uint16_t bar, uint64_t offset, uint32_t value) {
   return s;
 }
 
-absl::Status Device::Write64(uint16_t bar, uint64_t offset, uint64_t value) {
-  absl::Status s = client_->Write(bar, offset, 8, value);
-  if (s.ok()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    writes_posted_ = true;
-  }
-  return s;
-}
+absl::Status Device::Write32(uint16_t bar, uint64_t offset, uint32_t value) { return Post(bar, offset, 4, value); }
+
+absl::Status Device::Write64(uint16_t bar, uint64_t offset, uint64_t value) { return Post(bar, offset, 8, value); }
 
 absl::Status Device::Flush() { return client_->Flush(); }
 

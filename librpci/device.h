@@ -138,6 +138,7 @@ class Device {
  private:
   Device(DeviceConfig config, std::unique_ptr<client::SessionClient> client);
   absl::StatusOr<uint64_t> ReadOrdered(uint16_t bar, uint64_t offset, uint8_t width);
+  absl::Status Post(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value);
   absl::Status CheckBuffer(const DmaBuffer& buffer, uint64_t offset, uint64_t len) const;
 
   const DeviceConfig config_;

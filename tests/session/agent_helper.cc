@@ -79,16 +79,7 @@ int main(int argc, char** argv) {
   flags.String("device_log", &device_log, "append every applied write to this file at once");
   flags.String("device", &device_kind, "test (register file) or emu (rpci-emu, 4 MiB DMA)");
   flags.String("state_dir", &state_dir, "session checkpoint directory (survives restarts)");
-  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
-  if (!args.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(args.status().message()).c_str());
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::printf("%s", flags.Help().c_str());
-    return 0;
-  }
-  flags.Apply();
+  if (std::optional<int> exit_code = rpci::ParseFlagsOrExitCode(flags, argc, argv)) return *exit_code;
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
 

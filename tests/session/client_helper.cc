@@ -27,16 +27,7 @@ int main(int argc, char** argv) {
   flags.Int("writes", &writes, "number of register writes");
   flags.Int("duration_ms", &duration_ms, "spread the writes over this long");
   flags.String("env_dir", &env_dir, "only reserve; write the container key file and environment here");
-  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
-  if (!args.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(args.status().message()).c_str());
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::printf("%s", flags.Help().c_str());
-    return 0;
-  }
-  flags.Apply();
+  if (std::optional<int> exit_code = rpci::ParseFlagsOrExitCode(flags, argc, argv)) return *exit_code;
   if (endpoint.empty() || writes <= 0) {
     std::fprintf(stderr, "--endpoint and a positive --writes are required\n");
     return 2;
