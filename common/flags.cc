@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include <iostream>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -118,6 +120,28 @@ void FlagSet::Apply() {
         break;
     }
   }
+}
+
+std::optional<int> FlagSet::ParseOrExit(const std::vector<std::string>& args, std::ostream& out,
+                                        std::ostream& err, std::vector<std::string>* positional) {
+  absl::StatusOr<std::vector<std::string>> parsed = Parse(args);
+  if (!parsed.ok()) {
+    err << parsed.status().message() << "\n\n" << Help();
+    return 2;
+  }
+  if (help_requested_) {
+    out << Help();
+    return 0;
+  }
+  Apply();
+  if (positional != nullptr) *positional = *std::move(parsed);
+  return std::nullopt;
+}
+
+std::optional<int> FlagSet::ParseOrExit(int argc, const char* const* argv, std::vector<std::string>* positional) {
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  return ParseOrExit(args, std::cout, std::cerr, positional);
 }
 
 bool FlagSet::IsSet(const std::string& name) const {

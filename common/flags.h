@@ -34,6 +34,16 @@ class FlagSet {
   // Writes every flag given on the command line into its target.
   void Apply();
 
+  // What every main does with its command line: Parse; on an error print it
+  // and the help to `err` and return 2; on --help print the help to `out` and
+  // return 0; otherwise Apply and return nullopt (go on) with the positional
+  // arguments in `positional` (may be null).
+  std::optional<int> ParseOrExit(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
+                                 std::vector<std::string>* positional = nullptr);
+  // The same over main's argv, printing to stdout/stderr.
+  std::optional<int> ParseOrExit(int argc, const char* const* argv,
+                                 std::vector<std::string>* positional = nullptr);
+
   bool help_requested() const { return help_requested_; }
   bool IsSet(const std::string& name) const;
   std::string Help() const;

@@ -1,5 +1,7 @@
 #include "common/flags.h"
 
+#include <sstream>
+
 #include "gtest/gtest.h"
 
 namespace rpci {
@@ -65,6 +67,28 @@ TEST(FlagSetTest, ParseFlagsOrExitCodeStopsOnHelpAndBadFlagsAndAppliesOtherwise)
   FlagSet bad("t [flags]", "test");
   const char* b[] = {"t", "--nope"};
   EXPECT_EQ(ParseFlagsOrExitCode(bad, 2, b), 2);
+}
+
+TEST(FlagSetTest, ParseOrExitAppliesOrSaysHowToExit) {
+  std::string name = "a";
+  std::ostringstream out, err;
+  FlagSet ok("x", "y");
+  ok.String("name", &name, "n");
+  std::vector<std::string> positional;
+  EXPECT_EQ(ok.ParseOrExit({"run", "--name=b"}, out, err, &positional), std::nullopt);
+  EXPECT_EQ(name, "b");
+  EXPECT_EQ(positional, std::vector<std::string>{"run"});
+
+  FlagSet help("x", "y");
+  help.String("name", &name, "n");
+  EXPECT_EQ(help.ParseOrExit({"--help"}, out, err), 0);
+  EXPECT_NE(out.str().find("--name"), std::string::npos);
+
+  FlagSet bad("x", "y");
+  bad.String("name", &name, "n");
+  EXPECT_EQ(bad.ParseOrExit({"--nmae=c"}, out, err), 2);
+  EXPECT_NE(err.str().find("unknown flag --nmae"), std::string::npos);
+  EXPECT_EQ(name, "b");
 }
 
 }  // namespace

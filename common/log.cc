@@ -4,6 +4,7 @@
 #include <iostream>
 #include <mutex>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -38,6 +39,16 @@ bool ParseLogLevel(std::string_view text, LogLevel* level) {
     }
   }
   return false;
+}
+
+absl::Status SetMinLogLevel(std::string_view name) {
+  LogLevel level;
+  if (!ParseLogLevel(name, &level)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("log level \"", std::string(name), "\" is not one of debug, info, warn, error"));
+  }
+  Logger::SetMinLevel(level);
+  return absl::OkStatus();
 }
 
 Logger::Logger(std::string component) : component_(std::move(component)) {}

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "nlohmann/json.hpp"
 
 namespace rpci {
@@ -15,6 +16,10 @@ enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 
 // Parses "debug", "info", "warn", "error"; false on anything else.
 bool ParseLogLevel(std::string_view text, LogLevel* level);
+
+// Sets the process-wide minimum level by name (a --log-level flag);
+// INVALID_ARGUMENT naming the bad value.
+absl::Status SetMinLogLevel(std::string_view name);
 
 using LogFields = std::vector<std::pair<std::string, nlohmann::json>>;
 

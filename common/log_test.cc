@@ -52,6 +52,15 @@ TEST_F(LogTest, InvalidUtf8InFieldsIsReplacedNotThrown) {
   EXPECT_NE(j["raw"].get<std::string>().find("ok"), std::string::npos);
 }
 
+TEST_F(LogTest, SetMinLogLevelByNameRejectsUnknownNames) {
+  ASSERT_TRUE(SetMinLogLevel("error").ok());
+  Logger("x").Warn("hidden");
+  EXPECT_TRUE(out_.str().empty());
+  absl::Status s = SetMinLogLevel("loud");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("\"loud\""), std::string::npos);
+}
+
 TEST(ParseLogLevelTest, AcceptsKnownNamesOnly) {
   LogLevel level;
   EXPECT_TRUE(ParseLogLevel("debug", &level));
