@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/app/backend_session_device.h"
+#include "agent/app/real_device_backends.h"
 #include "agent/app/serve_command.h"
 #include "agent/inventory/inventory_command.h"
 

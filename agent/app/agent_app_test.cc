@@ -4,8 +4,9 @@
 #include <set>
 
 #include "absl/time/clock.h"
-#include "agent/app/backend_session_device.h"
+#include "agent/app/real_device_backends.h"
 #include "agent/backends/emu_backend.h"
+#include "agent/backends/session_device_adapter.h"
 #include "client/session_client.h"
 #include "controller/controller_app.h"
 #include "controller/testing_util.h"
@@ -75,7 +76,7 @@ class AgentAppTest : public ::testing::Test {
     auto real = b.emu;
     b.emu = [this, real](const EmuDevicesConfig& config, int index) -> absl::StatusOr<std::unique_ptr<SessionDevice>> {
       absl::StatusOr<std::unique_ptr<SessionDevice>> dev = real(config, index);
-      if (dev.ok()) made_.push_back(&static_cast<EmuBackend&>(static_cast<BackendSessionDevice&>(**dev).backend()).device());
+      if (dev.ok()) made_.push_back(&static_cast<EmuBackend&>(static_cast<SessionDeviceAdapter&>(**dev).backend()).device());
       return dev;
     };
     return b;

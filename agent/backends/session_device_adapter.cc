@@ -6,6 +6,14 @@
 
 namespace rpci::agent {
 
+SessionDeviceAdapter::SessionDeviceAdapter(std::unique_ptr<DeviceBackend> backend)
+    : backend_(std::move(backend)), dma_(backend_->dma()) {
+  if (dma_ == nullptr) {
+    local_dma_ = std::make_unique<DmaSpace>(kLocalDmaSize);
+    dma_ = local_dma_.get();
+  }
+}
+
 std::vector<SessionDevice::Bar> SessionDeviceAdapter::Bars() const {
   std::vector<Bar> bars;
   for (const BarWindow& w : backend_->Bars()) bars.push_back({w.index, w.size, w.writable});

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "agent/backends/device_backend.h"
+#include "agent/emu/memory_space.h"
 #include "agent/session/session_device.h"
 
 namespace rpci::agent {
@@ -11,22 +12,27 @@ namespace rpci::agent {
 // Presents a DeviceBackend as the SessionDevice the session server drives.
 // Register writes go through the backend (with their side effects); BAR reads
 // are 32-bit loads, so `offset` and `len` must be multiples of 4. A backend
-// without DMA space reports a null dma_space() of size 0.
-class SessionDeviceAdapter : public SessionDevice {
+// without a DMA space (sysfs-bar) gets a local one of kLocalDmaSize bytes that
+// the device never touches, because every session has a DMA region.
+class SessionDeviceAdapter final : public SessionDevice {
  public:
-  explicit SessionDeviceAdapter(std::unique_ptr<DeviceBackend> backend) : backend_(std::move(backend)) {}
+  static constexpr uint64_t kLocalDmaSize = 4096;
+
+  explicit SessionDeviceAdapter(std::unique_ptr<DeviceBackend> backend);
 
   std::vector<Bar> Bars() const override;
   absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override;
   absl::Status ReadBar(uint16_t bar, uint64_t offset, uint64_t len, uint8_t* out) override;
-  uint8_t* dma_space() override { return backend_->dma() ? backend_->dma()->data() : nullptr; }
-  uint64_t dma_size() const override { return backend_->dma() ? backend_->dma()->size() : 0; }
+  uint8_t* dma_space() override { return dma_->data(); }
+  uint64_t dma_size() const override { return dma_->size(); }
   std::vector<Interrupt> TakeInterrupts() override;
 
   DeviceBackend& backend() { return *backend_; }
 
  private:
   std::unique_ptr<DeviceBackend> backend_;
+  std::unique_ptr<DmaSpace> local_dma_;  // only for backends without one
+  DmaSpace* dma_;
 };
 
 }  // namespace rpci::agent

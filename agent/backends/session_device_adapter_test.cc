@@ -3,6 +3,8 @@
 #include <cstring>
 
 #include "agent/backends/emu_backend.h"
+#include "agent/backends/sysfs_bar_backend.h"
+#include "agent/inventory/testing/sysfs_tree.h"
 #include "gtest/gtest.h"
 
 namespace rpci::agent {
@@ -54,6 +56,41 @@ TEST(SessionDeviceAdapterTest, BadWidthsAndRangesAreErrors) {
   EXPECT_EQ(dev->WriteRegister(1, 0x40, 4, 1).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(dev->ReadBar(0, 2, 4, buf).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(dev->ReadBar(0, emu::kBar0Size - 8, 16, buf).code(), absl::StatusCode::kOutOfRange);
+}
+
+TEST(SessionDeviceAdapterTest, ABackendWithoutDmaSpaceGetsALocalOneTheDeviceNeverSees) {
+  testing::SysfsTree tree;
+  testing::FakeFunction fn;
+  fn.bdf = "0000:3b:00.0";
+  fn.resource = "0x00000000f0000000 0x00000000f0000fff 0x0000000000040200\n";
+  const std::string dir = tree.AddFunction(fn);
+  tree.WriteFile(dir + "/resource0", std::string(4096, '\0'));
+  SysfsBarOptions options;
+  options.sysfs_root = tree.root();
+  options.bdf = fn.bdf;
+  options.allow = true;
+  auto backend = SysfsBarBackend::Open(options);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  ASSERT_EQ((*backend)->dma(), nullptr);
+  SessionDeviceAdapter dev(std::move(*backend));
+
+  ASSERT_NE(dev.dma_space(), nullptr);
+  EXPECT_EQ(dev.dma_size(), SessionDeviceAdapter::kLocalDmaSize);
+  std::memset(dev.dma_space(), 0xab, dev.dma_size());  // the whole space is ours to write
+  ASSERT_TRUE(dev.WriteRegister(0, 0x10, 4, 0x12345678).ok());
+  uint32_t word = 0;
+  ASSERT_TRUE(dev.ReadBar(0, 0x10, 4, reinterpret_cast<uint8_t*>(&word)).ok());
+  EXPECT_EQ(word, 0x12345678u);
+  EXPECT_TRUE(dev.TakeInterrupts().empty());
+}
+
+TEST(SessionDeviceAdapterTest, ABackendsOwnDmaSpaceIsUsedAsItIs) {
+  auto backend = EmuBackend::Create(1 << 16);
+  ASSERT_TRUE(backend.ok());
+  uint8_t* own = (*backend)->dma()->data();
+  SessionDeviceAdapter dev(std::move(*backend));
+  EXPECT_EQ(dev.dma_space(), own);
+  EXPECT_EQ(dev.dma_size(), 1u << 16);
 }
 
 }  // namespace

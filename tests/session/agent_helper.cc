@@ -15,7 +15,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "agent/app/backend_session_device.h"
+#include "agent/backends/session_device_adapter.h"
 #include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
   rpci::agent::GrantTable grants;
   grants.Upsert({"g1", "dev0", "", "token", absl::InfiniteFuture()});
   rpci::agent::testing::TestDevice device(1 << 20);
-  std::unique_ptr<rpci::agent::BackendSessionDevice> emu;
+  std::unique_ptr<rpci::agent::SessionDeviceAdapter> emu;
   rpci::agent::SessionDevice* exported = &device;
   if (device_kind == "emu") {
     auto backend = rpci::agent::EmuBackend::Create(4 << 20);
@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "emu: %s\n", std::string(backend.status().message()).c_str());
       return 1;
     }
-    emu = std::make_unique<rpci::agent::BackendSessionDevice>(std::move(*backend));
+    emu = std::make_unique<rpci::agent::SessionDeviceAdapter>(std::move(*backend));
     exported = emu.get();
   } else if (device_kind != "test") {
     std::fprintf(stderr, "--device must be test or emu\n");
