@@ -1,19 +1,15 @@
 // rpci-controller: turns flags into ControllerOptions and runs a
 // ControllerApp until SIGINT/SIGTERM.
-#include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <iostream>
 
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/termination.h"
 #include "controller/controller_app.h"
 
 namespace {
-
-std::atomic<bool> g_stop{false};
-void OnSignal(int) { g_stop = true; }
 
 int Run(int argc, char** argv) {
   rpci::controller::ControllerOptions o;
@@ -51,22 +47,11 @@ int Run(int argc, char** argv) {
   flags.Int("node-lease-seconds", &node_lease, "a plugin silent this long makes its node dead");
   flags.Int("agent-lease-seconds", &agent_lease, "an agent silent this long makes its devices lost");
   flags.String("log-level", &log_level, "debug, info, warn or error");
-  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
-  if (!args.ok()) {
-    std::cerr << args.status().message() << "\n" << flags.Help();
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  if (absl::Status s = rpci::SetMinLogLevel(log_level); !s.ok()) {
+    std::cerr << "--log-level: " << s.message() << "\n";
     return 2;
   }
-  if (flags.help_requested()) {
-    std::cout << flags.Help();
-    return 0;
-  }
-  flags.Apply();
-  rpci::LogLevel level;
-  if (!rpci::ParseLogLevel(log_level, &level)) {
-    std::cerr << "--log-level: unknown level \"" << log_level << "\"\n";
-    return 2;
-  }
-  rpci::Logger::SetMinLevel(level);
   rpci::Logger log("controller");
   o.lease_duration = absl::Seconds(lease_duration);
   o.renew_deadline = absl::Seconds(renew_deadline);
@@ -81,13 +66,12 @@ int Run(int argc, char** argv) {
     log.Error("cannot start", {{"error", app.status().ToString()}});
     return app.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
-  signal(SIGINT, OnSignal);
-  signal(SIGTERM, OnSignal);
+  rpci::InstallTerminationHandler();
   if (absl::Status s = (*app)->Start(); !s.ok()) {
     log.Error("cannot serve", {{"error", s.ToString()}});
     return 1;
   }
-  while (!g_stop) usleep(100 * 1000);
+  rpci::WaitForTermination();
   log.Info("shutting down");
   (*app)->Stop();
   return 0;

@@ -1,8 +1,6 @@
 // rpci-plugin: the kubelet device plugin of a compute node. Wiring only; the
 // logic is in plugin/plugin.h.
 
-#include <signal.h>
-
 #include <iostream>
 
 #include "absl/strings/str_split.h"
@@ -10,17 +8,11 @@
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/termination.h"
 #include "common/tls.h"
 #include "plugin/controller_client.h"
 #include "plugin/plugin.h"
 #include "plugin/session_opener.h"
-
-namespace {
-
-volatile sig_atomic_t g_stop = 0;
-void OnSignal(int) { g_stop = 1; }
-
-}  // namespace
 
 int main(int argc, char** argv) {
   using namespace rpci;
@@ -50,22 +42,11 @@ int main(int argc, char** argv) {
   flags.String("tls-ca", &tls_ca, "PEM CA bundle of the controller and agents");
   flags.String("health-addr", &health_addr, "host:port of /healthz, /readyz, /metrics (empty: off)");
   flags.String("log-level", &log_level, "debug, info, warn or error");
-  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
-  if (!args.ok()) {
-    std::cerr << args.status().message() << "\n" << flags.Help();
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  if (absl::Status s = SetMinLogLevel(log_level); !s.ok()) {
+    std::cerr << "--log-level: " << s.message() << "\n";
     return 2;
   }
-  if (flags.help_requested()) {
-    std::cout << flags.Help();
-    return 0;
-  }
-  flags.Apply();
-  LogLevel level;
-  if (!ParseLogLevel(log_level, &level)) {
-    std::cerr << "--log-level: unknown level \"" << log_level << "\"\n";
-    return 2;
-  }
-  Logger::SetMinLevel(level);
   Logger log("plugin");
   o.pools = absl::StrSplit(pools, ',', absl::SkipWhitespace());
   o.nic_numa_node = numa;
@@ -111,9 +92,7 @@ int main(int argc, char** argv) {
     }
   }
   log.Info("serving", {{"node", o.node_name}, {"controller", controller}, {"pools", pools}});
-  signal(SIGINT, OnSignal);
-  signal(SIGTERM, OnSignal);
-  while (!g_stop) absl::SleepFor(absl::Milliseconds(200));
+  WaitForTermination();
   controller_client.Stop();
   p.Stop();
   health.Stop();

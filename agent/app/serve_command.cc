@@ -27,20 +27,13 @@ int RunServe(const std::vector<std::string>& args, DeviceBackends backends) {
                 "Device-server agent: exports local PCIe functions and emulated rpci-emu devices to the "
                 "controller and serves memory-mirroring sessions on them. Config: docs/agent.md.");
   AddServeFlags(flags, &o, &extra);
-  absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
-  if (!rest.ok()) {
-    std::cerr << rest.status().message() << "\n" << flags.Help();
+  std::vector<std::string> rest;
+  if (std::optional<int> exit_code = flags.ParseOrExit(args, std::cout, std::cerr, &rest)) return *exit_code;
+  if (!rest.empty()) {
+    std::cerr << "rpci-agent serve: unexpected argument \"" << rest.front() << "\"\n" << flags.Help();
     return 2;
   }
-  if (flags.help_requested()) {
-    std::cout << flags.Help();
-    return 0;
-  }
-  if (!rest->empty()) {
-    std::cerr << "rpci-agent serve: unexpected argument \"" << rest->front() << "\"\n" << flags.Help();
-    return 2;
-  }
-  flags.Apply();  // --config (and the rest) now known
+  // --config (and the rest) now known
   if (!o.config_file.empty()) {
     if (absl::Status s = LoadAgentConfig(o.config_file, &o); !s.ok()) {
       std::cerr << "rpci-agent serve: " << s.message() << "\n";
@@ -49,12 +42,10 @@ int RunServe(const std::vector<std::string>& args, DeviceBackends backends) {
     flags.Apply();  // flags override the file
   }
   ApplyServeFlags(flags, extra, &o);
-  LogLevel level;
-  if (!ParseLogLevel(o.log_level, &level)) {
-    std::cerr << "rpci-agent serve: log_level: unknown level \"" << o.log_level << "\"\n";
+  if (absl::Status s = SetMinLogLevel(o.log_level); !s.ok()) {
+    std::cerr << "rpci-agent serve: log_level: " << s.message() << "\n";
     return 2;
   }
-  Logger::SetMinLevel(level);
   Logger log("agent");
 
   absl::StatusOr<std::unique_ptr<AgentApp>> app = AgentApp::Create(o, std::move(backends));
