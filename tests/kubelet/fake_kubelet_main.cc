@@ -3,16 +3,16 @@
 // With --pod it also plays one pod's life: wait for the resource's devices,
 // admit the pod (GetPreferredAllocation, Allocate, PreStartContainer), run the
 // command after `--` as the pod's container with the environment Allocate
-// returned, then remove the pod and exit with the command's status.
+// returned (--isolate-container: only that environment, and its mounts),
+// then remove the pod and exit with the command's status.
 
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <iostream>
 
 #include "common/flags.h"
 #include "common/log.h"
+#include "tests/kubelet/container.h"
 #include "tests/kubelet/fake_kubelet.h"
 
 namespace {
@@ -22,25 +22,9 @@ void OnSignal(int) { g_stop = 1; }
 
 namespace {
 
-// Runs argv as the container: the Allocate response's envs on top of ours.
-int RunContainer(const v1beta1::ContainerAllocateResponse& response, const std::vector<std::string>& argv) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    for (const auto& [k, v] : response.envs()) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> cargv;
-    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-    cargv.push_back(nullptr);
-    execvp(cargv[0], cargv.data());
-    _exit(127);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 int RunPod(rpci::testing::FakeKubelet& kubelet, const rpci::Logger& log, const std::string& pod,
-           const std::string& resource, int count, absl::Duration wait, const std::vector<std::string>& command) {
+           const std::string& resource, int count, absl::Duration wait, bool isolate,
+           const std::vector<std::string>& command) {
   size_t slash = pod.find('/');
   if (slash == std::string::npos || command.empty()) {
     log.Error("--pod wants namespace/name and a command after --", {{"pod", pod}});
@@ -73,7 +57,7 @@ int RunPod(rpci::testing::FakeKubelet& kubelet, const rpci::Logger& log, const s
   for (const auto& c : admitted->response.cdi_devices()) cdi.push_back(c.name());
   log.Info("pod admitted", {{"pod", pod}, {"devices", admitted->device_ids}, {"envs", envs}, {"mounts", mounts},
                             {"cdi_devices", cdi}});
-  int rc = RunContainer(admitted->response, command);
+  int rc = rpci::testing::RunContainer(admitted->response, command, isolate);
   log.Info("container exited", {{"pod", pod}, {"exit_code", rc}});
   kubelet.RemovePod(ns, name);
   return rc;
@@ -95,6 +79,10 @@ int main(int argc, char** argv) {
   flags.String("resource", &resource, "extended resource the pod requests");
   flags.Int("count", &count, "how many devices the pod requests");
   flags.Int("wait-seconds", &wait_seconds, "how long to wait for enough healthy devices");
+  bool isolate = false;
+  flags.Bool("isolate-container", &isolate,
+             "run the pod's command with only Allocate's environment and, in its own mount namespace, Allocate's "
+             "mounts (needs CAP_SYS_ADMIN; the command must be a path)");
   auto args = flags.Parse(argc, argv);
   if (!args.ok()) {
     std::cerr << args.status().message() << "\n" << flags.Help();
@@ -114,7 +102,7 @@ int main(int argc, char** argv) {
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
   if (!pod.empty()) {
-    int rc = RunPod(kubelet, log, pod, resource, static_cast<int>(count), absl::Seconds(wait_seconds), *args);
+    int rc = RunPod(kubelet, log, pod, resource, static_cast<int>(count), absl::Seconds(wait_seconds), isolate, *args);
     kubelet.Stop();
     return rc;
   }

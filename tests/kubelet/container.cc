@@ -1,0 +1,95 @@
+#include "tests/kubelet/container.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+namespace rpci::testing {
+namespace {
+
+std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
+
+bool SetUpMounts(const v1beta1::ContainerAllocateResponse& response, std::string* error) {
+  if (response.mounts_size() == 0) return true;
+  if (unshare(CLONE_NEWNS) != 0) {
+    *error = Errno("unshare(CLONE_NEWNS)");
+    return false;
+  }
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    *error = Errno("making / private");
+    return false;
+  }
+  for (const v1beta1::Mount& m : response.mounts()) {
+    std::error_code ec;
+    std::filesystem::create_directories(m.container_path(), ec);
+    if (ec) {
+      *error = "mount point " + m.container_path() + ": " + ec.message();
+      return false;
+    }
+    if (mount(m.host_path().c_str(), m.container_path().c_str(), nullptr, MS_BIND, nullptr) != 0) {
+      *error = Errno("bind " + m.host_path() + " -> " + m.container_path());
+      return false;
+    }
+    if (m.read_only() &&
+        mount(nullptr, m.container_path().c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0) {
+      *error = Errno("read-only remount of " + m.container_path());
+      return false;
+    }
+  }
+  return true;
+}
+
+std::vector<char*> Argv(const std::vector<std::string>& argv) {
+  std::vector<char*> out;
+  for (const auto& a : argv) out.push_back(const_cast<char*>(a.c_str()));
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+void ExecContainer(const v1beta1::ContainerAllocateResponse& response, const std::vector<std::string>& argv,
+                   std::string* error) {
+  if (argv.empty()) {
+    *error = "no command";
+    return;
+  }
+  if (!SetUpMounts(response, error)) return;
+  clearenv();
+  for (const auto& [k, v] : response.envs()) setenv(k.c_str(), v.c_str(), 1);
+  std::vector<char*> cargv = Argv(argv);
+  execv(cargv[0], cargv.data());
+  *error = Errno("exec " + argv[0]);
+}
+
+int RunContainer(const v1beta1::ContainerAllocateResponse& response, const std::vector<std::string>& argv,
+                 bool isolate) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::string error;
+    if (isolate) {
+      ExecContainer(response, argv, &error);
+    } else {
+      for (const auto& [k, v] : response.envs()) setenv(k.c_str(), v.c_str(), 1);
+      std::vector<char*> cargv = Argv(argv);
+      execvp(cargv[0], cargv.data());
+      error = Errno("exec " + argv[0]);
+    }
+    std::fprintf(stderr, "container: %s\n", error.c_str());
+    _exit(127);
+  }
+  if (pid < 0) return 127;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace rpci::testing

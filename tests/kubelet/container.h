@@ -1,0 +1,34 @@
+#ifndef RPCI_TESTS_KUBELET_CONTAINER_H_
+#define RPCI_TESTS_KUBELET_CONTAINER_H_
+
+// What a container runtime does with a ContainerAllocateResponse, reduced to
+// what rpci's workloads can observe: the command runs with exactly the
+// response's environment (nothing inherited) and, in its own mount namespace,
+// with each of the response's mounts bind-mounted (read-only when asked) at
+// its container path. Devices and annotations are not applied.
+
+#include <string>
+#include <vector>
+
+#include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
+
+namespace rpci::testing {
+
+// In this process: enters a new mount namespace (private propagation), binds
+// the mounts (creating missing mount points), replaces the environment with
+// the response's and execs argv[0] (a path). Returns only on failure, with
+// the reason in `error`. Needs CAP_SYS_ADMIN when there are mounts.
+void ExecContainer(const v1beta1::ContainerAllocateResponse& response, const std::vector<std::string>& argv,
+                   std::string* error);
+
+// Forks, runs the container as above in the child and waits. With
+// `isolate` false the child only gets the response's envs on top of this
+// process's environment (no mounts: for unprivileged runs where the plugin's
+// container dir is its state dir). Exit code, 128 + signal when killed, 127
+// when the container could not be started (reason on stderr).
+int RunContainer(const v1beta1::ContainerAllocateResponse& response, const std::vector<std::string>& argv,
+                 bool isolate);
+
+}  // namespace rpci::testing
+
+#endif  // RPCI_TESTS_KUBELET_CONTAINER_H_
