@@ -1,28 +1,26 @@
 // Session benchmarks (not a test): DMA mirror throughput vs loopback TCP,
 // doorbell->completion RTT vs TCP ping-pong, session open latency.
 //   bazel run //bench:session -- [--json]
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
+#include "bench/tcp_baseline.h"
 #include "client/session_client.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 
 namespace {
 
+using rpci::bench::Percentile;
+using rpci::bench::TcpConnectUs;
+using rpci::bench::TcpGbps;
+using rpci::bench::TcpRttUs;
 using Clock = std::chrono::steady_clock;
 int Fail(const char* what, const absl::Status& s) {
   std::fprintf(stderr, "session bench: %s: %s\n", what, std::string(s.message()).c_str());
@@ -30,123 +28,6 @@ int Fail(const char* what, const absl::Status& s) {
 }
 
 double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
-}
-
-// A listening socket on 127.0.0.1 (any port); its address in *a.
-int LoopbackListener(sockaddr_in* a, int backlog) {
-  int l = socket(AF_INET, SOCK_STREAM, 0);
-  *a = sockaddr_in{};
-  a->sin_family = AF_INET;
-  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(l, reinterpret_cast<sockaddr*>(a), sizeof(*a));
-  socklen_t len = sizeof(*a);
-  getsockname(l, reinterpret_cast<sockaddr*>(a), &len);
-  listen(l, backlog);
-  return l;
-}
-
-// Two connected TCP sockets over 127.0.0.1.
-std::pair<int, int> TcpPair() {
-  sockaddr_in a;
-  int l = LoopbackListener(&a, 1);
-  int c = socket(AF_INET, SOCK_STREAM, 0);
-  connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  int s = accept(l, nullptr, nullptr);
-  close(l);
-  int one = 1;
-  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  return {c, s};
-}
-
-double TcpGbps(size_t total) {
-  auto [c, s] = TcpPair();
-  std::thread reader([s = s, total] {
-    std::vector<char> buf(1 << 20);
-    size_t got = 0;
-    while (got < total) {
-      ssize_t n = read(s, buf.data(), buf.size());
-      if (n <= 0) break;
-      got += n;
-    }
-  });
-  std::vector<char> buf(1 << 20, 1);
-  auto t0 = Clock::now();
-  size_t sent = 0;
-  while (sent < total) {
-    ssize_t n = write(c, buf.data(), std::min(buf.size(), total - sent));
-    if (n <= 0) break;
-    sent += n;
-  }
-  reader.join();
-  double secs = Secs(Clock::now() - t0);
-  close(c);
-  close(s);
-  return total * 8 / secs / 1e9;
-}
-
-std::vector<double> TcpRttUs(int iters) {
-  auto [c, s] = TcpPair();
-  std::thread echo([s = s, iters] {
-    char b[72];
-    for (int i = 0; i < iters; ++i) {
-      if (read(s, b, sizeof(b)) <= 0 || write(s, b, sizeof(b)) <= 0) break;
-    }
-  });
-  std::vector<double> rtts;
-  char b[72] = {};
-  for (int i = 0; i < iters; ++i) {
-    auto t0 = Clock::now();
-    if (write(c, b, sizeof(b)) <= 0) break;
-    size_t got = 0;
-    while (got < sizeof(b)) {
-      ssize_t n = read(c, b + got, sizeof(b) - got);
-      if (n <= 0) break;
-      got += n;
-    }
-    rtts.push_back(Secs(Clock::now() - t0) * 1e6);
-  }
-  echo.join();
-  close(c);
-  close(s);
-  return rtts;
-}
-
-// Connect to a loopback listener and do one 72-byte round trip: the floor
-// for anything that opens a connection and exchanges a request.
-std::vector<double> TcpConnectUs(int iters) {
-  sockaddr_in a;
-  int l = LoopbackListener(&a, 16);
-  std::thread server([l, iters] {
-    char b[72];
-    for (int i = 0; i < iters; ++i) {
-      int s = accept(l, nullptr, nullptr);
-      if (s < 0) break;
-      if (read(s, b, sizeof(b)) > 0) write(s, b, sizeof(b)) > 0 ? void() : void();
-      close(s);
-    }
-  });
-  std::vector<double> us;
-  char b[72] = {};
-  for (int i = 0; i < iters; ++i) {
-    auto t0 = Clock::now();
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || write(c, b, sizeof(b)) <= 0 ||
-        read(c, b, sizeof(b)) <= 0) {
-      close(c);
-      break;
-    }
-    us.push_back(Secs(Clock::now() - t0) * 1e6);
-    close(c);
-  }
-  server.join();
-  close(l);
-  return us;
-}
 
 }  // namespace
 
@@ -187,12 +68,13 @@ int main(int argc, char** argv) {
   const std::string endpoint = "127.0.0.1:" + std::to_string(port);
 
   nlohmann::json out;
-  // Session open latency: reserve + attach + close.
-  std::vector<double> open_ms;
+  // Session open latency: reserve (plugin) + attach (workload); then close.
+  std::vector<double> open_ms, reserve_ms;
   for (int i = 0; i < 30; ++i) {
     auto t0 = Clock::now();
     auto ticket = rpci::client::ReserveSession(endpoint, nullptr, "bench", "token", "node");
     if (!ticket.ok()) return Fail("reserve", ticket.status());
+    reserve_ms.push_back(Secs(Clock::now() - t0) * 1e3);
     auto c = rpci::client::SessionClient::Attach(*ticket, {});
     if (!c.ok()) {
       std::fprintf(stderr, "open %d: ", i);
@@ -203,6 +85,7 @@ int main(int argc, char** argv) {
   }
   out["open_ms_p50"] = Percentile(open_ms, 0.5);
   out["open_ms_p99"] = Percentile(open_ms, 0.99);
+  out["open_reserve_ms_p50"] = Percentile(reserve_ms, 0.5);
   std::vector<double> connect_us = TcpConnectUs(200);
   out["tcp_connect_us_p50"] = Percentile(connect_us, 0.5);
   out["open_ratio"] = out["open_ms_p50"].get<double>() * 1e3 / out["tcp_connect_us_p50"].get<double>();

@@ -1,0 +1,137 @@
+#include "bench/tcp_baseline.h"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+namespace rpci::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+}
+
+// A listening socket on 127.0.0.1 (any port); its address in *a.
+int LoopbackListener(sockaddr_in* a, int backlog) {
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  *a = sockaddr_in{};
+  a->sin_family = AF_INET;
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(l, reinterpret_cast<sockaddr*>(a), sizeof(*a));
+  socklen_t len = sizeof(*a);
+  getsockname(l, reinterpret_cast<sockaddr*>(a), &len);
+  listen(l, backlog);
+  return l;
+}
+
+// Two connected TCP sockets over 127.0.0.1.
+std::pair<int, int> TcpPair() {
+  sockaddr_in a;
+  int l = LoopbackListener(&a, 1);
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  int s = accept(l, nullptr, nullptr);
+  close(l);
+  int one = 1;
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return {c, s};
+}
+
+double TcpGbps(size_t total) {
+  auto [c, s] = TcpPair();
+  std::thread reader([s = s, total] {
+    std::vector<char> buf(1 << 20);
+    size_t got = 0;
+    while (got < total) {
+      ssize_t n = read(s, buf.data(), buf.size());
+      if (n <= 0) break;
+      got += n;
+    }
+  });
+  std::vector<char> buf(1 << 20, 1);
+  auto t0 = Clock::now();
+  size_t sent = 0;
+  while (sent < total) {
+    ssize_t n = write(c, buf.data(), std::min(buf.size(), total - sent));
+    if (n <= 0) break;
+    sent += n;
+  }
+  reader.join();
+  double secs = Secs(Clock::now() - t0);
+  close(c);
+  close(s);
+  return total * 8 / secs / 1e9;
+}
+
+std::vector<double> TcpRttUs(int iters) {
+  auto [c, s] = TcpPair();
+  std::thread echo([s = s, iters] {
+    char b[72];
+    for (int i = 0; i < iters; ++i) {
+      if (read(s, b, sizeof(b)) <= 0 || write(s, b, sizeof(b)) <= 0) break;
+    }
+  });
+  std::vector<double> rtts;
+  char b[72] = {};
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = Clock::now();
+    if (write(c, b, sizeof(b)) <= 0) break;
+    size_t got = 0;
+    while (got < sizeof(b)) {
+      ssize_t n = read(c, b + got, sizeof(b) - got);
+      if (n <= 0) break;
+      got += n;
+    }
+    rtts.push_back(Secs(Clock::now() - t0) * 1e6);
+  }
+  echo.join();
+  close(c);
+  close(s);
+  return rtts;
+}
+
+// Connect to a loopback listener and do one 72-byte round trip: the floor
+// for anything that opens a connection and exchanges a request.
+std::vector<double> TcpConnectUs(int iters) {
+  sockaddr_in a;
+  int l = LoopbackListener(&a, 16);
+  std::thread server([l, iters] {
+    char b[72];
+    for (int i = 0; i < iters; ++i) {
+      int s = accept(l, nullptr, nullptr);
+      if (s < 0) break;
+      if (read(s, b, sizeof(b)) > 0) write(s, b, sizeof(b)) > 0 ? void() : void();
+      close(s);
+    }
+  });
+  std::vector<double> us;
+  char b[72] = {};
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = Clock::now();
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || write(c, b, sizeof(b)) <= 0 ||
+        read(c, b, sizeof(b)) <= 0) {
+      close(c);
+      break;
+    }
+    us.push_back(Secs(Clock::now() - t0) * 1e6);
+    close(c);
+  }
+  server.join();
+  close(l);
+  return us;
+}
+
+}  // namespace rpci::bench
