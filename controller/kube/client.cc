@@ -32,13 +32,19 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return out.str();
 }
 
+// The string at `key` of a JSON object (kubeconfig map, API Status), or "".
+std::string Field(const json& object, const char* key) {
+  if (!object.is_object() || !object.contains(key) || !object[key].is_string()) return "";
+  return object[key].get<std::string>();
+}
+
 absl::Status FromHttp(int code, const std::string& body, const std::string& what) {
   std::string message = body;
   std::string reason;
   json status = json::parse(body, nullptr, false);
   if (!status.is_discarded() && status.is_object()) {
-    message = status.value("message", body);
-    reason = status.value("reason", "");
+    if (std::string m = Field(status, "message"); !m.empty()) message = m;
+    reason = Field(status, "reason");
   }
   message = absl::StrCat(what, ": HTTP ", code, ": ", message);
   absl::StatusCode sc = absl::StatusCode::kUnknown;
@@ -55,12 +61,6 @@ absl::Status FromHttp(int code, const std::string& body, const std::string& what
   absl::Status s(sc, message);
   s.SetPayload(kHttpStatusPayload, absl::Cord(std::to_string(code)));
   return s;
-}
-
-// The string at `key` in a kubeconfig map, or "".
-std::string Field(const json& object, const char* key) {
-  if (!object.is_object() || !object.contains(key) || !object[key].is_string()) return "";
-  return object[key].get<std::string>();
 }
 
 const json& MemberOf(const json& object, const char* key) {
@@ -95,6 +95,13 @@ absl::StatusOr<std::string> DataOrFile(const json& object, const std::string& ke
 }
 
 }  // namespace
+
+std::optional<WatchEvent> ParseWatchEvent(const std::string& line) {
+  if (line.empty()) return std::nullopt;
+  json e = json::parse(line, nullptr, false);
+  if (e.is_discarded() || !e.is_object() || !e.contains("type") || !e["type"].is_string()) return std::nullopt;
+  return WatchEvent{e["type"].get<std::string>(), e.value("object", json::object())};
+}
 
 int HttpStatusOf(const absl::Status& status) {
   auto payload = status.GetPayload(kHttpStatusPayload);
@@ -141,7 +148,12 @@ absl::StatusOr<KubeConfig> LoadKubeconfig(const std::string& path, const std::st
   KubeConfig c;
   c.server = Field(*cluster, "server");
   if (c.server.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": cluster ", cluster_name, " has no server"));
-  c.insecure_skip_tls_verify = cluster->value("insecure-skip-tls-verify", false);
+  const json& insecure = MemberOf(*cluster, "insecure-skip-tls-verify");
+  if (!insecure.is_null() && !insecure.is_boolean()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cluster ", cluster_name, ": insecure-skip-tls-verify is not a boolean"));
+  }
+  c.insecure_skip_tls_verify = insecure.is_boolean() && insecure.get<bool>();
   absl::StatusOr<std::string> ca = DataOrFile(*cluster, "certificate-authority", base_dir, path);
   if (!ca.ok()) return ca.status();
   c.ca_pem = *ca;
@@ -321,10 +333,9 @@ absl::Status KubeClient::Watch(const std::string& collection_path, const std::st
         while ((nl = buffer.find('\n')) != std::string::npos) {
           std::string line = buffer.substr(0, nl);
           buffer.erase(0, nl + 1);
-          if (line.empty()) continue;
-          json e = json::parse(line, nullptr, false);
-          if (e.is_discarded() || !e.is_object() || !e.contains("type") || !e["type"].is_string()) continue;
-          if (!on_event(WatchEvent{e["type"].get<std::string>(), e.value("object", json::object())})) {
+          std::optional<WatchEvent> event = ParseWatchEvent(line);
+          if (!event.has_value()) continue;
+          if (!on_event(*event)) {
             stopped_by_handler = true;
             return false;
           }

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -48,6 +49,10 @@ struct WatchEvent {
   std::string type;
   nlohmann::json object;
 };
+
+// One line of a watch stream ({"type": "...", "object": {...}}); nullopt for a
+// line that is not an event (empty, not JSON, not an object, no string type).
+std::optional<WatchEvent> ParseWatchEvent(const std::string& line);
 
 // A small Kubernetes REST client (cpp-httplib + nlohmann/json). Errors carry
 // the API's Status message and map HTTP codes onto absl codes (404 NOT_FOUND,

@@ -248,6 +248,58 @@ TEST(KubeconfigTest, ReadsContextClusterAndUser) {
   EXPECT_NE(missing.status().message().find("prod"), std::string::npos);
 }
 
+TEST(KubeconfigTest, WrongTypesAreErrorsNotExceptions) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string path = std::string(tmp ? tmp : "/tmp") + "/kubeconfig-bad";
+  std::ofstream(path) << "current-context: a\n"
+                         "clusters:\n- name: c1\n  cluster: {server: https://h:1, insecure-skip-tls-verify: \"true\"}\n"
+                         "- name: c2\n  cluster: 5\n"
+                         "contexts:\n- name: a\n  context: {cluster: c1}\n- name: b\n  context: {cluster: c2}\n";
+  auto insecure = LoadKubeconfig(path, "a");
+  EXPECT_EQ(insecure.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(insecure.status().message().find("insecure-skip-tls-verify"), std::string::npos);
+  auto not_a_map = LoadKubeconfig(path, "b");
+  EXPECT_EQ(not_a_map.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(WatchEventTest, ParsesEventLinesAndSkipsTheRest) {
+  auto added = ParseWatchEvent(R"({"type": "ADDED", "object": {"metadata": {"name": "n1"}}})");
+  ASSERT_TRUE(added.has_value());
+  EXPECT_EQ(added->type, "ADDED");
+  EXPECT_EQ(added->object["metadata"]["name"], "n1");
+  EXPECT_FALSE(ParseWatchEvent("").has_value());
+  EXPECT_FALSE(ParseWatchEvent("not json").has_value());
+  EXPECT_FALSE(ParseWatchEvent("[1]").has_value());
+  EXPECT_FALSE(ParseWatchEvent(R"({"type": 3})").has_value());
+}
+
+TEST(WatchEventTest, MalformedObjectsNeverThrow) {
+  Informer::Cache cache;
+  std::string rv = "1";
+  // Not objects, or metadata fields of the wrong type: keyed by what is
+  // readable ("" otherwise), resourceVersion kept.
+  EXPECT_EQ(ApplyWatchEvent({"ADDED", json(5)}, &cache, &rv), WatchOutcome::kChanged);
+  EXPECT_EQ(ApplyWatchEvent({"ADDED", {{"metadata", {{"name", 5}, {"resourceVersion", 7}}}}}, &cache, &rv),
+            WatchOutcome::kChanged);
+  EXPECT_EQ(ApplyWatchEvent({"DELETED", {{"metadata", "x"}}}, &cache, &rv), WatchOutcome::kChanged);
+  EXPECT_EQ(rv, "1");
+  EXPECT_TRUE(cache.empty());
+  EXPECT_EQ(ApplyWatchEvent({"ERROR", {{"code", "410"}}}, &cache, &rv), WatchOutcome::kError);
+  EXPECT_EQ(ApplyWatchEvent({"ERROR", json::array({410})}, &cache, &rv), WatchOutcome::kError);
+  EXPECT_EQ(ApplyWatchEvent({"ERROR", {{"code", 410}}}, &cache, &rv), WatchOutcome::kGone);
+  EXPECT_EQ(ApplyWatchEvent({"BOOKMARK", {{"metadata", {{"resourceVersion", "9"}}}}}, &cache, &rv),
+            WatchOutcome::kUnchanged);
+  EXPECT_EQ(rv, "9");
+  Informer::Cache listed = CacheFromList(json("a string"), &rv);
+  EXPECT_TRUE(listed.empty());
+  EXPECT_EQ(rv, "");
+  listed = CacheFromList({{"items", {{{"metadata", {{"namespace", "ns"}, {"name", "a"}}}}}},
+                          {"metadata", {{"resourceVersion", "12"}}}},
+                         &rv);
+  EXPECT_EQ(listed.count("ns/a"), 1u);
+  EXPECT_EQ(rv, "12");
+}
+
 TEST(InClusterConfigTest, NeedsServiceEnvironment) {
   unsetenv("KUBERNETES_SERVICE_HOST");
   EXPECT_EQ(InClusterConfig("/nonexistent").status().code(), absl::StatusCode::kFailedPrecondition);

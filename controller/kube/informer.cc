@@ -7,16 +7,49 @@ namespace {
 
 using nlohmann::json;
 
-std::string KeyOf(const json& object) {
-  const json meta = object.value("metadata", json::object());
-  return meta.value("namespace", "") + "/" + meta.value("name", "");
+const json& MemberOf(const json& object, const char* key) {
+  static const json kNull;
+  if (!object.is_object()) return kNull;
+  auto it = object.find(key);
+  return it == object.end() ? kNull : *it;
 }
 
-std::string RvOf(const json& object) {
-  return object.value("metadata", json::object()).value("resourceVersion", "");
+std::string StringOf(const json& value) { return value.is_string() ? value.get<std::string>() : ""; }
+
+std::string KeyOf(const json& object) {
+  const json& meta = MemberOf(object, "metadata");
+  return StringOf(MemberOf(meta, "namespace")) + "/" + StringOf(MemberOf(meta, "name"));
 }
+
+std::string RvOf(const json& object) { return StringOf(MemberOf(MemberOf(object, "metadata"), "resourceVersion")); }
 
 }  // namespace
+
+Informer::Cache CacheFromList(const json& list, std::string* resource_version) {
+  Informer::Cache cache;
+  const json& items = MemberOf(list, "items");
+  if (items.is_array()) {
+    for (const json& item : items) cache[KeyOf(item)] = item;
+  }
+  *resource_version = RvOf(list);
+  return cache;
+}
+
+WatchOutcome ApplyWatchEvent(const WatchEvent& event, Informer::Cache* cache, std::string* resource_version) {
+  if (event.type == "ERROR") {
+    const json& code = MemberOf(event.object, "code");
+    return code.is_number_integer() && code.get<int64_t>() == 410 ? WatchOutcome::kGone : WatchOutcome::kError;
+  }
+  const std::string rv = RvOf(event.object);
+  if (!rv.empty()) *resource_version = rv;
+  if (event.type == "BOOKMARK") return WatchOutcome::kUnchanged;
+  if (event.type == "DELETED") {
+    cache->erase(KeyOf(event.object));
+  } else {
+    (*cache)[KeyOf(event.object)] = event.object;
+  }
+  return WatchOutcome::kChanged;
+}
 
 Informer::Informer(KubeClient* client, std::string collection_path, std::function<void(const Cache&)> on_change,
                    int watch_timeout_seconds)
@@ -59,13 +92,13 @@ void Informer::Run() {
         pause(1000);
         continue;
       }
-      Cache fresh;
-      for (const json& item : list->value("items", json::array())) fresh[KeyOf(item)] = item;
+      std::string rv;
+      Cache fresh = CacheFromList(*list, &rv);
       Cache copy;
       {
         std::lock_guard<std::mutex> lock(mu_);
         cache_ = std::move(fresh);
-        rv_ = list->value("metadata", json::object()).value("resourceVersion", "");
+        rv_ = rv;
         copy = cache_;
       }
       ++lists_;
@@ -76,24 +109,22 @@ void Informer::Run() {
     bool gone = false;
     absl::Status s = client_->Watch(path_, resource_version(), watch_timeout_seconds_, [&](const WatchEvent& e) {
       if (stop_) return false;
-      if (e.type == "ERROR") {
-        if (e.object.value("code", 0) == 410) gone = true;
-        else log_.Warn("watch error event", {{"object", e.object}});
-        return false;
-      }
       Cache copy;
+      WatchOutcome outcome;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        const std::string rv = RvOf(e.object);
-        if (!rv.empty()) rv_ = rv;
-        if (e.type == "BOOKMARK") return true;
-        if (e.type == "DELETED") {
-          cache_.erase(KeyOf(e.object));
-        } else {
-          cache_[KeyOf(e.object)] = e.object;
-        }
-        copy = cache_;
+        outcome = ApplyWatchEvent(e, &cache_, &rv_);
+        if (outcome == WatchOutcome::kChanged) copy = cache_;
       }
+      if (outcome == WatchOutcome::kGone) {
+        gone = true;
+        return false;
+      }
+      if (outcome == WatchOutcome::kError) {
+        log_.Warn("watch error event", {{"object", e.object}});
+        return false;
+      }
+      if (outcome == WatchOutcome::kUnchanged) return true;
       on_change_(copy);
       return true;
     }, this, [this] { return stop_.load(); });

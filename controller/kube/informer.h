@@ -50,6 +50,22 @@ class Informer {
   std::thread thread_;
 };
 
+// The pure steps of Informer::Run, for tests and fuzzing. Objects are keyed
+// "namespace/name"; a missing or non-string field counts as "".
+//
+// The cache a list response holds ("items"); sets `resource_version` to the
+// list's metadata.resourceVersion ("" when absent).
+Informer::Cache CacheFromList(const nlohmann::json& list, std::string* resource_version);
+
+enum class WatchOutcome {
+  kChanged,    // ADDED, MODIFIED or DELETED applied to the cache
+  kUnchanged,  // BOOKMARK: only the resourceVersion moved
+  kGone,       // ERROR with code 410: relist
+  kError,      // any other ERROR: rewatch
+};
+// Applies one watch event to `cache` and `resource_version`.
+WatchOutcome ApplyWatchEvent(const WatchEvent& event, Informer::Cache* cache, std::string* resource_version);
+
 }  // namespace rpci::kube
 
 #endif  // RPCI_CONTROLLER_KUBE_INFORMER_H_
