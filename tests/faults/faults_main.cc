@@ -414,8 +414,7 @@ class Stack {
         std::vector<std::string>{Bin("controller/rpci-controller"), "--store=local", "--state-dir=" + dir_ + "/controller",
                                  absl::StrCat("--listen=127.0.0.1:", controller_port_),
                                  absl::StrCat("--http-listen=127.0.0.1:", controller_http_), "--insecure",
-                                 "--reconcile-interval-ms=200", "--agent-lease-seconds=3", "--node-lease-seconds=30",
-                                 "--default-spares=0"},
+                                 "--reconcile-interval-ms=200", "--agent-lease-seconds=12", "--node-lease-seconds=30"},
         absl::StrCat(dir_, "/controller", controller_starts_, ".log"),
         absl::StrCat(dir_, "/controller", controller_starts_, ".log"));
     if (!WaitUntil([&] { return HttpGet(controller_http_, "/readyz").has_value(); }, absl::Seconds(15))) {
@@ -568,6 +567,7 @@ Outcome PluginSigkill() {
   PodRun run("b");
   if (!StartPodRun(run, 3000, 5000, &o)) return o;
   Stack::Node& n = run.stack.node(0);
+  const int lists_before = n.kubelet->ListAndWatchUpdates(kResource);
   n.plugin->Signal(SIGKILL);
   n.plugin->Wait(absl::Seconds(5));
   const absl::Time killed = absl::Now();
@@ -575,7 +575,12 @@ Outcome PluginSigkill() {
     o.reason = "plugin restart: " + std::string(s.message());
   } else if (!n.kubelet->WaitForRegistration(kResource, 2, absl::Seconds(10))) {
     o.reason = "restarted plugin did not register with the kubelet";
-  } else if (!WaitUntil([&] { return DeviceHealthIs(*n.kubelet, run.device, "Healthy"); }, absl::Seconds(10))) {
+  } else if (!WaitUntil(
+                 [&] {
+                   return n.kubelet->ListAndWatchUpdates(kResource) > lists_before &&
+                          DeviceHealthIs(*n.kubelet, run.device, "Healthy");
+                 },
+                 absl::Seconds(10))) {
     o.reason = "pod's device not advertised Healthy after the plugin restart";
   }
   o.recover_s = absl::ToDoubleSeconds(absl::Now() - killed);
@@ -688,20 +693,24 @@ Outcome DeviceServerGone() {
   Stack::Node& n = run.stack.node(0);
   run.stack.agent().Signal(SIGSTOP);
   const absl::Time gone = absl::Now();
-  bool unhealthy = WaitUntil([&] { return DeviceHealthIs(*n.kubelet, run.device, "Unhealthy") ||
-                                          !DeviceHealthIs(*n.kubelet, run.device, "Healthy"); },
-                             absl::Seconds(20), absl::Milliseconds(50));
+  bool unhealthy = WaitUntil([&] { return DeviceHealthIs(*n.kubelet, run.device, "Unhealthy"); },
+                             absl::Seconds(30), absl::Milliseconds(50));
   const double unhealthy_s = absl::ToDoubleSeconds(absl::Now() - gone);
-  // Reclaimed: the controller no longer counts any device as assigned or attached.
+  // Reclaimed: the controller counts both of the lost server's devices
+  // Unhealthy (the spare's assignment is taken back; the attached one stays
+  // with its pod until the pod goes, but is no longer offered) and none
+  // Available, Assigned or Attached.
   bool reclaimed = WaitUntil(
       [&] {
         std::optional<std::string> page = run.stack.ControllerMetrics();
         if (!page) return false;
-        double held = std::max(0.0, MetricSum(*page, "rpci_controller_devices", "phase=\"assigned\"")) +
-                      std::max(0.0, MetricSum(*page, "rpci_controller_devices", "phase=\"attached\""));
-        return held == 0;
+        double held = 0;
+        for (const char* phase : {"Available", "Assigned", "Attached"}) {
+          held += std::max(0.0, MetricSum(*page, "rpci_controller_devices", absl::StrCat("phase=\"", phase, "\"")));
+        }
+        return held == 0 && MetricSum(*page, "rpci_controller_devices", "phase=\"Unhealthy\"") == 2;
       },
-      absl::Seconds(20), absl::Milliseconds(100));
+      absl::Seconds(30), absl::Milliseconds(100));
   const double reclaimed_s = absl::ToDoubleSeconds(absl::Now() - gone);
   // The workload gives up once its grace is over; count what it had acknowledged.
   const int rc = run.workload->Wait(absl::Seconds(40));
@@ -714,9 +723,9 @@ Outcome DeviceServerGone() {
   o.note = absl::StrFormat("Unhealthy at kubelet after %.1f s, reclaimed after %.1f s; workload %s", unhealthy_s,
                            reclaimed_s, rc == 0 ? "finished?!" : "failed as expected");
   if (!unhealthy) {
-    o.reason = "pod's device still Healthy at the kubelet after 20 s";
+    o.reason = "pod's device not Unhealthy at the kubelet after 30 s";
   } else if (!reclaimed) {
-    o.reason = "controller still holds the lost server's devices after 20 s";
+    o.reason = "controller still offers or holds the lost server's devices after 30 s";
   } else if (rc == 0) {
     o.reason = "workload reported success against a stopped device server";
   } else if (o.lost != 0) {
