@@ -5,13 +5,20 @@
 //     the crash-safe local-store commit;
 //   - Claim latency: Claim() calls one after another, each committed (fsync)
 //     before it returns, as a plugin's Allocate waits for it;
-// and the process RSS afterwards. Prints one JSON object, then a table
-// (--json: only the JSON).
+// and the RSS afterwards. Each size runs in a forked child of its own, so its
+// RSS is its own; a size that takes longer than --max_seconds is killed and
+// reported as not completed. The headline `assignments_per_s` and `rss_mb`
+// are the --headline size's (10 000 devices x 1 000 compute nodes); `scaling`
+// lists every size. Prints one JSON object, then a table (--json: only the
+// JSON).
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -20,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "bench/stats.h"
 #include "common/clock.h"
 #include "common/flags.h"
 #include "common/log.h"
@@ -37,23 +45,14 @@ using rpci::controller::PoolSpec;
 constexpr int kDevicesPerServer = 50;
 constexpr int kDevicesPerNode = 10;
 
-double RssMb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      int64_t kb = 0;
-      std::vector<std::string> parts = absl::StrSplit(line, ' ', absl::SkipEmpty());
-      if (parts.size() >= 2 && absl::SimpleAtoi(parts[1], &kb)) return kb / 1024.0;
-    }
-  }
-  return 0;
-}
+using rpci::bench::Percentile;
+using rpci::bench::PeakRssMb;
+using rpci::bench::RssMb;
 
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+double ThreadCpuMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_dir) {
@@ -70,6 +69,7 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
   pool.spares_per_node = kDevicesPerNode;
   manager.SetPools({pool});
 
+  const absl::Time setup_start = absl::Now();
   for (int s = 0; s * kDevicesPerServer < devices; ++s) {
     rpci::v1::RegisterAgentRequest req;
     const std::string server = absl::StrCat("dev-", s);
@@ -93,9 +93,12 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
     if (auto r = manager.RegisterNode(req); !r.ok()) return r.status();
   }
 
+  const double setup_s = absl::ToDoubleSeconds(absl::Now() - setup_start);
   const absl::Time start = absl::Now();
+  const double cpu_start = ThreadCpuMs();
   std::vector<rpci::controller::Decision> decisions = manager.Reconcile();
   const absl::Duration took = absl::Now() - start;
+  const double cpu_ms = ThreadCpuMs() - cpu_start;
   int assigned = 0;
   for (const auto& d : decisions) assigned += d.action == "assign";
 
@@ -123,30 +126,88 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
   json out = {{"devices", devices},
               {"compute_nodes", nodes},
               {"assigned", assigned},
+              {"completed", true},
+              {"setup_s", setup_s},
               {"reconcile_ms", absl::ToDoubleMilliseconds(took)},
+              {"reconcile_cpu_ms", cpu_ms},
               {"assignments_per_s", assigned / std::max(1e-9, absl::ToDoubleSeconds(took))},
+              {"assignments_per_cpu_s", assigned / std::max(1e-6, cpu_ms / 1e3)},
               {"claims", claims},
               {"claim_us_mean", mean},
               {"claim_us_p50", Percentile(latencies_us, 0.50)},
               {"claim_us_p99", Percentile(latencies_us, 0.99)},
-              {"rss_mb", RssMb()}};
+              {"rss_mb", RssMb()},
+              {"peak_rss_mb", PeakRssMb()}};
   std::string cleanup = absl::StrCat("rm -rf '", dir, "'");
   (void)std::system(cleanup.c_str());
   return out;
+}
+
+// Runs RunSize in a forked child and reads its JSON back; a child still
+// running after `max_seconds` is killed and the size reported as incomplete.
+json RunSizeInChild(int devices, int claims, const std::string& dir, int64_t max_seconds) {
+  const json incomplete = {{"devices", devices}, {"completed", false}};
+  int fds[2];
+  if (pipe(fds) != 0) return incomplete;
+  const pid_t pid = fork();
+  if (pid < 0) return incomplete;
+  if (pid == 0) {
+    close(fds[0]);
+    absl::StatusOr<json> r = RunSize(devices, claims, dir);
+    const std::string text = r.ok() ? r->dump() : json{{"devices", devices}, {"completed", false},
+                                                       {"error", r.status().ToString()}}.dump();
+    size_t done = 0;
+    while (done < text.size()) {
+      ssize_t n = write(fds[1], text.data() + done, text.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    _exit(r.ok() ? 0 : 1);
+  }
+  close(fds[1]);
+  std::string text;
+  const absl::Time deadline = absl::Now() + absl::Seconds(max_seconds);
+  bool timed_out = false;
+  for (;;) {
+    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left_ms <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p{fds[0], POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 1000))) <= 0) continue;
+    char buf[65536];
+    ssize_t n = read(fds[0], buf, sizeof(buf));
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  close(fds[0]);
+  if (timed_out) kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (timed_out) {
+    json out = incomplete;
+    out["error"] = absl::StrCat("did not finish within ", max_seconds, " s (killed)");
+    return out;
+  }
+  json out = json::parse(text, nullptr, false);
+  return out.is_discarded() ? incomplete : out;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   bool json_only = false;
-  std::string sizes_text = "100,1000,5000", dir = "/tmp";
-  int64_t claims = 200;
+  std::string sizes_text = "1000,10000,100000", dir = "/tmp";
+  int64_t claims = 200, headline = 10000, max_seconds = 150;
   rpci::FlagSet flags("bench/controller [flags]",
                       "Pool manager on the local store: assignments/s of one reconcile pass and Claim latency "
                       "(each Claim committed with fsync), by number of devices.");
   flags.Bool("json", &json_only, "print only the JSON object");
   flags.String("devices", &sizes_text, "comma-separated device counts");
   flags.Int("claims", &claims, "Claim calls timed per size");
+  flags.Int("headline", &headline, "device count whose figures are the top-level assignments_per_s and rss_mb");
+  flags.Int("max_seconds", &max_seconds, "a size still running after this long is killed and reported incomplete");
   flags.String("dir", &dir, "where the local store's state directories go (the disk under test)");
   absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
   if (!args.ok()) {
@@ -168,22 +229,30 @@ int main(int argc, char** argv) {
     sizes.push_back(n);
   }
   rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
-  json result = {{"benchmark", "controller"}, {"store", "local"}, {"results", json::array()}};
+  json result = {{"benchmark", "controller"}, {"store", "local"}, {"scaling", json::array()}};
   for (int n : sizes) {
-    absl::StatusOr<json> r = RunSize(n, static_cast<int>(claims), dir);
-    if (!r.ok()) {
-      std::cerr << "devices=" << n << ": " << r.status() << "\n";
-      return 1;
+    json r = RunSizeInChild(n, static_cast<int>(claims), dir, max_seconds);
+    if (!r.value("completed", false)) std::cerr << "devices=" << n << ": " << r.value("error", "failed") << "\n";
+    result["scaling"].push_back(r);
+    if (n == headline && r.value("completed", false)) {
+      result["devices"] = n;
+      result["compute_nodes"] = r["compute_nodes"];
+      result["assignments_per_s"] = r["assignments_per_s"];
+      result["rss_mb"] = r["rss_mb"];
     }
-    result["results"].push_back(*r);
   }
   std::cout << result.dump() << "\n";
   if (json_only) return 0;
-  printf("\n%8s %6s %12s %14s %13s %13s %13s %8s\n", "devices", "nodes", "reconcile_ms", "assignments/s",
-         "claim_p50_us", "claim_p99_us", "claim_mean_us", "rss_mb");
-  for (const json& r : result["results"]) {
-    printf("%8d %6d %12.1f %14.0f %13.0f %13.0f %13.0f %8.1f\n", r["devices"].get<int>(),
-           r["compute_nodes"].get<int>(), r["reconcile_ms"].get<double>(), r["assignments_per_s"].get<double>(),
+  printf("\n%8s %6s %12s %10s %14s %13s %13s %13s %8s\n", "devices", "nodes", "reconcile_ms", "cpu_ms",
+         "assignments/s", "claim_p50_us", "claim_p99_us", "claim_mean_us", "rss_mb");
+  for (const json& r : result["scaling"]) {
+    if (!r.value("completed", false)) {
+      printf("%8d  not completed: %s\n", r["devices"].get<int>(), r.value("error", "failed").c_str());
+      continue;
+    }
+    printf("%8d %6d %12.1f %10.1f %14.0f %13.0f %13.0f %13.0f %8.1f\n", r["devices"].get<int>(),
+           r["compute_nodes"].get<int>(), r["reconcile_ms"].get<double>(), r["reconcile_cpu_ms"].get<double>(),
+           r["assignments_per_s"].get<double>(),
            r["claim_us_p50"].get<double>(), r["claim_us_p99"].get<double>(), r["claim_us_mean"].get<double>(),
            r["rss_mb"].get<double>());
   }

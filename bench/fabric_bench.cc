@@ -17,6 +17,7 @@
 
 #include "agent/inventory/pci_inventory.h"
 #include "agent/inventory/pci_names.h"
+#include "bench/stats.h"
 #include "bench/tcp_baseline.h"
 #include "common/fabric/fabric.h"
 #include "common/flags.h"

@@ -10,6 +10,7 @@
 
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
+#include "bench/stats.h"
 #include "bench/tcp_baseline.h"
 #include "client/session_client.h"
 #include "grpcpp/grpcpp.h"

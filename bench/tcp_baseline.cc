@@ -17,11 +17,6 @@ double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count()
 
 }  // namespace
 
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
-}
-
 // A listening socket on 127.0.0.1 (any port); its address in *a.
 int LoopbackListener(sockaddr_in* a, int backlog) {
   int l = socket(AF_INET, SOCK_STREAM, 0);

@@ -11,9 +11,6 @@
 
 namespace rpci::bench {
 
-// The p-quantile (0..1) of `v`; 0 when empty.
-double Percentile(std::vector<double> v, double p);
-
 // A listening socket on 127.0.0.1 (any port); its address in *a.
 int LoopbackListener(sockaddr_in* a, int backlog);
 
