@@ -242,7 +242,7 @@ absl::Status SessionClient::WithReconnect(const std::function<absl::Status()>& o
   return op();
 }
 
-absl::Status SessionClient::SendFrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) {
+std::vector<uint8_t> SessionClient::FrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) const {
   session::Frame f;
   f.type = type;
   f.session_id = *session::ParseSessionId(ticket_.session_id);
@@ -250,6 +250,11 @@ absl::Status SessionClient::SendFrameLocked(FrameType type, uint64_t arg0, uint6
   f.arg0 = arg0;
   f.arg1 = arg1;
   auto bytes = session::EncodeFrame(f);
+  return std::vector<uint8_t>(bytes.begin(), bytes.end());
+}
+
+absl::Status SessionClient::SendFrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) {
+  std::vector<uint8_t> bytes = FrameLocked(type, arg0, arg1);
   return link_->Send(peer_, bytes.data(), bytes.size());
 }
 
@@ -270,8 +275,9 @@ absl::Status SessionClient::PushWritesLocked(const std::vector<session::MmioWrit
   const uint64_t tail = writes.back().seq;
   session::EncodeRingHeader({cap, session::kMmioEntrySize, log_.acked(), tail}, ring_stage_.data());
   segs.push_back({stage_mr_.get(), session::kRingTailOffset, 8, ring.address + session::kRingTailOffset, ring.key});
-  if (absl::Status s = link_->Write(peer_, segs); !s.ok()) return s;
-  if (absl::Status s = SendFrameLocked(FrameType::kKick, tail, consumed_); !s.ok()) return s;
+  // The kick names the new tail; the entries and tail word land first.
+  std::vector<uint8_t> kick = FrameLocked(FrameType::kKick, tail, consumed_);
+  if (absl::Status s = link_->WriteAndSend(peer_, segs, kick.data(), kick.size()); !s.ok()) return s;
   pushed_ = tail;
   return absl::OkStatus();
 }

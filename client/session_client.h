@@ -119,6 +119,7 @@ class SessionClient {
   absl::Status Connect();                   // fresh link + OpenSession(resume)
   absl::Status ReconnectLocked();           // backoff loop; mu_ held
   absl::Status EnsureLiveLocked();
+  std::vector<uint8_t> FrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1) const;
   absl::Status SendFrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
   absl::Status PushWritesLocked(const std::vector<session::MmioWrite>& writes);
   absl::Status FlushLocked();

@@ -72,6 +72,7 @@ absl::Status Link::Init(const LinkOptions& options) {
   prov_key_ = (mr_mode & FI_MR_PROV_KEY) != 0;
   mr_endpoint_ = (mr_mode & FI_MR_ENDPOINT) != 0;
   mr_local_ = (mr_mode & FI_MR_LOCAL) != 0;
+  ordered_writes_ = (info_->tx_attr->msg_order & (FI_ORDER_WAW | FI_ORDER_SAW)) == (FI_ORDER_WAW | FI_ORDER_SAW);
 
   if ((rc = fi_fabric(info_->fabric_attr, &fabric_, nullptr)) != 0) return FiError("fi_fabric", rc);
   if ((rc = fi_domain(fabric_, info_, &domain_, nullptr)) != 0) return FiError("fi_domain", rc);
@@ -243,8 +244,8 @@ absl::Status Link::WaitOps(const std::vector<std::shared_ptr<Op>>& ops, const ch
   return absl::OkStatus();
 }
 
-absl::Status Link::Rma(PeerAddr peer, const std::vector<RmaSegment>& segments, bool write) {
-  std::vector<std::shared_ptr<Op>> ops;
+absl::Status Link::PostRma(PeerAddr peer, const std::vector<RmaSegment>& segments, bool write,
+                           std::vector<std::shared_ptr<Op>>* ops) {
   const absl::Time post_deadline = absl::Now() + op_timeout_;
   for (const RmaSegment& seg : segments) {
     if (seg.local == nullptr || seg.len == 0 || seg.local_offset > seg.local->size() ||
@@ -262,32 +263,39 @@ absl::Status Link::Rma(PeerAddr peer, const std::vector<RmaSegment>& segments, b
       ssize_t rc = write ? fi_write(ep_, buf, seg.len, seg.local->desc(), peer, seg.remote_address, seg.key, &op->ctx)
                          : fi_read(ep_, buf, seg.len, seg.local->desc(), peer, seg.remote_address, seg.key, &op->ctx);
       if (rc == 0) break;
-      if (rc != -FI_EAGAIN) {
-        std::lock_guard<std::mutex> lock(mu_);
-        inflight_.erase(op.get());
-        ++failed_ops_;
-        return FiError(write ? "fi_write" : "fi_read", static_cast<int>(rc));
-      }
-      if (absl::Now() > post_deadline) {
-        std::lock_guard<std::mutex> lock(mu_);
-        inflight_.erase(op.get());
-        ++failed_ops_;
-        return absl::UnavailableError("fabric: peer not accepting operations (timed out)");
-      }
-      fi_cq_signal(cq_);
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      if (absl::Status s = Backoff(rc, post_deadline, op.get(), write ? "fi_write" : "fi_read"); !s.ok()) return s;
     }
-    ops.push_back(op);
+    ops->push_back(op);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Link::Backoff(ssize_t rc, absl::Time deadline, Op* op, const char* what) {
+  if (rc != -FI_EAGAIN || absl::Now() > deadline) {
+    std::lock_guard<std::mutex> lock(mu_);
+    inflight_.erase(op);
+    ++failed_ops_;
+    if (rc != -FI_EAGAIN) return FiError(what, static_cast<int>(rc));
+    return absl::UnavailableError(absl::StrFormat("fabric: %s: peer not accepting operations (timed out)", what));
   }
   fi_cq_signal(cq_);
-  return WaitOps(ops, write ? "rma write" : "rma read");
+  std::this_thread::sleep_for(std::chrono::microseconds(50));
+  return absl::OkStatus();
+}
+
+absl::Status Link::Rma(PeerAddr peer, const std::vector<RmaSegment>& segments, bool write) {
+  std::vector<std::shared_ptr<Op>> ops;
+  absl::Status posted = PostRma(peer, segments, write, &ops);
+  fi_cq_signal(cq_);
+  absl::Status done = WaitOps(ops, write ? "rma write" : "rma read");
+  return posted.ok() ? done : posted;
 }
 
 absl::Status Link::Write(PeerAddr peer, const std::vector<RmaSegment>& segments) { return Rma(peer, segments, true); }
 
 absl::Status Link::Read(PeerAddr peer, const std::vector<RmaSegment>& segments) { return Rma(peer, segments, false); }
 
-absl::Status Link::Send(PeerAddr peer, const void* data, size_t len) {
+absl::Status Link::PostSend(PeerAddr peer, const void* data, size_t len, std::vector<std::shared_ptr<Op>>* ops) {
   if (len == 0 || len > kMaxMessage) return absl::InvalidArgumentError("fabric: message size out of range");
   auto op = std::make_shared<Op>();
   op->buf.assign(static_cast<const char*>(data), len);
@@ -300,23 +308,33 @@ absl::Status Link::Send(PeerAddr peer, const void* data, size_t len) {
   while (true) {
     ssize_t rc = fi_send(ep_, op->buf.data(), len, nullptr, peer, &op->ctx);
     if (rc == 0) break;
-    if (rc != -FI_EAGAIN) {
-      std::lock_guard<std::mutex> lock(mu_);
-      inflight_.erase(op.get());
-      ++failed_ops_;
-      return FiError("fi_send", static_cast<int>(rc));
-    }
-    if (absl::Now() > post_deadline) {
-      std::lock_guard<std::mutex> lock(mu_);
-      inflight_.erase(op.get());
-      ++failed_ops_;
-      return absl::UnavailableError("fabric: peer not accepting messages (timed out)");
-    }
-    fi_cq_signal(cq_);
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (absl::Status s = Backoff(rc, post_deadline, op.get(), "fi_send"); !s.ok()) return s;
   }
+  ops->push_back(op);
+  return absl::OkStatus();
+}
+
+absl::Status Link::Send(PeerAddr peer, const void* data, size_t len) {
+  std::vector<std::shared_ptr<Op>> ops;
+  if (absl::Status s = PostSend(peer, data, len, &ops); !s.ok()) return s;
   fi_cq_signal(cq_);
-  return WaitOps({op}, "send");
+  return WaitOps(ops, "send");
+}
+
+absl::Status Link::WriteAndSend(PeerAddr peer, const std::vector<RmaSegment>& segments, const void* data,
+                                size_t len) {
+  if (!ordered_writes_) {
+    if (!segments.empty()) {
+      if (absl::Status s = Write(peer, segments); !s.ok()) return s;
+    }
+    return Send(peer, data, len);
+  }
+  std::vector<std::shared_ptr<Op>> ops;
+  absl::Status posted = PostRma(peer, segments, true, &ops);
+  if (posted.ok()) posted = PostSend(peer, data, len, &ops);
+  fi_cq_signal(cq_);
+  absl::Status done = WaitOps(ops, "rma write and send");
+  return posted.ok() ? done : posted;
 }
 
 absl::StatusOr<std::string> Link::Receive(absl::Duration timeout) {

@@ -107,6 +107,14 @@ class Link {
   absl::Status Read(PeerAddr peer, const std::vector<RmaSegment>& segments);
   // Sends one small message (<= kMaxMessage bytes) and waits for its completion.
   absl::Status Send(PeerAddr peer, const void* data, size_t len);
+  // RMA-writes `segments`, then sends the message; the peer sees the data
+  // before the message. When the provider orders writes and send-after-write
+  // (ordered_writes()) all are posted at once and waited for together (one
+  // round trip); otherwise the send waits for the writes.
+  absl::Status WriteAndSend(PeerAddr peer, const std::vector<RmaSegment>& segments, const void* data, size_t len);
+  // Whether RMA writes to one peer are placed in the order posted (WAW) and
+  // a message sent after them arrives after their data (SAW).
+  bool ordered_writes() const { return ordered_writes_; }
   // Next received message, or DEADLINE_EXCEEDED after `timeout`,
   // CANCELLED once Shutdown has been called.
   absl::StatusOr<std::string> Receive(absl::Duration timeout);
@@ -124,6 +132,13 @@ class Link {
   Link() = default;
   absl::Status Init(const LinkOptions& options);
   absl::Status Rma(PeerAddr peer, const std::vector<RmaSegment>& segments, bool write);
+  // Post without waiting; the ops are waited for with WaitOps.
+  absl::Status PostRma(PeerAddr peer, const std::vector<RmaSegment>& segments, bool write,
+                       std::vector<std::shared_ptr<Op>>* ops);
+  absl::Status PostSend(PeerAddr peer, const void* data, size_t len, std::vector<std::shared_ptr<Op>>* ops);
+  // After a failed post: OK to retry (EAGAIN before `deadline`, after a
+  // pause), else the error; the op is dropped from the in-flight set.
+  absl::Status Backoff(ssize_t rc, absl::Time deadline, Op* op, const char* what);
   absl::Status WaitOps(const std::vector<std::shared_ptr<Op>>& ops, const char* what);
   absl::Status PostRecv(size_t slot);
   void ProgressLoop();
@@ -135,6 +150,7 @@ class Link {
   bool prov_key_ = false;
   bool mr_endpoint_ = false;
   bool mr_local_ = false;
+  bool ordered_writes_ = false;
   fi_info* info_ = nullptr;
   fid_fabric* fabric_ = nullptr;
   fid_domain* domain_ = nullptr;

@@ -67,6 +67,33 @@ TEST(LinkTest, WrongKeyOrOutOfBoundsAccessFailsAndLeavesMemoryAlone) {
   EXPECT_EQ(std::vector<uint8_t>(4096, 0), dst);
 }
 
+// One round trip for "data, then doorbell": the receiver of the message must
+// already see every byte of the writes posted with it.
+TEST(LinkTest, WriteAndSendPlacesTheDataBeforeTheMessageArrives) {
+  Pair p = Connect();
+  EXPECT_TRUE(p.a->ordered_writes());  // tcp;ofi_rxm grants WAW and SAW
+  std::vector<uint8_t> src(1 << 20), dst(1 << 20, 0), tail(8, 0x77), dst_tail(8, 0);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>(i * 13 + 1);
+  auto src_mr = *p.a->Register(src.data(), src.size(), 0);
+  auto tail_mr = *p.a->Register(tail.data(), tail.size(), 0);
+  auto dst_mr = *p.b->Register(dst.data(), dst.size(), FI_REMOTE_WRITE);
+  auto dst_tail_mr = *p.b->Register(dst_tail.data(), dst_tail.size(), FI_REMOTE_WRITE);
+  for (int round = 0; round < 5; ++round) {
+    src[0] = static_cast<uint8_t>(round);
+    tail[0] = static_cast<uint8_t>(round);
+    ASSERT_TRUE(p.a
+                    ->WriteAndSend(p.a_to_b,
+                                   {{src_mr.get(), 0, src.size(), dst_mr->remote_address(), dst_mr->key()},
+                                    {tail_mr.get(), 0, 8, dst_tail_mr->remote_address(), dst_tail_mr->key()}},
+                                   "go", 2)
+                    .ok());
+    absl::StatusOr<std::string> msg = p.b->Receive(absl::Seconds(5));
+    ASSERT_TRUE(msg.ok()) << msg.status();
+    EXPECT_EQ(dst, src);
+    EXPECT_EQ(dst_tail, tail);
+  }
+}
+
 TEST(LinkTest, LegacyMrModeValuesExpandToTheirBits) {
   EXPECT_EQ(EffectiveMrMode(FI_MR_BASIC), uint64_t{FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY});
   EXPECT_EQ(EffectiveMrMode(FI_MR_SCALABLE), 0u);

@@ -8,7 +8,9 @@
 #include <cstring>
 #include <deque>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/tls.h"
 #include "session/bounds.h"
 #include "session/checkpoint.h"
 #include "session/sequencing.h"
@@ -88,6 +90,21 @@ void ToProto(const RegionDesc& d, rpci::v1::Region* r) {
   r->set_size(d.size);
   r->set_key(d.key);
   r->set_writable((d.access & session::kAccessWrite) != 0);
+}
+
+// Only the plugin of the compute node a reservation is for may make it.
+absl::Status CheckReservingPeer(const grpc::ServerContext& ctx, const std::string& compute_node) {
+  absl::StatusOr<PeerIdentity> peer = GetPeerIdentity(ctx);
+  if (!peer.ok()) {
+    return absl::Status(peer.status().code(),
+                        absl::StrCat("reserving a session needs a plugin certificate: ", peer.status().message()));
+  }
+  if (peer->role != "plugin" || peer->node.empty() || peer->node != compute_node) {
+    return absl::PermissionDeniedError(absl::StrCat("peer \"", peer->role, peer->node.empty() ? "" : ":", peer->node,
+                                                    "\" may not reserve sessions for compute node \"", compute_node,
+                                                    "\" (needs plugin:", compute_node, ")"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -265,7 +282,7 @@ void SessionServer::SaveCheckpoint() {
   }
 }
 
-grpc::Status SessionServer::OpenSession(grpc::ServerContext*, const rpci::v1::OpenSessionRequest* req,
+grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1::OpenSessionRequest* req,
                                         rpci::v1::OpenSessionResponse* resp) {
   if (stopping_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "session server stopping");
   std::shared_ptr<Session> s;
@@ -283,6 +300,13 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext*, const rpci::v1::Op
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->resume_session_id() + ": wrong key");
     }
   } else {
+    if (options_.require_plugin_certificate) {
+      if (absl::Status peer = CheckReservingPeer(*ctx, req->compute_node()); !peer.ok()) {
+        refused_->Labels({"bad_peer"}).Inc();
+        log_.Warn("reservation refused", {{"grant", req->grant_id()}, {"error", std::string(peer.message())}});
+        return ToGrpc(peer);
+      }
+    }
     absl::StatusOr<Grant> grant = grants_->Check(req->grant_id(), req->token(), options_.clock->Now());
     if (!grant.ok()) {
       refused_->Labels({"bad_grant"}).Inc();
@@ -673,29 +697,43 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
   // client writes only the tail word, so this cannot race its updates).
   const uint64_t head = s.gate.applied();
   std::memcpy(s.ring_buf.data() + session::kRingHeadOffset, &head, sizeof(head));  // little-endian host
-  DeliverInterrupts(s);
-  SendFrame(s, FrameType::kEvent, s.gate.applied(), s.completion_seq);
+  std::vector<session::RmaSegment> segs = DeliverInterrupts(s);
+  session::Frame f;
+  f.type = FrameType::kEvent;
+  f.session_id = s.id;
+  f.key = s.key.bytes();
+  f.arg0 = s.gate.applied();
+  f.arg1 = s.completion_seq;
+  auto event = session::EncodeFrame(f);
+  if (absl::Status st = link_->WriteAndSend(s.peer, segs, event.data(), event.size()); !st.ok()) {
+    log_.Warn("completion push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
+  }
 }
 
-absl::Status SessionServer::PushMirrors(Session& s) {
-  std::vector<session::RmaSegment> segs;
+absl::Status SessionServer::MirrorSegments(Session& s, std::vector<session::RmaSegment>* segs) {
   for (size_t i = 0; i < s.bars.size(); ++i) {
     absl::StatusOr<RegionDesc> mirror = session::FindRegion(s.client, RegionKind::kBar, s.bars[i].index);
     if (!mirror.ok()) return mirror.status();
     if (absl::Status st = s.device->ReadBar(s.bars[i].index, 0, s.bar_buf[i].size(), s.bar_buf[i].data()); !st.ok()) {
       return st;
     }
-    segs.push_back({s.bar_mr[i].get(), 0, s.bar_buf[i].size(), mirror->address, mirror->key});
+    segs->push_back({s.bar_mr[i].get(), 0, s.bar_buf[i].size(), mirror->address, mirror->key});
   }
   absl::StatusOr<RegionDesc> dma = session::FindRegion(s.client, RegionKind::kDma);
   if (!dma.ok()) return dma.status();
-  for (const auto& [off, len] : s.from_device) segs.push_back({s.dma_mr.get(), off, len, dma->address + off, dma->key});
-  absl::Status st = link_->Write(s.peer, segs);
+  for (const auto& [off, len] : s.from_device) segs->push_back({s.dma_mr.get(), off, len, dma->address + off, dma->key});
+  return absl::OkStatus();
+}
+
+absl::Status SessionServer::PushMirrors(Session& s) {
+  std::vector<session::RmaSegment> segs;
+  absl::Status st = MirrorSegments(s, &segs);
+  if (st.ok()) st = link_->Write(s.peer, segs);
   if (!st.ok()) log_.Warn("mirror push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
   return st;
 }
 
-void SessionServer::DeliverInterrupts(Session& s) {
+std::vector<session::RmaSegment> SessionServer::DeliverInterrupts(Session& s) {
   for (const SessionDevice::Interrupt& irq : s.device->TakeInterrupts()) {
     session::Completion c;
     c.vector = irq.vector;
@@ -703,12 +741,19 @@ void SessionServer::DeliverInterrupts(Session& s) {
     c.data = irq.data;
     s.backlog.push_back(c);
   }
-  if (s.backlog.empty()) return;
-  // Device changes reach the mirror before any completion that reports them.
-  if (!PushMirrors(s).ok()) return;
-  absl::StatusOr<RegionDesc> ring = session::FindRegion(s.client, RegionKind::kCompletionRing);
-  if (!ring.ok()) return;
+  if (s.backlog.empty()) return {};
+  // Device changes reach the mirror before any completion that reports them:
+  // in the same ordered batch when the provider places writes in order,
+  // else pushed and waited for first.
   std::vector<session::RmaSegment> segs;
+  if (link_->ordered_writes()) {
+    if (!MirrorSegments(s, &segs).ok()) return {};
+  } else if (!PushMirrors(s).ok()) {
+    return {};
+  }
+  absl::StatusOr<RegionDesc> ring = session::FindRegion(s.client, RegionKind::kCompletionRing);
+  if (!ring.ok()) return {};
+  const size_t mirror_segments = segs.size();
   while (!s.backlog.empty() && s.completion_seq - s.client_consumed < s.comp_capacity) {
     session::Completion c = s.backlog.front();
     s.backlog.pop_front();
@@ -719,14 +764,12 @@ void SessionServer::DeliverInterrupts(Session& s) {
     segs.push_back({s.comp_mr.get(), slot, session::kCompletionEntrySize, ring->address + slot, ring->key});
     completions_->Inc();
   }
-  if (segs.empty()) return;
+  if (segs.size() == mirror_segments) return segs;
   session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.client_consumed, s.completion_seq},
                             s.comp_buf.data());
   segs.push_back({s.comp_mr.get(), session::kRingTailOffset, 8, ring->address + session::kRingTailOffset, ring->key});
   s.seq->set_completions(s.completion_seq);
-  if (absl::Status st = link_->Write(s.peer, segs); !st.ok()) {
-    log_.Warn("completion push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
-  }
+  return segs;
 }
 
 }  // namespace rpci::agent

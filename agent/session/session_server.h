@@ -64,6 +64,13 @@ struct SessionServerOptions {
   // Bytes of each BAR mirrored to the compute side.
   uint64_t max_mirror_bytes = 1 << 20;
   uint32_t mmio_ring_capacity = 1024;
+  // Reserving a session (OpenSession without a resume, the plugin's call)
+  // requires a verified client certificate "plugin:<node>" whose node is the
+  // request's compute_node: UNAUTHENTICATED without one, PERMISSION_DENIED
+  // for another role or node. Set when SessionControl is served over TLS
+  // (common/tls.h, ClientCertPolicy::kRequestAndVerifyIfPresent); attaching
+  // and closing stay authorized by the session key alone.
+  bool require_plugin_certificate = false;
   Clock* clock = Clock::Real();
   MetricsRegistry* metrics = nullptr;  // required
 };
@@ -101,8 +108,12 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void ReaperLoop();
   void HandleFrame(const std::string& bytes);
   void HandleKick(Session& s, uint64_t tail, uint64_t consumed);
+  // BAR snapshots (read from the device now) and from-device DMA ranges.
+  absl::Status MirrorSegments(Session& s, std::vector<session::RmaSegment>* segs);
   absl::Status PushMirrors(Session& s);
-  void DeliverInterrupts(Session& s);
+  // Moves raised interrupts into completion entries; returns what to write
+  // to the client before the event frame (mirrors, entries, ring tail).
+  std::vector<session::RmaSegment> DeliverInterrupts(Session& s);
   void SendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
   void Refuse(Session* s, session::ErrorCode code, uint64_t what);
   void Teardown(uint64_t id, const std::string& reason, bool notify);
