@@ -1,0 +1,255 @@
+// End to end, every component a real process, two hosts joined by a veth
+// pair (tests/harness):
+//   host a: rpci-controller (local store) and `rpci-agent serve` exporting two
+//           rpci-emu devices, advertising host a's address for sessions and
+//           the fabric;
+//   host b: rpci-plugin and the kubelet (the fake kubelet binary, or the fake
+//           kubelet library in this process: its sockets are unix sockets,
+//           which do not care about network namespaces), and the pod's
+//           container running examples/emu_jobs through librpci with exactly
+//           the environment and mounts of the ContainerAllocateResponse.
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/harness/netns.h"
+#include "tests/harness/subprocess.h"
+#include "tests/kubelet/fake_kubelet.h"
+
+namespace rpci::testing {
+namespace {
+
+constexpr char kResource[] = "rpci.io/emu";
+// Each host is its own network namespace, so fixed ports cannot collide with
+// anything else on the machine.
+constexpr int kControllerPort = 7460, kControllerHttp = 7461, kAgentPort = 7450, kAgentHttp = 7451;
+
+// Components log at warn unless RPCI_E2E_LOG_LEVEL says otherwise (debugging).
+std::string LogLevel() {
+  const char* level = getenv("RPCI_E2E_LOG_LEVEL");
+  return level != nullptr ? level : "warn";
+}
+
+std::string Abs(const std::string& runfile) { return std::filesystem::absolute(runfile).string(); }
+
+// The JSON summary line emu_jobs prints, from a container's stdout.
+nlohmann::json Summary(const std::string& out) {
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(out, '\n'))) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("ok")) return j;
+  }
+  return nlohmann::json();
+}
+
+auto HealthOf(const std::string& device, const std::string& health) {
+  return [device, health](const std::vector<AdvertisedDevice>& ds) {
+    for (const auto& d : ds) {
+      if (d.id == device) return d.health == health;
+    }
+    return false;
+  };
+}
+
+auto All(const std::string& health, size_t count) {
+  return [health, count](const std::vector<AdvertisedDevice>& ds) {
+    if (ds.size() != count) return false;
+    for (const auto& d : ds) {
+      if (d.health != health) return false;
+    }
+    return true;
+  };
+}
+
+class EndToEndTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
+    char tmpl[] = "/tmp/rpci-e2e-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs"}) {
+      std::filesystem::create_directories(dir_ + "/" + d);
+    }
+    absl::StatusOr<VethPair> pair = VethPair::Create("e2e");
+    ASSERT_TRUE(pair.ok()) << pair.status();
+    pair_.emplace(std::move(*pair));
+    agent_endpoint_ = absl::StrCat(pair_->addr_a(), ":", kAgentPort);
+    controller_address_ = absl::StrCat(pair_->addr_a(), ":", kControllerPort);
+    std::ofstream(dir_ + "/agent.yaml") << "node: e2e-device-server\n"
+                                        << "controller: {address: \"" << controller_address_
+                                        << "\", insecure: true}\n"
+                                        << "session: {listen: \"0.0.0.0:" << kAgentPort << "\", advertise: \""
+                                        << agent_endpoint_ << "\", state_dir: " << dir_ << "/agent}\n"
+                                        << "fabric: {provider: \"tcp;ofi_rxm\", address: " << pair_->addr_a() << "}\n"
+                                        << "emu:\n  - {pool: emu, count: 2, dma_size: 8388608}\n"
+                                        << "http: {listen: \"" << pair_->addr_a() << ":" << kAgentHttp << "\"}\n"
+                                        << "log_level: " << LogLevel() << "\n";
+  }
+  void TearDown() override {
+    // Children first (they hold the namespaces' sockets), then the files.
+    plugin_.reset();
+    agent_.reset();
+    controller_.reset();
+    std::error_code ec;
+    if (!dir_.empty() && !HasFailure()) std::filesystem::remove_all(dir_, ec);
+    if (HasFailure()) std::printf("logs kept in %s/logs\n", dir_.c_str());
+  }
+
+  std::unique_ptr<Subprocess> Start(int host, const std::string& name, const std::vector<std::string>& argv) {
+    const std::string log = dir_ + "/logs/" + name;
+    return std::make_unique<Subprocess>(pair_->ExecIn(host, argv), log + ".out", log + ".err");
+  }
+
+  void StartController() {
+    controller_ = Start(0, "controller",
+                        {Abs("controller/rpci-controller"), "--store=local", "--state-dir=" + dir_ + "/controller",
+                         "--listen=" + controller_address_,
+                         absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp), "--insecure",
+                         "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=" + LogLevel()});
+  }
+  void StartAgent() {
+    agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
+  }
+  void StartPlugin() {
+    plugin_ = Start(1, "plugin",
+                    {Abs("plugin/rpci-plugin"), "--node=e2e-compute-node", "--controller=" + controller_address_,
+                     "--pools=emu", "--plugin-dir=" + dir_ + "/kubelet",
+                     "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
+                     "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/container",
+                     "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=",
+                     "--log-level=" + LogLevel()});
+  }
+
+  // Runs emu_jobs in host b as the container of `response`; its summary.
+  nlohmann::json RunWorkload(const std::string& name, const v1beta1::ContainerAllocateResponse& response) {
+    const std::string file = dir_ + "/" + name + ".response";
+    std::ofstream(file, std::ios::binary) << response.SerializeAsString();
+    auto workload = Start(1, name,
+                          {Abs("tests/e2e/run_container"), "--response=" + file, "--",
+                           Abs("examples/emu_jobs"), "--rounds=4"});
+    EXPECT_EQ(workload->Wait(absl::Seconds(60)), 0) << workload->out() << workload->err();
+    return Summary(workload->out());
+  }
+
+  std::string Logs() const {
+    std::string all;
+    for (const char* name : {"controller", "agent", "plugin"}) {
+      all += absl::StrCat("--- ", name, ":\n", ReadWholeFile(dir_ + "/logs/" + name + ".err"));
+    }
+    return all;
+  }
+
+  std::string dir_;
+  std::optional<VethPair> pair_;
+  std::string agent_endpoint_, controller_address_;
+  std::unique_ptr<Subprocess> controller_, agent_, plugin_;
+};
+
+// The fake kubelet binary admits a pod asking for rpci.io/emu: 1 and runs the
+// example workload as its container: COPY and CRC32C jobs on the remote
+// device give the results computed locally.
+TEST_F(EndToEndTest, PodGetsARemoteEmuDeviceAndItsWorkloadComputesCorrectly) {
+  StartController();
+  StartAgent();
+  auto kubelet = Start(1, "kubelet",
+                       {Abs("tests/kubelet/fake_kubelet_main"), "--plugin-dir=" + dir_ + "/kubelet",
+                        "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--pod=e2e/emu-jobs",
+                        "--resource=rpci.io/emu", "--count=1", "--wait-seconds=30", "--isolate-container", "--",
+                        Abs("examples/emu_jobs"), "--rounds=4"});
+  for (int i = 0; i < 100 && !std::filesystem::exists(dir_ + "/kubelet/kubelet.sock"); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  StartPlugin();
+  ASSERT_EQ(kubelet->Wait(absl::Seconds(60)), 0) << kubelet->out() << kubelet->err() << Logs();
+
+  nlohmann::json summary = Summary(kubelet->out());
+  ASSERT_TRUE(summary.is_object()) << kubelet->out();
+  EXPECT_TRUE(summary["ok"].get<bool>()) << summary.dump();
+  EXPECT_EQ(summary["jobs"].get<int>(), 12);
+
+  // What the container got: the agent's namespace address as the session
+  // endpoint, and the key only through the mount.
+  nlohmann::json admitted;
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(kubelet->err(), '\n'))) {
+    nlohmann::json e = nlohmann::json::parse(line, nullptr, false);
+    if (!e.is_discarded() && e.is_object() && e.value("msg", "") == "pod admitted") admitted = e;
+  }
+  ASSERT_TRUE(admitted.is_object()) << kubelet->err();
+  EXPECT_EQ(admitted["envs"]["RPCI_SESSION_ENDPOINT"], agent_endpoint_);
+  EXPECT_EQ(summary["device"], admitted["devices"][0]);
+  ASSERT_EQ(admitted["mounts"].size(), 1u);
+  const std::string container_path = admitted["mounts"][0]["container"];
+  EXPECT_EQ(container_path.rfind(dir_ + "/container/", 0), 0u) << container_path;
+  EXPECT_TRUE(admitted["mounts"][0]["read_only"].get<bool>());
+  const std::string key_file = admitted["envs"]["RPCI_SESSION_KEY_FILE"];
+  EXPECT_EQ(key_file.rfind(container_path + "/", 0), 0u) << key_file;
+  EXPECT_FALSE(std::filesystem::exists(key_file)) << "the container path must exist only inside the container";
+}
+
+// With the kubelet in this process: a kubelet restart is noticed and the
+// plugin registers again in under a second, and the session allocated before
+// it still runs the workload; SIGKILL of the agent turns the devices
+// Unhealthy at the kubelet and its restart Healthy again, with the session
+// reserved before the crash still usable.
+TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
+  StartController();
+  StartAgent();
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  ASSERT_TRUE(kubelet.Start().ok());
+  StartPlugin();
+  ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(30))) << Logs();
+
+  // Kubelet restart.
+  absl::StatusOr<AdmittedContainer> first = kubelet.AdmitPod("e2e", "before-restart", "main", kResource, 1);
+  ASSERT_TRUE(first.ok()) << first.status() << Logs();
+  EXPECT_EQ(first->response.envs().at("RPCI_SESSION_ENDPOINT"), agent_endpoint_);
+  const absl::Time restarted = absl::Now();
+  ASSERT_TRUE(kubelet.Restart().ok());
+  ASSERT_TRUE(kubelet.WaitForRegistration(kResource, 1, absl::Seconds(1))) << Logs();
+  const absl::Duration reregistered = kubelet.registrations().front().at - restarted;
+  std::printf("kubelet restart -> plugin registered again: %.1f ms\n", absl::ToDoubleMilliseconds(reregistered));
+  EXPECT_LT(reregistered, absl::Seconds(1));
+  ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(2)));
+  EXPECT_TRUE(kubelet.PreStartContainer(kResource, first->device_ids).ok());
+  nlohmann::json summary = RunWorkload("workload-after-restart", first->response);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  EXPECT_EQ(summary.value("device", ""), first->device_ids[0]);
+  kubelet.RemovePod("e2e", "before-restart");
+
+  // Agent loss and return.
+  absl::StatusOr<AdmittedContainer> second = kubelet.AdmitPod("e2e", "across-agent-crash", "main", kResource, 1);
+  ASSERT_TRUE(second.ok()) << second.status() << Logs();
+  const std::string device = second->device_ids[0];
+  agent_->Signal(SIGKILL);
+  agent_->Wait(absl::Seconds(5));
+  const absl::Time killed = absl::Now();
+  ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Unhealthy", 2), absl::Seconds(5))) << Logs();
+  std::printf("agent SIGKILL -> Unhealthy at the kubelet: %.0f ms\n", absl::ToDoubleMilliseconds(absl::Now() - killed));
+  StartAgent();
+  const absl::Time restarted_agent = absl::Now();
+  ASSERT_TRUE(kubelet.WaitForDevices(kResource, HealthOf(device, "Healthy"), absl::Seconds(15))) << Logs();
+  std::printf("agent restart -> Healthy at the kubelet: %.0f ms\n",
+              absl::ToDoubleMilliseconds(absl::Now() - restarted_agent));
+  EXPECT_TRUE(kubelet.PreStartContainer(kResource, second->device_ids).ok());
+  summary = RunWorkload("workload-after-agent-restart", second->response);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  EXPECT_EQ(summary.value("device", ""), device);
+  kubelet.RemovePod("e2e", "across-agent-crash");
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+}  // namespace
+}  // namespace rpci::testing
