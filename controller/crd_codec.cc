@@ -99,9 +99,9 @@ json DeviceToObject(const Device& device, absl::Time now, int64_t generation) {
   if (device.drain_requested) metadata["annotations"] = {{kDrainAnnotation, "true"}};
   return {{"apiVersion", kApiVersion},
           {"kind", "PcieDevice"},
-          {"metadata", metadata},
-          {"spec", spec},
-          {"status", status}};
+          {"metadata", std::move(metadata)},
+          {"spec", std::move(spec)},
+          {"status", std::move(status)}};
 }
 
 bool DrainRequested(const json& object) {

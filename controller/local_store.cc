@@ -95,8 +95,10 @@ absl::Status LocalStore::Replay() {
     if (state.is_discarded() || !state.is_object()) {
       return absl::DataLossError(absl::StrCat(snap_path, ": not a JSON object"));
     }
-    Apply({{"put_devices", state.value("devices", json::array())},
-           {"put_attachments", state.value("attachments", json::array())}});
+    json batch = json::object();
+    if (auto it = state.find("devices"); it != state.end()) batch["put_devices"] = std::move(*it);
+    if (auto it = state.find("attachments"); it != state.end()) batch["put_attachments"] = std::move(*it);
+    Apply(batch);
     snapshot_bytes_ = snap->size();
   }
   const std::string journal_path = dir_ + "/journal.jsonl";
@@ -128,21 +130,30 @@ absl::Status LocalStore::Replay() {
   return absl::OkStatus();
 }
 
-void LocalStore::Apply(const json& batch) {
-  for (const json& o : batch.value("put_devices", json::array())) {
-    if (o.is_object()) devices_[o["metadata"].value("name", "")] = o;
-  }
-  for (const json& name : batch.value("delete_devices", json::array())) {
-    if (name.is_string()) devices_.erase(name.get<std::string>());
-  }
-  for (const json& o : batch.value("put_attachments", json::array())) {
-    if (o.is_object()) {
-      attachments_[AttachmentKey(o["metadata"].value("namespace", ""), o["metadata"].value("name", ""))] = o;
-    }
-  }
-  for (const json& key : batch.value("delete_attachments", json::array())) {
-    if (key.is_string()) attachments_.erase(key.get<std::string>());
-  }
+void LocalStore::Apply(json& batch) {
+  // Objects are moved out of `batch` (no deep copies: a reconcile pass can
+  // put every device at once).
+  auto each = [&batch](const char* key, auto&& fn) {
+    auto it = batch.find(key);
+    if (it == batch.end() || !it->is_array()) return;
+    for (json& o : *it) fn(o);
+  };
+  each("put_devices", [this](json& o) {
+    if (!o.is_object()) return;
+    std::string name = o["metadata"].value("name", "");
+    devices_[std::move(name)] = std::move(o);
+  });
+  each("delete_devices", [this](json& name) {
+    if (name.is_string()) devices_.erase(name.get_ref<const std::string&>());
+  });
+  each("put_attachments", [this](json& o) {
+    if (!o.is_object()) return;
+    std::string key = AttachmentKey(o["metadata"].value("namespace", ""), o["metadata"].value("name", ""));
+    attachments_[std::move(key)] = std::move(o);
+  });
+  each("delete_attachments", [this](json& key) {
+    if (key.is_string()) attachments_.erase(key.get_ref<const std::string&>());
+  });
 }
 
 absl::StatusOr<StoreSnapshot> LocalStore::Load() {
@@ -190,11 +201,29 @@ absl::Status LocalStore::Commit(const StoreBatch& batch) {
   return absl::OkStatus();
 }
 
+// The same text as json{{"attachments", [...]}, {"devices", [...]}}.dump(),
+// written object by object instead of copying every object into one document.
+std::string LocalStore::SnapshotText() const {
+  std::string text = "{\"attachments\":[";
+  const char* sep = "";
+  for (const auto& [key, o] : attachments_) {
+    text += sep;
+    text += o.dump();
+    sep = ",";
+  }
+  text += "],\"devices\":[";
+  sep = "";
+  for (const auto& [name, o] : devices_) {
+    text += sep;
+    text += o.dump();
+    sep = ",";
+  }
+  text += "]}";
+  return text;
+}
+
 absl::Status LocalStore::WriteSnapshot() {
-  json state = {{"devices", json::array()}, {"attachments", json::array()}};
-  for (const auto& [name, o] : devices_) state["devices"].push_back(o);
-  for (const auto& [key, o] : attachments_) state["attachments"].push_back(o);
-  const std::string text = state.dump();
+  const std::string text = SnapshotText();
   const std::string tmp = dir_ + "/state.json.tmp";
   const std::string final_path = dir_ + "/state.json";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -41,7 +41,9 @@ class LocalStore : public Store {
  private:
   LocalStore(std::string dir, const Clock* clock, int lock_fd, size_t min_compact_bytes);
   absl::Status Replay();
-  void Apply(const nlohmann::json& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the batch's objects into the maps (leaves `batch` hollowed out).
+  void Apply(nlohmann::json& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string SnapshotText() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteSnapshot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string dir_;

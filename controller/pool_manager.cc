@@ -101,9 +101,11 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
   }
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
-  for (const auto& [id, d] : devices_) {
-    if (ids.count(id) && d.exported.node() != req.node()) {
-      return absl::AlreadyExistsError(absl::StrCat("device ", id, " is exported by node ", d.exported.node()));
+  for (const std::string& id : ids) {  // look up the request's devices, not every known device
+    auto it = devices_.find(id);
+    if (it != devices_.end() && it->second.exported.node() != req.node()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("device ", id, " is exported by node ", it->second.exported.node()));
     }
   }
   Agent& agent = agents_[req.node()];
