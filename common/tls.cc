@@ -40,6 +40,15 @@ std::string CommonName(X509* cert) {
   return cn;
 }
 
+// The CA bundle in `path`, checked to hold a PEM certificate.
+absl::StatusOr<std::string> ReadCaFile(const std::string& path) {
+  absl::StatusOr<std::string> ca = ReadPemFile("CA", path);
+  if (!ca.ok()) return ca.status();
+  std::unique_ptr<X509, X509Deleter> ca_cert(PEM_read_bio_X509(MemBio(*ca).get(), nullptr, nullptr, nullptr));
+  if (!ca_cert) return absl::InvalidArgumentError(absl::StrCat("TLS CA file ", path, ": not a PEM certificate"));
+  return ca;
+}
+
 }  // namespace
 
 absl::StatusOr<TlsMaterial> LoadTlsMaterial(const TlsFiles& files) {
@@ -48,7 +57,7 @@ absl::StatusOr<TlsMaterial> LoadTlsMaterial(const TlsFiles& files) {
   if (!cert.ok()) return cert.status();
   absl::StatusOr<std::string> key = ReadPemFile("key", files.key_file);
   if (!key.ok()) return key.status();
-  absl::StatusOr<std::string> ca = ReadPemFile("CA", files.ca_file);
+  absl::StatusOr<std::string> ca = ReadCaFile(files.ca_file);
   if (!ca.ok()) return ca.status();
 
   std::unique_ptr<X509, X509Deleter> x509(
@@ -67,12 +76,6 @@ absl::StatusOr<TlsMaterial> LoadTlsMaterial(const TlsFiles& files) {
     return absl::InvalidArgumentError(absl::StrCat("TLS key file ", files.key_file,
                                                    ": does not match certificate ", files.cert_file));
   }
-  std::unique_ptr<X509, X509Deleter> ca_cert(
-      PEM_read_bio_X509(MemBio(*ca).get(), nullptr, nullptr, nullptr));
-  if (!ca_cert) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("TLS CA file ", files.ca_file, ": not a PEM certificate"));
-  }
   tls.cert_pem = *std::move(cert);
   tls.key_pem = *std::move(key);
   tls.ca_pem = *std::move(ca);
@@ -80,8 +83,10 @@ absl::StatusOr<TlsMaterial> LoadTlsMaterial(const TlsFiles& files) {
   return tls;
 }
 
-std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsMaterial& tls) {
-  grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsMaterial& tls, ClientCertPolicy policy) {
+  grpc::SslServerCredentialsOptions options(policy == ClientCertPolicy::kRequire
+                                                ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                                : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
   options.pem_root_certs = tls.ca_pem;
   options.pem_key_cert_pairs.push_back({tls.key_pem, tls.cert_pem});
   return grpc::SslServerCredentials(options);
@@ -92,6 +97,14 @@ std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TlsMateri
   options.pem_root_certs = tls.ca_pem;
   options.pem_private_key = tls.key_pem;
   options.pem_cert_chain = tls.cert_pem;
+  return grpc::SslCredentials(options);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeCaOnlyChannelCredentials(const std::string& ca_file) {
+  absl::StatusOr<std::string> ca = ReadCaFile(ca_file);
+  if (!ca.ok()) return ca.status();
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = *std::move(ca);
   return grpc::SslCredentials(options);
 }
 

@@ -31,13 +31,31 @@ struct TlsMaterial {
 // file and what is wrong with it.
 absl::StatusOr<TlsMaterial> LoadTlsMaterial(const TlsFiles& files);
 
-// Server credentials that require and verify a client certificate signed by
-// the CA.
-std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsMaterial& tls);
+// What a TLS server asks of its clients' certificates.
+enum class ClientCertPolicy {
+  // Every client must present a certificate signed by the CA (mTLS between
+  // components).
+  kRequire,
+  // A client may present one (then it must verify against the CA, and
+  // GetPeerIdentity names it) or none (GetPeerIdentity says UNAUTHENTICATED,
+  // the call proceeds and the service decides). The agent's session server:
+  // plugins present theirs, workloads hold only the CA and a session key.
+  kRequestAndVerifyIfPresent,
+};
+
+// Server credentials presenting our certificate, with `policy` for clients'
+// certificates signed by the CA.
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsMaterial& tls,
+                                                               ClientCertPolicy policy = ClientCertPolicy::kRequire);
 
 // Client credentials presenting our certificate and verifying the server's
 // against the CA.
 std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TlsMaterial& tls);
+
+// Client credentials that verify the server's certificate against the CA
+// bundle in `ca_file` and present none (a workload that holds only the CA,
+// docs/librpci.md). NOT_FOUND / INVALID_ARGUMENT naming the file.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeCaOnlyChannelCredentials(const std::string& ca_file);
 
 // Who is calling, from the verified client certificate. Certificates name
 // their holder in the common name as "<role>:<node>" (e.g. "agent:node-a",

@@ -33,12 +33,13 @@ class TlsTest : public ::testing::Test {
     absl::StatusOr<TlsMaterial> server = ca_->Issue("controller", {"localhost"}, {"127.0.0.1"});
     ASSERT_TRUE(server.ok()) << server.status();
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", MakeServerCredentials(*server), &port_);
+    builder.AddListeningPort("127.0.0.1:0", MakeServerCredentials(*server, Policy()), &port_);
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
   }
   void TearDown() override { server_->Shutdown(); }
+  virtual ClientCertPolicy Policy() const { return ClientCertPolicy::kRequire; }
 
   grpc::Status Call(std::shared_ptr<grpc::ChannelCredentials> creds) {
     grpc::ChannelArguments args;
@@ -52,20 +53,24 @@ class TlsTest : public ::testing::Test {
     return stub->Register(&ctx, req, &resp);
   }
 
+  // A client with a "plugin:node-b" certificate from our CA gets through and
+  // is named by it.
+  void ExpectPluginNodeBIsIdentified() {
+    absl::StatusOr<TlsMaterial> plugin = ca_->Issue("plugin:node-b", {}, {});
+    ASSERT_TRUE(plugin.ok());
+    grpc::Status s = Call(MakeChannelCredentials(*plugin));
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(service_.role, "plugin");
+    EXPECT_EQ(service_.node, "node-b");
+  }
+
   std::unique_ptr<CertAuthority> ca_;
   RecordingRegistration service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };
 
-TEST_F(TlsTest, ClientWithCertFromTheSameCaIsIdentifiedByRoleAndNode) {
-  absl::StatusOr<TlsMaterial> plugin = ca_->Issue("plugin:node-b", {}, {});
-  ASSERT_TRUE(plugin.ok());
-  grpc::Status s = Call(MakeChannelCredentials(*plugin));
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  EXPECT_EQ(service_.role, "plugin");
-  EXPECT_EQ(service_.node, "node-b");
-}
+TEST_F(TlsTest, ClientWithCertFromTheSameCaIsIdentifiedByRoleAndNode) { ExpectPluginNodeBIsIdentified(); }
 
 TEST_F(TlsTest, ClientWithCertFromAnotherCaIsRefused) {
   absl::StatusOr<CertAuthority> other = CertAuthority::Create("intruder-ca");
@@ -82,6 +87,57 @@ TEST_F(TlsTest, ClientWithoutCertIsRefused) {
   options.pem_root_certs = ca_->ca_pem();
   EXPECT_FALSE(Call(grpc::SslCredentials(options)).ok());
   EXPECT_TRUE(service_.role.empty());
+}
+
+// The agent's session server: plugins present a certificate, workloads only
+// verify the server with the CA.
+class OptionalClientCertTest : public TlsTest {
+ protected:
+  ClientCertPolicy Policy() const override { return ClientCertPolicy::kRequestAndVerifyIfPresent; }
+};
+
+TEST_F(OptionalClientCertTest, ClientWithCertIsIdentified) { ExpectPluginNodeBIsIdentified(); }
+
+TEST_F(OptionalClientCertTest, ClientWithOnlyTheCaReachesTheServiceAnonymously) {
+  std::string ca_file = std::string(getenv("TEST_TMPDIR")) + "/optional-ca.crt";
+  std::ofstream(ca_file) << ca_->ca_pem();
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeCaOnlyChannelCredentials(ca_file);
+  ASSERT_TRUE(creds.ok()) << creds.status();
+  grpc::Status s = Call(*creds);
+  // The TLS handshake succeeded; the service itself saw no identity.
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(s.error_message().find("no verified client certificate"), std::string::npos) << s.error_message();
+}
+
+TEST_F(OptionalClientCertTest, ClientWithCertFromAnotherCaIsStillRefused) {
+  absl::StatusOr<CertAuthority> other = CertAuthority::Create("intruder-ca");
+  ASSERT_TRUE(other.ok());
+  absl::StatusOr<TlsMaterial> intruder = other->Issue("plugin:node-b", {}, {});
+  ASSERT_TRUE(intruder.ok());
+  intruder->ca_pem = ca_->ca_pem();
+  grpc::Status s = Call(MakeChannelCredentials(*intruder));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_TRUE(service_.role.empty());
+}
+
+TEST_F(OptionalClientCertTest, AServerFromAnotherCaIsNotTrustedByACaOnlyClient) {
+  absl::StatusOr<CertAuthority> other = CertAuthority::Create("other-ca");
+  ASSERT_TRUE(other.ok());
+  std::string ca_file = std::string(getenv("TEST_TMPDIR")) + "/other-ca.crt";
+  std::ofstream(ca_file) << other->ca_pem();
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeCaOnlyChannelCredentials(ca_file);
+  ASSERT_TRUE(creds.ok()) << creds.status();
+  EXPECT_EQ(Call(*creds).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST(MakeCaOnlyChannelCredentialsTest, ReportsMissingAndGarbageFiles) {
+  std::string dir = getenv("TEST_TMPDIR");
+  EXPECT_EQ(MakeCaOnlyChannelCredentials(dir + "/absent.crt").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(MakeCaOnlyChannelCredentials("").status().code(), absl::StatusCode::kInvalidArgument);
+  std::ofstream(dir + "/not-a-ca.crt") << "hello\n";
+  absl::Status s = MakeCaOnlyChannelCredentials(dir + "/not-a-ca.crt").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("not-a-ca.crt"), std::string::npos) << s;
 }
 
 TEST(LoadTlsMaterialTest, ReportsMissingGarbageAndMismatchedFiles) {

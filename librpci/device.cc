@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "common/tls.h"
 
 namespace rpci::lib {
 
@@ -153,6 +154,7 @@ absl::StatusOr<DeviceConfig> ConfigFromEnv(int index, const EnvLookup& env) {
   if (!key.ok()) return key.status();
   c.key = *key;
   if (auto p = DeviceVar(env, index, "FABRIC_PROVIDER"); p.has_value()) c.fabric_provider = *p;
+  if (auto ca = DeviceVar(env, index, "CA_FILE"); ca.has_value()) c.ca_file = *ca;
   if (auto n = DeviceVar(env, index, "FABRIC_NODE"); n.has_value()) {
     c.fabric_node = *n;
   } else if (auto g = env("RPCI_FABRIC_NODE"); g.has_value() && !g->empty()) {
@@ -176,6 +178,14 @@ absl::StatusOr<std::unique_ptr<Device>> Device::Open(const DeviceConfig& config,
     absl::StatusOr<std::string> node = LocalAddressFor(config.endpoint);
     if (!node.ok()) return node.status();
     opts.link.node = *node;
+  }
+  if (!config.ca_file.empty() && opts.creds == nullptr) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeCaOnlyChannelCredentials(config.ca_file);
+    if (!creds.ok()) {
+      return absl::Status(creds.status().code(),
+                          absl::StrCat("librpci: device ", config.device_id, ": ", creds.status().message()));
+    }
+    opts.creds = *std::move(creds);
   }
   client::SessionTicket ticket{config.endpoint, config.session_id, config.key};
   absl::StatusOr<std::unique_ptr<client::SessionClient>> c = client::SessionClient::Attach(ticket, opts);

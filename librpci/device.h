@@ -44,6 +44,10 @@ struct DeviceConfig {
   // Local address the fabric endpoint binds; empty = the address this host
   // uses to reach the endpoint's host.
   std::string fabric_node;
+  // PEM CA bundle the agent's TLS certificate is verified against (the
+  // workload presents no certificate; the session key authorizes it); empty =
+  // plaintext gRPC.
+  std::string ca_file;
 };
 
 // Number of devices the plugin attached (RPCI_DEVICE_COUNT, else the entries

@@ -78,6 +78,20 @@ TEST_F(DeviceTest, MissingOrMalformedEnvironmentIsAClearError) {
   unlink(tmpl);
 }
 
+TEST_F(DeviceTest, TheCaFileComesFromTheEnvironmentAndAMissingOneIsAClearError) {
+  EXPECT_TRUE(ConfigFromEnv(0, MapEnv(env_))->ca_file.empty());  // plaintext agent
+  auto with_ca = env_;
+  with_ca["RPCI_CA_FILE"] = "/nonexistent/ca.crt";  // the plugin's unindexed name for device 0
+  with_ca["RPCI_1_CA_FILE"] = "/nonexistent/ca1.crt";
+  auto config = ConfigFromEnv(0, MapEnv(with_ca));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->ca_file, "/nonexistent/ca.crt");
+  EXPECT_EQ(ConfigFromEnv(1, MapEnv(with_ca))->ca_file, "/nonexistent/ca1.crt");
+  absl::Status s = Device::Open(*config).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_NE(s.message().find("/nonexistent/ca.crt"), std::string::npos) << s;
+}
+
 TEST_F(DeviceTest, WrongKeyIsRefusedByTheAgent) {
   auto config = ConfigFromEnv(0, MapEnv(env_));
   ASSERT_TRUE(config.ok());

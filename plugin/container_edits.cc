@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <tuple>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -36,6 +38,9 @@ absl::Status MakeDirs(const std::string& path, int mode) {
   }
   return absl::OkStatus();
 }
+
+// The CA bundle as the container sees it.
+std::string CaFile(const SessionPaths& paths) { return paths.container_dir + "/ca.crt"; }
 
 }  // namespace
 
@@ -87,9 +92,16 @@ absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths&
                         {"key_file", paths.container_dir + "/key"},
                         {"bars", bars},
                         {"dma_size", session.dma_size}};
-  for (const auto& [name, contents, mode] :
-       {std::tuple<std::string, std::string, int>{"key", absl::BytesToHexString(session.key) + "\n", 0600},
-        std::tuple<std::string, std::string, int>{"session.json", doc.dump(2) + "\n", 0644}}) {
+  std::vector<std::tuple<std::string, std::string, int>> files = {
+      {"key", absl::BytesToHexString(session.key) + "\n", 0600}};
+  if (!session.ca_pem.empty()) {
+    doc["ca_file"] = CaFile(paths);
+    files.emplace_back("ca.crt", session.ca_pem, 0644);
+  } else if (unlink((paths.host_dir + "/ca.crt").c_str()) != 0 && errno != ENOENT) {
+    return Errno("remove " + paths.host_dir + "/ca.crt");  // plaintext now; an old CA must not linger
+  }
+  files.emplace_back("session.json", doc.dump(2) + "\n", 0644);
+  for (const auto& [name, contents, mode] : files) {
     if (absl::Status s = WriteFileAtomically(paths.host_dir + "/" + name, contents, mode); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("device ", session.device_id, ": ", s.message()));
     }
@@ -98,7 +110,7 @@ absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths&
 }
 
 absl::Status RemoveSessionDir(const SessionPaths& paths) {
-  for (const char* name : {"key", "session.json", "key.tmp", "session.json.tmp"}) {
+  for (const char* name : {"key", "session.json", "ca.crt", "key.tmp", "session.json.tmp", "ca.crt.tmp"}) {
     const std::string path = paths.host_dir + "/" + name;
     if (unlink(path.c_str()) != 0 && errno != ENOENT) return Errno("remove " + path);
   }
@@ -108,7 +120,7 @@ absl::Status RemoveSessionDir(const SessionPaths& paths) {
 
 std::map<std::string, std::string> DeviceEnv(int index, const AttachedSession& session, const SessionPaths& paths) {
   const std::string p = absl::StrCat("RPCI_", index, "_");
-  return {
+  std::map<std::string, std::string> env = {
       {p + "DEVICE_ID", session.device_id},
       {p + "SESSION_ENDPOINT", session.endpoint},
       {p + "SESSION_ID", session.session_id},
@@ -118,6 +130,8 @@ std::map<std::string, std::string> DeviceEnv(int index, const AttachedSession& s
       {p + "BARS", Bars(session)},
       {p + "DMA_SIZE", absl::StrCat(session.dma_size)},
   };
+  if (!session.ca_pem.empty()) env[p + "CA_FILE"] = CaFile(paths);
+  return env;
 }
 
 v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,
@@ -143,6 +157,7 @@ v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& poo
     envs["RPCI_SESSION_ENDPOINT"] = sessions[0].endpoint;
     envs["RPCI_SESSION_ID"] = sessions[0].session_id;
     envs["RPCI_SESSION_KEY_FILE"] = paths[0].container_dir + "/key";
+    if (!sessions[0].ca_pem.empty()) envs["RPCI_CA_FILE"] = CaFile(paths[0]);
   }
   (*resp.mutable_annotations())["rpci.io/devices"] = absl::StrJoin(ids, ",");
   (*resp.mutable_annotations())["rpci.io/sessions"] = absl::StrJoin(session_ids, ",");

@@ -25,20 +25,23 @@ struct SessionPaths {
 SessionPaths PathsFor(const std::string& state_dir, const std::string& container_root,
                       const std::string& device_id);
 
-// Writes <host_dir>/key (hex, mode 0600) and <host_dir>/session.json
-// (everything but the key). Replaces what was there.
+// Writes <host_dir>/key (hex, mode 0600), <host_dir>/ca.crt when the session
+// has a CA (the agent speaks TLS; removed otherwise) and
+// <host_dir>/session.json (everything but the key). Replaces what was there.
 absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths& paths);
 // Removes the directory and its files; OK when absent.
 absl::Status RemoveSessionDir(const SessionPaths& paths);
 
 // Environment entries of the device at `index` within one container:
 // RPCI_<index>_DEVICE_ID, _SESSION_ENDPOINT, _SESSION_ID, _SESSION_KEY_FILE,
-// _SESSION_DIR, _FABRIC_PROVIDER, _BARS ("<bar>:<size>,..."), _DMA_SIZE.
+// _SESSION_DIR, _FABRIC_PROVIDER, _BARS ("<bar>:<size>,..."), _DMA_SIZE and,
+// when the session has a CA, _CA_FILE.
 std::map<std::string, std::string> DeviceEnv(int index, const AttachedSession& session, const SessionPaths& paths);
 
 // The whole response for one container: indexed env for each device, plus
 // RPCI_DEVICE_IDS, RPCI_DEVICE_COUNT, RPCI_POOL and, for device 0, the
-// unindexed RPCI_SESSION_ENDPOINT / RPCI_SESSION_ID / RPCI_SESSION_KEY_FILE;
+// unindexed RPCI_SESSION_ENDPOINT / RPCI_SESSION_ID / RPCI_SESSION_KEY_FILE
+// (and RPCI_CA_FILE);
 // one read-only mount per session dir; CDI names rpci.io/<pool>=<device-id>;
 // annotations rpci.io/devices and rpci.io/sessions.
 v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,

@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     creds = MakeChannelCredentials(*tls);
+    o.session_ca_pem = tls->ca_pem;  // workloads verify the agents with it
   }
   plugin::GrpcControllerClient controller_client(grpc::CreateChannel(controller, creds));
   plugin::AgentSessionOpener sessions(creds, o.node_name);

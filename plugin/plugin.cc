@@ -501,6 +501,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       absl::StatusOr<AttachedSession> opened = sessions_->Open(granted->grant(), endpoint);
       if (!opened.ok()) return fail(opened.status());
       if (opened->fabric_provider.empty()) opened->fabric_provider = a.agent_fabric_provider();
+      opened->ca_pem = options_.session_ca_pem;
       done.back().session = *opened;
       SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
       if (absl::Status s = WriteSessionDir(*opened, p); !s.ok()) return fail(s);

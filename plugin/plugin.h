@@ -43,6 +43,10 @@ struct PluginOptions {
   std::string state_dir = "/var/run/rpci/plugin";
   // Where a session dir appears inside the container.
   std::string container_dir = "/var/run/rpci";
+  // CA bundle (PEM) of the agents' TLS certificates, copied into every session
+  // dir for the workload (RPCI_<n>_CA_FILE); empty when agents speak
+  // plaintext.
+  std::string session_ca_pem;
   // NUMA node of the local NIC the fabric uses, advertised as the devices'
   // topology; -1 when unknown (no topology sent).
   int64_t nic_numa_node = -1;

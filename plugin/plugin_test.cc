@@ -74,6 +74,7 @@ class PluginTest : public ::testing::Test {
     options_.health_interval = absl::Milliseconds(50);
     options_.usage_interval = absl::Hours(1);  // tests call SyncUsage
     options_.release_grace = absl::ZeroDuration();
+    options_.session_ca_pem = session_ca_pem_;
     plugin_ = std::make_unique<Plugin>(options_, client_.get(), &agents_);
     ASSERT_TRUE(plugin_->Start().ok());
     client_->StartAssignmentWatch(controller::testing::NodeWith("cn-1", "emu"),
@@ -99,8 +100,17 @@ class PluginTest : public ::testing::Test {
   std::unique_ptr<FakeKubelet> kubelet_;
   std::unique_ptr<GrpcControllerClient> client_;
   PluginOptions options_;
+  std::string session_ca_pem_;  // empty: the agents speak plaintext
   std::unique_ptr<Plugin> plugin_;
   std::vector<std::string> ids_;
+};
+
+// Agents serving SessionControl over TLS: workloads get the CA to verify them.
+class PluginWithTlsAgentsTest : public PluginTest {
+ protected:
+  PluginWithTlsAgentsTest() {
+    session_ca_pem_ = "-----BEGIN CERTIFICATE-----\nthe agents' CA\n-----END CERTIFICATE-----\n";
+  }
 };
 
 TEST_F(PluginTest, RegistersAfterServingWithItsOptions) {
@@ -183,6 +193,9 @@ TEST_F(PluginTest, AllocateAnswersEnvMountsCdiNamesAndWritesCdiSpec) {
   EXPECT_EQ(env.at("RPCI_0_BARS"), "0:4096,2:65536");
   EXPECT_EQ(env.at("RPCI_0_DMA_SIZE"), "1048576");
   EXPECT_EQ(env.at("RPCI_0_FABRIC_PROVIDER"), "tcp;ofi_rxm");
+  EXPECT_EQ(env.count("RPCI_0_CA_FILE"), 0u);  // plaintext agents: no CA
+  EXPECT_EQ(env.count("RPCI_CA_FILE"), 0u);
+  EXPECT_EQ(Entries(dir_ + "/state/" + ids_[0]).size(), 2u) << "key and session.json only";
   ASSERT_EQ(r.mounts_size(), 2);
   EXPECT_EQ(r.mounts(0).host_path(), dir_ + "/state/" + ids_[0]);
   EXPECT_EQ(r.mounts(0).container_path(), "/var/run/rpci/" + ids_[0]);
@@ -219,6 +232,35 @@ TEST_F(PluginTest, AllocateAnswersEnvMountsCdiNamesAndWritesCdiSpec) {
   std::vector<controller::Attachment> attachments = controller_->manager().Attachments();
   ASSERT_EQ(attachments.size(), 2u);
   EXPECT_EQ(attachments[0].node, "cn-1");
+}
+
+TEST_F(PluginWithTlsAgentsTest, AllocateHandsTheContainerTheAgentsCaInTheSessionDir) {
+  auto admitted = kubelet_->AdmitPodWithDevices("ml", "trainer-0", "main", kResource, {ids_[0], ids_[1]});
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  const auto& env = admitted->response.envs();
+  EXPECT_EQ(env.at("RPCI_0_CA_FILE"), "/var/run/rpci/" + ids_[0] + "/ca.crt");
+  EXPECT_EQ(env.at("RPCI_1_CA_FILE"), "/var/run/rpci/" + ids_[1] + "/ca.crt");
+  EXPECT_EQ(env.at("RPCI_CA_FILE"), env.at("RPCI_0_CA_FILE"));
+  for (const std::string& id : {ids_[0], ids_[1]}) {
+    const std::string ca_file = dir_ + "/state/" + id + "/ca.crt";
+    EXPECT_EQ(ReadFile(ca_file), session_ca_pem_);
+    struct stat st;
+    ASSERT_EQ(stat(ca_file.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0644u);
+    nlohmann::json doc = nlohmann::json::parse(ReadFile(dir_ + "/state/" + id + "/session.json"), nullptr, false);
+    ASSERT_FALSE(doc.is_discarded());
+    EXPECT_EQ(doc["ca_file"], "/var/run/rpci/" + id + "/ca.crt");
+  }
+  nlohmann::json spec = nlohmann::json::parse(ReadFile(dir_ + "/cdi/rpci.io-emu-" + ids_[1] + ".json"), nullptr, false);
+  ASSERT_FALSE(spec.is_discarded());
+  std::vector<std::string> cdi_env = spec["devices"][0]["containerEdits"]["env"].get<std::vector<std::string>>();
+  EXPECT_NE(std::find(cdi_env.begin(), cdi_env.end(), "RPCI_1_CA_FILE=/var/run/rpci/" + ids_[1] + "/ca.crt"),
+            cdi_env.end());
+
+  // Releasing removes the CA with the rest of the session dir.
+  kubelet_->RemovePod("ml", "trainer-0");
+  ASSERT_TRUE(plugin_->SyncUsage().ok());
+  EXPECT_TRUE(Entries(dir_ + "/state").empty());
 }
 
 TEST_F(PluginTest, AllocateFailsWholeWhenOneDeviceFails) {

@@ -38,6 +38,10 @@ struct AttachedSession {
   std::string key;              // raw session key bytes (secret; goes to a 0600 file)
   std::vector<BarWindow> bars;
   uint64_t dma_size = 0;
+  // PEM CA bundle the workload verifies the agent's TLS certificate against
+  // (written to the session dir as ca.crt); empty when the agent speaks
+  // plaintext.
+  std::string ca_pem;
 };
 
 class SessionOpener {

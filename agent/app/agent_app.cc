@@ -81,6 +81,9 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
   so.grace = o.session_grace;
   so.attach_timeout = o.attach_timeout;
   so.metrics = &app->metrics_;
+  // With TLS, workloads attach holding only the CA and their session key;
+  // reservations must come from the plugin of the compute node (Start).
+  so.require_plugin_certificate = !o.tls_cert.empty();
   if (!o.state_dir.empty() && access(o.state_dir.c_str(), W_OK) != 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("session.state_dir: \"", o.state_dir, "\" is not a writable directory"));
@@ -189,7 +192,8 @@ absl::Status AgentApp::Start() {
   } else {
     absl::StatusOr<TlsMaterial> tls = LoadTlsMaterial({options_.tls_cert, options_.tls_key, options_.tls_ca});
     if (!tls.ok()) return absl::Status(tls.status().code(), absl::StrCat("tls: ", tls.status().message()));
-    server_creds = MakeServerCredentials(*tls);
+    // SessionControl: plugins present their certificate, workloads none.
+    server_creds = MakeServerCredentials(*tls, ClientCertPolicy::kRequestAndVerifyIfPresent);
     channel_creds = MakeChannelCredentials(*tls);
   }
 

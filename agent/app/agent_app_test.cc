@@ -1,5 +1,7 @@
 #include "agent/app/agent_app.h"
 
+#include <fstream>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -8,10 +10,13 @@
 #include "agent/backends/emu_backend.h"
 #include "agent/backends/session_device_adapter.h"
 #include "client/session_client.h"
+#include "common/cert_authority.h"
+#include "common/tls.h"
 #include "controller/controller_app.h"
 #include "controller/testing_util.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "librpci/device.h"
 #include "proto/rpci/v1/controller.grpc.pb.h"
 
 namespace rpci::agent {
@@ -34,10 +39,22 @@ class AgentAppTest : public ::testing::Test {
  protected:
   void SetUp() override {
     Logger::SetMinLevel(LogLevel::kError);
+    StartController(nullptr);
+  }
+
+  // A fresh controller; mTLS with `tls` (its certificate "controller"),
+  // plaintext when null.
+  void StartController(const TlsFiles* tls) {
+    if (controller_) controller_->Stop();
     controller::ControllerOptions co;
     co.store = "local";
     co.state_dir = MakeTempDir("agent-app-ctl");
-    co.insecure = true;
+    co.insecure = tls == nullptr;
+    if (tls != nullptr) {
+      co.tls_cert = tls->cert_file;
+      co.tls_key = tls->key_file;
+      co.tls_ca = tls->ca_file;
+    }
     co.listen = "127.0.0.1:0";
     co.http_listen = "127.0.0.1:0";
     co.reconcile_interval = absl::Milliseconds(50);
@@ -83,6 +100,42 @@ class AgentAppTest : public ::testing::Test {
   }
 
   uint32_t Scratch(size_t device) { return *made_.at(device)->Read32(emu::kRegScratch); }
+
+  // As compute node cn-1's plugin over `creds`: registers the node and claims
+  // `device` once the controller has assigned it.
+  rpci::v1::ClaimResponse Claim(std::shared_ptr<grpc::ChannelCredentials> creds, const std::string& device) {
+    auto nodes = rpci::v1::NodeRegistry::NewStub(grpc::CreateChannel(controller_address_, creds));
+    {
+      grpc::ClientContext ctx;
+      rpci::v1::RegisterNodeResponse resp;
+      grpc::Status s = nodes->RegisterNode(&ctx, controller::testing::NodeWith("cn-1", "emu"), &resp);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+    }
+    rpci::v1::ClaimRequest claim;
+    claim.set_node("cn-1");
+    claim.set_device_id(device);
+    claim.set_pod_namespace("ml");
+    claim.set_pod_name("p");
+    rpci::v1::ClaimResponse granted;
+    EXPECT_TRUE(WaitFor([&] {
+      grpc::ClientContext ctx;
+      return nodes->Claim(&ctx, claim, &granted).ok();
+    }));
+    return granted;
+  }
+
+  // Reserves the session of `granted` for cn-1 over `creds`, retrying while
+  // the grant is on its way to the agent.
+  absl::StatusOr<client::SessionTicket> Reserve(std::shared_ptr<grpc::ChannelCredentials> creds,
+                                                const rpci::v1::ClaimResponse& granted) {
+    absl::StatusOr<client::SessionTicket> ticket = absl::UnavailableError("not tried");
+    WaitFor([&] {
+      ticket = client::ReserveSession(granted.agent_session_endpoint(), creds, granted.grant().grant_id(),
+                                      granted.grant().token(), "cn-1");
+      return ticket.ok();
+    });
+    return ticket;
+  }
 
   int HttpStatus(const std::string& path) {
     httplib::Client http("127.0.0.1", agent_->http_port());
@@ -203,29 +256,9 @@ TEST_F(AgentAppTest, SessionsSurviveAnAgentRestartThroughTheCheckpoint) {
   agent_ = *std::move(app);
   ASSERT_TRUE(agent_->Start().ok());
   ASSERT_TRUE(WaitFor([&] { return agent_->Readiness().ok(); }));
-  auto nodes = rpci::v1::NodeRegistry::NewStub(
-      grpc::CreateChannel(controller_address_, grpc::InsecureChannelCredentials()));
-  {
-    grpc::ClientContext ctx;
-    rpci::v1::RegisterNodeResponse resp;
-    ASSERT_TRUE(nodes->RegisterNode(&ctx, controller::testing::NodeWith("cn-1", "emu"), &resp).ok());
-  }
-  rpci::v1::ClaimRequest claim;
-  claim.set_node("cn-1");
-  claim.set_device_id("dev-a-fffe-00-00-0");
-  claim.set_pod_namespace("ml");
-  claim.set_pod_name("p");
-  rpci::v1::ClaimResponse granted;
-  ASSERT_TRUE(WaitFor([&] {
-    grpc::ClientContext ctx;
-    return nodes->Claim(&ctx, claim, &granted).ok();
-  }));
-  absl::StatusOr<client::SessionTicket> ticket = absl::UnavailableError("not tried");
-  ASSERT_TRUE(WaitFor([&] {
-    ticket = client::ReserveSession(granted.agent_session_endpoint(), grpc::InsecureChannelCredentials(),
-                                    granted.grant().grant_id(), granted.grant().token(), "cn-1");
-    return ticket.ok();
-  })) << ticket.status();
+  rpci::v1::ClaimResponse granted = Claim(grpc::InsecureChannelCredentials(), "dev-a-fffe-00-00-0");
+  absl::StatusOr<client::SessionTicket> ticket = Reserve(grpc::InsecureChannelCredentials(), granted);
+  ASSERT_TRUE(ticket.ok()) << ticket.status();
 
   agent_->Stop();  // as on SIGTERM
   agent_.reset();
@@ -245,6 +278,83 @@ TEST_F(AgentAppTest, SessionsSurviveAnAgentRestartThroughTheCheckpoint) {
   ASSERT_TRUE((*session)->Sync(absl::Seconds(5)).ok());
   ASSERT_EQ(made_.size(), 4u);
   EXPECT_EQ(Scratch(2), 7u);  // device 0 of the restarted agent
+}
+
+// With TLS, the session server authenticates itself to everyone, lets only
+// the compute node's plugin reserve sessions, and lets a workload that holds
+// just the CA and its session key attach (librpci, as from the plugin's env).
+TEST_F(AgentAppTest, WithTlsOnlyTheNodesPluginReservesAndAWorkloadAttachesWithTheCaAndKey) {
+  const std::string dir = MakeTempDir("agent-app-tls");
+  absl::StatusOr<CertAuthority> ca = CertAuthority::Create("agent-app-test-ca");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  std::map<std::string, TlsMaterial> certs;
+  for (const char* name : {"controller", "agent:dev-a", "plugin:cn-1", "plugin:cn-2"}) {
+    absl::StatusOr<TlsMaterial> cert = ca->Issue(name, {"localhost"}, {"127.0.0.1"});
+    ASSERT_TRUE(cert.ok()) << cert.status();
+    certs[name] = *cert;
+  }
+  absl::StatusOr<TlsFiles> controller_files = CertAuthority::WriteFiles(certs["controller"], dir, "controller");
+  absl::StatusOr<TlsFiles> agent_files = CertAuthority::WriteFiles(certs["agent:dev-a"], dir, "agent");
+  ASSERT_TRUE(controller_files.ok() && agent_files.ok());
+  StartController(&*controller_files);
+  AgentOptions o = Options();
+  o.insecure = false;
+  o.tls_cert = agent_files->cert_file;
+  o.tls_key = agent_files->key_file;
+  o.tls_ca = agent_files->ca_file;
+  auto app = AgentApp::Create(o, Backends());
+  ASSERT_TRUE(app.ok()) << app.status();
+  agent_ = *std::move(app);
+  ASSERT_TRUE(agent_->Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return agent_->Readiness().ok(); })) << agent_->Readiness().status();
+
+  const auto plugin_cn1 = MakeChannelCredentials(certs["plugin:cn-1"]);
+  rpci::v1::ClaimResponse granted = Claim(plugin_cn1, "dev-a-fffe-00-01-0");
+  absl::StatusOr<client::SessionTicket> ticket = Reserve(plugin_cn1, granted);
+  ASSERT_TRUE(ticket.ok()) << ticket.status();
+
+  // Anyone else is refused before the grant is even looked at (the device is
+  // taken now, which would be FAILED_PRECONDITION).
+  auto reserve = [&](std::shared_ptr<grpc::ChannelCredentials> creds) {
+    return client::ReserveSession(granted.agent_session_endpoint(), creds, granted.grant().grant_id(),
+                                  granted.grant().token(), "cn-1")
+        .status();
+  };
+  absl::Status other_node = reserve(MakeChannelCredentials(certs["plugin:cn-2"]));
+  EXPECT_EQ(other_node.code(), absl::StatusCode::kPermissionDenied) << other_node;
+  EXPECT_NE(other_node.message().find("plugin:cn-2"), std::string::npos) << other_node;
+  EXPECT_EQ(reserve(MakeChannelCredentials(certs["agent:dev-a"])).code(), absl::StatusCode::kPermissionDenied);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ca_only = MakeCaOnlyChannelCredentials(agent_files->ca_file);
+  ASSERT_TRUE(ca_only.ok()) << ca_only.status();
+  EXPECT_EQ(reserve(*ca_only).code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(reserve(grpc::InsecureChannelCredentials()).code(), absl::StatusCode::kUnavailable);  // no TLS at all
+
+  // The workload: the plugin's environment with the CA file, no certificate.
+  const std::string key_file = dir + "/key";
+  std::ofstream(key_file) << ticket->key.Hex() << "\n";
+  std::map<std::string, std::string> env = {{"RPCI_DEVICE_COUNT", "1"},
+                                            {"RPCI_0_SESSION_ENDPOINT", ticket->endpoint},
+                                            {"RPCI_0_SESSION_ID", ticket->session_id},
+                                            {"RPCI_0_SESSION_KEY_FILE", key_file},
+                                            {"RPCI_0_CA_FILE", agent_files->ca_file},
+                                            {"RPCI_0_FABRIC_NODE", "127.0.0.1"}};
+  absl::StatusOr<lib::DeviceConfig> config = lib::ConfigFromEnv(0, lib::MapEnv(env));
+  ASSERT_TRUE(config.ok()) << config.status();
+
+  lib::DeviceConfig wrong_key = *config;
+  wrong_key.key = *session::SessionKey::Generate();
+  EXPECT_EQ(lib::Device::Open(wrong_key).status().code(), absl::StatusCode::kUnauthenticated);
+  lib::DeviceConfig plaintext = *config;
+  plaintext.ca_file.clear();
+  EXPECT_EQ(lib::Device::Open(plaintext).status().code(), absl::StatusCode::kUnavailable);
+
+  absl::StatusOr<std::unique_ptr<lib::Device>> device = lib::Device::Open(*config);
+  ASSERT_TRUE(device.ok()) << device.status();
+  ASSERT_TRUE((*device)->Write32(0, emu::kRegScratch, 0xc0ffee).ok());
+  EXPECT_EQ(*(*device)->Read32(0, emu::kRegScratch), 0xc0ffeeu);
+  ASSERT_EQ(made_.size(), 2u);
+  EXPECT_EQ(Scratch(1), 0xc0ffeeu);
+  EXPECT_TRUE((*device)->Close().ok());
 }
 
 }  // namespace
