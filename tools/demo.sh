@@ -2,7 +2,9 @@
 # rpci's main job on its embedded default, on one machine:
 #   controller (local store)  <-mTLS gRPC->  agent exporting 2 rpci-emu devices
 #   plugin + test kubelet     ->  a pod asking for rpci.io/emu: 1
-#   the pod's workload (librpci) runs CRC32C and COPY jobs on the remote device.
+#   the pod's workload (librpci) runs CRC32C and COPY jobs on the remote device,
+#   attaching over TLS with the CA and session key the plugin handed it.
+# RPCI_DEMO_TLS=0 runs everything in plaintext instead.
 # Installs what it needs, builds, prints each step, cleans up. Safe to run
 # again, also after a killed run (it stops the leftovers of that run first).
 set -uo pipefail
@@ -68,9 +70,9 @@ CONTROLLER_PORT=$(free_port); CONTROLLER_HTTP=$(free_port)
 AGENT_PORT=$(free_port); AGENT_HTTP=$(free_port); PLUGIN_HTTP=$(free_port)
 
 step "3/7 certificates for mutual TLS, and what this machine has"
-# RPCI_DEMO_TLS=1 runs the control plane with mTLS. It is off by default: the
-# workload's own session attach does not speak TLS yet (see docs/operators/security.md).
-if [ "${RPCI_DEMO_TLS:-0}" = 1 ]; then
+# Components authenticate each other with mTLS; the workload verifies the agent
+# with the CA the plugin copies into its session dir (docs/operators/security.md).
+if [ "${RPCI_DEMO_TLS:-1}" != 0 ]; then
   "$BIN/tools/certs/rpci-certs" --dir "$RUN/certs" \
     --names controller,agent:demo-device-server,plugin:demo-compute-node >/dev/null || die "rpci-certs"
   echo "CA and certificates in $RUN/certs (controller, agent:demo-device-server, plugin:demo-compute-node)"
@@ -79,7 +81,7 @@ if [ "${RPCI_DEMO_TLS:-0}" = 1 ]; then
   AGENT_TLS="tls: {cert: $RUN/certs/agent-demo-device-server.crt, key: $RUN/certs/agent-demo-device-server.key, ca: $RUN/certs/ca.crt}"
   PLUGIN_TLS="--tls-cert=$RUN/certs/plugin-demo-compute-node.crt --tls-key=$RUN/certs/plugin-demo-compute-node.key --tls-ca=$RUN/certs/ca.crt"
 else
-  echo "control plane in plaintext on loopback (RPCI_DEMO_TLS=1 for mTLS)"
+  echo "RPCI_DEMO_TLS=0: control plane and sessions in plaintext on loopback"
   CONTROLLER_TLS="--insecure"; AGENT_INSECURE=true; AGENT_TLS=""; PLUGIN_TLS=""
 fi
 echo "PCIe functions on this machine (rpci-agent inventory):"
