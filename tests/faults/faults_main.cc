@@ -415,10 +415,11 @@ class Stack {
                                  absl::StrCat("--listen=127.0.0.1:", controller_port_),
                                  absl::StrCat("--http-listen=127.0.0.1:", controller_http_), "--insecure",
                                  "--reconcile-interval-ms=200", "--agent-lease-seconds=12", "--node-lease-seconds=30"},
-        absl::StrCat(dir_, "/controller", controller_starts_, ".log"),
+        absl::StrCat(dir_, "/controller", controller_starts_, ".out"),
         absl::StrCat(dir_, "/controller", controller_starts_, ".log"));
-    if (!WaitUntil([&] { return HttpGet(controller_http_, "/readyz").has_value(); }, absl::Seconds(15))) {
-      return absl::InternalError("controller not ready: " + Tail(controller_->err()));
+    if (!WaitUntil([&] { return HttpGet(controller_http_, "/readyz").has_value(); }, absl::Seconds(30))) {
+      return absl::InternalError(absl::StrCat("controller not ready within 30 s (exit ",
+                                              controller_->Wait(absl::ZeroDuration()), "): ", Tail(controller_->err())));
     }
     return absl::OkStatus();
   }
@@ -434,9 +435,10 @@ class Stack {
     std::filesystem::create_directories(dir_ + "/agent");
     agent_ = std::make_unique<Subprocess>(
         std::vector<std::string>{Bin("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"},
-        dir_ + "/agent.log", dir_ + "/agent.log");
-    if (!WaitUntil([&] { return HttpGet(agent_http_, "/readyz").has_value(); }, absl::Seconds(15))) {
-      return absl::InternalError("agent not ready: " + Tail(agent_->err()));
+        dir_ + "/agent.out", dir_ + "/agent.log");
+    if (!WaitUntil([&] { return HttpGet(agent_http_, "/readyz").has_value(); }, absl::Seconds(30))) {
+      return absl::InternalError(absl::StrCat("agent not ready within 30 s (exit ", agent_->Wait(absl::ZeroDuration()),
+                                              "): ", Tail(agent_->err())));
     }
     return absl::OkStatus();
   }
@@ -453,9 +455,10 @@ class Stack {
                                  "--container-dir=" + n.dir + "/state",
                                  absl::StrCat("--health-addr=127.0.0.1:", n.plugin_http),
                                  "--usage-interval-seconds=1"},
-        absl::StrCat(n.dir, "/plugin", n.starts, ".log"), absl::StrCat(n.dir, "/plugin", n.starts, ".log"));
-    if (!WaitUntil([&] { return HttpGet(n.plugin_http, "/healthz").has_value(); }, absl::Seconds(15))) {
-      return absl::InternalError("plugin not healthy: " + Tail(n.plugin->err()));
+        absl::StrCat(n.dir, "/plugin", n.starts, ".out"), absl::StrCat(n.dir, "/plugin", n.starts, ".log"));
+    if (!WaitUntil([&] { return HttpGet(n.plugin_http, "/healthz").has_value(); }, absl::Seconds(30))) {
+      return absl::InternalError(absl::StrCat("plugin not healthy within 30 s (exit ", n.plugin->Wait(absl::ZeroDuration()),
+                                              "): ", Tail(n.plugin->err())));
     }
     return absl::OkStatus();
   }
@@ -559,6 +562,13 @@ bool DeviceHealthIs(FakeKubelet& kubelet, const std::string& device, const std::
   return false;
 }
 
+// "id=health ..." of what the kubelet last got, for failure reasons.
+std::string Advertised(FakeKubelet& kubelet) {
+  std::string out;
+  for (const AdvertisedDevice& d : kubelet.Devices(kResource)) absl::StrAppend(&out, out.empty() ? "" : " ", d.id, "=", d.health);
+  return out.empty() ? "nothing" : out;
+}
+
 // (b) SIGKILL of the plugin: the running pod's session keeps working; the
 // restarted plugin registers again and advertises the device healthy.
 Outcome PluginSigkill() {
@@ -567,7 +577,6 @@ Outcome PluginSigkill() {
   PodRun run("b");
   if (!StartPodRun(run, 3000, 5000, &o)) return o;
   Stack::Node& n = run.stack.node(0);
-  const int lists_before = n.kubelet->ListAndWatchUpdates(kResource);
   n.plugin->Signal(SIGKILL);
   n.plugin->Wait(absl::Seconds(5));
   const absl::Time killed = absl::Now();
@@ -577,11 +586,14 @@ Outcome PluginSigkill() {
     o.reason = "restarted plugin did not register with the kubelet";
   } else if (!WaitUntil(
                  [&] {
-                   return n.kubelet->ListAndWatchUpdates(kResource) > lists_before &&
+                   // Counted per registration: the restarted plugin's own list.
+                   return n.kubelet->ListAndWatchUpdates(kResource) > 0 &&
                           DeviceHealthIs(*n.kubelet, run.device, "Healthy");
                  },
                  absl::Seconds(10))) {
-    o.reason = "pod's device not advertised Healthy after the plugin restart";
+    o.reason = absl::StrCat("pod's device ", run.device, " not advertised Healthy within 10 s of the plugin restart (",
+                            n.kubelet->ListAndWatchUpdates(kResource),
+                            " new device lists, last: ", Advertised(*n.kubelet), ")");
   }
   o.recover_s = absl::ToDoubleSeconds(absl::Now() - killed);
   o.note = "recover = kill to re-registered + device Healthy";
@@ -778,7 +790,7 @@ int main(int argc, char** argv) {
   flags.String("bin_dir", &g_bin_dir, "bazel-bin holding the built binaries");
   flags.String("work_dir", &g_work_dir, "where scenario directories are made (short: unix sockets)");
   flags.String("only", &only, "comma-separated scenario letters (a b c d e f g); empty: all");
-  if (std::optional<int> exit_code = rpci::ParseFlagsOrExitCode(flags, argc, argv)) return *exit_code;
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   if (g_bin_dir.empty()) {
     std::fprintf(stderr, "--bin_dir is required\n");
     return 2;
