@@ -1,0 +1,249 @@
+// Allocate benchmark (not a test): Allocate -> session-ready latency through
+// the real components on loopback, in one process: the controller
+// (ControllerApp on its local store), the agent (AgentApp exporting rpci-emu
+// devices over tcp;ofi_rxm), the device plugin (Plugin with the gRPC
+// controller client and the agent session opener) and the fake kubelet
+// speaking the device-plugin protocol over unix sockets.
+//
+// Each iteration allocates a healthy device for a new pod the way the kubelet
+// does (Allocate: claim, session reserved on the agent, session dir and CDI
+// spec written; then PreStartContainer, which the plugin answers only once
+// the agent reports the session live) and times both; then, as no pod in
+// pod-resources holds the device, the plugin's usage pass releases the
+// session and the claim, so the next allocation finds the device free again.
+// Prints one JSON object (allocate_ms_p50/p90/p99/max = Allocate +
+// PreStartContainer; allocate_rpc_ms_*, prestart_ms_* the two parts), then a
+// table (--json: only the JSON).
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "agent/app/agent_app.h"
+#include "agent/app/real_device_backends.h"
+#include "bench/stats.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "controller/controller_app.h"
+#include "nlohmann/json.hpp"
+#include "plugin/controller_client.h"
+#include "plugin/plugin.h"
+#include "plugin/session_opener.h"
+#include "tests/kubelet/fake_kubelet.h"
+
+namespace {
+
+using nlohmann::json;
+using rpci::bench::Percentile;
+
+constexpr char kResource[] = "rpci.io/emu";
+
+bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
+
+// A healthy device of the latest ListAndWatch list (no pod holds one between
+// iterations), rotating so that consecutive pods use different devices.
+std::string NextHealthyDevice(const rpci::testing::FakeKubelet& kubelet, int iteration) {
+  std::vector<std::string> healthy;
+  for (const rpci::testing::AdvertisedDevice& d : kubelet.Devices(kResource)) {
+    if (d.health == "Healthy") healthy.push_back(d.id);
+  }
+  if (healthy.empty()) return "";
+  std::sort(healthy.begin(), healthy.end());
+  return healthy[iteration % healthy.size()];
+}
+
+absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::string& dir) {
+  rpci::controller::ControllerOptions co;
+  co.store = "local";
+  co.state_dir = dir + "/controller";
+  co.insecure = true;
+  co.listen = "127.0.0.1:0";
+  co.http_listen = "127.0.0.1:0";
+  co.reconcile_interval = absl::Milliseconds(20);
+  co.default_spares = devices;
+  absl::StatusOr<std::unique_ptr<rpci::controller::ControllerApp>> controller =
+      rpci::controller::ControllerApp::Create(co);
+  if (!controller.ok()) return controller.status();
+  if (absl::Status s = (*controller)->Start(); !s.ok()) return s;
+  const std::string controller_address = absl::StrCat("127.0.0.1:", (*controller)->grpc_port());
+
+  rpci::agent::AgentOptions ao;
+  ao.node = "bench-device-server";
+  ao.controller = controller_address;
+  ao.insecure = true;
+  ao.session_listen = "127.0.0.1:0";
+  ao.http_listen = "";
+  ao.state_dir = dir + "/agent";
+  ao.fabric_provider = "tcp;ofi_rxm";
+  ao.fabric_address = "127.0.0.1";
+  rpci::agent::EmuDevicesConfig emu;
+  emu.pool = "emu";
+  emu.count = devices;
+  ao.emu = {emu};
+  absl::StatusOr<std::unique_ptr<rpci::agent::AgentApp>> agent =
+      rpci::agent::AgentApp::Create(ao, rpci::agent::RealDeviceBackends(false));
+  if (!agent.ok()) return agent.status();
+  if (absl::Status s = (*agent)->Start(); !s.ok()) return s;
+
+  rpci::testing::FakeKubelet kubelet(dir + "/kubelet", dir + "/kubelet/pod-resources.sock");
+  if (absl::Status s = kubelet.Start(); !s.ok()) return s;
+  rpci::plugin::PluginOptions po;
+  po.node_name = "bench-compute-node";
+  po.pools = {"emu"};
+  po.plugin_dir = dir + "/kubelet";
+  po.pod_resources_socket = dir + "/kubelet/pod-resources.sock";
+  po.cdi_dir = dir + "/cdi";
+  po.state_dir = dir + "/plugin-state";
+  po.container_dir = dir + "/container";
+  po.usage_interval = absl::Hours(1);  // released by the explicit pass below
+  po.release_grace = absl::ZeroDuration();
+  rpci::plugin::GrpcControllerClient controller_client(
+      grpc::CreateChannel(controller_address, grpc::InsecureChannelCredentials()));
+  rpci::plugin::AgentSessionOpener sessions(nullptr, po.node_name);
+  rpci::plugin::Plugin plugin(po, &controller_client, &sessions);
+  if (absl::Status s = plugin.Start(); !s.ok()) return s;
+  rpci::v1::RegisterNodeRequest node;
+  node.set_node(po.node_name);
+  node.add_pools("emu");
+  controller_client.StartAssignmentWatch(node, [&](const rpci::v1::AssignmentSet& set) { plugin.SetAssignments(set); });
+
+  auto stop = [&] {
+    controller_client.Stop();
+    plugin.Stop();
+    kubelet.Stop();
+    (*agent)->Stop();
+    (*controller)->Stop();
+  };
+  auto all_healthy = [&] {
+    int healthy = 0;
+    for (const auto& d : kubelet.Devices(kResource)) healthy += d.health == "Healthy";
+    return healthy == devices;
+  };
+  if (!WaitUntil(all_healthy, absl::Seconds(30))) {
+    stop();
+    return absl::DeadlineExceededError(
+        absl::StrCat("the kubelet did not see ", devices, " healthy devices within 30 s"));
+  }
+
+  std::vector<double> allocate_ms, rpc_ms, prestart_ms;
+  int errors = 0;
+  std::string first_error;
+  const absl::Time started = absl::Now();
+  for (int i = 0; i < warmup + iterations; ++i) {
+    std::string device;
+    if (!WaitUntil([&] { return !(device = NextHealthyDevice(kubelet, i)).empty(); }, absl::Seconds(10))) {
+      stop();
+      return absl::DeadlineExceededError(absl::StrCat("iteration ", i, ": no free healthy device within 10 s"));
+    }
+    // Allocate and PreStartContainer as the kubelet calls them for a new pod.
+    v1beta1::AllocateRequest req;
+    req.add_container_requests()->add_devices_ids(device);
+    const absl::Time t0 = absl::Now();
+    absl::StatusOr<v1beta1::AllocateResponse> allocated = kubelet.Allocate(kResource, req);
+    const absl::Time t1 = absl::Now();
+    absl::Status prestart = allocated.ok() ? kubelet.PreStartContainer(kResource, {device}) : allocated.status();
+    const absl::Time t2 = absl::Now();
+    if (!prestart.ok()) {
+      ++errors;
+      if (first_error.empty()) first_error = prestart.ToString();
+    } else if (i >= warmup) {
+      allocate_ms.push_back(absl::ToDoubleMilliseconds(t2 - t0));
+      rpc_ms.push_back(absl::ToDoubleMilliseconds(t1 - t0));
+      prestart_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
+    }
+    // No pod holds the device (pod-resources): session closed, claim released.
+    plugin.SyncUsage().IgnoreError();
+    // The released device comes back as a healthy spare before it is reused.
+    WaitUntil([&] { return all_healthy() && plugin.SessionDevices().empty(); }, absl::Seconds(5));
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - started);
+  stop();
+  if (allocate_ms.empty()) return absl::InternalError("no Allocate succeeded: " + first_error);
+  double sum = 0;
+  for (double v : allocate_ms) sum += v;
+  json out = {{"benchmark", "allocate"},
+              {"transport", "tcp;ofi_rxm on loopback"},
+              {"devices", devices},
+              {"iterations", static_cast<int>(allocate_ms.size())},
+              {"errors", errors},
+              {"allocate_ms_p50", Percentile(allocate_ms, 0.50)},
+              {"allocate_ms_p90", Percentile(allocate_ms, 0.90)},
+              {"allocate_ms_p99", Percentile(allocate_ms, 0.99)},
+              {"allocate_ms_max", *std::max_element(allocate_ms.begin(), allocate_ms.end())},
+              {"allocate_ms_mean", sum / allocate_ms.size()},
+              {"allocate_rpc_ms_p50", Percentile(rpc_ms, 0.50)},
+              {"allocate_rpc_ms_p99", Percentile(rpc_ms, 0.99)},
+              {"prestart_ms_p50", Percentile(prestart_ms, 0.50)},
+              {"prestart_ms_p99", Percentile(prestart_ms, 0.99)},
+              {"target_p99_ms", 20},
+              {"wall_seconds", seconds}};
+  if (!first_error.empty()) out["first_error"] = first_error;
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool json_only = false;
+  int64_t devices = 4, iterations = 200, warmup = 5;
+  rpci::FlagSet flags("bench/allocate [flags]",
+                      "Allocate -> session-ready latency (Allocate + PreStartContainer as the kubelet calls them) "
+                      "through the real plugin, controller and agent on loopback, for fresh pods.");
+  flags.Bool("json", &json_only, "print only the JSON object");
+  flags.Int("devices", &devices, "rpci-emu devices the agent exports (pods cycle over them)");
+  flags.Int("iterations", &iterations, "pods admitted and timed");
+  flags.Int("warmup", &warmup, "pods admitted first and not timed");
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  if (devices < 1 || iterations < 1 || warmup < 0) {
+    std::cerr << "--devices and --iterations must be positive, --warmup not negative\n";
+    return 2;
+  }
+  rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
+  char tmpl[] = "/tmp/rpci-allocate-bench-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) {
+    std::cerr << "cannot create a temp dir in /tmp\n";
+    return 1;
+  }
+  const std::string dir = tmpl;
+  for (const char* d : {"controller", "agent", "kubelet", "cdi", "plugin-state"}) {
+    std::filesystem::create_directories(dir + "/" + d);
+  }
+  absl::StatusOr<json> result =
+      Run(static_cast<int>(devices), static_cast<int>(iterations), static_cast<int>(warmup), dir);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (!result.ok()) {
+    std::cerr << "allocate bench: " << result.status() << "\n";
+    return 1;
+  }
+  std::cout << result->dump() << "\n";
+  if (json_only) return 0;
+  const json& r = *result;
+  std::printf("\nAllocate -> session ready (Allocate + PreStartContainer), %d pods over %d rpci-emu devices, %s\n",
+              r["iterations"].get<int>(), r["devices"].get<int>(), r["transport"].get<std::string>().c_str());
+  std::printf("%-22s %10s %10s %10s %10s %10s %8s %12s\n", "", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms",
+              "errors", "target_p99");
+  std::printf("%-22s %10.2f %10.2f %10.2f %10.2f %10.2f %8d %9s %s\n", "Allocate + PreStart", r["allocate_ms_p50"].get<double>(),
+              r["allocate_ms_p90"].get<double>(), r["allocate_ms_p99"].get<double>(),
+              r["allocate_ms_max"].get<double>(), r["allocate_ms_mean"].get<double>(), r["errors"].get<int>(),
+              "<= 20 ms", r["allocate_ms_p99"].get<double>() <= 20 ? "(met)" : "(missed)");
+  std::printf("%-22s %10.2f %10s %10.2f\n", "  Allocate RPC", r["allocate_rpc_ms_p50"].get<double>(), "",
+              r["allocate_rpc_ms_p99"].get<double>());
+  std::printf("%-22s %10.2f %10s %10.2f\n", "  PreStartContainer", r["prestart_ms_p50"].get<double>(), "",
+              r["prestart_ms_p99"].get<double>());
+  return 0;
+}
