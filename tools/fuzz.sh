@@ -17,12 +17,21 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 BAZEL=(bazel --output_base="$HOME/.cache/rpci-fuzz-output")
-"${BAZEL[@]}" build --config=fuzz --symlink_prefix=/ $(printf '//fuzz:%s_fuzzer ' "${targets[@]}") || exit 1
 bin="$("${BAZEL[@]}" info --config=fuzz bazel-bin 2>/dev/null)/fuzz"
+# No stale binary may stand in for one that no longer builds.
+for t in "${targets[@]}"; do rm -f "$bin/${t}_fuzzer"; done
+# --keep_going: a target whose dependencies do not build is reported as
+# "not built" instead of stopping every other target.
+"${BAZEL[@]}" build --config=fuzz --symlink_prefix=/ --keep_going $(printf '//fuzz:%s_fuzzer ' "${targets[@]}")
 
 printf '%-18s %10s %10s %8s %s\n' target runs exec/s corpus result
 failed=0
 for t in "${targets[@]}"; do
+  if [ ! -x "$bin/${t}_fuzzer" ]; then
+    printf '%-18s %10s %10s %8s %s\n' "$t" - - - "NOT BUILT (see the build errors above)"
+    failed=1
+    continue
+  fi
   work="$(mktemp -d)"
   cp fuzz/corpus/"$t"/* "$work"/ 2>/dev/null
   mkdir -p "fuzz/findings/$t"
