@@ -42,11 +42,14 @@ const json& Member(const json& object, const char* key) {
 
 json Condition(const std::string& type, bool status, const std::string& reason,
                const std::string& message, absl::Time since, int64_t generation) {
-  json c = {{"type", type},
-            {"status", status ? "True" : "False"},
-            {"reason", reason.empty() ? (status ? "AsExpected" : "Unknown") : reason},
-            {"message", message},
-            {"observedGeneration", generation}};
+  // Members set one by one: a braced list builds a 2-element array per
+  // member first, which made this a hot spot of every store commit.
+  json c = json::object();
+  c["type"] = type;
+  c["status"] = status ? "True" : "False";
+  c["reason"] = reason.empty() ? (status ? "AsExpected" : "Unknown") : reason;
+  c["message"] = message;
+  c["observedGeneration"] = generation;
   // lastTransitionTime is required by the standard shape; a condition that
   // never changed gets the epoch.
   c["lastTransitionTime"] = FormatKubeTime(since == absl::InfinitePast() ? absl::UnixEpoch() : since);
@@ -76,32 +79,34 @@ json DeviceToObject(const Device& device, absl::Time now, int64_t generation) {
   json spec = json::parse(spec_text, nullptr, false);
   if (spec.is_discarded()) spec = json::object();
 
-  json status = {
-      {"phase", std::string(PhaseName(device.PhaseAt(now)))},
-      {"health", device.healthy ? "Healthy" : "Unhealthy"},
-      {"healthReason", device.health_reason},
-      {"assignedNode", device.assigned_node},
-      {"assignedTime", FormatKubeTime(device.assigned_changed)},
-      {"lastUsedTime", FormatKubeTime(device.last_used)},
-      {"releasingFrom", device.releasing_from},
-      {"releasingUntil", FormatKubeTime(device.releasing_until)},
-      {"draining", device.draining},
-      {"attachment", device.attachment},
-      {"reason", device.reason},
-  };
-  status["conditions"] = json::array(
-      {Condition("Healthy", device.healthy, device.healthy ? "Healthy" : "Unhealthy",
-                 device.health_reason, device.health_changed, generation),
-       Condition("Assigned", !device.assigned_node.empty(),
-                 device.assigned_node.empty() ? "Unassigned" : "AssignedToNode", device.reason,
-                 device.assigned_changed, generation)});
-  json metadata = {{"name", device.id()}};
-  if (device.drain_requested) metadata["annotations"] = {{kDrainAnnotation, "true"}};
-  return {{"apiVersion", kApiVersion},
-          {"kind", "PcieDevice"},
-          {"metadata", std::move(metadata)},
-          {"spec", std::move(spec)},
-          {"status", std::move(status)}};
+  json status = json::object();
+  status["phase"] = std::string(PhaseName(device.PhaseAt(now)));
+  status["health"] = device.healthy ? "Healthy" : "Unhealthy";
+  status["healthReason"] = device.health_reason;
+  status["assignedNode"] = device.assigned_node;
+  status["assignedTime"] = FormatKubeTime(device.assigned_changed);
+  status["lastUsedTime"] = FormatKubeTime(device.last_used);
+  status["releasingFrom"] = device.releasing_from;
+  status["releasingUntil"] = FormatKubeTime(device.releasing_until);
+  status["draining"] = device.draining;
+  status["attachment"] = device.attachment;
+  status["reason"] = device.reason;
+  json& conditions = status["conditions"] = json::array();
+  conditions.push_back(Condition("Healthy", device.healthy, device.healthy ? "Healthy" : "Unhealthy",
+                                 device.health_reason, device.health_changed, generation));
+  conditions.push_back(Condition("Assigned", !device.assigned_node.empty(),
+                                 device.assigned_node.empty() ? "Unassigned" : "AssignedToNode", device.reason,
+                                 device.assigned_changed, generation));
+  json metadata = json::object();
+  metadata["name"] = device.id();
+  if (device.drain_requested) metadata["annotations"][kDrainAnnotation] = "true";
+  json object = json::object();
+  object["apiVersion"] = kApiVersion;
+  object["kind"] = "PcieDevice";
+  object["metadata"] = std::move(metadata);
+  object["spec"] = std::move(spec);
+  object["status"] = std::move(status);
+  return object;
 }
 
 bool DrainRequested(const json& object) {

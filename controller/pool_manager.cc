@@ -446,7 +446,7 @@ const PoolSpec& PoolManager::PoolOfLocked(const std::string& name) const {
 
 std::vector<Decision> PoolManager::Reconcile() {
   absl::MutexLock lock(&mu_);
-  const size_t first = decisions_.size();
+  const uint64_t first = decisions_made_;
   const absl::Time now = clock_->Now();
   ExpireLocked(now);
   std::map<std::string, std::vector<Device*>> by_pool;
@@ -460,9 +460,12 @@ std::vector<Decision> PoolManager::Reconcile() {
     ReconcilePoolLocked(pool, devices, now);
   }
   UpdateGaugesLocked(now);
-  if (decisions_.size() != first) ++version_;
+  if (decisions_made_ != first) ++version_;
   (void)FlushLocked();
-  return std::vector<Decision>(decisions_.begin() + std::min(first, decisions_.size()), decisions_.end());
+  // The pass's decisions are the last ones made; when the kept window wrapped
+  // during the pass (more than kMaxDecisions / 2), only those still kept.
+  const size_t made = std::min<uint64_t>(decisions_made_ - first, decisions_.size());
+  return std::vector<Decision>(decisions_.end() - made, decisions_.end());
 }
 
 void PoolManager::ExpireLocked(absl::Time now) {
@@ -671,6 +674,7 @@ void PoolManager::DecideLocked(const std::string& action, const Device& d, const
                          {"reason", reason}});
   if (decisions_.size() >= kMaxDecisions) decisions_.erase(decisions_.begin(), decisions_.begin() + kMaxDecisions / 2);
   decisions_.push_back(Decision{action, d.id(), node, reason});
+  ++decisions_made_;
 }
 
 void PoolManager::MarkDirtyLocked(const std::string& device_id) {

@@ -100,7 +100,8 @@ class PoolManager {
   absl::Status AttachmentDeleted(const std::string& grant_id);
 
   // One pass of the policy: expire silent agents and nodes, keep spares,
-  // meet pod demand, release idle devices. Returns the decisions made.
+  // meet pod demand, release idle devices. Returns the decisions made (only
+  // the last ones when the pass made more than TakeDecisions keeps).
   std::vector<Decision> Reconcile();
 
   // ---- observation ----
@@ -176,6 +177,7 @@ class PoolManager {
   std::set<std::string> deleted_devices_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> drained_ ABSL_GUARDED_BY(mu_);  // detached while draining: to remove
   std::vector<Decision> decisions_ ABSL_GUARDED_BY(mu_);
+  uint64_t decisions_made_ ABSL_GUARDED_BY(mu_) = 0;  // ever, including ones no longer kept
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
