@@ -1,6 +1,5 @@
 #include "common/flags.h"
 
-#include <cstdio>
 
 #include <iostream>
 
@@ -156,20 +155,6 @@ std::string FlagSet::Help() const {
   }
   absl::StrAppend(&out, "  --help\n      print this help and exit\n");
   return out;
-}
-
-std::optional<int> ParseFlagsOrExitCode(FlagSet& flags, int argc, const char* const* argv) {
-  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
-  if (!args.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(args.status().message()).c_str());
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::printf("%s", flags.Help().c_str());
-    return 0;
-  }
-  flags.Apply();
-  return std::nullopt;
 }
 
 }  // namespace rpci

@@ -69,11 +69,6 @@ class FlagSet {
   bool help_requested_ = false;
 };
 
-// The usual start of a main(): parses and applies `argv`. Returns the exit
-// code when the binary should stop now (0 after printing --help to stdout, 2
-// after printing a bad-flag message to stderr), nullopt to carry on.
-std::optional<int> ParseFlagsOrExitCode(FlagSet& flags, int argc, const char* const* argv);
-
 }  // namespace rpci
 
 #endif  // RPCI_COMMON_FLAGS_H_

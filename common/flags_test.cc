@@ -54,21 +54,6 @@ TEST(FlagSetTest, HelpListsFlagsWithDefaults) {
   EXPECT_NE(help.find("(default \"/sys\")"), std::string::npos);
 }
 
-TEST(FlagSetTest, ParseFlagsOrExitCodeStopsOnHelpAndBadFlagsAndAppliesOtherwise) {
-  std::string name = "default";
-  FlagSet flags("t [flags]", "test");
-  flags.String("name", &name, "a name");
-  const char* ok[] = {"t", "--name=x"};
-  EXPECT_EQ(ParseFlagsOrExitCode(flags, 2, ok), std::nullopt);
-  EXPECT_EQ(name, "x");
-  FlagSet help("t [flags]", "test");
-  const char* h[] = {"t", "--help"};
-  EXPECT_EQ(ParseFlagsOrExitCode(help, 2, h), 0);
-  FlagSet bad("t [flags]", "test");
-  const char* b[] = {"t", "--nope"};
-  EXPECT_EQ(ParseFlagsOrExitCode(bad, 2, b), 2);
-}
-
 TEST(FlagSetTest, ParseOrExitAppliesOrSaysHowToExit) {
   std::string name = "a";
   std::ostringstream out, err;

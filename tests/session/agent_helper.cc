@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   flags.String("device_log", &device_log, "append every applied write to this file at once");
   flags.String("device", &device_kind, "test (register file) or emu (rpci-emu, 4 MiB DMA)");
   flags.String("state_dir", &state_dir, "session checkpoint directory (survives restarts)");
-  if (std::optional<int> exit_code = rpci::ParseFlagsOrExitCode(flags, argc, argv)) return *exit_code;
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
 
