@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -66,7 +67,50 @@ std::string NextHealthyDevice(const rpci::testing::FakeKubelet& kubelet, int ite
   return healthy[iteration % healthy.size()];
 }
 
-absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::string& dir) {
+// The real controller client and session opener, timing the two remote steps
+// of an Allocate: the controller's Claim and the agent's session reservation.
+class TimedController final : public rpci::plugin::ControllerApi {
+ public:
+  explicit TimedController(rpci::plugin::ControllerApi* real) : real_(real) {}
+  absl::StatusOr<rpci::v1::ClaimResponse> Claim(const rpci::v1::ClaimRequest& req) override {
+    const absl::Time t0 = absl::Now();
+    absl::StatusOr<rpci::v1::ClaimResponse> r = real_->Claim(req);
+    last_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+    return r;
+  }
+  absl::Status Release(const rpci::v1::ReleaseRequest& req) override { return real_->Release(req); }
+  absl::Status ReportUsage(const rpci::v1::ReportUsageRequest& req) override { return real_->ReportUsage(req); }
+  std::atomic<double> last_ms{0};
+
+ private:
+  rpci::plugin::ControllerApi* const real_;
+};
+
+class TimedSessions final : public rpci::plugin::SessionOpener {
+ public:
+  explicit TimedSessions(rpci::plugin::SessionOpener* real) : real_(real) {}
+  absl::StatusOr<rpci::plugin::AttachedSession> Open(const rpci::v1::SessionGrant& grant,
+                                                     const std::string& endpoint) override {
+    const absl::Time t0 = absl::Now();
+    absl::StatusOr<rpci::plugin::AttachedSession> r = real_->Open(grant, endpoint);
+    last_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+    return r;
+  }
+  absl::Status Close(const rpci::plugin::AttachedSession& s) override { return real_->Close(s); }
+  absl::Status Check(const rpci::plugin::AttachedSession& s) override { return real_->Check(s); }
+  absl::Status ProbeAgent(const std::string& endpoint, absl::Duration timeout) override {
+    return real_->ProbeAgent(endpoint, timeout);
+  }
+  std::atomic<double> last_ms{0};
+
+ private:
+  rpci::plugin::SessionOpener* const real_;
+};
+
+// `dir`: the controller's store and the agent's checkpoint (disk, as
+// /var/lib on a node); `run_dir`: the kubelet sockets, the plugin's session
+// dirs and CDI specs (tmpfs, as /var/run on a node).
+absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::string& dir, const std::string& run_dir) {
   rpci::controller::ControllerOptions co;
   co.store = "local";
   co.state_dir = dir + "/controller";
@@ -99,22 +143,24 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   if (!agent.ok()) return agent.status();
   if (absl::Status s = (*agent)->Start(); !s.ok()) return s;
 
-  rpci::testing::FakeKubelet kubelet(dir + "/kubelet", dir + "/kubelet/pod-resources.sock");
+  rpci::testing::FakeKubelet kubelet(run_dir + "/kubelet", run_dir + "/kubelet/pod-resources.sock");
   if (absl::Status s = kubelet.Start(); !s.ok()) return s;
   rpci::plugin::PluginOptions po;
   po.node_name = "bench-compute-node";
   po.pools = {"emu"};
-  po.plugin_dir = dir + "/kubelet";
-  po.pod_resources_socket = dir + "/kubelet/pod-resources.sock";
-  po.cdi_dir = dir + "/cdi";
-  po.state_dir = dir + "/plugin-state";
-  po.container_dir = dir + "/container";
+  po.plugin_dir = run_dir + "/kubelet";
+  po.pod_resources_socket = run_dir + "/kubelet/pod-resources.sock";
+  po.cdi_dir = run_dir + "/cdi";
+  po.state_dir = run_dir + "/plugin-state";
+  po.container_dir = run_dir + "/container";
   po.usage_interval = absl::Hours(1);  // released by the explicit pass below
   po.release_grace = absl::ZeroDuration();
   rpci::plugin::GrpcControllerClient controller_client(
       grpc::CreateChannel(controller_address, grpc::InsecureChannelCredentials()));
-  rpci::plugin::AgentSessionOpener sessions(nullptr, po.node_name);
-  rpci::plugin::Plugin plugin(po, &controller_client, &sessions);
+  rpci::plugin::AgentSessionOpener real_sessions(nullptr, po.node_name);
+  TimedController timed_controller(&controller_client);
+  TimedSessions sessions(&real_sessions);
+  rpci::plugin::Plugin plugin(po, &timed_controller, &sessions);
   if (absl::Status s = plugin.Start(); !s.ok()) return s;
   rpci::v1::RegisterNodeRequest node;
   node.set_node(po.node_name);
@@ -139,7 +185,7 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
         absl::StrCat("the kubelet did not see ", devices, " healthy devices within 30 s"));
   }
 
-  std::vector<double> allocate_ms, rpc_ms, prestart_ms;
+  std::vector<double> allocate_ms, rpc_ms, prestart_ms, claim_ms, open_ms;
   int errors = 0;
   std::string first_error;
   const absl::Time started = absl::Now();
@@ -164,6 +210,8 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
       allocate_ms.push_back(absl::ToDoubleMilliseconds(t2 - t0));
       rpc_ms.push_back(absl::ToDoubleMilliseconds(t1 - t0));
       prestart_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
+      claim_ms.push_back(timed_controller.last_ms);
+      open_ms.push_back(sessions.last_ms);
     }
     // No pod holds the device (pod-resources): session closed, claim released.
     plugin.SyncUsage().IgnoreError();
@@ -187,6 +235,10 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
               {"allocate_ms_mean", sum / allocate_ms.size()},
               {"allocate_rpc_ms_p50", Percentile(rpc_ms, 0.50)},
               {"allocate_rpc_ms_p99", Percentile(rpc_ms, 0.99)},
+              {"claim_ms_p50", Percentile(claim_ms, 0.50)},
+              {"claim_ms_p99", Percentile(claim_ms, 0.99)},
+              {"open_session_ms_p50", Percentile(open_ms, 0.50)},
+              {"open_session_ms_p99", Percentile(open_ms, 0.99)},
               {"prestart_ms_p50", Percentile(prestart_ms, 0.50)},
               {"prestart_ms_p99", Percentile(prestart_ms, 0.99)},
               {"target_p99_ms", 20},
@@ -207,25 +259,35 @@ int main(int argc, char** argv) {
   flags.Int("devices", &devices, "rpci-emu devices the agent exports (pods cycle over them)");
   flags.Int("iterations", &iterations, "pods admitted and timed");
   flags.Int("warmup", &warmup, "pods admitted first and not timed");
+  std::string disk_dir = "/tmp", run_dir = std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : "/tmp";
+  flags.String("dir", &disk_dir, "where the controller's local store and the agent's checkpoint go (a node's /var/lib)");
+  flags.String("run_dir", &run_dir,
+               "where kubelet sockets, the plugin's session dirs and CDI specs go (a node's /var/run, tmpfs)");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   if (devices < 1 || iterations < 1 || warmup < 0) {
     std::cerr << "--devices and --iterations must be positive, --warmup not negative\n";
     return 2;
   }
   rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
-  char tmpl[] = "/tmp/rpci-allocate-bench-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) {
-    std::cerr << "cannot create a temp dir in /tmp\n";
-    return 1;
+  std::string dirs[2];
+  for (int i = 0; i < 2; ++i) {
+    std::string tmpl = (i == 0 ? disk_dir : run_dir) + "/rpci-allocate-bench-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      std::cerr << "cannot create a temp dir in " << (i == 0 ? disk_dir : run_dir) << "\n";
+      return 1;
+    }
+    dirs[i] = tmpl;
   }
-  const std::string dir = tmpl;
-  for (const char* d : {"controller", "agent", "kubelet", "cdi", "plugin-state"}) {
-    std::filesystem::create_directories(dir + "/" + d);
-  }
+  for (const char* d : {"controller", "agent"}) std::filesystem::create_directories(dirs[0] + "/" + d);
+  for (const char* d : {"kubelet", "cdi", "plugin-state"}) std::filesystem::create_directories(dirs[1] + "/" + d);
   absl::StatusOr<json> result =
-      Run(static_cast<int>(devices), static_cast<int>(iterations), static_cast<int>(warmup), dir);
+      Run(static_cast<int>(devices), static_cast<int>(iterations), static_cast<int>(warmup), dirs[0], dirs[1]);
   std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
+  for (const std::string& d : dirs) std::filesystem::remove_all(d, ec);
+  if (result.ok()) {
+    (*result)["disk_dir"] = disk_dir;
+    (*result)["run_dir"] = run_dir;
+  }
   if (!result.ok()) {
     std::cerr << "allocate bench: " << result.status() << "\n";
     return 1;
@@ -243,6 +305,10 @@ int main(int argc, char** argv) {
               "<= 20 ms", r["allocate_ms_p99"].get<double>() <= 20 ? "(met)" : "(missed)");
   std::printf("%-22s %10.2f %10s %10.2f\n", "  Allocate RPC", r["allocate_rpc_ms_p50"].get<double>(), "",
               r["allocate_rpc_ms_p99"].get<double>());
+  std::printf("%-22s %10.2f %10s %10.2f\n", "    controller Claim", r["claim_ms_p50"].get<double>(), "",
+              r["claim_ms_p99"].get<double>());
+  std::printf("%-22s %10.2f %10s %10.2f\n", "    agent OpenSession", r["open_session_ms_p50"].get<double>(), "",
+              r["open_session_ms_p99"].get<double>());
   std::printf("%-22s %10.2f %10s %10.2f\n", "  PreStartContainer", r["prestart_ms_p50"].get<double>(), "",
               r["prestart_ms_p99"].get<double>());
   return 0;

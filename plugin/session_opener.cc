@@ -1,5 +1,6 @@
 #include "plugin/session_opener.h"
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -54,15 +55,18 @@ absl::StatusOr<AttachedSession> AgentSessionOpener::Open(const rpci::v1::Session
   const absl::Time give_up = absl::Now() + grant_wait_;
   rpci::v1::OpenSessionResponse resp;
   const std::string what = absl::StrCat("device ", grant.device_id(), ": open session on agent ", agent_endpoint);
+  // The agent learns grants from the controller's watch, usually within a
+  // millisecond of the Claim: retry soon, then back off to 20 ms.
+  auto backoff = std::chrono::microseconds(500);
   while (true) {
     grpc::ClientContext ctx;
     ctx.set_deadline(In(absl::Seconds(5)));
     grpc::Status s = stub->OpenSession(&ctx, req, &resp);
     if (s.ok()) break;
-    // The agent learns grants from the controller's watch; it may not have
-    // this one yet.
+    // It may not have this grant yet.
     if (s.error_code() != grpc::StatusCode::PERMISSION_DENIED || absl::Now() >= give_up) return FromGrpc(s, what);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min<std::chrono::microseconds>(backoff * 2, std::chrono::milliseconds(20));
   }
   if (resp.protocol_version() != session::kProtocolVersion) {
     return absl::FailedPreconditionError(absl::StrFormat("%s: agent speaks session protocol %u, this plugin %u", what,
