@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,11 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
   auto store = LocalStore::Open(dir, rpci::Clock::Real());
   if (!store.ok()) return store.status();
   PoolManager::Options options;
+  // Registering 100k devices takes longer than the default 30 s leases, and
+  // nothing heartbeats here: without this the first agents and nodes would
+  // expire before the timed pass (measuring reclaim, not assignment).
+  options.agent_lease = absl::Hours(1);
+  options.node_lease = absl::Hours(1);
   PoolManager manager(store->get(), rpci::Clock::Real(), options);
   PoolSpec pool;
   pool.name = "emu";
@@ -210,16 +216,7 @@ int main(int argc, char** argv) {
   flags.Int("headline", &headline, "device count whose figures are the top-level assignments_per_s and rss_mb");
   flags.Int("max_seconds", &max_seconds, "a size still running after this long is killed and reported incomplete");
   flags.String("dir", &dir, "where the local store's state directories go (the disk under test)");
-  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
-  if (!args.ok()) {
-    std::cerr << args.status().message() << "\n" << flags.Help();
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.Help();
-    return 0;
-  }
-  flags.Apply();
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   std::vector<int> sizes;
   for (absl::string_view s : absl::StrSplit(sizes_text, ',', absl::SkipEmpty())) {
     int n = 0;

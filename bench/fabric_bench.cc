@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -129,16 +130,7 @@ int main(int argc, char** argv) {
   flags.Int("batch", &batch, "writes per WriteBatch (posted together, then waited for)");
   flags.Int("total_mb", &total_mb, "MiB written by RMA in the timed part");
   flags.Int("tcp_mb", &tcp_mb, "MiB streamed over loopback TCP");
-  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
-  if (!args.ok()) {
-    std::cerr << args.status().message() << "\n" << flags.Help();
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.Help();
-    return 0;
-  }
-  flags.Apply();
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   if (scans <= 0 || size <= 0 || batch <= 0 || total_mb <= 0 || tcp_mb <= 0) {
     std::cerr << "--scans, --size, --batch, --total_mb and --tcp_mb must be positive\n";
     return 2;
