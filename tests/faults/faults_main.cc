@@ -176,6 +176,8 @@ void Judge(const nlohmann::json& result, int workload_rc, Outcome* o) {
 // agent_helper (rpci-emu) in host a, the workload in host b.
 class SessionPath {
  public:
+  explicit SessionPath(int64_t agent_grace_ms) : agent_grace_ms_(agent_grace_ms) {}
+
   absl::Status Start(const std::string& tag) {
     dir_ = MakeDir(tag);
     if (dir_.empty()) return absl::InternalError("mkdtemp failed");
@@ -201,8 +203,7 @@ class SessionPath {
     std::vector<std::string> argv = {Bin("tests/session/agent_helper"), "--device=emu",
                                      "--address=" + pair_->addr_a(), "--ready_file=" + ready,
                                      "--state_dir=" + dir_, "--device_log=" + dir_ + "/device.log",
-                                     // Longer than the longest partition: the client decides.
-                                     "--grace_ms=30000"};
+                                     absl::StrCat("--grace_ms=", agent_grace_ms_)};
     if (!port_.empty()) argv.push_back("--port=" + port_);
     agent_ = std::make_unique<Subprocess>(pair_->ExecIn(0, argv), absl::StrCat(dir_, "/agent", attempt, ".out"),
                                           absl::StrCat(dir_, "/agent", attempt, ".err"));
@@ -270,17 +271,23 @@ class SessionPath {
   }
 
  private:
+  const int64_t agent_grace_ms_;
   std::string dir_, endpoint_, port_;
   std::optional<VethPair> pair_;
   std::unique_ptr<Subprocess> agent_;
   std::map<std::string, std::string> env_;
 };
 
+// The agent's session grace: longer than the longest partition, so the
+// client's own grace (10 s, librpci) decides.
+constexpr int64_t kLongAgentGraceMs = 30000;
+
 Outcome RunSessionScenario(const std::string& tag, const std::string& name, int64_t writes, int64_t duration_ms,
-                           const std::function<absl::Status(SessionPath&, Outcome*)>& fault) {
+                           const std::function<absl::Status(SessionPath&, Outcome*)>& fault,
+                           int64_t agent_grace_ms = kLongAgentGraceMs) {
   Outcome o;
   o.scenario = name;
-  SessionPath path;
+  SessionPath path(agent_grace_ms);
   if (absl::Status s = path.Start(tag); !s.ok()) {
     o.reason = "setup: " + std::string(s.message());
     return o;
@@ -318,12 +325,20 @@ Outcome AgentSigkill() {
 }
 
 // (e) 10 s partition between the compute and device namespaces.
+absl::Status CutTenSeconds(SessionPath& p, Outcome*) {
+  if (absl::Status s = p.pair().SetLinkUp(false); !s.ok()) return s;
+  absl::SleepFor(absl::Seconds(10));
+  return p.pair().SetLinkUp(true);
+}
+
 Outcome Partition() {
-  return RunSessionScenario("e", "(e) 10 s partition compute <-> device", 3000, 5000, [](SessionPath& p, Outcome*) {
-    if (absl::Status s = p.pair().SetLinkUp(false); !s.ok()) return s;
-    absl::SleepFor(absl::Seconds(10));
-    return p.pair().SetLinkUp(true);
-  });
+  return RunSessionScenario("e", "(e) 10 s partition compute <-> device", 3000, 5000, CutTenSeconds);
+}
+
+// (e) again with the agent's session grace at its default (10 s,
+// session.grace_seconds): does a 10 s partition survive out of the box?
+Outcome PartitionDefaultGrace() {
+  return RunSessionScenario("E", "(e) same, agent session grace at default 10 s", 3000, 5000, CutTenSeconds, 10000);
 }
 
 // (f) 5 % packet loss on the session path for the whole stream.
@@ -800,7 +815,7 @@ int main(int argc, char** argv) {
   const bool netns = CanUseNetworkNamespaces(&why);
   const std::vector<std::pair<std::string, std::function<Outcome()>>> all = {
       {"a", AgentSigkill}, {"b", PluginSigkill}, {"c", ControllerRestart}, {"d", KubeletRestart},
-      {"e", Partition},    {"f", PacketLoss},    {"f", Delay},             {"g", DeviceServerGone}};
+      {"e", Partition},    {"e", PartitionDefaultGrace}, {"f", PacketLoss},    {"f", Delay},             {"g", DeviceServerGone}};
   std::set<std::string> wanted;
   for (absl::string_view s : absl::StrSplit(only, ',', absl::SkipEmpty())) wanted.insert(std::string(s));
   std::vector<Outcome> rows;
