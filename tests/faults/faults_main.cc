@@ -62,6 +62,7 @@ struct Outcome {
   int64_t acked = -1, lost = -1, twice = -1;
   double recover_s = -1;
   std::string note;
+  std::string dir;  // the scenario's logs; removed after a survived run
 };
 
 std::string g_bin_dir, g_work_dir = "/tmp";
@@ -266,8 +267,6 @@ class SessionPath {
   ~SessionPath() {
     agent_.reset();
     pair_.reset();
-    std::error_code ec;
-    if (!dir_.empty() && getenv("RPCI_FAULTS_KEEP") == nullptr) std::filesystem::remove_all(dir_, ec);
   }
 
  private:
@@ -288,7 +287,9 @@ Outcome RunSessionScenario(const std::string& tag, const std::string& name, int6
   Outcome o;
   o.scenario = name;
   SessionPath path(agent_grace_ms);
-  if (absl::Status s = path.Start(tag); !s.ok()) {
+  absl::Status started = path.Start(tag);
+  o.dir = path.dir();
+  if (absl::Status s = started; !s.ok()) {
     o.reason = "setup: " + std::string(s.message());
     return o;
   }
@@ -394,8 +395,6 @@ class Stack {
     }
     agent_.reset();
     controller_.reset();
-    std::error_code ec;
-    if (!dir_.empty() && getenv("RPCI_FAULTS_KEEP") == nullptr) std::filesystem::remove_all(dir_, ec);
   }
 
   absl::Status Start(int compute_nodes) {
@@ -544,7 +543,9 @@ struct PodRun {
 // Starts a one-node stack and a pod streaming `writes`; waits until a fifth
 // of them are acknowledged. Sets o->reason on failure.
 bool StartPodRun(PodRun& run, int64_t writes, int64_t duration_ms, Outcome* o) {
-  if (absl::Status s = run.stack.Start(1); !s.ok()) {
+  absl::Status started = run.stack.Start(1);
+  o->dir = run.stack.dir();
+  if (absl::Status s = started; !s.ok()) {
     o->reason = "setup: " + std::string(s.message());
     return false;
   }
@@ -647,7 +648,9 @@ Outcome ControllerRestart() {
   Outcome o;
   o.scenario = "(c) controller restart during allocation";
   Stack stack("c");
-  if (absl::Status s = stack.Start(2); !s.ok()) {
+  absl::Status started = stack.Start(2);
+  o.dir = stack.dir();
+  if (absl::Status s = started; !s.ok()) {
     o.reason = "setup: " + std::string(s.message());
     return o;
   }
@@ -831,6 +834,14 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "%s: %s %s (%.1f s)\n", o.scenario.c_str(), o.verdict.c_str(), o.reason.c_str(),
                  absl::ToDoubleSeconds(absl::Now() - start));
+    if (!o.dir.empty()) {
+      if (o.verdict == "failed" || getenv("RPCI_FAULTS_KEEP") != nullptr) {
+        o.note += (o.note.empty() ? "logs: " : "; logs: ") + o.dir;
+      } else {
+        std::error_code ec;
+        std::filesystem::remove_all(o.dir, ec);
+      }
+    }
     rows.push_back(o);
   }
   PrintTable(rows);
