@@ -14,19 +14,23 @@ void RetryLoop::Start(std::function<absl::Status()> attempt) {
 }
 
 void RetryLoop::Stop() {
-  std::function<void()> cancel;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
-    cancel = cancel_;
   }
   cv_.notify_all();
-  if (cancel) cancel();
+  {
+    // Run the hook under cancel_mu_: the attempt's SetCancel(nullptr) waits
+    // for it, so what the hook touches (a ClientContext on the attempt's
+    // stack) is not destroyed under it. A copy run after unlocking could be.
+    std::lock_guard<std::mutex> lock(cancel_mu_);
+    if (cancel_) cancel_();
+  }
   if (thread_.joinable()) thread_.join();
 }
 
 void RetryLoop::SetCancel(std::function<void()> cancel) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(cancel_mu_);
   cancel_ = std::move(cancel);
 }
 

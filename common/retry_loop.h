@@ -40,6 +40,8 @@ class RetryLoop {
 
   // For the attempt: a hook Stop() calls to interrupt what the attempt is
   // blocked in (e.g. grpc::ClientContext::TryCancel); cleared with nullptr.
+  // Clearing waits for a running hook, so the hook may reference the
+  // attempt's locals (they outlive every call of it).
   void SetCancel(std::function<void()> cancel);
 
   // For the attempt: waits `d` or until Stop(); false when stopping.
@@ -56,7 +58,8 @@ class RetryLoop {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  std::function<void()> cancel_;
+  std::mutex cancel_mu_;  // held while cancel_ runs and while it is replaced
+  std::function<void()> cancel_;  // guarded by cancel_mu_
   std::thread thread_;
 };
 

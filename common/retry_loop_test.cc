@@ -63,5 +63,31 @@ TEST(RetryLoopTest, StopRunsTheCancelHookToInterruptABlockedAttempt) {
   EXPECT_TRUE(cancelled);
 }
 
+TEST(RetryLoopTest, ClearingTheCancelHookWaitsForARunningHook) {
+  // The hook references the attempt's locals (as ControllerLink's does its
+  // ClientContext); once SetCancel(nullptr) returns they may go away, so a
+  // hook Stop() is running must have finished by then.
+  RetryLoop loop("clearing", {}, Logger("test"));
+  std::atomic<bool> installed{false};
+  std::atomic<bool> hook_started{false};
+  std::atomic<bool> finished_before_clear_returned{false};
+  loop.Start([&]() -> absl::Status {
+    std::atomic<bool> hook_done{false};
+    loop.SetCancel([&] {
+      hook_started = true;
+      absl::SleepFor(absl::Milliseconds(100));
+      hook_done = true;
+    });
+    installed = true;
+    while (!hook_started) absl::SleepFor(absl::Milliseconds(1));
+    loop.SetCancel(nullptr);
+    finished_before_clear_returned = hook_done.load();
+    return absl::CancelledError("cancelled");
+  });
+  while (!installed) absl::SleepFor(absl::Milliseconds(1));
+  loop.Stop();
+  EXPECT_TRUE(finished_before_clear_returned);
+}
+
 }  // namespace
 }  // namespace rpci
