@@ -168,7 +168,10 @@ void Judge(const nlohmann::json& result, int workload_rc, Outcome* o) {
   } else if (o->twice != 0) {
     o->reason = absl::StrCat(o->twice, " writes applied twice");
   }
-  if (!result.is_discarded()) o->recover_s = std::max(o->recover_s, result.value("max_stall_ms", 0) / 1000.0);
+  // A workload that failed never recovered: no recovery time.
+  if (!result.is_discarded() && workload_rc == 0) {
+    o->recover_s = std::max(o->recover_s, result.value("max_stall_ms", 0) / 1000.0);
+  }
   if (o->reason.empty()) o->verdict = "survived";
 }
 
