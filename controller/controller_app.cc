@@ -52,6 +52,17 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
   if (options.store != "local" && options.store != "kube") {
     return absl::InvalidArgumentError(absl::StrCat("--store: must be local or kube, got \"", options.store, "\""));
   }
+  // Peers heartbeat at the pool manager's interval; a lease no longer than
+  // that would expire live agents and plugins between two heartbeats.
+  const absl::Duration heartbeat = PoolManager::Options().heartbeat_interval;
+  for (const auto& [flag, lease] : {std::pair<const char*, absl::Duration>{"--agent-lease-seconds", options.agent_lease},
+                                    {"--node-lease-seconds", options.node_lease}}) {
+    if (lease <= heartbeat) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": must be longer than the ",
+                                                     absl::ToInt64Seconds(heartbeat),
+                                                     " s heartbeat interval, got ", absl::ToInt64Seconds(lease)));
+    }
+  }
   if (options.store == "local") options.leader_elect = false;
   std::unique_ptr<ControllerApp> app(new ControllerApp(std::move(options), clock));
   const ControllerOptions& o = app->options_;

@@ -229,6 +229,17 @@ double ValueOr0(const testing_prom::Exposition& e, const std::string& name,
   return v.ok() ? *v : 0;
 }
 
+TEST(ControllerAppOptionsTest, LeaseNotLongerThanTheHeartbeatIsRefused) {
+  ControllerOptions o;
+  o.store = "local";
+  o.state_dir = testing::MakeTempDir("lease");
+  o.agent_lease = absl::Seconds(3);
+  absl::StatusOr<std::unique_ptr<ControllerApp>> app = ControllerApp::Create(o);
+  ASSERT_FALSE(app.ok());
+  EXPECT_EQ(app.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(app.status().message().find("--agent-lease-seconds"), std::string::npos) << app.status();
+}
+
 TEST(ControllerMetricsTest, DecisionCountersAndPhaseGaugesFollowThePoolManager) {
   Logger::SetMinLevel(LogLevel::kError);
   ControllerOptions o;

@@ -41,7 +41,9 @@ struct AgentOptions {
   // a wildcard listen address the fabric address with the bound port.
   std::string session_advertise;
   std::string state_dir = "/var/lib/rpci-agent";  // session checkpoint
-  absl::Duration session_grace = absl::Seconds(10);
+  // Longer than a client's reconnect window, so a network blip of ~10 s
+  // does not tear the session down before the client is back.
+  absl::Duration session_grace = absl::Seconds(30);
   absl::Duration attach_timeout = absl::Minutes(10);
 
   std::string fabric_provider = "auto";  // auto | tcp;ofi_rxm | verbs;ofi_rxm | shm
