@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/app/agent_config.h"
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -339,10 +340,13 @@ Outcome Partition() {
   return RunSessionScenario("e", "(e) 10 s partition compute <-> device", 3000, 5000, CutTenSeconds);
 }
 
-// (e) again with the agent's session grace at its default (10 s,
-// session.grace_seconds): does a 10 s partition survive out of the box?
+// (e) again with the agent's session grace at its shipped default
+// (session.grace_seconds): does a 10 s partition survive out of the box?
 Outcome PartitionDefaultGrace() {
-  return RunSessionScenario("E", "(e) same, agent session grace at default 10 s", 3000, 5000, CutTenSeconds, 10000);
+  const absl::Duration grace = rpci::agent::AgentOptions().session_grace;
+  return RunSessionScenario("E",
+                            absl::StrCat("(e) same, agent session grace at default ", absl::ToInt64Seconds(grace), " s"),
+                            3000, 5000, CutTenSeconds, absl::ToInt64Milliseconds(grace));
 }
 
 // (f) 5 % packet loss on the session path for the whole stream.
