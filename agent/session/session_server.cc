@@ -72,17 +72,6 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-RegionDesc FromProto(const rpci::v1::Region& r) {
-  RegionDesc d;
-  d.kind = static_cast<RegionKind>(r.kind());
-  d.index = static_cast<uint16_t>(r.index());
-  d.address = r.address();
-  d.size = r.size();
-  d.key = r.key();
-  d.access = session::kAccessRead | (r.writable() ? session::kAccessWrite : 0);
-  return d;
-}
-
 void ToProto(const RegionDesc& d, rpci::v1::Region* r) {
   r->set_kind(static_cast<rpci::v1::RegionKind>(d.kind));
   r->set_index(d.index);
@@ -108,6 +97,25 @@ absl::Status CheckReservingPeer(const grpc::ServerContext& ctx, const std::strin
 }
 
 }  // namespace
+
+absl::StatusOr<RegionDesc> RegionFromProto(const rpci::v1::Region& r) {
+  // Range-check before narrowing, so an out-of-range kind or index is refused
+  // rather than read as another region.
+  if (r.kind() < 1 || r.kind() > session::kMaxRegionKind) {
+    return absl::InvalidArgumentError(absl::StrFormat("region kind %d is not a known kind", r.kind()));
+  }
+  if (r.index() > UINT16_MAX) {
+    return absl::InvalidArgumentError(absl::StrFormat("region index %u is out of range", r.index()));
+  }
+  RegionDesc d;
+  d.kind = static_cast<RegionKind>(r.kind());
+  d.index = static_cast<uint16_t>(r.index());
+  d.address = r.address();
+  d.size = r.size();
+  d.key = r.key();
+  d.access = session::kAccessRead | (r.writable() ? session::kAccessWrite : 0);
+  return d;
+}
 
 void GrantTable::Upsert(const Grant& grant) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -384,9 +392,10 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   // Validate the client's regions against the device before touching anything.
   std::vector<RegionDesc> client;
   for (const rpci::v1::Region& r : req.client_regions()) {
-    RegionDesc d = FromProto(r);
-    if (absl::Status v = session::ValidateRegion(d); !v.ok()) return v;
-    client.push_back(d);
+    absl::StatusOr<RegionDesc> d = RegionFromProto(r);
+    if (!d.ok()) return d.status();
+    if (absl::Status v = session::ValidateRegion(*d); !v.ok()) return v;
+    client.push_back(*d);
   }
   for (const SessionDevice::Bar& bar : s.bars) {
     absl::StatusOr<RegionDesc> mirror = session::FindRegion(client, RegionKind::kBar, bar.index);

@@ -24,6 +24,7 @@
 #include "proto/rpci/v1/session.grpc.pb.h"
 #include "session/link.h"
 #include "session/session_key.h"
+#include "session/wire.h"
 
 namespace rpci::agent {
 
@@ -50,6 +51,10 @@ class GrantTable {
   mutable std::mutex mu_;
   std::map<std::string, Grant> grants_;
 };
+
+// A client-described region from OpenSession, checked: INVALID_ARGUMENT for a
+// kind or index outside the wire format's range.
+absl::StatusOr<session::RegionDesc> RegionFromProto(const rpci::v1::Region& region);
 
 struct SessionServerOptions {
   session::LinkOptions link;
