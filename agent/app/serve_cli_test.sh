@@ -5,21 +5,7 @@ set -u
 bin="agent/rpci-agent"
 tmp="$(mktemp -d /tmp/serve-cli.XXXXXX)"
 trap 'rm -rf "$tmp"' EXIT
-fail=0
-check() {  # check <want-status> <want-substring> <args...>
-  local want="$1" needle="$2"
-  shift 2
-  local out status
-  out="$("$bin" "$@" 2>&1)"
-  status=$?
-  if [[ "$status" != "$want" ]]; then
-    echo "FAIL: rpci-agent $*: exit $status, want $want"; echo "$out"; fail=1
-  elif [[ "$out" != *"$needle"* ]]; then
-    echo "FAIL: rpci-agent $*: output lacks \"$needle\""; echo "$out"; fail=1
-  else
-    echo "ok: rpci-agent $*"
-  fi
-}
+source tools/testing/cli_check.sh
 check 0 "serve" --help
 check 0 "--fabric-provider" serve --help
 check 0 "--emu-count" serve --help
