@@ -1,19 +1,34 @@
-"""Counts test cases in bazel-testlogs and prints the closing line of tools/test.sh.
+"""Counts test cases and prints the closing line of tools/test.sh:
+    count_tests.py <bazel exit status> <bazel command, e.g. bazel --output_base=X>
+
+Only the workspace's current test targets count (bazel query), read from
+bazel-testlogs, which may also hold results of removed targets or of earlier
+--runs_per_test runs.
 
 A test target whose XML is missing or shows no test cases but that Bazel
 reports failed counts as one failed test, so a crash is never hidden.
 """
 import os
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
 
-def count(testlogs):
+def result_dirs(testlogs, targets):
+    """The result directory of each target label ("//pkg:name" -> pkg/name)."""
+    for label in targets:
+        pkg, name = label.lstrip("/").split(":", 1)
+        yield os.path.join(testlogs, pkg, name)
+
+
+def count(testlogs, targets):
     passed, failed, failed_names = 0, 0, []
-    for root, _dirs, files in os.walk(testlogs, followlinks=True):
-        if "test.xml" not in files:
-            continue
+    for root in result_dirs(testlogs, targets):
         target = os.path.relpath(root, testlogs)
+        if not os.path.isfile(os.path.join(root, "test.xml")):
+            failed += 1
+            failed_names.append(target + " (no test results)")
+            continue
         try:
             tree = ET.parse(os.path.join(root, "test.xml"))
         except ET.ParseError:
@@ -45,8 +60,12 @@ def count(testlogs):
 
 
 def main():
-    testlogs, bazel_rc = sys.argv[1], int(sys.argv[2])
-    passed, failed, names = count(testlogs) if os.path.isdir(testlogs) else (0, 0, [])
+    bazel_rc, bazel = int(sys.argv[1]), sys.argv[2:]
+    testlogs = subprocess.run(bazel + ["info", "bazel-testlogs"], capture_output=True, text=True).stdout.strip()
+    query = subprocess.run(bazel + ["query", "tests(//...) except attr(tags, manual, //...)"],
+                           capture_output=True, text=True).stdout
+    targets = [line.strip() for line in query.splitlines() if line.strip().startswith("//")]
+    passed, failed, names = count(testlogs, targets) if os.path.isdir(testlogs) else (0, 0, [])
     for n in names:
         print("FAILED: " + n)
     if bazel_rc != 0 and failed == 0:

@@ -21,7 +21,7 @@ for c in "${configs[@]}"; do
     --test_env=TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     --test_timeout=300,900,1800,3600
   rc=$?
-  line=$(python3 tools/count_tests.py "$(bazel --output_base="$base" info bazel-testlogs 2>/dev/null)" "$rc" | tail -1)
+  line=$(python3 tools/count_tests.py "$rc" bazel --output_base="$base" | tail -1)
   summary+=("$c: ${line#tests: }")
   [ $rc -eq 0 ] || status=1
 done

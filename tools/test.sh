@@ -10,4 +10,4 @@ tools/install_deps.sh || { echo "tests: 0 passed, 1 failed (dependency install f
 bazel test //... "$@"
 bazel_rc=$?
 
-python3 tools/count_tests.py "$(bazel info bazel-testlogs 2>/dev/null)" "$bazel_rc"
+python3 tools/count_tests.py "$bazel_rc" bazel
