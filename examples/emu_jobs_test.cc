@@ -60,6 +60,7 @@ TEST_F(EmuJobsTest, CopyAndCrc32cJobsOnEmuMatchLocalResults) {
   EXPECT_TRUE(summary["ok"].get<bool>());
   EXPECT_EQ(summary["device"], "emu0");
   EXPECT_EQ(summary["jobs"].get<int>(), 12);
+  EXPECT_GT(summary["mb_per_s"].get<double>(), 0);
   EXPECT_EQ(summary["bytes"].get<uint64_t>(), 2u * (4096 + 12345 + 65536 + (1 << 20)));
   // The session the example closed is gone from the agent.
   EXPECT_EQ(agent_->server().live_sessions(), 0u);
