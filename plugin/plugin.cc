@@ -228,9 +228,12 @@ absl::Status Plugin::Start() {
     servers_[pool] = std::move(server);
   }
   stopping_ = false;
+  // The watch exists before the first registration attempt, so a kubelet
+  // socket created in between is seen rather than waited for by polling.
+  const int inotify_fd = WatchPluginDir();
   // Served first; registration comes after (the kubelet dials back at once).
   RegisterAll(/*reserve=*/false);
-  threads_.emplace_back([this] { KubeletWatchLoop(); });
+  threads_.emplace_back([this, inotify_fd] { KubeletWatchLoop(inotify_fd); });
   threads_.emplace_back([this] { HealthLoop(); });
   threads_.emplace_back([this] { UsageLoop(); });
   return absl::OkStatus();
@@ -274,12 +277,20 @@ void Plugin::RegisterAll(bool reserve) {
   }
 }
 
-void Plugin::KubeletWatchLoop() {
+int Plugin::WatchPluginDir() {
   int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (fd < 0 || inotify_add_watch(fd, options_.plugin_dir.c_str(), IN_CREATE | IN_MOVED_TO) < 0) {
+  if (fd >= 0 && inotify_add_watch(fd, options_.plugin_dir.c_str(), IN_CREATE | IN_MOVED_TO) < 0) {
+    close(fd);
+    fd = -1;
+  }
+  if (fd < 0) {
     log_.Error("inotify on plugin dir failed; kubelet restarts are noticed by polling only",
                {{"dir", options_.plugin_dir}, {"error", std::strerror(errno)}});
   }
+  return fd;
+}
+
+void Plugin::KubeletWatchLoop(int fd) {
   absl::Time last_retry = absl::Now();
   alignas(inotify_event) char buf[4096];
   while (!stopping_) {

@@ -120,7 +120,10 @@ class Plugin {
   // Serves (again) and registers every pool; used at start and on kubelet
   // restart.
   void RegisterAll(bool reserve);
-  void KubeletWatchLoop();
+  // An inotify fd watching the plugin dir for the kubelet socket, or -1.
+  int WatchPluginDir();
+  // Takes ownership of `inotify_fd` (-1: poll only).
+  void KubeletWatchLoop(int inotify_fd);
   void HealthLoop();
   void UsageLoop();
   bool Healthy(const rpci::v1::Assignment& a) const;  // mu_ held
