@@ -300,11 +300,16 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
     s = Find(*id);
     if (s == nullptr) {
       refused_->Labels({"stale_session"}).Inc();
+      log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "stale_session"},
+                                   {"peer", ctx->peer()}});
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->resume_session_id() + " is not live");
     }
     absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
     if (!key.ok() || !s->key.Matches(*key)) {
       refused_->Labels({"bad_key"}).Inc();
+      // A security event: someone holds the session id but not its key.
+      log_.Warn("attach refused", {{"session", req->resume_session_id()}, {"reason", "bad_key"},
+                                   {"peer", ctx->peer()}});
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->resume_session_id() + ": wrong key");
     }
   } else {

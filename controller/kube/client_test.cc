@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <fstream>
+#include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/escaping.h"
@@ -227,6 +229,50 @@ TEST(KubeTlsTest, VerifiesTheServerAgainstTheClusterCa) {
   wrong_ca.ca_pem = other->ca_pem();
   EXPECT_EQ((*KubeClient::Create(wrong_ca))->Get("/api/v1/nodes/n1").status().code(),
             absl::StatusCode::kUnavailable);
+}
+
+// Bearer tokens and client keys are secrets: neither the statuses the client
+// returns nor what it and the informer log at debug level (through refused
+// requests, retries and a malformed kubeconfig) may carry them.
+TEST(KubeSecretsTest, TokensAndKeysNeverReachLogsOrErrors) {
+  std::ostringstream logs;
+  Logger::SetSink(&logs);
+  Logger::SetMinLevel(LogLevel::kDebug);
+  const std::string right = "right-token-5f0c1d2e3a4b", wrong = "wrong-token-9e8d7c6b5a4f";
+  kubetest::ApiServer server;
+  ASSERT_TRUE(server.Start().ok());
+  server.RequireToken(right);
+  server.Put("/api/v1/nodes/n1", Node("n1"));
+  std::vector<std::string> statuses;
+  for (const std::string& token : {right, wrong}) {
+    KubeConfig config;
+    config.server = server.url();
+    config.token = token;
+    std::unique_ptr<KubeClient> client = *KubeClient::Create(config);
+    statuses.push_back(client->Get("/api/v1/nodes/n1").status().ToString());
+    statuses.push_back(client->Get("/api/v1/nodes/absent").status().ToString());
+    statuses.push_back(client->Update("/api/v1/nodes/n1", json{{"metadata", 5}}).status().ToString());
+    Informer informer(client.get(), "/api/v1/nodes", [](const Informer::Cache&) {});
+    informer.Start();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    informer.Stop();
+  }
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string path = std::string(tmp ? tmp : "/tmp") + "/kubeconfig-secrets";
+  const std::string key_data = absl::Base64Escape("-----BEGIN PRIVATE KEY-----\nnot-a-key\n-----END PRIVATE KEY-----\n");
+  std::ofstream(path) << "current-context: a\n"
+                         "clusters:\n- name: c1\n  cluster: {server: \"https://h:1\"}\n"
+                         "contexts:\n- name: a\n  context: {cluster: c1, user: u1}\n"
+                         "users:\n- name: u1\n  user: {token: [" << wrong << "], client-key-data: " << key_data << "}\n";
+  statuses.push_back(LoadKubeconfig(path, "a").status().ToString());
+  Logger::SetSink(&std::cerr);
+  Logger::SetMinLevel(LogLevel::kError);
+
+  EXPECT_NE(logs.str().find("list failed"), std::string::npos) << "the refused lists should be logged:\n" << logs.str();
+  for (const std::string& secret : {right, wrong, key_data, std::string("PRIVATE KEY")}) {
+    EXPECT_EQ(logs.str().find(secret), std::string::npos) << secret << " logged:\n" << logs.str();
+    for (const std::string& status : statuses) EXPECT_EQ(status.find(secret), std::string::npos) << status;
+  }
 }
 
 TEST(KubeconfigTest, ReadsContextClusterAndUser) {

@@ -18,6 +18,8 @@
 #include <memory>
 #include <optional>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -87,15 +89,6 @@ class EndToEndTest : public ::testing::Test {
     pair_.emplace(std::move(*pair));
     agent_endpoint_ = absl::StrCat(pair_->addr_a(), ":", kAgentPort);
     controller_address_ = absl::StrCat(pair_->addr_a(), ":", kControllerPort);
-    std::ofstream(dir_ + "/agent.yaml") << "node: e2e-device-server\n"
-                                        << "controller: {address: \"" << controller_address_
-                                        << "\", insecure: true}\n"
-                                        << "session: {listen: \"0.0.0.0:" << kAgentPort << "\", advertise: \""
-                                        << agent_endpoint_ << "\", state_dir: " << dir_ << "/agent}\n"
-                                        << "fabric: {provider: \"tcp;ofi_rxm\", address: " << pair_->addr_a() << "}\n"
-                                        << "emu:\n  - {pool: emu, count: 2, dma_size: 8388608}\n"
-                                        << "http: {listen: \"" << pair_->addr_a() << ":" << kAgentHttp << "\"}\n"
-                                        << "log_level: " << LogLevel() << "\n";
   }
   void TearDown() override {
     // Children first (they hold the namespaces' sockets), then the files.
@@ -117,9 +110,18 @@ class EndToEndTest : public ::testing::Test {
                         {Abs("controller/rpci-controller"), "--store=local", "--state-dir=" + dir_ + "/controller",
                          "--listen=" + controller_address_,
                          absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp), "--insecure",
-                         "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=" + LogLevel()});
+                         "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=" + log_level_});
   }
   void StartAgent() {
+    std::ofstream(dir_ + "/agent.yaml") << "node: e2e-device-server\n"
+                                        << "controller: {address: \"" << controller_address_
+                                        << "\", insecure: true}\n"
+                                        << "session: {listen: \"0.0.0.0:" << kAgentPort << "\", advertise: \""
+                                        << agent_endpoint_ << "\", state_dir: " << dir_ << "/agent}\n"
+                                        << "fabric: {provider: \"tcp;ofi_rxm\", address: " << pair_->addr_a() << "}\n"
+                                        << "emu:\n  - {pool: emu, count: 2, dma_size: 8388608}\n"
+                                        << "http: {listen: \"" << pair_->addr_a() << ":" << kAgentHttp << "\"}\n"
+                                        << "log_level: " << log_level_ << "\n";
     agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
   }
   void StartPlugin() {
@@ -129,18 +131,43 @@ class EndToEndTest : public ::testing::Test {
                      "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
                      "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/container",
                      "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=",
-                     "--log-level=" + LogLevel()});
+                     "--log-level=" + log_level_});
   }
 
-  // Runs emu_jobs in host b as the container of `response`; its summary.
-  nlohmann::json RunWorkload(const std::string& name, const v1beta1::ContainerAllocateResponse& response) {
+  // Runs emu_jobs in host b as the container of `response` (its own mount
+  // namespace and environment); the finished process.
+  std::unique_ptr<Subprocess> RunContainer(const std::string& name, const v1beta1::ContainerAllocateResponse& response) {
     const std::string file = dir_ + "/" + name + ".response";
     std::ofstream(file, std::ios::binary) << response.SerializeAsString();
     auto workload = Start(1, name,
                           {Abs("tests/e2e/run_container"), "--response=" + file, "--",
                            Abs("examples/emu_jobs"), "--rounds=4"});
-    EXPECT_EQ(workload->Wait(absl::Seconds(60)), 0) << workload->out() << workload->err();
+    workload->Wait(absl::Seconds(60));
+    return workload;
+  }
+
+  // As RunContainer, for a workload that must succeed; its summary.
+  nlohmann::json RunWorkload(const std::string& name, const v1beta1::ContainerAllocateResponse& response) {
+    std::unique_ptr<Subprocess> workload = RunContainer(name, response);
+    EXPECT_EQ(workload->Wait(absl::ZeroDuration()), 0) << workload->out() << workload->err();
     return Summary(workload->out());
+  }
+
+  // The agent's /metrics, fetched from inside its host.
+  std::string AgentMetrics() {
+    auto curl = Start(0, "agent-metrics",
+                      {"curl", "-sS", "--max-time", "5", absl::StrCat("http://", pair_->addr_a(), ":", kAgentHttp, "/metrics")});
+    EXPECT_EQ(curl->Wait(absl::Seconds(10)), 0) << curl->err();
+    return curl->out();
+  }
+
+  // Everything the components and containers wrote.
+  std::string AllOutput() const {
+    std::string all;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_ + "/logs")) {
+      all += ReadWholeFile(entry.path().string());
+    }
+    return all;
   }
 
   std::string Logs() const {
@@ -151,6 +178,7 @@ class EndToEndTest : public ::testing::Test {
     return all;
   }
 
+  std::string log_level_ = LogLevel();
   std::string dir_;
   std::optional<VethPair> pair_;
   std::string agent_endpoint_, controller_address_;
@@ -249,6 +277,104 @@ TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
   kubelet.RemovePod("e2e", "across-agent-crash");
   plugin_.reset();
   kubelet.Stop();
+}
+
+// Two pods on one compute node, each with its own session on the same agent.
+// Pod a's container knows its own key and the agent's address; given pod b's
+// session id it is refused (and the refusal counted), b's key file does not
+// exist in its mount namespace, and b's workload runs undisturbed.
+TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
+  StartController();
+  StartAgent();
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  ASSERT_TRUE(kubelet.Start().ok());
+  StartPlugin();
+  ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(30))) << Logs();
+  absl::StatusOr<AdmittedContainer> a = kubelet.AdmitPod("e2e", "pod-a", "main", kResource, 1);
+  absl::StatusOr<AdmittedContainer> b = kubelet.AdmitPod("e2e", "pod-b", "main", kResource, 1);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status() << Logs();
+  ASSERT_NE(a->device_ids[0], b->device_ids[0]);
+  const std::string b_session = b->response.envs().at("RPCI_SESSION_ID");
+  const std::string b_key_file = b->response.envs().at("RPCI_SESSION_KEY_FILE");
+  for (const v1beta1::Mount& m : a->response.mounts()) {
+    EXPECT_EQ(b_key_file.rfind(m.container_path() + "/", 0), std::string::npos) << "a's mounts hold b's key";
+  }
+
+  // a's key presented for b's session.
+  v1beta1::ContainerAllocateResponse a_with_b_session = a->response;
+  for (const char* name : {"RPCI_SESSION_ID", "RPCI_0_SESSION_ID"}) (*a_with_b_session.mutable_envs())[name] = b_session;
+  std::unique_ptr<Subprocess> wrong_key = RunContainer("a-with-b-session", a_with_b_session);
+  EXPECT_NE(wrong_key->Wait(absl::ZeroDuration()), 0) << wrong_key->out();
+  EXPECT_NE(wrong_key->err().find("wrong key"), std::string::npos) << wrong_key->err();
+  const std::string metrics = AgentMetrics();
+  EXPECT_NE(metrics.find("rpci_session_refused_total{reason=\"bad_key\"} "), std::string::npos) << metrics;
+
+  // b's key file named from a's container: b's mount is not there.
+  v1beta1::ContainerAllocateResponse a_with_b_key = a_with_b_session;
+  for (const char* name : {"RPCI_SESSION_KEY_FILE", "RPCI_0_SESSION_KEY_FILE"}) {
+    (*a_with_b_key.mutable_envs())[name] = b_key_file;
+  }
+  std::unique_ptr<Subprocess> no_key = RunContainer("a-with-b-key-file", a_with_b_key);
+  EXPECT_NE(no_key->Wait(absl::ZeroDuration()), 0) << no_key->out();
+  EXPECT_NE(no_key->err().find(b_key_file), std::string::npos) << no_key->err();
+
+  nlohmann::json summary = RunWorkload("pod-b", b->response);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  EXPECT_EQ(summary.value("device", ""), b->device_ids[0]);
+  summary = RunWorkload("pod-a", a->response);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+// Every component logging at debug through attach, workloads, a wrong-key
+// attempt and release: no session key, in hex or base64, appears in any log
+// or container output.
+TEST_F(EndToEndTest, SessionKeysNeverAppearInLogs) {
+  log_level_ = "debug";
+  StartController();
+  StartAgent();
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  ASSERT_TRUE(kubelet.Start().ok());
+  StartPlugin();
+  ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(30))) << Logs();
+  std::vector<std::string> keys;
+  std::vector<AdmittedContainer> pods;
+  for (const char* name : {"pod-a", "pod-b"}) {
+    absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", name, "main", kResource, 1);
+    ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+    const std::string hex(absl::StripAsciiWhitespace(
+        ReadWholeFile(dir_ + "/plugin-state/" + pod->device_ids[0] + "/key")));
+    ASSERT_EQ(hex.size(), 64u) << hex;
+    keys.push_back(hex);
+    keys.push_back(absl::Base64Escape(absl::HexStringToBytes(hex)));
+    keys.push_back(absl::WebSafeBase64Escape(absl::HexStringToBytes(hex)));
+    pods.push_back(*pod);
+  }
+  EXPECT_EQ(RunWorkload("pod-a", pods[0].response).value("ok", false), true) << Logs();
+  v1beta1::ContainerAllocateResponse a_with_b_session = pods[0].response;
+  for (const char* name : {"RPCI_SESSION_ID", "RPCI_0_SESSION_ID"}) {
+    (*a_with_b_session.mutable_envs())[name] = pods[1].response.envs().at("RPCI_SESSION_ID");
+  }
+  EXPECT_NE(RunContainer("a-with-b-session", a_with_b_session)->Wait(absl::ZeroDuration()), 0);
+  for (const char* name : {"pod-a", "pod-b"}) kubelet.RemovePod("e2e", name);
+  // The plugin's usage sync (1 s here) releases the sessions of removed pods.
+  for (int i = 0; i < 100 && std::filesystem::exists(dir_ + "/plugin-state/" + pods[0].device_ids[0]); ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/plugin-state/" + pods[0].device_ids[0])) << Logs();
+  plugin_.reset();
+  agent_.reset();
+  controller_.reset();
+  kubelet.Stop();
+  const std::string all = AllOutput();
+  for (const AdmittedContainer& pod : pods) {
+    const std::string id = pod.response.envs().at("RPCI_SESSION_ID");
+    EXPECT_NE(all.find(id), std::string::npos) << "the logs should speak of session " << id;
+  }
+  for (const std::string& key : keys) {
+    EXPECT_EQ(all.find(key), std::string::npos) << "session key " << key << " logged";
+  }
 }
 
 }  // namespace
