@@ -1,8 +1,5 @@
 #include "plugin/controller_client.h"
 
-#include <algorithm>
-#include <chrono>
-
 #include "absl/strings/str_cat.h"
 #include "plugin/grpc_util.h"
 
@@ -41,82 +38,63 @@ absl::Status GrpcControllerClient::ReportUsage(const rpci::v1::ReportUsageReques
 
 void GrpcControllerClient::StartAssignmentWatch(const rpci::v1::RegisterNodeRequest& node,
                                                 std::function<void(const rpci::v1::AssignmentSet&)> on_assignments) {
-  watch_thread_ = std::thread([this, node, cb = std::move(on_assignments)] { WatchLoop(node, cb); });
-  heartbeat_thread_ = std::thread([this, name = node.node()] { HeartbeatLoop(name); });
+  watch_loop_.Start([this, node, cb = std::move(on_assignments)] { return RegisterAndWatch(node, cb); });
+  heartbeat_loop_.Start([this, name = node.node()] { return Heartbeat(name); });
 }
 
 void GrpcControllerClient::Stop() {
+  watch_loop_.Stop();
+  heartbeat_loop_.Stop();
+}
+
+absl::Status GrpcControllerClient::RegisterAndWatch(const rpci::v1::RegisterNodeRequest& node,
+                                                    const std::function<void(const rpci::v1::AssignmentSet&)>& cb) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-    if (watch_ctx_) watch_ctx_->TryCancel();
-  }
-  cv_.notify_all();
-  if (watch_thread_.joinable()) watch_thread_.join();
-  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
-}
-
-void GrpcControllerClient::WatchLoop(rpci::v1::RegisterNodeRequest node,
-                                     std::function<void(const rpci::v1::AssignmentSet&)> cb) {
-  absl::Duration backoff = absl::Milliseconds(100);
-  while (true) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (stopping_) return;
-    }
-    grpc::ClientContext reg_ctx;
-    reg_ctx.set_deadline(In(absl::Seconds(5)));
-    rpci::v1::RegisterNodeResponse reg;
-    grpc::Status s = stub_->RegisterNode(&reg_ctx, node, &reg);
-    if (s.ok()) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (reg.heartbeat_interval_seconds() > 0) heartbeat_ = absl::Seconds(reg.heartbeat_interval_seconds());
-      }
-      grpc::ClientContext ctx;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (stopping_) return;
-        watch_ctx_ = &ctx;
-      }
-      rpci::v1::WatchAssignmentsRequest req;
-      req.set_node(node.node());
-      auto reader = stub_->WatchAssignments(&ctx, req);
-      rpci::v1::AssignmentSet set;
-      while (reader->Read(&set)) {
-        watching_ = true;
-        backoff = absl::Milliseconds(100);
-        cb(set);
-      }
-      watching_ = false;
-      s = reader->Finish();
-      std::lock_guard<std::mutex> lock(mu_);
-      watch_ctx_ = nullptr;
-    }
-    if (!s.ok()) log_.Warn("assignment watch failed", {{"error", s.error_message()}, {"code", s.error_code()}});
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, absl::ToChronoMilliseconds(backoff), [&] { return stopping_; });
-    backoff = std::min(backoff * 2, absl::Seconds(2));
-  }
-}
-
-void GrpcControllerClient::HeartbeatLoop(std::string node) {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stopping_) {
-    cv_.wait_for(lock, absl::ToChronoMilliseconds(heartbeat_), [&] { return stopping_; });
-    if (stopping_) return;
-    lock.unlock();
     grpc::ClientContext ctx;
     ctx.set_deadline(In(absl::Seconds(5)));
-    rpci::v1::NodeHeartbeatRequest req;
-    req.set_node(node);
-    rpci::v1::NodeHeartbeatResponse resp;
-    grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
-    // NOT_FOUND: the controller forgot us (restart); the watch loop
-    // re-registers when its stream breaks, so just say so.
-    if (!s.ok()) log_.Warn("heartbeat failed", {{"error", s.error_message()}});
-    lock.lock();
+    rpci::v1::RegisterNodeResponse reg;
+    grpc::Status s = stub_->RegisterNode(&ctx, node, &reg);
+    if (!s.ok()) return FromGrpc(s, "register node with controller");
+    if (reg.heartbeat_interval_seconds() > 0) heartbeat_ms_ = reg.heartbeat_interval_seconds() * 1000;
   }
+  grpc::ClientContext ctx;
+  watch_loop_.SetCancel([&ctx] { ctx.TryCancel(); });
+  grpc::Status s;
+  bool progressed = false;
+  if (!watch_loop_.stopping()) {
+    rpci::v1::WatchAssignmentsRequest req;
+    req.set_node(node.node());
+    auto reader = stub_->WatchAssignments(&ctx, req);
+    rpci::v1::AssignmentSet set;
+    while (reader->Read(&set)) {
+      watching_ = true;
+      progressed = true;
+      cb(set);
+    }
+    watching_ = false;
+    s = reader->Finish();
+  }
+  watch_loop_.SetCancel(nullptr);
+  // A stream that delivered sets and later broke is progress: register again
+  // at once (the controller restarted or lost leadership).
+  if (progressed && !s.ok()) {
+    log_.Warn("assignment watch ended", {{"error", s.error_message()}, {"code", s.error_code()}});
+    return absl::OkStatus();
+  }
+  return s.ok() ? absl::OkStatus() : FromGrpc(s, "watch assignments");
+}
+
+absl::Status GrpcControllerClient::Heartbeat(const std::string& node) {
+  if (!heartbeat_loop_.Sleep(absl::Milliseconds(heartbeat_ms_.load()))) return absl::OkStatus();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(absl::Seconds(5)));
+  rpci::v1::NodeHeartbeatRequest req;
+  req.set_node(node);
+  rpci::v1::NodeHeartbeatResponse resp;
+  // NOT_FOUND: the controller forgot us (restart); the watch registers again
+  // when its stream breaks.
+  grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
+  return s.ok() ? absl::OkStatus() : FromGrpc(s, "heartbeat to controller");
 }
 
 }  // namespace rpci::plugin

@@ -6,18 +6,16 @@
 // heartbeat, reconnect).
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "common/retry_loop.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/rpci/v1/controller.grpc.pb.h"
 
@@ -56,19 +54,18 @@ class GrpcControllerClient final : public ControllerApi {
   bool watching() const { return watching_; }
 
  private:
-  void WatchLoop(rpci::v1::RegisterNodeRequest node, std::function<void(const rpci::v1::AssignmentSet&)> cb);
-  void HeartbeatLoop(std::string node);
+  // One RetryLoop attempt each: register then stream assignments; wait one
+  // heartbeat interval then heartbeat.
+  absl::Status RegisterAndWatch(const rpci::v1::RegisterNodeRequest& node,
+                                const std::function<void(const rpci::v1::AssignmentSet&)>& cb);
+  absl::Status Heartbeat(const std::string& node);
 
   std::unique_ptr<rpci::v1::NodeRegistry::Stub> stub_;
   Logger log_{"plugin.controller"};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
-  grpc::ClientContext* watch_ctx_ = nullptr;  // guarded by mu_
-  absl::Duration heartbeat_ = absl::Seconds(10);
+  RetryLoop watch_loop_{"assignment watch", {}, log_};
+  RetryLoop heartbeat_loop_{"heartbeat", {}, log_};
+  std::atomic<int64_t> heartbeat_ms_{10000};  // as the controller asks at registration
   std::atomic<bool> watching_{false};
-  std::thread watch_thread_;
-  std::thread heartbeat_thread_;
 };
 
 }  // namespace rpci::plugin
