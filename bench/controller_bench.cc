@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -145,8 +146,8 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
               {"claim_us_p99", Percentile(latencies_us, 0.99)},
               {"rss_mb", RssMb()},
               {"peak_rss_mb", PeakRssMb()}};
-  std::string cleanup = absl::StrCat("rm -rf '", dir, "'");
-  (void)std::system(cleanup.c_str());
+  std::error_code ignored;  // best effort: the directory is under --dir's temp area
+  std::filesystem::remove_all(dir, ignored);
   return out;
 }
 

@@ -1,5 +1,26 @@
 #!/usr/bin/env bash
-# One command for the session benchmarks: prints JSON then a table.
+# One command for the benchmarks, built optimized (-c opt: figures from a
+# -O0 build measure the compiler, not rpci):
+#   bench/run.sh [--json] [session|allocate|controller|fabric ...]
+# With no names it runs all four, one after another. Each prints its JSON
+# object, then (without --json) a table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bazel run //bench:session -- "$@"
+tools/install_deps.sh
+
+flags=()
+names=()
+for a in "$@"; do
+  case "$a" in
+    --*) flags+=("$a") ;;
+    session|allocate|controller|fabric) names+=("$a") ;;
+    *) echo "bench/run.sh: unknown benchmark \"$a\" (session, allocate, controller, fabric)" >&2; exit 2 ;;
+  esac
+done
+[ ${#names[@]} -eq 0 ] && names=(session allocate controller fabric)
+
+bazel build -c opt "${names[@]/#/\/\/bench:}"
+for n in "${names[@]}"; do
+  [ ${#flags[@]} -eq 0 ] && echo "== bench:$n"
+  bazel run -c opt --ui_event_filters=-info --noshow_progress "//bench:$n" -- "${flags[@]}"
+done

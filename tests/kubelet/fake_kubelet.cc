@@ -95,7 +95,8 @@ class FakeKubelet::PodResourcesService final : public ::v1::PodResourcesLister::
   }
   grpc::Status Get(grpc::ServerContext*, const ::v1::GetPodResourcesRequest* req,
                    ::v1::GetPodResourcesResponse* resp) override {
-    for (const ::v1::PodResources& p : k_->ListPods().pod_resources()) {
+    const ::v1::ListPodResourcesResponse pods = k_->ListPods();  // the loop must not outlive it
+    for (const ::v1::PodResources& p : pods.pod_resources()) {
       if (p.name() == req->pod_name() && p.namespace_() == req->pod_namespace()) {
         *resp->mutable_pod_resources() = p;
         return grpc::Status::OK;
