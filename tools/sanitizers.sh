@@ -16,7 +16,7 @@ for c in "${configs[@]}"; do
   # Sanitized tests run slower: give them longer timeouts. TSan needs
   # second_deadlock_stack for useful reports; halt_on_error makes a race fail the test.
   bazel --output_base="$base" test --config="$c" --symlink_prefix=/ //... \
-    --test_env=ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 \
+    --test_env=ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:suppressions="$PWD/tools/sanitizers/asan.supp" \
     --test_env=UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     --test_env=TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     --test_timeout=300,900,1800,3600
