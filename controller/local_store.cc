@@ -79,13 +79,13 @@ LocalStore::LocalStore(std::string dir, const Clock* clock, int lock_fd, size_t 
     : dir_(std::move(dir)), clock_(clock), lock_fd_(lock_fd), min_compact_bytes_(min_compact_bytes) {}
 
 LocalStore::~LocalStore() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (journal_fd_ >= 0) ::close(journal_fd_);
   ::close(lock_fd_);
 }
 
 absl::Status LocalStore::Replay() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const std::string snap_path = dir_ + "/state.json";
   bool exists = false;
   absl::StatusOr<std::string> snap = ReadFileIfExists(snap_path, &exists);
@@ -157,7 +157,7 @@ void LocalStore::Apply(json& batch) {
 }
 
 absl::StatusOr<StoreSnapshot> LocalStore::Load() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   StoreSnapshot snap;
   Logger log("controller");
   for (const auto& [name, o] : devices_) {
@@ -192,7 +192,7 @@ absl::Status LocalStore::Commit(const StoreBatch& batch) {
   for (const Attachment& a : batch.delete_attachments) adel.push_back(AttachmentKey(a.pod_namespace, a.grant_id));
   const std::string text = line.dump() + "\n";
 
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (absl::Status s = WriteAll(journal_fd_, text, dir_ + "/journal.jsonl"); !s.ok()) return s;
   if (::fdatasync(journal_fd_) != 0) return ErrnoError("fsync " + dir_ + "/journal.jsonl");
   journal_bytes_ += text.size();
@@ -245,7 +245,7 @@ absl::Status LocalStore::WriteSnapshot() {
 }
 
 size_t LocalStore::journal_bytes() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return journal_bytes_;
 }
 

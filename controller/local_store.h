@@ -3,10 +3,11 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/base/thread_annotations.h"
 #include "common/clock.h"
 #include "controller/store.h"
 #include "nlohmann/json.hpp"
@@ -50,7 +51,7 @@ class LocalStore : public Store {
   const Clock* const clock_;
   const int lock_fd_;
   const size_t min_compact_bytes_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;  // not absl::Mutex: see PoolManager::mu_
   int journal_fd_ ABSL_GUARDED_BY(mu_) = -1;
   size_t journal_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t snapshot_bytes_ ABSL_GUARDED_BY(mu_) = 0;

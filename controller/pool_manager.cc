@@ -43,7 +43,7 @@ PoolManager::PoolManager(Store* store, const Clock* clock, Options options, Metr
 absl::Status PoolManager::Load() {
   absl::StatusOr<StoreSnapshot> snap = store_->Load();
   if (!snap.ok()) return snap.status();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   devices_.clear();
   attachments_.clear();
@@ -75,7 +75,7 @@ absl::Status PoolManager::Load() {
       MarkDirtyLocked(id);
     }
   }
-  ++version_;
+  BumpVersion();
   log_.Info("state loaded", {{"devices", devices_.size()}, {"attachments", attachments_.size()}});
   return FlushLocked();
 }
@@ -99,7 +99,7 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
       return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": device ", d.id(), " listed twice"));
     }
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   for (const std::string& id : ids) {  // look up the request's devices, not every known device
     auto it = devices_.find(id);
@@ -147,7 +147,7 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
     dirty_devices_.erase(d.id());
     it = devices_.erase(it);
   }
-  ++version_;
+  BumpVersion();
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
   rpci::v1::RegisterAgentResponse resp;
   resp.set_heartbeat_interval_seconds(absl::ToInt64Seconds(options_.heartbeat_interval));
@@ -156,7 +156,7 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
 }
 
 absl::Status PoolManager::AgentHeartbeat(const rpci::v1::AgentHeartbeatRequest& req) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto ait = agents_.find(req.node());
   if (ait == agents_.end() || !ait->second.registered) {
     return absl::NotFoundError(absl::StrCat("agent ", req.node(), " is not registered; call RegisterAgent"));
@@ -207,7 +207,7 @@ rpci::v1::SessionGrant PoolManager::GrantOf(const Attachment& a) const {
 }
 
 std::vector<rpci::v1::SessionGrant> PoolManager::GrantsFor(const std::string& agent_node) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<rpci::v1::SessionGrant> out;
   for (const auto& [id, a] : attachments_) {
     auto it = devices_.find(a.device_id);
@@ -220,7 +220,7 @@ std::vector<rpci::v1::SessionGrant> PoolManager::GrantsFor(const std::string& ag
 
 absl::StatusOr<rpci::v1::RegisterNodeResponse> PoolManager::RegisterNode(const rpci::v1::RegisterNodeRequest& req) {
   if (req.node().empty()) return absl::InvalidArgumentError("RegisterNode: node is empty");
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   Node& n = nodes_[req.node()];
   n.pools = std::set<std::string>(req.pools().begin(), req.pools().end());
   n.nics.assign(req.nics().begin(), req.nics().end());
@@ -228,7 +228,7 @@ absl::StatusOr<rpci::v1::RegisterNodeResponse> PoolManager::RegisterNode(const r
   n.registered = true;
   n.gone = false;
   if (auto labels = node_labels_.find(req.node()); labels != node_labels_.end()) n.labels = labels->second;
-  ++version_;
+  BumpVersion();
   log_.Info("compute node registered", {{"node", req.node()}, {"pools", absl::StrJoin(n.pools, ",")}});
   rpci::v1::RegisterNodeResponse resp;
   resp.set_heartbeat_interval_seconds(absl::ToInt64Seconds(options_.heartbeat_interval));
@@ -237,7 +237,7 @@ absl::StatusOr<rpci::v1::RegisterNodeResponse> PoolManager::RegisterNode(const r
 }
 
 absl::Status PoolManager::NodeHeartbeat(const std::string& node) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = nodes_.find(node);
   if (it == nodes_.end() || !it->second.registered) {
     return absl::NotFoundError(absl::StrCat("compute node ", node, " is not registered; call RegisterNode"));
@@ -247,7 +247,7 @@ absl::Status PoolManager::NodeHeartbeat(const std::string& node) {
 }
 
 rpci::v1::AssignmentSet PoolManager::AssignmentsFor(const std::string& node) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   rpci::v1::AssignmentSet set;
   for (const auto& [id, d] : devices_) {
     if (d.assigned_node != node) continue;
@@ -265,7 +265,7 @@ rpci::v1::AssignmentSet PoolManager::AssignmentsFor(const std::string& node) con
 
 absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::ClaimRequest& req) {
   if (req.pod_name().empty()) return absl::InvalidArgumentError("Claim: pod_name is empty");
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = devices_.find(req.device_id());
   if (it == devices_.end()) return absl::NotFoundError(absl::StrCat("device ", req.device_id(), " is unknown"));
   Device& d = it->second;
@@ -316,13 +316,13 @@ absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::Claim
   MarkDirtyLocked(d.id());
   *resp.mutable_grant() = GrantOf(a);
   attachments_[a.grant_id] = std::move(a);
-  ++version_;
+  BumpVersion();
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
   return resp;
 }
 
 absl::Status PoolManager::Release(const rpci::v1::ReleaseRequest& req) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = devices_.find(req.device_id());
   if (it == devices_.end()) return absl::OkStatus();  // already gone
   Device& d = it->second;
@@ -334,12 +334,12 @@ absl::Status PoolManager::Release(const rpci::v1::ReleaseRequest& req) {
   if (!req.grant_id().empty() && req.grant_id() != a.grant_id) return absl::OkStatus();  // an older grant
   d.last_used = clock_->Now();
   DetachLocked(d, req.reason().empty() ? "ReleasedByPlugin" : req.reason());
-  ++version_;
+  BumpVersion();
   return FlushLocked();
 }
 
 absl::Status PoolManager::ReportUsage(const rpci::v1::ReportUsageRequest& req) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   std::set<std::string> used;
   for (const auto& u : req.usage()) {
@@ -357,42 +357,42 @@ absl::Status PoolManager::ReportUsage(const rpci::v1::ReportUsageRequest& req) {
     DetachLocked(d, "PodNoLongerUsesDevice");
     changed = true;
   }
-  if (changed) ++version_;
+  if (changed) BumpVersion();
   return FlushLocked();
 }
 
 // ---------------------------------------------------------------- inputs
 
 void PoolManager::SetPools(const std::vector<PoolSpec>& pools) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   pools_.clear();
   for (const PoolSpec& p : pools) pools_[p.name] = p;
-  ++version_;
+  BumpVersion();
 }
 
 void PoolManager::SetDemand(const std::vector<PodDemand>& demand) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   demand_ = demand;
 }
 
 void PoolManager::NodeGone(const std::string& node) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = nodes_.find(node);
   if (it != nodes_.end()) it->second.gone = true;
   DropNodeLocked(node, "NodeDeleted");
-  ++version_;
+  BumpVersion();
   (void)FlushLocked();
 }
 
 void PoolManager::SetNodeLabels(const std::map<std::string, std::map<std::string, std::string>>& labels) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   node_labels_ = labels;
   for (auto& [name, n] : nodes_) {
     auto it = labels.find(name);
     if (it != labels.end()) n.labels = it->second;
   }
   for (auto& [id, d] : devices_) ApplyNodeLabelsLocked(d);
-  ++version_;
+  BumpVersion();
   (void)FlushLocked();
 }
 
@@ -408,7 +408,7 @@ void PoolManager::ApplyNodeLabelsLocked(Device& d) {
 }
 
 void PoolManager::SetDrainRequests(const std::map<std::string, bool>& requests) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   bool changed = false;
   for (const auto& [id, drain] : requests) {
     auto it = devices_.find(id);
@@ -420,12 +420,12 @@ void PoolManager::SetDrainRequests(const std::map<std::string, bool>& requests) 
     changed = true;
   }
   if (!changed) return;
-  ++version_;
+  BumpVersion();
   (void)FlushLocked();
 }
 
 absl::Status PoolManager::AttachmentDeleted(const std::string& grant_id) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = attachments_.find(grant_id);
   if (it == attachments_.end()) return absl::OkStatus();
   auto dit = devices_.find(it->second.device_id);
@@ -433,7 +433,7 @@ absl::Status PoolManager::AttachmentDeleted(const std::string& grant_id) {
   Device& d = dit->second;
   d.last_used = clock_->Now();
   DetachLocked(d, "AttachmentDeleted");
-  ++version_;
+  BumpVersion();
   return FlushLocked();
 }
 
@@ -445,7 +445,7 @@ const PoolSpec& PoolManager::PoolOfLocked(const std::string& name) const {
 }
 
 std::vector<Decision> PoolManager::Reconcile() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const uint64_t first = decisions_made_;
   const absl::Time now = clock_->Now();
   ExpireLocked(now);
@@ -664,7 +664,7 @@ void PoolManager::SetHealthLocked(Device& d, bool healthy, const std::string& re
   d.exported.set_health(healthy ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
   DecideLocked(healthy ? "healthy" : "unhealthy", d, d.assigned_node, reason);
   MarkDirtyLocked(d.id());
-  ++version_;
+  BumpVersion();
 }
 
 void PoolManager::DecideLocked(const std::string& action, const Device& d, const std::string& node,
@@ -730,19 +730,23 @@ void PoolManager::UpdateGaugesLocked(absl::Time now) {
 // ---------------------------------------------------------------- observation
 
 uint64_t PoolManager::version() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return version_;
 }
 
 uint64_t PoolManager::WaitForChange(uint64_t seen, absl::Duration timeout) const {
-  absl::MutexLock lock(&mu_);
-  auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return version_ != seen; };
-  mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+  std::unique_lock<std::mutex> lock(mu_);
+  version_changed_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] { return version_ != seen; });
   return version_;
 }
 
+void PoolManager::BumpVersion() {
+  ++version_;
+  version_changed_.notify_all();
+}
+
 absl::Status PoolManager::CheckInvariants() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::map<std::string, int> attachments_per_device;
   for (const auto& [id, a] : attachments_) {
     if (++attachments_per_device[a.device_id] > 1) {
@@ -770,28 +774,28 @@ absl::Status PoolManager::CheckInvariants() const {
 }
 
 std::vector<Device> PoolManager::Devices() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<Device> out;
   for (const auto& [id, d] : devices_) out.push_back(d);
   return out;
 }
 
 std::vector<Attachment> PoolManager::Attachments() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<Attachment> out;
   for (const auto& [id, a] : attachments_) out.push_back(a);
   return out;
 }
 
 absl::StatusOr<Device> PoolManager::GetDevice(const std::string& id) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = devices_.find(id);
   if (it == devices_.end()) return absl::NotFoundError(absl::StrCat("device ", id, " is unknown"));
   return it->second;
 }
 
 std::vector<Decision> PoolManager::TakeDecisions() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<Decision> out;
   out.swap(decisions_);
   return out;

@@ -1,16 +1,18 @@
 #ifndef RPCI_CONTROLLER_POOL_MANAGER_H_
 #define RPCI_CONTROLLER_POOL_MANAGER_H_
 
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -117,6 +119,9 @@ class PoolManager {
   std::vector<Decision> TakeDecisions();
 
  private:
+  // Every change to the state: bumps version_ and wakes WaitForChange.
+  void BumpVersion() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   struct Agent {
     std::string session_endpoint;
     std::string fabric_provider;
@@ -163,7 +168,10 @@ class PoolManager {
   CounterFamily* store_errors_;
   Logger log_;
 
-  mutable absl::Mutex mu_;
+  // std::mutex, not absl::Mutex: Debian's absl is not built for TSan, so
+  // TSan would not see absl::Mutex's synchronization.
+  mutable std::mutex mu_;
+  mutable std::condition_variable version_changed_;  // notified by BumpVersion
   std::map<std::string, Device> devices_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Attachment> attachments_ ABSL_GUARDED_BY(mu_);  // by grant id
   std::map<std::string, Agent> agents_ ABSL_GUARDED_BY(mu_);
