@@ -14,11 +14,13 @@ summary=()
 for c in "${configs[@]}"; do
   base="$HOME/.cache/rpci-$c-output"
   # Sanitized tests run slower: give them longer timeouts. TSan needs
-  # second_deadlock_stack for useful reports; halt_on_error makes a race fail the test.
+  # second_deadlock_stack for useful reports; halt_on_error makes a race fail
+  # the test. Debian's libraries are not instrumented: tools/sanitizers/*.supp
+  # say what that forces us to ignore and why.
   bazel --output_base="$base" test --config="$c" --symlink_prefix=/ //... \
     --test_env=ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:suppressions="$PWD/tools/sanitizers/asan.supp" \
     --test_env=UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    --test_env=TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    --test_env=TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions="$PWD/tools/sanitizers/tsan.supp" \
     --test_timeout=300,900,1800,3600
   rc=$?
   line=$(python3 tools/count_tests.py "$rc" bazel --output_base="$base" | tail -1)
