@@ -184,6 +184,10 @@ class Plugin::PoolServer {
   static void Retire(std::unique_ptr<PoolService> service, std::unique_ptr<grpc::Server> server) {
     if (service) service->stopping = true;
     if (server) server->Shutdown(In(absl::Milliseconds(200)));
+    // The server (and the threads that call into the service) goes first: a
+    // service must outlive its server.
+    server.reset();
+    service.reset();
   }
 
   Plugin* p_;

@@ -10,6 +10,9 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace rpci::testing {
 namespace {
@@ -62,7 +65,14 @@ void ExecContainer(const v1beta1::ContainerAllocateResponse& response, const std
     return;
   }
   if (!SetUpMounts(response, error)) return;
+  // Sanitizer settings are the test run's, not the pod's: a sanitized
+  // workload keeps them so its suppressions and halt_on_error apply.
+  std::vector<std::pair<std::string, std::string>> kept;
+  for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"}) {
+    if (const char* v = getenv(name); v != nullptr) kept.emplace_back(name, v);
+  }
   clearenv();
+  for (const auto& [k, v] : kept) setenv(k.c_str(), v.c_str(), 1);
   for (const auto& [k, v] : response.envs()) setenv(k.c_str(), v.c_str(), 1);
   std::vector<char*> cargv = Argv(argv);
   execv(cargv[0], cargv.data());
