@@ -1,7 +1,5 @@
 #include "client/session_client.h"
 
-#include <rdma/fi_domain.h>
-
 #include <atomic>
 #include <cstring>
 
@@ -39,14 +37,21 @@ bool Permanent(const absl::Status& s) {
          s.code() == absl::StatusCode::kPermissionDenied;
 }
 
-void AddRegion(rpci::v1::OpenSessionRequest& req, RegionKind kind, uint16_t index,
-               const session::MemoryRegion& mr) {
+// The fabric says why a data-path operation failed (timed out, refused,
+// reset); to the session any of them means the link is broken, which
+// WithReconnect answers by reconnecting, as it does a shut-down endpoint.
+absl::Status AsLinkFailure(const absl::Status& s) {
+  if (s.ok() || s.code() == absl::StatusCode::kCancelled) return s;
+  return absl::UnavailableError(s.message());
+}
+
+void AddRegion(rpci::v1::OpenSessionRequest& req, RegionKind kind, uint16_t index, const fabric::MemoryRegion& mr) {
   rpci::v1::Region* r = req.add_client_regions();
   r->set_kind(static_cast<rpci::v1::RegionKind>(kind));
   r->set_index(index);
-  r->set_address(mr.remote_address());
+  r->set_address(mr.remote().address);
   r->set_size(mr.size());
-  r->set_key(mr.key());
+  r->set_key(mr.remote().key);
   r->set_writable(true);
 }
 
@@ -89,6 +94,9 @@ SessionClient::SessionClient(SessionTicket ticket, ClientOptions options)
 absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const SessionTicket& ticket,
                                                                      const ClientOptions& options) {
   std::unique_ptr<SessionClient> c(new SessionClient(ticket, options));
+  absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options.fabric);
+  if (!fabric.ok()) return fabric.status();
+  c->fabric_ = std::move(*fabric);
   {
     std::lock_guard<std::mutex> lock(c->mu_);
     if (absl::Status s = c->Connect(); !s.ok()) return s;
@@ -105,12 +113,12 @@ SessionClient::~SessionClient() {
   hb_cv_.notify_all();
   if (heartbeat_.joinable()) heartbeat_.join();
   std::lock_guard<std::mutex> lock(mu_);
-  if (link_) link_->Shutdown();
+  if (endpoint_) endpoint_->Shutdown();
   mirror_mr_.clear();
   dma_mr_.reset();
   comp_mr_.reset();
   stage_mr_.reset();
-  link_.reset();
+  endpoint_.reset();
 }
 
 absl::Status SessionClient::Connect() {
@@ -138,35 +146,35 @@ absl::Status SessionClient::Connect() {
     ring_stage_.assign(session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize), 0);
     resp.Clear();
   }
-  // A fresh endpoint and fresh registrations: old keys die with the old link.
-  if (link_) link_->Shutdown();
+  // A fresh endpoint and fresh registrations: the old keys die with the old regions.
+  if (endpoint_) endpoint_->Shutdown();
   mirror_mr_.clear();
   dma_mr_.reset();
   comp_mr_.reset();
   stage_mr_.reset();
-  link_.reset();
-  absl::StatusOr<std::unique_ptr<session::Link>> link = session::Link::Create(options_.link);
-  if (!link.ok()) return link.status();
-  link_ = std::move(*link);
+  endpoint_.reset();
+  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = fabric_->OpenEndpoint();
+  if (!endpoint.ok()) return AsLinkFailure(endpoint.status());
+  endpoint_ = std::move(*endpoint);
   for (size_t i = 0; i < mirrors_.size(); ++i) {
-    auto mr = link_->Register(mirrors_[i].data(), mirrors_[i].size(), FI_REMOTE_WRITE);
+    auto mr = endpoint_->RegisterMemory(mirrors_[i].data(), mirrors_[i].size(), fabric::kRemoteWrite);
     if (!mr.ok()) return mr.status();
     mirror_mr_.push_back(std::move(*mr));
     AddRegion(req, RegionKind::kBar, bar_info_[i].index, *mirror_mr_.back());
   }
-  auto dma_mr = link_->Register(dma_.data(), dma_.size(), FI_REMOTE_WRITE | FI_REMOTE_READ);
+  auto dma_mr = endpoint_->RegisterMemory(dma_.data(), dma_.size(), fabric::kRemoteWrite | fabric::kRemoteRead);
   if (!dma_mr.ok()) return dma_mr.status();
   dma_mr_ = std::move(*dma_mr);
   AddRegion(req, RegionKind::kDma, 0, *dma_mr_);
-  auto comp_mr = link_->Register(comp_.data(), comp_.size(), FI_REMOTE_WRITE);
+  auto comp_mr = endpoint_->RegisterMemory(comp_.data(), comp_.size(), fabric::kRemoteWrite);
   if (!comp_mr.ok()) return comp_mr.status();
   comp_mr_ = std::move(*comp_mr);
   AddRegion(req, RegionKind::kCompletionRing, 0, *comp_mr_);
-  auto stage_mr = link_->Register(ring_stage_.data(), ring_stage_.size(), 0);
+  auto stage_mr = endpoint_->RegisterMemory(ring_stage_.data(), ring_stage_.size(), fabric::kLocalOnly);
   if (!stage_mr.ok()) return stage_mr.status();
   stage_mr_ = std::move(*stage_mr);
 
-  req.set_client_fabric_address(link_->address());
+  req.set_client_fabric_address(endpoint_->address());
   req.set_last_acked_sequence(log_.acked());
   grpc::Status st = stub->OpenSession(Ctx(absl::Seconds(5)).get(), req, &resp);
   if (!st.ok()) return FromGrpc(st, "attach session " + ticket_.session_id);
@@ -186,7 +194,7 @@ absl::Status SessionClient::Connect() {
     return absl::FailedPreconditionError("agent's MMIO ring capacity differs from this client's");
   }
   agent_ = std::move(agent);
-  absl::StatusOr<session::PeerAddr> peer = link_->AddPeer(resp.agent_fabric_address());
+  absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(resp.agent_fabric_address());
   if (!peer.ok()) return peer.status();
   peer_ = *peer;
   absl::StatusOr<std::vector<session::MmioWrite>> replay = log_.Resume(resp.applied_sequence());
@@ -220,7 +228,7 @@ absl::Status SessionClient::ReconnectLocked() {
   dead_ = absl::FailedPreconditionError(
       absl::StrFormat("session %s torn down: %s", ticket_.session_id,
                       last.ok() ? "agent unreachable past grace" : std::string(last.message())));
-  if (link_) link_->Shutdown();
+  if (endpoint_) endpoint_->Shutdown();
   return dead_;
 }
 
@@ -242,7 +250,7 @@ absl::Status SessionClient::WithReconnect(const std::function<absl::Status()>& o
   return op();
 }
 
-std::vector<uint8_t> SessionClient::FrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) const {
+std::string SessionClient::FrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) const {
   session::Frame f;
   f.type = type;
   f.session_id = *session::ParseSessionId(ticket_.session_id);
@@ -250,24 +258,23 @@ std::vector<uint8_t> SessionClient::FrameLocked(FrameType type, uint64_t arg0, u
   f.arg0 = arg0;
   f.arg1 = arg1;
   auto bytes = session::EncodeFrame(f);
-  return std::vector<uint8_t>(bytes.begin(), bytes.end());
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
 absl::Status SessionClient::SendFrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) {
-  std::vector<uint8_t> bytes = FrameLocked(type, arg0, arg1);
-  return link_->Send(peer_, bytes.data(), bytes.size());
+  return AsLinkFailure(endpoint_->Send(peer_, FrameLocked(type, arg0, arg1)));
 }
 
 absl::Status SessionClient::PushWritesLocked(const std::vector<session::MmioWrite>& writes) {
   if (writes.empty()) return absl::OkStatus();
   const RegionDesc ring = *session::FindRegion(agent_, RegionKind::kMmioRing);
   const uint32_t cap = options_.mmio_ring_capacity;
-  std::vector<session::RmaSegment> segs;
+  std::vector<fabric::RmaOp> segs;
   for (const session::MmioWrite& w : writes) {
     const size_t slot = session::RingSlotOffset(w.seq, cap, session::kMmioEntrySize);
     session::EncodeMmioWrite(w, ring_stage_.data() + slot);
-    if (!segs.empty() && segs.back().local_offset + segs.back().len == slot) {
-      segs.back().len += session::kMmioEntrySize;
+    if (!segs.empty() && segs.back().local_offset + segs.back().length == slot) {
+      segs.back().length += session::kMmioEntrySize;
     } else {
       segs.push_back({stage_mr_.get(), slot, session::kMmioEntrySize, ring.address + slot, ring.key});
     }
@@ -276,14 +283,14 @@ absl::Status SessionClient::PushWritesLocked(const std::vector<session::MmioWrit
   session::EncodeRingHeader({cap, session::kMmioEntrySize, log_.acked(), tail}, ring_stage_.data());
   segs.push_back({stage_mr_.get(), session::kRingTailOffset, 8, ring.address + session::kRingTailOffset, ring.key});
   // The kick names the new tail; the entries and tail word land first.
-  std::vector<uint8_t> kick = FrameLocked(FrameType::kKick, tail, consumed_);
-  if (absl::Status s = link_->WriteAndSend(peer_, segs, kick.data(), kick.size()); !s.ok()) return s;
+  const std::string kick = FrameLocked(FrameType::kKick, tail, consumed_);
+  if (absl::Status s = endpoint_->WriteAndSend(peer_, segs, kick); !s.ok()) return AsLinkFailure(s);
   pushed_ = tail;
   return absl::OkStatus();
 }
 
 absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
-  absl::StatusOr<std::string> msg = link_->Receive(timeout);
+  absl::StatusOr<std::string> msg = endpoint_->Recv(timeout);
   if (!msg.ok()) return msg.status();
   absl::StatusOr<session::Frame> f =
       session::DecodeFrame(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(msg->data()), msg->size()));
@@ -421,7 +428,7 @@ absl::Status SessionClient::FlushDma(uint64_t offset, uint64_t len) {
   if (absl::Status s = session::CheckAccess(local, offset, len, true); !s.ok()) return s;
   return WithReconnect([&] {
     const RegionDesc remote = *session::FindRegion(agent_, RegionKind::kDma);
-    return link_->Write(peer_, {{dma_mr_.get(), offset, len, remote.address + offset, remote.key}});
+    return AsLinkFailure(endpoint_->Write(peer_, {dma_mr_.get(), offset, len, remote.address + offset, remote.key}));
   });
 }
 
@@ -434,7 +441,7 @@ absl::Status SessionClient::InvalidateDma(uint64_t offset, uint64_t len) {
   return WithReconnect([&]() -> absl::Status {
     if (absl::Status s = WaitLocked(options_.grace, [&] { return log_.acked() >= log_.last(); }); !s.ok()) return s;
     const RegionDesc remote = *session::FindRegion(agent_, RegionKind::kDma);
-    return link_->Read(peer_, {{dma_mr_.get(), offset, len, remote.address + offset, remote.key}});
+    return AsLinkFailure(endpoint_->Read(peer_, {dma_mr_.get(), offset, len, remote.address + offset, remote.key}));
   });
 }
 
@@ -482,7 +489,7 @@ absl::Status SessionClient::Close() {
   closed_ = true;
   dead_ = absl::FailedPreconditionError("session " + ticket_.session_id + " is closed");
   absl::Status s = CloseSession(ticket_, options_.creds);
-  if (link_) link_->Shutdown();
+  if (endpoint_) endpoint_->Shutdown();
   return s;
 }
 
@@ -514,7 +521,7 @@ uint64_t SessionClient::posted_seq() const {
 
 void SessionClient::BreakLinkForTesting() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (link_) link_->Shutdown();
+  if (endpoint_) endpoint_->Shutdown();
 }
 
 }  // namespace rpci::client

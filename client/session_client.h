@@ -5,6 +5,9 @@
 // reserves a session from a grant) and librpci (which attaches the data path
 // in the workload's process). docs/sessions.md is the protocol.
 
+#include <condition_variable>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -14,8 +17,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/fabric/fabric.h"
 #include "grpcpp/grpcpp.h"
-#include "session/link.h"
 #include "session/sequencing.h"
 #include "session/session_key.h"
 #include "session/wire.h"
@@ -39,7 +42,8 @@ absl::StatusOr<SessionTicket> ReserveSession(const std::string& endpoint,
 absl::Status CloseSession(const SessionTicket& ticket, std::shared_ptr<grpc::ChannelCredentials> creds);
 
 struct ClientOptions {
-  session::LinkOptions link;
+  // The data path's provider (the agent's), bind address and op timeout.
+  fabric::FabricConfig fabric = fabric::LoopbackConfig();
   std::shared_ptr<grpc::ChannelCredentials> creds;  // default: insecure (loopback tests)
   uint32_t completion_ring_capacity = 256;
   uint32_t mmio_ring_capacity = 1024;  // must equal the agent's
@@ -111,15 +115,15 @@ class SessionClient {
   // every posted write is applied).
   uint64_t posted_seq() const;
   const std::string& session_id() const { return ticket_.session_id; }
-  // Test hook: drops the current fabric link as a network failure would.
+  // Test hook: drops the current fabric endpoint as a network failure would.
   void BreakLinkForTesting();
 
  private:
   explicit SessionClient(SessionTicket ticket, ClientOptions options);
-  absl::Status Connect();                   // fresh link + OpenSession(resume)
+  absl::Status Connect();                   // fresh endpoint + OpenSession(resume)
   absl::Status ReconnectLocked();           // backoff loop; mu_ held
   absl::Status EnsureLiveLocked();
-  std::vector<uint8_t> FrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1) const;
+  std::string FrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1) const;
   absl::Status SendFrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
   absl::Status PushWritesLocked(const std::vector<session::MmioWrite>& writes);
   absl::Status FlushLocked();
@@ -133,14 +137,15 @@ class SessionClient {
   SessionTicket ticket_;
   ClientOptions options_;
   mutable std::mutex mu_;
-  std::unique_ptr<session::Link> link_;
-  session::PeerAddr peer_ = 0;
+  std::unique_ptr<fabric::Fabric> fabric_;
+  std::unique_ptr<fabric::Endpoint> endpoint_;
+  fabric::PeerId peer_ = 0;
   std::vector<session::RegionDesc> agent_;
   std::vector<BarInfo> bar_info_;
   std::vector<std::vector<uint8_t>> mirrors_;
   std::vector<uint8_t> dma_, comp_, ring_stage_;
-  std::vector<std::unique_ptr<session::MemoryRegion>> mirror_mr_;
-  std::unique_ptr<session::MemoryRegion> dma_mr_, comp_mr_, stage_mr_;
+  std::vector<std::unique_ptr<fabric::MemoryRegion>> mirror_mr_;
+  std::unique_ptr<fabric::MemoryRegion> dma_mr_, comp_mr_, stage_mr_;
   session::WriteLog log_;
   uint64_t pushed_ = 0;  // highest seq written to the agent's ring
   uint64_t consumed_ = 0;

@@ -171,13 +171,13 @@ Device::~Device() = default;
 
 absl::StatusOr<std::unique_ptr<Device>> Device::Open(const DeviceConfig& config, const client::ClientOptions& options) {
   client::ClientOptions opts = options;
-  opts.link.provider = config.fabric_provider;
+  opts.fabric.provider = config.fabric_provider;
   if (!config.fabric_node.empty()) {
-    opts.link.node = config.fabric_node;
+    opts.fabric.node = config.fabric_node;
   } else {
     absl::StatusOr<std::string> node = LocalAddressFor(config.endpoint);
     if (!node.ok()) return node.status();
-    opts.link.node = *node;
+    opts.fabric.node = *node;
   }
   if (!config.ca_file.empty() && opts.creds == nullptr) {
     absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeCaOnlyChannelCredentials(config.ca_file);

@@ -75,8 +75,8 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
   std::map<std::string, SessionDevice*> by_id;
   for (size_t i = 0; i < app->devices_.size(); ++i) by_id[app->devices_[i].id()] = app->backends_[i].get();
   SessionServerOptions so;
-  so.link.provider = app->provider_;
-  so.link.node = o.fabric_address.empty() ? "127.0.0.1" : o.fabric_address;
+  so.fabric.provider = app->provider_;
+  if (!o.fabric_address.empty()) so.fabric.node = o.fabric_address;
   so.state_dir = o.state_dir;
   so.grace = o.session_grace;
   so.attach_timeout = o.attach_timeout;

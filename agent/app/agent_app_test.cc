@@ -210,7 +210,7 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
     return ticket.ok();
   })) << ticket.status();
   client::ClientOptions copts;
-  copts.link.node = "127.0.0.1";
+  copts.fabric.node = "127.0.0.1";
   copts.grace = absl::Seconds(5);
   auto session = client::SessionClient::Attach(*ticket, copts);
   ASSERT_TRUE(session.ok()) << session.status();
@@ -270,7 +270,7 @@ TEST_F(AgentAppTest, SessionsSurviveAnAgentRestartThroughTheCheckpoint) {
   ASSERT_TRUE(agent_->Start().ok());
   EXPECT_EQ(agent_->session_server().live_sessions(), 1u);  // back from the checkpoint, dormant
   client::ClientOptions copts;
-  copts.link.node = "127.0.0.1";
+  copts.fabric.node = "127.0.0.1";
   copts.grace = absl::Seconds(5);
   auto session = client::SessionClient::Attach(*ticket, copts);
   ASSERT_TRUE(session.ok()) << session.status();

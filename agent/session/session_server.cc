@@ -1,7 +1,6 @@
 #include "agent/session/session_server.h"
 
 #include <fcntl.h>
-#include <rdma/fi_domain.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -67,6 +66,11 @@ class SeqFile {
  private:
   uint64_t* words_ = nullptr;
 };
+
+// The fabric message that carries an encoded frame.
+absl::string_view AsMessage(const std::array<uint8_t, session::kFrameSize>& frame) {
+  return absl::string_view(reinterpret_cast<const char*>(frame.data()), frame.size());
+}
 
 grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
@@ -150,7 +154,7 @@ struct SessionServer::Session {
   std::vector<SessionDevice::Bar> bars;
   absl::Time opened, last_seen;
   bool attached = false;
-  session::PeerAddr peer = 0;
+  fabric::PeerId peer = 0;
   std::unique_ptr<SeqFile> seq;
   session::ApplyGate gate;
   uint64_t completion_seq = 0;
@@ -161,8 +165,8 @@ struct SessionServer::Session {
   // Agent-side registered memory.
   std::vector<uint8_t> anchor_buf, ring_buf, comp_buf;
   std::vector<std::vector<uint8_t>> bar_buf;
-  std::unique_ptr<session::MemoryRegion> anchor_mr, ring_mr, comp_mr, dma_mr;
-  std::vector<std::unique_ptr<session::MemoryRegion>> bar_mr;
+  std::unique_ptr<fabric::MemoryRegion> anchor_mr, ring_mr, comp_mr, dma_mr;
+  std::vector<std::unique_ptr<fabric::MemoryRegion>> bar_mr;
   std::vector<RegionDesc> local;   // what the client may touch, by their remote address
   std::vector<RegionDesc> client;  // the client's regions
 
@@ -198,9 +202,11 @@ absl::StatusOr<std::unique_ptr<SessionServer>> SessionServer::Create(SessionServ
 }
 
 absl::Status SessionServer::Start() {
-  absl::StatusOr<std::unique_ptr<session::Link>> link = session::Link::Create(options_.link);
-  if (!link.ok()) return link.status();
-  link_ = std::move(*link);
+  absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
+  if (!fabric.ok()) return fabric.status();
+  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = (*fabric)->OpenEndpoint();
+  if (!endpoint.ok()) return endpoint.status();
+  endpoint_ = std::move(*endpoint);
   if (!options_.state_dir.empty()) {
     absl::StatusOr<std::vector<session::SessionRecord>> records =
         session::ReadCheckpoint(options_.state_dir + "/sessions.json");
@@ -244,7 +250,7 @@ SessionServer::~SessionServer() { Stop(); }
 
 void SessionServer::Stop() {
   if (stopping_.exchange(true)) return;
-  if (link_) link_->Shutdown();
+  if (endpoint_) endpoint_->Shutdown();
   if (dispatch_.joinable()) dispatch_.join();
   if (reaper_.joinable()) reaper_.join();
   std::lock_guard<std::mutex> lock(mu_);
@@ -370,8 +376,8 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   resp->set_session_id(session::SessionIdString(s->id));
   resp->set_session_key(s->key.Bytes());
   resp->set_protocol_version(session::kProtocolVersion);
-  resp->set_fabric_provider(link_->provider());
-  resp->set_agent_fabric_address(link_->address());
+  resp->set_fabric_provider(endpoint_->provider());
+  resp->set_agent_fabric_address(endpoint_->address());
   std::lock_guard<std::mutex> slock(s->mu);
   resp->set_applied_sequence(s->gate.applied());
   if (req->client_fabric_address().empty()) {
@@ -426,9 +432,9 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   }
 
   // Re-attaching replaces the previous data path (reconnect): revoke old keys.
-  if (s.attached) link_->RemovePeer(s.peer);
+  if (s.attached) endpoint_->RemovePeer(s.peer).IgnoreError();
   s.Deregister();
-  absl::StatusOr<session::PeerAddr> peer = link_->AddPeer(req.client_fabric_address());
+  absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(req.client_fabric_address());
   if (!peer.ok()) return peer.status();
   s.peer = *peer;
   s.client = client;
@@ -438,45 +444,45 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   s.client_consumed = s.completion_seq;
 
   auto reg = [&](std::vector<uint8_t>& buf, size_t size, uint64_t access,
-                 std::unique_ptr<session::MemoryRegion>* mr) -> absl::Status {
+                 std::unique_ptr<fabric::MemoryRegion>* mr) -> absl::Status {
     if (buf.size() != size) buf.assign(size, 0);
-    absl::StatusOr<std::unique_ptr<session::MemoryRegion>> r = link_->Register(buf.data(), buf.size(), access);
+    absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> r = endpoint_->RegisterMemory(buf.data(), buf.size(), access);
     if (!r.ok()) return r.status();
     *mr = std::move(*r);
     return absl::OkStatus();
   };
   std::vector<RegionDesc> local;
   if (absl::Status st = reg(s.ring_buf, session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize),
-                            FI_REMOTE_WRITE, &s.ring_mr);
+                            fabric::kRemoteWrite, &s.ring_mr);
       !st.ok()) {
     return st;
   }
   session::EncodeRingHeader({options_.mmio_ring_capacity, session::kMmioEntrySize, s.gate.applied(), s.gate.applied()},
                             s.ring_buf.data());
-  local.push_back({RegionKind::kMmioRing, session::kAccessWrite, 0, s.ring_mr->remote_address(), s.ring_buf.size(),
-                   s.ring_mr->key()});
-  absl::StatusOr<std::unique_ptr<session::MemoryRegion>> dma_mr =
-      link_->Register(s.device->dma_space(), s.device->dma_size(), FI_REMOTE_READ | FI_REMOTE_WRITE);
+  local.push_back({RegionKind::kMmioRing, session::kAccessWrite, 0, s.ring_mr->remote().address, s.ring_buf.size(),
+                   s.ring_mr->remote().key});
+  absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> dma_mr = endpoint_->RegisterMemory(
+      s.device->dma_space(), s.device->dma_size(), fabric::kRemoteRead | fabric::kRemoteWrite);
   if (!dma_mr.ok()) return dma_mr.status();
   s.dma_mr = std::move(*dma_mr);
-  local.push_back({RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, s.dma_mr->remote_address(),
-                   s.device->dma_size(), s.dma_mr->key()});
+  local.push_back({RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, s.dma_mr->remote().address,
+                   s.device->dma_size(), s.dma_mr->remote().key});
   s.bar_buf.resize(s.bars.size());
   s.bar_mr.resize(s.bars.size());
   for (size_t i = 0; i < s.bars.size(); ++i) {
     const uint64_t n = std::min(s.bars[i].size, options_.max_mirror_bytes);
-    if (absl::Status st = reg(s.bar_buf[i], n, FI_REMOTE_READ, &s.bar_mr[i]); !st.ok()) return st;
-    local.push_back({RegionKind::kBar, session::kAccessRead, s.bars[i].index, s.bar_mr[i]->remote_address(), n,
-                     s.bar_mr[i]->key()});
+    if (absl::Status st = reg(s.bar_buf[i], n, fabric::kRemoteRead, &s.bar_mr[i]); !st.ok()) return st;
+    local.push_back({RegionKind::kBar, session::kAccessRead, s.bars[i].index, s.bar_mr[i]->remote().address, n,
+                     s.bar_mr[i]->remote().key});
   }
-  if (absl::Status st = reg(s.comp_buf, comp->size, 0, &s.comp_mr); !st.ok()) return st;
+  if (absl::Status st = reg(s.comp_buf, comp->size, fabric::kLocalOnly, &s.comp_mr); !st.ok()) return st;
   session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.completion_seq, s.completion_seq},
                             s.comp_buf.data());
-  if (absl::Status st = reg(s.anchor_buf, session::kAnchorRegionSize, FI_REMOTE_READ, &s.anchor_mr); !st.ok()) {
+  if (absl::Status st = reg(s.anchor_buf, session::kAnchorRegionSize, fabric::kRemoteRead, &s.anchor_mr); !st.ok()) {
     return st;
   }
-  local.push_back({RegionKind::kAnchor, session::kAccessRead, 0, s.anchor_mr->remote_address(),
-                   session::kAnchorRegionSize, s.anchor_mr->key()});
+  local.push_back({RegionKind::kAnchor, session::kAccessRead, 0, s.anchor_mr->remote().address,
+                   session::kAnchorRegionSize, s.anchor_mr->remote().key});
   session::Anchor anchor;
   anchor.session_id = s.id;
   anchor.regions = local;
@@ -541,7 +547,7 @@ void SessionServer::Teardown(uint64_t id, const std::string& reason, bool notify
   {
     std::lock_guard<std::mutex> lock(s->mu);
     if (notify && s->attached) SendFrame(*s, FrameType::kClose, 0, 0);
-    if (s->attached) link_->RemovePeer(s->peer);
+    if (s->attached) endpoint_->RemovePeer(s->peer).IgnoreError();
     s->Deregister();
     s->seq.reset();
   }
@@ -570,7 +576,7 @@ void SessionServer::ReaperLoop() {
 
 void SessionServer::DispatchLoop() {
   while (!stopping_) {
-    absl::StatusOr<std::string> msg = link_->Receive(absl::Milliseconds(100));
+    absl::StatusOr<std::string> msg = endpoint_->Recv(absl::Milliseconds(100));
     if (!msg.ok()) continue;
     HandleFrame(*msg);
   }
@@ -588,8 +594,7 @@ void SessionServer::SendFrame(Session& s, FrameType type, uint64_t arg0, uint64_
   f.key = s.key.bytes();
   f.arg0 = arg0;
   f.arg1 = arg1;
-  auto bytes = session::EncodeFrame(f);
-  if (absl::Status st = link_->Send(s.peer, bytes.data(), bytes.size()); !st.ok()) {
+  if (absl::Status st = endpoint_->Send(s.peer, AsMessage(session::EncodeFrame(f))); !st.ok()) {
     log_.Warn("frame to client failed", {{"session", session::SessionIdString(s.id)},
                                          {"error", std::string(st.message())}});
   }
@@ -711,20 +716,19 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
   // client writes only the tail word, so this cannot race its updates).
   const uint64_t head = s.gate.applied();
   std::memcpy(s.ring_buf.data() + session::kRingHeadOffset, &head, sizeof(head));  // little-endian host
-  std::vector<session::RmaSegment> segs = DeliverInterrupts(s);
+  std::vector<fabric::RmaOp> segs = DeliverInterrupts(s);
   session::Frame f;
   f.type = FrameType::kEvent;
   f.session_id = s.id;
   f.key = s.key.bytes();
   f.arg0 = s.gate.applied();
   f.arg1 = s.completion_seq;
-  auto event = session::EncodeFrame(f);
-  if (absl::Status st = link_->WriteAndSend(s.peer, segs, event.data(), event.size()); !st.ok()) {
+  if (absl::Status st = endpoint_->WriteAndSend(s.peer, segs, AsMessage(session::EncodeFrame(f))); !st.ok()) {
     log_.Warn("completion push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
   }
 }
 
-absl::Status SessionServer::MirrorSegments(Session& s, std::vector<session::RmaSegment>* segs) {
+absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs) {
   for (size_t i = 0; i < s.bars.size(); ++i) {
     absl::StatusOr<RegionDesc> mirror = session::FindRegion(s.client, RegionKind::kBar, s.bars[i].index);
     if (!mirror.ok()) return mirror.status();
@@ -740,14 +744,14 @@ absl::Status SessionServer::MirrorSegments(Session& s, std::vector<session::RmaS
 }
 
 absl::Status SessionServer::PushMirrors(Session& s) {
-  std::vector<session::RmaSegment> segs;
+  std::vector<fabric::RmaOp> segs;
   absl::Status st = MirrorSegments(s, &segs);
-  if (st.ok()) st = link_->Write(s.peer, segs);
+  if (st.ok()) st = endpoint_->WriteBatch(s.peer, segs);
   if (!st.ok()) log_.Warn("mirror push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
   return st;
 }
 
-std::vector<session::RmaSegment> SessionServer::DeliverInterrupts(Session& s) {
+std::vector<fabric::RmaOp> SessionServer::DeliverInterrupts(Session& s) {
   for (const SessionDevice::Interrupt& irq : s.device->TakeInterrupts()) {
     session::Completion c;
     c.vector = irq.vector;
@@ -759,8 +763,8 @@ std::vector<session::RmaSegment> SessionServer::DeliverInterrupts(Session& s) {
   // Device changes reach the mirror before any completion that reports them:
   // in the same ordered batch when the provider places writes in order,
   // else pushed and waited for first.
-  std::vector<session::RmaSegment> segs;
-  if (link_->ordered_writes()) {
+  std::vector<fabric::RmaOp> segs;
+  if (endpoint_->ordered_writes()) {
     if (!MirrorSegments(s, &segs).ok()) return {};
   } else if (!PushMirrors(s).ok()) {
     return {};

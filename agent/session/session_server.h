@@ -19,10 +19,10 @@
 #include "absl/time/time.h"
 #include "agent/session/session_device.h"
 #include "common/clock.h"
+#include "common/fabric/fabric.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "proto/rpci/v1/session.grpc.pb.h"
-#include "session/link.h"
 #include "session/session_key.h"
 #include "session/wire.h"
 
@@ -57,7 +57,8 @@ class GrantTable {
 absl::StatusOr<session::RegionDesc> RegionFromProto(const rpci::v1::Region& region);
 
 struct SessionServerOptions {
-  session::LinkOptions link;
+  // The data path's provider, bind address and operation timeout.
+  fabric::FabricConfig fabric = fabric::LoopbackConfig();
   // Where the checkpoint and per-session sequence files live; empty = no
   // recovery across restarts.
   std::string state_dir;
@@ -101,7 +102,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void Stop();
 
   size_t live_sessions() const;
-  const std::string& fabric_address() const { return link_->address(); }
+  const std::string& fabric_address() const { return endpoint_->address(); }
 
  private:
   struct Session;
@@ -114,11 +115,11 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void HandleFrame(const std::string& bytes);
   void HandleKick(Session& s, uint64_t tail, uint64_t consumed);
   // BAR snapshots (read from the device now) and from-device DMA ranges.
-  absl::Status MirrorSegments(Session& s, std::vector<session::RmaSegment>* segs);
+  absl::Status MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs);
   absl::Status PushMirrors(Session& s);
   // Moves raised interrupts into completion entries; returns what to write
   // to the client before the event frame (mirrors, entries, ring tail).
-  std::vector<session::RmaSegment> DeliverInterrupts(Session& s);
+  std::vector<fabric::RmaOp> DeliverInterrupts(Session& s);
   void SendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
   void Refuse(Session* s, session::ErrorCode code, uint64_t what);
   void Teardown(uint64_t id, const std::string& reason, bool notify);
@@ -128,7 +129,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   SessionServerOptions options_;
   GrantTable* grants_;
   std::map<std::string, SessionDevice*> devices_;
-  std::unique_ptr<session::Link> link_;
+  std::unique_ptr<fabric::Endpoint> endpoint_;
   Logger log_{"agent.session"};
   CounterFamily* refused_;
   CounterFamily* teardowns_;

@@ -6,10 +6,10 @@
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
 #include "client/session_client.h"
+#include "common/fabric/fabric.h"
 #include "common/testing/prometheus_text.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "session/link.h"
 #include "session/wire.h"
 
 namespace rpci::agent {
@@ -171,20 +171,22 @@ TEST_F(SessionTest, FramesWithWrongKeyOrUnknownSessionAreRefusedAndTouchNothing)
   auto c = Attach(&ticket);
   ASSERT_NE(c, nullptr);
   // A second endpoint that knows the session id but not its key.
-  auto rogue = session::Link::Create({});
-  ASSERT_TRUE(rogue.ok());
-  auto peer = (*rogue)->AddPeer(server_->fabric_address());
+  auto fabric = fabric::Fabric::Open(fabric::LoopbackConfig());
+  ASSERT_TRUE(fabric.ok()) << fabric.status();
+  auto rogue = (*fabric)->OpenEndpoint();
+  ASSERT_TRUE(rogue.ok()) << rogue.status();
+  auto peer = (*rogue)->InsertPeer(server_->fabric_address());
   ASSERT_TRUE(peer.ok());
   session::Frame f;
   f.type = session::FrameType::kKick;
   f.session_id = *session::ParseSessionId(ticket.session_id);
   f.arg0 = 1;
   auto bytes = session::EncodeFrame(f);
-  ASSERT_TRUE((*rogue)->Send(*peer, bytes.data(), bytes.size()).ok());
+  ASSERT_TRUE((*rogue)->Send(*peer, std::string(bytes.begin(), bytes.end())).ok());
   f.session_id ^= 1;
   f.key = ticket.key.bytes();
   bytes = session::EncodeFrame(f);
-  ASSERT_TRUE((*rogue)->Send(*peer, bytes.data(), bytes.size()).ok());
+  ASSERT_TRUE((*rogue)->Send(*peer, std::string(bytes.begin(), bytes.end())).ok());
   for (int i = 0; i < 50 && (Refused("bad_key") < 1 || Refused("stale_session") < 1); ++i) {
     absl::SleepFor(absl::Milliseconds(20));
   }

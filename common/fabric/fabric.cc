@@ -125,22 +125,27 @@ struct Op {
 };
 
 constexpr size_t kNoSlot = SIZE_MAX;
+// Write-after-write and send-after-write: see Endpoint::ordered_writes().
+constexpr uint64_t kWriteOrder = FI_ORDER_WAW | FI_ORDER_SAW;
 constexpr int kCompletionBatch = 16;
+
+absl::Status ShutDownError(absl::string_view call) {
+  return absl::CancelledError(absl::StrCat("fabric: ", call, ": endpoint shut down"));
+}
 
 }  // namespace
 
 class EndpointImpl : public Endpoint {
  public:
-  EndpointImpl(const FabricConfig& config, std::shared_ptr<DomainCore> domain, std::string provider, MrMode mode)
-      : config_(config), provider_(std::move(provider)), mode_(mode) {
+  EndpointImpl(const FabricConfig& config, std::shared_ptr<DomainCore> domain, std::string provider, MrMode mode,
+               bool ordered_writes)
+      : config_(config), provider_(std::move(provider)), mode_(mode), ordered_writes_(ordered_writes) {
     core_ = std::make_shared<EndpointCore>();
     core_->domain = std::move(domain);
   }
 
   ~EndpointImpl() override {
-    stop_.store(true);
-    if (core_->cq != nullptr && waitable_) fi_cq_signal(core_->cq);
-    if (progress_.joinable()) progress_.join();
+    Shutdown();
     // Regions of our own go before the endpoint; pending ops die with it.
     recv_mr_.reset();
     send_mr_.reset();
@@ -160,11 +165,19 @@ class EndpointImpl : public Endpoint {
   absl::Status WriteBatch(PeerId peer, const std::vector<RmaOp>& ops) override { return Rma(peer, ops, true); }
   absl::Status ReadBatch(PeerId peer, const std::vector<RmaOp>& ops) override { return Rma(peer, ops, false); }
   absl::Status Send(PeerId peer, absl::string_view message) override;
+  absl::Status WriteAndSend(PeerId peer, const std::vector<RmaOp>& ops, absl::string_view message) override;
+  bool ordered_writes() const override { return ordered_writes_; }
   absl::StatusOr<std::string> Recv(absl::Duration timeout) override;
+  void Shutdown() override;
   uint64_t failed_ops() const override { return failed_ops_.load(); }
 
  private:
   absl::Status Rma(PeerId peer, const std::vector<RmaOp>& ops, bool write);
+  // OK when every op lies inside a live local region; checked before posting.
+  static absl::Status CheckRma(absl::string_view call, const std::vector<RmaOp>& ops);
+  absl::Status CheckMessage(absl::string_view message) const;
+  ssize_t PostRma(PeerId peer, const RmaOp& rma, bool write, Op* op);
+  ssize_t PostSend(PeerId peer, absl::string_view message, Op* op);
   // Retries `post` while the provider answers EAGAIN, until `deadline`.
   template <typename PostFn>
   absl::Status PostWithRetry(const std::shared_ptr<Op>& op, absl::string_view call, absl::Time deadline,
@@ -173,8 +186,10 @@ class EndpointImpl : public Endpoint {
   absl::Status WaitAll(const std::vector<std::shared_ptr<Op>>& ops, absl::string_view call, absl::Time deadline);
   // Posts `count` operations through post_one(index, op), waits for them,
   // and re-posts those failed with FI_ENOTCONN until op_timeout passes.
+  // `in_order`: the ops rely on their order, so a failed one is re-posted
+  // only when every op after it failed too.
   template <typename PostOne>
-  absl::Status PostAndWait(absl::string_view call, size_t count, PostOne post_one);
+  absl::Status PostAndWait(absl::string_view call, size_t count, bool in_order, PostOne post_one);
   int PostRecv(Op* op);
   void ProgressLoop();
   void Complete(void* context, int err, std::string detail, size_t len, std::vector<Op*>* reposts);
@@ -182,6 +197,7 @@ class EndpointImpl : public Endpoint {
   const FabricConfig config_;
   const std::string provider_;
   const MrMode mode_;
+  const bool ordered_writes_;
   std::shared_ptr<EndpointCore> core_;
   std::string address_;
   bool waitable_ = false;
@@ -195,7 +211,7 @@ class EndpointImpl : public Endpoint {
   std::deque<std::string> inbox_;
   std::vector<size_t> free_send_slots_;
 
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_{false};  // set under mu_, so waiters see it
   std::atomic<uint64_t> failed_ops_{0};
   std::thread progress_;
 };
@@ -387,6 +403,7 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
                                          absl::Time deadline, PostFn post) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (stop_.load()) return ShutDownError(call);
     outstanding_[&op->ctx] = op;
   }
   while (true) {
@@ -400,6 +417,8 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
     // on a later post.
     if (rc != -FI_EAGAIN && rc != -FI_ENOTCONN) {
       failure = FabricError(call, static_cast<int>(rc));
+    } else if (stop_.load()) {
+      failure = ShutDownError(call);  // nothing will free the queues
     } else if (absl::Now() >= deadline) {
       failure = absl::DeadlineExceededError(
           absl::StrCat("fabric: ", call, ": provider busy for ", absl::FormatDuration(config_.op_timeout)));
@@ -422,11 +441,12 @@ absl::Status EndpointImpl::WaitAll(const std::vector<std::shared_ptr<Op>>& ops, 
   std::unique_lock<std::mutex> lock(mu_);
   const auto until = std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline - absl::Now());
   for (const auto& op : ops) {
-    if (!cv_.wait_until(lock, until, [&] { return op->done; })) {
+    if (!cv_.wait_until(lock, until, [&] { return op->done || stop_.load(); })) {
       failed_ops_.fetch_add(1);
       return absl::DeadlineExceededError(absl::StrCat("fabric: ", call, ": no completion within ",
                                                       absl::FormatDuration(config_.op_timeout)));
     }
+    if (!op->done) return ShutDownError(call);
   }
   return absl::OkStatus();
 }
@@ -449,7 +469,7 @@ absl::Status OpError(absl::string_view call, const Op& op) {
 }  // namespace
 
 template <typename PostOne>
-absl::Status EndpointImpl::PostAndWait(absl::string_view call, size_t count, PostOne post_one) {
+absl::Status EndpointImpl::PostAndWait(absl::string_view call, size_t count, bool in_order, PostOne post_one) {
   const absl::Time deadline = absl::Now() + config_.op_timeout;
   std::vector<size_t> todo(count);
   for (size_t i = 0; i < count; ++i) todo[i] = i;
@@ -468,12 +488,18 @@ absl::Status EndpointImpl::PostAndWait(absl::string_view call, size_t count, Pos
     if (absl::Status s = WaitAll(posted, call, deadline); !s.ok()) return s;
     if (!post_failure.ok()) return post_failure;
     std::vector<size_t> again;
+    const Op* first_retry = nullptr;
     for (size_t k = 0; k < posted.size(); ++k) {
       const Op& op = *posted[k];
-      if (op.err == 0) continue;
+      if (op.err == 0) {
+        // Re-posting an earlier op would now land it behind this one.
+        if (in_order && first_retry != nullptr) return OpError(call, *first_retry);
+        continue;
+      }
       // After a dropped connection rxm fails queued operations with
       // ENOTCONN, without sending them, and re-dials on the next post.
       if (op.err == FI_ENOTCONN && absl::Now() < deadline) {
+        if (first_retry == nullptr) first_retry = &op;
         again.push_back(todo[k]);
         continue;
       }
@@ -485,8 +511,7 @@ absl::Status EndpointImpl::PostAndWait(absl::string_view call, size_t count, Pos
   }
 }
 
-absl::Status EndpointImpl::Rma(PeerId peer, const std::vector<RmaOp>& ops, bool write) {
-  const char* call = write ? "fi_writemsg" : "fi_readmsg";
+absl::Status EndpointImpl::CheckRma(absl::string_view call, const std::vector<RmaOp>& ops) {
   for (const RmaOp& op : ops) {
     if (op.local == nullptr || op.local->revoked()) {
       return absl::InvalidArgumentError(absl::StrCat("fabric: ", call, ": no registered local region"));
@@ -496,62 +521,101 @@ absl::Status EndpointImpl::Rma(PeerId peer, const std::vector<RmaOp>& ops, bool 
                                                 op.local_offset, " leave the local region of ", op.local->size()));
     }
   }
-  return PostAndWait(call, ops.size(), [&](size_t i, Op* op) -> ssize_t {
-    const RmaOp& rma = ops[i];
-    iovec iov{rma.local->data() + rma.local_offset, rma.length};
-    void* desc = rma.local->desc();
-    fi_rma_iov target{rma.remote_address, rma.length, rma.key};
-    fi_msg_rma msg{};
-    msg.msg_iov = &iov;
-    msg.desc = &desc;
-    msg.iov_count = 1;
-    msg.addr = peer;
-    msg.rma_iov = &target;
-    msg.rma_iov_count = 1;
-    msg.context = &op->ctx;
-    // Delivery-complete: the completion carries the target's verdict.
-    return write ? fi_writemsg(core_->ep, &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE)
-                 : fi_readmsg(core_->ep, &msg, FI_COMPLETION);
-  });
+  return absl::OkStatus();
 }
 
-absl::Status EndpointImpl::Send(PeerId peer, absl::string_view message) {
+absl::Status EndpointImpl::CheckMessage(absl::string_view message) const {
   if (message.empty() || message.size() > config_.max_message) {
     return absl::InvalidArgumentError(
         absl::StrCat("fabric: send: message of ", message.size(), " bytes (allowed 1..", config_.max_message, ")"));
   }
-  return PostAndWait("fi_sendmsg", 1, [&](size_t, Op* op) -> ssize_t {
-    if (op->slot == kNoSlot) {
-      // Stage into a registered slot; none free means the peer is slow to
-      // complete, which PostWithRetry treats like a full queue.
-      std::lock_guard<std::mutex> lock(mu_);
-      if (free_send_slots_.empty()) return -FI_EAGAIN;
-      op->slot = free_send_slots_.back();
-      free_send_slots_.pop_back();
-    }
-    uint8_t* staged = &core_->send_pool[op->slot * config_.max_message];
-    std::memcpy(staged, message.data(), message.size());
-    iovec iov{staged, message.size()};
-    void* desc = send_mr_->desc();
-    fi_msg msg{};
-    msg.msg_iov = &iov;
-    msg.desc = &desc;
-    msg.iov_count = 1;
-    msg.addr = peer;
-    msg.context = &op->ctx;
-    return fi_sendmsg(core_->ep, &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE);
+  return absl::OkStatus();
+}
+
+ssize_t EndpointImpl::PostRma(PeerId peer, const RmaOp& rma, bool write, Op* op) {
+  iovec iov{rma.local->data() + rma.local_offset, rma.length};
+  void* desc = rma.local->desc();
+  fi_rma_iov target{rma.remote_address, rma.length, rma.key};
+  fi_msg_rma msg{};
+  msg.msg_iov = &iov;
+  msg.desc = &desc;
+  msg.iov_count = 1;
+  msg.addr = peer;
+  msg.rma_iov = &target;
+  msg.rma_iov_count = 1;
+  msg.context = &op->ctx;
+  // Delivery-complete: the completion carries the target's verdict.
+  return write ? fi_writemsg(core_->ep, &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE)
+               : fi_readmsg(core_->ep, &msg, FI_COMPLETION);
+}
+
+ssize_t EndpointImpl::PostSend(PeerId peer, absl::string_view message, Op* op) {
+  if (op->slot == kNoSlot) {
+    // Stage into a registered slot; none free means the peer is slow to
+    // complete, which PostWithRetry treats like a full queue.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_send_slots_.empty()) return -FI_EAGAIN;
+    op->slot = free_send_slots_.back();
+    free_send_slots_.pop_back();
+  }
+  uint8_t* staged = &core_->send_pool[op->slot * config_.max_message];
+  std::memcpy(staged, message.data(), message.size());
+  iovec iov{staged, message.size()};
+  void* desc = send_mr_->desc();
+  fi_msg msg{};
+  msg.msg_iov = &iov;
+  msg.desc = &desc;
+  msg.iov_count = 1;
+  msg.addr = peer;
+  msg.context = &op->ctx;
+  return fi_sendmsg(core_->ep, &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE);
+}
+
+absl::Status EndpointImpl::Rma(PeerId peer, const std::vector<RmaOp>& ops, bool write) {
+  const char* call = write ? "fi_writemsg" : "fi_readmsg";
+  if (absl::Status s = CheckRma(call, ops); !s.ok()) return s;
+  return PostAndWait(call, ops.size(), /*in_order=*/false,
+                     [&](size_t i, Op* op) { return PostRma(peer, ops[i], write, op); });
+}
+
+absl::Status EndpointImpl::Send(PeerId peer, absl::string_view message) {
+  if (absl::Status s = CheckMessage(message); !s.ok()) return s;
+  return PostAndWait("fi_sendmsg", 1, /*in_order=*/false,
+                     [&](size_t, Op* op) { return PostSend(peer, message, op); });
+}
+
+absl::Status EndpointImpl::WriteAndSend(PeerId peer, const std::vector<RmaOp>& ops, absl::string_view message) {
+  if (absl::Status s = CheckRma("fi_writemsg", ops); !s.ok()) return s;
+  if (absl::Status s = CheckMessage(message); !s.ok()) return s;
+  if (!ordered_writes_) {
+    if (absl::Status s = WriteBatch(peer, ops); !s.ok()) return s;
+    return Send(peer, message);
+  }
+  return PostAndWait("fi_writemsg+fi_sendmsg", ops.size() + 1, /*in_order=*/true, [&](size_t i, Op* op) {
+    return i < ops.size() ? PostRma(peer, ops[i], /*write=*/true, op) : PostSend(peer, message, op);
   });
 }
 
 absl::StatusOr<std::string> EndpointImpl::Recv(absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] { return !inbox_.empty(); })) {
+  if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] { return !inbox_.empty() || stop_.load(); })) {
     return absl::DeadlineExceededError(
         absl::StrCat("fabric: recv: no message within ", absl::FormatDuration(timeout)));
   }
+  if (inbox_.empty()) return ShutDownError("recv");
   std::string message = std::move(inbox_.front());
   inbox_.pop_front();
   return message;
+}
+
+void EndpointImpl::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_.exchange(true)) return;
+  }
+  cv_.notify_all();
+  if (core_->cq != nullptr && waitable_) fi_cq_signal(core_->cq);
+  if (progress_.joinable()) progress_.join();
 }
 
 namespace {
@@ -561,11 +625,12 @@ class FabricImpl : public Fabric {
   FabricImpl(const FabricConfig& config, std::shared_ptr<DomainCore> domain, std::string provider)
       : config_(config), domain_(std::move(domain)), provider_(std::move(provider)) {
     mode_ = DecodeMrMode(domain_->info->domain_attr->mr_mode);
+    ordered_writes_ = (domain_->info->tx_attr->msg_order & kWriteOrder) == kWriteOrder;
   }
   const std::string& provider() const override { return provider_; }
   MrMode mr_mode() const override { return mode_; }
   absl::StatusOr<std::unique_ptr<Endpoint>> OpenEndpoint() override {
-    auto ep = std::make_unique<EndpointImpl>(config_, domain_, provider_, mode_);
+    auto ep = std::make_unique<EndpointImpl>(config_, domain_, provider_, mode_, ordered_writes_);
     if (absl::Status s = ep->Init(); !s.ok()) return s;
     return std::unique_ptr<Endpoint>(std::move(ep));
   }
@@ -575,6 +640,7 @@ class FabricImpl : public Fabric {
   std::shared_ptr<DomainCore> domain_;
   const std::string provider_;
   MrMode mode_;
+  bool ordered_writes_ = false;
 };
 
 }  // namespace
@@ -594,7 +660,6 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
   hints->domain_attr->mr_mode =
       FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
   hints->domain_attr->threading = FI_THREAD_SAFE;
-  hints->tx_attr->msg_order = FI_ORDER_SAS;
   hints->tx_attr->op_flags = FI_DELIVERY_COMPLETE;
   hints->fabric_attr->prov_name = strdup(provider->c_str());  // fi_freeinfo frees it
 
@@ -602,7 +667,14 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
   const char* node = (!shm && !config.node.empty()) ? config.node.c_str() : nullptr;
   const char* service = (!shm && !config.service.empty()) ? config.service.c_str() : nullptr;
   auto domain = std::make_shared<DomainCore>();
-  int rc = fi_getinfo(FI_VERSION(1, 9), node, service, (node || service) ? FI_SOURCE : 0, hints, &domain->info);
+  // Requested orderings are requirements: ask for the write ordering
+  // WriteAndSend can use, and do without it where the provider lacks it.
+  int rc = 0;
+  for (uint64_t order : {FI_ORDER_SAS | kWriteOrder, FI_ORDER_SAS}) {
+    hints->tx_attr->msg_order = order;
+    rc = fi_getinfo(FI_VERSION(1, 9), node, service, (node || service) ? FI_SOURCE : 0, hints, &domain->info);
+    if (rc != -FI_ENODATA) break;
+  }
   fi_freeinfo(hints);
   if (rc != 0 || domain->info == nullptr) {
     absl::Status s = FabricError("fi_getinfo", rc != 0 ? rc : FI_ENODATA);

@@ -50,6 +50,9 @@ struct FabricConfig {
   size_t recv_depth = 32;
 };
 
+// tcp;ofi_rxm bound to 127.0.0.1: single-host setups and tests.
+FabricConfig LoopbackConfig();
+
 // Reads `provider`, `node`, `service`, `op_timeout_ms`, `max_message` and
 // `recv_depth` from a config object (e.g. the `fabric:` section). Absent keys
 // keep `config`'s values; errors are recorded in `reader`.
@@ -146,9 +149,9 @@ struct RmaOp {
 // An RDM endpoint with its completion queue, address vector and a progress
 // thread (which also serves peers' one-sided accesses to our regions).
 // Every method is thread-safe. Calls block until their operations complete,
-// fail, or op_timeout passes. After a timeout, a buffer the timed-out
-// operation used may still be touched by the provider until the endpoint is
-// destroyed; treat the peer as broken.
+// fail, or op_timeout passes. After a timeout (or Shutdown), a buffer an
+// unfinished operation used may still be touched by the provider until the
+// endpoint is destroyed; treat the peer as broken.
 class Endpoint {
  public:
   virtual ~Endpoint() = default;
@@ -187,8 +190,22 @@ class Endpoint {
   // Sends one message of 1..max_message bytes. Messages to one peer arrive
   // in order and after the writes that completed before the send.
   virtual absl::Status Send(PeerId peer, absl::string_view message) = 0;
-  // The next message received, DEADLINE_EXCEEDED after `timeout`.
+  // RMA-writes `ops`, then sends `message`: the peer has the data before the
+  // message arrives. With ordered_writes() everything is posted at once and
+  // waited for together (one round trip), else the send waits for the writes.
+  virtual absl::Status WriteAndSend(PeerId peer, const std::vector<RmaOp>& ops, absl::string_view message) = 0;
+  // Whether the provider places writes to one peer in the order posted
+  // (FI_ORDER_WAW) and delivers a message after the writes posted before it
+  // (FI_ORDER_SAW), without waiting for their completions in between.
+  virtual bool ordered_writes() const = 0;
+  // The next message received, DEADLINE_EXCEEDED after `timeout`, CANCELLED
+  // once Shutdown was called and nothing is left to receive.
   virtual absl::StatusOr<std::string> Recv(absl::Duration timeout) = 0;
+
+  // Stops the progress thread and wakes every waiter: operations in progress
+  // or started later fail with CANCELLED, and peers' accesses to our regions
+  // are no longer served. Idempotent; destruction implies it.
+  virtual void Shutdown() = 0;
 
   // Operations that failed or timed out so far.
   virtual uint64_t failed_ops() const = 0;

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -20,10 +21,8 @@ class FixedProbe : public RdmaProbe {
   bool active_;
 };
 
-FabricConfig LoopbackConfig() {
-  FabricConfig config;
-  config.provider = kTcp;
-  config.node = "127.0.0.1";
+FabricConfig TestConfig() {
+  FabricConfig config = LoopbackConfig();
   config.op_timeout = absl::Seconds(3);
   return config;
 }
@@ -36,7 +35,7 @@ struct Pair {
 };
 
 // a and b on separate domains, or on one when `shared_domain`.
-Pair Connect(const FabricConfig& config = LoopbackConfig(), bool shared_domain = false) {
+Pair Connect(const FabricConfig& config = TestConfig(), bool shared_domain = false) {
   Pair p;
   auto fabric = Fabric::Open(config);
   EXPECT_TRUE(fabric.ok()) << fabric.status();
@@ -148,7 +147,7 @@ TEST(FabricTest, OneSidedWriteAndReadMoveBytes) {
 }
 
 TEST(FabricTest, EndpointsOfOneDomainReachEachOthersRegions) {
-  Pair p = Connect(LoopbackConfig(), /*shared_domain=*/true);
+  Pair p = Connect(TestConfig(), /*shared_domain=*/true);
   ASSERT_NE(p.b, nullptr);
   std::vector<uint8_t> src = Pattern(8192, 5), target(8192, 0);
   auto src_mr = *p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
@@ -296,8 +295,87 @@ TEST(FabricTest, KeysDifferBetweenRegions) {
   EXPECT_EQ(mr1->remote().size, 64u);
 }
 
+// tcp;ofi_rxm lets the application choose keys: they must be random, not
+// the provider's counter (1, 2, 3 ...), so a peer cannot guess another
+// region's key.
+TEST(FabricTest, RegionKeysOnTcpAreRandomNotSequential) {
+  Pair p = Connect();
+  ASSERT_NE(p.a, nullptr);
+  ASSERT_FALSE(p.a->mr_mode().prov_key);
+  std::vector<uint8_t> one(64), two(64);
+  auto mr1 = *p.a->RegisterMemory(one.data(), one.size(), kRemoteWrite);
+  auto mr2 = *p.a->RegisterMemory(two.data(), two.size(), kRemoteWrite);
+  EXPECT_GT(mr1->remote().key, uint64_t{1} << 20);
+  EXPECT_GT(mr2->remote().key, uint64_t{1} << 20);
+}
+
+// The doorbell path: the receiver of the message must already see every
+// byte of the writes sent with it, in one round trip on tcp.
+TEST(FabricTest, WriteAndSendPlacesTheDataBeforeTheMessageArrives) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  EXPECT_TRUE(p.a->ordered_writes());  // tcp;ofi_rxm grants WAW and SAW
+  std::vector<uint8_t> src = Pattern(1 << 20, 1), target(1 << 20, 0), tail(8, 0x77), target_tail(8, 0);
+  auto src_mr = *p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto tail_mr = *p.a->RegisterMemory(tail.data(), tail.size(), kLocalOnly);
+  auto target_mr = *p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  auto target_tail_mr = *p.b->RegisterMemory(target_tail.data(), target_tail.size(), kRemoteWrite);
+  for (int round = 0; round < 5; ++round) {
+    src[0] = static_cast<uint8_t>(round);
+    tail[0] = static_cast<uint8_t>(round);
+    absl::Status s = p.a->WriteAndSend(
+        p.b_from_a, {To(*src_mr, *target_mr, src.size()), To(*tail_mr, *target_tail_mr, tail.size())}, "go");
+    ASSERT_TRUE(s.ok()) << s;
+    absl::StatusOr<std::string> m = p.b->Recv(absl::Seconds(3));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(*m, "go");
+    EXPECT_EQ(target, src);
+    EXPECT_EQ(target_tail, tail);
+  }
+  // With nothing to write it is a plain send.
+  ASSERT_TRUE(p.a->WriteAndSend(p.b_from_a, {}, "bare").ok());
+  EXPECT_EQ(p.b->Recv(absl::Seconds(3)).value_or(""), "bare");
+}
+
+TEST(FabricTest, WriteAndSendChecksEverythingBeforePosting) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  std::vector<uint8_t> local(4096), target(4096, 0);
+  auto local_mr = *p.a->RegisterMemory(local.data(), local.size(), kLocalOnly);
+  auto target_mr = *p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  RmaOp outside = To(*local_mr, *target_mr, 4096);
+  outside.local_offset = 1;
+  EXPECT_EQ(p.a->WriteAndSend(p.b_from_a, {outside}, "go").code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(p.a->WriteAndSend(p.b_from_a, {To(*local_mr, *target_mr, 16)}, "").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p.b->Recv(absl::Milliseconds(100)).status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(FabricTest, ShutdownWakesReceiversAndCancelsLaterOperations) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  absl::Status received;
+  std::thread receiver([&] { received = p.a->Recv(absl::Seconds(10)).status(); });
+  absl::SleepFor(absl::Milliseconds(50));
+  const absl::Time start = absl::Now();
+  p.a->Shutdown();
+  receiver.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  EXPECT_EQ(received.code(), absl::StatusCode::kCancelled) << received;
+  EXPECT_EQ(p.a->Recv(absl::Seconds(1)).status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(p.a->Send(p.b_from_a, "late").code(), absl::StatusCode::kCancelled);
+  std::vector<uint8_t> src(64, 1), target(64, 0);
+  auto src_mr = *p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto target_mr = *p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  EXPECT_EQ(p.a->Write(p.b_from_a, To(*src_mr, *target_mr, 64)).code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(p.a->WriteAndSend(p.b_from_a, {To(*src_mr, *target_mr, 64)}, "late").code(),
+            absl::StatusCode::kCancelled);
+  p.a->Shutdown();  // idempotent
+  EXPECT_EQ(target, std::vector<uint8_t>(64, 0));
+}
+
 TEST(FabricTest, AVanishedPeerGivesAnErrorWithinTheTimeout) {
-  FabricConfig config = LoopbackConfig();
+  FabricConfig config = TestConfig();
   config.op_timeout = absl::Seconds(1);
   Pair p = Connect(config);
   ASSERT_NE(p.b, nullptr);
@@ -318,7 +396,7 @@ TEST(FabricTest, AVanishedPeerGivesAnErrorWithinTheTimeout) {
 }
 
 TEST(FabricTest, UnreachableBindAddressFailsToOpen) {
-  FabricConfig config = LoopbackConfig();
+  FabricConfig config = TestConfig();
   config.node = "192.0.2.77";  // TEST-NET-1: not an address of this host
   absl::StatusOr<std::unique_ptr<Fabric>> fabric = Fabric::Open(config);
   absl::Status s = fabric.ok() ? (*fabric)->OpenEndpoint().status() : fabric.status();
@@ -341,6 +419,11 @@ TEST(FabricTest, ShmMovesBytesWithinOneHost) {
   EXPECT_EQ(target, src);
   ASSERT_TRUE(p.a->Send(p.b_from_a, "over shm").ok());
   EXPECT_EQ(p.b->Recv(absl::Seconds(3)).value_or(""), "over shm");
+  // Ordered or not, the data is placed before the message is seen.
+  src[0] ^= 0xff;
+  ASSERT_TRUE(p.a->WriteAndSend(p.b_from_a, {To(*src_mr, *target_mr, src.size())}, "doorbell").ok());
+  EXPECT_EQ(p.b->Recv(absl::Seconds(3)).value_or(""), "doorbell");
+  EXPECT_EQ(target, src);
 }
 
 }  // namespace

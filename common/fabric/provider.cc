@@ -50,6 +50,13 @@ absl::StatusOr<std::string> ResolveProvider(absl::string_view configured, RdmaPr
                                                  ", ", kTcp, ", ", kVerbs, ", ", kShm, ")"));
 }
 
+FabricConfig LoopbackConfig() {
+  FabricConfig config;
+  config.provider = kTcp;
+  config.node = "127.0.0.1";
+  return config;
+}
+
 void ReadFabricConfig(ConfigReader reader, FabricConfig* config) {
   reader.Enum("provider", {kAuto, kTcp, kVerbs, kShm}, &config->provider);
   reader.String("node", &config->node);

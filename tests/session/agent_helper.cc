@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
   opts.state_dir = state_dir;
-  opts.link.node = address;
+  opts.fabric.node = address;
   opts.grace = absl::Milliseconds(grace_ms);
   auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &logged}});
   if (!server.ok()) {
