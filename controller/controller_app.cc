@@ -307,6 +307,7 @@ void ControllerApp::PostEvents(const std::vector<Decision>& decisions) {
     json ref = {{"apiVersion", kApiVersion}, {"kind", "PcieDevice"}, {"metadata", {{"name", d.device_id}}}};
     std::string message = absl::StrCat(d.action, " ", d.device_id);
     if (!d.node.empty()) absl::StrAppend(&message, " node ", d.node);
+    if (!d.detail.empty()) absl::StrAppend(&message, " (", d.detail, ")");
     absl::Status s = kube_->PostEvent(ref, type->second, d.reason, message, "rpci-controller");
     if (!s.ok()) log_.Debug("event not posted", {{"error", s.ToString()}});
   }

@@ -287,7 +287,7 @@ TEST(ControllerMetricsTest, DecisionCountersAndPhaseGaugesFollowThePoolManager) 
       << "a new spare replaces the attached one";
   EXPECT_EQ(ValueOr0(attached, "rpci_controller_decisions_total", spare), 2);
   EXPECT_EQ(ValueOr0(attached, "rpci_controller_decisions_total",
-                     {{"pool", "emu"}, {"action", "attach"}, {"reason", "ClaimedBy team-a/trainer"}}),
+                     {{"pool", "emu"}, {"action", "attach"}, {"reason", "Claimed"}}),
             1);
   (*app)->Stop();
 }

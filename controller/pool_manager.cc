@@ -172,8 +172,7 @@ absl::Status PoolManager::AgentHeartbeat(const rpci::v1::AgentHeartbeatRequest& 
       return absl::InvalidArgumentError(
           absl::StrCat("agent ", req.node(), ": health report for device ", h.device_id(), " it does not export"));
     }
-    SetHealthLocked(it->second, ReportedHealthy(h.health()), h.reason().empty() ? "ReportedByAgent" : h.reason(),
-                    now);
+    SetHealthLocked(it->second, ReportedHealthy(h.health()), "ReportedByAgent", now, h.reason());
   }
   for (const auto& s : req.sessions()) {
     auto dit = devices_.find(s.device_id());
@@ -311,7 +310,7 @@ absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::Claim
   a.expires = now + options_.grant_ttl;
   d.attachment = a.grant_id;
   d.last_used = now;
-  DecideLocked("attach", d, req.node(), absl::StrCat("ClaimedBy ", ns, "/", req.pod_name()));
+  DecideLocked("attach", d, req.node(), "Claimed", absl::StrCat("by ", ns, "/", req.pod_name()));
   dirty_attachments_.insert(a.grant_id);
   MarkDirtyLocked(d.id());
   *resp.mutable_grant() = GrantOf(a);
@@ -333,7 +332,7 @@ absl::Status PoolManager::Release(const rpci::v1::ReleaseRequest& req) {
   }
   if (!req.grant_id().empty() && req.grant_id() != a.grant_id) return absl::OkStatus();  // an older grant
   d.last_used = clock_->Now();
-  DetachLocked(d, req.reason().empty() ? "ReleasedByPlugin" : req.reason());
+  DetachLocked(d, "ReleasedByPlugin", req.reason());
   BumpVersion();
   return FlushLocked();
 }
@@ -641,14 +640,14 @@ void PoolManager::UnassignLocked(Device& d, const std::string& action, const std
   MarkDirtyLocked(d.id());
 }
 
-void PoolManager::DetachLocked(Device& d, const std::string& reason) {
+void PoolManager::DetachLocked(Device& d, const std::string& reason, const std::string& detail) {
   auto it = attachments_.find(d.attachment);
   if (it != attachments_.end()) {
     deleted_attachments_[it->first] = it->second;
     dirty_attachments_.erase(it->first);
     attachments_.erase(it);
   }
-  DecideLocked("detach", d, d.assigned_node, reason);
+  DecideLocked("detach", d, d.assigned_node, reason, detail);
   d.attachment.clear();
   d.reason = reason;
   MarkDirtyLocked(d.id());
@@ -656,24 +655,25 @@ void PoolManager::DetachLocked(Device& d, const std::string& reason) {
   if (d.draining) drained_.insert(d.id());
 }
 
-void PoolManager::SetHealthLocked(Device& d, bool healthy, const std::string& reason, absl::Time now) {
+void PoolManager::SetHealthLocked(Device& d, bool healthy, const std::string& reason, absl::Time now,
+                                  const std::string& detail) {
   if (d.healthy == healthy) return;
   d.healthy = healthy;
-  d.health_reason = healthy ? "" : reason;
+  d.health_reason = healthy ? "" : (detail.empty() ? reason : detail);
   d.health_changed = now;
   d.exported.set_health(healthy ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
-  DecideLocked(healthy ? "healthy" : "unhealthy", d, d.assigned_node, reason);
+  DecideLocked(healthy ? "healthy" : "unhealthy", d, d.assigned_node, reason, detail);
   MarkDirtyLocked(d.id());
   BumpVersion();
 }
 
 void PoolManager::DecideLocked(const std::string& action, const Device& d, const std::string& node,
-                               const std::string& reason) {
+                               const std::string& reason, const std::string& detail) {
   decisions_total_->Labels({d.pool(), action, reason}).Inc();
   log_.Info("decision", {{"action", action}, {"device", d.id()}, {"pool", d.pool()}, {"node", node},
-                         {"reason", reason}});
+                         {"reason", reason}, {"detail", detail}});
   if (decisions_.size() >= kMaxDecisions) decisions_.erase(decisions_.begin(), decisions_.begin() + kMaxDecisions / 2);
-  decisions_.push_back(Decision{action, d.id(), node, reason});
+  decisions_.push_back(Decision{action, d.id(), node, reason, detail});
   ++decisions_made_;
 }
 

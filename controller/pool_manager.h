@@ -28,7 +28,8 @@ struct Decision {
   std::string action;  // "assign", "release", "reclaim", "attach", "detach", "unhealthy", ...
   std::string device_id;
   std::string node;
-  std::string reason;
+  std::string reason;  // a CamelCase code from a closed set (a metric label)
+  std::string detail;  // free text: the pod, an agent's or plugin's words; never a label
 };
 
 // The pool manager: the single owner of devices, compute nodes, agents,
@@ -146,12 +147,16 @@ class PoolManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UnassignLocked(Device& d, const std::string& action, const std::string& reason, absl::Duration grace,
                       absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DetachLocked(Device& d, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ApplyNodeLabelsLocked(Device& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SetHealthLocked(Device& d, bool healthy, const std::string& reason, absl::Time now)
+  void DetachLocked(Device& d, const std::string& reason, const std::string& detail = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DecideLocked(const std::string& action, const Device& d, const std::string& node,
-                    const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyNodeLabelsLocked(Device& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `detail` (an agent's own words) becomes the health reason when given.
+  void SetHealthLocked(Device& d, bool healthy, const std::string& reason, absl::Time now,
+                       const std::string& detail = "") ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a decision: counted by (pool, action, reason), logged and kept
+  // with `detail`.
+  void DecideLocked(const std::string& action, const Device& d, const std::string& node, const std::string& reason,
+                    const std::string& detail = "") ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkDirtyLocked(const std::string& device_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const PoolSpec& PoolOfLocked(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -227,6 +227,50 @@ TEST_F(PoolManagerTest, ClaimOnlyForDevicesAssignedToTheNode) {
   EXPECT_TRUE(manager_->Release(rel).ok());  // idempotent
 }
 
+// Decision metrics are labelled with the controller's own reason codes:
+// pod names and the words of agents and plugins go to the decision's detail
+// (logs, events), so peers cannot grow the label set without bound.
+TEST_F(PoolManagerTest, PeerTextIsDecisionDetailNeverAMetricLabel) {
+  MetricsRegistry metrics;
+  manager_ = std::make_unique<PoolManager>(store_.get(), &clock_, options_, &metrics);
+  ASSERT_TRUE(manager_->Load().ok());
+  manager_->SetPools({Pool("emu", 1)});
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  manager_->Reconcile();
+  const std::string device = AssignedTo().begin()->first;
+  auto grant = manager_->Claim(ClaimOf("cn-1", device, "trainer-7f9c"));
+  ASSERT_TRUE(grant.ok()) << grant.status();
+  rpci::v1::ReleaseRequest rel;
+  rel.set_node("cn-1");
+  rel.set_device_id(device);
+  rel.set_grant_id(grant->grant().grant_id());
+  rel.set_reason("container exited 137 at 12:00:01");
+  ASSERT_TRUE(manager_->Release(rel).ok());
+  rpci::v1::AgentHeartbeatRequest beat;
+  beat.set_node("dev-a");
+  rpci::v1::DeviceHealthReport* h = beat.add_health();
+  h->set_device_id(device);
+  h->set_health(rpci::v1::DEVICE_HEALTH_UNHEALTHY);
+  h->set_reason("link down on port 3 since 12:00:02");
+  ASSERT_TRUE(manager_->AgentHeartbeat(beat).ok());
+
+  std::map<std::string, std::string> detail_of;
+  for (const Decision& d : manager_->TakeDecisions()) detail_of[d.action + "/" + d.reason] = d.detail;
+  EXPECT_EQ(detail_of["attach/Claimed"], "by default/trainer-7f9c");
+  EXPECT_EQ(detail_of["detach/ReleasedByPlugin"], "container exited 137 at 12:00:01");
+  EXPECT_EQ(detail_of["unhealthy/ReportedByAgent"], "link down on port 3 since 12:00:02");
+  const std::string text = metrics.Render();
+  for (const char* free_text : {"trainer-7f9c", "exited", "link down"}) {
+    EXPECT_EQ(text.find(free_text), std::string::npos) << free_text << " in a label:\n" << text;
+  }
+  for (const Device& d : manager_->Devices()) {
+    if (d.id() == device) {
+      EXPECT_EQ(d.health_reason, "link down on port 3 since 12:00:02");
+    }
+  }
+}
+
 TEST_F(PoolManagerTest, DeadComputeNodeDevicesAreReclaimed) {
   options_.node_lease = absl::Seconds(30);
   Restart();

@@ -228,7 +228,7 @@ TEST_F(KubectlRpciTest, AttachmentsTableShowsThePodsSessions) {
 }
 
 TEST_F(KubectlRpciTest, DescribeShowsSpecStatusConditionsAndEvents) {
-  ASSERT_TRUE(WaitFor([&] { return Kubectl({"describe", kAttached}).out.find("ClaimedBy") != std::string::npos; }))
+  ASSERT_TRUE(WaitFor([&] { return Kubectl({"describe", kAttached}).out.find("Claimed") != std::string::npos; }))
       << "the attach event never showed up";
   Result r = Kubectl({"describe", kAttached});
   ASSERT_EQ(r.code, 0) << r.err;
