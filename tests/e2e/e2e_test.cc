@@ -54,6 +54,14 @@ nlohmann::json Summary(const std::string& out) {
   return nlohmann::json();
 }
 
+// `response` with device 0's session id replaced: what a workload that
+// learnt another pod's session id would try.
+v1beta1::ContainerAllocateResponse WithSessionId(v1beta1::ContainerAllocateResponse response,
+                                                 const std::string& session_id) {
+  for (const char* name : {"RPCI_SESSION_ID", "RPCI_0_SESSION_ID"}) (*response.mutable_envs())[name] = session_id;
+  return response;
+}
+
 auto HealthOf(const std::string& device, const std::string& health) {
   return [device, health](const std::vector<AdvertisedDevice>& ds) {
     for (const auto& d : ds) {
@@ -132,6 +140,16 @@ class EndToEndTest : public ::testing::Test {
                      "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/container",
                      "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=",
                      "--log-level=" + log_level_});
+  }
+
+  // Controller and agent in host a, `kubelet` here, the plugin in host b;
+  // returns once the kubelet sees both devices Healthy.
+  void StartWithKubeletInProcess(FakeKubelet& kubelet) {
+    StartController();
+    StartAgent();
+    ASSERT_TRUE(kubelet.Start().ok());
+    StartPlugin();
+    ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(30))) << Logs();
   }
 
   // Runs emu_jobs in host b as the container of `response` (its own mount
@@ -232,12 +250,9 @@ TEST_F(EndToEndTest, PodGetsARemoteEmuDeviceAndItsWorkloadComputesCorrectly) {
 // Unhealthy at the kubelet and its restart Healthy again, with the session
 // reserved before the crash still usable.
 TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
-  StartController();
-  StartAgent();
   FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
-  ASSERT_TRUE(kubelet.Start().ok());
-  StartPlugin();
-  ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(30))) << Logs();
+  StartWithKubeletInProcess(kubelet);
+  if (HasFatalFailure()) return;
 
   // Kubelet restart.
   absl::StatusOr<AdmittedContainer> first = kubelet.AdmitPod("e2e", "before-restart", "main", kResource, 1);
@@ -284,12 +299,9 @@ TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
 // session id it is refused (and the refusal counted), b's key file does not
 // exist in its mount namespace, and b's workload runs undisturbed.
 TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
-  StartController();
-  StartAgent();
   FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
-  ASSERT_TRUE(kubelet.Start().ok());
-  StartPlugin();
-  ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(30))) << Logs();
+  StartWithKubeletInProcess(kubelet);
+  if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> a = kubelet.AdmitPod("e2e", "pod-a", "main", kResource, 1);
   absl::StatusOr<AdmittedContainer> b = kubelet.AdmitPod("e2e", "pod-b", "main", kResource, 1);
   ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status() << Logs();
@@ -301,8 +313,7 @@ TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
   }
 
   // a's key presented for b's session.
-  v1beta1::ContainerAllocateResponse a_with_b_session = a->response;
-  for (const char* name : {"RPCI_SESSION_ID", "RPCI_0_SESSION_ID"}) (*a_with_b_session.mutable_envs())[name] = b_session;
+  const v1beta1::ContainerAllocateResponse a_with_b_session = WithSessionId(a->response, b_session);
   std::unique_ptr<Subprocess> wrong_key = RunContainer("a-with-b-session", a_with_b_session);
   EXPECT_NE(wrong_key->Wait(absl::ZeroDuration()), 0) << wrong_key->out();
   EXPECT_NE(wrong_key->err().find("wrong key"), std::string::npos) << wrong_key->err();
@@ -332,12 +343,9 @@ TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
 // or container output.
 TEST_F(EndToEndTest, SessionKeysNeverAppearInLogs) {
   log_level_ = "debug";
-  StartController();
-  StartAgent();
   FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
-  ASSERT_TRUE(kubelet.Start().ok());
-  StartPlugin();
-  ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(30))) << Logs();
+  StartWithKubeletInProcess(kubelet);
+  if (HasFatalFailure()) return;
   std::vector<std::string> keys;
   std::vector<AdmittedContainer> pods;
   for (const char* name : {"pod-a", "pod-b"}) {
@@ -352,10 +360,8 @@ TEST_F(EndToEndTest, SessionKeysNeverAppearInLogs) {
     pods.push_back(*pod);
   }
   EXPECT_EQ(RunWorkload("pod-a", pods[0].response).value("ok", false), true) << Logs();
-  v1beta1::ContainerAllocateResponse a_with_b_session = pods[0].response;
-  for (const char* name : {"RPCI_SESSION_ID", "RPCI_0_SESSION_ID"}) {
-    (*a_with_b_session.mutable_envs())[name] = pods[1].response.envs().at("RPCI_SESSION_ID");
-  }
+  const v1beta1::ContainerAllocateResponse a_with_b_session =
+      WithSessionId(pods[0].response, pods[1].response.envs().at("RPCI_SESSION_ID"));
   EXPECT_NE(RunContainer("a-with-b-session", a_with_b_session)->Wait(absl::ZeroDuration()), 0);
   for (const char* name : {"pod-a", "pod-b"}) kubelet.RemovePod("e2e", name);
   // The plugin's usage sync (1 s here) releases the sessions of removed pods.
