@@ -257,8 +257,7 @@ std::string SessionClient::FrameLocked(FrameType type, uint64_t arg0, uint64_t a
   f.key = ticket_.key.bytes();
   f.arg0 = arg0;
   f.arg1 = arg1;
-  auto bytes = session::EncodeFrame(f);
-  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return session::EncodeFrameMessage(f);
 }
 
 absl::Status SessionClient::SendFrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) {

@@ -265,6 +265,11 @@ std::array<uint8_t, kFrameSize> EncodeFrame(const Frame& f) {
   return out;
 }
 
+std::string EncodeFrameMessage(const Frame& f) {
+  const std::array<uint8_t, kFrameSize> bytes = EncodeFrame(f);
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
 absl::StatusOr<Frame> DecodeFrame(absl::Span<const uint8_t> bytes) {
   if (bytes.size() != kFrameSize) {
     return Malformed("frame", absl::StrFormat("%u bytes, want %u", bytes.size(), kFrameSize));

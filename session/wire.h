@@ -189,6 +189,8 @@ inline constexpr uint32_t kFrameMagic = 0x52464352;  // "RCFR"
 inline constexpr size_t kFrameSize = 72;
 
 std::array<uint8_t, kFrameSize> EncodeFrame(const Frame& f);
+// EncodeFrame's bytes as the fabric message that carries them.
+std::string EncodeFrameMessage(const Frame& f);
 // Rejects a wrong length, magic or version and unknown types.
 absl::StatusOr<Frame> DecodeFrame(absl::Span<const uint8_t> bytes);
 

@@ -67,11 +67,6 @@ class SeqFile {
   uint64_t* words_ = nullptr;
 };
 
-// The fabric message that carries an encoded frame.
-absl::string_view AsMessage(const std::array<uint8_t, session::kFrameSize>& frame) {
-  return absl::string_view(reinterpret_cast<const char*>(frame.data()), frame.size());
-}
-
 grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
@@ -594,7 +589,7 @@ void SessionServer::SendFrame(Session& s, FrameType type, uint64_t arg0, uint64_
   f.key = s.key.bytes();
   f.arg0 = arg0;
   f.arg1 = arg1;
-  if (absl::Status st = endpoint_->Send(s.peer, AsMessage(session::EncodeFrame(f))); !st.ok()) {
+  if (absl::Status st = endpoint_->Send(s.peer, session::EncodeFrameMessage(f)); !st.ok()) {
     log_.Warn("frame to client failed", {{"session", session::SessionIdString(s.id)},
                                          {"error", std::string(st.message())}});
   }
@@ -723,7 +718,7 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
   f.key = s.key.bytes();
   f.arg0 = s.gate.applied();
   f.arg1 = s.completion_seq;
-  if (absl::Status st = endpoint_->WriteAndSend(s.peer, segs, AsMessage(session::EncodeFrame(f))); !st.ok()) {
+  if (absl::Status st = endpoint_->WriteAndSend(s.peer, segs, session::EncodeFrameMessage(f)); !st.ok()) {
     log_.Warn("completion push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
   }
 }
