@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_util.h"
 #include "common/testing/prometheus_text.h"
 #include "controller/kube_store.h"
 #include "controller/testing_util.h"
@@ -52,7 +53,7 @@ struct Peer {
     req.set_container_name("main");
     rpci::v1::ClaimResponse resp;
     grpc::Status s = nodes->Claim(&ctx, req, &resp);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (!s.ok()) return FromGrpc(s);
     return resp;
   }
   std::unique_ptr<rpci::v1::AgentRegistry::Stub> agents;
