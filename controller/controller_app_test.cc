@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
-#include "common/testing/prometheus_text.h"
+#include "common/testing/exposition_format.h"
 #include "controller/kube_store.h"
 #include "controller/testing_util.h"
 #include "grpcpp/grpcpp.h"
@@ -219,7 +219,7 @@ testing_prom::Exposition Scrape(int port) {
   httplib::Client cli("127.0.0.1", port);
   httplib::Result r = cli.Get("/metrics");
   EXPECT_TRUE(r && r->status == 200);
-  absl::StatusOr<testing_prom::Exposition> e = testing_prom::ParsePrometheusText(r ? r->body : "");
+  absl::StatusOr<testing_prom::Exposition> e = testing_prom::CheckExpositionFormat(r ? r->body : "");
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? *e : testing_prom::Exposition{};
 }

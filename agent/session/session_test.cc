@@ -7,7 +7,7 @@
 #include "agent/session/testing/test_device.h"
 #include "client/session_client.h"
 #include "common/fabric/fabric.h"
-#include "common/testing/prometheus_text.h"
+#include "common/testing/exposition_format.h"
 #include "common/testing/temp_dir.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -65,7 +65,7 @@ class SessionTest : public ::testing::Test {
   }
 
   double Refused(const std::string& reason) {
-    auto parsed = rpci::testing::ParsePrometheusText(metrics_.Render());
+    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
     if (!parsed.ok()) return -1;
     auto v = parsed->Value("rpci_session_refused_total", {{"reason", reason}});
     return v.ok() ? *v : 0;
