@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "common/grpc_util.h"
 #include "proto/rpci/v1/session.grpc.pb.h"
 #include "session/bounds.h"
 
@@ -15,10 +16,6 @@ using session::RegionKind;
 
 namespace {
 
-absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), what + ": " + s.error_message());
-}
-
 std::unique_ptr<rpci::v1::SessionControl::Stub> Stub(const std::string& endpoint,
                                                       std::shared_ptr<grpc::ChannelCredentials> creds) {
   if (!creds) creds = grpc::InsecureChannelCredentials();
@@ -27,7 +24,7 @@ std::unique_ptr<rpci::v1::SessionControl::Stub> Stub(const std::string& endpoint
 
 std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout) {
   auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+  ctx->set_deadline(In(timeout));
   return ctx;
 }
 

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "common/cert_authority.h"
+#include "common/testing/temp_dir.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
@@ -99,7 +100,7 @@ class OptionalClientCertTest : public TlsTest {
 TEST_F(OptionalClientCertTest, ClientWithCertIsIdentified) { ExpectPluginNodeBIsIdentified(); }
 
 TEST_F(OptionalClientCertTest, ClientWithOnlyTheCaReachesTheServiceAnonymously) {
-  std::string ca_file = std::string(getenv("TEST_TMPDIR")) + "/optional-ca.crt";
+  std::string ca_file = testing::MakeTempDir("tls") + "/optional-ca.crt";
   std::ofstream(ca_file) << ca_->ca_pem();
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeCaOnlyChannelCredentials(ca_file);
   ASSERT_TRUE(creds.ok()) << creds.status();
@@ -123,7 +124,7 @@ TEST_F(OptionalClientCertTest, ClientWithCertFromAnotherCaIsStillRefused) {
 TEST_F(OptionalClientCertTest, AServerFromAnotherCaIsNotTrustedByACaOnlyClient) {
   absl::StatusOr<CertAuthority> other = CertAuthority::Create("other-ca");
   ASSERT_TRUE(other.ok());
-  std::string ca_file = std::string(getenv("TEST_TMPDIR")) + "/other-ca.crt";
+  std::string ca_file = testing::MakeTempDir("tls") + "/other-ca.crt";
   std::ofstream(ca_file) << other->ca_pem();
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeCaOnlyChannelCredentials(ca_file);
   ASSERT_TRUE(creds.ok()) << creds.status();
@@ -131,7 +132,7 @@ TEST_F(OptionalClientCertTest, AServerFromAnotherCaIsNotTrustedByACaOnlyClient) 
 }
 
 TEST(MakeCaOnlyChannelCredentialsTest, ReportsMissingAndGarbageFiles) {
-  std::string dir = getenv("TEST_TMPDIR");
+  std::string dir = testing::MakeTempDir("tls");
   EXPECT_EQ(MakeCaOnlyChannelCredentials(dir + "/absent.crt").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(MakeCaOnlyChannelCredentials("").status().code(), absl::StatusCode::kInvalidArgument);
   std::ofstream(dir + "/not-a-ca.crt") << "hello\n";
@@ -141,7 +142,7 @@ TEST(MakeCaOnlyChannelCredentialsTest, ReportsMissingAndGarbageFiles) {
 }
 
 TEST(LoadTlsMaterialTest, ReportsMissingGarbageAndMismatchedFiles) {
-  std::string dir = getenv("TEST_TMPDIR");
+  std::string dir = testing::MakeTempDir("tls");
   absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
   ASSERT_TRUE(ca.ok());
   absl::StatusOr<TlsMaterial> a = ca->Issue("agent:node-a", {}, {});

@@ -7,6 +7,7 @@
 
 #include "agent/backends/emu_backend.h"
 #include "agent/session/testing/test_device.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 #include "librpci/testing/loopback_agent.h"
 #include "nlohmann/json.hpp"
@@ -18,9 +19,7 @@ namespace {
 class EmuJobsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/rpci-ex-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = testing::MakeTempDir("rpci-ex", testing::TempDirUse::kSockets);
     auto backend = agent::EmuBackend::Create(4 << 20);
     ASSERT_TRUE(backend.ok()) << backend.status();
     emu_ = std::move(*backend);

@@ -13,7 +13,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "plugin/grpc_util.h"
+#include "common/grpc_util.h"
 #include "absl/strings/str_join.h"
 #include "plugin/container_edits.h"
 #include "plugin/preferred.h"

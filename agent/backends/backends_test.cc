@@ -10,6 +10,7 @@
 
 #include "agent/backends/emu_backend.h"
 #include "agent/backends/sysfs_bar_backend.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace rpci::agent {
@@ -40,9 +41,7 @@ TEST(EmuBackendTest, AccessesAreBoundsChecked) {
 class SysfsBarTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/rpci-sysfs-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
+    root_ = ::rpci::testing::MakeTempDir("rpci-sysfs");
     dev_ = root_ + "/bus/pci/devices/0000:3b:00.0";
     fs::create_directories(dev_);
     MakeBar(0, 4096);

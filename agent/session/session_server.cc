@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/grpc_util.h"
 #include "common/tls.h"
 #include "session/bounds.h"
 #include "session/checkpoint.h"
@@ -66,10 +67,6 @@ class SeqFile {
  private:
   uint64_t* words_ = nullptr;
 };
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 void ToProto(const RegionDesc& d, rpci::v1::Region* r) {
   r->set_kind(static_cast<rpci::v1::RegionKind>(d.kind));

@@ -7,7 +7,8 @@
 #include "agent/session/testing/test_device.h"
 #include "client/session_client.h"
 #include "common/fabric/fabric.h"
-#include "common/testing/prometheus_text.h"
+#include "common/testing/exposition_format.h"
+#include "common/testing/temp_dir.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "session/wire.h"
@@ -20,8 +21,7 @@ using agent::testing::TestDevice;
 class SessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/rpci-session-XXXXXX";
-    state_dir_ = mkdtemp(tmpl);
+    state_dir_ = ::rpci::testing::MakeTempDir("rpci-session");
     grants_.Upsert({"g1", "dev0", "node-a", "secret-token", absl::InfiniteFuture()});
     StartServer();
   }
@@ -65,7 +65,7 @@ class SessionTest : public ::testing::Test {
   }
 
   double Refused(const std::string& reason) {
-    auto parsed = rpci::testing::ParsePrometheusText(metrics_.Render());
+    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
     if (!parsed.ok()) return -1;
     auto v = parsed->Value("rpci_session_refused_total", {{"reason", reason}});
     return v.ok() ? *v : 0;
