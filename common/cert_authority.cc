@@ -242,4 +242,9 @@ absl::StatusOr<TlsFiles> CertAuthority::WriteFiles(const TlsMaterial& tls, const
   return files;
 }
 
+absl::Status CertAuthority::WriteCa(const std::string& cert_file, const std::string& key_file) const {
+  if (absl::Status s = WriteFile(cert_file, ca_pem_, 0644); !s.ok()) return s;
+  return WriteFile(key_file, ca_key_pem_, 0600);
+}
+
 }  // namespace rpci

@@ -61,6 +61,10 @@ class CertAuthority {
   static absl::StatusOr<TlsFiles> WriteFiles(const TlsMaterial& tls, const std::string& dir,
                                              const std::string& stem);
 
+  // Writes the CA certificate (0644) and key (0600): what the controller's
+  // --identity-ca-cert / --identity-ca-key read.
+  absl::Status WriteCa(const std::string& cert_file, const std::string& key_file) const;
+
   const std::string& ca_pem() const { return ca_pem_; }
 
  private:
