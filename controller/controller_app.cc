@@ -158,6 +158,9 @@ absl::Status ControllerApp::Start() {
         !s.ok()) {
       return s;
     }
+    if (absl::Status s = identity_->PublishCaBundle(); !s.ok()) {
+      log_.Error("nodes without a CA bundle cannot ask for certificates", {{"error", s.ToString()}});
+    }
   }
   service_ = std::make_unique<ControllerService>(manager_.get(), PeerAuthorizer(!options_.tls.insecure),
                                                  [this] { return LeaderCheck(); });

@@ -39,6 +39,8 @@ int Run(int argc, char** argv) {
                "empty: off)");
   flags.String("identity-ca-cert", &o.node_identity.ca_cert_file, "PEM CA certificate that signs node certificates");
   flags.String("identity-ca-key", &o.node_identity.ca_key_file, "PEM CA key (only the controller may hold it)");
+  flags.String("identity-ca-configmap", &o.node_identity.ca_bundle_configmap,
+               "namespace/name of a ConfigMap to keep the CA certificate in (ca.crt) for nodes");
   flags.String("identity-service-accounts", &identity_accounts,
                "role=namespace/serviceaccount pairs: whose tokens get which role's certificate");
   flags.Int("node-cert-seconds", &node_cert_seconds, "lifetime of node certificates (renewed at 2/3)");

@@ -18,6 +18,10 @@ namespace rpci::controller::identity {
 struct IdentityOptions {
   std::string listen;  // host:port of NodeIdentity; empty: not served
   std::string ca_cert_file, ca_key_file;  // the CA (only the controller mounts its key)
+  // "<namespace>/<name>" of a ConfigMap the controller keeps the CA
+  // certificate in (key ca.crt), for nodes to verify the controller with
+  // before they have a certificate. Empty: not published.
+  std::string ca_bundle_configmap;
   NodeIdentityOptions issue;
 };
 
@@ -33,15 +37,22 @@ class IdentityServer {
                                                                 kube::KubeClient* kube, MetricsRegistry* metrics);
   ~IdentityServer();
 
+  // Writes the CA certificate into options.ca_bundle_configmap (create or
+  // update; nothing when unset). The API server's error otherwise.
+  absl::Status PublishCaBundle();
+
   // UNAVAILABLE naming the address when it cannot be bound.
   absl::Status Start(std::shared_ptr<grpc::ServerCredentials> credentials);
   void Stop();
   int port() const { return port_; }
 
  private:
-  IdentityServer(std::string listen, std::unique_ptr<NodeIdentityService> service);
+  IdentityServer(IdentityOptions options, kube::KubeClient* kube, std::string ca_pem,
+                 std::unique_ptr<NodeIdentityService> service);
 
-  const std::string listen_;
+  const IdentityOptions options_;
+  kube::KubeClient* const kube_;
+  const std::string ca_pem_;
   std::unique_ptr<NodeIdentityService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -338,6 +338,25 @@ TEST_F(IdentityTest, ADaemonWithARefusedTokenDoesNotStart) {
   EXPECT_EQ(daemon.status().code(), absl::StatusCode::kUnauthenticated) << daemon.status();
 }
 
+TEST_F(IdentityTest, TheCaCertificateIsPublishedForNodesAndKeptCurrent) {
+  IdentityOptions o;
+  o.listen = "127.0.0.1:0";
+  o.ca_cert_file = dir_ + "/ca-signing.crt";
+  o.ca_key_file = dir_ + "/ca-signing.key";
+  o.ca_bundle_configmap = "rpci/rpci-ca-bundle";
+  o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}};
+  StartServer(o);
+  ASSERT_TRUE(server_->PublishCaBundle().ok());
+  absl::StatusOr<json> cm = api_.Get("/api/v1/namespaces/rpci/configmaps/rpci-ca-bundle");
+  ASSERT_TRUE(cm.ok()) << cm.status();
+  EXPECT_EQ((*cm)["data"]["ca.crt"], ca_->ca_pem());
+  EXPECT_EQ((*cm)["data"].size(), 1u);  // the certificate only, never the key
+
+  api_.Put("/api/v1/namespaces/rpci/configmaps/rpci-ca-bundle", {{"data", {{"ca.crt", "stale"}}}});
+  ASSERT_TRUE(server_->PublishCaBundle().ok());
+  EXPECT_EQ((*api_.Get("/api/v1/namespaces/rpci/configmaps/rpci-ca-bundle"))["data"]["ca.crt"], ca_->ca_pem());
+}
+
 TEST(IdentityServerTest, NeedsTheApiServerAndTheCa) {
   MetricsRegistry metrics;
   IdentityOptions o;
