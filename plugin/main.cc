@@ -41,6 +41,9 @@ int main(int argc, char** argv) {
   flags.Int("release-grace-seconds", &release_grace_seconds,
             "a session no pod holds is released once it is this old");
   AddTlsFlags(flags, &tls_settings, "plugin:<node>", /*node_identity=*/true);
+  flags.Int("session-group", &o.session_group,
+            "gid owning session dirs and key files (0640), for non-root workloads with it in "
+            "supplementalGroups (-1: key readable by root only)");
   flags.String("health-addr", &health_addr, "host:port of /healthz, /readyz, /metrics (empty: off)");
   flags.String("log-level", &log_level, "debug, info, warn or error");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
