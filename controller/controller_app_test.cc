@@ -80,7 +80,7 @@ class ControllerAppTest : public ::testing::Test {
     kc.ns = "rpci-system";
     o.kube_config = kc;
     o.identity = identity;
-    o.insecure = true;
+    o.tls.insecure = true;
     o.listen = "127.0.0.1:0";
     o.http_listen = "127.0.0.1:0";
     o.lease_duration = absl::Milliseconds(1500);
@@ -246,7 +246,7 @@ TEST(ControllerMetricsTest, DecisionCountersAndPhaseGaugesFollowThePoolManager) 
   ControllerOptions o;
   o.store = "local";
   o.state_dir = MakeTempDir("app-metrics");
-  o.insecure = true;
+  o.tls.insecure = true;
   o.listen = "127.0.0.1:0";
   o.http_listen = "127.0.0.1:0";
   o.reconcile_interval = absl::Milliseconds(50);

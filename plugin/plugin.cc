@@ -519,7 +519,9 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       opened->ca_pem = options_.session_ca_pem;
       done.back().session = *opened;
       SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
-      if (absl::Status s = WriteSessionDir(*opened, p); !s.ok()) return fail(s);
+      if (absl::Status s = WriteSessionDir(*opened, p, static_cast<int>(options_.session_group)); !s.ok()) {
+        return fail(s);
+      }
       if (absl::Status s = WriteCdiSpec(options_.cdi_dir, pool, static_cast<int>(sessions.size()), *opened, p);
           !s.ok()) {
         return fail(s);
