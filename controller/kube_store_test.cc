@@ -6,7 +6,6 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "tests/kube/api_server.h"
-#include "tests/schema/openapi.h"
 
 namespace rpci::controller {
 namespace {
@@ -35,11 +34,7 @@ class KubeStoreTest : public ::testing::Test {
     ASSERT_TRUE(server_.Start().ok());
     // As installed: the CRDs (validated as the API server would) and the
     // install namespace.
-    for (const char* crd : {"pciedevices", "devicepools", "deviceattachments"}) {
-      absl::StatusOr<std::vector<json>> docs = schema::LoadYamlFile(absl::StrCat("deploy/crds/", crd, ".yaml"));
-      ASSERT_TRUE(docs.ok()) << docs.status();
-      server_.InstallCrd((*docs)[0]);
-    }
+    ASSERT_TRUE(server_.InstallCrdsFrom("deploy/crds").ok());
     server_.CreateNamespace(kNs);
     kube::KubeConfig config;
     config.server = server_.url();

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <filesystem>
 #include <set>
 
 #include "absl/strings/numbers.h"
@@ -152,6 +153,23 @@ ApiServer::ApiServer() {
 void ApiServer::CreateNamespace(const std::string& name) {
   Put(absl::StrCat(kNamespaces, "/", name),
       {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", name}}}, {"status", {{"phase", "Active"}}}});
+}
+
+absl::Status ApiServer::InstallCrdsFrom(const std::string& dir) {
+  std::error_code ec;
+  int installed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() != ".yaml") continue;
+    absl::StatusOr<std::vector<json>> docs = schema::LoadYamlFile(entry.path().string());
+    if (!docs.ok()) return docs.status();
+    for (const json& d : *docs) {
+      if (d.value("kind", "") != "CustomResourceDefinition") continue;
+      InstallCrd(d);
+      ++installed;
+    }
+  }
+  if (ec || installed == 0) return absl::NotFoundError(absl::StrCat("no CRDs in ", dir));
+  return absl::OkStatus();
 }
 
 void ApiServer::InstallCrd(const json& crd) {

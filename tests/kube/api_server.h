@@ -73,6 +73,9 @@ class ApiServer {
   // Serves the CRD's resource as described above (what POSTing it to
   // /apis/apiextensions.k8s.io/v1/customresourcedefinitions also does).
   void InstallCrd(const nlohmann::json& crd);
+  // InstallCrd for every CustomResourceDefinition in the YAML files of `dir`
+  // (deploy/crds: the tests' runfiles need //deploy:crds).
+  absl::Status InstallCrdsFrom(const std::string& dir);
   // Creates Namespace `name` (as `kubectl create namespace` would).
   void CreateNamespace(const std::string& name);
 
