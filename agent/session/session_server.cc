@@ -523,8 +523,22 @@ grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::C
     refused_->Labels({"bad_key"}).Inc();
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->session_id() + ": wrong key");
   }
+  if (req->detach()) {
+    Detach(*s);
+    return grpc::Status::OK;
+  }
   Teardown(*id, "closed", true);
   return grpc::Status::OK;
+}
+
+void SessionServer::Detach(Session& s) {
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.attached) endpoint_->RemovePeer(s.peer).IgnoreError();
+  s.Deregister();
+  // Unattached again: the attach timeout runs from now.
+  s.last_seen = options_.clock->Now();
+  teardowns_->Labels({"detached"}).Inc();
+  log_.Info("session detached by its workload", {{"session", session::SessionIdString(s.id)}});
 }
 
 grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::SessionStatusRequest* req,
@@ -534,7 +548,9 @@ grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::
   std::shared_ptr<Session> s = Find(*id);
   absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
   if (s == nullptr || !key.ok() || !s->key.Matches(*key)) {
-    refused_->Labels({s == nullptr ? "stale_session" : "bad_key"}).Inc();
+    // A status probe of a session that has ended (the plugin's health check
+    // after a close or an agent restart) is not a refused attach.
+    refused_->Labels({s == nullptr ? "probe_closed_session" : "bad_key"}).Inc();
     resp->set_live(false);
     return grpc::Status::OK;
   }

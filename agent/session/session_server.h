@@ -130,6 +130,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::vector<fabric::RmaOp> DeliverInterrupts(Session& s);
   void SendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
   void Refuse(Session* s, session::ErrorCode code, uint64_t what);
+  // The workload closed with detach: data path down, session kept.
+  void Detach(Session& s);
   void Teardown(uint64_t id, const std::string& reason, bool notify);
   void SaveCheckpoint();
   std::shared_ptr<Session> Find(uint64_t id) const;
