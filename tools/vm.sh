@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test machine: a QEMU guest (TCG) running this host's Debian kernel with an
-# emulated Intel IOMMU, QEMU's `edu` device and an NVMe controller, and the
+# emulated Intel IOMMU, QEMU's `edu` device and an NVMe controller (each behind its
+# own PCIe root port, so each has its own IOMMU group and a reset: bus for edu,
+# FLR for nvme), and the
 # host's / shared read-only over 9p under a tmpfs overlay. Runs one command in
 # it and powers it off.
 #
@@ -177,8 +179,8 @@ run() {
     -machine q35,kernel-irqchip=split -accel tcg,thread=multi -cpu max -m "$mem" -smp 2 \
     -nographic -no-reboot -monitor none -serial stdio \
     -device intel-iommu,intremap=on,caching-mode=on \
-    -device edu \
-    -drive "file=$work/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=rpci0001,drive=nvm \
+    -device pcie-root-port,id=rp1,chassis=1,slot=1 -device edu,bus=rp1 -device pcie-root-port,id=rp2,chassis=2,slot=2 \
+    -drive "file=$work/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=rpci0001,drive=nvm,bus=rp2 \
     -netdev "$net" -device virtio-net-pci,netdev=n0,romfile= \
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
     -virtfs "local,path=$share,mount_tag=results,security_model=none,multidevs=remap" \
