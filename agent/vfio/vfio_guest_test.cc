@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/time/clock.h"
+#include "agent/vfio/testing/guest_util.h"
 #include "agent/vfio/vfio_device.h"
 #include "examples/nvme/nvme_driver.h"
 #include "gtest/gtest.h"
@@ -29,50 +30,12 @@ constexpr uint64_t kEduBuffer = 0x40000;  // the device's own 4 KiB buffer, in i
 constexpr uint64_t kEduXfer = 2048;
 constexpr uint32_t kEduDmaRun = 1, kEduDmaToRam = 2, kEduDmaIrq = 4;
 
-std::string ReadLine(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::string s;
-  std::getline(in, s);
-  return s;
-}
-
-std::string FindFunction(const std::string& vendor, const std::string& device) {
-  for (const auto& e : std::filesystem::directory_iterator("/sys/bus/pci/devices")) {
-    if (ReadLine(e.path() / "vendor") == vendor && ReadLine(e.path() / "device") == device) return e.path().filename();
-  }
-  return "";
-}
-
-VfioOptions Options(const std::string& bdf) {
-  VfioOptions o;
-  o.bind.bdf = bdf;
-  return o;
-}
-
-// Page-aligned, zeroed memory for a DMA window.
-struct DmaMemory {
-  explicit DmaMemory(size_t n) : size(n) {
-    base = static_cast<uint8_t*>(mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0));
-  }
-  ~DmaMemory() { munmap(base, size); }
-  uint8_t* base;
-  size_t size;
-};
-
-bool WaitFd(int fd, int ms) {
-  pollfd p = {fd, POLLIN, 0};
-  return poll(&p, 1, ms) == 1;
-}
-
-template <typename F>
-bool WaitUntil(F done, absl::Duration timeout = absl::Seconds(10)) {
-  absl::Time end = absl::Now() + timeout;
-  while (absl::Now() < end) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return false;
-}
+using guest::DmaMemory;
+using guest::FindFunction;
+using guest::Options;
+using guest::ReadLine;
+using guest::WaitFd;
+using guest::WaitUntil;
 
 class VfioGuestTest : public ::testing::Test {
  protected:
