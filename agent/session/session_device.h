@@ -42,6 +42,13 @@ class SessionDevice {
   };
   // Interrupts raised since the last call, in order.
   virtual std::vector<Interrupt> TakeInterrupts() = 0;
+
+  // A file descriptor that is readable while the device has raised
+  // interrupts TakeInterrupts has not taken yet (a device that finishes work
+  // on its own, e.g. a real one's MSI), or -1 when interrupts are only raised
+  // while a register write is applied. The session server waits on it and
+  // pushes completions without waiting for the client's next kick.
+  virtual int interrupt_fd() { return -1; }
 };
 
 }  // namespace rpci::agent

@@ -1,6 +1,8 @@
 #include "agent/vfio/vfio_backend.h"
 
+#include <sys/epoll.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -30,10 +32,21 @@ absl::StatusOr<std::unique_ptr<VfioBackend>> VfioBackend::Open(const VfioBackend
   if (absl::Status s = b->device_->MapDma(b->dma_, b->dma_size_, 0); !s.ok()) return s;
   absl::StatusOr<int> vectors = b->device_->EnableInterrupts(options.interrupt_vectors);
   if (!vectors.ok() && !absl::IsFailedPrecondition(vectors.status())) return vectors.status();
+  b->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (b->epoll_fd_ < 0) return absl::InternalError(absl::StrCat("vfio: epoll_create1: ", std::strerror(errno)));
+  for (int fd : b->device_->interrupt_fds()) {
+    epoll_event ev = {};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (epoll_ctl(b->epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      return absl::InternalError(absl::StrCat("vfio: epoll_ctl: ", std::strerror(errno)));
+    }
+  }
   return b;
 }
 
 VfioBackend::~VfioBackend() {
+  if (epoll_fd_ >= 0) close(epoll_fd_);
   device_.reset();  // unmaps DMA before the memory goes
   if (dma_ != nullptr) munmap(dma_, dma_size_);
 }

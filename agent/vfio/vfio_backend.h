@@ -52,8 +52,9 @@ class VfioBackend final : public SessionDevice {
   // Device reset, DMA space zeroed, pending interrupts dropped.
   absl::Status Reset();
 
-  // The eventfds that become readable when the device interrupts (for a
-  // session server that waits on them).
+  // Readable while a vector's eventfd has fired and TakeInterrupts has not
+  // taken it (an epoll set of interrupt_fds()).
+  int interrupt_fd() override { return epoll_fd_; }
   const std::vector<int>& interrupt_fds() const { return device_->interrupt_fds(); }
   // OK while the function is present and its last reset worked; otherwise
   // why it must not be used.
@@ -65,6 +66,7 @@ class VfioBackend final : public SessionDevice {
 
   VfioBackendOptions options_;
   std::unique_ptr<VfioDevice> device_;
+  int epoll_fd_ = -1;
   uint8_t* dma_ = nullptr;
   uint64_t dma_size_ = 0;
   absl::Status last_reset_;

@@ -81,10 +81,11 @@ TEST_F(VfioBackendGuestTest, EduInterruptIsTakenAsAVector) {
   VfioBackend& edu = **b;
   ASSERT_EQ(edu.interrupt_fds().size(), 1u);
   ASSERT_TRUE(edu.WriteRegister(0, 0x60, 4, 1).ok());
-  ASSERT_TRUE(WaitFd(edu.interrupt_fds()[0], 10000));
+  ASSERT_TRUE(WaitFd(edu.interrupt_fd(), 10000));  // what the session server waits on
   std::vector<SessionDevice::Interrupt> irqs = edu.TakeInterrupts();
   ASSERT_EQ(irqs.size(), 1u);
   EXPECT_EQ(irqs[0].vector, 0);
+  EXPECT_FALSE(WaitFd(edu.interrupt_fd(), 0));  // taken: no longer readable
   ASSERT_TRUE(edu.WriteRegister(0, 0x64, 4, 1).ok());
 }
 
