@@ -23,6 +23,7 @@
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/tls_settings.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/rpci/v1/device.pb.h"
 
@@ -97,6 +98,7 @@ class AgentApp {
   std::vector<rpci::v1::ExportedDevice> devices_;
   std::vector<std::unique_ptr<SessionDevice>> backends_;
   std::unique_ptr<SessionServer> session_server_;
+  std::unique_ptr<DaemonTls> tls_;  // outlives the servers and channels using it
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<ControllerLink> link_;
   std::unique_ptr<HealthServer> health_;

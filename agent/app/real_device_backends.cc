@@ -4,7 +4,6 @@
 #include <string>
 
 #include "agent/backends/emu_backend.h"
-#include "agent/backends/session_device_adapter.h"
 #include "agent/vfio/vfio_backend.h"
 
 namespace rpci::agent {
@@ -14,7 +13,7 @@ DeviceBackends RealDeviceBackends() {
   b.emu = [](const EmuDevicesConfig& config, int) -> absl::StatusOr<std::unique_ptr<SessionDevice>> {
     absl::StatusOr<std::unique_ptr<EmuBackend>> emu = EmuBackend::Create(static_cast<uint64_t>(config.dma_size));
     if (!emu.ok()) return emu.status();
-    return std::unique_ptr<SessionDevice>(std::make_unique<SessionDeviceAdapter>(*std::move(emu)));
+    return std::unique_ptr<SessionDevice>(*std::move(emu));
   };
   b.vfio = [](const AgentOptions& options, const rpci::v1::PcieFunction& fn)
       -> absl::StatusOr<std::unique_ptr<SessionDevice>> {

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/backends/bar_access.h"
 #include "agent/inventory/sysfs_util.h"
 
 namespace rpci::agent::vfio {
@@ -58,22 +59,14 @@ std::vector<SessionDevice::Bar> VfioBackend::Bars() const {
 }
 
 absl::Status VfioBackend::WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) {
-  if (width == 4) {
-    if (value > 0xffffffffu) return absl::InvalidArgumentError("32-bit register write with a 64-bit value");
-    return device_->Write32(bar, offset, static_cast<uint32_t>(value));
-  }
-  if (width == 8) return device_->Write64(bar, offset, value);
-  return absl::InvalidArgumentError(absl::StrFormat("register writes are 4 or 8 bytes, not %d", width));
+  absl::StatusOr<Bar> b = CheckRegisterWrite(Bars(), bar, offset, width, value);
+  if (!b.ok()) return b.status();
+  return width == 4 ? device_->Write32(bar, offset, static_cast<uint32_t>(value)) : device_->Write64(bar, offset, value);
 }
 
 absl::Status VfioBackend::ReadBar(uint16_t bar, uint64_t offset, uint64_t len, uint8_t* out) {
-  if (offset % 4 != 0 || len % 4 != 0) return absl::InvalidArgumentError("BAR reads are whole 32-bit registers");
-  const VfioBar* b = nullptr;
-  for (const VfioBar& x : device_->bars()) {
-    if (x.index == bar) b = &x;
-  }
-  if (b == nullptr) return absl::NotFoundError(absl::StrFormat("%s has no memory BAR%d", device_->bdf(), bar));
-  if (offset > b->size || len > b->size - offset) return absl::OutOfRangeError("BAR read leaves the BAR");
+  absl::StatusOr<Bar> b = CheckBarRead(Bars(), bar, offset, len);
+  if (!b.ok()) return b.status();
   const uint64_t shown = std::min(options_.mirror_bytes, b->size);
   std::vector<uint8_t> tmp(len, 0);
   if (offset < shown) {

@@ -42,7 +42,7 @@ class VfioBackend final : public SessionDevice {
   static absl::StatusOr<std::unique_ptr<VfioBackend>> Open(const VfioBackendOptions& options);
   ~VfioBackend() override;
 
-  std::string kind() const { return "vfio"; }
+  std::string kind() const override { return "vfio"; }
   std::vector<Bar> Bars() const override;
   absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override;
   absl::Status ReadBar(uint16_t bar, uint64_t offset, uint64_t len, uint8_t* out) override;
@@ -50,7 +50,7 @@ class VfioBackend final : public SessionDevice {
   uint64_t dma_size() const override { return dma_size_; }
   std::vector<Interrupt> TakeInterrupts() override;
   // Device reset, DMA space zeroed, pending interrupts dropped.
-  absl::Status Reset();
+  absl::Status Reset() override;
 
   // Readable while a vector's eventfd has fired and TakeInterrupts has not
   // taken it (an epoll set of interrupt_fds()).
