@@ -88,7 +88,7 @@ class AgentAppTest : public ::testing::Test {
 
   // The real emu backends, remembering each device made.
   DeviceBackends Backends() {
-    DeviceBackends b = RealDeviceBackends(false);
+    DeviceBackends b = RealDeviceBackends();
     auto real = b.emu;
     b.emu = [this, real](const EmuDevicesConfig& config, int index) -> absl::StatusOr<std::unique_ptr<SessionDevice>> {
       absl::StatusOr<std::unique_ptr<SessionDevice>> dev = real(config, index);

@@ -1,6 +1,7 @@
 #include "agent/session/session_server.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -238,6 +239,7 @@ absl::Status SessionServer::Start() {
   }
   dispatch_ = std::thread([this] { DispatchLoop(); });
   reaper_ = std::thread([this] { ReaperLoop(); });
+  interrupts_ = std::thread([this] { InterruptLoop(); });
   return absl::OkStatus();
 }
 
@@ -248,6 +250,7 @@ void SessionServer::Stop() {
   if (endpoint_) endpoint_->Shutdown();
   if (dispatch_.joinable()) dispatch_.join();
   if (reaper_.joinable()) reaper_.join();
+  if (interrupts_.joinable()) interrupts_.join();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [id, s] : sessions_) {
     std::lock_guard<std::mutex> slock(s->mu);
@@ -761,7 +764,39 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
   // client writes only the tail word, so this cannot race its updates).
   const uint64_t head = s.gate.applied();
   std::memcpy(s.ring_buf.data() + session::kRingHeadOffset, &head, sizeof(head));  // little-endian host
+  PushCompletions(s, true);
+}
+
+void SessionServer::InterruptLoop() {
+  while (!stopping_) {
+    std::vector<pollfd> fds;
+    std::vector<std::shared_ptr<Session>> owners;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, s] : sessions_) {
+        std::lock_guard<std::mutex> slock(s->mu);
+        const int fd = s->attached ? s->device->interrupt_fd() : -1;
+        if (fd < 0) continue;
+        fds.push_back({fd, POLLIN, 0});
+        owners.push_back(s);
+      }
+    }
+    if (fds.empty()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    if (poll(fds.data(), fds.size(), 50) <= 0) continue;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if ((fds[i].revents & POLLIN) == 0) continue;
+      std::lock_guard<std::mutex> slock(owners[i]->mu);
+      if (owners[i]->attached) PushCompletions(*owners[i], false);
+    }
+  }
+}
+
+void SessionServer::PushCompletions(Session& s, bool always) {
   std::vector<fabric::RmaOp> segs = DeliverInterrupts(s);
+  if (segs.empty() && !always) return;
   session::Frame f;
   f.type = FrameType::kEvent;
   f.session_id = s.id;

@@ -122,6 +122,12 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void ReaperLoop();
   void HandleFrame(const std::string& bytes);
   void HandleKick(Session& s, uint64_t tail, uint64_t consumed);
+  // Waits on the attached sessions' device interrupt fds and pushes their
+  // completions as the devices raise them (no kick needed).
+  void InterruptLoop();
+  // DeliverInterrupts, then the writes and the event frame to the client;
+  // with `always`, the frame also when nothing was delivered (a kick's answer).
+  void PushCompletions(Session& s, bool always);
   // BAR snapshots (read from the device now) and from-device DMA ranges.
   absl::Status MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs);
   absl::Status PushMirrors(Session& s);
@@ -157,6 +163,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::atomic<bool> stopping_{false};
   std::thread dispatch_;
   std::thread reaper_;
+  std::thread interrupts_;
 };
 
 }  // namespace rpci::agent
