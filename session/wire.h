@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "session/session_id.h"
 
 namespace rpci::session {
 
@@ -67,14 +68,15 @@ inline constexpr size_t kAnchorRegionSize = 4096;
 
 struct Anchor {
   uint32_t version = kProtocolVersion;
-  uint64_t session_id = 0;
+  SessionId session_id;
   std::vector<RegionDesc> regions;
 };
 
 std::vector<uint8_t> EncodeAnchor(const Anchor& anchor);
 // Rejects a wrong magic or version, a truncated record, more than kMaxRegions,
-// unknown kinds or access bits, empty or wrapping regions, duplicate
-// (kind, index) pairs and overlapping address ranges.
+// unknown kinds or access bits, empty or wrapping regions and duplicate
+// (kind, index) pairs. Address ranges may overlap: each region has its own
+// key, and providers without FI_MR_VIRT_ADDR number every region from 0.
 absl::StatusOr<Anchor> DecodeAnchor(absl::Span<const uint8_t> bytes);
 
 // Validates one region descriptor on its own (also used for proto Regions).
@@ -180,7 +182,7 @@ enum class ErrorCode : uint64_t {
 // looking at anything else.
 struct Frame {
   FrameType type = FrameType::kKick;
-  uint64_t session_id = 0;
+  SessionId session_id;
   KeyBytes key{};
   uint64_t arg0 = 0;
   uint64_t arg1 = 0;

@@ -142,7 +142,7 @@ absl::StatusOr<Grant> GrantTable::Check(const std::string& grant_id, const std::
 
 struct SessionServer::Session {
   std::mutex mu;
-  uint64_t id = 0;
+  session::SessionId id;
   session::SessionKey key;
   std::string grant_id, device_id, compute_node;
   SessionDevice* device = nullptr;
@@ -212,7 +212,7 @@ absl::Status SessionServer::Start() {
     for (const session::SessionRecord& r : *records) {
       auto dev = devices_.find(r.device_id);
       if (dev == devices_.end()) {
-        log_.Warn("checkpointed session's device is gone", {{"session", session::SessionIdString(r.session_id)},
+        log_.Warn("checkpointed session's device is gone", {{"session", r.session_id.ToString()},
                                                               {"device", r.device_id}});
         continue;
       }
@@ -226,7 +226,7 @@ absl::Status SessionServer::Start() {
       s->bars = dev->second->Bars();
       s->opened = absl::FromUnixSeconds(r.opened_unix_seconds);
       s->last_seen = options_.clock->Now();
-      s->seq = SeqFile::Open(options_.state_dir + "/" + session::SessionIdString(r.session_id) + ".seq");
+      s->seq = SeqFile::Open(options_.state_dir + "/" + r.session_id.ToString() + ".seq");
       if (s->seq == nullptr) return absl::UnavailableError("session server: cannot map sequence file");
       const uint64_t applied = std::max(r.applied_seq, s->seq->applied());
       s->gate = session::ApplyGate(applied);
@@ -235,7 +235,7 @@ absl::Status SessionServer::Start() {
       sessions_[s->id] = s;
       device_owner_[s->device_id] = s->id;
       log_.Info("session recovered from checkpoint",
-                {{"session", session::SessionIdString(s->id)}, {"applied_seq", applied}});
+                {{"session", s->id.ToString()}, {"applied_seq", applied}});
     }
     open_gauge_->Set(static_cast<double>(sessions_.size()));
   }
@@ -271,7 +271,7 @@ size_t SessionServer::live_sessions() const {
   return n;
 }
 
-std::shared_ptr<SessionServer::Session> SessionServer::Find(uint64_t id) const {
+std::shared_ptr<SessionServer::Session> SessionServer::Find(session::SessionId id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = sessions_.find(id);
   return it == sessions_.end() || it->second->closing ? nullptr : it->second;
@@ -307,7 +307,7 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   if (stopping_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "session server stopping");
   std::shared_ptr<Session> s;
   if (!req->resume_session_id().empty()) {
-    absl::StatusOr<uint64_t> id = session::ParseSessionId(req->resume_session_id());
+    absl::StatusOr<session::SessionId> id = session::SessionId::Parse(req->resume_session_id());
     if (!id.ok()) return ToGrpc(id.status());
     s = Find(*id);
     if (s == nullptr) {
@@ -346,7 +346,7 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
     if (dev == devices_.end()) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "device " + grant->device_id + " is not exported here");
     }
-    absl::StatusOr<uint64_t> id = session::RandomU64();
+    absl::StatusOr<session::SessionId> id = session::SessionId::Random();
     absl::StatusOr<session::SessionKey> key = session::SessionKey::Generate();
     if (!id.ok() || !key.ok()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no entropy for session keys");
     s = std::make_shared<Session>();
@@ -360,7 +360,7 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
     s->opened = s->last_seen = options_.clock->Now();
     s->seq = SeqFile::Open(options_.state_dir.empty()
                                ? ""
-                               : options_.state_dir + "/" + session::SessionIdString(s->id) + ".seq");
+                               : options_.state_dir + "/" + s->id.ToString() + ".seq");
     if (s->seq == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot map session sequence file");
     s->seq->set_applied(0);
     s->seq->set_completions(0);
@@ -378,17 +378,17 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
       auto owner = device_owner_.find(s->device_id);
       if (owner != device_owner_.end()) {
         return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                            "device " + s->device_id + " is in session " + session::SessionIdString(owner->second));
+                            "device " + s->device_id + " is in session " + owner->second.ToString());
       }
       sessions_[s->id] = s;
       device_owner_[s->device_id] = s->id;
       open_gauge_->Set(static_cast<double>(sessions_.size()));
     }
     SaveCheckpoint();
-    log_.Info("session opened", {{"session", session::SessionIdString(s->id)}, {"device", s->device_id},
+    log_.Info("session opened", {{"session", s->id.ToString()}, {"device", s->device_id},
                                  {"grant", s->grant_id}});
   }
-  resp->set_session_id(session::SessionIdString(s->id));
+  resp->set_session_id(s->id.ToString());
   resp->set_session_key(s->key.Bytes());
   resp->set_protocol_version(session::kProtocolVersion);
   resp->set_fabric_provider(endpoint_->provider());
@@ -504,7 +504,8 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   std::vector<uint8_t> encoded = session::EncodeAnchor(anchor);
   std::memcpy(s.anchor_buf.data() + session::kAnchorOffset, encoded.data(), encoded.size());
   s.local = local;
-  for (const RegionDesc& d : local) ToProto(d, resp->add_agent_regions());
+  // The client finds every other region through the anchor record.
+  ToProto(local.back(), resp->add_agent_regions());
   s.attached = true;
   s.last_seen = options_.clock->Now();
   // The mirror starts as the device is now, and the client's ring header
@@ -514,7 +515,7 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
 
 grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::CloseSessionRequest* req,
                                          rpci::v1::CloseSessionResponse*) {
-  absl::StatusOr<uint64_t> id = session::ParseSessionId(req->session_id());
+  absl::StatusOr<session::SessionId> id = session::SessionId::Parse(req->session_id());
   if (!id.ok()) return ToGrpc(id.status());
   std::shared_ptr<Session> s = Find(*id);
   if (s == nullptr) {
@@ -532,7 +533,7 @@ grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::C
 
 grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::SessionStatusRequest* req,
                                           rpci::v1::SessionStatusResponse* resp) {
-  absl::StatusOr<uint64_t> id = session::ParseSessionId(req->session_id());
+  absl::StatusOr<session::SessionId> id = session::SessionId::Parse(req->session_id());
   if (!id.ok()) return ToGrpc(id.status());
   std::shared_ptr<Session> s = Find(*id);
   absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
@@ -548,7 +549,7 @@ grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::
   return grpc::Status::OK;
 }
 
-void SessionServer::Teardown(uint64_t id, const std::string& reason, bool notify) {
+void SessionServer::Teardown(session::SessionId id, const std::string& reason, bool notify) {
   std::shared_ptr<Session> s;
   {
     // The session (and so the device's ownership) stays listed until the
@@ -579,20 +580,20 @@ void SessionServer::Teardown(uint64_t id, const std::string& reason, bool notify
   scrubs_->Labels({clean.ok() ? "clean" : "failed"}).Inc();
   if (!clean.ok()) {
     log_.Error("device not clean after teardown; it will not be granted again",
-               {{"session", session::SessionIdString(id)}, {"device", s->device_id},
+               {{"session", id.ToString()}, {"device", s->device_id},
                 {"error", std::string(clean.message())}});
   }
-  if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + session::SessionIdString(id) + ".seq").c_str());
+  if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + id.ToString() + ".seq").c_str());
   SaveCheckpoint();
   teardowns_->Labels({reason}).Inc();
-  log_.Info("session torn down", {{"session", session::SessionIdString(id)}, {"reason", reason}});
+  log_.Info("session torn down", {{"session", id.ToString()}, {"reason", reason}});
 }
 
 void SessionServer::ReaperLoop() {
   while (!stopping_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const absl::Time now = options_.clock->Now();
-    std::vector<uint64_t> expired;
+    std::vector<session::SessionId> expired;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [id, s] : sessions_) {
@@ -602,7 +603,7 @@ void SessionServer::ReaperLoop() {
         if (now - s->last_seen > limit) expired.push_back(id);
       }
     }
-    for (uint64_t id : expired) Teardown(id, "peer_gone", true);
+    for (session::SessionId id : expired) Teardown(id, "peer_gone", true);
   }
 }
 
@@ -627,7 +628,7 @@ void SessionServer::SendFrame(Session& s, FrameType type, uint64_t arg0, uint64_
   f.arg0 = arg0;
   f.arg1 = arg1;
   if (absl::Status st = endpoint_->Send(s.peer, session::EncodeFrameMessage(f)); !st.ok()) {
-    log_.Warn("frame to client failed", {{"session", session::SessionIdString(s.id)},
+    log_.Warn("frame to client failed", {{"session", s.id.ToString()},
                                          {"error", std::string(st.message())}});
   }
 }
@@ -682,7 +683,7 @@ void SessionServer::HandleFrame(const std::string& bytes) {
     case FrameType::kHeartbeat:
       break;  // last_seen is updated above
     case FrameType::kClose: {
-      const uint64_t id = s->id;
+      const session::SessionId id = s->id;
       lock.unlock();
       Teardown(id, "closed", false);
       break;
@@ -756,7 +757,7 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
   f.arg0 = s.gate.applied();
   f.arg1 = s.completion_seq;
   if (absl::Status st = endpoint_->WriteAndSend(s.peer, segs, session::EncodeFrameMessage(f)); !st.ok()) {
-    log_.Warn("completion push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
+    log_.Warn("completion push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
   }
 }
 
@@ -779,7 +780,7 @@ absl::Status SessionServer::PushMirrors(Session& s) {
   std::vector<fabric::RmaOp> segs;
   absl::Status st = MirrorSegments(s, &segs);
   if (st.ok()) st = endpoint_->WriteBatch(s.peer, segs);
-  if (!st.ok()) log_.Warn("mirror push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
+  if (!st.ok()) log_.Warn("mirror push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
   return st;
 }
 

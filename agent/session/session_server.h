@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "proto/rpci/v1/session.grpc.pb.h"
+#include "session/session_id.h"
 #include "session/session_key.h"
 #include "session/wire.h"
 
@@ -130,9 +131,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::vector<fabric::RmaOp> DeliverInterrupts(Session& s);
   void SendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
   void Refuse(Session* s, session::ErrorCode code, uint64_t what);
-  void Teardown(uint64_t id, const std::string& reason, bool notify);
+  void Teardown(session::SessionId id, const std::string& reason, bool notify);
   void SaveCheckpoint();
-  std::shared_ptr<Session> Find(uint64_t id) const;
+  std::shared_ptr<Session> Find(session::SessionId id) const;
 
   SessionServerOptions options_;
   GrantTable* grants_;
@@ -147,8 +148,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   Gauge* open_gauge_;
 
   mutable std::mutex mu_;
-  std::map<uint64_t, std::shared_ptr<Session>> sessions_;
-  std::map<std::string, uint64_t> device_owner_;
+  std::map<session::SessionId, std::shared_ptr<Session>> sessions_;
+  std::map<std::string, session::SessionId> device_owner_;
   std::map<std::string, absl::Status> device_clean_;  // absent = never used
   std::condition_variable scrubbed_;                  // a closing session is gone
   std::mutex checkpoint_mu_;

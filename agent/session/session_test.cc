@@ -5,6 +5,7 @@
 
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
+#include "client/control_client.h"
 #include "client/session_client.h"
 #include "common/fabric/fabric.h"
 #include "common/testing/prometheus_text.h"
@@ -53,7 +54,7 @@ class SessionTest : public ::testing::Test {
   std::string Endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
 
   std::unique_ptr<client::SessionClient> Attach(client::SessionTicket* ticket_out = nullptr) {
-    auto ticket = client::ReserveSession(Endpoint(), nullptr, "g1", "secret-token", "node-a");
+    auto ticket = client::ControlClient().Reserve(Endpoint(), {"g1", "secret-token", "node-a"});
     EXPECT_TRUE(ticket.ok()) << ticket.status();
     if (!ticket.ok()) return nullptr;
     if (ticket_out) *ticket_out = *ticket;
@@ -179,11 +180,11 @@ TEST_F(SessionTest, FramesWithWrongKeyOrUnknownSessionAreRefusedAndTouchNothing)
   ASSERT_TRUE(peer.ok());
   session::Frame f;
   f.type = session::FrameType::kKick;
-  f.session_id = *session::ParseSessionId(ticket.session_id);
+  f.session_id = ticket.session_id;
   f.arg0 = 1;
   auto bytes = session::EncodeFrame(f);
   ASSERT_TRUE((*rogue)->Send(*peer, std::string(bytes.begin(), bytes.end())).ok());
-  f.session_id ^= 1;
+  f.session_id = session::SessionId(ticket.session_id.value() ^ 1);
   f.key = ticket.key.bytes();
   bytes = session::EncodeFrame(f);
   ASSERT_TRUE((*rogue)->Send(*peer, std::string(bytes.begin(), bytes.end())).ok());
@@ -202,9 +203,9 @@ TEST_F(SessionTest, ResumeWithWrongKeyOrBadGrantIsRefused) {
   client::SessionTicket forged = ticket;
   forged.key = *session::SessionKey::Generate();
   EXPECT_EQ(client::SessionClient::Attach(forged, {}).status().code(), absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(client::ReserveSession(Endpoint(), nullptr, "g1", "wrong", "node-a").status().code(),
+  EXPECT_EQ(client::ControlClient().Reserve(Endpoint(), {"g1", "wrong", "node-a"}).status().code(),
             absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(client::ReserveSession(Endpoint(), nullptr, "g1", "secret-token", "node-b").status().code(),
+  EXPECT_EQ(client::ControlClient().Reserve(Endpoint(), {"g1", "secret-token", "node-b"}).status().code(),
             absl::StatusCode::kPermissionDenied);
   EXPECT_GE(Refused("bad_key"), 1);
   EXPECT_GE(Refused("bad_grant"), 2);
