@@ -100,31 +100,50 @@ absl::StatusOr<SessionTicket> ControlClient::Reserve(const std::string& endpoint
   return ticket;
 }
 
-absl::Status ControlClient::Close(const SessionTicket& ticket) {
+absl::StatusOr<session::Nonce> ControlClient::Challenge(const SessionTicket& ticket) {
   auto stub = rpci::v1::SessionControl::NewStub(ChannelTo(ticket.endpoint));
+  rpci::v1::ChallengeRequest req;
+  req.set_session_id(ticket.session_id.ToString());
+  rpci::v1::ChallengeResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(options_.rpc_timeout));
+  grpc::Status s = stub->Challenge(&ctx, req, &resp);
+  if (!s.ok()) return FromGrpc(s, "session " + ticket.session_id.ToString() + " on agent " + ticket.endpoint);
+  return session::NonceFromBytes(resp.nonce());
+}
+
+absl::Status ControlClient::Close(const SessionTicket& ticket) {
+  absl::StatusOr<session::Nonce> nonce = Challenge(ticket);
+  if (!nonce.ok()) return nonce.status().code() == absl::StatusCode::kNotFound ? absl::OkStatus() : nonce.status();
   rpci::v1::CloseSessionRequest req;
   req.set_session_id(ticket.session_id.ToString());
-  req.set_session_key(ticket.key.Bytes());
+  req.set_nonce(session::NonceBytes(*nonce));
+  req.set_proof(session::Prove(ticket.key, session::ProofPurpose::kClose, *nonce, ticket.session_id, ""));
   rpci::v1::CloseSessionResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(In(options_.rpc_timeout));
-  grpc::Status s = stub->CloseSession(&ctx, req, &resp);
+  grpc::Status s = rpci::v1::SessionControl::NewStub(ChannelTo(ticket.endpoint))->CloseSession(&ctx, req, &resp);
   if (s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();
   return FromGrpc(s, absl::StrCat("close session ", ticket.session_id.ToString(), " on agent ", ticket.endpoint));
 }
 
 absl::StatusOr<SessionState> ControlClient::Status(const SessionTicket& ticket) {
-  auto stub = rpci::v1::SessionControl::NewStub(ChannelTo(ticket.endpoint));
-  rpci::v1::SessionStatusRequest req;
-  req.set_session_id(ticket.session_id.ToString());
-  req.set_session_key(ticket.key.Bytes());
+  absl::StatusOr<session::Nonce> nonce = Challenge(ticket);
+  if (!nonce.ok() && nonce.status().code() == absl::StatusCode::kNotFound) return SessionState{};
   rpci::v1::SessionStatusResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(std::min(options_.rpc_timeout, absl::Seconds(2))));
-  grpc::Status s = stub->SessionStatus(&ctx, req, &resp);
-  if (!s.ok()) {
+  grpc::Status s = grpc::Status::OK;
+  if (nonce.ok()) {
+    rpci::v1::SessionStatusRequest req;
+    req.set_session_id(ticket.session_id.ToString());
+    req.set_nonce(session::NonceBytes(*nonce));
+    req.set_proof(session::Prove(ticket.key, session::ProofPurpose::kStatus, *nonce, ticket.session_id, ""));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(std::min(options_.rpc_timeout, absl::Seconds(2))));
+    s = rpci::v1::SessionControl::NewStub(ChannelTo(ticket.endpoint))->SessionStatus(&ctx, req, &resp);
+  }
+  if (!nonce.ok() || !s.ok()) {
     return absl::UnavailableError(absl::StrCat("session ", ticket.session_id.ToString(), ": agent ", ticket.endpoint,
-                                               " unreachable: ", s.error_message()));
+                                               " unreachable: ", nonce.ok() ? s.error_message() : nonce.status().message()));
   }
   return SessionState{resp.live(), resp.applied_sequence(), resp.completions()};
 }
@@ -137,22 +156,26 @@ absl::Status ControlClient::Probe(const std::string& endpoint, absl::Duration ti
   return absl::UnavailableError(absl::StrCat("agent ", endpoint, " unreachable"));
 }
 
-absl::StatusOr<rpci::v1::OpenSessionResponse> ControlClient::Attach(const SessionTicket& ticket,
-                                                                    rpci::v1::OpenSessionRequest req) {
-  auto stub = rpci::v1::SessionControl::NewStub(ChannelTo(ticket.endpoint));
+absl::StatusOr<ControlClient::Attached> ControlClient::Attach(const SessionTicket& ticket,
+                                                              rpci::v1::OpenSessionRequest req) {
+  Attached out;
+  absl::StatusOr<session::Nonce> nonce = Challenge(ticket);
+  if (!nonce.ok()) return nonce.status();
+  out.nonce = *nonce;
   req.set_resume_session_id(ticket.session_id.ToString());
-  req.set_session_key(ticket.key.Bytes());
-  rpci::v1::OpenSessionResponse resp;
+  req.set_nonce(session::NonceBytes(*nonce));
+  req.set_proof(session::Prove(ticket.key, session::ProofPurpose::kAttach, *nonce, ticket.session_id,
+                               req.client_fabric_address()));
   grpc::ClientContext ctx;
   ctx.set_deadline(In(options_.rpc_timeout));
-  grpc::Status s = stub->OpenSession(&ctx, req, &resp);
+  grpc::Status s = rpci::v1::SessionControl::NewStub(ChannelTo(ticket.endpoint))->OpenSession(&ctx, req, &out.response);
   if (!s.ok()) return FromGrpc(s, "attach session " + ticket.session_id.ToString());
-  if (resp.protocol_version() != session::kProtocolVersion) {
+  if (out.response.protocol_version() != session::kProtocolVersion) {
     return absl::FailedPreconditionError(absl::StrFormat("agent %s speaks session protocol %u, this client %u",
-                                                         ticket.endpoint, resp.protocol_version(),
+                                                         ticket.endpoint, out.response.protocol_version(),
                                                          session::kProtocolVersion));
   }
-  return resp;
+  return out;
 }
 
 }  // namespace rpci::client

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/rpci/v1/session.pb.h"
+#include "session/frame_auth.h"
 #include "session/session_id.h"
 #include "session/session_key.h"
 
@@ -84,15 +85,22 @@ class ControlClient {
   absl::Status Probe(const std::string& endpoint, absl::Duration timeout);
   // Attaches (or resumes) the data path: `request` carries the client's
   // fabric address and regions (none to only learn the session's shape);
-  // the ticket's session and proof of its key are added here.
-  absl::StatusOr<rpci::v1::OpenSessionResponse> Attach(const SessionTicket& ticket,
-                                                       rpci::v1::OpenSessionRequest request);
+  // the session id, the agent's challenge and the proof of the key (bound to
+  // that fabric address) are added here. The nonce also keys the attach's
+  // control frames (session::FrameChannel).
+  struct Attached {
+    rpci::v1::OpenSessionResponse response;
+    session::Nonce nonce{};
+  };
+  absl::StatusOr<Attached> Attach(const SessionTicket& ticket, rpci::v1::OpenSessionRequest request);
   // Drops the cached channel to `endpoint`: the next call connects afresh
   // instead of waiting out the old channel's reconnect backoff.
   void Forget(const std::string& endpoint);
 
  private:
   std::shared_ptr<grpc::Channel> ChannelTo(const std::string& endpoint);
+  // A fresh nonce from the agent for the ticket's session.
+  absl::StatusOr<session::Nonce> Challenge(const SessionTicket& ticket);
 
   const ControlOptions options_;
   std::mutex mu_;

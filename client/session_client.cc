@@ -77,9 +77,9 @@ SessionClient::~SessionClient() {
 }
 
 absl::Status SessionClient::LearnShape() {
-  absl::StatusOr<rpci::v1::OpenSessionResponse> resp = control_.Attach(ticket_, {});
-  if (!resp.ok()) return resp.status();
-  if (absl::Status s = ReadShape(*resp, &ticket_); !s.ok()) return s;
+  absl::StatusOr<ControlClient::Attached> shape = control_.Attach(ticket_, {});
+  if (!shape.ok()) return shape.status();
+  if (absl::Status s = ReadShape(shape->response, &ticket_); !s.ok()) return s;
   for (const BarMirror& b : ticket_.bars) mirrors_.emplace_back(b.size, 0);
   dma_.assign(ticket_.dma_size, 0);
   comp_.assign(session::RingRegionSize(options_.completion_ring_capacity, session::kCompletionEntrySize), 0);
@@ -168,12 +168,16 @@ absl::Status SessionClient::Connect() {
   }
   rpci::v1::OpenSessionRequest req;
   if (absl::Status s = RegisterRegions(&req); !s.ok()) return s;
-  absl::StatusOr<rpci::v1::OpenSessionResponse> resp = control_.Attach(ticket_, std::move(req));
-  if (!resp.ok()) return resp.status();
-  absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(resp->agent_fabric_address());
+  absl::StatusOr<ControlClient::Attached> attached = control_.Attach(ticket_, std::move(req));
+  if (!attached.ok()) return attached.status();
+  absl::StatusOr<session::FrameChannel> frames =
+      session::FrameChannel::Create(ticket_.key, attached->nonce, ticket_.session_id, session::FrameChannel::Side::kClient);
+  if (!frames.ok()) return frames.status();
+  frames_ = *std::move(frames);
+  absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(attached->response.agent_fabric_address());
   if (!peer.ok()) return peer.status();
   peer_ = *peer;
-  absl::StatusOr<uint64_t> applied = ReadAnchor(*resp);
+  absl::StatusOr<uint64_t> applied = ReadAnchor(attached->response);
   if (!applied.ok()) return applied.status();
   absl::StatusOr<std::vector<session::MmioWrite>> replay = log_.Resume(*applied);
   if (!replay.ok()) return replay.status();
@@ -229,14 +233,9 @@ absl::Status SessionClient::WithReconnect(const std::function<absl::Status()>& o
   return op();
 }
 
-std::string SessionClient::FrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) const {
-  session::Frame f;
-  f.type = type;
-  f.session_id = ticket_.session_id;
-  f.key = ticket_.key.bytes();
-  f.arg0 = arg0;
-  f.arg1 = arg1;
-  return session::EncodeFrameMessage(f);
+std::string SessionClient::FrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) {
+  last_frame_ = frames_->Seal(type, arg0, arg1);
+  return last_frame_;
 }
 
 absl::Status SessionClient::SendFrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) {
@@ -272,8 +271,11 @@ absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
   if (!msg.ok()) return msg.status();
   absl::StatusOr<session::Frame> f =
       session::DecodeFrame(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(msg->data()), msg->size()));
-  if (!f.ok() || f->session_id != ticket_.session_id || !ticket_.key.Matches(f->key)) {
-    return absl::OkStatus();  // not from our agent: ignored
+  if (!f.ok() || f->session_id != ticket_.session_id ||
+      frames_->Check(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(msg->data()), msg->size()), *f) !=
+          session::FrameChannel::Verdict::kOk) {
+    ++stats_.dropped_frames;  // not from our agent (or a replay): ignored
+    return absl::OkStatus();
   }
   std::atomic_thread_fence(std::memory_order_acquire);
   switch (f->type) {
@@ -495,6 +497,16 @@ uint64_t SessionClient::acked_seq() const {
 uint64_t SessionClient::posted_seq() const {
   std::lock_guard<std::mutex> lock(mu_);
   return log_.last();
+}
+
+std::string SessionClient::LastFrameForTesting() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_frame_;
+}
+
+std::vector<RegionDesc> SessionClient::agent_regions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return agent_;
 }
 
 void SessionClient::BreakLinkForTesting() {

@@ -20,6 +20,7 @@
 #include "common/fabric/fabric.h"
 #include "client/control_client.h"
 #include "grpcpp/grpcpp.h"
+#include "session/frame_auth.h"
 #include "session/sequencing.h"
 #include "session/session_key.h"
 #include "session/wire.h"
@@ -43,7 +44,8 @@ struct ClientOptions {
 struct ClientStats {
   uint64_t reconnects = 0;
   uint64_t replayed_writes = 0;
-  uint64_t refused = 0;  // writes/requests the agent refused
+  uint64_t refused = 0;         // writes/requests the agent refused
+  uint64_t dropped_frames = 0;  // frames that failed their MAC, replayed or malformed
 };
 
 // An attached session. Thread-safe (calls are serialized).
@@ -96,8 +98,12 @@ class SessionClient {
   // every posted write is applied).
   uint64_t posted_seq() const;
   session::SessionId session_id() const { return ticket_.session_id; }
+  // The agent's regions of the current attach, as its anchor record names them.
+  std::vector<session::RegionDesc> agent_regions() const;
   // Test hook: drops the current fabric endpoint as a network failure would.
   void BreakLinkForTesting();
+  // Test hook: the bytes of the last control frame sent (as a wiretap sees them).
+  std::string LastFrameForTesting() const;
 
  private:
   explicit SessionClient(SessionTicket ticket, ClientOptions options);
@@ -111,7 +117,7 @@ class SessionClient {
   absl::StatusOr<uint64_t> ReadAnchor(const rpci::v1::OpenSessionResponse& resp);
   absl::Status ReconnectLocked();           // backoff loop; mu_ held
   absl::Status EnsureLiveLocked();
-  std::string FrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1) const;
+  std::string FrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
   absl::Status SendFrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
   absl::Status PushWritesLocked(const std::vector<session::MmioWrite>& writes);
   absl::Status FlushLocked();
@@ -129,6 +135,8 @@ class SessionClient {
   std::unique_ptr<fabric::Fabric> fabric_;
   std::unique_ptr<fabric::Endpoint> endpoint_;
   fabric::PeerId peer_ = 0;
+  std::optional<session::FrameChannel> frames_;  // keyed by the current attach
+  std::string last_frame_;
   std::vector<session::RegionDesc> agent_;
   std::vector<std::vector<uint8_t>> mirrors_;
   std::vector<uint8_t> dma_, comp_, ring_stage_, anchor_;

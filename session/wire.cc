@@ -253,36 +253,32 @@ std::array<uint8_t, kFrameSize> EncodeFrame(const Frame& f) {
   Put16(&out[4], static_cast<uint16_t>(kProtocolVersion));
   Put16(&out[6], static_cast<uint16_t>(f.type));
   Put64(&out[8], f.session_id.value());
-  std::memcpy(&out[16], f.key.data(), kSessionKeySize);
-  Put64(&out[48], f.arg0);
-  Put64(&out[56], f.arg1);
+  Put64(&out[16], f.counter);
+  Put64(&out[24], f.arg0);
+  Put64(&out[32], f.arg1);
   return out;
 }
 
-std::string EncodeFrameMessage(const Frame& f) {
-  const std::array<uint8_t, kFrameSize> bytes = EncodeFrame(f);
-  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-}
-
 absl::StatusOr<Frame> DecodeFrame(absl::Span<const uint8_t> bytes) {
-  if (bytes.size() != kFrameSize) {
-    return Malformed("frame", absl::StrFormat("%u bytes, want %u", bytes.size(), kFrameSize));
-  }
+  if (bytes.size() < 8) return Malformed("frame", absl::StrFormat("%u bytes, want %u", bytes.size(), kFrameSize));
   const uint8_t* p = bytes.data();
   if (Get32(p) != kFrameMagic) return Malformed("frame", "bad magic");
   if (Get16(p + 4) != kProtocolVersion) {
     return absl::FailedPreconditionError(
         absl::StrFormat("session frame: protocol version %u, this build speaks %u", Get16(p + 4), kProtocolVersion));
   }
+  if (bytes.size() != kFrameSize) {
+    return Malformed("frame", absl::StrFormat("%u bytes, want %u", bytes.size(), kFrameSize));
+  }
   const uint16_t type = Get16(p + 6);
   if (type == 0 || type > kMaxFrameType) return Malformed("frame", absl::StrFormat("unknown type %u", type));
-  if (!AllZero(p + 64, 8)) return Malformed("frame", "reserved bytes set");
   Frame f;
   f.type = static_cast<FrameType>(type);
   f.session_id = SessionId(Get64(p + 8));
-  std::memcpy(f.key.data(), p + 16, kSessionKeySize);
-  f.arg0 = Get64(p + 48);
-  f.arg1 = Get64(p + 56);
+  f.counter = Get64(p + 16);
+  f.arg0 = Get64(p + 24);
+  f.arg1 = Get64(p + 32);
+  if (f.counter == 0) return Malformed("frame", "counter 0");
   return f;
 }
 

@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "proto/rpci/v1/session.grpc.pb.h"
+#include "session/frame_auth.h"
 #include "session/session_id.h"
 #include "session/session_key.h"
 #include "session/wire.h"
@@ -92,6 +93,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
                                                                std::map<std::string, SessionDevice*> devices);
   ~SessionServer() override;
 
+  grpc::Status Challenge(grpc::ServerContext* ctx, const rpci::v1::ChallengeRequest* req,
+                         rpci::v1::ChallengeResponse* resp) override;
   grpc::Status OpenSession(grpc::ServerContext* ctx, const rpci::v1::OpenSessionRequest* req,
                            rpci::v1::OpenSessionResponse* resp) override;
   grpc::Status CloseSession(grpc::ServerContext* ctx, const rpci::v1::CloseSessionRequest* req,
@@ -118,7 +121,32 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   explicit SessionServer(SessionServerOptions options, GrantTable* grants,
                          std::map<std::string, SessionDevice*> devices);
   absl::Status Start();
-  absl::Status Attach(Session& s, const rpci::v1::OpenSessionRequest& req, rpci::v1::OpenSessionResponse* resp);
+  // What a client sent to prove it holds a session's key.
+  struct ProofRequest {
+    const std::string& session_id;
+    const std::string& nonce;
+    const std::string& proof;
+    session::ProofPurpose purpose;
+    const std::string& client_address;
+    const std::string& peer;  // for logs
+  };
+  // The live session if the proof answers one of its outstanding challenges
+  // (which it spends); NOT_FOUND or UNAUTHENTICATED, counted and logged.
+  absl::StatusOr<std::shared_ptr<Session>> Authenticate(const ProofRequest& p, session::Nonce* used);
+  // OpenSession without a session: check the plugin and grant, make one.
+  absl::Status Reserve(const grpc::ServerContext& ctx, const rpci::v1::OpenSessionRequest& req,
+                       rpci::v1::OpenSessionResponse* resp);
+  absl::StatusOr<std::shared_ptr<Session>> NewSession(const Grant& grant, const std::string& compute_node,
+                                                      SessionDevice* device);
+  // The BAR mirrors and DMA size a client must provide.
+  void Describe(const Session& s, rpci::v1::OpenSessionResponse* resp) const;
+  // The completion ring's capacity once the client's regions fit the device.
+  absl::StatusOr<uint32_t> CheckClientRegions(const Session& s, const std::vector<session::RegionDesc>& client) const;
+  absl::Status Attach(Session& s, const rpci::v1::OpenSessionRequest& req, const session::Nonce& nonce,
+                      rpci::v1::OpenSessionResponse* resp);
+  // Registers this attach's agent-side regions and writes the anchor record
+  // naming them (s.local, anchor last).
+  absl::Status RegisterRegions(Session& s);
   void DispatchLoop();
   void ReaperLoop();
   void HandleFrame(const std::string& bytes);
