@@ -431,7 +431,7 @@ TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
     ASSERT_TRUE((*again)->Sync(absl::Seconds(5)).ok()) << "run " << run;
     ASSERT_TRUE((*again)->Close().ok());
   }
-  ASSERT_TRUE(client::CloseSession(ticket, nullptr).ok());
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
   EXPECT_EQ(server_->live_sessions(), 0u);
   EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
 }
