@@ -297,14 +297,14 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
     if (!id.ok()) return ToGrpc(id.status());
     s = Find(*id);
     if (s == nullptr) {
-      refused_->Labels({"stale_session"}).Inc();
+      refused_->Labels({"stale_session"}).Increment();
       log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "stale_session"},
                                    {"peer", ctx->peer()}});
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->resume_session_id() + " is not live");
     }
     absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
     if (!key.ok() || !s->key.Matches(*key)) {
-      refused_->Labels({"bad_key"}).Inc();
+      refused_->Labels({"bad_key"}).Increment();
       // A security event: someone holds the session id but not its key.
       log_.Warn("attach refused", {{"session", req->resume_session_id()}, {"reason", "bad_key"},
                                    {"peer", ctx->peer()}});
@@ -313,18 +313,18 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   } else {
     if (options_.require_plugin_certificate) {
       if (absl::Status peer = CheckReservingPeer(*ctx, req->compute_node()); !peer.ok()) {
-        refused_->Labels({"bad_peer"}).Inc();
+        refused_->Labels({"bad_peer"}).Increment();
         log_.Warn("reservation refused", {{"grant", req->grant_id()}, {"error", std::string(peer.message())}});
         return ToGrpc(peer);
       }
     }
     absl::StatusOr<Grant> grant = grants_->Check(req->grant_id(), req->token(), options_.clock->Now());
     if (!grant.ok()) {
-      refused_->Labels({"bad_grant"}).Inc();
+      refused_->Labels({"bad_grant"}).Increment();
       return ToGrpc(grant.status());
     }
     if (!grant->compute_node.empty() && grant->compute_node != req->compute_node()) {
-      refused_->Labels({"bad_grant"}).Inc();
+      refused_->Labels({"bad_grant"}).Increment();
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                           "grant " + grant->grant_id + " is for node " + grant->compute_node);
     }
@@ -384,7 +384,7 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   }
   absl::Status st = Attach(*s, *req, resp);
   if (!st.ok()) {
-    refused_->Labels({"bad_attach"}).Inc();
+    refused_->Labels({"bad_attach"}).Increment();
     return ToGrpc(st);
   }
   return grpc::Status::OK;
@@ -495,12 +495,12 @@ grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::C
   if (!id.ok()) return ToGrpc(id.status());
   std::shared_ptr<Session> s = Find(*id);
   if (s == nullptr) {
-    refused_->Labels({"stale_session"}).Inc();
+    refused_->Labels({"stale_session"}).Increment();
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->session_id() + " is not live");
   }
   absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
   if (!key.ok() || !s->key.Matches(*key)) {
-    refused_->Labels({"bad_key"}).Inc();
+    refused_->Labels({"bad_key"}).Increment();
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->session_id() + ": wrong key");
   }
   Teardown(*id, "closed", true);
@@ -514,7 +514,7 @@ grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::
   std::shared_ptr<Session> s = Find(*id);
   absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
   if (s == nullptr || !key.ok() || !s->key.Matches(*key)) {
-    refused_->Labels({s == nullptr ? "stale_session" : "bad_key"}).Inc();
+    refused_->Labels({s == nullptr ? "stale_session" : "bad_key"}).Increment();
     resp->set_live(false);
     return grpc::Status::OK;
   }
@@ -545,7 +545,7 @@ void SessionServer::Teardown(uint64_t id, const std::string& reason, bool notify
   }
   if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + session::SessionIdString(id) + ".seq").c_str());
   SaveCheckpoint();
-  teardowns_->Labels({reason}).Inc();
+  teardowns_->Labels({reason}).Increment();
   log_.Info("session torn down", {{"session", session::SessionIdString(id)}, {"reason", reason}});
 }
 
@@ -575,7 +575,7 @@ void SessionServer::DispatchLoop() {
 }
 
 void SessionServer::Refuse(Session* s, ErrorCode code, uint64_t what) {
-  refused_->Labels({session::ErrorCodeName(code)}).Inc();
+  refused_->Labels({session::ErrorCodeName(code)}).Increment();
   if (s != nullptr && s->attached) SendFrame(*s, FrameType::kError, static_cast<uint64_t>(code), what);
 }
 
@@ -596,22 +596,22 @@ void SessionServer::HandleFrame(const std::string& bytes) {
   absl::StatusOr<session::Frame> frame =
       session::DecodeFrame(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
   if (!frame.ok()) {
-    refused_->Labels({"malformed"}).Inc();
+    refused_->Labels({"malformed"}).Increment();
     return;
   }
   std::shared_ptr<Session> s = Find(frame->session_id);
   if (s == nullptr) {
-    refused_->Labels({"stale_session"}).Inc();
+    refused_->Labels({"stale_session"}).Increment();
     return;
   }
   std::unique_lock<std::mutex> lock(s->mu);
   if (!s->key.Matches(frame->key)) {
     // Not answered: whoever sent it does not hold the session.
-    refused_->Labels({"bad_key"}).Inc();
+    refused_->Labels({"bad_key"}).Increment();
     return;
   }
   if (!s->attached) {
-    refused_->Labels({"stale_session"}).Inc();
+    refused_->Labels({"stale_session"}).Increment();
     return;
   }
   s->last_seen = options_.clock->Now();
@@ -699,7 +699,7 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
     if (!access.ok()) {
       Refuse(&s, session::ErrorCodeFor(access), seq);
     } else {
-      mmio_applied_->Inc();
+      mmio_applied_->Increment();
     }
     s.gate.MarkApplied(seq);
     s.seq->set_applied(seq);
@@ -772,7 +772,7 @@ std::vector<fabric::RmaOp> SessionServer::DeliverInterrupts(Session& s) {
     const size_t slot = session::RingSlotOffset(c.seq, s.comp_capacity, session::kCompletionEntrySize);
     session::EncodeCompletion(c, s.comp_buf.data() + slot);
     segs.push_back({s.comp_mr.get(), slot, session::kCompletionEntrySize, ring->address + slot, ring->key});
-    completions_->Inc();
+    completions_->Increment();
   }
   if (segs.size() == mirror_segments) return segs;
   session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.client_consumed, s.completion_seq},
