@@ -75,10 +75,11 @@ absl::StatusOr<SessionTicket> ReserveSession(const std::string& endpoint,
   return SessionTicket{endpoint, resp.session_id(), *key};
 }
 
-absl::Status CloseSession(const SessionTicket& ticket, std::shared_ptr<grpc::ChannelCredentials> creds) {
+absl::Status CloseSession(const SessionTicket& ticket, std::shared_ptr<grpc::ChannelCredentials> creds, bool detach) {
   rpci::v1::CloseSessionRequest req;
   req.set_session_id(ticket.session_id);
   req.set_session_key(ticket.key.Bytes());
+  req.set_detach(detach);
   rpci::v1::CloseSessionResponse resp;
   grpc::Status st = Stub(ticket.endpoint, creds)->CloseSession(Ctx(absl::Seconds(10)).get(), req, &resp);
   if (!st.ok()) return FromGrpc(st, "close session " + ticket.session_id);
@@ -194,6 +195,9 @@ absl::Status SessionClient::Connect() {
   absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(resp.agent_fabric_address());
   if (!peer.ok()) return peer.status();
   peer_ = *peer;
+  // A process attaching to a session an earlier one used (a restarted
+  // container): its writes continue the agent's sequence.
+  if (log_.last() == 0) log_ = session::WriteLog(resp.applied_sequence());
   absl::StatusOr<std::vector<session::MmioWrite>> replay = log_.Resume(resp.applied_sequence());
   if (!replay.ok()) return replay.status();
   pushed_ = log_.acked();
@@ -484,7 +488,7 @@ absl::Status SessionClient::Close() {
   if (absl::Status s = FlushLocked(); !s.ok() && !closed_) return s;
   closed_ = true;
   dead_ = absl::FailedPreconditionError("session " + ticket_.session_id + " is closed");
-  absl::Status s = CloseSession(ticket_, options_.creds);
+  absl::Status s = CloseSession(ticket_, options_.creds, /*detach=*/true);
   if (endpoint_) endpoint_->Shutdown();
   return s;
 }

@@ -1,6 +1,7 @@
 #include "agent/session/session_server.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -146,6 +147,7 @@ struct SessionServer::Session {
   std::vector<SessionDevice::Bar> bars;
   absl::Time opened, last_seen;
   bool attached = false;
+  bool closing = false;  // a Teardown is scrubbing the device (guarded by the server's mu_)
   fabric::PeerId peer = 0;
   std::unique_ptr<SeqFile> seq;
   session::ApplyGate gate;
@@ -178,6 +180,8 @@ SessionServer::SessionServer(SessionServerOptions options, GrantTable* grants,
   MetricsRegistry& m = *options_.metrics;
   refused_ = &m.AddCounter("rpci_session_refused_total",
                            "Session messages and accesses refused, by reason (nothing was applied)", {"reason"});
+  scrubs_ = &m.AddCounter("rpci_agent_device_scrubs_total",
+                          "Device resets between tenants, by result (clean, failed)", {"result"});
   teardowns_ = &m.AddCounter("rpci_session_teardowns_total", "Sessions torn down, by reason", {"reason"});
   mmio_applied_ = &m.AddCounter("rpci_session_mmio_writes_applied_total", "MMIO writes applied to devices").Get();
   completions_ = &m.AddCounter("rpci_session_completions_total", "Completions delivered to clients").Get();
@@ -235,6 +239,7 @@ absl::Status SessionServer::Start() {
   }
   dispatch_ = std::thread([this] { DispatchLoop(); });
   reaper_ = std::thread([this] { ReaperLoop(); });
+  interrupts_ = std::thread([this] { InterruptLoop(); });
   return absl::OkStatus();
 }
 
@@ -245,6 +250,7 @@ void SessionServer::Stop() {
   if (endpoint_) endpoint_->Shutdown();
   if (dispatch_.joinable()) dispatch_.join();
   if (reaper_.joinable()) reaper_.join();
+  if (interrupts_.joinable()) interrupts_.join();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [id, s] : sessions_) {
     std::lock_guard<std::mutex> slock(s->mu);
@@ -252,15 +258,23 @@ void SessionServer::Stop() {
   }
 }
 
+absl::Status SessionServer::DeviceClean(const std::string& device_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = device_clean_.find(device_id);
+  return it == device_clean_.end() ? absl::OkStatus() : it->second;
+}
+
 size_t SessionServer::live_sessions() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return sessions_.size();
+  size_t n = 0;
+  for (const auto& [id, s] : sessions_) n += s->closing ? 0 : 1;
+  return n;
 }
 
 std::shared_ptr<SessionServer::Session> SessionServer::Find(uint64_t id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = sessions_.find(id);
-  return it == sessions_.end() ? nullptr : it->second;
+  return it == sessions_.end() || it->second->closing ? nullptr : it->second;
 }
 
 void SessionServer::SaveCheckpoint() {
@@ -351,7 +365,16 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
     s->seq->set_applied(0);
     s->seq->set_completions(0);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
+      // A device its last session is still being scrubbed off is worth a wait.
+      scrubbed_.wait_for(lock, std::chrono::seconds(10), [&] {
+        auto o = device_owner_.find(s->device_id);
+        return o == device_owner_.end() || !sessions_.at(o->second)->closing;
+      });
+      if (auto c = device_clean_.find(s->device_id); c != device_clean_.end() && !c->second.ok()) {
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                            "device " + s->device_id + " is not clean: " + std::string(c->second.message()));
+      }
       auto owner = device_owner_.find(s->device_id);
       if (owner != device_owner_.end()) {
         return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
@@ -503,8 +526,22 @@ grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::C
     refused_->Labels({"bad_key"}).Increment();
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->session_id() + ": wrong key");
   }
+  if (req->detach()) {
+    Detach(*s);
+    return grpc::Status::OK;
+  }
   Teardown(*id, "closed", true);
   return grpc::Status::OK;
+}
+
+void SessionServer::Detach(Session& s) {
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.attached) endpoint_->RemovePeer(s.peer).IgnoreError();
+  s.Deregister();
+  // Unattached again: the attach timeout runs from now.
+  s.last_seen = options_.clock->Now();
+  teardowns_->Labels({"detached"}).Increment();
+  log_.Info("session detached by its workload", {{"session", session::SessionIdString(s.id)}});
 }
 
 grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::SessionStatusRequest* req,
@@ -514,7 +551,9 @@ grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::
   std::shared_ptr<Session> s = Find(*id);
   absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
   if (s == nullptr || !key.ok() || !s->key.Matches(*key)) {
-    refused_->Labels({s == nullptr ? "stale_session" : "bad_key"}).Increment();
+    // A status probe of a session that has ended (the plugin's health check
+    // after a close or an agent restart) is not a refused attach.
+    refused_->Labels({s == nullptr ? "probe_closed_session" : "bad_key"}).Increment();
     resp->set_live(false);
     return grpc::Status::OK;
   }
@@ -528,20 +567,36 @@ grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::
 void SessionServer::Teardown(uint64_t id, const std::string& reason, bool notify) {
   std::shared_ptr<Session> s;
   {
+    // The session (and so the device's ownership) stays listed until the
+    // device is scrubbed: nobody is granted it in between.
     std::lock_guard<std::mutex> lock(mu_);
     auto it = sessions_.find(id);
-    if (it == sessions_.end()) return;
+    if (it == sessions_.end() || it->second->closing) return;
     s = it->second;
-    sessions_.erase(it);
-    device_owner_.erase(s->device_id);
-    open_gauge_->Set(static_cast<double>(sessions_.size()));
+    s->closing = true;
   }
+  absl::Status clean;
   {
     std::lock_guard<std::mutex> lock(s->mu);
     if (notify && s->attached) SendFrame(*s, FrameType::kClose, 0, 0);
     if (s->attached) endpoint_->RemovePeer(s->peer).IgnoreError();
     s->Deregister();
     s->seq.reset();
+    clean = s->device->Reset();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    device_clean_[s->device_id] = clean;
+    sessions_.erase(id);
+    device_owner_.erase(s->device_id);
+    open_gauge_->Set(static_cast<double>(sessions_.size()));
+  }
+  scrubbed_.notify_all();
+  scrubs_->Labels({clean.ok() ? "clean" : "failed"}).Increment();
+  if (!clean.ok()) {
+    log_.Error("device not clean after teardown; it will not be granted again",
+               {{"session", session::SessionIdString(id)}, {"device", s->device_id},
+                {"error", std::string(clean.message())}});
   }
   if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + session::SessionIdString(id) + ".seq").c_str());
   SaveCheckpoint();
@@ -557,6 +612,7 @@ void SessionServer::ReaperLoop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [id, s] : sessions_) {
+        if (s->closing) continue;
         std::lock_guard<std::mutex> slock(s->mu);
         const absl::Duration limit = s->attached ? options_.grace : options_.attach_timeout;
         if (now - s->last_seen > limit) expired.push_back(id);
@@ -708,7 +764,39 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
   // client writes only the tail word, so this cannot race its updates).
   const uint64_t head = s.gate.applied();
   std::memcpy(s.ring_buf.data() + session::kRingHeadOffset, &head, sizeof(head));  // little-endian host
+  PushCompletions(s, true);
+}
+
+void SessionServer::InterruptLoop() {
+  while (!stopping_) {
+    std::vector<pollfd> fds;
+    std::vector<std::shared_ptr<Session>> owners;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, s] : sessions_) {
+        std::lock_guard<std::mutex> slock(s->mu);
+        const int fd = s->attached ? s->device->interrupt_fd() : -1;
+        if (fd < 0) continue;
+        fds.push_back({fd, POLLIN, 0});
+        owners.push_back(s);
+      }
+    }
+    if (fds.empty()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    if (poll(fds.data(), fds.size(), 50) <= 0) continue;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if ((fds[i].revents & POLLIN) == 0) continue;
+      std::lock_guard<std::mutex> slock(owners[i]->mu);
+      if (owners[i]->attached) PushCompletions(*owners[i], false);
+    }
+  }
+}
+
+void SessionServer::PushCompletions(Session& s, bool always) {
   std::vector<fabric::RmaOp> segs = DeliverInterrupts(s);
+  if (segs.empty() && !always) return;
   session::Frame f;
   f.type = FrameType::kEvent;
   f.session_id = s.id;

@@ -8,6 +8,7 @@
 // delivers completions. docs/sessions.md is the protocol.
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -101,6 +102,13 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // new server resumes them).
   void Stop();
 
+  // OK when the device is clean: never used, or reset and its DMA space
+  // zeroed after its last session (SessionDevice::Reset). UNAVAILABLE while
+  // a teardown is scrubbing it; the Reset error when the scrub failed (then
+  // OpenSession refuses it with FAILED_PRECONDITION). The agent reports this
+  // to the controller as the device's health.
+  absl::Status DeviceClean(const std::string& device_id) const;
+
   size_t live_sessions() const;
   const std::string& fabric_address() const { return endpoint_->address(); }
 
@@ -114,6 +122,12 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void ReaperLoop();
   void HandleFrame(const std::string& bytes);
   void HandleKick(Session& s, uint64_t tail, uint64_t consumed);
+  // Waits on the attached sessions' device interrupt fds and pushes their
+  // completions as the devices raise them (no kick needed).
+  void InterruptLoop();
+  // DeliverInterrupts, then the writes and the event frame to the client;
+  // with `always`, the frame also when nothing was delivered (a kick's answer).
+  void PushCompletions(Session& s, bool always);
   // BAR snapshots (read from the device now) and from-device DMA ranges.
   absl::Status MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs);
   absl::Status PushMirrors(Session& s);
@@ -122,6 +136,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::vector<fabric::RmaOp> DeliverInterrupts(Session& s);
   void SendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
   void Refuse(Session* s, session::ErrorCode code, uint64_t what);
+  // The workload closed with detach: data path down, session kept.
+  void Detach(Session& s);
   void Teardown(uint64_t id, const std::string& reason, bool notify);
   void SaveCheckpoint();
   std::shared_ptr<Session> Find(uint64_t id) const;
@@ -133,6 +149,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   Logger log_{"agent.session"};
   CounterFamily* refused_;
   CounterFamily* teardowns_;
+  CounterFamily* scrubs_;
   Counter* mmio_applied_;
   Counter* completions_;
   Gauge* open_gauge_;
@@ -140,10 +157,13 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   mutable std::mutex mu_;
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;
   std::map<std::string, uint64_t> device_owner_;
+  std::map<std::string, absl::Status> device_clean_;  // absent = never used
+  std::condition_variable scrubbed_;                  // a closing session is gone
   std::mutex checkpoint_mu_;
   std::atomic<bool> stopping_{false};
   std::thread dispatch_;
   std::thread reaper_;
+  std::thread interrupts_;
 };
 
 }  // namespace rpci::agent

@@ -267,13 +267,27 @@ TEST_F(SessionTest, PeerGonePastGraceIsTornDownOnBothEnds) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
 }
 
-TEST_F(SessionTest, CloseRevokesTheSession) {
+// A workload's close detaches: the session stays for the pod's allocation
+// and the next process (a restarted container) attaches with the same
+// ticket; only CloseSession without detach (the plugin) ends it.
+TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
   client::SessionTicket ticket;
   auto c = Attach(&ticket);
   ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   ASSERT_TRUE(c->Close().ok());
-  EXPECT_EQ(server_->live_sessions(), 0u);
+  EXPECT_EQ(server_->live_sessions(), 1u);
   EXPECT_EQ(c->Write(0, 0, 4, 1).code(), absl::StatusCode::kFailedPrecondition);
+  for (int run = 0; run < 3; ++run) {
+    auto again = client::SessionClient::Attach(ticket, {});
+    ASSERT_TRUE(again.ok()) << again.status();
+    ASSERT_TRUE((*again)->Write(0, 0, 4, 8 + run).ok());
+    ASSERT_TRUE((*again)->Sync(absl::Seconds(5)).ok()) << "run " << run;
+    ASSERT_TRUE((*again)->Close().ok());
+  }
+  ASSERT_TRUE(client::CloseSession(ticket, nullptr).ok());
+  EXPECT_EQ(server_->live_sessions(), 0u);
   EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
 }
 
