@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_util.h"
 #include "controller/identity/token_review.h"
 
 namespace rpci::controller::identity {
@@ -131,7 +132,7 @@ grpc::Status NodeIdentityService::IssueCertificate(grpc::ServerContext* context,
     LogFields f = fields;
     f.emplace_back("error", r.status().ToString());
     log_.Warn("node certificate refused", f);
-    return grpc::Status(static_cast<grpc::StatusCode>(r.status().code()), std::string(r.status().message()));
+    return ToGrpc(r.status());
   }
   log_.Info("node certificate issued", fields);
   *response = *std::move(r);
