@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/grpc_util.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/rpci/v1/identity.grpc.pb.h"
 
@@ -65,9 +66,7 @@ absl::StatusOr<TlsMaterial> RequestNodeCertificate(const NodeCertificateOptions&
   auto stub = rpci::v1::NodeIdentity::NewStub(grpc::CreateChannel(o.identity_address, *creds));
   grpc::Status s = stub->IssueCertificate(&ctx, req, &resp);
   if (!s.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                        absl::StrCat("controller ", o.identity_address, " issued no certificate for ", common_name,
-                                     ": ", s.error_message()));
+    return FromGrpc(s, absl::StrCat("controller ", o.identity_address, " issued no certificate for ", common_name));
   }
   TlsMaterial tls;
   tls.cert_pem = resp.certificate_pem();

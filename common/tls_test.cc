@@ -178,8 +178,7 @@ TEST(LoadTlsMaterialTest, ReportsMissingGarbageAndMismatchedFiles) {
 }
 
 TEST_F(TlsTest, ReloadingCredentialsUseARewrittenCertificateOnTheNextConnection) {
-  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/reload";
-  mkdir(dir.c_str(), 0700);
+  const std::string dir = testing::MakeTempDir("reload");
   absl::StatusOr<TlsMaterial> first = ca_->Issue("plugin:node-b", {}, {});
   ASSERT_TRUE(first.ok());
   absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*first, dir, "tls");
@@ -199,8 +198,7 @@ TEST_F(TlsTest, ReloadingCredentialsUseARewrittenCertificateOnTheNextConnection)
 TEST(ReloadingCredentialsTest, AServerWhoseCertificateDoesNotNameTheAddressIsRefused) {
   absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
   ASSERT_TRUE(ca.ok());
-  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/hostname";
-  mkdir(dir.c_str(), 0700);
+  const std::string dir = testing::MakeTempDir("hostname");
   absl::StatusOr<TlsMaterial> server = ca->Issue("agent:node-a", {"node-a"}, {"10.9.9.9"});  // not 127.0.0.1
   absl::StatusOr<TlsMaterial> client = ca->Issue("plugin:node-b", {}, {});
   ASSERT_TRUE(server.ok() && client.ok());

@@ -276,7 +276,7 @@ void Plugin::RegisterAll(bool reserve) {
       continue;
     }
     ++registrations_;
-    kubelet_registrations_->Inc();
+    kubelet_registrations_->Increment();
     log_.Info("registered with kubelet", {{"resource", ResourceName(pool)}, {"endpoint", SocketName(pool)}});
   }
 }
@@ -446,12 +446,12 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       for (const std::string& id : creq.devices_ids()) {
         auto it = assignments_.find(id);
         if (it == assignments_.end() || it->second.device().pool() != pool) {
-          allocations_->Labels({pool, "rejected"}).Inc();
+          allocations_->Labels({pool, "rejected"}).Increment();
           return absl::InvalidArgumentError(
               absl::StrCat(what, "device ", id, " is not assigned to node ", options_.node_name, " in pool ", pool));
         }
         if (!seen.insert(id).second || allocating_.count(id)) {
-          allocations_->Labels({pool, "rejected"}).Inc();
+          allocations_->Labels({pool, "rejected"}).Increment();
           return absl::FailedPreconditionError(absl::StrCat(what, "device ", id, " is requested twice"));
         }
         assigned[id] = it->second;
@@ -477,7 +477,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
     for (const std::string& id : ids) allocating_.erase(id);
     ++version_;
     changed_.notify_all();
-    allocations_->Labels({pool, "failed"}).Inc();
+    allocations_->Labels({pool, "failed"}).Increment();
     log_.Warn("allocate failed", {{"pool", pool}, {"error", std::string(cause.message())}});
     return Prefixed(cause, what);
   };
@@ -539,7 +539,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
   sessions_gauge_->Set(static_cast<double>(held_.size()));
   ++version_;
   changed_.notify_all();
-  allocations_->Labels({pool, "ok"}).Inc();
+  allocations_->Labels({pool, "ok"}).Increment();
   log_.Info("allocated", {{"pool", pool}, {"devices", absl::StrJoin(ids, ",")}});
   return resp;
 }

@@ -120,7 +120,7 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
 
   GaugeFamily& exported = app->metrics_.AddGauge("rpci_agent_exported_devices", "Devices this agent exports",
                                                  {"pool", "backend"});
-  for (const rpci::v1::ExportedDevice& d : app->devices_) exported.Labels({d.pool(), d.backend()}).Add(1);
+  for (const rpci::v1::ExportedDevice& d : app->devices_) exported.Labels({d.pool(), d.backend()}).Increment();
   app->log_.Info("devices ready", {{"devices", app->devices_.size()}, {"provider", app->provider_}});
   return app;
 }

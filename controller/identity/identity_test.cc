@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "common/cert_authority.h"
+#include "common/grpc_util.h"
 #include "common/tls.h"
 #include "common/tls_node_certificate.h"
 #include "common/tls_settings.h"
@@ -260,7 +261,7 @@ class MtlsPeer {
     rpci::v1::IssueCertificateRequest req;
     rpci::v1::IssueCertificateResponse resp;
     grpc::Status s = stub->IssueCertificate(&ctx, req, &resp);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (!s.ok()) return FromGrpc(s);
     return resp.certificate_pem();
   }
 

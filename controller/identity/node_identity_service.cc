@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_util.h"
 #include "controller/identity/token_review.h"
 
 namespace rpci::controller::identity {
@@ -125,13 +126,13 @@ grpc::Status NodeIdentityService::IssueCertificate(grpc::ServerContext* context,
   absl::StatusOr<rpci::v1::IssueCertificateResponse> r = Issue(*request);
   metrics_->AddCounter("rpci_identity_requests_total", "Node certificate requests, by result", {"result"})
       .Labels({ResultOf(r.status().code())})
-      .Inc();
+      .Increment();
   const LogFields fields = {{"role", request->role()}, {"node", request->node()}, {"peer", context->peer()}};
   if (!r.ok()) {
     LogFields f = fields;
     f.emplace_back("error", r.status().ToString());
     log_.Warn("node certificate refused", f);
-    return grpc::Status(static_cast<grpc::StatusCode>(r.status().code()), std::string(r.status().message()));
+    return ToGrpc(r.status());
   }
   log_.Info("node certificate issued", fields);
   *response = *std::move(r);
