@@ -195,6 +195,51 @@ TEST_F(TlsTest, ReloadingCredentialsUseARewrittenCertificateOnTheNextConnection)
   EXPECT_EQ(service_.node, "node-c");
 }
 
+TEST(ReloadingCredentialsTest, AServerPresentsARewrittenCertificateWithoutRestart) {
+  absl::StatusOr<CertAuthority> old_ca = CertAuthority::Create("old-ca");
+  absl::StatusOr<CertAuthority> new_ca = CertAuthority::Create("new-ca");
+  ASSERT_TRUE(old_ca.ok() && new_ca.ok());
+  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/server-reload";
+  mkdir(dir.c_str(), 0700);
+  absl::StatusOr<TlsMaterial> first = old_ca->Issue("controller", {"localhost"}, {"127.0.0.1"});
+  ASSERT_TRUE(first.ok());
+  absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*first, dir, "server");
+  ASSERT_TRUE(files.ok());
+  RecordingRegistration service;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0",
+                           MakeReloadingServerCredentials(*files, ClientCertPolicy::kRequestAndVerifyIfPresent,
+                                                          absl::Seconds(1)),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> srv = builder.BuildAndStart();
+  ASSERT_NE(srv, nullptr);
+  auto trusting = [&](const CertAuthority& ca) {
+    const std::string ca_file = dir + "/trust-" + std::to_string(reinterpret_cast<uintptr_t>(&ca)) + ".crt";
+    std::ofstream(ca_file) << ca.ca_pem();
+    auto stub = v1beta1::Registration::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), *MakeCaOnlyChannelCredentials(ca_file)));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1beta1::RegisterRequest req;
+    v1beta1::Empty resp;
+    return stub->Register(&ctx, req, &resp).error_code();
+  };
+  // Reaching the service (which wants a client certificate) means the TLS
+  // handshake, and so the server's certificate, was accepted.
+  EXPECT_EQ(trusting(*old_ca), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(trusting(*new_ca), grpc::StatusCode::UNAVAILABLE);
+
+  absl::StatusOr<TlsMaterial> second = new_ca->Issue("controller", {"localhost"}, {"127.0.0.1"});
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE(CertAuthority::WriteFiles(*second, dir, "server").ok());
+  absl::SleepFor(absl::Seconds(2.5));
+  EXPECT_EQ(trusting(*new_ca), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(trusting(*old_ca), grpc::StatusCode::UNAVAILABLE);
+  srv->Shutdown();
+}
+
 TEST(ReloadingCredentialsTest, AServerWhoseCertificateDoesNotNameTheAddressIsRefused) {
   absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
   ASSERT_TRUE(ca.ok());

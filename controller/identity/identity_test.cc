@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <iostream>
+#include <sstream>
 
 #include "common/cert_authority.h"
 #include "common/tls.h"
@@ -139,7 +141,14 @@ TEST_F(IdentityTest, AnAgentOnItsNodeGetsACertificateNamingItsNodeAndHostIp) {
 }
 
 TEST_F(IdentityTest, AForgedTokenGetsNoCertificate) {
+  std::ostringstream log;
+  Logger::SetSink(&log);
   absl::Status s = RequestNodeCertificate(Request("forged-token", "node-a")).status();
+  Logger::SetSink(&std::cerr);
+  EXPECT_NE(log.str().find("node certificate refused"), std::string::npos) << log.str();
+  EXPECT_EQ(log.str().find("forged-token"), std::string::npos) << "the token was logged: " << log.str();
+  EXPECT_NE(metrics_.Render().find("rpci_identity_requests_total{result=\"bad_token\"} 1"), std::string::npos)
+      << metrics_.Render();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
   EXPECT_NE(s.message().find("token not authenticated by the API server: [invalid bearer token"), std::string::npos)
       << s;
