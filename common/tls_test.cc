@@ -6,6 +6,10 @@
 #include <iostream>
 #include <sstream>
 
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
 #include "common/cert_authority.h"
 #include "common/tls_settings.h"
 #include "grpcpp/grpcpp.h"
@@ -316,6 +320,62 @@ TEST(DaemonTlsTest, InsecureIsWarnedAtStart) {
   EXPECT_TRUE((*tls)->insecure());
   EXPECT_NE(sink.str().find("\"level\":\"warn\""), std::string::npos) << sink.str();
   EXPECT_NE(sink.str().find("WITHOUT TLS"), std::string::npos) << sink.str();
+}
+
+// A PKCS#10 request for `cn` with an RSA key of `bits`, via OpenSSL directly.
+std::string RsaRequest(const std::string& cn, int bits) {
+  EVP_PKEY* key = EVP_RSA_gen(bits);
+  X509_REQ* req = X509_REQ_new();
+  X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  X509_REQ_set_pubkey(req, key);
+  X509_REQ_sign(req, key, EVP_sha256());
+  BIO* bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509_REQ(bio, req);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio, &data);
+  std::string pem(data, len);
+  BIO_free(bio);
+  X509_REQ_free(req);
+  EVP_PKEY_free(key);
+  return pem;
+}
+
+TEST(CertAuthorityTest, SignsARequestAsTheCaSaysNotAsTheRequestSays) {
+  absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
+  ASSERT_TRUE(ca.ok());
+  absl::StatusOr<CertificateRequest> req = NewCertificateRequest("controller");  // asks for more than it gets
+  ASSERT_TRUE(req.ok());
+  absl::StatusOr<std::string> cert = ca->SignRequest(req->csr_pem, "agent:node-a", {"node-a"}, {}, absl::Minutes(5));
+  ASSERT_TRUE(cert.ok()) << cert.status();
+  absl::StatusOr<CertificateInfo> info = ReadCertificateInfo(*cert);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->common_name, "agent:node-a");
+  EXPECT_LE(info->not_after, absl::Now() + absl::Minutes(5) + absl::Seconds(2));
+  TlsMaterial tls{*cert, req->key_pem, ca->ca_pem(), ""};
+  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/signed";
+  mkdir(dir.c_str(), 0700);
+  absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(tls, dir, "node");
+  ASSERT_TRUE(files.ok());
+  EXPECT_TRUE(LoadTlsMaterial(*files).ok()) << "the key made with the request matches the certificate";
+}
+
+TEST(CertAuthorityTest, RefusesGarbageWeakKeysAndTamperedRequests) {
+  absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
+  ASSERT_TRUE(ca.ok());
+  EXPECT_EQ(ca->SignRequest("hello", "agent:a", {}, {}, absl::Hours(1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::Status weak = ca->SignRequest(RsaRequest("x", 1024), "agent:a", {}, {}, absl::Hours(1)).status();
+  EXPECT_NE(weak.message().find("key must be EC"), std::string::npos) << weak;
+  EXPECT_TRUE(ca->SignRequest(RsaRequest("x", 2048), "agent:a", {}, {}, absl::Hours(1)).ok());
+  // Another request's key under this one's signature.
+  absl::StatusOr<CertificateRequest> a = NewCertificateRequest("a");
+  ASSERT_TRUE(a.ok());
+  std::string tampered = a->csr_pem;
+  tampered[tampered.size() / 2] = tampered[tampered.size() / 2] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(ca->SignRequest(tampered, "agent:a", {}, {}, absl::Hours(1)).ok());
+  EXPECT_EQ(CertAuthority::Load("/nonexistent/ca.crt", "/nonexistent/ca.key").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(ParsePeerIdentityTest, AcceptsRoleAndOptionalNode) {

@@ -12,6 +12,7 @@
 #include "common/tls_node_certificate.h"
 #include "common/tls_settings.h"
 #include "controller/identity/identity_server.h"
+#include "controller/identity/token_review.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/rpci/v1/identity.grpc.pb.h"
@@ -364,6 +365,30 @@ TEST_F(IdentityTest, TheCaCertificateIsPublishedForNodesAndKeptCurrent) {
   api_.Put("/api/v1/namespaces/rpci/configmaps/rpci-ca-bundle", {{"data", {{"ca.crt", "stale"}}}});
   ASSERT_TRUE(server_->PublishCaBundle().ok());
   EXPECT_EQ((*api_.Get("/api/v1/namespaces/rpci/configmaps/rpci-ca-bundle"))["data"]["ca.crt"], ca_->ca_pem());
+}
+
+TEST(ParseTokenReviewTest, AnythingButAnAuthenticatedServiceAccountForOurAudienceIsRefused) {
+  for (const char* answer :
+       {"null", "[]", R"({"status": []})", R"({"status": {"authenticated": "true"}})",
+        R"({"status": {"authenticated": true}})", R"({"status": {"authenticated": true, "audiences": "rpci"}})",
+        R"({"status": {"authenticated": true, "audiences": ["rpci"], "user": {"username": 7}}})",
+        R"({"status": {"authenticated": true, "audiences": ["rpci"], "user": {"username": "alice"}}})",
+        R"({"status": {"authenticated": true, "audiences": ["rpci"],
+                       "user": {"username": "system:serviceaccount:ns:"}}})",
+        R"({"status": {"error": ["not a string"]}})"}) {
+    absl::StatusOr<ReviewedToken> t = ParseTokenReview(json::parse(answer), "rpci");
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kUnauthenticated) << answer;
+  }
+  absl::StatusOr<ReviewedToken> t = ParseTokenReview(
+      json::parse(R"({"status": {"authenticated": true, "audiences": ["rpci"],
+                    "user": {"username": "system:serviceaccount:rpci:rpci-agent",
+                             "extra": {"authentication.kubernetes.io/pod-name": [3],
+                                       "authentication.kubernetes.io/pod-uid": "u"}}}})"),
+      "rpci");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->service_account, "rpci-agent");
+  EXPECT_EQ(t->pod_name, "");  // malformed claims count as absent
+  EXPECT_EQ(t->pod_uid, "");
 }
 
 TEST(IdentityServerTest, NeedsTheApiServerAndTheCa) {

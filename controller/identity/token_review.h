@@ -27,6 +27,10 @@ struct ReviewedToken {
 absl::StatusOr<ReviewedToken> ReviewToken(kube::KubeClient& kube, const std::string& token,
                                           const std::string& audience);
 
+// The decision in a TokenReview answer, as ReviewToken reads it; any JSON
+// (missing fields, wrong types) gives a status, never a crash.
+absl::StatusOr<ReviewedToken> ParseTokenReview(const nlohmann::json& answer, const std::string& audience);
+
 }  // namespace rpci::controller::identity
 
 #endif  // RPCI_CONTROLLER_IDENTITY_TOKEN_REVIEW_H_
