@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "common/grpc_util.h"
 #include "proto/rpci/v1/session.grpc.pb.h"
 #include "session/bounds.h"
 
@@ -15,10 +16,6 @@ using session::RegionKind;
 
 namespace {
 
-absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), what + ": " + s.error_message());
-}
-
 std::unique_ptr<rpci::v1::SessionControl::Stub> Stub(const std::string& endpoint,
                                                       std::shared_ptr<grpc::ChannelCredentials> creds) {
   if (!creds) creds = grpc::InsecureChannelCredentials();
@@ -27,7 +24,7 @@ std::unique_ptr<rpci::v1::SessionControl::Stub> Stub(const std::string& endpoint
 
 std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout) {
   auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+  ctx->set_deadline(In(timeout));
   return ctx;
 }
 
@@ -78,10 +75,11 @@ absl::StatusOr<SessionTicket> ReserveSession(const std::string& endpoint,
   return SessionTicket{endpoint, resp.session_id(), *key};
 }
 
-absl::Status CloseSession(const SessionTicket& ticket, std::shared_ptr<grpc::ChannelCredentials> creds) {
+absl::Status CloseSession(const SessionTicket& ticket, std::shared_ptr<grpc::ChannelCredentials> creds, bool detach) {
   rpci::v1::CloseSessionRequest req;
   req.set_session_id(ticket.session_id);
   req.set_session_key(ticket.key.Bytes());
+  req.set_detach(detach);
   rpci::v1::CloseSessionResponse resp;
   grpc::Status st = Stub(ticket.endpoint, creds)->CloseSession(Ctx(absl::Seconds(10)).get(), req, &resp);
   if (!st.ok()) return FromGrpc(st, "close session " + ticket.session_id);
@@ -197,6 +195,9 @@ absl::Status SessionClient::Connect() {
   absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(resp.agent_fabric_address());
   if (!peer.ok()) return peer.status();
   peer_ = *peer;
+  // A process attaching to a session an earlier one used (a restarted
+  // container): its writes continue the agent's sequence.
+  if (log_.last() == 0) log_ = session::WriteLog(resp.applied_sequence());
   absl::StatusOr<std::vector<session::MmioWrite>> replay = log_.Resume(resp.applied_sequence());
   if (!replay.ok()) return replay.status();
   pushed_ = log_.acked();
@@ -487,7 +488,7 @@ absl::Status SessionClient::Close() {
   if (absl::Status s = FlushLocked(); !s.ok() && !closed_) return s;
   closed_ = true;
   dead_ = absl::FailedPreconditionError("session " + ticket_.session_id + " is closed");
-  absl::Status s = CloseSession(ticket_, options_.creds);
+  absl::Status s = CloseSession(ticket_, options_.creds, /*detach=*/true);
   if (endpoint_) endpoint_->Shutdown();
   return s;
 }

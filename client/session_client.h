@@ -38,8 +38,12 @@ absl::StatusOr<SessionTicket> ReserveSession(const std::string& endpoint,
                                              std::shared_ptr<grpc::ChannelCredentials> creds,
                                              const std::string& grant_id, const std::string& token,
                                              const std::string& compute_node);
-// Ends a session (the plugin on container teardown, or librpci on close).
-absl::Status CloseSession(const SessionTicket& ticket, std::shared_ptr<grpc::ChannelCredentials> creds);
+// Ends a session (the plugin when the pod's allocation ends), or with
+// `detach` only takes its data path down: the session belongs to the pod's
+// allocation, so a workload that closes (librpci's close) detaches and a
+// restarted container attaches again.
+absl::Status CloseSession(const SessionTicket& ticket, std::shared_ptr<grpc::ChannelCredentials> creds,
+                          bool detach = false);
 
 struct ClientOptions {
   // The data path's provider (the agent's), bind address and op timeout.
@@ -106,7 +110,9 @@ class SessionClient {
   // Next completion, or DEADLINE_EXCEEDED.
   absl::StatusOr<session::Completion> WaitCompletion(absl::Duration timeout);
 
-  // Closes the session on the agent; the client is unusable afterwards.
+  // Detaches from the session on the agent (which keeps it for the pod's
+  // allocation: another process with the ticket may attach); this client is
+  // unusable afterwards.
   absl::Status Close();
 
   ClientStats stats() const;

@@ -11,6 +11,7 @@
 #include <openssl/x509.h>
 
 #include "common/cert_authority.h"
+#include "common/testing/temp_dir.h"
 #include "common/tls_settings.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -108,7 +109,7 @@ class OptionalClientCertTest : public TlsTest {
 TEST_F(OptionalClientCertTest, ClientWithCertIsIdentified) { ExpectPluginNodeBIsIdentified(); }
 
 TEST_F(OptionalClientCertTest, ClientWithOnlyTheCaReachesTheServiceAnonymously) {
-  std::string ca_file = std::string(getenv("TEST_TMPDIR")) + "/optional-ca.crt";
+  std::string ca_file = testing::MakeTempDir("tls") + "/optional-ca.crt";
   std::ofstream(ca_file) << ca_->ca_pem();
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeCaOnlyChannelCredentials(ca_file);
   ASSERT_TRUE(creds.ok()) << creds.status();
@@ -132,7 +133,7 @@ TEST_F(OptionalClientCertTest, ClientWithCertFromAnotherCaIsStillRefused) {
 TEST_F(OptionalClientCertTest, AServerFromAnotherCaIsNotTrustedByACaOnlyClient) {
   absl::StatusOr<CertAuthority> other = CertAuthority::Create("other-ca");
   ASSERT_TRUE(other.ok());
-  std::string ca_file = std::string(getenv("TEST_TMPDIR")) + "/other-ca.crt";
+  std::string ca_file = testing::MakeTempDir("tls") + "/other-ca.crt";
   std::ofstream(ca_file) << other->ca_pem();
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeCaOnlyChannelCredentials(ca_file);
   ASSERT_TRUE(creds.ok()) << creds.status();
@@ -140,7 +141,7 @@ TEST_F(OptionalClientCertTest, AServerFromAnotherCaIsNotTrustedByACaOnlyClient) 
 }
 
 TEST(MakeCaOnlyChannelCredentialsTest, ReportsMissingAndGarbageFiles) {
-  std::string dir = getenv("TEST_TMPDIR");
+  std::string dir = testing::MakeTempDir("tls");
   EXPECT_EQ(MakeCaOnlyChannelCredentials(dir + "/absent.crt").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(MakeCaOnlyChannelCredentials("").status().code(), absl::StatusCode::kInvalidArgument);
   std::ofstream(dir + "/not-a-ca.crt") << "hello\n";
@@ -150,7 +151,7 @@ TEST(MakeCaOnlyChannelCredentialsTest, ReportsMissingAndGarbageFiles) {
 }
 
 TEST(LoadTlsMaterialTest, ReportsMissingGarbageAndMismatchedFiles) {
-  std::string dir = getenv("TEST_TMPDIR");
+  std::string dir = testing::MakeTempDir("tls");
   absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
   ASSERT_TRUE(ca.ok());
   absl::StatusOr<TlsMaterial> a = ca->Issue("agent:node-a", {}, {});
@@ -181,8 +182,7 @@ TEST(LoadTlsMaterialTest, ReportsMissingGarbageAndMismatchedFiles) {
 }
 
 TEST_F(TlsTest, ReloadingCredentialsUseARewrittenCertificateOnTheNextConnection) {
-  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/reload";
-  mkdir(dir.c_str(), 0700);
+  const std::string dir = testing::MakeTempDir("reload");
   absl::StatusOr<TlsMaterial> first = ca_->Issue("plugin:node-b", {}, {});
   ASSERT_TRUE(first.ok());
   absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*first, dir, "tls");
@@ -203,8 +203,7 @@ TEST(ReloadingCredentialsTest, AServerPresentsARewrittenCertificateWithoutRestar
   absl::StatusOr<CertAuthority> old_ca = CertAuthority::Create("old-ca");
   absl::StatusOr<CertAuthority> new_ca = CertAuthority::Create("new-ca");
   ASSERT_TRUE(old_ca.ok() && new_ca.ok());
-  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/server-reload";
-  mkdir(dir.c_str(), 0700);
+  const std::string dir = testing::MakeTempDir("server-reload");
   absl::StatusOr<TlsMaterial> first = old_ca->Issue("controller", {"localhost"}, {"127.0.0.1"});
   ASSERT_TRUE(first.ok());
   absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*first, dir, "server");
@@ -247,8 +246,7 @@ TEST(ReloadingCredentialsTest, AServerPresentsARewrittenCertificateWithoutRestar
 TEST(ReloadingCredentialsTest, AServerWhoseCertificateDoesNotNameTheAddressIsRefused) {
   absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
   ASSERT_TRUE(ca.ok());
-  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/hostname";
-  mkdir(dir.c_str(), 0700);
+  const std::string dir = testing::MakeTempDir("hostname");
   absl::StatusOr<TlsMaterial> server = ca->Issue("agent:node-a", {"node-a"}, {"10.9.9.9"});  // not 127.0.0.1
   absl::StatusOr<TlsMaterial> client = ca->Issue("plugin:node-b", {}, {});
   ASSERT_TRUE(server.ok() && client.ok());
@@ -353,8 +351,7 @@ TEST(CertAuthorityTest, SignsARequestAsTheCaSaysNotAsTheRequestSays) {
   EXPECT_EQ(info->common_name, "agent:node-a");
   EXPECT_LE(info->not_after, absl::Now() + absl::Minutes(5) + absl::Seconds(2));
   TlsMaterial tls{*cert, req->key_pem, ca->ca_pem(), ""};
-  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/signed";
-  mkdir(dir.c_str(), 0700);
+  const std::string dir = testing::MakeTempDir("signed");
   absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(tls, dir, "node");
   ASSERT_TRUE(files.ok());
   EXPECT_TRUE(LoadTlsMaterial(*files).ok()) << "the key made with the request matches the certificate";

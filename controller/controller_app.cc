@@ -43,7 +43,7 @@ const std::map<std::string, std::string>& EventTypes() {
   static const auto* types = new std::map<std::string, std::string>{
       {"assign", "Normal"},   {"release", "Normal"},  {"attach", "Normal"},    {"detach", "Normal"},
       {"undrain", "Normal"},  {"reclaim", "Warning"}, {"drain", "Warning"},    {"unhealthy", "Warning"},
-      {"healthy", "Normal"},  {"remove", "Normal"}};
+      {"healthy", "Normal"},  {"remove", "Normal"},    {"persist-failed", "Warning"}};
   return *types;
 }
 
@@ -76,7 +76,9 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
     absl::StatusOr<std::unique_ptr<kube::KubeClient>> client = kube::KubeClient::Create(*kc);
     if (!client.ok()) return client.status();
     app->kube_ = *std::move(client);
-    app->store_ = std::make_unique<KubeStore>(app->kube_.get(), clock);
+    app->ns_ = o.ns.empty() ? app->kube_->config().ns : o.ns;
+    if (app->ns_.empty()) return absl::InvalidArgumentError("--namespace: empty, and the kube config names none");
+    app->store_ = std::make_unique<KubeStore>(app->kube_.get(), clock, app->ns_);
   } else {
     absl::StatusOr<std::unique_ptr<LocalStore>> local = LocalStore::Open(o.state_dir, clock);
     if (!local.ok()) return local.status();
@@ -103,7 +105,7 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
 
   if (o.leader_elect) {
     kube::LeaderElector::Options lo;
-    lo.ns = o.lease_namespace.empty() ? app->kube_->config().ns : o.lease_namespace;
+    lo.ns = o.lease_namespace.empty() ? app->ns_ : o.lease_namespace;
     lo.name = o.lease_name;
     lo.identity = o.identity;
     lo.lease_duration = o.lease_duration;
@@ -183,11 +185,11 @@ void ControllerApp::StartInformers() {
         kube_.get(), path, [this, on_change](const kube::Informer::Cache& cache) { (this->*on_change)(cache); }));
     return informers_.back().get();
   };
-  add(KubeStore::kPoolsPath, &ControllerApp::OnPools);
+  pools_informer_ = add(KubeStore::kPoolsPath, &ControllerApp::OnPools);
   add("/api/v1/pods", &ControllerApp::OnPods);
   nodes_informer_ = add("/api/v1/nodes", &ControllerApp::OnNodes);
   devices_informer_ = add(KubeStore::kDevicesPath, &ControllerApp::OnDevices);
-  add(KubeStore::kAttachmentsPath, &ControllerApp::OnAttachments);
+  add(KubeStore::AttachmentsIn(ns_), &ControllerApp::OnAttachments);
   for (auto& i : informers_) i->Start();
 }
 
@@ -310,6 +312,27 @@ void ControllerApp::Step() {
   }
   manager_->Reconcile();
   PostEvents(manager_->TakeDecisions());
+  WritePoolStatus();
+}
+
+void ControllerApp::WritePoolStatus() {
+  if (!kube_ || pools_informer_ == nullptr) return;
+  const std::map<std::string, std::map<std::string, int64_t>> counts = manager_->PhaseCounts();
+  static const std::map<std::string, int64_t> kNone;
+  for (const auto& [key, pool] : pools_informer_->Snapshot()) {
+    const std::string name = NameOf(pool);
+    auto it = counts.find(name);
+    const std::map<std::string, int64_t>& phases = it == counts.end() ? kNone : it->second;
+    if (pool.value("status", json::object()) == PoolStatus(pool, phases, clock_->Now())) continue;
+    absl::StatusOr<json> r =
+        kube_->ReadModifyWrite(absl::StrCat(KubeStore::kPoolsPath, "/", name), true, [&](json& o) {
+          json next = PoolStatus(o, phases, clock_->Now());
+          if (o.value("status", json::object()) == next) return false;
+          o["status"] = std::move(next);
+          return true;
+        });
+    if (!r.ok()) log_.Warn("cannot write DevicePool status", {{"pool", name}, {"error", r.status().ToString()}});
+  }
 }
 
 void ControllerApp::PostEvents(const std::vector<Decision>& decisions) {

@@ -51,7 +51,11 @@ struct ControllerOptions {
   bool leader_elect = true;  // only with --store=kube
   std::string identity = "rpci-controller";
   std::string lease_name = "rpci-controller";
-  std::string lease_namespace;  // empty: the client config's namespace
+  std::string lease_namespace;  // empty: `ns`
+  // The install namespace (one that exists): DeviceAttachments and their
+  // grant Secrets live here. Empty: the client config's namespace (in a
+  // cluster, the service account's).
+  std::string ns;
   absl::Duration lease_duration = absl::Seconds(15);
   absl::Duration renew_deadline = absl::Seconds(10);
   absl::Duration retry_period = absl::Seconds(2);
@@ -107,6 +111,9 @@ class ControllerApp {
   void OnDevices(const kube::Informer::Cache& cache);
   void OnAttachments(const kube::Informer::Cache& cache);
   void PostEvents(const std::vector<Decision>& decisions);
+  // Writes each DevicePool's status (counts per phase, conditions) when it
+  // differs from what the informer last showed.
+  void WritePoolStatus();
 
   const ControllerOptions options_;
   const Clock* const clock_;
@@ -122,6 +129,8 @@ class ControllerApp {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<identity::IdentityServer> identity_;
   std::unique_ptr<HealthServer> health_;
+  std::string ns_;  // resolved install namespace (kube store)
+  kube::Informer* pools_informer_ = nullptr;
   kube::Informer* devices_informer_ = nullptr;
   kube::Informer* nodes_informer_ = nullptr;
   std::vector<std::unique_ptr<kube::Informer>> informers_;

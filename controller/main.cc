@@ -48,6 +48,9 @@ int Run(int argc, char** argv) {
   flags.String("identity", &o.identity, "this replica's name in the Lease");
   flags.String("lease-name", &o.lease_name, "Lease name");
   flags.String("lease-namespace", &o.lease_namespace, "Lease namespace (default: the service account's)");
+  flags.String("namespace", &o.ns,
+               "install namespace: DeviceAttachments, grant Secrets and the Lease live here (default: the service "
+               "account's)");
   flags.Int("lease-duration-seconds", &lease_duration, "how long a silent leader keeps the Lease");
   flags.Int("renew-deadline-seconds", &renew_deadline, "a leader that cannot renew this long steps down");
   flags.Int("retry-period-seconds", &retry_period, "between Lease attempts");

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   std::string controller = "rpci-controller:7443", pools = "emu";
   TlsSettings tls_settings;
   std::string health_addr = "0.0.0.0:8082", log_level = "info";
-  int64_t numa = -1, usage_seconds = 5, release_grace_seconds = 30;
+  int64_t numa = -1, usage_seconds = 1, usage_ms = 0, release_grace_seconds = 30;
   FlagSet flags("rpci-plugin [flags]",
                 "Kubelet device plugin: advertises the remote PCIe devices the controller assigned to this node as "
                 "rpci.io/<pool> and attaches them to containers through memory-mirroring sessions.");
@@ -37,7 +37,9 @@ int main(int argc, char** argv) {
   flags.String("state-dir", &o.state_dir, "host directory of per-device session dirs (mounted into containers)");
   flags.String("container-dir", &o.container_dir, "where session dirs appear inside containers");
   flags.Int("nic-numa-node", &numa, "NUMA node of the fabric NIC, advertised as device topology (-1: none)");
-  flags.Int("usage-interval-seconds", &usage_seconds, "how often pod-resources is read and usage reported");
+  flags.Int("usage-interval-seconds", &usage_seconds,
+            "how often pod-resources is read and usage reported (bounds how fast a device is handed over)");
+  flags.Int("usage-interval-ms", &usage_ms, "the same in milliseconds; wins when > 0");
   flags.Int("release-grace-seconds", &release_grace_seconds,
             "a session no pod holds is released once it is this old");
   AddTlsFlags(flags, &tls_settings, "plugin:<node>", /*node_identity=*/true);
@@ -54,7 +56,7 @@ int main(int argc, char** argv) {
   Logger log("plugin");
   o.pools = absl::StrSplit(pools, ',', absl::SkipWhitespace());
   o.nic_numa_node = numa;
-  o.usage_interval = absl::Seconds(usage_seconds);
+  o.usage_interval = usage_ms > 0 ? absl::Milliseconds(usage_ms) : absl::Seconds(usage_seconds);
   o.release_grace = absl::Seconds(release_grace_seconds);
   MetricsRegistry metrics;
   o.metrics = &metrics;

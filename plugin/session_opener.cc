@@ -5,7 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "plugin/grpc_util.h"
+#include "common/grpc_util.h"
 #include "absl/strings/str_format.h"
 #include "session/session_key.h"
 #include "session/wire.h"

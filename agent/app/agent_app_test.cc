@@ -8,7 +8,6 @@
 #include "absl/time/clock.h"
 #include "agent/app/real_device_backends.h"
 #include "agent/backends/emu_backend.h"
-#include "agent/backends/session_device_adapter.h"
 #include "client/session_client.h"
 #include "common/cert_authority.h"
 #include "common/tls.h"
@@ -93,7 +92,7 @@ class AgentAppTest : public ::testing::Test {
     auto real = b.emu;
     b.emu = [this, real](const EmuDevicesConfig& config, int index) -> absl::StatusOr<std::unique_ptr<SessionDevice>> {
       absl::StatusOr<std::unique_ptr<SessionDevice>> dev = real(config, index);
-      if (dev.ok()) made_.push_back(&static_cast<EmuBackend&>(static_cast<SessionDeviceAdapter&>(**dev).backend()).device());
+      if (dev.ok()) made_.push_back(&static_cast<EmuBackend&>(**dev).device());
       return dev;
     };
     return b;

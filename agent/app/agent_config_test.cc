@@ -4,6 +4,7 @@
 
 #include "agent/app/agent_app.h"
 #include "common/config.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace rpci::agent {
@@ -150,7 +151,7 @@ TEST(AgentConfigTest, NotAMappingIsRefused) {
 }
 
 TEST(AgentConfigTest, FlagsOverrideTheConfigFile) {
-  std::string path = std::string(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp") + "/agent.yaml";
+  std::string path = ::rpci::testing::MakeTempDir("agent-config") + "/agent.yaml";
   std::ofstream(path) << kGood;
   AgentOptions o;
   ServeFlags extra;

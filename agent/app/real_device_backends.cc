@@ -4,7 +4,6 @@
 #include <string>
 
 #include "agent/backends/emu_backend.h"
-#include "agent/backends/session_device_adapter.h"
 #include "agent/backends/sysfs_bar_backend.h"
 
 namespace rpci::agent {
@@ -14,7 +13,7 @@ DeviceBackends RealDeviceBackends(bool allow_sysfs_bar) {
   b.emu = [](const EmuDevicesConfig& config, int) -> absl::StatusOr<std::unique_ptr<SessionDevice>> {
     absl::StatusOr<std::unique_ptr<EmuBackend>> emu = EmuBackend::Create(static_cast<uint64_t>(config.dma_size));
     if (!emu.ok()) return emu.status();
-    return std::unique_ptr<SessionDevice>(std::make_unique<SessionDeviceAdapter>(*std::move(emu)));
+    return std::unique_ptr<SessionDevice>(*std::move(emu));
   };
   b.sysfs_bar = [allow_sysfs_bar](const std::string& sysfs_root, const rpci::v1::PcieFunction& fn)
       -> absl::StatusOr<std::unique_ptr<SessionDevice>> {
@@ -24,7 +23,7 @@ DeviceBackends RealDeviceBackends(bool allow_sysfs_bar) {
     o.allow = allow_sysfs_bar;
     absl::StatusOr<std::unique_ptr<SysfsBarBackend>> bar = SysfsBarBackend::Open(o);
     if (!bar.ok()) return bar.status();
-    return std::unique_ptr<SessionDevice>(std::make_unique<SessionDeviceAdapter>(*std::move(bar)));
+    return std::unique_ptr<SessionDevice>(*std::move(bar));
   };
   return b;
 }

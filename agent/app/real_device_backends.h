@@ -5,9 +5,9 @@
 
 namespace rpci::agent {
 
-// The real backends for AgentApp, each presented to the session server by a
-// SessionDeviceAdapter: rpci-emu devices and, when the operator opted in
-// (AgentOptions::sysfs_bar), sysfs-bar on real functions.
+// The real backends for AgentApp, each a SessionDevice: rpci-emu devices and,
+// when the operator opted in (AgentOptions::sysfs_bar), sysfs-bar on real
+// functions.
 DeviceBackends RealDeviceBackends(bool allow_sysfs_bar);
 
 }  // namespace rpci::agent

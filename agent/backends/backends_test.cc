@@ -3,12 +3,14 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "agent/backends/emu_backend.h"
 #include "agent/backends/sysfs_bar_backend.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace rpci::agent {
@@ -16,48 +18,21 @@ namespace {
 
 namespace fs = std::filesystem;
 
-TEST(EmuBackendTest, ExposesBar0AndRunsWorkThroughTheDoorbell) {
-  auto backend = EmuBackend::Create(1 << 20);
-  ASSERT_TRUE(backend.ok()) << backend.status();
-  EmuBackend& b = **backend;
-  EXPECT_EQ(b.kind(), "emu");
-  ASSERT_EQ(b.Bars().size(), 1u);
-  EXPECT_EQ(b.Bars()[0].index, 0);
-  EXPECT_EQ(b.Bars()[0].size, emu::kBar0Size);
-  EXPECT_EQ(*b.Read32(0, emu::kRegDeviceId), emu::kDeviceIdValue);
-
-  // Ring at 0x1000 via one 64-bit write, a FILL descriptor, the doorbell.
-  ASSERT_TRUE(b.Write64(0, emu::kRegRingBaseLo, 0x1000).ok());
-  ASSERT_TRUE(b.Write32(0, emu::kRegRingSize, 4).ok());
-  ASSERT_TRUE(b.Write32(0, emu::kRegIntMask, emu::kIntCompletion).ok());
-  ASSERT_TRUE(b.Write32(0, emu::kRegControl, emu::kControlEnable).ok());
-  DmaSpace* dma = b.dma();
-  ASSERT_NE(dma, nullptr);
-  dma->data()[0x1000 + emu::kDescOpcode] = emu::kOpFill;
-  dma->data()[0x1000 + emu::kDescFlags] = emu::kFlagInterrupt;
-  dma->Store32(0x1000 + emu::kDescLength, 64);
-  dma->Store64(0x1000 + emu::kDescDst, 0x8000);
-  dma->Store64(0x1000 + emu::kDescValue, 0xEE);
-  ASSERT_TRUE(b.Write32(0, emu::kRegDoorbell, 1).ok());
-  EXPECT_EQ(dma->data()[0x8000 + 63], 0xEE);
-  // The BAR window shows the register file as a session would mirror it.
-  uint32_t head;
-  std::memcpy(&head, b.Bars()[0].data + emu::kRegRingHead, 4);
-  EXPECT_EQ(head, 1u);
-  std::vector<DeviceInterrupt> irqs = b.Poll();
-  ASSERT_EQ(irqs.size(), 1u);
-  EXPECT_EQ(irqs[0].vector, 0);
-  EXPECT_TRUE(b.Poll().empty());
+uint32_t Word(SessionDevice& d, uint16_t bar, uint64_t offset) {
+  uint32_t v = 0;
+  EXPECT_TRUE(d.ReadBar(bar, offset, 4, reinterpret_cast<uint8_t*>(&v)).ok());
+  return v;
 }
 
 TEST(EmuBackendTest, AccessesAreBoundsChecked) {
   auto b = *EmuBackend::Create(4096);
-  EXPECT_EQ(b->Read32(2, 0).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(b->Read32(0, 4096).status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(b->Write32(0, 4094, 1).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(b->Write64(0, 4092, 1).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(b->Write64(0, 4096, 1).code(), absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(b->Write32(0, UINT64_MAX - 3, 1).code(), absl::StatusCode::kOutOfRange);
+  uint8_t buf[8];
+  EXPECT_EQ(b->ReadBar(2, 0, 4, buf).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(b->ReadBar(0, 4096, 4, buf).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(b->WriteRegister(0, 4094, 4, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(b->WriteRegister(0, 4092, 8, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(b->WriteRegister(0, 4096, 8, 1).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(b->WriteRegister(0, UINT64_MAX - 3, 4, 1).code(), absl::StatusCode::kOutOfRange);
   EXPECT_EQ(EmuBackend::Create(0).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(EmuBackend::Create(uint64_t{1} << 40).status().code(), absl::StatusCode::kInvalidArgument);
 }
@@ -66,9 +41,7 @@ TEST(EmuBackendTest, AccessesAreBoundsChecked) {
 class SysfsBarTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/rpci-sysfs-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
+    root_ = ::rpci::testing::MakeTempDir("rpci-sysfs");
     dev_ = root_ + "/bus/pci/devices/0000:3b:00.0";
     fs::create_directories(dev_);
     MakeBar(0, 4096);
@@ -112,32 +85,33 @@ class SysfsBarTest : public ::testing::Test {
 TEST_F(SysfsBarTest, MapsMemoryBarsAndSkipsIoBars) {
   auto backend = SysfsBarBackend::Open(Options());
   ASSERT_TRUE(backend.ok()) << backend.status();
-  std::vector<BarWindow> bars = (*backend)->Bars();
+  std::vector<SessionDevice::Bar> bars = (*backend)->Bars();
   ASSERT_EQ(bars.size(), 2u);
   EXPECT_EQ(bars[0].index, 0);
   EXPECT_EQ(bars[0].size, 4096u);
   EXPECT_EQ(bars[1].index, 2);
   EXPECT_EQ(bars[1].size, 16384u);
   EXPECT_EQ((*backend)->kind(), "sysfs-bar");
-  EXPECT_EQ((*backend)->dma(), nullptr);
+  EXPECT_EQ((*backend)->dma_size(), SysfsBarBackend::kLocalDmaSize);
 }
 
 TEST_F(SysfsBarTest, RegisterWritesReachTheResourceFile) {
   auto b = *SysfsBarBackend::Open(Options());
-  ASSERT_TRUE(b->Write32(0, 0x10, 0xCAFEF00D).ok());
-  ASSERT_TRUE(b->Write64(2, 0x100, 0x1122334455667788ull).ok());
+  ASSERT_TRUE(b->WriteRegister(0, 0x10, 4, 0xCAFEF00D).ok());
+  ASSERT_TRUE(b->WriteRegister(2, 0x100, 8, 0x1122334455667788ull).ok());
   EXPECT_EQ(FileWord(0, 0x10), 0xCAFEF00Du);
   EXPECT_EQ(FileWord(2, 0x100), 0x55667788u);
   EXPECT_EQ(FileWord(2, 0x104), 0x11223344u);
-  EXPECT_EQ(*b->Read32(0, 0x10), 0xCAFEF00Du);
+  EXPECT_EQ(Word(*b, 0, 0x10), 0xCAFEF00Du);
 }
 
 TEST_F(SysfsBarTest, AccessesAreBoundsChecked) {
   auto b = *SysfsBarBackend::Open(Options());
-  EXPECT_EQ(b->Read32(4, 0).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(b->Read32(0, 4096).status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(b->Write32(2, 16384 - 2, 0).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(b->Write64(2, 16384, 0).code(), absl::StatusCode::kOutOfRange);
+  uint8_t buf[4];
+  EXPECT_EQ(b->ReadBar(4, 0, 4, buf).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(b->ReadBar(0, 4096, 4, buf).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(b->WriteRegister(2, 16384 - 2, 4, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(b->WriteRegister(2, 16384, 8, 0).code(), absl::StatusCode::kOutOfRange);
 }
 
 TEST_F(SysfsBarTest, RefusesWithoutTheOperatorsOptIn) {
@@ -164,6 +138,24 @@ TEST_F(SysfsBarTest, RejectsMalformedOrMissingDevices) {
   }
   o.bdf = "0000:3c:00.0";
   EXPECT_EQ(SysfsBarBackend::Open(o).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SysfsBarTest, ResetGoesThroughTheKernelsResetFileAndZeroesTheLocalDma) {
+  auto b = *SysfsBarBackend::Open(Options());
+  std::memset(b->dma_space(), 0xab, b->dma_size());
+  std::ofstream(dev_ + "/reset") << "";
+  ASSERT_TRUE(b->Reset().ok());
+  std::ifstream in(dev_ + "/reset");
+  std::string written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(written, "1");
+  EXPECT_EQ(std::count(b->dma_space(), b->dma_space() + b->dma_size(), 0), static_cast<long>(b->dma_size()));
+}
+
+TEST_F(SysfsBarTest, AFunctionWithoutAResetMethodIsNotClean) {
+  auto b = *SysfsBarBackend::Open(Options());
+  absl::Status s = b->Reset();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("not clean"), std::string::npos) << s;
 }
 
 TEST_F(SysfsBarTest, ADeviceWithoutMemoryBarsIsRefused) {

@@ -11,6 +11,7 @@
 #include <regex>
 
 #include "absl/strings/str_cat.h"
+#include "agent/backends/bar_access.h"
 
 namespace rpci::agent {
 namespace {
@@ -58,6 +59,7 @@ absl::StatusOr<std::unique_ptr<SysfsBarBackend>> SysfsBarBackend::Open(const Sys
   }
 
   std::unique_ptr<SysfsBarBackend> backend(new SysfsBarBackend());
+  backend->dir_ = dir;
   const std::vector<uint64_t> flags = ResourceFlags(dir);
   for (int i = 0; i < kMaxBars; ++i) {
     if (i < static_cast<int>(flags.size()) && (flags[i] & kIoResource)) continue;  // I/O ports: not mappable
@@ -78,7 +80,8 @@ absl::StatusOr<std::unique_ptr<SysfsBarBackend>> SysfsBarBackend::Open(const Sys
     if (map == MAP_FAILED) {
       return absl::UnavailableError(absl::StrCat(name, ": mmap ", path, ": ", ErrnoText(err)));
     }
-    backend->bars_.push_back({static_cast<uint16_t>(i), size, static_cast<uint8_t*>(map), true});
+    backend->bars_.push_back({static_cast<uint16_t>(i), size, true});
+    backend->maps_.push_back(static_cast<uint8_t*>(map));
   }
   if (backend->bars_.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(name, ": no memory BAR to map"));
@@ -87,26 +90,46 @@ absl::StatusOr<std::unique_ptr<SysfsBarBackend>> SysfsBarBackend::Open(const Sys
 }
 
 SysfsBarBackend::~SysfsBarBackend() {
-  for (const BarWindow& w : bars_) munmap(w.data, w.size);
+  for (size_t i = 0; i < bars_.size(); ++i) munmap(maps_[i], bars_[i].size);
 }
 
-absl::StatusOr<uint32_t> SysfsBarBackend::Read32(uint16_t bar, uint64_t offset) {
-  absl::StatusOr<BarWindow> w = CheckBarAccess(bars_, bar, offset, 4);
-  if (!w.ok()) return w.status();
-  return *reinterpret_cast<volatile uint32_t*>(w->data + offset);
-}
-
-absl::Status SysfsBarBackend::Write32(uint16_t bar, uint64_t offset, uint32_t value) {
-  absl::StatusOr<BarWindow> w = CheckBarAccess(bars_, bar, offset, 4);
-  if (!w.ok()) return w.status();
-  *reinterpret_cast<volatile uint32_t*>(w->data + offset) = value;
+absl::Status SysfsBarBackend::WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) {
+  if (auto b = CheckRegisterWrite(bars_, bar, offset, width, value); !b.ok()) return b.status();
+  for (size_t i = 0; i < bars_.size(); ++i) {
+    if (bars_[i].index != bar) continue;
+    if (width == 4) {
+      *reinterpret_cast<volatile uint32_t*>(maps_[i] + offset) = static_cast<uint32_t>(value);
+    } else {
+      *reinterpret_cast<volatile uint64_t*>(maps_[i] + offset) = value;
+    }
+  }
   return absl::OkStatus();
 }
 
-absl::Status SysfsBarBackend::Write64(uint16_t bar, uint64_t offset, uint64_t value) {
-  absl::StatusOr<BarWindow> w = CheckBarAccess(bars_, bar, offset, 8);
-  if (!w.ok()) return w.status();
-  *reinterpret_cast<volatile uint64_t*>(w->data + offset) = value;
+absl::Status SysfsBarBackend::ReadBar(uint16_t bar, uint64_t offset, uint64_t len, uint8_t* out) {
+  if (auto b = CheckBarRead(bars_, bar, offset, len); !b.ok()) return b.status();
+  for (size_t i = 0; i < bars_.size(); ++i) {
+    if (bars_[i].index != bar) continue;
+    for (uint64_t at = 0; at < len; at += 4) {
+      const uint32_t word = *reinterpret_cast<volatile uint32_t*>(maps_[i] + offset + at);
+      std::memcpy(out + at, &word, 4);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SysfsBarBackend::Reset() {
+  std::fill(local_dma_.begin(), local_dma_.end(), 0);
+  const std::string path = dir_ + "/reset";
+  const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(dir_, ": no function reset (", path, ": ", ErrnoText(errno), "); the device is not clean"));
+  }
+  const bool wrote = ::write(fd, "1", 1) == 1;
+  const int err = errno;
+  close(fd);
+  if (!wrote) return absl::UnavailableError(absl::StrCat(dir_, ": function reset failed: ", ErrnoText(err)));
   return absl::OkStatus();
 }
 

@@ -3,8 +3,10 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
-#include "agent/backends/device_backend.h"
+#include "absl/status/statusor.h"
+#include "agent/session/session_device.h"
 
 namespace rpci::agent {
 
@@ -19,9 +21,12 @@ struct SysfsBarOptions {
 };
 
 // The `sysfs-bar` backend: a real function's memory BARs, mmap'ed from
-// resourceN. Only for devices with no bound host driver. No DMA space, no
-// interrupts (those need VFIO, which this backend does not use).
-class SysfsBarBackend : public DeviceBackend {
+// resourceN. Only for devices with no bound host driver. No interrupts and no
+// device DMA (those need VFIO, which this backend does not use): its DMA space
+// is a local kLocalDmaSize buffer the device never touches, because every
+// session has a DMA region. Accesses are single volatile loads/stores of the
+// given width.
+class SysfsBarBackend final : public SessionDevice {
  public:
   // FAILED_PRECONDITION when not allowed, when a host driver is bound (the
   // `driver` link exists), or when the device has no mappable memory BAR;
@@ -30,18 +35,26 @@ class SysfsBarBackend : public DeviceBackend {
   static absl::StatusOr<std::unique_ptr<SysfsBarBackend>> Open(const SysfsBarOptions& options);
   ~SysfsBarBackend() override;
 
+  static constexpr uint64_t kLocalDmaSize = 4096;
+
   std::string kind() const override { return "sysfs-bar"; }
-  std::vector<BarWindow> Bars() const override { return bars_; }
-  // Accesses are single volatile loads/stores of the given width.
-  absl::StatusOr<uint32_t> Read32(uint16_t bar, uint64_t offset) override;
-  absl::Status Write32(uint16_t bar, uint64_t offset, uint32_t value) override;
-  absl::Status Write64(uint16_t bar, uint64_t offset, uint64_t value) override;
-  DmaSpace* dma() override { return nullptr; }
-  std::vector<DeviceInterrupt> Poll() override { return {}; }
+  std::vector<Bar> Bars() const override { return bars_; }
+  absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override;
+  absl::Status ReadBar(uint16_t bar, uint64_t offset, uint64_t len, uint8_t* out) override;
+  uint8_t* dma_space() override { return local_dma_.data(); }
+  uint64_t dma_size() const override { return local_dma_.size(); }
+  std::vector<Interrupt> TakeInterrupts() override { return {}; }
+  // Function reset through the kernel (writes 1 to <device>/reset) and a
+  // zeroed local DMA buffer. FAILED_PRECONDITION when the kernel offers no
+  // reset method for the function (no `reset` file): then it is not clean.
+  absl::Status Reset() override;
 
  private:
-  SysfsBarBackend() = default;
-  std::vector<BarWindow> bars_;
+  SysfsBarBackend() : local_dma_(kLocalDmaSize, 0) {}
+  std::string dir_;
+  std::vector<Bar> bars_;
+  std::vector<uint8_t*> maps_;  // maps_[i] is bars_[i] mapped
+  std::vector<uint8_t> local_dma_;
 };
 
 }  // namespace rpci::agent

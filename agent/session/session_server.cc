@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/grpc_util.h"
 #include "common/tls.h"
 #include "session/bounds.h"
 #include "session/checkpoint.h"
@@ -66,10 +67,6 @@ class SeqFile {
  private:
   uint64_t* words_ = nullptr;
 };
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 void ToProto(const RegionDesc& d, rpci::v1::Region* r) {
   r->set_kind(static_cast<rpci::v1::RegionKind>(d.kind));
@@ -149,6 +146,7 @@ struct SessionServer::Session {
   std::vector<SessionDevice::Bar> bars;
   absl::Time opened, last_seen;
   bool attached = false;
+  bool closing = false;  // a Teardown is scrubbing the device (guarded by the server's mu_)
   fabric::PeerId peer = 0;
   std::unique_ptr<SeqFile> seq;
   session::ApplyGate gate;
@@ -181,6 +179,8 @@ SessionServer::SessionServer(SessionServerOptions options, GrantTable* grants,
   MetricsRegistry& m = *options_.metrics;
   refused_ = &m.AddCounter("rpci_session_refused_total",
                            "Session messages and accesses refused, by reason (nothing was applied)", {"reason"});
+  scrubs_ = &m.AddCounter("rpci_agent_device_scrubs_total",
+                          "Device resets between tenants, by result (clean, failed)", {"result"});
   teardowns_ = &m.AddCounter("rpci_session_teardowns_total", "Sessions torn down, by reason", {"reason"});
   mmio_applied_ = &m.AddCounter("rpci_session_mmio_writes_applied_total", "MMIO writes applied to devices").Get();
   completions_ = &m.AddCounter("rpci_session_completions_total", "Completions delivered to clients").Get();
@@ -255,15 +255,23 @@ void SessionServer::Stop() {
   }
 }
 
+absl::Status SessionServer::DeviceClean(const std::string& device_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = device_clean_.find(device_id);
+  return it == device_clean_.end() ? absl::OkStatus() : it->second;
+}
+
 size_t SessionServer::live_sessions() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return sessions_.size();
+  size_t n = 0;
+  for (const auto& [id, s] : sessions_) n += s->closing ? 0 : 1;
+  return n;
 }
 
 std::shared_ptr<SessionServer::Session> SessionServer::Find(uint64_t id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = sessions_.find(id);
-  return it == sessions_.end() ? nullptr : it->second;
+  return it == sessions_.end() || it->second->closing ? nullptr : it->second;
 }
 
 void SessionServer::SaveCheckpoint() {
@@ -354,7 +362,16 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
     s->seq->set_applied(0);
     s->seq->set_completions(0);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
+      // A device its last session is still being scrubbed off is worth a wait.
+      scrubbed_.wait_for(lock, std::chrono::seconds(10), [&] {
+        auto o = device_owner_.find(s->device_id);
+        return o == device_owner_.end() || !sessions_.at(o->second)->closing;
+      });
+      if (auto c = device_clean_.find(s->device_id); c != device_clean_.end() && !c->second.ok()) {
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                            "device " + s->device_id + " is not clean: " + std::string(c->second.message()));
+      }
       auto owner = device_owner_.find(s->device_id);
       if (owner != device_owner_.end()) {
         return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
@@ -506,8 +523,22 @@ grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::C
     refused_->Labels({"bad_key"}).Inc();
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->session_id() + ": wrong key");
   }
+  if (req->detach()) {
+    Detach(*s);
+    return grpc::Status::OK;
+  }
   Teardown(*id, "closed", true);
   return grpc::Status::OK;
+}
+
+void SessionServer::Detach(Session& s) {
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.attached) endpoint_->RemovePeer(s.peer).IgnoreError();
+  s.Deregister();
+  // Unattached again: the attach timeout runs from now.
+  s.last_seen = options_.clock->Now();
+  teardowns_->Labels({"detached"}).Inc();
+  log_.Info("session detached by its workload", {{"session", session::SessionIdString(s.id)}});
 }
 
 grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::SessionStatusRequest* req,
@@ -517,7 +548,9 @@ grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::
   std::shared_ptr<Session> s = Find(*id);
   absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
   if (s == nullptr || !key.ok() || !s->key.Matches(*key)) {
-    refused_->Labels({s == nullptr ? "stale_session" : "bad_key"}).Inc();
+    // A status probe of a session that has ended (the plugin's health check
+    // after a close or an agent restart) is not a refused attach.
+    refused_->Labels({s == nullptr ? "probe_closed_session" : "bad_key"}).Inc();
     resp->set_live(false);
     return grpc::Status::OK;
   }
@@ -531,20 +564,36 @@ grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::
 void SessionServer::Teardown(uint64_t id, const std::string& reason, bool notify) {
   std::shared_ptr<Session> s;
   {
+    // The session (and so the device's ownership) stays listed until the
+    // device is scrubbed: nobody is granted it in between.
     std::lock_guard<std::mutex> lock(mu_);
     auto it = sessions_.find(id);
-    if (it == sessions_.end()) return;
+    if (it == sessions_.end() || it->second->closing) return;
     s = it->second;
-    sessions_.erase(it);
-    device_owner_.erase(s->device_id);
-    open_gauge_->Set(static_cast<double>(sessions_.size()));
+    s->closing = true;
   }
+  absl::Status clean;
   {
     std::lock_guard<std::mutex> lock(s->mu);
     if (notify && s->attached) SendFrame(*s, FrameType::kClose, 0, 0);
     if (s->attached) endpoint_->RemovePeer(s->peer).IgnoreError();
     s->Deregister();
     s->seq.reset();
+    clean = s->device->Reset();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    device_clean_[s->device_id] = clean;
+    sessions_.erase(id);
+    device_owner_.erase(s->device_id);
+    open_gauge_->Set(static_cast<double>(sessions_.size()));
+  }
+  scrubbed_.notify_all();
+  scrubs_->Labels({clean.ok() ? "clean" : "failed"}).Inc();
+  if (!clean.ok()) {
+    log_.Error("device not clean after teardown; it will not be granted again",
+               {{"session", session::SessionIdString(id)}, {"device", s->device_id},
+                {"error", std::string(clean.message())}});
   }
   if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + session::SessionIdString(id) + ".seq").c_str());
   SaveCheckpoint();
@@ -560,6 +609,7 @@ void SessionServer::ReaperLoop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [id, s] : sessions_) {
+        if (s->closing) continue;
         std::lock_guard<std::mutex> slock(s->mu);
         const absl::Duration limit = s->attached ? options_.grace : options_.attach_timeout;
         if (now - s->last_seen > limit) expired.push_back(id);

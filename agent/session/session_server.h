@@ -8,6 +8,7 @@
 // delivers completions. docs/sessions.md is the protocol.
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -101,6 +102,13 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // new server resumes them).
   void Stop();
 
+  // OK when the device is clean: never used, or reset and its DMA space
+  // zeroed after its last session (SessionDevice::Reset). UNAVAILABLE while
+  // a teardown is scrubbing it; the Reset error when the scrub failed (then
+  // OpenSession refuses it with FAILED_PRECONDITION). The agent reports this
+  // to the controller as the device's health.
+  absl::Status DeviceClean(const std::string& device_id) const;
+
   size_t live_sessions() const;
   const std::string& fabric_address() const { return endpoint_->address(); }
 
@@ -122,6 +130,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::vector<fabric::RmaOp> DeliverInterrupts(Session& s);
   void SendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
   void Refuse(Session* s, session::ErrorCode code, uint64_t what);
+  // The workload closed with detach: data path down, session kept.
+  void Detach(Session& s);
   void Teardown(uint64_t id, const std::string& reason, bool notify);
   void SaveCheckpoint();
   std::shared_ptr<Session> Find(uint64_t id) const;
@@ -133,6 +143,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   Logger log_{"agent.session"};
   CounterFamily* refused_;
   CounterFamily* teardowns_;
+  CounterFamily* scrubs_;
   Counter* mmio_applied_;
   Counter* completions_;
   Gauge* open_gauge_;
@@ -140,6 +151,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   mutable std::mutex mu_;
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;
   std::map<std::string, uint64_t> device_owner_;
+  std::map<std::string, absl::Status> device_clean_;  // absent = never used
+  std::condition_variable scrubbed_;                  // a closing session is gone
   std::mutex checkpoint_mu_;
   std::atomic<bool> stopping_{false};
   std::thread dispatch_;

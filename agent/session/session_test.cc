@@ -7,7 +7,8 @@
 #include "agent/session/testing/test_device.h"
 #include "client/session_client.h"
 #include "common/fabric/fabric.h"
-#include "common/testing/prometheus_text.h"
+#include "common/testing/exposition_format.h"
+#include "common/testing/temp_dir.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "session/wire.h"
@@ -20,8 +21,7 @@ using agent::testing::TestDevice;
 class SessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/rpci-session-XXXXXX";
-    state_dir_ = mkdtemp(tmpl);
+    state_dir_ = ::rpci::testing::MakeTempDir("rpci-session");
     grants_.Upsert({"g1", "dev0", "node-a", "secret-token", absl::InfiniteFuture()});
     StartServer();
   }
@@ -65,7 +65,7 @@ class SessionTest : public ::testing::Test {
   }
 
   double Refused(const std::string& reason) {
-    auto parsed = rpci::testing::ParsePrometheusText(metrics_.Render());
+    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
     if (!parsed.ok()) return -1;
     auto v = parsed->Value("rpci_session_refused_total", {{"reason", reason}});
     return v.ok() ? *v : 0;
@@ -267,13 +267,27 @@ TEST_F(SessionTest, PeerGonePastGraceIsTornDownOnBothEnds) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
 }
 
-TEST_F(SessionTest, CloseRevokesTheSession) {
+// A workload's close detaches: the session stays for the pod's allocation
+// and the next process (a restarted container) attaches with the same
+// ticket; only CloseSession without detach (the plugin) ends it.
+TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
   client::SessionTicket ticket;
   auto c = Attach(&ticket);
   ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   ASSERT_TRUE(c->Close().ok());
-  EXPECT_EQ(server_->live_sessions(), 0u);
+  EXPECT_EQ(server_->live_sessions(), 1u);
   EXPECT_EQ(c->Write(0, 0, 4, 1).code(), absl::StatusCode::kFailedPrecondition);
+  for (int run = 0; run < 3; ++run) {
+    auto again = client::SessionClient::Attach(ticket, {});
+    ASSERT_TRUE(again.ok()) << again.status();
+    ASSERT_TRUE((*again)->Write(0, 0, 4, 8 + run).ok());
+    ASSERT_TRUE((*again)->Sync(absl::Seconds(5)).ok()) << "run " << run;
+    ASSERT_TRUE((*again)->Close().ok());
+  }
+  ASSERT_TRUE(client::CloseSession(ticket, nullptr).ok());
+  EXPECT_EQ(server_->live_sessions(), 0u);
   EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
 }
 

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/cert_authority.h"
+#include "common/testing/temp_dir.h"
 #include "common/tls.h"
 #include "common/tls_node_certificate.h"
 #include "common/tls_settings.h"
@@ -23,11 +24,7 @@ namespace {
 
 using nlohmann::json;
 
-std::string TempDir(const std::string& name) {
-  std::string dir = std::string(getenv("TEST_TMPDIR")) + "/" + name;
-  mkdir(dir.c_str(), 0700);
-  return dir;
-}
+std::string TempDir(const std::string& name) { return testing::MakeTempDir(name); }
 
 kubetest::ApiServer::ServiceAccountToken Token(const std::string& ns, const std::string& account,
                                                const std::string& pod, const std::string& pod_uid,
@@ -71,6 +68,7 @@ class IdentityTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<kube::KubeClient>> client = kube::KubeClient::Create(kc);
     ASSERT_TRUE(client.ok()) << client.status();
     kube_ = *std::move(client);
+    api_.Put("/api/v1/namespaces/rpci", json::object());
     AddPod("agent-a", "node-a", "10.0.0.7");
     AddPod("agent-b", "node-b", "10.0.0.8");
     api_.AddToken("token-agent-a", Token("rpci", "rpci-agent", "agent-a", "uid-agent-a", "node-a"));
@@ -356,7 +354,8 @@ TEST_F(IdentityTest, TheCaCertificateIsPublishedForNodesAndKeptCurrent) {
   o.ca_bundle_configmap = "rpci/rpci-ca-bundle";
   o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}};
   StartServer(o);
-  ASSERT_TRUE(server_->PublishCaBundle().ok());
+  absl::Status published = server_->PublishCaBundle();
+  ASSERT_TRUE(published.ok()) << published;
   absl::StatusOr<json> cm = api_.Get("/api/v1/namespaces/rpci/configmaps/rpci-ca-bundle");
   ASSERT_TRUE(cm.ok()) << cm.status();
   EXPECT_EQ((*cm)["data"]["ca.crt"], ca_->ca_pem());

@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/testing/temp_dir.h"
 #include "common/cert_authority.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -91,9 +92,7 @@ class EndToEndTest : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
-    char tmpl[] = "/tmp/rpci-e2e-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = MakeTempDir("rpci-e2e", TempDirUse::kSockets);
     for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs", "bin"}) {
       std::filesystem::create_directories(dir_ + "/" + d);
     }
