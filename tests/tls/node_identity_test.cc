@@ -6,11 +6,7 @@
 // on another node, gets no certificate and the daemon exits saying why; a
 // certificate renewed in the background lets an agent reconnect after its
 // first certificate expired, without a restart.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -25,6 +21,7 @@
 #include "controller/controller_app.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "tests/harness/free_port.h"
 #include "tests/harness/subprocess.h"
 #include "tests/kube/api_server.h"
 
@@ -46,21 +43,6 @@ kubetest::ApiServer::ServiceAccountToken Token(const std::string& account, const
   return t;
 }
 
-// A port nothing listens on now (bound to port 0, read back, closed).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 class NodeIdentityTest : public ::testing::Test {
  protected:
@@ -87,8 +69,8 @@ class NodeIdentityTest : public ::testing::Test {
     absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*controller, dir_, "controller");
     ASSERT_TRUE(files.ok());
     controller_files_ = *files;
-    grpc_port_ = FreePort();
-    identity_port_ = FreePort();
+    grpc_port_ = FreeLoopbackPort();
+    identity_port_ = FreeLoopbackPort();
   }
 
   void StartController(absl::Duration node_cert_lifetime) {
@@ -160,7 +142,7 @@ class NodeIdentityTest : public ::testing::Test {
 
 TEST_F(NodeIdentityTest, AnAgentGetsItsCertificateFromTheControllerAndRegisters) {
   StartController(absl::Hours(1));
-  const int http = FreePort();
+  const int http = FreeLoopbackPort();
   std::unique_ptr<Subprocess> agent = StartAgent("agent-a", "dev-a", "token-agent-a", http);
   ASSERT_TRUE(ReadyWithin(http, absl::Seconds(30))) << agent->err();
   absl::StatusOr<CertificateInfo> cert = ReadCertificateInfo(ReadWholeFile(dir_ + "/agent-a-tls/tls.crt"));
@@ -175,7 +157,7 @@ TEST_F(NodeIdentityTest, AnAgentGetsItsCertificateFromTheControllerAndRegisters)
 TEST_F(NodeIdentityTest, AForgedTokenOrAnotherNodesTokenGetsNoCertificateAndTheDaemonSaysWhy) {
   StartController(absl::Hours(1));
   // An agent on dev-b showing the token of the agent pod on dev-a.
-  std::unique_ptr<Subprocess> foreign = StartAgent("agent-b", "dev-b", "token-agent-a", FreePort());
+  std::unique_ptr<Subprocess> foreign = StartAgent("agent-b", "dev-b", "token-agent-a", FreeLoopbackPort());
   EXPECT_EQ(foreign->Wait(absl::Seconds(30)), 1);
   // (The log line is JSON: the reason's quotes are escaped.)
   EXPECT_NE(foreign->err().find(R"(token's pod rpci-system/agent-a runs on node \"dev-a\", not on \"dev-b\")"),
@@ -198,7 +180,7 @@ TEST_F(NodeIdentityTest, AForgedTokenOrAnotherNodesTokenGetsNoCertificateAndTheD
 
 TEST_F(NodeIdentityTest, AnAgentReconnectsAfterItsFirstCertificateExpiredWithoutRestarting) {
   StartController(absl::Seconds(6));  // renewed after 4 s
-  const int http = FreePort();
+  const int http = FreeLoopbackPort();
   std::unique_ptr<Subprocess> agent = StartAgent("agent-a", "dev-a", "token-agent-a", http);
   ASSERT_TRUE(ReadyWithin(http, absl::Seconds(30))) << agent->err();
   absl::StatusOr<CertificateInfo> first = ReadCertificateInfo(ReadWholeFile(dir_ + "/agent-a-tls/tls.crt"));
