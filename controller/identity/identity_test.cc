@@ -153,6 +153,13 @@ TEST_F(IdentityTest, AForgedTokenGetsNoCertificate) {
       << s;
 }
 
+TEST_F(IdentityTest, AReviewTheControllerMayNotMakeIsUnavailableNotARefusal) {
+  api_.Forbid("tokenreviews");
+  absl::Status s = RequestNodeCertificate(Request("token-agent-a", "node-a")).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("TokenReview failed: PERMISSION_DENIED"), std::string::npos) << s;
+}
+
 TEST_F(IdentityTest, AnExpiredOrRevokedTokenGetsNoCertificate) {
   NodeCertificateOptions o = Request("token-agent-a", "node-a");
   api_.RemoveToken("token-agent-a");

@@ -45,7 +45,9 @@ absl::StatusOr<ReviewedToken> ReviewToken(kube::KubeClient& kube, const std::str
                        {"spec", {{"token", token}, {"audiences", json::array({audience})}}}};
   absl::StatusOr<json> answer = kube.Create(kReviewsPath, review);
   if (!answer.ok()) {
-    return absl::Status(answer.status().code(), absl::StrCat("TokenReview failed: ", answer.status().message()));
+    // The controller's problem (RBAC, API server down), not the caller's:
+    // UNAVAILABLE, so the node asks again instead of giving up.
+    return absl::UnavailableError(absl::StrCat("TokenReview failed: ", answer.status().ToString()));
   }
   return ParseTokenReview(*answer, audience);
 }
