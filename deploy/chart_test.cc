@@ -373,7 +373,7 @@ TEST(Templates, WireTheHostPathsProbesAndScrapeAnnotations) {
   has("controller.yaml", "--leader-elect={{ $c.leaderElection.enabled }}");
   has("controller.yaml", "--lease-namespace={{ .Release.Namespace }}");
   has("agent.yaml", "hostPath: {path: /sys, type: Directory}");
-  has("agent.yaml", "readOnly: {{ not $a.sysfsBar }}");
+  has("agent.yaml", "readOnly: {{ not $a.vfio }}");
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/device-plugins");
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/pod-resources");
   has("plugin.yaml", "hostPath: {path: {{ $p.cdiDir }}");

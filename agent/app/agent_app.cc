@@ -91,7 +91,7 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
   app->provider_ = *provider;
 
   if (absl::Status s = app->AddEmuDevices(backends); !s.ok()) return s;
-  if (absl::Status s = app->AddSysfsDevices(backends); !s.ok()) return s;
+  if (absl::Status s = app->AddRealDevices(backends); !s.ok()) return s;
   if (app->devices_.empty()) {
     return absl::FailedPreconditionError("rpci-agent serve: no device could be exported (see the log)");
   }
@@ -153,7 +153,7 @@ absl::Status AgentApp::AddEmuDevices(const DeviceBackends& backends) {
   return absl::OkStatus();
 }
 
-absl::Status AgentApp::AddSysfsDevices(const DeviceBackends& backends) {
+absl::Status AgentApp::AddRealDevices(const DeviceBackends& backends) {
   if (options_.export_policy.rules().empty()) return absl::OkStatus();
   absl::StatusOr<std::unique_ptr<PciNames>> names = PciNames::Open();
   if (!names.ok()) log_.Warn("pci names unavailable", {{"error", names.status().ToString()}});
@@ -173,16 +173,16 @@ absl::Status AgentApp::AddSysfsDevices(const DeviceBackends& backends) {
       options_.export_policy.Select(options_.node, *functions, *nics);
   if (!selected.ok()) return selected.status();
   for (rpci::v1::ExportedDevice& d : *selected) {
-    if (!options_.sysfs_bar) {
-      log_.Warn("device selected but not exported: sysfs-bar is off (inventory.sysfs_bar / --sysfs-bar)",
+    if (!options_.vfio) {
+      log_.Warn("device selected but not exported: vfio is off (inventory.vfio / --vfio)",
                 {{"device", d.id()}, {"bdf", d.function().bdf()}});
       continue;
     }
-    if (!backends.sysfs_bar) {
-      log_.Warn("device not exported: this build has no sysfs-bar backend", {{"device", d.id()}});
+    if (!backends.vfio) {
+      log_.Warn("device not exported: this build has no vfio backend", {{"device", d.id()}});
       continue;
     }
-    absl::StatusOr<std::unique_ptr<SessionDevice>> dev = backends.sysfs_bar(options_.sysfs_root, d.function());
+    absl::StatusOr<std::unique_ptr<SessionDevice>> dev = backends.vfio(options_, d.function());
     if (!dev.ok()) {
       log_.Warn("device not exported", {{"device", d.id()}, {"error", dev.status().ToString()}});
       continue;

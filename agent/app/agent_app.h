@@ -43,13 +43,14 @@ inline constexpr uint32_t kEmuDomain = 0xfffe;
 rpci::v1::PcieFunction EmuFunction(int index, const std::vector<SessionDevice::Bar>& bars);
 
 // Makes the session devices behind exported devices. A backend that refuses
-// (e.g. sysfs-bar for a device still bound to a host driver) returns an error
-// naming the device; the agent then does not export it.
+// (e.g. vfio for a function bound to a host driver the policy may not take it
+// from, or in a group that is not viable) returns an error naming the device;
+// the agent then does not export it.
 struct DeviceBackends {
   std::function<absl::StatusOr<std::unique_ptr<SessionDevice>>(const EmuDevicesConfig& config, int index)> emu;
-  std::function<absl::StatusOr<std::unique_ptr<SessionDevice>>(const std::string& sysfs_root,
+  std::function<absl::StatusOr<std::unique_ptr<SessionDevice>>(const AgentOptions& options,
                                                                 const rpci::v1::PcieFunction& function)>
-      sysfs_bar;
+      vfio;
 };
 
 class AgentApp {
@@ -86,7 +87,7 @@ class AgentApp {
  private:
   explicit AgentApp(AgentOptions options);
   absl::Status AddEmuDevices(const DeviceBackends& backends);
-  absl::Status AddSysfsDevices(const DeviceBackends& backends);
+  absl::Status AddRealDevices(const DeviceBackends& backends);
   std::vector<rpci::v1::DeviceHealthReport> Health() const;
 
   const AgentOptions options_;

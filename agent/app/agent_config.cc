@@ -83,7 +83,9 @@ absl::Status ReadAgentConfig(const nlohmann::json& config, const std::string& or
 
   ConfigReader inventory = r.Object("inventory");
   inventory.String("sysfs_root", &options->sysfs_root);
-  inventory.Bool("sysfs_bar", &options->sysfs_bar);
+  inventory.Bool("vfio", &options->vfio);
+  inventory.Bool("vfio_allow_unbind", &options->vfio_allow_unbind);
+  inventory.Int("vfio_dma_size", &options->vfio_dma_size, 4096, int64_t{1} << 34);
 
   if (r.Has("export")) {
     ConfigReader exp = r.Object("export");
@@ -166,7 +168,10 @@ void AddServeFlags(FlagSet& flags, AgentOptions* o, ServeFlags* extra) {
   flags.String("fabric-provider", &o->fabric_provider, "auto, tcp;ofi_rxm, verbs;ofi_rxm or shm");
   flags.String("fabric-address", &o->fabric_address, "interface address the data path binds (e.g. the pod IP)");
   flags.String("sysfs-root", &o->sysfs_root, "sysfs mount to inventory");
-  flags.Bool("sysfs-bar", &o->sysfs_bar, "export real devices the policy selects through their BARs (opt-in)");
+  flags.Bool("vfio", &o->vfio, "export the real functions the policy selects through VFIO (opt-in)");
+  flags.Bool("vfio-allow-unbind", &o->vfio_allow_unbind,
+             "take a selected function from its host driver (default: such functions are not exported)");
+  flags.Int("vfio-dma-size", &o->vfio_dma_size, "bytes of each VFIO device's DMA space (pinned)");
   flags.Int("emu-count", &extra->emu_count, "emulated devices to create (replaces the config's emu list)");
   flags.String("emu-pool", &extra->emu_pool, "pool of the --emu-count devices");
   flags.String("http-listen", &o->http_listen, "address of /healthz, /readyz, /metrics (empty: off)");

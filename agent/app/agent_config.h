@@ -50,7 +50,13 @@ struct AgentOptions {
   std::string fabric_address;            // interface address the data path binds
 
   std::string sysfs_root = "/sys";
-  bool sysfs_bar = false;  // opt-in: export selected real devices (sysfs-bar backend)
+  // Opt-in: export the real functions the policy selects through VFIO
+  // (vfio-pci; the agent needs /dev/vfio and a writable /sys).
+  bool vfio = false;
+  // Whether a selected function bound to a host driver may be taken from it
+  // (unbound and bound to vfio-pci). Off: such functions are not exported.
+  bool vfio_allow_unbind = false;
+  int64_t vfio_dma_size = 4 << 20;  // bytes of each VFIO device's DMA space (pinned)
   ExportPolicy export_policy;
   std::vector<EmuDevicesConfig> emu;
 

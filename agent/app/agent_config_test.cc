@@ -22,7 +22,7 @@ labels: {zone: z1}
 controller: {address: "ctl:7400", insecure: true}
 session: {listen: "0.0.0.0:7450", state_dir: /tmp, grace_seconds: 5}
 fabric: {provider: "tcp;ofi_rxm", address: 10.0.0.5}
-inventory: {sysfs_root: /sys, sysfs_bar: false}
+inventory: {sysfs_root: /sys, vfio: false}
 export:
   rules:
     - pool: nvme
