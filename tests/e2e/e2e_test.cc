@@ -10,6 +10,7 @@
 //           the environment and mounts of the ContainerAllocateResponse.
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -38,6 +39,9 @@ constexpr char kResource[] = "rpci.io/emu";
 // Each host is its own network namespace, so fixed ports cannot collide with
 // anything else on the machine.
 constexpr int kControllerPort = 7460, kControllerHttp = 7461, kAgentPort = 7450, kAgentHttp = 7451;
+// Workloads run as a non-root user, as most pods do; the plugin gives session
+// key files to kSessionGroup, which the pods list in supplementalGroups.
+constexpr int kWorkloadUid = 65534, kSessionGroup = 4242;
 
 // Components log at warn unless RPCI_E2E_LOG_LEVEL says otherwise (debugging).
 std::string LogLevel() {
@@ -89,9 +93,13 @@ class EndToEndTest : public ::testing::Test {
     std::string why;
     if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
     dir_ = MakeTempDir("rpci-e2e", TempDirUse::kSockets);
-    for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs"}) {
+    for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs", "bin"}) {
       std::filesystem::create_directories(dir_ + "/" + d);
     }
+    // A non-root workload reaches its mounts and binary through these; the
+    // key files keep their own modes.
+    chmod(dir_.c_str(), 0711);
+    std::filesystem::copy_file(Abs("examples/emu_jobs"), dir_ + "/bin/emu_jobs");
     absl::StatusOr<VethPair> pair = VethPair::Create("e2e");
     ASSERT_TRUE(pair.ok()) << pair.status();
     pair_.emplace(std::move(*pair));
@@ -162,7 +170,7 @@ class EndToEndTest : public ::testing::Test {
         "--plugin-dir=" + dir_ + "/kubelet", "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
         "--cdi-dir=" + dir_ + "/cdi", "--state-dir=" + dir_ + "/plugin-state",
         "--container-dir=" + dir_ + "/container", "--usage-interval-seconds=1", "--release-grace-seconds=1",
-        "--health-addr=", "--log-level=" + log_level_};
+        "--health-addr=", "--log-level=" + log_level_, absl::StrCat("--session-group=", kSessionGroup)};
     for (const std::string& f : TlsFlags("plugin")) argv.push_back(f);
     plugin_ = Start(1, "plugin", argv);
   }
@@ -178,13 +186,17 @@ class EndToEndTest : public ::testing::Test {
   }
 
   // Runs emu_jobs in host b as the container of `response` (its own mount
-  // namespace and environment); the finished process.
-  std::unique_ptr<Subprocess> RunContainer(const std::string& name, const v1beta1::ContainerAllocateResponse& response) {
+  // namespace and environment) as user kWorkloadUid, by default with the
+  // session group as its pod's supplementalGroups; the finished process.
+  std::unique_ptr<Subprocess> RunContainer(const std::string& name, const v1beta1::ContainerAllocateResponse& response,
+                                           bool in_session_group = true) {
     const std::string file = dir_ + "/" + name + ".response";
     std::ofstream(file, std::ios::binary) << response.SerializeAsString();
+    const std::string user = absl::StrCat("--user=", kWorkloadUid, ":", kWorkloadUid, ":",
+                                          in_session_group ? std::to_string(kSessionGroup) : "");
     auto workload = Start(1, name,
-                          {Abs("tests/e2e/run_container"), "--response=" + file, "--",
-                           Abs("examples/emu_jobs"), "--rounds=4"});
+                          {Abs("tests/e2e/run_container"), "--response=" + file, user, "--", dir_ + "/bin/emu_jobs",
+                           "--rounds=4"});
     workload->Wait(absl::Seconds(60));
     return workload;
   }
@@ -358,6 +370,24 @@ TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
   EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
   EXPECT_EQ(summary.value("device", ""), b->device_ids[0]);
   summary = RunWorkload("pod-a", a->response);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+// Workloads run as a non-root user: one whose pod lists the plugin's session
+// group reads its key and runs; one without it cannot read the key file
+// (0640, root:session group) and says so.
+TEST_F(EndToEndTest, ANonRootWorkloadReadsItsKeyOnlyThroughTheSessionGroup) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet);
+  if (HasFatalFailure()) return;
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "non-root", "main", kResource, 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  std::unique_ptr<Subprocess> outsider = RunContainer("not-in-group", pod->response, /*in_session_group=*/false);
+  EXPECT_NE(outsider->Wait(absl::ZeroDuration()), 0) << outsider->out();
+  EXPECT_NE(outsider->err().find("Permission denied"), std::string::npos) << outsider->err();
+  nlohmann::json summary = RunWorkload("in-group", pod->response);
   EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
   plugin_.reset();
   kubelet.Stop();
