@@ -200,7 +200,10 @@ absl::Status SessionClient::Connect() {
   peer_ = *peer;
   // A process attaching to a session an earlier one used (a restarted
   // container): its writes continue the agent's sequence.
-  if (log_.last() == 0) log_ = session::WriteLog(resp.applied_sequence());
+  if (log_.last() == 0 && consumed_ == 0) {
+    log_ = session::WriteLog(resp.applied_sequence());
+    consumed_ = resp.completions();
+  }
   absl::StatusOr<std::vector<session::MmioWrite>> replay = log_.Resume(resp.applied_sequence());
   if (!replay.ok()) return replay.status();
   pushed_ = log_.acked();

@@ -255,6 +255,25 @@ void SessionServer::Stop() {
   }
 }
 
+std::vector<rpci::v1::SessionReport> SessionServer::Reports() const {
+  std::vector<std::shared_ptr<Session>> sessions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, s] : sessions_) sessions.push_back(s);
+  }
+  std::vector<rpci::v1::SessionReport> out;
+  for (const std::shared_ptr<Session>& s : sessions) {
+    std::lock_guard<std::mutex> lock(s->mu);
+    rpci::v1::SessionReport r;
+    r.set_session_id(session::SessionIdString(s->id));
+    r.set_device_id(s->device_id);
+    r.set_writes_applied(s->gate.applied());
+    r.set_completions(s->completion_seq);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 size_t SessionServer::live_sessions() const {
   std::lock_guard<std::mutex> lock(mu_);
   return sessions_.size();
@@ -485,6 +504,7 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   std::memcpy(s.anchor_buf.data() + session::kAnchorOffset, encoded.data(), encoded.size());
   s.local = local;
   for (const RegionDesc& d : local) ToProto(d, resp->add_agent_regions());
+  resp->set_completions(s.completion_seq);
   s.attached = true;
   s.last_seen = options_.clock->Now();
   // The mirror starts as the device is now, and the client's ring header
