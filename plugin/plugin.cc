@@ -12,6 +12,8 @@
 #include <random>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "plugin/grpc_util.h"
 #include "absl/strings/str_join.h"
@@ -54,6 +56,20 @@ bool Exists(const std::string& path) {
 
 std::string SocketName(const std::string& pool) { return "rpci-" + pool + ".sock"; }
 std::string ResourceName(const std::string& pool) { return "rpci.io/" + pool; }
+
+absl::Status ParseFabricPortRange(const std::string& text, PluginOptions* options) {
+  options->fabric_port_low = options->fabric_port_high = 0;
+  if (text.empty()) return absl::OkStatus();
+  std::vector<std::string> parts = absl::StrSplit(text, '-');
+  int low = 0, high = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &low) || !absl::SimpleAtoi(parts[1], &high) || low < 1 ||
+      high > 65535 || low > high) {
+    return absl::InvalidArgumentError(absl::StrCat("fabric port range \"", text, "\": want LOW-HIGH within 1-65535"));
+  }
+  options->fabric_port_low = low;
+  options->fabric_port_high = high;
+  return absl::OkStatus();
+}
 
 // ---------------------------------------------------------------- pool server
 
@@ -529,7 +545,12 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       sessions.push_back(*opened);
       paths.push_back(p);
     }
-    *resp.add_container_responses() = BuildContainerResponse(pool, sessions, paths);
+    v1beta1::ContainerAllocateResponse* c = resp.add_container_responses();
+    *c = BuildContainerResponse(pool, sessions, paths);
+    if (options_.fabric_port_low > 0) {
+      (*c->mutable_envs())["FI_TCP_PORT_LOW_RANGE"] = std::to_string(options_.fabric_port_low);
+      (*c->mutable_envs())["FI_TCP_PORT_HIGH_RANGE"] = std::to_string(options_.fabric_port_high);
+    }
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (Held& h : done) held_[h.session.device_id] = std::move(h);

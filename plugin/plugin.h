@@ -50,6 +50,10 @@ struct PluginOptions {
   // NUMA node of the local NIC the fabric uses, advertised as the devices'
   // topology; -1 when unknown (no topology sent).
   int64_t nic_numa_node = -1;
+  // Ports the workload's fabric endpoint may listen on (libfabric's tcp
+  // provider: FI_TCP_PORT_LOW_RANGE/HIGH_RANGE in the container's
+  // environment), so NetworkPolicies can name them; 0: any port.
+  int fabric_port_low = 0, fabric_port_high = 0;
   absl::Duration health_interval = absl::Milliseconds(500);
   // How often pod-resources is read (and usage reported): a pod's end is
   // noticed within this, so it bounds the device hand-over time.
@@ -66,6 +70,9 @@ struct PluginOptions {
 std::string SocketName(const std::string& pool);
 // "rpci.io/<pool>".
 std::string ResourceName(const std::string& pool);
+// Parses "LOW-HIGH" (1 <= LOW <= HIGH <= 65535) into the options; "" is
+// "any port". INVALID_ARGUMENT naming the text otherwise.
+absl::Status ParseFabricPortRange(const std::string& text, PluginOptions* options);
 
 class Plugin {
  public:

@@ -22,6 +22,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -133,7 +134,12 @@ class EndToEndTest : public ::testing::Test {
                                         << "emu:\n  - {pool: emu, count: 2, dma_size: 8388608}\n"
                                         << "http: {listen: \"" << pair_->addr_a() << ":" << kAgentHttp << "\"}\n"
                                         << "log_level: " << log_level_ << "\n";
-    agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
+    std::vector<std::string> argv = {"env"};
+    argv.insert(argv.end(), agent_env_.begin(), agent_env_.end());
+    for (const std::string& a : {Abs("agent/rpci-agent"), std::string("serve"), "--config=" + dir_ + "/agent.yaml"}) {
+      argv.push_back(a);
+    }
+    agent_ = Start(0, "agent", argv);
   }
   // The test API server (CRDs from deploy/crds, namespace rpci-system) and
   // the controller on it (--store=kube), both in host a; `ns` is the
@@ -263,6 +269,7 @@ class EndToEndTest : public ::testing::Test {
   std::string agent_endpoint_, controller_address_;
   std::unique_ptr<Subprocess> controller_, agent_, plugin_, api_;
   std::string api_url_;
+  std::vector<std::string> agent_env_;  // NAME=value for the agent's environment
 };
 
 // The fake kubelet binary admits a pod asking for rpci.io/emu: 1 and runs the
@@ -600,6 +607,39 @@ TEST_F(EndToEndTest, ARefusedAttachmentFailsOnlyItsClaimAndTheStoreKeepsWorking)
   absl::StatusOr<AdmittedContainer> admitted = kubelet.AdmitPod("ml", "second", "main", kResource, 1);
   ASSERT_TRUE(admitted.ok()) << admitted.status() << Logs();
   EXPECT_EQ(RunWorkload("second", admitted->response).value("ok", false), true) << Logs();
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+// The fabric listens where the operator says: the agent's endpoint in the
+// range its environment gives libfabric (the chart's fabric.portRange), the
+// workload's in the range the plugin hands the container
+// (--fabric-port-range). The agent's host listens on nothing else than its
+// session and HTTP ports (and the controller's, which shares the host here).
+TEST_F(EndToEndTest, FabricListenersStayInTheConfiguredPortRanges) {
+  agent_env_ = {"FI_TCP_PORT_LOW_RANGE=47100", "FI_TCP_PORT_HIGH_RANGE=47109"};
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
+  if (HasFatalFailure()) return;
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "ports", "main", kResource, 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  EXPECT_EQ(pod->response.envs().at("FI_TCP_PORT_LOW_RANGE"), "47200");
+  EXPECT_EQ(pod->response.envs().at("FI_TCP_PORT_HIGH_RANGE"), "47209");
+  EXPECT_EQ(RunWorkload("ports", pod->response).value("ok", false), true) << Logs();
+  auto ss = Start(0, "ss", {"ss", "-ltnH"});
+  ASSERT_EQ(ss->Wait(absl::Seconds(10)), 0) << ss->err();
+  int fabric = 0;
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(ss->out(), '\n', absl::SkipEmpty()))) {
+    std::vector<std::string> cols = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    ASSERT_GE(cols.size(), 4u) << line;
+    int port = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(cols[3].substr(cols[3].rfind(':') + 1), &port)) << line;
+    const bool known = port == kAgentPort || port == kAgentHttp || port == kControllerPort || port == kControllerHttp;
+    const bool in_range = port >= 47100 && port <= 47109;
+    fabric += in_range;
+    EXPECT_TRUE(known || in_range) << "host a listens on " << port << ":\n" << ss->out();
+  }
+  EXPECT_GE(fabric, 1) << ss->out();
   plugin_.reset();
   kubelet.Stop();
 }
