@@ -644,5 +644,39 @@ TEST_F(EndToEndTest, FabricListenersStayInTheConfiguredPortRanges) {
   kubelet.Stop();
 }
 
+// What the compute side must let in (install.md "Network"): the agent opens
+// a connection to the workload's fabric endpoint (its first RMA write, the
+// BAR mirror at attach, goes there before the workload has sent anything),
+// so new inbound TCP connections to the workload's fabric port range must be
+// allowed from device servers; nothing else inbound is needed.
+TEST_F(EndToEndTest, WorkloadsNeedInboundConnectionsOnlyToTheirFabricPortRange) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
+  if (HasFatalFailure()) return;
+  auto firewall = [&](const std::vector<std::string>& rule) {
+    std::vector<std::string> argv = {"/sbin/iptables"};
+    argv.insert(argv.end(), rule.begin(), rule.end());
+    auto fw = Start(1, "iptables", argv);
+    ASSERT_EQ(fw->Wait(absl::Seconds(10)), 0) << fw->err();
+  };
+  // Host b accepts new TCP connections only to the workload's range.
+  firewall({"-A", "INPUT", "-p", "tcp", "--syn", "-m", "multiport", "!", "--dports", "47200:47209", "-j", "DROP"});
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "open-range", "main", kResource, 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  EXPECT_EQ(RunWorkload("open-range", pod->response).value("ok", false), true) << Logs();
+  kubelet.RemovePod("e2e", "open-range");
+  // Closing the range too: the workload cannot attach, because the agent
+  // must connect to it.
+  firewall({"-A", "INPUT", "-p", "tcp", "--syn", "--dport", "47200:47209", "-j", "DROP"});
+  absl::StatusOr<AdmittedContainer> closed = kubelet.AdmitPod("e2e", "closed-range", "main", kResource, 1);
+  ASSERT_TRUE(closed.ok()) << closed.status() << Logs();
+  std::unique_ptr<Subprocess> refused = RunContainer("closed-range", closed->response);
+  EXPECT_NE(refused->Wait(absl::ZeroDuration()), 0) << refused->out();
+  EXPECT_NE(refused->err().find("fabric"), std::string::npos) << refused->err();
+  firewall({"-F", "INPUT"});
+  plugin_.reset();
+  kubelet.Stop();
+}
+
 }  // namespace
 }  // namespace rpci::testing
