@@ -291,5 +291,30 @@ TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
   EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
 }
 
+// A status probe of a session that has ended (the plugin's health check) is
+// counted apart from refused attaches, so a metric of refusals does not read
+// as restarts or attacks.
+TEST_F(SessionTest, StatusProbesOfEndedSessionsAreNotCountedAsRefusals) {
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(client::CloseSession(ticket, nullptr).ok());
+  auto stub = rpci::v1::SessionControl::NewStub(grpc::CreateChannel(Endpoint(), grpc::InsecureChannelCredentials()));
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    rpci::v1::SessionStatusRequest req;
+    req.set_session_id(ticket.session_id);
+    req.set_session_key(ticket.key.Bytes());
+    rpci::v1::SessionStatusResponse resp;
+    ASSERT_TRUE(stub->SessionStatus(&ctx, req, &resp).ok());
+    EXPECT_FALSE(resp.live());
+  }
+  EXPECT_EQ(Refused("probe_closed_session"), 3);
+  EXPECT_EQ(Refused("stale_session"), 0);
+  // A real attach to the ended session is still a refusal.
+  EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Refused("stale_session"), 1);
+}
+
 }  // namespace
 }  // namespace rpci::agent
