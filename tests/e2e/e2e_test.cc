@@ -595,6 +595,17 @@ TEST_F(EndToEndTest, ARefusedAttachmentFailsOnlyItsClaimAndTheStoreKeepsWorking)
     EXPECT_EQ(d["status"].value("assignedNode", ""), "e2e-compute-node") << d.dump();
     EXPECT_EQ(d["status"].value("attachment", ""), "") << "a device names a grant with no attachment";
   }
+  // The refusal is reported on the device as a Warning Event.
+  nlohmann::json events = WaitForObject(
+      "/api/v1/namespaces/default/events",
+      [](const nlohmann::json& list) {
+        for (const nlohmann::json& e : list.value("items", nlohmann::json::array())) {
+          if (e.value("reason", "") == "StoreRefused" && e.value("type", "") == "Warning") return true;
+        }
+        return false;
+      },
+      absl::Seconds(5));
+  EXPECT_NE(events.dump().find("namespaces \\\"kubelet\\\" not found"), std::string::npos) << events.dump();
   // Heartbeats and health go on: the devices stay Healthy past an agent
   // heartbeat (10 s) and a node heartbeat.
   absl::SleepFor(absl::Seconds(11));
