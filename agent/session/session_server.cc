@@ -558,6 +558,11 @@ grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::
     return grpc::Status::OK;
   }
   std::lock_guard<std::mutex> lock(s->mu);
+  // The session belongs to the pod's allocation: while its holder (the
+  // plugin's health check, with the key) keeps asking, an unattached session
+  // (between container runs) is kept; once nobody asks it is reaped after the
+  // attach timeout.
+  if (!s->attached) s->last_seen = options_.clock->Now();
   resp->set_live(true);
   resp->set_applied_sequence(s->gate.applied());
   resp->set_completions(s->completion_seq);
