@@ -448,6 +448,39 @@ void Plugin::ReleaseHeld(const Held& held, const std::string& reason) {
   log_.Info("released device", {{"device", s.device_id}, {"session", s.session_id}, {"reason", reason}});
 }
 
+absl::StatusOr<rpci::v1::ClaimResponse> Plugin::ClaimFor(const std::string& device_id,
+                                                         const std::string& allocation) {
+  rpci::v1::ClaimRequest claim;
+  claim.set_node(options_.node_name);
+  claim.set_device_id(device_id);
+  // Allocate does not say which pod: the claim is for this allocation (no
+  // namespace), and the usage report names the pod once pod-resources lists
+  // it.
+  claim.set_pod_name(allocation);
+  absl::StatusOr<rpci::v1::ClaimResponse> granted = controller_->Claim(claim);
+  if (!granted.ok() && granted.status().code() == absl::StatusCode::kFailedPrecondition) {
+    // Attached to an earlier allocation on this node that we no longer hold
+    // (e.g. the plugin restarted): release it and claim again.
+    rpci::v1::ReleaseRequest rel;
+    rel.set_node(options_.node_name);
+    rel.set_device_id(device_id);
+    rel.set_reason("StaleAllocation");
+    if (controller_->Release(rel).ok()) granted = controller_->Claim(claim);
+  }
+  return granted;
+}
+
+v1beta1::ContainerAllocateResponse Plugin::ContainerResponse(const std::string& pool,
+                                                             const std::vector<AttachedSession>& sessions,
+                                                             const std::vector<SessionPaths>& paths) const {
+  v1beta1::ContainerAllocateResponse c = BuildContainerResponse(pool, sessions, paths);
+  if (options_.fabric_port_low > 0) {
+    (*c.mutable_envs())["FI_TCP_PORT_LOW_RANGE"] = std::to_string(options_.fabric_port_low);
+    (*c.mutable_envs())["FI_TCP_PORT_HIGH_RANGE"] = std::to_string(options_.fabric_port_high);
+  }
+  return c;
+}
+
 absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& pool,
                                                            const v1beta1::AllocateRequest& req) {
   const std::string what = "Allocate " + ResourceName(pool) + ": ";
@@ -505,23 +538,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
     std::vector<SessionPaths> paths;
     for (const std::string& id : creq.devices_ids()) {
       const rpci::v1::Assignment& a = assigned[id];
-      rpci::v1::ClaimRequest claim;
-      claim.set_node(options_.node_name);
-      claim.set_device_id(id);
-      // Allocate does not say which pod: the claim is for this allocation
-      // (no namespace), and the usage report names the pod once
-      // pod-resources lists it.
-      claim.set_pod_name(allocation);
-      absl::StatusOr<rpci::v1::ClaimResponse> granted = controller_->Claim(claim);
-      if (!granted.ok() && granted.status().code() == absl::StatusCode::kFailedPrecondition) {
-        // Attached to an earlier allocation on this node that we no longer
-        // hold (e.g. the plugin restarted): release it and claim again.
-        rpci::v1::ReleaseRequest rel;
-        rel.set_node(options_.node_name);
-        rel.set_device_id(id);
-        rel.set_reason("StaleAllocation");
-        if (controller_->Release(rel).ok()) granted = controller_->Claim(claim);
-      }
+      absl::StatusOr<rpci::v1::ClaimResponse> granted = ClaimFor(id, allocation);
       if (!granted.ok()) return fail(granted.status());
       Held h;
       h.pool = pool;
@@ -545,12 +562,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       sessions.push_back(*opened);
       paths.push_back(p);
     }
-    v1beta1::ContainerAllocateResponse* c = resp.add_container_responses();
-    *c = BuildContainerResponse(pool, sessions, paths);
-    if (options_.fabric_port_low > 0) {
-      (*c->mutable_envs())["FI_TCP_PORT_LOW_RANGE"] = std::to_string(options_.fabric_port_low);
-      (*c->mutable_envs())["FI_TCP_PORT_HIGH_RANGE"] = std::to_string(options_.fabric_port_high);
-    }
+    *resp.add_container_responses() = ContainerResponse(pool, sessions, paths);
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (Held& h : done) held_[h.session.device_id] = std::move(h);

@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "plugin/container_edits.h"
 #include "plugin/controller_client.h"
 #include "plugin/session_opener.h"
 #include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
@@ -122,6 +123,14 @@ class Plugin {
   absl::StatusOr<v1beta1::PreferredAllocationResponse> Prefer(const std::string& pool,
                                                               const v1beta1::PreferredAllocationRequest& req) const;
   absl::Status PreStart(const std::string& pool, const v1beta1::PreStartContainerRequest& req);
+  // Allocate's claim of one device for `allocation`; a claim refused because
+  // an allocation this plugin no longer holds has the device is released and
+  // made again.
+  absl::StatusOr<rpci::v1::ClaimResponse> ClaimFor(const std::string& device_id, const std::string& allocation);
+  // One container's response: env, mounts, CDI names, the fabric port range.
+  v1beta1::ContainerAllocateResponse ContainerResponse(const std::string& pool,
+                                                       const std::vector<AttachedSession>& sessions,
+                                                       const std::vector<SessionPaths>& paths) const;
   // Waits until the state version differs from `seen` or `timeout` passes.
   uint64_t WaitForChange(uint64_t seen, absl::Duration timeout) const;
   uint64_t version() const;
