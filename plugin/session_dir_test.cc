@@ -14,8 +14,8 @@ namespace {
 AttachedSession Session() {
   AttachedSession s;
   s.device_id = "dev-a-0000-3b-00-0";
-  s.session_id = "00112233aabbccdd";
-  s.key = std::string(32, '\x5a');
+  s.ticket.session_id = *session::SessionId::Parse("00112233aabbccdd");
+  s.ticket.key = *session::SessionKey::FromBytes(std::string(32, '\x5a'));
   s.ca_pem = "-----BEGIN CERTIFICATE-----\n";
   return s;
 }
