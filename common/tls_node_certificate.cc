@@ -41,6 +41,12 @@ absl::Status WriteAtomically(const std::string& path, const std::string& data, m
   return absl::OkStatus();
 }
 
+// The controller said no for a reason that asking again will not change.
+bool IsRefusal(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnauthenticated || s.code() == absl::StatusCode::kPermissionDenied ||
+         s.code() == absl::StatusCode::kInvalidArgument;
+}
+
 TlsFiles FilesIn(const std::string& dir) { return {dir + "/tls.crt", dir + "/tls.key", dir + "/ca.crt"}; }
 
 }  // namespace
@@ -86,7 +92,7 @@ absl::StatusOr<std::unique_ptr<NodeCertificateRenewer>> NodeCertificateRenewer::
   std::unique_ptr<NodeCertificateRenewer> r(new NodeCertificateRenewer(std::move(options), log));
   const absl::Time deadline = absl::Now() + first_deadline;
   absl::Status s = r->Renew();
-  while (!s.ok() && absl::Now() + r->options_.retry_interval < deadline) {
+  while (!s.ok() && !IsRefusal(s) && absl::Now() + r->options_.retry_interval < deadline) {
     r->log_.Warn("no node certificate yet; retrying", {{"error", s.ToString()}});
     absl::SleepFor(r->options_.retry_interval);
     s = r->Renew();

@@ -4,8 +4,8 @@
 
 #include <string>
 
-#include "gtest/gtest.h"
 #include "common/testing/temp_dir.h"
+#include "gtest/gtest.h"
 #include "plugin/container_edits.h"
 
 namespace rpci::plugin {

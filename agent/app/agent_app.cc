@@ -260,7 +260,10 @@ absl::Status AgentApp::Start() {
   lo.retry.max_backoff = absl::Seconds(5);
   link_ = std::make_unique<ControllerLink>(
       grpc::CreateChannel(options_.controller, channel_creds), lo, &grants_, [this] { return devices_; },
-      [this] { return Health(); });
+      [this] { return Health(); },
+      [this] {
+        return session_server_ ? session_server_->Reports() : std::vector<rpci::v1::SessionReport>{};
+      });
   link_->Start();
   log_.Info("serving", {{"session_endpoint", session_endpoint_},
                         {"http_port", http_port_},

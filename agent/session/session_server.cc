@@ -265,6 +265,25 @@ void SessionServer::Stop() {
   }
 }
 
+std::vector<rpci::v1::SessionReport> SessionServer::Reports() const {
+  std::vector<std::shared_ptr<Session>> sessions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, s] : sessions_) sessions.push_back(s);
+  }
+  std::vector<rpci::v1::SessionReport> out;
+  for (const std::shared_ptr<Session>& s : sessions) {
+    std::lock_guard<std::mutex> lock(s->mu);
+    rpci::v1::SessionReport r;
+    r.set_session_id(s->id.ToString());
+    r.set_device_id(s->device_id);
+    r.set_writes_applied(s->gate.applied());
+    r.set_completions(s->completion_seq);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 absl::Status SessionServer::DeviceClean(const std::string& device_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = device_clean_.find(device_id);
@@ -527,6 +546,7 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   if (absl::Status st = RegisterRegions(s); !st.ok()) return st;
   // The client finds every other region through the anchor record.
   ToProto(s.local.back(), resp->add_agent_regions());
+  resp->set_completions(s.completion_seq);
   s.attached = true;
   s.last_seen = options_.clock->Now();
   // The mirror starts as the device is now, and the client's ring header
@@ -620,6 +640,11 @@ grpc::Status SessionServer::SessionStatus(grpc::ServerContext* ctx, const rpci::
     return grpc::Status::OK;
   }
   std::lock_guard<std::mutex> lock((*s)->mu);
+  // The session belongs to the pod's allocation: while its holder (the
+  // plugin's health check, with the key) keeps asking, an unattached session
+  // (between container runs) is kept; once nobody asks it is reaped after the
+  // attach timeout.
+  if (!(*s)->attached) (*s)->last_seen = options_.clock->Now();
   resp->set_live(true);
   resp->set_applied_sequence((*s)->gate.applied());
   resp->set_completions((*s)->completion_seq);
