@@ -63,6 +63,18 @@ class VfioEndToEndTest : public ::testing::Test {
     controller_address_ = absl::StrCat(pair_->addr_a(), ":", kControllerPort);
     StartController();
     StartAgent();
+    ASSERT_TRUE(WaitAgentReady()) << Logs();
+  }
+
+  // The agent's /readyz answers 200 (registered, serving sessions).
+  bool WaitAgentReady() {
+    const std::string url = absl::StrCat("http://", pair_->addr_a(), ":", kAgentHttp, "/readyz");
+    for (int i = 0; i < 120; ++i) {
+      auto curl = Start(0, "readyz", {"curl", "-sf", "--max-time", "2", url});
+      if (curl->Wait(absl::Seconds(5)) == 0) return true;
+      absl::SleepFor(absl::Milliseconds(500));
+    }
+    return false;
   }
   void TearDown() override {
     plugin_.reset();
@@ -103,7 +115,8 @@ class VfioEndToEndTest : public ::testing::Test {
                      "--pools=edu,nvme", "--plugin-dir=" + dir_ + "/kubelet",
                      "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
                      "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/container",
-                     "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=", "--log-level=warn"});
+                     "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=", "--insecure",
+                     "--log-level=warn"});
   }
 
   // The fake kubelet admits a pod asking for `resource` and runs `workload`
