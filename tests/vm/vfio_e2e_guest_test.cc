@@ -23,6 +23,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
+#include "tests/kubelet/fake_kubelet.h"
 
 namespace rpci::testing {
 namespace {
@@ -105,6 +106,7 @@ class VfioEndToEndTest : public ::testing::Test {
         << "export:\n  rules:\n"
         << "    - {pool: edu, vendor: 0x1234, device: 0x11e8, driver: [vfio-pci]}\n"
         << "    - {pool: nvme, class: [\"0x010802\"]}\n"
+        << "    - {pool: vga, vendor: 0x1234, device: 0x1111}\n"
         << "http: {listen: \"" << pair_->addr_a() << ":" << kAgentHttp << "\"}\n"
         << "log_level: info\n";
     agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
@@ -112,7 +114,7 @@ class VfioEndToEndTest : public ::testing::Test {
   void StartPlugin() {
     plugin_ = Start(1, "plugin",
                     {Abs("plugin/rpci-plugin"), "--node=vm-compute-node", "--controller=" + controller_address_,
-                     "--pools=edu,nvme", "--plugin-dir=" + dir_ + "/kubelet",
+                     "--pools=edu,nvme,vga", "--plugin-dir=" + dir_ + "/kubelet",
                      "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
                      "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/container",
                      "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=", "--insecure",
@@ -170,6 +172,28 @@ TEST_F(VfioEndToEndTest, NvmeThroughVfioIdentifiesAndRoundTripsBlocks) {
   EXPECT_EQ(s["model"], "QEMU NVMe Ctrl");
   EXPECT_EQ(s["serial"], "rpci0001");
   EXPECT_EQ(s["crc_written"], s["crc_read"]);
+}
+
+// QEMU's VGA function sits on the root bus without FLR or a PM reset: the
+// kernel has no reset for it. After its first tenant leaves, the agent cannot
+// make it clean, so the kubelet sees it Unhealthy (and no one is granted it).
+TEST_F(VfioEndToEndTest, ADeviceWhoseResetFailsTurnsUnhealthyAtTheKubelet) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  ASSERT_TRUE(kubelet.Start().ok());
+  StartPlugin();
+  auto health_is = [](const std::string& h) {
+    return [h](const std::vector<AdvertisedDevice>& ds) { return ds.size() == 1 && ds[0].health == h; };
+  };
+  ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/vga", health_is("Healthy"), absl::Seconds(60))) << Logs();
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("vm", "vga-a", "main", "rpci.io/vga", 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  kubelet.RemovePod("vm", "vga-a");
+  const absl::Time removed = absl::Now();
+  ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/vga", health_is("Unhealthy"), absl::Seconds(60))) << Logs();
+  std::printf("vga: pod removed -> Unhealthy at the kubelet in %.0f ms\n",
+              absl::ToDoubleMilliseconds(absl::Now() - removed));
+  plugin_.reset();
+  kubelet.Stop();
 }
 
 }  // namespace
