@@ -68,6 +68,12 @@ class SessionDevice {
   // kubelet, as the device's health. Thread-safe.
   virtual absl::Status Health() const { return absl::OkStatus(); }
 
+  // Whether the device's state outlives the agent process. Real devices do
+  // not (the kernel resets a VFIO device when the agent's descriptors close)
+  // and rpci-emu starts fresh; a session that had built device state is then
+  // not resumed after an agent restart (docs/sessions.md, Resilience).
+  virtual bool keeps_state_across_agent_restart() const { return false; }
+
   // Makes the device safe for the next tenant: the device is reset to its
   // power-on register state, pending interrupts are dropped and the whole DMA
   // space is zeroed. OK means clean; an error (naming the device and what

@@ -147,6 +147,9 @@ struct SessionServer::Session {
   std::vector<SessionDevice::Bar> bars;
   absl::Time opened, last_seen;
   bool attached = false;
+  // Recovered after an agent restart with device state (applied writes or
+  // delivered completions) on a device that lost it: never resumed.
+  bool device_state_lost = false;
   bool closing = false;  // a Teardown is scrubbing the device (guarded by the server's mu_)
   fabric::PeerId peer = 0;
   std::unique_ptr<SeqFile> seq;
@@ -230,6 +233,11 @@ absl::Status SessionServer::Start() {
       s->gate = session::ApplyGate(applied);
       s->completion_seq = std::max(r.completion_seq, s->seq->completions());
       s->client_consumed = s->completion_seq;
+      s->device_state_lost = (applied > 0 || s->completion_seq > 0) && !dev->second->keeps_state_across_agent_restart();
+      if (s->device_state_lost) {
+        log_.Warn("session's device state was lost in the agent restart; it will not be resumed",
+                  {{"session", session::SessionIdString(s->id)}, {"device", s->device_id}});
+      }
       sessions_[s->id] = s;
       device_owner_[s->device_id] = s->id;
       log_.Info("session recovered from checkpoint",
@@ -323,6 +331,14 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
       log_.Warn("attach refused", {{"session", req->resume_session_id()}, {"reason", "bad_key"},
                                    {"peer", ctx->peer()}});
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->resume_session_id() + ": wrong key");
+    }
+    if (s->device_state_lost) {
+      refused_->Labels({"device_reset"}).Inc();
+      log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "device_reset"}});
+      return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                          "session " + req->resume_session_id() +
+                              ": the agent restarted and the device was reset; the device state this session "
+                              "built is gone (open a new session)");
     }
   } else {
     if (options_.require_plugin_certificate) {
