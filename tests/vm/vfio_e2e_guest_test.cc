@@ -174,6 +174,37 @@ TEST_F(VfioEndToEndTest, NvmeThroughVfioIdentifiesAndRoundTripsBlocks) {
   EXPECT_EQ(s["crc_written"], s["crc_read"]);
 }
 
+// SIGKILL of the agent while a workload drives the NVMe controller: the kernel
+// resets the device when the agent's VFIO descriptors close, so the restarted
+// agent does not resume the session; the workload's next call fails with the
+// documented status (docs/sessions.md, Resilience) instead of talking to a
+// controller that forgot its queues.
+TEST_F(VfioEndToEndTest, AgentSigkillGivesTheWorkloadTheDeviceResetStatus) {
+  std::vector<std::string> argv = {Abs("tests/kubelet/fake_kubelet_main"), "--plugin-dir=" + dir_ + "/kubelet",
+                                   "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
+                                   "--pod=vm/nvme-kill", "--resource=rpci.io/nvme", "--count=1", "--wait-seconds=90",
+                                   "--isolate-container", "--", Abs("examples/nvme/nvme"), "--pause-ms=8000"};
+  auto kubelet = Start(1, "kubelet-kill", argv);
+  for (int i = 0; i < 200 && !std::filesystem::exists(dir_ + "/kubelet/kubelet.sock"); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  StartPlugin();
+  bool paused = false;
+  for (int i = 0; i < 1200 && !paused; ++i) {
+    paused = ReadWholeFile(dir_ + "/logs/kubelet-kill.out").find("\"paused\":true") != std::string::npos;
+    if (!paused) absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(paused) << Logs();
+  agent_->Signal(SIGKILL);
+  agent_->Wait(absl::Seconds(5));
+  StartAgent();
+  ASSERT_NE(kubelet->Wait(absl::Seconds(90)), 0) << kubelet->out();
+  nlohmann::json s = Summary(kubelet->out());
+  ASSERT_TRUE(s.is_object()) << kubelet->out() << kubelet->err();
+  EXPECT_FALSE(s["ok"].get<bool>());
+  EXPECT_NE(s["error"].get<std::string>().find("device was reset"), std::string::npos) << s.dump();
+}
+
 // QEMU's VGA function sits on the root bus without FLR or a PM reset: the
 // kernel has no reset for it. After its first tenant leaves, the agent cannot
 // make it clean, so the kubelet sees it Unhealthy (and no one is granted it).
