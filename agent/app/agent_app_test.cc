@@ -136,6 +136,19 @@ class AgentAppTest : public ::testing::Test {
     return ticket;
   }
 
+  // Starts the agent with `o`, waits until ready, claims emu device 0 and
+  // reserves a session on it.
+  void StartAndReserve(const AgentOptions& o, absl::StatusOr<client::SessionTicket>* ticket) {
+    auto app = AgentApp::Create(o, Backends());
+    ASSERT_TRUE(app.ok()) << app.status();
+    agent_ = *std::move(app);
+    ASSERT_TRUE(agent_->Start().ok());
+    ASSERT_TRUE(WaitFor([&] { return agent_->Readiness().ok(); }));
+    rpci::v1::ClaimResponse granted = Claim(grpc::InsecureChannelCredentials(), "dev-a-fffe-00-00-0");
+    *ticket = Reserve(grpc::InsecureChannelCredentials(), granted);
+    ASSERT_TRUE(ticket->ok()) << ticket->status();
+  }
+
   int HttpStatus(const std::string& path) {
     httplib::Client http("127.0.0.1", agent_->http_port());
     auto res = http.Get(path.c_str());
@@ -250,14 +263,9 @@ TEST_F(AgentAppTest, ReadyzIsUnavailableUntilTheControllerAnswers) {
 
 TEST_F(AgentAppTest, SessionsSurviveAnAgentRestartThroughTheCheckpoint) {
   AgentOptions o = Options();
-  auto app = AgentApp::Create(o, Backends());
-  ASSERT_TRUE(app.ok()) << app.status();
-  agent_ = *std::move(app);
-  ASSERT_TRUE(agent_->Start().ok());
-  ASSERT_TRUE(WaitFor([&] { return agent_->Readiness().ok(); }));
-  rpci::v1::ClaimResponse granted = Claim(grpc::InsecureChannelCredentials(), "dev-a-fffe-00-00-0");
-  absl::StatusOr<client::SessionTicket> ticket = Reserve(grpc::InsecureChannelCredentials(), granted);
-  ASSERT_TRUE(ticket.ok()) << ticket.status();
+  absl::StatusOr<client::SessionTicket> ticket;
+  StartAndReserve(o, &ticket);
+  if (HasFatalFailure()) return;
 
   agent_->Stop();  // as on SIGTERM
   agent_.reset();
@@ -285,14 +293,9 @@ TEST_F(AgentAppTest, SessionsSurviveAnAgentRestartThroughTheCheckpoint) {
 // against a device that forgot everything.
 TEST_F(AgentAppTest, ASessionWithDeviceStateGetsDataLossAfterAnAgentRestart) {
   AgentOptions o = Options();
-  auto app = AgentApp::Create(o, Backends());
-  ASSERT_TRUE(app.ok()) << app.status();
-  agent_ = *std::move(app);
-  ASSERT_TRUE(agent_->Start().ok());
-  ASSERT_TRUE(WaitFor([&] { return agent_->Readiness().ok(); }));
-  rpci::v1::ClaimResponse granted = Claim(grpc::InsecureChannelCredentials(), "dev-a-fffe-00-00-0");
-  absl::StatusOr<client::SessionTicket> ticket = Reserve(grpc::InsecureChannelCredentials(), granted);
-  ASSERT_TRUE(ticket.ok()) << ticket.status();
+  absl::StatusOr<client::SessionTicket> ticket;
+  StartAndReserve(o, &ticket);
+  if (HasFatalFailure()) return;
   client::ClientOptions copts;
   copts.fabric.node = "127.0.0.1";
   copts.grace = absl::Seconds(2);
