@@ -139,7 +139,7 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   emu.count = devices;
   ao.emu = {emu};
   absl::StatusOr<std::unique_ptr<rpci::agent::AgentApp>> agent =
-      rpci::agent::AgentApp::Create(ao, rpci::agent::RealDeviceBackends(false));
+      rpci::agent::AgentApp::Create(ao, rpci::agent::RealDeviceBackends());
   if (!agent.ok()) return agent.status();
   if (absl::Status s = (*agent)->Start(); !s.ok()) return s;
 

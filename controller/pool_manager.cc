@@ -183,10 +183,16 @@ absl::Status PoolManager::AgentHeartbeat(const rpci::v1::AgentHeartbeatRequest& 
   for (const auto& s : req.sessions()) {
     auto dit = devices_.find(s.device_id());
     if (dit == devices_.end() || dit->second.exported.node() != req.node() || dit->second.attachment.empty()) continue;
+    absl::StatusOr<session::SessionId> session_id = session::SessionId::ParseOptional(s.session_id());
+    if (!session_id.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("agent ", req.node(), ": session report for device ", s.device_id(), ": ",
+                       session_id.status().message()));
+    }
     Attachment& a = attachments_[dit->second.attachment];
-    if (a.session_id != s.session_id() || a.writes_applied != s.writes_applied() || a.bytes_in != s.bytes_in() ||
+    if (a.session_id != *session_id || a.writes_applied != s.writes_applied() || a.bytes_in != s.bytes_in() ||
         a.bytes_out != s.bytes_out() || a.completions != s.completions()) {
-      a.session_id = s.session_id();
+      a.session_id = *session_id;
       a.writes_applied = s.writes_applied();
       a.bytes_in = s.bytes_in();
       a.bytes_out = s.bytes_out();

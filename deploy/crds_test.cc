@@ -274,7 +274,7 @@ TEST(ControllerJson, AttachmentValidates) {
   a.token = std::string(32, '\xab');
   a.created = absl::FromUnixSeconds(1714557600);
   a.expires = a.created + absl::Minutes(5);
-  a.session_id = "s-1";
+  a.session_id = session::SessionId(0x2a);
   a.writes_applied = uint64_t{1} << 40;
   a.bytes_in = 4096;
   json object = controller::AttachmentToObject(a, "rpci-system");

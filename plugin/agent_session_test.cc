@@ -145,7 +145,8 @@ TEST_F(AgentSessionTest, WorkloadAttachesWithWhatAllocateHandedIt) {
 
   client::ClientOptions opts;
   opts.grace = absl::Seconds(5);
-  client::SessionTicket ticket{env.at("RPCI_SESSION_ENDPOINT"), env.at("RPCI_SESSION_ID"), *key};
+  client::SessionTicket ticket{env.at("RPCI_SESSION_ENDPOINT"), *session::SessionId::Parse(env.at("RPCI_SESSION_ID")),
+                               *key, "", {}, 0};
   auto c = client::SessionClient::Attach(ticket, opts);
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE((*c)->Write(0, 0x40, 4, 0x1234).ok());

@@ -412,7 +412,7 @@ absl::StatusOr<v1beta1::PreferredAllocationResponse> Plugin::Prefer(
 
 void Plugin::ReleaseHeld(const Held& held, const std::string& reason) {
   const AttachedSession& s = held.session;
-  if (!s.session_id.empty()) {
+  if (!s.ticket.session_id.empty()) {
     if (absl::Status st = sessions_->Close(s); !st.ok()) {
       log_.Warn("close session failed", {{"device", s.device_id}, {"error", std::string(st.message())}});
     }
@@ -429,7 +429,7 @@ void Plugin::ReleaseHeld(const Held& held, const std::string& reason) {
   }
   RemoveCdiSpec(options_.cdi_dir, held.pool, s.device_id).IgnoreError();
   RemoveSessionDir(PathsFor(options_.state_dir, options_.container_dir, s.device_id)).IgnoreError();
-  log_.Info("released device", {{"device", s.device_id}, {"session", s.session_id}, {"reason", reason}});
+  log_.Info("released device", {{"device", s.device_id}, {"session", s.ticket.session_id.ToString()}, {"reason", reason}});
 }
 
 absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& pool,
@@ -517,7 +517,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
           granted->agent_session_endpoint().empty() ? a.agent_session_endpoint() : granted->agent_session_endpoint();
       absl::StatusOr<AttachedSession> opened = sessions_->Open(granted->grant(), endpoint);
       if (!opened.ok()) return fail(opened.status());
-      if (opened->fabric_provider.empty()) opened->fabric_provider = a.agent_fabric_provider();
+      if (opened->ticket.fabric_provider.empty()) opened->ticket.fabric_provider = a.agent_fabric_provider();
       opened->ca_pem = options_.session_ca_pem;
       done.back().session = *opened;
       SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
@@ -595,7 +595,7 @@ void Plugin::CheckHealth() {
   agent_ok_ = std::move(agent_ok);
   for (const auto& [id, ok] : live) {
     auto it = held_.find(id);
-    if (it == held_.end() || it->second.session.session_id.empty() || it->second.live == ok) continue;
+    if (it == held_.end() || it->second.session.ticket.session_id.empty() || it->second.live == ok) continue;
     it->second.live = ok;
     changed = true;
     log_.Info(ok ? "session live again" : "session lost", {{"device", id}});
@@ -659,7 +659,7 @@ absl::Status Plugin::SyncUsage() {
       u->set_pod_namespace(it->second.pod_namespace);
       u->set_pod_name(it->second.pod_name);
       u->set_container_name(it->second.container);
-      u->set_session_id(it->second.session.session_id);
+      u->set_session_id(it->second.session.ticket.session_id.ToString());
       u->set_session_live(it->second.live);
       ++it;
     }

@@ -11,7 +11,7 @@ namespace {
 
 SessionRecord Sample(uint64_t id) {
   SessionRecord r;
-  r.session_id = id;
+  r.session_id = SessionId(id);
   r.key = *SessionKey::Generate();
   r.grant_id = "g-1";
   r.device_id = "emu-0";
@@ -30,7 +30,7 @@ TEST(CheckpointTest, WriteThenReadRestoresEverySession) {
   absl::StatusOr<std::vector<SessionRecord>> back = ReadCheckpoint(path);
   ASSERT_TRUE(back.ok()) << back.status();
   ASSERT_EQ(back->size(), 2u);
-  EXPECT_EQ((*back)[1].session_id, 2u);
+  EXPECT_EQ((*back)[1].session_id, SessionId(2));
   EXPECT_TRUE((*back)[0].key.Matches(records[0].key));
   EXPECT_EQ((*back)[0].applied_seq, 77u);
   EXPECT_EQ((*back)[0].compute_node, "node-a");

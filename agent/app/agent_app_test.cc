@@ -129,8 +129,7 @@ class AgentAppTest : public ::testing::Test {
                                                 const rpci::v1::ClaimResponse& granted) {
     absl::StatusOr<client::SessionTicket> ticket = absl::UnavailableError("not tried");
     WaitFor([&] {
-      ticket = client::ReserveSession(granted.agent_session_endpoint(), creds, granted.grant().grant_id(),
-                                      granted.grant().token(), "cn-1");
+      ticket = client::ControlClient({creds}).Reserve(granted.agent_session_endpoint(), {granted.grant().grant_id(), granted.grant().token(), "cn-1"});
       return ticket.ok();
     });
     return ticket;
@@ -217,8 +216,7 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
   EXPECT_EQ(granted.agent_session_endpoint(), agent_->session_endpoint());
   absl::StatusOr<client::SessionTicket> ticket = absl::UnavailableError("not tried");
   ASSERT_TRUE(WaitFor([&] {
-    ticket = client::ReserveSession(granted.agent_session_endpoint(), grpc::InsecureChannelCredentials(),
-                                    granted.grant().grant_id(), granted.grant().token(), "cn-1");
+    ticket = client::ControlClient({grpc::InsecureChannelCredentials()}).Reserve(granted.agent_session_endpoint(), {granted.grant().grant_id(), granted.grant().token(), "cn-1"});
     return ticket.ok();
   })) << ticket.status();
   client::ClientOptions copts;
@@ -355,8 +353,7 @@ TEST_F(AgentAppTest, WithTlsOnlyTheNodesPluginReservesAndAWorkloadAttachesWithTh
   // Anyone else is refused before the grant is even looked at (the device is
   // taken now, which would be FAILED_PRECONDITION).
   auto reserve = [&](std::shared_ptr<grpc::ChannelCredentials> creds) {
-    return client::ReserveSession(granted.agent_session_endpoint(), creds, granted.grant().grant_id(),
-                                  granted.grant().token(), "cn-1")
+    return client::ControlClient({creds}).Reserve(granted.agent_session_endpoint(), {granted.grant().grant_id(), granted.grant().token(), "cn-1"})
         .status();
   };
   absl::Status other_node = reserve(MakeChannelCredentials(certs["plugin:cn-2"]));
@@ -373,7 +370,7 @@ TEST_F(AgentAppTest, WithTlsOnlyTheNodesPluginReservesAndAWorkloadAttachesWithTh
   std::ofstream(key_file) << ticket->key.Hex() << "\n";
   std::map<std::string, std::string> env = {{"RPCI_DEVICE_COUNT", "1"},
                                             {"RPCI_0_SESSION_ENDPOINT", ticket->endpoint},
-                                            {"RPCI_0_SESSION_ID", ticket->session_id},
+                                            {"RPCI_0_SESSION_ID", ticket->session_id.ToString()},
                                             {"RPCI_0_SESSION_KEY_FILE", key_file},
                                             {"RPCI_0_CA_FILE", agent_files->ca_file},
                                             {"RPCI_0_FABRIC_NODE", "127.0.0.1"}};

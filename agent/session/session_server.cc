@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <deque>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -27,6 +28,9 @@ using session::RegionKind;
 namespace {
 
 constexpr uint64_t kSeqMagic = 0x51455349435052ull;  // "RPCISEQ"
+// Outstanding challenges per session, and how long one stays answerable.
+constexpr size_t kMaxChallenges = 16;
+constexpr absl::Duration kChallengeLifetime = absl::Seconds(60);
 
 // Applied/completion sequence numbers in a MAP_SHARED file: a store is in the
 // kernel's page cache at once, so it survives the agent being SIGKILLed
@@ -140,7 +144,7 @@ absl::StatusOr<Grant> GrantTable::Check(const std::string& grant_id, const std::
 
 struct SessionServer::Session {
   std::mutex mu;
-  uint64_t id = 0;
+  session::SessionId id;
   session::SessionKey key;
   std::string grant_id, device_id, compute_node;
   SessionDevice* device = nullptr;
@@ -150,6 +154,8 @@ struct SessionServer::Session {
   // Recovered after an agent restart with device state (applied writes or
   // delivered completions) on a device that lost it: never resumed.
   bool device_state_lost = false;
+  std::map<session::Nonce, absl::Time> challenges;  // outstanding, by issue time
+  std::optional<session::FrameChannel> frames;      // this attach's control frames
   bool closing = false;  // a Teardown is scrubbing the device (guarded by the server's mu_)
   fabric::PeerId peer = 0;
   std::unique_ptr<SeqFile> seq;
@@ -173,6 +179,7 @@ struct SessionServer::Session {
     comp_mr.reset();
     dma_mr.reset();
     bar_mr.clear();
+    frames.reset();
     attached = false;
   }
 };
@@ -213,7 +220,7 @@ absl::Status SessionServer::Start() {
     for (const session::SessionRecord& r : *records) {
       auto dev = devices_.find(r.device_id);
       if (dev == devices_.end()) {
-        log_.Warn("checkpointed session's device is gone", {{"session", session::SessionIdString(r.session_id)},
+        log_.Warn("checkpointed session's device is gone", {{"session", r.session_id.ToString()},
                                                               {"device", r.device_id}});
         continue;
       }
@@ -227,7 +234,7 @@ absl::Status SessionServer::Start() {
       s->bars = dev->second->Bars();
       s->opened = absl::FromUnixSeconds(r.opened_unix_seconds);
       s->last_seen = options_.clock->Now();
-      s->seq = SeqFile::Open(options_.state_dir + "/" + session::SessionIdString(r.session_id) + ".seq");
+      s->seq = SeqFile::Open(options_.state_dir + "/" + r.session_id.ToString() + ".seq");
       if (s->seq == nullptr) return absl::UnavailableError("session server: cannot map sequence file");
       const uint64_t applied = std::max(r.applied_seq, s->seq->applied());
       s->gate = session::ApplyGate(applied);
@@ -236,12 +243,12 @@ absl::Status SessionServer::Start() {
       s->device_state_lost = (applied > 0 || s->completion_seq > 0) && !dev->second->keeps_state_across_agent_restart();
       if (s->device_state_lost) {
         log_.Warn("session's device state was lost in the agent restart; it will not be resumed",
-                  {{"session", session::SessionIdString(s->id)}, {"device", s->device_id}});
+                  {{"session", s->id.ToString()}, {"device", s->device_id}});
       }
       sessions_[s->id] = s;
       device_owner_[s->device_id] = s->id;
       log_.Info("session recovered from checkpoint",
-                {{"session", session::SessionIdString(s->id)}, {"applied_seq", applied}});
+                {{"session", s->id.ToString()}, {"applied_seq", applied}});
     }
     open_gauge_->Set(static_cast<double>(sessions_.size()));
   }
@@ -279,7 +286,7 @@ size_t SessionServer::live_sessions() const {
   return n;
 }
 
-std::shared_ptr<SessionServer::Session> SessionServer::Find(uint64_t id) const {
+std::shared_ptr<SessionServer::Session> SessionServer::Find(session::SessionId id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = sessions_.find(id);
   return it == sessions_.end() || it->second->closing ? nullptr : it->second;
@@ -310,135 +317,175 @@ void SessionServer::SaveCheckpoint() {
   }
 }
 
+grpc::Status SessionServer::Challenge(grpc::ServerContext*, const rpci::v1::ChallengeRequest* req,
+                                      rpci::v1::ChallengeResponse* resp) {
+  absl::StatusOr<session::SessionId> id = session::SessionId::Parse(req->session_id());
+  if (!id.ok()) return ToGrpc(id.status());
+  std::shared_ptr<Session> s = Find(*id);
+  if (s == nullptr) {
+    refused_->Labels({"stale_session"}).Inc();
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->session_id() + " is not live");
+  }
+  absl::StatusOr<session::Nonce> nonce = session::NewNonce();
+  if (!nonce.ok()) return ToGrpc(nonce.status());
+  std::lock_guard<std::mutex> lock(s->mu);
+  const absl::Time now = options_.clock->Now();
+  for (auto it = s->challenges.begin(); it != s->challenges.end();) {
+    it = now - it->second > kChallengeLifetime ? s->challenges.erase(it) : std::next(it);
+  }
+  // A bounded set: a flood of challenges evicts the oldest, never grows.
+  if (s->challenges.size() >= kMaxChallenges) s->challenges.erase(s->challenges.begin());
+  s->challenges[*nonce] = now;
+  resp->set_nonce(session::NonceBytes(*nonce));
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::Authenticate(const ProofRequest& p,
+                                                                                   session::Nonce* used) {
+  absl::StatusOr<session::SessionId> id = session::SessionId::Parse(p.session_id);
+  if (!id.ok()) return id.status();
+  std::shared_ptr<Session> s = Find(*id);
+  if (s == nullptr) {
+    // A status probe of a session that has ended (the plugin's health check
+    // after a close or an agent restart) is not a refused request.
+    const char* reason = p.purpose == session::ProofPurpose::kStatus ? "probe_closed_session" : "stale_session";
+    refused_->Labels({reason}).Inc();
+    log_.Info("session request refused", {{"session", p.session_id}, {"reason", reason}, {"peer", p.peer}});
+    return absl::NotFoundError("session " + p.session_id + " is not live");
+  }
+  absl::StatusOr<session::Nonce> nonce = session::NonceFromBytes(p.nonce);
+  bool valid = false;
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    // Single use: a nonce is spent whether or not the proof holds.
+    if (nonce.ok() && s->challenges.erase(*nonce) == 1) {
+      valid = session::VerifyProof(s->key, p.purpose, *nonce, *id, p.client_address, p.proof);
+    }
+  }
+  if (!valid) {
+    refused_->Labels({"bad_proof"}).Inc();
+    // A security event: someone holds the session id but cannot prove its key.
+    log_.Warn("session request refused", {{"session", p.session_id}, {"reason", "bad_proof"}, {"peer", p.peer}});
+    return absl::UnauthenticatedError("session " + p.session_id +
+                                      ": no valid proof of the session key for a challenge of this session");
+  }
+  *used = *nonce;
+  return s;
+}
+
+void SessionServer::Describe(const Session& s, rpci::v1::OpenSessionResponse* resp) const {
+  for (const SessionDevice::Bar& bar : s.bars) {
+    ToProto({RegionKind::kBar, session::kAccessRead, bar.index, 0, std::min(bar.size, options_.max_mirror_bytes), 0},
+            resp->add_agent_regions());
+  }
+  ToProto({RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, 0, s.device->dma_size(), 0},
+          resp->add_agent_regions());
+}
+
 grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1::OpenSessionRequest* req,
                                         rpci::v1::OpenSessionResponse* resp) {
   if (stopping_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "session server stopping");
-  std::shared_ptr<Session> s;
-  if (!req->resume_session_id().empty()) {
-    absl::StatusOr<uint64_t> id = session::ParseSessionId(req->resume_session_id());
-    if (!id.ok()) return ToGrpc(id.status());
-    s = Find(*id);
-    if (s == nullptr) {
-      refused_->Labels({"stale_session"}).Inc();
-      log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "stale_session"},
-                                   {"peer", ctx->peer()}});
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->resume_session_id() + " is not live");
-    }
-    absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
-    if (!key.ok() || !s->key.Matches(*key)) {
-      refused_->Labels({"bad_key"}).Inc();
-      // A security event: someone holds the session id but not its key.
-      log_.Warn("attach refused", {{"session", req->resume_session_id()}, {"reason", "bad_key"},
-                                   {"peer", ctx->peer()}});
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->resume_session_id() + ": wrong key");
-    }
-    if (s->device_state_lost) {
-      refused_->Labels({"device_reset"}).Inc();
-      log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "device_reset"}});
-      return grpc::Status(grpc::StatusCode::DATA_LOSS,
-                          "session " + req->resume_session_id() +
-                              ": the agent restarted and the device was reset; the device state this session "
-                              "built is gone (open a new session)");
-    }
-  } else {
-    if (options_.require_plugin_certificate) {
-      if (absl::Status peer = CheckReservingPeer(*ctx, req->compute_node()); !peer.ok()) {
-        refused_->Labels({"bad_peer"}).Inc();
-        log_.Warn("reservation refused", {{"grant", req->grant_id()}, {"error", std::string(peer.message())}});
-        return ToGrpc(peer);
-      }
-    }
-    absl::StatusOr<Grant> grant = grants_->Check(req->grant_id(), req->token(), options_.clock->Now());
-    if (!grant.ok()) {
-      refused_->Labels({"bad_grant"}).Inc();
-      return ToGrpc(grant.status());
-    }
-    if (!grant->compute_node.empty() && grant->compute_node != req->compute_node()) {
-      refused_->Labels({"bad_grant"}).Inc();
-      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                          "grant " + grant->grant_id + " is for node " + grant->compute_node);
-    }
-    auto dev = devices_.find(grant->device_id);
-    if (dev == devices_.end()) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "device " + grant->device_id + " is not exported here");
-    }
-    absl::StatusOr<uint64_t> id = session::RandomU64();
-    absl::StatusOr<session::SessionKey> key = session::SessionKey::Generate();
-    if (!id.ok() || !key.ok()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no entropy for session keys");
-    s = std::make_shared<Session>();
-    s->id = *id;
-    s->key = *key;
-    s->grant_id = grant->grant_id;
-    s->device_id = grant->device_id;
-    s->compute_node = req->compute_node();
-    s->device = dev->second;
-    s->bars = dev->second->Bars();
-    s->opened = s->last_seen = options_.clock->Now();
-    s->seq = SeqFile::Open(options_.state_dir.empty()
-                               ? ""
-                               : options_.state_dir + "/" + session::SessionIdString(s->id) + ".seq");
-    if (s->seq == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot map session sequence file");
-    s->seq->set_applied(0);
-    s->seq->set_completions(0);
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      // A device its last session is still being scrubbed off is worth a wait.
-      scrubbed_.wait_for(lock, std::chrono::seconds(10), [&] {
-        auto o = device_owner_.find(s->device_id);
-        return o == device_owner_.end() || !sessions_.at(o->second)->closing;
-      });
-      if (auto c = device_clean_.find(s->device_id); c != device_clean_.end() && !c->second.ok()) {
-        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                            "device " + s->device_id + " is not clean: " + std::string(c->second.message()));
-      }
-      auto owner = device_owner_.find(s->device_id);
-      if (owner != device_owner_.end()) {
-        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                            "device " + s->device_id + " is in session " + session::SessionIdString(owner->second));
-      }
-      sessions_[s->id] = s;
-      device_owner_[s->device_id] = s->id;
-      open_gauge_->Set(static_cast<double>(sessions_.size()));
-    }
-    SaveCheckpoint();
-    log_.Info("session opened", {{"session", session::SessionIdString(s->id)}, {"device", s->device_id},
-                                 {"grant", s->grant_id}});
-  }
-  resp->set_session_id(session::SessionIdString(s->id));
-  resp->set_session_key(s->key.Bytes());
   resp->set_protocol_version(session::kProtocolVersion);
   resp->set_fabric_provider(endpoint_->provider());
   resp->set_agent_fabric_address(endpoint_->address());
-  std::lock_guard<std::mutex> slock(s->mu);
-  resp->set_applied_sequence(s->gate.applied());
+  if (req->resume_session_id().empty()) return ToGrpc(Reserve(*ctx, *req, resp));
+  session::Nonce nonce{};
+  absl::StatusOr<std::shared_ptr<Session>> s =
+      Authenticate({req->resume_session_id(), req->nonce(), req->proof(), session::ProofPurpose::kAttach,
+                    req->client_fabric_address(), ctx->peer()},
+                   &nonce);
+  if (!s.ok()) return ToGrpc(s.status());
+  resp->set_session_id(req->resume_session_id());
+  std::lock_guard<std::mutex> slock((*s)->mu);
+  if ((*s)->device_state_lost) {
+    refused_->Labels({"device_reset"}).Inc();
+    log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "device_reset"}});
+    return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                        "session " + req->resume_session_id() +
+                            ": the agent restarted and the device was reset; the device state this session built "
+                            "is gone (open a new session)");
+  }
+  resp->set_applied_sequence((*s)->gate.applied());
   if (req->client_fabric_address().empty()) {
-    // Reserve only (plugin), or a client learning the device's shape.
-    for (const SessionDevice::Bar& bar : s->bars) {
-      ToProto({RegionKind::kBar, session::kAccessRead, bar.index, 0, std::min(bar.size, options_.max_mirror_bytes), 0},
-              resp->add_agent_regions());
-    }
-    ToProto({RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, 0, s->device->dma_size(), 0},
-            resp->add_agent_regions());
+    Describe(**s, resp);  // a client learning the session's shape
     return grpc::Status::OK;
   }
-  absl::Status st = Attach(*s, *req, resp);
-  if (!st.ok()) {
+  if (absl::Status st = Attach(**s, *req, nonce, resp); !st.ok()) {
     refused_->Labels({"bad_attach"}).Inc();
     return ToGrpc(st);
   }
   return grpc::Status::OK;
 }
 
-absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionRequest& req,
-                                   rpci::v1::OpenSessionResponse* resp) {
-  // Validate the client's regions against the device before touching anything.
-  std::vector<RegionDesc> client;
-  for (const rpci::v1::Region& r : req.client_regions()) {
-    absl::StatusOr<RegionDesc> d = RegionFromProto(r);
-    if (!d.ok()) return d.status();
-    if (absl::Status v = session::ValidateRegion(*d); !v.ok()) return v;
-    client.push_back(*d);
+absl::Status SessionServer::Reserve(const grpc::ServerContext& ctx, const rpci::v1::OpenSessionRequest& req,
+                                    rpci::v1::OpenSessionResponse* resp) {
+  if (options_.require_plugin_certificate) {
+    if (absl::Status peer = CheckReservingPeer(ctx, req.compute_node()); !peer.ok()) {
+      refused_->Labels({"bad_peer"}).Inc();
+      log_.Warn("reservation refused", {{"grant", req.grant_id()}, {"error", std::string(peer.message())}});
+      return peer;
+    }
   }
+  absl::StatusOr<Grant> grant = grants_->Check(req.grant_id(), req.token(), options_.clock->Now());
+  if (grant.ok() && !grant->compute_node.empty() && grant->compute_node != req.compute_node()) {
+    grant = absl::PermissionDeniedError("grant " + grant->grant_id + " is for node " + grant->compute_node);
+  }
+  if (!grant.ok()) {
+    refused_->Labels({"bad_grant"}).Inc();
+    return grant.status();
+  }
+  auto dev = devices_.find(grant->device_id);
+  if (dev == devices_.end()) return absl::NotFoundError("device " + grant->device_id + " is not exported here");
+  absl::StatusOr<std::shared_ptr<Session>> s = NewSession(*grant, req.compute_node(), dev->second);
+  if (!s.ok()) return s.status();
+  SaveCheckpoint();
+  log_.Info("session opened", {{"session", (*s)->id.ToString()}, {"device", (*s)->device_id},
+                               {"grant", (*s)->grant_id}});
+  resp->set_session_id((*s)->id.ToString());
+  resp->set_session_key((*s)->key.Bytes());  // the one time the key is sent: to the grant's node, over mTLS
+  Describe(**s, resp);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSession(const Grant& grant,
+                                                                                 const std::string& compute_node,
+                                                                                 SessionDevice* device) {
+  absl::StatusOr<session::SessionId> id = session::SessionId::Random();
+  absl::StatusOr<session::SessionKey> key = session::SessionKey::Generate();
+  if (!id.ok() || !key.ok()) return absl::UnavailableError("no entropy for session keys");
+  auto s = std::make_shared<Session>();
+  s->id = *id;
+  s->key = *key;
+  s->grant_id = grant.grant_id;
+  s->device_id = grant.device_id;
+  s->compute_node = compute_node;
+  s->device = device;
+  s->bars = device->Bars();
+  s->opened = s->last_seen = options_.clock->Now();
+  s->seq = SeqFile::Open(options_.state_dir.empty() ? "" : options_.state_dir + "/" + s->id.ToString() + ".seq");
+  if (s->seq == nullptr) return absl::UnavailableError("cannot map session sequence file");
+  s->seq->set_applied(0);
+  s->seq->set_completions(0);
+  std::unique_lock<std::mutex> lock(mu_);
+  // A device its last session is still being scrubbed off is worth a wait.
+  scrubbed_.wait_for(lock, std::chrono::seconds(10), [&] {
+    auto o = device_owner_.find(s->device_id);
+    return o == device_owner_.end() || !sessions_.at(o->second)->closing;
+  });
+  if (auto c = device_clean_.find(s->device_id); c != device_clean_.end() && !c->second.ok()) {
+    return absl::FailedPreconditionError("device " + s->device_id + " is not clean: " + std::string(c->second.message()));
+  }
+  if (auto owner = device_owner_.find(s->device_id); owner != device_owner_.end()) {
+    return absl::FailedPreconditionError("device " + s->device_id + " is in session " + owner->second.ToString());
+  }
+  sessions_[s->id] = s;
+  device_owner_[s->device_id] = s->id;
+  open_gauge_->Set(static_cast<double>(sessions_.size()));
+  return s;
+}
+
+absl::StatusOr<uint32_t> SessionServer::CheckClientRegions(const Session& s,
+                                                          const std::vector<RegionDesc>& client) const {
   for (const SessionDevice::Bar& bar : s.bars) {
     absl::StatusOr<RegionDesc> mirror = session::FindRegion(client, RegionKind::kBar, bar.index);
     if (!mirror.ok()) return mirror.status();
@@ -461,19 +508,49 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
       cap > session::kMaxRingCapacity || session::RingRegionSize(cap, session::kCompletionEntrySize) != comp->size) {
     return absl::InvalidArgumentError(absl::StrFormat("completion ring of %u bytes is not a valid ring", comp->size));
   }
+  return static_cast<uint32_t>(cap);
+}
 
-  // Re-attaching replaces the previous data path (reconnect): revoke old keys.
+absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionRequest& req, const session::Nonce& nonce,
+                                   rpci::v1::OpenSessionResponse* resp) {
+  // Validate the client's regions against the device before touching anything.
+  std::vector<RegionDesc> client;
+  for (const rpci::v1::Region& r : req.client_regions()) {
+    absl::StatusOr<RegionDesc> d = RegionFromProto(r);
+    if (!d.ok()) return d.status();
+    if (absl::Status v = session::ValidateRegion(*d); !v.ok()) return v;
+    client.push_back(*d);
+  }
+  absl::StatusOr<uint32_t> cap = CheckClientRegions(s, client);
+  if (!cap.ok()) return cap.status();
+  absl::StatusOr<session::FrameChannel> frames =
+      session::FrameChannel::Create(s.key, nonce, s.id, session::FrameChannel::Side::kAgent);
+  if (!frames.ok()) return frames.status();
+
+  // Re-attaching replaces the previous data path (reconnect): the old
+  // registrations, and with them their keys, die here.
   if (s.attached) endpoint_->RemovePeer(s.peer).IgnoreError();
   s.Deregister();
   absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(req.client_fabric_address());
   if (!peer.ok()) return peer.status();
   s.peer = *peer;
+  s.frames = *std::move(frames);
   s.client = client;
-  s.comp_capacity = static_cast<uint32_t>(cap);
+  s.comp_capacity = *cap;
   s.from_device.clear();
   s.backlog.clear();
   s.client_consumed = s.completion_seq;
+  if (absl::Status st = RegisterRegions(s); !st.ok()) return st;
+  // The client finds every other region through the anchor record.
+  ToProto(s.local.back(), resp->add_agent_regions());
+  s.attached = true;
+  s.last_seen = options_.clock->Now();
+  // The mirror starts as the device is now, and the client's ring header
+  // matches the agent's completion count.
+  return PushMirrors(s);
+}
 
+absl::Status SessionServer::RegisterRegions(Session& s) {
   auto reg = [&](std::vector<uint8_t>& buf, size_t size, uint64_t access,
                  std::unique_ptr<fabric::MemoryRegion>* mr) -> absl::Status {
     if (buf.size() != size) buf.assign(size, 0);
@@ -483,15 +560,14 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
     return absl::OkStatus();
   };
   std::vector<RegionDesc> local;
-  if (absl::Status st = reg(s.ring_buf, session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize),
-                            fabric::kRemoteWrite, &s.ring_mr);
-      !st.ok()) {
+  const size_t ring_size = session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize);
+  if (absl::Status st = reg(s.ring_buf, ring_size, fabric::kRemoteWrite | fabric::kRemoteRead, &s.ring_mr); !st.ok()) {
     return st;
   }
   session::EncodeRingHeader({options_.mmio_ring_capacity, session::kMmioEntrySize, s.gate.applied(), s.gate.applied()},
                             s.ring_buf.data());
-  local.push_back({RegionKind::kMmioRing, session::kAccessWrite, 0, s.ring_mr->remote().address, s.ring_buf.size(),
-                   s.ring_mr->remote().key});
+  local.push_back({RegionKind::kMmioRing, session::kAccessRead | session::kAccessWrite, 0, s.ring_mr->remote().address,
+                   s.ring_buf.size(), s.ring_mr->remote().key});
   absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> dma_mr = endpoint_->RegisterMemory(
       s.device->dma_space(), s.device->dma_size(), fabric::kRemoteRead | fabric::kRemoteWrite);
   if (!dma_mr.ok()) return dma_mr.status();
@@ -506,7 +582,8 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
     local.push_back({RegionKind::kBar, session::kAccessRead, s.bars[i].index, s.bar_mr[i]->remote().address, n,
                      s.bar_mr[i]->remote().key});
   }
-  if (absl::Status st = reg(s.comp_buf, comp->size, fabric::kLocalOnly, &s.comp_mr); !st.ok()) return st;
+  const size_t comp_size = session::RingRegionSize(s.comp_capacity, session::kCompletionEntrySize);
+  if (absl::Status st = reg(s.comp_buf, comp_size, fabric::kLocalOnly, &s.comp_mr); !st.ok()) return st;
   session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.completion_seq, s.completion_seq},
                             s.comp_buf.data());
   if (absl::Status st = reg(s.anchor_buf, session::kAnchorRegionSize, fabric::kRemoteRead, &s.anchor_mr); !st.ok()) {
@@ -519,34 +596,22 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   anchor.regions = local;
   std::vector<uint8_t> encoded = session::EncodeAnchor(anchor);
   std::memcpy(s.anchor_buf.data() + session::kAnchorOffset, encoded.data(), encoded.size());
-  s.local = local;
-  for (const RegionDesc& d : local) ToProto(d, resp->add_agent_regions());
-  s.attached = true;
-  s.last_seen = options_.clock->Now();
-  // The mirror starts as the device is now, and the client's ring header
-  // matches the agent's completion count.
-  return PushMirrors(s);
+  s.local = std::move(local);
+  return absl::OkStatus();
 }
 
-grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::CloseSessionRequest* req,
+grpc::Status SessionServer::CloseSession(grpc::ServerContext* ctx, const rpci::v1::CloseSessionRequest* req,
                                          rpci::v1::CloseSessionResponse*) {
-  absl::StatusOr<uint64_t> id = session::ParseSessionId(req->session_id());
-  if (!id.ok()) return ToGrpc(id.status());
-  std::shared_ptr<Session> s = Find(*id);
-  if (s == nullptr) {
-    refused_->Labels({"stale_session"}).Inc();
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->session_id() + " is not live");
-  }
-  absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
-  if (!key.ok() || !s->key.Matches(*key)) {
-    refused_->Labels({"bad_key"}).Inc();
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->session_id() + ": wrong key");
-  }
+  session::Nonce nonce{};
+  const session::ProofPurpose purpose = req->detach() ? session::ProofPurpose::kDetach : session::ProofPurpose::kClose;
+  absl::StatusOr<std::shared_ptr<Session>> s =
+      Authenticate({req->session_id(), req->nonce(), req->proof(), purpose, "", ctx->peer()}, &nonce);
+  if (!s.ok()) return ToGrpc(s.status());
   if (req->detach()) {
-    Detach(*s);
+    Detach(**s);
     return grpc::Status::OK;
   }
-  Teardown(*id, "closed", true);
+  Teardown((*s)->id, "closed", true);
   return grpc::Status::OK;
 }
 
@@ -557,30 +622,27 @@ void SessionServer::Detach(Session& s) {
   // Unattached again: the attach timeout runs from now.
   s.last_seen = options_.clock->Now();
   teardowns_->Labels({"detached"}).Inc();
-  log_.Info("session detached by its workload", {{"session", session::SessionIdString(s.id)}});
+  log_.Info("session detached by its workload", {{"session", s.id.ToString()}});
 }
 
-grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::SessionStatusRequest* req,
+grpc::Status SessionServer::SessionStatus(grpc::ServerContext* ctx, const rpci::v1::SessionStatusRequest* req,
                                           rpci::v1::SessionStatusResponse* resp) {
-  absl::StatusOr<uint64_t> id = session::ParseSessionId(req->session_id());
-  if (!id.ok()) return ToGrpc(id.status());
-  std::shared_ptr<Session> s = Find(*id);
-  absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
-  if (s == nullptr || !key.ok() || !s->key.Matches(*key)) {
-    // A status probe of a session that has ended (the plugin's health check
-    // after a close or an agent restart) is not a refused attach.
-    refused_->Labels({s == nullptr ? "probe_closed_session" : "bad_key"}).Inc();
+  session::Nonce nonce{};
+  absl::StatusOr<std::shared_ptr<Session>> s = Authenticate(
+      {req->session_id(), req->nonce(), req->proof(), session::ProofPurpose::kStatus, "", ctx->peer()}, &nonce);
+  if (!s.ok()) {
+    if (s.status().code() == absl::StatusCode::kInvalidArgument) return ToGrpc(s.status());
     resp->set_live(false);
     return grpc::Status::OK;
   }
-  std::lock_guard<std::mutex> lock(s->mu);
+  std::lock_guard<std::mutex> lock((*s)->mu);
   resp->set_live(true);
-  resp->set_applied_sequence(s->gate.applied());
-  resp->set_completions(s->completion_seq);
+  resp->set_applied_sequence((*s)->gate.applied());
+  resp->set_completions((*s)->completion_seq);
   return grpc::Status::OK;
 }
 
-void SessionServer::Teardown(uint64_t id, const std::string& reason, bool notify) {
+void SessionServer::Teardown(session::SessionId id, const std::string& reason, bool notify) {
   std::shared_ptr<Session> s;
   {
     // The session (and so the device's ownership) stays listed until the
@@ -611,20 +673,20 @@ void SessionServer::Teardown(uint64_t id, const std::string& reason, bool notify
   scrubs_->Labels({clean.ok() ? "clean" : "failed"}).Inc();
   if (!clean.ok()) {
     log_.Error("device not clean after teardown; it will not be granted again",
-               {{"session", session::SessionIdString(id)}, {"device", s->device_id},
+               {{"session", id.ToString()}, {"device", s->device_id},
                 {"error", std::string(clean.message())}});
   }
-  if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + session::SessionIdString(id) + ".seq").c_str());
+  if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + id.ToString() + ".seq").c_str());
   SaveCheckpoint();
   teardowns_->Labels({reason}).Inc();
-  log_.Info("session torn down", {{"session", session::SessionIdString(id)}, {"reason", reason}});
+  log_.Info("session torn down", {{"session", id.ToString()}, {"reason", reason}});
 }
 
 void SessionServer::ReaperLoop() {
   while (!stopping_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const absl::Time now = options_.clock->Now();
-    std::vector<uint64_t> expired;
+    std::vector<session::SessionId> expired;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [id, s] : sessions_) {
@@ -634,7 +696,7 @@ void SessionServer::ReaperLoop() {
         if (now - s->last_seen > limit) expired.push_back(id);
       }
     }
-    for (uint64_t id : expired) Teardown(id, "peer_gone", true);
+    for (session::SessionId id : expired) Teardown(id, "peer_gone", true);
   }
 }
 
@@ -652,14 +714,8 @@ void SessionServer::Refuse(Session* s, ErrorCode code, uint64_t what) {
 }
 
 void SessionServer::SendFrame(Session& s, FrameType type, uint64_t arg0, uint64_t arg1) {
-  session::Frame f;
-  f.type = type;
-  f.session_id = s.id;
-  f.key = s.key.bytes();
-  f.arg0 = arg0;
-  f.arg1 = arg1;
-  if (absl::Status st = endpoint_->Send(s.peer, session::EncodeFrameMessage(f)); !st.ok()) {
-    log_.Warn("frame to client failed", {{"session", session::SessionIdString(s.id)},
+  if (absl::Status st = endpoint_->Send(s.peer, s.frames->Seal(type, arg0, arg1)); !st.ok()) {
+    log_.Warn("frame to client failed", {{"session", s.id.ToString()},
                                          {"error", std::string(st.message())}});
   }
 }
@@ -668,7 +724,11 @@ void SessionServer::HandleFrame(const std::string& bytes) {
   absl::StatusOr<session::Frame> frame =
       session::DecodeFrame(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
   if (!frame.ok()) {
-    refused_->Labels({"malformed"}).Inc();
+    // A version-1 frame (which carried the key) lands here as FAILED_PRECONDITION.
+    const bool old = frame.status().code() == absl::StatusCode::kFailedPrecondition;
+    refused_->Labels({old ? "old_version" : "malformed"}).Inc();
+    log_.Warn("frame refused", {{"reason", old ? "old_version" : "malformed"},
+                                {"error", std::string(frame.status().message())}});
     return;
   }
   std::shared_ptr<Session> s = Find(frame->session_id);
@@ -677,13 +737,17 @@ void SessionServer::HandleFrame(const std::string& bytes) {
     return;
   }
   std::unique_lock<std::mutex> lock(s->mu);
-  if (!s->key.Matches(frame->key)) {
-    // Not answered: whoever sent it does not hold the session.
-    refused_->Labels({"bad_key"}).Inc();
+  if (!s->attached || !s->frames.has_value()) {
+    refused_->Labels({"stale_session"}).Inc();
     return;
   }
-  if (!s->attached) {
-    refused_->Labels({"stale_session"}).Inc();
+  // Not answered: whoever sent it cannot prove the session's key.
+  const session::FrameChannel::Verdict verdict =
+      s->frames->Check(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), *frame);
+  if (verdict != session::FrameChannel::Verdict::kOk) {
+    refused_->Labels({session::VerdictName(verdict)}).Inc();
+    log_.Warn("frame refused", {{"session", s->id.ToString()}, {"reason", session::VerdictName(verdict)},
+                                {"counter", frame->counter}});
     return;
   }
   s->last_seen = options_.clock->Now();
@@ -714,7 +778,7 @@ void SessionServer::HandleFrame(const std::string& bytes) {
     case FrameType::kHeartbeat:
       break;  // last_seen is updated above
     case FrameType::kClose: {
-      const uint64_t id = s->id;
+      const session::SessionId id = s->id;
       lock.unlock();
       Teardown(id, "closed", false);
       break;
@@ -813,14 +877,9 @@ void SessionServer::InterruptLoop() {
 void SessionServer::PushCompletions(Session& s, bool always) {
   std::vector<fabric::RmaOp> segs = DeliverInterrupts(s);
   if (segs.empty() && !always) return;
-  session::Frame f;
-  f.type = FrameType::kEvent;
-  f.session_id = s.id;
-  f.key = s.key.bytes();
-  f.arg0 = s.gate.applied();
-  f.arg1 = s.completion_seq;
-  if (absl::Status st = endpoint_->WriteAndSend(s.peer, segs, session::EncodeFrameMessage(f)); !st.ok()) {
-    log_.Warn("completion push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
+  const std::string event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), s.completion_seq);
+  if (absl::Status st = endpoint_->WriteAndSend(s.peer, segs, event); !st.ok()) {
+    log_.Warn("completion push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
   }
 }
 
@@ -843,7 +902,7 @@ absl::Status SessionServer::PushMirrors(Session& s) {
   std::vector<fabric::RmaOp> segs;
   absl::Status st = MirrorSegments(s, &segs);
   if (st.ok()) st = endpoint_->WriteBatch(s.peer, segs);
-  if (!st.ok()) log_.Warn("mirror push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
+  if (!st.ok()) log_.Warn("mirror push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
   return st;
 }
 

@@ -13,18 +13,13 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/rpci/v1/identity.grpc.pb.h"
+#include "common/testing/temp_dir.h"
 #include "tests/kube/api_server.h"
 
 namespace rpci::controller::identity {
 namespace {
 
 using nlohmann::json;
-
-std::string TempDir(const std::string& name) {
-  std::string dir = std::string(getenv("TEST_TMPDIR")) + "/" + name;
-  mkdir(dir.c_str(), 0700);
-  return dir;
-}
 
 kubetest::ApiServer::ServiceAccountToken Token(const std::string& ns, const std::string& account,
                                                const std::string& pod, const std::string& pod_uid,
@@ -53,7 +48,7 @@ class WhoAmIService final : public rpci::v1::NodeIdentity::Service {
 class IdentityTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = TempDir("identity");
+    dir_ = ::rpci::testing::MakeTempDir("identity");
     absl::StatusOr<CertAuthority> ca = CertAuthority::Create("rpci-ca");
     ASSERT_TRUE(ca.ok());
     ca_ = std::make_unique<CertAuthority>(*ca);
@@ -63,6 +58,7 @@ class IdentityTest : public ::testing::Test {
     controller_ = *controller;
 
     ASSERT_TRUE(api_.Start().ok());
+    api_.CreateNamespace("rpci");
     kube::KubeConfig kc;
     kc.server = api_.url();
     absl::StatusOr<std::unique_ptr<kube::KubeClient>> client = kube::KubeClient::Create(kc);
@@ -111,7 +107,7 @@ class IdentityTest : public ::testing::Test {
     o.token_file = token_file;
     o.role = "agent";
     o.node = node;
-    o.cert_dir = TempDir("cert-" + node);
+    o.cert_dir = ::rpci::testing::MakeTempDir("cert-" + node);
     o.request_timeout = absl::Seconds(5);
     return o;
   }

@@ -204,7 +204,7 @@ TEST_F(DaemonMetricsTest, EachDaemonServesTheSameSeriesAsBeforeInTheExpositionFo
                      "--pools=emu", "--plugin-dir=" + dir_ + "/kubelet",
                      "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
                      "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/plugin-state",
-                     absl::StrCat("--health-addr=127.0.0.1:", plugin_http), "--log-level=warn"},
+                     absl::StrCat("--health-addr=127.0.0.1:", plugin_http), "--log-level=warn", "--insecure"},
                     dir_ + "/plugin.out", dir_ + "/plugin.err");
 
   for (const auto& [daemon, port] : std::vector<std::pair<std::string, int>>{
