@@ -419,7 +419,7 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   resp->set_session_id(req->resume_session_id());
   std::lock_guard<std::mutex> slock((*s)->mu);
   if ((*s)->device_state_lost) {
-    refused_->Labels({"device_reset"}).Inc();
+    refused_->Labels({"device_reset"}).Increment();
     log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "device_reset"}});
     return grpc::Status(grpc::StatusCode::DATA_LOSS,
                         "session " + req->resume_session_id() +
