@@ -254,7 +254,7 @@ json PoolToObject(const PoolSpec& pool) {
             {"sparesPerNode", pool.spares_per_node},
             {"maxPerNode", pool.max_per_node},
             {"idleReleaseSeconds", pool.idle_release_seconds},
-            {"locality", pool.locality}}}};
+            {"locality", LocalityName(pool.locality)}}}};
 }
 
 json PoolStatus(const json& pool, const std::map<std::string, int64_t>& phase_counts, absl::Time now) {
@@ -319,7 +319,9 @@ void ReadPoolSpec(ConfigReader& r, PoolSpec* pool) {
   r.Int("sparesPerNode", &pool->spares_per_node, 0, 1 << 20);
   r.Int("maxPerNode", &pool->max_per_node, 0, 1 << 20);
   r.Int("idleReleaseSeconds", &pool->idle_release_seconds, 0, int64_t{1} << 40);
-  r.Enum("locality", {"none", "zone", "rdma"}, &pool->locality);
+  std::string locality(LocalityName(pool->locality));
+  r.Enum("locality", {"none", "zone", "rdma"}, &locality);
+  (void)ParseLocality(locality, &pool->locality);  // Enum admits only the three names
 }
 
 }  // namespace

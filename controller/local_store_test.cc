@@ -167,14 +167,14 @@ TEST(PoolCodecTest, PoolRoundTrips) {
   p.spares_per_node = 2;
   p.max_per_node = 4;
   p.idle_release_seconds = 600;
-  p.locality = "zone";
+  p.locality = Locality::kZone;
   auto back = PoolFromObject(PoolToObject(p));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->selector, p.selector);
   EXPECT_EQ(back->spares_per_node, 2);
   EXPECT_EQ(back->max_per_node, 4);
   EXPECT_EQ(back->idle_release_seconds, 600);
-  EXPECT_EQ(back->locality, "zone");
+  EXPECT_EQ(back->locality, Locality::kZone);
 }
 
 }  // namespace

@@ -17,6 +17,25 @@ std::string_view PhaseName(DevicePhase phase) {
   return "Unknown";
 }
 
+std::string_view LocalityName(Locality locality) {
+  switch (locality) {
+    case Locality::kNone: return "none";
+    case Locality::kZone: return "zone";
+    case Locality::kRdma: return "rdma";
+  }
+  return "none";
+}
+
+bool ParseLocality(std::string_view name, Locality* locality) {
+  for (Locality l : {Locality::kNone, Locality::kZone, Locality::kRdma}) {
+    if (name == LocalityName(l)) {
+      *locality = l;
+      return true;
+    }
+  }
+  return false;
+}
+
 bool PoolSpec::Selects(const rpci::v1::ExportedDevice& device) const {
   if (device.pool() != name) return false;
   for (const auto& [key, value] : selector) {

@@ -20,6 +20,15 @@ enum class DevicePhase { kAvailable, kAssigned, kAttached, kReleasing, kUnhealth
 
 std::string_view PhaseName(DevicePhase phase);
 
+// How a pool prefers among available devices for a compute node: none (first
+// available), zone (same topology.kubernetes.io/zone label), rdma (the device
+// has a local RDMA NIC). The CRD spells them "none", "zone", "rdma".
+enum class Locality { kNone, kZone, kRdma };
+
+std::string_view LocalityName(Locality locality);
+// The Locality a CRD or config spells `name`; false when it names none.
+bool ParseLocality(std::string_view name, Locality* locality);
+
 // A DevicePool: which devices form one kubelet resource (rpci.io/<name>) and
 // how the controller hands them out.
 struct PoolSpec {
@@ -29,7 +38,7 @@ struct PoolSpec {
   int64_t spares_per_node = 0;        // kept assigned, unused, on each compute node
   int64_t max_per_node = 0;           // 0: no limit
   int64_t idle_release_seconds = 0;   // 0: assigned devices are never released for idleness
-  std::string locality = "none";      // "none", "zone" (same topology zone), "rdma" (device has a NIC)
+  Locality locality = Locality::kNone;
 
   std::string ResourceName() const { return "rpci.io/" + name; }
   bool Selects(const rpci::v1::ExportedDevice& device) const;

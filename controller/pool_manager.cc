@@ -12,7 +12,6 @@ namespace rpci::controller {
 namespace {
 
 constexpr size_t kMaxDecisions = 100000;
-constexpr char kZoneLabel[] = "topology.kubernetes.io/zone";
 
 bool ReportedHealthy(rpci::v1::DeviceHealth h) { return h != rpci::v1::DEVICE_HEALTH_UNHEALTHY; }
 
@@ -549,117 +548,22 @@ void PoolManager::DropNodeLocked(const std::string& node, const std::string& rea
 }
 
 void PoolManager::ReconcilePoolLocked(const PoolSpec& pool, const std::vector<Device*>& devices, absl::Time now) {
-  // Live compute nodes serving this pool.
-  std::vector<std::string> node_names;
+  PlacementInput in{pool, {devices.begin(), devices.end()}, {}, {}, demand_, now};
   for (const auto& [name, n] : nodes_) {
-    if (n.registered && n.pools.count(pool.name)) node_names.push_back(name);
+    if (n.registered && n.pools.count(pool.name)) in.nodes.push_back(PlacementNode{name, n.labels});
   }
-  std::map<std::string, int64_t> assigned, want;
-  std::map<std::string, std::vector<Device*>> free;  // assigned, healthy, unattached
-  std::vector<Device*> available;
-  for (Device* d : devices) {
-    if (!d->assigned_node.empty() && d->drain_requested && d->attachment.empty()) {
-      // Drained: nothing uses it any more, so it leaves the node now.
-      UnassignLocked(*d, "release", "Drained", options_.release_grace, now);
-      continue;
-    }
-    if (!d->assigned_node.empty()) {
-      ++assigned[d->assigned_node];
-      if (d->healthy && !d->draining && !d->drain_requested && d->attachment.empty()) {
-        free[d->assigned_node].push_back(d);
-      }
-      continue;
-    }
-    auto agent = agents_.find(d->exported.node());
-    if (d->PhaseAt(now) == DevicePhase::kAvailable && pool.Selects(d->exported) && agent != agents_.end() &&
-        agent->second.alive) {
-      available.push_back(d);
-    }
+  for (const auto& [name, agent] : agents_) {
+    if (agent.alive) in.live_agents.insert(name);
   }
-  for (const std::string& n : node_names) want[n] = pool.spares_per_node;
-  int64_t unhinted = 0;
-  for (const PodDemand& pd : demand_) {
-    if (pd.pool != pool.name) continue;
-    if (!pd.node_hint.empty() && want.count(pd.node_hint)) {
-      want[pd.node_hint] += pd.count;
-    } else {
-      unhinted += pd.count;
-    }
-  }
-  auto can_assign = [&](const std::string& node) {
-    return pool.max_per_node == 0 || assigned[node] < pool.max_per_node;
-  };
-  size_t next_available = 0;
-  auto pick = [&](const std::string& node) -> Device* {
-    while (next_available < available.size() && available[next_available] == nullptr) ++next_available;
-    if (next_available >= available.size()) return nullptr;
-    size_t chosen = next_available;
-    if (pool.locality != "none") {
-      const Node& n = nodes_[node];
-      auto zone = n.labels.find(kZoneLabel);
-      for (size_t i = next_available; i < available.size(); ++i) {
-        Device* d = available[i];
-        if (d == nullptr) continue;
-        bool good = false;
-        if (pool.locality == "rdma") good = d->exported.local_nics_size() > 0;
-        if (pool.locality == "zone" && zone != n.labels.end()) {
-          auto dz = d->exported.labels().find(kZoneLabel);
-          good = dz != d->exported.labels().end() && dz->second == zone->second;
-        }
-        if (good) {
-          chosen = i;
-          break;
-        }
-      }
-    }
-    Device* d = available[chosen];
-    available[chosen] = nullptr;
-    return d;
-  };
-  auto assign_to = [&](const std::string& node, const std::string& reason) {
-    Device* d = pick(node);
-    if (d == nullptr) return false;
-    AssignLocked(*d, node, reason, now);
-    ++assigned[node];
-    free[node].push_back(d);
-    return true;
-  };
-  // Spares and pods bound to a node: fill each node up to what it wants.
-  for (const std::string& node : node_names) {
-    while (static_cast<int64_t>(free[node].size()) < want[node] && can_assign(node)) {
-      if (!assign_to(node, static_cast<int64_t>(free[node].size()) < pool.spares_per_node ? "Spare" : "PendingPod")) {
+  for (const Move& m : PlacePool(in)) {
+    Device& d = devices_.at(m.device_id);
+    switch (m.kind) {
+      case Move::Kind::kAssign:
+        AssignLocked(d, m.node, m.reason, now);
         break;
-      }
-    }
-  }
-  // Pods with no node yet: devices free beyond what nodes want serve them;
-  // place the rest on the node with the fewest devices of the pool (spread).
-  int64_t surplus = 0;
-  for (const std::string& node : node_names) {
-    surplus += std::max<int64_t>(0, static_cast<int64_t>(free[node].size()) - want[node]);
-  }
-  for (int64_t need = unhinted - surplus; need > 0; --need) {
-    const std::string* best = nullptr;
-    for (const std::string& node : node_names) {
-      if (!can_assign(node)) continue;
-      if (best == nullptr || assigned[node] < assigned[*best]) best = &node;
-    }
-    if (best == nullptr || !assign_to(*best, "PendingPod")) break;
-    ++surplus;
-  }
-  // Idle release: unused devices beyond what nodes and pods want go back.
-  if (pool.idle_release_seconds > 0) {
-    const absl::Duration idle = absl::Seconds(pool.idle_release_seconds);
-    for (auto& [node, list] : free) {
-      int64_t extra = static_cast<int64_t>(list.size()) - (want.count(node) ? want[node] : 0);
-      std::sort(list.begin(), list.end(), [](Device* a, Device* b) { return a->last_used < b->last_used; });
-      for (Device* d : list) {
-        if (extra <= 0 || surplus <= unhinted) break;
-        if (d->last_used + idle > now) break;
-        UnassignLocked(*d, "release", "IdleTimeout", options_.release_grace, now);
-        --extra;
-        --surplus;
-      }
+      case Move::Kind::kRelease:
+        UnassignLocked(d, "release", m.reason, options_.release_grace, now);
+        break;
     }
   }
 }

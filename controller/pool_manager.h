@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "controller/model.h"
+#include "controller/placement.h"
 #include "controller/store.h"
 #include "proto/rpci/v1/controller.pb.h"
 
@@ -145,6 +146,7 @@ class PoolManager {
 
   void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropNodeLocked(const std::string& node, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies placement's moves (PlacePool) for one pool.
   void ReconcilePoolLocked(const PoolSpec& pool, const std::vector<Device*>& devices, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AssignLocked(Device& d, const std::string& node, const std::string& reason, absl::Time now)

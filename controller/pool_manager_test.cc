@@ -461,7 +461,7 @@ TEST_F(PoolManagerTest, DeletedAttachmentObjectDetaches) {
 TEST_F(PoolManagerTest, NodeLabelsFeedSelectorsAndZoneLocality) {
   PoolSpec pool = Pool("emu", 1);
   pool.selector = {{"rpci.io/tier", "fast"}};
-  pool.locality = "zone";
+  pool.locality = Locality::kZone;
   manager_->SetPools({pool});
   ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
   ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-b", "emu", 1)).ok());

@@ -302,7 +302,7 @@ TEST(ControllerJson, PoolValidates) {
   pool.spares_per_node = 2;
   pool.max_per_node = 4;
   pool.idle_release_seconds = 600;
-  pool.locality = "rdma";
+  pool.locality = controller::Locality::kRdma;
   json object = controller::PoolToObject(pool);
   absl::Status s = ValidateObject(Crd("DevicePool"), object);
   EXPECT_TRUE(s.ok()) << s.message() << "\n" << object.dump(2);
