@@ -1,22 +1,13 @@
 #include "plugin/plugin.h"
 
-#include <errno.h>
-#include <poll.h>
-#include <sys/inotify.h>
-#include <sys/un.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <chrono>
-#include <cstring>
 #include <random>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
-#include "common/grpc_util.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/grpc_util.h"
 #include "plugin/container_edits.h"
 #include "plugin/preferred.h"
 #include "proto/kubelet/podresources/v1/api.grpc.pb.h"
@@ -24,20 +15,8 @@
 namespace rpci::plugin {
 namespace {
 
-constexpr char kKubeletSocket[] = "kubelet.sock";
-constexpr char kApiVersion[] = "v1beta1";
-
 absl::Status Prefixed(const absl::Status& s, const std::string& prefix) {
   return absl::Status(s.code(), absl::StrCat(prefix, s.message()));
-}
-
-// Unix-socket channel that notices a (re)appearing peer quickly.
-std::shared_ptr<grpc::Channel> UnixChannel(const std::string& path) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-  return grpc::CreateCustomChannel("unix:" + path, grpc::InsecureChannelCredentials(), args);
 }
 
 std::string AllocationName() {
@@ -47,15 +26,7 @@ std::string AllocationName() {
   return "alloc-" + absl::BytesToHexString(bytes);
 }
 
-bool Exists(const std::string& path) {
-  struct stat st;
-  return stat(path.c_str(), &st) == 0;
-}
-
 }  // namespace
-
-std::string SocketName(const std::string& pool) { return "rpci-" + pool + ".sock"; }
-std::string ResourceName(const std::string& pool) { return "rpci.io/" + pool; }
 
 absl::Status ParseFabricPortRange(const std::string& text, PluginOptions* options) {
   options->fabric_port_low = options->fabric_port_high = 0;
@@ -71,160 +42,22 @@ absl::Status ParseFabricPortRange(const std::string& text, PluginOptions* option
   return absl::OkStatus();
 }
 
-// ---------------------------------------------------------------- pool server
-
-// DevicePlugin for one pool; a fresh instance per (re)serve.
-class PoolService final : public v1beta1::DevicePlugin::Service {
- public:
-  using AllocateFn = std::function<absl::StatusOr<v1beta1::AllocateResponse>(const v1beta1::AllocateRequest&)>;
-  using PreferFn = std::function<absl::StatusOr<v1beta1::PreferredAllocationResponse>(
-      const v1beta1::PreferredAllocationRequest&)>;
-  using PreStartFn = std::function<absl::Status(const v1beta1::PreStartContainerRequest&)>;
-  using ListFn = std::function<v1beta1::ListAndWatchResponse()>;
-  using VersionFn = std::function<uint64_t()>;
-  using WaitFn = std::function<uint64_t(uint64_t, absl::Duration)>;
-
-  AllocateFn allocate;
-  PreferFn prefer;
-  PreStartFn pre_start;
-  ListFn list;
-  VersionFn version;
-  WaitFn wait;
-  std::atomic<bool> stopping{false};
-
-  grpc::Status GetDevicePluginOptions(grpc::ServerContext*, const v1beta1::Empty*,
-                                      v1beta1::DevicePluginOptions* resp) override {
-    resp->set_pre_start_required(true);
-    resp->set_get_preferred_allocation_available(true);
-    return grpc::Status::OK;
-  }
-
-  grpc::Status ListAndWatch(grpc::ServerContext* ctx, const v1beta1::Empty*,
-                            grpc::ServerWriter<v1beta1::ListAndWatchResponse>* writer) override {
-    uint64_t seen = 0;
-    std::string last;
-    bool first = true;
-    while (!stopping && !ctx->IsCancelled()) {
-      const uint64_t v = version();
-      if (v != seen) {
-        seen = v;
-        v1beta1::ListAndWatchResponse resp = list();
-        std::string bytes = resp.SerializeAsString();
-        if (first || bytes != last) {
-          if (!writer->Write(resp)) break;
-          last = std::move(bytes);
-          first = false;
-        }
-      }
-      wait(seen, absl::Milliseconds(100));
-    }
-    return grpc::Status::OK;
-  }
-
-  grpc::Status GetPreferredAllocation(grpc::ServerContext*, const v1beta1::PreferredAllocationRequest* req,
-                                      v1beta1::PreferredAllocationResponse* resp) override {
-    absl::StatusOr<v1beta1::PreferredAllocationResponse> r = prefer(*req);
-    if (!r.ok()) return ToGrpc(r.status());
-    *resp = *std::move(r);
-    return grpc::Status::OK;
-  }
-
-  grpc::Status Allocate(grpc::ServerContext*, const v1beta1::AllocateRequest* req,
-                        v1beta1::AllocateResponse* resp) override {
-    absl::StatusOr<v1beta1::AllocateResponse> r = allocate(*req);
-    if (!r.ok()) return ToGrpc(r.status());
-    *resp = *std::move(r);
-    return grpc::Status::OK;
-  }
-
-  grpc::Status PreStartContainer(grpc::ServerContext*, const v1beta1::PreStartContainerRequest* req,
-                                 v1beta1::PreStartContainerResponse*) override {
-    return ToGrpc(pre_start(*req));
-  }
-};
-
-class Plugin::PoolServer {
- public:
-  PoolServer(Plugin* p, std::string pool)
-      : p_(p), pool_(std::move(pool)), socket_(p->options_.plugin_dir + "/" + SocketName(pool_)) {}
-  ~PoolServer() { Shutdown(); }
-
-  // Serves on the socket with a fresh server, replacing a previous one.
-  absl::Status Serve() {
-    auto service = std::make_unique<PoolService>();
-    const std::string pool = pool_;
-    Plugin* p = p_;
-    service->allocate = [p, pool](const v1beta1::AllocateRequest& r) { return p->Allocate(pool, r); };
-    service->prefer = [p, pool](const v1beta1::PreferredAllocationRequest& r) { return p->Prefer(pool, r); };
-    service->pre_start = [p, pool](const v1beta1::PreStartContainerRequest& r) { return p->PreStart(pool, r); };
-    service->list = [p, pool] { return p->DeviceList(pool); };
-    service->version = [p] { return p->version(); };
-    service->wait = [p](uint64_t seen, absl::Duration t) { return p->WaitForChange(seen, t); };
-    // gRPC unlinks a unix socket's path when its listener shuts down, so the
-    // old server must be gone before the new one binds the same path.
-    Retire(std::move(service_), std::move(server_));
-    unlink(socket_.c_str());
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("unix:" + socket_, grpc::InsecureServerCredentials());
-    builder.RegisterService(service.get());
-    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-    if (server == nullptr) return absl::UnavailableError("pool " + pool_ + ": cannot serve on " + socket_);
-    service_ = std::move(service);
-    server_ = std::move(server);
-    return absl::OkStatus();
-  }
-
-  // Registers the pool with the kubelet (which dials us back before it
-  // answers).
-  absl::Status Register() {
-    auto stub = v1beta1::Registration::NewStub(UnixChannel(p_->options_.plugin_dir + "/" + kKubeletSocket));
-    v1beta1::RegisterRequest req;
-    req.set_version(kApiVersion);
-    req.set_endpoint(SocketName(pool_));
-    req.set_resource_name(ResourceName(pool_));
-    req.mutable_options()->set_pre_start_required(true);
-    req.mutable_options()->set_get_preferred_allocation_available(true);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(absl::Seconds(5)));
-    ctx.set_wait_for_ready(true);  // kubelet.sock may be bound but not yet listening
-    v1beta1::Empty resp;
-    grpc::Status s = stub->Register(&ctx, req, &resp);
-    if (!s.ok()) return FromGrpc(s, "register " + ResourceName(pool_) + " with the kubelet");
-    return absl::OkStatus();
-  }
-
-  void Shutdown() { Retire(std::move(service_), std::move(server_)); }
-  const std::string& socket() const { return socket_; }
-
- private:
-  static void Retire(std::unique_ptr<PoolService> service, std::unique_ptr<grpc::Server> server) {
-    if (service) service->stopping = true;
-    if (server) server->Shutdown(In(absl::Milliseconds(200)));
-    // The server (and the threads that call into the service) goes first: a
-    // service must outlive its server.
-    server.reset();
-    service.reset();
-  }
-
-  Plugin* p_;
-  const std::string pool_;
-  const std::string socket_;
-  std::unique_ptr<PoolService> service_;
-  std::unique_ptr<grpc::Server> server_;
-};
-
 // ---------------------------------------------------------------- plugin
 
 Plugin::Plugin(PluginOptions options, ControllerApi* controller, SessionOpener* sessions)
-    : options_(std::move(options)), controller_(controller), sessions_(sessions) {
+    : options_(std::move(options)),
+      controller_(controller),
+      sessions_(sessions) {
   if (options_.metrics == nullptr) own_metrics_ = std::make_unique<MetricsRegistry>();
   metrics_ = options_.metrics ? options_.metrics : own_metrics_.get();
   allocations_ = &metrics_->AddCounter("rpci_plugin_allocations_total", "Allocate calls by pool and result",
                                        {"pool", "result"});
   sessions_gauge_ = &metrics_->AddGauge("rpci_plugin_sessions", "Sessions held for containers").Get();
-  kubelet_registrations_ =
+  Counter* kubelet_registrations =
       &metrics_->AddCounter("rpci_plugin_kubelet_registrations_total", "Successful registrations with the kubelet")
            .Get();
+  EndpointHandler* handler = this;  // a private base: converted here, where it is accessible
+  endpoint_ = std::make_unique<KubeletEndpoint>(options_.plugin_dir, options_.pools, handler, kubelet_registrations);
 }
 
 Plugin::~Plugin() { Stop(); }
@@ -237,23 +70,8 @@ absl::Status Plugin::Start() {
       return absl::InvalidArgumentError("plugin: invalid pool name \"" + pool + "\"");
     }
   }
-  const std::string longest = options_.plugin_dir + "/" + kKubeletSocket;
-  if (longest.size() >= sizeof(sockaddr_un{}.sun_path) - 16) {
-    return absl::InvalidArgumentError("plugin: plugin dir path too long for unix sockets: " + options_.plugin_dir);
-  }
-  mkdir(options_.plugin_dir.c_str(), 0750);
-  for (const std::string& pool : options_.pools) {
-    auto server = std::make_unique<PoolServer>(this, pool);
-    if (absl::Status s = server->Serve(); !s.ok()) return s;
-    servers_[pool] = std::move(server);
-  }
+  if (absl::Status s = endpoint_->Start(); !s.ok()) return s;
   stopping_ = false;
-  // The watch exists before the first registration attempt, so a kubelet
-  // socket created in between is seen rather than waited for by polling.
-  const int inotify_fd = WatchPluginDir();
-  // Served first; registration comes after (the kubelet dials back at once).
-  RegisterAll(/*reserve=*/false);
-  threads_.emplace_back([this, inotify_fd] { KubeletWatchLoop(inotify_fd); });
   threads_.emplace_back([this] { HealthLoop(); });
   threads_.emplace_back([this] { UsageLoop(); });
   return absl::OkStatus();
@@ -268,85 +86,7 @@ void Plugin::Stop() {
   changed_.notify_all();
   for (std::thread& t : threads_) t.join();
   threads_.clear();
-  std::lock_guard<std::mutex> lock(registration_mu_);
-  for (auto& [pool, server] : servers_) {
-    server->Shutdown();
-    unlink(server->socket().c_str());
-  }
-}
-
-void Plugin::RegisterAll(bool reserve) {
-  std::lock_guard<std::mutex> lock(registration_mu_);
-  unregistered_.clear();
-  if (!Exists(options_.plugin_dir + "/" + kKubeletSocket)) {
-    for (const auto& [pool, server] : servers_) unregistered_.insert(pool);
-    log_.Info("kubelet socket absent; will register when it appears", {{"dir", options_.plugin_dir}});
-    return;
-  }
-  for (auto& [pool, server] : servers_) {
-    absl::Status s = reserve ? server->Serve() : absl::OkStatus();
-    if (s.ok()) s = server->Register();
-    if (!s.ok()) {
-      unregistered_.insert(pool);
-      log_.Warn("registration failed", {{"pool", pool}, {"error", std::string(s.message())}});
-      continue;
-    }
-    ++registrations_;
-    kubelet_registrations_->Increment();
-    log_.Info("registered with kubelet", {{"resource", ResourceName(pool)}, {"endpoint", SocketName(pool)}});
-  }
-}
-
-int Plugin::WatchPluginDir() {
-  int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (fd >= 0 && inotify_add_watch(fd, options_.plugin_dir.c_str(), IN_CREATE | IN_MOVED_TO) < 0) {
-    close(fd);
-    fd = -1;
-  }
-  if (fd < 0) {
-    log_.Error("inotify on plugin dir failed; kubelet restarts are noticed by polling only",
-               {{"dir", options_.plugin_dir}, {"error", std::strerror(errno)}});
-  }
-  return fd;
-}
-
-void Plugin::KubeletWatchLoop(int fd) {
-  absl::Time last_retry = absl::Now();
-  alignas(inotify_event) char buf[4096];
-  while (!stopping_) {
-    pollfd pfd{fd, POLLIN, 0};
-    const int n = fd >= 0 ? poll(&pfd, 1, 100) : (usleep(100 * 1000), 0);
-    bool kubelet_started = false;
-    if (n > 0) {
-      ssize_t len;
-      while ((len = read(fd, buf, sizeof(buf))) > 0) {
-        for (char* p = buf; p < buf + len;) {
-          auto* ev = reinterpret_cast<inotify_event*>(p);
-          if (ev->len > 0 && std::strcmp(ev->name, kKubeletSocket) == 0) kubelet_started = true;
-          p += sizeof(inotify_event) + ev->len;
-        }
-      }
-    }
-    if (stopping_) break;
-    if (kubelet_started) {
-      // The kubelet removed our sockets when it restarted: serve again, then
-      // register. Sessions are untouched.
-      log_.Info("kubelet socket created; re-registering", {});
-      RegisterAll(/*reserve=*/true);
-      last_retry = absl::Now();
-      continue;
-    }
-    bool retry;
-    {
-      std::lock_guard<std::mutex> lock(registration_mu_);
-      retry = !unregistered_.empty();
-    }
-    if (retry && absl::Now() - last_retry >= absl::Seconds(1)) {
-      RegisterAll(/*reserve=*/true);
-      last_retry = absl::Now();
-    }
-  }
-  if (fd >= 0) close(fd);
+  endpoint_->Stop();
 }
 
 // ---------------------------------------------------------------- state
@@ -481,35 +221,44 @@ v1beta1::ContainerAllocateResponse Plugin::ContainerResponse(const std::string& 
   return c;
 }
 
-absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& pool,
-                                                           const v1beta1::AllocateRequest& req) {
-  const std::string what = "Allocate " + ResourceName(pool) + ": ";
+// One Allocate call in progress: the devices it reserved and the sessions
+// it has acquired so far (released when it fails).
+struct Plugin::Allocation {
+  std::string pool;
+  std::string what;  // error prefix: "Allocate rpci.io/<pool>: "
+  std::string name;  // the claims' allocation id
   std::vector<std::string> ids;
   std::map<std::string, rpci::v1::Assignment> assigned;
+  std::vector<Held> done;
+};
+
+absl::Status Plugin::ValidateAllocate(const v1beta1::AllocateRequest& req, Allocation& alloc) {
   std::vector<Held> stale;
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::set<std::string> seen;
     for (const auto& creq : req.container_requests()) {
-      if (creq.devices_ids().empty()) return absl::InvalidArgumentError(what + "a container request names no device");
+      if (creq.devices_ids().empty()) {
+        return absl::InvalidArgumentError(alloc.what + "a container request names no device");
+      }
       for (const std::string& id : creq.devices_ids()) {
         auto it = assignments_.find(id);
-        if (it == assignments_.end() || it->second.device().pool() != pool) {
-          allocations_->Labels({pool, "rejected"}).Increment();
-          return absl::InvalidArgumentError(
-              absl::StrCat(what, "device ", id, " is not assigned to node ", options_.node_name, " in pool ", pool));
+        if (it == assignments_.end() || it->second.device().pool() != alloc.pool) {
+          allocations_->Labels({alloc.pool, "rejected"}).Increment();
+          return absl::InvalidArgumentError(absl::StrCat(alloc.what, "device ", id, " is not assigned to node ",
+                                                         options_.node_name, " in pool ", alloc.pool));
         }
         if (!seen.insert(id).second || allocating_.count(id)) {
-          allocations_->Labels({pool, "rejected"}).Increment();
-          return absl::FailedPreconditionError(absl::StrCat(what, "device ", id, " is requested twice"));
+          allocations_->Labels({alloc.pool, "rejected"}).Increment();
+          return absl::FailedPreconditionError(absl::StrCat(alloc.what, "device ", id, " is requested twice"));
         }
-        assigned[id] = it->second;
-        ids.push_back(id);
+        alloc.assigned[id] = it->second;
+        alloc.ids.push_back(id);
       }
     }
     // The kubelet only hands out devices it considers free: a session still
     // held for one belongs to a pod that is gone.
-    for (const std::string& id : ids) {
+    for (const std::string& id : alloc.ids) {
       if (auto it = held_.find(id); it != held_.end()) {
         stale.push_back(std::move(it->second));
         held_.erase(it);
@@ -518,62 +267,75 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
     }
   }
   for (const Held& h : stale) ReleaseHeld(h, "Reallocated");
+  return absl::OkStatus();
+}
 
-  std::vector<Held> done;  // acquired so far; released on failure
-  auto fail = [&](const absl::Status& cause) -> absl::Status {
-    for (const Held& h : done) ReleaseHeld(h, "AllocateFailed");
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const std::string& id : ids) allocating_.erase(id);
-    ++version_;
-    changed_.notify_all();
-    allocations_->Labels({pool, "failed"}).Increment();
-    log_.Warn("allocate failed", {{"pool", pool}, {"error", std::string(cause.message())}});
-    return Prefixed(cause, what);
-  };
+absl::Status Plugin::AttachDevice(const std::string& id, int index, Allocation& alloc,
+                                  std::vector<AttachedSession>& sessions, std::vector<SessionPaths>& paths) {
+  const rpci::v1::Assignment& a = alloc.assigned[id];
+  absl::StatusOr<rpci::v1::ClaimResponse> granted = ClaimFor(id, alloc.name);
+  if (!granted.ok()) return granted.status();
+  Held h;
+  h.pool = alloc.pool;
+  h.allocated = absl::Now();
+  h.session.device_id = id;
+  h.session.grant_id = granted->grant().grant_id();
+  alloc.done.push_back(h);
+  const std::string endpoint =
+      granted->agent_session_endpoint().empty() ? a.agent_session_endpoint() : granted->agent_session_endpoint();
+  absl::StatusOr<AttachedSession> opened = sessions_->Open(granted->grant(), endpoint);
+  if (!opened.ok()) return opened.status();
+  if (opened->ticket.fabric_provider.empty()) opened->ticket.fabric_provider = a.agent_fabric_provider();
+  opened->ca_pem = options_.session_ca_pem;
+  alloc.done.back().session = *opened;
+  SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
+  if (absl::Status s = WriteSessionDir(*opened, p, static_cast<int>(options_.session_group)); !s.ok()) return s;
+  if (absl::Status s = WriteCdiSpec(options_.cdi_dir, alloc.pool, index, *opened, p); !s.ok()) return s;
+  sessions.push_back(*opened);
+  paths.push_back(p);
+  return absl::OkStatus();
+}
 
+absl::Status Plugin::RollBackAllocate(const Allocation& alloc, const absl::Status& cause) {
+  for (const Held& h : alloc.done) ReleaseHeld(h, "AllocateFailed");
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const std::string& id : alloc.ids) allocating_.erase(id);
+  ++version_;
+  changed_.notify_all();
+  allocations_->Labels({alloc.pool, "failed"}).Increment();
+  log_.Warn("allocate failed", {{"pool", alloc.pool}, {"error", std::string(cause.message())}});
+  return Prefixed(cause, alloc.what);
+}
+
+void Plugin::CommitAllocate(Allocation& alloc) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Held& h : alloc.done) held_[h.session.device_id] = std::move(h);
+  for (const std::string& id : alloc.ids) allocating_.erase(id);
+  sessions_gauge_->Set(static_cast<double>(held_.size()));
+  ++version_;
+  changed_.notify_all();
+  allocations_->Labels({alloc.pool, "ok"}).Increment();
+  log_.Info("allocated", {{"pool", alloc.pool}, {"devices", absl::StrJoin(alloc.ids, ",")}});
+}
+
+absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& pool,
+                                                           const v1beta1::AllocateRequest& req) {
+  Allocation alloc;
+  alloc.pool = pool;
+  alloc.what = "Allocate " + ResourceName(pool) + ": ";
+  if (absl::Status s = ValidateAllocate(req, alloc); !s.ok()) return s;
+  alloc.name = AllocationName();
   v1beta1::AllocateResponse resp;
-  const std::string allocation = AllocationName();
   for (const auto& creq : req.container_requests()) {
     std::vector<AttachedSession> sessions;
     std::vector<SessionPaths> paths;
     for (const std::string& id : creq.devices_ids()) {
-      const rpci::v1::Assignment& a = assigned[id];
-      absl::StatusOr<rpci::v1::ClaimResponse> granted = ClaimFor(id, allocation);
-      if (!granted.ok()) return fail(granted.status());
-      Held h;
-      h.pool = pool;
-      h.allocated = absl::Now();
-      h.session.device_id = id;
-      h.session.grant_id = granted->grant().grant_id();
-      done.push_back(h);
-      const std::string endpoint =
-          granted->agent_session_endpoint().empty() ? a.agent_session_endpoint() : granted->agent_session_endpoint();
-      absl::StatusOr<AttachedSession> opened = sessions_->Open(granted->grant(), endpoint);
-      if (!opened.ok()) return fail(opened.status());
-      if (opened->ticket.fabric_provider.empty()) opened->ticket.fabric_provider = a.agent_fabric_provider();
-      opened->ca_pem = options_.session_ca_pem;
-      done.back().session = *opened;
-      SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
-      if (absl::Status s = WriteSessionDir(*opened, p, static_cast<int>(options_.session_group)); !s.ok()) {
-        return fail(s);
-      }
-      if (absl::Status s = WriteCdiSpec(options_.cdi_dir, pool, static_cast<int>(sessions.size()), *opened, p);
-          !s.ok()) {
-        return fail(s);
-      }
-      sessions.push_back(*opened);
-      paths.push_back(p);
+      absl::Status s = AttachDevice(id, static_cast<int>(sessions.size()), alloc, sessions, paths);
+      if (!s.ok()) return RollBackAllocate(alloc, s);
     }
     *resp.add_container_responses() = ContainerResponse(pool, sessions, paths);
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  for (Held& h : done) held_[h.session.device_id] = std::move(h);
-  for (const std::string& id : ids) allocating_.erase(id);
-  sessions_gauge_->Set(static_cast<double>(held_.size()));
-  ++version_;
-  changed_.notify_all();
-  allocations_->Labels({pool, "ok"}).Increment();
-  log_.Info("allocated", {{"pool", pool}, {"devices", absl::StrJoin(ids, ",")}});
+  CommitAllocate(alloc);
   return resp;
 }
 

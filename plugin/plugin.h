@@ -1,13 +1,12 @@
 #ifndef RPCI_PLUGIN_PLUGIN_H_
 #define RPCI_PLUGIN_PLUGIN_H_
 
-// The kubelet device plugin: one DevicePlugin gRPC server per pool
-// (resource rpci.io/<pool>) on a unix socket in the device-plugin directory,
-// registered with the kubelet after it serves. It advertises the devices the
+// The kubelet device plugin's allocation logic; the kubelet endpoint
+// (kubelet_endpoint.h: one DevicePlugin server per pool, registration,
+// re-registration on kubelet restarts) serves it. It advertises the devices the
 // controller assigned to this node (with health), and on Allocate claims
 // each device, reserves a mirroring session with its agent and hands the
-// container env, mounts and CDI names. Background loops: kubelet restarts
-// (inotify on the plugin dir: re-serve and re-register), health (agent
+// container env, mounts and CDI names. Background loops: health (agent
 // reachability, session liveness), usage (pod-resources List -> ReportUsage,
 // release sessions of pods that are gone). docs/plugin.md.
 
@@ -28,6 +27,7 @@
 #include "common/metrics.h"
 #include "plugin/container_edits.h"
 #include "plugin/controller_client.h"
+#include "plugin/kubelet_endpoint.h"
 #include "plugin/session_opener.h"
 #include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
 #include "proto/rpci/v1/controller.pb.h"
@@ -70,19 +70,17 @@ struct PluginOptions {
   MetricsRegistry* metrics = nullptr;  // optional
 };
 
-// Socket file name of a pool's server inside the plugin dir.
-std::string SocketName(const std::string& pool);
-// "rpci.io/<pool>".
-std::string ResourceName(const std::string& pool);
 // Parses "LOW-HIGH" (1 <= LOW <= HIGH <= 65535) into the options; "" is
 // "any port". INVALID_ARGUMENT naming the text otherwise.
 absl::Status ParseFabricPortRange(const std::string& text, PluginOptions* options);
 
-class Plugin {
+// The allocation logic behind the kubelet endpoint (kubelet_endpoint.h),
+// which serves it to the kubelet.
+class Plugin : private EndpointHandler {
  public:
   // `controller` and `sessions` must outlive the plugin.
   Plugin(PluginOptions options, ControllerApi* controller, SessionOpener* sessions);
-  ~Plugin();
+  ~Plugin() override;
   Plugin(const Plugin&) = delete;
   Plugin& operator=(const Plugin&) = delete;
 
@@ -106,12 +104,11 @@ class Plugin {
   // Devices that hold a session, sorted.
   std::vector<std::string> SessionDevices() const;
   // Successful registrations with the kubelet since Start, all pools.
-  int registrations() const { return registrations_; }
+  int registrations() const { return endpoint_->registrations(); }
   // ListAndWatch devices of `pool` as they would be sent now.
-  v1beta1::ListAndWatchResponse DeviceList(const std::string& pool) const;
+  v1beta1::ListAndWatchResponse DeviceList(const std::string& pool) const override;
 
  private:
-  class PoolServer;
   struct Held {
     AttachedSession session;
     std::string pool;
@@ -121,11 +118,25 @@ class Plugin {
     std::string pod_namespace, pod_name, container;  // from pod-resources
   };
 
-  // Device-plugin RPCs, per pool.
-  absl::StatusOr<v1beta1::AllocateResponse> Allocate(const std::string& pool, const v1beta1::AllocateRequest& req);
-  absl::StatusOr<v1beta1::PreferredAllocationResponse> Prefer(const std::string& pool,
-                                                              const v1beta1::PreferredAllocationRequest& req) const;
-  absl::Status PreStart(const std::string& pool, const v1beta1::PreStartContainerRequest& req);
+  // Device-plugin RPCs, per pool (EndpointHandler).
+  absl::StatusOr<v1beta1::AllocateResponse> Allocate(const std::string& pool,
+                                                     const v1beta1::AllocateRequest& req) override;
+  absl::StatusOr<v1beta1::PreferredAllocationResponse> Prefer(
+      const std::string& pool, const v1beta1::PreferredAllocationRequest& req) const override;
+  absl::Status PreStart(const std::string& pool, const v1beta1::PreStartContainerRequest& req) override;
+  struct Allocation;
+  // Allocate's steps. Validate: every device is assigned here in the pool
+  // and requested once; marks them allocating and releases stale sessions.
+  absl::Status ValidateAllocate(const v1beta1::AllocateRequest& req, Allocation& alloc);
+  // Claims device `id`, opens its session and writes its session dir and CDI
+  // spec (`index`: its place in the container's devices); appends to
+  // sessions/paths.
+  absl::Status AttachDevice(const std::string& id, int index, Allocation& alloc,
+                            std::vector<AttachedSession>& sessions, std::vector<SessionPaths>& paths);
+  // Releases what `alloc` acquired; returns `cause` prefixed.
+  absl::Status RollBackAllocate(const Allocation& alloc, const absl::Status& cause);
+  // Records the sessions as held.
+  void CommitAllocate(Allocation& alloc);
   // Allocate's claim of one device for `allocation`; a claim refused because
   // an allocation this plugin no longer holds has the device is released and
   // made again.
@@ -135,19 +146,12 @@ class Plugin {
                                                        const std::vector<AttachedSession>& sessions,
                                                        const std::vector<SessionPaths>& paths) const;
   // Waits until the state version differs from `seen` or `timeout` passes.
-  uint64_t WaitForChange(uint64_t seen, absl::Duration timeout) const;
-  uint64_t version() const;
+  uint64_t WaitForChange(uint64_t seen, absl::Duration timeout) const override;
+  uint64_t version() const override;
 
   // Releases one held session: close on the agent, release the claim,
   // remove its files. Best effort; logs what fails.
   void ReleaseHeld(const Held& held, const std::string& reason);
-  // Serves (again) and registers every pool; used at start and on kubelet
-  // restart.
-  void RegisterAll(bool reserve);
-  // An inotify fd watching the plugin dir for the kubelet socket, or -1.
-  int WatchPluginDir();
-  // Takes ownership of `inotify_fd` (-1: poll only).
-  void KubeletWatchLoop(int inotify_fd);
   void HealthLoop();
   void UsageLoop();
   bool Healthy(const rpci::v1::Assignment& a) const;  // mu_ held
@@ -160,13 +164,8 @@ class Plugin {
   MetricsRegistry* metrics_;
   CounterFamily* allocations_;
   Gauge* sessions_gauge_;
-  Counter* kubelet_registrations_;
-
-  std::map<std::string, std::unique_ptr<PoolServer>> servers_;
-  std::atomic<int> registrations_{0};
+  std::unique_ptr<KubeletEndpoint> endpoint_;
   std::atomic<bool> stopping_{false};
-  std::mutex registration_mu_;  // serializes RegisterAll
-  std::set<std::string> unregistered_;  // pools to retry; registration_mu_
 
   mutable std::mutex mu_;
   mutable std::condition_variable changed_;
