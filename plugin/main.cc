@@ -1,7 +1,9 @@
 // rpci-plugin: the kubelet device plugin of a compute node. Wiring only; the
 // logic is in plugin/plugin.h.
 
+#include <cstdlib>
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -16,55 +18,84 @@
 #include "plugin/plugin.h"
 #include "plugin/session_opener.h"
 
-int main(int argc, char** argv) {
-  using namespace rpci;
-  plugin::PluginOptions o;
-  const char* node_env = std::getenv("NODE_NAME");
-  o.node_name = node_env ? node_env : "";
+namespace {
+
+// Command-line settings beyond the plugin's options.
+struct Settings {
+  rpci::plugin::PluginOptions options;
   std::string controller = "rpci-controller:7443", pools = "emu";
-  TlsSettings tls_settings;
-  std::string health_addr = "0.0.0.0:8082", log_level = "info", fabric_ports;
+  rpci::TlsSettings tls;
+  std::string health_addr = "0.0.0.0:8082";
+  std::string log_level = "info", fabric_ports;
   int64_t numa = -1, usage_seconds = 1, usage_ms = 0, release_grace_seconds = 30;
-  FlagSet flags("rpci-plugin [flags]",
-                "Kubelet device plugin: advertises the remote PCIe devices the controller assigned to this node as "
-                "rpci.io/<pool> and attaches them to containers through memory-mirroring sessions.");
+};
+
+void AddFlags(rpci::FlagSet& flags, Settings& st) {
+  rpci::plugin::PluginOptions& o = st.options;
   flags.String("node", &o.node_name, "this compute node's name (default $NODE_NAME)");
-  flags.String("controller", &controller, "controller NodeRegistry address host:port");
-  flags.String("pools", &pools, "comma-separated pools; each is registered as resource rpci.io/<pool>");
+  flags.String("controller", &st.controller, "controller NodeRegistry address host:port");
+  flags.String("pools", &st.pools, "comma-separated pools; each is registered as resource rpci.io/<pool>");
   flags.String("plugin-dir", &o.plugin_dir, "kubelet device-plugin socket directory");
   flags.String("pod-resources-socket", &o.pod_resources_socket, "kubelet pod-resources API socket");
   flags.String("cdi-dir", &o.cdi_dir, "directory for CDI spec files");
   flags.String("state-dir", &o.state_dir, "host directory of per-device session dirs (mounted into containers)");
   flags.String("container-dir", &o.container_dir, "where session dirs appear inside containers");
-  flags.String("fabric-port-range", &fabric_ports,
+  flags.String("fabric-port-range", &st.fabric_ports,
                "LOW-HIGH: ports workloads' fabric endpoints listen on (FI_TCP_PORT_LOW/HIGH_RANGE in the container); "
                "empty: any");
-  flags.Int("nic-numa-node", &numa, "NUMA node of the fabric NIC, advertised as device topology (-1: none)");
-  flags.Int("usage-interval-seconds", &usage_seconds,
+  flags.Int("nic-numa-node", &st.numa, "NUMA node of the fabric NIC, advertised as device topology (-1: none)");
+  flags.Int("usage-interval-seconds", &st.usage_seconds,
             "how often pod-resources is read and usage reported (bounds how fast a device is handed over)");
-  flags.Int("usage-interval-ms", &usage_ms, "the same in milliseconds; wins when > 0");
-  flags.Int("release-grace-seconds", &release_grace_seconds,
+  flags.Int("usage-interval-ms", &st.usage_ms, "the same in milliseconds; wins when > 0");
+  flags.Int("release-grace-seconds", &st.release_grace_seconds,
             "a session no pod holds is released once it is this old");
-  AddTlsFlags(flags, &tls_settings, "plugin:<node>", /*node_identity=*/true);
+  AddTlsFlags(flags, &st.tls, "plugin:<node>", /*node_identity=*/true);
   flags.Int("session-group", &o.session_group,
             "gid owning session dirs and key files (0640), for non-root workloads with it in "
             "supplementalGroups (-1: key readable by root only)");
-  flags.String("health-addr", &health_addr, "host:port of /healthz, /readyz, /metrics (empty: off)");
-  flags.String("log-level", &log_level, "debug, info, warn or error");
-  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (absl::Status s = SetMinLogLevel(log_level); !s.ok()) {
+  flags.String("health-addr", &st.health_addr, "host:port of /healthz, /readyz, /metrics (empty: off)");
+  flags.String("log-level", &st.log_level, "debug, info, warn or error");
+}
+
+// Parses the command line into `st`; an exit code when the process should
+// end (--help, bad flags).
+std::optional<int> ParseSettings(int argc, char** argv, Settings& st) {
+  using namespace rpci;
+  plugin::PluginOptions& o = st.options;
+  const char* node_env = std::getenv("NODE_NAME");
+  o.node_name = node_env ? node_env : "";
+  FlagSet flags("rpci-plugin [flags]",
+                "Kubelet device plugin: advertises the remote PCIe devices the controller assigned to this node as "
+                "rpci.io/<pool> and attaches them to containers through memory-mirroring sessions.");
+  AddFlags(flags, st);
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return exit_code;
+  if (absl::Status s = SetMinLogLevel(st.log_level); !s.ok()) {
     std::cerr << "--log-level: " << s.message() << "\n";
     return 2;
   }
-  Logger log("plugin");
-  o.pools = absl::StrSplit(pools, ',', absl::SkipWhitespace());
-  o.nic_numa_node = numa;
-  if (absl::Status s = ParseFabricPortRange(fabric_ports, &o); !s.ok()) {
+  o.pools = absl::StrSplit(st.pools, ',', absl::SkipWhitespace());
+  o.nic_numa_node = st.numa;
+  if (absl::Status s = ParseFabricPortRange(st.fabric_ports, &o); !s.ok()) {
     std::cerr << "--fabric-port-range: " << s.message() << "\n";
     return 2;
   }
-  o.usage_interval = usage_ms > 0 ? absl::Milliseconds(usage_ms) : absl::Seconds(usage_seconds);
-  o.release_grace = absl::Seconds(release_grace_seconds);
+  o.usage_interval = st.usage_ms > 0 ? absl::Milliseconds(st.usage_ms) : absl::Seconds(st.usage_seconds);
+  o.release_grace = absl::Seconds(st.release_grace_seconds);
+  return std::nullopt;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace rpci;
+  Settings st;
+  if (std::optional<int> exit_code = ParseSettings(argc, argv, st)) return *exit_code;
+  plugin::PluginOptions& o = st.options;
+  const std::string& controller = st.controller;
+  const std::string& pools = st.pools;
+  const std::string& health_addr = st.health_addr;
+  TlsSettings& tls_settings = st.tls;
+  Logger log("plugin");
   MetricsRegistry metrics;
   o.metrics = &metrics;
 
