@@ -13,6 +13,36 @@
 
 namespace {
 
+// The NodeIdentity service's flags.
+void AddIdentityFlags(rpci::FlagSet& flags, rpci::controller::ControllerOptions& o, std::string& identity_accounts,
+                      int64_t& node_cert_seconds) {
+  flags.String("identity-listen", &o.node_identity.listen,
+               "gRPC address of NodeIdentity, where agents and plugins get node certificates (--store=kube; "
+               "empty: off)");
+  flags.String("identity-ca-cert", &o.node_identity.ca_cert_file, "PEM CA certificate that signs node certificates");
+  flags.String("identity-ca-key", &o.node_identity.ca_key_file, "PEM CA key (only the controller may hold it)");
+  flags.String("identity-ca-configmap", &o.node_identity.ca_bundle_configmap,
+               "namespace/name of a ConfigMap to keep the CA certificate in (ca.crt) for nodes");
+  flags.String("identity-service-accounts", &identity_accounts,
+               "role=namespace/serviceaccount pairs: whose tokens get which role's certificate");
+  flags.Int("node-cert-seconds", &node_cert_seconds, "lifetime of node certificates (renewed at 2/3)");
+}
+
+// "role=namespace/name,..." into `accounts`; false (said on stderr) when a
+// pair is malformed.
+template <typename Map>
+bool ParseServiceAccounts(const std::string& text, Map& accounts) {
+  for (absl::string_view pair : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    if (kv.first.empty() || kv.second.find('/') == std::string::npos) {
+      std::cerr << "--identity-service-accounts: \"" << pair << "\" is not role=namespace/name\n";
+      return false;
+    }
+    accounts[kv.first] = kv.second;
+  }
+  return true;
+}
+
 int Run(int argc, char** argv) {
   rpci::controller::ControllerOptions o;
   char host[256] = "rpci-controller";
@@ -34,16 +64,7 @@ int Run(int argc, char** argv) {
   rpci::AddTlsFlags(flags, &o.tls, "controller", /*node_identity=*/false);
   std::string identity_accounts = "agent=rpci-system/rpci-agent,plugin=rpci-system/rpci-plugin";
   int64_t node_cert_seconds = 24 * 3600;
-  flags.String("identity-listen", &o.node_identity.listen,
-               "gRPC address of NodeIdentity, where agents and plugins get node certificates (--store=kube; "
-               "empty: off)");
-  flags.String("identity-ca-cert", &o.node_identity.ca_cert_file, "PEM CA certificate that signs node certificates");
-  flags.String("identity-ca-key", &o.node_identity.ca_key_file, "PEM CA key (only the controller may hold it)");
-  flags.String("identity-ca-configmap", &o.node_identity.ca_bundle_configmap,
-               "namespace/name of a ConfigMap to keep the CA certificate in (ca.crt) for nodes");
-  flags.String("identity-service-accounts", &identity_accounts,
-               "role=namespace/serviceaccount pairs: whose tokens get which role's certificate");
-  flags.Int("node-cert-seconds", &node_cert_seconds, "lifetime of node certificates (renewed at 2/3)");
+  AddIdentityFlags(flags, o, identity_accounts, node_cert_seconds);
   flags.Bool("leader-elect", &o.leader_elect, "elect a leader on a coordination.k8s.io Lease (--store=kube)");
   flags.String("identity", &o.identity, "this replica's name in the Lease");
   flags.String("lease-name", &o.lease_name, "Lease name");
@@ -74,14 +95,7 @@ int Run(int argc, char** argv) {
   o.node_lease = absl::Seconds(node_lease);
   o.agent_lease = absl::Seconds(agent_lease);
   o.node_identity.issue.lifetime = absl::Seconds(node_cert_seconds);
-  for (absl::string_view pair : absl::StrSplit(identity_accounts, ',', absl::SkipWhitespace())) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
-    if (kv.first.empty() || kv.second.find('/') == std::string::npos) {
-      std::cerr << "--identity-service-accounts: \"" << pair << "\" is not role=namespace/name\n";
-      return 2;
-    }
-    o.node_identity.issue.service_accounts[kv.first] = kv.second;
-  }
+  if (!ParseServiceAccounts(identity_accounts, o.node_identity.issue.service_accounts)) return 2;
 
   absl::StatusOr<std::unique_ptr<rpci::controller::ControllerApp>> app =
       rpci::controller::ControllerApp::Create(o);
