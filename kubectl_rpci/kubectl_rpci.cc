@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -406,8 +407,20 @@ absl::Status WaitDrained(kube::KubeClient& client, const std::string& name, absl
   }
 }
 
-int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, const CliEnv& env) {
-  std::string kubeconfig, context, ns, timeout_text = "5m";
+namespace {
+
+// A parsed command line.
+struct Command {
+  std::string kubeconfig, context, ns;
+  std::string command;  // devices, pools, attachments, describe, drain, undrain
+  std::string name;     // the device of describe/drain/undrain
+  absl::Duration timeout;
+};
+
+// Parses `args` into `c`; an exit code when the command should not run.
+std::optional<int> ParseCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
+                                Command& c) {
+  std::string timeout_text = "5m";
   FlagSet flags(
       "kubectl rpci <command> [flags]",
       "Inspect and operate rpci remote PCIe devices.\n\nCommands:\n"
@@ -417,9 +430,9 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       "  describe <device>    one device's spec, status, conditions and recent events\n"
       "  drain <device>       stop new use of a device and wait until it is detached and unassigned\n"
       "  undrain <device>     return a drained device to its pool");
-  flags.String("kubeconfig", &kubeconfig, "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)");
-  flags.String("context", &context, "kubeconfig context (default: its current-context)");
-  flags.String("namespace", &ns, "attachments: only pods in this namespace (default: all)");
+  flags.String("kubeconfig", &c.kubeconfig, "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)");
+  flags.String("context", &c.context, "kubeconfig context (default: its current-context)");
+  flags.String("namespace", &c.ns, "attachments: only pods in this namespace (default: all)");
   flags.String("timeout", &timeout_text, "drain: how long to wait (e.g. 90s, 5m; 0: do not wait)");
   absl::StatusOr<std::vector<std::string>> positional = flags.Parse(args);
   if (!positional.ok()) {
@@ -435,127 +448,143 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     err << "error: no command\n" << flags.Help();
     return 2;
   }
-  const std::string command = (*positional)[0];
-  const bool needs_name = command == "describe" || command == "drain" || command == "undrain";
-  const bool known = needs_name || command == "devices" || command == "pools" || command == "attachments";
+  c.command = (*positional)[0];
+  const bool needs_name = c.command == "describe" || c.command == "drain" || c.command == "undrain";
+  const bool known = needs_name || c.command == "devices" || c.command == "pools" || c.command == "attachments";
   if (!known) {
-    err << "error: unknown command \"" << command << "\"\n" << flags.Help();
+    err << "error: unknown command \"" << c.command << "\"\n" << flags.Help();
     return 2;
   }
   if (positional->size() != (needs_name ? 2u : 1u)) {
-    err << "error: " << command << (needs_name ? " takes one device name\n" : " takes no arguments\n");
+    err << "error: " << c.command << (needs_name ? " takes one device name\n" : " takes no arguments\n");
     return 2;
   }
-  absl::Duration timeout;
-  if (!absl::ParseDuration(timeout_text, &timeout) || timeout < absl::ZeroDuration()) {
+  if (needs_name) c.name = (*positional)[1];
+  if (!absl::ParseDuration(timeout_text, &c.timeout) || c.timeout < absl::ZeroDuration()) {
     err << "error: --timeout: \"" << timeout_text << "\" is not a duration like 90s or 5m\n";
     return 2;
   }
+  return std::nullopt;
+}
 
-  absl::StatusOr<std::string> path = ResolveKubeconfigPath(kubeconfig, env);
-  if (!path.ok()) {
-    err << "error: " << path.status().message() << "\n";
-    return 1;
-  }
-  absl::StatusOr<kube::KubeConfig> config = kube::LoadKubeconfig(*path, context);
-  if (!config.ok()) {
-    err << "error: " << config.status().message() << "\n";
-    return 1;
-  }
-  absl::StatusOr<std::unique_ptr<kube::KubeClient>> client = kube::KubeClient::Create(*config);
-  if (!client.ok()) {
-    err << "error: " << client.status().message() << "\n";
-    return 1;
-  }
-  kube::KubeClient& kc = **client;
-  auto fail = [&](const absl::Status& s) {
-    err << "error: " << Explain(s, config->server) << "\n";
-    return 1;
-  };
-  auto list = [&](const std::string& p) { return kc.Get(p); };
+// A Kubernetes client for the command's kubeconfig and context.
+absl::StatusOr<std::unique_ptr<kube::KubeClient>> Connect(const Command& c, const CliEnv& env, std::string* server) {
+  absl::StatusOr<std::string> path = ResolveKubeconfigPath(c.kubeconfig, env);
+  if (!path.ok()) return path.status();
+  absl::StatusOr<kube::KubeConfig> config = kube::LoadKubeconfig(*path, c.context);
+  if (!config.ok()) return config.status();
+  *server = config->server;
+  return kube::KubeClient::Create(*config);
+}
+
+int Fail(std::ostream& err, const absl::Status& s, const std::string& server) {
+  err << "error: " << Explain(s, server) << "\n";
+  return 1;
+}
+
+// devices, pools, attachments.
+int RunTable(kube::KubeClient& kc, const Command& c, std::ostream& out, std::ostream& err, const std::string& server) {
   const absl::Time now = absl::Now();
-  if (command == "devices" || command == "pools" || command == "attachments") {
-    absl::StatusOr<json> attachments = list(KubeStore::kAttachmentsPath);
-    if (command == "attachments") {
-      if (!attachments.ok()) return fail(attachments.status());
-      out << AttachmentsTable(*attachments, now, ns);
-      return 0;
-    }
-    absl::StatusOr<json> devices = list(KubeStore::kDevicesPath);
-    if (!devices.ok()) return fail(devices.status());
-    if (command == "devices") {
-      if (!attachments.ok() && attachments.status().code() != absl::StatusCode::kPermissionDenied) {
-        return fail(attachments.status());
-      }
-      if (!attachments.ok()) {
-        // A viewer without read access to attachments still gets the devices.
-        err << "note: POD column left out: this user may not list rpci.io deviceattachments ("
-            << attachments.status().message() << ")\n";
-      }
-      out << DevicesTable(*devices, attachments.ok() ? *attachments : json(), now);
-      return 0;
-    }
-    absl::StatusOr<json> pools = list(KubeStore::kPoolsPath);
-    if (!pools.ok()) return fail(pools.status());
-    out << PoolsTable(*pools, *devices, now);
+  absl::StatusOr<json> attachments = kc.Get(KubeStore::kAttachmentsPath);
+  if (c.command == "attachments") {
+    if (!attachments.ok()) return Fail(err, attachments.status(), server);
+    out << AttachmentsTable(*attachments, now, c.ns);
     return 0;
   }
-
-  const std::string name = (*positional)[1];
-  const std::string device_path = absl::StrCat(KubeStore::kDevicesPath, "/", name);
-  if (command == "describe") {
-    absl::StatusOr<json> device = kc.Get(device_path);
-    if (!device.ok()) {
-      if (device.status().code() == absl::StatusCode::kNotFound) {
-        err << "error: device \"" << name << "\" not found\n";
-        return 1;
-      }
-      return fail(device.status());
-    }
-    absl::StatusOr<json> attachments = list(KubeStore::kAttachmentsPath);
+  absl::StatusOr<json> devices = kc.Get(KubeStore::kDevicesPath);
+  if (!devices.ok()) return Fail(err, devices.status(), server);
+  if (c.command == "devices") {
     if (!attachments.ok() && attachments.status().code() != absl::StatusCode::kPermissionDenied) {
-      return fail(attachments.status());
+      return Fail(err, attachments.status(), server);
     }
     if (!attachments.ok()) {
-      err << "note: attachment's pod left out: this user may not list rpci.io deviceattachments\n";
-      attachments = json::object();
+      // A viewer without read access to attachments still gets the devices.
+      err << "note: POD column left out: this user may not list rpci.io deviceattachments ("
+          << attachments.status().message() << ")\n";
     }
-    // Events about cluster-scoped objects live in "default".
-    absl::StatusOr<json> events =
-        list(absl::StrCat("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D", name));
-    if (!events.ok()) {
-      err << "warning: events not shown: " << Explain(events.status(), config->server) << "\n";
-      events = json::object();
-    }
-    out << DescribeDevice(*device, *attachments, *events, now);
+    out << DevicesTable(*devices, attachments.ok() ? *attachments : json(), now);
     return 0;
   }
+  absl::StatusOr<json> pools = kc.Get(KubeStore::kPoolsPath);
+  if (!pools.ok()) return Fail(err, pools.status(), server);
+  out << PoolsTable(*pools, *devices, now);
+  return 0;
+}
 
-  const bool drain = command == "drain";
+int RunDescribe(kube::KubeClient& kc, const std::string& name, std::ostream& out, std::ostream& err,
+                const std::string& server) {
+  absl::StatusOr<json> device = kc.Get(absl::StrCat(KubeStore::kDevicesPath, "/", name));
+  if (!device.ok()) {
+    if (device.status().code() == absl::StatusCode::kNotFound) {
+      err << "error: device \"" << name << "\" not found\n";
+      return 1;
+    }
+    return Fail(err, device.status(), server);
+  }
+  absl::StatusOr<json> attachments = kc.Get(KubeStore::kAttachmentsPath);
+  if (!attachments.ok() && attachments.status().code() != absl::StatusCode::kPermissionDenied) {
+    return Fail(err, attachments.status(), server);
+  }
+  if (!attachments.ok()) {
+    err << "note: attachment's pod left out: this user may not list rpci.io deviceattachments\n";
+    attachments = json::object();
+  }
+  // Events about cluster-scoped objects live in "default".
+  absl::StatusOr<json> events =
+      kc.Get(absl::StrCat("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D", name));
+  if (!events.ok()) {
+    err << "warning: events not shown: " << Explain(events.status(), server) << "\n";
+    events = json::object();
+  }
+  out << DescribeDevice(*device, *attachments, *events, absl::Now());
+  return 0;
+}
+
+// drain, undrain.
+int RunDrain(kube::KubeClient& kc, const Command& c, const CliEnv& env, std::ostream& out, std::ostream& err,
+             const std::string& server) {
+  const std::string& name = c.name;
+  const bool drain = c.command == "drain";
   if (absl::Status s = SetDrain(kc, name, drain); !s.ok()) {
     if (s.code() == absl::StatusCode::kNotFound) {
       err << "error: " << s.message() << "\n";
       return 1;
     }
-    return fail(s);
+    return Fail(err, s, server);
   }
   if (!drain) {
     out << "device " << name << " undrained: back in its pool\n";
     return 0;
   }
   out << "device " << name << " marked for draining\n" << std::flush;
-  if (timeout == absl::ZeroDuration()) return 0;
-  if (absl::Status s = WaitDrained(kc, name, timeout, env.poll_interval, out); !s.ok()) {
+  if (c.timeout == absl::ZeroDuration()) return 0;
+  if (absl::Status s = WaitDrained(kc, name, c.timeout, env.poll_interval, out); !s.ok()) {
     if (s.code() == absl::StatusCode::kDeadlineExceeded) {
       err << "error: " << s.message() << "\n(the drain stays requested; `kubectl rpci undrain " << name
           << "` cancels it)\n";
       return 1;
     }
-    return fail(s);
+    return Fail(err, s, server);
   }
   out << "device " << name << " drained: detached and unassigned; `kubectl rpci undrain " << name
       << "` returns it to its pool\n";
   return 0;
+}
+
+}  // namespace
+
+int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, const CliEnv& env) {
+  Command c;
+  if (std::optional<int> exit_code = ParseCommand(args, out, err, c)) return *exit_code;
+  std::string server;
+  absl::StatusOr<std::unique_ptr<kube::KubeClient>> client = Connect(c, env, &server);
+  if (!client.ok()) {
+    err << "error: " << client.status().message() << "\n";
+    return 1;
+  }
+  if (c.command == "describe") return RunDescribe(**client, c.name, out, err, server);
+  if (c.command == "drain" || c.command == "undrain") return RunDrain(**client, c, env, out, err, server);
+  return RunTable(**client, c, out, err, server);
 }
 
 }  // namespace rpci::kubectl
