@@ -227,7 +227,26 @@ std::string AttachmentsTable(const json& attachments, absl::Time now, const std:
   return FormatTable(rows);
 }
 
-std::string DescribeDevice(const json& device, const json& attachments, const json& events, absl::Time now) {
+namespace {
+
+// The string members of the object at `path` (e.g. {"metadata",
+// "annotations"}) as "k=v, ..."; empty when there is none.
+std::string KeyValues(const json& object, std::initializer_list<const char*> path) {
+  const json* m = &object;
+  for (const char* part : path) {
+    if (!m->is_object() || !m->contains(part)) return std::string();
+    m = &(*m)[part];
+  }
+  if (!m->is_object()) return std::string();
+  std::vector<std::string> out;
+  for (auto it = m->begin(); it != m->end(); ++it) {
+    if (it->is_string()) out.push_back(absl::StrCat(it.key(), "=", it->get<std::string>()));
+  }
+  return absl::StrJoin(out, ", ");
+}
+
+// describe's head: what the device is.
+std::string DescribeSpec(const json& device, absl::Time now) {
   std::vector<std::vector<std::string>> head;
   auto field = [&](const std::string& label, const std::string& value) {
     head.push_back({label + ":", OrNone(value)});
@@ -249,31 +268,14 @@ std::string DescribeDevice(const json& device, const json& attachments, const js
     }
   }
   field("Local NICs", absl::StrJoin(nics, ", "));
-  auto pairs = [&](const char* key) {
-    std::vector<std::string> out;
-    const json* m = &device;
-    for (const char* part : {"metadata", key}) {
-      if (!m->is_object() || !m->contains(part)) return std::string();
-      m = &(*m)[part];
-    }
-    if (!m->is_object()) return std::string();
-    for (auto it = m->begin(); it != m->end(); ++it) {
-      if (it->is_string()) out.push_back(absl::StrCat(it.key(), "=", it->get<std::string>()));
-    }
-    return absl::StrJoin(out, ", ");
-  };
-  std::vector<std::string> labels;
-  if (device.contains("spec") && device["spec"].is_object() && device["spec"].contains("labels") &&
-      device["spec"]["labels"].is_object()) {
-    for (auto it = device["spec"]["labels"].begin(); it != device["spec"]["labels"].end(); ++it) {
-      if (it->is_string()) labels.push_back(absl::StrCat(it.key(), "=", it->get<std::string>()));
-    }
-  }
-  field("Labels", absl::StrJoin(labels, ", "));
-  field("Annotations", pairs("annotations"));
+  field("Labels", KeyValues(device, {"spec", "labels"}));
+  field("Annotations", KeyValues(device, {"metadata", "annotations"}));
   field("Age", Age(At(device, "metadata.creationTimestamp"), now));
-  std::string out = FormatTable(head);
+  return FormatTable(head);
+}
 
+// describe's "Status:" section.
+std::string DescribeStatus(const json& device, const json& attachments) {
   std::vector<std::vector<std::string>> status;
   auto sfield = [&](const std::string& label, const std::string& value) {
     status.push_back({"  " + label + ":", OrNone(value)});
@@ -299,8 +301,11 @@ std::string DescribeDevice(const json& device, const json& attachments, const js
                                           At(device, "status.releasingUntil")));
   }
   sfield("Last decision", At(device, "status.reason"));
-  out += "Status:\n" + FormatTable(status);
+  return "Status:\n" + FormatTable(status);
+}
 
+// describe's "Conditions:" section.
+std::string DescribeConditions(const json& device) {
   std::vector<std::vector<std::string>> conditions = {{"  TYPE", "STATUS", "REASON", "MESSAGE", "LAST TRANSITION"}};
   const json* conds = nullptr;
   if (device.contains("status") && device["status"].is_object() && device["status"].contains("conditions")) {
@@ -312,8 +317,11 @@ std::string DescribeDevice(const json& device, const json& attachments, const js
                             OrNone(At(c, "message")), OrNone(At(c, "lastTransitionTime"))});
     }
   }
-  out += "Conditions:\n" + (conditions.size() > 1 ? FormatTable(conditions) : "  <none>\n");
+  return "Conditions:\n" + (conditions.size() > 1 ? FormatTable(conditions) : "  <none>\n");
+}
 
+// describe's "Events:" section: the device's last 15 events, oldest first.
+std::string DescribeEvents(const json& device, const json& events, absl::Time now) {
   std::vector<const json*> mine;
   const std::string name = At(device, "metadata.name");
   for (const json& e : Items(events)) {
@@ -331,8 +339,14 @@ std::string DescribeDevice(const json& device, const json& attachments, const js
     ev.push_back({"  " + At(*e, "type"), At(*e, "reason"), Age(when(e), now), OrNone(At(*e, "source.component")),
                   At(*e, "message")});
   }
-  out += "Events:\n" + (ev.size() > 1 ? FormatTable(ev) : "  <none>\n");
-  return out;
+  return "Events:\n" + (ev.size() > 1 ? FormatTable(ev) : "  <none>\n");
+}
+
+}  // namespace
+
+std::string DescribeDevice(const json& device, const json& attachments, const json& events, absl::Time now) {
+  return DescribeSpec(device, now) + DescribeStatus(device, attachments) + DescribeConditions(device) +
+         DescribeEvents(device, events, now);
 }
 
 absl::Status SetDrain(kube::KubeClient& client, const std::string& name, bool drain) {
