@@ -81,6 +81,58 @@ void PrintExportedTable(const std::vector<ExportedDevice>& devices, std::ostream
   }
 }
 
+// Prints what --show names (--json: one object per line); the exit code.
+int PrintInventory(const std::string& show, bool json, const std::vector<PcieFunction>& fns,
+                   const std::vector<RdmaNic>& nics, const std::string& policy_file, const std::string& node,
+                   std::ostream& out, std::ostream& err) {
+  if (show == "functions") {
+    if (!json) {
+      PrintFunctionTable(fns, out);
+      return 0;
+    }
+    for (const PcieFunction& fn : fns) out << JsonLine(fn) << "\n";
+    return 0;
+  }
+  if (show == "nics") {
+    if (!json) {
+      PrintNicTable(nics, out);
+      return 0;
+    }
+    for (const RdmaNic& nic : nics) out << JsonLine(nic) << "\n";
+    return 0;
+  }
+  absl::StatusOr<ExportPolicy> policy = ExportPolicy::LoadFile(policy_file);
+  if (!policy.ok()) {
+    err << "rpci-agent inventory: " << policy.status().message() << "\n";
+    return 1;
+  }
+  absl::StatusOr<std::vector<ExportedDevice>> devices = policy->Select(node, fns, nics);
+  if (!devices.ok()) {
+    err << "rpci-agent inventory: " << devices.status().message() << "\n";
+    return 1;
+  }
+  if (!json) {
+    PrintExportedTable(*devices, out);
+    return 0;
+  }
+  for (const ExportedDevice& d : *devices) out << JsonLine(d) << "\n";
+  return 0;
+}
+
+// --rdma-source: auto, verbs or sysfs; false when it names none.
+bool ParseRdmaSource(const std::string& text, const std::string& sysfs_root, RdmaSource* source) {
+  if (text == "auto") {
+    *source = DefaultRdmaSource(sysfs_root);
+  } else if (text == "verbs") {
+    *source = RdmaSource::kVerbs;
+  } else if (text == "sysfs") {
+    *source = RdmaSource::kSysfs;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
@@ -122,13 +174,7 @@ int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
     return 2;
   }
   RdmaSource source;
-  if (rdma_source == "auto") {
-    source = DefaultRdmaSource(sysfs_root);
-  } else if (rdma_source == "verbs") {
-    source = RdmaSource::kVerbs;
-  } else if (rdma_source == "sysfs") {
-    source = RdmaSource::kSysfs;
-  } else {
+  if (!ParseRdmaSource(rdma_source, sysfs_root, &source)) {
     err << "rpci-agent inventory: --rdma-source: \"" << rdma_source
         << "\" is not one of: auto, verbs, sysfs\n";
     return 2;
@@ -155,38 +201,7 @@ int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
     nics = std::move(*scanned);
   }
 
-  if (show == "functions") {
-    if (!json) {
-      PrintFunctionTable(*fns, out);
-      return 0;
-    }
-    for (const PcieFunction& fn : *fns) out << JsonLine(fn) << "\n";
-    return 0;
-  }
-  if (show == "nics") {
-    if (!json) {
-      PrintNicTable(nics, out);
-      return 0;
-    }
-    for (const RdmaNic& nic : nics) out << JsonLine(nic) << "\n";
-    return 0;
-  }
-  absl::StatusOr<ExportPolicy> policy = ExportPolicy::LoadFile(policy_file);
-  if (!policy.ok()) {
-    err << "rpci-agent inventory: " << policy.status().message() << "\n";
-    return 1;
-  }
-  absl::StatusOr<std::vector<ExportedDevice>> devices = policy->Select(node, *fns, nics);
-  if (!devices.ok()) {
-    err << "rpci-agent inventory: " << devices.status().message() << "\n";
-    return 1;
-  }
-  if (!json) {
-    PrintExportedTable(*devices, out);
-    return 0;
-  }
-  for (const ExportedDevice& d : *devices) out << JsonLine(d) << "\n";
-  return 0;
+  return PrintInventory(show, json, *fns, nics, policy_file, node, out, err);
 }
 
 }  // namespace rpci::agent
