@@ -31,6 +31,7 @@
 #include "common/cert_authority.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/harness/job_summary.h"
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
 #include "tests/kubelet/fake_kubelet.h"
@@ -54,14 +55,6 @@ std::string LogLevel() {
 
 std::string Abs(const std::string& runfile) { return std::filesystem::absolute(runfile).string(); }
 
-// The JSON summary line emu_jobs prints, from a container's stdout.
-nlohmann::json Summary(const std::string& out) {
-  for (const std::string& line : std::vector<std::string>(absl::StrSplit(out, '\n'))) {
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.is_object() && j.contains("ok")) return j;
-  }
-  return nlohmann::json();
-}
 
 // `response` with device 0's session id replaced: what a workload that
 // learnt another pod's session id would try.
@@ -275,7 +268,7 @@ class EndToEndTest : public ::testing::Test {
   nlohmann::json RunWorkload(const std::string& name, const v1beta1::ContainerAllocateResponse& response) {
     std::unique_ptr<Subprocess> workload = RunContainer(name, response);
     EXPECT_EQ(workload->Wait(absl::ZeroDuration()), 0) << workload->out() << workload->err();
-    return Summary(workload->out());
+    return JobSummary(workload->out());
   }
 
   // The agent's /metrics, fetched from inside its host.
@@ -329,7 +322,7 @@ TEST_F(EndToEndTest, PodGetsARemoteEmuDeviceAndItsWorkloadComputesCorrectly) {
   StartPlugin();
   ASSERT_EQ(kubelet->Wait(absl::Seconds(60)), 0) << kubelet->out() << kubelet->err() << Logs();
 
-  nlohmann::json summary = Summary(kubelet->out());
+  nlohmann::json summary = JobSummary(kubelet->out());
   ASSERT_TRUE(summary.is_object()) << kubelet->out();
   EXPECT_TRUE(summary["ok"].get<bool>()) << summary.dump();
   EXPECT_EQ(summary["jobs"].get<int>(), 12);

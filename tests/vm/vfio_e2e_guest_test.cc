@@ -15,12 +15,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "agent/vfio/bind.h"
 #include "agent/vfio/testing/guest_util.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/harness/job_summary.h"
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
 #include "tests/kubelet/fake_kubelet.h"
@@ -32,13 +32,6 @@ constexpr int kControllerPort = 7460, kControllerHttp = 7461, kAgentPort = 7450,
 
 std::string Abs(const std::string& runfile) { return std::filesystem::absolute(runfile).string(); }
 
-nlohmann::json Summary(const std::string& out) {
-  for (const std::string& line : std::vector<std::string>(absl::StrSplit(out, '\n'))) {
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.is_object() && j.contains("ok")) return j;
-  }
-  return nlohmann::json();
-}
 
 class VfioEndToEndTest : public ::testing::Test {
  protected:
@@ -155,7 +148,7 @@ class VfioEndToEndTest : public ::testing::Test {
 TEST_F(VfioEndToEndTest, EduThroughVfioComputesDmasAndInterruptsWithoutKicks) {
   auto pod = RunPod("edu", "rpci.io/edu", {Abs("examples/edu/edu")});
   ASSERT_EQ(pod->Wait(absl::ZeroDuration()), 0) << pod->out() << pod->err();
-  nlohmann::json s = Summary(pod->out());
+  nlohmann::json s = JobSummary(pod->out());
   ASSERT_TRUE(s.is_object()) << pod->out();
   EXPECT_TRUE(s["ok"].get<bool>()) << s.dump();
   EXPECT_EQ(s["ident"], "0x010000ed");
@@ -166,7 +159,7 @@ TEST_F(VfioEndToEndTest, EduThroughVfioComputesDmasAndInterruptsWithoutKicks) {
 TEST_F(VfioEndToEndTest, NvmeThroughVfioIdentifiesAndRoundTripsBlocks) {
   auto pod = RunPod("nvme", "rpci.io/nvme", {Abs("examples/nvme/nvme"), "--lba=16", "--blocks=2"});
   ASSERT_EQ(pod->Wait(absl::ZeroDuration()), 0) << pod->out() << pod->err();
-  nlohmann::json s = Summary(pod->out());
+  nlohmann::json s = JobSummary(pod->out());
   ASSERT_TRUE(s.is_object()) << pod->out();
   EXPECT_TRUE(s["ok"].get<bool>()) << s.dump();
   EXPECT_EQ(s["model"], "QEMU NVMe Ctrl");
@@ -199,7 +192,7 @@ TEST_F(VfioEndToEndTest, AgentSigkillGivesTheWorkloadTheDeviceResetStatus) {
   agent_->Wait(absl::Seconds(5));
   StartAgent();
   ASSERT_NE(kubelet->Wait(absl::Seconds(90)), 0) << kubelet->out();
-  nlohmann::json s = Summary(kubelet->out());
+  nlohmann::json s = JobSummary(kubelet->out());
   ASSERT_TRUE(s.is_object()) << kubelet->out() << kubelet->err();
   EXPECT_FALSE(s["ok"].get<bool>());
   EXPECT_NE(s["error"].get<std::string>().find("device was reset"), std::string::npos) << s.dump();
