@@ -28,6 +28,21 @@ absl::Status AsLinkFailure(const absl::Status& s) {
   return absl::UnavailableError(s.message());
 }
 
+// INVALID_ARGUMENT/OUT_OF_RANGE unless [offset, offset+len) lies in a DMA
+// space of `dma_size` bytes.
+absl::Status CheckDmaRange(size_t dma_size, uint64_t offset, uint64_t len, bool write) {
+  RegionDesc local{RegionKind::kDma, write ? session::kAccessWrite : session::kAccessRead, 0, 0, dma_size, 0};
+  return session::CheckAccess(local, offset, len, write);
+}
+
+// The transfer of [offset, offset+len) between the local DMA space and the
+// agent's copy of it.
+fabric::RmaOp DmaTransfer(const fabric::MemoryRegion* local, const std::vector<RegionDesc>& agent, uint64_t offset,
+                          uint64_t len) {
+  const RegionDesc remote = *session::FindRegion(agent, RegionKind::kDma);
+  return {local, offset, len, remote.address + offset, remote.key};
+}
+
 void AddRegion(rpci::v1::OpenSessionRequest& req, RegionKind kind, uint16_t index, const fabric::MemoryRegion& mr) {
   rpci::v1::Region* r = req.add_client_regions();
   r->set_kind(static_cast<rpci::v1::RegionKind>(kind));
@@ -410,31 +425,25 @@ absl::Status SessionClient::Refresh(absl::Duration timeout) {
 
 absl::Status SessionClient::FlushDma(uint64_t offset, uint64_t len) {
   std::lock_guard<std::mutex> lock(mu_);
-  RegionDesc local{RegionKind::kDma, session::kAccessWrite, 0, 0, dma_.size(), 0};
-  if (absl::Status s = session::CheckAccess(local, offset, len, true); !s.ok()) return s;
-  return WithReconnect([&] {
-    const RegionDesc remote = *session::FindRegion(agent_, RegionKind::kDma);
-    return AsLinkFailure(endpoint_->Write(peer_, {dma_mr_.get(), offset, len, remote.address + offset, remote.key}));
-  });
+  if (absl::Status s = CheckDmaRange(dma_.size(), offset, len, true); !s.ok()) return s;
+  return WithReconnect(
+      [&] { return AsLinkFailure(endpoint_->Write(peer_, DmaTransfer(dma_mr_.get(), agent_, offset, len))); });
 }
 
 absl::Status SessionClient::InvalidateDma(uint64_t offset, uint64_t len) {
   std::lock_guard<std::mutex> lock(mu_);
-  RegionDesc local{RegionKind::kDma, session::kAccessRead, 0, 0, dma_.size(), 0};
-  if (absl::Status s = session::CheckAccess(local, offset, len, false); !s.ok()) return s;
+  if (absl::Status s = CheckDmaRange(dma_.size(), offset, len, false); !s.ok()) return s;
   // Writes posted before this read must be applied first (MMIO ordering).
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
   return WithReconnect([&]() -> absl::Status {
     if (absl::Status s = WaitLocked(options_.grace, [&] { return log_.acked() >= log_.last(); }); !s.ok()) return s;
-    const RegionDesc remote = *session::FindRegion(agent_, RegionKind::kDma);
-    return AsLinkFailure(endpoint_->Read(peer_, {dma_mr_.get(), offset, len, remote.address + offset, remote.key}));
+    return AsLinkFailure(endpoint_->Read(peer_, DmaTransfer(dma_mr_.get(), agent_, offset, len)));
   });
 }
 
 absl::Status SessionClient::MapFromDevice(uint64_t offset, uint64_t len) {
   std::lock_guard<std::mutex> lock(mu_);
-  RegionDesc local{RegionKind::kDma, session::kAccessWrite, 0, 0, dma_.size(), 0};
-  if (absl::Status s = session::CheckAccess(local, offset, len, true); !s.ok()) return s;
+  if (absl::Status s = CheckDmaRange(dma_.size(), offset, len, true); !s.ok()) return s;
   from_device_[offset] = len;
   return WithReconnect([&] { return SendFrameLocked(FrameType::kMapFromDevice, offset, len); });
 }
