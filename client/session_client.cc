@@ -82,6 +82,10 @@ SessionClient::~SessionClient() {
   hb_cv_.notify_all();
   if (heartbeat_.joinable()) heartbeat_.join();
   std::lock_guard<std::mutex> lock(mu_);
+  DropRegions();
+}
+
+void SessionClient::DropRegions() {
   if (endpoint_) endpoint_->Shutdown();
   mirror_mr_.clear();
   dma_mr_.reset();
@@ -106,13 +110,7 @@ absl::Status SessionClient::LearnShape() {
 
 absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req) {
   // A fresh endpoint and fresh registrations: the old keys die with the old regions.
-  if (endpoint_) endpoint_->Shutdown();
-  mirror_mr_.clear();
-  dma_mr_.reset();
-  comp_mr_.reset();
-  stage_mr_.reset();
-  anchor_mr_.reset();
-  endpoint_.reset();
+  DropRegions();
   absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = fabric_->OpenEndpoint();
   if (!endpoint.ok()) return AsLinkFailure(endpoint.status());
   endpoint_ = std::move(*endpoint);

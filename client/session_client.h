@@ -112,6 +112,8 @@ class SessionClient {
   absl::Status Connect();  // fresh endpoint + attach; mu_ held
   // The session's shape (BARs, DMA size) from the agent; allocates mirrors.
   absl::Status LearnShape();
+  // Shuts the endpoint down and drops its registrations (their keys die).
+  void DropRegions();
   // A fresh endpoint with this side's regions registered, named in `req`.
   absl::Status RegisterRegions(rpci::v1::OpenSessionRequest* req);
   // Reads the agent's anchor record (its regions) and MMIO ring header;
