@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   std::vector<double> open_ms, reserve_ms;
   for (int i = 0; i < 30; ++i) {
     auto t0 = Clock::now();
-    auto ticket = rpci::client::ReserveSession(endpoint, nullptr, "bench", "token", "node");
+    auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
     if (!ticket.ok()) return Fail("reserve", ticket.status());
     reserve_ms.push_back(Secs(Clock::now() - t0) * 1e3);
     auto c = rpci::client::SessionClient::Attach(*ticket, {});
@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
   out["tcp_connect_us_p50"] = Percentile(connect_us, 0.5);
   out["open_ratio"] = out["open_ms_p50"].get<double>() * 1e3 / out["tcp_connect_us_p50"].get<double>();
 
-  auto ticket = rpci::client::ReserveSession(endpoint, nullptr, "bench", "token", "node");
+  auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
   auto client = rpci::client::SessionClient::Attach(*ticket, {});
   if (!client.ok()) return Fail("attach", client.status());
   rpci::client::SessionClient& c = **client;

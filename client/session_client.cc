@@ -4,7 +4,6 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
-#include "proto/rpci/v1/session.grpc.pb.h"
 #include "session/bounds.h"
 
 namespace rpci::client {
@@ -14,22 +13,6 @@ using session::RegionDesc;
 using session::RegionKind;
 
 namespace {
-
-absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), what + ": " + s.error_message());
-}
-
-std::unique_ptr<rpci::v1::SessionControl::Stub> Stub(const std::string& endpoint,
-                                                      std::shared_ptr<grpc::ChannelCredentials> creds) {
-  if (!creds) creds = grpc::InsecureChannelCredentials();
-  return rpci::v1::SessionControl::NewStub(grpc::CreateChannel(endpoint, creds));
-}
-
-std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
-  return ctx;
-}
 
 bool Permanent(const absl::Status& s) {
   return s.code() == absl::StatusCode::kNotFound || s.code() == absl::StatusCode::kUnauthenticated ||
@@ -57,40 +40,10 @@ void AddRegion(rpci::v1::OpenSessionRequest& req, RegionKind kind, uint16_t inde
 
 }  // namespace
 
-absl::StatusOr<SessionTicket> ReserveSession(const std::string& endpoint,
-                                             std::shared_ptr<grpc::ChannelCredentials> creds,
-                                             const std::string& grant_id, const std::string& token,
-                                             const std::string& compute_node) {
-  rpci::v1::OpenSessionRequest req;
-  req.set_grant_id(grant_id);
-  req.set_token(token);
-  req.set_compute_node(compute_node);
-  rpci::v1::OpenSessionResponse resp;
-  grpc::Status st = Stub(endpoint, creds)->OpenSession(Ctx(absl::Seconds(10)).get(), req, &resp);
-  if (!st.ok()) return FromGrpc(st, "open session on " + endpoint + " for grant " + grant_id);
-  if (resp.protocol_version() != session::kProtocolVersion) {
-    return absl::FailedPreconditionError(absl::StrFormat("agent %s speaks session protocol %u, this client %u",
-                                                         endpoint, resp.protocol_version(), session::kProtocolVersion));
-  }
-  absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(resp.session_key());
-  if (!key.ok()) return key.status();
-  if (absl::StatusOr<uint64_t> id = session::ParseSessionId(resp.session_id()); !id.ok()) return id.status();
-  return SessionTicket{endpoint, resp.session_id(), *key};
-}
-
-absl::Status CloseSession(const SessionTicket& ticket, std::shared_ptr<grpc::ChannelCredentials> creds, bool detach) {
-  rpci::v1::CloseSessionRequest req;
-  req.set_session_id(ticket.session_id);
-  req.set_session_key(ticket.key.Bytes());
-  req.set_detach(detach);
-  rpci::v1::CloseSessionResponse resp;
-  grpc::Status st = Stub(ticket.endpoint, creds)->CloseSession(Ctx(absl::Seconds(10)).get(), req, &resp);
-  if (!st.ok()) return FromGrpc(st, "close session " + ticket.session_id);
-  return absl::OkStatus();
-}
-
 SessionClient::SessionClient(SessionTicket ticket, ClientOptions options)
-    : ticket_(std::move(ticket)), options_(std::move(options)) {}
+    : ticket_(std::move(ticket)),
+      options_(std::move(options)),
+      control_(ControlOptions{options_.creds, absl::ZeroDuration(), absl::Seconds(5)}) {}
 
 absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const SessionTicket& ticket,
                                                                      const ClientOptions& options) {
@@ -119,92 +72,120 @@ SessionClient::~SessionClient() {
   dma_mr_.reset();
   comp_mr_.reset();
   stage_mr_.reset();
+  anchor_mr_.reset();
   endpoint_.reset();
 }
 
-absl::Status SessionClient::Connect() {
-  auto stub = Stub(ticket_.endpoint, options_.creds);
-  rpci::v1::OpenSessionRequest req;
-  req.set_resume_session_id(ticket_.session_id);
-  req.set_session_key(ticket_.key.Bytes());
-  rpci::v1::OpenSessionResponse resp;
-  if (bar_info_.empty()) {
-    // Learn the device's shape before allocating mirrors.
-    grpc::Status st = stub->OpenSession(Ctx(absl::Seconds(5)).get(), req, &resp);
-    if (!st.ok()) return FromGrpc(st, "session " + ticket_.session_id);
-    uint64_t dma_size = 0;
-    for (const rpci::v1::Region& r : resp.agent_regions()) {
-      if (r.kind() == rpci::v1::REGION_KIND_BAR) bar_info_.push_back({static_cast<uint16_t>(r.index()), r.size()});
-      if (r.kind() == rpci::v1::REGION_KIND_DMA) dma_size = r.size();
-    }
-    if (dma_size == 0 || dma_size > (1ull << 34)) {
-      return absl::FailedPreconditionError("session " + ticket_.session_id + ": agent did not describe a DMA space");
-    }
-    for (const BarInfo& b : bar_info_) mirrors_.emplace_back(b.size, 0);
-    dma_.assign(dma_size, 0);
-    comp_.assign(session::RingRegionSize(options_.completion_ring_capacity, session::kCompletionEntrySize), 0);
-    session::EncodeRingHeader({options_.completion_ring_capacity, session::kCompletionEntrySize, 0, 0}, comp_.data());
-    ring_stage_.assign(session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize), 0);
-    resp.Clear();
-  }
+absl::Status SessionClient::LearnShape() {
+  absl::StatusOr<ControlClient::Attached> shape = control_.Attach(ticket_, {});
+  if (!shape.ok()) return shape.status();
+  if (absl::Status s = ReadShape(shape->response, &ticket_); !s.ok()) return s;
+  for (const BarMirror& b : ticket_.bars) mirrors_.emplace_back(b.size, 0);
+  dma_.assign(ticket_.dma_size, 0);
+  comp_.assign(session::RingRegionSize(options_.completion_ring_capacity, session::kCompletionEntrySize), 0);
+  session::EncodeRingHeader({options_.completion_ring_capacity, session::kCompletionEntrySize, 0, 0}, comp_.data());
+  ring_stage_.assign(session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize), 0);
+  anchor_.assign(session::kAnchorRegionSize, 0);
+  return absl::OkStatus();
+}
+
+absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req) {
   // A fresh endpoint and fresh registrations: the old keys die with the old regions.
   if (endpoint_) endpoint_->Shutdown();
   mirror_mr_.clear();
   dma_mr_.reset();
   comp_mr_.reset();
   stage_mr_.reset();
+  anchor_mr_.reset();
   endpoint_.reset();
   absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = fabric_->OpenEndpoint();
   if (!endpoint.ok()) return AsLinkFailure(endpoint.status());
   endpoint_ = std::move(*endpoint);
+  auto reg = [&](std::vector<uint8_t>& buf, uint64_t access, std::unique_ptr<fabric::MemoryRegion>* mr) {
+    absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> r = endpoint_->RegisterMemory(buf.data(), buf.size(), access);
+    if (!r.ok()) return r.status();
+    *mr = std::move(*r);
+    return absl::OkStatus();
+  };
   for (size_t i = 0; i < mirrors_.size(); ++i) {
-    auto mr = endpoint_->RegisterMemory(mirrors_[i].data(), mirrors_[i].size(), fabric::kRemoteWrite);
-    if (!mr.ok()) return mr.status();
-    mirror_mr_.push_back(std::move(*mr));
-    AddRegion(req, RegionKind::kBar, bar_info_[i].index, *mirror_mr_.back());
+    std::unique_ptr<fabric::MemoryRegion> mr;
+    if (absl::Status s = reg(mirrors_[i], fabric::kRemoteWrite, &mr); !s.ok()) return s;
+    mirror_mr_.push_back(std::move(mr));
+    AddRegion(*req, RegionKind::kBar, ticket_.bars[i].index, *mirror_mr_.back());
   }
-  auto dma_mr = endpoint_->RegisterMemory(dma_.data(), dma_.size(), fabric::kRemoteWrite | fabric::kRemoteRead);
-  if (!dma_mr.ok()) return dma_mr.status();
-  dma_mr_ = std::move(*dma_mr);
-  AddRegion(req, RegionKind::kDma, 0, *dma_mr_);
-  auto comp_mr = endpoint_->RegisterMemory(comp_.data(), comp_.size(), fabric::kRemoteWrite);
-  if (!comp_mr.ok()) return comp_mr.status();
-  comp_mr_ = std::move(*comp_mr);
-  AddRegion(req, RegionKind::kCompletionRing, 0, *comp_mr_);
-  auto stage_mr = endpoint_->RegisterMemory(ring_stage_.data(), ring_stage_.size(), fabric::kLocalOnly);
-  if (!stage_mr.ok()) return stage_mr.status();
-  stage_mr_ = std::move(*stage_mr);
+  if (absl::Status s = reg(dma_, fabric::kRemoteWrite | fabric::kRemoteRead, &dma_mr_); !s.ok()) return s;
+  AddRegion(*req, RegionKind::kDma, 0, *dma_mr_);
+  if (absl::Status s = reg(comp_, fabric::kRemoteWrite, &comp_mr_); !s.ok()) return s;
+  AddRegion(*req, RegionKind::kCompletionRing, 0, *comp_mr_);
+  if (absl::Status s = reg(ring_stage_, fabric::kLocalOnly, &stage_mr_); !s.ok()) return s;
+  if (absl::Status s = reg(anchor_, fabric::kLocalOnly, &anchor_mr_); !s.ok()) return s;
+  req->set_client_fabric_address(endpoint_->address());
+  req->set_last_acked_sequence(log_.acked());
+  return absl::OkStatus();
+}
 
-  req.set_client_fabric_address(endpoint_->address());
-  req.set_last_acked_sequence(log_.acked());
-  grpc::Status st = stub->OpenSession(Ctx(absl::Seconds(5)).get(), req, &resp);
-  if (!st.ok()) return FromGrpc(st, "attach session " + ticket_.session_id);
-  std::vector<RegionDesc> agent;
+absl::StatusOr<uint64_t> SessionClient::ReadAnchor(const rpci::v1::OpenSessionResponse& resp) {
+  // The answer names only the anchor; the anchor record names the rest and
+  // the MMIO ring's header says how far the agent has applied.
+  const rpci::v1::Region* where = nullptr;
   for (const rpci::v1::Region& r : resp.agent_regions()) {
-    RegionDesc d{static_cast<RegionKind>(r.kind()),
-                 static_cast<uint8_t>(session::kAccessRead | (r.writable() ? session::kAccessWrite : 0)),
-                 static_cast<uint16_t>(r.index()), r.address(), r.size(), r.key()};
-    if (absl::Status v = session::ValidateRegion(d); !v.ok()) return v;
-    agent.push_back(d);
+    if (r.kind() == rpci::v1::REGION_KIND_ANCHOR) where = &r;
+  }
+  if (where == nullptr || where->size() < session::kAnchorHeaderSize || where->size() > anchor_.size()) {
+    return absl::FailedPreconditionError("session " + ticket_.session_id.ToString() + ": agent named no anchor");
+  }
+  const size_t n = where->size();
+  if (absl::Status s = endpoint_->Read(peer_, {anchor_mr_.get(), 0, n, where->address(), where->key()}); !s.ok()) {
+    return AsLinkFailure(s);
+  }
+  absl::StatusOr<session::Anchor> anchor = session::DecodeAnchor(absl::MakeConstSpan(anchor_.data(), n));
+  if (!anchor.ok()) return anchor.status();
+  if (anchor->session_id != ticket_.session_id) {
+    return absl::DataLossError("session " + ticket_.session_id.ToString() + ": the agent's anchor names session " +
+                               anchor->session_id.ToString());
   }
   for (RegionKind need : {RegionKind::kMmioRing, RegionKind::kDma}) {
-    if (absl::StatusOr<RegionDesc> r = session::FindRegion(agent, need); !r.ok()) return r.status();
+    if (absl::StatusOr<RegionDesc> r = session::FindRegion(anchor->regions, need); !r.ok()) return r.status();
   }
-  if (session::FindRegion(agent, RegionKind::kMmioRing)->size !=
-      session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize)) {
+  const RegionDesc ring = *session::FindRegion(anchor->regions, RegionKind::kMmioRing);
+  if (ring.size != session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize)) {
     return absl::FailedPreconditionError("agent's MMIO ring capacity differs from this client's");
   }
-  agent_ = std::move(agent);
-  absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(resp.agent_fabric_address());
+  agent_ = std::move(anchor->regions);
+  if (absl::Status s = endpoint_->Read(peer_, {anchor_mr_.get(), 0, session::kRingHeaderSize, ring.address, ring.key});
+      !s.ok()) {
+    return AsLinkFailure(s);
+  }
+  absl::StatusOr<session::RingHeader> header = session::DecodeRingHeader(
+      absl::MakeConstSpan(anchor_.data(), session::kRingHeaderSize), session::kMmioEntrySize);
+  if (!header.ok()) return header.status();
+  return header->head;
+}
+
+absl::Status SessionClient::Connect() {
+  if (dma_.empty()) {
+    if (absl::Status s = LearnShape(); !s.ok()) return s;
+  }
+  rpci::v1::OpenSessionRequest req;
+  if (absl::Status s = RegisterRegions(&req); !s.ok()) return s;
+  absl::StatusOr<ControlClient::Attached> attached = control_.Attach(ticket_, std::move(req));
+  if (!attached.ok()) return attached.status();
+  absl::StatusOr<session::FrameChannel> frames =
+      session::FrameChannel::Create(ticket_.key, attached->nonce, ticket_.session_id, session::FrameChannel::Side::kClient);
+  if (!frames.ok()) return frames.status();
+  frames_ = *std::move(frames);
+  absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(attached->response.agent_fabric_address());
   if (!peer.ok()) return peer.status();
   peer_ = *peer;
+  absl::StatusOr<uint64_t> applied = ReadAnchor(attached->response);
+  if (!applied.ok()) return applied.status();
   // A process attaching to a session an earlier one used (a restarted
   // container): its writes continue the agent's sequence.
   if (log_.last() == 0 && consumed_ == 0) {
-    log_ = session::WriteLog(resp.applied_sequence());
-    consumed_ = resp.completions();
+    log_ = session::WriteLog(*applied);
+    consumed_ = attached->response.completions();
   }
-  absl::StatusOr<std::vector<session::MmioWrite>> replay = log_.Resume(resp.applied_sequence());
+  absl::StatusOr<std::vector<session::MmioWrite>> replay = log_.Resume(*applied);
   if (!replay.ok()) return replay.status();
   pushed_ = log_.acked();
   for (const auto& [off, len] : from_device_) {
@@ -222,6 +203,7 @@ absl::Status SessionClient::ReconnectLocked() {
   absl::Duration backoff = options_.backoff_initial;
   absl::Status last;
   while (absl::Now() < deadline) {
+    control_.Forget(ticket_.endpoint);
     last = Connect();
     if (last.ok()) {
       ++stats_.reconnects;
@@ -233,14 +215,14 @@ absl::Status SessionClient::ReconnectLocked() {
   }
   closed_ = true;
   dead_ = absl::FailedPreconditionError(
-      absl::StrFormat("session %s torn down: %s", ticket_.session_id,
+      absl::StrFormat("session %s torn down: %s", ticket_.session_id.ToString(),
                       last.ok() ? "agent unreachable past grace" : std::string(last.message())));
   if (endpoint_) endpoint_->Shutdown();
   return dead_;
 }
 
 absl::Status SessionClient::EnsureLiveLocked() {
-  if (closed_) return dead_.ok() ? absl::FailedPreconditionError("session " + ticket_.session_id + " is closed") : dead_;
+  if (closed_) return dead_.ok() ? absl::FailedPreconditionError("session " + ticket_.session_id.ToString() + " is closed") : dead_;
   if (agent_error_.has_value()) {
     absl::Status e = *agent_error_;
     agent_error_.reset();
@@ -257,14 +239,9 @@ absl::Status SessionClient::WithReconnect(const std::function<absl::Status()>& o
   return op();
 }
 
-std::string SessionClient::FrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) const {
-  session::Frame f;
-  f.type = type;
-  f.session_id = *session::ParseSessionId(ticket_.session_id);
-  f.key = ticket_.key.bytes();
-  f.arg0 = arg0;
-  f.arg1 = arg1;
-  return session::EncodeFrameMessage(f);
+std::string SessionClient::FrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) {
+  last_frame_ = frames_->Seal(type, arg0, arg1);
+  return last_frame_;
 }
 
 absl::Status SessionClient::SendFrameLocked(FrameType type, uint64_t arg0, uint64_t arg1) {
@@ -300,8 +277,11 @@ absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
   if (!msg.ok()) return msg.status();
   absl::StatusOr<session::Frame> f =
       session::DecodeFrame(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(msg->data()), msg->size()));
-  if (!f.ok() || f->session_id != *session::ParseSessionId(ticket_.session_id) || !ticket_.key.Matches(f->key)) {
-    return absl::OkStatus();  // not from our agent: ignored
+  if (!f.ok() || f->session_id != ticket_.session_id ||
+      frames_->Check(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(msg->data()), msg->size()), *f) !=
+          session::FrameChannel::Verdict::kOk) {
+    ++stats_.dropped_frames;  // not from our agent (or a replay): ignored
+    return absl::OkStatus();
   }
   std::atomic_thread_fence(std::memory_order_acquire);
   switch (f->type) {
@@ -318,12 +298,12 @@ absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
     case FrameType::kError:
       ++stats_.refused;
       agent_error_ = absl::PermissionDeniedError(
-          absl::StrFormat("session %s: agent refused %u: %s", ticket_.session_id, f->arg1,
+          absl::StrFormat("session %s: agent refused %u: %s", ticket_.session_id.ToString(), f->arg1,
                           session::ErrorCodeName(static_cast<session::ErrorCode>(f->arg0))));
       break;
     case FrameType::kClose:
       closed_ = true;
-      dead_ = absl::FailedPreconditionError("session " + ticket_.session_id + " closed by the agent");
+      dead_ = absl::FailedPreconditionError("session " + ticket_.session_id.ToString() + " closed by the agent");
       break;
     default:
       break;
@@ -337,24 +317,24 @@ absl::Status SessionClient::WaitLocked(absl::Duration timeout, Pred done) {
   while (!done()) {
     if (closed_) return EnsureLiveLocked();
     const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("session " + ticket_.session_id + ": timed out");
+    if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("session " + ticket_.session_id.ToString() + ": timed out");
     absl::Status s = PumpLocked(std::min(left, absl::Milliseconds(200)));
     if (!s.ok() && s.code() != absl::StatusCode::kDeadlineExceeded) return s;
   }
   return absl::OkStatus();
 }
 
-std::vector<SessionClient::BarInfo> SessionClient::bars() const {
+std::vector<BarMirror> SessionClient::bars() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return bar_info_;
+  return ticket_.bars;
 }
 
 absl::StatusOr<const uint8_t*> SessionClient::mirror(uint16_t bar) const {
   std::lock_guard<std::mutex> lock(mu_);
-  for (size_t i = 0; i < bar_info_.size(); ++i) {
-    if (bar_info_[i].index == bar) return mirrors_[i].data();
+  for (size_t i = 0; i < ticket_.bars.size(); ++i) {
+    if (ticket_.bars[i].index == bar) return mirrors_[i].data();
   }
-  return absl::NotFoundError(absl::StrFormat("session %s: no BAR %u", ticket_.session_id, bar));
+  return absl::NotFoundError(absl::StrFormat("session %s: no BAR %u", ticket_.session_id.ToString(), bar));
 }
 
 absl::Status SessionClient::Write(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) {
@@ -363,13 +343,13 @@ absl::Status SessionClient::Write(uint16_t bar, uint64_t offset, uint8_t width, 
   if (width != 4 && width != 8) return absl::InvalidArgumentError("register writes are 4 or 8 bytes");
   if (offset % width != 0) return absl::InvalidArgumentError(absl::StrFormat("offset 0x%x not aligned", offset));
   if (width == 4 && (value >> 32) != 0) return absl::InvalidArgumentError("value does not fit 32 bits");
-  const BarInfo* info = nullptr;
-  for (const BarInfo& b : bar_info_) {
+  const BarMirror* info = nullptr;
+  for (const BarMirror& b : ticket_.bars) {
     if (b.index == bar) info = &b;
   }
   if (info == nullptr || offset >= info->size || width > info->size - offset) {
     return absl::OutOfRangeError(absl::StrFormat("session %s: write of %u bytes at bar %u + 0x%x is outside the BAR",
-                                                 ticket_.session_id, width, bar, offset));
+                                                 ticket_.session_id.ToString(), width, bar, offset));
   }
   log_.Append({0, static_cast<uint8_t>(bar), width, offset, value});
   if (log_.last() - pushed_ >= options_.mmio_ring_capacity / 4) return FlushLocked();
@@ -405,9 +385,9 @@ absl::StatusOr<uint64_t> SessionClient::Read(uint16_t bar, uint64_t offset, uint
   std::lock_guard<std::mutex> lock(mu_);
   if (absl::Status s = EnsureLiveLocked(); !s.ok()) return s;
   if (width != 4 && width != 8) return absl::InvalidArgumentError("register reads are 4 or 8 bytes");
-  for (size_t i = 0; i < bar_info_.size(); ++i) {
-    if (bar_info_[i].index != bar) continue;
-    if (offset % width != 0 || offset >= bar_info_[i].size || width > bar_info_[i].size - offset) {
+  for (size_t i = 0; i < ticket_.bars.size(); ++i) {
+    if (ticket_.bars[i].index != bar) continue;
+    if (offset % width != 0 || offset >= ticket_.bars[i].size || width > ticket_.bars[i].size - offset) {
       return absl::OutOfRangeError(absl::StrFormat("read of %u bytes at bar %u + 0x%x is outside the mirror", width,
                                                    bar, offset));
     }
@@ -415,7 +395,7 @@ absl::StatusOr<uint64_t> SessionClient::Read(uint16_t bar, uint64_t offset, uint
     std::memcpy(&v, mirrors_[i].data() + offset, width);
     return v;
   }
-  return absl::OutOfRangeError(absl::StrFormat("no BAR %u in session %s", bar, ticket_.session_id));
+  return absl::OutOfRangeError(absl::StrFormat("no BAR %u in session %s", bar, ticket_.session_id.ToString()));
 }
 
 absl::Status SessionClient::Refresh(absl::Duration timeout) {
@@ -493,8 +473,8 @@ absl::Status SessionClient::Close() {
   if (closed_) return absl::OkStatus();
   if (absl::Status s = FlushLocked(); !s.ok() && !closed_) return s;
   closed_ = true;
-  dead_ = absl::FailedPreconditionError("session " + ticket_.session_id + " is closed");
-  absl::Status s = CloseSession(ticket_, options_.creds, /*detach=*/true);
+  dead_ = absl::FailedPreconditionError("session " + ticket_.session_id.ToString() + " is closed");
+  absl::Status s = control_.Close(ticket_, /*detach=*/true);
   if (endpoint_) endpoint_->Shutdown();
   return s;
 }
@@ -523,6 +503,16 @@ uint64_t SessionClient::acked_seq() const {
 uint64_t SessionClient::posted_seq() const {
   std::lock_guard<std::mutex> lock(mu_);
   return log_.last();
+}
+
+std::string SessionClient::LastFrameForTesting() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_frame_;
+}
+
+std::vector<RegionDesc> SessionClient::agent_regions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return agent_;
 }
 
 void SessionClient::BreakLinkForTesting() {

@@ -1,9 +1,9 @@
 #ifndef RPCI_CLIENT_SESSION_CLIENT_H_
 #define RPCI_CLIENT_SESSION_CLIENT_H_
 
-// The compute side of a memory-mirroring session, shared by the plugin (which
-// reserves a session from a grant) and librpci (which attaches the data path
-// in the workload's process). docs/sessions.md is the protocol.
+// The workload's side of a memory-mirroring session's data path (librpci
+// attaches it with the ticket the plugin reserved through ControlClient).
+// docs/sessions.md is the protocol.
 
 #include <condition_variable>
 #include <functional>
@@ -18,32 +18,14 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/fabric/fabric.h"
+#include "client/control_client.h"
 #include "grpcpp/grpcpp.h"
+#include "session/frame_auth.h"
 #include "session/sequencing.h"
 #include "session/session_key.h"
 #include "session/wire.h"
 
 namespace rpci::client {
-
-// What the plugin gets back from reserving a session and hands the container.
-struct SessionTicket {
-  std::string endpoint;    // agent SessionControl gRPC target
-  std::string session_id;  // 16 hex digits
-  session::SessionKey key;
-};
-
-// Reserves a session on the agent for a grant (control plane only; the data
-// path is attached later by the workload with SessionClient::Attach).
-absl::StatusOr<SessionTicket> ReserveSession(const std::string& endpoint,
-                                             std::shared_ptr<grpc::ChannelCredentials> creds,
-                                             const std::string& grant_id, const std::string& token,
-                                             const std::string& compute_node);
-// Ends a session (the plugin when the pod's allocation ends), or with
-// `detach` only takes its data path down: the session belongs to the pod's
-// allocation, so a workload that closes (librpci's close) detaches and a
-// restarted container attaches again.
-absl::Status CloseSession(const SessionTicket& ticket, std::shared_ptr<grpc::ChannelCredentials> creds,
-                          bool detach = false);
 
 struct ClientOptions {
   // The data path's provider (the agent's), bind address and op timeout.
@@ -62,7 +44,8 @@ struct ClientOptions {
 struct ClientStats {
   uint64_t reconnects = 0;
   uint64_t replayed_writes = 0;
-  uint64_t refused = 0;  // writes/requests the agent refused
+  uint64_t refused = 0;         // writes/requests the agent refused
+  uint64_t dropped_frames = 0;  // frames that failed their MAC, replayed or malformed
 };
 
 // An attached session. Thread-safe (calls are serialized).
@@ -74,11 +57,7 @@ class SessionClient {
   SessionClient(const SessionClient&) = delete;
   SessionClient& operator=(const SessionClient&) = delete;
 
-  struct BarInfo {
-    uint16_t index;
-    uint64_t size;  // mirrored bytes
-  };
-  std::vector<BarInfo> bars() const;
+  std::vector<BarMirror> bars() const;
   uint64_t dma_size() const { return dma_.size(); }
   // Compute-side DMA space (device address = offset into it).
   uint8_t* dma() { return dma_.data(); }
@@ -120,16 +99,27 @@ class SessionClient {
   // Sequence number of the last write posted (acked_seq() reaches it once
   // every posted write is applied).
   uint64_t posted_seq() const;
-  const std::string& session_id() const { return ticket_.session_id; }
+  session::SessionId session_id() const { return ticket_.session_id; }
+  // The agent's regions of the current attach, as its anchor record names them.
+  std::vector<session::RegionDesc> agent_regions() const;
   // Test hook: drops the current fabric endpoint as a network failure would.
   void BreakLinkForTesting();
+  // Test hook: the bytes of the last control frame sent (as a wiretap sees them).
+  std::string LastFrameForTesting() const;
 
  private:
   explicit SessionClient(SessionTicket ticket, ClientOptions options);
-  absl::Status Connect();                   // fresh endpoint + OpenSession(resume)
+  absl::Status Connect();  // fresh endpoint + attach; mu_ held
+  // The session's shape (BARs, DMA size) from the agent; allocates mirrors.
+  absl::Status LearnShape();
+  // A fresh endpoint with this side's regions registered, named in `req`.
+  absl::Status RegisterRegions(rpci::v1::OpenSessionRequest* req);
+  // Reads the agent's anchor record (its regions) and MMIO ring header;
+  // returns the ring's head (the highest write the agent applied).
+  absl::StatusOr<uint64_t> ReadAnchor(const rpci::v1::OpenSessionResponse& resp);
   absl::Status ReconnectLocked();           // backoff loop; mu_ held
   absl::Status EnsureLiveLocked();
-  std::string FrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1) const;
+  std::string FrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
   absl::Status SendFrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
   absl::Status PushWritesLocked(const std::vector<session::MmioWrite>& writes);
   absl::Status FlushLocked();
@@ -142,16 +132,18 @@ class SessionClient {
 
   SessionTicket ticket_;
   ClientOptions options_;
+  ControlClient control_;
   mutable std::mutex mu_;
   std::unique_ptr<fabric::Fabric> fabric_;
   std::unique_ptr<fabric::Endpoint> endpoint_;
   fabric::PeerId peer_ = 0;
+  std::optional<session::FrameChannel> frames_;  // keyed by the current attach
+  std::string last_frame_;
   std::vector<session::RegionDesc> agent_;
-  std::vector<BarInfo> bar_info_;
   std::vector<std::vector<uint8_t>> mirrors_;
-  std::vector<uint8_t> dma_, comp_, ring_stage_;
+  std::vector<uint8_t> dma_, comp_, ring_stage_, anchor_;
   std::vector<std::unique_ptr<fabric::MemoryRegion>> mirror_mr_;
-  std::unique_ptr<fabric::MemoryRegion> dma_mr_, comp_mr_, stage_mr_;
+  std::unique_ptr<fabric::MemoryRegion> dma_mr_, comp_mr_, stage_mr_, anchor_mr_;
   session::WriteLog log_;
   uint64_t pushed_ = 0;  // highest seq written to the agent's ring
   uint64_t consumed_ = 0;

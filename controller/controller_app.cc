@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/tls.h"
+#include "common/tls_settings.h"
 #include "controller/crd_codec.h"
 #include "controller/kube_store.h"
 #include "controller/local_store.h"
@@ -63,6 +64,7 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
                                                      " s heartbeat interval, got ", absl::ToInt64Seconds(lease)));
     }
   }
+  if (absl::Status s = ValidateTlsSettings(options.tls, /*node_identity=*/false); !s.ok()) return s;
   if (options.store == "local") options.leader_elect = false;
   std::unique_ptr<ControllerApp> app(new ControllerApp(std::move(options), clock));
   const ControllerOptions& o = app->options_;
@@ -81,6 +83,13 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
     absl::StatusOr<std::unique_ptr<LocalStore>> local = LocalStore::Open(o.state_dir, clock);
     if (!local.ok()) return local.status();
     app->store_ = *std::move(local);
+  }
+  if (!o.node_identity.listen.empty()) {
+    if (o.tls.insecure) return absl::InvalidArgumentError("--identity-listen: needs TLS, not --insecure");
+    absl::StatusOr<std::unique_ptr<identity::IdentityServer>> id =
+        identity::IdentityServer::Create(o.node_identity, app->kube_.get(), &app->metrics_);
+    if (!id.ok()) return id.status();
+    app->identity_ = *std::move(id);
   }
   absl::StatusOr<std::vector<PoolSpec>> pools = PoolsFromFile(o.config_file);
   if (!pools.ok()) return pools.status();
@@ -142,16 +151,20 @@ absl::Status ControllerApp::Start() {
   if (!bound.ok()) return bound.status();
   http_port_ = *bound;
 
-  std::shared_ptr<grpc::ServerCredentials> creds;
-  if (options_.insecure) {
-    log_.Warn("serving gRPC without TLS: any caller may speak for any node");
-    creds = grpc::InsecureServerCredentials();
-  } else {
-    absl::StatusOr<TlsMaterial> tls = LoadTlsMaterial({options_.tls_cert, options_.tls_key, options_.tls_ca});
-    if (!tls.ok()) return tls.status();
-    creds = MakeServerCredentials(*tls);
+  absl::StatusOr<std::unique_ptr<DaemonTls>> tls = DaemonTls::Start(options_.tls, {}, log_);
+  if (!tls.ok()) return tls.status();
+  tls_ = *std::move(tls);
+  std::shared_ptr<grpc::ServerCredentials> creds = tls_->ServerCredentials(ClientCertPolicy::kRequire);
+  if (identity_) {
+    if (absl::Status s = identity_->Start(tls_->ServerCredentials(ClientCertPolicy::kRequestAndVerifyIfPresent));
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = identity_->PublishCaBundle(); !s.ok()) {
+      log_.Error("nodes without a CA bundle cannot ask for certificates", {{"error", s.ToString()}});
+    }
   }
-  service_ = std::make_unique<ControllerService>(manager_.get(), PeerAuthorizer(!options_.insecure),
+  service_ = std::make_unique<ControllerService>(manager_.get(), PeerAuthorizer(!options_.tls.insecure),
                                                  [this] { return LeaderCheck(); });
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, creds, &grpc_port_);
@@ -347,6 +360,7 @@ void ControllerApp::Stop(bool release_lease) {
   if (loop_.joinable()) loop_.join();
   if (service_) service_->Shutdown();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (identity_) identity_->Stop();
   for (auto& i : informers_) i->Stop();
   if (elector_ && release_on_stop_) (void)elector_->Release();
   acting_ = false;

@@ -18,6 +18,8 @@
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/tls_settings.h"
+#include "controller/identity/identity_server.h"
 #include "controller/kube/client.h"
 #include "controller/kube/informer.h"
 #include "controller/kube/leader_election.h"
@@ -44,8 +46,8 @@ struct ControllerOptions {
   std::string config_file;  // YAML/JSON with a `pools:` list
   std::string listen = "0.0.0.0:7400";
   std::string http_listen = "0.0.0.0:7401";
-  std::string tls_cert, tls_key, tls_ca;
-  bool insecure = false;
+  TlsSettings tls;  // fail closed: files, or insecure (warned at every start)
+  identity::IdentityOptions node_identity;  // node certificates (--store=kube)
   bool leader_elect = true;  // only with --store=kube
   std::string identity = "rpci-controller";
   std::string lease_name = "rpci-controller";
@@ -93,6 +95,7 @@ class ControllerApp {
   bool acting() const { return acting_; }
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
+  int identity_port() const { return identity_ ? identity_->port() : 0; }
   const std::string& identity() const { return options_.identity; }
   PoolManager& manager() { return *manager_; }
   MetricsRegistry& metrics() { return metrics_; }
@@ -123,7 +126,9 @@ class ControllerApp {
   std::vector<PoolSpec> file_pools_;
   std::unique_ptr<kube::LeaderElector> elector_;
   std::unique_ptr<ControllerService> service_;
+  std::unique_ptr<DaemonTls> tls_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<identity::IdentityServer> identity_;
   std::unique_ptr<HealthServer> health_;
   std::string ns_;  // resolved install namespace (kube store)
   kube::Informer* pools_informer_ = nullptr;

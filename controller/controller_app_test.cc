@@ -6,7 +6,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/testing/prometheus_text.h"
+#include "common/grpc_util.h"
+#include "common/testing/exposition_format.h"
 #include "controller/kube_store.h"
 #include "controller/testing_util.h"
 #include "grpcpp/grpcpp.h"
@@ -52,7 +53,7 @@ struct Peer {
     req.set_container_name("main");
     rpci::v1::ClaimResponse resp;
     grpc::Status s = nodes->Claim(&ctx, req, &resp);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (!s.ok()) return FromGrpc(s);
     return resp;
   }
   std::unique_ptr<rpci::v1::AgentRegistry::Stub> agents;
@@ -81,7 +82,7 @@ class ControllerAppTest : public ::testing::Test {
     kc.ns = "rpci-system";
     o.kube_config = kc;
     o.identity = identity;
-    o.insecure = true;
+    o.tls.insecure = true;
     o.listen = "127.0.0.1:0";
     o.http_listen = "127.0.0.1:0";
     o.lease_duration = absl::Milliseconds(1500);
@@ -257,7 +258,7 @@ testing_prom::Exposition Scrape(int port) {
   httplib::Client cli("127.0.0.1", port);
   httplib::Result r = cli.Get("/metrics");
   EXPECT_TRUE(r && r->status == 200);
-  absl::StatusOr<testing_prom::Exposition> e = testing_prom::ParsePrometheusText(r ? r->body : "");
+  absl::StatusOr<testing_prom::Exposition> e = testing_prom::CheckExpositionFormat(r ? r->body : "");
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? *e : testing_prom::Exposition{};
 }
@@ -284,7 +285,7 @@ TEST(ControllerMetricsTest, DecisionCountersAndPhaseGaugesFollowThePoolManager) 
   ControllerOptions o;
   o.store = "local";
   o.state_dir = MakeTempDir("app-metrics");
-  o.insecure = true;
+  o.tls.insecure = true;
   o.listen = "127.0.0.1:0";
   o.http_listen = "127.0.0.1:0";
   o.reconcile_interval = absl::Milliseconds(50);

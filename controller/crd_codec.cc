@@ -172,7 +172,7 @@ json AttachmentToObject(const Attachment& a, const std::string& ns) {
           {"spec", std::move(spec)},
           {"status",
            {{"state", a.pod_name.empty() ? "Attaching" : "Attached"},
-            {"sessionId", a.session_id},
+            {"sessionId", a.session_id.ToString()},
             {"writesApplied", a.writes_applied},
             {"bytesIn", a.bytes_in},
             {"bytesOut", a.bytes_out},
@@ -201,7 +201,12 @@ absl::StatusOr<Attachment> AttachmentFromObject(const json& object) {
   }
   a.created = TimeOr(spec, "createdTime", absl::InfinitePast());
   a.expires = TimeOr(spec, "expiresTime", absl::InfinitePast());
-  a.session_id = Str(status, "sessionId");
+  absl::StatusOr<session::SessionId> session_id = session::SessionId::ParseOptional(Str(status, "sessionId"));
+  if (!session_id.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("DeviceAttachment ", a.pod_namespace, "/", a.grant_id,
+                                                   ": status.sessionId: ", session_id.status().message()));
+  }
+  a.session_id = *session_id;
   a.writes_applied = U64(status, "writesApplied");
   a.bytes_in = U64(status, "bytesIn");
   a.bytes_out = U64(status, "bytesOut");

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "proto/rpci/v1/device.pb.h"
+#include "session/session_id.h"
 
 namespace rpci::controller {
 
@@ -53,7 +54,7 @@ struct Attachment {
   absl::Time created = absl::InfinitePast();
   absl::Time expires = absl::InfinitePast();
   // Counters from the owning agent's session reports.
-  std::string session_id;
+  session::SessionId session_id;  // empty until the plugin reports it
   uint64_t writes_applied = 0;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;

@@ -169,7 +169,7 @@ TEST(Examples, BrokenVariantsFailNamingTheField) {
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["bdf"] = "0000:3b:00.8"; }, "spec.function.bdf"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["vendorId"] = 70000; }, "spec.function.vendorId"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["bars"][0]["size"] = 4096; }, "spec.function.bars[0].size"},
-      {"pciedevice-emu.yaml", [](json& o) { o["spec"]["backend"] = "vfio"; }, "spec.backend"},
+      {"pciedevice-emu.yaml", [](json& o) { o["spec"]["backend"] = "sysfs-bar"; }, "spec.backend"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"].erase("node"); }, "spec.node"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["pool"] = "GPU"; }, "spec.pool"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["bdf"] = "0000:00:10.0"; }, "spec.bdf"},
@@ -207,7 +207,7 @@ controller::Device SampleDevice() {
   d.exported.set_id("dev-a-0000-3b-00-0");
   d.exported.set_node("dev-a");
   d.exported.set_pool("gpu");
-  d.exported.set_backend("sysfs-bar");
+  d.exported.set_backend("vfio");
   d.exported.add_local_nics("mlx5_0");
   (*d.exported.mutable_labels())["rpci.io/tier"] = "gpu";
   v1::PcieFunction* f = d.exported.mutable_function();
@@ -273,7 +273,7 @@ TEST(ControllerJson, AttachmentValidates) {
   a.token = std::string(32, '\xab');
   a.created = absl::FromUnixSeconds(1714557600);
   a.expires = a.created + absl::Minutes(5);
-  a.session_id = "s-1";
+  a.session_id = session::SessionId(0x2a);
   a.writes_applied = uint64_t{1} << 40;
   a.bytes_in = 4096;
   json object = controller::AttachmentToObject(a, "rpci-system");

@@ -5,9 +5,9 @@
 
 #include <filesystem>
 
-#include "agent/backends/session_device_adapter.h"
 #include "agent/backends/emu_backend.h"
 #include "agent/session/testing/test_device.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 #include "librpci/testing/loopback_agent.h"
 #include "nlohmann/json.hpp"
@@ -19,12 +19,10 @@ namespace {
 class EmuJobsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/rpci-ex-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = testing::MakeTempDir("rpci-ex", testing::TempDirUse::kSockets);
     auto backend = agent::EmuBackend::Create(4 << 20);
     ASSERT_TRUE(backend.ok()) << backend.status();
-    emu_ = std::make_unique<agent::SessionDeviceAdapter>(std::move(*backend));
+    emu_ = std::move(*backend);
     auto a = lib::testing::LoopbackAgent::Start({{"emu0", emu_.get()}, {"plain0", &plain_}});
     ASSERT_TRUE(a.ok()) << a.status();
     agent_ = std::move(*a);
@@ -46,7 +44,7 @@ class EmuJobsTest : public ::testing::Test {
   }
 
   std::string dir_, out_, err_;
-  std::unique_ptr<agent::SessionDeviceAdapter> emu_;
+  std::unique_ptr<agent::EmuBackend> emu_;
   agent::testing::TestDevice plain_;
   std::unique_ptr<lib::testing::LoopbackAgent> agent_;
 };

@@ -11,7 +11,7 @@
 #include "controller/model.h"
 #include "proto/rpci/v1/controller.pb.h"
 #include "proto/rpci/v1/session.pb.h"
-#include "session/session_key.h"
+#include "session/session_id.h"
 
 using namespace rpci;
 
@@ -44,11 +44,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   v1::OpenSessionRequest open;
   if (open.ParseFromArray(data, n) && !open.resume_session_id().empty()) {
-    (void)session::ParseSessionId(open.resume_session_id());
+    (void)session::SessionId::Parse(open.resume_session_id());
   }
   v1::OpenSessionResponse opened;
-  if (opened.ParseFromArray(data, n)) (void)session::ParseSessionId(opened.session_id());
+  if (opened.ParseFromArray(data, n)) (void)session::SessionId::Parse(opened.session_id());
   v1::SessionStatusRequest status;
-  if (status.ParseFromArray(data, n)) (void)session::ParseSessionId(status.session_id());
+  if (status.ParseFromArray(data, n)) (void)session::SessionId::Parse(status.session_id());
   return 0;
 }

@@ -63,8 +63,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)ErrorCodeName(static_cast<ErrorCode>(f->arg0));
     std::array<uint8_t, kFrameSize> out = EncodeFrame(*f);
     absl::StatusOr<Frame> again = DecodeFrame(out);
-    Check(again.ok() && again->type == f->type && again->session_id == f->session_id && again->key == f->key &&
-          again->arg0 == f->arg0 && again->arg1 == f->arg1);
+    Check(again.ok() && again->type == f->type && again->session_id == f->session_id &&
+          again->counter == f->counter && again->arg0 == f->arg0 && again->arg1 == f->arg1 && f->counter != 0);
   }
   return 0;
 }

@@ -72,7 +72,7 @@ class KubectlRpciTest : public ::testing::Test {
     kc.token = kToken;
     o.kube_config = kc;
     o.identity = "ctrl";
-    o.insecure = true;
+    o.tls.insecure = true;
     o.listen = "127.0.0.1:0";
     o.http_listen = "127.0.0.1:0";
     o.retry_period = absl::Milliseconds(200);

@@ -143,11 +143,12 @@ absl::StatusOr<DeviceConfig> ConfigFromEnv(int index, const EnvLookup& env) {
   c.endpoint = *endpoint;
   absl::StatusOr<std::string> id = RequiredVar(env, index, "SESSION_ID");
   if (!id.ok()) return id.status();
-  if (absl::StatusOr<uint64_t> parsed = session::ParseSessionId(*id); !parsed.ok()) {
+  absl::StatusOr<session::SessionId> parsed = session::SessionId::Parse(*id);
+  if (!parsed.ok()) {
     return absl::InvalidArgumentError(
         absl::StrFormat("librpci: device %d: RPCI_%d_SESSION_ID=\"%s\": %s", index, index, *id, parsed.status().message()));
   }
-  c.session_id = *id;
+  c.session_id = *parsed;
   absl::StatusOr<std::string> key_file = RequiredVar(env, index, "SESSION_KEY_FILE");
   if (!key_file.ok()) return key_file.status();
   absl::StatusOr<session::SessionKey> key = ReadKeyFile(*key_file);
@@ -160,7 +161,7 @@ absl::StatusOr<DeviceConfig> ConfigFromEnv(int index, const EnvLookup& env) {
   } else if (auto g = env("RPCI_FABRIC_NODE"); g.has_value() && !g->empty()) {
     c.fabric_node = *g;
   }
-  if (c.device_id.empty()) c.device_id = c.session_id;
+  if (c.device_id.empty()) c.device_id = c.session_id.ToString();
   return c;
 }
 
@@ -187,7 +188,7 @@ absl::StatusOr<std::unique_ptr<Device>> Device::Open(const DeviceConfig& config,
     }
     opts.creds = *std::move(creds);
   }
-  client::SessionTicket ticket{config.endpoint, config.session_id, config.key};
+  client::SessionTicket ticket{config.endpoint, config.session_id, config.key, config.fabric_provider, {}, 0};
   absl::StatusOr<std::unique_ptr<client::SessionClient>> c = client::SessionClient::Attach(ticket, opts);
   if (!c.ok()) {
     return absl::Status(c.status().code(),
@@ -202,12 +203,12 @@ absl::StatusOr<std::unique_ptr<Device>> Device::OpenFromEnv(int index, const Env
   return Open(*config);
 }
 
-std::vector<client::SessionClient::BarInfo> Device::bars() const { return client_->bars(); }
+std::vector<client::BarMirror> Device::bars() const { return client_->bars(); }
 
 uint64_t Device::dma_size() const { return client_->dma_size(); }
 
 absl::StatusOr<BarMapping> Device::MapBar(uint16_t bar) {
-  for (const client::SessionClient::BarInfo& b : client_->bars()) {
+  for (const client::BarMirror& b : client_->bars()) {
     if (b.index != bar) continue;
     absl::StatusOr<const uint8_t*> base = client_->mirror(bar);
     if (!base.ok()) return base.status();

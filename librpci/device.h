@@ -38,7 +38,7 @@ EnvLookup MapEnv(std::map<std::string, std::string> vars);
 struct DeviceConfig {
   std::string device_id;
   std::string endpoint;    // agent SessionControl gRPC target, host:port
-  std::string session_id;  // 16 hex digits
+  session::SessionId session_id;
   session::SessionKey key;
   std::string fabric_provider = "tcp;ofi_rxm";
   // Local address the fabric endpoint binds; empty = the address this host
@@ -91,8 +91,8 @@ class Device {
   Device& operator=(const Device&) = delete;
 
   const std::string& device_id() const { return config_.device_id; }
-  const std::string& session_id() const { return config_.session_id; }
-  std::vector<client::SessionClient::BarInfo> bars() const;
+  session::SessionId session_id() const { return config_.session_id; }
+  std::vector<client::BarMirror> bars() const;
   uint64_t dma_size() const;
 
   // The read-only mirror of `bar`. NOT_FOUND for a BAR the device lacks.

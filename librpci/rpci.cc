@@ -65,9 +65,10 @@ int rpci_open(const char* endpoint, const char* session_id, const char* key_hex,
   }
   rpci::lib::DeviceConfig config;
   config.endpoint = endpoint;
-  config.session_id = session_id;
+  absl::StatusOr<rpci::session::SessionId> id = rpci::session::SessionId::Parse(session_id);
+  if (!id.ok()) return Fail(id.status());
+  config.session_id = *id;
   config.device_id = session_id;
-  if (absl::StatusOr<uint64_t> id = rpci::session::ParseSessionId(session_id); !id.ok()) return Fail(id.status());
   absl::StatusOr<rpci::session::SessionKey> key = rpci::session::SessionKey::FromHex(key_hex);
   if (!key.ok()) return Fail(key.status());
   config.key = *key;

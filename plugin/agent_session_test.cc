@@ -11,6 +11,7 @@
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
 #include "client/session_client.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 #include "plugin/plugin.h"
 #include "plugin/testing/test_env.h"
@@ -34,7 +35,7 @@ class AgentSessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
     Logger::SetMinLevel(LogLevel::kWarn);
-    dir_ = testing::ShortTempDir();
+    dir_ = ::rpci::testing::MakeTempDir("rpci-plugin", ::rpci::testing::TempDirUse::kSockets);
     ASSERT_FALSE(dir_.empty());
     StartAgent();
     controller_ = std::make_unique<testing::TestController>(dir_ + "/store", 1);
@@ -144,7 +145,8 @@ TEST_F(AgentSessionTest, WorkloadAttachesWithWhatAllocateHandedIt) {
 
   client::ClientOptions opts;
   opts.grace = absl::Seconds(5);
-  client::SessionTicket ticket{env.at("RPCI_SESSION_ENDPOINT"), env.at("RPCI_SESSION_ID"), *key};
+  client::SessionTicket ticket{env.at("RPCI_SESSION_ENDPOINT"), *session::SessionId::Parse(env.at("RPCI_SESSION_ID")),
+                               *key, "", {}, 0};
   auto c = client::SessionClient::Attach(ticket, opts);
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE((*c)->Write(0, 0x40, 4, 0x1234).ok());

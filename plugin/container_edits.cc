@@ -24,7 +24,7 @@ absl::Status Errno(const std::string& what) {
 
 std::string Bars(const AttachedSession& s) {
   std::vector<std::string> parts;
-  for (const BarWindow& b : s.bars) parts.push_back(absl::StrCat(b.index, ":", b.size));
+  for (const client::BarMirror& b : s.ticket.bars) parts.push_back(absl::StrCat(b.index, ":", b.size));
   return absl::StrJoin(parts, ",");
 }
 
@@ -49,7 +49,7 @@ SessionPaths PathsFor(const std::string& state_dir, const std::string& container
   return {state_dir + "/" + device_id, container_root + "/" + device_id};
 }
 
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode) {
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode, int gid) {
   const std::string tmp = path + ".tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return Errno("create " + tmp);
@@ -65,6 +65,12 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
     }
     done += static_cast<size_t>(n);
   }
+  if (gid >= 0 && fchown(fd, static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) {
+    absl::Status s = Errno(absl::StrCat("give ", tmp, " to group ", gid));
+    close(fd);
+    unlink(tmp.c_str());
+    return s;
+  }
   fchmod(fd, mode);  // O_CREAT's mode is filtered by the umask
   if (fsync(fd) != 0 || close(fd) != 0) {
     absl::Status s = Errno("sync " + tmp);
@@ -79,21 +85,26 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
   return absl::OkStatus();
 }
 
-absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths& paths) {
+absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths& paths, int session_group) {
   if (absl::Status s = MakeDirs(paths.host_dir, 0755); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("device ", session.device_id, ": ", s.message()));
   }
+  if (session_group >= 0 &&
+      (chown(paths.host_dir.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(session_group)) != 0 ||
+       chmod(paths.host_dir.c_str(), 0750) != 0)) {
+    return Errno(absl::StrCat("give ", paths.host_dir, " to group ", session_group));
+  }
   nlohmann::json bars = nlohmann::json::array();
-  for (const BarWindow& b : session.bars) bars.push_back({{"index", b.index}, {"size", b.size}});
+  for (const client::BarMirror& b : session.ticket.bars) bars.push_back({{"index", b.index}, {"size", b.size}});
   nlohmann::json doc = {{"device_id", session.device_id},
-                        {"session_id", session.session_id},
-                        {"endpoint", session.endpoint},
-                        {"fabric_provider", session.fabric_provider},
+                        {"session_id", session.ticket.session_id.ToString()},
+                        {"endpoint", session.ticket.endpoint},
+                        {"fabric_provider", session.ticket.fabric_provider},
                         {"key_file", paths.container_dir + "/key"},
                         {"bars", bars},
-                        {"dma_size", session.dma_size}};
+                        {"dma_size", session.ticket.dma_size}};
   std::vector<std::tuple<std::string, std::string, int>> files = {
-      {"key", absl::BytesToHexString(session.key) + "\n", 0600}};
+      {"key", session.ticket.key.Hex() + "\n", session_group >= 0 ? 0640 : 0600}};
   if (!session.ca_pem.empty()) {
     doc["ca_file"] = CaFile(paths);
     files.emplace_back("ca.crt", session.ca_pem, 0644);
@@ -102,7 +113,7 @@ absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths&
   }
   files.emplace_back("session.json", doc.dump(2) + "\n", 0644);
   for (const auto& [name, contents, mode] : files) {
-    if (absl::Status s = WriteFileAtomically(paths.host_dir + "/" + name, contents, mode); !s.ok()) {
+    if (absl::Status s = WriteFileAtomically(paths.host_dir + "/" + name, contents, mode, session_group); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("device ", session.device_id, ": ", s.message()));
     }
   }
@@ -122,13 +133,13 @@ std::map<std::string, std::string> DeviceEnv(int index, const AttachedSession& s
   const std::string p = absl::StrCat("RPCI_", index, "_");
   std::map<std::string, std::string> env = {
       {p + "DEVICE_ID", session.device_id},
-      {p + "SESSION_ENDPOINT", session.endpoint},
-      {p + "SESSION_ID", session.session_id},
+      {p + "SESSION_ENDPOINT", session.ticket.endpoint},
+      {p + "SESSION_ID", session.ticket.session_id.ToString()},
       {p + "SESSION_KEY_FILE", paths.container_dir + "/key"},
       {p + "SESSION_DIR", paths.container_dir},
-      {p + "FABRIC_PROVIDER", session.fabric_provider},
+      {p + "FABRIC_PROVIDER", session.ticket.fabric_provider},
       {p + "BARS", Bars(session)},
-      {p + "DMA_SIZE", absl::StrCat(session.dma_size)},
+      {p + "DMA_SIZE", absl::StrCat(session.ticket.dma_size)},
   };
   if (!session.ca_pem.empty()) env[p + "CA_FILE"] = CaFile(paths);
   return env;
@@ -143,7 +154,7 @@ v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& poo
   for (size_t i = 0; i < sessions.size(); ++i) {
     for (const auto& [k, v] : DeviceEnv(static_cast<int>(i), sessions[i], paths[i])) envs[k] = v;
     ids.push_back(sessions[i].device_id);
-    session_ids.push_back(sessions[i].session_id);
+    session_ids.push_back(sessions[i].ticket.session_id.ToString());
     v1beta1::Mount* m = resp.add_mounts();
     m->set_host_path(paths[i].host_dir);
     m->set_container_path(paths[i].container_dir);
@@ -154,8 +165,8 @@ v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& poo
   envs["RPCI_DEVICE_COUNT"] = absl::StrCat(sessions.size());
   envs["RPCI_POOL"] = pool;
   if (!sessions.empty()) {
-    envs["RPCI_SESSION_ENDPOINT"] = sessions[0].endpoint;
-    envs["RPCI_SESSION_ID"] = sessions[0].session_id;
+    envs["RPCI_SESSION_ENDPOINT"] = sessions[0].ticket.endpoint;
+    envs["RPCI_SESSION_ID"] = sessions[0].ticket.session_id.ToString();
     envs["RPCI_SESSION_KEY_FILE"] = paths[0].container_dir + "/key";
     if (!sessions[0].ca_pem.empty()) envs["RPCI_CA_FILE"] = CaFile(paths[0]);
   }
@@ -181,7 +192,7 @@ std::string CdiSpecJson(const std::string& pool, int index, const AttachedSessio
       {"kind", "rpci.io/" + pool},
       {"devices",
        {{{"name", session.device_id},
-         {"annotations", {{"rpci.io/session", session.session_id}}},
+         {"annotations", {{"rpci.io/session", session.ticket.session_id.ToString()}}},
          {"containerEdits",
           {{"env", env},
            {"mounts",

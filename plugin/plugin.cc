@@ -15,7 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
-#include "plugin/grpc_util.h"
+#include "common/grpc_util.h"
 #include "absl/strings/str_join.h"
 #include "plugin/container_edits.h"
 #include "plugin/preferred.h"
@@ -292,7 +292,7 @@ void Plugin::RegisterAll(bool reserve) {
       continue;
     }
     ++registrations_;
-    kubelet_registrations_->Inc();
+    kubelet_registrations_->Increment();
     log_.Info("registered with kubelet", {{"resource", ResourceName(pool)}, {"endpoint", SocketName(pool)}});
   }
 }
@@ -428,7 +428,7 @@ absl::StatusOr<v1beta1::PreferredAllocationResponse> Plugin::Prefer(
 
 void Plugin::ReleaseHeld(const Held& held, const std::string& reason) {
   const AttachedSession& s = held.session;
-  if (!s.session_id.empty()) {
+  if (!s.ticket.session_id.empty()) {
     if (absl::Status st = sessions_->Close(s); !st.ok()) {
       log_.Warn("close session failed", {{"device", s.device_id}, {"error", std::string(st.message())}});
     }
@@ -445,7 +445,7 @@ void Plugin::ReleaseHeld(const Held& held, const std::string& reason) {
   }
   RemoveCdiSpec(options_.cdi_dir, held.pool, s.device_id).IgnoreError();
   RemoveSessionDir(PathsFor(options_.state_dir, options_.container_dir, s.device_id)).IgnoreError();
-  log_.Info("released device", {{"device", s.device_id}, {"session", s.session_id}, {"reason", reason}});
+  log_.Info("released device", {{"device", s.device_id}, {"session", s.ticket.session_id.ToString()}, {"reason", reason}});
 }
 
 absl::StatusOr<rpci::v1::ClaimResponse> Plugin::ClaimFor(const std::string& device_id,
@@ -495,12 +495,12 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       for (const std::string& id : creq.devices_ids()) {
         auto it = assignments_.find(id);
         if (it == assignments_.end() || it->second.device().pool() != pool) {
-          allocations_->Labels({pool, "rejected"}).Inc();
+          allocations_->Labels({pool, "rejected"}).Increment();
           return absl::InvalidArgumentError(
               absl::StrCat(what, "device ", id, " is not assigned to node ", options_.node_name, " in pool ", pool));
         }
         if (!seen.insert(id).second || allocating_.count(id)) {
-          allocations_->Labels({pool, "rejected"}).Inc();
+          allocations_->Labels({pool, "rejected"}).Increment();
           return absl::FailedPreconditionError(absl::StrCat(what, "device ", id, " is requested twice"));
         }
         assigned[id] = it->second;
@@ -526,7 +526,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
     for (const std::string& id : ids) allocating_.erase(id);
     ++version_;
     changed_.notify_all();
-    allocations_->Labels({pool, "failed"}).Inc();
+    allocations_->Labels({pool, "failed"}).Increment();
     log_.Warn("allocate failed", {{"pool", pool}, {"error", std::string(cause.message())}});
     return Prefixed(cause, what);
   };
@@ -550,11 +550,13 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
           granted->agent_session_endpoint().empty() ? a.agent_session_endpoint() : granted->agent_session_endpoint();
       absl::StatusOr<AttachedSession> opened = sessions_->Open(granted->grant(), endpoint);
       if (!opened.ok()) return fail(opened.status());
-      if (opened->fabric_provider.empty()) opened->fabric_provider = a.agent_fabric_provider();
+      if (opened->ticket.fabric_provider.empty()) opened->ticket.fabric_provider = a.agent_fabric_provider();
       opened->ca_pem = options_.session_ca_pem;
       done.back().session = *opened;
       SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
-      if (absl::Status s = WriteSessionDir(*opened, p); !s.ok()) return fail(s);
+      if (absl::Status s = WriteSessionDir(*opened, p, static_cast<int>(options_.session_group)); !s.ok()) {
+        return fail(s);
+      }
       if (absl::Status s = WriteCdiSpec(options_.cdi_dir, pool, static_cast<int>(sessions.size()), *opened, p);
           !s.ok()) {
         return fail(s);
@@ -570,7 +572,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
   sessions_gauge_->Set(static_cast<double>(held_.size()));
   ++version_;
   changed_.notify_all();
-  allocations_->Labels({pool, "ok"}).Inc();
+  allocations_->Labels({pool, "ok"}).Increment();
   log_.Info("allocated", {{"pool", pool}, {"devices", absl::StrJoin(ids, ",")}});
   return resp;
 }
@@ -626,7 +628,7 @@ void Plugin::CheckHealth() {
   agent_ok_ = std::move(agent_ok);
   for (const auto& [id, ok] : live) {
     auto it = held_.find(id);
-    if (it == held_.end() || it->second.session.session_id.empty() || it->second.live == ok) continue;
+    if (it == held_.end() || it->second.session.ticket.session_id.empty() || it->second.live == ok) continue;
     it->second.live = ok;
     changed = true;
     log_.Info(ok ? "session live again" : "session lost", {{"device", id}});
@@ -690,7 +692,7 @@ absl::Status Plugin::SyncUsage() {
       u->set_pod_namespace(it->second.pod_namespace);
       u->set_pod_name(it->second.pod_name);
       u->set_container_name(it->second.container);
-      u->set_session_id(it->second.session.session_id);
+      u->set_session_id(it->second.session.ticket.session_id.ToString());
       u->set_session_live(it->second.live);
       ++it;
     }

@@ -48,6 +48,9 @@ struct PluginOptions {
   // dir for the workload (RPCI_<n>_CA_FILE); empty when agents speak
   // plaintext.
   std::string session_ca_pem;
+  // Group (gid) of session dirs and key files, for non-root workloads whose
+  // pods list it in securityContext.supplementalGroups; -1: key root-only.
+  int64_t session_group = -1;
   // NUMA node of the local NIC the fabric uses, advertised as the devices'
   // topology; -1 when unknown (no topology sent).
   int64_t nic_numa_node = -1;

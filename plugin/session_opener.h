@@ -4,40 +4,26 @@
 // What the plugin needs from memory-mirroring sessions: reserve one for a
 // controller grant, check it is still live, close it. The workload attaches
 // the data path itself (librpci / client::SessionClient::Attach) with what
-// the plugin hands the container.
+// the plugin hands the container. The real implementation is a thin layer
+// over client::ControlClient, the one client of the agent's SessionControl.
 
-#include <cstdint>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "client/control_client.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/rpci/v1/controller.pb.h"
-#include "proto/rpci/v1/session.grpc.pb.h"
 
 namespace rpci::plugin {
-
-// One BAR as the session mirrors it.
-struct BarWindow {
-  uint32_t index = 0;
-  uint64_t size = 0;
-};
 
 // A session reserved on an agent for one device, as the container will use it.
 struct AttachedSession {
   std::string device_id;
   std::string grant_id;
-  std::string session_id;       // 16 hex digits
-  std::string endpoint;         // agent SessionControl gRPC target
-  std::string fabric_provider;  // the agent's data-path provider
-  std::string key;              // raw session key bytes (secret; goes to a 0600 file)
-  std::vector<BarWindow> bars;
-  uint64_t dma_size = 0;
+  client::SessionTicket ticket;  // its key goes only to a 0600 file
   // PEM CA bundle the workload verifies the agent's TLS certificate against
   // (written to the session dir as ca.crt); empty when the agent speaks
   // plaintext.
@@ -65,7 +51,7 @@ class SessionOpener {
   virtual absl::Status ProbeAgent(const std::string& agent_endpoint, absl::Duration timeout) = 0;
 };
 
-// The real opener: SessionControl gRPC on the agent.
+// The real opener: SessionControl gRPC on the agent through ControlClient.
 class AgentSessionOpener final : public SessionOpener {
  public:
   // `creds` null means insecure (loopback tests). `grant_wait` bounds how long
@@ -80,18 +66,9 @@ class AgentSessionOpener final : public SessionOpener {
   absl::Status ProbeAgent(const std::string& agent_endpoint, absl::Duration timeout) override;
 
  private:
-  std::shared_ptr<grpc::Channel> ChannelTo(const std::string& endpoint);
-
-  std::shared_ptr<grpc::ChannelCredentials> creds_;
+  client::ControlClient control_;
   const std::string compute_node_;
-  const absl::Duration grant_wait_;
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
 };
-
-// The session shape from an OpenSession answer: BAR windows and DMA size.
-// INVALID_ARGUMENT when the answer names no region at all.
-absl::Status FillShape(const rpci::v1::OpenSessionResponse& resp, AttachedSession* session);
 
 }  // namespace rpci::plugin
 

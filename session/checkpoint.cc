@@ -43,7 +43,7 @@ absl::Status Bad(size_t i, const std::string& why) {
 std::string EncodeCheckpoint(absl::Span<const SessionRecord> records) {
   json sessions = json::array();
   for (const SessionRecord& r : records) {
-    sessions.push_back({{"session_id", SessionIdString(r.session_id)},
+    sessions.push_back({{"session_id", r.session_id.ToString()},
                         {"key", r.key.Hex()},
                         {"grant_id", r.grant_id},
                         {"device_id", r.device_id},
@@ -67,7 +67,7 @@ absl::StatusOr<std::vector<SessionRecord>> DecodeCheckpoint(std::string_view tex
   auto sessions = doc.find("sessions");
   if (sessions == doc.end() || !sessions->is_array()) return absl::DataLossError("checkpoint: no sessions array");
   std::vector<SessionRecord> out;
-  std::set<uint64_t> seen;
+  std::set<SessionId> seen;
   for (size_t i = 0; i < sessions->size(); ++i) {
     const json& s = (*sessions)[i];
     if (!s.is_object()) return Bad(i, "not an object");
@@ -100,7 +100,7 @@ absl::StatusOr<std::vector<SessionRecord>> DecodeCheckpoint(std::string_view tex
                             i64("last_seen_unix_seconds", &r.last_seen_unix_seconds)}) {
       if (!st.ok()) return st;
     }
-    absl::StatusOr<uint64_t> parsed_id = ParseSessionId(id);
+    absl::StatusOr<SessionId> parsed_id = SessionId::Parse(id);
     if (!parsed_id.ok()) return Bad(i, std::string(parsed_id.status().message()));
     r.session_id = *parsed_id;
     absl::StatusOr<SessionKey> parsed_key = SessionKey::FromHex(key);

@@ -13,12 +13,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "session/session_id.h"
 #include "session/session_key.h"
 
 namespace rpci::session {
 
 struct SessionRecord {
-  uint64_t session_id = 0;
+  SessionId session_id;
   SessionKey key;
   std::string grant_id;
   std::string device_id;

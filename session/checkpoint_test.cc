@@ -3,19 +3,15 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace rpci::session {
 namespace {
 
-std::string TempDir() {
-  std::string tmpl = std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") + "/ckpt-XXXXXX";
-  return mkdtemp(tmpl.data());
-}
-
 SessionRecord Sample(uint64_t id) {
   SessionRecord r;
-  r.session_id = id;
+  r.session_id = SessionId(id);
   r.key = *SessionKey::Generate();
   r.grant_id = "g-1";
   r.device_id = "emu-0";
@@ -28,20 +24,20 @@ SessionRecord Sample(uint64_t id) {
 }
 
 TEST(CheckpointTest, WriteThenReadRestoresEverySession) {
-  std::string path = TempDir() + "/sessions.json";
+  std::string path = ::rpci::testing::MakeTempDir("ckpt") + "/sessions.json";
   std::vector<SessionRecord> records{Sample(1), Sample(2)};
   ASSERT_TRUE(WriteCheckpoint(path, records).ok());
   absl::StatusOr<std::vector<SessionRecord>> back = ReadCheckpoint(path);
   ASSERT_TRUE(back.ok()) << back.status();
   ASSERT_EQ(back->size(), 2u);
-  EXPECT_EQ((*back)[1].session_id, 2u);
+  EXPECT_EQ((*back)[1].session_id, SessionId(2));
   EXPECT_TRUE((*back)[0].key.Matches(records[0].key));
   EXPECT_EQ((*back)[0].applied_seq, 77u);
   EXPECT_EQ((*back)[0].compute_node, "node-a");
 }
 
 TEST(CheckpointTest, MissingFileIsEmptyAndNoTempFileIsLeft) {
-  std::string dir = TempDir();
+  std::string dir = ::rpci::testing::MakeTempDir("ckpt");
   EXPECT_TRUE(ReadCheckpoint(dir + "/none.json")->empty());
   ASSERT_TRUE(WriteCheckpoint(dir + "/s.json", {Sample(3)}).ok());
   std::ifstream tmp(dir + "/s.json.tmp");

@@ -92,20 +92,4 @@ absl::StatusOr<uint64_t> RandomU64() {
   return v;
 }
 
-std::string SessionIdString(uint64_t id) { return absl::StrFormat("%016x", id); }
-
-absl::StatusOr<uint64_t> ParseSessionId(std::string_view text) {
-  if (text.size() != 16) {
-    return absl::InvalidArgumentError(absl::StrFormat("session id \"%s\": want 16 hex digits", text));
-  }
-  uint64_t v = 0;
-  for (char c : text) {
-    int d = HexValue(c);
-    if (d < 0) return absl::InvalidArgumentError(absl::StrFormat("session id \"%s\": not hexadecimal", text));
-    v = (v << 4) | static_cast<uint64_t>(d);
-  }
-  if (v == 0) return absl::InvalidArgumentError("session id is zero");
-  return v;
-}
-
 }  // namespace rpci::session

@@ -40,11 +40,9 @@ class SessionKey {
 // early exit on content) when lengths differ.
 bool ConstantTimeEquals(const uint8_t* a, const uint8_t* b, size_t n);
 
-// A random nonzero 64-bit value from the CSPRNG (session ids, memory keys).
+// A random nonzero 64-bit value from the CSPRNG (memory keys; session ids
+// are SessionId::Random).
 absl::StatusOr<uint64_t> RandomU64();
-
-std::string SessionIdString(uint64_t id);
-absl::StatusOr<uint64_t> ParseSessionId(std::string_view text);
 
 }  // namespace rpci::session
 

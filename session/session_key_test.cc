@@ -1,5 +1,7 @@
 #include "session/session_key.h"
 
+#include "session/session_id.h"
+
 #include "gtest/gtest.h"
 
 namespace rpci::session {
@@ -34,10 +36,15 @@ TEST(SessionKeyTest, RejectsMalformedText) {
 }
 
 TEST(SessionIdTest, ParsesOnlySixteenHexDigits) {
-  EXPECT_EQ(*ParseSessionId(SessionIdString(0xabc)), 0xabcu);
-  EXPECT_FALSE(ParseSessionId("0000000000000000").ok());
-  EXPECT_FALSE(ParseSessionId("xyz").ok());
-  EXPECT_FALSE(ParseSessionId("00000000000000zz").ok());
+  EXPECT_EQ(SessionId(0xabc).ToString(), "0000000000000abc");
+  EXPECT_EQ(SessionId::Parse("0000000000000ABC")->value(), 0xabcu);
+  EXPECT_FALSE(SessionId::Parse("0000000000000000").ok());
+  EXPECT_FALSE(SessionId::Parse("xyz").ok());
+  EXPECT_FALSE(SessionId::Parse("00000000000000zz").ok());
+  EXPECT_FALSE(SessionId::Parse("").ok());
+  EXPECT_TRUE(SessionId::ParseOptional("")->empty());
+  EXPECT_FALSE(SessionId::ParseOptional("0000000000000000").ok());
+  EXPECT_FALSE(SessionId::Random()->empty());
   EXPECT_NE(*RandomU64(), 0u);
 }
 

@@ -91,7 +91,7 @@ std::vector<uint8_t> EncodeAnchor(const Anchor& anchor) {
   Put64(&out[0], kAnchorMagic);
   Put32(&out[8], anchor.version);
   Put32(&out[12], static_cast<uint32_t>(anchor.regions.size()));
-  Put64(&out[16], anchor.session_id);
+  Put64(&out[16], anchor.session_id.value());
   for (size_t i = 0; i < anchor.regions.size(); ++i) {
     const RegionDesc& r = anchor.regions[i];
     uint8_t* p = &out[kAnchorHeaderSize + i * kRegionDescSize];
@@ -119,8 +119,8 @@ absl::StatusOr<Anchor> DecodeAnchor(absl::Span<const uint8_t> bytes) {
         "session anchor: protocol version %u, this build speaks %u", anchor.version, kProtocolVersion));
   }
   const uint32_t count = Get32(p + 12);
-  anchor.session_id = Get64(p + 16);
-  if (anchor.session_id == 0) return Malformed("anchor", "session id is zero");
+  anchor.session_id = SessionId(Get64(p + 16));
+  if (anchor.session_id.empty()) return Malformed("anchor", "session id is zero");
   if (count > kMaxRegions) {
     return Malformed("anchor", absl::StrFormat("%u regions, at most %u allowed", count, kMaxRegions));
   }
@@ -144,12 +144,6 @@ absl::StatusOr<Anchor> DecodeAnchor(absl::Span<const uint8_t> bytes) {
     }
     if (!seen.insert({q[0], r.index}).second) {
       return Malformed("anchor", absl::StrFormat("region %u: duplicate %s %u", i, RegionKindName(r.kind), r.index));
-    }
-    for (const RegionDesc& o : anchor.regions) {
-      if (r.address < o.address + o.size && o.address < r.address + r.size) {
-        return Malformed("anchor", absl::StrFormat("region %u (%s) overlaps %s", i, RegionKindName(r.kind),
-                                                   RegionKindName(o.kind)));
-      }
     }
     anchor.regions.push_back(r);
   }
@@ -258,37 +252,33 @@ std::array<uint8_t, kFrameSize> EncodeFrame(const Frame& f) {
   Put32(&out[0], kFrameMagic);
   Put16(&out[4], static_cast<uint16_t>(kProtocolVersion));
   Put16(&out[6], static_cast<uint16_t>(f.type));
-  Put64(&out[8], f.session_id);
-  std::memcpy(&out[16], f.key.data(), kSessionKeySize);
-  Put64(&out[48], f.arg0);
-  Put64(&out[56], f.arg1);
+  Put64(&out[8], f.session_id.value());
+  Put64(&out[16], f.counter);
+  Put64(&out[24], f.arg0);
+  Put64(&out[32], f.arg1);
   return out;
 }
 
-std::string EncodeFrameMessage(const Frame& f) {
-  const std::array<uint8_t, kFrameSize> bytes = EncodeFrame(f);
-  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-}
-
 absl::StatusOr<Frame> DecodeFrame(absl::Span<const uint8_t> bytes) {
-  if (bytes.size() != kFrameSize) {
-    return Malformed("frame", absl::StrFormat("%u bytes, want %u", bytes.size(), kFrameSize));
-  }
+  if (bytes.size() < 8) return Malformed("frame", absl::StrFormat("%u bytes, want %u", bytes.size(), kFrameSize));
   const uint8_t* p = bytes.data();
   if (Get32(p) != kFrameMagic) return Malformed("frame", "bad magic");
   if (Get16(p + 4) != kProtocolVersion) {
     return absl::FailedPreconditionError(
         absl::StrFormat("session frame: protocol version %u, this build speaks %u", Get16(p + 4), kProtocolVersion));
   }
+  if (bytes.size() != kFrameSize) {
+    return Malformed("frame", absl::StrFormat("%u bytes, want %u", bytes.size(), kFrameSize));
+  }
   const uint16_t type = Get16(p + 6);
   if (type == 0 || type > kMaxFrameType) return Malformed("frame", absl::StrFormat("unknown type %u", type));
-  if (!AllZero(p + 64, 8)) return Malformed("frame", "reserved bytes set");
   Frame f;
   f.type = static_cast<FrameType>(type);
-  f.session_id = Get64(p + 8);
-  std::memcpy(f.key.data(), p + 16, kSessionKeySize);
-  f.arg0 = Get64(p + 48);
-  f.arg1 = Get64(p + 56);
+  f.session_id = SessionId(Get64(p + 8));
+  f.counter = Get64(p + 16);
+  f.arg0 = Get64(p + 24);
+  f.arg1 = Get64(p + 32);
+  if (f.counter == 0) return Malformed("frame", "counter 0");
   return f;
 }
 

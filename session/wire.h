@@ -16,10 +16,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "session/session_id.h"
 
 namespace rpci::session {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+// 2: frames carry a counter and a MAC instead of the key; attach, close and
+// status prove the key by challenge-response (session/frame_auth.h).
+inline constexpr uint32_t kProtocolVersion = 2;
 inline constexpr size_t kSessionKeySize = 32;
 using KeyBytes = std::array<uint8_t, kSessionKeySize>;
 
@@ -67,14 +70,15 @@ inline constexpr size_t kAnchorRegionSize = 4096;
 
 struct Anchor {
   uint32_t version = kProtocolVersion;
-  uint64_t session_id = 0;
+  SessionId session_id;
   std::vector<RegionDesc> regions;
 };
 
 std::vector<uint8_t> EncodeAnchor(const Anchor& anchor);
 // Rejects a wrong magic or version, a truncated record, more than kMaxRegions,
-// unknown kinds or access bits, empty or wrapping regions, duplicate
-// (kind, index) pairs and overlapping address ranges.
+// unknown kinds or access bits, empty or wrapping regions and duplicate
+// (kind, index) pairs. Address ranges may overlap: each region has its own
+// key, and providers without FI_MR_VIRT_ADDR number every region from 0.
 absl::StatusOr<Anchor> DecodeAnchor(absl::Span<const uint8_t> bytes);
 
 // Validates one region descriptor on its own (also used for proto Regions).
@@ -168,7 +172,7 @@ enum class FrameType : uint16_t {
 inline constexpr uint16_t kMaxFrameType = 9;
 
 enum class ErrorCode : uint64_t {
-  kBadKey = 1,
+  kBadKey = 1,  // (version 1; version 2 never answers a frame it cannot authenticate)
   kStaleSession = 2,
   kOutOfBounds = 3,
   kReadOnly = 4,
@@ -176,22 +180,29 @@ enum class ErrorCode : uint64_t {
   kMalformed = 6,
 };
 
-// Every frame carries the session id and key; the receiver checks both before
-// looking at anything else.
+// A control frame: magic u32, version u16, type u16, session id u64, counter
+// u64, arg0 u64, arg1 u64, then a 16-byte MAC over the 40 bytes before it
+// (HMAC-SHA256 under the sender's direction key, truncated). The counter
+// starts at 1 per direction and attach and only grows. The key never travels:
+// FrameChannel (frame_auth.h) seals and checks frames.
 struct Frame {
   FrameType type = FrameType::kKick;
-  uint64_t session_id = 0;
-  KeyBytes key{};
+  SessionId session_id;
+  uint64_t counter = 0;
   uint64_t arg0 = 0;
   uint64_t arg1 = 0;
 };
 inline constexpr uint32_t kFrameMagic = 0x52464352;  // "RCFR"
-inline constexpr size_t kFrameSize = 72;
+inline constexpr size_t kFrameSize = 56;
+inline constexpr size_t kFrameMacOffset = 40;
+inline constexpr size_t kFrameMacSize = 16;
 
+// The frame with a zero MAC field (FrameChannel::Seal fills it).
 std::array<uint8_t, kFrameSize> EncodeFrame(const Frame& f);
-// EncodeFrame's bytes as the fabric message that carries them.
-std::string EncodeFrameMessage(const Frame& f);
-// Rejects a wrong length, magic or version and unknown types.
+// Parses the header; the MAC is FrameChannel's to check. FAILED_PRECONDITION
+// naming both versions for a frame of another protocol version (a version-1
+// frame, which carried the key, is refused this way); INVALID_ARGUMENT for a
+// wrong length or magic, an unknown type or counter 0.
 absl::StatusOr<Frame> DecodeFrame(absl::Span<const uint8_t> bytes);
 
 const char* ErrorCodeName(ErrorCode code);

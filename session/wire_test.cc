@@ -9,7 +9,7 @@ namespace {
 
 Anchor SampleAnchor() {
   Anchor a;
-  a.session_id = 0x1234;
+  a.session_id = SessionId(0x1234);
   a.regions = {
       {RegionKind::kAnchor, kAccessRead, 0, 0x1000, 4096, 11},
       {RegionKind::kBar, kAccessRead, 0, 0x10000, 4096, 12},
@@ -41,7 +41,7 @@ TEST(AnchorTest, RejectsBadMagicVersionAndCounts) {
   bad[0] ^= 1;
   EXPECT_EQ(DecodeAnchor(bad).status().code(), absl::StatusCode::kInvalidArgument);
   bad = bytes;
-  bad[8] = 2;
+  bad[8] = 1;  // version 1
   EXPECT_EQ(DecodeAnchor(bad).status().code(), absl::StatusCode::kFailedPrecondition);
   bad = bytes;
   bad[12] = 0xff;  // region count 255
@@ -65,7 +65,7 @@ TEST(AnchorTest, RejectsInvalidRegions) {
   EXPECT_FALSE(with([](auto& r) { r[1].index = 6; }).ok());
   EXPECT_FALSE(with([](auto& r) { r[2].index = 1; }).ok());
   EXPECT_FALSE(with([](auto& r) { r.push_back(r[1]); r.back().address = 0x900000; }).ok());
-  EXPECT_FALSE(with([](auto& r) { r[2].address = 0x10800; }).ok());  // overlaps BAR 0
+  EXPECT_TRUE(with([](auto& r) { r[2].address = 0x10800; }).ok());  // offsets under their own keys
 }
 
 TEST(AnchorTest, RejectsReservedBytes) {
@@ -140,17 +140,16 @@ TEST(RingHeaderTest, RoundTripsAndChecksPointers) {
 TEST(FrameTest, RoundTripsAndRejectsGarbage) {
   Frame f;
   f.type = FrameType::kEvent;
-  f.session_id = 42;
-  f.key[0] = 9;
-  f.key[31] = 7;
+  f.session_id = SessionId(42);
+  f.counter = 3;
   f.arg0 = 5;
   f.arg1 = 6;
   auto bytes = EncodeFrame(f);
   absl::StatusOr<Frame> back = DecodeFrame(bytes);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->type, FrameType::kEvent);
-  EXPECT_EQ(back->session_id, 42u);
-  EXPECT_EQ(back->key, f.key);
+  EXPECT_EQ(back->session_id, SessionId(42));
+  EXPECT_EQ(back->counter, 3u);
   EXPECT_EQ(back->arg1, 6u);
   auto bad = bytes;
   bad[0] ^= 1;
@@ -159,9 +158,19 @@ TEST(FrameTest, RoundTripsAndRejectsGarbage) {
   bad[6] = 99;
   EXPECT_FALSE(DecodeFrame(bad).ok());
   bad = bytes;
-  bad[70] = 1;
+  bad[16] = 0;  // counter 0
   EXPECT_FALSE(DecodeFrame(bad).ok());
   EXPECT_FALSE(DecodeFrame(absl::MakeConstSpan(bytes.data(), kFrameSize - 1)).ok());
+}
+
+TEST(FrameTest, AVersionOneFrameIsRefusedByVersionNotAsGarbage) {
+  // Version 1 frames were 72 bytes and carried the session key at offset 16.
+  std::vector<uint8_t> v1(72, 0);
+  const uint8_t header[8] = {0x52, 0x43, 0x46, 0x52, 1, 0, 1, 0};
+  std::copy(header, header + 8, v1.begin());
+  absl::Status s = DecodeFrame(v1).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("version 1, this build speaks 2"), std::string::npos) << s;
 }
 
 }  // namespace

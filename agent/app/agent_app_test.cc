@@ -8,9 +8,9 @@
 #include "absl/time/clock.h"
 #include "agent/app/real_device_backends.h"
 #include "agent/backends/emu_backend.h"
-#include "agent/backends/session_device_adapter.h"
 #include "client/session_client.h"
 #include "common/cert_authority.h"
+#include "common/testing/exposition_format.h"
 #include "common/tls.h"
 #include "controller/controller_app.h"
 #include "controller/testing_util.h"
@@ -49,11 +49,11 @@ class AgentAppTest : public ::testing::Test {
     controller::ControllerOptions co;
     co.store = "local";
     co.state_dir = MakeTempDir("agent-app-ctl");
-    co.insecure = tls == nullptr;
+    co.tls.insecure = tls == nullptr;
     if (tls != nullptr) {
-      co.tls_cert = tls->cert_file;
-      co.tls_key = tls->key_file;
-      co.tls_ca = tls->ca_file;
+      co.tls.cert_file = tls->cert_file;
+      co.tls.key_file = tls->key_file;
+      co.tls.ca_file = tls->ca_file;
     }
     co.listen = "127.0.0.1:0";
     co.http_listen = "127.0.0.1:0";
@@ -74,7 +74,7 @@ class AgentAppTest : public ::testing::Test {
     AgentOptions o;
     o.node = "dev-a";
     o.controller = controller_address_;
-    o.insecure = true;
+    o.tls.insecure = true;
     o.session_listen = "127.0.0.1:0";
     o.http_listen = "127.0.0.1:0";
     o.state_dir = MakeTempDir("agent-app-state");
@@ -89,11 +89,11 @@ class AgentAppTest : public ::testing::Test {
 
   // The real emu backends, remembering each device made.
   DeviceBackends Backends() {
-    DeviceBackends b = RealDeviceBackends(false);
+    DeviceBackends b = RealDeviceBackends();
     auto real = b.emu;
     b.emu = [this, real](const EmuDevicesConfig& config, int index) -> absl::StatusOr<std::unique_ptr<SessionDevice>> {
       absl::StatusOr<std::unique_ptr<SessionDevice>> dev = real(config, index);
-      if (dev.ok()) made_.push_back(&static_cast<EmuBackend&>(static_cast<SessionDeviceAdapter&>(**dev).backend()).device());
+      if (dev.ok()) made_.push_back(&static_cast<EmuBackend&>(**dev).device());
       return dev;
     };
     return b;
@@ -130,8 +130,7 @@ class AgentAppTest : public ::testing::Test {
                                                 const rpci::v1::ClaimResponse& granted) {
     absl::StatusOr<client::SessionTicket> ticket = absl::UnavailableError("not tried");
     WaitFor([&] {
-      ticket = client::ReserveSession(granted.agent_session_endpoint(), creds, granted.grant().grant_id(),
-                                      granted.grant().token(), "cn-1");
+      ticket = client::ControlClient({creds}).Reserve(granted.agent_session_endpoint(), {granted.grant().grant_id(), granted.grant().token(), "cn-1"});
       return ticket.ok();
     });
     return ticket;
@@ -205,8 +204,7 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
   EXPECT_EQ(granted.agent_session_endpoint(), agent_->session_endpoint());
   absl::StatusOr<client::SessionTicket> ticket = absl::UnavailableError("not tried");
   ASSERT_TRUE(WaitFor([&] {
-    ticket = client::ReserveSession(granted.agent_session_endpoint(), grpc::InsecureChannelCredentials(),
-                                    granted.grant().grant_id(), granted.grant().token(), "cn-1");
+    ticket = client::ControlClient({grpc::InsecureChannelCredentials()}).Reserve(granted.agent_session_endpoint(), {granted.grant().grant_id(), granted.grant().token(), "cn-1"});
     return ticket.ok();
   })) << ticket.status();
   client::ClientOptions copts;
@@ -226,7 +224,9 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
   httplib::Client http("127.0.0.1", agent_->http_port());
   auto metrics = http.Get("/metrics");
   ASSERT_TRUE(metrics);
-  EXPECT_NE(metrics->body.find("rpci_agent_exported_devices{pool=\"emu\",backend=\"emu\"} 2"), std::string::npos)
+  absl::StatusOr<rpci::testing::Exposition> exposition = rpci::testing::CheckExpositionFormat(metrics->body);
+  ASSERT_TRUE(exposition.ok()) << exposition.status() << "\n" << metrics->body;
+  EXPECT_EQ(exposition->Value("rpci_agent_exported_devices", {{"pool", "emu"}, {"backend", "emu"}}).value_or(-1), 2)
       << metrics->body;
   EXPECT_NE(metrics->body.find("rpci_session"), std::string::npos);
   EXPECT_EQ(agent_->session_server().live_sessions(), 1u);
@@ -298,10 +298,10 @@ TEST_F(AgentAppTest, WithTlsOnlyTheNodesPluginReservesAndAWorkloadAttachesWithTh
   ASSERT_TRUE(controller_files.ok() && agent_files.ok());
   StartController(&*controller_files);
   AgentOptions o = Options();
-  o.insecure = false;
-  o.tls_cert = agent_files->cert_file;
-  o.tls_key = agent_files->key_file;
-  o.tls_ca = agent_files->ca_file;
+  o.tls.insecure = false;
+  o.tls.cert_file = agent_files->cert_file;
+  o.tls.key_file = agent_files->key_file;
+  o.tls.ca_file = agent_files->ca_file;
   auto app = AgentApp::Create(o, Backends());
   ASSERT_TRUE(app.ok()) << app.status();
   agent_ = *std::move(app);
@@ -316,8 +316,7 @@ TEST_F(AgentAppTest, WithTlsOnlyTheNodesPluginReservesAndAWorkloadAttachesWithTh
   // Anyone else is refused before the grant is even looked at (the device is
   // taken now, which would be FAILED_PRECONDITION).
   auto reserve = [&](std::shared_ptr<grpc::ChannelCredentials> creds) {
-    return client::ReserveSession(granted.agent_session_endpoint(), creds, granted.grant().grant_id(),
-                                  granted.grant().token(), "cn-1")
+    return client::ControlClient({creds}).Reserve(granted.agent_session_endpoint(), {granted.grant().grant_id(), granted.grant().token(), "cn-1"})
         .status();
   };
   absl::Status other_node = reserve(MakeChannelCredentials(certs["plugin:cn-2"]));
@@ -334,7 +333,7 @@ TEST_F(AgentAppTest, WithTlsOnlyTheNodesPluginReservesAndAWorkloadAttachesWithTh
   std::ofstream(key_file) << ticket->key.Hex() << "\n";
   std::map<std::string, std::string> env = {{"RPCI_DEVICE_COUNT", "1"},
                                             {"RPCI_0_SESSION_ENDPOINT", ticket->endpoint},
-                                            {"RPCI_0_SESSION_ID", ticket->session_id},
+                                            {"RPCI_0_SESSION_ID", ticket->session_id.ToString()},
                                             {"RPCI_0_SESSION_KEY_FILE", key_file},
                                             {"RPCI_0_CA_FILE", agent_files->ca_file},
                                             {"RPCI_0_FABRIC_NODE", "127.0.0.1"}};

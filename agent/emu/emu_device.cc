@@ -81,6 +81,12 @@ std::vector<Interrupt> EmuDevice::TakeInterrupts() {
   return out;
 }
 
+void EmuDevice::Reset() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ResetLocked();
+  std::memset(dma_.data(), 0, dma_.size());
+}
+
 void EmuDevice::ResetLocked() {
   std::memset(bar0_.data(), 0, bar0_.size());
   bar0_.Store32(kRegDeviceId, kDeviceIdValue);

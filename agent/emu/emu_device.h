@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "agent/emu/memory_space.h"
+#include "agent/session/session_device.h"
 
 namespace rpci::agent::emu {
 
@@ -83,12 +84,9 @@ enum DescStatus : uint32_t {
   kErrBadDoorbell = 0x86, // ERROR_CODE only: tail >= ring size
 };
 
-// An emulated MSI-X message.
-struct Interrupt {
-  uint16_t vector = 0;
-  uint32_t cause = 0;  // the kInt* bit
-  uint64_t data = 0;   // ring index of the descriptor (completion or error)
-};
+// An emulated MSI-X message: cause is the kInt* bit, data the ring index of
+// the descriptor (completion or error).
+using Interrupt = SessionDevice::Interrupt;
 
 // The device. Register accesses are the only way in; work happens during the
 // doorbell write. Thread-safe (one mutex).
@@ -107,6 +105,10 @@ class EmuDevice {
 
   // Interrupts raised (cause bit set while unmasked) since the last call.
   std::vector<Interrupt> TakeInterrupts();
+
+  // Between tenants: registers to their power-on values (as CONTROL.RESET),
+  // pending interrupts dropped and the whole DMA space zeroed.
+  void Reset();
 
   // The register file as a session mirrors it: BAR0's current values.
   // Callers hold no lock; read it only between register accesses.

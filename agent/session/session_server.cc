@@ -1,14 +1,17 @@
 #include "agent/session/session_server.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <deque>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/grpc_util.h"
 #include "common/tls.h"
 #include "session/bounds.h"
 #include "session/checkpoint.h"
@@ -25,6 +28,9 @@ using session::RegionKind;
 namespace {
 
 constexpr uint64_t kSeqMagic = 0x51455349435052ull;  // "RPCISEQ"
+// Outstanding challenges per session, and how long one stays answerable.
+constexpr size_t kMaxChallenges = 16;
+constexpr absl::Duration kChallengeLifetime = absl::Seconds(60);
 
 // Applied/completion sequence numbers in a MAP_SHARED file: a store is in the
 // kernel's page cache at once, so it survives the agent being SIGKILLed
@@ -66,10 +72,6 @@ class SeqFile {
  private:
   uint64_t* words_ = nullptr;
 };
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 void ToProto(const RegionDesc& d, rpci::v1::Region* r) {
   r->set_kind(static_cast<rpci::v1::RegionKind>(d.kind));
@@ -142,13 +144,16 @@ absl::StatusOr<Grant> GrantTable::Check(const std::string& grant_id, const std::
 
 struct SessionServer::Session {
   std::mutex mu;
-  uint64_t id = 0;
+  session::SessionId id;
   session::SessionKey key;
   std::string grant_id, device_id, compute_node;
   SessionDevice* device = nullptr;
   std::vector<SessionDevice::Bar> bars;
   absl::Time opened, last_seen;
   bool attached = false;
+  std::map<session::Nonce, absl::Time> challenges;  // outstanding, by issue time
+  std::optional<session::FrameChannel> frames;      // this attach's control frames
+  bool closing = false;  // a Teardown is scrubbing the device (guarded by the server's mu_)
   fabric::PeerId peer = 0;
   std::unique_ptr<SeqFile> seq;
   session::ApplyGate gate;
@@ -171,6 +176,7 @@ struct SessionServer::Session {
     comp_mr.reset();
     dma_mr.reset();
     bar_mr.clear();
+    frames.reset();
     attached = false;
   }
 };
@@ -181,6 +187,8 @@ SessionServer::SessionServer(SessionServerOptions options, GrantTable* grants,
   MetricsRegistry& m = *options_.metrics;
   refused_ = &m.AddCounter("rpci_session_refused_total",
                            "Session messages and accesses refused, by reason (nothing was applied)", {"reason"});
+  scrubs_ = &m.AddCounter("rpci_agent_device_scrubs_total",
+                          "Device resets between tenants, by result (clean, failed)", {"result"});
   teardowns_ = &m.AddCounter("rpci_session_teardowns_total", "Sessions torn down, by reason", {"reason"});
   mmio_applied_ = &m.AddCounter("rpci_session_mmio_writes_applied_total", "MMIO writes applied to devices").Get();
   completions_ = &m.AddCounter("rpci_session_completions_total", "Completions delivered to clients").Get();
@@ -209,7 +217,7 @@ absl::Status SessionServer::Start() {
     for (const session::SessionRecord& r : *records) {
       auto dev = devices_.find(r.device_id);
       if (dev == devices_.end()) {
-        log_.Warn("checkpointed session's device is gone", {{"session", session::SessionIdString(r.session_id)},
+        log_.Warn("checkpointed session's device is gone", {{"session", r.session_id.ToString()},
                                                               {"device", r.device_id}});
         continue;
       }
@@ -223,7 +231,7 @@ absl::Status SessionServer::Start() {
       s->bars = dev->second->Bars();
       s->opened = absl::FromUnixSeconds(r.opened_unix_seconds);
       s->last_seen = options_.clock->Now();
-      s->seq = SeqFile::Open(options_.state_dir + "/" + session::SessionIdString(r.session_id) + ".seq");
+      s->seq = SeqFile::Open(options_.state_dir + "/" + r.session_id.ToString() + ".seq");
       if (s->seq == nullptr) return absl::UnavailableError("session server: cannot map sequence file");
       const uint64_t applied = std::max(r.applied_seq, s->seq->applied());
       s->gate = session::ApplyGate(applied);
@@ -232,12 +240,13 @@ absl::Status SessionServer::Start() {
       sessions_[s->id] = s;
       device_owner_[s->device_id] = s->id;
       log_.Info("session recovered from checkpoint",
-                {{"session", session::SessionIdString(s->id)}, {"applied_seq", applied}});
+                {{"session", s->id.ToString()}, {"applied_seq", applied}});
     }
     open_gauge_->Set(static_cast<double>(sessions_.size()));
   }
   dispatch_ = std::thread([this] { DispatchLoop(); });
   reaper_ = std::thread([this] { ReaperLoop(); });
+  interrupts_ = std::thread([this] { InterruptLoop(); });
   return absl::OkStatus();
 }
 
@@ -248,6 +257,7 @@ void SessionServer::Stop() {
   if (endpoint_) endpoint_->Shutdown();
   if (dispatch_.joinable()) dispatch_.join();
   if (reaper_.joinable()) reaper_.join();
+  if (interrupts_.joinable()) interrupts_.join();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [id, s] : sessions_) {
     std::lock_guard<std::mutex> slock(s->mu);
@@ -265,7 +275,7 @@ std::vector<rpci::v1::SessionReport> SessionServer::Reports() const {
   for (const std::shared_ptr<Session>& s : sessions) {
     std::lock_guard<std::mutex> lock(s->mu);
     rpci::v1::SessionReport r;
-    r.set_session_id(session::SessionIdString(s->id));
+    r.set_session_id(s->id.ToString());
     r.set_device_id(s->device_id);
     r.set_writes_applied(s->gate.applied());
     r.set_completions(s->completion_seq);
@@ -274,15 +284,23 @@ std::vector<rpci::v1::SessionReport> SessionServer::Reports() const {
   return out;
 }
 
-size_t SessionServer::live_sessions() const {
+absl::Status SessionServer::DeviceClean(const std::string& device_id) const {
   std::lock_guard<std::mutex> lock(mu_);
-  return sessions_.size();
+  auto it = device_clean_.find(device_id);
+  return it == device_clean_.end() ? absl::OkStatus() : it->second;
 }
 
-std::shared_ptr<SessionServer::Session> SessionServer::Find(uint64_t id) const {
+size_t SessionServer::live_sessions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (const auto& [id, s] : sessions_) n += s->closing ? 0 : 1;
+  return n;
+}
+
+std::shared_ptr<SessionServer::Session> SessionServer::Find(session::SessionId id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = sessions_.find(id);
-  return it == sessions_.end() ? nullptr : it->second;
+  return it == sessions_.end() || it->second->closing ? nullptr : it->second;
 }
 
 void SessionServer::SaveCheckpoint() {
@@ -310,118 +328,167 @@ void SessionServer::SaveCheckpoint() {
   }
 }
 
+grpc::Status SessionServer::Challenge(grpc::ServerContext*, const rpci::v1::ChallengeRequest* req,
+                                      rpci::v1::ChallengeResponse* resp) {
+  absl::StatusOr<session::SessionId> id = session::SessionId::Parse(req->session_id());
+  if (!id.ok()) return ToGrpc(id.status());
+  std::shared_ptr<Session> s = Find(*id);
+  if (s == nullptr) {
+    refused_->Labels({"stale_session"}).Increment();
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->session_id() + " is not live");
+  }
+  absl::StatusOr<session::Nonce> nonce = session::NewNonce();
+  if (!nonce.ok()) return ToGrpc(nonce.status());
+  std::lock_guard<std::mutex> lock(s->mu);
+  const absl::Time now = options_.clock->Now();
+  for (auto it = s->challenges.begin(); it != s->challenges.end();) {
+    it = now - it->second > kChallengeLifetime ? s->challenges.erase(it) : std::next(it);
+  }
+  // A bounded set: a flood of challenges evicts the oldest, never grows.
+  if (s->challenges.size() >= kMaxChallenges) s->challenges.erase(s->challenges.begin());
+  s->challenges[*nonce] = now;
+  resp->set_nonce(session::NonceBytes(*nonce));
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::Authenticate(const ProofRequest& p,
+                                                                                   session::Nonce* used) {
+  absl::StatusOr<session::SessionId> id = session::SessionId::Parse(p.session_id);
+  if (!id.ok()) return id.status();
+  std::shared_ptr<Session> s = Find(*id);
+  if (s == nullptr) {
+    // A status probe of a session that has ended (the plugin's health check
+    // after a close or an agent restart) is not a refused request.
+    const char* reason = p.purpose == session::ProofPurpose::kStatus ? "probe_closed_session" : "stale_session";
+    refused_->Labels({reason}).Increment();
+    log_.Info("session request refused", {{"session", p.session_id}, {"reason", reason}, {"peer", p.peer}});
+    return absl::NotFoundError("session " + p.session_id + " is not live");
+  }
+  absl::StatusOr<session::Nonce> nonce = session::NonceFromBytes(p.nonce);
+  bool valid = false;
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    // Single use: a nonce is spent whether or not the proof holds.
+    if (nonce.ok() && s->challenges.erase(*nonce) == 1) {
+      valid = session::VerifyProof(s->key, p.purpose, *nonce, *id, p.client_address, p.proof);
+    }
+  }
+  if (!valid) {
+    refused_->Labels({"bad_proof"}).Increment();
+    // A security event: someone holds the session id but cannot prove its key.
+    log_.Warn("session request refused", {{"session", p.session_id}, {"reason", "bad_proof"}, {"peer", p.peer}});
+    return absl::UnauthenticatedError("session " + p.session_id +
+                                      ": no valid proof of the session key for a challenge of this session");
+  }
+  *used = *nonce;
+  return s;
+}
+
+void SessionServer::Describe(const Session& s, rpci::v1::OpenSessionResponse* resp) const {
+  for (const SessionDevice::Bar& bar : s.bars) {
+    ToProto({RegionKind::kBar, session::kAccessRead, bar.index, 0, std::min(bar.size, options_.max_mirror_bytes), 0},
+            resp->add_agent_regions());
+  }
+  ToProto({RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, 0, s.device->dma_size(), 0},
+          resp->add_agent_regions());
+}
+
 grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1::OpenSessionRequest* req,
                                         rpci::v1::OpenSessionResponse* resp) {
   if (stopping_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "session server stopping");
-  std::shared_ptr<Session> s;
-  if (!req->resume_session_id().empty()) {
-    absl::StatusOr<uint64_t> id = session::ParseSessionId(req->resume_session_id());
-    if (!id.ok()) return ToGrpc(id.status());
-    s = Find(*id);
-    if (s == nullptr) {
-      refused_->Labels({"stale_session"}).Inc();
-      log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "stale_session"},
-                                   {"peer", ctx->peer()}});
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->resume_session_id() + " is not live");
-    }
-    absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
-    if (!key.ok() || !s->key.Matches(*key)) {
-      refused_->Labels({"bad_key"}).Inc();
-      // A security event: someone holds the session id but not its key.
-      log_.Warn("attach refused", {{"session", req->resume_session_id()}, {"reason", "bad_key"},
-                                   {"peer", ctx->peer()}});
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->resume_session_id() + ": wrong key");
-    }
-  } else {
-    if (options_.require_plugin_certificate) {
-      if (absl::Status peer = CheckReservingPeer(*ctx, req->compute_node()); !peer.ok()) {
-        refused_->Labels({"bad_peer"}).Inc();
-        log_.Warn("reservation refused", {{"grant", req->grant_id()}, {"error", std::string(peer.message())}});
-        return ToGrpc(peer);
-      }
-    }
-    absl::StatusOr<Grant> grant = grants_->Check(req->grant_id(), req->token(), options_.clock->Now());
-    if (!grant.ok()) {
-      refused_->Labels({"bad_grant"}).Inc();
-      return ToGrpc(grant.status());
-    }
-    if (!grant->compute_node.empty() && grant->compute_node != req->compute_node()) {
-      refused_->Labels({"bad_grant"}).Inc();
-      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                          "grant " + grant->grant_id + " is for node " + grant->compute_node);
-    }
-    auto dev = devices_.find(grant->device_id);
-    if (dev == devices_.end()) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "device " + grant->device_id + " is not exported here");
-    }
-    absl::StatusOr<uint64_t> id = session::RandomU64();
-    absl::StatusOr<session::SessionKey> key = session::SessionKey::Generate();
-    if (!id.ok() || !key.ok()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no entropy for session keys");
-    s = std::make_shared<Session>();
-    s->id = *id;
-    s->key = *key;
-    s->grant_id = grant->grant_id;
-    s->device_id = grant->device_id;
-    s->compute_node = req->compute_node();
-    s->device = dev->second;
-    s->bars = dev->second->Bars();
-    s->opened = s->last_seen = options_.clock->Now();
-    s->seq = SeqFile::Open(options_.state_dir.empty()
-                               ? ""
-                               : options_.state_dir + "/" + session::SessionIdString(s->id) + ".seq");
-    if (s->seq == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot map session sequence file");
-    s->seq->set_applied(0);
-    s->seq->set_completions(0);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto owner = device_owner_.find(s->device_id);
-      if (owner != device_owner_.end()) {
-        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                            "device " + s->device_id + " is in session " + session::SessionIdString(owner->second));
-      }
-      sessions_[s->id] = s;
-      device_owner_[s->device_id] = s->id;
-      open_gauge_->Set(static_cast<double>(sessions_.size()));
-    }
-    SaveCheckpoint();
-    log_.Info("session opened", {{"session", session::SessionIdString(s->id)}, {"device", s->device_id},
-                                 {"grant", s->grant_id}});
-  }
-  resp->set_session_id(session::SessionIdString(s->id));
-  resp->set_session_key(s->key.Bytes());
   resp->set_protocol_version(session::kProtocolVersion);
   resp->set_fabric_provider(endpoint_->provider());
   resp->set_agent_fabric_address(endpoint_->address());
-  std::lock_guard<std::mutex> slock(s->mu);
-  resp->set_applied_sequence(s->gate.applied());
+  if (req->resume_session_id().empty()) return ToGrpc(Reserve(*ctx, *req, resp));
+  session::Nonce nonce{};
+  absl::StatusOr<std::shared_ptr<Session>> s =
+      Authenticate({req->resume_session_id(), req->nonce(), req->proof(), session::ProofPurpose::kAttach,
+                    req->client_fabric_address(), ctx->peer()},
+                   &nonce);
+  if (!s.ok()) return ToGrpc(s.status());
+  resp->set_session_id(req->resume_session_id());
+  std::lock_guard<std::mutex> slock((*s)->mu);
+  resp->set_applied_sequence((*s)->gate.applied());
   if (req->client_fabric_address().empty()) {
-    // Reserve only (plugin), or a client learning the device's shape.
-    for (const SessionDevice::Bar& bar : s->bars) {
-      ToProto({RegionKind::kBar, session::kAccessRead, bar.index, 0, std::min(bar.size, options_.max_mirror_bytes), 0},
-              resp->add_agent_regions());
-    }
-    ToProto({RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, 0, s->device->dma_size(), 0},
-            resp->add_agent_regions());
+    Describe(**s, resp);  // a client learning the session's shape
     return grpc::Status::OK;
   }
-  absl::Status st = Attach(*s, *req, resp);
-  if (!st.ok()) {
-    refused_->Labels({"bad_attach"}).Inc();
+  if (absl::Status st = Attach(**s, *req, nonce, resp); !st.ok()) {
+    refused_->Labels({"bad_attach"}).Increment();
     return ToGrpc(st);
   }
   return grpc::Status::OK;
 }
 
-absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionRequest& req,
-                                   rpci::v1::OpenSessionResponse* resp) {
-  // Validate the client's regions against the device before touching anything.
-  std::vector<RegionDesc> client;
-  for (const rpci::v1::Region& r : req.client_regions()) {
-    absl::StatusOr<RegionDesc> d = RegionFromProto(r);
-    if (!d.ok()) return d.status();
-    if (absl::Status v = session::ValidateRegion(*d); !v.ok()) return v;
-    client.push_back(*d);
+absl::Status SessionServer::Reserve(const grpc::ServerContext& ctx, const rpci::v1::OpenSessionRequest& req,
+                                    rpci::v1::OpenSessionResponse* resp) {
+  if (options_.require_plugin_certificate) {
+    if (absl::Status peer = CheckReservingPeer(ctx, req.compute_node()); !peer.ok()) {
+      refused_->Labels({"bad_peer"}).Increment();
+      log_.Warn("reservation refused", {{"grant", req.grant_id()}, {"error", std::string(peer.message())}});
+      return peer;
+    }
   }
+  absl::StatusOr<Grant> grant = grants_->Check(req.grant_id(), req.token(), options_.clock->Now());
+  if (grant.ok() && !grant->compute_node.empty() && grant->compute_node != req.compute_node()) {
+    grant = absl::PermissionDeniedError("grant " + grant->grant_id + " is for node " + grant->compute_node);
+  }
+  if (!grant.ok()) {
+    refused_->Labels({"bad_grant"}).Increment();
+    return grant.status();
+  }
+  auto dev = devices_.find(grant->device_id);
+  if (dev == devices_.end()) return absl::NotFoundError("device " + grant->device_id + " is not exported here");
+  absl::StatusOr<std::shared_ptr<Session>> s = NewSession(*grant, req.compute_node(), dev->second);
+  if (!s.ok()) return s.status();
+  SaveCheckpoint();
+  log_.Info("session opened", {{"session", (*s)->id.ToString()}, {"device", (*s)->device_id},
+                               {"grant", (*s)->grant_id}});
+  resp->set_session_id((*s)->id.ToString());
+  resp->set_session_key((*s)->key.Bytes());  // the one time the key is sent: to the grant's node, over mTLS
+  Describe(**s, resp);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSession(const Grant& grant,
+                                                                                 const std::string& compute_node,
+                                                                                 SessionDevice* device) {
+  absl::StatusOr<session::SessionId> id = session::SessionId::Random();
+  absl::StatusOr<session::SessionKey> key = session::SessionKey::Generate();
+  if (!id.ok() || !key.ok()) return absl::UnavailableError("no entropy for session keys");
+  auto s = std::make_shared<Session>();
+  s->id = *id;
+  s->key = *key;
+  s->grant_id = grant.grant_id;
+  s->device_id = grant.device_id;
+  s->compute_node = compute_node;
+  s->device = device;
+  s->bars = device->Bars();
+  s->opened = s->last_seen = options_.clock->Now();
+  s->seq = SeqFile::Open(options_.state_dir.empty() ? "" : options_.state_dir + "/" + s->id.ToString() + ".seq");
+  if (s->seq == nullptr) return absl::UnavailableError("cannot map session sequence file");
+  s->seq->set_applied(0);
+  s->seq->set_completions(0);
+  std::unique_lock<std::mutex> lock(mu_);
+  // A device its last session is still being scrubbed off is worth a wait.
+  scrubbed_.wait_for(lock, std::chrono::seconds(10), [&] {
+    auto o = device_owner_.find(s->device_id);
+    return o == device_owner_.end() || !sessions_.at(o->second)->closing;
+  });
+  if (auto c = device_clean_.find(s->device_id); c != device_clean_.end() && !c->second.ok()) {
+    return absl::FailedPreconditionError("device " + s->device_id + " is not clean: " + std::string(c->second.message()));
+  }
+  if (auto owner = device_owner_.find(s->device_id); owner != device_owner_.end()) {
+    return absl::FailedPreconditionError("device " + s->device_id + " is in session " + owner->second.ToString());
+  }
+  sessions_[s->id] = s;
+  device_owner_[s->device_id] = s->id;
+  open_gauge_->Set(static_cast<double>(sessions_.size()));
+  return s;
+}
+
+absl::StatusOr<uint32_t> SessionServer::CheckClientRegions(const Session& s,
+                                                          const std::vector<RegionDesc>& client) const {
   for (const SessionDevice::Bar& bar : s.bars) {
     absl::StatusOr<RegionDesc> mirror = session::FindRegion(client, RegionKind::kBar, bar.index);
     if (!mirror.ok()) return mirror.status();
@@ -444,19 +511,50 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
       cap > session::kMaxRingCapacity || session::RingRegionSize(cap, session::kCompletionEntrySize) != comp->size) {
     return absl::InvalidArgumentError(absl::StrFormat("completion ring of %u bytes is not a valid ring", comp->size));
   }
+  return static_cast<uint32_t>(cap);
+}
 
-  // Re-attaching replaces the previous data path (reconnect): revoke old keys.
+absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionRequest& req, const session::Nonce& nonce,
+                                   rpci::v1::OpenSessionResponse* resp) {
+  // Validate the client's regions against the device before touching anything.
+  std::vector<RegionDesc> client;
+  for (const rpci::v1::Region& r : req.client_regions()) {
+    absl::StatusOr<RegionDesc> d = RegionFromProto(r);
+    if (!d.ok()) return d.status();
+    if (absl::Status v = session::ValidateRegion(*d); !v.ok()) return v;
+    client.push_back(*d);
+  }
+  absl::StatusOr<uint32_t> cap = CheckClientRegions(s, client);
+  if (!cap.ok()) return cap.status();
+  absl::StatusOr<session::FrameChannel> frames =
+      session::FrameChannel::Create(s.key, nonce, s.id, session::FrameChannel::Side::kAgent);
+  if (!frames.ok()) return frames.status();
+
+  // Re-attaching replaces the previous data path (reconnect): the old
+  // registrations, and with them their keys, die here.
   if (s.attached) endpoint_->RemovePeer(s.peer).IgnoreError();
   s.Deregister();
   absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(req.client_fabric_address());
   if (!peer.ok()) return peer.status();
   s.peer = *peer;
+  s.frames = *std::move(frames);
   s.client = client;
-  s.comp_capacity = static_cast<uint32_t>(cap);
+  s.comp_capacity = *cap;
   s.from_device.clear();
   s.backlog.clear();
   s.client_consumed = s.completion_seq;
+  if (absl::Status st = RegisterRegions(s); !st.ok()) return st;
+  // The client finds every other region through the anchor record.
+  ToProto(s.local.back(), resp->add_agent_regions());
+  resp->set_completions(s.completion_seq);
+  s.attached = true;
+  s.last_seen = options_.clock->Now();
+  // The mirror starts as the device is now, and the client's ring header
+  // matches the agent's completion count.
+  return PushMirrors(s);
+}
 
+absl::Status SessionServer::RegisterRegions(Session& s) {
   auto reg = [&](std::vector<uint8_t>& buf, size_t size, uint64_t access,
                  std::unique_ptr<fabric::MemoryRegion>* mr) -> absl::Status {
     if (buf.size() != size) buf.assign(size, 0);
@@ -466,15 +564,14 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
     return absl::OkStatus();
   };
   std::vector<RegionDesc> local;
-  if (absl::Status st = reg(s.ring_buf, session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize),
-                            fabric::kRemoteWrite, &s.ring_mr);
-      !st.ok()) {
+  const size_t ring_size = session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize);
+  if (absl::Status st = reg(s.ring_buf, ring_size, fabric::kRemoteWrite | fabric::kRemoteRead, &s.ring_mr); !st.ok()) {
     return st;
   }
   session::EncodeRingHeader({options_.mmio_ring_capacity, session::kMmioEntrySize, s.gate.applied(), s.gate.applied()},
                             s.ring_buf.data());
-  local.push_back({RegionKind::kMmioRing, session::kAccessWrite, 0, s.ring_mr->remote().address, s.ring_buf.size(),
-                   s.ring_mr->remote().key});
+  local.push_back({RegionKind::kMmioRing, session::kAccessRead | session::kAccessWrite, 0, s.ring_mr->remote().address,
+                   s.ring_buf.size(), s.ring_mr->remote().key});
   absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> dma_mr = endpoint_->RegisterMemory(
       s.device->dma_space(), s.device->dma_size(), fabric::kRemoteRead | fabric::kRemoteWrite);
   if (!dma_mr.ok()) return dma_mr.status();
@@ -489,7 +586,8 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
     local.push_back({RegionKind::kBar, session::kAccessRead, s.bars[i].index, s.bar_mr[i]->remote().address, n,
                      s.bar_mr[i]->remote().key});
   }
-  if (absl::Status st = reg(s.comp_buf, comp->size, fabric::kLocalOnly, &s.comp_mr); !st.ok()) return st;
+  const size_t comp_size = session::RingRegionSize(s.comp_capacity, session::kCompletionEntrySize);
+  if (absl::Status st = reg(s.comp_buf, comp_size, fabric::kLocalOnly, &s.comp_mr); !st.ok()) return st;
   session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.completion_seq, s.completion_seq},
                             s.comp_buf.data());
   if (absl::Status st = reg(s.anchor_buf, session::kAnchorRegionSize, fabric::kRemoteRead, &s.anchor_mr); !st.ok()) {
@@ -502,35 +600,22 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   anchor.regions = local;
   std::vector<uint8_t> encoded = session::EncodeAnchor(anchor);
   std::memcpy(s.anchor_buf.data() + session::kAnchorOffset, encoded.data(), encoded.size());
-  s.local = local;
-  for (const RegionDesc& d : local) ToProto(d, resp->add_agent_regions());
-  resp->set_completions(s.completion_seq);
-  s.attached = true;
-  s.last_seen = options_.clock->Now();
-  // The mirror starts as the device is now, and the client's ring header
-  // matches the agent's completion count.
-  return PushMirrors(s);
+  s.local = std::move(local);
+  return absl::OkStatus();
 }
 
-grpc::Status SessionServer::CloseSession(grpc::ServerContext*, const rpci::v1::CloseSessionRequest* req,
+grpc::Status SessionServer::CloseSession(grpc::ServerContext* ctx, const rpci::v1::CloseSessionRequest* req,
                                          rpci::v1::CloseSessionResponse*) {
-  absl::StatusOr<uint64_t> id = session::ParseSessionId(req->session_id());
-  if (!id.ok()) return ToGrpc(id.status());
-  std::shared_ptr<Session> s = Find(*id);
-  if (s == nullptr) {
-    refused_->Labels({"stale_session"}).Inc();
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->session_id() + " is not live");
-  }
-  absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
-  if (!key.ok() || !s->key.Matches(*key)) {
-    refused_->Labels({"bad_key"}).Inc();
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session " + req->session_id() + ": wrong key");
-  }
+  session::Nonce nonce{};
+  const session::ProofPurpose purpose = req->detach() ? session::ProofPurpose::kDetach : session::ProofPurpose::kClose;
+  absl::StatusOr<std::shared_ptr<Session>> s =
+      Authenticate({req->session_id(), req->nonce(), req->proof(), purpose, "", ctx->peer()}, &nonce);
+  if (!s.ok()) return ToGrpc(s.status());
   if (req->detach()) {
-    Detach(*s);
+    Detach(**s);
     return grpc::Status::OK;
   }
-  Teardown(*id, "closed", true);
+  Teardown((*s)->id, "closed", true);
   return grpc::Status::OK;
 }
 
@@ -540,73 +625,87 @@ void SessionServer::Detach(Session& s) {
   s.Deregister();
   // Unattached again: the attach timeout runs from now.
   s.last_seen = options_.clock->Now();
-  teardowns_->Labels({"detached"}).Inc();
-  log_.Info("session detached by its workload", {{"session", session::SessionIdString(s.id)}});
+  teardowns_->Labels({"detached"}).Increment();
+  log_.Info("session detached by its workload", {{"session", s.id.ToString()}});
 }
 
-grpc::Status SessionServer::SessionStatus(grpc::ServerContext*, const rpci::v1::SessionStatusRequest* req,
+grpc::Status SessionServer::SessionStatus(grpc::ServerContext* ctx, const rpci::v1::SessionStatusRequest* req,
                                           rpci::v1::SessionStatusResponse* resp) {
-  absl::StatusOr<uint64_t> id = session::ParseSessionId(req->session_id());
-  if (!id.ok()) return ToGrpc(id.status());
-  std::shared_ptr<Session> s = Find(*id);
-  absl::StatusOr<session::SessionKey> key = session::SessionKey::FromBytes(req->session_key());
-  if (s == nullptr || !key.ok() || !s->key.Matches(*key)) {
-    // A status probe of a session that has ended (the plugin's health check
-    // after a close or an agent restart) is not a refused attach.
-    refused_->Labels({s == nullptr ? "probe_closed_session" : "bad_key"}).Inc();
+  session::Nonce nonce{};
+  absl::StatusOr<std::shared_ptr<Session>> s = Authenticate(
+      {req->session_id(), req->nonce(), req->proof(), session::ProofPurpose::kStatus, "", ctx->peer()}, &nonce);
+  if (!s.ok()) {
+    if (s.status().code() == absl::StatusCode::kInvalidArgument) return ToGrpc(s.status());
     resp->set_live(false);
     return grpc::Status::OK;
   }
-  std::lock_guard<std::mutex> lock(s->mu);
+  std::lock_guard<std::mutex> lock((*s)->mu);
   // The session belongs to the pod's allocation: while its holder (the
   // plugin's health check, with the key) keeps asking, an unattached session
   // (between container runs) is kept; once nobody asks it is reaped after the
   // attach timeout.
-  if (!s->attached) s->last_seen = options_.clock->Now();
+  if (!(*s)->attached) (*s)->last_seen = options_.clock->Now();
   resp->set_live(true);
-  resp->set_applied_sequence(s->gate.applied());
-  resp->set_completions(s->completion_seq);
+  resp->set_applied_sequence((*s)->gate.applied());
+  resp->set_completions((*s)->completion_seq);
   return grpc::Status::OK;
 }
 
-void SessionServer::Teardown(uint64_t id, const std::string& reason, bool notify) {
+void SessionServer::Teardown(session::SessionId id, const std::string& reason, bool notify) {
   std::shared_ptr<Session> s;
   {
+    // The session (and so the device's ownership) stays listed until the
+    // device is scrubbed: nobody is granted it in between.
     std::lock_guard<std::mutex> lock(mu_);
     auto it = sessions_.find(id);
-    if (it == sessions_.end()) return;
+    if (it == sessions_.end() || it->second->closing) return;
     s = it->second;
-    sessions_.erase(it);
-    device_owner_.erase(s->device_id);
-    open_gauge_->Set(static_cast<double>(sessions_.size()));
+    s->closing = true;
   }
+  absl::Status clean;
   {
     std::lock_guard<std::mutex> lock(s->mu);
     if (notify && s->attached) SendFrame(*s, FrameType::kClose, 0, 0);
     if (s->attached) endpoint_->RemovePeer(s->peer).IgnoreError();
     s->Deregister();
     s->seq.reset();
+    clean = s->device->Reset();
   }
-  if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + session::SessionIdString(id) + ".seq").c_str());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    device_clean_[s->device_id] = clean;
+    sessions_.erase(id);
+    device_owner_.erase(s->device_id);
+    open_gauge_->Set(static_cast<double>(sessions_.size()));
+  }
+  scrubbed_.notify_all();
+  scrubs_->Labels({clean.ok() ? "clean" : "failed"}).Increment();
+  if (!clean.ok()) {
+    log_.Error("device not clean after teardown; it will not be granted again",
+               {{"session", id.ToString()}, {"device", s->device_id},
+                {"error", std::string(clean.message())}});
+  }
+  if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + id.ToString() + ".seq").c_str());
   SaveCheckpoint();
-  teardowns_->Labels({reason}).Inc();
-  log_.Info("session torn down", {{"session", session::SessionIdString(id)}, {"reason", reason}});
+  teardowns_->Labels({reason}).Increment();
+  log_.Info("session torn down", {{"session", id.ToString()}, {"reason", reason}});
 }
 
 void SessionServer::ReaperLoop() {
   while (!stopping_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const absl::Time now = options_.clock->Now();
-    std::vector<uint64_t> expired;
+    std::vector<session::SessionId> expired;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [id, s] : sessions_) {
+        if (s->closing) continue;
         std::lock_guard<std::mutex> slock(s->mu);
         const absl::Duration limit = s->attached ? options_.grace : options_.attach_timeout;
         if (now - s->last_seen > limit) expired.push_back(id);
       }
     }
-    for (uint64_t id : expired) Teardown(id, "peer_gone", true);
+    for (session::SessionId id : expired) Teardown(id, "peer_gone", true);
   }
 }
 
@@ -619,19 +718,13 @@ void SessionServer::DispatchLoop() {
 }
 
 void SessionServer::Refuse(Session* s, ErrorCode code, uint64_t what) {
-  refused_->Labels({session::ErrorCodeName(code)}).Inc();
+  refused_->Labels({session::ErrorCodeName(code)}).Increment();
   if (s != nullptr && s->attached) SendFrame(*s, FrameType::kError, static_cast<uint64_t>(code), what);
 }
 
 void SessionServer::SendFrame(Session& s, FrameType type, uint64_t arg0, uint64_t arg1) {
-  session::Frame f;
-  f.type = type;
-  f.session_id = s.id;
-  f.key = s.key.bytes();
-  f.arg0 = arg0;
-  f.arg1 = arg1;
-  if (absl::Status st = endpoint_->Send(s.peer, session::EncodeFrameMessage(f)); !st.ok()) {
-    log_.Warn("frame to client failed", {{"session", session::SessionIdString(s.id)},
+  if (absl::Status st = endpoint_->Send(s.peer, s.frames->Seal(type, arg0, arg1)); !st.ok()) {
+    log_.Warn("frame to client failed", {{"session", s.id.ToString()},
                                          {"error", std::string(st.message())}});
   }
 }
@@ -640,22 +733,30 @@ void SessionServer::HandleFrame(const std::string& bytes) {
   absl::StatusOr<session::Frame> frame =
       session::DecodeFrame(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
   if (!frame.ok()) {
-    refused_->Labels({"malformed"}).Inc();
+    // A version-1 frame (which carried the key) lands here as FAILED_PRECONDITION.
+    const bool old = frame.status().code() == absl::StatusCode::kFailedPrecondition;
+    refused_->Labels({old ? "old_version" : "malformed"}).Increment();
+    log_.Warn("frame refused", {{"reason", old ? "old_version" : "malformed"},
+                                {"error", std::string(frame.status().message())}});
     return;
   }
   std::shared_ptr<Session> s = Find(frame->session_id);
   if (s == nullptr) {
-    refused_->Labels({"stale_session"}).Inc();
+    refused_->Labels({"stale_session"}).Increment();
     return;
   }
   std::unique_lock<std::mutex> lock(s->mu);
-  if (!s->key.Matches(frame->key)) {
-    // Not answered: whoever sent it does not hold the session.
-    refused_->Labels({"bad_key"}).Inc();
+  if (!s->attached || !s->frames.has_value()) {
+    refused_->Labels({"stale_session"}).Increment();
     return;
   }
-  if (!s->attached) {
-    refused_->Labels({"stale_session"}).Inc();
+  // Not answered: whoever sent it cannot prove the session's key.
+  const session::FrameChannel::Verdict verdict =
+      s->frames->Check(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), *frame);
+  if (verdict != session::FrameChannel::Verdict::kOk) {
+    refused_->Labels({session::VerdictName(verdict)}).Increment();
+    log_.Warn("frame refused", {{"session", s->id.ToString()}, {"reason", session::VerdictName(verdict)},
+                                {"counter", frame->counter}});
     return;
   }
   s->last_seen = options_.clock->Now();
@@ -686,7 +787,7 @@ void SessionServer::HandleFrame(const std::string& bytes) {
     case FrameType::kHeartbeat:
       break;  // last_seen is updated above
     case FrameType::kClose: {
-      const uint64_t id = s->id;
+      const session::SessionId id = s->id;
       lock.unlock();
       Teardown(id, "closed", false);
       break;
@@ -743,7 +844,7 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
     if (!access.ok()) {
       Refuse(&s, session::ErrorCodeFor(access), seq);
     } else {
-      mmio_applied_->Inc();
+      mmio_applied_->Increment();
     }
     s.gate.MarkApplied(seq);
     s.seq->set_applied(seq);
@@ -752,15 +853,42 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
   // client writes only the tail word, so this cannot race its updates).
   const uint64_t head = s.gate.applied();
   std::memcpy(s.ring_buf.data() + session::kRingHeadOffset, &head, sizeof(head));  // little-endian host
+  PushCompletions(s, true);
+}
+
+void SessionServer::InterruptLoop() {
+  while (!stopping_) {
+    std::vector<pollfd> fds;
+    std::vector<std::shared_ptr<Session>> owners;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, s] : sessions_) {
+        std::lock_guard<std::mutex> slock(s->mu);
+        const int fd = s->attached ? s->device->interrupt_fd() : -1;
+        if (fd < 0) continue;
+        fds.push_back({fd, POLLIN, 0});
+        owners.push_back(s);
+      }
+    }
+    if (fds.empty()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    if (poll(fds.data(), fds.size(), 50) <= 0) continue;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if ((fds[i].revents & POLLIN) == 0) continue;
+      std::lock_guard<std::mutex> slock(owners[i]->mu);
+      if (owners[i]->attached) PushCompletions(*owners[i], false);
+    }
+  }
+}
+
+void SessionServer::PushCompletions(Session& s, bool always) {
   std::vector<fabric::RmaOp> segs = DeliverInterrupts(s);
-  session::Frame f;
-  f.type = FrameType::kEvent;
-  f.session_id = s.id;
-  f.key = s.key.bytes();
-  f.arg0 = s.gate.applied();
-  f.arg1 = s.completion_seq;
-  if (absl::Status st = endpoint_->WriteAndSend(s.peer, segs, session::EncodeFrameMessage(f)); !st.ok()) {
-    log_.Warn("completion push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
+  if (segs.empty() && !always) return;
+  const std::string event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), s.completion_seq);
+  if (absl::Status st = endpoint_->WriteAndSend(s.peer, segs, event); !st.ok()) {
+    log_.Warn("completion push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
   }
 }
 
@@ -783,7 +911,7 @@ absl::Status SessionServer::PushMirrors(Session& s) {
   std::vector<fabric::RmaOp> segs;
   absl::Status st = MirrorSegments(s, &segs);
   if (st.ok()) st = endpoint_->WriteBatch(s.peer, segs);
-  if (!st.ok()) log_.Warn("mirror push failed", {{"session", session::SessionIdString(s.id)}, {"error", std::string(st.message())}});
+  if (!st.ok()) log_.Warn("mirror push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
   return st;
 }
 
@@ -816,7 +944,7 @@ std::vector<fabric::RmaOp> SessionServer::DeliverInterrupts(Session& s) {
     const size_t slot = session::RingSlotOffset(c.seq, s.comp_capacity, session::kCompletionEntrySize);
     session::EncodeCompletion(c, s.comp_buf.data() + slot);
     segs.push_back({s.comp_mr.get(), slot, session::kCompletionEntrySize, ring->address + slot, ring->key});
-    completions_->Inc();
+    completions_->Increment();
   }
   if (segs.size() == mirror_segments) return segs;
   session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.client_consumed, s.completion_seq},

@@ -8,6 +8,7 @@
 // delivers completions. docs/sessions.md is the protocol.
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -24,6 +25,8 @@
 #include "common/metrics.h"
 #include "proto/rpci/v1/controller.pb.h"
 #include "proto/rpci/v1/session.grpc.pb.h"
+#include "session/frame_auth.h"
+#include "session/session_id.h"
 #include "session/session_key.h"
 #include "session/wire.h"
 
@@ -91,6 +94,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
                                                                std::map<std::string, SessionDevice*> devices);
   ~SessionServer() override;
 
+  grpc::Status Challenge(grpc::ServerContext* ctx, const rpci::v1::ChallengeRequest* req,
+                         rpci::v1::ChallengeResponse* resp) override;
   grpc::Status OpenSession(grpc::ServerContext* ctx, const rpci::v1::OpenSessionRequest* req,
                            rpci::v1::OpenSessionResponse* resp) override;
   grpc::Status CloseSession(grpc::ServerContext* ctx, const rpci::v1::CloseSessionRequest* req,
@@ -101,6 +106,13 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // Stops threads and tears every session down (keeping the checkpoint, so a
   // new server resumes them).
   void Stop();
+
+  // OK when the device is clean: never used, or reset and its DMA space
+  // zeroed after its last session (SessionDevice::Reset). UNAVAILABLE while
+  // a teardown is scrubbing it; the Reset error when the scrub failed (then
+  // OpenSession refuses it with FAILED_PRECONDITION). The agent reports this
+  // to the controller as the device's health.
+  absl::Status DeviceClean(const std::string& device_id) const;
 
   size_t live_sessions() const;
   // One report per live session (attached or not): its device, writes
@@ -114,11 +126,42 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   explicit SessionServer(SessionServerOptions options, GrantTable* grants,
                          std::map<std::string, SessionDevice*> devices);
   absl::Status Start();
-  absl::Status Attach(Session& s, const rpci::v1::OpenSessionRequest& req, rpci::v1::OpenSessionResponse* resp);
+  // What a client sent to prove it holds a session's key.
+  struct ProofRequest {
+    const std::string& session_id;
+    const std::string& nonce;
+    const std::string& proof;
+    session::ProofPurpose purpose;
+    const std::string& client_address;
+    const std::string& peer;  // for logs
+  };
+  // The live session if the proof answers one of its outstanding challenges
+  // (which it spends); NOT_FOUND or UNAUTHENTICATED, counted and logged.
+  absl::StatusOr<std::shared_ptr<Session>> Authenticate(const ProofRequest& p, session::Nonce* used);
+  // OpenSession without a session: check the plugin and grant, make one.
+  absl::Status Reserve(const grpc::ServerContext& ctx, const rpci::v1::OpenSessionRequest& req,
+                       rpci::v1::OpenSessionResponse* resp);
+  absl::StatusOr<std::shared_ptr<Session>> NewSession(const Grant& grant, const std::string& compute_node,
+                                                      SessionDevice* device);
+  // The BAR mirrors and DMA size a client must provide.
+  void Describe(const Session& s, rpci::v1::OpenSessionResponse* resp) const;
+  // The completion ring's capacity once the client's regions fit the device.
+  absl::StatusOr<uint32_t> CheckClientRegions(const Session& s, const std::vector<session::RegionDesc>& client) const;
+  absl::Status Attach(Session& s, const rpci::v1::OpenSessionRequest& req, const session::Nonce& nonce,
+                      rpci::v1::OpenSessionResponse* resp);
+  // Registers this attach's agent-side regions and writes the anchor record
+  // naming them (s.local, anchor last).
+  absl::Status RegisterRegions(Session& s);
   void DispatchLoop();
   void ReaperLoop();
   void HandleFrame(const std::string& bytes);
   void HandleKick(Session& s, uint64_t tail, uint64_t consumed);
+  // Waits on the attached sessions' device interrupt fds and pushes their
+  // completions as the devices raise them (no kick needed).
+  void InterruptLoop();
+  // DeliverInterrupts, then the writes and the event frame to the client;
+  // with `always`, the frame also when nothing was delivered (a kick's answer).
+  void PushCompletions(Session& s, bool always);
   // BAR snapshots (read from the device now) and from-device DMA ranges.
   absl::Status MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs);
   absl::Status PushMirrors(Session& s);
@@ -129,9 +172,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void Refuse(Session* s, session::ErrorCode code, uint64_t what);
   // The workload closed with detach: data path down, session kept.
   void Detach(Session& s);
-  void Teardown(uint64_t id, const std::string& reason, bool notify);
+  void Teardown(session::SessionId id, const std::string& reason, bool notify);
   void SaveCheckpoint();
-  std::shared_ptr<Session> Find(uint64_t id) const;
+  std::shared_ptr<Session> Find(session::SessionId id) const;
 
   SessionServerOptions options_;
   GrantTable* grants_;
@@ -140,17 +183,21 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   Logger log_{"agent.session"};
   CounterFamily* refused_;
   CounterFamily* teardowns_;
+  CounterFamily* scrubs_;
   Counter* mmio_applied_;
   Counter* completions_;
   Gauge* open_gauge_;
 
   mutable std::mutex mu_;
-  std::map<uint64_t, std::shared_ptr<Session>> sessions_;
-  std::map<std::string, uint64_t> device_owner_;
+  std::map<session::SessionId, std::shared_ptr<Session>> sessions_;
+  std::map<std::string, session::SessionId> device_owner_;
+  std::map<std::string, absl::Status> device_clean_;  // absent = never used
+  std::condition_variable scrubbed_;                  // a closing session is gone
   std::mutex checkpoint_mu_;
   std::atomic<bool> stopping_{false};
   std::thread dispatch_;
   std::thread reaper_;
+  std::thread interrupts_;
 };
 
 }  // namespace rpci::agent

@@ -3,13 +3,21 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <algorithm>
+#include <map>
+
+#include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
+#include "client/control_client.h"
 #include "client/session_client.h"
 #include "common/fabric/fabric.h"
-#include "common/testing/prometheus_text.h"
+#include "common/testing/exposition_format.h"
+#include "common/testing/temp_dir.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "session/bounds.h"
+#include "session/frame_auth.h"
 #include "session/wire.h"
 
 namespace rpci::agent {
@@ -20,9 +28,9 @@ using agent::testing::TestDevice;
 class SessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/rpci-session-XXXXXX";
-    state_dir_ = mkdtemp(tmpl);
+    state_dir_ = ::rpci::testing::MakeTempDir("rpci-session");
     grants_.Upsert({"g1", "dev0", "node-a", "secret-token", absl::InfiniteFuture()});
+    grants_.Upsert({"g-emu", "emu0", "node-a", "secret-token", absl::InfiniteFuture()});
     StartServer();
   }
   void TearDown() override { StopServer(); }
@@ -33,7 +41,7 @@ class SessionTest : public ::testing::Test {
     opts.metrics = &metrics_;
     opts.grace = grace;
     opts.attach_timeout = attach_timeout_;
-    auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}});
+    auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", emu_.get()}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     grpc::ServerBuilder builder;
@@ -53,8 +61,9 @@ class SessionTest : public ::testing::Test {
   }
   std::string Endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
 
-  std::unique_ptr<client::SessionClient> Attach(client::SessionTicket* ticket_out = nullptr) {
-    auto ticket = client::ReserveSession(Endpoint(), nullptr, "g1", "secret-token", "node-a");
+  std::unique_ptr<client::SessionClient> Attach(client::SessionTicket* ticket_out = nullptr,
+                                                const std::string& grant = "g1") {
+    auto ticket = client::ControlClient().Reserve(Endpoint(), {grant, "secret-token", "node-a"});
     EXPECT_TRUE(ticket.ok()) << ticket.status();
     if (!ticket.ok()) return nullptr;
     if (ticket_out) *ticket_out = *ticket;
@@ -65,8 +74,39 @@ class SessionTest : public ::testing::Test {
     return c.ok() ? std::move(*c) : nullptr;
   }
 
+  // An endpoint of someone else's on the agent's fabric.
+  struct RogueEndpoint {
+    std::unique_ptr<fabric::Fabric> fabric;
+    std::unique_ptr<fabric::Endpoint> endpoint;
+    fabric::PeerId peer = 0;
+    absl::Status Send(const std::string& bytes) { return endpoint->Send(peer, bytes); }
+  };
+  RogueEndpoint Rogue() {
+    RogueEndpoint r;
+    r.fabric = *fabric::Fabric::Open(fabric::LoopbackConfig());
+    r.endpoint = *r.fabric->OpenEndpoint();
+    r.peer = *r.endpoint->InsertPeer(server_->fabric_address());
+    return r;
+  }
+
+  void WaitForRefused(const std::map<std::string, double>& want) {
+    for (int i = 0; i < 100; ++i) {
+      bool all = true;
+      for (const auto& [reason, n] : want) all = all && Refused(reason) >= n;
+      if (all) return;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+
+  double Scrubs(const std::string& result) {
+    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
+    if (!parsed.ok()) return -1;
+    auto v = parsed->Value("rpci_agent_device_scrubs_total", {{"result", result}});
+    return v.ok() ? *v : 0;
+  }
+
   double Refused(const std::string& reason) {
-    auto parsed = rpci::testing::ParsePrometheusText(metrics_.Render());
+    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
     if (!parsed.ok()) return -1;
     auto v = parsed->Value("rpci_session_refused_total", {{"reason", reason}});
     return v.ok() ? *v : 0;
@@ -78,6 +118,7 @@ class SessionTest : public ::testing::Test {
   MetricsRegistry metrics_;
   GrantTable grants_;
   TestDevice device_;
+  std::unique_ptr<EmuBackend> emu_ = *EmuBackend::Create(1 << 16);
   std::unique_ptr<SessionServer> server_;
   std::unique_ptr<grpc::Server> grpc_;
 };
@@ -168,33 +209,135 @@ TEST_F(SessionTest, WriteToReadOnlyBarIsRefusedCountedAndNeverApplied) {
   EXPECT_EQ(bar2[0], 0xee);
 }
 
-TEST_F(SessionTest, FramesWithWrongKeyOrUnknownSessionAreRefusedAndTouchNothing) {
+TEST_F(SessionTest, FramesWithAForeignMacOrUnknownSessionAreRefusedAndTouchNothing) {
   client::SessionTicket ticket;
   auto c = Attach(&ticket);
   ASSERT_NE(c, nullptr);
-  // A second endpoint that knows the session id but not its key.
-  auto fabric = fabric::Fabric::Open(fabric::LoopbackConfig());
-  ASSERT_TRUE(fabric.ok()) << fabric.status();
-  auto rogue = (*fabric)->OpenEndpoint();
-  ASSERT_TRUE(rogue.ok()) << rogue.status();
-  auto peer = (*rogue)->InsertPeer(server_->fabric_address());
-  ASSERT_TRUE(peer.ok());
-  session::Frame f;
-  f.type = session::FrameType::kKick;
-  f.session_id = *session::ParseSessionId(ticket.session_id);
-  f.arg0 = 1;
-  auto bytes = session::EncodeFrame(f);
-  ASSERT_TRUE((*rogue)->Send(*peer, std::string(bytes.begin(), bytes.end())).ok());
-  f.session_id ^= 1;
-  f.key = ticket.key.bytes();
-  bytes = session::EncodeFrame(f);
-  ASSERT_TRUE((*rogue)->Send(*peer, std::string(bytes.begin(), bytes.end())).ok());
-  for (int i = 0; i < 50 && (Refused("bad_key") < 1 || Refused("stale_session") < 1); ++i) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  EXPECT_EQ(Refused("bad_key"), 1);
+  // A rogue that knows the session id but not its key seals under a key of its own.
+  auto rogue = Rogue();
+  auto guess = *session::FrameChannel::Create(*session::SessionKey::Generate(), *session::NewNonce(),
+                                              ticket.session_id, session::FrameChannel::Side::kClient);
+  ASSERT_TRUE(rogue.Send(guess.Seal(session::FrameType::kKick, 1, 0)).ok());
+  auto other = *session::FrameChannel::Create(ticket.key, *session::NewNonce(), session::SessionId(ticket.session_id.value() ^ 1),
+                                              session::FrameChannel::Side::kClient);
+  ASSERT_TRUE(rogue.Send(other.Seal(session::FrameType::kKick, 1, 0)).ok());
+  WaitForRefused({{"bad_mac", 1}, {"stale_session", 1}});
+  EXPECT_EQ(Refused("bad_mac"), 1);
   EXPECT_EQ(Refused("stale_session"), 1);
   EXPECT_TRUE(device_.applied().empty());
+}
+
+TEST_F(SessionTest, ACapturedFrameReplayedFromAnotherEndpointIsRefused) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  const std::string captured = c->LastFrameForTesting();  // the kick, as a wiretap saw it
+  ASSERT_EQ(captured.size(), session::kFrameSize);
+  auto rogue = Rogue();
+  ASSERT_TRUE(rogue.Send(captured).ok());
+  WaitForRefused({{"replay", 1}});
+  EXPECT_EQ(Refused("replay"), 1);
+  EXPECT_EQ(device_.applied().size(), 1u);
+  // The session itself carries on.
+  ASSERT_TRUE(c->Write(0, 0x44, 4, 2).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  EXPECT_EQ(device_.applied().size(), 2u);
+}
+
+TEST_F(SessionTest, AFrameOfAnEarlierAttachIsRefusedAfterTheClientReconnects) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  const std::string captured = c->LastFrameForTesting();
+  c->BreakLinkForTesting();
+  ASSERT_TRUE(c->Write(0, 0x44, 4, 2).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  ASSERT_GE(c->stats().reconnects, 1u);
+  // Its counter is fresh for the new attach, but its MAC is of the old keys.
+  std::string reused = captured;
+  auto rogue = Rogue();
+  ASSERT_TRUE(rogue.Send(reused).ok());
+  WaitForRefused({{"bad_mac", 1}});
+  EXPECT_EQ(Refused("bad_mac"), 1);
+  EXPECT_EQ(device_.applied().size(), 2u);
+}
+
+TEST_F(SessionTest, AForgedMacIsRefused) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  std::string forged = c->LastFrameForTesting();
+  forged[16] = 0x7f;  // a counter far ahead, to get past the replay check
+  forged[session::kFrameMacOffset + 3] ^= 0x40;
+  auto rogue = Rogue();
+  ASSERT_TRUE(rogue.Send(forged).ok());
+  WaitForRefused({{"bad_mac", 1}});
+  EXPECT_EQ(Refused("bad_mac"), 1);
+  EXPECT_EQ(device_.applied().size(), 1u);
+}
+
+TEST_F(SessionTest, AVersionOneFrameGetsAClearRefusal) {
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
+  ASSERT_NE(c, nullptr);
+  // Version 1: magic, version 1, kick, session id, then the key in clear.
+  std::string v1(72, '\0');
+  const uint8_t header[8] = {0x52, 0x43, 0x46, 0x52, 1, 0, 1, 0};
+  std::memcpy(v1.data(), header, 8);
+  const uint64_t id = ticket.session_id.value();
+  std::memcpy(v1.data() + 8, &id, 8);
+  std::memcpy(v1.data() + 16, ticket.key.bytes().data(), 32);
+  auto rogue = Rogue();
+  ASSERT_TRUE(rogue.Send(v1).ok());
+  WaitForRefused({{"old_version", 1}});
+  EXPECT_EQ(Refused("old_version"), 1);
+  EXPECT_TRUE(device_.applied().empty());
+}
+
+TEST_F(SessionTest, APreviousAttachsMemoryKeysNoLongerReadOrWrite) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  const session::RegionDesc dma = *session::FindRegion(c->agent_regions(), session::RegionKind::kDma);
+  auto rogue = Rogue();
+  std::vector<uint8_t> buf(64, 0x5a);
+  auto mr = *rogue.endpoint->RegisterMemory(buf.data(), buf.size(), fabric::kLocalOnly);
+  // While attached, the key reaches the session's DMA space (it is the capability).
+  ASSERT_TRUE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
+  c->BreakLinkForTesting();
+  ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());  // re-attached: new registrations
+  EXPECT_FALSE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
+  EXPECT_FALSE(rogue.endpoint->Read(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
+  const session::RegionDesc now = *session::FindRegion(c->agent_regions(), session::RegionKind::kDma);
+  ASSERT_TRUE(c->Close().ok());  // torn down: nothing of the session is reachable
+  EXPECT_FALSE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, now.address, now.key}).ok());
+  EXPECT_FALSE(rogue.endpoint->Read(rogue.peer, {mr.get(), 0, 64, now.address, now.key}).ok());
+}
+
+TEST_F(SessionTest, TheNextTenantSeesOnlyResetRegistersAndZeroedDma) {
+  auto a = Attach(nullptr, "g-emu");
+  ASSERT_NE(a, nullptr);
+  std::memset(a->dma(), 0xa5, a->dma_size());
+  ASSERT_TRUE(a->FlushDma(0, a->dma_size()).ok());
+  ASSERT_TRUE(a->Write(0, agent::emu::kRegScratch, 4, 0xdeadbeef).ok());
+  ASSERT_TRUE(a->Write(0, agent::emu::kRegIntMask, 4, agent::emu::kIntCompletion).ok());
+  ASSERT_TRUE(a->Refresh(absl::Seconds(5)).ok());
+  ASSERT_EQ(*a->Read(0, agent::emu::kRegScratch, 4), 0xdeadbeefu);
+  ASSERT_TRUE(a->Close().ok());
+  EXPECT_TRUE(server_->DeviceClean("emu0").ok());
+
+  auto b = Attach(nullptr, "g-emu");
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(b->InvalidateDma(0, b->dma_size()).ok());
+  EXPECT_EQ(std::count(b->dma(), b->dma() + b->dma_size(), 0), static_cast<long>(b->dma_size()));
+  ASSERT_TRUE(b->Refresh(absl::Seconds(5)).ok());
+  EXPECT_EQ(*b->Read(0, agent::emu::kRegScratch, 4), 0u);
+  EXPECT_EQ(*b->Read(0, agent::emu::kRegIntMask, 4), 0u);
+  EXPECT_EQ(*b->Read(0, agent::emu::kRegDeviceId, 4), agent::emu::kDeviceIdValue);
+  EXPECT_EQ(Scrubs("clean"), 1);
 }
 
 TEST_F(SessionTest, ResumeWithWrongKeyOrBadGrantIsRefused) {
@@ -204,11 +347,13 @@ TEST_F(SessionTest, ResumeWithWrongKeyOrBadGrantIsRefused) {
   client::SessionTicket forged = ticket;
   forged.key = *session::SessionKey::Generate();
   EXPECT_EQ(client::SessionClient::Attach(forged, {}).status().code(), absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(client::ReserveSession(Endpoint(), nullptr, "g1", "wrong", "node-a").status().code(),
+  EXPECT_EQ(client::ControlClient().Status(forged)->live, false);
+  client::ControlClient no_wait({nullptr, absl::ZeroDuration()});
+  EXPECT_EQ(no_wait.Reserve(Endpoint(), {"g1", "wrong", "node-a"}).status().code(),
             absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(client::ReserveSession(Endpoint(), nullptr, "g1", "secret-token", "node-b").status().code(),
+  EXPECT_EQ(no_wait.Reserve(Endpoint(), {"g1", "secret-token", "node-b"}).status().code(),
             absl::StatusCode::kPermissionDenied);
-  EXPECT_GE(Refused("bad_key"), 1);
+  EXPECT_GE(Refused("bad_proof"), 2);
   EXPECT_GE(Refused("bad_grant"), 2);
 }
 
@@ -288,7 +433,7 @@ TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
     ASSERT_TRUE((*again)->Sync(absl::Seconds(5)).ok()) << "run " << run;
     ASSERT_TRUE((*again)->Close().ok());
   }
-  ASSERT_TRUE(client::CloseSession(ticket, nullptr).ok());
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
   EXPECT_EQ(server_->live_sessions(), 0u);
   EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
 }

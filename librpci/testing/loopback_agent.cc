@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/testing/temp_dir.h"
 
 namespace rpci::lib::testing {
 
@@ -28,9 +29,7 @@ absl::StatusOr<std::unique_ptr<LoopbackAgent>> LoopbackAgent::Start(
   a->grpc_ = builder.BuildAndStart();
   if (a->grpc_ == nullptr || port == 0) return absl::UnavailableError("loopback agent: gRPC server did not start");
   a->endpoint_ = "127.0.0.1:" + std::to_string(port);
-  char tmpl[] = "/tmp/rpci-lib-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("loopback agent: mkdtemp failed");
-  a->key_dir_ = tmpl;
+  a->key_dir_ = ::rpci::testing::MakeTempDir("rpci-lib");
   return a;
 }
 
@@ -46,7 +45,7 @@ absl::StatusOr<std::map<std::string, std::string>> LoopbackAgent::ReserveEnv(
   std::map<std::string, std::string> env;
   for (size_t i = 0; i < device_ids.size(); ++i) {
     absl::StatusOr<client::SessionTicket> t =
-        client::ReserveSession(endpoint_, nullptr, "grant-" + device_ids[i], "token", "node");
+        client::ControlClient().Reserve(endpoint_, {"grant-" + device_ids[i], "token", "node"});
     if (!t.ok()) return t.status();
     const std::string key_file = absl::StrCat(key_dir_, "/key-", reserved_++);
     int fd = ::open(key_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -58,12 +57,12 @@ absl::StatusOr<std::map<std::string, std::string>> LoopbackAgent::ReserveEnv(
     const std::string p = absl::StrCat("RPCI_", i, "_");
     env[p + "DEVICE_ID"] = device_ids[i];
     env[p + "SESSION_ENDPOINT"] = endpoint_;
-    env[p + "SESSION_ID"] = t->session_id;
+    env[p + "SESSION_ID"] = t->session_id.ToString();
     env[p + "SESSION_KEY_FILE"] = key_file;
     env[p + "FABRIC_PROVIDER"] = "tcp;ofi_rxm";
     if (i == 0) {
       env["RPCI_SESSION_ENDPOINT"] = endpoint_;
-      env["RPCI_SESSION_ID"] = t->session_id;
+      env["RPCI_SESSION_ID"] = t->session_id.ToString();
       env["RPCI_SESSION_KEY_FILE"] = key_file;
     }
   }

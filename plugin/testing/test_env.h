@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
+#include "common/testing/temp_dir.h"
 #include "controller/local_store.h"
 #include "controller/pool_manager.h"
 #include "controller/service.h"
@@ -39,26 +40,30 @@ class TestAgents final : public SessionOpener {
     AttachedSession s;
     s.device_id = grant.device_id();
     s.grant_id = grant.grant_id();
-    s.session_id = absl::StrFormat("%016x", ++next_);
-    s.endpoint = endpoint;
-    s.fabric_provider = "tcp;ofi_rxm";
-    s.key = std::string(32, static_cast<char>(0xa0 + next_));
-    s.bars = {{0, 4096}, {2, 65536}};
-    s.dma_size = 1 << 20;
-    open_[s.session_id] = s;
+    s.ticket.session_id = session::SessionId(++next_);
+    s.ticket.endpoint = endpoint;
+    s.ticket.fabric_provider = "tcp;ofi_rxm";
+    session::KeyBytes key;
+    key.fill(static_cast<uint8_t>(0xa0 + next_));
+    s.ticket.key = session::SessionKey(key);
+    s.ticket.bars = {{0, 4096}, {2, 65536}};
+    s.ticket.dma_size = 1 << 20;
+    open_[s.ticket.session_id] = s;
     ++opened_;
     return s;
   }
   absl::Status Close(const AttachedSession& s) override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (down_.count(s.endpoint)) return absl::UnavailableError("agent " + s.endpoint + " unreachable");
-    open_.erase(s.session_id);
+    if (down_.count(s.ticket.endpoint)) return absl::UnavailableError("agent " + s.ticket.endpoint + " unreachable");
+    open_.erase(s.ticket.session_id);
     return absl::OkStatus();
   }
   absl::Status Check(const AttachedSession& s) override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (down_.count(s.endpoint)) return absl::UnavailableError("agent " + s.endpoint + " unreachable");
-    if (!open_.count(s.session_id) || lost_.count(s.device_id)) return absl::NotFoundError("session " + s.session_id + " gone");
+    if (down_.count(s.ticket.endpoint)) return absl::UnavailableError("agent " + s.ticket.endpoint + " unreachable");
+    if (!open_.count(s.ticket.session_id) || lost_.count(s.device_id)) {
+      return absl::NotFoundError("session " + s.ticket.session_id.ToString() + " gone");
+    }
     return absl::OkStatus();
   }
   absl::Status ProbeAgent(const std::string& endpoint, absl::Duration) override {
@@ -90,17 +95,11 @@ class TestAgents final : public SessionOpener {
 
  private:
   mutable std::mutex mu_;
-  std::map<std::string, AttachedSession> open_;
+  std::map<session::SessionId, AttachedSession> open_;
   std::set<std::string> down_, lost_, refuse_;
   int next_ = 0;
   int opened_ = 0;
 };
-
-// A short temp dir under /tmp (unix socket paths must stay under 108 bytes).
-inline std::string ShortTempDir() {
-  char tmpl[] = "/tmp/rpci-plugin-XXXXXX";
-  return mkdtemp(tmpl) ? std::string(tmpl) : std::string();
-}
 
 // The real controller on loopback (insecure: callers are trusted to name
 // their node).

@@ -10,6 +10,7 @@
 //           the environment and mounts of the ContainerAllocateResponse.
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +27,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/testing/temp_dir.h"
+#include "common/cert_authority.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/harness/netns.h"
@@ -39,6 +42,9 @@ constexpr char kResource[] = "rpci.io/emu";
 // Each host is its own network namespace, so fixed ports cannot collide with
 // anything else on the machine.
 constexpr int kControllerPort = 7460, kControllerHttp = 7461, kAgentPort = 7450, kAgentHttp = 7451;
+// Workloads run as a non-root user, as most pods do; the plugin gives session
+// key files to kSessionGroup, which the pods list in supplementalGroups.
+constexpr int kWorkloadUid = 65534, kSessionGroup = 4242;
 
 // Components log at warn unless RPCI_E2E_LOG_LEVEL says otherwise (debugging).
 std::string LogLevel() {
@@ -89,17 +95,40 @@ class EndToEndTest : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
-    char tmpl[] = "/tmp/rpci-e2e-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs"}) {
+    dir_ = MakeTempDir("rpci-e2e", TempDirUse::kSockets);
+    for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs", "bin"}) {
       std::filesystem::create_directories(dir_ + "/" + d);
     }
+    // A non-root workload reaches its mounts and binary through these; the
+    // key files keep their own modes.
+    chmod(dir_.c_str(), 0711);
+    std::filesystem::copy_file(Abs("examples/emu_jobs"), dir_ + "/bin/emu_jobs");
     absl::StatusOr<VethPair> pair = VethPair::Create("e2e");
     ASSERT_TRUE(pair.ok()) << pair.status();
     pair_.emplace(std::move(*pair));
     agent_endpoint_ = absl::StrCat(pair_->addr_a(), ":", kAgentPort);
     controller_address_ = absl::StrCat(pair_->addr_a(), ":", kControllerPort);
+    MakeCertificates();
+  }
+
+  // mTLS as tools/certs makes it for local mode: one CA, a certificate per
+  // component naming the address it is dialled at.
+  void MakeCertificates() {
+    absl::StatusOr<CertAuthority> ca = CertAuthority::Create("rpci-e2e-ca");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    std::filesystem::create_directories(dir_ + "/certs");
+    for (const auto& [name, stem] : {std::pair<std::string, std::string>{"controller", "controller"},
+                                     {"agent:e2e-device-server", "agent"},
+                                     {"plugin:e2e-compute-node", "plugin"}}) {
+      absl::StatusOr<TlsMaterial> tls = ca->Issue(name, {}, {pair_->addr_a()});
+      ASSERT_TRUE(tls.ok()) << tls.status();
+      absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*tls, dir_ + "/certs", stem);
+      ASSERT_TRUE(files.ok()) << files.status();
+    }
+  }
+  std::vector<std::string> TlsFlags(const std::string& stem) const {
+    const std::string c = dir_ + "/certs/";
+    return {"--tls-cert=" + c + stem + ".crt", "--tls-key=" + c + stem + ".key", "--tls-ca=" + c + "ca.crt"};
   }
   void TearDown() override {
     // Children first (they hold the namespaces' sockets), then the files.
@@ -118,16 +147,19 @@ class EndToEndTest : public ::testing::Test {
   }
 
   void StartController() {
-    controller_ = Start(0, "controller",
-                        {Abs("controller/rpci-controller"), "--store=local", "--state-dir=" + dir_ + "/controller",
-                         "--listen=" + controller_address_,
-                         absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp), "--insecure",
-                         "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=" + log_level_});
+    std::vector<std::string> argv = {Abs("controller/rpci-controller"), "--store=local",
+                                     "--state-dir=" + dir_ + "/controller", "--listen=" + controller_address_,
+                                     absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp),
+                                     "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=" + log_level_};
+    for (const std::string& f : TlsFlags("controller")) argv.push_back(f);
+    controller_ = Start(0, "controller", argv);
   }
   void StartAgent() {
     std::ofstream(dir_ + "/agent.yaml") << "node: e2e-device-server\n"
                                         << "controller: {address: \"" << controller_address_
-                                        << "\", insecure: true}\n"
+                                        << "\"}\n"
+                                        << "tls: {cert: " << dir_ << "/certs/agent.crt, key: " << dir_
+                                        << "/certs/agent.key, ca: " << dir_ << "/certs/ca.crt}\n"
                                         << "session: {listen: \"0.0.0.0:" << kAgentPort << "\", advertise: \""
                                         << agent_endpoint_ << "\", state_dir: " << dir_ << "/agent}\n"
                                         << "fabric: {provider: \"tcp;ofi_rxm\", address: " << pair_->addr_a() << "}\n"
@@ -159,11 +191,13 @@ class EndToEndTest : public ::testing::Test {
                                         << "contexts:\n- name: e2e\n  context: {cluster: c, user: u}\n"
                                         << "clusters:\n- name: c\n  cluster: {server: \"" << api_url_ << "\"}\n"
                                         << "users:\n- name: u\n  user: {token: \"e2e\"}\n";
-    controller_ = Start(0, "controller",
-                        {Abs("controller/rpci-controller"), "--store=kube", "--kubeconfig=" + dir_ + "/kubeconfig",
-                         "--namespace=" + ns, "--lease-namespace=rpci-system", "--listen=" + controller_address_,
-                         absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp), "--insecure",
-                         "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=" + log_level_});
+    std::vector<std::string> argv = {
+        Abs("controller/rpci-controller"), "--store=kube", "--kubeconfig=" + dir_ + "/kubeconfig",
+        "--namespace=" + ns, "--lease-namespace=rpci-system", "--listen=" + controller_address_,
+        absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp), "--reconcile-interval-ms=100",
+        "--default-spares=2", "--log-level=" + log_level_};
+    for (const std::string& f : TlsFlags("controller")) argv.push_back(f);
+    controller_ = Start(0, "controller", argv);
   }
   // `method` on the test API server from inside host a; the answer's JSON
   // (null when it is not JSON).
@@ -198,7 +232,9 @@ class EndToEndTest : public ::testing::Test {
                                      "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
                                      "--cdi-dir=" + dir_ + "/cdi", "--state-dir=" + dir_ + "/plugin-state",
                                      "--container-dir=" + dir_ + "/container", "--health-addr=",
-                                     "--log-level=" + log_level_};
+                                     "--usage-interval-seconds=1", "--log-level=" + log_level_,
+                                     absl::StrCat("--session-group=", kSessionGroup)};
+    for (const std::string& f : TlsFlags("plugin")) argv.push_back(f);
     argv.insert(argv.end(), extra.begin(), extra.end());
     plugin_ = Start(1, "plugin", argv);
   }
@@ -220,13 +256,17 @@ class EndToEndTest : public ::testing::Test {
   }
 
   // Runs emu_jobs in host b as the container of `response` (its own mount
-  // namespace and environment); the finished process.
-  std::unique_ptr<Subprocess> RunContainer(const std::string& name, const v1beta1::ContainerAllocateResponse& response) {
+  // namespace and environment) as user kWorkloadUid, by default with the
+  // session group as its pod's supplementalGroups; the finished process.
+  std::unique_ptr<Subprocess> RunContainer(const std::string& name, const v1beta1::ContainerAllocateResponse& response,
+                                           bool in_session_group = true) {
     const std::string file = dir_ + "/" + name + ".response";
     std::ofstream(file, std::ios::binary) << response.SerializeAsString();
+    const std::string user = absl::StrCat("--user=", kWorkloadUid, ":", kWorkloadUid, ":",
+                                          in_session_group ? std::to_string(kSessionGroup) : "");
     auto workload = Start(1, name,
-                          {Abs("tests/e2e/run_container"), "--response=" + file, "--",
-                           Abs("examples/emu_jobs"), "--rounds=4"});
+                          {Abs("tests/e2e/run_container"), "--response=" + file, user, "--", dir_ + "/bin/emu_jobs",
+                           "--rounds=4"});
     workload->Wait(absl::Seconds(60));
     return workload;
   }
@@ -402,6 +442,24 @@ TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
   EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
   EXPECT_EQ(summary.value("device", ""), b->device_ids[0]);
   summary = RunWorkload("pod-a", a->response);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+// Workloads run as a non-root user: one whose pod lists the plugin's session
+// group reads its key and runs; one without it cannot read the key file
+// (0640, root:session group) and says so.
+TEST_F(EndToEndTest, ANonRootWorkloadReadsItsKeyOnlyThroughTheSessionGroup) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet);
+  if (HasFatalFailure()) return;
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "non-root", "main", kResource, 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  std::unique_ptr<Subprocess> outsider = RunContainer("not-in-group", pod->response, /*in_session_group=*/false);
+  EXPECT_NE(outsider->Wait(absl::ZeroDuration()), 0) << outsider->out();
+  EXPECT_NE(outsider->err().find("Permission denied"), std::string::npos) << outsider->err();
+  nlohmann::json summary = RunWorkload("in-group", pod->response);
   EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
   plugin_.reset();
   kubelet.Stop();

@@ -4,6 +4,7 @@
 #include <openssl/x509.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <set>
@@ -299,6 +300,70 @@ void ApiServer::Forbid(const std::string& path_part) {
   forbidden_ = path_part;
 }
 
+void ApiServer::AddToken(const std::string& token, ServiceAccountToken who) {
+  std::lock_guard<std::mutex> lock(mu_);
+  tokens_[token] = std::move(who);
+}
+
+void ApiServer::RemoveToken(const std::string& token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  tokens_.erase(token);
+}
+
+int ApiServer::token_reviews() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return token_reviews_;
+}
+
+// REQUIRES: mu_ held.
+json ApiServer::ReviewToken(const json& review) {
+  ++token_reviews_;
+  json spec = review.value("spec", json::object());
+  json wanted = spec.value("audiences", json::array());
+  if (!wanted.is_array() || wanted.empty()) wanted = json::array({"https://kubernetes.default.svc.cluster.local"});
+  json out = {{"kind", "TokenReview"},
+              {"apiVersion", "authentication.k8s.io/v1"},
+              {"metadata", {{"creationTimestamp", nullptr}}},
+              {"spec", spec},
+              {"status", {{"user", json::object()}}}};
+  auto it = tokens_.find(spec.value("token", ""));
+  if (it == tokens_.end()) {
+    out["status"]["error"] = "[invalid bearer token, square/go-jose: error in cryptographic primitive]";
+    return out;
+  }
+  const ServiceAccountToken& t = it->second;
+  json granted = json::array();
+  for (const json& a : wanted) {
+    if (std::find(t.audiences.begin(), t.audiences.end(), a.get<std::string>()) != t.audiences.end()) {
+      granted.push_back(a);
+    }
+  }
+  if (granted.empty()) {
+    out["status"]["error"] = absl::StrCat("[invalid bearer token, token audiences ", json(t.audiences).dump(),
+                                          " is invalid for the target audiences ", wanted.dump(), "]");
+    return out;
+  }
+  json extra = json::object();
+  if (!t.pod_name.empty()) {
+    extra["authentication.kubernetes.io/pod-name"] = {t.pod_name};
+    extra["authentication.kubernetes.io/pod-uid"] = {t.pod_uid};
+    extra["authentication.kubernetes.io/credential-id"] = {absl::StrCat("JTI=jti-", t.pod_uid)};
+  }
+  if (!t.node_name.empty()) {
+    extra["authentication.kubernetes.io/node-name"] = {t.node_name};
+    extra["authentication.kubernetes.io/node-uid"] = {absl::StrCat("uid-node-", t.node_name)};
+  }
+  out["status"] = {{"authenticated", true},
+                   {"user",
+                    {{"username", absl::StrCat("system:serviceaccount:", t.ns, ":", t.service_account)},
+                     {"uid", absl::StrCat("uid-sa-", t.ns, "-", t.service_account)},
+                     {"groups", {"system:serviceaccounts", absl::StrCat("system:serviceaccounts:", t.ns),
+                                 "system:authenticated"}},
+                     {"extra", extra}}},
+                   {"audiences", granted}};
+  return out;
+}
+
 absl::StatusOr<json> ApiServer::Get(const std::string& path) const {
   Parsed p = ParsePath(path);
   std::lock_guard<std::mutex> lock(mu_);
@@ -355,6 +420,16 @@ void ApiServer::Install() {
              absl::StrCat("User \"system:serviceaccount:test\" cannot ", req.method, " ", req.path));
         return;
       }
+    }
+    if (req.method == "POST" && req.path == "/apis/authentication.k8s.io/v1/tokenreviews") {
+      json review = json::parse(req.body, nullptr, false);
+      if (review.is_discarded() || !review.is_object()) {
+        Fail(res, 400, "BadRequest", "request body is not a JSON object");
+        return;
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      Reply(res, 201, ReviewToken(review));
+      return;
     }
     Parsed p = ParsePath(req.path);
     if (!p.ok) {

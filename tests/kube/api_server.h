@@ -70,6 +70,21 @@ class ApiServer {
   // RBAC would answer (empty: none).
   void Forbid(const std::string& path_part);
 
+  // TokenReview (POST /apis/authentication.k8s.io/v1/tokenreviews), answered
+  // as kube-apiserver does (201, spec echoed): a token added here for an
+  // audience in spec.audiences is authenticated as the ServiceAccount, with
+  // the pod it is bound to in user.extra; any other token (forged, removed
+  // as if expired, another audience) is authenticated: false with an error.
+  struct ServiceAccountToken {
+    std::string ns;
+    std::string service_account;
+    std::string pod_name, pod_uid;  // empty: a legacy token bound to no pod
+    std::string node_name;          // empty: as API servers before 1.30 (no node claims)
+    std::vector<std::string> audiences = {"rpci"};
+  };
+  void AddToken(const std::string& token, ServiceAccountToken who);
+  void RemoveToken(const std::string& token);
+  int token_reviews() const;
   // Serves the CRD's resource as described above (what POSTing it to
   // /apis/apiextensions.k8s.io/v1/customresourcedefinitions also does).
   void InstallCrd(const nlohmann::json& crd);
@@ -129,6 +144,9 @@ class ApiServer {
   bool stopping_ = false;
   std::map<std::string, int> conflicts_;
   std::string forbidden_;
+  std::map<std::string, ServiceAccountToken> tokens_;
+  int token_reviews_ = 0;
+  nlohmann::json ReviewToken(const nlohmann::json& review);
   int watch_requests_ = 0;
   int conflicts_returned_ = 0;
   int open_watches_ = 0;

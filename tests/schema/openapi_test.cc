@@ -24,7 +24,7 @@ properties:
     required: [bdf]
     properties:
       bdf: {type: string, pattern: '^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$'}
-      backend: {type: string, enum: [emu, sysfs-bar]}
+      backend: {type: string, enum: [emu, vfio]}
       numaNode: {type: integer, minimum: -1, maximum: 64}
       name: {type: string, minLength: 1, maxLength: 8}
       since: {type: string, format: date-time}
@@ -79,7 +79,7 @@ TEST(Validate, ReportsMissingRequiredFields) {
 TEST(Validate, ReportsWrongTypesEnumsAndRanges) {
   json value = {{"spec",
                  {{"bdf", "0000:00:01.0"},
-                  {"backend", "vfio"},
+                  {"backend", "sysfs-bar"},
                   {"numaNode", 65},
                   {"name", ""},
                   {"bars", json::array({{{"size", 0}}, {{"size", "big"}}, json::object()})},

@@ -15,7 +15,6 @@
 #include <cstdio>
 #include <fstream>
 
-#include "agent/backends/session_device_adapter.h"
 #include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
@@ -43,6 +42,7 @@ bool WriteFile(const std::string& path, const std::string& text) {
 class LoggedDevice : public rpci::agent::SessionDevice {
  public:
   LoggedDevice(rpci::agent::SessionDevice* inner, int fd) : inner_(inner), fd_(fd) {}
+  std::string kind() const override { return inner_->kind(); }
   std::vector<Bar> Bars() const override { return inner_->Bars(); }
   absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override {
     if (absl::Status s = inner_->WriteRegister(bar, offset, width, value); !s.ok()) return s;
@@ -58,6 +58,7 @@ class LoggedDevice : public rpci::agent::SessionDevice {
   uint8_t* dma_space() override { return inner_->dma_space(); }
   uint64_t dma_size() const override { return inner_->dma_size(); }
   std::vector<Interrupt> TakeInterrupts() override { return inner_->TakeInterrupts(); }
+  absl::Status Reset() override { return inner_->Reset(); }
 
  private:
   rpci::agent::SessionDevice* inner_;
@@ -87,7 +88,7 @@ int main(int argc, char** argv) {
   rpci::agent::GrantTable grants;
   grants.Upsert({"g1", "dev0", "", "token", absl::InfiniteFuture()});
   rpci::agent::testing::TestDevice device(1 << 20);
-  std::unique_ptr<rpci::agent::SessionDeviceAdapter> emu;
+  std::unique_ptr<rpci::agent::EmuBackend> emu;
   rpci::agent::SessionDevice* exported = &device;
   if (device_kind == "emu") {
     auto backend = rpci::agent::EmuBackend::Create(4 << 20);
@@ -95,7 +96,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "emu: %s\n", std::string(backend.status().message()).c_str());
       return 1;
     }
-    emu = std::make_unique<rpci::agent::SessionDeviceAdapter>(std::move(*backend));
+    emu = std::move(*backend);
     exported = emu.get();
   } else if (device_kind != "test") {
     std::fprintf(stderr, "--device must be test or emu\n");

@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
     return 1;
   };
   absl::StatusOr<rpci::client::SessionTicket> ticket =
-      rpci::client::ReserveSession(endpoint, nullptr, "g1", "token", "node-b");
+      rpci::client::ControlClient().Reserve(endpoint, {"g1", "token", "node-b"});
   if (!ticket.ok()) return fail("reserve", ticket.status());
   if (!env_dir.empty()) {
     const std::string key_file = env_dir + "/key";
@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
     ::close(fd);
     std::ofstream env(env_dir + "/env");
     env << "RPCI_DEVICE_IDS=dev0\nRPCI_DEVICE_COUNT=1\nRPCI_0_DEVICE_ID=dev0\n"
-        << "RPCI_0_SESSION_ENDPOINT=" << endpoint << "\nRPCI_0_SESSION_ID=" << ticket->session_id
+        << "RPCI_0_SESSION_ENDPOINT=" << endpoint << "\nRPCI_0_SESSION_ID=" << ticket->session_id.ToString()
         << "\nRPCI_0_SESSION_KEY_FILE=" << key_file << "\nRPCI_0_FABRIC_PROVIDER=tcp;ofi_rxm\n";
     return env ? 0 : fail("env file", absl::InternalError(env_dir));
   }

@@ -1,5 +1,6 @@
 #include "agent/session/testing/test_device.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace rpci::agent::testing {
@@ -45,6 +46,20 @@ absl::Status TestDevice::ReadBar(uint16_t bar, uint64_t offset, uint64_t len, ui
 std::vector<SessionDevice::Interrupt> TestDevice::TakeInterrupts() {
   std::lock_guard<std::mutex> lock(mu_);
   return std::exchange(pending_, {});
+}
+
+absl::Status TestDevice::Reset() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::fill(bar0_.begin(), bar0_.end(), 0);
+  std::fill(dma_.begin(), dma_.end(), 0);
+  pending_.clear();
+  ++resets_;
+  return absl::OkStatus();
+}
+
+int TestDevice::resets() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return resets_;
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> TestDevice::applied() const {
