@@ -100,10 +100,11 @@ absl::StatusOr<SessionTicket> ControlClient::Reserve(const std::string& endpoint
   return ticket;
 }
 
-absl::StatusOr<session::Nonce> ControlClient::Challenge(const SessionTicket& ticket) {
+absl::StatusOr<session::Nonce> ControlClient::Challenge(const SessionTicket& ticket, bool status_probe) {
   auto stub = rpci::v1::SessionControl::NewStub(ChannelTo(ticket.endpoint));
   rpci::v1::ChallengeRequest req;
   req.set_session_id(ticket.session_id.ToString());
+  req.set_status_probe(status_probe);
   rpci::v1::ChallengeResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(In(options_.rpc_timeout));
@@ -130,7 +131,7 @@ absl::Status ControlClient::Close(const SessionTicket& ticket, bool detach) {
 }
 
 absl::StatusOr<SessionState> ControlClient::Status(const SessionTicket& ticket) {
-  absl::StatusOr<session::Nonce> nonce = Challenge(ticket);
+  absl::StatusOr<session::Nonce> nonce = Challenge(ticket, /*status_probe=*/true);
   if (!nonce.ok() && nonce.status().code() == absl::StatusCode::kNotFound) return SessionState{};
   rpci::v1::SessionStatusResponse resp;
   grpc::Status s = grpc::Status::OK;

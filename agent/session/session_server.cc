@@ -334,7 +334,9 @@ grpc::Status SessionServer::Challenge(grpc::ServerContext*, const rpci::v1::Chal
   if (!id.ok()) return ToGrpc(id.status());
   std::shared_ptr<Session> s = Find(*id);
   if (s == nullptr) {
-    refused_->Labels({"stale_session"}).Increment();
+    // A status probe of a session that has ended (the plugin's health check
+    // after a close or an agent restart) is not a refused request.
+    refused_->Labels({req->status_probe() ? "probe_closed_session" : "stale_session"}).Increment();
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->session_id() + " is not live");
   }
   absl::StatusOr<session::Nonce> nonce = session::NewNonce();
