@@ -6,22 +6,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/grpc_util.h"
 #include "proto/rpci/v1/session.grpc.pb.h"
 #include "session/wire.h"
 
 namespace rpci::client {
-namespace {
-
-absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
-}
-
-std::chrono::system_clock::time_point In(absl::Duration d) {
-  return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
-}
-
-}  // namespace
-
 absl::Status ReadShape(const rpci::v1::OpenSessionResponse& resp, SessionTicket* ticket) {
   ticket->bars.clear();
   ticket->dma_size = 0;
