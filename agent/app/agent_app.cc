@@ -120,7 +120,7 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
 
   GaugeFamily& exported = app->metrics_.AddGauge("rpci_agent_exported_devices", "Devices this agent exports",
                                                  {"pool", "backend"});
-  for (const rpci::v1::ExportedDevice& d : app->devices_) exported.Labels({d.pool(), d.backend()}).Add(1);
+  for (const rpci::v1::ExportedDevice& d : app->devices_) exported.Labels({d.pool(), d.backend()}).Increment();
   app->log_.Info("devices ready", {{"devices", app->devices_.size()}, {"provider", app->provider_}});
   return app;
 }
@@ -267,7 +267,10 @@ absl::Status AgentApp::Start() {
   lo.retry.max_backoff = absl::Seconds(5);
   link_ = std::make_unique<ControllerLink>(
       grpc::CreateChannel(options_.controller, channel_creds), lo, &grants_, [this] { return devices_; },
-      [this] { return Health(); });
+      [this] { return Health(); },
+      [this] {
+        return session_server_ ? session_server_->Reports() : std::vector<rpci::v1::SessionReport>{};
+      });
   link_->Start();
   log_.Info("serving", {{"session_endpoint", session_endpoint_},
                         {"http_port", http_port_},

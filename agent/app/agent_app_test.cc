@@ -10,6 +10,7 @@
 #include "agent/backends/emu_backend.h"
 #include "client/session_client.h"
 #include "common/cert_authority.h"
+#include "common/testing/exposition_format.h"
 #include "common/tls.h"
 #include "controller/controller_app.h"
 #include "controller/testing_util.h"
@@ -236,7 +237,9 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
   httplib::Client http("127.0.0.1", agent_->http_port());
   auto metrics = http.Get("/metrics");
   ASSERT_TRUE(metrics);
-  EXPECT_NE(metrics->body.find("rpci_agent_exported_devices{pool=\"emu\",backend=\"emu\"} 2"), std::string::npos)
+  absl::StatusOr<rpci::testing::Exposition> exposition = rpci::testing::CheckExpositionFormat(metrics->body);
+  ASSERT_TRUE(exposition.ok()) << exposition.status() << "\n" << metrics->body;
+  EXPECT_EQ(exposition->Value("rpci_agent_exported_devices", {{"pool", "emu"}, {"backend", "emu"}}).value_or(-1), 2)
       << metrics->body;
   EXPECT_NE(metrics->body.find("rpci_session"), std::string::npos);
   EXPECT_EQ(agent_->session_server().live_sessions(), 1u);

@@ -40,6 +40,7 @@ class SessionTest : public ::testing::Test {
     opts.state_dir = state_dir_;
     opts.metrics = &metrics_;
     opts.grace = grace;
+    opts.attach_timeout = attach_timeout_;
     auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", emu_.get()}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -112,6 +113,7 @@ class SessionTest : public ::testing::Test {
   }
 
   std::string state_dir_;
+  absl::Duration attach_timeout_ = absl::Minutes(10);
   int port_ = 0;
   MetricsRegistry metrics_;
   GrantTable grants_;
@@ -431,9 +433,53 @@ TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
     ASSERT_TRUE((*again)->Sync(absl::Seconds(5)).ok()) << "run " << run;
     ASSERT_TRUE((*again)->Close().ok());
   }
-  ASSERT_TRUE(client::CloseSession(ticket, nullptr).ok());
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
   EXPECT_EQ(server_->live_sessions(), 0u);
   EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A status probe of a session that has ended (the plugin's health check) is
+// counted apart from refused attaches, so a metric of refusals does not read
+// as restarts or attacks.
+TEST_F(SessionTest, StatusProbesOfEndedSessionsAreNotCountedAsRefusals) {
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<client::SessionState> state = client::ControlClient().Status(ticket);
+    ASSERT_TRUE(state.ok()) << state.status();
+    EXPECT_FALSE(state->live);
+  }
+  EXPECT_EQ(Refused("probe_closed_session"), 3);
+  EXPECT_EQ(Refused("stale_session"), 0);
+  // A real attach to the ended session is still a refusal.
+  EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Refused("stale_session"), 1);
+}
+
+// Between container runs the session is detached; it stays while its
+// holder's status probes say the allocation still exists, and is reaped after
+// the attach timeout once they stop.
+TEST_F(SessionTest, ADetachedSessionLivesWhileItsHolderProbesIt) {
+  StopServer();
+  attach_timeout_ = absl::Milliseconds(400);
+  StartServer();
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Close().ok());
+  auto probe = [&] {
+    absl::StatusOr<client::SessionState> state = client::ControlClient().Status(ticket);
+    return state.ok() && state->live;
+  };
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_TRUE(probe()) << "probe " << i;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(server_->live_sessions(), 1u);
+  absl::SleepFor(absl::Milliseconds(900));
+  EXPECT_EQ(server_->live_sessions(), 0u);
 }
 
 }  // namespace
