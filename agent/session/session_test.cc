@@ -412,6 +412,56 @@ TEST_F(SessionTest, PeerGonePastGraceIsTornDownOnBothEnds) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
 }
 
+TEST_F(SessionTest, MappingMoreRangesThanTheCapIsRefusedWithAClearStatus) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  for (uint64_t i = 0; i <= SessionServerOptions().max_mapped_ranges; ++i) {
+    ASSERT_TRUE(c->MapFromDevice(i * 64, 16).ok());
+  }
+  ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  absl::Status s = c->Refresh(absl::Seconds(5));
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("over_limit"), std::string::npos) << s;
+  EXPECT_EQ(Refused("over_limit"), 1);
+}
+
+// A device whose register write blocks (a long job) holds up only its own
+// session: the other session's writes are applied meanwhile.
+TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
+  class SlowDevice : public TestDevice {
+   public:
+    absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override {
+      if (value == 0x510e) absl::SleepFor(absl::Seconds(3));
+      return TestDevice::WriteRegister(bar, offset, width, value);
+    }
+  };
+  SlowDevice slow;
+  StopServer();
+  SessionServerOptions opts;
+  opts.metrics = &metrics_;
+  auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", &slow}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = std::move(*server);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:" + std::to_string(port_), grpc::InsecureServerCredentials(), &port_);
+  builder.RegisterService(server_.get());
+  grpc_ = builder.BuildAndStart();
+  ASSERT_NE(grpc_, nullptr);
+
+  auto a = Attach(nullptr, "g-emu");
+  auto b = Attach();
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  ASSERT_TRUE(a->Write(0, 0x40, 4, 0x510e).ok());
+  ASSERT_TRUE(a->Flush().ok());
+  absl::SleepFor(absl::Milliseconds(100));  // a's worker is inside the slow write
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(b->Write(0, 0x40, 4, 1).ok());
+  ASSERT_TRUE(b->Sync(absl::Seconds(5)).ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
+}
+
 TEST_F(SessionTest, CloseRevokesTheSession) {
   client::SessionTicket ticket;
   auto c = Attach(&ticket);

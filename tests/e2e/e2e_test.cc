@@ -316,9 +316,9 @@ TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
   const v1beta1::ContainerAllocateResponse a_with_b_session = WithSessionId(a->response, b_session);
   std::unique_ptr<Subprocess> wrong_key = RunContainer("a-with-b-session", a_with_b_session);
   EXPECT_NE(wrong_key->Wait(absl::ZeroDuration()), 0) << wrong_key->out();
-  EXPECT_NE(wrong_key->err().find("wrong key"), std::string::npos) << wrong_key->err();
+  EXPECT_NE(wrong_key->err().find("no valid proof of the session key"), std::string::npos) << wrong_key->err();
   const std::string metrics = AgentMetrics();
-  EXPECT_NE(metrics.find("rpci_session_refused_total{reason=\"bad_key\"} "), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("rpci_session_refused_total{reason=\"bad_proof\"} "), std::string::npos) << metrics;
 
   // b's key file named from a's container: b's mount is not there.
   v1beta1::ContainerAllocateResponse a_with_b_key = a_with_b_session;
