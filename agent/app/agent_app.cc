@@ -179,6 +179,12 @@ std::vector<rpci::v1::DeviceHealthReport> AgentApp::Health() const {
     // A backend that exists serves sessions; the session server owns faults.
     r.set_health(serving_ ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
     if (!serving_) r.set_reason("agent not serving sessions");
+    // A device whose scrub between tenants failed must not be granted again.
+    absl::Status clean = session_server_ ? session_server_->DeviceClean(d.id()) : absl::OkStatus();
+    if (serving_ && !clean.ok() && clean.code() != absl::StatusCode::kUnavailable) {
+      r.set_health(rpci::v1::DEVICE_HEALTH_UNHEALTHY);
+      r.set_reason(absl::StrCat("not clean: ", clean.message()));
+    }
     out.push_back(std::move(r));
   }
   return out;

@@ -35,12 +35,13 @@ class SessionTest : public ::testing::Test {
   }
   void TearDown() override { StopServer(); }
 
-  void StartServer(absl::Duration grace = absl::Seconds(10)) {
+  // `second` stands in for the emu device ("emu0", grant "g-emu") when given.
+  void StartServer(absl::Duration grace = absl::Seconds(10), SessionDevice* second = nullptr) {
     SessionServerOptions opts;
-    opts.state_dir = state_dir_;
+    opts.state_dir = second == nullptr ? state_dir_ : "";
     opts.metrics = &metrics_;
     opts.grace = grace;
-    auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", emu_.get()}});
+    auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", second ? second : emu_.get()}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     grpc::ServerBuilder builder;
@@ -438,16 +439,7 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
   };
   SlowDevice slow;
   StopServer();
-  SessionServerOptions opts;
-  opts.metrics = &metrics_;
-  auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", &slow}});
-  ASSERT_TRUE(server.ok()) << server.status();
-  server_ = std::move(*server);
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:" + std::to_string(port_), grpc::InsecureServerCredentials(), &port_);
-  builder.RegisterService(server_.get());
-  grpc_ = builder.BuildAndStart();
-  ASSERT_NE(grpc_, nullptr);
+  StartServer(absl::Seconds(10), &slow);
 
   auto a = Attach(nullptr, "g-emu");
   auto b = Attach();
@@ -460,6 +452,28 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
   ASSERT_TRUE(b->Sync(absl::Seconds(5)).ok());
   EXPECT_LT(absl::Now() - start, absl::Seconds(1));
   ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
+}
+
+TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
+  class DirtyDevice : public TestDevice {
+   public:
+    absl::Status Reset() override { return absl::FailedPreconditionError("test device: reset does not work"); }
+  };
+  DirtyDevice dirty;
+  StopServer();
+  StartServer(absl::Seconds(10), &dirty);
+  auto a = Attach(nullptr, "g-emu");
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(a->Close().ok());
+  absl::Status clean = server_->DeviceClean("emu0");
+  EXPECT_EQ(clean.code(), absl::StatusCode::kFailedPrecondition) << clean;
+  EXPECT_EQ(Scrubs("failed"), 1);
+  absl::Status again = client::ControlClient({nullptr, absl::ZeroDuration()})
+                           .Reserve(Endpoint(), {"g-emu", "secret-token", "node-a"})
+                           .status();
+  EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition) << again;
+  EXPECT_NE(again.message().find("not clean"), std::string::npos) << again;
+  EXPECT_TRUE(server_->DeviceClean("dev0").ok());
 }
 
 TEST_F(SessionTest, CloseRevokesTheSession) {
