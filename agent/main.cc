@@ -21,8 +21,8 @@ int Inventory(const std::vector<std::string>& args) {
 }
 
 int Serve(const std::vector<std::string>& args) {
-  // sysfs-bar refuses unless the operator opted in; AgentApp only calls it then.
-  return rpci::agent::RunServe(args, rpci::agent::RealDeviceBackends(/*allow_sysfs_bar=*/true));
+  // vfio is used only when the operator opted in (inventory.vfio).
+  return rpci::agent::RunServe(args, rpci::agent::RealDeviceBackends());
 }
 
 // Add subcommands here.

@@ -114,7 +114,7 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   rpci::controller::ControllerOptions co;
   co.store = "local";
   co.state_dir = dir + "/controller";
-  co.insecure = true;
+  co.tls.insecure = true;
   co.listen = "127.0.0.1:0";
   co.http_listen = "127.0.0.1:0";
   co.reconcile_interval = absl::Milliseconds(20);
@@ -128,7 +128,7 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   rpci::agent::AgentOptions ao;
   ao.node = "bench-device-server";
   ao.controller = controller_address;
-  ao.insecure = true;
+  ao.tls.insecure = true;
   ao.session_listen = "127.0.0.1:0";
   ao.http_listen = "";
   ao.state_dir = dir + "/agent";
@@ -139,7 +139,7 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   emu.count = devices;
   ao.emu = {emu};
   absl::StatusOr<std::unique_ptr<rpci::agent::AgentApp>> agent =
-      rpci::agent::AgentApp::Create(ao, rpci::agent::RealDeviceBackends(false));
+      rpci::agent::AgentApp::Create(ao, rpci::agent::RealDeviceBackends());
   if (!agent.ok()) return agent.status();
   if (absl::Status s = (*agent)->Start(); !s.ok()) return s;
 

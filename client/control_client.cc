@@ -112,13 +112,15 @@ absl::StatusOr<session::Nonce> ControlClient::Challenge(const SessionTicket& tic
   return session::NonceFromBytes(resp.nonce());
 }
 
-absl::Status ControlClient::Close(const SessionTicket& ticket) {
+absl::Status ControlClient::Close(const SessionTicket& ticket, bool detach) {
   absl::StatusOr<session::Nonce> nonce = Challenge(ticket);
   if (!nonce.ok()) return nonce.status().code() == absl::StatusCode::kNotFound ? absl::OkStatus() : nonce.status();
   rpci::v1::CloseSessionRequest req;
   req.set_session_id(ticket.session_id.ToString());
   req.set_nonce(session::NonceBytes(*nonce));
-  req.set_proof(session::Prove(ticket.key, session::ProofPurpose::kClose, *nonce, ticket.session_id, ""));
+  req.set_detach(detach);
+  req.set_proof(session::Prove(ticket.key, detach ? session::ProofPurpose::kDetach : session::ProofPurpose::kClose,
+                               *nonce, ticket.session_id, ""));
   rpci::v1::CloseSessionResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(In(options_.rpc_timeout));

@@ -75,8 +75,11 @@ class ControlClient {
   // workload attaches the data path later). Errors name the endpoint and
   // grant; FAILED_PRECONDITION when the agent speaks another protocol version.
   absl::StatusOr<SessionTicket> Reserve(const std::string& endpoint, const Reservation& reservation);
-  // Ends the session; OK when the agent no longer has it.
-  absl::Status Close(const SessionTicket& ticket);
+  // Ends the session (the plugin, when the pod's allocation ends); OK when
+  // the agent no longer has it. With `detach` only the data path goes down:
+  // the session belongs to the pod's allocation, so a workload that closes
+  // (librpci's close) detaches and a restarted container attaches again.
+  absl::Status Close(const SessionTicket& ticket, bool detach = false);
   // The session as the agent sees it; live=false when the agent is up but
   // the session is gone (or the key is wrong); UNAVAILABLE when the agent
   // cannot be reached.

@@ -179,6 +179,9 @@ absl::Status SessionClient::Connect() {
   peer_ = *peer;
   absl::StatusOr<uint64_t> applied = ReadAnchor(attached->response);
   if (!applied.ok()) return applied.status();
+  // A process attaching to a session an earlier one used (a restarted
+  // container): its writes continue the agent's sequence.
+  if (log_.last() == 0) log_ = session::WriteLog(*applied);
   absl::StatusOr<std::vector<session::MmioWrite>> replay = log_.Resume(*applied);
   if (!replay.ok()) return replay.status();
   pushed_ = log_.acked();
@@ -471,7 +474,7 @@ absl::Status SessionClient::Close() {
   if (absl::Status s = FlushLocked(); !s.ok() && !closed_) return s;
   closed_ = true;
   dead_ = absl::FailedPreconditionError("session " + ticket_.session_id.ToString() + " is closed");
-  absl::Status s = control_.Close(ticket_);
+  absl::Status s = control_.Close(ticket_, /*detach=*/true);
   if (endpoint_) endpoint_->Shutdown();
   return s;
 }

@@ -89,7 +89,9 @@ class SessionClient {
   // Next completion, or DEADLINE_EXCEEDED.
   absl::StatusOr<session::Completion> WaitCompletion(absl::Duration timeout);
 
-  // Closes the session on the agent; the client is unusable afterwards.
+  // Detaches from the session on the agent (which keeps it for the pod's
+  // allocation: another process with the ticket may attach); this client is
+  // unusable afterwards.
   absl::Status Close();
 
   ClientStats stats() const;

@@ -4,13 +4,14 @@
 #include <fstream>
 #include <string>
 
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace rpci {
 namespace {
 
 std::string WriteTemp(const std::string& name, const std::string& text) {
-  std::string path = std::string(getenv("TEST_TMPDIR")) + "/" + name;
+  std::string path = testing::MakeTempDir("config") + "/" + name;
   std::ofstream(path) << text;
   return path;
 }

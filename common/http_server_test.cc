@@ -1,6 +1,6 @@
 #include "common/http_server.h"
 
-#include "common/testing/prometheus_text.h"
+#include "common/testing/exposition_format.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 
@@ -38,7 +38,7 @@ TEST(HealthServerTest, ServesHealthReadinessAndMetricsOnAnEphemeralPort) {
   ASSERT_TRUE(metrics);
   EXPECT_EQ(metrics->status, 200);
   EXPECT_NE(metrics->get_header_value("Content-Type").find("version=0.0.4"), std::string::npos);
-  auto parsed = testing::ParsePrometheusText(metrics->body);
+  auto parsed = testing::CheckExpositionFormat(metrics->body);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(*parsed->Value("rpci_test_total"), 7);
 

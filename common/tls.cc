@@ -7,6 +7,8 @@
 #include <openssl/x509.h>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 
 namespace rpci {
 namespace {
@@ -98,6 +100,39 @@ std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TlsMateri
   options.pem_private_key = tls.key_pem;
   options.pem_cert_chain = tls.cert_pem;
   return grpc::SslCredentials(options);
+}
+
+namespace {
+
+std::shared_ptr<grpc::experimental::CertificateProviderInterface> FileWatcher(const TlsFiles& files,
+                                                                               absl::Duration refresh) {
+  const auto seconds = static_cast<unsigned int>(std::max<int64_t>(1, absl::ToInt64Seconds(refresh)));
+  return std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(files.key_file, files.cert_file,
+                                                                              files.ca_file, seconds);
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::ServerCredentials> MakeReloadingServerCredentials(const TlsFiles& files,
+                                                                        ClientCertPolicy policy,
+                                                                        absl::Duration refresh) {
+  grpc::experimental::TlsServerCredentialsOptions options(FileWatcher(files, refresh));
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  options.set_cert_request_type(policy == ClientCertPolicy::kRequire
+                                    ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                    : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> MakeReloadingChannelCredentials(const TlsFiles& files,
+                                                                          absl::Duration refresh) {
+  grpc::experimental::TlsChannelCredentialsOptions options;
+  options.set_certificate_provider(FileWatcher(files, refresh));
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  options.set_verify_server_certs(true);
+  return grpc::experimental::TlsCredentials(options);
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeCaOnlyChannelCredentials(const std::string& ca_file) {

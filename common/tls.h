@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_context.h"
@@ -51,6 +52,16 @@ std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsMaterial
 // Client credentials presenting our certificate and verifying the server's
 // against the CA.
 std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TlsMaterial& tls);
+
+// As the two above, but reading `files` again every `refresh`: a renewed
+// certificate, key or CA bundle (rewritten in place) is used by the next
+// connection, without a restart. Call LoadTlsMaterial(files) first to fail at
+// start on bad files; later bad rewrites keep the last good material.
+std::shared_ptr<grpc::ServerCredentials> MakeReloadingServerCredentials(const TlsFiles& files,
+                                                                        ClientCertPolicy policy,
+                                                                        absl::Duration refresh);
+std::shared_ptr<grpc::ChannelCredentials> MakeReloadingChannelCredentials(const TlsFiles& files,
+                                                                          absl::Duration refresh);
 
 // Client credentials that verify the server's certificate against the CA
 // bundle in `ca_file` and present none (a workload that holds only the CA,

@@ -1,8 +1,14 @@
 #include "common/tls.h"
 
+#include <sys/stat.h>
+
 #include <fstream>
+#include <iostream>
+#include <sstream>
 
 #include "common/cert_authority.h"
+#include "common/testing/temp_dir.h"
+#include "common/tls_settings.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
@@ -99,7 +105,7 @@ class OptionalClientCertTest : public TlsTest {
 TEST_F(OptionalClientCertTest, ClientWithCertIsIdentified) { ExpectPluginNodeBIsIdentified(); }
 
 TEST_F(OptionalClientCertTest, ClientWithOnlyTheCaReachesTheServiceAnonymously) {
-  std::string ca_file = std::string(getenv("TEST_TMPDIR")) + "/optional-ca.crt";
+  std::string ca_file = testing::MakeTempDir("tls") + "/optional-ca.crt";
   std::ofstream(ca_file) << ca_->ca_pem();
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeCaOnlyChannelCredentials(ca_file);
   ASSERT_TRUE(creds.ok()) << creds.status();
@@ -123,7 +129,7 @@ TEST_F(OptionalClientCertTest, ClientWithCertFromAnotherCaIsStillRefused) {
 TEST_F(OptionalClientCertTest, AServerFromAnotherCaIsNotTrustedByACaOnlyClient) {
   absl::StatusOr<CertAuthority> other = CertAuthority::Create("other-ca");
   ASSERT_TRUE(other.ok());
-  std::string ca_file = std::string(getenv("TEST_TMPDIR")) + "/other-ca.crt";
+  std::string ca_file = testing::MakeTempDir("tls") + "/other-ca.crt";
   std::ofstream(ca_file) << other->ca_pem();
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeCaOnlyChannelCredentials(ca_file);
   ASSERT_TRUE(creds.ok()) << creds.status();
@@ -131,7 +137,7 @@ TEST_F(OptionalClientCertTest, AServerFromAnotherCaIsNotTrustedByACaOnlyClient) 
 }
 
 TEST(MakeCaOnlyChannelCredentialsTest, ReportsMissingAndGarbageFiles) {
-  std::string dir = getenv("TEST_TMPDIR");
+  std::string dir = testing::MakeTempDir("tls");
   EXPECT_EQ(MakeCaOnlyChannelCredentials(dir + "/absent.crt").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(MakeCaOnlyChannelCredentials("").status().code(), absl::StatusCode::kInvalidArgument);
   std::ofstream(dir + "/not-a-ca.crt") << "hello\n";
@@ -141,7 +147,7 @@ TEST(MakeCaOnlyChannelCredentialsTest, ReportsMissingAndGarbageFiles) {
 }
 
 TEST(LoadTlsMaterialTest, ReportsMissingGarbageAndMismatchedFiles) {
-  std::string dir = getenv("TEST_TMPDIR");
+  std::string dir = testing::MakeTempDir("tls");
   absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
   ASSERT_TRUE(ca.ok());
   absl::StatusOr<TlsMaterial> a = ca->Issue("agent:node-a", {}, {});
@@ -169,6 +175,103 @@ TEST(LoadTlsMaterialTest, ReportsMissingGarbageAndMismatchedFiles) {
   TlsFiles garbage = *files_a;
   garbage.cert_file = dir + "/garbage.crt";
   EXPECT_EQ(LoadTlsMaterial(garbage).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(TlsTest, ReloadingCredentialsUseARewrittenCertificateOnTheNextConnection) {
+  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/reload";
+  mkdir(dir.c_str(), 0700);
+  absl::StatusOr<TlsMaterial> first = ca_->Issue("plugin:node-b", {}, {});
+  ASSERT_TRUE(first.ok());
+  absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*first, dir, "tls");
+  ASSERT_TRUE(files.ok());
+  std::shared_ptr<grpc::ChannelCredentials> creds = MakeReloadingChannelCredentials(*files, absl::Seconds(1));
+  ASSERT_TRUE(Call(creds).ok());
+  EXPECT_EQ(service_.node, "node-b");
+
+  absl::StatusOr<TlsMaterial> second = ca_->Issue("plugin:node-c", {}, {});
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE(CertAuthority::WriteFiles(*second, dir, "tls").ok());
+  absl::SleepFor(absl::Seconds(2.5));
+  ASSERT_TRUE(Call(creds).ok());  // a new channel, the same credentials object
+  EXPECT_EQ(service_.node, "node-c");
+}
+
+TEST(ReloadingCredentialsTest, AServerWhoseCertificateDoesNotNameTheAddressIsRefused) {
+  absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
+  ASSERT_TRUE(ca.ok());
+  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/hostname";
+  mkdir(dir.c_str(), 0700);
+  absl::StatusOr<TlsMaterial> server = ca->Issue("agent:node-a", {"node-a"}, {"10.9.9.9"});  // not 127.0.0.1
+  absl::StatusOr<TlsMaterial> client = ca->Issue("plugin:node-b", {}, {});
+  ASSERT_TRUE(server.ok() && client.ok());
+  absl::StatusOr<TlsFiles> client_files = CertAuthority::WriteFiles(*client, dir, "client");
+  ASSERT_TRUE(client_files.ok());
+  RecordingRegistration service;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", MakeServerCredentials(*server, ClientCertPolicy::kRequire), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> srv = builder.BuildAndStart();
+  ASSERT_NE(srv, nullptr);
+  auto stub = v1beta1::Registration::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(port), MakeReloadingChannelCredentials(*client_files, absl::Seconds(10))));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1beta1::RegisterRequest req;
+  v1beta1::Empty resp;
+  EXPECT_EQ(stub->Register(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(service.role.empty());
+  srv->Shutdown();
+}
+
+TEST(TlsSettingsTest, NothingConfiguredIsRefusedNamingTheWaysOut) {
+  absl::Status s = ValidateTlsSettings(TlsSettings{}, /*node_identity=*/true);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("refusing to run without peer authentication"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("insecure"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("token-file"), std::string::npos) << s;
+  EXPECT_EQ(ValidateTlsSettings(TlsSettings{}, false).message().find("token-file"), std::string::npos);
+}
+
+TEST(TlsSettingsTest, ExactlyOneWayIsAccepted) {
+  TlsSettings insecure;
+  insecure.insecure = true;
+  EXPECT_TRUE(ValidateTlsSettings(insecure, true).ok());
+  TlsSettings files;
+  files.cert_file = "c.crt";
+  files.key_file = "c.key";
+  files.ca_file = "ca.crt";
+  EXPECT_TRUE(ValidateTlsSettings(files, false).ok());
+  TlsSettings identity;
+  identity.ca_file = "ca.crt";
+  identity.identity_address = "ctl:7402";
+  identity.token_file = "/var/run/secrets/rpci/token";
+  identity.cert_dir = "/run/rpci/tls";
+  EXPECT_TRUE(ValidateTlsSettings(identity, true).ok());
+  EXPECT_FALSE(ValidateTlsSettings(identity, /*node_identity=*/false).ok());  // the controller signs its own
+
+  TlsSettings both = files;
+  both.insecure = true;
+  EXPECT_NE(ValidateTlsSettings(both, true).message().find("choose one"), std::string::npos);
+  TlsSettings partial = files;
+  partial.key_file.clear();
+  EXPECT_NE(ValidateTlsSettings(partial, true).message().find("all required"), std::string::npos);
+  TlsSettings mixed = identity;
+  mixed.cert_file = "c.crt";
+  EXPECT_NE(ValidateTlsSettings(mixed, true).message().find("choose one"), std::string::npos);
+}
+
+TEST(DaemonTlsTest, InsecureIsWarnedAtStart) {
+  std::ostringstream sink;
+  Logger::SetSink(&sink);
+  TlsSettings s;
+  s.insecure = true;
+  absl::StatusOr<std::unique_ptr<DaemonTls>> tls = DaemonTls::Start(s, {}, Logger("test"));
+  Logger::SetSink(&std::cerr);
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_TRUE((*tls)->insecure());
+  EXPECT_NE(sink.str().find("\"level\":\"warn\""), std::string::npos) << sink.str();
+  EXPECT_NE(sink.str().find("WITHOUT TLS"), std::string::npos) << sink.str();
 }
 
 TEST(ParsePeerIdentityTest, AcceptsRoleAndOptionalNode) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/tls.h"
+#include "common/tls_settings.h"
 #include "controller/crd_codec.h"
 #include "controller/kube_store.h"
 #include "controller/local_store.h"
@@ -42,7 +43,7 @@ const std::map<std::string, std::string>& EventTypes() {
   static const auto* types = new std::map<std::string, std::string>{
       {"assign", "Normal"},   {"release", "Normal"},  {"attach", "Normal"},    {"detach", "Normal"},
       {"undrain", "Normal"},  {"reclaim", "Warning"}, {"drain", "Warning"},    {"unhealthy", "Warning"},
-      {"healthy", "Normal"},  {"remove", "Normal"}};
+      {"healthy", "Normal"},  {"remove", "Normal"},    {"persist-failed", "Warning"}};
   return *types;
 }
 
@@ -63,6 +64,7 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
                                                      " s heartbeat interval, got ", absl::ToInt64Seconds(lease)));
     }
   }
+  if (absl::Status s = ValidateTlsSettings(options.tls, /*node_identity=*/false); !s.ok()) return s;
   if (options.store == "local") options.leader_elect = false;
   std::unique_ptr<ControllerApp> app(new ControllerApp(std::move(options), clock));
   const ControllerOptions& o = app->options_;
@@ -74,11 +76,20 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
     absl::StatusOr<std::unique_ptr<kube::KubeClient>> client = kube::KubeClient::Create(*kc);
     if (!client.ok()) return client.status();
     app->kube_ = *std::move(client);
-    app->store_ = std::make_unique<KubeStore>(app->kube_.get(), clock);
+    app->ns_ = o.ns.empty() ? app->kube_->config().ns : o.ns;
+    if (app->ns_.empty()) return absl::InvalidArgumentError("--namespace: empty, and the kube config names none");
+    app->store_ = std::make_unique<KubeStore>(app->kube_.get(), clock, app->ns_);
   } else {
     absl::StatusOr<std::unique_ptr<LocalStore>> local = LocalStore::Open(o.state_dir, clock);
     if (!local.ok()) return local.status();
     app->store_ = *std::move(local);
+  }
+  if (!o.node_identity.listen.empty()) {
+    if (o.tls.insecure) return absl::InvalidArgumentError("--identity-listen: needs TLS, not --insecure");
+    absl::StatusOr<std::unique_ptr<identity::IdentityServer>> id =
+        identity::IdentityServer::Create(o.node_identity, app->kube_.get(), &app->metrics_);
+    if (!id.ok()) return id.status();
+    app->identity_ = *std::move(id);
   }
   absl::StatusOr<std::vector<PoolSpec>> pools = PoolsFromFile(o.config_file);
   if (!pools.ok()) return pools.status();
@@ -94,7 +105,7 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
 
   if (o.leader_elect) {
     kube::LeaderElector::Options lo;
-    lo.ns = o.lease_namespace.empty() ? app->kube_->config().ns : o.lease_namespace;
+    lo.ns = o.lease_namespace.empty() ? app->ns_ : o.lease_namespace;
     lo.name = o.lease_name;
     lo.identity = o.identity;
     lo.lease_duration = o.lease_duration;
@@ -140,16 +151,20 @@ absl::Status ControllerApp::Start() {
   if (!bound.ok()) return bound.status();
   http_port_ = *bound;
 
-  std::shared_ptr<grpc::ServerCredentials> creds;
-  if (options_.insecure) {
-    log_.Warn("serving gRPC without TLS: any caller may speak for any node");
-    creds = grpc::InsecureServerCredentials();
-  } else {
-    absl::StatusOr<TlsMaterial> tls = LoadTlsMaterial({options_.tls_cert, options_.tls_key, options_.tls_ca});
-    if (!tls.ok()) return tls.status();
-    creds = MakeServerCredentials(*tls);
+  absl::StatusOr<std::unique_ptr<DaemonTls>> tls = DaemonTls::Start(options_.tls, {}, log_);
+  if (!tls.ok()) return tls.status();
+  tls_ = *std::move(tls);
+  std::shared_ptr<grpc::ServerCredentials> creds = tls_->ServerCredentials(ClientCertPolicy::kRequire);
+  if (identity_) {
+    if (absl::Status s = identity_->Start(tls_->ServerCredentials(ClientCertPolicy::kRequestAndVerifyIfPresent));
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = identity_->PublishCaBundle(); !s.ok()) {
+      log_.Error("nodes without a CA bundle cannot ask for certificates", {{"error", s.ToString()}});
+    }
   }
-  service_ = std::make_unique<ControllerService>(manager_.get(), PeerAuthorizer(!options_.insecure),
+  service_ = std::make_unique<ControllerService>(manager_.get(), PeerAuthorizer(!options_.tls.insecure),
                                                  [this] { return LeaderCheck(); });
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, creds, &grpc_port_);
@@ -170,11 +185,11 @@ void ControllerApp::StartInformers() {
         kube_.get(), path, [this, on_change](const kube::Informer::Cache& cache) { (this->*on_change)(cache); }));
     return informers_.back().get();
   };
-  add(KubeStore::kPoolsPath, &ControllerApp::OnPools);
+  pools_informer_ = add(KubeStore::kPoolsPath, &ControllerApp::OnPools);
   add("/api/v1/pods", &ControllerApp::OnPods);
   nodes_informer_ = add("/api/v1/nodes", &ControllerApp::OnNodes);
   devices_informer_ = add(KubeStore::kDevicesPath, &ControllerApp::OnDevices);
-  add(KubeStore::kAttachmentsPath, &ControllerApp::OnAttachments);
+  add(KubeStore::AttachmentsIn(ns_), &ControllerApp::OnAttachments);
   for (auto& i : informers_) i->Start();
 }
 
@@ -297,6 +312,27 @@ void ControllerApp::Step() {
   }
   manager_->Reconcile();
   PostEvents(manager_->TakeDecisions());
+  WritePoolStatus();
+}
+
+void ControllerApp::WritePoolStatus() {
+  if (!kube_ || pools_informer_ == nullptr) return;
+  const std::map<std::string, std::map<std::string, int64_t>> counts = manager_->PhaseCounts();
+  static const std::map<std::string, int64_t> kNone;
+  for (const auto& [key, pool] : pools_informer_->Snapshot()) {
+    const std::string name = NameOf(pool);
+    auto it = counts.find(name);
+    const std::map<std::string, int64_t>& phases = it == counts.end() ? kNone : it->second;
+    if (pool.value("status", json::object()) == PoolStatus(pool, phases, clock_->Now())) continue;
+    absl::StatusOr<json> r =
+        kube_->ReadModifyWrite(absl::StrCat(KubeStore::kPoolsPath, "/", name), true, [&](json& o) {
+          json next = PoolStatus(o, phases, clock_->Now());
+          if (o.value("status", json::object()) == next) return false;
+          o["status"] = std::move(next);
+          return true;
+        });
+    if (!r.ok()) log_.Warn("cannot write DevicePool status", {{"pool", name}, {"error", r.status().ToString()}});
+  }
 }
 
 void ControllerApp::PostEvents(const std::vector<Decision>& decisions) {
@@ -324,6 +360,7 @@ void ControllerApp::Stop(bool release_lease) {
   if (loop_.joinable()) loop_.join();
   if (service_) service_->Shutdown();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (identity_) identity_->Stop();
   for (auto& i : informers_) i->Stop();
   if (elector_ && release_on_stop_) (void)elector_->Release();
   acting_ = false;

@@ -18,6 +18,8 @@
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/tls_settings.h"
+#include "controller/identity/identity_server.h"
 #include "controller/kube/client.h"
 #include "controller/kube/informer.h"
 #include "controller/kube/leader_election.h"
@@ -44,12 +46,16 @@ struct ControllerOptions {
   std::string config_file;  // YAML/JSON with a `pools:` list
   std::string listen = "0.0.0.0:7400";
   std::string http_listen = "0.0.0.0:7401";
-  std::string tls_cert, tls_key, tls_ca;
-  bool insecure = false;
+  TlsSettings tls;  // fail closed: files, or insecure (warned at every start)
+  identity::IdentityOptions node_identity;  // node certificates (--store=kube)
   bool leader_elect = true;  // only with --store=kube
   std::string identity = "rpci-controller";
   std::string lease_name = "rpci-controller";
-  std::string lease_namespace;  // empty: the client config's namespace
+  std::string lease_namespace;  // empty: `ns`
+  // The install namespace (one that exists): DeviceAttachments and their
+  // grant Secrets live here. Empty: the client config's namespace (in a
+  // cluster, the service account's).
+  std::string ns;
   absl::Duration lease_duration = absl::Seconds(15);
   absl::Duration renew_deadline = absl::Seconds(10);
   absl::Duration retry_period = absl::Seconds(2);
@@ -105,6 +111,9 @@ class ControllerApp {
   void OnDevices(const kube::Informer::Cache& cache);
   void OnAttachments(const kube::Informer::Cache& cache);
   void PostEvents(const std::vector<Decision>& decisions);
+  // Writes each DevicePool's status (counts per phase, conditions) when it
+  // differs from what the informer last showed.
+  void WritePoolStatus();
 
   const ControllerOptions options_;
   const Clock* const clock_;
@@ -116,8 +125,12 @@ class ControllerApp {
   std::vector<PoolSpec> file_pools_;
   std::unique_ptr<kube::LeaderElector> elector_;
   std::unique_ptr<ControllerService> service_;
+  std::unique_ptr<DaemonTls> tls_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<identity::IdentityServer> identity_;
   std::unique_ptr<HealthServer> health_;
+  std::string ns_;  // resolved install namespace (kube store)
+  kube::Informer* pools_informer_ = nullptr;
   kube::Informer* devices_informer_ = nullptr;
   kube::Informer* nodes_informer_ = nullptr;
   std::vector<std::unique_ptr<kube::Informer>> informers_;

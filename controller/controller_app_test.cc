@@ -6,7 +6,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/testing/prometheus_text.h"
+#include "common/grpc_util.h"
+#include "common/testing/exposition_format.h"
 #include "controller/kube_store.h"
 #include "controller/testing_util.h"
 #include "grpcpp/grpcpp.h"
@@ -52,7 +53,7 @@ struct Peer {
     req.set_container_name("main");
     rpci::v1::ClaimResponse resp;
     grpc::Status s = nodes->Claim(&ctx, req, &resp);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (!s.ok()) return FromGrpc(s);
     return resp;
   }
   std::unique_ptr<rpci::v1::AgentRegistry::Stub> agents;
@@ -64,6 +65,8 @@ class ControllerAppTest : public ::testing::Test {
   void SetUp() override {
     Logger::SetMinLevel(LogLevel::kError);
     ASSERT_TRUE(api_.Start().ok());
+    ASSERT_TRUE(api_.InstallCrdsFrom("deploy/crds").ok());
+    api_.CreateNamespace("rpci-system");
     kube::KubeConfig kc;
     kc.server = api_.url();
     auto client = kube::KubeClient::Create(kc);
@@ -79,7 +82,7 @@ class ControllerAppTest : public ::testing::Test {
     kc.ns = "rpci-system";
     o.kube_config = kc;
     o.identity = identity;
-    o.insecure = true;
+    o.tls.insecure = true;
     o.listen = "127.0.0.1:0";
     o.http_listen = "127.0.0.1:0";
     o.lease_duration = absl::Milliseconds(1500);
@@ -176,7 +179,7 @@ TEST_F(ControllerAppTest, DeletingADeviceAttachmentDetachesTheDevice) {
   absl::StatusOr<rpci::v1::ClaimResponse> claim = peer.Claim("cn-1", dev);
   ASSERT_TRUE(claim.ok()) << claim.status();
   const std::string path =
-      absl::StrCat(KubeStore::AttachmentsIn("team-a"), "/", claim->grant().grant_id());
+      absl::StrCat(KubeStore::AttachmentsIn("rpci-system"), "/", claim->grant().grant_id());
   ASSERT_TRUE(WaitFor([&] { return api_.Get(path).ok(); }));
   ASSERT_EQ(a->manager().GrantsFor("dev-a").size(), 1u);
 
@@ -213,12 +216,49 @@ TEST_F(ControllerAppTest, NodeLabelsFromTheApiSelectDevices) {
   EXPECT_EQ(AssignedInApi(), (std::map<std::string, std::string>{{"dev-b-0000-3b-00-0", "cn-1"}}));
 }
 
+// DevicePool status is written with counts per phase and conditions, and
+// follows the devices as they are assigned and attached.
+TEST_F(ControllerAppTest, DevicePoolStatusCountsDevicesByPhase) {
+  api_.Put("/apis/rpci.io/v1alpha1/devicepools/emu",
+           {{"apiVersion", "rpci.io/v1alpha1"},
+            {"kind", "DevicePool"},
+            {"metadata", {{"name", "emu"}, {"generation", 1}}},
+            {"spec", {{"resourceName", "rpci.io/emu"}, {"sparesPerNode", 1}}}});
+  auto a = Started(KubeOptions("ctrl-a"));
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  Peer peer(a->grpc_port());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 3)).ok());
+  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "emu")).ok());
+  const std::string path = "/apis/rpci.io/v1alpha1/devicepools/emu";
+  auto status_is = [&](int available, int assigned, int attached) {
+    absl::StatusOr<json> p = api_.Get(path);
+    if (!p.ok() || !(*p).contains("status")) return false;
+    const json& st = (*p)["status"];
+    return st.value("available", -1) == available && st.value("assigned", -1) == assigned &&
+           st.value("attached", -1) == attached && st.value("total", -1) == 3;
+  };
+  ASSERT_TRUE(WaitFor([&] { return status_is(2, 1, 0); })) << api_.Get(path)->dump();
+  const json status = (*api_.Get(path))["status"];
+  EXPECT_EQ(status["observedGeneration"], 1);
+  ASSERT_EQ(status["conditions"].size(), 2u);
+  EXPECT_EQ(status["conditions"][0]["type"], "Valid");
+  EXPECT_EQ(status["conditions"][0]["status"], "True");
+  EXPECT_EQ(status["conditions"][1]["type"], "Ready");
+  EXPECT_EQ(status["conditions"][1]["status"], "True");
+  std::string dev;
+  for (const Device& d : a->manager().Devices()) {
+    if (d.assigned_node == "cn-1") dev = d.id();
+  }
+  ASSERT_TRUE(peer.Claim("cn-1", dev).ok());
+  EXPECT_TRUE(WaitFor([&] { return status_is(1, 1, 1); })) << api_.Get(path)->dump();
+}
+
 // Scrapes the real /metrics endpoint.
 testing_prom::Exposition Scrape(int port) {
   httplib::Client cli("127.0.0.1", port);
   httplib::Result r = cli.Get("/metrics");
   EXPECT_TRUE(r && r->status == 200);
-  absl::StatusOr<testing_prom::Exposition> e = testing_prom::ParsePrometheusText(r ? r->body : "");
+  absl::StatusOr<testing_prom::Exposition> e = testing_prom::CheckExpositionFormat(r ? r->body : "");
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? *e : testing_prom::Exposition{};
 }
@@ -245,7 +285,7 @@ TEST(ControllerMetricsTest, DecisionCountersAndPhaseGaugesFollowThePoolManager) 
   ControllerOptions o;
   o.store = "local";
   o.state_dir = MakeTempDir("app-metrics");
-  o.insecure = true;
+  o.tls.insecure = true;
   o.listen = "127.0.0.1:0";
   o.http_listen = "127.0.0.1:0";
   o.reconcile_interval = absl::Milliseconds(50);

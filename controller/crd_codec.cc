@@ -155,21 +155,23 @@ absl::StatusOr<Device> DeviceFromObject(const json& object) {
   return device;
 }
 
-json AttachmentToObject(const Attachment& a) {
+json AttachmentToObject(const Attachment& a, const std::string& ns) {
+  json spec = json::object();
+  spec["device"] = a.device_id;
+  spec["node"] = a.node;
+  spec["allocation"] = a.allocation;
+  spec["podNamespace"] = a.pod_namespace;
+  spec["pod"] = a.pod_name;
+  spec["container"] = a.container_name;
+  spec["grantId"] = a.grant_id;
+  spec["createdTime"] = FormatKubeTime(a.created);
+  spec["expiresTime"] = FormatKubeTime(a.expires);
   return {{"apiVersion", kApiVersion},
           {"kind", "DeviceAttachment"},
-          {"metadata", {{"name", a.grant_id}, {"namespace", a.pod_namespace}}},
-          {"spec",
-           {{"device", a.device_id},
-            {"node", a.node},
-            {"pod", a.pod_name},
-            {"container", a.container_name},
-            {"grantId", a.grant_id},
-            {"token", absl::Base64Escape(a.token)},
-            {"createdTime", FormatKubeTime(a.created)},
-            {"expiresTime", FormatKubeTime(a.expires)}}},
+          {"metadata", {{"name", a.grant_id}, {"namespace", ns}}},
+          {"spec", std::move(spec)},
           {"status",
-           {{"state", "Attached"},
+           {{"state", a.pod_name.empty() ? "Attaching" : "Attached"},
             {"sessionId", a.session_id.ToString()},
             {"writesApplied", a.writes_applied},
             {"bytesIn", a.bytes_in},
@@ -184,18 +186,18 @@ absl::StatusOr<Attachment> AttachmentFromObject(const json& object) {
   const json& status = Member(object, "status");
   Attachment a;
   a.grant_id = Str(meta, "name");
-  a.pod_namespace = Str(meta, "namespace");
+  const std::string where = absl::StrCat("DeviceAttachment ", Str(meta, "namespace"), "/", a.grant_id);
   a.device_id = Str(spec, "device");
   a.node = Str(spec, "node");
+  a.allocation = Str(spec, "allocation");
+  a.pod_namespace = Str(spec, "podNamespace");
   a.pod_name = Str(spec, "pod");
   a.container_name = Str(spec, "container");
   if (a.device_id.empty() || a.node.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("DeviceAttachment ", a.pod_namespace, "/", a.grant_id, ": spec.device and spec.node are required"));
+    return absl::InvalidArgumentError(absl::StrCat(where, ": spec.device and spec.node are required"));
   }
   if (!absl::Base64Unescape(Str(spec, "token"), &a.token)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("DeviceAttachment ", a.pod_namespace, "/", a.grant_id, ": spec.token is not base64"));
+    return absl::InvalidArgumentError(absl::StrCat(where, ": spec.token is not base64"));
   }
   a.created = TimeOr(spec, "createdTime", absl::InfinitePast());
   a.expires = TimeOr(spec, "expiresTime", absl::InfinitePast());
@@ -212,6 +214,36 @@ absl::StatusOr<Attachment> AttachmentFromObject(const json& object) {
   return a;
 }
 
+json GrantSecretToObject(const Attachment& a, const std::string& ns, const std::string& owner_uid) {
+  json metadata = {{"name", a.grant_id},
+                   {"namespace", ns},
+                   {"labels", {{"app.kubernetes.io/part-of", "rpci"}, {"rpci.io/device", a.device_id}}}};
+  if (!owner_uid.empty()) {
+    metadata["ownerReferences"] = json::array({{{"apiVersion", kApiVersion},
+                                                {"kind", "DeviceAttachment"},
+                                                {"name", a.grant_id},
+                                                {"uid", owner_uid},
+                                                {"controller", true}}});
+  }
+  return {{"apiVersion", "v1"},
+          {"kind", "Secret"},
+          {"metadata", std::move(metadata)},
+          {"type", kGrantSecretType},
+          {"data", {{"token", absl::Base64Escape(a.token)}}}};
+}
+
+absl::StatusOr<std::string> TokenFromGrantSecret(const json& secret) {
+  const std::string name = Str(Member(secret, "metadata"), "name");
+  if (Str(secret, "type") != kGrantSecretType) {
+    return absl::InvalidArgumentError(absl::StrCat("Secret ", name, ": type is not ", kGrantSecretType));
+  }
+  std::string token;
+  if (!absl::Base64Unescape(Str(Member(secret, "data"), "token"), &token) || token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("Secret ", name, ": data.token is missing or not base64"));
+  }
+  return token;
+}
+
 json PoolToObject(const PoolSpec& pool) {
   return {{"apiVersion", kApiVersion},
           {"kind", "DevicePool"},
@@ -223,6 +255,43 @@ json PoolToObject(const PoolSpec& pool) {
             {"maxPerNode", pool.max_per_node},
             {"idleReleaseSeconds", pool.idle_release_seconds},
             {"locality", pool.locality}}}};
+}
+
+json PoolStatus(const json& pool, const std::map<std::string, int64_t>& phase_counts, absl::Time now) {
+  const json& current = Member(pool, "status");
+  const int64_t generation = Member(Member(pool, "metadata"), "generation").is_number_integer()
+                                 ? pool["metadata"]["generation"].get<int64_t>()
+                                 : 0;
+  json status = json::object();
+  int64_t total = 0;
+  for (DevicePhase phase : {DevicePhase::kAvailable, DevicePhase::kAssigned, DevicePhase::kAttached,
+                            DevicePhase::kReleasing, DevicePhase::kDraining, DevicePhase::kUnhealthy}) {
+    std::string name(PhaseName(phase));
+    auto it = phase_counts.find(name);
+    const int64_t n = it == phase_counts.end() ? 0 : it->second;
+    name[0] = static_cast<char>(tolower(name[0]));
+    status[name] = n;
+    total += n;
+  }
+  status["total"] = total;
+  status["observedGeneration"] = generation;
+  absl::StatusOr<PoolSpec> spec = PoolFromObject(pool);
+  const bool free = status["available"].get<int64_t>() + status["assigned"].get<int64_t>() > 0;
+  json& conditions = status["conditions"] = json::array();
+  auto add = [&](const std::string& type, bool ok, const std::string& reason, const std::string& message) {
+    absl::Time since = now;
+    for (const json& c : Member(current, "conditions").is_array() ? current["conditions"] : json::array()) {
+      if (Str(c, "type") == type && Str(c, "status") == (ok ? "True" : "False")) {
+        since = TimeOr(c, "lastTransitionTime", now);
+      }
+    }
+    conditions.push_back(Condition(type, ok, reason, message, since, generation));
+  };
+  add("Valid", spec.ok(), spec.ok() ? "SpecAccepted" : "InvalidSpec", spec.ok() ? "" : std::string(spec.status().message()));
+  add("Ready", free, free ? "DevicesFree" : "NoDeviceFree",
+      absl::StrCat(status["available"].get<int64_t>(), " available, ", status["assigned"].get<int64_t>(),
+                   " assigned and unused"));
+  return status;
 }
 
 namespace {

@@ -1,6 +1,7 @@
 #ifndef RPCI_CONTROLLER_CRD_CODEC_H_
 #define RPCI_CONTROLLER_CRD_CODEC_H_
 
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -27,14 +28,36 @@ absl::StatusOr<Device> DeviceFromObject(const nlohmann::json& object);
 // Whether a PcieDevice object carries kDrainAnnotation = "true".
 bool DrainRequested(const nlohmann::json& object);
 
-// DeviceAttachment (namespaced in the pod's namespace, named by grant id).
-nlohmann::json AttachmentToObject(const Attachment& attachment);
+// DeviceAttachment in namespace `ns` (the install namespace; the pod's
+// namespace is spec.podNamespace), named by grant id. It carries no secret:
+// the grant token is the Secret of GrantSecretToObject. Decoding leaves the
+// token empty unless the object has a (legacy) spec.token.
+nlohmann::json AttachmentToObject(const Attachment& attachment, const std::string& ns);
 absl::StatusOr<Attachment> AttachmentFromObject(const nlohmann::json& object);
+
+// The Secret holding an attachment's grant token: named by the grant id, in
+// `ns`, type kGrantSecretType, data.token (base64 as Secret data is). With a
+// non-empty `owner_uid` it is owned by the DeviceAttachment, so the garbage
+// collector removes it with the attachment.
+inline constexpr char kGrantSecretType[] = "rpci.io/grant";
+nlohmann::json GrantSecretToObject(const Attachment& attachment, const std::string& ns,
+                                   const std::string& owner_uid = "");
+// The raw token of a grant Secret; INVALID_ARGUMENT when it is not one.
+absl::StatusOr<std::string> TokenFromGrantSecret(const nlohmann::json& secret);
 
 // DevicePool (cluster-scoped); the pool's name is metadata.name. Errors name
 // the field path ("DevicePool gpu: spec.sparesPerNode: expected integer ...").
 nlohmann::json PoolToObject(const PoolSpec& pool);
 absl::StatusOr<PoolSpec> PoolFromObject(const nlohmann::json& object);
+// A DevicePool's status: device counts by phase (available, assigned,
+// attached, releasing, draining, unhealthy, total), observedGeneration, and
+// conditions Valid (the spec decodes) and Ready (some device can be handed
+// out). A condition keeps its lastTransitionTime from the object's current
+// status while its status stays the same, so an unchanged pool gives an
+// equal object.
+nlohmann::json PoolStatus(const nlohmann::json& pool, const std::map<std::string, int64_t>& phase_counts,
+                          absl::Time now);
+
 // A pool as written in a local config file: the DevicePool spec fields plus
 // "name" at the same level.
 absl::StatusOr<PoolSpec> PoolFromConfig(const nlohmann::json& entry, const std::string& origin);

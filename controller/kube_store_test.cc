@@ -3,6 +3,8 @@
 #include "controller/pool_manager.h"
 #include "controller/testing_util.h"
 #include "gtest/gtest.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "tests/kube/api_server.h"
 
 namespace rpci::controller {
@@ -12,11 +14,28 @@ using nlohmann::json;
 using testing::AgentWith;
 using testing::NodeWith;
 
+constexpr char kNs[] = "rpci-system";
+const std::string kAttachments = "/apis/rpci.io/v1alpha1/namespaces/rpci-system/deviceattachments/";
+
+// A claim as the plugin makes it from Allocate: for an allocation, no pod yet.
+rpci::v1::ClaimRequest AllocationClaim(const std::string& node, const std::string& device,
+                                       const std::string& allocation) {
+  rpci::v1::ClaimRequest claim;
+  claim.set_node(node);
+  claim.set_device_id(device);
+  claim.set_pod_name(allocation);
+  return claim;
+}
+
 class KubeStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
     Logger::SetMinLevel(LogLevel::kError);
     ASSERT_TRUE(server_.Start().ok());
+    // As installed: the CRDs (validated as the API server would) and the
+    // install namespace.
+    ASSERT_TRUE(server_.InstallCrdsFrom("deploy/crds").ok());
+    server_.CreateNamespace(kNs);
     kube::KubeConfig config;
     config.server = server_.url();
     client_ = *kube::KubeClient::Create(config);
@@ -34,7 +53,7 @@ class KubeStoreTest : public ::testing::Test {
 };
 
 TEST_F(KubeStoreTest, StateLivesInCrdsAndSurvivesControllerRestart) {
-  KubeStore store(client_.get(), &clock_);
+  KubeStore store(client_.get(), &clock_, kNs);
   auto m = NewManager(&store);
   ASSERT_TRUE(m->RegisterAgent(AgentWith("dev-a", "emu", 2)).ok());
   ASSERT_TRUE(m->RegisterNode(NodeWith("cn-1", "emu")).ok());
@@ -57,12 +76,20 @@ TEST_F(KubeStoreTest, StateLivesInCrdsAndSurvivesControllerRestart) {
   EXPECT_EQ((*obj)["spec"]["pool"], "emu");
   ASSERT_EQ((*obj)["status"]["conditions"].size(), 2u);
   EXPECT_EQ((*obj)["status"]["conditions"][0]["observedGeneration"], (*obj)["metadata"]["generation"]);
-  auto att = server_.Get("/apis/rpci.io/v1alpha1/namespaces/ml/deviceattachments/" + grant->grant().grant_id());
+  auto att = server_.Get(kAttachments + grant->grant().grant_id());
   ASSERT_TRUE(att.ok());
   EXPECT_EQ((*att)["spec"]["device"], id);
+  EXPECT_EQ((*att)["spec"]["podNamespace"], "ml");
+  // The token is in the grant Secret, not in the attachment.
+  const std::string token64 = absl::Base64Escape(grant->grant().token());
+  EXPECT_EQ(att->dump().find(token64), std::string::npos) << att->dump();
+  auto secret = server_.Get("/api/v1/namespaces/rpci-system/secrets/" + grant->grant().grant_id());
+  ASSERT_TRUE(secret.ok());
+  EXPECT_EQ((*secret)["data"]["token"], token64);
+  EXPECT_EQ((*secret)["metadata"]["ownerReferences"][0]["uid"], (*att)["metadata"]["uid"]);
 
   m.reset();  // the controller dies; a new one starts on the same cluster
-  KubeStore store2(client_.get(), &clock_);
+  KubeStore store2(client_.get(), &clock_, kNs);
   auto m2 = NewManager(&store2);
   ASSERT_TRUE(m2->RegisterAgent(AgentWith("dev-a", "emu", 2)).ok());
   ASSERT_TRUE(m2->RegisterNode(NodeWith("cn-1", "emu")).ok());
@@ -77,11 +104,120 @@ TEST_F(KubeStoreTest, StateLivesInCrdsAndSurvivesControllerRestart) {
   rel.set_node("cn-1");
   rel.set_device_id(id);
   ASSERT_TRUE(m2->Release(rel).ok());
-  EXPECT_FALSE(server_.Get("/apis/rpci.io/v1alpha1/namespaces/ml/deviceattachments/" + grant->grant().grant_id()).ok());
+  EXPECT_FALSE(server_.Get(kAttachments + grant->grant().grant_id()).ok());
+  EXPECT_FALSE(server_.Get("/api/v1/namespaces/rpci-system/secrets/" + grant->grant().grant_id()).ok());
+}
+
+// What a real cluster did to rpci: the attachment namespace does not exist.
+// The claim is refused with the API server's words, the device is not left
+// attached to a grant without an attachment, and every other write (device
+// assignments, heartbeats) goes through at once.
+TEST_F(KubeStoreTest, ARefusedAttachmentFailsItsClaimAndStallsNothingElse) {
+  KubeStore store(client_.get(), &clock_, "no-such-namespace");
+  auto m = NewManager(&store);
+  ASSERT_TRUE(m->RegisterAgent(AgentWith("dev-a", "emu", 2)).ok());
+  ASSERT_TRUE(m->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  m->Reconcile();
+  const std::string id = m->AssignmentsFor("cn-1").assignments(0).device().id();
+  auto grant = m->Claim(AllocationClaim("cn-1", id, "alloc-1"));
+  ASSERT_FALSE(grant.ok());
+  EXPECT_EQ(grant.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(grant.status().message().find("namespaces \"no-such-namespace\" not found"), std::string::npos)
+      << grant.status();
+  EXPECT_TRUE(m->Attachments().empty());
+  EXPECT_TRUE(m->GetDevice(id)->attachment.empty());
+  bool reported = false;
+  for (const Decision& d : m->TakeDecisions()) reported |= d.action == "persist-failed" && d.device_id == id;
+  EXPECT_TRUE(reported) << "the refusal is reported on the device (an Event)";
+
+  // The rest of the store keeps working: heartbeats succeed and a new
+  // assignment is written right away.
+  rpci::v1::AgentHeartbeatRequest hb;
+  hb.set_node("dev-a");
+  EXPECT_TRUE(m->AgentHeartbeat(hb).ok());
+  ASSERT_TRUE(m->RegisterNode(NodeWith("cn-2", "emu")).ok());
+  m->Reconcile();
+  auto on_cn2 = m->AssignmentsFor("cn-2");
+  ASSERT_EQ(on_cn2.assignments_size(), 1);
+  auto obj = server_.Get("/apis/rpci.io/v1alpha1/pciedevices/" + on_cn2.assignments(0).device().id());
+  ASSERT_TRUE(obj.ok());
+  EXPECT_EQ((*obj)["status"]["assignedNode"], "cn-2");
+  obj = server_.Get("/apis/rpci.io/v1alpha1/pciedevices/" + id);
+  EXPECT_EQ((*obj)["status"]["attachment"], "") << "no device names a grant that has no attachment";
+  EXPECT_TRUE(m->CheckInvariants().ok());
+}
+
+// One device object the API server refuses (here: it keeps answering 409)
+// is retried with a growing backoff while the other device is written.
+TEST_F(KubeStoreTest, OneRefusedDeviceIsRetriedWithBackoffWhileOthersCommit) {
+  options_.default_pool.spares_per_node = 2;
+  KubeStore store(client_.get(), &clock_, kNs);
+  auto m = NewManager(&store);
+  ASSERT_TRUE(m->RegisterAgent(AgentWith("dev-a", "emu", 2)).ok());
+  const std::vector<Device> devices = m->Devices();
+  ASSERT_EQ(devices.size(), 2u);
+  const std::string bad = devices[0].id(), good = devices[1].id();
+  server_.InjectConflicts("/pciedevices/" + bad, 1000);
+  ASSERT_TRUE(m->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  m->Reconcile();
+  EXPECT_EQ((*server_.Get("/apis/rpci.io/v1alpha1/pciedevices/" + good))["status"]["assignedNode"], "cn-1");
+  EXPECT_EQ(m->StoreBacklog(), std::vector<std::string>{"PcieDevice/" + bad});
+  const int conflicts = server_.conflicts_returned();
+  m->Reconcile();  // within the backoff: not tried again
+  EXPECT_EQ(server_.conflicts_returned(), conflicts);
+  server_.InjectConflicts("/pciedevices/" + bad, 0);
+  clock_.Advance(absl::Seconds(1));
+  m->Reconcile();
+  EXPECT_EQ((*server_.Get("/apis/rpci.io/v1alpha1/pciedevices/" + bad))["status"]["assignedNode"], "cn-1");
+  EXPECT_TRUE(m->StoreBacklog().empty());
+}
+
+// Allocate names no pod: the attachment says "Attaching" for the allocation
+// until the plugin's usage report (from pod-resources) names the pod; the
+// agent's heartbeat fills SESSION and WRITES.
+TEST_F(KubeStoreTest, AttachmentNamesItsPodOncePodResourcesListsIt) {
+  KubeStore store(client_.get(), &clock_, kNs);
+  auto m = NewManager(&store);
+  ASSERT_TRUE(m->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
+  ASSERT_TRUE(m->RegisterNode(NodeWith("cn-1", "emu")).ok());
+  m->Reconcile();
+  const std::string id = m->AssignmentsFor("cn-1").assignments(0).device().id();
+  auto grant = m->Claim(AllocationClaim("cn-1", id, "alloc-1"));
+  ASSERT_TRUE(grant.ok()) << grant.status();
+  const std::string path = kAttachments + grant->grant().grant_id();
+  EXPECT_EQ((*server_.Get(path))["status"]["state"], "Attaching");
+  EXPECT_EQ((*server_.Get(path))["spec"]["allocation"], "alloc-1");
+
+  rpci::v1::ReportUsageRequest usage;
+  usage.set_node("cn-1");
+  rpci::v1::DeviceUsage* u = usage.add_usage();
+  u->set_device_id(id);
+  u->set_pod_namespace("ml");
+  u->set_pod_name("trainer-0");
+  u->set_container_name("train");
+  ASSERT_TRUE(m->ReportUsage(usage).ok());
+  rpci::v1::AgentHeartbeatRequest hb;
+  hb.set_node("dev-a");
+  rpci::v1::SessionReport* s = hb.add_sessions();
+  s->set_device_id(id);
+  s->set_session_id("00000000000000aa");
+  s->set_writes_applied(21649);
+  ASSERT_TRUE(m->AgentHeartbeat(hb).ok());
+  json att = *server_.Get(path);
+  EXPECT_EQ(att["spec"]["podNamespace"], "ml");
+  EXPECT_EQ(att["spec"]["pod"], "trainer-0");
+  EXPECT_EQ(att["spec"]["container"], "train");
+  EXPECT_EQ(att["status"]["state"], "Attached");
+  EXPECT_EQ(att["status"]["sessionId"], "00000000000000aa");
+  EXPECT_EQ(att["status"]["writesApplied"], 21649);
+  // The same allocation claiming again (a retried Allocate) gets the same grant.
+  auto again = m->Claim(AllocationClaim("cn-1", id, "alloc-1"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->grant().grant_id(), grant->grant().grant_id());
 }
 
 TEST_F(KubeStoreTest, ConflictingStatusWritesAreRetried) {
-  KubeStore store(client_.get(), &clock_);
+  KubeStore store(client_.get(), &clock_, kNs);
   auto m = NewManager(&store);
   ASSERT_TRUE(m->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
   server_.InjectConflicts("/status", 3);
@@ -94,7 +230,7 @@ TEST_F(KubeStoreTest, ConflictingStatusWritesAreRetried) {
 }
 
 TEST_F(KubeStoreTest, UnreachableApiServerKeepsChangesDirtyUntilItReturns) {
-  KubeStore store(client_.get(), &clock_);
+  KubeStore store(client_.get(), &clock_, kNs);
   auto m = NewManager(&store);
   ASSERT_TRUE(m->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
   ASSERT_TRUE(m->RegisterNode(NodeWith("cn-1", "emu")).ok());
@@ -102,6 +238,7 @@ TEST_F(KubeStoreTest, UnreachableApiServerKeepsChangesDirtyUntilItReturns) {
   m->Reconcile();  // assignment made in memory, store write fails
   EXPECT_EQ(m->AssignmentsFor("cn-1").assignments_size(), 1);
   server_.InjectConflicts("/pciedevices/", 0);
+  clock_.Advance(absl::Seconds(1));  // past the object's retry backoff
   m->Reconcile();  // nothing new to decide, but the dirty device is written
   auto obj = server_.Get("/apis/rpci.io/v1alpha1/pciedevices/dev-a-0000-3b-00-0");
   EXPECT_EQ((*obj)["status"]["assignedNode"], "cn-1");

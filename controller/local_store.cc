@@ -56,8 +56,6 @@ absl::StatusOr<std::string> ReadFileIfExists(const std::string& path, bool* exis
   return out.str();
 }
 
-std::string AttachmentKey(const std::string& ns, const std::string& name) { return ns + "/" + name; }
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& dir, const Clock* clock,
@@ -148,11 +146,14 @@ void LocalStore::Apply(json& batch) {
   });
   each("put_attachments", [this](json& o) {
     if (!o.is_object()) return;
-    std::string key = AttachmentKey(o["metadata"].value("namespace", ""), o["metadata"].value("name", ""));
+    std::string key = o["metadata"].value("name", "");
     attachments_[std::move(key)] = std::move(o);
   });
   each("delete_attachments", [this](json& key) {
-    if (key.is_string()) attachments_.erase(key.get_ref<const std::string&>());
+    if (!key.is_string()) return;
+    // Journals of earlier versions name "<namespace>/<grant id>".
+    const std::string& k = key.get_ref<const std::string&>();
+    attachments_.erase(k.substr(k.find('/') + 1));
   });
 }
 
@@ -174,12 +175,32 @@ absl::StatusOr<StoreSnapshot> LocalStore::Load() {
       log.Error("skipping undecodable DeviceAttachment", {{"name", key}, {"error", a.status().ToString()}});
       continue;
     }
+    if (auto secret = o.find("grantSecret"); secret != o.end()) {
+      absl::StatusOr<std::string> token = TokenFromGrantSecret(*secret);
+      if (!token.ok()) {
+        log.Error("skipping DeviceAttachment with a bad grant secret", {{"name", key}, {"error", token.status().ToString()}});
+        continue;
+      }
+      a->token = *token;
+    }
     snap.attachments.push_back(*std::move(a));
   }
   return snap;
 }
 
-absl::Status LocalStore::Commit(const StoreBatch& batch) {
+CommitOutcome LocalStore::Commit(const StoreBatch& batch) {
+  CommitOutcome outcome;
+  absl::Status s = Write(batch);
+  if (s.ok()) return outcome;
+  // One journal line: all or nothing.
+  for (const Device& d : batch.put_devices) outcome.failed[DeviceStoreKey(d.id())] = s;
+  for (const std::string& id : batch.delete_devices) outcome.failed[DeviceStoreKey(id)] = s;
+  for (const Attachment& a : batch.put_attachments) outcome.failed[AttachmentStoreKey(a.grant_id)] = s;
+  for (const Attachment& a : batch.delete_attachments) outcome.failed[AttachmentStoreKey(a.grant_id)] = s;
+  return outcome;
+}
+
+absl::Status LocalStore::Write(const StoreBatch& batch) {
   if (batch.empty()) return absl::OkStatus();
   const absl::Time now = clock_->Now();
   json line = json::object();
@@ -187,9 +208,15 @@ absl::Status LocalStore::Commit(const StoreBatch& batch) {
   for (const Device& d : batch.put_devices) puts.push_back(DeviceToObject(d, now));
   line["delete_devices"] = batch.delete_devices;
   json& aputs = line["put_attachments"] = json::array();
-  for (const Attachment& a : batch.put_attachments) aputs.push_back(AttachmentToObject(a));
+  for (const Attachment& a : batch.put_attachments) {
+    // The state directory is the controller's alone (0700): the grant
+    // token's Secret is kept next to its attachment.
+    json o = AttachmentToObject(a, "");
+    o["grantSecret"] = GrantSecretToObject(a, "");
+    aputs.push_back(std::move(o));
+  }
   json& adel = line["delete_attachments"] = json::array();
-  for (const Attachment& a : batch.delete_attachments) adel.push_back(AttachmentKey(a.pod_namespace, a.grant_id));
+  for (const Attachment& a : batch.delete_attachments) adel.push_back(a.grant_id);
   const std::string text = line.dump() + "\n";
 
   std::lock_guard<std::mutex> lock(mu_);

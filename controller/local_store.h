@@ -34,7 +34,7 @@ class LocalStore : public Store {
   ~LocalStore() override;
 
   absl::StatusOr<StoreSnapshot> Load() override;
-  absl::Status Commit(const StoreBatch& batch) override;
+  CommitOutcome Commit(const StoreBatch& batch) override;
 
   // Journal bytes written since the last snapshot (for tests of compaction).
   size_t journal_bytes() const;
@@ -42,6 +42,8 @@ class LocalStore : public Store {
  private:
   LocalStore(std::string dir, const Clock* clock, int lock_fd, size_t min_compact_bytes);
   absl::Status Replay();
+  // Appends the batch as one journal line; all or nothing.
+  absl::Status Write(const StoreBatch& batch);
   // Moves the batch's objects into the maps (leaves `batch` hollowed out).
   void Apply(nlohmann::json& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string SnapshotText() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -56,7 +58,7 @@ class LocalStore : public Store {
   size_t journal_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t snapshot_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, nlohmann::json> devices_ ABSL_GUARDED_BY(mu_);      // by name
-  std::map<std::string, nlohmann::json> attachments_ ABSL_GUARDED_BY(mu_);  // by namespace/name
+  std::map<std::string, nlohmann::json> attachments_ ABSL_GUARDED_BY(mu_);  // by grant id
 };
 
 }  // namespace rpci::controller

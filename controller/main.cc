@@ -4,9 +4,11 @@
 
 #include <iostream>
 
+#include "absl/strings/str_split.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/termination.h"
+#include "common/tls_settings.h"
 #include "controller/controller_app.h"
 
 namespace {
@@ -29,14 +31,26 @@ int Run(int argc, char** argv) {
   flags.String("config", &o.config_file, "YAML/JSON file with a `pools:` list (local store; kube reads DevicePools)");
   flags.String("listen", &o.listen, "gRPC address for agents and plugins");
   flags.String("http-listen", &o.http_listen, "address of /healthz, /readyz, /metrics");
-  flags.String("tls-cert", &o.tls_cert, "PEM certificate (common name \"controller\")");
-  flags.String("tls-key", &o.tls_key, "PEM private key");
-  flags.String("tls-ca", &o.tls_ca, "PEM CA bundle that signs agent and plugin certificates");
-  flags.Bool("insecure", &o.insecure, "plaintext gRPC without peer authentication (demo only)");
+  rpci::AddTlsFlags(flags, &o.tls, "controller", /*node_identity=*/false);
+  std::string identity_accounts = "agent=rpci-system/rpci-agent,plugin=rpci-system/rpci-plugin";
+  int64_t node_cert_seconds = 24 * 3600;
+  flags.String("identity-listen", &o.node_identity.listen,
+               "gRPC address of NodeIdentity, where agents and plugins get node certificates (--store=kube; "
+               "empty: off)");
+  flags.String("identity-ca-cert", &o.node_identity.ca_cert_file, "PEM CA certificate that signs node certificates");
+  flags.String("identity-ca-key", &o.node_identity.ca_key_file, "PEM CA key (only the controller may hold it)");
+  flags.String("identity-ca-configmap", &o.node_identity.ca_bundle_configmap,
+               "namespace/name of a ConfigMap to keep the CA certificate in (ca.crt) for nodes");
+  flags.String("identity-service-accounts", &identity_accounts,
+               "role=namespace/serviceaccount pairs: whose tokens get which role's certificate");
+  flags.Int("node-cert-seconds", &node_cert_seconds, "lifetime of node certificates (renewed at 2/3)");
   flags.Bool("leader-elect", &o.leader_elect, "elect a leader on a coordination.k8s.io Lease (--store=kube)");
   flags.String("identity", &o.identity, "this replica's name in the Lease");
   flags.String("lease-name", &o.lease_name, "Lease name");
   flags.String("lease-namespace", &o.lease_namespace, "Lease namespace (default: the service account's)");
+  flags.String("namespace", &o.ns,
+               "install namespace: DeviceAttachments, grant Secrets and the Lease live here (default: the service "
+               "account's)");
   flags.Int("lease-duration-seconds", &lease_duration, "how long a silent leader keeps the Lease");
   flags.Int("renew-deadline-seconds", &renew_deadline, "a leader that cannot renew this long steps down");
   flags.Int("retry-period-seconds", &retry_period, "between Lease attempts");
@@ -59,6 +73,15 @@ int Run(int argc, char** argv) {
   o.reconcile_interval = absl::Milliseconds(reconcile_ms);
   o.node_lease = absl::Seconds(node_lease);
   o.agent_lease = absl::Seconds(agent_lease);
+  o.node_identity.issue.lifetime = absl::Seconds(node_cert_seconds);
+  for (absl::string_view pair : absl::StrSplit(identity_accounts, ',', absl::SkipWhitespace())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    if (kv.first.empty() || kv.second.find('/') == std::string::npos) {
+      std::cerr << "--identity-service-accounts: \"" << pair << "\" is not role=namespace/name\n";
+      return 2;
+    }
+    o.node_identity.issue.service_accounts[kv.first] = kv.second;
+  }
 
   absl::StatusOr<std::unique_ptr<rpci::controller::ControllerApp>> app =
       rpci::controller::ControllerApp::Create(o);

@@ -41,10 +41,16 @@ struct Attachment {
   std::string grant_id;
   std::string device_id;
   std::string node;  // compute node
-  std::string pod_namespace;
+  // The kubelet's Allocate does not say which pod it allocates for: the
+  // plugin claims for an allocation id, and the pod is filled in once the
+  // kubelet's pod-resources lists the device (the plugin's usage report).
+  std::string allocation;
+  std::string pod_namespace;  // empty until known
   std::string pod_name;
   std::string container_name;
-  std::string token;  // raw CSPRNG bytes
+  // Raw CSPRNG bytes. Never in the DeviceAttachment object: the cluster
+  // store keeps it in a Secret (GrantSecretToObject).
+  std::string token;
   absl::Time created = absl::InfinitePast();
   absl::Time expires = absl::InfinitePast();
   // Counters from the owning agent's session reports.

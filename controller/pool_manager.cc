@@ -16,6 +16,12 @@ constexpr char kZoneLabel[] = "topology.kubernetes.io/zone";
 
 bool ReportedHealthy(rpci::v1::DeviceHealth h) { return h != rpci::v1::DEVICE_HEALTH_UNHEALTHY; }
 
+// "ns/pod", or "allocation <id>" while the pod is not known.
+std::string HolderOf(const Attachment& a) {
+  if (a.pod_name.empty()) return absl::StrCat("allocation ", a.allocation);
+  return absl::StrCat(a.pod_namespace, "/", a.pod_name);
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> RandomBytes(size_t n) {
@@ -278,7 +284,10 @@ absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::Claim
     return absl::PermissionDeniedError(
         absl::StrCat("device ", d.id(), " is not assigned to node ", req.node()));
   }
-  const std::string ns = req.pod_namespace().empty() ? "default" : req.pod_namespace();
+  // No namespace: the plugin claims for a kubelet allocation whose pod is
+  // not known yet; pod_name is then the allocation id.
+  const bool for_allocation = req.pod_namespace().empty();
+  const std::string& ns = req.pod_namespace();
   auto agent = agents_.find(d.exported.node());
   if (agent == agents_.end() || !agent->second.registered || !agent->second.alive) {
     return absl::UnavailableError(absl::StrCat("device ", d.id(), ": its agent on ", d.exported.node(),
@@ -288,12 +297,14 @@ absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::Claim
   resp.set_agent_session_endpoint(agent->second.session_endpoint);
   if (!d.attachment.empty()) {
     const Attachment& a = attachments_[d.attachment];
-    if (a.pod_namespace == ns && a.pod_name == req.pod_name() && a.container_name == req.container_name()) {
+    const bool same = for_allocation ? a.allocation == req.pod_name()
+                                     : a.pod_namespace == ns && a.pod_name == req.pod_name() &&
+                                           a.container_name == req.container_name();
+    if (same) {
       *resp.mutable_grant() = GrantOf(a);
       return resp;
     }
-    return absl::FailedPreconditionError(
-        absl::StrCat("device ", d.id(), " is attached to ", a.pod_namespace, "/", a.pod_name));
+    return absl::FailedPreconditionError(absl::StrCat("device ", d.id(), " is attached to ", HolderOf(a)));
   }
   if (!d.healthy) return absl::FailedPreconditionError(absl::StrCat("device ", d.id(), " is unhealthy"));
   if (d.draining || d.drain_requested) {
@@ -308,21 +319,33 @@ absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::Claim
   a.grant_id = "g-" + absl::BytesToHexString(*id_bytes);
   a.device_id = d.id();
   a.node = req.node();
-  a.pod_namespace = ns;
-  a.pod_name = req.pod_name();
-  a.container_name = req.container_name();
+  if (for_allocation) {
+    a.allocation = req.pod_name();
+  } else {
+    a.pod_namespace = ns;
+    a.pod_name = req.pod_name();
+    a.container_name = req.container_name();
+  }
   a.token = *token;
   a.created = now;
   a.expires = now + options_.grant_ttl;
   d.attachment = a.grant_id;
   d.last_used = now;
-  DecideLocked("attach", d, req.node(), "Claimed", absl::StrCat("by ", ns, "/", req.pod_name()));
+  DecideLocked("attach", d, req.node(), "Claimed", absl::StrCat("by ", HolderOf(a)));
   dirty_attachments_.insert(a.grant_id);
   MarkDirtyLocked(d.id());
   *resp.mutable_grant() = GrantOf(a);
-  attachments_[a.grant_id] = std::move(a);
+  const std::string grant_id = a.grant_id;
+  attachments_[grant_id] = std::move(a);
   BumpVersion();
-  if (absl::Status s = FlushLocked(); !s.ok()) return s;
+  if (absl::Status s = FlushLocked({AttachmentStoreKey(grant_id), DeviceStoreKey(d.id())}); !s.ok()) {
+    // Not granted: the device must not stay attached to a grant that has no
+    // DeviceAttachment.
+    DetachLocked(d, "StoreRefused", std::string(s.message()));
+    BumpVersion();
+    (void)FlushLocked();
+    return s;
+  }
   return resp;
 }
 
@@ -347,13 +370,14 @@ absl::Status PoolManager::ReportUsage(const rpci::v1::ReportUsageRequest& req) {
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   std::set<std::string> used;
+  bool changed = false;
   for (const auto& u : req.usage()) {
     auto it = devices_.find(u.device_id());
     if (it == devices_.end() || it->second.assigned_node != req.node()) continue;
     used.insert(u.device_id());
     it->second.last_used = now;
+    changed |= NamePodLocked(it->second, u);
   }
-  bool changed = false;
   for (auto& [id, d] : devices_) {
     if (d.assigned_node != req.node() || d.attachment.empty() || used.count(id)) continue;
     const Attachment& a = attachments_[d.attachment];
@@ -364,6 +388,22 @@ absl::Status PoolManager::ReportUsage(const rpci::v1::ReportUsageRequest& req) {
   }
   if (changed) BumpVersion();
   return FlushLocked();
+}
+
+bool PoolManager::NamePodLocked(const Device& d, const rpci::v1::DeviceUsage& u) {
+  if (d.attachment.empty() || u.pod_name().empty()) return false;
+  auto it = attachments_.find(d.attachment);
+  if (it == attachments_.end()) return false;
+  Attachment& a = it->second;
+  if (a.pod_namespace == u.pod_namespace() && a.pod_name == u.pod_name() && a.container_name == u.container_name()) {
+    return false;
+  }
+  a.pod_namespace = u.pod_namespace();
+  a.pod_name = u.pod_name();
+  a.container_name = u.container_name();
+  dirty_attachments_.insert(a.grant_id);
+  log_.Info("attachment names its pod", {{"grant", a.grant_id}, {"device", d.id()}, {"pod", HolderOf(a)}});
+  return true;
 }
 
 // ---------------------------------------------------------------- inputs
@@ -688,7 +728,7 @@ void PoolManager::MarkDirtyLocked(const std::string& device_id) {
   deleted_devices_.erase(device_id);
 }
 
-absl::Status PoolManager::FlushLocked() {
+absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
   for (const std::string& id : drained_) {
     auto it = devices_.find(id);
     if (it == devices_.end() || !it->second.draining || !it->second.attachment.empty()) continue;
@@ -698,29 +738,96 @@ absl::Status PoolManager::FlushLocked() {
     devices_.erase(it);
   }
   drained_.clear();
+  const absl::Time now = clock_->Now();
+  // An object that failed waits out its backoff, unless the caller needs it
+  // written now.
+  auto due = [&](const std::string& key) {
+    auto it = retry_.find(key);
+    return mine.count(key) || it == retry_.end() || it->second.next <= now;
+  };
   StoreBatch batch;
   for (const std::string& id : dirty_devices_) {
     auto it = devices_.find(id);
-    if (it != devices_.end()) batch.put_devices.push_back(it->second);
+    if (it != devices_.end() && due(DeviceStoreKey(id))) batch.put_devices.push_back(it->second);
   }
-  batch.delete_devices.assign(deleted_devices_.begin(), deleted_devices_.end());
+  for (const std::string& id : deleted_devices_) {
+    if (due(DeviceStoreKey(id))) batch.delete_devices.push_back(id);
+  }
   for (const std::string& id : dirty_attachments_) {
     auto it = attachments_.find(id);
-    if (it != attachments_.end()) batch.put_attachments.push_back(it->second);
+    if (it != attachments_.end() && due(AttachmentStoreKey(id))) batch.put_attachments.push_back(it->second);
   }
-  for (const auto& [id, a] : deleted_attachments_) batch.delete_attachments.push_back(a);
+  for (const auto& [id, a] : deleted_attachments_) {
+    if (due(AttachmentStoreKey(id))) batch.delete_attachments.push_back(a);
+  }
   if (batch.empty()) return absl::OkStatus();
-  absl::Status s = store_->Commit(batch);
-  if (!s.ok()) {
-    store_errors_->Get().Inc();
-    log_.Error("store commit failed; will retry", {{"error", s.ToString()}});
-    return absl::UnavailableError(absl::StrCat("store: ", s.message()));
+  const CommitOutcome outcome = store_->Commit(batch);
+  absl::Status mine_failed;
+  auto settle = [&](const std::string& key, const std::string& device_id, auto erase) {
+    auto failed = outcome.failed.find(key);
+    if (failed == outcome.failed.end()) {
+      erase();
+      retry_.erase(key);
+      return;
+    }
+    NoteStoreFailureLocked(key, device_id, failed->second, now);
+    if (mine.count(key) && mine_failed.ok()) {
+      mine_failed = absl::UnavailableError(absl::StrCat("store: ", key, ": ", failed->second.message()));
+    }
+  };
+  for (const Device& d : batch.put_devices) {
+    settle(DeviceStoreKey(d.id()), d.id(), [&] { dirty_devices_.erase(d.id()); });
   }
-  dirty_devices_.clear();
-  deleted_devices_.clear();
-  dirty_attachments_.clear();
-  deleted_attachments_.clear();
-  return absl::OkStatus();
+  for (const std::string& id : batch.delete_devices) {
+    settle(DeviceStoreKey(id), id, [&] { deleted_devices_.erase(id); });
+  }
+  for (const Attachment& a : batch.put_attachments) {
+    settle(AttachmentStoreKey(a.grant_id), a.device_id, [&] { dirty_attachments_.erase(a.grant_id); });
+  }
+  for (const Attachment& a : batch.delete_attachments) {
+    settle(AttachmentStoreKey(a.grant_id), a.device_id, [&] { deleted_attachments_.erase(a.grant_id); });
+  }
+  return mine_failed;
+}
+
+void PoolManager::NoteStoreFailureLocked(const std::string& key, const std::string& device_id,
+                                         const absl::Status& error, absl::Time now) {
+  Retry& r = retry_[key];
+  ++r.failures;
+  // 200 ms doubling to 30 s: a refused object is retried, but never hammers
+  // the API server, and it never holds up the others.
+  const absl::Duration backoff = std::min(absl::Milliseconds(200) * (int64_t{1} << std::min(r.failures - 1, 20)),
+                                          absl::Seconds(30));
+  r.next = now + backoff;
+  store_errors_->Get().Inc();
+  log_.Error("store refused an object; will retry",
+             {{"object", key}, {"error", error.ToString()}, {"failures", r.failures},
+              {"retry_in_ms", absl::ToInt64Milliseconds(backoff)}});
+  // Reported on the device too (an Event, through the decisions).
+  Device reported;
+  auto it = devices_.find(device_id);
+  if (it != devices_.end()) {
+    reported = it->second;
+  } else {
+    reported.exported.set_id(device_id);
+  }
+  DecideLocked("persist-failed", reported, reported.assigned_node, "StoreRefused",
+               absl::StrCat(key, ": ", error.message()));
+}
+
+std::map<std::string, std::map<std::string, int64_t>> PoolManager::PhaseCounts() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const absl::Time now = clock_->Now();
+  std::map<std::string, std::map<std::string, int64_t>> out;
+  for (const auto& [id, d] : devices_) ++out[d.pool()][std::string(PhaseName(d.PhaseAt(now)))];
+  return out;
+}
+
+std::vector<std::string> PoolManager::StoreBacklog() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [key, r] : retry_) out.push_back(key);
+  return out;
 }
 
 void PoolManager::UpdateGaugesLocked(absl::Time now) {

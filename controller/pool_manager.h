@@ -118,6 +118,10 @@ class PoolManager {
   absl::StatusOr<Device> GetDevice(const std::string& id) const;
   // Decisions since the last call (at most the last 100 000).
   std::vector<Decision> TakeDecisions();
+  // Devices by pool, then phase name ("Available", ...), now.
+  std::map<std::string, std::map<std::string, int64_t>> PhaseCounts() const;
+  // Store keys of objects the store refused and that wait for a retry.
+  std::vector<std::string> StoreBacklog() const;
 
  private:
   // Every change to the state: bumps version_ and wakes WaitForChange.
@@ -150,6 +154,8 @@ class PoolManager {
   void DetachLocked(Device& d, const std::string& reason, const std::string& detail = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyNodeLabelsLocked(Device& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records the pod a usage report names on d's attachment; whether it changed.
+  bool NamePodLocked(const Device& d, const rpci::v1::DeviceUsage& u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `detail` (an agent's own words) becomes the health reason when given.
   void SetHealthLocked(Device& d, bool healthy, const std::string& reason, absl::Time now,
                        const std::string& detail = "") ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -158,7 +164,14 @@ class PoolManager {
   void DecideLocked(const std::string& action, const Device& d, const std::string& node, const std::string& reason,
                     const std::string& detail = "") ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkDirtyLocked(const std::string& device_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Commits what is dirty and due. Objects the store refuses stay dirty and
+  // are retried with a per-object backoff; each refusal is logged, counted
+  // and reported as a "persist-failed" decision. Returns an error only when
+  // one of `mine` (store keys the caller needs written now; they skip the
+  // backoff) failed.
+  absl::Status FlushLocked(const std::set<std::string>& mine = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NoteStoreFailureLocked(const std::string& key, const std::string& device_id, const absl::Status& error,
+                              absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const PoolSpec& PoolOfLocked(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGaugesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   rpci::v1::SessionGrant GrantOf(const Attachment& a) const;
@@ -188,6 +201,11 @@ class PoolManager {
   std::set<std::string> dirty_attachments_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Attachment> deleted_attachments_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> deleted_devices_ ABSL_GUARDED_BY(mu_);
+  struct Retry {
+    int failures = 0;
+    absl::Time next;
+  };
+  std::map<std::string, Retry> retry_ ABSL_GUARDED_BY(mu_);  // by store key
   std::set<std::string> drained_ ABSL_GUARDED_BY(mu_);  // detached while draining: to remove
   std::vector<Decision> decisions_ ABSL_GUARDED_BY(mu_);
   uint64_t decisions_made_ ABSL_GUARDED_BY(mu_) = 0;  // ever, including ones no longer kept

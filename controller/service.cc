@@ -3,6 +3,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_util.h"
 #include "common/tls.h"
 
 namespace rpci::controller {
@@ -11,11 +12,6 @@ namespace {
 constexpr absl::Duration kWatchPoll = absl::Milliseconds(500);
 
 }  // namespace
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 grpc::Status PeerAuthorizer::Authorize(const grpc::ServerContext& context, const std::string& role,
                                        const std::string& node) const {

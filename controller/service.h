@@ -89,8 +89,6 @@ class ControllerService {
   Nodes nodes_{this};
 };
 
-grpc::Status ToGrpc(const absl::Status& s);
-
 }  // namespace rpci::controller
 
 #endif  // RPCI_CONTROLLER_SERVICE_H_

@@ -1,6 +1,7 @@
 #ifndef RPCI_CONTROLLER_STORE_H_
 #define RPCI_CONTROLLER_STORE_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,18 @@ struct StoreBatch {
   }
 };
 
+// Names of stored objects in a CommitOutcome: "PcieDevice/<id>",
+// "DeviceAttachment/<grant id>".
+inline std::string DeviceStoreKey(const std::string& id) { return "PcieDevice/" + id; }
+inline std::string AttachmentStoreKey(const std::string& grant_id) { return "DeviceAttachment/" + grant_id; }
+
+// What a commit did, object by object: everything not named in `failed` was
+// written (or deleted).
+struct CommitOutcome {
+  std::map<std::string, absl::Status> failed;  // by *StoreKey
+  bool ok() const { return failed.empty(); }
+};
+
 // Durable home of the pool manager's state. Implementations: LocalStore
 // (files in a state directory) and KubeStore (rpci.io CRDs).
 class Store {
@@ -42,9 +55,12 @@ class Store {
   // backing store cannot be read at all.
   virtual absl::StatusOr<StoreSnapshot> Load() = 0;
 
-  // Writes a batch. On error some changes may have been applied; the caller
-  // keeps them dirty and commits them again (every change is idempotent).
-  virtual absl::Status Commit(const StoreBatch& batch) = 0;
+  // Writes a batch, each object on its own: one refused object (an API
+  // server's 404, 422, 403) does not keep the others from being written.
+  // The caller keeps the failed ones dirty and commits them again (every
+  // change is idempotent). A store that writes all or nothing names every
+  // object of the batch when it fails.
+  virtual CommitOutcome Commit(const StoreBatch& batch) = 0;
 };
 
 }  // namespace rpci::controller

@@ -10,17 +10,12 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
+#include "common/testing/temp_dir.h"
 #include "proto/rpci/v1/controller.pb.h"
 
 namespace rpci::controller::testing {
 
-// A fresh directory under TEST_TMPDIR.
-inline std::string MakeTempDir(const std::string& name) {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string pattern = std::string(base ? base : "/tmp") + "/" + name + "-XXXXXX";
-  char* made = mkdtemp(pattern.data());
-  return made ? std::string(made) : std::string();
-}
+using ::rpci::testing::MakeTempDir;
 
 // Polls `done` every 20 ms until it holds or `timeout` passes; its last answer.
 inline bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {

@@ -333,6 +333,31 @@ TEST(Rbac, RolesAreBoundToTheControllerAndOnlyTheControllerGetsAToken) {
       << "controller/kube/client.cc PostEvent puts Events about cluster-scoped objects in \"default\"";
 }
 
+TEST(Templates, OnlyTheControllerMountsTheCaKeyAndNodesShowAnRpciToken) {
+  std::map<std::string, std::string> t = Templates();
+  int ca_secret_mounts = 0;
+  for (const auto& [file, text] : t) {
+    if (text.find(R"(secretName: {{ include "rpci.caSecret" . }})") == std::string::npos) continue;
+    if (file == "certs.yaml") continue;  // where the CA is made (generate) or referenced (certManager)
+    EXPECT_EQ(file, "controller.yaml") << file << " mounts the CA Secret";
+    ++ca_secret_mounts;
+  }
+  EXPECT_EQ(ca_secret_mounts, 1);
+  EXPECT_NE(t["controller.yaml"].find("- {key: tls.key, path: tls.key}"), std::string::npos);
+  EXPECT_NE(t["controller.yaml"].find("--identity-listen="), std::string::npos);
+  for (const char* file : {"agent.yaml", "plugin.yaml"}) {
+    EXPECT_EQ(t[file].find("initContainers"), std::string::npos) << file;
+    EXPECT_EQ(t[file].find("tls.key"), std::string::npos) << file;
+    EXPECT_NE(t[file].find(R"(include "rpci.nodeTlsArgs")"), std::string::npos) << file;
+    EXPECT_NE(t[file].find(R"(include "rpci.nodeTlsVolumes")"), std::string::npos) << file;
+  }
+  const std::string& helpers = t["_helpers.tpl"];
+  EXPECT_NE(helpers.find("audience: rpci"), std::string::npos);
+  EXPECT_NE(helpers.find("- --token-file=/var/run/secrets/rpci/token"), std::string::npos);
+  EXPECT_NE(helpers.find(R"(name: {{ include "rpci.caBundle" . }})"), std::string::npos) << "nodes read a ConfigMap";
+  EXPECT_NE(helpers.find("- --insecure"), std::string::npos) << "insecure mode must say so to every component";
+}
+
 TEST(Templates, WireTheHostPathsProbesAndScrapeAnnotations) {
   std::map<std::string, std::string> t = Templates();
   auto has = [&](const std::string& file, const std::string& text) {
@@ -348,7 +373,7 @@ TEST(Templates, WireTheHostPathsProbesAndScrapeAnnotations) {
   has("controller.yaml", "--leader-elect={{ $c.leaderElection.enabled }}");
   has("controller.yaml", "--lease-namespace={{ .Release.Namespace }}");
   has("agent.yaml", "hostPath: {path: /sys, type: Directory}");
-  has("agent.yaml", "readOnly: {{ not $a.sysfsBar }}");
+  has("agent.yaml", "readOnly: {{ not $a.vfio }}");
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/device-plugins");
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/pod-resources");
   has("plugin.yaml", "hostPath: {path: {{ $p.cdiDir }}");

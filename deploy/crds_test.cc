@@ -7,6 +7,7 @@
 
 #include "absl/time/time.h"
 #include "controller/crd_codec.h"
+#include "absl/strings/escaping.h"
 #include "gtest/gtest.h"
 #include "tests/schema/openapi.h"
 
@@ -89,9 +90,10 @@ TEST(Crds, PrintTheColumnsAnAdminAsksFor) {
   };
   EXPECT_EQ(columns("PcieDevice"),
             (std::vector<std::string>{"Node", "BDF", "Device", "Pool", "Phase", "Assigned-Node", "Age"}));
-  EXPECT_EQ(columns("DeviceAttachment"), (std::vector<std::string>{"Device", "Node", "Pod", "State", "Age"}));
-  EXPECT_EQ(columns("DevicePool"),
-            (std::vector<std::string>{"Resource", "Spares", "Max-Per-Node", "Locality", "Age"}));
+  EXPECT_EQ(columns("DeviceAttachment"), (std::vector<std::string>{"Device", "Node", "Pod-Namespace", "Pod", "State",
+                                                                    "Session", "Writes", "Age"}));
+  EXPECT_EQ(columns("DevicePool"), (std::vector<std::string>{"Resource", "Spares", "Max-Per-Node", "Locality",
+                                                             "Available", "Assigned", "Attached", "Age"}));
 }
 
 TEST(Examples, EveryCustomObjectValidatesAgainstItsCrd) {
@@ -168,7 +170,7 @@ TEST(Examples, BrokenVariantsFailNamingTheField) {
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["bdf"] = "0000:3b:00.8"; }, "spec.function.bdf"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["vendorId"] = 70000; }, "spec.function.vendorId"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["function"]["bars"][0]["size"] = 4096; }, "spec.function.bars[0].size"},
-      {"pciedevice-emu.yaml", [](json& o) { o["spec"]["backend"] = "vfio"; }, "spec.backend"},
+      {"pciedevice-emu.yaml", [](json& o) { o["spec"]["backend"] = "sysfs-bar"; }, "spec.backend"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"].erase("node"); }, "spec.node"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["pool"] = "GPU"; }, "spec.pool"},
       {"pciedevice-emu.yaml", [](json& o) { o["spec"]["bdf"] = "0000:00:10.0"; }, "spec.bdf"},
@@ -186,7 +188,8 @@ TEST(Examples, BrokenVariantsFailNamingTheField) {
       {"devicepool-gpu.yaml", [](json& o) { o["metadata"]["name"] = "GPU_pool"; }, "metadata.name"},
       {"deviceattachment.yaml", [](json& o) { o["status"]["state"] = "Done"; }, "status.state"},
       {"deviceattachment.yaml", [](json& o) { o["status"]["bytesIn"] = -5; }, "status.bytesIn"},
-      {"deviceattachment.yaml", [](json& o) { o["spec"]["token"] = "not base64!"; }, "spec.token"},
+      // A token in the attachment is refused (the API server would prune it).
+      {"deviceattachment.yaml", [](json& o) { o["spec"]["token"] = "q83vEjRWeJCrze8SNFZ4kKvN7xI="; }, "spec.token"},
       {"deviceattachment.yaml", [](json& o) { o["spec"]["grantId"] = "grant-1"; }, "spec.grantId"},
       {"deviceattachment.yaml", [](json& o) { o["metadata"].erase("namespace"); }, "metadata.namespace"},
   };
@@ -205,7 +208,7 @@ controller::Device SampleDevice() {
   d.exported.set_id("dev-a-0000-3b-00-0");
   d.exported.set_node("dev-a");
   d.exported.set_pool("gpu");
-  d.exported.set_backend("sysfs-bar");
+  d.exported.set_backend("vfio");
   d.exported.add_local_nics("mlx5_0");
   (*d.exported.mutable_labels())["rpci.io/tier"] = "gpu";
   v1::PcieFunction* f = d.exported.mutable_function();
@@ -274,9 +277,23 @@ TEST(ControllerJson, AttachmentValidates) {
   a.session_id = session::SessionId(0x2a);
   a.writes_applied = uint64_t{1} << 40;
   a.bytes_in = 4096;
-  json object = controller::AttachmentToObject(a);
+  json object = controller::AttachmentToObject(a, "rpci-system");
   absl::Status s = ValidateObject(Crd("DeviceAttachment"), object);
   EXPECT_TRUE(s.ok()) << s.message() << "\n" << object.dump(2);
+  EXPECT_EQ(object["metadata"]["namespace"], "rpci-system");
+  EXPECT_EQ(object["spec"]["podNamespace"], "ml");
+  EXPECT_FALSE(object["spec"].contains("token")) << "the grant token is a secret";
+  EXPECT_EQ(object.dump().find(absl::Base64Escape(a.token)), std::string::npos);
+}
+
+TEST(Crds, RefuseAPoolWhoseResourceNameNamesAnotherPool) {
+  json pool = LoadOne("deploy/examples/devicepool-emu.yaml");
+  EXPECT_TRUE(ValidateObject(Crd("DevicePool"), pool).ok());
+  pool["spec"]["resourceName"] = "rpci.io/gpu";
+  absl::Status s = ValidateObject(Crd("DevicePool"), pool);
+  EXPECT_NE(s.message().find("spec.resourceName must be rpci.io/<metadata.name>"), std::string::npos) << s;
+  pool["spec"].erase("resourceName");
+  EXPECT_TRUE(ValidateObject(Crd("DevicePool"), pool).ok());
 }
 
 TEST(ControllerJson, PoolValidates) {

@@ -49,12 +49,17 @@ const json& Items(const json& list) {
   return it != list.end() && it->is_array() ? *it : kEmpty;
 }
 
+// "namespace/pod" of an attachment; "<attaching>" until the kubelet's
+// pod-resources has named the pod.
+std::string PodOf(const json& attachment) {
+  if (At(attachment, "spec.pod").empty()) return "<attaching>";
+  return absl::StrCat(At(attachment, "spec.podNamespace"), "/", At(attachment, "spec.pod"));
+}
+
 // grant id -> "namespace/pod".
 std::map<std::string, std::string> PodsByGrant(const json& attachments) {
   std::map<std::string, std::string> out;
-  for (const json& a : Items(attachments)) {
-    out[At(a, "metadata.name")] = absl::StrCat(At(a, "metadata.namespace"), "/", At(a, "spec.pod"));
-  }
+  for (const json& a : Items(attachments)) out[At(a, "metadata.name")] = PodOf(a);
   return out;
 }
 
@@ -77,8 +82,9 @@ std::string Explain(const absl::Status& s, const std::string& server) {
   switch (s.code()) {
     case absl::StatusCode::kPermissionDenied:
       return absl::StrCat("forbidden: ", s.message(),
-                          " (kubectl rpci needs get/list on rpci.io pciedevices, devicepools, deviceattachments "
-                          "and core events; drain needs update on pciedevices)");
+                          " (kubectl rpci needs get/list on rpci.io pciedevices and devicepools; deviceattachments and "
+                          "core events are shown when readable; drain needs update on pciedevices; it never reads "
+                          "Secrets)");
     case absl::StatusCode::kUnauthenticated:
       return absl::StrCat("unauthorized: ", s.message(), " (check the kubeconfig's credentials)");
     case absl::StatusCode::kUnavailable:
@@ -138,9 +144,12 @@ std::string Age(const std::string& rfc3339, absl::Time now) {
 }
 
 std::string DevicesTable(const json& devices, const json& attachments, absl::Time now) {
+  // Null attachments: the viewer may not list them; the POD column is left out.
+  const bool pods_known = !attachments.is_null();
   const auto pods = PodsByGrant(attachments);
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "NODE", "BDF", "DEVICE", "POOL", "PHASE", "HEALTH", "ASSIGNED", "POD", "AGE"}};
+  if (!pods_known) rows[0].erase(rows[0].begin() + 8);
   for (const json& d : Items(devices)) {
     const std::string grant = At(d, "status.attachment");
     auto pod = pods.find(grant);
@@ -149,6 +158,7 @@ std::string DevicesTable(const json& devices, const json& attachments, absl::Tim
                     OrNone(At(d, "status.health")), OrNone(At(d, "status.assignedNode")),
                     grant.empty() ? kNone : (pod != pods.end() ? pod->second : grant),
                     Age(At(d, "metadata.creationTimestamp"), now)});
+    if (!pods_known) rows.back().erase(rows.back().begin() + 8);
   }
   return FormatTable(rows);
 }
@@ -199,18 +209,19 @@ std::string PoolsTable(const json& pools, const json& devices, absl::Time now) {
   return FormatTable(rows);
 }
 
-std::string AttachmentsTable(const json& attachments, absl::Time now) {
-  std::vector<std::vector<std::string>> rows = {{"NAMESPACE", "NAME", "DEVICE", "NODE", "POD", "CONTAINER",
-                                                 "STATE", "SESSION", "WRITES", "BYTES-IN", "BYTES-OUT", "AGE"}};
+std::string AttachmentsTable(const json& attachments, absl::Time now, const std::string& pod_namespace) {
+  std::vector<std::vector<std::string>> rows = {{"NAME", "DEVICE", "NODE", "POD", "CONTAINER", "STATE", "SESSION",
+                                                 "WRITES", "BYTES-IN", "BYTES-OUT", "AGE"}};
   for (const json& a : Items(attachments)) {
+    if (!pod_namespace.empty() && At(a, "spec.podNamespace") != pod_namespace) continue;
     auto num = [&](const std::string& field) {
       std::string v = At(a, "status." + field);
       return v.empty() ? std::string("0") : v;
     };
-    rows.push_back({At(a, "metadata.namespace"), At(a, "metadata.name"), OrNone(At(a, "spec.device")),
-                    OrNone(At(a, "spec.node")), OrNone(At(a, "spec.pod")), OrNone(At(a, "spec.container")),
-                    OrNone(At(a, "status.state")), OrNone(At(a, "status.sessionId")), num("writesApplied"),
-                    num("bytesIn"), num("bytesOut"), Age(At(a, "metadata.creationTimestamp"), now)});
+    rows.push_back({At(a, "metadata.name"), OrNone(At(a, "spec.device")), OrNone(At(a, "spec.node")), PodOf(a),
+                    OrNone(At(a, "spec.container")), OrNone(At(a, "status.state")),
+                    OrNone(At(a, "status.sessionId")), num("writesApplied"), num("bytesIn"), num("bytesOut"),
+                    Age(At(a, "metadata.creationTimestamp"), now)});
   }
   return FormatTable(rows);
 }
@@ -277,7 +288,7 @@ std::string DescribeDevice(const json& device, const json& attachments, const js
   std::string attachment = At(device, "status.attachment");
   for (const json& a : Items(attachments)) {
     if (!attachment.empty() && At(a, "metadata.name") == attachment) {
-      absl::StrAppend(&attachment, " (pod ", At(a, "metadata.namespace"), "/", At(a, "spec.pod"), ", container ",
+      absl::StrAppend(&attachment, " (pod ", PodOf(a), ", container ",
                       At(a, "spec.container"), ", session ", OrNone(At(a, "status.sessionId")), ")");
     }
   }
@@ -408,7 +419,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       "  undrain <device>     return a drained device to its pool");
   flags.String("kubeconfig", &kubeconfig, "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)");
   flags.String("context", &context, "kubeconfig context (default: its current-context)");
-  flags.String("namespace", &ns, "attachments: only this namespace (default: all)");
+  flags.String("namespace", &ns, "attachments: only pods in this namespace (default: all)");
   flags.String("timeout", &timeout_text, "drain: how long to wait (e.g. 90s, 5m; 0: do not wait)");
   absl::StatusOr<std::vector<std::string>> positional = flags.Parse(args);
   if (!positional.ok()) {
@@ -463,20 +474,25 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   };
   auto list = [&](const std::string& p) { return kc.Get(p); };
   const absl::Time now = absl::Now();
-  const std::string attachments_path =
-      ns.empty() ? std::string(KubeStore::kAttachmentsPath) : KubeStore::AttachmentsIn(ns);
-
   if (command == "devices" || command == "pools" || command == "attachments") {
-    absl::StatusOr<json> attachments = list(attachments_path);
-    if (!attachments.ok()) return fail(attachments.status());
+    absl::StatusOr<json> attachments = list(KubeStore::kAttachmentsPath);
     if (command == "attachments") {
-      out << AttachmentsTable(*attachments, now);
+      if (!attachments.ok()) return fail(attachments.status());
+      out << AttachmentsTable(*attachments, now, ns);
       return 0;
     }
     absl::StatusOr<json> devices = list(KubeStore::kDevicesPath);
     if (!devices.ok()) return fail(devices.status());
     if (command == "devices") {
-      out << DevicesTable(*devices, *attachments, now);
+      if (!attachments.ok() && attachments.status().code() != absl::StatusCode::kPermissionDenied) {
+        return fail(attachments.status());
+      }
+      if (!attachments.ok()) {
+        // A viewer without read access to attachments still gets the devices.
+        err << "note: POD column left out: this user may not list rpci.io deviceattachments ("
+            << attachments.status().message() << ")\n";
+      }
+      out << DevicesTable(*devices, attachments.ok() ? *attachments : json(), now);
       return 0;
     }
     absl::StatusOr<json> pools = list(KubeStore::kPoolsPath);
@@ -497,7 +513,13 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       return fail(device.status());
     }
     absl::StatusOr<json> attachments = list(KubeStore::kAttachmentsPath);
-    if (!attachments.ok()) return fail(attachments.status());
+    if (!attachments.ok() && attachments.status().code() != absl::StatusCode::kPermissionDenied) {
+      return fail(attachments.status());
+    }
+    if (!attachments.ok()) {
+      err << "note: attachment's pod left out: this user may not list rpci.io deviceattachments\n";
+      attachments = json::object();
+    }
     // Events about cluster-scoped objects live in "default".
     absl::StatusOr<json> events =
         list(absl::StrCat("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D", name));

@@ -34,9 +34,12 @@ std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
 std::string Age(const std::string& rfc3339, absl::Time now);
 
 // The tables and the description, from API objects (lists' `items`).
+// DevicesTable leaves the POD column out when `attachments` is null (the
+// viewer may not list them).
 std::string DevicesTable(const nlohmann::json& devices, const nlohmann::json& attachments, absl::Time now);
 std::string PoolsTable(const nlohmann::json& pools, const nlohmann::json& devices, absl::Time now);
-std::string AttachmentsTable(const nlohmann::json& attachments, absl::Time now);
+// Only attachments of pods in `pod_namespace` when it is not empty.
+std::string AttachmentsTable(const nlohmann::json& attachments, absl::Time now, const std::string& pod_namespace = "");
 std::string DescribeDevice(const nlohmann::json& device, const nlohmann::json& attachments,
                            const nlohmann::json& events, absl::Time now);
 

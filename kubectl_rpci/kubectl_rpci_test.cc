@@ -72,7 +72,7 @@ class KubectlRpciTest : public ::testing::Test {
     kc.token = kToken;
     o.kube_config = kc;
     o.identity = "ctrl";
-    o.insecure = true;
+    o.tls.insecure = true;
     o.listen = "127.0.0.1:0";
     o.http_listen = "127.0.0.1:0";
     o.retry_period = absl::Milliseconds(200);
@@ -214,17 +214,40 @@ TEST_F(KubectlRpciTest, PoolsTableCountsDevicesByPhase) {
 TEST_F(KubectlRpciTest, AttachmentsTableShowsThePodsSessions) {
   Result r = Kubectl({"attachments"});
   ASSERT_EQ(r.code, 0) << r.err;
-  std::vector<std::string> row = Row(r.out, "team-a");
-  ASSERT_GE(row.size(), 7u) << r.out;
-  EXPECT_EQ(row[1], grant_);
-  EXPECT_EQ(row[2], kAttached);
-  EXPECT_EQ(row[3], "cn-1");
-  EXPECT_EQ(row[4], "trainer");
-  EXPECT_EQ(row[5], "main");
-  EXPECT_EQ(row[6], "Attached");
+  EXPECT_EQ(Row(r.out, "NAME"), (std::vector<std::string>{"NAME", "DEVICE", "NODE", "POD", "CONTAINER", "STATE",
+                                                          "SESSION", "WRITES", "BYTES-IN", "BYTES-OUT", "AGE"}));
+  std::vector<std::string> row = Row(r.out, grant_);
+  ASSERT_GE(row.size(), 6u) << r.out;
+  EXPECT_EQ(row[1], kAttached);
+  EXPECT_EQ(row[2], "cn-1");
+  EXPECT_EQ(row[3], "team-a/trainer");
+  EXPECT_EQ(row[4], "main");
+  EXPECT_EQ(row[5], "Attached");
   Result other = Kubectl({"attachments", "--namespace=team-b"});
   ASSERT_EQ(other.code, 0);
-  EXPECT_TRUE(Row(other.out, "team-a").empty()) << other.out;
+  EXPECT_TRUE(Row(other.out, grant_).empty()) << other.out;
+}
+
+// A read-only viewer: no Secrets (where grant tokens are) is all it takes
+// for every command to work; without deviceattachments the devices table
+// leaves the POD column out and says so.
+TEST_F(KubectlRpciTest, ViewersWithoutSecretOrAttachmentAccessGetAWorkingCommand) {
+  api_.Forbid("/secrets");
+  for (const char* command : {"devices", "pools", "attachments"}) {
+    Result r = Kubectl({command});
+    EXPECT_EQ(r.code, 0) << command << ": " << r.err;
+  }
+  EXPECT_EQ(Kubectl({"describe", kAttached}).code, 0);
+  api_.Forbid("/deviceattachments");
+  Result r = Kubectl({"devices"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Row(r.out, "NAME"), (std::vector<std::string>{"NAME", "NODE", "BDF", "DEVICE", "POOL", "PHASE", "HEALTH",
+                                                          "ASSIGNED", "AGE"}));
+  EXPECT_EQ(Row(r.out, kAttached).size(), 9u) << r.out;
+  EXPECT_THAT(r.err, HasSubstr("POD column left out"));
+  Result describe = Kubectl({"describe", kAttached});
+  EXPECT_EQ(describe.code, 0) << describe.err;
+  EXPECT_THAT(describe.err, HasSubstr("left out"));
 }
 
 TEST_F(KubectlRpciTest, DescribeShowsSpecStatusConditionsAndEvents) {

@@ -3,8 +3,10 @@
 #include "librpci/device.h"
 
 #include <cstring>
+#include <fstream>
 
 #include "agent/session/testing/test_device.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 #include "librpci/testing/loopback_agent.h"
 
@@ -67,15 +69,12 @@ TEST_F(DeviceTest, MissingOrMalformedEnvironmentIsAClearError) {
   missing_key["RPCI_1_SESSION_KEY_FILE"] = "/nonexistent/key";
   EXPECT_EQ(ConfigFromEnv(1, MapEnv(missing_key)).status().code(), absl::StatusCode::kNotFound);
 
-  char tmpl[] = "/tmp/rpci-badkey-XXXXXX";
-  int fd = mkstemp(tmpl);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(write(fd, "abcd\n", 5), 5);
-  close(fd);
+  const std::string short_key_file = ::rpci::testing::MakeTempDir("rpci-badkey") + "/key";
+  std::ofstream(short_key_file) << "abcd\n";
   auto short_key = env_;
-  short_key["RPCI_1_SESSION_KEY_FILE"] = tmpl;
+  short_key["RPCI_1_SESSION_KEY_FILE"] = short_key_file;
   EXPECT_EQ(ConfigFromEnv(1, MapEnv(short_key)).status().code(), absl::StatusCode::kInvalidArgument);
-  unlink(tmpl);
+  unlink(short_key_file.c_str());
 }
 
 TEST_F(DeviceTest, TheCaFileComesFromTheEnvironmentAndAMissingOneIsAClearError) {
@@ -191,12 +190,16 @@ TEST_F(DeviceTest, WaitCompletionTimesOutWhenTheDeviceIsIdle) {
   EXPECT_EQ(done.status().code(), absl::StatusCode::kDeadlineExceeded);
 }
 
-TEST_F(DeviceTest, CloseEndsTheSessionAndLaterCallsFail) {
+TEST_F(DeviceTest, CloseDetachesLaterCallsFailAndTheNextProcessOpensAgain) {
   auto d = Open();
   ASSERT_NE(d, nullptr);
   ASSERT_TRUE(d->Close().ok());
   EXPECT_EQ(d->Write32(0, 0, 1).code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(Device::OpenFromEnv(0, MapEnv(env_)).status().code(), absl::StatusCode::kNotFound);
+  // The session belongs to the pod's allocation: a restarted container opens it again.
+  auto again = Device::OpenFromEnv(0, MapEnv(env_));
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE((*again)->Write32(0, 0x40, 5).ok());
+  EXPECT_EQ(*(*again)->Read32(0, 0x40), 5u);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
 #include "client/session_client.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 #include "plugin/plugin.h"
 #include "plugin/testing/test_env.h"
@@ -34,7 +35,7 @@ class AgentSessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
     Logger::SetMinLevel(LogLevel::kWarn);
-    dir_ = testing::ShortTempDir();
+    dir_ = ::rpci::testing::MakeTempDir("rpci-plugin", ::rpci::testing::TempDirUse::kSockets);
     ASSERT_FALSE(dir_.empty());
     StartAgent();
     controller_ = std::make_unique<testing::TestController>(dir_ + "/store", 1);

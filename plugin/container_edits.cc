@@ -49,7 +49,7 @@ SessionPaths PathsFor(const std::string& state_dir, const std::string& container
   return {state_dir + "/" + device_id, container_root + "/" + device_id};
 }
 
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode) {
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode, int gid) {
   const std::string tmp = path + ".tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return Errno("create " + tmp);
@@ -65,6 +65,12 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
     }
     done += static_cast<size_t>(n);
   }
+  if (gid >= 0 && fchown(fd, static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) {
+    absl::Status s = Errno(absl::StrCat("give ", tmp, " to group ", gid));
+    close(fd);
+    unlink(tmp.c_str());
+    return s;
+  }
   fchmod(fd, mode);  // O_CREAT's mode is filtered by the umask
   if (fsync(fd) != 0 || close(fd) != 0) {
     absl::Status s = Errno("sync " + tmp);
@@ -79,9 +85,14 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
   return absl::OkStatus();
 }
 
-absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths& paths) {
+absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths& paths, int session_group) {
   if (absl::Status s = MakeDirs(paths.host_dir, 0755); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("device ", session.device_id, ": ", s.message()));
+  }
+  if (session_group >= 0 &&
+      (chown(paths.host_dir.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(session_group)) != 0 ||
+       chmod(paths.host_dir.c_str(), 0750) != 0)) {
+    return Errno(absl::StrCat("give ", paths.host_dir, " to group ", session_group));
   }
   nlohmann::json bars = nlohmann::json::array();
   for (const client::BarMirror& b : session.ticket.bars) bars.push_back({{"index", b.index}, {"size", b.size}});
@@ -93,7 +104,7 @@ absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths&
                         {"bars", bars},
                         {"dma_size", session.ticket.dma_size}};
   std::vector<std::tuple<std::string, std::string, int>> files = {
-      {"key", session.ticket.key.Hex() + "\n", 0600}};
+      {"key", session.ticket.key.Hex() + "\n", session_group >= 0 ? 0640 : 0600}};
   if (!session.ca_pem.empty()) {
     doc["ca_file"] = CaFile(paths);
     files.emplace_back("ca.crt", session.ca_pem, 0644);
@@ -102,7 +113,7 @@ absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths&
   }
   files.emplace_back("session.json", doc.dump(2) + "\n", 0644);
   for (const auto& [name, contents, mode] : files) {
-    if (absl::Status s = WriteFileAtomically(paths.host_dir + "/" + name, contents, mode); !s.ok()) {
+    if (absl::Status s = WriteFileAtomically(paths.host_dir + "/" + name, contents, mode, session_group); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("device ", session.device_id, ": ", s.message()));
     }
   }

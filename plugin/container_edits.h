@@ -25,10 +25,14 @@ struct SessionPaths {
 SessionPaths PathsFor(const std::string& state_dir, const std::string& container_root,
                       const std::string& device_id);
 
-// Writes <host_dir>/key (hex, mode 0600), <host_dir>/ca.crt when the session
-// has a CA (the agent speaks TLS; removed otherwise) and
-// <host_dir>/session.json (everything but the key). Replaces what was there.
-absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths& paths);
+// Writes <host_dir>/key (hex), <host_dir>/ca.crt when the session has a CA
+// (the agent speaks TLS; removed otherwise) and <host_dir>/session.json
+// (everything but the key). Replaces what was there. The key is 0600 root's
+// (only a root workload reads it); with `session_group` >= 0 it is 0640 and
+// the directory 0750, both of that group, so a non-root workload whose pod
+// has the group in securityContext.supplementalGroups reads it
+// (docs/operators/security.md).
+absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths& paths, int session_group = -1);
 // Removes the directory and its files; OK when absent.
 absl::Status RemoveSessionDir(const SessionPaths& paths);
 
@@ -62,7 +66,7 @@ absl::Status WriteCdiSpec(const std::string& cdi_dir, const std::string& pool, i
 absl::Status RemoveCdiSpec(const std::string& cdi_dir, const std::string& pool, const std::string& device_id);
 
 // Writes `contents` to `path` atomically with `mode`.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode);
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode, int gid = -1);
 
 }  // namespace rpci::plugin
 

@@ -1,7 +1,7 @@
 #include "plugin/controller_client.h"
 
 #include "absl/strings/str_cat.h"
-#include "plugin/grpc_util.h"
+#include "common/grpc_util.h"
 
 namespace rpci::plugin {
 GrpcControllerClient::GrpcControllerClient(std::shared_ptr<grpc::Channel> channel)

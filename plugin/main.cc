@@ -3,6 +3,7 @@
 
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/flags.h"
 #include "common/http_server.h"
@@ -10,6 +11,7 @@
 #include "common/metrics.h"
 #include "common/termination.h"
 #include "common/tls.h"
+#include "common/tls_settings.h"
 #include "plugin/controller_client.h"
 #include "plugin/plugin.h"
 #include "plugin/session_opener.h"
@@ -19,9 +21,10 @@ int main(int argc, char** argv) {
   plugin::PluginOptions o;
   const char* node_env = std::getenv("NODE_NAME");
   o.node_name = node_env ? node_env : "";
-  std::string controller = "rpci-controller:7443", pools = "emu", tls_cert, tls_key, tls_ca;
+  std::string controller = "rpci-controller:7443", pools = "emu";
+  TlsSettings tls_settings;
   std::string health_addr = "0.0.0.0:8082", log_level = "info";
-  int64_t numa = -1, usage_seconds = 5, release_grace_seconds = 30;
+  int64_t numa = -1, usage_seconds = 1, usage_ms = 0, release_grace_seconds = 30;
   FlagSet flags("rpci-plugin [flags]",
                 "Kubelet device plugin: advertises the remote PCIe devices the controller assigned to this node as "
                 "rpci.io/<pool> and attaches them to containers through memory-mirroring sessions.");
@@ -34,12 +37,15 @@ int main(int argc, char** argv) {
   flags.String("state-dir", &o.state_dir, "host directory of per-device session dirs (mounted into containers)");
   flags.String("container-dir", &o.container_dir, "where session dirs appear inside containers");
   flags.Int("nic-numa-node", &numa, "NUMA node of the fabric NIC, advertised as device topology (-1: none)");
-  flags.Int("usage-interval-seconds", &usage_seconds, "how often pod-resources is read and usage reported");
+  flags.Int("usage-interval-seconds", &usage_seconds,
+            "how often pod-resources is read and usage reported (bounds how fast a device is handed over)");
+  flags.Int("usage-interval-ms", &usage_ms, "the same in milliseconds; wins when > 0");
   flags.Int("release-grace-seconds", &release_grace_seconds,
             "a session no pod holds is released once it is this old");
-  flags.String("tls-cert", &tls_cert, "PEM certificate (common name \"plugin:<node>\"); empty: insecure");
-  flags.String("tls-key", &tls_key, "PEM private key");
-  flags.String("tls-ca", &tls_ca, "PEM CA bundle of the controller and agents");
+  AddTlsFlags(flags, &tls_settings, "plugin:<node>", /*node_identity=*/true);
+  flags.Int("session-group", &o.session_group,
+            "gid owning session dirs and key files (0640), for non-root workloads with it in "
+            "supplementalGroups (-1: key readable by root only)");
   flags.String("health-addr", &health_addr, "host:port of /healthz, /readyz, /metrics (empty: off)");
   flags.String("log-level", &log_level, "debug, info, warn or error");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
@@ -50,21 +56,18 @@ int main(int argc, char** argv) {
   Logger log("plugin");
   o.pools = absl::StrSplit(pools, ',', absl::SkipWhitespace());
   o.nic_numa_node = numa;
-  o.usage_interval = absl::Seconds(usage_seconds);
+  o.usage_interval = usage_ms > 0 ? absl::Milliseconds(usage_ms) : absl::Seconds(usage_seconds);
   o.release_grace = absl::Seconds(release_grace_seconds);
   MetricsRegistry metrics;
   o.metrics = &metrics;
 
-  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-  if (!tls_cert.empty() || !tls_key.empty() || !tls_ca.empty()) {
-    absl::StatusOr<TlsMaterial> tls = LoadTlsMaterial({tls_cert, tls_key, tls_ca});
-    if (!tls.ok()) {
-      log.Error("cannot load TLS material", {{"error", std::string(tls.status().message())}});
-      return 1;
-    }
-    creds = MakeChannelCredentials(*tls);
-    o.session_ca_pem = tls->ca_pem;  // workloads verify the agents with it
+  absl::StatusOr<std::unique_ptr<DaemonTls>> tls = DaemonTls::Start(tls_settings, {"plugin", o.node_name, {}}, log);
+  if (!tls.ok()) {
+    log.Error("cannot start", {{"error", absl::StrCat("tls: ", tls.status().message())}});
+    return tls.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
+  std::shared_ptr<grpc::ChannelCredentials> creds = (*tls)->ChannelCredentials();
+  o.session_ca_pem = (*tls)->ca_pem();  // workloads verify the agents with it
   plugin::GrpcControllerClient controller_client(grpc::CreateChannel(controller, creds));
   plugin::AgentSessionOpener sessions(creds, o.node_name);
   plugin::Plugin p(o, &controller_client, &sessions);

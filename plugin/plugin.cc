@@ -13,7 +13,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "plugin/grpc_util.h"
+#include "common/grpc_util.h"
 #include "absl/strings/str_join.h"
 #include "plugin/container_edits.h"
 #include "plugin/preferred.h"
@@ -483,6 +483,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
   };
 
   v1beta1::AllocateResponse resp;
+  const std::string allocation = AllocationName();
   for (const auto& creq : req.container_requests()) {
     std::vector<AttachedSession> sessions;
     std::vector<SessionPaths> paths;
@@ -491,9 +492,10 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       rpci::v1::ClaimRequest claim;
       claim.set_node(options_.node_name);
       claim.set_device_id(id);
-      // Allocate does not say which pod; pod-resources does later (usage).
-      claim.set_pod_namespace("kubelet");
-      claim.set_pod_name(AllocationName());
+      // Allocate does not say which pod: the claim is for this allocation
+      // (no namespace), and the usage report names the pod once
+      // pod-resources lists it.
+      claim.set_pod_name(allocation);
       absl::StatusOr<rpci::v1::ClaimResponse> granted = controller_->Claim(claim);
       if (!granted.ok() && granted.status().code() == absl::StatusCode::kFailedPrecondition) {
         // Attached to an earlier allocation on this node that we no longer
@@ -519,7 +521,9 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       opened->ca_pem = options_.session_ca_pem;
       done.back().session = *opened;
       SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
-      if (absl::Status s = WriteSessionDir(*opened, p); !s.ok()) return fail(s);
+      if (absl::Status s = WriteSessionDir(*opened, p, static_cast<int>(options_.session_group)); !s.ok()) {
+        return fail(s);
+      }
       if (absl::Status s = WriteCdiSpec(options_.cdi_dir, pool, static_cast<int>(sessions.size()), *opened, p);
           !s.ok()) {
         return fail(s);
@@ -633,12 +637,19 @@ absl::Status Plugin::SyncUsage() {
     const absl::Time now = absl::Now();
     for (auto it = held_.begin(); it != held_.end();) {
       auto owner = owners.find(it->first);
-      if (owner == owners.end() && now - it->second.allocated > options_.release_grace) {
+      // The session belongs to the pod's allocation: it ends as soon as
+      // pod-resources stops listing the device for the pod that held it (the
+      // pod is gone: hand the device over now). An allocation pod-resources
+      // has not listed yet (the kubelet records it after Allocate returns)
+      // gets the release grace.
+      const bool ended = owner == owners.end() && (it->second.listed || now - it->second.allocated > options_.release_grace);
+      if (ended) {
         gone.push_back(std::move(it->second));
         it = held_.erase(it);
         continue;
       }
       if (owner != owners.end()) {
+        it->second.listed = true;
         it->second.pod_namespace = owner->second.ns;
         it->second.pod_name = owner->second.pod;
         it->second.container = owner->second.container;
@@ -668,7 +679,11 @@ absl::Status Plugin::SyncUsage() {
       changed_.notify_all();
     }
   }
-  for (const Held& h : gone) ReleaseHeld(h, "PodGone");
+  for (const Held& h : gone) {
+    ReleaseHeld(h, "PodGone");
+    log_.Info("device handed back", {{"device", h.session.device_id},
+                                     {"pod", absl::StrCat(h.pod_namespace, "/", h.pod_name)}});
+  }
   return controller_->ReportUsage(report);
 }
 

@@ -47,13 +47,20 @@ struct PluginOptions {
   // dir for the workload (RPCI_<n>_CA_FILE); empty when agents speak
   // plaintext.
   std::string session_ca_pem;
+  // Group (gid) of session dirs and key files, for non-root workloads whose
+  // pods list it in securityContext.supplementalGroups; -1: key root-only.
+  int64_t session_group = -1;
   // NUMA node of the local NIC the fabric uses, advertised as the devices'
   // topology; -1 when unknown (no topology sent).
   int64_t nic_numa_node = -1;
   absl::Duration health_interval = absl::Milliseconds(500);
-  absl::Duration usage_interval = absl::Seconds(5);
-  // A session no pod in pod-resources holds is released once it is older
-  // than this (the kubelet records the pod only after Allocate returns).
+  // How often pod-resources is read (and usage reported): a pod's end is
+  // noticed within this, so it bounds the device hand-over time.
+  absl::Duration usage_interval = absl::Seconds(1);
+  // A session is released as soon as pod-resources stops listing its device
+  // for the pod that held it; one pod-resources has never listed is released
+  // once it is older than this (the kubelet records the pod only after
+  // Allocate returns).
   absl::Duration release_grace = absl::Seconds(30);
   MetricsRegistry* metrics = nullptr;  // optional
 };
@@ -102,6 +109,7 @@ class Plugin {
     std::string pool;
     absl::Time allocated;
     bool live = true;
+    bool listed = false;  // pod-resources has listed the device for a pod
     std::string pod_namespace, pod_name, container;  // from pod-resources
   };
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "plugin/testing/test_env.h"
@@ -17,7 +18,6 @@ namespace {
 
 using rpci::testing::AdvertisedDevice;
 using rpci::testing::FakeKubelet;
-using testing::ShortTempDir;
 using testing::TestAgents;
 using testing::TestController;
 
@@ -58,7 +58,7 @@ class PluginTest : public ::testing::Test {
  protected:
   void SetUp() override {
     Logger::SetMinLevel(LogLevel::kWarn);
-    dir_ = ShortTempDir();
+    dir_ = ::rpci::testing::MakeTempDir("rpci-plugin", ::rpci::testing::TempDirUse::kSockets);
     ASSERT_FALSE(dir_.empty());
     controller_ = std::make_unique<TestController>(dir_ + "/store", 3);
     ASSERT_TRUE(controller_->manager().RegisterAgent(controller::testing::AgentWith("dev-a", "emu", 3)).ok());
@@ -125,7 +125,7 @@ TEST_F(PluginTest, RegistersAfterServingWithItsOptions) {
 }
 
 TEST_F(PluginTest, RegistersWhenTheKubeletStartsAfterThePlugin) {
-  const std::string dir = ShortTempDir();
+  const std::string dir = ::rpci::testing::MakeTempDir("rpci-plugin", ::rpci::testing::TempDirUse::kSockets);
   PluginOptions options = options_;
   options.plugin_dir = dir + "/dp";
   Plugin late(options, client_.get(), &agents_);

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 
+#include "common/testing/temp_dir.h"
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
@@ -173,9 +174,7 @@ grpc::Status RawCall(grpc::Channel* channel, const std::string& path, const std:
 }
 
 TEST(WireCompatTest, GeneratedServersAnswerAtTheKubeletsPathsOverAUnixSocket) {
-  // Unix socket paths are limited to 107 bytes; TEST_TMPDIR is often longer.
-  char dir[] = "/tmp/rpci-wire-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string dir = ::rpci::testing::MakeTempDir("rpci-wire", ::rpci::testing::TempDirUse::kSockets);
   std::string socket = std::string("unix://") + dir + "/wire.sock";
   Registration registration;
   Plugin plugin;
@@ -209,8 +208,8 @@ TEST(WireCompatTest, GeneratedServersAnswerAtTheKubeletsPathsOverAUnixSocket) {
   EXPECT_EQ(RawCall(channel.get(), "/deviceplugin.v1beta1.DevicePlugin/Allocate", "", &out).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
   server->Shutdown();
-  unlink((std::string(dir) + "/wire.sock").c_str());
-  rmdir(dir);
+  unlink((dir + "/wire.sock").c_str());
+  rmdir(dir.c_str());
 }
 
 }  // namespace

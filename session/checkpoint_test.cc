@@ -3,15 +3,11 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace rpci::session {
 namespace {
-
-std::string TempDir() {
-  std::string tmpl = std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") + "/ckpt-XXXXXX";
-  return mkdtemp(tmpl.data());
-}
 
 SessionRecord Sample(uint64_t id) {
   SessionRecord r;
@@ -28,7 +24,7 @@ SessionRecord Sample(uint64_t id) {
 }
 
 TEST(CheckpointTest, WriteThenReadRestoresEverySession) {
-  std::string path = TempDir() + "/sessions.json";
+  std::string path = ::rpci::testing::MakeTempDir("ckpt") + "/sessions.json";
   std::vector<SessionRecord> records{Sample(1), Sample(2)};
   ASSERT_TRUE(WriteCheckpoint(path, records).ok());
   absl::StatusOr<std::vector<SessionRecord>> back = ReadCheckpoint(path);
@@ -41,7 +37,7 @@ TEST(CheckpointTest, WriteThenReadRestoresEverySession) {
 }
 
 TEST(CheckpointTest, MissingFileIsEmptyAndNoTempFileIsLeft) {
-  std::string dir = TempDir();
+  std::string dir = ::rpci::testing::MakeTempDir("ckpt");
   EXPECT_TRUE(ReadCheckpoint(dir + "/none.json")->empty());
   ASSERT_TRUE(WriteCheckpoint(dir + "/s.json", {Sample(3)}).ok());
   std::ifstream tmp(dir + "/s.json.tmp");

@@ -31,7 +31,7 @@ inline std::string NonceBytes(const Nonce& n) { return std::string(n.begin(), n.
 
 // What a proof authorizes; part of the MAC'd text, so a proof for one is
 // worthless for another.
-enum class ProofPurpose : uint8_t { kAttach = 1, kClose = 2, kStatus = 3 };
+enum class ProofPurpose : uint8_t { kAttach = 1, kClose = 2, kStatus = 3, kDetach = 4 };
 
 // HMAC-SHA256(key, "rpci-proof-v2" | purpose | nonce | session id (u64 LE) |
 // client_address): the client's answer to the agent's nonce. For kAttach,

@@ -4,7 +4,8 @@
 #   plugin + test kubelet     ->  a pod asking for rpci.io/emu: 1
 #   the pod's workload (librpci) runs CRC32C and COPY jobs on the remote device,
 #   attaching over TLS with the CA and session key the plugin handed it.
-# RPCI_DEMO_TLS=0 runs everything in plaintext instead.
+# RPCI_DEMO_TLS=0 runs everything in plaintext instead (each daemon is told
+# --insecure and warns; without TLS and without it they refuse to start).
 # Installs what it needs, builds, prints each step, cleans up. Safe to run
 # again, also after a killed run (it stops the leftovers of that run first).
 set -uo pipefail
@@ -82,7 +83,7 @@ if [ "${RPCI_DEMO_TLS:-1}" != 0 ]; then
   PLUGIN_TLS="--tls-cert=$RUN/certs/plugin-demo-compute-node.crt --tls-key=$RUN/certs/plugin-demo-compute-node.key --tls-ca=$RUN/certs/ca.crt"
 else
   echo "RPCI_DEMO_TLS=0: control plane and sessions in plaintext on loopback"
-  CONTROLLER_TLS="--insecure"; AGENT_INSECURE=true; AGENT_TLS=""; PLUGIN_TLS=""
+  CONTROLLER_TLS="--insecure"; AGENT_INSECURE=true; AGENT_TLS=""; PLUGIN_TLS="--insecure"
 fi
 echo "PCIe functions on this machine (rpci-agent inventory):"
 "$BIN/agent/rpci-agent" inventory | sed 's/^/  /'

@@ -10,6 +10,7 @@ PACKAGES=(
   nlohmann-json3-dev libcpp-httplib-dev libgtest-dev libgmock-dev
   libpci-dev pciutils libyaml-cpp-dev libssl-dev openssl
   iproute2 iputils-ping iptables curl python3 clang libclang-rt-14-dev
+  qemu-system-x86 linux-image-amd64 busybox-static kmod cpio
 )
 
 missing=()

@@ -1,6 +1,9 @@
 #include "agent/app/agent_app.h"
 
+#include <arpa/inet.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <chrono>
 
@@ -9,6 +12,7 @@
 #include "agent/inventory/rdma_inventory.h"
 #include "common/fabric/fabric.h"
 #include "common/tls.h"
+#include "common/tls_settings.h"
 
 namespace rpci::agent {
 
@@ -58,6 +62,26 @@ AgentApp::AgentApp(AgentOptions options) : options_(std::move(options)), log_(Lo
 
 AgentApp::~AgentApp() { Stop(); }
 
+namespace {
+
+// IP SANs a node certificate asks for: the addresses plugins and workloads
+// dial (session.advertise, fabric.address) when they are IPs.
+std::vector<std::string> NodeCertificateIps(const AgentOptions& o) {
+  std::vector<std::string> ips;
+  std::string host;
+  int port = 0;
+  for (const std::string& h : {ParseHostPort(o.session_advertise, &host, &port).ok() ? host : "", o.fabric_address}) {
+    in6_addr addr;
+    if (!h.empty() && (inet_pton(AF_INET, h.c_str(), &addr) == 1 || inet_pton(AF_INET6, h.c_str(), &addr) == 1) &&
+        std::find(ips.begin(), ips.end(), h) == ips.end()) {
+      ips.push_back(h);
+    }
+  }
+  return ips;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options, DeviceBackends backends) {
   if (absl::Status s = ValidateAgentOptions(options); !s.ok()) return s;
   std::unique_ptr<AgentApp> app(new AgentApp(std::move(options)));
@@ -67,7 +91,7 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
   app->provider_ = *provider;
 
   if (absl::Status s = app->AddEmuDevices(backends); !s.ok()) return s;
-  if (absl::Status s = app->AddSysfsDevices(backends); !s.ok()) return s;
+  if (absl::Status s = app->AddRealDevices(backends); !s.ok()) return s;
   if (app->devices_.empty()) {
     return absl::FailedPreconditionError("rpci-agent serve: no device could be exported (see the log)");
   }
@@ -83,7 +107,7 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
   so.metrics = &app->metrics_;
   // With TLS, workloads attach holding only the CA and their session key;
   // reservations must come from the plugin of the compute node (Start).
-  so.require_plugin_certificate = !o.tls_cert.empty();
+  so.require_plugin_certificate = !o.tls.insecure;
   if (!o.state_dir.empty() && access(o.state_dir.c_str(), W_OK) != 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("session.state_dir: \"", o.state_dir, "\" is not a writable directory"));
@@ -129,7 +153,7 @@ absl::Status AgentApp::AddEmuDevices(const DeviceBackends& backends) {
   return absl::OkStatus();
 }
 
-absl::Status AgentApp::AddSysfsDevices(const DeviceBackends& backends) {
+absl::Status AgentApp::AddRealDevices(const DeviceBackends& backends) {
   if (options_.export_policy.rules().empty()) return absl::OkStatus();
   absl::StatusOr<std::unique_ptr<PciNames>> names = PciNames::Open();
   if (!names.ok()) log_.Warn("pci names unavailable", {{"error", names.status().ToString()}});
@@ -149,16 +173,16 @@ absl::Status AgentApp::AddSysfsDevices(const DeviceBackends& backends) {
       options_.export_policy.Select(options_.node, *functions, *nics);
   if (!selected.ok()) return selected.status();
   for (rpci::v1::ExportedDevice& d : *selected) {
-    if (!options_.sysfs_bar) {
-      log_.Warn("device selected but not exported: sysfs-bar is off (inventory.sysfs_bar / --sysfs-bar)",
+    if (!options_.vfio) {
+      log_.Warn("device selected but not exported: vfio is off (inventory.vfio / --vfio)",
                 {{"device", d.id()}, {"bdf", d.function().bdf()}});
       continue;
     }
-    if (!backends.sysfs_bar) {
-      log_.Warn("device not exported: this build has no sysfs-bar backend", {{"device", d.id()}});
+    if (!backends.vfio) {
+      log_.Warn("device not exported: this build has no vfio backend", {{"device", d.id()}});
       continue;
     }
-    absl::StatusOr<std::unique_ptr<SessionDevice>> dev = backends.sysfs_bar(options_.sysfs_root, d.function());
+    absl::StatusOr<std::unique_ptr<SessionDevice>> dev = backends.vfio(options_, d.function());
     if (!dev.ok()) {
       log_.Warn("device not exported", {{"device", d.id()}, {"error", dev.status().ToString()}});
       continue;
@@ -191,17 +215,14 @@ std::vector<rpci::v1::DeviceHealthReport> AgentApp::Health() const {
 }
 
 absl::Status AgentApp::Start() {
-  std::shared_ptr<grpc::ServerCredentials> server_creds = grpc::InsecureServerCredentials();
-  std::shared_ptr<grpc::ChannelCredentials> channel_creds = grpc::InsecureChannelCredentials();
-  if (options_.tls_cert.empty()) {
-    if (!options_.insecure) log_.Warn("no TLS files given: plaintext gRPC without peer authentication");
-  } else {
-    absl::StatusOr<TlsMaterial> tls = LoadTlsMaterial({options_.tls_cert, options_.tls_key, options_.tls_ca});
-    if (!tls.ok()) return absl::Status(tls.status().code(), absl::StrCat("tls: ", tls.status().message()));
-    // SessionControl: plugins present their certificate, workloads none.
-    server_creds = MakeServerCredentials(*tls, ClientCertPolicy::kRequestAndVerifyIfPresent);
-    channel_creds = MakeChannelCredentials(*tls);
-  }
+  absl::StatusOr<std::unique_ptr<DaemonTls>> tls =
+      DaemonTls::Start(options_.tls, {"agent", options_.node, NodeCertificateIps(options_)}, log_);
+  if (!tls.ok()) return absl::Status(tls.status().code(), absl::StrCat("tls: ", tls.status().message()));
+  tls_ = *std::move(tls);
+  // SessionControl: plugins present their certificate, workloads none.
+  std::shared_ptr<grpc::ServerCredentials> server_creds =
+      tls_->ServerCredentials(ClientCertPolicy::kRequestAndVerifyIfPresent);
+  std::shared_ptr<grpc::ChannelCredentials> channel_creds = tls_->ChannelCredentials();
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.session_listen, server_creds, &session_port_);

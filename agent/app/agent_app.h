@@ -23,6 +23,7 @@
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/tls_settings.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/rpci/v1/device.pb.h"
 
@@ -42,13 +43,14 @@ inline constexpr uint32_t kEmuDomain = 0xfffe;
 rpci::v1::PcieFunction EmuFunction(int index, const std::vector<SessionDevice::Bar>& bars);
 
 // Makes the session devices behind exported devices. A backend that refuses
-// (e.g. sysfs-bar for a device still bound to a host driver) returns an error
-// naming the device; the agent then does not export it.
+// (e.g. vfio for a function bound to a host driver the policy may not take it
+// from, or in a group that is not viable) returns an error naming the device;
+// the agent then does not export it.
 struct DeviceBackends {
   std::function<absl::StatusOr<std::unique_ptr<SessionDevice>>(const EmuDevicesConfig& config, int index)> emu;
-  std::function<absl::StatusOr<std::unique_ptr<SessionDevice>>(const std::string& sysfs_root,
+  std::function<absl::StatusOr<std::unique_ptr<SessionDevice>>(const AgentOptions& options,
                                                                 const rpci::v1::PcieFunction& function)>
-      sysfs_bar;
+      vfio;
 };
 
 class AgentApp {
@@ -85,7 +87,7 @@ class AgentApp {
  private:
   explicit AgentApp(AgentOptions options);
   absl::Status AddEmuDevices(const DeviceBackends& backends);
-  absl::Status AddSysfsDevices(const DeviceBackends& backends);
+  absl::Status AddRealDevices(const DeviceBackends& backends);
   std::vector<rpci::v1::DeviceHealthReport> Health() const;
 
   const AgentOptions options_;
@@ -96,6 +98,7 @@ class AgentApp {
   std::vector<rpci::v1::ExportedDevice> devices_;
   std::vector<std::unique_ptr<SessionDevice>> backends_;
   std::unique_ptr<SessionServer> session_server_;
+  std::unique_ptr<DaemonTls> tls_;  // outlives the servers and channels using it
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<ControllerLink> link_;
   std::unique_ptr<HealthServer> health_;

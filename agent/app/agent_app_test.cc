@@ -48,11 +48,11 @@ class AgentAppTest : public ::testing::Test {
     controller::ControllerOptions co;
     co.store = "local";
     co.state_dir = MakeTempDir("agent-app-ctl");
-    co.insecure = tls == nullptr;
+    co.tls.insecure = tls == nullptr;
     if (tls != nullptr) {
-      co.tls_cert = tls->cert_file;
-      co.tls_key = tls->key_file;
-      co.tls_ca = tls->ca_file;
+      co.tls.cert_file = tls->cert_file;
+      co.tls.key_file = tls->key_file;
+      co.tls.ca_file = tls->ca_file;
     }
     co.listen = "127.0.0.1:0";
     co.http_listen = "127.0.0.1:0";
@@ -73,7 +73,7 @@ class AgentAppTest : public ::testing::Test {
     AgentOptions o;
     o.node = "dev-a";
     o.controller = controller_address_;
-    o.insecure = true;
+    o.tls.insecure = true;
     o.session_listen = "127.0.0.1:0";
     o.http_listen = "127.0.0.1:0";
     o.state_dir = MakeTempDir("agent-app-state");
@@ -88,7 +88,7 @@ class AgentAppTest : public ::testing::Test {
 
   // The real emu backends, remembering each device made.
   DeviceBackends Backends() {
-    DeviceBackends b = RealDeviceBackends(false);
+    DeviceBackends b = RealDeviceBackends();
     auto real = b.emu;
     b.emu = [this, real](const EmuDevicesConfig& config, int index) -> absl::StatusOr<std::unique_ptr<SessionDevice>> {
       absl::StatusOr<std::unique_ptr<SessionDevice>> dev = real(config, index);
@@ -295,10 +295,10 @@ TEST_F(AgentAppTest, WithTlsOnlyTheNodesPluginReservesAndAWorkloadAttachesWithTh
   ASSERT_TRUE(controller_files.ok() && agent_files.ok());
   StartController(&*controller_files);
   AgentOptions o = Options();
-  o.insecure = false;
-  o.tls_cert = agent_files->cert_file;
-  o.tls_key = agent_files->key_file;
-  o.tls_ca = agent_files->ca_file;
+  o.tls.insecure = false;
+  o.tls.cert_file = agent_files->cert_file;
+  o.tls.key_file = agent_files->key_file;
+  o.tls.ca_file = agent_files->ca_file;
   auto app = AgentApp::Create(o, Backends());
   ASSERT_TRUE(app.ok()) << app.status();
   agent_ = *std::move(app);

@@ -55,12 +55,15 @@ absl::Status ReadAgentConfig(const nlohmann::json& config, const std::string& or
 
   ConfigReader controller = r.Object("controller");
   controller.String("address", &options->controller);
-  controller.Bool("insecure", &options->insecure);
+  controller.Bool("insecure", &options->tls.insecure);
 
   ConfigReader tls = r.Object("tls");
-  tls.String("cert", &options->tls_cert);
-  tls.String("key", &options->tls_key);
-  tls.String("ca", &options->tls_ca);
+  tls.String("cert", &options->tls.cert_file);
+  tls.String("key", &options->tls.key_file);
+  tls.String("ca", &options->tls.ca_file);
+  tls.String("identity_address", &options->tls.identity_address);
+  tls.String("token_file", &options->tls.token_file);
+  tls.String("cert_dir", &options->tls.cert_dir);
 
   ConfigReader session = r.Object("session");
   session.String("listen", &options->session_listen);
@@ -80,7 +83,9 @@ absl::Status ReadAgentConfig(const nlohmann::json& config, const std::string& or
 
   ConfigReader inventory = r.Object("inventory");
   inventory.String("sysfs_root", &options->sysfs_root);
-  inventory.Bool("sysfs_bar", &options->sysfs_bar);
+  inventory.Bool("vfio", &options->vfio);
+  inventory.Bool("vfio_allow_unbind", &options->vfio_allow_unbind);
+  inventory.Int("vfio_dma_size", &options->vfio_dma_size, 4096, int64_t{1} << 34);
 
   if (r.Has("export")) {
     ConfigReader exp = r.Object("export");
@@ -116,11 +121,8 @@ absl::Status ValidateAgentOptions(const AgentOptions& o) {
       errors.push_back(absl::StrCat("controller.address: \"", o.controller, "\": expected host:port"));
     }
   }
-  const bool any_tls = !o.tls_cert.empty() || !o.tls_key.empty() || !o.tls_ca.empty();
-  if (o.insecure && any_tls) {
-    errors.push_back("controller.insecure: set together with tls files; choose one");
-  } else if (any_tls && (o.tls_cert.empty() || o.tls_key.empty() || o.tls_ca.empty())) {
-    errors.push_back("tls: cert, key and ca are all required once one is given");
+  if (absl::Status s = ValidateTlsSettings(o.tls, /*node_identity=*/true); !s.ok()) {
+    errors.push_back(std::string(s.message()));
   }
   std::string host;
   int port = 0;
@@ -158,10 +160,7 @@ void AddServeFlags(FlagSet& flags, AgentOptions* o, ServeFlags* extra) {
   flags.String("config", &o->config_file, "YAML/JSON config file (docs/agent.md); flags override it");
   flags.String("node", &o->node, "this device server's node name (default $NODE_NAME)");
   flags.String("controller", &o->controller, "controller AgentRegistry address host:port");
-  flags.Bool("insecure", &o->insecure, "plaintext gRPC without mTLS (demo and tests only)");
-  flags.String("tls-cert", &o->tls_cert, "PEM certificate (common name \"agent:<node>\")");
-  flags.String("tls-key", &o->tls_key, "PEM private key");
-  flags.String("tls-ca", &o->tls_ca, "PEM CA bundle of the controller and plugins");
+  AddTlsFlags(flags, &o->tls, "agent:<node>", /*node_identity=*/true);
   flags.String("session-listen", &o->session_listen, "SessionControl gRPC listen address host:port");
   flags.String("session-advertise", &o->session_advertise,
                "host:port plugins dial (default: listen address, or fabric address + bound port)");
@@ -169,7 +168,10 @@ void AddServeFlags(FlagSet& flags, AgentOptions* o, ServeFlags* extra) {
   flags.String("fabric-provider", &o->fabric_provider, "auto, tcp;ofi_rxm, verbs;ofi_rxm or shm");
   flags.String("fabric-address", &o->fabric_address, "interface address the data path binds (e.g. the pod IP)");
   flags.String("sysfs-root", &o->sysfs_root, "sysfs mount to inventory");
-  flags.Bool("sysfs-bar", &o->sysfs_bar, "export real devices the policy selects through their BARs (opt-in)");
+  flags.Bool("vfio", &o->vfio, "export the real functions the policy selects through VFIO (opt-in)");
+  flags.Bool("vfio-allow-unbind", &o->vfio_allow_unbind,
+             "take a selected function from its host driver (default: such functions are not exported)");
+  flags.Int("vfio-dma-size", &o->vfio_dma_size, "bytes of each VFIO device's DMA space (pinned)");
   flags.Int("emu-count", &extra->emu_count, "emulated devices to create (replaces the config's emu list)");
   flags.String("emu-pool", &extra->emu_pool, "pool of the --emu-count devices");
   flags.String("http-listen", &o->http_listen, "address of /healthz, /readyz, /metrics (empty: off)");

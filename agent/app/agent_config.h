@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "agent/inventory/export_policy.h"
 #include "common/flags.h"
+#include "common/tls_settings.h"
 #include "nlohmann/json.hpp"
 
 namespace rpci::agent {
@@ -30,11 +31,10 @@ struct AgentOptions {
   std::map<std::string, std::string> labels;  // node labels for pool selectors
 
   std::string controller;  // controller AgentRegistry address host:port
-  // Plaintext gRPC to the controller and for sessions. Also what happens
-  // when no TLS file is given (logged as a warning); `insecure` says so
-  // explicitly and refuses TLS files next to it.
-  bool insecure = false;
-  std::string tls_cert, tls_key, tls_ca;  // PEM files; all three or none
+  // mTLS (common/tls_settings.h), fail closed: static files, a node
+  // certificate from the controller, or `insecure` (config
+  // `controller.insecure`), warned at every start.
+  TlsSettings tls;
 
   std::string session_listen = "0.0.0.0:7450";  // SessionControl gRPC
   // host:port plugins and workloads dial; empty: the listen address, or for
@@ -50,7 +50,13 @@ struct AgentOptions {
   std::string fabric_address;            // interface address the data path binds
 
   std::string sysfs_root = "/sys";
-  bool sysfs_bar = false;  // opt-in: export selected real devices (sysfs-bar backend)
+  // Opt-in: export the real functions the policy selects through VFIO
+  // (vfio-pci; the agent needs /dev/vfio and a writable /sys).
+  bool vfio = false;
+  // Whether a selected function bound to a host driver may be taken from it
+  // (unbound and bound to vfio-pci). Off: such functions are not exported.
+  bool vfio_allow_unbind = false;
+  int64_t vfio_dma_size = 4 << 20;  // bytes of each VFIO device's DMA space (pinned)
   ExportPolicy export_policy;
   std::vector<EmuDevicesConfig> emu;
 

@@ -4,6 +4,7 @@
 
 #include "agent/app/agent_app.h"
 #include "common/config.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace rpci::agent {
@@ -21,7 +22,7 @@ labels: {zone: z1}
 controller: {address: "ctl:7400", insecure: true}
 session: {listen: "0.0.0.0:7450", state_dir: /tmp, grace_seconds: 5}
 fabric: {provider: "tcp;ofi_rxm", address: 10.0.0.5}
-inventory: {sysfs_root: /sys, sysfs_bar: false}
+inventory: {sysfs_root: /sys, vfio: false}
 export:
   rules:
     - pool: nvme
@@ -37,7 +38,7 @@ TEST(AgentConfigTest, ReadsEverySection) {
   EXPECT_EQ(o.node, "dev-a");
   EXPECT_EQ(o.labels.at("zone"), "z1");
   EXPECT_EQ(o.controller, "ctl:7400");
-  EXPECT_TRUE(o.insecure);
+  EXPECT_TRUE(o.tls.insecure);
   EXPECT_EQ(o.session_grace, absl::Seconds(5));
   EXPECT_EQ(o.fabric_provider, "tcp;ofi_rxm");
   EXPECT_EQ(o.fabric_address, "10.0.0.5");
@@ -66,7 +67,7 @@ TEST(AgentConfigTest, BadProviderIsNamed) {
   AgentOptions f;
   f.node = "a";
   f.controller = "c:1";
-  f.insecure = true;
+  f.tls.insecure = true;
   f.emu = {EmuDevicesConfig{}};
   f.fabric_provider = "udp";
   s = ValidateAgentOptions(f);
@@ -99,23 +100,47 @@ TEST(AgentConfigTest, BadValuesAreNamedByPath) {
   }
 }
 
+TEST(AgentConfigTest, WithoutTlsOrInsecureTheAgentRefusesToStart) {
+  AgentOptions o;
+  o.node = "a";
+  o.controller = "c:1";
+  o.emu = {EmuDevicesConfig{}};
+  absl::Status s = ValidateAgentOptions(o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("refusing to run without peer authentication"), std::string::npos) << s;
+  auto app = AgentApp::Create(o, DeviceBackends{});
+  EXPECT_EQ(app.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(AgentConfigTest, TlsFilesComeAllThreeAndNotWithInsecure) {
   AgentOptions o;
   o.node = "a";
   o.controller = "c:1";
   o.emu = {EmuDevicesConfig{}};
-  o.tls_cert = "/etc/rpci/tls.crt";
+  o.tls.cert_file = "/etc/rpci/tls.crt";
   absl::Status s = ValidateAgentOptions(o);
   EXPECT_NE(s.message().find("tls: cert, key and ca are all required"), std::string::npos) << s;
-  o.insecure = true;
+  o.tls.insecure = true;
   s = ValidateAgentOptions(o);
-  EXPECT_NE(s.message().find("controller.insecure: set together with tls files"), std::string::npos) << s;
-  o.tls_cert.clear();
+  EXPECT_NE(s.message().find("tls: insecure is set together with TLS files"), std::string::npos) << s;
+  o.tls.cert_file.clear();
   EXPECT_TRUE(ValidateAgentOptions(o).ok());
   o.emu.clear();
-  o.insecure = true;
   s = ValidateAgentOptions(o);
   EXPECT_NE(s.message().find("emu: nothing to export"), std::string::npos) << s;
+}
+
+TEST(AgentConfigTest, ANodeCertificateFromTheControllerIsConfiguredUnderTls) {
+  AgentOptions o;
+  ASSERT_TRUE(Read("node: a\ncontroller: {address: \"c:1\"}\nemu: [{count: 1}]\n"
+                   "tls: {ca: /etc/rpci/ca/ca.crt, identity_address: \"ctl:7402\", "
+                   "token_file: /var/run/secrets/rpci/token, cert_dir: /run/rpci/tls}\n",
+                   &o)
+                  .ok());
+  EXPECT_EQ(o.tls.identity_address, "ctl:7402");
+  EXPECT_EQ(o.tls.token_file, "/var/run/secrets/rpci/token");
+  EXPECT_EQ(o.tls.cert_dir, "/run/rpci/tls");
+  EXPECT_TRUE(ValidateAgentOptions(o).ok()) << ValidateAgentOptions(o);
 }
 
 TEST(AgentConfigTest, NotAMappingIsRefused) {
@@ -126,7 +151,7 @@ TEST(AgentConfigTest, NotAMappingIsRefused) {
 }
 
 TEST(AgentConfigTest, FlagsOverrideTheConfigFile) {
-  std::string path = std::string(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp") + "/agent.yaml";
+  std::string path = ::rpci::testing::MakeTempDir("agent-config") + "/agent.yaml";
   std::ofstream(path) << kGood;
   AgentOptions o;
   ServeFlags extra;
@@ -149,9 +174,8 @@ TEST(AgentConfigTest, ExampleFileIsValid) {
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_FALSE(o.emu.empty());
   EXPECT_FALSE(o.export_policy.rules().empty());
-  o.tls_cert = o.tls_key = o.tls_ca = "";  // files of a cluster Secret
-  o.insecure = true;
   EXPECT_TRUE(ValidateAgentOptions(o).ok()) << ValidateAgentOptions(o);
+  EXPECT_FALSE(o.tls.insecure);
 }
 
 }  // namespace

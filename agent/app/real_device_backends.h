@@ -5,10 +5,10 @@
 
 namespace rpci::agent {
 
-// The real backends for AgentApp, each a SessionDevice: rpci-emu devices and,
-// when the operator opted in (AgentOptions::sysfs_bar), sysfs-bar on real
-// functions.
-DeviceBackends RealDeviceBackends(bool allow_sysfs_bar);
+// The real backends for AgentApp: rpci-emu devices and, when the operator
+// opted in (AgentOptions::vfio), real functions through VFIO
+// (agent/vfio/vfio_backend.h).
+DeviceBackends RealDeviceBackends();
 
 }  // namespace rpci::agent
 

@@ -238,7 +238,7 @@ absl::StatusOr<std::vector<ExportedDevice>> ExportPolicy::Select(
     dev.set_id(*id);
     dev.set_node(node);
     dev.set_pool(rule->pool);
-    dev.set_backend("sysfs-bar");
+    dev.set_backend("vfio");
     *dev.mutable_function() = fn;
     for (const std::string& nic : FindLocalNics(fn, nics, functions).nics) dev.add_local_nics(nic);
     dev.set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);

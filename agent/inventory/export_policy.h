@@ -63,7 +63,7 @@ class ExportPolicy {
   const ExportRule* Match(const rpci::v1::PcieFunction& fn) const;
 
   // The exported devices of node `node`: every function a rule selects, with
-  // its id, pool, backend "sysfs-bar" and local NICs (see locality.h), in
+  // its id, pool, backend "vfio" and local NICs (see locality.h), in
   // inventory order. INVALID_ARGUMENT when `node` makes no valid device id.
   absl::StatusOr<std::vector<rpci::v1::ExportedDevice>> Select(
       const std::string& node, const std::vector<rpci::v1::PcieFunction>& functions,

@@ -72,7 +72,7 @@ rules:
   const ExportedDevice& gpu = (*devices)[0];
   EXPECT_EQ(gpu.id(), "node-a-0000-3b-00-0");
   EXPECT_EQ(gpu.node(), "node-a");
-  EXPECT_EQ(gpu.backend(), "sysfs-bar");
+  EXPECT_EQ(gpu.backend(), "vfio");
   EXPECT_EQ(gpu.function().vendor_id(), 0x10deu);
 }
 

@@ -105,18 +105,10 @@ int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
   flags.String("node", &node, "node name for exported device ids (default $NODE_NAME, else hostname)");
   flags.String("rdma-source", &rdma_source,
                "where RDMA NICs come from: auto (rdma-core for /sys, else sysfs), verbs, sysfs");
-  absl::StatusOr<std::vector<std::string>> positional = flags.Parse(args);
-  if (!positional.ok()) {
-    err << "rpci-agent inventory: " << positional.status().message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    out << flags.Help();
-    return 0;
-  }
-  flags.Apply();
-  if (!positional->empty()) {
-    err << "rpci-agent inventory: unexpected argument \"" << (*positional)[0] << "\"\n";
+  std::vector<std::string> positional;
+  if (std::optional<int> exit_code = flags.ParseOrExit(args, out, err, &positional)) return *exit_code;
+  if (!positional.empty()) {
+    err << "rpci-agent inventory: unexpected argument \"" << positional[0] << "\"\n";
     return 2;
   }
   if (!policy_file.empty() && !flags.IsSet("show")) show = "exported";

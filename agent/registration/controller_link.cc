@@ -3,17 +3,10 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_util.h"
 
 namespace rpci::agent {
 namespace {
-
-std::chrono::system_clock::time_point In(absl::Duration d) {
-  return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
-}
-
-absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
-}
 
 Grant GrantOf(const rpci::v1::SessionGrant& g) {
   Grant grant;

@@ -1,7 +1,7 @@
 #ifndef RPCI_AGENT_SESSION_SESSION_DEVICE_H_
 #define RPCI_AGENT_SESSION_SESSION_DEVICE_H_
 
-// The one device interface of the agent. Every backend (emu, sysfs-bar, vfio)
+// The one device interface of the agent. Every backend (emu, vfio)
 // implements it directly; the session server drives it. Calls for one device
 // are serialized by the session server (one session owns a device at a time),
 // except where a method says it is thread-safe.
@@ -31,7 +31,7 @@ class SessionDevice {
     uint64_t data = 0;   // device-specific (rpci-emu: the descriptor's ring index)
   };
 
-  // "emu", "sysfs-bar", "vfio" ...; used in logs, metrics and ExportedDevice.backend.
+  // "emu", "vfio" ...; used in logs, metrics and ExportedDevice.backend.
   virtual std::string kind() const = 0;
   // The BARs, in index order. Stable for the device's lifetime.
   virtual std::vector<Bar> Bars() const = 0;
@@ -55,6 +55,13 @@ class SessionDevice {
 
   // Interrupts raised since the last call, in order.
   virtual std::vector<Interrupt> TakeInterrupts() = 0;
+
+  // A file descriptor that is readable while the device has raised
+  // interrupts TakeInterrupts has not taken yet (a device that finishes work
+  // on its own, e.g. a real one's MSI), or -1 when interrupts are only raised
+  // while a register write is applied. The session server waits on it and
+  // pushes completions without waiting for the client's next kick.
+  virtual int interrupt_fd() { return -1; }
 
   // Makes the device safe for the next tenant: the device is reset to its
   // power-on register state, pending interrupts are dropped and the whole DMA

@@ -1,6 +1,7 @@
 #include "agent/session/session_server.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/grpc_util.h"
 #include "common/tls.h"
 #include "session/bounds.h"
 #include "session/checkpoint.h"
@@ -73,10 +75,6 @@ class SeqFile {
  private:
   uint64_t* words_ = nullptr;
 };
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 void ToProto(const RegionDesc& d, rpci::v1::Region* r) {
   r->set_kind(static_cast<rpci::v1::RegionKind>(d.kind));
@@ -155,7 +153,8 @@ struct SessionServer::Session {
   SessionDevice* device = nullptr;
   std::vector<SessionDevice::Bar> bars;
   absl::Time opened, last_seen;
-  bool attached = false;
+  // Written under mu; atomic so the interrupt poller may read it without mu.
+  std::atomic<bool> attached{false};
   std::map<session::Nonce, absl::Time> challenges;  // outstanding, by issue time
   bool closing = false;
   uint64_t mapped_bytes = 0;  // sum of from_device lengths
@@ -176,6 +175,7 @@ struct SessionServer::Session {
   std::mutex inbox_mu;
   std::condition_variable inbox_cv;
   std::deque<Queued> inbox;  // at most kInboxCapacity
+  bool interrupt_pending = false;  // the device's interrupt_fd fired; the worker pushes
   bool stop_worker = false;
   std::thread worker;
 
@@ -283,6 +283,7 @@ absl::Status SessionServer::Start() {
   }
   dispatch_ = std::thread([this] { DispatchLoop(); });
   reaper_ = std::thread([this] { ReaperLoop(); });
+  interrupts_ = std::thread([this] { InterruptLoop(); });
   return absl::OkStatus();
 }
 
@@ -293,6 +294,7 @@ void SessionServer::Stop() {
   if (endpoint_) endpoint_->Shutdown();
   if (dispatch_.joinable()) dispatch_.join();
   if (reaper_.joinable()) reaper_.join();
+  if (interrupts_.joinable()) interrupts_.join();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [id, s] : sessions_) {
     s->StopWorker();
@@ -374,8 +376,11 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::Authentic
   if (!id.ok()) return id.status();
   std::shared_ptr<Session> s = Find(*id);
   if (s == nullptr) {
-    refused_->Labels({"stale_session"}).Inc();
-    log_.Info("session request refused", {{"session", p.session_id}, {"reason", "stale_session"}, {"peer", p.peer}});
+    // A status probe of a session that has ended (the plugin's health check
+    // after a close or an agent restart) is not a refused request.
+    const char* reason = p.purpose == session::ProofPurpose::kStatus ? "probe_closed_session" : "stale_session";
+    refused_->Labels({reason}).Inc();
+    log_.Info("session request refused", {{"session", p.session_id}, {"reason", reason}, {"peer", p.peer}});
     return absl::NotFoundError("session " + p.session_id + " is not live");
   }
   absl::StatusOr<session::Nonce> nonce = session::NonceFromBytes(p.nonce);
@@ -626,11 +631,26 @@ absl::Status SessionServer::RegisterRegions(Session& s) {
 grpc::Status SessionServer::CloseSession(grpc::ServerContext* ctx, const rpci::v1::CloseSessionRequest* req,
                                          rpci::v1::CloseSessionResponse*) {
   session::Nonce nonce{};
-  absl::StatusOr<std::shared_ptr<Session>> s = Authenticate(
-      {req->session_id(), req->nonce(), req->proof(), session::ProofPurpose::kClose, "", ctx->peer()}, &nonce);
+  const session::ProofPurpose purpose = req->detach() ? session::ProofPurpose::kDetach : session::ProofPurpose::kClose;
+  absl::StatusOr<std::shared_ptr<Session>> s =
+      Authenticate({req->session_id(), req->nonce(), req->proof(), purpose, "", ctx->peer()}, &nonce);
   if (!s.ok()) return ToGrpc(s.status());
+  if (req->detach()) {
+    Detach(**s);
+    return grpc::Status::OK;
+  }
   Teardown((*s)->id, "closed", true);
   return grpc::Status::OK;
+}
+
+void SessionServer::Detach(Session& s) {
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.attached) endpoint_->RemovePeer(s.peer).IgnoreError();
+  s.Deregister();
+  // Unattached again: the attach timeout runs from now.
+  s.last_seen = options_.clock->Now();
+  teardowns_->Labels({"detached"}).Inc();
+  log_.Info("session detached by its workload", {{"session", s.id.ToString()}});
 }
 
 grpc::Status SessionServer::SessionStatus(grpc::ServerContext* ctx, const rpci::v1::SessionStatusRequest* req,
@@ -795,10 +815,15 @@ void SessionServer::HandleFrame(const std::string& bytes) {
 void SessionServer::WorkLoop(Session& s) {
   std::unique_lock<std::mutex> inbox(s.inbox_mu);
   while (true) {
-    s.inbox_cv.wait(inbox, [&] { return s.stop_worker || !s.inbox.empty(); });
+    s.inbox_cv.wait(inbox, [&] { return s.stop_worker || !s.inbox.empty() || s.interrupt_pending; });
     if (s.stop_worker) return;
-    Session::Queued q = s.inbox.front();
-    s.inbox.pop_front();
+    std::optional<Session::Queued> q;
+    if (!s.inbox.empty()) {
+      q = s.inbox.front();
+      s.inbox.pop_front();
+    } else {
+      s.interrupt_pending = false;  // the push below takes every interrupt raised so far
+    }
     inbox.unlock();
     {
       std::lock_guard<std::mutex> lock(s.mu);
@@ -808,7 +833,8 @@ void SessionServer::WorkLoop(Session& s) {
         gen = s.attach_gen;
       }
       // Frames of an earlier attach are void once the client re-attached.
-      if (s.attached && q.attach_gen == gen) ProcessFrame(s, q.frame);
+      if (q.has_value() && s.attached && q->attach_gen == gen) ProcessFrame(s, q->frame);
+      if (!q.has_value() && s.attached) PushCompletions(s, false);
     }
     inbox.lock();
   }
@@ -923,7 +949,44 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
   // client writes only the tail word, so this cannot race its updates).
   const uint64_t head = s.gate.applied();
   std::memcpy(s.ring_buf.data() + session::kRingHeadOffset, &head, sizeof(head));  // little-endian host
+  PushCompletions(s, true);
+}
+
+void SessionServer::InterruptLoop() {
+  while (!stopping_) {
+    std::vector<pollfd> fds;
+    std::vector<std::shared_ptr<Session>> owners;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, s] : sessions_) {
+        const int fd = s->closing || !s->attached ? -1 : s->device->interrupt_fd();
+        if (fd < 0) continue;
+        std::lock_guard<std::mutex> inbox(s->inbox_mu);
+        if (s->interrupt_pending) continue;  // its worker has it already
+        fds.push_back({fd, POLLIN, 0});
+        owners.push_back(s);
+      }
+    }
+    if (fds.empty()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    if (poll(fds.data(), fds.size(), 50) <= 0) continue;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if ((fds[i].revents & POLLIN) == 0) continue;
+      // The session's own worker pushes the completions, as it does a kick's.
+      {
+        std::lock_guard<std::mutex> inbox(owners[i]->inbox_mu);
+        owners[i]->interrupt_pending = true;
+      }
+      owners[i]->inbox_cv.notify_one();
+    }
+  }
+}
+
+void SessionServer::PushCompletions(Session& s, bool always) {
   std::vector<fabric::RmaOp> segs = DeliverInterrupts(s);
+  if (segs.empty() && !always) return;
   std::string event;
   {
     std::lock_guard<std::mutex> lock(s.frames_mu);

@@ -162,6 +162,12 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void ProcessFrame(Session& s, const session::Frame& frame);
   void MapFromDevice(Session& s, uint64_t offset, uint64_t len);
   void HandleKick(Session& s, uint64_t tail, uint64_t consumed);
+  // Waits on the attached sessions' device interrupt fds and pushes their
+  // completions as the devices raise them (no kick needed).
+  void InterruptLoop();
+  // DeliverInterrupts, then the writes and the event frame to the client;
+  // with `always`, the frame also when nothing was delivered (a kick's answer).
+  void PushCompletions(Session& s, bool always);
   // BAR snapshots (read from the device now) and from-device DMA ranges.
   absl::Status MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs);
   absl::Status PushMirrors(Session& s);
@@ -170,6 +176,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::vector<fabric::RmaOp> DeliverInterrupts(Session& s);
   void SendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
   void Refuse(Session* s, session::ErrorCode code, uint64_t what);
+  // The workload closed with detach: data path down, session kept.
+  void Detach(Session& s);
   void Teardown(session::SessionId id, const std::string& reason, bool notify);
   void SaveCheckpoint();
   std::shared_ptr<Session> Find(session::SessionId id) const;
@@ -197,6 +205,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::atomic<bool> stopping_{false};
   std::thread dispatch_;
   std::thread reaper_;
+  std::thread interrupts_;
 };
 
 }  // namespace rpci::agent

@@ -12,7 +12,8 @@
 #include "client/control_client.h"
 #include "client/session_client.h"
 #include "common/fabric/fabric.h"
-#include "common/testing/prometheus_text.h"
+#include "common/testing/exposition_format.h"
+#include "common/testing/temp_dir.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "session/bounds.h"
@@ -27,8 +28,7 @@ using agent::testing::TestDevice;
 class SessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/rpci-session-XXXXXX";
-    state_dir_ = mkdtemp(tmpl);
+    state_dir_ = ::rpci::testing::MakeTempDir("rpci-session");
     grants_.Upsert({"g1", "dev0", "node-a", "secret-token", absl::InfiniteFuture()});
     grants_.Upsert({"g-emu", "emu0", "node-a", "secret-token", absl::InfiniteFuture()});
     StartServer();
@@ -99,14 +99,14 @@ class SessionTest : public ::testing::Test {
   }
 
   double Scrubs(const std::string& result) {
-    auto parsed = rpci::testing::ParsePrometheusText(metrics_.Render());
+    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
     if (!parsed.ok()) return -1;
     auto v = parsed->Value("rpci_agent_device_scrubs_total", {{"result", result}});
     return v.ok() ? *v : 0;
   }
 
   double Refused(const std::string& reason) {
-    auto parsed = rpci::testing::ParsePrometheusText(metrics_.Render());
+    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
     if (!parsed.ok()) return -1;
     auto v = parsed->Value("rpci_session_refused_total", {{"reason", reason}});
     return v.ok() ? *v : 0;
@@ -311,13 +311,14 @@ TEST_F(SessionTest, APreviousAttachsMemoryKeysNoLongerReadOrWrite) {
   EXPECT_FALSE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
   EXPECT_FALSE(rogue.endpoint->Read(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
   const session::RegionDesc now = *session::FindRegion(c->agent_regions(), session::RegionKind::kDma);
-  ASSERT_TRUE(c->Close().ok());  // torn down: nothing of the session is reachable
+  ASSERT_TRUE(c->Close().ok());  // detached: nothing of the attach is reachable
   EXPECT_FALSE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, now.address, now.key}).ok());
   EXPECT_FALSE(rogue.endpoint->Read(rogue.peer, {mr.get(), 0, 64, now.address, now.key}).ok());
 }
 
 TEST_F(SessionTest, TheNextTenantSeesOnlyResetRegistersAndZeroedDma) {
-  auto a = Attach(nullptr, "g-emu");
+  client::SessionTicket ticket;
+  auto a = Attach(&ticket, "g-emu");
   ASSERT_NE(a, nullptr);
   std::memset(a->dma(), 0xa5, a->dma_size());
   ASSERT_TRUE(a->FlushDma(0, a->dma_size()).ok());
@@ -325,7 +326,7 @@ TEST_F(SessionTest, TheNextTenantSeesOnlyResetRegistersAndZeroedDma) {
   ASSERT_TRUE(a->Write(0, agent::emu::kRegIntMask, 4, agent::emu::kIntCompletion).ok());
   ASSERT_TRUE(a->Refresh(absl::Seconds(5)).ok());
   ASSERT_EQ(*a->Read(0, agent::emu::kRegScratch, 4), 0xdeadbeefu);
-  ASSERT_TRUE(a->Close().ok());
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());  // the pod's allocation ends
   EXPECT_TRUE(server_->DeviceClean("emu0").ok());
 
   auto b = Attach(nullptr, "g-emu");
@@ -462,9 +463,10 @@ TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
   DirtyDevice dirty;
   StopServer();
   StartServer(absl::Seconds(10), &dirty);
-  auto a = Attach(nullptr, "g-emu");
+  client::SessionTicket ticket;
+  auto a = Attach(&ticket, "g-emu");
   ASSERT_NE(a, nullptr);
-  ASSERT_TRUE(a->Close().ok());
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
   absl::Status clean = server_->DeviceClean("emu0");
   EXPECT_EQ(clean.code(), absl::StatusCode::kFailedPrecondition) << clean;
   EXPECT_EQ(Scrubs("failed"), 1);
@@ -476,13 +478,27 @@ TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
   EXPECT_TRUE(server_->DeviceClean("dev0").ok());
 }
 
-TEST_F(SessionTest, CloseRevokesTheSession) {
+// A workload's close detaches: the session stays for the pod's allocation
+// and the next process (a restarted container) attaches with the same
+// ticket; only CloseSession without detach (the plugin) ends it.
+TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
   client::SessionTicket ticket;
   auto c = Attach(&ticket);
   ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   ASSERT_TRUE(c->Close().ok());
-  EXPECT_EQ(server_->live_sessions(), 0u);
+  EXPECT_EQ(server_->live_sessions(), 1u);
   EXPECT_EQ(c->Write(0, 0, 4, 1).code(), absl::StatusCode::kFailedPrecondition);
+  for (int run = 0; run < 3; ++run) {
+    auto again = client::SessionClient::Attach(ticket, {});
+    ASSERT_TRUE(again.ok()) << again.status();
+    ASSERT_TRUE((*again)->Write(0, 0, 4, 8 + run).ok());
+    ASSERT_TRUE((*again)->Sync(absl::Seconds(5)).ok()) << "run " << run;
+    ASSERT_TRUE((*again)->Close().ok());
+  }
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+  EXPECT_EQ(server_->live_sessions(), 0u);
   EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
 }
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/escaping.h"
 #include "common/cert_authority.h"
+#include "common/testing/temp_dir.h"
 #include "controller/kube/informer.h"
 #include "controller/kube/leader_election.h"
 #include "gtest/gtest.h"
@@ -257,8 +258,7 @@ TEST(KubeSecretsTest, TokensAndKeysNeverReachLogsOrErrors) {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     informer.Stop();
   }
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string path = std::string(tmp ? tmp : "/tmp") + "/kubeconfig-secrets";
+  const std::string path = ::rpci::testing::MakeTempDir("kubeconfig") + "/kubeconfig-secrets";
   const std::string key_data = absl::Base64Escape("-----BEGIN PRIVATE KEY-----\nnot-a-key\n-----END PRIVATE KEY-----\n");
   std::ofstream(path) << "current-context: a\n"
                          "clusters:\n- name: c1\n  cluster: {server: \"https://h:1\"}\n"
@@ -276,8 +276,7 @@ TEST(KubeSecretsTest, TokensAndKeysNeverReachLogsOrErrors) {
 }
 
 TEST(KubeconfigTest, ReadsContextClusterAndUser) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string path = std::string(tmp ? tmp : "/tmp") + "/kubeconfig";
+  const std::string path = ::rpci::testing::MakeTempDir("kubeconfig") + "/kubeconfig";
   std::ofstream(path) << "apiVersion: v1\nkind: Config\ncurrent-context: dev\n"
                          "clusters:\n- name: c1\n  cluster:\n    server: https://10.1.2.3:6443\n"
                          "    certificate-authority-data: " << absl::Base64Escape("CA PEM") << "\n"
@@ -295,8 +294,7 @@ TEST(KubeconfigTest, ReadsContextClusterAndUser) {
 }
 
 TEST(KubeconfigTest, WrongTypesAreErrorsNotExceptions) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string path = std::string(tmp ? tmp : "/tmp") + "/kubeconfig-bad";
+  const std::string path = ::rpci::testing::MakeTempDir("kubeconfig") + "/kubeconfig-bad";
   std::ofstream(path) << "current-context: a\n"
                          "clusters:\n- name: c1\n  cluster: {server: https://h:1, insecure-skip-tls-verify: \"true\"}\n"
                          "- name: c2\n  cluster: 5\n"

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/testing/temp_dir.h"
 
 namespace rpci::lib::testing {
 
@@ -28,9 +29,7 @@ absl::StatusOr<std::unique_ptr<LoopbackAgent>> LoopbackAgent::Start(
   a->grpc_ = builder.BuildAndStart();
   if (a->grpc_ == nullptr || port == 0) return absl::UnavailableError("loopback agent: gRPC server did not start");
   a->endpoint_ = "127.0.0.1:" + std::to_string(port);
-  char tmpl[] = "/tmp/rpci-lib-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("loopback agent: mkdtemp failed");
-  a->key_dir_ = tmpl;
+  a->key_dir_ = ::rpci::testing::MakeTempDir("rpci-lib");
   return a;
 }
 

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
+#include "common/testing/temp_dir.h"
 #include "controller/local_store.h"
 #include "controller/pool_manager.h"
 #include "controller/service.h"
@@ -99,12 +100,6 @@ class TestAgents final : public SessionOpener {
   int next_ = 0;
   int opened_ = 0;
 };
-
-// A short temp dir under /tmp (unix socket paths must stay under 108 bytes).
-inline std::string ShortTempDir() {
-  char tmpl[] = "/tmp/rpci-plugin-XXXXXX";
-  return mkdtemp(tmpl) ? std::string(tmpl) : std::string();
-}
 
 // The real controller on loopback (insecure: callers are trusted to name
 // their node).

@@ -23,6 +23,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/testing/temp_dir.h"
+#include "common/cert_authority.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/harness/netns.h"
@@ -86,9 +88,7 @@ class EndToEndTest : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
-    char tmpl[] = "/tmp/rpci-e2e-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = MakeTempDir("rpci-e2e", TempDirUse::kSockets);
     for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs"}) {
       std::filesystem::create_directories(dir_ + "/" + d);
     }
@@ -97,6 +97,27 @@ class EndToEndTest : public ::testing::Test {
     pair_.emplace(std::move(*pair));
     agent_endpoint_ = absl::StrCat(pair_->addr_a(), ":", kAgentPort);
     controller_address_ = absl::StrCat(pair_->addr_a(), ":", kControllerPort);
+    MakeCertificates();
+  }
+
+  // mTLS as tools/certs makes it for local mode: one CA, a certificate per
+  // component naming the address it is dialled at.
+  void MakeCertificates() {
+    absl::StatusOr<CertAuthority> ca = CertAuthority::Create("rpci-e2e-ca");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    std::filesystem::create_directories(dir_ + "/certs");
+    for (const auto& [name, stem] : {std::pair<std::string, std::string>{"controller", "controller"},
+                                     {"agent:e2e-device-server", "agent"},
+                                     {"plugin:e2e-compute-node", "plugin"}}) {
+      absl::StatusOr<TlsMaterial> tls = ca->Issue(name, {}, {pair_->addr_a()});
+      ASSERT_TRUE(tls.ok()) << tls.status();
+      absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*tls, dir_ + "/certs", stem);
+      ASSERT_TRUE(files.ok()) << files.status();
+    }
+  }
+  std::vector<std::string> TlsFlags(const std::string& stem) const {
+    const std::string c = dir_ + "/certs/";
+    return {"--tls-cert=" + c + stem + ".crt", "--tls-key=" + c + stem + ".key", "--tls-ca=" + c + "ca.crt"};
   }
   void TearDown() override {
     // Children first (they hold the namespaces' sockets), then the files.
@@ -114,16 +135,19 @@ class EndToEndTest : public ::testing::Test {
   }
 
   void StartController() {
-    controller_ = Start(0, "controller",
-                        {Abs("controller/rpci-controller"), "--store=local", "--state-dir=" + dir_ + "/controller",
-                         "--listen=" + controller_address_,
-                         absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp), "--insecure",
-                         "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=" + log_level_});
+    std::vector<std::string> argv = {Abs("controller/rpci-controller"), "--store=local",
+                                     "--state-dir=" + dir_ + "/controller", "--listen=" + controller_address_,
+                                     absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp),
+                                     "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=" + log_level_};
+    for (const std::string& f : TlsFlags("controller")) argv.push_back(f);
+    controller_ = Start(0, "controller", argv);
   }
   void StartAgent() {
     std::ofstream(dir_ + "/agent.yaml") << "node: e2e-device-server\n"
                                         << "controller: {address: \"" << controller_address_
-                                        << "\", insecure: true}\n"
+                                        << "\"}\n"
+                                        << "tls: {cert: " << dir_ << "/certs/agent.crt, key: " << dir_
+                                        << "/certs/agent.key, ca: " << dir_ << "/certs/ca.crt}\n"
                                         << "session: {listen: \"0.0.0.0:" << kAgentPort << "\", advertise: \""
                                         << agent_endpoint_ << "\", state_dir: " << dir_ << "/agent}\n"
                                         << "fabric: {provider: \"tcp;ofi_rxm\", address: " << pair_->addr_a() << "}\n"
@@ -133,13 +157,14 @@ class EndToEndTest : public ::testing::Test {
     agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
   }
   void StartPlugin() {
-    plugin_ = Start(1, "plugin",
-                    {Abs("plugin/rpci-plugin"), "--node=e2e-compute-node", "--controller=" + controller_address_,
-                     "--pools=emu", "--plugin-dir=" + dir_ + "/kubelet",
-                     "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
-                     "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/container",
-                     "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=",
-                     "--log-level=" + log_level_});
+    std::vector<std::string> argv = {
+        Abs("plugin/rpci-plugin"), "--node=e2e-compute-node", "--controller=" + controller_address_, "--pools=emu",
+        "--plugin-dir=" + dir_ + "/kubelet", "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
+        "--cdi-dir=" + dir_ + "/cdi", "--state-dir=" + dir_ + "/plugin-state",
+        "--container-dir=" + dir_ + "/container", "--usage-interval-seconds=1", "--release-grace-seconds=1",
+        "--health-addr=", "--log-level=" + log_level_};
+    for (const std::string& f : TlsFlags("plugin")) argv.push_back(f);
+    plugin_ = Start(1, "plugin", argv);
   }
 
   // Controller and agent in host a, `kubelet` here, the plugin in host b;

@@ -35,13 +35,15 @@
 #include <thread>
 #include <vector>
 
-#include "agent/app/agent_config.h"
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "agent/app/agent_config.h"
+#include "common/cert_authority.h"
 #include "common/flags.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
@@ -411,6 +413,7 @@ class Stack {
     controller_http_ = FreePort();
     agent_port_ = FreePort();
     agent_http_ = FreePort();
+    if (absl::Status s = MakeCertificates(compute_nodes); !s.ok()) return s;
     if (absl::Status s = StartController(); !s.ok()) return s;
     if (absl::Status s = StartAgent(); !s.ok()) return s;
     for (int i = 0; i < compute_nodes; ++i) {
@@ -429,13 +432,38 @@ class Stack {
     return absl::OkStatus();
   }
 
+  // mTLS as tools/certs makes it for local mode: one CA, one certificate per
+  // component, all for 127.0.0.1.
+  absl::Status MakeCertificates(int compute_nodes) {
+    absl::StatusOr<CertAuthority> ca = CertAuthority::Create("rpci-faults-ca");
+    if (!ca.ok()) return ca.status();
+    std::vector<std::string> names = {"controller", "agent:device-0"};
+    for (int i = 0; i < compute_nodes; ++i) names.push_back(absl::StrCat("plugin:compute-", i));
+    std::filesystem::create_directories(dir_ + "/certs");
+    for (const std::string& name : names) {
+      absl::StatusOr<TlsMaterial> tls = ca->Issue(name, {"localhost"}, {"127.0.0.1"});
+      if (!tls.ok()) return tls.status();
+      absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*tls, dir_ + "/certs", absl::StrReplaceAll(name, {{":", "-"}}));
+      if (!files.ok()) return files.status();
+    }
+    return absl::OkStatus();
+  }
+  // --tls-* flags for the certificate files of `stem` ("plugin-compute-0").
+  std::vector<std::string> TlsFlags(const std::string& stem) const {
+    const std::string c = dir_ + "/certs/";
+    return {"--tls-cert=" + c + stem + ".crt", "--tls-key=" + c + stem + ".key", "--tls-ca=" + c + "ca.crt"};
+  }
+
   absl::Status StartController() {
     ++controller_starts_;
-    controller_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{Bin("controller/rpci-controller"), "--store=local", "--state-dir=" + dir_ + "/controller",
-                                 absl::StrCat("--listen=127.0.0.1:", controller_port_),
-                                 absl::StrCat("--http-listen=127.0.0.1:", controller_http_), "--insecure",
-                                 "--reconcile-interval-ms=200", "--agent-lease-seconds=12", "--node-lease-seconds=30"},
+    std::vector<std::string> argv = {Bin("controller/rpci-controller"), "--store=local",
+                                     "--state-dir=" + dir_ + "/controller",
+                                     absl::StrCat("--listen=127.0.0.1:", controller_port_),
+                                     absl::StrCat("--http-listen=127.0.0.1:", controller_http_),
+                                     "--reconcile-interval-ms=200", "--agent-lease-seconds=12",
+                                     "--node-lease-seconds=30"};
+    for (const std::string& f : TlsFlags("controller")) argv.push_back(f);
+    controller_ = std::make_unique<Subprocess>(argv,
         absl::StrCat(dir_, "/controller", controller_starts_, ".out"),
         absl::StrCat(dir_, "/controller", controller_starts_, ".log"));
     if (!WaitUntil([&] { return HttpGet(controller_http_, "/readyz").has_value(); }, absl::Seconds(30))) {
@@ -448,7 +476,9 @@ class Stack {
   absl::Status StartAgent() {
     std::ofstream(dir_ + "/agent.yaml")
         << "node: device-0\n"
-        << "controller: {address: \"127.0.0.1:" << controller_port_ << "\", insecure: true}\n"
+        << "controller: {address: \"127.0.0.1:" << controller_port_ << "\"}\n"
+        << "tls: {cert: " << dir_ << "/certs/agent-device-0.crt, key: " << dir_
+        << "/certs/agent-device-0.key, ca: " << dir_ << "/certs/ca.crt}\n"
         << "session: {listen: \"127.0.0.1:" << agent_port_ << "\", state_dir: " << dir_ << "/agent}\n"
         << "fabric: {provider: \"tcp;ofi_rxm\", address: 127.0.0.1}\n"
         << "emu:\n  - {pool: emu, count: 2, dma_size: 1048576}\n"
@@ -467,15 +497,16 @@ class Stack {
   absl::Status StartPlugin(size_t i) {
     Node& n = nodes_[i];
     ++n.starts;
-    n.plugin = std::make_unique<Subprocess>(
-        std::vector<std::string>{Bin("plugin/rpci-plugin"), "--node=" + n.name,
-                                 absl::StrCat("--controller=127.0.0.1:", controller_port_), "--pools=emu",
-                                 "--plugin-dir=" + n.dir + "/kubelet",
-                                 "--pod-resources-socket=" + n.dir + "/kubelet/pod-resources.sock",
-                                 "--cdi-dir=" + n.dir + "/cdi", "--state-dir=" + n.dir + "/state",
-                                 "--container-dir=" + n.dir + "/state",
-                                 absl::StrCat("--health-addr=127.0.0.1:", n.plugin_http),
-                                 "--usage-interval-seconds=1"},
+    std::vector<std::string> argv = {Bin("plugin/rpci-plugin"), "--node=" + n.name,
+                                     absl::StrCat("--controller=127.0.0.1:", controller_port_), "--pools=emu",
+                                     "--plugin-dir=" + n.dir + "/kubelet",
+                                     "--pod-resources-socket=" + n.dir + "/kubelet/pod-resources.sock",
+                                     "--cdi-dir=" + n.dir + "/cdi", "--state-dir=" + n.dir + "/state",
+                                     "--container-dir=" + n.dir + "/state",
+                                     absl::StrCat("--health-addr=127.0.0.1:", n.plugin_http),
+                                     "--usage-interval-seconds=1"};
+    for (const std::string& f : TlsFlags("plugin-" + n.name)) argv.push_back(f);
+    n.plugin = std::make_unique<Subprocess>(argv,
         absl::StrCat(n.dir, "/plugin", n.starts, ".out"), absl::StrCat(n.dir, "/plugin", n.starts, ".log"));
     if (!WaitUntil([&] { return HttpGet(n.plugin_http, "/healthz").has_value(); }, absl::Seconds(30))) {
       return absl::InternalError(absl::StrCat("plugin not healthy within 30 s (exit ", n.plugin->Wait(absl::ZeroDuration()),

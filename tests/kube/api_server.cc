@@ -4,12 +4,17 @@
 #include <openssl/x509.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "httplib.h"
+#include "tests/schema/openapi.h"
 
 namespace rpci::kubetest {
 namespace {
@@ -55,11 +60,20 @@ Parsed ParsePath(const std::string& path) {
   return p;
 }
 
-bool HasStatusSubresource(const std::string& resource) { return resource != "leases" && resource != "events"; }
+// Built-in kinds without a status subresource.
+bool BuiltinWithoutStatus(const std::string& resource) {
+  static const std::set<std::string> kNone = {"leases", "events", "secrets", "configmaps", "serviceaccounts"};
+  return kNone.count(resource) > 0;
+}
 
-json StatusObject(int code, const std::string& reason, const std::string& message) {
-  return {{"kind", "Status"},  {"apiVersion", "v1"}, {"metadata", json::object()}, {"status", "Failure"},
-          {"message", message}, {"reason", reason},   {"code", code}};
+constexpr char kNamespaces[] = "/api/v1/namespaces";
+constexpr char kCrds[] = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+
+json StatusObject(int code, const std::string& reason, const std::string& message, json details = nullptr) {
+  json s = {{"kind", "Status"},  {"apiVersion", "v1"}, {"metadata", json::object()}, {"status", "Failure"},
+            {"message", message}, {"reason", reason},   {"code", code}};
+  if (!details.is_null()) s["details"] = std::move(details);
+  return s;
 }
 
 void Reply(httplib::Response& res, int code, const json& body) {
@@ -67,8 +81,40 @@ void Reply(httplib::Response& res, int code, const json& body) {
   res.set_content(body.dump(), "application/json");
 }
 
-void Fail(httplib::Response& res, int code, const std::string& reason, const std::string& message) {
-  Reply(res, code, StatusObject(code, reason, message));
+void Fail(httplib::Response& res, int code, const std::string& reason, const std::string& message,
+          json details = nullptr) {
+  Reply(res, code, StatusObject(code, reason, message, std::move(details)));
+}
+
+// kube-apiserver's answer to a create in a namespace that does not exist.
+void NamespaceNotFound(httplib::Response& res, const std::string& ns) {
+  Fail(res, 404, "NotFound", absl::StrCat("namespaces \"", ns, "\" not found"),
+       {{"name", ns}, {"kind", "namespaces"}});
+}
+
+// 422 Invalid, as kube-apiserver words it, when `object` breaks `crd`'s
+// schema or rules. True when it replied.
+bool RefuseInvalid(const json* crd, const json& object, httplib::Response& res) {
+  if (crd == nullptr) return false;
+  absl::Status s = schema::ValidateObject(*crd, object);
+  if (s.ok()) return false;
+  const json spec = (*crd)["spec"];
+  const std::string kind = spec["names"].value("kind", "");
+  const std::string name = object["metadata"].value("name", "");
+  // ValidateObject's message is "<Kind> <name>:\n<violation>\n...".
+  std::vector<std::string> lines = absl::StrSplit(s.message(), '\n');
+  json causes = json::array();
+  for (size_t i = 1; i < lines.size(); ++i) {
+    const size_t colon = lines[i].find(": ");
+    causes.push_back({{"reason", "FieldValueInvalid"},
+                      {"message", colon == std::string::npos ? lines[i] : lines[i].substr(colon + 2)},
+                      {"field", colon == std::string::npos ? "" : lines[i].substr(0, colon)}});
+  }
+  lines.erase(lines.begin());
+  Fail(res, 422, "Invalid",
+       absl::StrCat(kind, ".", spec.value("group", ""), " \"", name, "\" is invalid: ", absl::StrJoin(lines, ", ")),
+       {{"name", name}, {"group", spec.value("group", "")}, {"kind", kind}, {"causes", causes}});
+  return true;
 }
 
 uint64_t RvOf(const json& object) {
@@ -96,7 +142,60 @@ struct ApiServer::Watch {
   bool expired = false;
 };
 
-ApiServer::ApiServer() = default;
+ApiServer::ApiServer() {
+  for (const char* ns : {"default", "kube-system", "kube-public", "kube-node-lease"}) {
+    objects_[kNamespaces][absl::StrCat("/", ns)] = {{"apiVersion", "v1"},
+                                                     {"kind", "Namespace"},
+                                                     {"metadata", {{"name", ns}, {"resourceVersion", "1"}}},
+                                                     {"status", {{"phase", "Active"}}}};
+  }
+}
+
+void ApiServer::CreateNamespace(const std::string& name) {
+  Put(absl::StrCat(kNamespaces, "/", name),
+      {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", name}}}, {"status", {{"phase", "Active"}}}});
+}
+
+absl::Status ApiServer::InstallCrdsFrom(const std::string& dir) {
+  std::error_code ec;
+  int installed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() != ".yaml") continue;
+    absl::StatusOr<std::vector<json>> docs = schema::LoadYamlFile(entry.path().string());
+    if (!docs.ok()) return docs.status();
+    for (const json& d : *docs) {
+      if (d.value("kind", "") != "CustomResourceDefinition") continue;
+      InstallCrd(d);
+      ++installed;
+    }
+  }
+  if (ec || installed == 0) return absl::NotFoundError(absl::StrCat("no CRDs in ", dir));
+  return absl::OkStatus();
+}
+
+void ApiServer::InstallCrd(const json& crd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  InstallCrdLocked(crd);
+}
+
+void ApiServer::InstallCrdLocked(const json& crd) {
+  const json spec = crd.value("spec", json::object());
+  for (const json& v : spec.value("versions", json::array())) {
+    const std::string collection = absl::StrCat("/apis/", spec.value("group", ""), "/", v.value("name", ""), "/",
+                                                spec.value("names", json::object()).value("plural", ""));
+    crds_[collection] = Crd{crd, v.value("subresources", json::object()).contains("status")};
+  }
+}
+
+const ApiServer::Crd* ApiServer::CrdFor(const std::string& collection) const {
+  auto it = crds_.find(collection);
+  return it == crds_.end() ? nullptr : &it->second;
+}
+
+bool ApiServer::HasStatusSubresource(const std::string& collection, const std::string& resource) const {
+  if (const Crd* crd = CrdFor(collection)) return crd->status_subresource;
+  return !BuiltinWithoutStatus(resource);
+}
 
 ApiServer::~ApiServer() { Stop(); }
 
@@ -201,6 +300,70 @@ void ApiServer::Forbid(const std::string& path_part) {
   forbidden_ = path_part;
 }
 
+void ApiServer::AddToken(const std::string& token, ServiceAccountToken who) {
+  std::lock_guard<std::mutex> lock(mu_);
+  tokens_[token] = std::move(who);
+}
+
+void ApiServer::RemoveToken(const std::string& token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  tokens_.erase(token);
+}
+
+int ApiServer::token_reviews() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return token_reviews_;
+}
+
+// REQUIRES: mu_ held.
+json ApiServer::ReviewToken(const json& review) {
+  ++token_reviews_;
+  json spec = review.value("spec", json::object());
+  json wanted = spec.value("audiences", json::array());
+  if (!wanted.is_array() || wanted.empty()) wanted = json::array({"https://kubernetes.default.svc.cluster.local"});
+  json out = {{"kind", "TokenReview"},
+              {"apiVersion", "authentication.k8s.io/v1"},
+              {"metadata", {{"creationTimestamp", nullptr}}},
+              {"spec", spec},
+              {"status", {{"user", json::object()}}}};
+  auto it = tokens_.find(spec.value("token", ""));
+  if (it == tokens_.end()) {
+    out["status"]["error"] = "[invalid bearer token, square/go-jose: error in cryptographic primitive]";
+    return out;
+  }
+  const ServiceAccountToken& t = it->second;
+  json granted = json::array();
+  for (const json& a : wanted) {
+    if (std::find(t.audiences.begin(), t.audiences.end(), a.get<std::string>()) != t.audiences.end()) {
+      granted.push_back(a);
+    }
+  }
+  if (granted.empty()) {
+    out["status"]["error"] = absl::StrCat("[invalid bearer token, token audiences ", json(t.audiences).dump(),
+                                          " is invalid for the target audiences ", wanted.dump(), "]");
+    return out;
+  }
+  json extra = json::object();
+  if (!t.pod_name.empty()) {
+    extra["authentication.kubernetes.io/pod-name"] = {t.pod_name};
+    extra["authentication.kubernetes.io/pod-uid"] = {t.pod_uid};
+    extra["authentication.kubernetes.io/credential-id"] = {absl::StrCat("JTI=jti-", t.pod_uid)};
+  }
+  if (!t.node_name.empty()) {
+    extra["authentication.kubernetes.io/node-name"] = {t.node_name};
+    extra["authentication.kubernetes.io/node-uid"] = {absl::StrCat("uid-node-", t.node_name)};
+  }
+  out["status"] = {{"authenticated", true},
+                   {"user",
+                    {{"username", absl::StrCat("system:serviceaccount:", t.ns, ":", t.service_account)},
+                     {"uid", absl::StrCat("uid-sa-", t.ns, "-", t.service_account)},
+                     {"groups", {"system:serviceaccounts", absl::StrCat("system:serviceaccounts:", t.ns),
+                                 "system:authenticated"}},
+                     {"extra", extra}}},
+                   {"audiences", granted}};
+  return out;
+}
+
 absl::StatusOr<json> ApiServer::Get(const std::string& path) const {
   Parsed p = ParsePath(path);
   std::lock_guard<std::mutex> lock(mu_);
@@ -257,6 +420,16 @@ void ApiServer::Install() {
              absl::StrCat("User \"system:serviceaccount:test\" cannot ", req.method, " ", req.path));
         return;
       }
+    }
+    if (req.method == "POST" && req.path == "/apis/authentication.k8s.io/v1/tokenreviews") {
+      json review = json::parse(req.body, nullptr, false);
+      if (review.is_discarded() || !review.is_object()) {
+        Fail(res, 400, "BadRequest", "request body is not a JSON object");
+        return;
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      Reply(res, 201, ReviewToken(review));
+      return;
     }
     Parsed p = ParsePath(req.path);
     if (!p.ok) {
@@ -372,12 +545,20 @@ void ApiServer::Install() {
         Fail(res, 422, "Invalid", "metadata.name: Required value");
         return;
       }
+      if (!p.ns.empty() && !objects_[kNamespaces].count("/" + p.ns)) {
+        NamespaceNotFound(res, p.ns);
+        return;
+      }
       const std::string obj_key = p.ns + "/" + name;
       if (coll.count(obj_key)) {
         Fail(res, 409, "AlreadyExists", absl::StrCat(p.resource, " \"", name, "\" already exists"));
         return;
       }
-      if (HasStatusSubresource(p.resource)) body.erase("status");
+      if (HasStatusSubresource(p.collection, p.resource)) body.erase("status");
+      if (!p.ns.empty()) body["metadata"]["namespace"] = p.ns;
+      const Crd* crd = CrdFor(p.collection);
+      if (RefuseInvalid(crd ? &crd->object : nullptr, body, res)) return;
+      if (p.collection == kCrds) InstallCrdLocked(body);
       body["metadata"]["resourceVersion"] = std::to_string(++rv_);
       body["metadata"]["uid"] = absl::StrCat("uid-", rv_);
       body["metadata"]["generation"] = 1;
@@ -410,6 +591,10 @@ void ApiServer::Install() {
       return;
     }
     if (req.method == "PUT") {
+      if (p.sub == "status" && !HasStatusSubresource(p.collection, p.resource)) {
+        Fail(res, 404, "NotFound", "the server could not find the requested resource");
+        return;
+      }
       for (auto& [part, count] : conflicts_) {
         if (count > 0 && req.path.find(part) != std::string::npos) {
           --count;
@@ -436,13 +621,15 @@ void ApiServer::Install() {
         next["metadata"] = stored["metadata"];
         if (body["metadata"].contains("labels")) next["metadata"]["labels"] = body["metadata"]["labels"];
         if (body["metadata"].contains("annotations")) next["metadata"]["annotations"] = body["metadata"]["annotations"];
-        if (HasStatusSubresource(p.resource)) {
+        if (HasStatusSubresource(p.collection, p.resource)) {
           if (keep_status.is_null()) next.erase("status"); else next["status"] = keep_status;
         }
         if (next.value("spec", json()) != stored.value("spec", json())) {
           next["metadata"]["generation"] = stored["metadata"].value("generation", 1) + 1;
         }
       }
+      const Crd* crd = CrdFor(p.collection);
+      if (RefuseInvalid(crd ? &crd->object : nullptr, next, res)) return;
       next["metadata"]["resourceVersion"] = std::to_string(++rv_);
       stored = next;
       history_.push_back(Event{rv_, "MODIFIED", p.collection, p.ns, next});

@@ -29,7 +29,16 @@ namespace rpci::kubetest {
 //   JSON lines with ADDED / MODIFIED / DELETED / BOOKMARK events; a watch from
 //   a compacted resourceVersion gets an ERROR event holding a 410 Expired
 //   Status, as the real server sends. Optional bearer-token check and TLS.
-// Not a real API server: no validation, selectors, patch or admission.
+// Like kube-apiserver it refuses to create an object in a namespace that
+// does not exist (404 `namespaces "x" not found`, details {name, kind}); the
+// namespaces default, kube-system, kube-public and kube-node-lease exist from
+// the start. A CustomResourceDefinition created through the API (or
+// InstallCrd) is served as kube-apiserver would: objects are validated
+// against its openAPIV3Schema and x-kubernetes-validations rules
+// (tests/schema; 422 Invalid naming every violation), and /status exists
+// exactly when the CRD declares the status subresource.
+// Not a real API server: no selectors, patch, pruning, defaulting or
+// admission.
 class ApiServer {
  public:
   ApiServer();
@@ -61,6 +70,30 @@ class ApiServer {
   // RBAC would answer (empty: none).
   void Forbid(const std::string& path_part);
 
+  // TokenReview (POST /apis/authentication.k8s.io/v1/tokenreviews), answered
+  // as kube-apiserver does (201, spec echoed): a token added here for an
+  // audience in spec.audiences is authenticated as the ServiceAccount, with
+  // the pod it is bound to in user.extra; any other token (forged, removed
+  // as if expired, another audience) is authenticated: false with an error.
+  struct ServiceAccountToken {
+    std::string ns;
+    std::string service_account;
+    std::string pod_name, pod_uid;  // empty: a legacy token bound to no pod
+    std::string node_name;          // empty: as API servers before 1.30 (no node claims)
+    std::vector<std::string> audiences = {"rpci"};
+  };
+  void AddToken(const std::string& token, ServiceAccountToken who);
+  void RemoveToken(const std::string& token);
+  int token_reviews() const;
+  // Serves the CRD's resource as described above (what POSTing it to
+  // /apis/apiextensions.k8s.io/v1/customresourcedefinitions also does).
+  void InstallCrd(const nlohmann::json& crd);
+  // InstallCrd for every CustomResourceDefinition in the YAML files of `dir`
+  // (deploy/crds: the tests' runfiles need //deploy:crds).
+  absl::Status InstallCrdsFrom(const std::string& dir);
+  // Creates Namespace `name` (as `kubectl create namespace` would).
+  void CreateNamespace(const std::string& name);
+
   // Direct access to stored objects by API path ("/api/v1/nodes/n1").
   // Put creates or replaces (status included) and emits the watch event.
   absl::StatusOr<nlohmann::json> Get(const std::string& path) const;
@@ -81,7 +114,15 @@ class ApiServer {
     nlohmann::json object;
   };
   struct Watch;
+  struct Crd {
+    nlohmann::json object;
+    bool status_subresource = false;
+  };
   void Install();
+  // The CRD serving `collection` ("/apis/<group>/<version>/<plural>"), or null.
+  const Crd* CrdFor(const std::string& collection) const;  // mu_ held
+  bool HasStatusSubresource(const std::string& collection, const std::string& resource) const;  // mu_ held
+  void InstallCrdLocked(const nlohmann::json& crd);
   absl::Status Listen();
 
   std::unique_ptr<httplib::Server> server_;
@@ -96,12 +137,16 @@ class ApiServer {
   uint64_t compacted_rv_ = 0;  // history starts after this
   // collection -> "ns/name" -> object
   std::map<std::string, std::map<std::string, nlohmann::json>> objects_;
+  std::map<std::string, Crd> crds_;  // by collection
   std::vector<Event> history_;
   uint64_t bookmark_generation_ = 0;
   uint64_t drop_generation_ = 0;
   bool stopping_ = false;
   std::map<std::string, int> conflicts_;
   std::string forbidden_;
+  std::map<std::string, ServiceAccountToken> tokens_;
+  int token_reviews_ = 0;
+  nlohmann::json ReviewToken(const nlohmann::json& review);
   int watch_requests_ = 0;
   int conflicts_returned_ = 0;
   int open_watches_ = 0;

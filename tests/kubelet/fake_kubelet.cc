@@ -11,23 +11,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/grpc_util.h"
 
 namespace rpci::testing {
 namespace {
 
 constexpr char kVersion[] = "v1beta1";
 
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
-
-absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), what + ": " + s.error_message());
-}
-
-std::chrono::system_clock::time_point In(absl::Duration d) {
-  return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
-}
 
 // The kubelet accepts only extended resource names: "<domain>/<name>" with a
 // DNS-subdomain domain outside kubernetes.io and a qualified name.

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "absl/strings/match.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace rpci::testing {
@@ -12,8 +13,7 @@ namespace {
 class FakeKubeletTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/rpci-kubelet-XXXXXX";
-    dir_ = mkdtemp(tmpl);
+    dir_ = MakeTempDir("rpci-kubelet", TempDirUse::kSockets);
     kubelet_ = std::make_unique<FakeKubelet>(dir_ + "/dp", dir_ + "/pr.sock");
     ASSERT_TRUE(kubelet_->Start().ok());
   }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "tests/schema/cel.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/config.h"
@@ -31,7 +32,8 @@ const std::set<std::string>& CheckedKeywords() {
       "enum",          "pattern",          "minimum",       "maximum",              "exclusiveMinimum",
       "exclusiveMaximum", "minLength",     "maxLength",     "minItems",             "maxItems",
       "minProperties", "maxProperties",    "format",        "nullable",
-      "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-map-keys"};
+      "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-map-keys",
+      "x-kubernetes-validations"};
   return k;
 }
 
@@ -114,6 +116,21 @@ struct Pass {
 };
 
 void ValidateAt(const json& schema, const json& value, const std::string& path, Pass* pass);
+
+// x-kubernetes-validations: each rule (CEL) with `self` = this node's value.
+// A false rule reports its message (or the rule), as the API server does.
+void ValidateRules(const json& schema, const json& value, const std::string& path, Pass* pass) {
+  for (const json& r : schema.value("x-kubernetes-validations", json::array())) {
+    const std::string rule = r.is_object() ? r.value("rule", "") : "";
+    absl::StatusOr<bool> ok = EvaluateRule(rule, value);
+    if (!ok.ok()) {
+      pass->Add(path, std::string(ok.status().message()));
+    } else if (!*ok) {
+      const std::string message = r.value("message", "");
+      pass->Add(path, message.empty() ? absl::StrCat("failed rule: ", rule) : message);
+    }
+  }
+}
 
 void ValidateObjectFields(const json& schema, const json& value, const std::string& path, Pass* pass) {
   std::vector<Violation>* out = pass->out;
@@ -261,6 +278,7 @@ void ValidateAt(const json& schema, const json& value, const std::string& path, 
     }
   }
   if (value.is_object()) ValidateObjectFields(schema, value, path, pass);
+  ValidateRules(schema, value, path, pass);
 }
 
 std::string TypeOf(const json& schema) {
@@ -297,6 +315,18 @@ void CheckStructuralAt(const json& schema, const std::string& path, bool is_meta
     out->push_back({path, "items must be one schema on an array"});
   }
   if (type == "array" && !schema.contains("items")) out->push_back({path, "array without items"});
+  for (const json& r : schema.value("x-kubernetes-validations", json::array())) {
+    if (!r.is_object() || !r.contains("rule") || !r["rule"].is_string()) {
+      out->push_back({path, "x-kubernetes-validations entry needs a rule"});
+      continue;
+    }
+    // Evaluated on null: a rule that parses fails at run time, one that
+    // does not is INVALID_ARGUMENT.
+    absl::StatusOr<bool> compiled = EvaluateRule(r["rule"].get<std::string>(), json());
+    if (compiled.status().code() == absl::StatusCode::kInvalidArgument) {
+      out->push_back({path, std::string(compiled.status().message())});
+    }
+  }
   if (schema.contains("pattern")) {
     std::string error;
     MatchesRegex(schema["pattern"].get<std::string>(), "", &error);

@@ -1,4 +1,5 @@
 #include "tests/schema/openapi.h"
+#include "tests/schema/cel.h"
 
 #include "gtest/gtest.h"
 
@@ -23,7 +24,7 @@ properties:
     required: [bdf]
     properties:
       bdf: {type: string, pattern: '^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$'}
-      backend: {type: string, enum: [emu, sysfs-bar]}
+      backend: {type: string, enum: [emu, vfio]}
       numaNode: {type: integer, minimum: -1, maximum: 64}
       name: {type: string, minLength: 1, maxLength: 8}
       since: {type: string, format: date-time}
@@ -78,7 +79,7 @@ TEST(Validate, ReportsMissingRequiredFields) {
 TEST(Validate, ReportsWrongTypesEnumsAndRanges) {
   json value = {{"spec",
                  {{"bdf", "0000:00:01.0"},
-                  {"backend", "vfio"},
+                  {"backend", "sysfs-bar"},
                   {"numaNode", 65},
                   {"name", ""},
                   {"bars", json::array({{{"size", 0}}, {{"size", "big"}}, json::object()})},
@@ -251,6 +252,37 @@ TEST(ParseYamlDocuments, SplitsStreamsAndKeepsQuotedScalarsStrings) {
   EXPECT_EQ((*docs)[1]["c"], true);
   absl::StatusOr<std::vector<json>> broken = ParseYamlDocuments("a: [1\n", "broken.yaml");
   EXPECT_FALSE(broken.ok());
+}
+
+TEST(EvaluateRule, EvaluatesTheSubsetCrdRulesUse) {
+  const json pool = {{"metadata", {{"name", "emu"}}}, {"spec", {{"resourceName", "rpci.io/emu"}, {"n", 3}}}};
+  const std::string rule =
+      "!has(self.spec) || !has(self.spec.resourceName) || self.spec.resourceName == 'rpci.io/' + self.metadata.name";
+  EXPECT_EQ(EvaluateRule(rule, pool).value(), true);
+  json other = pool;
+  other["spec"]["resourceName"] = "rpci.io/gpu";
+  EXPECT_EQ(EvaluateRule(rule, other).value(), false);
+  other["spec"].erase("resourceName");
+  EXPECT_EQ(EvaluateRule(rule, other).value(), true);
+  EXPECT_EQ(EvaluateRule("self.spec.n + 1 >= 4 && size(self.metadata.name) == 3", pool).value(), true);
+  EXPECT_EQ(EvaluateRule("self.metadata.name.size() < 3", pool).value(), false);
+  EXPECT_EQ(EvaluateRule("self.spec.missing == 1", pool).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(EvaluateRule("self.spec.n == 1 ||", pool).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(EvaluateRule("self.spec.all(x, x)", pool).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Validate, ReportsAFailedValidationRuleWithItsMessage) {
+  const json schema = json::parse(R"({"type": "object",
+      "x-kubernetes-validations": [{"rule": "self.a == self.b", "message": "a must equal b"}],
+      "properties": {"a": {"type": "string"}, "b": {"type": "string"}}})");
+  EXPECT_TRUE(Validate(schema, {{"a", "x"}, {"b", "x"}}).empty());
+  std::vector<Violation> v = Validate(schema, {{"a", "x"}, {"b", "y"}});
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].message, "a must equal b");
+  EXPECT_TRUE(CheckStructural(schema).empty()) << Describe(CheckStructural(schema));
+  json broken = schema;
+  broken["x-kubernetes-validations"][0]["rule"] = "self.a.exists(x, x)";
+  EXPECT_FALSE(CheckStructural(broken).empty());
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/harness/netns.h"
@@ -29,9 +30,7 @@ class NetnsSessionTest : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
-    char tmpl[] = "/tmp/rpci-nss-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = MakeTempDir("rpci-nss", TempDirUse::kSockets);
     absl::StatusOr<VethPair> pair = VethPair::Create("sess");
     ASSERT_TRUE(pair.ok()) << pair.status();
     pair_.emplace(std::move(*pair));

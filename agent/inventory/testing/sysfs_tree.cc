@@ -1,5 +1,7 @@
 #include "agent/inventory/testing/sysfs_tree.h"
 
+#include "common/testing/temp_dir.h"
+
 #include <stdlib.h>
 
 #include <algorithm>
@@ -21,10 +23,7 @@ namespace {
 }  // namespace
 
 SysfsTree::SysfsTree() {
-  const char* tmp = getenv("TEST_TMPDIR");
-  std::string tmpl = std::string(tmp != nullptr ? tmp : "/tmp") + "/sysfs.XXXXXX";
-  if (mkdtemp(tmpl.data()) == nullptr) Die("mkdtemp " + tmpl, std::error_code(errno, std::generic_category()));
-  root_ = tmpl;
+  root_ = ::rpci::testing::MakeTempDir("sysfs");
   MakeDir("bus/pci/devices");
   MakeDir("devices/pci0000:00");
 }

@@ -63,51 +63,54 @@ prometheus.io/path: /metrics
 {{- printf "%s-controller-tls" (include "rpci.fullname" .) -}}
 {{- end -}}
 
-{{/*
-Init container that issues this node's "<role>:<node>" certificate from the
-CA (files/issue-node-cert.sh) into the "tls" emptyDir; call with
-(dict "root" $ "values" .Values.agent "role" "agent" "user" 0).
-*/}}
-{{- define "rpci.issueCertInitContainer" -}}
-- name: issue-cert
-  image: {{ include "rpci.image" (dict "root" .root "values" .values) }}
-  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
-  command: ["/bin/sh", "/etc/rpci/scripts/issue-node-cert.sh", {{ .role | quote }}]
-  env:
-    - name: NODE_NAME
-      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
-    - name: HOST_IP
-      valueFrom: {fieldRef: {fieldPath: status.hostIP}}
-    - name: CA_DIR
-      value: /etc/rpci/ca
-    - name: OUT_DIR
-      value: /etc/rpci/tls
-    - name: CERT_DAYS
-      value: {{ .root.Values.tls.certDays | quote }}
-  # Same user as the component, which reads the 0600 key written here;
-  # no capabilities.
-  securityContext:
-    runAsUser: {{ .user }}
-    allowPrivilegeEscalation: false
-    readOnlyRootFilesystem: true
-    capabilities: {drop: [ALL]}
-  volumeMounts:
-    - {name: ca, mountPath: /etc/rpci/ca, readOnly: true}
-    - {name: tls, mountPath: /etc/rpci/tls}
-    - {name: scripts, mountPath: /etc/rpci/scripts, readOnly: true}
+{{/* ConfigMap the controller keeps the CA certificate in (ca.crt only). */}}
+{{- define "rpci.caBundle" -}}
+{{- printf "%s-ca-bundle" (include "rpci.fullname" .) -}}
 {{- end -}}
 
-{{/* Volumes the issue-cert init container needs. */}}
-{{- define "rpci.issueCertVolumes" -}}
+{{/* The controller's NodeIdentity address, where nodes get certificates. */}}
+{{- define "rpci.identityAddress" -}}
+{{- printf "%s-controller.%s.svc:%v" (include "rpci.fullname" .) .Release.Namespace .Values.controller.identityPort -}}
+{{- end -}}
+
+{{/*
+TLS flags of an agent or plugin: a short-lived "<role>:<node>" certificate
+from the controller, asked for with the pod's projected ServiceAccount token
+(audience rpci) and renewed before expiry; or --insecure. Nodes never see
+the CA key.
+*/}}
+{{- define "rpci.nodeTlsArgs" -}}
+{{- if eq .Values.tls.mode "insecure" }}
+- --insecure
+{{- else }}
+- --tls-ca=/etc/rpci/ca/ca.crt
+- --identity-address={{ include "rpci.identityAddress" . }}
+- --token-file=/var/run/secrets/rpci/token
+- --cert-dir=/run/rpci/tls
+{{- end }}
+{{- end -}}
+
+{{- define "rpci.nodeTlsMounts" -}}
+{{- if ne .Values.tls.mode "insecure" }}
+- {name: ca, mountPath: /etc/rpci/ca, readOnly: true}
+- {name: token, mountPath: /var/run/secrets/rpci, readOnly: true}
+- {name: tls, mountPath: /run/rpci/tls}
+{{- end }}
+{{- end -}}
+
+{{- define "rpci.nodeTlsVolumes" -}}
+{{- if ne .Values.tls.mode "insecure" }}
 - name: ca
-  secret:
-    secretName: {{ include "rpci.caSecret" . }}
-    items:
-      - {key: tls.crt, path: tls.crt}
-      - {key: tls.key, path: tls.key}
+  configMap:
+    name: {{ include "rpci.caBundle" . }}
+- name: token
+  projected:
+    sources:
+      - serviceAccountToken:
+          audience: rpci
+          expirationSeconds: {{ .Values.tls.tokenExpirationSeconds }}
+          path: token
 - name: tls
   emptyDir: {medium: Memory, sizeLimit: 1Mi}
-- name: scripts
-  configMap:
-    name: {{ include "rpci.fullname" . }}-scripts
+{{- end }}
 {{- end -}}

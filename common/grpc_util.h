@@ -1,0 +1,29 @@
+#ifndef RPCI_COMMON_GRPC_UTIL_H_
+#define RPCI_COMMON_GRPC_UTIL_H_
+
+// Conversions between Abseil and gRPC at the RPC boundary: statuses (the two
+// libraries number their codes the same, so the code is kept as is) and
+// deadlines.
+
+#include <chrono>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+
+namespace rpci {
+
+// The status a gRPC handler returns for `s`: same code, same message.
+grpc::Status ToGrpc(const absl::Status& s);
+
+// A call's status as an absl::Status with the same code; the message is
+// "<what>: <gRPC message>", or the gRPC message alone when `what` is empty.
+absl::Status FromGrpc(const grpc::Status& s, const std::string& what = "");
+
+// A gRPC deadline `d` from now.
+std::chrono::system_clock::time_point In(absl::Duration d);
+
+}  // namespace rpci
+
+#endif  // RPCI_COMMON_GRPC_UTIL_H_
