@@ -181,7 +181,10 @@ absl::Status SessionClient::Connect() {
   if (!applied.ok()) return applied.status();
   // A process attaching to a session an earlier one used (a restarted
   // container): its writes continue the agent's sequence.
-  if (log_.last() == 0) log_ = session::WriteLog(*applied);
+  if (log_.last() == 0 && consumed_ == 0) {
+    log_ = session::WriteLog(*applied);
+    consumed_ = attached->response.completions();
+  }
   absl::StatusOr<std::vector<session::MmioWrite>> replay = log_.Resume(*applied);
   if (!replay.ok()) return replay.status();
   pushed_ = log_.acked();

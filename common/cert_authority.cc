@@ -176,6 +176,13 @@ absl::StatusOr<std::string> CertAuthority::SignRequest(const std::string& csr_pe
   if (X509_REQ_verify(req.get(), key.get()) != 1) {
     return absl::InvalidArgumentError("certificate request: signature does not verify with its key");
   }
+  const int type = EVP_PKEY_get_base_id(key.get());
+  const int bits = EVP_PKEY_get_bits(key.get());
+  if (!((type == EVP_PKEY_EC && bits >= 256) || (type == EVP_PKEY_RSA && bits >= 2048))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("certificate request: key must be EC (256 bits or more) or RSA (2048 or more), got type ",
+                     type, " with ", bits, " bits"));
+  }
   return SignKey(key.get(), common_name, dns_names, ip_addresses, lifetime);
 }
 

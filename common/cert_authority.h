@@ -50,7 +50,8 @@ class CertAuthority {
   // Signs `csr_pem` (its signature must verify) as `common_name` with the
   // given SANs, valid from now for `lifetime`; server and client usage. The
   // request's own subject and extensions are ignored: the CA decides what the
-  // certificate says. INVALID_ARGUMENT for a malformed or badly signed request.
+  // certificate says. INVALID_ARGUMENT for a malformed or badly signed
+  // request, or a weak key (EC under 256 bits, RSA under 2048, other types).
   absl::StatusOr<std::string> SignRequest(const std::string& csr_pem, const std::string& common_name,
                                           const std::vector<std::string>& dns_names,
                                           const std::vector<std::string>& ip_addresses,

@@ -9,7 +9,7 @@ namespace {
 
 TEST(HealthServerTest, ServesHealthReadinessAndMetricsOnAnEphemeralPort) {
   MetricsRegistry registry;
-  registry.AddCounter("rpci_test_total", "t").Get().Inc(7);
+  registry.AddCounter("rpci_test_total", "t").Get().Increment(7);
   bool ready = false;
   HealthServer server(&registry, [&]() -> absl::StatusOr<std::string> {
     if (!ready) return absl::UnavailableError("not leader: lease held by controller-b");

@@ -1,136 +1,98 @@
 #ifndef RPCI_COMMON_METRICS_H_
 #define RPCI_COMMON_METRICS_H_
 
+// Metrics on prometheus-cpp's core library. Series are prometheus::Counter and
+// prometheus::Gauge (an atomic add or store, no lock). Each daemon has one
+// MetricsRegistry, served on /metrics by common/http_server.h.
+
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
 namespace rpci {
 
-// One time series' value. Thread-safe.
-class Counter {
- public:
-  void Inc(double by = 1);
-  double value() const;
+using Counter = prometheus::Counter;
+using Gauge = prometheus::Gauge;
 
- private:
-  mutable std::mutex mu_;
-  double value_ = 0;
-};
-
-class Gauge {
- public:
-  void Set(double v);
-  void Add(double by);
-  double value() const;
-
- private:
-  mutable std::mutex mu_;
-  double value_ = 0;
-};
-
-class Histogram {
- public:
-  explicit Histogram(std::vector<double> bounds);
-  void Observe(double v);
-
-  struct Snapshot {
-    std::vector<double> bounds;
-    std::vector<uint64_t> cumulative;  // per bound, then +Inf
-    double sum = 0;
-    uint64_t count = 0;
-  };
-  Snapshot snapshot() const;
-
- private:
-  mutable std::mutex mu_;
-  std::vector<double> bounds_;
-  std::vector<uint64_t> buckets_;  // per bound, then +Inf; not cumulative
-  double sum_ = 0;
-  uint64_t count_ = 0;
-};
-
-// A named metric with fixed label names; each combination of label values is
-// one series, created on first use. References returned stay valid for the
-// family's lifetime. Thread-safe.
+// A prometheus-cpp family whose label names are fixed when it is added, so
+// callers give label values in that order: refused.Labels({"bad_key"}).
+// Thread-safe; references returned stay valid for the registry's lifetime.
 template <typename T>
 class Family {
  public:
-  Family(std::string name, std::string help, std::vector<std::string> label_names,
-         std::vector<double> bounds = {})
-      : name_(std::move(name)),
-        help_(std::move(help)),
-        label_names_(std::move(label_names)),
-        bounds_(std::move(bounds)) {}
+  Family(prometheus::Family<T>* family, std::vector<std::string> label_names)
+      : family_(family), label_names_(std::move(label_names)) {}
 
-  // REQUIRES: values.size() == number of label names (extra values are
-  // dropped, missing ones are empty).
+  // The series with these label values, created on first use (extra values
+  // are dropped, missing ones are empty). Takes the family's lock: on a hot
+  // path keep the reference instead of calling this per event.
   T& Labels(std::vector<std::string> values);
   T& Get() { return Labels({}); }
 
-  const std::string& name() const { return name_; }
-  const std::string& help() const { return help_; }
-  const std::vector<std::string>& label_names() const { return label_names_; }
-
-  // Series in label-value order.
-  std::vector<std::pair<std::vector<std::string>, const T*>> Series() const;
+  // The label values of every series created so far, in order.
+  std::vector<std::vector<std::string>> Series() const;
 
  private:
-  std::string name_;
-  std::string help_;
+  prometheus::Family<T>* family_;
   std::vector<std::string> label_names_;
-  std::vector<double> bounds_;
   mutable std::mutex mu_;
-  std::map<std::vector<std::string>, std::unique_ptr<T>> series_;
+  std::map<std::vector<std::string>, T*> series_;
 };
 
 using CounterFamily = Family<Counter>;
 using GaugeFamily = Family<Gauge>;
-using HistogramFamily = Family<Histogram>;
 
-// A set of metric families rendered in the Prometheus text exposition format
-// (version 0.0.4). Names must match [a-zA-Z_:][a-zA-Z0-9_:]*; adding a name
-// twice returns the existing family of that kind.
+// The process's metrics: one prometheus::Registry. Adding a name twice returns
+// the family added first.
 class MetricsRegistry {
  public:
+  MetricsRegistry();
+
   CounterFamily& AddCounter(const std::string& name, const std::string& help,
                             std::vector<std::string> label_names = {});
   GaugeFamily& AddGauge(const std::string& name, const std::string& help,
                         std::vector<std::string> label_names = {});
-  HistogramFamily& AddHistogram(const std::string& name, const std::string& help,
-                                std::vector<double> bounds, std::vector<std::string> label_names = {});
 
+  // Every family in the Prometheus text format 0.0.4, by prometheus-cpp's
+  // TextSerializer.
   std::string Render() const;
 
  private:
-  mutable std::mutex mu_;
+  template <typename T>
+  Family<T>& Add(std::map<std::string, std::unique_ptr<Family<T>>>& families, prometheus::detail::Builder<T> builder,
+                 const std::string& name, const std::string& help, std::vector<std::string> label_names);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::mutex mu_;
   std::map<std::string, std::unique_ptr<CounterFamily>> counters_;
   std::map<std::string, std::unique_ptr<GaugeFamily>> gauges_;
-  std::map<std::string, std::unique_ptr<HistogramFamily>> histograms_;
 };
 
 template <typename T>
 T& Family<T>::Labels(std::vector<std::string> values) {
   values.resize(label_names_.size());
   std::lock_guard<std::mutex> lock(mu_);
-  auto& slot = series_[values];
-  if (!slot) {
-    if constexpr (std::is_same_v<T, Histogram>) {
-      slot = std::make_unique<T>(bounds_);
-    } else {
-      slot = std::make_unique<T>();
-    }
+  T*& series = series_[values];
+  if (series == nullptr) {
+    prometheus::Labels labels;
+    for (size_t i = 0; i < values.size(); ++i) labels.emplace(label_names_[i], values[i]);
+    series = &family_->Add(labels);
   }
-  return *slot;
+  return *series;
 }
 
 template <typename T>
-std::vector<std::pair<std::vector<std::string>, const T*>> Family<T>::Series() const {
+std::vector<std::vector<std::string>> Family<T>::Series() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::pair<std::vector<std::string>, const T*>> out;
-  for (const auto& [labels, series] : series_) out.emplace_back(labels, series.get());
+  std::vector<std::vector<std::string>> out;
+  for (const auto& [values, series] : series_) out.push_back(values);
   return out;
 }
 

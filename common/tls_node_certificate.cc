@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/grpc_util.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/rpci/v1/identity.grpc.pb.h"
 
@@ -40,6 +41,12 @@ absl::Status WriteAtomically(const std::string& path, const std::string& data, m
   return absl::OkStatus();
 }
 
+// The controller said no for a reason that asking again will not change.
+bool IsRefusal(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnauthenticated || s.code() == absl::StatusCode::kPermissionDenied ||
+         s.code() == absl::StatusCode::kInvalidArgument;
+}
+
 TlsFiles FilesIn(const std::string& dir) { return {dir + "/tls.crt", dir + "/tls.key", dir + "/ca.crt"}; }
 
 }  // namespace
@@ -65,9 +72,7 @@ absl::StatusOr<TlsMaterial> RequestNodeCertificate(const NodeCertificateOptions&
   auto stub = rpci::v1::NodeIdentity::NewStub(grpc::CreateChannel(o.identity_address, *creds));
   grpc::Status s = stub->IssueCertificate(&ctx, req, &resp);
   if (!s.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                        absl::StrCat("controller ", o.identity_address, " issued no certificate for ", common_name,
-                                     ": ", s.error_message()));
+    return FromGrpc(s, absl::StrCat("controller ", o.identity_address, " issued no certificate for ", common_name));
   }
   TlsMaterial tls;
   tls.cert_pem = resp.certificate_pem();
@@ -87,7 +92,7 @@ absl::StatusOr<std::unique_ptr<NodeCertificateRenewer>> NodeCertificateRenewer::
   std::unique_ptr<NodeCertificateRenewer> r(new NodeCertificateRenewer(std::move(options), log));
   const absl::Time deadline = absl::Now() + first_deadline;
   absl::Status s = r->Renew();
-  while (!s.ok() && absl::Now() + r->options_.retry_interval < deadline) {
+  while (!s.ok() && !IsRefusal(s) && absl::Now() + r->options_.retry_interval < deadline) {
     r->log_.Warn("no node certificate yet; retrying", {{"error", s.ToString()}});
     absl::SleepFor(r->options_.retry_interval);
     s = r->Renew();

@@ -48,8 +48,10 @@ absl::StatusOr<TlsMaterial> RequestNodeCertificate(const NodeCertificateOptions&
 // use the new certificate on their next connection.
 class NodeCertificateRenewer {
  public:
-  // Fails when the first certificate cannot be had before `first_deadline`
-  // (the last error, e.g. PERMISSION_DENIED from the controller).
+  // Fails at once when the controller refuses the first certificate
+  // (UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT: asking again
+  // changes nothing), and when it cannot be had before `first_deadline`
+  // (controller unreachable: the last error). Renewals retry on any error.
   static absl::StatusOr<std::unique_ptr<NodeCertificateRenewer>> Start(NodeCertificateOptions options,
                                                                        absl::Duration first_deadline,
                                                                        const Logger& log);

@@ -6,6 +6,10 @@
 #include <iostream>
 #include <sstream>
 
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
 #include "common/cert_authority.h"
 #include "common/testing/temp_dir.h"
 #include "common/tls_settings.h"
@@ -178,8 +182,7 @@ TEST(LoadTlsMaterialTest, ReportsMissingGarbageAndMismatchedFiles) {
 }
 
 TEST_F(TlsTest, ReloadingCredentialsUseARewrittenCertificateOnTheNextConnection) {
-  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/reload";
-  mkdir(dir.c_str(), 0700);
+  const std::string dir = testing::MakeTempDir("reload");
   absl::StatusOr<TlsMaterial> first = ca_->Issue("plugin:node-b", {}, {});
   ASSERT_TRUE(first.ok());
   absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*first, dir, "tls");
@@ -196,11 +199,54 @@ TEST_F(TlsTest, ReloadingCredentialsUseARewrittenCertificateOnTheNextConnection)
   EXPECT_EQ(service_.node, "node-c");
 }
 
+TEST(ReloadingCredentialsTest, AServerPresentsARewrittenCertificateWithoutRestart) {
+  absl::StatusOr<CertAuthority> old_ca = CertAuthority::Create("old-ca");
+  absl::StatusOr<CertAuthority> new_ca = CertAuthority::Create("new-ca");
+  ASSERT_TRUE(old_ca.ok() && new_ca.ok());
+  const std::string dir = testing::MakeTempDir("server-reload");
+  absl::StatusOr<TlsMaterial> first = old_ca->Issue("controller", {"localhost"}, {"127.0.0.1"});
+  ASSERT_TRUE(first.ok());
+  absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*first, dir, "server");
+  ASSERT_TRUE(files.ok());
+  RecordingRegistration service;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0",
+                           MakeReloadingServerCredentials(*files, ClientCertPolicy::kRequestAndVerifyIfPresent,
+                                                          absl::Seconds(1)),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> srv = builder.BuildAndStart();
+  ASSERT_NE(srv, nullptr);
+  auto trusting = [&](const CertAuthority& ca) {
+    const std::string ca_file = dir + "/trust-" + std::to_string(reinterpret_cast<uintptr_t>(&ca)) + ".crt";
+    std::ofstream(ca_file) << ca.ca_pem();
+    auto stub = v1beta1::Registration::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), *MakeCaOnlyChannelCredentials(ca_file)));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1beta1::RegisterRequest req;
+    v1beta1::Empty resp;
+    return stub->Register(&ctx, req, &resp).error_code();
+  };
+  // Reaching the service (which wants a client certificate) means the TLS
+  // handshake, and so the server's certificate, was accepted.
+  EXPECT_EQ(trusting(*old_ca), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(trusting(*new_ca), grpc::StatusCode::UNAVAILABLE);
+
+  absl::StatusOr<TlsMaterial> second = new_ca->Issue("controller", {"localhost"}, {"127.0.0.1"});
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE(CertAuthority::WriteFiles(*second, dir, "server").ok());
+  absl::SleepFor(absl::Seconds(2.5));
+  EXPECT_EQ(trusting(*new_ca), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(trusting(*old_ca), grpc::StatusCode::UNAVAILABLE);
+  srv->Shutdown();
+}
+
 TEST(ReloadingCredentialsTest, AServerWhoseCertificateDoesNotNameTheAddressIsRefused) {
   absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
   ASSERT_TRUE(ca.ok());
-  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/hostname";
-  mkdir(dir.c_str(), 0700);
+  const std::string dir = testing::MakeTempDir("hostname");
   absl::StatusOr<TlsMaterial> server = ca->Issue("agent:node-a", {"node-a"}, {"10.9.9.9"});  // not 127.0.0.1
   absl::StatusOr<TlsMaterial> client = ca->Issue("plugin:node-b", {}, {});
   ASSERT_TRUE(server.ok() && client.ok());
@@ -272,6 +318,61 @@ TEST(DaemonTlsTest, InsecureIsWarnedAtStart) {
   EXPECT_TRUE((*tls)->insecure());
   EXPECT_NE(sink.str().find("\"level\":\"warn\""), std::string::npos) << sink.str();
   EXPECT_NE(sink.str().find("WITHOUT TLS"), std::string::npos) << sink.str();
+}
+
+// A PKCS#10 request for `cn` with an RSA key of `bits`, via OpenSSL directly.
+std::string RsaRequest(const std::string& cn, int bits) {
+  EVP_PKEY* key = EVP_RSA_gen(bits);
+  X509_REQ* req = X509_REQ_new();
+  X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  X509_REQ_set_pubkey(req, key);
+  X509_REQ_sign(req, key, EVP_sha256());
+  BIO* bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509_REQ(bio, req);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio, &data);
+  std::string pem(data, len);
+  BIO_free(bio);
+  X509_REQ_free(req);
+  EVP_PKEY_free(key);
+  return pem;
+}
+
+TEST(CertAuthorityTest, SignsARequestAsTheCaSaysNotAsTheRequestSays) {
+  absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
+  ASSERT_TRUE(ca.ok());
+  absl::StatusOr<CertificateRequest> req = NewCertificateRequest("controller");  // asks for more than it gets
+  ASSERT_TRUE(req.ok());
+  absl::StatusOr<std::string> cert = ca->SignRequest(req->csr_pem, "agent:node-a", {"node-a"}, {}, absl::Minutes(5));
+  ASSERT_TRUE(cert.ok()) << cert.status();
+  absl::StatusOr<CertificateInfo> info = ReadCertificateInfo(*cert);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->common_name, "agent:node-a");
+  EXPECT_LE(info->not_after, absl::Now() + absl::Minutes(5) + absl::Seconds(2));
+  TlsMaterial tls{*cert, req->key_pem, ca->ca_pem(), ""};
+  const std::string dir = testing::MakeTempDir("signed");
+  absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(tls, dir, "node");
+  ASSERT_TRUE(files.ok());
+  EXPECT_TRUE(LoadTlsMaterial(*files).ok()) << "the key made with the request matches the certificate";
+}
+
+TEST(CertAuthorityTest, RefusesGarbageWeakKeysAndTamperedRequests) {
+  absl::StatusOr<CertAuthority> ca = CertAuthority::Create("ca");
+  ASSERT_TRUE(ca.ok());
+  EXPECT_EQ(ca->SignRequest("hello", "agent:a", {}, {}, absl::Hours(1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::Status weak = ca->SignRequest(RsaRequest("x", 1024), "agent:a", {}, {}, absl::Hours(1)).status();
+  EXPECT_NE(weak.message().find("key must be EC"), std::string::npos) << weak;
+  EXPECT_TRUE(ca->SignRequest(RsaRequest("x", 2048), "agent:a", {}, {}, absl::Hours(1)).ok());
+  // Another request's key under this one's signature.
+  absl::StatusOr<CertificateRequest> a = NewCertificateRequest("a");
+  ASSERT_TRUE(a.ok());
+  std::string tampered = a->csr_pem;
+  tampered[tampered.size() / 2] = tampered[tampered.size() / 2] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(ca->SignRequest(tampered, "agent:a", {}, {}, absl::Hours(1)).ok());
+  EXPECT_EQ(CertAuthority::Load("/nonexistent/ca.crt", "/nonexistent/ca.key").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(ParsePeerIdentityTest, AcceptsRoleAndOptionalNode) {

@@ -95,6 +95,7 @@ class ControllerApp {
   bool acting() const { return acting_; }
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
+  int identity_port() const { return identity_ ? identity_->port() : 0; }
   const std::string& identity() const { return options_.identity; }
   PoolManager& manager() { return *manager_; }
   MetricsRegistry& metrics() { return metrics_; }

@@ -715,7 +715,7 @@ void PoolManager::SetHealthLocked(Device& d, bool healthy, const std::string& re
 
 void PoolManager::DecideLocked(const std::string& action, const Device& d, const std::string& node,
                                const std::string& reason, const std::string& detail) {
-  decisions_total_->Labels({d.pool(), action, reason}).Inc();
+  decisions_total_->Labels({d.pool(), action, reason}).Increment();
   log_.Info("decision", {{"action", action}, {"device", d.id()}, {"pool", d.pool()}, {"node", node},
                          {"reason", reason}, {"detail", detail}});
   if (decisions_.size() >= kMaxDecisions) decisions_.erase(decisions_.begin(), decisions_.begin() + kMaxDecisions / 2);
@@ -799,7 +799,7 @@ void PoolManager::NoteStoreFailureLocked(const std::string& key, const std::stri
   const absl::Duration backoff = std::min(absl::Milliseconds(200) * (int64_t{1} << std::min(r.failures - 1, 20)),
                                           absl::Seconds(30));
   r.next = now + backoff;
-  store_errors_->Get().Inc();
+  store_errors_->Get().Increment();
   log_.Error("store refused an object; will retry",
              {{"object", key}, {"error", error.ToString()}, {"failures", r.failures},
               {"retry_in_ms", absl::ToInt64Milliseconds(backoff)}});
@@ -833,8 +833,7 @@ std::vector<std::string> PoolManager::StoreBacklog() const {
 void PoolManager::UpdateGaugesLocked(absl::Time now) {
   std::map<std::pair<std::string, std::string>, int> counts;
   for (const auto& [id, d] : devices_) counts[{d.pool(), std::string(PhaseName(d.PhaseAt(now)))}]++;
-  for (const auto& [labels, gauge] : devices_gauge_->Series()) {
-    (void)gauge;
+  for (const std::vector<std::string>& labels : devices_gauge_->Series()) {
     if (!counts.count({labels[0], labels[1]})) devices_gauge_->Labels(labels).Set(0);
   }
   for (const auto& [key, n] : counts) devices_gauge_->Labels({key.first, key.second}).Set(n);

@@ -14,6 +14,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "controller/crd_codec.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/ascii.h"
 #include "gtest/gtest.h"
 #include "tests/schema/openapi.h"
 
@@ -262,8 +266,14 @@ TEST(Templates, PassOnlyFlagsTheBinariesHave) {
   }
 }
 
-// (apiGroup, resource, verb, scope) tuples.
-using Grant = std::tuple<std::string, std::string, std::string, std::string>;
+// (apiGroup, resource, verb, scope, resourceNames joined by ",") tuples.
+using Grant = std::tuple<std::string, std::string, std::string, std::string, std::string>;
+
+std::string Names(const json& object) {
+  std::vector<std::string> names;
+  for (const json& n : object.value("resourceNames", json::array())) names.push_back(n.get<std::string>());
+  return absl::StrJoin(names, ",");
+}
 
 std::set<Grant> Expand(const json& rules, const std::string& scope) {
   std::set<Grant> out;
@@ -271,7 +281,8 @@ std::set<Grant> Expand(const json& rules, const std::string& scope) {
     for (const json& group : rule["apiGroups"]) {
       for (const json& resource : rule["resources"]) {
         for (const json& verb : rule["verbs"]) {
-          out.insert(Grant(group.get<std::string>(), resource.get<std::string>(), verb.get<std::string>(), scope));
+          out.insert(Grant(group.get<std::string>(), resource.get<std::string>(), verb.get<std::string>(), scope,
+                           Names(rule)));
         }
       }
     }
@@ -279,21 +290,27 @@ std::set<Grant> Expand(const json& rules, const std::string& scope) {
   return out;
 }
 
-std::string Show(const Grant& g) {
-  return absl::StrCat(std::get<0>(g).empty() ? "core" : std::get<0>(g), "/", std::get<1>(g), " ", std::get<2>(g),
-                      " (", std::get<3>(g), ")");
-}
-
-TEST(Rbac, ControllerRulesGrantExactlyTheCallsItMakes) {
+// The controller's calls from deploy/rbac-calls.yaml, expanded per verb.
+std::set<Grant> NeededByController() {
   json calls = LoadOne("deploy/rbac-calls.yaml");
-  json rules = LoadOne(absl::StrCat(kChart, "/rbac/controller.yaml"));
   std::set<Grant> needed;
   for (const json& call : calls["components"]["controller"]["calls"]) {
     for (const json& verb : call["verbs"]) {
       needed.insert(Grant(call["group"].get<std::string>(), call["resource"].get<std::string>(), verb.get<std::string>(),
-                          call["scope"].get<std::string>()));
+                          call["scope"].get<std::string>(), Names(call)));
     }
   }
+  return needed;
+}
+
+std::string Show(const Grant& g) {
+  return absl::StrCat(std::get<0>(g).empty() ? "core" : std::get<0>(g), "/", std::get<1>(g), " ", std::get<2>(g),
+                      " (", std::get<3>(g), std::get<4>(g).empty() ? "" : " names " + std::get<4>(g), ")");
+}
+
+TEST(Rbac, ControllerRulesGrantExactlyTheCallsItMakes) {
+  json rules = LoadOne(absl::StrCat(kChart, "/rbac/controller.yaml"));
+  const std::set<Grant> needed = NeededByController();
   std::set<Grant> granted;
   for (const auto& [key, scope] : std::map<std::string, std::string>{{"clusterRules", "cluster"},
                                                                       {"releaseNamespaceRules", "release-namespace"},
@@ -305,6 +322,32 @@ TEST(Rbac, ControllerRulesGrantExactlyTheCallsItMakes) {
   for (const Grant& g : needed) EXPECT_TRUE(granted.count(g)) << "the chart does not allow " << Show(g);
   for (const Grant& g : granted) EXPECT_TRUE(needed.count(g)) << "the chart allows " << Show(g) << ", which no call needs";
   for (const Grant& g : granted) EXPECT_NE(std::get<1>(g), "*") << "wildcard resource";
+  // The Lease is narrowed to the controller's own; the template names it.
+  EXPECT_TRUE(needed.count(Grant("coordination.k8s.io", "leases", "update", "release-namespace", "LEASE_NAME")));
+  EXPECT_NE(Templates()["rbac.yaml"].find(R"(replace "LEASE_NAME" $name)"), std::string::npos);
+  EXPECT_NE(Templates()["controller.yaml"].find("--lease-name={{ $name }}"), std::string::npos);
+}
+
+// docs/crds.md's RBAC table ("| group | resource | verbs | scope | names |")
+// says exactly what deploy/rbac-calls.yaml says.
+TEST(Rbac, DocsListTheSameCallsAsRbacCalls) {
+  const std::string doc = Read("docs/crds.md");
+  const size_t table = doc.find("| group | resource | verbs | scope | resourceNames |");
+  ASSERT_NE(table, std::string::npos) << "docs/crds.md has no RBAC table";
+  std::set<Grant> documented;
+  std::vector<std::string> lines = absl::StrSplit(doc.substr(table), '\n');
+  for (size_t i = 2; i < lines.size() && absl::StartsWith(lines[i], "|"); ++i) {
+    std::vector<std::string> cells = absl::StrSplit(lines[i], '|');
+    ASSERT_EQ(cells.size(), 7u) << lines[i];
+    for (std::string& c : cells) c = std::string(absl::StripAsciiWhitespace(absl::StrReplaceAll(c, {{"`", ""}})));
+    const std::string group = cells[1] == "core" ? "" : cells[1];
+    for (absl::string_view verb : absl::StrSplit(cells[3], ", ")) {
+      documented.insert(Grant(group, cells[2], std::string(verb), cells[4], cells[5] == "-" ? "" : cells[5]));
+    }
+  }
+  const std::set<Grant> needed = NeededByController();
+  for (const Grant& g : needed) EXPECT_TRUE(documented.count(g)) << "docs/crds.md does not list " << Show(g);
+  for (const Grant& g : documented) EXPECT_TRUE(needed.count(g)) << "docs/crds.md lists " << Show(g) << ", which rbac-calls.yaml does not";
 }
 
 TEST(Rbac, RolesAreBoundToTheControllerAndOnlyTheControllerGetsAToken) {

@@ -47,7 +47,6 @@ const json& Crd(const std::string& kind) { return Crds().at(kind); }
 std::vector<std::string> ExampleFiles() {
   std::vector<std::string> files;
   for (const auto& entry : std::filesystem::directory_iterator("deploy/examples")) {
-    if (entry.path().filename() == "agent-config.yaml") continue;  // rpci-agent's config, not an object
     files.push_back(entry.path().string());
   }
   std::sort(files.begin(), files.end());
@@ -116,7 +115,7 @@ TEST(Examples, CoverEveryKind) {
   for (const std::string& file : ExampleFiles()) {
     for (const json& object : Load(file)) kinds.insert(object.value("kind", ""));
   }
-  EXPECT_EQ(kinds, (std::set<std::string>{"DeviceAttachment", "DevicePool", "PcieDevice", "Pod"}));
+  EXPECT_EQ(kinds, (std::set<std::string>{"DeviceAttachment", "DevicePool", "Namespace", "PcieDevice", "Pod"}));
 }
 
 TEST(Examples, DecodeInTheController) {

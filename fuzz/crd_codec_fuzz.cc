@@ -27,10 +27,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   if (absl::StatusOr<Attachment> a = AttachmentFromObject(object); a.ok()) {
-    absl::StatusOr<Attachment> again = AttachmentFromObject(AttachmentToObject(*a, "rpci-system"));
+    const std::string ns = a->pod_namespace.empty() ? "rpci-system" : a->pod_namespace;
+    absl::StatusOr<Attachment> again = AttachmentFromObject(AttachmentToObject(*a, ns));
     if (!again.ok() || again->grant_id != a->grant_id || again->device_id != a->device_id ||
-        again->node != a->node || again->pod_name != a->pod_name) {
+        again->node != a->node || !again->token.empty() || again->pod_name != a->pod_name ||
+        again->pod_namespace != a->pod_namespace || again->allocation != a->allocation) {
       std::abort();
+    }
+    // The token travels only in the grant Secret.
+    if (!a->token.empty()) {
+      absl::StatusOr<std::string> token = TokenFromGrantSecret(GrantSecretToObject(*a, ns));
+      if (!token.ok() || *token != a->token) std::abort();
     }
   }
   if (absl::StatusOr<PoolSpec> p = PoolFromObject(object); p.ok()) {

@@ -31,6 +31,7 @@ def rpci_fuzz_test(name, srcs, deps, corpus):
     )
     native.cc_binary(
         name = name + "_fuzzer",
+        testonly = True,
         srcs = srcs,
         copts = RPCI_COPTS,
         deps = deps,

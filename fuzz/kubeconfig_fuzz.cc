@@ -9,15 +9,14 @@
 #include <fstream>
 #include <string>
 
+#include "common/testing/temp_dir.h"
 #include "controller/kube/client.h"
 
 namespace {
 
 const std::string& Path() {
   static const std::string path = [] {
-    char tmpl[] = "/tmp/rpci-kubeconfig-fuzz-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) std::abort();
-    return std::string(tmpl) + "/kubeconfig";
+    return rpci::testing::MakeTempDir("rpci-kubeconfig-fuzz") + "/kubeconfig";
   }();
   return path;
 }

@@ -14,17 +14,14 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "common/testing/temp_dir.h"
 #include "librpci/device.h"
 
 namespace {
 
 const std::string& KeyFile() {
   static const std::string path = [] {
-    char tmpl[] = "/tmp/rpci-env-fuzz-XXXXXX";
-    int fd = mkstemp(tmpl);
-    if (fd < 0) std::abort();
-    close(fd);
-    return std::string(tmpl);
+    return rpci::testing::MakeTempDir("rpci-env-fuzz") + "/key";
   }();
   return path;
 }

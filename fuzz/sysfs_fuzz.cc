@@ -22,6 +22,7 @@
 #include "agent/inventory/pci_address.h"
 #include "agent/inventory/pci_inventory.h"
 #include "agent/inventory/sysfs_util.h"
+#include "common/testing/temp_dir.h"
 
 namespace {
 
@@ -34,9 +35,7 @@ constexpr char kBdf[] = "0000:3b:00.0";
 
 const std::string& Root() {
   static const std::string root = [] {
-    char tmpl[] = "/tmp/rpci-sysfs-fuzz-XXXXXX";
-    std::string dir = mkdtemp(tmpl) != nullptr ? tmpl : "";
-    if (dir.empty()) std::abort();
+    std::string dir = rpci::testing::MakeTempDir("rpci-sysfs-fuzz");
     std::string devices = dir + "/bus/pci/devices/";
     for (const std::string& d : {dir + "/bus", dir + "/bus/pci", devices, devices + kBdf}) {
       if (mkdir(d.c_str(), 0755) != 0) std::abort();

@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   o.node_name = node_env ? node_env : "";
   std::string controller = "rpci-controller:7443", pools = "emu";
   TlsSettings tls_settings;
-  std::string health_addr = "0.0.0.0:8082", log_level = "info";
+  std::string health_addr = "0.0.0.0:8082", log_level = "info", fabric_ports;
   int64_t numa = -1, usage_seconds = 1, usage_ms = 0, release_grace_seconds = 30;
   FlagSet flags("rpci-plugin [flags]",
                 "Kubelet device plugin: advertises the remote PCIe devices the controller assigned to this node as "
@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
   flags.String("cdi-dir", &o.cdi_dir, "directory for CDI spec files");
   flags.String("state-dir", &o.state_dir, "host directory of per-device session dirs (mounted into containers)");
   flags.String("container-dir", &o.container_dir, "where session dirs appear inside containers");
+  flags.String("fabric-port-range", &fabric_ports,
+               "LOW-HIGH: ports workloads' fabric endpoints listen on (FI_TCP_PORT_LOW/HIGH_RANGE in the container); "
+               "empty: any");
   flags.Int("nic-numa-node", &numa, "NUMA node of the fabric NIC, advertised as device topology (-1: none)");
   flags.Int("usage-interval-seconds", &usage_seconds,
             "how often pod-resources is read and usage reported (bounds how fast a device is handed over)");
@@ -56,6 +59,10 @@ int main(int argc, char** argv) {
   Logger log("plugin");
   o.pools = absl::StrSplit(pools, ',', absl::SkipWhitespace());
   o.nic_numa_node = numa;
+  if (absl::Status s = ParseFabricPortRange(fabric_ports, &o); !s.ok()) {
+    std::cerr << "--fabric-port-range: " << s.message() << "\n";
+    return 2;
+  }
   o.usage_interval = usage_ms > 0 ? absl::Milliseconds(usage_ms) : absl::Seconds(usage_seconds);
   o.release_grace = absl::Seconds(release_grace_seconds);
   MetricsRegistry metrics;

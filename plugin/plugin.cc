@@ -12,6 +12,8 @@
 #include <random>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
 #include "absl/strings/str_join.h"
@@ -54,6 +56,20 @@ bool Exists(const std::string& path) {
 
 std::string SocketName(const std::string& pool) { return "rpci-" + pool + ".sock"; }
 std::string ResourceName(const std::string& pool) { return "rpci.io/" + pool; }
+
+absl::Status ParseFabricPortRange(const std::string& text, PluginOptions* options) {
+  options->fabric_port_low = options->fabric_port_high = 0;
+  if (text.empty()) return absl::OkStatus();
+  std::vector<std::string> parts = absl::StrSplit(text, '-');
+  int low = 0, high = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &low) || !absl::SimpleAtoi(parts[1], &high) || low < 1 ||
+      high > 65535 || low > high) {
+    return absl::InvalidArgumentError(absl::StrCat("fabric port range \"", text, "\": want LOW-HIGH within 1-65535"));
+  }
+  options->fabric_port_low = low;
+  options->fabric_port_high = high;
+  return absl::OkStatus();
+}
 
 // ---------------------------------------------------------------- pool server
 
@@ -276,7 +292,7 @@ void Plugin::RegisterAll(bool reserve) {
       continue;
     }
     ++registrations_;
-    kubelet_registrations_->Inc();
+    kubelet_registrations_->Increment();
     log_.Info("registered with kubelet", {{"resource", ResourceName(pool)}, {"endpoint", SocketName(pool)}});
   }
 }
@@ -432,6 +448,39 @@ void Plugin::ReleaseHeld(const Held& held, const std::string& reason) {
   log_.Info("released device", {{"device", s.device_id}, {"session", s.ticket.session_id.ToString()}, {"reason", reason}});
 }
 
+absl::StatusOr<rpci::v1::ClaimResponse> Plugin::ClaimFor(const std::string& device_id,
+                                                         const std::string& allocation) {
+  rpci::v1::ClaimRequest claim;
+  claim.set_node(options_.node_name);
+  claim.set_device_id(device_id);
+  // Allocate does not say which pod: the claim is for this allocation (no
+  // namespace), and the usage report names the pod once pod-resources lists
+  // it.
+  claim.set_pod_name(allocation);
+  absl::StatusOr<rpci::v1::ClaimResponse> granted = controller_->Claim(claim);
+  if (!granted.ok() && granted.status().code() == absl::StatusCode::kFailedPrecondition) {
+    // Attached to an earlier allocation on this node that we no longer hold
+    // (e.g. the plugin restarted): release it and claim again.
+    rpci::v1::ReleaseRequest rel;
+    rel.set_node(options_.node_name);
+    rel.set_device_id(device_id);
+    rel.set_reason("StaleAllocation");
+    if (controller_->Release(rel).ok()) granted = controller_->Claim(claim);
+  }
+  return granted;
+}
+
+v1beta1::ContainerAllocateResponse Plugin::ContainerResponse(const std::string& pool,
+                                                             const std::vector<AttachedSession>& sessions,
+                                                             const std::vector<SessionPaths>& paths) const {
+  v1beta1::ContainerAllocateResponse c = BuildContainerResponse(pool, sessions, paths);
+  if (options_.fabric_port_low > 0) {
+    (*c.mutable_envs())["FI_TCP_PORT_LOW_RANGE"] = std::to_string(options_.fabric_port_low);
+    (*c.mutable_envs())["FI_TCP_PORT_HIGH_RANGE"] = std::to_string(options_.fabric_port_high);
+  }
+  return c;
+}
+
 absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& pool,
                                                            const v1beta1::AllocateRequest& req) {
   const std::string what = "Allocate " + ResourceName(pool) + ": ";
@@ -446,12 +495,12 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       for (const std::string& id : creq.devices_ids()) {
         auto it = assignments_.find(id);
         if (it == assignments_.end() || it->second.device().pool() != pool) {
-          allocations_->Labels({pool, "rejected"}).Inc();
+          allocations_->Labels({pool, "rejected"}).Increment();
           return absl::InvalidArgumentError(
               absl::StrCat(what, "device ", id, " is not assigned to node ", options_.node_name, " in pool ", pool));
         }
         if (!seen.insert(id).second || allocating_.count(id)) {
-          allocations_->Labels({pool, "rejected"}).Inc();
+          allocations_->Labels({pool, "rejected"}).Increment();
           return absl::FailedPreconditionError(absl::StrCat(what, "device ", id, " is requested twice"));
         }
         assigned[id] = it->second;
@@ -477,7 +526,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
     for (const std::string& id : ids) allocating_.erase(id);
     ++version_;
     changed_.notify_all();
-    allocations_->Labels({pool, "failed"}).Inc();
+    allocations_->Labels({pool, "failed"}).Increment();
     log_.Warn("allocate failed", {{"pool", pool}, {"error", std::string(cause.message())}});
     return Prefixed(cause, what);
   };
@@ -489,23 +538,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
     std::vector<SessionPaths> paths;
     for (const std::string& id : creq.devices_ids()) {
       const rpci::v1::Assignment& a = assigned[id];
-      rpci::v1::ClaimRequest claim;
-      claim.set_node(options_.node_name);
-      claim.set_device_id(id);
-      // Allocate does not say which pod: the claim is for this allocation
-      // (no namespace), and the usage report names the pod once
-      // pod-resources lists it.
-      claim.set_pod_name(allocation);
-      absl::StatusOr<rpci::v1::ClaimResponse> granted = controller_->Claim(claim);
-      if (!granted.ok() && granted.status().code() == absl::StatusCode::kFailedPrecondition) {
-        // Attached to an earlier allocation on this node that we no longer
-        // hold (e.g. the plugin restarted): release it and claim again.
-        rpci::v1::ReleaseRequest rel;
-        rel.set_node(options_.node_name);
-        rel.set_device_id(id);
-        rel.set_reason("StaleAllocation");
-        if (controller_->Release(rel).ok()) granted = controller_->Claim(claim);
-      }
+      absl::StatusOr<rpci::v1::ClaimResponse> granted = ClaimFor(id, allocation);
       if (!granted.ok()) return fail(granted.status());
       Held h;
       h.pool = pool;
@@ -531,7 +564,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       sessions.push_back(*opened);
       paths.push_back(p);
     }
-    *resp.add_container_responses() = BuildContainerResponse(pool, sessions, paths);
+    *resp.add_container_responses() = ContainerResponse(pool, sessions, paths);
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (Held& h : done) held_[h.session.device_id] = std::move(h);
@@ -539,7 +572,7 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
   sessions_gauge_->Set(static_cast<double>(held_.size()));
   ++version_;
   changed_.notify_all();
-  allocations_->Labels({pool, "ok"}).Inc();
+  allocations_->Labels({pool, "ok"}).Increment();
   log_.Info("allocated", {{"pool", pool}, {"devices", absl::StrJoin(ids, ",")}});
   return resp;
 }

@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "plugin/container_edits.h"
 #include "plugin/controller_client.h"
 #include "plugin/session_opener.h"
 #include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
@@ -53,6 +54,10 @@ struct PluginOptions {
   // NUMA node of the local NIC the fabric uses, advertised as the devices'
   // topology; -1 when unknown (no topology sent).
   int64_t nic_numa_node = -1;
+  // Ports the workload's fabric endpoint may listen on (libfabric's tcp
+  // provider: FI_TCP_PORT_LOW_RANGE/HIGH_RANGE in the container's
+  // environment), so NetworkPolicies can name them; 0: any port.
+  int fabric_port_low = 0, fabric_port_high = 0;
   absl::Duration health_interval = absl::Milliseconds(500);
   // How often pod-resources is read (and usage reported): a pod's end is
   // noticed within this, so it bounds the device hand-over time.
@@ -69,6 +74,9 @@ struct PluginOptions {
 std::string SocketName(const std::string& pool);
 // "rpci.io/<pool>".
 std::string ResourceName(const std::string& pool);
+// Parses "LOW-HIGH" (1 <= LOW <= HIGH <= 65535) into the options; "" is
+// "any port". INVALID_ARGUMENT naming the text otherwise.
+absl::Status ParseFabricPortRange(const std::string& text, PluginOptions* options);
 
 class Plugin {
  public:
@@ -118,6 +126,14 @@ class Plugin {
   absl::StatusOr<v1beta1::PreferredAllocationResponse> Prefer(const std::string& pool,
                                                               const v1beta1::PreferredAllocationRequest& req) const;
   absl::Status PreStart(const std::string& pool, const v1beta1::PreStartContainerRequest& req);
+  // Allocate's claim of one device for `allocation`; a claim refused because
+  // an allocation this plugin no longer holds has the device is released and
+  // made again.
+  absl::StatusOr<rpci::v1::ClaimResponse> ClaimFor(const std::string& device_id, const std::string& allocation);
+  // One container's response: env, mounts, CDI names, the fabric port range.
+  v1beta1::ContainerAllocateResponse ContainerResponse(const std::string& pool,
+                                                       const std::vector<AttachedSession>& sessions,
+                                                       const std::vector<SessionPaths>& paths) const;
   // Waits until the state version differs from `seen` or `timeout` passes.
   uint64_t WaitForChange(uint64_t seen, absl::Duration timeout) const;
   uint64_t version() const;

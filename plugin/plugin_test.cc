@@ -346,6 +346,62 @@ TEST_F(PluginTest, ReleasesSessionsOfPodsThatAreGone) {
   EXPECT_TRUE(Entries(dir_ + "/state").empty());
 }
 
+// The kubelet restarts a container without Allocate, calling
+// PreStartContainer before each start: every restart is accepted and the
+// session is the one Allocate made.
+TEST_F(PluginTest, ContainerRestartsArePreStartedWithoutAllocate) {
+  auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  const int allocations = kubelet_->allocate_calls();
+  for (int restart = 0; restart < 3; ++restart) {
+    absl::StatusOr<rpci::testing::AdmittedContainer> again = kubelet_->RestartContainer("ml", "trainer-0", "main");
+    ASSERT_TRUE(again.ok()) << "restart " << restart << ": " << again.status();
+    EXPECT_EQ(again->response.envs().at("RPCI_SESSION_ID"), admitted->response.envs().at("RPCI_SESSION_ID"));
+  }
+  EXPECT_EQ(kubelet_->allocate_calls(), allocations);
+  EXPECT_EQ(agents_.open_sessions(), 1u);
+}
+
+// The attachment is claimed for the allocation and names the pod once
+// pod-resources lists it; the session ends the moment pod-resources stops
+// listing the device, whatever the release grace (which is only for
+// allocations pod-resources has never listed).
+TEST_F(PluginTest, AttachmentNamesThePodAndPodEndReleasesAtOnce) {
+  plugin_->Stop();
+  options_.release_grace = absl::Hours(1);
+  plugin_ = std::make_unique<Plugin>(options_, client_.get(), &agents_);
+  ASSERT_TRUE(plugin_->Start().ok());
+  plugin_->SetAssignments(controller_->manager().AssignmentsFor("cn-1"));
+  ASSERT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth(3, "Healthy"), absl::Seconds(5)));
+  auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  std::vector<controller::Attachment> atts = controller_->manager().Attachments();
+  ASSERT_EQ(atts.size(), 1u);
+  EXPECT_TRUE(atts[0].pod_name.empty()) << "Allocate names no pod";
+  EXPECT_EQ(atts[0].allocation.rfind("alloc-", 0), 0u) << atts[0].allocation;
+  ASSERT_TRUE(plugin_->SyncUsage().ok());
+  atts = controller_->manager().Attachments();
+  ASSERT_EQ(atts.size(), 1u);
+  EXPECT_EQ(atts[0].pod_namespace, "ml");
+  EXPECT_EQ(atts[0].pod_name, "trainer-0");
+  EXPECT_EQ(atts[0].container_name, "main");
+
+  kubelet_->RemovePod("ml", "trainer-0");
+  ASSERT_TRUE(plugin_->SyncUsage().ok());
+  EXPECT_TRUE(plugin_->SessionDevices().empty()) << "released although the grace is an hour";
+  EXPECT_TRUE(controller_->manager().Attachments().empty());
+  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth(3, "Healthy"), absl::Seconds(2)));
+  // An allocation pod-resources never listed keeps its grace.
+  auto unlisted = kubelet_->Allocate(kResource, [&] {
+    v1beta1::AllocateRequest req;
+    req.add_container_requests()->add_devices_ids(admitted->device_ids[0]);
+    return req;
+  }());
+  ASSERT_TRUE(unlisted.ok()) << unlisted.status();
+  ASSERT_TRUE(plugin_->SyncUsage().ok());
+  EXPECT_EQ(plugin_->SessionDevices().size(), 1u);
+}
+
 TEST_F(PluginTest, UsageSyncReleasesNothingWhenPodResourcesIsUnreachable) {
   auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
   ASSERT_TRUE(admitted.ok()) << admitted.status();

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 #include "plugin/container_edits.h"
 
@@ -13,10 +14,8 @@ namespace {
 AttachedSession Session() {
   AttachedSession s;
   s.device_id = "dev-a-0000-3b-00-0";
-  s.ticket.session_id = session::SessionId(0x00112233aabbccddull);
-  session::KeyBytes key;
-  key.fill(0x5a);
-  s.ticket.key = session::SessionKey(key);
+  s.ticket.session_id = *session::SessionId::Parse("00112233aabbccdd");
+  s.ticket.key = *session::SessionKey::FromBytes(std::string(32, '\x5a'));
   s.ca_pem = "-----BEGIN CERTIFICATE-----\n";
   return s;
 }
@@ -28,7 +27,7 @@ struct stat StatOf(const std::string& path) {
 }
 
 TEST(SessionDirTest, WithoutASessionGroupOnlyRootReadsTheKey) {
-  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/root-only";
+  const std::string dir = ::rpci::testing::MakeTempDir("root-only");
   SessionPaths paths = PathsFor(dir, "/var/run/rpci", "dev-a-0000-3b-00-0");
   ASSERT_TRUE(WriteSessionDir(Session(), paths).ok());
   EXPECT_EQ(StatOf(paths.host_dir + "/key").st_mode & 0777, 0600u);
@@ -36,7 +35,7 @@ TEST(SessionDirTest, WithoutASessionGroupOnlyRootReadsTheKey) {
 }
 
 TEST(SessionDirTest, WithASessionGroupItsMembersReadTheKeyAndOthersCannot) {
-  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/group";
+  const std::string dir = ::rpci::testing::MakeTempDir("group");
   const int gid = static_cast<int>(getgid());  // a group this process may give files to
   SessionPaths paths = PathsFor(dir, "/var/run/rpci", "dev-a-0000-3b-00-0");
   ASSERT_TRUE(WriteSessionDir(Session(), paths, gid).ok());

@@ -97,6 +97,58 @@ TEST(WireCompatTest, PodResourcesContainerDevicesFieldNumbers) {
   EXPECT_EQ(resp.SerializeAsString(), Bytes({0x0a, static_cast<int>(podbytes.size())}) + podbytes);
 }
 
+TEST(WireCompatTest, PodResourcesPodLevelCpusAndMemoryAreFieldsFourAndFive) {
+  v1::PodResources pod;
+  pod.set_name("p");
+  pod.add_cpu_ids(2);
+  pod.add_cpu_ids(3);
+  v1::ContainerMemory* m = pod.add_memory();
+  m->set_memory_type("memory");
+  m->set_size(1024);
+  // cpu_ids(4) packed [2, 3]; memory(5){memory_type(1) "memory", size(2) varint 1024}
+  std::string memory = Bytes({0x0a, 6}) + "memory" + Bytes({0x10, 0x80, 0x08});
+  std::string want = Bytes({0x0a, 1, 'p', 0x22, 2, 2, 3, 0x2a, static_cast<int>(memory.size())}) + memory;
+  EXPECT_EQ(pod.SerializeAsString(), want);
+}
+
+TEST(WireCompatTest, DynamicResourceClaimFieldsFollowThe131Layout) {
+  v1::DynamicResource r;
+  r.set_claim_name("c");
+  r.set_claim_namespace("n");
+  v1::ClaimResource* claim = r.add_claim_resources();
+  claim->add_cdi_devices()->set_name("v/x=d");
+  claim->set_driver_name("dr");
+  claim->set_pool_name("pl");
+  claim->set_device_name("dv");
+  claim->set_share_id("s");
+  std::string cdi = Bytes({0x0a, 5}) + "v/x=d";
+  std::string claim_bytes = Bytes({0x0a, static_cast<int>(cdi.size())}) + cdi + Bytes({0x12, 2}) + "dr" +
+                            Bytes({0x1a, 2}) + "pl" + Bytes({0x22, 2}) + "dv" + Bytes({0x2a, 1}) + "s";
+  std::string want = Bytes({0x12, 1, 'c', 0x1a, 1, 'n', 0x22, static_cast<int>(claim_bytes.size())}) + claim_bytes;
+  EXPECT_EQ(r.SerializeAsString(), want);
+}
+
+TEST(WireCompatTest, ClassNameIsGoneAndItsNumberReserved) {
+  const google::protobuf::Descriptor* d = v1::DynamicResource::descriptor();
+  EXPECT_EQ(d->FindFieldByName("class_name"), nullptr);
+  EXPECT_EQ(d->FindFieldByNumber(1), nullptr);
+  EXPECT_TRUE(d->IsReservedNumber(1));
+  EXPECT_TRUE(d->IsReservedName("class_name"));
+  // A pre-1.31 kubelet's class_name survives as an unknown field, not as data.
+  v1::DynamicResource old;
+  ASSERT_TRUE(old.ParseFromString(Bytes({0x0a, 3}) + "gpu" + Bytes({0x12, 1, 'c'})));
+  EXPECT_EQ(old.claim_name(), "c");
+}
+
+TEST(WireCompatTest, AnUnsetShareIdIsAbsentFromTheWireAndAnEmptyOneIsPresent) {
+  v1::ClaimResource unset;
+  EXPECT_FALSE(unset.has_share_id());
+  EXPECT_EQ(unset.SerializeAsString(), "");
+  v1::ClaimResource empty;
+  empty.set_share_id("");
+  EXPECT_EQ(empty.SerializeAsString(), Bytes({0x2a, 0}));
+}
+
 std::string PathOf(const google::protobuf::ServiceDescriptor* service, const std::string& method) {
   const google::protobuf::MethodDescriptor* m = service->FindMethodByName(method);
   return m == nullptr ? "<missing " + method + ">" : "/" + service->full_name() + "/" + m->name();

@@ -14,6 +14,9 @@ _LIBS = {
     "ibverbs": ["libibverbs"],
     "pci": ["libpci"],
     "yaml_cpp": ["yaml-cpp"],
+    # prometheus-cpp's core library only (registry, families, TextSerializer);
+    # /metrics is served by our own HTTP server, not its civetweb exposer.
+    "prometheus": ["prometheus-cpp-core"],
     "ssl": ["openssl"],
     "gtest": ["gtest", "gmock"],
     "gtest_main": ["gtest_main", "gtest", "gmock"],

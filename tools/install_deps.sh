@@ -8,7 +8,7 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
   rdma-core libibverbs-dev librdmacm-dev ibverbs-providers libfabric-dev libfabric-bin
   nlohmann-json3-dev libcpp-httplib-dev libgtest-dev libgmock-dev
-  libpci-dev pciutils libyaml-cpp-dev libssl-dev openssl
+  libpci-dev pciutils libyaml-cpp-dev libssl-dev openssl prometheus-cpp-dev
   iproute2 iputils-ping iptables curl python3 clang libclang-rt-14-dev
   qemu-system-x86 linux-image-amd64 busybox-static kmod cpio
 )

@@ -2,7 +2,7 @@
 # Runs the whole test suite under ASan+UBSan and under TSan, each in its own
 # Bazel output base so the default build stays cached:
 #   tools/sanitizers.sh [asan|tsan ...]      (default: both)
-# Prints one line per sanitizer: "<name>: N passed, M failed".
+# Prints one line per sanitizer: "<name>: N passed, M failed, K skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh || exit 1

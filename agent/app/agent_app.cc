@@ -120,7 +120,7 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
 
   GaugeFamily& exported = app->metrics_.AddGauge("rpci_agent_exported_devices", "Devices this agent exports",
                                                  {"pool", "backend"});
-  for (const rpci::v1::ExportedDevice& d : app->devices_) exported.Labels({d.pool(), d.backend()}).Add(1);
+  for (const rpci::v1::ExportedDevice& d : app->devices_) exported.Labels({d.pool(), d.backend()}).Increment();
   app->log_.Info("devices ready", {{"devices", app->devices_.size()}, {"provider", app->provider_}});
   return app;
 }
@@ -200,15 +200,16 @@ std::vector<rpci::v1::DeviceHealthReport> AgentApp::Health() const {
   for (const rpci::v1::ExportedDevice& d : devices_) {
     rpci::v1::DeviceHealthReport r;
     r.set_device_id(d.id());
-    // A backend that exists serves sessions; the session server owns faults.
-    r.set_health(serving_ ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
-    if (!serving_) r.set_reason("agent not serving sessions");
-    // A device whose scrub between tenants failed must not be granted again.
-    absl::Status clean = session_server_ ? session_server_->DeviceClean(d.id()) : absl::OkStatus();
-    if (serving_ && !clean.ok() && clean.code() != absl::StatusCode::kUnavailable) {
-      r.set_health(rpci::v1::DEVICE_HEALTH_UNHEALTHY);
-      r.set_reason(absl::StrCat("not clean: ", clean.message()));
+    // Unhealthy while the agent does not serve, the backend reports a fault
+    // (device gone, reset failed) or the last teardown could not scrub it.
+    absl::Status health = serving_ ? backends_[out.size()]->Health()
+                                   : absl::UnavailableError("agent not serving sessions");
+    if (health.ok() && session_server_ != nullptr) {
+      absl::Status clean = session_server_->DeviceClean(d.id());
+      if (!clean.ok() && !absl::IsUnavailable(clean)) health = clean;  // being scrubbed right now is no fault
     }
+    r.set_health(health.ok() ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
+    if (!health.ok()) r.set_reason(std::string(health.message()));
     out.push_back(std::move(r));
   }
   return out;
@@ -266,7 +267,10 @@ absl::Status AgentApp::Start() {
   lo.retry.max_backoff = absl::Seconds(5);
   link_ = std::make_unique<ControllerLink>(
       grpc::CreateChannel(options_.controller, channel_creds), lo, &grants_, [this] { return devices_; },
-      [this] { return Health(); });
+      [this] { return Health(); },
+      [this] {
+        return session_server_ ? session_server_->Reports() : std::vector<rpci::v1::SessionReport>{};
+      });
   link_->Start();
   log_.Info("serving", {{"session_endpoint", session_endpoint_},
                         {"http_port", http_port_},

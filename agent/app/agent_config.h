@@ -2,7 +2,7 @@
 #define RPCI_AGENT_APP_AGENT_CONFIG_H_
 
 // What `rpci-agent serve` is told: a YAML/JSON config file (docs/agent.md,
-// deploy/examples/agent-config.yaml) with command-line flags overriding it.
+// deploy/config/agent-config.yaml) with command-line flags overriding it.
 
 #include <cstdint>
 #include <map>

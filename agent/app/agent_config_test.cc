@@ -170,7 +170,7 @@ TEST(AgentConfigTest, FlagsOverrideTheConfigFile) {
 
 TEST(AgentConfigTest, ExampleFileIsValid) {
   AgentOptions o;
-  absl::Status s = LoadAgentConfig("deploy/examples/agent-config.yaml", &o);
+  absl::Status s = LoadAgentConfig("deploy/config/agent-config.yaml", &o);
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_FALSE(o.emu.empty());
   EXPECT_FALSE(o.export_policy.rules().empty());

@@ -21,12 +21,14 @@ Grant GrantOf(const rpci::v1::SessionGrant& g) {
 }  // namespace
 
 ControllerLink::ControllerLink(std::shared_ptr<grpc::Channel> channel, ControllerLinkOptions options,
-                               GrantTable* grants, DeviceSource devices, HealthSource health)
+                               GrantTable* grants, DeviceSource devices, HealthSource health,
+                               SessionSource sessions)
     : stub_(rpci::v1::AgentRegistry::NewStub(channel)),
       options_(std::move(options)),
       grants_(grants),
       devices_(std::move(devices)),
       health_(std::move(health)),
+      sessions_(std::move(sessions)),
       log_(Logger("agent.controller").With("node", options_.node)),
       watch_loop_("controller registration", options_.retry, log_),
       heartbeat_loop_("controller heartbeat", options_.retry, log_) {}
@@ -129,6 +131,9 @@ absl::Status ControllerLink::Heartbeat() {
   rpci::v1::AgentHeartbeatRequest req;
   req.set_node(options_.node);
   for (auto& h : health_()) *req.add_health() = std::move(h);
+  if (sessions_) {
+    for (auto& r : sessions_()) *req.add_sessions() = std::move(r);
+  }
   grpc::ClientContext ctx;
   ctx.set_deadline(In(absl::Seconds(5)));
   rpci::v1::AgentHeartbeatResponse resp;

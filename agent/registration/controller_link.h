@@ -36,9 +36,12 @@ class ControllerLink {
   // Health of each exported device (called at every heartbeat).
   using HealthSource = std::function<std::vector<rpci::v1::DeviceHealthReport>()>;
 
+  // Sessions to report (called at every heartbeat).
+  using SessionSource = std::function<std::vector<rpci::v1::SessionReport>()>;
+
   // `grants` must outlive the link.
   ControllerLink(std::shared_ptr<grpc::Channel> channel, ControllerLinkOptions options, GrantTable* grants,
-                 DeviceSource devices, HealthSource health);
+                 DeviceSource devices, HealthSource health, SessionSource sessions = nullptr);
   ~ControllerLink();
 
   void Start();
@@ -59,6 +62,7 @@ class ControllerLink {
   GrantTable* grants_;
   DeviceSource devices_;
   HealthSource health_;
+  SessionSource sessions_;
   Logger log_;
   RetryLoop watch_loop_;
   RetryLoop heartbeat_loop_;

@@ -155,6 +155,9 @@ struct SessionServer::Session {
   absl::Time opened, last_seen;
   // Written under mu; atomic so the interrupt poller may read it without mu.
   std::atomic<bool> attached{false};
+  // Recovered after an agent restart with device state (applied writes or
+  // delivered completions) on a device that lost it: never resumed.
+  bool device_state_lost = false;
   std::map<session::Nonce, absl::Time> challenges;  // outstanding, by issue time
   bool closing = false;
   uint64_t mapped_bytes = 0;  // sum of from_device lengths
@@ -273,6 +276,11 @@ absl::Status SessionServer::Start() {
       s->gate = session::ApplyGate(applied);
       s->completion_seq = std::max(r.completion_seq, s->seq->completions());
       s->client_consumed = s->completion_seq;
+      s->device_state_lost = (applied > 0 || s->completion_seq > 0) && !dev->second->keeps_state_across_agent_restart();
+      if (s->device_state_lost) {
+        log_.Warn("session's device state was lost in the agent restart; it will not be resumed",
+                  {{"session", s->id.ToString()}, {"device", s->device_id}});
+      }
       sessions_[s->id] = s;
       device_owner_[s->device_id] = s->id;
       StartWorker(*s);
@@ -301,6 +309,25 @@ void SessionServer::Stop() {
     std::lock_guard<std::mutex> slock(s->mu);
     s->Deregister();
   }
+}
+
+std::vector<rpci::v1::SessionReport> SessionServer::Reports() const {
+  std::vector<std::shared_ptr<Session>> sessions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, s] : sessions_) sessions.push_back(s);
+  }
+  std::vector<rpci::v1::SessionReport> out;
+  for (const std::shared_ptr<Session>& s : sessions) {
+    std::lock_guard<std::mutex> lock(s->mu);
+    rpci::v1::SessionReport r;
+    r.set_session_id(s->id.ToString());
+    r.set_device_id(s->device_id);
+    r.set_writes_applied(s->gate.applied());
+    r.set_completions(s->completion_seq);
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 absl::Status SessionServer::DeviceClean(const std::string& device_id) const {
@@ -353,7 +380,9 @@ grpc::Status SessionServer::Challenge(grpc::ServerContext*, const rpci::v1::Chal
   if (!id.ok()) return ToGrpc(id.status());
   std::shared_ptr<Session> s = Find(*id);
   if (s == nullptr) {
-    refused_->Labels({"stale_session"}).Inc();
+    // A status probe of a session that has ended (the plugin's health check
+    // after a close or an agent restart) is not a refused request.
+    refused_->Labels({req->status_probe() ? "probe_closed_session" : "stale_session"}).Increment();
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->session_id() + " is not live");
   }
   absl::StatusOr<session::Nonce> nonce = session::NewNonce();
@@ -379,7 +408,7 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::Authentic
     // A status probe of a session that has ended (the plugin's health check
     // after a close or an agent restart) is not a refused request.
     const char* reason = p.purpose == session::ProofPurpose::kStatus ? "probe_closed_session" : "stale_session";
-    refused_->Labels({reason}).Inc();
+    refused_->Labels({reason}).Increment();
     log_.Info("session request refused", {{"session", p.session_id}, {"reason", reason}, {"peer", p.peer}});
     return absl::NotFoundError("session " + p.session_id + " is not live");
   }
@@ -393,7 +422,7 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::Authentic
     }
   }
   if (!valid) {
-    refused_->Labels({"bad_proof"}).Inc();
+    refused_->Labels({"bad_proof"}).Increment();
     // A security event: someone holds the session id but cannot prove its key.
     log_.Warn("session request refused", {{"session", p.session_id}, {"reason", "bad_proof"}, {"peer", p.peer}});
     return absl::UnauthenticatedError("session " + p.session_id +
@@ -427,13 +456,21 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   if (!s.ok()) return ToGrpc(s.status());
   resp->set_session_id(req->resume_session_id());
   std::lock_guard<std::mutex> slock((*s)->mu);
+  if ((*s)->device_state_lost) {
+    refused_->Labels({"device_reset"}).Increment();
+    log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "device_reset"}});
+    return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                        "session " + req->resume_session_id() +
+                            ": the agent restarted and the device was reset; the device state this session built "
+                            "is gone (open a new session)");
+  }
   resp->set_applied_sequence((*s)->gate.applied());
   if (req->client_fabric_address().empty()) {
     Describe(**s, resp);  // a client learning the session's shape
     return grpc::Status::OK;
   }
   if (absl::Status st = Attach(**s, *req, nonce, resp); !st.ok()) {
-    refused_->Labels({"bad_attach"}).Inc();
+    refused_->Labels({"bad_attach"}).Increment();
     return ToGrpc(st);
   }
   return grpc::Status::OK;
@@ -443,7 +480,7 @@ absl::Status SessionServer::Reserve(const grpc::ServerContext& ctx, const rpci::
                                     rpci::v1::OpenSessionResponse* resp) {
   if (options_.require_plugin_certificate) {
     if (absl::Status peer = CheckReservingPeer(ctx, req.compute_node()); !peer.ok()) {
-      refused_->Labels({"bad_peer"}).Inc();
+      refused_->Labels({"bad_peer"}).Increment();
       log_.Warn("reservation refused", {{"grant", req.grant_id()}, {"error", std::string(peer.message())}});
       return peer;
     }
@@ -453,7 +490,7 @@ absl::Status SessionServer::Reserve(const grpc::ServerContext& ctx, const rpci::
     grant = absl::PermissionDeniedError("grant " + grant->grant_id + " is for node " + grant->compute_node);
   }
   if (!grant.ok()) {
-    refused_->Labels({"bad_grant"}).Inc();
+    refused_->Labels({"bad_grant"}).Increment();
     return grant.status();
   }
   auto dev = devices_.find(grant->device_id);
@@ -571,6 +608,7 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   if (absl::Status st = RegisterRegions(s); !st.ok()) return st;
   // The client finds every other region through the anchor record.
   ToProto(s.local.back(), resp->add_agent_regions());
+  resp->set_completions(s.completion_seq);
   s.attached = true;
   s.last_seen = options_.clock->Now();
   // The mirror starts as the device is now, and the client's ring header
@@ -649,7 +687,7 @@ void SessionServer::Detach(Session& s) {
   s.Deregister();
   // Unattached again: the attach timeout runs from now.
   s.last_seen = options_.clock->Now();
-  teardowns_->Labels({"detached"}).Inc();
+  teardowns_->Labels({"detached"}).Increment();
   log_.Info("session detached by its workload", {{"session", s.id.ToString()}});
 }
 
@@ -664,6 +702,11 @@ grpc::Status SessionServer::SessionStatus(grpc::ServerContext* ctx, const rpci::
     return grpc::Status::OK;
   }
   std::lock_guard<std::mutex> lock((*s)->mu);
+  // The session belongs to the pod's allocation: while its holder (the
+  // plugin's health check, with the key) keeps asking, an unattached session
+  // (between container runs) is kept; once nobody asks it is reaped after the
+  // attach timeout.
+  if (!(*s)->attached) (*s)->last_seen = options_.clock->Now();
   resp->set_live(true);
   resp->set_applied_sequence((*s)->gate.applied());
   resp->set_completions((*s)->completion_seq);
@@ -699,7 +742,7 @@ void SessionServer::Teardown(session::SessionId id, const std::string& reason, b
     open_gauge_->Set(static_cast<double>(sessions_.size()));
   }
   scrubbed_.notify_all();
-  scrubs_->Labels({clean.ok() ? "clean" : "failed"}).Inc();
+  scrubs_->Labels({clean.ok() ? "clean" : "failed"}).Increment();
   if (!clean.ok()) {
     log_.Error("device not clean after teardown; it will not be granted again",
                {{"session", id.ToString()}, {"device", s->device_id},
@@ -707,7 +750,7 @@ void SessionServer::Teardown(session::SessionId id, const std::string& reason, b
   }
   if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + id.ToString() + ".seq").c_str());
   SaveCheckpoint();
-  teardowns_->Labels({reason}).Inc();
+  teardowns_->Labels({reason}).Increment();
   log_.Info("session torn down", {{"session", id.ToString()}, {"reason", reason}});
 }
 
@@ -749,7 +792,7 @@ void SessionServer::DispatchLoop() {
 }
 
 void SessionServer::Refuse(Session* s, ErrorCode code, uint64_t what) {
-  refused_->Labels({session::ErrorCodeName(code)}).Inc();
+  refused_->Labels({session::ErrorCodeName(code)}).Increment();
   if (s != nullptr && s->attached) SendFrame(*s, FrameType::kError, static_cast<uint64_t>(code), what);
 }
 
@@ -772,14 +815,14 @@ void SessionServer::HandleFrame(const std::string& bytes) {
   if (!frame.ok()) {
     // A version-1 frame (which carried the key) lands here as FAILED_PRECONDITION.
     const bool old = frame.status().code() == absl::StatusCode::kFailedPrecondition;
-    refused_->Labels({old ? "old_version" : "malformed"}).Inc();
+    refused_->Labels({old ? "old_version" : "malformed"}).Increment();
     log_.Warn("frame refused", {{"reason", old ? "old_version" : "malformed"},
                                 {"error", std::string(frame.status().message())}});
     return;
   }
   std::shared_ptr<Session> s = Find(frame->session_id);
   if (s == nullptr) {
-    refused_->Labels({"stale_session"}).Inc();
+    refused_->Labels({"stale_session"}).Increment();
     return;
   }
   uint64_t gen = 0;
@@ -787,7 +830,7 @@ void SessionServer::HandleFrame(const std::string& bytes) {
   {
     std::lock_guard<std::mutex> lock(s->frames_mu);
     if (!s->frames.has_value()) {
-      refused_->Labels({"stale_session"}).Inc();
+      refused_->Labels({"stale_session"}).Increment();
       return;
     }
     // Not answered: whoever sent it cannot prove the session's key.
@@ -796,7 +839,7 @@ void SessionServer::HandleFrame(const std::string& bytes) {
     gen = s->attach_gen;
   }
   if (verdict != session::FrameChannel::Verdict::kOk) {
-    refused_->Labels({session::VerdictName(verdict)}).Inc();
+    refused_->Labels({session::VerdictName(verdict)}).Increment();
     log_.Warn("frame refused", {{"session", s->id.ToString()}, {"reason", session::VerdictName(verdict)},
                                 {"counter", frame->counter}});
     return;
@@ -804,7 +847,7 @@ void SessionServer::HandleFrame(const std::string& bytes) {
   {
     std::lock_guard<std::mutex> lock(s->inbox_mu);
     if (s->inbox.size() >= kInboxCapacity) {
-      refused_->Labels({"inbox_full"}).Inc();
+      refused_->Labels({"inbox_full"}).Increment();
       return;
     }
     s->inbox.push_back({gen, *frame});
@@ -940,7 +983,7 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
     if (!access.ok()) {
       Refuse(&s, session::ErrorCodeFor(access), seq);
     } else {
-      mmio_applied_->Inc();
+      mmio_applied_->Increment();
     }
     s.gate.MarkApplied(seq);
     s.seq->set_applied(seq);
@@ -1050,7 +1093,7 @@ std::vector<fabric::RmaOp> SessionServer::DeliverInterrupts(Session& s) {
     const size_t slot = session::RingSlotOffset(c.seq, s.comp_capacity, session::kCompletionEntrySize);
     session::EncodeCompletion(c, s.comp_buf.data() + slot);
     segs.push_back({s.comp_mr.get(), slot, session::kCompletionEntrySize, ring->address + slot, ring->key});
-    completions_->Inc();
+    completions_->Increment();
   }
   if (segs.size() == mirror_segments) return segs;
   session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.client_consumed, s.completion_seq},

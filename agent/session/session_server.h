@@ -23,6 +23,7 @@
 #include "common/fabric/fabric.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "proto/rpci/v1/controller.pb.h"
 #include "proto/rpci/v1/session.grpc.pb.h"
 #include "session/frame_auth.h"
 #include "session/session_id.h"
@@ -119,6 +120,10 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   absl::Status DeviceClean(const std::string& device_id) const;
 
   size_t live_sessions() const;
+  // One report per live session (attached or not): its device, writes
+  // applied and completions delivered, for the agent's heartbeat (the
+  // controller shows them on the DeviceAttachment).
+  std::vector<rpci::v1::SessionReport> Reports() const;
   const std::string& fabric_address() const { return endpoint_->address(); }
 
  private:

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 
+#include "absl/cleanup/cleanup.h"
 #include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
@@ -41,6 +42,7 @@ class SessionTest : public ::testing::Test {
     opts.state_dir = second == nullptr ? state_dir_ : "";
     opts.metrics = &metrics_;
     opts.grace = grace;
+    opts.attach_timeout = attach_timeout_;
     auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", second ? second : emu_.get()}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -113,6 +115,7 @@ class SessionTest : public ::testing::Test {
   }
 
   std::string state_dir_;
+  absl::Duration attach_timeout_ = absl::Minutes(10);
   int port_ = 0;
   MetricsRegistry metrics_;
   GrantTable grants_;
@@ -441,6 +444,7 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
   SlowDevice slow;
   StopServer();
   StartServer(absl::Seconds(10), &slow);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
 
   auto a = Attach(nullptr, "g-emu");
   auto b = Attach();
@@ -463,6 +467,7 @@ TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
   DirtyDevice dirty;
   StopServer();
   StartServer(absl::Seconds(10), &dirty);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `dirty` goes
   client::SessionTicket ticket;
   auto a = Attach(&ticket, "g-emu");
   ASSERT_NE(a, nullptr);
@@ -500,6 +505,50 @@ TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
   ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
   EXPECT_EQ(server_->live_sessions(), 0u);
   EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A status probe of a session that has ended (the plugin's health check) is
+// counted apart from refused attaches, so a metric of refusals does not read
+// as restarts or attacks.
+TEST_F(SessionTest, StatusProbesOfEndedSessionsAreNotCountedAsRefusals) {
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<client::SessionState> state = client::ControlClient().Status(ticket);
+    ASSERT_TRUE(state.ok()) << state.status();
+    EXPECT_FALSE(state->live);
+  }
+  EXPECT_EQ(Refused("probe_closed_session"), 3);
+  EXPECT_EQ(Refused("stale_session"), 0);
+  // A real attach to the ended session is still a refusal.
+  EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Refused("stale_session"), 1);
+}
+
+// Between container runs the session is detached; it stays while its
+// holder's status probes say the allocation still exists, and is reaped after
+// the attach timeout once they stop.
+TEST_F(SessionTest, ADetachedSessionLivesWhileItsHolderProbesIt) {
+  StopServer();
+  attach_timeout_ = absl::Milliseconds(400);
+  StartServer();
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Close().ok());
+  auto probe = [&] {
+    absl::StatusOr<client::SessionState> state = client::ControlClient().Status(ticket);
+    return state.ok() && state->live;
+  };
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_TRUE(probe()) << "probe " << i;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(server_->live_sessions(), 1u);
+  absl::SleepFor(absl::Milliseconds(900));
+  EXPECT_EQ(server_->live_sessions(), 0u);
 }
 
 }  // namespace

@@ -4,16 +4,20 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <iostream>
+#include <sstream>
 
 #include "common/cert_authority.h"
+#include "common/grpc_util.h"
+#include "common/testing/temp_dir.h"
 #include "common/tls.h"
 #include "common/tls_node_certificate.h"
 #include "common/tls_settings.h"
 #include "controller/identity/identity_server.h"
+#include "controller/identity/token_review.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/rpci/v1/identity.grpc.pb.h"
-#include "common/testing/temp_dir.h"
 #include "tests/kube/api_server.h"
 
 namespace rpci::controller::identity {
@@ -64,6 +68,7 @@ class IdentityTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<kube::KubeClient>> client = kube::KubeClient::Create(kc);
     ASSERT_TRUE(client.ok()) << client.status();
     kube_ = *std::move(client);
+    api_.Put("/api/v1/namespaces/rpci", json::object());
     AddPod("agent-a", "node-a", "10.0.0.7");
     AddPod("agent-b", "node-b", "10.0.0.8");
     api_.AddToken("token-agent-a", Token("rpci", "rpci-agent", "agent-a", "uid-agent-a", "node-a"));
@@ -135,10 +140,24 @@ TEST_F(IdentityTest, AnAgentOnItsNodeGetsACertificateNamingItsNodeAndHostIp) {
 }
 
 TEST_F(IdentityTest, AForgedTokenGetsNoCertificate) {
+  std::ostringstream log;
+  Logger::SetSink(&log);
   absl::Status s = RequestNodeCertificate(Request("forged-token", "node-a")).status();
+  Logger::SetSink(&std::cerr);
+  EXPECT_NE(log.str().find("node certificate refused"), std::string::npos) << log.str();
+  EXPECT_EQ(log.str().find("forged-token"), std::string::npos) << "the token was logged: " << log.str();
+  EXPECT_NE(metrics_.Render().find("rpci_identity_requests_total{result=\"bad_token\"} 1"), std::string::npos)
+      << metrics_.Render();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
   EXPECT_NE(s.message().find("token not authenticated by the API server: [invalid bearer token"), std::string::npos)
       << s;
+}
+
+TEST_F(IdentityTest, AReviewTheControllerMayNotMakeIsUnavailableNotARefusal) {
+  api_.Forbid("tokenreviews");
+  absl::Status s = RequestNodeCertificate(Request("token-agent-a", "node-a")).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("TokenReview failed: PERMISSION_DENIED"), std::string::npos) << s;
 }
 
 TEST_F(IdentityTest, AnExpiredOrRevokedTokenGetsNoCertificate) {
@@ -260,7 +279,7 @@ class MtlsPeer {
     rpci::v1::IssueCertificateRequest req;
     rpci::v1::IssueCertificateResponse resp;
     grpc::Status s = stub->IssueCertificate(&ctx, req, &resp);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (!s.ok()) return FromGrpc(s);
     return resp.certificate_pem();
   }
 
@@ -342,7 +361,8 @@ TEST_F(IdentityTest, TheCaCertificateIsPublishedForNodesAndKeptCurrent) {
   o.ca_bundle_configmap = "rpci/rpci-ca-bundle";
   o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}};
   StartServer(o);
-  ASSERT_TRUE(server_->PublishCaBundle().ok());
+  absl::Status published = server_->PublishCaBundle();
+  ASSERT_TRUE(published.ok()) << published;
   absl::StatusOr<json> cm = api_.Get("/api/v1/namespaces/rpci/configmaps/rpci-ca-bundle");
   ASSERT_TRUE(cm.ok()) << cm.status();
   EXPECT_EQ((*cm)["data"]["ca.crt"], ca_->ca_pem());
@@ -351,6 +371,30 @@ TEST_F(IdentityTest, TheCaCertificateIsPublishedForNodesAndKeptCurrent) {
   api_.Put("/api/v1/namespaces/rpci/configmaps/rpci-ca-bundle", {{"data", {{"ca.crt", "stale"}}}});
   ASSERT_TRUE(server_->PublishCaBundle().ok());
   EXPECT_EQ((*api_.Get("/api/v1/namespaces/rpci/configmaps/rpci-ca-bundle"))["data"]["ca.crt"], ca_->ca_pem());
+}
+
+TEST(ParseTokenReviewTest, AnythingButAnAuthenticatedServiceAccountForOurAudienceIsRefused) {
+  for (const char* answer :
+       {"null", "[]", R"({"status": []})", R"({"status": {"authenticated": "true"}})",
+        R"({"status": {"authenticated": true}})", R"({"status": {"authenticated": true, "audiences": "rpci"}})",
+        R"({"status": {"authenticated": true, "audiences": ["rpci"], "user": {"username": 7}}})",
+        R"({"status": {"authenticated": true, "audiences": ["rpci"], "user": {"username": "alice"}}})",
+        R"({"status": {"authenticated": true, "audiences": ["rpci"],
+                       "user": {"username": "system:serviceaccount:ns:"}}})",
+        R"({"status": {"error": ["not a string"]}})"}) {
+    absl::StatusOr<ReviewedToken> t = ParseTokenReview(json::parse(answer), "rpci");
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kUnauthenticated) << answer;
+  }
+  absl::StatusOr<ReviewedToken> t = ParseTokenReview(
+      json::parse(R"({"status": {"authenticated": true, "audiences": ["rpci"],
+                    "user": {"username": "system:serviceaccount:rpci:rpci-agent",
+                             "extra": {"authentication.kubernetes.io/pod-name": [3],
+                                       "authentication.kubernetes.io/pod-uid": "u"}}}})"),
+      "rpci");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->service_account, "rpci-agent");
+  EXPECT_EQ(t->pod_name, "");  // malformed claims count as absent
+  EXPECT_EQ(t->pod_uid, "");
 }
 
 TEST(IdentityServerTest, NeedsTheApiServerAndTheCa) {

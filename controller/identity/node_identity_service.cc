@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_util.h"
 #include "controller/identity/token_review.h"
 
 namespace rpci::controller::identity {
@@ -21,10 +22,11 @@ bool ValidNodeName(const std::string& node) {
 }
 
 std::string Str(const json& object, const char* a, const char* b) {
-  const json outer = object.value(a, json::object());
-  if (!outer.is_object()) return "";
-  const json v = outer.value(b, json());
-  return v.is_string() ? v.get<std::string>() : "";
+  if (!object.is_object()) return "";
+  auto outer = object.find(a);
+  if (outer == object.end() || !outer->is_object()) return "";
+  auto v = outer->find(b);
+  return v != outer->end() && v->is_string() ? v->get<std::string>() : "";
 }
 
 const char* ResultOf(absl::StatusCode code) {
@@ -54,6 +56,7 @@ absl::StatusOr<std::vector<std::string>> NodeIdentityService::PodOnNode(const st
     }
     return absl::UnavailableError(absl::StrCat("reading pod ", ns, "/", pod, ": ", p.status().message()));
   }
+  if (!p->is_object()) return absl::UnavailableError(absl::StrCat("reading pod ", ns, "/", pod, ": not an object"));
   if (Str(*p, "metadata", "uid") != pod_uid) {
     return absl::PermissionDeniedError(
         absl::StrCat("pod ", ns, "/", pod, " is not the token's (uid differs: recreated since)"));
@@ -65,10 +68,14 @@ absl::StatusOr<std::vector<std::string>> NodeIdentityService::PodOnNode(const st
   }
   std::vector<std::string> ips;
   if (std::string host_ip = Str(*p, "status", "hostIP"); !host_ip.empty()) ips.push_back(host_ip);
-  const json status = p->value("status", json::object());
-  const json pod_ips = status.is_object() ? status.value("podIPs", json::array()) : json::array();
-  for (const json& ip : pod_ips.is_array() ? pod_ips : json::array()) {
-    if (ip.is_object() && ip.value("ip", json()).is_string()) ips.push_back(ip["ip"].get<std::string>());
+  const json* status = p->contains("status") ? &(*p)["status"] : nullptr;
+  const json* pod_ips = status != nullptr && status->is_object() && status->contains("podIPs")
+                            ? &(*status)["podIPs"]
+                            : nullptr;
+  if (pod_ips != nullptr && pod_ips->is_array()) {
+    for (const json& ip : *pod_ips) {
+      if (ip.is_object() && ip.contains("ip") && ip["ip"].is_string()) ips.push_back(ip["ip"].get<std::string>());
+    }
   }
   return ips;
 }
@@ -125,13 +132,13 @@ grpc::Status NodeIdentityService::IssueCertificate(grpc::ServerContext* context,
   absl::StatusOr<rpci::v1::IssueCertificateResponse> r = Issue(*request);
   metrics_->AddCounter("rpci_identity_requests_total", "Node certificate requests, by result", {"result"})
       .Labels({ResultOf(r.status().code())})
-      .Inc();
+      .Increment();
   const LogFields fields = {{"role", request->role()}, {"node", request->node()}, {"peer", context->peer()}};
   if (!r.ok()) {
     LogFields f = fields;
     f.emplace_back("error", r.status().ToString());
     log_.Warn("node certificate refused", f);
-    return grpc::Status(static_cast<grpc::StatusCode>(r.status().code()), std::string(r.status().message()));
+    return ToGrpc(r.status());
   }
   log_.Info("node certificate issued", fields);
   *response = *std::move(r);

@@ -15,14 +15,25 @@ using nlohmann::json;
 constexpr char kReviewsPath[] = "/apis/authentication.k8s.io/v1/tokenreviews";
 constexpr char kServiceAccountPrefix[] = "system:serviceaccount:";
 
+// Fields by type: "" / false / {} when absent or of another type.
+std::string StringAt(const json& object, const char* key) {
+  if (!object.is_object()) return "";
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+json ObjectAt(const json& object, const char* key) {
+  if (!object.is_object()) return json::object();
+  auto it = object.find(key);
+  return it != object.end() && it->is_object() ? *it : json::object();
+}
+
 // extra values are string lists; the first entry, or "".
 std::string Extra(const json& user, const std::string& key) {
-  const json extra = user.value("extra", json::object());
-  if (!extra.is_object() || !extra.contains(key) || !extra[key].is_array() || extra[key].empty() ||
-      !extra[key][0].is_string()) {
-    return "";
-  }
-  return extra[key][0].get<std::string>();
+  const json extra = ObjectAt(user, "extra");
+  auto it = extra.find(key);
+  if (it == extra.end() || !it->is_array() || it->empty() || !(*it)[0].is_string()) return "";
+  return (*it)[0].get<std::string>();
 }
 
 }  // namespace
@@ -34,22 +45,30 @@ absl::StatusOr<ReviewedToken> ReviewToken(kube::KubeClient& kube, const std::str
                        {"spec", {{"token", token}, {"audiences", json::array({audience})}}}};
   absl::StatusOr<json> answer = kube.Create(kReviewsPath, review);
   if (!answer.ok()) {
-    return absl::Status(answer.status().code(), absl::StrCat("TokenReview failed: ", answer.status().message()));
+    // The controller's problem (RBAC, API server down), not the caller's:
+    // UNAVAILABLE, so the node asks again instead of giving up.
+    return absl::UnavailableError(absl::StrCat("TokenReview failed: ", answer.status().ToString()));
   }
-  const json status = answer->value("status", json::object());
-  if (!status.is_object() || !status.value("authenticated", false)) {
-    const std::string why = status.is_object() ? status.value("error", "") : "";
+  return ParseTokenReview(*answer, audience);
+}
+
+absl::StatusOr<ReviewedToken> ParseTokenReview(const json& answer, const std::string& audience) {
+  const json status = ObjectAt(answer, "status");
+  auto authenticated = status.find("authenticated");
+  if (authenticated == status.end() || *authenticated != json(true)) {
+    const std::string why = StringAt(status, "error");
     return absl::UnauthenticatedError(
         absl::StrCat("token not authenticated by the API server", why.empty() ? "" : ": ", why));
   }
   // An API server that ignores spec.audiences would accept any of the pod's
   // tokens; only a token for our audience counts.
-  const json audiences = status.value("audiences", json::array());
-  if (!audiences.is_array() || std::find(audiences.begin(), audiences.end(), json(audience)) == audiences.end()) {
+  auto audiences = status.find("audiences");
+  if (audiences == status.end() || !audiences->is_array() ||
+      std::find(audiences->begin(), audiences->end(), json(audience)) == audiences->end()) {
     return absl::UnauthenticatedError(absl::StrCat("token is not for audience \"", audience, "\""));
   }
-  const json user = status.value("user", json::object());
-  const std::string username = user.is_object() ? user.value("username", "") : "";
+  const json user = ObjectAt(status, "user");
+  const std::string username = StringAt(user, "username");
   std::vector<std::string> parts = absl::StrSplit(username, ':');
   if (!absl::StartsWith(username, kServiceAccountPrefix) || parts.size() != 4 || parts[2].empty() ||
       parts[3].empty()) {

@@ -22,10 +22,14 @@ struct ReviewedToken {
 // spec.audiences [audience]) whether `token` is valid. UNAUTHENTICATED with
 // the server's status.error when it is not (forged, expired, another
 // audience, deleted pod), or when it is no ServiceAccount's token;
-// UNAVAILABLE / PERMISSION_DENIED when the review itself fails. The token is
-// never logged or returned.
+// UNAVAILABLE when the review itself fails (API server unreachable, our RBAC
+// forbids it), naming the cause. The token is never logged or returned.
 absl::StatusOr<ReviewedToken> ReviewToken(kube::KubeClient& kube, const std::string& token,
                                           const std::string& audience);
+
+// The decision in a TokenReview answer, as ReviewToken reads it; any JSON
+// (missing fields, wrong types) gives a status, never a crash.
+absl::StatusOr<ReviewedToken> ParseTokenReview(const nlohmann::json& answer, const std::string& audience);
 
 }  // namespace rpci::controller::identity
 

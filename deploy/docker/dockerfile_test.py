@@ -50,7 +50,8 @@ class DockerfileTest(unittest.TestCase):
     def test_binaries_file_lists_well_formed_labels(self):
         labels = binaries()
         self.assertEqual(len(labels), len(set(labels)))
-        self.assertEqual(sorted(labels), ["//agent:rpci-agent", "//controller:rpci-controller", "//plugin:rpci-plugin"])
+        self.assertEqual(sorted(labels), ["//agent:rpci-agent", "//controller:rpci-controller", "//examples:emu_jobs",
+                                          "//plugin:rpci-plugin"])
         for label in labels:
             self.assertRegex(label, LABEL)
 
@@ -96,9 +97,18 @@ class DockerfileTest(unittest.TestCase):
     def test_only_components_that_need_root_keep_it_and_say_why(self):
         s = stages()
         self.assertEqual(instruction(s["controller"], "USER"), ["65532:65532"])
+        self.assertEqual(instruction(s["examples"], "USER"), ["65532:65532"])
         for component in ("agent", "plugin"):
             self.assertEqual(instruction(s[component], "USER"), ["0:0"])
             self.assertIn("keeps root", s[component]["comment"])
+
+    def test_example_pod_runs_the_workload_the_examples_image_holds(self):
+        examples = stages()["examples"]
+        self.assertIn("--from=build /out/emu_jobs /usr/local/bin/emu_jobs", instruction(examples, "COPY"))
+        pod = read("deploy/examples/pod-emu.yaml")
+        self.assertIn("image: rpci-examples:", pod)
+        self.assertIn('command: ["/usr/local/bin/emu_jobs"', pod)
+        self.assertRegex(read("deploy/docker/Dockerfile"), r"--target examples +-t rpci-examples")
 
     def test_context_ignores_bazel_output(self):
         ignored = read("deploy/docker/Dockerfile.dockerignore").splitlines()

@@ -3,8 +3,6 @@
 // against the list recorded before metrics moved to prometheus-cpp
 // (testdata/<daemon>.series), with the scrape passing the exposition-format
 // check.
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -21,6 +19,7 @@
 #include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "tests/harness/free_port.h"
 #include "tests/harness/subprocess.h"
 
 namespace rpci::testing {
@@ -28,20 +27,6 @@ namespace {
 
 std::string Abs(const std::string& runfile) { return std::filesystem::absolute(runfile).string(); }
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 struct Exit {
   int code;
@@ -185,8 +170,8 @@ class DaemonMetricsTest : public ::testing::Test {
 };
 
 TEST_F(DaemonMetricsTest, EachDaemonServesTheSameSeriesAsBeforeInTheExpositionFormat) {
-  const int grpc = FreePort(), controller_http = FreePort(), agent_session = FreePort(), agent_http = FreePort(),
-            plugin_http = FreePort();
+  const int grpc = FreeLoopbackPort(), controller_http = FreeLoopbackPort(), agent_session = FreeLoopbackPort(),
+            agent_http = FreeLoopbackPort(), plugin_http = FreeLoopbackPort();
   Subprocess controller({Abs("controller/rpci-controller"), "--store=local", "--state-dir=" + dir_ + "/controller",
                          absl::StrCat("--listen=127.0.0.1:", grpc), absl::StrCat("--http-listen=127.0.0.1:", controller_http),
                          "--insecure", "--reconcile-interval-ms=100", "--log-level=warn"},
@@ -204,7 +189,7 @@ TEST_F(DaemonMetricsTest, EachDaemonServesTheSameSeriesAsBeforeInTheExpositionFo
                      "--pools=emu", "--plugin-dir=" + dir_ + "/kubelet",
                      "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
                      "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/plugin-state",
-                     absl::StrCat("--health-addr=127.0.0.1:", plugin_http), "--log-level=warn", "--insecure"},
+                     absl::StrCat("--health-addr=127.0.0.1:", plugin_http), "--insecure", "--log-level=warn"},
                     dir_ + "/plugin.out", dir_ + "/plugin.err");
 
   for (const auto& [daemon, port] : std::vector<std::pair<std::string, int>>{

@@ -10,9 +10,12 @@
 //           the environment and mounts of the ContainerAllocateResponse.
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -20,6 +23,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -38,6 +42,9 @@ constexpr char kResource[] = "rpci.io/emu";
 // Each host is its own network namespace, so fixed ports cannot collide with
 // anything else on the machine.
 constexpr int kControllerPort = 7460, kControllerHttp = 7461, kAgentPort = 7450, kAgentHttp = 7451;
+// Workloads run as a non-root user, as most pods do; the plugin gives session
+// key files to kSessionGroup, which the pods list in supplementalGroups.
+constexpr int kWorkloadUid = 65534, kSessionGroup = 4242;
 
 // Components log at warn unless RPCI_E2E_LOG_LEVEL says otherwise (debugging).
 std::string LogLevel() {
@@ -89,9 +96,13 @@ class EndToEndTest : public ::testing::Test {
     std::string why;
     if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
     dir_ = MakeTempDir("rpci-e2e", TempDirUse::kSockets);
-    for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs"}) {
+    for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs", "bin"}) {
       std::filesystem::create_directories(dir_ + "/" + d);
     }
+    // A non-root workload reaches its mounts and binary through these; the
+    // key files keep their own modes.
+    chmod(dir_.c_str(), 0711);
+    std::filesystem::copy_file(Abs("examples/emu_jobs"), dir_ + "/bin/emu_jobs");
     absl::StatusOr<VethPair> pair = VethPair::Create("e2e");
     ASSERT_TRUE(pair.ok()) << pair.status();
     pair_.emplace(std::move(*pair));
@@ -124,6 +135,7 @@ class EndToEndTest : public ::testing::Test {
     plugin_.reset();
     agent_.reset();
     controller_.reset();
+    api_.reset();
     std::error_code ec;
     if (!dir_.empty() && !HasFailure()) std::filesystem::remove_all(dir_, ec);
     if (HasFailure()) std::printf("logs kept in %s/logs\n", dir_.c_str());
@@ -154,37 +166,107 @@ class EndToEndTest : public ::testing::Test {
                                         << "emu:\n  - {pool: emu, count: 2, dma_size: 8388608}\n"
                                         << "http: {listen: \"" << pair_->addr_a() << ":" << kAgentHttp << "\"}\n"
                                         << "log_level: " << log_level_ << "\n";
-    agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
+    std::vector<std::string> argv = {"env"};
+    argv.insert(argv.end(), agent_env_.begin(), agent_env_.end());
+    for (const std::string& a : {Abs("agent/rpci-agent"), std::string("serve"), "--config=" + dir_ + "/agent.yaml"}) {
+      argv.push_back(a);
+    }
+    agent_ = Start(0, "agent", argv);
   }
-  void StartPlugin() {
+  // The test API server (CRDs from deploy/crds, namespace rpci-system) and
+  // the controller on it (--store=kube), both in host a; `ns` is the
+  // controller's install namespace.
+  void StartKubeController(const std::string& ns) {
+    api_ = Start(0, "api-server",
+                 {Abs("tests/kube/api_server_main"), "--crds=" + Abs("deploy/crds"), "--namespaces=rpci-system"});
+    for (int i = 0; i < 200 && api_url_.empty(); ++i) {
+      const std::string out = api_->out();
+      if (size_t at = out.find("serving "); at != std::string::npos && out.find('\n', at) != std::string::npos) {
+        api_url_ = out.substr(at + 8, out.find('\n', at) - at - 8);
+      }
+      absl::SleepFor(absl::Milliseconds(25));
+    }
+    ASSERT_FALSE(api_url_.empty()) << api_->err();
+    std::ofstream(dir_ + "/kubeconfig") << "apiVersion: v1\nkind: Config\ncurrent-context: e2e\n"
+                                        << "contexts:\n- name: e2e\n  context: {cluster: c, user: u}\n"
+                                        << "clusters:\n- name: c\n  cluster: {server: \"" << api_url_ << "\"}\n"
+                                        << "users:\n- name: u\n  user: {token: \"e2e\"}\n";
     std::vector<std::string> argv = {
-        Abs("plugin/rpci-plugin"), "--node=e2e-compute-node", "--controller=" + controller_address_, "--pools=emu",
-        "--plugin-dir=" + dir_ + "/kubelet", "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
-        "--cdi-dir=" + dir_ + "/cdi", "--state-dir=" + dir_ + "/plugin-state",
-        "--container-dir=" + dir_ + "/container", "--usage-interval-seconds=1", "--release-grace-seconds=1",
-        "--health-addr=", "--log-level=" + log_level_};
-    for (const std::string& f : TlsFlags("plugin")) argv.push_back(f);
-    plugin_ = Start(1, "plugin", argv);
+        Abs("controller/rpci-controller"), "--store=kube", "--kubeconfig=" + dir_ + "/kubeconfig",
+        "--namespace=" + ns, "--lease-namespace=rpci-system", "--listen=" + controller_address_,
+        absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp), "--reconcile-interval-ms=100",
+        "--default-spares=2", "--log-level=" + log_level_};
+    for (const std::string& f : TlsFlags("controller")) argv.push_back(f);
+    controller_ = Start(0, "controller", argv);
+  }
+  // `method` on the test API server from inside host a; the answer's JSON
+  // (null when it is not JSON).
+  nlohmann::json Api(const std::string& method, const std::string& path, const nlohmann::json& body = nullptr) {
+    std::vector<std::string> argv = {"curl", "-sS", "--max-time", "5", "-X", method, api_url_ + path};
+    if (!body.is_null()) {
+      for (const std::string& a : {std::string("-H"), std::string("Content-Type: application/json"),
+                                   std::string("--data"), body.dump()}) {
+        argv.push_back(a);
+      }
+    }
+    auto curl = Start(0, "curl", argv);
+    EXPECT_EQ(curl->Wait(absl::Seconds(10)), 0) << curl->err();
+    return nlohmann::json::parse(curl->out(), nullptr, false);
+  }
+  // Polls `pred` on GET `path` for up to `timeout`; the last object seen.
+  nlohmann::json WaitForObject(const std::string& path, const std::function<bool(const nlohmann::json&)>& pred,
+                               absl::Duration timeout) {
+    nlohmann::json o;
+    for (const absl::Time deadline = absl::Now() + timeout; absl::Now() < deadline;
+         absl::SleepFor(absl::Milliseconds(200))) {
+      o = Api("GET", path);
+      if (!o.is_discarded() && o.is_object() && pred(o)) return o;
+    }
+    return o;
   }
 
+  void StartPlugin(const std::vector<std::string>& extra = {"--release-grace-seconds=1"}) {
+    std::vector<std::string> argv = {Abs("plugin/rpci-plugin"), "--node=e2e-compute-node",
+                                     "--controller=" + controller_address_, "--pools=emu",
+                                     "--plugin-dir=" + dir_ + "/kubelet",
+                                     "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
+                                     "--cdi-dir=" + dir_ + "/cdi", "--state-dir=" + dir_ + "/plugin-state",
+                                     "--container-dir=" + dir_ + "/container", "--health-addr=",
+                                     "--usage-interval-seconds=1", "--log-level=" + log_level_,
+                                     absl::StrCat("--session-group=", kSessionGroup)};
+    for (const std::string& f : TlsFlags("plugin")) argv.push_back(f);
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    plugin_ = Start(1, "plugin", argv);
+  }
   // Controller and agent in host a, `kubelet` here, the plugin in host b;
-  // returns once the kubelet sees both devices Healthy.
-  void StartWithKubeletInProcess(FakeKubelet& kubelet) {
-    StartController();
+  // returns once the kubelet sees both devices Healthy. `kube_ns` non-empty:
+  // the controller runs on the test API server with that install namespace.
+  void StartWithKubeletInProcess(FakeKubelet& kubelet, const std::string& kube_ns = "",
+                                 const std::vector<std::string>& plugin_args = {"--release-grace-seconds=1"}) {
+    if (kube_ns.empty()) {
+      StartController();
+    } else {
+      StartKubeController(kube_ns);
+      if (HasFatalFailure()) return;
+    }
     StartAgent();
     ASSERT_TRUE(kubelet.Start().ok());
-    StartPlugin();
+    StartPlugin(plugin_args);
     ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(30))) << Logs();
   }
 
   // Runs emu_jobs in host b as the container of `response` (its own mount
-  // namespace and environment); the finished process.
-  std::unique_ptr<Subprocess> RunContainer(const std::string& name, const v1beta1::ContainerAllocateResponse& response) {
+  // namespace and environment) as user kWorkloadUid, by default with the
+  // session group as its pod's supplementalGroups; the finished process.
+  std::unique_ptr<Subprocess> RunContainer(const std::string& name, const v1beta1::ContainerAllocateResponse& response,
+                                           bool in_session_group = true) {
     const std::string file = dir_ + "/" + name + ".response";
     std::ofstream(file, std::ios::binary) << response.SerializeAsString();
+    const std::string user = absl::StrCat("--user=", kWorkloadUid, ":", kWorkloadUid, ":",
+                                          in_session_group ? std::to_string(kSessionGroup) : "");
     auto workload = Start(1, name,
-                          {Abs("tests/e2e/run_container"), "--response=" + file, "--",
-                           Abs("examples/emu_jobs"), "--rounds=4"});
+                          {Abs("tests/e2e/run_container"), "--response=" + file, user, "--", dir_ + "/bin/emu_jobs",
+                           "--rounds=4"});
     workload->Wait(absl::Seconds(60));
     return workload;
   }
@@ -215,7 +297,7 @@ class EndToEndTest : public ::testing::Test {
 
   std::string Logs() const {
     std::string all;
-    for (const char* name : {"controller", "agent", "plugin"}) {
+    for (const char* name : {"controller", "agent", "plugin", "api-server"}) {
       all += absl::StrCat("--- ", name, ":\n", ReadWholeFile(dir_ + "/logs/" + name + ".err"));
     }
     return all;
@@ -225,7 +307,9 @@ class EndToEndTest : public ::testing::Test {
   std::string dir_;
   std::optional<VethPair> pair_;
   std::string agent_endpoint_, controller_address_;
-  std::unique_ptr<Subprocess> controller_, agent_, plugin_;
+  std::unique_ptr<Subprocess> controller_, agent_, plugin_, api_;
+  std::string api_url_;
+  std::vector<std::string> agent_env_;  // NAME=value for the agent's environment
 };
 
 // The fake kubelet binary admits a pod asking for rpci.io/emu: 1 and runs the
@@ -363,6 +447,24 @@ TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
   kubelet.Stop();
 }
 
+// Workloads run as a non-root user: one whose pod lists the plugin's session
+// group reads its key and runs; one without it cannot read the key file
+// (0640, root:session group) and says so.
+TEST_F(EndToEndTest, ANonRootWorkloadReadsItsKeyOnlyThroughTheSessionGroup) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet);
+  if (HasFatalFailure()) return;
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "non-root", "main", kResource, 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  std::unique_ptr<Subprocess> outsider = RunContainer("not-in-group", pod->response, /*in_session_group=*/false);
+  EXPECT_NE(outsider->Wait(absl::ZeroDuration()), 0) << outsider->out();
+  EXPECT_NE(outsider->err().find("Permission denied"), std::string::npos) << outsider->err();
+  nlohmann::json summary = RunWorkload("in-group", pod->response);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  plugin_.reset();
+  kubelet.Stop();
+}
+
 // Every component logging at debug through attach, workloads, a wrong-key
 // attempt and release: no session key, in hex or base64, appears in any log
 // or container output.
@@ -406,6 +508,243 @@ TEST_F(EndToEndTest, SessionKeysNeverAppearInLogs) {
   for (const std::string& key : keys) {
     EXPECT_EQ(all.find(key), std::string::npos) << "session key " << key << " logged";
   }
+}
+
+// A container that exits is started again by the kubelet without Allocate,
+// PreStartContainer before each start. The workload's close detaches, so
+// every run attaches to the pod's session and computes correctly.
+TEST_F(EndToEndTest, ContainerRestartsThreeTimesWithoutAllocateAndEveryRunComputesCorrectly) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet);
+  if (HasFatalFailure()) return;
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "restarts", "main", kResource, 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  const int allocations = kubelet.allocate_calls();
+  nlohmann::json summary = RunWorkload("run-0", pod->response);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  for (int run = 1; run <= 3; ++run) {
+    absl::StatusOr<AdmittedContainer> again = kubelet.RestartContainer("e2e", "restarts", "main");
+    ASSERT_TRUE(again.ok()) << "restart " << run << ": " << again.status() << Logs();
+    summary = RunWorkload(absl::StrCat("run-", run), again->response);
+    EXPECT_EQ(summary.value("ok", false), true) << "run " << run << ": " << summary.dump() << Logs();
+    EXPECT_EQ(summary.value("device", ""), pod->device_ids[0]);
+    EXPECT_EQ(summary.value("jobs", 0), 12);
+  }
+  EXPECT_EQ(kubelet.allocate_calls(), allocations) << "restarts must not need Allocate";
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+// Pod end -> device allocatable again: the kubelet deletes the pod (it
+// leaves pod-resources), the plugin ends the session at its next
+// pod-resources read and the device is Healthy and free for the next pod,
+// which is admitted on it. With the default 30 s release grace (which only
+// covers allocations pod-resources has not listed yet). Prints p50/p99.
+TEST_F(EndToEndTest, PodEndHandsTheDeviceToTheNextPodWithoutAnUnhealthySpell) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=30", "--usage-interval-seconds=1"});
+  if (HasFatalFailure()) return;
+  std::string device = kubelet.Devices(kResource)[0].id;
+  std::vector<double> ms;
+  for (int i = 0; i < 20; ++i) {
+    const std::string name = absl::StrCat("handover-", i);
+    absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPodWithDevices("e2e", name, "main", kResource, {device});
+    ASSERT_TRUE(pod.ok()) << "pod " << i << ": " << pod.status() << Logs();
+    if (i == 0) {
+      EXPECT_EQ(RunWorkload("handover-0", pod->response).value("ok", false), true) << Logs();
+    }
+    // The plugin has read pod-resources (each second) since the pod was
+    // listed; the pod ends at a different phase of that second each time.
+    absl::SleepFor(absl::Milliseconds(1100 + (i * 379) % 1000));
+    const absl::Time ended = absl::Now();
+    kubelet.RemovePod("e2e", name);
+    const std::string session_dir = dir_ + "/plugin-state/" + device;
+    bool unhealthy_seen = false;
+    while (std::filesystem::exists(session_dir) && absl::Now() - ended < absl::Seconds(10)) {
+      for (const AdvertisedDevice& d : kubelet.Devices(kResource)) unhealthy_seen |= d.id == device && d.health != "Healthy";
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    ASSERT_FALSE(std::filesystem::exists(session_dir)) << "session of pod " << i << " never released" << Logs();
+    ASSERT_TRUE(kubelet.WaitForDevices(kResource, HealthOf(device, "Healthy"), absl::Seconds(5)));
+    ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - ended));
+    EXPECT_FALSE(unhealthy_seen) << "device advertised Unhealthy after pod " << i << " ended";
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf("pod end -> device released and allocatable: p50 %.0f ms, p99 %.0f ms, max %.0f ms (n=%zu)\n",
+              ms[ms.size() / 2], ms[(ms.size() * 99) / 100], ms.back(), ms.size());
+  EXPECT_LT(ms.back(), 30000) << "not the 30 s release grace";
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+// On the test API server (which refuses writes into namespaces that do not
+// exist, as kube-apiserver does): DeviceAttachments are written into the
+// install namespace, name their pod once pod-resources lists it, carry
+// session and write counters from the agent, keep the token in a Secret,
+// and the DevicePool's status counts the devices.
+TEST_F(EndToEndTest, AttachmentsLiveInTheInstallNamespaceAndNameTheirPod) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet, "rpci-system");
+  if (HasFatalFailure()) return;
+  nlohmann::json pool = Api("POST", "/apis/rpci.io/v1alpha1/devicepools",
+                            {{"apiVersion", "rpci.io/v1alpha1"},
+                             {"kind", "DevicePool"},
+                             {"metadata", {{"name", "emu"}}},
+                             {"spec", {{"resourceName", "rpci.io/emu"}, {"sparesPerNode", 2}}}});
+  ASSERT_EQ(pool.value("kind", ""), "DevicePool") << pool.dump();
+  nlohmann::json wrong = Api("POST", "/apis/rpci.io/v1alpha1/devicepools",
+                             {{"apiVersion", "rpci.io/v1alpha1"},
+                              {"kind", "DevicePool"},
+                              {"metadata", {{"name", "gpu"}}},
+                              {"spec", {{"resourceName", "rpci.io/emu"}}}});
+  EXPECT_EQ(wrong.value("code", 0), 422) << wrong.dump();
+
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("ml", "trainer-0", "train", kResource, 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  nlohmann::json summary = RunWorkload("trainer-0", pod->response);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  const std::string device = pod->device_ids[0];
+  nlohmann::json dev = Api("GET", "/apis/rpci.io/v1alpha1/pciedevices/" + device);
+  const std::string grant = dev["status"].value("attachment", "");
+  ASSERT_FALSE(grant.empty()) << dev.dump();
+  // The agent heartbeats every 10 s: counters arrive within two of them.
+  nlohmann::json att = WaitForObject(
+      "/apis/rpci.io/v1alpha1/namespaces/rpci-system/deviceattachments/" + grant,
+      [](const nlohmann::json& a) {
+        return a["spec"].value("pod", "") == "trainer-0" && a["status"].value("writesApplied", 0) > 0;
+      },
+      absl::Seconds(30));
+  EXPECT_EQ(att["spec"].value("podNamespace", ""), "ml") << att.dump();
+  EXPECT_EQ(att["spec"].value("pod", ""), "trainer-0") << att.dump();
+  EXPECT_EQ(att["spec"].value("container", ""), "train");
+  EXPECT_EQ(att["status"].value("state", ""), "Attached");
+  EXPECT_EQ(att["status"].value("sessionId", ""), pod->response.envs().at("RPCI_SESSION_ID"));
+  EXPECT_GT(att["status"].value("writesApplied", 0), 0) << att.dump();
+  EXPECT_FALSE(att["spec"].contains("token")) << att.dump();
+  nlohmann::json secret = Api("GET", "/api/v1/namespaces/rpci-system/secrets/" + grant);
+  EXPECT_EQ(secret.value("type", ""), "rpci.io/grant") << secret.dump();
+  nlohmann::json counted = WaitForObject(
+      "/apis/rpci.io/v1alpha1/devicepools/emu",
+      [](const nlohmann::json& p) { return p.contains("status") && p["status"].value("attached", 0) == 1; },
+      absl::Seconds(10));
+  EXPECT_EQ(counted["status"].value("total", 0), 2) << counted.dump();
+  EXPECT_EQ(counted["status"].value("attached", 0), 1) << counted.dump();
+  EXPECT_EQ(counted["status"].value("assigned", 0), 1) << counted.dump();
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+// What a real cluster showed: the namespace the attachments go to does not
+// exist. The pod's Allocate fails with the API server's words; every other
+// write goes on (devices assigned and written, heartbeats accepted, the
+// device not left attached to a grant without an attachment); once the
+// namespace exists the next pod is admitted.
+TEST_F(EndToEndTest, ARefusedAttachmentFailsOnlyItsClaimAndTheStoreKeepsWorking) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet, "kubelet");
+  if (HasFatalFailure()) return;
+  absl::StatusOr<AdmittedContainer> refused = kubelet.AdmitPod("ml", "first", "main", kResource, 1);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("namespaces \"kubelet\" not found"), std::string::npos)
+      << refused.status();
+  nlohmann::json devices = Api("GET", "/apis/rpci.io/v1alpha1/pciedevices");
+  ASSERT_EQ(devices["items"].size(), 2u) << devices.dump();
+  for (const nlohmann::json& d : devices["items"]) {
+    EXPECT_EQ(d["status"].value("assignedNode", ""), "e2e-compute-node") << d.dump();
+    EXPECT_EQ(d["status"].value("attachment", ""), "") << "a device names a grant with no attachment";
+  }
+  // The refusal is reported on the device as a Warning Event.
+  nlohmann::json events = WaitForObject(
+      "/api/v1/namespaces/default/events",
+      [](const nlohmann::json& list) {
+        for (const nlohmann::json& e : list.value("items", nlohmann::json::array())) {
+          if (e.value("reason", "") == "StoreRefused" && e.value("type", "") == "Warning") return true;
+        }
+        return false;
+      },
+      absl::Seconds(5));
+  EXPECT_NE(events.dump().find("namespaces \\\"kubelet\\\" not found"), std::string::npos) << events.dump();
+  // Heartbeats and health go on: the devices stay Healthy past an agent
+  // heartbeat (10 s) and a node heartbeat.
+  absl::SleepFor(absl::Seconds(11));
+  EXPECT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(1))) << Logs();
+  EXPECT_EQ(ReadWholeFile(dir_ + "/logs/agent.err").find("not registered"), std::string::npos);
+
+  nlohmann::json ns = Api("POST", "/api/v1/namespaces",
+                          {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", "kubelet"}}}});
+  ASSERT_EQ(ns.value("kind", ""), "Namespace") << ns.dump();
+  absl::StatusOr<AdmittedContainer> admitted = kubelet.AdmitPod("ml", "second", "main", kResource, 1);
+  ASSERT_TRUE(admitted.ok()) << admitted.status() << Logs();
+  EXPECT_EQ(RunWorkload("second", admitted->response).value("ok", false), true) << Logs();
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+// The fabric listens where the operator says: the agent's endpoint in the
+// range its environment gives libfabric (the chart's fabric.portRange), the
+// workload's in the range the plugin hands the container
+// (--fabric-port-range). The agent's host listens on nothing else than its
+// session and HTTP ports (and the controller's, which shares the host here).
+TEST_F(EndToEndTest, FabricListenersStayInTheConfiguredPortRanges) {
+  agent_env_ = {"FI_TCP_PORT_LOW_RANGE=47100", "FI_TCP_PORT_HIGH_RANGE=47109"};
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
+  if (HasFatalFailure()) return;
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "ports", "main", kResource, 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  EXPECT_EQ(pod->response.envs().at("FI_TCP_PORT_LOW_RANGE"), "47200");
+  EXPECT_EQ(pod->response.envs().at("FI_TCP_PORT_HIGH_RANGE"), "47209");
+  EXPECT_EQ(RunWorkload("ports", pod->response).value("ok", false), true) << Logs();
+  auto ss = Start(0, "ss", {"ss", "-ltnH"});
+  ASSERT_EQ(ss->Wait(absl::Seconds(10)), 0) << ss->err();
+  int fabric = 0;
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(ss->out(), '\n', absl::SkipEmpty()))) {
+    std::vector<std::string> cols = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    ASSERT_GE(cols.size(), 4u) << line;
+    int port = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(cols[3].substr(cols[3].rfind(':') + 1), &port)) << line;
+    const bool known = port == kAgentPort || port == kAgentHttp || port == kControllerPort || port == kControllerHttp;
+    const bool in_range = port >= 47100 && port <= 47109;
+    fabric += in_range;
+    EXPECT_TRUE(known || in_range) << "host a listens on " << port << ":\n" << ss->out();
+  }
+  EXPECT_GE(fabric, 1) << ss->out();
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+// What the compute side must let in (install.md "Network"): the agent opens
+// a connection to the workload's fabric endpoint (its first RMA write, the
+// BAR mirror at attach, goes there before the workload has sent anything),
+// so new inbound TCP connections to the workload's fabric port range must be
+// allowed from device servers; nothing else inbound is needed.
+TEST_F(EndToEndTest, WorkloadsNeedInboundConnectionsOnlyToTheirFabricPortRange) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
+  if (HasFatalFailure()) return;
+  auto firewall = [&](const std::vector<std::string>& rule) {
+    std::vector<std::string> argv = {"/sbin/iptables"};
+    argv.insert(argv.end(), rule.begin(), rule.end());
+    auto fw = Start(1, "iptables", argv);
+    ASSERT_EQ(fw->Wait(absl::Seconds(10)), 0) << fw->err();
+  };
+  // Host b accepts new TCP connections only to the workload's range.
+  firewall({"-A", "INPUT", "-p", "tcp", "--syn", "-m", "multiport", "!", "--dports", "47200:47209", "-j", "DROP"});
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "open-range", "main", kResource, 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  EXPECT_EQ(RunWorkload("open-range", pod->response).value("ok", false), true) << Logs();
+  kubelet.RemovePod("e2e", "open-range");
+  // Closing the range too: the workload cannot attach, because the agent
+  // must connect to it.
+  firewall({"-A", "INPUT", "-p", "tcp", "--syn", "--dport", "47200:47209", "-j", "DROP"});
+  absl::StatusOr<AdmittedContainer> closed = kubelet.AdmitPod("e2e", "closed-range", "main", kResource, 1);
+  ASSERT_TRUE(closed.ok()) << closed.status() << Logs();
+  std::unique_ptr<Subprocess> refused = RunContainer("closed-range", closed->response);
+  EXPECT_NE(refused->Wait(absl::ZeroDuration()), 0) << refused->out();
+  EXPECT_NE(refused->err().find("fabric"), std::string::npos) << refused->err();
+  firewall({"-F", "INPUT"});
+  plugin_.reset();
+  kubelet.Stop();
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// run_container --response=<file> -- <command...>
+// run_container --response=<file> [--user=UID:GID[:G1,G2...]] -- <command...>
 // Runs the command as the container of a ContainerAllocateResponse (file: the
 // serialized protobuf): exactly its environment, its mounts in a private
 // mount namespace (tests/kubelet/container.h). For the end-to-end test, which
@@ -7,12 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "tests/harness/subprocess.h"
 #include "tests/kubelet/container.h"
 
 int main(int argc, char** argv) {
   std::string response_file;
   std::vector<std::string> command;
+  rpci::testing::ContainerUser user;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--") {
@@ -22,6 +25,18 @@ int main(int argc, char** argv) {
     if (a.rfind("--response=", 0) == 0) {
       response_file = a.substr(11);
       continue;
+    }
+    if (a.rfind("--user=", 0) == 0) {  // a pod's runAsUser:runAsGroup:supplementalGroups
+      std::vector<std::string> parts = absl::StrSplit(a.substr(7), ':');
+      if (parts.size() >= 2 && absl::SimpleAtoi(parts[0], &user.uid) && absl::SimpleAtoi(parts[1], &user.gid)) {
+        bool ok = true;
+        for (absl::string_view g : absl::StrSplit(parts.size() > 2 ? parts[2] : "", ',', absl::SkipEmpty())) {
+          int gid = 0;
+          ok = ok && absl::SimpleAtoi(g, &gid);
+          user.supplemental_groups.push_back(gid);
+        }
+        if (ok && parts.size() <= 3) continue;
+      }
     }
     std::fprintf(stderr, "usage: run_container --response=<file> -- <command...> (bad argument %s)\n", a.c_str());
     return 2;
@@ -33,7 +48,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string error;
-  rpci::testing::ExecContainer(response, command, &error);
+  rpci::testing::ExecContainer(response, command, &error, user);
   std::fprintf(stderr, "run_container: %s\n", error.c_str());
   return 127;
 }

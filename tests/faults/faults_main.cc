@@ -16,11 +16,8 @@
 //
 //   faults --bin_dir=<bazel-bin> [--only=a,e] [--work_dir=/tmp]
 // Exit 0 when every scenario that could run survived.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -47,6 +44,7 @@
 #include "common/flags.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/harness/free_port.h"
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
 #include "tests/kubelet/fake_kubelet.h"
@@ -78,20 +76,6 @@ std::string MakeDir(const std::string& tag) {
   return tmpl;
 }
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 bool WaitUntil(const std::function<bool()>& pred, absl::Duration timeout, absl::Duration step = absl::Milliseconds(20)) {
   const absl::Time deadline = absl::Now() + timeout;
@@ -409,10 +393,10 @@ class Stack {
   absl::Status Start(int compute_nodes) {
     dir_ = MakeDir(tag_);
     if (dir_.empty()) return absl::InternalError("mkdtemp failed");
-    controller_port_ = FreePort();
-    controller_http_ = FreePort();
-    agent_port_ = FreePort();
-    agent_http_ = FreePort();
+    controller_port_ = FreeLoopbackPort();
+    controller_http_ = FreeLoopbackPort();
+    agent_port_ = FreeLoopbackPort();
+    agent_http_ = FreeLoopbackPort();
     if (absl::Status s = MakeCertificates(compute_nodes); !s.ok()) return s;
     if (absl::Status s = StartController(); !s.ok()) return s;
     if (absl::Status s = StartAgent(); !s.ok()) return s;
@@ -425,7 +409,7 @@ class Stack {
       std::filesystem::create_directories(n.dir + "/cdi");
       n.kubelet = std::make_unique<FakeKubelet>(n.dir + "/kubelet", n.dir + "/kubelet/pod-resources.sock");
       if (absl::Status s = n.kubelet->Start(); !s.ok()) return s;
-      n.plugin_http = FreePort();
+      n.plugin_http = FreeLoopbackPort();
       nodes_.push_back(std::move(n));
       if (absl::Status s = StartPlugin(nodes_.size() - 1); !s.ok()) return s;
     }

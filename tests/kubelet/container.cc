@@ -1,6 +1,7 @@
 #include "tests/kubelet/container.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,12 +60,20 @@ std::vector<char*> Argv(const std::vector<std::string>& argv) {
 }  // namespace
 
 void ExecContainer(const v1beta1::ContainerAllocateResponse& response, const std::vector<std::string>& argv,
-                   std::string* error) {
+                   std::string* error, const ContainerUser& user) {
   if (argv.empty()) {
     *error = "no command";
     return;
   }
   if (!SetUpMounts(response, error)) return;
+  if (user.uid >= 0) {
+    std::vector<gid_t> groups(user.supplemental_groups.begin(), user.supplemental_groups.end());
+    if (setgroups(groups.size(), groups.data()) != 0 || setgid(static_cast<gid_t>(user.gid)) != 0 ||
+        setuid(static_cast<uid_t>(user.uid)) != 0) {
+      *error = Errno("become uid " + std::to_string(user.uid));
+      return;
+    }
+  }
   // Sanitizer settings are the test run's, not the pod's: a sanitized
   // workload keeps them so its suppressions and halt_on_error apply.
   std::vector<std::pair<std::string, std::string>> kept;

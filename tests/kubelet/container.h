@@ -14,12 +14,21 @@
 
 namespace rpci::testing {
 
+// Who a container's process is, as a pod's securityContext says
+// (runAsUser, runAsGroup, supplementalGroups). uid -1: this process's user.
+struct ContainerUser {
+  int uid = -1;
+  int gid = -1;
+  std::vector<int> supplemental_groups;
+};
+
 // In this process: enters a new mount namespace (private propagation), binds
-// the mounts (creating missing mount points), replaces the environment with
-// the response's and execs argv[0] (a path). Returns only on failure, with
-// the reason in `error`. Needs CAP_SYS_ADMIN when there are mounts.
+// the mounts (creating missing mount points), becomes `user` (when set),
+// replaces the environment with the response's and execs argv[0] (a path).
+// Returns only on failure, with the reason in `error`. Needs CAP_SYS_ADMIN
+// when there are mounts, CAP_SETUID/CAP_SETGID for a user.
 void ExecContainer(const v1beta1::ContainerAllocateResponse& response, const std::vector<std::string>& argv,
-                   std::string* error);
+                   std::string* error, const ContainerUser& user = {});
 
 // Forks, runs the container as above in the child and waits. With
 // `isolate` false the child only gets the response's envs on top of this

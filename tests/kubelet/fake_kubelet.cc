@@ -1,5 +1,7 @@
 #include "tests/kubelet/fake_kubelet.h"
 
+#include <optional>
+
 #include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -278,6 +280,10 @@ absl::StatusOr<v1beta1::AllocateResponse> FakeKubelet::Allocate(const std::strin
                                                                 const v1beta1::AllocateRequest& req) {
   std::shared_ptr<Endpoint> ep = EndpointFor(resource);
   if (!ep) return absl::NotFoundError("no device plugin registered for " + resource);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++allocate_calls_;
+  }
   grpc::ClientContext ctx;
   ctx.set_deadline(In(absl::Seconds(30)));
   v1beta1::AllocateResponse resp;
@@ -369,6 +375,33 @@ absl::StatusOr<AdmittedContainer> FakeKubelet::AdmitPodWithDevices(const std::st
 void FakeKubelet::RemovePod(const std::string& pod_namespace, const std::string& pod_name) {
   std::lock_guard<std::mutex> lock(mu_);
   pods_.erase(pod_namespace + "/" + pod_name);
+}
+
+absl::StatusOr<AdmittedContainer> FakeKubelet::RestartContainer(const std::string& pod_namespace,
+                                                                const std::string& pod_name,
+                                                                const std::string& container) {
+  std::optional<AdmittedContainer> found;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto pod = pods_.find(pod_namespace + "/" + pod_name);
+    if (pod != pods_.end()) {
+      for (const AdmittedContainer& c : pod->second) {
+        if (c.name == container) found = c;
+      }
+    }
+  }
+  if (!found) return absl::NotFoundError(absl::StrCat("no container ", container, " in pod ", pod_namespace, "/", pod_name));
+  std::shared_ptr<Endpoint> ep = EndpointFor(found->resource_name);
+  if (!ep) return absl::NotFoundError("no device plugin registered for " + found->resource_name);
+  if (ep->options.pre_start_required()) {
+    if (absl::Status s = PreStartContainer(found->resource_name, found->device_ids); !s.ok()) return s;
+  }
+  return *found;
+}
+
+int FakeKubelet::allocate_calls() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return allocate_calls_;
 }
 
 v1::ListPodResourcesResponse FakeKubelet::ListPods() const {

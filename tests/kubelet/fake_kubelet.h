@@ -12,6 +12,12 @@
 //  - admits pods: GetPreferredAllocation (when the plugin offers it) over the
 //    healthy unallocated devices, Allocate, PreStartContainer (when
 //    required), and records the pod for pod-resources List/Get;
+//  - restarts a pod's container as the kubelet does for restartPolicy
+//    Always/OnFailure: no Allocate (the response is the one recorded at
+//    admission, as the kubelet's checkpoint keeps it), PreStartContainer
+//    before every start when the plugin asked for it;
+//  - deletes pods: they leave pod-resources at once and their devices are
+//    free for the next pod;
 //  - restarts: stops, removes every socket in the directory (the plugins'
 //    too), and serves kubelet.sock again; plugins must register again.
 
@@ -103,6 +109,14 @@ class FakeKubelet {
                                                          const std::vector<std::string>& device_ids);
   // The pod leaves the node: gone from pod-resources, its devices free.
   void RemovePod(const std::string& pod_namespace, const std::string& pod_name);
+  // The container exited and is started again: PreStartContainer (when
+  // required) with its devices, no Allocate; the recorded container (same
+  // response) to run. NOT_FOUND for an unknown pod or container; the
+  // plugin's error, unchanged in code, when PreStartContainer fails.
+  absl::StatusOr<AdmittedContainer> RestartContainer(const std::string& pod_namespace, const std::string& pod_name,
+                                                     const std::string& container);
+  // Allocate calls made since construction.
+  int allocate_calls() const;
 
   // Direct calls to a registered plugin, as the kubelet would make them.
   absl::StatusOr<v1beta1::PreferredAllocationResponse> GetPreferredAllocation(
@@ -139,6 +153,7 @@ class FakeKubelet {
   std::vector<std::thread> watchers_;
   // pod "ns/name" -> containers
   std::map<std::string, std::vector<AdmittedContainer>> pods_;
+  int allocate_calls_ = 0;
 };
 
 }  // namespace rpci::testing
