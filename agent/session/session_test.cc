@@ -320,8 +320,8 @@ TEST_F(SessionTest, APreviousAttachsMemoryKeysNoLongerReadOrWrite) {
 }
 
 TEST_F(SessionTest, TheNextTenantSeesOnlyResetRegistersAndZeroedDma) {
-  client::SessionTicket ticket;
-  auto a = Attach(&ticket, "g-emu");
+  client::SessionTicket ticket_a;
+  auto a = Attach(&ticket_a, "g-emu");
   ASSERT_NE(a, nullptr);
   std::memset(a->dma(), 0xa5, a->dma_size());
   ASSERT_TRUE(a->FlushDma(0, a->dma_size()).ok());
@@ -329,7 +329,9 @@ TEST_F(SessionTest, TheNextTenantSeesOnlyResetRegistersAndZeroedDma) {
   ASSERT_TRUE(a->Write(0, agent::emu::kRegIntMask, 4, agent::emu::kIntCompletion).ok());
   ASSERT_TRUE(a->Refresh(absl::Seconds(5)).ok());
   ASSERT_EQ(*a->Read(0, agent::emu::kRegScratch, 4), 0xdeadbeefu);
-  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());  // the pod's allocation ends
+  // The workload's close detaches; the plugin ends the allocation's session.
+  ASSERT_TRUE(a->Close().ok());
+  ASSERT_TRUE(client::ControlClient().Close(ticket_a).ok());
   EXPECT_TRUE(server_->DeviceClean("emu0").ok());
 
   auto b = Attach(nullptr, "g-emu");
