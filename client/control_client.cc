@@ -6,22 +6,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/grpc_util.h"
 #include "proto/rpci/v1/session.grpc.pb.h"
 #include "session/wire.h"
 
 namespace rpci::client {
-namespace {
-
-absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
-}
-
-std::chrono::system_clock::time_point In(absl::Duration d) {
-  return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
-}
-
-}  // namespace
-
 absl::Status ReadShape(const rpci::v1::OpenSessionResponse& resp, SessionTicket* ticket) {
   ticket->bars.clear();
   ticket->dma_size = 0;
@@ -100,10 +89,11 @@ absl::StatusOr<SessionTicket> ControlClient::Reserve(const std::string& endpoint
   return ticket;
 }
 
-absl::StatusOr<session::Nonce> ControlClient::Challenge(const SessionTicket& ticket) {
+absl::StatusOr<session::Nonce> ControlClient::Challenge(const SessionTicket& ticket, bool status_probe) {
   auto stub = rpci::v1::SessionControl::NewStub(ChannelTo(ticket.endpoint));
   rpci::v1::ChallengeRequest req;
   req.set_session_id(ticket.session_id.ToString());
+  req.set_status_probe(status_probe);
   rpci::v1::ChallengeResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(In(options_.rpc_timeout));
@@ -130,7 +120,7 @@ absl::Status ControlClient::Close(const SessionTicket& ticket, bool detach) {
 }
 
 absl::StatusOr<SessionState> ControlClient::Status(const SessionTicket& ticket) {
-  absl::StatusOr<session::Nonce> nonce = Challenge(ticket);
+  absl::StatusOr<session::Nonce> nonce = Challenge(ticket, /*status_probe=*/true);
   if (!nonce.ok() && nonce.status().code() == absl::StatusCode::kNotFound) return SessionState{};
   rpci::v1::SessionStatusResponse resp;
   grpc::Status s = grpc::Status::OK;

@@ -103,7 +103,7 @@ class ControlClient {
  private:
   std::shared_ptr<grpc::Channel> ChannelTo(const std::string& endpoint);
   // A fresh nonce from the agent for the ticket's session.
-  absl::StatusOr<session::Nonce> Challenge(const SessionTicket& ticket);
+  absl::StatusOr<session::Nonce> Challenge(const SessionTicket& ticket, bool status_probe = false);
 
   const ControlOptions options_;
   std::mutex mu_;

@@ -10,30 +10,22 @@ bazel-testlogs, which may also hold results of removed targets or of earlier
 A test target whose XML is missing or shows no test cases but that Bazel
 reports failed counts as one failed test, so a crash is never hidden.
 
-The suites CI must run (REQUIRED_SUITES: end-to-end, network namespaces,
-faults) skip their cases where the machine cannot run them (not root, no
-netns); a run in which one of them skipped every case fails, naming it, so a
-green run always includes them. RPCI_ALLOW_SKIPPED_SUITES=1 turns that into a
-warning, for a developer's machine without root; CI never sets it.
+The suites CI must run (//:required_suites in the root BUILD.bazel:
+end-to-end, network namespaces, faults) skip their cases where the machine
+cannot run them (not root, no netns); a run in which one of them skipped every
+case fails, naming it, so a green run always includes them.
+RPCI_ALLOW_SKIPPED_SUITES=1 turns that into a warning, for a developer's
+machine without root; CI never sets it.
 """
 import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-REQUIRED_SUITES = (
-    "tests/e2e/e2e_test",
-    "tests/session/netns_session_test",
-    "tests/harness/netns_test",
-    "tests/faults/faults_fast_test",
-)
-
-
-def result_dirs(testlogs, targets):
-    """The result directory of each target label ("//pkg:name" -> pkg/name)."""
-    for label in targets:
-        pkg, name = label.lstrip("/").split(":", 1)
-        yield os.path.join(testlogs, pkg, name)
+def result_dir(label):
+    """A target label's result directory under bazel-testlogs ("//pkg:name" -> pkg/name)."""
+    pkg, name = label.lstrip("/").split(":", 1)
+    return os.path.join(pkg, name)
 
 
 def is_skipped(case):
@@ -67,11 +59,13 @@ def count_target(path):
     return passed, failed, skipped, names, why
 
 
-def count(testlogs, targets):
+def count(testlogs, targets, required=()):
     """(passed, failed, skipped, failed names, required suites that skipped everything)."""
     passed, failed, skipped, failed_names, all_skipped = 0, 0, 0, [], []
-    for root in result_dirs(testlogs, targets):
-        target = os.path.relpath(root, testlogs)
+    required = {result_dir(label) for label in required}
+    for label in targets:
+        target = result_dir(label)
+        root = os.path.join(testlogs, target)
         if not os.path.isfile(os.path.join(root, "test.xml")):
             failed += 1
             failed_names.append(target + " (no test results)")
@@ -84,7 +78,7 @@ def count(testlogs, targets):
             continue
         passed, failed, skipped = passed + p, failed + f, skipped + s
         failed_names += [target + (": " + n if n else "") for n in names]
-        if target in REQUIRED_SUITES and s > 0 and p == 0 and f == 0:
+        if target in required and s > 0 and p == 0 and f == 0:
             all_skipped.append("%s skipped all %d cases (%s)" % (target, s, why or "no reason given"))
     return passed, failed, skipped, failed_names, all_skipped
 
@@ -106,13 +100,17 @@ def summarize(passed, failed, skipped, failed_names, all_skipped, bazel_rc, allo
     return lines, 1 if failed else 0
 
 
+def query(bazel, expression):
+    out = subprocess.run(bazel + ["query", expression], capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip().startswith("//")]
+
+
 def main():
     bazel_rc, bazel = int(sys.argv[1]), sys.argv[2:]
     testlogs = subprocess.run(bazel + ["info", "bazel-testlogs"], capture_output=True, text=True).stdout.strip()
-    query = subprocess.run(bazel + ["query", "tests(//...) except attr(tags, manual, //...)"],
-                           capture_output=True, text=True).stdout
-    targets = [line.strip() for line in query.splitlines() if line.strip().startswith("//")]
-    counts = count(testlogs, targets) if os.path.isdir(testlogs) else (0, 0, 0, [], [])
+    targets = query(bazel, "tests(//...) except attr(tags, manual, //...)")
+    required = query(bazel, "tests(//:required_suites)")
+    counts = count(testlogs, targets, required) if os.path.isdir(testlogs) else (0, 0, 0, [], [])
     lines, status = summarize(*counts, bazel_rc, os.environ.get("RPCI_ALLOW_SKIPPED_SUITES") == "1")
     print("\n".join(lines))
     sys.exit(status)

@@ -200,9 +200,16 @@ std::vector<rpci::v1::DeviceHealthReport> AgentApp::Health() const {
   for (const rpci::v1::ExportedDevice& d : devices_) {
     rpci::v1::DeviceHealthReport r;
     r.set_device_id(d.id());
-    // A backend that exists serves sessions; the session server owns faults.
-    r.set_health(serving_ ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
-    if (!serving_) r.set_reason("agent not serving sessions");
+    // Unhealthy while the agent does not serve, the backend reports a fault
+    // (device gone, reset failed) or the last teardown could not scrub it.
+    absl::Status health = serving_ ? backends_[out.size()]->Health()
+                                   : absl::UnavailableError("agent not serving sessions");
+    if (health.ok() && session_server_ != nullptr) {
+      absl::Status clean = session_server_->DeviceClean(d.id());
+      if (!clean.ok() && !absl::IsUnavailable(clean)) health = clean;  // being scrubbed right now is no fault
+    }
+    r.set_health(health.ok() ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
+    if (!health.ok()) r.set_reason(std::string(health.message()));
     out.push_back(std::move(r));
   }
   return out;

@@ -136,6 +136,19 @@ class AgentAppTest : public ::testing::Test {
     return ticket;
   }
 
+  // Starts the agent with `o`, waits until ready, claims emu device 0 and
+  // reserves a session on it.
+  void StartAndReserve(const AgentOptions& o, absl::StatusOr<client::SessionTicket>* ticket) {
+    auto app = AgentApp::Create(o, Backends());
+    ASSERT_TRUE(app.ok()) << app.status();
+    agent_ = *std::move(app);
+    ASSERT_TRUE(agent_->Start().ok());
+    ASSERT_TRUE(WaitFor([&] { return agent_->Readiness().ok(); }));
+    rpci::v1::ClaimResponse granted = Claim(grpc::InsecureChannelCredentials(), "dev-a-fffe-00-00-0");
+    *ticket = Reserve(grpc::InsecureChannelCredentials(), granted);
+    ASSERT_TRUE(ticket->ok()) << ticket->status();
+  }
+
   int HttpStatus(const std::string& path) {
     httplib::Client http("127.0.0.1", agent_->http_port());
     auto res = http.Get(path.c_str());
@@ -251,14 +264,9 @@ TEST_F(AgentAppTest, ReadyzIsUnavailableUntilTheControllerAnswers) {
 
 TEST_F(AgentAppTest, SessionsSurviveAnAgentRestartThroughTheCheckpoint) {
   AgentOptions o = Options();
-  auto app = AgentApp::Create(o, Backends());
-  ASSERT_TRUE(app.ok()) << app.status();
-  agent_ = *std::move(app);
-  ASSERT_TRUE(agent_->Start().ok());
-  ASSERT_TRUE(WaitFor([&] { return agent_->Readiness().ok(); }));
-  rpci::v1::ClaimResponse granted = Claim(grpc::InsecureChannelCredentials(), "dev-a-fffe-00-00-0");
-  absl::StatusOr<client::SessionTicket> ticket = Reserve(grpc::InsecureChannelCredentials(), granted);
-  ASSERT_TRUE(ticket.ok()) << ticket.status();
+  absl::StatusOr<client::SessionTicket> ticket;
+  StartAndReserve(o, &ticket);
+  if (HasFatalFailure()) return;
 
   agent_->Stop();  // as on SIGTERM
   agent_.reset();
@@ -278,6 +286,38 @@ TEST_F(AgentAppTest, SessionsSurviveAnAgentRestartThroughTheCheckpoint) {
   ASSERT_TRUE((*session)->Sync(absl::Seconds(5)).ok());
   ASSERT_EQ(made_.size(), 4u);
   EXPECT_EQ(Scratch(2), 7u);  // device 0 of the restarted agent
+}
+
+// A session that had written to its device is not resumed by a restarted
+// agent: the emu device starts fresh (a VFIO device is reset by the kernel),
+// so the workload gets DATA_LOSS naming the reset instead of a silent resume
+// against a device that forgot everything.
+TEST_F(AgentAppTest, ASessionWithDeviceStateGetsDataLossAfterAnAgentRestart) {
+  AgentOptions o = Options();
+  absl::StatusOr<client::SessionTicket> ticket;
+  StartAndReserve(o, &ticket);
+  if (HasFatalFailure()) return;
+  client::ClientOptions copts;
+  copts.fabric.node = "127.0.0.1";
+  copts.grace = absl::Seconds(2);
+  {
+    auto session = client::SessionClient::Attach(*ticket, copts);
+    ASSERT_TRUE(session.ok()) << session.status();
+    ASSERT_TRUE((*session)->Write(0, emu::kRegScratch, 4, 7).ok());
+    ASSERT_TRUE((*session)->Sync(absl::Seconds(5)).ok());
+    agent_->Stop();
+    agent_.reset();
+  }
+  o.session_advertise = ticket->endpoint;
+  o.session_listen = ticket->endpoint;
+  auto again = AgentApp::Create(o, Backends());
+  ASSERT_TRUE(again.ok()) << again.status();
+  agent_ = *std::move(again);
+  ASSERT_TRUE(agent_->Start().ok());
+  auto session = client::SessionClient::Attach(*ticket, copts);
+  ASSERT_FALSE(session.ok());
+  EXPECT_EQ(session.status().code(), absl::StatusCode::kDataLoss) << session.status();
+  EXPECT_NE(session.status().message().find("device was reset"), std::string::npos) << session.status();
 }
 
 // With TLS, the session server authenticates itself to everyone, lets only

@@ -63,6 +63,17 @@ class SessionDevice {
   // pushes completions without waiting for the client's next kick.
   virtual int interrupt_fd() { return -1; }
 
+  // OK while the device can serve; otherwise why not (the function is gone,
+  // its last reset failed, ...). Reported to the controller, and so to the
+  // kubelet, as the device's health. Thread-safe.
+  virtual absl::Status Health() const { return absl::OkStatus(); }
+
+  // Whether the device's state outlives the agent process. Real devices do
+  // not (the kernel resets a VFIO device when the agent's descriptors close)
+  // and rpci-emu starts fresh; a session that had built device state is then
+  // not resumed after an agent restart (docs/sessions.md, Resilience).
+  virtual bool keeps_state_across_agent_restart() const { return false; }
+
   // Makes the device safe for the next tenant: the device is reset to its
   // power-on register state, pending interrupts are dropped and the whole DMA
   // space is zeroed. OK means clean; an error (naming the device and what

@@ -151,6 +151,9 @@ struct SessionServer::Session {
   std::vector<SessionDevice::Bar> bars;
   absl::Time opened, last_seen;
   bool attached = false;
+  // Recovered after an agent restart with device state (applied writes or
+  // delivered completions) on a device that lost it: never resumed.
+  bool device_state_lost = false;
   std::map<session::Nonce, absl::Time> challenges;  // outstanding, by issue time
   std::optional<session::FrameChannel> frames;      // this attach's control frames
   bool closing = false;  // a Teardown is scrubbing the device (guarded by the server's mu_)
@@ -237,6 +240,11 @@ absl::Status SessionServer::Start() {
       s->gate = session::ApplyGate(applied);
       s->completion_seq = std::max(r.completion_seq, s->seq->completions());
       s->client_consumed = s->completion_seq;
+      s->device_state_lost = (applied > 0 || s->completion_seq > 0) && !dev->second->keeps_state_across_agent_restart();
+      if (s->device_state_lost) {
+        log_.Warn("session's device state was lost in the agent restart; it will not be resumed",
+                  {{"session", s->id.ToString()}, {"device", s->device_id}});
+      }
       sessions_[s->id] = s;
       device_owner_[s->device_id] = s->id;
       log_.Info("session recovered from checkpoint",
@@ -334,7 +342,9 @@ grpc::Status SessionServer::Challenge(grpc::ServerContext*, const rpci::v1::Chal
   if (!id.ok()) return ToGrpc(id.status());
   std::shared_ptr<Session> s = Find(*id);
   if (s == nullptr) {
-    refused_->Labels({"stale_session"}).Increment();
+    // A status probe of a session that has ended (the plugin's health check
+    // after a close or an agent restart) is not a refused request.
+    refused_->Labels({req->status_probe() ? "probe_closed_session" : "stale_session"}).Increment();
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "session " + req->session_id() + " is not live");
   }
   absl::StatusOr<session::Nonce> nonce = session::NewNonce();
@@ -408,6 +418,14 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   if (!s.ok()) return ToGrpc(s.status());
   resp->set_session_id(req->resume_session_id());
   std::lock_guard<std::mutex> slock((*s)->mu);
+  if ((*s)->device_state_lost) {
+    refused_->Labels({"device_reset"}).Increment();
+    log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "device_reset"}});
+    return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                        "session " + req->resume_session_id() +
+                            ": the agent restarted and the device was reset; the device state this session built "
+                            "is gone (open a new session)");
+  }
   resp->set_applied_sequence((*s)->gate.applied());
   if (req->client_fabric_address().empty()) {
     Describe(**s, resp);  // a client learning the session's shape

@@ -445,16 +445,11 @@ TEST_F(SessionTest, StatusProbesOfEndedSessionsAreNotCountedAsRefusals) {
   client::SessionTicket ticket;
   auto c = Attach(&ticket);
   ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(client::CloseSession(ticket, nullptr).ok());
-  auto stub = rpci::v1::SessionControl::NewStub(grpc::CreateChannel(Endpoint(), grpc::InsecureChannelCredentials()));
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
   for (int i = 0; i < 3; ++i) {
-    grpc::ClientContext ctx;
-    rpci::v1::SessionStatusRequest req;
-    req.set_session_id(ticket.session_id);
-    req.set_session_key(ticket.key.Bytes());
-    rpci::v1::SessionStatusResponse resp;
-    ASSERT_TRUE(stub->SessionStatus(&ctx, req, &resp).ok());
-    EXPECT_FALSE(resp.live());
+    absl::StatusOr<client::SessionState> state = client::ControlClient().Status(ticket);
+    ASSERT_TRUE(state.ok()) << state.status();
+    EXPECT_FALSE(state->live);
   }
   EXPECT_EQ(Refused("probe_closed_session"), 3);
   EXPECT_EQ(Refused("stale_session"), 0);
@@ -474,14 +469,9 @@ TEST_F(SessionTest, ADetachedSessionLivesWhileItsHolderProbesIt) {
   auto c = Attach(&ticket);
   ASSERT_NE(c, nullptr);
   ASSERT_TRUE(c->Close().ok());
-  auto stub = rpci::v1::SessionControl::NewStub(grpc::CreateChannel(Endpoint(), grpc::InsecureChannelCredentials()));
   auto probe = [&] {
-    grpc::ClientContext ctx;
-    rpci::v1::SessionStatusRequest req;
-    req.set_session_id(ticket.session_id);
-    req.set_session_key(ticket.key.Bytes());
-    rpci::v1::SessionStatusResponse resp;
-    return stub->SessionStatus(&ctx, req, &resp).ok() && resp.live();
+    absl::StatusOr<client::SessionState> state = client::ControlClient().Status(ticket);
+    return state.ok() && state->live;
   };
   for (int i = 0; i < 12; ++i) {
     ASSERT_TRUE(probe()) << "probe " << i;

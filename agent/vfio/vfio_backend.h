@@ -58,7 +58,7 @@ class VfioBackend final : public SessionDevice {
   const std::vector<int>& interrupt_fds() const { return device_->interrupt_fds(); }
   // OK while the function is present and its last reset worked; otherwise
   // why it must not be used.
-  absl::Status Health() const;
+  absl::Status Health() const override;
   VfioDevice& device() { return *device_; }
 
  private:

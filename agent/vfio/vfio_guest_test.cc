@@ -235,7 +235,9 @@ TEST_F(VfioGuestTest, NvmeIdentifyAndBlockRoundTripWithMsixOverVfio) {
   ASSERT_TRUE((*drv)->WriteBlocks(1, 7, 2, out.data(), ns->block_size).ok());
   ASSERT_TRUE((*drv)->ReadBlocks(1, 7, 2, in.data(), ns->block_size).ok());
   EXPECT_EQ(in, out);
-  EXPECT_GT((*drv)->interrupts_seen(), 0u);
+  // MSI-X fired: taken by the driver while it waited, or still pending when
+  // every completion was already posted at its first look.
+  EXPECT_TRUE((*drv)->interrupts_seen() > 0 || WaitFd(nvme.interrupt_fds()[0], 1000));
 }
 
 TEST_F(VfioGuestTest, NvmeResetReturnsTheControllerToPowerOnRegisters) {

@@ -4,9 +4,12 @@
 // back with a CRC-32C check. The device is the one the plugin attached to
 // this container (RPCI_* environment, docs/librpci.md).
 //
-//   nvme [--device=0] [--lba=8] [--blocks=2]
+//   nvme [--device=0] [--lba=8] [--blocks=2] [--pause-ms=0]
+// --pause-ms: after the I/O queues exist, print {"paused":true} and wait that
+// long before the block I/O (fault tests kill the agent meanwhile).
 // Prints one JSON summary line; exit status 0 only if every check passed.
 #include <cstdio>
+#include <thread>
 #include <random>
 #include <string>
 #include <vector>
@@ -33,7 +36,7 @@ struct Result {
   uint32_t crc_written = 0, crc_read = 0;
 };
 
-absl::Status Run(rpci::lib::Device& dev, uint64_t lba, uint32_t blocks, Result* r) {
+absl::Status Run(rpci::lib::Device& dev, uint64_t lba, uint32_t blocks, int pause_ms, Result* r) {
   rpci::examples::nvme::LibrpciTransport transport(&dev);
   auto drv = rpci::examples::nvme::NvmeDriver::Start(&transport);
   if (!drv.ok()) return drv.status();
@@ -44,6 +47,11 @@ absl::Status Run(rpci::lib::Device& dev, uint64_t lba, uint32_t blocks, Result* 
   if (!ns.ok()) return ns.status();
   r->ns = *ns;
   if (absl::Status s = (*drv)->CreateIoQueues(); !s.ok()) return s;
+  if (pause_ms > 0) {
+    std::printf("{\"paused\":true}\n");
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+  }
   std::vector<uint8_t> out(uint64_t{blocks} * ns->block_size), in(out.size());
   std::mt19937 rng(std::random_device{}());
   for (uint8_t& b : out) b = static_cast<uint8_t>(rng());
@@ -61,12 +69,14 @@ int main(int argc, char** argv) {
   int index = 0;
   uint64_t lba = 8;
   uint32_t blocks = 2;
+  int pause_ms = 0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a.rfind("--device=", 0) == 0 && absl::SimpleAtoi(a.substr(9), &index)) continue;
     if (a.rfind("--lba=", 0) == 0 && absl::SimpleAtoi(a.substr(6), &lba)) continue;
     if (a.rfind("--blocks=", 0) == 0 && absl::SimpleAtoi(a.substr(9), &blocks)) continue;
-    std::fprintf(stderr, "usage: nvme [--device=N] [--lba=N] [--blocks=N]\n");
+    if (a.rfind("--pause-ms=", 0) == 0 && absl::SimpleAtoi(a.substr(11), &pause_ms)) continue;
+    std::fprintf(stderr, "usage: nvme [--device=N] [--lba=N] [--blocks=N] [--pause-ms=N]\n");
     return 2;
   }
   absl::StatusOr<std::unique_ptr<rpci::lib::Device>> dev = rpci::lib::Device::OpenFromEnv(index);
@@ -75,7 +85,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   Result r;
-  absl::Status st = Run(**dev, lba, blocks, &r);
+  absl::Status st = Run(**dev, lba, blocks, pause_ms, &r);
   std::printf(
       "{\"ok\":%s,\"device\":\"%s\",\"model\":\"%s\",\"serial\":\"%s\",\"namespaces\":%u,\"blocks\":%llu,"
       "\"block_size\":%u,\"crc_written\":%u,\"crc_read\":%u,\"error\":\"%s\"}\n",

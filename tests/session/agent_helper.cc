@@ -59,6 +59,7 @@ class LoggedDevice : public rpci::agent::SessionDevice {
   uint64_t dma_size() const override { return inner_->dma_size(); }
   std::vector<Interrupt> TakeInterrupts() override { return inner_->TakeInterrupts(); }
   absl::Status Reset() override { return inner_->Reset(); }
+  bool keeps_state_across_agent_restart() const override { return true; }
 
  private:
   rpci::agent::SessionDevice* inner_;

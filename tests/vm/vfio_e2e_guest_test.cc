@@ -24,6 +24,7 @@
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
 #include "tests/harness/test_certs.h"
+#include "tests/kubelet/fake_kubelet.h"
 
 namespace rpci::testing {
 namespace {
@@ -69,6 +70,18 @@ class VfioEndToEndTest : public ::testing::Test {
     certs_ = *certs;
     StartController();
     StartAgent();
+    ASSERT_TRUE(WaitAgentReady()) << Logs();
+  }
+
+  // The agent's /readyz answers 200 (registered, serving sessions).
+  bool WaitAgentReady() {
+    const std::string url = absl::StrCat("http://", pair_->addr_a(), ":", kAgentHttp, "/readyz");
+    for (int i = 0; i < 120; ++i) {
+      auto curl = Start(0, "readyz", {"curl", "-sf", "--max-time", "2", url});
+      if (curl->Wait(absl::Seconds(5)) == 0) return true;
+      absl::SleepFor(absl::Milliseconds(500));
+    }
+    return false;
   }
   void TearDown() override {
     plugin_.reset();
@@ -101,6 +114,7 @@ class VfioEndToEndTest : public ::testing::Test {
         << "export:\n  rules:\n"
         << "    - {pool: edu, vendor: 0x1234, device: 0x11e8, driver: [vfio-pci]}\n"
         << "    - {pool: nvme, class: [\"0x010802\"]}\n"
+        << "    - {pool: vga, vendor: 0x1234, device: 0x1111}\n"
         << "http: {listen: \"" << pair_->addr_a() << ":" << kAgentHttp << "\"}\n"
         << "log_level: info\n";
     agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
@@ -108,7 +122,7 @@ class VfioEndToEndTest : public ::testing::Test {
   void StartPlugin() {
     std::vector<std::string> argv = {
         Abs("plugin/rpci-plugin"), "--node=vm-compute-node", "--controller=" + controller_address_,
-        "--pools=edu,nvme", "--plugin-dir=" + dir_ + "/kubelet",
+        "--pools=edu,nvme,vga", "--plugin-dir=" + dir_ + "/kubelet",
         "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
         "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/container",
         "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=", "--log-level=warn"};
@@ -168,6 +182,59 @@ TEST_F(VfioEndToEndTest, NvmeThroughVfioIdentifiesAndRoundTripsBlocks) {
   EXPECT_EQ(s["model"], "QEMU NVMe Ctrl");
   EXPECT_EQ(s["serial"], "rpci0001");
   EXPECT_EQ(s["crc_written"], s["crc_read"]);
+}
+
+// SIGKILL of the agent while a workload drives the NVMe controller: the kernel
+// resets the device when the agent's VFIO descriptors close, so the restarted
+// agent does not resume the session; the workload's next call fails with the
+// documented status (docs/sessions.md, Resilience) instead of talking to a
+// controller that forgot its queues.
+TEST_F(VfioEndToEndTest, AgentSigkillGivesTheWorkloadTheDeviceResetStatus) {
+  std::vector<std::string> argv = {Abs("tests/kubelet/fake_kubelet_main"), "--plugin-dir=" + dir_ + "/kubelet",
+                                   "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
+                                   "--pod=vm/nvme-kill", "--resource=rpci.io/nvme", "--count=1", "--wait-seconds=90",
+                                   "--isolate-container", "--", Abs("examples/nvme/nvme"), "--pause-ms=8000"};
+  auto kubelet = Start(1, "kubelet-kill", argv);
+  for (int i = 0; i < 200 && !std::filesystem::exists(dir_ + "/kubelet/kubelet.sock"); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  StartPlugin();
+  bool paused = false;
+  for (int i = 0; i < 1200 && !paused; ++i) {
+    paused = ReadWholeFile(dir_ + "/logs/kubelet-kill.out").find("\"paused\":true") != std::string::npos;
+    if (!paused) absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(paused) << Logs();
+  agent_->Signal(SIGKILL);
+  agent_->Wait(absl::Seconds(5));
+  StartAgent();
+  ASSERT_NE(kubelet->Wait(absl::Seconds(90)), 0) << kubelet->out();
+  nlohmann::json s = Summary(kubelet->out());
+  ASSERT_TRUE(s.is_object()) << kubelet->out() << kubelet->err();
+  EXPECT_FALSE(s["ok"].get<bool>());
+  EXPECT_NE(s["error"].get<std::string>().find("device was reset"), std::string::npos) << s.dump();
+}
+
+// QEMU's VGA function sits on the root bus without FLR or a PM reset: the
+// kernel has no reset for it. After its first tenant leaves, the agent cannot
+// make it clean, so the kubelet sees it Unhealthy (and no one is granted it).
+TEST_F(VfioEndToEndTest, ADeviceWhoseResetFailsTurnsUnhealthyAtTheKubelet) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  ASSERT_TRUE(kubelet.Start().ok());
+  StartPlugin();
+  auto health_is = [](const std::string& h) {
+    return [h](const std::vector<AdvertisedDevice>& ds) { return ds.size() == 1 && ds[0].health == h; };
+  };
+  ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/vga", health_is("Healthy"), absl::Seconds(60))) << Logs();
+  absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("vm", "vga-a", "main", "rpci.io/vga", 1);
+  ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
+  kubelet.RemovePod("vm", "vga-a");
+  const absl::Time removed = absl::Now();
+  ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/vga", health_is("Unhealthy"), absl::Seconds(60))) << Logs();
+  std::printf("vga: pod removed -> Unhealthy at the kubelet in %.0f ms\n",
+              absl::ToDoubleMilliseconds(absl::Now() - removed));
+  plugin_.reset();
+  kubelet.Stop();
 }
 
 }  // namespace

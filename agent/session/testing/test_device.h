@@ -27,6 +27,9 @@ class TestDevice : public SessionDevice {
   std::vector<Interrupt> TakeInterrupts() override;
   // Zeroes BAR0 and the DMA space, drops pending interrupts; counts resets.
   absl::Status Reset() override;
+  // It lives in the test, not in the agent: it stands for a device that
+  // outlives an agent restart.
+  bool keeps_state_across_agent_restart() const override { return true; }
   int resets() const;
 
   // (offset, value) of every write applied, in order.
