@@ -35,18 +35,17 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "agent/app/agent_config.h"
-#include "common/cert_authority.h"
 #include "common/flags.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/harness/free_port.h"
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
+#include "tests/harness/test_certs.h"
 #include "tests/kubelet/fake_kubelet.h"
 
 namespace rpci::testing {
@@ -416,26 +415,14 @@ class Stack {
     return absl::OkStatus();
   }
 
-  // mTLS as tools/certs makes it for local mode: one CA, one certificate per
-  // component, all for 127.0.0.1.
+  // mTLS as tools/certs makes it for local mode, all for 127.0.0.1.
   absl::Status MakeCertificates(int compute_nodes) {
-    absl::StatusOr<CertAuthority> ca = CertAuthority::Create("rpci-faults-ca");
-    if (!ca.ok()) return ca.status();
     std::vector<std::string> names = {"controller", "agent:device-0"};
     for (int i = 0; i < compute_nodes; ++i) names.push_back(absl::StrCat("plugin:compute-", i));
-    std::filesystem::create_directories(dir_ + "/certs");
-    for (const std::string& name : names) {
-      absl::StatusOr<TlsMaterial> tls = ca->Issue(name, {"localhost"}, {"127.0.0.1"});
-      if (!tls.ok()) return tls.status();
-      absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*tls, dir_ + "/certs", absl::StrReplaceAll(name, {{":", "-"}}));
-      if (!files.ok()) return files.status();
-    }
+    absl::StatusOr<TestCerts> certs = MakeTestCerts(dir_ + "/certs", names, {"127.0.0.1"});
+    if (!certs.ok()) return certs.status();
+    certs_ = *certs;
     return absl::OkStatus();
-  }
-  // --tls-* flags for the certificate files of `stem` ("plugin-compute-0").
-  std::vector<std::string> TlsFlags(const std::string& stem) const {
-    const std::string c = dir_ + "/certs/";
-    return {"--tls-cert=" + c + stem + ".crt", "--tls-key=" + c + stem + ".key", "--tls-ca=" + c + "ca.crt"};
   }
 
   absl::Status StartController() {
@@ -446,7 +433,7 @@ class Stack {
                                      absl::StrCat("--http-listen=127.0.0.1:", controller_http_),
                                      "--reconcile-interval-ms=200", "--agent-lease-seconds=12",
                                      "--node-lease-seconds=30"};
-    for (const std::string& f : TlsFlags("controller")) argv.push_back(f);
+    for (const std::string& f : certs_.Flags("controller")) argv.push_back(f);
     controller_ = std::make_unique<Subprocess>(argv,
         absl::StrCat(dir_, "/controller", controller_starts_, ".out"),
         absl::StrCat(dir_, "/controller", controller_starts_, ".log"));
@@ -461,8 +448,7 @@ class Stack {
     std::ofstream(dir_ + "/agent.yaml")
         << "node: device-0\n"
         << "controller: {address: \"127.0.0.1:" << controller_port_ << "\"}\n"
-        << "tls: {cert: " << dir_ << "/certs/agent-device-0.crt, key: " << dir_
-        << "/certs/agent-device-0.key, ca: " << dir_ << "/certs/ca.crt}\n"
+        << certs_.AgentConfig("agent:device-0")
         << "session: {listen: \"127.0.0.1:" << agent_port_ << "\", state_dir: " << dir_ << "/agent}\n"
         << "fabric: {provider: \"tcp;ofi_rxm\", address: 127.0.0.1}\n"
         << "emu:\n  - {pool: emu, count: 2, dma_size: 1048576}\n"
@@ -489,7 +475,7 @@ class Stack {
                                      "--container-dir=" + n.dir + "/state",
                                      absl::StrCat("--health-addr=127.0.0.1:", n.plugin_http),
                                      "--usage-interval-seconds=1"};
-    for (const std::string& f : TlsFlags("plugin-" + n.name)) argv.push_back(f);
+    for (const std::string& f : certs_.Flags("plugin:" + n.name)) argv.push_back(f);
     n.plugin = std::make_unique<Subprocess>(argv,
         absl::StrCat(n.dir, "/plugin", n.starts, ".out"), absl::StrCat(n.dir, "/plugin", n.starts, ".log"));
     if (!WaitUntil([&] { return HttpGet(n.plugin_http, "/healthz").has_value(); }, absl::Seconds(30))) {
@@ -549,6 +535,7 @@ class Stack {
 
  private:
   std::string tag_, dir_;
+  TestCerts certs_;
   int controller_port_ = 0, controller_http_ = 0, agent_port_ = 0, agent_http_ = 0, controller_starts_ = 0;
   std::unique_ptr<Subprocess> controller_, agent_;
   std::vector<Node> nodes_;
