@@ -916,21 +916,30 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   std::string why;
   const bool netns = CanUseNetworkNamespaces(&why);
-  const std::vector<std::pair<std::string, std::function<Outcome()>>> all = {
-      {"a", AgentSigkillDeviceReset}, {"a", SessionServerSigkillDeviceKeepsState}, {"b", PluginSigkill}, {"c", ControllerRestart}, {"d", KubeletRestart},
-      {"e", Partition},    {"e", PartitionDefaultGrace}, {"f", PacketLoss},    {"f", Delay},             {"g", DeviceServerGone}};
+  // letter, runs in network namespaces (session path), scenario.
+  struct Scenario {
+    std::string letter;
+    bool netns;
+    std::function<Outcome()> run;
+  };
+  const std::vector<Scenario> all = {
+      {"a", false, AgentSigkillDeviceReset}, {"a", true, SessionServerSigkillDeviceKeepsState},
+      {"b", false, PluginSigkill},           {"c", false, ControllerRestart},
+      {"d", false, KubeletRestart},          {"e", true, Partition},
+      {"e", true, PartitionDefaultGrace},    {"f", true, PacketLoss},
+      {"f", true, Delay},                    {"g", false, DeviceServerGone}};
   std::set<std::string> wanted;
   for (absl::string_view s : absl::StrSplit(only, ',', absl::SkipEmpty())) wanted.insert(std::string(s));
   std::vector<Outcome> rows;
-  for (const auto& [letter, run] : all) {
-    if (!wanted.empty() && wanted.count(letter) == 0) continue;
+  for (const Scenario& sc : all) {
+    if (!wanted.empty() && wanted.count(sc.letter) == 0) continue;
     const absl::Time start = absl::Now();
     Outcome o;
-    if (!netns && (letter == "a" || letter == "e" || letter == "f")) {
-      o.scenario = letter;
+    if (!netns && sc.netns) {
+      o.scenario = sc.letter;
       o.reason = "network namespaces unavailable: " + why;
     } else {
-      o = run();
+      o = sc.run();
     }
     std::fprintf(stderr, "%s: %s %s (%.1f s)\n", o.scenario.c_str(), o.verdict.c_str(), o.reason.c_str(),
                  absl::ToDoubleSeconds(absl::Now() - start));
