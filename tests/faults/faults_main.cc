@@ -854,10 +854,12 @@ Outcome AgentSigkillDeviceReset() {
   if (!result.is_discarded()) o.acked = result.value("acked", int64_t{0});
   if (reported) o.recover_s = status_s;
   o.note = absl::StrFormat(
-      "device reset reported: %s; acked before kill %d (progress file at kill %d), acked after restart %d; "
+      "device reset reported: %s; acked before kill %d of %d issued (progress file at kill %d), acked after "
+      "restart %d; "
       "kill to status %.2f s (agent ready after %.2f s); restarted agent: device_reset refusals %d, writes "
       "applied %d; recover = kill to the workload's status",
-      reported ? "yes" : "no", o.acked, acked_at_kill, std::max<int64_t>(0, o.acked - acked_at_restart), status_s,
+      reported ? "yes" : "no", o.acked, result.is_discarded() ? int64_t{-1} : result.value("issued", int64_t{0}),
+      acked_at_kill, std::max<int64_t>(0, o.acked - acked_at_restart), status_s,
       restart_s, refused, applied_after);
   if (!restarted.ok()) {
     o.reason = "agent restart: " + std::string(restarted.message());
