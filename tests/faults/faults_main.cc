@@ -318,11 +318,11 @@ Outcome RunSessionScenario(const std::string& tag, const std::string& name, int6
 Outcome SessionServerSigkillDeviceKeepsState() {
   return RunSessionScenario("a", "(a) session-server SIGKILL, device keeps state", 3000, 5000,
                             [](SessionPath& p, Outcome*) {
-    p.agent().Signal(SIGKILL);
-    p.agent().Wait(absl::Seconds(5));
-    absl::SleepFor(absl::Milliseconds(500));
-    return p.StartAgent(1);
-  });
+                              p.agent().Signal(SIGKILL);
+                              p.agent().Wait(absl::Seconds(5));
+                              absl::SleepFor(absl::Milliseconds(500));
+                              return p.StartAgent(1);
+                            });
 }
 
 // (e) 10 s partition between the compute and device namespaces.
