@@ -401,20 +401,15 @@ void Plugin::CheckHealth() {
   }
 }
 
-absl::Status Plugin::SyncUsage() {
+absl::StatusOr<std::map<std::string, Plugin::Owner>> Plugin::ListOwners() const {
   auto stub = ::v1::PodResourcesLister::NewStub(UnixChannel(options_.pod_resources_socket));
   grpc::ClientContext ctx;
   ctx.set_deadline(In(absl::Seconds(2)));
   ::v1::ListPodResourcesResponse pods;
   grpc::Status gs = stub->List(&ctx, ::v1::ListPodResourcesRequest(), &pods);
-  // Without the kubelet's view nothing is released.
   if (!gs.ok()) return FromGrpc(gs, "pod-resources List on " + options_.pod_resources_socket);
-
   std::set<std::string> resources;
   for (const std::string& pool : options_.pools) resources.insert(ResourceName(pool));
-  struct Owner {
-    std::string ns, pod, container;
-  };
   std::map<std::string, Owner> owners;
   for (const ::v1::PodResources& p : pods.pod_resources()) {
     for (const ::v1::ContainerResources& c : p.containers()) {
@@ -424,6 +419,14 @@ absl::Status Plugin::SyncUsage() {
       }
     }
   }
+  return owners;
+}
+
+absl::Status Plugin::SyncUsage() {
+  absl::StatusOr<std::map<std::string, Owner>> listed = ListOwners();
+  // Without the kubelet's view nothing is released.
+  if (!listed.ok()) return listed.status();
+  const std::map<std::string, Owner>& owners = *listed;
   std::vector<Held> gone;
   rpci::v1::ReportUsageRequest report;
   report.set_node(options_.node_name);

@@ -152,6 +152,11 @@ class Plugin : private EndpointHandler {
   // Releases one held session: close on the agent, release the claim,
   // remove its files. Best effort; logs what fails.
   void ReleaseHeld(const Held& held, const std::string& reason);
+  // Who holds each of our devices, by device id, from pod-resources List.
+  struct Owner {
+    std::string ns, pod, container;
+  };
+  absl::StatusOr<std::map<std::string, Owner>> ListOwners() const;
   void HealthLoop();
   void UsageLoop();
   bool Healthy(const rpci::v1::Assignment& a) const;  // mu_ held
