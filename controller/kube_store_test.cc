@@ -200,7 +200,7 @@ TEST_F(KubeStoreTest, AttachmentNamesItsPodOncePodResourcesListsIt) {
   hb.set_node("dev-a");
   rpci::v1::SessionReport* s = hb.add_sessions();
   s->set_device_id(id);
-  s->set_session_id("s-00000000000000aa");
+  s->set_session_id("00000000000000aa");
   s->set_writes_applied(21649);
   ASSERT_TRUE(m->AgentHeartbeat(hb).ok());
   json att = *server_.Get(path);
@@ -208,7 +208,7 @@ TEST_F(KubeStoreTest, AttachmentNamesItsPodOncePodResourcesListsIt) {
   EXPECT_EQ(att["spec"]["pod"], "trainer-0");
   EXPECT_EQ(att["spec"]["container"], "train");
   EXPECT_EQ(att["status"]["state"], "Attached");
-  EXPECT_EQ(att["status"]["sessionId"], "s-00000000000000aa");
+  EXPECT_EQ(att["status"]["sessionId"], "00000000000000aa");
   EXPECT_EQ(att["status"]["writesApplied"], 21649);
   // The same allocation claiming again (a retried Allocate) gets the same grant.
   auto again = m->Claim(AllocationClaim("cn-1", id, "alloc-1"));
