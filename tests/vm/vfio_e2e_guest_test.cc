@@ -23,6 +23,7 @@
 #include "tests/harness/job_summary.h"
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
+#include "tests/harness/test_certs.h"
 #include "tests/kubelet/fake_kubelet.h"
 
 namespace rpci::testing {
@@ -55,6 +56,11 @@ class VfioEndToEndTest : public ::testing::Test {
     ASSERT_TRUE(pair.ok()) << pair.status();
     pair_.emplace(std::move(*pair));
     controller_address_ = absl::StrCat(pair_->addr_a(), ":", kControllerPort);
+    // mTLS as tools/certs makes it for local mode.
+    absl::StatusOr<TestCerts> certs = MakeTestCerts(
+        dir_ + "/certs", {"controller", "agent:vm-device-server", "plugin:vm-compute-node"}, {pair_->addr_a()});
+    ASSERT_TRUE(certs.ok()) << certs.status();
+    certs_ = *certs;
     StartController();
     StartAgent();
     ASSERT_TRUE(WaitAgentReady()) << Logs();
@@ -82,16 +88,18 @@ class VfioEndToEndTest : public ::testing::Test {
     return std::make_unique<Subprocess>(pair_->ExecIn(host, argv), log + ".out", log + ".err");
   }
   void StartController() {
-    controller_ = Start(0, "controller",
-                        {Abs("controller/rpci-controller"), "--store=local", "--state-dir=" + dir_ + "/controller",
-                         "--listen=" + controller_address_,
-                         absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp), "--insecure",
-                         "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=warn"});
+    std::vector<std::string> argv = {Abs("controller/rpci-controller"), "--store=local",
+                                     "--state-dir=" + dir_ + "/controller", "--listen=" + controller_address_,
+                                     absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp),
+                                     "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=warn"};
+    for (const std::string& f : certs_.Flags("controller")) argv.push_back(f);
+    controller_ = Start(0, "controller", argv);
   }
   void StartAgent() {
     std::ofstream(dir_ + "/agent.yaml")
         << "node: vm-device-server\n"
-        << "controller: {address: \"" << controller_address_ << "\", insecure: true}\n"
+        << "controller: {address: \"" << controller_address_ << "\"}\n"
+        << certs_.AgentConfig("agent:vm-device-server")
         << "session: {listen: \"0.0.0.0:" << kAgentPort << "\", advertise: \"" << pair_->addr_a() << ":" << kAgentPort
         << "\", state_dir: " << dir_ << "/agent}\n"
         << "fabric: {provider: \"tcp;ofi_rxm\", address: " << pair_->addr_a() << "}\n"
@@ -105,13 +113,14 @@ class VfioEndToEndTest : public ::testing::Test {
     agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
   }
   void StartPlugin() {
-    plugin_ = Start(1, "plugin",
-                    {Abs("plugin/rpci-plugin"), "--node=vm-compute-node", "--controller=" + controller_address_,
-                     "--pools=edu,nvme,vga", "--plugin-dir=" + dir_ + "/kubelet",
-                     "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
-                     "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/container",
-                     "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=", "--insecure",
-                     "--log-level=warn"});
+    std::vector<std::string> argv = {
+        Abs("plugin/rpci-plugin"), "--node=vm-compute-node", "--controller=" + controller_address_,
+        "--pools=edu,nvme,vga", "--plugin-dir=" + dir_ + "/kubelet",
+        "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
+        "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/container",
+        "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=", "--log-level=warn"};
+    for (const std::string& f : certs_.Flags("plugin:vm-compute-node")) argv.push_back(f);
+    plugin_ = Start(1, "plugin", argv);
   }
 
   // The fake kubelet admits a pod asking for `resource` and runs `workload`
@@ -148,6 +157,7 @@ class VfioEndToEndTest : public ::testing::Test {
   }
 
   std::string dir_, controller_address_;
+  TestCerts certs_;
   std::optional<VethPair> pair_;
   std::unique_ptr<Subprocess> controller_, agent_, plugin_;
 };
