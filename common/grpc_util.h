@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 
@@ -16,6 +17,15 @@ namespace rpci {
 
 // The status a gRPC handler returns for `s`: same code, same message.
 grpc::Status ToGrpc(const absl::Status& s);
+
+// A handler's answer from `r`: its value in `*out` and OK, or its error as
+// ToGrpc gives it (`*out` untouched).
+template <typename T>
+grpc::Status Reply(absl::StatusOr<T> r, T* out) {
+  if (!r.ok()) return ToGrpc(r.status());
+  *out = *std::move(r);
+  return grpc::Status::OK;
+}
 
 // A call's status as an absl::Status with the same code; the message is
 // "<what>: <gRPC message>", or the gRPC message alone when `what` is empty.

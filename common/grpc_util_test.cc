@@ -35,6 +35,16 @@ TEST(GrpcUtilTest, OkStaysOkWithoutAMessage) {
   EXPECT_EQ(FromGrpc(grpc::Status::OK, "claim d1").message(), "");
 }
 
+TEST(GrpcUtilTest, ReplyFillsTheResponseOrReturnsTheErrorLeavingItUntouched) {
+  std::string resp = "untouched";
+  grpc::Status bad = Reply(absl::StatusOr<std::string>(absl::NotFoundError("device d1: gone")), &resp);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(bad.error_message(), "device d1: gone");
+  EXPECT_EQ(resp, "untouched");
+  EXPECT_TRUE(Reply(absl::StatusOr<std::string>("answer"), &resp).ok());
+  EXPECT_EQ(resp, "answer");
+}
+
 TEST(GrpcUtilTest, InIsThatFarInTheFuture) {
   auto before = std::chrono::system_clock::now();
   auto deadline = In(absl::Seconds(5));

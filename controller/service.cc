@@ -45,10 +45,7 @@ grpc::Status ControllerService::Agents::RegisterAgent(grpc::ServerContext* ctx,
                                                       const rpci::v1::RegisterAgentRequest* req,
                                                       rpci::v1::RegisterAgentResponse* resp) {
   if (grpc::Status s = s_->Admit(*ctx, "agent", req->node()); !s.ok()) return s;
-  absl::StatusOr<rpci::v1::RegisterAgentResponse> r = s_->manager_->RegisterAgent(*req);
-  if (!r.ok()) return ToGrpc(r.status());
-  *resp = *r;
-  return grpc::Status::OK;
+  return Reply(s_->manager_->RegisterAgent(*req), resp);
 }
 
 grpc::Status ControllerService::Agents::Heartbeat(grpc::ServerContext* ctx, const rpci::v1::AgentHeartbeatRequest* req,
@@ -92,10 +89,7 @@ grpc::Status ControllerService::Agents::WatchGrants(grpc::ServerContext* ctx, co
 grpc::Status ControllerService::Nodes::RegisterNode(grpc::ServerContext* ctx, const rpci::v1::RegisterNodeRequest* req,
                                                     rpci::v1::RegisterNodeResponse* resp) {
   if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
-  absl::StatusOr<rpci::v1::RegisterNodeResponse> r = s_->manager_->RegisterNode(*req);
-  if (!r.ok()) return ToGrpc(r.status());
-  *resp = *r;
-  return grpc::Status::OK;
+  return Reply(s_->manager_->RegisterNode(*req), resp);
 }
 
 grpc::Status ControllerService::Nodes::Heartbeat(grpc::ServerContext* ctx, const rpci::v1::NodeHeartbeatRequest* req,
@@ -128,10 +122,7 @@ grpc::Status ControllerService::Nodes::WatchAssignments(grpc::ServerContext* ctx
 grpc::Status ControllerService::Nodes::Claim(grpc::ServerContext* ctx, const rpci::v1::ClaimRequest* req,
                                              rpci::v1::ClaimResponse* resp) {
   if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
-  absl::StatusOr<rpci::v1::ClaimResponse> r = s_->manager_->Claim(*req);
-  if (!r.ok()) return ToGrpc(r.status());
-  *resp = *r;
-  return grpc::Status::OK;
+  return Reply(s_->manager_->Claim(*req), resp);
 }
 
 grpc::Status ControllerService::Nodes::Release(grpc::ServerContext* ctx, const rpci::v1::ReleaseRequest* req,

@@ -73,18 +73,12 @@ class PoolService final : public v1beta1::DevicePlugin::Service {
 
   grpc::Status GetPreferredAllocation(grpc::ServerContext*, const v1beta1::PreferredAllocationRequest* req,
                                       v1beta1::PreferredAllocationResponse* resp) override {
-    absl::StatusOr<v1beta1::PreferredAllocationResponse> r = prefer(*req);
-    if (!r.ok()) return ToGrpc(r.status());
-    *resp = *std::move(r);
-    return grpc::Status::OK;
+    return Reply(prefer(*req), resp);
   }
 
   grpc::Status Allocate(grpc::ServerContext*, const v1beta1::AllocateRequest* req,
                         v1beta1::AllocateResponse* resp) override {
-    absl::StatusOr<v1beta1::AllocateResponse> r = allocate(*req);
-    if (!r.ok()) return ToGrpc(r.status());
-    *resp = *std::move(r);
-    return grpc::Status::OK;
+    return Reply(allocate(*req), resp);
   }
 
   grpc::Status PreStartContainer(grpc::ServerContext*, const v1beta1::PreStartContainerRequest* req,
