@@ -64,11 +64,22 @@ class Placer {
     }
   }
 
-  // Spares and pods bound to a node: fill each node up to what it wants.
+  // Spares and pods bound to a node: fill each node up to what it wants, one
+  // device per node and round, nodes holding the fewest devices of the pool
+  // first: when devices are scarce a node with none gets one before a node
+  // whose devices are all in use gets another.
   void FillNodes() {
-    for (const PlacementNode& n : in_.nodes) {
-      while (FreeOn(n.name) < want_[n.name] && CanAssign(n.name)) {
-        if (!AssignTo(n.name, FreeOn(n.name) < pool_.spares_per_node ? "Spare" : "PendingPod")) break;
+    std::vector<const PlacementNode*> order;
+    for (const PlacementNode& n : in_.nodes) order.push_back(&n);
+    for (bool progress = true; progress;) {
+      progress = false;
+      std::stable_sort(order.begin(), order.end(), [&](const PlacementNode* a, const PlacementNode* b) {
+        return assigned_[a->name] < assigned_[b->name];
+      });
+      for (const PlacementNode* n : order) {
+        if (FreeOn(n->name) >= want_[n->name] || !CanAssign(n->name)) continue;
+        if (!AssignTo(n->name, FreeOn(n->name) < pool_.spares_per_node ? "Spare" : "PendingPod")) return;
+        progress = true;
       }
     }
   }

@@ -72,6 +72,11 @@ Device WithNic(Device d) {
   return d;
 }
 
+Device InUse(Device d) {
+  d.attachment = "grant-" + d.id();
+  return d;
+}
+
 Device OnDeadServer(Device d) {
   d.exported.set_node("dev-dead");
   return d;
@@ -86,6 +91,12 @@ std::vector<Case> Cases() {
       {"SparesFillEachNode", Pool(1), {Dev("d1"), Dev("d2")}, {cn1, cn2}, {},
        {Assign("d1", "cn-1", "Spare"), Assign("d2", "cn-2", "Spare")}},
       {"SparesBeyondAvailableStopQuietly", Pool(2), {Dev("d1")}, {cn1}, {}, {Assign("d1", "cn-1", "Spare")}},
+      // After a controller restart (fault suite scenario c): cn-1's spare is
+      // in use, cn-2 has nothing, one device is left.
+      {"ScarceDevicesGoFirstToTheNodeHoldingNone", Pool(1), {InUse(AssignedDev("d0", "cn-1")), Dev("d1")},
+       {cn1, cn2}, {}, {Assign("d1", "cn-2", "Spare")}},
+      {"SparesAreDealtOneANodeARound", Pool(2), {Dev("d1"), Dev("d2")}, {cn1, cn2}, {},
+       {Assign("d1", "cn-1", "Spare"), Assign("d2", "cn-2", "Spare")}},
       {"MaxPerNodeCapsSpares", Pool(3, 1), {Dev("d1"), Dev("d2")}, {cn1}, {}, {Assign("d1", "cn-1", "Spare")}},
       {"BoundPodsGetDevicesOnTheirNode", Pool(0), {Dev("d1"), Dev("d2")}, {cn1, cn2}, {Pods(2, "cn-2")},
        {Assign("d1", "cn-2", "PendingPod"), Assign("d2", "cn-2", "PendingPod")}},
