@@ -159,6 +159,45 @@ class TimedSessions final : public rpci::plugin::SessionOpener {
   rpci::plugin::SessionOpener* const real_;
 };
 
+rpci::agent::AgentOptions BenchAgentOptions(int devices, const std::string& controller, const std::string& state_dir) {
+  rpci::agent::AgentOptions ao;
+  ao.node = "bench-device-server";
+  ao.controller = controller;
+  ao.tls.insecure = true;
+  ao.session_listen = "127.0.0.1:0";
+  ao.http_listen = "";
+  ao.state_dir = state_dir;
+  ao.fabric_provider = "tcp;ofi_rxm";
+  ao.fabric_address = "127.0.0.1";
+  rpci::agent::EmuDevicesConfig emu;
+  emu.pool = "emu";
+  emu.count = devices;
+  ao.emu = {emu};
+  return ao;
+}
+
+// An agent on its own (a forked child, nothing else in the process) with
+// `devices` rpci-emu devices, idle for `idle`: its RSS, anonymous RSS and
+// threads. Its controller does not answer (as before registration).
+json AgentIdleMemory(int devices, const std::string& state_dir, absl::Duration idle) {
+  return rpci::bench::RunInChild(
+      [&]() -> absl::StatusOr<json> {
+        std::filesystem::create_directories(state_dir);
+        auto agent = rpci::agent::AgentApp::Create(BenchAgentOptions(devices, "127.0.0.1:1", state_dir),
+                                                   rpci::agent::RealDeviceBackends());
+        if (!agent.ok()) return agent.status();
+        if (absl::Status s = (*agent)->Start(); !s.ok()) return s;
+        absl::SleepFor(idle);
+        json out = {{"devices", devices},
+                    {"rss_mb", rpci::bench::RssMb()},
+                    {"rss_anon_mb", rpci::bench::RssAnonMb()},
+                    {"threads", rpci::bench::Threads()}};
+        (*agent)->Stop();
+        return out;
+      },
+      {{"devices", devices}}, 60);
+}
+
 // `dir`: the controller's store and the agent's checkpoint (disk, as
 // /var/lib on a node); `run_dir`: the kubelet sockets, the plugin's session
 // dirs and CDI specs (tmpfs, as /var/run on a node).
@@ -177,21 +216,8 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   if (absl::Status s = (*controller)->Start(); !s.ok()) return s;
   const std::string controller_address = absl::StrCat("127.0.0.1:", (*controller)->grpc_port());
 
-  rpci::agent::AgentOptions ao;
-  ao.node = "bench-device-server";
-  ao.controller = controller_address;
-  ao.tls.insecure = true;
-  ao.session_listen = "127.0.0.1:0";
-  ao.http_listen = "";
-  ao.state_dir = dir + "/agent";
-  ao.fabric_provider = "tcp;ofi_rxm";
-  ao.fabric_address = "127.0.0.1";
-  rpci::agent::EmuDevicesConfig emu;
-  emu.pool = "emu";
-  emu.count = devices;
-  ao.emu = {emu};
-  absl::StatusOr<std::unique_ptr<rpci::agent::AgentApp>> agent =
-      rpci::agent::AgentApp::Create(ao, rpci::agent::RealDeviceBackends());
+  absl::StatusOr<std::unique_ptr<rpci::agent::AgentApp>> agent = rpci::agent::AgentApp::Create(
+      BenchAgentOptions(devices, controller_address, dir + "/agent"), rpci::agent::RealDeviceBackends());
   if (!agent.ok()) return agent.status();
   if (absl::Status s = (*agent)->Start(); !s.ok()) return s;
 
@@ -347,6 +373,9 @@ int main(int argc, char** argv) {
   }
   for (const char* d : {"controller", "agent"}) std::filesystem::create_directories(dirs[0] + "/" + d);
   for (const char* d : {"kubelet", "cdi", "plugin-state"}) std::filesystem::create_directories(dirs[1] + "/" + d);
+  // Before any thread starts here: the children fork a one-thread process.
+  const json agent_1 = AgentIdleMemory(1, dirs[0] + "/idle-agent-1", absl::Seconds(2));
+  const json agent_8 = AgentIdleMemory(8, dirs[0] + "/idle-agent-8", absl::Seconds(2));
   absl::StatusOr<json> result =
       Run(static_cast<int>(devices), static_cast<int>(iterations), static_cast<int>(warmup), dirs[0], dirs[1]);
   std::error_code ec;
@@ -354,6 +383,12 @@ int main(int argc, char** argv) {
   if (result.ok()) {
     (*result)["disk_dir"] = disk_dir;
     (*result)["run_dir"] = run_dir;
+    (*result)["agent_idle_1_device"] = agent_1;
+    (*result)["agent_idle_8_devices"] = agent_8;
+    if (agent_1.contains("rss_mb") && agent_8.contains("rss_mb")) {
+      (*result)["agent_idle_rss_mb"] = agent_1["rss_mb"];
+      (*result)["agent_rss_mb_per_device"] = (agent_8["rss_mb"].get<double>() - agent_1["rss_mb"].get<double>()) / 7;
+    }
   }
   if (!result.ok()) {
     std::cerr << "allocate bench: " << result.status() << "\n";

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -96,6 +98,7 @@ absl::Status LocalStore::Replay() {
     json batch = json::object();
     if (auto it = state.find("devices"); it != state.end()) batch["put_devices"] = std::move(*it);
     if (auto it = state.find("attachments"); it != state.end()) batch["put_attachments"] = std::move(*it);
+    state = json();
     Apply(batch);
     snapshot_bytes_ = snap->size();
   }
@@ -128,28 +131,28 @@ absl::Status LocalStore::Replay() {
   return absl::OkStatus();
 }
 
-void LocalStore::Apply(json& batch) {
-  // Objects are moved out of `batch` (no deep copies: a reconcile pass can
-  // put every device at once).
+void LocalStore::Apply(const json& batch) {
   auto each = [&batch](const char* key, auto&& fn) {
     auto it = batch.find(key);
     if (it == batch.end() || !it->is_array()) return;
-    for (json& o : *it) fn(o);
+    for (const json& o : *it) fn(o);
   };
-  each("put_devices", [this](json& o) {
-    if (!o.is_object()) return;
-    std::string name = o["metadata"].value("name", "");
-    devices_[std::move(name)] = std::move(o);
+  auto name_of = [](const json& o) {
+    auto m = o.find("metadata");
+    if (m == o.end() || !m->is_object()) return std::string();
+    auto n = m->find("name");
+    return n != m->end() && n->is_string() ? n->get<std::string>() : std::string();
+  };
+  each("put_devices", [&](const json& o) {
+    if (o.is_object()) devices_[name_of(o)] = o.dump();
   });
-  each("delete_devices", [this](json& name) {
+  each("delete_devices", [this](const json& name) {
     if (name.is_string()) devices_.erase(name.get_ref<const std::string&>());
   });
-  each("put_attachments", [this](json& o) {
-    if (!o.is_object()) return;
-    std::string key = o["metadata"].value("name", "");
-    attachments_[std::move(key)] = std::move(o);
+  each("put_attachments", [&](const json& o) {
+    if (o.is_object()) attachments_[name_of(o)] = o.dump();
   });
-  each("delete_attachments", [this](json& key) {
+  each("delete_attachments", [this](const json& key) {
     if (!key.is_string()) return;
     // Journals of earlier versions name "<namespace>/<grant id>".
     const std::string& k = key.get_ref<const std::string&>();
@@ -161,15 +164,16 @@ absl::StatusOr<StoreSnapshot> LocalStore::Load() {
   std::lock_guard<std::mutex> lock(mu_);
   StoreSnapshot snap;
   Logger log("controller");
-  for (const auto& [name, o] : devices_) {
-    absl::StatusOr<Device> d = DeviceFromObject(o);
+  for (const auto& [name, text] : devices_) {
+    absl::StatusOr<Device> d = DeviceFromObject(json::parse(text, nullptr, false));
     if (!d.ok()) {
       log.Error("skipping undecodable PcieDevice", {{"name", name}, {"error", d.status().ToString()}});
       continue;
     }
     snap.devices.push_back(*std::move(d));
   }
-  for (const auto& [key, o] : attachments_) {
+  for (const auto& [key, text] : attachments_) {
+    const json o = json::parse(text, nullptr, false);
     absl::StatusOr<Attachment> a = AttachmentFromObject(o);
     if (!a.ok()) {
       log.Error("skipping undecodable DeviceAttachment", {{"name", key}, {"error", a.status().ToString()}});
@@ -203,27 +207,37 @@ CommitOutcome LocalStore::Commit(const StoreBatch& batch) {
 absl::Status LocalStore::Write(const StoreBatch& batch) {
   if (batch.empty()) return absl::OkStatus();
   const absl::Time now = clock_->Now();
-  json line = json::object();
-  json& puts = line["put_devices"] = json::array();
-  for (const Device& d : batch.put_devices) puts.push_back(DeviceToObject(d, now));
-  line["delete_devices"] = batch.delete_devices;
-  json& aputs = line["put_attachments"] = json::array();
+  // Every object is encoded once, to the text the maps keep; the journal
+  // line is those texts joined (keys in json::dump()'s sorted order).
+  std::vector<std::pair<std::string, std::string>> devices, attachments;
+  devices.reserve(batch.put_devices.size());
+  for (const Device& d : batch.put_devices) devices.emplace_back(d.id(), DeviceToText(d, now));
   for (const Attachment& a : batch.put_attachments) {
     // The state directory is the controller's alone (0700): the grant
     // token's Secret is kept next to its attachment.
     json o = AttachmentToObject(a, "");
     o["grantSecret"] = GrantSecretToObject(a, "");
-    aputs.push_back(std::move(o));
+    attachments.emplace_back(a.grant_id, o.dump());
   }
-  json& adel = line["delete_attachments"] = json::array();
+  json adel = json::array();
   for (const Attachment& a : batch.delete_attachments) adel.push_back(a.grant_id);
-  const std::string text = line.dump() + "\n";
+  auto join = [](const std::vector<std::pair<std::string, std::string>>& objects) {
+    std::string out = "[";
+    for (size_t i = 0; i < objects.size(); ++i) absl::StrAppend(&out, i ? "," : "", objects[i].second);
+    return out + "]";
+  };
+  const std::string text = absl::StrCat("{\"delete_attachments\":", adel.dump(), ",\"delete_devices\":",
+                                        json(batch.delete_devices).dump(), ",\"put_attachments\":",
+                                        join(attachments), ",\"put_devices\":", join(devices), "}\n");
 
   std::lock_guard<std::mutex> lock(mu_);
   if (absl::Status s = WriteAll(journal_fd_, text, dir_ + "/journal.jsonl"); !s.ok()) return s;
   if (::fdatasync(journal_fd_) != 0) return ErrnoError("fsync " + dir_ + "/journal.jsonl");
   journal_bytes_ += text.size();
-  Apply(line);
+  for (auto& [name, o] : devices) devices_[name] = std::move(o);
+  for (const std::string& name : batch.delete_devices) devices_.erase(name);
+  for (auto& [key, o] : attachments) attachments_[key] = std::move(o);
+  for (const Attachment& a : batch.delete_attachments) attachments_.erase(a.grant_id);
   if (journal_bytes_ > std::max(min_compact_bytes_, snapshot_bytes_)) return WriteSnapshot();
   return absl::OkStatus();
 }
@@ -235,14 +249,14 @@ std::string LocalStore::SnapshotText() const {
   const char* sep = "";
   for (const auto& [key, o] : attachments_) {
     text += sep;
-    text += o.dump();
+    text += o;
     sep = ",";
   }
   text += "],\"devices\":[";
   sep = "";
   for (const auto& [name, o] : devices_) {
     text += sep;
-    text += o.dump();
+    text += o;
     sep = ",";
   }
   text += "]}";
