@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -38,6 +39,32 @@ absl::Status WriteAll(int fd, const std::string& data, const std::string& path) 
   }
   return absl::OkStatus();
 }
+
+// Writes to `fd` through a 1 MiB buffer: a journal line or snapshot of 100k
+// objects is never built as one string next to the objects themselves.
+class BufferedWriter {
+ public:
+  BufferedWriter(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  void Add(absl::string_view text) {
+    buf_.append(text.data(), text.size());
+    written_ += text.size();
+    if (buf_.size() >= (1 << 20)) Flush().IgnoreError();
+  }
+  // Writes what is buffered; the first failure sticks.
+  absl::Status Flush() {
+    if (status_.ok()) status_ = WriteAll(fd_, buf_, path_);
+    buf_.clear();
+    return status_;
+  }
+  size_t written() const { return written_; }
+
+ private:
+  const int fd_;
+  const std::string path_;
+  std::string buf_;
+  size_t written_ = 0;
+  absl::Status status_;
+};
 
 absl::Status FsyncDir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -221,19 +248,27 @@ absl::Status LocalStore::Write(const StoreBatch& batch) {
   }
   json adel = json::array();
   for (const Attachment& a : batch.delete_attachments) adel.push_back(a.grant_id);
-  auto join = [](const std::vector<std::pair<std::string, std::string>>& objects) {
-    std::string out = "[";
-    for (size_t i = 0; i < objects.size(); ++i) absl::StrAppend(&out, i ? "," : "", objects[i].second);
-    return out + "]";
+  auto add_all = [](BufferedWriter& w, const std::vector<std::pair<std::string, std::string>>& objects) {
+    w.Add("[");
+    for (size_t i = 0; i < objects.size(); ++i) {
+      if (i > 0) w.Add(",");
+      w.Add(objects[i].second);
+    }
+    w.Add("]");
   };
-  const std::string text = absl::StrCat("{\"delete_attachments\":", adel.dump(), ",\"delete_devices\":",
-                                        json(batch.delete_devices).dump(), ",\"put_attachments\":",
-                                        join(attachments), ",\"put_devices\":", join(devices), "}\n");
 
   std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = WriteAll(journal_fd_, text, dir_ + "/journal.jsonl"); !s.ok()) return s;
-  if (::fdatasync(journal_fd_) != 0) return ErrnoError("fsync " + dir_ + "/journal.jsonl");
-  journal_bytes_ += text.size();
+  const std::string journal_path = dir_ + "/journal.jsonl";
+  BufferedWriter w(journal_fd_, journal_path);
+  w.Add(absl::StrCat("{\"delete_attachments\":", adel.dump(), ",\"delete_devices\":",
+                     json(batch.delete_devices).dump(), ",\"put_attachments\":"));
+  add_all(w, attachments);
+  w.Add(",\"put_devices\":");
+  add_all(w, devices);
+  w.Add("}\n");
+  if (absl::Status s = w.Flush(); !s.ok()) return s;
+  if (::fdatasync(journal_fd_) != 0) return ErrnoError("fsync " + journal_path);
+  journal_bytes_ += w.written();
   for (auto& [name, o] : devices) devices_[name] = std::move(o);
   for (const std::string& name : batch.delete_devices) devices_.erase(name);
   for (auto& [key, o] : attachments) attachments_[key] = std::move(o);
@@ -244,32 +279,32 @@ absl::Status LocalStore::Write(const StoreBatch& batch) {
 
 // The same text as json{{"attachments", [...]}, {"devices", [...]}}.dump(),
 // written object by object instead of copying every object into one document.
-std::string LocalStore::SnapshotText() const {
-  std::string text = "{\"attachments\":[";
+void LocalStore::WriteSnapshotText(const std::function<void(absl::string_view)>& add) const {
+  add("{\"attachments\":[");
   const char* sep = "";
   for (const auto& [key, o] : attachments_) {
-    text += sep;
-    text += o;
+    add(sep);
+    add(o);
     sep = ",";
   }
-  text += "],\"devices\":[";
+  add("],\"devices\":[");
   sep = "";
   for (const auto& [name, o] : devices_) {
-    text += sep;
-    text += o;
+    add(sep);
+    add(o);
     sep = ",";
   }
-  text += "]}";
-  return text;
+  add("]}");
 }
 
 absl::Status LocalStore::WriteSnapshot() {
-  const std::string text = SnapshotText();
   const std::string tmp = dir_ + "/state.json.tmp";
   const std::string final_path = dir_ + "/state.json";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("open " + tmp);
-  absl::Status s = WriteAll(fd, text, tmp);
+  BufferedWriter w(fd, tmp);
+  WriteSnapshotText([&w](absl::string_view text) { w.Add(text); });
+  absl::Status s = w.Flush();
   if (s.ok() && ::fsync(fd) != 0) s = ErrnoError("fsync " + tmp);
   ::close(fd);
   if (!s.ok()) return s;
@@ -281,7 +316,7 @@ absl::Status LocalStore::WriteSnapshot() {
   if (::lseek(journal_fd_, 0, SEEK_SET) < 0) return ErrnoError("seek journal in " + dir_);
   if (::fsync(journal_fd_) != 0) return ErrnoError("fsync journal in " + dir_);
   journal_bytes_ = 0;
-  snapshot_bytes_ = text.size();
+  snapshot_bytes_ = w.written();
   return absl::OkStatus();
 }
 

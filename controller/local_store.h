@@ -1,12 +1,14 @@
 #ifndef RPCI_CONTROLLER_LOCAL_STORE_H_
 #define RPCI_CONTROLLER_LOCAL_STORE_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/base/thread_annotations.h"
 #include "common/clock.h"
 #include "controller/store.h"
@@ -46,7 +48,8 @@ class LocalStore : public Store {
   absl::Status Write(const StoreBatch& batch);
   // Applies a replayed batch (journal line or snapshot) to the maps.
   void Apply(const nlohmann::json& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::string SnapshotText() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands the snapshot's text to `add` piece by piece.
+  void WriteSnapshotText(const std::function<void(absl::string_view)>& add) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteSnapshot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string dir_;
