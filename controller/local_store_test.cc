@@ -176,7 +176,9 @@ TEST_F(LocalStoreTest, SnapshotAndJournalHoldTheSameObjectsAfterCompaction) {
   for (const Device& d : snap->devices) {
     EXPECT_NE(d.id(), "d4");
     EXPECT_EQ(d.exported.function().bdf(), "0000:3b:00.0");
-    if (d.id() == "d3") EXPECT_EQ(d.assigned_node, "cn-9");
+    if (d.id() == "d3") {
+      EXPECT_EQ(d.assigned_node, "cn-9");
+    }
   }
 }
 
