@@ -3,6 +3,7 @@
 //   bazel run //bench:session -- [--json]
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -94,6 +95,47 @@ absl::StatusOr<std::vector<double>> DeviceRoundTripUs(rpci::client::SessionClien
   return us;
 }
 
+// Doorbell -> completion round trips (an empty copy job), in microseconds,
+// after `warmup` unmeasured ones.
+absl::StatusOr<std::vector<double>> DoorbellRtts(rpci::client::SessionClient& c, int n, int warmup) {
+  std::vector<double> rtt;
+  for (int i = 0; i < n + warmup; ++i) {
+    auto t0 = Clock::now();
+    if (absl::Status st = c.Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i); !st.ok()) return st;
+    if (auto done = c.WaitCompletion(absl::Seconds(5)); !done.ok()) return done.status();
+    if (i >= warmup) rtt.push_back(Secs(Clock::now() - t0) * 1e6);
+  }
+  return rtt;
+}
+
+// Another tenant on another device floods the same agent: every doorbell is a
+// job whose completion makes the agent push its whole DMA space (mapped
+// from-device) first, rung again as soon as it completes.
+class Flood {
+ public:
+  explicit Flood(rpci::client::SessionClient* c) : c_(c) {
+    if (c_->MapFromDevice(0, c_->dma_size()).ok()) thread_ = std::thread([this] { Run(); });
+  }
+  ~Flood() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  uint64_t jobs() const { return jobs_; }
+
+ private:
+  void Run() {
+    for (uint64_t i = 0; !stop_; ++i) {
+      if (!c_->Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i).ok()) return;
+      if (!c_->WaitCompletion(absl::Seconds(5)).ok()) return;
+      ++jobs_;
+    }
+  }
+  rpci::client::SessionClient* c_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> jobs_{0};
+  std::thread thread_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -117,10 +159,12 @@ int main(int argc, char** argv) {
   rpci::MetricsRegistry metrics;
   rpci::agent::GrantTable grants;
   grants.Upsert({"bench", "dev0", "node", "token", absl::InfiniteFuture()});
-  rpci::agent::testing::TestDevice device(32 << 20);  // room for 16 MiB round trips
+  grants.Upsert({"bench-flood", "dev1", "node", "token", absl::InfiniteFuture()});
+  // dev0: room for 16 MiB device round trips.
+  rpci::agent::testing::TestDevice device(32 << 20), flood_device(4 << 20);
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
-  auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &device}});
+  auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &device}, {"dev1", &flood_device}});
   if (!server.ok()) {
     std::fprintf(stderr, "session server: %s\n", std::string(server.status().message()).c_str());
     return 1;
@@ -182,15 +226,25 @@ int main(int argc, char** argv) {
   out["mirror_ratio_measures"] = "raw RMA: FlushDma of 1 MiB to one offset (fi_write on loopback), not a device round trip";
 
   // Doorbell -> completion round trip (an empty copy job).
-  std::vector<double> rtt;
-  for (int i = 0; i < 1000; ++i) {
-    auto t0 = Clock::now();
-    if (absl::Status st = c.Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i); !st.ok()) return Fail("doorbell", st);
-    if (auto done = c.WaitCompletion(absl::Seconds(5)); !done.ok()) return Fail("completion", done.status());
-    if (i >= 50) rtt.push_back(Secs(Clock::now() - t0) * 1e6);
+  absl::StatusOr<std::vector<double>> rtt = DoorbellRtts(c, 950, 50);
+  if (!rtt.ok()) return Fail("doorbell", rtt.status());
+  out["doorbell_rtt_us_p50"] = Percentile(*rtt, 0.5);
+  out["doorbell_rtt_us_p99"] = Percentile(*rtt, 0.99);
+  {
+    // The same while another session floods the agent (issue 12: within 2x).
+    auto flood_ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench-flood", "token", "node"});
+    if (!flood_ticket.ok()) return Fail("reserve flood", flood_ticket.status());
+    auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, {});
+    if (!flooder.ok()) return Fail("attach flood", flooder.status());
+    Flood flood(flooder->get());
+    absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, 950, 50);
+    if (!flooded.ok()) return Fail("doorbell under flood", flooded.status());
+    out["doorbell_rtt_us_p50_flooded"] = Percentile(*flooded, 0.5);
+    out["doorbell_rtt_us_p99_flooded"] = Percentile(*flooded, 0.99);
+    out["flood_jobs"] = flood.jobs();
+    out["doorbell_p99_flood_ratio"] =
+        out["doorbell_rtt_us_p99_flooded"].get<double>() / out["doorbell_rtt_us_p99"].get<double>();
   }
-  out["doorbell_rtt_us_p50"] = Percentile(rtt, 0.5);
-  out["doorbell_rtt_us_p99"] = Percentile(rtt, 0.99);
   std::vector<double> tcp_rtt = TcpRttUs(2000);
   out["tcp_rtt_us_p50"] = Percentile(tcp_rtt, 0.5);
   out["tcp_rtt_us_p99"] = Percentile(tcp_rtt, 0.99);

@@ -41,7 +41,10 @@ std::shared_ptr<grpc::Channel> ControlClient::ChannelTo(const std::string& endpo
     grpc::ChannelArguments args;
     if (options_.quick_reconnect) {
       args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-      args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+      // gRPC's minimum connect timeout: one attempt (TCP and the TLS
+      // handshake) may take this long. At 100 ms a TLS handshake on a slow
+      // machine (the TCG test machine) never completed.
+      args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2000);
       args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     }
     ch = grpc::CreateCustomChannel(endpoint, options_.creds ? options_.creds : grpc::InsecureChannelCredentials(),

@@ -61,8 +61,7 @@ struct ControlOptions {
   absl::Duration grant_wait = absl::Seconds(3);
   absl::Duration rpc_timeout = absl::Seconds(5);
   // Reconnect within 100 ms..1 s of an agent coming back, for health checks
-  // (gRPC then also gives up a connection attempt after 100 ms: only for
-  // agents close by).
+  // (one connection attempt, TLS handshake included, may still take 2 s).
   bool quick_reconnect = false;
 };
 

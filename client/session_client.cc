@@ -297,7 +297,10 @@ absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
       break;
     case FrameType::kError:
       ++stats_.refused;
-      agent_error_ = absl::PermissionDeniedError(
+      agent_error_ = absl::Status(
+          static_cast<session::ErrorCode>(f->arg0) == session::ErrorCode::kOverLimit
+              ? absl::StatusCode::kResourceExhausted
+              : absl::StatusCode::kPermissionDenied,
           absl::StrFormat("session %s: agent refused %u: %s", ticket_.session_id.ToString(), f->arg1,
                           session::ErrorCodeName(static_cast<session::ErrorCode>(f->arg0))));
       break;

@@ -78,7 +78,7 @@ absl::StatusOr<std::unique_ptr<DaemonTls>> DaemonTls::Start(const TlsSettings& s
     o.cert_dir = settings.cert_dir;
     absl::StatusOr<std::unique_ptr<NodeCertificateRenewer>> r =
         NodeCertificateRenewer::Start(std::move(o), first_deadline, log);
-    if (!r.ok()) return r.status();
+    if (!r.ok()) return absl::Status(r.status().code(), absl::StrCat("tls: ", r.status().message()));
     tls->renewer_ = *std::move(r);
     tls->files_ = tls->renewer_->files();
   } else {

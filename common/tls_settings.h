@@ -55,7 +55,8 @@ class DaemonTls {
   };
 
   // Validates, loads the files or gets the first node certificate (waiting
-  // up to `first_deadline`) and starts its renewal. Insecure: warns.
+  // up to `first_deadline`) and starts its renewal. Insecure: warns. Errors
+  // start with "tls: ".
   static absl::StatusOr<std::unique_ptr<DaemonTls>> Start(const TlsSettings& settings, const NodeIdentity& who,
                                                           const Logger& log,
                                                           absl::Duration first_deadline = absl::Minutes(2));

@@ -60,8 +60,10 @@ TEST_F(EmuJobsTest, CopyAndCrc32cJobsOnEmuMatchLocalResults) {
   EXPECT_EQ(summary["jobs"].get<int>(), 12);
   EXPECT_GT(summary["mb_per_s"].get<double>(), 0);
   EXPECT_EQ(summary["bytes"].get<uint64_t>(), 2u * (4096 + 12345 + 65536 + (1 << 20)));
-  // The example's close detached: the session belongs to its allocation (a
-  // restarted container attaches again) until the plugin releases it.
+  // The example's close detaches: the session belongs to the pod's
+  // allocation, and a second run (a restarted container) attaches again.
+  EXPECT_EQ(agent_->server().live_sessions(), 1u);
+  ASSERT_EQ(RunExample(*env, {"--rounds=2"}), 0) << err_;
   EXPECT_EQ(agent_->server().live_sessions(), 1u);
 }
 

@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<std::unique_ptr<DaemonTls>> tls = DaemonTls::Start(tls_settings, {"plugin", o.node_name, {}}, log);
   if (!tls.ok()) {
-    log.Error("cannot start", {{"error", absl::StrCat("tls: ", tls.status().message())}});
+    log.Error("cannot start", {{"error", std::string(tls.status().message())}});
     return tls.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   std::shared_ptr<grpc::ChannelCredentials> creds = (*tls)->ChannelCredentials();

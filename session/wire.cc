@@ -60,6 +60,7 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kReadOnly: return "read_only";
     case ErrorCode::kBadSequence: return "bad_sequence";
     case ErrorCode::kMalformed: return "malformed";
+    case ErrorCode::kOverLimit: return "over_limit";
   }
   return "unknown";
 }

@@ -178,6 +178,7 @@ enum class ErrorCode : uint64_t {
   kReadOnly = 4,
   kBadSequence = 5,
   kMalformed = 6,
+  kOverLimit = 7,  // a per-session cap (mapped DMA ranges or bytes)
 };
 
 // A control frame: magic u32, version u16, type u16, session id u64, counter

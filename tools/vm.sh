@@ -29,7 +29,7 @@ KERNEL="/boot/vmlinuz-$KVER"
 MODDIR="/lib/modules/$KVER"
 # Modules the initramfs loads itself (to reach the root over 9p); the rest load
 # in the guest through the host's modprobe.
-INITRD_MODULES=(virtio_pci 9pnet_virtio 9p overlay)
+INITRD_MODULES=(virtio_pci virtio_net 9pnet_virtio 9p overlay)
 
 die() { echo "vm.sh: $*" >&2; exit 2; }
 

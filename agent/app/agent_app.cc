@@ -218,7 +218,7 @@ std::vector<rpci::v1::DeviceHealthReport> AgentApp::Health() const {
 absl::Status AgentApp::Start() {
   absl::StatusOr<std::unique_ptr<DaemonTls>> tls =
       DaemonTls::Start(options_.tls, {"agent", options_.node, NodeCertificateIps(options_)}, log_);
-  if (!tls.ok()) return absl::Status(tls.status().code(), absl::StrCat("tls: ", tls.status().message()));
+  if (!tls.ok()) return tls.status();
   tls_ = *std::move(tls);
   // SessionControl: plugins present their certificate, workloads none.
   std::shared_ptr<grpc::ServerCredentials> server_creds =

@@ -31,6 +31,9 @@ constexpr uint64_t kSeqMagic = 0x51455349435052ull;  // "RPCISEQ"
 // Outstanding challenges per session, and how long one stays answerable.
 constexpr size_t kMaxChallenges = 16;
 constexpr absl::Duration kChallengeLifetime = absl::Seconds(60);
+// Authenticated frames queued per session; more are dropped (a legitimate
+// client waits for acknowledgements long before this).
+constexpr size_t kInboxCapacity = 256;
 
 // Applied/completion sequence numbers in a MAP_SHARED file: a store is in the
 // kernel's page cache at once, so it survives the agent being SIGKILLed
@@ -150,13 +153,43 @@ struct SessionServer::Session {
   SessionDevice* device = nullptr;
   std::vector<SessionDevice::Bar> bars;
   absl::Time opened, last_seen;
-  bool attached = false;
+  // Written under mu; atomic so the interrupt poller may read it without mu.
+  std::atomic<bool> attached{false};
   // Recovered after an agent restart with device state (applied writes or
   // delivered completions) on a device that lost it: never resumed.
   bool device_state_lost = false;
   std::map<session::Nonce, absl::Time> challenges;  // outstanding, by issue time
-  std::optional<session::FrameChannel> frames;      // this attach's control frames
-  bool closing = false;  // a Teardown is scrubbing the device (guarded by the server's mu_)
+  bool closing = false;
+  uint64_t mapped_bytes = 0;  // sum of from_device lengths
+
+  // This attach's control frames. Guarded by frames_mu (taken after mu, never
+  // before): the dispatcher checks incoming frames without waiting for mu,
+  // which the worker may hold across a slow RMA.
+  std::mutex frames_mu;
+  std::optional<session::FrameChannel> frames;
+  uint64_t attach_gen = 0;
+
+  // Authenticated frames for this session's own worker thread, so one
+  // session's work never runs on a thread another session waits on.
+  struct Queued {
+    uint64_t attach_gen;
+    session::Frame frame;
+  };
+  std::mutex inbox_mu;
+  std::condition_variable inbox_cv;
+  std::deque<Queued> inbox;  // at most kInboxCapacity
+  bool interrupt_pending = false;  // the device's interrupt_fd fired; the worker pushes
+  bool stop_worker = false;
+  std::thread worker;
+
+  void StopWorker() {
+    {
+      std::lock_guard<std::mutex> lock(inbox_mu);
+      stop_worker = true;
+    }
+    inbox_cv.notify_all();
+    if (worker.joinable()) worker.join();
+  }  // a Teardown is scrubbing the device (guarded by the server's mu_)
   fabric::PeerId peer = 0;
   std::unique_ptr<SeqFile> seq;
   session::ApplyGate gate;
@@ -179,7 +212,10 @@ struct SessionServer::Session {
     comp_mr.reset();
     dma_mr.reset();
     bar_mr.clear();
-    frames.reset();
+    {
+      std::lock_guard<std::mutex> lock(frames_mu);
+      frames.reset();
+    }
     attached = false;
   }
 };
@@ -247,6 +283,7 @@ absl::Status SessionServer::Start() {
       }
       sessions_[s->id] = s;
       device_owner_[s->device_id] = s->id;
+      StartWorker(*s);
       log_.Info("session recovered from checkpoint",
                 {{"session", s->id.ToString()}, {"applied_seq", applied}});
     }
@@ -268,6 +305,7 @@ void SessionServer::Stop() {
   if (interrupts_.joinable()) interrupts_.join();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [id, s] : sessions_) {
+    s->StopWorker();
     std::lock_guard<std::mutex> slock(s->mu);
     s->Deregister();
   }
@@ -502,6 +540,7 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSessio
   sessions_[s->id] = s;
   device_owner_[s->device_id] = s->id;
   open_gauge_->Set(static_cast<double>(sessions_.size()));
+  StartWorker(*s);
   return s;
 }
 
@@ -555,10 +594,15 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(req.client_fabric_address());
   if (!peer.ok()) return peer.status();
   s.peer = *peer;
-  s.frames = *std::move(frames);
+  {
+    std::lock_guard<std::mutex> lock(s.frames_mu);
+    s.frames = *std::move(frames);
+    ++s.attach_gen;
+  }
   s.client = client;
   s.comp_capacity = *cap;
   s.from_device.clear();
+  s.mapped_bytes = 0;
   s.backlog.clear();
   s.client_consumed = s.completion_seq;
   if (absl::Status st = RegisterRegions(s); !st.ok()) return st;
@@ -680,6 +724,7 @@ void SessionServer::Teardown(session::SessionId id, const std::string& reason, b
     s = it->second;
     s->closing = true;
   }
+  s->StopWorker();
   absl::Status clean;
   {
     std::lock_guard<std::mutex> lock(s->mu);
@@ -713,17 +758,28 @@ void SessionServer::ReaperLoop() {
   while (!stopping_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const absl::Time now = options_.clock->Now();
-    std::vector<session::SessionId> expired;
+    std::vector<std::shared_ptr<Session>> live;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [id, s] : sessions_) {
-        if (s->closing) continue;
-        std::lock_guard<std::mutex> slock(s->mu);
-        const absl::Duration limit = s->attached ? options_.grace : options_.attach_timeout;
-        if (now - s->last_seen > limit) expired.push_back(id);
+        if (!s->closing) live.push_back(s);
       }
     }
+    std::vector<session::SessionId> expired;
+    for (const std::shared_ptr<Session>& s : live) {
+      // A session busy with its own work is alive; never wait for it here.
+      std::unique_lock<std::mutex> slock(s->mu, std::try_to_lock);
+      if (!slock.owns_lock()) continue;
+      const absl::Duration limit = s->attached ? options_.grace : options_.attach_timeout;
+      if (now - s->last_seen > limit) expired.push_back(s->id);
+    }
     for (session::SessionId id : expired) Teardown(id, "peer_gone", true);
+    std::vector<session::SessionId> closes;
+    {
+      std::lock_guard<std::mutex> lock(close_mu_);
+      closes.swap(close_requests_);
+    }
+    for (session::SessionId id : closes) Teardown(id, "closed", false);
   }
 }
 
@@ -741,7 +797,13 @@ void SessionServer::Refuse(Session* s, ErrorCode code, uint64_t what) {
 }
 
 void SessionServer::SendFrame(Session& s, FrameType type, uint64_t arg0, uint64_t arg1) {
-  if (absl::Status st = endpoint_->Send(s.peer, s.frames->Seal(type, arg0, arg1)); !st.ok()) {
+  std::string bytes;
+  {
+    std::lock_guard<std::mutex> lock(s.frames_mu);
+    if (!s.frames.has_value()) return;
+    bytes = s.frames->Seal(type, arg0, arg1);
+  }
+  if (absl::Status st = endpoint_->Send(s.peer, bytes); !st.ok()) {
     log_.Warn("frame to client failed", {{"session", s.id.ToString()},
                                          {"error", std::string(st.message())}});
   }
@@ -763,56 +825,115 @@ void SessionServer::HandleFrame(const std::string& bytes) {
     refused_->Labels({"stale_session"}).Increment();
     return;
   }
-  std::unique_lock<std::mutex> lock(s->mu);
-  if (!s->attached || !s->frames.has_value()) {
-    refused_->Labels({"stale_session"}).Increment();
-    return;
+  uint64_t gen = 0;
+  session::FrameChannel::Verdict verdict = session::FrameChannel::Verdict::kBadMac;
+  {
+    std::lock_guard<std::mutex> lock(s->frames_mu);
+    if (!s->frames.has_value()) {
+      refused_->Labels({"stale_session"}).Increment();
+      return;
+    }
+    // Not answered: whoever sent it cannot prove the session's key.
+    verdict =
+        s->frames->Check(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), *frame);
+    gen = s->attach_gen;
   }
-  // Not answered: whoever sent it cannot prove the session's key.
-  const session::FrameChannel::Verdict verdict =
-      s->frames->Check(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), *frame);
   if (verdict != session::FrameChannel::Verdict::kOk) {
     refused_->Labels({session::VerdictName(verdict)}).Increment();
     log_.Warn("frame refused", {{"session", s->id.ToString()}, {"reason", session::VerdictName(verdict)},
                                 {"counter", frame->counter}});
     return;
   }
-  s->last_seen = options_.clock->Now();
-  switch (frame->type) {
+  {
+    std::lock_guard<std::mutex> lock(s->inbox_mu);
+    if (s->inbox.size() >= kInboxCapacity) {
+      refused_->Labels({"inbox_full"}).Increment();
+      return;
+    }
+    s->inbox.push_back({gen, *frame});
+  }
+  s->inbox_cv.notify_one();
+}
+
+void SessionServer::WorkLoop(Session& s) {
+  std::unique_lock<std::mutex> inbox(s.inbox_mu);
+  while (true) {
+    s.inbox_cv.wait(inbox, [&] { return s.stop_worker || !s.inbox.empty() || s.interrupt_pending; });
+    if (s.stop_worker) return;
+    std::optional<Session::Queued> q;
+    if (!s.inbox.empty()) {
+      q = s.inbox.front();
+      s.inbox.pop_front();
+    } else {
+      s.interrupt_pending = false;  // the push below takes every interrupt raised so far
+    }
+    inbox.unlock();
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      uint64_t gen = 0;
+      {
+        std::lock_guard<std::mutex> flock(s.frames_mu);
+        gen = s.attach_gen;
+      }
+      // Frames of an earlier attach are void once the client re-attached.
+      if (q.has_value() && s.attached && q->attach_gen == gen) ProcessFrame(s, q->frame);
+      if (!q.has_value() && s.attached) PushCompletions(s, false);
+    }
+    inbox.lock();
+  }
+}
+
+void SessionServer::StartWorker(Session& s) {
+  s.worker = std::thread([this, &s] { WorkLoop(s); });
+}
+
+void SessionServer::ProcessFrame(Session& s, const session::Frame& frame) {
+  s.last_seen = options_.clock->Now();
+  switch (frame.type) {
     case FrameType::kKick:
-      HandleKick(*s, frame->arg0, frame->arg1);
+      HandleKick(s, frame.arg0, frame.arg1);
       break;
     case FrameType::kRefresh:
-      if (absl::Status st = PushMirrors(*s); st.ok()) {
-        SendFrame(*s, FrameType::kRefreshed, frame->arg0, s->gate.applied());
-      }
+      if (absl::Status st = PushMirrors(s); st.ok()) SendFrame(s, FrameType::kRefreshed, frame.arg0, s.gate.applied());
       break;
-    case FrameType::kMapFromDevice: {
-      const uint64_t off = frame->arg0, len = frame->arg1;
-      RegionDesc dma{RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, 0, s->device->dma_size(), 0};
-      if (absl::Status st = session::CheckAccess(dma, off, len, true); !st.ok()) {
-        Refuse(s.get(), ErrorCode::kOutOfBounds, off);
-      } else if (s->from_device.size() >= 256) {
-        Refuse(s.get(), ErrorCode::kMalformed, off);
-      } else {
-        s->from_device[off] = len;
-      }
+    case FrameType::kMapFromDevice:
+      MapFromDevice(s, frame.arg0, frame.arg1);
       break;
-    }
     case FrameType::kUnmap:
-      s->from_device.erase(frame->arg0);
+      if (auto it = s.from_device.find(frame.arg0); it != s.from_device.end()) {
+        s.mapped_bytes -= it->second;
+        s.from_device.erase(it);
+      }
       break;
     case FrameType::kHeartbeat:
       break;  // last_seen is updated above
     case FrameType::kClose: {
-      const session::SessionId id = s->id;
-      lock.unlock();
-      Teardown(id, "closed", false);
+      // Not here: Teardown stops this very worker. The reaper does it.
+      std::lock_guard<std::mutex> lock(close_mu_);
+      close_requests_.push_back(s.id);
       break;
     }
     default:
-      Refuse(s.get(), ErrorCode::kMalformed, static_cast<uint64_t>(frame->type));
+      Refuse(&s, ErrorCode::kMalformed, static_cast<uint64_t>(frame.type));
   }
+}
+
+void SessionServer::MapFromDevice(Session& s, uint64_t offset, uint64_t len) {
+  RegionDesc dma{RegionKind::kDma, session::kAccessRead | session::kAccessWrite, 0, 0, s.device->dma_size(), 0};
+  if (absl::Status st = session::CheckAccess(dma, offset, len, true); !st.ok()) {
+    Refuse(&s, ErrorCode::kOutOfBounds, offset);
+    return;
+  }
+  // Every mapped range is pushed to the client before each completion: the
+  // caps bound what one session can make the agent move per interrupt.
+  const uint64_t replaced = s.from_device.count(offset) ? s.from_device[offset] : 0;
+  if ((replaced == 0 && s.from_device.size() >= options_.max_mapped_ranges) ||
+      s.mapped_bytes - replaced + len > options_.max_mapped_bytes) {
+    Refuse(&s, ErrorCode::kOverLimit, offset);
+    return;
+  }
+  s.mapped_bytes = s.mapped_bytes - replaced + len;
+  s.from_device[offset] = len;
 }
 
 void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
@@ -881,9 +1002,10 @@ void SessionServer::InterruptLoop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [id, s] : sessions_) {
-        std::lock_guard<std::mutex> slock(s->mu);
-        const int fd = s->attached ? s->device->interrupt_fd() : -1;
+        const int fd = s->closing || !s->attached ? -1 : s->device->interrupt_fd();
         if (fd < 0) continue;
+        std::lock_guard<std::mutex> inbox(s->inbox_mu);
+        if (s->interrupt_pending) continue;  // its worker has it already
         fds.push_back({fd, POLLIN, 0});
         owners.push_back(s);
       }
@@ -895,8 +1017,12 @@ void SessionServer::InterruptLoop() {
     if (poll(fds.data(), fds.size(), 50) <= 0) continue;
     for (size_t i = 0; i < fds.size(); ++i) {
       if ((fds[i].revents & POLLIN) == 0) continue;
-      std::lock_guard<std::mutex> slock(owners[i]->mu);
-      if (owners[i]->attached) PushCompletions(*owners[i], false);
+      // The session's own worker pushes the completions, as it does a kick's.
+      {
+        std::lock_guard<std::mutex> inbox(owners[i]->inbox_mu);
+        owners[i]->interrupt_pending = true;
+      }
+      owners[i]->inbox_cv.notify_one();
     }
   }
 }
@@ -904,7 +1030,12 @@ void SessionServer::InterruptLoop() {
 void SessionServer::PushCompletions(Session& s, bool always) {
   std::vector<fabric::RmaOp> segs = DeliverInterrupts(s);
   if (segs.empty() && !always) return;
-  const std::string event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), s.completion_seq);
+  std::string event;
+  {
+    std::lock_guard<std::mutex> lock(s.frames_mu);
+    if (!s.frames.has_value()) return;
+    event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), s.completion_seq);
+  }
   if (absl::Status st = endpoint_->WriteAndSend(s.peer, segs, event); !st.ok()) {
     log_.Warn("completion push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
   }

@@ -74,6 +74,11 @@ struct SessionServerOptions {
   // Bytes of each BAR mirrored to the compute side.
   uint64_t max_mirror_bytes = 1 << 20;
   uint32_t mmio_ring_capacity = 1024;
+  // Caps on the DMA ranges one session declares device-written (each is
+  // pushed to the client before every completion); beyond them a mapping is
+  // refused with kError "over_limit" (RESOURCE_EXHAUSTED at the client).
+  size_t max_mapped_ranges = 64;
+  uint64_t max_mapped_bytes = uint64_t{64} << 20;
   // Reserving a session (OpenSession without a resume, the plugin's call)
   // requires a verified client certificate "plugin:<node>" whose node is the
   // request's compute_node: UNAUTHENTICATED without one, PERMISSION_DENIED
@@ -154,7 +159,13 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   absl::Status RegisterRegions(Session& s);
   void DispatchLoop();
   void ReaperLoop();
+  // Dispatch thread: decodes, authenticates and queues a frame for its
+  // session's worker (WorkLoop), which applies it (ProcessFrame, mu held).
   void HandleFrame(const std::string& bytes);
+  void StartWorker(Session& s);
+  void WorkLoop(Session& s);
+  void ProcessFrame(Session& s, const session::Frame& frame);
+  void MapFromDevice(Session& s, uint64_t offset, uint64_t len);
   void HandleKick(Session& s, uint64_t tail, uint64_t consumed);
   // Waits on the attached sessions' device interrupt fds and pushes their
   // completions as the devices raise them (no kick needed).
@@ -193,6 +204,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::map<std::string, session::SessionId> device_owner_;
   std::map<std::string, absl::Status> device_clean_;  // absent = never used
   std::condition_variable scrubbed_;                  // a closing session is gone
+  std::mutex close_mu_;
+  std::vector<session::SessionId> close_requests_;  // kClose frames, for the reaper
   std::mutex checkpoint_mu_;
   std::atomic<bool> stopping_{false};
   std::thread dispatch_;

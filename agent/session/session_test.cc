@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 
+#include "absl/cleanup/cleanup.h"
 #include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
@@ -35,13 +36,14 @@ class SessionTest : public ::testing::Test {
   }
   void TearDown() override { StopServer(); }
 
-  void StartServer(absl::Duration grace = absl::Seconds(10)) {
+  // `second` stands in for the emu device ("emu0", grant "g-emu") when given.
+  void StartServer(absl::Duration grace = absl::Seconds(10), SessionDevice* second = nullptr) {
     SessionServerOptions opts;
-    opts.state_dir = state_dir_;
+    opts.state_dir = second == nullptr ? state_dir_ : "";
     opts.metrics = &metrics_;
     opts.grace = grace;
     opts.attach_timeout = attach_timeout_;
-    auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", emu_.get()}});
+    auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", second ? second : emu_.get()}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     grpc::ServerBuilder builder;
@@ -312,7 +314,7 @@ TEST_F(SessionTest, APreviousAttachsMemoryKeysNoLongerReadOrWrite) {
   EXPECT_FALSE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
   EXPECT_FALSE(rogue.endpoint->Read(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
   const session::RegionDesc now = *session::FindRegion(c->agent_regions(), session::RegionKind::kDma);
-  ASSERT_TRUE(c->Close().ok());  // torn down: nothing of the session is reachable
+  ASSERT_TRUE(c->Close().ok());  // detached: nothing of the attach is reachable
   EXPECT_FALSE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, now.address, now.key}).ok());
   EXPECT_FALSE(rogue.endpoint->Read(rogue.peer, {mr.get(), 0, 64, now.address, now.key}).ok());
 }
@@ -415,6 +417,72 @@ TEST_F(SessionTest, PeerGonePastGraceIsTornDownOnBothEnds) {
     s = c2->Sync(absl::Seconds(1));
   }
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+}
+
+TEST_F(SessionTest, MappingMoreRangesThanTheCapIsRefusedWithAClearStatus) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  for (uint64_t i = 0; i <= SessionServerOptions().max_mapped_ranges; ++i) {
+    ASSERT_TRUE(c->MapFromDevice(i * 64, 16).ok());
+  }
+  ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  absl::Status s = c->Refresh(absl::Seconds(5));
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("over_limit"), std::string::npos) << s;
+  EXPECT_EQ(Refused("over_limit"), 1);
+}
+
+// A device whose register write blocks (a long job) holds up only its own
+// session: the other session's writes are applied meanwhile.
+TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
+  class SlowDevice : public TestDevice {
+   public:
+    absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override {
+      if (value == 0x510e) absl::SleepFor(absl::Seconds(3));
+      return TestDevice::WriteRegister(bar, offset, width, value);
+    }
+  };
+  SlowDevice slow;
+  StopServer();
+  StartServer(absl::Seconds(10), &slow);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+
+  auto a = Attach(nullptr, "g-emu");
+  auto b = Attach();
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  ASSERT_TRUE(a->Write(0, 0x40, 4, 0x510e).ok());
+  ASSERT_TRUE(a->Flush().ok());
+  absl::SleepFor(absl::Milliseconds(100));  // a's worker is inside the slow write
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(b->Write(0, 0x40, 4, 1).ok());
+  ASSERT_TRUE(b->Sync(absl::Seconds(5)).ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
+}
+
+TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
+  class DirtyDevice : public TestDevice {
+   public:
+    absl::Status Reset() override { return absl::FailedPreconditionError("test device: reset does not work"); }
+  };
+  DirtyDevice dirty;
+  StopServer();
+  StartServer(absl::Seconds(10), &dirty);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `dirty` goes
+  client::SessionTicket ticket;
+  auto a = Attach(&ticket, "g-emu");
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+  absl::Status clean = server_->DeviceClean("emu0");
+  EXPECT_EQ(clean.code(), absl::StatusCode::kFailedPrecondition) << clean;
+  EXPECT_EQ(Scrubs("failed"), 1);
+  absl::Status again = client::ControlClient({nullptr, absl::ZeroDuration()})
+                           .Reserve(Endpoint(), {"g-emu", "secret-token", "node-a"})
+                           .status();
+  EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition) << again;
+  EXPECT_NE(again.message().find("not clean"), std::string::npos) << again;
+  EXPECT_TRUE(server_->DeviceClean("dev0").ok());
 }
 
 // A workload's close detaches: the session stays for the pod's allocation

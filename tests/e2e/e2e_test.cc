@@ -28,11 +28,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/testing/temp_dir.h"
-#include "common/cert_authority.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
+#include "tests/harness/test_certs.h"
 #include "tests/kubelet/fake_kubelet.h"
 
 namespace rpci::testing {
@@ -45,6 +45,8 @@ constexpr int kControllerPort = 7460, kControllerHttp = 7461, kAgentPort = 7450,
 // Workloads run as a non-root user, as most pods do; the plugin gives session
 // key files to kSessionGroup, which the pods list in supplementalGroups.
 constexpr int kWorkloadUid = 65534, kSessionGroup = 4242;
+// The certificates' common names (and the daemons' node names).
+constexpr char kAgentName[] = "agent:e2e-device-server", kPluginName[] = "plugin:e2e-compute-node";
 
 // Components log at warn unless RPCI_E2E_LOG_LEVEL says otherwise (debugging).
 std::string LogLevel() {
@@ -108,28 +110,13 @@ class EndToEndTest : public ::testing::Test {
     pair_.emplace(std::move(*pair));
     agent_endpoint_ = absl::StrCat(pair_->addr_a(), ":", kAgentPort);
     controller_address_ = absl::StrCat(pair_->addr_a(), ":", kControllerPort);
-    MakeCertificates();
+    // mTLS as tools/certs makes it for local mode.
+    absl::StatusOr<TestCerts> certs = MakeTestCerts(
+        dir_ + "/certs", {"controller", kAgentName, kPluginName}, {pair_->addr_a()});
+    ASSERT_TRUE(certs.ok()) << certs.status();
+    certs_ = *certs;
   }
 
-  // mTLS as tools/certs makes it for local mode: one CA, a certificate per
-  // component naming the address it is dialled at.
-  void MakeCertificates() {
-    absl::StatusOr<CertAuthority> ca = CertAuthority::Create("rpci-e2e-ca");
-    ASSERT_TRUE(ca.ok()) << ca.status();
-    std::filesystem::create_directories(dir_ + "/certs");
-    for (const auto& [name, stem] : {std::pair<std::string, std::string>{"controller", "controller"},
-                                     {"agent:e2e-device-server", "agent"},
-                                     {"plugin:e2e-compute-node", "plugin"}}) {
-      absl::StatusOr<TlsMaterial> tls = ca->Issue(name, {}, {pair_->addr_a()});
-      ASSERT_TRUE(tls.ok()) << tls.status();
-      absl::StatusOr<TlsFiles> files = CertAuthority::WriteFiles(*tls, dir_ + "/certs", stem);
-      ASSERT_TRUE(files.ok()) << files.status();
-    }
-  }
-  std::vector<std::string> TlsFlags(const std::string& stem) const {
-    const std::string c = dir_ + "/certs/";
-    return {"--tls-cert=" + c + stem + ".crt", "--tls-key=" + c + stem + ".key", "--tls-ca=" + c + "ca.crt"};
-  }
   void TearDown() override {
     // Children first (they hold the namespaces' sockets), then the files.
     plugin_.reset();
@@ -151,15 +138,14 @@ class EndToEndTest : public ::testing::Test {
                                      "--state-dir=" + dir_ + "/controller", "--listen=" + controller_address_,
                                      absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp),
                                      "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=" + log_level_};
-    for (const std::string& f : TlsFlags("controller")) argv.push_back(f);
+    for (const std::string& f : certs_.Flags("controller")) argv.push_back(f);
     controller_ = Start(0, "controller", argv);
   }
   void StartAgent() {
     std::ofstream(dir_ + "/agent.yaml") << "node: e2e-device-server\n"
                                         << "controller: {address: \"" << controller_address_
                                         << "\"}\n"
-                                        << "tls: {cert: " << dir_ << "/certs/agent.crt, key: " << dir_
-                                        << "/certs/agent.key, ca: " << dir_ << "/certs/ca.crt}\n"
+                                        << certs_.AgentConfig(kAgentName)
                                         << "session: {listen: \"0.0.0.0:" << kAgentPort << "\", advertise: \""
                                         << agent_endpoint_ << "\", state_dir: " << dir_ << "/agent}\n"
                                         << "fabric: {provider: \"tcp;ofi_rxm\", address: " << pair_->addr_a() << "}\n"
@@ -196,7 +182,7 @@ class EndToEndTest : public ::testing::Test {
         "--namespace=" + ns, "--lease-namespace=rpci-system", "--listen=" + controller_address_,
         absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp), "--reconcile-interval-ms=100",
         "--default-spares=2", "--log-level=" + log_level_};
-    for (const std::string& f : TlsFlags("controller")) argv.push_back(f);
+    for (const std::string& f : certs_.Flags("controller")) argv.push_back(f);
     controller_ = Start(0, "controller", argv);
   }
   // `method` on the test API server from inside host a; the answer's JSON
@@ -234,7 +220,7 @@ class EndToEndTest : public ::testing::Test {
                                      "--container-dir=" + dir_ + "/container", "--health-addr=",
                                      "--usage-interval-seconds=1", "--log-level=" + log_level_,
                                      absl::StrCat("--session-group=", kSessionGroup)};
-    for (const std::string& f : TlsFlags("plugin")) argv.push_back(f);
+    for (const std::string& f : certs_.Flags(kPluginName)) argv.push_back(f);
     argv.insert(argv.end(), extra.begin(), extra.end());
     plugin_ = Start(1, "plugin", argv);
   }
@@ -307,6 +293,7 @@ class EndToEndTest : public ::testing::Test {
   std::string dir_;
   std::optional<VethPair> pair_;
   std::string agent_endpoint_, controller_address_;
+  TestCerts certs_;
   std::unique_ptr<Subprocess> controller_, agent_, plugin_, api_;
   std::string api_url_;
   std::vector<std::string> agent_env_;  // NAME=value for the agent's environment

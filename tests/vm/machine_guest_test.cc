@@ -59,6 +59,13 @@ TEST(TestMachine, KernelAutoloadReachesTheHostsModules) {
   EXPECT_EQ(std::system(("ip link del " + name + "a").c_str()), 0);
 }
 
+TEST(TestMachine, HasUserNetworkingOnEth0) {
+  // QEMU user networking: the guest is 10.0.2.15, the host 10.0.2.2
+  // (tools/vm.sh --hostfwd forwards host ports to the guest).
+  EXPECT_EQ(std::system("ip -4 addr show eth0 | grep -q 'inet 10.0.2.15/24'"), 0);
+  EXPECT_EQ(std::system("ip route | grep -q 'default via 10.0.2.2'"), 0);
+}
+
 TEST(TestMachine, HasDevFdShmAndPts) {
   struct stat st;
   EXPECT_EQ(stat("/dev/fd/0", &st), 0);
