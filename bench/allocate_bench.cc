@@ -18,6 +18,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <map>
+#include <utility>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -25,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/app/agent_app.h"
@@ -32,6 +36,7 @@
 #include "bench/stats.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "librpci/device.h"
 #include "controller/controller_app.h"
 #include "nlohmann/json.hpp"
 #include "plugin/controller_client.h"
@@ -53,6 +58,53 @@ bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
     absl::SleepFor(absl::Milliseconds(2));
   }
   return true;
+}
+
+// The workload's side, as a container's process does it: librpci opens the
+// device from the environment the Allocate answer gave (key file path mapped
+// back through the answer's mounts to the host), sets up rpci-emu's ring
+// (docs/rpci-emu.md) and runs one COPY job to its first answered doorbell.
+absl::StatusOr<std::unique_ptr<rpci::lib::Device>> AttachAndRing(const v1beta1::AllocateResponse& resp) {
+  if (resp.container_responses_size() != 1) return absl::InternalError("allocate: expected one container response");
+  const v1beta1::ContainerAllocateResponse& c = resp.container_responses(0);
+  std::map<std::string, std::string> env(c.envs().begin(), c.envs().end());
+  for (auto& [name, value] : env) {
+    for (const v1beta1::Mount& m : c.mounts()) {
+      if (absl::StartsWith(value, m.container_path())) value = m.host_path() + value.substr(m.container_path().size());
+    }
+  }
+  auto dev = rpci::lib::Device::OpenFromEnv(0, rpci::lib::MapEnv(env));
+  if (!dev.ok()) return dev.status();
+  rpci::lib::Device& d = **dev;
+  constexpr uint64_t kDescSize = 64;
+  auto ring = d.AllocDma(4 * kDescSize, 64);
+  if (!ring.ok()) return ring.status();
+  auto data = d.AllocDma(2 * 4096, 64);
+  if (!data.ok()) return data.status();
+  std::memset(ring->host, 0, ring->size);
+  uint8_t* p = ring->host;  // descriptor 0: COPY 4 KiB, interrupt when done
+  p[0] = 1;
+  p[1] = 1;
+  const uint32_t len = 4096;
+  const uint64_t src = data->device_addr, dst = data->device_addr + 4096;
+  std::memcpy(p + 4, &len, 4);
+  std::memcpy(p + 8, &src, 8);
+  std::memcpy(p + 16, &dst, 8);
+  for (auto [reg, value] : {std::pair<uint64_t, uint32_t>{0x0C, 2},  // reset
+                            {0x10, static_cast<uint32_t>(ring->device_addr)},
+                            {0x14, static_cast<uint32_t>(ring->device_addr >> 32)},
+                            {0x18, 4},
+                            {0x2C, 3},
+                            {0x0C, 1}}) {  // enable
+    if (absl::Status s = d.Write32(0, reg, value); !s.ok()) return s;
+  }
+  if (absl::Status s = d.FlushToDevice(*ring, 0, kDescSize); !s.ok()) return s;
+  if (absl::Status s = d.FlushToDevice(*data, 0, 4096); !s.ok()) return s;
+  if (absl::Status s = d.RingDoorbell32(0, 0x24, 1); !s.ok()) return s;
+  absl::StatusOr<rpci::lib::Completion> done = d.WaitCompletion(absl::Seconds(10));
+  if (!done.ok()) return done.status();
+  if (done->vector != 0) return absl::InternalError(absl::StrCat("COPY job raised vector ", done->vector));
+  return dev;
 }
 
 // A healthy device of the latest ListAndWatch list (no pod holds one between
@@ -107,6 +159,45 @@ class TimedSessions final : public rpci::plugin::SessionOpener {
   rpci::plugin::SessionOpener* const real_;
 };
 
+rpci::agent::AgentOptions BenchAgentOptions(int devices, const std::string& controller, const std::string& state_dir) {
+  rpci::agent::AgentOptions ao;
+  ao.node = "bench-device-server";
+  ao.controller = controller;
+  ao.tls.insecure = true;
+  ao.session_listen = "127.0.0.1:0";
+  ao.http_listen = "";
+  ao.state_dir = state_dir;
+  ao.fabric_provider = "tcp;ofi_rxm";
+  ao.fabric_address = "127.0.0.1";
+  rpci::agent::EmuDevicesConfig emu;
+  emu.pool = "emu";
+  emu.count = devices;
+  ao.emu = {emu};
+  return ao;
+}
+
+// An agent on its own (a forked child, nothing else in the process) with
+// `devices` rpci-emu devices, idle for `idle`: its RSS, anonymous RSS and
+// threads. Its controller does not answer (as before registration).
+json AgentIdleMemory(int devices, const std::string& state_dir, absl::Duration idle) {
+  return rpci::bench::RunInChild(
+      [&]() -> absl::StatusOr<json> {
+        std::filesystem::create_directories(state_dir);
+        auto agent = rpci::agent::AgentApp::Create(BenchAgentOptions(devices, "127.0.0.1:1", state_dir),
+                                                   rpci::agent::RealDeviceBackends());
+        if (!agent.ok()) return agent.status();
+        if (absl::Status s = (*agent)->Start(); !s.ok()) return s;
+        absl::SleepFor(idle);
+        json out = {{"devices", devices},
+                    {"rss_mb", rpci::bench::RssMb()},
+                    {"rss_anon_mb", rpci::bench::RssAnonMb()},
+                    {"threads", rpci::bench::Threads()}};
+        (*agent)->Stop();
+        return out;
+      },
+      {{"devices", devices}}, 60);
+}
+
 // `dir`: the controller's store and the agent's checkpoint (disk, as
 // /var/lib on a node); `run_dir`: the kubelet sockets, the plugin's session
 // dirs and CDI specs (tmpfs, as /var/run on a node).
@@ -125,21 +216,8 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   if (absl::Status s = (*controller)->Start(); !s.ok()) return s;
   const std::string controller_address = absl::StrCat("127.0.0.1:", (*controller)->grpc_port());
 
-  rpci::agent::AgentOptions ao;
-  ao.node = "bench-device-server";
-  ao.controller = controller_address;
-  ao.tls.insecure = true;
-  ao.session_listen = "127.0.0.1:0";
-  ao.http_listen = "";
-  ao.state_dir = dir + "/agent";
-  ao.fabric_provider = "tcp;ofi_rxm";
-  ao.fabric_address = "127.0.0.1";
-  rpci::agent::EmuDevicesConfig emu;
-  emu.pool = "emu";
-  emu.count = devices;
-  ao.emu = {emu};
-  absl::StatusOr<std::unique_ptr<rpci::agent::AgentApp>> agent =
-      rpci::agent::AgentApp::Create(ao, rpci::agent::RealDeviceBackends());
+  absl::StatusOr<std::unique_ptr<rpci::agent::AgentApp>> agent = rpci::agent::AgentApp::Create(
+      BenchAgentOptions(devices, controller_address, dir + "/agent"), rpci::agent::RealDeviceBackends());
   if (!agent.ok()) return agent.status();
   if (absl::Status s = (*agent)->Start(); !s.ok()) return s;
 
@@ -185,7 +263,7 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
         absl::StrCat("the kubelet did not see ", devices, " healthy devices within 30 s"));
   }
 
-  std::vector<double> allocate_ms, rpc_ms, prestart_ms, claim_ms, open_ms;
+  std::vector<double> allocate_ms, ready_ms, attach_ms, rpc_ms, prestart_ms, claim_ms, open_ms;
   int errors = 0;
   std::string first_error;
   const absl::Time started = absl::Now();
@@ -203,11 +281,21 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
     const absl::Time t1 = absl::Now();
     absl::Status prestart = allocated.ok() ? kubelet.PreStartContainer(kResource, {device}) : allocated.status();
     const absl::Time t2 = absl::Now();
+    absl::StatusOr<std::unique_ptr<rpci::lib::Device>> workload =
+        prestart.ok() ? AttachAndRing(*allocated) : absl::StatusOr<std::unique_ptr<rpci::lib::Device>>(prestart);
+    const absl::Time t3 = absl::Now();
+    if (workload.ok()) {
+      (*workload)->Close().IgnoreError();
+    } else {
+      prestart = workload.status();
+    }
     if (!prestart.ok()) {
       ++errors;
       if (first_error.empty()) first_error = prestart.ToString();
     } else if (i >= warmup) {
-      allocate_ms.push_back(absl::ToDoubleMilliseconds(t2 - t0));
+      allocate_ms.push_back(absl::ToDoubleMilliseconds(t3 - t0));
+      ready_ms.push_back(absl::ToDoubleMilliseconds(t2 - t0));
+      attach_ms.push_back(absl::ToDoubleMilliseconds(t3 - t2));
       rpc_ms.push_back(absl::ToDoubleMilliseconds(t1 - t0));
       prestart_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
       claim_ms.push_back(timed_controller.last_ms);
@@ -233,6 +321,11 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
               {"allocate_ms_p99", Percentile(allocate_ms, 0.99)},
               {"allocate_ms_max", *std::max_element(allocate_ms.begin(), allocate_ms.end())},
               {"allocate_ms_mean", sum / allocate_ms.size()},
+              {"allocate_ms_includes", "Allocate + PreStartContainer + workload attach (librpci) + first answered doorbell (COPY 4 KiB on rpci-emu)"},
+              {"session_ready_ms_p50", Percentile(ready_ms, 0.50)},
+              {"session_ready_ms_p99", Percentile(ready_ms, 0.99)},
+              {"workload_attach_doorbell_ms_p50", Percentile(attach_ms, 0.50)},
+              {"workload_attach_doorbell_ms_p99", Percentile(attach_ms, 0.99)},
               {"allocate_rpc_ms_p50", Percentile(rpc_ms, 0.50)},
               {"allocate_rpc_ms_p99", Percentile(rpc_ms, 0.99)},
               {"claim_ms_p50", Percentile(claim_ms, 0.50)},
@@ -280,6 +373,9 @@ int main(int argc, char** argv) {
   }
   for (const char* d : {"controller", "agent"}) std::filesystem::create_directories(dirs[0] + "/" + d);
   for (const char* d : {"kubelet", "cdi", "plugin-state"}) std::filesystem::create_directories(dirs[1] + "/" + d);
+  // Before any thread starts here: the children fork a one-thread process.
+  const json agent_1 = AgentIdleMemory(1, dirs[0] + "/idle-agent-1", absl::Seconds(2));
+  const json agent_8 = AgentIdleMemory(8, dirs[0] + "/idle-agent-8", absl::Seconds(2));
   absl::StatusOr<json> result =
       Run(static_cast<int>(devices), static_cast<int>(iterations), static_cast<int>(warmup), dirs[0], dirs[1]);
   std::error_code ec;
@@ -287,6 +383,12 @@ int main(int argc, char** argv) {
   if (result.ok()) {
     (*result)["disk_dir"] = disk_dir;
     (*result)["run_dir"] = run_dir;
+    (*result)["agent_idle_1_device"] = agent_1;
+    (*result)["agent_idle_8_devices"] = agent_8;
+    if (agent_1.contains("rss_mb") && agent_8.contains("rss_mb")) {
+      (*result)["agent_idle_rss_mb"] = agent_1["rss_mb"];
+      (*result)["agent_rss_mb_per_device"] = (agent_8["rss_mb"].get<double>() - agent_1["rss_mb"].get<double>()) / 7;
+    }
   }
   if (!result.ok()) {
     std::cerr << "allocate bench: " << result.status() << "\n";
@@ -299,10 +401,14 @@ int main(int argc, char** argv) {
               r["iterations"].get<int>(), r["devices"].get<int>(), r["transport"].get<std::string>().c_str());
   std::printf("%-22s %10s %10s %10s %10s %10s %8s %12s\n", "", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms",
               "errors", "target_p99");
-  std::printf("%-22s %10.2f %10.2f %10.2f %10.2f %10.2f %8d %9s %s\n", "Allocate + PreStart", r["allocate_ms_p50"].get<double>(),
+  std::printf("%-22s %10.2f %10.2f %10.2f %10.2f %10.2f %8d %9s %s\n", "Alloc+Pre+attach+DB", r["allocate_ms_p50"].get<double>(),
               r["allocate_ms_p90"].get<double>(), r["allocate_ms_p99"].get<double>(),
               r["allocate_ms_max"].get<double>(), r["allocate_ms_mean"].get<double>(), r["errors"].get<int>(),
               "<= 20 ms", r["allocate_ms_p99"].get<double>() <= 20 ? "(met)" : "(missed)");
+  std::printf("%-22s %10.2f %10s %10.2f\n", "  session ready", r["session_ready_ms_p50"].get<double>(), "",
+              r["session_ready_ms_p99"].get<double>());
+  std::printf("%-22s %10.2f %10s %10.2f\n", "  attach + doorbell", r["workload_attach_doorbell_ms_p50"].get<double>(), "",
+              r["workload_attach_doorbell_ms_p99"].get<double>());
   std::printf("%-22s %10.2f %10s %10.2f\n", "  Allocate RPC", r["allocate_rpc_ms_p50"].get<double>(), "",
               r["allocate_rpc_ms_p99"].get<double>());
   std::printf("%-22s %10.2f %10s %10.2f\n", "    controller Claim", r["claim_ms_p50"].get<double>(), "",

@@ -151,57 +151,6 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
   return out;
 }
 
-// Runs RunSize in a forked child and reads its JSON back; a child still
-// running after `max_seconds` is killed and the size reported as incomplete.
-json RunSizeInChild(int devices, int claims, const std::string& dir, int64_t max_seconds) {
-  const json incomplete = {{"devices", devices}, {"completed", false}};
-  int fds[2];
-  if (pipe(fds) != 0) return incomplete;
-  const pid_t pid = fork();
-  if (pid < 0) return incomplete;
-  if (pid == 0) {
-    close(fds[0]);
-    absl::StatusOr<json> r = RunSize(devices, claims, dir);
-    const std::string text = r.ok() ? r->dump() : json{{"devices", devices}, {"completed", false},
-                                                       {"error", r.status().ToString()}}.dump();
-    size_t done = 0;
-    while (done < text.size()) {
-      ssize_t n = write(fds[1], text.data() + done, text.size() - done);
-      if (n <= 0) break;
-      done += static_cast<size_t>(n);
-    }
-    _exit(r.ok() ? 0 : 1);
-  }
-  close(fds[1]);
-  std::string text;
-  const absl::Time deadline = absl::Now() + absl::Seconds(max_seconds);
-  bool timed_out = false;
-  for (;;) {
-    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-    if (left_ms <= 0) {
-      timed_out = true;
-      break;
-    }
-    pollfd p{fds[0], POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 1000))) <= 0) continue;
-    char buf[65536];
-    ssize_t n = read(fds[0], buf, sizeof(buf));
-    if (n <= 0) break;
-    text.append(buf, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  if (timed_out) kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (timed_out) {
-    json out = incomplete;
-    out["error"] = absl::StrCat("did not finish within ", max_seconds, " s (killed)");
-    return out;
-  }
-  json out = json::parse(text, nullptr, false);
-  return out.is_discarded() ? incomplete : out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -230,7 +179,8 @@ int main(int argc, char** argv) {
   rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
   json result = {{"benchmark", "controller"}, {"store", "local"}, {"scaling", json::array()}};
   for (int n : sizes) {
-    json r = RunSizeInChild(n, static_cast<int>(claims), dir, max_seconds);
+    json r = rpci::bench::RunInChild([&] { return RunSize(n, static_cast<int>(claims), dir); },
+                                     {{"devices", n}, {"completed", false}}, max_seconds);
     if (!r.value("completed", false)) std::cerr << "devices=" << n << ": " << r.value("error", "failed") << "\n";
     result["scaling"].push_back(r);
     if (n == headline && r.value("completed", false)) {

@@ -4,10 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "agent/session/session_server.h"
@@ -15,8 +16,10 @@
 #include "bench/stats.h"
 #include "bench/tcp_baseline.h"
 #include "client/session_client.h"
+#include "common/fabric/fabric.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
+#include "session/wire.h"
 
 namespace {
 
@@ -31,6 +34,66 @@ int Fail(const char* what, const absl::Status& s) {
 }
 
 double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// The fabric's own ping-pong: `bytes`-long messages over common/fabric
+// between two endpoints on separate fabrics opened with `config` (the
+// session's provider and endpoint settings), one echoing; each RTT in us.
+absl::StatusOr<std::vector<double>> FabricPingPongUs(const rpci::fabric::FabricConfig& config, size_t bytes,
+                                                     int iters, int warmup) {
+  namespace fabric = rpci::fabric;
+  auto fa = fabric::Fabric::Open(config);
+  if (!fa.ok()) return fa.status();
+  auto fb = fabric::Fabric::Open(config);
+  if (!fb.ok()) return fb.status();
+  auto a = (*fa)->OpenEndpoint();
+  if (!a.ok()) return a.status();
+  auto b = (*fb)->OpenEndpoint();
+  if (!b.ok()) return b.status();
+  auto peer = (*a)->InsertPeer((*b)->address());
+  if (!peer.ok()) return peer.status();
+  auto back = (*b)->InsertPeer((*a)->address());
+  if (!back.ok()) return back.status();
+  fabric::Endpoint* echo_ep = b->get();
+  std::thread echo([echo_ep, back = *back, n = iters + warmup] {
+    for (int i = 0; i < n; ++i) {
+      absl::StatusOr<std::string> m = echo_ep->Recv(absl::Seconds(10));
+      if (!m.ok() || !echo_ep->Send(back, *m).ok()) return;
+    }
+  });
+  const std::string msg(bytes, 'd');
+  std::vector<double> us;
+  absl::Status status;
+  for (int i = 0; i < iters + warmup && status.ok(); ++i) {
+    auto t0 = Clock::now();
+    status = (*a)->Send(*peer, msg);
+    if (status.ok()) status = (*a)->Recv(absl::Seconds(10)).status();
+    if (i >= warmup) us.push_back(Secs(Clock::now() - t0) * 1e6);
+  }
+  echo.join();
+  if (!status.ok()) return status;
+  return us;
+}
+
+// Device round trip on the test device: FlushDma of `n` bytes at DMA 0, the
+// COPY job (doorbell) to DMA `n`, which the agent pushes back (mapped from
+// the device) before the completion. Each in us.
+absl::StatusOr<std::vector<double>> DeviceRoundTripUs(rpci::client::SessionClient& c, uint64_t n, int iters) {
+  using Dev = rpci::agent::testing::TestDevice;
+  for (auto [reg, v] : {std::pair<uint64_t, uint64_t>{Dev::kSrc, 0}, {Dev::kDst, n}, {Dev::kLen, n}}) {
+    if (absl::Status st = c.Write(0, reg, 8, v); !st.ok()) return st;
+  }
+  if (absl::Status st = c.MapFromDevice(n, n); !st.ok()) return st;
+  std::vector<double> us;
+  for (int i = 0; i < iters + 2; ++i) {
+    auto t0 = Clock::now();
+    if (absl::Status st = c.FlushDma(0, n); !st.ok()) return st;
+    if (absl::Status st = c.Write(0, Dev::kDoorbell, 8, i); !st.ok()) return st;
+    if (auto done = c.WaitCompletion(absl::Seconds(10)); !done.ok()) return done.status();
+    if (i >= 2) us.push_back(Secs(Clock::now() - t0) * 1e6);
+  }
+  if (absl::Status st = c.Unmap(n); !st.ok()) return st;
+  return us;
+}
 
 // Doorbell -> completion round trips (an empty copy job), in microseconds,
 // after `warmup` unmeasured ones.
@@ -97,7 +160,8 @@ int main(int argc, char** argv) {
   rpci::agent::GrantTable grants;
   grants.Upsert({"bench", "dev0", "node", "token", absl::InfiniteFuture()});
   grants.Upsert({"bench-flood", "dev1", "node", "token", absl::InfiniteFuture()});
-  rpci::agent::testing::TestDevice device(4 << 20), flood_device(4 << 20);
+  // dev0: room for 16 MiB device round trips.
+  rpci::agent::testing::TestDevice device(32 << 20), flood_device(4 << 20);
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
   auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &device}, {"dev1", &flood_device}});
@@ -126,7 +190,8 @@ int main(int argc, char** argv) {
       return Fail("attach", c.status());
     }
     open_ms.push_back(Secs(Clock::now() - t0) * 1e3);
-    (*c)->Close().IgnoreError();
+    (*c)->Close().IgnoreError();  // the workload detaches; the plugin's close ends the session
+    if (absl::Status st = rpci::client::ControlClient().Close(*ticket); !st.ok()) return Fail("close", st);
   }
   out["open_ms_p50"] = Percentile(open_ms, 0.5);
   out["open_ms_p99"] = Percentile(open_ms, 0.99);
@@ -154,8 +219,11 @@ int main(int argc, char** argv) {
     if (size == (size_t{1} << 20)) out["mirror_gbps_1mib"] = gbps;
   }
   out["mirror_gbps_by_size"] = mirror;
+  // Raw RMA: FlushDma of 1 MiB to one offset, i.e. libfabric fi_write on
+  // loopback, not a device round trip (see device_roundtrip_by_size).
   out["tcp_gbps"] = TcpGbps(size_t{1} << 30);
   out["mirror_ratio"] = out["mirror_gbps_1mib"].get<double>() / out["tcp_gbps"].get<double>();
+  out["mirror_ratio_measures"] = "raw RMA: FlushDma of 1 MiB to one offset (fi_write on loopback), not a device round trip";
 
   // Doorbell -> completion round trip (an empty copy job).
   absl::StatusOr<std::vector<double>> rtt = DoorbellRtts(c, 950, 50);
@@ -181,6 +249,29 @@ int main(int argc, char** argv) {
   out["tcp_rtt_us_p50"] = Percentile(tcp_rtt, 0.5);
   out["tcp_rtt_us_p99"] = Percentile(tcp_rtt, 0.99);
   out["doorbell_ratio"] = out["doorbell_rtt_us_p50"].get<double>() / out["tcp_rtt_us_p50"].get<double>();
+  auto fabric_rtt = FabricPingPongUs(opts.fabric, rpci::session::kFrameSize, 2000, 50);
+  if (!fabric_rtt.ok()) return Fail("fabric ping-pong", fabric_rtt.status());
+  out["fabric_rtt_us_p50"] = Percentile(*fabric_rtt, 0.5);
+  out["fabric_rtt_us_p99"] = Percentile(*fabric_rtt, 0.99);
+  out["fabric_tcp_ratio"] = out["fabric_rtt_us_p50"].get<double>() / out["tcp_rtt_us_p50"].get<double>();
+  out["doorbell_fabric_ratio"] = out["doorbell_rtt_us_p50"].get<double>() / out["fabric_rtt_us_p50"].get<double>();
+
+  // Device round trip (FlushDma -> COPY job -> data back) vs a TCP
+  // request/response carrying the same bytes each way.
+  nlohmann::json device_rt = nlohmann::json::object();
+  for (auto [n, iters] : {std::pair<size_t, int>{4096, 200}, {65536, 200}, {size_t{1} << 20, 40}, {size_t{16} << 20, 8}}) {
+    auto dev = DeviceRoundTripUs(c, n, iters);
+    if (!dev.ok()) return Fail("device round trip", dev.status());
+    std::vector<double> tcp = rpci::bench::TcpRequestResponseUs(n, iters);
+    const double dev_p50 = Percentile(*dev, 0.5), tcp_p50 = Percentile(tcp, 0.5);
+    device_rt[std::to_string(n)] = {{"device_us_p50", dev_p50},
+                                    {"device_us_p99", Percentile(*dev, 0.99)},
+                                    {"tcp_us_p50", tcp_p50},
+                                    // throughput ratio: TCP time over device time
+                                    {"ratio_vs_tcp", tcp_p50 / dev_p50}};
+    if (n == (size_t{1} << 20)) out["device_roundtrip_ratio_1mib"] = tcp_p50 / dev_p50;
+  }
+  out["device_roundtrip_by_size"] = device_rt;
 
   // One register write until the agent acknowledges it applied (Write+Sync).
   std::vector<double> mmio_us;

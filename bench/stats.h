@@ -1,7 +1,12 @@
 #ifndef RPCI_BENCH_STATS_H_
 #define RPCI_BENCH_STATS_H_
 
+#include <cstdint>
+#include <functional>
 #include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 
 namespace rpci::bench {
 
@@ -12,6 +17,15 @@ double Percentile(std::vector<double> v, double p);
 // /proc/self/status cannot be read.
 double RssMb();
 double PeakRssMb();
+// Its anonymous resident memory (RssAnon) in MiB, and its thread count.
+double RssAnonMb();
+int Threads();
+
+// Runs `fn` in a forked child (its own RSS, nothing shared but the pages of
+// the fork) and returns its JSON; on failure, or still running after
+// `max_seconds` (then killed), `incomplete` with an "error" member.
+nlohmann::json RunInChild(const std::function<absl::StatusOr<nlohmann::json>()>& fn, nlohmann::json incomplete,
+                          int64_t max_seconds);
 
 }  // namespace rpci::bench
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 namespace rpci::bench {
 namespace {
@@ -70,25 +71,44 @@ double TcpGbps(size_t total) {
   return total * 8 / secs / 1e9;
 }
 
-std::vector<double> TcpRttUs(int iters) {
+namespace {
+
+// Reads exactly `len` bytes; false on EOF or error.
+bool ReadAll(int fd, char* b, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = read(fd, b + got, len - got);
+    if (n <= 0) return false;
+    got += n;
+  }
+  return true;
+}
+
+bool WriteAll(int fd, const char* b, size_t len) {
+  size_t put = 0;
+  while (put < len) {
+    ssize_t n = write(fd, b + put, len - put);
+    if (n <= 0) return false;
+    put += n;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<double> TcpRequestResponseUs(size_t bytes, int iters) {
   auto [c, s] = TcpPair();
-  std::thread echo([s = s, iters] {
-    char b[72];
+  std::thread echo([s = s, iters, bytes] {
+    std::vector<char> b(bytes);
     for (int i = 0; i < iters; ++i) {
-      if (read(s, b, sizeof(b)) <= 0 || write(s, b, sizeof(b)) <= 0) break;
+      if (!ReadAll(s, b.data(), bytes) || !WriteAll(s, b.data(), bytes)) break;
     }
   });
   std::vector<double> rtts;
-  char b[72] = {};
+  std::vector<char> b(bytes, 1);
   for (int i = 0; i < iters; ++i) {
     auto t0 = Clock::now();
-    if (write(c, b, sizeof(b)) <= 0) break;
-    size_t got = 0;
-    while (got < sizeof(b)) {
-      ssize_t n = read(c, b + got, sizeof(b) - got);
-      if (n <= 0) break;
-      got += n;
-    }
+    if (!WriteAll(c, b.data(), bytes) || !ReadAll(c, b.data(), bytes)) break;
     rtts.push_back(Secs(Clock::now() - t0) * 1e6);
   }
   echo.join();
@@ -96,6 +116,8 @@ std::vector<double> TcpRttUs(int iters) {
   close(s);
   return rtts;
 }
+
+std::vector<double> TcpRttUs(int iters) { return TcpRequestResponseUs(72, iters); }
 
 // Connect to a loopback listener and do one 72-byte round trip: the floor
 // for anything that opens a connection and exchanges a request.

@@ -24,6 +24,10 @@ double TcpGbps(size_t total);
 // `iters` 72-byte ping-pongs over a loopback socket pair; each round trip in us.
 std::vector<double> TcpRttUs(int iters);
 
+// `iters` request/responses of `bytes` each way over a loopback socket pair
+// (the peer reads all `bytes`, then writes them back); each in us.
+std::vector<double> TcpRequestResponseUs(size_t bytes, int iters);
+
 // Connect to a loopback listener and do one 72-byte round trip, `iters`
 // times; each in us. The floor for anything that opens a connection and
 // exchanges a request.

@@ -70,15 +70,22 @@ absl::Status CheckKind(const json& object, const char* kind) {
 
 }  // namespace
 
-json DeviceToObject(const Device& device, absl::Time now, int64_t generation) {
+namespace {
+
+// spec: the exported device without its health (health is status, not
+// spec), as protobuf's compact JSON text.
+std::string DeviceSpecText(const Device& device) {
   std::string spec_text;
   rpci::v1::ExportedDevice spec_proto = device.exported;
-  spec_proto.clear_health();  // health is status, not spec
+  spec_proto.clear_health();
   google::protobuf::util::JsonPrintOptions options;
-  (void)google::protobuf::util::MessageToJsonString(spec_proto, &spec_text, options);
-  json spec = json::parse(spec_text, nullptr, false);
-  if (spec.is_discarded()) spec = json::object();
+  if (!google::protobuf::util::MessageToJsonString(spec_proto, &spec_text, options).ok() || spec_text.empty()) {
+    return "{}";
+  }
+  return spec_text;
+}
 
+json DeviceStatus(const Device& device, absl::Time now, int64_t generation) {
   json status = json::object();
   status["phase"] = std::string(PhaseName(device.PhaseAt(now)));
   status["health"] = device.healthy ? "Healthy" : "Unhealthy";
@@ -97,16 +104,43 @@ json DeviceToObject(const Device& device, absl::Time now, int64_t generation) {
   conditions.push_back(Condition("Assigned", !device.assigned_node.empty(),
                                  device.assigned_node.empty() ? "Unassigned" : "AssignedToNode", device.reason,
                                  device.assigned_changed, generation));
+  return status;
+}
+
+json DeviceMetadata(const Device& device) {
   json metadata = json::object();
   metadata["name"] = device.id();
   if (device.drain_requested) metadata["annotations"][kDrainAnnotation] = "true";
+  return metadata;
+}
+
+}  // namespace
+
+json DeviceToObject(const Device& device, absl::Time now, int64_t generation) {
+  json spec = json::parse(DeviceSpecText(device), nullptr, false);
+  if (spec.is_discarded()) spec = json::object();
   json object = json::object();
   object["apiVersion"] = kApiVersion;
   object["kind"] = "PcieDevice";
-  object["metadata"] = std::move(metadata);
+  object["metadata"] = DeviceMetadata(device);
   object["spec"] = std::move(spec);
-  object["status"] = std::move(status);
+  object["status"] = DeviceStatus(device, now, generation);
   return object;
+}
+
+std::string DeviceToText(const Device& device, absl::Time now, int64_t generation) {
+  // Parses to DeviceToObject's value; the spec is protobuf's text as is
+  // (its field order), never parsed back.
+  std::string text = "{\"apiVersion\":";
+  text += json(kApiVersion).dump();
+  text += ",\"kind\":\"PcieDevice\",\"metadata\":";
+  text += DeviceMetadata(device).dump();
+  text += ",\"spec\":";
+  text += DeviceSpecText(device);
+  text += ",\"status\":";
+  text += DeviceStatus(device, now, generation).dump();
+  text += "}";
+  return text;
 }
 
 bool DrainRequested(const json& object) {

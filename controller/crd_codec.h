@@ -24,6 +24,9 @@ inline constexpr char kDrainAnnotation[] = "rpci.io/drain";
 // PcieDevice (cluster-scoped, named by device id). `now` picks the phase;
 // `generation` is echoed as the conditions' observedGeneration.
 nlohmann::json DeviceToObject(const Device& device, absl::Time now, int64_t generation = 0);
+// The same object as compact JSON text, encoded once (the spec is protobuf's
+// JSON text, not parsed back): what the local store keeps and journals.
+std::string DeviceToText(const Device& device, absl::Time now, int64_t generation = 0);
 absl::StatusOr<Device> DeviceFromObject(const nlohmann::json& object);
 // Whether a PcieDevice object carries kDrainAnnotation = "true".
 bool DrainRequested(const nlohmann::json& object);

@@ -8,7 +8,10 @@
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -36,6 +39,32 @@ absl::Status WriteAll(int fd, const std::string& data, const std::string& path) 
   }
   return absl::OkStatus();
 }
+
+// Writes to `fd` through a 1 MiB buffer: a journal line or snapshot of 100k
+// objects is never built as one string next to the objects themselves.
+class BufferedWriter {
+ public:
+  BufferedWriter(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  void Add(absl::string_view text) {
+    buf_.append(text.data(), text.size());
+    written_ += text.size();
+    if (buf_.size() >= (1 << 20)) Flush().IgnoreError();
+  }
+  // Writes what is buffered; the first failure sticks.
+  absl::Status Flush() {
+    if (status_.ok()) status_ = WriteAll(fd_, buf_, path_);
+    buf_.clear();
+    return status_;
+  }
+  size_t written() const { return written_; }
+
+ private:
+  const int fd_;
+  const std::string path_;
+  std::string buf_;
+  size_t written_ = 0;
+  absl::Status status_;
+};
 
 absl::Status FsyncDir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -96,6 +125,7 @@ absl::Status LocalStore::Replay() {
     json batch = json::object();
     if (auto it = state.find("devices"); it != state.end()) batch["put_devices"] = std::move(*it);
     if (auto it = state.find("attachments"); it != state.end()) batch["put_attachments"] = std::move(*it);
+    state = json();
     Apply(batch);
     snapshot_bytes_ = snap->size();
   }
@@ -128,28 +158,28 @@ absl::Status LocalStore::Replay() {
   return absl::OkStatus();
 }
 
-void LocalStore::Apply(json& batch) {
-  // Objects are moved out of `batch` (no deep copies: a reconcile pass can
-  // put every device at once).
+void LocalStore::Apply(const json& batch) {
   auto each = [&batch](const char* key, auto&& fn) {
     auto it = batch.find(key);
     if (it == batch.end() || !it->is_array()) return;
-    for (json& o : *it) fn(o);
+    for (const json& o : *it) fn(o);
   };
-  each("put_devices", [this](json& o) {
-    if (!o.is_object()) return;
-    std::string name = o["metadata"].value("name", "");
-    devices_[std::move(name)] = std::move(o);
+  auto name_of = [](const json& o) {
+    auto m = o.find("metadata");
+    if (m == o.end() || !m->is_object()) return std::string();
+    auto n = m->find("name");
+    return n != m->end() && n->is_string() ? n->get<std::string>() : std::string();
+  };
+  each("put_devices", [&](const json& o) {
+    if (o.is_object()) devices_[name_of(o)] = o.dump();
   });
-  each("delete_devices", [this](json& name) {
+  each("delete_devices", [this](const json& name) {
     if (name.is_string()) devices_.erase(name.get_ref<const std::string&>());
   });
-  each("put_attachments", [this](json& o) {
-    if (!o.is_object()) return;
-    std::string key = o["metadata"].value("name", "");
-    attachments_[std::move(key)] = std::move(o);
+  each("put_attachments", [&](const json& o) {
+    if (o.is_object()) attachments_[name_of(o)] = o.dump();
   });
-  each("delete_attachments", [this](json& key) {
+  each("delete_attachments", [this](const json& key) {
     if (!key.is_string()) return;
     // Journals of earlier versions name "<namespace>/<grant id>".
     const std::string& k = key.get_ref<const std::string&>();
@@ -161,15 +191,16 @@ absl::StatusOr<StoreSnapshot> LocalStore::Load() {
   std::lock_guard<std::mutex> lock(mu_);
   StoreSnapshot snap;
   Logger log("controller");
-  for (const auto& [name, o] : devices_) {
-    absl::StatusOr<Device> d = DeviceFromObject(o);
+  for (const auto& [name, text] : devices_) {
+    absl::StatusOr<Device> d = DeviceFromObject(json::parse(text, nullptr, false));
     if (!d.ok()) {
       log.Error("skipping undecodable PcieDevice", {{"name", name}, {"error", d.status().ToString()}});
       continue;
     }
     snap.devices.push_back(*std::move(d));
   }
-  for (const auto& [key, o] : attachments_) {
+  for (const auto& [key, text] : attachments_) {
+    const json o = json::parse(text, nullptr, false);
     absl::StatusOr<Attachment> a = AttachmentFromObject(o);
     if (!a.ok()) {
       log.Error("skipping undecodable DeviceAttachment", {{"name", key}, {"error", a.status().ToString()}});
@@ -203,59 +234,77 @@ CommitOutcome LocalStore::Commit(const StoreBatch& batch) {
 absl::Status LocalStore::Write(const StoreBatch& batch) {
   if (batch.empty()) return absl::OkStatus();
   const absl::Time now = clock_->Now();
-  json line = json::object();
-  json& puts = line["put_devices"] = json::array();
-  for (const Device& d : batch.put_devices) puts.push_back(DeviceToObject(d, now));
-  line["delete_devices"] = batch.delete_devices;
-  json& aputs = line["put_attachments"] = json::array();
+  // Every object is encoded once, to the text the maps keep; the journal
+  // line is those texts joined (keys in json::dump()'s sorted order).
+  std::vector<std::pair<std::string, std::string>> devices, attachments;
+  devices.reserve(batch.put_devices.size());
+  for (const Device& d : batch.put_devices) devices.emplace_back(d.id(), DeviceToText(d, now));
   for (const Attachment& a : batch.put_attachments) {
     // The state directory is the controller's alone (0700): the grant
     // token's Secret is kept next to its attachment.
     json o = AttachmentToObject(a, "");
     o["grantSecret"] = GrantSecretToObject(a, "");
-    aputs.push_back(std::move(o));
+    attachments.emplace_back(a.grant_id, o.dump());
   }
-  json& adel = line["delete_attachments"] = json::array();
+  json adel = json::array();
   for (const Attachment& a : batch.delete_attachments) adel.push_back(a.grant_id);
-  const std::string text = line.dump() + "\n";
+  auto add_all = [](BufferedWriter& w, const std::vector<std::pair<std::string, std::string>>& objects) {
+    w.Add("[");
+    for (size_t i = 0; i < objects.size(); ++i) {
+      if (i > 0) w.Add(",");
+      w.Add(objects[i].second);
+    }
+    w.Add("]");
+  };
 
   std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = WriteAll(journal_fd_, text, dir_ + "/journal.jsonl"); !s.ok()) return s;
-  if (::fdatasync(journal_fd_) != 0) return ErrnoError("fsync " + dir_ + "/journal.jsonl");
-  journal_bytes_ += text.size();
-  Apply(line);
+  const std::string journal_path = dir_ + "/journal.jsonl";
+  BufferedWriter w(journal_fd_, journal_path);
+  w.Add(absl::StrCat("{\"delete_attachments\":", adel.dump(), ",\"delete_devices\":",
+                     json(batch.delete_devices).dump(), ",\"put_attachments\":"));
+  add_all(w, attachments);
+  w.Add(",\"put_devices\":");
+  add_all(w, devices);
+  w.Add("}\n");
+  if (absl::Status s = w.Flush(); !s.ok()) return s;
+  if (::fdatasync(journal_fd_) != 0) return ErrnoError("fsync " + journal_path);
+  journal_bytes_ += w.written();
+  for (auto& [name, o] : devices) devices_[name] = std::move(o);
+  for (const std::string& name : batch.delete_devices) devices_.erase(name);
+  for (auto& [key, o] : attachments) attachments_[key] = std::move(o);
+  for (const Attachment& a : batch.delete_attachments) attachments_.erase(a.grant_id);
   if (journal_bytes_ > std::max(min_compact_bytes_, snapshot_bytes_)) return WriteSnapshot();
   return absl::OkStatus();
 }
 
 // The same text as json{{"attachments", [...]}, {"devices", [...]}}.dump(),
 // written object by object instead of copying every object into one document.
-std::string LocalStore::SnapshotText() const {
-  std::string text = "{\"attachments\":[";
+void LocalStore::WriteSnapshotText(const std::function<void(absl::string_view)>& add) const {
+  add("{\"attachments\":[");
   const char* sep = "";
   for (const auto& [key, o] : attachments_) {
-    text += sep;
-    text += o.dump();
+    add(sep);
+    add(o);
     sep = ",";
   }
-  text += "],\"devices\":[";
+  add("],\"devices\":[");
   sep = "";
   for (const auto& [name, o] : devices_) {
-    text += sep;
-    text += o.dump();
+    add(sep);
+    add(o);
     sep = ",";
   }
-  text += "]}";
-  return text;
+  add("]}");
 }
 
 absl::Status LocalStore::WriteSnapshot() {
-  const std::string text = SnapshotText();
   const std::string tmp = dir_ + "/state.json.tmp";
   const std::string final_path = dir_ + "/state.json";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("open " + tmp);
-  absl::Status s = WriteAll(fd, text, tmp);
+  BufferedWriter w(fd, tmp);
+  WriteSnapshotText([&w](absl::string_view text) { w.Add(text); });
+  absl::Status s = w.Flush();
   if (s.ok() && ::fsync(fd) != 0) s = ErrnoError("fsync " + tmp);
   ::close(fd);
   if (!s.ok()) return s;
@@ -267,7 +316,7 @@ absl::Status LocalStore::WriteSnapshot() {
   if (::lseek(journal_fd_, 0, SEEK_SET) < 0) return ErrnoError("seek journal in " + dir_);
   if (::fsync(journal_fd_) != 0) return ErrnoError("fsync journal in " + dir_);
   journal_bytes_ = 0;
-  snapshot_bytes_ = text.size();
+  snapshot_bytes_ = w.written();
   return absl::OkStatus();
 }
 

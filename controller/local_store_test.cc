@@ -148,6 +148,40 @@ TEST_F(LocalStoreTest, UndecodableObjectIsSkippedNotFatal) {
   EXPECT_TRUE(snap->devices.empty());
 }
 
+TEST(DeviceCodecTest, DeviceTextParsesToTheSameObject) {
+  Device d = MakeDevice("d1", "cn-1");
+  d.drain_requested = true;
+  d.health_reason = "link \"down\"";
+  const absl::Time now = absl::FromUnixSeconds(1700000100);
+  const nlohmann::json parsed = nlohmann::json::parse(DeviceToText(d, now, 3), nullptr, false);
+  ASSERT_FALSE(parsed.is_discarded());
+  EXPECT_EQ(parsed, DeviceToObject(d, now, 3));
+}
+
+TEST_F(LocalStoreTest, SnapshotAndJournalHoldTheSameObjectsAfterCompaction) {
+  auto s = LocalStore::Open(dir_, &clock_, /*min_compact_bytes=*/1);
+  ASSERT_TRUE(s.ok()) << s.status();
+  StoreBatch b;
+  for (int i = 0; i < 20; ++i) b.put_devices.push_back(MakeDevice("d" + std::to_string(i), i % 2 ? "cn-1" : ""));
+  ASSERT_TRUE((*s)->Commit(b).ok());
+  StoreBatch more;
+  more.put_devices = {MakeDevice("d3", "cn-9")};
+  more.delete_devices = {"d4"};
+  ASSERT_TRUE((*s)->Commit(more).ok());
+  s->reset();
+  auto reopened = Open();
+  auto snap = reopened->Load();
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  ASSERT_EQ(snap->devices.size(), 19u);
+  for (const Device& d : snap->devices) {
+    EXPECT_NE(d.id(), "d4");
+    EXPECT_EQ(d.exported.function().bdf(), "0000:3b:00.0");
+    if (d.id() == "d3") {
+      EXPECT_EQ(d.assigned_node, "cn-9");
+    }
+  }
+}
+
 TEST(PoolCodecTest, BadPoolFieldsAreReportedByPath) {
   auto pool = PoolFromObject(nlohmann::json::parse(
       R"({"kind":"DevicePool","metadata":{"name":"gpu"},

@@ -9,12 +9,15 @@
 #include <rdma/fi_rma.h>
 #include <sys/random.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <unordered_map>
 
@@ -68,6 +71,10 @@ MrMode DecodeMrMode(uint64_t bits) {
 }
 
 // Fabric + domain, closed when the last endpoint or region using them goes.
+// Receives ofi_rxm keeps posted per message endpoint (FI_OFI_RXM_MSG_RX_SIZE;
+// its default with a shared receive context is 4096).
+constexpr size_t kRxmPostedReceives = 256;
+
 struct DomainCore {
   fi_info* info = nullptr;
   fid_fabric* fabric = nullptr;
@@ -643,6 +650,21 @@ class FabricImpl : public Fabric {
   bool ordered_writes_ = false;
 };
 
+// ofi_rxm sizes its eager (bounce) buffers and the receives it keeps posted
+// per process, from the environment, when the provider first initialises.
+// Its defaults (16 KiB buffers, thousands posted) cost tens of MB and most
+// of an endpoint's opening time; rpci's messages are at most max_message
+// bytes (bulk data moves by RMA, which these buffers do not carry). Sized for
+// the first config opened; an operator's own setting wins.
+void SizeRxmBuffers(const FabricConfig& config) {
+  static std::once_flag once;
+  std::call_once(once, [&config] {
+    const std::string buffer = std::to_string(std::max<size_t>(config.max_message, 4096));
+    setenv("FI_OFI_RXM_BUFFER_SIZE", buffer.c_str(), /*overwrite=*/0);
+    setenv("FI_OFI_RXM_MSG_RX_SIZE", std::to_string(kRxmPostedReceives).c_str(), 0);
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config, RdmaProbe* probe) {
@@ -651,6 +673,7 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
   if (config.max_message == 0 || config.recv_depth == 0 || config.op_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("fabric: max_message, recv_depth and op_timeout must be positive");
   }
+  SizeRxmBuffers(config);
   fi_info* hints = fi_allocinfo();
   if (hints == nullptr) return absl::ResourceExhaustedError("fabric: fi_allocinfo failed");
   hints->caps = FI_MSG | FI_RMA;
