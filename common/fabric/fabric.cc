@@ -8,10 +8,14 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+
+#include <cstdio>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -56,6 +60,37 @@ absl::Status FabricError(absl::string_view call, int fi_errno) {
 }
 
 namespace {
+
+// Bytes this process has locked (VmLck in /proc/self/status); -1 unknown.
+int64_t LockedBytes() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  int64_t kib = -1;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    long long v = 0;
+    if (std::sscanf(line, "VmLck: %lld kB", &v) == 1) kib = v;
+  }
+  std::fclose(f);
+  return kib < 0 ? -1 : kib * 1024;
+}
+
+// A failure of a call that pins memory (registration, and rxm's own buffer
+// pools in fi_enable). Providers that pin (verbs) fail with ENOMEM when the
+// locked-memory limit is reached; say so, with the numbers and the fix.
+absl::Status PinningError(absl::string_view call, int rc, size_t bytes) {
+  absl::Status s = FabricError(call, rc);
+  rlimit limit{};
+  if ((rc != -FI_ENOMEM && rc != FI_ENOMEM) || getrlimit(RLIMIT_MEMLOCK, &limit) != 0 ||
+      limit.rlim_cur == RLIM_INFINITY) {
+    return s;
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      s.message(), " (locked-memory limit: RLIMIT_MEMLOCK is ", limit.rlim_cur, " bytes, ", LockedBytes(),
+      " already locked", bytes > 0 ? absl::StrCat(", ", bytes, " more asked") : "",
+      "; RDMA registration pins memory: raise the limit (`ulimit -l`; in a pod see docs/operators/install.md, "
+      "\"Locked memory for RDMA\") or grant CAP_IPC_LOCK)"));
+}
 
 MrMode DecodeMrMode(uint64_t bits) {
   MrMode mode;
@@ -237,7 +272,7 @@ absl::Status EndpointImpl::Init() {
     return FabricError("fi_ep_bind(cq)", rc);
   }
   if ((rc = fi_ep_bind(core_->ep, &core_->av->fid, 0)) != 0) return FabricError("fi_ep_bind(av)", rc);
-  if ((rc = fi_enable(core_->ep)) != 0) return FabricError("fi_enable", rc);
+  if ((rc = fi_enable(core_->ep)) != 0) return PinningError("fi_enable", rc, 0);
 
   std::string name(64, '\0');
   size_t len = name.size();
@@ -382,7 +417,7 @@ absl::StatusOr<std::unique_ptr<MemoryRegion>> EndpointImpl::RegisterMemory(void*
     rc = fi_mr_reg(core_->domain->domain, data, size, fi_access, offset, requested_key, 0, &handle->mr, nullptr);
     if (rc != -FI_ENOKEY || mode_.prov_key) break;
   }
-  if (rc != 0) return FabricError(absl::StrCat("fi_mr_reg(", size, " bytes)"), rc);
+  if (rc != 0) return PinningError(absl::StrCat("fi_mr_reg(", size, " bytes)"), rc, size);
   if (mode_.endpoint) {
     if ((rc = fi_mr_bind(handle->mr, &core_->ep->fid, 0)) != 0) return FabricError("fi_mr_bind", rc);
     if ((rc = fi_mr_enable(handle->mr)) != 0) return FabricError("fi_mr_enable", rc);
@@ -643,6 +678,17 @@ class FabricImpl : public Fabric {
   bool ordered_writes_ = false;
 };
 
+// FabricConfig::universe_size for rxm over verbs, unless the environment
+// sets it. libfabric reads FI_UNIVERSE_SIZE when its providers initialize
+// (the process's first fi_getinfo), so the first verbs Open decides.
+void ApplyUniverseSize(const std::string& provider, size_t universe_size) {
+  static std::once_flag once;
+  if (provider != kVerbs) return;
+  std::call_once(once, [universe_size] {
+    setenv("FI_UNIVERSE_SIZE", absl::StrCat(universe_size).c_str(), /*overwrite=*/0);
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config, RdmaProbe* probe) {
@@ -651,6 +697,7 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
   if (config.max_message == 0 || config.recv_depth == 0 || config.op_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("fabric: max_message, recv_depth and op_timeout must be positive");
   }
+  ApplyUniverseSize(*provider, config.universe_size);
   fi_info* hints = fi_allocinfo();
   if (hints == nullptr) return absl::ResourceExhaustedError("fabric: fi_allocinfo failed");
   hints->caps = FI_MSG | FI_RMA;

@@ -48,13 +48,22 @@ struct FabricConfig {
   // Largest message Send/Recv carry, and how many receives stay posted.
   size_t max_message = 4096;
   size_t recv_depth = 32;
+  // Peers one endpoint talks to at once (libfabric's FI_UNIVERSE_SIZE),
+  // applied with verbs;ofi_rxm unless the environment sets FI_UNIVERSE_SIZE.
+  // rxm sizes one completion queue for all its connections as (128 + 128)
+  // x universe entries; libfabric's default universe (256) asks for 65536,
+  // more than Soft-RoCE (rxe: max_cqe 32767) and some NICs give, and
+  // fi_enable then fails ("Unable to create verbs CQ"). 64 fits every
+  // device that has 16384 CQ entries (ibv_devinfo -v: max_cqe). libfabric
+  // reads it once per process, at the first Fabric::Open (docs/agent.md).
+  size_t universe_size = 64;
 };
 
 // tcp;ofi_rxm bound to 127.0.0.1: single-host setups and tests.
 FabricConfig LoopbackConfig();
 
-// Reads `provider`, `node`, `service`, `op_timeout_ms`, `max_message` and
-// `recv_depth` from a config object (e.g. the `fabric:` section). Absent keys
+// Reads `provider`, `node`, `service`, `op_timeout_ms`, `max_message`,
+// `recv_depth` and `universe_size` from a config object (e.g. the `fabric:` section). Absent keys
 // keep `config`'s values; errors are recorded in `reader`.
 void ReadFabricConfig(ConfigReader reader, FabricConfig* config);
 
