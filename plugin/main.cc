@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
   flags.String("cdi-dir", &o.cdi_dir, "directory for CDI spec files");
   flags.String("state-dir", &o.state_dir, "host directory of per-device session dirs (mounted into containers)");
   flags.String("container-dir", &o.container_dir, "where session dirs appear inside containers");
+  flags.String("sysfs-root", &o.sysfs_root,
+               "sysfs the RDMA NICs are read from (with verbs, a container gets the uverbs device of the NIC that "
+               "reaches its agent, and rdma_cm)");
   flags.Int("nic-numa-node", &numa, "NUMA node of the fabric NIC, advertised as device topology (-1: none)");
   flags.Int("usage-interval-seconds", &usage_seconds,
             "how often pod-resources is read and usage reported (bounds how fast a device is handed over)");

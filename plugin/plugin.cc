@@ -520,6 +520,12 @@ absl::StatusOr<v1beta1::AllocateResponse> Plugin::Allocate(const std::string& po
       if (opened->fabric_provider.empty()) opened->fabric_provider = a.agent_fabric_provider();
       opened->ca_pem = options_.session_ca_pem;
       done.back().session = *opened;
+      absl::StatusOr<std::vector<std::string>> nodes =
+          SessionDeviceNodes(opened->fabric_provider, opened->endpoint, options_.sysfs_root);
+      if (!nodes.ok()) {
+        return fail(absl::Status(nodes.status().code(), absl::StrCat("device ", id, ": ", nodes.status().message())));
+      }
+      opened->device_nodes = *std::move(nodes);
       SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
       if (absl::Status s = WriteSessionDir(*opened, p, static_cast<int>(options_.session_group)); !s.ok()) {
         return fail(s);

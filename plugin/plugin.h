@@ -53,6 +53,9 @@ struct PluginOptions {
   // NUMA node of the local NIC the fabric uses, advertised as the devices'
   // topology; -1 when unknown (no topology sent).
   int64_t nic_numa_node = -1;
+  // sysfs the RDMA NICs are read from: with verbs, a container gets the
+  // uverbs device of the NIC that reaches its agent (SessionDeviceNodes).
+  std::string sysfs_root = "/sys";
   absl::Duration health_interval = absl::Milliseconds(500);
   // How often pod-resources is read (and usage reported): a pod's end is
   // noticed within this, so it bounds the device hand-over time.

@@ -236,6 +236,15 @@ class Fabric {
   virtual absl::StatusOr<std::unique_ptr<Endpoint>> OpenEndpoint() = 0;
 };
 
+// The local IPv4 address this host uses to reach `endpoint`'s host
+// ("host:port", optionally with a gRPC dns:///, ipv4: or ipv6: scheme): the
+// route's source address, found with a connected UDP socket (nothing is
+// sent). What an endpoint binds to when talking to that peer, and so which
+// RDMA NIC carries the session.
+absl::StatusOr<std::string> LocalAddressFor(const std::string& endpoint);
+// The network device (in this network namespace) holding IPv4 `address`.
+absl::StatusOr<std::string> NetdevWithAddress(const std::string& address);
+
 // fi_strerror's text as a Status of a fitting code, naming `call`:
 // "fabric: fi_write: Connection refused" (code UNAVAILABLE).
 absl::Status FabricError(absl::string_view call, int fi_errno);
