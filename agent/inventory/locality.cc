@@ -35,7 +35,9 @@ NicLocality FindLocalNics(const PcieFunction& device, const std::vector<RdmaNic>
   NicLocality out;
   std::vector<std::string> numa, unplaced;
   for (const RdmaNic& nic : nics) {
-    if (nic.bdf().empty()) unplaced.push_back(nic.name());
+    bool here = false;  // a port on a netdev of this network namespace
+    for (const auto& port : nic.ports()) here = here || !port.netdev().empty();
+    if (nic.bdf().empty() && here) unplaced.push_back(nic.name());
     const PcieFunction* nic_fn = nullptr;
     for (const PcieFunction& fn : functions) {
       if (!nic.bdf().empty() && fn.bdf() == nic.bdf()) nic_fn = &fn;

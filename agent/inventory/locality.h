@@ -26,7 +26,8 @@ struct NicLocality {
 // bridge chain is looked up by its bdf in `functions` (the PCI inventory);
 // a NIC missing from it can still match by NUMA node. Unknown NUMA nodes (-1)
 // never match. When nothing matches, NICs without any PCI location (empty
-// bdf) are returned as kUnplaced: nothing is nearer, so they serve the device.
+// bdf) that have a port on a netdev of this network namespace are returned as
+// kUnplaced: nothing is nearer, so they serve the device.
 NicLocality FindLocalNics(const rpci::v1::PcieFunction& device,
                           const std::vector<rpci::v1::RdmaNic>& nics,
                           const std::vector<rpci::v1::PcieFunction>& functions);
