@@ -3,6 +3,7 @@
 //   bazel run //bench:session -- [--json]
 
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -34,16 +35,28 @@ double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count()
 
 int main(int argc, char** argv) {
   bool json_only = false;
+  int scale = 1;  // iteration counts are divided by this
+  rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
+  fabric.op_timeout = absl::Seconds(10);
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
-      std::printf("usage: session_bench [--json]\n  Runs an in-process agent session server and client over "
-                  "tcp;ofi_rxm on loopback and prints\n  mirror throughput, doorbell RTT and open latency next to "
-                  "plain loopback TCP.\n  --json  print only one JSON object\n");
+      std::printf("usage: session_bench [--json] [--provider=P] [--node=ADDR] [--scale=N]\n  Runs an in-process agent "
+                  "session server and client (default tcp;ofi_rxm on 127.0.0.1) and prints\n  mirror throughput, "
+                  "doorbell RTT and open latency next to plain loopback TCP.\n  --json      print only one JSON "
+                  "object\n  --provider  data-path provider (e.g. verbs;ofi_rxm)\n  --node      address both ends "
+                  "bind (the RDMA NIC's)\n  --scale     divide iteration counts by N (slow fabrics, e.g. Soft-RoCE "
+                  "under emulation)\n");
       return 0;
     }
     if (a == "--json") {
       json_only = true;
+    } else if (a.rfind("--provider=", 0) == 0) {
+      fabric.provider = a.substr(11);
+    } else if (a.rfind("--node=", 0) == 0) {
+      fabric.node = a.substr(7);
+    } else if (a.rfind("--scale=", 0) == 0 && std::atoi(a.c_str() + 8) > 0) {
+      scale = std::atoi(a.c_str() + 8);
     } else {
       std::fprintf(stderr, "unknown flag %s (try --help)\n", a.c_str());
       return 2;
@@ -56,6 +69,9 @@ int main(int argc, char** argv) {
   rpci::agent::testing::TestDevice device(4 << 20);
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
+  opts.fabric = fabric;
+  rpci::client::ClientOptions client_opts;
+  client_opts.fabric = fabric;
   auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &device}});
   if (!server.ok()) {
     std::fprintf(stderr, "session server: %s\n", std::string(server.status().message()).c_str());
@@ -63,20 +79,20 @@ int main(int argc, char** argv) {
   }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(fabric.node + ":0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(server->get());
   auto grpc_server = builder.BuildAndStart();
-  const std::string endpoint = "127.0.0.1:" + std::to_string(port);
+  const std::string endpoint = fabric.node + ":" + std::to_string(port);
 
   nlohmann::json out;
   // Session open latency: reserve (plugin) + attach (workload); then close.
   std::vector<double> open_ms, reserve_ms;
-  for (int i = 0; i < 30; ++i) {
+  for (int i = 0; i < std::max(3, 30 / scale); ++i) {
     auto t0 = Clock::now();
     auto ticket = rpci::client::ReserveSession(endpoint, nullptr, "bench", "token", "node");
     if (!ticket.ok()) return Fail("reserve", ticket.status());
     reserve_ms.push_back(Secs(Clock::now() - t0) * 1e3);
-    auto c = rpci::client::SessionClient::Attach(*ticket, {});
+    auto c = rpci::client::SessionClient::Attach(*ticket, client_opts);
     if (!c.ok()) {
       std::fprintf(stderr, "open %d: ", i);
       return Fail("attach", c.status());
@@ -92,14 +108,14 @@ int main(int argc, char** argv) {
   out["open_ratio"] = out["open_ms_p50"].get<double>() * 1e3 / out["tcp_connect_us_p50"].get<double>();
 
   auto ticket = rpci::client::ReserveSession(endpoint, nullptr, "bench", "token", "node");
-  auto client = rpci::client::SessionClient::Attach(*ticket, {});
+  auto client = rpci::client::SessionClient::Attach(*ticket, client_opts);
   if (!client.ok()) return Fail("attach", client.status());
   rpci::client::SessionClient& c = **client;
 
   // DMA mirror throughput per flush size.
   nlohmann::json mirror = nlohmann::json::object();
   for (size_t size : {size_t{4096}, size_t{65536}, size_t{1} << 20, size_t{4} << 20}) {
-    const size_t total = std::max<size_t>(size * 8, 128 << 20);
+    const size_t total = std::max<size_t>(size * 8, (size_t{128} << 20) / scale);
     const int iters = static_cast<int>(total / size);
     auto t0 = Clock::now();
     for (int i = 0; i < iters; ++i) {
@@ -115,7 +131,7 @@ int main(int argc, char** argv) {
 
   // Doorbell -> completion round trip (an empty copy job).
   std::vector<double> rtt;
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < 50 + 1000 / scale; ++i) {
     auto t0 = Clock::now();
     if (absl::Status st = c.Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i); !st.ok()) return Fail("doorbell", st);
     if (auto done = c.WaitCompletion(absl::Seconds(5)); !done.ok()) return Fail("completion", done.status());
@@ -130,7 +146,7 @@ int main(int argc, char** argv) {
 
   // One register write until the agent acknowledges it applied (Write+Sync).
   std::vector<double> mmio_us;
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < 50 + 1000 / scale; ++i) {
     auto t0 = Clock::now();
     if (absl::Status st = c.Write(0, 0x208, 8, i); !st.ok()) return Fail("write", st);
     if (absl::Status st = c.Sync(absl::Seconds(5)); !st.ok()) return Fail("sync", st);
@@ -142,16 +158,18 @@ int main(int argc, char** argv) {
 
   // Posted MMIO write rate (batched through the ring, then synced).
   auto t0 = Clock::now();
-  const int writes = 200000;
+  const int writes = 200000 / scale;
   for (int i = 0; i < writes; ++i) {
     if (absl::Status st = c.Write(0, 0x200, 8, i); !st.ok()) return Fail("write", st);
   }
   if (absl::Status st = c.Sync(absl::Seconds(30)); !st.ok()) return Fail("sync", st);
   out["mmio_writes_per_sec"] = writes / Secs(Clock::now() - t0);
   // The same count of 32-byte records streamed over loopback TCP.
-  out["tcp_records_per_sec"] = TcpGbps(size_t{writes} * 32) * 1e9 / 8 / 32;
+  out["tcp_records_per_sec"] = TcpGbps(static_cast<size_t>(writes) * 32) * 1e9 / 8 / 32;
   out["mmio_rate_ratio"] = out["mmio_writes_per_sec"].get<double>() / out["tcp_records_per_sec"].get<double>();
-  out["provider"] = "tcp;ofi_rxm";
+  out["provider"] = fabric.provider;
+  out["node"] = fabric.node;
+  out["scale"] = scale;
 
   c.Close().IgnoreError();
   grpc_server->Shutdown(std::chrono::system_clock::now());

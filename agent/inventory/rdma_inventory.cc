@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -35,10 +36,13 @@ bool IsZeroGid(const std::string& gid) {
   return std::all_of(gid.begin(), gid.end(), [](char c) { return c == '0' || c == ':'; });
 }
 
-// "4: ACTIVE" (sysfs) or "PORT_ACTIVE" (ibv_port_state_str) -> "ACTIVE".
+// "4: ACTIVE" (sysfs), "PORT_ACTIVE" or "active" (ibv_port_state_str of
+// rdma-core 44, seen on Soft-RoCE in //tests/vm:verbs_inventory_test) ->
+// "ACTIVE".
 std::string NormalizePortState(std::string state) {
   size_t colon = state.find(": ");
   if (colon != std::string::npos) state = state.substr(colon + 2);
+  state = absl::AsciiStrToUpper(state);
   if (absl::StartsWith(state, "PORT_")) state = state.substr(5);
   return state;
 }

@@ -120,7 +120,7 @@ class VerbsEndToEndTest : public ::testing::Test {
         << "tls: {cert: " << c << "agent.crt, key: " << c << "agent.key, ca: " << c << "ca.crt}\n"
         << "session: {listen: \"0.0.0.0:" << kAgentPort << "\", advertise: \"" << pair_->addr_a() << ":"
         << kAgentPort << "\", state_dir: " << dir_ << "/agent}\n"
-        << "fabric: {provider: \"" << kVerbs << "\", address: " << pair_->addr_a() << ", op_timeout_ms: 10000}\n"
+        << "fabric: {provider: \"" << kVerbs << "\", address: " << pair_->addr_a() << "}\n"
         << "emu:\n  - {pool: emu, count: 2, dma_size: 1048576}\n"
         << "http: {listen: \"" << pair_->addr_a() << ":" << kAgentHttp << "\"}\n"
         << "log_level: info\n";

@@ -3,6 +3,7 @@
 // in one of them checked against rdma-core's own tools in the same guest:
 // `ibv_devinfo -v` (node GUID, port state, link layer, GIDs) and `rdma link`
 // (state, netdev).
+#include <arpa/inet.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -51,8 +53,14 @@ struct DevinfoPort {
   std::set<std::string> gids;  // 32 hex digits, non-zero entries
 };
 
+// A GID as 32 hex digits: from sysfs/rpci form (eight groups of four) or
+// from ibv_devinfo's IPv6 text ("fe80::...", "::ffff:10.1.1.1").
 std::string HexOnly(const std::string& gid) {
-  return absl::AsciiStrToLower(absl::StrReplaceAll(gid, {{":", ""}}));
+  in6_addr raw{};
+  if (inet_pton(AF_INET6, gid.c_str(), &raw) != 1) return "bad gid " + gid;
+  std::string hex;
+  for (uint8_t b : raw.s6_addr) absl::StrAppendFormat(&hex, "%02x", b);
+  return hex;
 }
 
 DevinfoPort Devinfo(const std::string& nic) {
@@ -68,7 +76,7 @@ DevinfoPort Devinfo(const std::string& nic) {
     if (kv[0] == "state") p.state = value.substr(0, value.find(' '));  // "PORT_ACTIVE (4)"
     if (kv[0] == "link_layer") p.link_layer = value;
     if (absl::StartsWith(kv[0], "GID[")) {
-      const std::string hex = HexOnly(value.substr(0, value.find(',')));
+      const std::string hex = HexOnly(std::string(absl::StripAsciiWhitespace(value.substr(0, value.find(',')))));
       if (hex.find_first_not_of('0') != std::string::npos) p.gids.insert(hex);
     }
   }
