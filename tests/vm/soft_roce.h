@@ -35,6 +35,35 @@ class SoftRoce {
   bool owned_ = false;
 };
 
+// Two "hosts" for RDMA traffic: Linux 6.1's rxe receives only in the initial
+// network namespace (its UDP 4791 socket lives there), so RDMA between two
+// namespaces never arrives. Instead both ends of a veth pair stay in the
+// initial namespace with a /32 address each (10.<subnet>.0.1 on host a's end,
+// .2 on b's), and policy routing sends traffic between the two addresses over
+// the veth link rather than through lo: rules look up `local` only for
+// packets arriving on the veths, and a per-destination table routes each
+// address out of the other end. An rxe device sits on each end. Processes of
+// both hosts share the namespace; they bind their host's address.
+class RocePair {
+ public:
+  static absl::StatusOr<RocePair> Create(int subnet);
+  ~RocePair();
+  RocePair(RocePair&& other) noexcept;
+  RocePair& operator=(RocePair&&) = delete;
+
+  const std::string& addr(int host) const { return addr_[host]; }
+  const std::string& dev(int host) const { return dev_[host]; }
+  const std::string& nic(int host) const { return nic_[host]; }
+  // Both veth ends down or up: the link between the hosts is cut/restored.
+  absl::Status SetLinkUp(bool up);
+
+ private:
+  RocePair() = default;
+  std::string addr_[2], dev_[2], nic_[2];
+  int subnet_ = 0;
+  bool owned_ = false;
+};
+
 }  // namespace rpci::testing
 
 #endif  // RPCI_TESTS_VM_SOFT_ROCE_H_

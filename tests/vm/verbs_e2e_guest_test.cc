@@ -1,6 +1,9 @@
 // Runs inside the test machine (//tests/vm:verbs_e2e_test): rpci end to end
-// over RDMA verbs. Soft-RoCE (rdma_rxe) on a veth pair between two network
-// namespaces, every component a real process with mTLS:
+// over RDMA verbs. Soft-RoCE (rdma_rxe) on each end of a veth pair, every
+// component a real process with mTLS. The two hosts are the two veth ends in
+// the initial network namespace with policy routing (RocePair in
+// soft_roce.h: Linux 6.1's rxe only receives there), so all traffic between
+// them, gRPC and RDMA, crosses the veth link:
 //   host a (device server): rpci-controller (local store), rpci-agent with
 //     two rpci-emu devices, data path verbs;ofi_rxm on host a's rxe device;
 //   host b (compute node): rpci-plugin, the fake kubelet and the pod's
@@ -22,7 +25,6 @@
 #include "common/cert_authority.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
 #include "tests/vm/soft_roce.h"
 
@@ -63,13 +65,10 @@ class VerbsEndToEndTest : public ::testing::Test {
     for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs", "certs"}) {
       std::filesystem::create_directories(dir_ + "/" + d);
     }
-    absl::StatusOr<VethPair> pair = VethPair::Create("verbs");
+    absl::StatusOr<RocePair> pair = RocePair::Create(96);
     ASSERT_TRUE(pair.ok()) << pair.status();
     pair_.emplace(std::move(*pair));
-    absl::StatusOr<SoftRoce> roce = SoftRoce::Create(*pair_, "e");
-    ASSERT_TRUE(roce.ok()) << roce.status();
-    roce_.emplace(std::move(*roce));
-    controller_address_ = absl::StrCat(pair_->addr_a(), ":", kControllerPort);
+    controller_address_ = absl::StrCat(pair_->addr(0), ":", kControllerPort);
     MakeCertificates();
     StartController();
     StartAgent();
@@ -79,7 +78,6 @@ class VerbsEndToEndTest : public ::testing::Test {
     agent_.reset();
     controller_.reset();
     if (HasFailure()) std::printf("%s", Logs().c_str());
-    roce_.reset();
     pair_.reset();
   }
 
@@ -90,7 +88,7 @@ class VerbsEndToEndTest : public ::testing::Test {
     for (const auto& [name, stem] : {std::pair<std::string, std::string>{"controller", "controller"},
                                      {"agent:vm-device-server", "agent"},
                                      {"plugin:vm-compute-node", "plugin"}}) {
-      absl::StatusOr<TlsMaterial> tls = ca->Issue(name, {}, {pair_->addr_a()});
+      absl::StatusOr<TlsMaterial> tls = ca->Issue(name, {}, {pair_->addr(0)});
       ASSERT_TRUE(tls.ok()) << tls.status();
       ASSERT_TRUE(CertAuthority::WriteFiles(*tls, dir_ + "/certs", stem).ok());
     }
@@ -100,14 +98,15 @@ class VerbsEndToEndTest : public ::testing::Test {
     return {"--tls-cert=" + c + stem + ".crt", "--tls-key=" + c + stem + ".key", "--tls-ca=" + c + "ca.crt"};
   }
 
-  std::unique_ptr<Subprocess> Start(int host, const std::string& name, const std::vector<std::string>& argv) {
+  // Host a's and b's processes share the namespace; each binds its address.
+  std::unique_ptr<Subprocess> Start(int /*host*/, const std::string& name, const std::vector<std::string>& argv) {
     const std::string log = dir_ + "/logs/" + name;
-    return std::make_unique<Subprocess>(pair_->ExecIn(host, argv), log + ".out", log + ".err");
+    return std::make_unique<Subprocess>(argv, log + ".out", log + ".err");
   }
   void StartController() {
     std::vector<std::string> argv = {Abs("controller/rpci-controller"), "--store=local",
                                      "--state-dir=" + dir_ + "/controller", "--listen=" + controller_address_,
-                                     absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp),
+                                     absl::StrCat("--http-listen=", pair_->addr(0), ":", kControllerHttp),
                                      "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=warn"};
     for (const std::string& f : TlsFlags("controller")) argv.push_back(f);
     controller_ = Start(0, "controller", argv);
@@ -118,11 +117,11 @@ class VerbsEndToEndTest : public ::testing::Test {
         << "node: vm-device-server\n"
         << "controller: {address: \"" << controller_address_ << "\"}\n"
         << "tls: {cert: " << c << "agent.crt, key: " << c << "agent.key, ca: " << c << "ca.crt}\n"
-        << "session: {listen: \"0.0.0.0:" << kAgentPort << "\", advertise: \"" << pair_->addr_a() << ":"
+        << "session: {listen: \"" << pair_->addr(0) << ":" << kAgentPort << "\", advertise: \"" << pair_->addr(0) << ":"
         << kAgentPort << "\", state_dir: " << dir_ << "/agent}\n"
-        << "fabric: {provider: \"" << kVerbs << "\", address: " << pair_->addr_a() << "}\n"
+        << "fabric: {provider: \"" << kVerbs << "\", address: " << pair_->addr(0) << "}\n"
         << "emu:\n  - {pool: emu, count: 2, dma_size: 1048576}\n"
-        << "http: {listen: \"" << pair_->addr_a() << ":" << kAgentHttp << "\"}\n"
+        << "http: {listen: \"" << pair_->addr(0) << ":" << kAgentHttp << "\"}\n"
         << "log_level: info\n";
     agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
   }
@@ -167,8 +166,7 @@ class VerbsEndToEndTest : public ::testing::Test {
   }
 
   std::string dir_, controller_address_;
-  std::optional<VethPair> pair_;
-  std::optional<SoftRoce> roce_;
+  std::optional<RocePair> pair_;
   std::unique_ptr<Subprocess> controller_, agent_, plugin_;
 };
 
@@ -193,7 +191,7 @@ TEST_F(VerbsEndToEndTest, PodOpensItsNicAndComputesOverVerbs) {
     EXPECT_EQ(d["container"], d["host"]);
     EXPECT_EQ(d["permissions"], "rw");
   }
-  const std::string uverbs_b = UverbsOf(roce_->nic(1));
+  const std::string uverbs_b = UverbsOf(pair_->nic(1));
   ASSERT_FALSE(uverbs_b.empty());
   EXPECT_EQ(nodes, (std::vector<std::string>{uverbs_b, "/dev/infiniband/rdma_cm"}));
   // The CDI spec names the same nodes.
@@ -212,8 +210,8 @@ TEST_F(VerbsEndToEndTest, PodOpensItsNicAndComputesOverVerbs) {
 TEST_F(VerbsEndToEndTest, ContainerSeesOnlyAllocatesDeviceNodes) {
   auto pod = RunPod("ls", {"/bin/ls", "/dev", "/dev/infiniband"});
   ASSERT_EQ(pod->Wait(absl::ZeroDuration()), 0) << pod->out() << pod->err();
-  const std::string uverbs_a = std::filesystem::path(UverbsOf(roce_->nic(0))).filename();
-  const std::string uverbs_b = std::filesystem::path(UverbsOf(roce_->nic(1))).filename();
+  const std::string uverbs_a = std::filesystem::path(UverbsOf(pair_->nic(0))).filename();
+  const std::string uverbs_b = std::filesystem::path(UverbsOf(pair_->nic(1))).filename();
   EXPECT_NE(pod->out().find(uverbs_b), std::string::npos) << pod->out();
   EXPECT_EQ(pod->out().find(uverbs_a), std::string::npos) << "host a's NIC must not be in the container: " << pod->out();
   EXPECT_NE(pod->out().find("rdma_cm"), std::string::npos) << pod->out();
