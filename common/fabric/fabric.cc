@@ -678,14 +678,20 @@ class FabricImpl : public Fabric {
   bool ordered_writes_ = false;
 };
 
-// FabricConfig::universe_size for rxm over verbs, unless the environment
-// sets it. libfabric reads FI_UNIVERSE_SIZE when its providers initialize
-// (the process's first fi_getinfo), so the first verbs Open decides.
-void ApplyUniverseSize(const std::string& provider, size_t universe_size) {
+// libfabric settings verbs;ofi_rxm needs, applied before the process's first
+// fi_getinfo (libfabric reads them once, when its providers initialize):
+// - FI_UNIVERSE_SIZE from FabricConfig::universe_size unless the environment
+//   sets it (rxm sizes its completion queue from it; see fabric.h);
+// - FI_MR_CACHE_MAX_COUNT=0, always: libfabric's registration cache keeps a
+//   closed region registered with the NIC for reuse, so a revoked key kept
+//   working and the same buffer registered again got the same key
+//   (//tests/vm:verbs_keys_test); regions must be unreachable once revoked.
+void ApplyVerbsEnvironment(const std::string& provider, size_t universe_size) {
   static std::once_flag once;
   if (provider != kVerbs) return;
   std::call_once(once, [universe_size] {
     setenv("FI_UNIVERSE_SIZE", absl::StrCat(universe_size).c_str(), /*overwrite=*/0);
+    setenv("FI_MR_CACHE_MAX_COUNT", "0", /*overwrite=*/1);
   });
 }
 
@@ -697,7 +703,7 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
   if (config.max_message == 0 || config.recv_depth == 0 || config.op_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("fabric: max_message, recv_depth and op_timeout must be positive");
   }
-  ApplyUniverseSize(*provider, config.universe_size);
+  ApplyVerbsEnvironment(*provider, config.universe_size);
   fi_info* hints = fi_allocinfo();
   if (hints == nullptr) return absl::ResourceExhaustedError("fabric: fi_allocinfo failed");
   hints->caps = FI_MSG | FI_RMA;

@@ -178,7 +178,11 @@ class Endpoint {
 
   // Registers `size` bytes at `data`, granting peers `access` (Access bits).
   // The caller keeps the memory alive and in place while the region exists.
-  // The key is chosen by the provider or at random, never guessable.
+  // The key is chosen by the provider or at random, never guessable. (With
+  // verbs the NIC chooses: Soft-RoCE's keys are a table index and 8 random
+  // bits, so sessions must not share a domain; see docs/verbs.md.) With
+  // verbs, libfabric's registration cache is turned off so that Revoke
+  // really deregisters (Fabric::Open).
   // Enforcement is the provider's: tcp;ofi_rxm (libfabric 1.17) refuses
   // remote writes to a region without kRemoteWrite but does NOT refuse remote
   // reads of a region without kRemoteRead, so never register memory a peer

@@ -96,9 +96,6 @@ absl::StatusOr<RocePair> RocePair::Create(int subnet) {
   const std::string table[2] = {absl::StrCat(1000 + subnet), absl::StrCat(2000 + subnet)};
   std::vector<std::vector<std::string>> steps = {
       {"ip", "link", "add", p.dev_[0], "type", "veth", "peer", "name", p.dev_[1]},
-      // Local delivery only after the policy rules below (once per machine).
-      {"sh", "-c", "ip rule show | grep -q '^32000:.*lookup local' || "
-                   "{ ip rule add pref 32000 lookup local && ip rule del pref 0 lookup local; }"},
       {"sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.all.accept_local=1"}};
   for (int i = 0; i < 2; ++i) {
     const std::string& dev = p.dev_[i];
@@ -110,6 +107,13 @@ absl::StatusOr<RocePair> RocePair::Create(int subnet) {
     steps.push_back({"ip", "rule", "add", "pref", "100", "iif", dev, "lookup", "local"});
     steps.push_back({"ip", "route", "add", other, "dev", dev, "src", p.addr_[i], "table", table[i]});
     steps.push_back({"ip", "rule", "add", "pref", "200", "to", other, "lookup", table[i]});
+  }
+  // Local delivery only after the policy rules below (once per machine).
+  absl::StatusOr<std::string> rules = CommandOutput({"ip", "rule", "show"});
+  if (!rules.ok()) return rules.status();
+  if (rules->find("32000:") == std::string::npos) {
+    steps.insert(steps.begin() + 1, {"ip", "rule", "add", "pref", "32000", "lookup", "local"});
+    steps.insert(steps.begin() + 2, {"ip", "rule", "del", "pref", "0", "lookup", "local"});
   }
   for (const auto& step : steps) {
     absl::StatusOr<std::string> out = CommandOutput(step);
