@@ -130,7 +130,10 @@ class VerbsEndToEndTest : public ::testing::Test {
         Abs("plugin/rpci-plugin"), "--node=vm-compute-node", "--controller=" + controller_address_, "--pools=emu",
         "--plugin-dir=" + dir_ + "/kubelet", "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
         "--cdi-dir=" + dir_ + "/cdi", "--state-dir=" + dir_ + "/plugin-state",
-        "--container-dir=" + dir_ + "/container", "--usage-interval-seconds=1", "--release-grace-seconds=1",
+        "--container-dir=" + dir_ + "/container", "--usage-interval-seconds=1",
+        // Under TCG a container may start seconds after Allocate; the
+        // session must not be released as never-listed before that.
+        "--release-grace-seconds=60",
         "--health-addr=", "--log-level=info"};
     for (const std::string& f : TlsFlags("plugin")) argv.push_back(f);
     plugin_ = Start(1, "plugin", argv);
@@ -202,6 +205,15 @@ TEST_F(VerbsEndToEndTest, PodOpensItsNicAndComputesOverVerbs) {
   EXPECT_TRUE(cdi_has_nodes || std::filesystem::is_empty(dir_ + "/cdi"));  // released pods' specs are removed
   // The agent's data path is verbs on host a's NIC.
   EXPECT_NE(ReadWholeFile(dir_ + "/logs/agent.err").find(kVerbs), std::string::npos);
+  // Release: the pod is gone, so the plugin ends the session and removes
+  // its session dir (key included).
+  const std::string device = admitted["devices"][0];
+  bool released = false;
+  for (int i = 0; i < 300 && !released; ++i) {
+    released = !std::filesystem::exists(dir_ + "/plugin-state/" + device);
+    if (!released) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(released) << "session dir of " << device << " still there 30 s after the pod ended";
 }
 
 // The container's /dev holds exactly Allocate's devices (and a runtime's
