@@ -441,6 +441,8 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
     if (stop_.load()) return ShutDownError(call);
     outstanding_[&op->ctx] = op;
   }
+  // Refusals while the provider connects to the peer may last connect_timeout.
+  deadline = std::max(deadline, absl::Now() + config_.connect_timeout);
   while (true) {
     ssize_t rc = post();
     if (rc == 0) {
@@ -455,8 +457,9 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
     } else if (stop_.load()) {
       failure = ShutDownError(call);  // nothing will free the queues
     } else if (absl::Now() >= deadline) {
-      failure = absl::DeadlineExceededError(
-          absl::StrCat("fabric: ", call, ": provider busy for ", absl::FormatDuration(config_.op_timeout)));
+      failure = absl::DeadlineExceededError(absl::StrCat(
+          "fabric: ", call, ": provider busy for ",
+          absl::FormatDuration(std::max(config_.op_timeout, config_.connect_timeout))));
     }
     if (!failure.ok()) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -520,7 +523,11 @@ absl::Status EndpointImpl::PostAndWait(absl::string_view call, size_t count, boo
     }
     // Posted operations still reference caller buffers: wait for them even
     // when a later post failed.
-    if (absl::Status s = WaitAll(posted, call, deadline); !s.ok()) return s;
+    // Completions get op_timeout from the last post (which may have waited
+    // for a connection).
+    if (absl::Status s = WaitAll(posted, call, std::max(deadline, absl::Now() + config_.op_timeout)); !s.ok()) {
+      return s;
+    }
     if (!post_failure.ok()) return post_failure;
     std::vector<size_t> again;
     const Op* first_retry = nullptr;
@@ -738,7 +745,11 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
   if ((rc = fi_domain(domain->fabric, domain->info, &domain->domain, nullptr)) != 0) {
     return FabricError("fi_domain", rc);
   }
-  return std::unique_ptr<Fabric>(new FabricImpl(config, std::move(domain), *provider));
+  FabricConfig effective = config;
+  if (effective.connect_timeout <= absl::ZeroDuration() && *provider == kVerbs) {
+    effective.connect_timeout = absl::Seconds(15);  // rdma_cm connection setup (fabric.h)
+  }
+  return std::unique_ptr<Fabric>(new FabricImpl(effective, std::move(domain), *provider));
 }
 
 }  // namespace rpci::fabric
