@@ -99,6 +99,8 @@ int main(int argc, char** argv) {
     }
     open_ms.push_back(Secs(Clock::now() - t0) * 1e3);
     (*c)->Close().IgnoreError();
+    // The session belongs to the allocation until the plugin ends it.
+    rpci::client::CloseSession(*ticket, nullptr, /*detach=*/false).IgnoreError();
   }
   out["open_ms_p50"] = Percentile(open_ms, 0.5);
   out["open_ms_p99"] = Percentile(open_ms, 0.99);
