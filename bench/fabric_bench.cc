@@ -68,10 +68,7 @@ struct RmaResult {
 
 // Two endpoints on separate fabrics (as agent and client are), a source
 // region on one and a remote-writable target on the other.
-absl::StatusOr<RmaResult> MeasureRmaWrite(size_t size, int batch, int64_t total) {
-  fabric::FabricConfig config;
-  config.provider = fabric::kTcp;
-  config.node = "127.0.0.1";
+absl::StatusOr<RmaResult> MeasureRmaWrite(fabric::FabricConfig config, size_t size, int batch, int64_t total) {
   config.op_timeout = absl::Seconds(30);
   auto fa = fabric::Fabric::Open(config);
   if (!fa.ok()) return fa.status();
@@ -121,8 +118,8 @@ int main(int argc, char** argv) {
   std::string sysfs_root = "/sys";
   int64_t scans = 21, size = 1 << 20, batch = 8, total_mb = 2048, tcp_mb = 2048;
   rpci::FlagSet flags("bench/fabric [flags]",
-                      "Inventory scan time of the live sysfs, and one-sided RMA write bandwidth over tcp;ofi_rxm "
-                      "on loopback next to plain loopback TCP measured in the same run.");
+                      "Inventory scan time of the live sysfs, and one-sided RMA write bandwidth (default tcp;ofi_rxm "
+                      "on loopback) next to plain loopback TCP measured in the same run.");
   flags.Bool("json", &json_only, "print only the JSON object");
   flags.String("sysfs_root", &sysfs_root, "sysfs to scan");
   flags.Int("scans", &scans, "timed inventory scans (the median is reported)");
@@ -130,6 +127,9 @@ int main(int argc, char** argv) {
   flags.Int("batch", &batch, "writes per WriteBatch (posted together, then waited for)");
   flags.Int("total_mb", &total_mb, "MiB written by RMA in the timed part");
   flags.Int("tcp_mb", &tcp_mb, "MiB streamed over loopback TCP");
+  rpci::fabric::FabricConfig config = rpci::fabric::LoopbackConfig();
+  flags.String("provider", &config.provider, "data-path provider (tcp;ofi_rxm, verbs;ofi_rxm ...)");
+  flags.String("node", &config.node, "address both endpoints bind (the RDMA NIC's)");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   if (scans <= 0 || size <= 0 || batch <= 0 || total_mb <= 0 || tcp_mb <= 0) {
     std::cerr << "--scans, --size, --batch, --total_mb and --tcp_mb must be positive\n";
@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   absl::StatusOr<RmaResult> rma =
-      MeasureRmaWrite(static_cast<size_t>(size), static_cast<int>(batch), total_mb << 20);
+      MeasureRmaWrite(config, static_cast<size_t>(size), static_cast<int>(batch), total_mb << 20);
   if (!rma.ok()) {
     std::cerr << "rma write: " << rma.status() << "\n";
     return 1;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -140,16 +141,28 @@ class Flood {
 
 int main(int argc, char** argv) {
   bool json_only = false;
+  int scale = 1;  // iteration counts are divided by this
+  rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
+  fabric.op_timeout = absl::Seconds(10);
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
-      std::printf("usage: session_bench [--json]\n  Runs an in-process agent session server and client over "
-                  "tcp;ofi_rxm on loopback and prints\n  mirror throughput, doorbell RTT and open latency next to "
-                  "plain loopback TCP.\n  --json  print only one JSON object\n");
+      std::printf("usage: session_bench [--json] [--provider=P] [--node=ADDR] [--scale=N]\n  Runs an in-process agent "
+                  "session server and client (default tcp;ofi_rxm on 127.0.0.1) and prints\n  mirror throughput, "
+                  "doorbell RTT and open latency next to plain loopback TCP.\n  --json      print only one JSON "
+                  "object\n  --provider  data-path provider (e.g. verbs;ofi_rxm)\n  --node      address both ends "
+                  "bind (the RDMA NIC's)\n  --scale     divide iteration counts by N (slow fabrics, e.g. Soft-RoCE "
+                  "under emulation)\n");
       return 0;
     }
     if (a == "--json") {
       json_only = true;
+    } else if (a.rfind("--provider=", 0) == 0) {
+      fabric.provider = a.substr(11);
+    } else if (a.rfind("--node=", 0) == 0) {
+      fabric.node = a.substr(7);
+    } else if (a.rfind("--scale=", 0) == 0 && std::atoi(a.c_str() + 8) > 0) {
+      scale = std::atoi(a.c_str() + 8);
     } else {
       std::fprintf(stderr, "unknown flag %s (try --help)\n", a.c_str());
       return 2;
@@ -164,6 +177,9 @@ int main(int argc, char** argv) {
   rpci::agent::testing::TestDevice device(32 << 20), flood_device(4 << 20);
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
+  opts.fabric = fabric;
+  rpci::client::ClientOptions client_opts;
+  client_opts.fabric = fabric;
   auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &device}, {"dev1", &flood_device}});
   if (!server.ok()) {
     std::fprintf(stderr, "session server: %s\n", std::string(server.status().message()).c_str());
@@ -171,20 +187,20 @@ int main(int argc, char** argv) {
   }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(fabric.node + ":0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(server->get());
   auto grpc_server = builder.BuildAndStart();
-  const std::string endpoint = "127.0.0.1:" + std::to_string(port);
+  const std::string endpoint = fabric.node + ":" + std::to_string(port);
 
   nlohmann::json out;
   // Session open latency: reserve (plugin) + attach (workload); then close.
   std::vector<double> open_ms, reserve_ms;
-  for (int i = 0; i < 30; ++i) {
+  for (int i = 0; i < std::max(3, 30 / scale); ++i) {
     auto t0 = Clock::now();
     auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
     if (!ticket.ok()) return Fail("reserve", ticket.status());
     reserve_ms.push_back(Secs(Clock::now() - t0) * 1e3);
-    auto c = rpci::client::SessionClient::Attach(*ticket, {});
+    auto c = rpci::client::SessionClient::Attach(*ticket, client_opts);
     if (!c.ok()) {
       std::fprintf(stderr, "open %d: ", i);
       return Fail("attach", c.status());
@@ -201,14 +217,14 @@ int main(int argc, char** argv) {
   out["open_ratio"] = out["open_ms_p50"].get<double>() * 1e3 / out["tcp_connect_us_p50"].get<double>();
 
   auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
-  auto client = rpci::client::SessionClient::Attach(*ticket, {});
+  auto client = rpci::client::SessionClient::Attach(*ticket, client_opts);
   if (!client.ok()) return Fail("attach", client.status());
   rpci::client::SessionClient& c = **client;
 
   // DMA mirror throughput per flush size.
   nlohmann::json mirror = nlohmann::json::object();
   for (size_t size : {size_t{4096}, size_t{65536}, size_t{1} << 20, size_t{4} << 20}) {
-    const size_t total = std::max<size_t>(size * 8, 128 << 20);
+    const size_t total = std::max<size_t>(size * 8, (size_t{128} << 20) / scale);
     const int iters = static_cast<int>(total / size);
     auto t0 = Clock::now();
     for (int i = 0; i < iters; ++i) {
@@ -226,7 +242,7 @@ int main(int argc, char** argv) {
   out["mirror_ratio_measures"] = "raw RMA: FlushDma of 1 MiB to one offset (fi_write on loopback), not a device round trip";
 
   // Doorbell -> completion round trip (an empty copy job).
-  absl::StatusOr<std::vector<double>> rtt = DoorbellRtts(c, 950, 50);
+  absl::StatusOr<std::vector<double>> rtt = DoorbellRtts(c, std::max(50, 950 / scale), 50);
   if (!rtt.ok()) return Fail("doorbell", rtt.status());
   out["doorbell_rtt_us_p50"] = Percentile(*rtt, 0.5);
   out["doorbell_rtt_us_p99"] = Percentile(*rtt, 0.99);
@@ -234,10 +250,10 @@ int main(int argc, char** argv) {
     // The same while another session floods the agent (issue 12: within 2x).
     auto flood_ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench-flood", "token", "node"});
     if (!flood_ticket.ok()) return Fail("reserve flood", flood_ticket.status());
-    auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, {});
+    auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, client_opts);
     if (!flooder.ok()) return Fail("attach flood", flooder.status());
     Flood flood(flooder->get());
-    absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, 950, 50);
+    absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, 950 / scale), 50);
     if (!flooded.ok()) return Fail("doorbell under flood", flooded.status());
     out["doorbell_rtt_us_p50_flooded"] = Percentile(*flooded, 0.5);
     out["doorbell_rtt_us_p99_flooded"] = Percentile(*flooded, 0.99);
@@ -275,7 +291,7 @@ int main(int argc, char** argv) {
 
   // One register write until the agent acknowledges it applied (Write+Sync).
   std::vector<double> mmio_us;
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < 50 + 1000 / scale; ++i) {
     auto t0 = Clock::now();
     if (absl::Status st = c.Write(0, 0x208, 8, i); !st.ok()) return Fail("write", st);
     if (absl::Status st = c.Sync(absl::Seconds(5)); !st.ok()) return Fail("sync", st);
@@ -287,16 +303,18 @@ int main(int argc, char** argv) {
 
   // Posted MMIO write rate (batched through the ring, then synced).
   auto t0 = Clock::now();
-  const int writes = 200000;
+  const int writes = 200000 / scale;
   for (int i = 0; i < writes; ++i) {
     if (absl::Status st = c.Write(0, 0x200, 8, i); !st.ok()) return Fail("write", st);
   }
   if (absl::Status st = c.Sync(absl::Seconds(30)); !st.ok()) return Fail("sync", st);
   out["mmio_writes_per_sec"] = writes / Secs(Clock::now() - t0);
   // The same count of 32-byte records streamed over loopback TCP.
-  out["tcp_records_per_sec"] = TcpGbps(size_t{writes} * 32) * 1e9 / 8 / 32;
+  out["tcp_records_per_sec"] = TcpGbps(static_cast<size_t>(writes) * 32) * 1e9 / 8 / 32;
   out["mmio_rate_ratio"] = out["mmio_writes_per_sec"].get<double>() / out["tcp_records_per_sec"].get<double>();
-  out["provider"] = "tcp;ofi_rxm";
+  out["provider"] = fabric.provider;
+  out["node"] = fabric.node;
+  out["scale"] = scale;
 
   c.Close().IgnoreError();
   grpc_server->Shutdown(std::chrono::system_clock::now());

@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "common/fabric/fabric.h"
 #include "common/tls.h"
 
 namespace rpci::lib {
@@ -69,48 +70,6 @@ absl::StatusOr<session::SessionKey> ReadKeyFile(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrFormat("librpci: session key file %s: %s", path, key.status().message()));
   }
   return key;
-}
-
-// The local address this host uses to reach `endpoint`'s host (a connected
-// UDP socket sends nothing but has the route's source address).
-absl::StatusOr<std::string> LocalAddressFor(const std::string& endpoint) {
-  std::string target = endpoint;
-  for (const char* scheme : {"dns:///", "ipv4:", "ipv6:"}) {
-    if (absl::StartsWith(target, scheme)) target = target.substr(std::strlen(scheme));
-  }
-  const size_t colon = target.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return absl::InvalidArgumentError(absl::StrFormat("librpci: endpoint \"%s\" is not host:port", endpoint));
-  }
-  std::string host = target.substr(0, colon), port = target.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_DGRAM;
-  hints.ai_family = AF_INET;
-  addrinfo* res = nullptr;
-  if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-    return absl::UnavailableError(
-        absl::StrFormat("librpci: endpoint %s: cannot resolve %s: %s", endpoint, host, gai_strerror(rc)));
-  }
-  std::string out;
-  for (addrinfo* ai = res; ai != nullptr && out.empty(); ai = ai->ai_next) {
-    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) continue;
-    sockaddr_in local{};
-    socklen_t len = sizeof(local);
-    char buf[INET_ADDRSTRLEN] = {};
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0 &&
-        inet_ntop(AF_INET, &local.sin_addr, buf, sizeof(buf)) != nullptr) {
-      out = buf;
-    }
-    close(fd);
-  }
-  freeaddrinfo(res);
-  if (out.empty()) {
-    return absl::UnavailableError(absl::StrFormat("librpci: endpoint %s: no route to %s", endpoint, host));
-  }
-  return out;
 }
 
 }  // namespace
@@ -176,7 +135,7 @@ absl::StatusOr<std::unique_ptr<Device>> Device::Open(const DeviceConfig& config,
   if (!config.fabric_node.empty()) {
     opts.fabric.node = config.fabric_node;
   } else {
-    absl::StatusOr<std::string> node = LocalAddressFor(config.endpoint);
+    absl::StatusOr<std::string> node = fabric::LocalAddressFor(config.endpoint);
     if (!node.ok()) return node.status();
     opts.fabric.node = *node;
   }

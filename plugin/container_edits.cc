@@ -12,6 +12,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/inventory/rdma_inventory.h"
+#include "common/fabric/fabric.h"
 #include "nlohmann/json.hpp"
 
 namespace rpci::plugin {
@@ -145,6 +147,40 @@ std::map<std::string, std::string> DeviceEnv(int index, const AttachedSession& s
   return env;
 }
 
+absl::StatusOr<std::vector<std::string>> FabricDeviceNodes(const std::string& fabric_provider,
+                                                            const std::string& netdev,
+                                                            const std::vector<rpci::v1::RdmaNic>& nics) {
+  if (fabric_provider != fabric::kVerbs) return std::vector<std::string>();
+  std::vector<std::string> seen;
+  for (const rpci::v1::RdmaNic& nic : nics) {
+    for (const rpci::v1::RdmaPort& port : nic.ports()) {
+      if (port.netdev().empty()) continue;
+      seen.push_back(absl::StrCat(nic.name(), "@", port.netdev()));
+      if (port.netdev() == netdev && !nic.uverbs_device().empty()) {
+        return std::vector<std::string>{nic.uverbs_device(), kRdmaCmDevice};
+      }
+    }
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("fabric ", fabric_provider, ": no RDMA NIC with a uverbs device runs on ", netdev,
+                   ", the network device that reaches the agent (NICs here: ",
+                   seen.empty() ? "none" : absl::StrJoin(seen, ", "), ")"));
+}
+
+absl::StatusOr<std::vector<std::string>> SessionDeviceNodes(const std::string& fabric_provider,
+                                                             const std::string& endpoint,
+                                                             const std::string& sysfs_root) {
+  if (fabric_provider != fabric::kVerbs) return std::vector<std::string>();
+  absl::StatusOr<std::string> local = fabric::LocalAddressFor(endpoint);
+  if (!local.ok()) return local.status();
+  absl::StatusOr<std::string> netdev = fabric::NetdevWithAddress(*local);
+  if (!netdev.ok()) return netdev.status();
+  agent::RdmaInventory inventory(sysfs_root, agent::RdmaSource::kSysfs);
+  absl::StatusOr<std::vector<rpci::v1::RdmaNic>> nics = inventory.Scan();
+  if (!nics.ok()) return nics.status();
+  return FabricDeviceNodes(fabric_provider, *netdev, *nics);
+}
+
 v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,
                                                           const std::vector<AttachedSession>& sessions,
                                                           const std::vector<SessionPaths>& paths) {
@@ -160,6 +196,15 @@ v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& poo
     m->set_container_path(paths[i].container_dir);
     m->set_read_only(true);
     resp.add_cdi_devices()->set_name(CdiName(pool, sessions[i].device_id));
+    for (const std::string& node : sessions[i].device_nodes) {
+      bool have = false;
+      for (const v1beta1::DeviceSpec& d : resp.devices()) have = have || d.host_path() == node;
+      if (have) continue;
+      v1beta1::DeviceSpec* d = resp.add_devices();
+      d->set_host_path(node);
+      d->set_container_path(node);
+      d->set_permissions("rw");
+    }
   }
   envs["RPCI_DEVICE_IDS"] = absl::StrJoin(ids, ",");
   envs["RPCI_DEVICE_COUNT"] = absl::StrCat(sessions.size());
@@ -187,6 +232,8 @@ std::string CdiSpecJson(const std::string& pool, int index, const AttachedSessio
                         const SessionPaths& paths) {
   nlohmann::json env = nlohmann::json::array();
   for (const auto& [k, v] : DeviceEnv(index, session, paths)) env.push_back(k + "=" + v);
+  nlohmann::json nodes = nlohmann::json::array();
+  for (const std::string& node : session.device_nodes) nodes.push_back({{"path", node}, {"permissions", "rw"}});
   nlohmann::json spec = {
       {"cdiVersion", "0.6.0"},
       {"kind", "rpci.io/" + pool},
@@ -198,7 +245,8 @@ std::string CdiSpecJson(const std::string& pool, int index, const AttachedSessio
            {"mounts",
             {{{"hostPath", paths.host_dir},
               {"containerPath", paths.container_dir},
-              {"options", {"ro", "bind"}}}}}}}}}},
+              {"options", {"ro", "bind"}}}}},
+           {"deviceNodes", nodes}}}}}},
   };
   return spec.dump(2) + "\n";
 }

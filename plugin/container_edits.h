@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "plugin/session_opener.h"
 #include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
+#include "proto/rpci/v1/device.pb.h"
 
 namespace rpci::plugin {
 
@@ -42,11 +43,32 @@ absl::Status RemoveSessionDir(const SessionPaths& paths);
 // when the session has a CA, _CA_FILE.
 std::map<std::string, std::string> DeviceEnv(int index, const AttachedSession& session, const SessionPaths& paths);
 
+// /dev/infiniband/rdma_cm: RDMA connection setup, which verbs;ofi_rxm uses.
+inline constexpr char kRdmaCmDevice[] = "/dev/infiniband/rdma_cm";
+
+// The device nodes a workload needs to reach its agent over
+// `fabric_provider`: with verbs;ofi_rxm, the uverbs device of the NIC whose
+// port runs on `netdev` (the device holding the local address that reaches
+// the agent: the NIC the workload's fabric binds to) and rdma_cm; nothing
+// for other providers. FAILED_PRECONDITION, naming the netdev and the NICs
+// seen, when no NIC runs on it (the workload could not open the fabric).
+absl::StatusOr<std::vector<std::string>> FabricDeviceNodes(const std::string& fabric_provider,
+                                                            const std::string& netdev,
+                                                            const std::vector<rpci::v1::RdmaNic>& nics);
+
+// FabricDeviceNodes for a session with the agent at `endpoint` (host:port)
+// from this host: the netdev is the one holding the route's source address
+// to the agent's host, the NICs those under <sysfs_root>/class/infiniband.
+absl::StatusOr<std::vector<std::string>> SessionDeviceNodes(const std::string& fabric_provider,
+                                                             const std::string& endpoint,
+                                                             const std::string& sysfs_root);
+
 // The whole response for one container: indexed env for each device, plus
 // RPCI_DEVICE_IDS, RPCI_DEVICE_COUNT, RPCI_POOL and, for device 0, the
 // unindexed RPCI_SESSION_ENDPOINT / RPCI_SESSION_ID / RPCI_SESSION_KEY_FILE
 // (and RPCI_CA_FILE);
-// one read-only mount per session dir; CDI names rpci.io/<pool>=<device-id>;
+// one read-only mount per session dir; each session's device_nodes once
+// (same path in the container, "rw"); CDI names rpci.io/<pool>=<device-id>;
 // annotations rpci.io/devices and rpci.io/sessions.
 v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,
                                                           const std::vector<AttachedSession>& sessions,
@@ -57,7 +79,7 @@ std::string CdiName(const std::string& pool, const std::string& device_id);
 // <cdi_dir>/rpci.io-<pool>-<device-id>.json
 std::string CdiSpecPath(const std::string& cdi_dir, const std::string& pool, const std::string& device_id);
 // The CDI spec (cdiVersion 0.6.0, kind rpci.io/<pool>) declaring the device
-// with its env and session-dir mount as container edits.
+// with its env, session-dir mount and device nodes as container edits.
 std::string CdiSpecJson(const std::string& pool, int index, const AttachedSession& session,
                         const SessionPaths& paths);
 // Writes the spec atomically (temp file + rename), creating cdi_dir.

@@ -43,6 +43,9 @@ void AddFlags(rpci::FlagSet& flags, Settings& st) {
   flags.String("fabric-port-range", &st.fabric_ports,
                "LOW-HIGH: ports workloads' fabric endpoints listen on (FI_TCP_PORT_LOW/HIGH_RANGE in the container); "
                "empty: any");
+  flags.String("sysfs-root", &o.sysfs_root,
+               "sysfs the RDMA NICs are read from (with verbs, a container gets the uverbs device of the NIC that "
+               "reaches its agent, and rdma_cm)");
   flags.Int("nic-numa-node", &st.numa, "NUMA node of the fabric NIC, advertised as device topology (-1: none)");
   flags.Int("usage-interval-seconds", &st.usage_seconds,
             "how often pod-resources is read and usage reported (bounds how fast a device is handed over)");

@@ -288,6 +288,10 @@ absl::Status Plugin::AttachDevice(const std::string& id, int index, Allocation& 
   if (opened->ticket.fabric_provider.empty()) opened->ticket.fabric_provider = a.agent_fabric_provider();
   opened->ca_pem = options_.session_ca_pem;
   alloc.done.back().session = *opened;
+  absl::StatusOr<std::vector<std::string>> nodes =
+      SessionDeviceNodes(opened->ticket.fabric_provider, opened->ticket.endpoint, options_.sysfs_root);
+  if (!nodes.ok()) return absl::Status(nodes.status().code(), absl::StrCat("device ", id, ": ", nodes.status().message()));
+  opened->device_nodes = *std::move(nodes);
   SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
   if (absl::Status s = WriteSessionDir(*opened, p, static_cast<int>(options_.session_group)); !s.ok()) return s;
   if (absl::Status s = WriteCdiSpec(options_.cdi_dir, alloc.pool, index, *opened, p); !s.ok()) return s;

@@ -58,6 +58,9 @@ struct PluginOptions {
   // provider: FI_TCP_PORT_LOW_RANGE/HIGH_RANGE in the container's
   // environment), so NetworkPolicies can name them; 0: any port.
   int fabric_port_low = 0, fabric_port_high = 0;
+  // sysfs the RDMA NICs are read from: with verbs, a container gets the
+  // uverbs device of the NIC that reaches its agent (SessionDeviceNodes).
+  std::string sysfs_root = "/sys";
   absl::Duration health_interval = absl::Milliseconds(500);
   // How often pod-resources is read (and usage reported): a pod's end is
   // noticed within this, so it bounds the device hand-over time.

@@ -21,7 +21,7 @@ absl::StatusOr<AttachedSession> AgentSessionOpener::Open(const rpci::v1::Session
   absl::StatusOr<client::SessionTicket> ticket =
       control_.Reserve(agent_endpoint, {grant.grant_id(), grant.token(), compute_node_});
   if (!ticket.ok()) return Named(grant.device_id(), ticket.status());
-  return AttachedSession{grant.device_id(), grant.grant_id(), *std::move(ticket), ""};
+  return AttachedSession{grant.device_id(), grant.grant_id(), *std::move(ticket), "", {}};
 }
 
 absl::Status AgentSessionOpener::Close(const AttachedSession& session) {

@@ -28,6 +28,10 @@ struct AttachedSession {
   // (written to the session dir as ca.crt); empty when the agent speaks
   // plaintext.
   std::string ca_pem;
+  // Device nodes the workload needs for the data path (the RDMA NIC's uverbs
+  // device and rdma_cm with verbs); filled by the plugin, not the opener
+  // (FabricDeviceNodes in container_edits.h).
+  std::vector<std::string> device_nodes;
 };
 
 class SessionOpener {

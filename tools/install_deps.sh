@@ -7,6 +7,7 @@ PACKAGES=(
   bazel-bootstrap bazel-bootstrap-source build-essential pkg-config
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
   rdma-core libibverbs-dev librdmacm-dev ibverbs-providers libfabric-dev libfabric-bin
+  ibverbs-utils rdmacm-utils perftest
   nlohmann-json3-dev libcpp-httplib-dev libgtest-dev libgmock-dev
   libpci-dev pciutils libyaml-cpp-dev libssl-dev openssl prometheus-cpp-dev
   iproute2 iputils-ping iptables curl python3 clang libclang-rt-14-dev

@@ -101,6 +101,7 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
   SessionServerOptions so;
   so.fabric.provider = app->provider_;
   if (!o.fabric_address.empty()) so.fabric.node = o.fabric_address;
+  so.fabric.universe_size = static_cast<size_t>(o.fabric_universe_size);
   so.state_dir = o.state_dir;
   so.grace = o.session_grace;
   so.attach_timeout = o.attach_timeout;

@@ -80,6 +80,7 @@ absl::Status ReadAgentConfig(const nlohmann::json& config, const std::string& or
   fabric_cfg.Enum("provider", {fabric::kAuto, fabric::kTcp, fabric::kVerbs, fabric::kShm},
                   &options->fabric_provider);
   fabric_cfg.String("address", &options->fabric_address);
+  fabric_cfg.Int("universe_size", &options->fabric_universe_size, 1, 1 << 20);
 
   ConfigReader inventory = r.Object("inventory");
   inventory.String("sysfs_root", &options->sysfs_root);

@@ -48,6 +48,7 @@ struct AgentOptions {
 
   std::string fabric_provider = "auto";  // auto | tcp;ofi_rxm | verbs;ofi_rxm | shm
   std::string fabric_address;            // interface address the data path binds
+  int64_t fabric_universe_size = 64;     // FabricConfig::universe_size
 
   std::string sysfs_root = "/sys";
   // Opt-in: export the real functions the policy selects through VFIO

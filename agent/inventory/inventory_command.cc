@@ -62,14 +62,16 @@ void PrintNicTable(const std::vector<RdmaNic>& nics, std::ostream& out) {
     out << "no RDMA devices\n";
     return;
   }
-  out << absl::StrFormat("%-12s %-13s %-4s %s\n", "NIC", "BDF", "NUMA", "PORTS");
+  out << absl::StrFormat("%-12s %-13s %-4s %-24s %s\n", "NIC", "BDF", "NUMA", "UVERBS", "PORTS");
   for (const RdmaNic& nic : nics) {
     std::vector<std::string> ports;
     for (const auto& p : nic.ports()) {
-      ports.push_back(absl::StrCat(p.port(), ":", p.state(), "/", p.link_layer()));
+      ports.push_back(absl::StrCat(p.port(), ":", p.state(), "/", p.link_layer(),
+                                   p.netdev().empty() ? "" : absl::StrCat("@", p.netdev()), " gids=", p.gids_size()));
     }
-    out << absl::StrFormat("%-12s %-13s %-4d %s\n", nic.name(), nic.bdf().empty() ? "-" : nic.bdf(),
-                           nic.numa_node(), absl::StrJoin(ports, " "));
+    out << absl::StrFormat("%-12s %-13s %-4d %-24s %s\n", nic.name(), nic.bdf().empty() ? "-" : nic.bdf(),
+                           nic.numa_node(), nic.uverbs_device().empty() ? "-" : nic.uverbs_device(),
+                           absl::StrJoin(ports, " "));
   }
 }
 

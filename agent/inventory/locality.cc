@@ -33,8 +33,11 @@ bool SharesSwitch(const PcieFunction& device, const PcieFunction& nic_fn) {
 NicLocality FindLocalNics(const PcieFunction& device, const std::vector<RdmaNic>& nics,
                           const std::vector<PcieFunction>& functions) {
   NicLocality out;
-  std::vector<std::string> numa;
+  std::vector<std::string> numa, unplaced;
   for (const RdmaNic& nic : nics) {
+    bool here = false;  // a port on a netdev of this network namespace
+    for (const auto& port : nic.ports()) here = here || !port.netdev().empty();
+    if (nic.bdf().empty() && here) unplaced.push_back(nic.name());
     const PcieFunction* nic_fn = nullptr;
     for (const PcieFunction& fn : functions) {
       if (!nic.bdf().empty() && fn.bdf() == nic.bdf()) nic_fn = &fn;
@@ -50,6 +53,9 @@ NicLocality FindLocalNics(const PcieFunction& device, const std::vector<RdmaNic>
   } else if (!numa.empty()) {
     out.kind = LocalityKind::kNuma;
     out.nics = std::move(numa);
+  } else if (!unplaced.empty()) {
+    out.kind = LocalityKind::kUnplaced;
+    out.nics = std::move(unplaced);
   }
   std::sort(out.nics.begin(), out.nics.end());
   return out;
@@ -61,6 +67,8 @@ const char* LocalityKindName(LocalityKind kind) {
       return "switch";
     case LocalityKind::kNuma:
       return "numa";
+    case LocalityKind::kUnplaced:
+      return "unplaced";
     case LocalityKind::kNone:
       break;
   }

@@ -13,6 +13,8 @@ enum class LocalityKind {
   kNone,    // no NIC shares its switch or NUMA node
   kSwitch,  // NICs below a PCIe bridge the device is also below (or the same slot)
   kNuma,    // NICs on the device's NUMA node
+  kUnplaced,  // none is placed nearer, and these have no PCI location at all
+              // (software RDMA such as rxe on a veth): equally near every device
 };
 
 struct NicLocality {
@@ -23,7 +25,9 @@ struct NicLocality {
 // The NICs that share `device`'s PCIe switch, else its NUMA node. A NIC's
 // bridge chain is looked up by its bdf in `functions` (the PCI inventory);
 // a NIC missing from it can still match by NUMA node. Unknown NUMA nodes (-1)
-// never match.
+// never match. When nothing matches, NICs without any PCI location (empty
+// bdf) that have a port on a netdev of this network namespace are returned as
+// kUnplaced: nothing is nearer, so they serve the device.
 NicLocality FindLocalNics(const rpci::v1::PcieFunction& device,
                           const std::vector<rpci::v1::RdmaNic>& nics,
                           const std::vector<rpci::v1::PcieFunction>& functions);

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -35,10 +36,13 @@ bool IsZeroGid(const std::string& gid) {
   return std::all_of(gid.begin(), gid.end(), [](char c) { return c == '0' || c == ':'; });
 }
 
-// "4: ACTIVE" (sysfs) or "PORT_ACTIVE" (ibv_port_state_str) -> "ACTIVE".
+// "4: ACTIVE" (sysfs), "PORT_ACTIVE" or "active" (ibv_port_state_str of
+// rdma-core 44, seen on Soft-RoCE in //tests/vm:verbs_inventory_test) ->
+// "ACTIVE".
 std::string NormalizePortState(std::string state) {
   size_t colon = state.find(": ");
   if (colon != std::string::npos) state = state.substr(colon + 2);
+  state = absl::AsciiStrToUpper(state);
   if (absl::StartsWith(state, "PORT_")) state = state.substr(5);
   return state;
 }
@@ -56,7 +60,11 @@ absl::StatusOr<std::vector<RdmaNic>> RdmaInventory::Scan() {
   absl::StatusOr<std::vector<RdmaNic>> nics =
       source_ == RdmaSource::kVerbs ? ScanVerbs() : ScanSysfs();
   if (!nics.ok()) return nics;
-  for (RdmaNic& nic : *nics) FillPciLocation(&nic);
+  for (RdmaNic& nic : *nics) {
+    FillNetdevs(&nic);
+    FillUverbsDevice(&nic);
+    FillPciLocation(&nic);
+  }
   std::sort(nics->begin(), nics->end(),
             [](const RdmaNic& a, const RdmaNic& b) { return a.name() < b.name(); });
   if (nics->empty() && !said_none_) {
@@ -165,17 +173,65 @@ absl::StatusOr<std::vector<RdmaNic>> RdmaInventory::ScanSysfs() {
   return nics;
 }
 
+void RdmaInventory::FillNetdevs(RdmaNic* nic) {
+  const std::string base = absl::StrCat(sysfs_root_, "/class/infiniband/", nic->name());
+  // rxe and siw name their netdev in `parent`.
+  absl::StatusOr<std::string> parent = sysfs::ReadAttr(base + "/parent");
+  for (RdmaPort& port : *nic->mutable_ports()) {
+    if (parent.ok()) port.set_netdev(*parent);
+    // Else each set GID entry names its netdev (RoCE); unset ones read as
+    // EINVAL. The first entries are the port's default GIDs.
+    const std::string ndevs = absl::StrCat(base, "/ports/", port.port(), "/gid_attrs/ndevs/");
+    for (int i = 0; i < 16 && port.netdev().empty(); ++i) {  // no parent
+      absl::StatusOr<std::string> name = sysfs::ReadAttr(absl::StrCat(ndevs, i));
+      if (name.ok()) port.set_netdev(*name);
+    }
+    // As `rdma link` does: a netdev of another network namespace (shared
+    // RDMA devices are visible from every namespace) is not named.
+    if (!port.netdev().empty() && !sysfs::Exists(absl::StrCat(sysfs_root_, "/class/net/", port.netdev()))) {
+      port.clear_netdev();
+    }
+  }
+}
+
+void RdmaInventory::FillUverbsDevice(RdmaNic* nic) {
+  const std::string dir = absl::StrCat(sysfs_root_, "/class/infiniband_verbs");
+  absl::StatusOr<std::vector<std::string>> entries = sysfs::ListDir(dir);
+  for (const std::string& e : entries.ok() ? *entries : std::vector<std::string>()) {
+    if (!absl::StartsWith(e, "uverbs")) continue;
+    absl::StatusOr<std::string> ibdev = sysfs::ReadAttr(absl::StrCat(dir, "/", e, "/ibdev"));
+    if (ibdev.ok() && *ibdev == nic->name()) {
+      nic->set_uverbs_device(absl::StrCat("/dev/infiniband/", e));
+      return;
+    }
+  }
+}
+
 void RdmaInventory::FillPciLocation(RdmaNic* nic) {
   nic->set_numa_node(-1);
   std::string dev = absl::StrCat(sysfs_root_, "/class/infiniband/", nic->name(), "/device");
   sysfs::Link link = sysfs::ReadLink(dev);
   absl::StatusOr<PciAddress> addr = PciAddress::Parse(link.target_name);
+  std::string source = "device";
   if (link.state == sysfs::LinkState::kAbsent || !addr.ok()) {
-    // Software devices (rxe, siw) have no PCI function of their own.
-    logger_.Debug("RDMA device has no PCI address", {{"nic", nic->name()}});
-    return;
+    // Software devices (rxe, siw) have no PCI function of their own; they
+    // sit where their netdev does, when that is a PCI NIC (not veth or lo).
+    std::string netdev;
+    for (const RdmaPort& p : nic->ports()) {
+      if (!p.netdev().empty()) netdev = p.netdev();
+    }
+    if (netdev.empty()) return;
+    dev = absl::StrCat(sysfs_root_, "/class/net/", netdev, "/device");
+    link = sysfs::ReadLink(dev);
+    addr = PciAddress::Parse(link.target_name);
+    source = "netdev";
+    if (link.state == sysfs::LinkState::kAbsent || !addr.ok()) {
+      logger_.Debug("RDMA device has no PCI location", {{"nic", nic->name()}, {"netdev", netdev}});
+      return;
+    }
   }
   nic->set_bdf(addr->ToString());
+  nic->set_location_source(source);
   absl::StatusOr<std::string> numa = sysfs::ReadAttr(dev + "/numa_node");
   if (!numa.ok()) return;
   absl::StatusOr<int64_t> node = sysfs::ParseDecimal(*numa);

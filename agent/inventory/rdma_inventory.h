@@ -20,8 +20,10 @@ enum class RdmaSource {
 RdmaSource DefaultRdmaSource(const std::string& sysfs_root);
 
 // Inventories the host's RDMA NICs. Each NIC's PCI address and NUMA node come
-// from the `device` link of <sysfs_root>/class/infiniband/<name> whichever the
-// source, so locality works the same on a synthetic tree. Keep one instance
+// from the `device` link of <sysfs_root>/class/infiniband/<name> (for a
+// software device such as rxe: from its netdev's `device` link) whichever the
+// source, so locality works the same on a synthetic tree; ports' netdevs and
+// the uverbs character device come from sysfs too. Keep one instance
 // for the agent's lifetime: "no RDMA devices" is logged once, not per scan.
 class RdmaInventory {
  public:
@@ -35,6 +37,11 @@ class RdmaInventory {
  private:
   absl::StatusOr<std::vector<rpci::v1::RdmaNic>> ScanVerbs();
   absl::StatusOr<std::vector<rpci::v1::RdmaNic>> ScanSysfs();
+  // Each port's netdev (gid_attrs/ndevs, else the device's `parent`).
+  void FillNetdevs(rpci::v1::RdmaNic* nic);
+  // class/infiniband_verbs/uverbsN whose ibdev is the NIC.
+  void FillUverbsDevice(rpci::v1::RdmaNic* nic);
+  // bdf and NUMA node from the device's PCI function, or its netdev's.
   void FillPciLocation(rpci::v1::RdmaNic* nic);
 
   std::string sysfs_root_;

@@ -88,6 +88,61 @@ TEST(RdmaInventoryTest, SoftwareDeviceWithoutPciFunctionHasNoAddress) {
   EXPECT_EQ(nics[0].ports(0).state(), "DOWN");
 }
 
+TEST(RdmaInventoryTest, PortsNameTheirNetdevAndTheNicItsUverbsDevice) {
+  SysfsTree tree;
+  tree.AddRdmaDevice("mlx5_0", "0000:04:00.0");
+  tree.WriteFile("devices/virtual/infiniband/mlx5_0/ports/1/gid_attrs/ndevs/0", "enp4s0f0\n");
+  tree.MakeDir("class/net/enp4s0f0");
+  tree.MakeDir("class/infiniband_verbs/uverbs0");
+  tree.WriteFile("class/infiniband_verbs/uverbs0/ibdev", "other\n");
+  tree.MakeDir("class/infiniband_verbs/uverbs3");
+  tree.WriteFile("class/infiniband_verbs/uverbs3/ibdev", "mlx5_0\n");
+  std::vector<RdmaNic> nics = ScanNics(tree.root(), RdmaSource::kSysfs);
+  ASSERT_EQ(nics.size(), 1u);
+  EXPECT_EQ(nics[0].ports(0).netdev(), "enp4s0f0");
+  EXPECT_EQ(nics[0].uverbs_device(), "/dev/infiniband/uverbs3");
+  EXPECT_EQ(nics[0].location_source(), "device");
+}
+
+// rxe on a PCI Ethernet NIC sits where that NIC does; rxe on a veth has no
+// location, and is then what every device gets (nothing is nearer).
+TEST(RdmaInventoryTest, SoftwareDeviceIsPlacedByItsNetdevOrNowhere) {
+  SysfsTree tree;
+  testing::AddSwitchTopology(tree);
+  tree.AddRdmaDevice("rxe0", "0000:00:00.0");
+  tree.Remove("devices/virtual/infiniband/rxe0/device");
+  tree.WriteFile("devices/virtual/infiniband/rxe0/parent", "enp4s0\n");
+  tree.Symlink("../../../bus/pci/devices/0000:04:00.0", "class/net/enp4s0/device");
+  tree.AddRdmaDevice("rxe1", "0000:00:00.0");
+  tree.Remove("devices/virtual/infiniband/rxe1/device");
+  tree.WriteFile("devices/virtual/infiniband/rxe1/ports/1/gid_attrs/ndevs/0", "veth0\n");
+  tree.MakeDir("class/net/veth0");
+  // A device whose netdev is in another network namespace: none named.
+  tree.AddRdmaDevice("rxe2", "0000:00:00.0");
+  tree.Remove("devices/virtual/infiniband/rxe2/device");
+  tree.WriteFile("devices/virtual/infiniband/rxe2/parent", "veth1\n");
+  std::vector<RdmaNic> nics = ScanNics(tree.root(), RdmaSource::kSysfs);
+  ASSERT_EQ(nics.size(), 3u);
+  EXPECT_EQ(nics[2].ports(0).netdev(), "");
+  nics.pop_back();
+  EXPECT_EQ(nics[0].ports(0).netdev(), "enp4s0");
+  EXPECT_EQ(nics[0].bdf(), "0000:04:00.0");
+  EXPECT_EQ(nics[0].numa_node(), 0);
+  EXPECT_EQ(nics[0].location_source(), "netdev");
+  EXPECT_EQ(nics[1].ports(0).netdev(), "veth0");
+  EXPECT_EQ(nics[1].bdf(), "");
+  EXPECT_EQ(nics[1].location_source(), "");
+
+  std::vector<PcieFunction> fns = ScanFunctions(tree);
+  NicLocality gpu = FindLocalNics(Fn(fns, "0000:03:00.0"), nics, fns);
+  EXPECT_EQ(gpu.kind, LocalityKind::kSwitch);
+  EXPECT_EQ(gpu.nics, std::vector<std::string>{"rxe0"});
+  nics.erase(nics.begin());
+  NicLocality alone = FindLocalNics(Fn(fns, "0000:03:00.0"), nics, fns);
+  EXPECT_EQ(alone.kind, LocalityKind::kUnplaced);
+  EXPECT_EQ(alone.nics, std::vector<std::string>{"rxe1"});
+}
+
 TEST(RdmaInventoryTest, NoDevicesReportsNoneAndSaysSoOnce) {
   LogCapture logs;
   SysfsTree tree;
@@ -115,6 +170,7 @@ TEST(RdmaInventoryTest, LiveVerbsAgreesWithLiveSysfs) {
     EXPECT_EQ((*from_verbs)[i].bdf(), from_sysfs[i].bdf());
     EXPECT_EQ((*from_verbs)[i].node_guid(), from_sysfs[i].node_guid());
     EXPECT_EQ((*from_verbs)[i].ports_size(), from_sysfs[i].ports_size());
+    EXPECT_EQ((*from_verbs)[i].uverbs_device(), from_sysfs[i].uverbs_device());
   }
   if (from_verbs->empty()) {
     EXPECT_EQ(logs.Count("no RDMA devices found"), 2);  // verbs once, sysfs once

@@ -8,12 +8,16 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -59,6 +63,37 @@ absl::Status FabricError(absl::string_view call, int fi_errno) {
 }
 
 namespace {
+
+// Bytes this process has locked (VmLck in /proc/self/status); -1 unknown.
+int64_t LockedBytes() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  int64_t kib = -1;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    long long v = 0;
+    if (std::sscanf(line, "VmLck: %lld kB", &v) == 1) kib = v;
+  }
+  std::fclose(f);
+  return kib < 0 ? -1 : kib * 1024;
+}
+
+// A failure of a call that pins memory (registration, and rxm's own buffer
+// pools in fi_enable). Providers that pin (verbs) fail with ENOMEM when the
+// locked-memory limit is reached; say so, with the numbers and the fix.
+absl::Status PinningError(absl::string_view call, int rc, size_t bytes) {
+  absl::Status s = FabricError(call, rc);
+  rlimit limit{};
+  if ((rc != -FI_ENOMEM && rc != FI_ENOMEM) || getrlimit(RLIMIT_MEMLOCK, &limit) != 0 ||
+      limit.rlim_cur == RLIM_INFINITY) {
+    return s;
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      s.message(), " (locked-memory limit: RLIMIT_MEMLOCK is ", limit.rlim_cur, " bytes, ", LockedBytes(),
+      " already locked", bytes > 0 ? absl::StrCat(", ", bytes, " more asked") : "",
+      "; RDMA registration pins memory: raise the limit (`ulimit -l`; in a pod see docs/operators/install.md, "
+      "\"Locked memory for RDMA\") or grant CAP_IPC_LOCK)"));
+}
 
 MrMode DecodeMrMode(uint64_t bits) {
   MrMode mode;
@@ -244,7 +279,7 @@ absl::Status EndpointImpl::Init() {
     return FabricError("fi_ep_bind(cq)", rc);
   }
   if ((rc = fi_ep_bind(core_->ep, &core_->av->fid, 0)) != 0) return FabricError("fi_ep_bind(av)", rc);
-  if ((rc = fi_enable(core_->ep)) != 0) return FabricError("fi_enable", rc);
+  if ((rc = fi_enable(core_->ep)) != 0) return PinningError("fi_enable", rc, 0);
 
   std::string name(64, '\0');
   size_t len = name.size();
@@ -389,7 +424,7 @@ absl::StatusOr<std::unique_ptr<MemoryRegion>> EndpointImpl::RegisterMemory(void*
     rc = fi_mr_reg(core_->domain->domain, data, size, fi_access, offset, requested_key, 0, &handle->mr, nullptr);
     if (rc != -FI_ENOKEY || mode_.prov_key) break;
   }
-  if (rc != 0) return FabricError(absl::StrCat("fi_mr_reg(", size, " bytes)"), rc);
+  if (rc != 0) return PinningError(absl::StrCat("fi_mr_reg(", size, " bytes)"), rc, size);
   if (mode_.endpoint) {
     if ((rc = fi_mr_bind(handle->mr, &core_->ep->fid, 0)) != 0) return FabricError("fi_mr_bind", rc);
     if ((rc = fi_mr_enable(handle->mr)) != 0) return FabricError("fi_mr_enable", rc);
@@ -413,6 +448,8 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
     if (stop_.load()) return ShutDownError(call);
     outstanding_[&op->ctx] = op;
   }
+  // Refusals while the provider connects to the peer may last connect_timeout.
+  deadline = std::max(deadline, absl::Now() + config_.connect_timeout);
   while (true) {
     ssize_t rc = post();
     if (rc == 0) {
@@ -427,8 +464,9 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
     } else if (stop_.load()) {
       failure = ShutDownError(call);  // nothing will free the queues
     } else if (absl::Now() >= deadline) {
-      failure = absl::DeadlineExceededError(
-          absl::StrCat("fabric: ", call, ": provider busy for ", absl::FormatDuration(config_.op_timeout)));
+      failure = absl::DeadlineExceededError(absl::StrCat(
+          "fabric: ", call, ": provider busy for ",
+          absl::FormatDuration(std::max(config_.op_timeout, config_.connect_timeout))));
     }
     if (!failure.ok()) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -492,7 +530,11 @@ absl::Status EndpointImpl::PostAndWait(absl::string_view call, size_t count, boo
     }
     // Posted operations still reference caller buffers: wait for them even
     // when a later post failed.
-    if (absl::Status s = WaitAll(posted, call, deadline); !s.ok()) return s;
+    // Completions get op_timeout from the last post (which may have waited
+    // for a connection).
+    if (absl::Status s = WaitAll(posted, call, std::max(deadline, absl::Now() + config_.op_timeout)); !s.ok()) {
+      return s;
+    }
     if (!post_failure.ok()) return post_failure;
     std::vector<size_t> again;
     const Op* first_retry = nullptr;
@@ -665,6 +707,23 @@ void SizeRxmBuffers(const FabricConfig& config) {
   });
 }
 
+// libfabric settings verbs;ofi_rxm needs, applied before the process's first
+// fi_getinfo (libfabric reads them once, when its providers initialize):
+// - FI_UNIVERSE_SIZE from FabricConfig::universe_size unless the environment
+//   sets it (rxm sizes its completion queue from it; see fabric.h);
+// - FI_MR_CACHE_MAX_COUNT=0, always: libfabric's registration cache keeps a
+//   closed region registered with the NIC for reuse, so a revoked key kept
+//   working and the same buffer registered again got the same key
+//   (//tests/vm:verbs_keys_test); regions must be unreachable once revoked.
+void ApplyVerbsEnvironment(const std::string& provider, size_t universe_size) {
+  static std::once_flag once;
+  if (provider != kVerbs) return;
+  std::call_once(once, [universe_size] {
+    setenv("FI_UNIVERSE_SIZE", absl::StrCat(universe_size).c_str(), /*overwrite=*/0);
+    setenv("FI_MR_CACHE_MAX_COUNT", "0", /*overwrite=*/1);
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config, RdmaProbe* probe) {
@@ -674,6 +733,7 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
     return absl::InvalidArgumentError("fabric: max_message, recv_depth and op_timeout must be positive");
   }
   SizeRxmBuffers(config);
+  ApplyVerbsEnvironment(*provider, config.universe_size);
   fi_info* hints = fi_allocinfo();
   if (hints == nullptr) return absl::ResourceExhaustedError("fabric: fi_allocinfo failed");
   hints->caps = FI_MSG | FI_RMA;
@@ -708,7 +768,11 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
   if ((rc = fi_domain(domain->fabric, domain->info, &domain->domain, nullptr)) != 0) {
     return FabricError("fi_domain", rc);
   }
-  return std::unique_ptr<Fabric>(new FabricImpl(config, std::move(domain), *provider));
+  FabricConfig effective = config;
+  if (effective.connect_timeout <= absl::ZeroDuration() && *provider == kVerbs) {
+    effective.connect_timeout = absl::Seconds(15);  // rdma_cm connection setup (fabric.h)
+  }
+  return std::unique_ptr<Fabric>(new FabricImpl(effective, std::move(domain), *provider));
 }
 
 }  // namespace rpci::fabric

@@ -45,16 +45,32 @@ struct FabricConfig {
   std::string service;
   // An operation not complete by then fails with DEADLINE_EXCEEDED.
   absl::Duration op_timeout = absl::Seconds(2);
+  // How long a post may be refused (FI_EAGAIN) while the provider connects
+  // to the peer, if longer than op_timeout; op_timeout then counts from the
+  // post. verbs;ofi_rxm connects through rdma_cm on the first operation to a
+  // peer, which took 5-7 s on Soft-RoCE in the test machine
+  // (//tests/vm:verbs_e2e_test). Zero: op_timeout, except 15 s with
+  // verbs;ofi_rxm.
+  absl::Duration connect_timeout = absl::ZeroDuration();
   // Largest message Send/Recv carry, and how many receives stay posted.
   size_t max_message = 4096;
   size_t recv_depth = 32;
+  // Peers one endpoint talks to at once (libfabric's FI_UNIVERSE_SIZE),
+  // applied with verbs;ofi_rxm unless the environment sets FI_UNIVERSE_SIZE.
+  // rxm sizes one completion queue for all its connections as (128 + 128)
+  // x universe entries; libfabric's default universe (256) asks for 65536,
+  // more than Soft-RoCE (rxe: max_cqe 32767) and some NICs give, and
+  // fi_enable then fails ("Unable to create verbs CQ"). 64 fits every
+  // device that has 16384 CQ entries (ibv_devinfo -v: max_cqe). libfabric
+  // reads it once per process, at the first Fabric::Open (docs/agent.md).
+  size_t universe_size = 64;
 };
 
 // tcp;ofi_rxm bound to 127.0.0.1: single-host setups and tests.
 FabricConfig LoopbackConfig();
 
-// Reads `provider`, `node`, `service`, `op_timeout_ms`, `max_message` and
-// `recv_depth` from a config object (e.g. the `fabric:` section). Absent keys
+// Reads `provider`, `node`, `service`, `op_timeout_ms`, `max_message`,
+// `recv_depth` and `universe_size` from a config object (e.g. the `fabric:` section). Absent keys
 // keep `config`'s values; errors are recorded in `reader`.
 void ReadFabricConfig(ConfigReader reader, FabricConfig* config);
 
@@ -169,7 +185,11 @@ class Endpoint {
 
   // Registers `size` bytes at `data`, granting peers `access` (Access bits).
   // The caller keeps the memory alive and in place while the region exists.
-  // The key is chosen by the provider or at random, never guessable.
+  // The key is chosen by the provider or at random, never guessable. (With
+  // verbs the NIC chooses: Soft-RoCE's keys are a table index and 8 random
+  // bits, so sessions must not share a domain; see docs/verbs.md.) With
+  // verbs, libfabric's registration cache is turned off so that Revoke
+  // really deregisters (Fabric::Open).
   // Enforcement is the provider's: tcp;ofi_rxm (libfabric 1.17) refuses
   // remote writes to a region without kRemoteWrite but does NOT refuse remote
   // reads of a region without kRemoteRead, so never register memory a peer
@@ -226,6 +246,15 @@ class Fabric {
   // A new endpoint bound to config.node/service. Thread-safe.
   virtual absl::StatusOr<std::unique_ptr<Endpoint>> OpenEndpoint() = 0;
 };
+
+// The local IPv4 address this host uses to reach `endpoint`'s host
+// ("host:port", optionally with a gRPC dns:///, ipv4: or ipv6: scheme): the
+// route's source address, found with a connected UDP socket (nothing is
+// sent). What an endpoint binds to when talking to that peer, and so which
+// RDMA NIC carries the session.
+absl::StatusOr<std::string> LocalAddressFor(const std::string& endpoint);
+// The network device (in this network namespace) holding IPv4 `address`.
+absl::StatusOr<std::string> NetdevWithAddress(const std::string& address);
 
 // fi_strerror's text as a Status of a fitting code, naming `call`:
 // "fabric: fi_write: Connection refused" (code UNAVAILABLE).

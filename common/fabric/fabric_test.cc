@@ -428,3 +428,25 @@ TEST(FabricTest, ShmMovesBytesWithinOneHost) {
 
 }  // namespace
 }  // namespace rpci::fabric
+
+namespace rpci::fabric {
+namespace {
+
+TEST(RouteTest, LoopbackPeerIsReachedFromLoopbackOnLo) {
+  absl::StatusOr<std::string> local = LocalAddressFor("dns:///127.0.0.1:7000");
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_EQ(*local, "127.0.0.1");
+  absl::StatusOr<std::string> netdev = NetdevWithAddress(*local);
+  ASSERT_TRUE(netdev.ok()) << netdev.status();
+  EXPECT_EQ(*netdev, "lo");
+}
+
+TEST(RouteTest, BadEndpointsAndUnknownAddressesAreClearErrors) {
+  EXPECT_EQ(LocalAddressFor("no-port").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(NetdevWithAddress("not an address").status().code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<std::string> none = NetdevWithAddress("192.0.2.77");  // TEST-NET-1
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound) << none.status();
+}
+
+}  // namespace
+}  // namespace rpci::fabric

@@ -70,6 +70,9 @@ void ReadFabricConfig(ConfigReader reader, FabricConfig* config) {
   int64_t recv_depth = static_cast<int64_t>(config->recv_depth);
   reader.Int("recv_depth", &recv_depth, 1, 4096);
   config->recv_depth = static_cast<size_t>(recv_depth);
+  int64_t universe = static_cast<int64_t>(config->universe_size);
+  reader.Int("universe_size", &universe, 1, 1 << 20);
+  config->universe_size = static_cast<size_t>(universe);
 }
 
 }  // namespace rpci::fabric

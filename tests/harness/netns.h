@@ -33,6 +33,8 @@ class VethPair {
   const std::string& ns_b() const { return ns_[1]; }
   const std::string& addr_a() const { return addr_[0]; }
   const std::string& addr_b() const { return addr_[1]; }
+  // The veth device of host a or b (inside its namespace).
+  const std::string& dev(int host) const { return dev_[host]; }
 
   // argv prefixed to run a program inside host a or b.
   std::vector<std::string> ExecIn(int host, const std::vector<std::string>& argv) const;

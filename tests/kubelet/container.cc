@@ -20,9 +20,62 @@ namespace {
 
 std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
 
+// A bind mount of `host` at `target` (a file is created for it to cover).
+bool BindFile(const std::string& host, const std::string& target, std::string* error) {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(target).parent_path(), ec);
+  if (FILE* f = std::fopen(target.c_str(), "a"); f != nullptr) std::fclose(f);
+  if (mount(host.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    *error = Errno("bind " + host + " -> " + target);
+    return false;
+  }
+  return true;
+}
+
+// /dev as a runtime makes it: a fresh tmpfs with the default nodes (null,
+// zero, full, random, urandom, tty), /dev/shm, and exactly the response's
+// device specs (host path at container path). Device permissions are not
+// enforced (no device cgroup), so `permissions` is not applied.
+bool SetUpDev(const v1beta1::ContainerAllocateResponse& response, std::string* error) {
+  // The host's /dev stays reachable at `host` (in this mount namespace only)
+  // while the new one is filled, then goes.
+  char tmpl[] = "/tmp/rpci-container-dev-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) {
+    *error = Errno("mkdtemp");
+    return false;
+  }
+  const std::string host = tmpl;
+  if (mount("/dev", host.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+    *error = Errno("bind /dev -> " + host);
+    return false;
+  }
+  bool ok = mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755") == 0;
+  if (!ok) *error = Errno("tmpfs on /dev");
+  for (const char* node : {"null", "zero", "full", "random", "urandom", "tty"}) {
+    ok = ok && BindFile(host + "/" + node, std::string("/dev/") + node, error);
+  }
+  for (const v1beta1::DeviceSpec& d : response.devices()) {
+    std::string rel = d.host_path();
+    if (rel.rfind("/dev/", 0) != 0) {
+      *error = "device " + rel + " is not under /dev";
+      ok = false;
+    }
+    ok = ok && BindFile(host + rel.substr(4), d.container_path(), error);
+  }
+  umount2(host.c_str(), MNT_DETACH);
+  rmdir(host.c_str());
+  if (!ok) return false;
+  std::filesystem::create_directories("/dev/shm");
+  if (mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) {
+    *error = Errno("tmpfs on /dev/shm");
+    return false;
+  }
+  return true;
+}
+
 bool SetUpMounts(const v1beta1::ContainerAllocateResponse& response, std::string* error) {
-  if (response.mounts_size() == 0) return true;
   if (unshare(CLONE_NEWNS) != 0) {
+    if (response.mounts_size() == 0 && response.devices_size() == 0) return true;  // nothing to apply
     *error = Errno("unshare(CLONE_NEWNS)");
     return false;
   }
@@ -30,6 +83,7 @@ bool SetUpMounts(const v1beta1::ContainerAllocateResponse& response, std::string
     *error = Errno("making / private");
     return false;
   }
+  if (!SetUpDev(response, error)) return false;
   for (const v1beta1::Mount& m : response.mounts()) {
     std::error_code ec;
     std::filesystem::create_directories(m.container_path(), ec);

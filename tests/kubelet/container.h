@@ -5,7 +5,9 @@
 // what rpci's workloads can observe: the command runs with exactly the
 // response's environment (nothing inherited) and, in its own mount namespace,
 // with each of the response's mounts bind-mounted (read-only when asked) at
-// its container path. Devices and annotations are not applied.
+// its container path, and a /dev holding only a runtime's default nodes and
+// the response's devices. Device permissions (a device cgroup) and
+// annotations are not applied.
 
 #include <string>
 #include <vector>

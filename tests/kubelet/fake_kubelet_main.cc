@@ -55,8 +55,12 @@ int RunPod(rpci::testing::FakeKubelet& kubelet, const rpci::Logger& log, const s
     mounts.push_back({{"container", m.container_path()}, {"host", m.host_path()}, {"read_only", m.read_only()}});
   }
   for (const auto& c : admitted->response.cdi_devices()) cdi.push_back(c.name());
+  nlohmann::json nodes = nlohmann::json::array();
+  for (const auto& d : admitted->response.devices()) {
+    nodes.push_back({{"container", d.container_path()}, {"host", d.host_path()}, {"permissions", d.permissions()}});
+  }
   log.Info("pod admitted", {{"pod", pod}, {"devices", admitted->device_ids}, {"envs", envs}, {"mounts", mounts},
-                            {"cdi_devices", cdi}});
+                            {"cdi_devices", cdi}, {"device_nodes", nodes}});
   int rc = rpci::testing::RunContainer(admitted->response, command, isolate);
   log.Info("container exited", {{"pod", pod}, {"exit_code", rc}});
   kubelet.RemovePod(ns, name);
