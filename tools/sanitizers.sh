@@ -19,6 +19,7 @@ for c in "${configs[@]}"; do
   # say what that forces us to ignore and why.
   bazel --output_base="$base" test --config="$c" --symlink_prefix=/ //... \
     --test_env=ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:suppressions="$PWD/tools/sanitizers/asan.supp" \
+    --test_env=LSAN_OPTIONS=suppressions="$PWD/tools/sanitizers/lsan.supp" \
     --test_env=UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     --test_env=TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions="$PWD/tools/sanitizers/tsan.supp" \
     --test_timeout=300,900,1800,3600
