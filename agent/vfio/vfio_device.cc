@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 #include "absl/strings/numbers.h"
@@ -313,9 +314,19 @@ absl::Status VfioDevice::ValidateIova(uint64_t iova, uint64_t size) {
   if ((info->flags & VFIO_IOMMU_INFO_CAPS) == 0) return absl::OkStatus();
   const auto* h = FindCap(*buf, info->cap_offset, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE);
   if (h == nullptr) return absl::OkStatus();
-  auto* cap = reinterpret_cast<const vfio_iommu_type1_info_cap_iova_range*>(h);
-  for (uint32_t i = 0; i < cap->nr_iovas; ++i) {
-    if (iova >= cap->iova_ranges[i].start && iova + size - 1 <= cap->iova_ranges[i].end) return absl::OkStatus();
+  // The kernel chains capabilities at 4-byte offsets, and the ranges are
+  // u64s: read them by copy, never through a misaligned struct pointer.
+  const size_t at = static_cast<size_t>(reinterpret_cast<const uint8_t*>(h) - buf->data());
+  constexpr size_t kNrOffset = offsetof(vfio_iommu_type1_info_cap_iova_range, nr_iovas);
+  constexpr size_t kRangesOffset = offsetof(vfio_iommu_type1_info_cap_iova_range, iova_ranges);
+  uint32_t nr = 0;
+  if (at + kRangesOffset <= buf->size()) std::memcpy(&nr, buf->data() + at + kNrOffset, sizeof(nr));
+  for (uint32_t i = 0; i < nr; ++i) {
+    vfio_iova_range r = {};
+    const size_t from = at + kRangesOffset + i * sizeof(r);
+    if (from + sizeof(r) > buf->size()) break;
+    std::memcpy(&r, buf->data() + from, sizeof(r));
+    if (iova >= r.start && iova + size - 1 <= r.end) return absl::OkStatus();
   }
   return absl::InvalidArgumentError(
       absl::StrFormat("DMA window 0x%x+0x%x is outside the IOMMU's usable IOVA ranges", iova, size));
