@@ -18,6 +18,7 @@
 
 #include "agent/inventory/pci_inventory.h"
 #include "agent/inventory/pci_names.h"
+#include "bench/fabric_pair.h"
 #include "bench/stats.h"
 #include "bench/tcp_baseline.h"
 #include "common/fabric/fabric.h"
@@ -70,17 +71,11 @@ struct RmaResult {
 // region on one and a remote-writable target on the other.
 absl::StatusOr<RmaResult> MeasureRmaWrite(fabric::FabricConfig config, size_t size, int batch, int64_t total) {
   config.op_timeout = absl::Seconds(30);
-  auto fa = fabric::Fabric::Open(config);
-  if (!fa.ok()) return fa.status();
-  auto fb = fabric::Fabric::Open(config);
-  if (!fb.ok()) return fb.status();
-  auto a = (*fa)->OpenEndpoint();
-  if (!a.ok()) return a.status();
-  auto b = (*fb)->OpenEndpoint();
-  if (!b.ok()) return b.status();
-  auto peer = (*a)->InsertPeer((*b)->address());
-  if (!peer.ok()) return peer.status();
-  if (auto back = (*b)->InsertPeer((*a)->address()); !back.ok()) return back.status();
+  absl::StatusOr<rpci::bench::FabricPair> pair = rpci::bench::OpenFabricPair(config);
+  if (!pair.ok()) return pair.status();
+  auto* a = &pair->a;
+  auto* b = &pair->b;
+  auto* peer = &pair->a_to_b;
 
   const size_t span = size * static_cast<size_t>(batch);
   std::vector<uint8_t> src(span, 0x5a), dst(span, 0);

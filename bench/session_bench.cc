@@ -14,6 +14,7 @@
 
 #include "agent/session/session_server.h"
 #include "agent/session/testing/test_device.h"
+#include "bench/fabric_pair.h"
 #include "bench/stats.h"
 #include "bench/tcp_baseline.h"
 #include "client/session_client.h"
@@ -42,18 +43,12 @@ double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count()
 absl::StatusOr<std::vector<double>> FabricPingPongUs(const rpci::fabric::FabricConfig& config, size_t bytes,
                                                      int iters, int warmup) {
   namespace fabric = rpci::fabric;
-  auto fa = fabric::Fabric::Open(config);
-  if (!fa.ok()) return fa.status();
-  auto fb = fabric::Fabric::Open(config);
-  if (!fb.ok()) return fb.status();
-  auto a = (*fa)->OpenEndpoint();
-  if (!a.ok()) return a.status();
-  auto b = (*fb)->OpenEndpoint();
-  if (!b.ok()) return b.status();
-  auto peer = (*a)->InsertPeer((*b)->address());
-  if (!peer.ok()) return peer.status();
-  auto back = (*b)->InsertPeer((*a)->address());
-  if (!back.ok()) return back.status();
+  absl::StatusOr<rpci::bench::FabricPair> pair = rpci::bench::OpenFabricPair(config);
+  if (!pair.ok()) return pair.status();
+  auto* a = &pair->a;
+  auto* b = &pair->b;
+  auto* peer = &pair->a_to_b;
+  auto* back = &pair->b_to_a;
   fabric::Endpoint* echo_ep = b->get();
   std::thread echo([echo_ep, back = *back, n = iters + warmup] {
     for (int i = 0; i < n; ++i) {
