@@ -330,12 +330,23 @@ absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
 template <typename Pred>
 absl::Status SessionClient::WaitLocked(absl::Duration timeout, Pred done) {
   const absl::Time deadline = absl::Now() + timeout;
+  absl::Time next_heartbeat = absl::Now() + options_.heartbeat;
   while (!done()) {
     if (closed_) return EnsureLiveLocked();
     const absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("session " + ticket_.session_id.ToString() + ": timed out");
     absl::Status s = PumpLocked(std::min(left, absl::Milliseconds(200)));
     if (!s.ok() && s.code() != absl::StatusCode::kDeadlineExceeded) return s;
+    // The heartbeat thread waits for mu_ meanwhile, so a wait sends them: a
+    // link that broke while this side only listened (the agent's pushes
+    // failing) fails the send, and the caller re-attaches (which replays the
+    // completions) instead of timing out.
+    if (absl::Now() >= next_heartbeat) {
+      if (absl::Status h = SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0); !h.ok()) {
+        return h;
+      }
+      next_heartbeat = absl::Now() + options_.heartbeat;
+    }
   }
   return absl::OkStatus();
 }
