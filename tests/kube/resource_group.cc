@@ -60,7 +60,9 @@ void ValidateDevice(const json& d, const std::string& at, std::set<std::string>&
   if (!IsDnsLabel(name)) out.push_back(at + ".name: Invalid value: \"" + name + "\": must be a DNS label");
   if (!names.insert(name).second) out.push_back(at + ".name: Duplicate value: \"" + name + "\"");
   size_t count = 0;
-  for (const auto& [key, a] : d.value("attributes", json::object()).items()) {
+  const json attributes = d.is_object() ? d.value("attributes", json::object()) : json::object();
+  const json capacity = d.is_object() ? d.value("capacity", json::object()) : json::object();
+  for (const auto& [key, a] : attributes.items()) {
     ++count;
     int kinds = 0;
     for (const char* k : {"int", "bool", "string", "version"}) kinds += a.is_object() && a.contains(k);
@@ -68,7 +70,7 @@ void ValidateDevice(const json& d, const std::string& at, std::set<std::string>&
       out.push_back(absl::StrCat(at, ".attributes[", key, "]: Invalid value: exactly one value must be specified"));
     }
   }
-  for (const auto& [key, c] : d.value("capacity", json::object()).items()) {
+  for (const auto& [key, c] : capacity.items()) {
     ++count;
     if (!c.is_object() || !IsQuantity(c.value("value", json()))) {
       out.push_back(absl::StrCat(at, ".capacity[", key, "].value: Invalid value: not a quantity"));
