@@ -26,6 +26,7 @@
 #include "controller/model.h"
 #include "controller/pool_manager.h"
 #include "controller/resource_api.h"
+#include "controller/resource_slices.h"
 #include "controller/service.h"
 #include "controller/store.h"
 
@@ -116,6 +117,9 @@ class ControllerApp {
   // Writes each DevicePool's status (counts per phase, conditions) when it
   // differs from what the informer last showed.
   void WritePoolStatus();
+  // Publishes the DRA-enabled pools' free devices as ResourceSlices
+  // (resource_slices.h).
+  void PublishSlices();
 
   const ControllerOptions options_;
   const Clock* const clock_;
@@ -124,6 +128,9 @@ class ControllerApp {
   std::unique_ptr<kube::KubeClient> kube_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<ResourceApi> resources_;  // with --store=kube
+  std::unique_ptr<SlicePublisher> slices_;  // with --store=kube
+  std::string slices_digest_;               // the offer last synced (loop thread only)
+  absl::Time next_slice_sync_ = absl::InfinitePast();
   std::unique_ptr<PoolManager> manager_;
   std::vector<PoolSpec> file_pools_;
   std::unique_ptr<kube::LeaderElector> elector_;
