@@ -25,6 +25,8 @@ namespace drabeta = ::k8s::io::kubelet::pkg::apis::dra::v1beta1;
 
 // pkg/kubelet/cm/dra/plugin: every call on a DRA plugin has this long.
 constexpr absl::Duration kCallTimeout = absl::Seconds(45);
+// pkg/kubelet/pluginmanager: the reconciler's period.
+constexpr absl::Duration kReconcilePeriod = absl::Seconds(1);
 
 bool IsSocket(const std::string& path) {
   struct stat st;
@@ -92,7 +94,12 @@ absl::Status FakeDraKubelet::Start() {
     }
     closedir(d);
   }
-  for (const std::string& name : existing) RegisterSocket(registry_dir() + "/" + name);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    desired_.clear();
+    registered_.clear();
+    for (const std::string& name : existing) desired_[registry_dir() + "/" + name] = ++stamp_;
+  }
   watch_ = std::thread([this, fd] { WatchLoop(fd); });
   return absl::OkStatus();
 }
@@ -111,28 +118,53 @@ absl::Status FakeDraKubelet::Restart() {
 
 void FakeDraKubelet::WatchLoop(int fd) {
   alignas(inotify_event) char buf[4096];
+  absl::Time last_reconcile = absl::InfinitePast();
   while (!stopping_) {
     pollfd pfd{fd, POLLIN, 0};
-    if (poll(&pfd, 1, 100) <= 0) continue;
     ssize_t len;
-    while ((len = read(fd, buf, sizeof(buf))) > 0) {
-      for (char* p = buf; p < buf + len;) {
-        auto* ev = reinterpret_cast<inotify_event*>(p);
-        p += sizeof(inotify_event) + ev->len;
-        if (ev->len == 0 || ev->name[0] == '.') continue;
-        const std::string path = registry_dir() + "/" + ev->name;
-        if (ev->mask & IN_DELETE) {
-          DeregisterSocket(path);
-        } else if (IsSocket(path)) {
-          RegisterSocket(path);
+    if (poll(&pfd, 1, 100) > 0) {
+      while ((len = read(fd, buf, sizeof(buf))) > 0) {
+        for (char* p = buf; p < buf + len;) {
+          auto* ev = reinterpret_cast<inotify_event*>(p);
+          p += sizeof(inotify_event) + ev->len;
+          if (ev->len == 0 || ev->name[0] == '.') continue;
+          const std::string path = registry_dir() + "/" + ev->name;
+          std::lock_guard<std::mutex> lock(mu_);
+          if (ev->mask & IN_DELETE) {
+            desired_.erase(path);
+            registered_.erase(path);
+            for (auto it = drivers_.begin(); it != drivers_.end();) {
+              it = it->second->registration_socket == path ? drivers_.erase(it) : std::next(it);
+            }
+            changed_.notify_all();
+          } else {
+            desired_[path] = ++stamp_;  // a new socket: registered anew
+          }
         }
+      }
+    }
+    if (absl::Now() - last_reconcile < kReconcilePeriod) continue;
+    last_reconcile = absl::Now();
+    // The reconciler: every desired socket not registered at its current
+    // stamp is (re)tried, refused ones included.
+    std::vector<std::pair<std::string, int64_t>> todo;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [path, stamp] : desired_) {
+        if (registered_.count(path) == 0 || registered_.at(path) != stamp) todo.emplace_back(path, stamp);
+      }
+    }
+    for (const auto& [path, stamp] : todo) {
+      if (RegisterSocket(path)) {
+        std::lock_guard<std::mutex> lock(mu_);
+        registered_[path] = stamp;
       }
     }
   }
   close(fd);
 }
 
-void FakeDraKubelet::RegisterSocket(const std::string& socket) {
+bool FakeDraKubelet::RegisterSocket(const std::string& socket) {
   auto reg = Dial(socket);
   auto stub = pluginregistration::Registration::NewStub(reg);
   DraRegistration r;
@@ -149,7 +181,7 @@ void FakeDraKubelet::RegisterSocket(const std::string& socket) {
       std::lock_guard<std::mutex> lock(mu_);
       registrations_.push_back(r);
       changed_.notify_all();
-      return;
+      return false;
     }
   }
   r.type = info.type();
@@ -185,14 +217,7 @@ void FakeDraKubelet::RegisterSocket(const std::string& socket) {
   }
   registrations_.push_back(r);
   changed_.notify_all();
-}
-
-void FakeDraKubelet::DeregisterSocket(const std::string& socket) {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = drivers_.begin(); it != drivers_.end();) {
-    it = it->second->registration_socket == socket ? drivers_.erase(it) : std::next(it);
-  }
-  changed_.notify_all();
+  return r.error.empty();
 }
 
 std::vector<DraRegistration> FakeDraKubelet::registrations() const {

@@ -10,7 +10,9 @@
 //    supported_versions entry it serves: "v1.DRAPlugin" preferred over
 //    "v1beta1.DRAPlugin", or only the versions the kubelet was configured
 //    with, as on 1.32-1.33), then NotifyRegistrationStatus with the outcome.
-//    A removed socket deregisters the driver.
+//    The reconciler runs every second and tries again every socket not
+//    registered (GetInfo failures and refusals alike). A removed socket
+//    deregisters the driver.
 //  - the DRA manager's calls: NodePrepareResources / NodeUnprepareResources
 //    on the chosen service with the kubelet's 45 s call timeout; the
 //    response must hold an entry for every claim.
@@ -96,8 +98,8 @@ class FakeDraKubelet {
  private:
   struct Driver;
   void WatchLoop(int inotify_fd);
-  void RegisterSocket(const std::string& socket);
-  void DeregisterSocket(const std::string& socket);
+  // GetInfo, validation, NotifyRegistrationStatus; whether it registered.
+  bool RegisterSocket(const std::string& socket);
   std::shared_ptr<Driver> DriverNamed(const std::string& driver) const;
 
   const std::string kubelet_dir_;
@@ -110,6 +112,10 @@ class FakeDraKubelet {
   mutable std::condition_variable changed_;
   std::vector<DraRegistration> registrations_;          // since Start
   std::map<std::string, std::shared_ptr<Driver>> drivers_;  // by name
+  // The plugin watcher's desired state (socket -> stamp of its creation) and
+  // the reconciler's actual state (socket -> stamp registered).
+  std::map<std::string, int64_t> desired_, registered_;
+  int64_t stamp_ = 0;
 };
 
 }  // namespace rpci::testing
