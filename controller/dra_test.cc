@@ -3,13 +3,13 @@
 // kube-apiserver serves it), state in the rpci.io CRDs.
 #include <memory>
 
-#include "common/grpc_util.h"
+#include "common/testing/manual_clock.h"
 #include "controller/kube_store.h"
 #include "controller/pool_manager.h"
 #include "controller/resource_api.h"
 #include "controller/resource_slices.h"
 #include "controller/service.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
 #include "gtest/gtest.h"
