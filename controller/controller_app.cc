@@ -81,7 +81,8 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
     if (app->ns_.empty()) return absl::InvalidArgumentError("--namespace: empty, and the kube config names none");
     app->store_ = std::make_unique<KubeStore>(app->kube_.get(), clock, app->ns_);
     app->resources_ = std::make_unique<ResourceApi>(app->kube_.get());
-    app->slices_ = std::make_unique<SlicePublisher>(app->kube_.get(), app->resources_.get());
+    app->slices_ =
+        std::make_unique<SlicePublisher>(app->kube_.get(), app->resources_.get(), o.dra_binding_conditions);
   } else {
     absl::StatusOr<std::unique_ptr<LocalStore>> local = LocalStore::Open(o.state_dir, clock);
     if (!local.ok()) return local.status();
@@ -105,6 +106,10 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
   mo.agent_lease = o.agent_lease;
   app->manager_ = std::make_unique<PoolManager>(app->store_.get(), clock, mo, &app->metrics_);
   app->manager_->SetPools(app->file_pools_);
+  if (o.dra_binding_conditions) {
+    if (!app->kube_) return absl::InvalidArgumentError("--dra-binding-conditions: needs --store=kube");
+    app->binder_ = std::make_unique<ClaimBinder>(app->kube_.get(), app->resources_.get(), app->manager_.get(), clock);
+  }
 
   if (o.leader_elect) {
     kube::LeaderElector::Options lo;
@@ -323,6 +328,9 @@ void ControllerApp::Step() {
   PostEvents(manager_->TakeDecisions());
   WritePoolStatus();
   PublishSlices();
+  if (binder_) {
+    if (absl::Status s = binder_->Sync(); !s.ok()) log_.Warn("binding conditions", {{"error", s.ToString()}});
+  }
 }
 
 void ControllerApp::PublishSlices() {

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "common/testing/manual_clock.h"
+#include "controller/claim_binder.h"
 #include "controller/kube_store.h"
 #include "controller/pool_manager.h"
 #include "controller/resource_api.h"
@@ -443,6 +444,102 @@ TEST_F(DraTest, DeviceNamesInSlicesAreDnsLabels) {
   EXPECT_EQ(odd.size(), 38u);
   EXPECT_NE(DraDeviceName("Node.Example_COM-0000:3b:00.0"), DraDeviceName("node.example_com-0000:3b:00.0"));
   EXPECT_LE(DraDeviceName(std::string(100, 'a') + ".x").size(), 63u);
+}
+
+// ---- binding conditions (KEP-5007) ----
+
+TEST_F(DraTest, WithBindingConditionsV1SlicesAskTheSchedulerToWaitForTheAttach) {
+  PoolOffer offer{manager_->DraOffer()["gpu"], {"cn-1"}, ""};
+  json device = PoolSlices("gpu", offer, "v1", 1, true)[0]["spec"]["devices"][0];
+  EXPECT_EQ(device["bindingConditions"], json({"rpci.io/Attached"}));
+  EXPECT_EQ(device["bindingFailureConditions"], json({"rpci.io/AttachFailed"}));
+  EXPECT_EQ(device["bindsToNode"], true);
+  EXPECT_FALSE(PoolSlices("gpu", offer, "v1", 1, false)[0]["spec"]["devices"][0].contains("bindingConditions"));
+  // v1beta1 clusters do not get them (the gates are v1-era alpha).
+  EXPECT_FALSE(PoolSlices("gpu", offer, "v1beta1", 1, true)[0]["spec"]["devices"][0]["basic"].contains("bindingConditions"));
+  // The API server takes such a slice.
+  SlicePublisher publisher(client_.get(), resources_.get(), true);
+  ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {})).ok());
+  EXPECT_EQ((*server_.Get("/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0"))["spec"]["devices"][0]["bindsToNode"], true);
+}
+
+// A claim as the scheduler allocates it from a slice with binding
+// conditions: the results carry copies of them and bindsToNode pins the
+// allocation to the chosen node.
+std::string BoundClaim(kubetest::ApiServer& server, const std::string& name, const std::string& device,
+                       const std::string& node) {
+  json claim = {{"apiVersion", "resource.k8s.io/v1"},
+                {"kind", "ResourceClaim"},
+                {"metadata", {{"name", name}}},
+                {"spec", json::object()},
+                {"status",
+                 {{"allocation",
+                   {{"devices",
+                     {{"results",
+                       {{{"request", "gpu"}, {"driver", "rpci.io"}, {"pool", "gpu"}, {"device", device},
+                         {"bindingConditions", {"rpci.io/Attached"}},
+                         {"bindingFailureConditions", {"rpci.io/AttachFailed"}}}}}}},
+                    {"nodeSelector",
+                     {{"nodeSelectorTerms",
+                       {{{"matchFields", {{{"key", "metadata.name"}, {"operator", "In"}, {"values", {node}}}}}}}}}}}}}}};
+  return server.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/" + name, claim)["metadata"]["uid"];
+}
+
+json DeviceConditions(kubetest::ApiServer& server, const std::string& name) {
+  json claim = *server.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/" + name);
+  return claim["status"].value("devices", json::array());
+}
+
+TEST_F(DraTest, TheBinderAttachesABoundClaimBeforeTheKubeletPreparesIt) {
+  const std::string uid = BoundClaim(server_, "c1", DeviceId(0), "cn-1");
+  ClaimBinder binder(client_.get(), resources_.get(), manager_.get(), &clock_);
+  ASSERT_TRUE(binder.Sync().ok());
+  json devices = DeviceConditions(server_, "c1");
+  ASSERT_EQ(devices.size(), 1u) << devices.dump();
+  EXPECT_EQ(devices[0]["driver"], "rpci.io");
+  EXPECT_EQ(devices[0]["device"], DeviceId(0));
+  EXPECT_EQ(devices[0]["conditions"][0]["type"], "rpci.io/Attached");
+  EXPECT_EQ(devices[0]["conditions"][0]["status"], "True");
+  std::vector<rpci::v1::SessionGrant> grants = manager_->GrantsFor("ds-1");
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0].compute_node(), "cn-1");
+  // The kubelet's prepare gets the grant the binder made; passes change nothing.
+  rpci::v1::PrepareClaimResponse resp;
+  ASSERT_TRUE(Prepare("cn-1", "c1", uid, &resp).ok());
+  EXPECT_EQ(resp.devices(0).grant().grant_id(), grants[0].grant_id());
+  ASSERT_TRUE(binder.Sync().ok());
+  EXPECT_EQ(manager_->Attachments().size(), 1u);
+  // A claim prepared after the binder's list is not taken for gone.
+  const std::string late = AllocatedClaim("c-late", {{"gpu", DeviceId(1)}});
+  ASSERT_TRUE(Prepare("cn-1", "c-late", late, &resp).ok());
+  server_.Delete("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c-late");
+  ASSERT_TRUE(binder.Sync().ok());
+  EXPECT_EQ(manager_->Attachments().size(), 2u);
+  // The claim is deleted before anyone unprepares it: its grant goes.
+  clock_.Advance(absl::Seconds(1));
+  server_.Delete("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
+  ASSERT_TRUE(binder.Sync().ok());
+  EXPECT_TRUE(manager_->Attachments().empty());
+}
+
+TEST_F(DraTest, TheBinderReportsARefusedAttachAsTheFailureCondition) {
+  rpci::v1::PrepareClaimResponse resp;
+  ASSERT_TRUE(Prepare("cn-1", "c0", AllocatedClaim("c0", {{"gpu", DeviceId(1)}}), &resp).ok());
+  BoundClaim(server_, "c1", DeviceId(1), "cn-1");  // a stale slice: the device is held
+  ClaimBinder binder(client_.get(), resources_.get(), manager_.get(), &clock_);
+  ASSERT_TRUE(binder.Sync().ok());
+  json devices = DeviceConditions(server_, "c1");
+  ASSERT_EQ(devices.size(), 1u);
+  EXPECT_EQ(devices[0]["conditions"][0]["type"], "rpci.io/AttachFailed");
+  EXPECT_NE(devices[0]["conditions"][0]["message"].get<std::string>().find("held by ResourceClaim ml/c0"),
+            std::string::npos);
+  // A node whose plugin has not registered yet: no condition, tried again.
+  BoundClaim(server_, "c2", DeviceId(0), "cn-late");
+  EXPECT_FALSE(binder.Sync().ok());
+  EXPECT_TRUE(DeviceConditions(server_, "c2").empty());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-late", "gpu")).ok());
+  ASSERT_TRUE(binder.Sync().ok());
+  EXPECT_EQ(DeviceConditions(server_, "c2")[0]["conditions"][0]["type"], "rpci.io/Attached");
 }
 
 }  // namespace

@@ -84,11 +84,16 @@ json SliceDevice(const rpci::v1::ExportedDevice& device) {
 }
 
 std::vector<json> PoolSlices(const std::string& pool, const PoolOffer& offer, const std::string& version,
-                             int64_t generation) {
+                             int64_t generation, bool binding_conditions) {
   if (offer.nodes.empty()) return {};
   std::vector<json> devices;
   for (const rpci::v1::ExportedDevice& d : offer.devices) {
     json device = SliceDevice(d);
+    if (binding_conditions && version == "v1") {
+      device["bindingConditions"] = {kAttachedCondition};
+      device["bindingFailureConditions"] = {kAttachFailedCondition};
+      device["bindsToNode"] = true;
+    }
     if (version == "v1beta1") {  // v1beta1 nests all but the name under `basic`
       json basic = device;
       basic.erase("name");
@@ -161,7 +166,8 @@ absl::Status SlicePublisher::SyncPool(const std::string& prefix, const std::stri
     generation = std::max(generation, GenerationOf(s));
     current[StrAt(s["metadata"], "name")] = s;
   }
-  std::vector<json> want = offer == nullptr ? std::vector<json>{} : PoolSlices(pool, *offer, version, generation);
+  std::vector<json> want =
+      offer == nullptr ? std::vector<json>{} : PoolSlices(pool, *offer, version, generation, binding_conditions_);
   bool same = want.size() == current.size();
   for (const json& s : want) {
     auto it = current.find(StrAt(s["metadata"], "name"));

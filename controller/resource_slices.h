@@ -46,8 +46,11 @@ nlohmann::json SliceDevice(const rpci::v1::ExportedDevice& device);
 // the nodes by metadata.name; labels app.kubernetes.io/managed-by:
 // rpci-controller and rpci.io/pool; owned by the DevicePool when its uid is
 // known. No slice for a pool no node serves.
+// With `binding_conditions` (v1 only) each device also carries
+// bindingConditions [kAttachedCondition], bindingFailureConditions
+// [kAttachFailedCondition] and bindsToNode: true (claim_binder.h).
 std::vector<nlohmann::json> PoolSlices(const std::string& pool, const PoolOffer& offer, const std::string& version,
-                                       int64_t generation);
+                                       int64_t generation, bool binding_conditions = false);
 
 // Keeps the cluster's ResourceSlices of driver rpci.io equal to the
 // offers: a pool whose slices differ (devices, nodes, count) is written
@@ -58,7 +61,8 @@ std::vector<nlohmann::json> PoolSlices(const std::string& pool, const PoolOffer&
 // retries.
 class SlicePublisher {
  public:
-  SlicePublisher(kube::KubeClient* kube, ResourceApi* api) : kube_(kube), api_(api) {}
+  SlicePublisher(kube::KubeClient* kube, ResourceApi* api, bool binding_conditions = false)
+      : kube_(kube), api_(api), binding_conditions_(binding_conditions) {}
   absl::Status Sync(const std::map<std::string, PoolOffer>& offers);
 
  private:
@@ -67,6 +71,7 @@ class SlicePublisher {
 
   kube::KubeClient* const kube_;
   ResourceApi* const api_;
+  const bool binding_conditions_;
 };
 
 }  // namespace rpci::controller
