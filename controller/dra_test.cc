@@ -348,6 +348,7 @@ TEST_F(DraTest, SlicesListTheFreeDevicesOfEachDraPoolForTheNodesServingIt) {
   bar->set_index(0);
   bar->set_size(16 << 20);
   agent.mutable_devices(0)->add_local_nics("mlx5_0");
+  agent.mutable_devices(0)->set_dma_size(1 << 20);
   (*agent.mutable_devices(0)->mutable_labels())["topology.kubernetes.io/zone"] = "z1";
   ASSERT_TRUE(manager_->RegisterAgent(agent).ok());
   ASSERT_TRUE(manager_->RegisterAgent(AgentWith("ds-2", "dp", 1)).ok());  // not a DRA pool
@@ -378,6 +379,8 @@ TEST_F(DraTest, SlicesListTheFreeDevicesOfEachDraPoolForTheNodesServingIt) {
   EXPECT_EQ(d0["attributes"]["rdmaLocal"], json({{"bool", true}}));
   EXPECT_EQ(d0["attributes"]["zone"], json({{"string", "z1"}}));
   EXPECT_EQ(d0["capacity"]["bar0"], json({{"value", "16777216"}}));
+  EXPECT_EQ(d0["capacity"]["dma"], json({{"value", "1048576"}}));
+  EXPECT_FALSE(slice["spec"]["devices"][1].contains("capacity")) << "no BAR, DMA size unknown";
   EXPECT_EQ(slice["spec"]["devices"][1]["attributes"]["rdmaLocal"], json({{"bool", false}}));
 
   // A prepared device leaves the slice; the pool's generation goes up.
@@ -423,7 +426,13 @@ TEST_F(DraTest, SlicesUseV1beta1ShapesWhenTheClusterServesOnlyV1beta1) {
 }
 
 TEST_F(DraTest, APoolOfMoreThan128DevicesSpansSlicesOfOneGeneration) {
-  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("ds-big", "gpu", 130)).ok());
+  rpci::v1::RegisterAgentRequest big = AgentWith("ds-big", "gpu", 130);
+  for (int i = 0; i < 130; ++i) {  // valid PCIe addresses, as a real agent's
+    char bdf[16];
+    snprintf(bdf, sizeof(bdf), "0000:%02x:%02x.%d", 0x40 + i / 32, i % 32, 0);
+    big.mutable_devices(i)->mutable_function()->set_bdf(bdf);
+  }
+  ASSERT_TRUE(manager_->RegisterAgent(big).ok());
   SlicePublisher publisher(client_.get(), resources_.get());
   ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {})).ok());
   json slices = Slices(server_, "v1");

@@ -78,6 +78,7 @@ json SliceDevice(const rpci::v1::ExportedDevice& device) {
   for (const rpci::v1::Bar& bar : f.bars()) {
     if (!bar.is_io() && bar.size() > 0) capacity[absl::StrCat("bar", bar.index())] = {{"value", std::to_string(bar.size())}};
   }
+  if (device.dma_size() > 0) capacity["dma"] = {{"value", std::to_string(device.dma_size())}};
   json d = {{"name", DraDeviceName(device.id())}, {"attributes", std::move(attributes)}};
   if (!capacity.empty()) d["capacity"] = std::move(capacity);
   return d;
