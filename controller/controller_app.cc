@@ -174,9 +174,8 @@ absl::Status ControllerApp::Start() {
   }
   ClaimReader claims;
   if (resources_) {
-    claims = [this](const std::string& ns, const std::string& name, const std::string& uid) {
-      return resources_->ReadClaim(ns, name, uid);
-    };
+    claims = [this](const std::string& node, const std::string& ns, const std::string& name,
+                    const std::string& uid) { return resources_->ReadClaim(node, ns, name, uid); };
   }
   service_ = std::make_unique<ControllerService>(manager_.get(), PeerAuthorizer(!options_.tls.insecure),
                                                  [this] { return LeaderCheck(); }, std::move(claims));

@@ -62,8 +62,8 @@ class DraTest : public ::testing::Test {
                         Pool("dp", AllocationMode::kDevicePlugin)});
     service_ = std::make_unique<ControllerService>(
         manager_.get(), PeerAuthorizer(false), nullptr,
-        [this](const std::string& ns, const std::string& name, const std::string& uid) {
-          return resources_->ReadClaim(ns, name, uid);
+        [this](const std::string& node, const std::string& ns, const std::string& name, const std::string& uid) {
+          return resources_->ReadClaim(node, ns, name, uid);
         });
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
@@ -288,6 +288,27 @@ TEST_F(DraTest, PrepareClaimChecksTheClaimItReads) {
   s = Prepare("cn-1", "c1", uid, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(s.error_message().find("is not allocated"), std::string::npos) << s.error_message();
+}
+
+TEST_F(DraTest, ANodeCannotPrepareAClaimAllocatedForAnother) {
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "gpu")).ok());
+  const std::string uid = AllocatedClaim("c1", {{"gpu", DeviceId(0)}});
+  json allocated = *server_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
+  // As the scheduler writes it from our slice: the nodes the slice reaches.
+  allocated["status"]["allocation"]["nodeSelector"] = json::parse(R"({"nodeSelectorTerms": [{"matchFields": [
+      {"key": "metadata.name", "operator": "In", "values": ["cn-1"]}]}]})");
+  server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1", allocated);
+  rpci::v1::PrepareClaimResponse resp;
+  grpc::Status s = Prepare("cn-2", "c1", uid, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(s.error_message().find("allocated for other nodes"), std::string::npos) << s.error_message();
+  EXPECT_TRUE(manager_->Attachments().empty());
+  ASSERT_TRUE(Prepare("cn-1", "c1", uid, &resp).ok());
+  // Another driver's label requirement in the same term is not rpci's to judge.
+  EXPECT_TRUE(CheckAllocationNode(json::parse(R"({"status": {"allocation": {"nodeSelector": {"nodeSelectorTerms": [
+      {"matchExpressions": [{"key": "gpu.example.com/rack", "operator": "In", "values": ["r1"]},
+                            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["cn-2"]}]}]}}}})"),
+                                  "cn-2").ok());
 }
 
 TEST_F(DraTest, PreparedClaimSurvivesAControllerRestart) {

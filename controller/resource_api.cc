@@ -48,6 +48,44 @@ absl::StatusOr<std::vector<ClaimResult>> RpciResultsOf(const json& claim, const 
   return out;
 }
 
+namespace {
+
+// Whether every node-name requirement of `term` lists `node`.
+bool TermAdmits(const json& term, const std::string& node) {
+  for (const char* kind : {"matchFields", "matchExpressions"}) {
+    const json reqs = term.is_object() ? term.value(kind, json::array()) : json::array();
+    if (!reqs.is_array()) return false;
+    for (const json& r : reqs) {
+      const std::string key = StrAt(r, "key");
+      if (key != "metadata.name" && key != "kubernetes.io/hostname") continue;
+      const json values = r.is_object() ? r.value("values", json::array()) : json::array();
+      if (StrAt(r, "operator") != "In" || !values.is_array()) return false;
+      bool listed = false;
+      for (const json& v : values) listed |= v.is_string() && v.get<std::string>() == node;
+      if (!listed) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::Status CheckAllocationNode(const json& claim, const std::string& node) {
+  const json status = claim.value("status", json::object());
+  const json allocation = status.is_object() ? status.value("allocation", json::object()) : json::object();
+  const json selector = allocation.is_object() ? allocation.value("nodeSelector", json()) : json();
+  if (selector.is_null()) return absl::OkStatus();
+  const json terms = selector.is_object() ? selector.value("nodeSelectorTerms", json::array()) : json::array();
+  if (terms.is_array()) {
+    for (const json& t : terms) {
+      if (TermAdmits(t, node)) return absl::OkStatus();
+    }
+  }
+  const json meta = claim.value("metadata", json::object());
+  return absl::PermissionDeniedError(absl::StrCat("ResourceClaim ", StrAt(meta, "namespace"), "/", StrAt(meta, "name"),
+                                                  " is allocated for other nodes (", selector.dump(), "), not ", node));
+}
+
 absl::StatusOr<std::string> ResourceApi::Version() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!version_.empty()) return version_;
@@ -77,8 +115,8 @@ absl::StatusOr<std::string> ResourceApi::Prefix() {
   return absl::StrCat(kGroupPath, "/", *v);
 }
 
-absl::StatusOr<std::vector<ClaimResult>> ResourceApi::ReadClaim(const std::string& ns, const std::string& name,
-                                                                const std::string& uid) {
+absl::StatusOr<std::vector<ClaimResult>> ResourceApi::ReadClaim(const std::string& node, const std::string& ns,
+                                                                const std::string& name, const std::string& uid) {
   absl::StatusOr<std::string> prefix = Prefix();
   if (!prefix.ok()) return prefix.status();
   absl::StatusOr<json> claim = kube_->Get(absl::StrCat(*prefix, "/namespaces/", ns, "/resourceclaims/", name));
@@ -88,7 +126,10 @@ absl::StatusOr<std::vector<ClaimResult>> ResourceApi::ReadClaim(const std::strin
     }
     return claim.status();
   }
-  return RpciResultsOf(*claim, uid);
+  absl::StatusOr<std::vector<ClaimResult>> results = RpciResultsOf(*claim, uid);
+  if (!results.ok()) return results.status();
+  if (absl::Status s = CheckAllocationNode(*claim, node); !s.ok()) return s;
+  return results;
 }
 
 }  // namespace rpci::controller
