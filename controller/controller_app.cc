@@ -327,9 +327,24 @@ void ControllerApp::Step() {
   PostEvents(manager_->TakeDecisions());
   WritePoolStatus();
   PublishSlices();
+  WatchClaimAllocations();
   if (binder_) {
     if (absl::Status s = binder_->Sync(); !s.ok()) log_.Warn("binding conditions", {{"error", s.ToString()}});
   }
+}
+
+void ControllerApp::WatchClaimAllocations() {
+  if (!resources_ || claims_informer_ != nullptr) return;
+  bool both = false;
+  for (const PoolSpec& p : manager_->DraPools()) both |= p.allocation_mode == AllocationMode::kBoth;
+  if (!both) return;
+  absl::StatusOr<std::string> prefix = resources_->Prefix();
+  if (!prefix.ok()) return;  // PublishSlices logs why
+  informers_.push_back(std::make_unique<kube::Informer>(
+      kube_.get(), absl::StrCat(*prefix, "/resourceclaims"),
+      [this](const kube::Informer::Cache& cache) { manager_->SetClaimAllocations(RpciAllocations(cache)); }));
+  claims_informer_ = informers_.back().get();
+  claims_informer_->Start();
 }
 
 void ControllerApp::PublishSlices() {

@@ -299,6 +299,32 @@ TEST_F(ControllerAppTest, ADraPoolIsPublishedAsResourceSlicesAndAPreparedClaimLe
   EXPECT_TRUE(WaitFor([&] { return !api_.Get(slice_path).ok(); }));
 }
 
+TEST_F(ControllerAppTest, InABothPoolTheDevicePluginIsNotGivenADeviceAClaimWasAllocated) {
+  api_.Put("/apis/rpci.io/v1alpha1/devicepools/mixed",
+           {{"apiVersion", "rpci.io/v1alpha1"},
+            {"kind", "DevicePool"},
+            {"metadata", {{"name", "mixed"}}},
+            {"spec", {{"allocationMode", "both"}, {"sparesPerNode", 1}}}});
+  api_.CreateNamespace("ml");
+  // The scheduler allocated the pool's first device to a claim.
+  api_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
+           {{"apiVersion", "resource.k8s.io/v1"},
+            {"kind", "ResourceClaim"},
+            {"spec", json::object()},
+            {"status", {{"allocation", {{"devices", {{"results", {{{"request", "r"}, {"driver", "rpci.io"},
+                                                                   {"pool", "mixed"}, {"device", "dev-a-0000-3b-00-0"}}}}}}}}}}});
+  auto a = Started(KubeOptions("ctrl-a"));
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  Peer peer(a->grpc_port());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "mixed", 2)).ok());
+  // The claims informer (the sixth watch, after the five the controller
+  // always runs) has listed the claims once it watches.
+  ASSERT_TRUE(WaitFor([&] { return api_.watch_requests() >= 6; }));
+  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "mixed")).ok());
+  ASSERT_TRUE(WaitFor([&] { return AssignedInApi().count("dev-a-0000-3b-00-1") > 0; })) << "a spare for cn-1";
+  EXPECT_EQ(AssignedInApi().count("dev-a-0000-3b-00-0"), 0u);
+}
+
 // Scrapes the real /metrics endpoint.
 testing_prom::Exposition Scrape(int port) {
   httplib::Client cli("127.0.0.1", port);

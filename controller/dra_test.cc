@@ -250,6 +250,22 @@ TEST_F(DraTest, OneSetOfGrantsBetweenTheDevicePluginAndClaims) {
   EXPECT_TRUE(manager_->CheckInvariants().ok());
 }
 
+TEST_F(DraTest, PlacementLeavesADeviceTheSchedulerAllocatedInABothPool) {
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("ds-2", "both", 2)).ok());
+  // The claims informer's view: device 0 is allocated, not yet prepared.
+  std::map<std::string, json> claims = {
+      {"ml/c1", json::parse(R"({"status": {"allocation": {"devices": {"results": [
+          {"request": "r", "driver": "rpci.io", "pool": "both", "device": "ds-2-0000-3b-00-0"},
+          {"request": "r", "driver": "gpu.example.com", "pool": "both", "device": "ds-2-0000-3b-00-1"}]}}}})")}};
+  manager_->SetClaimAllocations(RpciAllocations(claims));
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "both")).ok());
+  manager_->Reconcile();  // one spare for cn-2's device plugin
+  EXPECT_EQ(manager_->GetDevice("ds-2-0000-3b-00-0")->assigned_node, "");
+  EXPECT_EQ(manager_->GetDevice("ds-2-0000-3b-00-1")->assigned_node, "cn-2");
+  rpci::v1::PrepareClaimResponse resp;
+  EXPECT_TRUE(Prepare("cn-2", "c1", AllocatedClaim("c1", {{"both", "ds-2-0000-3b-00-0"}}), &resp).ok());
+}
+
 TEST_F(DraTest, PrepareClaimRefusesDevicesOutsideDraPools) {
   rpci::v1::PrepareClaimResponse resp;
   ASSERT_TRUE(manager_->RegisterAgent(AgentWith("ds-3", "dp", 1)).ok());

@@ -48,6 +48,21 @@ absl::StatusOr<std::vector<ClaimResult>> RpciResultsOf(const json& claim, const 
   return out;
 }
 
+std::set<std::pair<std::string, std::string>> RpciAllocations(const std::map<std::string, json>& claims) {
+  std::set<std::pair<std::string, std::string>> out;
+  for (const auto& [key, claim] : claims) {
+    const json status = claim.value("status", json::object());
+    const json allocation = status.is_object() ? status.value("allocation", json::object()) : json::object();
+    const json devices = allocation.is_object() ? allocation.value("devices", json::object()) : json::object();
+    const json results = devices.is_object() ? devices.value("results", json::array()) : json::array();
+    if (!results.is_array()) continue;
+    for (const json& r : results) {
+      if (StrAt(r, "driver") == kDraDriver) out.insert({StrAt(r, "pool"), StrAt(r, "device")});
+    }
+  }
+  return out;
+}
+
 namespace {
 
 // Whether every node-name requirement of `term` lists `node`.

@@ -1,7 +1,9 @@
 #ifndef RPCI_CONTROLLER_RESOURCE_API_H_
 #define RPCI_CONTROLLER_RESOURCE_API_H_
 
+#include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,10 @@ inline constexpr char kAttachFailedCondition[] = "rpci.io/AttachFailed";
 // deleted and created again) or it is not allocated; INVALID_ARGUMENT when
 // a result lacks request, pool or device.
 absl::StatusOr<std::vector<ClaimResult>> RpciResultsOf(const nlohmann::json& claim, const std::string& uid);
+
+// The (pool, device) of every rpci.io allocation result of `claims` (a
+// ResourceClaim informer's cache).
+std::set<std::pair<std::string, std::string>> RpciAllocations(const std::map<std::string, nlohmann::json>& claims);
 
 // OK when `node` may prepare `claim`: its status.allocation.nodeSelector is
 // absent (any node) or one of its terms admits the node, a term admitting
