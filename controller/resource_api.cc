@@ -1,6 +1,7 @@
 #include "controller/resource_api.h"
 
 #include "absl/strings/str_cat.h"
+#include "controller/crd_codec.h"
 
 namespace rpci::controller {
 namespace {
@@ -9,19 +10,13 @@ using nlohmann::json;
 
 constexpr char kGroupPath[] = "/apis/resource.k8s.io";
 
-std::string StrAt(const json& o, const char* key) {
-  if (!o.is_object()) return "";
-  auto it = o.find(key);
-  return it != o.end() && it->is_string() ? it->get<std::string>() : "";
-}
-
 }  // namespace
 
 absl::StatusOr<std::vector<ClaimResult>> RpciResultsOf(const json& claim, const std::string& uid) {
   const json meta = claim.value("metadata", json::object());
-  const std::string where = absl::StrCat("ResourceClaim ", StrAt(meta, "namespace"), "/", StrAt(meta, "name"));
-  if (StrAt(meta, "uid") != uid) {
-    return absl::FailedPreconditionError(absl::StrCat(where, " has uid \"", StrAt(meta, "uid"), "\", not \"", uid,
+  const std::string where = absl::StrCat("ResourceClaim ", Str(meta, "namespace"), "/", Str(meta, "name"));
+  if (Str(meta, "uid") != uid) {
+    return absl::FailedPreconditionError(absl::StrCat(where, " has uid \"", Str(meta, "uid"), "\", not \"", uid,
                                                       "\" (deleted and created again?)"));
   }
   const json status = claim.value("status", json::object());
@@ -34,8 +29,8 @@ absl::StatusOr<std::vector<ClaimResult>> RpciResultsOf(const json& claim, const 
   }
   std::vector<ClaimResult> out;
   for (const json& r : results) {
-    if (StrAt(r, "driver") != kDraDriver) continue;
-    ClaimResult c{StrAt(r, "request"), StrAt(r, "pool"), StrAt(r, "device")};
+    if (Str(r, "driver") != kDraDriver) continue;
+    ClaimResult c{Str(r, "request"), Str(r, "pool"), Str(r, "device")};
     if (c.request.empty() || c.pool.empty() || c.device.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": an rpci.io allocation result lacks request, pool or device: ", r.dump()));
@@ -57,7 +52,7 @@ std::set<std::pair<std::string, std::string>> RpciAllocations(const std::map<std
     const json results = devices.is_object() ? devices.value("results", json::array()) : json::array();
     if (!results.is_array()) continue;
     for (const json& r : results) {
-      if (StrAt(r, "driver") == kDraDriver) out.insert({StrAt(r, "pool"), StrAt(r, "device")});
+      if (Str(r, "driver") == kDraDriver) out.insert({Str(r, "pool"), Str(r, "device")});
     }
   }
   return out;
@@ -71,10 +66,10 @@ bool TermAdmits(const json& term, const std::string& node) {
     const json reqs = term.is_object() ? term.value(kind, json::array()) : json::array();
     if (!reqs.is_array()) return false;
     for (const json& r : reqs) {
-      const std::string key = StrAt(r, "key");
+      const std::string key = Str(r, "key");
       if (key != "metadata.name" && key != "kubernetes.io/hostname") continue;
       const json values = r.is_object() ? r.value("values", json::array()) : json::array();
-      if (StrAt(r, "operator") != "In" || !values.is_array()) return false;
+      if (Str(r, "operator") != "In" || !values.is_array()) return false;
       bool listed = false;
       for (const json& v : values) listed |= v.is_string() && v.get<std::string>() == node;
       if (!listed) return false;
@@ -97,7 +92,7 @@ absl::Status CheckAllocationNode(const json& claim, const std::string& node) {
     }
   }
   const json meta = claim.value("metadata", json::object());
-  return absl::PermissionDeniedError(absl::StrCat("ResourceClaim ", StrAt(meta, "namespace"), "/", StrAt(meta, "name"),
+  return absl::PermissionDeniedError(absl::StrCat("ResourceClaim ", Str(meta, "namespace"), "/", Str(meta, "name"),
                                                   " is allocated for other nodes (", selector.dump(), "), not ", node));
 }
 
@@ -113,8 +108,8 @@ absl::StatusOr<std::string> ResourceApi::Version() {
   }
   bool v1 = false, v1beta1 = false;
   for (const json& v : group->value("versions", json::array())) {
-    v1 |= StrAt(v, "version") == "v1";
-    v1beta1 |= StrAt(v, "version") == "v1beta1";
+    v1 |= Str(v, "version") == "v1";
+    v1beta1 |= Str(v, "version") == "v1beta1";
   }
   if (!v1 && !v1beta1) {
     return absl::NotFoundError(
