@@ -61,23 +61,22 @@ bool Reported(const json& claim, const json& result, const std::string& type) {
 
 }  // namespace
 
-absl::Status ClaimBinder::Sync() {
+absl::Status ClaimBinder::Sync(const std::map<std::string, json>& claims) {
   absl::StatusOr<std::string> version = api_->Version();
   if (!version.ok()) return version.status();
   if (*version != "v1") return absl::OkStatus();
-  // A grant made after this list (a claim created since) is not judged by it.
-  const absl::Time listed_at = clock_->Now();
-  absl::StatusOr<json> list = kube_->Get("/apis/resource.k8s.io/v1/resourceclaims");
-  if (!list.ok()) return list.status();
   std::set<std::string> live;
   absl::Status first_error;
-  for (const json& claim : list->value("items", json::array())) {
+  for (const auto& [key, claim] : claims) {
     live.insert(Str(Member(claim, "metadata"), "uid"));
     absl::Status s = Bind(claim);
     if (first_error.ok()) first_error = s;
   }
+  // A grant younger than kGoneGrace may be for a claim `claims` does not
+  // show yet (the informer lags the API): not judged by it.
+  const absl::Time now = clock_->Now();
   for (const Attachment& a : manager_->Attachments()) {
-    if (!a.ForClaim() || live.count(a.claim_uid) || a.created >= listed_at) continue;
+    if (!a.ForClaim() || live.count(a.claim_uid) || a.created + kGoneGrace > now) continue;
     rpci::v1::UnprepareClaimRequest req;
     req.set_node(a.node);
     req.set_claim_namespace(a.claim_namespace);

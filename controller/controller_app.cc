@@ -328,8 +328,9 @@ void ControllerApp::Step() {
   WritePoolStatus();
   PublishSlices();
   WatchClaimAllocations();
-  if (binder_) {
-    if (absl::Status s = binder_->Sync(); !s.ok()) log_.Warn("binding conditions", {{"error", s.ToString()}});
+  if (binder_ && claims_informer_ != nullptr && claims_informer_->synced()) {
+    absl::Status s = binder_->Sync(claims_informer_->Snapshot());
+    if (!s.ok()) log_.Warn("binding conditions", {{"error", s.ToString()}});
   }
 }
 
@@ -337,7 +338,7 @@ void ControllerApp::WatchClaimAllocations() {
   if (!resources_ || claims_informer_ != nullptr) return;
   bool both = false;
   for (const PoolSpec& p : manager_->DraPools()) both |= p.allocation_mode == AllocationMode::kBoth;
-  if (!both) return;
+  if (!both && !binder_) return;
   absl::StatusOr<std::string> prefix = resources_->Prefix();
   if (!prefix.ok()) return;  // PublishSlices logs why
   informers_.push_back(std::make_unique<kube::Informer>(

@@ -124,8 +124,9 @@ class ControllerApp {
   // Publishes the DRA-enabled pools' free devices as ResourceSlices
   // (resource_slices.h).
   void PublishSlices();
-  // Starts the ResourceClaim informer once a `both` pool exists and the
-  // resource.k8s.io version is known (PoolManager::SetClaimAllocations).
+  // Starts the ResourceClaim informer, once a `both` pool exists or with
+  // binding conditions, when the resource.k8s.io version is known
+  // (PoolManager::SetClaimAllocations, ClaimBinder::Sync).
   void WatchClaimAllocations();
 
   const ControllerOptions options_;

@@ -531,6 +531,16 @@ std::string BoundClaim(kubetest::ApiServer& server, const std::string& name, con
   return server.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/" + name, claim)["metadata"]["uid"];
 }
 
+// Every ResourceClaim, as the controller's informer caches them.
+std::map<std::string, json> AllClaims(kube::KubeClient& client) {
+  std::map<std::string, json> out;
+  absl::StatusOr<json> list = client.Get("/apis/resource.k8s.io/v1/resourceclaims");
+  for (const json& c : list.ok() ? (*list)["items"] : json::array()) {
+    out[c["metadata"].value("namespace", "") + "/" + c["metadata"].value("name", "")] = c;
+  }
+  return out;
+}
+
 json DeviceConditions(kubetest::ApiServer& server, const std::string& name) {
   json claim = *server.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/" + name);
   return claim["status"].value("devices", json::array());
@@ -539,7 +549,7 @@ json DeviceConditions(kubetest::ApiServer& server, const std::string& name) {
 TEST_F(DraTest, TheBinderAttachesABoundClaimBeforeTheKubeletPreparesIt) {
   const std::string uid = BoundClaim(server_, "c1", DeviceId(0), "cn-1");
   ClaimBinder binder(client_.get(), resources_.get(), manager_.get(), &clock_);
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   json devices = DeviceConditions(server_, "c1");
   ASSERT_EQ(devices.size(), 1u) << devices.dump();
   EXPECT_EQ(devices[0]["driver"], "rpci.io");
@@ -553,18 +563,19 @@ TEST_F(DraTest, TheBinderAttachesABoundClaimBeforeTheKubeletPreparesIt) {
   rpci::v1::PrepareClaimResponse resp;
   ASSERT_TRUE(Prepare("cn-1", "c1", uid, &resp).ok());
   EXPECT_EQ(resp.devices(0).grant().grant_id(), grants[0].grant_id());
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   EXPECT_EQ(manager_->Attachments().size(), 1u);
-  // A claim prepared after the binder's list is not taken for gone.
+  // A young grant whose claim the informer does not show (yet) is left alone.
   const std::string late = AllocatedClaim("c-late", {{"gpu", DeviceId(1)}});
   ASSERT_TRUE(Prepare("cn-1", "c-late", late, &resp).ok());
   server_.Delete("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c-late");
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   EXPECT_EQ(manager_->Attachments().size(), 2u);
-  // The claim is deleted before anyone unprepares it: its grant goes.
-  clock_.Advance(absl::Seconds(1));
+  // The claim is deleted before anyone unprepares it: its grant goes (and
+  // c-late's, a minute on).
+  clock_.Advance(ClaimBinder::kGoneGrace + absl::Seconds(1));
   server_.Delete("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   EXPECT_TRUE(manager_->Attachments().empty());
 }
 
@@ -573,7 +584,7 @@ TEST_F(DraTest, TheBinderReportsARefusedAttachAsTheFailureCondition) {
   ASSERT_TRUE(Prepare("cn-1", "c0", AllocatedClaim("c0", {{"gpu", DeviceId(1)}}), &resp).ok());
   BoundClaim(server_, "c1", DeviceId(1), "cn-1");  // a stale slice: the device is held
   ClaimBinder binder(client_.get(), resources_.get(), manager_.get(), &clock_);
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   json devices = DeviceConditions(server_, "c1");
   ASSERT_EQ(devices.size(), 1u);
   EXPECT_EQ(devices[0]["conditions"][0]["type"], "rpci.io/AttachFailed");
@@ -581,10 +592,10 @@ TEST_F(DraTest, TheBinderReportsARefusedAttachAsTheFailureCondition) {
             std::string::npos);
   // A node whose plugin has not registered yet: no condition, tried again.
   BoundClaim(server_, "c2", DeviceId(0), "cn-late");
-  EXPECT_FALSE(binder.Sync().ok());
+  EXPECT_FALSE(binder.Sync(AllClaims(*client_)).ok());
   EXPECT_TRUE(DeviceConditions(server_, "c2").empty());
   ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-late", "gpu")).ok());
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   EXPECT_EQ(DeviceConditions(server_, "c2")[0]["conditions"][0]["type"], "rpci.io/Attached");
 }
 
