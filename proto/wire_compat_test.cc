@@ -65,12 +65,23 @@ TEST(WireCompatTest, ContainerAllocateResponseFieldsAndMapEntries) {
   m->set_container_path("/c");
   m->set_host_path("/h");
   m->set_read_only(true);
+  v1beta1::DeviceSpec* d = r.add_devices();
+  d->set_container_path("/dc");
+  d->set_host_path("/dh");
+  d->set_permissions("rw");
+  (*r.mutable_annotations())["A"] = "B";
   r.add_cdi_devices()->set_name("rpci.io/emu=d");
   std::string env_entry = Bytes({0x0a, 1, 'K', 0x12, 1, 'V'});
   std::string mount = Bytes({0x0a, 2}) + "/c" + Bytes({0x12, 2}) + "/h" + Bytes({0x18, 1});
+  std::string device = Bytes({0x0a, 3}) + "/dc" + Bytes({0x12, 3}) + "/dh" + Bytes({0x1a, 2}) + "rw";
+  std::string annotation_entry = Bytes({0x0a, 1, 'A', 0x12, 1, 'B'});
   std::string cdi = Bytes({0x0a, 13}) + "rpci.io/emu=d";
+  // envs = 1, mounts = 2, devices = 3, annotations = 4, cdi_devices = 5
+  // (upstream k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1/api.proto).
   std::string want = Bytes({0x0a, static_cast<int>(env_entry.size())}) + env_entry +
                      Bytes({0x12, static_cast<int>(mount.size())}) + mount +
+                     Bytes({0x1a, static_cast<int>(device.size())}) + device +
+                     Bytes({0x22, static_cast<int>(annotation_entry.size())}) + annotation_entry +
                      Bytes({0x2a, static_cast<int>(cdi.size())}) + cdi;
   EXPECT_EQ(r.SerializeAsString(), want);
 }
