@@ -90,6 +90,16 @@ absl::StatusOr<PreparedClaim::Device> DeviceFromJson(const nlohmann::json& j) {
   return d;
 }
 
+template <typename Request>
+Request ControllerRequest(const std::string& node, const drapb::Claim& claim) {
+  Request req;
+  req.set_node(node);
+  req.set_claim_namespace(claim.namespace_());
+  req.set_claim_name(claim.name());
+  req.set_claim_uid(claim.uid());
+  return req;
+}
+
 drapb::NodePrepareResourceResponse Answer(const PreparedClaim& claim) {
   drapb::NodePrepareResourceResponse r;
   for (const PreparedClaim::Device& d : claim.devices) {
@@ -181,12 +191,8 @@ absl::StatusOr<PreparedClaim> DraDriver::PrepareOne(const drapb::Claim& claim) {
       return it->second;
     }
   }
-  rpci::v1::PrepareClaimRequest req;
-  req.set_node(options_.node_name);
-  req.set_claim_namespace(claim.namespace_());
-  req.set_claim_name(claim.name());
-  req.set_claim_uid(claim.uid());
-  absl::StatusOr<rpci::v1::PrepareClaimResponse> granted = controller_->PrepareClaim(req);
+  absl::StatusOr<rpci::v1::PrepareClaimResponse> granted =
+      controller_->PrepareClaim(ControllerRequest<rpci::v1::PrepareClaimRequest>(options_.node_name, claim));
   if (!granted.ok()) return granted.status();
   PreparedClaim prepared{claim.namespace_(), claim.name(), claim.uid(), {}};
   absl::Status s = granted->devices().empty() ? absl::FailedPreconditionError("the controller granted no device")
@@ -204,12 +210,9 @@ absl::StatusOr<PreparedClaim> DraDriver::PrepareOne(const drapb::Claim& claim) {
   if (!s.ok()) {
     // Give back what was acquired: the kubelet will call again.
     ReleaseSessions(prepared, "PrepareFailed");
-    rpci::v1::UnprepareClaimRequest undo;
-    undo.set_node(options_.node_name);
-    undo.set_claim_namespace(claim.namespace_());
-    undo.set_claim_name(claim.name());
-    undo.set_claim_uid(claim.uid());
-    if (absl::Status u = controller_->UnprepareClaim(undo); !u.ok()) {
+    if (absl::Status u = controller_->UnprepareClaim(
+            ControllerRequest<rpci::v1::UnprepareClaimRequest>(options_.node_name, claim));
+        !u.ok()) {
       log_.Warn("unprepare after a failed prepare failed", {{"claim", ClaimName(claim)}, {"error", std::string(u.message())}});
     }
     return s;
@@ -309,12 +312,12 @@ absl::Status DraDriver::UnprepareOne(const drapb::Claim& claim) {
   // serves. Unknown claims are given back all the same (a prepare cut off
   // before its checkpoint).
   ReleaseSessions(held, "Unprepared");
-  rpci::v1::UnprepareClaimRequest req;
-  req.set_node(options_.node_name);
-  req.set_claim_namespace(claim.namespace_());
-  req.set_claim_name(claim.name());
-  req.set_claim_uid(claim.uid());
-  if (absl::Status s = controller_->UnprepareClaim(req); !s.ok()) return s;  // kept: the kubelet calls again
+  // On failure the claim stays recorded: the kubelet calls again.
+  if (absl::Status s = controller_->UnprepareClaim(
+          ControllerRequest<rpci::v1::UnprepareClaimRequest>(options_.node_name, claim));
+      !s.ok()) {
+    return s;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (prepared_.erase(claim.uid()) > 0) {
     if (absl::Status s = SaveCheckpoint(); !s.ok()) return s;

@@ -77,6 +77,8 @@ class DraDriver : private DraHandler {
   std::vector<std::string> PreparedClaims() const;
   // Registrations the kubelet reported successful since Start.
   int registrations() const { return endpoint_->registrations(); }
+  // Registrations the kubelet refused since Start.
+  int registration_failures() const { return endpoint_->registration_failures(); }
 
  private:
   drapb::NodePrepareResourcesResponse Prepare(const drapb::NodePrepareResourcesRequest& req) override;
