@@ -26,6 +26,16 @@ std::string ClaimStateDir(const std::string& state_dir, const std::string& uid) 
   return absl::StrCat(state_dir, "/claims/", uid);
 }
 
+// A name that may become a path component and a CDI device name (CDI:
+// [A-Za-z0-9][A-Za-z0-9_.:-]*).
+bool SafeName(const std::string& s) {
+  if (s.empty() || s.size() > 128 || !std::isalnum(static_cast<unsigned char>(s[0]))) return false;
+  for (char ch : s) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.' && ch != ':') return false;
+  }
+  return true;
+}
+
 // A uid becomes part of paths and CDI names: a Kubernetes uid is a UUID.
 absl::Status CheckClaim(const drapb::Claim& c) {
   if (c.uid().empty() || c.namespace_().empty() || c.name().empty()) {
@@ -114,6 +124,28 @@ drapb::NodePrepareResourceResponse Answer(const PreparedClaim& claim) {
 
 }  // namespace
 
+class DraDriver::ClaimLock {
+ public:
+  ClaimLock(DraDriver* d, std::string uid) : d_(d), uid_(std::move(uid)) {
+    std::unique_lock<std::mutex> lock(d_->mu_);
+    d_->released_.wait(lock, [&] { return d_->busy_.count(uid_) == 0; });
+    d_->busy_.insert(uid_);
+  }
+  ~ClaimLock() {
+    {
+      std::lock_guard<std::mutex> lock(d_->mu_);
+      d_->busy_.erase(uid_);
+    }
+    d_->released_.notify_all();
+  }
+  ClaimLock(const ClaimLock&) = delete;
+  ClaimLock& operator=(const ClaimLock&) = delete;
+
+ private:
+  DraDriver* const d_;
+  const std::string uid_;
+};
+
 std::string ClaimCdiId(const std::string& claim_uid, const std::string& device) {
   return absl::StrCat(kClaimCdiKind, "=", claim_uid, "-", device);
 }
@@ -179,7 +211,7 @@ drapb::NodePrepareResourcesResponse DraDriver::Prepare(const drapb::NodePrepareR
 
 absl::StatusOr<PreparedClaim> DraDriver::PrepareOne(const drapb::Claim& claim) {
   if (absl::Status s = CheckClaim(claim); !s.ok()) return s;
-  std::lock_guard<std::mutex> op(op_mu_);
+  ClaimLock hold(this, claim.uid());
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (auto it = prepared_.find(claim.uid()); it != prepared_.end()) {
@@ -227,8 +259,9 @@ absl::Status DraDriver::OpenDevice(const rpci::v1::PreparedDevice& d, PreparedCl
     return absl::FailedPreconditionError(
         absl::StrCat("device ", d.device(), ": pool ", d.pool(), " is not served through DRA on node ", options_.node_name));
   }
-  if (id.empty() || id.find_first_of("/ ") != std::string::npos || d.device().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("device \"", d.device(), "\": the controller's grant names no valid device"));
+  if (!SafeName(id) || !SafeName(d.device())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", d.device(), "\" (id \"", id, "\"): not a name rpci can use in paths and CDI ids"));
   }
   absl::StatusOr<AttachedSession> opened = sessions_->Open(d.grant(), d.agent_session_endpoint());
   if (!opened.ok()) return opened.status();
@@ -302,7 +335,7 @@ drapb::NodeUnprepareResourcesResponse DraDriver::Unprepare(const drapb::NodeUnpr
 
 absl::Status DraDriver::UnprepareOne(const drapb::Claim& claim) {
   if (absl::Status s = CheckClaim(claim); !s.ok()) return s;
-  std::lock_guard<std::mutex> op(op_mu_);
+  ClaimLock hold(this, claim.uid());
   PreparedClaim held{claim.namespace_(), claim.name(), claim.uid(), {}};
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 #include <sstream>
 
 #include "common/testing/temp_dir.h"
@@ -40,6 +42,23 @@ std::string Slurp(const std::string& path) {
   return s.str();
 }
 
+// The agents, with opening a session on device "dev-slow" taking a second
+// (an agent still scrubbing it for the previous tenant).
+class SlowOpener final : public SessionOpener {
+ public:
+  explicit SlowOpener(SessionOpener* agents) : agents_(agents) {}
+  absl::StatusOr<AttachedSession> Open(const rpci::v1::SessionGrant& grant, const std::string& endpoint) override {
+    if (grant.device_id() == "dev-slow") absl::SleepFor(absl::Seconds(1));
+    return agents_->Open(grant, endpoint);
+  }
+  absl::Status Close(const AttachedSession& s) override { return agents_->Close(s); }
+  absl::Status Check(const AttachedSession& s) override { return agents_->Check(s); }
+  absl::Status ProbeAgent(const std::string& e, absl::Duration t) override { return agents_->ProbeAgent(e, t); }
+
+ private:
+  SessionOpener* const agents_;
+};
+
 class DraTest : public ::testing::Test {
  protected:
   DraTest()
@@ -63,7 +82,7 @@ class DraTest : public ::testing::Test {
     ASSERT_TRUE(kubelet_->Start().ok());
   }
   void StartDriver() {
-    driver_ = std::make_unique<DraDriver>(options_, &controller_client_, &agents_);
+    driver_ = std::make_unique<DraDriver>(options_, &controller_client_, &opener_);
     ASSERT_TRUE(driver_->Start().ok());
   }
   // Kubelet and driver up, the driver registered.
@@ -79,6 +98,7 @@ class DraTest : public ::testing::Test {
   testing::ClaimController controller_;
   GrpcControllerClient controller_client_;
   testing::TestAgents agents_;
+  SlowOpener opener_{&agents_};
   std::unique_ptr<FakeDraKubelet> kubelet_;
   std::unique_ptr<DraDriver> driver_;
 };
@@ -231,6 +251,36 @@ TEST_F(DraTest, DeviceOfAPoolNotServedThroughDraIsRefused) {
   EXPECT_NE(ids.status().message().find("pool gpu is not served through DRA"), std::string::npos) << ids.status();
   EXPECT_EQ(agents_.opened(), 0);
   EXPECT_EQ(controller_.granted(), 0);
+}
+
+TEST_F(DraTest, DeviceNamesUnfitForPathsAndCdiIdsAreRefused) {
+  StartBoth();
+  for (const std::string bad : {"../../etc", "a/b", ".hidden", "dev a"}) {
+    controller_.Allocate(kClaim.uid, kNode, kAgent, {{"emu", bad}});
+    absl::StatusOr<std::vector<std::string>> ids = kubelet_->PrepareClaim(kDraDriverName, kClaim);
+    ASSERT_FALSE(ids.ok()) << bad;
+    EXPECT_NE(ids.status().message().find("not a name rpci can use"), std::string::npos) << ids.status();
+  }
+  EXPECT_EQ(agents_.opened(), 0);
+  EXPECT_EQ(controller_.granted(), 0);
+}
+
+TEST_F(DraTest, AClaimWaitingForItsAgentDoesNotHoldUpAnother) {
+  StartBoth();
+  controller_.Allocate(kClaim.uid, kNode, kAgent, {{"emu", "dev-slow"}});
+  controller_.Allocate(kOther.uid, kNode, kAgent, {{"emu", "dev-b"}});
+  std::atomic<bool> slow_done{false};
+  std::thread slow([&] {
+    EXPECT_TRUE(kubelet_->PrepareClaim(kDraDriverName, kClaim).ok());
+    slow_done = true;
+  });
+  absl::SleepFor(absl::Milliseconds(200));
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE(kubelet_->PrepareClaim(kDraDriverName, kOther).ok());
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(700));
+  EXPECT_FALSE(slow_done);
+  slow.join();
+  EXPECT_EQ(driver_->PreparedClaims().size(), 2u);
 }
 
 TEST_F(DraTest, MalformedClaimIsRefusedInItsEntry) {
