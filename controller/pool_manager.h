@@ -56,6 +56,10 @@ class PoolManager {
     PoolSpec default_pool;
   };
 
+  // Most devices one store commit carries: a pass that changes every device
+  // commits them in batches of this many, never copying all of them at once.
+  static constexpr size_t kMaxBatchDevices = 8192;
+
   // `store`, `clock` and `metrics` must outlive the manager; `metrics` may be
   // null.
   PoolManager(Store* store, const Clock* clock, Options options, MetricsRegistry* metrics = nullptr);
@@ -172,6 +176,10 @@ class PoolManager {
   // one of `mine` (store keys the caller needs written now; they skip the
   // backoff) failed.
   absl::Status FlushLocked(const std::set<std::string>& mine = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Commits one batch and settles each object: written ones are no longer
+  // dirty; refused ones are noted (and *mine_failed set when one of `mine`).
+  void CommitLocked(const StoreBatch& batch, const std::set<std::string>& mine, absl::Time now,
+                    absl::Status* mine_failed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteStoreFailureLocked(const std::string& key, const std::string& device_id, const absl::Status& error,
                               absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const PoolSpec& PoolOfLocked(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

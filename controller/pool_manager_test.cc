@@ -407,6 +407,38 @@ TEST_F(PoolManagerTest, RestartRebuildsFromStoreWithoutDoubleAssignment) {
   EXPECT_TRUE(manager_->CheckInvariants().ok());
 }
 
+// The real store underneath, noting how many devices each commit carried.
+class CommitRecorder : public Store {
+ public:
+  explicit CommitRecorder(Store* store) : store_(store) {}
+  absl::StatusOr<StoreSnapshot> Load() override { return store_->Load(); }
+  CommitOutcome Commit(const StoreBatch& batch) override {
+    device_counts.push_back(batch.put_devices.size());
+    return store_->Commit(batch);
+  }
+  std::vector<size_t> device_counts;
+
+ private:
+  Store* const store_;
+};
+
+TEST_F(PoolManagerTest, ChangesToManyDevicesAreCommittedInBoundedBatchesAndAllKept) {
+  const int total = static_cast<int>(PoolManager::kMaxBatchDevices) * 2 + 10;
+  CommitRecorder recorder(store_.get());
+  manager_ = std::make_unique<PoolManager>(&recorder, &clock_, options_);
+  ASSERT_TRUE(manager_->Load().ok());
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", total)).ok());
+  ASSERT_EQ(recorder.device_counts.size(), 3u);
+  size_t committed = 0;
+  for (size_t n : recorder.device_counts) {
+    EXPECT_LE(n, PoolManager::kMaxBatchDevices);
+    committed += n;
+  }
+  EXPECT_EQ(committed, static_cast<size_t>(total));
+  Restart();
+  EXPECT_EQ(manager_->Devices().size(), static_cast<size_t>(total));
+}
+
 // 1 000 random operations with restarts in between; after each, the
 // invariants hold and no unhealthy device was newly assigned.
 TEST_F(PoolManagerTest, AdminDrainRefusesClaimsAndUnassignsOnceDetached) {
