@@ -667,12 +667,11 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
   for (const auto& [id, a] : deleted_attachments_) {
     if (due(AttachmentStoreKey(id))) batch.delete_attachments.push_back(a);
   }
-  // Devices go in batches of at most kMaxBatchDevices: a pass that changes
-  // every device never holds a copy (and a store encoding) of all of them.
+  // Devices go in batches of at most options_.max_batch_devices.
   absl::Status mine_failed;
   size_t next = 0;
   do {
-    const size_t end = std::min(puts.size(), next + kMaxBatchDevices);
+    const size_t end = std::min(puts.size(), next + std::max<size_t>(1, options_.max_batch_devices));
     batch.put_devices.reserve(end - next);
     for (; next < end; ++next) batch.put_devices.push_back(*puts[next]);
     if (batch.empty()) break;

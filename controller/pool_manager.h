@@ -52,13 +52,13 @@ class PoolManager {
     absl::Duration release_grace = absl::Seconds(10);  // Releasing lasts this long
     absl::Duration usage_grace = absl::Seconds(30);  // a new attachment may be missing from usage reports
     absl::Duration grant_ttl = absl::Hours(24);
+    // Most devices one store commit carries: a pass that changes every device
+    // commits them in batches of this many, never copying (and the store
+    // never encoding) all of them at once.
+    size_t max_batch_devices = 8192;
     // Policy for pools that devices or nodes name but no DevicePool defines.
     PoolSpec default_pool;
   };
-
-  // Most devices one store commit carries: a pass that changes every device
-  // commits them in batches of this many, never copying all of them at once.
-  static constexpr size_t kMaxBatchDevices = 8192;
 
   // `store`, `clock` and `metrics` must outlive the manager; `metrics` may be
   // null.

@@ -423,7 +423,8 @@ class CommitRecorder : public Store {
 };
 
 TEST_F(PoolManagerTest, ChangesToManyDevicesAreCommittedInBoundedBatchesAndAllKept) {
-  const int total = static_cast<int>(PoolManager::kMaxBatchDevices) * 2 + 10;
+  options_.max_batch_devices = 4;
+  const int total = 10;
   CommitRecorder recorder(store_.get());
   manager_ = std::make_unique<PoolManager>(&recorder, &clock_, options_);
   ASSERT_TRUE(manager_->Load().ok());
@@ -431,7 +432,7 @@ TEST_F(PoolManagerTest, ChangesToManyDevicesAreCommittedInBoundedBatchesAndAllKe
   ASSERT_EQ(recorder.device_counts.size(), 3u);
   size_t committed = 0;
   for (size_t n : recorder.device_counts) {
-    EXPECT_LE(n, PoolManager::kMaxBatchDevices);
+    EXPECT_LE(n, options_.max_batch_devices);
     committed += n;
   }
   EXPECT_EQ(committed, static_cast<size_t>(total));
