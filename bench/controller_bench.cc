@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -111,18 +112,19 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
   const double setup_s = absl::ToDoubleSeconds(absl::Now() - setup_start);
   const absl::Time start = absl::Now();
   const double cpu_start = ThreadCpuMs();
-  // As ControllerApp::Step: the pass, then its decisions taken (posted as
-  // Events there), so neither the pass's returned copy nor the manager's kept
-  // window (up to 100 000 decisions, ~16 MB) is counted as standing memory.
   manager.Reconcile();
   const absl::Duration took = absl::Now() - start;
   const double cpu_ms = ThreadCpuMs() - cpu_start;
-  manager.TakeDecisions();
+  // As ControllerApp::Step: the pass's decisions taken (posted as Events
+  // there); their first assignments are the Claim targets. The count comes
+  // from the state (the kept window holds at most the last 100 000). Neither
+  // a copy of every device nor the decisions stay to be counted in rss_mb.
   std::vector<std::pair<std::string, std::string>> targets;  // device, node
-  for (const auto& d : manager.Devices()) {  // none was assigned before the pass
-    if (!d.assigned_node.empty()) targets.emplace_back(d.id(), d.assigned_node);
+  for (const rpci::controller::Decision& d : manager.TakeDecisions()) {
+    if (d.action == "assign" && static_cast<int>(targets.size()) < claims) targets.emplace_back(d.device_id, d.node);
   }
-  const int assigned = static_cast<int>(targets.size());
+  const std::map<std::string, int64_t> phases = manager.PhaseCounts()[pool.name];
+  const int assigned = phases.count("Assigned") ? static_cast<int>(phases.at("Assigned")) : 0;
   claims = std::min<int>(claims, targets.size());
   std::vector<double> latencies_us;
   for (int i = 0; i < claims; ++i) {

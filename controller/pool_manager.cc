@@ -1003,6 +1003,7 @@ absl::Status PoolManager::CheckInvariants() const {
 std::vector<Device> PoolManager::Devices() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Device> out;
+  out.reserve(devices_.size());
   for (const auto& [id, d] : devices_) out.push_back(d);
   return out;
 }
@@ -1010,6 +1011,7 @@ std::vector<Device> PoolManager::Devices() const {
 std::vector<Attachment> PoolManager::Attachments() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Attachment> out;
+  out.reserve(attachments_.size());
   for (const auto& [id, a] : attachments_) out.push_back(a);
   return out;
 }
