@@ -420,6 +420,8 @@ TEST(Templates, WireTheHostPathsProbesAndScrapeAnnotations) {
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/device-plugins");
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/pod-resources");
   has("plugin.yaml", "hostPath: {path: {{ $p.cdiDir }}");
+  has("plugin.yaml", "--cdi={{ if $p.cdi }}on{{ else }}off{{ end }}");
+  EXPECT_EQ(Values()["plugin"]["cdi"], false);
   EXPECT_EQ(Values()["plugin"]["kubeletDir"], "/var/lib/kubelet");
   EXPECT_EQ(Values()["plugin"]["cdiDir"], "/var/run/cdi");
   EXPECT_EQ(Values()["controller"]["replicas"], 2);

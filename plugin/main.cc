@@ -26,7 +26,7 @@ struct Settings {
   std::string controller = "rpci-controller:7443", pools = "emu";
   rpci::TlsSettings tls;
   std::string health_addr = "0.0.0.0:8082";
-  std::string log_level = "info", fabric_ports;
+  std::string log_level = "info", fabric_ports, cdi = "off";
   int64_t numa = -1, usage_seconds = 1, usage_ms = 0, release_grace_seconds = 30;
 };
 
@@ -37,7 +37,10 @@ void AddFlags(rpci::FlagSet& flags, Settings& st) {
   flags.String("pools", &st.pools, "comma-separated pools; each is registered as resource rpci.io/<pool>");
   flags.String("plugin-dir", &o.plugin_dir, "kubelet device-plugin socket directory");
   flags.String("pod-resources-socket", &o.pod_resources_socket, "kubelet pod-resources API socket");
-  flags.String("cdi-dir", &o.cdi_dir, "directory for CDI spec files");
+  flags.String("cdi", &st.cdi,
+               "on: containers get their devices' env, mounts and device nodes through CDI specs in --cdi-dir "
+               "(the runtime must have CDI enabled); off: through the Allocate response");
+  flags.String("cdi-dir", &o.cdi_dir, "directory for CDI spec files (with --cdi=on)");
   flags.String("state-dir", &o.state_dir, "host directory of per-device session dirs (mounted into containers)");
   flags.String("container-dir", &o.container_dir, "where session dirs appear inside containers");
   flags.String("fabric-port-range", &st.fabric_ports,
@@ -78,6 +81,10 @@ std::optional<int> ParseSettings(int argc, char** argv, Settings& st) {
   }
   o.pools = absl::StrSplit(st.pools, ',', absl::SkipWhitespace());
   o.nic_numa_node = st.numa;
+  if (absl::Status s = ParseCdiMode(st.cdi, &o); !s.ok()) {
+    std::cerr << "--cdi: " << s.message() << "\n";
+    return 2;
+  }
   if (absl::Status s = ParseFabricPortRange(st.fabric_ports, &o); !s.ok()) {
     std::cerr << "--fabric-port-range: " << s.message() << "\n";
     return 2;
