@@ -42,6 +42,7 @@
 #include "absl/time/clock.h"
 #include "agent/app/agent_config.h"
 #include "common/flags.h"
+#include "common/testing/wait.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/harness/free_port.h"
@@ -79,15 +80,6 @@ std::string MakeDir(const std::string& tag) {
   return tmpl;
 }
 
-
-bool WaitUntil(const std::function<bool()>& pred, absl::Duration timeout, absl::Duration step = absl::Milliseconds(20)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!pred()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(step);
-  }
-  return true;
-}
 
 std::optional<std::string> HttpGet(int port, const std::string& path) {
   httplib::Client client("127.0.0.1", port);
@@ -201,7 +193,7 @@ class SessionPath {
     if (!port_.empty()) argv.push_back("--port=" + port_);
     agent_ = std::make_unique<Subprocess>(pair_->ExecIn(0, argv), absl::StrCat(dir_, "/agent", attempt, ".out"),
                                           absl::StrCat(dir_, "/agent", attempt, ".err"));
-    if (!WaitUntil([&] { return !ReadWholeFile(ready).empty(); }, absl::Seconds(10))) {
+    if (!WaitFor([&] { return !ReadWholeFile(ready).empty(); }, absl::Seconds(10))) {
       return absl::InternalError("agent_helper did not start: " + Tail(agent_->err()));
     }
     endpoint_ = ReadWholeFile(ready);
@@ -287,7 +279,7 @@ Outcome RunSessionScenario(const std::string& tag, const std::string& name, int6
     return o;
   }
   auto workload = path.StartWorkload(writes, duration_ms);
-  if (!WaitUntil([&] { return ReadProgress(path.progress()) >= writes / 5; }, absl::Seconds(20))) {
+  if (!WaitFor([&] { return ReadProgress(path.progress()) >= writes / 5; }, absl::Seconds(20))) {
     o.reason = "workload made no progress: " + Tail(workload->out() + workload->err());
     return o;
   }
@@ -447,7 +439,7 @@ class Stack {
     controller_ = std::make_unique<Subprocess>(argv,
         absl::StrCat(dir_, "/controller", controller_starts_, ".out"),
         absl::StrCat(dir_, "/controller", controller_starts_, ".log"));
-    if (!WaitUntil([&] { return HttpGet(controller_http_, "/readyz").has_value(); }, absl::Seconds(30))) {
+    if (!WaitFor([&] { return HttpGet(controller_http_, "/readyz").has_value(); }, absl::Seconds(30))) {
       return absl::InternalError(absl::StrCat("controller not ready within 30 s (exit ",
                                               controller_->Wait(absl::ZeroDuration()), "): ", Tail(controller_->err())));
     }
@@ -468,7 +460,7 @@ class Stack {
     agent_ = std::make_unique<Subprocess>(
         std::vector<std::string>{Bin("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"},
         absl::StrCat(dir_, "/agent", agent_starts_, ".out"), absl::StrCat(dir_, "/agent", agent_starts_, ".log"));
-    if (!WaitUntil([&] { return HttpGet(agent_http_, "/readyz").has_value(); }, absl::Seconds(30))) {
+    if (!WaitFor([&] { return HttpGet(agent_http_, "/readyz").has_value(); }, absl::Seconds(30))) {
       return absl::InternalError(absl::StrCat("agent not ready within 30 s (exit ", agent_->Wait(absl::ZeroDuration()),
                                               "): ", Tail(agent_->err())));
     }
@@ -489,7 +481,7 @@ class Stack {
     for (const std::string& f : certs_.Flags("plugin:" + n.name)) argv.push_back(f);
     n.plugin = std::make_unique<Subprocess>(argv,
         absl::StrCat(n.dir, "/plugin", n.starts, ".out"), absl::StrCat(n.dir, "/plugin", n.starts, ".log"));
-    if (!WaitUntil([&] { return HttpGet(n.plugin_http, "/healthz").has_value(); }, absl::Seconds(30))) {
+    if (!WaitFor([&] { return HttpGet(n.plugin_http, "/healthz").has_value(); }, absl::Seconds(30))) {
       return absl::InternalError(absl::StrCat("plugin not healthy within 30 s (exit ", n.plugin->Wait(absl::ZeroDuration()),
                                               "): ", Tail(n.plugin->err())));
     }
@@ -584,7 +576,7 @@ bool StartPodRun(PodRun& run, int64_t writes, int64_t duration_ms, Outcome* o) {
   }
   run.device = admitted->device_ids.empty() ? "" : admitted->device_ids[0];
   run.workload = &run.stack.RunContainer(*admitted, "pod-0", writes, duration_ms);
-  if (!WaitUntil([&] { return ReadProgress(run.stack.Progress("pod-0")) >= writes / 5; }, absl::Seconds(20))) {
+  if (!WaitFor([&] { return ReadProgress(run.stack.Progress("pod-0")) >= writes / 5; }, absl::Seconds(20))) {
     o->reason = "workload made no progress: " + Tail(run.workload->out() + run.workload->err());
     return false;
   }
@@ -628,7 +620,7 @@ Outcome PluginSigkill() {
     o.reason = "plugin restart: " + std::string(s.message());
   } else if (!n.kubelet->WaitForRegistration(kResource, 2, absl::Seconds(10))) {
     o.reason = "restarted plugin did not register with the kubelet";
-  } else if (!WaitUntil(
+  } else if (!WaitFor(
                  [&] {
                    // Counted per registration: the restarted plugin's own list.
                    return n.kubelet->ListAndWatchUpdates(kResource) > 0 &&
@@ -695,7 +687,7 @@ Outcome ControllerRestart() {
   int kills = 0;
   for (const char* action : {"\"action\":\"assign\"", "\"action\":\"attach\""}) {
     const std::string log = absl::StrCat(stack.dir(), "/controller", kills + 1, ".log");
-    if (!WaitUntil([&] { return ReadWholeFile(log).find(action) != std::string::npos; }, absl::Seconds(10),
+    if (!WaitFor([&] { return ReadWholeFile(log).find(action) != std::string::npos; }, absl::Seconds(10),
                    absl::Milliseconds(5))) {
       continue;
     }
@@ -764,14 +756,14 @@ Outcome DeviceServerGone() {
   Stack::Node& n = run.stack.node(0);
   run.stack.agent().Signal(SIGSTOP);
   const absl::Time gone = absl::Now();
-  bool unhealthy = WaitUntil([&] { return DeviceHealthIs(*n.kubelet, run.device, "Unhealthy"); },
+  bool unhealthy = WaitFor([&] { return DeviceHealthIs(*n.kubelet, run.device, "Unhealthy"); },
                              absl::Seconds(30), absl::Milliseconds(50));
   const double unhealthy_s = absl::ToDoubleSeconds(absl::Now() - gone);
   // Reclaimed: the controller counts both of the lost server's devices
   // Unhealthy (the spare's assignment is taken back; the attached one stays
   // with its pod until the pod goes, but is no longer offered) and none
   // Available, Assigned or Attached.
-  bool reclaimed = WaitUntil(
+  bool reclaimed = WaitFor(
       [&] {
         std::optional<std::string> page = run.stack.ControllerMetrics();
         if (!page) return false;
