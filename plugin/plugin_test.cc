@@ -18,6 +18,7 @@ namespace {
 
 using rpci::testing::AdvertisedDevice;
 using rpci::testing::FakeKubelet;
+using testing::AllHealth;
 using testing::TestAgents;
 using testing::TestController;
 
@@ -42,16 +43,6 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-auto AllHealth(size_t n, const std::string& health) {
-  return [n, health](const std::vector<AdvertisedDevice>& ds) {
-    if (ds.size() != n) return false;
-    for (const AdvertisedDevice& d : ds) {
-      if (d.health != health) return false;
-    }
-    return true;
-  };
-}
-
 // The plugin against the real controller (3 emu devices on dev-a, all
 // assigned to cn-1 as spares), the fake kubelet, and test agents.
 class PluginTest : public ::testing::Test {
@@ -66,27 +57,14 @@ class PluginTest : public ::testing::Test {
     kubelet_ = std::make_unique<FakeKubelet>(dir_ + "/dp", dir_ + "/pr.sock", dir_ + "/cdi");
     ASSERT_TRUE(kubelet_->Start().ok());
     client_ = std::make_unique<GrpcControllerClient>(controller_->Channel());
-    options_.node_name = "cn-1";
-    options_.pools = {"emu"};
-    options_.plugin_dir = dir_ + "/dp";
-    options_.pod_resources_socket = dir_ + "/pr.sock";
-    options_.cdi_dir = dir_ + "/cdi";
+    options_ = testing::TestPluginOptions(dir_);
     options_.device_edits = device_edits_;
-    options_.state_dir = dir_ + "/state";
     options_.health_interval = absl::Milliseconds(50);
-    options_.usage_interval = absl::Hours(1);  // tests call SyncUsage
     options_.release_grace = absl::ZeroDuration();
     options_.session_ca_pem = session_ca_pem_;
     plugin_ = std::make_unique<Plugin>(options_, client_.get(), &agents_);
     ASSERT_TRUE(plugin_->Start().ok());
-    client_->StartAssignmentWatch(controller::testing::NodeWith("cn-1", "emu"),
-                                  [this](const rpci::v1::AssignmentSet& set) { plugin_->SetAssignments(set); });
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (absl::Now() < deadline && kubelet_->Devices(kResource).size() < 3) {
-      controller_->manager().Reconcile();
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ASSERT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth(3, "Healthy"), absl::Seconds(5)));
+    ASSERT_TRUE(testing::AssignAndAdvertise(*controller_, *client_, *plugin_, *kubelet_, 3));
     for (const AdvertisedDevice& d : kubelet_->Devices(kResource)) ids_.push_back(d.id);
   }
 
