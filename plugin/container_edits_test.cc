@@ -46,9 +46,7 @@ TEST(FabricDeviceNodesTest, VerbsWithoutANicOnTheNetdevIsAClearError) {
 // sysfs tree is the one chosen.
 TEST(SessionDeviceNodesTest, ReadsTheNicsFromSysfsAndFollowsTheRoute) {
   agent::testing::SysfsTree tree;
-  tree.AddRdmaDevice("rxe_lo", "0000:00:00.0");
-  tree.Remove("devices/virtual/infiniband/rxe_lo/device");
-  tree.WriteFile("devices/virtual/infiniband/rxe_lo/parent", "lo\n");
+  tree.AddSoftRdmaDevice("rxe_lo", "lo");
   tree.MakeDir("class/net/lo");
   tree.WriteFile("class/infiniband_verbs/uverbs4/ibdev", "rxe_lo\n");
   absl::StatusOr<std::vector<std::string>> nodes = SessionDeviceNodes("verbs;ofi_rxm", "127.0.0.1:7450", tree.root());

@@ -114,18 +114,14 @@ TEST(RdmaInventoryTest, PortsNameTheirNetdevAndTheNicItsUverbsDevice) {
 TEST(RdmaInventoryTest, SoftwareDeviceIsPlacedByItsNetdevOrNowhere) {
   SysfsTree tree;
   testing::AddSwitchTopology(tree);
-  tree.AddRdmaDevice("rxe0", "0000:00:00.0");
-  tree.Remove("devices/virtual/infiniband/rxe0/device");
-  tree.WriteFile("devices/virtual/infiniband/rxe0/parent", "enp4s0\n");
+  tree.AddSoftRdmaDevice("rxe0", "enp4s0");
   tree.Symlink("../../../bus/pci/devices/0000:04:00.0", "class/net/enp4s0/device");
   tree.AddRdmaDevice("rxe1", "0000:00:00.0");
   tree.Remove("devices/virtual/infiniband/rxe1/device");
   tree.WriteFile("devices/virtual/infiniband/rxe1/ports/1/gid_attrs/ndevs/0", "veth0\n");
   tree.MakeDir("class/net/veth0");
   // A device whose netdev is in another network namespace: none named.
-  tree.AddRdmaDevice("rxe2", "0000:00:00.0");
-  tree.Remove("devices/virtual/infiniband/rxe2/device");
-  tree.WriteFile("devices/virtual/infiniband/rxe2/parent", "veth1\n");
+  tree.AddSoftRdmaDevice("rxe2", "veth1");
   std::vector<RdmaNic> nics = ScanNics(tree.root(), RdmaSource::kSysfs);
   ASSERT_EQ(nics.size(), 3u);
   EXPECT_EQ(nics[2].ports(0).netdev(), "");

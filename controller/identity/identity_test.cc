@@ -74,13 +74,19 @@ class IdentityTest : public ::testing::Test {
     api_.AddToken("token-agent-a", Token("rpci", "rpci-agent", "agent-a", "uid-agent-a", "node-a"));
     api_.AddToken("token-agent-b", Token("rpci", "rpci-agent", "agent-b", "uid-agent-b", "node-b"));
 
+    StartServer(ServerOptions(absl::Hours(1)));
+  }
+
+  // The identity server on loopback with the CA SetUp wrote, issuing
+  // certificates for `lifetime` to rpci-agent and rpci-plugin.
+  IdentityOptions ServerOptions(absl::Duration lifetime) const {
     IdentityOptions o;
     o.listen = "127.0.0.1:0";
     o.ca_cert_file = dir_ + "/ca-signing.crt";
     o.ca_key_file = dir_ + "/ca-signing.key";
     o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}, {"plugin", "rpci/rpci-plugin"}};
-    o.issue.lifetime = absl::Hours(1);
-    StartServer(o);
+    o.issue.lifetime = lifetime;
+    return o;
   }
 
   absl::Status WriteCaFiles() {
@@ -285,13 +291,7 @@ class MtlsPeer {
 };
 
 TEST_F(IdentityTest, AnExpiredNodeCertificateIsRefusedByTheControllersMtls) {
-  IdentityOptions o;
-  o.listen = "127.0.0.1:0";
-  o.ca_cert_file = dir_ + "/ca-signing.crt";
-  o.ca_key_file = dir_ + "/ca-signing.key";
-  o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}};
-  o.issue.lifetime = absl::Seconds(1);
-  StartServer(o);
+  StartServer(ServerOptions(absl::Seconds(1)));
   absl::StatusOr<TlsMaterial> tls = RequestNodeCertificate(Request("token-agent-a", "node-a"));
   ASSERT_TRUE(tls.ok()) << tls.status();
   MtlsPeer peer(controller_);
@@ -304,13 +304,7 @@ TEST_F(IdentityTest, AnExpiredNodeCertificateIsRefusedByTheControllersMtls) {
 }
 
 TEST_F(IdentityTest, ANodeCertificateIsRenewedBeforeExpiryWithoutRestart) {
-  IdentityOptions o;
-  o.listen = "127.0.0.1:0";
-  o.ca_cert_file = dir_ + "/ca-signing.crt";
-  o.ca_key_file = dir_ + "/ca-signing.key";
-  o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}};
-  o.issue.lifetime = absl::Seconds(3);
-  StartServer(o);
+  StartServer(ServerOptions(absl::Seconds(3)));
   NodeCertificateOptions r = Request("token-agent-a", "node-a");
   TlsSettings settings;
   settings.identity_address = r.identity_address;
@@ -349,12 +343,8 @@ TEST_F(IdentityTest, ADaemonWithARefusedTokenDoesNotStart) {
 }
 
 TEST_F(IdentityTest, TheCaCertificateIsPublishedForNodesAndKeptCurrent) {
-  IdentityOptions o;
-  o.listen = "127.0.0.1:0";
-  o.ca_cert_file = dir_ + "/ca-signing.crt";
-  o.ca_key_file = dir_ + "/ca-signing.key";
+  IdentityOptions o = ServerOptions(absl::Hours(1));
   o.ca_bundle_configmap = "rpci/rpci-ca-bundle";
-  o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}};
   StartServer(o);
   absl::Status published = server_->PublishCaBundle();
   ASSERT_TRUE(published.ok()) << published;

@@ -108,6 +108,12 @@ void SysfsTree::AddRdmaDevice(const std::string& name, const std::string& bdf,
   Symlink("../../" + dir, "class/infiniband/" + name);
 }
 
+void SysfsTree::AddSoftRdmaDevice(const std::string& name, const std::string& netdev) {
+  AddRdmaDevice(name, "0000:00:00.0");
+  Remove("devices/virtual/infiniband/" + name + "/device");
+  WriteFile("devices/virtual/infiniband/" + name + "/parent", netdev + "\n");
+}
+
 FakeFunction FunctionAt(const std::string& bdf, const std::string& parent, const std::string& numa_node) {
   FakeFunction f;
   f.bdf = bdf;

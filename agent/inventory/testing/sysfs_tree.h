@@ -64,6 +64,10 @@ class SysfsTree {
                      const std::string& port_state = "4: ACTIVE",
                      const std::string& link_layer = "Ethernet");
 
+  // A software RDMA device (rxe) on network device `netdev`: as AddRdmaDevice
+  // but with no PCI function behind it, its `parent` file naming the netdev.
+  void AddSoftRdmaDevice(const std::string& name, const std::string& netdev);
+
   // Paths relative to root; parent directories are created.
   void WriteFile(const std::string& rel, const std::string& content);
   void Symlink(const std::string& target, const std::string& rel);
