@@ -157,6 +157,29 @@ void Judge(const nlohmann::json& result, int workload_rc, Outcome* o) {
   if (o->reason.empty()) o->verdict = "survived";
 }
 
+// Judge, keeping the recovery time the scenario measured instead of the
+// workload's longest stall.
+void JudgeKeepingRecovery(const nlohmann::json& result, int workload_rc, Outcome* o) {
+  const double measured = o->recover_s;
+  Judge(result, workload_rc, o);
+  o->recover_s = measured;
+}
+
+// Records the scenario's log dir; false (the reason set) when setup failed.
+bool SetUp(const absl::Status& started, const std::string& dir, Outcome* o) {
+  o->dir = dir;
+  if (!started.ok()) o->reason = "setup: " + std::string(started.message());
+  return started.ok();
+}
+
+// Waits until a fifth of the workload's `writes` are acknowledged (its
+// progress file); false (the reason set) when not within 20 s.
+bool MadeProgress(const std::string& progress_file, int64_t writes, Subprocess& workload, Outcome* o) {
+  if (WaitFor([&] { return ReadProgress(progress_file) >= writes / 5; }, absl::Seconds(20))) return true;
+  o->reason = "workload made no progress: " + Tail(workload.out() + workload.err());
+  return false;
+}
+
 // ---------------------------------------------------------------- session path
 
 // agent_helper (rpci-emu) in host a, the workload in host b.
@@ -273,16 +296,9 @@ Outcome RunSessionScenario(const std::string& tag, const std::string& name, int6
   o.scenario = name;
   SessionPath path(agent_grace_ms);
   absl::Status started = path.Start(tag);
-  o.dir = path.dir();
-  if (absl::Status s = started; !s.ok()) {
-    o.reason = "setup: " + std::string(s.message());
-    return o;
-  }
+  if (!SetUp(started, path.dir(), &o)) return o;
   auto workload = path.StartWorkload(writes, duration_ms);
-  if (!WaitFor([&] { return ReadProgress(path.progress()) >= writes / 5; }, absl::Seconds(20))) {
-    o.reason = "workload made no progress: " + Tail(workload->out() + workload->err());
-    return o;
-  }
+  if (!MadeProgress(path.progress(), writes, *workload, &o)) return o;
   if (absl::Status s = fault(path, &o); !s.ok()) {
     o.reason = "fault injection: " + std::string(s.message());
     return o;
@@ -564,11 +580,7 @@ struct PodRun {
 // of them are acknowledged. Sets o->reason on failure.
 bool StartPodRun(PodRun& run, int64_t writes, int64_t duration_ms, Outcome* o) {
   absl::Status started = run.stack.Start(1);
-  o->dir = run.stack.dir();
-  if (absl::Status s = started; !s.ok()) {
-    o->reason = "setup: " + std::string(s.message());
-    return false;
-  }
+  if (!SetUp(started, run.stack.dir(), o)) return false;
   absl::StatusOr<AdmittedContainer> admitted = run.stack.AdmitPod(0, "pod-0", absl::Seconds(20));
   if (!admitted.ok()) {
     o->reason = "admission: " + std::string(admitted.status().message());
@@ -576,19 +588,21 @@ bool StartPodRun(PodRun& run, int64_t writes, int64_t duration_ms, Outcome* o) {
   }
   run.device = admitted->device_ids.empty() ? "" : admitted->device_ids[0];
   run.workload = &run.stack.RunContainer(*admitted, "pod-0", writes, duration_ms);
-  if (!WaitFor([&] { return ReadProgress(run.stack.Progress("pod-0")) >= writes / 5; }, absl::Seconds(20))) {
-    o->reason = "workload made no progress: " + Tail(run.workload->out() + run.workload->err());
-    return false;
-  }
-  return true;
+  return MadeProgress(run.stack.Progress("pod-0"), writes, *run.workload, o);
 }
 
-void FinishPodRun(PodRun& run, Outcome* o) {
+// Waits for the workload and judges its run; with `keep_recovery` the
+// recovery time is the one the scenario measured.
+void FinishPodRun(PodRun& run, Outcome* o, bool keep_recovery = false) {
   const int rc = run.workload->Wait(absl::Seconds(60));
   if (rc < 0 && o->reason.empty()) o->reason = "workload did not finish within 60 s";
   nlohmann::json result = WorkloadResult(*run.workload);
   CountFromAppliedTotal(result, run.stack.AgentApplied(), o);
-  Judge(result, rc, o);
+  if (keep_recovery) {
+    JudgeKeepingRecovery(result, rc, o);
+  } else {
+    Judge(result, rc, o);
+  }
 }
 
 bool DeviceHealthIs(FakeKubelet& kubelet, const std::string& device, const std::string& health) {
@@ -656,9 +670,7 @@ Outcome KubeletRestart() {
     if (o.recover_s > 1.0) o.reason = absl::StrFormat("re-registration took %.2f s (> 1 s)", o.recover_s);
   }
   o.note = "recover = re-registration time";
-  const double registration = o.recover_s;
-  FinishPodRun(run, &o);
-  o.recover_s = registration;
+  FinishPodRun(run, &o, /*keep_recovery=*/true);
   return o;
 }
 
@@ -669,11 +681,7 @@ Outcome ControllerRestart() {
   o.scenario = "(c) controller restart during allocation";
   Stack stack("c");
   absl::Status started = stack.Start(2);
-  o.dir = stack.dir();
-  if (absl::Status s = started; !s.ok()) {
-    o.reason = "setup: " + std::string(s.message());
-    return o;
-  }
+  if (!SetUp(started, stack.dir(), &o)) return o;
   absl::StatusOr<AdmittedContainer> admitted[2] = {absl::UnknownError("not run"), absl::UnknownError("not run")};
   std::thread pods[2];
   for (int i = 0; i < 2; ++i) {
@@ -739,9 +747,7 @@ Outcome ControllerRestart() {
     merged["issued"] = merged["issued"].get<int64_t>() + result.value("issued", int64_t{0});
   }
   CountFromAppliedTotal(merged, stack.AgentApplied(), &o);
-  const double recover = o.recover_s;
-  Judge(merged, rc, &o);
-  o.recover_s = recover;
+  JudgeKeepingRecovery(merged, rc, &o);
   return o;
 }
 
