@@ -134,10 +134,7 @@ int main(int argc, char** argv) {
     return std::string("serving");
   });
   if (!health_addr.empty()) {
-    std::string host;
-    int port = 0;
-    absl::Status s = ParseHostPort(health_addr, &host, &port);
-    absl::StatusOr<int> bound = s.ok() ? health.Start(host, port) : absl::StatusOr<int>(s);
+    absl::StatusOr<int> bound = health.Start(health_addr);
     if (!bound.ok()) {
       log.Error("cannot serve health", {{"error", std::string(bound.status().message())}});
       return 1;
