@@ -716,6 +716,35 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
   ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
 }
 
+// Frames sent to a session's endpoint while its worker is busy wait in that
+// endpoint's bounded queue (256); the rest are dropped and counted, and only
+// that session's memory is at stake.
+TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
+  class SlowDevice : public TestDevice {
+   public:
+    absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override {
+      if (value == 0x510e) absl::SleepFor(absl::Seconds(2));
+      return TestDevice::WriteRegister(bar, offset, width, value);
+    }
+  };
+  SlowDevice slow;
+  StopServer();
+  StartServer(absl::Seconds(10), &slow);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+  client::SessionTicket ticket;
+  auto a = Attach(&ticket, "g-emu");
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(a->Write(0, 0x40, 4, 0x510e).ok());
+  ASSERT_TRUE(a->Flush().ok());
+  absl::SleepFor(absl::Milliseconds(100));  // the worker is inside the slow write
+  auto rogue = Rogue(ticket.session_id);
+  for (int i = 0; i < 600; ++i) ASSERT_TRUE(rogue.Send("not a frame " + std::to_string(i)).ok());
+  ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
+  WaitForRefused({{"inbox_full", 344}, {"malformed", 256}});
+  EXPECT_EQ(Refused("inbox_full"), 600 - 256);
+  EXPECT_EQ(Refused("malformed"), 256);
+}
+
 TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
   class DirtyDevice : public TestDevice {
    public:
