@@ -38,6 +38,9 @@ constexpr size_t kInboxCapacity = 256;
 // How long a worker waits on its endpoint before looking at its flags again
 // (interrupts and stop wake it at once).
 constexpr absl::Duration kWorkerPoll = absl::Milliseconds(200);
+// How long an attach waits for the session's domain and endpoint, which its
+// worker opens after the reservation (a few milliseconds).
+constexpr absl::Duration kFabricWait = absl::Seconds(10);
 constexpr absl::Duration kPushRetry = absl::Milliseconds(200);  // a failed completion push, again
 
 // Applied/completion sequence numbers in a MAP_SHARED file: a store is in the
@@ -169,8 +172,9 @@ struct SessionServer::Session {
 
   // This session's own fabric domain: its regions are registered here only,
   // so no other session's peer can use their keys (with FI_MR_PROV_KEY
-  // providers a key is only unique within a domain). Opened at reservation,
-  // closed at teardown.
+  // providers a key is only unique within a domain). Opened by the worker
+  // right after the reservation (off the reservation's and the attach's
+  // path), closed at teardown.
   std::unique_ptr<fabric::Fabric> fabric;
   // The session's endpoint in that domain; its frames arrive here and
   // nowhere else. One endpoint serves one attach: a re-attach gets a fresh
@@ -187,9 +191,23 @@ struct SessionServer::Session {
   // The session's own worker thread receives on the endpoint and applies,
   // so one session's work never runs on a thread another session waits on.
   std::mutex signal_mu;
+  std::condition_variable signal_cv;
   bool interrupt_pending = false;  // the device's interrupt_fd fired; the worker pushes
   bool stop_worker = false;
+  std::optional<absl::Status> fabric_opened;  // set once the worker opened (or failed to)
   std::thread worker;
+
+  // OK once the worker has opened the session's fabric; its error, or
+  // UNAVAILABLE after `timeout`.
+  absl::Status WaitFabric(absl::Duration timeout) {
+    std::unique_lock<std::mutex> lock(signal_mu);
+    if (!signal_cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                            [&] { return fabric_opened.has_value() || stop_worker; }) ||
+        !fabric_opened.has_value()) {
+      return absl::UnavailableError("session " + id.ToString() + ": its fabric endpoint is not open");
+    }
+    return *fabric_opened;
+  }
 
   std::shared_ptr<fabric::Endpoint> CurrentEndpoint() {
     std::lock_guard<std::mutex> lock(frames_mu);
@@ -202,6 +220,7 @@ struct SessionServer::Session {
       interrupt_pending = interrupt_pending || interrupt;
       stop_worker = stop_worker || stop;
     }
+    signal_cv.notify_all();
     if (std::shared_ptr<fabric::Endpoint> ep = CurrentEndpoint()) ep->Wake();
   }
   void StopWorker() {
@@ -319,7 +338,6 @@ absl::Status SessionServer::Start() {
         log_.Warn("session's device state was lost in the agent restart; it will not be resumed",
                   {{"session", s->id.ToString()}, {"device", s->device_id}});
       }
-      if (absl::Status st = OpenSessionFabric(*s); !st.ok()) return st;
       sessions_[s->id] = s;
       device_owner_[s->device_id] = s->id;
       StartWorker(*s);
@@ -348,15 +366,26 @@ void SessionServer::Stop() {
   }
 }
 
-absl::Status SessionServer::OpenSessionFabric(Session& s) const {
+absl::Status SessionServer::OpenSessionFabric(Session& s) {
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
-  if (!fabric.ok()) return fabric.status();
-  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = (*fabric)->OpenEndpoint();
-  if (!endpoint.ok()) return endpoint.status();
-  s.fabric = std::move(*fabric);
-  s.endpoint = std::move(*endpoint);
-  s.endpoint_used = false;
-  return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint =
+      fabric.ok() ? (*fabric)->OpenEndpoint() : absl::StatusOr<std::unique_ptr<fabric::Endpoint>>(fabric.status());
+  if (endpoint.ok()) {
+    std::lock_guard<std::mutex> lock(s.mu);
+    std::lock_guard<std::mutex> flock(s.frames_mu);
+    s.fabric = std::move(*fabric);
+    s.endpoint = std::move(*endpoint);
+    s.endpoint_used = false;
+  } else {
+    log_.Error("session fabric did not open; its attaches are refused",
+               {{"session", s.id.ToString()}, {"error", std::string(endpoint.status().message())}});
+  }
+  {
+    std::lock_guard<std::mutex> lock(s.signal_mu);
+    s.fabric_opened = endpoint.status();
+  }
+  s.signal_cv.notify_all();
+  return endpoint.status();
 }
 
 absl::Status SessionServer::FreshEndpoint(Session& s) {
@@ -526,6 +555,7 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
                    &nonce);
   if (!s.ok()) return ToGrpc(s.status());
   resp->set_session_id(req->resume_session_id());
+  if (absl::Status st = (*s)->WaitFabric(kFabricWait); !st.ok()) return ToGrpc(st);
   std::lock_guard<std::mutex> slock((*s)->mu);
   if ((*s)->device_state_lost) {
     refused_->Labels({"device_reset"}).Increment();
@@ -574,7 +604,6 @@ absl::Status SessionServer::Reserve(const grpc::ServerContext& ctx, const rpci::
                                {"grant", (*s)->grant_id}});
   resp->set_session_id((*s)->id.ToString());
   resp->set_session_key((*s)->key.Bytes());  // the one time the key is sent: to the grant's node, over mTLS
-  resp->set_agent_fabric_address((*s)->CurrentEndpoint()->address());
   Describe(**s, resp);
   return absl::OkStatus();
 }
@@ -598,8 +627,6 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSessio
   if (s->seq == nullptr) return absl::UnavailableError("cannot map session sequence file");
   s->seq->set_applied(0);
   s->seq->set_completions(0);
-  // Before the server lock: opening a domain and endpoint takes milliseconds.
-  if (absl::Status st = OpenSessionFabric(*s); !st.ok()) return st;
   std::unique_lock<std::mutex> lock(mu_);
   // A device its last session is still being scrubbed off is worth a wait.
   scrubbed_.wait_for(lock, std::chrono::seconds(10), [&] {
@@ -931,6 +958,11 @@ void SessionServer::HandleFrame(Session& s, const fabric::Endpoint& from, const 
 }
 
 void SessionServer::WorkLoop(Session& s) {
+  if (!OpenSessionFabric(s).ok()) {
+    std::unique_lock<std::mutex> lock(s.signal_mu);
+    s.signal_cv.wait(lock, [&] { return s.stop_worker; });
+    return;
+  }
   std::shared_ptr<fabric::Endpoint> ep;
   uint64_t dropped_seen = 0;
   while (true) {

@@ -162,8 +162,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // naming them (s.local, anchor last).
   absl::Status RegisterRegions(Session& s);
   // The session's own fabric domain and a first endpoint (s.fabric,
-  // s.endpoint); called before the session is listed.
-  absl::Status OpenSessionFabric(Session& s) const;
+  // s.endpoint), opened by its worker as it starts; attaches wait for it.
+  absl::Status OpenSessionFabric(Session& s);
   // A new endpoint in the session's domain for the next attach, replacing
   // one that served an attach already (mu and frames_mu taken inside).
   absl::Status FreshEndpoint(Session& s);
