@@ -4,11 +4,12 @@
 #include <memory>
 
 #include "common/grpc_util.h"
+#include "common/testing/manual_clock.h"
 #include "controller/kube_store.h"
 #include "controller/pool_manager.h"
 #include "controller/resource_api.h"
 #include "controller/service.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/kube/api_server.h"
