@@ -98,9 +98,7 @@ TEST(RdmaInventoryTest, PortsNameTheirNetdevAndTheNicItsUverbsDevice) {
   tree.AddRdmaDevice("mlx5_0", "0000:04:00.0");
   tree.WriteFile("devices/virtual/infiniband/mlx5_0/ports/1/gid_attrs/ndevs/0", "enp4s0f0\n");
   tree.MakeDir("class/net/enp4s0f0");
-  tree.MakeDir("class/infiniband_verbs/uverbs0");
   tree.WriteFile("class/infiniband_verbs/uverbs0/ibdev", "other\n");
-  tree.MakeDir("class/infiniband_verbs/uverbs3");
   tree.WriteFile("class/infiniband_verbs/uverbs3/ibdev", "mlx5_0\n");
   std::vector<RdmaNic> nics = ScanNics(tree.root(), RdmaSource::kSysfs);
   ASSERT_EQ(nics.size(), 1u);
