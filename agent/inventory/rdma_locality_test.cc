@@ -196,22 +196,24 @@ TEST(LocalityTest, NicBesideGpuUnderOneSwitchIsSwitchLocal) {
   EXPECT_EQ(nvme.nics, std::vector<std::string>{"mlx5_0"});
 }
 
-TEST(LocalityTest, UnknownNumaNodeWithoutSharedSwitchHasNoLocalNic) {
+// Where a NIC at `nic` stands to a device at `device`, both functions on
+// the root complex with unknown NUMA nodes.
+NicLocality LocalityWithUnknownNuma(const std::string& device, const std::string& nic) {
   SysfsTree tree;
-  tree.AddFunction(testing::FunctionAt("0000:00:02.0", "pci0000:00", "-1"));
-  tree.AddFunction(testing::FunctionAt("0000:00:03.0", "pci0000:00", "-1"));
-  tree.AddRdmaDevice("mlx5_0", "0000:00:03.0");
-  NicLocality loc = LocalityOf(tree, "0000:00:02.0");
+  tree.AddFunction(testing::FunctionAt(device, "pci0000:00", "-1"));
+  tree.AddFunction(testing::FunctionAt(nic, "pci0000:00", "-1"));
+  tree.AddRdmaDevice("mlx5_0", nic);
+  return LocalityOf(tree, device);
+}
+
+TEST(LocalityTest, UnknownNumaNodeWithoutSharedSwitchHasNoLocalNic) {
+  NicLocality loc = LocalityWithUnknownNuma("0000:00:02.0", "0000:00:03.0");
   EXPECT_EQ(loc.kind, LocalityKind::kNone);
   EXPECT_TRUE(loc.nics.empty());
 }
 
 TEST(LocalityTest, FunctionsOfOneSlotAreSwitchLocal) {
-  SysfsTree tree;
-  tree.AddFunction(testing::FunctionAt("0000:00:05.0", "pci0000:00", "-1"));
-  tree.AddFunction(testing::FunctionAt("0000:00:05.1", "pci0000:00", "-1"));
-  tree.AddRdmaDevice("mlx5_0", "0000:00:05.1");
-  NicLocality loc = LocalityOf(tree, "0000:00:05.0");
+  NicLocality loc = LocalityWithUnknownNuma("0000:00:05.0", "0000:00:05.1");
   EXPECT_EQ(loc.kind, LocalityKind::kSwitch);
   EXPECT_EQ(loc.nics, std::vector<std::string>{"mlx5_0"});
 }
