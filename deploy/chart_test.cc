@@ -420,6 +420,14 @@ TEST(Templates, WireTheHostPathsProbesAndScrapeAnnotations) {
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/device-plugins");
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/pod-resources");
   has("plugin.yaml", "hostPath: {path: {{ $p.cdiDir }}");
+  // DRA pools (docs/dra.md): the mode from the DevicePool's allocationMode,
+  // the kubelet's plugin registration dir and the driver's socket dir.
+  has("plugin.yaml", "- --pools={{ join \",\" $pluginPools }}");
+  has("plugin.yaml", "- --kubelet-dir={{ $p.kubeletDir }}");
+  has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/plugins_registry, type: Directory}");
+  has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/plugins/rpci.io, type: DirectoryOrCreate}");
+  has("plugin.yaml", "--cdi={{ if $p.cdi }}on{{ else }}off{{ end }}");
+  EXPECT_EQ(Values()["plugin"]["cdi"], false);
   EXPECT_EQ(Values()["plugin"]["kubeletDir"], "/var/lib/kubelet");
   EXPECT_EQ(Values()["plugin"]["cdiDir"], "/var/run/cdi");
   EXPECT_EQ(Values()["controller"]["replicas"], 2);
