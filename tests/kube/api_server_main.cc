@@ -9,12 +9,15 @@
 #include "tests/kube/api_server.h"
 
 int main(int argc, char** argv) {
-  std::string crds, namespaces;
+  std::string crds, namespaces, resource_versions = "v1,v1beta1";
   rpci::FlagSet flags("api_server_main [flags]", "An in-memory Kubernetes API server for tests (tests/kube).");
   flags.String("crds", &crds, "directory of CRD YAML files to serve (e.g. deploy/crds)");
   flags.String("namespaces", &namespaces, "comma-separated namespaces to create besides default and kube-*");
+  flags.String("resource-versions", &resource_versions,
+               "comma-separated resource.k8s.io versions served (v1beta1 alone: a 1.32/1.33 cluster; empty: no DRA)");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   rpci::kubetest::ApiServer server;
+  server.ServeResourceVersions(absl::StrSplit(resource_versions, ',', absl::SkipEmpty()));
   if (!crds.empty()) {
     if (absl::Status s = server.InstallCrdsFrom(crds); !s.ok()) {
       std::cerr << s << "\n";
