@@ -345,15 +345,19 @@ absl::Status DraDriver::UnprepareOne(const drapb::Claim& claim) {
   // serves. Unknown claims are given back all the same (a prepare cut off
   // before its checkpoint).
   ReleaseSessions(held, "Unprepared");
-  // On failure the claim stays recorded: the kubelet calls again.
+  // The sessions are gone, so the record goes too: if the controller cannot
+  // be reached the kubelet calls again, and the claim (unknown here now) is
+  // given back then; a prepare in between starts afresh.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (prepared_.erase(claim.uid()) > 0) {
+      if (absl::Status s = SaveCheckpoint(); !s.ok()) return s;
+    }
+  }
   if (absl::Status s = controller_->UnprepareClaim(
           ControllerRequest<rpci::v1::UnprepareClaimRequest>(options_.node_name, claim));
       !s.ok()) {
     return s;
-  }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (prepared_.erase(claim.uid()) > 0) {
-    if (absl::Status s = SaveCheckpoint(); !s.ok()) return s;
   }
   log_.Info("unprepared claim", {{"claim", ClaimName(claim)}, {"uid", claim.uid()}});
   return absl::OkStatus();
