@@ -829,7 +829,10 @@ void EndToEndTest::DraClaimLifecycle(const std::string& version) {
   };
 
   const ClaimRef first = make_claim("trainer");
+  const absl::Time prepare_start = absl::Now();
   const std::vector<std::string> ids = prepare(first);
+  std::printf("DRA %s: NodePrepareResources (PrepareClaim, session, CDI spec) %.1f ms\n", version.c_str(),
+              absl::ToDoubleMilliseconds(absl::Now() - prepare_start));
   ASSERT_EQ(ids.size(), 1u);
   EXPECT_EQ(ids[0], "rpci.io/claim=" + first.uid + "-" + device);
   absl::StatusOr<v1beta1::ContainerAllocateResponse> edits = kubelet.ContainerEdits(ids);
@@ -840,7 +843,10 @@ void EndToEndTest::DraClaimLifecycle(const std::string& version) {
   // Kubelet restart, then plugin restart: same ids, same session.
   ASSERT_TRUE(kubelet.Restart().ok());
   ASSERT_TRUE(kubelet.WaitForDriver("rpci.io", 1, absl::Seconds(5))) << Logs();
+  const absl::Time again_start = absl::Now();
   EXPECT_EQ(prepare(first), ids);
+  std::printf("DRA %s: NodePrepareResources of a prepared claim %.1f ms\n", version.c_str(),
+              absl::ToDoubleMilliseconds(absl::Now() - again_start));
   plugin_.reset();
   StartPlugin({"--release-grace-seconds=1", "--kubelet-dir=" + dir_ + "/kr"});
   ASSERT_TRUE(kubelet.WaitForDriver("rpci.io", 2, absl::Seconds(10))) << Logs();
@@ -865,7 +871,10 @@ void EndToEndTest::DraClaimLifecycle(const std::string& version) {
     return n;
   };
   const double before = clean_scrubs();
+  const absl::Time unprepare_start = absl::Now();
   ASSERT_TRUE(kubelet.UnprepareClaim("rpci.io", first).ok()) << Logs();
+  std::printf("DRA %s: NodeUnprepareResources (close, UnprepareClaim) %.1f ms\n", version.c_str(),
+              absl::ToDoubleMilliseconds(absl::Now() - unprepare_start));
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/cdi/rpci.io-claim-" + first.uid + ".json"));
   Api("DELETE", api + "/namespaces/default/resourceclaims/trainer");
   double after = before;
