@@ -282,6 +282,7 @@ absl::Status DraDriver::OpenDevice(const rpci::v1::PreparedDevice& d, PreparedCl
 }
 
 absl::Status DraDriver::WriteClaimCdiSpec(const PreparedClaim& claim) const {
+  if (claim.devices.empty()) return absl::FailedPreconditionError("CDI spec: the claim has no device");
   std::vector<CdiDevice> devices;
   std::vector<AttachedSession> sessions;
   std::vector<SessionPaths> paths;
@@ -408,7 +409,7 @@ void DraDriver::LoadCheckpoint() {
         }
         c.devices.push_back(*std::move(dev));
       }
-      loaded[it.key()] = std::move(c);
+      if (!c.devices.empty()) loaded[it.key()] = std::move(c);  // nothing to answer or release for none
     }
   } catch (const nlohmann::json::exception& e) {
     s = absl::DataLossError(e.what());
