@@ -783,15 +783,21 @@ void EndToEndTest::DraClaimLifecycle(const std::string& version) {
   EXPECT_EQ(kubelet.ChosenService("rpci.io"), version + ".DRAPlugin");
 
   // The pool's devices as the scheduler sees them.
-  std::vector<std::string> devices;
-  for (const absl::Time deadline = absl::Now() + absl::Seconds(30); devices.empty() && absl::Now() < deadline;
-       absl::SleepFor(absl::Milliseconds(200))) {
+  // The devices the pool's slices offer now.
+  auto offered = [&] {
+    std::vector<std::string> names;
     nlohmann::json slices = Api("GET", api + "/resourceslices");
-    if (slices.is_discarded() || !slices.contains("items")) continue;
+    if (slices.is_discarded() || !slices.contains("items")) return names;
     for (const nlohmann::json& slice : slices["items"]) {
       if (slice["spec"].value("driver", "") != "rpci.io" || slice["spec"]["pool"].value("name", "") != "emu") continue;
-      for (const nlohmann::json& d : slice["spec"].value("devices", nlohmann::json::array())) devices.push_back(d["name"]);
+      for (const nlohmann::json& d : slice["spec"].value("devices", nlohmann::json::array())) names.push_back(d["name"]);
     }
+    return names;
+  };
+  std::vector<std::string> devices;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30); devices.size() < 2 && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(200))) {
+    devices = offered();
   }
   ASSERT_EQ(devices.size(), 2u) << Logs();
   const std::string device = devices[0];
@@ -835,6 +841,14 @@ void EndToEndTest::DraClaimLifecycle(const std::string& version) {
               absl::ToDoubleMilliseconds(absl::Now() - prepare_start));
   ASSERT_EQ(ids.size(), 1u);
   EXPECT_EQ(ids[0], "rpci.io/claim=" + first.uid + "-" + device);
+  // Held by the claim: no longer offered to the scheduler.
+  bool withdrawn = false;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(10); !withdrawn && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(200))) {
+    const std::vector<std::string> now = offered();
+    withdrawn = std::find(now.begin(), now.end(), device) == now.end();
+  }
+  EXPECT_TRUE(withdrawn) << device << " still offered while prepared";
   absl::StatusOr<v1beta1::ContainerAllocateResponse> edits = kubelet.ContainerEdits(ids);
   ASSERT_TRUE(edits.ok()) << edits.status();
   EXPECT_EQ(edits->envs().at("RPCI_SESSION_ENDPOINT"), agent_endpoint_);
@@ -884,7 +898,15 @@ void EndToEndTest::DraClaimLifecycle(const std::string& version) {
   }
   EXPECT_GT(after, before) << AgentMetrics();
 
-  // Offered again: a new claim on the same device, a fresh session.
+  // Offered again: back in the pool's slices once scrubbed (the controller
+  // offers only free devices), then a new claim on it gets a fresh session.
+  bool listed = false;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30); !listed && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(200))) {
+    const std::vector<std::string> now = offered();
+    listed = std::find(now.begin(), now.end(), device) != now.end();
+  }
+  EXPECT_TRUE(listed) << device << " not offered again" << Logs();
   const ClaimRef second = make_claim("trainer-2");
   const std::vector<std::string> again = prepare(second);
   ASSERT_EQ(again.size(), 1u);
