@@ -160,7 +160,7 @@ struct Op {
   fi_context2 ctx{};
   bool is_recv = false;
   size_t slot = 0;  // receive slot, or send staging slot (SIZE_MAX: none)
-  bool done = false;
+  std::atomic<bool> done{false};  // set under the endpoint's mu_; read by spinning callers
   int err = 0;
   std::string detail;
   size_t received = 0;
@@ -234,7 +234,20 @@ class EndpointImpl : public Endpoint {
   absl::Status PostAndWait(absl::string_view call, size_t count, bool in_order, PostOne post_one);
   int PostRecv(Op* op);
   void ProgressLoop();
-  void Complete(void* context, int err, std::string detail, size_t len, std::vector<Op*>* reposts);
+  // Reads the completion queue once (without blocking, or for up to `wait_ms`
+  // with a wait object) and hands what it found to the waiting operations
+  // and the inbox. Any thread may call it; returns the entries handled.
+  ssize_t Poll(int wait_ms);
+  void Complete(void* context, int err, std::string detail, size_t len);
+  // Caller-driven progress: the waiting caller becomes the one thread that
+  // reads the completion queue (polling for config_.busy_poll, then blocking
+  // in fi_cq_sread) until done() or `deadline`; other waiters block on cv_
+  // and take over when it leaves. The progress thread stays parked while a
+  // caller leads. Returns done().
+  template <typename Done>
+  bool Drive(absl::Time deadline, Done done);
+  template <typename Done>
+  bool Lead(absl::Time deadline, Done done);
 
   const FabricConfig config_;
   const std::string provider_;
@@ -251,7 +264,13 @@ class EndpointImpl : public Endpoint {
   std::condition_variable cv_;
   std::unordered_map<void*, std::shared_ptr<Op>> outstanding_;  // by &op->ctx
   std::deque<std::string> inbox_;
+  std::atomic<size_t> inbox_size_{0};  // inbox_.size(), for spinning callers
   std::vector<size_t> free_send_slots_;
+  std::vector<Op*> reposts_;  // receives the provider refused (EAGAIN), retried
+  std::condition_variable progress_cv_;  // the progress thread waits here while a caller leads
+  bool leader_ = false;            // a caller reads the completion queue (under mu_)
+  bool progress_reading_ = false;  // the progress thread is in fi_cq_sread (under mu_)
+  absl::Time led_until_;           // when the last caller stopped leading (under mu_)
 
   std::atomic<bool> stop_{false};  // set under mu_, so waiters see it
   std::atomic<uint64_t> failed_ops_{0};
@@ -317,12 +336,12 @@ absl::Status EndpointImpl::Init() {
 }
 
 int EndpointImpl::PostRecv(Op* op) {
-  op->done = false;
+  op->done.store(false);
   return static_cast<int>(fi_recv(core_->ep, &core_->recv_pool[op->slot * config_.max_message], config_.max_message,
                                   recv_mr_->desc(), FI_ADDR_UNSPEC, &op->ctx));
 }
 
-void EndpointImpl::Complete(void* context, int err, std::string detail, size_t len, std::vector<Op*>* reposts) {
+void EndpointImpl::Complete(void* context, int err, std::string detail, size_t len) {
   auto it = outstanding_.find(context);
   if (it == outstanding_.end()) return;
   Op* op = it->second.get();
@@ -330,42 +349,113 @@ void EndpointImpl::Complete(void* context, int err, std::string detail, size_t l
     if (err == 0) {
       inbox_.emplace_back(reinterpret_cast<const char*>(&core_->recv_pool[op->slot * config_.max_message]),
                           std::min(len, config_.max_message));
+      inbox_size_.store(inbox_.size());
     }
-    if (err != FI_ECANCELED) reposts->push_back(op);
+    if (err != FI_ECANCELED) reposts_.push_back(op);
     return;
   }
-  op->done = true;
   op->err = err;
   op->detail = std::move(detail);
   op->received = len;
+  op->done.store(true);
   if (op->slot != kNoSlot) free_send_slots_.push_back(op->slot);
   if (err != 0) failed_ops_.fetch_add(1);
   outstanding_.erase(it);
 }
 
-void EndpointImpl::ProgressLoop() {
+ssize_t EndpointImpl::Poll(int wait_ms) {
   fi_cq_data_entry entries[kCompletionBatch];
-  std::vector<Op*> reposts;
-  while (!stop_.load()) {
-    // Receives the provider refused (EAGAIN) are retried on every turn.
-    for (auto it = reposts.begin(); it != reposts.end();) {
-      it = PostRecv(*it) == 0 ? reposts.erase(it) : it + 1;
-    }
-    ssize_t n = waitable_ ? fi_cq_sread(core_->cq, entries, kCompletionBatch, nullptr, 100)
+  ssize_t n = wait_ms > 0 ? fi_cq_sread(core_->cq, entries, kCompletionBatch, nullptr, wait_ms)
                           : fi_cq_read(core_->cq, entries, kCompletionBatch);
-    if (n > 0) {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (ssize_t i = 0; i < n; ++i) Complete(entries[i].op_context, 0, "", entries[i].len, &reposts);
-      cv_.notify_all();
-    } else if (n == -FI_EAVAIL) {
-      fi_cq_err_entry err{};
-      if (fi_cq_readerr(core_->cq, &err, 0) != 1) continue;
-      char text[256] = {0};
-      const char* detail = fi_cq_strerror(core_->cq, err.prov_errno, err.err_data, text, sizeof(text));
-      std::lock_guard<std::mutex> lock(mu_);
-      Complete(err.op_context, err.err != 0 ? err.err : FI_EOTHER, detail != nullptr ? detail : "", 0, &reposts);
-      cv_.notify_all();
-    } else if (!waitable_ || (n != -FI_EAGAIN && n != 0)) {
+  if (n > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (ssize_t i = 0; i < n; ++i) Complete(entries[i].op_context, 0, "", entries[i].len);
+  } else if (n == -FI_EAVAIL) {
+    fi_cq_err_entry err{};
+    if (fi_cq_readerr(core_->cq, &err, 0) != 1) return 0;
+    char text[256] = {0};
+    const char* detail = fi_cq_strerror(core_->cq, err.prov_errno, err.err_data, text, sizeof(text));
+    std::lock_guard<std::mutex> lock(mu_);
+    Complete(err.op_context, err.err != 0 ? err.err : FI_EOTHER, detail != nullptr ? detail : "", 0);
+    n = 1;
+  } else {
+    return n;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  // Receives go back to the provider at once; one it refuses (EAGAIN) is
+  // retried on the next poll.
+  for (auto it = reposts_.begin(); it != reposts_.end();) {
+    it = PostRecv(*it) == 0 ? reposts_.erase(it) : it + 1;
+  }
+  cv_.notify_all();
+  return n;
+}
+
+template <typename Done>
+bool EndpointImpl::Lead(absl::Time deadline, Done done) {
+  const absl::Time spin_until = std::min(deadline, absl::Now() + config_.busy_poll);
+  while (!done() && !stop_.load()) {
+    const absl::Time now = absl::Now();
+    if (now >= deadline) return false;
+    if (!waitable_ || now < spin_until) {
+      if (Poll(0) <= 0 && !waitable_) std::this_thread::sleep_for(std::chrono::microseconds(20));
+      continue;
+    }
+    // Blocks in the kernel until data arrives: one wake-up, this thread's.
+    Poll(static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(deadline - now) + 1, 1, 10)));
+  }
+  return done();
+}
+
+template <typename Done>
+bool EndpointImpl::Drive(absl::Time deadline, Done done) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto until = std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline - absl::Now());
+  while (!done() && !stop_.load()) {
+    if (!leader_) {
+      leader_ = true;
+      // Wake the progress thread out of its read so it parks.
+      if (progress_reading_ && waitable_) fi_cq_signal(core_->cq);
+      lock.unlock();
+      const bool ok = Lead(deadline, done);
+      lock.lock();
+      leader_ = false;
+      led_until_ = absl::Now();
+      cv_.notify_all();  // another waiter leads now, else the progress thread
+      progress_cv_.notify_one();
+      return ok;
+    }
+    if (cv_.wait_until(lock, until) == std::cv_status::timeout) break;
+  }
+  return done();
+}
+
+// A caller that stopped leading is likely to wait again soon (the next
+// doorbell); the progress thread leaves the queue to callers this long.
+constexpr absl::Duration kProgressLinger = absl::Milliseconds(2);
+
+void EndpointImpl::ProgressLoop() {
+  while (!stop_.load()) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      progress_reading_ = false;
+      // While a caller leads (and shortly after), stay out of its way.
+      while (!stop_.load() && (leader_ || absl::Now() < led_until_ + kProgressLinger)) {
+        if (leader_) {
+          progress_cv_.wait(lock);
+        } else {
+          progress_cv_.wait_for(lock, absl::ToChronoNanoseconds(led_until_ + kProgressLinger - absl::Now()));
+        }
+      }
+      if (stop_.load()) break;
+      // Receives the provider refused (EAGAIN) are retried on every turn.
+      for (auto it = reposts_.begin(); it != reposts_.end();) {
+        it = PostRecv(*it) == 0 ? reposts_.erase(it) : it + 1;
+      }
+      progress_reading_ = true;
+    }
+    ssize_t n = Poll(waitable_ ? 100 : 0);
+    if (n <= 0 && (!waitable_ || (n != -FI_EAGAIN && n != 0))) {
       // Nothing to do (polling) or an odd return: don't spin the CPU.
       std::this_thread::sleep_for(std::chrono::microseconds(waitable_ ? 1000 : 20));
     }
@@ -453,7 +543,7 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
   while (true) {
     ssize_t rc = post();
     if (rc == 0) {
-      if (waitable_) fi_cq_signal(core_->cq);  // let the progress thread drive it now
+      // The caller drives it when it waits (Drive).
       return absl::OkStatus();
     }
     absl::Status failure;
@@ -483,17 +573,17 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
 
 absl::Status EndpointImpl::WaitAll(const std::vector<std::shared_ptr<Op>>& ops, absl::string_view call,
                                    absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  const auto until = std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline - absl::Now());
-  for (const auto& op : ops) {
-    if (!cv_.wait_until(lock, until, [&] { return op->done || stop_.load(); })) {
-      failed_ops_.fetch_add(1);
-      return absl::DeadlineExceededError(absl::StrCat("fabric: ", call, ": no completion within ",
-                                                      absl::FormatDuration(config_.op_timeout)));
+  auto all_done = [&] {
+    for (const auto& op : ops) {
+      if (!op->done.load()) return false;
     }
-    if (!op->done) return ShutDownError(call);
-  }
-  return absl::OkStatus();
+    return true;
+  };
+  if (Drive(deadline, all_done)) return absl::OkStatus();
+  if (stop_.load()) return ShutDownError(call);
+  failed_ops_.fetch_add(1);
+  return absl::DeadlineExceededError(
+      absl::StrCat("fabric: ", call, ": no completion within ", absl::FormatDuration(config_.op_timeout)));
 }
 
 namespace {
@@ -646,15 +736,23 @@ absl::Status EndpointImpl::WriteAndSend(PeerId peer, const std::vector<RmaOp>& o
 }
 
 absl::StatusOr<std::string> EndpointImpl::Recv(absl::Duration timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] { return !inbox_.empty() || stop_.load(); })) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("fabric: recv: no message within ", absl::FormatDuration(timeout)));
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    const bool got = Drive(deadline, [&] { return inbox_size_.load() > 0; });
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!inbox_.empty()) {
+      std::string message = std::move(inbox_.front());
+      inbox_.pop_front();
+      inbox_size_.store(inbox_.size());
+      return message;
+    }
+    if (stop_.load()) return ShutDownError("recv");
+    // (Another receiver may have taken the message that ended the wait.)
+    if (!got || absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("fabric: recv: no message within ", absl::FormatDuration(timeout)));
+    }
   }
-  if (inbox_.empty()) return ShutDownError("recv");
-  std::string message = std::move(inbox_.front());
-  inbox_.pop_front();
-  return message;
 }
 
 void EndpointImpl::Shutdown() {
@@ -663,6 +761,7 @@ void EndpointImpl::Shutdown() {
     if (stop_.exchange(true)) return;
   }
   cv_.notify_all();
+  progress_cv_.notify_all();
   if (core_->cq != nullptr && waitable_) fi_cq_signal(core_->cq);
   if (progress_.joinable()) progress_.join();
 }
