@@ -261,8 +261,22 @@ absl::Status SessionClient::SendFrameLocked(FrameType type, uint64_t arg0, uint6
   return AsLinkFailure(endpoint_->Send(peer_, FrameLocked(type, arg0, arg1)));
 }
 
+absl::Status SessionClient::KickInlineLocked(const std::vector<session::MmioWrite>& writes) {
+  const std::string kick = frames_->Seal(FrameType::kKick, writes.back().seq, consumed_, session::EncodeMmioEntries(writes));
+  last_frame_ = kick;
+  if (absl::Status s = endpoint_->Send(peer_, kick); !s.ok()) return AsLinkFailure(s);
+  pushed_ = writes.back().seq;
+  return absl::OkStatus();
+}
+
 absl::Status SessionClient::PushWritesLocked(const std::vector<session::MmioWrite>& writes) {
   if (writes.empty()) return absl::OkStatus();
+  // A few writes travel in the kick itself (one message); more go through
+  // the agent's ring by RMA, then the kick.
+  if (writes.size() <= session::kMaxInlineWrites &&
+      options_.fabric.max_message >= session::kFrameSize + writes.size() * session::kMmioEntrySize) {
+    return KickInlineLocked(writes);
+  }
   const RegionDesc ring = *session::FindRegion(agent_, RegionKind::kMmioRing);
   const uint32_t cap = options_.mmio_ring_capacity;
   std::vector<fabric::RmaOp> segs;
@@ -299,6 +313,12 @@ absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
   std::atomic_thread_fence(std::memory_order_acquire);
   switch (f->type) {
     case FrameType::kEvent:
+      if (!f->payload.empty() && !ApplyEventPayloadLocked(f->payload)) {
+        closed_ = true;
+        dead_ = absl::DataLossError("session " + ticket_.session_id.ToString() +
+                                    ": an event's completions do not continue the ring or its patches leave the mirror");
+        break;
+      }
       if (absl::Status s = log_.Ack(f->arg0); !s.ok()) {
         closed_ = true;
         dead_ = s;
@@ -323,6 +343,70 @@ absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
       break;
     default:
       break;
+  }
+  return absl::OkStatus();
+}
+
+uint64_t SessionClient::CompletionTailLocked() const {
+  uint64_t t = 0;
+  std::memcpy(&t, comp_.data() + session::kRingTailOffset, 8);  // little-endian host
+  return std::max(t, inline_tail_);
+}
+
+bool SessionClient::ApplyEventPayloadLocked(const std::string& payload) {
+  absl::StatusOr<session::EventPayload> p =
+      session::DecodeEventPayload(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()));
+  if (!p.ok()) return false;
+  // Patches first: the mirror shows the device as of these completions.
+  std::vector<uint8_t*> at;
+  for (const session::MirrorPatch& patch : p->patches) {
+    size_t i = 0;
+    while (i < ticket_.bars.size() && ticket_.bars[i].index != patch.bar) ++i;
+    if (i == ticket_.bars.size() || patch.offset > mirrors_[i].size() ||
+        patch.bytes.size() > mirrors_[i].size() - patch.offset) {
+      return false;
+    }
+    at.push_back(mirrors_[i].data() + patch.offset);
+  }
+  if (!at.empty()) {
+    local_gen_.fetch_add(1, std::memory_order_acq_rel);  // odd: the patches are landing
+    for (size_t k = 0; k < at.size(); ++k) std::memcpy(at[k], p->patches[k].bytes.data(), p->patches[k].bytes.size());
+    local_gen_.fetch_add(1, std::memory_order_release);
+  }
+  const uint32_t cap = options_.completion_ring_capacity;
+  for (const session::Completion& c : p->completions) {
+    if (c.seq != CompletionTailLocked() + 1 || c.seq - consumed_ > cap) return false;
+    session::EncodeCompletion(c, comp_.data() + session::RingSlotOffset(c.seq, cap, session::kCompletionEntrySize));
+    inline_tail_ = c.seq;
+  }
+  return true;
+}
+
+bool SessionClient::CopyMirror(size_t index, uint64_t offset, size_t len, uint8_t* out) const {
+  const uint64_t* remote = reinterpret_cast<const uint64_t*>(comp_.data() + session::kRingMirrorGenOffset);
+  const uint64_t r1 = __atomic_load_n(remote, __ATOMIC_ACQUIRE);
+  const uint64_t l1 = local_gen_.load(std::memory_order_acquire);
+  if ((r1 & 1) != 0 || (l1 & 1) != 0) return false;
+  std::memcpy(out, mirrors_[index].data() + offset, len);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return __atomic_load_n(remote, __ATOMIC_RELAXED) == r1 && local_gen_.load(std::memory_order_relaxed) == l1;
+}
+
+absl::Status SessionClient::ReadMirror(uint16_t bar, uint64_t offset, absl::Span<uint8_t> out) const {
+  size_t i = 0;
+  while (i < ticket_.bars.size() && ticket_.bars[i].index != bar) ++i;
+  if (i == ticket_.bars.size() || offset > mirrors_[i].size() || out.size() > mirrors_[i].size() - offset) {
+    return absl::OutOfRangeError(absl::StrFormat("session %s: %u bytes at bar %u + 0x%x are outside the mirror",
+                                                 ticket_.session_id.ToString(), out.size(), bar, offset));
+  }
+  const absl::Time give_up = absl::Now() + absl::Seconds(1);
+  for (int tries = 0; !CopyMirror(i, offset, out.size(), out.data()); ++tries) {
+    if (tries % 64 == 63) {
+      if (absl::Now() > give_up) {
+        return absl::UnavailableError("session " + ticket_.session_id.ToString() + ": a mirror push did not finish landing");
+      }
+      std::this_thread::yield();
+    }
   }
   return absl::OkStatus();
 }
@@ -408,7 +492,9 @@ absl::StatusOr<uint64_t> SessionClient::Read(uint16_t bar, uint64_t offset, uint
                                                    bar, offset));
     }
     uint64_t v = 0;
-    std::memcpy(&v, mirrors_[i].data() + offset, width);
+    if (absl::Status s = ReadMirror(bar, offset, absl::MakeSpan(reinterpret_cast<uint8_t*>(&v), width)); !s.ok()) {
+      return s;
+    }
     return v;
   }
   return absl::OutOfRangeError(absl::StrFormat("no BAR %u in session %s", bar, ticket_.session_id.ToString()));
@@ -460,9 +546,7 @@ absl::StatusOr<session::Completion> SessionClient::WaitCompletion(absl::Duration
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
   auto tail = [&] {
     std::atomic_thread_fence(std::memory_order_acquire);
-    uint64_t t = 0;
-    std::memcpy(&t, comp_.data() + session::kRingTailOffset, 8);  // little-endian host
-    return t;
+    return CompletionTailLocked();
   };
   absl::Status s = WithReconnect([&] { return WaitLocked(timeout, [&] { return tail() > consumed_; }); });
   if (!s.ok()) return s;

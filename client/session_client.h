@@ -5,6 +5,7 @@
 // attaches it with the ticket the plugin reserved through ControlClient).
 // docs/sessions.md is the protocol.
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -61,8 +62,16 @@ class SessionClient {
   uint64_t dma_size() const { return dma_.size(); }
   // Compute-side DMA space (device address = offset into it).
   uint8_t* dma() { return dma_.data(); }
-  // Read-only view of a BAR mirror, valid for the client's lifetime.
+  // Read-only view of a BAR mirror, valid for the client's lifetime. Pushes
+  // land in it at any time; ReadMirror gives a copy that never tears.
   absl::StatusOr<const uint8_t*> mirror(uint16_t bar) const;
+  // Copies mirror bytes [offset, offset + out.size()) of `bar` as one
+  // consistent snapshot: never part of one push and part of another (a
+  // seqlock over the agent's pushes and the patches events carry). Does not
+  // wait for calls in progress on other threads. UNAVAILABLE if a push stays
+  // half-landed for a second (the link broke mid-push; the re-attach pushes
+  // again).
+  absl::Status ReadMirror(uint16_t bar, uint64_t offset, absl::Span<uint8_t> out) const;
 
   // Posts a register write; it reaches the device after every write posted
   // before it. OUT_OF_RANGE if outside the BAR.
@@ -124,6 +133,14 @@ class SessionClient {
   std::string FrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
   absl::Status SendFrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
   absl::Status PushWritesLocked(const std::vector<session::MmioWrite>& writes);
+  // Kick with the entries in its payload: one message, no RMA.
+  absl::Status KickInlineLocked(const std::vector<session::MmioWrite>& writes);
+  // An event's inline completions and mirror patches; false on entries that
+  // do not continue the ring or patches outside the mirror.
+  bool ApplyEventPayloadLocked(const std::string& payload);
+  // Highest completion delivered: the ring's tail word or an inline one.
+  uint64_t CompletionTailLocked() const;
+  bool CopyMirror(size_t index, uint64_t offset, size_t len, uint8_t* out) const;
   absl::Status FlushLocked();
   // Receives one frame and applies it; DEADLINE_EXCEEDED if none came.
   absl::Status PumpLocked(absl::Duration timeout);
@@ -149,6 +166,10 @@ class SessionClient {
   session::WriteLog log_;
   uint64_t pushed_ = 0;  // highest seq written to the agent's ring
   uint64_t consumed_ = 0;
+  uint64_t inline_tail_ = 0;  // highest completion an event carried inline
+  // Seqlock word of the patches this client applies itself (odd while one
+  // is being copied in); the agent's pushes have their own in the ring.
+  std::atomic<uint64_t> local_gen_{0};
   uint64_t refresh_sent_ = 0, refresh_done_ = 0;
   std::optional<absl::Status> agent_error_;
   bool closed_ = false;

@@ -142,6 +142,10 @@ struct RingHeader {
 inline constexpr size_t kRingHeaderSize = 64;
 inline constexpr size_t kRingHeadOffset = 8;   // where `head` lives, for one-sided updates
 inline constexpr size_t kRingTailOffset = 16;  // where `tail` lives
+// Completion ring only: the mirror generation, a seqlock word the agent
+// RMA-writes odd before a BAR mirror push and even after it (ordered writes),
+// so a reader of the mirror can tell a push was landing and read again.
+inline constexpr size_t kRingMirrorGenOffset = 24;
 inline constexpr uint32_t kMaxRingCapacity = 1u << 16;
 
 void EncodeRingHeader(const RingHeader& h, uint8_t* out);  // kRingHeaderSize bytes
