@@ -375,6 +375,9 @@ bool SessionClient::ApplyEventPayloadLocked(const std::string& payload) {
   }
   const uint32_t cap = options_.completion_ring_capacity;
   for (const session::Completion& c : p->completions) {
+    // The agent pushes again what it could not confirm: entries this
+    // client has are skipped.
+    if (c.seq <= CompletionTailLocked()) continue;
     if (c.seq != CompletionTailLocked() + 1 || c.seq - consumed_ > cap) return false;
     session::EncodeCompletion(c, comp_.data() + session::RingSlotOffset(c.seq, cap, session::kCompletionEntrySize));
     inline_tail_ = c.seq;

@@ -79,6 +79,7 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
     app->ns_ = o.ns.empty() ? app->kube_->config().ns : o.ns;
     if (app->ns_.empty()) return absl::InvalidArgumentError("--namespace: empty, and the kube config names none");
     app->store_ = std::make_unique<KubeStore>(app->kube_.get(), clock, app->ns_);
+    app->resources_ = std::make_unique<ResourceApi>(app->kube_.get());
   } else {
     absl::StatusOr<std::unique_ptr<LocalStore>> local = LocalStore::Open(o.state_dir, clock);
     if (!local.ok()) return local.status();
@@ -164,8 +165,14 @@ absl::Status ControllerApp::Start() {
       log_.Error("nodes without a CA bundle cannot ask for certificates", {{"error", s.ToString()}});
     }
   }
+  ClaimReader claims;
+  if (resources_) {
+    claims = [this](const std::string& ns, const std::string& name, const std::string& uid) {
+      return resources_->ReadClaim(ns, name, uid);
+    };
+  }
   service_ = std::make_unique<ControllerService>(manager_.get(), PeerAuthorizer(!options_.tls.insecure),
-                                                 [this] { return LeaderCheck(); });
+                                                 [this] { return LeaderCheck(); }, std::move(claims));
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, creds, &grpc_port_);
   builder.RegisterService(service_->agent_registry());

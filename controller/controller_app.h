@@ -25,6 +25,7 @@
 #include "controller/kube/leader_election.h"
 #include "controller/model.h"
 #include "controller/pool_manager.h"
+#include "controller/resource_api.h"
 #include "controller/service.h"
 #include "controller/store.h"
 
@@ -122,6 +123,7 @@ class ControllerApp {
   MetricsRegistry metrics_;
   std::unique_ptr<kube::KubeClient> kube_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<ResourceApi> resources_;  // with --store=kube
   std::unique_ptr<PoolManager> manager_;
   std::vector<PoolSpec> file_pools_;
   std::unique_ptr<kube::LeaderElector> elector_;

@@ -9,7 +9,7 @@
 #include "common/grpc_util.h"
 #include "common/testing/exposition_format.h"
 #include "controller/kube_store.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "httplib.h"

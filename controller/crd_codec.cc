@@ -197,6 +197,10 @@ json AttachmentToObject(const Attachment& a, const std::string& ns) {
   spec["podNamespace"] = a.pod_namespace;
   spec["pod"] = a.pod_name;
   spec["container"] = a.container_name;
+  if (a.ForClaim()) {
+    spec["claim"] = {{"uid", a.claim_uid}, {"namespace", a.claim_namespace}, {"name", a.claim_name},
+                     {"request", a.claim_request}};
+  }
   spec["grantId"] = a.grant_id;
   spec["createdTime"] = FormatKubeTime(a.created);
   spec["expiresTime"] = FormatKubeTime(a.expires);
@@ -205,7 +209,7 @@ json AttachmentToObject(const Attachment& a, const std::string& ns) {
           {"metadata", {{"name", a.grant_id}, {"namespace", ns}}},
           {"spec", std::move(spec)},
           {"status",
-           {{"state", a.pod_name.empty() ? "Attaching" : "Attached"},
+           {{"state", a.pod_name.empty() && !a.ForClaim() ? "Attaching" : "Attached"},
             {"sessionId", a.session_id.ToString()},
             {"writesApplied", a.writes_applied},
             {"bytesIn", a.bytes_in},
@@ -227,6 +231,11 @@ absl::StatusOr<Attachment> AttachmentFromObject(const json& object) {
   a.pod_namespace = Str(spec, "podNamespace");
   a.pod_name = Str(spec, "pod");
   a.container_name = Str(spec, "container");
+  const json& claim = Member(spec, "claim");
+  a.claim_uid = Str(claim, "uid");
+  a.claim_namespace = Str(claim, "namespace");
+  a.claim_name = Str(claim, "name");
+  a.claim_request = Str(claim, "request");
   if (a.device_id.empty() || a.node.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": spec.device and spec.node are required"));
   }
@@ -288,7 +297,8 @@ json PoolToObject(const PoolSpec& pool) {
             {"sparesPerNode", pool.spares_per_node},
             {"maxPerNode", pool.max_per_node},
             {"idleReleaseSeconds", pool.idle_release_seconds},
-            {"locality", LocalityName(pool.locality)}}}};
+            {"locality", LocalityName(pool.locality)},
+            {"allocationMode", AllocationModeName(pool.allocation_mode)}}}};
 }
 
 json PoolStatus(const json& pool, const std::map<std::string, int64_t>& phase_counts, absl::Time now) {
@@ -356,6 +366,9 @@ void ReadPoolSpec(ConfigReader& r, PoolSpec* pool) {
   std::string locality(LocalityName(pool->locality));
   r.Enum("locality", {"none", "zone", "rdma"}, &locality);
   (void)ParseLocality(locality, &pool->locality);  // Enum admits only the three names
+  std::string mode(AllocationModeName(pool->allocation_mode));
+  r.Enum("allocationMode", {"devicePlugin", "dra", "both"}, &mode);
+  (void)ParseAllocationMode(mode, &pool->allocation_mode);
 }
 
 }  // namespace

@@ -4,8 +4,9 @@
 #include <memory>
 #include <random>
 
+#include "common/testing/manual_clock.h"
 #include "controller/local_store.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "gtest/gtest.h"
 
 namespace rpci::controller {

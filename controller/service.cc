@@ -28,8 +28,9 @@ grpc::Status PeerAuthorizer::Authorize(const grpc::ServerContext& context, const
   return grpc::Status::OK;
 }
 
-ControllerService::ControllerService(PoolManager* manager, PeerAuthorizer authorizer, LeaderCheck leader)
-    : manager_(manager), authorizer_(authorizer), leader_(std::move(leader)) {}
+ControllerService::ControllerService(PoolManager* manager, PeerAuthorizer authorizer, LeaderCheck leader,
+                                     ClaimReader claims)
+    : manager_(manager), authorizer_(authorizer), leader_(std::move(leader)), claims_(std::move(claims)) {}
 
 grpc::Status ControllerService::Admit(const grpc::ServerContext& ctx, const std::string& role,
                                       const std::string& node) const {
@@ -135,6 +136,29 @@ grpc::Status ControllerService::Nodes::ReportUsage(grpc::ServerContext* ctx, con
                                                    rpci::v1::ReportUsageResponse*) {
   if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
   return ToGrpc(s_->manager_->ReportUsage(*req));
+}
+
+grpc::Status ControllerService::Nodes::PrepareClaim(grpc::ServerContext* ctx, const rpci::v1::PrepareClaimRequest* req,
+                                                    rpci::v1::PrepareClaimResponse* resp) {
+  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  if (!s_->claims_) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "DRA needs the controller to read ResourceClaims: run it with --store=kube");
+  }
+  if (req->claim_namespace().empty() || req->claim_name().empty() || req->claim_uid().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "PrepareClaim: claim namespace, name and uid are required");
+  }
+  absl::StatusOr<std::vector<ClaimResult>> results =
+      s_->claims_(req->claim_namespace(), req->claim_name(), req->claim_uid());
+  if (!results.ok()) return ToGrpc(results.status());
+  return Reply(s_->manager_->PrepareClaim(*req, *results), resp);
+}
+
+grpc::Status ControllerService::Nodes::UnprepareClaim(grpc::ServerContext* ctx,
+                                                      const rpci::v1::UnprepareClaimRequest* req,
+                                                      rpci::v1::UnprepareClaimResponse*) {
+  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  return ToGrpc(s_->manager_->UnprepareClaim(*req));
 }
 
 }  // namespace rpci::controller

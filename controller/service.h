@@ -32,10 +32,17 @@ class PeerAuthorizer {
 // naming the leader.
 using LeaderCheck = std::function<absl::Status()>;
 
+// Reads ResourceClaim namespace/name from the cluster and returns its
+// allocation results for driver rpci.io, after checking its uid (see
+// resource_api.h). Null: DRA is off (no cluster to read claims from).
+using ClaimReader = std::function<absl::StatusOr<std::vector<ClaimResult>>(
+    const std::string& ns, const std::string& name, const std::string& uid)>;
+
 // AgentRegistry and NodeRegistry over one PoolManager.
 class ControllerService {
  public:
-  ControllerService(PoolManager* manager, PeerAuthorizer authorizer, LeaderCheck leader);
+  ControllerService(PoolManager* manager, PeerAuthorizer authorizer, LeaderCheck leader,
+                    ClaimReader claims = nullptr);
 
   grpc::Service* agent_registry() { return &agents_; }
   grpc::Service* node_registry() { return &nodes_; }
@@ -72,6 +79,10 @@ class ControllerService {
                          rpci::v1::ReleaseResponse* resp) override;
     grpc::Status ReportUsage(grpc::ServerContext* ctx, const rpci::v1::ReportUsageRequest* req,
                              rpci::v1::ReportUsageResponse* resp) override;
+    grpc::Status PrepareClaim(grpc::ServerContext* ctx, const rpci::v1::PrepareClaimRequest* req,
+                              rpci::v1::PrepareClaimResponse* resp) override;
+    grpc::Status UnprepareClaim(grpc::ServerContext* ctx, const rpci::v1::UnprepareClaimRequest* req,
+                                rpci::v1::UnprepareClaimResponse* resp) override;
 
    private:
     ControllerService* s_;
@@ -84,6 +95,7 @@ class ControllerService {
   PoolManager* manager_;
   PeerAuthorizer authorizer_;
   LeaderCheck leader_;
+  ClaimReader claims_;
   std::atomic<bool> stopping_{false};
   Agents agents_{this};
   Nodes nodes_{this};

@@ -6,7 +6,7 @@
 #include "common/cert_authority.h"
 #include "common/tls.h"
 #include "controller/local_store.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "gtest/gtest.h"
 
 namespace rpci::controller {

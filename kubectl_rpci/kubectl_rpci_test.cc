@@ -12,7 +12,7 @@
 #include "absl/strings/strip.h"
 #include "controller/controller_app.h"
 #include "controller/kube_store.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

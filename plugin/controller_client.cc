@@ -36,6 +36,29 @@ absl::Status GrpcControllerClient::ReportUsage(const rpci::v1::ReportUsageReques
   return absl::OkStatus();
 }
 
+absl::StatusOr<rpci::v1::PrepareClaimResponse> GrpcControllerClient::PrepareClaim(
+    const rpci::v1::PrepareClaimRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(absl::Seconds(10)));  // within the kubelet's 45 s for the whole NodePrepareResources
+  rpci::v1::PrepareClaimResponse resp;
+  grpc::Status s = stub_->PrepareClaim(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpc(s, absl::StrCat("claim ", req.claim_namespace(), "/", req.claim_name(), ": prepare at controller"));
+  }
+  return resp;
+}
+
+absl::Status GrpcControllerClient::UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(absl::Seconds(10)));
+  rpci::v1::UnprepareClaimResponse resp;
+  grpc::Status s = stub_->UnprepareClaim(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpc(s, absl::StrCat("claim ", req.claim_namespace(), "/", req.claim_name(), ": unprepare at controller"));
+  }
+  return absl::OkStatus();
+}
+
 void GrpcControllerClient::StartAssignmentWatch(const rpci::v1::RegisterNodeRequest& node,
                                                 std::function<void(const rpci::v1::AssignmentSet&)> on_assignments) {
   watch_loop_.Start([this, node, cb = std::move(on_assignments)] { return RegisterAndWatch(node, cb); });

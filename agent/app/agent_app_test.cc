@@ -13,7 +13,7 @@
 #include "common/testing/exposition_format.h"
 #include "common/tls.h"
 #include "controller/controller_app.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "librpci/device.h"

@@ -6,7 +6,7 @@
 #include "controller/local_store.h"
 #include "controller/pool_manager.h"
 #include "controller/service.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "gtest/gtest.h"
 
 namespace rpci::agent {

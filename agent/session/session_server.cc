@@ -34,6 +34,7 @@ constexpr absl::Duration kChallengeLifetime = absl::Seconds(60);
 // Authenticated frames queued per session; more are dropped (a legitimate
 // client waits for acknowledgements long before this).
 constexpr size_t kInboxCapacity = 256;
+constexpr auto kPushRetry = std::chrono::milliseconds(200);  // a failed completion push, again
 
 // Applied/completion sequence numbers in a MAP_SHARED file: a store is in the
 // kernel's page cache at once, so it survives the agent being SIGKILLed
@@ -195,6 +196,11 @@ struct SessionServer::Session {
   session::ApplyGate gate;
   uint64_t completion_seq = 0;
   uint64_t client_consumed = 0;
+  // Completions pushed to this attach's client; (delivered, completion_seq]
+  // are pushed again (a failed push is retried, a re-attach replays them).
+  uint64_t delivered = 0;
+  // The last push failed: the worker retries it (atomic: read under inbox_mu).
+  std::atomic<bool> push_failed{false};
   uint32_t comp_capacity = 0;
   std::map<uint64_t, uint64_t> from_device;  // dma offset -> len
   std::deque<session::Completion> backlog;   // waiting for completion ring space
@@ -237,6 +243,8 @@ SessionServer::SessionServer(SessionServerOptions options, GrantTable* grants,
   teardowns_ = &m.AddCounter("rpci_session_teardowns_total", "Sessions torn down, by reason", {"reason"});
   mmio_applied_ = &m.AddCounter("rpci_session_mmio_writes_applied_total", "MMIO writes applied to devices").Get();
   completions_ = &m.AddCounter("rpci_session_completions_total", "Completions delivered to clients").Get();
+  push_failures_ = &m.AddCounter("rpci_session_completion_push_failures_total",
+                                 "Completion pushes that failed (each is retried, and replayed on re-attach)").Get();
   open_gauge_ = &m.AddGauge("rpci_sessions_open", "Sessions currently open").Get();
 }
 
@@ -281,7 +289,7 @@ absl::Status SessionServer::Start() {
       const uint64_t applied = std::max(r.applied_seq, s->seq->applied());
       s->gate = session::ApplyGate(applied);
       s->completion_seq = std::max(r.completion_seq, s->seq->completions());
-      s->client_consumed = s->completion_seq;
+      s->client_consumed = s->delivered = s->completion_seq;
       s->device_state_lost = (applied > 0 || s->completion_seq > 0) && !dev->second->keeps_state_across_agent_restart();
       if (s->device_state_lost) {
         log_.Warn("session's device state was lost in the agent restart; it will not be resumed",
@@ -606,11 +614,18 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
     ++s.attach_gen;
   }
   s.client = client;
+  // A client resuming with the same ring keeps its entries: what it has not
+  // acknowledged is pushed again below, after the mirrors (and the device-
+  // written ranges it declared, kept for that; it declares them again).
+  // Another ring shape starts at the agent's count (the old entries cannot
+  // be placed in it).
+  if (s.comp_capacity != *cap) {
+    s.client_consumed = s.completion_seq;
+    s.from_device.clear();
+    s.mapped_bytes = 0;
+  }
+  s.delivered = s.client_consumed;
   s.comp_capacity = *cap;
-  s.from_device.clear();
-  s.mapped_bytes = 0;
-  s.backlog.clear();
-  s.client_consumed = s.completion_seq;
   if (absl::Status st = RegisterRegions(s); !st.ok()) return st;
   // The client finds every other region through the anchor record.
   ToProto(s.local.back(), resp->add_agent_regions());
@@ -619,7 +634,9 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   s.last_seen = options_.clock->Now();
   // The mirror starts as the device is now, and the client's ring header
   // matches the agent's completion count.
-  return PushMirrors(s);
+  if (absl::Status st = PushMirrors(s); !st.ok()) return st;
+  PushCompletions(s, false);
+  return absl::OkStatus();
 }
 
 absl::Status SessionServer::RegisterRegions(Session& s) {
@@ -656,7 +673,7 @@ absl::Status SessionServer::RegisterRegions(Session& s) {
   }
   const size_t comp_size = session::RingRegionSize(s.comp_capacity, session::kCompletionEntrySize);
   if (absl::Status st = reg(s.comp_buf, comp_size, fabric::kLocalOnly, &s.comp_mr); !st.ok()) return st;
-  session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.completion_seq, s.completion_seq},
+  session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.client_consumed, s.completion_seq},
                             s.comp_buf.data());
   if (absl::Status st = reg(s.anchor_buf, session::kAnchorRegionSize, fabric::kRemoteRead, &s.anchor_mr); !st.ok()) {
     return st;
@@ -864,7 +881,14 @@ void SessionServer::HandleFrame(const std::string& bytes) {
 void SessionServer::WorkLoop(Session& s) {
   std::unique_lock<std::mutex> inbox(s.inbox_mu);
   while (true) {
-    s.inbox_cv.wait(inbox, [&] { return s.stop_worker || !s.inbox.empty() || s.interrupt_pending; });
+    auto ready = [&] { return s.stop_worker || !s.inbox.empty() || s.interrupt_pending; };
+    // A failed push is retried (below, as an interrupt's push) until it goes
+    // through or the client re-attaches, which replays it anyway.
+    if (s.push_failed) {
+      s.inbox_cv.wait_for(inbox, kPushRetry, ready);
+    } else {
+      s.inbox_cv.wait(inbox, ready);
+    }
     if (s.stop_worker) return;
     std::optional<Session::Queued> q;
     if (!s.inbox.empty()) {
@@ -1047,21 +1071,38 @@ void SessionServer::InterruptLoop() {
 }
 
 void SessionServer::PushCompletions(Session& s, bool always) {
+  TakeInterrupts(s);
+  const uint64_t upto = s.completion_seq;
+  if (upto == s.delivered && !always) {
+    s.push_failed = false;
+    return;
+  }
   std::vector<fabric::RmaOp> segs;
   std::string payload;
-  if (!InlineEvent(s, &segs, &payload)) segs = DeliverInterrupts(s);
-  if (segs.empty() && payload.empty() && !always) return;
-  std::string event;
-  {
-    std::lock_guard<std::mutex> lock(s.frames_mu);
-    if (!s.frames.has_value()) return;
-    event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), s.completion_seq, payload);
+  absl::Status st = absl::OkStatus();
+  if (upto != s.delivered && !InlineEvent(s, &segs, &payload)) {
+    segs.clear();
+    st = UndeliveredSegments(s, &segs);
   }
-  absl::Status st = segs.empty() ? endpoint_->Send(s.peer, event) : endpoint_->WriteAndSend(s.peer, segs, event);
+  if (st.ok()) {
+    std::string event;
+    {
+      std::lock_guard<std::mutex> lock(s.frames_mu);
+      if (!s.frames.has_value()) return;
+      event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), upto, payload);
+    }
+    st = segs.empty() ? endpoint_->Send(s.peer, event) : endpoint_->WriteAndSend(s.peer, segs, event);
+  }
+  s.push_failed = !st.ok();
   if (!st.ok()) {
-    s.mirror_pushed = false;  // unknown what landed: the next push is whole
-    log_.Warn("completion push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
+    s.mirror_pushed = false;  // unknown what landed: the retry pushes the mirror whole
+    push_failures_->Increment();
+    log_.Warn("completion push failed; retrying", {{"session", s.id.ToString()},
+                                                   {"undelivered", upto - s.delivered},
+                                                   {"error", std::string(st.message())}});
+    return;
   }
+  s.delivered = upto;
 }
 
 absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs) {
@@ -1090,7 +1131,7 @@ absl::Status SessionServer::PushMirrors(Session& s) {
   return st;
 }
 
-std::vector<fabric::RmaOp> SessionServer::DeliverInterrupts(Session& s) {
+void SessionServer::TakeInterrupts(Session& s) {
   for (const SessionDevice::Interrupt& irq : s.device->TakeInterrupts()) {
     session::Completion c;
     c.vector = irq.vector;
@@ -1098,36 +1139,40 @@ std::vector<fabric::RmaOp> SessionServer::DeliverInterrupts(Session& s) {
     c.data = irq.data;
     s.backlog.push_back(c);
   }
-  if (s.backlog.empty()) return {};
-  // Device changes reach the mirror before any completion that reports them:
-  // in the same ordered batch when the provider places writes in order,
-  // else pushed and waited for first.
-  std::vector<fabric::RmaOp> segs;
-  if (endpoint_->ordered_writes()) {
-    if (!MirrorSegments(s, &segs).ok()) return {};
-    s.mirror_pushed = true;  // unless the batch fails (PushCompletions)
-  } else if (!PushMirrors(s).ok()) {
-    return {};
-  }
-  absl::StatusOr<RegionDesc> ring = session::FindRegion(s.client, RegionKind::kCompletionRing);
-  if (!ring.ok()) return {};
-  const size_t mirror_segments = segs.size();
+  // Each entry gets its sequence number and slot once, while the client's
+  // ring has room; UndeliveredSegments pushes it (again, until delivered).
   while (!s.backlog.empty() && s.completion_seq - s.client_consumed < s.comp_capacity) {
     session::Completion c = s.backlog.front();
     s.backlog.pop_front();
     c.seq = ++s.completion_seq;
     c.applied_mmio_seq = s.gate.applied();
-    const size_t slot = session::RingSlotOffset(c.seq, s.comp_capacity, session::kCompletionEntrySize);
-    session::EncodeCompletion(c, s.comp_buf.data() + slot);
-    segs.push_back({s.comp_mr.get(), slot, session::kCompletionEntrySize, ring->address + slot, ring->key});
+    session::EncodeCompletion(c, s.comp_buf.data() +
+                                     session::RingSlotOffset(c.seq, s.comp_capacity, session::kCompletionEntrySize));
     completions_->Increment();
   }
-  if (segs.size() == mirror_segments) return segs;
+  s.seq->set_completions(s.completion_seq);
+}
+
+absl::Status SessionServer::UndeliveredSegments(Session& s, std::vector<fabric::RmaOp>* segs) {
+  // Device changes reach the mirror before any completion that reports them:
+  // in the same ordered batch when the provider places writes in order,
+  // else pushed and waited for first.
+  if (endpoint_->ordered_writes()) {
+    if (absl::Status st = MirrorSegments(s, segs); !st.ok()) return st;
+    s.mirror_pushed = true;  // unless the batch fails (PushCompletions)
+  } else if (absl::Status st = PushMirrors(s); !st.ok()) {
+    return st;
+  }
+  absl::StatusOr<RegionDesc> ring = session::FindRegion(s.client, RegionKind::kCompletionRing);
+  if (!ring.ok()) return ring.status();
+  for (uint64_t seq = s.delivered + 1; seq <= s.completion_seq; ++seq) {
+    const size_t slot = session::RingSlotOffset(seq, s.comp_capacity, session::kCompletionEntrySize);
+    segs->push_back({s.comp_mr.get(), slot, session::kCompletionEntrySize, ring->address + slot, ring->key});
+  }
   session::EncodeRingHeader({s.comp_capacity, session::kCompletionEntrySize, s.client_consumed, s.completion_seq},
                             s.comp_buf.data());
-  segs.push_back({s.comp_mr.get(), session::kRingTailOffset, 8, ring->address + session::kRingTailOffset, ring->key});
-  s.seq->set_completions(s.completion_seq);
-  return segs;
+  segs->push_back({s.comp_mr.get(), session::kRingTailOffset, 8, ring->address + session::kRingTailOffset, ring->key});
+  return absl::OkStatus();
 }
 
 }  // namespace rpci::agent
@@ -1209,31 +1254,22 @@ absl::Status SessionServer::WriteInOrder(Session& s, const std::vector<fabric::R
 }
 
 bool SessionServer::InlineEvent(Session& s, std::vector<fabric::RmaOp>* segs, std::string* payload) {
-  for (const SessionDevice::Interrupt& irq : s.device->TakeInterrupts()) {
-    session::Completion c;
-    c.vector = irq.vector;
-    c.cause = irq.cause;
-    c.data = irq.data;
-    s.backlog.push_back(c);
-  }
-  if (s.backlog.empty()) return true;
-  const uint64_t room = s.comp_capacity - (s.completion_seq - s.client_consumed);
-  const size_t n = std::min<uint64_t>(s.backlog.size(), room);
+  // The undelivered completions (TakeInterrupts numbered them) when few,
+  // the mirror known to the client and the writes ordered.
+  const uint64_t n = s.completion_seq - s.delivered;
   if (n == 0 || n > kInlineCompletions || !s.mirror_pushed || !endpoint_->ordered_writes()) return false;
   session::EventPayload event;
+  for (uint64_t seq = s.delivered + 1; seq <= s.completion_seq; ++seq) {
+    const size_t slot = session::RingSlotOffset(seq, s.comp_capacity, session::kCompletionEntrySize);
+    absl::StatusOr<session::Completion> c =
+        session::DecodeCompletion(absl::MakeConstSpan(s.comp_buf.data() + slot, session::kCompletionEntrySize));
+    if (!c.ok()) return false;
+    event.completions.push_back(*c);
+  }
   if (!MirrorPatches(s, n, &event, segs)) return false;
   absl::StatusOr<RegionDesc> dma = session::FindRegion(s.client, RegionKind::kDma);
   if (!dma.ok()) return false;
   for (const auto& [off, len] : s.from_device) segs->push_back({s.dma_mr.get(), off, len, dma->address + off, dma->key});
-  for (size_t i = 0; i < n; ++i) {
-    session::Completion c = s.backlog.front();
-    s.backlog.pop_front();
-    c.seq = ++s.completion_seq;
-    c.applied_mmio_seq = s.gate.applied();
-    event.completions.push_back(c);
-    completions_->Increment();
-  }
-  s.seq->set_completions(s.completion_seq);
   *payload = session::EncodeEventPayload(event);
   return true;
 }

@@ -176,7 +176,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // The event's payload when its completions fit one message: the
   // completions and the mirror's changed bytes inline, from-device DMA (and
   // changes too big to inline) by RMA in `segs`. False: use the ring
-  // (DeliverInterrupts).
+  // (UndeliveredSegments).
   bool InlineEvent(Session& s, std::vector<fabric::RmaOp>* segs, std::string* payload);
   // Diffs the BARs against the client's mirror (bar_buf): patches into
   // `event`, or an RMA of the changed span into `segs`.
@@ -189,15 +189,19 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // Waits on the attached sessions' device interrupt fds and pushes their
   // completions as the devices raise them (no kick needed).
   void InterruptLoop();
-  // DeliverInterrupts, then the writes and the event frame to the client;
-  // with `always`, the frame also when nothing was delivered (a kick's answer).
+  // TakeInterrupts, then the undelivered completions (mirrors first) and the
+  // event frame to the client; with `always`, the frame also when nothing was
+  // undelivered (a kick's answer). A failed push is retried by the worker.
   void PushCompletions(Session& s, bool always);
   // BAR snapshots (read from the device now) and from-device DMA ranges.
   absl::Status MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs);
   absl::Status PushMirrors(Session& s);
-  // Moves raised interrupts into completion entries; returns what to write
-  // to the client before the event frame (mirrors, entries, ring tail).
-  std::vector<fabric::RmaOp> DeliverInterrupts(Session& s);
+  // Moves raised interrupts into numbered completion entries while the
+  // client's ring has room (the rest wait in the backlog).
+  void TakeInterrupts(Session& s);
+  // What to write before the event frame: mirrors, the entries
+  // (delivered, completion_seq], the ring tail.
+  absl::Status UndeliveredSegments(Session& s, std::vector<fabric::RmaOp>* segs);
   void SendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
   void Refuse(Session* s, session::ErrorCode code, uint64_t what);
   // The workload closed with detach: data path down, session kept.
@@ -216,6 +220,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   CounterFamily* scrubs_;
   Counter* mmio_applied_;
   Counter* completions_;
+  Counter* push_failures_;
   Gauge* open_gauge_;
 
   mutable std::mutex mu_;

@@ -1,5 +1,8 @@
 // End-to-end session tests: the real session server and client over
 // tcp;ofi_rxm on loopback, with gRPC control on a local port.
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -66,13 +69,15 @@ class SessionTest : public ::testing::Test {
   std::string Endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
 
   std::unique_ptr<client::SessionClient> Attach(client::SessionTicket* ticket_out = nullptr,
-                                                const std::string& grant = "g1") {
+                                                const std::string& grant = "g1",
+                                                absl::Duration heartbeat = client::ClientOptions().heartbeat) {
     auto ticket = client::ControlClient().Reserve(Endpoint(), {grant, "secret-token", "node-a"});
     EXPECT_TRUE(ticket.ok()) << ticket.status();
     if (!ticket.ok()) return nullptr;
     if (ticket_out) *ticket_out = *ticket;
     client::ClientOptions opts;
     opts.grace = absl::Seconds(5);
+    opts.heartbeat = heartbeat;
     auto c = client::SessionClient::Attach(*ticket, opts);
     EXPECT_TRUE(c.ok()) << c.status();
     return c.ok() ? std::move(*c) : nullptr;
@@ -108,6 +113,14 @@ class SessionTest : public ::testing::Test {
     auto v = parsed->Value("rpci_agent_device_scrubs_total", {{"result", result}});
     return v.ok() ? *v : 0;
   }
+
+  double Counted(const std::string& counter) {
+    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
+    if (!parsed.ok()) return -1;
+    auto v = parsed->Value(counter, {});
+    return v.ok() ? *v : 0;
+  }
+  double Completions() { return Counted("rpci_session_completions_total"); }
 
   double Refused(const std::string& reason) {
     auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
@@ -456,6 +469,82 @@ TEST_F(SessionTest, LinkDropReconnectsAndReplaysEveryWriteExactlyOnce) {
   auto applied = device_.applied();
   ASSERT_EQ(applied.size(), 200u);
   for (uint64_t i = 0; i < 200; ++i) EXPECT_EQ(applied[i].second, i);
+}
+
+// A device that finishes a job on its own time, as a VFIO device's MSI
+// does: Finish writes the result into its DMA space, raises vector 2 and
+// signals its interrupt fd.
+class AsyncDevice : public TestDevice {
+ public:
+  AsyncDevice() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~AsyncDevice() override { close(fd_); }
+  int interrupt_fd() override { return fd_; }
+  std::vector<Interrupt> TakeInterrupts() override {
+    uint64_t n = 0;
+    while (read(fd_, &n, sizeof(n)) == sizeof(n)) {
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(finished_, {});
+  }
+  void Finish(uint64_t job) {
+    std::memcpy(dma_space() + kResult, &job, sizeof(job));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      finished_.push_back({2, 0, job});
+    }
+    const uint64_t one = 1;
+    ASSERT_EQ(write(fd_, &one, sizeof(one)), static_cast<ssize_t>(sizeof(one)));
+  }
+  static constexpr uint64_t kResult = 0x2000;
+
+ private:
+  const int fd_;
+  std::mutex mu_;
+  std::vector<Interrupt> finished_;
+};
+
+// The device finishes one job while the client idles (no kick) and one while
+// the client's link is down (the agent's push fails, is retried, and is
+// replayed when the client re-attaches): each completion arrives exactly once,
+// after the DMA result it reports.
+TEST_F(SessionTest, ACompletionRaisedWhileTheClientIsAwayArrivesOnceOnResume) {
+  AsyncDevice async;
+  StopServer();
+  StartServer(absl::Seconds(10), &async);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `async` goes
+  // No heartbeats: the client stays away until it next waits.
+  auto c = Attach(nullptr, "g-emu", absl::Hours(1));
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->MapFromDevice(AsyncDevice::kResult, 8).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  absl::SleepFor(absl::Milliseconds(100));  // the map frame is applied
+
+  auto expect_job = [&](uint64_t seq, uint64_t job) {
+    absl::StatusOr<session::Completion> got = c->WaitCompletion(absl::Seconds(10));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->seq, seq);
+    EXPECT_EQ(got->vector, 2);
+    EXPECT_EQ(got->data, job);
+    uint64_t result = 0;
+    std::memcpy(&result, c->dma() + AsyncDevice::kResult, sizeof(result));
+    EXPECT_EQ(result, job);
+  };
+  async.Finish(0x1111);  // the client is attached and idle
+  expect_job(1, 0x1111);
+
+  c->BreakLinkForTesting();
+  const double before = Completions();
+  async.Finish(0x2222);  // nobody to push it to
+  for (int i = 0; i < 200 && Completions() == before; ++i) absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_EQ(Completions(), before + 1);
+  // The agent tries to push it, and tries again.
+  for (int i = 0; i < 500 && Counted("rpci_session_completion_push_failures_total") < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_GE(Counted("rpci_session_completion_push_failures_total"), 2);
+  expect_job(2, 0x2222);
+  EXPECT_GE(c->stats().reconnects, 1u);
+  EXPECT_EQ(c->WaitCompletion(absl::Milliseconds(500)).status().code(), absl::StatusCode::kDeadlineExceeded);
 }
 
 TEST_F(SessionTest, AgentRestartRecoversTheSessionFromItsCheckpoint) {

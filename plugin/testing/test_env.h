@@ -18,7 +18,7 @@
 #include "controller/local_store.h"
 #include "controller/pool_manager.h"
 #include "controller/service.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "plugin/controller_client.h"
 #include "plugin/plugin.h"
