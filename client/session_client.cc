@@ -1,5 +1,7 @@
 #include "client/session_client.h"
 
+#include <sys/mman.h>
+
 #include <atomic>
 #include <cstring>
 
@@ -53,7 +55,45 @@ void AddRegion(rpci::v1::OpenSessionRequest& req, RegionKind kind, uint16_t inde
   r->set_writable(true);
 }
 
+// One fabric and domain per configuration for the whole process: the
+// provider's initialisation and fi_fabric/fi_domain are paid by the first
+// attach only; later attaches (and re-attaches) open just an endpoint. The
+// sessions of one process belong to one workload.
+absl::StatusOr<std::shared_ptr<fabric::Fabric>> ProcessFabric(const fabric::FabricConfig& config) {
+  static std::mutex* mu = new std::mutex;
+  static auto* fabrics = new std::map<std::string, std::shared_ptr<fabric::Fabric>>;
+  const std::string key = absl::StrFormat("%s|%s|%s|%d|%u|%u|%u|%d|%d", config.provider, config.node, config.service,
+                                          absl::ToInt64Microseconds(config.op_timeout), config.max_message,
+                                          config.recv_depth, config.universe_size,
+                                          absl::ToInt64Microseconds(config.connect_timeout),
+                                          absl::ToInt64Microseconds(config.busy_poll));
+  std::lock_guard<std::mutex> lock(*mu);
+  auto it = fabrics->find(key);
+  if (it != fabrics->end()) return it->second;
+  absl::StatusOr<std::unique_ptr<fabric::Fabric>> opened = fabric::Fabric::Open(config);
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<fabric::Fabric> f = std::move(*opened);
+  (*fabrics)[key] = f;
+  return f;
+}
+
 }  // namespace
+
+ZeroPages::~ZeroPages() {
+  if (data_ != nullptr) munmap(data_, size_);
+}
+
+absl::Status ZeroPages::Allocate(size_t size) {
+  if (data_ != nullptr) munmap(data_, size_);
+  data_ = nullptr;
+  size_ = 0;
+  if (size == 0) return absl::OkStatus();
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return absl::ResourceExhaustedError(absl::StrFormat("cannot map %u bytes of DMA space", size));
+  data_ = static_cast<uint8_t*>(p);
+  size_ = size;
+  return absl::OkStatus();
+}
 
 SessionClient::SessionClient(SessionTicket ticket, ClientOptions options)
     : ticket_(std::move(ticket)),
@@ -63,7 +103,7 @@ SessionClient::SessionClient(SessionTicket ticket, ClientOptions options)
 absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const SessionTicket& ticket,
                                                                      const ClientOptions& options) {
   std::unique_ptr<SessionClient> c(new SessionClient(ticket, options));
-  absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options.fabric);
+  absl::StatusOr<std::shared_ptr<fabric::Fabric>> fabric = ProcessFabric(options.fabric);
   if (!fabric.ok()) return fabric.status();
   c->fabric_ = std::move(*fabric);
   {
@@ -96,11 +136,14 @@ void SessionClient::DropRegions() {
 }
 
 absl::Status SessionClient::LearnShape() {
-  absl::StatusOr<ControlClient::Attached> shape = control_.Attach(ticket_, {});
-  if (!shape.ok()) return shape.status();
-  if (absl::Status s = ReadShape(shape->response, &ticket_); !s.ok()) return s;
+  // A ticket from Reserve knows the shape already; one without it asks.
+  if (ticket_.bars.empty() || ticket_.dma_size == 0) {
+    absl::StatusOr<ControlClient::Attached> shape = control_.Attach(ticket_, {});
+    if (!shape.ok()) return shape.status();
+    if (absl::Status s = ReadShape(shape->response, &ticket_); !s.ok()) return s;
+  }
   for (const BarMirror& b : ticket_.bars) mirrors_.emplace_back(b.size, 0);
-  dma_.assign(ticket_.dma_size, 0);
+  if (absl::Status s = dma_.Allocate(ticket_.dma_size); !s.ok()) return s;
   comp_.assign(session::RingRegionSize(options_.completion_ring_capacity, session::kCompletionEntrySize), 0);
   session::EncodeRingHeader({options_.completion_ring_capacity, session::kCompletionEntrySize, 0, 0}, comp_.data());
   ring_stage_.assign(session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize), 0);
@@ -114,7 +157,7 @@ absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req) {
   absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = fabric_->OpenEndpoint();
   if (!endpoint.ok()) return AsLinkFailure(endpoint.status());
   endpoint_ = std::move(*endpoint);
-  auto reg = [&](std::vector<uint8_t>& buf, uint64_t access, std::unique_ptr<fabric::MemoryRegion>* mr) {
+  auto reg = [&](auto& buf, uint64_t access, std::unique_ptr<fabric::MemoryRegion>* mr) {
     absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> r = endpoint_->RegisterMemory(buf.data(), buf.size(), access);
     if (!r.ok()) return r.status();
     *mr = std::move(*r);

@@ -49,6 +49,26 @@ struct ClientStats {
   uint64_t dropped_frames = 0;  // frames that failed their MAC, replayed or malformed
 };
 
+// Zero-filled memory from the kernel (an anonymous mapping): a page costs
+// nothing until touched, so a session's DMA space (often many MiB) does not
+// cost its size in memset and page faults on every attach.
+class ZeroPages {
+ public:
+  ZeroPages() = default;
+  ~ZeroPages();
+  ZeroPages(const ZeroPages&) = delete;
+  ZeroPages& operator=(const ZeroPages&) = delete;
+  // RESOURCE_EXHAUSTED when the mapping fails. Drops earlier pages.
+  absl::Status Allocate(size_t size);
+  uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // An attached session. Thread-safe (calls are serialized).
 class SessionClient {
  public:
@@ -153,14 +173,15 @@ class SessionClient {
   ClientOptions options_;
   ControlClient control_;
   mutable std::mutex mu_;
-  std::unique_ptr<fabric::Fabric> fabric_;
+  std::shared_ptr<fabric::Fabric> fabric_;  // shared by the process's sessions
   std::unique_ptr<fabric::Endpoint> endpoint_;
   fabric::PeerId peer_ = 0;
   std::optional<session::FrameChannel> frames_;  // keyed by the current attach
   std::string last_frame_;
   std::vector<session::RegionDesc> agent_;
   std::vector<std::vector<uint8_t>> mirrors_;
-  std::vector<uint8_t> dma_, comp_, ring_stage_, anchor_;
+  ZeroPages dma_;
+  std::vector<uint8_t> comp_, ring_stage_, anchor_;
   std::vector<std::unique_ptr<fabric::MemoryRegion>> mirror_mr_;
   std::unique_ptr<fabric::MemoryRegion> dma_mr_, comp_mr_, stage_mr_, anchor_mr_;
   session::WriteLog log_;

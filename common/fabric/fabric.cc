@@ -109,6 +109,7 @@ MrMode DecodeMrMode(uint64_t bits) {
 // Receives ofi_rxm keeps posted per message endpoint (FI_OFI_RXM_MSG_RX_SIZE;
 // its default with a shared receive context is 4096).
 constexpr size_t kRxmPostedReceives = 256;
+constexpr int kRxmCmProgressUs = 200;
 
 struct DomainCore {
   fi_info* info = nullptr;
@@ -285,6 +286,13 @@ absl::Status EndpointImpl::Init() {
   cq_attr.wait_obj = FI_WAIT_UNSPEC;
   int rc = fi_cq_open(d.domain, &cq_attr, &core_->cq, nullptr);
   waitable_ = rc == 0;
+  if (waitable_) {
+    // A wait object the kernel wakes (fd, pollfd, condition variable) can be
+    // blocked on; shm's FI_WAIT_YIELD spins in fi_cq_sread without driving
+    // the endpoint, so it is polled like a provider without wait objects.
+    fi_wait_obj obj = FI_WAIT_NONE;
+    waitable_ = fi_control(&core_->cq->fid, FI_GETWAITOBJ, &obj) == 0 && obj != FI_WAIT_YIELD && obj != FI_WAIT_NONE;
+  }
   if (rc != 0) {
     // Some providers have no wait objects; the progress thread polls instead.
     cq_attr.wait_obj = FI_WAIT_NONE;
@@ -391,6 +399,11 @@ ssize_t EndpointImpl::Poll(int wait_ms) {
   return n;
 }
 
+// How long a leading caller blocks in one fi_cq_sread. ofi_rxm makes
+// progress on connections (its CM events) only between reads, not while one
+// blocks: a long read held a new peer's first operation up by that much.
+constexpr int kLeadWaitMs = 1;
+
 template <typename Done>
 bool EndpointImpl::Lead(absl::Time deadline, Done done) {
   const absl::Time spin_until = std::min(deadline, absl::Now() + config_.busy_poll);
@@ -402,7 +415,7 @@ bool EndpointImpl::Lead(absl::Time deadline, Done done) {
       continue;
     }
     // Blocks in the kernel until data arrives: one wake-up, this thread's.
-    Poll(static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(deadline - now) + 1, 1, 10)));
+    Poll(static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(deadline - now) + 1, 1, kLeadWaitMs)));
   }
   return done();
 }
@@ -803,6 +816,10 @@ void SizeRxmBuffers(const FabricConfig& config) {
     const std::string buffer = std::to_string(std::max<size_t>(config.max_message, 4096));
     setenv("FI_OFI_RXM_BUFFER_SIZE", buffer.c_str(), /*overwrite=*/0);
     setenv("FI_OFI_RXM_MSG_RX_SIZE", std::to_string(kRxmPostedReceives).c_str(), 0);
+    // rxm handles connection requests only every CM_PROGRESS_INTERVAL us of
+    // completion-queue reads (default 10 000): a session's attach (the
+    // agent's first RMA to the new client) waited ~10 ms for it.
+    setenv("FI_OFI_RXM_CM_PROGRESS_INTERVAL", std::to_string(kRxmCmProgressUs).c_str(), 0);
   });
 }
 
