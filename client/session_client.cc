@@ -460,14 +460,33 @@ absl::Status SessionClient::ReadMirror(uint16_t bar, uint64_t offset, absl::Span
 template <typename Pred>
 absl::Status SessionClient::WaitLocked(absl::Duration timeout, Pred done) {
   const absl::Time deadline = absl::Now() + timeout;
+  absl::Time heard = absl::Now();
   while (!done()) {
     if (closed_) return EnsureLiveLocked();
     const absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("session " + ticket_.session_id.ToString() + ": timed out");
     absl::Status s = PumpLocked(std::min(left, absl::Milliseconds(200)));
-    if (!s.ok() && s.code() != absl::StatusCode::kDeadlineExceeded) return s;
+    if (s.ok()) {
+      heard = absl::Now();
+      continue;
+    }
+    if (s.code() != absl::StatusCode::kDeadlineExceeded) return s;
+    // A frame's send completes once the provider has it, not when the agent
+    // does (ofi_rxm's eager messages): silence for an operation timeout is
+    // checked with an RMA the agent must answer.
+    if (absl::Now() - heard >= options_.fabric.op_timeout) {
+      if (absl::Status p = ProbeLinkLocked(); !p.ok()) return p;
+      heard = absl::Now();
+    }
   }
   return absl::OkStatus();
+}
+
+absl::Status SessionClient::ProbeLinkLocked() {
+  absl::StatusOr<RegionDesc> ring = session::FindRegion(agent_, RegionKind::kMmioRing);
+  if (!ring.ok()) return absl::OkStatus();
+  return AsLinkFailure(
+      endpoint_->Read(peer_, {anchor_mr_.get(), 0, session::kRingHeaderSize, ring->address, ring->key}));
 }
 
 std::vector<BarMirror> SessionClient::bars() const {

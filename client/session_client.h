@@ -166,6 +166,8 @@ class SessionClient {
   absl::Status PumpLocked(absl::Duration timeout);
   template <typename Pred>
   absl::Status WaitLocked(absl::Duration timeout, Pred done);
+  // An RMA read of the agent's ring header: UNAVAILABLE when the link is gone.
+  absl::Status ProbeLinkLocked();
   void HeartbeatLoop();
   absl::Status WithReconnect(const std::function<absl::Status()>& op);
 
