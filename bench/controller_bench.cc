@@ -11,6 +11,7 @@
 // are the --headline size's (10 000 devices x 1 000 compute nodes); `scaling`
 // lists every size. Prints one JSON object, then a table (--json: only the
 // JSON).
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -21,6 +22,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +57,13 @@ double ThreadCpuMs() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// Bytes malloc has handed out and not had back, in MiB: rss_mb minus this is
+// what the allocator holds free (fragmentation) plus code and stacks.
+double HeapInUseMb() {
+  const struct mallinfo2 m = mallinfo2();
+  return static_cast<double>(m.uordblks + m.hblkhd) / (1 << 20);
 }
 
 absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_dir) {
@@ -103,17 +112,19 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
   const double setup_s = absl::ToDoubleSeconds(absl::Now() - setup_start);
   const absl::Time start = absl::Now();
   const double cpu_start = ThreadCpuMs();
-  std::vector<rpci::controller::Decision> decisions = manager.Reconcile();
+  manager.Reconcile();
   const absl::Duration took = absl::Now() - start;
   const double cpu_ms = ThreadCpuMs() - cpu_start;
-  (void)decisions;  // may hold only the last ones at 100k devices; count from the state
-  int assigned = 0;
-
+  // As ControllerApp::Step: the pass's decisions taken (posted as Events
+  // there); their first assignments are the Claim targets. The count comes
+  // from the state (the kept window holds at most the last 100 000). Neither
+  // a copy of every device nor the decisions stay to be counted in rss_mb.
   std::vector<std::pair<std::string, std::string>> targets;  // device, node
-  for (const auto& d : manager.Devices()) {  // none was assigned before the pass
-    if (!d.assigned_node.empty()) targets.emplace_back(d.id(), d.assigned_node);
+  for (const rpci::controller::Decision& d : manager.TakeDecisions()) {
+    if (d.action == "assign" && static_cast<int>(targets.size()) < claims) targets.emplace_back(d.device_id, d.node);
   }
-  assigned = static_cast<int>(targets.size());
+  const std::map<std::string, int64_t> phases = manager.PhaseCounts()[pool.name];
+  const int assigned = phases.count("Assigned") ? static_cast<int>(phases.at("Assigned")) : 0;
   claims = std::min<int>(claims, targets.size());
   std::vector<double> latencies_us;
   for (int i = 0; i < claims; ++i) {
@@ -145,7 +156,8 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
               {"claim_us_p50", Percentile(latencies_us, 0.50)},
               {"claim_us_p99", Percentile(latencies_us, 0.99)},
               {"rss_mb", RssMb()},
-              {"peak_rss_mb", PeakRssMb()}};
+              {"peak_rss_mb", PeakRssMb()},
+              {"heap_in_use_mb", HeapInUseMb()}};
   std::error_code ignored;  // best effort: the directory is under --dir's temp area
   std::filesystem::remove_all(dir, ignored);
   return out;
@@ -157,6 +169,7 @@ int main(int argc, char** argv) {
   bool json_only = false;
   std::string sizes_text = "1000,10000,100000", dir = "/tmp";
   int64_t claims = 200, headline = 10000, max_seconds = 150;
+  bool in_process = false;
   rpci::FlagSet flags("bench/controller [flags]",
                       "Pool manager on the local store: assignments/s of one reconcile pass and Claim latency "
                       "(each Claim committed with fsync), by number of devices.");
@@ -166,6 +179,9 @@ int main(int argc, char** argv) {
   flags.Int("headline", &headline, "device count whose figures are the top-level assignments_per_s and rss_mb");
   flags.Int("max_seconds", &max_seconds, "a size still running after this long is killed and reported incomplete");
   flags.String("dir", &dir, "where the local store's state directories go (the disk under test)");
+  flags.Bool("in_process", &in_process,
+             "run each size in this process instead of a forked child (for heap profilers such as heaptrack; "
+             "rss_mb then includes the sizes before it)");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   std::vector<int> sizes;
   for (absl::string_view s : absl::StrSplit(sizes_text, ',', absl::SkipEmpty())) {
@@ -179,8 +195,14 @@ int main(int argc, char** argv) {
   rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
   json result = {{"benchmark", "controller"}, {"store", "local"}, {"scaling", json::array()}};
   for (int n : sizes) {
-    json r = rpci::bench::RunInChild([&] { return RunSize(n, static_cast<int>(claims), dir); },
-                                     {{"devices", n}, {"completed", false}}, max_seconds);
+    json r = json{{"devices", n}, {"completed", false}};
+    if (in_process) {
+      absl::StatusOr<json> run = RunSize(n, static_cast<int>(claims), dir);
+      if (run.ok()) r = *std::move(run);
+      else r["error"] = run.status().ToString();
+    } else {
+      r = rpci::bench::RunInChild([&] { return RunSize(n, static_cast<int>(claims), dir); }, r, max_seconds);
+    }
     if (!r.value("completed", false)) std::cerr << "devices=" << n << ": " << r.value("error", "failed") << "\n";
     result["scaling"].push_back(r);
     if (n == headline && r.value("completed", false)) {

@@ -25,7 +25,9 @@
 #include "controller/kube/leader_election.h"
 #include "controller/model.h"
 #include "controller/pool_manager.h"
+#include "controller/claim_binder.h"
 #include "controller/resource_api.h"
+#include "controller/resource_slices.h"
 #include "controller/service.h"
 #include "controller/store.h"
 
@@ -61,6 +63,9 @@ struct ControllerOptions {
   absl::Duration renew_deadline = absl::Seconds(10);
   absl::Duration retry_period = absl::Seconds(2);
   absl::Duration reconcile_interval = absl::Seconds(1);
+  // DRA binding conditions (KEP-5007, alpha in Kubernetes 1.34; v1 only):
+  // slices ask the scheduler to wait for the attach (claim_binder.h).
+  bool dra_binding_conditions = false;
   int64_t default_spares = 1;
   int64_t default_idle_release_seconds = 0;
   absl::Duration node_lease = absl::Seconds(30);
@@ -116,6 +121,9 @@ class ControllerApp {
   // Writes each DevicePool's status (counts per phase, conditions) when it
   // differs from what the informer last showed.
   void WritePoolStatus();
+  // Publishes the DRA-enabled pools' free devices as ResourceSlices
+  // (resource_slices.h).
+  void PublishSlices();
 
   const ControllerOptions options_;
   const Clock* const clock_;
@@ -124,6 +132,10 @@ class ControllerApp {
   std::unique_ptr<kube::KubeClient> kube_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<ResourceApi> resources_;  // with --store=kube
+  std::unique_ptr<SlicePublisher> slices_;  // with --store=kube
+  std::unique_ptr<ClaimBinder> binder_;     // with --dra-binding-conditions
+  std::string slices_digest_;               // the offer last synced (loop thread only)
+  absl::Time next_slice_sync_ = absl::InfinitePast();
   std::unique_ptr<PoolManager> manager_;
   std::vector<PoolSpec> file_pools_;
   std::unique_ptr<kube::LeaderElector> elector_;

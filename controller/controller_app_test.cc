@@ -253,6 +253,52 @@ TEST_F(ControllerAppTest, DevicePoolStatusCountsDevicesByPhase) {
   EXPECT_TRUE(WaitFor([&] { return status_is(1, 1, 1); })) << api_.Get(path)->dump();
 }
 
+TEST_F(ControllerAppTest, ADraPoolIsPublishedAsResourceSlicesAndAPreparedClaimLeavesThem) {
+  json pool = api_.Put("/apis/rpci.io/v1alpha1/devicepools/gpu",
+                       {{"apiVersion", "rpci.io/v1alpha1"},
+                        {"kind", "DevicePool"},
+                        {"metadata", {{"name", "gpu"}}},
+                        {"spec", {{"allocationMode", "dra"}}}});
+  auto a = Started(KubeOptions("ctrl-a"));
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  Peer peer(a->grpc_port());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "gpu", 2)).ok());
+  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "gpu")).ok());
+  const std::string slice_path = "/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0";
+  auto devices_in_slice = [&] {
+    absl::StatusOr<json> s = api_.Get(slice_path);
+    return s.ok() ? static_cast<int>((*s)["spec"]["devices"].size()) : -1;
+  };
+  ASSERT_TRUE(WaitFor([&] { return devices_in_slice() == 2; }));
+  json slice = *api_.Get(slice_path);
+  EXPECT_EQ(slice["metadata"]["ownerReferences"][0]["uid"], pool["metadata"]["uid"]);
+  // A DRA-only pool gets no device-plugin placement.
+  for (const Device& d : a->manager().Devices()) EXPECT_EQ(d.assigned_node, "") << d.id();
+  // The scheduler allocates a claim from the slice; the plugin prepares it.
+  api_.CreateNamespace("ml");
+  json claim = api_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
+                        {{"apiVersion", "resource.k8s.io/v1"},
+                         {"kind", "ResourceClaim"},
+                         {"spec", json::object()},
+                         {"status", {{"allocation", {{"devices", {{"results", {{{"request", "gpu"}, {"driver", "rpci.io"},
+                                                                                {"pool", "gpu"},
+                                                                                {"device", slice["spec"]["devices"][0]["name"]}}}}}}}}}}});
+  grpc::ClientContext ctx;
+  rpci::v1::PrepareClaimRequest req;
+  req.set_node("cn-1");
+  req.set_claim_namespace("ml");
+  req.set_claim_name("c1");
+  req.set_claim_uid(claim["metadata"]["uid"]);
+  rpci::v1::PrepareClaimResponse resp;
+  grpc::Status s = peer.nodes->PrepareClaim(&ctx, req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(WaitFor([&] { return devices_in_slice() == 1; })) << api_.Get(slice_path)->dump();
+  EXPECT_GE((*api_.Get(slice_path))["spec"]["pool"]["generation"].get<int>(), 2);
+  // The DevicePool goes: so do its slices.
+  api_.Delete("/apis/rpci.io/v1alpha1/devicepools/gpu");
+  EXPECT_TRUE(WaitFor([&] { return !api_.Get(slice_path).ok(); }));
+}
+
 // Scrapes the real /metrics endpoint.
 testing_prom::Exposition Scrape(int port) {
   httplib::Client cli("127.0.0.1", port);

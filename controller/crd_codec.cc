@@ -130,8 +130,12 @@ json DeviceToObject(const Device& device, absl::Time now, int64_t generation) {
 
 std::string DeviceToText(const Device& device, absl::Time now, int64_t generation) {
   // Parses to DeviceToObject's value; the spec is protobuf's text as is
-  // (its field order), never parsed back.
-  std::string text = "{\"apiVersion\":";
+  // (its field order), never parsed back. Built in a reused buffer and
+  // returned as an exact-size copy: appending grows capacity by doubling, and
+  // the store keeps every text (~1.4 KB allocated for ~0.7 KB of text at
+  // 100k devices before).
+  thread_local std::string text;
+  text = "{\"apiVersion\":";
   text += json(kApiVersion).dump();
   text += ",\"kind\":\"PcieDevice\",\"metadata\":";
   text += DeviceMetadata(device).dump();
@@ -140,7 +144,7 @@ std::string DeviceToText(const Device& device, absl::Time now, int64_t generatio
   text += ",\"status\":";
   text += DeviceStatus(device, now, generation).dump();
   text += "}";
-  return text;
+  return std::string(text);
 }
 
 bool DrainRequested(const json& object) {

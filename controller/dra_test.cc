@@ -3,13 +3,16 @@
 // kube-apiserver serves it), state in the rpci.io CRDs.
 #include <memory>
 
-#include "common/grpc_util.h"
+#include "common/testing/manual_clock.h"
+#include "controller/claim_binder.h"
 #include "controller/kube_store.h"
 #include "controller/pool_manager.h"
 #include "controller/resource_api.h"
+#include "controller/resource_slices.h"
 #include "controller/service.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
+#include "httplib.h"
 #include "gtest/gtest.h"
 #include "tests/kube/api_server.h"
 
@@ -324,6 +327,219 @@ TEST_F(DraTest, ClaimsAreReadInTheVersionDiscoveryChooses) {
   server_.ServeResourceVersions({});  // no DRA
   ResourceApi none(client_.get());
   EXPECT_EQ(none.Version().status().code(), absl::StatusCode::kNotFound);
+}
+
+// ---- ResourceSlices ----
+
+json Slices(kubetest::ApiServer& server, const std::string& version) {
+  httplib::Client http(server.url().substr(server.url().find("//") + 2).c_str());
+  httplib::Result r = http.Get(("/apis/resource.k8s.io/" + version + "/resourceslices").c_str());
+  return r ? json::parse(r->body, nullptr, false)["items"] : json();
+}
+
+TEST_F(DraTest, SlicesListTheFreeDevicesOfEachDraPoolForTheNodesServingIt) {
+  rpci::v1::RegisterAgentRequest agent = AgentWith("ds-1", "gpu", 2);
+  rpci::v1::PcieFunction* f = agent.mutable_devices(0)->mutable_function();
+  f->set_vendor_id(0x10de);
+  f->set_device_id(0x20b0);
+  f->set_class_code(0x030200);
+  f->set_vendor_name("NVIDIA Corporation");
+  rpci::v1::Bar* bar = f->add_bars();
+  bar->set_index(0);
+  bar->set_size(16 << 20);
+  agent.mutable_devices(0)->add_local_nics("mlx5_0");
+  (*agent.mutable_devices(0)->mutable_labels())["topology.kubernetes.io/zone"] = "z1";
+  ASSERT_TRUE(manager_->RegisterAgent(agent).ok());
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("ds-2", "dp", 1)).ok());  // not a DRA pool
+  server_.Put("/apis/resource.k8s.io/v1/resourceslices/other",
+              {{"spec", {{"driver", "gpu.example.com"}, {"pool", {{"name", "gpu"}, {"resourceSliceCount", 1}}},
+                         {"allNodes", true}}}});
+  SlicePublisher publisher(client_.get(), resources_.get());
+  ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {{"gpu", "uid-pool-gpu"}})).ok());
+  json slices = Slices(server_, "v1");
+  ASSERT_EQ(slices.size(), 2u) << slices.dump();
+  json slice = slices[1]["metadata"]["name"] == "rpci-gpu-0" ? slices[1] : slices[0];
+  EXPECT_EQ(slice["metadata"]["labels"]["app.kubernetes.io/managed-by"], "rpci-controller");
+  EXPECT_EQ(slice["metadata"]["ownerReferences"][0]["kind"], "DevicePool");
+  EXPECT_EQ(slice["metadata"]["ownerReferences"][0]["uid"], "uid-pool-gpu");
+  EXPECT_EQ(slice["spec"]["driver"], "rpci.io");
+  EXPECT_EQ(slice["spec"]["pool"], json::parse(R"({"name": "gpu", "generation": 1, "resourceSliceCount": 1})"));
+  EXPECT_EQ(slice["spec"]["nodeSelector"], json::parse(R"({"nodeSelectorTerms": [{"matchFields": [
+      {"key": "metadata.name", "operator": "In", "values": ["cn-1"]}]}]})"));
+  ASSERT_EQ(slice["spec"]["devices"].size(), 2u);
+  const json& d0 = slice["spec"]["devices"][0];
+  EXPECT_EQ(d0["name"], DeviceId(0));
+  EXPECT_EQ(d0["attributes"]["vendorId"], json({{"int", 0x10de}}));
+  EXPECT_EQ(d0["attributes"]["classCode"], json({{"int", 0x030200}}));
+  EXPECT_EQ(d0["attributes"]["vendorName"], json({{"string", "NVIDIA Corporation"}}));
+  EXPECT_EQ(d0["attributes"]["deviceServer"], json({{"string", "ds-1"}}));
+  EXPECT_EQ(d0["attributes"]["pool"], json({{"string", "gpu"}}));
+  EXPECT_EQ(d0["attributes"]["localNics"], json({{"string", "mlx5_0"}}));
+  EXPECT_EQ(d0["attributes"]["rdmaLocal"], json({{"bool", true}}));
+  EXPECT_EQ(d0["attributes"]["zone"], json({{"string", "z1"}}));
+  EXPECT_EQ(d0["capacity"]["bar0"], json({{"value", "16777216"}}));
+  EXPECT_EQ(slice["spec"]["devices"][1]["attributes"]["rdmaLocal"], json({{"bool", false}}));
+
+  // A prepared device leaves the slice; the pool's generation goes up.
+  rpci::v1::PrepareClaimResponse resp;
+  ASSERT_TRUE(Prepare("cn-1", "c1", AllocatedClaim("c1", {{"gpu", DeviceId(0)}}), &resp).ok());
+  ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {{"gpu", "uid-pool-gpu"}})).ok());
+  slice = *server_.Get("/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0");
+  EXPECT_EQ(slice["spec"]["pool"]["generation"], 2);
+  ASSERT_EQ(slice["spec"]["devices"].size(), 1u);
+  EXPECT_EQ(slice["spec"]["devices"][0]["name"], DeviceId(1));
+  // Nothing changed: nothing written.
+  const std::string rv = slice["metadata"]["resourceVersion"];
+  ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {{"gpu", "uid-pool-gpu"}})).ok());
+  EXPECT_EQ((*server_.Get("/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0"))["metadata"]["resourceVersion"], rv);
+  // A second node serving the pool joins the selector.
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "gpu")).ok());
+  ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {{"gpu", "uid-pool-gpu"}})).ok());
+  slice = *server_.Get("/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0");
+  EXPECT_EQ(slice["spec"]["nodeSelector"]["nodeSelectorTerms"][0]["matchFields"][0]["values"], json({"cn-1", "cn-2"}));
+  EXPECT_EQ(slice["spec"]["pool"]["generation"], 3);
+  // The pool goes (or stops being DRA-enabled): its slices go; others' stay.
+  manager_->SetPools({Pool("gpu", AllocationMode::kDevicePlugin)});
+  ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {})).ok());
+  slices = Slices(server_, "v1");
+  ASSERT_EQ(slices.size(), 1u);
+  EXPECT_EQ(slices[0]["metadata"]["name"], "other");
+}
+
+TEST_F(DraTest, SlicesUseV1beta1ShapesWhenTheClusterServesOnlyV1beta1) {
+  server_.ServeResourceVersions({"v1beta1"});
+  resources_ = std::make_unique<ResourceApi>(client_.get());
+  SlicePublisher publisher(client_.get(), resources_.get());
+  ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {})).ok());
+  json slices = Slices(server_, "v1beta1");
+  ASSERT_EQ(slices.size(), 1u);
+  EXPECT_EQ(slices[0]["spec"]["devices"][0]["basic"]["attributes"]["pool"], json({{"string", "gpu"}}));
+  // Stored as kube-apiserver would: the same device in v1's shape, nothing
+  // dropped by the conversion.
+  server_.ServeResourceVersions({"v1", "v1beta1"});
+  json v1 = *server_.Get("/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0");
+  EXPECT_EQ(v1["spec"]["devices"][0]["attributes"]["pool"], json({{"string", "gpu"}}));
+  EXPECT_FALSE(v1["spec"]["devices"][0].contains("basic"));
+}
+
+TEST_F(DraTest, APoolOfMoreThan128DevicesSpansSlicesOfOneGeneration) {
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("ds-big", "gpu", 130)).ok());
+  SlicePublisher publisher(client_.get(), resources_.get());
+  ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {})).ok());
+  json slices = Slices(server_, "v1");
+  ASSERT_EQ(slices.size(), 2u);
+  size_t devices = 0;
+  for (const json& s : slices) {
+    EXPECT_EQ(s["spec"]["pool"]["resourceSliceCount"], 2);
+    EXPECT_EQ(s["spec"]["pool"]["generation"], 1);
+    devices += s["spec"]["devices"].size();
+  }
+  EXPECT_EQ(devices, 132u);  // ds-1's 2 and ds-big's 130
+}
+
+TEST_F(DraTest, DeviceNamesInSlicesAreDnsLabels) {
+  EXPECT_EQ(DraDeviceName("ds-1-0000-3b-00-0"), "ds-1-0000-3b-00-0");
+  const std::string odd = DraDeviceName("Node.Example_COM-0000:3b:00.0");
+  EXPECT_EQ(odd.substr(0, 30), "node-example-com-0000-3b-00-0-");
+  EXPECT_EQ(odd.size(), 38u);
+  EXPECT_NE(DraDeviceName("Node.Example_COM-0000:3b:00.0"), DraDeviceName("node.example_com-0000:3b:00.0"));
+  EXPECT_LE(DraDeviceName(std::string(100, 'a') + ".x").size(), 63u);
+}
+
+// ---- binding conditions (KEP-5007) ----
+
+TEST_F(DraTest, WithBindingConditionsV1SlicesAskTheSchedulerToWaitForTheAttach) {
+  PoolOffer offer{manager_->DraOffer()["gpu"], {"cn-1"}, ""};
+  json device = PoolSlices("gpu", offer, "v1", 1, true)[0]["spec"]["devices"][0];
+  EXPECT_EQ(device["bindingConditions"], json({"rpci.io/Attached"}));
+  EXPECT_EQ(device["bindingFailureConditions"], json({"rpci.io/AttachFailed"}));
+  EXPECT_EQ(device["bindsToNode"], true);
+  EXPECT_FALSE(PoolSlices("gpu", offer, "v1", 1, false)[0]["spec"]["devices"][0].contains("bindingConditions"));
+  // v1beta1 clusters do not get them (the gates are v1-era alpha).
+  EXPECT_FALSE(PoolSlices("gpu", offer, "v1beta1", 1, true)[0]["spec"]["devices"][0]["basic"].contains("bindingConditions"));
+  // The API server takes such a slice.
+  SlicePublisher publisher(client_.get(), resources_.get(), true);
+  ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {})).ok());
+  EXPECT_EQ((*server_.Get("/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0"))["spec"]["devices"][0]["bindsToNode"], true);
+}
+
+// A claim as the scheduler allocates it from a slice with binding
+// conditions: the results carry copies of them and bindsToNode pins the
+// allocation to the chosen node.
+std::string BoundClaim(kubetest::ApiServer& server, const std::string& name, const std::string& device,
+                       const std::string& node) {
+  json claim = {{"apiVersion", "resource.k8s.io/v1"},
+                {"kind", "ResourceClaim"},
+                {"metadata", {{"name", name}}},
+                {"spec", json::object()},
+                {"status",
+                 {{"allocation",
+                   {{"devices",
+                     {{"results",
+                       {{{"request", "gpu"}, {"driver", "rpci.io"}, {"pool", "gpu"}, {"device", device},
+                         {"bindingConditions", {"rpci.io/Attached"}},
+                         {"bindingFailureConditions", {"rpci.io/AttachFailed"}}}}}}},
+                    {"nodeSelector",
+                     {{"nodeSelectorTerms",
+                       {{{"matchFields", {{{"key", "metadata.name"}, {"operator", "In"}, {"values", {node}}}}}}}}}}}}}}};
+  return server.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/" + name, claim)["metadata"]["uid"];
+}
+
+json DeviceConditions(kubetest::ApiServer& server, const std::string& name) {
+  json claim = *server.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/" + name);
+  return claim["status"].value("devices", json::array());
+}
+
+TEST_F(DraTest, TheBinderAttachesABoundClaimBeforeTheKubeletPreparesIt) {
+  const std::string uid = BoundClaim(server_, "c1", DeviceId(0), "cn-1");
+  ClaimBinder binder(client_.get(), resources_.get(), manager_.get(), &clock_);
+  ASSERT_TRUE(binder.Sync().ok());
+  json devices = DeviceConditions(server_, "c1");
+  ASSERT_EQ(devices.size(), 1u) << devices.dump();
+  EXPECT_EQ(devices[0]["driver"], "rpci.io");
+  EXPECT_EQ(devices[0]["device"], DeviceId(0));
+  EXPECT_EQ(devices[0]["conditions"][0]["type"], "rpci.io/Attached");
+  EXPECT_EQ(devices[0]["conditions"][0]["status"], "True");
+  std::vector<rpci::v1::SessionGrant> grants = manager_->GrantsFor("ds-1");
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0].compute_node(), "cn-1");
+  // The kubelet's prepare gets the grant the binder made; passes change nothing.
+  rpci::v1::PrepareClaimResponse resp;
+  ASSERT_TRUE(Prepare("cn-1", "c1", uid, &resp).ok());
+  EXPECT_EQ(resp.devices(0).grant().grant_id(), grants[0].grant_id());
+  ASSERT_TRUE(binder.Sync().ok());
+  EXPECT_EQ(manager_->Attachments().size(), 1u);
+  // A claim prepared after the binder's list is not taken for gone.
+  const std::string late = AllocatedClaim("c-late", {{"gpu", DeviceId(1)}});
+  ASSERT_TRUE(Prepare("cn-1", "c-late", late, &resp).ok());
+  server_.Delete("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c-late");
+  ASSERT_TRUE(binder.Sync().ok());
+  EXPECT_EQ(manager_->Attachments().size(), 2u);
+  // The claim is deleted before anyone unprepares it: its grant goes.
+  clock_.Advance(absl::Seconds(1));
+  server_.Delete("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
+  ASSERT_TRUE(binder.Sync().ok());
+  EXPECT_TRUE(manager_->Attachments().empty());
+}
+
+TEST_F(DraTest, TheBinderReportsARefusedAttachAsTheFailureCondition) {
+  rpci::v1::PrepareClaimResponse resp;
+  ASSERT_TRUE(Prepare("cn-1", "c0", AllocatedClaim("c0", {{"gpu", DeviceId(1)}}), &resp).ok());
+  BoundClaim(server_, "c1", DeviceId(1), "cn-1");  // a stale slice: the device is held
+  ClaimBinder binder(client_.get(), resources_.get(), manager_.get(), &clock_);
+  ASSERT_TRUE(binder.Sync().ok());
+  json devices = DeviceConditions(server_, "c1");
+  ASSERT_EQ(devices.size(), 1u);
+  EXPECT_EQ(devices[0]["conditions"][0]["type"], "rpci.io/AttachFailed");
+  EXPECT_NE(devices[0]["conditions"][0]["message"].get<std::string>().find("held by ResourceClaim ml/c0"),
+            std::string::npos);
+  // A node whose plugin has not registered yet: no condition, tried again.
+  BoundClaim(server_, "c2", DeviceId(0), "cn-late");
+  EXPECT_FALSE(binder.Sync().ok());
+  EXPECT_TRUE(DeviceConditions(server_, "c2").empty());
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-late", "gpu")).ok());
+  ASSERT_TRUE(binder.Sync().ok());
+  EXPECT_EQ(DeviceConditions(server_, "c2")[0]["conditions"][0]["type"], "rpci.io/Attached");
 }
 
 }  // namespace

@@ -841,14 +841,17 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
   // An object that failed waits out its backoff, unless the caller needs it
   // written now.
   auto due = [&](const std::string& key) {
+    if (retry_.empty()) return true;
     auto it = retry_.find(key);
     return mine.count(key) || it == retry_.end() || it->second.next <= now;
   };
-  StoreBatch batch;
+  std::vector<const Device*> puts;
+  puts.reserve(dirty_devices_.size());
   for (const std::string& id : dirty_devices_) {
     auto it = devices_.find(id);
-    if (it != devices_.end() && due(DeviceStoreKey(id))) batch.put_devices.push_back(it->second);
+    if (it != devices_.end() && due(DeviceStoreKey(id))) puts.push_back(&it->second);
   }
+  StoreBatch batch;
   for (const std::string& id : deleted_devices_) {
     if (due(DeviceStoreKey(id))) batch.delete_devices.push_back(id);
   }
@@ -859,19 +862,33 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
   for (const auto& [id, a] : deleted_attachments_) {
     if (due(AttachmentStoreKey(id))) batch.delete_attachments.push_back(a);
   }
-  if (batch.empty()) return absl::OkStatus();
-  const CommitOutcome outcome = store_->Commit(batch);
+  // Devices go in batches of at most options_.max_batch_devices.
   absl::Status mine_failed;
+  size_t next = 0;
+  do {
+    const size_t end = std::min(puts.size(), next + std::max<size_t>(1, options_.max_batch_devices));
+    batch.put_devices.reserve(end - next);
+    for (; next < end; ++next) batch.put_devices.push_back(*puts[next]);
+    if (batch.empty()) break;
+    CommitLocked(batch, mine, now, &mine_failed);
+    batch = StoreBatch();
+  } while (next < puts.size());
+  return mine_failed;
+}
+
+void PoolManager::CommitLocked(const StoreBatch& batch, const std::set<std::string>& mine, absl::Time now,
+                               absl::Status* mine_failed) {
+  const CommitOutcome outcome = store_->Commit(batch);
   auto settle = [&](const std::string& key, const std::string& device_id, auto erase) {
     auto failed = outcome.failed.find(key);
     if (failed == outcome.failed.end()) {
       erase();
-      retry_.erase(key);
+      if (!retry_.empty()) retry_.erase(key);
       return;
     }
     NoteStoreFailureLocked(key, device_id, failed->second, now);
-    if (mine.count(key) && mine_failed.ok()) {
-      mine_failed = absl::UnavailableError(absl::StrCat("store: ", key, ": ", failed->second.message()));
+    if (mine.count(key) && mine_failed->ok()) {
+      *mine_failed = absl::UnavailableError(absl::StrCat("store: ", key, ": ", failed->second.message()));
     }
   };
   for (const Device& d : batch.put_devices) {
@@ -886,7 +903,6 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
   for (const Attachment& a : batch.delete_attachments) {
     settle(AttachmentStoreKey(a.grant_id), a.device_id, [&] { deleted_attachments_.erase(a.grant_id); });
   }
-  return mine_failed;
 }
 
 void PoolManager::NoteStoreFailureLocked(const std::string& key, const std::string& device_id,
@@ -987,6 +1003,7 @@ absl::Status PoolManager::CheckInvariants() const {
 std::vector<Device> PoolManager::Devices() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Device> out;
+  out.reserve(devices_.size());
   for (const auto& [id, d] : devices_) out.push_back(d);
   return out;
 }
@@ -994,6 +1011,7 @@ std::vector<Device> PoolManager::Devices() const {
 std::vector<Attachment> PoolManager::Attachments() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Attachment> out;
+  out.reserve(attachments_.size());
   for (const auto& [id, a] : attachments_) out.push_back(a);
   return out;
 }

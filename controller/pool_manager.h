@@ -52,6 +52,10 @@ class PoolManager {
     absl::Duration release_grace = absl::Seconds(10);  // Releasing lasts this long
     absl::Duration usage_grace = absl::Seconds(30);  // a new attachment may be missing from usage reports
     absl::Duration grant_ttl = absl::Hours(24);
+    // Most devices one store commit carries: a pass that changes every device
+    // commits them in batches of this many, never copying (and the store
+    // never encoding) all of them at once.
+    size_t max_batch_devices = 8192;
     // Policy for pools that devices or nodes name but no DevicePool defines.
     PoolSpec default_pool;
   };
@@ -210,6 +214,10 @@ class PoolManager {
   // one of `mine` (store keys the caller needs written now; they skip the
   // backoff) failed.
   absl::Status FlushLocked(const std::set<std::string>& mine = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Commits one batch and settles each object: written ones are no longer
+  // dirty; refused ones are noted (and *mine_failed set when one of `mine`).
+  void CommitLocked(const StoreBatch& batch, const std::set<std::string>& mine, absl::Time now,
+                    absl::Status* mine_failed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteStoreFailureLocked(const std::string& key, const std::string& device_id, const absl::Status& error,
                               absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const PoolSpec& PoolOfLocked(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

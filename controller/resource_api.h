@@ -16,6 +16,11 @@ namespace rpci::controller {
 // results' driver.
 inline constexpr char kDraDriver[] = "rpci.io";
 
+// The binding conditions (KEP-5007) slices carry with
+// --dra-binding-conditions (claim_binder.h).
+inline constexpr char kAttachedCondition[] = "rpci.io/Attached";
+inline constexpr char kAttachFailedCondition[] = "rpci.io/AttachFailed";
+
 // The allocation results of ResourceClaim `claim` (any served version: the
 // allocation has one shape in v1beta1 and v1) that name driver rpci.io.
 // FAILED_PRECONDITION when its metadata.uid is not `uid` (the claim was

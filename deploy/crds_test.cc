@@ -308,5 +308,47 @@ TEST(ControllerJson, PoolValidates) {
   EXPECT_TRUE(s.ok()) << s.message() << "\n" << object.dump(2);
 }
 
+TEST(ControllerJson, ClaimAttachmentValidatesAndDecodesWithItsClaim) {
+  controller::Attachment a;
+  a.grant_id = "g-0123456789abcdef01234567";
+  a.device_id = "dev-a-0000-3b-00-0";
+  a.node = "cmp-1";
+  a.claim_uid = "0b1c2d3e-0000-4000-8000-000000000001";
+  a.claim_namespace = "ml";
+  a.claim_name = "trainer-0-gpu";
+  a.claim_request = "gpu";
+  a.token = std::string(32, '\xab');
+  json object = controller::AttachmentToObject(a, "rpci-system");
+  absl::Status s = ValidateObject(Crd("DeviceAttachment"), object);
+  EXPECT_TRUE(s.ok()) << s.message() << "\n" << object.dump(2);
+  EXPECT_EQ(object["status"]["state"], "Attached");
+  object["spec"]["token"] = absl::Base64Escape(a.token);
+  absl::StatusOr<controller::Attachment> back = controller::AttachmentFromObject(object);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->claim_uid, a.claim_uid);
+  EXPECT_EQ(back->claim_namespace, "ml");
+  EXPECT_EQ(back->claim_name, "trainer-0-gpu");
+  EXPECT_EQ(back->claim_request, "gpu");
+  object["spec"]["claim"].erase("uid");
+  EXPECT_FALSE(ValidateObject(Crd("DeviceAttachment"), object).ok()) << "a claim without its uid";
+}
+
+TEST(Crds, APoolsAllocationModeIsDevicePluginDraOrBoth) {
+  json pool = LoadOne("deploy/examples/devicepool-emu.yaml");
+  for (const char* mode : {"devicePlugin", "dra", "both"}) {
+    pool["spec"]["allocationMode"] = mode;
+    EXPECT_TRUE(ValidateObject(Crd("DevicePool"), pool).ok()) << mode;
+    absl::StatusOr<controller::PoolSpec> spec = controller::PoolFromObject(pool);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    EXPECT_EQ(controller::AllocationModeName(spec->allocation_mode), mode);
+  }
+  pool["spec"]["allocationMode"] = "DRA";
+  absl::Status s = ValidateObject(Crd("DevicePool"), pool);
+  EXPECT_NE(s.message().find("spec.allocationMode"), std::string::npos) << s;
+  EXPECT_FALSE(controller::PoolFromObject(pool).ok());
+  pool["spec"].erase("allocationMode");
+  EXPECT_EQ(controller::PoolFromObject(pool)->allocation_mode, controller::AllocationMode::kDevicePlugin);
+}
+
 }  // namespace
 }  // namespace rpci

@@ -19,17 +19,10 @@
 namespace rpci::plugin {
 namespace {
 
-using rpci::testing::AdvertisedDevice;
 using rpci::testing::FakeKubelet;
 
 constexpr char kResource[] = "rpci.io/emu";
 constexpr char kDevice[] = "dev-a-0000-3b-00-0";
-
-auto AllHealth(const std::string& health) {
-  return [health](const std::vector<AdvertisedDevice>& ds) {
-    return ds.size() == 1 && ds[0].health == health;
-  };
-}
 
 class AgentSessionTest : public ::testing::Test {
  protected:
@@ -55,25 +48,11 @@ class AgentSessionTest : public ::testing::Test {
     ASSERT_TRUE(kubelet_->Start().ok());
     client_ = std::make_unique<GrpcControllerClient>(controller_->Channel());
     opener_ = std::make_unique<AgentSessionOpener>(nullptr, "cn-1");
-    PluginOptions o;
-    o.node_name = "cn-1";
-    o.pools = {"emu"};
-    o.plugin_dir = dir_ + "/dp";
-    o.pod_resources_socket = dir_ + "/pr.sock";
-    o.cdi_dir = dir_ + "/cdi";
-    o.state_dir = dir_ + "/state";
+    PluginOptions o = testing::TestPluginOptions(dir_);
     o.health_interval = absl::Milliseconds(100);
-    o.usage_interval = absl::Hours(1);
     plugin_ = std::make_unique<Plugin>(o, client_.get(), opener_.get());
     ASSERT_TRUE(plugin_->Start().ok());
-    client_->StartAssignmentWatch(controller::testing::NodeWith("cn-1", "emu"),
-                                  [this](const rpci::v1::AssignmentSet& set) { plugin_->SetAssignments(set); });
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (absl::Now() < deadline && kubelet_->Devices(kResource).empty()) {
-      controller_->manager().Reconcile();
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ASSERT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth("Healthy"), absl::Seconds(5)));
+    ASSERT_TRUE(testing::AssignAndAdvertise(*controller_, *client_, *plugin_, *kubelet_, 1));
   }
 
   void TearDown() override {
@@ -167,9 +146,9 @@ TEST_F(AgentSessionTest, AgentLossTurnsTheDeviceUnhealthyAndItsReturnHealthy) {
   auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
   ASSERT_TRUE(admitted.ok()) << admitted.status();
   StopAgent();
-  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth("Unhealthy"), absl::Seconds(3)));
+  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, testing::AllHealth(1, "Unhealthy"), absl::Seconds(3)));
   StartAgent();  // same port, same state dir: the session comes back dormant
-  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth("Healthy"), absl::Seconds(5)));
+  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, testing::AllHealth(1, "Healthy"), absl::Seconds(5)));
   EXPECT_TRUE(kubelet_->PreStartContainer(kResource, admitted->device_ids).ok());
 }
 

@@ -26,6 +26,16 @@ std::string ClaimStateDir(const std::string& state_dir, const std::string& uid) 
   return absl::StrCat(state_dir, "/claims/", uid);
 }
 
+// A name that may become a path component and a CDI device name (CDI:
+// [A-Za-z0-9][A-Za-z0-9_.:-]*).
+bool SafeName(const std::string& s) {
+  if (s.empty() || s.size() > 128 || !std::isalnum(static_cast<unsigned char>(s[0]))) return false;
+  for (char ch : s) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.' && ch != ':') return false;
+  }
+  return true;
+}
+
 // A uid becomes part of paths and CDI names: a Kubernetes uid is a UUID.
 absl::Status CheckClaim(const drapb::Claim& c) {
   if (c.uid().empty() || c.namespace_().empty() || c.name().empty()) {
@@ -90,6 +100,16 @@ absl::StatusOr<PreparedClaim::Device> DeviceFromJson(const nlohmann::json& j) {
   return d;
 }
 
+template <typename Request>
+Request ControllerRequest(const std::string& node, const drapb::Claim& claim) {
+  Request req;
+  req.set_node(node);
+  req.set_claim_namespace(claim.namespace_());
+  req.set_claim_name(claim.name());
+  req.set_claim_uid(claim.uid());
+  return req;
+}
+
 drapb::NodePrepareResourceResponse Answer(const PreparedClaim& claim) {
   drapb::NodePrepareResourceResponse r;
   for (const PreparedClaim::Device& d : claim.devices) {
@@ -103,6 +123,28 @@ drapb::NodePrepareResourceResponse Answer(const PreparedClaim& claim) {
 }
 
 }  // namespace
+
+class DraDriver::ClaimLock {
+ public:
+  ClaimLock(DraDriver* d, std::string uid) : d_(d), uid_(std::move(uid)) {
+    std::unique_lock<std::mutex> lock(d_->mu_);
+    d_->released_.wait(lock, [&] { return d_->busy_.count(uid_) == 0; });
+    d_->busy_.insert(uid_);
+  }
+  ~ClaimLock() {
+    {
+      std::lock_guard<std::mutex> lock(d_->mu_);
+      d_->busy_.erase(uid_);
+    }
+    d_->released_.notify_all();
+  }
+  ClaimLock(const ClaimLock&) = delete;
+  ClaimLock& operator=(const ClaimLock&) = delete;
+
+ private:
+  DraDriver* const d_;
+  const std::string uid_;
+};
 
 std::string ClaimCdiId(const std::string& claim_uid, const std::string& device) {
   return absl::StrCat(kClaimCdiKind, "=", claim_uid, "-", device);
@@ -169,7 +211,7 @@ drapb::NodePrepareResourcesResponse DraDriver::Prepare(const drapb::NodePrepareR
 
 absl::StatusOr<PreparedClaim> DraDriver::PrepareOne(const drapb::Claim& claim) {
   if (absl::Status s = CheckClaim(claim); !s.ok()) return s;
-  std::lock_guard<std::mutex> op(op_mu_);
+  ClaimLock hold(this, claim.uid());
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (auto it = prepared_.find(claim.uid()); it != prepared_.end()) {
@@ -181,12 +223,8 @@ absl::StatusOr<PreparedClaim> DraDriver::PrepareOne(const drapb::Claim& claim) {
       return it->second;
     }
   }
-  rpci::v1::PrepareClaimRequest req;
-  req.set_node(options_.node_name);
-  req.set_claim_namespace(claim.namespace_());
-  req.set_claim_name(claim.name());
-  req.set_claim_uid(claim.uid());
-  absl::StatusOr<rpci::v1::PrepareClaimResponse> granted = controller_->PrepareClaim(req);
+  absl::StatusOr<rpci::v1::PrepareClaimResponse> granted =
+      controller_->PrepareClaim(ControllerRequest<rpci::v1::PrepareClaimRequest>(options_.node_name, claim));
   if (!granted.ok()) return granted.status();
   PreparedClaim prepared{claim.namespace_(), claim.name(), claim.uid(), {}};
   absl::Status s = granted->devices().empty() ? absl::FailedPreconditionError("the controller granted no device")
@@ -204,12 +242,9 @@ absl::StatusOr<PreparedClaim> DraDriver::PrepareOne(const drapb::Claim& claim) {
   if (!s.ok()) {
     // Give back what was acquired: the kubelet will call again.
     ReleaseSessions(prepared, "PrepareFailed");
-    rpci::v1::UnprepareClaimRequest undo;
-    undo.set_node(options_.node_name);
-    undo.set_claim_namespace(claim.namespace_());
-    undo.set_claim_name(claim.name());
-    undo.set_claim_uid(claim.uid());
-    if (absl::Status u = controller_->UnprepareClaim(undo); !u.ok()) {
+    if (absl::Status u = controller_->UnprepareClaim(
+            ControllerRequest<rpci::v1::UnprepareClaimRequest>(options_.node_name, claim));
+        !u.ok()) {
       log_.Warn("unprepare after a failed prepare failed", {{"claim", ClaimName(claim)}, {"error", std::string(u.message())}});
     }
     return s;
@@ -224,8 +259,9 @@ absl::Status DraDriver::OpenDevice(const rpci::v1::PreparedDevice& d, PreparedCl
     return absl::FailedPreconditionError(
         absl::StrCat("device ", d.device(), ": pool ", d.pool(), " is not served through DRA on node ", options_.node_name));
   }
-  if (id.empty() || id.find_first_of("/ ") != std::string::npos || d.device().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("device \"", d.device(), "\": the controller's grant names no valid device"));
+  if (!SafeName(id) || !SafeName(d.device())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", d.device(), "\" (id \"", id, "\"): not a name rpci can use in paths and CDI ids"));
   }
   absl::StatusOr<AttachedSession> opened = sessions_->Open(d.grant(), d.agent_session_endpoint());
   if (!opened.ok()) return opened.status();
@@ -299,7 +335,7 @@ drapb::NodeUnprepareResourcesResponse DraDriver::Unprepare(const drapb::NodeUnpr
 
 absl::Status DraDriver::UnprepareOne(const drapb::Claim& claim) {
   if (absl::Status s = CheckClaim(claim); !s.ok()) return s;
-  std::lock_guard<std::mutex> op(op_mu_);
+  ClaimLock hold(this, claim.uid());
   PreparedClaim held{claim.namespace_(), claim.name(), claim.uid(), {}};
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -309,12 +345,12 @@ absl::Status DraDriver::UnprepareOne(const drapb::Claim& claim) {
   // serves. Unknown claims are given back all the same (a prepare cut off
   // before its checkpoint).
   ReleaseSessions(held, "Unprepared");
-  rpci::v1::UnprepareClaimRequest req;
-  req.set_node(options_.node_name);
-  req.set_claim_namespace(claim.namespace_());
-  req.set_claim_name(claim.name());
-  req.set_claim_uid(claim.uid());
-  if (absl::Status s = controller_->UnprepareClaim(req); !s.ok()) return s;  // kept: the kubelet calls again
+  // On failure the claim stays recorded: the kubelet calls again.
+  if (absl::Status s = controller_->UnprepareClaim(
+          ControllerRequest<rpci::v1::UnprepareClaimRequest>(options_.node_name, claim));
+      !s.ok()) {
+    return s;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (prepared_.erase(claim.uid()) > 0) {
     if (absl::Status s = SaveCheckpoint(); !s.ok()) return s;

@@ -17,7 +17,9 @@
 
 #include <map>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -77,6 +79,8 @@ class DraDriver : private DraHandler {
   std::vector<std::string> PreparedClaims() const;
   // Registrations the kubelet reported successful since Start.
   int registrations() const { return endpoint_->registrations(); }
+  // Registrations the kubelet refused since Start.
+  int registration_failures() const { return endpoint_->registration_failures(); }
 
  private:
   drapb::NodePrepareResourcesResponse Prepare(const drapb::NodePrepareResourcesRequest& req) override;
@@ -107,10 +111,13 @@ class DraDriver : private DraHandler {
   CounterFamily* prepares_;
   std::unique_ptr<DraEndpoint> endpoint_;
 
-  // Serializes claim operations (the kubelet calls per pod, and one claim's
-  // prepare and unprepare must not interleave).
-  std::mutex op_mu_;
+  // Holds claim `uid` for one operation: one claim's prepare and unprepare
+  // never interleave; different claims proceed in parallel.
+  class ClaimLock;
+
   mutable std::mutex mu_;
+  std::condition_variable released_;               // a busy_ uid freed
+  std::set<std::string> busy_;                     // uids in an operation; mu_
   std::map<std::string, PreparedClaim> prepared_;  // by uid; mu_
 };
 

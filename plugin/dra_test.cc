@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 #include <sstream>
 
 #include "common/testing/temp_dir.h"
@@ -40,6 +42,23 @@ std::string Slurp(const std::string& path) {
   return s.str();
 }
 
+// The agents, with opening a session on device "dev-slow" taking a second
+// (an agent still scrubbing it for the previous tenant).
+class SlowOpener final : public SessionOpener {
+ public:
+  explicit SlowOpener(SessionOpener* agents) : agents_(agents) {}
+  absl::StatusOr<AttachedSession> Open(const rpci::v1::SessionGrant& grant, const std::string& endpoint) override {
+    if (grant.device_id() == "dev-slow") absl::SleepFor(absl::Seconds(1));
+    return agents_->Open(grant, endpoint);
+  }
+  absl::Status Close(const AttachedSession& s) override { return agents_->Close(s); }
+  absl::Status Check(const AttachedSession& s) override { return agents_->Check(s); }
+  absl::Status ProbeAgent(const std::string& e, absl::Duration t) override { return agents_->ProbeAgent(e, t); }
+
+ private:
+  SessionOpener* const agents_;
+};
+
 class DraTest : public ::testing::Test {
  protected:
   DraTest()
@@ -63,7 +82,7 @@ class DraTest : public ::testing::Test {
     ASSERT_TRUE(kubelet_->Start().ok());
   }
   void StartDriver() {
-    driver_ = std::make_unique<DraDriver>(options_, &controller_client_, &agents_);
+    driver_ = std::make_unique<DraDriver>(options_, &controller_client_, &opener_);
     ASSERT_TRUE(driver_->Start().ok());
   }
   // Kubelet and driver up, the driver registered.
@@ -79,13 +98,24 @@ class DraTest : public ::testing::Test {
   testing::ClaimController controller_;
   GrpcControllerClient controller_client_;
   testing::TestAgents agents_;
+  SlowOpener opener_{&agents_};
   std::unique_ptr<FakeDraKubelet> kubelet_;
   std::unique_ptr<DraDriver> driver_;
 };
 
 TEST_F(DraTest, RegistersThroughPluginsRegistryAdvertisingV1AndV1beta1) {
   StartBoth();
-  std::vector<rpci::testing::DraRegistration> regs = kubelet_->registrations();
+  // Attempts that found the socket before its listener (GetInfo failed, as
+  // it can at the kubelet) are retried by the reconciler; one registration
+  // succeeds and nothing is refused.
+  std::vector<rpci::testing::DraRegistration> regs;
+  for (const rpci::testing::DraRegistration& r : kubelet_->registrations()) {
+    if (r.error.empty()) {
+      regs.push_back(r);
+    } else {
+      EXPECT_EQ(r.error.rfind("GetInfo: ", 0), 0u) << r.error;
+    }
+  }
   ASSERT_EQ(regs.size(), 1u);
   EXPECT_EQ(regs[0].socket, kubelet_dir_ + "/plugins_registry/rpci.io-reg.sock");
   EXPECT_EQ(regs[0].type, "DRAPlugin");
@@ -112,10 +142,16 @@ TEST_F(DraTest, AKubeletOfferingOnlyV1beta1PreparesThroughV1beta1) {
 TEST_F(DraTest, RefusedRegistrationIsLoggedAndTriedAgain) {
   StartKubelet({"v1alpha4.NodeService"});  // a kubelet that speaks none of ours
   StartDriver();
-  for (int i = 0; i < 200 && kubelet_->registrations().size() < 2; ++i) usleep(20 * 1000);
-  std::vector<rpci::testing::DraRegistration> regs = kubelet_->registrations();
-  ASSERT_GE(regs.size(), 2u);  // served afresh after the refusal, seen as a new plugin
-  EXPECT_NE(regs[0].error.find("none of the supported versions"), std::string::npos) << regs[0].error;
+  auto refusals = [&] {
+    int n = 0;
+    for (const rpci::testing::DraRegistration& r : kubelet_->registrations()) {
+      n += r.error.find("none of the supported versions") != std::string::npos;
+    }
+    return n;
+  };
+  for (int i = 0; i < 250 && (refusals() < 2 || driver_->registration_failures() < 2); ++i) usleep(20 * 1000);
+  EXPECT_GE(refusals(), 2);
+  EXPECT_GE(driver_->registration_failures(), 2);  // NotifyRegistrationStatus(false) reached the plugin
   EXPECT_EQ(driver_->registrations(), 0);
 }
 
@@ -215,6 +251,36 @@ TEST_F(DraTest, DeviceOfAPoolNotServedThroughDraIsRefused) {
   EXPECT_NE(ids.status().message().find("pool gpu is not served through DRA"), std::string::npos) << ids.status();
   EXPECT_EQ(agents_.opened(), 0);
   EXPECT_EQ(controller_.granted(), 0);
+}
+
+TEST_F(DraTest, DeviceNamesUnfitForPathsAndCdiIdsAreRefused) {
+  StartBoth();
+  for (const std::string bad : {"../../etc", "a/b", ".hidden", "dev a"}) {
+    controller_.Allocate(kClaim.uid, kNode, kAgent, {{"emu", bad}});
+    absl::StatusOr<std::vector<std::string>> ids = kubelet_->PrepareClaim(kDraDriverName, kClaim);
+    ASSERT_FALSE(ids.ok()) << bad;
+    EXPECT_NE(ids.status().message().find("not a name rpci can use"), std::string::npos) << ids.status();
+  }
+  EXPECT_EQ(agents_.opened(), 0);
+  EXPECT_EQ(controller_.granted(), 0);
+}
+
+TEST_F(DraTest, AClaimWaitingForItsAgentDoesNotHoldUpAnother) {
+  StartBoth();
+  controller_.Allocate(kClaim.uid, kNode, kAgent, {{"emu", "dev-slow"}});
+  controller_.Allocate(kOther.uid, kNode, kAgent, {{"emu", "dev-b"}});
+  std::atomic<bool> slow_done{false};
+  std::thread slow([&] {
+    EXPECT_TRUE(kubelet_->PrepareClaim(kDraDriverName, kClaim).ok());
+    slow_done = true;
+  });
+  absl::SleepFor(absl::Milliseconds(200));
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE(kubelet_->PrepareClaim(kDraDriverName, kOther).ok());
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(700));
+  EXPECT_FALSE(slow_done);
+  slow.join();
+  EXPECT_EQ(driver_->PreparedClaims().size(), 2u);
 }
 
 TEST_F(DraTest, MalformedClaimIsRefusedInItsEntry) {

@@ -245,46 +245,47 @@ std::shared_ptr<FakeDraKubelet::Driver> FakeDraKubelet::DriverNamed(const std::s
   return it == drivers_.end() ? nullptr : it->second;
 }
 
+// One DRA call on the driver's chosen service: through the v1beta1 stub
+// (messages converted) or the v1 stub, with the kubelet's timeout.
+template <typename Request, typename Response, typename BetaRequest, typename BetaResponse>
+absl::StatusOr<Response> CallDra(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& service, const Request& req,
+    grpc::Status (drapb::DRAPlugin::Stub::*v1)(grpc::ClientContext*, const Request&, Response*),
+    grpc::Status (drabeta::DRAPlugin::Stub::*beta)(grpc::ClientContext*, const BetaRequest&, BetaResponse*),
+    const std::string& what) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(kCallTimeout));
+  grpc::Status s;
+  Response resp;
+  if (service == "v1beta1.DRAPlugin") {
+    BetaResponse beta_resp;
+    auto stub = drabeta::DRAPlugin::NewStub(channel);
+    s = ((*stub).*beta)(&ctx, Convert<BetaRequest>(req), &beta_resp);
+    resp = Convert<Response>(beta_resp);
+  } else {
+    auto stub = drapb::DRAPlugin::NewStub(channel);
+    s = ((*stub).*v1)(&ctx, req, &resp);
+  }
+  if (!s.ok()) return FromGrpc(s, what);
+  return resp;
+}
+
 absl::StatusOr<drapb::NodePrepareResourcesResponse> FakeDraKubelet::NodePrepareResources(
     const std::string& driver, const std::vector<ClaimRef>& claims) {
   std::shared_ptr<Driver> d = DriverNamed(driver);
   if (d == nullptr) return absl::FailedPreconditionError("DRA driver " + driver + " is not registered");
-  auto req = ClaimsRequest<drapb::NodePrepareResourcesRequest>(claims);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(kCallTimeout));
-  grpc::Status s;
-  drapb::NodePrepareResourcesResponse resp;
-  if (d->service == "v1beta1.DRAPlugin") {
-    drabeta::NodePrepareResourcesResponse beta;
-    s = drabeta::DRAPlugin::NewStub(d->channel)
-            ->NodePrepareResources(&ctx, Convert<drabeta::NodePrepareResourcesRequest>(req), &beta);
-    resp = Convert<drapb::NodePrepareResourcesResponse>(beta);
-  } else {
-    s = drapb::DRAPlugin::NewStub(d->channel)->NodePrepareResources(&ctx, req, &resp);
-  }
-  if (!s.ok()) return FromGrpc(s, "NodePrepareResources");
-  return resp;
+  return CallDra(d->channel, d->service, ClaimsRequest<drapb::NodePrepareResourcesRequest>(claims),
+                 &drapb::DRAPlugin::Stub::NodePrepareResources, &drabeta::DRAPlugin::Stub::NodePrepareResources,
+                 "NodePrepareResources");
 }
 
 absl::StatusOr<drapb::NodeUnprepareResourcesResponse> FakeDraKubelet::NodeUnprepareResources(
     const std::string& driver, const std::vector<ClaimRef>& claims) {
   std::shared_ptr<Driver> d = DriverNamed(driver);
   if (d == nullptr) return absl::FailedPreconditionError("DRA driver " + driver + " is not registered");
-  auto req = ClaimsRequest<drapb::NodeUnprepareResourcesRequest>(claims);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(kCallTimeout));
-  grpc::Status s;
-  drapb::NodeUnprepareResourcesResponse resp;
-  if (d->service == "v1beta1.DRAPlugin") {
-    drabeta::NodeUnprepareResourcesResponse beta;
-    s = drabeta::DRAPlugin::NewStub(d->channel)
-            ->NodeUnprepareResources(&ctx, Convert<drabeta::NodeUnprepareResourcesRequest>(req), &beta);
-    resp = Convert<drapb::NodeUnprepareResourcesResponse>(beta);
-  } else {
-    s = drapb::DRAPlugin::NewStub(d->channel)->NodeUnprepareResources(&ctx, req, &resp);
-  }
-  if (!s.ok()) return FromGrpc(s, "NodeUnprepareResources");
-  return resp;
+  return CallDra(d->channel, d->service, ClaimsRequest<drapb::NodeUnprepareResourcesRequest>(claims),
+                 &drapb::DRAPlugin::Stub::NodeUnprepareResources, &drabeta::DRAPlugin::Stub::NodeUnprepareResources,
+                 "NodeUnprepareResources");
 }
 
 absl::StatusOr<std::vector<std::string>> FakeDraKubelet::PrepareClaim(const std::string& driver,
