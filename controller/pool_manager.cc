@@ -52,6 +52,7 @@ absl::Status PoolManager::Load() {
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   devices_.clear();
+  agent_devices_.clear();
   attachments_.clear();
   agents_.clear();
   nodes_.clear();
@@ -60,6 +61,7 @@ absl::Status PoolManager::Load() {
     if (!d.assigned_node.empty() && nodes_.count(d.assigned_node) == 0) {
       nodes_[d.assigned_node] = Node{{}, {}, {}, now, false, false};
     }
+    agent_devices_[d.exported.node()].insert(d.id());
     devices_[d.id()] = std::move(d);
   }
   for (Attachment& a : snap->attachments) {
@@ -116,12 +118,14 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
   }
   Agent& agent = agents_[req.node()];
   agent = Agent{req.session_endpoint(), req.fabric_provider(), now, true, true};
+  std::set<std::string>& exported_here = agent_devices_[req.node()];
   for (const auto& exported : req.devices()) {
     auto [it, inserted] = devices_.try_emplace(exported.id());
     Device& d = it->second;
     d.exported = exported;
     ApplyNodeLabelsLocked(d);
     if (inserted) {
+      exported_here.insert(exported.id());
       d.healthy = ReportedHealthy(exported.health());
       d.health_changed = now;
       d.health_reason = d.healthy ? "" : "ReportedByAgent";
@@ -133,25 +137,27 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
     MarkDirtyLocked(d.id());
   }
   // Devices this agent no longer exports: gone unless a pod still uses one.
-  for (auto it = devices_.begin(); it != devices_.end();) {
-    Device& d = it->second;
-    if (d.exported.node() != req.node() || ids.count(d.id())) {
-      ++it;
-      continue;
-    }
-    if (!d.attachment.empty()) {
-      if (!d.draining) {
-        d.draining = true;
-        DecideLocked("drain", d, d.assigned_node, "NoLongerExported");
-        MarkDirtyLocked(d.id());
+  // Only this agent's own devices are looked at (all 100k per registration
+  // made registering 2 000 agents take minutes).
+  for (auto id = exported_here.begin(); id != exported_here.end();) {
+    auto it = devices_.find(*id);
+    if (it != devices_.end() && ids.count(*id) == 0) {
+      Device& d = it->second;
+      if (!d.attachment.empty()) {
+        if (!d.draining) {
+          d.draining = true;
+          DecideLocked("drain", d, d.assigned_node, "NoLongerExported");
+          MarkDirtyLocked(d.id());
+        }
+      } else {
+        DecideLocked("remove", d, d.assigned_node, "NoLongerExported");
+        deleted_devices_.insert(d.id());
+        dirty_devices_.erase(d.id());
+        devices_.erase(it);
+        it = devices_.end();
       }
-      ++it;
-      continue;
     }
-    DecideLocked("remove", d, d.assigned_node, "NoLongerExported");
-    deleted_devices_.insert(d.id());
-    dirty_devices_.erase(d.id());
-    it = devices_.erase(it);
+    id = it == devices_.end() ? exported_here.erase(id) : std::next(id);
   }
   BumpVersion();
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
@@ -706,8 +712,10 @@ void PoolManager::ExpireLocked(absl::Time now) {
     if (!agent.alive || agent.last_seen + options_.agent_lease > now) continue;
     agent.alive = false;
     log_.Warn("agent lease expired", {{"node", name}});
-    for (auto& [id, d] : devices_) {
-      if (d.exported.node() != name) continue;
+    for (const std::string& id : agent_devices_[name]) {
+      auto it = devices_.find(id);
+      if (it == devices_.end()) continue;
+      Device& d = it->second;
       SetHealthLocked(d, false, "DeviceServerLost", now);
       if (!d.assigned_node.empty() && d.attachment.empty()) {
         UnassignLocked(d, "reclaim", "DeviceServerLost", options_.release_grace, now);
@@ -834,6 +842,7 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
     DecideLocked("remove", it->second, it->second.assigned_node, "DrainedDeviceDetached");
     deleted_devices_.insert(id);
     dirty_devices_.erase(id);
+    agent_devices_[it->second.exported.node()].erase(id);
     devices_.erase(it);
   }
   drained_.clear();
