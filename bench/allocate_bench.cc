@@ -36,6 +36,7 @@
 #include "bench/stats.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/testing/wait.h"
 #include "librpci/device.h"
 #include "controller/controller_app.h"
 #include "nlohmann/json.hpp"
@@ -50,15 +51,6 @@ using nlohmann::json;
 using rpci::bench::Percentile;
 
 constexpr char kResource[] = "rpci.io/emu";
-
-bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  return true;
-}
 
 // The workload's side, as a container's process does it: librpci opens the
 // device from the environment the Allocate answer gave (key file path mapped
@@ -257,7 +249,7 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
     for (const auto& d : kubelet.Devices(kResource)) healthy += d.health == "Healthy";
     return healthy == devices;
   };
-  if (!WaitUntil(all_healthy, absl::Seconds(30))) {
+  if (!rpci::testing::WaitFor(all_healthy, absl::Seconds(30), absl::Milliseconds(2))) {
     stop();
     return absl::DeadlineExceededError(
         absl::StrCat("the kubelet did not see ", devices, " healthy devices within 30 s"));
@@ -269,7 +261,8 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   const absl::Time started = absl::Now();
   for (int i = 0; i < warmup + iterations; ++i) {
     std::string device;
-    if (!WaitUntil([&] { return !(device = NextHealthyDevice(kubelet, i)).empty(); }, absl::Seconds(10))) {
+    if (!rpci::testing::WaitFor([&] { return !(device = NextHealthyDevice(kubelet, i)).empty(); }, absl::Seconds(10),
+                               absl::Milliseconds(2))) {
       stop();
       return absl::DeadlineExceededError(absl::StrCat("iteration ", i, ": no free healthy device within 10 s"));
     }
@@ -304,7 +297,8 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
     // No pod holds the device (pod-resources): session closed, claim released.
     plugin.SyncUsage().IgnoreError();
     // The released device comes back as a healthy spare before it is reused.
-    WaitUntil([&] { return all_healthy() && plugin.SessionDevices().empty(); }, absl::Seconds(5));
+    rpci::testing::WaitFor([&] { return all_healthy() && plugin.SessionDevices().empty(); }, absl::Seconds(5),
+                           absl::Milliseconds(2));
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - started);
   stop();

@@ -426,6 +426,8 @@ TEST(Templates, WireTheHostPathsProbesAndScrapeAnnotations) {
   has("plugin.yaml", "- --kubelet-dir={{ $p.kubeletDir }}");
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/plugins_registry, type: Directory}");
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/plugins/rpci.io, type: DirectoryOrCreate}");
+  has("plugin.yaml", "--cdi={{ if $p.cdi }}on{{ else }}off{{ end }}");
+  EXPECT_EQ(Values()["plugin"]["cdi"], false);
   EXPECT_EQ(Values()["plugin"]["kubeletDir"], "/var/lib/kubelet");
   EXPECT_EQ(Values()["plugin"]["cdiDir"], "/var/run/cdi");
   EXPECT_EQ(Values()["controller"]["replicas"], 2);

@@ -198,32 +198,46 @@ std::map<std::string, std::string> SummaryEnv(const std::string& pool, const std
   return envs;
 }
 
+namespace {
+
+// One device's edits as Allocate response fields; a device node already in
+// the response is not added again.
+void AddDeviceEdits(int index, const AttachedSession& session, const SessionPaths& paths,
+                    v1beta1::ContainerAllocateResponse& resp) {
+  for (const auto& [k, v] : DeviceEnv(index, session, paths)) (*resp.mutable_envs())[k] = v;
+  v1beta1::Mount* m = resp.add_mounts();
+  m->set_host_path(paths.host_dir);
+  m->set_container_path(paths.container_dir);
+  m->set_read_only(true);
+  for (const std::string& node : session.device_nodes) {
+    bool have = false;
+    for (const v1beta1::DeviceSpec& d : resp.devices()) have = have || d.host_path() == node;
+    if (have) continue;
+    v1beta1::DeviceSpec* d = resp.add_devices();
+    d->set_host_path(node);
+    d->set_container_path(node);
+    d->set_permissions("rw");
+  }
+}
+
+}  // namespace
+
 v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,
                                                           const std::vector<AttachedSession>& sessions,
-                                                          const std::vector<SessionPaths>& paths) {
+                                                          const std::vector<SessionPaths>& paths,
+                                                          DeviceEditsVia via) {
   v1beta1::ContainerAllocateResponse resp;
-  auto& envs = *resp.mutable_envs();
   std::vector<std::string> ids, session_ids;
   for (size_t i = 0; i < sessions.size(); ++i) {
-    for (const auto& [k, v] : DeviceEnv(static_cast<int>(i), sessions[i], paths[i])) envs[k] = v;
     ids.push_back(sessions[i].device_id);
     session_ids.push_back(sessions[i].ticket.session_id.ToString());
-    v1beta1::Mount* m = resp.add_mounts();
-    m->set_host_path(paths[i].host_dir);
-    m->set_container_path(paths[i].container_dir);
-    m->set_read_only(true);
-    resp.add_cdi_devices()->set_name(CdiName(pool, sessions[i].device_id));
-    for (const std::string& node : sessions[i].device_nodes) {
-      bool have = false;
-      for (const v1beta1::DeviceSpec& d : resp.devices()) have = have || d.host_path() == node;
-      if (have) continue;
-      v1beta1::DeviceSpec* d = resp.add_devices();
-      d->set_host_path(node);
-      d->set_container_path(node);
-      d->set_permissions("rw");
+    if (via == DeviceEditsVia::kCdi) {
+      resp.add_cdi_devices()->set_name(CdiName(pool, sessions[i].device_id));
+    } else {
+      AddDeviceEdits(static_cast<int>(i), sessions[i], paths[i], resp);
     }
   }
-  for (const auto& [k, v] : SummaryEnv(pool, sessions, paths)) envs[k] = v;
+  for (const auto& [k, v] : SummaryEnv(pool, sessions, paths)) (*resp.mutable_envs())[k] = v;
   (*resp.mutable_annotations())["rpci.io/devices"] = absl::StrJoin(ids, ",");
   (*resp.mutable_annotations())["rpci.io/sessions"] = absl::StrJoin(session_ids, ",");
   return resp;

@@ -70,16 +70,21 @@ absl::StatusOr<std::vector<std::string>> SessionDeviceNodes(const std::string& f
 std::map<std::string, std::string> SummaryEnv(const std::string& pool, const std::vector<AttachedSession>& sessions,
                                               const std::vector<SessionPaths>& paths);
 
-// The whole response for one container: indexed env for each device, plus
-// RPCI_DEVICE_IDS, RPCI_DEVICE_COUNT, RPCI_POOL and, for device 0, the
-// unindexed RPCI_SESSION_ENDPOINT / RPCI_SESSION_ID / RPCI_SESSION_KEY_FILE
-// (and RPCI_CA_FILE);
-// one read-only mount per session dir; each session's device_nodes once
-// (same path in the container, "rw"); CDI names rpci.io/<pool>=<device-id>;
-// annotations rpci.io/devices and rpci.io/sessions.
+// How each device's edits (its indexed env, session-dir mount and device
+// nodes) reach the container: in the Allocate response itself, or in a CDI
+// spec per device (WriteCdiSpec) that the response names in cdi_devices and
+// the runtime applies. Never both (docs/plugin.md, "Env and mounts: once").
+enum class DeviceEditsVia { kAllocateResponse, kCdi };
+
+// The whole response for one container: SummaryEnv and annotations
+// rpci.io/devices and rpci.io/sessions always; then, via the Allocate
+// response, each device's indexed env, one read-only mount per session dir
+// and each session's device_nodes once (same path in the container, "rw");
+// via CDI, only the CDI names rpci.io/<pool>=<device-id>.
 v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,
                                                           const std::vector<AttachedSession>& sessions,
-                                                          const std::vector<SessionPaths>& paths);
+                                                          const std::vector<SessionPaths>& paths,
+                                                          DeviceEditsVia via);
 
 // "rpci.io/<pool>=<device-id>".
 std::string CdiName(const std::string& pool, const std::string& device_id);

@@ -29,7 +29,7 @@ struct Settings {
   std::string controller = "rpci-controller:7443", pools = "emu";
   rpci::TlsSettings tls;
   std::string health_addr = "0.0.0.0:8082";
-  std::string log_level = "info", fabric_ports;
+  std::string log_level = "info", fabric_ports, cdi = "off";
   int64_t numa = -1, usage_seconds = 1, usage_ms = 0, release_grace_seconds = 30;
 };
 
@@ -45,7 +45,10 @@ void AddFlags(rpci::FlagSet& flags, Settings& st) {
                "the kubelet's root directory (DRA: plugins_registry/rpci.io-reg.sock, plugins/rpci.io/dra.sock)");
   flags.String("plugin-dir", &o.plugin_dir, "kubelet device-plugin socket directory");
   flags.String("pod-resources-socket", &o.pod_resources_socket, "kubelet pod-resources API socket");
-  flags.String("cdi-dir", &o.cdi_dir, "directory for CDI spec files");
+  flags.String("cdi", &st.cdi,
+               "on: containers get their devices' env, mounts and device nodes through CDI specs in --cdi-dir "
+               "(the runtime must have CDI enabled); off: through the Allocate response");
+  flags.String("cdi-dir", &o.cdi_dir, "directory for CDI spec files (with --cdi=on)");
   flags.String("state-dir", &o.state_dir, "host directory of per-device session dirs (mounted into containers)");
   flags.String("container-dir", &o.container_dir, "where session dirs appear inside containers");
   flags.String("fabric-port-range", &st.fabric_ports,
@@ -90,6 +93,10 @@ std::optional<int> ParseSettings(int argc, char** argv, Settings& st) {
     return 2;
   }
   o.nic_numa_node = st.numa;
+  if (absl::Status s = ParseCdiMode(st.cdi, &o); !s.ok()) {
+    std::cerr << "--cdi: " << s.message() << "\n";
+    return 2;
+  }
   if (absl::Status s = ParseFabricPortRange(st.fabric_ports, &o); !s.ok()) {
     std::cerr << "--fabric-port-range: " << s.message() << "\n";
     return 2;
@@ -147,10 +154,7 @@ int main(int argc, char** argv) {
     return std::string("serving");
   });
   if (!health_addr.empty()) {
-    std::string host;
-    int port = 0;
-    absl::Status s = ParseHostPort(health_addr, &host, &port);
-    absl::StatusOr<int> bound = s.ok() ? health.Start(host, port) : absl::StatusOr<int>(s);
+    absl::StatusOr<int> bound = health.Start(health_addr);
     if (!bound.ok()) {
       log.Error("cannot serve health", {{"error", std::string(bound.status().message())}});
       return 1;

@@ -57,6 +57,17 @@ absl::Status ParsePools(const std::string& text, PluginOptions* options) {
   return absl::OkStatus();
 }
 
+absl::Status ParseCdiMode(const std::string& text, PluginOptions* options) {
+  if (text == "off") {
+    options->device_edits = DeviceEditsVia::kAllocateResponse;
+  } else if (text == "on") {
+    options->device_edits = DeviceEditsVia::kCdi;
+  } else {
+    return absl::InvalidArgumentError("cdi: \"" + text + "\" is not on or off");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseFabricPortRange(const std::string& text, PluginOptions* options) {
   options->fabric_port_low = options->fabric_port_high = 0;
   if (text.empty()) return absl::OkStatus();
@@ -240,7 +251,7 @@ absl::StatusOr<rpci::v1::ClaimResponse> Plugin::ClaimFor(const std::string& devi
 v1beta1::ContainerAllocateResponse Plugin::ContainerResponse(const std::string& pool,
                                                              const std::vector<AttachedSession>& sessions,
                                                              const std::vector<SessionPaths>& paths) const {
-  v1beta1::ContainerAllocateResponse c = BuildContainerResponse(pool, sessions, paths);
+  v1beta1::ContainerAllocateResponse c = BuildContainerResponse(pool, sessions, paths, options_.device_edits);
   if (options_.fabric_port_low > 0) {
     (*c.mutable_envs())["FI_TCP_PORT_LOW_RANGE"] = std::to_string(options_.fabric_port_low);
     (*c.mutable_envs())["FI_TCP_PORT_HIGH_RANGE"] = std::to_string(options_.fabric_port_high);
@@ -321,7 +332,9 @@ absl::Status Plugin::AttachDevice(const std::string& id, int index, Allocation& 
   opened->device_nodes = *std::move(nodes);
   SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
   if (absl::Status s = WriteSessionDir(*opened, p, static_cast<int>(options_.session_group)); !s.ok()) return s;
-  if (absl::Status s = WriteCdiSpec(options_.cdi_dir, alloc.pool, index, *opened, p); !s.ok()) return s;
+  if (options_.device_edits == DeviceEditsVia::kCdi) {
+    if (absl::Status s = WriteCdiSpec(options_.cdi_dir, alloc.pool, index, *opened, p); !s.ok()) return s;
+  }
   sessions.push_back(*opened);
   paths.push_back(p);
   return absl::OkStatus();

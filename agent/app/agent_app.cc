@@ -251,11 +251,8 @@ absl::Status AgentApp::Start() {
   serving_ = true;
 
   if (!options_.http_listen.empty()) {
-    std::string http_host;
-    int http_port = 0;
-    if (absl::Status s = ParseHostPort(options_.http_listen, &http_host, &http_port); !s.ok()) return s;
     health_ = std::make_unique<HealthServer>(&metrics_, [this] { return Readiness(); });
-    absl::StatusOr<int> bound = health_->Start(http_host, http_port);
+    absl::StatusOr<int> bound = health_->Start(options_.http_listen);
     if (!bound.ok()) return absl::Status(bound.status().code(), absl::StrCat("http.listen: ", bound.status().message()));
     http_port_ = *bound;
   }

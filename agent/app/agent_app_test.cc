@@ -23,15 +23,7 @@ namespace rpci::agent {
 namespace {
 
 using controller::testing::MakeTempDir;
-
-bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return done();
-}
+using controller::testing::WaitFor;
 
 // The real controller (ControllerApp on a local store) and an AgentApp with
 // two emulated devices, all on loopback; the test plays compute node cn-1.

@@ -61,7 +61,9 @@ class GrantTable {
 absl::StatusOr<session::RegionDesc> RegionFromProto(const rpci::v1::Region& region);
 
 struct SessionServerOptions {
-  // The data path's provider, bind address and operation timeout.
+  // The data path's provider, bind address and operation timeout. Every
+  // session gets its own fabric domain and endpoint on an ephemeral port
+  // (`service` is ignored).
   fabric::FabricConfig fabric = fabric::LoopbackConfig();
   // Where the checkpoint and per-session sequence files live; empty = no
   // recovery across restarts.
@@ -92,9 +94,9 @@ struct SessionServerOptions {
 
 class SessionServer final : public rpci::v1::SessionControl::Service {
  public:
-  // Loads the checkpoint (sessions come back dormant until their client
-  // resumes) and starts the data-path and reaper threads. `devices` maps
-  // device ids to devices that outlive the server.
+  // Checks the fabric provider, loads the checkpoint (sessions come back
+  // dormant until their client resumes) and starts the reaper and interrupt
+  // threads. `devices` maps device ids to devices that outlive the server.
   static absl::StatusOr<std::unique_ptr<SessionServer>> Create(SessionServerOptions options, GrantTable* grants,
                                                                std::map<std::string, SessionDevice*> devices);
   ~SessionServer() override;
@@ -124,7 +126,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // applied and completions delivered, for the agent's heartbeat (the
   // controller shows them on the DeviceAttachment).
   std::vector<rpci::v1::SessionReport> Reports() const;
-  const std::string& fabric_address() const { return endpoint_->address(); }
+  // The fabric address of a live session's current endpoint (each session
+  // has its own domain and endpoint; a re-attach gets a fresh endpoint).
+  absl::StatusOr<std::string> fabric_address(session::SessionId id) const;
 
  private:
   struct Session;
@@ -157,11 +161,17 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // Registers this attach's agent-side regions and writes the anchor record
   // naming them (s.local, anchor last).
   absl::Status RegisterRegions(Session& s);
-  void DispatchLoop();
+  // The session's own fabric domain and a first endpoint (s.fabric,
+  // s.endpoint), opened by its worker as it starts; attaches wait for it.
+  absl::Status OpenSessionFabric(Session& s);
+  // A new endpoint in the session's domain for the next attach, replacing
+  // one that served an attach already (mu and frames_mu taken inside).
+  absl::Status FreshEndpoint(Session& s);
   void ReaperLoop();
-  // Dispatch thread: decodes, authenticates and queues a frame for its
-  // session's worker (WorkLoop), which applies it (ProcessFrame, mu held).
-  void HandleFrame(const std::string& bytes);
+  // The session's worker thread (WorkLoop) receives on the session's own
+  // endpoint, checks each frame (HandleFrame: this session, its attached
+  // peer, MAC and counter) and applies it (ProcessFrame, mu held).
+  void HandleFrame(Session& s, const fabric::Endpoint& from, const fabric::Message& message);
   void StartWorker(Session& s);
   void WorkLoop(Session& s);
   void ProcessFrame(Session& s, const session::Frame& frame);
@@ -194,7 +204,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   SessionServerOptions options_;
   GrantTable* grants_;
   std::map<std::string, SessionDevice*> devices_;
-  std::unique_ptr<fabric::Endpoint> endpoint_;
+  std::string provider_;  // resolved at Start
   Logger log_{"agent.session"};
   CounterFamily* refused_;
   CounterFamily* teardowns_;
@@ -213,7 +223,6 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::vector<session::SessionId> close_requests_;  // kClose frames, for the reaper
   std::mutex checkpoint_mu_;
   std::atomic<bool> stopping_{false};
-  std::thread dispatch_;
   std::thread reaper_;
   std::thread interrupts_;
 };

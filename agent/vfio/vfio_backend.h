@@ -15,10 +15,20 @@
 //    the vectors that fired.
 //  - Reset between tenants: VFIO_DEVICE_RESET, then the DMA space zeroed and
 //    pending interrupts dropped; a function without a reset is never clean.
+//  - Faults (a watcher thread): an uncorrectable error the kernel's AER
+//    driver reports makes the function Unhealthy until its next reset works;
+//    the kernel's request to release it (removal, unbind) releases it at once
+//    (so the removal can finish) and makes it Unhealthy; when a removed
+//    function comes back (rescan) it is opened again, reset by the kernel,
+//    with the DMA space zeroed, and Healthy again.
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -56,20 +66,36 @@ class VfioBackend final : public SessionDevice {
   // taken it (an epoll set of interrupt_fds()).
   int interrupt_fd() override { return epoll_fd_; }
   const std::vector<int>& interrupt_fds() const { return device_->interrupt_fds(); }
-  // OK while the function is present and its last reset worked; otherwise
-  // why it must not be used.
+  // OK while the function is present and held, reported no uncorrectable
+  // error since its last reset and its last reset worked; otherwise why it
+  // must not be used.
   absl::Status Health() const override;
+  // The open function; only while Health() does not say it was released.
   VfioDevice& device() { return *device_; }
 
  private:
   VfioBackend() = default;
+  // Opens the function, maps the DMA space, routes interrupts into the epoll set.
+  absl::Status OpenDeviceLocked();
+  void WatchFaults();
+  // One pass of the watcher after poll: latch an error, release on request,
+  // reopen a released function that went away and came back.
+  void HandleFaultsLocked();
+  absl::Status ReleasedLocked() const;
 
   VfioBackendOptions options_;
+  mutable std::mutex mu_;  // device_ and the health state; the watcher swaps device_
   std::unique_ptr<VfioDevice> device_;
+  std::vector<Bar> bars_;  // as first opened
+  absl::Status released_;  // not OK while the function is released
+  ino_t released_node_ = 0;  // the function's sysfs node when released
+  absl::Status fault_;     // an uncorrectable error, until a reset works
+  absl::Status last_reset_;
   int epoll_fd_ = -1;
+  int stop_fd_ = -1;
+  std::thread watcher_;
   uint8_t* dma_ = nullptr;
   uint64_t dma_size_ = 0;
-  absl::Status last_reset_;
 };
 
 }  // namespace rpci::agent::vfio

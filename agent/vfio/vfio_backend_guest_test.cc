@@ -2,6 +2,9 @@
 // (//agent/vfio:vfio_vm_test).
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
 #include <vector>
 
 #include "agent/vfio/testing/guest_util.h"
@@ -98,6 +101,41 @@ TEST_F(VfioBackendGuestTest, AFunctionWithoutResetIsNeverClean) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_FALSE((*b)->Health().ok());
   EXPECT_EQ((*b)->dma_space()[0], 0);  // scrubbed all the same
+}
+
+// The kernel asks for the function back (its removal through sysfs, which
+// waits for the agent): the backend releases it at once and reports it
+// Unhealthy; when the function comes back (rescan) it is opened again,
+// Healthy, and interrupts work as before.
+TEST_F(VfioBackendGuestTest, ARemovedFunctionIsReleasedUnhealthyAndRecoversWhenItComesBack) {
+  const std::string bdf = FindFunction("0x1234", "0x11e8");
+  ASSERT_FALSE(bdf.empty());
+  absl::StatusOr<std::unique_ptr<VfioBackend>> b = VfioBackend::Open(BackendOptions(bdf));
+  ASSERT_TRUE(b.ok()) << b.status();
+  VfioBackend& edu = **b;
+  ASSERT_GE(edu.device().request_fd(), 0) << "vfio-pci routes no device request";
+  ASSERT_TRUE(edu.Health().ok());
+  // The removal blocks in the kernel until the device is released.
+  std::thread remove([&] { std::ofstream("/sys/bus/pci/devices/" + bdf + "/remove") << "1\n"; });
+  const bool released = guest::WaitUntil([&] { return !edu.Health().ok(); }, absl::Seconds(30));
+  remove.join();
+  ASSERT_TRUE(released);
+  EXPECT_FALSE(std::filesystem::exists("/sys/bus/pci/devices/" + bdf));
+  absl::Status health = edu.Health();
+  EXPECT_FALSE(health.ok());
+  EXPECT_NE(health.message().find(bdf), std::string::npos) << health;
+  EXPECT_EQ(edu.WriteRegister(0, 0x60, 4, 1).code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(edu.TakeInterrupts().empty());
+
+  std::ofstream("/sys/bus/pci/rescan") << "1\n";
+  ASSERT_TRUE(guest::WaitUntil([&] { return edu.Health().ok(); }, absl::Seconds(30))) << edu.Health();
+  uint32_t ident = 0;
+  ASSERT_TRUE(edu.ReadBar(0, 0, 4, reinterpret_cast<uint8_t*>(&ident)).ok());
+  EXPECT_EQ(ident & 0xff, 0xedu);
+  ASSERT_TRUE(edu.WriteRegister(0, 0x60, 4, 1).ok());  // raise interrupt 1
+  ASSERT_TRUE(WaitFd(edu.interrupt_fd(), 10000));
+  EXPECT_EQ(edu.TakeInterrupts().size(), 1u);
+  ASSERT_TRUE(edu.WriteRegister(0, 0x64, 4, 1).ok());
 }
 
 }  // namespace

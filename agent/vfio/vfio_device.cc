@@ -87,7 +87,32 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Open(const VfioOptions& 
   if (d->device_fd_ < 0) return IoctlError("VFIO_GROUP_GET_DEVICE_FD", d->bdf_);
   if (absl::Status s = d->ReadRegions(); !s.ok()) return s;
   if (absl::Status s = d->EnableBusMaster(); !s.ok()) return s;
+  d->err_fd_ = d->RouteNotification(VFIO_PCI_ERR_IRQ_INDEX);
+  d->req_fd_ = d->RouteNotification(VFIO_PCI_REQ_IRQ_INDEX);
   return d;
+}
+
+int VfioDevice::RouteNotification(uint32_t index) {
+  vfio_irq_info info = {};
+  info.argsz = sizeof(info);
+  info.index = index;
+  if (ioctl(device_fd_, VFIO_DEVICE_GET_IRQ_INFO, &info) != 0 || info.count == 0) return -1;
+  const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return -1;
+  std::vector<uint8_t> buf(sizeof(vfio_irq_set) + sizeof(int32_t));
+  auto* set = reinterpret_cast<vfio_irq_set*>(buf.data());
+  set->argsz = buf.size();
+  set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set->index = index;
+  set->start = 0;
+  set->count = 1;
+  const int32_t fd32 = fd;
+  std::memcpy(set->data, &fd32, sizeof(fd32));
+  if (ioctl(device_fd_, VFIO_DEVICE_SET_IRQS, set) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 absl::Status VfioDevice::OpenContainerAndGroup(const VfioOptions& options) {
@@ -191,7 +216,9 @@ VfioDevice::~VfioDevice() {
     ioctl(container_fd_, VFIO_IOMMU_UNMAP_DMA, &unmap);
   }
   for (const Mapping& m : mappings_) munmap(m.base, m.range.size);
-  for (int fd : {device_fd_, group_fd_, container_fd_}) {
+  // The notification eventfds after the device: the kernel drops its
+  // triggers when the device is closed.
+  for (int fd : {device_fd_, group_fd_, container_fd_, err_fd_, req_fd_}) {
     if (fd >= 0) close(fd);
   }
 }

@@ -94,6 +94,14 @@ class VfioDevice {
   // Vectors that fired since the last call, once each per firing, in vector order.
   std::vector<uint16_t> TakeInterrupts();
 
+  // The kernel's fault notifications on non-blocking eventfds, routed at
+  // Open; -1 where the function has none. `error`: the AER driver reported an
+  // uncorrectable error of the function (VFIO_PCI_ERR_IRQ_INDEX). `request`:
+  // the kernel asks the agent to release the function (removal or unbind;
+  // VFIO_PCI_REQ_IRQ_INDEX); the removal waits until the device is closed.
+  int error_fd() const { return err_fd_; }
+  int request_fd() const { return req_fd_; }
+
   // VFIO_DEVICE_RESET (FLR, or the reset the kernel has for the function),
   // then memory decoding and bus mastering on again and interrupts re-routed.
   // FAILED_PRECONDITION when the function has no reset.
@@ -121,6 +129,8 @@ class VfioDevice {
   absl::Status RegionIo(bool write, uint16_t bar, uint64_t offset, void* data, uint8_t width);
   absl::Status ValidateIova(uint64_t iova, uint64_t size);
   absl::Status RouteInterrupts();
+  // One eventfd on a single-vector IRQ index (error, request); -1 if none.
+  int RouteNotification(uint32_t index);
 
   std::string bdf_;
   int group_id_ = -1;
@@ -134,6 +144,8 @@ class VfioDevice {
   std::vector<std::pair<uint64_t, uint64_t>> dma_maps_;  // iova, size
   IrqKind irq_kind_ = IrqKind::kNone;
   std::vector<int> irq_fds_;
+  int err_fd_ = -1;
+  int req_fd_ = -1;
   std::mutex mu_;  // region I/O and interrupt routing
 };
 

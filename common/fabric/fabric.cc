@@ -180,8 +180,12 @@ absl::Status ShutDownError(absl::string_view call) {
 class EndpointImpl : public Endpoint {
  public:
   EndpointImpl(const FabricConfig& config, std::shared_ptr<DomainCore> domain, std::string provider, MrMode mode,
-               bool ordered_writes)
-      : config_(config), provider_(std::move(provider)), mode_(mode), ordered_writes_(ordered_writes) {
+               bool ordered_writes, bool reports_sender)
+      : config_(config),
+        provider_(std::move(provider)),
+        mode_(mode),
+        ordered_writes_(ordered_writes),
+        reports_sender_(reports_sender) {
     core_ = std::make_shared<EndpointCore>();
     core_->domain = std::move(domain);
   }
@@ -210,6 +214,10 @@ class EndpointImpl : public Endpoint {
   absl::Status WriteAndSend(PeerId peer, const std::vector<RmaOp>& ops, absl::string_view message) override;
   bool ordered_writes() const override { return ordered_writes_; }
   absl::StatusOr<std::string> Recv(absl::Duration timeout) override;
+  absl::StatusOr<Message> RecvFrom(absl::Duration timeout) override { return Take(timeout, /*wakeable=*/true); }
+  bool reports_sender() const override { return reports_sender_; }
+  void Wake() override;
+  uint64_t dropped_messages() const override { return dropped_.load(); }
   void Shutdown() override;
   uint64_t failed_ops() const override { return failed_ops_.load(); }
 
@@ -234,12 +242,19 @@ class EndpointImpl : public Endpoint {
   absl::Status PostAndWait(absl::string_view call, size_t count, bool in_order, PostOne post_one);
   int PostRecv(Op* op);
   void ProgressLoop();
-  void Complete(void* context, int err, std::string detail, size_t len, std::vector<Op*>* reposts);
+  // Reads up to kCompletionBatch entries (with their senders when the
+  // provider reports them); fi_cq_(s)read(from)'s return.
+  ssize_t ReadCompletions(fi_cq_data_entry* entries, fi_addr_t* senders);
+  void Complete(void* context, int err, std::string detail, size_t len, fi_addr_t sender,
+                std::vector<Op*>* reposts);
+  // The next queued message; ABORTED when woken (if `wakeable`) first.
+  absl::StatusOr<Message> Take(absl::Duration timeout, bool wakeable);
 
   const FabricConfig config_;
   const std::string provider_;
   const MrMode mode_;
   const bool ordered_writes_;
+  const bool reports_sender_;
   std::shared_ptr<EndpointCore> core_;
   std::string address_;
   bool waitable_ = false;
@@ -250,11 +265,13 @@ class EndpointImpl : public Endpoint {
   std::mutex mu_;
   std::condition_variable cv_;
   std::unordered_map<void*, std::shared_ptr<Op>> outstanding_;  // by &op->ctx
-  std::deque<std::string> inbox_;
+  std::deque<Message> inbox_;
+  bool woken_ = false;
   std::vector<size_t> free_send_slots_;
 
   std::atomic<bool> stop_{false};  // set under mu_, so waiters see it
   std::atomic<uint64_t> failed_ops_{0};
+  std::atomic<uint64_t> dropped_{0};
   std::thread progress_;
 };
 
@@ -322,14 +339,20 @@ int EndpointImpl::PostRecv(Op* op) {
                                   recv_mr_->desc(), FI_ADDR_UNSPEC, &op->ctx));
 }
 
-void EndpointImpl::Complete(void* context, int err, std::string detail, size_t len, std::vector<Op*>* reposts) {
+void EndpointImpl::Complete(void* context, int err, std::string detail, size_t len, fi_addr_t sender,
+                            std::vector<Op*>* reposts) {
   auto it = outstanding_.find(context);
   if (it == outstanding_.end()) return;
   Op* op = it->second.get();
   if (op->is_recv) {
-    if (err == 0) {
-      inbox_.emplace_back(reinterpret_cast<const char*>(&core_->recv_pool[op->slot * config_.max_message]),
-                          std::min(len, config_.max_message));
+    if (err == 0 && config_.max_queued != 0 && inbox_.size() >= config_.max_queued) {
+      dropped_.fetch_add(1);
+    } else if (err == 0) {
+      Message m;
+      m.bytes.assign(reinterpret_cast<const char*>(&core_->recv_pool[op->slot * config_.max_message]),
+                     std::min(len, config_.max_message));
+      m.from = reports_sender_ ? static_cast<PeerId>(sender) : kUnknownPeer;
+      inbox_.push_back(std::move(m));
     }
     if (err != FI_ECANCELED) reposts->push_back(op);
     return;
@@ -343,19 +366,29 @@ void EndpointImpl::Complete(void* context, int err, std::string detail, size_t l
   outstanding_.erase(it);
 }
 
+ssize_t EndpointImpl::ReadCompletions(fi_cq_data_entry* entries, fi_addr_t* senders) {
+  if (reports_sender_) {
+    return waitable_ ? fi_cq_sreadfrom(core_->cq, entries, kCompletionBatch, senders, nullptr, 100)
+                     : fi_cq_readfrom(core_->cq, entries, kCompletionBatch, senders);
+  }
+  return waitable_ ? fi_cq_sread(core_->cq, entries, kCompletionBatch, nullptr, 100)
+                   : fi_cq_read(core_->cq, entries, kCompletionBatch);
+}
+
 void EndpointImpl::ProgressLoop() {
   fi_cq_data_entry entries[kCompletionBatch];
+  fi_addr_t senders[kCompletionBatch];
   std::vector<Op*> reposts;
   while (!stop_.load()) {
     // Receives the provider refused (EAGAIN) are retried on every turn.
     for (auto it = reposts.begin(); it != reposts.end();) {
       it = PostRecv(*it) == 0 ? reposts.erase(it) : it + 1;
     }
-    ssize_t n = waitable_ ? fi_cq_sread(core_->cq, entries, kCompletionBatch, nullptr, 100)
-                          : fi_cq_read(core_->cq, entries, kCompletionBatch);
+    std::fill(senders, senders + kCompletionBatch, FI_ADDR_NOTAVAIL);
+    ssize_t n = ReadCompletions(entries, senders);
     if (n > 0) {
       std::lock_guard<std::mutex> lock(mu_);
-      for (ssize_t i = 0; i < n; ++i) Complete(entries[i].op_context, 0, "", entries[i].len, &reposts);
+      for (ssize_t i = 0; i < n; ++i) Complete(entries[i].op_context, 0, "", entries[i].len, senders[i], &reposts);
       cv_.notify_all();
     } else if (n == -FI_EAVAIL) {
       fi_cq_err_entry err{};
@@ -363,7 +396,8 @@ void EndpointImpl::ProgressLoop() {
       char text[256] = {0};
       const char* detail = fi_cq_strerror(core_->cq, err.prov_errno, err.err_data, text, sizeof(text));
       std::lock_guard<std::mutex> lock(mu_);
-      Complete(err.op_context, err.err != 0 ? err.err : FI_EOTHER, detail != nullptr ? detail : "", 0, &reposts);
+      Complete(err.op_context, err.err != 0 ? err.err : FI_EOTHER, detail != nullptr ? detail : "", 0,
+               FI_ADDR_NOTAVAIL, &reposts);
       cv_.notify_all();
     } else if (!waitable_ || (n != -FI_EAGAIN && n != 0)) {
       // Nothing to do (polling) or an odd return: don't spin the CPU.
@@ -646,15 +680,31 @@ absl::Status EndpointImpl::WriteAndSend(PeerId peer, const std::vector<RmaOp>& o
 }
 
 absl::StatusOr<std::string> EndpointImpl::Recv(absl::Duration timeout) {
+  absl::StatusOr<Message> m = Take(timeout, /*wakeable=*/false);
+  if (!m.ok()) return m.status();
+  return std::move(m->bytes);
+}
+
+absl::StatusOr<Message> EndpointImpl::Take(absl::Duration timeout, bool wakeable) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] { return !inbox_.empty() || stop_.load(); })) {
+  if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                    [&] { return !inbox_.empty() || stop_.load() || (wakeable && woken_); })) {
     return absl::DeadlineExceededError(
         absl::StrCat("fabric: recv: no message within ", absl::FormatDuration(timeout)));
   }
-  if (inbox_.empty()) return ShutDownError("recv");
-  std::string message = std::move(inbox_.front());
+  if (wakeable) woken_ = false;
+  if (inbox_.empty()) return stop_.load() ? ShutDownError("recv") : absl::AbortedError("fabric: recv: woken");
+  Message message = std::move(inbox_.front());
   inbox_.pop_front();
   return message;
+}
+
+void EndpointImpl::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    woken_ = true;
+  }
+  cv_.notify_all();
 }
 
 void EndpointImpl::Shutdown() {
@@ -675,11 +725,12 @@ class FabricImpl : public Fabric {
       : config_(config), domain_(std::move(domain)), provider_(std::move(provider)) {
     mode_ = DecodeMrMode(domain_->info->domain_attr->mr_mode);
     ordered_writes_ = (domain_->info->tx_attr->msg_order & kWriteOrder) == kWriteOrder;
+    reports_sender_ = (domain_->info->caps & FI_SOURCE) != 0;
   }
   const std::string& provider() const override { return provider_; }
   MrMode mr_mode() const override { return mode_; }
   absl::StatusOr<std::unique_ptr<Endpoint>> OpenEndpoint() override {
-    auto ep = std::make_unique<EndpointImpl>(config_, domain_, provider_, mode_, ordered_writes_);
+    auto ep = std::make_unique<EndpointImpl>(config_, domain_, provider_, mode_, ordered_writes_, reports_sender_);
     if (absl::Status s = ep->Init(); !s.ok()) return s;
     return std::unique_ptr<Endpoint>(std::move(ep));
   }
@@ -690,6 +741,7 @@ class FabricImpl : public Fabric {
   const std::string provider_;
   MrMode mode_;
   bool ordered_writes_ = false;
+  bool reports_sender_ = false;
 };
 
 // ofi_rxm sizes its eager (bounce) buffers and the receives it keeps posted
@@ -752,10 +804,15 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
   auto domain = std::make_shared<DomainCore>();
   // Requested orderings are requirements: ask for the write ordering
   // WriteAndSend can use, and do without it where the provider lacks it.
+  // Senders' addresses (FI_SOURCE) too, where the provider has them.
   int rc = 0;
-  for (uint64_t order : {FI_ORDER_SAS | kWriteOrder, FI_ORDER_SAS}) {
-    hints->tx_attr->msg_order = order;
-    rc = fi_getinfo(FI_VERSION(1, 9), node, service, (node || service) ? FI_SOURCE : 0, hints, &domain->info);
+  for (uint64_t caps : {FI_MSG | FI_RMA | FI_SOURCE, FI_MSG | FI_RMA}) {
+    hints->caps = caps;
+    for (uint64_t order : {FI_ORDER_SAS | kWriteOrder, FI_ORDER_SAS}) {
+      hints->tx_attr->msg_order = order;
+      rc = fi_getinfo(FI_VERSION(1, 9), node, service, (node || service) ? FI_SOURCE : 0, hints, &domain->info);
+      if (rc != -FI_ENODATA) break;
+    }
     if (rc != -FI_ENODATA) break;
   }
   fi_freeinfo(hints);

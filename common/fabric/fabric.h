@@ -64,6 +64,10 @@ struct FabricConfig {
   // device that has 16384 CQ entries (ibv_devinfo -v: max_cqe). libfabric
   // reads it once per process, at the first Fabric::Open (docs/agent.md).
   size_t universe_size = 64;
+  // Received messages an endpoint keeps for Recv/RecvFrom; more are dropped
+  // and counted (Endpoint::dropped_messages), so a peer that floods an
+  // endpoint whose owner is busy costs bounded memory. 0: no limit.
+  size_t max_queued = 0;
 };
 
 // tcp;ofi_rxm bound to 127.0.0.1: single-host setups and tests.
@@ -151,6 +155,18 @@ class MemoryRegion {
 
 // A peer inserted into an endpoint's address vector.
 using PeerId = uint64_t;
+// A sender that is not in the endpoint's address vector (FI_ADDR_NOTAVAIL).
+inline constexpr PeerId kUnknownPeer = ~PeerId{0};
+
+// A received message and its sender.
+struct Message {
+  std::string bytes;
+  // The sender as InsertPeer named it; kUnknownPeer when it was never
+  // inserted or the provider cannot say (reports_sender()). A removed peer
+  // may keep its id on a connection made before (ofi_rxm keeps connections,
+  // and the address vector reuses ids): to cut a peer off, close the endpoint.
+  PeerId from = kUnknownPeer;
+};
 
 // One one-sided transfer: `length` bytes at `local_offset` in `local` to or
 // from the peer's `remote_address` (see RemoteRegion) under `key`.
@@ -221,6 +237,18 @@ class Endpoint {
   // The next message received, DEADLINE_EXCEEDED after `timeout`, CANCELLED
   // once Shutdown was called and nothing is left to receive.
   virtual absl::StatusOr<std::string> Recv(absl::Duration timeout) = 0;
+  // Recv that also names the sender. ABORTED when Wake() was called while it
+  // waited (or since the last receive returned) and no message is queued.
+  virtual absl::StatusOr<Message> RecvFrom(absl::Duration timeout) = 0;
+  // Whether RecvFrom names senders (the provider has FI_SOURCE; tcp;ofi_rxm
+  // and verbs;ofi_rxm do). Without it every sender is kUnknownPeer.
+  virtual bool reports_sender() const = 0;
+  // Makes the RecvFrom waiting now, or the next one, return ABORTED unless a
+  // message is queued (which then takes the wake-up's place): another
+  // thread's way to get the receiver's attention.
+  virtual void Wake() = 0;
+  // Messages dropped because FabricConfig::max_queued were waiting.
+  virtual uint64_t dropped_messages() const = 0;
 
   // Stops the progress thread and wakes every waiter: operations in progress
   // or started later fail with CANCELLED, and peers' accesses to our regions

@@ -126,4 +126,18 @@ absl::StatusOr<v1beta1::ContainerAllocateResponse> InjectCdiDevices(const std::s
   return out;
 }
 
+absl::StatusOr<v1beta1::ContainerAllocateResponse> ApplyCdiDevices(const v1beta1::ContainerAllocateResponse& response,
+                                                                   const std::string& cdi_dir) {
+  v1beta1::ContainerAllocateResponse out = response;
+  if (cdi_dir.empty() || response.cdi_devices().empty()) return out;
+  std::vector<std::string> ids;
+  for (const v1beta1::CDIDevice& d : response.cdi_devices()) ids.push_back(d.name());
+  absl::StatusOr<v1beta1::ContainerAllocateResponse> edits = InjectCdiDevices(cdi_dir, ids);
+  if (!edits.ok()) return edits.status();
+  for (const auto& [k, v] : edits->envs()) (*out.mutable_envs())[k] = v;
+  for (const v1beta1::Mount& m : edits->mounts()) *out.add_mounts() = m;
+  for (const v1beta1::DeviceSpec& d : edits->devices()) *out.add_devices() = d;
+  return out;
+}
+
 }  // namespace rpci::testing

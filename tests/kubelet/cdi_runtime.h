@@ -26,6 +26,15 @@ namespace rpci::testing {
 absl::StatusOr<v1beta1::ContainerAllocateResponse> InjectCdiDevices(const std::string& cdi_dir,
                                                                     const std::vector<std::string>& cdi_ids);
 
+// What the runtime runs for a device-plugin container: the kubelet's
+// `response` (env, mounts, devices) with the edits of its cdi_devices
+// resolved in `cdi_dir` applied on top (env entries of the same name
+// replaced, mounts and device nodes appended), as containerd and CRI-O do
+// with the CRI request's CDI devices. An empty `cdi_dir` is a runtime without
+// CDI: the ids are ignored. Errors as InjectCdiDevices.
+absl::StatusOr<v1beta1::ContainerAllocateResponse> ApplyCdiDevices(const v1beta1::ContainerAllocateResponse& response,
+                                                                   const std::string& cdi_dir);
+
 }  // namespace rpci::testing
 
 #endif  // RPCI_TESTS_KUBELET_CDI_RUNTIME_H_

@@ -63,5 +63,37 @@ TEST(CdiRuntimeTest, DeviceWithoutEditsAndBrokenSpecAreRefused) {
   EXPECT_EQ(InjectCdiDevices(dir, {"v/c=x"}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(CdiRuntimeTest, ARuntimeAppliesCdiEditsOnTopOfTheKubeletsResponse) {
+  const std::string dir = MakeTempDir("rpci-cdi");
+  Write(dir + "/a.json", kSpec);
+  v1beta1::ContainerAllocateResponse response;
+  (*response.mutable_envs())["RPCI_POOL"] = "emu";
+  (*response.mutable_envs())["RPCI_DEVICE_COUNT"] = "1";  // the spec's value wins
+  response.add_mounts()->set_container_path("/c/kubelet");
+  response.add_cdi_devices()->set_name("rpci.io/claim=u-a");
+  absl::StatusOr<v1beta1::ContainerAllocateResponse> r = ApplyCdiDevices(response, dir);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->envs().at("RPCI_POOL"), "emu");
+  EXPECT_EQ(r->envs().at("RPCI_DEVICE_COUNT"), "2");
+  EXPECT_EQ(r->envs().at("RPCI_0_DEVICE_ID"), "a");
+  ASSERT_EQ(r->mounts_size(), 2);
+  EXPECT_EQ(r->mounts(0).container_path(), "/c/kubelet");
+  EXPECT_EQ(r->mounts(1).container_path(), "/c/a");
+  ASSERT_EQ(r->devices_size(), 1);
+}
+
+TEST(CdiRuntimeTest, ARuntimeWithoutCdiIgnoresTheIds) {
+  v1beta1::ContainerAllocateResponse response;
+  (*response.mutable_envs())["RPCI_POOL"] = "emu";
+  response.add_cdi_devices()->set_name("rpci.io/claim=u-a");
+  absl::StatusOr<v1beta1::ContainerAllocateResponse> r = ApplyCdiDevices(response, "");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->envs_size(), 1);
+  EXPECT_EQ(r->mounts_size(), 0);
+  // With CDI, an id no spec declares fails the container.
+  const std::string dir = MakeTempDir("rpci-cdi");
+  EXPECT_EQ(ApplyCdiDevices(response, dir).status().code(), absl::StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace rpci::testing

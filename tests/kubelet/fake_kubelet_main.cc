@@ -3,7 +3,8 @@
 // With --pod it also plays one pod's life: wait for the resource's devices,
 // admit the pod (GetPreferredAllocation, Allocate, PreStartContainer), run the
 // command after `--` as the pod's container with the environment Allocate
-// returned (--isolate-container: only that environment, and its mounts),
+// returned and, with --cdi-dir, its CDI devices' edits (--isolate-container:
+// only that environment, and its mounts),
 // then remove the pod and exit with the command's status.
 
 #include <signal.h>
@@ -50,18 +51,20 @@ int RunPod(rpci::testing::FakeKubelet& kubelet, const rpci::Logger& log, const s
     return 4;
   }
   nlohmann::json envs = nlohmann::json::object(), mounts = nlohmann::json::array(), cdi = nlohmann::json::array();
-  for (const auto& [k, v] : admitted->response.envs()) envs[k] = v;
-  for (const auto& m : admitted->response.mounts()) {
+  // What the container gets: Allocate's answer with its CDI devices applied.
+  const v1beta1::ContainerAllocateResponse& run = admitted->container;
+  for (const auto& [k, v] : run.envs()) envs[k] = v;
+  for (const auto& m : run.mounts()) {
     mounts.push_back({{"container", m.container_path()}, {"host", m.host_path()}, {"read_only", m.read_only()}});
   }
   for (const auto& c : admitted->response.cdi_devices()) cdi.push_back(c.name());
   nlohmann::json nodes = nlohmann::json::array();
-  for (const auto& d : admitted->response.devices()) {
+  for (const auto& d : run.devices()) {
     nodes.push_back({{"container", d.container_path()}, {"host", d.host_path()}, {"permissions", d.permissions()}});
   }
   log.Info("pod admitted", {{"pod", pod}, {"devices", admitted->device_ids}, {"envs", envs}, {"mounts", mounts},
                             {"cdi_devices", cdi}, {"device_nodes", nodes}});
-  int rc = rpci::testing::RunContainer(admitted->response, command, isolate);
+  int rc = rpci::testing::RunContainer(run, command, isolate);
   log.Info("container exited", {{"pod", pod}, {"exit_code", rc}});
   kubelet.RemovePod(ns, name);
   return rc;
@@ -77,6 +80,10 @@ int main(int argc, char** argv) {
                       "List/Get; prints the plugins' device lists as they change.");
   flags.String("plugin-dir", &plugin_dir, "device-plugin socket directory");
   flags.String("pod-resources-socket", &pod_resources, "where pod-resources is served");
+  std::string cdi_dir;
+  flags.String("cdi-dir", &cdi_dir,
+               "the runtime's CDI spec directory: Allocate's CDI devices are resolved there and their edits "
+               "applied to the container (empty: a runtime without CDI, which ignores them)");
   std::string pod, resource = "rpci.io/emu";
   int64_t count = 1, wait_seconds = 60;
   flags.String("pod", &pod, "namespace/name of a pod to admit and run (command after --)");
@@ -98,7 +105,7 @@ int main(int argc, char** argv) {
   }
   flags.Apply();
   rpci::Logger log("fake-kubelet");
-  rpci::testing::FakeKubelet kubelet(plugin_dir, pod_resources);
+  rpci::testing::FakeKubelet kubelet(plugin_dir, pod_resources, cdi_dir);
   if (absl::Status s = kubelet.Start(); !s.ok()) {
     log.Error("cannot start", {{"error", std::string(s.message())}});
     return 1;

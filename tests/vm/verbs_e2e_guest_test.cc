@@ -237,18 +237,23 @@ TEST_F(VerbsEndToEndTest, ContainerSeesOnlyAllocatesDeviceNodes) {
 }
 
 // The link goes down for 1 s while the workload runs jobs: the session
-// reconnects and every job's result is still correct.
-// DISABLED: on verbs it does not yet: after the flap emu_jobs' wait for a
-// completion times out ("session ...: timed out"; with a 3 s flap the
-// re-attach's gRPC call exceeded its deadline and the session was torn
-// down). Run it with --gtest_also_run_disabled_tests.
-TEST_F(VerbsEndToEndTest, DISABLED_WorkloadSurvivesALinkFlap) {
-  auto pod = StartPod("flap", {Abs("examples/emu_jobs"), "--rounds=300"});
-  // Wait until jobs complete on the device (attached over verbs, running).
+// reconnects and every job's result is still correct. (It failed until the
+// agent replayed, on re-attach, the completions whose push the flap broke:
+// the workload then waited for a completion the agent had counted as sent.)
+TEST_F(VerbsEndToEndTest, WorkloadSurvivesALinkFlap) {
+  std::unique_ptr<Subprocess> pod;
   bool running = false;
-  for (int i = 0; i < 240 && !running && pod->Wait(absl::ZeroDuration()) == -1; ++i) {
-    absl::SleepFor(absl::Milliseconds(500));
-    running = AgentCounter("rpci_session_completions_total") >= 2;
+  // Under TCG on a loaded machine the plugin's first session reservation can
+  // miss its gRPC deadline; a failed admission is tried again, as a kubelet does.
+  for (int attempt = 0; attempt < 3 && !running; ++attempt) {
+    pod = StartPod(absl::StrCat("flap-", attempt), {Abs("examples/emu_jobs"), "--rounds=300"});
+    // Wait until jobs complete on the device (attached over verbs, running).
+    for (int i = 0; i < 240 && !running && pod->Wait(absl::ZeroDuration()) == -1; ++i) {
+      absl::SleepFor(absl::Milliseconds(500));
+      running = AgentCounter("rpci_session_completions_total") >= 2;
+    }
+    if (running || pod->err().find("pod admission failed") == std::string::npos) break;
+    std::printf("flap: pod admission failed (attempt %d), trying again\n", attempt + 1);
   }
   ASSERT_TRUE(running) << "no jobs completed within 120 s\n" << pod->out() << pod->err() << Logs();
   ASSERT_EQ(pod->Wait(absl::ZeroDuration()), -1) << "finished before the flap; raise --rounds\n" << pod->out();
@@ -260,6 +265,9 @@ TEST_F(VerbsEndToEndTest, DISABLED_WorkloadSurvivesALinkFlap) {
   ASSERT_TRUE(s.is_object()) << pod->out();
   EXPECT_TRUE(s["ok"].get<bool>()) << s.dump();
   EXPECT_EQ(s["jobs"], 900);
+  EXPECT_GE(s["reconnects"].get<int>(), 1) << s.dump();
+  std::printf("verbs link flap: %s; agent: completion push failures %.0f\n", s.dump().c_str(),
+              AgentCounter("rpci_session_completion_push_failures_total"));
 }
 
 // Registration pins memory: a container without CAP_IPC_LOCK and with a

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -237,6 +238,35 @@ TEST_F(VfioEndToEndTest, ADeviceWhoseResetFailsTurnsUnhealthyAtTheKubelet) {
   ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/vga", health_is("Unhealthy"), absl::Seconds(60))) << Logs();
   std::printf("vga: pod removed -> Unhealthy at the kubelet in %.0f ms\n",
               absl::ToDoubleMilliseconds(absl::Now() - removed));
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+// The kernel asks for edu back (its removal through sysfs, which waits for
+// the agent): the agent releases it and the kubelet sees it Unhealthy; when
+// it comes back (a PCI rescan) the agent opens it again and the kubelet sees
+// it Healthy.
+TEST_F(VfioEndToEndTest, ARemovedDeviceTurnsUnhealthyAtTheKubeletAndRecoversWhenItComesBack) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  ASSERT_TRUE(kubelet.Start().ok());
+  StartPlugin();
+  auto health_is = [](const std::string& h) {
+    return [h](const std::vector<AdvertisedDevice>& ds) { return ds.size() == 1 && ds[0].health == h; };
+  };
+  ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/edu", health_is("Healthy"), absl::Seconds(60))) << Logs();
+  const std::string bdf = agent::vfio::guest::FindFunction("0x1234", "0x11e8");
+  ASSERT_FALSE(bdf.empty());
+  const absl::Time removed = absl::Now();
+  std::thread remove([&] { std::ofstream("/sys/bus/pci/devices/" + bdf + "/remove") << "1\n"; });
+  const bool unhealthy = kubelet.WaitForDevices("rpci.io/edu", health_is("Unhealthy"), absl::Seconds(60));
+  remove.join();  // returns once the agent released the function
+  ASSERT_TRUE(unhealthy) << Logs();
+  std::printf("edu: removal -> Unhealthy at the kubelet in %.0f ms\n", absl::ToDoubleMilliseconds(absl::Now() - removed));
+  const absl::Time rescanned = absl::Now();
+  std::ofstream("/sys/bus/pci/rescan") << "1\n";
+  ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/edu", health_is("Healthy"), absl::Seconds(60))) << Logs();
+  std::printf("edu: rescan -> Healthy at the kubelet in %.0f ms\n",
+              absl::ToDoubleMilliseconds(absl::Now() - rescanned));
   plugin_.reset();
   kubelet.Stop();
 }
