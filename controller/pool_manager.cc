@@ -15,6 +15,15 @@ constexpr size_t kMaxDecisions = 100000;
 
 bool ReportedHealthy(rpci::v1::DeviceHealth h) { return h != rpci::v1::DEVICE_HEALTH_UNHEALTHY; }
 
+// The values of `m` in key order, in a vector of exactly their number.
+template <typename T>
+std::vector<T> ValuesOf(const std::map<std::string, T>& m) {
+  std::vector<T> out;
+  out.reserve(m.size());
+  for (const auto& [key, value] : m) out.push_back(value);
+  return out;
+}
+
 // "ns/pod", "allocation <id>" while the pod is not known, or the claim.
 std::string HolderOf(const Attachment& a) {
   if (a.ForClaim()) return absl::StrCat("ResourceClaim ", a.claim_namespace, "/", a.claim_name);
@@ -1011,18 +1020,12 @@ absl::Status PoolManager::CheckInvariants() const {
 
 std::vector<Device> PoolManager::Devices() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Device> out;
-  out.reserve(devices_.size());
-  for (const auto& [id, d] : devices_) out.push_back(d);
-  return out;
+  return ValuesOf(devices_);
 }
 
 std::vector<Attachment> PoolManager::Attachments() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Attachment> out;
-  out.reserve(attachments_.size());
-  for (const auto& [id, a] : attachments_) out.push_back(a);
-  return out;
+  return ValuesOf(attachments_);
 }
 
 absl::StatusOr<Device> PoolManager::GetDevice(const std::string& id) const {
