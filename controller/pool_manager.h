@@ -246,6 +246,9 @@ class PoolManager {
   mutable std::mutex mu_;
   mutable std::condition_variable version_changed_;  // notified by BumpVersion
   std::map<std::string, Device> devices_ ABSL_GUARDED_BY(mu_);
+  // Device ids by the device server (agent node) exporting them: every
+  // device of devices_ is in its agent's set.
+  std::map<std::string, std::set<std::string>> agent_devices_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Attachment> attachments_ ABSL_GUARDED_BY(mu_);  // by grant id
   std::map<std::string, Agent> agents_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
