@@ -9,6 +9,7 @@
 #include "common/grpc_util.h"
 #include "common/testing/exposition_format.h"
 #include "controller/kube_store.h"
+#include "controller/testing/kube_options.h"
 #include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -22,6 +23,8 @@ namespace {
 using nlohmann::json;
 using testing::WaitFor;
 using testing::AgentWith;
+using testing::ClaimOf;
+using testing::KubeStoreOptions;
 using testing::MakeTempDir;
 using testing::NodeWith;
 namespace testing_prom = ::rpci::testing;
@@ -45,14 +48,8 @@ struct Peer {
   }
   absl::StatusOr<rpci::v1::ClaimResponse> Claim(const std::string& node, const std::string& device) {
     grpc::ClientContext ctx;
-    rpci::v1::ClaimRequest req;
-    req.set_node(node);
-    req.set_device_id(device);
-    req.set_pod_namespace("team-a");
-    req.set_pod_name("trainer");
-    req.set_container_name("main");
     rpci::v1::ClaimResponse resp;
-    grpc::Status s = nodes->Claim(&ctx, req, &resp);
+    grpc::Status s = nodes->Claim(&ctx, ClaimOf(node, device, "trainer", "team-a"), &resp);
     if (!s.ok()) return FromGrpc(s);
     return resp;
   }
@@ -75,16 +72,9 @@ class ControllerAppTest : public ::testing::Test {
   }
 
   ControllerOptions KubeOptions(const std::string& identity) {
-    ControllerOptions o;
-    o.store = "kube";
-    kube::KubeConfig kc;
-    kc.server = api_.url();
-    kc.ns = "rpci-system";
-    o.kube_config = kc;
+    ControllerOptions o = KubeStoreOptions(api_.url(), "rpci-system");
     o.identity = identity;
     o.tls.insecure = true;
-    o.listen = "127.0.0.1:0";
-    o.http_listen = "127.0.0.1:0";
     o.lease_duration = absl::Milliseconds(1500);
     o.renew_deadline = absl::Milliseconds(1000);
     o.retry_period = absl::Milliseconds(200);
