@@ -36,12 +36,14 @@
 #include "bench/stats.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/testing/wait.h"
 #include "librpci/device.h"
 #include "controller/controller_app.h"
 #include "nlohmann/json.hpp"
 #include "plugin/controller_client.h"
 #include "plugin/plugin.h"
 #include "plugin/session_opener.h"
+#include "plugin/testing/test_env.h"
 #include "tests/kubelet/fake_kubelet.h"
 
 namespace {
@@ -50,15 +52,6 @@ using nlohmann::json;
 using rpci::bench::Percentile;
 
 constexpr char kResource[] = "rpci.io/emu";
-
-bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  return true;
-}
 
 // The workload's side, as a container's process does it: librpci opens the
 // device from the environment the Allocate answer gave (key file path mapped
@@ -221,17 +214,12 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   if (!agent.ok()) return agent.status();
   if (absl::Status s = (*agent)->Start(); !s.ok()) return s;
 
-  rpci::testing::FakeKubelet kubelet(run_dir + "/kubelet", run_dir + "/kubelet/pod-resources.sock");
+  // The tests' plugin (node cn-1, pool emu) on the fake kubelet's sockets;
+  // usage is read only by the explicit release pass below.
+  rpci::testing::FakeKubelet kubelet(run_dir + "/dp", run_dir + "/pr.sock");
   if (absl::Status s = kubelet.Start(); !s.ok()) return s;
-  rpci::plugin::PluginOptions po;
-  po.node_name = "bench-compute-node";
-  po.pools = {"emu"};
-  po.plugin_dir = run_dir + "/kubelet";
-  po.pod_resources_socket = run_dir + "/kubelet/pod-resources.sock";
-  po.cdi_dir = run_dir + "/cdi";
-  po.state_dir = run_dir + "/plugin-state";
+  rpci::plugin::PluginOptions po = rpci::plugin::testing::TestPluginOptions(run_dir);
   po.container_dir = run_dir + "/container";
-  po.usage_interval = absl::Hours(1);  // released by the explicit pass below
   po.release_grace = absl::ZeroDuration();
   rpci::plugin::GrpcControllerClient controller_client(
       grpc::CreateChannel(controller_address, grpc::InsecureChannelCredentials()));
@@ -257,7 +245,7 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
     for (const auto& d : kubelet.Devices(kResource)) healthy += d.health == "Healthy";
     return healthy == devices;
   };
-  if (!WaitUntil(all_healthy, absl::Seconds(30))) {
+  if (!rpci::testing::WaitFor(all_healthy, absl::Seconds(30), absl::Milliseconds(2))) {
     stop();
     return absl::DeadlineExceededError(
         absl::StrCat("the kubelet did not see ", devices, " healthy devices within 30 s"));
@@ -269,7 +257,8 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   const absl::Time started = absl::Now();
   for (int i = 0; i < warmup + iterations; ++i) {
     std::string device;
-    if (!WaitUntil([&] { return !(device = NextHealthyDevice(kubelet, i)).empty(); }, absl::Seconds(10))) {
+    if (!rpci::testing::WaitFor([&] { return !(device = NextHealthyDevice(kubelet, i)).empty(); }, absl::Seconds(10),
+                               absl::Milliseconds(2))) {
       stop();
       return absl::DeadlineExceededError(absl::StrCat("iteration ", i, ": no free healthy device within 10 s"));
     }
@@ -304,7 +293,8 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
     // No pod holds the device (pod-resources): session closed, claim released.
     plugin.SyncUsage().IgnoreError();
     // The released device comes back as a healthy spare before it is reused.
-    WaitUntil([&] { return all_healthy() && plugin.SessionDevices().empty(); }, absl::Seconds(5));
+    rpci::testing::WaitFor([&] { return all_healthy() && plugin.SessionDevices().empty(); }, absl::Seconds(5),
+                           absl::Milliseconds(2));
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - started);
   stop();

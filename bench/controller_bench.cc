@@ -5,12 +5,15 @@
 //     the crash-safe local-store commit;
 //   - Claim latency: Claim() calls one after another, each committed (fsync)
 //     before it returns, as a plugin's Allocate waits for it;
-// and the RSS afterwards. Each size runs in a forked child of its own, so its
-// RSS is its own; a size that takes longer than --max_seconds is killed and
+// and the RSS afterwards; then a restart: another fresh child opens the state
+// directory the size left and loads it (restart_load_s, restart_rss_mb,
+// restart_peak_rss_mb). Each runs in a forked child of its own, so its RSS
+// is its own; a size that takes longer than --max_seconds is killed and
 // reported as not completed. The headline `assignments_per_s` and `rss_mb`
 // are the --headline size's (10 000 devices x 1 000 compute nodes); `scaling`
 // lists every size. Prints one JSON object, then a table (--json: only the
 // JSON).
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -21,6 +24,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +59,13 @@ double ThreadCpuMs() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// Bytes malloc has handed out and not had back, in MiB: rss_mb minus this is
+// what the allocator holds free (fragmentation) plus code and stacks.
+double HeapInUseMb() {
+  const struct mallinfo2 m = mallinfo2();
+  return static_cast<double>(m.uordblks + m.hblkhd) / (1 << 20);
 }
 
 absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_dir) {
@@ -103,17 +114,19 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
   const double setup_s = absl::ToDoubleSeconds(absl::Now() - setup_start);
   const absl::Time start = absl::Now();
   const double cpu_start = ThreadCpuMs();
-  std::vector<rpci::controller::Decision> decisions = manager.Reconcile();
+  manager.Reconcile();
   const absl::Duration took = absl::Now() - start;
   const double cpu_ms = ThreadCpuMs() - cpu_start;
-  (void)decisions;  // may hold only the last ones at 100k devices; count from the state
-  int assigned = 0;
-
+  // As ControllerApp::Step: the pass's decisions taken (posted as Events
+  // there); their first assignments are the Claim targets. The count comes
+  // from the state (the kept window holds at most the last 100 000). Neither
+  // a copy of every device nor the decisions stay to be counted in rss_mb.
   std::vector<std::pair<std::string, std::string>> targets;  // device, node
-  for (const auto& d : manager.Devices()) {  // none was assigned before the pass
-    if (!d.assigned_node.empty()) targets.emplace_back(d.id(), d.assigned_node);
+  for (const rpci::controller::Decision& d : manager.TakeDecisions()) {
+    if (d.action == "assign" && static_cast<int>(targets.size()) < claims) targets.emplace_back(d.device_id, d.node);
   }
-  assigned = static_cast<int>(targets.size());
+  const std::map<std::string, int64_t> phases = manager.PhaseCounts()[pool.name];
+  const int assigned = phases.count("Assigned") ? static_cast<int>(phases.at("Assigned")) : 0;
   claims = std::min<int>(claims, targets.size());
   std::vector<double> latencies_us;
   for (int i = 0; i < claims; ++i) {
@@ -145,10 +158,29 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
               {"claim_us_p50", Percentile(latencies_us, 0.50)},
               {"claim_us_p99", Percentile(latencies_us, 0.99)},
               {"rss_mb", RssMb()},
-              {"peak_rss_mb", PeakRssMb()}};
-  std::error_code ignored;  // best effort: the directory is under --dir's temp area
-  std::filesystem::remove_all(dir, ignored);
+              {"peak_rss_mb", PeakRssMb()},
+              {"heap_in_use_mb", HeapInUseMb()},
+              {"state_dir", dir}};
   return out;
+}
+
+// A restarted controller: a fresh process opens the state directory a size
+// left behind and loads it, as a new leader does first.
+absl::StatusOr<json> RestartFrom(const std::string& dir) {
+  const absl::Time start = absl::Now();
+  auto store = LocalStore::Open(dir, rpci::Clock::Real());
+  if (!store.ok()) return store.status();
+  PoolManager manager(store->get(), rpci::Clock::Real(), PoolManager::Options());
+  if (absl::Status s = manager.Load(); !s.ok()) return s;
+  const double load_s = absl::ToDoubleSeconds(absl::Now() - start);
+  int64_t loaded = 0;
+  for (const auto& [pool, phases] : manager.PhaseCounts()) {
+    for (const auto& [phase, n] : phases) loaded += n;
+  }
+  return json{{"restart_devices", loaded},
+              {"restart_load_s", load_s},
+              {"restart_rss_mb", RssMb()},
+              {"restart_peak_rss_mb", PeakRssMb()}};
 }
 
 }  // namespace
@@ -157,6 +189,7 @@ int main(int argc, char** argv) {
   bool json_only = false;
   std::string sizes_text = "1000,10000,100000", dir = "/tmp";
   int64_t claims = 200, headline = 10000, max_seconds = 150;
+  bool in_process = false;
   rpci::FlagSet flags("bench/controller [flags]",
                       "Pool manager on the local store: assignments/s of one reconcile pass and Claim latency "
                       "(each Claim committed with fsync), by number of devices.");
@@ -166,6 +199,9 @@ int main(int argc, char** argv) {
   flags.Int("headline", &headline, "device count whose figures are the top-level assignments_per_s and rss_mb");
   flags.Int("max_seconds", &max_seconds, "a size still running after this long is killed and reported incomplete");
   flags.String("dir", &dir, "where the local store's state directories go (the disk under test)");
+  flags.Bool("in_process", &in_process,
+             "run each size in this process instead of a forked child (for heap profilers such as heaptrack; "
+             "rss_mb then includes the sizes before it)");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   std::vector<int> sizes;
   for (absl::string_view s : absl::StrSplit(sizes_text, ',', absl::SkipEmpty())) {
@@ -179,8 +215,28 @@ int main(int argc, char** argv) {
   rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
   json result = {{"benchmark", "controller"}, {"store", "local"}, {"scaling", json::array()}};
   for (int n : sizes) {
-    json r = rpci::bench::RunInChild([&] { return RunSize(n, static_cast<int>(claims), dir); },
-                                     {{"devices", n}, {"completed", false}}, max_seconds);
+    json r = json{{"devices", n}, {"completed", false}};
+    if (in_process) {
+      absl::StatusOr<json> run = RunSize(n, static_cast<int>(claims), dir);
+      if (run.ok()) r = *std::move(run);
+      else r["error"] = run.status().ToString();
+    } else {
+      r = rpci::bench::RunInChild([&] { return RunSize(n, static_cast<int>(claims), dir); }, r, max_seconds);
+    }
+    if (r.contains("state_dir")) {
+      const std::string state_dir = r["state_dir"].get<std::string>();
+      r.erase("state_dir");
+      json restart = json{{"restart_completed", false}};
+      if (in_process) {
+        absl::StatusOr<json> run = RestartFrom(state_dir);
+        if (run.ok()) restart = *std::move(run);
+      } else {
+        restart = rpci::bench::RunInChild([&] { return RestartFrom(state_dir); }, restart, max_seconds);
+      }
+      r.update(restart);
+      std::error_code ignored;  // best effort: the directory is under --dir's temp area
+      std::filesystem::remove_all(state_dir, ignored);
+    }
     if (!r.value("completed", false)) std::cerr << "devices=" << n << ": " << r.value("error", "failed") << "\n";
     result["scaling"].push_back(r);
     if (n == headline && r.value("completed", false)) {

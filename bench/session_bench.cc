@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
@@ -132,6 +134,33 @@ class Flood {
   std::thread thread_;
 };
 
+// What a session costs the agent while it exists (its own fabric domain,
+// endpoint and worker): RSS and threads before and after reserving `n`
+// sessions on idle devices (reserve only: nothing of a client's in the
+// process but its gRPC call), then closed again.
+absl::Status SessionMemory(rpci::agent::SessionServer& server, const std::string& endpoint, int n,
+                           nlohmann::json* out) {
+  const double rss0 = rpci::bench::RssMb();
+  const int threads0 = rpci::bench::Threads();
+  std::vector<rpci::client::SessionTicket> tickets;
+  for (int i = 0; i < n; ++i) {
+    auto t = rpci::client::ControlClient().Reserve(endpoint, {"bench-idle-" + std::to_string(i), "token", "node"});
+    if (!t.ok()) return t.status();
+    tickets.push_back(*t);
+  }
+  // Each session's worker opens its domain and endpoint after the reservation.
+  for (const auto& t : tickets) {
+    for (int i = 0; i < 1000 && !server.fabric_address(t.session_id).ok(); ++i) absl::SleepFor(absl::Milliseconds(5));
+  }
+  absl::SleepFor(absl::Milliseconds(100));
+  (*out)["agent_rss_mb_per_session"] = (rpci::bench::RssMb() - rss0) / n;
+  (*out)["agent_threads_per_session"] = double(rpci::bench::Threads() - threads0) / n;
+  for (const auto& t : tickets) {
+    if (absl::Status st = rpci::client::ControlClient().Close(t); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -146,7 +175,7 @@ int main(int argc, char** argv) {
                   "session server and client (default tcp;ofi_rxm on 127.0.0.1) and prints\n  mirror throughput, "
                   "doorbell RTT and open latency next to plain loopback TCP.\n  --json      print only one JSON "
                   "object\n  --provider  data-path provider (e.g. verbs;ofi_rxm)\n  --node      address both ends "
-                  "bind (the RDMA NIC's)\n  --scale     divide iteration counts by N (slow fabrics, e.g. Soft-RoCE "
+                  "bind (the RDMA NIC's)\n  --busy_poll_us  how long a waiting caller polls the fabric itself before blocking\n  --scale     divide iteration counts by N (slow fabrics, e.g. Soft-RoCE "
                   "under emulation)\n");
       return 0;
     }
@@ -156,6 +185,8 @@ int main(int argc, char** argv) {
       fabric.provider = a.substr(11);
     } else if (a.rfind("--node=", 0) == 0) {
       fabric.node = a.substr(7);
+    } else if (a.rfind("--busy_poll_us=", 0) == 0) {
+      fabric.busy_poll = absl::Microseconds(std::atoi(a.c_str() + 15));
     } else if (a.rfind("--scale=", 0) == 0 && std::atoi(a.c_str() + 8) > 0) {
       scale = std::atoi(a.c_str() + 8);
     } else {
@@ -170,12 +201,21 @@ int main(int argc, char** argv) {
   grants.Upsert({"bench-flood", "dev1", "node", "token", absl::InfiniteFuture()});
   // dev0: room for 16 MiB device round trips.
   rpci::agent::testing::TestDevice device(32 << 20), flood_device(4 << 20);
+  std::map<std::string, rpci::agent::SessionDevice*> devices = {{"dev0", &device}, {"dev1", &flood_device}};
+  constexpr int kIdleSessions = 8;  // for agent_rss_mb_per_session
+  std::vector<std::unique_ptr<rpci::agent::testing::TestDevice>> idle;
+  for (int i = 0; i < kIdleSessions; ++i) {
+    const std::string id = "idle" + std::to_string(i);
+    idle.push_back(std::make_unique<rpci::agent::testing::TestDevice>(4096));
+    devices[id] = idle.back().get();
+    grants.Upsert({"bench-idle-" + std::to_string(i), id, "node", "token", absl::InfiniteFuture()});
+  }
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
   opts.fabric = fabric;
   rpci::client::ClientOptions client_opts;
   client_opts.fabric = fabric;
-  auto server = rpci::agent::SessionServer::Create(opts, &grants, {{"dev0", &device}, {"dev1", &flood_device}});
+  auto server = rpci::agent::SessionServer::Create(opts, &grants, devices);
   if (!server.ok()) {
     std::fprintf(stderr, "session server: %s\n", std::string(server.status().message()).c_str());
     return 1;
@@ -210,6 +250,8 @@ int main(int argc, char** argv) {
   std::vector<double> connect_us = TcpConnectUs(200);
   out["tcp_connect_us_p50"] = Percentile(connect_us, 0.5);
   out["open_ratio"] = out["open_ms_p50"].get<double>() * 1e3 / out["tcp_connect_us_p50"].get<double>();
+
+  if (absl::Status st = SessionMemory(**server, endpoint, kIdleSessions, &out); !st.ok()) return Fail("session memory", st);
 
   auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
   auto client = rpci::client::SessionClient::Attach(*ticket, client_opts);

@@ -1,8 +1,6 @@
 #ifndef RPCI_COMMON_CLOCK_H_
 #define RPCI_COMMON_CLOCK_H_
 
-#include <mutex>
-
 #include "absl/time/time.h"
 
 namespace rpci {
@@ -21,19 +19,6 @@ class Clock {
 
   // The process-wide real clock; never null, never deleted.
   static Clock* Real();
-};
-
-// A clock that only moves when told to. SleepFor advances it.
-class ManualClock : public Clock {
- public:
-  explicit ManualClock(absl::Time start = absl::FromUnixSeconds(1700000000));
-  absl::Time Now() const override;
-  void SleepFor(absl::Duration d) const override;
-  void Advance(absl::Duration d);
-
- private:
-  mutable std::mutex mu_;
-  mutable absl::Time now_;
 };
 
 }  // namespace rpci

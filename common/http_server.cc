@@ -15,6 +15,13 @@ HealthServer::HealthServer(const MetricsRegistry* registry, ReadinessCheck readi
 
 HealthServer::~HealthServer() { Stop(); }
 
+absl::StatusOr<int> HealthServer::Start(const std::string& address) {
+  std::string host;
+  int port = 0;
+  if (absl::Status s = ParseHostPort(address, &host, &port); !s.ok()) return s;
+  return Start(host, port);
+}
+
 absl::StatusOr<int> HealthServer::Start(const std::string& host, int port) {
   if (server_) return absl::FailedPreconditionError("health server already started");
   auto server = std::make_unique<httplib::Server>();

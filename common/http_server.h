@@ -35,6 +35,9 @@ class HealthServer {
   // Binds host:port (port 0 picks a free one) and serves on a background
   // thread. Returns the bound port, or UNAVAILABLE naming the address.
   absl::StatusOr<int> Start(const std::string& host, int port);
+  // The same for "host:port" (ParseHostPort); INVALID_ARGUMENT naming the
+  // text when it is not one.
+  absl::StatusOr<int> Start(const std::string& address);
 
   // Stops serving; idempotent, also done by the destructor.
   void Stop();

@@ -56,6 +56,17 @@ TEST(HealthServerTest, PortInUseIsUnavailable) {
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
 }
 
+TEST(HealthServerTest, StartsOnAHostPortAddressAndRefusesGarbage) {
+  MetricsRegistry registry;
+  HealthServer server(&registry, nullptr);
+  absl::StatusOr<int> bad = server.Start("nohost");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("nohost"), std::string::npos) << bad.status();
+  absl::StatusOr<int> port = server.Start("127.0.0.1:0");
+  ASSERT_TRUE(port.ok()) << port.status();
+  EXPECT_GT(*port, 0);
+}
+
 TEST(ParseHostPortTest, AcceptsHostPortAndRejectsGarbage) {
   std::string host;
   int port = 0;

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/config.h"
 #include "common/tls.h"
 #include "common/tls_settings.h"
@@ -79,6 +80,9 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
     app->ns_ = o.ns.empty() ? app->kube_->config().ns : o.ns;
     if (app->ns_.empty()) return absl::InvalidArgumentError("--namespace: empty, and the kube config names none");
     app->store_ = std::make_unique<KubeStore>(app->kube_.get(), clock, app->ns_);
+    app->resources_ = std::make_unique<ResourceApi>(app->kube_.get());
+    app->slices_ =
+        std::make_unique<SlicePublisher>(app->kube_.get(), app->resources_.get(), o.dra_binding_conditions);
   } else {
     absl::StatusOr<std::unique_ptr<LocalStore>> local = LocalStore::Open(o.state_dir, clock);
     if (!local.ok()) return local.status();
@@ -102,6 +106,10 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
   mo.agent_lease = o.agent_lease;
   app->manager_ = std::make_unique<PoolManager>(app->store_.get(), clock, mo, &app->metrics_);
   app->manager_->SetPools(app->file_pools_);
+  if (o.dra_binding_conditions) {
+    if (!app->kube_) return absl::InvalidArgumentError("--dra-binding-conditions: needs --store=kube");
+    app->binder_ = std::make_unique<ClaimBinder>(app->kube_.get(), app->resources_.get(), app->manager_.get(), clock);
+  }
 
   if (o.leader_elect) {
     kube::LeaderElector::Options lo;
@@ -164,8 +172,13 @@ absl::Status ControllerApp::Start() {
       log_.Error("nodes without a CA bundle cannot ask for certificates", {{"error", s.ToString()}});
     }
   }
+  ClaimReader claims;
+  if (resources_) {
+    claims = [this](const std::string& node, const std::string& ns, const std::string& name,
+                    const std::string& uid) { return resources_->ReadClaim(node, ns, name, uid); };
+  }
   service_ = std::make_unique<ControllerService>(manager_.get(), PeerAuthorizer(!options_.tls.insecure),
-                                                 [this] { return LeaderCheck(); });
+                                                 [this] { return LeaderCheck(); }, std::move(claims));
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, creds, &grpc_port_);
   builder.RegisterService(service_->agent_registry());
@@ -313,6 +326,48 @@ void ControllerApp::Step() {
   manager_->Reconcile();
   PostEvents(manager_->TakeDecisions());
   WritePoolStatus();
+  PublishSlices();
+  WatchClaimAllocations();
+  if (binder_ && claims_informer_ != nullptr && claims_informer_->synced()) {
+    absl::Status s = binder_->Sync(claims_informer_->Snapshot());
+    if (!s.ok()) log_.Warn("binding conditions", {{"error", s.ToString()}});
+  }
+}
+
+void ControllerApp::WatchClaimAllocations() {
+  if (!resources_ || claims_informer_ != nullptr) return;
+  bool both = false;
+  for (const PoolSpec& p : manager_->DraPools()) both |= p.allocation_mode == AllocationMode::kBoth;
+  if (!both && !binder_) return;
+  absl::StatusOr<std::string> prefix = resources_->Prefix();
+  if (!prefix.ok()) return;  // PublishSlices logs why
+  informers_.push_back(std::make_unique<kube::Informer>(
+      kube_.get(), absl::StrCat(*prefix, "/resourceclaims"),
+      [this](const kube::Informer::Cache& cache) { manager_->SetClaimAllocations(RpciAllocations(cache)); }));
+  claims_informer_ = informers_.back().get();
+  claims_informer_->Start();
+}
+
+void ControllerApp::PublishSlices() {
+  if (!slices_) return;
+  std::map<std::string, std::string> owners;  // DevicePool uids
+  if (pools_informer_ != nullptr) {
+    for (const auto& [key, o] : pools_informer_->Snapshot()) owners[NameOf(o)] = o["metadata"].value("uid", "");
+  }
+  const std::map<std::string, PoolOffer> offers = DraOffers(*manager_, owners);
+  // Listing the slices on every step would load the API server: sync when
+  // the offer changed, and every 30 s (5 s after an error) to repair drift.
+  std::string digest;
+  for (const auto& [pool, o] : offers) {
+    absl::StrAppend(&digest, pool, "|", o.owner_uid, "|", absl::StrJoin(o.nodes, ","), "|");
+    for (const auto& d : o.devices) absl::StrAppend(&digest, d.SerializeAsString(), ";");
+  }
+  const absl::Time now = clock_->Now();
+  if (digest == slices_digest_ && now < next_slice_sync_) return;
+  slices_digest_ = digest;
+  absl::Status s = slices_->Sync(offers);
+  next_slice_sync_ = now + (s.ok() ? absl::Seconds(30) : absl::Seconds(5));
+  if (!s.ok()) log_.Warn("cannot publish ResourceSlices", {{"error", s.ToString()}});
 }
 
 void ControllerApp::WritePoolStatus() {

@@ -25,6 +25,9 @@
 #include "controller/kube/leader_election.h"
 #include "controller/model.h"
 #include "controller/pool_manager.h"
+#include "controller/claim_binder.h"
+#include "controller/resource_api.h"
+#include "controller/resource_slices.h"
 #include "controller/service.h"
 #include "controller/store.h"
 
@@ -60,6 +63,9 @@ struct ControllerOptions {
   absl::Duration renew_deadline = absl::Seconds(10);
   absl::Duration retry_period = absl::Seconds(2);
   absl::Duration reconcile_interval = absl::Seconds(1);
+  // DRA binding conditions (KEP-5007, alpha in Kubernetes 1.34; v1 only):
+  // slices ask the scheduler to wait for the attach (claim_binder.h).
+  bool dra_binding_conditions = false;
   int64_t default_spares = 1;
   int64_t default_idle_release_seconds = 0;
   absl::Duration node_lease = absl::Seconds(30);
@@ -115,6 +121,13 @@ class ControllerApp {
   // Writes each DevicePool's status (counts per phase, conditions) when it
   // differs from what the informer last showed.
   void WritePoolStatus();
+  // Publishes the DRA-enabled pools' free devices as ResourceSlices
+  // (resource_slices.h).
+  void PublishSlices();
+  // Starts the ResourceClaim informer, once a `both` pool exists or with
+  // binding conditions, when the resource.k8s.io version is known
+  // (PoolManager::SetClaimAllocations, ClaimBinder::Sync).
+  void WatchClaimAllocations();
 
   const ControllerOptions options_;
   const Clock* const clock_;
@@ -122,6 +135,11 @@ class ControllerApp {
   MetricsRegistry metrics_;
   std::unique_ptr<kube::KubeClient> kube_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<ResourceApi> resources_;  // with --store=kube
+  std::unique_ptr<SlicePublisher> slices_;  // with --store=kube
+  std::unique_ptr<ClaimBinder> binder_;     // with --dra-binding-conditions
+  std::string slices_digest_;               // the offer last synced (loop thread only)
+  absl::Time next_slice_sync_ = absl::InfinitePast();
   std::unique_ptr<PoolManager> manager_;
   std::vector<PoolSpec> file_pools_;
   std::unique_ptr<kube::LeaderElector> elector_;
@@ -134,6 +152,7 @@ class ControllerApp {
   kube::Informer* pools_informer_ = nullptr;
   kube::Informer* devices_informer_ = nullptr;
   kube::Informer* nodes_informer_ = nullptr;
+  kube::Informer* claims_informer_ = nullptr;  // loop thread only
   std::vector<std::unique_ptr<kube::Informer>> informers_;
   int grpc_port_ = 0;
   int http_port_ = 0;

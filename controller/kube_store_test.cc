@@ -1,7 +1,8 @@
 #include "controller/kube_store.h"
 
+#include "common/testing/manual_clock.h"
 #include "controller/pool_manager.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "gtest/gtest.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"

@@ -6,8 +6,9 @@
 #include <fstream>
 
 #include "common/log.h"
+#include "common/testing/manual_clock.h"
 #include "controller/crd_codec.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "gtest/gtest.h"
 
 namespace rpci::controller {

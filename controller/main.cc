@@ -81,6 +81,9 @@ int Run(int argc, char** argv) {
             "idle release for pools no DevicePool defines (0: never)");
   flags.Int("node-lease-seconds", &node_lease, "a plugin silent this long makes its node dead");
   flags.Int("agent-lease-seconds", &agent_lease, "an agent silent this long makes its devices lost");
+  flags.Bool("dra-binding-conditions", &o.dra_binding_conditions,
+             "DRA: slices ask the scheduler to wait until a device is attached for the chosen node (KEP-5007 "
+             "binding conditions; resource.k8s.io/v1 with the DRADeviceBindingConditions gate)");
   flags.String("log-level", &log_level, "debug, info, warn or error");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   if (absl::Status s = rpci::SetMinLogLevel(log_level); !s.ok()) {

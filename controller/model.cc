@@ -1,5 +1,7 @@
 #include "controller/model.h"
 
+#include <cstdio>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -34,6 +36,54 @@ bool ParseLocality(std::string_view name, Locality* locality) {
     }
   }
   return false;
+}
+
+std::string_view AllocationModeName(AllocationMode mode) {
+  switch (mode) {
+    case AllocationMode::kDevicePlugin: return "devicePlugin";
+    case AllocationMode::kDra: return "dra";
+    case AllocationMode::kBoth: return "both";
+  }
+  return "devicePlugin";
+}
+
+bool ParseAllocationMode(std::string_view name, AllocationMode* mode) {
+  for (AllocationMode m : {AllocationMode::kDevicePlugin, AllocationMode::kDra, AllocationMode::kBoth}) {
+    if (name == AllocationModeName(m)) {
+      *mode = m;
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {
+
+bool IsDnsLabel(const std::string& s) {
+  if (s.empty() || s.size() > 63 || s.front() == '-' || s.back() == '-') return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string DraDeviceName(const std::string& device_id) {
+  if (IsDnsLabel(device_id)) return device_id;
+  uint64_t hash = 14695981039346656037ull;
+  std::string name;
+  for (char c : device_id) {
+    hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    const char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    const bool ok = (lower >= 'a' && lower <= 'z') || (lower >= '0' && lower <= '9');
+    if (name.size() < 54) name.push_back(ok ? lower : '-');
+  }
+  while (!name.empty() && name.front() == '-') name.erase(name.begin());
+  while (!name.empty() && name.back() == '-') name.pop_back();
+  char suffix[10];
+  snprintf(suffix, sizeof(suffix), "%08x", static_cast<uint32_t>(hash ^ (hash >> 32)));
+  return name.empty() ? absl::StrCat("d-", suffix) : absl::StrCat(name, "-", suffix);
 }
 
 bool PoolSpec::Selects(const rpci::v1::ExportedDevice& device) const {

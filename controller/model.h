@@ -29,6 +29,16 @@ std::string_view LocalityName(Locality locality);
 // The Locality a CRD or config spells `name`; false when it names none.
 bool ParseLocality(std::string_view name, Locality* locality);
 
+// How a pool's devices reach pods: through the kubelet device plugin
+// (placement assigns them to nodes ahead of time), through Dynamic Resource
+// Allocation (published in ResourceSlices, attached when a claim is
+// prepared), or both (a device offered in a slice only while placement has
+// not assigned it). The CRD spells "devicePlugin", "dra", "both".
+enum class AllocationMode { kDevicePlugin, kDra, kBoth };
+
+std::string_view AllocationModeName(AllocationMode mode);
+bool ParseAllocationMode(std::string_view name, AllocationMode* mode);
+
 // A DevicePool: which devices form one kubelet resource (rpci.io/<name>) and
 // how the controller hands them out.
 struct PoolSpec {
@@ -39,7 +49,10 @@ struct PoolSpec {
   int64_t max_per_node = 0;           // 0: no limit
   int64_t idle_release_seconds = 0;   // 0: assigned devices are never released for idleness
   Locality locality = Locality::kNone;
+  AllocationMode allocation_mode = AllocationMode::kDevicePlugin;
 
+  bool DevicePluginEnabled() const { return allocation_mode != AllocationMode::kDra; }
+  bool DraEnabled() const { return allocation_mode != AllocationMode::kDevicePlugin; }
   std::string ResourceName() const { return "rpci.io/" + name; }
   bool Selects(const rpci::v1::ExportedDevice& device) const;
 };
@@ -57,6 +70,12 @@ struct Attachment {
   std::string pod_namespace;  // empty until known
   std::string pod_name;
   std::string container_name;
+  // A grant for a DRA ResourceClaim (PrepareClaim): the claim's uid (empty
+  // for device-plugin grants), namespace, name and the request it answers.
+  std::string claim_uid;
+  std::string claim_namespace;
+  std::string claim_name;
+  std::string claim_request;
   // Raw CSPRNG bytes. Never in the DeviceAttachment object: the cluster
   // store keeps it in a Secret (GrantSecretToObject).
   std::string token;
@@ -64,6 +83,7 @@ struct Attachment {
   absl::Time expires = absl::InfinitePast();
   // Counters from the owning agent's session reports.
   session::SessionId session_id;  // empty until the plugin reports it
+  bool ForClaim() const { return !claim_uid.empty(); }
   uint64_t writes_applied = 0;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
@@ -94,6 +114,21 @@ struct Device {
   const std::string& pool() const { return exported.pool(); }
   DevicePhase PhaseAt(absl::Time now) const;
 };
+
+// One device a ResourceClaim's allocation gives (status.allocation.devices
+// .results[] with driver "rpci.io"): the request it answers, the slice pool
+// (the rpci pool's name) and the device's name in the slice.
+struct ClaimResult {
+  std::string request;
+  std::string pool;
+  std::string device;
+};
+
+// The device's name in a ResourceSlice: a DNS label. Its id when that is
+// one (agents make ids that are), else the id lowercased with other
+// characters as '-', cut to 54 characters, plus '-' and 8 hex digits of an
+// FNV-1a hash of the id (so two ids never share a name in practice).
+std::string DraDeviceName(const std::string& device_id);
 
 // A pod the scheduler could not place for lack of an rpci resource.
 struct PodDemand {

@@ -15,8 +15,18 @@ constexpr size_t kMaxDecisions = 100000;
 
 bool ReportedHealthy(rpci::v1::DeviceHealth h) { return h != rpci::v1::DEVICE_HEALTH_UNHEALTHY; }
 
-// "ns/pod", or "allocation <id>" while the pod is not known.
+// The values of `m` in key order, in a vector of exactly their number.
+template <typename T>
+std::vector<T> ValuesOf(const std::map<std::string, T>& m) {
+  std::vector<T> out;
+  out.reserve(m.size());
+  for (const auto& [key, value] : m) out.push_back(value);
+  return out;
+}
+
+// "ns/pod", "allocation <id>" while the pod is not known, or the claim.
 std::string HolderOf(const Attachment& a) {
+  if (a.ForClaim()) return absl::StrCat("ResourceClaim ", a.claim_namespace, "/", a.claim_name);
   if (a.pod_name.empty()) return absl::StrCat("allocation ", a.allocation);
   return absl::StrCat(a.pod_namespace, "/", a.pod_name);
 }
@@ -51,6 +61,7 @@ absl::Status PoolManager::Load() {
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   devices_.clear();
+  agent_devices_.clear();
   attachments_.clear();
   agents_.clear();
   nodes_.clear();
@@ -59,6 +70,7 @@ absl::Status PoolManager::Load() {
     if (!d.assigned_node.empty() && nodes_.count(d.assigned_node) == 0) {
       nodes_[d.assigned_node] = Node{{}, {}, {}, now, false, false};
     }
+    agent_devices_[d.exported.node()].insert(d.id());
     devices_[d.id()] = std::move(d);
   }
   for (Attachment& a : snap->attachments) {
@@ -115,12 +127,14 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
   }
   Agent& agent = agents_[req.node()];
   agent = Agent{req.session_endpoint(), req.fabric_provider(), now, true, true};
+  std::set<std::string>& exported_here = agent_devices_[req.node()];
   for (const auto& exported : req.devices()) {
     auto [it, inserted] = devices_.try_emplace(exported.id());
     Device& d = it->second;
     d.exported = exported;
     ApplyNodeLabelsLocked(d);
     if (inserted) {
+      exported_here.insert(exported.id());
       d.healthy = ReportedHealthy(exported.health());
       d.health_changed = now;
       d.health_reason = d.healthy ? "" : "ReportedByAgent";
@@ -132,25 +146,27 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
     MarkDirtyLocked(d.id());
   }
   // Devices this agent no longer exports: gone unless a pod still uses one.
-  for (auto it = devices_.begin(); it != devices_.end();) {
-    Device& d = it->second;
-    if (d.exported.node() != req.node() || ids.count(d.id())) {
-      ++it;
-      continue;
-    }
-    if (!d.attachment.empty()) {
-      if (!d.draining) {
-        d.draining = true;
-        DecideLocked("drain", d, d.assigned_node, "NoLongerExported");
-        MarkDirtyLocked(d.id());
+  // Only this agent's own devices are looked at (all 100k per registration
+  // made registering 2 000 agents take minutes).
+  for (auto id = exported_here.begin(); id != exported_here.end();) {
+    auto it = devices_.find(*id);
+    if (it != devices_.end() && ids.count(*id) == 0) {
+      Device& d = it->second;
+      if (!d.attachment.empty()) {
+        if (!d.draining) {
+          d.draining = true;
+          DecideLocked("drain", d, d.assigned_node, "NoLongerExported");
+          MarkDirtyLocked(d.id());
+        }
+      } else {
+        DecideLocked("remove", d, d.assigned_node, "NoLongerExported");
+        deleted_devices_.insert(d.id());
+        dirty_devices_.erase(d.id());
+        devices_.erase(it);
+        it = devices_.end();
       }
-      ++it;
-      continue;
     }
-    DecideLocked("remove", d, d.assigned_node, "NoLongerExported");
-    deleted_devices_.insert(d.id());
-    dirty_devices_.erase(d.id());
-    it = devices_.erase(it);
+    id = it == devices_.end() ? exported_here.erase(id) : std::next(id);
   }
   BumpVersion();
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
@@ -260,7 +276,7 @@ rpci::v1::AssignmentSet PoolManager::AssignmentsFor(const std::string& node) con
   std::lock_guard<std::mutex> lock(mu_);
   rpci::v1::AssignmentSet set;
   for (const auto& [id, d] : devices_) {
-    if (d.assigned_node != node) continue;
+    if (d.assigned_node != node || HeldForClaimLocked(d)) continue;
     rpci::v1::Assignment* a = set.add_assignments();
     *a->mutable_device() = d.exported;
     a->mutable_device()->set_health(d.healthy ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
@@ -309,14 +325,7 @@ absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::Claim
   if (d.draining || d.drain_requested) {
     return absl::FailedPreconditionError(absl::StrCat("device ", d.id(), " is draining"));
   }
-  absl::StatusOr<std::string> id_bytes = RandomBytes(12);
-  absl::StatusOr<std::string> token = RandomBytes(32);
-  if (!id_bytes.ok()) return id_bytes.status();
-  if (!token.ok()) return token.status();
-  const absl::Time now = clock_->Now();
   Attachment a;
-  a.grant_id = "g-" + absl::BytesToHexString(*id_bytes);
-  a.device_id = d.id();
   a.node = req.node();
   if (for_allocation) {
     a.allocation = req.pod_name();
@@ -325,19 +334,11 @@ absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::Claim
     a.pod_name = req.pod_name();
     a.container_name = req.container_name();
   }
-  a.token = *token;
-  a.created = now;
-  a.expires = now + options_.grant_ttl;
-  d.attachment = a.grant_id;
-  d.last_used = now;
-  DecideLocked("attach", d, req.node(), "Claimed", absl::StrCat("by ", HolderOf(a)));
-  dirty_attachments_.insert(a.grant_id);
-  MarkDirtyLocked(d.id());
-  *resp.mutable_grant() = GrantOf(a);
-  const std::string grant_id = a.grant_id;
-  attachments_[grant_id] = std::move(a);
+  absl::StatusOr<std::string> grant_id = GrantLocked(d, std::move(a), "Claimed");
+  if (!grant_id.ok()) return grant_id.status();
+  *resp.mutable_grant() = GrantOf(attachments_.at(*grant_id));
   BumpVersion();
-  if (absl::Status s = FlushLocked({AttachmentStoreKey(grant_id), DeviceStoreKey(d.id())}); !s.ok()) {
+  if (absl::Status s = FlushLocked({AttachmentStoreKey(*grant_id), DeviceStoreKey(d.id())}); !s.ok()) {
     // Not granted: the device must not stay attached to a grant that has no
     // DeviceAttachment.
     DetachLocked(d, "StoreRefused", std::string(s.message()));
@@ -346,6 +347,27 @@ absl::StatusOr<rpci::v1::ClaimResponse> PoolManager::Claim(const rpci::v1::Claim
     return s;
   }
   return resp;
+}
+
+absl::StatusOr<std::string> PoolManager::GrantLocked(Device& d, Attachment a, const std::string& reason) {
+  absl::StatusOr<std::string> id_bytes = RandomBytes(12);
+  absl::StatusOr<std::string> token = RandomBytes(32);
+  if (!id_bytes.ok()) return id_bytes.status();
+  if (!token.ok()) return token.status();
+  const absl::Time now = clock_->Now();
+  a.grant_id = "g-" + absl::BytesToHexString(*id_bytes);
+  a.device_id = d.id();
+  a.token = *token;
+  a.created = now;
+  a.expires = now + options_.grant_ttl;
+  d.attachment = a.grant_id;
+  d.last_used = now;
+  DecideLocked("attach", d, a.node, reason, absl::StrCat("by ", HolderOf(a)));
+  dirty_attachments_.insert(a.grant_id);
+  MarkDirtyLocked(d.id());
+  std::string grant_id = a.grant_id;
+  attachments_[grant_id] = std::move(a);
+  return grant_id;
 }
 
 absl::Status PoolManager::Release(const rpci::v1::ReleaseRequest& req) {
@@ -380,7 +402,8 @@ absl::Status PoolManager::ReportUsage(const rpci::v1::ReportUsageRequest& req) {
   for (auto& [id, d] : devices_) {
     if (d.assigned_node != req.node() || d.attachment.empty() || used.count(id)) continue;
     const Attachment& a = attachments_[d.attachment];
-    if (a.created + options_.usage_grace > now) continue;
+    // A claim's grant lives until UnprepareClaim, not by usage reports.
+    if (a.ForClaim() || a.created + options_.usage_grace > now) continue;
     d.last_used = now;
     DetachLocked(d, "PodNoLongerUsesDevice");
     changed = true;
@@ -392,7 +415,7 @@ absl::Status PoolManager::ReportUsage(const rpci::v1::ReportUsageRequest& req) {
 bool PoolManager::NamePodLocked(const Device& d, const rpci::v1::DeviceUsage& u) {
   if (d.attachment.empty() || u.pod_name().empty()) return false;
   auto it = attachments_.find(d.attachment);
-  if (it == attachments_.end()) return false;
+  if (it == attachments_.end() || it->second.ForClaim()) return false;
   Attachment& a = it->second;
   if (a.pod_namespace == u.pod_namespace() && a.pod_name == u.pod_name() && a.container_name == u.container_name()) {
     return false;
@@ -403,6 +426,192 @@ bool PoolManager::NamePodLocked(const Device& d, const rpci::v1::DeviceUsage& u)
   dirty_attachments_.insert(a.grant_id);
   log_.Info("attachment names its pod", {{"grant", a.grant_id}, {"device", d.id()}, {"pod", HolderOf(a)}});
   return true;
+}
+
+// ---------------------------------------------------------------- DRA
+
+bool PoolManager::HeldForClaimLocked(const Device& d) const {
+  if (d.attachment.empty()) return false;
+  auto it = attachments_.find(d.attachment);
+  return it != attachments_.end() && it->second.ForClaim();
+}
+
+absl::StatusOr<Device*> PoolManager::DraDeviceLocked(const ClaimResult& r) {
+  auto pool = pools_.find(r.pool);
+  if (pool == pools_.end() || !pool->second.DraEnabled()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pool ", r.pool, " is not DRA-enabled (DevicePool spec.allocationMode dra or both)"));
+  }
+  for (auto& [id, d] : devices_) {
+    if (d.pool() == r.pool && DraDeviceName(id) == r.device) return &d;
+  }
+  return absl::FailedPreconditionError(absl::StrCat("pool ", r.pool, " has no device ", r.device));
+}
+
+absl::Status PoolManager::DraFreeLocked(const Device& d, absl::Time now) const {
+  if (!d.attachment.empty()) {
+    auto a = attachments_.find(d.attachment);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", d.id(), " is held by ", a == attachments_.end() ? d.attachment : HolderOf(a->second)));
+  }
+  if (!d.assigned_node.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", d.id(), " is held by the device plugin on node ", d.assigned_node));
+  }
+  switch (d.PhaseAt(now)) {
+    case DevicePhase::kAvailable: break;
+    case DevicePhase::kUnhealthy:
+      return absl::FailedPreconditionError(absl::StrCat("device ", d.id(), " is unhealthy: ", d.health_reason));
+    case DevicePhase::kDraining:
+      return absl::FailedPreconditionError(absl::StrCat("device ", d.id(), " is draining"));
+    default:
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", d.id(), " is releasing (being scrubbed after its last holder)"));
+  }
+  auto agent = agents_.find(d.exported.node());
+  if (agent == agents_.end() || !agent->second.registered || !agent->second.alive) {
+    return absl::UnavailableError(
+        absl::StrCat("device ", d.id(), ": its agent on ", d.exported.node(), " is not registered"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<rpci::v1::PrepareClaimResponse> PoolManager::PreparedLocked(const std::string& claim_uid,
+                                                                           const std::string& node) const {
+  rpci::v1::PrepareClaimResponse resp;
+  for (const auto& [id, a] : attachments_) {
+    if (a.claim_uid != claim_uid) continue;
+    if (a.node != node) {
+      return absl::PermissionDeniedError(absl::StrCat("ResourceClaim ", a.claim_namespace, "/", a.claim_name,
+                                                      " is prepared on node ", a.node));
+    }
+    const Device& d = devices_.at(a.device_id);
+    rpci::v1::PreparedDevice* p = resp.add_devices();
+    p->set_request(a.claim_request);
+    p->set_pool(d.pool());
+    p->set_device(DraDeviceName(d.id()));
+    *p->mutable_grant() = GrantOf(a);
+    auto agent = agents_.find(d.exported.node());
+    if (agent != agents_.end()) p->set_agent_session_endpoint(agent->second.session_endpoint);
+    *p->mutable_exported() = d.exported;
+  }
+  return resp;
+}
+
+absl::StatusOr<rpci::v1::PrepareClaimResponse> PoolManager::PrepareClaim(const rpci::v1::PrepareClaimRequest& req,
+                                                                         const std::vector<ClaimResult>& results) {
+  if (req.claim_uid().empty()) return absl::InvalidArgumentError("PrepareClaim: claim_uid is empty");
+  if (results.empty()) return absl::InvalidArgumentError("PrepareClaim: the claim allocates no rpci.io device");
+  std::lock_guard<std::mutex> lock(mu_);
+  auto node = nodes_.find(req.node());
+  if (node == nodes_.end() || !node->second.registered) {
+    return absl::NotFoundError(absl::StrCat("compute node ", req.node(), " is not registered; call RegisterNode"));
+  }
+  absl::StatusOr<rpci::v1::PrepareClaimResponse> prepared = PreparedLocked(req.claim_uid(), req.node());
+  if (!prepared.ok() || prepared->devices_size() > 0) return prepared;
+  const absl::Time now = clock_->Now();
+  std::vector<Device*> chosen;
+  for (const ClaimResult& r : results) {
+    absl::StatusOr<Device*> d = DraDeviceLocked(r);
+    if (!d.ok()) return d.status();
+    if (std::find(chosen.begin(), chosen.end(), *d) != chosen.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("the claim names device ", r.device, " twice"));
+    }
+    if (absl::Status s = DraFreeLocked(**d, now); !s.ok()) return s;
+    chosen.push_back(*d);
+  }
+  std::set<std::string> keys;
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    Device& d = *chosen[i];
+    AssignLocked(d, req.node(), "ClaimPrepared", now);
+    Attachment a;
+    a.node = req.node();
+    a.claim_uid = req.claim_uid();
+    a.claim_namespace = req.claim_namespace();
+    a.claim_name = req.claim_name();
+    a.claim_request = results[i].request;
+    absl::StatusOr<std::string> grant_id = GrantLocked(d, std::move(a), "ClaimPrepared");
+    if (!grant_id.ok()) return RollBackClaimLocked(chosen, grant_id.status());
+    keys.insert(AttachmentStoreKey(*grant_id));
+    keys.insert(DeviceStoreKey(d.id()));
+  }
+  BumpVersion();
+  if (absl::Status s = FlushLocked(keys); !s.ok()) return RollBackClaimLocked(chosen, s);
+  return PreparedLocked(req.claim_uid(), req.node());
+}
+
+absl::Status PoolManager::RollBackClaimLocked(const std::vector<Device*>& devices, const absl::Status& why) {
+  for (Device* d : devices) {
+    if (!d->attachment.empty()) DetachLocked(*d, "StoreRefused", std::string(why.message()));
+    if (!d->assigned_node.empty()) UnassignLocked(*d, "release", "StoreRefused", absl::ZeroDuration(), clock_->Now());
+  }
+  BumpVersion();
+  (void)FlushLocked();
+  return why;
+}
+
+absl::Status PoolManager::UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req) {
+  if (req.claim_uid().empty()) return absl::InvalidArgumentError("UnprepareClaim: claim_uid is empty");
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> devices;
+  for (const auto& [id, a] : attachments_) {
+    if (a.claim_uid != req.claim_uid()) continue;
+    if (a.node != req.node()) {
+      return absl::PermissionDeniedError(absl::StrCat("ResourceClaim ", a.claim_namespace, "/", a.claim_name,
+                                                      " is prepared on node ", a.node));
+    }
+    devices.push_back(a.device_id);
+  }
+  if (devices.empty()) return absl::OkStatus();
+  const absl::Time now = clock_->Now();
+  for (const std::string& id : devices) {
+    Device& d = devices_.at(id);
+    d.last_used = now;
+    DetachLocked(d, "ClaimUnprepared");
+    // Releasing while the agent tears the session down and scrubs it.
+    UnassignLocked(d, "release", "ClaimUnprepared", options_.release_grace, now);
+  }
+  BumpVersion();
+  return FlushLocked();
+}
+
+std::map<std::string, std::vector<rpci::v1::ExportedDevice>> PoolManager::DraOffer() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const absl::Time now = clock_->Now();
+  std::map<std::string, std::vector<rpci::v1::ExportedDevice>> out;
+  for (const auto& [name, pool] : pools_) {
+    if (pool.DraEnabled()) out[name];
+  }
+  for (const auto& [id, d] : devices_) {
+    auto pool = pools_.find(d.pool());
+    if (pool == pools_.end() || !pool->second.DraEnabled() || !pool->second.Selects(d.exported)) continue;
+    if (DraFreeLocked(d, now).ok()) out[d.pool()].push_back(d.exported);
+  }
+  return out;
+}
+
+void PoolManager::SetClaimAllocations(std::set<std::pair<std::string, std::string>> allocated) {
+  std::lock_guard<std::mutex> lock(mu_);
+  claim_allocated_ = std::move(allocated);
+}
+
+std::map<std::string, std::vector<std::string>> PoolManager::NodesByPool() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& [name, n] : nodes_) {
+    if (!n.registered) continue;
+    for (const std::string& p : n.pools) out[p].push_back(name);
+  }
+  return out;
+}
+
+std::vector<PoolSpec> PoolManager::DraPools() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<PoolSpec> out;
+  for (const auto& [name, pool] : pools_) {
+    if (pool.DraEnabled()) out.push_back(pool);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- inputs
@@ -517,8 +726,10 @@ void PoolManager::ExpireLocked(absl::Time now) {
     if (!agent.alive || agent.last_seen + options_.agent_lease > now) continue;
     agent.alive = false;
     log_.Warn("agent lease expired", {{"node", name}});
-    for (auto& [id, d] : devices_) {
-      if (d.exported.node() != name) continue;
+    for (const std::string& id : agent_devices_[name]) {
+      auto it = devices_.find(id);
+      if (it == devices_.end()) continue;
+      Device& d = it->second;
       SetHealthLocked(d, false, "DeviceServerLost", now);
       if (!d.assigned_node.empty() && d.attachment.empty()) {
         UnassignLocked(d, "reclaim", "DeviceServerLost", options_.release_grace, now);
@@ -548,7 +759,15 @@ void PoolManager::DropNodeLocked(const std::string& node, const std::string& rea
 }
 
 void PoolManager::ReconcilePoolLocked(const PoolSpec& pool, const std::vector<Device*>& devices, absl::Time now) {
-  PlacementInput in{pool, {devices.begin(), devices.end()}, {}, {}, demand_, now};
+  // Placement assigns for the device plugin only: none in a DRA-only pool,
+  // and never a device a claim holds or the scheduler allocated to one.
+  if (!pool.DevicePluginEnabled()) return;
+  PlacementInput in{pool, {}, {}, {}, demand_, now};
+  for (const Device* d : devices) {
+    const bool allocated = pool.DraEnabled() && d->assigned_node.empty() &&
+                           claim_allocated_.count({d->pool(), DraDeviceName(d->id())});
+    if (!HeldForClaimLocked(*d) && !allocated) in.devices.push_back(d);
+  }
   for (const auto& [name, n] : nodes_) {
     if (n.registered && n.pools.count(pool.name)) in.nodes.push_back(PlacementNode{name, n.labels});
   }
@@ -639,6 +858,7 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
     DecideLocked("remove", it->second, it->second.assigned_node, "DrainedDeviceDetached");
     deleted_devices_.insert(id);
     dirty_devices_.erase(id);
+    agent_devices_[it->second.exported.node()].erase(id);
     devices_.erase(it);
   }
   drained_.clear();
@@ -646,14 +866,17 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
   // An object that failed waits out its backoff, unless the caller needs it
   // written now.
   auto due = [&](const std::string& key) {
+    if (retry_.empty()) return true;
     auto it = retry_.find(key);
     return mine.count(key) || it == retry_.end() || it->second.next <= now;
   };
-  StoreBatch batch;
+  std::vector<const Device*> puts;
+  puts.reserve(dirty_devices_.size());
   for (const std::string& id : dirty_devices_) {
     auto it = devices_.find(id);
-    if (it != devices_.end() && due(DeviceStoreKey(id))) batch.put_devices.push_back(it->second);
+    if (it != devices_.end() && due(DeviceStoreKey(id))) puts.push_back(&it->second);
   }
+  StoreBatch batch;
   for (const std::string& id : deleted_devices_) {
     if (due(DeviceStoreKey(id))) batch.delete_devices.push_back(id);
   }
@@ -664,19 +887,33 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
   for (const auto& [id, a] : deleted_attachments_) {
     if (due(AttachmentStoreKey(id))) batch.delete_attachments.push_back(a);
   }
-  if (batch.empty()) return absl::OkStatus();
-  const CommitOutcome outcome = store_->Commit(batch);
+  // Devices go in batches of at most options_.max_batch_devices.
   absl::Status mine_failed;
+  size_t next = 0;
+  do {
+    const size_t end = std::min(puts.size(), next + std::max<size_t>(1, options_.max_batch_devices));
+    batch.put_devices.reserve(end - next);
+    for (; next < end; ++next) batch.put_devices.push_back(*puts[next]);
+    if (batch.empty()) break;
+    CommitLocked(batch, mine, now, &mine_failed);
+    batch = StoreBatch();
+  } while (next < puts.size());
+  return mine_failed;
+}
+
+void PoolManager::CommitLocked(const StoreBatch& batch, const std::set<std::string>& mine, absl::Time now,
+                               absl::Status* mine_failed) {
+  const CommitOutcome outcome = store_->Commit(batch);
   auto settle = [&](const std::string& key, const std::string& device_id, auto erase) {
     auto failed = outcome.failed.find(key);
     if (failed == outcome.failed.end()) {
       erase();
-      retry_.erase(key);
+      if (!retry_.empty()) retry_.erase(key);
       return;
     }
     NoteStoreFailureLocked(key, device_id, failed->second, now);
-    if (mine.count(key) && mine_failed.ok()) {
-      mine_failed = absl::UnavailableError(absl::StrCat("store: ", key, ": ", failed->second.message()));
+    if (mine.count(key) && mine_failed->ok()) {
+      *mine_failed = absl::UnavailableError(absl::StrCat("store: ", key, ": ", failed->second.message()));
     }
   };
   for (const Device& d : batch.put_devices) {
@@ -691,7 +928,6 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
   for (const Attachment& a : batch.delete_attachments) {
     settle(AttachmentStoreKey(a.grant_id), a.device_id, [&] { deleted_attachments_.erase(a.grant_id); });
   }
-  return mine_failed;
 }
 
 void PoolManager::NoteStoreFailureLocked(const std::string& key, const std::string& device_id,
@@ -791,16 +1027,12 @@ absl::Status PoolManager::CheckInvariants() const {
 
 std::vector<Device> PoolManager::Devices() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Device> out;
-  for (const auto& [id, d] : devices_) out.push_back(d);
-  return out;
+  return ValuesOf(devices_);
 }
 
 std::vector<Attachment> PoolManager::Attachments() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Attachment> out;
-  for (const auto& [id, a] : attachments_) out.push_back(a);
-  return out;
+  return ValuesOf(attachments_);
 }
 
 absl::StatusOr<Device> PoolManager::GetDevice(const std::string& id) const {

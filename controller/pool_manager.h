@@ -52,6 +52,10 @@ class PoolManager {
     absl::Duration release_grace = absl::Seconds(10);  // Releasing lasts this long
     absl::Duration usage_grace = absl::Seconds(30);  // a new attachment may be missing from usage reports
     absl::Duration grant_ttl = absl::Hours(24);
+    // Most devices one store commit carries: a pass that changes every device
+    // commits them in batches of this many, never copying (and the store
+    // never encoding) all of them at once.
+    size_t max_batch_devices = 8192;
     // Policy for pools that devices or nodes name but no DevicePool defines.
     PoolSpec default_pool;
   };
@@ -85,6 +89,34 @@ class PoolManager {
   // Idempotent: releasing what is already released is OK.
   absl::Status Release(const rpci::v1::ReleaseRequest& req);
   absl::Status ReportUsage(const rpci::v1::ReportUsageRequest& req);
+
+  // ---- Dynamic Resource Allocation (the plugin's PrepareClaim) ----
+  // Grants `results` (the claim's rpci.io allocation results, read from the
+  // API by the caller) to req.node: each names a device of a DRA-enabled
+  // pool (by DraDeviceName) that is healthy, not draining, not assigned by
+  // placement, not attached and not releasing; it is assigned to the node
+  // and granted as Claim grants. All devices or none. FAILED_PRECONDITION
+  // naming the device and its holder otherwise; NOT_FOUND when the node is
+  // not registered. Idempotent per claim uid: a claim already prepared gets
+  // its grants again (PERMISSION_DENIED when prepared for another node).
+  absl::StatusOr<rpci::v1::PrepareClaimResponse> PrepareClaim(const rpci::v1::PrepareClaimRequest& req,
+                                                              const std::vector<ClaimResult>& results);
+  // Revokes the claim's grants and takes its devices back (Releasing for
+  // release_grace while their agent scrubs them, then Available). OK for an
+  // unknown claim; PERMISSION_DENIED when it was prepared for another node.
+  absl::Status UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req);
+  // Devices a DRA-enabled pool offers now (for its ResourceSlices): healthy,
+  // not draining, not assigned, attached or releasing, agent alive. By pool.
+  std::map<std::string, std::vector<rpci::v1::ExportedDevice>> DraOffer() const;
+  // The (pool, device name) pairs the scheduler has allocated to
+  // ResourceClaims of driver rpci.io (the claims informer's view). In a
+  // `both` pool placement never assigns one of them to the device plugin:
+  // the claim's PrepareClaim would find it held.
+  void SetClaimAllocations(std::set<std::pair<std::string, std::string>> allocated);
+  // Registered compute nodes serving `pool` (the nodes a slice reaches).
+  std::map<std::string, std::vector<std::string>> NodesByPool() const;
+  // The DRA-enabled pools (DevicePools whose allocationMode is dra or both).
+  std::vector<PoolSpec> DraPools() const;
 
   // ---- cluster inputs ----
   void SetPools(const std::vector<PoolSpec>& pools);
@@ -155,6 +187,21 @@ class PoolManager {
                       absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DetachLocked(Device& d, const std::string& reason, const std::string& detail = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The one place a grant is made (Claim and PrepareClaim): a new grant id
+  // and token for `a` (holder fields set) on d, which is assigned to a.node
+  // and unattached; d is attached to it. Not yet flushed.
+  absl::StatusOr<std::string> GrantLocked(Device& d, Attachment a, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK when d may be prepared for a claim now.
+  absl::Status DraFreeLocked(const Device& d, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The device of DRA-enabled `pool` named `name` in its slice.
+  absl::StatusOr<Device*> DraDeviceLocked(const ClaimResult& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Undoes a half-made PrepareClaim (grants and assignments); returns `why`.
+  absl::Status RollBackClaimLocked(const std::vector<Device*>& devices, const absl::Status& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<rpci::v1::PrepareClaimResponse> PreparedLocked(const std::string& claim_uid,
+                                                                const std::string& node) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyNodeLabelsLocked(Device& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records the pod a usage report names on d's attachment; whether it changed.
   bool NamePodLocked(const Device& d, const rpci::v1::DeviceUsage& u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -172,11 +219,17 @@ class PoolManager {
   // one of `mine` (store keys the caller needs written now; they skip the
   // backoff) failed.
   absl::Status FlushLocked(const std::set<std::string>& mine = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Commits one batch and settles each object: written ones are no longer
+  // dirty; refused ones are noted (and *mine_failed set when one of `mine`).
+  void CommitLocked(const StoreBatch& batch, const std::set<std::string>& mine, absl::Time now,
+                    absl::Status* mine_failed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteStoreFailureLocked(const std::string& key, const std::string& device_id, const absl::Status& error,
                               absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const PoolSpec& PoolOfLocked(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGaugesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   rpci::v1::SessionGrant GrantOf(const Attachment& a) const;
+  // Attached to a ResourceClaim's grant.
+  bool HeldForClaimLocked(const Device& d) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Store* const store_;
   const Clock* const clock_;
@@ -193,12 +246,16 @@ class PoolManager {
   mutable std::mutex mu_;
   mutable std::condition_variable version_changed_;  // notified by BumpVersion
   std::map<std::string, Device> devices_ ABSL_GUARDED_BY(mu_);
+  // Device ids by the device server (agent node) exporting them: every
+  // device of devices_ is in its agent's set.
+  std::map<std::string, std::set<std::string>> agent_devices_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Attachment> attachments_ ABSL_GUARDED_BY(mu_);  // by grant id
   std::map<std::string, Agent> agents_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, PoolSpec> pools_ ABSL_GUARDED_BY(mu_);
   std::vector<PodDemand> demand_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, std::string>> node_labels_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<std::string, std::string>> claim_allocated_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> dirty_devices_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> dirty_attachments_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Attachment> deleted_attachments_ ABSL_GUARDED_BY(mu_);

@@ -28,8 +28,9 @@ grpc::Status PeerAuthorizer::Authorize(const grpc::ServerContext& context, const
   return grpc::Status::OK;
 }
 
-ControllerService::ControllerService(PoolManager* manager, PeerAuthorizer authorizer, LeaderCheck leader)
-    : manager_(manager), authorizer_(authorizer), leader_(std::move(leader)) {}
+ControllerService::ControllerService(PoolManager* manager, PeerAuthorizer authorizer, LeaderCheck leader,
+                                     ClaimReader claims)
+    : manager_(manager), authorizer_(authorizer), leader_(std::move(leader)), claims_(std::move(claims)) {}
 
 grpc::Status ControllerService::Admit(const grpc::ServerContext& ctx, const std::string& role,
                                       const std::string& node) const {
@@ -37,6 +38,25 @@ grpc::Status ControllerService::Admit(const grpc::ServerContext& ctx, const std:
   if (!auth.ok()) return auth;
   if (leader_) return ToGrpc(leader_());
   return grpc::Status::OK;
+}
+
+template <typename Update>
+grpc::Status ControllerService::Watch(grpc::ServerContext* ctx, grpc::ServerWriter<Update>* writer,
+                                      const std::function<bool(Update*)>& changes) {
+  bool first = true;
+  while (!Done(ctx)) {
+    if (leader_) {
+      if (absl::Status s = leader_(); !s.ok()) return ToGrpc(s);
+    }
+    const uint64_t seen = manager_->version();
+    Update update;
+    if (changes(&update) || first) {
+      if (!writer->Write(update)) return grpc::Status::OK;  // the peer went away
+      first = false;
+    }
+    manager_->WaitForChange(seen, kWatchPoll);
+  }
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller shutting down");
 }
 
 // ---------------------------------------------------------------- agents
@@ -58,30 +78,20 @@ grpc::Status ControllerService::Agents::WatchGrants(grpc::ServerContext* ctx, co
                                                     grpc::ServerWriter<rpci::v1::GrantUpdate>* writer) {
   if (grpc::Status s = s_->Admit(*ctx, "agent", req->node()); !s.ok()) return s;
   std::map<std::string, std::string> sent;  // grant id -> serialized grant
-  bool first = true;
-  uint64_t seen = 0;
-  while (!s_->Done(ctx)) {
-    if (s_->leader_ && !s_->leader_().ok()) return ToGrpc(s_->leader_());
-    seen = s_->manager_->version();
+  return s_->Watch<rpci::v1::GrantUpdate>(ctx, writer, [&](rpci::v1::GrantUpdate* update) {
     std::map<std::string, std::string> now;
-    rpci::v1::GrantUpdate update;
     for (const auto& g : s_->manager_->GrantsFor(req->node())) {
       std::string bytes = g.SerializeAsString();
       auto it = sent.find(g.grant_id());
-      if (it == sent.end() || it->second != bytes) *update.add_granted() = g;
+      if (it == sent.end() || it->second != bytes) *update->add_granted() = g;
       now[g.grant_id()] = std::move(bytes);
     }
     for (const auto& [id, bytes] : sent) {
-      if (!now.count(id)) update.add_revoked_grant_ids(id);
+      if (!now.count(id)) update->add_revoked_grant_ids(id);
     }
-    if (first || update.granted_size() > 0 || update.revoked_grant_ids_size() > 0) {
-      if (!writer->Write(update)) return grpc::Status::OK;  // the agent went away
-      first = false;
-      sent = std::move(now);
-    }
-    s_->manager_->WaitForChange(seen, kWatchPoll);
-  }
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller shutting down");
+    sent = std::move(now);
+    return update->granted_size() > 0 || update->revoked_grant_ids_size() > 0;
+  });
 }
 
 // ---------------------------------------------------------------- plugins
@@ -102,21 +112,14 @@ grpc::Status ControllerService::Nodes::WatchAssignments(grpc::ServerContext* ctx
                                                         const rpci::v1::WatchAssignmentsRequest* req,
                                                         grpc::ServerWriter<rpci::v1::AssignmentSet>* writer) {
   if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
-  std::string last;
-  bool first = true;
-  while (!s_->Done(ctx)) {
-    if (s_->leader_ && !s_->leader_().ok()) return ToGrpc(s_->leader_());
-    uint64_t seen = s_->manager_->version();
-    rpci::v1::AssignmentSet set = s_->manager_->AssignmentsFor(req->node());
-    std::string bytes = set.SerializeAsString();
-    if (first || bytes != last) {
-      if (!writer->Write(set)) return grpc::Status::OK;
-      first = false;
-      last = std::move(bytes);
-    }
-    s_->manager_->WaitForChange(seen, kWatchPoll);
-  }
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller shutting down");
+  std::string last;  // the set last sent, serialized
+  return s_->Watch<rpci::v1::AssignmentSet>(ctx, writer, [&](rpci::v1::AssignmentSet* set) {
+    *set = s_->manager_->AssignmentsFor(req->node());
+    std::string bytes = set->SerializeAsString();
+    const bool changed = bytes != last;
+    last = std::move(bytes);
+    return changed;
+  });
 }
 
 grpc::Status ControllerService::Nodes::Claim(grpc::ServerContext* ctx, const rpci::v1::ClaimRequest* req,
@@ -135,6 +138,29 @@ grpc::Status ControllerService::Nodes::ReportUsage(grpc::ServerContext* ctx, con
                                                    rpci::v1::ReportUsageResponse*) {
   if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
   return ToGrpc(s_->manager_->ReportUsage(*req));
+}
+
+grpc::Status ControllerService::Nodes::PrepareClaim(grpc::ServerContext* ctx, const rpci::v1::PrepareClaimRequest* req,
+                                                    rpci::v1::PrepareClaimResponse* resp) {
+  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  if (!s_->claims_) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "DRA needs the controller to read ResourceClaims: run it with --store=kube");
+  }
+  if (req->claim_namespace().empty() || req->claim_name().empty() || req->claim_uid().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "PrepareClaim: claim namespace, name and uid are required");
+  }
+  absl::StatusOr<std::vector<ClaimResult>> results =
+      s_->claims_(req->node(), req->claim_namespace(), req->claim_name(), req->claim_uid());
+  if (!results.ok()) return ToGrpc(results.status());
+  return Reply(s_->manager_->PrepareClaim(*req, *results), resp);
+}
+
+grpc::Status ControllerService::Nodes::UnprepareClaim(grpc::ServerContext* ctx,
+                                                      const rpci::v1::UnprepareClaimRequest* req,
+                                                      rpci::v1::UnprepareClaimResponse*) {
+  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  return ToGrpc(s_->manager_->UnprepareClaim(*req));
 }
 
 }  // namespace rpci::controller

@@ -32,10 +32,18 @@ class PeerAuthorizer {
 // naming the leader.
 using LeaderCheck = std::function<absl::Status()>;
 
+// Reads ResourceClaim namespace/name from the cluster and returns its
+// allocation results for driver rpci.io, after checking its uid and that it
+// is allocated for `node` (see resource_api.h). Null: DRA is off (no
+// cluster to read claims from).
+using ClaimReader = std::function<absl::StatusOr<std::vector<ClaimResult>>(
+    const std::string& node, const std::string& ns, const std::string& name, const std::string& uid)>;
+
 // AgentRegistry and NodeRegistry over one PoolManager.
 class ControllerService {
  public:
-  ControllerService(PoolManager* manager, PeerAuthorizer authorizer, LeaderCheck leader);
+  ControllerService(PoolManager* manager, PeerAuthorizer authorizer, LeaderCheck leader,
+                    ClaimReader claims = nullptr);
 
   grpc::Service* agent_registry() { return &agents_; }
   grpc::Service* node_registry() { return &nodes_; }
@@ -44,22 +52,28 @@ class ControllerService {
   void Shutdown() { stopping_ = true; }
 
  private:
-  class Agents : public rpci::v1::AgentRegistry::Service {
+  // A generated service whose calls this ControllerService answers.
+  template <typename Generated>
+  class Registry : public Generated {
    public:
-    explicit Agents(ControllerService* s) : s_(s) {}
+    explicit Registry(ControllerService* s) : s_(s) {}
+
+   protected:
+    ControllerService* const s_;
+  };
+  class Agents : public Registry<rpci::v1::AgentRegistry::Service> {
+   public:
+    using Registry::Registry;
     grpc::Status RegisterAgent(grpc::ServerContext* ctx, const rpci::v1::RegisterAgentRequest* req,
                                rpci::v1::RegisterAgentResponse* resp) override;
     grpc::Status Heartbeat(grpc::ServerContext* ctx, const rpci::v1::AgentHeartbeatRequest* req,
                            rpci::v1::AgentHeartbeatResponse* resp) override;
     grpc::Status WatchGrants(grpc::ServerContext* ctx, const rpci::v1::WatchGrantsRequest* req,
                              grpc::ServerWriter<rpci::v1::GrantUpdate>* writer) override;
-
-   private:
-    ControllerService* s_;
   };
-  class Nodes : public rpci::v1::NodeRegistry::Service {
+  class Nodes : public Registry<rpci::v1::NodeRegistry::Service> {
    public:
-    explicit Nodes(ControllerService* s) : s_(s) {}
+    using Registry::Registry;
     grpc::Status RegisterNode(grpc::ServerContext* ctx, const rpci::v1::RegisterNodeRequest* req,
                               rpci::v1::RegisterNodeResponse* resp) override;
     grpc::Status Heartbeat(grpc::ServerContext* ctx, const rpci::v1::NodeHeartbeatRequest* req,
@@ -72,11 +86,20 @@ class ControllerService {
                          rpci::v1::ReleaseResponse* resp) override;
     grpc::Status ReportUsage(grpc::ServerContext* ctx, const rpci::v1::ReportUsageRequest* req,
                              rpci::v1::ReportUsageResponse* resp) override;
-
-   private:
-    ControllerService* s_;
+    grpc::Status PrepareClaim(grpc::ServerContext* ctx, const rpci::v1::PrepareClaimRequest* req,
+                              rpci::v1::PrepareClaimResponse* resp) override;
+    grpc::Status UnprepareClaim(grpc::ServerContext* ctx, const rpci::v1::UnprepareClaimRequest* req,
+                                rpci::v1::UnprepareClaimResponse* resp) override;
   };
 
+  // The watch streams' one loop: until the call ends, this controller stops
+  // leading (the leader check's status) or shuts down (UNAVAILABLE), fills an
+  // update with `changes` (true when it holds something new since the last
+  // call) and writes it (the first one always), then waits for the pool
+  // manager's next change or kWatchPoll. OK when the peer went away.
+  template <typename Update>
+  grpc::Status Watch(grpc::ServerContext* ctx, grpc::ServerWriter<Update>* writer,
+                     const std::function<bool(Update*)>& changes);
   // Authorization, then leadership.
   grpc::Status Admit(const grpc::ServerContext& ctx, const std::string& role, const std::string& node) const;
   bool Done(grpc::ServerContext* ctx) const { return stopping_ || ctx->IsCancelled(); }
@@ -84,6 +107,7 @@ class ControllerService {
   PoolManager* manager_;
   PeerAuthorizer authorizer_;
   LeaderCheck leader_;
+  ClaimReader claims_;
   std::atomic<bool> stopping_{false};
   Agents agents_{this};
   Nodes nodes_{this};

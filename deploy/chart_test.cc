@@ -420,9 +420,34 @@ TEST(Templates, WireTheHostPathsProbesAndScrapeAnnotations) {
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/device-plugins");
   has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/pod-resources");
   has("plugin.yaml", "hostPath: {path: {{ $p.cdiDir }}");
+  // DRA pools (docs/dra.md): the mode from the DevicePool's allocationMode,
+  // the kubelet's plugin registration dir and the driver's socket dir.
+  has("plugin.yaml", "- --pools={{ join \",\" $pluginPools }}");
+  has("plugin.yaml", "- --kubelet-dir={{ $p.kubeletDir }}");
+  has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/plugins_registry, type: Directory}");
+  has("plugin.yaml", "hostPath: {path: {{ $p.kubeletDir }}/plugins/rpci.io, type: DirectoryOrCreate}");
+  has("plugin.yaml", "--cdi={{ if $p.cdi }}on{{ else }}off{{ end }}");
+  EXPECT_EQ(Values()["plugin"]["cdi"], false);
   EXPECT_EQ(Values()["plugin"]["kubeletDir"], "/var/lib/kubelet");
   EXPECT_EQ(Values()["plugin"]["cdiDir"], "/var/run/cdi");
   EXPECT_EQ(Values()["controller"]["replicas"], 2);
+}
+
+TEST(Templates, ADeviceClassPerDraPoolSelectsItsPoolOfDriverRpci) {
+  const std::string t = Templates()["deviceclasses.yaml"];
+  ASSERT_FALSE(t.empty());
+  EXPECT_NE(t.find("range $pool := .Values.pools"), std::string::npos);
+  EXPECT_NE(t.find(R"((eq (default "devicePlugin" $pool.allocationMode) "dra"))"), std::string::npos);
+  EXPECT_NE(t.find(R"((eq (default "devicePlugin" $pool.allocationMode) "both"))"), std::string::npos);
+  EXPECT_NE(t.find("kind: DeviceClass"), std::string::npos);
+  EXPECT_NE(t.find("name: {{ $pool.name }}.rpci.io"), std::string::npos);
+  // The selector names the attribute the controller publishes for the pool
+  // (controller/resource_slices.cc SliceDevice: "pool") and its driver.
+  EXPECT_NE(t.find(R"(device.driver == "rpci.io" && device.attributes["rpci.io"].pool == "{{ $pool.name }}")"),
+            std::string::npos);
+  EXPECT_NE(t.find(R"(.Capabilities.APIVersions.Has "resource.k8s.io/v1")"), std::string::npos);
+  // allocationMode in values.yaml is one the CRD accepts (PoolsAreValidDevicePools).
+  EXPECT_TRUE(HasValue("pools.allocationMode"));
 }
 
 }  // namespace

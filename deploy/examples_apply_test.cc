@@ -62,7 +62,9 @@ class Applier {
   std::map<std::string, Kind> kinds_ = {{"Namespace", {"/api/v1", "namespaces", false}},
                                         {"Pod", {"/api/v1", "pods", true}},
                                         {"ConfigMap", {"/api/v1", "configmaps", true}},
-                                        {"Secret", {"/api/v1", "secrets", true}}};
+                                        {"Secret", {"/api/v1", "secrets", true}},
+                                        {"ResourceClaimTemplate",
+                                         {"/apis/resource.k8s.io/v1", "resourceclaimtemplates", true}}};
 };
 
 std::vector<json> Objects(const std::vector<std::string>& files) {
@@ -94,6 +96,8 @@ TEST(Examples, ApplyCleanlyInOrderToAFreshCluster) {
   }
   EXPECT_GE(applied, 10);
   EXPECT_TRUE(server.Get("/api/v1/namespaces/ml/pods/emu-workload").ok());
+  EXPECT_TRUE(server.Get("/api/v1/namespaces/ml/pods/emu-workload-dra").ok());
+  EXPECT_TRUE(server.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaimtemplates/emu-device").ok());
 }
 
 // The double is strict: without the namespaces file first, the pod is refused

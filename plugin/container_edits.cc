@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <set>
 #include <tuple>
 #include <vector>
 
@@ -181,40 +182,62 @@ absl::StatusOr<std::vector<std::string>> SessionDeviceNodes(const std::string& f
   return FabricDeviceNodes(fabric_provider, *netdev, *nics);
 }
 
-v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,
-                                                          const std::vector<AttachedSession>& sessions,
-                                                          const std::vector<SessionPaths>& paths) {
-  v1beta1::ContainerAllocateResponse resp;
-  auto& envs = *resp.mutable_envs();
-  std::vector<std::string> ids, session_ids;
-  for (size_t i = 0; i < sessions.size(); ++i) {
-    for (const auto& [k, v] : DeviceEnv(static_cast<int>(i), sessions[i], paths[i])) envs[k] = v;
-    ids.push_back(sessions[i].device_id);
-    session_ids.push_back(sessions[i].ticket.session_id.ToString());
-    v1beta1::Mount* m = resp.add_mounts();
-    m->set_host_path(paths[i].host_dir);
-    m->set_container_path(paths[i].container_dir);
-    m->set_read_only(true);
-    resp.add_cdi_devices()->set_name(CdiName(pool, sessions[i].device_id));
-    for (const std::string& node : sessions[i].device_nodes) {
-      bool have = false;
-      for (const v1beta1::DeviceSpec& d : resp.devices()) have = have || d.host_path() == node;
-      if (have) continue;
-      v1beta1::DeviceSpec* d = resp.add_devices();
-      d->set_host_path(node);
-      d->set_container_path(node);
-      d->set_permissions("rw");
-    }
-  }
-  envs["RPCI_DEVICE_IDS"] = absl::StrJoin(ids, ",");
-  envs["RPCI_DEVICE_COUNT"] = absl::StrCat(sessions.size());
-  envs["RPCI_POOL"] = pool;
+std::map<std::string, std::string> SummaryEnv(const std::string& pool, const std::vector<AttachedSession>& sessions,
+                                              const std::vector<SessionPaths>& paths) {
+  std::vector<std::string> ids;
+  for (const AttachedSession& s : sessions) ids.push_back(s.device_id);
+  std::map<std::string, std::string> envs = {{"RPCI_DEVICE_IDS", absl::StrJoin(ids, ",")},
+                                             {"RPCI_DEVICE_COUNT", absl::StrCat(sessions.size())},
+                                             {"RPCI_POOL", pool}};
   if (!sessions.empty()) {
     envs["RPCI_SESSION_ENDPOINT"] = sessions[0].ticket.endpoint;
     envs["RPCI_SESSION_ID"] = sessions[0].ticket.session_id.ToString();
     envs["RPCI_SESSION_KEY_FILE"] = paths[0].container_dir + "/key";
     if (!sessions[0].ca_pem.empty()) envs["RPCI_CA_FILE"] = CaFile(paths[0]);
   }
+  return envs;
+}
+
+namespace {
+
+// One device's edits as Allocate response fields; a device node already in
+// the response is not added again.
+void AddDeviceEdits(int index, const AttachedSession& session, const SessionPaths& paths,
+                    v1beta1::ContainerAllocateResponse& resp) {
+  for (const auto& [k, v] : DeviceEnv(index, session, paths)) (*resp.mutable_envs())[k] = v;
+  v1beta1::Mount* m = resp.add_mounts();
+  m->set_host_path(paths.host_dir);
+  m->set_container_path(paths.container_dir);
+  m->set_read_only(true);
+  for (const std::string& node : session.device_nodes) {
+    bool have = false;
+    for (const v1beta1::DeviceSpec& d : resp.devices()) have = have || d.host_path() == node;
+    if (have) continue;
+    v1beta1::DeviceSpec* d = resp.add_devices();
+    d->set_host_path(node);
+    d->set_container_path(node);
+    d->set_permissions("rw");
+  }
+}
+
+}  // namespace
+
+v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,
+                                                          const std::vector<AttachedSession>& sessions,
+                                                          const std::vector<SessionPaths>& paths,
+                                                          DeviceEditsVia via) {
+  v1beta1::ContainerAllocateResponse resp;
+  std::vector<std::string> ids, session_ids;
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    ids.push_back(sessions[i].device_id);
+    session_ids.push_back(sessions[i].ticket.session_id.ToString());
+    if (via == DeviceEditsVia::kCdi) {
+      resp.add_cdi_devices()->set_name(CdiName(pool, sessions[i].device_id));
+    } else {
+      AddDeviceEdits(static_cast<int>(i), sessions[i], paths[i], resp);
+    }
+  }
+  for (const auto& [k, v] : SummaryEnv(pool, sessions, paths)) (*resp.mutable_envs())[k] = v;
   (*resp.mutable_annotations())["rpci.io/devices"] = absl::StrJoin(ids, ",");
   (*resp.mutable_annotations())["rpci.io/sessions"] = absl::StrJoin(session_ids, ",");
   return resp;
@@ -228,36 +251,57 @@ std::string CdiSpecPath(const std::string& cdi_dir, const std::string& pool, con
   return absl::StrCat(cdi_dir, "/rpci.io-", pool, "-", device_id, ".json");
 }
 
+namespace {
+
+nlohmann::json EnvJson(const std::map<std::string, std::string>& env) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+// One CDI device entry: the device's env, its session-dir mount and the
+// device nodes not already in `seen` (each node once per spec).
+nlohmann::json CdiDeviceJson(const CdiDevice& d, std::set<std::string>& seen) {
+  nlohmann::json nodes = nlohmann::json::array();
+  for (const std::string& node : d.session.device_nodes) {
+    if (seen.insert(node).second) nodes.push_back({{"path", node}, {"permissions", "rw"}});
+  }
+  return {{"name", d.name},
+          {"annotations", {{"rpci.io/session", d.session.ticket.session_id.ToString()}}},
+          {"containerEdits",
+           {{"env", EnvJson(DeviceEnv(d.index, d.session, d.paths))},
+            {"mounts",
+             {{{"hostPath", d.paths.host_dir}, {"containerPath", d.paths.container_dir}, {"options", {"ro", "bind"}}}}},
+            {"deviceNodes", nodes}}}};
+}
+
+}  // namespace
+
+std::string CdiSpecJson(const std::string& kind, const std::vector<CdiDevice>& devices,
+                        const std::map<std::string, std::string>& common_env) {
+  std::set<std::string> seen;
+  nlohmann::json entries = nlohmann::json::array();
+  for (const CdiDevice& d : devices) entries.push_back(CdiDeviceJson(d, seen));
+  nlohmann::json spec = {{"cdiVersion", "0.6.0"}, {"kind", kind}, {"devices", entries}};
+  if (!common_env.empty()) spec["containerEdits"] = {{"env", EnvJson(common_env)}};
+  return spec.dump(2) + "\n";
+}
+
 std::string CdiSpecJson(const std::string& pool, int index, const AttachedSession& session,
                         const SessionPaths& paths) {
-  nlohmann::json env = nlohmann::json::array();
-  for (const auto& [k, v] : DeviceEnv(index, session, paths)) env.push_back(k + "=" + v);
-  nlohmann::json nodes = nlohmann::json::array();
-  for (const std::string& node : session.device_nodes) nodes.push_back({{"path", node}, {"permissions", "rw"}});
-  nlohmann::json spec = {
-      {"cdiVersion", "0.6.0"},
-      {"kind", "rpci.io/" + pool},
-      {"devices",
-       {{{"name", session.device_id},
-         {"annotations", {{"rpci.io/session", session.ticket.session_id.ToString()}}},
-         {"containerEdits",
-          {{"env", env},
-           {"mounts",
-            {{{"hostPath", paths.host_dir},
-              {"containerPath", paths.container_dir},
-              {"options", {"ro", "bind"}}}}},
-           {"deviceNodes", nodes}}}}}},
-  };
-  return spec.dump(2) + "\n";
+  return CdiSpecJson("rpci.io/" + pool, {CdiDevice{session.device_id, index, session, paths}}, {});
+}
+
+absl::Status WriteCdiSpecFile(const std::string& cdi_dir, const std::string& path, const std::string& json) {
+  absl::Status s = MakeDirs(cdi_dir, 0755);
+  if (s.ok()) s = WriteFileAtomically(path, json, 0644);
+  return s;
 }
 
 absl::Status WriteCdiSpec(const std::string& cdi_dir, const std::string& pool, int index,
                           const AttachedSession& session, const SessionPaths& paths) {
-  absl::Status s = MakeDirs(cdi_dir, 0755);
-  if (s.ok()) {
-    s = WriteFileAtomically(CdiSpecPath(cdi_dir, pool, session.device_id), CdiSpecJson(pool, index, session, paths),
-                            0644);
-  }
+  absl::Status s = WriteCdiSpecFile(cdi_dir, CdiSpecPath(cdi_dir, pool, session.device_id),
+                                    CdiSpecJson(pool, index, session, paths));
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat("device ", session.device_id, ": CDI spec: ", s.message()));
   return absl::OkStatus();
 }

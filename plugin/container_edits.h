@@ -63,23 +63,50 @@ absl::StatusOr<std::vector<std::string>> SessionDeviceNodes(const std::string& f
                                                              const std::string& endpoint,
                                                              const std::string& sysfs_root);
 
-// The whole response for one container: indexed env for each device, plus
-// RPCI_DEVICE_IDS, RPCI_DEVICE_COUNT, RPCI_POOL and, for device 0, the
-// unindexed RPCI_SESSION_ENDPOINT / RPCI_SESSION_ID / RPCI_SESSION_KEY_FILE
-// (and RPCI_CA_FILE);
-// one read-only mount per session dir; each session's device_nodes once
-// (same path in the container, "rw"); CDI names rpci.io/<pool>=<device-id>;
-// annotations rpci.io/devices and rpci.io/sessions.
+// The devices-wide part of a container's environment: RPCI_DEVICE_IDS,
+// RPCI_DEVICE_COUNT, RPCI_POOL and, for device 0, the unindexed
+// RPCI_SESSION_ENDPOINT / RPCI_SESSION_ID / RPCI_SESSION_KEY_FILE (and
+// RPCI_CA_FILE).
+std::map<std::string, std::string> SummaryEnv(const std::string& pool, const std::vector<AttachedSession>& sessions,
+                                              const std::vector<SessionPaths>& paths);
+
+// How each device's edits (its indexed env, session-dir mount and device
+// nodes) reach the container: in the Allocate response itself, or in a CDI
+// spec per device (WriteCdiSpec) that the response names in cdi_devices and
+// the runtime applies. Never both (docs/plugin.md, "Env and mounts: once").
+enum class DeviceEditsVia { kAllocateResponse, kCdi };
+
+// The whole response for one container: SummaryEnv and annotations
+// rpci.io/devices and rpci.io/sessions always; then, via the Allocate
+// response, each device's indexed env, one read-only mount per session dir
+// and each session's device_nodes once (same path in the container, "rw");
+// via CDI, only the CDI names rpci.io/<pool>=<device-id>.
 v1beta1::ContainerAllocateResponse BuildContainerResponse(const std::string& pool,
                                                           const std::vector<AttachedSession>& sessions,
-                                                          const std::vector<SessionPaths>& paths);
+                                                          const std::vector<SessionPaths>& paths,
+                                                          DeviceEditsVia via);
 
 // "rpci.io/<pool>=<device-id>".
 std::string CdiName(const std::string& pool, const std::string& device_id);
 // <cdi_dir>/rpci.io-<pool>-<device-id>.json
 std::string CdiSpecPath(const std::string& cdi_dir, const std::string& pool, const std::string& device_id);
-// The CDI spec (cdiVersion 0.6.0, kind rpci.io/<pool>) declaring the device
-// with its env, session-dir mount and device nodes as container edits.
+// One device of a CDI spec: its name within the spec's kind, its index in
+// the container's devices (RPCI_<index>_...) and its session.
+struct CdiDevice {
+  std::string name;
+  int index = 0;
+  AttachedSession session;
+  SessionPaths paths;
+};
+// A CDI spec (cdiVersion 0.6.0) of `kind` declaring `devices`, each with its
+// env, session-dir mount and device nodes (each node once in the spec) as
+// container edits, and `common_env` (when not empty) as the spec-wide edits a
+// runtime applies with any of them.
+std::string CdiSpecJson(const std::string& kind, const std::vector<CdiDevice>& devices,
+                        const std::map<std::string, std::string>& common_env);
+// Writes a spec to `path` (inside `cdi_dir`) atomically, creating cdi_dir.
+absl::Status WriteCdiSpecFile(const std::string& cdi_dir, const std::string& path, const std::string& json);
+// The CDI spec (kind rpci.io/<pool>) declaring the one device.
 std::string CdiSpecJson(const std::string& pool, int index, const AttachedSession& session,
                         const SessionPaths& paths);
 // Writes the spec atomically (temp file + rename), creating cdi_dir.

@@ -1,6 +1,6 @@
 // Which device nodes a container gets for its session's fabric
-// (plugin/container_edits.h), and that the Allocate response and the CDI
-// spec carry them.
+// (plugin/container_edits.h), that the Allocate response or the CDI spec
+// carries them, and that each device's edits travel by one of the two.
 #include "plugin/container_edits.h"
 
 #include "agent/inventory/testing/sysfs_tree.h"
@@ -46,9 +46,7 @@ TEST(FabricDeviceNodesTest, VerbsWithoutANicOnTheNetdevIsAClearError) {
 // sysfs tree is the one chosen.
 TEST(SessionDeviceNodesTest, ReadsTheNicsFromSysfsAndFollowsTheRoute) {
   agent::testing::SysfsTree tree;
-  tree.AddRdmaDevice("rxe_lo", "0000:00:00.0");
-  tree.Remove("devices/virtual/infiniband/rxe_lo/device");
-  tree.WriteFile("devices/virtual/infiniband/rxe_lo/parent", "lo\n");
+  tree.AddSoftRdmaDevice("rxe_lo", "lo");
   tree.MakeDir("class/net/lo");
   tree.WriteFile("class/infiniband_verbs/uverbs4/ibdev", "rxe_lo\n");
   absl::StatusOr<std::vector<std::string>> nodes = SessionDeviceNodes("verbs;ofi_rxm", "127.0.0.1:7450", tree.root());
@@ -64,7 +62,8 @@ TEST(ContainerEditsTest, ResponseAndCdiSpecCarryEachDeviceNodeOnce) {
   b = a;
   b.device_id = "dev-b";
   std::vector<SessionPaths> paths = {PathsFor("/state", "/run/rpci", "dev-a"), PathsFor("/state", "/run/rpci", "dev-b")};
-  v1beta1::ContainerAllocateResponse resp = BuildContainerResponse("emu", {a, b}, paths);
+  v1beta1::ContainerAllocateResponse resp =
+      BuildContainerResponse("emu", {a, b}, paths, DeviceEditsVia::kAllocateResponse);
   ASSERT_EQ(resp.devices_size(), 2);
   EXPECT_EQ(resp.devices(0).host_path(), "/dev/infiniband/uverbs1");
   EXPECT_EQ(resp.devices(0).container_path(), "/dev/infiniband/uverbs1");
@@ -76,6 +75,36 @@ TEST(ContainerEditsTest, ResponseAndCdiSpecCarryEachDeviceNodeOnce) {
   ASSERT_EQ(nodes.size(), 2u) << spec.dump();
   EXPECT_EQ(nodes[0]["path"], "/dev/infiniband/uverbs1");
   EXPECT_EQ(nodes[1]["path"], "/dev/infiniband/rdma_cm");
+}
+
+// Each device's env, mount and nodes travel once: in the response without
+// CDI; with CDI only in the spec, the response naming the CDI devices.
+TEST(ContainerEditsTest, DeviceEditsTravelInTheResponseOrInCdiNeverBoth) {
+  AttachedSession a;
+  a.device_id = "dev-a";
+  a.ticket.session_id = *session::SessionId::Parse("0000000000000001");
+  a.device_nodes = {"/dev/infiniband/rdma_cm"};
+  std::vector<SessionPaths> paths = {PathsFor("/state", "/run/rpci", "dev-a")};
+
+  v1beta1::ContainerAllocateResponse plain = BuildContainerResponse("emu", {a}, paths, DeviceEditsVia::kAllocateResponse);
+  EXPECT_EQ(plain.envs().at("RPCI_0_DEVICE_ID"), "dev-a");
+  EXPECT_EQ(plain.mounts_size(), 1);
+  EXPECT_EQ(plain.devices_size(), 1);
+  EXPECT_EQ(plain.cdi_devices_size(), 0);
+
+  v1beta1::ContainerAllocateResponse cdi = BuildContainerResponse("emu", {a}, paths, DeviceEditsVia::kCdi);
+  ASSERT_EQ(cdi.cdi_devices_size(), 1);
+  EXPECT_EQ(cdi.cdi_devices(0).name(), "rpci.io/emu=dev-a");
+  EXPECT_EQ(cdi.envs().count("RPCI_0_DEVICE_ID"), 0u);
+  EXPECT_EQ(cdi.mounts_size(), 0);
+  EXPECT_EQ(cdi.devices_size(), 0);
+  // The container-wide summary is in the response in both modes (no spec
+  // belongs to the container as a whole).
+  for (const auto* r : {&plain, &cdi}) {
+    EXPECT_EQ(r->envs().at("RPCI_DEVICE_IDS"), "dev-a");
+    EXPECT_EQ(r->envs().at("RPCI_SESSION_ID"), "0000000000000001");
+    EXPECT_EQ(r->annotations().at("rpci.io/devices"), "dev-a");
+  }
 }
 
 }  // namespace

@@ -33,8 +33,20 @@ class ControllerApi {
   virtual absl::Status ReportUsage(const rpci::v1::ReportUsageRequest& req) = 0;
 };
 
+// What the DRA driver needs from the controller: a claim's allocation turned
+// into grants for this node, and given back (NodeRegistry.PrepareClaim /
+// UnprepareClaim; both idempotent per claim uid).
+class ClaimPreparer {
+ public:
+  virtual ~ClaimPreparer() = default;
+  // The controller's status unchanged in code, the message naming the claim.
+  // Thread-safe.
+  virtual absl::StatusOr<rpci::v1::PrepareClaimResponse> PrepareClaim(const rpci::v1::PrepareClaimRequest& req) = 0;
+  virtual absl::Status UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req) = 0;
+};
+
 // NodeRegistry over one gRPC channel.
-class GrpcControllerClient final : public ControllerApi {
+class GrpcControllerClient final : public ControllerApi, public ClaimPreparer {
  public:
   explicit GrpcControllerClient(std::shared_ptr<grpc::Channel> channel);
   ~GrpcControllerClient() override;
@@ -42,6 +54,8 @@ class GrpcControllerClient final : public ControllerApi {
   absl::StatusOr<rpci::v1::ClaimResponse> Claim(const rpci::v1::ClaimRequest& req) override;
   absl::Status Release(const rpci::v1::ReleaseRequest& req) override;
   absl::Status ReportUsage(const rpci::v1::ReportUsageRequest& req) override;
+  absl::StatusOr<rpci::v1::PrepareClaimResponse> PrepareClaim(const rpci::v1::PrepareClaimRequest& req) override;
+  absl::Status UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req) override;
 
   // Registers `node` with `pools`, then delivers the node's complete
   // assignment set to `on_assignments` on every change, from a background

@@ -1,9 +1,11 @@
-// rpci-plugin: the kubelet device plugin of a compute node. Wiring only; the
-// logic is in plugin/plugin.h.
+// rpci-plugin: the kubelet plugin of a compute node: device plugin and/or
+// DRA driver, per pool. Wiring only; the logic is in plugin/plugin.h and
+// plugin/dra_driver.h.
 
 #include <cstdlib>
 #include <iostream>
 #include <optional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -15,6 +17,7 @@
 #include "common/tls.h"
 #include "common/tls_settings.h"
 #include "plugin/controller_client.h"
+#include "plugin/dra_driver.h"
 #include "plugin/plugin.h"
 #include "plugin/session_opener.h"
 
@@ -26,7 +29,7 @@ struct Settings {
   std::string controller = "rpci-controller:7443", pools = "emu";
   rpci::TlsSettings tls;
   std::string health_addr = "0.0.0.0:8082";
-  std::string log_level = "info", fabric_ports;
+  std::string log_level = "info", fabric_ports, cdi = "off";
   int64_t numa = -1, usage_seconds = 1, usage_ms = 0, release_grace_seconds = 30;
 };
 
@@ -34,10 +37,18 @@ void AddFlags(rpci::FlagSet& flags, Settings& st) {
   rpci::plugin::PluginOptions& o = st.options;
   flags.String("node", &o.node_name, "this compute node's name (default $NODE_NAME)");
   flags.String("controller", &st.controller, "controller NodeRegistry address host:port");
-  flags.String("pools", &st.pools, "comma-separated pools; each is registered as resource rpci.io/<pool>");
+  flags.String("pools", &st.pools,
+               "comma-separated pools, each <pool>[:device-plugin|dra|both]: device-plugin (the default) registers "
+               "resource rpci.io/<pool> with the device manager; dra serves the pool's ResourceClaims through the DRA "
+               "driver rpci.io; both does both");
+  flags.String("kubelet-dir", &o.kubelet_dir,
+               "the kubelet's root directory (DRA: plugins_registry/rpci.io-reg.sock, plugins/rpci.io/dra.sock)");
   flags.String("plugin-dir", &o.plugin_dir, "kubelet device-plugin socket directory");
   flags.String("pod-resources-socket", &o.pod_resources_socket, "kubelet pod-resources API socket");
-  flags.String("cdi-dir", &o.cdi_dir, "directory for CDI spec files");
+  flags.String("cdi", &st.cdi,
+               "on: containers get their devices' env, mounts and device nodes through CDI specs in --cdi-dir "
+               "(the runtime must have CDI enabled); off: through the Allocate response");
+  flags.String("cdi-dir", &o.cdi_dir, "directory for CDI spec files (with --cdi=on)");
   flags.String("state-dir", &o.state_dir, "host directory of per-device session dirs (mounted into containers)");
   flags.String("container-dir", &o.container_dir, "where session dirs appear inside containers");
   flags.String("fabric-port-range", &st.fabric_ports,
@@ -68,16 +79,24 @@ std::optional<int> ParseSettings(int argc, char** argv, Settings& st) {
   const char* node_env = std::getenv("NODE_NAME");
   o.node_name = node_env ? node_env : "";
   FlagSet flags("rpci-plugin [flags]",
-                "Kubelet device plugin: advertises the remote PCIe devices the controller assigned to this node as "
-                "rpci.io/<pool> and attaches them to containers through memory-mirroring sessions.");
+                "Kubelet plugin: advertises the remote PCIe devices the controller assigned to this node as "
+                "rpci.io/<pool> (device plugin) and/or prepares ResourceClaims of driver rpci.io (DRA), attaching "
+                "the devices to containers through memory-mirroring sessions.");
   AddFlags(flags, st);
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return exit_code;
   if (absl::Status s = SetMinLogLevel(st.log_level); !s.ok()) {
     std::cerr << "--log-level: " << s.message() << "\n";
     return 2;
   }
-  o.pools = absl::StrSplit(st.pools, ',', absl::SkipWhitespace());
+  if (absl::Status s = plugin::ParsePools(st.pools, &o); !s.ok()) {
+    std::cerr << "--pools: " << s.message() << "\n";
+    return 2;
+  }
   o.nic_numa_node = st.numa;
+  if (absl::Status s = ParseCdiMode(st.cdi, &o); !s.ok()) {
+    std::cerr << "--cdi: " << s.message() << "\n";
+    return 2;
+  }
   if (absl::Status s = ParseFabricPortRange(st.fabric_ports, &o); !s.ok()) {
     std::cerr << "--fabric-port-range: " << s.message() << "\n";
     return 2;
@@ -112,25 +131,30 @@ int main(int argc, char** argv) {
   plugin::GrpcControllerClient controller_client(grpc::CreateChannel(controller, creds));
   plugin::AgentSessionOpener sessions(creds, o.node_name);
   plugin::Plugin p(o, &controller_client, &sessions);
-  if (absl::Status s = p.Start(); !s.ok()) {
-    log.Error("cannot start", {{"error", std::string(s.message())}});
+  plugin::DraDriver dra(o, &controller_client, &sessions);
+  absl::Status started = o.pools.empty() ? absl::OkStatus() : p.Start();
+  if (started.ok() && !o.dra_pools.empty()) started = dra.Start();
+  if (!started.ok()) {
+    log.Error("cannot start", {{"error", std::string(started.message())}});
     return 1;
   }
   rpci::v1::RegisterNodeRequest node;
   node.set_node(o.node_name);
-  for (const std::string& pool : o.pools) node.add_pools(pool);
+  std::set<std::string> all_pools(o.pools.begin(), o.pools.end());
+  all_pools.insert(o.dra_pools.begin(), o.dra_pools.end());
+  for (const std::string& pool : all_pools) node.add_pools(pool);
   controller_client.StartAssignmentWatch(node, [&p](const rpci::v1::AssignmentSet& set) { p.SetAssignments(set); });
 
   HealthServer health(&metrics, [&]() -> absl::StatusOr<std::string> {
     if (!controller_client.watching()) return absl::UnavailableError("no assignment stream from the controller");
-    if (p.registrations() == 0) return absl::UnavailableError("not registered with the kubelet");
+    if (!o.pools.empty() && p.registrations() == 0) return absl::UnavailableError("not registered with the kubelet");
+    if (!o.dra_pools.empty() && dra.registrations() == 0) {
+      return absl::UnavailableError("DRA driver not registered with the kubelet");
+    }
     return std::string("serving");
   });
   if (!health_addr.empty()) {
-    std::string host;
-    int port = 0;
-    absl::Status s = ParseHostPort(health_addr, &host, &port);
-    absl::StatusOr<int> bound = s.ok() ? health.Start(host, port) : absl::StatusOr<int>(s);
+    absl::StatusOr<int> bound = health.Start(health_addr);
     if (!bound.ok()) {
       log.Error("cannot serve health", {{"error", std::string(bound.status().message())}});
       return 1;
@@ -139,6 +163,7 @@ int main(int argc, char** argv) {
   log.Info("serving", {{"node", o.node_name}, {"controller", controller}, {"pools", pools}});
   WaitForTermination();
   controller_client.Stop();
+  dra.Stop();
   p.Stop();
   health.Stop();
   return 0;

@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
 #include "common/grpc_util.h"
 #include "plugin/container_edits.h"
 #include "plugin/preferred.h"
@@ -27,6 +29,44 @@ std::string AllocationName() {
 }
 
 }  // namespace
+
+absl::Status CheckPoolName(const std::string& pool) {
+  if (pool.empty() || pool.find_first_of("/=:, ") != std::string::npos) {
+    return absl::InvalidArgumentError("plugin: invalid pool name \"" + pool + "\"");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParsePools(const std::string& text, PluginOptions* options) {
+  options->pools.clear();
+  options->dra_pools.clear();
+  for (absl::string_view entry : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    std::vector<std::string> parts = absl::StrSplit(absl::StripAsciiWhitespace(entry), ':');
+    const std::string mode = parts.size() > 1 ? parts[1] : "device-plugin";
+    if (parts.size() > 2 || !CheckPoolName(parts[0]).ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("pool \"", entry, "\": want <pool>[:device-plugin|dra|both]"));
+    }
+    if (mode != "device-plugin" && mode != "dra" && mode != "both") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pool \"", entry, "\": mode \"", mode, "\" is not device-plugin, dra or both"));
+    }
+    if (mode != "dra") options->pools.push_back(parts[0]);
+    if (mode != "device-plugin") options->dra_pools.push_back(parts[0]);
+  }
+  if (options->pools.empty() && options->dra_pools.empty()) return absl::InvalidArgumentError("no pools");
+  return absl::OkStatus();
+}
+
+absl::Status ParseCdiMode(const std::string& text, PluginOptions* options) {
+  if (text == "off") {
+    options->device_edits = DeviceEditsVia::kAllocateResponse;
+  } else if (text == "on") {
+    options->device_edits = DeviceEditsVia::kCdi;
+  } else {
+    return absl::InvalidArgumentError("cdi: \"" + text + "\" is not on or off");
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ParseFabricPortRange(const std::string& text, PluginOptions* options) {
   options->fabric_port_low = options->fabric_port_high = 0;
@@ -66,9 +106,7 @@ absl::Status Plugin::Start() {
   if (options_.node_name.empty()) return absl::InvalidArgumentError("plugin: node name is empty");
   if (options_.pools.empty()) return absl::InvalidArgumentError("plugin: no pools");
   for (const std::string& pool : options_.pools) {
-    if (pool.empty() || pool.find_first_of("/= ") != std::string::npos) {
-      return absl::InvalidArgumentError("plugin: invalid pool name \"" + pool + "\"");
-    }
+    if (absl::Status s = CheckPoolName(pool); !s.ok()) return s;
   }
   if (absl::Status s = endpoint_->Start(); !s.ok()) return s;
   stopping_ = false;
@@ -213,7 +251,7 @@ absl::StatusOr<rpci::v1::ClaimResponse> Plugin::ClaimFor(const std::string& devi
 v1beta1::ContainerAllocateResponse Plugin::ContainerResponse(const std::string& pool,
                                                              const std::vector<AttachedSession>& sessions,
                                                              const std::vector<SessionPaths>& paths) const {
-  v1beta1::ContainerAllocateResponse c = BuildContainerResponse(pool, sessions, paths);
+  v1beta1::ContainerAllocateResponse c = BuildContainerResponse(pool, sessions, paths, options_.device_edits);
   if (options_.fabric_port_low > 0) {
     (*c.mutable_envs())["FI_TCP_PORT_LOW_RANGE"] = std::to_string(options_.fabric_port_low);
     (*c.mutable_envs())["FI_TCP_PORT_HIGH_RANGE"] = std::to_string(options_.fabric_port_high);
@@ -294,7 +332,9 @@ absl::Status Plugin::AttachDevice(const std::string& id, int index, Allocation& 
   opened->device_nodes = *std::move(nodes);
   SessionPaths p = PathsFor(options_.state_dir, options_.container_dir, id);
   if (absl::Status s = WriteSessionDir(*opened, p, static_cast<int>(options_.session_group)); !s.ok()) return s;
-  if (absl::Status s = WriteCdiSpec(options_.cdi_dir, alloc.pool, index, *opened, p); !s.ok()) return s;
+  if (options_.device_edits == DeviceEditsVia::kCdi) {
+    if (absl::Status s = WriteCdiSpec(options_.cdi_dir, alloc.pool, index, *opened, p); !s.ok()) return s;
+  }
   sessions.push_back(*opened);
   paths.push_back(p);
   return absl::OkStatus();

@@ -36,10 +36,22 @@ namespace rpci::plugin {
 
 struct PluginOptions {
   std::string node_name;
-  std::vector<std::string> pools;  // each becomes resource rpci.io/<pool>
+  // Pools served through the device-plugin API: each becomes resource
+  // rpci.io/<pool>.
+  std::vector<std::string> pools;
+  // Pools served through Dynamic Resource Allocation (dra_driver.h); a pool
+  // may be in both lists.
+  std::vector<std::string> dra_pools;
+  // The kubelet's root: DRA sockets go under plugins_registry/ and plugins/.
+  std::string kubelet_dir = "/var/lib/kubelet";
   std::string plugin_dir = "/var/lib/kubelet/device-plugins";
   std::string pod_resources_socket = "/var/lib/kubelet/pod-resources/kubelet.sock";
   std::string cdi_dir = "/var/run/cdi";
+  // How devices' env, mounts and device nodes reach containers: the Allocate
+  // response (default: every kubelet and runtime applies it) or CDI specs in
+  // cdi_dir (--cdi=on, for runtimes with CDI enabled: containerd 1.7+ with
+  // enable_cdi, CRI-O; kubelet 1.28+ with DevicePluginCDIDevices).
+  DeviceEditsVia device_edits = DeviceEditsVia::kAllocateResponse;
   // Host directory of per-device session dirs (key file, session.json).
   std::string state_dir = "/var/run/rpci/plugin";
   // Where a session dir appears inside the container.
@@ -72,6 +84,19 @@ struct PluginOptions {
   absl::Duration release_grace = absl::Seconds(30);
   MetricsRegistry* metrics = nullptr;  // optional
 };
+
+// Parses the pool list "<pool>[:<mode>],..." (mode "device-plugin", the
+// default, "dra" or "both") into options->pools and options->dra_pools.
+// INVALID_ARGUMENT naming the entry for an empty or malformed pool name or
+// an unknown mode, or when no pool is given.
+absl::Status ParsePools(const std::string& text, PluginOptions* options);
+// A pool name as rpci-plugin accepts it: not empty, no '/', '=', ':', ','
+// or space.
+absl::Status CheckPoolName(const std::string& pool);
+
+// Parses --cdi: "off" (the Allocate response carries devices' edits) or "on"
+// (CDI specs do). INVALID_ARGUMENT naming the text otherwise.
+absl::Status ParseCdiMode(const std::string& text, PluginOptions* options);
 
 // Parses "LOW-HIGH" (1 <= LOW <= HIGH <= 65535) into the options; "" is
 // "any port". INVALID_ARGUMENT naming the text otherwise.

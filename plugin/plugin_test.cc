@@ -18,6 +18,7 @@ namespace {
 
 using rpci::testing::AdvertisedDevice;
 using rpci::testing::FakeKubelet;
+using testing::AllHealth;
 using testing::TestAgents;
 using testing::TestController;
 
@@ -42,16 +43,6 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-auto AllHealth(size_t n, const std::string& health) {
-  return [n, health](const std::vector<AdvertisedDevice>& ds) {
-    if (ds.size() != n) return false;
-    for (const AdvertisedDevice& d : ds) {
-      if (d.health != health) return false;
-    }
-    return true;
-  };
-}
-
 // The plugin against the real controller (3 emu devices on dev-a, all
 // assigned to cn-1 as spares), the fake kubelet, and test agents.
 class PluginTest : public ::testing::Test {
@@ -62,29 +53,18 @@ class PluginTest : public ::testing::Test {
     ASSERT_FALSE(dir_.empty());
     controller_ = std::make_unique<TestController>(dir_ + "/store", 3);
     ASSERT_TRUE(controller_->manager().RegisterAgent(controller::testing::AgentWith("dev-a", "emu", 3)).ok());
-    kubelet_ = std::make_unique<FakeKubelet>(dir_ + "/dp", dir_ + "/pr.sock");
+    // The runtime has CDI enabled and reads the specs the plugin writes.
+    kubelet_ = std::make_unique<FakeKubelet>(dir_ + "/dp", dir_ + "/pr.sock", dir_ + "/cdi");
     ASSERT_TRUE(kubelet_->Start().ok());
     client_ = std::make_unique<GrpcControllerClient>(controller_->Channel());
-    options_.node_name = "cn-1";
-    options_.pools = {"emu"};
-    options_.plugin_dir = dir_ + "/dp";
-    options_.pod_resources_socket = dir_ + "/pr.sock";
-    options_.cdi_dir = dir_ + "/cdi";
-    options_.state_dir = dir_ + "/state";
+    options_ = testing::TestPluginOptions(dir_);
+    options_.device_edits = device_edits_;
     options_.health_interval = absl::Milliseconds(50);
-    options_.usage_interval = absl::Hours(1);  // tests call SyncUsage
     options_.release_grace = absl::ZeroDuration();
     options_.session_ca_pem = session_ca_pem_;
     plugin_ = std::make_unique<Plugin>(options_, client_.get(), &agents_);
     ASSERT_TRUE(plugin_->Start().ok());
-    client_->StartAssignmentWatch(controller::testing::NodeWith("cn-1", "emu"),
-                                  [this](const rpci::v1::AssignmentSet& set) { plugin_->SetAssignments(set); });
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (absl::Now() < deadline && kubelet_->Devices(kResource).size() < 3) {
-      controller_->manager().Reconcile();
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ASSERT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth(3, "Healthy"), absl::Seconds(5)));
+    ASSERT_TRUE(testing::AssignAndAdvertise(*controller_, *client_, *plugin_, *kubelet_, 3));
     for (const AdvertisedDevice& d : kubelet_->Devices(kResource)) ids_.push_back(d.id);
   }
 
@@ -101,8 +81,15 @@ class PluginTest : public ::testing::Test {
   std::unique_ptr<GrpcControllerClient> client_;
   PluginOptions options_;
   std::string session_ca_pem_;  // empty: the agents speak plaintext
+  DeviceEditsVia device_edits_ = DeviceEditsVia::kAllocateResponse;
   std::unique_ptr<Plugin> plugin_;
   std::vector<std::string> ids_;
+};
+
+// The plugin run with --cdi=on: devices' edits travel in CDI specs.
+class PluginWithCdiTest : public PluginTest {
+ protected:
+  PluginWithCdiTest() { device_edits_ = DeviceEditsVia::kCdi; }
 };
 
 // Agents serving SessionControl over TLS: workloads get the CA to verify them.
@@ -176,33 +163,43 @@ TEST_F(PluginTest, KubeletRestartReRegistersWithinOneSecondKeepingSessions) {
   EXPECT_TRUE(kubelet_->PreStartContainer(kResource, admitted->device_ids).ok());
 }
 
-TEST_F(PluginTest, AllocateAnswersEnvMountsCdiNamesAndWritesCdiSpec) {
-  auto admitted = kubelet_->AdmitPodWithDevices("ml", "trainer-0", "main", kResource, {ids_[0], ids_[1]});
-  ASSERT_TRUE(admitted.ok()) << admitted.status();
-  const v1beta1::ContainerAllocateResponse& r = admitted->response;
-  const auto& env = r.envs();
-  EXPECT_EQ(env.at("RPCI_DEVICE_IDS"), ids_[0] + "," + ids_[1]);
+// What a container holding devices `ids` (plaintext agents) runs with, as the
+// runtime builds it, whichever way the plugin sent the devices' edits.
+void ExpectContainerOfTwoDevices(const v1beta1::ContainerAllocateResponse& c, const std::vector<std::string>& ids,
+                                 const std::string& state_dir) {
+  const auto& env = c.envs();
+  EXPECT_EQ(env.at("RPCI_DEVICE_IDS"), ids[0] + "," + ids[1]);
   EXPECT_EQ(env.at("RPCI_DEVICE_COUNT"), "2");
-  EXPECT_EQ(env.at("RPCI_0_DEVICE_ID"), ids_[0]);
-  EXPECT_EQ(env.at("RPCI_1_DEVICE_ID"), ids_[1]);
+  EXPECT_EQ(env.at("RPCI_0_DEVICE_ID"), ids[0]);
+  EXPECT_EQ(env.at("RPCI_1_DEVICE_ID"), ids[1]);
   EXPECT_EQ(env.at("RPCI_0_SESSION_ENDPOINT"), kAgent);
   EXPECT_EQ(env.at("RPCI_0_SESSION_ID").size(), 16u);
   EXPECT_EQ(env.at("RPCI_SESSION_ID"), env.at("RPCI_0_SESSION_ID"));
   EXPECT_NE(env.at("RPCI_0_SESSION_ID"), env.at("RPCI_1_SESSION_ID"));
-  EXPECT_EQ(env.at("RPCI_0_SESSION_KEY_FILE"), "/var/run/rpci/" + ids_[0] + "/key");
+  EXPECT_EQ(env.at("RPCI_0_SESSION_KEY_FILE"), "/var/run/rpci/" + ids[0] + "/key");
   EXPECT_EQ(env.at("RPCI_0_BARS"), "0:4096,2:65536");
   EXPECT_EQ(env.at("RPCI_0_DMA_SIZE"), "1048576");
   EXPECT_EQ(env.at("RPCI_0_FABRIC_PROVIDER"), "tcp;ofi_rxm");
   EXPECT_EQ(env.count("RPCI_0_CA_FILE"), 0u);  // plaintext agents: no CA
   EXPECT_EQ(env.count("RPCI_CA_FILE"), 0u);
-  EXPECT_EQ(Entries(dir_ + "/state/" + ids_[0]).size(), 2u) << "key and session.json only";
-  ASSERT_EQ(r.mounts_size(), 2);
-  EXPECT_EQ(r.mounts(0).host_path(), dir_ + "/state/" + ids_[0]);
-  EXPECT_EQ(r.mounts(0).container_path(), "/var/run/rpci/" + ids_[0]);
-  EXPECT_TRUE(r.mounts(0).read_only());
-  ASSERT_EQ(r.cdi_devices_size(), 2);
-  EXPECT_EQ(r.cdi_devices(0).name(), "rpci.io/emu=" + ids_[0]);
+  ASSERT_EQ(c.mounts_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(c.mounts(i).host_path(), state_dir + "/" + ids[i]);
+    EXPECT_EQ(c.mounts(i).container_path(), "/var/run/rpci/" + ids[i]);
+    EXPECT_TRUE(c.mounts(i).read_only());
+  }
+}
+
+TEST_F(PluginTest, AllocateAnswersEnvAndMountsInTheResponseAndWritesNoCdiSpec) {
+  auto admitted = kubelet_->AdmitPodWithDevices("ml", "trainer-0", "main", kResource, {ids_[0], ids_[1]});
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  const v1beta1::ContainerAllocateResponse& r = admitted->response;
+  ExpectContainerOfTwoDevices(r, {ids_[0], ids_[1]}, dir_ + "/state");
+  ExpectContainerOfTwoDevices(admitted->container, {ids_[0], ids_[1]}, dir_ + "/state");
+  EXPECT_EQ(r.cdi_devices_size(), 0);
+  EXPECT_TRUE(Entries(dir_ + "/cdi").empty());
   EXPECT_EQ(r.annotations().at("rpci.io/devices"), ids_[0] + "," + ids_[1]);
+  EXPECT_EQ(Entries(dir_ + "/state/" + ids_[0]).size(), 2u) << "key and session.json only";
 
   // The key file holds the session key in hex, readable by its owner only.
   const std::string key_file = dir_ + "/state/" + ids_[0] + "/key";
@@ -211,7 +208,27 @@ TEST_F(PluginTest, AllocateAnswersEnvMountsCdiNamesAndWritesCdiSpec) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(ReadFile(key_file), absl::BytesToHexString(std::string(32, static_cast<char>(0xa1))) + "\n");
 
-  // The CDI spec declares the device with the same env and the mount.
+  // The controller holds both attachments for this node.
+  std::vector<controller::Attachment> attachments = controller_->manager().Attachments();
+  ASSERT_EQ(attachments.size(), 2u);
+  EXPECT_EQ(attachments[0].node, "cn-1");
+}
+
+TEST_F(PluginWithCdiTest, AllocateNamesCdiDevicesWhoseSpecsGiveTheContainerTheSameEnvAndMounts) {
+  auto admitted = kubelet_->AdmitPodWithDevices("ml", "trainer-0", "main", kResource, {ids_[0], ids_[1]});
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  // The response names the devices and carries only the container-wide env.
+  const v1beta1::ContainerAllocateResponse& r = admitted->response;
+  ASSERT_EQ(r.cdi_devices_size(), 2);
+  EXPECT_EQ(r.cdi_devices(0).name(), "rpci.io/emu=" + ids_[0]);
+  EXPECT_EQ(r.cdi_devices(1).name(), "rpci.io/emu=" + ids_[1]);
+  EXPECT_EQ(r.mounts_size(), 0);
+  EXPECT_EQ(r.envs().count("RPCI_0_DEVICE_ID"), 0u);
+  EXPECT_EQ(r.envs().at("RPCI_DEVICE_COUNT"), "2");
+  // The runtime, applying the specs, builds the same container as without CDI.
+  ExpectContainerOfTwoDevices(admitted->container, {ids_[0], ids_[1]}, dir_ + "/state");
+
+  // One spec per device declares its env and its mount.
   const std::string spec_path = dir_ + "/cdi/rpci.io-emu-" + ids_[1] + ".json";
   nlohmann::json spec = nlohmann::json::parse(ReadFile(spec_path), nullptr, false);
   ASSERT_FALSE(spec.is_discarded()) << spec_path;
@@ -220,24 +237,40 @@ TEST_F(PluginTest, AllocateAnswersEnvMountsCdiNamesAndWritesCdiSpec) {
   ASSERT_EQ(spec["devices"].size(), 1u);
   EXPECT_EQ(spec["devices"][0]["name"], ids_[1]);
   const nlohmann::json& edits = spec["devices"][0]["containerEdits"];
-  std::vector<std::string> cdi_env = edits["env"].get<std::vector<std::string>>();
-  EXPECT_NE(std::find(cdi_env.begin(), cdi_env.end(), "RPCI_1_DEVICE_ID=" + ids_[1]), cdi_env.end());
-  EXPECT_NE(std::find(cdi_env.begin(), cdi_env.end(), "RPCI_1_SESSION_ID=" + env.at("RPCI_1_SESSION_ID")),
-            cdi_env.end());
-  EXPECT_EQ(edits["mounts"][0]["hostPath"], dir_ + "/state/" + ids_[1]);
-  EXPECT_EQ(edits["mounts"][0]["containerPath"], "/var/run/rpci/" + ids_[1]);
   EXPECT_EQ(edits["mounts"][0]["options"], nlohmann::json({"ro", "bind"}));
 
-  // The controller holds both attachments for this node.
-  std::vector<controller::Attachment> attachments = controller_->manager().Attachments();
-  ASSERT_EQ(attachments.size(), 2u);
-  EXPECT_EQ(attachments[0].node, "cn-1");
+  // Releasing removes the specs with the session dirs.
+  kubelet_->RemovePod("ml", "trainer-0");
+  ASSERT_TRUE(plugin_->SyncUsage().ok());
+  EXPECT_TRUE(Entries(dir_ + "/cdi").empty());
+  EXPECT_TRUE(Entries(dir_ + "/state").empty());
+}
+
+TEST(PluginOptionsTest, CdiIsOnOrOffAndOffMeansTheAllocateResponse) {
+  PluginOptions o;
+  EXPECT_EQ(o.device_edits, DeviceEditsVia::kAllocateResponse);
+  ASSERT_TRUE(ParseCdiMode("on", &o).ok());
+  EXPECT_EQ(o.device_edits, DeviceEditsVia::kCdi);
+  ASSERT_TRUE(ParseCdiMode("off", &o).ok());
+  EXPECT_EQ(o.device_edits, DeviceEditsVia::kAllocateResponse);
+  absl::Status bad = ParseCdiMode("auto", &o);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(bad.message(), "\"auto\"")) << bad;
+}
+
+TEST_F(PluginWithCdiTest, ARestartedContainerGetsItsDevicesFromTheSpecsAgain) {
+  auto admitted = kubelet_->AdmitPodWithDevices("ml", "trainer-0", "main", kResource, {ids_[0]});
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  auto again = kubelet_->RestartContainer("ml", "trainer-0", "main");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->container.envs().at("RPCI_0_SESSION_ID"), admitted->container.envs().at("RPCI_0_SESSION_ID"));
+  EXPECT_EQ(again->container.mounts_size(), 1);
 }
 
 TEST_F(PluginWithTlsAgentsTest, AllocateHandsTheContainerTheAgentsCaInTheSessionDir) {
   auto admitted = kubelet_->AdmitPodWithDevices("ml", "trainer-0", "main", kResource, {ids_[0], ids_[1]});
   ASSERT_TRUE(admitted.ok()) << admitted.status();
-  const auto& env = admitted->response.envs();
+  const auto& env = admitted->container.envs();
   EXPECT_EQ(env.at("RPCI_0_CA_FILE"), "/var/run/rpci/" + ids_[0] + "/ca.crt");
   EXPECT_EQ(env.at("RPCI_1_CA_FILE"), "/var/run/rpci/" + ids_[1] + "/ca.crt");
   EXPECT_EQ(env.at("RPCI_CA_FILE"), env.at("RPCI_0_CA_FILE"));
@@ -251,12 +284,6 @@ TEST_F(PluginWithTlsAgentsTest, AllocateHandsTheContainerTheAgentsCaInTheSession
     ASSERT_FALSE(doc.is_discarded());
     EXPECT_EQ(doc["ca_file"], "/var/run/rpci/" + id + "/ca.crt");
   }
-  nlohmann::json spec = nlohmann::json::parse(ReadFile(dir_ + "/cdi/rpci.io-emu-" + ids_[1] + ".json"), nullptr, false);
-  ASSERT_FALSE(spec.is_discarded());
-  std::vector<std::string> cdi_env = spec["devices"][0]["containerEdits"]["env"].get<std::vector<std::string>>();
-  EXPECT_NE(std::find(cdi_env.begin(), cdi_env.end(), "RPCI_1_CA_FILE=/var/run/rpci/" + ids_[1] + "/ca.crt"),
-            cdi_env.end());
-
   // Releasing removes the CA with the rest of the session dir.
   kubelet_->RemovePod("ml", "trainer-0");
   ASSERT_TRUE(plugin_->SyncUsage().ok());

@@ -14,6 +14,9 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
+#include "proto/kubelet/dra/v1/api.grpc.pb.h"
+#include "proto/kubelet/dra/v1beta1/api.grpc.pb.h"
+#include "proto/kubelet/pluginregistration/v1/api.grpc.pb.h"
 #include "proto/kubelet/podresources/v1/api.grpc.pb.h"
 
 namespace rpci {
@@ -62,12 +65,23 @@ TEST(WireCompatTest, ContainerAllocateResponseFieldsAndMapEntries) {
   m->set_container_path("/c");
   m->set_host_path("/h");
   m->set_read_only(true);
+  v1beta1::DeviceSpec* d = r.add_devices();
+  d->set_container_path("/dc");
+  d->set_host_path("/dh");
+  d->set_permissions("rw");
+  (*r.mutable_annotations())["A"] = "B";
   r.add_cdi_devices()->set_name("rpci.io/emu=d");
   std::string env_entry = Bytes({0x0a, 1, 'K', 0x12, 1, 'V'});
   std::string mount = Bytes({0x0a, 2}) + "/c" + Bytes({0x12, 2}) + "/h" + Bytes({0x18, 1});
+  std::string device = Bytes({0x0a, 3}) + "/dc" + Bytes({0x12, 3}) + "/dh" + Bytes({0x1a, 2}) + "rw";
+  std::string annotation_entry = Bytes({0x0a, 1, 'A', 0x12, 1, 'B'});
   std::string cdi = Bytes({0x0a, 13}) + "rpci.io/emu=d";
+  // envs = 1, mounts = 2, devices = 3, annotations = 4, cdi_devices = 5
+  // (upstream k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1/api.proto).
   std::string want = Bytes({0x0a, static_cast<int>(env_entry.size())}) + env_entry +
                      Bytes({0x12, static_cast<int>(mount.size())}) + mount +
+                     Bytes({0x1a, static_cast<int>(device.size())}) + device +
+                     Bytes({0x22, static_cast<int>(annotation_entry.size())}) + annotation_entry +
                      Bytes({0x2a, static_cast<int>(cdi.size())}) + cdi;
   EXPECT_EQ(r.SerializeAsString(), want);
 }
@@ -149,6 +163,79 @@ TEST(WireCompatTest, AnUnsetShareIdIsAbsentFromTheWireAndAnEmptyOneIsPresent) {
   EXPECT_EQ(empty.SerializeAsString(), Bytes({0x2a, 0}));
 }
 
+TEST(WireCompatTest, PluginInfoFieldsFollowTheRegistrationApi) {
+  pluginregistration::PluginInfo info;
+  info.set_type("DRAPlugin");
+  info.set_name("rpci.io");
+  info.set_endpoint("/p/dra.sock");
+  info.add_supported_versions("v1.DRAPlugin");
+  info.add_supported_versions("v1beta1.DRAPlugin");
+  std::string want = Bytes({0x0a, 9}) + "DRAPlugin" + Bytes({0x12, 7}) + "rpci.io" + Bytes({0x1a, 11}) +
+                     "/p/dra.sock" + Bytes({0x22, 12}) + "v1.DRAPlugin" + Bytes({0x22, 17}) + "v1beta1.DRAPlugin";
+  EXPECT_EQ(info.SerializeAsString(), want);
+}
+
+TEST(WireCompatTest, RegistrationStatusIsRegisteredOneErrorTwo) {
+  pluginregistration::RegistrationStatus st;
+  st.set_plugin_registered(true);
+  st.set_error("e");
+  EXPECT_EQ(st.SerializeAsString(), Bytes({0x08, 1, 0x12, 1, 'e'}));
+}
+
+// The same bytes decode in both DRA versions: the kubelet's v1beta1 wrapper
+// converts field by field, so the layouts must be identical.
+template <typename Request>
+void ExpectClaimBytes() {
+  Request req;
+  auto* c = req.add_claims();
+  c->set_namespace_("ns");
+  c->set_uid("u1");
+  c->set_name("c");
+  std::string claim = Bytes({0x0a, 2}) + "ns" + Bytes({0x12, 2}) + "u1" + Bytes({0x1a, 1}) + "c";
+  EXPECT_EQ(req.SerializeAsString(), Bytes({0x0a, static_cast<int>(claim.size())}) + claim);
+}
+
+TEST(WireCompatTest, DraClaimIsNamespaceUidNameInBothVersions) {
+  ExpectClaimBytes<k8s::io::kubelet::pkg::apis::dra::v1beta1::NodePrepareResourcesRequest>();
+  ExpectClaimBytes<k8s::io::kubelet::pkg::apis::dra::v1beta1::NodeUnprepareResourcesRequest>();
+  ExpectClaimBytes<k8s::io::kubelet::pkg::apis::dra::v1::NodePrepareResourcesRequest>();
+  ExpectClaimBytes<k8s::io::kubelet::pkg::apis::dra::v1::NodeUnprepareResourcesRequest>();
+}
+
+template <typename Response>
+void ExpectPrepareResponseBytes() {
+  Response resp;
+  auto& entry = (*resp.mutable_claims())["u1"];
+  auto* d = entry.add_devices();
+  d->add_request_names("r");
+  d->set_pool_name("p");
+  d->set_device_name("d");
+  d->add_cdi_device_ids("v/k=n");
+  entry.set_error("x");
+  // map entry: key(1) "u1", value(2){devices(1){request_names(1), pool_name(2),
+  // device_name(3), cdi_device_ids(4)}, error(2)}
+  std::string device = Bytes({0x0a, 1, 'r', 0x12, 1, 'p', 0x1a, 1, 'd', 0x22, 5}) + "v/k=n";
+  std::string value = Bytes({0x0a, static_cast<int>(device.size())}) + device + Bytes({0x12, 1, 'x'});
+  std::string map_entry = Bytes({0x0a, 2}) + "u1" + Bytes({0x12, static_cast<int>(value.size())}) + value;
+  EXPECT_EQ(resp.SerializeAsString(), Bytes({0x0a, static_cast<int>(map_entry.size())}) + map_entry);
+}
+
+TEST(WireCompatTest, DraPrepareResponseIsAMapByClaimUidInBothVersions) {
+  ExpectPrepareResponseBytes<k8s::io::kubelet::pkg::apis::dra::v1beta1::NodePrepareResourcesResponse>();
+  ExpectPrepareResponseBytes<k8s::io::kubelet::pkg::apis::dra::v1::NodePrepareResourcesResponse>();
+}
+
+TEST(WireCompatTest, DraUnprepareResponseErrorIsFieldOne) {
+  k8s::io::kubelet::pkg::apis::dra::v1::NodeUnprepareResourcesResponse resp;
+  (*resp.mutable_claims())["u"].set_error("e");
+  std::string value = Bytes({0x0a, 1, 'e'});
+  std::string map_entry = Bytes({0x0a, 1, 'u', 0x12, static_cast<int>(value.size())}) + value;
+  EXPECT_EQ(resp.SerializeAsString(), Bytes({0x0a, static_cast<int>(map_entry.size())}) + map_entry);
+  k8s::io::kubelet::pkg::apis::dra::v1beta1::NodeUnprepareResourcesResponse beta;
+  ASSERT_TRUE(beta.ParseFromString(resp.SerializeAsString()));
+  EXPECT_EQ(beta.claims().at("u").error(), "e");
+}
+
 std::string PathOf(const google::protobuf::ServiceDescriptor* service, const std::string& method) {
   const google::protobuf::MethodDescriptor* m = service->FindMethodByName(method);
   return m == nullptr ? "<missing " + method + ">" : "/" + service->full_name() + "/" + m->name();
@@ -172,6 +259,24 @@ TEST(WireCompatTest, EveryKubeletMethodHasTheKubeletsPath) {
   EXPECT_EQ(PathOf(lister, "Get"), "/v1.PodResourcesLister/Get");
   EXPECT_EQ(plugin->method_count(), 5);
   EXPECT_EQ(registration->method_count(), 1);
+}
+
+TEST(WireCompatTest, RegistrationAndDraMethodsHaveTheKubeletsPaths) {
+  const auto* pool = google::protobuf::DescriptorPool::generated_pool();
+  const auto* registration = pool->FindServiceByName("pluginregistration.Registration");
+  ASSERT_NE(registration, nullptr);
+  EXPECT_EQ(PathOf(registration, "GetInfo"), "/pluginregistration.Registration/GetInfo");
+  EXPECT_EQ(PathOf(registration, "NotifyRegistrationStatus"),
+            "/pluginregistration.Registration/NotifyRegistrationStatus");
+  EXPECT_EQ(registration->method_count(), 2);
+  for (const std::string version : {"v1beta1", "v1"}) {
+    const std::string name = "k8s.io.kubelet.pkg.apis.dra." + version + ".DRAPlugin";
+    const auto* dra = pool->FindServiceByName(name);
+    ASSERT_NE(dra, nullptr) << name;
+    EXPECT_EQ(PathOf(dra, "NodePrepareResources"), "/" + name + "/NodePrepareResources");
+    EXPECT_EQ(PathOf(dra, "NodeUnprepareResources"), "/" + name + "/NodeUnprepareResources");
+    EXPECT_EQ(dra->method_count(), 2);
+  }
 }
 
 // Servers built from our generated code, answering with recognisable data.

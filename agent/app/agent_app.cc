@@ -145,6 +145,7 @@ absl::Status AgentApp::AddEmuDevices(const DeviceBackends& backends) {
       d.set_node(options_.node);
       d.set_pool(e.pool);
       d.set_backend("emu");
+      d.set_dma_size((*dev)->dma_size());
       d.set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);
       for (const auto& [k, v] : options_.labels) (*d.mutable_labels())[k] = v;
       devices_.push_back(std::move(d));
@@ -188,6 +189,7 @@ absl::Status AgentApp::AddRealDevices(const DeviceBackends& backends) {
       log_.Warn("device not exported", {{"device", d.id()}, {"error", dev.status().ToString()}});
       continue;
     }
+    d.set_dma_size((*dev)->dma_size());
     d.set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);
     for (const auto& [k, v] : options_.labels) (*d.mutable_labels())[k] = v;
     devices_.push_back(std::move(d));
@@ -251,11 +253,8 @@ absl::Status AgentApp::Start() {
   serving_ = true;
 
   if (!options_.http_listen.empty()) {
-    std::string http_host;
-    int http_port = 0;
-    if (absl::Status s = ParseHostPort(options_.http_listen, &http_host, &http_port); !s.ok()) return s;
     health_ = std::make_unique<HealthServer>(&metrics_, [this] { return Readiness(); });
-    absl::StatusOr<int> bound = health_->Start(http_host, http_port);
+    absl::StatusOr<int> bound = health_->Start(options_.http_listen);
     if (!bound.ok()) return absl::Status(bound.status().code(), absl::StrCat("http.listen: ", bound.status().message()));
     http_port_ = *bound;
   }

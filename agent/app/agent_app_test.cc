@@ -13,7 +13,7 @@
 #include "common/testing/exposition_format.h"
 #include "common/tls.h"
 #include "controller/controller_app.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "librpci/device.h"
@@ -23,15 +23,7 @@ namespace rpci::agent {
 namespace {
 
 using controller::testing::MakeTempDir;
-
-bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return done();
-}
+using controller::testing::WaitFor;
 
 // The real controller (ControllerApp on a local store) and an AgentApp with
 // two emulated devices, all on loopback; the test plays compute node cn-1.
@@ -169,6 +161,8 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
   EXPECT_EQ(agent_->devices()[0].id(), "dev-a-fffe-00-00-0");
   EXPECT_EQ(agent_->devices()[1].function().bdf(), "fffe:00:01.0");
   EXPECT_EQ(agent_->devices()[0].function().vendor_id(), kEmuVendorId);
+  // The DMA space its backend serves (emu's default), for the DRA slices' capacity.
+  EXPECT_EQ(agent_->devices()[0].dma_size(), uint64_t{1} << 20);
   EXPECT_FALSE(agent_->Readiness().ok());  // not serving, not registered
 
   ASSERT_TRUE(agent_->Start().ok());

@@ -60,15 +60,8 @@ TEST(PciInventoryTest, ReportsEveryFunctionSortedWithItsBridgeChain) {
 TEST(PciInventoryTest, WideDomainBridgesAreInTheChain) {
   // VMD and some hypervisors use 5-digit domains.
   SysfsTree tree;
-  FakeFunction port;
-  port.bdf = "10000:00:02.0";
-  port.parent = "pci10000:00";
-  port.class_code = "0x060400";
-  tree.AddFunction(port);
-  FakeFunction nvme;
-  nvme.bdf = "10000:01:00.0";
-  nvme.parent = "pci10000:00/10000:00:02.0";
-  tree.AddFunction(nvme);
+  tree.AddFunction(testing::BridgeAt("10000:00:02.0", "pci10000:00"));
+  tree.AddFunction(testing::FunctionAt("10000:01:00.0", "pci10000:00/10000:00:02.0"));
   std::vector<PcieFunction> fns = Scan(tree);
   const PcieFunction* fn = Find(fns, "10000:01:00.0");
   ASSERT_NE(fn, nullptr);
@@ -149,21 +142,17 @@ TEST(PciInventoryTest, MissingPciIdsFileIsNotFound) {
 
 TEST(PciInventoryTest, SriovPhysicalFunctionListsVirtualFunctionsInOrder) {
   SysfsTree tree;
-  FakeFunction pf;
-  pf.bdf = "0000:05:00.0";
-  std::string pf_dir = tree.AddFunction(pf);
+  std::string pf_dir = tree.AddFunction(testing::FunctionAt("0000:05:00.0"));
   tree.WriteFile(pf_dir + "/sriov_totalvfs", "16\n");
   tree.WriteFile(pf_dir + "/sriov_numvfs", "11\n");
   std::vector<std::string> want;
   for (int i = 0; i < 11; ++i) {
-    FakeFunction vf;
     char bdf[16];
     std::snprintf(bdf, sizeof(bdf), "0000:05:%02x.%x", (i + 1) / 8, (i + 1) % 8);
-    vf.bdf = bdf;
-    std::string vf_dir = tree.AddFunction(vf);
-    tree.Symlink("../" + vf.bdf, pf_dir + "/virtfn" + std::to_string(i));
+    std::string vf_dir = tree.AddFunction(testing::FunctionAt(bdf));
+    tree.Symlink("../" + std::string(bdf), pf_dir + "/virtfn" + std::to_string(i));
     tree.Symlink("../0000:05:00.0", vf_dir + "/physfn");
-    want.push_back(vf.bdf);
+    want.push_back(bdf);
   }
   std::vector<PcieFunction> fns = Scan(tree);
   ASSERT_EQ(fns.size(), 12u);
@@ -294,9 +283,7 @@ TEST(PciInventoryTest, BrokenVirtfnLinkIsRecorded) {
 
 TEST(PciInventoryTest, BrokenDeviceLinkStillReportsTheFunction) {
   SysfsTree tree;
-  FakeFunction ok;
-  ok.bdf = "0000:00:03.0";
-  tree.AddFunction(ok);
+  tree.AddFunction(testing::FunctionAt("0000:00:03.0"));
   tree.Symlink("../../../devices/pci0000:00/0000:00:09.0", "bus/pci/devices/0000:00:09.0");
   std::vector<PcieFunction> fns = Scan(tree);
   ASSERT_EQ(fns.size(), 2u);
@@ -321,9 +308,7 @@ TEST(PciInventoryTest, MalformedIdFilesAreProblemsNotCrashes) {
 
 TEST(PciInventoryTest, NonAddressEntriesAreIgnored) {
   SysfsTree tree;
-  FakeFunction f;
-  f.bdf = "0000:00:03.0";
-  tree.AddFunction(f);
+  tree.AddFunction(testing::FunctionAt("0000:00:03.0"));
   tree.WriteFile("bus/pci/devices/README", "not a device\n");
   EXPECT_EQ(Scan(tree).size(), 1u);
 }

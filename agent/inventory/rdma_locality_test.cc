@@ -13,7 +13,6 @@ namespace {
 
 using rpci::v1::PcieFunction;
 using rpci::v1::RdmaNic;
-using testing::FakeFunction;
 using testing::SysfsTree;
 
 // Captures log lines for one test.
@@ -57,6 +56,12 @@ const PcieFunction& Fn(const std::vector<PcieFunction>& fns, const std::string& 
   return none;
 }
 
+// Where the NICs of `tree` stand relative to the function `bdf`.
+NicLocality LocalityOf(const SysfsTree& tree, const std::string& bdf) {
+  std::vector<PcieFunction> fns = ScanFunctions(tree);
+  return FindLocalNics(Fn(fns, bdf), ScanNics(tree.root(), RdmaSource::kSysfs), fns);
+}
+
 TEST(RdmaInventoryTest, SysfsSourceReadsPortsGidsAndThePciAddress) {
   SysfsTree tree;
   testing::AddSwitchTopology(tree);
@@ -93,9 +98,7 @@ TEST(RdmaInventoryTest, PortsNameTheirNetdevAndTheNicItsUverbsDevice) {
   tree.AddRdmaDevice("mlx5_0", "0000:04:00.0");
   tree.WriteFile("devices/virtual/infiniband/mlx5_0/ports/1/gid_attrs/ndevs/0", "enp4s0f0\n");
   tree.MakeDir("class/net/enp4s0f0");
-  tree.MakeDir("class/infiniband_verbs/uverbs0");
   tree.WriteFile("class/infiniband_verbs/uverbs0/ibdev", "other\n");
-  tree.MakeDir("class/infiniband_verbs/uverbs3");
   tree.WriteFile("class/infiniband_verbs/uverbs3/ibdev", "mlx5_0\n");
   std::vector<RdmaNic> nics = ScanNics(tree.root(), RdmaSource::kSysfs);
   ASSERT_EQ(nics.size(), 1u);
@@ -109,18 +112,14 @@ TEST(RdmaInventoryTest, PortsNameTheirNetdevAndTheNicItsUverbsDevice) {
 TEST(RdmaInventoryTest, SoftwareDeviceIsPlacedByItsNetdevOrNowhere) {
   SysfsTree tree;
   testing::AddSwitchTopology(tree);
-  tree.AddRdmaDevice("rxe0", "0000:00:00.0");
-  tree.Remove("devices/virtual/infiniband/rxe0/device");
-  tree.WriteFile("devices/virtual/infiniband/rxe0/parent", "enp4s0\n");
+  tree.AddSoftRdmaDevice("rxe0", "enp4s0");
   tree.Symlink("../../../bus/pci/devices/0000:04:00.0", "class/net/enp4s0/device");
   tree.AddRdmaDevice("rxe1", "0000:00:00.0");
   tree.Remove("devices/virtual/infiniband/rxe1/device");
   tree.WriteFile("devices/virtual/infiniband/rxe1/ports/1/gid_attrs/ndevs/0", "veth0\n");
   tree.MakeDir("class/net/veth0");
   // A device whose netdev is in another network namespace: none named.
-  tree.AddRdmaDevice("rxe2", "0000:00:00.0");
-  tree.Remove("devices/virtual/infiniband/rxe2/device");
-  tree.WriteFile("devices/virtual/infiniband/rxe2/parent", "veth1\n");
+  tree.AddSoftRdmaDevice("rxe2", "veth1");
   std::vector<RdmaNic> nics = ScanNics(tree.root(), RdmaSource::kSysfs);
   ASSERT_EQ(nics.size(), 3u);
   EXPECT_EQ(nics[2].ports(0).netdev(), "");
@@ -180,60 +179,41 @@ TEST(RdmaInventoryTest, LiveVerbsAgreesWithLiveSysfs) {
 TEST(LocalityTest, NicBesideGpuUnderOneSwitchIsSwitchLocal) {
   SysfsTree tree;
   testing::AddSwitchTopology(tree);
-  FakeFunction far_nic;
-  far_nic.bdf = "0000:80:00.0";
-  far_nic.parent = "pci0000:80";
-  far_nic.numa_node = "1";
   tree.MakeDir("devices/pci0000:80");
-  tree.AddFunction(far_nic);
+  tree.AddFunction(testing::FunctionAt("0000:80:00.0", "pci0000:80", "1"));
   tree.AddRdmaDevice("mlx5_0", "0000:04:00.0");
   tree.AddRdmaDevice("mlx5_1", "0000:80:00.0");
-  std::vector<PcieFunction> fns = ScanFunctions(tree);
-  std::vector<RdmaNic> nics = ScanNics(tree.root(), RdmaSource::kSysfs);
 
   // GPU (numa 1) shares switch 01:00.0 with mlx5_0 (numa 0); mlx5_1 is on
   // its NUMA node but the switch wins.
-  NicLocality gpu = FindLocalNics(Fn(fns, "0000:03:00.0"), nics, fns);
+  NicLocality gpu = LocalityOf(tree, "0000:03:00.0");
   EXPECT_EQ(gpu.kind, LocalityKind::kSwitch);
   EXPECT_EQ(gpu.nics, std::vector<std::string>{"mlx5_0"});
 
   // The NVMe drive on the root complex shares no bridge: NUMA node 0 -> mlx5_0.
-  NicLocality nvme = FindLocalNics(Fn(fns, "0000:00:02.0"), nics, fns);
+  NicLocality nvme = LocalityOf(tree, "0000:00:02.0");
   EXPECT_EQ(nvme.kind, LocalityKind::kNuma);
   EXPECT_EQ(nvme.nics, std::vector<std::string>{"mlx5_0"});
 }
 
-TEST(LocalityTest, UnknownNumaNodeWithoutSharedSwitchHasNoLocalNic) {
+// Where a NIC at `nic` stands to a device at `device`, both functions on
+// the root complex with unknown NUMA nodes.
+NicLocality LocalityWithUnknownNuma(const std::string& device, const std::string& nic) {
   SysfsTree tree;
-  FakeFunction dev;
-  dev.bdf = "0000:00:02.0";
-  dev.numa_node = "-1";
-  tree.AddFunction(dev);
-  FakeFunction nic;
-  nic.bdf = "0000:00:03.0";
-  nic.numa_node = "-1";
-  tree.AddFunction(nic);
-  tree.AddRdmaDevice("mlx5_0", "0000:00:03.0");
-  std::vector<PcieFunction> fns = ScanFunctions(tree);
-  std::vector<RdmaNic> nics = ScanNics(tree.root(), RdmaSource::kSysfs);
-  NicLocality loc = FindLocalNics(Fn(fns, "0000:00:02.0"), nics, fns);
+  tree.AddFunction(testing::FunctionAt(device, "pci0000:00", "-1"));
+  tree.AddFunction(testing::FunctionAt(nic, "pci0000:00", "-1"));
+  tree.AddRdmaDevice("mlx5_0", nic);
+  return LocalityOf(tree, device);
+}
+
+TEST(LocalityTest, UnknownNumaNodeWithoutSharedSwitchHasNoLocalNic) {
+  NicLocality loc = LocalityWithUnknownNuma("0000:00:02.0", "0000:00:03.0");
   EXPECT_EQ(loc.kind, LocalityKind::kNone);
   EXPECT_TRUE(loc.nics.empty());
 }
 
 TEST(LocalityTest, FunctionsOfOneSlotAreSwitchLocal) {
-  SysfsTree tree;
-  FakeFunction f0;
-  f0.bdf = "0000:00:05.0";
-  f0.numa_node = "-1";
-  tree.AddFunction(f0);
-  FakeFunction f1 = f0;
-  f1.bdf = "0000:00:05.1";
-  tree.AddFunction(f1);
-  tree.AddRdmaDevice("mlx5_0", "0000:00:05.1");
-  std::vector<PcieFunction> fns = ScanFunctions(tree);
-  std::vector<RdmaNic> nics = ScanNics(tree.root(), RdmaSource::kSysfs);
-  NicLocality loc = FindLocalNics(Fn(fns, "0000:00:05.0"), nics, fns);
+  NicLocality loc = LocalityWithUnknownNuma("0000:00:05.0", "0000:00:05.1");
   EXPECT_EQ(loc.kind, LocalityKind::kSwitch);
   EXPECT_EQ(loc.nics, std::vector<std::string>{"mlx5_0"});
 }

@@ -6,7 +6,7 @@
 #include "controller/local_store.h"
 #include "controller/pool_manager.h"
 #include "controller/service.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "gtest/gtest.h"
 
 namespace rpci::agent {
@@ -14,6 +14,7 @@ namespace {
 
 using controller::testing::AgentWith;
 using controller::testing::NodeWith;
+using controller::testing::WaitFor;
 
 // The real controller (pool manager on a local store, gRPC services) on
 // loopback; the link under test speaks for device server "dev-a".
@@ -94,14 +95,6 @@ class ControllerLinkTest : public ::testing::Test {
     return resp;
   }
 
-  bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(5)) {
-    absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      if (done()) return true;
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return done();
-  }
 
   bool GrantValid(const rpci::v1::SessionGrant& g) {
     return grants_.Check(g.grant_id(), g.token(), absl::Now()).ok();

@@ -31,10 +31,17 @@ constexpr uint64_t kSeqMagic = 0x51455349435052ull;  // "RPCISEQ"
 // Outstanding challenges per session, and how long one stays answerable.
 constexpr size_t kMaxChallenges = 16;
 constexpr absl::Duration kChallengeLifetime = absl::Seconds(60);
-// Authenticated frames queued per session; more are dropped (a legitimate
-// client waits for acknowledgements long before this).
+// Frames a session's endpoint keeps while its worker is busy; more are
+// dropped and counted (a legitimate client waits for acknowledgements long
+// before this).
 constexpr size_t kInboxCapacity = 256;
-constexpr auto kPushRetry = std::chrono::milliseconds(200);  // a failed completion push, again
+// How long a worker waits on its endpoint before looking at its flags again
+// (interrupts and stop wake it at once).
+constexpr absl::Duration kWorkerPoll = absl::Milliseconds(200);
+// How long an attach waits for the session's domain and endpoint, which its
+// worker opens after the reservation (a few milliseconds).
+constexpr absl::Duration kFabricWait = absl::Seconds(10);
+constexpr absl::Duration kPushRetry = absl::Milliseconds(200);  // a failed completion push, again
 
 // Applied/completion sequence numbers in a MAP_SHARED file: a store is in the
 // kernel's page cache at once, so it survives the agent being SIGKILLed
@@ -163,34 +170,74 @@ struct SessionServer::Session {
   bool closing = false;
   uint64_t mapped_bytes = 0;  // sum of from_device lengths
 
-  // This attach's control frames. Guarded by frames_mu (taken after mu, never
-  // before): the dispatcher checks incoming frames without waiting for mu,
-  // which the worker may hold across a slow RMA.
+  // This session's own fabric domain: its regions are registered here only,
+  // so no other session's peer can use their keys (with FI_MR_PROV_KEY
+  // providers a key is only unique within a domain). Opened by the worker
+  // right after the reservation (off the reservation's and the attach's
+  // path), closed at teardown.
+  std::unique_ptr<fabric::Fabric> fabric;
+  // The session's endpoint in that domain; its frames arrive here and
+  // nowhere else. One endpoint serves one attach: a re-attach gets a fresh
+  // one (FreshEndpoint), so the previous client's connection dies with it.
+  // Written with mu and frames_mu held; read under either.
+  std::shared_ptr<fabric::Endpoint> endpoint;
+  bool endpoint_used = false;  // an attach has used it (under mu)
+
+  // This attach's control frames. Guarded by frames_mu (taken after mu,
+  // never before), so a frame can be sealed while mu is held elsewhere.
   std::mutex frames_mu;
   std::optional<session::FrameChannel> frames;
-  uint64_t attach_gen = 0;
 
-  // Authenticated frames for this session's own worker thread, so one
-  // session's work never runs on a thread another session waits on.
-  struct Queued {
-    uint64_t attach_gen;
-    session::Frame frame;
-  };
-  std::mutex inbox_mu;
-  std::condition_variable inbox_cv;
-  std::deque<Queued> inbox;  // at most kInboxCapacity
+  // The session's own worker thread receives on the endpoint and applies,
+  // so one session's work never runs on a thread another session waits on.
+  std::mutex signal_mu;
+  std::condition_variable signal_cv;
   bool interrupt_pending = false;  // the device's interrupt_fd fired; the worker pushes
   bool stop_worker = false;
+  std::optional<absl::Status> fabric_opened;  // set once the worker opened (or failed to)
   std::thread worker;
 
-  void StopWorker() {
-    {
-      std::lock_guard<std::mutex> lock(inbox_mu);
-      stop_worker = true;
+  // OK once the worker has opened the session's fabric; its error, or
+  // UNAVAILABLE after `timeout`.
+  absl::Status WaitFabric(absl::Duration timeout) {
+    std::unique_lock<std::mutex> lock(signal_mu);
+    if (!signal_cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                            [&] { return fabric_opened.has_value() || stop_worker; }) ||
+        !fabric_opened.has_value()) {
+      return absl::UnavailableError("session " + id.ToString() + ": its fabric endpoint is not open");
     }
-    inbox_cv.notify_all();
+    return *fabric_opened;
+  }
+
+  std::shared_ptr<fabric::Endpoint> CurrentEndpoint() {
+    std::lock_guard<std::mutex> lock(frames_mu);
+    return endpoint;
+  }
+  // Gets the worker's attention (it may be waiting on the endpoint).
+  void Signal(bool interrupt, bool stop) {
+    {
+      std::lock_guard<std::mutex> lock(signal_mu);
+      interrupt_pending = interrupt_pending || interrupt;
+      stop_worker = stop_worker || stop;
+    }
+    signal_cv.notify_all();
+    if (std::shared_ptr<fabric::Endpoint> ep = CurrentEndpoint()) ep->Wake();
+  }
+  void StopWorker() {
+    Signal(false, true);
     if (worker.joinable()) worker.join();
-  }  // a Teardown is scrubbing the device (guarded by the server's mu_)
+  }
+  // Shuts the endpoint down and closes the domain once nothing uses them.
+  void CloseFabric() {
+    std::shared_ptr<fabric::Endpoint> ep;
+    {
+      std::lock_guard<std::mutex> lock(frames_mu);
+      ep = std::move(endpoint);
+    }
+    if (ep) ep->Shutdown();
+    ep.reset();
+    fabric.reset();
+  }
   fabric::PeerId peer = 0;
   std::unique_ptr<SeqFile> seq;
   session::ApplyGate gate;
@@ -199,7 +246,7 @@ struct SessionServer::Session {
   // Completions pushed to this attach's client; (delivered, completion_seq]
   // are pushed again (a failed push is retried, a re-attach replays them).
   uint64_t delivered = 0;
-  // The last push failed: the worker retries it (atomic: read under inbox_mu).
+  // The last push failed: the worker retries it (atomic: read without mu).
   std::atomic<bool> push_failed{false};
   // A re-attach owes the client its mirrors (and an event) even when no
   // completion is undelivered; the worker pushes them.
@@ -214,8 +261,14 @@ struct SessionServer::Session {
   std::vector<std::unique_ptr<fabric::MemoryRegion>> bar_mr;
   std::vector<RegionDesc> local;   // what the client may touch, by their remote address
   std::vector<RegionDesc> client;  // the client's regions
+  // The client's BAR mirrors equal bar_buf (pushed this attach, no failed
+  // push since): events may then carry only what changed (InlineEvent).
+  bool mirror_pushed = false;
+  uint64_t mirror_gen = 0;  // the mirror's seqlock word, last value written
+  std::vector<std::vector<uint8_t>> bar_scratch;  // the BARs read now, to diff
 
   void Deregister() {
+    mirror_pushed = false;
     anchor_mr.reset();
     ring_mr.reset();
     comp_mr.reset();
@@ -255,11 +308,13 @@ absl::StatusOr<std::unique_ptr<SessionServer>> SessionServer::Create(SessionServ
 }
 
 absl::Status SessionServer::Start() {
+  // Sessions open their own domains and endpoints; this checks the provider
+  // now (and pays libfabric's provider initialisation before any session).
+  options_.fabric.service.clear();
+  options_.fabric.max_queued = kInboxCapacity;
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
   if (!fabric.ok()) return fabric.status();
-  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = (*fabric)->OpenEndpoint();
-  if (!endpoint.ok()) return endpoint.status();
-  endpoint_ = std::move(*endpoint);
+  provider_ = (*fabric)->provider();
   if (!options_.state_dir.empty()) {
     absl::StatusOr<std::vector<session::SessionRecord>> records =
         session::ReadCheckpoint(options_.state_dir + "/sessions.json");
@@ -300,7 +355,6 @@ absl::Status SessionServer::Start() {
     }
     open_gauge_->Set(static_cast<double>(sessions_.size()));
   }
-  dispatch_ = std::thread([this] { DispatchLoop(); });
   reaper_ = std::thread([this] { ReaperLoop(); });
   interrupts_ = std::thread([this] { InterruptLoop(); });
   return absl::OkStatus();
@@ -310,8 +364,6 @@ SessionServer::~SessionServer() { Stop(); }
 
 void SessionServer::Stop() {
   if (stopping_.exchange(true)) return;
-  if (endpoint_) endpoint_->Shutdown();
-  if (dispatch_.joinable()) dispatch_.join();
   if (reaper_.joinable()) reaper_.join();
   if (interrupts_.joinable()) interrupts_.join();
   std::lock_guard<std::mutex> lock(mu_);
@@ -319,7 +371,54 @@ void SessionServer::Stop() {
     s->StopWorker();
     std::lock_guard<std::mutex> slock(s->mu);
     s->Deregister();
+    s->CloseFabric();
   }
+}
+
+absl::Status SessionServer::OpenSessionFabric(Session& s) {
+  absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
+  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint =
+      fabric.ok() ? (*fabric)->OpenEndpoint() : absl::StatusOr<std::unique_ptr<fabric::Endpoint>>(fabric.status());
+  if (endpoint.ok()) {
+    std::lock_guard<std::mutex> lock(s.mu);
+    std::lock_guard<std::mutex> flock(s.frames_mu);
+    s.fabric = std::move(*fabric);
+    s.endpoint = std::move(*endpoint);
+    s.endpoint_used = false;
+  } else {
+    log_.Error("session fabric did not open; its attaches are refused",
+               {{"session", s.id.ToString()}, {"error", std::string(endpoint.status().message())}});
+  }
+  {
+    std::lock_guard<std::mutex> lock(s.signal_mu);
+    s.fabric_opened = endpoint.status();
+  }
+  s.signal_cv.notify_all();
+  return endpoint.status();
+}
+
+absl::Status SessionServer::FreshEndpoint(Session& s) {
+  if (!s.endpoint_used) return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = s.fabric->OpenEndpoint();
+  if (!endpoint.ok()) return endpoint.status();
+  std::shared_ptr<fabric::Endpoint> old;
+  {
+    std::lock_guard<std::mutex> lock(s.frames_mu);
+    old = std::exchange(s.endpoint, std::move(*endpoint));
+  }
+  s.endpoint_used = false;
+  // The worker waiting on it moves to the new one; the old client's
+  // connection and anything it still sends end here.
+  old->Shutdown();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SessionServer::fabric_address(session::SessionId id) const {
+  std::shared_ptr<Session> s = Find(id);
+  if (s == nullptr) return absl::NotFoundError("session " + id.ToString() + " is not live");
+  std::shared_ptr<fabric::Endpoint> ep = s->CurrentEndpoint();
+  if (ep == nullptr) return absl::NotFoundError("session " + id.ToString() + " has no endpoint");
+  return ep->address();
 }
 
 std::vector<rpci::v1::SessionReport> SessionServer::Reports() const {
@@ -456,8 +555,7 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
                                         rpci::v1::OpenSessionResponse* resp) {
   if (stopping_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "session server stopping");
   resp->set_protocol_version(session::kProtocolVersion);
-  resp->set_fabric_provider(endpoint_->provider());
-  resp->set_agent_fabric_address(endpoint_->address());
+  resp->set_fabric_provider(provider_);
   if (req->resume_session_id().empty()) return ToGrpc(Reserve(*ctx, *req, resp));
   session::Nonce nonce{};
   absl::StatusOr<std::shared_ptr<Session>> s =
@@ -466,6 +564,7 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
                    &nonce);
   if (!s.ok()) return ToGrpc(s.status());
   resp->set_session_id(req->resume_session_id());
+  if (absl::Status st = (*s)->WaitFabric(kFabricWait); !st.ok()) return ToGrpc(st);
   std::lock_guard<std::mutex> slock((*s)->mu);
   if ((*s)->device_state_lost) {
     refused_->Labels({"device_reset"}).Increment();
@@ -478,6 +577,7 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   resp->set_applied_sequence((*s)->gate.applied());
   if (req->client_fabric_address().empty()) {
     Describe(**s, resp);  // a client learning the session's shape
+    resp->set_agent_fabric_address((*s)->endpoint->address());
     return grpc::Status::OK;
   }
   if (absl::Status st = Attach(**s, *req, nonce, resp); !st.ok()) {
@@ -486,7 +586,7 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
                                  {"error", std::string(st.message())}});
     return ToGrpc(st);
   }
-  log_.Info("session attached", {{"session", req->resume_session_id()}, {"attach", (*s)->attach_gen},
+  log_.Info("session attached", {{"session", req->resume_session_id()},
                                  {"completions", (*s)->completion_seq},
                                  {"replayed", (*s)->completion_seq - (*s)->client_consumed}});
   return grpc::Status::OK;
@@ -604,17 +704,19 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   if (!frames.ok()) return frames.status();
 
   // Re-attaching replaces the previous data path (reconnect): the old
-  // registrations, and with them their keys, die here.
-  if (s.attached) endpoint_->RemovePeer(s.peer).IgnoreError();
+  // registrations, and with them their keys, die here, and so does the
+  // endpoint the previous client was connected to.
   s.Deregister();
-  absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(req.client_fabric_address());
+  if (absl::Status st = FreshEndpoint(s); !st.ok()) return st;
+  s.endpoint_used = true;
+  absl::StatusOr<fabric::PeerId> peer = s.endpoint->InsertPeer(req.client_fabric_address());
   if (!peer.ok()) return peer.status();
   s.peer = *peer;
   {
     std::lock_guard<std::mutex> lock(s.frames_mu);
     s.frames = *std::move(frames);
-    ++s.attach_gen;
   }
+  resp->set_agent_fabric_address(s.endpoint->address());
   s.client = client;
   // A client resuming with the same ring keeps its entries: what it has not
   // acknowledged is pushed again below, after the mirrors (and the device-
@@ -657,7 +759,7 @@ absl::Status SessionServer::RegisterRegions(Session& s) {
   auto reg = [&](std::vector<uint8_t>& buf, size_t size, uint64_t access,
                  std::unique_ptr<fabric::MemoryRegion>* mr) -> absl::Status {
     if (buf.size() != size) buf.assign(size, 0);
-    absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> r = endpoint_->RegisterMemory(buf.data(), buf.size(), access);
+    absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> r = s.endpoint->RegisterMemory(buf.data(), buf.size(), access);
     if (!r.ok()) return r.status();
     *mr = std::move(*r);
     return absl::OkStatus();
@@ -671,7 +773,7 @@ absl::Status SessionServer::RegisterRegions(Session& s) {
                             s.ring_buf.data());
   local.push_back({RegionKind::kMmioRing, session::kAccessRead | session::kAccessWrite, 0, s.ring_mr->remote().address,
                    s.ring_buf.size(), s.ring_mr->remote().key});
-  absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> dma_mr = endpoint_->RegisterMemory(
+  absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> dma_mr = s.endpoint->RegisterMemory(
       s.device->dma_space(), s.device->dma_size(), fabric::kRemoteRead | fabric::kRemoteWrite);
   if (!dma_mr.ok()) return dma_mr.status();
   s.dma_mr = std::move(*dma_mr);
@@ -720,8 +822,8 @@ grpc::Status SessionServer::CloseSession(grpc::ServerContext* ctx, const rpci::v
 
 void SessionServer::Detach(Session& s) {
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.attached) endpoint_->RemovePeer(s.peer).IgnoreError();
-  s.Deregister();
+  if (s.attached) s.endpoint->RemovePeer(s.peer).IgnoreError();
+  s.Deregister();  // the next attach gets a fresh endpoint
   // Unattached again: the attach timeout runs from now.
   s.last_seen = options_.clock->Now();
   teardowns_->Labels({"detached"}).Increment();
@@ -766,8 +868,8 @@ void SessionServer::Teardown(session::SessionId id, const std::string& reason, b
   {
     std::lock_guard<std::mutex> lock(s->mu);
     if (notify && s->attached) SendFrame(*s, FrameType::kClose, 0, 0);
-    if (s->attached) endpoint_->RemovePeer(s->peer).IgnoreError();
     s->Deregister();
+    s->CloseFabric();  // the session's domain: nothing of it is reachable now
     s->seq.reset();
     clean = s->device->Reset();
   }
@@ -820,14 +922,6 @@ void SessionServer::ReaperLoop() {
   }
 }
 
-void SessionServer::DispatchLoop() {
-  while (!stopping_) {
-    absl::StatusOr<std::string> msg = endpoint_->Recv(absl::Milliseconds(100));
-    if (!msg.ok()) continue;
-    HandleFrame(*msg);
-  }
-}
-
 void SessionServer::Refuse(Session* s, ErrorCode code, uint64_t what) {
   refused_->Labels({session::ErrorCodeName(code)}).Increment();
   if (s != nullptr && s->attached) SendFrame(*s, FrameType::kError, static_cast<uint64_t>(code), what);
@@ -835,99 +929,109 @@ void SessionServer::Refuse(Session* s, ErrorCode code, uint64_t what) {
 
 void SessionServer::SendFrame(Session& s, FrameType type, uint64_t arg0, uint64_t arg1) {
   std::string bytes;
+  std::shared_ptr<fabric::Endpoint> ep;
   {
     std::lock_guard<std::mutex> lock(s.frames_mu);
-    if (!s.frames.has_value()) return;
+    if (!s.frames.has_value() || s.endpoint == nullptr) return;
     bytes = s.frames->Seal(type, arg0, arg1);
+    ep = s.endpoint;
   }
-  if (absl::Status st = endpoint_->Send(s.peer, bytes); !st.ok()) {
+  if (absl::Status st = ep->Send(s.peer, bytes); !st.ok()) {
     log_.Warn("frame to client failed", {{"session", s.id.ToString()},
                                          {"error", std::string(st.message())}});
   }
 }
 
-void SessionServer::HandleFrame(const std::string& bytes) {
-  absl::StatusOr<session::Frame> frame =
-      session::DecodeFrame(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+void SessionServer::HandleFrame(Session& s, const fabric::Endpoint& from, const fabric::Message& message) {
+  const auto bytes = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(message.bytes.data()), message.bytes.size());
+  absl::StatusOr<session::Frame> frame = session::DecodeFrame(bytes);
   if (!frame.ok()) {
     // A version-1 frame (which carried the key) lands here as FAILED_PRECONDITION.
     const bool old = frame.status().code() == absl::StatusCode::kFailedPrecondition;
     refused_->Labels({old ? "old_version" : "malformed"}).Increment();
-    log_.Warn("frame refused", {{"reason", old ? "old_version" : "malformed"},
+    log_.Warn("frame refused", {{"session", s.id.ToString()}, {"reason", old ? "old_version" : "malformed"},
                                 {"error", std::string(frame.status().message())}});
     return;
   }
-  std::shared_ptr<Session> s = Find(frame->session_id);
-  if (s == nullptr) {
+  // Only this session's frames come in on its endpoint.
+  if (frame->session_id != s.id) {
     refused_->Labels({"stale_session"}).Increment();
     return;
   }
-  uint64_t gen = 0;
-  session::FrameChannel::Verdict verdict = session::FrameChannel::Verdict::kBadMac;
+  std::lock_guard<std::mutex> lock(s.mu);
+  const char* refusal = nullptr;
   {
-    std::lock_guard<std::mutex> lock(s->frames_mu);
-    if (!s->frames.has_value()) {
-      refused_->Labels({"stale_session"}).Increment();
-      return;
+    std::lock_guard<std::mutex> flock(s.frames_mu);
+    if (!s.frames.has_value()) {
+      refusal = "stale_session";
+    } else if (&from != s.endpoint.get() || (from.reports_sender() && message.from != s.peer)) {
+      // Bound to the attached client's endpoint: a frame sent from anywhere
+      // else (or left over from an earlier attach's endpoint) is refused
+      // before its MAC is looked at, so it cannot spend a counter.
+      refusal = "foreign_peer";
+    } else if (session::FrameChannel::Verdict v = s.frames->Check(bytes, *frame);
+               v != session::FrameChannel::Verdict::kOk) {
+      // Not answered: whoever sent it cannot prove the session's key.
+      refusal = session::VerdictName(v);
     }
-    // Not answered: whoever sent it cannot prove the session's key.
-    verdict =
-        s->frames->Check(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), *frame);
-    gen = s->attach_gen;
   }
-  if (verdict != session::FrameChannel::Verdict::kOk) {
-    refused_->Labels({session::VerdictName(verdict)}).Increment();
-    log_.Warn("frame refused", {{"session", s->id.ToString()}, {"reason", session::VerdictName(verdict)},
-                                {"counter", frame->counter}});
+  if (refusal != nullptr) {
+    refused_->Labels({refusal}).Increment();
+    log_.Warn("frame refused", {{"session", s.id.ToString()}, {"reason", refusal}, {"counter", frame->counter}});
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(s->inbox_mu);
-    if (s->inbox.size() >= kInboxCapacity) {
-      refused_->Labels({"inbox_full"}).Increment();
-      return;
-    }
-    s->inbox.push_back({gen, *frame});
+  if (s.attached) {
+    ProcessFrame(s, *frame);
+    if (s.resync && s.attached) PushCompletions(s, false);  // the client is connected
   }
-  s->inbox_cv.notify_one();
 }
 
 void SessionServer::WorkLoop(Session& s) {
-  std::unique_lock<std::mutex> inbox(s.inbox_mu);
+  if (!OpenSessionFabric(s).ok()) {
+    std::unique_lock<std::mutex> lock(s.signal_mu);
+    s.signal_cv.wait(lock, [&] { return s.stop_worker; });
+    return;
+  }
+  std::shared_ptr<fabric::Endpoint> ep;
+  uint64_t dropped_seen = 0;
   while (true) {
-    auto ready = [&] { return s.stop_worker || !s.inbox.empty() || s.interrupt_pending; };
-    // A failed push is retried (below, as an interrupt's push) until it goes
-    // through or the client re-attaches, which replays it anyway.
-    if (s.push_failed) {
-      s.inbox_cv.wait_for(inbox, kPushRetry, ready);
-    } else {
-      s.inbox_cv.wait(inbox, ready);
-    }
-    if (s.stop_worker) return;
-    std::optional<Session::Queued> q;
-    if (!s.inbox.empty()) {
-      q = s.inbox.front();
-      s.inbox.pop_front();
-    } else {
-      s.interrupt_pending = false;  // the push below takes every interrupt raised so far
-    }
-    inbox.unlock();
+    bool interrupt = false;
     {
-      std::lock_guard<std::mutex> lock(s.mu);
-      uint64_t gen = 0;
-      {
-        std::lock_guard<std::mutex> flock(s.frames_mu);
-        gen = s.attach_gen;
-      }
-      // Frames of an earlier attach are void once the client re-attached.
-      if (q.has_value() && s.attached && q->attach_gen == gen) {
-        ProcessFrame(s, q->frame);
-        if (s.resync && s.attached) PushCompletions(s, false);  // the client is connected
-      }
-      // A resumed attach pushes nothing until the client's first frame.
-      if (!q.has_value() && s.attached && !s.resync) PushCompletions(s, false);
+      std::lock_guard<std::mutex> lock(s.signal_mu);
+      if (s.stop_worker) return;
+      interrupt = std::exchange(s.interrupt_pending, false);
     }
-    inbox.lock();
+    if (interrupt) {
+      // The push takes every interrupt raised so far; a resumed attach
+      // pushes nothing until the client's first frame.
+      std::lock_guard<std::mutex> lock(s.mu);
+      if (s.attached && !s.resync) PushCompletions(s, false);
+      continue;
+    }
+    if (std::shared_ptr<fabric::Endpoint> now = s.CurrentEndpoint(); now != ep) {
+      ep = std::move(now);
+      dropped_seen = ep ? ep->dropped_messages() : 0;
+    }
+    if (ep == nullptr) return;  // the session's fabric is closed
+    // A failed push is retried (as an interrupt's push) until it goes
+    // through or the client re-attaches, which replays it anyway.
+    const bool retry = s.push_failed;
+    absl::StatusOr<fabric::Message> m = ep->RecvFrom(retry ? kPushRetry : kWorkerPoll);
+    if (retry && !m.ok() && m.status().code() != absl::StatusCode::kCancelled) {
+      std::lock_guard<std::mutex> lock(s.signal_mu);
+      s.interrupt_pending = true;
+    }
+    // Frames the endpoint dropped while this worker was busy (a flood).
+    if (const uint64_t dropped = ep->dropped_messages(); dropped > dropped_seen) {
+      refused_->Labels({"inbox_full"}).Increment(static_cast<double>(dropped - dropped_seen));
+      dropped_seen = dropped;
+    }
+    if (m.ok()) {
+      HandleFrame(s, *ep, *m);
+    } else if (m.status().code() == absl::StatusCode::kCancelled) {
+      // Replaced by a re-attach's endpoint (picked up above) or closing.
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
 }
 
@@ -939,7 +1043,11 @@ void SessionServer::ProcessFrame(Session& s, const session::Frame& frame) {
   s.last_seen = options_.clock->Now();
   switch (frame.type) {
     case FrameType::kKick:
-      HandleKick(s, frame.arg0, frame.arg1);
+      if (frame.payload.empty()) {
+        HandleKick(s, frame.arg0, frame.arg1);
+      } else {
+        HandleInlineKick(s, frame);
+      }
       break;
     case FrameType::kRefresh:
       if (absl::Status st = PushMirrors(s); st.ok()) SendFrame(s, FrameType::kRefreshed, frame.arg0, s.gate.applied());
@@ -1008,34 +1116,43 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
       Refuse(&s, ErrorCode::kBadSequence, seq);
       break;
     }
-    absl::StatusOr<session::ApplyGate::Verdict> verdict = s.gate.Check(w->seq);
-    if (!verdict.ok()) {
-      Refuse(&s, ErrorCode::kBadSequence, seq);
-      break;
-    }
-    if (*verdict == session::ApplyGate::Verdict::kDuplicate) continue;
-    // Bounds and access against the device's BAR; a refused write is consumed
-    // (so later writes keep their order) but never reaches the device.
-    const SessionDevice::Bar* bar = nullptr;
-    for (const SessionDevice::Bar& b : s.bars) {
-      if (b.index == w->bar) bar = &b;
-    }
-    absl::Status access =
-        bar == nullptr
-            ? absl::OutOfRangeError("no such bar")
-            : session::CheckAccess({RegionKind::kBar,
-                                    static_cast<uint8_t>(session::kAccessRead | (bar->writable ? session::kAccessWrite : 0)),
-                                    bar->index, 0, bar->size, 0},
-                                   w->offset, w->width, true);
-    if (access.ok()) access = s.device->WriteRegister(w->bar, w->offset, w->width, w->value);
-    if (!access.ok()) {
-      Refuse(&s, session::ErrorCodeFor(access), seq);
-    } else {
-      mmio_applied_->Increment();
-    }
-    s.gate.MarkApplied(seq);
-    s.seq->set_applied(seq);
+    if (!ApplyEntry(s, *w)) break;
   }
+  KickDone(s);
+}
+
+bool SessionServer::ApplyEntry(Session& s, const session::MmioWrite& w) {
+  absl::StatusOr<session::ApplyGate::Verdict> verdict = s.gate.Check(w.seq);
+  if (!verdict.ok()) {
+    Refuse(&s, ErrorCode::kBadSequence, w.seq);
+    return false;
+  }
+  if (*verdict == session::ApplyGate::Verdict::kDuplicate) return true;
+  // Bounds and access against the device's BAR; a refused write is consumed
+  // (so later writes keep their order) but never reaches the device.
+  const SessionDevice::Bar* bar = nullptr;
+  for (const SessionDevice::Bar& b : s.bars) {
+    if (b.index == w.bar) bar = &b;
+  }
+  absl::Status access =
+      bar == nullptr
+          ? absl::OutOfRangeError("no such bar")
+          : session::CheckAccess({RegionKind::kBar,
+                                  static_cast<uint8_t>(session::kAccessRead | (bar->writable ? session::kAccessWrite : 0)),
+                                  bar->index, 0, bar->size, 0},
+                                 w.offset, w.width, true);
+  if (access.ok()) access = s.device->WriteRegister(w.bar, w.offset, w.width, w.value);
+  if (!access.ok()) {
+    Refuse(&s, session::ErrorCodeFor(access), w.seq);
+  } else {
+    mmio_applied_->Increment();
+  }
+  s.gate.MarkApplied(w.seq);
+  s.seq->set_applied(w.seq);
+  return true;
+}
+
+void SessionServer::KickDone(Session& s) {
   // The agent is the ring's consumer: advancing head frees the slots (the
   // client writes only the tail word, so this cannot race its updates).
   const uint64_t head = s.gate.applied();
@@ -1052,7 +1169,7 @@ void SessionServer::InterruptLoop() {
       for (const auto& [id, s] : sessions_) {
         const int fd = s->closing || !s->attached ? -1 : s->device->interrupt_fd();
         if (fd < 0) continue;
-        std::lock_guard<std::mutex> inbox(s->inbox_mu);
+        std::lock_guard<std::mutex> signal(s->signal_mu);
         if (s->interrupt_pending) continue;  // its worker has it already
         fds.push_back({fd, POLLIN, 0});
         owners.push_back(s);
@@ -1066,11 +1183,7 @@ void SessionServer::InterruptLoop() {
     for (size_t i = 0; i < fds.size(); ++i) {
       if ((fds[i].revents & POLLIN) == 0) continue;
       // The session's own worker pushes the completions, as it does a kick's.
-      {
-        std::lock_guard<std::mutex> inbox(owners[i]->inbox_mu);
-        owners[i]->interrupt_pending = true;
-      }
-      owners[i]->inbox_cv.notify_one();
+      owners[i]->Signal(/*interrupt=*/true, /*stop=*/false);
     }
   }
 }
@@ -1084,18 +1197,25 @@ void SessionServer::PushCompletions(Session& s, bool always) {
     return;
   }
   std::vector<fabric::RmaOp> segs;
-  absl::Status st = owed ? UndeliveredSegments(s, &segs) : absl::OkStatus();
+  std::string payload;
+  absl::Status st = absl::OkStatus();
+  if (owed && (s.resync || !InlineEvent(s, &segs, &payload))) {
+    segs.clear();
+    payload.clear();
+    st = UndeliveredSegments(s, &segs);
+  }
   if (st.ok()) {
     std::string event;
     {
       std::lock_guard<std::mutex> lock(s.frames_mu);
       if (!s.frames.has_value()) return;
-      event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), upto);
+      event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), upto, payload);
     }
-    st = endpoint_->WriteAndSend(s.peer, segs, event);
+    st = segs.empty() ? s.endpoint->Send(s.peer, event) : s.endpoint->WriteAndSend(s.peer, segs, event);
   }
   const bool failing_before = s.push_failed.exchange(!st.ok());
   if (!st.ok()) {
+    s.mirror_pushed = false;  // unknown what landed: the retry pushes the mirror whole
     push_failures_->Increment();
     if (!failing_before) {  // once per run of failures; the counter counts each
       log_.Warn("completion push failed; retrying", {{"session", s.id.ToString()},
@@ -1109,6 +1229,7 @@ void SessionServer::PushCompletions(Session& s, bool always) {
 }
 
 absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs) {
+  const size_t first = segs->size();
   for (size_t i = 0; i < s.bars.size(); ++i) {
     absl::StatusOr<RegionDesc> mirror = session::FindRegion(s.client, RegionKind::kBar, s.bars[i].index);
     if (!mirror.ok()) return mirror.status();
@@ -1117,6 +1238,7 @@ absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp
     }
     segs->push_back({s.bar_mr[i].get(), 0, s.bar_buf[i].size(), mirror->address, mirror->key});
   }
+  if (absl::Status st = WrapMirrorPush(s, segs, first); !st.ok()) return st;
   absl::StatusOr<RegionDesc> dma = session::FindRegion(s.client, RegionKind::kDma);
   if (!dma.ok()) return dma.status();
   for (const auto& [off, len] : s.from_device) segs->push_back({s.dma_mr.get(), off, len, dma->address + off, dma->key});
@@ -1126,7 +1248,8 @@ absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp
 absl::Status SessionServer::PushMirrors(Session& s) {
   std::vector<fabric::RmaOp> segs;
   absl::Status st = MirrorSegments(s, &segs);
-  if (st.ok()) st = endpoint_->WriteBatch(s.peer, segs);
+  if (st.ok()) st = WriteInOrder(s, segs);
+  s.mirror_pushed = st.ok();
   if (!st.ok()) log_.Warn("mirror push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
   return st;
 }
@@ -1157,8 +1280,9 @@ absl::Status SessionServer::UndeliveredSegments(Session& s, std::vector<fabric::
   // Device changes reach the mirror before any completion that reports them:
   // in the same ordered batch when the provider places writes in order,
   // else pushed and waited for first.
-  if (endpoint_->ordered_writes()) {
+  if (s.endpoint->ordered_writes()) {
     if (absl::Status st = MirrorSegments(s, segs); !st.ok()) return st;
+    s.mirror_pushed = true;  // unless the batch fails (PushCompletions)
   } else if (absl::Status st = PushMirrors(s); !st.ok()) {
     return st;
   }
@@ -1172,6 +1296,142 @@ absl::Status SessionServer::UndeliveredSegments(Session& s, std::vector<fabric::
                             s.comp_buf.data());
   segs->push_back({s.comp_mr.get(), session::kRingTailOffset, 8, ring->address + session::kRingTailOffset, ring->key});
   return absl::OkStatus();
+}
+
+}  // namespace rpci::agent
+
+namespace rpci::agent {
+
+// ---- inline doorbells: entries in the kick, completions in the event ----
+
+namespace {
+
+// Completions one event carries inline; more go through the ring by RMA.
+constexpr size_t kInlineCompletions = 8;
+// Changed mirror bytes closer than this are sent as one patch.
+constexpr size_t kPatchGap = 16;
+
+// The byte ranges [begin, end) where `now` differs from `before`, 8-byte
+// words at a time, ranges closer than kPatchGap merged.
+std::vector<std::pair<size_t, size_t>> ChangedRanges(const std::vector<uint8_t>& before,
+                                                     const std::vector<uint8_t>& now) {
+  std::vector<std::pair<size_t, size_t>> ranges;
+  for (size_t at = 0; at < now.size(); at += 8) {
+    const size_t n = std::min<size_t>(8, now.size() - at);
+    if (std::memcmp(before.data() + at, now.data() + at, n) == 0) continue;
+    if (!ranges.empty() && at - ranges.back().second <= kPatchGap) {
+      ranges.back().second = at + n;
+    } else {
+      ranges.push_back({at, at + n});
+    }
+  }
+  return ranges;
+}
+
+}  // namespace
+
+void SessionServer::HandleInlineKick(Session& s, const session::Frame& frame) {
+  absl::StatusOr<std::vector<session::MmioWrite>> writes = session::DecodeMmioEntries(
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(frame.payload.data()), frame.payload.size()));
+  if (!writes.ok() || writes->empty()) {
+    Refuse(&s, ErrorCode::kMalformed, frame.arg0);
+    return;
+  }
+  // The entries end at the kick's tail and leave no gap after what was applied.
+  if (writes->back().seq != frame.arg0 || writes->front().seq > s.gate.applied() + 1) {
+    Refuse(&s, ErrorCode::kBadSequence, frame.arg0);
+    return;
+  }
+  if (frame.arg1 > s.client_consumed && frame.arg1 <= s.completion_seq) s.client_consumed = frame.arg1;
+  for (const session::MmioWrite& w : *writes) {
+    if (!ApplyEntry(s, w)) break;
+  }
+  KickDone(s);
+}
+
+absl::Status SessionServer::WrapMirrorPush(Session& s, std::vector<fabric::RmaOp>* segs, size_t first) {
+  const size_t bar_segs = segs->size() - first;
+  if (bar_segs == 0) return absl::OkStatus();
+  absl::StatusOr<RegionDesc> ring = session::FindRegion(s.client, RegionKind::kCompletionRing);
+  if (!ring.ok()) return ring.status();
+  // Odd before the BAR bytes, even after: the client's reads retry across
+  // a push (SessionClient::ReadMirror). Sources stay put until the batch
+  // completes: the agent's own copy of the ring header, bytes 24..39.
+  const uint64_t odd = ++s.mirror_gen, even = ++s.mirror_gen;
+  std::memcpy(s.comp_buf.data() + session::kRingMirrorGenOffset, &odd, 8);
+  std::memcpy(s.comp_buf.data() + session::kRingMirrorGenOffset + 8, &even, 8);
+  const uint64_t target = ring->address + session::kRingMirrorGenOffset;
+  segs->insert(segs->begin() + static_cast<std::ptrdiff_t>(first),
+               {s.comp_mr.get(), session::kRingMirrorGenOffset, 8, target, ring->key});
+  segs->insert(segs->begin() + static_cast<std::ptrdiff_t>(first + 1 + bar_segs),
+               {s.comp_mr.get(), session::kRingMirrorGenOffset + 8, 8, target, ring->key});
+  return absl::OkStatus();
+}
+
+absl::Status SessionServer::WriteInOrder(Session& s, const std::vector<fabric::RmaOp>& segs) {
+  if (s.endpoint->ordered_writes()) return s.endpoint->WriteBatch(s.peer, segs);
+  for (const fabric::RmaOp& op : segs) {
+    if (absl::Status st = s.endpoint->Write(s.peer, op); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+bool SessionServer::InlineEvent(Session& s, std::vector<fabric::RmaOp>* segs, std::string* payload) {
+  // The undelivered completions (TakeInterrupts numbered them) when few,
+  // the mirror known to the client and the writes ordered.
+  const uint64_t n = s.completion_seq - s.delivered;
+  if (n == 0 || n > kInlineCompletions || !s.mirror_pushed || !s.endpoint->ordered_writes()) return false;
+  session::EventPayload event;
+  for (uint64_t seq = s.delivered + 1; seq <= s.completion_seq; ++seq) {
+    const size_t slot = session::RingSlotOffset(seq, s.comp_capacity, session::kCompletionEntrySize);
+    absl::StatusOr<session::Completion> c =
+        session::DecodeCompletion(absl::MakeConstSpan(s.comp_buf.data() + slot, session::kCompletionEntrySize));
+    if (!c.ok()) return false;
+    event.completions.push_back(*c);
+  }
+  if (!MirrorPatches(s, n, &event, segs)) return false;
+  absl::StatusOr<RegionDesc> dma = session::FindRegion(s.client, RegionKind::kDma);
+  if (!dma.ok()) return false;
+  for (const auto& [off, len] : s.from_device) segs->push_back({s.dma_mr.get(), off, len, dma->address + off, dma->key});
+  *payload = session::EncodeEventPayload(event);
+  return true;
+}
+
+bool SessionServer::MirrorPatches(Session& s, size_t completions, session::EventPayload* event,
+                                  std::vector<fabric::RmaOp>* segs) {
+  size_t budget = session::kMaxFramePayload - 8 - completions * session::kCompletionEntrySize;
+  s.bar_scratch.resize(s.bars.size());
+  std::vector<std::vector<std::pair<size_t, size_t>>> changed(s.bars.size());
+  bool fits = true;
+  for (size_t i = 0; i < s.bars.size(); ++i) {
+    s.bar_scratch[i].resize(s.bar_buf[i].size());
+    if (!s.device->ReadBar(s.bars[i].index, 0, s.bar_scratch[i].size(), s.bar_scratch[i].data()).ok()) return false;
+    changed[i] = ChangedRanges(s.bar_buf[i], s.bar_scratch[i]);
+    for (const auto& [b, e] : changed[i]) {
+      const size_t need = session::PatchWireSize(e - b);
+      fits = fits && need <= budget;
+      budget -= std::min(budget, need);
+    }
+  }
+  const size_t first = segs->size();
+  for (size_t i = 0; i < s.bars.size(); ++i) {
+    if (changed[i].empty()) continue;
+    // bar_buf is the client's mirror from here on: what changed is sent
+    // inline, or (too much) the span it covers by RMA from bar_buf.
+    const size_t lo = changed[i].front().first, hi = changed[i].back().second;
+    std::memcpy(s.bar_buf[i].data() + lo, s.bar_scratch[i].data() + lo, hi - lo);
+    if (fits) {
+      for (const auto& [b, e] : changed[i]) {
+        event->patches.push_back({s.bars[i].index, static_cast<uint32_t>(b),
+                                  std::string(reinterpret_cast<const char*>(s.bar_buf[i].data() + b), e - b)});
+      }
+      continue;
+    }
+    absl::StatusOr<RegionDesc> mirror = session::FindRegion(s.client, RegionKind::kBar, s.bars[i].index);
+    if (!mirror.ok()) return false;
+    segs->push_back({s.bar_mr[i].get(), lo, hi - lo, mirror->address + lo, mirror->key});
+  }
+  return WrapMirrorPush(s, segs, first).ok();
 }
 
 }  // namespace rpci::agent

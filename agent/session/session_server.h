@@ -61,7 +61,9 @@ class GrantTable {
 absl::StatusOr<session::RegionDesc> RegionFromProto(const rpci::v1::Region& region);
 
 struct SessionServerOptions {
-  // The data path's provider, bind address and operation timeout.
+  // The data path's provider, bind address and operation timeout. Every
+  // session gets its own fabric domain and endpoint on an ephemeral port
+  // (`service` is ignored).
   fabric::FabricConfig fabric = fabric::LoopbackConfig();
   // Where the checkpoint and per-session sequence files live; empty = no
   // recovery across restarts.
@@ -92,9 +94,9 @@ struct SessionServerOptions {
 
 class SessionServer final : public rpci::v1::SessionControl::Service {
  public:
-  // Loads the checkpoint (sessions come back dormant until their client
-  // resumes) and starts the data-path and reaper threads. `devices` maps
-  // device ids to devices that outlive the server.
+  // Checks the fabric provider, loads the checkpoint (sessions come back
+  // dormant until their client resumes) and starts the reaper and interrupt
+  // threads. `devices` maps device ids to devices that outlive the server.
   static absl::StatusOr<std::unique_ptr<SessionServer>> Create(SessionServerOptions options, GrantTable* grants,
                                                                std::map<std::string, SessionDevice*> devices);
   ~SessionServer() override;
@@ -124,7 +126,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // applied and completions delivered, for the agent's heartbeat (the
   // controller shows them on the DeviceAttachment).
   std::vector<rpci::v1::SessionReport> Reports() const;
-  const std::string& fabric_address() const { return endpoint_->address(); }
+  // The fabric address of a live session's current endpoint (each session
+  // has its own domain and endpoint; a re-attach gets a fresh endpoint).
+  absl::StatusOr<std::string> fabric_address(session::SessionId id) const;
 
  private:
   struct Session;
@@ -157,16 +161,41 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // Registers this attach's agent-side regions and writes the anchor record
   // naming them (s.local, anchor last).
   absl::Status RegisterRegions(Session& s);
-  void DispatchLoop();
+  // The session's own fabric domain and a first endpoint (s.fabric,
+  // s.endpoint), opened by its worker as it starts; attaches wait for it.
+  absl::Status OpenSessionFabric(Session& s);
+  // A new endpoint in the session's domain for the next attach, replacing
+  // one that served an attach already (mu and frames_mu taken inside).
+  absl::Status FreshEndpoint(Session& s);
   void ReaperLoop();
-  // Dispatch thread: decodes, authenticates and queues a frame for its
-  // session's worker (WorkLoop), which applies it (ProcessFrame, mu held).
-  void HandleFrame(const std::string& bytes);
+  // The session's worker thread (WorkLoop) receives on the session's own
+  // endpoint, checks each frame (HandleFrame: this session, its attached
+  // peer, MAC and counter) and applies it (ProcessFrame, mu held).
+  void HandleFrame(Session& s, const fabric::Endpoint& from, const fabric::Message& message);
   void StartWorker(Session& s);
   void WorkLoop(Session& s);
   void ProcessFrame(Session& s, const session::Frame& frame);
   void MapFromDevice(Session& s, uint64_t offset, uint64_t len);
   void HandleKick(Session& s, uint64_t tail, uint64_t consumed);
+  // A kick carrying its MMIO entries (no ring read).
+  void HandleInlineKick(Session& s, const session::Frame& frame);
+  // Applies one MMIO entry through the gate; false stops the batch.
+  bool ApplyEntry(Session& s, const session::MmioWrite& w);
+  // After a kick's writes: ring head, then the completions and the event.
+  void KickDone(Session& s);
+  // The event's payload when its completions fit one message: the
+  // completions and the mirror's changed bytes inline, from-device DMA (and
+  // changes too big to inline) by RMA in `segs`. False: use the ring
+  // (UndeliveredSegments).
+  bool InlineEvent(Session& s, std::vector<fabric::RmaOp>* segs, std::string* payload);
+  // Diffs the BARs against the client's mirror (bar_buf): patches into
+  // `event`, or an RMA of the changed span into `segs`.
+  bool MirrorPatches(Session& s, size_t completions, session::EventPayload* event,
+                     std::vector<fabric::RmaOp>* segs);
+  // Puts the mirror's seqlock writes (odd, even) around segs[first..].
+  absl::Status WrapMirrorPush(Session& s, std::vector<fabric::RmaOp>* segs, size_t first);
+  // One ordered batch, or one write after another without ordered writes.
+  absl::Status WriteInOrder(Session& s, const std::vector<fabric::RmaOp>& segs);
   // Waits on the attached sessions' device interrupt fds and pushes their
   // completions as the devices raise them (no kick needed).
   void InterruptLoop();
@@ -194,7 +223,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   SessionServerOptions options_;
   GrantTable* grants_;
   std::map<std::string, SessionDevice*> devices_;
-  std::unique_ptr<fabric::Endpoint> endpoint_;
+  std::string provider_;  // resolved at Start
   Logger log_{"agent.session"};
   CounterFamily* refused_;
   CounterFamily* teardowns_;
@@ -213,7 +242,6 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::vector<session::SessionId> close_requests_;  // kClose frames, for the reaper
   std::mutex checkpoint_mu_;
   std::atomic<bool> stopping_{false};
-  std::thread dispatch_;
   std::thread reaper_;
   std::thread interrupts_;
 };

@@ -8,6 +8,9 @@
 
 #include <algorithm>
 #include <map>
+#include <atomic>
+#include <optional>
+#include <thread>
 
 #include "absl/cleanup/cleanup.h"
 #include "agent/backends/emu_backend.h"
@@ -81,19 +84,86 @@ class SessionTest : public ::testing::Test {
     return c.ok() ? std::move(*c) : nullptr;
   }
 
-  // An endpoint of someone else's on the agent's fabric.
+  // An endpoint of someone else's, connected to a session's endpoint on the
+  // agent (its current one, or `address`).
   struct RogueEndpoint {
     std::unique_ptr<fabric::Fabric> fabric;
     std::unique_ptr<fabric::Endpoint> endpoint;
     fabric::PeerId peer = 0;
     absl::Status Send(const std::string& bytes) { return endpoint->Send(peer, bytes); }
   };
-  RogueEndpoint Rogue() {
+  RogueEndpoint Rogue(session::SessionId id, const std::string& address = "") {
     RogueEndpoint r;
     r.fabric = *fabric::Fabric::Open(fabric::LoopbackConfig());
     r.endpoint = *r.fabric->OpenEndpoint();
-    r.peer = *r.endpoint->InsertPeer(server_->fabric_address());
+    r.peer = *r.endpoint->InsertPeer(address.empty() ? *server_->fabric_address(id) : address);
     return r;
+  }
+
+  // A client made by hand from the protocol's parts rather than
+  // client::SessionClient, so a test sends exactly the frames it wants from
+  // the attached endpoint, and reaches the agent's regions itself.
+  struct HandClient {
+    std::unique_ptr<fabric::Fabric> fabric;
+    std::unique_ptr<fabric::Endpoint> endpoint;
+    std::vector<std::vector<uint8_t>> buffers;
+    std::vector<std::unique_ptr<fabric::MemoryRegion>> regions;
+    std::optional<session::FrameChannel> frames;
+    fabric::PeerId agent = 0;
+    std::string agent_address;
+    rpci::v1::Region anchor;  // the agent's, from the attach answer
+    absl::Status Send(const std::string& bytes) { return endpoint->Send(agent, bytes); }
+    // The next frame from the agent that authenticates, as its type.
+    absl::StatusOr<session::FrameType> Receive() {
+      absl::StatusOr<std::string> m = endpoint->Recv(absl::Seconds(5));
+      if (!m.ok()) return m.status();
+      auto bytes = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(m->data()), m->size());
+      absl::StatusOr<session::Frame> f = session::DecodeFrame(bytes);
+      if (!f.ok()) return f.status();
+      if (frames->Check(bytes, *f) != session::FrameChannel::Verdict::kOk) {
+        return absl::UnauthenticatedError("agent frame does not authenticate");
+      }
+      return f->type;
+    }
+  };
+  std::unique_ptr<HandClient> HandAttach(const client::SessionTicket& ticket) {
+    auto h = std::make_unique<HandClient>();
+    h->fabric = *fabric::Fabric::Open(fabric::LoopbackConfig());
+    h->endpoint = *h->fabric->OpenEndpoint();
+    rpci::v1::OpenSessionRequest req;
+    auto add = [&](session::RegionKind kind, uint16_t index, size_t size) {
+      h->buffers.emplace_back(size, 0);
+      h->regions.push_back(*h->endpoint->RegisterMemory(h->buffers.back().data(), size,
+                                                        fabric::kRemoteRead | fabric::kRemoteWrite));
+      rpci::v1::Region* r = req.add_client_regions();
+      r->set_kind(static_cast<rpci::v1::RegionKind>(kind));
+      r->set_index(index);
+      r->set_address(h->regions.back()->remote().address);
+      r->set_size(size);
+      r->set_key(h->regions.back()->remote().key);
+      r->set_writable(true);
+    };
+    h->buffers.reserve(ticket.bars.size() + 2);
+    for (const client::BarMirror& b : ticket.bars) add(session::RegionKind::kBar, b.index, b.size);
+    add(session::RegionKind::kDma, 0, ticket.dma_size);
+    add(session::RegionKind::kCompletionRing, 0, session::RingRegionSize(64, session::kCompletionEntrySize));
+    req.set_client_fabric_address(h->endpoint->address());
+    auto attached = client::ControlClient().Attach(ticket, std::move(req));
+    EXPECT_TRUE(attached.ok()) << attached.status();
+    if (!attached.ok()) return nullptr;
+    h->frames = *session::FrameChannel::Create(ticket.key, attached->nonce, ticket.session_id,
+                                               session::FrameChannel::Side::kClient);
+    h->agent_address = attached->response.agent_fabric_address();
+    for (const rpci::v1::Region& r : attached->response.agent_regions()) {
+      if (r.kind() == rpci::v1::REGION_KIND_ANCHOR) h->anchor = r;
+    }
+    h->agent = *h->endpoint->InsertPeer(h->agent_address);
+    return h;
+  }
+  client::SessionTicket Reserve(const std::string& grant = "g1") {
+    auto ticket = client::ControlClient().Reserve(Endpoint(), {grant, "secret-token", "node-a"});
+    EXPECT_TRUE(ticket.ok()) << ticket.status();
+    return ticket.value_or(client::SessionTicket{});
   }
 
   void WaitForRefused(const std::map<std::string, double>& want) {
@@ -187,6 +257,85 @@ TEST_F(SessionTest, DoorbellSeesFlushedDmaAndCompletionSeesMirroredResults) {
   EXPECT_EQ(*c->Read(0, TestDevice::kStatus, 8), 77u);
 }
 
+// Batches small enough travel in the kick, larger ones through the ring;
+// mixed, every write still reaches the device once and in order.
+TEST_F(SessionTest, InlineAndRingKicksMixedApplyEveryWriteOnceInOrder) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  uint64_t v = 0;
+  for (size_t batch : {size_t{3}, session::kMaxInlineWrites, session::kMaxInlineWrites + 1, size_t{1}, size_t{200}}) {
+    for (size_t i = 0; i < batch; ++i, ++v) ASSERT_TRUE(c->Write(0, 0x200 + (v % 32) * 8, 8, v).ok()) << v;
+    ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  }
+  auto applied = device_.applied();
+  ASSERT_EQ(applied.size(), v);
+  for (uint64_t i = 0; i < v; ++i) ASSERT_EQ(applied[i].second, i);
+  EXPECT_EQ(c->acked_seq(), v);
+  EXPECT_EQ(Refused("bad_sequence"), 0);
+  EXPECT_EQ(Refused("malformed"), 0);
+}
+
+// A completion delivers the device's register changes (inline patches when
+// few, an RMA of the changed span when many) and then completions, in order.
+TEST_F(SessionTest, CompletionsCarryEveryRegisterChangeInlineOrByRma) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  for (uint64_t regs : {uint64_t{4}, uint64_t{100}}) {
+    for (uint64_t r = 0; r < regs; ++r) ASSERT_TRUE(c->Write(0, 0x200 + r * 32, 8, regs * 1000 + r).ok());
+    ASSERT_TRUE(c->Write(0, TestDevice::kDoorbell, 8, regs).ok());
+    absl::StatusOr<session::Completion> done = c->WaitCompletion(absl::Seconds(5));
+    ASSERT_TRUE(done.ok()) << done.status();
+    EXPECT_EQ(done->data, regs);
+    for (uint64_t r = 0; r < regs; ++r) EXPECT_EQ(*c->Read(0, 0x200 + r * 32, 8), regs * 1000 + r) << r;
+    EXPECT_EQ(*c->Read(0, TestDevice::kStatus, 8), regs);
+  }
+}
+
+// Issue 16: a reader of the BAR mirror never sees half of a push. Every
+// job rewrites 100 registers to one value (an RMA of the changed span) or 8
+// (inline patches); a reader hammers snapshots meanwhile and finds them
+// equal in every snapshot.
+TEST_F(SessionTest, MirrorSnapshotsNeverTearWhilePushesLand) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  constexpr uint64_t kRegs = 100, kStride = 32;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> snapshots{0}, torn{0};
+  std::thread reader([&] {
+    std::vector<uint8_t> snap(kRegs * kStride);
+    while (!stop.load()) {
+      if (!c->ReadMirror(0, 0x200, absl::MakeSpan(snap)).ok()) continue;
+      // After job a: registers 0..7 hold a, the rest a (even job) or a - 1
+      // (odd job: only the first 8 were rewritten).
+      uint64_t a = 0;
+      std::memcpy(&a, snap.data(), 8);
+      for (uint64_t r = 1; r < kRegs; ++r) {
+        uint64_t v = 0;
+        std::memcpy(&v, snap.data() + r * kStride, 8);
+        if (v != (r < 8 || a % 2 == 0 ? a : a - 1)) {
+          torn.fetch_add(1);
+          break;
+        }
+      }
+      snapshots.fetch_add(1);
+    }
+  });
+  absl::Cleanup join = [&] {
+    stop = true;
+    reader.join();
+  };
+  for (uint64_t job = 1; job <= 200; ++job) {
+    // Even jobs rewrite all 100 registers (RMA), odd ones the first 8 (inline).
+    const uint64_t regs = job % 2 == 0 ? kRegs : 8;
+    for (uint64_t r = 0; r < regs; ++r) ASSERT_TRUE(c->Write(0, 0x200 + r * kStride, 8, job).ok());
+    ASSERT_TRUE(c->Write(0, TestDevice::kDoorbell, 8, job).ok());
+    ASSERT_TRUE(c->WaitCompletion(absl::Seconds(5)).ok());
+  }
+  std::move(join).Invoke();
+  EXPECT_GT(snapshots.load(), 0u);
+  EXPECT_EQ(torn.load(), 0u) << "of " << snapshots.load() << " snapshots";
+}
+
 TEST_F(SessionTest, MirrorShowsDeviceStateAsOfLastRefresh) {
   auto c = Attach();
   ASSERT_NE(c, nullptr);
@@ -225,34 +374,39 @@ TEST_F(SessionTest, WriteToReadOnlyBarIsRefusedCountedAndNeverApplied) {
 }
 
 TEST_F(SessionTest, FramesWithAForeignMacOrUnknownSessionAreRefusedAndTouchNothing) {
-  client::SessionTicket ticket;
-  auto c = Attach(&ticket);
-  ASSERT_NE(c, nullptr);
-  // A rogue that knows the session id but not its key seals under a key of its own.
-  auto rogue = Rogue();
+  client::SessionTicket ticket = Reserve();
+  auto h = HandAttach(ticket);
+  ASSERT_NE(h, nullptr);
+  // From the attached endpoint itself: a frame sealed under a key of its own,
+  // and one naming another session (each session has its own endpoint).
   auto guess = *session::FrameChannel::Create(*session::SessionKey::Generate(), *session::NewNonce(),
                                               ticket.session_id, session::FrameChannel::Side::kClient);
-  ASSERT_TRUE(rogue.Send(guess.Seal(session::FrameType::kKick, 1, 0)).ok());
-  auto other = *session::FrameChannel::Create(ticket.key, *session::NewNonce(), session::SessionId(ticket.session_id.value() ^ 1),
+  ASSERT_TRUE(h->Send(guess.Seal(session::FrameType::kKick, 0, 0)).ok());
+  auto other = *session::FrameChannel::Create(ticket.key, *session::NewNonce(),
+                                              session::SessionId(ticket.session_id.value() ^ 1),
                                               session::FrameChannel::Side::kClient);
-  ASSERT_TRUE(rogue.Send(other.Seal(session::FrameType::kKick, 1, 0)).ok());
+  ASSERT_TRUE(h->Send(other.Seal(session::FrameType::kKick, 0, 0)).ok());
   WaitForRefused({{"bad_mac", 1}, {"stale_session", 1}});
   EXPECT_EQ(Refused("bad_mac"), 1);
   EXPECT_EQ(Refused("stale_session"), 1);
   EXPECT_TRUE(device_.applied().empty());
+  // Never answered; the session's own next frame still is.
+  ASSERT_TRUE(h->Send(h->frames->Seal(session::FrameType::kKick, 0, 0)).ok());
+  EXPECT_EQ(h->Receive().value_or(session::FrameType::kError), session::FrameType::kEvent);
 }
 
 TEST_F(SessionTest, ACapturedFrameReplayedFromAnotherEndpointIsRefused) {
-  auto c = Attach();
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
   ASSERT_NE(c, nullptr);
   ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
   ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   const std::string captured = c->LastFrameForTesting();  // the kick, as a wiretap saw it
-  ASSERT_EQ(captured.size(), session::kFrameSize);
-  auto rogue = Rogue();
+  ASSERT_EQ(captured.size(), session::kFrameSize + session::kMmioEntrySize);  // its one entry inline
+  auto rogue = Rogue(ticket.session_id);
   ASSERT_TRUE(rogue.Send(captured).ok());
-  WaitForRefused({{"replay", 1}});
-  EXPECT_EQ(Refused("replay"), 1);
+  WaitForRefused({{"foreign_peer", 1}});
+  EXPECT_EQ(Refused("foreign_peer"), 1);
   EXPECT_EQ(device_.applied().size(), 1u);
   // The session itself carries on.
   ASSERT_TRUE(c->Write(0, 0x44, 4, 2).ok());
@@ -260,38 +414,66 @@ TEST_F(SessionTest, ACapturedFrameReplayedFromAnotherEndpointIsRefused) {
   EXPECT_EQ(device_.applied().size(), 2u);
 }
 
+// A frame intercepted before it reached the agent, with a MAC and counter
+// the agent has never seen, sent from the interceptor's endpoint: refused
+// without spending its counter, so the client's own copy still counts.
+TEST_F(SessionTest, AnAuthenticFrameFromAnotherEndpointIsRefusedAndSpendsNothing) {
+  client::SessionTicket ticket = Reserve();
+  auto h = HandAttach(ticket);
+  ASSERT_NE(h, nullptr);
+  const std::string intercepted = h->frames->Seal(session::FrameType::kKick, 0, 0);
+  auto rogue = Rogue(ticket.session_id);
+  ASSERT_TRUE(rogue.Send(intercepted).ok());
+  WaitForRefused({{"foreign_peer", 1}});
+  EXPECT_EQ(Refused("foreign_peer"), 1);
+  EXPECT_EQ(rogue.endpoint->Recv(absl::Milliseconds(200)).status().code(), absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(h->Send(intercepted).ok());
+  EXPECT_EQ(h->Receive().value_or(session::FrameType::kError), session::FrameType::kEvent);
+  EXPECT_EQ(Refused("replay"), 0);
+}
+
+TEST_F(SessionTest, AFrameReplayedFromTheAttachedEndpointIsRefused) {
+  client::SessionTicket ticket = Reserve();
+  auto h = HandAttach(ticket);
+  ASSERT_NE(h, nullptr);
+  const std::string kick = h->frames->Seal(session::FrameType::kKick, 0, 0);
+  ASSERT_TRUE(h->Send(kick).ok());
+  EXPECT_EQ(h->Receive().value_or(session::FrameType::kError), session::FrameType::kEvent);
+  ASSERT_TRUE(h->Send(kick).ok());
+  WaitForRefused({{"replay", 1}});
+  EXPECT_EQ(Refused("replay"), 1);
+  EXPECT_EQ(h->endpoint->Recv(absl::Milliseconds(200)).status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
 TEST_F(SessionTest, AFrameOfAnEarlierAttachIsRefusedAfterTheClientReconnects) {
-  auto c = Attach();
-  ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
-  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
-  const std::string captured = c->LastFrameForTesting();
-  c->BreakLinkForTesting();
-  ASSERT_TRUE(c->Write(0, 0x44, 4, 2).ok());
-  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
-  ASSERT_GE(c->stats().reconnects, 1u);
+  client::SessionTicket ticket = Reserve();
+  auto first = HandAttach(ticket);
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(first->Send(first->frames->Seal(session::FrameType::kHeartbeat, 0, 0)).ok());
+  const std::string captured = first->frames->Seal(session::FrameType::kKick, 0, 0);
+  auto second = HandAttach(ticket);  // the client reconnected: new nonce, keys, endpoints
+  ASSERT_NE(second, nullptr);
+  EXPECT_NE(second->agent_address, first->agent_address);
   // Its counter is fresh for the new attach, but its MAC is of the old keys.
-  std::string reused = captured;
-  auto rogue = Rogue();
-  ASSERT_TRUE(rogue.Send(reused).ok());
+  ASSERT_TRUE(second->Send(captured).ok());
   WaitForRefused({{"bad_mac", 1}});
   EXPECT_EQ(Refused("bad_mac"), 1);
-  EXPECT_EQ(device_.applied().size(), 2u);
+  // The first attach's endpoint on the agent is closed: nothing reaches it.
+  EXPECT_FALSE(first->Send(captured).ok());
+  EXPECT_TRUE(device_.applied().empty());
 }
 
 TEST_F(SessionTest, AForgedMacIsRefused) {
-  auto c = Attach();
-  ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
-  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
-  std::string forged = c->LastFrameForTesting();
+  client::SessionTicket ticket = Reserve();
+  auto h = HandAttach(ticket);
+  ASSERT_NE(h, nullptr);
+  std::string forged = h->frames->Seal(session::FrameType::kKick, 0, 0);
   forged[16] = 0x7f;  // a counter far ahead, to get past the replay check
   forged[session::kFrameMacOffset + 3] ^= 0x40;
-  auto rogue = Rogue();
-  ASSERT_TRUE(rogue.Send(forged).ok());
+  ASSERT_TRUE(h->Send(forged).ok());
   WaitForRefused({{"bad_mac", 1}});
   EXPECT_EQ(Refused("bad_mac"), 1);
-  EXPECT_EQ(device_.applied().size(), 1u);
+  EXPECT_EQ(h->endpoint->Recv(absl::Milliseconds(200)).status().code(), absl::StatusCode::kDeadlineExceeded);
 }
 
 TEST_F(SessionTest, AVersionOneFrameGetsAClearRefusal) {
@@ -305,7 +487,7 @@ TEST_F(SessionTest, AVersionOneFrameGetsAClearRefusal) {
   const uint64_t id = ticket.session_id.value();
   std::memcpy(v1.data() + 8, &id, 8);
   std::memcpy(v1.data() + 16, ticket.key.bytes().data(), 32);
-  auto rogue = Rogue();
+  auto rogue = Rogue(ticket.session_id);
   ASSERT_TRUE(rogue.Send(v1).ok());
   WaitForRefused({{"old_version", 1}});
   EXPECT_EQ(Refused("old_version"), 1);
@@ -313,23 +495,108 @@ TEST_F(SessionTest, AVersionOneFrameGetsAClearRefusal) {
 }
 
 TEST_F(SessionTest, APreviousAttachsMemoryKeysNoLongerReadOrWrite) {
-  auto c = Attach();
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
   ASSERT_NE(c, nullptr);
   const session::RegionDesc dma = *session::FindRegion(c->agent_regions(), session::RegionKind::kDma);
-  auto rogue = Rogue();
+  auto rogue = Rogue(ticket.session_id);
   std::vector<uint8_t> buf(64, 0x5a);
   auto mr = *rogue.endpoint->RegisterMemory(buf.data(), buf.size(), fabric::kLocalOnly);
   // While attached, the key reaches the session's DMA space (it is the capability).
   ASSERT_TRUE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
   c->BreakLinkForTesting();
   ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
-  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());  // re-attached: new registrations
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());  // re-attached: new registrations, new endpoint
   EXPECT_FALSE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
   EXPECT_FALSE(rogue.endpoint->Read(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
+  // Nor through the session's new endpoint.
+  auto again = Rogue(ticket.session_id);
+  auto again_mr = *again.endpoint->RegisterMemory(buf.data(), buf.size(), fabric::kLocalOnly);
+  EXPECT_FALSE(again.endpoint->Write(again.peer, {again_mr.get(), 0, 64, dma.address, dma.key}).ok());
   const session::RegionDesc now = *session::FindRegion(c->agent_regions(), session::RegionKind::kDma);
+  ASSERT_TRUE(again.endpoint->Read(again.peer, {again_mr.get(), 0, 64, now.address, now.key}).ok());
   ASSERT_TRUE(c->Close().ok());  // detached: nothing of the attach is reachable
-  EXPECT_FALSE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, now.address, now.key}).ok());
-  EXPECT_FALSE(rogue.endpoint->Read(rogue.peer, {mr.get(), 0, 64, now.address, now.key}).ok());
+  EXPECT_FALSE(again.endpoint->Write(again.peer, {again_mr.get(), 0, 64, now.address, now.key}).ok());
+  EXPECT_FALSE(again.endpoint->Read(again.peer, {again_mr.get(), 0, 64, now.address, now.key}).ok());
+  EXPECT_EQ(std::count(device_.dma_space(), device_.dma_space() + 64, 0x5a), 64);  // only the first write
+}
+
+// Each session has its own fabric domain: a key is valid only there. Session
+// B's own peer, holding session A's (address, key), reaches nothing of A's
+// through B's endpoint (with one shared domain it would: the key is the only
+// check), while B's own keys work.
+TEST_F(SessionTest, AKeyOfOneSessionDoesNothingFromAnotherSessionsPeer) {
+  client::SessionTicket ticket_a;
+  auto a = Attach(&ticket_a);
+  ASSERT_NE(a, nullptr);
+  std::memset(a->dma(), 0x11, 64);
+  ASSERT_TRUE(a->FlushDma(0, 64).ok());
+  const session::RegionDesc a_dma = *session::FindRegion(a->agent_regions(), session::RegionKind::kDma);
+  auto b = HandAttach(Reserve("g-emu"));
+  ASSERT_NE(b, nullptr);
+  std::vector<uint8_t> buf(64, 0x77);
+  auto mr = *b->endpoint->RegisterMemory(buf.data(), buf.size(), fabric::kLocalOnly);
+  EXPECT_FALSE(b->endpoint->Write(b->agent, {mr.get(), 0, 64, a_dma.address, a_dma.key}).ok());
+  EXPECT_EQ(std::count(device_.dma_space(), device_.dma_space() + 64, 0x11), 64);
+  // A fresh connection from B's side (tcp;ofi_rxm drops one after a refusal).
+  auto b_again = Rogue(session::SessionId(0), b->agent_address);
+  auto again_mr = *b_again.endpoint->RegisterMemory(buf.data(), buf.size(), fabric::kLocalOnly);
+  EXPECT_FALSE(b_again.endpoint->Read(b_again.peer, {again_mr.get(), 0, 64, a_dma.address, a_dma.key}).ok());
+  EXPECT_EQ(std::count(buf.begin(), buf.end(), 0x11), 0);
+  // B's own anchor, through B's endpoint, is readable: the path works.
+  auto b_check = Rogue(session::SessionId(0), b->agent_address);
+  auto check_mr = *b_check.endpoint->RegisterMemory(buf.data(), buf.size(), fabric::kLocalOnly);
+  EXPECT_TRUE(b_check.endpoint->Read(b_check.peer, {check_mr.get(), 0, 64, b->anchor.address(), b->anchor.key()}).ok());
+  EXPECT_EQ(std::memcmp(buf.data(), "RPCIANCH", 8), 0);
+  ASSERT_TRUE(a->Write(0, 0x40, 4, 1).ok());  // A carries on
+  ASSERT_TRUE(a->Sync(absl::Seconds(5)).ok());
+}
+
+// The attach answer names the session's own endpoint: two sessions never
+// share one, and a re-attach gets a fresh one.
+TEST_F(SessionTest, EachSessionHasItsOwnEndpointAndEachAttachAFreshOne) {
+  client::SessionTicket ticket_a = Reserve(), ticket_b = Reserve("g-emu");
+  auto a = HandAttach(ticket_a);
+  auto b = HandAttach(ticket_b);
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  EXPECT_NE(a->agent_address, b->agent_address);
+  EXPECT_EQ(a->agent_address, *server_->fabric_address(ticket_a.session_id));
+  auto a_again = HandAttach(ticket_a);
+  ASSERT_NE(a_again, nullptr);
+  EXPECT_NE(a_again->agent_address, a->agent_address);
+  EXPECT_EQ(a_again->agent_address, *server_->fabric_address(ticket_a.session_id));
+  // Each answers its own client on its own endpoint.
+  ASSERT_TRUE(a_again->Send(a_again->frames->Seal(session::FrameType::kKick, 0, 0)).ok());
+  ASSERT_TRUE(b->Send(b->frames->Seal(session::FrameType::kKick, 0, 0)).ok());
+  EXPECT_EQ(a_again->Receive().value_or(session::FrameType::kError), session::FrameType::kEvent);
+  EXPECT_EQ(b->Receive().value_or(session::FrameType::kError), session::FrameType::kEvent);
+}
+
+// After teardown the session's domain is closed: its (address, key) pairs
+// do nothing, through its old endpoint or the next session's on the device.
+TEST_F(SessionTest, APreviousSessionsMemoryKeysDoNothingAfterTeardown) {
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
+  ASSERT_NE(c, nullptr);
+  const session::RegionDesc dma = *session::FindRegion(c->agent_regions(), session::RegionKind::kDma);
+  const std::string old_address = *server_->fabric_address(ticket.session_id);
+  auto rogue = Rogue(ticket.session_id);
+  std::vector<uint8_t> buf(64, 0x5a);
+  auto mr = *rogue.endpoint->RegisterMemory(buf.data(), buf.size(), fabric::kLocalOnly);
+  ASSERT_TRUE(rogue.endpoint->Write(rogue.peer, {mr.get(), 0, 64, dma.address, dma.key}).ok());
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());  // the plugin ends the session
+  c.reset();
+  client::SessionTicket next_ticket;
+  auto next = Attach(&next_ticket);  // the next tenant of the device
+  ASSERT_NE(next, nullptr);
+  auto old = Rogue(session::SessionId(0), old_address);
+  auto old_mr = *old.endpoint->RegisterMemory(buf.data(), buf.size(), fabric::kLocalOnly);
+  EXPECT_FALSE(old.endpoint->Write(old.peer, {old_mr.get(), 0, 64, dma.address, dma.key}).ok());
+  EXPECT_FALSE(old.endpoint->Read(old.peer, {old_mr.get(), 0, 64, dma.address, dma.key}).ok());
+  auto through_next = Rogue(next_ticket.session_id);
+  auto next_mr = *through_next.endpoint->RegisterMemory(buf.data(), buf.size(), fabric::kLocalOnly);
+  EXPECT_FALSE(through_next.endpoint->Write(through_next.peer, {next_mr.get(), 0, 64, dma.address, dma.key}).ok());
+  EXPECT_EQ(std::count(device_.dma_space(), device_.dma_space() + 64, 0x5a), 0);  // scrubbed, never rewritten
 }
 
 TEST_F(SessionTest, TheNextTenantSeesOnlyResetRegistersAndZeroedDma) {
@@ -548,6 +815,35 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
   ASSERT_TRUE(b->Sync(absl::Seconds(5)).ok());
   EXPECT_LT(absl::Now() - start, absl::Seconds(1));
   ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
+}
+
+// Frames sent to a session's endpoint while its worker is busy wait in that
+// endpoint's bounded queue (256); the rest are dropped and counted, and only
+// that session's memory is at stake.
+TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
+  class SlowDevice : public TestDevice {
+   public:
+    absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override {
+      if (value == 0x510e) absl::SleepFor(absl::Seconds(2));
+      return TestDevice::WriteRegister(bar, offset, width, value);
+    }
+  };
+  SlowDevice slow;
+  StopServer();
+  StartServer(absl::Seconds(10), &slow);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+  client::SessionTicket ticket;
+  auto a = Attach(&ticket, "g-emu");
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(a->Write(0, 0x40, 4, 0x510e).ok());
+  ASSERT_TRUE(a->Flush().ok());
+  absl::SleepFor(absl::Milliseconds(100));  // the worker is inside the slow write
+  auto rogue = Rogue(ticket.session_id);
+  for (int i = 0; i < 600; ++i) ASSERT_TRUE(rogue.Send("not a frame " + std::to_string(i)).ok());
+  ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
+  WaitForRefused({{"inbox_full", 344}, {"malformed", 256}});
+  EXPECT_EQ(Refused("inbox_full"), 600 - 256);
+  EXPECT_EQ(Refused("malformed"), 256);
 }
 
 TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {

@@ -64,13 +64,26 @@ struct FabricConfig {
   // device that has 16384 CQ entries (ibv_devinfo -v: max_cqe). libfabric
   // reads it once per process, at the first Fabric::Open (docs/agent.md).
   size_t universe_size = 64;
+  // Caller-driven progress: a thread waiting for its operations or for a
+  // message becomes the thread that reads the completion queue: it polls
+  // (fi_cq_read) for up to `busy_poll`, then blocks in fi_cq_sread itself, so
+  // the kernel wakes the waiter directly (no progress-thread to caller
+  // hand-off). Other waiters block and take over when it leaves; the
+  // endpoint's progress thread stays parked while a caller leads (and 2 ms
+  // after). Zero by default: on a shared 2-core machine polling callers
+  // made the fabric ping-pong slower (docs/benchmarks.md).
+  absl::Duration busy_poll = absl::ZeroDuration();
+  // Received messages an endpoint keeps for Recv/RecvFrom; more are dropped
+  // and counted (Endpoint::dropped_messages), so a peer that floods an
+  // endpoint whose owner is busy costs bounded memory. 0: no limit.
+  size_t max_queued = 0;
 };
 
 // tcp;ofi_rxm bound to 127.0.0.1: single-host setups and tests.
 FabricConfig LoopbackConfig();
 
 // Reads `provider`, `node`, `service`, `op_timeout_ms`, `max_message`,
-// `recv_depth` and `universe_size` from a config object (e.g. the `fabric:` section). Absent keys
+// `recv_depth`, `universe_size` and `busy_poll_us` from a config object (e.g. the `fabric:` section). Absent keys
 // keep `config`'s values; errors are recorded in `reader`.
 void ReadFabricConfig(ConfigReader reader, FabricConfig* config);
 
@@ -151,6 +164,18 @@ class MemoryRegion {
 
 // A peer inserted into an endpoint's address vector.
 using PeerId = uint64_t;
+// A sender that is not in the endpoint's address vector (FI_ADDR_NOTAVAIL).
+inline constexpr PeerId kUnknownPeer = ~PeerId{0};
+
+// A received message and its sender.
+struct Message {
+  std::string bytes;
+  // The sender as InsertPeer named it; kUnknownPeer when it was never
+  // inserted or the provider cannot say (reports_sender()). A removed peer
+  // may keep its id on a connection made before (ofi_rxm keeps connections,
+  // and the address vector reuses ids): to cut a peer off, close the endpoint.
+  PeerId from = kUnknownPeer;
+};
 
 // One one-sided transfer: `length` bytes at `local_offset` in `local` to or
 // from the peer's `remote_address` (see RemoteRegion) under `key`.
@@ -163,7 +188,8 @@ struct RmaOp {
 };
 
 // An RDM endpoint with its completion queue, address vector and a progress
-// thread (which also serves peers' one-sided accesses to our regions).
+// thread (which also serves peers' one-sided accesses to our regions while
+// no caller drives progress; see FabricConfig::busy_poll).
 // Every method is thread-safe. Calls block until their operations complete,
 // fail, or op_timeout passes. After a timeout (or Shutdown), a buffer an
 // unfinished operation used may still be touched by the provider until the
@@ -221,6 +247,18 @@ class Endpoint {
   // The next message received, DEADLINE_EXCEEDED after `timeout`, CANCELLED
   // once Shutdown was called and nothing is left to receive.
   virtual absl::StatusOr<std::string> Recv(absl::Duration timeout) = 0;
+  // Recv that also names the sender. ABORTED when Wake() was called while it
+  // waited (or since the last receive returned) and no message is queued.
+  virtual absl::StatusOr<Message> RecvFrom(absl::Duration timeout) = 0;
+  // Whether RecvFrom names senders (the provider has FI_SOURCE; tcp;ofi_rxm
+  // and verbs;ofi_rxm do). Without it every sender is kUnknownPeer.
+  virtual bool reports_sender() const = 0;
+  // Makes the RecvFrom waiting now, or the next one, return ABORTED unless a
+  // message is queued (which then takes the wake-up's place): another
+  // thread's way to get the receiver's attention.
+  virtual void Wake() = 0;
+  // Messages dropped because FabricConfig::max_queued were waiting.
+  virtual uint64_t dropped_messages() const = 0;
 
   // Stops the progress thread and wakes every waiter: operations in progress
   // or started later fail with CANCELLED, and peers' accesses to our regions

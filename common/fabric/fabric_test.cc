@@ -188,6 +188,62 @@ TEST(FabricTest, MessagesArriveInOrder) {
   EXPECT_EQ(p.a->Recv(absl::Seconds(3)).value_or(""), std::string(4096, 'x'));
 }
 
+// What a session server binds its frames to: the sender as the receiver
+// inserted it, and kUnknownPeer for an endpoint it never inserted.
+TEST(FabricTest, RecvFromNamesTheSenderAndOnlyPeersThatWereInserted) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  ASSERT_TRUE(p.b->reports_sender());
+  ASSERT_TRUE(p.a->Send(p.b_from_a, "from a").ok());
+  absl::StatusOr<Message> m = p.b->RecvFrom(absl::Seconds(3));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->bytes, "from a");
+  EXPECT_EQ(m->from, p.a_from_b);
+  // A stranger that b never inserted.
+  auto stranger_fabric = *Fabric::Open(TestConfig());
+  auto stranger = *stranger_fabric->OpenEndpoint();
+  PeerId b_from_stranger = *stranger->InsertPeer(p.b->address());
+  ASSERT_TRUE(stranger->Send(b_from_stranger, "from a stranger").ok());
+  m = p.b->RecvFrom(absl::Seconds(3));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->bytes, "from a stranger");
+  EXPECT_EQ(m->from, kUnknownPeer);
+}
+
+TEST(FabricTest, WakeReturnsAWaitingReceiverAndQueuedMessagesComeFirst) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  std::thread waker([&] {
+    absl::SleepFor(absl::Milliseconds(50));
+    p.b->Wake();
+  });
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(p.b->RecvFrom(absl::Seconds(5)).status().code(), absl::StatusCode::kAborted);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  waker.join();
+  // A wake-up is used once; a message queued at the time goes first.
+  ASSERT_TRUE(p.a->Send(p.b_from_a, "queued").ok());
+  absl::StatusOr<Message> m = p.b->RecvFrom(absl::Seconds(3));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->bytes, "queued");
+  ASSERT_TRUE(p.a->Send(p.b_from_a, "first").ok());
+  absl::SleepFor(absl::Milliseconds(100));
+  p.b->Wake();
+  EXPECT_EQ(p.b->RecvFrom(absl::Seconds(3)).value_or(Message{}).bytes, "first");
+}
+
+TEST(FabricTest, MessagesBeyondMaxQueuedAreDroppedAndCounted) {
+  FabricConfig config = TestConfig();
+  config.max_queued = 4;
+  Pair p = Connect(config);
+  ASSERT_NE(p.b, nullptr);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(p.a->Send(p.b_from_a, "m" + std::to_string(i)).ok());
+  for (int i = 0; i < 100 && p.b->dropped_messages() < 6; ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(p.b->dropped_messages(), 6u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(p.b->Recv(absl::Seconds(1)).value_or(""), "m" + std::to_string(i));
+  EXPECT_EQ(p.b->Recv(absl::Milliseconds(50)).status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
 TEST(FabricTest, RecvTimesOutWhenNothingArrives) {
   Pair p = Connect();
   ASSERT_NE(p.a, nullptr);

@@ -74,13 +74,19 @@ class IdentityTest : public ::testing::Test {
     api_.AddToken("token-agent-a", Token("rpci", "rpci-agent", "agent-a", "uid-agent-a", "node-a"));
     api_.AddToken("token-agent-b", Token("rpci", "rpci-agent", "agent-b", "uid-agent-b", "node-b"));
 
+    StartServer(ServerOptions(absl::Hours(1)));
+  }
+
+  // The identity server on loopback with the CA SetUp wrote, issuing
+  // certificates for `lifetime` to rpci-agent and rpci-plugin.
+  IdentityOptions ServerOptions(absl::Duration lifetime) const {
     IdentityOptions o;
     o.listen = "127.0.0.1:0";
     o.ca_cert_file = dir_ + "/ca-signing.crt";
     o.ca_key_file = dir_ + "/ca-signing.key";
     o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}, {"plugin", "rpci/rpci-plugin"}};
-    o.issue.lifetime = absl::Hours(1);
-    StartServer(o);
+    o.issue.lifetime = lifetime;
+    return o;
   }
 
   absl::Status WriteCaFiles() {
@@ -115,6 +121,23 @@ class IdentityTest : public ::testing::Test {
     o.cert_dir = ::rpci::testing::MakeTempDir("cert-" + node);
     o.request_timeout = absl::Seconds(5);
     return o;
+  }
+
+  // A daemon's TLS settings asking the identity service as `r` does.
+  static TlsSettings DaemonSettings(const NodeCertificateOptions& r) {
+    TlsSettings settings;
+    settings.identity_address = r.identity_address;
+    settings.token_file = r.token_file;
+    settings.ca_file = r.ca_file;
+    settings.cert_dir = r.cert_dir;
+    return settings;
+  }
+
+  // Requests a certificate with `o`: refused with `code`, saying `says`.
+  void ExpectRefused(const NodeCertificateOptions& o, absl::StatusCode code, const std::string& says) {
+    absl::Status s = RequestNodeCertificate(o).status();
+    EXPECT_EQ(s.code(), code) << s;
+    EXPECT_NE(s.message().find(says), std::string::npos) << s;
   }
 
   std::string dir_;
@@ -155,9 +178,8 @@ TEST_F(IdentityTest, AForgedTokenGetsNoCertificate) {
 
 TEST_F(IdentityTest, AReviewTheControllerMayNotMakeIsUnavailableNotARefusal) {
   api_.Forbid("tokenreviews");
-  absl::Status s = RequestNodeCertificate(Request("token-agent-a", "node-a")).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
-  EXPECT_NE(s.message().find("TokenReview failed: PERMISSION_DENIED"), std::string::npos) << s;
+  ExpectRefused(Request("token-agent-a", "node-a"), absl::StatusCode::kUnavailable,
+                "TokenReview failed: PERMISSION_DENIED");
 }
 
 TEST_F(IdentityTest, AnExpiredOrRevokedTokenGetsNoCertificate) {
@@ -167,62 +189,51 @@ TEST_F(IdentityTest, AnExpiredOrRevokedTokenGetsNoCertificate) {
 }
 
 TEST_F(IdentityTest, TheTokenOfAPodOnAnotherNodeGetsNoCertificate) {
-  absl::Status s = RequestNodeCertificate(Request("token-agent-b", "node-a")).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
-  EXPECT_NE(s.message().find("runs on node \"node-b\", not on \"node-a\""), std::string::npos) << s;
+  ExpectRefused(Request("token-agent-b", "node-a"), absl::StatusCode::kPermissionDenied,
+                "runs on node \"node-b\", not on \"node-a\"");
 }
 
 TEST_F(IdentityTest, WithoutNodeClaimsThePodIsReadToFindItsNode) {
   // API servers before 1.30 put no node-name in the token's extra.
   api_.AddToken("old-token-agent-b", Token("rpci", "rpci-agent", "agent-b", "uid-agent-b", ""));
-  absl::Status s = RequestNodeCertificate(Request("old-token-agent-b", "node-a")).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
-  EXPECT_NE(s.message().find("pod rpci/agent-b runs on node \"node-b\""), std::string::npos) << s;
+  ExpectRefused(Request("old-token-agent-b", "node-a"), absl::StatusCode::kPermissionDenied,
+                "pod rpci/agent-b runs on node \"node-b\"");
   EXPECT_TRUE(RequestNodeCertificate(Request("old-token-agent-b", "node-b")).ok());
 }
 
 TEST_F(IdentityTest, ATokenOfARecreatedPodGetsNoCertificate) {
   api_.Delete("/api/v1/namespaces/rpci/pods/agent-a");
-  absl::Status s = RequestNodeCertificate(Request("token-agent-a", "node-a")).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
-  EXPECT_NE(s.message().find("does not exist"), std::string::npos) << s;
+  ExpectRefused(Request("token-agent-a", "node-a"), absl::StatusCode::kPermissionDenied, "does not exist");
   api_.Put("/api/v1/namespaces/rpci/pods/agent-a",
            {{"metadata", {{"uid", "uid-agent-a-2"}}}, {"spec", {{"nodeName", "node-a"}}}, {"status", json::object()}});
-  s = RequestNodeCertificate(Request("token-agent-a", "node-a")).status();
-  EXPECT_NE(s.message().find("uid differs"), std::string::npos) << s;
+  ExpectRefused(Request("token-agent-a", "node-a"), absl::StatusCode::kPermissionDenied, "uid differs");
 }
 
 TEST_F(IdentityTest, AnotherServiceAccountsTokenGetsNoAgentCertificate) {
   // A workload pod on node-a with a token for audience rpci.
   AddPod("workload", "node-a", "10.0.0.7");
   api_.AddToken("token-workload", Token("default", "app", "workload", "uid-workload", "node-a"));
-  absl::Status s = RequestNodeCertificate(Request("token-workload", "node-a")).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
-  EXPECT_NE(s.message().find("ServiceAccount default/app may not hold a agent certificate"), std::string::npos) << s;
+  ExpectRefused(Request("token-workload", "node-a"), absl::StatusCode::kPermissionDenied,
+                "ServiceAccount default/app may not hold a agent certificate");
 }
 
 TEST_F(IdentityTest, ATokenForAnotherAudienceGetsNoCertificate) {
   kubetest::ApiServer::ServiceAccountToken t = Token("rpci", "rpci-agent", "agent-a", "uid-agent-a", "node-a");
   t.audiences = {"https://kubernetes.default.svc.cluster.local"};
   api_.AddToken("api-token-agent-a", t);
-  absl::Status s = RequestNodeCertificate(Request("api-token-agent-a", "node-a")).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
-  EXPECT_NE(s.message().find("is invalid for the target audiences [\"rpci\"]"), std::string::npos) << s;
+  ExpectRefused(Request("api-token-agent-a", "node-a"), absl::StatusCode::kUnauthenticated,
+                "is invalid for the target audiences [\"rpci\"]");
 }
 
 TEST_F(IdentityTest, ALegacyTokenBoundToNoPodGetsNoCertificate) {
   api_.AddToken("legacy", Token("rpci", "rpci-agent", "", "", ""));
-  absl::Status s = RequestNodeCertificate(Request("legacy", "node-a")).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
-  EXPECT_NE(s.message().find("not bound to a pod"), std::string::npos) << s;
+  ExpectRefused(Request("legacy", "node-a"), absl::StatusCode::kPermissionDenied, "not bound to a pod");
 }
 
 TEST_F(IdentityTest, AnIpThatIsNotThePodsGetsNoCertificate) {
   NodeCertificateOptions o = Request("token-agent-a", "node-a");
   o.ip_addresses = {"10.0.0.8"};  // node-b's
-  absl::Status s = RequestNodeCertificate(o).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
-  EXPECT_NE(s.message().find("IP 10.0.0.8 is not an address of pod rpci/agent-a"), std::string::npos) << s;
+  ExpectRefused(o, absl::StatusCode::kPermissionDenied, "IP 10.0.0.8 is not an address of pod rpci/agent-a");
 }
 
 TEST_F(IdentityTest, BadRolesNodeNamesAndRequestsAreRefused) {
@@ -290,13 +301,7 @@ class MtlsPeer {
 };
 
 TEST_F(IdentityTest, AnExpiredNodeCertificateIsRefusedByTheControllersMtls) {
-  IdentityOptions o;
-  o.listen = "127.0.0.1:0";
-  o.ca_cert_file = dir_ + "/ca-signing.crt";
-  o.ca_key_file = dir_ + "/ca-signing.key";
-  o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}};
-  o.issue.lifetime = absl::Seconds(1);
-  StartServer(o);
+  StartServer(ServerOptions(absl::Seconds(1)));
   absl::StatusOr<TlsMaterial> tls = RequestNodeCertificate(Request("token-agent-a", "node-a"));
   ASSERT_TRUE(tls.ok()) << tls.status();
   MtlsPeer peer(controller_);
@@ -309,19 +314,8 @@ TEST_F(IdentityTest, AnExpiredNodeCertificateIsRefusedByTheControllersMtls) {
 }
 
 TEST_F(IdentityTest, ANodeCertificateIsRenewedBeforeExpiryWithoutRestart) {
-  IdentityOptions o;
-  o.listen = "127.0.0.1:0";
-  o.ca_cert_file = dir_ + "/ca-signing.crt";
-  o.ca_key_file = dir_ + "/ca-signing.key";
-  o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}};
-  o.issue.lifetime = absl::Seconds(3);
-  StartServer(o);
-  NodeCertificateOptions r = Request("token-agent-a", "node-a");
-  TlsSettings settings;
-  settings.identity_address = r.identity_address;
-  settings.token_file = r.token_file;
-  settings.ca_file = r.ca_file;
-  settings.cert_dir = r.cert_dir;
+  StartServer(ServerOptions(absl::Seconds(3)));
+  TlsSettings settings = DaemonSettings(Request("token-agent-a", "node-a"));
   settings.reload_interval = absl::Seconds(1);
   absl::StatusOr<std::unique_ptr<DaemonTls>> daemon =
       DaemonTls::Start(settings, {"agent", "node-a", {"10.0.0.7"}}, Logger("agent"), absl::Seconds(10));
@@ -342,24 +336,15 @@ TEST_F(IdentityTest, ANodeCertificateIsRenewedBeforeExpiryWithoutRestart) {
 }
 
 TEST_F(IdentityTest, ADaemonWithARefusedTokenDoesNotStart) {
-  NodeCertificateOptions r = Request("forged-token", "node-a");
-  TlsSettings settings;
-  settings.identity_address = r.identity_address;
-  settings.token_file = r.token_file;
-  settings.ca_file = r.ca_file;
-  settings.cert_dir = r.cert_dir;
+  TlsSettings settings = DaemonSettings(Request("forged-token", "node-a"));
   absl::StatusOr<std::unique_ptr<DaemonTls>> daemon =
       DaemonTls::Start(settings, {"agent", "node-a", {}}, Logger("agent"), absl::Seconds(1));
   EXPECT_EQ(daemon.status().code(), absl::StatusCode::kUnauthenticated) << daemon.status();
 }
 
 TEST_F(IdentityTest, TheCaCertificateIsPublishedForNodesAndKeptCurrent) {
-  IdentityOptions o;
-  o.listen = "127.0.0.1:0";
-  o.ca_cert_file = dir_ + "/ca-signing.crt";
-  o.ca_key_file = dir_ + "/ca-signing.key";
+  IdentityOptions o = ServerOptions(absl::Hours(1));
   o.ca_bundle_configmap = "rpci/rpci-ca-bundle";
-  o.issue.service_accounts = {{"agent", "rpci/rpci-agent"}};
   StartServer(o);
   absl::Status published = server_->PublishCaBundle();
   ASSERT_TRUE(published.ok()) << published;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/escaping.h"
 #include "common/cert_authority.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/temp_dir.h"
 #include "controller/kube/informer.h"
 #include "controller/kube/leader_election.h"

@@ -12,13 +12,14 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "common/testing/temp_dir.h"
 #include "controller/local_store.h"
 #include "controller/pool_manager.h"
 #include "controller/service.h"
-#include "controller/testing_util.h"
+#include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "plugin/controller_client.h"
 #include "plugin/plugin.h"
@@ -134,6 +135,51 @@ class TestController {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };
+
+// rpci.io/emu, the resource of the tests' pool "emu".
+inline constexpr char kEmuResource[] = "rpci.io/emu";
+
+// A plugin for node "cn-1" serving pool "emu" whose kubelet sockets are the
+// fake kubelet's under `dir` (<dir>/dp, <dir>/pr.sock) and whose CDI specs
+// and session dirs go to <dir>/cdi and <dir>/state; pod-resources is read
+// only when a test calls SyncUsage.
+inline PluginOptions TestPluginOptions(const std::string& dir) {
+  PluginOptions o;
+  o.node_name = "cn-1";
+  o.pools = {"emu"};
+  o.plugin_dir = dir + "/dp";
+  o.pod_resources_socket = dir + "/pr.sock";
+  o.cdi_dir = dir + "/cdi";
+  o.state_dir = dir + "/state";
+  o.usage_interval = absl::Hours(1);
+  return o;
+}
+
+// True when the kubelet's latest list holds `n` devices, all of `health`.
+inline auto AllHealth(size_t n, const std::string& health) {
+  return [n, health](const std::vector<rpci::testing::AdvertisedDevice>& ds) {
+    if (ds.size() != n) return false;
+    for (const rpci::testing::AdvertisedDevice& d : ds) {
+      if (d.health != health) return false;
+    }
+    return true;
+  };
+}
+
+// Feeds `plugin` the controller's assignments for node cn-1 (pool emu)
+// through `client` and reconciles until the kubelet lists `n` Healthy
+// devices of rpci.io/emu; false when it does not within 10 s.
+inline bool AssignAndAdvertise(TestController& controller, GrpcControllerClient& client, Plugin& plugin,
+                               const rpci::testing::FakeKubelet& kubelet, size_t n) {
+  client.StartAssignmentWatch(controller::testing::NodeWith("cn-1", "emu"),
+                              [&plugin](const rpci::v1::AssignmentSet& set) { plugin.SetAssignments(set); });
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline && kubelet.Devices(kEmuResource).size() < n) {
+    controller.manager().Reconcile();
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return kubelet.WaitForDevices(kEmuResource, AllHealth(n, "Healthy"), absl::Seconds(5));
+}
 
 }  // namespace rpci::plugin::testing
 

@@ -34,6 +34,7 @@
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
 #include "tests/harness/test_certs.h"
+#include "tests/kubelet/fake_dra_kubelet.h"
 #include "tests/kubelet/fake_kubelet.h"
 
 namespace rpci::testing {
@@ -156,8 +157,10 @@ class EndToEndTest : public ::testing::Test {
   // the controller on it (--store=kube), both in host a; `ns` is the
   // controller's install namespace.
   void StartKubeController(const std::string& ns) {
-    api_ = Start(0, "api-server",
-                 {Abs("tests/kube/api_server_main"), "--crds=" + Abs("deploy/crds"), "--namespaces=rpci-system"});
+    std::vector<std::string> api_argv = {Abs("tests/kube/api_server_main"), "--crds=" + Abs("deploy/crds"),
+                                         "--namespaces=rpci-system"};
+    api_argv.insert(api_argv.end(), api_args_.begin(), api_args_.end());
+    api_ = Start(0, "api-server", api_argv);
     for (int i = 0; i < 200 && api_url_.empty(); ++i) {
       const std::string out = api_->out();
       if (size_t at = out.find("serving "); at != std::string::npos && out.find('\n', at) != std::string::npos) {
@@ -206,7 +209,7 @@ class EndToEndTest : public ::testing::Test {
 
   void StartPlugin(const std::vector<std::string>& extra = {"--release-grace-seconds=1"}) {
     std::vector<std::string> argv = {Abs("plugin/rpci-plugin"), "--node=e2e-compute-node",
-                                     "--controller=" + controller_address_, "--pools=emu",
+                                     "--controller=" + controller_address_, "--pools=" + plugin_pools_,
                                      "--plugin-dir=" + dir_ + "/kubelet",
                                      "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
                                      "--cdi-dir=" + dir_ + "/cdi", "--state-dir=" + dir_ + "/plugin-state",
@@ -290,6 +293,11 @@ class EndToEndTest : public ::testing::Test {
   std::unique_ptr<Subprocess> controller_, agent_, plugin_, api_;
   std::string api_url_;
   std::vector<std::string> agent_env_;  // NAME=value for the agent's environment
+  std::string plugin_pools_ = "emu";    // rpci-plugin --pools
+  std::vector<std::string> api_args_;   // more api_server_main flags
+
+  // The DRA path end to end in one resource.k8s.io / kubelet DRA version.
+  void DraClaimLifecycle(const std::string& version);
 };
 
 // The fake kubelet binary admits a pod asking for rpci.io/emu: 1 and runs the
@@ -726,6 +734,196 @@ TEST_F(EndToEndTest, WorkloadsNeedInboundConnectionsOnlyToTheirFabricPortRange) 
   plugin_.reset();
   kubelet.Stop();
 }
+
+using ::rpci::testing::ClaimRef;
+using ::rpci::testing::FakeDraKubelet;
+
+// The scheduler's part for a ResourceClaim asking one device of class
+// emu.rpci.io: the allocation it writes to status (driver rpci.io, the
+// slice's pool and device, the node) and the pod it reserves the claim for.
+nlohmann::json AllocatedStatus(nlohmann::json claim, const std::string& device, const std::string& node) {
+  claim["status"] = {
+      {"allocation",
+       {{"devices", {{"results", {{{"request", "remote"}, {"driver", "rpci.io"}, {"pool", "emu"}, {"device", device}}}}}},
+        {"nodeSelector",
+         {{"nodeSelectorTerms",
+           {{{"matchFields", {{{"key", "metadata.name"}, {"operator", "In"}, {"values", {node}}}}}}}}}}}},
+      {"reservedFor", {{{"resource", "pods"}, {"name", claim["metadata"]["name"].get<std::string>() + "-pod"},
+                        {"uid", "5d1c6a2e-0000-4000-8000-00000000e2e0"}}}}};
+  return claim;
+}
+
+// Issue 17's done-when, on the DRA path, in `version` of resource.k8s.io
+// and of the kubelet's DRA API (a 1.34+ cluster: v1; 1.32-1.33: v1beta1):
+// the controller publishes the emu pool (allocationMode dra) in a
+// ResourceSlice; a ResourceClaim allocated one of its devices is prepared by
+// rpci-plugin through the fake kubelet's DRA calls, the runtime injects the
+// claim's CDI spec and the workload attaches with that environment alone and
+// computes correctly; a kubelet restart and a plugin restart in the middle
+// change nothing (the same CDI ids, the same session); unpreparing scrubs
+// the device on the agent and a new claim on the same device is prepared and
+// works.
+void EndToEndTest::DraClaimLifecycle(const std::string& version) {
+  const std::string api = "/apis/resource.k8s.io/" + version;
+  api_args_ = {"--resource-versions=" + version};
+  StartKubeController("rpci-system");
+  if (HasFatalFailure()) return;
+  nlohmann::json pool = Api("POST", "/apis/rpci.io/v1alpha1/devicepools",
+                            {{"apiVersion", "rpci.io/v1alpha1"},
+                             {"kind", "DevicePool"},
+                             {"metadata", {{"name", "emu"}}},
+                             {"spec", {{"resourceName", "rpci.io/emu"}, {"allocationMode", "dra"}}}});
+  ASSERT_EQ(pool.value("kind", ""), "DevicePool") << pool.dump();
+  StartAgent();
+  FakeDraKubelet kubelet(dir_ + "/kr", dir_ + "/cdi", {version + ".DRAPlugin"});
+  ASSERT_TRUE(kubelet.Start().ok());
+  plugin_pools_ = "emu:dra";
+  StartPlugin({"--release-grace-seconds=1", "--kubelet-dir=" + dir_ + "/kr"});
+  ASSERT_TRUE(kubelet.WaitForDriver("rpci.io", 1, absl::Seconds(10))) << Logs();
+  EXPECT_EQ(kubelet.ChosenService("rpci.io"), version + ".DRAPlugin");
+
+  // The pool's devices as the scheduler sees them.
+  // The devices the pool's slices offer now.
+  auto offered = [&] {
+    std::vector<std::string> names;
+    nlohmann::json slices = Api("GET", api + "/resourceslices");
+    if (slices.is_discarded() || !slices.contains("items")) return names;
+    for (const nlohmann::json& slice : slices["items"]) {
+      if (slice["spec"].value("driver", "") != "rpci.io" || slice["spec"]["pool"].value("name", "") != "emu") continue;
+      for (const nlohmann::json& d : slice["spec"].value("devices", nlohmann::json::array())) names.push_back(d["name"]);
+    }
+    return names;
+  };
+  std::vector<std::string> devices;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30); devices.size() < 2 && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(200))) {
+    devices = offered();
+  }
+  ASSERT_EQ(devices.size(), 2u) << Logs();
+  const std::string device = devices[0];
+
+  auto make_claim = [&](const std::string& name) -> ClaimRef {
+    // v1 nests the class under `exactly`; v1beta1 names it in the request.
+    nlohmann::json request = {{"name", "remote"}};
+    if (version == "v1") {
+      request["exactly"] = {{"deviceClassName", "emu.rpci.io"}};
+    } else {
+      request["deviceClassName"] = "emu.rpci.io";
+    }
+    nlohmann::json claim = Api("POST", api + "/namespaces/default/resourceclaims",
+                               {{"apiVersion", "resource.k8s.io/" + version},
+                                {"kind", "ResourceClaim"},
+                                {"metadata", {{"name", name}}},
+                                {"spec", {{"devices", {{"requests", {request}}}}}}});
+    EXPECT_EQ(claim.value("kind", ""), "ResourceClaim") << claim.dump();
+    nlohmann::json allocated = Api("PUT", api + "/namespaces/default/resourceclaims/" + name + "/status",
+                                   AllocatedStatus(claim, device, "e2e-compute-node"));
+    EXPECT_TRUE(allocated["status"].contains("allocation")) << allocated.dump();
+    return {"default", name, claim["metadata"].value("uid", "")};
+  };
+  // As the kubelet's DRA manager: prepare (retried while the device is
+  // still being scrubbed from its last tenant), then the runtime's CDI step.
+  auto prepare = [&](const ClaimRef& claim) -> std::vector<std::string> {
+    absl::StatusOr<std::vector<std::string>> ids = absl::UnavailableError("not tried");
+    for (const absl::Time deadline = absl::Now() + absl::Seconds(30); absl::Now() < deadline;
+         absl::SleepFor(absl::Milliseconds(200))) {
+      ids = kubelet.PrepareClaim("rpci.io", claim);
+      if (ids.ok()) break;
+    }
+    EXPECT_TRUE(ids.ok()) << ids.status() << Logs();
+    return ids.ok() ? *ids : std::vector<std::string>{};
+  };
+
+  const ClaimRef first = make_claim("trainer");
+  const absl::Time prepare_start = absl::Now();
+  const std::vector<std::string> ids = prepare(first);
+  std::printf("DRA %s: NodePrepareResources (PrepareClaim, session, CDI spec) %.1f ms\n", version.c_str(),
+              absl::ToDoubleMilliseconds(absl::Now() - prepare_start));
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(ids[0], "rpci.io/claim=" + first.uid + "-" + device);
+  // Held by the claim: no longer offered to the scheduler.
+  bool withdrawn = false;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(10); !withdrawn && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(200))) {
+    const std::vector<std::string> now = offered();
+    withdrawn = std::find(now.begin(), now.end(), device) == now.end();
+  }
+  EXPECT_TRUE(withdrawn) << device << " still offered while prepared";
+  absl::StatusOr<v1beta1::ContainerAllocateResponse> edits = kubelet.ContainerEdits(ids);
+  ASSERT_TRUE(edits.ok()) << edits.status();
+  EXPECT_EQ(edits->envs().at("RPCI_SESSION_ENDPOINT"), agent_endpoint_);
+  const std::string session = edits->envs().at("RPCI_SESSION_ID");
+
+  // Kubelet restart, then plugin restart: same ids, same session.
+  ASSERT_TRUE(kubelet.Restart().ok());
+  ASSERT_TRUE(kubelet.WaitForDriver("rpci.io", 1, absl::Seconds(5))) << Logs();
+  const absl::Time again_start = absl::Now();
+  EXPECT_EQ(prepare(first), ids);
+  std::printf("DRA %s: NodePrepareResources of a prepared claim %.1f ms\n", version.c_str(),
+              absl::ToDoubleMilliseconds(absl::Now() - again_start));
+  plugin_.reset();
+  StartPlugin({"--release-grace-seconds=1", "--kubelet-dir=" + dir_ + "/kr"});
+  ASSERT_TRUE(kubelet.WaitForDriver("rpci.io", 2, absl::Seconds(10))) << Logs();
+  EXPECT_EQ(prepare(first), ids);
+  edits = kubelet.ContainerEdits(ids);
+  ASSERT_TRUE(edits.ok()) << edits.status();
+  EXPECT_EQ(edits->envs().at("RPCI_SESSION_ID"), session);
+
+  nlohmann::json summary = RunWorkload("dra-trainer", *edits);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  EXPECT_EQ(summary.value("device", ""), edits->envs().at("RPCI_DEVICE_IDS"));
+
+  // The pod ends: unprepare, the claim is deleted, the agent scrubs.
+  auto clean_scrubs = [&] {
+    const std::string metrics = AgentMetrics();
+    const std::string name = "rpci_agent_device_scrubs_total{result=\"clean\"} ";
+    const size_t at = metrics.find(name);
+    double n = 0;
+    if (at != std::string::npos) {
+      (void)absl::SimpleAtod(metrics.substr(at + name.size(), metrics.find('\n', at) - at - name.size()), &n);
+    }
+    return n;
+  };
+  const double before = clean_scrubs();
+  const absl::Time unprepare_start = absl::Now();
+  ASSERT_TRUE(kubelet.UnprepareClaim("rpci.io", first).ok()) << Logs();
+  std::printf("DRA %s: NodeUnprepareResources (close, UnprepareClaim) %.1f ms\n", version.c_str(),
+              absl::ToDoubleMilliseconds(absl::Now() - unprepare_start));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/cdi/rpci.io-claim-" + first.uid + ".json"));
+  Api("DELETE", api + "/namespaces/default/resourceclaims/trainer");
+  double after = before;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(15); after <= before && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(200))) {
+    after = clean_scrubs();
+  }
+  EXPECT_GT(after, before) << AgentMetrics();
+
+  // Offered again: back in the pool's slices once scrubbed (the controller
+  // offers only free devices), then a new claim on it gets a fresh session.
+  bool listed = false;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30); !listed && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(200))) {
+    const std::vector<std::string> now = offered();
+    listed = std::find(now.begin(), now.end(), device) != now.end();
+  }
+  EXPECT_TRUE(listed) << device << " not offered again" << Logs();
+  const ClaimRef second = make_claim("trainer-2");
+  const std::vector<std::string> again = prepare(second);
+  ASSERT_EQ(again.size(), 1u);
+  edits = kubelet.ContainerEdits(again);
+  ASSERT_TRUE(edits.ok()) << edits.status();
+  EXPECT_NE(edits->envs().at("RPCI_SESSION_ID"), session);
+  summary = RunWorkload("dra-trainer-2", *edits);
+  EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  EXPECT_TRUE(kubelet.UnprepareClaim("rpci.io", second).ok());
+  plugin_.reset();
+  kubelet.Stop();
+}
+
+
+TEST_F(EndToEndTest, DraClaimIsPreparedAttachedUnpreparedScrubbedAndOfferedAgain) { DraClaimLifecycle("v1"); }
+
+TEST_F(EndToEndTest, DraClaimLifecycleOnAV1beta1Cluster) { DraClaimLifecycle("v1beta1"); }
 
 }  // namespace
 }  // namespace rpci::testing

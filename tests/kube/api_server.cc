@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "httplib.h"
+#include "tests/kube/resource_group.h"
 #include "tests/schema/openapi.h"
 
 namespace rpci::kubetest {
@@ -29,6 +30,9 @@ struct Parsed {
   std::string ns;
   std::string name;
   std::string sub;
+  // resource.k8s.io: the version asked for (objects are stored once, in
+  // v1's form, under "/apis/resource.k8s.io/<resource>").
+  std::string resource_version;
 };
 
 Parsed ParsePath(const std::string& path) {
@@ -42,6 +46,10 @@ Parsed ParsePath(const std::string& path) {
     i = 2;
   } else if (parts.size() >= 4 && parts[0] == "apis") {
     prefix = absl::StrCat("/apis/", parts[1], "/", parts[2]);
+    if (parts[1] == resource_group::kGroup) {
+      prefix = absl::StrCat("/apis/", parts[1]);
+      p.resource_version = parts[2];
+    }
     p.api_version = absl::StrCat(parts[1], "/", parts[2]);
     i = 3;
   } else {
@@ -63,8 +71,16 @@ Parsed ParsePath(const std::string& path) {
 // Built-in kinds without a status subresource.
 bool BuiltinWithoutStatus(const std::string& resource) {
   static const std::set<std::string> kNone = {"leases", "events", "secrets", "configmaps", "serviceaccounts"};
+  if (const resource_group::ResourceInfo* r = resource_group::Find(resource)) return !r->status;
   return kNone.count(resource) > 0;
 }
+
+// How a client of the request's version sees a stored object.
+json Present(const std::string& resource, const std::string& version, json object) {
+  if (version.empty()) return object;
+  return resource_group::FromStorage(resource, version, std::move(object));
+}
+json Present(const Parsed& p, json object) { return Present(p.resource, p.resource_version, std::move(object)); }
 
 constexpr char kNamespaces[] = "/api/v1/namespaces";
 constexpr char kCrds[] = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
@@ -117,6 +133,24 @@ bool RefuseInvalid(const json* crd, const json& object, httplib::Response& res) 
   return true;
 }
 
+// 422 Invalid for a resource.k8s.io object kube-apiserver would refuse.
+bool RefuseInvalidBuiltin(const Parsed& p, const json& object, httplib::Response& res) {
+  if (p.resource_version.empty()) return false;
+  std::vector<std::string> errors = resource_group::Validate(p.resource, object);
+  if (errors.empty()) return false;
+  const resource_group::ResourceInfo* info = resource_group::Find(p.resource);
+  const std::string name = object["metadata"].value("name", "");
+  json causes = json::array();
+  for (const std::string& e : errors) {
+    const size_t colon = e.find(": ");
+    causes.push_back({{"reason", "FieldValueInvalid"}, {"message", e.substr(colon + 2)}, {"field", e.substr(0, colon)}});
+  }
+  Fail(res, 422, "Invalid",
+       absl::StrCat(info->kind, ".", resource_group::kGroup, " \"", name, "\" is invalid: ", absl::StrJoin(errors, ", ")),
+       {{"name", name}, {"group", resource_group::kGroup}, {"kind", info->kind}, {"causes", causes}});
+  return true;
+}
+
 uint64_t RvOf(const json& object) {
   uint64_t rv = 0;
   if (object.contains("metadata") && object["metadata"].contains("resourceVersion") &&
@@ -140,6 +174,7 @@ struct ApiServer::Watch {
   std::string api_version;
   std::vector<json> initial;  // synthetic ADDED events
   bool expired = false;
+  std::string resource, resource_version;  // resource.k8s.io: how events are shown
 };
 
 ApiServer::ApiServer() {
@@ -198,6 +233,67 @@ bool ApiServer::HasStatusSubresource(const std::string& collection, const std::s
 }
 
 ApiServer::~ApiServer() { Stop(); }
+
+void ApiServer::ServeResourceVersions(std::vector<std::string> versions) {
+  std::lock_guard<std::mutex> lock(mu_);
+  resource_versions_ = std::move(versions);
+}
+
+bool ApiServer::Serves(const std::string& resource_version) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::find(resource_versions_.begin(), resource_versions_.end(), resource_version) !=
+         resource_versions_.end();
+}
+
+bool ApiServer::Discovery(const std::string& path, httplib::Response& res) const {
+  const std::string group_path = absl::StrCat("/apis/", resource_group::kGroup);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (path == "/apis" || path == "/apis/") {
+    json groups = json::array();
+    if (!resource_versions_.empty()) {
+      json g = resource_group::Group(resource_versions_);
+      g.erase("kind");
+      g.erase("apiVersion");
+      groups.push_back(g);
+    }
+    std::map<std::string, json> crd_groups;  // group -> versions
+    for (const auto& [collection, crd] : crds_) {
+      const json spec = crd.object.value("spec", json::object());
+      json& versions = crd_groups[spec.value("group", "")];
+      if (versions.is_null()) {
+        versions = json::array();
+        for (const json& v : spec.value("versions", json::array())) {
+          versions.push_back({{"groupVersion", absl::StrCat(spec.value("group", ""), "/", v.value("name", ""))},
+                              {"version", v.value("name", "")}});
+        }
+      }
+    }
+    for (const auto& [name, versions] : crd_groups) {
+      groups.push_back({{"name", name}, {"versions", versions}, {"preferredVersion", versions.empty() ? json() : versions[0]}});
+    }
+    Reply(res, 200, {{"kind", "APIGroupList"}, {"apiVersion", "v1"}, {"groups", groups}});
+    return true;
+  }
+  if (path.rfind(group_path, 0) != 0) return false;
+  const std::string rest = path.substr(group_path.size());
+  if (rest.empty() || rest == "/") {
+    if (resource_versions_.empty()) {
+      Fail(res, 404, "NotFound", "the server could not find the requested resource");
+    } else {
+      Reply(res, 200, resource_group::Group(resource_versions_));
+    }
+    return true;
+  }
+  const std::string version = rest.substr(1);
+  if (version.find('/') != std::string::npos) return false;
+  if (std::find(resource_versions_.begin(), resource_versions_.end(), version) == resource_versions_.end()) {
+    Fail(res, 404, "NotFound", "the server could not find the requested resource");
+  } else {
+    Reply(res, 200, resource_group::ResourceList(version));
+  }
+  return true;
+}
+
 
 absl::Status ApiServer::Start() {
   server_ = std::make_unique<httplib::Server>();
@@ -371,11 +467,15 @@ absl::StatusOr<json> ApiServer::Get(const std::string& path) const {
   if (!p.ok || c == objects_.end()) return absl::NotFoundError(path);
   auto it = c->second.find(p.ns + "/" + p.name);
   if (it == c->second.end()) return absl::NotFoundError(path);
-  return it->second;
+  return Present(p, it->second);
 }
 
 json ApiServer::Put(const std::string& path, json object) {
   Parsed p = ParsePath(path);
+  if (!p.resource_version.empty()) {
+    std::vector<std::string> ignored;
+    object = resource_group::ToStorage(p.resource, p.resource_version, std::move(object), &ignored);
+  }
   std::string type;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -389,7 +489,7 @@ json ApiServer::Put(const std::string& path, json object) {
     history_.push_back(Event{rv_, type, p.collection, p.ns, object});
   }
   cv_.notify_all();
-  return object;
+  return Present(p, object);
 }
 
 void ApiServer::Delete(const std::string& path) {
@@ -431,8 +531,9 @@ void ApiServer::Install() {
       Reply(res, 201, ReviewToken(review));
       return;
     }
+    if (req.method == "GET" && Discovery(req.path, res)) return;
     Parsed p = ParsePath(req.path);
-    if (!p.ok) {
+    if (!p.ok || (!p.resource_version.empty() && (!Serves(p.resource_version) || !resource_group::Find(p.resource)))) {
       Fail(res, 404, "NotFound", "the server could not find the requested resource");
       return;
     }
@@ -444,6 +545,11 @@ void ApiServer::Install() {
         Fail(res, 400, "BadRequest", "request body is not a JSON object");
         return;
       }
+      if (!p.resource_version.empty()) {
+        std::vector<std::string> warnings;
+        body = resource_group::ToStorage(p.resource, p.resource_version, std::move(body), &warnings);
+        for (const std::string& w : warnings) res.set_header("Warning", absl::StrCat("299 - \"", w, "\""));
+      }
     }
     if (req.method == "GET" && p.name.empty() &&
         (req.get_param_value("watch") == "true" || req.get_param_value("watch") == "1")) {
@@ -452,6 +558,8 @@ void ApiServer::Install() {
       w->ns = p.ns;
       w->bookmarks = req.get_param_value("allowWatchBookmarks") == "true";
       w->api_version = p.api_version;
+      w->resource = p.resource;
+      w->resource_version = p.resource_version;
       int timeout = 0;
       (void)absl::SimpleAtoi(req.get_param_value("timeoutSeconds"), &timeout);
       w->deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout > 0 ? timeout : 1800);
@@ -491,7 +599,9 @@ void ApiServer::Install() {
               sink.done();
               return true;
             }
-            for (const json& o : w->initial) out += json({{"type", "ADDED"}, {"object", o}}).dump() + "\n";
+            for (const json& o : w->initial) {
+              out += json({{"type", "ADDED"}, {"object", Present(w->resource, w->resource_version, o)}}).dump() + "\n";
+            }
             w->initial.clear();
             std::unique_lock<std::mutex> lock(mu_);
             if (out.empty()) {
@@ -504,7 +614,8 @@ void ApiServer::Install() {
             for (; w->next < history_.size(); ++w->next) {
               const Event& e = history_[w->next];
               if (e.collection != w->collection || (!w->ns.empty() && e.ns != w->ns)) continue;
-              out += json({{"type", e.type}, {"object", e.object}}).dump() + "\n";
+              out += json({{"type", e.type}, {"object", Present(w->resource, w->resource_version, e.object)}}).dump() +
+                     "\n";
             }
             if (bookmark_generation_ != w->bookmark_seen) {
               w->bookmark_seen = bookmark_generation_;
@@ -529,12 +640,13 @@ void ApiServer::Install() {
     std::unique_lock<std::mutex> lock(mu_);
     auto& coll = objects_[p.collection];
     if (req.method == "GET" && p.name.empty()) {
-      json list = {{"kind", "List"},
+      const resource_group::ResourceInfo* info = p.resource_version.empty() ? nullptr : resource_group::Find(p.resource);
+      json list = {{"kind", info ? absl::StrCat(info->kind, "List") : "List"},
                    {"apiVersion", p.api_version},
                    {"metadata", {{"resourceVersion", std::to_string(rv_)}}},
                    {"items", json::array()}};
       for (const auto& [k, o] : coll) {
-        if (p.ns.empty() || o["metadata"].value("namespace", "") == p.ns) list["items"].push_back(o);
+        if (p.ns.empty() || o["metadata"].value("namespace", "") == p.ns) list["items"].push_back(Present(p, o));
       }
       Reply(res, 200, list);
       return;
@@ -558,6 +670,7 @@ void ApiServer::Install() {
       if (!p.ns.empty()) body["metadata"]["namespace"] = p.ns;
       const Crd* crd = CrdFor(p.collection);
       if (RefuseInvalid(crd ? &crd->object : nullptr, body, res)) return;
+      if (RefuseInvalidBuiltin(p, body, res)) return;
       if (p.collection == kCrds) InstallCrdLocked(body);
       body["metadata"]["resourceVersion"] = std::to_string(++rv_);
       body["metadata"]["uid"] = absl::StrCat("uid-", rv_);
@@ -568,7 +681,7 @@ void ApiServer::Install() {
       history_.push_back(Event{rv_, "ADDED", p.collection, p.ns, body});
       lock.unlock();
       cv_.notify_all();
-      Reply(res, 201, body);
+      Reply(res, 201, Present(p, body));
       return;
     }
     auto it = coll.find(key);
@@ -577,7 +690,7 @@ void ApiServer::Install() {
       return;
     }
     if (req.method == "GET") {
-      Reply(res, 200, it->second);
+      Reply(res, 200, Present(p, it->second));
       return;
     }
     if (req.method == "DELETE") {
@@ -587,7 +700,7 @@ void ApiServer::Install() {
       history_.push_back(Event{rv_, "DELETED", p.collection, p.ns, last});
       lock.unlock();
       cv_.notify_all();
-      Reply(res, 200, last);
+      Reply(res, 200, Present(p, last));
       return;
     }
     if (req.method == "PUT") {
@@ -630,12 +743,13 @@ void ApiServer::Install() {
       }
       const Crd* crd = CrdFor(p.collection);
       if (RefuseInvalid(crd ? &crd->object : nullptr, next, res)) return;
+      if (RefuseInvalidBuiltin(p, next, res)) return;
       next["metadata"]["resourceVersion"] = std::to_string(++rv_);
       stored = next;
       history_.push_back(Event{rv_, "MODIFIED", p.collection, p.ns, next});
       lock.unlock();
       cv_.notify_all();
-      Reply(res, 200, next);
+      Reply(res, 200, Present(p, next));
       return;
     }
     Fail(res, 405, "MethodNotAllowed", req.method + " is not supported");

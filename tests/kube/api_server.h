@@ -14,6 +14,7 @@
 
 namespace httplib {
 class Server;
+struct Response;
 }
 
 namespace rpci::kubetest {
@@ -91,6 +92,14 @@ class ApiServer {
   // InstallCrd for every CustomResourceDefinition in the YAML files of `dir`
   // (deploy/crds: the tests' runfiles need //deploy:crds).
   absl::Status InstallCrdsFrom(const std::string& dir);
+  // The resource.k8s.io versions served (tests/kube/resource_group.h), in
+  // preference order: {"v1", "v1beta1"} by default, as Kubernetes 1.34
+  // (which also serves v1beta2, not here); {"v1beta1"} as 1.32; {} as a
+  // cluster without DRA. Discovery (/apis, /apis/resource.k8s.io,
+  // /apis/resource.k8s.io/<version>) answers accordingly, an unserved
+  // version is 404 like an unknown path.
+  void ServeResourceVersions(std::vector<std::string> versions);
+
   // Creates Namespace `name` (as `kubectl create namespace` would).
   void CreateNamespace(const std::string& name);
 
@@ -123,6 +132,9 @@ class ApiServer {
   const Crd* CrdFor(const std::string& collection) const;  // mu_ held
   bool HasStatusSubresource(const std::string& collection, const std::string& resource) const;  // mu_ held
   void InstallCrdLocked(const nlohmann::json& crd);
+  bool Serves(const std::string& resource_version) const;
+  // Answers GET on a discovery path; false when `path` is not one.
+  bool Discovery(const std::string& path, httplib::Response& res) const;
   absl::Status Listen();
 
   std::unique_ptr<httplib::Server> server_;
@@ -138,6 +150,7 @@ class ApiServer {
   // collection -> "ns/name" -> object
   std::map<std::string, std::map<std::string, nlohmann::json>> objects_;
   std::map<std::string, Crd> crds_;  // by collection
+  std::vector<std::string> resource_versions_ = {"v1", "v1beta1"};
   std::vector<Event> history_;
   uint64_t bookmark_generation_ = 0;
   uint64_t drop_generation_ = 0;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_util.h"
+#include "tests/kubelet/cdi_runtime.h"
 
 namespace rpci::testing {
 namespace {
@@ -106,8 +107,10 @@ class FakeKubelet::PodResourcesService final : public ::v1::PodResourcesLister::
   FakeKubelet* k_;
 };
 
-FakeKubelet::FakeKubelet(std::string plugin_dir, std::string pod_resources_socket)
-    : plugin_dir_(std::move(plugin_dir)), pod_resources_socket_(std::move(pod_resources_socket)) {}
+FakeKubelet::FakeKubelet(std::string plugin_dir, std::string pod_resources_socket, std::string cdi_dir)
+    : plugin_dir_(std::move(plugin_dir)),
+      pod_resources_socket_(std::move(pod_resources_socket)),
+      cdi_dir_(std::move(cdi_dir)) {}
 
 FakeKubelet::~FakeKubelet() { Stop(); }
 
@@ -366,7 +369,10 @@ absl::StatusOr<AdmittedContainer> FakeKubelet::AdmitPodWithDevices(const std::st
   if (ep->options.pre_start_required()) {
     if (absl::Status s = PreStartContainer(resource, device_ids); !s.ok()) return s;
   }
-  AdmittedContainer admitted{container, resource, device_ids, resp->container_responses(0)};
+  AdmittedContainer admitted{container, resource, device_ids, resp->container_responses(0), {}};
+  absl::StatusOr<v1beta1::ContainerAllocateResponse> run = ApplyCdiDevices(admitted.response, cdi_dir_);
+  if (!run.ok()) return run.status();
+  admitted.container = *std::move(run);
   std::lock_guard<std::mutex> lock(mu_);
   pods_[pod_namespace + "/" + pod_name].push_back(admitted);
   return admitted;
@@ -396,6 +402,9 @@ absl::StatusOr<AdmittedContainer> FakeKubelet::RestartContainer(const std::strin
   if (ep->options.pre_start_required()) {
     if (absl::Status s = PreStartContainer(found->resource_name, found->device_ids); !s.ok()) return s;
   }
+  absl::StatusOr<v1beta1::ContainerAllocateResponse> run = ApplyCdiDevices(found->response, cdi_dir_);
+  if (!run.ok()) return run.status();
+  found->container = *std::move(run);
   return *found;
 }
 

@@ -60,14 +60,21 @@ struct AdmittedContainer {
   std::string name;
   std::string resource_name;
   std::vector<std::string> device_ids;
-  v1beta1::ContainerAllocateResponse response;
+  v1beta1::ContainerAllocateResponse response;  // as the plugin answered
+  // What the runtime runs: `response` with its CDI devices' edits applied
+  // (cdi_runtime.h ApplyCdiDevices), resolved when the container is created
+  // (at admission and at every restart).
+  v1beta1::ContainerAllocateResponse container;
 };
 
 class FakeKubelet {
  public:
   // `plugin_dir` holds kubelet.sock and the plugins' sockets;
-  // `pod_resources_socket` is where List/Get are served.
-  FakeKubelet(std::string plugin_dir, std::string pod_resources_socket);
+  // `pod_resources_socket` is where List/Get are served; `cdi_dir` is the
+  // runtime's CDI spec directory (empty: a runtime without CDI, which ignores
+  // CDI devices). A CDI device the runtime cannot resolve fails admission or
+  // restart with the runtime's error.
+  FakeKubelet(std::string plugin_dir, std::string pod_resources_socket, std::string cdi_dir = "");
   ~FakeKubelet();
   FakeKubelet(const FakeKubelet&) = delete;
   FakeKubelet& operator=(const FakeKubelet&) = delete;
@@ -141,6 +148,7 @@ class FakeKubelet {
 
   const std::string plugin_dir_;
   const std::string pod_resources_socket_;
+  const std::string cdi_dir_;
   std::unique_ptr<RegistrationService> registration_service_;
   std::unique_ptr<PodResourcesService> pod_resources_service_;
   std::unique_ptr<grpc::Server> registration_server_;

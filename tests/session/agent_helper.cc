@@ -17,6 +17,7 @@
 
 #include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
+#include "agent/session/testing/logged_device.h"
 #include "agent/session/testing/test_device.h"
 #include "common/flags.h"
 #include "common/log.h"
@@ -36,35 +37,6 @@ bool WriteFile(const std::string& path, const std::string& text) {
   }
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
-
-// Appends each applied register write to a file before returning, standing
-// in for a device that outlives the agent process.
-class LoggedDevice : public rpci::agent::SessionDevice {
- public:
-  LoggedDevice(rpci::agent::SessionDevice* inner, int fd) : inner_(inner), fd_(fd) {}
-  std::string kind() const override { return inner_->kind(); }
-  std::vector<Bar> Bars() const override { return inner_->Bars(); }
-  absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override {
-    if (absl::Status s = inner_->WriteRegister(bar, offset, width, value); !s.ok()) return s;
-    const uint64_t record[2] = {offset, value};
-    if (fd_ >= 0 && ::write(fd_, record, sizeof(record)) != sizeof(record)) {
-      return absl::DataLossError("device log write failed");
-    }
-    return absl::OkStatus();
-  }
-  absl::Status ReadBar(uint16_t bar, uint64_t offset, uint64_t len, uint8_t* out) override {
-    return inner_->ReadBar(bar, offset, len, out);
-  }
-  uint8_t* dma_space() override { return inner_->dma_space(); }
-  uint64_t dma_size() const override { return inner_->dma_size(); }
-  std::vector<Interrupt> TakeInterrupts() override { return inner_->TakeInterrupts(); }
-  absl::Status Reset() override { return inner_->Reset(); }
-  bool keeps_state_across_agent_restart() const override { return true; }
-
- private:
-  rpci::agent::SessionDevice* inner_;
-  int fd_;
-};
 
 }  // namespace
 
@@ -111,7 +83,7 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  LoggedDevice logged(exported, log_fd);
+  rpci::agent::testing::LoggedDevice logged(exported, log_fd);
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
   opts.state_dir = state_dir;

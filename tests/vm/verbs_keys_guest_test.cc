@@ -7,15 +7,25 @@
 //   - a key is refused by an endpoint of another domain (protection domain),
 //     which is what keeps sessions apart when each has its own domain;
 //   - within one domain a key works for every connected peer: the provider
-//     does not tie a key to the peer it was handed to.
+//     does not tie a key to the peer it was handed to;
+//   - the agent's session server (the same code as on tcp) gives each
+//     session a domain of its own: session A's (address, key) does nothing
+//     through session B's endpoint, and nothing after A's teardown.
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "agent/session/session_server.h"
+#include "agent/session/testing/test_device.h"
+#include "client/session_client.h"
 #include "common/fabric/fabric.h"
+#include "common/metrics.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "session/bounds.h"
 #include "tests/vm/soft_roce.h"
 
 namespace rpci::testing {
@@ -147,6 +157,71 @@ TEST_F(VerbsKeysTest, WithinOneDomainAKeyWorksForEveryConnectedPeer) {
   absl::Status s = peer_b.ep->Write(b, RmaOp{src_mr.get(), 0, 4096, a_mr->remote().address, a_mr->remote().key});
   EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(a_dma[0], 0x33);
+}
+
+// The session server itself on verbs: every session in its own domain.
+TEST_F(VerbsKeysTest, TheSessionServerKeepsEachSessionsKeysInItsOwnDomain) {
+  MetricsRegistry metrics;
+  agent::GrantTable grants;
+  grants.Upsert({"ga", "dev-a", "node", "token", absl::InfiniteFuture()});
+  grants.Upsert({"gb", "dev-b", "node", "token", absl::InfiniteFuture()});
+  agent::testing::TestDevice dev_a(65536), dev_b(65536);
+  agent::SessionServerOptions opts;
+  opts.metrics = &metrics;
+  opts.fabric = Config();
+  auto server = agent::SessionServer::Create(opts, &grants, {{"dev-a", &dev_a}, {"dev-b", &dev_b}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(server->get());
+  auto grpc_server = builder.BuildAndStart();
+  ASSERT_NE(grpc_server, nullptr);
+  const std::string control = "127.0.0.1:" + std::to_string(port);
+  client::ClientOptions copts;
+  copts.fabric = Config();
+  copts.grace = absl::Seconds(30);
+  auto ticket_a = client::ControlClient().Reserve(control, {"ga", "token", "node"});
+  auto ticket_b = client::ControlClient().Reserve(control, {"gb", "token", "node"});
+  ASSERT_TRUE(ticket_a.ok() && ticket_b.ok());
+  auto a = client::SessionClient::Attach(*ticket_a, copts);
+  auto b = client::SessionClient::Attach(*ticket_b, copts);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  const session::RegionDesc a_dma = *session::FindRegion((*a)->agent_regions(), session::RegionKind::kDma);
+  std::printf("session A's DMA key on verbs: 0x%llx at 0x%llx\n", static_cast<unsigned long long>(a_dma.key),
+              static_cast<unsigned long long>(a_dma.address));
+  std::vector<uint8_t> src(4096, 0x66);
+  // A peer of session A's endpoint reaches A's DMA space with A's key: the
+  // key is live (the check below could fail).
+  Host to_a = Open();
+  ASSERT_NE(to_a.ep, nullptr);
+  auto src_a = *to_a.ep->RegisterMemory(src.data(), src.size(), fabric::kLocalOnly);
+  PeerId pa = *to_a.ep->InsertPeer(*(*server)->fabric_address(ticket_a->session_id));
+  absl::Status w = to_a.ep->Write(pa, RmaOp{src_a.get(), 0, 64, a_dma.address, a_dma.key});
+  ASSERT_TRUE(w.ok()) << w;
+  EXPECT_EQ(dev_a.dma_space()[0], 0x66);
+  std::fill(dev_a.dma_space(), dev_a.dma_space() + 64, 0);
+  // A peer of session B's endpoint, with A's (address, key): refused.
+  Host to_b = Open();
+  ASSERT_NE(to_b.ep, nullptr);
+  auto src_b = *to_b.ep->RegisterMemory(src.data(), src.size(), fabric::kLocalOnly);
+  PeerId pb = *to_b.ep->InsertPeer(*(*server)->fabric_address(ticket_b->session_id));
+  EXPECT_FALSE(to_b.ep->Write(pb, RmaOp{src_b.get(), 0, 64, a_dma.address, a_dma.key}).ok());
+  EXPECT_EQ(std::count(dev_a.dma_space(), dev_a.dma_space() + 64, 0), 64);
+  // After A's teardown nothing of A's domain answers.
+  const std::string a_address = *(*server)->fabric_address(ticket_a->session_id);
+  (*a)->Close().IgnoreError();
+  ASSERT_TRUE(client::ControlClient().Close(*ticket_a).ok());
+  Host late = Open();
+  ASSERT_NE(late.ep, nullptr);
+  auto src_late = *late.ep->RegisterMemory(src.data(), src.size(), fabric::kLocalOnly);
+  PeerId pl = *late.ep->InsertPeer(a_address);
+  EXPECT_FALSE(late.ep->Write(pl, RmaOp{src_late.get(), 0, 64, a_dma.address, a_dma.key}).ok());
+  EXPECT_EQ(std::count(dev_a.dma_space(), dev_a.dma_space() + 64, 0), 64);
+  (*b)->Close().IgnoreError();
+  grpc_server->Shutdown(std::chrono::system_clock::now());
+  (*server)->Stop();
 }
 
 }  // namespace

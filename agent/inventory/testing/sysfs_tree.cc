@@ -108,36 +108,41 @@ void SysfsTree::AddRdmaDevice(const std::string& name, const std::string& bdf,
   Symlink("../../" + dir, "class/infiniband/" + name);
 }
 
-namespace {
+void SysfsTree::AddSoftRdmaDevice(const std::string& name, const std::string& netdev) {
+  AddRdmaDevice(name, "0000:00:00.0");
+  Remove("devices/virtual/infiniband/" + name + "/device");
+  WriteFile("devices/virtual/infiniband/" + name + "/parent", netdev + "\n");
+}
 
-FakeFunction Bridge(const std::string& bdf, const std::string& parent) {
+FakeFunction FunctionAt(const std::string& bdf, const std::string& parent, const std::string& numa_node) {
   FakeFunction f;
   f.bdf = bdf;
   f.parent = parent;
+  f.numa_node = numa_node;
+  return f;
+}
+
+FakeFunction BridgeAt(const std::string& bdf, const std::string& parent) {
+  FakeFunction f = FunctionAt(bdf, parent);
   f.class_code = "0x060400";
   f.driver = "pcieport";
   return f;
 }
-}  // namespace
-
 
 // Root port 00:01.0 -> switch upstream 01:00.0 -> downstream 02:00.0 (GPU
 // 03:00.0) and 02:01.0 (NIC 04:00.0); an unrelated NVMe drive at 00:02.0.
 void AddSwitchTopology(SysfsTree& tree) {
-  tree.AddFunction(Bridge("0000:00:01.0", "pci0000:00"));
-  tree.AddFunction(Bridge("0000:01:00.0", "pci0000:00/0000:00:01.0"));
-  tree.AddFunction(Bridge("0000:02:00.0", "pci0000:00/0000:00:01.0/0000:01:00.0"));
-  tree.AddFunction(Bridge("0000:02:01.0", "pci0000:00/0000:00:01.0/0000:01:00.0"));
-  FakeFunction gpu;
-  gpu.bdf = "0000:03:00.0";
-  gpu.parent = "pci0000:00/0000:00:01.0/0000:01:00.0/0000:02:00.0";
+  tree.AddFunction(BridgeAt("0000:00:01.0", "pci0000:00"));
+  tree.AddFunction(BridgeAt("0000:01:00.0", "pci0000:00/0000:00:01.0"));
+  tree.AddFunction(BridgeAt("0000:02:00.0", "pci0000:00/0000:00:01.0/0000:01:00.0"));
+  tree.AddFunction(BridgeAt("0000:02:01.0", "pci0000:00/0000:00:01.0/0000:01:00.0"));
+  FakeFunction gpu = FunctionAt("0000:03:00.0", "pci0000:00/0000:00:01.0/0000:01:00.0/0000:02:00.0", "1");
   gpu.vendor = "0x10de";
   gpu.device = "0x20b0";
   gpu.subsystem_vendor = "0x10de";
   gpu.subsystem_device = "0x134f";
   gpu.class_code = "0x030200";
   gpu.revision = "0xa1";
-  gpu.numa_node = "1";
   gpu.iommu_group = "42";
   gpu.driver = "vfio-pci";
   gpu.resource =
@@ -149,15 +154,12 @@ void AddSwitchTopology(SysfsTree& tree) {
       "0x000000000000e000 0x000000000000e07f 0x0000000000040101\n"
       "0x00000000fb000000 0x00000000fb07ffff 0x0000000000046200\n";
   tree.AddFunction(gpu);
-  FakeFunction nic;
-  nic.bdf = "0000:04:00.0";
-  nic.parent = "pci0000:00/0000:00:01.0/0000:01:00.0/0000:02:01.0";
+  FakeFunction nic = FunctionAt("0000:04:00.0", "pci0000:00/0000:00:01.0/0000:01:00.0/0000:02:01.0");
   nic.vendor = "0x15b3";
   nic.device = "0x101b";
   nic.driver = "mlx5_core";
   tree.AddFunction(nic);
-  FakeFunction nvme;
-  nvme.bdf = "0000:00:02.0";
+  FakeFunction nvme = FunctionAt("0000:00:02.0");
   nvme.class_code = "0x010802";
   tree.AddFunction(nvme);
 }

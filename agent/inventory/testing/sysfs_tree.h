@@ -34,6 +34,13 @@ struct FakeFunction {
   std::string max_link_width = "16";
 };
 
+// A function at `bdf` under `parent` (a path under devices/) on NUMA node
+// `numa_node`, the other attributes FakeFunction's defaults.
+FakeFunction FunctionAt(const std::string& bdf, const std::string& parent = "pci0000:00",
+                        const std::string& numa_node = "0");
+// A PCI bridge (class 0x060400, bound to pcieport) at `bdf` under `parent`.
+FakeFunction BridgeAt(const std::string& bdf, const std::string& parent);
+
 // A sysfs-shaped tree in a fresh temporary directory, removed on
 // destruction: devices/pci*/..., bus/pci/devices/<bdf> links, kernel/
 // iommu_groups, bus/pci/drivers, class/infiniband. Aborts the test binary on
@@ -56,6 +63,10 @@ class SysfsTree {
   void AddRdmaDevice(const std::string& name, const std::string& bdf,
                      const std::string& port_state = "4: ACTIVE",
                      const std::string& link_layer = "Ethernet");
+
+  // A software RDMA device (rxe) on network device `netdev`: as AddRdmaDevice
+  // but with no PCI function behind it, its `parent` file naming the netdev.
+  void AddSoftRdmaDevice(const std::string& name, const std::string& netdev);
 
   // Paths relative to root; parent directories are created.
   void WriteFile(const std::string& rel, const std::string& content);

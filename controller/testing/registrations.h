@@ -1,31 +1,16 @@
-#ifndef RPCI_CONTROLLER_TESTING_UTIL_H_
-#define RPCI_CONTROLLER_TESTING_UTIL_H_
+#ifndef RPCI_CONTROLLER_TESTING_REGISTRATIONS_H_
+#define RPCI_CONTROLLER_TESTING_REGISTRATIONS_H_
 
-#include <chrono>
-#include <cstdlib>
-#include <functional>
 #include <string>
-#include <thread>
-
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
 
 #include "common/testing/temp_dir.h"
+#include "common/testing/wait.h"
 #include "proto/rpci/v1/controller.pb.h"
 
 namespace rpci::controller::testing {
 
 using ::rpci::testing::MakeTempDir;
-
-// Polls `done` every 20 ms until it holds or `timeout` passes; its last answer.
-inline bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
+using ::rpci::testing::WaitFor;
 
 // An agent registration for `server` exporting `count` devices of `pool`.
 inline rpci::v1::RegisterAgentRequest AgentWith(const std::string& server, const std::string& pool, int count) {
@@ -52,6 +37,18 @@ inline rpci::v1::RegisterNodeRequest NodeWith(const std::string& node, const std
   return req;
 }
 
+// A claim by `node` of `device` for container "main" of pod `ns`/`pod`.
+inline rpci::v1::ClaimRequest ClaimOf(const std::string& node, const std::string& device, const std::string& pod,
+                                      const std::string& ns = "default") {
+  rpci::v1::ClaimRequest req;
+  req.set_node(node);
+  req.set_device_id(device);
+  req.set_pod_namespace(ns);
+  req.set_pod_name(pod);
+  req.set_container_name("main");
+  return req;
+}
+
 }  // namespace rpci::controller::testing
 
-#endif  // RPCI_CONTROLLER_TESTING_UTIL_H_
+#endif  // RPCI_CONTROLLER_TESTING_REGISTRATIONS_H_
