@@ -251,7 +251,9 @@ absl::Status SessionClient::Connect() {
     stats_.replayed_writes += replay->size();
     if (absl::Status s = PushWritesLocked(*replay); !s.ok()) return s;
   }
-  return absl::OkStatus();
+  // The agent pushes a resuming client's mirrors and missed completions after
+  // its first frame of the attach, over this side's connection.
+  return SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0);
 }
 
 absl::Status SessionClient::ReconnectLocked() {
