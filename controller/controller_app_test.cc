@@ -289,6 +289,72 @@ TEST_F(ControllerAppTest, ADraPoolIsPublishedAsResourceSlicesAndAPreparedClaimLe
   EXPECT_TRUE(WaitFor([&] { return !api_.Get(slice_path).ok(); }));
 }
 
+TEST_F(ControllerAppTest, InABothPoolTheDevicePluginIsNotGivenADeviceAClaimWasAllocated) {
+  api_.Put("/apis/rpci.io/v1alpha1/devicepools/mixed",
+           {{"apiVersion", "rpci.io/v1alpha1"},
+            {"kind", "DevicePool"},
+            {"metadata", {{"name", "mixed"}}},
+            {"spec", {{"allocationMode", "both"}, {"sparesPerNode", 1}}}});
+  api_.CreateNamespace("ml");
+  // The scheduler allocated the pool's first device to a claim.
+  api_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
+           {{"apiVersion", "resource.k8s.io/v1"},
+            {"kind", "ResourceClaim"},
+            {"spec", json::object()},
+            {"status", {{"allocation", {{"devices", {{"results", {{{"request", "r"}, {"driver", "rpci.io"},
+                                                                   {"pool", "mixed"}, {"device", "dev-a-0000-3b-00-0"}}}}}}}}}}});
+  auto a = Started(KubeOptions("ctrl-a"));
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  Peer peer(a->grpc_port());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "mixed", 2)).ok());
+  // The claims informer (the sixth watch, after the five the controller
+  // always runs) has listed the claims once it watches.
+  ASSERT_TRUE(WaitFor([&] { return api_.watch_requests() >= 6; }));
+  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "mixed")).ok());
+  ASSERT_TRUE(WaitFor([&] { return AssignedInApi().count("dev-a-0000-3b-00-1") > 0; })) << "a spare for cn-1";
+  EXPECT_EQ(AssignedInApi().count("dev-a-0000-3b-00-0"), 0u);
+}
+
+TEST_F(ControllerAppTest, WithBindingConditionsABoundClaimIsAttachedAndReportedOnItsStatus) {
+  api_.Put("/apis/rpci.io/v1alpha1/devicepools/gpu", {{"apiVersion", "rpci.io/v1alpha1"},
+                                                       {"kind", "DevicePool"},
+                                                       {"metadata", {{"name", "gpu"}}},
+                                                       {"spec", {{"allocationMode", "dra"}}}});
+  ControllerOptions o = KubeOptions("ctrl-a");
+  o.dra_binding_conditions = true;
+  auto a = Started(o);
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  Peer peer(a->grpc_port());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "gpu", 1)).ok());
+  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "gpu")).ok());
+  const std::string slice_path = "/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0";
+  ASSERT_TRUE(WaitFor([&] { return api_.Get(slice_path).ok(); }));
+  const json device = (*api_.Get(slice_path))["spec"]["devices"][0];
+  EXPECT_EQ(device["bindingConditions"], json({"rpci.io/Attached"}));
+  // The scheduler allocates it, copying the conditions, bound to cn-1.
+  api_.CreateNamespace("ml");
+  api_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
+           {{"apiVersion", "resource.k8s.io/v1"},
+            {"kind", "ResourceClaim"},
+            {"spec", json::object()},
+            {"status",
+             {{"allocation",
+               {{"devices",
+                 {{"results", {{{"request", "r"}, {"driver", "rpci.io"}, {"pool", "gpu"}, {"device", device["name"]},
+                                {"bindingConditions", device["bindingConditions"]},
+                                {"bindingFailureConditions", device["bindingFailureConditions"]}}}}}},
+                {"nodeSelector",
+                 {{"nodeSelectorTerms",
+                   {{{"matchFields", {{{"key", "metadata.name"}, {"operator", "In"}, {"values", {"cn-1"}}}}}}}}}}}}}}});
+  auto attached = [&] {
+    absl::StatusOr<json> c = api_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
+    if (!c.ok() || !(*c)["status"].contains("devices")) return false;
+    return (*c)["status"]["devices"][0]["conditions"][0]["type"] == "rpci.io/Attached";
+  };
+  EXPECT_TRUE(WaitFor(attached)) << api_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1")->dump();
+  EXPECT_EQ(a->manager().Attachments().size(), 1u);
+}
+
 // Scrapes the real /metrics endpoint.
 testing_prom::Exposition Scrape(int port) {
   httplib::Client cli("127.0.0.1", port);

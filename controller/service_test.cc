@@ -71,6 +71,15 @@ class ServiceTest : public ::testing::Test {
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
   }
 
+  // A watch request for `node`; its stream's context gets a 20 s deadline.
+  template <typename Request>
+  static Request WatchOf(const std::string& node, grpc::ClientContext* ctx) {
+    Deadline(ctx, 20);
+    Request req;
+    req.set_node(node);
+    return req;
+  }
+
   std::unique_ptr<CertAuthority> ca_;
   std::unique_ptr<LocalStore> store_;
   std::unique_ptr<PoolManager> manager_;
@@ -88,20 +97,15 @@ TEST_F(ServiceTest, ClaimedGrantReachesTheOwningAgentOverWatchGrants) {
   ASSERT_TRUE(registered.ok()) << registered.status();
   EXPECT_EQ(registered->heartbeat_interval_seconds(), 10u);
   grpc::ClientContext grants_ctx;
-  Deadline(&grants_ctx, 20);
-  rpci::v1::WatchGrantsRequest wg;
-  wg.set_node("dev-a");
-  auto grants = agent->WatchGrants(&grants_ctx, wg);
+  auto grants = agent->WatchGrants(&grants_ctx, WatchOf<rpci::v1::WatchGrantsRequest>("dev-a", &grants_ctx));
   rpci::v1::GrantUpdate update;
   ASSERT_TRUE(grants->Read(&update));  // the initial full set: empty
   EXPECT_EQ(update.granted_size(), 0);
 
   ASSERT_TRUE(UnaryCall(*plugin, &NodeRegistry::Stub::RegisterNode, NodeWith("cn-1", "emu"), kCallTimeout, "").ok());
   grpc::ClientContext assign_ctx;
-  Deadline(&assign_ctx, 20);
-  rpci::v1::WatchAssignmentsRequest wa;
-  wa.set_node("cn-1");
-  auto assignments = plugin->WatchAssignments(&assign_ctx, wa);
+  auto assignments =
+      plugin->WatchAssignments(&assign_ctx, WatchOf<rpci::v1::WatchAssignmentsRequest>("cn-1", &assign_ctx));
   rpci::v1::AssignmentSet set;
   ASSERT_TRUE(assignments->Read(&set));
   EXPECT_EQ(set.assignments_size(), 0);

@@ -269,8 +269,13 @@ controller::Device SampleDevice() {
 
 TEST(ControllerJson, UnassignedDeviceValidates) {
   controller::Device d = SampleDevice();
+  d.exported.set_dma_size(uint64_t{1} << 20);
   json object = controller::DeviceToObject(d, absl::FromUnixSeconds(1714557600), 1);
   EXPECT_TRUE(ValidatesAgainst("PcieDevice", object));
+  EXPECT_EQ(object["spec"]["dmaSize"], "1048576");
+  absl::StatusOr<controller::Device> back = controller::DeviceFromObject(object);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->exported.dma_size(), uint64_t{1} << 20);
 }
 
 TEST(ControllerJson, AttachedUnhealthyDrainingDeviceValidates) {
