@@ -14,10 +14,9 @@ int main(int argc, char** argv) {
   flags.String("crds", &crds, "directory of CRD YAML files to serve (e.g. deploy/crds)");
   flags.String("namespaces", &namespaces, "comma-separated namespaces to create besides default and kube-*");
   flags.String("resource-versions", &resource_versions,
-               "comma-separated resource.k8s.io versions served (v1beta1 alone: a 1.32/1.33 cluster; empty: no DRA)");
+               "resource.k8s.io versions served, preferred first (\"v1beta1\" as Kubernetes 1.32; empty: no DRA)");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   rpci::kubetest::ApiServer server;
-  server.ServeResourceVersions(absl::StrSplit(resource_versions, ',', absl::SkipEmpty()));
   if (!crds.empty()) {
     if (absl::Status s = server.InstallCrdsFrom(crds); !s.ok()) {
       std::cerr << s << "\n";
@@ -25,6 +24,8 @@ int main(int argc, char** argv) {
     }
   }
   for (absl::string_view ns : absl::StrSplit(namespaces, ',', absl::SkipEmpty())) server.CreateNamespace(std::string(ns));
+  std::vector<std::string> versions = absl::StrSplit(resource_versions, ',', absl::SkipEmpty());
+  server.ServeResourceVersions(versions);
   rpci::InstallTerminationHandler();
   if (absl::Status s = server.Start(); !s.ok()) {
     std::cerr << s << "\n";
