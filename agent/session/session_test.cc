@@ -552,6 +552,26 @@ TEST_F(SessionTest, AKeyOfOneSessionDoesNothingFromAnotherSessionsPeer) {
   ASSERT_TRUE(a->Sync(absl::Seconds(5)).ok());
 }
 
+// The attach answer names the session's own endpoint: two sessions never
+// share one, and a re-attach gets a fresh one.
+TEST_F(SessionTest, EachSessionHasItsOwnEndpointAndEachAttachAFreshOne) {
+  client::SessionTicket ticket_a = Reserve(), ticket_b = Reserve("g-emu");
+  auto a = HandAttach(ticket_a);
+  auto b = HandAttach(ticket_b);
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  EXPECT_NE(a->agent_address, b->agent_address);
+  EXPECT_EQ(a->agent_address, *server_->fabric_address(ticket_a.session_id));
+  auto a_again = HandAttach(ticket_a);
+  ASSERT_NE(a_again, nullptr);
+  EXPECT_NE(a_again->agent_address, a->agent_address);
+  EXPECT_EQ(a_again->agent_address, *server_->fabric_address(ticket_a.session_id));
+  // Each answers its own client on its own endpoint.
+  ASSERT_TRUE(a_again->Send(a_again->frames->Seal(session::FrameType::kKick, 0, 0)).ok());
+  ASSERT_TRUE(b->Send(b->frames->Seal(session::FrameType::kKick, 0, 0)).ok());
+  EXPECT_EQ(a_again->Receive().value_or(session::FrameType::kError), session::FrameType::kEvent);
+  EXPECT_EQ(b->Receive().value_or(session::FrameType::kError), session::FrameType::kEvent);
+}
+
 // After teardown the session's domain is closed: its (address, key) pairs
 // do nothing, through its old endpoint or the next session's on the device.
 TEST_F(SessionTest, APreviousSessionsMemoryKeysDoNothingAfterTeardown) {

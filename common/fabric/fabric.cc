@@ -873,14 +873,23 @@ class FabricImpl : public Fabric {
 // per process, from the environment, when the provider first initialises.
 // Its defaults (16 KiB buffers, thousands posted) cost tens of MB and most
 // of an endpoint's opening time; rpci's messages are at most max_message
-// bytes (bulk data moves by RMA, which these buffers do not carry). Sized for
-// the first config opened; an operator's own setting wins.
+// bytes (bulk data moves by RMA, which these buffers do not carry). Its
+// transmit and receive contexts (2048 entries each) hold far more than an
+// endpoint here has in flight (recv_depth receives, RMA batches of tens of
+// operations; a full queue is retried, see PostWithRetry): 256 each halves
+// what an endpoint costs (the agent opens one per session: bench:session
+// agent_rss_mb_per_session 5.8 -> 3.2 MB). Sized for the first config
+// opened; an operator's own setting wins.
+constexpr size_t kRxmContextSize = 256;
+
 void SizeRxmBuffers(const FabricConfig& config) {
   static std::once_flag once;
   std::call_once(once, [&config] {
     const std::string buffer = std::to_string(std::max<size_t>(config.max_message, 4096));
     setenv("FI_OFI_RXM_BUFFER_SIZE", buffer.c_str(), /*overwrite=*/0);
     setenv("FI_OFI_RXM_MSG_RX_SIZE", std::to_string(kRxmPostedReceives).c_str(), 0);
+    setenv("FI_OFI_RXM_TX_SIZE", std::to_string(kRxmContextSize).c_str(), 0);
+    setenv("FI_OFI_RXM_RX_SIZE", std::to_string(kRxmContextSize).c_str(), 0);
     // rxm handles connection requests only every CM_PROGRESS_INTERVAL us of
     // completion-queue reads (default 10 000): a session's attach (the
     // agent's first RMA to the new client) waited ~10 ms for it.
