@@ -147,6 +147,15 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
     if (!r.ok()) return r.status();
   }
   if (absl::Status s = manager.CheckInvariants(); !s.ok()) return s;
+  // What one watch stream's refresh costs (each WatchAssignments and
+  // WatchGrants stream recomputes its set when the state changes).
+  const absl::Time watch_start = absl::Now();
+  constexpr int kWatchCalls = 20;
+  size_t watched = 0;
+  for (int i = 0; i < kWatchCalls; ++i) {
+    watched += manager.AssignmentsFor("cn-0").assignments_size() + manager.GrantsFor("dev-0").size();
+  }
+  const double watch_refresh_us = absl::ToDoubleMicroseconds(absl::Now() - watch_start) / kWatchCalls;
   double mean = 0;
   for (double l : latencies_us) mean += l;
   if (!latencies_us.empty()) mean /= latencies_us.size();
@@ -163,6 +172,8 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
               {"claim_us_mean", mean},
               {"claim_us_p50", Percentile(latencies_us, 0.50)},
               {"claim_us_p99", Percentile(latencies_us, 0.99)},
+              {"watch_refresh_us", watch_refresh_us},  // AssignmentsFor + GrantsFor, one node each
+              {"watch_refresh_items", watched / kWatchCalls},
               {"rss_mb", RssMb()},
               {"peak_rss_mb", PeakRssMb()},
               {"heap_in_use_mb", HeapInUseMb()},

@@ -244,6 +244,9 @@ class PoolManager {
   // Device ids by the device server (agent node) exporting them: every
   // device of devices_ is in its agent's set.
   std::map<std::string, std::set<std::string>> agent_devices_ ABSL_GUARDED_BY(mu_);
+  // Device ids by the compute node they are assigned to (AssignLocked and
+  // UnassignLocked keep it): a watch stream's refresh reads its node's only.
+  std::map<std::string, std::set<std::string>> node_devices_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Attachment> attachments_ ABSL_GUARDED_BY(mu_);  // by grant id
   std::map<std::string, Agent> agents_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
