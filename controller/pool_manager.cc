@@ -129,7 +129,7 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
   }
   Agent& agent = agents_[req.node()];
   agent = Agent{req.session_endpoint(), req.fabric_provider(), now, true, true};
-  std::set<std::string>& exported_here = agent_devices_[req.node()];
+  absl::btree_set<std::string>& exported_here = agent_devices_[req.node()];
   for (const auto& exported : req.devices()) {
     auto [it, inserted] = devices_.try_emplace(exported.id());
     Device& d = it->second;
