@@ -138,7 +138,8 @@ class Flood {
 // endpoint and worker): RSS and threads before and after reserving `n`
 // sessions on idle devices (reserve only: nothing of a client's in the
 // process but its gRPC call), then closed again.
-absl::Status SessionMemory(const std::string& endpoint, int n, nlohmann::json* out) {
+absl::Status SessionMemory(rpci::agent::SessionServer& server, const std::string& endpoint, int n,
+                           nlohmann::json* out) {
   const double rss0 = rpci::bench::RssMb();
   const int threads0 = rpci::bench::Threads();
   std::vector<rpci::client::SessionTicket> tickets;
@@ -147,7 +148,11 @@ absl::Status SessionMemory(const std::string& endpoint, int n, nlohmann::json* o
     if (!t.ok()) return t.status();
     tickets.push_back(*t);
   }
-  absl::SleepFor(absl::Milliseconds(300));
+  // Each session's worker opens its domain and endpoint after the reservation.
+  for (const auto& t : tickets) {
+    for (int i = 0; i < 1000 && !server.fabric_address(t.session_id).ok(); ++i) absl::SleepFor(absl::Milliseconds(5));
+  }
+  absl::SleepFor(absl::Milliseconds(100));
   (*out)["agent_rss_mb_per_session"] = (rpci::bench::RssMb() - rss0) / n;
   (*out)["agent_threads_per_session"] = double(rpci::bench::Threads() - threads0) / n;
   for (const auto& t : tickets) {
@@ -170,7 +175,7 @@ int main(int argc, char** argv) {
                   "session server and client (default tcp;ofi_rxm on 127.0.0.1) and prints\n  mirror throughput, "
                   "doorbell RTT and open latency next to plain loopback TCP.\n  --json      print only one JSON "
                   "object\n  --provider  data-path provider (e.g. verbs;ofi_rxm)\n  --node      address both ends "
-                  "bind (the RDMA NIC's)\n  --scale     divide iteration counts by N (slow fabrics, e.g. Soft-RoCE "
+                  "bind (the RDMA NIC's)\n  --busy_poll_us  how long a waiting caller polls the fabric itself before blocking\n  --scale     divide iteration counts by N (slow fabrics, e.g. Soft-RoCE "
                   "under emulation)\n");
       return 0;
     }
@@ -180,6 +185,8 @@ int main(int argc, char** argv) {
       fabric.provider = a.substr(11);
     } else if (a.rfind("--node=", 0) == 0) {
       fabric.node = a.substr(7);
+    } else if (a.rfind("--busy_poll_us=", 0) == 0) {
+      fabric.busy_poll = absl::Microseconds(std::atoi(a.c_str() + 15));
     } else if (a.rfind("--scale=", 0) == 0 && std::atoi(a.c_str() + 8) > 0) {
       scale = std::atoi(a.c_str() + 8);
     } else {
@@ -244,7 +251,7 @@ int main(int argc, char** argv) {
   out["tcp_connect_us_p50"] = Percentile(connect_us, 0.5);
   out["open_ratio"] = out["open_ms_p50"].get<double>() * 1e3 / out["tcp_connect_us_p50"].get<double>();
 
-  if (absl::Status st = SessionMemory(endpoint, kIdleSessions, &out); !st.ok()) return Fail("session memory", st);
+  if (absl::Status st = SessionMemory(**server, endpoint, kIdleSessions, &out); !st.ok()) return Fail("session memory", st);
 
   auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
   auto client = rpci::client::SessionClient::Attach(*ticket, client_opts);

@@ -605,6 +605,11 @@ std::map<std::string, std::vector<rpci::v1::ExportedDevice>> PoolManager::DraOff
   return out;
 }
 
+void PoolManager::SetClaimAllocations(std::set<std::pair<std::string, std::string>> allocated) {
+  std::lock_guard<std::mutex> lock(mu_);
+  claim_allocated_ = std::move(allocated);
+}
+
 std::map<std::string, std::vector<std::string>> PoolManager::NodesByPool() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::map<std::string, std::vector<std::string>> out;
@@ -770,11 +775,13 @@ void PoolManager::DropNodeLocked(const std::string& node, const std::string& rea
 
 void PoolManager::ReconcilePoolLocked(const PoolSpec& pool, const std::vector<Device*>& devices, absl::Time now) {
   // Placement assigns for the device plugin only: none in a DRA-only pool,
-  // and never a device a claim holds.
+  // and never a device a claim holds or the scheduler allocated to one.
   if (!pool.DevicePluginEnabled()) return;
   PlacementInput in{pool, {}, {}, {}, demand_, now};
   for (const Device* d : devices) {
-    if (!HeldForClaimLocked(*d)) in.devices.push_back(d);
+    const bool allocated = pool.DraEnabled() && d->assigned_node.empty() &&
+                           claim_allocated_.count({d->pool(), DraDeviceName(d->id())});
+    if (!HeldForClaimLocked(*d) && !allocated) in.devices.push_back(d);
   }
   for (const auto& [name, n] : nodes_) {
     if (n.registered && n.pools.count(pool.name)) in.nodes.push_back(PlacementNode{name, n.labels});

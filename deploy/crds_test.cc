@@ -215,6 +215,25 @@ TEST(Examples, BrokenVariantsFailNamingTheField) {
   }
 }
 
+// Whether `object` validates against the CRD of `kind`; a failure shows the
+// object.
+::testing::AssertionResult ValidatesAgainst(const std::string& kind, const json& object) {
+  absl::Status s = ValidateObject(Crd(kind), object);
+  if (s.ok()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << s.message() << "\n" << object.dump(2);
+}
+
+// dev-a-0000-3b-00-0 attached to compute node cmp-1 under a grant with a
+// 32-byte token; the caller says for whom.
+controller::Attachment SampleAttachment() {
+  controller::Attachment a;
+  a.grant_id = "g-0123456789abcdef01234567";
+  a.device_id = "dev-a-0000-3b-00-0";
+  a.node = "cmp-1";
+  a.token = std::string(32, '\xab');
+  return a;
+}
+
 controller::Device SampleDevice() {
   controller::Device d;
   d.exported.set_id("dev-a-0000-3b-00-0");
@@ -250,9 +269,13 @@ controller::Device SampleDevice() {
 
 TEST(ControllerJson, UnassignedDeviceValidates) {
   controller::Device d = SampleDevice();
+  d.exported.set_dma_size(uint64_t{1} << 20);
   json object = controller::DeviceToObject(d, absl::FromUnixSeconds(1714557600), 1);
-  absl::Status s = ValidateObject(Crd("PcieDevice"), object);
-  EXPECT_TRUE(s.ok()) << s.message() << "\n" << object.dump(2);
+  EXPECT_TRUE(ValidatesAgainst("PcieDevice", object));
+  EXPECT_EQ(object["spec"]["dmaSize"], "1048576");
+  absl::StatusOr<controller::Device> back = controller::DeviceFromObject(object);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->exported.dma_size(), uint64_t{1} << 20);
 }
 
 TEST(ControllerJson, AttachedUnhealthyDrainingDeviceValidates) {
@@ -271,27 +294,21 @@ TEST(ControllerJson, AttachedUnhealthyDrainingDeviceValidates) {
   d.attachment = "g-0123456789abcdef01234567";
   d.reason = "PendingPod";
   json object = controller::DeviceToObject(d, now, 7);
-  absl::Status s = ValidateObject(Crd("PcieDevice"), object);
-  EXPECT_TRUE(s.ok()) << s.message() << "\n" << object.dump(2);
+  EXPECT_TRUE(ValidatesAgainst("PcieDevice", object));
 }
 
 TEST(ControllerJson, AttachmentValidates) {
-  controller::Attachment a;
-  a.grant_id = "g-0123456789abcdef01234567";
-  a.device_id = "dev-a-0000-3b-00-0";
-  a.node = "cmp-1";
+  controller::Attachment a = SampleAttachment();
   a.pod_namespace = "ml";
   a.pod_name = "trainer-0";
   a.container_name = "train";
-  a.token = std::string(32, '\xab');
   a.created = absl::FromUnixSeconds(1714557600);
   a.expires = a.created + absl::Minutes(5);
   a.session_id = session::SessionId(0x2a);
   a.writes_applied = uint64_t{1} << 40;
   a.bytes_in = 4096;
   json object = controller::AttachmentToObject(a, "rpci-system");
-  absl::Status s = ValidateObject(Crd("DeviceAttachment"), object);
-  EXPECT_TRUE(s.ok()) << s.message() << "\n" << object.dump(2);
+  EXPECT_TRUE(ValidatesAgainst("DeviceAttachment", object));
   EXPECT_EQ(object["metadata"]["namespace"], "rpci-system");
   EXPECT_EQ(object["spec"]["podNamespace"], "ml");
   EXPECT_FALSE(object["spec"].contains("token")) << "the grant token is a secret";
@@ -317,23 +334,17 @@ TEST(ControllerJson, PoolValidates) {
   pool.idle_release_seconds = 600;
   pool.locality = controller::Locality::kRdma;
   json object = controller::PoolToObject(pool);
-  absl::Status s = ValidateObject(Crd("DevicePool"), object);
-  EXPECT_TRUE(s.ok()) << s.message() << "\n" << object.dump(2);
+  EXPECT_TRUE(ValidatesAgainst("DevicePool", object));
 }
 
 TEST(ControllerJson, ClaimAttachmentValidatesAndDecodesWithItsClaim) {
-  controller::Attachment a;
-  a.grant_id = "g-0123456789abcdef01234567";
-  a.device_id = "dev-a-0000-3b-00-0";
-  a.node = "cmp-1";
+  controller::Attachment a = SampleAttachment();
   a.claim_uid = "0b1c2d3e-0000-4000-8000-000000000001";
   a.claim_namespace = "ml";
   a.claim_name = "trainer-0-gpu";
   a.claim_request = "gpu";
-  a.token = std::string(32, '\xab');
   json object = controller::AttachmentToObject(a, "rpci-system");
-  absl::Status s = ValidateObject(Crd("DeviceAttachment"), object);
-  EXPECT_TRUE(s.ok()) << s.message() << "\n" << object.dump(2);
+  EXPECT_TRUE(ValidatesAgainst("DeviceAttachment", object));
   EXPECT_EQ(object["status"]["state"], "Attached");
   object["spec"]["token"] = absl::Base64Escape(a.token);
   absl::StatusOr<controller::Attachment> back = controller::AttachmentFromObject(object);
