@@ -43,6 +43,7 @@
 #include "plugin/controller_client.h"
 #include "plugin/plugin.h"
 #include "plugin/session_opener.h"
+#include "plugin/testing/test_env.h"
 #include "tests/kubelet/fake_kubelet.h"
 
 namespace {
@@ -213,17 +214,12 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   if (!agent.ok()) return agent.status();
   if (absl::Status s = (*agent)->Start(); !s.ok()) return s;
 
-  rpci::testing::FakeKubelet kubelet(run_dir + "/kubelet", run_dir + "/kubelet/pod-resources.sock");
+  // The tests' plugin (node cn-1, pool emu) on the fake kubelet's sockets;
+  // usage is read only by the explicit release pass below.
+  rpci::testing::FakeKubelet kubelet(run_dir + "/dp", run_dir + "/pr.sock");
   if (absl::Status s = kubelet.Start(); !s.ok()) return s;
-  rpci::plugin::PluginOptions po;
-  po.node_name = "bench-compute-node";
-  po.pools = {"emu"};
-  po.plugin_dir = run_dir + "/kubelet";
-  po.pod_resources_socket = run_dir + "/kubelet/pod-resources.sock";
-  po.cdi_dir = run_dir + "/cdi";
-  po.state_dir = run_dir + "/plugin-state";
+  rpci::plugin::PluginOptions po = rpci::plugin::testing::TestPluginOptions(run_dir);
   po.container_dir = run_dir + "/container";
-  po.usage_interval = absl::Hours(1);  // released by the explicit pass below
   po.release_grace = absl::ZeroDuration();
   rpci::plugin::GrpcControllerClient controller_client(
       grpc::CreateChannel(controller_address, grpc::InsecureChannelCredentials()));

@@ -5,8 +5,10 @@
 //     the crash-safe local-store commit;
 //   - Claim latency: Claim() calls one after another, each committed (fsync)
 //     before it returns, as a plugin's Allocate waits for it;
-// and the RSS afterwards. Each size runs in a forked child of its own, so its
-// RSS is its own; a size that takes longer than --max_seconds is killed and
+// and the RSS afterwards; then a restart: another fresh child opens the state
+// directory the size left and loads it (restart_load_s, restart_rss_mb,
+// restart_peak_rss_mb). Each runs in a forked child of its own, so its RSS
+// is its own; a size that takes longer than --max_seconds is killed and
 // reported as not completed. The headline `assignments_per_s` and `rss_mb`
 // are the --headline size's (10 000 devices x 1 000 compute nodes); `scaling`
 // lists every size. Prints one JSON object, then a table (--json: only the
@@ -157,10 +159,28 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
               {"claim_us_p99", Percentile(latencies_us, 0.99)},
               {"rss_mb", RssMb()},
               {"peak_rss_mb", PeakRssMb()},
-              {"heap_in_use_mb", HeapInUseMb()}};
-  std::error_code ignored;  // best effort: the directory is under --dir's temp area
-  std::filesystem::remove_all(dir, ignored);
+              {"heap_in_use_mb", HeapInUseMb()},
+              {"state_dir", dir}};
   return out;
+}
+
+// A restarted controller: a fresh process opens the state directory a size
+// left behind and loads it, as a new leader does first.
+absl::StatusOr<json> RestartFrom(const std::string& dir) {
+  const absl::Time start = absl::Now();
+  auto store = LocalStore::Open(dir, rpci::Clock::Real());
+  if (!store.ok()) return store.status();
+  PoolManager manager(store->get(), rpci::Clock::Real(), PoolManager::Options());
+  if (absl::Status s = manager.Load(); !s.ok()) return s;
+  const double load_s = absl::ToDoubleSeconds(absl::Now() - start);
+  int64_t loaded = 0;
+  for (const auto& [pool, phases] : manager.PhaseCounts()) {
+    for (const auto& [phase, n] : phases) loaded += n;
+  }
+  return json{{"restart_devices", loaded},
+              {"restart_load_s", load_s},
+              {"restart_rss_mb", RssMb()},
+              {"restart_peak_rss_mb", PeakRssMb()}};
 }
 
 }  // namespace
@@ -202,6 +222,20 @@ int main(int argc, char** argv) {
       else r["error"] = run.status().ToString();
     } else {
       r = rpci::bench::RunInChild([&] { return RunSize(n, static_cast<int>(claims), dir); }, r, max_seconds);
+    }
+    if (r.contains("state_dir")) {
+      const std::string state_dir = r["state_dir"].get<std::string>();
+      r.erase("state_dir");
+      json restart = json{{"restart_completed", false}};
+      if (in_process) {
+        absl::StatusOr<json> run = RestartFrom(state_dir);
+        if (run.ok()) restart = *std::move(run);
+      } else {
+        restart = rpci::bench::RunInChild([&] { return RestartFrom(state_dir); }, restart, max_seconds);
+      }
+      r.update(restart);
+      std::error_code ignored;  // best effort: the directory is under --dir's temp area
+      std::filesystem::remove_all(state_dir, ignored);
     }
     if (!r.value("completed", false)) std::cerr << "devices=" << n << ": " << r.value("error", "failed") << "\n";
     result["scaling"].push_back(r);

@@ -175,7 +175,7 @@ int main(int argc, char** argv) {
                   "session server and client (default tcp;ofi_rxm on 127.0.0.1) and prints\n  mirror throughput, "
                   "doorbell RTT and open latency next to plain loopback TCP.\n  --json      print only one JSON "
                   "object\n  --provider  data-path provider (e.g. verbs;ofi_rxm)\n  --node      address both ends "
-                  "bind (the RDMA NIC's)\n  --scale     divide iteration counts by N (slow fabrics, e.g. Soft-RoCE "
+                  "bind (the RDMA NIC's)\n  --busy_poll_us  how long a waiting caller polls the fabric itself before blocking\n  --scale     divide iteration counts by N (slow fabrics, e.g. Soft-RoCE "
                   "under emulation)\n");
       return 0;
     }
@@ -185,6 +185,8 @@ int main(int argc, char** argv) {
       fabric.provider = a.substr(11);
     } else if (a.rfind("--node=", 0) == 0) {
       fabric.node = a.substr(7);
+    } else if (a.rfind("--busy_poll_us=", 0) == 0) {
+      fabric.busy_poll = absl::Microseconds(std::atoi(a.c_str() + 15));
     } else if (a.rfind("--scale=", 0) == 0 && std::atoi(a.c_str() + 8) > 0) {
       scale = std::atoi(a.c_str() + 8);
     } else {

@@ -1,5 +1,7 @@
 #include "client/session_client.h"
 
+#include <sys/mman.h>
+
 #include <atomic>
 #include <cstring>
 
@@ -53,7 +55,45 @@ void AddRegion(rpci::v1::OpenSessionRequest& req, RegionKind kind, uint16_t inde
   r->set_writable(true);
 }
 
+// One fabric and domain per configuration for the whole process: the
+// provider's initialisation and fi_fabric/fi_domain are paid by the first
+// attach only; later attaches (and re-attaches) open just an endpoint. The
+// sessions of one process belong to one workload.
+absl::StatusOr<std::shared_ptr<fabric::Fabric>> ProcessFabric(const fabric::FabricConfig& config) {
+  static std::mutex* mu = new std::mutex;
+  static auto* fabrics = new std::map<std::string, std::shared_ptr<fabric::Fabric>>;
+  const std::string key = absl::StrFormat("%s|%s|%s|%d|%u|%u|%u|%d|%d", config.provider, config.node, config.service,
+                                          absl::ToInt64Microseconds(config.op_timeout), config.max_message,
+                                          config.recv_depth, config.universe_size,
+                                          absl::ToInt64Microseconds(config.connect_timeout),
+                                          absl::ToInt64Microseconds(config.busy_poll));
+  std::lock_guard<std::mutex> lock(*mu);
+  auto it = fabrics->find(key);
+  if (it != fabrics->end()) return it->second;
+  absl::StatusOr<std::unique_ptr<fabric::Fabric>> opened = fabric::Fabric::Open(config);
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<fabric::Fabric> f = std::move(*opened);
+  (*fabrics)[key] = f;
+  return f;
+}
+
 }  // namespace
+
+ZeroPages::~ZeroPages() {
+  if (data_ != nullptr) munmap(data_, size_);
+}
+
+absl::Status ZeroPages::Allocate(size_t size) {
+  if (data_ != nullptr) munmap(data_, size_);
+  data_ = nullptr;
+  size_ = 0;
+  if (size == 0) return absl::OkStatus();
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return absl::ResourceExhaustedError(absl::StrFormat("cannot map %u bytes of DMA space", size));
+  data_ = static_cast<uint8_t*>(p);
+  size_ = size;
+  return absl::OkStatus();
+}
 
 SessionClient::SessionClient(SessionTicket ticket, ClientOptions options)
     : ticket_(std::move(ticket)),
@@ -63,7 +103,7 @@ SessionClient::SessionClient(SessionTicket ticket, ClientOptions options)
 absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const SessionTicket& ticket,
                                                                      const ClientOptions& options) {
   std::unique_ptr<SessionClient> c(new SessionClient(ticket, options));
-  absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options.fabric);
+  absl::StatusOr<std::shared_ptr<fabric::Fabric>> fabric = ProcessFabric(options.fabric);
   if (!fabric.ok()) return fabric.status();
   c->fabric_ = std::move(*fabric);
   {
@@ -96,11 +136,14 @@ void SessionClient::DropRegions() {
 }
 
 absl::Status SessionClient::LearnShape() {
-  absl::StatusOr<ControlClient::Attached> shape = control_.Attach(ticket_, {});
-  if (!shape.ok()) return shape.status();
-  if (absl::Status s = ReadShape(shape->response, &ticket_); !s.ok()) return s;
+  // A ticket from Reserve knows the shape already; one without it asks.
+  if (ticket_.bars.empty() || ticket_.dma_size == 0) {
+    absl::StatusOr<ControlClient::Attached> shape = control_.Attach(ticket_, {});
+    if (!shape.ok()) return shape.status();
+    if (absl::Status s = ReadShape(shape->response, &ticket_); !s.ok()) return s;
+  }
   for (const BarMirror& b : ticket_.bars) mirrors_.emplace_back(b.size, 0);
-  dma_.assign(ticket_.dma_size, 0);
+  if (absl::Status s = dma_.Allocate(ticket_.dma_size); !s.ok()) return s;
   comp_.assign(session::RingRegionSize(options_.completion_ring_capacity, session::kCompletionEntrySize), 0);
   session::EncodeRingHeader({options_.completion_ring_capacity, session::kCompletionEntrySize, 0, 0}, comp_.data());
   ring_stage_.assign(session::RingRegionSize(options_.mmio_ring_capacity, session::kMmioEntrySize), 0);
@@ -114,7 +157,7 @@ absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req) {
   absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = fabric_->OpenEndpoint();
   if (!endpoint.ok()) return AsLinkFailure(endpoint.status());
   endpoint_ = std::move(*endpoint);
-  auto reg = [&](std::vector<uint8_t>& buf, uint64_t access, std::unique_ptr<fabric::MemoryRegion>* mr) {
+  auto reg = [&](auto& buf, uint64_t access, std::unique_ptr<fabric::MemoryRegion>* mr) {
     absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> r = endpoint_->RegisterMemory(buf.data(), buf.size(), access);
     if (!r.ok()) return r.status();
     *mr = std::move(*r);
@@ -261,8 +304,22 @@ absl::Status SessionClient::SendFrameLocked(FrameType type, uint64_t arg0, uint6
   return AsLinkFailure(endpoint_->Send(peer_, FrameLocked(type, arg0, arg1)));
 }
 
+absl::Status SessionClient::KickInlineLocked(const std::vector<session::MmioWrite>& writes) {
+  const std::string kick = frames_->Seal(FrameType::kKick, writes.back().seq, consumed_, session::EncodeMmioEntries(writes));
+  last_frame_ = kick;
+  if (absl::Status s = endpoint_->Send(peer_, kick); !s.ok()) return AsLinkFailure(s);
+  pushed_ = writes.back().seq;
+  return absl::OkStatus();
+}
+
 absl::Status SessionClient::PushWritesLocked(const std::vector<session::MmioWrite>& writes) {
   if (writes.empty()) return absl::OkStatus();
+  // A few writes travel in the kick itself (one message); more go through
+  // the agent's ring by RMA, then the kick.
+  if (writes.size() <= session::kMaxInlineWrites &&
+      options_.fabric.max_message >= session::kFrameSize + writes.size() * session::kMmioEntrySize) {
+    return KickInlineLocked(writes);
+  }
   const RegionDesc ring = *session::FindRegion(agent_, RegionKind::kMmioRing);
   const uint32_t cap = options_.mmio_ring_capacity;
   std::vector<fabric::RmaOp> segs;
@@ -299,6 +356,12 @@ absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
   std::atomic_thread_fence(std::memory_order_acquire);
   switch (f->type) {
     case FrameType::kEvent:
+      if (!f->payload.empty() && !ApplyEventPayloadLocked(f->payload)) {
+        closed_ = true;
+        dead_ = absl::DataLossError("session " + ticket_.session_id.ToString() +
+                                    ": an event's completions do not continue the ring or its patches leave the mirror");
+        break;
+      }
       if (absl::Status s = log_.Ack(f->arg0); !s.ok()) {
         closed_ = true;
         dead_ = s;
@@ -327,17 +390,103 @@ absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
   return absl::OkStatus();
 }
 
+uint64_t SessionClient::CompletionTailLocked() const {
+  uint64_t t = 0;
+  std::memcpy(&t, comp_.data() + session::kRingTailOffset, 8);  // little-endian host
+  return std::max(t, inline_tail_);
+}
+
+bool SessionClient::ApplyEventPayloadLocked(const std::string& payload) {
+  absl::StatusOr<session::EventPayload> p =
+      session::DecodeEventPayload(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()));
+  if (!p.ok()) return false;
+  // Patches first: the mirror shows the device as of these completions.
+  std::vector<uint8_t*> at;
+  for (const session::MirrorPatch& patch : p->patches) {
+    size_t i = 0;
+    while (i < ticket_.bars.size() && ticket_.bars[i].index != patch.bar) ++i;
+    if (i == ticket_.bars.size() || patch.offset > mirrors_[i].size() ||
+        patch.bytes.size() > mirrors_[i].size() - patch.offset) {
+      return false;
+    }
+    at.push_back(mirrors_[i].data() + patch.offset);
+  }
+  if (!at.empty()) {
+    local_gen_.fetch_add(1, std::memory_order_acq_rel);  // odd: the patches are landing
+    for (size_t k = 0; k < at.size(); ++k) std::memcpy(at[k], p->patches[k].bytes.data(), p->patches[k].bytes.size());
+    local_gen_.fetch_add(1, std::memory_order_release);
+  }
+  const uint32_t cap = options_.completion_ring_capacity;
+  for (const session::Completion& c : p->completions) {
+    // The agent pushes again what it could not confirm: entries this
+    // client has are skipped.
+    if (c.seq <= CompletionTailLocked()) continue;
+    if (c.seq != CompletionTailLocked() + 1 || c.seq - consumed_ > cap) return false;
+    session::EncodeCompletion(c, comp_.data() + session::RingSlotOffset(c.seq, cap, session::kCompletionEntrySize));
+    inline_tail_ = c.seq;
+  }
+  return true;
+}
+
+bool SessionClient::CopyMirror(size_t index, uint64_t offset, size_t len, uint8_t* out) const {
+  const uint64_t* remote = reinterpret_cast<const uint64_t*>(comp_.data() + session::kRingMirrorGenOffset);
+  const uint64_t r1 = __atomic_load_n(remote, __ATOMIC_ACQUIRE);
+  const uint64_t l1 = local_gen_.load(std::memory_order_acquire);
+  if ((r1 & 1) != 0 || (l1 & 1) != 0) return false;
+  std::memcpy(out, mirrors_[index].data() + offset, len);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return __atomic_load_n(remote, __ATOMIC_RELAXED) == r1 && local_gen_.load(std::memory_order_relaxed) == l1;
+}
+
+absl::Status SessionClient::ReadMirror(uint16_t bar, uint64_t offset, absl::Span<uint8_t> out) const {
+  size_t i = 0;
+  while (i < ticket_.bars.size() && ticket_.bars[i].index != bar) ++i;
+  if (i == ticket_.bars.size() || offset > mirrors_[i].size() || out.size() > mirrors_[i].size() - offset) {
+    return absl::OutOfRangeError(absl::StrFormat("session %s: %u bytes at bar %u + 0x%x are outside the mirror",
+                                                 ticket_.session_id.ToString(), out.size(), bar, offset));
+  }
+  const absl::Time give_up = absl::Now() + absl::Seconds(1);
+  for (int tries = 0; !CopyMirror(i, offset, out.size(), out.data()); ++tries) {
+    if (tries % 64 == 63) {
+      if (absl::Now() > give_up) {
+        return absl::UnavailableError("session " + ticket_.session_id.ToString() + ": a mirror push did not finish landing");
+      }
+      std::this_thread::yield();
+    }
+  }
+  return absl::OkStatus();
+}
+
 template <typename Pred>
 absl::Status SessionClient::WaitLocked(absl::Duration timeout, Pred done) {
   const absl::Time deadline = absl::Now() + timeout;
+  absl::Time heard = absl::Now();
   while (!done()) {
     if (closed_) return EnsureLiveLocked();
     const absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("session " + ticket_.session_id.ToString() + ": timed out");
     absl::Status s = PumpLocked(std::min(left, absl::Milliseconds(200)));
-    if (!s.ok() && s.code() != absl::StatusCode::kDeadlineExceeded) return s;
+    if (s.ok()) {
+      heard = absl::Now();
+      continue;
+    }
+    if (s.code() != absl::StatusCode::kDeadlineExceeded) return s;
+    // A frame's send completes once the provider has it, not when the agent
+    // does (ofi_rxm's eager messages): silence for an operation timeout is
+    // checked with an RMA the agent must answer.
+    if (absl::Now() - heard >= options_.fabric.op_timeout) {
+      if (absl::Status p = ProbeLinkLocked(); !p.ok()) return p;
+      heard = absl::Now();
+    }
   }
   return absl::OkStatus();
+}
+
+absl::Status SessionClient::ProbeLinkLocked() {
+  absl::StatusOr<RegionDesc> ring = session::FindRegion(agent_, RegionKind::kMmioRing);
+  if (!ring.ok()) return absl::OkStatus();
+  return AsLinkFailure(
+      endpoint_->Read(peer_, {anchor_mr_.get(), 0, session::kRingHeaderSize, ring->address, ring->key}));
 }
 
 std::vector<BarMirror> SessionClient::bars() const {
@@ -408,7 +557,9 @@ absl::StatusOr<uint64_t> SessionClient::Read(uint16_t bar, uint64_t offset, uint
                                                    bar, offset));
     }
     uint64_t v = 0;
-    std::memcpy(&v, mirrors_[i].data() + offset, width);
+    if (absl::Status s = ReadMirror(bar, offset, absl::MakeSpan(reinterpret_cast<uint8_t*>(&v), width)); !s.ok()) {
+      return s;
+    }
     return v;
   }
   return absl::OutOfRangeError(absl::StrFormat("no BAR %u in session %s", bar, ticket_.session_id.ToString()));
@@ -460,9 +611,7 @@ absl::StatusOr<session::Completion> SessionClient::WaitCompletion(absl::Duration
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
   auto tail = [&] {
     std::atomic_thread_fence(std::memory_order_acquire);
-    uint64_t t = 0;
-    std::memcpy(&t, comp_.data() + session::kRingTailOffset, 8);  // little-endian host
-    return t;
+    return CompletionTailLocked();
   };
   absl::Status s = WithReconnect([&] { return WaitLocked(timeout, [&] { return tail() > consumed_; }); });
   if (!s.ok()) return s;

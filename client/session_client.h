@@ -5,6 +5,7 @@
 // attaches it with the ticket the plugin reserved through ControlClient).
 // docs/sessions.md is the protocol.
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -48,6 +49,26 @@ struct ClientStats {
   uint64_t dropped_frames = 0;  // frames that failed their MAC, replayed or malformed
 };
 
+// Zero-filled memory from the kernel (an anonymous mapping): a page costs
+// nothing until touched, so a session's DMA space (often many MiB) does not
+// cost its size in memset and page faults on every attach.
+class ZeroPages {
+ public:
+  ZeroPages() = default;
+  ~ZeroPages();
+  ZeroPages(const ZeroPages&) = delete;
+  ZeroPages& operator=(const ZeroPages&) = delete;
+  // RESOURCE_EXHAUSTED when the mapping fails. Drops earlier pages.
+  absl::Status Allocate(size_t size);
+  uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // An attached session. Thread-safe (calls are serialized).
 class SessionClient {
  public:
@@ -61,8 +82,16 @@ class SessionClient {
   uint64_t dma_size() const { return dma_.size(); }
   // Compute-side DMA space (device address = offset into it).
   uint8_t* dma() { return dma_.data(); }
-  // Read-only view of a BAR mirror, valid for the client's lifetime.
+  // Read-only view of a BAR mirror, valid for the client's lifetime. Pushes
+  // land in it at any time; ReadMirror gives a copy that never tears.
   absl::StatusOr<const uint8_t*> mirror(uint16_t bar) const;
+  // Copies mirror bytes [offset, offset + out.size()) of `bar` as one
+  // consistent snapshot: never part of one push and part of another (a
+  // seqlock over the agent's pushes and the patches events carry). Does not
+  // wait for calls in progress on other threads. UNAVAILABLE if a push stays
+  // half-landed for a second (the link broke mid-push; the re-attach pushes
+  // again).
+  absl::Status ReadMirror(uint16_t bar, uint64_t offset, absl::Span<uint8_t> out) const;
 
   // Posts a register write; it reaches the device after every write posted
   // before it. OUT_OF_RANGE if outside the BAR.
@@ -124,11 +153,21 @@ class SessionClient {
   std::string FrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
   absl::Status SendFrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);
   absl::Status PushWritesLocked(const std::vector<session::MmioWrite>& writes);
+  // Kick with the entries in its payload: one message, no RMA.
+  absl::Status KickInlineLocked(const std::vector<session::MmioWrite>& writes);
+  // An event's inline completions and mirror patches; false on entries that
+  // do not continue the ring or patches outside the mirror.
+  bool ApplyEventPayloadLocked(const std::string& payload);
+  // Highest completion delivered: the ring's tail word or an inline one.
+  uint64_t CompletionTailLocked() const;
+  bool CopyMirror(size_t index, uint64_t offset, size_t len, uint8_t* out) const;
   absl::Status FlushLocked();
   // Receives one frame and applies it; DEADLINE_EXCEEDED if none came.
   absl::Status PumpLocked(absl::Duration timeout);
   template <typename Pred>
   absl::Status WaitLocked(absl::Duration timeout, Pred done);
+  // An RMA read of the agent's ring header: UNAVAILABLE when the link is gone.
+  absl::Status ProbeLinkLocked();
   void HeartbeatLoop();
   absl::Status WithReconnect(const std::function<absl::Status()>& op);
 
@@ -136,19 +175,24 @@ class SessionClient {
   ClientOptions options_;
   ControlClient control_;
   mutable std::mutex mu_;
-  std::unique_ptr<fabric::Fabric> fabric_;
+  std::shared_ptr<fabric::Fabric> fabric_;  // shared by the process's sessions
   std::unique_ptr<fabric::Endpoint> endpoint_;
   fabric::PeerId peer_ = 0;
   std::optional<session::FrameChannel> frames_;  // keyed by the current attach
   std::string last_frame_;
   std::vector<session::RegionDesc> agent_;
   std::vector<std::vector<uint8_t>> mirrors_;
-  std::vector<uint8_t> dma_, comp_, ring_stage_, anchor_;
+  ZeroPages dma_;
+  std::vector<uint8_t> comp_, ring_stage_, anchor_;
   std::vector<std::unique_ptr<fabric::MemoryRegion>> mirror_mr_;
   std::unique_ptr<fabric::MemoryRegion> dma_mr_, comp_mr_, stage_mr_, anchor_mr_;
   session::WriteLog log_;
   uint64_t pushed_ = 0;  // highest seq written to the agent's ring
   uint64_t consumed_ = 0;
+  uint64_t inline_tail_ = 0;  // highest completion an event carried inline
+  // Seqlock word of the patches this client applies itself (odd while one
+  // is being copied in); the agent's pushes have their own in the ring.
+  std::atomic<uint64_t> local_gen_{0};
   uint64_t refresh_sent_ = 0, refresh_done_ = 0;
   std::optional<absl::Status> agent_error_;
   bool closed_ = false;

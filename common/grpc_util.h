@@ -34,6 +34,20 @@ absl::Status FromGrpc(const grpc::Status& s, const std::string& what = "");
 // A gRPC deadline `d` from now.
 std::chrono::system_clock::time_point In(absl::Duration d);
 
+// One unary call `method` of `stub` with a deadline `timeout` from now: the
+// response, or the call's status as FromGrpc(status, what) gives it.
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> UnaryCall(Stub& stub,
+                                   grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                                   const Request& req, absl::Duration timeout, const std::string& what) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(timeout));
+  Response resp;
+  grpc::Status s = (stub.*method)(&ctx, req, &resp);
+  if (!s.ok()) return FromGrpc(s, what);
+  return resp;
+}
+
 }  // namespace rpci
 
 #endif  // RPCI_COMMON_GRPC_UTIL_H_

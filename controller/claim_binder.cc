@@ -3,32 +3,20 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "controller/crd_codec.h"
 
 namespace rpci::controller {
 namespace {
 
 using nlohmann::json;
 
-std::string StrAt(const json& o, const char* key) {
-  if (!o.is_object()) return "";
-  auto it = o.find(key);
-  return it != o.end() && it->is_string() ? it->get<std::string>() : "";
-}
-
-const json& At(const json& o, const char* key) {
-  static const json kNull;
-  if (!o.is_object()) return kNull;
-  auto it = o.find(key);
-  return it == o.end() ? kNull : *it;
-}
-
 // The rpci.io results whose device carries the Attached binding condition.
 std::vector<json> BoundResults(const json& claim) {
   std::vector<json> out;
-  const json& results = At(At(At(At(claim, "status"), "allocation"), "devices"), "results");
+  const json& results = Member(Member(Member(Member(claim, "status"), "allocation"), "devices"), "results");
   if (!results.is_array()) return out;
   for (const json& r : results) {
-    if (StrAt(r, "driver") != kDraDriver || !At(r, "bindingConditions").is_array()) continue;
+    if (Str(r, "driver") != kDraDriver || !Member(r, "bindingConditions").is_array()) continue;
     for (const json& c : r["bindingConditions"]) {
       if (c == kAttachedCondition) out.push_back(r);
     }
@@ -39,15 +27,15 @@ std::vector<json> BoundResults(const json& claim) {
 // The node the allocation binds to: its nodeSelector's single
 // metadata.name (matchFields) or kubernetes.io/hostname (matchExpressions).
 std::string BoundNode(const json& claim) {
-  const json& terms = At(At(At(At(claim, "status"), "allocation"), "nodeSelector"), "nodeSelectorTerms");
+  const json& terms = Member(Member(Member(Member(claim, "status"), "allocation"), "nodeSelector"), "nodeSelectorTerms");
   if (!terms.is_array() || terms.size() != 1) return "";
   for (const char* kind : {"matchFields", "matchExpressions"}) {
-    const json& reqs = At(terms[0], kind);
+    const json& reqs = Member(terms[0], kind);
     if (!reqs.is_array()) continue;
     for (const json& r : reqs) {
-      const std::string key = StrAt(r, "key");
-      if ((key == "metadata.name" || key == "kubernetes.io/hostname") && StrAt(r, "operator") == "In" &&
-          At(r, "values").is_array() && r["values"].size() == 1 && r["values"][0].is_string()) {
+      const std::string key = Str(r, "key");
+      if ((key == "metadata.name" || key == "kubernetes.io/hostname") && Str(r, "operator") == "In" &&
+          Member(r, "values").is_array() && r["values"].size() == 1 && r["values"][0].is_string()) {
         return r["values"][0];
       }
     }
@@ -57,15 +45,15 @@ std::string BoundNode(const json& claim) {
 
 // Whether the claim's status already reports `type` True for the result.
 bool Reported(const json& claim, const json& result, const std::string& type) {
-  const json& devices = At(At(claim, "status"), "devices");
+  const json& devices = Member(Member(claim, "status"), "devices");
   if (!devices.is_array()) return false;
   for (const json& d : devices) {
-    if (StrAt(d, "driver") != StrAt(result, "driver") || StrAt(d, "pool") != StrAt(result, "pool") ||
-        StrAt(d, "device") != StrAt(result, "device") || !At(d, "conditions").is_array()) {
+    if (Str(d, "driver") != Str(result, "driver") || Str(d, "pool") != Str(result, "pool") ||
+        Str(d, "device") != Str(result, "device") || !Member(d, "conditions").is_array()) {
       continue;
     }
     for (const json& c : d["conditions"]) {
-      if (StrAt(c, "type") == type && StrAt(c, "status") == "True") return true;
+      if (Str(c, "type") == type && Str(c, "status") == "True") return true;
     }
   }
   return false;
@@ -73,23 +61,22 @@ bool Reported(const json& claim, const json& result, const std::string& type) {
 
 }  // namespace
 
-absl::Status ClaimBinder::Sync() {
+absl::Status ClaimBinder::Sync(const std::map<std::string, json>& claims) {
   absl::StatusOr<std::string> version = api_->Version();
   if (!version.ok()) return version.status();
   if (*version != "v1") return absl::OkStatus();
-  // A grant made after this list (a claim created since) is not judged by it.
-  const absl::Time listed_at = clock_->Now();
-  absl::StatusOr<json> list = kube_->Get("/apis/resource.k8s.io/v1/resourceclaims");
-  if (!list.ok()) return list.status();
   std::set<std::string> live;
   absl::Status first_error;
-  for (const json& claim : list->value("items", json::array())) {
-    live.insert(StrAt(At(claim, "metadata"), "uid"));
+  for (const auto& [key, claim] : claims) {
+    live.insert(Str(Member(claim, "metadata"), "uid"));
     absl::Status s = Bind(claim);
     if (first_error.ok()) first_error = s;
   }
+  // A grant younger than kGoneGrace may be for a claim `claims` does not
+  // show yet (the informer lags the API): not judged by it.
+  const absl::Time now = clock_->Now();
   for (const Attachment& a : manager_->Attachments()) {
-    if (!a.ForClaim() || live.count(a.claim_uid) || a.created >= listed_at) continue;
+    if (!a.ForClaim() || live.count(a.claim_uid) || a.created + kGoneGrace > now) continue;
     rpci::v1::UnprepareClaimRequest req;
     req.set_node(a.node);
     req.set_claim_namespace(a.claim_namespace);
@@ -108,16 +95,16 @@ absl::Status ClaimBinder::Bind(const json& claim) {
     pending |= !Reported(claim, r, kAttachedCondition) && !Reported(claim, r, kAttachFailedCondition);
   }
   if (!pending) return absl::OkStatus();
-  const json& meta = At(claim, "metadata");
+  const json& meta = Member(claim, "metadata");
   rpci::v1::PrepareClaimRequest req;
   req.set_node(BoundNode(claim));
-  req.set_claim_namespace(StrAt(meta, "namespace"));
-  req.set_claim_name(StrAt(meta, "name"));
-  req.set_claim_uid(StrAt(meta, "uid"));
+  req.set_claim_namespace(Str(meta, "namespace"));
+  req.set_claim_name(Str(meta, "name"));
+  req.set_claim_uid(Str(meta, "uid"));
   absl::StatusOr<std::vector<ClaimResult>> results = RpciResultsOf(claim, req.claim_uid());
   if (!results.ok()) return results.status();
   std::vector<ClaimResult> attaching;
-  for (const json& r : bound) attaching.push_back({StrAt(r, "request"), StrAt(r, "pool"), StrAt(r, "device")});
+  for (const json& r : bound) attaching.push_back({Str(r, "request"), Str(r, "pool"), Str(r, "device")});
   if (req.node().empty()) {
     return SetConditions(claim, attaching, false, "the allocation names no single node (bindsToNode)");
   }
@@ -131,18 +118,18 @@ absl::Status ClaimBinder::Bind(const json& claim) {
 
 absl::Status ClaimBinder::SetConditions(const json& claim, const std::vector<ClaimResult>& results, bool attached,
                                         const std::string& message) {
-  const json& meta = At(claim, "metadata");
-  const std::string path = absl::StrCat("/apis/resource.k8s.io/v1/namespaces/", StrAt(meta, "namespace"),
-                                        "/resourceclaims/", StrAt(meta, "name"));
+  const json& meta = Member(claim, "metadata");
+  const std::string path = absl::StrCat("/apis/resource.k8s.io/v1/namespaces/", Str(meta, "namespace"),
+                                        "/resourceclaims/", Str(meta, "name"));
   const std::string now = FormatKubeTime(clock_->Now());
   absl::StatusOr<json> written = kube_->ReadModifyWrite(path, true, [&](json& o) {
-    if (StrAt(At(o, "metadata"), "uid") != StrAt(meta, "uid")) return false;  // another claim now
+    if (Str(Member(o, "metadata"), "uid") != Str(meta, "uid")) return false;  // another claim now
     json& devices = o["status"]["devices"];
     if (!devices.is_array()) devices = json::array();
     for (const ClaimResult& r : results) {
       json* entry = nullptr;
       for (json& d : devices) {
-        if (StrAt(d, "driver") == kDraDriver && StrAt(d, "pool") == r.pool && StrAt(d, "device") == r.device) entry = &d;
+        if (Str(d, "driver") == kDraDriver && Str(d, "pool") == r.pool && Str(d, "device") == r.device) entry = &d;
       }
       if (entry == nullptr) {
         devices.push_back({{"driver", kDraDriver}, {"pool", r.pool}, {"device", r.device}});
@@ -158,7 +145,7 @@ absl::Status ClaimBinder::SetConditions(const json& claim, const std::vector<Cla
                 {"lastTransitionTime", now}};
       bool replaced = false;
       for (json& existing : conditions) {
-        if (StrAt(existing, "type") == type) {
+        if (Str(existing, "type") == type) {
           existing = c;
           replaced = true;
         }
@@ -169,7 +156,7 @@ absl::Status ClaimBinder::SetConditions(const json& claim, const std::vector<Cla
   });
   if (!written.ok()) {
     return absl::Status(written.status().code(),
-                        absl::StrCat("ResourceClaim ", StrAt(meta, "namespace"), "/", StrAt(meta, "name"), ": ",
+                        absl::StrCat("ResourceClaim ", Str(meta, "namespace"), "/", Str(meta, "name"), ": ",
                                      written.status().message()));
   }
   return absl::OkStatus();

@@ -1,9 +1,11 @@
 #ifndef RPCI_CONTROLLER_CLAIM_BINDER_H_
 #define RPCI_CONTROLLER_CLAIM_BINDER_H_
 
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "controller/kube/client.h"
 #include "controller/pool_manager.h"
 #include "controller/resource_api.h"
@@ -23,7 +25,8 @@ namespace rpci::controller {
 // the device's status condition Attached True, or AttachFailed True with
 // the refusal (the scheduler then gives the allocation up). Claims that are
 // gone lose their grants (UnprepareClaim), as the kubelet may never be asked
-// to unprepare a claim whose pod was never bound.
+// to unprepare a claim whose pod was never bound. The claims come from the
+// controller's ResourceClaim informer.
 // The condition names (kAttachedCondition, kAttachFailedCondition) are in
 // resource_api.h.
 
@@ -32,9 +35,14 @@ class ClaimBinder {
   ClaimBinder(kube::KubeClient* kube, ResourceApi* api, PoolManager* manager, const Clock* clock)
       : kube_(kube), api_(api), manager_(manager), clock_(clock) {}
 
-  // One pass over every ResourceClaim (v1 only: OK and nothing done on a
-  // cluster serving v1beta1). Errors name the claim; the next pass retries.
-  absl::Status Sync();
+  // How old a grant must be before a claim missing from `claims` takes it
+  // back.
+  static constexpr absl::Duration kGoneGrace = absl::Minutes(1);
+
+  // One pass over `claims` (every ResourceClaim, as an informer's cache
+  // holds them; v1 only: OK and nothing done on a cluster serving v1beta1).
+  // Errors name the claim; the next pass retries.
+  absl::Status Sync(const std::map<std::string, nlohmann::json>& claims);
 
  private:
   absl::Status Bind(const nlohmann::json& claim);

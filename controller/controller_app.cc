@@ -174,9 +174,8 @@ absl::Status ControllerApp::Start() {
   }
   ClaimReader claims;
   if (resources_) {
-    claims = [this](const std::string& ns, const std::string& name, const std::string& uid) {
-      return resources_->ReadClaim(ns, name, uid);
-    };
+    claims = [this](const std::string& node, const std::string& ns, const std::string& name,
+                    const std::string& uid) { return resources_->ReadClaim(node, ns, name, uid); };
   }
   service_ = std::make_unique<ControllerService>(manager_.get(), PeerAuthorizer(!options_.tls.insecure),
                                                  [this] { return LeaderCheck(); }, std::move(claims));
@@ -328,9 +327,25 @@ void ControllerApp::Step() {
   PostEvents(manager_->TakeDecisions());
   WritePoolStatus();
   PublishSlices();
-  if (binder_) {
-    if (absl::Status s = binder_->Sync(); !s.ok()) log_.Warn("binding conditions", {{"error", s.ToString()}});
+  WatchClaimAllocations();
+  if (binder_ && claims_informer_ != nullptr && claims_informer_->synced()) {
+    absl::Status s = binder_->Sync(claims_informer_->Snapshot());
+    if (!s.ok()) log_.Warn("binding conditions", {{"error", s.ToString()}});
   }
+}
+
+void ControllerApp::WatchClaimAllocations() {
+  if (!resources_ || claims_informer_ != nullptr) return;
+  bool both = false;
+  for (const PoolSpec& p : manager_->DraPools()) both |= p.allocation_mode == AllocationMode::kBoth;
+  if (!both && !binder_) return;
+  absl::StatusOr<std::string> prefix = resources_->Prefix();
+  if (!prefix.ok()) return;  // PublishSlices logs why
+  informers_.push_back(std::make_unique<kube::Informer>(
+      kube_.get(), absl::StrCat(*prefix, "/resourceclaims"),
+      [this](const kube::Informer::Cache& cache) { manager_->SetClaimAllocations(RpciAllocations(cache)); }));
+  claims_informer_ = informers_.back().get();
+  claims_informer_->Start();
 }
 
 void ControllerApp::PublishSlices() {

@@ -124,6 +124,10 @@ class ControllerApp {
   // Publishes the DRA-enabled pools' free devices as ResourceSlices
   // (resource_slices.h).
   void PublishSlices();
+  // Starts the ResourceClaim informer, once a `both` pool exists or with
+  // binding conditions, when the resource.k8s.io version is known
+  // (PoolManager::SetClaimAllocations, ClaimBinder::Sync).
+  void WatchClaimAllocations();
 
   const ControllerOptions options_;
   const Clock* const clock_;
@@ -148,6 +152,7 @@ class ControllerApp {
   kube::Informer* pools_informer_ = nullptr;
   kube::Informer* devices_informer_ = nullptr;
   kube::Informer* nodes_informer_ = nullptr;
+  kube::Informer* claims_informer_ = nullptr;  // loop thread only
   std::vector<std::unique_ptr<kube::Informer>> informers_;
   int grpc_port_ = 0;
   int http_port_ = 0;

@@ -9,6 +9,7 @@
 #include "common/grpc_util.h"
 #include "common/testing/exposition_format.h"
 #include "controller/kube_store.h"
+#include "controller/testing/kube_options.h"
 #include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -22,6 +23,8 @@ namespace {
 using nlohmann::json;
 using testing::WaitFor;
 using testing::AgentWith;
+using testing::ClaimOf;
+using testing::KubeStoreOptions;
 using testing::MakeTempDir;
 using testing::NodeWith;
 namespace testing_prom = ::rpci::testing;
@@ -45,14 +48,8 @@ struct Peer {
   }
   absl::StatusOr<rpci::v1::ClaimResponse> Claim(const std::string& node, const std::string& device) {
     grpc::ClientContext ctx;
-    rpci::v1::ClaimRequest req;
-    req.set_node(node);
-    req.set_device_id(device);
-    req.set_pod_namespace("team-a");
-    req.set_pod_name("trainer");
-    req.set_container_name("main");
     rpci::v1::ClaimResponse resp;
-    grpc::Status s = nodes->Claim(&ctx, req, &resp);
+    grpc::Status s = nodes->Claim(&ctx, ClaimOf(node, device, "trainer", "team-a"), &resp);
     if (!s.ok()) return FromGrpc(s);
     return resp;
   }
@@ -75,16 +72,9 @@ class ControllerAppTest : public ::testing::Test {
   }
 
   ControllerOptions KubeOptions(const std::string& identity) {
-    ControllerOptions o;
-    o.store = "kube";
-    kube::KubeConfig kc;
-    kc.server = api_.url();
-    kc.ns = "rpci-system";
-    o.kube_config = kc;
+    ControllerOptions o = KubeStoreOptions(api_.url(), "rpci-system");
     o.identity = identity;
     o.tls.insecure = true;
-    o.listen = "127.0.0.1:0";
-    o.http_listen = "127.0.0.1:0";
     o.lease_duration = absl::Milliseconds(1500);
     o.renew_deadline = absl::Milliseconds(1000);
     o.retry_period = absl::Milliseconds(200);
@@ -297,6 +287,72 @@ TEST_F(ControllerAppTest, ADraPoolIsPublishedAsResourceSlicesAndAPreparedClaimLe
   // The DevicePool goes: so do its slices.
   api_.Delete("/apis/rpci.io/v1alpha1/devicepools/gpu");
   EXPECT_TRUE(WaitFor([&] { return !api_.Get(slice_path).ok(); }));
+}
+
+TEST_F(ControllerAppTest, InABothPoolTheDevicePluginIsNotGivenADeviceAClaimWasAllocated) {
+  api_.Put("/apis/rpci.io/v1alpha1/devicepools/mixed",
+           {{"apiVersion", "rpci.io/v1alpha1"},
+            {"kind", "DevicePool"},
+            {"metadata", {{"name", "mixed"}}},
+            {"spec", {{"allocationMode", "both"}, {"sparesPerNode", 1}}}});
+  api_.CreateNamespace("ml");
+  // The scheduler allocated the pool's first device to a claim.
+  api_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
+           {{"apiVersion", "resource.k8s.io/v1"},
+            {"kind", "ResourceClaim"},
+            {"spec", json::object()},
+            {"status", {{"allocation", {{"devices", {{"results", {{{"request", "r"}, {"driver", "rpci.io"},
+                                                                   {"pool", "mixed"}, {"device", "dev-a-0000-3b-00-0"}}}}}}}}}}});
+  auto a = Started(KubeOptions("ctrl-a"));
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  Peer peer(a->grpc_port());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "mixed", 2)).ok());
+  // The claims informer (the sixth watch, after the five the controller
+  // always runs) has listed the claims once it watches.
+  ASSERT_TRUE(WaitFor([&] { return api_.watch_requests() >= 6; }));
+  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "mixed")).ok());
+  ASSERT_TRUE(WaitFor([&] { return AssignedInApi().count("dev-a-0000-3b-00-1") > 0; })) << "a spare for cn-1";
+  EXPECT_EQ(AssignedInApi().count("dev-a-0000-3b-00-0"), 0u);
+}
+
+TEST_F(ControllerAppTest, WithBindingConditionsABoundClaimIsAttachedAndReportedOnItsStatus) {
+  api_.Put("/apis/rpci.io/v1alpha1/devicepools/gpu", {{"apiVersion", "rpci.io/v1alpha1"},
+                                                       {"kind", "DevicePool"},
+                                                       {"metadata", {{"name", "gpu"}}},
+                                                       {"spec", {{"allocationMode", "dra"}}}});
+  ControllerOptions o = KubeOptions("ctrl-a");
+  o.dra_binding_conditions = true;
+  auto a = Started(o);
+  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  Peer peer(a->grpc_port());
+  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "gpu", 1)).ok());
+  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "gpu")).ok());
+  const std::string slice_path = "/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0";
+  ASSERT_TRUE(WaitFor([&] { return api_.Get(slice_path).ok(); }));
+  const json device = (*api_.Get(slice_path))["spec"]["devices"][0];
+  EXPECT_EQ(device["bindingConditions"], json({"rpci.io/Attached"}));
+  // The scheduler allocates it, copying the conditions, bound to cn-1.
+  api_.CreateNamespace("ml");
+  api_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
+           {{"apiVersion", "resource.k8s.io/v1"},
+            {"kind", "ResourceClaim"},
+            {"spec", json::object()},
+            {"status",
+             {{"allocation",
+               {{"devices",
+                 {{"results", {{{"request", "r"}, {"driver", "rpci.io"}, {"pool", "gpu"}, {"device", device["name"]},
+                                {"bindingConditions", device["bindingConditions"]},
+                                {"bindingFailureConditions", device["bindingFailureConditions"]}}}}}},
+                {"nodeSelector",
+                 {{"nodeSelectorTerms",
+                   {{{"matchFields", {{{"key", "metadata.name"}, {"operator", "In"}, {"values", {"cn-1"}}}}}}}}}}}}}}});
+  auto attached = [&] {
+    absl::StatusOr<json> c = api_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
+    if (!c.ok() || !(*c)["status"].contains("devices")) return false;
+    return (*c)["status"]["devices"][0]["conditions"][0]["type"] == "rpci.io/Attached";
+  };
+  EXPECT_TRUE(WaitFor(attached)) << api_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1")->dump();
+  EXPECT_EQ(a->manager().Attachments().size(), 1u);
 }
 
 // Scrapes the real /metrics endpoint.

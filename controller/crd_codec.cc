@@ -7,17 +7,24 @@
 #include "google/protobuf/util/json_util.h"
 
 namespace rpci::controller {
-namespace {
 
 using nlohmann::json;
 
-// A string member of `object`, or "" when absent or not a string.
 std::string Str(const json& object, const char* key) {
   if (!object.is_object()) return "";
   auto it = object.find(key);
   if (it == object.end() || !it->is_string()) return "";
   return it->get<std::string>();
 }
+
+const json& Member(const json& object, const char* key) {
+  static const json kNull;
+  if (!object.is_object()) return kNull;
+  auto it = object.find(key);
+  return it == object.end() ? kNull : *it;
+}
+
+namespace {
 
 uint64_t U64(const json& object, const char* key) {
   if (!object.is_object()) return 0;
@@ -31,13 +38,6 @@ absl::Time TimeOr(const json& object, const char* key, absl::Time fallback) {
   if (text.empty()) return fallback;
   absl::StatusOr<absl::Time> t = ParseKubeTime(text);
   return t.ok() ? *t : fallback;
-}
-
-const json& Member(const json& object, const char* key) {
-  static const json kNull;
-  if (!object.is_object()) return kNull;
-  auto it = object.find(key);
-  return it == object.end() ? kNull : *it;
 }
 
 json Condition(const std::string& type, bool status, const std::string& reason,

@@ -21,6 +21,12 @@ inline constexpr char kApiVersion[] = "rpci.io/v1alpha1";
 // status is the controller's.
 inline constexpr char kDrainAnnotation[] = "rpci.io/drain";
 
+// Reading Kubernetes objects of any shape: the string member `key` of
+// `object` ("" when `object` is not an object, or the member is absent or
+// not a string), and any member (null when absent).
+std::string Str(const nlohmann::json& object, const char* key);
+const nlohmann::json& Member(const nlohmann::json& object, const char* key);
+
 // PcieDevice (cluster-scoped, named by device id). `now` picks the phase;
 // `generation` is echoed as the conditions' observedGeneration.
 nlohmann::json DeviceToObject(const Device& device, absl::Time now, int64_t generation = 0);

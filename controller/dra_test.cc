@@ -62,8 +62,8 @@ class DraTest : public ::testing::Test {
                         Pool("dp", AllocationMode::kDevicePlugin)});
     service_ = std::make_unique<ControllerService>(
         manager_.get(), PeerAuthorizer(false), nullptr,
-        [this](const std::string& ns, const std::string& name, const std::string& uid) {
-          return resources_->ReadClaim(ns, name, uid);
+        [this](const std::string& node, const std::string& ns, const std::string& name, const std::string& uid) {
+          return resources_->ReadClaim(node, ns, name, uid);
         });
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
@@ -250,6 +250,22 @@ TEST_F(DraTest, OneSetOfGrantsBetweenTheDevicePluginAndClaims) {
   EXPECT_TRUE(manager_->CheckInvariants().ok());
 }
 
+TEST_F(DraTest, PlacementLeavesADeviceTheSchedulerAllocatedInABothPool) {
+  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("ds-2", "both", 2)).ok());
+  // The claims informer's view: device 0 is allocated, not yet prepared.
+  std::map<std::string, json> claims = {
+      {"ml/c1", json::parse(R"({"status": {"allocation": {"devices": {"results": [
+          {"request": "r", "driver": "rpci.io", "pool": "both", "device": "ds-2-0000-3b-00-0"},
+          {"request": "r", "driver": "gpu.example.com", "pool": "both", "device": "ds-2-0000-3b-00-1"}]}}}})")}};
+  manager_->SetClaimAllocations(RpciAllocations(claims));
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "both")).ok());
+  manager_->Reconcile();  // one spare for cn-2's device plugin
+  EXPECT_EQ(manager_->GetDevice("ds-2-0000-3b-00-0")->assigned_node, "");
+  EXPECT_EQ(manager_->GetDevice("ds-2-0000-3b-00-1")->assigned_node, "cn-2");
+  rpci::v1::PrepareClaimResponse resp;
+  EXPECT_TRUE(Prepare("cn-2", "c1", AllocatedClaim("c1", {{"both", "ds-2-0000-3b-00-0"}}), &resp).ok());
+}
+
 TEST_F(DraTest, PrepareClaimRefusesDevicesOutsideDraPools) {
   rpci::v1::PrepareClaimResponse resp;
   ASSERT_TRUE(manager_->RegisterAgent(AgentWith("ds-3", "dp", 1)).ok());
@@ -288,6 +304,27 @@ TEST_F(DraTest, PrepareClaimChecksTheClaimItReads) {
   s = Prepare("cn-1", "c1", uid, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(s.error_message().find("is not allocated"), std::string::npos) << s.error_message();
+}
+
+TEST_F(DraTest, ANodeCannotPrepareAClaimAllocatedForAnother) {
+  ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-2", "gpu")).ok());
+  const std::string uid = AllocatedClaim("c1", {{"gpu", DeviceId(0)}});
+  json allocated = *server_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
+  // As the scheduler writes it from our slice: the nodes the slice reaches.
+  allocated["status"]["allocation"]["nodeSelector"] = json::parse(R"({"nodeSelectorTerms": [{"matchFields": [
+      {"key": "metadata.name", "operator": "In", "values": ["cn-1"]}]}]})");
+  server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1", allocated);
+  rpci::v1::PrepareClaimResponse resp;
+  grpc::Status s = Prepare("cn-2", "c1", uid, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(s.error_message().find("allocated for other nodes"), std::string::npos) << s.error_message();
+  EXPECT_TRUE(manager_->Attachments().empty());
+  ASSERT_TRUE(Prepare("cn-1", "c1", uid, &resp).ok());
+  // Another driver's label requirement in the same term is not rpci's to judge.
+  EXPECT_TRUE(CheckAllocationNode(json::parse(R"({"status": {"allocation": {"nodeSelector": {"nodeSelectorTerms": [
+      {"matchExpressions": [{"key": "gpu.example.com/rack", "operator": "In", "values": ["r1"]},
+                            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["cn-2"]}]}]}}}})"),
+                                  "cn-2").ok());
 }
 
 TEST_F(DraTest, PreparedClaimSurvivesAControllerRestart) {
@@ -348,6 +385,7 @@ TEST_F(DraTest, SlicesListTheFreeDevicesOfEachDraPoolForTheNodesServingIt) {
   bar->set_index(0);
   bar->set_size(16 << 20);
   agent.mutable_devices(0)->add_local_nics("mlx5_0");
+  agent.mutable_devices(0)->set_dma_size(1 << 20);
   (*agent.mutable_devices(0)->mutable_labels())["topology.kubernetes.io/zone"] = "z1";
   ASSERT_TRUE(manager_->RegisterAgent(agent).ok());
   ASSERT_TRUE(manager_->RegisterAgent(AgentWith("ds-2", "dp", 1)).ok());  // not a DRA pool
@@ -378,6 +416,8 @@ TEST_F(DraTest, SlicesListTheFreeDevicesOfEachDraPoolForTheNodesServingIt) {
   EXPECT_EQ(d0["attributes"]["rdmaLocal"], json({{"bool", true}}));
   EXPECT_EQ(d0["attributes"]["zone"], json({{"string", "z1"}}));
   EXPECT_EQ(d0["capacity"]["bar0"], json({{"value", "16777216"}}));
+  EXPECT_EQ(d0["capacity"]["dma"], json({{"value", "1048576"}}));
+  EXPECT_FALSE(slice["spec"]["devices"][1].contains("capacity")) << "no BAR, DMA size unknown";
   EXPECT_EQ(slice["spec"]["devices"][1]["attributes"]["rdmaLocal"], json({{"bool", false}}));
 
   // A prepared device leaves the slice; the pool's generation goes up.
@@ -423,7 +463,13 @@ TEST_F(DraTest, SlicesUseV1beta1ShapesWhenTheClusterServesOnlyV1beta1) {
 }
 
 TEST_F(DraTest, APoolOfMoreThan128DevicesSpansSlicesOfOneGeneration) {
-  ASSERT_TRUE(manager_->RegisterAgent(AgentWith("ds-big", "gpu", 130)).ok());
+  rpci::v1::RegisterAgentRequest big = AgentWith("ds-big", "gpu", 130);
+  for (int i = 0; i < 130; ++i) {  // valid PCIe addresses, as a real agent's
+    char bdf[16];
+    snprintf(bdf, sizeof(bdf), "0000:%02x:%02x.%d", 0x40 + i / 32, i % 32, 0);
+    big.mutable_devices(i)->mutable_function()->set_bdf(bdf);
+  }
+  ASSERT_TRUE(manager_->RegisterAgent(big).ok());
   SlicePublisher publisher(client_.get(), resources_.get());
   ASSERT_TRUE(publisher.Sync(DraOffers(*manager_, {})).ok());
   json slices = Slices(server_, "v1");
@@ -485,6 +531,16 @@ std::string BoundClaim(kubetest::ApiServer& server, const std::string& name, con
   return server.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/" + name, claim)["metadata"]["uid"];
 }
 
+// Every ResourceClaim, as the controller's informer caches them.
+std::map<std::string, json> AllClaims(kube::KubeClient& client) {
+  std::map<std::string, json> out;
+  absl::StatusOr<json> list = client.Get("/apis/resource.k8s.io/v1/resourceclaims");
+  for (const json& c : list.ok() ? (*list)["items"] : json::array()) {
+    out[c["metadata"].value("namespace", "") + "/" + c["metadata"].value("name", "")] = c;
+  }
+  return out;
+}
+
 json DeviceConditions(kubetest::ApiServer& server, const std::string& name) {
   json claim = *server.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/" + name);
   return claim["status"].value("devices", json::array());
@@ -493,7 +549,7 @@ json DeviceConditions(kubetest::ApiServer& server, const std::string& name) {
 TEST_F(DraTest, TheBinderAttachesABoundClaimBeforeTheKubeletPreparesIt) {
   const std::string uid = BoundClaim(server_, "c1", DeviceId(0), "cn-1");
   ClaimBinder binder(client_.get(), resources_.get(), manager_.get(), &clock_);
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   json devices = DeviceConditions(server_, "c1");
   ASSERT_EQ(devices.size(), 1u) << devices.dump();
   EXPECT_EQ(devices[0]["driver"], "rpci.io");
@@ -507,18 +563,19 @@ TEST_F(DraTest, TheBinderAttachesABoundClaimBeforeTheKubeletPreparesIt) {
   rpci::v1::PrepareClaimResponse resp;
   ASSERT_TRUE(Prepare("cn-1", "c1", uid, &resp).ok());
   EXPECT_EQ(resp.devices(0).grant().grant_id(), grants[0].grant_id());
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   EXPECT_EQ(manager_->Attachments().size(), 1u);
-  // A claim prepared after the binder's list is not taken for gone.
+  // A young grant whose claim the informer does not show (yet) is left alone.
   const std::string late = AllocatedClaim("c-late", {{"gpu", DeviceId(1)}});
   ASSERT_TRUE(Prepare("cn-1", "c-late", late, &resp).ok());
   server_.Delete("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c-late");
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   EXPECT_EQ(manager_->Attachments().size(), 2u);
-  // The claim is deleted before anyone unprepares it: its grant goes.
-  clock_.Advance(absl::Seconds(1));
+  // The claim is deleted before anyone unprepares it: its grant goes (and
+  // c-late's, a minute on).
+  clock_.Advance(ClaimBinder::kGoneGrace + absl::Seconds(1));
   server_.Delete("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   EXPECT_TRUE(manager_->Attachments().empty());
 }
 
@@ -527,7 +584,7 @@ TEST_F(DraTest, TheBinderReportsARefusedAttachAsTheFailureCondition) {
   ASSERT_TRUE(Prepare("cn-1", "c0", AllocatedClaim("c0", {{"gpu", DeviceId(1)}}), &resp).ok());
   BoundClaim(server_, "c1", DeviceId(1), "cn-1");  // a stale slice: the device is held
   ClaimBinder binder(client_.get(), resources_.get(), manager_.get(), &clock_);
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   json devices = DeviceConditions(server_, "c1");
   ASSERT_EQ(devices.size(), 1u);
   EXPECT_EQ(devices[0]["conditions"][0]["type"], "rpci.io/AttachFailed");
@@ -535,10 +592,10 @@ TEST_F(DraTest, TheBinderReportsARefusedAttachAsTheFailureCondition) {
             std::string::npos);
   // A node whose plugin has not registered yet: no condition, tried again.
   BoundClaim(server_, "c2", DeviceId(0), "cn-late");
-  EXPECT_FALSE(binder.Sync().ok());
+  EXPECT_FALSE(binder.Sync(AllClaims(*client_)).ok());
   EXPECT_TRUE(DeviceConditions(server_, "c2").empty());
   ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-late", "gpu")).ok());
-  ASSERT_TRUE(binder.Sync().ok());
+  ASSERT_TRUE(binder.Sync(AllClaims(*client_)).ok());
   EXPECT_EQ(DeviceConditions(server_, "c2")[0]["conditions"][0]["type"], "rpci.io/Attached");
 }
 

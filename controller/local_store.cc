@@ -118,35 +118,27 @@ absl::Status LocalStore::Replay() {
   absl::StatusOr<std::string> snap = ReadFileIfExists(snap_path, &exists);
   if (!snap.ok()) return snap.status();
   if (exists) {
-    json state = json::parse(*snap, nullptr, false);
-    if (state.is_discarded() || !state.is_object()) {
-      return absl::DataLossError(absl::StrCat(snap_path, ": not a JSON object"));
-    }
-    json batch = json::object();
-    if (auto it = state.find("devices"); it != state.end()) batch["put_devices"] = std::move(*it);
-    if (auto it = state.find("attachments"); it != state.end()) batch["put_attachments"] = std::move(*it);
-    state = json();
-    Apply(batch);
+    if (!Apply(*snap)) return absl::DataLossError(absl::StrCat(snap_path, ": not a JSON object"));
     snapshot_bytes_ = snap->size();
+    snap->clear();
+    snap->shrink_to_fit();
   }
   const std::string journal_path = dir_ + "/journal.jsonl";
   absl::StatusOr<std::string> journal = ReadFileIfExists(journal_path, &exists);
   if (!journal.ok()) return journal.status();
-  std::vector<std::string> lines = absl::StrSplit(*journal, '\n');
+  std::vector<absl::string_view> lines = absl::StrSplit(*journal, '\n');
   size_t good_bytes = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (lines[i].empty()) continue;
-    json batch = json::parse(lines[i], nullptr, false);
     const bool last = i + 1 == lines.size() || (i + 2 == lines.size() && lines[i + 1].empty());
     const bool complete = i + 1 < lines.size();  // followed by a newline
-    if (batch.is_discarded() || !batch.is_object() || !complete) {
+    if (!complete || !Apply(lines[i])) {
       if (last) {
         Logger("controller").Warn("ignoring torn journal tail", {{"file", journal_path}, {"line", i + 1}});
         break;
       }
       return absl::DataLossError(absl::StrCat(journal_path, ":", i + 1, ": not a JSON object"));
     }
-    Apply(batch);
     good_bytes += lines[i].size() + 1;
   }
   journal_fd_ = ::open(journal_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
@@ -158,38 +150,56 @@ absl::Status LocalStore::Replay() {
   return absl::OkStatus();
 }
 
-void LocalStore::Apply(const json& batch) {
-  auto each = [&batch](const char* key, auto&& fn) {
-    auto it = batch.find(key);
-    if (it == batch.end() || !it->is_array()) return;
-    for (const json& o : *it) fn(o);
+bool LocalStore::Apply(absl::string_view text) {
+  // Parsed element by element: each object of the top level's arrays is
+  // kept as its text and dropped from the document at once, so a snapshot of
+  // 100k objects is never one DOM (~10 KB per object). Applied only once the
+  // whole text parsed.
+  struct Change {
+    std::string array;  // the top-level key
+    std::string name;   // metadata.name, or the deleted key
+    std::string text;   // the object, for puts
   };
-  auto name_of = [](const json& o) {
-    auto m = o.find("metadata");
-    if (m == o.end() || !m->is_object()) return std::string();
-    auto n = m->find("name");
-    return n != m->end() && n->is_string() ? n->get<std::string>() : std::string();
+  std::vector<Change> changes;
+  std::string array;
+  auto keep = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth == 1 && event == json::parse_event_t::key) array = parsed.get<std::string>();
+    if (depth != 2) return true;
+    if (event == json::parse_event_t::object_end) {
+      const json& meta = parsed.value("metadata", json::object());
+      const json name = meta.is_object() ? meta.value("name", json()) : json();
+      changes.push_back(Change{array, name.is_string() ? name.get<std::string>() : "", parsed.dump()});
+      return false;
+    }
+    if (event == json::parse_event_t::value && parsed.is_string()) {
+      changes.push_back(Change{array, parsed.get<std::string>(), ""});
+      return false;
+    }
+    return event != json::parse_event_t::value;  // nothing else belongs in the arrays
   };
-  each("put_devices", [&](const json& o) {
-    if (o.is_object()) devices_[name_of(o)] = o.dump();
-  });
-  each("delete_devices", [this](const json& name) {
-    if (name.is_string()) devices_.erase(name.get_ref<const std::string&>());
-  });
-  each("put_attachments", [&](const json& o) {
-    if (o.is_object()) attachments_[name_of(o)] = o.dump();
-  });
-  each("delete_attachments", [this](const json& key) {
-    if (!key.is_string()) return;
-    // Journals of earlier versions name "<namespace>/<grant id>".
-    const std::string& k = key.get_ref<const std::string&>();
-    attachments_.erase(k.substr(k.find('/') + 1));
-  });
+  const json top = json::parse(text.begin(), text.end(), keep, false);
+  if (top.is_discarded() || !top.is_object()) return false;
+  for (Change& c : changes) {
+    // A snapshot's "devices" and "attachments" are puts, like a journal line's.
+    if (c.array == "put_devices" || c.array == "devices") {
+      devices_[c.name] = std::move(c.text);
+    } else if (c.array == "delete_devices") {
+      devices_.erase(c.name);
+    } else if (c.array == "put_attachments" || c.array == "attachments") {
+      attachments_[c.name] = std::move(c.text);
+    } else if (c.array == "delete_attachments") {
+      // Journals of earlier versions name "<namespace>/<grant id>".
+      attachments_.erase(c.name.substr(c.name.find('/') + 1));
+    }
+  }
+  return true;
 }
 
 absl::StatusOr<StoreSnapshot> LocalStore::Load() {
   std::lock_guard<std::mutex> lock(mu_);
   StoreSnapshot snap;
+  snap.devices.reserve(devices_.size());
+  snap.attachments.reserve(attachments_.size());
   Logger log("controller");
   for (const auto& [name, text] : devices_) {
     absl::StatusOr<Device> d = DeviceFromObject(json::parse(text, nullptr, false));

@@ -46,8 +46,9 @@ class LocalStore : public Store {
   absl::Status Replay();
   // Appends the batch as one journal line; all or nothing.
   absl::Status Write(const StoreBatch& batch);
-  // Applies a replayed batch (journal line or snapshot) to the maps.
-  void Apply(const nlohmann::json& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies a replayed journal line or snapshot to the maps, all of it or
+  // (when it is not a JSON object) nothing: false then.
+  bool Apply(absl::string_view text) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands the snapshot's text to `add` piece by piece.
   void WriteSnapshotText(const std::function<void(absl::string_view)>& add) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteSnapshot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -15,6 +15,15 @@ constexpr size_t kMaxDecisions = 100000;
 
 bool ReportedHealthy(rpci::v1::DeviceHealth h) { return h != rpci::v1::DEVICE_HEALTH_UNHEALTHY; }
 
+// The values of `m` in key order, in a vector of exactly their number.
+template <typename T>
+std::vector<T> ValuesOf(const std::map<std::string, T>& m) {
+  std::vector<T> out;
+  out.reserve(m.size());
+  for (const auto& [key, value] : m) out.push_back(value);
+  return out;
+}
+
 // "ns/pod", "allocation <id>" while the pod is not known, or the claim.
 std::string HolderOf(const Attachment& a) {
   if (a.ForClaim()) return absl::StrCat("ResourceClaim ", a.claim_namespace, "/", a.claim_name);
@@ -52,6 +61,7 @@ absl::Status PoolManager::Load() {
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   devices_.clear();
+  agent_devices_.clear();
   attachments_.clear();
   agents_.clear();
   nodes_.clear();
@@ -60,6 +70,7 @@ absl::Status PoolManager::Load() {
     if (!d.assigned_node.empty() && nodes_.count(d.assigned_node) == 0) {
       nodes_[d.assigned_node] = Node{{}, {}, {}, now, false, false};
     }
+    agent_devices_[d.exported.node()].insert(d.id());
     devices_[d.id()] = std::move(d);
   }
   for (Attachment& a : snap->attachments) {
@@ -116,12 +127,14 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
   }
   Agent& agent = agents_[req.node()];
   agent = Agent{req.session_endpoint(), req.fabric_provider(), now, true, true};
+  std::set<std::string>& exported_here = agent_devices_[req.node()];
   for (const auto& exported : req.devices()) {
     auto [it, inserted] = devices_.try_emplace(exported.id());
     Device& d = it->second;
     d.exported = exported;
     ApplyNodeLabelsLocked(d);
     if (inserted) {
+      exported_here.insert(exported.id());
       d.healthy = ReportedHealthy(exported.health());
       d.health_changed = now;
       d.health_reason = d.healthy ? "" : "ReportedByAgent";
@@ -133,25 +146,27 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
     MarkDirtyLocked(d.id());
   }
   // Devices this agent no longer exports: gone unless a pod still uses one.
-  for (auto it = devices_.begin(); it != devices_.end();) {
-    Device& d = it->second;
-    if (d.exported.node() != req.node() || ids.count(d.id())) {
-      ++it;
-      continue;
-    }
-    if (!d.attachment.empty()) {
-      if (!d.draining) {
-        d.draining = true;
-        DecideLocked("drain", d, d.assigned_node, "NoLongerExported");
-        MarkDirtyLocked(d.id());
+  // Only this agent's own devices are looked at (all 100k per registration
+  // made registering 2 000 agents take minutes).
+  for (auto id = exported_here.begin(); id != exported_here.end();) {
+    auto it = devices_.find(*id);
+    if (it != devices_.end() && ids.count(*id) == 0) {
+      Device& d = it->second;
+      if (!d.attachment.empty()) {
+        if (!d.draining) {
+          d.draining = true;
+          DecideLocked("drain", d, d.assigned_node, "NoLongerExported");
+          MarkDirtyLocked(d.id());
+        }
+      } else {
+        DecideLocked("remove", d, d.assigned_node, "NoLongerExported");
+        deleted_devices_.insert(d.id());
+        dirty_devices_.erase(d.id());
+        devices_.erase(it);
+        it = devices_.end();
       }
-      ++it;
-      continue;
     }
-    DecideLocked("remove", d, d.assigned_node, "NoLongerExported");
-    deleted_devices_.insert(d.id());
-    dirty_devices_.erase(d.id());
-    it = devices_.erase(it);
+    id = it == devices_.end() ? exported_here.erase(id) : std::next(id);
   }
   BumpVersion();
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
@@ -575,6 +590,11 @@ std::map<std::string, std::vector<rpci::v1::ExportedDevice>> PoolManager::DraOff
   return out;
 }
 
+void PoolManager::SetClaimAllocations(std::set<std::pair<std::string, std::string>> allocated) {
+  std::lock_guard<std::mutex> lock(mu_);
+  claim_allocated_ = std::move(allocated);
+}
+
 std::map<std::string, std::vector<std::string>> PoolManager::NodesByPool() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::map<std::string, std::vector<std::string>> out;
@@ -706,8 +726,10 @@ void PoolManager::ExpireLocked(absl::Time now) {
     if (!agent.alive || agent.last_seen + options_.agent_lease > now) continue;
     agent.alive = false;
     log_.Warn("agent lease expired", {{"node", name}});
-    for (auto& [id, d] : devices_) {
-      if (d.exported.node() != name) continue;
+    for (const std::string& id : agent_devices_[name]) {
+      auto it = devices_.find(id);
+      if (it == devices_.end()) continue;
+      Device& d = it->second;
       SetHealthLocked(d, false, "DeviceServerLost", now);
       if (!d.assigned_node.empty() && d.attachment.empty()) {
         UnassignLocked(d, "reclaim", "DeviceServerLost", options_.release_grace, now);
@@ -738,11 +760,13 @@ void PoolManager::DropNodeLocked(const std::string& node, const std::string& rea
 
 void PoolManager::ReconcilePoolLocked(const PoolSpec& pool, const std::vector<Device*>& devices, absl::Time now) {
   // Placement assigns for the device plugin only: none in a DRA-only pool,
-  // and never a device a claim holds.
+  // and never a device a claim holds or the scheduler allocated to one.
   if (!pool.DevicePluginEnabled()) return;
   PlacementInput in{pool, {}, {}, {}, demand_, now};
   for (const Device* d : devices) {
-    if (!HeldForClaimLocked(*d)) in.devices.push_back(d);
+    const bool allocated = pool.DraEnabled() && d->assigned_node.empty() &&
+                           claim_allocated_.count({d->pool(), DraDeviceName(d->id())});
+    if (!HeldForClaimLocked(*d) && !allocated) in.devices.push_back(d);
   }
   for (const auto& [name, n] : nodes_) {
     if (n.registered && n.pools.count(pool.name)) in.nodes.push_back(PlacementNode{name, n.labels});
@@ -834,6 +858,7 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
     DecideLocked("remove", it->second, it->second.assigned_node, "DrainedDeviceDetached");
     deleted_devices_.insert(id);
     dirty_devices_.erase(id);
+    agent_devices_[it->second.exported.node()].erase(id);
     devices_.erase(it);
   }
   drained_.clear();
@@ -1002,18 +1027,12 @@ absl::Status PoolManager::CheckInvariants() const {
 
 std::vector<Device> PoolManager::Devices() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Device> out;
-  out.reserve(devices_.size());
-  for (const auto& [id, d] : devices_) out.push_back(d);
-  return out;
+  return ValuesOf(devices_);
 }
 
 std::vector<Attachment> PoolManager::Attachments() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Attachment> out;
-  out.reserve(attachments_.size());
-  for (const auto& [id, a] : attachments_) out.push_back(a);
-  return out;
+  return ValuesOf(attachments_);
 }
 
 absl::StatusOr<Device> PoolManager::GetDevice(const std::string& id) const {

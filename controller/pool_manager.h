@@ -108,6 +108,11 @@ class PoolManager {
   // Devices a DRA-enabled pool offers now (for its ResourceSlices): healthy,
   // not draining, not assigned, attached or releasing, agent alive. By pool.
   std::map<std::string, std::vector<rpci::v1::ExportedDevice>> DraOffer() const;
+  // The (pool, device name) pairs the scheduler has allocated to
+  // ResourceClaims of driver rpci.io (the claims informer's view). In a
+  // `both` pool placement never assigns one of them to the device plugin:
+  // the claim's PrepareClaim would find it held.
+  void SetClaimAllocations(std::set<std::pair<std::string, std::string>> allocated);
   // Registered compute nodes serving `pool` (the nodes a slice reaches).
   std::map<std::string, std::vector<std::string>> NodesByPool() const;
   // The DRA-enabled pools (DevicePools whose allocationMode is dra or both).
@@ -241,12 +246,16 @@ class PoolManager {
   mutable std::mutex mu_;
   mutable std::condition_variable version_changed_;  // notified by BumpVersion
   std::map<std::string, Device> devices_ ABSL_GUARDED_BY(mu_);
+  // Device ids by the device server (agent node) exporting them: every
+  // device of devices_ is in its agent's set.
+  std::map<std::string, std::set<std::string>> agent_devices_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Attachment> attachments_ ABSL_GUARDED_BY(mu_);  // by grant id
   std::map<std::string, Agent> agents_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, PoolSpec> pools_ ABSL_GUARDED_BY(mu_);
   std::vector<PodDemand> demand_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, std::string>> node_labels_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<std::string, std::string>> claim_allocated_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> dirty_devices_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> dirty_attachments_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Attachment> deleted_attachments_ ABSL_GUARDED_BY(mu_);

@@ -13,6 +13,7 @@ namespace rpci::controller {
 namespace {
 
 using testing::AgentWith;
+using testing::ClaimOf;
 using testing::MakeTempDir;
 using testing::NodeWith;
 
@@ -83,16 +84,6 @@ class PoolManagerTest : public ::testing::Test {
     int n = 0;
     for (const auto& [id, to] : AssignedTo()) n += to == node;
     return n;
-  }
-
-  rpci::v1::ClaimRequest ClaimOf(const std::string& node, const std::string& device, const std::string& pod) {
-    rpci::v1::ClaimRequest c;
-    c.set_node(node);
-    c.set_device_id(device);
-    c.set_pod_namespace("default");
-    c.set_pod_name(pod);
-    c.set_container_name("main");
-    return c;
   }
 
   ManualClock clock_;

@@ -19,20 +19,14 @@ constexpr char kManager[] = "rpci-controller";
 constexpr char kPoolLabel[] = "rpci.io/pool";
 constexpr char kZoneLabel[] = "topology.kubernetes.io/zone";
 
-json Int(int64_t v) { return {{"int", v}}; }
-json Str(const std::string& v) { return {{"string", v.substr(0, kMaxString)}}; }
-
-std::string StrAt(const json& o, const char* key) {
-  if (!o.is_object()) return "";
-  auto it = o.find(key);
-  return it != o.end() && it->is_string() ? it->get<std::string>() : "";
-}
+json IntAttribute(int64_t v) { return {{"int", v}}; }
+json StringAttribute(const std::string& v) { return {{"string", v.substr(0, kMaxString)}}; }
 
 // The spec without pool.generation: what decides whether a pool changed.
 json Content(json slice) {
   json spec = slice.value("spec", json::object());
   if (spec.contains("pool") && spec["pool"].is_object()) spec["pool"].erase("generation");
-  return {{"name", StrAt(slice["metadata"], "name")}, {"spec", spec}};
+  return {{"name", Str(slice["metadata"], "name")}, {"spec", spec}};
 }
 
 int64_t GenerationOf(const json& slice) {
@@ -55,29 +49,30 @@ std::map<std::string, PoolOffer> DraOffers(const PoolManager& manager,
 
 json SliceDevice(const rpci::v1::ExportedDevice& device) {
   const rpci::v1::PcieFunction& f = device.function();
-  json attributes = {{"pool", Str(device.pool())},
-                     {"deviceServer", Str(device.node())},
-                     {"backend", Str(device.backend())},
-                     {"bdf", Str(f.bdf())},
-                     {"vendorId", Int(f.vendor_id())},
-                     {"deviceId", Int(f.device_id())},
-                     {"subsystemVendorId", Int(f.subsystem_vendor_id())},
-                     {"subsystemDeviceId", Int(f.subsystem_device_id())},
-                     {"classCode", Int(f.class_code())},
-                     {"revision", Int(f.revision())},
-                     {"numaNode", Int(f.numa_node())},
+  json attributes = {{"pool", StringAttribute(device.pool())},
+                     {"deviceServer", StringAttribute(device.node())},
+                     {"backend", StringAttribute(device.backend())},
+                     {"bdf", StringAttribute(f.bdf())},
+                     {"vendorId", IntAttribute(f.vendor_id())},
+                     {"deviceId", IntAttribute(f.device_id())},
+                     {"subsystemVendorId", IntAttribute(f.subsystem_vendor_id())},
+                     {"subsystemDeviceId", IntAttribute(f.subsystem_device_id())},
+                     {"classCode", IntAttribute(f.class_code())},
+                     {"revision", IntAttribute(f.revision())},
+                     {"numaNode", IntAttribute(f.numa_node())},
                      {"rdmaLocal", {{"bool", device.local_nics_size() > 0}}},
-                     {"localNics", Str(absl::StrJoin(device.local_nics(), ","))}};
-  if (!f.vendor_name().empty()) attributes["vendorName"] = Str(f.vendor_name());
-  if (!f.device_name().empty()) attributes["deviceName"] = Str(f.device_name());
-  if (!f.class_name().empty()) attributes["className"] = Str(f.class_name());
+                     {"localNics", StringAttribute(absl::StrJoin(device.local_nics(), ","))}};
+  if (!f.vendor_name().empty()) attributes["vendorName"] = StringAttribute(f.vendor_name());
+  if (!f.device_name().empty()) attributes["deviceName"] = StringAttribute(f.device_name());
+  if (!f.class_name().empty()) attributes["className"] = StringAttribute(f.class_name());
   if (auto zone = device.labels().find(kZoneLabel); zone != device.labels().end()) {
-    attributes["zone"] = Str(zone->second);
+    attributes["zone"] = StringAttribute(zone->second);
   }
   json capacity = json::object();
   for (const rpci::v1::Bar& bar : f.bars()) {
     if (!bar.is_io() && bar.size() > 0) capacity[absl::StrCat("bar", bar.index())] = {{"value", std::to_string(bar.size())}};
   }
+  if (device.dma_size() > 0) capacity["dma"] = {{"value", std::to_string(device.dma_size())}};
   json d = {{"name", DraDeviceName(device.id())}, {"attributes", std::move(attributes)}};
   if (!capacity.empty()) d["capacity"] = std::move(capacity);
   return d;
@@ -142,8 +137,8 @@ absl::Status SlicePublisher::Sync(const std::map<std::string, PoolOffer>& offers
   std::map<std::string, std::vector<json>> existing;  // by pool
   for (const json& s : list->value("items", json::array())) {
     const json labels = s.value("metadata", json::object()).value("labels", json::object());
-    if (StrAt(s.value("spec", json::object()), "driver") != kDraDriver || StrAt(labels, kManagedBy) != kManager) continue;
-    existing[StrAt(s["spec"].value("pool", json::object()), "name")].push_back(s);
+    if (Str(s.value("spec", json::object()), "driver") != kDraDriver || Str(labels, kManagedBy) != kManager) continue;
+    existing[Str(s["spec"].value("pool", json::object()), "name")].push_back(s);
   }
   absl::Status first_error;
   for (const auto& [pool, offer] : offers) {
@@ -164,13 +159,13 @@ absl::Status SlicePublisher::SyncPool(const std::string& prefix, const std::stri
   std::map<std::string, json> current;  // by name
   for (const json& s : existing) {
     generation = std::max(generation, GenerationOf(s));
-    current[StrAt(s["metadata"], "name")] = s;
+    current[Str(s["metadata"], "name")] = s;
   }
   std::vector<json> want =
       offer == nullptr ? std::vector<json>{} : PoolSlices(pool, *offer, version, generation, binding_conditions_);
   bool same = want.size() == current.size();
   for (const json& s : want) {
-    auto it = current.find(StrAt(s["metadata"], "name"));
+    auto it = current.find(Str(s["metadata"], "name"));
     same = same && it != current.end() && Content(it->second) == Content(s) && GenerationOf(it->second) == generation &&
            it->second["metadata"].value("labels", json()) == s["metadata"]["labels"] &&
            it->second["metadata"].value("ownerReferences", json()) == s["metadata"].value("ownerReferences", json());
@@ -178,7 +173,7 @@ absl::Status SlicePublisher::SyncPool(const std::string& prefix, const std::stri
   if (same) return absl::OkStatus();
   for (json& s : want) {
     s["spec"]["pool"]["generation"] = generation + 1;
-    const std::string name = StrAt(s["metadata"], "name");
+    const std::string name = Str(s["metadata"], "name");
     auto it = current.find(name);
     absl::StatusOr<json> written;
     if (it == current.end()) {

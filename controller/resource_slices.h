@@ -36,7 +36,8 @@ std::map<std::string, PoolOffer> DraOffers(const PoolManager& manager,
 // vendorName, deviceName, className (strings cut to 64 characters),
 // numaNode, localNics (the NIC names, comma-separated), rdmaLocal (has a
 // local RDMA NIC), zone (the device server's topology.kubernetes.io/zone,
-// when labelled). Capacity: bar<i> (each memory BAR's size in bytes).
+// when labelled). Capacity: bar<i> (each memory BAR's size in bytes), dma
+// (the DMA space the agent serves, bytes; when the agent reports it).
 nlohmann::json SliceDevice(const rpci::v1::ExportedDevice& device);
 
 // The slices of one pool for resource.k8s.io `version` ("v1" or "v1beta1",

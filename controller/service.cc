@@ -151,7 +151,7 @@ grpc::Status ControllerService::Nodes::PrepareClaim(grpc::ServerContext* ctx, co
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "PrepareClaim: claim namespace, name and uid are required");
   }
   absl::StatusOr<std::vector<ClaimResult>> results =
-      s_->claims_(req->claim_namespace(), req->claim_name(), req->claim_uid());
+      s_->claims_(req->node(), req->claim_namespace(), req->claim_name(), req->claim_uid());
   if (!results.ok()) return ToGrpc(results.status());
   return Reply(s_->manager_->PrepareClaim(*req, *results), resp);
 }

@@ -33,10 +33,11 @@ class PeerAuthorizer {
 using LeaderCheck = std::function<absl::Status()>;
 
 // Reads ResourceClaim namespace/name from the cluster and returns its
-// allocation results for driver rpci.io, after checking its uid (see
-// resource_api.h). Null: DRA is off (no cluster to read claims from).
+// allocation results for driver rpci.io, after checking its uid and that it
+// is allocated for `node` (see resource_api.h). Null: DRA is off (no
+// cluster to read claims from).
 using ClaimReader = std::function<absl::StatusOr<std::vector<ClaimResult>>(
-    const std::string& ns, const std::string& name, const std::string& uid)>;
+    const std::string& node, const std::string& ns, const std::string& name, const std::string& uid)>;
 
 // AgentRegistry and NodeRegistry over one PoolManager.
 class ControllerService {

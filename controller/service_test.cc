@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "common/cert_authority.h"
+#include "common/grpc_util.h"
 #include "common/tls.h"
 #include "controller/local_store.h"
 #include "controller/testing/registrations.h"
@@ -12,8 +13,12 @@
 namespace rpci::controller {
 namespace {
 
+using rpci::v1::AgentRegistry;
+using rpci::v1::NodeRegistry;
 using testing::AgentWith;
 using testing::NodeWith;
+
+constexpr absl::Duration kCallTimeout = absl::Seconds(5);
 
 // The controller's gRPC services on loopback with mTLS, against a real pool
 // manager on a local store; agents and plugins are gRPC clients holding
@@ -66,6 +71,15 @@ class ServiceTest : public ::testing::Test {
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
   }
 
+  // A watch request for `node`; its stream's context gets a 20 s deadline.
+  template <typename Request>
+  static Request WatchOf(const std::string& node, grpc::ClientContext* ctx) {
+    Deadline(ctx, 20);
+    Request req;
+    req.set_node(node);
+    return req;
+  }
+
   std::unique_ptr<CertAuthority> ca_;
   std::unique_ptr<LocalStore> store_;
   std::unique_ptr<PoolManager> manager_;
@@ -76,36 +90,22 @@ class ServiceTest : public ::testing::Test {
 };
 
 TEST_F(ServiceTest, ClaimedGrantReachesTheOwningAgentOverWatchGrants) {
-  auto agent = rpci::v1::AgentRegistry::NewStub(ChannelAs("agent:dev-a"));
-  auto plugin = rpci::v1::NodeRegistry::NewStub(ChannelAs("plugin:cn-1"));
-  {
-    grpc::ClientContext ctx;
-    Deadline(&ctx);
-    rpci::v1::RegisterAgentResponse resp;
-    grpc::Status s = agent->RegisterAgent(&ctx, AgentWith("dev-a", "emu", 2), &resp);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-    EXPECT_EQ(resp.heartbeat_interval_seconds(), 10u);
-  }
+  auto agent = AgentRegistry::NewStub(ChannelAs("agent:dev-a"));
+  auto plugin = NodeRegistry::NewStub(ChannelAs("plugin:cn-1"));
+  absl::StatusOr<rpci::v1::RegisterAgentResponse> registered =
+      UnaryCall(*agent, &AgentRegistry::Stub::RegisterAgent, AgentWith("dev-a", "emu", 2), kCallTimeout, "");
+  ASSERT_TRUE(registered.ok()) << registered.status();
+  EXPECT_EQ(registered->heartbeat_interval_seconds(), 10u);
   grpc::ClientContext grants_ctx;
-  Deadline(&grants_ctx, 20);
-  rpci::v1::WatchGrantsRequest wg;
-  wg.set_node("dev-a");
-  auto grants = agent->WatchGrants(&grants_ctx, wg);
+  auto grants = agent->WatchGrants(&grants_ctx, WatchOf<rpci::v1::WatchGrantsRequest>("dev-a", &grants_ctx));
   rpci::v1::GrantUpdate update;
   ASSERT_TRUE(grants->Read(&update));  // the initial full set: empty
   EXPECT_EQ(update.granted_size(), 0);
 
-  {
-    grpc::ClientContext ctx;
-    Deadline(&ctx);
-    rpci::v1::RegisterNodeResponse resp;
-    ASSERT_TRUE(plugin->RegisterNode(&ctx, NodeWith("cn-1", "emu"), &resp).ok());
-  }
+  ASSERT_TRUE(UnaryCall(*plugin, &NodeRegistry::Stub::RegisterNode, NodeWith("cn-1", "emu"), kCallTimeout, "").ok());
   grpc::ClientContext assign_ctx;
-  Deadline(&assign_ctx, 20);
-  rpci::v1::WatchAssignmentsRequest wa;
-  wa.set_node("cn-1");
-  auto assignments = plugin->WatchAssignments(&assign_ctx, wa);
+  auto assignments =
+      plugin->WatchAssignments(&assign_ctx, WatchOf<rpci::v1::WatchAssignmentsRequest>("cn-1", &assign_ctx));
   rpci::v1::AssignmentSet set;
   ASSERT_TRUE(assignments->Read(&set));
   EXPECT_EQ(set.assignments_size(), 0);
@@ -121,13 +121,9 @@ TEST_F(ServiceTest, ClaimedGrantReachesTheOwningAgentOverWatchGrants) {
   claim.set_pod_namespace("ml");
   claim.set_pod_name("trainer-0");
   claim.set_container_name("main");
-  rpci::v1::ClaimResponse granted;
-  {
-    grpc::ClientContext ctx;
-    Deadline(&ctx);
-    grpc::Status s = plugin->Claim(&ctx, claim, &granted);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-  }
+  absl::StatusOr<rpci::v1::ClaimResponse> claimed = UnaryCall(*plugin, &NodeRegistry::Stub::Claim, claim, kCallTimeout, "");
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  const rpci::v1::ClaimResponse& granted = *claimed;
   ASSERT_TRUE(grants->Read(&update));
   ASSERT_EQ(update.granted_size(), 1);
   EXPECT_EQ(update.granted(0).token(), granted.grant().token());
@@ -138,12 +134,7 @@ TEST_F(ServiceTest, ClaimedGrantReachesTheOwningAgentOverWatchGrants) {
   rel.set_node("cn-1");
   rel.set_device_id(claim.device_id());
   rel.set_grant_id(granted.grant().grant_id());
-  {
-    grpc::ClientContext ctx;
-    Deadline(&ctx);
-    rpci::v1::ReleaseResponse resp;
-    ASSERT_TRUE(plugin->Release(&ctx, rel, &resp).ok());
-  }
+  ASSERT_TRUE(UnaryCall(*plugin, &NodeRegistry::Stub::Release, rel, kCallTimeout, "").ok());
   ASSERT_TRUE(grants->Read(&update));
   ASSERT_EQ(update.revoked_grant_ids_size(), 1);
   EXPECT_EQ(update.revoked_grant_ids(0), granted.grant().grant_id());
@@ -152,20 +143,16 @@ TEST_F(ServiceTest, ClaimedGrantReachesTheOwningAgentOverWatchGrants) {
 }
 
 TEST_F(ServiceTest, PeerWithAnotherNodesIdentityIsRefused) {
-  auto imposter = rpci::v1::AgentRegistry::NewStub(ChannelAs("agent:dev-b"));
-  grpc::ClientContext ctx;
-  Deadline(&ctx);
-  rpci::v1::RegisterAgentResponse resp;
-  grpc::Status s = imposter->RegisterAgent(&ctx, AgentWith("dev-a", "emu", 1), &resp);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  auto imposter = AgentRegistry::NewStub(ChannelAs("agent:dev-b"));
+  const rpci::v1::RegisterAgentRequest dev_a = AgentWith("dev-a", "emu", 1);
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      UnaryCall(*imposter, &AgentRegistry::Stub::RegisterAgent, dev_a, kCallTimeout, "").status()));
   EXPECT_TRUE(manager_->Devices().empty());
 
   // A plugin certificate cannot speak the agent API, even for its own node.
-  auto plugin_as_agent = rpci::v1::AgentRegistry::NewStub(ChannelAs("plugin:dev-a"));
-  grpc::ClientContext ctx2;
-  Deadline(&ctx2);
-  EXPECT_EQ(plugin_as_agent->RegisterAgent(&ctx2, AgentWith("dev-a", "emu", 1), &resp).error_code(),
-            grpc::StatusCode::PERMISSION_DENIED);
+  auto plugin_as_agent = AgentRegistry::NewStub(ChannelAs("plugin:dev-a"));
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      UnaryCall(*plugin_as_agent, &AgentRegistry::Stub::RegisterAgent, dev_a, kCallTimeout, "").status()));
 }
 
 TEST_F(ServiceTest, PluginCannotClaimADeviceAssignedToAnotherNode) {
@@ -173,63 +160,49 @@ TEST_F(ServiceTest, PluginCannotClaimADeviceAssignedToAnotherNode) {
   ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
   manager_->Reconcile();
   ASSERT_EQ(manager_->AssignmentsFor("cn-1").assignments_size(), 1);
-  auto other = rpci::v1::NodeRegistry::NewStub(ChannelAs("plugin:cn-2"));
+  auto other = NodeRegistry::NewStub(ChannelAs("plugin:cn-2"));
   rpci::v1::ClaimRequest claim;
   claim.set_node("cn-2");
   claim.set_device_id(manager_->AssignmentsFor("cn-1").assignments(0).device().id());
   claim.set_pod_name("p");
-  grpc::ClientContext ctx;
-  Deadline(&ctx);
-  rpci::v1::ClaimResponse resp;
-  EXPECT_EQ(other->Claim(&ctx, claim, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(absl::IsPermissionDenied(UnaryCall(*other, &NodeRegistry::Stub::Claim, claim, kCallTimeout, "").status()));
   // Naming cn-1 in the request while holding cn-2's certificate fails too.
   claim.set_node("cn-1");
-  grpc::ClientContext ctx2;
-  Deadline(&ctx2);
-  EXPECT_EQ(other->Claim(&ctx2, claim, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(absl::IsPermissionDenied(UnaryCall(*other, &NodeRegistry::Stub::Claim, claim, kCallTimeout, "").status()));
   EXPECT_TRUE(manager_->Attachments().empty());
 }
 
 TEST_F(ServiceTest, ClientWithoutValidCertificateIsRefused) {
   grpc::SslCredentialsOptions no_cert;
   no_cert.pem_root_certs = ca_->ca_pem();
-  auto anonymous = rpci::v1::NodeRegistry::NewStub(ChannelWith(grpc::SslCredentials(no_cert)));
-  grpc::ClientContext ctx;
-  Deadline(&ctx);
-  rpci::v1::RegisterNodeResponse resp;
-  EXPECT_FALSE(anonymous->RegisterNode(&ctx, NodeWith("cn-1", "emu"), &resp).ok());
+  auto anonymous = NodeRegistry::NewStub(ChannelWith(grpc::SslCredentials(no_cert)));
+  const rpci::v1::RegisterNodeRequest cn_1 = NodeWith("cn-1", "emu");
+  EXPECT_FALSE(UnaryCall(*anonymous, &NodeRegistry::Stub::RegisterNode, cn_1, kCallTimeout, "").ok());
 
   auto other_ca = CertAuthority::Create("intruder-ca");
   ASSERT_TRUE(other_ca.ok());
   auto intruder = other_ca->Issue("plugin:cn-1", {}, {});
   ASSERT_TRUE(intruder.ok());
   intruder->ca_pem = ca_->ca_pem();
-  auto stub = rpci::v1::NodeRegistry::NewStub(ChannelWith(MakeChannelCredentials(*intruder)));
-  grpc::ClientContext ctx2;
-  Deadline(&ctx2);
-  EXPECT_FALSE(stub->RegisterNode(&ctx2, NodeWith("cn-1", "emu"), &resp).ok());
+  auto stub = NodeRegistry::NewStub(ChannelWith(MakeChannelCredentials(*intruder)));
+  EXPECT_FALSE(UnaryCall(*stub, &NodeRegistry::Stub::RegisterNode, cn_1, kCallTimeout, "").ok());
   EXPECT_EQ(manager_->NodeHeartbeat("cn-1").code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(ServiceTest, FollowerAnswersUnavailableNamingTheLeader) {
   leader_ = false;
-  auto plugin = rpci::v1::NodeRegistry::NewStub(ChannelAs("plugin:cn-1"));
-  grpc::ClientContext ctx;
-  Deadline(&ctx);
-  rpci::v1::RegisterNodeResponse resp;
-  grpc::Status s = plugin->RegisterNode(&ctx, NodeWith("cn-1", "emu"), &resp);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_NE(s.error_message().find("controller-b"), std::string::npos);
+  auto plugin = NodeRegistry::NewStub(ChannelAs("plugin:cn-1"));
+  absl::Status s = UnaryCall(*plugin, &NodeRegistry::Stub::RegisterNode, NodeWith("cn-1", "emu"), kCallTimeout, "")
+                       .status();
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_NE(s.message().find("controller-b"), std::string::npos);
 }
 
 TEST_F(ServiceTest, HeartbeatBeforeRegistrationAsksToRegister) {
-  auto agent = rpci::v1::AgentRegistry::NewStub(ChannelAs("agent:dev-a"));
-  grpc::ClientContext ctx;
-  Deadline(&ctx);
+  auto agent = AgentRegistry::NewStub(ChannelAs("agent:dev-a"));
   rpci::v1::AgentHeartbeatRequest hb;
   hb.set_node("dev-a");
-  rpci::v1::AgentHeartbeatResponse resp;
-  EXPECT_EQ(agent->Heartbeat(&ctx, hb, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(absl::IsNotFound(UnaryCall(*agent, &AgentRegistry::Stub::Heartbeat, hb, kCallTimeout, "").status()));
 }
 
 }  // namespace

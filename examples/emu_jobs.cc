@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "examples/device_bytes.h"
 #include "librpci/device.h"
 
 namespace {
@@ -46,13 +47,9 @@ struct Desc {
   uint64_t src = 0, dst = 0;
 };
 
-void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
-void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
+using rpci::examples::Get32;
+using rpci::examples::Put32;
+using rpci::examples::Put64;
 
 class Runner {
  public:

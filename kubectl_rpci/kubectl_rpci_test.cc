@@ -12,6 +12,7 @@
 #include "absl/strings/strip.h"
 #include "controller/controller_app.h"
 #include "controller/kube_store.h"
+#include "controller/testing/kube_options.h"
 #include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "gmock/gmock.h"
@@ -27,6 +28,8 @@ using ::testing::Not;
 using nlohmann::json;
 using rpci::controller::testing::WaitFor;
 using rpci::controller::testing::AgentWith;
+using rpci::controller::testing::ClaimOf;
+using rpci::controller::testing::KubeStoreOptions;
 using rpci::controller::testing::MakeTempDir;
 using rpci::controller::testing::NodeWith;
 
@@ -65,16 +68,10 @@ class KubectlRpciTest : public ::testing::Test {
     dir_ = MakeTempDir("kubectl");
     kubeconfig_ = WriteKubeconfig(dir_, api_.url(), kToken);
 
-    controller::ControllerOptions o;
-    o.store = "kube";
-    kube::KubeConfig kc;
-    kc.server = api_.url();
-    kc.token = kToken;
-    o.kube_config = kc;
+    controller::ControllerOptions o = KubeStoreOptions(api_.url());
+    o.kube_config->token = kToken;
     o.identity = "ctrl";
     o.tls.insecure = true;
-    o.listen = "127.0.0.1:0";
-    o.http_listen = "127.0.0.1:0";
     o.retry_period = absl::Milliseconds(200);
     o.reconcile_interval = absl::Milliseconds(100);
     auto app = controller::ControllerApp::Create(o);
@@ -116,14 +113,8 @@ class KubectlRpciTest : public ::testing::Test {
 
   grpc::Status Claim(const std::string& device) {
     grpc::ClientContext ctx;
-    rpci::v1::ClaimRequest req;
-    req.set_node("cn-1");
-    req.set_device_id(device);
-    req.set_pod_namespace("team-a");
-    req.set_pod_name("trainer");
-    req.set_container_name("main");
     rpci::v1::ClaimResponse resp;
-    grpc::Status s = nodes_->Claim(&ctx, req, &resp);
+    grpc::Status s = nodes_->Claim(&ctx, ClaimOf("cn-1", device, "trainer", "team-a"), &resp);
     if (s.ok()) grant_ = resp.grant().grant_id();
     return s;
   }

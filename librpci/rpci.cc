@@ -31,6 +31,14 @@ int Invalid(const char* what) { return Fail(absl::InvalidArgumentError(std::stri
 
 absl::Duration Millis(int ms) { return ms < 0 ? absl::InfiniteDuration() : absl::Milliseconds(ms); }
 
+// `call` on the device behind `dev`, as a C return code; RPCI_EINVAL when
+// `dev` is null.
+template <typename Call>
+int OnDevice(rpci_device* dev, Call call) {
+  if (dev == nullptr) return Invalid("dev is null");
+  return Check(call(*dev->device));
+}
+
 rpci::lib::DmaBuffer ToBuffer(const rpci_dma_buf* b) {
   return {b->device_addr, static_cast<uint8_t*>(b->host), b->size};
 }
@@ -113,33 +121,27 @@ int rpci_read64(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t* value
 }
 
 int rpci_write32(rpci_device* dev, uint16_t bar, uint64_t offset, uint32_t value) {
-  if (dev == nullptr) return Invalid("dev is null");
-  return Check(dev->device->Write32(bar, offset, value));
+  return OnDevice(dev, [&](rpci::lib::Device& d) { return d.Write32(bar, offset, value); });
 }
 
 int rpci_write64(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t value) {
-  if (dev == nullptr) return Invalid("dev is null");
-  return Check(dev->device->Write64(bar, offset, value));
+  return OnDevice(dev, [&](rpci::lib::Device& d) { return d.Write64(bar, offset, value); });
 }
 
 int rpci_flush(rpci_device* dev) {
-  if (dev == nullptr) return Invalid("dev is null");
-  return Check(dev->device->Flush());
+  return OnDevice(dev, [&](rpci::lib::Device& d) { return d.Flush(); });
 }
 
 int rpci_doorbell(rpci_device* dev, uint16_t bar, uint64_t offset, uint64_t value) {
-  if (dev == nullptr) return Invalid("dev is null");
-  return Check(dev->device->RingDoorbell(bar, offset, value));
+  return OnDevice(dev, [&](rpci::lib::Device& d) { return d.RingDoorbell(bar, offset, value); });
 }
 
 int rpci_doorbell32(rpci_device* dev, uint16_t bar, uint64_t offset, uint32_t value) {
-  if (dev == nullptr) return Invalid("dev is null");
-  return Check(dev->device->RingDoorbell32(bar, offset, value));
+  return OnDevice(dev, [&](rpci::lib::Device& d) { return d.RingDoorbell32(bar, offset, value); });
 }
 
 int rpci_refresh(rpci_device* dev, int timeout_ms) {
-  if (dev == nullptr) return Invalid("dev is null");
-  return Check(dev->device->Refresh(Millis(timeout_ms)));
+  return OnDevice(dev, [&](rpci::lib::Device& d) { return d.Refresh(Millis(timeout_ms)); });
 }
 
 int rpci_dma_alloc(rpci_device* dev, uint64_t size, uint64_t align, rpci_dma_buf* buf) {

@@ -44,11 +44,13 @@ class AgentSessionTest : public ::testing::Test {
         absl::SleepFor(absl::Milliseconds(10));
       }
     });
-    kubelet_ = std::make_unique<FakeKubelet>(dir_ + "/dp", dir_ + "/pr.sock");
+    // The runtime has CDI enabled and reads the specs the plugin writes.
+    kubelet_ = std::make_unique<FakeKubelet>(dir_ + "/dp", dir_ + "/pr.sock", dir_ + "/cdi");
     ASSERT_TRUE(kubelet_->Start().ok());
     client_ = std::make_unique<GrpcControllerClient>(controller_->Channel());
     opener_ = std::make_unique<AgentSessionOpener>(nullptr, "cn-1");
     PluginOptions o = testing::TestPluginOptions(dir_);
+    o.device_edits = device_edits_;
     o.health_interval = absl::Milliseconds(100);
     plugin_ = std::make_unique<Plugin>(o, client_.get(), opener_.get());
     ASSERT_TRUE(plugin_->Start().ok());
@@ -88,6 +90,38 @@ class AgentSessionTest : public ::testing::Test {
   }
   std::string Endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
 
+  // Attaches as a workload in `container` would: with its env and, through
+  // its mount of the session dir, the key file; then writes a register.
+  std::unique_ptr<client::SessionClient> AttachAsTheWorkload(const v1beta1::ContainerAllocateResponse& container) {
+    const auto& env = container.envs();
+    EXPECT_EQ(container.mounts_size(), 1);
+    if (container.mounts_size() != 1) return nullptr;
+    // The container sees the mount at container_path; on the host it is host_path.
+    const v1beta1::Mount& m = container.mounts(0);
+    std::string key_file = env.at("RPCI_SESSION_KEY_FILE");
+    EXPECT_EQ(key_file.rfind(m.container_path(), 0), 0u);
+    key_file = m.host_path() + key_file.substr(m.container_path().size());
+    std::ifstream in(key_file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto key = session::SessionKey::FromHex(std::string(absl::StripAsciiWhitespace(ss.str())));
+    EXPECT_TRUE(key.ok()) << key.status();
+    EXPECT_EQ(env.at("RPCI_SESSION_ENDPOINT"), Endpoint());
+    EXPECT_EQ(env.at("RPCI_0_BARS"), "0:4096,2:256");
+    if (!key.ok()) return nullptr;
+    client::ClientOptions opts;
+    opts.grace = absl::Seconds(5);
+    client::SessionTicket ticket{env.at("RPCI_SESSION_ENDPOINT"),
+                                 *session::SessionId::Parse(env.at("RPCI_SESSION_ID")), *key, "", {}, 0};
+    auto c = client::SessionClient::Attach(ticket, opts);
+    EXPECT_TRUE(c.ok()) << c.status();
+    if (!c.ok()) return nullptr;
+    EXPECT_TRUE((*c)->Write(0, 0x40, 4, 0x1234).ok());
+    EXPECT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
+    EXPECT_EQ(device_.reg(0x40), 0x1234u);
+    return *std::move(c);
+  }
+
   std::string dir_;
   int port_ = 0;
   MetricsRegistry metrics_;
@@ -102,44 +136,41 @@ class AgentSessionTest : public ::testing::Test {
   std::unique_ptr<GrpcControllerClient> client_;
   std::unique_ptr<AgentSessionOpener> opener_;
   std::unique_ptr<Plugin> plugin_;
+  DeviceEditsVia device_edits_ = DeviceEditsVia::kAllocateResponse;
+};
+
+// The plugin run with --cdi=on.
+class AgentSessionWithCdiTest : public AgentSessionTest {
+ protected:
+  AgentSessionWithCdiTest() { device_edits_ = DeviceEditsVia::kCdi; }
 };
 
 TEST_F(AgentSessionTest, WorkloadAttachesWithWhatAllocateHandedIt) {
   auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
   ASSERT_TRUE(admitted.ok()) << admitted.status();
-  const auto& env = admitted->response.envs();
-  ASSERT_EQ(admitted->response.mounts_size(), 1);
-  // The container sees the mount at container_path; on the host it is host_path.
-  const v1beta1::Mount& m = admitted->response.mounts(0);
-  std::string key_file = env.at("RPCI_SESSION_KEY_FILE");
-  ASSERT_EQ(key_file.rfind(m.container_path(), 0), 0u);
-  key_file = m.host_path() + key_file.substr(m.container_path().size());
-  std::ifstream in(key_file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto key = session::SessionKey::FromHex(std::string(absl::StripAsciiWhitespace(ss.str())));
-  ASSERT_TRUE(key.ok()) << key.status();
-  EXPECT_EQ(env.at("RPCI_SESSION_ENDPOINT"), Endpoint());
-  EXPECT_EQ(env.at("RPCI_0_BARS"), "0:4096,2:256");
-
-  client::ClientOptions opts;
-  opts.grace = absl::Seconds(5);
-  client::SessionTicket ticket{env.at("RPCI_SESSION_ENDPOINT"), *session::SessionId::Parse(env.at("RPCI_SESSION_ID")),
-                               *key, "", {}, 0};
-  auto c = client::SessionClient::Attach(ticket, opts);
-  ASSERT_TRUE(c.ok()) << c.status();
-  ASSERT_TRUE((*c)->Write(0, 0x40, 4, 0x1234).ok());
-  ASSERT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
-  EXPECT_EQ(device_.reg(0x40), 0x1234u);
+  std::unique_ptr<client::SessionClient> c = AttachAsTheWorkload(admitted->response);
+  ASSERT_NE(c, nullptr);
   EXPECT_TRUE(kubelet_->PreStartContainer(kResource, admitted->device_ids).ok());
 
   // Kubelet restart keeps the session working.
   ASSERT_TRUE(kubelet_->Restart().ok());
   ASSERT_TRUE(kubelet_->WaitForRegistration(kResource, 1, absl::Seconds(1)));
-  ASSERT_TRUE((*c)->Write(0, 0x44, 4, 0x5678).ok());
-  ASSERT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
+  ASSERT_TRUE(c->Write(0, 0x44, 4, 0x5678).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   EXPECT_EQ(device_.reg(0x44), 0x5678u);
-  (*c)->Close().IgnoreError();
+  c->Close().IgnoreError();
+}
+
+// With --cdi=on the response names the CDI device and carries no mount; the
+// container the runtime builds from the spec attaches the same way.
+TEST_F(AgentSessionWithCdiTest, WorkloadAttachesWithWhatTheCdiSpecGaveItsContainer) {
+  auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  EXPECT_EQ(admitted->response.mounts_size(), 0);
+  ASSERT_EQ(admitted->response.cdi_devices_size(), 1);
+  std::unique_ptr<client::SessionClient> c = AttachAsTheWorkload(admitted->container);
+  ASSERT_NE(c, nullptr);
+  c->Close().IgnoreError();
 }
 
 TEST_F(AgentSessionTest, AgentLossTurnsTheDeviceUnhealthyAndItsReturnHealthy) {

@@ -10,53 +10,34 @@ GrpcControllerClient::GrpcControllerClient(std::shared_ptr<grpc::Channel> channe
 GrpcControllerClient::~GrpcControllerClient() { Stop(); }
 
 absl::StatusOr<rpci::v1::ClaimResponse> GrpcControllerClient::Claim(const rpci::v1::ClaimRequest& req) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(5)));
-  rpci::v1::ClaimResponse resp;
-  grpc::Status s = stub_->Claim(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, absl::StrCat("device ", req.device_id(), ": claim from controller"));
-  return resp;
+  return UnaryCall(*stub_, &rpci::v1::NodeRegistry::Stub::Claim, req, absl::Seconds(5),
+                   absl::StrCat("device ", req.device_id(), ": claim from controller"));
 }
 
 absl::Status GrpcControllerClient::Release(const rpci::v1::ReleaseRequest& req) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(5)));
-  rpci::v1::ReleaseResponse resp;
-  grpc::Status s = stub_->Release(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, absl::StrCat("device ", req.device_id(), ": release to controller"));
-  return absl::OkStatus();
+  return UnaryCall(*stub_, &rpci::v1::NodeRegistry::Stub::Release, req, absl::Seconds(5),
+                   absl::StrCat("device ", req.device_id(), ": release to controller"))
+      .status();
 }
 
 absl::Status GrpcControllerClient::ReportUsage(const rpci::v1::ReportUsageRequest& req) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(5)));
-  rpci::v1::ReportUsageResponse resp;
-  grpc::Status s = stub_->ReportUsage(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, "report usage to controller");
-  return absl::OkStatus();
+  return UnaryCall(*stub_, &rpci::v1::NodeRegistry::Stub::ReportUsage, req, absl::Seconds(5),
+                   "report usage to controller")
+      .status();
 }
 
+// PrepareClaim and UnprepareClaim wait 10 s: within the kubelet's 45 s for
+// the whole NodePrepareResources.
 absl::StatusOr<rpci::v1::PrepareClaimResponse> GrpcControllerClient::PrepareClaim(
     const rpci::v1::PrepareClaimRequest& req) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(10)));  // within the kubelet's 45 s for the whole NodePrepareResources
-  rpci::v1::PrepareClaimResponse resp;
-  grpc::Status s = stub_->PrepareClaim(&ctx, req, &resp);
-  if (!s.ok()) {
-    return FromGrpc(s, absl::StrCat("claim ", req.claim_namespace(), "/", req.claim_name(), ": prepare at controller"));
-  }
-  return resp;
+  return UnaryCall(*stub_, &rpci::v1::NodeRegistry::Stub::PrepareClaim, req, absl::Seconds(10),
+                   absl::StrCat("claim ", req.claim_namespace(), "/", req.claim_name(), ": prepare at controller"));
 }
 
 absl::Status GrpcControllerClient::UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(10)));
-  rpci::v1::UnprepareClaimResponse resp;
-  grpc::Status s = stub_->UnprepareClaim(&ctx, req, &resp);
-  if (!s.ok()) {
-    return FromGrpc(s, absl::StrCat("claim ", req.claim_namespace(), "/", req.claim_name(), ": unprepare at controller"));
-  }
-  return absl::OkStatus();
+  return UnaryCall(*stub_, &rpci::v1::NodeRegistry::Stub::UnprepareClaim, req, absl::Seconds(10),
+                   absl::StrCat("claim ", req.claim_namespace(), "/", req.claim_name(), ": unprepare at controller"))
+      .status();
 }
 
 void GrpcControllerClient::StartAssignmentWatch(const rpci::v1::RegisterNodeRequest& node,
@@ -72,14 +53,10 @@ void GrpcControllerClient::Stop() {
 
 absl::Status GrpcControllerClient::RegisterAndWatch(const rpci::v1::RegisterNodeRequest& node,
                                                     const std::function<void(const rpci::v1::AssignmentSet&)>& cb) {
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(absl::Seconds(5)));
-    rpci::v1::RegisterNodeResponse reg;
-    grpc::Status s = stub_->RegisterNode(&ctx, node, &reg);
-    if (!s.ok()) return FromGrpc(s, "register node with controller");
-    if (reg.heartbeat_interval_seconds() > 0) heartbeat_ms_ = reg.heartbeat_interval_seconds() * 1000;
-  }
+  absl::StatusOr<rpci::v1::RegisterNodeResponse> reg = UnaryCall(
+      *stub_, &rpci::v1::NodeRegistry::Stub::RegisterNode, node, absl::Seconds(5), "register node with controller");
+  if (!reg.ok()) return reg.status();
+  if (reg->heartbeat_interval_seconds() > 0) heartbeat_ms_ = reg->heartbeat_interval_seconds() * 1000;
   grpc::ClientContext ctx;
   watch_loop_.SetCancel([&ctx] { ctx.TryCancel(); });
   grpc::Status s;
@@ -109,15 +86,12 @@ absl::Status GrpcControllerClient::RegisterAndWatch(const rpci::v1::RegisterNode
 
 absl::Status GrpcControllerClient::Heartbeat(const std::string& node) {
   if (!heartbeat_loop_.Sleep(absl::Milliseconds(heartbeat_ms_.load()))) return absl::OkStatus();
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(5)));
   rpci::v1::NodeHeartbeatRequest req;
   req.set_node(node);
-  rpci::v1::NodeHeartbeatResponse resp;
   // NOT_FOUND: the controller forgot us (restart); the watch registers again
   // when its stream breaks.
-  grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
-  return s.ok() ? absl::OkStatus() : FromGrpc(s, "heartbeat to controller");
+  return UnaryCall(*stub_, &rpci::v1::NodeRegistry::Stub::Heartbeat, req, absl::Seconds(5), "heartbeat to controller")
+      .status();
 }
 
 }  // namespace rpci::plugin

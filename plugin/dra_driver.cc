@@ -282,6 +282,7 @@ absl::Status DraDriver::OpenDevice(const rpci::v1::PreparedDevice& d, PreparedCl
 }
 
 absl::Status DraDriver::WriteClaimCdiSpec(const PreparedClaim& claim) const {
+  if (claim.devices.empty()) return absl::FailedPreconditionError("CDI spec: the claim has no device");
   std::vector<CdiDevice> devices;
   std::vector<AttachedSession> sessions;
   std::vector<SessionPaths> paths;
@@ -345,15 +346,19 @@ absl::Status DraDriver::UnprepareOne(const drapb::Claim& claim) {
   // serves. Unknown claims are given back all the same (a prepare cut off
   // before its checkpoint).
   ReleaseSessions(held, "Unprepared");
-  // On failure the claim stays recorded: the kubelet calls again.
+  // The sessions are gone, so the record goes too: if the controller cannot
+  // be reached the kubelet calls again, and the claim (unknown here now) is
+  // given back then; a prepare in between starts afresh.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (prepared_.erase(claim.uid()) > 0) {
+      if (absl::Status s = SaveCheckpoint(); !s.ok()) return s;
+    }
+  }
   if (absl::Status s = controller_->UnprepareClaim(
           ControllerRequest<rpci::v1::UnprepareClaimRequest>(options_.node_name, claim));
       !s.ok()) {
     return s;
-  }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (prepared_.erase(claim.uid()) > 0) {
-    if (absl::Status s = SaveCheckpoint(); !s.ok()) return s;
   }
   log_.Info("unprepared claim", {{"claim", ClaimName(claim)}, {"uid", claim.uid()}});
   return absl::OkStatus();
@@ -404,7 +409,7 @@ void DraDriver::LoadCheckpoint() {
         }
         c.devices.push_back(*std::move(dev));
       }
-      loaded[it.key()] = std::move(c);
+      if (!c.devices.empty()) loaded[it.key()] = std::move(c);  // nothing to answer or release for none
     }
   } catch (const nlohmann::json::exception& e) {
     s = absl::DataLossError(e.what());

@@ -283,6 +283,22 @@ TEST_F(DraTest, AClaimWaitingForItsAgentDoesNotHoldUpAnother) {
   EXPECT_EQ(driver_->PreparedClaims().size(), 2u);
 }
 
+TEST_F(DraTest, ClaimOperationsAndRegistrationsAreCounted) {
+  MetricsRegistry metrics;
+  options_.metrics = &metrics;
+  StartBoth();
+  AllocateTwo(kClaim);
+  ASSERT_TRUE(kubelet_->PrepareClaim(kDraDriverName, kClaim).ok());
+  ASSERT_FALSE(kubelet_->PrepareClaim(kDraDriverName, kOther).ok());
+  ASSERT_TRUE(kubelet_->UnprepareClaim(kDraDriverName, kClaim).ok());
+  for (int i = 0; i < 50 && driver_->registrations() == 0; ++i) usleep(20 * 1000);
+  const std::string text = metrics.Render();
+  EXPECT_NE(text.find("rpci_plugin_dra_claims_total{op=\"prepare\",result=\"ok\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("rpci_plugin_dra_claims_total{op=\"prepare\",result=\"failed\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("rpci_plugin_dra_claims_total{op=\"unprepare\",result=\"ok\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("rpci_plugin_dra_registrations_total 1"), std::string::npos) << text;
+}
+
 TEST_F(DraTest, MalformedClaimIsRefusedInItsEntry) {
   StartBoth();
   ClaimRef bad{"team", "x", "../../etc"};
@@ -310,6 +326,33 @@ TEST_F(DraTest, UnprepareClosesSessionsGivesBackGrantsAndRemovesFiles) {
   absl::StatusOr<std::vector<std::string>> ids = kubelet_->PrepareClaim(kDraDriverName, kClaim);
   ASSERT_TRUE(ids.ok()) << ids.status();
   EXPECT_EQ(agents_.opened(), 4);
+}
+
+TEST_F(DraTest, UnprepareWithTheAgentDownStillGivesTheGrantsBack) {
+  StartBoth();
+  AllocateTwo(kClaim);
+  ASSERT_TRUE(kubelet_->PrepareClaim(kDraDriverName, kClaim).ok());
+  agents_.SetDown(kAgent, true);  // the controller's revocation ends the sessions
+  EXPECT_TRUE(kubelet_->UnprepareClaim(kDraDriverName, kClaim).ok());
+  EXPECT_EQ(controller_.granted(), 0);
+  EXPECT_FALSE(Exists(ClaimCdiSpecPath(options_.cdi_dir, kClaim.uid)));
+  EXPECT_TRUE(driver_->PreparedClaims().empty());
+}
+
+TEST_F(DraTest, UnprepareWithTheControllerAwayFailsItsEntryAndSucceedsWhenCalledAgain) {
+  StartBoth();
+  AllocateTwo(kClaim);
+  ASSERT_TRUE(kubelet_->PrepareClaim(kDraDriverName, kClaim).ok());
+  controller_.SetUnavailable(true);
+  absl::Status s = kubelet_->UnprepareClaim(kDraDriverName, kClaim);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);  // the entry's error, as the fake kubelet reports it
+  EXPECT_NE(s.message().find("unprepare at controller"), std::string::npos) << s;
+  EXPECT_EQ(controller_.granted(), 2);  // not given back yet
+  EXPECT_EQ(agents_.open_sessions(), 0u);
+  controller_.SetUnavailable(false);
+  EXPECT_TRUE(kubelet_->UnprepareClaim(kDraDriverName, kClaim).ok());  // the kubelet's retry
+  EXPECT_EQ(controller_.granted(), 0);
+  EXPECT_TRUE(driver_->PreparedClaims().empty());
 }
 
 TEST_F(DraTest, PluginRestartKeepsPreparedClaimsAndTheirIds) {

@@ -97,23 +97,29 @@ absl::StatusOr<FrameChannel> FrameChannel::Create(const SessionKey& key, const N
   return c;
 }
 
-std::string FrameChannel::Seal(FrameType type, uint64_t arg0, uint64_t arg1) {
+std::string FrameChannel::Seal(FrameType type, uint64_t arg0, uint64_t arg1, std::string_view payload) {
   Frame f;
   f.type = type;
   f.session_id = id_;
   f.counter = ++sent_;
   f.arg0 = arg0;
   f.arg1 = arg1;
-  std::array<uint8_t, kFrameSize> bytes = EncodeFrame(f);
-  const std::array<uint8_t, 32> mac = Hmac(send_key_.data(), send_key_.size(), bytes.data(), kFrameMacOffset);
-  std::memcpy(&bytes[kFrameMacOffset], mac.data(), kFrameMacSize);
-  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  std::array<uint8_t, kFrameSize> header = EncodeFrame(f);
+  std::string bytes(kFrameSize + payload.size(), '\0');
+  std::memcpy(bytes.data(), header.data(), kFrameHeaderSize);
+  std::memcpy(bytes.data() + kFrameHeaderSize, payload.data(), payload.size());
+  const size_t mac_at = kFrameHeaderSize + payload.size();
+  const std::array<uint8_t, 32> mac =
+      Hmac(send_key_.data(), send_key_.size(), reinterpret_cast<const uint8_t*>(bytes.data()), mac_at);
+  std::memcpy(bytes.data() + mac_at, mac.data(), kFrameMacSize);
+  return bytes;
 }
 
 FrameChannel::Verdict FrameChannel::Check(absl::Span<const uint8_t> bytes, const Frame& frame) {
-  if (bytes.size() != kFrameSize) return Verdict::kBadMac;
-  const std::array<uint8_t, 32> mac = Hmac(receive_key_.data(), receive_key_.size(), bytes.data(), kFrameMacOffset);
-  if (!ConstantTimeEquals(mac.data(), bytes.data() + kFrameMacOffset, kFrameMacSize)) return Verdict::kBadMac;
+  if (bytes.size() < kFrameSize || bytes.size() - kFrameSize != frame.payload.size()) return Verdict::kBadMac;
+  const size_t mac_at = bytes.size() - kFrameMacSize;
+  const std::array<uint8_t, 32> mac = Hmac(receive_key_.data(), receive_key_.size(), bytes.data(), mac_at);
+  if (!ConstantTimeEquals(mac.data(), bytes.data() + mac_at, kFrameMacSize)) return Verdict::kBadMac;
   if (frame.counter <= received_) return Verdict::kReplay;
   received_ = frame.counter;
   return Verdict::kOk;

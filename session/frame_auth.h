@@ -57,8 +57,10 @@ class FrameChannel {
   static absl::StatusOr<FrameChannel> Create(const SessionKey& key, const Nonce& attach_nonce, SessionId id,
                                              Side side);
 
-  // The frame's bytes as the fabric message that carries them.
-  std::string Seal(FrameType type, uint64_t arg0, uint64_t arg1);
+  // The frame's bytes as the fabric message that carries them. `payload`
+  // (kKick, kEvent only; a multiple of 8, at most kMaxFramePayload bytes)
+  // goes between header and MAC, under the MAC.
+  std::string Seal(FrameType type, uint64_t arg0, uint64_t arg1, std::string_view payload = {});
   // `bytes` decoded as `frame` (DecodeFrame). kOk moves the receive counter.
   Verdict Check(absl::Span<const uint8_t> bytes, const Frame& frame);
 

@@ -79,6 +79,20 @@ TEST(FrameChannelTest, ForgedTamperedReflectedOrOtherAttachFramesFailTheMac) {
   EXPECT_EQ(Deliver(p.agent, kick), FrameChannel::Verdict::kOk);
 }
 
+TEST(FrameChannelTest, APayloadIsUnderTheMacAndCannotBeCutOrChanged) {
+  Pair p = Channels(*SessionKey::Generate(), *NewNonce(), SessionId(7));
+  const std::string entries(64, '\x11');
+  const std::string kick = p.client.Seal(FrameType::kKick, 2, 0, entries);
+  EXPECT_EQ(kick.size(), kFrameSize + entries.size());
+  std::string changed = kick;
+  changed[kFrameHeaderSize + 5] ^= 1;
+  EXPECT_EQ(Deliver(p.agent, changed), FrameChannel::Verdict::kBadMac);
+  // The last 32 bytes of payload dropped, the MAC moved up: still refused.
+  std::string cut = kick.substr(0, kFrameHeaderSize + 32) + kick.substr(kick.size() - kFrameMacSize);
+  EXPECT_EQ(Deliver(p.agent, cut), FrameChannel::Verdict::kBadMac);
+  EXPECT_EQ(Deliver(p.agent, kick), FrameChannel::Verdict::kOk);
+}
+
 // Known answer from an independent implementation (Python hmac/hashlib,
 // RFC 5869 HKDF): the wire format is the spec, not this code.
 TEST(FrameChannelTest, SealMatchesAnIndependentHkdfHmacImplementation) {

@@ -261,6 +261,20 @@ std::array<uint8_t, kFrameSize> EncodeFrame(const Frame& f) {
 }
 
 absl::StatusOr<Frame> DecodeFrame(absl::Span<const uint8_t> bytes) {
+  if (bytes.size() > kFrameSize && bytes.size() <= kFrameSize + kMaxFramePayload &&
+      (bytes.size() - kFrameSize) % 8 == 0) {
+    // Header and MAC around a payload: parse the header as a plain frame.
+    std::array<uint8_t, kFrameSize> plain{};
+    std::memcpy(plain.data(), bytes.data(), kFrameHeaderSize);
+    absl::StatusOr<Frame> f = DecodeFrame(plain);
+    if (!f.ok()) return f;
+    if (f->type != FrameType::kKick && f->type != FrameType::kEvent) {
+      return Malformed("frame", absl::StrFormat("type %u carries no payload", static_cast<uint16_t>(f->type)));
+    }
+    f->payload.assign(reinterpret_cast<const char*>(bytes.data()) + kFrameHeaderSize,
+                      bytes.size() - kFrameSize);
+    return f;
+  }
   if (bytes.size() < 8) return Malformed("frame", absl::StrFormat("%u bytes, want %u", bytes.size(), kFrameSize));
   const uint8_t* p = bytes.data();
   if (Get32(p) != kFrameMagic) return Malformed("frame", "bad magic");
@@ -281,6 +295,88 @@ absl::StatusOr<Frame> DecodeFrame(absl::Span<const uint8_t> bytes) {
   f.arg1 = Get64(p + 32);
   if (f.counter == 0) return Malformed("frame", "counter 0");
   return f;
+}
+
+}  // namespace rpci::session
+
+namespace rpci::session {
+
+std::string EncodeMmioEntries(absl::Span<const MmioWrite> writes) {
+  std::string out(writes.size() * kMmioEntrySize, '\0');
+  for (size_t i = 0; i < writes.size(); ++i) {
+    EncodeMmioWrite(writes[i], reinterpret_cast<uint8_t*>(out.data()) + i * kMmioEntrySize);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<MmioWrite>> DecodeMmioEntries(absl::Span<const uint8_t> bytes) {
+  if (bytes.size() % kMmioEntrySize != 0 || bytes.size() / kMmioEntrySize > kMaxInlineWrites) {
+    return Malformed("mmio entries", absl::StrFormat("%u bytes", bytes.size()));
+  }
+  std::vector<MmioWrite> writes;
+  for (size_t off = 0; off < bytes.size(); off += kMmioEntrySize) {
+    absl::StatusOr<MmioWrite> w = DecodeMmioWrite(bytes.subspan(off, kMmioEntrySize));
+    if (!w.ok()) return w.status();
+    if (!writes.empty() && w->seq != writes.back().seq + 1) {
+      return Malformed("mmio entries", absl::StrFormat("seq %u after %u", w->seq, writes.back().seq));
+    }
+    writes.push_back(*w);
+  }
+  return writes;
+}
+
+std::string EncodeEventPayload(const EventPayload& payload) {
+  size_t size = 8 + payload.completions.size() * kCompletionEntrySize;
+  for (const MirrorPatch& p : payload.patches) size += PatchWireSize(p.bytes.size());
+  std::string out(size, '\0');
+  uint8_t* o = reinterpret_cast<uint8_t*>(out.data());
+  Put16(o, static_cast<uint16_t>(payload.completions.size()));
+  Put16(o + 2, static_cast<uint16_t>(payload.patches.size()));
+  size_t at = 8;
+  for (const Completion& c : payload.completions) {
+    EncodeCompletion(c, o + at);
+    at += kCompletionEntrySize;
+  }
+  for (const MirrorPatch& p : payload.patches) {
+    Put16(o + at, p.bar);
+    Put16(o + at + 2, static_cast<uint16_t>(p.bytes.size()));
+    Put32(o + at + 4, p.offset);
+    std::memcpy(o + at + 8, p.bytes.data(), p.bytes.size());
+    at += PatchWireSize(p.bytes.size());
+  }
+  return out;
+}
+
+absl::StatusOr<EventPayload> DecodeEventPayload(absl::Span<const uint8_t> bytes) {
+  if (bytes.size() < 8 || Get32(bytes.data() + 4) != 0) return Malformed("event payload", "bad header");
+  const size_t completions = Get16(bytes.data()), patches = Get16(bytes.data() + 2);
+  if (8 + completions * kCompletionEntrySize > bytes.size()) return Malformed("event payload", "truncated");
+  EventPayload out;
+  size_t at = 8;
+  for (size_t i = 0; i < completions; ++i, at += kCompletionEntrySize) {
+    absl::StatusOr<Completion> c = DecodeCompletion(bytes.subspan(at, kCompletionEntrySize));
+    if (!c.ok()) return c.status();
+    if (!out.completions.empty() && c->seq != out.completions.back().seq + 1) {
+      return Malformed("event payload", absl::StrFormat("completion %u after %u", c->seq, out.completions.back().seq));
+    }
+    out.completions.push_back(*c);
+  }
+  for (size_t i = 0; i < patches; ++i) {
+    if (bytes.size() - at < 8) return Malformed("event payload", "truncated patch");
+    MirrorPatch p;
+    p.bar = Get16(bytes.data() + at);
+    const size_t len = Get16(bytes.data() + at + 2);
+    p.offset = Get32(bytes.data() + at + 4);
+    if (len == 0 || bytes.size() - at < PatchWireSize(len)) return Malformed("event payload", "bad patch length");
+    p.bytes.assign(reinterpret_cast<const char*>(bytes.data()) + at + 8, len);
+    if (!AllZero(bytes.data() + at + 8 + len, PatchWireSize(len) - 8 - len)) {
+      return Malformed("event payload", "nonzero padding");
+    }
+    at += PatchWireSize(len);
+    out.patches.push_back(std::move(p));
+  }
+  if (at != bytes.size()) return Malformed("event payload", "trailing bytes");
+  return out;
 }
 
 }  // namespace rpci::session

@@ -142,6 +142,10 @@ struct RingHeader {
 inline constexpr size_t kRingHeaderSize = 64;
 inline constexpr size_t kRingHeadOffset = 8;   // where `head` lives, for one-sided updates
 inline constexpr size_t kRingTailOffset = 16;  // where `tail` lives
+// Completion ring only: the mirror generation, a seqlock word the agent
+// RMA-writes odd before a BAR mirror push and even after it (ordered writes),
+// so a reader of the mirror can tell a push was landing and read again.
+inline constexpr size_t kRingMirrorGenOffset = 24;
 inline constexpr uint32_t kMaxRingCapacity = 1u << 16;
 
 void EncodeRingHeader(const RingHeader& h, uint8_t* out);  // kRingHeaderSize bytes
@@ -159,8 +163,10 @@ inline size_t RingSlotOffset(uint64_t seq, uint32_t capacity, size_t entry_size)
 // ---- messages (FI_MSG frames) ----
 
 enum class FrameType : uint16_t {
-  kKick = 1,       // client: MMIO ring tail advanced to arg0; arg1 = completions consumed
-  kEvent = 2,      // agent: arg0 = applied MMIO seq, arg1 = completion ring tail
+  kKick = 1,       // client: MMIO ring tail advanced to arg0; arg1 = completions consumed;
+                   // payload (optional): the MMIO entries up to arg0 (EncodeMmioEntries)
+  kEvent = 2,      // agent: arg0 = applied MMIO seq, arg1 = completion ring tail;
+                   // payload (optional): completions and mirror patches (EventPayload)
   kRefresh = 3,    // client: push BAR mirror now; arg0 = request id
   kRefreshed = 4,  // agent: mirror pushed; arg0 = request id, arg1 = applied MMIO seq
   kError = 5,      // agent: request refused; arg0 = ErrorCode, arg1 = offending seq/id
@@ -182,21 +188,29 @@ enum class ErrorCode : uint64_t {
 };
 
 // A control frame: magic u32, version u16, type u16, session id u64, counter
-// u64, arg0 u64, arg1 u64, then a 16-byte MAC over the 40 bytes before it
-// (HMAC-SHA256 under the sender's direction key, truncated). The counter
-// starts at 1 per direction and attach and only grows. The key never travels:
-// FrameChannel (frame_auth.h) seals and checks frames.
+// u64, arg0 u64, arg1 u64, then (kKick and kEvent only) a payload of up to
+// kMaxFramePayload bytes, a multiple of 8, then a 16-byte MAC over every byte
+// before it (HMAC-SHA256 under the sender's direction key, truncated). The
+// counter starts at 1 per direction and attach and only grows. The key never
+// travels: FrameChannel (frame_auth.h) seals and checks frames. A payload
+// lets one message carry a doorbell's MMIO entries or a completion's entries
+// and register changes, so neither needs an RMA of its own.
 struct Frame {
   FrameType type = FrameType::kKick;
   SessionId session_id;
   uint64_t counter = 0;
   uint64_t arg0 = 0;
   uint64_t arg1 = 0;
+  std::string payload;  // empty for a plain 56-byte frame
 };
 inline constexpr uint32_t kFrameMagic = 0x52464352;  // "RCFR"
-inline constexpr size_t kFrameSize = 56;
-inline constexpr size_t kFrameMacOffset = 40;
+inline constexpr size_t kFrameSize = 56;  // without payload
+inline constexpr size_t kFrameHeaderSize = 40;
+inline constexpr size_t kFrameMacOffset = 40;  // without payload; else header + payload
 inline constexpr size_t kFrameMacSize = 16;
+inline constexpr size_t kMaxFramePayload = 1024;
+// MMIO entries a kick can carry (kMaxFramePayload / kMmioEntrySize).
+inline constexpr size_t kMaxInlineWrites = kMaxFramePayload / 32;
 
 // The frame with a zero MAC field (FrameChannel::Seal fills it).
 std::array<uint8_t, kFrameSize> EncodeFrame(const Frame& f);
@@ -205,6 +219,37 @@ std::array<uint8_t, kFrameSize> EncodeFrame(const Frame& f);
 // frame, which carried the key, is refused this way); INVALID_ARGUMENT for a
 // wrong length or magic, an unknown type or counter 0.
 absl::StatusOr<Frame> DecodeFrame(absl::Span<const uint8_t> bytes);
+
+// A kick's payload: consecutive MMIO entries (kMmioEntrySize bytes each).
+std::string EncodeMmioEntries(absl::Span<const MmioWrite> writes);
+// Rejects a size that is not a whole number of entries, more than
+// kMaxInlineWrites, an entry DecodeMmioWrite rejects and sequence numbers
+// that are not consecutive.
+absl::StatusOr<std::vector<MmioWrite>> DecodeMmioEntries(absl::Span<const uint8_t> bytes);
+
+// Bytes of a BAR mirror that changed: `bytes` at `offset` in BAR `bar`.
+struct MirrorPatch {
+  uint16_t bar = 0;
+  uint32_t offset = 0;
+  std::string bytes;
+  bool operator==(const MirrorPatch& o) const { return bar == o.bar && offset == o.offset && bytes == o.bytes; }
+};
+// An event's payload: the completions it delivers (consecutive sequence
+// numbers, ending at the event's ring tail) and the mirror patches the
+// client applies before them. Layout: n_completions u16, n_patches u16,
+// reserved u32, the completion entries, then each patch as bar u16, length
+// u16, offset u32, the bytes, zero-padded to 8.
+struct EventPayload {
+  std::vector<Completion> completions;
+  std::vector<MirrorPatch> patches;
+};
+// Bytes EncodeEventPayload needs for a patch of `len` bytes.
+inline size_t PatchWireSize(size_t len) { return 8 + (len + 7) / 8 * 8; }
+std::string EncodeEventPayload(const EventPayload& payload);
+// Rejects truncated or trailing bytes, nonzero reserved or padding bytes,
+// an empty patch and completions DecodeCompletion rejects. Bounds against
+// the mirror are the receiver's to check.
+absl::StatusOr<EventPayload> DecodeEventPayload(absl::Span<const uint8_t> bytes);
 
 const char* ErrorCodeName(ErrorCode code);
 const char* RegionKindName(RegionKind kind);

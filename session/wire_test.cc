@@ -174,4 +174,61 @@ TEST(FrameTest, AVersionOneFrameIsRefusedByVersionNotAsGarbage) {
 }
 
 }  // namespace
+TEST(FrameTest, OnlyKicksAndEventsCarryAPayloadOfWholeWordsUpToTheLimit) {
+  Frame f;
+  f.type = FrameType::kKick;
+  f.session_id = SessionId(42);
+  f.counter = 1;
+  auto header = EncodeFrame(f);
+  auto with_payload = [&](size_t n) {
+    std::vector<uint8_t> b(header.begin(), header.begin() + kFrameHeaderSize);
+    b.resize(kFrameSize + n, 0x5a);
+    return b;
+  };
+  absl::StatusOr<Frame> back = DecodeFrame(with_payload(64));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->payload, std::string(64, 0x5a));
+  EXPECT_TRUE(DecodeFrame(with_payload(kMaxFramePayload)).ok());
+  EXPECT_FALSE(DecodeFrame(with_payload(kMaxFramePayload + 8)).ok());
+  EXPECT_FALSE(DecodeFrame(with_payload(12)).ok());
+  f.type = FrameType::kHeartbeat;
+  header = EncodeFrame(f);
+  EXPECT_FALSE(DecodeFrame(with_payload(32)).ok());
+}
+
+TEST(MmioEntriesTest, RoundTripsConsecutiveWritesAndRejectsGapsAndOversize) {
+  std::vector<MmioWrite> w = {{7, 0, 8, 0x118, 1}, {8, 0, 4, 0x100, 2}};
+  std::string bytes = EncodeMmioEntries(w);
+  auto span = [](const std::string& b) { return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(b.data()), b.size()); };
+  absl::StatusOr<std::vector<MmioWrite>> back = DecodeMmioEntries(span(bytes));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, w);
+  w[1].seq = 9;
+  EXPECT_FALSE(DecodeMmioEntries(span(EncodeMmioEntries(w))).ok());
+  EXPECT_FALSE(DecodeMmioEntries(span(bytes.substr(0, 40))).ok());
+  std::vector<MmioWrite> many;
+  for (uint64_t i = 1; i <= kMaxInlineWrites + 1; ++i) many.push_back({i, 0, 8, 0, i});
+  EXPECT_FALSE(DecodeMmioEntries(span(EncodeMmioEntries(many))).ok());
+}
+
+TEST(EventPayloadTest, RoundTripsCompletionsAndPatchesAndRejectsEveryTruncation) {
+  EventPayload p;
+  p.completions = {{4, 1, 2, 9, 0xabc}, {5, 1, 0, 9, 0}};
+  p.patches = {{0, 0x120, std::string("\x01\x02\x03", 3)}, {2, 0, std::string(8, 'x')}};
+  const std::string bytes = EncodeEventPayload(p);
+  auto span = [](const std::string& b) { return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(b.data()), b.size()); };
+  absl::StatusOr<EventPayload> back = DecodeEventPayload(span(bytes));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->completions, p.completions);
+  EXPECT_EQ(back->patches, p.patches);
+  for (size_t n = 0; n < bytes.size(); ++n) EXPECT_FALSE(DecodeEventPayload(span(bytes.substr(0, n))).ok()) << n;
+  EXPECT_FALSE(DecodeEventPayload(span(bytes + std::string(8, '\0'))).ok());
+  std::string bad_pad = bytes;
+  bad_pad[8 + 2 * kCompletionEntrySize + 8 + 3] = 1;  // padding after the 3-byte patch
+  EXPECT_FALSE(DecodeEventPayload(span(bad_pad)).ok());
+  EventPayload gap = p;
+  gap.completions[1].seq = 7;
+  EXPECT_FALSE(DecodeEventPayload(span(EncodeEventPayload(gap))).ok());
+}
+
 }  // namespace rpci::session

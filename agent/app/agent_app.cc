@@ -145,6 +145,7 @@ absl::Status AgentApp::AddEmuDevices(const DeviceBackends& backends) {
       d.set_node(options_.node);
       d.set_pool(e.pool);
       d.set_backend("emu");
+      d.set_dma_size((*dev)->dma_size());
       d.set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);
       for (const auto& [k, v] : options_.labels) (*d.mutable_labels())[k] = v;
       devices_.push_back(std::move(d));
@@ -188,6 +189,7 @@ absl::Status AgentApp::AddRealDevices(const DeviceBackends& backends) {
       log_.Warn("device not exported", {{"device", d.id()}, {"error", dev.status().ToString()}});
       continue;
     }
+    d.set_dma_size((*dev)->dma_size());
     d.set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);
     for (const auto& [k, v] : options_.labels) (*d.mutable_labels())[k] = v;
     devices_.push_back(std::move(d));

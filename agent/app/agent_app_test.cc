@@ -161,6 +161,8 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
   EXPECT_EQ(agent_->devices()[0].id(), "dev-a-fffe-00-00-0");
   EXPECT_EQ(agent_->devices()[1].function().bdf(), "fffe:00:01.0");
   EXPECT_EQ(agent_->devices()[0].function().vendor_id(), kEmuVendorId);
+  // The DMA space its backend serves (emu's default), for the DRA slices' capacity.
+  EXPECT_EQ(agent_->devices()[0].dma_size(), uint64_t{1} << 20);
   EXPECT_FALSE(agent_->Readiness().ok());  // not serving, not registered
 
   ASSERT_TRUE(agent_->Start().ok());

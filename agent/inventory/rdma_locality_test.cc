@@ -98,9 +98,7 @@ TEST(RdmaInventoryTest, PortsNameTheirNetdevAndTheNicItsUverbsDevice) {
   tree.AddRdmaDevice("mlx5_0", "0000:04:00.0");
   tree.WriteFile("devices/virtual/infiniband/mlx5_0/ports/1/gid_attrs/ndevs/0", "enp4s0f0\n");
   tree.MakeDir("class/net/enp4s0f0");
-  tree.MakeDir("class/infiniband_verbs/uverbs0");
   tree.WriteFile("class/infiniband_verbs/uverbs0/ibdev", "other\n");
-  tree.MakeDir("class/infiniband_verbs/uverbs3");
   tree.WriteFile("class/infiniband_verbs/uverbs3/ibdev", "mlx5_0\n");
   std::vector<RdmaNic> nics = ScanNics(tree.root(), RdmaSource::kSysfs);
   ASSERT_EQ(nics.size(), 1u);
@@ -198,22 +196,24 @@ TEST(LocalityTest, NicBesideGpuUnderOneSwitchIsSwitchLocal) {
   EXPECT_EQ(nvme.nics, std::vector<std::string>{"mlx5_0"});
 }
 
-TEST(LocalityTest, UnknownNumaNodeWithoutSharedSwitchHasNoLocalNic) {
+// Where a NIC at `nic` stands to a device at `device`, both functions on
+// the root complex with unknown NUMA nodes.
+NicLocality LocalityWithUnknownNuma(const std::string& device, const std::string& nic) {
   SysfsTree tree;
-  tree.AddFunction(testing::FunctionAt("0000:00:02.0", "pci0000:00", "-1"));
-  tree.AddFunction(testing::FunctionAt("0000:00:03.0", "pci0000:00", "-1"));
-  tree.AddRdmaDevice("mlx5_0", "0000:00:03.0");
-  NicLocality loc = LocalityOf(tree, "0000:00:02.0");
+  tree.AddFunction(testing::FunctionAt(device, "pci0000:00", "-1"));
+  tree.AddFunction(testing::FunctionAt(nic, "pci0000:00", "-1"));
+  tree.AddRdmaDevice("mlx5_0", nic);
+  return LocalityOf(tree, device);
+}
+
+TEST(LocalityTest, UnknownNumaNodeWithoutSharedSwitchHasNoLocalNic) {
+  NicLocality loc = LocalityWithUnknownNuma("0000:00:02.0", "0000:00:03.0");
   EXPECT_EQ(loc.kind, LocalityKind::kNone);
   EXPECT_TRUE(loc.nics.empty());
 }
 
 TEST(LocalityTest, FunctionsOfOneSlotAreSwitchLocal) {
-  SysfsTree tree;
-  tree.AddFunction(testing::FunctionAt("0000:00:05.0", "pci0000:00", "-1"));
-  tree.AddFunction(testing::FunctionAt("0000:00:05.1", "pci0000:00", "-1"));
-  tree.AddRdmaDevice("mlx5_0", "0000:00:05.1");
-  NicLocality loc = LocalityOf(tree, "0000:00:05.0");
+  NicLocality loc = LocalityWithUnknownNuma("0000:00:05.0", "0000:00:05.1");
   EXPECT_EQ(loc.kind, LocalityKind::kSwitch);
   EXPECT_EQ(loc.nics, std::vector<std::string>{"mlx5_0"});
 }

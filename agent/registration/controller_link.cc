@@ -52,14 +52,10 @@ absl::Status ControllerLink::RegisterAndWatch() {
   req.set_session_endpoint(options_.session_endpoint);
   req.set_fabric_provider(options_.fabric_provider);
   for (auto& d : devices_()) *req.add_devices() = std::move(d);
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(absl::Seconds(5)));
-    rpci::v1::RegisterAgentResponse resp;
-    grpc::Status s = stub_->RegisterAgent(&ctx, req, &resp);
-    if (!s.ok()) return FromGrpc(s, "register with controller");
-    if (resp.heartbeat_interval_seconds() > 0) heartbeat_ms_ = resp.heartbeat_interval_seconds() * 1000;
-  }
+  absl::StatusOr<rpci::v1::RegisterAgentResponse> resp = UnaryCall(
+      *stub_, &rpci::v1::AgentRegistry::Stub::RegisterAgent, req, absl::Seconds(5), "register with controller");
+  if (!resp.ok()) return resp.status();
+  if (resp->heartbeat_interval_seconds() > 0) heartbeat_ms_ = resp->heartbeat_interval_seconds() * 1000;
   registered_ = true;
   ++registrations_;
   log_.Info("registered with controller", {{"devices", req.devices_size()}});
@@ -134,20 +130,17 @@ absl::Status ControllerLink::Heartbeat() {
   if (sessions_) {
     for (auto& r : sessions_()) *req.add_sessions() = std::move(r);
   }
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(5)));
-  rpci::v1::AgentHeartbeatResponse resp;
-  grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
-  if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+  absl::Status s =
+      UnaryCall(*stub_, &rpci::v1::AgentRegistry::Stub::Heartbeat, req, absl::Seconds(5), "heartbeat").status();
+  if (absl::IsNotFound(s)) {
     // The controller forgot us (restart, lease expiry): break the watch so
     // the registration loop registers again.
-    log_.Warn("controller asks to re-register", {{"error", s.error_message()}});
+    log_.Warn("controller asks to re-register", {{"error", std::string(s.message())}});
     std::lock_guard<std::mutex> lock(mu_);
     if (watch_ctx_ != nullptr) watch_ctx_->TryCancel();
     return absl::OkStatus();
   }
-  if (!s.ok()) return FromGrpc(s, "heartbeat");
-  return absl::OkStatus();
+  return s;
 }
 
 }  // namespace rpci::agent

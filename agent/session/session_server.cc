@@ -258,8 +258,14 @@ struct SessionServer::Session {
   std::vector<std::unique_ptr<fabric::MemoryRegion>> bar_mr;
   std::vector<RegionDesc> local;   // what the client may touch, by their remote address
   std::vector<RegionDesc> client;  // the client's regions
+  // The client's BAR mirrors equal bar_buf (pushed this attach, no failed
+  // push since): events may then carry only what changed (InlineEvent).
+  bool mirror_pushed = false;
+  uint64_t mirror_gen = 0;  // the mirror's seqlock word, last value written
+  std::vector<std::vector<uint8_t>> bar_scratch;  // the BARs read now, to diff
 
   void Deregister() {
+    mirror_pushed = false;
     anchor_mr.reset();
     ring_mr.reset();
     comp_mr.reset();
@@ -1013,7 +1019,11 @@ void SessionServer::ProcessFrame(Session& s, const session::Frame& frame) {
   s.last_seen = options_.clock->Now();
   switch (frame.type) {
     case FrameType::kKick:
-      HandleKick(s, frame.arg0, frame.arg1);
+      if (frame.payload.empty()) {
+        HandleKick(s, frame.arg0, frame.arg1);
+      } else {
+        HandleInlineKick(s, frame);
+      }
       break;
     case FrameType::kRefresh:
       if (absl::Status st = PushMirrors(s); st.ok()) SendFrame(s, FrameType::kRefreshed, frame.arg0, s.gate.applied());
@@ -1082,34 +1092,43 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
       Refuse(&s, ErrorCode::kBadSequence, seq);
       break;
     }
-    absl::StatusOr<session::ApplyGate::Verdict> verdict = s.gate.Check(w->seq);
-    if (!verdict.ok()) {
-      Refuse(&s, ErrorCode::kBadSequence, seq);
-      break;
-    }
-    if (*verdict == session::ApplyGate::Verdict::kDuplicate) continue;
-    // Bounds and access against the device's BAR; a refused write is consumed
-    // (so later writes keep their order) but never reaches the device.
-    const SessionDevice::Bar* bar = nullptr;
-    for (const SessionDevice::Bar& b : s.bars) {
-      if (b.index == w->bar) bar = &b;
-    }
-    absl::Status access =
-        bar == nullptr
-            ? absl::OutOfRangeError("no such bar")
-            : session::CheckAccess({RegionKind::kBar,
-                                    static_cast<uint8_t>(session::kAccessRead | (bar->writable ? session::kAccessWrite : 0)),
-                                    bar->index, 0, bar->size, 0},
-                                   w->offset, w->width, true);
-    if (access.ok()) access = s.device->WriteRegister(w->bar, w->offset, w->width, w->value);
-    if (!access.ok()) {
-      Refuse(&s, session::ErrorCodeFor(access), seq);
-    } else {
-      mmio_applied_->Increment();
-    }
-    s.gate.MarkApplied(seq);
-    s.seq->set_applied(seq);
+    if (!ApplyEntry(s, *w)) break;
   }
+  KickDone(s);
+}
+
+bool SessionServer::ApplyEntry(Session& s, const session::MmioWrite& w) {
+  absl::StatusOr<session::ApplyGate::Verdict> verdict = s.gate.Check(w.seq);
+  if (!verdict.ok()) {
+    Refuse(&s, ErrorCode::kBadSequence, w.seq);
+    return false;
+  }
+  if (*verdict == session::ApplyGate::Verdict::kDuplicate) return true;
+  // Bounds and access against the device's BAR; a refused write is consumed
+  // (so later writes keep their order) but never reaches the device.
+  const SessionDevice::Bar* bar = nullptr;
+  for (const SessionDevice::Bar& b : s.bars) {
+    if (b.index == w.bar) bar = &b;
+  }
+  absl::Status access =
+      bar == nullptr
+          ? absl::OutOfRangeError("no such bar")
+          : session::CheckAccess({RegionKind::kBar,
+                                  static_cast<uint8_t>(session::kAccessRead | (bar->writable ? session::kAccessWrite : 0)),
+                                  bar->index, 0, bar->size, 0},
+                                 w.offset, w.width, true);
+  if (access.ok()) access = s.device->WriteRegister(w.bar, w.offset, w.width, w.value);
+  if (!access.ok()) {
+    Refuse(&s, session::ErrorCodeFor(access), w.seq);
+  } else {
+    mmio_applied_->Increment();
+  }
+  s.gate.MarkApplied(w.seq);
+  s.seq->set_applied(w.seq);
+  return true;
+}
+
+void SessionServer::KickDone(Session& s) {
   // The agent is the ring's consumer: advancing head frees the slots (the
   // client writes only the tail word, so this cannot race its updates).
   const uint64_t head = s.gate.applied();
@@ -1153,18 +1172,24 @@ void SessionServer::PushCompletions(Session& s, bool always) {
     return;
   }
   std::vector<fabric::RmaOp> segs;
-  absl::Status st = upto == s.delivered ? absl::OkStatus() : UndeliveredSegments(s, &segs);
+  std::string payload;
+  absl::Status st = absl::OkStatus();
+  if (upto != s.delivered && !InlineEvent(s, &segs, &payload)) {
+    segs.clear();
+    st = UndeliveredSegments(s, &segs);
+  }
   if (st.ok()) {
     std::string event;
     {
       std::lock_guard<std::mutex> lock(s.frames_mu);
       if (!s.frames.has_value()) return;
-      event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), upto);
+      event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), upto, payload);
     }
-    st = s.endpoint->WriteAndSend(s.peer, segs, event);
+    st = segs.empty() ? s.endpoint->Send(s.peer, event) : s.endpoint->WriteAndSend(s.peer, segs, event);
   }
   s.push_failed = !st.ok();
   if (!st.ok()) {
+    s.mirror_pushed = false;  // unknown what landed: the retry pushes the mirror whole
     push_failures_->Increment();
     log_.Warn("completion push failed; retrying", {{"session", s.id.ToString()},
                                                    {"undelivered", upto - s.delivered},
@@ -1175,6 +1200,7 @@ void SessionServer::PushCompletions(Session& s, bool always) {
 }
 
 absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs) {
+  const size_t first = segs->size();
   for (size_t i = 0; i < s.bars.size(); ++i) {
     absl::StatusOr<RegionDesc> mirror = session::FindRegion(s.client, RegionKind::kBar, s.bars[i].index);
     if (!mirror.ok()) return mirror.status();
@@ -1183,6 +1209,7 @@ absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp
     }
     segs->push_back({s.bar_mr[i].get(), 0, s.bar_buf[i].size(), mirror->address, mirror->key});
   }
+  if (absl::Status st = WrapMirrorPush(s, segs, first); !st.ok()) return st;
   absl::StatusOr<RegionDesc> dma = session::FindRegion(s.client, RegionKind::kDma);
   if (!dma.ok()) return dma.status();
   for (const auto& [off, len] : s.from_device) segs->push_back({s.dma_mr.get(), off, len, dma->address + off, dma->key});
@@ -1192,7 +1219,8 @@ absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp
 absl::Status SessionServer::PushMirrors(Session& s) {
   std::vector<fabric::RmaOp> segs;
   absl::Status st = MirrorSegments(s, &segs);
-  if (st.ok()) st = s.endpoint->WriteBatch(s.peer, segs);
+  if (st.ok()) st = WriteInOrder(s, segs);
+  s.mirror_pushed = st.ok();
   if (!st.ok()) log_.Warn("mirror push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
   return st;
 }
@@ -1225,6 +1253,7 @@ absl::Status SessionServer::UndeliveredSegments(Session& s, std::vector<fabric::
   // else pushed and waited for first.
   if (s.endpoint->ordered_writes()) {
     if (absl::Status st = MirrorSegments(s, segs); !st.ok()) return st;
+    s.mirror_pushed = true;  // unless the batch fails (PushCompletions)
   } else if (absl::Status st = PushMirrors(s); !st.ok()) {
     return st;
   }
@@ -1238,6 +1267,142 @@ absl::Status SessionServer::UndeliveredSegments(Session& s, std::vector<fabric::
                             s.comp_buf.data());
   segs->push_back({s.comp_mr.get(), session::kRingTailOffset, 8, ring->address + session::kRingTailOffset, ring->key});
   return absl::OkStatus();
+}
+
+}  // namespace rpci::agent
+
+namespace rpci::agent {
+
+// ---- inline doorbells: entries in the kick, completions in the event ----
+
+namespace {
+
+// Completions one event carries inline; more go through the ring by RMA.
+constexpr size_t kInlineCompletions = 8;
+// Changed mirror bytes closer than this are sent as one patch.
+constexpr size_t kPatchGap = 16;
+
+// The byte ranges [begin, end) where `now` differs from `before`, 8-byte
+// words at a time, ranges closer than kPatchGap merged.
+std::vector<std::pair<size_t, size_t>> ChangedRanges(const std::vector<uint8_t>& before,
+                                                     const std::vector<uint8_t>& now) {
+  std::vector<std::pair<size_t, size_t>> ranges;
+  for (size_t at = 0; at < now.size(); at += 8) {
+    const size_t n = std::min<size_t>(8, now.size() - at);
+    if (std::memcmp(before.data() + at, now.data() + at, n) == 0) continue;
+    if (!ranges.empty() && at - ranges.back().second <= kPatchGap) {
+      ranges.back().second = at + n;
+    } else {
+      ranges.push_back({at, at + n});
+    }
+  }
+  return ranges;
+}
+
+}  // namespace
+
+void SessionServer::HandleInlineKick(Session& s, const session::Frame& frame) {
+  absl::StatusOr<std::vector<session::MmioWrite>> writes = session::DecodeMmioEntries(
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(frame.payload.data()), frame.payload.size()));
+  if (!writes.ok() || writes->empty()) {
+    Refuse(&s, ErrorCode::kMalformed, frame.arg0);
+    return;
+  }
+  // The entries end at the kick's tail and leave no gap after what was applied.
+  if (writes->back().seq != frame.arg0 || writes->front().seq > s.gate.applied() + 1) {
+    Refuse(&s, ErrorCode::kBadSequence, frame.arg0);
+    return;
+  }
+  if (frame.arg1 > s.client_consumed && frame.arg1 <= s.completion_seq) s.client_consumed = frame.arg1;
+  for (const session::MmioWrite& w : *writes) {
+    if (!ApplyEntry(s, w)) break;
+  }
+  KickDone(s);
+}
+
+absl::Status SessionServer::WrapMirrorPush(Session& s, std::vector<fabric::RmaOp>* segs, size_t first) {
+  const size_t bar_segs = segs->size() - first;
+  if (bar_segs == 0) return absl::OkStatus();
+  absl::StatusOr<RegionDesc> ring = session::FindRegion(s.client, RegionKind::kCompletionRing);
+  if (!ring.ok()) return ring.status();
+  // Odd before the BAR bytes, even after: the client's reads retry across
+  // a push (SessionClient::ReadMirror). Sources stay put until the batch
+  // completes: the agent's own copy of the ring header, bytes 24..39.
+  const uint64_t odd = ++s.mirror_gen, even = ++s.mirror_gen;
+  std::memcpy(s.comp_buf.data() + session::kRingMirrorGenOffset, &odd, 8);
+  std::memcpy(s.comp_buf.data() + session::kRingMirrorGenOffset + 8, &even, 8);
+  const uint64_t target = ring->address + session::kRingMirrorGenOffset;
+  segs->insert(segs->begin() + static_cast<std::ptrdiff_t>(first),
+               {s.comp_mr.get(), session::kRingMirrorGenOffset, 8, target, ring->key});
+  segs->insert(segs->begin() + static_cast<std::ptrdiff_t>(first + 1 + bar_segs),
+               {s.comp_mr.get(), session::kRingMirrorGenOffset + 8, 8, target, ring->key});
+  return absl::OkStatus();
+}
+
+absl::Status SessionServer::WriteInOrder(Session& s, const std::vector<fabric::RmaOp>& segs) {
+  if (s.endpoint->ordered_writes()) return s.endpoint->WriteBatch(s.peer, segs);
+  for (const fabric::RmaOp& op : segs) {
+    if (absl::Status st = s.endpoint->Write(s.peer, op); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+bool SessionServer::InlineEvent(Session& s, std::vector<fabric::RmaOp>* segs, std::string* payload) {
+  // The undelivered completions (TakeInterrupts numbered them) when few,
+  // the mirror known to the client and the writes ordered.
+  const uint64_t n = s.completion_seq - s.delivered;
+  if (n == 0 || n > kInlineCompletions || !s.mirror_pushed || !s.endpoint->ordered_writes()) return false;
+  session::EventPayload event;
+  for (uint64_t seq = s.delivered + 1; seq <= s.completion_seq; ++seq) {
+    const size_t slot = session::RingSlotOffset(seq, s.comp_capacity, session::kCompletionEntrySize);
+    absl::StatusOr<session::Completion> c =
+        session::DecodeCompletion(absl::MakeConstSpan(s.comp_buf.data() + slot, session::kCompletionEntrySize));
+    if (!c.ok()) return false;
+    event.completions.push_back(*c);
+  }
+  if (!MirrorPatches(s, n, &event, segs)) return false;
+  absl::StatusOr<RegionDesc> dma = session::FindRegion(s.client, RegionKind::kDma);
+  if (!dma.ok()) return false;
+  for (const auto& [off, len] : s.from_device) segs->push_back({s.dma_mr.get(), off, len, dma->address + off, dma->key});
+  *payload = session::EncodeEventPayload(event);
+  return true;
+}
+
+bool SessionServer::MirrorPatches(Session& s, size_t completions, session::EventPayload* event,
+                                  std::vector<fabric::RmaOp>* segs) {
+  size_t budget = session::kMaxFramePayload - 8 - completions * session::kCompletionEntrySize;
+  s.bar_scratch.resize(s.bars.size());
+  std::vector<std::vector<std::pair<size_t, size_t>>> changed(s.bars.size());
+  bool fits = true;
+  for (size_t i = 0; i < s.bars.size(); ++i) {
+    s.bar_scratch[i].resize(s.bar_buf[i].size());
+    if (!s.device->ReadBar(s.bars[i].index, 0, s.bar_scratch[i].size(), s.bar_scratch[i].data()).ok()) return false;
+    changed[i] = ChangedRanges(s.bar_buf[i], s.bar_scratch[i]);
+    for (const auto& [b, e] : changed[i]) {
+      const size_t need = session::PatchWireSize(e - b);
+      fits = fits && need <= budget;
+      budget -= std::min(budget, need);
+    }
+  }
+  const size_t first = segs->size();
+  for (size_t i = 0; i < s.bars.size(); ++i) {
+    if (changed[i].empty()) continue;
+    // bar_buf is the client's mirror from here on: what changed is sent
+    // inline, or (too much) the span it covers by RMA from bar_buf.
+    const size_t lo = changed[i].front().first, hi = changed[i].back().second;
+    std::memcpy(s.bar_buf[i].data() + lo, s.bar_scratch[i].data() + lo, hi - lo);
+    if (fits) {
+      for (const auto& [b, e] : changed[i]) {
+        event->patches.push_back({s.bars[i].index, static_cast<uint32_t>(b),
+                                  std::string(reinterpret_cast<const char*>(s.bar_buf[i].data() + b), e - b)});
+      }
+      continue;
+    }
+    absl::StatusOr<RegionDesc> mirror = session::FindRegion(s.client, RegionKind::kBar, s.bars[i].index);
+    if (!mirror.ok()) return false;
+    segs->push_back({s.bar_mr[i].get(), lo, hi - lo, mirror->address + lo, mirror->key});
+  }
+  return WrapMirrorPush(s, segs, first).ok();
 }
 
 }  // namespace rpci::agent

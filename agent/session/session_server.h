@@ -177,6 +177,25 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void ProcessFrame(Session& s, const session::Frame& frame);
   void MapFromDevice(Session& s, uint64_t offset, uint64_t len);
   void HandleKick(Session& s, uint64_t tail, uint64_t consumed);
+  // A kick carrying its MMIO entries (no ring read).
+  void HandleInlineKick(Session& s, const session::Frame& frame);
+  // Applies one MMIO entry through the gate; false stops the batch.
+  bool ApplyEntry(Session& s, const session::MmioWrite& w);
+  // After a kick's writes: ring head, then the completions and the event.
+  void KickDone(Session& s);
+  // The event's payload when its completions fit one message: the
+  // completions and the mirror's changed bytes inline, from-device DMA (and
+  // changes too big to inline) by RMA in `segs`. False: use the ring
+  // (UndeliveredSegments).
+  bool InlineEvent(Session& s, std::vector<fabric::RmaOp>* segs, std::string* payload);
+  // Diffs the BARs against the client's mirror (bar_buf): patches into
+  // `event`, or an RMA of the changed span into `segs`.
+  bool MirrorPatches(Session& s, size_t completions, session::EventPayload* event,
+                     std::vector<fabric::RmaOp>* segs);
+  // Puts the mirror's seqlock writes (odd, even) around segs[first..].
+  absl::Status WrapMirrorPush(Session& s, std::vector<fabric::RmaOp>* segs, size_t first);
+  // One ordered batch, or one write after another without ordered writes.
+  absl::Status WriteInOrder(Session& s, const std::vector<fabric::RmaOp>& segs);
   // Waits on the attached sessions' device interrupt fds and pushes their
   // completions as the devices raise them (no kick needed).
   void InterruptLoop();

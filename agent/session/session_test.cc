@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <map>
+#include <atomic>
 #include <optional>
+#include <thread>
 
 #include "absl/cleanup/cleanup.h"
 #include "agent/backends/emu_backend.h"
@@ -255,6 +257,85 @@ TEST_F(SessionTest, DoorbellSeesFlushedDmaAndCompletionSeesMirroredResults) {
   EXPECT_EQ(*c->Read(0, TestDevice::kStatus, 8), 77u);
 }
 
+// Batches small enough travel in the kick, larger ones through the ring;
+// mixed, every write still reaches the device once and in order.
+TEST_F(SessionTest, InlineAndRingKicksMixedApplyEveryWriteOnceInOrder) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  uint64_t v = 0;
+  for (size_t batch : {size_t{3}, session::kMaxInlineWrites, session::kMaxInlineWrites + 1, size_t{1}, size_t{200}}) {
+    for (size_t i = 0; i < batch; ++i, ++v) ASSERT_TRUE(c->Write(0, 0x200 + (v % 32) * 8, 8, v).ok()) << v;
+    ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  }
+  auto applied = device_.applied();
+  ASSERT_EQ(applied.size(), v);
+  for (uint64_t i = 0; i < v; ++i) ASSERT_EQ(applied[i].second, i);
+  EXPECT_EQ(c->acked_seq(), v);
+  EXPECT_EQ(Refused("bad_sequence"), 0);
+  EXPECT_EQ(Refused("malformed"), 0);
+}
+
+// A completion delivers the device's register changes (inline patches when
+// few, an RMA of the changed span when many) and then completions, in order.
+TEST_F(SessionTest, CompletionsCarryEveryRegisterChangeInlineOrByRma) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  for (uint64_t regs : {uint64_t{4}, uint64_t{100}}) {
+    for (uint64_t r = 0; r < regs; ++r) ASSERT_TRUE(c->Write(0, 0x200 + r * 32, 8, regs * 1000 + r).ok());
+    ASSERT_TRUE(c->Write(0, TestDevice::kDoorbell, 8, regs).ok());
+    absl::StatusOr<session::Completion> done = c->WaitCompletion(absl::Seconds(5));
+    ASSERT_TRUE(done.ok()) << done.status();
+    EXPECT_EQ(done->data, regs);
+    for (uint64_t r = 0; r < regs; ++r) EXPECT_EQ(*c->Read(0, 0x200 + r * 32, 8), regs * 1000 + r) << r;
+    EXPECT_EQ(*c->Read(0, TestDevice::kStatus, 8), regs);
+  }
+}
+
+// Issue 16: a reader of the BAR mirror never sees half of a push. Every
+// job rewrites 100 registers to one value (an RMA of the changed span) or 8
+// (inline patches); a reader hammers snapshots meanwhile and finds them
+// equal in every snapshot.
+TEST_F(SessionTest, MirrorSnapshotsNeverTearWhilePushesLand) {
+  auto c = Attach();
+  ASSERT_NE(c, nullptr);
+  constexpr uint64_t kRegs = 100, kStride = 32;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> snapshots{0}, torn{0};
+  std::thread reader([&] {
+    std::vector<uint8_t> snap(kRegs * kStride);
+    while (!stop.load()) {
+      if (!c->ReadMirror(0, 0x200, absl::MakeSpan(snap)).ok()) continue;
+      // After job a: registers 0..7 hold a, the rest a (even job) or a - 1
+      // (odd job: only the first 8 were rewritten).
+      uint64_t a = 0;
+      std::memcpy(&a, snap.data(), 8);
+      for (uint64_t r = 1; r < kRegs; ++r) {
+        uint64_t v = 0;
+        std::memcpy(&v, snap.data() + r * kStride, 8);
+        if (v != (r < 8 || a % 2 == 0 ? a : a - 1)) {
+          torn.fetch_add(1);
+          break;
+        }
+      }
+      snapshots.fetch_add(1);
+    }
+  });
+  absl::Cleanup join = [&] {
+    stop = true;
+    reader.join();
+  };
+  for (uint64_t job = 1; job <= 200; ++job) {
+    // Even jobs rewrite all 100 registers (RMA), odd ones the first 8 (inline).
+    const uint64_t regs = job % 2 == 0 ? kRegs : 8;
+    for (uint64_t r = 0; r < regs; ++r) ASSERT_TRUE(c->Write(0, 0x200 + r * kStride, 8, job).ok());
+    ASSERT_TRUE(c->Write(0, TestDevice::kDoorbell, 8, job).ok());
+    ASSERT_TRUE(c->WaitCompletion(absl::Seconds(5)).ok());
+  }
+  std::move(join).Invoke();
+  EXPECT_GT(snapshots.load(), 0u);
+  EXPECT_EQ(torn.load(), 0u) << "of " << snapshots.load() << " snapshots";
+}
+
 TEST_F(SessionTest, MirrorShowsDeviceStateAsOfLastRefresh) {
   auto c = Attach();
   ASSERT_NE(c, nullptr);
@@ -321,7 +402,7 @@ TEST_F(SessionTest, ACapturedFrameReplayedFromAnotherEndpointIsRefused) {
   ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
   ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   const std::string captured = c->LastFrameForTesting();  // the kick, as a wiretap saw it
-  ASSERT_EQ(captured.size(), session::kFrameSize);
+  ASSERT_EQ(captured.size(), session::kFrameSize + session::kMmioEntrySize);  // its one entry inline
   auto rogue = Rogue(ticket.session_id);
   ASSERT_TRUE(rogue.Send(captured).ok());
   WaitForRefused({{"foreign_peer", 1}});

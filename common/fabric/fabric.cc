@@ -109,6 +109,7 @@ MrMode DecodeMrMode(uint64_t bits) {
 // Receives ofi_rxm keeps posted per message endpoint (FI_OFI_RXM_MSG_RX_SIZE;
 // its default with a shared receive context is 4096).
 constexpr size_t kRxmPostedReceives = 256;
+constexpr int kRxmCmProgressUs = 200;
 
 struct DomainCore {
   fi_info* info = nullptr;
@@ -160,7 +161,7 @@ struct Op {
   fi_context2 ctx{};
   bool is_recv = false;
   size_t slot = 0;  // receive slot, or send staging slot (SIZE_MAX: none)
-  bool done = false;
+  std::atomic<bool> done{false};  // set under the endpoint's mu_; read by leading callers
   int err = 0;
   std::string detail;
   size_t received = 0;
@@ -243,10 +244,23 @@ class EndpointImpl : public Endpoint {
   int PostRecv(Op* op);
   void ProgressLoop();
   // Reads up to kCompletionBatch entries (with their senders when the
-  // provider reports them); fi_cq_(s)read(from)'s return.
-  ssize_t ReadCompletions(fi_cq_data_entry* entries, fi_addr_t* senders);
-  void Complete(void* context, int err, std::string detail, size_t len, fi_addr_t sender,
-                std::vector<Op*>* reposts);
+  // provider reports them), blocking up to `wait_ms` with a wait object;
+  // fi_cq_(s)read(from)'s return.
+  ssize_t ReadCompletions(fi_cq_data_entry* entries, fi_addr_t* senders, int wait_ms);
+  // Reads the completion queue once and hands what it found to the waiting
+  // operations and the inbox. Any thread may call it; returns the entries
+  // handled (or the read's negative return).
+  ssize_t Poll(int wait_ms);
+  void Complete(void* context, int err, std::string detail, size_t len, fi_addr_t sender);
+  // Caller-driven progress: the waiting caller becomes the one thread that
+  // reads the completion queue (polling for config_.busy_poll, then blocking
+  // in short fi_cq_sread calls) until done() or `deadline`; other waiters
+  // block on cv_ and take over when it leaves. The progress thread stays
+  // parked while a caller leads. Returns done().
+  template <typename Done>
+  bool Drive(absl::Time deadline, Done done);
+  template <typename Done>
+  bool Lead(absl::Time deadline, Done done);
   // The next queued message; ABORTED when woken (if `wakeable`) first.
   absl::StatusOr<Message> Take(absl::Duration timeout, bool wakeable);
 
@@ -266,8 +280,14 @@ class EndpointImpl : public Endpoint {
   std::condition_variable cv_;
   std::unordered_map<void*, std::shared_ptr<Op>> outstanding_;  // by &op->ctx
   std::deque<Message> inbox_;
-  bool woken_ = false;
+  std::atomic<size_t> inbox_size_{0};  // inbox_.size(), for leading callers
+  std::atomic<bool> woken_{false};
   std::vector<size_t> free_send_slots_;
+  std::vector<Op*> reposts_;  // receives the provider refused (EAGAIN), retried
+  std::condition_variable progress_cv_;  // the progress thread waits here while a caller leads
+  bool leader_ = false;            // a caller reads the completion queue (under mu_)
+  bool progress_reading_ = false;  // the progress thread is in fi_cq_sread (under mu_)
+  absl::Time led_until_;           // when the last caller stopped leading (under mu_)
 
   std::atomic<bool> stop_{false};  // set under mu_, so waiters see it
   std::atomic<uint64_t> failed_ops_{0};
@@ -283,6 +303,13 @@ absl::Status EndpointImpl::Init() {
   cq_attr.wait_obj = FI_WAIT_UNSPEC;
   int rc = fi_cq_open(d.domain, &cq_attr, &core_->cq, nullptr);
   waitable_ = rc == 0;
+  if (waitable_) {
+    // A wait object the kernel wakes (fd, pollfd, condition variable) can be
+    // blocked on; shm's FI_WAIT_YIELD spins in fi_cq_sread without driving
+    // the endpoint, so it is polled like a provider without wait objects.
+    fi_wait_obj obj = FI_WAIT_NONE;
+    waitable_ = fi_control(&core_->cq->fid, FI_GETWAITOBJ, &obj) == 0 && obj != FI_WAIT_YIELD && obj != FI_WAIT_NONE;
+  }
   if (rc != 0) {
     // Some providers have no wait objects; the progress thread polls instead.
     cq_attr.wait_obj = FI_WAIT_NONE;
@@ -334,13 +361,12 @@ absl::Status EndpointImpl::Init() {
 }
 
 int EndpointImpl::PostRecv(Op* op) {
-  op->done = false;
+  op->done.store(false);
   return static_cast<int>(fi_recv(core_->ep, &core_->recv_pool[op->slot * config_.max_message], config_.max_message,
                                   recv_mr_->desc(), FI_ADDR_UNSPEC, &op->ctx));
 }
 
-void EndpointImpl::Complete(void* context, int err, std::string detail, size_t len, fi_addr_t sender,
-                            std::vector<Op*>* reposts) {
+void EndpointImpl::Complete(void* context, int err, std::string detail, size_t len, fi_addr_t sender) {
   auto it = outstanding_.find(context);
   if (it == outstanding_.end()) return;
   Op* op = it->second.get();
@@ -353,53 +379,130 @@ void EndpointImpl::Complete(void* context, int err, std::string detail, size_t l
                      std::min(len, config_.max_message));
       m.from = reports_sender_ ? static_cast<PeerId>(sender) : kUnknownPeer;
       inbox_.push_back(std::move(m));
+      inbox_size_.store(inbox_.size());
     }
-    if (err != FI_ECANCELED) reposts->push_back(op);
+    if (err != FI_ECANCELED) reposts_.push_back(op);
     return;
   }
-  op->done = true;
   op->err = err;
   op->detail = std::move(detail);
   op->received = len;
+  op->done.store(true);
   if (op->slot != kNoSlot) free_send_slots_.push_back(op->slot);
   if (err != 0) failed_ops_.fetch_add(1);
   outstanding_.erase(it);
 }
 
-ssize_t EndpointImpl::ReadCompletions(fi_cq_data_entry* entries, fi_addr_t* senders) {
+ssize_t EndpointImpl::ReadCompletions(fi_cq_data_entry* entries, fi_addr_t* senders, int wait_ms) {
+  const bool block = waitable_ && wait_ms > 0;
   if (reports_sender_) {
-    return waitable_ ? fi_cq_sreadfrom(core_->cq, entries, kCompletionBatch, senders, nullptr, 100)
-                     : fi_cq_readfrom(core_->cq, entries, kCompletionBatch, senders);
+    return block ? fi_cq_sreadfrom(core_->cq, entries, kCompletionBatch, senders, nullptr, wait_ms)
+                 : fi_cq_readfrom(core_->cq, entries, kCompletionBatch, senders);
   }
-  return waitable_ ? fi_cq_sread(core_->cq, entries, kCompletionBatch, nullptr, 100)
-                   : fi_cq_read(core_->cq, entries, kCompletionBatch);
+  return block ? fi_cq_sread(core_->cq, entries, kCompletionBatch, nullptr, wait_ms)
+               : fi_cq_read(core_->cq, entries, kCompletionBatch);
 }
 
-void EndpointImpl::ProgressLoop() {
+ssize_t EndpointImpl::Poll(int wait_ms) {
   fi_cq_data_entry entries[kCompletionBatch];
   fi_addr_t senders[kCompletionBatch];
-  std::vector<Op*> reposts;
-  while (!stop_.load()) {
-    // Receives the provider refused (EAGAIN) are retried on every turn.
-    for (auto it = reposts.begin(); it != reposts.end();) {
-      it = PostRecv(*it) == 0 ? reposts.erase(it) : it + 1;
+  std::fill(senders, senders + kCompletionBatch, FI_ADDR_NOTAVAIL);
+  ssize_t n = ReadCompletions(entries, senders, wait_ms);
+  if (n > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (ssize_t i = 0; i < n; ++i) Complete(entries[i].op_context, 0, "", entries[i].len, senders[i]);
+  } else if (n == -FI_EAVAIL) {
+    fi_cq_err_entry err{};
+    if (fi_cq_readerr(core_->cq, &err, 0) != 1) return 0;
+    char text[256] = {0};
+    const char* detail = fi_cq_strerror(core_->cq, err.prov_errno, err.err_data, text, sizeof(text));
+    std::lock_guard<std::mutex> lock(mu_);
+    Complete(err.op_context, err.err != 0 ? err.err : FI_EOTHER, detail != nullptr ? detail : "", 0,
+             FI_ADDR_NOTAVAIL);
+    n = 1;
+  } else {
+    return n;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  // Receives go back to the provider at once; one it refuses (EAGAIN) is
+  // retried on the next poll.
+  for (auto it = reposts_.begin(); it != reposts_.end();) {
+    it = PostRecv(*it) == 0 ? reposts_.erase(it) : it + 1;
+  }
+  cv_.notify_all();
+  return n;
+}
+
+// How long a leading caller blocks in one fi_cq_sread. ofi_rxm makes
+// progress on connections (its CM events) only between reads, not while one
+// blocks: a long read held a new peer's first operation up by that much.
+constexpr int kLeadWaitMs = 1;
+
+template <typename Done>
+bool EndpointImpl::Lead(absl::Time deadline, Done done) {
+  const absl::Time spin_until = std::min(deadline, absl::Now() + config_.busy_poll);
+  while (!done() && !stop_.load()) {
+    const absl::Time now = absl::Now();
+    if (now >= deadline) return false;
+    if (!waitable_ || now < spin_until) {
+      if (Poll(0) <= 0 && !waitable_) std::this_thread::sleep_for(std::chrono::microseconds(20));
+      continue;
     }
-    std::fill(senders, senders + kCompletionBatch, FI_ADDR_NOTAVAIL);
-    ssize_t n = ReadCompletions(entries, senders);
-    if (n > 0) {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (ssize_t i = 0; i < n; ++i) Complete(entries[i].op_context, 0, "", entries[i].len, senders[i], &reposts);
-      cv_.notify_all();
-    } else if (n == -FI_EAVAIL) {
-      fi_cq_err_entry err{};
-      if (fi_cq_readerr(core_->cq, &err, 0) != 1) continue;
-      char text[256] = {0};
-      const char* detail = fi_cq_strerror(core_->cq, err.prov_errno, err.err_data, text, sizeof(text));
-      std::lock_guard<std::mutex> lock(mu_);
-      Complete(err.op_context, err.err != 0 ? err.err : FI_EOTHER, detail != nullptr ? detail : "", 0,
-               FI_ADDR_NOTAVAIL, &reposts);
-      cv_.notify_all();
-    } else if (!waitable_ || (n != -FI_EAGAIN && n != 0)) {
+    // Blocks in the kernel until data arrives: one wake-up, this thread's.
+    Poll(static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(deadline - now) + 1, 1, kLeadWaitMs)));
+  }
+  return done();
+}
+
+template <typename Done>
+bool EndpointImpl::Drive(absl::Time deadline, Done done) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto until = std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline - absl::Now());
+  while (!done() && !stop_.load()) {
+    if (!leader_) {
+      leader_ = true;
+      // Wake the progress thread out of its read so it parks.
+      if (progress_reading_ && waitable_) fi_cq_signal(core_->cq);
+      lock.unlock();
+      const bool ok = Lead(deadline, done);
+      lock.lock();
+      leader_ = false;
+      led_until_ = absl::Now();
+      cv_.notify_all();  // another waiter leads now, else the progress thread
+      progress_cv_.notify_one();
+      return ok;
+    }
+    if (cv_.wait_until(lock, until) == std::cv_status::timeout) break;
+  }
+  return done();
+}
+
+// A caller that stopped leading is likely to wait again soon (the next
+// doorbell); the progress thread leaves the queue to callers this long.
+constexpr absl::Duration kProgressLinger = absl::Milliseconds(2);
+
+void EndpointImpl::ProgressLoop() {
+  while (!stop_.load()) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      progress_reading_ = false;
+      // While a caller leads (and shortly after), stay out of its way.
+      while (!stop_.load() && (leader_ || absl::Now() < led_until_ + kProgressLinger)) {
+        if (leader_) {
+          progress_cv_.wait(lock);
+        } else {
+          progress_cv_.wait_for(lock, absl::ToChronoNanoseconds(led_until_ + kProgressLinger - absl::Now()));
+        }
+      }
+      if (stop_.load()) break;
+      // Receives the provider refused (EAGAIN) are retried on every turn.
+      for (auto it = reposts_.begin(); it != reposts_.end();) {
+        it = PostRecv(*it) == 0 ? reposts_.erase(it) : it + 1;
+      }
+      progress_reading_ = true;
+    }
+    ssize_t n = Poll(waitable_ ? 100 : 0);
+    if (n <= 0 && (!waitable_ || (n != -FI_EAGAIN && n != 0))) {
       // Nothing to do (polling) or an odd return: don't spin the CPU.
       std::this_thread::sleep_for(std::chrono::microseconds(waitable_ ? 1000 : 20));
     }
@@ -487,7 +590,7 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
   while (true) {
     ssize_t rc = post();
     if (rc == 0) {
-      if (waitable_) fi_cq_signal(core_->cq);  // let the progress thread drive it now
+      // The caller drives it when it waits (Drive).
       return absl::OkStatus();
     }
     absl::Status failure;
@@ -517,17 +620,17 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
 
 absl::Status EndpointImpl::WaitAll(const std::vector<std::shared_ptr<Op>>& ops, absl::string_view call,
                                    absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  const auto until = std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline - absl::Now());
-  for (const auto& op : ops) {
-    if (!cv_.wait_until(lock, until, [&] { return op->done || stop_.load(); })) {
-      failed_ops_.fetch_add(1);
-      return absl::DeadlineExceededError(absl::StrCat("fabric: ", call, ": no completion within ",
-                                                      absl::FormatDuration(config_.op_timeout)));
+  auto all_done = [&] {
+    for (const auto& op : ops) {
+      if (!op->done.load()) return false;
     }
-    if (!op->done) return ShutDownError(call);
-  }
-  return absl::OkStatus();
+    return true;
+  };
+  if (Drive(deadline, all_done)) return absl::OkStatus();
+  if (stop_.load()) return ShutDownError(call);
+  failed_ops_.fetch_add(1);
+  return absl::DeadlineExceededError(
+      absl::StrCat("fabric: ", call, ": no completion within ", absl::FormatDuration(config_.op_timeout)));
 }
 
 namespace {
@@ -686,23 +789,37 @@ absl::StatusOr<std::string> EndpointImpl::Recv(absl::Duration timeout) {
 }
 
 absl::StatusOr<Message> EndpointImpl::Take(absl::Duration timeout, bool wakeable) {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                    [&] { return !inbox_.empty() || stop_.load() || (wakeable && woken_); })) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("fabric: recv: no message within ", absl::FormatDuration(timeout)));
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    const bool got =
+        Drive(deadline, [&] { return inbox_size_.load() > 0 || (wakeable && woken_.load()); });
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!inbox_.empty()) {
+      if (wakeable) woken_ = false;
+      Message message = std::move(inbox_.front());
+      inbox_.pop_front();
+      inbox_size_.store(inbox_.size());
+      return message;
+    }
+    if (stop_.load()) return ShutDownError("recv");
+    if (wakeable && woken_.load()) {
+      woken_ = false;
+      return absl::AbortedError("fabric: recv: woken");
+    }
+    // (Another receiver may have taken the message that ended the wait.)
+    if (!got || absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("fabric: recv: no message within ", absl::FormatDuration(timeout)));
+    }
   }
-  if (wakeable) woken_ = false;
-  if (inbox_.empty()) return stop_.load() ? ShutDownError("recv") : absl::AbortedError("fabric: recv: woken");
-  Message message = std::move(inbox_.front());
-  inbox_.pop_front();
-  return message;
 }
 
 void EndpointImpl::Wake() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     woken_ = true;
+    // A caller leading in fi_cq_sread sees it now, not after its read.
+    if (leader_ && waitable_) fi_cq_signal(core_->cq);
   }
   cv_.notify_all();
 }
@@ -713,6 +830,7 @@ void EndpointImpl::Shutdown() {
     if (stop_.exchange(true)) return;
   }
   cv_.notify_all();
+  progress_cv_.notify_all();
   if (core_->cq != nullptr && waitable_) fi_cq_signal(core_->cq);
   if (progress_.joinable()) progress_.join();
 }
@@ -765,6 +883,10 @@ void SizeRxmBuffers(const FabricConfig& config) {
     setenv("FI_OFI_RXM_MSG_RX_SIZE", std::to_string(kRxmPostedReceives).c_str(), 0);
     setenv("FI_OFI_RXM_TX_SIZE", std::to_string(kRxmContextSize).c_str(), 0);
     setenv("FI_OFI_RXM_RX_SIZE", std::to_string(kRxmContextSize).c_str(), 0);
+    // rxm handles connection requests only every CM_PROGRESS_INTERVAL us of
+    // completion-queue reads (default 10 000): a session's attach (the
+    // agent's first RMA to the new client) waited ~10 ms for it.
+    setenv("FI_OFI_RXM_CM_PROGRESS_INTERVAL", std::to_string(kRxmCmProgressUs).c_str(), 0);
   });
 }
 

@@ -64,6 +64,15 @@ struct FabricConfig {
   // device that has 16384 CQ entries (ibv_devinfo -v: max_cqe). libfabric
   // reads it once per process, at the first Fabric::Open (docs/agent.md).
   size_t universe_size = 64;
+  // Caller-driven progress: a thread waiting for its operations or for a
+  // message becomes the thread that reads the completion queue: it polls
+  // (fi_cq_read) for up to `busy_poll`, then blocks in fi_cq_sread itself, so
+  // the kernel wakes the waiter directly (no progress-thread to caller
+  // hand-off). Other waiters block and take over when it leaves; the
+  // endpoint's progress thread stays parked while a caller leads (and 2 ms
+  // after). Zero by default: on a shared 2-core machine polling callers
+  // made the fabric ping-pong slower (docs/benchmarks.md).
+  absl::Duration busy_poll = absl::ZeroDuration();
   // Received messages an endpoint keeps for Recv/RecvFrom; more are dropped
   // and counted (Endpoint::dropped_messages), so a peer that floods an
   // endpoint whose owner is busy costs bounded memory. 0: no limit.
@@ -74,7 +83,7 @@ struct FabricConfig {
 FabricConfig LoopbackConfig();
 
 // Reads `provider`, `node`, `service`, `op_timeout_ms`, `max_message`,
-// `recv_depth` and `universe_size` from a config object (e.g. the `fabric:` section). Absent keys
+// `recv_depth`, `universe_size` and `busy_poll_us` from a config object (e.g. the `fabric:` section). Absent keys
 // keep `config`'s values; errors are recorded in `reader`.
 void ReadFabricConfig(ConfigReader reader, FabricConfig* config);
 
@@ -179,7 +188,8 @@ struct RmaOp {
 };
 
 // An RDM endpoint with its completion queue, address vector and a progress
-// thread (which also serves peers' one-sided accesses to our regions).
+// thread (which also serves peers' one-sided accesses to our regions while
+// no caller drives progress; see FabricConfig::busy_poll).
 // Every method is thread-safe. Calls block until their operations complete,
 // fail, or op_timeout passes. After a timeout (or Shutdown), a buffer an
 // unfinished operation used may still be touched by the provider until the

@@ -73,6 +73,9 @@ void ReadFabricConfig(ConfigReader reader, FabricConfig* config) {
   int64_t universe = static_cast<int64_t>(config->universe_size);
   reader.Int("universe_size", &universe, 1, 1 << 20);
   config->universe_size = static_cast<size_t>(universe);
+  int64_t busy_poll_us = absl::ToInt64Microseconds(config->busy_poll);
+  reader.Int("busy_poll_us", &busy_poll_us, 0, 1000 * 1000);
+  config->busy_poll = absl::Microseconds(busy_poll_us);
 }
 
 }  // namespace rpci::fabric

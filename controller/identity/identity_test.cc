@@ -123,6 +123,16 @@ class IdentityTest : public ::testing::Test {
     return o;
   }
 
+  // A daemon's TLS settings asking the identity service as `r` does.
+  static TlsSettings DaemonSettings(const NodeCertificateOptions& r) {
+    TlsSettings settings;
+    settings.identity_address = r.identity_address;
+    settings.token_file = r.token_file;
+    settings.ca_file = r.ca_file;
+    settings.cert_dir = r.cert_dir;
+    return settings;
+  }
+
   // Requests a certificate with `o`: refused with `code`, saying `says`.
   void ExpectRefused(const NodeCertificateOptions& o, absl::StatusCode code, const std::string& says) {
     absl::Status s = RequestNodeCertificate(o).status();
@@ -305,12 +315,7 @@ TEST_F(IdentityTest, AnExpiredNodeCertificateIsRefusedByTheControllersMtls) {
 
 TEST_F(IdentityTest, ANodeCertificateIsRenewedBeforeExpiryWithoutRestart) {
   StartServer(ServerOptions(absl::Seconds(3)));
-  NodeCertificateOptions r = Request("token-agent-a", "node-a");
-  TlsSettings settings;
-  settings.identity_address = r.identity_address;
-  settings.token_file = r.token_file;
-  settings.ca_file = r.ca_file;
-  settings.cert_dir = r.cert_dir;
+  TlsSettings settings = DaemonSettings(Request("token-agent-a", "node-a"));
   settings.reload_interval = absl::Seconds(1);
   absl::StatusOr<std::unique_ptr<DaemonTls>> daemon =
       DaemonTls::Start(settings, {"agent", "node-a", {"10.0.0.7"}}, Logger("agent"), absl::Seconds(10));
@@ -331,12 +336,7 @@ TEST_F(IdentityTest, ANodeCertificateIsRenewedBeforeExpiryWithoutRestart) {
 }
 
 TEST_F(IdentityTest, ADaemonWithARefusedTokenDoesNotStart) {
-  NodeCertificateOptions r = Request("forged-token", "node-a");
-  TlsSettings settings;
-  settings.identity_address = r.identity_address;
-  settings.token_file = r.token_file;
-  settings.ca_file = r.ca_file;
-  settings.cert_dir = r.cert_dir;
+  TlsSettings settings = DaemonSettings(Request("forged-token", "node-a"));
   absl::StatusOr<std::unique_ptr<DaemonTls>> daemon =
       DaemonTls::Start(settings, {"agent", "node-a", {}}, Logger("agent"), absl::Seconds(1));
   EXPECT_EQ(daemon.status().code(), absl::StatusCode::kUnauthenticated) << daemon.status();

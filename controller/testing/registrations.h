@@ -37,6 +37,18 @@ inline rpci::v1::RegisterNodeRequest NodeWith(const std::string& node, const std
   return req;
 }
 
+// A claim by `node` of `device` for container "main" of pod `ns`/`pod`.
+inline rpci::v1::ClaimRequest ClaimOf(const std::string& node, const std::string& device, const std::string& pod,
+                                      const std::string& ns = "default") {
+  rpci::v1::ClaimRequest req;
+  req.set_node(node);
+  req.set_device_id(device);
+  req.set_pod_namespace(ns);
+  req.set_pod_name(pod);
+  req.set_container_name("main");
+  return req;
+}
+
 }  // namespace rpci::controller::testing
 
 #endif  // RPCI_CONTROLLER_TESTING_REGISTRATIONS_H_

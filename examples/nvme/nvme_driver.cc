@@ -5,6 +5,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "examples/device_bytes.h"
 
 namespace rpci::examples::nvme {
 namespace {
@@ -18,14 +19,6 @@ constexpr uint8_t kAdminCreateSq = 0x01, kAdminCreateCq = 0x05, kAdminIdentify =
 constexpr uint8_t kIoWrite = 0x01, kIoRead = 0x02;
 constexpr uint16_t kQueueEntries = 16;
 constexpr uint64_t kSqEntry = 64, kCqEntry = 16, kPage = 4096;
-
-void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
-void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 std::string Text(const uint8_t* p, size_t n) {
   std::string s(reinterpret_cast<const char*>(p), n);
@@ -115,13 +108,18 @@ absl::Status NvmeDriver::Submit(Queue& sq, Queue& cq, const Command& cmd) {
   }
 }
 
-absl::StatusOr<ControllerInfo> NvmeDriver::IdentifyController() {
+absl::Status NvmeDriver::Identify(uint32_t cns, uint32_t nsid) {
   Command cmd;
   cmd.opcode = kAdminIdentify;
+  cmd.nsid = nsid;
   cmd.prp1 = buffer_.device_addr;
-  cmd.cdw10 = 1;  // CNS 1: controller
+  cmd.cdw10 = cns;
   if (absl::Status s = Submit(admin_sq_, admin_cq_, cmd); !s.ok()) return s;
-  if (absl::Status s = t_->FromDevice(buffer_, 0, kPage); !s.ok()) return s;
+  return t_->FromDevice(buffer_, 0, kPage);
+}
+
+absl::StatusOr<ControllerInfo> NvmeDriver::IdentifyController() {
+  if (absl::Status s = Identify(/*cns=*/1, /*nsid=*/0); !s.ok()) return s;
   ControllerInfo info;
   info.serial = Text(buffer_.host + 4, 20);
   info.model = Text(buffer_.host + 24, 40);
@@ -130,13 +128,7 @@ absl::StatusOr<ControllerInfo> NvmeDriver::IdentifyController() {
 }
 
 absl::StatusOr<NamespaceInfo> NvmeDriver::IdentifyNamespace(uint32_t nsid) {
-  Command cmd;
-  cmd.opcode = kAdminIdentify;
-  cmd.nsid = nsid;
-  cmd.prp1 = buffer_.device_addr;
-  cmd.cdw10 = 0;  // CNS 0: namespace
-  if (absl::Status s = Submit(admin_sq_, admin_cq_, cmd); !s.ok()) return s;
-  if (absl::Status s = t_->FromDevice(buffer_, 0, kPage); !s.ok()) return s;
+  if (absl::Status s = Identify(/*cns=*/0, nsid); !s.ok()) return s;
   NamespaceInfo info;
   std::memcpy(&info.blocks, buffer_.host, 8);
   uint8_t format = buffer_.host[26] & 0xf;

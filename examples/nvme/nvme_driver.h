@@ -94,6 +94,9 @@ class NvmeDriver {
   absl::Status Enable();
   absl::Status WaitReady(bool ready);
   absl::Status Submit(Queue& sq, Queue& cq, const Command& cmd);
+  // Identify with CNS `cns` (1 controller, 0 namespace `nsid`) into buffer_,
+  // copied back to the host.
+  absl::Status Identify(uint32_t cns, uint32_t nsid);
   absl::Status Io(uint8_t opcode, uint32_t nsid, uint64_t lba, uint32_t count, uint32_t block_size);
   uint64_t SqDoorbell(uint16_t qid) const { return 0x1000 + (2 * qid) * (4u << stride_); }
   uint64_t CqDoorbell(uint16_t qid) const { return 0x1000 + (2 * qid + 1) * (4u << stride_); }

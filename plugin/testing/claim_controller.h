@@ -57,6 +57,12 @@ class ClaimController final : public rpci::v1::NodeRegistry::Service {
     }
   }
 
+  // While set, both calls answer UNAVAILABLE (the controller unreachable).
+  void SetUnavailable(bool down) {
+    std::lock_guard<std::mutex> lock(mu_);
+    unavailable_ = down;
+  }
+
   int prepares() const { std::lock_guard<std::mutex> lock(mu_); return prepares_; }
   int unprepares() const { std::lock_guard<std::mutex> lock(mu_); return unprepares_; }
   // Devices currently granted, all claims.
@@ -70,6 +76,7 @@ class ClaimController final : public rpci::v1::NodeRegistry::Service {
   grpc::Status PrepareClaim(grpc::ServerContext*, const rpci::v1::PrepareClaimRequest* req,
                             rpci::v1::PrepareClaimResponse* resp) override {
     std::lock_guard<std::mutex> lock(mu_);
+    if (unavailable_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused");
     ++prepares_;
     auto it = claims_.find(req->claim_uid());
     if (it == claims_.end()) {
@@ -96,6 +103,7 @@ class ClaimController final : public rpci::v1::NodeRegistry::Service {
   grpc::Status UnprepareClaim(grpc::ServerContext*, const rpci::v1::UnprepareClaimRequest* req,
                               rpci::v1::UnprepareClaimResponse*) override {
     std::lock_guard<std::mutex> lock(mu_);
+    if (unavailable_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused");
     ++unprepares_;
     if (auto it = claims_.find(req->claim_uid()); it != claims_.end()) it->second.granted = false;
     return grpc::Status::OK;
@@ -110,6 +118,7 @@ class ClaimController final : public rpci::v1::NodeRegistry::Service {
   mutable std::mutex mu_;
   std::map<std::string, Claim> claims_;
   int prepares_ = 0, unprepares_ = 0, next_grant_ = 0;
+  bool unavailable_ = false;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
 };

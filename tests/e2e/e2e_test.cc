@@ -157,8 +157,10 @@ class EndToEndTest : public ::testing::Test {
   // the controller on it (--store=kube), both in host a; `ns` is the
   // controller's install namespace.
   void StartKubeController(const std::string& ns) {
-    api_ = Start(0, "api-server",
-                 {Abs("tests/kube/api_server_main"), "--crds=" + Abs("deploy/crds"), "--namespaces=rpci-system"});
+    std::vector<std::string> api_argv = {Abs("tests/kube/api_server_main"), "--crds=" + Abs("deploy/crds"),
+                                         "--namespaces=rpci-system"};
+    api_argv.insert(api_argv.end(), api_args_.begin(), api_args_.end());
+    api_ = Start(0, "api-server", api_argv);
     for (int i = 0; i < 200 && api_url_.empty(); ++i) {
       const std::string out = api_->out();
       if (size_t at = out.find("serving "); at != std::string::npos && out.find('\n', at) != std::string::npos) {
@@ -292,6 +294,10 @@ class EndToEndTest : public ::testing::Test {
   std::string api_url_;
   std::vector<std::string> agent_env_;  // NAME=value for the agent's environment
   std::string plugin_pools_ = "emu";    // rpci-plugin --pools
+  std::vector<std::string> api_args_;   // more api_server_main flags
+
+  // The DRA path end to end in one resource.k8s.io / kubelet DRA version.
+  void DraClaimLifecycle(const std::string& version);
 };
 
 // The fake kubelet binary admits a pod asking for rpci.io/emu: 1 and runs the
@@ -747,15 +753,19 @@ nlohmann::json AllocatedStatus(nlohmann::json claim, const std::string& device, 
   return claim;
 }
 
-// Issue 17's done-when, on the DRA path: the controller publishes the emu
-// pool (allocationMode dra) in a ResourceSlice; a ResourceClaim allocated
-// one of its devices is prepared by rpci-plugin through the fake kubelet's
-// DRA calls, the runtime injects the claim's CDI spec and the workload
-// attaches with that environment alone and computes correctly; a kubelet
-// restart and a plugin restart in the middle change nothing (the same CDI
-// ids, the same session); unpreparing scrubs the device on the agent and a
-// new claim on the same device is prepared and works.
-TEST_F(EndToEndTest, DraClaimIsPreparedAttachedUnpreparedScrubbedAndOfferedAgain) {
+// Issue 17's done-when, on the DRA path, in `version` of resource.k8s.io
+// and of the kubelet's DRA API (a 1.34+ cluster: v1; 1.32-1.33: v1beta1):
+// the controller publishes the emu pool (allocationMode dra) in a
+// ResourceSlice; a ResourceClaim allocated one of its devices is prepared by
+// rpci-plugin through the fake kubelet's DRA calls, the runtime injects the
+// claim's CDI spec and the workload attaches with that environment alone and
+// computes correctly; a kubelet restart and a plugin restart in the middle
+// change nothing (the same CDI ids, the same session); unpreparing scrubs
+// the device on the agent and a new claim on the same device is prepared and
+// works.
+void EndToEndTest::DraClaimLifecycle(const std::string& version) {
+  const std::string api = "/apis/resource.k8s.io/" + version;
+  api_args_ = {"--resource-versions=" + version};
   StartKubeController("rpci-system");
   if (HasFatalFailure()) return;
   nlohmann::json pool = Api("POST", "/apis/rpci.io/v1alpha1/devicepools",
@@ -765,36 +775,48 @@ TEST_F(EndToEndTest, DraClaimIsPreparedAttachedUnpreparedScrubbedAndOfferedAgain
                              {"spec", {{"resourceName", "rpci.io/emu"}, {"allocationMode", "dra"}}}});
   ASSERT_EQ(pool.value("kind", ""), "DevicePool") << pool.dump();
   StartAgent();
-  FakeDraKubelet kubelet(dir_ + "/kr", dir_ + "/cdi");
+  FakeDraKubelet kubelet(dir_ + "/kr", dir_ + "/cdi", {version + ".DRAPlugin"});
   ASSERT_TRUE(kubelet.Start().ok());
   plugin_pools_ = "emu:dra";
   StartPlugin({"--release-grace-seconds=1", "--kubelet-dir=" + dir_ + "/kr"});
   ASSERT_TRUE(kubelet.WaitForDriver("rpci.io", 1, absl::Seconds(10))) << Logs();
-  EXPECT_EQ(kubelet.ChosenService("rpci.io"), "v1.DRAPlugin");
+  EXPECT_EQ(kubelet.ChosenService("rpci.io"), version + ".DRAPlugin");
 
   // The pool's devices as the scheduler sees them.
-  std::vector<std::string> devices;
-  for (const absl::Time deadline = absl::Now() + absl::Seconds(30); devices.empty() && absl::Now() < deadline;
-       absl::SleepFor(absl::Milliseconds(200))) {
-    nlohmann::json slices = Api("GET", "/apis/resource.k8s.io/v1/resourceslices");
-    if (slices.is_discarded() || !slices.contains("items")) continue;
+  // The devices the pool's slices offer now.
+  auto offered = [&] {
+    std::vector<std::string> names;
+    nlohmann::json slices = Api("GET", api + "/resourceslices");
+    if (slices.is_discarded() || !slices.contains("items")) return names;
     for (const nlohmann::json& slice : slices["items"]) {
       if (slice["spec"].value("driver", "") != "rpci.io" || slice["spec"]["pool"].value("name", "") != "emu") continue;
-      for (const nlohmann::json& d : slice["spec"].value("devices", nlohmann::json::array())) devices.push_back(d["name"]);
+      for (const nlohmann::json& d : slice["spec"].value("devices", nlohmann::json::array())) names.push_back(d["name"]);
     }
+    return names;
+  };
+  std::vector<std::string> devices;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30); devices.size() < 2 && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(200))) {
+    devices = offered();
   }
   ASSERT_EQ(devices.size(), 2u) << Logs();
   const std::string device = devices[0];
 
   auto make_claim = [&](const std::string& name) -> ClaimRef {
-    nlohmann::json claim = Api("POST", "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims",
-                               {{"apiVersion", "resource.k8s.io/v1"},
+    // v1 nests the class under `exactly`; v1beta1 names it in the request.
+    nlohmann::json request = {{"name", "remote"}};
+    if (version == "v1") {
+      request["exactly"] = {{"deviceClassName", "emu.rpci.io"}};
+    } else {
+      request["deviceClassName"] = "emu.rpci.io";
+    }
+    nlohmann::json claim = Api("POST", api + "/namespaces/default/resourceclaims",
+                               {{"apiVersion", "resource.k8s.io/" + version},
                                 {"kind", "ResourceClaim"},
                                 {"metadata", {{"name", name}}},
-                                {"spec", {{"devices", {{"requests", {{{"name", "remote"},
-                                                                       {"exactly", {{"deviceClassName", "emu.rpci.io"}}}}}}}}}}});
+                                {"spec", {{"devices", {{"requests", {request}}}}}}});
     EXPECT_EQ(claim.value("kind", ""), "ResourceClaim") << claim.dump();
-    nlohmann::json allocated = Api("PUT", "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/" + name + "/status",
+    nlohmann::json allocated = Api("PUT", api + "/namespaces/default/resourceclaims/" + name + "/status",
                                    AllocatedStatus(claim, device, "e2e-compute-node"));
     EXPECT_TRUE(allocated["status"].contains("allocation")) << allocated.dump();
     return {"default", name, claim["metadata"].value("uid", "")};
@@ -813,9 +835,20 @@ TEST_F(EndToEndTest, DraClaimIsPreparedAttachedUnpreparedScrubbedAndOfferedAgain
   };
 
   const ClaimRef first = make_claim("trainer");
+  const absl::Time prepare_start = absl::Now();
   const std::vector<std::string> ids = prepare(first);
+  std::printf("DRA %s: NodePrepareResources (PrepareClaim, session, CDI spec) %.1f ms\n", version.c_str(),
+              absl::ToDoubleMilliseconds(absl::Now() - prepare_start));
   ASSERT_EQ(ids.size(), 1u);
   EXPECT_EQ(ids[0], "rpci.io/claim=" + first.uid + "-" + device);
+  // Held by the claim: no longer offered to the scheduler.
+  bool withdrawn = false;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(10); !withdrawn && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(200))) {
+    const std::vector<std::string> now = offered();
+    withdrawn = std::find(now.begin(), now.end(), device) == now.end();
+  }
+  EXPECT_TRUE(withdrawn) << device << " still offered while prepared";
   absl::StatusOr<v1beta1::ContainerAllocateResponse> edits = kubelet.ContainerEdits(ids);
   ASSERT_TRUE(edits.ok()) << edits.status();
   EXPECT_EQ(edits->envs().at("RPCI_SESSION_ENDPOINT"), agent_endpoint_);
@@ -824,7 +857,10 @@ TEST_F(EndToEndTest, DraClaimIsPreparedAttachedUnpreparedScrubbedAndOfferedAgain
   // Kubelet restart, then plugin restart: same ids, same session.
   ASSERT_TRUE(kubelet.Restart().ok());
   ASSERT_TRUE(kubelet.WaitForDriver("rpci.io", 1, absl::Seconds(5))) << Logs();
+  const absl::Time again_start = absl::Now();
   EXPECT_EQ(prepare(first), ids);
+  std::printf("DRA %s: NodePrepareResources of a prepared claim %.1f ms\n", version.c_str(),
+              absl::ToDoubleMilliseconds(absl::Now() - again_start));
   plugin_.reset();
   StartPlugin({"--release-grace-seconds=1", "--kubelet-dir=" + dir_ + "/kr"});
   ASSERT_TRUE(kubelet.WaitForDriver("rpci.io", 2, absl::Seconds(10))) << Logs();
@@ -849,9 +885,12 @@ TEST_F(EndToEndTest, DraClaimIsPreparedAttachedUnpreparedScrubbedAndOfferedAgain
     return n;
   };
   const double before = clean_scrubs();
+  const absl::Time unprepare_start = absl::Now();
   ASSERT_TRUE(kubelet.UnprepareClaim("rpci.io", first).ok()) << Logs();
+  std::printf("DRA %s: NodeUnprepareResources (close, UnprepareClaim) %.1f ms\n", version.c_str(),
+              absl::ToDoubleMilliseconds(absl::Now() - unprepare_start));
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/cdi/rpci.io-claim-" + first.uid + ".json"));
-  Api("DELETE", "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/trainer");
+  Api("DELETE", api + "/namespaces/default/resourceclaims/trainer");
   double after = before;
   for (const absl::Time deadline = absl::Now() + absl::Seconds(15); after <= before && absl::Now() < deadline;
        absl::SleepFor(absl::Milliseconds(200))) {
@@ -859,7 +898,15 @@ TEST_F(EndToEndTest, DraClaimIsPreparedAttachedUnpreparedScrubbedAndOfferedAgain
   }
   EXPECT_GT(after, before) << AgentMetrics();
 
-  // Offered again: a new claim on the same device, a fresh session.
+  // Offered again: back in the pool's slices once scrubbed (the controller
+  // offers only free devices), then a new claim on it gets a fresh session.
+  bool listed = false;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30); !listed && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(200))) {
+    const std::vector<std::string> now = offered();
+    listed = std::find(now.begin(), now.end(), device) != now.end();
+  }
+  EXPECT_TRUE(listed) << device << " not offered again" << Logs();
   const ClaimRef second = make_claim("trainer-2");
   const std::vector<std::string> again = prepare(second);
   ASSERT_EQ(again.size(), 1u);
@@ -872,6 +919,11 @@ TEST_F(EndToEndTest, DraClaimIsPreparedAttachedUnpreparedScrubbedAndOfferedAgain
   plugin_.reset();
   kubelet.Stop();
 }
+
+
+TEST_F(EndToEndTest, DraClaimIsPreparedAttachedUnpreparedScrubbedAndOfferedAgain) { DraClaimLifecycle("v1"); }
+
+TEST_F(EndToEndTest, DraClaimLifecycleOnAV1beta1Cluster) { DraClaimLifecycle("v1beta1"); }
 
 }  // namespace
 }  // namespace rpci::testing

@@ -6,14 +6,23 @@
 // returned and, with --cdi-dir, its CDI devices' edits (--isolate-container:
 // only that environment, and its mounts),
 // then remove the pod and exit with the command's status.
+// With --kubelet-dir it is the kubelet's DRA side instead (fake_dra_kubelet.h):
+// it registers DRA plugins from <kubelet-dir>/plugins_registry and, with
+// --claim namespace/name/uid, prepares the claim with the driver, runs the
+// command with the claim's CDI devices applied from --cdi-dir (needed then),
+// unprepares
+// and exits with the command's status.
 
 #include <signal.h>
 
 #include <iostream>
 
+#include "absl/strings/str_split.h"
+
 #include "common/flags.h"
 #include "common/log.h"
 #include "tests/kubelet/container.h"
+#include "tests/kubelet/fake_dra_kubelet.h"
 #include "tests/kubelet/fake_kubelet.h"
 
 namespace {
@@ -70,6 +79,60 @@ int RunPod(rpci::testing::FakeKubelet& kubelet, const rpci::Logger& log, const s
   return rc;
 }
 
+// The DRA side: a claim's life as the kubelet and the runtime play it.
+int RunClaim(rpci::testing::FakeDraKubelet& kubelet, const rpci::Logger& log, const std::string& driver,
+             const std::string& claim, absl::Duration wait, bool isolate, const std::vector<std::string>& command) {
+  std::vector<std::string> parts = absl::StrSplit(claim, '/');
+  if (parts.size() != 3 || command.empty()) {
+    log.Error("--claim wants namespace/name/uid and a command after --", {{"claim", claim}});
+    return 2;
+  }
+  const rpci::testing::ClaimRef ref{parts[0], parts[1], parts[2]};
+  if (!kubelet.WaitForDriver(driver, 1, wait)) {
+    log.Error("DRA driver never registered", {{"driver", driver}});
+    return 3;
+  }
+  absl::StatusOr<std::vector<std::string>> ids = kubelet.PrepareClaim(driver, ref);
+  absl::StatusOr<v1beta1::ContainerAllocateResponse> edits =
+      ids.ok() ? kubelet.ContainerEdits(*ids) : absl::StatusOr<v1beta1::ContainerAllocateResponse>(ids.status());
+  if (!edits.ok()) {
+    log.Error("claim not prepared", {{"claim", claim}, {"error", std::string(edits.status().message())}});
+    return 4;
+  }
+  log.Info("claim prepared", {{"claim", claim}, {"cdi_devices", *ids}});
+  int rc = rpci::testing::RunContainer(*edits, command, isolate);
+  log.Info("container exited", {{"claim", claim}, {"exit_code", rc}});
+  if (absl::Status s = kubelet.UnprepareClaim(driver, ref); !s.ok()) {
+    log.Error("claim not unprepared", {{"claim", claim}, {"error", std::string(s.message())}});
+    return rc == 0 ? 5 : rc;
+  }
+  return rc;
+}
+
+int RunDra(const std::string& kubelet_dir, const std::string& cdi_dir, const std::string& claim, absl::Duration wait,
+           bool isolate, const std::vector<std::string>& command) {
+  rpci::Logger log("fake-kubelet");
+  rpci::testing::FakeDraKubelet kubelet(kubelet_dir, cdi_dir);
+  if (absl::Status s = kubelet.Start(); !s.ok()) {
+    log.Error("cannot start", {{"error", std::string(s.message())}});
+    return 1;
+  }
+  signal(SIGINT, OnSignal);
+  signal(SIGTERM, OnSignal);
+  if (!claim.empty()) return RunClaim(kubelet, log, "rpci.io", claim, wait, isolate, command);
+  size_t seen = 0;
+  while (!g_stop) {
+    std::vector<rpci::testing::DraRegistration> regs = kubelet.registrations();
+    for (; seen < regs.size(); ++seen) {
+      const rpci::testing::DraRegistration& r = regs[seen];
+      log.Info("registration", {{"driver", r.driver}, {"endpoint", r.endpoint}, {"service", r.chosen_service},
+                                {"error", r.error}});
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -90,6 +153,10 @@ int main(int argc, char** argv) {
   flags.String("resource", &resource, "extended resource the pod requests");
   flags.Int("count", &count, "how many devices the pod requests");
   flags.Int("wait-seconds", &wait_seconds, "how long to wait for enough healthy devices");
+  std::string kubelet_dir, claim;
+  flags.String("kubelet-dir", &kubelet_dir,
+               "be the kubelet's DRA side instead: register DRA plugins from <kubelet-dir>/plugins_registry");
+  flags.String("claim", &claim, "with --kubelet-dir: namespace/name/uid of a claim to prepare and run (command after --)");
   bool isolate = false;
   flags.Bool("isolate-container", &isolate,
              "run the pod's command with only Allocate's environment and, in its own mount namespace, Allocate's "
@@ -104,6 +171,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   flags.Apply();
+  if (!kubelet_dir.empty()) return RunDra(kubelet_dir, cdi_dir, claim, absl::Seconds(wait_seconds), isolate, *args);
   rpci::Logger log("fake-kubelet");
   rpci::testing::FakeKubelet kubelet(plugin_dir, pod_resources, cdi_dir);
   if (absl::Status s = kubelet.Start(); !s.ok()) {

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/testing/temp_dir.h"
 #include "controller/controller_app.h"
+#include "controller/testing/kube_options.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "tests/harness/free_port.h"
@@ -74,12 +75,7 @@ class NodeIdentityTest : public ::testing::Test {
   }
 
   void StartController(absl::Duration node_cert_lifetime) {
-    controller::ControllerOptions o;
-    o.store = "kube";
-    kube::KubeConfig kc;
-    kc.server = api_.url();
-    kc.ns = kNs;
-    o.kube_config = kc;
+    controller::ControllerOptions o = controller::testing::KubeStoreOptions(api_.url(), kNs);
     o.leader_elect = false;
     o.listen = absl::StrCat("127.0.0.1:", grpc_port_);
     o.http_listen = "127.0.0.1:0";
