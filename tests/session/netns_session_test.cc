@@ -36,6 +36,14 @@ class NetnsSessionTest : public ::testing::Test {
     pair_.emplace(std::move(*pair));
   }
   void TearDown() override {
+    if (HasFailure() && !dir_.empty()) {
+      // The children's logs say why (the agent's and the client's JSON lines).
+      for (const char* name : {"/agent.err", "/client.err"}) {
+        std::string log = ReadFile(dir_ + name);
+        if (log.size() > 16384) log = log.substr(log.size() - 16384);
+        std::printf("---- %s (last 16 KiB)\n%s\n", name + 1, log.c_str());
+      }
+    }
     std::error_code ec;
     if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
   }
