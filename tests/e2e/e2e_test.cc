@@ -871,6 +871,14 @@ void EndToEndTest::DraClaimLifecycle(const std::string& version) {
 
   nlohmann::json summary = RunWorkload("dra-trainer", *edits);
   EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
+  // The key reached the workload only through its file: no log, no CDI spec.
+  ASSERT_FALSE(edits->mounts().empty());
+  const std::string key(absl::StripAsciiWhitespace(ReadWholeFile(edits->mounts(0).host_path() + "/key")));
+  ASSERT_EQ(key.size(), 64u) << key;
+  for (const std::string& form : {key, absl::Base64Escape(absl::HexStringToBytes(key))}) {
+    EXPECT_EQ(AllOutput().find(form), std::string::npos) << "session key in the logs";
+    EXPECT_EQ(ReadWholeFile(dir_ + "/cdi/rpci.io-claim-" + first.uid + ".json").find(form), std::string::npos);
+  }
   EXPECT_EQ(summary.value("device", ""), edits->envs().at("RPCI_DEVICE_IDS"));
 
   // The pod ends: unprepare, the claim is deleted, the agent scrubs.
