@@ -243,35 +243,6 @@ TEST_F(VfioEndToEndTest, ADeviceWhoseResetFailsTurnsUnhealthyAtTheKubelet) {
   kubelet.Stop();
 }
 
-// The kernel asks for edu back (its removal through sysfs, which waits for
-// the agent): the agent releases it and the kubelet sees it Unhealthy; when
-// it comes back (a PCI rescan) the agent opens it again and the kubelet sees
-// it Healthy.
-TEST_F(VfioEndToEndTest, ARemovedDeviceTurnsUnhealthyAtTheKubeletAndRecoversWhenItComesBack) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
-  ASSERT_TRUE(kubelet.Start().ok());
-  StartPlugin();
-  auto health_is = [](const std::string& h) {
-    return [h](const std::vector<AdvertisedDevice>& ds) { return ds.size() == 1 && ds[0].health == h; };
-  };
-  ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/edu", health_is("Healthy"), absl::Seconds(60))) << Logs();
-  const std::string bdf = agent::vfio::guest::FindFunction("0x1234", "0x11e8");
-  ASSERT_FALSE(bdf.empty());
-  const absl::Time removed = absl::Now();
-  std::thread remove([&] { std::ofstream("/sys/bus/pci/devices/" + bdf + "/remove") << "1\n"; });
-  const bool unhealthy = kubelet.WaitForDevices("rpci.io/edu", health_is("Unhealthy"), absl::Seconds(60));
-  remove.join();  // returns once the agent released the function
-  ASSERT_TRUE(unhealthy) << Logs();
-  std::printf("edu: removal -> Unhealthy at the kubelet in %.0f ms\n", absl::ToDoubleMilliseconds(absl::Now() - removed));
-  const absl::Time rescanned = absl::Now();
-  std::ofstream("/sys/bus/pci/rescan") << "1\n";
-  ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/edu", health_is("Healthy"), absl::Seconds(60))) << Logs();
-  std::printf("edu: rescan -> Healthy at the kubelet in %.0f ms\n",
-              absl::ToDoubleMilliseconds(absl::Now() - rescanned));
-  plugin_.reset();
-  kubelet.Stop();
-}
-
 // Scrub between tenants through sessions (docs/sessions.md, "Scrub between
 // tenants"): tenant A's pod leaves patterns in a device's registers and over
 // its whole DMA space; after its release (the agent's reset and scrub, seen
@@ -374,6 +345,39 @@ TEST_F(TenantScrubTest, TenantBOnNvmeSeesAResetControllerAndAZeroedDmaSpace) {
   EXPECT_EQ(Value(b, "r32:0:0x1c"), "0x0");
   EXPECT_EQ(Result(b, "dma")["nonzero"], 0) << b.dump();
   std::printf("nvme: tenant A %s\nnvme: tenant B %s\n", a.dump().c_str(), b.dump().c_str());
+}
+
+// The kernel asks for edu back (its removal through sysfs, which waits for
+// the agent): the agent releases it and the kubelet sees it Unhealthy; when
+// it comes back (a PCI rescan) the agent opens it again and the kubelet sees
+// it Healthy. Last: the other tests run on a function that was never removed.
+// Its own suite, so that it runs after every other (gtest runs a suite's
+// tests together, suites in order of definition).
+class DeviceRemovalTest : public VfioEndToEndTest {};
+
+TEST_F(DeviceRemovalTest, ARemovedDeviceTurnsUnhealthyAtTheKubeletAndRecoversWhenItComesBack) {
+  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  ASSERT_TRUE(kubelet.Start().ok());
+  StartPlugin();
+  auto health_is = [](const std::string& h) {
+    return [h](const std::vector<AdvertisedDevice>& ds) { return ds.size() == 1 && ds[0].health == h; };
+  };
+  ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/edu", health_is("Healthy"), absl::Seconds(60))) << Logs();
+  const std::string bdf = agent::vfio::guest::FindFunction("0x1234", "0x11e8");
+  ASSERT_FALSE(bdf.empty());
+  const absl::Time removed = absl::Now();
+  std::thread remove([&] { std::ofstream("/sys/bus/pci/devices/" + bdf + "/remove") << "1\n"; });
+  const bool unhealthy = kubelet.WaitForDevices("rpci.io/edu", health_is("Unhealthy"), absl::Seconds(60));
+  remove.join();  // returns once the agent released the function
+  ASSERT_TRUE(unhealthy) << Logs();
+  std::printf("edu: removal -> Unhealthy at the kubelet in %.0f ms\n", absl::ToDoubleMilliseconds(absl::Now() - removed));
+  const absl::Time rescanned = absl::Now();
+  std::ofstream("/sys/bus/pci/rescan") << "1\n";
+  ASSERT_TRUE(kubelet.WaitForDevices("rpci.io/edu", health_is("Healthy"), absl::Seconds(60))) << Logs();
+  std::printf("edu: rescan -> Healthy at the kubelet in %.0f ms\n",
+              absl::ToDoubleMilliseconds(absl::Now() - rescanned));
+  plugin_.reset();
+  kubelet.Stop();
 }
 
 }  // namespace
