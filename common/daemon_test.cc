@@ -31,6 +31,21 @@ class DaemonTest : public ::testing::Test {
   std::ostringstream log_;
 };
 
+TEST_F(DaemonTest, LogLevelFlagSetsTheLevelAndAnUnknownNameExitsTwo) {
+  std::string level = "info";
+  FlagSet flags("d [flags]", "a daemon");
+  AddLogLevelFlag(flags, &level);
+  EXPECT_NE(flags.Help().find("debug, info, warn or error (default \"info\")"), std::string::npos) << flags.Help();
+  ASSERT_TRUE(flags.Parse(std::vector<std::string>{"--log-level=error"}).ok());
+  flags.Apply();
+  EXPECT_EQ(level, "error");
+  EXPECT_EQ(ApplyLogLevelFlag(level), std::nullopt);
+  Logger("test").Warn("below the level");
+  EXPECT_EQ(log_.str(), "");
+  EXPECT_EQ(ApplyLogLevelFlag("loud"), 2);
+  ASSERT_EQ(ApplyLogLevelFlag("info"), std::nullopt);
+}
+
 TEST_F(DaemonTest, InvalidOptionsExitTwoAndOtherFailuresOne) {
   Logger log("test");
   EXPECT_EQ(CannotStart(log, absl::InvalidArgumentError("--listen: bad address")), 2);

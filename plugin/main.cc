@@ -69,7 +69,7 @@ void AddFlags(rpci::FlagSet& flags, Settings& st) {
             "gid owning session dirs and key files (0640), for non-root workloads with it in "
             "supplementalGroups (-1: key readable by root only)");
   flags.String("health-addr", &st.health_addr, "host:port of /healthz, /readyz, /metrics (empty: off)");
-  flags.String("log-level", &st.log_level, "debug, info, warn or error");
+  rpci::AddLogLevelFlag(flags, &st.log_level);
 }
 
 // Parses the command line into `st`; an exit code when the process should
@@ -85,10 +85,7 @@ std::optional<int> ParseSettings(int argc, char** argv, Settings& st) {
                 "the devices to containers through memory-mirroring sessions.");
   AddFlags(flags, st);
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return exit_code;
-  if (absl::Status s = SetMinLogLevel(st.log_level); !s.ok()) {
-    std::cerr << "--log-level: " << s.message() << "\n";
-    return 2;
-  }
+  if (std::optional<int> exit_code = ApplyLogLevelFlag(st.log_level)) return exit_code;
   if (absl::Status s = plugin::ParsePools(st.pools, &o); !s.ok()) {
     std::cerr << "--pools: " << s.message() << "\n";
     return 2;

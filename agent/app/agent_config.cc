@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/daemon.h"
 #include "common/fabric/fabric.h"
 #include "common/http_server.h"
 
@@ -176,7 +177,7 @@ void AddServeFlags(FlagSet& flags, AgentOptions* o, ServeFlags* extra) {
   flags.Int("emu-count", &extra->emu_count, "emulated devices to create (replaces the config's emu list)");
   flags.String("emu-pool", &extra->emu_pool, "pool of the --emu-count devices");
   flags.String("http-listen", &o->http_listen, "address of /healthz, /readyz, /metrics (empty: off)");
-  flags.String("log-level", &o->log_level, "debug, info, warn or error");
+  AddLogLevelFlag(flags, &o->log_level);
 }
 
 void ApplyServeFlags(const FlagSet& flags, const ServeFlags& extra, AgentOptions* o) {
