@@ -83,24 +83,27 @@ void PrintExportedTable(const std::vector<ExportedDevice>& devices, std::ostream
   }
 }
 
+// `items` as a table, or with --json one object per line.
+template <typename T>
+void PrintItems(bool json, const std::vector<T>& items, void (*table)(const std::vector<T>&, std::ostream&),
+                std::ostream& out) {
+  if (!json) {
+    table(items, out);
+    return;
+  }
+  for (const T& item : items) out << JsonLine(item) << "\n";
+}
+
 // Prints what --show names (--json: one object per line); the exit code.
 int PrintInventory(const std::string& show, bool json, const std::vector<PcieFunction>& fns,
                    const std::vector<RdmaNic>& nics, const std::string& policy_file, const std::string& node,
                    std::ostream& out, std::ostream& err) {
   if (show == "functions") {
-    if (!json) {
-      PrintFunctionTable(fns, out);
-      return 0;
-    }
-    for (const PcieFunction& fn : fns) out << JsonLine(fn) << "\n";
+    PrintItems(json, fns, PrintFunctionTable, out);
     return 0;
   }
   if (show == "nics") {
-    if (!json) {
-      PrintNicTable(nics, out);
-      return 0;
-    }
-    for (const RdmaNic& nic : nics) out << JsonLine(nic) << "\n";
+    PrintItems(json, nics, PrintNicTable, out);
     return 0;
   }
   absl::StatusOr<ExportPolicy> policy = ExportPolicy::LoadFile(policy_file);
@@ -113,11 +116,7 @@ int PrintInventory(const std::string& show, bool json, const std::vector<PcieFun
     err << "rpci-agent inventory: " << devices.status().message() << "\n";
     return 1;
   }
-  if (!json) {
-    PrintExportedTable(*devices, out);
-    return 0;
-  }
-  for (const ExportedDevice& d : *devices) out << JsonLine(d) << "\n";
+  PrintItems(json, *devices, PrintExportedTable, out);
   return 0;
 }
 
