@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "agent/vfio/bind.h"
@@ -269,6 +270,110 @@ TEST_F(VfioEndToEndTest, ARemovedDeviceTurnsUnhealthyAtTheKubeletAndRecoversWhen
               absl::ToDoubleMilliseconds(absl::Now() - rescanned));
   plugin_.reset();
   kubelet.Stop();
+}
+
+// Scrub between tenants through sessions (docs/sessions.md, "Scrub between
+// tenants"): tenant A's pod leaves patterns in a device's registers and over
+// its whole DMA space; after its release (the agent's reset and scrub, seen
+// in its metrics) tenant B's pod on the same device reads them back.
+class TenantScrubTest : public VfioEndToEndTest {
+ protected:
+  static constexpr uint64_t kDmaSize = 1 << 20;  // the agent's inventory.vfio_dma_size
+
+  // Runs tests/vm/tenant_probe in a pod on `resource` and returns its summary.
+  nlohmann::json Probe(const std::string& pod, const std::string& resource, std::vector<std::string> ops) {
+    ops.insert(ops.begin(), Abs("tests/vm/tenant_probe"));
+    auto kubelet = RunPod(pod, resource, ops);
+    EXPECT_EQ(kubelet->Wait(absl::ZeroDuration()), 0) << kubelet->out() << kubelet->err();
+    nlohmann::json s = JobSummary(kubelet->out());
+    EXPECT_TRUE(s.is_object() && s["ok"].get<bool>()) << kubelet->out() << kubelet->err();
+    EXPECT_EQ(s["dma_size"], kDmaSize);
+    return s;
+  }
+  // The result of the n-th `op` in a probe's summary (a null JSON when absent).
+  static nlohmann::json Result(const nlohmann::json& s, const std::string& op, int n = 0) {
+    for (const nlohmann::json& r : s.value("results", nlohmann::json::array())) {
+      if (r["op"] == op && n-- == 0) return r;
+    }
+    return nlohmann::json();
+  }
+  static std::string Value(const nlohmann::json& s, const std::string& op) {
+    return Result(s, op).value("value", "absent");
+  }
+  // The agent reports `n` clean device scrubs (rpci_agent_device_scrubs_total).
+  bool WaitScrubs(int n) {
+    const std::string url = absl::StrCat("http://", pair_->addr_a(), ":", kAgentHttp, "/metrics");
+    const std::string want = absl::StrCat("rpci_agent_device_scrubs_total{result=\"clean\"} ", n);
+    for (int i = 0; i < 120; ++i) {
+      auto curl = Start(0, "metrics", {"curl", "-sf", "--max-time", "2", url});
+      if (curl->Wait(absl::Seconds(5)) == 0 && curl->out().find(want) != std::string::npos) return true;
+      absl::SleepFor(absl::Milliseconds(500));
+    }
+    return false;
+  }
+};
+
+// edu: tenant A runs edu's DMA engine at both ends of the IOVA window (device
+// address 0 into the device's buffer, the buffer back to dma_size - 2 KiB,
+// where it lands in the pulled DMA space), leaves patterns in the liveness,
+// factorial and DMA registers and 0x5a over the whole DMA space. Tenant B
+// reads zeros over its whole DMA space. QEMU's edu model has no reset
+// handler, so its register file and its 4 KiB buffer keep tenant A's values
+// over the function reset; the test shows that too (a real function with an
+// FLR that clears its state would not).
+TEST_F(TenantScrubTest, TenantBOnEduReadsAZeroedDmaSpaceButEduKeepsItsRegistersOverAReset) {
+  const std::string top = absl::StrFormat("0x%x", kDmaSize - 2048);
+  nlohmann::json a = Probe("tenant-a", "rpci.io/edu",
+                           {"fill:0xa5", "w64:0:0x80:0", "w64:0:0x88:0x40000", "w64:0:0x90:2048", "w64:0:0x98:1",
+                            "sleep:1500", "fill:0", "w64:0:0x80:0x40000", "w64:0:0x88:" + top, "w64:0:0x98:3",
+                            "sleep:1500", "dma", "w32:0:0x4:0x12345678", "w32:0:0x8:10", "sleep:500",
+                            "w64:0:0x80:0xa0a0a0a0", "w64:0:0x88:0xb0b0b0b0", "w64:0:0x90:0x7c", "fill:0x5a",
+                            "r32:0:0x4", "r32:0:0x8", "r64:0:0x80", "r64:0:0x88", "r64:0:0x90", "dma"});
+  // The device's addresses are offsets into the DMA space (docs/sessions.md, the IOVA window).
+  EXPECT_EQ(Result(a, "dma")["nonzero"], 2048) << a.dump();
+  EXPECT_EQ(Result(a, "dma")["first_nonzero"], top) << a.dump();
+  EXPECT_EQ(Value(a, "r32:0:0x4"), "0xedcba987");  // edu stores the complement
+  EXPECT_EQ(Value(a, "r32:0:0x8"), "0x375f00");    // 10!
+  EXPECT_EQ(Value(a, "r64:0:0x80"), "0xa0a0a0a0");
+  EXPECT_EQ(Result(a, "dma", 1)["nonzero"], kDmaSize) << a.dump();
+  ASSERT_TRUE(WaitScrubs(1)) << Logs();
+
+  nlohmann::json b = Probe("tenant-b", "rpci.io/edu",
+                           {"dma", "r32:0:0x0", "r32:0:0x4", "r32:0:0x8", "r64:0:0x80", "r64:0:0x88", "r64:0:0x90",
+                            "w64:0:0x80:0x40000", "w64:0:0x88:0", "w64:0:0x90:2048", "w64:0:0x98:3", "sleep:1500",
+                            "dma"});
+  EXPECT_EQ(b["device"], a["device"]);
+  EXPECT_EQ(Result(b, "dma")["nonzero"], 0) << b.dump();  // the whole DMA space, as the device sees it
+  EXPECT_EQ(Value(b, "r32:0:0x0"), "0x10000ed");
+  // What edu keeps (the model has no reset; its power-on values are 0).
+  EXPECT_EQ(Value(b, "r32:0:0x4"), "0xedcba987");
+  EXPECT_EQ(Value(b, "r32:0:0x8"), "0x375f00");
+  EXPECT_EQ(Value(b, "r64:0:0x80"), "0xa0a0a0a0");
+  EXPECT_EQ(Value(b, "r64:0:0x88"), "0xb0b0b0b0");
+  EXPECT_EQ(Value(b, "r64:0:0x90"), "0x7c");
+  EXPECT_EQ(Result(b, "dma", 1)["nonzero"], 2048) << "edu's buffer holds tenant A's 0xa5: " << b.dump();
+  std::printf("edu: tenant A %s\nedu: tenant B %s\n", a.dump().c_str(), b.dump().c_str());
+}
+
+// NVMe (FLR): tenant A enables the controller with admin queues in its DMA
+// space and leaves 0xa5 over the whole DMA space; tenant B sees the
+// controller disabled (CC 0, CSTS.RDY 0) and zeros over its whole DMA space.
+TEST_F(TenantScrubTest, TenantBOnNvmeSeesAResetControllerAndAZeroedDmaSpace) {
+  nlohmann::json a = Probe("tenant-a", "rpci.io/nvme",
+                           {"fill:0xa5", "w32:0:0x24:0x000f000f", "w64:0:0x28:0x1000", "w64:0:0x30:0x2000",
+                            "w32:0:0x14:0x00460001", "sleep:1000", "r32:0:0x14", "r32:0:0x1c", "dma"});
+  EXPECT_EQ(Value(a, "r32:0:0x14"), "0x460001");
+  EXPECT_EQ(Value(a, "r32:0:0x1c"), "0x1");  // CSTS.RDY
+  EXPECT_EQ(Result(a, "dma")["nonzero"], kDmaSize) << a.dump();
+  ASSERT_TRUE(WaitScrubs(1)) << Logs();
+
+  nlohmann::json b = Probe("tenant-b", "rpci.io/nvme",
+                           {"r32:0:0x14", "r32:0:0x1c", "r32:0:0x24", "r64:0:0x28", "r64:0:0x30", "dma"});
+  EXPECT_EQ(b["device"], a["device"]);
+  EXPECT_EQ(Value(b, "r32:0:0x14"), "0x0");
+  EXPECT_EQ(Value(b, "r32:0:0x1c"), "0x0");
+  EXPECT_EQ(Result(b, "dma")["nonzero"], 0) << b.dump();
+  std::printf("nvme: tenant A %s\nnvme: tenant B %s\n", a.dump().c_str(), b.dump().c_str());
 }
 
 }  // namespace
