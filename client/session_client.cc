@@ -255,7 +255,9 @@ absl::Status SessionClient::Connect() {
     if (replay->size() > FlushChunk()) replay->resize(FlushChunk());
     if (absl::Status s = PushWritesLocked(*replay); !s.ok()) return s;
   }
-  return absl::OkStatus();
+  // The agent pushes a resuming client's mirrors and missed completions after
+  // its first frame of the attach, over this side's connection.
+  return SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0);
 }
 
 absl::Status SessionClient::ReconnectLocked() {
