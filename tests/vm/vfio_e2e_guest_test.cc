@@ -370,6 +370,7 @@ TEST_F(TenantScrubTest, TenantBOnEduReadsAZeroedDmaSpaceButEduKeepsItsRegistersO
 // NVMe (FLR): tenant A enables the controller with admin queues in its DMA
 // space and leaves 0xa5 over the whole DMA space; tenant B sees the
 // controller disabled (CC 0, CSTS.RDY 0) and zeros over its whole DMA space.
+// QEMU's NVMe model keeps AQA, ASQ and ACQ over the FLR; the test shows that.
 TEST_F(TenantScrubTest, TenantBOnNvmeSeesAResetControllerAndAZeroedDmaSpace) {
   nlohmann::json a = Probe("tenant-a", "rpci.io/nvme",
                            {"fill:0xa5", "w32:0:0x24:0x000f000f", "w64:0:0x28:0x1000", "w64:0:0x30:0x2000",
@@ -385,6 +386,11 @@ TEST_F(TenantScrubTest, TenantBOnNvmeSeesAResetControllerAndAZeroedDmaSpace) {
   EXPECT_EQ(Value(b, "r32:0:0x14"), "0x0");
   EXPECT_EQ(Value(b, "r32:0:0x1c"), "0x0");
   EXPECT_EQ(Result(b, "dma")["nonzero"], 0) << b.dump();
+  // What QEMU's NVMe keeps over an FLR: the admin queue registers (their
+  // addresses point into tenant A's DMA space, which is zero now).
+  EXPECT_EQ(Value(b, "r32:0:0x24"), "0xf000f");
+  EXPECT_EQ(Value(b, "r64:0:0x28"), "0x1000");
+  EXPECT_EQ(Value(b, "r64:0:0x30"), "0x2000");
   std::printf("nvme: tenant A %s\nnvme: tenant B %s\n", a.dump().c_str(), b.dump().c_str());
 }
 
