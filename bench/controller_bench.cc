@@ -68,6 +68,33 @@ double HeapInUseMb() {
   return static_cast<double>(m.uordblks + m.hblkhd) / (1 << 20);
 }
 
+// Device servers of kDevicesPerServer devices each register `devices` in
+// all, then `nodes` compute nodes serving the pool.
+absl::Status RegisterFleet(PoolManager& manager, int devices, int nodes) {
+  for (int s = 0; s * kDevicesPerServer < devices; ++s) {
+    rpci::v1::RegisterAgentRequest req;
+    const std::string server = absl::StrCat("dev-", s);
+    req.set_node(server);
+    req.set_session_endpoint(server + ":7443");
+    for (int i = 0; i < kDevicesPerServer && s * kDevicesPerServer + i < devices; ++i) {
+      rpci::v1::ExportedDevice* d = req.add_devices();
+      d->set_id(absl::StrCat(server, "-", i));
+      d->set_node(server);
+      d->set_pool("emu");
+      d->set_backend("emu");
+      d->set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);
+    }
+    if (auto r = manager.RegisterAgent(req); !r.ok()) return r.status();
+  }
+  for (int n = 0; n < nodes; ++n) {
+    rpci::v1::RegisterNodeRequest req;
+    req.set_node(absl::StrCat("cn-", n));
+    req.add_pools("emu");
+    if (auto r = manager.RegisterNode(req); !r.ok()) return r.status();
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_dir) {
   char dir_template[4096];
   snprintf(dir_template, sizeof(dir_template), "%s/rpci-controller-bench-XXXXXX", base_dir.c_str());
@@ -88,29 +115,8 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
   manager.SetPools({pool});
 
   const absl::Time setup_start = absl::Now();
-  for (int s = 0; s * kDevicesPerServer < devices; ++s) {
-    rpci::v1::RegisterAgentRequest req;
-    const std::string server = absl::StrCat("dev-", s);
-    req.set_node(server);
-    req.set_session_endpoint(server + ":7443");
-    for (int i = 0; i < kDevicesPerServer && s * kDevicesPerServer + i < devices; ++i) {
-      rpci::v1::ExportedDevice* d = req.add_devices();
-      d->set_id(absl::StrCat(server, "-", i));
-      d->set_node(server);
-      d->set_pool("emu");
-      d->set_backend("emu");
-      d->set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);
-    }
-    if (auto r = manager.RegisterAgent(req); !r.ok()) return r.status();
-  }
   const int nodes = std::max(1, devices / kDevicesPerNode);
-  for (int n = 0; n < nodes; ++n) {
-    rpci::v1::RegisterNodeRequest req;
-    req.set_node(absl::StrCat("cn-", n));
-    req.add_pools("emu");
-    if (auto r = manager.RegisterNode(req); !r.ok()) return r.status();
-  }
-
+  if (absl::Status s = RegisterFleet(manager, devices, nodes); !s.ok()) return s;
   const double setup_s = absl::ToDoubleSeconds(absl::Now() - setup_start);
   const absl::Time start = absl::Now();
   const double cpu_start = ThreadCpuMs();
@@ -141,6 +147,15 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
     if (!r.ok()) return r.status();
   }
   if (absl::Status s = manager.CheckInvariants(); !s.ok()) return s;
+  // What one watch stream's refresh costs (each WatchAssignments and
+  // WatchGrants stream recomputes its set when the state changes).
+  const absl::Time watch_start = absl::Now();
+  constexpr int kWatchCalls = 20;
+  size_t watched = 0;
+  for (int i = 0; i < kWatchCalls; ++i) {
+    watched += manager.AssignmentsFor("cn-0").assignments_size() + manager.GrantsFor("dev-0").size();
+  }
+  const double watch_refresh_us = absl::ToDoubleMicroseconds(absl::Now() - watch_start) / kWatchCalls;
   double mean = 0;
   for (double l : latencies_us) mean += l;
   if (!latencies_us.empty()) mean /= latencies_us.size();
@@ -157,6 +172,8 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
               {"claim_us_mean", mean},
               {"claim_us_p50", Percentile(latencies_us, 0.50)},
               {"claim_us_p99", Percentile(latencies_us, 0.99)},
+              {"watch_refresh_us", watch_refresh_us},  // AssignmentsFor + GrantsFor, one node each
+              {"watch_refresh_items", watched / kWatchCalls},
               {"rss_mb", RssMb()},
               {"peak_rss_mb", PeakRssMb()},
               {"heap_in_use_mb", HeapInUseMb()},
@@ -248,18 +265,18 @@ int main(int argc, char** argv) {
   }
   std::cout << result.dump() << "\n";
   if (json_only) return 0;
-  printf("\n%8s %6s %12s %10s %14s %13s %13s %13s %8s\n", "devices", "nodes", "reconcile_ms", "cpu_ms",
-         "assignments/s", "claim_p50_us", "claim_p99_us", "claim_mean_us", "rss_mb");
+  printf("\n%8s %6s %12s %10s %14s %13s %13s %13s %8s %11s\n", "devices", "nodes", "reconcile_ms", "cpu_ms",
+         "assignments/s", "claim_p50_us", "claim_p99_us", "claim_mean_us", "rss_mb", "restart_mb");
   for (const json& r : result["scaling"]) {
     if (!r.value("completed", false)) {
       printf("%8d  not completed: %s\n", r["devices"].get<int>(), r.value("error", "failed").c_str());
       continue;
     }
-    printf("%8d %6d %12.1f %10.1f %14.0f %13.0f %13.0f %13.0f %8.1f\n", r["devices"].get<int>(),
+    printf("%8d %6d %12.1f %10.1f %14.0f %13.0f %13.0f %13.0f %8.1f %11.1f\n", r["devices"].get<int>(),
            r["compute_nodes"].get<int>(), r["reconcile_ms"].get<double>(), r["reconcile_cpu_ms"].get<double>(),
            r["assignments_per_s"].get<double>(),
            r["claim_us_p50"].get<double>(), r["claim_us_p99"].get<double>(), r["claim_us_mean"].get<double>(),
-           r["rss_mb"].get<double>());
+           r["rss_mb"].get<double>(), r.value("restart_rss_mb", 0.0));
   }
   return 0;
 }

@@ -73,26 +73,20 @@ double TcpGbps(size_t total) {
 
 namespace {
 
-// Reads exactly `len` bytes; false on EOF or error.
-bool ReadAll(int fd, char* b, size_t len) {
-  size_t got = 0;
-  while (got < len) {
-    ssize_t n = read(fd, b + got, len - got);
+// Moves exactly `len` bytes of `b` through `io` (read or write) on `fd`;
+// false on EOF or error.
+template <typename Io, typename Byte>
+bool All(Io io, int fd, Byte* b, size_t len) {
+  for (size_t done = 0; done < len;) {
+    ssize_t n = io(fd, b + done, len - done);
     if (n <= 0) return false;
-    got += n;
+    done += n;
   }
   return true;
 }
 
-bool WriteAll(int fd, const char* b, size_t len) {
-  size_t put = 0;
-  while (put < len) {
-    ssize_t n = write(fd, b + put, len - put);
-    if (n <= 0) return false;
-    put += n;
-  }
-  return true;
-}
+bool ReadAll(int fd, char* b, size_t len) { return All(read, fd, b, len); }
+bool WriteAll(int fd, const char* b, size_t len) { return All(write, fd, b, len); }
 
 }  // namespace
 

@@ -52,26 +52,26 @@ done
 addr=10.99.0.1   # both ends on one rxe device: rxe loops the packets back itself
 log="$out/guest-bench.log"; : > "$log"
 
+# Runs the client/server tool "$@": a server in the background, the client
+# against $addr; prints the client's output (both logged).
+client_server() {
+  "$@" >>"$log" 2>&1 &
+  local srv=$! result
+  sleep 1
+  result="$("$@" "$addr" 2>>"$log")" || true
+  wait "$srv" || true
+  echo "$result" >>"$log"
+  echo "$result"
+}
+
 # libfabric's own ping-pong, 64-byte messages (usec/xfer: half a round trip).
-fi_pingpong -p "verbs;ofi_rxm" -e rdm -d rxeb0 -I 2000 -S 64 >>"$log" 2>&1 &
-srv=$!; sleep 1
-pp="$(fi_pingpong -p "verbs;ofi_rxm" -e rdm -d rxeb0 -I 2000 -S 64 "$addr" 2>>"$log")" || true
-wait "$srv" || true
-echo "$pp" >>"$log"
+pp="$(client_server fi_pingpong -p "verbs;ofi_rxm" -e rdm -d rxeb0 -I 2000 -S 64)"
 pp_usec="$(echo "$pp" | awk '$1 ~ /^64$/ {print $7; exit}')"
 # perftest on the same device: 8-byte write latency (t_typical, one way) and
 # 1 MiB write bandwidth.
-ib_write_lat -d rxeb0 -x 1 -s 8 -n 2000 >>"$log" 2>&1 &
-srv=$!; sleep 1
-lat="$(ib_write_lat -d rxeb0 -x 1 -s 8 -n 2000 "$addr" 2>>"$log")" || true
-wait "$srv" || true
-echo "$lat" >>"$log"
+lat="$(client_server ib_write_lat -d rxeb0 -x 1 -s 8 -n 2000)"
 lat_usec="$(echo "$lat" | awk '$1 == "8" {print $5; exit}')"
-ib_write_bw -d rxeb0 -x 1 -s 1048576 -n 200 >>"$log" 2>&1 &
-srv=$!; sleep 1
-bw="$(ib_write_bw -d rxeb0 -x 1 -s 1048576 -n 200 "$addr" 2>>"$log")" || true
-wait "$srv" || true
-echo "$bw" >>"$log"
+bw="$(client_server ib_write_bw -d rxeb0 -x 1 -s 1048576 -n 200)"
 bw_mbps="$(echo "$bw" | awk '$1 == "1048576" {print $4; exit}')"
 
 "$bin/bench/session" --json --provider="verbs;ofi_rxm" --node="$addr" --scale=20 > "$out/session.json" 2>>"$log"

@@ -240,7 +240,9 @@ absl::Status SessionClient::Connect() {
   if (log_.last() == 0 && consumed_ == 0) {
     log_ = session::WriteLog(*applied);
     consumed_ = attached->response.completions();
+    inline_tail_ = std::max(inline_tail_, consumed_);  // the next completion continues from there
   }
+  last_heard_ = absl::Now();
   absl::StatusOr<std::vector<session::MmioWrite>> replay = log_.Resume(*applied);
   if (!replay.ok()) return replay.status();
   pushed_ = log_.acked();
@@ -353,6 +355,7 @@ absl::Status SessionClient::PumpLocked(absl::Duration timeout) {
     ++stats_.dropped_frames;  // not from our agent (or a replay): ignored
     return absl::OkStatus();
   }
+  last_heard_ = absl::Now();
   std::atomic_thread_fence(std::memory_order_acquire);
   switch (f->type) {
     case FrameType::kEvent:
@@ -460,25 +463,25 @@ absl::Status SessionClient::ReadMirror(uint16_t bar, uint64_t offset, absl::Span
 template <typename Pred>
 absl::Status SessionClient::WaitLocked(absl::Duration timeout, Pred done) {
   const absl::Time deadline = absl::Now() + timeout;
-  absl::Time heard = absl::Now();
   while (!done()) {
     if (closed_) return EnsureLiveLocked();
     const absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("session " + ticket_.session_id.ToString() + ": timed out");
     absl::Status s = PumpLocked(std::min(left, absl::Milliseconds(200)));
-    if (s.ok()) {
-      heard = absl::Now();
-      continue;
-    }
+    if (s.ok()) continue;
     if (s.code() != absl::StatusCode::kDeadlineExceeded) return s;
-    // A frame's send completes once the provider has it, not when the agent
-    // does (ofi_rxm's eager messages): silence for an operation timeout is
-    // checked with an RMA the agent must answer.
-    if (absl::Now() - heard >= options_.fabric.op_timeout) {
-      if (absl::Status p = ProbeLinkLocked(); !p.ok()) return p;
-      heard = absl::Now();
-    }
+    if (absl::Status p = ProbeIfSilentLocked(); !p.ok()) return p;
   }
+  return absl::OkStatus();
+}
+
+absl::Status SessionClient::ProbeIfSilentLocked() {
+  // A frame's send completes once the provider has it, not when the agent
+  // does (ofi_rxm's eager messages): silence for an operation timeout is
+  // checked with an RMA the agent must answer.
+  if (absl::Now() - last_heard_ < options_.fabric.op_timeout) return absl::OkStatus();
+  if (absl::Status p = ProbeLinkLocked(); !p.ok()) return p;
+  last_heard_ = absl::Now();
   return absl::OkStatus();
 }
 
@@ -643,9 +646,14 @@ void SessionClient::HeartbeatLoop() {
   while (!stop_heartbeat_) {
     hb_cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.heartbeat));
     if (stop_heartbeat_ || closed_) continue;
-    // A failed heartbeat is how an idle client notices the agent is gone.
-    WithReconnect([&] { return SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0); })
-        .IgnoreError();
+    // How a client that is not waiting notices the agent is gone: frames
+    // that came meanwhile count as heard, a silent link is probed.
+    WithReconnect([&]() -> absl::Status {
+      while (PumpLocked(absl::ZeroDuration()).ok() && !closed_) {
+      }
+      if (absl::Status p = ProbeIfSilentLocked(); !p.ok()) return p;
+      return SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0);
+    }).IgnoreError();
   }
 }
 

@@ -168,6 +168,8 @@ class SessionClient {
   absl::Status WaitLocked(absl::Duration timeout, Pred done);
   // An RMA read of the agent's ring header: UNAVAILABLE when the link is gone.
   absl::Status ProbeLinkLocked();
+  // ProbeLinkLocked when nothing came from the agent for an op timeout.
+  absl::Status ProbeIfSilentLocked();
   void HeartbeatLoop();
   absl::Status WithReconnect(const std::function<absl::Status()>& op);
 
@@ -190,6 +192,7 @@ class SessionClient {
   uint64_t pushed_ = 0;  // highest seq written to the agent's ring
   uint64_t consumed_ = 0;
   uint64_t inline_tail_ = 0;  // highest completion an event carried inline
+  absl::Time last_heard_;     // the last authenticated frame from the agent (or attach)
   // Seqlock word of the patches this client applies itself (odd while one
   // is being copied in); the agent's pushes have their own in the ring.
   std::atomic<uint64_t> local_gen_{0};

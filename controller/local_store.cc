@@ -180,14 +180,16 @@ bool LocalStore::Apply(absl::string_view text) {
   const json top = json::parse(text.begin(), text.end(), keep, false);
   if (top.is_discarded() || !top.is_object()) return false;
   for (Change& c : changes) {
-    // A snapshot's "devices" and "attachments" are puts, like a journal line's.
-    if (c.array == "put_devices" || c.array == "devices") {
+    // A snapshot's "devices" and "attachments" are puts, like a journal
+    // line's; puts take objects (a text), deletes names (no text).
+    const bool put = !c.text.empty();
+    if (put && (c.array == "put_devices" || c.array == "devices")) {
       devices_[c.name] = std::move(c.text);
-    } else if (c.array == "delete_devices") {
+    } else if (!put && c.array == "delete_devices") {
       devices_.erase(c.name);
-    } else if (c.array == "put_attachments" || c.array == "attachments") {
+    } else if (put && (c.array == "put_attachments" || c.array == "attachments")) {
       attachments_[c.name] = std::move(c.text);
-    } else if (c.array == "delete_attachments") {
+    } else if (!put && c.array == "delete_attachments") {
       // Journals of earlier versions name "<namespace>/<grant id>".
       attachments_.erase(c.name.substr(c.name.find('/') + 1));
     }

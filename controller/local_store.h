@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
 #include "common/clock.h"
 #include "controller/store.h"
 #include "nlohmann/json.hpp"
@@ -62,9 +63,10 @@ class LocalStore : public Store {
   size_t journal_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t snapshot_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Each object as its compact JSON text, encoded once when committed (a DOM
-  // per object cost ~10 KB per device at 100k devices).
-  std::map<std::string, std::string> devices_ ABSL_GUARDED_BY(mu_);      // by name
-  std::map<std::string, std::string> attachments_ ABSL_GUARDED_BY(mu_);  // by grant id
+  // per object cost ~10 KB per device at 100k devices). B-tree maps: no
+  // node allocation per object.
+  absl::btree_map<std::string, std::string> devices_ ABSL_GUARDED_BY(mu_);      // by name
+  absl::btree_map<std::string, std::string> attachments_ ABSL_GUARDED_BY(mu_);  // by grant id
 };
 
 }  // namespace rpci::controller

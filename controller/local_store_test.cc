@@ -149,6 +149,41 @@ TEST_F(LocalStoreTest, UndecodableObjectIsSkippedNotFatal) {
   EXPECT_TRUE(snap->devices.empty());
 }
 
+// The snapshot is replayed element by element: what is not an object in
+// its arrays (or has no name) is passed over, the rest loads.
+TEST_F(LocalStoreTest, SnapshotElementsThatAreNotObjectsArePassedOver) {
+  {
+    std::ofstream snap(dir_ + "/state.json");
+    snap << R"({"attachments":[7,[1,2]],"devices":[)" << DeviceToText(MakeDevice("d1", "cn-1"), clock_.Now())
+         << R"(,"d9",null,{"nested":{"metadata":{"name":"inner"}}},)"
+         << DeviceToText(MakeDevice("d2", ""), clock_.Now()) << "]}";
+  }
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  auto snap = store->Load();
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  ASSERT_EQ(snap->devices.size(), 2u);
+  EXPECT_EQ(snap->devices[0].id(), "d1");
+  EXPECT_EQ(snap->devices[0].assigned_node, "cn-1");
+  EXPECT_EQ(snap->devices[1].id(), "d2");
+  EXPECT_TRUE(snap->attachments.empty());
+  store.reset();
+  // What was passed over never reaches the next snapshot: it reopens whole.
+  {
+    auto compacting = LocalStore::Open(dir_, &clock_, /*min_compact_bytes=*/1);
+    ASSERT_TRUE(compacting.ok()) << compacting.status();
+    StoreBatch b;
+    for (int i = 3; i < 9; ++i) b.put_devices.push_back(MakeDevice("d" + std::to_string(i), ""));
+    ASSERT_TRUE((*compacting)->Commit(b).ok());
+    ASSERT_EQ((*compacting)->journal_bytes(), 0u);  // compacted into a new snapshot
+  }
+  store = Open();
+  ASSERT_NE(store, nullptr);
+  snap = store->Load();
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  EXPECT_EQ(snap->devices.size(), 8u);
+}
+
 TEST(DeviceCodecTest, DeviceTextParsesToTheSameObject) {
   Device d = MakeDevice("d1", "cn-1");
   d.drain_requested = true;

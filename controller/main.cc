@@ -7,7 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "common/flags.h"
 #include "common/log.h"
-#include "common/termination.h"
+#include "common/daemon.h"
 #include "common/tls_settings.h"
 #include "controller/controller_app.h"
 
@@ -102,19 +102,8 @@ int Run(int argc, char** argv) {
 
   absl::StatusOr<std::unique_ptr<rpci::controller::ControllerApp>> app =
       rpci::controller::ControllerApp::Create(o);
-  if (!app.ok()) {
-    log.Error("cannot start", {{"error", app.status().ToString()}});
-    return app.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  rpci::InstallTerminationHandler();
-  if (absl::Status s = (*app)->Start(); !s.ok()) {
-    log.Error("cannot serve", {{"error", s.ToString()}});
-    return 1;
-  }
-  rpci::WaitForTermination();
-  log.Info("shutting down");
-  (*app)->Stop();
-  return 0;
+  if (!app.ok()) return rpci::CannotStart(log, app.status());
+  return rpci::ServeUntilTerminated(**app, log);
 }
 
 }  // namespace

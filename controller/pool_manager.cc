@@ -62,6 +62,7 @@ absl::Status PoolManager::Load() {
   const absl::Time now = clock_->Now();
   devices_.clear();
   agent_devices_.clear();
+  node_devices_.clear();
   attachments_.clear();
   agents_.clear();
   nodes_.clear();
@@ -71,6 +72,7 @@ absl::Status PoolManager::Load() {
       nodes_[d.assigned_node] = Node{{}, {}, {}, now, false, false};
     }
     agent_devices_[d.exported.node()].insert(d.id());
+    if (!d.assigned_node.empty()) node_devices_[d.assigned_node].insert(d.id());
     devices_[d.id()] = std::move(d);
   }
   for (Attachment& a : snap->attachments) {
@@ -127,7 +129,7 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
   }
   Agent& agent = agents_[req.node()];
   agent = Agent{req.session_endpoint(), req.fabric_provider(), now, true, true};
-  std::set<std::string>& exported_here = agent_devices_[req.node()];
+  absl::btree_set<std::string>& exported_here = agent_devices_[req.node()];
   for (const auto& exported : req.devices()) {
     auto [it, inserted] = devices_.try_emplace(exported.id());
     Device& d = it->second;
@@ -162,6 +164,7 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
         DecideLocked("remove", d, d.assigned_node, "NoLongerExported");
         deleted_devices_.insert(d.id());
         dirty_devices_.erase(d.id());
+        if (!d.assigned_node.empty()) node_devices_[d.assigned_node].erase(d.id());
         devices_.erase(it);
         it = devices_.end();
       }
@@ -234,11 +237,18 @@ rpci::v1::SessionGrant PoolManager::GrantOf(const Attachment& a) const {
 
 std::vector<rpci::v1::SessionGrant> PoolManager::GrantsFor(const std::string& agent_node) const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<rpci::v1::SessionGrant> out;
-  for (const auto& [id, a] : attachments_) {
-    auto it = devices_.find(a.device_id);
-    if (it != devices_.end() && it->second.exported.node() == agent_node) out.push_back(GrantOf(a));
+  std::map<std::string, rpci::v1::SessionGrant> by_id;  // in grant id order, as attachments_
+  auto exported = agent_devices_.find(agent_node);
+  if (exported == agent_devices_.end()) return {};
+  for (const std::string& id : exported->second) {  // this agent's own devices, not every attachment
+    auto it = devices_.find(id);
+    if (it == devices_.end() || it->second.attachment.empty()) continue;
+    auto a = attachments_.find(it->second.attachment);
+    if (a != attachments_.end() && a->second.device_id == id) by_id[a->first] = GrantOf(a->second);
   }
+  std::vector<rpci::v1::SessionGrant> out;
+  out.reserve(by_id.size());
+  for (auto& [grant_id, g] : by_id) out.push_back(std::move(g));
   return out;
 }
 
@@ -275,7 +285,12 @@ absl::Status PoolManager::NodeHeartbeat(const std::string& node) {
 rpci::v1::AssignmentSet PoolManager::AssignmentsFor(const std::string& node) const {
   std::lock_guard<std::mutex> lock(mu_);
   rpci::v1::AssignmentSet set;
-  for (const auto& [id, d] : devices_) {
+  auto assigned = node_devices_.find(node);
+  if (assigned == node_devices_.end()) return set;
+  for (const std::string& id : assigned->second) {  // this node's own devices, not all of them
+    auto it = devices_.find(id);
+    if (it == devices_.end()) continue;
+    const Device& d = it->second;
     if (d.assigned_node != node || HeldForClaimLocked(d)) continue;
     rpci::v1::Assignment* a = set.add_assignments();
     *a->mutable_device() = d.exported;
@@ -788,6 +803,8 @@ void PoolManager::ReconcilePoolLocked(const PoolSpec& pool, const std::vector<De
 }
 
 void PoolManager::AssignLocked(Device& d, const std::string& node, const std::string& reason, absl::Time now) {
+  if (!d.assigned_node.empty()) node_devices_[d.assigned_node].erase(d.id());
+  node_devices_[node].insert(d.id());
   d.assigned_node = node;
   d.assigned_changed = now;
   d.last_used = now;
@@ -803,6 +820,7 @@ void PoolManager::UnassignLocked(Device& d, const std::string& action, const std
   DecideLocked(action, d, d.assigned_node, reason);
   d.releasing_from = d.assigned_node;
   d.releasing_until = grace > absl::ZeroDuration() ? now + grace : absl::InfinitePast();
+  if (!d.assigned_node.empty()) node_devices_[d.assigned_node].erase(d.id());
   d.assigned_node.clear();
   d.assigned_changed = now;
   d.reason = reason;
@@ -859,6 +877,7 @@ absl::Status PoolManager::FlushLocked(const std::set<std::string>& mine) {
     deleted_devices_.insert(id);
     dirty_devices_.erase(id);
     agent_devices_[it->second.exported.node()].erase(id);
+    if (!it->second.assigned_node.empty()) node_devices_[it->second.assigned_node].erase(id);
     devices_.erase(it);
   }
   drained_.clear();

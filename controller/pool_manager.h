@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_set.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -248,7 +249,11 @@ class PoolManager {
   std::map<std::string, Device> devices_ ABSL_GUARDED_BY(mu_);
   // Device ids by the device server (agent node) exporting them: every
   // device of devices_ is in its agent's set.
-  std::map<std::string, std::set<std::string>> agent_devices_ ABSL_GUARDED_BY(mu_);
+  // B-tree sets: ~half the memory of std::set's node per id at 100k.
+  std::map<std::string, absl::btree_set<std::string>> agent_devices_ ABSL_GUARDED_BY(mu_);
+  // Device ids by the compute node they are assigned to (AssignLocked and
+  // UnassignLocked keep it): a watch stream's refresh reads its node's only.
+  std::map<std::string, absl::btree_set<std::string>> node_devices_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Attachment> attachments_ ABSL_GUARDED_BY(mu_);  // by grant id
   std::map<std::string, Agent> agents_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);

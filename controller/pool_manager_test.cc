@@ -539,6 +539,24 @@ TEST_F(PoolManagerTest, RandomOperationsWithRestartsKeepInvariants) {
     }
     absl::Status inv = manager_->CheckInvariants();
     ASSERT_TRUE(inv.ok()) << "op " << op << ": " << inv;
+    // The watch streams' views (read through indexes) agree with the state.
+    for (const std::string& n : nodes) {
+      std::set<std::string> listed, assigned;
+      const rpci::v1::AssignmentSet set = manager_->AssignmentsFor(n);
+      for (const auto& a : set.assignments()) listed.insert(a.device().id());
+      for (const auto& [id, to] : AssignedTo()) {
+        if (to == n) assigned.insert(id);
+      }
+      ASSERT_EQ(listed, assigned) << "op " << op << ", node " << n;
+    }
+    for (const std::string& sv : servers) {
+      std::set<std::string> granted, attached;
+      for (const auto& g : manager_->GrantsFor(sv)) granted.insert(g.grant_id());
+      for (const Attachment& a : manager_->Attachments()) {
+        if (manager_->GetDevice(a.device_id)->exported.node() == sv) attached.insert(a.grant_id);
+      }
+      ASSERT_EQ(granted, attached) << "op " << op << ", device server " << sv;
+    }
   }
   EXPECT_GT(claims, 10);
   EXPECT_GT(restarts, 5);

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/daemon.h"
 #include "common/flags.h"
 #include "common/http_server.h"
 #include "common/log.h"
@@ -122,10 +123,7 @@ int main(int argc, char** argv) {
   o.metrics = &metrics;
 
   absl::StatusOr<std::unique_ptr<DaemonTls>> tls = DaemonTls::Start(tls_settings, {"plugin", o.node_name, {}}, log);
-  if (!tls.ok()) {
-    log.Error("cannot start", {{"error", std::string(tls.status().message())}});
-    return tls.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
+  if (!tls.ok()) return CannotStart(log, tls.status());
   std::shared_ptr<grpc::ChannelCredentials> creds = (*tls)->ChannelCredentials();
   o.session_ca_pem = (*tls)->ca_pem();  // workloads verify the agents with it
   plugin::GrpcControllerClient controller_client(grpc::CreateChannel(controller, creds));

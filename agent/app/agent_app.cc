@@ -145,11 +145,7 @@ absl::Status AgentApp::AddEmuDevices(const DeviceBackends& backends) {
       d.set_node(options_.node);
       d.set_pool(e.pool);
       d.set_backend("emu");
-      d.set_dma_size((*dev)->dma_size());
-      d.set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);
-      for (const auto& [k, v] : options_.labels) (*d.mutable_labels())[k] = v;
-      devices_.push_back(std::move(d));
-      backends_.push_back(*std::move(dev));
+      Export(std::move(d), *std::move(dev));
     }
   }
   return absl::OkStatus();
@@ -189,13 +185,17 @@ absl::Status AgentApp::AddRealDevices(const DeviceBackends& backends) {
       log_.Warn("device not exported", {{"device", d.id()}, {"error", dev.status().ToString()}});
       continue;
     }
-    d.set_dma_size((*dev)->dma_size());
-    d.set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);
-    for (const auto& [k, v] : options_.labels) (*d.mutable_labels())[k] = v;
-    devices_.push_back(std::move(d));
-    backends_.push_back(*std::move(dev));
+    Export(std::move(d), *std::move(dev));
   }
   return absl::OkStatus();
+}
+
+void AgentApp::Export(rpci::v1::ExportedDevice d, std::unique_ptr<SessionDevice> dev) {
+  d.set_dma_size(dev->dma_size());
+  d.set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);
+  for (const auto& [k, v] : options_.labels) (*d.mutable_labels())[k] = v;
+  devices_.push_back(std::move(d));
+  backends_.push_back(std::move(dev));
 }
 
 std::vector<rpci::v1::DeviceHealthReport> AgentApp::Health() const {

@@ -88,6 +88,9 @@ class AgentApp {
   explicit AgentApp(AgentOptions options);
   absl::Status AddEmuDevices(const DeviceBackends& backends);
   absl::Status AddRealDevices(const DeviceBackends& backends);
+  // Exports `d`, served by `dev`: healthy, with the agent's labels and the
+  // backend's DMA size.
+  void Export(rpci::v1::ExportedDevice d, std::unique_ptr<SessionDevice> dev);
   std::vector<rpci::v1::DeviceHealthReport> Health() const;
 
   const AgentOptions options_;

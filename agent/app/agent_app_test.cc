@@ -141,6 +141,31 @@ class AgentAppTest : public ::testing::Test {
     ASSERT_TRUE(ticket->ok()) << ticket->status();
   }
 
+  // Stops the agent (unless stopped) and starts it again with `o` on the
+  // session endpoint of `ticket`, as a restarted pod keeps its address.
+  void RestartAgentAt(AgentOptions o, const client::SessionTicket& ticket) {
+    if (agent_) {
+      agent_->Stop();  // as on SIGTERM
+      agent_.reset();
+    }
+    o.session_advertise = ticket.endpoint;
+    o.session_listen = ticket.endpoint;
+    auto again = AgentApp::Create(o, Backends());
+    ASSERT_TRUE(again.ok()) << again.status();
+    agent_ = *std::move(again);
+    ASSERT_TRUE(agent_->Start().ok());
+  }
+
+  // Attaches to `ticket`'s session over loopback; the agent gives up a client
+  // silent for `grace`.
+  static absl::StatusOr<std::unique_ptr<client::SessionClient>> Attach(const client::SessionTicket& ticket,
+                                                                       absl::Duration grace = absl::Seconds(5)) {
+    client::ClientOptions copts;
+    copts.fabric.node = "127.0.0.1";
+    copts.grace = grace;
+    return client::SessionClient::Attach(ticket, copts);
+  }
+
   int HttpStatus(const std::string& path) {
     httplib::Client http("127.0.0.1", agent_->http_port());
     auto res = http.Get(path.c_str());
@@ -214,10 +239,7 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
     ticket = client::ControlClient({grpc::InsecureChannelCredentials()}).Reserve(granted.agent_session_endpoint(), {granted.grant().grant_id(), granted.grant().token(), "cn-1"});
     return ticket.ok();
   })) << ticket.status();
-  client::ClientOptions copts;
-  copts.fabric.node = "127.0.0.1";
-  copts.grace = absl::Seconds(5);
-  auto session = client::SessionClient::Attach(*ticket, copts);
+  auto session = Attach(*ticket);
   ASSERT_TRUE(session.ok()) << session.status();
   ASSERT_TRUE((*session)->Write(0, emu::kRegScratch, 4, 0xfeed).ok());
   ASSERT_TRUE((*session)->Sync(absl::Seconds(5)).ok());
@@ -262,19 +284,10 @@ TEST_F(AgentAppTest, SessionsSurviveAnAgentRestartThroughTheCheckpoint) {
   StartAndReserve(o, &ticket);
   if (HasFatalFailure()) return;
 
-  agent_->Stop();  // as on SIGTERM
-  agent_.reset();
-  o.session_advertise = ticket->endpoint;  // the same endpoint, as a restarted pod keeps its address
-  o.session_listen = ticket->endpoint;
-  auto again = AgentApp::Create(o, Backends());
-  ASSERT_TRUE(again.ok()) << again.status();
-  agent_ = *std::move(again);
-  ASSERT_TRUE(agent_->Start().ok());
+  RestartAgentAt(o, *ticket);
+  if (HasFatalFailure()) return;
   EXPECT_EQ(agent_->session_server().live_sessions(), 1u);  // back from the checkpoint, dormant
-  client::ClientOptions copts;
-  copts.fabric.node = "127.0.0.1";
-  copts.grace = absl::Seconds(5);
-  auto session = client::SessionClient::Attach(*ticket, copts);
+  auto session = Attach(*ticket);
   ASSERT_TRUE(session.ok()) << session.status();
   ASSERT_TRUE((*session)->Write(0, emu::kRegScratch, 4, 7).ok());
   ASSERT_TRUE((*session)->Sync(absl::Seconds(5)).ok());
@@ -291,24 +304,17 @@ TEST_F(AgentAppTest, ASessionWithDeviceStateGetsDataLossAfterAnAgentRestart) {
   absl::StatusOr<client::SessionTicket> ticket;
   StartAndReserve(o, &ticket);
   if (HasFatalFailure()) return;
-  client::ClientOptions copts;
-  copts.fabric.node = "127.0.0.1";
-  copts.grace = absl::Seconds(2);
   {
-    auto session = client::SessionClient::Attach(*ticket, copts);
+    auto session = Attach(*ticket, absl::Seconds(2));
     ASSERT_TRUE(session.ok()) << session.status();
     ASSERT_TRUE((*session)->Write(0, emu::kRegScratch, 4, 7).ok());
     ASSERT_TRUE((*session)->Sync(absl::Seconds(5)).ok());
     agent_->Stop();
     agent_.reset();
   }
-  o.session_advertise = ticket->endpoint;
-  o.session_listen = ticket->endpoint;
-  auto again = AgentApp::Create(o, Backends());
-  ASSERT_TRUE(again.ok()) << again.status();
-  agent_ = *std::move(again);
-  ASSERT_TRUE(agent_->Start().ok());
-  auto session = client::SessionClient::Attach(*ticket, copts);
+  RestartAgentAt(o, *ticket);
+  if (HasFatalFailure()) return;
+  auto session = Attach(*ticket, absl::Seconds(2));
   ASSERT_FALSE(session.ok());
   EXPECT_EQ(session.status().code(), absl::StatusCode::kDataLoss) << session.status();
   EXPECT_NE(session.status().message().find("device was reset"), std::string::npos) << session.status();

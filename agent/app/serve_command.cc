@@ -1,23 +1,13 @@
 #include "agent/app/serve_command.h"
 
-#include <signal.h>
-#include <unistd.h>
-
-#include <atomic>
 #include <cstdlib>
 #include <iostream>
 
+#include "common/daemon.h"
 #include "common/flags.h"
 #include "common/log.h"
 
 namespace rpci::agent {
-
-namespace {
-
-std::atomic<bool> g_stop{false};
-void OnSignal(int) { g_stop = true; }
-
-}  // namespace
 
 int RunServe(const std::vector<std::string>& args, DeviceBackends backends) {
   AgentOptions o;
@@ -50,20 +40,10 @@ int RunServe(const std::vector<std::string>& args, DeviceBackends backends) {
 
   absl::StatusOr<std::unique_ptr<AgentApp>> app = AgentApp::Create(o, std::move(backends));
   if (!app.ok()) {
-    log.Error("cannot start", {{"error", app.status().ToString()}});
     std::cerr << "rpci-agent serve: " << app.status().message() << "\n";
-    return app.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    return CannotStart(log, app.status());
   }
-  signal(SIGINT, OnSignal);
-  signal(SIGTERM, OnSignal);
-  if (absl::Status s = (*app)->Start(); !s.ok()) {
-    log.Error("cannot serve", {{"error", s.ToString()}});
-    return 1;
-  }
-  while (!g_stop) usleep(100 * 1000);
-  log.Info("signal received; shutting down");
-  (*app)->Stop();
-  return 0;
+  return ServeUntilTerminated(**app, log);
 }
 
 }  // namespace rpci::agent

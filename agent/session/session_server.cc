@@ -248,6 +248,9 @@ struct SessionServer::Session {
   uint64_t delivered = 0;
   // The last push failed: the worker retries it (atomic: read without mu).
   std::atomic<bool> push_failed{false};
+  // A re-attach owes the client its mirrors (and an event) even when no
+  // completion is undelivered; the worker pushes them.
+  bool resync = false;
   uint32_t comp_capacity = 0;
   std::map<uint64_t, uint64_t> from_device;  // dma offset -> len
   std::deque<session::Completion> backlog;   // waiting for completion ring space
@@ -579,8 +582,13 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   }
   if (absl::Status st = Attach(**s, *req, nonce, resp); !st.ok()) {
     refused_->Labels({"bad_attach"}).Increment();
+    log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "bad_attach"},
+                                 {"error", std::string(st.message())}});
     return ToGrpc(st);
   }
+  log_.Info("session attached", {{"session", req->resume_session_id()},
+                                 {"completions", (*s)->completion_seq},
+                                 {"replayed", (*s)->completion_seq - (*s)->client_consumed}});
   return grpc::Status::OK;
 }
 
@@ -715,6 +723,8 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   // written ranges it declared, kept for that; it declares them again).
   // Another ring shape starts at the agent's count (the old entries cannot
   // be placed in it).
+  // A client that had writes acknowledged in this session is resuming.
+  const bool resuming = s.comp_capacity == *cap && req.last_acked_sequence() > 0;
   if (s.comp_capacity != *cap) {
     s.client_consumed = s.completion_seq;
     s.from_device.clear();
@@ -729,9 +739,19 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   s.attached = true;
   s.last_seen = options_.clock->Now();
   // The mirror starts as the device is now, and the client's ring header
-  // matches the agent's completion count.
-  if (absl::Status st = PushMirrors(s); !st.ok()) return st;
-  PushCompletions(s, false);
+  // matches the agent's completion count. A new client waits for it here. A
+  // resuming one gets it (and the completions it missed) from the session's
+  // worker after the client's first frame of this attach, over the
+  // connection the client opened: on verbs a connection the agent opened to
+  // the client's new endpoint meanwhile could outlast the client's attach
+  // call, or cross the client's own. Until then the client's mirror is the
+  // one it had (as of its last completion).
+  if (!resuming) {
+    if (absl::Status st = PushMirrors(s); !st.ok()) return st;
+    PushCompletions(s, false);
+    return absl::OkStatus();
+  }
+  s.resync = true;
   return absl::OkStatus();
 }
 
@@ -960,7 +980,10 @@ void SessionServer::HandleFrame(Session& s, const fabric::Endpoint& from, const 
     log_.Warn("frame refused", {{"session", s.id.ToString()}, {"reason", refusal}, {"counter", frame->counter}});
     return;
   }
-  if (s.attached) ProcessFrame(s, *frame);
+  if (s.attached) {
+    ProcessFrame(s, *frame);
+    if (s.resync && s.attached) PushCompletions(s, false);  // the client is connected
+  }
 }
 
 void SessionServer::WorkLoop(Session& s) {
@@ -979,9 +1002,10 @@ void SessionServer::WorkLoop(Session& s) {
       interrupt = std::exchange(s.interrupt_pending, false);
     }
     if (interrupt) {
-      // The push takes every interrupt raised so far.
+      // The push takes every interrupt raised so far; a resumed attach
+      // pushes nothing until the client's first frame.
       std::lock_guard<std::mutex> lock(s.mu);
-      if (s.attached) PushCompletions(s, false);
+      if (s.attached && !s.resync) PushCompletions(s, false);
       continue;
     }
     if (std::shared_ptr<fabric::Endpoint> now = s.CurrentEndpoint(); now != ep) {
@@ -1167,15 +1191,17 @@ void SessionServer::InterruptLoop() {
 void SessionServer::PushCompletions(Session& s, bool always) {
   TakeInterrupts(s);
   const uint64_t upto = s.completion_seq;
-  if (upto == s.delivered && !always) {
+  const bool owed = upto != s.delivered || s.resync;
+  if (!owed && !always) {
     s.push_failed = false;
     return;
   }
   std::vector<fabric::RmaOp> segs;
   std::string payload;
   absl::Status st = absl::OkStatus();
-  if (upto != s.delivered && !InlineEvent(s, &segs, &payload)) {
+  if (owed && (s.resync || !InlineEvent(s, &segs, &payload))) {
     segs.clear();
+    payload.clear();
     st = UndeliveredSegments(s, &segs);
   }
   if (st.ok()) {
@@ -1187,16 +1213,19 @@ void SessionServer::PushCompletions(Session& s, bool always) {
     }
     st = segs.empty() ? s.endpoint->Send(s.peer, event) : s.endpoint->WriteAndSend(s.peer, segs, event);
   }
-  s.push_failed = !st.ok();
+  const bool failing_before = s.push_failed.exchange(!st.ok());
   if (!st.ok()) {
     s.mirror_pushed = false;  // unknown what landed: the retry pushes the mirror whole
     push_failures_->Increment();
-    log_.Warn("completion push failed; retrying", {{"session", s.id.ToString()},
-                                                   {"undelivered", upto - s.delivered},
-                                                   {"error", std::string(st.message())}});
+    if (!failing_before) {  // once per run of failures; the counter counts each
+      log_.Warn("completion push failed; retrying", {{"session", s.id.ToString()},
+                                                     {"undelivered", upto - s.delivered},
+                                                     {"error", std::string(st.message())}});
+    }
     return;
   }
   s.delivered = upto;
+  s.resync = false;
 }
 
 absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs) {

@@ -443,7 +443,10 @@ bool EndpointImpl::Lead(absl::Time deadline, Done done) {
   const absl::Time spin_until = std::min(deadline, absl::Now() + config_.busy_poll);
   while (!done() && !stop_.load()) {
     const absl::Time now = absl::Now();
-    if (now >= deadline) return false;
+    if (now >= deadline) {
+      Poll(0);  // a zero timeout still takes what has arrived
+      return done();
+    }
     if (!waitable_ || now < spin_until) {
       if (Poll(0) <= 0 && !waitable_) std::this_thread::sleep_for(std::chrono::microseconds(20));
       continue;
@@ -833,6 +836,10 @@ void EndpointImpl::Shutdown() {
   progress_cv_.notify_all();
   if (core_->cq != nullptr && waitable_) fi_cq_signal(core_->cq);
   if (progress_.joinable()) progress_.join();
+  // A caller leading the queue leaves within one short read; after that
+  // nothing serves the endpoint any more (peers' messages go unanswered).
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !leader_; });
 }
 
 namespace {

@@ -5,6 +5,7 @@ libraries to Debian packages."""
 import os
 import re
 import subprocess
+import tempfile
 import unittest
 
 ROOT = os.path.join(os.environ.get("TEST_SRCDIR", "."), os.environ.get("TEST_WORKSPACE", ""))
@@ -109,6 +110,43 @@ class DockerfileTest(unittest.TestCase):
         self.assertIn("image: rpci-examples:", pod)
         self.assertIn('command: ["/usr/local/bin/emu_jobs"', pod)
         self.assertRegex(read("deploy/docker/Dockerfile"), r"--target examples +-t rpci-examples")
+
+    def test_each_target_installs_its_binarys_packages_through_install_packages(self):
+        s = stages()
+        self.assertIn("deploy/docker/install-packages.sh /usr/local/sbin/install-packages",
+                      instruction(s["runtime"], "COPY"))
+        for label in binaries():
+            component, binary = LABEL.match(label).groups()
+            lines = s[component]["lines"]
+            copy = "COPY --from=build /out/%s.packages /tmp/packages" % binary
+            self.assertIn(copy, lines, component)
+            runs = instruction(s[component], "RUN")
+            self.assertEqual(len(runs), 1, component)
+            self.assertTrue(runs[0].startswith("install-packages"), component)
+            self.assertLess(lines.index(copy), lines.index("RUN " + runs[0]), component)
+
+    def test_install_packages_installs_the_list_and_the_named_packages_in_one_call(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            # apt-get as a double that records its arguments.
+            os.mkdir(os.path.join(tmp, "bin"))
+            apt_get = os.path.join(tmp, "bin", "apt-get")
+            with open(apt_get, "w") as f:
+                f.write('#!/bin/sh\necho "$*" >> "%s/calls"\n' % tmp)
+            os.chmod(apt_get, 0o755)
+            package_list = os.path.join(tmp, "packages")
+            with open(package_list, "w") as f:
+                f.write("libc6\nlibgrpc++1.51\n")
+            apt_lists = os.path.join(tmp, "lists")
+            os.mkdir(apt_lists)
+            open(os.path.join(apt_lists, "deb.debian.org_Packages"), "w").close()
+            env = dict(os.environ, PATH=os.path.join(tmp, "bin") + ":" + os.environ["PATH"],
+                       RPCI_PACKAGE_LIST=package_list, RPCI_APT_LISTS=apt_lists)
+            subprocess.run([os.path.join(DOCKER, "install-packages.sh"), "openssl"], env=env, check=True)
+            with open(os.path.join(tmp, "calls")) as f:
+                calls = f.read().splitlines()
+            self.assertEqual(calls, ["update", "install -y --no-install-recommends openssl libc6 libgrpc++1.51"])
+            self.assertFalse(os.path.exists(package_list))
+            self.assertEqual(os.listdir(apt_lists), [])
 
     def test_context_ignores_bazel_output(self):
         ignored = read("deploy/docker/Dockerfile.dockerignore").splitlines()

@@ -57,11 +57,16 @@ std::vector<Cli> Clis() {
   };
 }
 
+// `cli` run with one more argument, to its exit.
+Exit RunWith(const Cli& cli, const std::string& arg) {
+  std::vector<std::string> argv = cli.argv;
+  argv.push_back(arg);
+  return RunToExit(argv);
+}
+
 TEST(DaemonCliTest, HelpPrintsUsageAndEveryFlagToStdoutAndExitsZero) {
   for (const Cli& cli : Clis()) {
-    std::vector<std::string> argv = cli.argv;
-    argv.push_back("--help");
-    Exit r = RunToExit(argv);
+    Exit r = RunWith(cli, "--help");
     EXPECT_EQ(r.code, 0) << cli.name << r.err;
     EXPECT_EQ(r.out.rfind(cli.usage + "\n", 0), 0u) << cli.name << ":\n" << r.out;
     EXPECT_NE(r.out.find("\n  " + cli.a_flag + "\n"), std::string::npos) << cli.name << ":\n" << r.out;
@@ -72,9 +77,7 @@ TEST(DaemonCliTest, HelpPrintsUsageAndEveryFlagToStdoutAndExitsZero) {
 
 TEST(DaemonCliTest, AnUnknownFlagIsAUsageErrorNamingItOnStderrWithExitTwo) {
   for (const Cli& cli : Clis()) {
-    std::vector<std::string> argv = cli.argv;
-    argv.push_back("--no-such-flag=1");
-    Exit r = RunToExit(argv);
+    Exit r = RunWith(cli, "--no-such-flag=1");
     EXPECT_EQ(r.code, 2) << cli.name << r.err;
     EXPECT_NE(r.err.find("--no-such-flag"), std::string::npos) << cli.name << ":\n" << r.err;
     EXPECT_NE(r.err.find(cli.usage), std::string::npos) << cli.name << ": the help follows the error";

@@ -605,6 +605,20 @@ void FinishPodRun(PodRun& run, Outcome* o, bool keep_recovery = false) {
   }
 }
 
+// A full-stack scenario: a pod streaming `writes` over `duration_ms`; once a
+// fifth are acknowledged, `fault` (which sets o->reason, o->recover_s and
+// o->note); then the workload judged as FinishPodRun does.
+Outcome RunPodScenario(const std::string& tag, const std::string& name, int64_t writes, int64_t duration_ms,
+                       const std::function<void(PodRun&, Outcome*)>& fault, bool keep_recovery = false) {
+  Outcome o;
+  o.scenario = name;
+  PodRun run(tag);
+  if (!StartPodRun(run, writes, duration_ms, &o)) return o;
+  fault(run, &o);
+  FinishPodRun(run, &o, keep_recovery);
+  return o;
+}
+
 bool DeviceHealthIs(FakeKubelet& kubelet, const std::string& device, const std::string& health) {
   for (const AdvertisedDevice& d : kubelet.Devices(kResource)) {
     if (d.id == device) return d.health == health;
@@ -622,56 +636,52 @@ std::string Advertised(FakeKubelet& kubelet) {
 // (b) SIGKILL of the plugin: the running pod's session keeps working; the
 // restarted plugin registers again and advertises the device healthy.
 Outcome PluginSigkill() {
-  Outcome o;
-  o.scenario = "(b) plugin SIGKILL, restart";
-  PodRun run("b");
-  if (!StartPodRun(run, 3000, 5000, &o)) return o;
-  Stack::Node& n = run.stack.node(0);
-  n.plugin->Signal(SIGKILL);
-  n.plugin->Wait(absl::Seconds(5));
-  const absl::Time killed = absl::Now();
-  if (absl::Status s = run.stack.StartPlugin(0); !s.ok()) {
-    o.reason = "plugin restart: " + std::string(s.message());
-  } else if (!n.kubelet->WaitForRegistration(kResource, 2, absl::Seconds(10))) {
-    o.reason = "restarted plugin did not register with the kubelet";
-  } else if (!WaitFor(
-                 [&] {
-                   // Counted per registration: the restarted plugin's own list.
-                   return n.kubelet->ListAndWatchUpdates(kResource) > 0 &&
-                          DeviceHealthIs(*n.kubelet, run.device, "Healthy");
-                 },
-                 absl::Seconds(10))) {
-    o.reason = absl::StrCat("pod's device ", run.device, " not advertised Healthy within 10 s of the plugin restart (",
-                            n.kubelet->ListAndWatchUpdates(kResource),
-                            " new device lists, last: ", Advertised(*n.kubelet), ")");
-  }
-  o.recover_s = absl::ToDoubleSeconds(absl::Now() - killed);
-  o.note = "recover = kill to re-registered + device Healthy";
-  FinishPodRun(run, &o);
-  return o;
+  return RunPodScenario("b", "(b) plugin SIGKILL, restart", 3000, 5000, [](PodRun& run, Outcome* o) {
+    Stack::Node& n = run.stack.node(0);
+    n.plugin->Signal(SIGKILL);
+    n.plugin->Wait(absl::Seconds(5));
+    const absl::Time killed = absl::Now();
+    if (absl::Status s = run.stack.StartPlugin(0); !s.ok()) {
+      o->reason = "plugin restart: " + std::string(s.message());
+    } else if (!n.kubelet->WaitForRegistration(kResource, 2, absl::Seconds(10))) {
+      o->reason = "restarted plugin did not register with the kubelet";
+    } else if (!WaitFor(
+                   [&] {
+                     // Counted per registration: the restarted plugin's own list.
+                     return n.kubelet->ListAndWatchUpdates(kResource) > 0 &&
+                            DeviceHealthIs(*n.kubelet, run.device, "Healthy");
+                   },
+                   absl::Seconds(10))) {
+      o->reason = absl::StrCat("pod's device ", run.device,
+                               " not advertised Healthy within 10 s of the plugin restart (",
+                               n.kubelet->ListAndWatchUpdates(kResource), " new device lists, last: ",
+                               Advertised(*n.kubelet), ")");
+    }
+    o->recover_s = absl::ToDoubleSeconds(absl::Now() - killed);
+    o->note = "recover = kill to re-registered + device Healthy";
+  });
 }
 
 // (d) kubelet restart: sockets wiped, kubelet.sock recreated; the plugin
 // must register again within 1 s and the pod's session is untouched.
 Outcome KubeletRestart() {
-  Outcome o;
-  o.scenario = "(d) kubelet restart";
-  PodRun run("d");
-  if (!StartPodRun(run, 3000, 5000, &o)) return o;
-  Stack::Node& n = run.stack.node(0);
-  const absl::Time restarted = absl::Now();
-  if (absl::Status s = n.kubelet->Restart(); !s.ok()) {
-    o.reason = "kubelet restart: " + std::string(s.message());
-  } else if (!n.kubelet->WaitForRegistration(kResource, 1, absl::Seconds(5))) {
-    o.reason = "plugin did not register again within 5 s";
-  } else {
-    const std::vector<Registration> regs = n.kubelet->registrations();
-    o.recover_s = absl::ToDoubleSeconds(regs.front().at - restarted);
-    if (o.recover_s > 1.0) o.reason = absl::StrFormat("re-registration took %.2f s (> 1 s)", o.recover_s);
-  }
-  o.note = "recover = re-registration time";
-  FinishPodRun(run, &o, /*keep_recovery=*/true);
-  return o;
+  return RunPodScenario(
+      "d", "(d) kubelet restart", 3000, 5000,
+      [](PodRun& run, Outcome* o) {
+        Stack::Node& n = run.stack.node(0);
+        const absl::Time restarted = absl::Now();
+        if (absl::Status s = n.kubelet->Restart(); !s.ok()) {
+          o->reason = "kubelet restart: " + std::string(s.message());
+        } else if (!n.kubelet->WaitForRegistration(kResource, 1, absl::Seconds(5))) {
+          o->reason = "plugin did not register again within 5 s";
+        } else {
+          const std::vector<Registration> regs = n.kubelet->registrations();
+          o->recover_s = absl::ToDoubleSeconds(regs.front().at - restarted);
+          if (o->recover_s > 1.0) o->reason = absl::StrFormat("re-registration took %.2f s (> 1 s)", o->recover_s);
+        }
+        o->note = "recover = re-registration time";
+      },
+      /*keep_recovery=*/true);
 }
 
 // (c) controller SIGKILLed while two compute nodes allocate one device each

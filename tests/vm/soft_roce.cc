@@ -160,18 +160,24 @@ RocePair::~RocePair() {
   (void)CommandOutput({"ip", "link", "delete", dev_[0]});
 }
 
-absl::Status RocePair::SetLinkUp(bool up) {
-  for (const std::string& dev : dev_) {
-    absl::StatusOr<std::string> out = CommandOutput({"ip", "link", "set", dev, up ? "up" : "down"});
-    if (!out.ok()) return out.status();
-  }
-  if (!up) return absl::OkStatus();
-  // Link up drops the routes of the table; put them back.
+absl::Status RocePair::Flap(absl::Duration down) {
+  // One shell and one `ip -batch` each way: under TCG on a busy machine each
+  // process start can take seconds, and the outage should last `down`.
+  std::string cut, restore;
   for (int i = 0; i < 2; ++i) {
-    (void)CommandOutput({"ip", "route", "replace", addr_[1 - i], "dev", dev_[i], "src", addr_[i], "table",
-                         absl::StrCat(i ? 2000 + subnet_ : 1000 + subnet_)});
+    cut += absl::StrCat("link set ", dev_[i], " down\\n");
+    restore += absl::StrCat("link set ", dev_[i], " up\\n");
   }
-  return absl::OkStatus();
+  // Link down drops the routes of the tables; put them back.
+  for (int i = 0; i < 2; ++i) {
+    restore += absl::StrCat("route replace ", addr_[1 - i], " dev ", dev_[i], " src ", addr_[i], " table ",
+                            i ? 2000 + subnet_ : 1000 + subnet_, "\\n");
+  }
+  const std::string script =
+      absl::StrCat("printf \"", cut, "\" | ip -batch - && sleep ", absl::ToDoubleSeconds(down), " && printf \"",
+                   restore, "\" | ip -batch -");  // no single quotes: CommandOutput quotes with them
+  absl::StatusOr<std::string> out = CommandOutput({"sh", "-c", script});
+  return out.ok() ? absl::OkStatus() : out.status();
 }
 
 }  // namespace rpci::testing

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "tests/harness/netns.h"
 
 namespace rpci::testing {
@@ -54,8 +55,9 @@ class RocePair {
   const std::string& addr(int host) const { return addr_[host]; }
   const std::string& dev(int host) const { return dev_[host]; }
   const std::string& nic(int host) const { return nic_[host]; }
-  // Both veth ends down or up: the link between the hosts is cut/restored.
-  absl::Status SetLinkUp(bool up);
+  // Cuts the link between the hosts (both veth ends down) for `down`, then
+  // restores it with its routes.
+  absl::Status Flap(absl::Duration down);
 
  private:
   RocePair() = default;

@@ -13,6 +13,8 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <cstdlib>
+
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -121,13 +123,18 @@ class VerbsEndToEndTest : public ::testing::Test {
         << kAgentPort << "\", state_dir: " << dir_ << "/agent}\n"
         << "fabric: {provider: \"" << kVerbs << "\", address: " << pair_->addr(0) << "}\n"
         << "emu:\n  - {pool: emu, count: 2, dma_size: 8388608}\n"
+        // QEMU's edu through VFIO (bound by the agent through driver_override).
+        << (with_edu_ ? "inventory: {vfio: true, vfio_dma_size: 1048576}\n"
+                        "export:\n  rules:\n    - {pool: edu, vendor: 0x1234, device: 0x11e8}\n"
+                      : "")
         << "http: {listen: \"" << pair_->addr(0) << ":" << kAgentHttp << "\"}\n"
         << "log_level: info\n";
     agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
   }
   void StartPlugin() {
     std::vector<std::string> argv = {
-        Abs("plugin/rpci-plugin"), "--node=vm-compute-node", "--controller=" + controller_address_, "--pools=emu",
+        Abs("plugin/rpci-plugin"), "--node=vm-compute-node", "--controller=" + controller_address_,
+        std::string("--pools=") + (with_edu_ ? "emu,edu" : "emu"),
         "--plugin-dir=" + dir_ + "/kubelet", "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
         "--cdi-dir=" + dir_ + "/cdi", "--state-dir=" + dir_ + "/plugin-state",
         "--container-dir=" + dir_ + "/container", "--usage-interval-seconds=1",
@@ -139,12 +146,13 @@ class VerbsEndToEndTest : public ::testing::Test {
     plugin_ = Start(1, "plugin", argv);
   }
 
-  // The fake kubelet admits a pod asking for one rpci.io/emu and runs
+  // The fake kubelet admits a pod asking for one `resource` and runs
   // `workload` as its isolated container; started, not waited for.
-  std::unique_ptr<Subprocess> StartPod(const std::string& name, const std::vector<std::string>& workload) {
+  std::unique_ptr<Subprocess> StartPod(const std::string& name, const std::vector<std::string>& workload,
+                                       const std::string& resource = "rpci.io/emu") {
     std::vector<std::string> argv = {Abs("tests/kubelet/fake_kubelet_main"), "--plugin-dir=" + dir_ + "/kubelet",
                                      "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
-                                     "--pod=vm/" + name, "--resource=rpci.io/emu", "--count=1",
+                                     "--pod=vm/" + name, "--resource=" + resource, "--count=1",
                                      "--wait-seconds=120", "--isolate-container", "--"};
     argv.insert(argv.end(), workload.begin(), workload.end());
     auto kubelet = Start(1, "kubelet-" + name, argv);
@@ -154,9 +162,17 @@ class VerbsEndToEndTest : public ::testing::Test {
     if (plugin_ == nullptr) StartPlugin();
     return kubelet;
   }
-  std::unique_ptr<Subprocess> RunPod(const std::string& name, const std::vector<std::string>& workload) {
-    auto kubelet = StartPod(name, workload);
-    kubelet->Wait(absl::Seconds(240));
+  // Under TCG on a loaded machine the plugin's first session reservation can
+  // miss its gRPC deadline; a failed admission is tried again, as a kubelet does.
+  std::unique_ptr<Subprocess> RunPod(const std::string& name, const std::vector<std::string>& workload,
+                                     const std::string& resource = "rpci.io/emu") {
+    std::unique_ptr<Subprocess> kubelet;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      kubelet = StartPod(attempt == 0 ? name : absl::StrCat(name, "-", attempt), workload, resource);
+      kubelet->Wait(absl::Seconds(240));
+      if (kubelet->err().find("pod admission failed") == std::string::npos) break;
+      std::printf("%s: pod admission failed (attempt %d), trying again\n", name.c_str(), attempt + 1);
+    }
     return kubelet;
   }
 
@@ -181,6 +197,7 @@ class VerbsEndToEndTest : public ::testing::Test {
     return all;
   }
 
+  bool with_edu_ = false;  // the agent also exports QEMU's edu through VFIO
   std::string dir_, controller_address_;
   std::optional<RocePair> pair_;
   std::unique_ptr<Subprocess> controller_, agent_, plugin_;
@@ -257,9 +274,10 @@ TEST_F(VerbsEndToEndTest, WorkloadSurvivesALinkFlap) {
   }
   ASSERT_TRUE(running) << "no jobs completed within 120 s\n" << pod->out() << pod->err() << Logs();
   ASSERT_EQ(pod->Wait(absl::ZeroDuration()), -1) << "finished before the flap; raise --rounds\n" << pod->out();
-  ASSERT_TRUE(pair_->SetLinkUp(false).ok());
-  absl::SleepFor(absl::Seconds(1));
-  ASSERT_TRUE(pair_->SetLinkUp(true).ok());
+  const absl::Time down = absl::Now();
+  ASSERT_TRUE(pair_->Flap(absl::Seconds(1)).ok());
+  std::printf("flap: link down at %s, up again after %.1f s\n", absl::FormatTime(down).c_str(),
+              absl::ToDoubleSeconds(absl::Now() - down));
   ASSERT_EQ(pod->Wait(absl::Seconds(300)), 0) << pod->out() << pod->err();
   nlohmann::json s = FindLine(pod->out(), "ok");
   ASSERT_TRUE(s.is_object()) << pod->out();
@@ -280,6 +298,33 @@ TEST_F(VerbsEndToEndTest, TooLittleMemlockIsNamedInTheWorkloadsError) {
   EXPECT_NE(pod->Wait(absl::ZeroDuration()), 0) << pod->out();
   EXPECT_NE(pod->err().find("RLIMIT_MEMLOCK"), std::string::npos) << pod->err();
   EXPECT_NE(pod->err().find("docs/operators/install.md"), std::string::npos) << pod->err();
+}
+
+// The same cluster with QEMU's edu exported through VFIO next to rpci-emu.
+class VerbsEduTest : public VerbsEndToEndTest {
+ protected:
+  static void SetUpTestSuite() { ASSERT_EQ(std::system("modprobe vfio-pci"), 0); }
+  void SetUp() override {
+    with_edu_ = true;
+    VerbsEndToEndTest::SetUp();
+  }
+};
+
+// A real device over verbs: examples/edu (factorial, a DMA round trip through
+// the IOMMU, the DMA's completion interrupt without a kick) through librpci
+// on verbs;ofi_rxm, in the pod's container on host b, against edu bound to
+// vfio-pci by the agent on host a.
+TEST_F(VerbsEduTest, EduThroughVfioComputesOverVerbs) {
+  auto pod = RunPod("edu", {Abs("examples/edu/edu")}, "rpci.io/edu");
+  ASSERT_EQ(pod->Wait(absl::ZeroDuration()), 0) << pod->out() << pod->err();
+  nlohmann::json s = FindLine(pod->out(), "ok");
+  ASSERT_TRUE(s.is_object()) << pod->out();
+  EXPECT_TRUE(s["ok"].get<bool>()) << s.dump();
+  EXPECT_EQ(s["ident"], "0x010000ed");
+  std::printf("verbs edu: %s\n", s.dump().c_str());
+  nlohmann::json admitted = FindLine(pod->err(), "device_nodes", "pod admitted");
+  ASSERT_TRUE(admitted.is_object()) << pod->err();
+  EXPECT_EQ(admitted["envs"]["RPCI_0_FABRIC_PROVIDER"], kVerbs);
 }
 
 }  // namespace

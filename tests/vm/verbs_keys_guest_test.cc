@@ -188,6 +188,13 @@ TEST_F(VerbsKeysTest, TheSessionServerKeepsEachSessionsKeysInItsOwnDomain) {
   auto b = client::SessionClient::Attach(*ticket_b, copts);
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
+  // Frames are bound to the sender's address: on verbs;ofi_rxm too the agent
+  // knows the attached client's (a register write goes through).
+  ASSERT_TRUE((*b)->Write(0, 0x40, 4, 7).ok());
+  absl::Status synced = (*b)->Sync(absl::Seconds(30));
+  ASSERT_TRUE(synced.ok()) << synced;
+  ASSERT_EQ(dev_b.applied().size(), 1u);
+  EXPECT_EQ(metrics.Render().find("foreign_peer"), std::string::npos);
   const session::RegionDesc a_dma = *session::FindRegion((*a)->agent_regions(), session::RegionKind::kDma);
   std::printf("session A's DMA key on verbs: 0x%llx at 0x%llx\n", static_cast<unsigned long long>(a_dma.key),
               static_cast<unsigned long long>(a_dma.address));

@@ -1,0 +1,65 @@
+#include "common/daemon.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "gtest/gtest.h"
+
+namespace rpci {
+namespace {
+
+// An app that records the calls a daemon makes on it.
+struct RecordingApp {
+  absl::Status start_result = absl::OkStatus();
+  int starts = 0;
+  int stops = 0;
+  absl::Status Start() {
+    ++starts;
+    return start_result;
+  }
+  void Stop() { ++stops; }
+};
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Logger::SetSink(&log_); }
+  void TearDown() override { Logger::SetSink(&std::cerr); }
+  std::ostringstream log_;
+};
+
+TEST_F(DaemonTest, InvalidOptionsExitTwoAndOtherFailuresOne) {
+  Logger log("test");
+  EXPECT_EQ(CannotStart(log, absl::InvalidArgumentError("--listen: bad address")), 2);
+  EXPECT_EQ(CannotStart(log, absl::UnavailableError("port in use")), 1);
+  EXPECT_NE(log_.str().find("cannot start"), std::string::npos) << log_.str();
+  EXPECT_NE(log_.str().find("port in use"), std::string::npos) << log_.str();
+}
+
+TEST_F(DaemonTest, AppThatCannotStartExitsOneWithoutWaitingOrStopping) {
+  RecordingApp app;
+  app.start_result = absl::UnavailableError("address in use");
+  EXPECT_EQ(ServeUntilTerminated(app, Logger("test")), 1);
+  EXPECT_EQ(app.starts, 1);
+  EXPECT_EQ(app.stops, 0);
+  EXPECT_NE(log_.str().find("cannot serve"), std::string::npos) << log_.str();
+}
+
+TEST_F(DaemonTest, SigtermStopsTheAppAndExitsZero) {
+  RecordingApp app;
+  std::thread sender([] {
+    usleep(100 * 1000);
+    kill(getpid(), SIGTERM);
+  });
+  EXPECT_EQ(ServeUntilTerminated(app, Logger("test")), 0);  // returns only because the signal arrived
+  sender.join();
+  EXPECT_EQ(app.starts, 1);
+  EXPECT_EQ(app.stops, 1);
+  EXPECT_NE(log_.str().find("signal received; shutting down"), std::string::npos) << log_.str();
+}
+
+}  // namespace
+}  // namespace rpci
