@@ -1,8 +1,14 @@
 #include "common/daemon.h"
 
+#include <cstdlib>
 #include <iostream>
 
 namespace rpci {
+
+void AddNodeFlag(FlagSet& flags, std::string* node, const std::string& help) {
+  if (const char* env = std::getenv("NODE_NAME"); env != nullptr && *env != '\0') *node = env;
+  flags.String("node", node, help);
+}
 
 void AddLogLevelFlag(FlagSet& flags, std::string* level) {
   flags.String("log-level", level, "debug, info, warn or error");

@@ -15,6 +15,11 @@
 
 namespace rpci {
 
+// --node, the node a process speaks for. Its default is $NODE_NAME (set from
+// the downward API's spec.nodeName in the chart) when set and not empty,
+// else `*node` as the caller left it.
+void AddNodeFlag(FlagSet& flags, std::string* node, const std::string& help);
+
 // --log-level, the same in every daemon: "debug, info, warn or error".
 void AddLogLevelFlag(FlagSet& flags, std::string* level);
 

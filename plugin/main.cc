@@ -36,7 +36,7 @@ struct Settings {
 
 void AddFlags(rpci::FlagSet& flags, Settings& st) {
   rpci::plugin::PluginOptions& o = st.options;
-  flags.String("node", &o.node_name, "this compute node's name (default $NODE_NAME)");
+  rpci::AddNodeFlag(flags, &o.node_name, "this compute node's name (default $NODE_NAME)");
   flags.String("controller", &st.controller, "controller NodeRegistry address host:port");
   flags.String("pools", &st.pools,
                "comma-separated pools, each <pool>[:device-plugin|dra|both]: device-plugin (the default) registers "
@@ -77,8 +77,6 @@ void AddFlags(rpci::FlagSet& flags, Settings& st) {
 std::optional<int> ParseSettings(int argc, char** argv, Settings& st) {
   using namespace rpci;
   plugin::PluginOptions& o = st.options;
-  const char* node_env = std::getenv("NODE_NAME");
-  o.node_name = node_env ? node_env : "";
   FlagSet flags("rpci-plugin [flags]",
                 "Kubelet plugin: advertises the remote PCIe devices the controller assigned to this node as "
                 "rpci.io/<pool> (device plugin) and/or prepares ResourceClaims of driver rpci.io (DRA), attaching "

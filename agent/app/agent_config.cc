@@ -160,7 +160,7 @@ absl::Status ValidateAgentOptions(const AgentOptions& o) {
 
 void AddServeFlags(FlagSet& flags, AgentOptions* o, ServeFlags* extra) {
   flags.String("config", &o->config_file, "YAML/JSON config file (docs/agent.md); flags override it");
-  flags.String("node", &o->node, "this device server's node name (default $NODE_NAME)");
+  AddNodeFlag(flags, &o->node, "this device server's node name (default $NODE_NAME)");
   flags.String("controller", &o->controller, "controller AgentRegistry address host:port");
   AddTlsFlags(flags, &o->tls, "agent:<node>", /*node_identity=*/true);
   flags.String("session-listen", &o->session_listen, "SessionControl gRPC listen address host:port");

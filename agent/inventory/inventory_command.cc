@@ -13,6 +13,7 @@
 #include "agent/inventory/pci_inventory.h"
 #include "agent/inventory/pci_names.h"
 #include "agent/inventory/rdma_inventory.h"
+#include "common/daemon.h"
 #include "common/flags.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -23,8 +24,7 @@ using rpci::v1::ExportedDevice;
 using rpci::v1::PcieFunction;
 using rpci::v1::RdmaNic;
 
-std::string DefaultNodeName() {
-  if (const char* env = std::getenv("NODE_NAME"); env != nullptr && *env != '\0') return env;
+std::string HostName() {
   char host[256] = {};
   if (gethostname(host, sizeof(host) - 1) == 0) return host;
   return "";
@@ -142,7 +142,7 @@ int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
   std::string pci_ids;
   std::string show = "functions";
   std::string policy_file;
-  std::string node = DefaultNodeName();
+  std::string node = HostName();  // unless $NODE_NAME: AddNodeFlag
   std::string rdma_source = "auto";
   bool json = false;
   FlagSet flags("rpci-agent inventory [flags]",
@@ -155,7 +155,7 @@ int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
                "what to print: functions (PCIe functions), nics (RDMA NICs) or exported "
                "(devices --policy selects)");
   flags.String("policy", &policy_file, "export policy file (YAML/JSON with `rules:`)");
-  flags.String("node", &node, "node name for exported device ids (default $NODE_NAME, else hostname)");
+  AddNodeFlag(flags, &node, "node name for exported device ids (default $NODE_NAME, else hostname)");
   flags.String("rdma-source", &rdma_source,
                "where RDMA NICs come from: auto (rdma-core for /sys, else sysfs), verbs, sysfs");
   std::vector<std::string> positional;
