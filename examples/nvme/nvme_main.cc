@@ -76,7 +76,8 @@ int main(int argc, char** argv) {
   rpci::examples::AddDeviceFlag(flags, &index);
   flags.Int("lba", &lba, "first block written and read");
   flags.Int("blocks", &blocks, "blocks written and read");
-  flags.Int("pause-ms", &pause_ms, "after the I/O queues exist, print {\"paused\":true} and wait this long (ms) before the block I/O");
+  flags.Int("pause-ms", &pause_ms,
+            "after the I/O queues exist, print {\"paused\":true} and wait this long (ms) before the block I/O");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   if (lba < 0 || blocks < 0 || blocks > UINT32_MAX || pause_ms < 0) {
     std::fprintf(stderr, "nvme: --lba, --blocks and --pause-ms must not be negative\n");
