@@ -119,6 +119,8 @@ class Flood {
     if (thread_.joinable()) thread_.join();
   }
   uint64_t jobs() const { return jobs_; }
+  // The flood's own throughput so far: DMA bytes pushed per second, Gbit/s.
+  double gbps() const { return double(jobs_) * c_->dma_size() * 8 / Secs(Clock::now() - start_) / 1e9; }
 
  private:
   void Run() {
@@ -131,6 +133,7 @@ class Flood {
   rpci::client::SessionClient* c_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> jobs_{0};
+  const Clock::time_point start_ = Clock::now();
   std::thread thread_;
 };
 
@@ -166,6 +169,7 @@ absl::Status SessionMemory(rpci::agent::SessionServer& server, const std::string
 int main(int argc, char** argv) {
   bool json_only = false;
   int scale = 1;  // iteration counts are divided by this
+  int doorbells = 950;  // measured doorbells, solo and flooded (before --scale)
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   fabric.op_timeout = absl::Seconds(10);
   for (int i = 1; i < argc; ++i) {
@@ -176,7 +180,7 @@ int main(int argc, char** argv) {
                   "doorbell RTT and open latency next to plain loopback TCP.\n  --json      print only one JSON "
                   "object\n  --provider  data-path provider (e.g. verbs;ofi_rxm)\n  --node      address both ends "
                   "bind (the RDMA NIC's)\n  --busy_poll_us  how long a waiting caller polls the fabric itself before blocking\n  --scale     divide iteration counts by N (slow fabrics, e.g. Soft-RoCE "
-                  "under emulation)\n");
+                  "under emulation)\n  --doorbells  doorbells measured solo and again under the flood (default 950)\n");
       return 0;
     }
     if (a == "--json") {
@@ -187,6 +191,8 @@ int main(int argc, char** argv) {
       fabric.node = a.substr(7);
     } else if (a.rfind("--busy_poll_us=", 0) == 0) {
       fabric.busy_poll = absl::Microseconds(std::atoi(a.c_str() + 15));
+    } else if (a.rfind("--doorbells=", 0) == 0 && std::atoi(a.c_str() + 12) > 0) {
+      doorbells = std::atoi(a.c_str() + 12);
     } else if (a.rfind("--scale=", 0) == 0 && std::atoi(a.c_str() + 8) > 0) {
       scale = std::atoi(a.c_str() + 8);
     } else {
@@ -279,7 +285,7 @@ int main(int argc, char** argv) {
   out["mirror_ratio_measures"] = "raw RMA: FlushDma of 1 MiB to one offset (fi_write on loopback), not a device round trip";
 
   // Doorbell -> completion round trip (an empty copy job).
-  absl::StatusOr<std::vector<double>> rtt = DoorbellRtts(c, std::max(50, 950 / scale), 50);
+  absl::StatusOr<std::vector<double>> rtt = DoorbellRtts(c, std::max(50, doorbells / scale), 50);
   if (!rtt.ok()) return Fail("doorbell", rtt.status());
   out["doorbell_rtt_us_p50"] = Percentile(*rtt, 0.5);
   out["doorbell_rtt_us_p99"] = Percentile(*rtt, 0.99);
@@ -290,11 +296,12 @@ int main(int argc, char** argv) {
     auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, client_opts);
     if (!flooder.ok()) return Fail("attach flood", flooder.status());
     Flood flood(flooder->get());
-    absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, 950 / scale), 50);
+    absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, doorbells / scale), 50);
     if (!flooded.ok()) return Fail("doorbell under flood", flooded.status());
     out["doorbell_rtt_us_p50_flooded"] = Percentile(*flooded, 0.5);
     out["doorbell_rtt_us_p99_flooded"] = Percentile(*flooded, 0.99);
     out["flood_jobs"] = flood.jobs();
+    out["flood_gbps"] = flood.gbps();
     out["doorbell_p99_flood_ratio"] =
         out["doorbell_rtt_us_p99_flooded"].get<double>() / out["doorbell_rtt_us_p99"].get<double>();
   }
