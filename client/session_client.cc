@@ -251,9 +251,13 @@ absl::Status SessionClient::Connect() {
   }
   if (!replay->empty()) {
     stats_.replayed_writes += replay->size();
+    // What fits the ring now; the next flush pushes the rest as it drains.
+    if (replay->size() > FlushChunk()) replay->resize(FlushChunk());
     if (absl::Status s = PushWritesLocked(*replay); !s.ok()) return s;
   }
-  return absl::OkStatus();
+  // The agent pushes a resuming client's mirrors and missed completions after
+  // its first frame of the attach, over this side's connection.
+  return SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0);
 }
 
 absl::Status SessionClient::ReconnectLocked() {
@@ -526,15 +530,21 @@ absl::Status SessionClient::Write(uint16_t bar, uint64_t offset, uint8_t width, 
 
 absl::Status SessionClient::FlushLocked() {
   return WithReconnect([&]() -> absl::Status {
-    std::vector<session::MmioWrite> writes = log_.From(pushed_ + 1);
-    if (writes.empty()) return absl::OkStatus();
-    // Never more unacknowledged writes than ring slots on the agent.
-    if (absl::Status s = WaitLocked(options_.grace,
-                                    [&] { return writes.back().seq - log_.acked() <= options_.mmio_ring_capacity; });
-        !s.ok()) {
-      return s;
+    // In chunks: more posted writes than the ring holds (kicks complete
+    // locally, so a partition lets them pile up) never overwrite slots the
+    // agent has not applied.
+    while (pushed_ < log_.last()) {
+      std::vector<session::MmioWrite> writes = log_.From(pushed_ + 1);
+      if (writes.size() > FlushChunk()) writes.resize(FlushChunk());
+      // Never more unacknowledged writes than ring slots on the agent.
+      if (absl::Status s = WaitLocked(
+              options_.grace, [&] { return writes.back().seq - log_.acked() <= options_.mmio_ring_capacity; });
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = PushWritesLocked(writes); !s.ok()) return s;
     }
-    return PushWritesLocked(writes);
+    return absl::OkStatus();
   });
 }
 

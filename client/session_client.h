@@ -5,6 +5,7 @@
 // attaches it with the ticket the plugin reserved through ControlClient).
 // docs/sessions.md is the protocol.
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -162,6 +163,8 @@ class SessionClient {
   uint64_t CompletionTailLocked() const;
   bool CopyMirror(size_t index, uint64_t offset, size_t len, uint8_t* out) const;
   absl::Status FlushLocked();
+  // Most writes one flush step pushes: half the agent's ring.
+  size_t FlushChunk() const { return std::max<size_t>(1, options_.mmio_ring_capacity / 2); }
   // Receives one frame and applies it; DEADLINE_EXCEEDED if none came.
   absl::Status PumpLocked(absl::Duration timeout);
   template <typename Pred>

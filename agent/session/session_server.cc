@@ -251,6 +251,9 @@ struct SessionServer::Session {
   // A re-attach owes the client its mirrors (and an event) even when no
   // completion is undelivered; the worker pushes them.
   bool resync = false;
+  // A resumed attach whose client has not sent a frame yet: nothing is
+  // pushed to it before (the client opens the connection).
+  bool await_frame = false;
   uint32_t comp_capacity = 0;
   std::map<uint64_t, uint64_t> from_device;  // dma offset -> len
   std::deque<session::Completion> backlog;   // waiting for completion ring space
@@ -747,11 +750,12 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   // call, or cross the client's own. Until then the client's mirror is the
   // one it had (as of its last completion).
   if (!resuming) {
+    s.resync = s.await_frame = false;
     if (absl::Status st = PushMirrors(s); !st.ok()) return st;
     PushCompletions(s, false);
     return absl::OkStatus();
   }
-  s.resync = true;
+  s.resync = s.await_frame = true;
   return absl::OkStatus();
 }
 
@@ -982,7 +986,7 @@ void SessionServer::HandleFrame(Session& s, const fabric::Endpoint& from, const 
   }
   if (s.attached) {
     ProcessFrame(s, *frame);
-    if (s.resync && s.attached) PushCompletions(s, false);  // the client is connected
+    if (std::exchange(s.await_frame, false) && s.attached) PushCompletions(s, false);  // the client is connected
   }
 }
 
@@ -1005,7 +1009,7 @@ void SessionServer::WorkLoop(Session& s) {
       // The push takes every interrupt raised so far; a resumed attach
       // pushes nothing until the client's first frame.
       std::lock_guard<std::mutex> lock(s.mu);
-      if (s.attached && !s.resync) PushCompletions(s, false);
+      if (s.attached && !s.await_frame) PushCompletions(s, false);
       continue;
     }
     if (std::shared_ptr<fabric::Endpoint> now = s.CurrentEndpoint(); now != ep) {

@@ -717,6 +717,10 @@ TEST_F(SessionTest, ACompletionRaisedWhileTheClientIsAwayArrivesOnceOnResume) {
   };
   async.Finish(0x1111);  // the client is attached and idle
   expect_job(1, 0x1111);
+  // A write acknowledged: the client resumes its session when it re-attaches
+  // (the agent pushes what it missed after the client's first frame).
+  ASSERT_TRUE(c->Write(0, 0x40, 4, 7).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
 
   c->BreakLinkForTesting();
   const double before = Completions();
