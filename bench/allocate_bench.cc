@@ -338,7 +338,7 @@ int main(int argc, char** argv) {
   rpci::FlagSet flags("bench/allocate [flags]",
                       "Allocate -> session-ready latency (Allocate + PreStartContainer as the kubelet calls them) "
                       "through the real plugin, controller and agent on loopback, for fresh pods.");
-  flags.Bool("json", &json_only, "print only the JSON object");
+  rpci::bench::AddJsonFlag(flags, &json_only);
   flags.Int("devices", &devices, "rpci-emu devices the agent exports (pods cycle over them)");
   flags.Int("iterations", &iterations, "pods admitted and timed");
   flags.Int("warmup", &warmup, "pods admitted first and not timed");

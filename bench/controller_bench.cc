@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
   rpci::FlagSet flags("bench/controller [flags]",
                       "Pool manager on the local store: assignments/s of one reconcile pass and Claim latency "
                       "(each Claim committed with fsync), by number of devices.");
-  flags.Bool("json", &json_only, "print only the JSON object");
+  rpci::bench::AddJsonFlag(flags, &json_only);
   flags.String("devices", &sizes_text, "comma-separated device counts");
   flags.Int("claims", &claims, "Claim calls timed per size");
   flags.Int("headline", &headline, "device count whose figures are the top-level assignments_per_s and rss_mb");

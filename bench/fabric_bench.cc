@@ -22,6 +22,7 @@
 #include "bench/stats.h"
 #include "bench/tcp_baseline.h"
 #include "common/fabric/fabric.h"
+#include "common/fabric/fabric_flags.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "nlohmann/json.hpp"
@@ -115,7 +116,7 @@ int main(int argc, char** argv) {
   rpci::FlagSet flags("bench/fabric [flags]",
                       "Inventory scan time of the live sysfs, and one-sided RMA write bandwidth (default tcp;ofi_rxm "
                       "on loopback) next to plain loopback TCP measured in the same run.");
-  flags.Bool("json", &json_only, "print only the JSON object");
+  rpci::bench::AddJsonFlag(flags, &json_only);
   flags.String("sysfs_root", &sysfs_root, "sysfs to scan");
   flags.Int("scans", &scans, "timed inventory scans (the median is reported)");
   flags.Int("size", &size, "bytes per RMA write");
@@ -123,8 +124,7 @@ int main(int argc, char** argv) {
   flags.Int("total_mb", &total_mb, "MiB written by RMA in the timed part");
   flags.Int("tcp_mb", &tcp_mb, "MiB streamed over loopback TCP");
   rpci::fabric::FabricConfig config = rpci::fabric::LoopbackConfig();
-  flags.String("provider", &config.provider, "data-path provider (tcp;ofi_rxm, verbs;ofi_rxm ...)");
-  flags.String("node", &config.node, "address both endpoints bind (the RDMA NIC's)");
+  rpci::fabric::AddFlags(flags, &config);
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   if (scans <= 0 || size <= 0 || batch <= 0 || total_mb <= 0 || tcp_mb <= 0) {
     std::cerr << "--scans, --size, --batch, --total_mb and --tcp_mb must be positive\n";

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/stats.h"
 #include "common/flags.h"
 #include "common/metrics.h"
 #include "nlohmann/json.hpp"
@@ -30,7 +31,7 @@ int main(int argc, char** argv) {
   int64_t increments = 20000000, series = 1000;
   rpci::FlagSet flags("bench/metrics [flags]",
                       "Counter increments (resolved series, 1 and 2 threads; by-label lookup) and /metrics rendering.");
-  flags.Bool("json", &json_only, "print only the JSON object");
+  rpci::bench::AddJsonFlag(flags, &json_only);
   flags.Int("increments", &increments, "increments per measurement");
   flags.Int("series", &series, "series in the rendered registry");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;

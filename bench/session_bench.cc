@@ -7,8 +7,10 @@
 #include <cstdlib>
 #include <chrono>
 #include <cstdio>
+#include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -21,6 +23,8 @@
 #include "bench/tcp_baseline.h"
 #include "client/session_client.h"
 #include "common/fabric/fabric.h"
+#include "common/fabric/fabric_flags.h"
+#include "common/flags.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "session/wire.h"
@@ -169,37 +173,25 @@ absl::Status SessionMemory(rpci::agent::SessionServer& server, const std::string
 int main(int argc, char** argv) {
   bool json_only = false;
   int scale = 1;  // iteration counts are divided by this
-  int doorbells = 950;  // measured doorbells, solo and flooded (before --scale)
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   fabric.op_timeout = absl::Seconds(10);
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::printf("usage: session_bench [--json] [--provider=P] [--node=ADDR] [--scale=N]\n  Runs an in-process agent "
-                  "session server and client (default tcp;ofi_rxm on 127.0.0.1) and prints\n  mirror throughput, "
-                  "doorbell RTT and open latency next to plain loopback TCP.\n  --json      print only one JSON "
-                  "object\n  --provider  data-path provider (e.g. verbs;ofi_rxm)\n  --node      address both ends "
-                  "bind (the RDMA NIC's)\n  --busy_poll_us  how long a waiting caller polls the fabric itself before blocking\n  --scale     divide iteration counts by N (slow fabrics, e.g. Soft-RoCE "
-                  "under emulation)\n  --doorbells  doorbells measured solo and again under the flood (default 950)\n");
-      return 0;
-    }
-    if (a == "--json") {
-      json_only = true;
-    } else if (a.rfind("--provider=", 0) == 0) {
-      fabric.provider = a.substr(11);
-    } else if (a.rfind("--node=", 0) == 0) {
-      fabric.node = a.substr(7);
-    } else if (a.rfind("--busy_poll_us=", 0) == 0) {
-      fabric.busy_poll = absl::Microseconds(std::atoi(a.c_str() + 15));
-    } else if (a.rfind("--doorbells=", 0) == 0 && std::atoi(a.c_str() + 12) > 0) {
-      doorbells = std::atoi(a.c_str() + 12);
-    } else if (a.rfind("--scale=", 0) == 0 && std::atoi(a.c_str() + 8) > 0) {
-      scale = std::atoi(a.c_str() + 8);
-    } else {
-      std::fprintf(stderr, "unknown flag %s (try --help)\n", a.c_str());
-      return 2;
-    }
+  int64_t busy_poll_us = 0, scale_flag = 1, doorbells_flag = 950;
+  rpci::FlagSet flags("session_bench [flags]",
+                      "Runs an in-process agent session server and client (default tcp;ofi_rxm on 127.0.0.1) and "
+                      "prints mirror throughput, doorbell RTT and open latency next to plain loopback TCP.");
+  rpci::bench::AddJsonFlag(flags, &json_only);
+  rpci::fabric::AddFlags(flags, &fabric);
+  flags.Int("busy_poll_us", &busy_poll_us, "how long a waiting caller polls the fabric itself before blocking");
+  flags.Int("scale", &scale_flag, "divide iteration counts by N (slow fabrics, e.g. Soft-RoCE under emulation)");
+  flags.Int("doorbells", &doorbells_flag, "doorbells measured solo and again under the flood (before --scale)");
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  if (scale_flag <= 0 || doorbells_flag <= 0 || busy_poll_us < 0) {
+    std::cerr << "--scale and --doorbells must be positive, --busy_poll_us not negative\n";
+    return 2;
   }
+  fabric.busy_poll = absl::Microseconds(busy_poll_us);
+  scale = static_cast<int>(scale_flag);
+  const int doorbells = static_cast<int>(doorbells_flag);
   rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
   rpci::MetricsRegistry metrics;
   rpci::agent::GrantTable grants;

@@ -15,6 +15,10 @@
 #include "absl/time/time.h"
 
 namespace rpci::bench {
+
+void AddJsonFlag(FlagSet& flags, bool* json_only) {
+  flags.Bool("json", json_only, "print only the JSON object");
+}
 namespace {
 
 double StatusFieldMb(const char* field) {

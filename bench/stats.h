@@ -6,9 +6,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/flags.h"
 #include "nlohmann/json.hpp"
 
 namespace rpci::bench {
+
+// --json, every benchmark's output flag: print only the JSON object (no
+// table after it).
+void AddJsonFlag(FlagSet& flags, bool* json_only);
 
 // The p-quantile (0..1) of `v`; 0 when empty.
 double Percentile(std::vector<double> v, double p);

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -30,6 +31,44 @@ class DaemonTest : public ::testing::Test {
   void TearDown() override { Logger::SetSink(&std::cerr); }
   std::ostringstream log_;
 };
+
+TEST_F(DaemonTest, LogLevelFlagSetsTheLevelAndAnUnknownNameExitsTwo) {
+  std::string level = "info";
+  FlagSet flags("d [flags]", "a daemon");
+  AddLogLevelFlag(flags, &level);
+  EXPECT_NE(flags.Help().find("debug, info, warn or error (default \"info\")"), std::string::npos) << flags.Help();
+  ASSERT_TRUE(flags.Parse(std::vector<std::string>{"--log-level=error"}).ok());
+  flags.Apply();
+  EXPECT_EQ(level, "error");
+  EXPECT_EQ(ApplyLogLevelFlag(level), std::nullopt);
+  Logger("test").Warn("below the level");
+  EXPECT_EQ(log_.str(), "");
+  EXPECT_EQ(ApplyLogLevelFlag("loud"), 2);
+  ASSERT_EQ(ApplyLogLevelFlag("info"), std::nullopt);
+}
+
+TEST_F(DaemonTest, NodeFlagDefaultsToNodeNameWhenSetAndNotEmpty) {
+  unsetenv("NODE_NAME");
+  std::string unset = "host-a";
+  FlagSet a("d [flags]", "a daemon");
+  AddNodeFlag(a, &unset, "node");
+  EXPECT_EQ(unset, "host-a");
+  setenv("NODE_NAME", "", 1);
+  std::string empty = "host-a";
+  FlagSet b("d [flags]", "a daemon");
+  AddNodeFlag(b, &empty, "node");
+  EXPECT_EQ(empty, "host-a");
+  setenv("NODE_NAME", "node-7", 1);
+  std::string node;
+  FlagSet c("d [flags]", "a daemon");
+  AddNodeFlag(c, &node, "this node's name");
+  unsetenv("NODE_NAME");
+  EXPECT_EQ(node, "node-7");
+  EXPECT_NE(c.Help().find("this node's name (default \"node-7\")"), std::string::npos) << c.Help();
+  ASSERT_TRUE(c.Parse(std::vector<std::string>{"--node=node-8"}).ok());
+  c.Apply();
+  EXPECT_EQ(node, "node-8");
+}
 
 TEST_F(DaemonTest, InvalidOptionsExitTwoAndOtherFailuresOne) {
   Logger log("test");

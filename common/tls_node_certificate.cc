@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/files.h"
 #include "common/grpc_util.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/rpci/v1/identity.grpc.pb.h"
@@ -23,22 +24,6 @@ absl::StatusOr<std::string> ReadToken(const std::string& path) {
   std::string token(absl::StripAsciiWhitespace(buf.str()));
   if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("token file ", path, ": empty"));
   return token;
-}
-
-// Replaces `path` whole (a reader sees the old or the new file, never half).
-absl::Status WriteAtomically(const std::string& path, const std::string& data, mode_t mode) {
-  const std::string tmp = path + ".new";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << data;
-    out.close();
-    if (!out) return absl::UnavailableError(absl::StrCat(tmp, ": write failed"));
-  }
-  chmod(tmp.c_str(), mode);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat(path, ": rename failed"));
-  }
-  return absl::OkStatus();
 }
 
 // The controller said no for a reason that asking again will not change.
@@ -121,7 +106,7 @@ absl::Status NodeCertificateRenewer::Renew() {
   for (const auto& [path, data, mode] : {std::tuple<std::string, std::string, mode_t>{files.ca_file, tls->ca_pem, 0644},
                                          {files.key_file, tls->key_pem, 0600},
                                          {files.cert_file, tls->cert_pem, 0644}}) {
-    if (absl::Status s = WriteAtomically(path, data, mode); !s.ok()) return s;
+    if (absl::Status s = WriteFileAtomically(path, data, mode); !s.ok()) return s;
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (!current_.common_name.empty()) ++renewals_;

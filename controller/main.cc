@@ -84,12 +84,9 @@ int Run(int argc, char** argv) {
   flags.Bool("dra-binding-conditions", &o.dra_binding_conditions,
              "DRA: slices ask the scheduler to wait until a device is attached for the chosen node (KEP-5007 "
              "binding conditions; resource.k8s.io/v1 with the DRADeviceBindingConditions gate)");
-  flags.String("log-level", &log_level, "debug, info, warn or error");
+  rpci::AddLogLevelFlag(flags, &log_level);
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (absl::Status s = rpci::SetMinLogLevel(log_level); !s.ok()) {
-    std::cerr << "--log-level: " << s.message() << "\n";
-    return 2;
-  }
+  if (std::optional<int> exit_code = rpci::ApplyLogLevelFlag(log_level)) return *exit_code;
   rpci::Logger log("controller");
   o.lease_duration = absl::Seconds(lease_duration);
   o.renew_deadline = absl::Seconds(renew_deadline);

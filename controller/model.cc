@@ -100,7 +100,7 @@ DevicePhase Device::PhaseAt(absl::Time now) const {
   if (draining || drain_requested) return DevicePhase::kDraining;
   if (!attachment.empty()) return DevicePhase::kAttached;
   if (!assigned_node.empty()) return DevicePhase::kAssigned;
-  if (releasing_until > now) return DevicePhase::kReleasing;
+  if (releasing_until > now || scrubbing) return DevicePhase::kReleasing;
   return DevicePhase::kAvailable;
 }
 

@@ -103,6 +103,9 @@ struct Device {
   std::string releasing_from;                    // node it is being taken from
   absl::Time releasing_until = absl::InfinitePast();
   bool draining = false;    // its agent stopped exporting it while attached
+  // Its agent reports it is being reset and zeroed after its last session
+  // (DeviceHealthReport.scrubbing): Releasing until a report says clean.
+  bool scrubbing = false;
   // An admin asked to take it out of service (annotation kDrainAnnotation,
   // `kubectl rpci drain`): no new claims or assignments; once detached it is
   // unassigned and stays out of the pool until the request is withdrawn.

@@ -197,6 +197,7 @@ absl::Status PoolManager::AgentHeartbeat(const rpci::v1::AgentHeartbeatRequest& 
           absl::StrCat("agent ", req.node(), ": health report for device ", h.device_id(), " it does not export"));
     }
     SetHealthLocked(it->second, ReportedHealthy(h.health()), "ReportedByAgent", now, h.reason());
+    SetScrubbingLocked(it->second, h.scrubbing());
   }
   for (const auto& s : req.sessions()) {
     auto dit = devices_.find(s.device_id());
@@ -850,6 +851,15 @@ void PoolManager::SetHealthLocked(Device& d, bool healthy, const std::string& re
   d.health_changed = now;
   d.exported.set_health(healthy ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
   DecideLocked(healthy ? "healthy" : "unhealthy", d, d.assigned_node, reason, detail);
+  MarkDirtyLocked(d.id());
+  BumpVersion();
+}
+
+void PoolManager::SetScrubbingLocked(Device& d, bool scrubbing) {
+  if (d.scrubbing == scrubbing) return;
+  d.scrubbing = scrubbing;
+  d.reason = scrubbing ? "Scrubbing" : "Scrubbed";
+  DecideLocked(scrubbing ? "scrubbing" : "scrubbed", d, d.assigned_node, "ReportedByAgent", "");
   MarkDirtyLocked(d.id());
   BumpVersion();
 }

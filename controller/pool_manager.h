@@ -209,6 +209,8 @@ class PoolManager {
   // `detail` (an agent's own words) becomes the health reason when given.
   void SetHealthLocked(Device& d, bool healthy, const std::string& reason, absl::Time now,
                        const std::string& detail = "") ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What the agent's heartbeat says of d's scrub (Device::scrubbing).
+  void SetScrubbingLocked(Device& d, bool scrubbing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records a decision: counted by (pool, action, reason), logged and kept
   // with `detail`.
   void DecideLocked(const std::string& action, const Device& d, const std::string& node, const std::string& reason,

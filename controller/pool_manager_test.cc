@@ -175,6 +175,44 @@ TEST_F(PoolManagerTest, IdleDeviceReturnsToPoolAfterIdleRelease) {
   EXPECT_EQ(manager_->GetDevice("dev-a-0000-3b-00-0")->PhaseAt(clock_.Now()), DevicePhase::kAvailable);
 }
 
+// Issue 12: a device its agent reports as being scrubbed (reset and DMA
+// space zeroed after its last session) stays Releasing past the release
+// grace and is given to nobody until a report says it is clean.
+TEST_F(PoolManagerTest, DeviceStaysReleasingWhileItsAgentReportsAScrub) {
+  options_.release_grace = absl::Seconds(10);
+  Restart();
+  manager_->SetDemand({PodDemand{"default", "p", "emu", 1, ""}});
+  const std::string id = AssignPool(Pool("emu", 0, 60), 1);
+  ASSERT_FALSE(id.empty());
+  manager_->SetDemand({});
+  auto heartbeat = [&](bool scrubbing) {
+    ASSERT_TRUE(manager_->NodeHeartbeat("cn-1").ok());
+    rpci::v1::AgentHeartbeatRequest hb;
+    hb.set_node("dev-a");
+    rpci::v1::DeviceHealthReport* h = hb.add_health();
+    h->set_device_id(id);
+    h->set_health(rpci::v1::DEVICE_HEALTH_HEALTHY);
+    h->set_scrubbing(scrubbing);
+    ASSERT_TRUE(manager_->AgentHeartbeat(hb).ok());
+  };
+  clock_.Advance(absl::Seconds(61));
+  heartbeat(false);
+  manager_->Reconcile();  // idle release: Releasing for the grace
+  ASSERT_EQ(CountAssigned("cn-1"), 0);
+  heartbeat(true);
+  clock_.Advance(absl::Seconds(11));  // the grace is over, the scrub is not
+  heartbeat(true);
+  manager_->SetDemand({PodDemand{"default", "q", "emu", 1, ""}});
+  manager_->Reconcile();
+  EXPECT_EQ(manager_->GetDevice(id)->PhaseAt(clock_.Now()), DevicePhase::kReleasing);
+  EXPECT_EQ(manager_->GetDevice(id)->reason, "Scrubbing");
+  EXPECT_EQ(CountAssigned("cn-1"), 0) << "a device being scrubbed was assigned";
+  heartbeat(false);
+  EXPECT_EQ(manager_->GetDevice(id)->PhaseAt(clock_.Now()), DevicePhase::kAvailable);
+  manager_->Reconcile();
+  EXPECT_EQ(CountAssigned("cn-1"), 1);
+}
+
 TEST_F(PoolManagerTest, AttachedDeviceIsNotReleasedForIdleness) {
   const std::string id = AssignPool(Pool("emu", 1, 30), 2);
   ASSERT_TRUE(manager_->Claim(ClaimOf("cn-1", id, "pod-a")).ok());

@@ -7,14 +7,16 @@
 // Prints one JSON summary line; exit status 0 only if every check passed.
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/flags.h"
 #include "examples/device_bytes.h"
+#include "examples/device_flag.h"
 #include "librpci/device.h"
 
 namespace {
@@ -132,20 +134,19 @@ int Fail(const std::string& what) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int device_index = 0, rounds = 4;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::printf("usage: emu_jobs [--device=N] [--rounds=N]\n  Runs COPY and CRC32C jobs on the rpci-emu device "
-                  "attached to this container\n  (RPCI_* environment) and checks them against local results.\n");
-      return 0;
-    }
-    if (a.rfind("--device=", 0) == 0 && absl::SimpleAtoi(a.substr(9), &device_index)) continue;
-    if (a.rfind("--rounds=", 0) == 0 && absl::SimpleAtoi(a.substr(9), &rounds) && rounds > 0) continue;
-    std::fprintf(stderr, "emu_jobs: bad argument %s (try --help)\n", a.c_str());
+  int64_t device_index = 0, rounds = 4;
+  rpci::FlagSet flags("emu_jobs [--device=N] [--rounds=N]",
+                      "Runs COPY and CRC32C jobs on the rpci-emu device attached to this container (RPCI_* "
+                      "environment) and checks them against local results.");
+  rpci::examples::AddDeviceFlag(flags, &device_index);
+  flags.Int("rounds", &rounds, "rounds of jobs (positive)");
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  if (rounds <= 0) {
+    std::fprintf(stderr, "emu_jobs: --rounds must be positive\n");
     return 2;
   }
-  absl::StatusOr<std::unique_ptr<rpci::lib::Device>> opened = rpci::lib::Device::OpenFromEnv(device_index);
+  absl::StatusOr<std::unique_ptr<rpci::lib::Device>> opened =
+      rpci::lib::Device::OpenFromEnv(static_cast<int>(device_index));
   if (!opened.ok()) return Fail("open: " + opened.status().ToString());
   rpci::lib::Device& dev = **opened;
   Runner runner(dev);

@@ -52,42 +52,6 @@ SessionPaths PathsFor(const std::string& state_dir, const std::string& container
   return {state_dir + "/" + device_id, container_root + "/" + device_id};
 }
 
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode, int gid) {
-  const std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return Errno("create " + tmp);
-  size_t done = 0;
-  while (done < contents.size()) {
-    ssize_t n = write(fd, contents.data() + done, contents.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      absl::Status s = Errno("write " + tmp);
-      close(fd);
-      unlink(tmp.c_str());
-      return s;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (gid >= 0 && fchown(fd, static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) {
-    absl::Status s = Errno(absl::StrCat("give ", tmp, " to group ", gid));
-    close(fd);
-    unlink(tmp.c_str());
-    return s;
-  }
-  fchmod(fd, mode);  // O_CREAT's mode is filtered by the umask
-  if (fsync(fd) != 0 || close(fd) != 0) {
-    absl::Status s = Errno("sync " + tmp);
-    unlink(tmp.c_str());
-    return s;
-  }
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    absl::Status s = Errno("rename " + tmp + " to " + path);
-    unlink(tmp.c_str());
-    return s;
-  }
-  return absl::OkStatus();
-}
-
 absl::Status WriteSessionDir(const AttachedSession& session, const SessionPaths& paths, int session_group) {
   if (absl::Status s = MakeDirs(paths.host_dir, 0755); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("device ", session.device_id, ": ", s.message()));

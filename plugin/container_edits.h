@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/files.h"  // WriteFileAtomically, for the session files and specs
 #include "plugin/session_opener.h"
 #include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
 #include "proto/rpci/v1/device.pb.h"
@@ -113,9 +114,6 @@ std::string CdiSpecJson(const std::string& pool, int index, const AttachedSessio
 absl::Status WriteCdiSpec(const std::string& cdi_dir, const std::string& pool, int index,
                           const AttachedSession& session, const SessionPaths& paths);
 absl::Status RemoveCdiSpec(const std::string& cdi_dir, const std::string& pool, const std::string& device_id);
-
-// Writes `contents` to `path` atomically with `mode`.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode, int gid = -1);
 
 }  // namespace rpci::plugin
 

@@ -36,7 +36,7 @@ struct Settings {
 
 void AddFlags(rpci::FlagSet& flags, Settings& st) {
   rpci::plugin::PluginOptions& o = st.options;
-  flags.String("node", &o.node_name, "this compute node's name (default $NODE_NAME)");
+  rpci::AddNodeFlag(flags, &o.node_name, "this compute node's name (default $NODE_NAME)");
   flags.String("controller", &st.controller, "controller NodeRegistry address host:port");
   flags.String("pools", &st.pools,
                "comma-separated pools, each <pool>[:device-plugin|dra|both]: device-plugin (the default) registers "
@@ -69,7 +69,7 @@ void AddFlags(rpci::FlagSet& flags, Settings& st) {
             "gid owning session dirs and key files (0640), for non-root workloads with it in "
             "supplementalGroups (-1: key readable by root only)");
   flags.String("health-addr", &st.health_addr, "host:port of /healthz, /readyz, /metrics (empty: off)");
-  flags.String("log-level", &st.log_level, "debug, info, warn or error");
+  rpci::AddLogLevelFlag(flags, &st.log_level);
 }
 
 // Parses the command line into `st`; an exit code when the process should
@@ -77,18 +77,13 @@ void AddFlags(rpci::FlagSet& flags, Settings& st) {
 std::optional<int> ParseSettings(int argc, char** argv, Settings& st) {
   using namespace rpci;
   plugin::PluginOptions& o = st.options;
-  const char* node_env = std::getenv("NODE_NAME");
-  o.node_name = node_env ? node_env : "";
   FlagSet flags("rpci-plugin [flags]",
                 "Kubelet plugin: advertises the remote PCIe devices the controller assigned to this node as "
                 "rpci.io/<pool> (device plugin) and/or prepares ResourceClaims of driver rpci.io (DRA), attaching "
                 "the devices to containers through memory-mirroring sessions.");
   AddFlags(flags, st);
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return exit_code;
-  if (absl::Status s = SetMinLogLevel(st.log_level); !s.ok()) {
-    std::cerr << "--log-level: " << s.message() << "\n";
-    return 2;
-  }
+  if (std::optional<int> exit_code = ApplyLogLevelFlag(st.log_level)) return exit_code;
   if (absl::Status s = plugin::ParsePools(st.pools, &o); !s.ok()) {
     std::cerr << "--pools: " << s.message() << "\n";
     return 2;

@@ -210,6 +210,7 @@ std::vector<rpci::v1::DeviceHealthReport> AgentApp::Health() const {
     if (health.ok() && session_server_ != nullptr) {
       absl::Status clean = session_server_->DeviceClean(d.id());
       if (!clean.ok() && !absl::IsUnavailable(clean)) health = clean;  // being scrubbed right now is no fault
+      r.set_scrubbing(absl::IsUnavailable(clean));
     }
     r.set_health(health.ok() ? rpci::v1::DEVICE_HEALTH_HEALTHY : rpci::v1::DEVICE_HEALTH_UNHEALTHY);
     if (!health.ok()) r.set_reason(std::string(health.message()));

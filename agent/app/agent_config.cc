@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/daemon.h"
 #include "common/fabric/fabric.h"
 #include "common/http_server.h"
 
@@ -159,7 +160,7 @@ absl::Status ValidateAgentOptions(const AgentOptions& o) {
 
 void AddServeFlags(FlagSet& flags, AgentOptions* o, ServeFlags* extra) {
   flags.String("config", &o->config_file, "YAML/JSON config file (docs/agent.md); flags override it");
-  flags.String("node", &o->node, "this device server's node name (default $NODE_NAME)");
+  AddNodeFlag(flags, &o->node, "this device server's node name (default $NODE_NAME)");
   flags.String("controller", &o->controller, "controller AgentRegistry address host:port");
   AddTlsFlags(flags, &o->tls, "agent:<node>", /*node_identity=*/true);
   flags.String("session-listen", &o->session_listen, "SessionControl gRPC listen address host:port");
@@ -176,7 +177,7 @@ void AddServeFlags(FlagSet& flags, AgentOptions* o, ServeFlags* extra) {
   flags.Int("emu-count", &extra->emu_count, "emulated devices to create (replaces the config's emu list)");
   flags.String("emu-pool", &extra->emu_pool, "pool of the --emu-count devices");
   flags.String("http-listen", &o->http_listen, "address of /healthz, /readyz, /metrics (empty: off)");
-  flags.String("log-level", &o->log_level, "debug, info, warn or error");
+  AddLogLevelFlag(flags, &o->log_level);
 }
 
 void ApplyServeFlags(const FlagSet& flags, const ServeFlags& extra, AgentOptions* o) {

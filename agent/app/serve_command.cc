@@ -1,6 +1,5 @@
 #include "agent/app/serve_command.h"
 
-#include <cstdlib>
 #include <iostream>
 
 #include "common/daemon.h"
@@ -11,7 +10,6 @@ namespace rpci::agent {
 
 int RunServe(const std::vector<std::string>& args, DeviceBackends backends) {
   AgentOptions o;
-  if (const char* node = std::getenv("NODE_NAME")) o.node = node;
   ServeFlags extra;
   FlagSet flags("rpci-agent serve [flags]",
                 "Device-server agent: exports local PCIe functions and emulated rpci-emu devices to the "

@@ -13,6 +13,7 @@
 #include "agent/inventory/pci_inventory.h"
 #include "agent/inventory/pci_names.h"
 #include "agent/inventory/rdma_inventory.h"
+#include "common/daemon.h"
 #include "common/flags.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -23,8 +24,7 @@ using rpci::v1::ExportedDevice;
 using rpci::v1::PcieFunction;
 using rpci::v1::RdmaNic;
 
-std::string DefaultNodeName() {
-  if (const char* env = std::getenv("NODE_NAME"); env != nullptr && *env != '\0') return env;
+std::string HostName() {
   char host[256] = {};
   if (gethostname(host, sizeof(host) - 1) == 0) return host;
   return "";
@@ -83,24 +83,27 @@ void PrintExportedTable(const std::vector<ExportedDevice>& devices, std::ostream
   }
 }
 
+// `items` as a table, or with --json one object per line.
+template <typename T>
+void PrintItems(bool json, const std::vector<T>& items, void (*table)(const std::vector<T>&, std::ostream&),
+                std::ostream& out) {
+  if (!json) {
+    table(items, out);
+    return;
+  }
+  for (const T& item : items) out << JsonLine(item) << "\n";
+}
+
 // Prints what --show names (--json: one object per line); the exit code.
 int PrintInventory(const std::string& show, bool json, const std::vector<PcieFunction>& fns,
                    const std::vector<RdmaNic>& nics, const std::string& policy_file, const std::string& node,
                    std::ostream& out, std::ostream& err) {
   if (show == "functions") {
-    if (!json) {
-      PrintFunctionTable(fns, out);
-      return 0;
-    }
-    for (const PcieFunction& fn : fns) out << JsonLine(fn) << "\n";
+    PrintItems(json, fns, PrintFunctionTable, out);
     return 0;
   }
   if (show == "nics") {
-    if (!json) {
-      PrintNicTable(nics, out);
-      return 0;
-    }
-    for (const RdmaNic& nic : nics) out << JsonLine(nic) << "\n";
+    PrintItems(json, nics, PrintNicTable, out);
     return 0;
   }
   absl::StatusOr<ExportPolicy> policy = ExportPolicy::LoadFile(policy_file);
@@ -113,11 +116,7 @@ int PrintInventory(const std::string& show, bool json, const std::vector<PcieFun
     err << "rpci-agent inventory: " << devices.status().message() << "\n";
     return 1;
   }
-  if (!json) {
-    PrintExportedTable(*devices, out);
-    return 0;
-  }
-  for (const ExportedDevice& d : *devices) out << JsonLine(d) << "\n";
+  PrintItems(json, *devices, PrintExportedTable, out);
   return 0;
 }
 
@@ -143,7 +142,7 @@ int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
   std::string pci_ids;
   std::string show = "functions";
   std::string policy_file;
-  std::string node = DefaultNodeName();
+  std::string node = HostName();  // unless $NODE_NAME: AddNodeFlag
   std::string rdma_source = "auto";
   bool json = false;
   FlagSet flags("rpci-agent inventory [flags]",
@@ -156,7 +155,7 @@ int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
                "what to print: functions (PCIe functions), nics (RDMA NICs) or exported "
                "(devices --policy selects)");
   flags.String("policy", &policy_file, "export policy file (YAML/JSON with `rules:`)");
-  flags.String("node", &node, "node name for exported device ids (default $NODE_NAME, else hostname)");
+  AddNodeFlag(flags, &node, "node name for exported device ids (default $NODE_NAME, else hostname)");
   flags.String("rdma-source", &rdma_source,
                "where RDMA NICs come from: auto (rdma-core for /sys, else sysfs), verbs, sysfs");
   std::vector<std::string> positional;

@@ -9,11 +9,13 @@
 // Prints one JSON summary line; exit status 0 only if every check passed.
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/flags.h"
+#include "examples/device_flag.h"
 #include "librpci/device.h"
 
 namespace {
@@ -86,14 +88,11 @@ absl::Status DmaRoundTrip(rpci::lib::Device& dev, absl::Duration* irq_latency) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int index = 0;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--device=", 0) == 0 && absl::SimpleAtoi(a.substr(9), &index)) continue;
-    std::fprintf(stderr, "usage: edu [--device=N]\n");
-    return 2;
-  }
-  absl::StatusOr<std::unique_ptr<rpci::lib::Device>> dev = rpci::lib::Device::OpenFromEnv(index);
+  int64_t index = 0;
+  rpci::FlagSet flags("edu [--device=N]", "Drives the QEMU edu device attached to this container through librpci.");
+  rpci::examples::AddDeviceFlag(flags, &index);
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  absl::StatusOr<std::unique_ptr<rpci::lib::Device>> dev = rpci::lib::Device::OpenFromEnv(static_cast<int>(index));
   if (!dev.ok()) {
     std::fprintf(stderr, "edu: %s\n", dev.status().ToString().c_str());
     return 1;

@@ -8,13 +8,16 @@
 // --pause-ms: after the I/O queues exist, print {"paused":true} and wait that
 // long before the block I/O (fault tests kill the agent meanwhile).
 // Prints one JSON summary line; exit status 0 only if every check passed.
+#include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <thread>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
+#include "common/flags.h"
+#include "examples/device_flag.h"
 #include "examples/nvme/librpci_transport.h"
 #include "examples/nvme/nvme_driver.h"
 #include "librpci/device.h"
@@ -66,26 +69,28 @@ absl::Status Run(rpci::lib::Device& dev, uint64_t lba, uint32_t blocks, int paus
 }  // namespace
 
 int main(int argc, char** argv) {
-  int index = 0;
-  uint64_t lba = 8;
-  uint32_t blocks = 2;
-  int pause_ms = 0;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--device=", 0) == 0 && absl::SimpleAtoi(a.substr(9), &index)) continue;
-    if (a.rfind("--lba=", 0) == 0 && absl::SimpleAtoi(a.substr(6), &lba)) continue;
-    if (a.rfind("--blocks=", 0) == 0 && absl::SimpleAtoi(a.substr(9), &blocks)) continue;
-    if (a.rfind("--pause-ms=", 0) == 0 && absl::SimpleAtoi(a.substr(11), &pause_ms)) continue;
-    std::fprintf(stderr, "usage: nvme [--device=N] [--lba=N] [--blocks=N] [--pause-ms=N]\n");
+  int64_t index = 0, lba = 8, blocks = 2, pause_ms = 0;
+  rpci::FlagSet flags("nvme [--device=N] [--lba=N] [--blocks=N] [--pause-ms=N]",
+                      "Brings up the NVMe controller attached to this container through librpci, then writes and "
+                      "reads back blocks.");
+  rpci::examples::AddDeviceFlag(flags, &index);
+  flags.Int("lba", &lba, "first block written and read");
+  flags.Int("blocks", &blocks, "blocks written and read");
+  flags.Int("pause-ms", &pause_ms,
+            "after the I/O queues exist, print {\"paused\":true} and wait this long (ms) before the block I/O");
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  if (lba < 0 || blocks < 0 || blocks > UINT32_MAX || pause_ms < 0) {
+    std::fprintf(stderr, "nvme: --lba, --blocks and --pause-ms must not be negative\n");
     return 2;
   }
-  absl::StatusOr<std::unique_ptr<rpci::lib::Device>> dev = rpci::lib::Device::OpenFromEnv(index);
+  absl::StatusOr<std::unique_ptr<rpci::lib::Device>> dev = rpci::lib::Device::OpenFromEnv(static_cast<int>(index));
   if (!dev.ok()) {
     std::fprintf(stderr, "nvme: %s\n", dev.status().ToString().c_str());
     return 1;
   }
   Result r;
-  absl::Status st = Run(**dev, lba, blocks, pause_ms, &r);
+  absl::Status st =
+      Run(**dev, static_cast<uint64_t>(lba), static_cast<uint32_t>(blocks), static_cast<int>(pause_ms), &r);
   std::printf(
       "{\"ok\":%s,\"device\":\"%s\",\"model\":\"%s\",\"serial\":\"%s\",\"namespaces\":%u,\"blocks\":%llu,"
       "\"block_size\":%u,\"crc_written\":%u,\"crc_read\":%u,\"error\":\"%s\"}\n",

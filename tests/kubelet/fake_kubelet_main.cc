@@ -16,6 +16,9 @@
 #include <signal.h>
 
 #include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_split.h"
 
@@ -161,17 +164,9 @@ int main(int argc, char** argv) {
   flags.Bool("isolate-container", &isolate,
              "run the pod's command with only Allocate's environment and, in its own mount namespace, Allocate's "
              "mounts (needs CAP_SYS_ADMIN; the command must be a path)");
-  auto args = flags.Parse(argc, argv);
-  if (!args.ok()) {
-    std::cerr << args.status().message() << "\n" << flags.Help();
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.Help();
-    return 0;
-  }
-  flags.Apply();
-  if (!kubelet_dir.empty()) return RunDra(kubelet_dir, cdi_dir, claim, absl::Seconds(wait_seconds), isolate, *args);
+  std::vector<std::string> args;
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv, &args)) return *exit_code;
+  if (!kubelet_dir.empty()) return RunDra(kubelet_dir, cdi_dir, claim, absl::Seconds(wait_seconds), isolate, args);
   rpci::Logger log("fake-kubelet");
   rpci::testing::FakeKubelet kubelet(plugin_dir, pod_resources, cdi_dir);
   if (absl::Status s = kubelet.Start(); !s.ok()) {
@@ -181,7 +176,7 @@ int main(int argc, char** argv) {
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
   if (!pod.empty()) {
-    int rc = RunPod(kubelet, log, pod, resource, static_cast<int>(count), absl::Seconds(wait_seconds), isolate, *args);
+    int rc = RunPod(kubelet, log, pod, resource, static_cast<int>(count), absl::Seconds(wait_seconds), isolate, args);
     kubelet.Stop();
     return rc;
   }

@@ -13,12 +13,12 @@
 
 #include <atomic>
 #include <cstdio>
-#include <fstream>
 
 #include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
 #include "agent/session/testing/logged_device.h"
 #include "agent/session/testing/test_device.h"
+#include "common/files.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "grpcpp/grpcpp.h"
@@ -28,15 +28,6 @@ namespace {
 
 std::atomic<bool> stop{false};
 void OnSignal(int) { stop = true; }
-
-bool WriteFile(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!(out << text)) return false;
-  }
-  return std::rename(tmp.c_str(), path.c_str()) == 0;
-}
 
 }  // namespace
 
@@ -103,7 +94,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot listen on %s:%d\n", address.c_str(), static_cast<int>(port));
     return 1;
   }
-  if (!ready_file.empty() && !WriteFile(ready_file, address + ":" + std::to_string(bound) + "\n")) {
+  const std::string endpoint = address + ":" + std::to_string(bound) + "\n";
+  if (!ready_file.empty() && !rpci::WriteFileAtomically(ready_file, endpoint, 0644).ok()) {
     std::fprintf(stderr, "cannot write %s\n", ready_file.c_str());
     return 1;
   }
@@ -112,6 +104,6 @@ int main(int argc, char** argv) {
   (*server)->Stop();
   nlohmann::json values = nlohmann::json::array();
   for (const auto& [offset, value] : device.applied()) values.push_back({offset, value});
-  if (!applied_file.empty() && !WriteFile(applied_file, values.dump() + "\n")) return 1;
+  if (!applied_file.empty() && !rpci::WriteFileAtomically(applied_file, values.dump() + "\n", 0644).ok()) return 1;
   return 0;
 }

@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -24,16 +25,7 @@ int main(int argc, char** argv) {
   flags.String("dns", &dns, "comma-separated DNS subject alternative names for every certificate");
   flags.String("ips", &ips, "comma-separated IP subject alternative names for every certificate");
   flags.Int("days", &days, "validity in days");
-  absl::StatusOr<std::vector<std::string>> args = flags.Parse(argc, argv);
-  if (!args.ok()) {
-    std::cerr << args.status().message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.Help();
-    return 0;
-  }
-  flags.Apply();
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   if (dir.empty() || names.empty()) {
     std::cerr << "--dir and --names are required (see --help)\n";
     return 2;

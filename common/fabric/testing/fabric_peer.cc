@@ -3,21 +3,18 @@
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "common/fabric/fabric.h"
+#include "common/fabric/fabric_flags.h"
+#include "common/flags.h"
 #include "common/fabric/testing/peer_protocol.h"
 
 namespace {
-
-constexpr char kUsage[] =
-    "usage: fabric_peer [--provider P] [--node ADDR] [--size BYTES]\n"
-    "Serves one remotely readable and writable buffer over libfabric for tests.\n"
-    "Prints READY <address hex> <remote address> <key> <size>, reads PEER <hex>\n"
-    "on stdin, then answers fabric messages \"digest\" and \"quit\".\n";
 
 int Fail(const std::string& what) {
   std::cerr << "fabric_peer: " << what << "\n";
@@ -30,32 +27,21 @@ int main(int argc, char** argv) {
   rpci::fabric::FabricConfig config;
   config.provider = rpci::fabric::kTcp;
   config.op_timeout = absl::Seconds(3);
-  size_t size = 1 << 20;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kUsage;
-      return 0;
-    }
-    if (i + 1 >= argc) return Fail("missing value for " + arg + "\n" + kUsage);
-    std::string value = argv[++i];
-    if (arg == "--provider") {
-      config.provider = value;
-    } else if (arg == "--node") {
-      config.node = value;
-    } else if (arg == "--size") {
-      size = std::strtoull(value.c_str(), nullptr, 10);
-      if (size == 0 || size > (1u << 30)) return Fail("bad --size " + value);
-    } else {
-      return Fail("unknown flag " + arg + "\n" + kUsage);
-    }
-  }
+  int64_t size = 1 << 20;
+  rpci::FlagSet flags("fabric_peer [flags]",
+                      "Serves one remotely readable and writable buffer over libfabric for tests. Prints READY "
+                      "<address hex> <remote address> <key> <size>, reads PEER <hex> on stdin, then answers fabric "
+                      "messages \"digest\" and \"quit\".");
+  rpci::fabric::AddFlags(flags, &config);
+  flags.Int("size", &size, "bytes of the served buffer (at most 1 GiB)");
+  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
+  if (size <= 0 || size > (int64_t{1} << 30)) return Fail("bad --size " + std::to_string(size));
   auto fabric = rpci::fabric::Fabric::Open(config);
   if (!fabric.ok()) return Fail(fabric.status().ToString());
   auto ep = (*fabric)->OpenEndpoint();
   if (!ep.ok()) return Fail(ep.status().ToString());
-  std::vector<uint8_t> buffer(size);
-  for (size_t i = 0; i < size; ++i) buffer[i] = rpci::fabric::testing::PeerPattern(i);
+  std::vector<uint8_t> buffer(static_cast<size_t>(size));
+  for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = rpci::fabric::testing::PeerPattern(i);
   auto mr = (*ep)->RegisterMemory(buffer.data(), buffer.size(),
                                   rpci::fabric::kRemoteRead | rpci::fabric::kRemoteWrite);
   if (!mr.ok()) return Fail(mr.status().ToString());
