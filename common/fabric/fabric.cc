@@ -171,10 +171,10 @@ constexpr size_t kNoSlot = SIZE_MAX;
 // Bulk RMA is paced: an op is split into pieces of at most kRmaPiece bytes,
 // and a call posts at most kRmaBytesInFlight of them at once (at least one
 // piece; small ops still go in one group), waiting for each group before
-// posting the next. One
-// 4 MiB write handed to tcp;ofi_rxm whole went to the kernel in one
-// sendmsg/recvmsg of up to the socket buffer, holding a CPU for the length
-// of the copy; another session's small frame waited behind it
+// posting the next. With
+// 4 MiB handed to tcp;ofi_rxm at once, another session's doorbell waited
+// about as long as the transfer (1.2-1.6 ms) for a CPU both copying threads
+// held; the tail scales with the bytes posted at once, not the piece size
 // (docs/benchmarks.md, "Fairness").
 constexpr size_t kRmaPiece = size_t{256} << 10;
 constexpr size_t kRmaBytesInFlight = 4 * kRmaPiece;
