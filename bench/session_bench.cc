@@ -123,6 +123,8 @@ class Flood {
     if (thread_.joinable()) thread_.join();
   }
   uint64_t jobs() const { return jobs_; }
+  // The flood's own throughput so far: DMA bytes pushed per second, Gbit/s.
+  double gbps() const { return double(jobs_) * c_->dma_size() * 8 / Secs(Clock::now() - start_) / 1e9; }
 
  private:
   void Run() {
@@ -135,6 +137,7 @@ class Flood {
   rpci::client::SessionClient* c_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> jobs_{0};
+  const Clock::time_point start_ = Clock::now();
   std::thread thread_;
 };
 
@@ -172,7 +175,7 @@ int main(int argc, char** argv) {
   int scale = 1;  // iteration counts are divided by this
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   fabric.op_timeout = absl::Seconds(10);
-  int64_t busy_poll_us = 0, scale_flag = 1;
+  int64_t busy_poll_us = 0, scale_flag = 1, doorbells_flag = 950;
   rpci::FlagSet flags("session_bench [flags]",
                       "Runs an in-process agent session server and client (default tcp;ofi_rxm on 127.0.0.1) and "
                       "prints mirror throughput, doorbell RTT and open latency next to plain loopback TCP.");
@@ -180,13 +183,15 @@ int main(int argc, char** argv) {
   rpci::fabric::AddFlags(flags, &fabric);
   flags.Int("busy_poll_us", &busy_poll_us, "how long a waiting caller polls the fabric itself before blocking");
   flags.Int("scale", &scale_flag, "divide iteration counts by N (slow fabrics, e.g. Soft-RoCE under emulation)");
+  flags.Int("doorbells", &doorbells_flag, "doorbells measured solo and again under the flood (before --scale)");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (scale_flag <= 0 || busy_poll_us < 0) {
-    std::cerr << "--scale must be positive, --busy_poll_us not negative\n";
+  if (scale_flag <= 0 || doorbells_flag <= 0 || busy_poll_us < 0) {
+    std::cerr << "--scale and --doorbells must be positive, --busy_poll_us not negative\n";
     return 2;
   }
   fabric.busy_poll = absl::Microseconds(busy_poll_us);
   scale = static_cast<int>(scale_flag);
+  const int doorbells = static_cast<int>(doorbells_flag);
   rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
   rpci::MetricsRegistry metrics;
   rpci::agent::GrantTable grants;
@@ -272,7 +277,7 @@ int main(int argc, char** argv) {
   out["mirror_ratio_measures"] = "raw RMA: FlushDma of 1 MiB to one offset (fi_write on loopback), not a device round trip";
 
   // Doorbell -> completion round trip (an empty copy job).
-  absl::StatusOr<std::vector<double>> rtt = DoorbellRtts(c, std::max(50, 950 / scale), 50);
+  absl::StatusOr<std::vector<double>> rtt = DoorbellRtts(c, std::max(50, doorbells / scale), 50);
   if (!rtt.ok()) return Fail("doorbell", rtt.status());
   out["doorbell_rtt_us_p50"] = Percentile(*rtt, 0.5);
   out["doorbell_rtt_us_p99"] = Percentile(*rtt, 0.99);
@@ -283,11 +288,12 @@ int main(int argc, char** argv) {
     auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, client_opts);
     if (!flooder.ok()) return Fail("attach flood", flooder.status());
     Flood flood(flooder->get());
-    absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, 950 / scale), 50);
+    absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, doorbells / scale), 50);
     if (!flooded.ok()) return Fail("doorbell under flood", flooded.status());
     out["doorbell_rtt_us_p50_flooded"] = Percentile(*flooded, 0.5);
     out["doorbell_rtt_us_p99_flooded"] = Percentile(*flooded, 0.99);
     out["flood_jobs"] = flood.jobs();
+    out["flood_gbps"] = flood.gbps();
     out["doorbell_p99_flood_ratio"] =
         out["doorbell_rtt_us_p99_flooded"].get<double>() / out["doorbell_rtt_us_p99"].get<double>();
   }

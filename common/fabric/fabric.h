@@ -226,10 +226,15 @@ class Endpoint {
   // One-sided write/read; complete means the data is placed at the target
   // (FI_DELIVERY_COMPLETE). OUT_OF_RANGE when an op leaves its local region;
   // the target's refusal (bad key, outside the region, access not granted)
-  // comes back as an error status, the target's memory untouched.
+  // comes back as an error status, the target's memory outside the region
+  // untouched. Bulk transfers are paced: ops are cut into pieces of 256 KiB,
+  // at most 1 MiB of them posted at a time per call (each group placed
+  // before the next is posted; small ops go together), so one session's large transfer never holds a CPU in one
+  // kernel copy for long (docs/benchmarks.md, "Fairness"). A refused op may
+  // therefore have placed its first pieces (the part inside the region).
   virtual absl::Status Write(PeerId peer, const RmaOp& op) = 0;
   virtual absl::Status Read(PeerId peer, const RmaOp& op) = 0;
-  // Posts all, then waits for all; the first failure is returned.
+  // Pieces of all, in order, paced as above; the first failure is returned.
   virtual absl::Status WriteBatch(PeerId peer, const std::vector<RmaOp>& ops) = 0;
   virtual absl::Status ReadBatch(PeerId peer, const std::vector<RmaOp>& ops) = 0;
 
