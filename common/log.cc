@@ -95,4 +95,15 @@ void Logger::SetSink(std::ostream* out) {
 
 void Logger::SetMinLevel(LogLevel level) { min_level.store(static_cast<int>(level)); }
 
+bool LogLimiter::Allow(absl::Time now, uint64_t* suppressed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (now < next_) {
+    ++held_;
+    return false;
+  }
+  next_ = now + interval_;
+  *suppressed = std::exchange(held_, 0);
+  return true;
+}
+
 }  // namespace rpci

@@ -1,6 +1,8 @@
 #ifndef RPCI_COMMON_LOG_H_
 #define RPCI_COMMON_LOG_H_
 
+#include <cstdint>
+#include <mutex>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -8,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 
 namespace rpci {
@@ -49,6 +52,23 @@ class Logger {
  private:
   std::string component_;
   LogFields context_;
+};
+
+// For lines a peer can cause at will (a refused frame): lets one through per
+// `interval` and counts the ones held back, so a flood of bad input is
+// counted by metrics but cannot flood the log. Thread-safe.
+class LogLimiter {
+ public:
+  explicit LogLimiter(absl::Duration interval) : interval_(interval) {}
+  // True when a line may be written at `now`; then *suppressed is the number
+  // of lines held back since the last one written (for a "suppressed" field).
+  bool Allow(absl::Time now, uint64_t* suppressed);
+
+ private:
+  std::mutex mu_;
+  const absl::Duration interval_;
+  absl::Time next_ = absl::InfinitePast();
+  uint64_t held_ = 0;
 };
 
 }  // namespace rpci

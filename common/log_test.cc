@@ -61,6 +61,20 @@ TEST_F(LogTest, SetMinLogLevelByNameRejectsUnknownNames) {
   EXPECT_NE(s.message().find("\"loud\""), std::string::npos);
 }
 
+TEST(LogLimiterTest, LetsOneLineThroughPerIntervalAndCountsTheRest) {
+  LogLimiter limiter(absl::Seconds(1));
+  const absl::Time t0 = absl::FromUnixSeconds(1700000000);
+  uint64_t suppressed = 99;
+  ASSERT_TRUE(limiter.Allow(t0, &suppressed));
+  EXPECT_EQ(suppressed, 0u);
+  for (int i = 0; i < 1000; ++i) EXPECT_FALSE(limiter.Allow(t0 + absl::Milliseconds(i % 999), &suppressed));
+  ASSERT_TRUE(limiter.Allow(t0 + absl::Seconds(1), &suppressed));
+  EXPECT_EQ(suppressed, 1000u);
+  EXPECT_FALSE(limiter.Allow(t0 + absl::Milliseconds(1500), &suppressed));
+  ASSERT_TRUE(limiter.Allow(t0 + absl::Seconds(5), &suppressed));
+  EXPECT_EQ(suppressed, 1u);
+}
+
 TEST(ParseLogLevelTest, AcceptsKnownNamesOnly) {
   LogLevel level;
   EXPECT_TRUE(ParseLogLevel("debug", &level));

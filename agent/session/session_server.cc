@@ -187,6 +187,9 @@ struct SessionServer::Session {
   // never before), so a frame can be sealed while mu is held elsewhere.
   std::mutex frames_mu;
   std::optional<session::FrameChannel> frames;
+  // Refused frames are counted each; logged at most once a second (a peer
+  // can send them at will).
+  LogLimiter refusal_log{absl::Seconds(1)};
 
   // The session's own worker thread receives on the endpoint and applies,
   // so one session's work never runs on a thread another session waits on.
@@ -953,8 +956,10 @@ void SessionServer::HandleFrame(Session& s, const fabric::Endpoint& from, const 
     // A version-1 frame (which carried the key) lands here as FAILED_PRECONDITION.
     const bool old = frame.status().code() == absl::StatusCode::kFailedPrecondition;
     refused_->Labels({old ? "old_version" : "malformed"}).Increment();
-    log_.Warn("frame refused", {{"session", s.id.ToString()}, {"reason", old ? "old_version" : "malformed"},
-                                {"error", std::string(frame.status().message())}});
+    if (uint64_t held = 0; s.refusal_log.Allow(options_.clock->Now(), &held)) {
+      log_.Warn("frame refused", {{"session", s.id.ToString()}, {"reason", old ? "old_version" : "malformed"},
+                                  {"error", std::string(frame.status().message())}, {"suppressed", held}});
+    }
     return;
   }
   // Only this session's frames come in on its endpoint.
@@ -981,7 +986,10 @@ void SessionServer::HandleFrame(Session& s, const fabric::Endpoint& from, const 
   }
   if (refusal != nullptr) {
     refused_->Labels({refusal}).Increment();
-    log_.Warn("frame refused", {{"session", s.id.ToString()}, {"reason", refusal}, {"counter", frame->counter}});
+    if (uint64_t held = 0; s.refusal_log.Allow(options_.clock->Now(), &held)) {
+      log_.Warn("frame refused",
+                {{"session", s.id.ToString()}, {"reason", refusal}, {"counter", frame->counter}, {"suppressed", held}});
+    }
     return;
   }
   if (s.attached) {

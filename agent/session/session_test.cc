@@ -7,7 +7,9 @@
 #include <cstring>
 
 #include <algorithm>
+#include <iostream>
 #include <map>
+#include <sstream>
 #include <atomic>
 #include <optional>
 #include <thread>
@@ -843,11 +845,20 @@ TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
   ASSERT_TRUE(a->Flush().ok());
   absl::SleepFor(absl::Milliseconds(100));  // the worker is inside the slow write
   auto rogue = Rogue(ticket.session_id);
+  std::ostringstream log;
+  Logger::SetSink(&log);
+  auto restore_log = absl::MakeCleanup([] { Logger::SetSink(&std::cerr); });
   for (int i = 0; i < 600; ++i) ASSERT_TRUE(rogue.Send("not a frame " + std::to_string(i)).ok());
   ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
   WaitForRefused({{"inbox_full", 344}, {"malformed", 256}});
   EXPECT_EQ(Refused("inbox_full"), 600 - 256);
   EXPECT_EQ(Refused("malformed"), 256);
+  // Counted each, but logged at most once a second: the flood does not flood the log.
+  std::istringstream lines(log.str());
+  int refusal_lines = 0;
+  for (std::string line; std::getline(lines, line);) refusal_lines += line.find("\"frame refused\"") != std::string::npos;
+  EXPECT_GE(refusal_lines, 1);
+  EXPECT_LE(refusal_lines, 4) << log.str();
 }
 
 TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
