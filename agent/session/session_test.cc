@@ -34,6 +34,21 @@ namespace {
 
 using agent::testing::TestDevice;
 
+// A device whose register write of kSlowValue blocks for `delay` (a long
+// job), holding its session's worker.
+class SlowDevice : public TestDevice {
+ public:
+  static constexpr uint64_t kSlowValue = 0x510e;
+  explicit SlowDevice(absl::Duration delay) : delay_(delay) {}
+  absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override {
+    if (value == kSlowValue) absl::SleepFor(delay_);
+    return TestDevice::WriteRegister(bar, offset, width, value);
+  }
+
+ private:
+  const absl::Duration delay_;
+};
+
 class SessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -798,14 +813,7 @@ TEST_F(SessionTest, MappingMoreRangesThanTheCapIsRefusedWithAClearStatus) {
 // A device whose register write blocks (a long job) holds up only its own
 // session: the other session's writes are applied meanwhile.
 TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
-  class SlowDevice : public TestDevice {
-   public:
-    absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override {
-      if (value == 0x510e) absl::SleepFor(absl::Seconds(3));
-      return TestDevice::WriteRegister(bar, offset, width, value);
-    }
-  };
-  SlowDevice slow;
+  SlowDevice slow(absl::Seconds(3));
   StopServer();
   StartServer(absl::Seconds(10), &slow);
   auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
@@ -813,7 +821,7 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
   auto a = Attach(nullptr, "g-emu");
   auto b = Attach();
   ASSERT_TRUE(a != nullptr && b != nullptr);
-  ASSERT_TRUE(a->Write(0, 0x40, 4, 0x510e).ok());
+  ASSERT_TRUE(a->Write(0, 0x40, 4, SlowDevice::kSlowValue).ok());
   ASSERT_TRUE(a->Flush().ok());
   absl::SleepFor(absl::Milliseconds(100));  // a's worker is inside the slow write
   const absl::Time start = absl::Now();
@@ -827,21 +835,14 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
 // endpoint's bounded queue (256); the rest are dropped and counted, and only
 // that session's memory is at stake.
 TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
-  class SlowDevice : public TestDevice {
-   public:
-    absl::Status WriteRegister(uint16_t bar, uint64_t offset, uint8_t width, uint64_t value) override {
-      if (value == 0x510e) absl::SleepFor(absl::Seconds(2));
-      return TestDevice::WriteRegister(bar, offset, width, value);
-    }
-  };
-  SlowDevice slow;
+  SlowDevice slow(absl::Seconds(2));
   StopServer();
   StartServer(absl::Seconds(10), &slow);
   auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
   client::SessionTicket ticket;
   auto a = Attach(&ticket, "g-emu");
   ASSERT_NE(a, nullptr);
-  ASSERT_TRUE(a->Write(0, 0x40, 4, 0x510e).ok());
+  ASSERT_TRUE(a->Write(0, 0x40, 4, SlowDevice::kSlowValue).ok());
   ASSERT_TRUE(a->Flush().ok());
   absl::SleepFor(absl::Milliseconds(100));  // the worker is inside the slow write
   auto rogue = Rogue(ticket.session_id);
