@@ -9,6 +9,7 @@
 #include "common/grpc_util.h"
 #include "common/testing/exposition_format.h"
 #include "controller/kube_store.h"
+#include "controller/testing/claims.h"
 #include "controller/testing/installed_api_server.h"
 #include "controller/testing/kube_options.h"
 #include "controller/testing/registrations.h"
@@ -23,6 +24,9 @@ namespace {
 using nlohmann::json;
 using testing::WaitFor;
 using testing::AgentWith;
+using testing::AllocatedClaim;
+using testing::ClaimOn;
+using testing::ClaimResult;
 using testing::ClaimOf;
 using testing::KubeStoreOptions;
 using testing::MakeTempDir;
@@ -46,6 +50,14 @@ struct Peer {
     rpci::v1::RegisterNodeResponse resp;
     return nodes->RegisterNode(&ctx, req, &resp);
   }
+  // Device server `server` exporting `count` devices of `pool`, then
+  // compute node `node` asking for that pool.
+  absl::Status Register(const std::string& server, const std::string& pool, int count,
+                        const std::string& node = "cn-1") {
+    grpc::Status s = RegisterAgent(AgentWith(server, pool, count));
+    if (s.ok()) s = RegisterNode(NodeWith(node, pool));
+    return FromGrpc(s);
+  }
   absl::StatusOr<rpci::v1::ClaimResponse> Claim(const std::string& node, const std::string& device) {
     grpc::ClientContext ctx;
     rpci::v1::ClaimResponse resp;
@@ -68,6 +80,15 @@ class ControllerAppTest : public testing::InstalledApiServerTest {
     o.retry_period = absl::Milliseconds(200);
     o.reconcile_interval = absl::Milliseconds(100);
     return o;
+  }
+
+  // Replica "ctrl-a", once it acts as the leader.
+  std::unique_ptr<ControllerApp> Acting() {
+    std::unique_ptr<ControllerApp> a = Started(KubeOptions("ctrl-a"));
+    if (a != nullptr) {
+      EXPECT_TRUE(WaitFor([&] { return a->acting(); }));
+    }
+    return a;
   }
 
   std::unique_ptr<ControllerApp> Started(ControllerOptions o) {
@@ -133,8 +154,8 @@ TEST_F(ControllerAppTest, StandbyTakesOverFromACrashedLeaderWithoutDoubleAssignm
 }
 
 TEST_F(ControllerAppTest, GracefulStopHandsTheLeaseOverAtOnce) {
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  auto a = Acting();
+  ASSERT_TRUE(a);
   ControllerOptions slow = KubeOptions("ctrl-b");
   slow.lease_duration = absl::Seconds(60);  // a silent leader would keep it a minute
   auto b = Started(slow);
@@ -145,11 +166,10 @@ TEST_F(ControllerAppTest, GracefulStopHandsTheLeaseOverAtOnce) {
 }
 
 TEST_F(ControllerAppTest, DeletingADeviceAttachmentDetachesTheDevice) {
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  auto a = Acting();
+  ASSERT_TRUE(a);
   Peer peer(a->grpc_port());
-  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
-  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(peer.Register("dev-a", "emu", 1).ok());
   const std::string dev = "dev-a-0000-3b-00-0";
   ASSERT_TRUE(WaitFor([&] { return AssignedInApi().count(dev) == 1; }));
   absl::StatusOr<rpci::v1::ClaimResponse> claim = peer.Claim("cn-1", dev);
@@ -176,8 +196,8 @@ TEST_F(ControllerAppTest, NodeLabelsFromTheApiSelectDevices) {
                {"kind", "DevicePool"},
                {"metadata", {{"name", "emu"}}},
                {"spec", {{"sparesPerNode", 1}, {"selector", {{"matchLabels", {{"rack", "r7"}}}}}}}});
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  auto a = Acting();
+  ASSERT_TRUE(a);
   Peer peer(a->grpc_port());
   ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
   ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-b", "emu", 1)).ok());
@@ -201,11 +221,10 @@ TEST_F(ControllerAppTest, DevicePoolStatusCountsDevicesByPhase) {
                {"kind", "DevicePool"},
                {"metadata", {{"name", "emu"}, {"generation", 1}}},
                {"spec", {{"resourceName", "rpci.io/emu"}, {"sparesPerNode", 1}}}});
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  auto a = Acting();
+  ASSERT_TRUE(a);
   Peer peer(a->grpc_port());
-  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 3)).ok());
-  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(peer.Register("dev-a", "emu", 3).ok());
   const std::string path = "/apis/rpci.io/v1alpha1/devicepools/emu";
   auto status_is = [&](int available, int assigned, int attached) {
     absl::StatusOr<json> p = server_.Get(path);
@@ -236,11 +255,10 @@ TEST_F(ControllerAppTest, ADraPoolIsPublishedAsResourceSlicesAndAPreparedClaimLe
                            {"kind", "DevicePool"},
                            {"metadata", {{"name", "gpu"}}},
                            {"spec", {{"allocationMode", "dra"}}}});
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  auto a = Acting();
+  ASSERT_TRUE(a);
   Peer peer(a->grpc_port());
-  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "gpu", 2)).ok());
-  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "gpu")).ok());
+  ASSERT_TRUE(peer.Register("dev-a", "gpu", 2).ok());
   const std::string slice_path = "/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0";
   auto devices_in_slice = [&] {
     absl::StatusOr<json> s = server_.Get(slice_path);
@@ -253,26 +271,13 @@ TEST_F(ControllerAppTest, ADraPoolIsPublishedAsResourceSlicesAndAPreparedClaimLe
   for (const Device& d : a->manager().Devices()) EXPECT_EQ(d.assigned_node, "") << d.id();
   // The scheduler allocates a claim from the slice; the plugin prepares it.
   server_.CreateNamespace("ml");
-  json claim = server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
-                           {{"apiVersion", "resource.k8s.io/v1"},
-                            {"kind", "ResourceClaim"},
-                            {"spec", json::object()},
-                            {"status",
-                             {{"allocation",
-                               {{"devices",
-                                 {{"results",
-                                   {{{"request", "gpu"},
-                                     {"driver", "rpci.io"},
-                                     {"pool", "gpu"},
-                                     {"device", slice["spec"]["devices"][0]["name"]}}}}}}}}}}});
+  json claim =
+      server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
+                  AllocatedClaim("c1", {ClaimResult("gpu", "gpu", slice["spec"]["devices"][0]["name"])}));
   grpc::ClientContext ctx;
-  rpci::v1::PrepareClaimRequest req;
-  req.set_node("cn-1");
-  req.set_claim_namespace("ml");
-  req.set_claim_name("c1");
-  req.set_claim_uid(claim["metadata"]["uid"]);
   rpci::v1::PrepareClaimResponse resp;
-  grpc::Status s = peer.nodes->PrepareClaim(&ctx, req, &resp);
+  grpc::Status s = peer.nodes->PrepareClaim(
+      &ctx, ClaimOn<rpci::v1::PrepareClaimRequest>("cn-1", "ml", "c1", claim["metadata"]["uid"]), &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_TRUE(WaitFor([&] { return devices_in_slice() == 1; })) << server_.Get(slice_path)->dump();
   EXPECT_GE((*server_.Get(slice_path))["spec"]["pool"]["generation"].get<int>(), 2);
@@ -290,13 +295,9 @@ TEST_F(ControllerAppTest, InABothPoolTheDevicePluginIsNotGivenADeviceAClaimWasAl
   server_.CreateNamespace("ml");
   // The scheduler allocated the pool's first device to a claim.
   server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
-              {{"apiVersion", "resource.k8s.io/v1"},
-               {"kind", "ResourceClaim"},
-               {"spec", json::object()},
-               {"status", {{"allocation", {{"devices", {{"results", {{{"request", "r"}, {"driver", "rpci.io"},
-                                                                   {"pool", "mixed"}, {"device", "dev-a-0000-3b-00-0"}}}}}}}}}}});
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+              AllocatedClaim("c1", {ClaimResult("r", "mixed", "dev-a-0000-3b-00-0")}));
+  auto a = Acting();
+  ASSERT_TRUE(a);
   Peer peer(a->grpc_port());
   ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "mixed", 2)).ok());
   // The claims informer (the sixth watch, after the five the controller
@@ -309,35 +310,28 @@ TEST_F(ControllerAppTest, InABothPoolTheDevicePluginIsNotGivenADeviceAClaimWasAl
 
 TEST_F(ControllerAppTest, WithBindingConditionsABoundClaimIsAttachedAndReportedOnItsStatus) {
   server_.Put("/apis/rpci.io/v1alpha1/devicepools/gpu", {{"apiVersion", "rpci.io/v1alpha1"},
-                                                       {"kind", "DevicePool"},
-                                                       {"metadata", {{"name", "gpu"}}},
-                                                       {"spec", {{"allocationMode", "dra"}}}});
+                                                         {"kind", "DevicePool"},
+                                                         {"metadata", {{"name", "gpu"}}},
+                                                         {"spec", {{"allocationMode", "dra"}}}});
   ControllerOptions o = KubeOptions("ctrl-a");
   o.dra_binding_conditions = true;
   auto a = Started(o);
   ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
   Peer peer(a->grpc_port());
-  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "gpu", 1)).ok());
-  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "gpu")).ok());
+  ASSERT_TRUE(peer.Register("dev-a", "gpu", 1).ok());
   const std::string slice_path = "/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0";
   ASSERT_TRUE(WaitFor([&] { return server_.Get(slice_path).ok(); }));
   const json device = (*server_.Get(slice_path))["spec"]["devices"][0];
   EXPECT_EQ(device["bindingConditions"], json({"rpci.io/Attached"}));
   // The scheduler allocates it, copying the conditions, bound to cn-1.
   server_.CreateNamespace("ml");
-  server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
-              {{"apiVersion", "resource.k8s.io/v1"},
-               {"kind", "ResourceClaim"},
-               {"spec", json::object()},
-               {"status",
-                {{"allocation",
-               {{"devices",
-                 {{"results", {{{"request", "r"}, {"driver", "rpci.io"}, {"pool", "gpu"}, {"device", device["name"]},
-                                {"bindingConditions", device["bindingConditions"]},
-                                {"bindingFailureConditions", device["bindingFailureConditions"]}}}}}},
-                {"nodeSelector",
-                 {{"nodeSelectorTerms",
-                   {{{"matchFields", {{{"key", "metadata.name"}, {"operator", "In"}, {"values", {"cn-1"}}}}}}}}}}}}}}});
+  json result = ClaimResult("r", "gpu", device["name"]);
+  result["bindingConditions"] = device["bindingConditions"];
+  result["bindingFailureConditions"] = device["bindingFailureConditions"];
+  json claim = AllocatedClaim("c1", {result});
+  claim["status"]["allocation"]["nodeSelector"] = {
+      {"nodeSelectorTerms", {{{"matchFields", {{{"key", "metadata.name"}, {"operator", "In"}, {"values", {"cn-1"}}}}}}}}};
+  server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1", claim);
   auto attached = [&] {
     absl::StatusOr<json> c = server_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
     if (!c.ok() || !(*c)["status"].contains("devices")) return false;

@@ -10,6 +10,7 @@
 #include "controller/resource_api.h"
 #include "controller/resource_slices.h"
 #include "controller/service.h"
+#include "controller/testing/claims.h"
 #include "controller/testing/installed_api_server.h"
 #include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
@@ -21,9 +22,9 @@ namespace {
 
 using nlohmann::json;
 using testing::AgentWith;
+using testing::ClaimOn;
 using testing::NodeWith;
 
-constexpr const char* kNs = testing::kInstallNamespace;
 
 PoolSpec Pool(const std::string& name, AllocationMode mode, int64_t spares = 0) {
   PoolSpec p;
@@ -80,44 +81,27 @@ class DraTest : public testing::InstalledApiServerTest {
   // given (pool, device) pairs of driver rpci.io; returns its uid.
   std::string AllocatedClaim(const std::string& name, const std::vector<std::pair<std::string, std::string>>& devices,
                              const std::string& version = "v1") {
-    json results = json::array();
+    std::vector<json> results;
     for (size_t i = 0; i < devices.size(); ++i) {
-      results.push_back({{"request", "r" + std::to_string(i)}, {"driver", "rpci.io"},
-                         {"pool", devices[i].first}, {"device", devices[i].second}});
+      results.push_back(testing::ClaimResult("r" + std::to_string(i), devices[i].first, devices[i].second));
     }
-    json claim = {{"apiVersion", "resource.k8s.io/" + version},
-                  {"kind", "ResourceClaim"},
-                  {"metadata", {{"name", name}}},
-                  {"spec", {{"devices", {{"requests", {{{"name", "r0"}, {"exactly", {{"deviceClassName", "rpci-gpu"}}}}}}}}}},
-                  {"status", {{"allocation", {{"devices", {{"results", results}}}}}}}};
+    json claim = testing::AllocatedClaim(name, results, version);
     json stored = server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/" + name, claim);
     return stored["metadata"]["uid"];
-  }
-
-  // PrepareClaim or UnprepareClaim (the same four fields) for claim
-  // ml/`name` on `node`.
-  template <typename Request>
-  static Request ClaimOn(const std::string& node, const std::string& name, const std::string& uid) {
-    Request req;
-    req.set_node(node);
-    req.set_claim_namespace("ml");
-    req.set_claim_name(name);
-    req.set_claim_uid(uid);
-    return req;
   }
 
   grpc::Status Prepare(const std::string& node, const std::string& name, const std::string& uid,
                        rpci::v1::PrepareClaimResponse* resp) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    return nodes_->PrepareClaim(&ctx, ClaimOn<rpci::v1::PrepareClaimRequest>(node, name, uid), resp);
+    return nodes_->PrepareClaim(&ctx, ClaimOn<rpci::v1::PrepareClaimRequest>(node, "ml", name, uid), resp);
   }
 
   grpc::Status Unprepare(const std::string& node, const std::string& name, const std::string& uid) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     rpci::v1::UnprepareClaimResponse resp;
-    return nodes_->UnprepareClaim(&ctx, ClaimOn<rpci::v1::UnprepareClaimRequest>(node, name, uid), &resp);
+    return nodes_->UnprepareClaim(&ctx, ClaimOn<rpci::v1::UnprepareClaimRequest>(node, "ml", name, uid), &resp);
   }
 
   static std::string DeviceId(int i) { return "ds-1-0000-3b-00-" + std::to_string(i); }

@@ -15,7 +15,6 @@ using nlohmann::json;
 using testing::AgentWith;
 using testing::NodeWith;
 
-constexpr const char* kNs = testing::kInstallNamespace;
 const std::string kAttachments = "/apis/rpci.io/v1alpha1/namespaces/rpci-system/deviceattachments/";
 
 // A claim as the plugin makes it from Allocate: for an allocation, no pod yet.

@@ -20,6 +20,8 @@ inline constexpr char kInstallNamespace[] = "rpci-system";
 // talks to it over HTTP. Components log errors only.
 class InstalledApiServerTest : public ::testing::Test {
  protected:
+  static constexpr const char* kNs = kInstallNamespace;
+
   void SetUp() override {
     Logger::SetMinLevel(LogLevel::kError);
     ASSERT_TRUE(server_.Start().ok());
