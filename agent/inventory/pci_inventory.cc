@@ -36,8 +36,10 @@ class Reader {
 
   std::string Path(absl::string_view attr) const { return absl::StrCat(dir_, "/", attr); }
 
-  // A hex attribute; on failure records a problem and returns false.
-  bool Hex(absl::string_view attr, absl::string_view field, uint64_t max, uint32_t* out) {
+  // A hex attribute into the function's field (`set`); on failure the field
+  // is 0, the problem recorded, and the answer false.
+  bool Hex(absl::string_view attr, absl::string_view field, uint64_t max, void (PcieFunction::*set)(uint32_t)) {
+    (fn_->*set)(0);
     absl::StatusOr<std::string> text = sysfs::ReadAttr(Path(attr));
     if (!text.ok()) {
       Problem(field, text.status().message());
@@ -48,7 +50,7 @@ class Reader {
       Problem(field, absl::StrCat(attr, ": ", value.status().message()));
       return false;
     }
-    *out = static_cast<uint32_t>(*value);
+    (fn_->*set)(static_cast<uint32_t>(*value));
     return true;
   }
 
@@ -62,24 +64,12 @@ class Reader {
 
 void ReadIds(Reader& r, PciNames* names) {
   PcieFunction* fn = r.fn();
-  uint32_t v = 0;
-  bool have_vendor = r.Hex("vendor", "vendor_id", 0xffff, &v);
-  fn->set_vendor_id(v);
-  v = 0;
-  bool have_device = r.Hex("device", "device_id", 0xffff, &v);
-  fn->set_device_id(v);
-  v = 0;
-  bool have_svendor = r.Hex("subsystem_vendor", "subsystem_vendor_id", 0xffff, &v);
-  fn->set_subsystem_vendor_id(v);
-  v = 0;
-  bool have_sdevice = r.Hex("subsystem_device", "subsystem_device_id", 0xffff, &v);
-  fn->set_subsystem_device_id(v);
-  v = 0;
-  bool have_class = r.Hex("class", "class_code", 0xffffff, &v);
-  fn->set_class_code(v);
-  v = 0;
-  r.Hex("revision", "revision", 0xff, &v);
-  fn->set_revision(v);
+  bool have_vendor = r.Hex("vendor", "vendor_id", 0xffff, &PcieFunction::set_vendor_id);
+  bool have_device = r.Hex("device", "device_id", 0xffff, &PcieFunction::set_device_id);
+  bool have_svendor = r.Hex("subsystem_vendor", "subsystem_vendor_id", 0xffff, &PcieFunction::set_subsystem_vendor_id);
+  bool have_sdevice = r.Hex("subsystem_device", "subsystem_device_id", 0xffff, &PcieFunction::set_subsystem_device_id);
+  bool have_class = r.Hex("class", "class_code", 0xffffff, &PcieFunction::set_class_code);
+  r.Hex("revision", "revision", 0xff, &PcieFunction::set_revision);
 
   if (names == nullptr) return;
   if (have_vendor) fn->set_vendor_name(names->Vendor(fn->vendor_id()));
