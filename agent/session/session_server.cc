@@ -1005,7 +1005,7 @@ void SessionServer::WorkLoop(Session& s) {
     return;
   }
   std::shared_ptr<fabric::Endpoint> ep;
-  uint64_t dropped_seen = 0;
+  uint64_t dropped_seen = 0, client_dropped_seen = 0;
   while (true) {
     bool interrupt = false;
     {
@@ -1023,6 +1023,7 @@ void SessionServer::WorkLoop(Session& s) {
     if (std::shared_ptr<fabric::Endpoint> now = s.CurrentEndpoint(); now != ep) {
       ep = std::move(now);
       dropped_seen = ep ? ep->dropped_messages() : 0;
+      client_dropped_seen = ep ? ClientDrops(s, *ep) : 0;
     }
     if (ep == nullptr) return;  // the session's fabric is closed
     // A failed push is retried (as an interrupt's push) until it goes
@@ -1033,10 +1034,17 @@ void SessionServer::WorkLoop(Session& s) {
       std::lock_guard<std::mutex> lock(s.signal_mu);
       s.interrupt_pending = true;
     }
-    // Frames the endpoint dropped while this worker was busy (a flood).
+    // Frames the endpoint dropped while this worker was busy (a flood): the
+    // attached client's own apart from everyone else's.
     if (const uint64_t dropped = ep->dropped_messages(); dropped > dropped_seen) {
-      refused_->Labels({"inbox_full"}).Increment(static_cast<double>(dropped - dropped_seen));
+      const uint64_t client = ClientDrops(s, *ep);
+      const uint64_t own = std::min(client - client_dropped_seen, dropped - dropped_seen);
+      if (own > 0) refused_->Labels({"inbox_full_client"}).Increment(static_cast<double>(own));
+      if (dropped - dropped_seen > own) {
+        refused_->Labels({"inbox_full"}).Increment(static_cast<double>(dropped - dropped_seen - own));
+      }
       dropped_seen = dropped;
+      client_dropped_seen = client;
     }
     if (m.ok()) {
       HandleFrame(s, *ep, *m);
@@ -1045,6 +1053,11 @@ void SessionServer::WorkLoop(Session& s) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
+}
+
+uint64_t SessionServer::ClientDrops(Session& s, const fabric::Endpoint& ep) {
+  std::lock_guard<std::mutex> lock(s.mu);
+  return s.attached ? ep.dropped_messages_from(s.peer) : 0;
 }
 
 void SessionServer::StartWorker(Session& s) {

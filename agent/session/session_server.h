@@ -173,6 +173,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // peer, MAC and counter) and applies it (ProcessFrame, mu held).
   void HandleFrame(Session& s, const fabric::Endpoint& from, const fabric::Message& message);
   void StartWorker(Session& s);
+  // Frames from the attached client that `ep` dropped (its queue for them
+  // was full); 0 while nothing is attached.
+  uint64_t ClientDrops(Session& s, const fabric::Endpoint& ep);
   void WorkLoop(Session& s);
   void ProcessFrame(Session& s, const session::Frame& frame);
   void MapFromDevice(Session& s, uint64_t offset, uint64_t len);

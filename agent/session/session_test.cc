@@ -832,8 +832,9 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
 }
 
 // Frames sent to a session's endpoint while its worker is busy wait in that
-// endpoint's bounded queue (256); the rest are dropped and counted, and only
-// that session's memory is at stake.
+// endpoint's bounded queue (256 per sender, every stranger counted as one);
+// the rest are dropped and counted, only that session's memory is at stake,
+// and the flood does not crowd out the attached client's own frames.
 TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
   SlowDevice slow(absl::Seconds(2));
   StopServer();
@@ -850,16 +851,43 @@ TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
   Logger::SetSink(&log);
   auto restore_log = absl::MakeCleanup([] { Logger::SetSink(&std::cerr); });
   for (int i = 0; i < 600; ++i) ASSERT_TRUE(rogue.Send("not a frame " + std::to_string(i)).ok());
+  // The client's kick (and any heartbeat) lands in its own share of the
+  // queue: applied once the worker is free, none dropped.
+  ASSERT_TRUE(a->Write(0, 0x44, 4, 0x1234).ok());
   ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
+  uint32_t applied = 0;
+  ASSERT_TRUE(slow.ReadBar(0, 0x44, 4, reinterpret_cast<uint8_t*>(&applied)).ok());
+  EXPECT_EQ(applied, 0x1234u);
   WaitForRefused({{"inbox_full", 344}, {"malformed", 256}});
-  EXPECT_EQ(Refused("inbox_full"), 600 - 256);
+  EXPECT_EQ(Refused("inbox_full"), 600 - 256);  // the stranger's, exactly
   EXPECT_EQ(Refused("malformed"), 256);
+  EXPECT_EQ(Refused("inbox_full_client"), 0);
   // Counted each, but logged at most once a second: the flood does not flood the log.
   std::istringstream lines(log.str());
   int refusal_lines = 0;
   for (std::string line; std::getline(lines, line);) refusal_lines += line.find("\"frame refused\"") != std::string::npos;
   EXPECT_GE(refusal_lines, 1);
   EXPECT_LE(refusal_lines, 4) << log.str();
+}
+
+// The attached client's own frames beyond its share of the queue are
+// dropped too, and counted apart (inbox_full_client), so an operator can
+// tell a tenant that floods its own session from a stranger.
+TEST_F(SessionTest, AClientsOwnFramesBeyondItsShareAreCountedApartFromStrangers) {
+  SlowDevice slow(absl::Seconds(2));
+  StopServer();
+  StartServer(absl::Seconds(10), &slow);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+  auto a = Attach(nullptr, "g-emu", /*heartbeat=*/absl::Minutes(5));  // no frame but the test's
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(a->Write(0, 0x40, 4, SlowDevice::kSlowValue).ok());
+  ASSERT_TRUE(a->Flush().ok());
+  absl::SleepFor(absl::Milliseconds(100));  // the worker is inside the slow write
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(a->MapFromDevice(0, 4096).ok());
+  ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
+  WaitForRefused({{"inbox_full_client", 300 - 256}});
+  EXPECT_EQ(Refused("inbox_full_client"), 300 - 256);
+  EXPECT_EQ(Refused("inbox_full"), 0);
 }
 
 TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
