@@ -385,6 +385,15 @@ absl::Status SessionServer::OpenSessionFabric(Session& s) {
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
   absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint =
       fabric.ok() ? (*fabric)->OpenEndpoint() : absl::StatusOr<std::unique_ptr<fabric::Endpoint>>(fabric.status());
+  if (!endpoint.ok()) {
+    // Most often the agent's fabric port range is full (tcp: every endpoint
+    // listens on a port of it).
+    endpoint = absl::Status(endpoint.status().code(),
+                            absl::StrCat("session ", s.id.ToString(),
+                                         ": its fabric endpoint did not open (each session needs a free port in the "
+                                         "agent's fabric port range, FI_TCP_PORT_LOW_RANGE-FI_TCP_PORT_HIGH_RANGE): ",
+                                         endpoint.status().message()));
+  }
   if (endpoint.ok()) {
     std::lock_guard<std::mutex> lock(s.mu);
     std::lock_guard<std::mutex> flock(s.frames_mu);
