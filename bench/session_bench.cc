@@ -11,12 +11,14 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "agent/session/session_server.h"
+#include "agent/session/throttle.h"
 #include "agent/session/testing/test_device.h"
 #include "bench/fabric_pair.h"
 #include "bench/stats.h"
@@ -115,7 +117,9 @@ absl::StatusOr<std::vector<double>> DoorbellRtts(rpci::client::SessionClient& c,
 // from-device) first, rung again as soon as it completes.
 class Flood {
  public:
-  explicit Flood(rpci::client::SessionClient* c) : c_(c) {
+  // `nice`: how much nicer the flooding client's thread runs (0: as the
+  // rest), as a bulk workload on a shared host would be configured.
+  Flood(rpci::client::SessionClient* c, int nice) : c_(c), nice_(nice) {
     if (c_->MapFromDevice(0, c_->dma_size()).ok()) thread_ = std::thread([this] { Run(); });
   }
   ~Flood() {
@@ -128,6 +132,9 @@ class Flood {
 
  private:
   void Run() {
+    if (absl::StatusOr<int> base = rpci::agent::ThreadNice(); nice_ > 0 && base.ok()) {
+      rpci::agent::SetThreadNice(std::min(19, *base + nice_)).IgnoreError();
+    }
     for (uint64_t i = 0; !stop_; ++i) {
       if (!c_->Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i).ok()) return;
       if (!c_->WaitCompletion(absl::Seconds(5)).ok()) return;
@@ -135,6 +142,7 @@ class Flood {
     }
   }
   rpci::client::SessionClient* c_;
+  const int nice_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> jobs_{0};
   const Clock::time_point start_ = Clock::now();
@@ -168,6 +176,15 @@ absl::Status SessionMemory(rpci::agent::SessionServer& server, const std::string
   return absl::OkStatus();
 }
 
+// Times sessions were throttled so far (rpci_session_throttled_total).
+double ThrottledPushes(const rpci::MetricsRegistry& metrics) {
+  std::istringstream text(metrics.Render());
+  for (std::string line; std::getline(text, line);) {
+    if (line.rfind("rpci_session_throttled_total ", 0) == 0) return std::stod(line.substr(line.find(' ') + 1));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -176,6 +193,9 @@ int main(int argc, char** argv) {
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   fabric.op_timeout = absl::Seconds(10);
   int64_t busy_poll_us = 0, scale_flag = 1, doorbells_flag = 950;
+  rpci::agent::ThrottleOptions throttle;
+  int64_t throttle_nice = throttle.nice, throttle_mib = static_cast<int64_t>(throttle.bytes_per_second >> 20);
+  int64_t flood_client_nice = 0;
   rpci::FlagSet flags("session_bench [flags]",
                       "Runs an in-process agent session server and client (default tcp;ofi_rxm on 127.0.0.1) and "
                       "prints mirror throughput, doorbell RTT and open latency next to plain loopback TCP.");
@@ -184,11 +204,20 @@ int main(int argc, char** argv) {
   flags.Int("busy_poll_us", &busy_poll_us, "how long a waiting caller polls the fabric itself before blocking");
   flags.Int("scale", &scale_flag, "divide iteration counts by N (slow fabrics, e.g. Soft-RoCE under emulation)");
   flags.Int("doorbells", &doorbells_flag, "doorbells measured solo and again under the flood (before --scale)");
+  flags.Int("throttle_nice", &throttle_nice,
+            "how much nicer a session over its byte budget runs on the agent (0: no throttling)");
+  flags.Int("throttle_mib_per_second", &throttle_mib, "a session's byte budget before it is throttled, MiB/s");
+  flags.Int("flood_client_nice", &flood_client_nice,
+            "how much nicer the flooding client's thread runs (a bulk workload's setting; 0: as the rest)");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (scale_flag <= 0 || doorbells_flag <= 0 || busy_poll_us < 0) {
-    std::cerr << "--scale and --doorbells must be positive, --busy_poll_us not negative\n";
+  if (scale_flag <= 0 || doorbells_flag <= 0 || busy_poll_us < 0 || throttle_nice < 0 || throttle_nice > 19 ||
+      throttle_mib <= 0 || flood_client_nice < 0 || flood_client_nice > 19) {
+    std::cerr << "--scale, --doorbells and --throttle_mib_per_second must be positive, --busy_poll_us not negative, "
+                 "--throttle_nice and --flood_client_nice 0..19\n";
     return 2;
   }
+  throttle.nice = static_cast<int>(throttle_nice);
+  throttle.bytes_per_second = static_cast<uint64_t>(throttle_mib) << 20;
   fabric.busy_poll = absl::Microseconds(busy_poll_us);
   scale = static_cast<int>(scale_flag);
   const int doorbells = static_cast<int>(doorbells_flag);
@@ -211,6 +240,7 @@ int main(int argc, char** argv) {
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
   opts.fabric = fabric;
+  opts.throttle = throttle;
   rpci::client::ClientOptions client_opts;
   client_opts.fabric = fabric;
   auto server = rpci::agent::SessionServer::Create(opts, &grants, devices);
@@ -287,12 +317,15 @@ int main(int argc, char** argv) {
     if (!flood_ticket.ok()) return Fail("reserve flood", flood_ticket.status());
     auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, client_opts);
     if (!flooder.ok()) return Fail("attach flood", flooder.status());
-    Flood flood(flooder->get());
+    Flood flood(flooder->get(), static_cast<int>(flood_client_nice));
     absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, doorbells / scale), 50);
     if (!flooded.ok()) return Fail("doorbell under flood", flooded.status());
     out["doorbell_rtt_us_p50_flooded"] = Percentile(*flooded, 0.5);
     out["doorbell_rtt_us_p99_flooded"] = Percentile(*flooded, 0.99);
     out["flood_jobs"] = flood.jobs();
+    out["throttle_nice"] = throttle.nice;
+    out["flood_client_nice"] = flood_client_nice;
+    out["flood_throttled"] = ThrottledPushes(metrics);
     out["flood_gbps"] = flood.gbps();
     out["doorbell_p99_flood_ratio"] =
         out["doorbell_rtt_us_p99_flooded"].get<double>() / out["doorbell_rtt_us_p99"].get<double>();
