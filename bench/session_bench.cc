@@ -6,10 +6,12 @@
 #include <atomic>
 #include <cstdlib>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -123,12 +125,25 @@ class Flood {
     if (c_->MapFromDevice(0, c_->dma_size()).ok()) thread_ = std::thread([this] { Run(); });
   }
   ~Flood() {
+    Resume();
     stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
   uint64_t jobs() const { return jobs_; }
   // The flood's own throughput so far: DMA bytes pushed per second, Gbit/s.
   double gbps() const { return double(jobs_) * c_->dma_size() * 8 / Secs(Clock::now() - start_) / 1e9; }
+  // Stops ringing once the job in flight has completed (returns then), and
+  // starts again.
+  void Pause() {
+    std::unique_lock<std::mutex> lock(mu_);
+    paused_ = true;
+    cv_.wait(lock, [&] { return idle_ || !thread_.joinable() || done_; });
+  }
+  void Resume() {
+    std::lock_guard<std::mutex> lock(mu_);
+    paused_ = false;
+    cv_.notify_all();
+  }
 
  private:
   void Run() {
@@ -136,13 +151,28 @@ class Flood {
       rpci::agent::SetThreadNice(std::min(19, *base + nice_)).IgnoreError();
     }
     for (uint64_t i = 0; !stop_; ++i) {
-      if (!c_->Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i).ok()) return;
-      if (!c_->WaitCompletion(absl::Seconds(5)).ok()) return;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        idle_ = true;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return !paused_ || stop_; });
+        idle_ = false;
+      }
+      if (!c_->Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i).ok() ||
+          !c_->WaitCompletion(absl::Seconds(5)).ok()) {
+        break;
+      }
       ++jobs_;
     }
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    cv_.notify_all();
   }
   rpci::client::SessionClient* c_;
   const int nice_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool paused_ = false, idle_ = false, done_ = false;  // under mu_
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> jobs_{0};
   const Clock::time_point start_ = Clock::now();
@@ -329,6 +359,22 @@ int main(int argc, char** argv) {
     out["flood_gbps"] = flood.gbps();
     out["doorbell_p99_flood_ratio"] =
         out["doorbell_rtt_us_p99_flooded"].get<double>() / out["doorbell_rtt_us_p99"].get<double>();
+    // The same in alternating blocks (flood paused, flood running), so load
+    // from outside the bench weighs on both figures alike.
+    std::vector<double> solo_i, flooded_i;
+    constexpr int kBlock = 100;
+    for (int b = 0; b < std::max(1, doorbells / scale / kBlock); ++b) {
+      for (auto [samples, running] : {std::pair{&solo_i, false}, {&flooded_i, true}}) {
+        if (running) flood.Resume(); else flood.Pause();
+        absl::StatusOr<std::vector<double>> block = DoorbellRtts(c, kBlock, 5);
+        if (!block.ok()) return Fail("interleaved doorbells", block.status());
+        samples->insert(samples->end(), block->begin(), block->end());
+      }
+    }
+    out["doorbell_rtt_us_p99_solo_interleaved"] = Percentile(solo_i, 0.99);
+    out["doorbell_rtt_us_p99_flooded_interleaved"] = Percentile(flooded_i, 0.99);
+    out["doorbell_p99_flood_ratio_interleaved"] =
+        out["doorbell_rtt_us_p99_flooded_interleaved"].get<double>() / out["doorbell_rtt_us_p99_solo_interleaved"].get<double>();
   }
   std::vector<double> tcp_rtt = TcpRttUs(2000);
   out["tcp_rtt_us_p50"] = Percentile(tcp_rtt, 0.5);
