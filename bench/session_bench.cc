@@ -130,8 +130,11 @@ class Flood {
     if (thread_.joinable()) thread_.join();
   }
   uint64_t jobs() const { return jobs_; }
-  // The flood's own throughput so far: DMA bytes pushed per second, Gbit/s.
-  double gbps() const { return double(jobs_) * c_->dma_size() * 8 / Secs(Clock::now() - start_) / 1e9; }
+  // The flood's own throughput since `since` (jobs() then): DMA bytes pushed
+  // per second, Gbit/s.
+  double gbps(uint64_t jobs_then, Clock::time_point since) const {
+    return double(jobs_ - jobs_then) * c_->dma_size() * 8 / Secs(Clock::now() - since) / 1e9;
+  }
   // Stops ringing once the job in flight has completed (returns then), and
   // starts again.
   void Pause() {
@@ -175,7 +178,6 @@ class Flood {
   bool paused_ = false, idle_ = false, done_ = false;  // under mu_
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> jobs_{0};
-  const Clock::time_point start_ = Clock::now();
   std::thread thread_;
 };
 
@@ -347,7 +349,13 @@ int main(int argc, char** argv) {
     if (!flood_ticket.ok()) return Fail("reserve flood", flood_ticket.status());
     auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, client_opts);
     if (!flooder.ok()) return Fail("attach flood", flooder.status());
+    const Clock::time_point flood_start = Clock::now();
     Flood flood(flooder->get(), static_cast<int>(flood_client_nice));
+    // The flood alone first (throttled or not, nothing else wants the CPU).
+    absl::SleepFor(absl::Milliseconds(300));
+    out["flood_gbps_alone"] = flood.gbps(0, flood_start);
+    const uint64_t jobs_alone = flood.jobs();
+    const Clock::time_point doorbells_start = Clock::now();
     absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, doorbells / scale), 50);
     if (!flooded.ok()) return Fail("doorbell under flood", flooded.status());
     out["doorbell_rtt_us_p50_flooded"] = Percentile(*flooded, 0.5);
@@ -356,7 +364,7 @@ int main(int argc, char** argv) {
     out["throttle_nice"] = throttle.nice;
     out["flood_client_nice"] = flood_client_nice;
     out["flood_throttled"] = ThrottledPushes(metrics);
-    out["flood_gbps"] = flood.gbps();
+    out["flood_gbps"] = flood.gbps(jobs_alone, doorbells_start);  // while the doorbells ran
     out["doorbell_p99_flood_ratio"] =
         out["doorbell_rtt_us_p99_flooded"].get<double>() / out["doorbell_rtt_us_p99"].get<double>();
     // The same in alternating blocks (flood paused, flood running), so load
