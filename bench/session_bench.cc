@@ -6,17 +6,21 @@
 #include <atomic>
 #include <cstdlib>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "agent/session/session_server.h"
+#include "agent/session/throttle.h"
 #include "agent/session/testing/test_device.h"
 #include "bench/fabric_pair.h"
 #include "bench/stats.h"
@@ -115,29 +119,65 @@ absl::StatusOr<std::vector<double>> DoorbellRtts(rpci::client::SessionClient& c,
 // from-device) first, rung again as soon as it completes.
 class Flood {
  public:
-  explicit Flood(rpci::client::SessionClient* c) : c_(c) {
+  // `nice`: how much nicer the flooding client's thread runs (0: as the
+  // rest), as a bulk workload on a shared host would be configured.
+  Flood(rpci::client::SessionClient* c, int nice) : c_(c), nice_(nice) {
     if (c_->MapFromDevice(0, c_->dma_size()).ok()) thread_ = std::thread([this] { Run(); });
   }
   ~Flood() {
+    Resume();
     stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
   uint64_t jobs() const { return jobs_; }
-  // The flood's own throughput so far: DMA bytes pushed per second, Gbit/s.
-  double gbps() const { return double(jobs_) * c_->dma_size() * 8 / Secs(Clock::now() - start_) / 1e9; }
+  // The flood's own throughput since `since` (jobs() then): DMA bytes pushed
+  // per second, Gbit/s.
+  double gbps(uint64_t jobs_then, Clock::time_point since) const {
+    return double(jobs_ - jobs_then) * c_->dma_size() * 8 / Secs(Clock::now() - since) / 1e9;
+  }
+  // Stops ringing once the job in flight has completed (returns then), and
+  // starts again.
+  void Pause() {
+    std::unique_lock<std::mutex> lock(mu_);
+    paused_ = true;
+    cv_.wait(lock, [&] { return idle_ || !thread_.joinable() || done_; });
+  }
+  void Resume() {
+    std::lock_guard<std::mutex> lock(mu_);
+    paused_ = false;
+    cv_.notify_all();
+  }
 
  private:
   void Run() {
+    if (absl::StatusOr<int> base = rpci::agent::ThreadNice(); nice_ > 0 && base.ok()) {
+      rpci::agent::SetThreadNice(std::min(19, *base + nice_)).IgnoreError();
+    }
     for (uint64_t i = 0; !stop_; ++i) {
-      if (!c_->Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i).ok()) return;
-      if (!c_->WaitCompletion(absl::Seconds(5)).ok()) return;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        idle_ = true;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return !paused_ || stop_; });
+        idle_ = false;
+      }
+      if (!c_->Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i).ok() ||
+          !c_->WaitCompletion(absl::Seconds(5)).ok()) {
+        break;
+      }
       ++jobs_;
     }
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    cv_.notify_all();
   }
   rpci::client::SessionClient* c_;
+  const int nice_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool paused_ = false, idle_ = false, done_ = false;  // under mu_
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> jobs_{0};
-  const Clock::time_point start_ = Clock::now();
   std::thread thread_;
 };
 
@@ -168,6 +208,15 @@ absl::Status SessionMemory(rpci::agent::SessionServer& server, const std::string
   return absl::OkStatus();
 }
 
+// Times sessions were throttled so far (rpci_session_throttled_total).
+double ThrottledPushes(const rpci::MetricsRegistry& metrics) {
+  std::istringstream text(metrics.Render());
+  for (std::string line; std::getline(text, line);) {
+    if (line.rfind("rpci_session_throttled_total ", 0) == 0) return std::stod(line.substr(line.find(' ') + 1));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -176,6 +225,9 @@ int main(int argc, char** argv) {
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   fabric.op_timeout = absl::Seconds(10);
   int64_t busy_poll_us = 0, scale_flag = 1, doorbells_flag = 950;
+  rpci::agent::ThrottleOptions throttle;
+  int64_t throttle_nice = throttle.nice, throttle_mib = static_cast<int64_t>(throttle.bytes_per_second >> 20);
+  int64_t flood_client_nice = 0;
   rpci::FlagSet flags("session_bench [flags]",
                       "Runs an in-process agent session server and client (default tcp;ofi_rxm on 127.0.0.1) and "
                       "prints mirror throughput, doorbell RTT and open latency next to plain loopback TCP.");
@@ -184,11 +236,20 @@ int main(int argc, char** argv) {
   flags.Int("busy_poll_us", &busy_poll_us, "how long a waiting caller polls the fabric itself before blocking");
   flags.Int("scale", &scale_flag, "divide iteration counts by N (slow fabrics, e.g. Soft-RoCE under emulation)");
   flags.Int("doorbells", &doorbells_flag, "doorbells measured solo and again under the flood (before --scale)");
+  flags.Int("throttle_nice", &throttle_nice,
+            "how much nicer a session over its byte budget runs on the agent (0: no throttling)");
+  flags.Int("throttle_mib_per_second", &throttle_mib, "a session's byte budget before it is throttled, MiB/s");
+  flags.Int("flood_client_nice", &flood_client_nice,
+            "how much nicer the flooding client's thread runs (a bulk workload's setting; 0: as the rest)");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (scale_flag <= 0 || doorbells_flag <= 0 || busy_poll_us < 0) {
-    std::cerr << "--scale and --doorbells must be positive, --busy_poll_us not negative\n";
+  if (scale_flag <= 0 || doorbells_flag <= 0 || busy_poll_us < 0 || throttle_nice < 0 || throttle_nice > 19 ||
+      throttle_mib <= 0 || flood_client_nice < 0 || flood_client_nice > 19) {
+    std::cerr << "--scale, --doorbells and --throttle_mib_per_second must be positive, --busy_poll_us not negative, "
+                 "--throttle_nice and --flood_client_nice 0..19\n";
     return 2;
   }
+  throttle.nice = static_cast<int>(throttle_nice);
+  throttle.bytes_per_second = static_cast<uint64_t>(throttle_mib) << 20;
   fabric.busy_poll = absl::Microseconds(busy_poll_us);
   scale = static_cast<int>(scale_flag);
   const int doorbells = static_cast<int>(doorbells_flag);
@@ -211,6 +272,7 @@ int main(int argc, char** argv) {
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
   opts.fabric = fabric;
+  opts.throttle = throttle;
   rpci::client::ClientOptions client_opts;
   client_opts.fabric = fabric;
   auto server = rpci::agent::SessionServer::Create(opts, &grants, devices);
@@ -287,15 +349,40 @@ int main(int argc, char** argv) {
     if (!flood_ticket.ok()) return Fail("reserve flood", flood_ticket.status());
     auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, client_opts);
     if (!flooder.ok()) return Fail("attach flood", flooder.status());
-    Flood flood(flooder->get());
+    const Clock::time_point flood_start = Clock::now();
+    Flood flood(flooder->get(), static_cast<int>(flood_client_nice));
+    // The flood alone first (throttled or not, nothing else wants the CPU).
+    absl::SleepFor(absl::Milliseconds(300));
+    out["flood_gbps_alone"] = flood.gbps(0, flood_start);
+    const uint64_t jobs_alone = flood.jobs();
+    const Clock::time_point doorbells_start = Clock::now();
     absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, doorbells / scale), 50);
     if (!flooded.ok()) return Fail("doorbell under flood", flooded.status());
     out["doorbell_rtt_us_p50_flooded"] = Percentile(*flooded, 0.5);
     out["doorbell_rtt_us_p99_flooded"] = Percentile(*flooded, 0.99);
     out["flood_jobs"] = flood.jobs();
-    out["flood_gbps"] = flood.gbps();
+    out["throttle_nice"] = throttle.nice;
+    out["flood_client_nice"] = flood_client_nice;
+    out["flood_throttled"] = ThrottledPushes(metrics);
+    out["flood_gbps"] = flood.gbps(jobs_alone, doorbells_start);  // while the doorbells ran
     out["doorbell_p99_flood_ratio"] =
         out["doorbell_rtt_us_p99_flooded"].get<double>() / out["doorbell_rtt_us_p99"].get<double>();
+    // The same in alternating blocks (flood paused, flood running), so load
+    // from outside the bench weighs on both figures alike.
+    std::vector<double> solo_i, flooded_i;
+    constexpr int kBlock = 100;
+    for (int b = 0; b < std::max(1, doorbells / scale / kBlock); ++b) {
+      for (auto [samples, running] : {std::pair{&solo_i, false}, {&flooded_i, true}}) {
+        if (running) flood.Resume(); else flood.Pause();
+        absl::StatusOr<std::vector<double>> block = DoorbellRtts(c, kBlock, 5);
+        if (!block.ok()) return Fail("interleaved doorbells", block.status());
+        samples->insert(samples->end(), block->begin(), block->end());
+      }
+    }
+    out["doorbell_rtt_us_p99_solo_interleaved"] = Percentile(solo_i, 0.99);
+    out["doorbell_rtt_us_p99_flooded_interleaved"] = Percentile(flooded_i, 0.99);
+    out["doorbell_p99_flood_ratio_interleaved"] =
+        out["doorbell_rtt_us_p99_flooded_interleaved"].get<double>() / out["doorbell_rtt_us_p99_solo_interleaved"].get<double>();
   }
   std::vector<double> tcp_rtt = TcpRttUs(2000);
   out["tcp_rtt_us_p50"] = Percentile(tcp_rtt, 0.5);
