@@ -1,12 +1,17 @@
 #include "bench/device_roundtrip.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <thread>
+#include <tuple>
 
 #include "absl/strings/str_format.h"
 #include "agent/emu/emu_device.h"
+#include "bench/fabric_pair.h"
 #include "bench/stats.h"
 #include "bench/tcp_baseline.h"
 
@@ -98,6 +103,63 @@ class CopyJob {
   uint32_t tail_ = 0;
 };
 
+// The fabric's floor: N bytes RMA-written from a to b with a message after
+// them, answered by b the same way (WriteAndSend each way, as the session's
+// flush + kick and the agent's push + event are; each waiter drives the
+// progress itself), between two endpoints on separate fabrics.
+class RmaFloor {
+ public:
+  ~RmaFloor() {
+    stop_ = true;
+    if (echo_.joinable()) echo_.join();
+  }
+
+  absl::Status Open(const fabric::FabricConfig& config) {
+    absl::StatusOr<FabricPair> pair = OpenFabricPair(config);
+    if (!pair.ok()) return pair.status();
+    pair_ = *std::move(pair);
+    for (auto [ep, buf, mr] : {std::tuple{pair_.a.get(), &a_buf_, &a_mr_}, std::tuple{pair_.b.get(), &b_buf_, &b_mr_}}) {
+      buf->assign(kMaxRoundTrip, 1);
+      auto r = ep->RegisterMemory(buf->data(), buf->size(), fabric::kRemoteWrite);
+      if (!r.ok()) return r.status();
+      *mr = *std::move(r);
+    }
+    echo_ = std::thread([this] { Echo(); });
+    return absl::OkStatus();
+  }
+
+  // There and back, in us; negative on failure.
+  double ThereAndBackUs(uint64_t n) {
+    const auto t0 = Clock::now();
+    const fabric::RemoteRegion to_b = b_mr_->remote();
+    const std::string len(reinterpret_cast<const char*>(&n), sizeof(n));
+    if (!pair_.a->WriteAndSend(pair_.a_to_b, {{a_mr_.get(), 0, n, to_b.address, to_b.key}}, len).ok() ||
+        !pair_.a->Recv(absl::Seconds(10)).ok()) {
+      return -1;
+    }
+    return Us(Clock::now() - t0);
+  }
+
+ private:
+  void Echo() {
+    const fabric::RemoteRegion to_a = a_mr_->remote();
+    while (!stop_) {
+      absl::StatusOr<std::string> m = pair_.b->Recv(absl::Milliseconds(100));
+      if (!m.ok() || m->size() != sizeof(uint64_t)) continue;
+      uint64_t n = 0;
+      std::memcpy(&n, m->data(), sizeof(n));
+      if (!pair_.b->WriteAndSend(pair_.b_to_a, {{b_mr_.get(), 0, n, to_a.address, to_a.key}}, *m).ok()) return;
+    }
+  }
+
+  // Regions before the endpoints that registered them, endpoints before fabrics.
+  FabricPair pair_;
+  std::vector<uint8_t> a_buf_, b_buf_;
+  std::unique_ptr<fabric::MemoryRegion> a_mr_, b_mr_;
+  std::atomic<bool> stop_{false};
+  std::thread echo_;
+};
+
 nlohmann::json Spread(const std::vector<double>& v, const std::string& prefix) {
   return {{prefix + "_p10", Percentile(v, 0.1)},
           {prefix + "_p50", Percentile(v, 0.5)},
@@ -117,18 +179,23 @@ std::vector<double> RatioByFifth(const std::vector<double>& dev, const std::vect
   return out;
 }
 
-absl::StatusOr<nlohmann::json> OneSize(CopyJob& job, uint64_t n, int pairs, int warmup) {
+absl::StatusOr<nlohmann::json> OneSize(CopyJob& job, RmaFloor& floor, uint64_t n, int pairs, int warmup) {
   if (absl::Status s = job.Prepare(n); !s.ok()) return s;
   TcpEcho echo(n);
-  std::vector<double> dev, flush, work, tcp;
+  std::vector<double> dev, flush, work, tcp, rma;
   for (int i = 0; i < warmup + pairs; ++i) {
-    double f = 0, w = 0, t = 0;
-    // Alternate which goes first, so neither always runs in the other's wake.
-    for (int k = 0; k < 2; ++k) {
-      if ((i + k) % 2 == 0) {
-        if (absl::Status s = job.Run(n, i + 1, &f, &w); !s.ok()) return s;
-      } else if ((t = echo.RequestResponseUs()) < 0) {
-        return absl::InternalError("TCP request/response failed");
+    double f = 0, w = 0, t = 0, r = 0;
+    // Rotate which goes first, so none always runs in another's wake.
+    for (int k = 0; k < 3; ++k) {
+      switch ((i + k) % 3) {
+        case 0:
+          if (absl::Status s = job.Run(n, i + 1, &f, &w); !s.ok()) return s;
+          break;
+        case 1:
+          if ((t = echo.RequestResponseUs()) < 0) return absl::InternalError("TCP request/response failed");
+          break;
+        default:
+          if ((r = floor.ThereAndBackUs(n)) < 0) return absl::InternalError("RMA floor: a write failed");
       }
     }
     if (i < warmup) continue;
@@ -136,6 +203,7 @@ absl::StatusOr<nlohmann::json> OneSize(CopyJob& job, uint64_t n, int pairs, int 
     flush.push_back(f);
     work.push_back(w);
     tcp.push_back(t);
+    rma.push_back(r);
   }
   if (absl::Status s = job.Finish(n); !s.ok()) return s;
   nlohmann::json r = Spread(dev, "device_us");
@@ -144,6 +212,10 @@ absl::StatusOr<nlohmann::json> OneSize(CopyJob& job, uint64_t n, int pairs, int 
   r["device_job_us_p50"] = Percentile(work, 0.5);
   r["ratio_vs_tcp"] = r["tcp_us_p50"].get<double>() / r["device_us_p50"].get<double>();
   r["ratio_by_fifth"] = RatioByFifth(dev, tcp);
+  r["rma_there_and_back_us_p50"] = Percentile(rma, 0.5);
+  r["floor_vs_tcp"] = r["tcp_us_p50"].get<double>() / r["rma_there_and_back_us_p50"].get<double>();
+  // What the session adds to the fabric's own there-and-back (1: nothing).
+  r["floor_vs_device"] = r["rma_there_and_back_us_p50"].get<double>() / r["device_us_p50"].get<double>();
   r["pairs"] = pairs;
   return r;
 }
@@ -156,9 +228,11 @@ absl::StatusOr<nlohmann::json> DeviceRoundTrips(client::SessionClient& c, const 
   }
   CopyJob job(c);
   if (absl::Status s = job.Enable(); !s.ok()) return s;
+  RmaFloor floor;
+  if (absl::Status s = floor.Open(plan.fabric); !s.ok()) return s;
   nlohmann::json out = nlohmann::json::object();
   for (auto [n, pairs] : plan.sizes) {
-    absl::StatusOr<nlohmann::json> r = OneSize(job, n, pairs, plan.warmup);
+    absl::StatusOr<nlohmann::json> r = OneSize(job, floor, n, pairs, plan.warmup);
     if (!r.ok()) return r.status();
     out[std::to_string(n)] = *r;
   }

@@ -158,6 +158,7 @@ absl::Status RoundTrips(const std::string& endpoint, const rpci::client::ClientO
   auto c = rpci::client::SessionClient::Attach(*ticket, opts);
   if (!c.ok()) return c.status();
   rpci::bench::RoundTripPlan plan;
+  plan.fabric = opts.fabric;
   for (auto [n, pairs] : {std::pair<uint64_t, int>{4096, 400}, {65536, 400}, {uint64_t{1} << 20, 400}, {rpci::bench::kMaxRoundTrip, 40}}) {
     plan.sizes.push_back({n, std::max(5, pairs / scale)});
   }
@@ -166,10 +167,14 @@ absl::Status RoundTrips(const std::string& endpoint, const rpci::client::ClientO
   if (absl::Status st = rpci::client::ControlClient().Close(*ticket); !st.ok()) return st;
   if (!rt.ok()) return rt.status();
   (*out)["device_roundtrip_by_size"] = *rt;
-  (*out)["device_roundtrip_ratio_1mib"] = (*rt)[std::to_string(1 << 20)]["ratio_vs_tcp"];
+  const nlohmann::json& mib = (*rt)[std::to_string(1 << 20)];
+  (*out)["device_roundtrip_ratio_1mib"] = mib["ratio_vs_tcp"];
+  (*out)["device_roundtrip_floor_ratio_1mib"] = mib["floor_vs_tcp"];
+  (*out)["device_roundtrip_floor_vs_device_1mib"] = mib["floor_vs_device"];
   (*out)["device_roundtrip_measures"] =
       "rpci-emu: FlushDma of N bytes, COPY job, result pushed back before the completion (MapFromDevice); "
-      "TCP: request/response of N bytes each way on one warm loopback connection; samples interleaved; "
+      "TCP: request/response of N bytes each way on one warm loopback connection; floor: the fabric's own RMA "
+      "write of N bytes plus a message each way (no doorbell, no device); samples interleaved; "
       "ratio = TCP p50 / device p50";
   return absl::OkStatus();
 }
