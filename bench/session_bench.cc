@@ -19,9 +19,11 @@
 #include <utility>
 #include <vector>
 
+#include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
 #include "agent/session/throttle.h"
 #include "agent/session/testing/test_device.h"
+#include "bench/device_roundtrip.h"
 #include "bench/fabric_pair.h"
 #include "bench/stats.h"
 #include "bench/tcp_baseline.h"
@@ -77,27 +79,6 @@ absl::StatusOr<std::vector<double>> FabricPingPongUs(const rpci::fabric::FabricC
   }
   echo.join();
   if (!status.ok()) return status;
-  return us;
-}
-
-// Device round trip on the test device: FlushDma of `n` bytes at DMA 0, the
-// COPY job (doorbell) to DMA `n`, which the agent pushes back (mapped from
-// the device) before the completion. Each in us.
-absl::StatusOr<std::vector<double>> DeviceRoundTripUs(rpci::client::SessionClient& c, uint64_t n, int iters) {
-  using Dev = rpci::agent::testing::TestDevice;
-  for (auto [reg, v] : {std::pair<uint64_t, uint64_t>{Dev::kSrc, 0}, {Dev::kDst, n}, {Dev::kLen, n}}) {
-    if (absl::Status st = c.Write(0, reg, 8, v); !st.ok()) return st;
-  }
-  if (absl::Status st = c.MapFromDevice(n, n); !st.ok()) return st;
-  std::vector<double> us;
-  for (int i = 0; i < iters + 2; ++i) {
-    auto t0 = Clock::now();
-    if (absl::Status st = c.FlushDma(0, n); !st.ok()) return st;
-    if (absl::Status st = c.Write(0, Dev::kDoorbell, 8, i); !st.ok()) return st;
-    if (auto done = c.WaitCompletion(absl::Seconds(10)); !done.ok()) return done.status();
-    if (i >= 2) us.push_back(Secs(Clock::now() - t0) * 1e6);
-  }
-  if (absl::Status st = c.Unmap(n); !st.ok()) return st;
   return us;
 }
 
@@ -217,10 +198,40 @@ double ThrottledPushes(const rpci::MetricsRegistry& metrics) {
   return 0;
 }
 
+// The device round trip (bench/device_roundtrip.h) on the rpci-emu device
+// granted as "bench-emu", in its own session.
+absl::Status RoundTrips(const std::string& endpoint, const rpci::client::ClientOptions& opts, int scale,
+                        nlohmann::json* out) {
+  auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench-emu", "token", "node"});
+  if (!ticket.ok()) return ticket.status();
+  auto c = rpci::client::SessionClient::Attach(*ticket, opts);
+  if (!c.ok()) return c.status();
+  rpci::bench::RoundTripPlan plan;
+  plan.fabric = opts.fabric;
+  for (auto [n, pairs] : {std::pair<uint64_t, int>{4096, 400}, {65536, 400}, {uint64_t{1} << 20, 400}, {rpci::bench::kMaxRoundTrip, 40}}) {
+    plan.sizes.push_back({n, std::max(5, pairs / scale)});
+  }
+  absl::StatusOr<nlohmann::json> rt = rpci::bench::DeviceRoundTrips(**c, plan);
+  (*c)->Close().IgnoreError();
+  if (absl::Status st = rpci::client::ControlClient().Close(*ticket); !st.ok()) return st;
+  if (!rt.ok()) return rt.status();
+  (*out)["device_roundtrip_by_size"] = *rt;
+  const nlohmann::json& mib = (*rt)[std::to_string(1 << 20)];
+  (*out)["device_roundtrip_ratio_1mib"] = mib["ratio_vs_tcp"];
+  (*out)["device_roundtrip_floor_ratio_1mib"] = mib["floor_vs_tcp"];
+  (*out)["device_roundtrip_floor_vs_device_1mib"] = mib["floor_vs_device"];
+  (*out)["device_roundtrip_measures"] =
+      "rpci-emu: FlushDma of N bytes, COPY job, result pushed back before the completion (MapFromDevice); "
+      "TCP: request/response of N bytes each way on one warm loopback connection; floor: the fabric's own RMA "
+      "write of N bytes plus a message each way (no doorbell, no device); samples interleaved; "
+      "ratio = TCP p50 / device p50";
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool json_only = false;
+  bool json_only = false, roundtrip_only = false;
   int scale = 1;  // iteration counts are divided by this
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   fabric.op_timeout = absl::Seconds(10);
@@ -241,6 +252,7 @@ int main(int argc, char** argv) {
   flags.Int("throttle_mib_per_second", &throttle_mib, "a session's byte budget before it is throttled, MiB/s");
   flags.Int("flood_client_nice", &flood_client_nice,
             "how much nicer the flooding client's thread runs (a bulk workload's setting; 0: as the rest)");
+  flags.Bool("roundtrip_only", &roundtrip_only, "measure only the device round trip against TCP");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   if (scale_flag <= 0 || doorbells_flag <= 0 || busy_poll_us < 0 || throttle_nice < 0 || throttle_nice > 19 ||
       throttle_mib <= 0 || flood_client_nice < 0 || flood_client_nice > 19) {
@@ -258,9 +270,13 @@ int main(int argc, char** argv) {
   rpci::agent::GrantTable grants;
   grants.Upsert({"bench", "dev0", "node", "token", absl::InfiniteFuture()});
   grants.Upsert({"bench-flood", "dev1", "node", "token", absl::InfiniteFuture()});
-  // dev0: room for 16 MiB device round trips.
-  rpci::agent::testing::TestDevice device(32 << 20), flood_device(4 << 20);
-  std::map<std::string, rpci::agent::SessionDevice*> devices = {{"dev0", &device}, {"dev1", &flood_device}};
+  rpci::agent::testing::TestDevice device(4 << 20), flood_device(4 << 20);
+  // rpci-emu for the device round trip.
+  grants.Upsert({"bench-emu", "emu0", "node", "token", absl::InfiniteFuture()});
+  auto emu = rpci::agent::EmuBackend::Create(rpci::bench::kRoundTripDmaSize);
+  if (!emu.ok()) return Fail("emu device", emu.status());
+  std::map<std::string, rpci::agent::SessionDevice*> devices = {
+      {"dev0", &device}, {"dev1", &flood_device}, {"emu0", emu->get()}};
   constexpr int kIdleSessions = 8;  // for agent_rss_mb_per_session
   std::vector<std::unique_ptr<rpci::agent::testing::TestDevice>> idle;
   for (int i = 0; i < kIdleSessions; ++i) {
@@ -288,6 +304,13 @@ int main(int argc, char** argv) {
   const std::string endpoint = fabric.node + ":" + std::to_string(port);
 
   nlohmann::json out;
+  if (roundtrip_only) {
+    if (absl::Status st = RoundTrips(endpoint, client_opts, scale, &out); !st.ok()) return Fail("device round trip", st);
+    grpc_server->Shutdown(std::chrono::system_clock::now());
+    (*server)->Stop();
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
   // Session open latency: reserve (plugin) + attach (workload); then close.
   std::vector<double> open_ms, reserve_ms;
   for (int i = 0; i < std::max(3, 30 / scale); ++i) {
@@ -395,22 +418,7 @@ int main(int argc, char** argv) {
   out["fabric_tcp_ratio"] = out["fabric_rtt_us_p50"].get<double>() / out["tcp_rtt_us_p50"].get<double>();
   out["doorbell_fabric_ratio"] = out["doorbell_rtt_us_p50"].get<double>() / out["fabric_rtt_us_p50"].get<double>();
 
-  // Device round trip (FlushDma -> COPY job -> data back) vs a TCP
-  // request/response carrying the same bytes each way.
-  nlohmann::json device_rt = nlohmann::json::object();
-  for (auto [n, iters] : {std::pair<size_t, int>{4096, 200}, {65536, 200}, {size_t{1} << 20, 40}, {size_t{16} << 20, 8}}) {
-    auto dev = DeviceRoundTripUs(c, n, iters);
-    if (!dev.ok()) return Fail("device round trip", dev.status());
-    std::vector<double> tcp = rpci::bench::TcpRequestResponseUs(n, iters);
-    const double dev_p50 = Percentile(*dev, 0.5), tcp_p50 = Percentile(tcp, 0.5);
-    device_rt[std::to_string(n)] = {{"device_us_p50", dev_p50},
-                                    {"device_us_p99", Percentile(*dev, 0.99)},
-                                    {"tcp_us_p50", tcp_p50},
-                                    // throughput ratio: TCP time over device time
-                                    {"ratio_vs_tcp", tcp_p50 / dev_p50}};
-    if (n == (size_t{1} << 20)) out["device_roundtrip_ratio_1mib"] = tcp_p50 / dev_p50;
-  }
-  out["device_roundtrip_by_size"] = device_rt;
+  if (absl::Status st = RoundTrips(endpoint, client_opts, scale, &out); !st.ok()) return Fail("device round trip", st);
 
   // One register write until the agent acknowledges it applied (Write+Sync).
   std::vector<double> mmio_us;
