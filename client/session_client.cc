@@ -77,6 +77,13 @@ absl::StatusOr<std::shared_ptr<fabric::Fabric>> ProcessFabric(const fabric::Fabr
   return f;
 }
 
+// A session's endpoint carries frames only (bulk data moves by RMA): its
+// buffers are sized for the largest frame.
+ClientOptions ForFrames(ClientOptions options) {
+  options.fabric.max_message = session::kMaxFrameBytes;
+  return options;
+}
+
 }  // namespace
 
 ZeroPages::~ZeroPages() {
@@ -97,13 +104,13 @@ absl::Status ZeroPages::Allocate(size_t size) {
 
 SessionClient::SessionClient(SessionTicket ticket, ClientOptions options)
     : ticket_(std::move(ticket)),
-      options_(std::move(options)),
+      options_(ForFrames(std::move(options))),
       control_(ControlOptions{options_.creds, absl::ZeroDuration(), absl::Seconds(5)}) {}
 
 absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const SessionTicket& ticket,
                                                                      const ClientOptions& options) {
   std::unique_ptr<SessionClient> c(new SessionClient(ticket, options));
-  absl::StatusOr<std::shared_ptr<fabric::Fabric>> fabric = ProcessFabric(options.fabric);
+  absl::StatusOr<std::shared_ptr<fabric::Fabric>> fabric = ProcessFabric(c->options_.fabric);
   if (!fabric.ok()) return fabric.status();
   c->fabric_ = std::move(*fabric);
   {

@@ -318,6 +318,9 @@ absl::Status SessionServer::Start() {
   // now (and pays libfabric's provider initialisation before any session).
   options_.fabric.service.clear();
   options_.fabric.max_queued = kInboxCapacity;
+  // Session endpoints carry frames only; buffers sized for more cost every
+  // endpoint's opening (page faults) and memory.
+  options_.fabric.max_message = session::kMaxFrameBytes;
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
   if (!fabric.ok()) return fabric.status();
   provider_ = (*fabric)->provider();
