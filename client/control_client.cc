@@ -53,6 +53,8 @@ std::shared_ptr<grpc::Channel> ControlClient::ChannelTo(const std::string& endpo
   return ch;
 }
 
+void ControlClient::Prepare(const std::string& endpoint) { ChannelTo(endpoint)->GetState(/*try_to_connect=*/true); }
+
 void ControlClient::Forget(const std::string& endpoint) {
   std::lock_guard<std::mutex> lock(mu_);
   channels_.erase(endpoint);
@@ -153,13 +155,18 @@ absl::Status ControlClient::Probe(const std::string& endpoint, absl::Duration ti
 
 absl::StatusOr<ControlClient::Attached> ControlClient::Attach(const SessionTicket& ticket,
                                                               rpci::v1::OpenSessionRequest req) {
-  Attached out;
   absl::StatusOr<session::Nonce> nonce = Challenge(ticket);
   if (!nonce.ok()) return nonce.status();
-  out.nonce = *nonce;
+  return Attach(ticket, *nonce, std::move(req));
+}
+
+absl::StatusOr<ControlClient::Attached> ControlClient::Attach(const SessionTicket& ticket, const session::Nonce& nonce,
+                                                              rpci::v1::OpenSessionRequest req) {
+  Attached out;
+  out.nonce = nonce;
   req.set_resume_session_id(ticket.session_id.ToString());
-  req.set_nonce(session::NonceBytes(*nonce));
-  req.set_proof(session::Prove(ticket.key, session::ProofPurpose::kAttach, *nonce, ticket.session_id,
+  req.set_nonce(session::NonceBytes(nonce));
+  req.set_proof(session::Prove(ticket.key, session::ProofPurpose::kAttach, nonce, ticket.session_id,
                                req.client_fabric_address()));
   grpc::ClientContext ctx;
   ctx.set_deadline(In(options_.rpc_timeout));

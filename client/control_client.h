@@ -95,14 +95,21 @@ class ControlClient {
     session::Nonce nonce{};
   };
   absl::StatusOr<Attached> Attach(const SessionTicket& ticket, rpci::v1::OpenSessionRequest request);
+  // The same in two steps: a fresh nonce from the agent for the ticket's
+  // session (status_probe: for a health check, see SessionStatus), then
+  // the attach it answers.
+  absl::StatusOr<session::Nonce> Challenge(const SessionTicket& ticket, bool status_probe = false);
+  absl::StatusOr<Attached> Attach(const SessionTicket& ticket, const session::Nonce& nonce,
+                                  rpci::v1::OpenSessionRequest request);
+  // Starts connecting to `endpoint` (TCP, TLS handshake) without waiting, so
+  // that a call made soon after finds the channel ready.
+  void Prepare(const std::string& endpoint);
   // Drops the cached channel to `endpoint`: the next call connects afresh
   // instead of waiting out the old channel's reconnect backoff.
   void Forget(const std::string& endpoint);
 
  private:
   std::shared_ptr<grpc::Channel> ChannelTo(const std::string& endpoint);
-  // A fresh nonce from the agent for the ticket's session.
-  absl::StatusOr<session::Nonce> Challenge(const SessionTicket& ticket, bool status_probe = false);
 
   const ControlOptions options_;
   std::mutex mu_;

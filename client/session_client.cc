@@ -109,13 +109,20 @@ SessionClient::SessionClient(SessionTicket ticket, ClientOptions options)
 
 absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const SessionTicket& ticket,
                                                                      const ClientOptions& options) {
+  const absl::Time start = absl::Now();
   std::unique_ptr<SessionClient> c(new SessionClient(ticket, options));
+  // The agent's channel connects while the process's fabric opens (the
+  // provider's initialisation takes ~100 ms in a fresh process).
+  c->control_.Prepare(ticket.endpoint);
   absl::StatusOr<std::shared_ptr<fabric::Fabric>> fabric = ProcessFabric(c->options_.fabric);
   if (!fabric.ok()) return fabric.status();
   c->fabric_ = std::move(*fabric);
+  const absl::Duration fabric_time = absl::Now() - start;
   {
     std::lock_guard<std::mutex> lock(c->mu_);
     if (absl::Status s = c->Connect(); !s.ok()) return s;
+    c->stats_.last_attach.fabric = fabric_time;
+    c->stats_.last_attach.total = absl::Now() - start;
   }
   c->heartbeat_ = std::thread([p = c.get()] { p->HeartbeatLoop(); });
   return c;
@@ -226,13 +233,27 @@ absl::StatusOr<uint64_t> SessionClient::ReadAnchor(const rpci::v1::OpenSessionRe
 }
 
 absl::Status SessionClient::Connect() {
+  AttachSteps& steps = stats_.last_attach;
+  steps = {};
+  absl::Time mark = absl::Now();
+  const absl::Time start = mark;
+  auto step = [&mark](absl::Duration* d) {
+    const absl::Time now = absl::Now();
+    *d = now - mark;
+    mark = now;
+  };
   if (dma_.empty()) {
     if (absl::Status s = LearnShape(); !s.ok()) return s;
   }
   rpci::v1::OpenSessionRequest req;
   if (absl::Status s = RegisterRegions(&req); !s.ok()) return s;
-  absl::StatusOr<ControlClient::Attached> attached = control_.Attach(ticket_, std::move(req));
+  step(&steps.endpoint);
+  absl::StatusOr<session::Nonce> nonce = control_.Challenge(ticket_);
+  if (!nonce.ok()) return nonce.status();
+  step(&steps.challenge);
+  absl::StatusOr<ControlClient::Attached> attached = control_.Attach(ticket_, *nonce, std::move(req));
   if (!attached.ok()) return attached.status();
+  step(&steps.open_rpc);
   absl::StatusOr<session::FrameChannel> frames =
       session::FrameChannel::Create(ticket_.key, attached->nonce, ticket_.session_id, session::FrameChannel::Side::kClient);
   if (!frames.ok()) return frames.status();
@@ -242,6 +263,7 @@ absl::Status SessionClient::Connect() {
   peer_ = *peer;
   absl::StatusOr<uint64_t> applied = ReadAnchor(attached->response);
   if (!applied.ok()) return applied.status();
+  step(&steps.anchor);
   // A process attaching to a session an earlier one used (a restarted
   // container): its writes continue the agent's sequence.
   if (log_.last() == 0 && consumed_ == 0) {
@@ -264,7 +286,10 @@ absl::Status SessionClient::Connect() {
   }
   // The agent pushes a resuming client's mirrors and missed completions after
   // its first frame of the attach, over this side's connection.
-  return SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0);
+  absl::Status sent = SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0);
+  step(&steps.first_frame);
+  steps.total = mark - start;
+  return sent;
 }
 
 absl::Status SessionClient::ReconnectLocked() {
