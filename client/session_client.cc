@@ -195,8 +195,9 @@ absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req) {
 }
 
 absl::StatusOr<uint64_t> SessionClient::ReadAnchor(const rpci::v1::OpenSessionResponse& resp) {
-  // The answer names only the anchor; the anchor record names the rest and
-  // the MMIO ring's header says how far the agent has applied.
+  // The answer names only the anchor; the anchor record names the rest. How
+  // far the agent has applied is in the answer (the MMIO ring's header, which
+  // the agent wrote in the same step, says the same; one RMA round trip less).
   const rpci::v1::Region* where = nullptr;
   for (const rpci::v1::Region& r : resp.agent_regions()) {
     if (r.kind() == rpci::v1::REGION_KIND_ANCHOR) where = &r;
@@ -222,14 +223,7 @@ absl::StatusOr<uint64_t> SessionClient::ReadAnchor(const rpci::v1::OpenSessionRe
     return absl::FailedPreconditionError("agent's MMIO ring capacity differs from this client's");
   }
   agent_ = std::move(anchor->regions);
-  if (absl::Status s = endpoint_->Read(peer_, {anchor_mr_.get(), 0, session::kRingHeaderSize, ring.address, ring.key});
-      !s.ok()) {
-    return AsLinkFailure(s);
-  }
-  absl::StatusOr<session::RingHeader> header = session::DecodeRingHeader(
-      absl::MakeConstSpan(anchor_.data(), session::kRingHeaderSize), session::kMmioEntrySize);
-  if (!header.ok()) return header.status();
-  return header->head;
+  return resp.applied_sequence();
 }
 
 absl::Status SessionClient::Connect() {

@@ -163,8 +163,8 @@ class SessionClient {
   void DropRegions();
   // A fresh endpoint with this side's regions registered, named in `req`.
   absl::Status RegisterRegions(rpci::v1::OpenSessionRequest* req);
-  // Reads the agent's anchor record (its regions) and MMIO ring header;
-  // returns the ring's head (the highest write the agent applied).
+  // Reads the agent's anchor record (its regions); returns the highest write
+  // the agent applied (the answer's applied_sequence).
   absl::StatusOr<uint64_t> ReadAnchor(const rpci::v1::OpenSessionResponse& resp);
   absl::Status ReconnectLocked();           // backoff loop; mu_ held
   absl::Status EnsureLiveLocked();
