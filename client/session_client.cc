@@ -239,10 +239,13 @@ absl::Status SessionClient::Connect() {
   if (dma_.empty()) {
     if (absl::Status s = LearnShape(); !s.ok()) return s;
   }
+  // The challenge travels while the endpoint opens (its proof needs the
+  // endpoint's address, its nonce does not).
+  std::unique_ptr<ControlClient::PendingChallenge> challenge = control_.StartChallenge(ticket_);
   rpci::v1::OpenSessionRequest req;
   if (absl::Status s = RegisterRegions(&req); !s.ok()) return s;
   step(&steps.endpoint);
-  absl::StatusOr<session::Nonce> nonce = control_.Challenge(ticket_);
+  absl::StatusOr<session::Nonce> nonce = challenge->Finish();
   if (!nonce.ok()) return nonce.status();
   step(&steps.challenge);
   absl::StatusOr<ControlClient::Attached> attached = control_.Attach(ticket_, *nonce, std::move(req));

@@ -50,7 +50,9 @@ struct AttachSteps {
   // process's first attach only (the gRPC channel connects meanwhile).
   absl::Duration fabric;
   absl::Duration endpoint;   // this attach's endpoint and registrations
-  absl::Duration challenge;  // the Challenge RPC (its channel's setup if still connecting)
+  // Waiting for the Challenge RPC, sent as the endpoint step began (its
+  // channel's setup if still connecting).
+  absl::Duration challenge;
   // OpenSession: the agent waits for the session's endpoint, registers this
   // attach's regions and pushes the mirrors (its log line names each).
   absl::Duration open_rpc;
