@@ -105,6 +105,7 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
   so.state_dir = o.state_dir;
   so.grace = o.session_grace;
   so.attach_timeout = o.attach_timeout;
+  so.throttle = o.session_throttle;
   so.metrics = &app->metrics_;
   // With TLS, workloads attach holding only the CA and their session key;
   // reservations must come from the plugin of the compute node (Start).

@@ -76,6 +76,16 @@ absl::Status ReadAgentConfig(const nlohmann::json& config, const std::string& or
   int64_t attach = absl::ToInt64Seconds(options->attach_timeout);
   session.Int("attach_timeout_seconds", &attach, 1, 7 * 24 * 3600);
   options->attach_timeout = absl::Seconds(attach);
+  agent::ThrottleOptions& throttle = options->session_throttle;
+  int64_t throttle_mib = static_cast<int64_t>(throttle.bytes_per_second >> 20);
+  int64_t burst_mib = static_cast<int64_t>(throttle.burst_bytes >> 20);
+  int64_t throttle_nice = throttle.nice;
+  session.Int("throttle_mib_per_second", &throttle_mib, 1, 1 << 20);
+  session.Int("throttle_burst_mib", &burst_mib, 1, 1 << 20);
+  session.Int("throttle_nice", &throttle_nice, 0, 19);
+  throttle.bytes_per_second = static_cast<uint64_t>(throttle_mib) << 20;
+  throttle.burst_bytes = static_cast<uint64_t>(burst_mib) << 20;
+  throttle.nice = static_cast<int>(throttle_nice);
 
   fabric::ReadFabricConfig(r.Object("fabric"), &options->fabric);
 

@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "agent/inventory/export_policy.h"
 #include "common/fabric/fabric.h"
+#include "agent/session/throttle.h"
 #include "common/flags.h"
 #include "common/tls_settings.h"
 #include "nlohmann/json.hpp"
@@ -46,6 +47,8 @@ struct AgentOptions {
   // does not tear the session down before the client is back.
   absl::Duration session_grace = absl::Seconds(30);
   absl::Duration attach_timeout = absl::Minutes(10);
+  // A session over its byte budget runs nicer (config session.throttle_*).
+  agent::ThrottleOptions session_throttle;
 
   // The data path (config `fabric:`, fabric::ReadFabricConfig): provider
   // auto | tcp;ofi_rxm | verbs;ofi_rxm | shm, `node` the interface address

@@ -20,7 +20,7 @@ constexpr char kGood[] = R"(
 node: dev-a
 labels: {zone: z1}
 controller: {address: "ctl:7400", insecure: true}
-session: {listen: "0.0.0.0:7450", state_dir: /tmp, grace_seconds: 5}
+session: {listen: "0.0.0.0:7450", state_dir: /tmp, grace_seconds: 5, throttle_mib_per_second: 64, throttle_nice: 10}
 fabric: {provider: "tcp;ofi_rxm", address: 10.0.0.5, universe_size: 32, busy_poll_us: 20}
 inventory: {sysfs_root: /sys, vfio: false}
 export:
@@ -40,6 +40,9 @@ TEST(AgentConfigTest, ReadsEverySection) {
   EXPECT_EQ(o.controller, "ctl:7400");
   EXPECT_TRUE(o.tls.insecure);
   EXPECT_EQ(o.session_grace, absl::Seconds(5));
+  EXPECT_EQ(o.session_throttle.bytes_per_second, uint64_t{64} << 20);
+  EXPECT_EQ(o.session_throttle.burst_bytes, uint64_t{16} << 20);  // default
+  EXPECT_EQ(o.session_throttle.nice, 10);
   EXPECT_EQ(o.fabric.provider, "tcp;ofi_rxm");
   EXPECT_EQ(o.fabric.node, "10.0.0.5");
   EXPECT_EQ(o.fabric.universe_size, 32u);
