@@ -188,19 +188,26 @@ void ReadSpeed(Reader& r, const char* attr, const char* field, std::string* out)
   }
 }
 
-void ReadWidth(Reader& r, const char* attr, const char* field, uint32_t* out) {
+// An optional decimal attribute (a `what`) from 0 to `max` into *out; an
+// absent one leaves *out, an unreadable or malformed one is a problem.
+void ReadOptionalDecimal(Reader& r, const char* attr, const char* field, const char* what, int64_t max,
+                         uint32_t* out) {
   absl::StatusOr<std::string> text = sysfs::ReadAttr(r.Path(attr));
   if (absl::IsNotFound(text.status())) return;
   if (!text.ok()) {
     r.Problem(field, text.status().message());
     return;
   }
-  absl::StatusOr<int64_t> width = sysfs::ParseDecimal(*text);
-  if (!width.ok() || *width < 0 || *width > 32) {
-    r.Problem(field, absl::StrCat(attr, ": malformed width \"", *text, "\""));
+  absl::StatusOr<int64_t> n = sysfs::ParseDecimal(*text);
+  if (!n.ok() || *n < 0 || *n > max) {
+    r.Problem(field, absl::StrCat(attr, ": malformed ", what, " \"", *text, "\""));
     return;
   }
-  *out = static_cast<uint32_t>(*width);
+  *out = static_cast<uint32_t>(*n);
+}
+
+void ReadWidth(Reader& r, const char* attr, const char* field, uint32_t* out) {
+  ReadOptionalDecimal(r, attr, field, "width", 32, out);
 }
 
 // Link attributes exist only for functions with a PCIe capability; their
@@ -237,26 +244,12 @@ std::string ReadFunctionLink(Reader& r, const std::string& attr, absl::string_vi
 
 void ReadSriov(Reader& r, const std::vector<std::string>& entries) {
   auto* sriov = r.fn()->mutable_sriov();
-  for (const char* attr : {"sriov_totalvfs", "sriov_numvfs"}) {
-    bool total = absl::string_view(attr) == "sriov_totalvfs";
-    const char* field = total ? "sriov.total_vfs" : "sriov.num_vfs";
-    absl::StatusOr<std::string> text = sysfs::ReadAttr(r.Path(attr));
-    if (absl::IsNotFound(text.status())) continue;  // not SR-IOV capable
-    if (!text.ok()) {
-      r.Problem(field, text.status().message());
-      continue;
-    }
-    absl::StatusOr<int64_t> n = sysfs::ParseDecimal(*text);
-    if (!n.ok() || *n < 0 || *n > 65535) {
-      r.Problem(field, absl::StrCat(attr, ": malformed count \"", *text, "\""));
-      continue;
-    }
-    if (total) {
-      sriov->set_total_vfs(static_cast<uint32_t>(*n));
-    } else {
-      sriov->set_num_vfs(static_cast<uint32_t>(*n));
-    }
-  }
+  // Absent on functions that are not SR-IOV capable.
+  uint32_t total_vfs = 0, num_vfs = 0;
+  ReadOptionalDecimal(r, "sriov_totalvfs", "sriov.total_vfs", "count", 65535, &total_vfs);
+  ReadOptionalDecimal(r, "sriov_numvfs", "sriov.num_vfs", "count", 65535, &num_vfs);
+  sriov->set_total_vfs(total_vfs);
+  sriov->set_num_vfs(num_vfs);
   sriov->set_physfn(ReadFunctionLink(r, "physfn", "sriov.physfn"));
   // virtfnN links, in N order (virtfn10 after virtfn9).
   std::vector<std::pair<int64_t, std::string>> vfs;
