@@ -329,6 +329,9 @@ absl::Status SessionServer::Start() {
   // now (and pays libfabric's provider initialisation before any session).
   options_.fabric.service.clear();
   options_.fabric.max_queued = kInboxCapacity;
+  // Session endpoints carry frames only; buffers sized for more cost every
+  // endpoint's opening (page faults) and memory.
+  options_.fabric.max_message = session::kMaxFrameBytes;
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
   if (!fabric.ok()) return fabric.status();
   provider_ = (*fabric)->provider();
@@ -590,7 +593,9 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
                    &nonce);
   if (!s.ok()) return ToGrpc(s.status());
   resp->set_session_id(req->resume_session_id());
+  const absl::Time wait_from = absl::Now();
   if (absl::Status st = (*s)->WaitFabric(kFabricWait); !st.ok()) return ToGrpc(st);
+  const absl::Duration waited = absl::Now() - wait_from;
   std::lock_guard<std::mutex> slock((*s)->mu);
   if ((*s)->device_state_lost) {
     refused_->Labels({"device_reset"}).Increment();
@@ -606,7 +611,8 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
     resp->set_agent_fabric_address((*s)->endpoint->address());
     return grpc::Status::OK;
   }
-  if (absl::Status st = Attach(**s, *req, nonce, resp); !st.ok()) {
+  AttachTimes times;
+  if (absl::Status st = Attach(**s, *req, nonce, resp, &times); !st.ok()) {
     refused_->Labels({"bad_attach"}).Increment();
     log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "bad_attach"},
                                  {"error", std::string(st.message())}});
@@ -614,7 +620,10 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   }
   log_.Info("session attached", {{"session", req->resume_session_id()},
                                  {"completions", (*s)->completion_seq},
-                                 {"replayed", (*s)->completion_seq - (*s)->client_consumed}});
+                                 {"replayed", (*s)->completion_seq - (*s)->client_consumed},
+                                 {"wait_endpoint_us", absl::ToInt64Microseconds(waited)},
+                                 {"register_us", absl::ToInt64Microseconds(times.register_regions)},
+                                 {"push_us", absl::ToInt64Microseconds(times.push)}});
   return grpc::Status::OK;
 }
 
@@ -714,7 +723,7 @@ absl::StatusOr<uint32_t> SessionServer::CheckClientRegions(const Session& s,
 }
 
 absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionRequest& req, const session::Nonce& nonce,
-                                   rpci::v1::OpenSessionResponse* resp) {
+                                   rpci::v1::OpenSessionResponse* resp, AttachTimes* times) {
   // Validate the client's regions against the device before touching anything.
   std::vector<RegionDesc> client;
   for (const rpci::v1::Region& r : req.client_regions()) {
@@ -758,7 +767,9 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   }
   s.delivered = s.client_consumed;
   s.comp_capacity = *cap;
+  const absl::Time register_from = absl::Now();
   if (absl::Status st = RegisterRegions(s); !st.ok()) return st;
+  times->register_regions = absl::Now() - register_from;
   // The client finds every other region through the anchor record.
   ToProto(s.local.back(), resp->add_agent_regions());
   resp->set_completions(s.completion_seq);
@@ -774,8 +785,10 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   // one it had (as of its last completion).
   if (!resuming) {
     s.resync = s.await_frame = false;
+    const absl::Time push_from = absl::Now();
     if (absl::Status st = PushMirrors(s); !st.ok()) return st;
     PushCompletions(s, false);
+    times->push = absl::Now() - push_from;
     return absl::OkStatus();
   }
   s.resync = s.await_frame = true;

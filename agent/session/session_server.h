@@ -161,8 +161,14 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void Describe(const Session& s, rpci::v1::OpenSessionResponse* resp) const;
   // The completion ring's capacity once the client's regions fit the device.
   absl::StatusOr<uint32_t> CheckClientRegions(const Session& s, const std::vector<session::RegionDesc>& client) const;
+  // How long an attach's own steps took (its log line says; bench:session
+  // reports them).
+  struct AttachTimes {
+    absl::Duration register_regions;
+    absl::Duration push;  // the mirrors, to a new client (a resuming one gets them later)
+  };
   absl::Status Attach(Session& s, const rpci::v1::OpenSessionRequest& req, const session::Nonce& nonce,
-                      rpci::v1::OpenSessionResponse* resp);
+                      rpci::v1::OpenSessionResponse* resp, AttachTimes* times);
   // Registers this attach's agent-side regions and writes the anchor record
   // naming them (s.local, anchor last).
   absl::Status RegisterRegions(Session& s);

@@ -959,11 +959,17 @@ class FabricImpl : public Fabric {
 // agent_rss_mb_per_session 5.8 -> 3.2 MB). Sized for the first config
 // opened; an operator's own setting wins.
 constexpr size_t kRxmContextSize = 256;
+// Room for rxm's own packet header in an eager buffer, so a message of
+// max_message bytes still goes eagerly. The pool of eager buffers is built
+// (and its pages touched) when the first endpoint is enabled: sessions carry
+// frames of at most 1080 bytes, and 4 KiB buffers cost the process's first
+// attach ~500 more page faults (docs/benchmarks.md, "Attach").
+constexpr size_t kRxmHeaderRoom = 256;
 
 void SizeRxmBuffers(const FabricConfig& config) {
   static std::once_flag once;
   std::call_once(once, [&config] {
-    const std::string buffer = std::to_string(std::max<size_t>(config.max_message, 4096));
+    const std::string buffer = std::to_string(config.max_message + kRxmHeaderRoom);
     setenv("FI_OFI_RXM_BUFFER_SIZE", buffer.c_str(), /*overwrite=*/0);
     setenv("FI_OFI_RXM_MSG_RX_SIZE", std::to_string(kRxmPostedReceives).c_str(), 0);
     setenv("FI_OFI_RXM_TX_SIZE", std::to_string(kRxmContextSize).c_str(), 0);

@@ -85,9 +85,11 @@ struct FabricConfig {
 // tcp;ofi_rxm bound to 127.0.0.1: single-host setups and tests.
 FabricConfig LoopbackConfig();
 
-// Reads `provider`, `node`, `service`, `op_timeout_ms`, `max_message`,
-// `recv_depth`, `universe_size` and `busy_poll_us` from a config object (e.g. the `fabric:` section). Absent keys
-// keep `config`'s values; errors are recorded in `reader`.
+// Reads the `fabric:` section of the agent's config (docs/agent.md):
+// `provider`, `address` (into `node`), `universe_size` and `busy_poll_us`.
+// Absent keys keep `config`'s values; errors are recorded in `reader`. The
+// port stays ephemeral (each session opens its own endpoint) and message
+// sizes stay as both ends of a session expect them.
 void ReadFabricConfig(ConfigReader reader, FabricConfig* config);
 
 // Whether this host has an RDMA port that is up. The default asks rdma-core
