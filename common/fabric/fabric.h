@@ -305,7 +305,7 @@ class Fabric {
   // one that listens second fails (fi_enable: EADDRINUSE); it is opened again
   // on another port, up to 16 times in all, a few milliseconds apart
   // (Endpoint::open_attempts). A full range is not retried here: that error
-  // comes back at once (fabric_test, session_ports_test).
+  // comes back at once (//agent/session:session_ports_test).
   virtual absl::StatusOr<std::unique_ptr<Endpoint>> OpenEndpoint() = 0;
 };
 
