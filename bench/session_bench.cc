@@ -159,18 +159,24 @@ absl::Status RoundTrips(const std::string& endpoint, const rpci::client::ClientO
   if (!c.ok()) return c.status();
   rpci::bench::RoundTripPlan plan;
   plan.fabric = opts.fabric;
-  for (auto [n, pairs] : {std::pair<uint64_t, int>{4096, 400}, {65536, 400}, {uint64_t{1} << 20, 400}, {rpci::bench::kMaxRoundTrip, 40}}) {
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  for (auto [n, pairs] : {std::pair<uint64_t, int>{4096, 400}, {65536, 400}, {kMiB, 400}, {16 * kMiB, 40}}) {
     plan.sizes.push_back({n, std::max(5, pairs / scale)});
   }
+  plan.invalidate_sizes = {{kMiB, std::max(5, 200 / scale)}};
   absl::StatusOr<nlohmann::json> rt = rpci::bench::DeviceRoundTrips(**c, plan);
   (*c)->Close().IgnoreError();
   if (absl::Status st = rpci::client::ControlClient().Close(*ticket); !st.ok()) return st;
   if (!rt.ok()) return rt.status();
+  (*out)["device_roundtrip_invalidate_by_size"] = (*rt)["invalidate"];
+  rt->erase("invalidate");
   (*out)["device_roundtrip_by_size"] = *rt;
   const nlohmann::json& mib = (*rt)[std::to_string(1 << 20)];
   (*out)["device_roundtrip_ratio_1mib"] = mib["ratio_vs_tcp"];
   (*out)["device_roundtrip_floor_ratio_1mib"] = mib["floor_vs_tcp"];
   (*out)["device_roundtrip_floor_vs_device_1mib"] = mib["floor_vs_device"];
+  (*out)["device_roundtrip_invalidate_ratio_1mib"] =
+      (*out)["device_roundtrip_invalidate_by_size"][std::to_string(1 << 20)]["ratio_vs_tcp"];
   (*out)["device_roundtrip_measures"] =
       "rpci-emu: FlushDma of N bytes, COPY job, result pushed back before the completion (MapFromDevice); "
       "TCP: request/response of N bytes each way on one warm loopback connection; floor: the fabric's own RMA "
