@@ -178,6 +178,14 @@ constexpr size_t kNoSlot = SIZE_MAX;
 // (docs/benchmarks.md, "Fairness").
 constexpr size_t kRmaPiece = size_t{256} << 10;
 constexpr size_t kRmaBytesInFlight = 4 * kRmaPiece;
+// Ops this small ride with the group before them even when it is full (a
+// WriteAndSend's message, ring entries and tail words after a bulk write),
+// at most kSmallOverflow bytes of them per group: posting them only after
+// the full group was placed cost every transfer of a whole number of groups
+// (1 MiB, 16 MiB) one more round trip (docs/benchmarks.md, "Device round
+// trip, measured soundly").
+constexpr size_t kSmallOp = size_t{16} << 10;
+constexpr size_t kSmallOverflow = size_t{64} << 10;
 // Write-after-write and send-after-write: see Endpoint::ordered_writes().
 constexpr uint64_t kWriteOrder = FI_ORDER_WAW | FI_ORDER_SAW;
 constexpr int kCompletionBatch = 16;
@@ -232,6 +240,12 @@ class EndpointImpl : public Endpoint {
   uint64_t dropped_messages_from(PeerId sender) const override;
   void Shutdown() override;
   uint64_t failed_ops() const override { return failed_ops_.load(); }
+  int open_attempts() const override { return open_attempts_; }
+
+  // Init failed because another endpoint took the port it had bound
+  // (fi_enable: EADDRINUSE); opening again picks another port.
+  bool bind_raced() const { return bind_raced_; }
+  void set_open_attempts(int attempts) { open_attempts_ = attempts; }
 
  private:
   absl::Status Rma(PeerId peer, const std::vector<RmaOp>& ops, bool write);
@@ -291,6 +305,8 @@ class EndpointImpl : public Endpoint {
   std::shared_ptr<EndpointCore> core_;
   std::string address_;
   bool waitable_ = false;
+  bool bind_raced_ = false;
+  int open_attempts_ = 1;
 
   std::unique_ptr<MemoryRegion> recv_mr_, send_mr_;
   std::vector<std::shared_ptr<Op>> recv_ops_;
@@ -345,7 +361,10 @@ absl::Status EndpointImpl::Init() {
     return FabricError("fi_ep_bind(cq)", rc);
   }
   if ((rc = fi_ep_bind(core_->ep, &core_->av->fid, 0)) != 0) return FabricError("fi_ep_bind(av)", rc);
-  if ((rc = fi_enable(core_->ep)) != 0) return PinningError("fi_enable", rc, 0);
+  if ((rc = fi_enable(core_->ep)) != 0) {
+    bind_raced_ = rc == -FI_EADDRINUSE;
+    return PinningError("fi_enable", rc, 0);
+  }
 
   std::string name(64, '\0');
   size_t len = name.size();
@@ -821,8 +840,16 @@ template <typename PostOne>
 absl::Status EndpointImpl::PostPaced(absl::string_view call, const std::vector<size_t>& bytes, bool in_order,
                                      PostOne post_one) {
   for (size_t first = 0, end = 0; first < bytes.size(); first = end) {
-    size_t group = bytes[end++];
-    while (end < bytes.size() && group + bytes[end] <= kRmaBytesInFlight) group += bytes[end++];
+    size_t group = bytes[end++], overflow = 0;
+    while (end < bytes.size()) {
+      if (group + bytes[end] <= kRmaBytesInFlight) {
+        group += bytes[end++];
+      } else if (bytes[end] <= kSmallOp && overflow + bytes[end] <= kSmallOverflow) {
+        overflow += bytes[end++];
+      } else {
+        break;
+      }
+    }
     absl::Status s =
         PostAndWait(call, end - first, in_order, [&](size_t i, Op* op) { return post_one(first + i, op); });
     if (!s.ok()) return s;
@@ -922,6 +949,17 @@ void EndpointImpl::Shutdown() {
 
 namespace {
 
+// Times OpenEndpoint binds when its port keeps being taken (fabric.h).
+constexpr int kOpenAttempts = 16;
+
+// A few milliseconds, growing with `attempt` and jittered, so endpoints that
+// raced for one port do not bind in step again.
+void PauseBeforeReopen(int attempt) {
+  uint8_t jitter = 0;
+  if (getrandom(&jitter, sizeof(jitter), 0) != sizeof(jitter)) jitter = 0;
+  std::this_thread::sleep_for(std::chrono::microseconds(500 * attempt + 20 * jitter));
+}
+
 class FabricImpl : public Fabric {
  public:
   FabricImpl(const FabricConfig& config, std::shared_ptr<DomainCore> domain, std::string provider)
@@ -933,9 +971,24 @@ class FabricImpl : public Fabric {
   const std::string& provider() const override { return provider_; }
   MrMode mr_mode() const override { return mode_; }
   absl::StatusOr<std::unique_ptr<Endpoint>> OpenEndpoint() override {
-    auto ep = std::make_unique<EndpointImpl>(config_, domain_, provider_, mode_, ordered_writes_, reports_sender_);
-    if (absl::Status s = ep->Init(); !s.ok()) return s;
-    return std::unique_ptr<Endpoint>(std::move(ep));
+    // An ephemeral port may be taken between the provider's bind and its
+    // listen by another endpoint opening at that moment (tcp binds with
+    // SO_REUSEADDR, so both binds succeed and the second listen fails); the
+    // next attempt skips the port now listening. A fixed port is not retried.
+    const int attempts = config_.service.empty() ? kOpenAttempts : 1;
+    absl::Status last;
+    for (int attempt = 1; attempt <= attempts; ++attempt) {
+      if (attempt > 1) PauseBeforeReopen(attempt);
+      auto ep = std::make_unique<EndpointImpl>(config_, domain_, provider_, mode_, ordered_writes_, reports_sender_);
+      last = ep->Init();
+      if (last.ok()) {
+        ep->set_open_attempts(attempt);
+        return std::unique_ptr<Endpoint>(std::move(ep));
+      }
+      if (!ep->bind_raced()) return last;
+    }
+    return absl::Status(last.code(), absl::StrCat(last.message(), " (its port was taken by another endpoint ",
+                                                  "opening at the same moment, ", attempts, " times)"));
   }
 
  private:
