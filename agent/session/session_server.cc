@@ -492,6 +492,14 @@ absl::StatusOr<std::string> SessionServer::fabric_address(session::SessionId id)
   return ep->address();
 }
 
+absl::StatusOr<fabric::BulkPacing> SessionServer::bulk_pacing(session::SessionId id) const {
+  std::shared_ptr<Session> s = Find(id);
+  if (s == nullptr) return absl::NotFoundError("session " + id.ToString() + " is not live");
+  std::shared_ptr<fabric::Endpoint> ep = s->CurrentEndpoint();
+  if (ep == nullptr) return absl::NotFoundError("session " + id.ToString() + " has no endpoint");
+  return ep->bulk_pacing();
+}
+
 std::vector<rpci::v1::SessionReport> SessionServer::Reports() const {
   std::vector<std::shared_ptr<Session>> sessions;
   {
@@ -1490,6 +1498,10 @@ void SessionServer::Budget(Session& s, const std::vector<fabric::RmaOp>& segs) {
     }
   }
   if (std::this_thread::get_id() == s.worker_id && throttled != s.worker_niced) SetWorkerNice(s, throttled);
+  // A session within its budget moves bulk in large pieces; a throttled one
+  // in small ones, so another session's doorbell finds a CPU between them.
+  // Set at every push, so a re-attach's fresh endpoint gets it too.
+  if (s.endpoint != nullptr) s.endpoint->set_bulk_pacing(throttled ? fabric::kYieldingPacing : fabric::kFullSpeedPacing);
 }
 
 void SessionServer::SetWorkerNice(Session& s, bool throttled) {

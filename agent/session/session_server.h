@@ -140,6 +140,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // The fabric address of a live session's current endpoint (each session
   // has its own domain and endpoint; a re-attach gets a fresh endpoint).
   absl::StatusOr<std::string> fabric_address(session::SessionId id) const;
+  // How that endpoint moves bulk: fabric::kYieldingPacing while the session
+  // is throttled, else fabric::kFullSpeedPacing.
+  absl::StatusOr<fabric::BulkPacing> bulk_pacing(session::SessionId id) const;
 
  private:
   struct Session;

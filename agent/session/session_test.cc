@@ -970,10 +970,11 @@ bool MayLowerNice() {
 }
 
 // A session that pushes more than its byte budget is throttled: counted,
-// logged, and its worker (only its) runs nicer until the budget has filled up
+// logged, and its worker (only its) runs nicer and its endpoint moves bulk in
+// small pieces (fabric::kYieldingPacing) until the budget has filled up
 // again; a session that only rings doorbells never is. Counted against a
 // manual clock, so nothing refills while the test runs unless it says so.
-TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndAQuietOneDoesNot) {
+TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndYieldsAndAQuietOneDoesNot) {
   ManualClock clock;
   throttle_ = {/*bytes_per_second=*/1 << 20, /*burst_bytes=*/3 << 19, /*nice=*/7};  // 1 MiB/s, 1.5 MiB
   clock_ = &clock;
@@ -984,10 +985,12 @@ TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndAQuietOneDoesNot) {
   const int base = *ThreadNice();
   const int niced = std::min(19, base + 7);
   ASSERT_EQ(ThreadsAtNice(niced), 0);
-  auto flood = Attach(nullptr, "g1");
-  auto quiet = Attach(nullptr, "g-emu");
+  client::SessionTicket flood_ticket, quiet_ticket;
+  auto flood = Attach(&flood_ticket, "g1");
+  auto quiet = Attach(&quiet_ticket, "g-emu");
   ASSERT_NE(flood, nullptr);
   ASSERT_NE(quiet, nullptr);
+  auto pacing = [this](const client::SessionTicket& t) { return *server_->bulk_pacing(t.session_id); };
   ASSERT_TRUE(flood->MapFromDevice(0, flood->dma_size()).ok());  // 1 MiB pushed with each completion
   auto ring = [](client::SessionClient& c, uint64_t i) {
     ASSERT_TRUE(c.Write(0, TestDevice::kDoorbell, 8, i).ok());
@@ -997,20 +1000,25 @@ TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndAQuietOneDoesNot) {
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 0);
   ring(*flood, 1);  // the burst, spent
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 0);
+  EXPECT_EQ(pacing(flood_ticket), fabric::kFullSpeedPacing);
   ring(*flood, 2);  // past it
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);
   EXPECT_GE(Metric("rpci_session_throttled_bytes_total"), 1 << 20);
   EXPECT_EQ(ThreadsAtNice(niced), 1);  // the flooding session's worker
+  EXPECT_EQ(pacing(flood_ticket), fabric::kYieldingPacing);
   for (uint64_t i = 20; i < 40; ++i) ring(*quiet, i);
+  EXPECT_EQ(pacing(quiet_ticket), fabric::kFullSpeedPacing);
   ring(*flood, 3);
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);  // still the same throttling
   EXPECT_EQ(ThreadsAtNice(niced), 1);
+  EXPECT_EQ(pacing(flood_ticket), fabric::kYieldingPacing);
   // Once the budget has filled up again, the worker runs as before (where
   // this process may lower a nice value again: root or CAP_SYS_NICE).
   clock.Advance(absl::Seconds(5));
   ring(*flood, 4);
   EXPECT_EQ(ThreadsAtNice(niced), MayLowerNice() ? 0 : 1);
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);
+  EXPECT_EQ(pacing(flood_ticket), fabric::kFullSpeedPacing);
 }
 
 TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
