@@ -160,8 +160,8 @@ rpci::agent::AgentOptions BenchAgentOptions(int devices, const std::string& cont
   ao.session_listen = "127.0.0.1:0";
   ao.http_listen = "";
   ao.state_dir = state_dir;
-  ao.fabric_provider = "tcp;ofi_rxm";
-  ao.fabric_address = "127.0.0.1";
+  ao.fabric.provider = "tcp;ofi_rxm";
+  ao.fabric.node = "127.0.0.1";
   rpci::agent::EmuDevicesConfig emu;
   emu.pool = "emu";
   emu.count = devices;

@@ -2,22 +2,32 @@
 // doorbell->completion RTT vs TCP ping-pong, session open latency.
 //   bazel run //bench:session -- [--json]
 
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
+#include "agent/session/throttle.h"
 #include "agent/session/testing/test_device.h"
+#include "bench/device_roundtrip.h"
 #include "bench/fabric_pair.h"
 #include "bench/stats.h"
 #include "bench/tcp_baseline.h"
@@ -26,6 +36,7 @@
 #include "common/fabric/fabric_flags.h"
 #include "common/flags.h"
 #include "grpcpp/grpcpp.h"
+#include "librpci/device.h"
 #include "nlohmann/json.hpp"
 #include "session/wire.h"
 
@@ -76,27 +87,6 @@ absl::StatusOr<std::vector<double>> FabricPingPongUs(const rpci::fabric::FabricC
   return us;
 }
 
-// Device round trip on the test device: FlushDma of `n` bytes at DMA 0, the
-// COPY job (doorbell) to DMA `n`, which the agent pushes back (mapped from
-// the device) before the completion. Each in us.
-absl::StatusOr<std::vector<double>> DeviceRoundTripUs(rpci::client::SessionClient& c, uint64_t n, int iters) {
-  using Dev = rpci::agent::testing::TestDevice;
-  for (auto [reg, v] : {std::pair<uint64_t, uint64_t>{Dev::kSrc, 0}, {Dev::kDst, n}, {Dev::kLen, n}}) {
-    if (absl::Status st = c.Write(0, reg, 8, v); !st.ok()) return st;
-  }
-  if (absl::Status st = c.MapFromDevice(n, n); !st.ok()) return st;
-  std::vector<double> us;
-  for (int i = 0; i < iters + 2; ++i) {
-    auto t0 = Clock::now();
-    if (absl::Status st = c.FlushDma(0, n); !st.ok()) return st;
-    if (absl::Status st = c.Write(0, Dev::kDoorbell, 8, i); !st.ok()) return st;
-    if (auto done = c.WaitCompletion(absl::Seconds(10)); !done.ok()) return done.status();
-    if (i >= 2) us.push_back(Secs(Clock::now() - t0) * 1e6);
-  }
-  if (absl::Status st = c.Unmap(n); !st.ok()) return st;
-  return us;
-}
-
 // Doorbell -> completion round trips (an empty copy job), in microseconds,
 // after `warmup` unmeasured ones.
 absl::StatusOr<std::vector<double>> DoorbellRtts(rpci::client::SessionClient& c, int n, int warmup) {
@@ -115,29 +105,65 @@ absl::StatusOr<std::vector<double>> DoorbellRtts(rpci::client::SessionClient& c,
 // from-device) first, rung again as soon as it completes.
 class Flood {
  public:
-  explicit Flood(rpci::client::SessionClient* c) : c_(c) {
+  // `nice`: how much nicer the flooding client's thread runs (0: as the
+  // rest), as a bulk workload on a shared host would be configured.
+  Flood(rpci::client::SessionClient* c, int nice) : c_(c), nice_(nice) {
     if (c_->MapFromDevice(0, c_->dma_size()).ok()) thread_ = std::thread([this] { Run(); });
   }
   ~Flood() {
+    Resume();
     stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
   uint64_t jobs() const { return jobs_; }
-  // The flood's own throughput so far: DMA bytes pushed per second, Gbit/s.
-  double gbps() const { return double(jobs_) * c_->dma_size() * 8 / Secs(Clock::now() - start_) / 1e9; }
+  // The flood's own throughput since `since` (jobs() then): DMA bytes pushed
+  // per second, Gbit/s.
+  double gbps(uint64_t jobs_then, Clock::time_point since) const {
+    return double(jobs_ - jobs_then) * c_->dma_size() * 8 / Secs(Clock::now() - since) / 1e9;
+  }
+  // Stops ringing once the job in flight has completed (returns then), and
+  // starts again.
+  void Pause() {
+    std::unique_lock<std::mutex> lock(mu_);
+    paused_ = true;
+    cv_.wait(lock, [&] { return idle_ || !thread_.joinable() || done_; });
+  }
+  void Resume() {
+    std::lock_guard<std::mutex> lock(mu_);
+    paused_ = false;
+    cv_.notify_all();
+  }
 
  private:
   void Run() {
+    if (absl::StatusOr<int> base = rpci::agent::ThreadNice(); nice_ > 0 && base.ok()) {
+      rpci::agent::SetThreadNice(std::min(19, *base + nice_)).IgnoreError();
+    }
     for (uint64_t i = 0; !stop_; ++i) {
-      if (!c_->Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i).ok()) return;
-      if (!c_->WaitCompletion(absl::Seconds(5)).ok()) return;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        idle_ = true;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return !paused_ || stop_; });
+        idle_ = false;
+      }
+      if (!c_->Write(0, rpci::agent::testing::TestDevice::kDoorbell, 8, i).ok() ||
+          !c_->WaitCompletion(absl::Seconds(5)).ok()) {
+        break;
+      }
       ++jobs_;
     }
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    cv_.notify_all();
   }
   rpci::client::SessionClient* c_;
+  const int nice_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool paused_ = false, idle_ = false, done_ = false;  // under mu_
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> jobs_{0};
-  const Clock::time_point start_ = Clock::now();
   std::thread thread_;
 };
 
@@ -168,14 +194,177 @@ absl::Status SessionMemory(rpci::agent::SessionServer& server, const std::string
   return absl::OkStatus();
 }
 
+// Times sessions were throttled so far (rpci_session_throttled_total).
+double ThrottledPushes(const rpci::MetricsRegistry& metrics) {
+  std::istringstream text(metrics.Render());
+  for (std::string line; std::getline(text, line);) {
+    if (line.rfind("rpci_session_throttled_total ", 0) == 0) return std::stod(line.substr(line.find(' ') + 1));
+  }
+  return 0;
+}
+
+// The device round trip (bench/device_roundtrip.h) on the rpci-emu device
+// granted as "bench-emu", in its own session.
+absl::Status RoundTrips(const std::string& endpoint, const rpci::client::ClientOptions& opts, int scale,
+                        nlohmann::json* out) {
+  auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench-emu", "token", "node"});
+  if (!ticket.ok()) return ticket.status();
+  auto c = rpci::client::SessionClient::Attach(*ticket, opts);
+  if (!c.ok()) return c.status();
+  rpci::bench::RoundTripPlan plan;
+  plan.fabric = opts.fabric;
+  for (auto [n, pairs] : {std::pair<uint64_t, int>{4096, 400}, {65536, 400}, {uint64_t{1} << 20, 400}, {rpci::bench::kMaxRoundTrip, 40}}) {
+    plan.sizes.push_back({n, std::max(5, pairs / scale)});
+  }
+  absl::StatusOr<nlohmann::json> rt = rpci::bench::DeviceRoundTrips(**c, plan);
+  (*c)->Close().IgnoreError();
+  if (absl::Status st = rpci::client::ControlClient().Close(*ticket); !st.ok()) return st;
+  if (!rt.ok()) return rt.status();
+  (*out)["device_roundtrip_by_size"] = *rt;
+  const nlohmann::json& mib = (*rt)[std::to_string(1 << 20)];
+  (*out)["device_roundtrip_ratio_1mib"] = mib["ratio_vs_tcp"];
+  (*out)["device_roundtrip_floor_ratio_1mib"] = mib["floor_vs_tcp"];
+  (*out)["device_roundtrip_floor_vs_device_1mib"] = mib["floor_vs_device"];
+  (*out)["device_roundtrip_measures"] =
+      "rpci-emu: FlushDma of N bytes, COPY job, result pushed back before the completion (MapFromDevice); "
+      "TCP: request/response of N bytes each way on one warm loopback connection; floor: the fabric's own RMA "
+      "write of N bytes plus a message each way (no doorbell, no device); samples interleaved; "
+      "ratio = TCP p50 / device p50";
+  return absl::OkStatus();
+}
+
+double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
+
+// One attach's steps as the client measured them (client::AttachSteps), ms.
+nlohmann::json StepsJson(const rpci::client::AttachSteps& a) {
+  return {{"fabric", Ms(a.fabric)},       {"endpoint", Ms(a.endpoint)}, {"challenge", Ms(a.challenge)},
+          {"open_rpc", Ms(a.open_rpc)},   {"anchor", Ms(a.anchor)},     {"first_frame", Ms(a.first_frame)},
+          {"total", Ms(a.total)}};
+}
+
+// The agent's side of each attach (inside the client's open_rpc step), read
+// from its "session attached" log lines: waiting for the session's endpoint,
+// registering this attach's regions, pushing the mirrors.
+class AgentAttachLog {
+ public:
+  AgentAttachLog() {
+    rpci::Logger::SetSink(&sink_);
+    rpci::Logger::SetMinLevel(rpci::LogLevel::kInfo);
+  }
+  ~AgentAttachLog() { Stop(); }
+  void Stop() {
+    rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
+    rpci::Logger::SetSink(&std::cerr);
+  }
+  // Step name -> one value (ms) per attach, in order.
+  std::map<std::string, std::vector<double>> Steps() const {
+    std::map<std::string, std::vector<double>> steps;
+    std::istringstream in(sink_.str());
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object() || j.value("msg", "") != "session attached") continue;
+      for (const char* k : {"wait_endpoint_us", "register_us", "push_us"}) {
+        if (j.contains(k) && j[k].is_number()) steps[k].push_back(j[k].get<double>() / 1e3);
+      }
+    }
+    return steps;
+  }
+
+ private:
+  std::ostringstream sink_;
+};
+
+// p50 and max of each step over a run of attaches.
+nlohmann::json StepSummary(const std::vector<nlohmann::json>& attaches,
+                           const std::map<std::string, std::vector<double>>& agent) {
+  nlohmann::json out = nlohmann::json::object();
+  std::map<std::string, std::vector<double>> by_step;
+  for (const nlohmann::json& a : attaches) {
+    for (auto& [k, v] : a.items()) by_step[k].push_back(v.get<double>());
+  }
+  for (const auto& [k, v] : agent) by_step["agent_" + k.substr(0, k.size() - 3)] = v;
+  for (const auto& [k, v] : by_step) out[k] = {{"p50", Percentile(v, 0.5)}, {"max", Percentile(v, 1.0)}};
+  return out;
+}
+
+// --attach_once: what a workload does, in this fresh process: the ticket
+// ("endpoint session-id key-hex") on stdin, attach through librpci, print
+// the attach's time and steps as one JSON line, detach.
+int AttachOnce(const rpci::fabric::FabricConfig& fabric) {
+  std::string endpoint, id, key;
+  if (!(std::cin >> endpoint >> id >> key)) return Fail("attach_once", absl::InvalidArgumentError("no ticket on stdin"));
+  rpci::lib::DeviceConfig config;
+  config.endpoint = endpoint;
+  absl::StatusOr<rpci::session::SessionId> sid = rpci::session::SessionId::Parse(id);
+  absl::StatusOr<rpci::session::SessionKey> skey = rpci::session::SessionKey::FromHex(key);
+  if (!sid.ok() || !skey.ok()) return Fail("attach_once", absl::InvalidArgumentError("bad ticket"));
+  config.session_id = *sid;
+  config.key = *skey;
+  config.fabric_provider = fabric.provider;
+  config.fabric_node = fabric.node;
+  auto t0 = Clock::now();
+  absl::StatusOr<std::unique_ptr<rpci::lib::Device>> dev = rpci::lib::Device::Open(config);
+  const double ms = Secs(Clock::now() - t0) * 1e3;
+  if (!dev.ok()) return Fail("attach_once", dev.status());
+  nlohmann::json out = StepsJson((*dev)->stats().last_attach);
+  out["attach"] = ms;
+  std::printf("%s\n", out.dump().c_str());
+  std::fflush(stdout);
+  // The workload detaches as librpci's close does; the parent (the plugin)
+  // closes the session.
+  if (absl::Status st = (*dev)->Close(); !st.ok()) return Fail("attach_once: close", st);
+  return 0;
+}
+
+// Runs this binary again with --attach_once for `ticket`; its JSON line.
+absl::StatusOr<nlohmann::json> AttachInFreshProcess(const std::vector<std::string>& args,
+                                                    const rpci::client::SessionTicket& ticket) {
+  int in[2], out[2];
+  if (pipe(in) != 0 || pipe(out) != 0) return absl::InternalError("pipe");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  for (int fd : {in[0], in[1], out[0], out[1]}) posix_spawn_file_actions_addclose(&fa, fd);
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(in[0]);
+  close(out[1]);
+  if (rc == 0) {
+    const std::string line = ticket.endpoint + " " + ticket.session_id.ToString() + " " + ticket.key.Hex() + "\n";
+    const ssize_t written = write(in[1], line.data(), line.size());  // a short write fails the child
+    (void)written;
+  }
+  close(in[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;) text.append(buf, static_cast<size_t>(n));
+  close(out[0]);
+  int status = 0;
+  if (rc != 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError("the --attach_once process failed");
+  }
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return absl::InternalError("the --attach_once process printed no JSON");
+  return j;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool json_only = false;
+  bool json_only = false, roundtrip_only = false;
   int scale = 1;  // iteration counts are divided by this
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   fabric.op_timeout = absl::Seconds(10);
-  int64_t busy_poll_us = 0, scale_flag = 1, doorbells_flag = 950;
+  int64_t busy_poll_us = 0, scale_flag = 1, doorbells_flag = 950, fresh_flag = 5;
+  bool attach_once = false;
+  rpci::agent::ThrottleOptions throttle;
+  int64_t throttle_nice = throttle.nice, throttle_mib = static_cast<int64_t>(throttle.bytes_per_second >> 20);
+  int64_t flood_client_nice = 0;
   rpci::FlagSet flags("session_bench [flags]",
                       "Runs an in-process agent session server and client (default tcp;ofi_rxm on 127.0.0.1) and "
                       "prints mirror throughput, doorbell RTT and open latency next to plain loopback TCP.");
@@ -184,11 +373,24 @@ int main(int argc, char** argv) {
   flags.Int("busy_poll_us", &busy_poll_us, "how long a waiting caller polls the fabric itself before blocking");
   flags.Int("scale", &scale_flag, "divide iteration counts by N (slow fabrics, e.g. Soft-RoCE under emulation)");
   flags.Int("doorbells", &doorbells_flag, "doorbells measured solo and again under the flood (before --scale)");
+  flags.Int("throttle_nice", &throttle_nice,
+            "how much nicer a session over its byte budget runs on the agent (0: no throttling)");
+  flags.Int("throttle_mib_per_second", &throttle_mib, "a session's byte budget before it is throttled, MiB/s");
+  flags.Int("flood_client_nice", &flood_client_nice,
+            "how much nicer the flooding client's thread runs (a bulk workload's setting; 0: as the rest)");
+  flags.Bool("roundtrip_only", &roundtrip_only, "measure only the device round trip against TCP");
+  flags.Int("fresh_attaches", &fresh_flag, "first attaches measured each in a fresh process (first_open_ms)");
+  flags.Bool("attach_once", &attach_once, "internal: attach the ticket read from stdin through librpci, print timings");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (scale_flag <= 0 || doorbells_flag <= 0 || busy_poll_us < 0) {
-    std::cerr << "--scale and --doorbells must be positive, --busy_poll_us not negative\n";
+  if (attach_once) return AttachOnce(fabric);
+  if (scale_flag <= 0 || doorbells_flag <= 0 || busy_poll_us < 0 || throttle_nice < 0 || throttle_nice > 19 ||
+      throttle_mib <= 0 || flood_client_nice < 0 || flood_client_nice > 19) {
+    std::cerr << "--scale, --doorbells and --throttle_mib_per_second must be positive, --busy_poll_us not negative, "
+                 "--throttle_nice and --flood_client_nice 0..19\n";
     return 2;
   }
+  throttle.nice = static_cast<int>(throttle_nice);
+  throttle.bytes_per_second = static_cast<uint64_t>(throttle_mib) << 20;
   fabric.busy_poll = absl::Microseconds(busy_poll_us);
   scale = static_cast<int>(scale_flag);
   const int doorbells = static_cast<int>(doorbells_flag);
@@ -197,9 +399,13 @@ int main(int argc, char** argv) {
   rpci::agent::GrantTable grants;
   grants.Upsert({"bench", "dev0", "node", "token", absl::InfiniteFuture()});
   grants.Upsert({"bench-flood", "dev1", "node", "token", absl::InfiniteFuture()});
-  // dev0: room for 16 MiB device round trips.
-  rpci::agent::testing::TestDevice device(32 << 20), flood_device(4 << 20);
-  std::map<std::string, rpci::agent::SessionDevice*> devices = {{"dev0", &device}, {"dev1", &flood_device}};
+  rpci::agent::testing::TestDevice device(4 << 20), flood_device(4 << 20);
+  // rpci-emu for the device round trip.
+  grants.Upsert({"bench-emu", "emu0", "node", "token", absl::InfiniteFuture()});
+  auto emu = rpci::agent::EmuBackend::Create(rpci::bench::kRoundTripDmaSize);
+  if (!emu.ok()) return Fail("emu device", emu.status());
+  std::map<std::string, rpci::agent::SessionDevice*> devices = {
+      {"dev0", &device}, {"dev1", &flood_device}, {"emu0", emu->get()}};
   constexpr int kIdleSessions = 8;  // for agent_rss_mb_per_session
   std::vector<std::unique_ptr<rpci::agent::testing::TestDevice>> idle;
   for (int i = 0; i < kIdleSessions; ++i) {
@@ -211,6 +417,7 @@ int main(int argc, char** argv) {
   rpci::agent::SessionServerOptions opts;
   opts.metrics = &metrics;
   opts.fabric = fabric;
+  opts.throttle = throttle;
   rpci::client::ClientOptions client_opts;
   client_opts.fabric = fabric;
   auto server = rpci::agent::SessionServer::Create(opts, &grants, devices);
@@ -226,8 +433,21 @@ int main(int argc, char** argv) {
   const std::string endpoint = fabric.node + ":" + std::to_string(port);
 
   nlohmann::json out;
+  if (roundtrip_only) {
+    if (absl::Status st = RoundTrips(endpoint, client_opts, scale, &out); !st.ok()) return Fail("device round trip", st);
+    grpc_server->Shutdown(std::chrono::system_clock::now());
+    (*server)->Stop();
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
   // Session open latency: reserve (plugin) + attach (workload); then close.
+  // The first opens of this process are included (warm-up: the process's
+  // first endpoint, connection, gRPC channel), but not the provider's
+  // initialisation, which the agent paid at Start; a workload's first attach
+  // in a fresh process is first_open_ms below.
   std::vector<double> open_ms, reserve_ms;
+  std::vector<nlohmann::json> attach_steps;
+  AgentAttachLog agent_log;
   for (int i = 0; i < std::max(3, 30 / scale); ++i) {
     auto t0 = Clock::now();
     auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
@@ -239,12 +459,47 @@ int main(int argc, char** argv) {
       return Fail("attach", c.status());
     }
     open_ms.push_back(Secs(Clock::now() - t0) * 1e3);
+    attach_steps.push_back(StepsJson((*c)->stats().last_attach));
     (*c)->Close().IgnoreError();  // the workload detaches; the plugin's close ends the session
     if (absl::Status st = rpci::client::ControlClient().Close(*ticket); !st.ok()) return Fail("close", st);
   }
   out["open_ms_p50"] = Percentile(open_ms, 0.5);
   out["open_ms_p99"] = Percentile(open_ms, 0.99);
+  out["open_ms_first3"] = std::vector<double>(open_ms.begin(), open_ms.begin() + 3);
   out["open_reserve_ms_p50"] = Percentile(reserve_ms, 0.5);
+  agent_log.Stop();
+  out["open_steps_ms"] = StepSummary(attach_steps, agent_log.Steps());
+
+  // A workload's first attach: a fresh process (this binary again) attaches
+  // through librpci, paying libfabric's provider initialisation, its first
+  // endpoint and connection and its first gRPC channel.
+  {
+    std::vector<std::string> args(argv, argv + argc);
+    args.push_back("--attach_once");
+    std::vector<double> first_open, first_attach;
+    std::vector<nlohmann::json> fresh_steps;
+    AgentAttachLog fresh_log;
+    for (int i = 0; i < fresh_flag; ++i) {
+      auto t0 = Clock::now();
+      auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
+      if (!ticket.ok()) return Fail("reserve", ticket.status());
+      const double reserve = Secs(Clock::now() - t0) * 1e3;
+      absl::StatusOr<nlohmann::json> child = AttachInFreshProcess(args, *ticket);
+      if (!child.ok()) return Fail("fresh attach", child.status());
+      first_attach.push_back((*child)["attach"].get<double>());
+      first_open.push_back(reserve + first_attach.back());
+      child->erase("attach");
+      fresh_steps.push_back(*child);
+      if (absl::Status st = rpci::client::ControlClient().Close(*ticket); !st.ok()) return Fail("close", st);
+    }
+    fresh_log.Stop();
+    if (fresh_flag > 0) {
+      out["first_open_ms_p50"] = Percentile(first_open, 0.5);
+      out["first_open_ms_max"] = Percentile(first_open, 1.0);
+      out["first_attach_ms_p50"] = Percentile(first_attach, 0.5);
+      out["first_attach_steps_ms"] = StepSummary(fresh_steps, fresh_log.Steps());
+    }
+  }
   std::vector<double> connect_us = TcpConnectUs(200);
   out["tcp_connect_us_p50"] = Percentile(connect_us, 0.5);
   out["open_ratio"] = out["open_ms_p50"].get<double>() * 1e3 / out["tcp_connect_us_p50"].get<double>();
@@ -287,15 +542,40 @@ int main(int argc, char** argv) {
     if (!flood_ticket.ok()) return Fail("reserve flood", flood_ticket.status());
     auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, client_opts);
     if (!flooder.ok()) return Fail("attach flood", flooder.status());
-    Flood flood(flooder->get());
+    const Clock::time_point flood_start = Clock::now();
+    Flood flood(flooder->get(), static_cast<int>(flood_client_nice));
+    // The flood alone first (throttled or not, nothing else wants the CPU).
+    absl::SleepFor(absl::Milliseconds(300));
+    out["flood_gbps_alone"] = flood.gbps(0, flood_start);
+    const uint64_t jobs_alone = flood.jobs();
+    const Clock::time_point doorbells_start = Clock::now();
     absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, doorbells / scale), 50);
     if (!flooded.ok()) return Fail("doorbell under flood", flooded.status());
     out["doorbell_rtt_us_p50_flooded"] = Percentile(*flooded, 0.5);
     out["doorbell_rtt_us_p99_flooded"] = Percentile(*flooded, 0.99);
     out["flood_jobs"] = flood.jobs();
-    out["flood_gbps"] = flood.gbps();
+    out["throttle_nice"] = throttle.nice;
+    out["flood_client_nice"] = flood_client_nice;
+    out["flood_throttled"] = ThrottledPushes(metrics);
+    out["flood_gbps"] = flood.gbps(jobs_alone, doorbells_start);  // while the doorbells ran
     out["doorbell_p99_flood_ratio"] =
         out["doorbell_rtt_us_p99_flooded"].get<double>() / out["doorbell_rtt_us_p99"].get<double>();
+    // The same in alternating blocks (flood paused, flood running), so load
+    // from outside the bench weighs on both figures alike.
+    std::vector<double> solo_i, flooded_i;
+    constexpr int kBlock = 100;
+    for (int b = 0; b < std::max(1, doorbells / scale / kBlock); ++b) {
+      for (auto [samples, running] : {std::pair{&solo_i, false}, {&flooded_i, true}}) {
+        if (running) flood.Resume(); else flood.Pause();
+        absl::StatusOr<std::vector<double>> block = DoorbellRtts(c, kBlock, 5);
+        if (!block.ok()) return Fail("interleaved doorbells", block.status());
+        samples->insert(samples->end(), block->begin(), block->end());
+      }
+    }
+    out["doorbell_rtt_us_p99_solo_interleaved"] = Percentile(solo_i, 0.99);
+    out["doorbell_rtt_us_p99_flooded_interleaved"] = Percentile(flooded_i, 0.99);
+    out["doorbell_p99_flood_ratio_interleaved"] =
+        out["doorbell_rtt_us_p99_flooded_interleaved"].get<double>() / out["doorbell_rtt_us_p99_solo_interleaved"].get<double>();
   }
   std::vector<double> tcp_rtt = TcpRttUs(2000);
   out["tcp_rtt_us_p50"] = Percentile(tcp_rtt, 0.5);
@@ -308,22 +588,7 @@ int main(int argc, char** argv) {
   out["fabric_tcp_ratio"] = out["fabric_rtt_us_p50"].get<double>() / out["tcp_rtt_us_p50"].get<double>();
   out["doorbell_fabric_ratio"] = out["doorbell_rtt_us_p50"].get<double>() / out["fabric_rtt_us_p50"].get<double>();
 
-  // Device round trip (FlushDma -> COPY job -> data back) vs a TCP
-  // request/response carrying the same bytes each way.
-  nlohmann::json device_rt = nlohmann::json::object();
-  for (auto [n, iters] : {std::pair<size_t, int>{4096, 200}, {65536, 200}, {size_t{1} << 20, 40}, {size_t{16} << 20, 8}}) {
-    auto dev = DeviceRoundTripUs(c, n, iters);
-    if (!dev.ok()) return Fail("device round trip", dev.status());
-    std::vector<double> tcp = rpci::bench::TcpRequestResponseUs(n, iters);
-    const double dev_p50 = Percentile(*dev, 0.5), tcp_p50 = Percentile(tcp, 0.5);
-    device_rt[std::to_string(n)] = {{"device_us_p50", dev_p50},
-                                    {"device_us_p99", Percentile(*dev, 0.99)},
-                                    {"tcp_us_p50", tcp_p50},
-                                    // throughput ratio: TCP time over device time
-                                    {"ratio_vs_tcp", tcp_p50 / dev_p50}};
-    if (n == (size_t{1} << 20)) out["device_roundtrip_ratio_1mib"] = tcp_p50 / dev_p50;
-  }
-  out["device_roundtrip_by_size"] = device_rt;
+  if (absl::Status st = RoundTrips(endpoint, client_opts, scale, &out); !st.ok()) return Fail("device round trip", st);
 
   // One register write until the agent acknowledges it applied (Write+Sync).
   std::vector<double> mmio_us;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 namespace rpci::bench {
@@ -90,24 +91,36 @@ bool WriteAll(int fd, const char* b, size_t len) { return All(write, fd, b, len)
 
 }  // namespace
 
-std::vector<double> TcpRequestResponseUs(size_t bytes, int iters) {
-  auto [c, s] = TcpPair();
-  std::thread echo([s = s, iters, bytes] {
+TcpEcho::TcpEcho(size_t bytes) : bytes_(bytes), buf_(bytes, 1) {
+  std::tie(near_, far_) = TcpPair();
+  echo_ = std::thread([s = far_, bytes] {
     std::vector<char> b(bytes);
-    for (int i = 0; i < iters; ++i) {
-      if (!ReadAll(s, b.data(), bytes) || !WriteAll(s, b.data(), bytes)) break;
+    while (ReadAll(s, b.data(), bytes) && WriteAll(s, b.data(), bytes)) {
     }
   });
+}
+
+TcpEcho::~TcpEcho() {
+  shutdown(near_, SHUT_RDWR);
+  echo_.join();
+  close(near_);
+  close(far_);
+}
+
+double TcpEcho::RequestResponseUs() {
+  auto t0 = Clock::now();
+  if (!WriteAll(near_, buf_.data(), bytes_) || !ReadAll(near_, buf_.data(), bytes_)) return -1;
+  return Secs(Clock::now() - t0) * 1e6;
+}
+
+std::vector<double> TcpRequestResponseUs(size_t bytes, int iters) {
+  TcpEcho echo(bytes);
   std::vector<double> rtts;
-  std::vector<char> b(bytes, 1);
   for (int i = 0; i < iters; ++i) {
-    auto t0 = Clock::now();
-    if (!WriteAll(c, b.data(), bytes) || !ReadAll(c, b.data(), bytes)) break;
-    rtts.push_back(Secs(Clock::now() - t0) * 1e6);
+    const double us = echo.RequestResponseUs();
+    if (us < 0) break;
+    rtts.push_back(us);
   }
-  echo.join();
-  close(c);
-  close(s);
   return rtts;
 }
 

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 
 #include <cstddef>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -24,8 +25,27 @@ double TcpGbps(size_t total);
 // `iters` 72-byte ping-pongs over a loopback socket pair; each round trip in us.
 std::vector<double> TcpRttUs(int iters);
 
-// `iters` request/responses of `bytes` each way over a loopback socket pair
-// (the peer reads all `bytes`, then writes them back); each in us.
+// One loopback socket pair whose far end echoes requests of `bytes`: it
+// reads all `bytes`, then writes them back. The connection stays up between
+// requests (warm, as a long-lived session's is), so a benchmark can take
+// its samples interleaved with another path's.
+class TcpEcho {
+ public:
+  explicit TcpEcho(size_t bytes);
+  ~TcpEcho();  // closes the near end; the echo thread ends
+  TcpEcho(const TcpEcho&) = delete;
+  TcpEcho& operator=(const TcpEcho&) = delete;
+  // One request/response of `bytes` each way, in us; negative on failure.
+  double RequestResponseUs();
+
+ private:
+  size_t bytes_;
+  int near_ = -1, far_ = -1;
+  std::vector<char> buf_;
+  std::thread echo_;
+};
+
+// `iters` request/responses of `bytes` each way over one TcpEcho; each in us.
 std::vector<double> TcpRequestResponseUs(size_t bytes, int iters);
 
 // Connect to a loopback listener and do one 72-byte round trip, `iters`

@@ -53,6 +53,8 @@ std::shared_ptr<grpc::Channel> ControlClient::ChannelTo(const std::string& endpo
   return ch;
 }
 
+void ControlClient::Prepare(const std::string& endpoint) { ChannelTo(endpoint)->GetState(/*try_to_connect=*/true); }
+
 void ControlClient::Forget(const std::string& endpoint) {
   std::lock_guard<std::mutex> lock(mu_);
   channels_.erase(endpoint);
@@ -93,16 +95,43 @@ absl::StatusOr<SessionTicket> ControlClient::Reserve(const std::string& endpoint
 }
 
 absl::StatusOr<session::Nonce> ControlClient::Challenge(const SessionTicket& ticket, bool status_probe) {
-  auto stub = rpci::v1::SessionControl::NewStub(ChannelTo(ticket.endpoint));
+  return StartChallenge(ticket, status_probe)->Finish();
+}
+
+std::unique_ptr<ControlClient::PendingChallenge> ControlClient::StartChallenge(const SessionTicket& ticket,
+                                                                               bool status_probe) {
+  std::unique_ptr<PendingChallenge> p(new PendingChallenge);
+  p->what_ = "session " + ticket.session_id.ToString() + " on agent " + ticket.endpoint;
   rpci::v1::ChallengeRequest req;
   req.set_session_id(ticket.session_id.ToString());
   req.set_status_probe(status_probe);
-  rpci::v1::ChallengeResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(options_.rpc_timeout));
-  grpc::Status s = stub->Challenge(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, "session " + ticket.session_id.ToString() + " on agent " + ticket.endpoint);
-  return session::NonceFromBytes(resp.nonce());
+  p->ctx_.set_deadline(In(options_.rpc_timeout));
+  p->call_ = rpci::v1::SessionControl::NewStub(ChannelTo(ticket.endpoint))->AsyncChallenge(&p->ctx_, req, &p->cq_);
+  p->call_->Finish(&p->resp_, &p->status_, p.get());
+  return p;
+}
+
+absl::StatusOr<session::Nonce> ControlClient::PendingChallenge::Finish() {
+  void* tag = nullptr;
+  bool ok = false;
+  if (!finished_) finished_ = cq_.Next(&tag, &ok);
+  if (!finished_ || !ok) return absl::UnavailableError(what_ + ": challenge call lost");
+  if (!status_.ok()) return FromGrpc(status_, what_);
+  return session::NonceFromBytes(resp_.nonce());
+}
+
+ControlClient::PendingChallenge::~PendingChallenge() {
+  if (!finished_) {
+    ctx_.TryCancel();
+    void* tag = nullptr;
+    bool ok = false;
+    cq_.Next(&tag, &ok);  // the call's completion, cancelled or not
+  }
+  cq_.Shutdown();
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq_.Next(&tag, &ok)) {
+  }
 }
 
 absl::Status ControlClient::Close(const SessionTicket& ticket, bool detach) {
@@ -153,13 +182,18 @@ absl::Status ControlClient::Probe(const std::string& endpoint, absl::Duration ti
 
 absl::StatusOr<ControlClient::Attached> ControlClient::Attach(const SessionTicket& ticket,
                                                               rpci::v1::OpenSessionRequest req) {
-  Attached out;
   absl::StatusOr<session::Nonce> nonce = Challenge(ticket);
   if (!nonce.ok()) return nonce.status();
-  out.nonce = *nonce;
+  return Attach(ticket, *nonce, std::move(req));
+}
+
+absl::StatusOr<ControlClient::Attached> ControlClient::Attach(const SessionTicket& ticket, const session::Nonce& nonce,
+                                                              rpci::v1::OpenSessionRequest req) {
+  Attached out;
+  out.nonce = nonce;
   req.set_resume_session_id(ticket.session_id.ToString());
-  req.set_nonce(session::NonceBytes(*nonce));
-  req.set_proof(session::Prove(ticket.key, session::ProofPurpose::kAttach, *nonce, ticket.session_id,
+  req.set_nonce(session::NonceBytes(nonce));
+  req.set_proof(session::Prove(ticket.key, session::ProofPurpose::kAttach, nonce, ticket.session_id,
                                req.client_fabric_address()));
   grpc::ClientContext ctx;
   ctx.set_deadline(In(options_.rpc_timeout));

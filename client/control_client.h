@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/async_unary_call.h"
 #include "proto/rpci/v1/session.pb.h"
 #include "session/frame_auth.h"
 #include "session/session_id.h"
@@ -95,14 +96,41 @@ class ControlClient {
     session::Nonce nonce{};
   };
   absl::StatusOr<Attached> Attach(const SessionTicket& ticket, rpci::v1::OpenSessionRequest request);
+  // The same in two steps: a fresh nonce from the agent for the ticket's
+  // session (status_probe: for a health check, see SessionStatus), then
+  // the attach it answers.
+  absl::StatusOr<session::Nonce> Challenge(const SessionTicket& ticket, bool status_probe = false);
+  // A Challenge in flight (StartChallenge): the caller does other work (the
+  // attach opens its endpoint meanwhile), then Finish waits for the nonce.
+  // Dropping it unfinished cancels the call.
+  class PendingChallenge {
+   public:
+    ~PendingChallenge();
+    absl::StatusOr<session::Nonce> Finish();
+
+   private:
+    friend class ControlClient;
+    PendingChallenge() = default;
+    std::string what_;
+    grpc::ClientContext ctx_;
+    grpc::CompletionQueue cq_;
+    rpci::v1::ChallengeResponse resp_;
+    grpc::Status status_;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<rpci::v1::ChallengeResponse>> call_;
+    bool finished_ = false;
+  };
+  std::unique_ptr<PendingChallenge> StartChallenge(const SessionTicket& ticket, bool status_probe = false);
+  absl::StatusOr<Attached> Attach(const SessionTicket& ticket, const session::Nonce& nonce,
+                                  rpci::v1::OpenSessionRequest request);
+  // Starts connecting to `endpoint` (TCP, TLS handshake) without waiting, so
+  // that a call made soon after finds the channel ready.
+  void Prepare(const std::string& endpoint);
   // Drops the cached channel to `endpoint`: the next call connects afresh
   // instead of waiting out the old channel's reconnect backoff.
   void Forget(const std::string& endpoint);
 
  private:
   std::shared_ptr<grpc::Channel> ChannelTo(const std::string& endpoint);
-  // A fresh nonce from the agent for the ticket's session.
-  absl::StatusOr<session::Nonce> Challenge(const SessionTicket& ticket, bool status_probe = false);
 
   const ControlOptions options_;
   std::mutex mu_;

@@ -77,6 +77,13 @@ absl::StatusOr<std::shared_ptr<fabric::Fabric>> ProcessFabric(const fabric::Fabr
   return f;
 }
 
+// A session's endpoint carries frames only (bulk data moves by RMA): its
+// buffers are sized for the largest frame.
+ClientOptions ForFrames(ClientOptions options) {
+  options.fabric.max_message = session::kMaxFrameBytes;
+  return options;
+}
+
 }  // namespace
 
 ZeroPages::~ZeroPages() {
@@ -97,18 +104,25 @@ absl::Status ZeroPages::Allocate(size_t size) {
 
 SessionClient::SessionClient(SessionTicket ticket, ClientOptions options)
     : ticket_(std::move(ticket)),
-      options_(std::move(options)),
+      options_(ForFrames(std::move(options))),
       control_(ControlOptions{options_.creds, absl::ZeroDuration(), absl::Seconds(5)}) {}
 
 absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const SessionTicket& ticket,
                                                                      const ClientOptions& options) {
+  const absl::Time start = absl::Now();
   std::unique_ptr<SessionClient> c(new SessionClient(ticket, options));
-  absl::StatusOr<std::shared_ptr<fabric::Fabric>> fabric = ProcessFabric(options.fabric);
+  // The agent's channel connects while the process's fabric opens (the
+  // provider's initialisation takes ~100 ms in a fresh process).
+  c->control_.Prepare(ticket.endpoint);
+  absl::StatusOr<std::shared_ptr<fabric::Fabric>> fabric = ProcessFabric(c->options_.fabric);
   if (!fabric.ok()) return fabric.status();
   c->fabric_ = std::move(*fabric);
+  const absl::Duration fabric_time = absl::Now() - start;
   {
     std::lock_guard<std::mutex> lock(c->mu_);
     if (absl::Status s = c->Connect(); !s.ok()) return s;
+    c->stats_.last_attach.fabric = fabric_time;
+    c->stats_.last_attach.total = absl::Now() - start;
   }
   c->heartbeat_ = std::thread([p = c.get()] { p->HeartbeatLoop(); });
   return c;
@@ -181,8 +195,9 @@ absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req) {
 }
 
 absl::StatusOr<uint64_t> SessionClient::ReadAnchor(const rpci::v1::OpenSessionResponse& resp) {
-  // The answer names only the anchor; the anchor record names the rest and
-  // the MMIO ring's header says how far the agent has applied.
+  // The answer names only the anchor; the anchor record names the rest. How
+  // far the agent has applied is in the answer (the MMIO ring's header, which
+  // the agent wrote in the same step, says the same; one RMA round trip less).
   const rpci::v1::Region* where = nullptr;
   for (const rpci::v1::Region& r : resp.agent_regions()) {
     if (r.kind() == rpci::v1::REGION_KIND_ANCHOR) where = &r;
@@ -208,24 +223,34 @@ absl::StatusOr<uint64_t> SessionClient::ReadAnchor(const rpci::v1::OpenSessionRe
     return absl::FailedPreconditionError("agent's MMIO ring capacity differs from this client's");
   }
   agent_ = std::move(anchor->regions);
-  if (absl::Status s = endpoint_->Read(peer_, {anchor_mr_.get(), 0, session::kRingHeaderSize, ring.address, ring.key});
-      !s.ok()) {
-    return AsLinkFailure(s);
-  }
-  absl::StatusOr<session::RingHeader> header = session::DecodeRingHeader(
-      absl::MakeConstSpan(anchor_.data(), session::kRingHeaderSize), session::kMmioEntrySize);
-  if (!header.ok()) return header.status();
-  return header->head;
+  return resp.applied_sequence();
 }
 
 absl::Status SessionClient::Connect() {
+  AttachSteps& steps = stats_.last_attach;
+  steps = {};
+  absl::Time mark = absl::Now();
+  const absl::Time start = mark;
+  auto step = [&mark](absl::Duration* d) {
+    const absl::Time now = absl::Now();
+    *d = now - mark;
+    mark = now;
+  };
   if (dma_.empty()) {
     if (absl::Status s = LearnShape(); !s.ok()) return s;
   }
+  // The challenge travels while the endpoint opens (its proof needs the
+  // endpoint's address, its nonce does not).
+  std::unique_ptr<ControlClient::PendingChallenge> challenge = control_.StartChallenge(ticket_);
   rpci::v1::OpenSessionRequest req;
   if (absl::Status s = RegisterRegions(&req); !s.ok()) return s;
-  absl::StatusOr<ControlClient::Attached> attached = control_.Attach(ticket_, std::move(req));
+  step(&steps.endpoint);
+  absl::StatusOr<session::Nonce> nonce = challenge->Finish();
+  if (!nonce.ok()) return nonce.status();
+  step(&steps.challenge);
+  absl::StatusOr<ControlClient::Attached> attached = control_.Attach(ticket_, *nonce, std::move(req));
   if (!attached.ok()) return attached.status();
+  step(&steps.open_rpc);
   absl::StatusOr<session::FrameChannel> frames =
       session::FrameChannel::Create(ticket_.key, attached->nonce, ticket_.session_id, session::FrameChannel::Side::kClient);
   if (!frames.ok()) return frames.status();
@@ -235,6 +260,7 @@ absl::Status SessionClient::Connect() {
   peer_ = *peer;
   absl::StatusOr<uint64_t> applied = ReadAnchor(attached->response);
   if (!applied.ok()) return applied.status();
+  step(&steps.anchor);
   // A process attaching to a session an earlier one used (a restarted
   // container): its writes continue the agent's sequence.
   if (log_.last() == 0 && consumed_ == 0) {
@@ -257,7 +283,10 @@ absl::Status SessionClient::Connect() {
   }
   // The agent pushes a resuming client's mirrors and missed completions after
   // its first frame of the attach, over this side's connection.
-  return SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0);
+  absl::Status sent = SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0);
+  step(&steps.first_frame);
+  steps.total = mark - start;
+  return sent;
 }
 
 absl::Status SessionClient::ReconnectLocked() {

@@ -43,11 +43,30 @@ struct ClientOptions {
   absl::Duration grace = absl::Seconds(10);
 };
 
+// Where an attach's time went, as the client measured it (the steps of
+// SessionClient::Attach, in order; bench:session reports them).
+struct AttachSteps {
+  // The process's fabric: libfabric's provider initialisation, paid by the
+  // process's first attach only (the gRPC channel connects meanwhile).
+  absl::Duration fabric;
+  absl::Duration endpoint;   // this attach's endpoint and registrations
+  // Waiting for the Challenge RPC, sent as the endpoint step began (its
+  // channel's setup if still connecting).
+  absl::Duration challenge;
+  // OpenSession: the agent waits for the session's endpoint, registers this
+  // attach's regions and pushes the mirrors (its log line names each).
+  absl::Duration open_rpc;
+  absl::Duration anchor;       // RMA reads of the anchor and the ring header
+  absl::Duration first_frame;  // replay and the first frame of the attach
+  absl::Duration total;
+};
+
 struct ClientStats {
   uint64_t reconnects = 0;
   uint64_t replayed_writes = 0;
   uint64_t refused = 0;         // writes/requests the agent refused
   uint64_t dropped_frames = 0;  // frames that failed their MAC, replayed or malformed
+  AttachSteps last_attach;      // the last attach or re-attach
 };
 
 // Zero-filled memory from the kernel (an anonymous mapping): a page costs
@@ -146,8 +165,8 @@ class SessionClient {
   void DropRegions();
   // A fresh endpoint with this side's regions registered, named in `req`.
   absl::Status RegisterRegions(rpci::v1::OpenSessionRequest* req);
-  // Reads the agent's anchor record (its regions) and MMIO ring header;
-  // returns the ring's head (the highest write the agent applied).
+  // Reads the agent's anchor record (its regions); returns the highest write
+  // the agent applied (the answer's applied_sequence).
   absl::StatusOr<uint64_t> ReadAnchor(const rpci::v1::OpenSessionResponse& resp);
   absl::Status ReconnectLocked();           // backoff loop; mu_ held
   absl::Status EnsureLiveLocked();

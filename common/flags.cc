@@ -132,6 +132,10 @@ std::optional<int> FlagSet::ParseOrExit(const std::vector<std::string>& args, st
     out << Help();
     return 0;
   }
+  if (positional == nullptr && !parsed->empty()) {
+    err << "unexpected argument \"" << parsed->front() << "\" (this command takes flags only)\n\n" << Help();
+    return 2;
+  }
   Apply();
   if (positional != nullptr) *positional = *std::move(parsed);
   return std::nullopt;

@@ -37,7 +37,8 @@ class FlagSet {
   // What every main does with its command line: Parse; on an error print it
   // and the help to `err` and return 2; on --help print the help to `out` and
   // return 0; otherwise Apply and return nullopt (go on) with the positional
-  // arguments in `positional` (may be null).
+  // arguments in `positional`. Without `positional` the command takes flags
+  // only: a positional word is an error (printed with the help, return 2).
   std::optional<int> ParseOrExit(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
                                  std::vector<std::string>* positional = nullptr);
   // The same over main's argv, printing to stdout/stderr.

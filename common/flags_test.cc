@@ -76,5 +76,15 @@ TEST(FlagSetTest, ParseOrExitAppliesOrSaysHowToExit) {
   EXPECT_EQ(name, "b");
 }
 
+TEST(FlagSetTest, AStrayWordIsRefusedWhereTheCommandTakesFlagsOnly) {
+  std::string name = "a";
+  std::ostringstream out, err;
+  FlagSet flags("x", "y");
+  flags.String("name", &name, "n");
+  EXPECT_EQ(flags.ParseOrExit({"--name=b", "extra"}, out, err), 2);
+  EXPECT_NE(err.str().find("unexpected argument \"extra\""), std::string::npos);
+  EXPECT_EQ(name, "a");  // nothing applied
+}
+
 }  // namespace
 }  // namespace rpci

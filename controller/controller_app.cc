@@ -39,6 +39,16 @@ std::string NameOf(const json& object) {
   return meta.is_object() ? meta.value("name", "") : "";
 }
 
+// The names in `*seen` that are not in `now`; `*seen` becomes `now`.
+std::vector<std::string> Departed(std::set<std::string>* seen, std::set<std::string> now) {
+  std::vector<std::string> gone;
+  for (const std::string& n : *seen) {
+    if (!now.count(n)) gone.push_back(n);
+  }
+  *seen = std::move(now);
+  return gone;
+}
+
 // Decisions an admin wants to see as Events on the PcieDevice, and their type.
 const std::map<std::string, std::string>& EventTypes() {
   static const auto* types = new std::map<std::string, std::string>{
@@ -241,13 +251,10 @@ void ControllerApp::OnNodes(const kube::Informer::Cache& cache) {
       if (it->is_string()) out[it.key()] = it->get<std::string>();
     }
   }
-  std::set<std::string> gone;
+  std::vector<std::string> gone;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const std::string& n : known_nodes_) {
-      if (!now.count(n)) gone.insert(n);
-    }
-    known_nodes_ = now;
+    gone = Departed(&known_nodes_, std::move(now));
   }
   // A standby must not write: its state is rebuilt (and these re-applied)
   // when it takes over.
@@ -269,10 +276,7 @@ void ControllerApp::OnAttachments(const kube::Informer::Cache& cache) {
   std::vector<std::string> deleted;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const std::string& g : seen_attachments_) {
-      if (!now.count(g)) deleted.push_back(g);
-    }
-    seen_attachments_ = now;
+    deleted = Departed(&seen_attachments_, std::move(now));
   }
   if (!acting_) return;
   // Only objects seen and then gone count: one the manager has just created

@@ -9,13 +9,14 @@
 #include "common/grpc_util.h"
 #include "common/testing/exposition_format.h"
 #include "controller/kube_store.h"
+#include "controller/testing/claims.h"
+#include "controller/testing/installed_api_server.h"
 #include "controller/testing/kube_options.h"
 #include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "proto/rpci/v1/controller.grpc.pb.h"
-#include "tests/kube/api_server.h"
 
 namespace rpci::controller {
 namespace {
@@ -23,6 +24,9 @@ namespace {
 using nlohmann::json;
 using testing::WaitFor;
 using testing::AgentWith;
+using testing::AllocatedClaim;
+using testing::ClaimOn;
+using testing::ClaimResult;
 using testing::ClaimOf;
 using testing::KubeStoreOptions;
 using testing::MakeTempDir;
@@ -46,6 +50,14 @@ struct Peer {
     rpci::v1::RegisterNodeResponse resp;
     return nodes->RegisterNode(&ctx, req, &resp);
   }
+  // Device server `server` exporting `count` devices of `pool`, then
+  // compute node `node` asking for that pool.
+  absl::Status Register(const std::string& server, const std::string& pool, int count,
+                        const std::string& node = "cn-1") {
+    grpc::Status s = RegisterAgent(AgentWith(server, pool, count));
+    if (s.ok()) s = RegisterNode(NodeWith(node, pool));
+    return FromGrpc(s);
+  }
   absl::StatusOr<rpci::v1::ClaimResponse> Claim(const std::string& node, const std::string& device) {
     grpc::ClientContext ctx;
     rpci::v1::ClaimResponse resp;
@@ -57,22 +69,10 @@ struct Peer {
   std::unique_ptr<rpci::v1::NodeRegistry::Stub> nodes;
 };
 
-class ControllerAppTest : public ::testing::Test {
+class ControllerAppTest : public testing::InstalledApiServerTest {
  protected:
-  void SetUp() override {
-    Logger::SetMinLevel(LogLevel::kError);
-    ASSERT_TRUE(api_.Start().ok());
-    ASSERT_TRUE(api_.InstallCrdsFrom("deploy/crds").ok());
-    api_.CreateNamespace("rpci-system");
-    kube::KubeConfig kc;
-    kc.server = api_.url();
-    auto client = kube::KubeClient::Create(kc);
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = *std::move(client);
-  }
-
   ControllerOptions KubeOptions(const std::string& identity) {
-    ControllerOptions o = KubeStoreOptions(api_.url(), "rpci-system");
+    ControllerOptions o = KubeStoreOptions(server_.url(), testing::kInstallNamespace);
     o.identity = identity;
     o.tls.insecure = true;
     o.lease_duration = absl::Milliseconds(1500);
@@ -80,6 +80,15 @@ class ControllerAppTest : public ::testing::Test {
     o.retry_period = absl::Milliseconds(200);
     o.reconcile_interval = absl::Milliseconds(100);
     return o;
+  }
+
+  // Replica "ctrl-a", once it acts as the leader.
+  std::unique_ptr<ControllerApp> Acting() {
+    std::unique_ptr<ControllerApp> a = Started(KubeOptions("ctrl-a"));
+    if (a != nullptr) {
+      EXPECT_TRUE(WaitFor([&] { return a->acting(); }));
+    }
+    return a;
   }
 
   std::unique_ptr<ControllerApp> Started(ControllerOptions o) {
@@ -102,9 +111,6 @@ class ControllerAppTest : public ::testing::Test {
     }
     return out;
   }
-
-  kubetest::ApiServer api_;
-  std::unique_ptr<kube::KubeClient> client_;  // reads collections over HTTP
 };
 
 TEST_F(ControllerAppTest, StandbyTakesOverFromACrashedLeaderWithoutDoubleAssignment) {
@@ -141,14 +147,15 @@ TEST_F(ControllerAppTest, StandbyTakesOverFromACrashedLeaderWithoutDoubleAssignm
   for (const auto& [dev, node] : AssignedInApi()) ++per_node[node];
   EXPECT_EQ(per_node, (std::map<std::string, int>{{"cn-1", 1}, {"cn-2", 1}, {"cn-3", 1}}));
   for (const auto& [dev, node] : before) EXPECT_EQ(AssignedInApi()[dev], node);
-  absl::StatusOr<json> lease = api_.Get("/apis/coordination.k8s.io/v1/namespaces/rpci-system/leases/rpci-controller");
+  absl::StatusOr<json> lease =
+      server_.Get("/apis/coordination.k8s.io/v1/namespaces/rpci-system/leases/rpci-controller");
   ASSERT_TRUE(lease.ok()) << lease.status();
   EXPECT_EQ((*lease)["spec"].value("holderIdentity", ""), "ctrl-b");
 }
 
 TEST_F(ControllerAppTest, GracefulStopHandsTheLeaseOverAtOnce) {
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  auto a = Acting();
+  ASSERT_TRUE(a);
   ControllerOptions slow = KubeOptions("ctrl-b");
   slow.lease_duration = absl::Seconds(60);  // a silent leader would keep it a minute
   auto b = Started(slow);
@@ -159,39 +166,38 @@ TEST_F(ControllerAppTest, GracefulStopHandsTheLeaseOverAtOnce) {
 }
 
 TEST_F(ControllerAppTest, DeletingADeviceAttachmentDetachesTheDevice) {
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  auto a = Acting();
+  ASSERT_TRUE(a);
   Peer peer(a->grpc_port());
-  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
-  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(peer.Register("dev-a", "emu", 1).ok());
   const std::string dev = "dev-a-0000-3b-00-0";
   ASSERT_TRUE(WaitFor([&] { return AssignedInApi().count(dev) == 1; }));
   absl::StatusOr<rpci::v1::ClaimResponse> claim = peer.Claim("cn-1", dev);
   ASSERT_TRUE(claim.ok()) << claim.status();
   const std::string path =
-      absl::StrCat(KubeStore::AttachmentsIn("rpci-system"), "/", claim->grant().grant_id());
-  ASSERT_TRUE(WaitFor([&] { return api_.Get(path).ok(); }));
+      absl::StrCat(KubeStore::AttachmentsIn(testing::kInstallNamespace), "/", claim->grant().grant_id());
+  ASSERT_TRUE(WaitFor([&] { return server_.Get(path).ok(); }));
   ASSERT_EQ(a->manager().GrantsFor("dev-a").size(), 1u);
 
-  api_.Delete(path);  // as `kubectl delete deviceattachment` would
+  server_.Delete(path);  // as `kubectl delete deviceattachment` would
 
   ASSERT_TRUE(WaitFor([&] { return a->manager().GrantsFor("dev-a").empty(); })) << "grant not revoked";
   EXPECT_TRUE(WaitFor([&] {
-    absl::StatusOr<json> d = api_.Get(absl::StrCat(KubeStore::kDevicesPath, "/", dev));
+    absl::StatusOr<json> d = server_.Get(absl::StrCat(KubeStore::kDevicesPath, "/", dev));
     return d.ok() && (*d)["status"].value("attachment", "x").empty();
   }));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  EXPECT_FALSE(api_.Get(path).ok()) << "the controller re-created the deleted attachment";
+  EXPECT_FALSE(server_.Get(path).ok()) << "the controller re-created the deleted attachment";
 }
 
 TEST_F(ControllerAppTest, NodeLabelsFromTheApiSelectDevices) {
-  api_.Put("/apis/rpci.io/v1alpha1/devicepools/emu",
-           {{"apiVersion", "rpci.io/v1alpha1"},
-            {"kind", "DevicePool"},
-            {"metadata", {{"name", "emu"}}},
-            {"spec", {{"sparesPerNode", 1}, {"selector", {{"matchLabels", {{"rack", "r7"}}}}}}}});
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  server_.Put("/apis/rpci.io/v1alpha1/devicepools/emu",
+              {{"apiVersion", "rpci.io/v1alpha1"},
+               {"kind", "DevicePool"},
+               {"metadata", {{"name", "emu"}}},
+               {"spec", {{"sparesPerNode", 1}, {"selector", {{"matchLabels", {{"rack", "r7"}}}}}}}});
+  auto a = Acting();
+  ASSERT_TRUE(a);
   Peer peer(a->grpc_port());
   ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
   ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-b", "emu", 1)).ok());
@@ -199,8 +205,9 @@ TEST_F(ControllerAppTest, NodeLabelsFromTheApiSelectDevices) {
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   EXPECT_TRUE(AssignedInApi().empty()) << "no device server is labelled rack=r7 yet";
 
-  api_.Put("/api/v1/nodes/dev-b",
-           {{"apiVersion", "v1"}, {"kind", "Node"}, {"metadata", {{"name", "dev-b"}, {"labels", {{"rack", "r7"}}}}}});
+  server_.Put(
+      "/api/v1/nodes/dev-b",
+      {{"apiVersion", "v1"}, {"kind", "Node"}, {"metadata", {{"name", "dev-b"}, {"labels", {{"rack", "r7"}}}}}});
 
   ASSERT_TRUE(WaitFor([&] { return !AssignedInApi().empty(); }));
   EXPECT_EQ(AssignedInApi(), (std::map<std::string, std::string>{{"dev-b-0000-3b-00-0", "cn-1"}}));
@@ -209,26 +216,25 @@ TEST_F(ControllerAppTest, NodeLabelsFromTheApiSelectDevices) {
 // DevicePool status is written with counts per phase and conditions, and
 // follows the devices as they are assigned and attached.
 TEST_F(ControllerAppTest, DevicePoolStatusCountsDevicesByPhase) {
-  api_.Put("/apis/rpci.io/v1alpha1/devicepools/emu",
-           {{"apiVersion", "rpci.io/v1alpha1"},
-            {"kind", "DevicePool"},
-            {"metadata", {{"name", "emu"}, {"generation", 1}}},
-            {"spec", {{"resourceName", "rpci.io/emu"}, {"sparesPerNode", 1}}}});
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  server_.Put("/apis/rpci.io/v1alpha1/devicepools/emu",
+              {{"apiVersion", "rpci.io/v1alpha1"},
+               {"kind", "DevicePool"},
+               {"metadata", {{"name", "emu"}, {"generation", 1}}},
+               {"spec", {{"resourceName", "rpci.io/emu"}, {"sparesPerNode", 1}}}});
+  auto a = Acting();
+  ASSERT_TRUE(a);
   Peer peer(a->grpc_port());
-  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "emu", 3)).ok());
-  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "emu")).ok());
+  ASSERT_TRUE(peer.Register("dev-a", "emu", 3).ok());
   const std::string path = "/apis/rpci.io/v1alpha1/devicepools/emu";
   auto status_is = [&](int available, int assigned, int attached) {
-    absl::StatusOr<json> p = api_.Get(path);
+    absl::StatusOr<json> p = server_.Get(path);
     if (!p.ok() || !(*p).contains("status")) return false;
     const json& st = (*p)["status"];
     return st.value("available", -1) == available && st.value("assigned", -1) == assigned &&
            st.value("attached", -1) == attached && st.value("total", -1) == 3;
   };
-  ASSERT_TRUE(WaitFor([&] { return status_is(2, 1, 0); })) << api_.Get(path)->dump();
-  const json status = (*api_.Get(path))["status"];
+  ASSERT_TRUE(WaitFor([&] { return status_is(2, 1, 0); })) << server_.Get(path)->dump();
+  const json status = (*server_.Get(path))["status"];
   EXPECT_EQ(status["observedGeneration"], 1);
   ASSERT_EQ(status["conditions"].size(), 2u);
   EXPECT_EQ(status["conditions"][0]["type"], "Valid");
@@ -240,118 +246,98 @@ TEST_F(ControllerAppTest, DevicePoolStatusCountsDevicesByPhase) {
     if (d.assigned_node == "cn-1") dev = d.id();
   }
   ASSERT_TRUE(peer.Claim("cn-1", dev).ok());
-  EXPECT_TRUE(WaitFor([&] { return status_is(1, 1, 1); })) << api_.Get(path)->dump();
+  EXPECT_TRUE(WaitFor([&] { return status_is(1, 1, 1); })) << server_.Get(path)->dump();
 }
 
 TEST_F(ControllerAppTest, ADraPoolIsPublishedAsResourceSlicesAndAPreparedClaimLeavesThem) {
-  json pool = api_.Put("/apis/rpci.io/v1alpha1/devicepools/gpu",
-                       {{"apiVersion", "rpci.io/v1alpha1"},
-                        {"kind", "DevicePool"},
-                        {"metadata", {{"name", "gpu"}}},
-                        {"spec", {{"allocationMode", "dra"}}}});
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  json pool = server_.Put("/apis/rpci.io/v1alpha1/devicepools/gpu",
+                          {{"apiVersion", "rpci.io/v1alpha1"},
+                           {"kind", "DevicePool"},
+                           {"metadata", {{"name", "gpu"}}},
+                           {"spec", {{"allocationMode", "dra"}}}});
+  auto a = Acting();
+  ASSERT_TRUE(a);
   Peer peer(a->grpc_port());
-  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "gpu", 2)).ok());
-  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "gpu")).ok());
+  ASSERT_TRUE(peer.Register("dev-a", "gpu", 2).ok());
   const std::string slice_path = "/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0";
   auto devices_in_slice = [&] {
-    absl::StatusOr<json> s = api_.Get(slice_path);
+    absl::StatusOr<json> s = server_.Get(slice_path);
     return s.ok() ? static_cast<int>((*s)["spec"]["devices"].size()) : -1;
   };
   ASSERT_TRUE(WaitFor([&] { return devices_in_slice() == 2; }));
-  json slice = *api_.Get(slice_path);
+  json slice = *server_.Get(slice_path);
   EXPECT_EQ(slice["metadata"]["ownerReferences"][0]["uid"], pool["metadata"]["uid"]);
   // A DRA-only pool gets no device-plugin placement.
   for (const Device& d : a->manager().Devices()) EXPECT_EQ(d.assigned_node, "") << d.id();
   // The scheduler allocates a claim from the slice; the plugin prepares it.
-  api_.CreateNamespace("ml");
-  json claim = api_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
-                        {{"apiVersion", "resource.k8s.io/v1"},
-                         {"kind", "ResourceClaim"},
-                         {"spec", json::object()},
-                         {"status", {{"allocation", {{"devices", {{"results", {{{"request", "gpu"}, {"driver", "rpci.io"},
-                                                                                {"pool", "gpu"},
-                                                                                {"device", slice["spec"]["devices"][0]["name"]}}}}}}}}}}});
+  server_.CreateNamespace("ml");
+  json claim =
+      server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
+                  AllocatedClaim("c1", {ClaimResult("gpu", "gpu", slice["spec"]["devices"][0]["name"])}));
   grpc::ClientContext ctx;
-  rpci::v1::PrepareClaimRequest req;
-  req.set_node("cn-1");
-  req.set_claim_namespace("ml");
-  req.set_claim_name("c1");
-  req.set_claim_uid(claim["metadata"]["uid"]);
   rpci::v1::PrepareClaimResponse resp;
-  grpc::Status s = peer.nodes->PrepareClaim(&ctx, req, &resp);
+  grpc::Status s = peer.nodes->PrepareClaim(
+      &ctx, ClaimOn<rpci::v1::PrepareClaimRequest>("cn-1", "ml", "c1", claim["metadata"]["uid"]), &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
-  EXPECT_TRUE(WaitFor([&] { return devices_in_slice() == 1; })) << api_.Get(slice_path)->dump();
-  EXPECT_GE((*api_.Get(slice_path))["spec"]["pool"]["generation"].get<int>(), 2);
+  EXPECT_TRUE(WaitFor([&] { return devices_in_slice() == 1; })) << server_.Get(slice_path)->dump();
+  EXPECT_GE((*server_.Get(slice_path))["spec"]["pool"]["generation"].get<int>(), 2);
   // The DevicePool goes: so do its slices.
-  api_.Delete("/apis/rpci.io/v1alpha1/devicepools/gpu");
-  EXPECT_TRUE(WaitFor([&] { return !api_.Get(slice_path).ok(); }));
+  server_.Delete("/apis/rpci.io/v1alpha1/devicepools/gpu");
+  EXPECT_TRUE(WaitFor([&] { return !server_.Get(slice_path).ok(); }));
 }
 
 TEST_F(ControllerAppTest, InABothPoolTheDevicePluginIsNotGivenADeviceAClaimWasAllocated) {
-  api_.Put("/apis/rpci.io/v1alpha1/devicepools/mixed",
-           {{"apiVersion", "rpci.io/v1alpha1"},
-            {"kind", "DevicePool"},
-            {"metadata", {{"name", "mixed"}}},
-            {"spec", {{"allocationMode", "both"}, {"sparesPerNode", 1}}}});
-  api_.CreateNamespace("ml");
+  server_.Put("/apis/rpci.io/v1alpha1/devicepools/mixed",
+              {{"apiVersion", "rpci.io/v1alpha1"},
+               {"kind", "DevicePool"},
+               {"metadata", {{"name", "mixed"}}},
+               {"spec", {{"allocationMode", "both"}, {"sparesPerNode", 1}}}});
+  server_.CreateNamespace("ml");
   // The scheduler allocated the pool's first device to a claim.
-  api_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
-           {{"apiVersion", "resource.k8s.io/v1"},
-            {"kind", "ResourceClaim"},
-            {"spec", json::object()},
-            {"status", {{"allocation", {{"devices", {{"results", {{{"request", "r"}, {"driver", "rpci.io"},
-                                                                   {"pool", "mixed"}, {"device", "dev-a-0000-3b-00-0"}}}}}}}}}}});
-  auto a = Started(KubeOptions("ctrl-a"));
-  ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
+  server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
+              AllocatedClaim("c1", {ClaimResult("r", "mixed", "dev-a-0000-3b-00-0")}));
+  auto a = Acting();
+  ASSERT_TRUE(a);
   Peer peer(a->grpc_port());
   ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "mixed", 2)).ok());
   // The claims informer (the sixth watch, after the five the controller
   // always runs) has listed the claims once it watches.
-  ASSERT_TRUE(WaitFor([&] { return api_.watch_requests() >= 6; }));
+  ASSERT_TRUE(WaitFor([&] { return server_.watch_requests() >= 6; }));
   ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "mixed")).ok());
   ASSERT_TRUE(WaitFor([&] { return AssignedInApi().count("dev-a-0000-3b-00-1") > 0; })) << "a spare for cn-1";
   EXPECT_EQ(AssignedInApi().count("dev-a-0000-3b-00-0"), 0u);
 }
 
 TEST_F(ControllerAppTest, WithBindingConditionsABoundClaimIsAttachedAndReportedOnItsStatus) {
-  api_.Put("/apis/rpci.io/v1alpha1/devicepools/gpu", {{"apiVersion", "rpci.io/v1alpha1"},
-                                                       {"kind", "DevicePool"},
-                                                       {"metadata", {{"name", "gpu"}}},
-                                                       {"spec", {{"allocationMode", "dra"}}}});
+  server_.Put("/apis/rpci.io/v1alpha1/devicepools/gpu", {{"apiVersion", "rpci.io/v1alpha1"},
+                                                         {"kind", "DevicePool"},
+                                                         {"metadata", {{"name", "gpu"}}},
+                                                         {"spec", {{"allocationMode", "dra"}}}});
   ControllerOptions o = KubeOptions("ctrl-a");
   o.dra_binding_conditions = true;
   auto a = Started(o);
   ASSERT_TRUE(WaitFor([&] { return a->acting(); }));
   Peer peer(a->grpc_port());
-  ASSERT_TRUE(peer.RegisterAgent(AgentWith("dev-a", "gpu", 1)).ok());
-  ASSERT_TRUE(peer.RegisterNode(NodeWith("cn-1", "gpu")).ok());
+  ASSERT_TRUE(peer.Register("dev-a", "gpu", 1).ok());
   const std::string slice_path = "/apis/resource.k8s.io/v1/resourceslices/rpci-gpu-0";
-  ASSERT_TRUE(WaitFor([&] { return api_.Get(slice_path).ok(); }));
-  const json device = (*api_.Get(slice_path))["spec"]["devices"][0];
+  ASSERT_TRUE(WaitFor([&] { return server_.Get(slice_path).ok(); }));
+  const json device = (*server_.Get(slice_path))["spec"]["devices"][0];
   EXPECT_EQ(device["bindingConditions"], json({"rpci.io/Attached"}));
   // The scheduler allocates it, copying the conditions, bound to cn-1.
-  api_.CreateNamespace("ml");
-  api_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1",
-           {{"apiVersion", "resource.k8s.io/v1"},
-            {"kind", "ResourceClaim"},
-            {"spec", json::object()},
-            {"status",
-             {{"allocation",
-               {{"devices",
-                 {{"results", {{{"request", "r"}, {"driver", "rpci.io"}, {"pool", "gpu"}, {"device", device["name"]},
-                                {"bindingConditions", device["bindingConditions"]},
-                                {"bindingFailureConditions", device["bindingFailureConditions"]}}}}}},
-                {"nodeSelector",
-                 {{"nodeSelectorTerms",
-                   {{{"matchFields", {{{"key", "metadata.name"}, {"operator", "In"}, {"values", {"cn-1"}}}}}}}}}}}}}}});
+  server_.CreateNamespace("ml");
+  json result = ClaimResult("r", "gpu", device["name"]);
+  result["bindingConditions"] = device["bindingConditions"];
+  result["bindingFailureConditions"] = device["bindingFailureConditions"];
+  json claim = AllocatedClaim("c1", {result});
+  claim["status"]["allocation"]["nodeSelector"] = {
+      {"nodeSelectorTerms", {{{"matchFields", {{{"key", "metadata.name"}, {"operator", "In"}, {"values", {"cn-1"}}}}}}}}};
+  server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1", claim);
   auto attached = [&] {
-    absl::StatusOr<json> c = api_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
+    absl::StatusOr<json> c = server_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1");
     if (!c.ok() || !(*c)["status"].contains("devices")) return false;
     return (*c)["status"]["devices"][0]["conditions"][0]["type"] == "rpci.io/Attached";
   };
-  EXPECT_TRUE(WaitFor(attached)) << api_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1")->dump();
+  EXPECT_TRUE(WaitFor(attached)) << server_.Get("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/c1")->dump();
   EXPECT_EQ(a->manager().Attachments().size(), 1u);
 }
 

@@ -10,20 +10,21 @@
 #include "controller/resource_api.h"
 #include "controller/resource_slices.h"
 #include "controller/service.h"
+#include "controller/testing/claims.h"
+#include "controller/testing/installed_api_server.h"
 #include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
 #include "gtest/gtest.h"
-#include "tests/kube/api_server.h"
 
 namespace rpci::controller {
 namespace {
 
 using nlohmann::json;
 using testing::AgentWith;
+using testing::ClaimOn;
 using testing::NodeWith;
 
-constexpr char kNs[] = "rpci-system";
 
 PoolSpec Pool(const std::string& name, AllocationMode mode, int64_t spares = 0) {
   PoolSpec p;
@@ -33,17 +34,12 @@ PoolSpec Pool(const std::string& name, AllocationMode mode, int64_t spares = 0) 
   return p;
 }
 
-class DraTest : public ::testing::Test {
+class DraTest : public testing::InstalledApiServerTest {
  protected:
   void SetUp() override {
-    Logger::SetMinLevel(LogLevel::kError);
-    ASSERT_TRUE(server_.Start().ok());
-    ASSERT_TRUE(server_.InstallCrdsFrom("deploy/crds").ok());
-    server_.CreateNamespace(kNs);
+    InstalledApiServerTest::SetUp();
+    if (HasFatalFailure()) return;
     server_.CreateNamespace("ml");
-    kube::KubeConfig config;
-    config.server = server_.url();
-    client_ = *kube::KubeClient::Create(config);
     store_ = std::make_unique<KubeStore>(client_.get(), &clock_, kNs);
     resources_ = std::make_unique<ResourceApi>(client_.get());
     StartController();
@@ -85,48 +81,31 @@ class DraTest : public ::testing::Test {
   // given (pool, device) pairs of driver rpci.io; returns its uid.
   std::string AllocatedClaim(const std::string& name, const std::vector<std::pair<std::string, std::string>>& devices,
                              const std::string& version = "v1") {
-    json results = json::array();
+    std::vector<json> results;
     for (size_t i = 0; i < devices.size(); ++i) {
-      results.push_back({{"request", "r" + std::to_string(i)}, {"driver", "rpci.io"},
-                         {"pool", devices[i].first}, {"device", devices[i].second}});
+      results.push_back(testing::ClaimResult("r" + std::to_string(i), devices[i].first, devices[i].second));
     }
-    json claim = {{"apiVersion", "resource.k8s.io/" + version},
-                  {"kind", "ResourceClaim"},
-                  {"metadata", {{"name", name}}},
-                  {"spec", {{"devices", {{"requests", {{{"name", "r0"}, {"exactly", {{"deviceClassName", "rpci-gpu"}}}}}}}}}},
-                  {"status", {{"allocation", {{"devices", {{"results", results}}}}}}}};
+    json claim = testing::AllocatedClaim(name, results, version);
     json stored = server_.Put("/apis/resource.k8s.io/v1/namespaces/ml/resourceclaims/" + name, claim);
     return stored["metadata"]["uid"];
   }
 
   grpc::Status Prepare(const std::string& node, const std::string& name, const std::string& uid,
                        rpci::v1::PrepareClaimResponse* resp) {
-    rpci::v1::PrepareClaimRequest req;
-    req.set_node(node);
-    req.set_claim_namespace("ml");
-    req.set_claim_name(name);
-    req.set_claim_uid(uid);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    return nodes_->PrepareClaim(&ctx, req, resp);
+    return nodes_->PrepareClaim(&ctx, ClaimOn<rpci::v1::PrepareClaimRequest>(node, "ml", name, uid), resp);
   }
 
   grpc::Status Unprepare(const std::string& node, const std::string& name, const std::string& uid) {
-    rpci::v1::UnprepareClaimRequest req;
-    req.set_node(node);
-    req.set_claim_namespace("ml");
-    req.set_claim_name(name);
-    req.set_claim_uid(uid);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     rpci::v1::UnprepareClaimResponse resp;
-    return nodes_->UnprepareClaim(&ctx, req, &resp);
+    return nodes_->UnprepareClaim(&ctx, ClaimOn<rpci::v1::UnprepareClaimRequest>(node, "ml", name, uid), &resp);
   }
 
   static std::string DeviceId(int i) { return "ds-1-0000-3b-00-" + std::to_string(i); }
 
-  kubetest::ApiServer server_;
-  std::unique_ptr<kube::KubeClient> client_;
   ManualClock clock_;
   PoolManager::Options options_;
   std::unique_ptr<KubeStore> store_;

@@ -2,11 +2,11 @@
 
 #include "common/testing/manual_clock.h"
 #include "controller/pool_manager.h"
+#include "controller/testing/installed_api_server.h"
 #include "controller/testing/registrations.h"
 #include "gtest/gtest.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "tests/kube/api_server.h"
 
 namespace rpci::controller {
 namespace {
@@ -15,7 +15,6 @@ using nlohmann::json;
 using testing::AgentWith;
 using testing::NodeWith;
 
-constexpr char kNs[] = "rpci-system";
 const std::string kAttachments = "/apis/rpci.io/v1alpha1/namespaces/rpci-system/deviceattachments/";
 
 // A claim as the plugin makes it from Allocate: for an allocation, no pod yet.
@@ -28,18 +27,10 @@ rpci::v1::ClaimRequest AllocationClaim(const std::string& node, const std::strin
   return claim;
 }
 
-class KubeStoreTest : public ::testing::Test {
+class KubeStoreTest : public testing::InstalledApiServerTest {
  protected:
   void SetUp() override {
-    Logger::SetMinLevel(LogLevel::kError);
-    ASSERT_TRUE(server_.Start().ok());
-    // As installed: the CRDs (validated as the API server would) and the
-    // install namespace.
-    ASSERT_TRUE(server_.InstallCrdsFrom("deploy/crds").ok());
-    server_.CreateNamespace(kNs);
-    kube::KubeConfig config;
-    config.server = server_.url();
-    client_ = *kube::KubeClient::Create(config);
+    InstalledApiServerTest::SetUp();
     options_.default_pool.spares_per_node = 1;
   }
   std::unique_ptr<PoolManager> NewManager(KubeStore* store) {
@@ -47,8 +38,6 @@ class KubeStoreTest : public ::testing::Test {
     EXPECT_TRUE(m->Load().ok());
     return m;
   }
-  kubetest::ApiServer server_;
-  std::unique_ptr<kube::KubeClient> client_;
   ManualClock clock_;
   PoolManager::Options options_;
 };

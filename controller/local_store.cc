@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "controller/crd_codec.h"
 
@@ -25,54 +26,6 @@ using nlohmann::json;
 
 absl::Status ErrnoError(const std::string& what) {
   return absl::UnavailableError(absl::StrCat(what, ": ", std::strerror(errno)));
-}
-
-absl::Status WriteAll(int fd, const std::string& data, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError("write " + path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
-// Writes to `fd` through a 1 MiB buffer: a journal line or snapshot of 100k
-// objects is never built as one string next to the objects themselves.
-class BufferedWriter {
- public:
-  BufferedWriter(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
-  void Add(absl::string_view text) {
-    buf_.append(text.data(), text.size());
-    written_ += text.size();
-    if (buf_.size() >= (1 << 20)) Flush().IgnoreError();
-  }
-  // Writes what is buffered; the first failure sticks.
-  absl::Status Flush() {
-    if (status_.ok()) status_ = WriteAll(fd_, buf_, path_);
-    buf_.clear();
-    return status_;
-  }
-  size_t written() const { return written_; }
-
- private:
-  const int fd_;
-  const std::string path_;
-  std::string buf_;
-  size_t written_ = 0;
-  absl::Status status_;
-};
-
-absl::Status FsyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError("open " + dir);
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return ErrnoError("fsync " + dir);
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ReadFileIfExists(const std::string& path, bool* exists) {
@@ -260,7 +213,7 @@ absl::Status LocalStore::Write(const StoreBatch& batch) {
   }
   json adel = json::array();
   for (const Attachment& a : batch.delete_attachments) adel.push_back(a.grant_id);
-  auto add_all = [](BufferedWriter& w, const std::vector<std::pair<std::string, std::string>>& objects) {
+  auto add_all = [](BufferedFileWriter& w, const std::vector<std::pair<std::string, std::string>>& objects) {
     w.Add("[");
     for (size_t i = 0; i < objects.size(); ++i) {
       if (i > 0) w.Add(",");
@@ -271,14 +224,14 @@ absl::Status LocalStore::Write(const StoreBatch& batch) {
 
   std::lock_guard<std::mutex> lock(mu_);
   const std::string journal_path = dir_ + "/journal.jsonl";
-  BufferedWriter w(journal_fd_, journal_path);
+  BufferedFileWriter w(journal_fd_, journal_path);
   w.Add(absl::StrCat("{\"delete_attachments\":", adel.dump(), ",\"delete_devices\":",
                      json(batch.delete_devices).dump(), ",\"put_attachments\":"));
   add_all(w, attachments);
   w.Add(",\"put_devices\":");
   add_all(w, devices);
   w.Add("}\n");
-  if (absl::Status s = w.Flush(); !s.ok()) return s;
+  if (absl::Status s = w.Flush(); !s.ok()) return absl::UnavailableError(s.message());
   if (::fdatasync(journal_fd_) != 0) return ErrnoError("fsync " + journal_path);
   journal_bytes_ += w.written();
   for (auto& [name, o] : devices) devices_[name] = std::move(o);
@@ -291,7 +244,8 @@ absl::Status LocalStore::Write(const StoreBatch& batch) {
 
 // The same text as json{{"attachments", [...]}, {"devices", [...]}}.dump(),
 // written object by object instead of copying every object into one document.
-void LocalStore::WriteSnapshotText(const std::function<void(absl::string_view)>& add) const {
+void LocalStore::WriteSnapshotText(BufferedFileWriter& w) const {
+  auto add = [&w](absl::string_view text) { w.Add(text); };
   add("{\"attachments\":[");
   const char* sep = "";
   for (const auto& [key, o] : attachments_) {
@@ -310,25 +264,16 @@ void LocalStore::WriteSnapshotText(const std::function<void(absl::string_view)>&
 }
 
 absl::Status LocalStore::WriteSnapshot() {
-  const std::string tmp = dir_ + "/state.json.tmp";
-  const std::string final_path = dir_ + "/state.json";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError("open " + tmp);
-  BufferedWriter w(fd, tmp);
-  WriteSnapshotText([&w](absl::string_view text) { w.Add(text); });
-  absl::Status s = w.Flush();
-  if (s.ok() && ::fsync(fd) != 0) s = ErrnoError("fsync " + tmp);
-  ::close(fd);
-  if (!s.ok()) return s;
-  if (::rename(tmp.c_str(), final_path.c_str()) != 0) return ErrnoError("rename " + tmp);
-  if (absl::Status d = FsyncDir(dir_); !d.ok()) return d;
+  absl::StatusOr<size_t> written =
+      WriteFileAtomically(dir_ + "/state.json", [this](BufferedFileWriter& w) { WriteSnapshotText(w); }, 0600);
+  if (!written.ok()) return absl::UnavailableError(written.status().message());
   // The snapshot now holds everything; an old journal replayed over it would
   // be harmless (puts and deletes are absolute), so emptying it last is safe.
   if (::ftruncate(journal_fd_, 0) != 0) return ErrnoError("truncate journal in " + dir_);
   if (::lseek(journal_fd_, 0, SEEK_SET) < 0) return ErrnoError("seek journal in " + dir_);
   if (::fsync(journal_fd_) != 0) return ErrnoError("fsync journal in " + dir_);
   journal_bytes_ = 0;
-  snapshot_bytes_ = w.written();
+  snapshot_bytes_ = *written;
   return absl::OkStatus();
 }
 

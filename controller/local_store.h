@@ -1,7 +1,6 @@
 #ifndef RPCI_CONTROLLER_LOCAL_STORE_H_
 #define RPCI_CONTROLLER_LOCAL_STORE_H_
 
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -12,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "common/clock.h"
+#include "common/files.h"
 #include "controller/store.h"
 #include "nlohmann/json.hpp"
 
@@ -50,8 +50,8 @@ class LocalStore : public Store {
   // Applies a replayed journal line or snapshot to the maps, all of it or
   // (when it is not a JSON object) nothing: false then.
   bool Apply(absl::string_view text) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Hands the snapshot's text to `add` piece by piece.
-  void WriteSnapshotText(const std::function<void(absl::string_view)>& add) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands the snapshot's text to `w` piece by piece.
+  void WriteSnapshotText(BufferedFileWriter& w) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteSnapshot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string dir_;

@@ -19,43 +19,49 @@ std::string_view PhaseName(DevicePhase phase) {
   return "Unknown";
 }
 
-std::string_view LocalityName(Locality locality) {
-  switch (locality) {
-    case Locality::kNone: return "none";
-    case Locality::kZone: return "zone";
-    case Locality::kRdma: return "rdma";
+namespace {
+
+// An enum's values with the names the CRDs spell them by; the first is the
+// name of a value missing from the table.
+template <typename Enum>
+struct Spelling {
+  Enum value;
+  std::string_view name;
+};
+
+constexpr Spelling<Locality> kLocalities[] = {
+    {Locality::kNone, "none"}, {Locality::kZone, "zone"}, {Locality::kRdma, "rdma"}};
+constexpr Spelling<AllocationMode> kAllocationModes[] = {
+    {AllocationMode::kDevicePlugin, "devicePlugin"}, {AllocationMode::kDra, "dra"}, {AllocationMode::kBoth, "both"}};
+
+template <typename Enum, size_t N>
+std::string_view NameIn(const Spelling<Enum> (&table)[N], Enum value) {
+  for (const Spelling<Enum>& s : table) {
+    if (s.value == value) return s.name;
   }
-  return "none";
+  return table[0].name;
 }
 
-bool ParseLocality(std::string_view name, Locality* locality) {
-  for (Locality l : {Locality::kNone, Locality::kZone, Locality::kRdma}) {
-    if (name == LocalityName(l)) {
-      *locality = l;
+template <typename Enum, size_t N>
+bool ParseIn(const Spelling<Enum> (&table)[N], std::string_view name, Enum* value) {
+  for (const Spelling<Enum>& s : table) {
+    if (s.name == name) {
+      *value = s.value;
       return true;
     }
   }
   return false;
 }
 
-std::string_view AllocationModeName(AllocationMode mode) {
-  switch (mode) {
-    case AllocationMode::kDevicePlugin: return "devicePlugin";
-    case AllocationMode::kDra: return "dra";
-    case AllocationMode::kBoth: return "both";
-  }
-  return "devicePlugin";
-}
+}  // namespace
 
-bool ParseAllocationMode(std::string_view name, AllocationMode* mode) {
-  for (AllocationMode m : {AllocationMode::kDevicePlugin, AllocationMode::kDra, AllocationMode::kBoth}) {
-    if (name == AllocationModeName(m)) {
-      *mode = m;
-      return true;
-    }
-  }
-  return false;
-}
+std::string_view LocalityName(Locality locality) { return NameIn(kLocalities, locality); }
+
+bool ParseLocality(std::string_view name, Locality* locality) { return ParseIn(kLocalities, name, locality); }
+
+std::string_view AllocationModeName(AllocationMode mode) { return NameIn(kAllocationModes, mode); }
+
+bool ParseAllocationMode(std::string_view name, AllocationMode* mode) { return ParseIn(kAllocationModes, name, mode); }
 
 namespace {
 

@@ -172,11 +172,7 @@ DraDriver::DraDriver(PluginOptions options, ClaimPreparer* controller, SessionOp
 DraDriver::~DraDriver() { Stop(); }
 
 absl::Status DraDriver::Start() {
-  if (options_.node_name.empty()) return absl::InvalidArgumentError("plugin: node name is empty");
-  if (options_.dra_pools.empty()) return absl::InvalidArgumentError("plugin: no DRA pools");
-  for (const std::string& pool : options_.dra_pools) {
-    if (absl::Status s = CheckPoolName(pool); !s.ok()) return s;
-  }
+  if (absl::Status s = CheckNodeAndPools(options_.node_name, options_.dra_pools, "DRA pools"); !s.ok()) return s;
   LoadCheckpoint();
   return endpoint_->Start();
 }

@@ -37,6 +37,15 @@ absl::Status CheckPoolName(const std::string& pool) {
   return absl::OkStatus();
 }
 
+absl::Status CheckNodeAndPools(const std::string& node, const std::vector<std::string>& pools, absl::string_view kind) {
+  if (node.empty()) return absl::InvalidArgumentError("plugin: node name is empty");
+  if (pools.empty()) return absl::InvalidArgumentError(absl::StrCat("plugin: no ", kind));
+  for (const std::string& pool : pools) {
+    if (absl::Status s = CheckPoolName(pool); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParsePools(const std::string& text, PluginOptions* options) {
   options->pools.clear();
   options->dra_pools.clear();
@@ -103,11 +112,7 @@ Plugin::Plugin(PluginOptions options, ControllerApi* controller, SessionOpener* 
 Plugin::~Plugin() { Stop(); }
 
 absl::Status Plugin::Start() {
-  if (options_.node_name.empty()) return absl::InvalidArgumentError("plugin: node name is empty");
-  if (options_.pools.empty()) return absl::InvalidArgumentError("plugin: no pools");
-  for (const std::string& pool : options_.pools) {
-    if (absl::Status s = CheckPoolName(pool); !s.ok()) return s;
-  }
+  if (absl::Status s = CheckNodeAndPools(options_.node_name, options_.pools, "pools"); !s.ok()) return s;
   if (absl::Status s = endpoint_->Start(); !s.ok()) return s;
   stopping_ = false;
   threads_.emplace_back([this] { HealthLoop(); });

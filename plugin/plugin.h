@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -93,6 +94,10 @@ absl::Status ParsePools(const std::string& text, PluginOptions* options);
 // A pool name as rpci-plugin accepts it: not empty, no '/', '=', ':', ','
 // or space.
 absl::Status CheckPoolName(const std::string& pool);
+// What the device plugin and the DRA driver check before they start: a
+// node name, and at least one pool (`kind`: "pools", "DRA pools"), each
+// named as CheckPoolName accepts. INVALID_ARGUMENT saying which is wrong.
+absl::Status CheckNodeAndPools(const std::string& node, const std::vector<std::string>& pools, absl::string_view kind);
 
 // Parses --cdi: "off" (the Allocate response carries devices' edits) or "on"
 // (CDI specs do). INVALID_ARGUMENT naming the text otherwise.

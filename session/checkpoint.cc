@@ -1,6 +1,5 @@
 #include "session/checkpoint.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,29 +9,13 @@
 #include <sstream>
 
 #include "absl/strings/str_format.h"
+#include "common/files.h"
 #include "nlohmann/json.hpp"
 
 namespace rpci::session {
 namespace {
 
 using nlohmann::json;
-
-absl::Status Errno(const std::string& what, const std::string& path) {
-  return absl::UnavailableError(absl::StrFormat("checkpoint %s: %s: %s", path, what, std::strerror(errno)));
-}
-
-absl::Status WriteAll(int fd, const std::string& data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return absl::UnavailableError(std::strerror(errno));
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
 
 absl::Status Bad(size_t i, const std::string& why) {
   return absl::DataLossError(absl::StrFormat("checkpoint: session %u: %s", i, why));
@@ -113,32 +96,16 @@ absl::StatusOr<std::vector<SessionRecord>> DecodeCheckpoint(std::string_view tex
 }
 
 absl::Status WriteCheckpoint(const std::string& path, absl::Span<const SessionRecord> records) {
-  const std::string data = EncodeCheckpoint(records);
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Errno("open " + tmp, path);
-  absl::Status s = WriteAll(fd, data);
-  if (s.ok() && ::fsync(fd) != 0) s = Errno("fsync", tmp);
-  ::close(fd);
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return absl::UnavailableError(absl::StrFormat("checkpoint %s: write: %s", path, s.message()));
+  if (absl::Status s = WriteFileAtomically(path, EncodeCheckpoint(records), 0600); !s.ok()) {
+    return absl::UnavailableError(absl::StrFormat("checkpoint %s: %s", path, s.message()));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename", path);
-  std::string dir = ".";
-  if (size_t slash = path.rfind('/'); slash != std::string::npos) dir = slash == 0 ? "/" : path.substr(0, slash);
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return Errno("open dir " + dir, path);
-  int rc = ::fsync(dfd);
-  ::close(dfd);
-  if (rc != 0) return Errno("fsync dir", path);
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<SessionRecord>> ReadCheckpoint(const std::string& path) {
   if (::access(path.c_str(), F_OK) != 0 && errno == ENOENT) return std::vector<SessionRecord>{};
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Errno("open", path);
+  if (!in) return absl::UnavailableError(absl::StrFormat("checkpoint %s: open: %s", path, std::strerror(errno)));
   std::stringstream buf;
   buf << in.rdbuf();
   absl::StatusOr<std::vector<SessionRecord>> records = DecodeCheckpoint(buf.str());

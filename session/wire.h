@@ -209,6 +209,10 @@ inline constexpr size_t kFrameHeaderSize = 40;
 inline constexpr size_t kFrameMacOffset = 40;  // without payload; else header + payload
 inline constexpr size_t kFrameMacSize = 16;
 inline constexpr size_t kMaxFramePayload = 1024;
+// The largest frame: all a session's endpoints carry as messages (bulk data
+// moves by RMA), so their fabric's max_message and the provider's eager
+// buffers are sized to it (docs/benchmarks.md, "Attach").
+inline constexpr size_t kMaxFrameBytes = kFrameSize + kMaxFramePayload;
 // MMIO entries a kick can carry (kMaxFramePayload / kMmioEntrySize).
 inline constexpr size_t kMaxInlineWrites = kMaxFramePayload / 32;
 

@@ -70,7 +70,7 @@ std::vector<std::string> NodeCertificateIps(const AgentOptions& o) {
   std::vector<std::string> ips;
   std::string host;
   int port = 0;
-  for (const std::string& h : {ParseHostPort(o.session_advertise, &host, &port).ok() ? host : "", o.fabric_address}) {
+  for (const std::string& h : {ParseHostPort(o.session_advertise, &host, &port).ok() ? host : "", o.fabric.node}) {
     in6_addr addr;
     if (!h.empty() && (inet_pton(AF_INET, h.c_str(), &addr) == 1 || inet_pton(AF_INET6, h.c_str(), &addr) == 1) &&
         std::find(ips.begin(), ips.end(), h) == ips.end()) {
@@ -86,7 +86,7 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
   if (absl::Status s = ValidateAgentOptions(options); !s.ok()) return s;
   std::unique_ptr<AgentApp> app(new AgentApp(std::move(options)));
   const AgentOptions& o = app->options_;
-  absl::StatusOr<std::string> provider = fabric::ResolveProvider(o.fabric_provider, fabric::RdmaProbe::Default());
+  absl::StatusOr<std::string> provider = fabric::ResolveProvider(o.fabric.provider, fabric::RdmaProbe::Default());
   if (!provider.ok()) return absl::InvalidArgumentError(absl::StrCat("fabric.provider: ", provider.status().message()));
   app->provider_ = *provider;
 
@@ -99,12 +99,13 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Create(AgentOptions options,
   std::map<std::string, SessionDevice*> by_id;
   for (size_t i = 0; i < app->devices_.size(); ++i) by_id[app->devices_[i].id()] = app->backends_[i].get();
   SessionServerOptions so;
+  so.fabric = o.fabric;
   so.fabric.provider = app->provider_;
-  if (!o.fabric_address.empty()) so.fabric.node = o.fabric_address;
-  so.fabric.universe_size = static_cast<size_t>(o.fabric_universe_size);
+  if (so.fabric.node.empty()) so.fabric.node = fabric::LoopbackConfig().node;
   so.state_dir = o.state_dir;
   so.grace = o.session_grace;
   so.attach_timeout = o.attach_timeout;
+  so.throttle = o.session_throttle;
   so.metrics = &app->metrics_;
   // With TLS, workloads attach holding only the CA and their session key;
   // reservations must come from the plugin of the compute node (Start).
@@ -244,8 +245,8 @@ absl::Status AgentApp::Start() {
     session_endpoint_ = options_.session_advertise;
   } else if (!IsWildcardHost(host)) {
     session_endpoint_ = JoinHostPort(host, session_port_);
-  } else if (!options_.fabric_address.empty()) {
-    session_endpoint_ = JoinHostPort(options_.fabric_address, session_port_);
+  } else if (!options_.fabric.node.empty()) {
+    session_endpoint_ = JoinHostPort(options_.fabric.node, session_port_);
   } else {
     char name[256] = {};
     gethostname(name, sizeof(name) - 1);

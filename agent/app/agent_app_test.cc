@@ -70,8 +70,8 @@ class AgentAppTest : public ::testing::Test {
     o.session_listen = "127.0.0.1:0";
     o.http_listen = "127.0.0.1:0";
     o.state_dir = MakeTempDir("agent-app-state");
-    o.fabric_provider = "tcp;ofi_rxm";
-    o.fabric_address = "127.0.0.1";
+    o.fabric.provider = "tcp;ofi_rxm";
+    o.fabric.node = "127.0.0.1";
     EmuDevicesConfig emu;
     emu.count = 2;
     emu.pool = "emu";

@@ -76,12 +76,18 @@ absl::Status ReadAgentConfig(const nlohmann::json& config, const std::string& or
   int64_t attach = absl::ToInt64Seconds(options->attach_timeout);
   session.Int("attach_timeout_seconds", &attach, 1, 7 * 24 * 3600);
   options->attach_timeout = absl::Seconds(attach);
+  agent::ThrottleOptions& throttle = options->session_throttle;
+  int64_t throttle_mib = static_cast<int64_t>(throttle.bytes_per_second >> 20);
+  int64_t burst_mib = static_cast<int64_t>(throttle.burst_bytes >> 20);
+  int64_t throttle_nice = throttle.nice;
+  session.Int("throttle_mib_per_second", &throttle_mib, 1, 1 << 20);
+  session.Int("throttle_burst_mib", &burst_mib, 1, 1 << 20);
+  session.Int("throttle_nice", &throttle_nice, 0, 19);
+  throttle.bytes_per_second = static_cast<uint64_t>(throttle_mib) << 20;
+  throttle.burst_bytes = static_cast<uint64_t>(burst_mib) << 20;
+  throttle.nice = static_cast<int>(throttle_nice);
 
-  ConfigReader fabric_cfg = r.Object("fabric");
-  fabric_cfg.Enum("provider", {fabric::kAuto, fabric::kTcp, fabric::kVerbs, fabric::kShm},
-                  &options->fabric_provider);
-  fabric_cfg.String("address", &options->fabric_address);
-  fabric_cfg.Int("universe_size", &options->fabric_universe_size, 1, 1 << 20);
+  fabric::ReadFabricConfig(r.Object("fabric"), &options->fabric);
 
   ConfigReader inventory = r.Object("inventory");
   inventory.String("sysfs_root", &options->sysfs_root);
@@ -139,8 +145,8 @@ absl::Status ValidateAgentOptions(const AgentOptions& o) {
     errors.push_back(absl::StrCat("http.listen: \"", o.http_listen, "\": expected host:port"));
   }
   const std::vector<std::string> providers = {fabric::kAuto, fabric::kTcp, fabric::kVerbs, fabric::kShm};
-  if (std::find(providers.begin(), providers.end(), o.fabric_provider) == providers.end()) {
-    errors.push_back(absl::StrCat("fabric.provider: \"", o.fabric_provider,
+  if (std::find(providers.begin(), providers.end(), o.fabric.provider) == providers.end()) {
+    errors.push_back(absl::StrCat("fabric.provider: \"", o.fabric.provider,
                                   "\" is not one of auto, tcp;ofi_rxm, verbs;ofi_rxm, shm"));
   }
   int64_t emu_total = 0;
@@ -167,8 +173,8 @@ void AddServeFlags(FlagSet& flags, AgentOptions* o, ServeFlags* extra) {
   flags.String("session-advertise", &o->session_advertise,
                "host:port plugins dial (default: listen address, or fabric address + bound port)");
   flags.String("state-dir", &o->state_dir, "directory of the session checkpoint");
-  flags.String("fabric-provider", &o->fabric_provider, "auto, tcp;ofi_rxm, verbs;ofi_rxm or shm");
-  flags.String("fabric-address", &o->fabric_address, "interface address the data path binds (e.g. the pod IP)");
+  flags.String("fabric-provider", &o->fabric.provider, "auto, tcp;ofi_rxm, verbs;ofi_rxm or shm");
+  flags.String("fabric-address", &o->fabric.node, "interface address the data path binds (e.g. the pod IP)");
   flags.String("sysfs-root", &o->sysfs_root, "sysfs mount to inventory");
   flags.Bool("vfio", &o->vfio, "export the real functions the policy selects through VFIO (opt-in)");
   flags.Bool("vfio-allow-unbind", &o->vfio_allow_unbind,

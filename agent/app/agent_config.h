@@ -12,6 +12,8 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "agent/inventory/export_policy.h"
+#include "common/fabric/fabric.h"
+#include "agent/session/throttle.h"
 #include "common/flags.h"
 #include "common/tls_settings.h"
 #include "nlohmann/json.hpp"
@@ -45,10 +47,13 @@ struct AgentOptions {
   // does not tear the session down before the client is back.
   absl::Duration session_grace = absl::Seconds(30);
   absl::Duration attach_timeout = absl::Minutes(10);
+  // A session over its byte budget runs nicer (config session.throttle_*).
+  agent::ThrottleOptions session_throttle;
 
-  std::string fabric_provider = "auto";  // auto | tcp;ofi_rxm | verbs;ofi_rxm | shm
-  std::string fabric_address;            // interface address the data path binds
-  int64_t fabric_universe_size = 64;     // FabricConfig::universe_size
+  // The data path (config `fabric:`, fabric::ReadFabricConfig): provider
+  // auto | tcp;ofi_rxm | verbs;ofi_rxm | shm, `node` the interface address
+  // it binds (config `fabric.address`; empty: 127.0.0.1).
+  fabric::FabricConfig fabric;
 
   std::string sysfs_root = "/sys";
   // Opt-in: export the real functions the policy selects through VFIO

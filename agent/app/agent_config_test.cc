@@ -20,8 +20,8 @@ constexpr char kGood[] = R"(
 node: dev-a
 labels: {zone: z1}
 controller: {address: "ctl:7400", insecure: true}
-session: {listen: "0.0.0.0:7450", state_dir: /tmp, grace_seconds: 5}
-fabric: {provider: "tcp;ofi_rxm", address: 10.0.0.5}
+session: {listen: "0.0.0.0:7450", state_dir: /tmp, grace_seconds: 5, throttle_mib_per_second: 64, throttle_nice: 10}
+fabric: {provider: "tcp;ofi_rxm", address: 10.0.0.5, universe_size: 32, busy_poll_us: 20}
 inventory: {sysfs_root: /sys, vfio: false}
 export:
   rules:
@@ -40,8 +40,13 @@ TEST(AgentConfigTest, ReadsEverySection) {
   EXPECT_EQ(o.controller, "ctl:7400");
   EXPECT_TRUE(o.tls.insecure);
   EXPECT_EQ(o.session_grace, absl::Seconds(5));
-  EXPECT_EQ(o.fabric_provider, "tcp;ofi_rxm");
-  EXPECT_EQ(o.fabric_address, "10.0.0.5");
+  EXPECT_EQ(o.session_throttle.bytes_per_second, uint64_t{64} << 20);
+  EXPECT_EQ(o.session_throttle.burst_bytes, uint64_t{16} << 20);  // default
+  EXPECT_EQ(o.session_throttle.nice, 10);
+  EXPECT_EQ(o.fabric.provider, "tcp;ofi_rxm");
+  EXPECT_EQ(o.fabric.node, "10.0.0.5");
+  EXPECT_EQ(o.fabric.universe_size, 32u);
+  EXPECT_EQ(o.fabric.busy_poll, absl::Microseconds(20));
   ASSERT_EQ(o.export_policy.rules().size(), 1u);
   EXPECT_EQ(o.export_policy.rules()[0].pool, "nvme");
   ASSERT_EQ(o.emu.size(), 1u);
@@ -69,7 +74,7 @@ TEST(AgentConfigTest, BadProviderIsNamed) {
   f.controller = "c:1";
   f.tls.insecure = true;
   f.emu = {EmuDevicesConfig{}};
-  f.fabric_provider = "udp";
+  f.fabric.provider = "udp";
   s = ValidateAgentOptions(f);
   EXPECT_NE(s.message().find("fabric.provider: \"udp\""), std::string::npos) << s;
 }

@@ -1,7 +1,5 @@
 #include "agent/backends/emu_backend.h"
 
-#include <cstring>
-
 #include "absl/strings/str_format.h"
 #include "agent/backends/bar_access.h"
 
@@ -24,12 +22,7 @@ absl::Status EmuBackend::WriteRegister(uint16_t bar, uint64_t offset, uint8_t wi
 
 absl::Status EmuBackend::ReadBar(uint16_t bar, uint64_t offset, uint64_t len, uint8_t* out) {
   if (auto b = CheckBarRead(Bars(), bar, offset, len); !b.ok()) return b.status();
-  for (uint64_t at = 0; at < len; at += 4) {
-    absl::StatusOr<uint32_t> word = device_->Read32(offset + at);
-    if (!word.ok()) return word.status();
-    std::memcpy(out + at, &*word, 4);
-  }
-  return absl::OkStatus();
+  return device_->ReadBar0(offset, len, out);
 }
 
 absl::Status EmuBackend::Reset() {

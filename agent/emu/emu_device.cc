@@ -22,6 +22,18 @@ absl::StatusOr<uint32_t> EmuDevice::Read32(uint64_t offset) {
   return bar0_.Load32(offset);
 }
 
+absl::Status EmuDevice::ReadBar0(uint64_t offset, uint64_t len, uint8_t* out) {
+  if (offset % 4 != 0 || len % 4 != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("rpci-emu: unaligned read of %u bytes at 0x%x", len, offset));
+  }
+  if (!bar0_.Contains(offset, len)) {
+    return absl::OutOfRangeError(absl::StrFormat("rpci-emu: read of %u bytes at 0x%x beyond BAR0 (0x%x)", len,
+                                                 offset, kBar0Size));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return bar0_.Read(offset, out, len);
+}
+
 absl::Status EmuDevice::Write32(uint64_t offset, uint32_t value) {
   if (offset % 4 != 0) return absl::InvalidArgumentError(absl::StrFormat("rpci-emu: unaligned write at 0x%x", offset));
   if (!bar0_.Contains(offset, 4)) {

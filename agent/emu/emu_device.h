@@ -102,6 +102,10 @@ class EmuDevice {
   // writes; read-only registers ignore writes; DOORBELL reads 0.
   absl::StatusOr<uint32_t> Read32(uint64_t offset);
   absl::Status Write32(uint64_t offset, uint32_t value);
+  // BAR0 bytes [offset, offset + len) into `out`, whole registers, as one
+  // snapshot (one lock, where Read32 word by word takes it per register):
+  // what a session's mirror push reads after every job. Same errors as Read32.
+  absl::Status ReadBar0(uint64_t offset, uint64_t len, uint8_t* out);
 
   // Interrupts raised (cause bit set while unmasked) since the last call.
   std::vector<Interrupt> TakeInterrupts();

@@ -338,5 +338,24 @@ TEST(EmuWorkTest, AnErrorDoesNotStopLaterDescriptors) {
   EXPECT_EQ(irqs[1].data, 1u);
 }
 
+TEST(EmuDeviceTest, ReadBar0GivesWhatReadingEachRegisterGivesAndRefusesWhatRead32Refuses) {
+  EmuDevice dev(kDma);
+  Enable(dev);
+  Put(dev, 0, {kOpFill, kFlagInterrupt, 64, 0, 0x8000, 0, 0x5a});
+  Set(dev, kRegScratch, 0x12345678);
+  Set(dev, kRegDoorbell, 1);
+  std::vector<uint8_t> bulk(kBar0Size);
+  ASSERT_TRUE(dev.ReadBar0(0, bulk.size(), bulk.data()).ok());
+  for (uint64_t at = 0; at < kBar0Size; at += 4) {
+    uint32_t word = 0;
+    std::memcpy(&word, bulk.data() + at, 4);
+    ASSERT_EQ(word, Reg(dev, at)) << "register 0x" << std::hex << at;
+  }
+  uint8_t buf[8];
+  EXPECT_EQ(dev.ReadBar0(2, 4, buf).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(dev.ReadBar0(0, 6, buf).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(dev.ReadBar0(kBar0Size - 4, 8, buf).code(), absl::StatusCode::kOutOfRange);
+}
+
 }  // namespace
 }  // namespace rpci::agent::emu

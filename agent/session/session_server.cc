@@ -270,6 +270,13 @@ struct SessionServer::Session {
   // The client's BAR mirrors equal bar_buf (pushed this attach, no failed
   // push since): events may then carry only what changed (InlineEvent).
   bool mirror_pushed = false;
+  // Bytes pushed against the budget (SessionServerOptions::throttle), and
+  // the worker's nice value while throttled (worker_base_nice: before).
+  std::optional<ByteBudget> budget;
+  std::thread::id worker_id;
+  bool worker_niced = false;
+  int worker_base_nice = 0;
+  LogLimiter throttle_log{absl::Seconds(10)};
   uint64_t mirror_gen = 0;  // the mirror's seqlock word, last value written
   std::vector<std::vector<uint8_t>> bar_scratch;  // the BARs read now, to diff
 
@@ -301,6 +308,10 @@ SessionServer::SessionServer(SessionServerOptions options, GrantTable* grants,
   completions_ = &m.AddCounter("rpci_session_completions_total", "Completions delivered to clients").Get();
   push_failures_ = &m.AddCounter("rpci_session_completion_push_failures_total",
                                  "Completion pushes that failed (each is retried, and replayed on re-attach)").Get();
+  throttles_ = &m.AddCounter("rpci_session_throttled_total",
+                             "Times a session went over its byte budget and its worker was made nicer").Get();
+  throttled_bytes_ = &m.AddCounter("rpci_session_throttled_bytes_total",
+                                   "Bytes sessions pushed while over their byte budget").Get();
   open_gauge_ = &m.AddGauge("rpci_sessions_open", "Sessions currently open").Get();
 }
 
@@ -318,6 +329,9 @@ absl::Status SessionServer::Start() {
   // now (and pays libfabric's provider initialisation before any session).
   options_.fabric.service.clear();
   options_.fabric.max_queued = kInboxCapacity;
+  // Session endpoints carry frames only; buffers sized for more cost every
+  // endpoint's opening (page faults) and memory.
+  options_.fabric.max_message = session::kMaxFrameBytes;
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
   if (!fabric.ok()) return fabric.status();
   provider_ = (*fabric)->provider();
@@ -385,6 +399,15 @@ absl::Status SessionServer::OpenSessionFabric(Session& s) {
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
   absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint =
       fabric.ok() ? (*fabric)->OpenEndpoint() : absl::StatusOr<std::unique_ptr<fabric::Endpoint>>(fabric.status());
+  if (!endpoint.ok()) {
+    // Most often the agent's fabric port range is full (tcp: every endpoint
+    // listens on a port of it).
+    endpoint = absl::Status(endpoint.status().code(),
+                            absl::StrCat("session ", s.id.ToString(),
+                                         ": its fabric endpoint did not open (each session needs a free port in the "
+                                         "agent's fabric port range, FI_TCP_PORT_LOW_RANGE-FI_TCP_PORT_HIGH_RANGE): ",
+                                         endpoint.status().message()));
+  }
   if (endpoint.ok()) {
     std::lock_guard<std::mutex> lock(s.mu);
     std::lock_guard<std::mutex> flock(s.frames_mu);
@@ -570,7 +593,9 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
                    &nonce);
   if (!s.ok()) return ToGrpc(s.status());
   resp->set_session_id(req->resume_session_id());
+  const absl::Time wait_from = absl::Now();
   if (absl::Status st = (*s)->WaitFabric(kFabricWait); !st.ok()) return ToGrpc(st);
+  const absl::Duration waited = absl::Now() - wait_from;
   std::lock_guard<std::mutex> slock((*s)->mu);
   if ((*s)->device_state_lost) {
     refused_->Labels({"device_reset"}).Increment();
@@ -586,7 +611,8 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
     resp->set_agent_fabric_address((*s)->endpoint->address());
     return grpc::Status::OK;
   }
-  if (absl::Status st = Attach(**s, *req, nonce, resp); !st.ok()) {
+  AttachTimes times;
+  if (absl::Status st = Attach(**s, *req, nonce, resp, &times); !st.ok()) {
     refused_->Labels({"bad_attach"}).Increment();
     log_.Info("attach refused", {{"session", req->resume_session_id()}, {"reason", "bad_attach"},
                                  {"error", std::string(st.message())}});
@@ -594,7 +620,10 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   }
   log_.Info("session attached", {{"session", req->resume_session_id()},
                                  {"completions", (*s)->completion_seq},
-                                 {"replayed", (*s)->completion_seq - (*s)->client_consumed}});
+                                 {"replayed", (*s)->completion_seq - (*s)->client_consumed},
+                                 {"wait_endpoint_us", absl::ToInt64Microseconds(waited)},
+                                 {"register_us", absl::ToInt64Microseconds(times.register_regions)},
+                                 {"push_us", absl::ToInt64Microseconds(times.push)}});
   return grpc::Status::OK;
 }
 
@@ -694,7 +723,7 @@ absl::StatusOr<uint32_t> SessionServer::CheckClientRegions(const Session& s,
 }
 
 absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionRequest& req, const session::Nonce& nonce,
-                                   rpci::v1::OpenSessionResponse* resp) {
+                                   rpci::v1::OpenSessionResponse* resp, AttachTimes* times) {
   // Validate the client's regions against the device before touching anything.
   std::vector<RegionDesc> client;
   for (const rpci::v1::Region& r : req.client_regions()) {
@@ -738,7 +767,9 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   }
   s.delivered = s.client_consumed;
   s.comp_capacity = *cap;
+  const absl::Time register_from = absl::Now();
   if (absl::Status st = RegisterRegions(s); !st.ok()) return st;
+  times->register_regions = absl::Now() - register_from;
   // The client finds every other region through the anchor record.
   ToProto(s.local.back(), resp->add_agent_regions());
   resp->set_completions(s.completion_seq);
@@ -754,8 +785,10 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   // one it had (as of its last completion).
   if (!resuming) {
     s.resync = s.await_frame = false;
+    const absl::Time push_from = absl::Now();
     if (absl::Status st = PushMirrors(s); !st.ok()) return st;
     PushCompletions(s, false);
+    times->push = absl::Now() - push_from;
     return absl::OkStatus();
   }
   s.resync = s.await_frame = true;
@@ -999,13 +1032,17 @@ void SessionServer::HandleFrame(Session& s, const fabric::Endpoint& from, const 
 }
 
 void SessionServer::WorkLoop(Session& s) {
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.worker_id = std::this_thread::get_id();
+  }
   if (!OpenSessionFabric(s).ok()) {
     std::unique_lock<std::mutex> lock(s.signal_mu);
     s.signal_cv.wait(lock, [&] { return s.stop_worker; });
     return;
   }
   std::shared_ptr<fabric::Endpoint> ep;
-  uint64_t dropped_seen = 0;
+  uint64_t dropped_seen = 0, client_dropped_seen = 0;
   while (true) {
     bool interrupt = false;
     {
@@ -1023,6 +1060,7 @@ void SessionServer::WorkLoop(Session& s) {
     if (std::shared_ptr<fabric::Endpoint> now = s.CurrentEndpoint(); now != ep) {
       ep = std::move(now);
       dropped_seen = ep ? ep->dropped_messages() : 0;
+      client_dropped_seen = ep ? ClientDrops(s, *ep) : 0;
     }
     if (ep == nullptr) return;  // the session's fabric is closed
     // A failed push is retried (as an interrupt's push) until it goes
@@ -1033,10 +1071,17 @@ void SessionServer::WorkLoop(Session& s) {
       std::lock_guard<std::mutex> lock(s.signal_mu);
       s.interrupt_pending = true;
     }
-    // Frames the endpoint dropped while this worker was busy (a flood).
+    // Frames the endpoint dropped while this worker was busy (a flood): the
+    // attached client's own apart from everyone else's.
     if (const uint64_t dropped = ep->dropped_messages(); dropped > dropped_seen) {
-      refused_->Labels({"inbox_full"}).Increment(static_cast<double>(dropped - dropped_seen));
+      const uint64_t client = ClientDrops(s, *ep);
+      const uint64_t own = std::min(client - client_dropped_seen, dropped - dropped_seen);
+      if (own > 0) refused_->Labels({"inbox_full_client"}).Increment(static_cast<double>(own));
+      if (dropped - dropped_seen > own) {
+        refused_->Labels({"inbox_full"}).Increment(static_cast<double>(dropped - dropped_seen - own));
+      }
       dropped_seen = dropped;
+      client_dropped_seen = client;
     }
     if (m.ok()) {
       HandleFrame(s, *ep, *m);
@@ -1045,6 +1090,11 @@ void SessionServer::WorkLoop(Session& s) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
+}
+
+uint64_t SessionServer::ClientDrops(Session& s, const fabric::Endpoint& ep) {
+  std::lock_guard<std::mutex> lock(s.mu);
+  return s.attached ? ep.dropped_messages_from(s.peer) : 0;
 }
 
 void SessionServer::StartWorker(Session& s) {
@@ -1223,6 +1273,7 @@ void SessionServer::PushCompletions(Session& s, bool always) {
       if (!s.frames.has_value()) return;
       event = s.frames->Seal(FrameType::kEvent, s.gate.applied(), upto, payload);
     }
+    Budget(s, segs);
     st = segs.empty() ? s.endpoint->Send(s.peer, event) : s.endpoint->WriteAndSend(s.peer, segs, event);
   }
   const bool failing_before = s.push_failed.exchange(!st.ok());
@@ -1260,6 +1311,7 @@ absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp
 absl::Status SessionServer::PushMirrors(Session& s) {
   std::vector<fabric::RmaOp> segs;
   absl::Status st = MirrorSegments(s, &segs);
+  if (st.ok()) Budget(s, segs);
   if (st.ok()) st = WriteInOrder(s, segs);
   s.mirror_pushed = st.ok();
   if (!st.ok()) log_.Warn("mirror push failed", {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
@@ -1378,6 +1430,46 @@ absl::Status SessionServer::WrapMirrorPush(Session& s, std::vector<fabric::RmaOp
   segs->insert(segs->begin() + static_cast<std::ptrdiff_t>(first + 1 + bar_segs),
                {s.comp_mr.get(), session::kRingMirrorGenOffset + 8, 8, target, ring->key});
   return absl::OkStatus();
+}
+
+void SessionServer::Budget(Session& s, const std::vector<fabric::RmaOp>& segs) {
+  const ThrottleOptions& t = options_.throttle;
+  if (t.nice <= 0) return;
+  uint64_t bytes = 0;
+  for (const fabric::RmaOp& op : segs) bytes += op.length;
+  const absl::Time now = options_.clock->Now();
+  if (!s.budget.has_value()) s.budget.emplace(t.bytes_per_second, t.burst_bytes, now);
+  const bool was = s.budget->throttled();
+  const bool throttled = s.budget->Spend(bytes, now);
+  if (throttled) throttled_bytes_->Increment(static_cast<double>(bytes));
+  if (throttled && !was) throttles_->Increment();
+  if (throttled != was) {
+    if (uint64_t held = 0; s.throttle_log.Allow(now, &held)) {
+      log_.Info(throttled ? "session throttled: over its byte budget, its worker runs nicer"
+                          : "session no longer throttled",
+                {{"session", s.id.ToString()}, {"bytes_per_second", t.bytes_per_second},
+                 {"burst_bytes", t.burst_bytes}, {"nice", t.nice}, {"suppressed", held}});
+    }
+  }
+  if (std::this_thread::get_id() == s.worker_id && throttled != s.worker_niced) SetWorkerNice(s, throttled);
+}
+
+void SessionServer::SetWorkerNice(Session& s, bool throttled) {
+  if (throttled) {
+    absl::StatusOr<int> base = ThreadNice();
+    if (!base.ok()) return;
+    s.worker_base_nice = *base;
+    s.worker_niced = SetThreadNice(std::min(19, *base + options_.throttle.nice)).ok();
+    return;
+  }
+  // Without CAP_SYS_NICE (or RLIMIT_NICE) the worker stays nicer for the
+  // rest of the session.
+  if (absl::Status st = SetThreadNice(s.worker_base_nice); st.ok()) {
+    s.worker_niced = false;
+  } else if (uint64_t held = 0; s.throttle_log.Allow(options_.clock->Now(), &held)) {
+    log_.Warn("throttled session's worker cannot be made less nice again",
+              {{"session", s.id.ToString()}, {"error", std::string(st.message())}});
+  }
 }
 
 absl::Status SessionServer::WriteInOrder(Session& s, const std::vector<fabric::RmaOp>& segs) {

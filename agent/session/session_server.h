@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/session/session_device.h"
+#include "agent/session/throttle.h"
 #include "common/clock.h"
 #include "common/fabric/fabric.h"
 #include "common/log.h"
@@ -88,6 +89,10 @@ struct SessionServerOptions {
   // (common/tls.h, ClientCertPolicy::kRequestAndVerifyIfPresent); attaching
   // and closing stay authorized by the session key alone.
   bool require_plugin_certificate = false;
+  // A session that pushes more than this budget (mirrors, device-written DMA,
+  // completions) is throttled: its worker runs nicer until it is under
+  // budget again (agent/session/throttle.h).
+  ThrottleOptions throttle;
   Clock* clock = Clock::Real();
   MetricsRegistry* metrics = nullptr;  // required
 };
@@ -156,8 +161,14 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void Describe(const Session& s, rpci::v1::OpenSessionResponse* resp) const;
   // The completion ring's capacity once the client's regions fit the device.
   absl::StatusOr<uint32_t> CheckClientRegions(const Session& s, const std::vector<session::RegionDesc>& client) const;
+  // How long an attach's own steps took (its log line says; bench:session
+  // reports them).
+  struct AttachTimes {
+    absl::Duration register_regions;
+    absl::Duration push;  // the mirrors, to a new client (a resuming one gets them later)
+  };
   absl::Status Attach(Session& s, const rpci::v1::OpenSessionRequest& req, const session::Nonce& nonce,
-                      rpci::v1::OpenSessionResponse* resp);
+                      rpci::v1::OpenSessionResponse* resp, AttachTimes* times);
   // Registers this attach's agent-side regions and writes the anchor record
   // naming them (s.local, anchor last).
   absl::Status RegisterRegions(Session& s);
@@ -173,6 +184,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // peer, MAC and counter) and applies it (ProcessFrame, mu held).
   void HandleFrame(Session& s, const fabric::Endpoint& from, const fabric::Message& message);
   void StartWorker(Session& s);
+  // Frames from the attached client that `ep` dropped (its queue for them
+  // was full); 0 while nothing is attached.
+  uint64_t ClientDrops(Session& s, const fabric::Endpoint& ep);
   void WorkLoop(Session& s);
   void ProcessFrame(Session& s, const session::Frame& frame);
   void MapFromDevice(Session& s, uint64_t offset, uint64_t len);
@@ -194,6 +208,10 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
                      std::vector<fabric::RmaOp>* segs);
   // Puts the mirror's seqlock writes (odd, even) around segs[first..].
   absl::Status WrapMirrorPush(Session& s, std::vector<fabric::RmaOp>* segs, size_t first);
+  // Spends `segs`' bytes from the session's budget (mu held); on its worker,
+  // makes the thread nicer while the session is throttled, and back.
+  void Budget(Session& s, const std::vector<fabric::RmaOp>& segs);
+  void SetWorkerNice(Session& s, bool throttled);
   // One ordered batch, or one write after another without ordered writes.
   absl::Status WriteInOrder(Session& s, const std::vector<fabric::RmaOp>& segs);
   // Waits on the attached sessions' device interrupt fds and pushes their
@@ -231,6 +249,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   Counter* mmio_applied_;
   Counter* completions_;
   Counter* push_failures_;
+  Counter* throttles_;
+  Counter* throttled_bytes_;
   Gauge* open_gauge_;
 
   mutable std::mutex mu_;

@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -22,6 +24,7 @@
 #include "client/session_client.h"
 #include "common/fabric/fabric.h"
 #include "common/testing/exposition_format.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/temp_dir.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -66,6 +69,8 @@ class SessionTest : public ::testing::Test {
     opts.metrics = &metrics_;
     opts.grace = grace;
     opts.attach_timeout = attach_timeout_;
+    opts.throttle = throttle_;
+    opts.clock = clock_;
     auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", second ? second : emu_.get()}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -207,6 +212,12 @@ class SessionTest : public ::testing::Test {
   }
   double Completions() { return Counted("rpci_session_completions_total"); }
 
+  double Metric(const std::string& name) {
+    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
+    if (!parsed.ok()) return -1;
+    auto v = parsed->Value(name, {});
+    return v.ok() ? *v : 0;
+  }
   double Refused(const std::string& reason) {
     auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
     if (!parsed.ok()) return -1;
@@ -216,6 +227,8 @@ class SessionTest : public ::testing::Test {
 
   std::string state_dir_;
   absl::Duration attach_timeout_ = absl::Minutes(10);
+  ThrottleOptions throttle_;
+  Clock* clock_ = Clock::Real();
   int port_ = 0;
   MetricsRegistry metrics_;
   GrantTable grants_;
@@ -832,8 +845,9 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
 }
 
 // Frames sent to a session's endpoint while its worker is busy wait in that
-// endpoint's bounded queue (256); the rest are dropped and counted, and only
-// that session's memory is at stake.
+// endpoint's bounded queue (256 per sender, every stranger counted as one);
+// the rest are dropped and counted, only that session's memory is at stake,
+// and the flood does not crowd out the attached client's own frames.
 TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
   SlowDevice slow(absl::Seconds(2));
   StopServer();
@@ -850,16 +864,102 @@ TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
   Logger::SetSink(&log);
   auto restore_log = absl::MakeCleanup([] { Logger::SetSink(&std::cerr); });
   for (int i = 0; i < 600; ++i) ASSERT_TRUE(rogue.Send("not a frame " + std::to_string(i)).ok());
+  // The client's kick (and any heartbeat) lands in its own share of the
+  // queue: applied once the worker is free, none dropped.
+  ASSERT_TRUE(a->Write(0, 0x44, 4, 0x1234).ok());
   ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
+  uint32_t applied = 0;
+  ASSERT_TRUE(slow.ReadBar(0, 0x44, 4, reinterpret_cast<uint8_t*>(&applied)).ok());
+  EXPECT_EQ(applied, 0x1234u);
   WaitForRefused({{"inbox_full", 344}, {"malformed", 256}});
-  EXPECT_EQ(Refused("inbox_full"), 600 - 256);
+  EXPECT_EQ(Refused("inbox_full"), 600 - 256);  // the stranger's, exactly
   EXPECT_EQ(Refused("malformed"), 256);
+  EXPECT_EQ(Refused("inbox_full_client"), 0);
   // Counted each, but logged at most once a second: the flood does not flood the log.
   std::istringstream lines(log.str());
   int refusal_lines = 0;
   for (std::string line; std::getline(lines, line);) refusal_lines += line.find("\"frame refused\"") != std::string::npos;
   EXPECT_GE(refusal_lines, 1);
   EXPECT_LE(refusal_lines, 4) << log.str();
+}
+
+// The attached client's own frames beyond its share of the queue are
+// dropped too, and counted apart (inbox_full_client), so an operator can
+// tell a tenant that floods its own session from a stranger.
+TEST_F(SessionTest, AClientsOwnFramesBeyondItsShareAreCountedApartFromStrangers) {
+  SlowDevice slow(absl::Seconds(2));
+  StopServer();
+  StartServer(absl::Seconds(10), &slow);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+  auto a = Attach(nullptr, "g-emu", /*heartbeat=*/absl::Minutes(5));  // no frame but the test's
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(a->Write(0, 0x40, 4, SlowDevice::kSlowValue).ok());
+  ASSERT_TRUE(a->Flush().ok());
+  absl::SleepFor(absl::Milliseconds(100));  // the worker is inside the slow write
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(a->MapFromDevice(0, 4096).ok());
+  ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
+  WaitForRefused({{"inbox_full_client", 300 - 256}});
+  EXPECT_EQ(Refused("inbox_full_client"), 300 - 256);
+  EXPECT_EQ(Refused("inbox_full"), 0);
+}
+
+// Threads of this process whose nice value is `nice` (/proc/self/task/*/stat,
+// field 19).
+int ThreadsAtNice(int nice) {
+  int n = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 19 && fields >> field; ++i) {
+      if (i == 19 && field == std::to_string(nice)) ++n;
+    }
+  }
+  return n;
+}
+
+// A session that pushes more than its byte budget is throttled: counted,
+// logged, and its worker (only its) runs nicer until the budget has filled up
+// again; a session that only rings doorbells never is. Counted against a
+// manual clock, so nothing refills while the test runs unless it says so.
+TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndAQuietOneDoesNot) {
+  ManualClock clock;
+  throttle_ = {/*bytes_per_second=*/1 << 20, /*burst_bytes=*/3 << 19, /*nice=*/7};  // 1 MiB/s, 1.5 MiB
+  clock_ = &clock;
+  TestDevice quiet_device;
+  StopServer();
+  StartServer(absl::Seconds(10), &quiet_device);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `clock` and `quiet_device` go
+  const int base = *ThreadNice();
+  const int niced = std::min(19, base + 7);
+  ASSERT_EQ(ThreadsAtNice(niced), 0);
+  auto flood = Attach(nullptr, "g1");
+  auto quiet = Attach(nullptr, "g-emu");
+  ASSERT_NE(flood, nullptr);
+  ASSERT_NE(quiet, nullptr);
+  ASSERT_TRUE(flood->MapFromDevice(0, flood->dma_size()).ok());  // 1 MiB pushed with each completion
+  auto ring = [](client::SessionClient& c, uint64_t i) {
+    ASSERT_TRUE(c.Write(0, TestDevice::kDoorbell, 8, i).ok());
+    ASSERT_TRUE(c.WaitCompletion(absl::Seconds(5)).ok());
+  };
+  for (uint64_t i = 0; i < 20; ++i) ring(*quiet, i);
+  EXPECT_EQ(Metric("rpci_session_throttled_total"), 0);
+  ring(*flood, 1);  // the burst, spent
+  EXPECT_EQ(Metric("rpci_session_throttled_total"), 0);
+  ring(*flood, 2);  // past it
+  EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);
+  EXPECT_GE(Metric("rpci_session_throttled_bytes_total"), 1 << 20);
+  EXPECT_EQ(ThreadsAtNice(niced), 1);  // the flooding session's worker
+  for (uint64_t i = 20; i < 40; ++i) ring(*quiet, i);
+  ring(*flood, 3);
+  EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);  // still the same throttling
+  EXPECT_EQ(ThreadsAtNice(niced), 1);
+  // Once the budget has filled up again, the worker runs as before.
+  clock.Advance(absl::Seconds(5));
+  ring(*flood, 4);
+  EXPECT_EQ(ThreadsAtNice(niced), 0);
+  EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);
 }
 
 TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {

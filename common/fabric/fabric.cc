@@ -229,6 +229,7 @@ class EndpointImpl : public Endpoint {
   bool reports_sender() const override { return reports_sender_; }
   void Wake() override;
   uint64_t dropped_messages() const override { return dropped_.load(); }
+  uint64_t dropped_messages_from(PeerId sender) const override;
   void Shutdown() override;
   uint64_t failed_ops() const override { return failed_ops_.load(); }
 
@@ -267,6 +268,9 @@ class EndpointImpl : public Endpoint {
   // handled (or the read's negative return).
   ssize_t Poll(int wait_ms);
   void Complete(void* context, int err, std::string detail, size_t len, fi_addr_t sender);
+  // A received message (in receive slot `slot`) into the inbox, or dropped
+  // and counted when `from` has max_queued waiting there (mu_ held).
+  void Queue(size_t slot, size_t len, PeerId from);
   // Caller-driven progress: the waiting caller becomes the one thread that
   // reads the completion queue (polling for config_.busy_poll, then blocking
   // in short fi_cq_sread calls) until done() or `deadline`; other waiters
@@ -296,6 +300,7 @@ class EndpointImpl : public Endpoint {
   std::unordered_map<void*, std::shared_ptr<Op>> outstanding_;  // by &op->ctx
   std::deque<Message> inbox_;
   std::atomic<size_t> inbox_size_{0};  // inbox_.size(), for leading callers
+  std::unordered_map<PeerId, size_t> queued_by_sender_;  // messages in inbox_ per sender (under mu_)
   std::atomic<bool> woken_{false};
   std::vector<size_t> free_send_slots_;
   std::vector<Op*> reposts_;  // receives the provider refused (EAGAIN), retried
@@ -307,6 +312,8 @@ class EndpointImpl : public Endpoint {
   std::atomic<bool> stop_{false};  // set under mu_, so waiters see it
   std::atomic<uint64_t> failed_ops_{0};
   std::atomic<uint64_t> dropped_{0};
+  mutable std::mutex dropped_mu_;
+  std::unordered_map<PeerId, uint64_t> dropped_by_sender_;  // under dropped_mu_
   std::thread progress_;
 };
 
@@ -386,16 +393,7 @@ void EndpointImpl::Complete(void* context, int err, std::string detail, size_t l
   if (it == outstanding_.end()) return;
   Op* op = it->second.get();
   if (op->is_recv) {
-    if (err == 0 && config_.max_queued != 0 && inbox_.size() >= config_.max_queued) {
-      dropped_.fetch_add(1);
-    } else if (err == 0) {
-      Message m;
-      m.bytes.assign(reinterpret_cast<const char*>(&core_->recv_pool[op->slot * config_.max_message]),
-                     std::min(len, config_.max_message));
-      m.from = reports_sender_ ? static_cast<PeerId>(sender) : kUnknownPeer;
-      inbox_.push_back(std::move(m));
-      inbox_size_.store(inbox_.size());
-    }
+    if (err == 0) Queue(op->slot, len, reports_sender_ ? static_cast<PeerId>(sender) : kUnknownPeer);
     if (err != FI_ECANCELED) reposts_.push_back(op);
     return;
   }
@@ -406,6 +404,29 @@ void EndpointImpl::Complete(void* context, int err, std::string detail, size_t l
   if (op->slot != kNoSlot) free_send_slots_.push_back(op->slot);
   if (err != 0) failed_ops_.fetch_add(1);
   outstanding_.erase(it);
+}
+
+void EndpointImpl::Queue(size_t slot, size_t len, PeerId from) {
+  size_t& queued = queued_by_sender_[from];
+  if (config_.max_queued != 0 && queued >= config_.max_queued) {
+    dropped_.fetch_add(1);
+    std::lock_guard<std::mutex> lock(dropped_mu_);
+    ++dropped_by_sender_[from];
+    return;
+  }
+  Message m;
+  m.bytes.assign(reinterpret_cast<const char*>(&core_->recv_pool[slot * config_.max_message]),
+                 std::min(len, config_.max_message));
+  m.from = from;
+  inbox_.push_back(std::move(m));
+  inbox_size_.store(inbox_.size());
+  ++queued;
+}
+
+uint64_t EndpointImpl::dropped_messages_from(PeerId sender) const {
+  std::lock_guard<std::mutex> lock(dropped_mu_);
+  auto it = dropped_by_sender_.find(sender);
+  return it == dropped_by_sender_.end() ? 0 : it->second;
 }
 
 ssize_t EndpointImpl::ReadCompletions(fi_cq_data_entry* entries, fi_addr_t* senders, int wait_ms) {
@@ -856,6 +877,9 @@ absl::StatusOr<Message> EndpointImpl::Take(absl::Duration timeout, bool wakeable
       Message message = std::move(inbox_.front());
       inbox_.pop_front();
       inbox_size_.store(inbox_.size());
+      if (auto q = queued_by_sender_.find(message.from); q != queued_by_sender_.end() && --q->second == 0) {
+        queued_by_sender_.erase(q);
+      }
       return message;
     }
     if (stop_.load()) return ShutDownError("recv");
@@ -935,11 +959,17 @@ class FabricImpl : public Fabric {
 // agent_rss_mb_per_session 5.8 -> 3.2 MB). Sized for the first config
 // opened; an operator's own setting wins.
 constexpr size_t kRxmContextSize = 256;
+// Room for rxm's own packet header in an eager buffer, so a message of
+// max_message bytes still goes eagerly. The pool of eager buffers is built
+// (and its pages touched) when the first endpoint is enabled: sessions carry
+// frames of at most 1080 bytes, and 4 KiB buffers cost the process's first
+// attach ~500 more page faults (docs/benchmarks.md, "Attach").
+constexpr size_t kRxmHeaderRoom = 256;
 
 void SizeRxmBuffers(const FabricConfig& config) {
   static std::once_flag once;
   std::call_once(once, [&config] {
-    const std::string buffer = std::to_string(std::max<size_t>(config.max_message, 4096));
+    const std::string buffer = std::to_string(config.max_message + kRxmHeaderRoom);
     setenv("FI_OFI_RXM_BUFFER_SIZE", buffer.c_str(), /*overwrite=*/0);
     setenv("FI_OFI_RXM_MSG_RX_SIZE", std::to_string(kRxmPostedReceives).c_str(), 0);
     setenv("FI_OFI_RXM_TX_SIZE", std::to_string(kRxmContextSize).c_str(), 0);

@@ -73,18 +73,23 @@ struct FabricConfig {
   // after). Zero by default: on a shared 2-core machine polling callers
   // made the fabric ping-pong slower (docs/benchmarks.md).
   absl::Duration busy_poll = absl::ZeroDuration();
-  // Received messages an endpoint keeps for Recv/RecvFrom; more are dropped
-  // and counted (Endpoint::dropped_messages), so a peer that floods an
-  // endpoint whose owner is busy costs bounded memory. 0: no limit.
+  // Received messages an endpoint keeps for Recv/RecvFrom from one sender
+  // (every sender not inserted counts as one, kUnknownPeer; so do all
+  // senders where reports_sender() is false); more from that sender are
+  // dropped and counted (Endpoint::dropped_messages), so a peer that floods
+  // an endpoint whose owner is busy costs bounded memory and cannot crowd
+  // out another sender's messages. 0: no limit.
   size_t max_queued = 0;
 };
 
 // tcp;ofi_rxm bound to 127.0.0.1: single-host setups and tests.
 FabricConfig LoopbackConfig();
 
-// Reads `provider`, `node`, `service`, `op_timeout_ms`, `max_message`,
-// `recv_depth`, `universe_size` and `busy_poll_us` from a config object (e.g. the `fabric:` section). Absent keys
-// keep `config`'s values; errors are recorded in `reader`.
+// Reads the `fabric:` section of the agent's config (docs/agent.md):
+// `provider`, `address` (into `node`), `universe_size` and `busy_poll_us`.
+// Absent keys keep `config`'s values; errors are recorded in `reader`. The
+// port stays ephemeral (each session opens its own endpoint) and message
+// sizes stay as both ends of a session expect them.
 void ReadFabricConfig(ConfigReader reader, FabricConfig* config);
 
 // Whether this host has an RDMA port that is up. The default asks rdma-core
@@ -262,8 +267,11 @@ class Endpoint {
   // message is queued (which then takes the wake-up's place): another
   // thread's way to get the receiver's attention.
   virtual void Wake() = 0;
-  // Messages dropped because FabricConfig::max_queued were waiting.
+  // Messages dropped because FabricConfig::max_queued from their sender
+  // were waiting; and of those, the ones from `sender` (as RecvFrom would
+  // have named it: kUnknownPeer for senders never inserted).
   virtual uint64_t dropped_messages() const = 0;
+  virtual uint64_t dropped_messages_from(PeerId sender) const = 0;
 
   // Stops the progress thread and wakes every waiter: operations in progress
   // or started later fail with CANCELLED, and peers' accesses to our regions

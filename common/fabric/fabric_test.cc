@@ -92,9 +92,7 @@ TEST(ResolveProviderTest, UnknownProviderIsInvalidArgument) {
 }
 
 TEST(ReadFabricConfigTest, ReadsEveryKeyAndRejectsBadValues) {
-  auto json = ParseConfigText("provider: shm\nnode: 10.0.0.1\nservice: '7000'\nop_timeout_ms: 250\n"
-                              "max_message: 512\nrecv_depth: 8\n",
-                              "fabric.yaml");
+  auto json = ParseConfigText("provider: shm\naddress: 10.0.0.1\nuniverse_size: 16\nbusy_poll_us: 30\n", "fabric.yaml");
   ASSERT_TRUE(json.ok());
   ConfigReader reader(*json, "fabric.yaml");
   FabricConfig config;
@@ -102,19 +100,18 @@ TEST(ReadFabricConfigTest, ReadsEveryKeyAndRejectsBadValues) {
   ASSERT_TRUE(reader.Finish().ok()) << reader.Finish();
   EXPECT_EQ(config.provider, kShm);
   EXPECT_EQ(config.node, "10.0.0.1");
-  EXPECT_EQ(config.service, "7000");
-  EXPECT_EQ(config.op_timeout, absl::Milliseconds(250));
-  EXPECT_EQ(config.max_message, 512u);
-  EXPECT_EQ(config.recv_depth, 8u);
+  EXPECT_EQ(config.universe_size, 16u);
+  EXPECT_EQ(config.busy_poll, absl::Microseconds(30));
 
-  auto bad = ParseConfigText("provider: udp\nrecv_depth: 0\n", "bad.yaml");
+  auto bad = ParseConfigText("provider: udp\nuniverse_size: 0\nservice: '7000'\n", "bad.yaml");
   ConfigReader bad_reader(*bad, "bad.yaml");
   FabricConfig unchanged;
   ReadFabricConfig(bad_reader, &unchanged);
   absl::Status s = bad_reader.Finish();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("provider"), std::string::npos);
-  EXPECT_NE(s.message().find("recv_depth"), std::string::npos);
+  EXPECT_NE(s.message().find("universe_size"), std::string::npos);
+  EXPECT_NE(s.message().find("service"), std::string::npos) << "not a key of the section";
 }
 
 TEST(FabricTest, EndpointBindsToTheConfiguredAddress) {
@@ -271,8 +268,45 @@ TEST(FabricTest, MessagesBeyondMaxQueuedAreDroppedAndCounted) {
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(p.a->Send(p.b_from_a, "m" + std::to_string(i)).ok());
   for (int i = 0; i < 100 && p.b->dropped_messages() < 6; ++i) absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(p.b->dropped_messages(), 6u);
+  EXPECT_EQ(p.b->dropped_messages_from(p.a_from_b), 6u);
+  EXPECT_EQ(p.b->dropped_messages_from(kUnknownPeer), 0u);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(p.b->Recv(absl::Seconds(1)).value_or(""), "m" + std::to_string(i));
   EXPECT_EQ(p.b->Recv(absl::Milliseconds(50)).status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+// The bound is per sender: a stranger (never inserted) that fills its share
+// of the queue does not push out a known peer's messages, and each sender's
+// drops are counted apart.
+TEST(FabricTest, AFloodingSenderFillsOnlyItsOwnShareOfTheQueue) {
+  FabricConfig config = TestConfig();
+  config.max_queued = 4;
+  Pair p = Connect(config);
+  ASSERT_NE(p.b, nullptr);
+  ASSERT_TRUE(p.b->reports_sender());
+  auto stranger_fabric = Fabric::Open(config);
+  ASSERT_TRUE(stranger_fabric.ok()) << stranger_fabric.status();
+  auto stranger = (*stranger_fabric)->OpenEndpoint();
+  ASSERT_TRUE(stranger.ok()) << stranger.status();
+  PeerId to_b = *(*stranger)->InsertPeer(p.b->address());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE((*stranger)->Send(to_b, "flood" + std::to_string(i)).ok());
+  for (int i = 0; i < 100 && p.b->dropped_messages() < 6; ++i) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_EQ(p.b->dropped_messages_from(kUnknownPeer), 6u);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(p.a->Send(p.b_from_a, "known" + std::to_string(i)).ok());
+  int known = 0, flood = 0;
+  for (int i = 0; i < 7; ++i) {
+    absl::StatusOr<Message> m = p.b->RecvFrom(absl::Seconds(2));
+    ASSERT_TRUE(m.ok()) << m.status();
+    if (m->from == p.a_from_b) {
+      EXPECT_EQ(m->bytes, "known" + std::to_string(known++));
+    } else {
+      EXPECT_EQ(m->from, kUnknownPeer);
+      EXPECT_EQ(m->bytes, "flood" + std::to_string(flood++));
+    }
+  }
+  EXPECT_EQ(known, 3);
+  EXPECT_EQ(flood, 4);
+  EXPECT_EQ(p.b->dropped_messages_from(p.a_from_b), 0u);
+  EXPECT_EQ(p.b->dropped_messages(), 6u);
 }
 
 TEST(FabricTest, RecvTimesOutWhenNothingArrives) {

@@ -59,17 +59,7 @@ FabricConfig LoopbackConfig() {
 
 void ReadFabricConfig(ConfigReader reader, FabricConfig* config) {
   reader.Enum("provider", {kAuto, kTcp, kVerbs, kShm}, &config->provider);
-  reader.String("node", &config->node);
-  reader.String("service", &config->service);
-  int64_t timeout_ms = absl::ToInt64Milliseconds(config->op_timeout);
-  reader.Int("op_timeout_ms", &timeout_ms, 1, 3600 * 1000);
-  config->op_timeout = absl::Milliseconds(timeout_ms);
-  int64_t max_message = static_cast<int64_t>(config->max_message);
-  reader.Int("max_message", &max_message, 1, 1 << 20);
-  config->max_message = static_cast<size_t>(max_message);
-  int64_t recv_depth = static_cast<int64_t>(config->recv_depth);
-  reader.Int("recv_depth", &recv_depth, 1, 4096);
-  config->recv_depth = static_cast<size_t>(recv_depth);
+  reader.String("address", &config->node);
   int64_t universe = static_cast<int64_t>(config->universe_size);
   reader.Int("universe_size", &universe, 1, 1 << 20);
   config->universe_size = static_cast<size_t>(universe);

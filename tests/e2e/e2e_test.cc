@@ -30,6 +30,7 @@
 #include "common/testing/temp_dir.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/harness/deployment.h"
 #include "tests/harness/job_summary.h"
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
@@ -55,8 +56,6 @@ std::string LogLevel() {
   const char* level = getenv("RPCI_E2E_LOG_LEVEL");
   return level != nullptr ? level : "warn";
 }
-
-std::string Abs(const std::string& runfile) { return std::filesystem::absolute(runfile).string(); }
 
 
 // `response` with device 0's session id replaced: what a workload that
@@ -92,13 +91,13 @@ class EndToEndTest : public ::testing::Test {
     std::string why;
     if (!CanUseNetworkNamespaces(&why)) GTEST_SKIP() << why;
     dir_ = MakeTempDir("rpci-e2e", TempDirUse::kSockets);
-    for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs", "bin"}) {
-      std::filesystem::create_directories(dir_ + "/" + d);
-    }
+    deploy_ = DeploymentDir(dir_);
+    ASSERT_TRUE(deploy_.Create().ok());
+    std::filesystem::create_directories(dir_ + "/bin");
     // A non-root workload reaches its mounts and binary through these; the
     // key files keep their own modes.
     chmod(dir_.c_str(), 0711);
-    std::filesystem::copy_file(Abs("examples/emu_jobs"), dir_ + "/bin/emu_jobs");
+    std::filesystem::copy_file(Runfile("examples/emu_jobs"), dir_ + "/bin/emu_jobs");
     absl::StatusOr<VethPair> pair = VethPair::Create("e2e");
     ASSERT_TRUE(pair.ok()) << pair.status();
     pair_.emplace(std::move(*pair));
@@ -123,15 +122,12 @@ class EndToEndTest : public ::testing::Test {
   }
 
   std::unique_ptr<Subprocess> Start(int host, const std::string& name, const std::vector<std::string>& argv) {
-    const std::string log = dir_ + "/logs/" + name;
-    return std::make_unique<Subprocess>(pair_->ExecIn(host, argv), log + ".out", log + ".err");
+    return deploy_.Start(name, pair_->ExecIn(host, argv));
   }
 
   void StartController() {
-    std::vector<std::string> argv = {Abs("controller/rpci-controller"), "--store=local",
-                                     "--state-dir=" + dir_ + "/controller", "--listen=" + controller_address_,
-                                     absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp),
-                                     "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=" + log_level_};
+    std::vector<std::string> argv = deploy_.LocalController(
+        controller_address_, absl::StrCat(pair_->addr_a(), ":", kControllerHttp), log_level_);
     for (const std::string& f : certs_.Flags("controller")) argv.push_back(f);
     controller_ = Start(0, "controller", argv);
   }
@@ -148,7 +144,7 @@ class EndToEndTest : public ::testing::Test {
                                         << "log_level: " << log_level_ << "\n";
     std::vector<std::string> argv = {"env"};
     argv.insert(argv.end(), agent_env_.begin(), agent_env_.end());
-    for (const std::string& a : {Abs("agent/rpci-agent"), std::string("serve"), "--config=" + dir_ + "/agent.yaml"}) {
+    for (const std::string& a : {Runfile("agent/rpci-agent"), std::string("serve"), "--config=" + dir_ + "/agent.yaml"}) {
       argv.push_back(a);
     }
     agent_ = Start(0, "agent", argv);
@@ -157,7 +153,7 @@ class EndToEndTest : public ::testing::Test {
   // the controller on it (--store=kube), both in host a; `ns` is the
   // controller's install namespace.
   void StartKubeController(const std::string& ns) {
-    std::vector<std::string> api_argv = {Abs("tests/kube/api_server_main"), "--crds=" + Abs("deploy/crds"),
+    std::vector<std::string> api_argv = {Runfile("tests/kube/api_server_main"), "--crds=" + Runfile("deploy/crds"),
                                          "--namespaces=rpci-system"};
     api_argv.insert(api_argv.end(), api_args_.begin(), api_args_.end());
     api_ = Start(0, "api-server", api_argv);
@@ -174,7 +170,7 @@ class EndToEndTest : public ::testing::Test {
                                         << "clusters:\n- name: c\n  cluster: {server: \"" << api_url_ << "\"}\n"
                                         << "users:\n- name: u\n  user: {token: \"e2e\"}\n";
     std::vector<std::string> argv = {
-        Abs("controller/rpci-controller"), "--store=kube", "--kubeconfig=" + dir_ + "/kubeconfig",
+        Runfile("controller/rpci-controller"), "--store=kube", "--kubeconfig=" + dir_ + "/kubeconfig",
         "--namespace=" + ns, "--lease-namespace=rpci-system", "--listen=" + controller_address_,
         absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp), "--reconcile-interval-ms=100",
         "--default-spares=2", "--log-level=" + log_level_};
@@ -208,14 +204,8 @@ class EndToEndTest : public ::testing::Test {
   }
 
   void StartPlugin(const std::vector<std::string>& extra = {"--release-grace-seconds=1"}) {
-    std::vector<std::string> argv = {Abs("plugin/rpci-plugin"), "--node=e2e-compute-node",
-                                     "--controller=" + controller_address_, "--pools=" + plugin_pools_,
-                                     "--plugin-dir=" + dir_ + "/kubelet",
-                                     "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
-                                     "--cdi-dir=" + dir_ + "/cdi", "--state-dir=" + dir_ + "/plugin-state",
-                                     "--container-dir=" + dir_ + "/container", "--health-addr=",
-                                     "--usage-interval-seconds=1", "--log-level=" + log_level_,
-                                     absl::StrCat("--session-group=", kSessionGroup)};
+    std::vector<std::string> argv = deploy_.Plugin("e2e-compute-node", controller_address_, plugin_pools_, log_level_);
+    argv.push_back(absl::StrCat("--session-group=", kSessionGroup));
     for (const std::string& f : certs_.Flags(kPluginName)) argv.push_back(f);
     argv.insert(argv.end(), extra.begin(), extra.end());
     plugin_ = Start(1, "plugin", argv);
@@ -247,7 +237,7 @@ class EndToEndTest : public ::testing::Test {
     const std::string user = absl::StrCat("--user=", kWorkloadUid, ":", kWorkloadUid, ":",
                                           in_session_group ? std::to_string(kSessionGroup) : "");
     auto workload = Start(1, name,
-                          {Abs("tests/e2e/run_container"), "--response=" + file, user, "--", dir_ + "/bin/emu_jobs",
+                          {Runfile("tests/e2e/run_container"), "--response=" + file, user, "--", dir_ + "/bin/emu_jobs",
                            "--rounds=4"});
     workload->Wait(absl::Seconds(60));
     return workload;
@@ -277,16 +267,11 @@ class EndToEndTest : public ::testing::Test {
     return all;
   }
 
-  std::string Logs() const {
-    std::string all;
-    for (const char* name : {"controller", "agent", "plugin", "api-server"}) {
-      all += absl::StrCat("--- ", name, ":\n", ReadWholeFile(dir_ + "/logs/" + name + ".err"));
-    }
-    return all;
-  }
+  std::string Logs() const { return deploy_.Logs({"controller", "agent", "plugin", "api-server"}); }
 
   std::string log_level_ = LogLevel();
   std::string dir_;
+  DeploymentDir deploy_;
   std::optional<VethPair> pair_;
   std::string agent_endpoint_, controller_address_;
   TestCerts certs_;
@@ -307,13 +292,8 @@ TEST_F(EndToEndTest, PodGetsARemoteEmuDeviceAndItsWorkloadComputesCorrectly) {
   StartController();
   StartAgent();
   auto kubelet = Start(1, "kubelet",
-                       {Abs("tests/kubelet/fake_kubelet_main"), "--plugin-dir=" + dir_ + "/kubelet",
-                        "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--pod=e2e/emu-jobs",
-                        "--resource=rpci.io/emu", "--count=1", "--wait-seconds=30", "--isolate-container", "--",
-                        Abs("examples/emu_jobs"), "--rounds=4"});
-  for (int i = 0; i < 100 && !std::filesystem::exists(dir_ + "/kubelet/kubelet.sock"); ++i) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+                       deploy_.Kubelet("e2e/emu-jobs", kResource, 30, {Runfile("examples/emu_jobs"), "--rounds=4"}));
+  deploy_.WaitForKubelet(absl::Seconds(5));
   StartPlugin();
   ASSERT_EQ(kubelet->Wait(absl::Seconds(60)), 0) << kubelet->out() << kubelet->err() << Logs();
 
@@ -347,7 +327,7 @@ TEST_F(EndToEndTest, PodGetsARemoteEmuDeviceAndItsWorkloadComputesCorrectly) {
 // Unhealthy at the kubelet and its restart Healthy again, with the session
 // reserved before the crash still usable.
 TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   StartWithKubeletInProcess(kubelet);
   if (HasFatalFailure()) return;
 
@@ -396,7 +376,7 @@ TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
 // session id it is refused (and the refusal counted), b's key file does not
 // exist in its mount namespace, and b's workload runs undisturbed.
 TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   StartWithKubeletInProcess(kubelet);
   if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> a = kubelet.AdmitPod("e2e", "pod-a", "main", kResource, 1);
@@ -439,7 +419,7 @@ TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
 // group reads its key and runs; one without it cannot read the key file
 // (0640, root:session group) and says so.
 TEST_F(EndToEndTest, ANonRootWorkloadReadsItsKeyOnlyThroughTheSessionGroup) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   StartWithKubeletInProcess(kubelet);
   if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "non-root", "main", kResource, 1);
@@ -458,7 +438,7 @@ TEST_F(EndToEndTest, ANonRootWorkloadReadsItsKeyOnlyThroughTheSessionGroup) {
 // or container output.
 TEST_F(EndToEndTest, SessionKeysNeverAppearInLogs) {
   log_level_ = "debug";
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   StartWithKubeletInProcess(kubelet);
   if (HasFatalFailure()) return;
   std::vector<std::string> keys;
@@ -502,7 +482,7 @@ TEST_F(EndToEndTest, SessionKeysNeverAppearInLogs) {
 // PreStartContainer before each start. The workload's close detaches, so
 // every run attaches to the pod's session and computes correctly.
 TEST_F(EndToEndTest, ContainerRestartsThreeTimesWithoutAllocateAndEveryRunComputesCorrectly) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   StartWithKubeletInProcess(kubelet);
   if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "restarts", "main", kResource, 1);
@@ -529,7 +509,7 @@ TEST_F(EndToEndTest, ContainerRestartsThreeTimesWithoutAllocateAndEveryRunComput
 // which is admitted on it. With the default 30 s release grace (which only
 // covers allocations pod-resources has not listed yet). Prints p50/p99.
 TEST_F(EndToEndTest, PodEndHandsTheDeviceToTheNextPodWithoutAnUnhealthySpell) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=30", "--usage-interval-seconds=1"});
   if (HasFatalFailure()) return;
   std::string device = kubelet.Devices(kResource)[0].id;
@@ -571,7 +551,7 @@ TEST_F(EndToEndTest, PodEndHandsTheDeviceToTheNextPodWithoutAnUnhealthySpell) {
 // session and write counters from the agent, keep the token in a Secret,
 // and the DevicePool's status counts the devices.
 TEST_F(EndToEndTest, AttachmentsLiveInTheInstallNamespaceAndNameTheirPod) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   StartWithKubeletInProcess(kubelet, "rpci-system");
   if (HasFatalFailure()) return;
   nlohmann::json pool = Api("POST", "/apis/rpci.io/v1alpha1/devicepools",
@@ -628,7 +608,7 @@ TEST_F(EndToEndTest, AttachmentsLiveInTheInstallNamespaceAndNameTheirPod) {
 // device not left attached to a grant without an attachment); once the
 // namespace exists the next pod is admitted.
 TEST_F(EndToEndTest, ARefusedAttachmentFailsOnlyItsClaimAndTheStoreKeepsWorking) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   StartWithKubeletInProcess(kubelet, "kubelet");
   if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> refused = kubelet.AdmitPod("ml", "first", "main", kResource, 1);
@@ -675,7 +655,7 @@ TEST_F(EndToEndTest, ARefusedAttachmentFailsOnlyItsClaimAndTheStoreKeepsWorking)
 // session and HTTP ports (and the controller's, which shares the host here).
 TEST_F(EndToEndTest, FabricListenersStayInTheConfiguredPortRanges) {
   agent_env_ = {"FI_TCP_PORT_LOW_RANGE=47100", "FI_TCP_PORT_HIGH_RANGE=47109"};
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
   if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "ports", "main", kResource, 1);
@@ -707,7 +687,7 @@ TEST_F(EndToEndTest, FabricListenersStayInTheConfiguredPortRanges) {
 // so new inbound TCP connections to the workload's fabric port range must be
 // allowed from device servers; nothing else inbound is needed.
 TEST_F(EndToEndTest, WorkloadsNeedInboundConnectionsOnlyToTheirFabricPortRange) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
   if (HasFatalFailure()) return;
   auto firewall = [&](const std::vector<std::string>& rule) {

@@ -139,16 +139,23 @@ void CountFromAppliedTotal(const nlohmann::json& result, int64_t applied, Outcom
   o->twice = std::max<int64_t>(0, applied - issued);
 }
 
+// What the counts say went wrong: acknowledged writes lost (or no
+// device-side count), or writes applied twice; empty when nothing.
+std::string CountsReason(const Outcome& o) {
+  if (o.lost < 0) return "device-side count unavailable";
+  if (o.lost != 0) return absl::StrCat(o.lost, " acknowledged writes lost");
+  if (o.twice != 0) return absl::StrCat(o.twice, " writes applied twice");
+  return "";
+}
+
 void Judge(const nlohmann::json& result, int workload_rc, Outcome* o) {
   if (!o->reason.empty()) return;
   if (result.is_discarded()) {
     o->reason = "workload printed no result";
   } else if (workload_rc != 0) {
     o->reason = "workload: " + result.value("error", std::string("exit ") + std::to_string(workload_rc));
-  } else if (o->lost != 0) {
-    o->reason = o->lost < 0 ? "device-side count unavailable" : absl::StrCat(o->lost, " acknowledged writes lost");
-  } else if (o->twice != 0) {
-    o->reason = absl::StrCat(o->twice, " writes applied twice");
+  } else {
+    o->reason = CountsReason(*o);
   }
   // A workload that failed never recovered: no recovery time.
   if (!result.is_discarded() && workload_rc == 0) {
@@ -807,13 +814,10 @@ Outcome DeviceServerGone() {
     o.reason = "controller still offers or holds the lost server's devices after 30 s";
   } else if (rc == 0) {
     o.reason = "workload reported success against a stopped device server";
-  } else if (o.lost != 0) {
-    o.reason = o.lost < 0 ? "device-side count unavailable" : absl::StrCat(o.lost, " acknowledged writes lost");
-  } else if (o.twice != 0) {
-    o.reason = absl::StrCat(o.twice, " writes applied twice");
   } else {
-    o.verdict = "survived";
+    o.reason = CountsReason(o);
   }
+  if (o.reason.empty()) o.verdict = "survived";
   return o;
 }
 

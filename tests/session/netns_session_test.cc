@@ -173,7 +173,12 @@ TEST_F(NetnsSessionTest, AgentSigkillMidStreamIsRecoveredWithoutLossOrRepeats) {
   const std::string port = endpoint_.substr(endpoint_.rfind(':') + 1);
   const int writes = 3000;
   std::unique_ptr<Child> client = StartClient(writes, 4000);
-  absl::SleepFor(absl::Milliseconds(1500));
+  // Mid-stream: once the device has applied some writes (a fresh process's
+  // first attach, libfabric's initialisation included, took over 1.5 s at
+  // load 11), not after a fixed time.
+  for (int i = 0; i < 1000 && ReadFile(dir_ + "/device.log").size() < 16 * 200; ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
   ASSERT_EQ(client->Wait(absl::ZeroDuration()), -1) << "client finished before the kill: " << client->err();
   agent->Signal(SIGKILL);
   agent->Wait(absl::Seconds(5));

@@ -19,19 +19,19 @@
 #include "common/log.h"
 #include "common/testing/temp_dir.h"
 #include "controller/controller_app.h"
+#include "controller/testing/installed_api_server.h"
 #include "controller/testing/kube_options.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "tests/harness/free_port.h"
 #include "tests/harness/subprocess.h"
-#include "tests/kube/api_server.h"
 
 namespace rpci::testing {
 namespace {
 
 using nlohmann::json;
 
-constexpr char kNs[] = "rpci-system";
+constexpr const char* kNs = controller::testing::kInstallNamespace;
 
 kubetest::ApiServer::ServiceAccountToken Token(const std::string& account, const std::string& pod,
                                                const std::string& node) {
@@ -44,23 +44,20 @@ kubetest::ApiServer::ServiceAccountToken Token(const std::string& account, const
   return t;
 }
 
-
-class NodeIdentityTest : public ::testing::Test {
+class NodeIdentityTest : public controller::testing::InstalledApiServerTest {
  protected:
   void SetUp() override {
-    Logger::SetMinLevel(LogLevel::kError);
+    InstalledApiServerTest::SetUp();
+    if (HasFatalFailure()) return;
     dir_ = MakeTempDir("node-identity");
-    ASSERT_TRUE(api_.Start().ok());
-    ASSERT_TRUE(api_.InstallCrdsFrom("deploy/crds").ok());
-    api_.CreateNamespace(kNs);
     for (const auto& [pod, node] : {std::pair<std::string, std::string>{"agent-a", "dev-a"}, {"plugin-b", "cmp-b"}}) {
-      api_.Put(absl::StrCat("/api/v1/namespaces/", kNs, "/pods/", pod),
-               {{"metadata", {{"uid", "uid-" + pod}}},
-                {"spec", {{"nodeName", node}}},
-                {"status", {{"hostIP", "127.0.0.1"}, {"podIPs", json::array({{{"ip", "127.0.0.1"}}})}}}});
+      server_.Put(absl::StrCat("/api/v1/namespaces/", kNs, "/pods/", pod),
+                  {{"metadata", {{"uid", "uid-" + pod}}},
+                   {"spec", {{"nodeName", node}}},
+                   {"status", {{"hostIP", "127.0.0.1"}, {"podIPs", json::array({{{"ip", "127.0.0.1"}}})}}}});
     }
-    api_.AddToken("token-agent-a", Token("rpci-agent", "agent-a", "dev-a"));
-    api_.AddToken("token-plugin-b", Token("rpci-plugin", "plugin-b", "cmp-b"));
+    server_.AddToken("token-agent-a", Token("rpci-agent", "agent-a", "dev-a"));
+    server_.AddToken("token-plugin-b", Token("rpci-plugin", "plugin-b", "cmp-b"));
 
     absl::StatusOr<CertAuthority> ca = CertAuthority::Create("rpci-ca");
     ASSERT_TRUE(ca.ok());
@@ -75,7 +72,7 @@ class NodeIdentityTest : public ::testing::Test {
   }
 
   void StartController(absl::Duration node_cert_lifetime) {
-    controller::ControllerOptions o = controller::testing::KubeStoreOptions(api_.url(), kNs);
+    controller::ControllerOptions o = controller::testing::KubeStoreOptions(server_.url(), kNs);
     o.leader_elect = false;
     o.listen = absl::StrCat("127.0.0.1:", grpc_port_);
     o.http_listen = "127.0.0.1:0";
@@ -95,7 +92,7 @@ class NodeIdentityTest : public ::testing::Test {
     ASSERT_TRUE((*app)->Start().ok());
     controller_ = *std::move(app);
     // What the chart mounts on nodes: the CA bundle ConfigMap, nothing more.
-    absl::StatusOr<json> bundle = api_.Get(absl::StrCat("/api/v1/namespaces/", kNs, "/configmaps/rpci-ca-bundle"));
+    absl::StatusOr<json> bundle = server_.Get(absl::StrCat("/api/v1/namespaces/", kNs, "/configmaps/rpci-ca-bundle"));
     ASSERT_TRUE(bundle.ok()) << bundle.status();
     std::ofstream(dir_ + "/ca-bundle.crt") << (*bundle)["data"]["ca.crt"].get<std::string>();
   }
@@ -130,7 +127,6 @@ class NodeIdentityTest : public ::testing::Test {
   }
 
   std::string dir_;
-  kubetest::ApiServer api_;
   TlsFiles controller_files_;
   int grpc_port_ = 0, identity_port_ = 0;
   std::unique_ptr<controller::ControllerApp> controller_;

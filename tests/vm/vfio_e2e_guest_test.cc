@@ -22,6 +22,7 @@
 #include "agent/vfio/testing/guest_util.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/harness/deployment.h"
 #include "tests/harness/job_summary.h"
 #include "tests/harness/netns.h"
 #include "tests/harness/subprocess.h"
@@ -32,8 +33,6 @@ namespace rpci::testing {
 namespace {
 
 constexpr int kControllerPort = 7460, kControllerHttp = 7461, kAgentPort = 7450, kAgentHttp = 7451;
-
-std::string Abs(const std::string& runfile) { return std::filesystem::absolute(runfile).string(); }
 
 
 class VfioEndToEndTest : public ::testing::Test {
@@ -51,9 +50,8 @@ class VfioEndToEndTest : public ::testing::Test {
     char tmpl[] = "/tmp/rpci-vm-e2e-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    for (const char* d : {"controller", "agent", "kubelet", "plugin-state", "container", "cdi", "logs"}) {
-      std::filesystem::create_directories(dir_ + "/" + d);
-    }
+    deploy_ = DeploymentDir(dir_);
+    ASSERT_TRUE(deploy_.Create().ok());
     absl::StatusOr<VethPair> pair = VethPair::Create("vfio");
     ASSERT_TRUE(pair.ok()) << pair.status();
     pair_.emplace(std::move(*pair));
@@ -86,14 +84,11 @@ class VfioEndToEndTest : public ::testing::Test {
   }
 
   std::unique_ptr<Subprocess> Start(int host, const std::string& name, const std::vector<std::string>& argv) {
-    const std::string log = dir_ + "/logs/" + name;
-    return std::make_unique<Subprocess>(pair_->ExecIn(host, argv), log + ".out", log + ".err");
+    return deploy_.Start(name, pair_->ExecIn(host, argv));
   }
   void StartController() {
-    std::vector<std::string> argv = {Abs("controller/rpci-controller"), "--store=local",
-                                     "--state-dir=" + dir_ + "/controller", "--listen=" + controller_address_,
-                                     absl::StrCat("--http-listen=", pair_->addr_a(), ":", kControllerHttp),
-                                     "--reconcile-interval-ms=100", "--default-spares=2", "--log-level=warn"};
+    std::vector<std::string> argv =
+        deploy_.LocalController(controller_address_, absl::StrCat(pair_->addr_a(), ":", kControllerHttp), "warn");
     for (const std::string& f : certs_.Flags("controller")) argv.push_back(f);
     controller_ = Start(0, "controller", argv);
   }
@@ -112,15 +107,11 @@ class VfioEndToEndTest : public ::testing::Test {
         << "    - {pool: vga, vendor: 0x1234, device: 0x1111}\n"
         << "http: {listen: \"" << pair_->addr_a() << ":" << kAgentHttp << "\"}\n"
         << "log_level: info\n";
-    agent_ = Start(0, "agent", {Abs("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
+    agent_ = Start(0, "agent", {Runfile("agent/rpci-agent"), "serve", "--config=" + dir_ + "/agent.yaml"});
   }
   void StartPlugin() {
-    std::vector<std::string> argv = {
-        Abs("plugin/rpci-plugin"), "--node=vm-compute-node", "--controller=" + controller_address_,
-        "--pools=edu,nvme,vga", "--plugin-dir=" + dir_ + "/kubelet",
-        "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock", "--cdi-dir=" + dir_ + "/cdi",
-        "--state-dir=" + dir_ + "/plugin-state", "--container-dir=" + dir_ + "/container",
-        "--usage-interval-seconds=1", "--release-grace-seconds=1", "--health-addr=", "--log-level=warn"};
+    std::vector<std::string> argv = deploy_.Plugin("vm-compute-node", controller_address_, "edu,nvme,vga", "warn");
+    argv.push_back("--release-grace-seconds=1");
     for (const std::string& f : certs_.Flags("plugin:vm-compute-node")) argv.push_back(f);
     plugin_ = Start(1, "plugin", argv);
   }
@@ -133,15 +124,9 @@ class VfioEndToEndTest : public ::testing::Test {
                                      const std::vector<std::string>& workload) {
     std::unique_ptr<Subprocess> kubelet;
     for (int attempt = 0; attempt < 3; ++attempt) {
-      std::vector<std::string> argv = {Abs("tests/kubelet/fake_kubelet_main"), "--plugin-dir=" + dir_ + "/kubelet",
-                                       "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
-                                       absl::StrCat("--pod=vm/", name, "-", attempt), "--resource=" + resource,
-                                       "--count=1", "--wait-seconds=90", "--isolate-container", "--"};
-      argv.insert(argv.end(), workload.begin(), workload.end());
-      kubelet = Start(1, absl::StrCat("kubelet-", name, "-", attempt), argv);
-      for (int i = 0; i < 200 && !std::filesystem::exists(dir_ + "/kubelet/kubelet.sock"); ++i) {
-        absl::SleepFor(absl::Milliseconds(50));
-      }
+      kubelet = Start(1, absl::StrCat("kubelet-", name, "-", attempt),
+                      deploy_.Kubelet(absl::StrCat("vm/", name, "-", attempt), resource, 90, workload));
+      deploy_.WaitForKubelet(absl::Seconds(10));
       if (plugin_ == nullptr) StartPlugin();
       kubelet->Wait(absl::Seconds(150));
       if (kubelet->err().find("pod admission failed") == std::string::npos) break;
@@ -150,22 +135,17 @@ class VfioEndToEndTest : public ::testing::Test {
     return kubelet;
   }
 
-  std::string Logs() const {
-    std::string all;
-    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/logs")) {
-      all += absl::StrCat("--- ", e.path().filename().string(), ":\n", ReadWholeFile(e.path().string()));
-    }
-    return all;
-  }
+  std::string Logs() const { return deploy_.Logs(); }
 
   std::string dir_, controller_address_;
+  DeploymentDir deploy_;
   TestCerts certs_;
   std::optional<VethPair> pair_;
   std::unique_ptr<Subprocess> controller_, agent_, plugin_;
 };
 
 TEST_F(VfioEndToEndTest, EduThroughVfioComputesDmasAndInterruptsWithoutKicks) {
-  auto pod = RunPod("edu", "rpci.io/edu", {Abs("examples/edu/edu")});
+  auto pod = RunPod("edu", "rpci.io/edu", {Runfile("examples/edu/edu")});
   ASSERT_EQ(pod->Wait(absl::ZeroDuration()), 0) << pod->out() << pod->err();
   nlohmann::json s = JobSummary(pod->out());
   ASSERT_TRUE(s.is_object()) << pod->out();
@@ -176,7 +156,7 @@ TEST_F(VfioEndToEndTest, EduThroughVfioComputesDmasAndInterruptsWithoutKicks) {
 }
 
 TEST_F(VfioEndToEndTest, NvmeThroughVfioIdentifiesAndRoundTripsBlocks) {
-  auto pod = RunPod("nvme", "rpci.io/nvme", {Abs("examples/nvme/nvme"), "--lba=16", "--blocks=2"});
+  auto pod = RunPod("nvme", "rpci.io/nvme", {Runfile("examples/nvme/nvme"), "--lba=16", "--blocks=2"});
   ASSERT_EQ(pod->Wait(absl::ZeroDuration()), 0) << pod->out() << pod->err();
   nlohmann::json s = JobSummary(pod->out());
   ASSERT_TRUE(s.is_object()) << pod->out();
@@ -192,14 +172,10 @@ TEST_F(VfioEndToEndTest, NvmeThroughVfioIdentifiesAndRoundTripsBlocks) {
 // documented status (docs/sessions.md, Resilience) instead of talking to a
 // controller that forgot its queues.
 TEST_F(VfioEndToEndTest, AgentSigkillGivesTheWorkloadTheDeviceResetStatus) {
-  std::vector<std::string> argv = {Abs("tests/kubelet/fake_kubelet_main"), "--plugin-dir=" + dir_ + "/kubelet",
-                                   "--pod-resources-socket=" + dir_ + "/kubelet/pod-resources.sock",
-                                   "--pod=vm/nvme-kill", "--resource=rpci.io/nvme", "--count=1", "--wait-seconds=90",
-                                   "--isolate-container", "--", Abs("examples/nvme/nvme"), "--pause-ms=8000"};
-  auto kubelet = Start(1, "kubelet-kill", argv);
-  for (int i = 0; i < 200 && !std::filesystem::exists(dir_ + "/kubelet/kubelet.sock"); ++i) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  auto kubelet = Start(1, "kubelet-kill",
+                       deploy_.Kubelet("vm/nvme-kill", "rpci.io/nvme", 90,
+                                       {Runfile("examples/nvme/nvme"), "--pause-ms=8000"}));
+  deploy_.WaitForKubelet(absl::Seconds(10));
   StartPlugin();
   bool paused = false;
   for (int i = 0; i < 1200 && !paused; ++i) {
@@ -221,7 +197,7 @@ TEST_F(VfioEndToEndTest, AgentSigkillGivesTheWorkloadTheDeviceResetStatus) {
 // kernel has no reset for it. After its first tenant leaves, the agent cannot
 // make it clean, so the kubelet sees it Unhealthy (and no one is granted it).
 TEST_F(VfioEndToEndTest, ADeviceWhoseResetFailsTurnsUnhealthyAtTheKubelet) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   ASSERT_TRUE(kubelet.Start().ok());
   StartPlugin();
   auto health_is = [](const std::string& h) {
@@ -253,7 +229,7 @@ class TenantScrubTest : public VfioEndToEndTest {
 
   // Runs tests/vm/tenant_probe in a pod on `resource` and returns its summary.
   nlohmann::json Probe(const std::string& pod, const std::string& resource, std::vector<std::string> ops) {
-    ops.insert(ops.begin(), Abs("tests/vm/tenant_probe"));
+    ops.insert(ops.begin(), Runfile("tests/vm/tenant_probe"));
     auto kubelet = RunPod(pod, resource, ops);
     EXPECT_EQ(kubelet->Wait(absl::ZeroDuration()), 0) << kubelet->out() << kubelet->err();
     nlohmann::json s = JobSummary(kubelet->out());
@@ -276,7 +252,7 @@ class TenantScrubTest : public VfioEndToEndTest {
   // no pods is up until the agent reports `n` clean scrubs
   // (rpci_agent_device_scrubs_total).
   bool ReleaseAndWaitScrubs(int n) {
-    FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+    FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
     if (!kubelet.Start().ok()) return false;
     const bool scrubbed = WaitScrubs(n);
     kubelet.Stop();
@@ -374,7 +350,7 @@ TEST_F(TenantScrubTest, TenantBOnNvmeSeesAResetControllerAndAZeroedDmaSpace) {
 class DeviceRemovalTest : public VfioEndToEndTest {};
 
 TEST_F(DeviceRemovalTest, ARemovedDeviceTurnsUnhealthyAtTheKubeletAndRecoversWhenItComesBack) {
-  FakeKubelet kubelet(dir_ + "/kubelet", dir_ + "/kubelet/pod-resources.sock");
+  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
   ASSERT_TRUE(kubelet.Start().ok());
   StartPlugin();
   auto health_is = [](const std::string& h) {

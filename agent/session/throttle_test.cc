@@ -1,0 +1,54 @@
+#include "agent/session/throttle.h"
+
+#include <thread>
+
+#include "gtest/gtest.h"
+
+namespace rpci::agent {
+namespace {
+
+const absl::Time kStart = absl::FromUnixSeconds(1000);
+
+TEST(ByteBudgetTest, ASessionWithinItsBurstIsNotThrottled) {
+  ByteBudget budget(1000, 4000, kStart);
+  EXPECT_FALSE(budget.Spend(4000, kStart));
+  EXPECT_FALSE(budget.throttled());
+}
+
+TEST(ByteBudgetTest, SpendingPastTheBudgetThrottlesUntilItHasFilledUpAgain) {
+  ByteBudget budget(1000, 4000, kStart);
+  EXPECT_FALSE(budget.Spend(3000, kStart));
+  EXPECT_TRUE(budget.Spend(3000, kStart));  // 2000 short
+  // Refilled to 1000 of 4000: still throttled, and small pushes keep it so.
+  EXPECT_TRUE(budget.Spend(10, kStart + absl::Seconds(3)));
+  // Full again (6 s at 1000/s from -1010): no longer throttled.
+  EXPECT_FALSE(budget.Spend(10, kStart + absl::Seconds(9)));
+}
+
+TEST(ByteBudgetTest, ASteadyRateUnderTheBudgetIsNeverThrottled) {
+  ByteBudget budget(1000, 1000, kStart);
+  for (int i = 1; i <= 100; ++i) EXPECT_FALSE(budget.Spend(900, kStart + absl::Seconds(i))) << i;
+}
+
+TEST(ByteBudgetTest, ASteadyRateOverTheBudgetStaysThrottled) {
+  ByteBudget budget(1000, 1000, kStart);
+  EXPECT_FALSE(budget.Spend(1000, kStart));
+  for (int i = 1; i <= 100; ++i) EXPECT_TRUE(budget.Spend(1100, kStart + absl::Seconds(i))) << i;
+}
+
+TEST(ThreadNiceTest, SetsOnlyTheCallingThread) {
+  absl::StatusOr<int> before = ThreadNice();
+  ASSERT_TRUE(before.ok()) << before.status();
+  int inside = 0, after_other = 0;
+  std::thread other([&] {
+    ASSERT_TRUE(SetThreadNice(std::min(19, *before + 5)).ok());
+    inside = ThreadNice().value_or(-100);
+  });
+  other.join();
+  after_other = ThreadNice().value_or(-100);
+  EXPECT_EQ(inside, std::min(19, *before + 5));
+  EXPECT_EQ(after_other, *before);
+}
+
+}  // namespace
+}  // namespace rpci::agent
