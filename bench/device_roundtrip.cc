@@ -45,8 +45,10 @@ class CopyJob {
   }
 
   // Both descriptors: COPY n bytes, interrupt when done; flushed to the
-  // device once (the jobs reuse them). The destination mapped from-device.
-  absl::Status Prepare(uint64_t n) {
+  // device once (the jobs reuse them). The destination mapped from-device,
+  // or with `pull` read back by InvalidateDma after each completion.
+  absl::Status Prepare(uint64_t n, bool pull) {
+    pull_ = pull;
     if (n == 0 || n > kMaxRoundTrip) return absl::InvalidArgumentError("round trip size out of range");
     uint8_t* ring = c_.dma();
     std::memset(ring, 0, kSlots * emu::kDescSize);
@@ -62,11 +64,12 @@ class CopyJob {
     }
     if (absl::Status s = c_.FlushDma(0, kSlots * emu::kDescSize); !s.ok()) return s;
     for (uint64_t i = 0; i < n; ++i) c_.dma()[kRoundTripSrc + i] = static_cast<uint8_t>(i * 7 + n);
-    return c_.MapFromDevice(kRoundTripSrc + kMaxRoundTrip, n);
+    return pull_ ? absl::OkStatus() : c_.MapFromDevice(kRoundTripSrc + kMaxRoundTrip, n);
   }
 
   // One round trip: FlushDma of the source, the doorbell, the completion
-  // (the destination pushed back before it). Times the flush and the rest.
+  // (the destination pushed back before it, or pulled after it). Times the
+  // flush and the rest.
   // The source's first word carries `stamp`, checked in the copy after.
   absl::Status Run(uint64_t n, uint64_t stamp, double* flush_us, double* job_us) {
     std::memcpy(c_.dma() + kRoundTripSrc, &stamp, std::min<uint64_t>(n, 8));
@@ -77,8 +80,11 @@ class CopyJob {
     const auto t1 = Clock::now();
     if (absl::Status s = c_.Write(0, emu::kRegDoorbell, 4, tail_); !s.ok()) return s;
     absl::StatusOr<session::Completion> done = c_.WaitCompletion(absl::Seconds(10));
-    const auto t2 = Clock::now();
     if (!done.ok()) return done.status();
+    if (pull_) {
+      if (absl::Status s = c_.InvalidateDma(kRoundTripSrc + kMaxRoundTrip, n); !s.ok()) return s;
+    }
+    const auto t2 = Clock::now();
     if (done->vector != 0 || done->data != slot) {
       return absl::InternalError(absl::StrFormat("COPY in slot %u: vector %u, data %u", slot, done->vector, done->data));
     }
@@ -94,13 +100,14 @@ class CopyJob {
     if (std::memcmp(c_.dma() + kRoundTripSrc, c_.dma() + kRoundTripSrc + kMaxRoundTrip, n) != 0) {
       return absl::DataLossError(absl::StrFormat("round trip of %u bytes: the copy differs from the source", n));
     }
-    return c_.Unmap(kRoundTripSrc + kMaxRoundTrip);
+    return pull_ ? absl::OkStatus() : c_.Unmap(kRoundTripSrc + kMaxRoundTrip);
   }
 
  private:
   static constexpr uint32_t kSlots = 2;
   client::SessionClient& c_;
   uint32_t tail_ = 0;
+  bool pull_ = false;
 };
 
 // The fabric's floor: N bytes RMA-written from a to b with a message after
@@ -179,8 +186,9 @@ std::vector<double> RatioByFifth(const std::vector<double>& dev, const std::vect
   return out;
 }
 
-absl::StatusOr<nlohmann::json> OneSize(CopyJob& job, RmaFloor& floor, uint64_t n, int pairs, int warmup) {
-  if (absl::Status s = job.Prepare(n); !s.ok()) return s;
+absl::StatusOr<nlohmann::json> OneSize(CopyJob& job, RmaFloor& floor, uint64_t n, int pairs, int warmup,
+                                       bool pull) {
+  if (absl::Status s = job.Prepare(n, pull); !s.ok()) return s;
   TcpEcho echo(n);
   std::vector<double> dev, flush, work, tcp, rma;
   for (int i = 0; i < warmup + pairs; ++i) {
@@ -232,9 +240,14 @@ absl::StatusOr<nlohmann::json> DeviceRoundTrips(client::SessionClient& c, const 
   if (absl::Status s = floor.Open(plan.fabric); !s.ok()) return s;
   nlohmann::json out = nlohmann::json::object();
   for (auto [n, pairs] : plan.sizes) {
-    absl::StatusOr<nlohmann::json> r = OneSize(job, floor, n, pairs, plan.warmup);
+    absl::StatusOr<nlohmann::json> r = OneSize(job, floor, n, pairs, plan.warmup, /*pull=*/false);
     if (!r.ok()) return r.status();
     out[std::to_string(n)] = *r;
+  }
+  for (auto [n, pairs] : plan.invalidate_sizes) {
+    absl::StatusOr<nlohmann::json> r = OneSize(job, floor, n, pairs, plan.warmup, /*pull=*/true);
+    if (!r.ok()) return r.status();
+    out["invalidate"][std::to_string(n)] = *r;
   }
   return out;
 }

@@ -31,6 +31,9 @@ inline constexpr uint64_t kRoundTripDmaSize = kRoundTripSrc + 2 * kMaxRoundTrip;
 struct RoundTripPlan {
   // (bytes, measured pairs) per size, each size after `warmup` unmeasured pairs.
   std::vector<std::pair<uint64_t, int>> sizes;
+  // The same with the result pulled by InvalidateDma after the completion
+  // instead of pushed before it (MapFromDevice); under "invalidate".
+  std::vector<std::pair<uint64_t, int>> invalidate_sizes;
   int warmup = 5;
   // Provider and endpoint settings of the RMA floor (the session's).
   fabric::FabricConfig fabric = fabric::LoopbackConfig();
@@ -44,7 +47,8 @@ struct RoundTripPlan {
 // (`ratio_by_fifth`: how much it moves within the run), the RMA floor's
 // p50 (`rma_there_and_back_us_p50`), `floor_vs_tcp` (TCP p50 / floor p50)
 // and `floor_vs_device` (floor p50 / device p50: 1 when the session adds
-// nothing to the fabric's own cost). DATA_LOSS if the
+// nothing to the fabric's own cost); the InvalidateDma variant's sizes under
+// "invalidate". DATA_LOSS if the
 // bytes that came back are not the bytes sent.
 absl::StatusOr<nlohmann::json> DeviceRoundTrips(client::SessionClient& c, const RoundTripPlan& plan);
 

@@ -178,6 +178,14 @@ constexpr size_t kNoSlot = SIZE_MAX;
 // (docs/benchmarks.md, "Fairness").
 constexpr size_t kRmaPiece = size_t{256} << 10;
 constexpr size_t kRmaBytesInFlight = 4 * kRmaPiece;
+// Ops this small ride with the group before them even when it is full (a
+// WriteAndSend's message, ring entries and tail words after a bulk write),
+// at most kSmallOverflow bytes of them per group: posting them only after
+// the full group was placed cost every transfer of a whole number of groups
+// (1 MiB, 16 MiB) one more round trip (docs/benchmarks.md, "Device round
+// trip, measured soundly").
+constexpr size_t kSmallOp = size_t{16} << 10;
+constexpr size_t kSmallOverflow = size_t{64} << 10;
 // Write-after-write and send-after-write: see Endpoint::ordered_writes().
 constexpr uint64_t kWriteOrder = FI_ORDER_WAW | FI_ORDER_SAW;
 constexpr int kCompletionBatch = 16;
@@ -821,8 +829,16 @@ template <typename PostOne>
 absl::Status EndpointImpl::PostPaced(absl::string_view call, const std::vector<size_t>& bytes, bool in_order,
                                      PostOne post_one) {
   for (size_t first = 0, end = 0; first < bytes.size(); first = end) {
-    size_t group = bytes[end++];
-    while (end < bytes.size() && group + bytes[end] <= kRmaBytesInFlight) group += bytes[end++];
+    size_t group = bytes[end++], overflow = 0;
+    while (end < bytes.size()) {
+      if (group + bytes[end] <= kRmaBytesInFlight) {
+        group += bytes[end++];
+      } else if (bytes[end] <= kSmallOp && overflow + bytes[end] <= kSmallOverflow) {
+        overflow += bytes[end++];
+      } else {
+        break;
+      }
+    }
     absl::Status s =
         PostAndWait(call, end - first, in_order, [&](size_t i, Op* op) { return post_one(first + i, op); });
     if (!s.ok()) return s;

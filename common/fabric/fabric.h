@@ -234,7 +234,9 @@ class Endpoint {
   // comes back as an error status, the target's memory outside the region
   // untouched. Bulk transfers are paced: ops are cut into pieces of 256 KiB,
   // at most 1 MiB of them posted at a time per call (each group placed
-  // before the next is posted; small ops go together), so one session's large transfer never holds a CPU in one
+  // before the next is posted; small ops go together, and up to 64 KiB of ops
+  // of at most 16 KiB, such as WriteAndSend's message, ride with a full group
+  // instead of waiting for it), so one session's large transfer never holds a CPU in one
   // kernel copy for long (docs/benchmarks.md, "Fairness"). A refused op may
   // therefore have placed its first pieces (the part inside the region).
   virtual absl::Status Write(PeerId peer, const RmaOp& op) = 0;
