@@ -173,6 +173,9 @@ struct SessionServer::Session {
   absl::Time opened, last_seen;
   // Written under mu; atomic so the interrupt poller may read it without mu.
   std::atomic<bool> attached{false};
+  // Some client has attached once (or, recovered from a checkpoint, may
+  // have): a reservation retried for the grant no longer gets this session.
+  std::atomic<bool> ever_attached{false};
   // Recovered after an agent restart with device state (applied writes or
   // delivered completions) on a device that lost it: never resumed.
   bool device_state_lost = false;
@@ -384,6 +387,7 @@ absl::Status SessionServer::Start() {
       s->gate = session::ApplyGate(applied);
       s->completion_seq = std::max(r.completion_seq, s->seq->completions());
       s->client_consumed = s->delivered = s->completion_seq;
+      s->ever_attached = true;  // the checkpoint does not say; assume a client came
       s->device_state_lost = (applied > 0 || s->completion_seq > 0) && !dev->second->keeps_state_across_agent_restart();
       if (s->device_state_lost) {
         log_.Warn("session's device state was lost in the agent restart; it will not be resumed",
@@ -696,11 +700,19 @@ absl::Status SessionServer::Reserve(const grpc::ServerContext& ctx, const rpci::
   }
   auto dev = devices_.find(grant->device_id);
   if (dev == devices_.end()) return absl::NotFoundError("device " + grant->device_id + " is not exported here");
-  absl::StatusOr<std::shared_ptr<Session>> s = NewSession(*grant, req.compute_node(), dev->second);
+  bool retried = false;
+  absl::StatusOr<std::shared_ptr<Session>> s = NewSession(*grant, req.compute_node(), dev->second, &retried);
   if (!s.ok()) return s.status();
-  SaveCheckpoint();
-  log_.Info("session opened", {{"session", (*s)->id.ToString()}, {"device", (*s)->device_id},
-                               {"grant", (*s)->grant_id}});
+  if (retried) {
+    // The holder lost the first answer (its deadline passed): the same
+    // answer again, and the attach timeout runs from now.
+    std::lock_guard<std::mutex> slock((*s)->mu);
+    (*s)->last_seen = options_.clock->Now();
+  } else {
+    SaveCheckpoint();
+  }
+  log_.Info(retried ? "session reservation answered again" : "session opened",
+            {{"session", (*s)->id.ToString()}, {"device", (*s)->device_id}, {"grant", (*s)->grant_id}});
   resp->set_session_id((*s)->id.ToString());
   resp->set_session_key((*s)->key.Bytes());  // the one time the key is sent: to the grant's node, over mTLS
   Describe(**s, resp);
@@ -709,7 +721,8 @@ absl::Status SessionServer::Reserve(const grpc::ServerContext& ctx, const rpci::
 
 absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSession(const Grant& grant,
                                                                                  const std::string& compute_node,
-                                                                                 SessionDevice* device) {
+                                                                                 SessionDevice* device,
+                                                                                 bool* retried) {
   absl::StatusOr<session::SessionId> id = session::SessionId::Random();
   absl::StatusOr<session::SessionKey> key = session::SessionKey::Generate();
   if (!id.ok() || !key.ok()) return absl::UnavailableError("no entropy for session keys");
@@ -736,13 +749,26 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSessio
     return absl::FailedPreconditionError("device " + s->device_id + " is not clean: " + std::string(c->second.message()));
   }
   if (auto owner = device_owner_.find(s->device_id); owner != device_owner_.end()) {
-    return absl::FailedPreconditionError("device " + s->device_id + " is in session " + owner->second.ToString());
+    std::shared_ptr<Session> held = sessions_.at(owner->second);
+    if (!IsRetryOf(*held, grant, compute_node)) {
+      return absl::FailedPreconditionError("device " + s->device_id + " is in session " + owner->second.ToString());
+    }
+    lock.unlock();
+    s->seq.reset();  // the new one is not needed: the held session answers again
+    if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + s->id.ToString() + ".seq").c_str());
+    *retried = true;
+    return held;
   }
   sessions_[s->id] = s;
   device_owner_[s->device_id] = s->id;
   open_gauge_->Set(static_cast<double>(sessions_.size()));
   StartWorker(*s);
   return s;
+}
+
+bool SessionServer::IsRetryOf(const Session& held, const Grant& grant, const std::string& compute_node) {
+  return !held.closing && !held.ever_attached && held.grant_id == grant.grant_id &&
+         held.compute_node == compute_node;
 }
 
 absl::StatusOr<uint32_t> SessionServer::CheckClientRegions(const Session& s,
@@ -824,6 +850,7 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   ToProto(s.local.back(), resp->add_agent_regions());
   resp->set_completions(s.completion_seq);
   s.attached = true;
+  s.ever_attached = true;
   s.last_seen = options_.clock->Now();
   // The mirror starts as the device is now, and the client's ring header
   // matches the agent's completion count. A new client waits for it here. A

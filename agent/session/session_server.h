@@ -164,8 +164,15 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // OpenSession without a session: check the plugin and grant, make one.
   absl::Status Reserve(const grpc::ServerContext& ctx, const rpci::v1::OpenSessionRequest& req,
                        rpci::v1::OpenSessionResponse* resp);
+  // A new session for the grant's device; or, when the device's session is
+  // one this grant reserved from the same node and no client ever attached
+  // (the holder lost the answer and retries), that session (*retried set).
+  // FAILED_PRECONDITION while anyone else holds the device.
   absl::StatusOr<std::shared_ptr<Session>> NewSession(const Grant& grant, const std::string& compute_node,
-                                                      SessionDevice* device);
+                                                      SessionDevice* device, bool* retried);
+  // `held` is a reservation of this grant from this node, never attached
+  // and not ending (mu_ held).
+  static bool IsRetryOf(const Session& held, const Grant& grant, const std::string& compute_node);
   // The BAR mirrors and DMA size a client must provide.
   void Describe(const Session& s, rpci::v1::OpenSessionResponse* resp) const;
   // The completion ring's capacity once the client's regions fit the device.

@@ -1113,5 +1113,49 @@ TEST_F(SessionTest, ADetachedSessionLivesWhileItsHolderProbesIt) {
   EXPECT_EQ(server_->live_sessions(), 0u);
 }
 
+// The plugin's reservation can time out on its side after the agent opened
+// the session (the answer is lost); the kubelet retries Allocate. The retry
+// for the same grant from the same node gets that session again (same id and
+// key: what the lost answer carried, to the same holder) so exactly one
+// session holds the device; once a client has attached, a reservation is
+// refused again.
+TEST_F(SessionTest, AReservationRetriedAfterItsAnswerWasLostGetsTheSameSession) {
+  client::SessionTicket lost = Reserve("g1");  // the plugin never saw this answer
+  client::ControlClient once({nullptr, absl::ZeroDuration()});
+  absl::StatusOr<client::SessionTicket> retry = once.Reserve(Endpoint(), {"g1", "secret-token", "node-a"});
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->session_id, lost.session_id);
+  EXPECT_EQ(retry->key.Bytes(), lost.key.Bytes());
+  EXPECT_EQ(server_->live_sessions(), 1u);
+  auto c = client::SessionClient::Attach(*retry, {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Write(0, 0, 4, 7).ok());
+  ASSERT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
+  ASSERT_TRUE((*c)->Close().ok());  // detached, but a client has used it
+  absl::Status after = once.Reserve(Endpoint(), {"g1", "secret-token", "node-a"}).status();
+  EXPECT_EQ(after.code(), absl::StatusCode::kFailedPrecondition) << after;
+  ASSERT_TRUE(client::ControlClient().Close(*retry).ok());
+  EXPECT_EQ(server_->live_sessions(), 0u);
+  EXPECT_TRUE(once.Reserve(Endpoint(), {"g1", "secret-token", "node-a"}).ok());
+}
+
+// Only the reservation's own grant from its own node gets an unattached
+// session again: another grant for the device, or the same node-less grant
+// presented from another node, is refused and learns no key.
+TEST_F(SessionTest, AnotherGrantOrNodeCannotTakeAnUnattachedReservation) {
+  grants_.Upsert({"g-any-node", "dev0", "", "secret-token", absl::InfiniteFuture()});
+  grants_.Upsert({"g1-other", "dev0", "node-a", "secret-token", absl::InfiniteFuture()});
+  client::SessionTicket held = Reserve("g-any-node");
+  client::ControlClient once({nullptr, absl::ZeroDuration()});
+  absl::StatusOr<client::SessionTicket> other_node = once.Reserve(Endpoint(), {"g-any-node", "secret-token", "node-b"});
+  EXPECT_EQ(other_node.status().code(), absl::StatusCode::kFailedPrecondition) << other_node.status();
+  absl::StatusOr<client::SessionTicket> other_grant = once.Reserve(Endpoint(), {"g1-other", "secret-token", "node-a"});
+  EXPECT_EQ(other_grant.status().code(), absl::StatusCode::kFailedPrecondition) << other_grant.status();
+  EXPECT_EQ(server_->live_sessions(), 1u);
+  absl::StatusOr<client::SessionTicket> same = once.Reserve(Endpoint(), {"g-any-node", "secret-token", "node-a"});
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->session_id, held.session_id);
+}
+
 }  // namespace
 }  // namespace rpci::agent
