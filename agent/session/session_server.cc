@@ -149,6 +149,12 @@ void GrantTable::Revoke(const std::string& grant_id) {
   grants_.erase(grant_id);
 }
 
+bool GrantTable::Live(const std::string& grant_id, absl::Time now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = grants_.find(grant_id);
+  return it != grants_.end() && now < it->second.expires;
+}
+
 absl::StatusOr<Grant> GrantTable::Check(const std::string& grant_id, const std::string& token, absl::Time now) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = grants_.find(grant_id);
@@ -739,31 +745,47 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSessio
   if (s->seq == nullptr) return absl::UnavailableError("cannot map session sequence file");
   s->seq->set_applied(0);
   s->seq->set_completions(0);
-  std::unique_lock<std::mutex> lock(mu_);
-  // A device its last session is still being scrubbed off is worth a wait.
-  scrubbed_.wait_for(lock, std::chrono::seconds(10), [&] {
-    auto o = device_owner_.find(s->device_id);
-    return o == device_owner_.end() || !sessions_.at(o->second)->closing;
-  });
-  if (auto c = device_clean_.find(s->device_id); c != device_clean_.end() && !c->second.ok()) {
-    return absl::FailedPreconditionError("device " + s->device_id + " is not clean: " + std::string(c->second.message()));
-  }
-  if (auto owner = device_owner_.find(s->device_id); owner != device_owner_.end()) {
-    std::shared_ptr<Session> held = sessions_.at(owner->second);
-    if (!IsRetryOf(*held, grant, compute_node)) {
-      return absl::FailedPreconditionError("device " + s->device_id + " is in session " + owner->second.ToString());
-    }
-    lock.unlock();
-    s->seq.reset();  // the new one is not needed: the held session answers again
+  auto drop_new = [&] {  // its sequence file, when the reservation does not make it
+    s->seq.reset();
     if (!options_.state_dir.empty()) ::unlink((options_.state_dir + "/" + s->id.ToString() + ".seq").c_str());
-    *retried = true;
-    return held;
+  };
+  for (bool orphan_ended = false;; orphan_ended = true) {
+    std::unique_lock<std::mutex> lock(mu_);
+    // A device its last session is still being scrubbed off is worth a wait.
+    scrubbed_.wait_for(lock, std::chrono::seconds(10), [&] {
+      auto o = device_owner_.find(s->device_id);
+      return o == device_owner_.end() || !sessions_.at(o->second)->closing;
+    });
+    if (auto c = device_clean_.find(s->device_id); c != device_clean_.end() && !c->second.ok()) {
+      drop_new();
+      return absl::FailedPreconditionError("device " + s->device_id + " is not clean: " + std::string(c->second.message()));
+    }
+    auto owner = device_owner_.find(s->device_id);
+    if (owner == device_owner_.end()) {
+      sessions_[s->id] = s;
+      device_owner_[s->device_id] = s->id;
+      open_gauge_->Set(static_cast<double>(sessions_.size()));
+      StartWorker(*s);
+      return s;
+    }
+    std::shared_ptr<Session> held = sessions_.at(owner->second);
+    if (IsRetryOf(*held, grant, compute_node)) {
+      lock.unlock();
+      drop_new();  // the held session answers again
+      *retried = true;
+      return held;
+    }
+    // A session no client ever attached whose grant the controller has since
+    // ended (its holder released it after losing the answer): nobody may
+    // attach it legitimately, so it ends (scrubbed) and this grant proceeds.
+    if (!orphan_ended && !held->closing && !held->ever_attached && !grants_->Live(held->grant_id, options_.clock->Now())) {
+      lock.unlock();
+      Teardown(held->id, "its grant ended before any attach", false);
+      continue;
+    }
+    drop_new();
+    return absl::FailedPreconditionError("device " + s->device_id + " is in session " + owner->second.ToString());
   }
-  sessions_[s->id] = s;
-  device_owner_[s->device_id] = s->id;
-  open_gauge_->Set(static_cast<double>(sessions_.size()));
-  StartWorker(*s);
-  return s;
 }
 
 bool SessionServer::IsRetryOf(const Session& held, const Grant& grant, const std::string& compute_node) {

@@ -51,6 +51,8 @@ class GrantTable {
   // The grant if it exists, is unexpired at `now` and `token` matches (in
   // constant time); PERMISSION_DENIED otherwise, without saying which.
   absl::StatusOr<Grant> Check(const std::string& grant_id, const std::string& token, absl::Time now) const;
+  // The grant exists and is unexpired at `now`.
+  bool Live(const std::string& grant_id, absl::Time now) const;
 
  private:
   mutable std::mutex mu_;
@@ -167,7 +169,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // A new session for the grant's device; or, when the device's session is
   // one this grant reserved from the same node and no client ever attached
   // (the holder lost the answer and retries), that session (*retried set).
-  // FAILED_PRECONDITION while anyone else holds the device.
+  // A never-attached session whose grant has ended (revoked or expired) is
+  // ended first. FAILED_PRECONDITION while anyone else holds the device.
   absl::StatusOr<std::shared_ptr<Session>> NewSession(const Grant& grant, const std::string& compute_node,
                                                       SessionDevice* device, bool* retried);
   // `held` is a reservation of this grant from this node, never attached

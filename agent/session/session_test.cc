@@ -1157,5 +1157,30 @@ TEST_F(SessionTest, AnotherGrantOrNodeCannotTakeAnUnattachedReservation) {
   EXPECT_EQ(same->session_id, held.session_id);
 }
 
+// The plugin, its reservation timed out, releases the grant; the controller
+// revokes it and grants the kubelet's retry anew. The lost reservation (never
+// attached, its grant gone) ends, scrubbed, and the new grant gets the device:
+// one session holds it. A session a client has attached is never ended so.
+TEST_F(SessionTest, AnUnattachedReservationWhoseGrantEndedGivesWayToTheNextGrant) {
+  client::SessionTicket lost = Reserve("g1");
+  grants_.Revoke("g1");
+  grants_.Upsert({"g2", "dev0", "node-a", "secret-token", absl::InfiniteFuture()});
+  client::SessionTicket next = Reserve("g2");
+  EXPECT_NE(next.session_id, lost.session_id);
+  EXPECT_EQ(server_->live_sessions(), 1u);
+  EXPECT_EQ(Scrubs("clean"), 1);
+  EXPECT_EQ(client::SessionClient::Attach(lost, {}).status().code(), absl::StatusCode::kNotFound);
+  auto c = client::SessionClient::Attach(next, {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Close().ok());
+  grants_.Revoke("g2");
+  grants_.Upsert({"g3", "dev0", "node-a", "secret-token", absl::InfiniteFuture()});
+  absl::Status taken = client::ControlClient({nullptr, absl::ZeroDuration()})
+                           .Reserve(Endpoint(), {"g3", "secret-token", "node-a"})
+                           .status();
+  EXPECT_EQ(taken.code(), absl::StatusCode::kFailedPrecondition) << taken;
+  EXPECT_EQ(server_->live_sessions(), 1u);
+}
+
 }  // namespace
 }  // namespace rpci::agent
