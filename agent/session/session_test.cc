@@ -72,6 +72,7 @@ class SessionTest : public ::testing::Test {
     opts.attach_timeout = attach_timeout_;
     opts.throttle = throttle_;
     opts.clock = clock_;
+    opts.fabric = fabric_;
     auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", second ? second : emu_.get()}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -230,6 +231,7 @@ class SessionTest : public ::testing::Test {
   absl::Duration attach_timeout_ = absl::Minutes(10);
   ThrottleOptions throttle_;
   Clock* clock_ = Clock::Real();
+  fabric::FabricConfig fabric_ = fabric::LoopbackConfig();
   int port_ = 0;
   MetricsRegistry metrics_;
   GrantTable grants_;
@@ -1059,6 +1061,52 @@ TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
   ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
   EXPECT_EQ(server_->live_sessions(), 0u);
   EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A pod is killed, not detached: its process (here: the client, dropped
+// without Close) is gone when the plugin ends the allocation's session. The
+// close answers at once, whatever the agent's fabric timeout, and the device
+// is scrubbed and granted again.
+TEST_F(SessionTest, ClosingASessionWhoseClientDiedWithoutDetachingDoesNotWaitForIt) {
+  StopServer();
+  fabric_.op_timeout = absl::Seconds(10);
+  StartServer();
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());  // the agent has a connection to it
+  c.reset();  // killed: no detach, its endpoint gone
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+  const absl::Duration took = absl::Now() - start;
+  std::cerr << "close of a dead client's session took " << absl::FormatDuration(took) << "\n";
+  EXPECT_LT(took, absl::Seconds(3)) << "op_timeout is " << absl::FormatDuration(fabric_.op_timeout);
+  EXPECT_EQ(server_->live_sessions(), 0u);
+  EXPECT_TRUE(server_->DeviceClean("dev0").ok());
+  EXPECT_EQ(Scrubs("clean"), 1);
+  auto next = Attach();  // the next tenant gets the device
+  ASSERT_NE(next, nullptr);
+  ASSERT_TRUE(next->Write(0, 0, 4, 9).ok());
+  EXPECT_TRUE(next->Sync(absl::Seconds(5)).ok());
+}
+
+// A live client, though, is told: the plugin's close reaches it as the
+// agent's close frame.
+TEST_F(SessionTest, ALiveClientLearnsThatThePluginClosedItsSession) {
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket, "g1", absl::Milliseconds(50));  // its heartbeat reads what arrives
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+  absl::Status s;
+  for (int i = 0; i < 100 && s.ok(); ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+    s = c->Write(0, 0, 4, 1);
+  }
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("closed by the agent"), std::string::npos) << s;
 }
 
 // A status probe of a session that has ended (the plugin's health check) is
