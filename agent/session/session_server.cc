@@ -171,7 +171,11 @@ struct SessionServer::Session {
   // Recovered after an agent restart with device state (applied writes or
   // delivered completions) on a device that lost it: never resumed.
   bool device_state_lost = false;
-  std::map<session::Nonce, absl::Time> challenges;  // outstanding, by issue time
+  // Outstanding, by issue time. Their own lock, held for nothing else: a
+  // close or status request is answered while the worker holds mu, blocked
+  // on a client that stopped answering.
+  std::mutex challenges_mu;
+  std::map<session::Nonce, absl::Time> challenges;
   bool closing = false;
   uint64_t mapped_bytes = 0;  // sum of from_device lengths
 
@@ -531,7 +535,7 @@ grpc::Status SessionServer::Challenge(grpc::ServerContext*, const rpci::v1::Chal
   }
   absl::StatusOr<session::Nonce> nonce = session::NewNonce();
   if (!nonce.ok()) return ToGrpc(nonce.status());
-  std::lock_guard<std::mutex> lock(s->mu);
+  std::lock_guard<std::mutex> lock(s->challenges_mu);
   const absl::Time now = options_.clock->Now();
   for (auto it = s->challenges.begin(); it != s->challenges.end();) {
     it = now - it->second > kChallengeLifetime ? s->challenges.erase(it) : std::next(it);
@@ -559,7 +563,7 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::Authentic
   absl::StatusOr<session::Nonce> nonce = session::NonceFromBytes(p.nonce);
   bool valid = false;
   {
-    std::lock_guard<std::mutex> lock(s->mu);
+    std::lock_guard<std::mutex> lock(s->challenges_mu);
     // Single use: a nonce is spent whether or not the proof holds.
     if (nonce.ok() && s->challenges.erase(*nonce) == 1) {
       valid = session::VerifyProof(s->key, p.purpose, *nonce, *id, p.client_address, p.proof);
