@@ -38,16 +38,23 @@ class KubeStoreTest : public testing::InstalledApiServerTest {
     EXPECT_TRUE(m->Load().ok());
     return m;
   }
+  // NewManager with device server dev-a exporting `devices` emu devices and
+  // node cn-1 asking for them, after one reconcile pass.
+  std::unique_ptr<PoolManager> ReconciledManager(KubeStore* store, int devices) {
+    auto m = NewManager(store);
+    EXPECT_TRUE(m->RegisterAgent(AgentWith("dev-a", "emu", devices)).ok());
+    EXPECT_TRUE(m->RegisterNode(NodeWith("cn-1", "emu")).ok());
+    m->Reconcile();
+    return m;
+  }
   ManualClock clock_;
   PoolManager::Options options_;
 };
 
 TEST_F(KubeStoreTest, StateLivesInCrdsAndSurvivesControllerRestart) {
   KubeStore store(client_.get(), &clock_, kNs);
-  auto m = NewManager(&store);
-  ASSERT_TRUE(m->RegisterAgent(AgentWith("dev-a", "emu", 2)).ok());
-  ASSERT_TRUE(m->RegisterNode(NodeWith("cn-1", "emu")).ok());
-  m->Reconcile();
+  auto m = ReconciledManager(&store, 2);
+  ASSERT_FALSE(HasFailure());
   auto set = m->AssignmentsFor("cn-1");
   ASSERT_EQ(set.assignments_size(), 1);
   const std::string id = set.assignments(0).device().id();
@@ -104,10 +111,8 @@ TEST_F(KubeStoreTest, StateLivesInCrdsAndSurvivesControllerRestart) {
 // assignments, heartbeats) goes through at once.
 TEST_F(KubeStoreTest, ARefusedAttachmentFailsItsClaimAndStallsNothingElse) {
   KubeStore store(client_.get(), &clock_, "no-such-namespace");
-  auto m = NewManager(&store);
-  ASSERT_TRUE(m->RegisterAgent(AgentWith("dev-a", "emu", 2)).ok());
-  ASSERT_TRUE(m->RegisterNode(NodeWith("cn-1", "emu")).ok());
-  m->Reconcile();
+  auto m = ReconciledManager(&store, 2);
+  ASSERT_FALSE(HasFailure());
   const std::string id = m->AssignmentsFor("cn-1").assignments(0).device().id();
   auto grant = m->Claim(AllocationClaim("cn-1", id, "alloc-1"));
   ASSERT_FALSE(grant.ok());
@@ -167,10 +172,8 @@ TEST_F(KubeStoreTest, OneRefusedDeviceIsRetriedWithBackoffWhileOthersCommit) {
 // agent's heartbeat fills SESSION and WRITES.
 TEST_F(KubeStoreTest, AttachmentNamesItsPodOncePodResourcesListsIt) {
   KubeStore store(client_.get(), &clock_, kNs);
-  auto m = NewManager(&store);
-  ASSERT_TRUE(m->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
-  ASSERT_TRUE(m->RegisterNode(NodeWith("cn-1", "emu")).ok());
-  m->Reconcile();
+  auto m = ReconciledManager(&store, 1);
+  ASSERT_FALSE(HasFailure());
   const std::string id = m->AssignmentsFor("cn-1").assignments(0).device().id();
   auto grant = m->Claim(AllocationClaim("cn-1", id, "alloc-1"));
   ASSERT_TRUE(grant.ok()) << grant.status();

@@ -9,6 +9,7 @@
 
 #include "absl/strings/ascii.h"
 #include "agent/session/session_server.h"
+#include "agent/session/testing/loopback_server.h"
 #include "agent/session/testing/test_device.h"
 #include "client/session_client.h"
 #include "common/testing/temp_dir.h"
@@ -71,23 +72,12 @@ class AgentSessionTest : public ::testing::Test {
     opts.state_dir = dir_ + "/agent";
     mkdir(opts.state_dir.c_str(), 0700);
     opts.metrics = &metrics_;
-    auto server = agent::SessionServer::Create(opts, &grants_, {{kDevice, &device_}});
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:" + std::to_string(port_), grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(server_.get());
-    grpc_ = builder.BuildAndStart();
-    ASSERT_NE(grpc_, nullptr);
-    port_ = port;
+    auto agent = agent::testing::LoopbackSessionServer::Start(opts, &grants_, {{kDevice, &device_}}, port_);
+    ASSERT_TRUE(agent.ok()) << agent.status();
+    agent_ = *std::move(agent);
+    port_ = agent_->port();
   }
-  void StopAgent() {
-    if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now());
-    grpc_.reset();
-    if (server_) server_->Stop();
-    server_.reset();
-  }
+  void StopAgent() { agent_.reset(); }
   std::string Endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
 
   // Attaches as a workload in `container` would: with its env and, through
@@ -127,8 +117,7 @@ class AgentSessionTest : public ::testing::Test {
   MetricsRegistry metrics_;
   agent::GrantTable grants_;
   agent::testing::TestDevice device_;
-  std::unique_ptr<agent::SessionServer> server_;
-  std::unique_ptr<grpc::Server> grpc_;
+  std::unique_ptr<agent::testing::LoopbackSessionServer> agent_;
   std::unique_ptr<testing::TestController> controller_;
   std::atomic<bool> stop_{false};
   std::thread forwarder_;

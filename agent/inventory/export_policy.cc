@@ -1,6 +1,7 @@
 #include "agent/inventory/export_policy.h"
 
 #include <algorithm>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -17,26 +18,22 @@ using rpci::v1::ExportedDevice;
 using rpci::v1::PcieFunction;
 using rpci::v1::RdmaNic;
 
-// A selector value that may be one item or a list of them.
-std::vector<nlohmann::json> OneOrMany(const nlohmann::json& value) {
-  if (value.is_array()) return std::vector<nlohmann::json>(value.begin(), value.end());
-  return {value};
-}
-
-std::string ItemKey(const std::string& key, const nlohmann::json& whole, size_t i) {
-  return whole.is_array() ? absl::StrCat(key, "[", i, "]") : key;
+// Hands each item of selector `key` (one item or a list of them) to `read`
+// with the item's place in the config ("class[1]"); nothing when the key is
+// absent, an error for an empty list (it would select nothing).
+void ForEachItem(ConfigReader& r, const std::string& key,
+                 const std::function<void(const std::string& where, const nlohmann::json& item)>& read) {
+  nlohmann::json raw;
+  r.Raw(key, &raw);
+  if (raw.is_null()) return;
+  if (raw.is_array() && raw.empty()) r.AddError(key, "empty list selects nothing; omit the key to select all");
+  if (!raw.is_array()) return read(key, raw);
+  for (size_t i = 0; i < raw.size(); ++i) read(absl::StrCat(key, "[", i, "]"), raw[i]);
 }
 
 // A 16-bit id: an integer (YAML reads unquoted 0x10de as one) or a hex string.
 void ReadIds(ConfigReader& r, const std::string& key, std::vector<uint32_t>* out) {
-  nlohmann::json raw;
-  r.Raw(key, &raw);
-  if (raw.is_null()) return;
-  std::vector<nlohmann::json> items = OneOrMany(raw);
-  if (items.empty()) r.AddError(key, "empty list selects nothing; omit the key to select all");
-  for (size_t i = 0; i < items.size(); ++i) {
-    const nlohmann::json& item = items[i];
-    std::string where = ItemKey(key, raw, i);
+  ForEachItem(r, key, [&](const std::string& where, const nlohmann::json& item) {
     if (item.is_number_unsigned() || (item.is_number_integer() && item.get<int64_t>() >= 0)) {
       uint64_t v = item.get<uint64_t>();
       if (v > 0xffff) {
@@ -47,15 +44,14 @@ void ReadIds(ConfigReader& r, const std::string& key, std::vector<uint32_t>* out
     } else if (item.is_string()) {
       absl::StatusOr<uint64_t> v = sysfs::ParseHex(item.get<std::string>(), 0xffff);
       if (!v.ok()) {
-        r.AddError(where, absl::StrCat("expected a 16-bit hex id like \"0x10de\": ",
-                                       v.status().message()));
+        r.AddError(where, absl::StrCat("expected a 16-bit hex id like \"0x10de\": ", v.status().message()));
       } else {
         out->push_back(static_cast<uint32_t>(*v));
       }
     } else {
       r.AddError(where, "expected a hex id string or integer, got " + JsonTypeName(item));
     }
-  }
+  });
 }
 
 // "0x03" / "0x0302" / "0x030200" (a prefix of the 24-bit class code), or
@@ -87,66 +83,28 @@ absl::StatusOr<ClassMatch> ParseClass(const std::string& text) {
                     static_cast<uint32_t>((0xffffffu << shift) & 0xffffff)};
 }
 
-void ReadClasses(ConfigReader& r, std::vector<ClassMatch>* out) {
-  nlohmann::json raw;
-  r.Raw("class", &raw);
-  if (raw.is_null()) return;
-  std::vector<nlohmann::json> items = OneOrMany(raw);
-  if (items.empty()) r.AddError("class", "empty list selects nothing; omit the key to select all");
-  for (size_t i = 0; i < items.size(); ++i) {
-    std::string where = ItemKey("class", raw, i);
-    if (!items[i].is_string()) {
-      // An unquoted YAML 0x0302 arrives as 770, and its digit count (which
-      // says how much of the code it covers) is lost.
-      r.AddError(where, "expected a quoted hex string like \"0x0302\", got " +
-                            JsonTypeName(items[i]));
-      continue;
+// A string selector parsed by `parse`; `expected` names what a non-string
+// should have been.
+template <typename T>
+void ReadParsed(ConfigReader& r, const std::string& key, const std::string& expected,
+                absl::StatusOr<T> (*parse)(const std::string&), std::vector<T>* out) {
+  ForEachItem(r, key, [&](const std::string& where, const nlohmann::json& item) {
+    if (!item.is_string()) {
+      r.AddError(where, "expected " + expected + ", got " + JsonTypeName(item));
+      return;
     }
-    absl::StatusOr<ClassMatch> m = ParseClass(items[i].get<std::string>());
-    if (!m.ok()) {
-      r.AddError(where, std::string(m.status().message()));
+    absl::StatusOr<T> v = parse(item.get<std::string>());
+    if (!v.ok()) {
+      r.AddError(where, std::string(v.status().message()));
     } else {
-      out->push_back(*m);
+      out->push_back(*v);
     }
-  }
+  });
 }
 
-void ReadBdfs(ConfigReader& r, std::vector<PciAddress>* out) {
-  nlohmann::json raw;
-  r.Raw("bdf", &raw);
-  if (raw.is_null()) return;
-  std::vector<nlohmann::json> items = OneOrMany(raw);
-  if (items.empty()) r.AddError("bdf", "empty list selects nothing; omit the key to select all");
-  for (size_t i = 0; i < items.size(); ++i) {
-    std::string where = ItemKey("bdf", raw, i);
-    if (!items[i].is_string()) {
-      r.AddError(where, "expected a PCI address string, got " + JsonTypeName(items[i]));
-      continue;
-    }
-    absl::StatusOr<PciAddress> a = PciAddress::Parse(items[i].get<std::string>());
-    if (!a.ok()) {
-      r.AddError(where, std::string(a.status().message()));
-    } else {
-      out->push_back(*a);
-    }
-  }
-}
+absl::StatusOr<PciAddress> ParseBdf(const std::string& text) { return PciAddress::Parse(text); }
 
-void ReadDrivers(ConfigReader& r, std::vector<std::string>* out) {
-  nlohmann::json raw;
-  r.Raw("driver", &raw);
-  if (raw.is_null()) return;
-  std::vector<nlohmann::json> items = OneOrMany(raw);
-  if (items.empty()) r.AddError("driver", "empty list selects nothing; omit the key to select all");
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (!items[i].is_string()) {
-      r.AddError(ItemKey("driver", raw, i), "expected a driver name, got " + JsonTypeName(items[i]));
-      continue;
-    }
-    // "" selects unbound functions.
-    out->push_back(items[i].get<std::string>());
-  }
-}
+absl::StatusOr<std::string> ParseDriver(const std::string& name) { return name; }  // "" selects unbound functions
 
 template <typename T, typename Pred>
 bool AnyOrAbsent(const std::vector<T>& list, Pred pred) {
@@ -183,11 +141,13 @@ ExportPolicy ExportPolicy::Read(ConfigReader& reader) {
     } else {
       rule.pool = pool.get<std::string>();
     }
-    ReadClasses(r, &rule.classes);
+    // An unquoted YAML 0x0302 arrives as 770, and its digit count (which
+    // says how much of the code it covers) is lost: classes must be quoted.
+    ReadParsed(r, "class", "a quoted hex string like \"0x0302\"", ParseClass, &rule.classes);
     ReadIds(r, "vendor", &rule.vendors);
     ReadIds(r, "device", &rule.devices);
-    ReadBdfs(r, &rule.bdfs);
-    ReadDrivers(r, &rule.drivers);
+    ReadParsed(r, "bdf", "a PCI address string", ParseBdf, &rule.bdfs);
+    ReadParsed(r, "driver", "a driver name", ParseDriver, &rule.drivers);
     if (!r.Has("class") && !r.Has("vendor") && !r.Has("device") && !r.Has("bdf") &&
         !r.Has("driver")) {
       r.AddError("class", "rule has no selector (class, vendor, device, bdf or driver); "

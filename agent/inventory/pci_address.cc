@@ -1,8 +1,11 @@
 #include "agent/inventory/pci_address.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -13,21 +16,9 @@ namespace {
 // Parses 1..max_digits hex digits into *out, bounded by `max_value`.
 bool ParseHexField(absl::string_view text, size_t max_digits, uint32_t max_value, uint32_t* out) {
   if (text.empty() || text.size() > max_digits) return false;
+  if (!std::all_of(text.begin(), text.end(), [](char c) { return absl::ascii_isxdigit(c); })) return false;
   uint32_t value = 0;
-  for (char c : text) {
-    uint32_t digit;
-    if (c >= '0' && c <= '9') {
-      digit = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      digit = c - 'a' + 10;
-    } else if (c >= 'A' && c <= 'F') {
-      digit = c - 'A' + 10;
-    } else {
-      return false;
-    }
-    value = value * 16 + digit;
-  }
-  if (value > max_value) return false;
+  if (!absl::SimpleHexAtoi(text, &value) || value > max_value) return false;
   *out = value;
   return true;
 }

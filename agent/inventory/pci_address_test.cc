@@ -38,7 +38,9 @@ TEST(PciAddressTest, RejectsMalformedAddressesNamingThePart) {
                         Case{"0000:3b:20.0", "device"}, Case{"0000:3b:00.8", "function"},
                         Case{"0000:100:00.0", "bus"}, Case{"zz00:3b:00.0", "domain"},
                         Case{"0000:3b:00.0.1", "'.'"}, Case{"0:0:0:00.0", "separators"},
-                        Case{"0000:3b:0x.0", "device"}, Case{"pci0000:00", "bus"}}) {
+                        Case{"0000:3b:0x.0", "device"}, Case{"pci0000:00", "bus"},
+                        // Signs and spaces, which a general hex parser would take.
+                        Case{"0000:+3:00.0", "bus"}, Case{"0000: 3:00.0", "bus"}, Case{"0000:3b:00.-1", "function"}}) {
     absl::StatusOr<PciAddress> a = PciAddress::Parse(c.text);
     ASSERT_FALSE(a.ok()) << c.text;
     EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);

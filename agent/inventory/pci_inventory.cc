@@ -36,8 +36,10 @@ class Reader {
 
   std::string Path(absl::string_view attr) const { return absl::StrCat(dir_, "/", attr); }
 
-  // A hex attribute; on failure records a problem and returns false.
-  bool Hex(absl::string_view attr, absl::string_view field, uint64_t max, uint32_t* out) {
+  // A hex attribute into the function's field (`set`); on failure the field
+  // is 0, the problem recorded, and the answer false.
+  bool Hex(absl::string_view attr, absl::string_view field, uint64_t max, void (PcieFunction::*set)(uint32_t)) {
+    (fn_->*set)(0);
     absl::StatusOr<std::string> text = sysfs::ReadAttr(Path(attr));
     if (!text.ok()) {
       Problem(field, text.status().message());
@@ -48,7 +50,7 @@ class Reader {
       Problem(field, absl::StrCat(attr, ": ", value.status().message()));
       return false;
     }
-    *out = static_cast<uint32_t>(*value);
+    (fn_->*set)(static_cast<uint32_t>(*value));
     return true;
   }
 
@@ -62,24 +64,12 @@ class Reader {
 
 void ReadIds(Reader& r, PciNames* names) {
   PcieFunction* fn = r.fn();
-  uint32_t v = 0;
-  bool have_vendor = r.Hex("vendor", "vendor_id", 0xffff, &v);
-  fn->set_vendor_id(v);
-  v = 0;
-  bool have_device = r.Hex("device", "device_id", 0xffff, &v);
-  fn->set_device_id(v);
-  v = 0;
-  bool have_svendor = r.Hex("subsystem_vendor", "subsystem_vendor_id", 0xffff, &v);
-  fn->set_subsystem_vendor_id(v);
-  v = 0;
-  bool have_sdevice = r.Hex("subsystem_device", "subsystem_device_id", 0xffff, &v);
-  fn->set_subsystem_device_id(v);
-  v = 0;
-  bool have_class = r.Hex("class", "class_code", 0xffffff, &v);
-  fn->set_class_code(v);
-  v = 0;
-  r.Hex("revision", "revision", 0xff, &v);
-  fn->set_revision(v);
+  bool have_vendor = r.Hex("vendor", "vendor_id", 0xffff, &PcieFunction::set_vendor_id);
+  bool have_device = r.Hex("device", "device_id", 0xffff, &PcieFunction::set_device_id);
+  bool have_svendor = r.Hex("subsystem_vendor", "subsystem_vendor_id", 0xffff, &PcieFunction::set_subsystem_vendor_id);
+  bool have_sdevice = r.Hex("subsystem_device", "subsystem_device_id", 0xffff, &PcieFunction::set_subsystem_device_id);
+  bool have_class = r.Hex("class", "class_code", 0xffffff, &PcieFunction::set_class_code);
+  r.Hex("revision", "revision", 0xff, &PcieFunction::set_revision);
 
   if (names == nullptr) return;
   if (have_vendor) fn->set_vendor_name(names->Vendor(fn->vendor_id()));
@@ -198,19 +188,26 @@ void ReadSpeed(Reader& r, const char* attr, const char* field, std::string* out)
   }
 }
 
-void ReadWidth(Reader& r, const char* attr, const char* field, uint32_t* out) {
+// An optional decimal attribute (a `what`) from 0 to `max` into *out; an
+// absent one leaves *out, an unreadable or malformed one is a problem.
+void ReadOptionalDecimal(Reader& r, const char* attr, const char* field, const char* what, int64_t max,
+                         uint32_t* out) {
   absl::StatusOr<std::string> text = sysfs::ReadAttr(r.Path(attr));
   if (absl::IsNotFound(text.status())) return;
   if (!text.ok()) {
     r.Problem(field, text.status().message());
     return;
   }
-  absl::StatusOr<int64_t> width = sysfs::ParseDecimal(*text);
-  if (!width.ok() || *width < 0 || *width > 32) {
-    r.Problem(field, absl::StrCat(attr, ": malformed width \"", *text, "\""));
+  absl::StatusOr<int64_t> n = sysfs::ParseDecimal(*text);
+  if (!n.ok() || *n < 0 || *n > max) {
+    r.Problem(field, absl::StrCat(attr, ": malformed ", what, " \"", *text, "\""));
     return;
   }
-  *out = static_cast<uint32_t>(*width);
+  *out = static_cast<uint32_t>(*n);
+}
+
+void ReadWidth(Reader& r, const char* attr, const char* field, uint32_t* out) {
+  ReadOptionalDecimal(r, attr, field, "width", 32, out);
 }
 
 // Link attributes exist only for functions with a PCIe capability; their
@@ -247,26 +244,12 @@ std::string ReadFunctionLink(Reader& r, const std::string& attr, absl::string_vi
 
 void ReadSriov(Reader& r, const std::vector<std::string>& entries) {
   auto* sriov = r.fn()->mutable_sriov();
-  for (const char* attr : {"sriov_totalvfs", "sriov_numvfs"}) {
-    bool total = absl::string_view(attr) == "sriov_totalvfs";
-    const char* field = total ? "sriov.total_vfs" : "sriov.num_vfs";
-    absl::StatusOr<std::string> text = sysfs::ReadAttr(r.Path(attr));
-    if (absl::IsNotFound(text.status())) continue;  // not SR-IOV capable
-    if (!text.ok()) {
-      r.Problem(field, text.status().message());
-      continue;
-    }
-    absl::StatusOr<int64_t> n = sysfs::ParseDecimal(*text);
-    if (!n.ok() || *n < 0 || *n > 65535) {
-      r.Problem(field, absl::StrCat(attr, ": malformed count \"", *text, "\""));
-      continue;
-    }
-    if (total) {
-      sriov->set_total_vfs(static_cast<uint32_t>(*n));
-    } else {
-      sriov->set_num_vfs(static_cast<uint32_t>(*n));
-    }
-  }
+  // Absent on functions that are not SR-IOV capable.
+  uint32_t total_vfs = 0, num_vfs = 0;
+  ReadOptionalDecimal(r, "sriov_totalvfs", "sriov.total_vfs", "count", 65535, &total_vfs);
+  ReadOptionalDecimal(r, "sriov_numvfs", "sriov.num_vfs", "count", 65535, &num_vfs);
+  sriov->set_total_vfs(total_vfs);
+  sriov->set_num_vfs(num_vfs);
   sriov->set_physfn(ReadFunctionLink(r, "physfn", "sriov.physfn"));
   // virtfnN links, in N order (virtfn10 after virtfn9).
   std::vector<std::pair<int64_t, std::string>> vfs;

@@ -47,6 +47,18 @@ std::string NormalizePortState(std::string state) {
   return state;
 }
 
+// The entries of `dir` named by a number (ports/1, gids/0 ...), in numeric
+// order, with their numbers; none when `dir` cannot be listed.
+std::vector<std::pair<int64_t, std::string>> NumberedEntries(const std::string& dir) {
+  absl::StatusOr<std::vector<std::string>> names = sysfs::ListDir(dir);
+  std::vector<std::pair<int64_t, std::string>> numbered;
+  for (const std::string& name : names.ok() ? *names : std::vector<std::string>()) {
+    if (absl::StatusOr<int64_t> n = sysfs::ParseDecimal(name); n.ok()) numbered.emplace_back(*n, name);
+  }
+  std::sort(numbered.begin(), numbered.end());
+  return numbered;
+}
+
 }  // namespace
 
 RdmaSource DefaultRdmaSource(const std::string& sysfs_root) {
@@ -141,13 +153,7 @@ absl::StatusOr<std::vector<RdmaNic>> RdmaInventory::ScanSysfs() {
     if (absl::StatusOr<std::string> guid = sysfs::ReadAttr(base + "/node_guid"); guid.ok()) {
       nic.set_node_guid(*guid);
     }
-    absl::StatusOr<std::vector<std::string>> ports = sysfs::ListDir(base + "/ports");
-    std::vector<std::pair<int64_t, std::string>> numbered;
-    for (const std::string& p : ports.ok() ? *ports : std::vector<std::string>()) {
-      if (absl::StatusOr<int64_t> n = sysfs::ParseDecimal(p); n.ok()) numbered.emplace_back(*n, p);
-    }
-    std::sort(numbered.begin(), numbered.end());
-    for (const auto& [n, p] : numbered) {
+    for (const auto& [n, p] : NumberedEntries(base + "/ports")) {
       std::string pdir = absl::StrCat(base, "/ports/", p);
       RdmaPort* port = nic.add_ports();
       port->set_port(static_cast<uint32_t>(n));
@@ -157,13 +163,7 @@ absl::StatusOr<std::vector<RdmaNic>> RdmaInventory::ScanSysfs() {
       if (absl::StatusOr<std::string> ll = sysfs::ReadAttr(pdir + "/link_layer"); ll.ok()) {
         port->set_link_layer(*ll);
       }
-      absl::StatusOr<std::vector<std::string>> gids = sysfs::ListDir(pdir + "/gids");
-      std::vector<std::pair<int64_t, std::string>> gid_files;
-      for (const std::string& g : gids.ok() ? *gids : std::vector<std::string>()) {
-        if (absl::StatusOr<int64_t> i = sysfs::ParseDecimal(g); i.ok()) gid_files.emplace_back(*i, g);
-      }
-      std::sort(gid_files.begin(), gid_files.end());
-      for (const auto& [i, g] : gid_files) {
+      for (const auto& [i, g] : NumberedEntries(pdir + "/gids")) {
         absl::StatusOr<std::string> gid = sysfs::ReadAttr(absl::StrCat(pdir, "/gids/", g));
         if (gid.ok() && !IsZeroGid(*gid)) port->add_gids(*gid);
       }

@@ -63,18 +63,9 @@ absl::StatusOr<uint64_t> ParseHex(absl::string_view text, uint64_t max) {
     return absl::InvalidArgumentError(absl::StrCat("not a hex number: \"", text, "\""));
   }
   uint64_t value = 0;
-  for (char c : digits) {
-    int d;
-    if (c >= '0' && c <= '9') {
-      d = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      d = c - 'a' + 10;
-    } else if (c >= 'A' && c <= 'F') {
-      d = c - 'A' + 10;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("not a hex number: \"", text, "\""));
-    }
-    value = (value << 4) | static_cast<uint64_t>(d);
+  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return absl::ascii_isxdigit(c); }) ||
+      !absl::SimpleHexAtoi(digits, &value)) {
+    return absl::InvalidArgumentError(absl::StrCat("not a hex number: \"", text, "\""));
   }
   if (value > max) {
     return absl::InvalidArgumentError(absl::StrCat("hex value \"", text, "\" out of range"));

@@ -48,6 +48,16 @@ constexpr absl::Duration kPushRetry = absl::Milliseconds(200);  // a failed comp
 // not waited for (EndDataPath).
 constexpr absl::Duration kCloseNotice = absl::Milliseconds(250);
 
+// A session endpoint's opening failed: most often the agent's fabric port
+// range is full (tcp: every endpoint listens on a port of it).
+absl::Status EndpointDidNotOpen(const session::SessionId& id, const absl::Status& error) {
+  return absl::Status(error.code(),
+                      absl::StrCat("session ", id.ToString(),
+                                   ": its fabric endpoint did not open (each session needs a free port in the "
+                                   "agent's fabric port range, FI_TCP_PORT_LOW_RANGE-FI_TCP_PORT_HIGH_RANGE): ",
+                                   error.message()));
+}
+
 // Applied/completion sequence numbers in a MAP_SHARED file: a store is in the
 // kernel's page cache at once, so it survives the agent being SIGKILLed
 // without an fsync per write.
@@ -206,15 +216,27 @@ struct SessionServer::Session {
   std::condition_variable signal_cv;
   bool interrupt_pending = false;  // the device's interrupt_fd fired; the worker pushes
   bool stop_worker = false;
-  std::optional<absl::Status> fabric_opened;  // set once the worker opened (or failed to)
+  std::optional<absl::Status> fabric_opened;  // the worker's last opening of the fabric (or failure)
+  uint64_t fabric_attempts = 0;  // times the worker tried to open it
+  bool reopen_wanted = false;    // an attach waits for another try (the worker's last failed)
   std::thread worker;
 
   // OK once the worker has opened the session's fabric; its error, or
-  // UNAVAILABLE after `timeout`.
+  // UNAVAILABLE after `timeout`. When the last try failed (the port range
+  // was full), the worker tries again now and this waits for that try: a
+  // port freed since lets the attach through.
   absl::Status WaitFabric(absl::Duration timeout) {
     std::unique_lock<std::mutex> lock(signal_mu);
+    const uint64_t seen = fabric_attempts;
+    if (fabric_opened.has_value() && !fabric_opened->ok()) {
+      reopen_wanted = true;
+      signal_cv.notify_all();
+    }
     if (!signal_cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                            [&] { return fabric_opened.has_value() || stop_worker; }) ||
+                            [&] {
+                              return stop_worker ||
+                                     (fabric_opened.has_value() && (fabric_opened->ok() || fabric_attempts > seen));
+                            }) ||
         !fabric_opened.has_value()) {
       return absl::UnavailableError("session " + id.ToString() + ": its fabric endpoint is not open");
     }
@@ -408,37 +430,57 @@ absl::Status SessionServer::OpenSessionFabric(Session& s) {
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
   absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint =
       fabric.ok() ? (*fabric)->OpenEndpoint() : absl::StatusOr<std::unique_ptr<fabric::Endpoint>>(fabric.status());
-  if (!endpoint.ok()) {
-    // Most often the agent's fabric port range is full (tcp: every endpoint
-    // listens on a port of it).
-    endpoint = absl::Status(endpoint.status().code(),
-                            absl::StrCat("session ", s.id.ToString(),
-                                         ": its fabric endpoint did not open (each session needs a free port in the "
-                                         "agent's fabric port range, FI_TCP_PORT_LOW_RANGE-FI_TCP_PORT_HIGH_RANGE): ",
-                                         endpoint.status().message()));
-  }
+  if (!endpoint.ok()) endpoint = EndpointDidNotOpen(s.id, endpoint.status());
+  const int port_taken = endpoint.ok() ? (*endpoint)->open_attempts() - 1 : 0;
   if (endpoint.ok()) {
     std::lock_guard<std::mutex> lock(s.mu);
     std::lock_guard<std::mutex> flock(s.frames_mu);
     s.fabric = std::move(*fabric);
     s.endpoint = std::move(*endpoint);
     s.endpoint_used = false;
-  } else {
-    log_.Error("session fabric did not open; its attaches are refused",
-               {{"session", s.id.ToString()}, {"error", std::string(endpoint.status().message())}});
+  }
+  uint64_t attempts = 0;  // this one included; only this worker counts them
+  {
+    std::lock_guard<std::mutex> lock(s.signal_mu);
+    attempts = s.fabric_attempts + 1;
+  }
+  // Logged before an attach waiting for this attempt learns its outcome.
+  if (!endpoint.ok()) {
+    log_.Error("session fabric did not open; it is tried again at its next attach and after a pause",
+               {{"session", s.id.ToString()}, {"attempt", attempts}, {"error", std::string(endpoint.status().message())}});
+  } else if (attempts > 1 || port_taken > 0) {
+    // port_taken: binds lost to another endpoint opening at the same moment.
+    log_.Info("session fabric opened after retries",
+              {{"session", s.id.ToString()}, {"attempt", attempts}, {"port_taken", port_taken}});
   }
   {
     std::lock_guard<std::mutex> lock(s.signal_mu);
     s.fabric_opened = endpoint.status();
+    s.fabric_attempts = attempts;
   }
   s.signal_cv.notify_all();
   return endpoint.status();
 }
 
+bool SessionServer::OpenSessionFabricUntilOpen(Session& s) {
+  absl::Duration pause = options_.endpoint_retry;
+  while (!OpenSessionFabric(s).ok()) {
+    std::unique_lock<std::mutex> lock(s.signal_mu);
+    s.signal_cv.wait_for(lock, absl::ToChronoNanoseconds(pause), [&] { return s.stop_worker || s.reopen_wanted; });
+    if (s.stop_worker) return false;
+    s.reopen_wanted = false;
+    pause = std::min(pause * 2, options_.endpoint_retry_max);
+  }
+  return true;
+}
+
 absl::Status SessionServer::FreshEndpoint(Session& s) {
   if (!s.endpoint_used) return absl::OkStatus();
   absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = s.fabric->OpenEndpoint();
-  if (!endpoint.ok()) return endpoint.status();
+  if (!endpoint.ok()) return EndpointDidNotOpen(s.id, endpoint.status());
+  if (const int taken = (*endpoint)->open_attempts() - 1; taken > 0) {
+    log_.Info("session endpoint opened after retries", {{"session", s.id.ToString()}, {"port_taken", taken}});
+  }
   std::shared_ptr<fabric::Endpoint> old;
   {
     std::lock_guard<std::mutex> lock(s.frames_mu);
@@ -1078,11 +1120,7 @@ void SessionServer::WorkLoop(Session& s) {
     std::lock_guard<std::mutex> lock(s.mu);
     s.worker_id = std::this_thread::get_id();
   }
-  if (!OpenSessionFabric(s).ok()) {
-    std::unique_lock<std::mutex> lock(s.signal_mu);
-    s.signal_cv.wait(lock, [&] { return s.stop_worker; });
-    return;
-  }
+  if (!OpenSessionFabricUntilOpen(s)) return;
   std::shared_ptr<fabric::Endpoint> ep;
   uint64_t dropped_seen = 0, client_dropped_seen = 0;
   while (true) {

@@ -93,6 +93,12 @@ struct SessionServerOptions {
   // completions) is throttled: its worker runs nicer until it is under
   // budget again (agent/session/throttle.h).
   ThrottleOptions throttle;
+  // A session whose fabric endpoint did not open (most often: no free port
+  // in the agent's fabric port range) stays reserved and tries again when
+  // its workload attaches, and on its own after `endpoint_retry`, doubling
+  // up to `endpoint_retry_max` (agent/session/session_ports_test.cc).
+  absl::Duration endpoint_retry = absl::Milliseconds(250);
+  absl::Duration endpoint_retry_max = absl::Seconds(8);
   Clock* clock = Clock::Real();
   MetricsRegistry* metrics = nullptr;  // required
 };
@@ -175,6 +181,10 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // The session's own fabric domain and a first endpoint (s.fabric,
   // s.endpoint), opened by its worker as it starts; attaches wait for it.
   absl::Status OpenSessionFabric(Session& s);
+  // OpenSessionFabric until it opens: again when an attach asks (WaitFabric)
+  // or after a pause (endpoint_retry, doubling up to endpoint_retry_max).
+  // False when the session's worker is stopped first.
+  bool OpenSessionFabricUntilOpen(Session& s);
   // A new endpoint in the session's domain for the next attach, replacing
   // one that served an attach already (mu and frames_mu taken inside).
   absl::Status FreshEndpoint(Session& s);

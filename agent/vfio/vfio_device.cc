@@ -259,48 +259,36 @@ absl::Status VfioDevice::RegionIo(bool write, uint16_t bar, uint64_t offset, voi
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint32_t> VfioDevice::Read32(uint16_t bar, uint64_t offset) {
-  absl::StatusOr<const VfioBar*> b = CheckAccess(bar, offset, 4);
+absl::Status VfioDevice::BarAccess(bool write, uint16_t bar, uint64_t offset, void* data, uint8_t width) {
+  absl::StatusOr<const VfioBar*> b = CheckAccess(bar, offset, width);
   if (!b.ok()) return b.status();
   for (const Range& h : (*b)->hidden) {
-    if (h.Overlaps(offset, 4)) return 0u;
+    if (!h.Overlaps(offset, width)) continue;
+    if (!write) return absl::OkStatus();  // reads as 0
+    return absl::PermissionDeniedError(
+        absl::StrFormat("BAR%d 0x%x is the MSI-X table or PBA (the agent's)", bar, offset));
   }
+  return RegionIo(write, bar, offset, data, width);
+}
+
+absl::StatusOr<uint32_t> VfioDevice::Read32(uint16_t bar, uint64_t offset) {
   uint32_t v = 0;
-  if (absl::Status s = RegionIo(false, bar, offset, &v, 4); !s.ok()) return s;
+  if (absl::Status s = BarAccess(false, bar, offset, &v, 4); !s.ok()) return s;
   return v;
 }
 
 absl::StatusOr<uint64_t> VfioDevice::Read64(uint16_t bar, uint64_t offset) {
-  absl::StatusOr<const VfioBar*> b = CheckAccess(bar, offset, 8);
-  if (!b.ok()) return b.status();
-  for (const Range& h : (*b)->hidden) {
-    if (h.Overlaps(offset, 8)) return uint64_t{0};
-  }
   uint64_t v = 0;
-  if (absl::Status s = RegionIo(false, bar, offset, &v, 8); !s.ok()) return s;
+  if (absl::Status s = BarAccess(false, bar, offset, &v, 8); !s.ok()) return s;
   return v;
 }
 
 absl::Status VfioDevice::Write32(uint16_t bar, uint64_t offset, uint32_t value) {
-  absl::StatusOr<const VfioBar*> b = CheckAccess(bar, offset, 4);
-  if (!b.ok()) return b.status();
-  for (const Range& h : (*b)->hidden) {
-    if (h.Overlaps(offset, 4)) {
-      return absl::PermissionDeniedError(absl::StrFormat("BAR%d 0x%x is the MSI-X table or PBA (the agent's)", bar, offset));
-    }
-  }
-  return RegionIo(true, bar, offset, &value, 4);
+  return BarAccess(true, bar, offset, &value, 4);
 }
 
 absl::Status VfioDevice::Write64(uint16_t bar, uint64_t offset, uint64_t value) {
-  absl::StatusOr<const VfioBar*> b = CheckAccess(bar, offset, 8);
-  if (!b.ok()) return b.status();
-  for (const Range& h : (*b)->hidden) {
-    if (h.Overlaps(offset, 8)) {
-      return absl::PermissionDeniedError(absl::StrFormat("BAR%d 0x%x is the MSI-X table or PBA (the agent's)", bar, offset));
-    }
-  }
-  return RegionIo(true, bar, offset, &value, 8);
+  return BarAccess(true, bar, offset, &value, 8);
 }
 
 absl::Status VfioDevice::ReadBar(uint16_t bar, uint64_t offset, uint64_t len, uint8_t* out) {

@@ -127,6 +127,9 @@ class VfioDevice {
   absl::StatusOr<const VfioBar*> CheckAccess(uint16_t bar, uint64_t offset, uint8_t width) const;
   uint8_t* Mapped(uint16_t bar, uint64_t offset, uint8_t width) const;
   absl::Status RegionIo(bool write, uint16_t bar, uint64_t offset, void* data, uint8_t width);
+  // A checked access: outside a BAR or misaligned is refused; the MSI-X
+  // table and PBA (the agent's) read as 0 and refuse writes.
+  absl::Status BarAccess(bool write, uint16_t bar, uint64_t offset, void* data, uint8_t width);
   absl::Status ValidateIova(uint64_t iova, uint64_t size);
   absl::Status RouteInterrupts();
   // One eventfd on a single-vector IRQ index (error, request); -1 if none.

@@ -240,6 +240,12 @@ class EndpointImpl : public Endpoint {
   uint64_t dropped_messages_from(PeerId sender) const override;
   void Shutdown() override;
   uint64_t failed_ops() const override { return failed_ops_.load(); }
+  int open_attempts() const override { return open_attempts_; }
+
+  // Init failed because another endpoint took the port it had bound
+  // (fi_enable: EADDRINUSE); opening again picks another port.
+  bool bind_raced() const { return bind_raced_; }
+  void set_open_attempts(int attempts) { open_attempts_ = attempts; }
 
  private:
   absl::Status Rma(PeerId peer, const std::vector<RmaOp>& ops, bool write);
@@ -299,6 +305,8 @@ class EndpointImpl : public Endpoint {
   std::shared_ptr<EndpointCore> core_;
   std::string address_;
   bool waitable_ = false;
+  bool bind_raced_ = false;
+  int open_attempts_ = 1;
 
   std::unique_ptr<MemoryRegion> recv_mr_, send_mr_;
   std::vector<std::shared_ptr<Op>> recv_ops_;
@@ -353,7 +361,10 @@ absl::Status EndpointImpl::Init() {
     return FabricError("fi_ep_bind(cq)", rc);
   }
   if ((rc = fi_ep_bind(core_->ep, &core_->av->fid, 0)) != 0) return FabricError("fi_ep_bind(av)", rc);
-  if ((rc = fi_enable(core_->ep)) != 0) return PinningError("fi_enable", rc, 0);
+  if ((rc = fi_enable(core_->ep)) != 0) {
+    bind_raced_ = rc == -FI_EADDRINUSE;
+    return PinningError("fi_enable", rc, 0);
+  }
 
   std::string name(64, '\0');
   size_t len = name.size();
@@ -938,6 +949,17 @@ void EndpointImpl::Shutdown() {
 
 namespace {
 
+// Times OpenEndpoint binds when its port keeps being taken (fabric.h).
+constexpr int kOpenAttempts = 16;
+
+// A few milliseconds, growing with `attempt` and jittered, so endpoints that
+// raced for one port do not bind in step again.
+void PauseBeforeReopen(int attempt) {
+  uint8_t jitter = 0;
+  if (getrandom(&jitter, sizeof(jitter), 0) != sizeof(jitter)) jitter = 0;
+  std::this_thread::sleep_for(std::chrono::microseconds(500 * attempt + 20 * jitter));
+}
+
 class FabricImpl : public Fabric {
  public:
   FabricImpl(const FabricConfig& config, std::shared_ptr<DomainCore> domain, std::string provider)
@@ -949,9 +971,24 @@ class FabricImpl : public Fabric {
   const std::string& provider() const override { return provider_; }
   MrMode mr_mode() const override { return mode_; }
   absl::StatusOr<std::unique_ptr<Endpoint>> OpenEndpoint() override {
-    auto ep = std::make_unique<EndpointImpl>(config_, domain_, provider_, mode_, ordered_writes_, reports_sender_);
-    if (absl::Status s = ep->Init(); !s.ok()) return s;
-    return std::unique_ptr<Endpoint>(std::move(ep));
+    // An ephemeral port may be taken between the provider's bind and its
+    // listen by another endpoint opening at that moment (tcp binds with
+    // SO_REUSEADDR, so both binds succeed and the second listen fails); the
+    // next attempt skips the port now listening. A fixed port is not retried.
+    const int attempts = config_.service.empty() ? kOpenAttempts : 1;
+    absl::Status last;
+    for (int attempt = 1; attempt <= attempts; ++attempt) {
+      if (attempt > 1) PauseBeforeReopen(attempt);
+      auto ep = std::make_unique<EndpointImpl>(config_, domain_, provider_, mode_, ordered_writes_, reports_sender_);
+      last = ep->Init();
+      if (last.ok()) {
+        ep->set_open_attempts(attempt);
+        return std::unique_ptr<Endpoint>(std::move(ep));
+      }
+      if (!ep->bind_raced()) return last;
+    }
+    return absl::Status(last.code(), absl::StrCat(last.message(), " (its port was taken by another endpoint ",
+                                                  "opening at the same moment, ", attempts, " times)"));
   }
 
  private:

@@ -282,6 +282,11 @@ class Endpoint {
 
   // Operations that failed or timed out so far.
   virtual uint64_t failed_ops() const = 0;
+
+  // How many times Fabric::OpenEndpoint bound to open this endpoint: more
+  // than 1 when its port was taken by another endpoint opening at the same
+  // moment (the caller logs it).
+  virtual int open_attempts() const = 0;
 };
 
 // An opened fabric and domain for one provider; makes endpoints.
@@ -296,7 +301,13 @@ class Fabric {
   virtual const std::string& provider() const = 0;
   virtual MrMode mr_mode() const = 0;
 
-  // A new endpoint bound to config.node/service. Thread-safe.
+  // A new endpoint bound to config.node/service. Thread-safe. With an
+  // ephemeral port (tcp: one of FI_TCP_PORT_LOW_RANGE..HIGH_RANGE when set)
+  // two endpoints opening at the same moment may bind the same port, and the
+  // one that listens second fails (fi_enable: EADDRINUSE); it is opened again
+  // on another port, up to 16 times in all, a few milliseconds apart
+  // (Endpoint::open_attempts). A full range is not retried here: that error
+  // comes back at once (//agent/session:session_ports_test).
   virtual absl::StatusOr<std::unique_ptr<Endpoint>> OpenEndpoint() = 0;
 };
 

@@ -18,24 +18,17 @@ absl::StatusOr<std::unique_ptr<LoopbackAgent>> LoopbackAgent::Start(
   for (const auto& [id, dev] : devices) a->grants_.Upsert({"grant-" + id, id, "node", "token", absl::InfiniteFuture()});
   agent::SessionServerOptions opts;
   opts.metrics = &a->metrics_;
-  absl::StatusOr<std::unique_ptr<agent::SessionServer>> server =
-      agent::SessionServer::Create(opts, &a->grants_, std::move(devices));
-  if (!server.ok()) return server.status();
-  a->server_ = std::move(*server);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(a->server_.get());
-  a->grpc_ = builder.BuildAndStart();
-  if (a->grpc_ == nullptr || port == 0) return absl::UnavailableError("loopback agent: gRPC server did not start");
-  a->endpoint_ = "127.0.0.1:" + std::to_string(port);
+  absl::StatusOr<std::unique_ptr<agent::testing::LoopbackSessionServer>> served =
+      agent::testing::LoopbackSessionServer::Start(opts, &a->grants_, std::move(devices));
+  if (!served.ok()) return served.status();
+  a->served_ = *std::move(served);
+  a->endpoint_ = a->served_->endpoint();
   a->key_dir_ = ::rpci::testing::MakeTempDir("rpci-lib");
   return a;
 }
 
 LoopbackAgent::~LoopbackAgent() {
-  if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now());
-  if (server_) server_->Stop();
+  served_.reset();
   std::error_code ec;
   if (!key_dir_.empty()) std::filesystem::remove_all(key_dir_, ec);
 }

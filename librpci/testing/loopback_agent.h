@@ -12,9 +12,9 @@
 
 #include "absl/status/statusor.h"
 #include "agent/session/session_server.h"
+#include "agent/session/testing/loopback_server.h"
 #include "client/session_client.h"
 #include "common/metrics.h"
-#include "grpcpp/grpcpp.h"
 
 namespace rpci::lib::testing {
 
@@ -26,7 +26,7 @@ class LoopbackAgent {
   ~LoopbackAgent();
 
   const std::string& endpoint() const { return endpoint_; }
-  agent::SessionServer& server() { return *server_; }
+  agent::SessionServer& server() { return served_->server(); }
   MetricsRegistry& metrics() { return metrics_; }
 
   // Reserves sessions for `device_ids` (in order) as the plugin does and
@@ -38,8 +38,7 @@ class LoopbackAgent {
   LoopbackAgent() = default;
   MetricsRegistry metrics_;
   agent::GrantTable grants_;
-  std::unique_ptr<agent::SessionServer> server_;
-  std::unique_ptr<grpc::Server> grpc_;
+  std::unique_ptr<agent::testing::LoopbackSessionServer> served_;
   std::string endpoint_;
   std::string key_dir_;
   int reserved_ = 0;

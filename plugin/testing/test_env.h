@@ -155,16 +155,7 @@ inline PluginOptions TestPluginOptions(const std::string& dir) {
   return o;
 }
 
-// True when the kubelet's latest list holds `n` devices, all of `health`.
-inline auto AllHealth(size_t n, const std::string& health) {
-  return [n, health](const std::vector<rpci::testing::AdvertisedDevice>& ds) {
-    if (ds.size() != n) return false;
-    for (const rpci::testing::AdvertisedDevice& d : ds) {
-      if (d.health != health) return false;
-    }
-    return true;
-  };
-}
+using ::rpci::testing::AllHealth;
 
 // Feeds `plugin` the controller's assignments for node cn-1 (pool emu)
 // through `client` and reconciles until the kubelet lists `n` Healthy

@@ -57,32 +57,12 @@ std::string LogLevel() {
   return level != nullptr ? level : "warn";
 }
 
-
 // `response` with device 0's session id replaced: what a workload that
 // learnt another pod's session id would try.
 v1beta1::ContainerAllocateResponse WithSessionId(v1beta1::ContainerAllocateResponse response,
                                                  const std::string& session_id) {
   for (const char* name : {"RPCI_SESSION_ID", "RPCI_0_SESSION_ID"}) (*response.mutable_envs())[name] = session_id;
   return response;
-}
-
-auto HealthOf(const std::string& device, const std::string& health) {
-  return [device, health](const std::vector<AdvertisedDevice>& ds) {
-    for (const auto& d : ds) {
-      if (d.id == device) return d.health == health;
-    }
-    return false;
-  };
-}
-
-auto All(const std::string& health, size_t count) {
-  return [health, count](const std::vector<AdvertisedDevice>& ds) {
-    if (ds.size() != count) return false;
-    for (const auto& d : ds) {
-      if (d.health != health) return false;
-    }
-    return true;
-  };
 }
 
 class EndToEndTest : public ::testing::Test {
@@ -224,7 +204,7 @@ class EndToEndTest : public ::testing::Test {
     StartAgent();
     ASSERT_TRUE(kubelet.Start().ok());
     StartPlugin(plugin_args);
-    ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(30))) << Logs();
+    ASSERT_TRUE(kubelet.WaitForDevices(kResource, AllHealth(2, "Healthy"), absl::Seconds(30))) << Logs();
   }
 
   // Runs emu_jobs in host b as the container of `response` (its own mount
@@ -341,7 +321,7 @@ TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
   const absl::Duration reregistered = kubelet.registrations().front().at - restarted;
   std::printf("kubelet restart -> plugin registered again: %.1f ms\n", absl::ToDoubleMilliseconds(reregistered));
   EXPECT_LT(reregistered, absl::Seconds(1));
-  ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(2)));
+  ASSERT_TRUE(kubelet.WaitForDevices(kResource, AllHealth(2, "Healthy"), absl::Seconds(2)));
   EXPECT_TRUE(kubelet.PreStartContainer(kResource, first->device_ids).ok());
   nlohmann::json summary = RunWorkload("workload-after-restart", first->response);
   EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
@@ -355,7 +335,7 @@ TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
   agent_->Signal(SIGKILL);
   agent_->Wait(absl::Seconds(5));
   const absl::Time killed = absl::Now();
-  ASSERT_TRUE(kubelet.WaitForDevices(kResource, All("Unhealthy", 2), absl::Seconds(5))) << Logs();
+  ASSERT_TRUE(kubelet.WaitForDevices(kResource, AllHealth(2, "Unhealthy"), absl::Seconds(5))) << Logs();
   std::printf("agent SIGKILL -> Unhealthy at the kubelet: %.0f ms\n", absl::ToDoubleMilliseconds(absl::Now() - killed));
   StartAgent();
   const absl::Time restarted_agent = absl::Now();
@@ -635,7 +615,7 @@ TEST_F(EndToEndTest, ARefusedAttachmentFailsOnlyItsClaimAndTheStoreKeepsWorking)
   // Heartbeats and health go on: the devices stay Healthy past an agent
   // heartbeat (10 s) and a node heartbeat.
   absl::SleepFor(absl::Seconds(11));
-  EXPECT_TRUE(kubelet.WaitForDevices(kResource, All("Healthy", 2), absl::Seconds(1))) << Logs();
+  EXPECT_TRUE(kubelet.WaitForDevices(kResource, AllHealth(2, "Healthy"), absl::Seconds(1))) << Logs();
   EXPECT_EQ(ReadWholeFile(dir_ + "/logs/agent.err").find("not registered"), std::string::npos);
 
   nlohmann::json ns = Api("POST", "/api/v1/namespaces",

@@ -47,6 +47,28 @@ struct AdvertisedDevice {
   std::vector<int64_t> numa_nodes;
 };
 
+// Conditions on a resource's latest device list, for
+// FakeKubelet::WaitForDevices.
+// `n` devices, all of `health`.
+inline auto AllHealth(size_t n, const std::string& health) {
+  return [n, health](const std::vector<AdvertisedDevice>& ds) {
+    if (ds.size() != n) return false;
+    for (const AdvertisedDevice& d : ds) {
+      if (d.health != health) return false;
+    }
+    return true;
+  };
+}
+// Device `id` listed with `health`.
+inline auto HealthOf(const std::string& id, const std::string& health) {
+  return [id, health](const std::vector<AdvertisedDevice>& ds) {
+    for (const AdvertisedDevice& d : ds) {
+      if (d.id == id) return d.health == health;
+    }
+    return false;
+  };
+}
+
 // What a plugin registration looked like.
 struct Registration {
   std::string resource_name;
