@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -25,6 +26,30 @@ using rpci::testing::FakeKubelet;
 constexpr char kResource[] = "rpci.io/emu";
 constexpr char kDevice[] = "dev-a-0000-3b-00-0";
 
+// The real opener, except that when told it loses the answer of its next
+// reservation after the agent made it: what a reservation timing out on the
+// plugin's side (DEADLINE_EXCEEDED) leaves behind.
+class AnswerLosingOpener final : public SessionOpener {
+ public:
+  explicit AnswerLosingOpener(std::unique_ptr<SessionOpener> real) : real_(std::move(real)) {}
+  absl::StatusOr<AttachedSession> Open(const rpci::v1::SessionGrant& grant, const std::string& endpoint) override {
+    absl::StatusOr<AttachedSession> opened = real_->Open(grant, endpoint);
+    if (opened.ok() && lose_next_answer.exchange(false)) {
+      return absl::DeadlineExceededError("open session on agent " + endpoint + ": Deadline Exceeded");
+    }
+    return opened;
+  }
+  absl::Status Close(const AttachedSession& session) override { return real_->Close(session); }
+  absl::Status Check(const AttachedSession& session) override { return real_->Check(session); }
+  absl::Status ProbeAgent(const std::string& endpoint, absl::Duration timeout) override {
+    return real_->ProbeAgent(endpoint, timeout);
+  }
+  std::atomic<bool> lose_next_answer{false};
+
+ private:
+  std::unique_ptr<SessionOpener> real_;
+};
+
 class AgentSessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -36,12 +61,20 @@ class AgentSessionTest : public ::testing::Test {
     rpci::v1::RegisterAgentRequest agent = controller::testing::AgentWith("dev-a", "emu", 1);
     agent.set_session_endpoint(Endpoint());
     ASSERT_TRUE(controller_->manager().RegisterAgent(agent).ok());
-    // The agent's grant watch, reduced to copying the controller's grants.
+    // The agent's grant watch, reduced to copying the controller's grants
+    // (and revoking those it no longer lists).
     forwarder_ = std::thread([this] {
+      std::set<std::string> known;
       while (!stop_) {
+        std::set<std::string> live;
         for (const rpci::v1::SessionGrant& g : controller_->manager().GrantsFor("dev-a")) {
           grants_.Upsert({g.grant_id(), g.device_id(), g.compute_node(), g.token(), absl::InfiniteFuture()});
+          live.insert(g.grant_id());
         }
+        for (const std::string& id : known) {
+          if (live.count(id) == 0) grants_.Revoke(id);
+        }
+        known = std::move(live);
         absl::SleepFor(absl::Milliseconds(10));
       }
     });
@@ -49,7 +82,7 @@ class AgentSessionTest : public ::testing::Test {
     kubelet_ = std::make_unique<FakeKubelet>(dir_ + "/dp", dir_ + "/pr.sock", dir_ + "/cdi");
     ASSERT_TRUE(kubelet_->Start().ok());
     client_ = std::make_unique<GrpcControllerClient>(controller_->Channel());
-    opener_ = std::make_unique<AgentSessionOpener>(nullptr, "cn-1");
+    opener_ = std::make_unique<AnswerLosingOpener>(std::make_unique<AgentSessionOpener>(nullptr, "cn-1"));
     PluginOptions o = testing::TestPluginOptions(dir_);
     o.device_edits = device_edits_;
     o.health_interval = absl::Milliseconds(100);
@@ -123,7 +156,7 @@ class AgentSessionTest : public ::testing::Test {
   std::thread forwarder_;
   std::unique_ptr<FakeKubelet> kubelet_;
   std::unique_ptr<GrpcControllerClient> client_;
-  std::unique_ptr<AgentSessionOpener> opener_;
+  std::unique_ptr<AnswerLosingOpener> opener_;
   std::unique_ptr<Plugin> plugin_;
   DeviceEditsVia device_edits_ = DeviceEditsVia::kAllocateResponse;
 };
@@ -170,6 +203,23 @@ TEST_F(AgentSessionTest, AgentLossTurnsTheDeviceUnhealthyAndItsReturnHealthy) {
   StartAgent();  // same port, same state dir: the session comes back dormant
   EXPECT_TRUE(kubelet_->WaitForDevices(kResource, testing::AllHealth(1, "Healthy"), absl::Seconds(5)));
   EXPECT_TRUE(kubelet_->PreStartContainer(kResource, admitted->device_ids).ok());
+}
+
+// The plugin's reservation times out after the agent opened the session; the
+// plugin rolls the Allocate back (releasing the grant) and the kubelet
+// retries. The retry gets the device (the agent ends the lost, never-attached
+// reservation whose grant is gone), and one session holds it.
+TEST_F(AgentSessionTest, AllocateRetriedAfterTheReservationAnswerWasLostGetsTheDevice) {
+  opener_->lose_next_answer = true;
+  auto lost = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(agent_->server().live_sessions(), 1u);  // the agent did open it
+  auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  std::unique_ptr<client::SessionClient> c = AttachAsTheWorkload(admitted->response);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(agent_->server().live_sessions(), 1u);
+  c->Close().IgnoreError();
 }
 
 }  // namespace
