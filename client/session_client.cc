@@ -325,6 +325,9 @@ absl::Status SessionClient::EnsureLiveLocked() {
 absl::Status SessionClient::WithReconnect(const std::function<absl::Status()>& op) {
   if (absl::Status s = EnsureLiveLocked(); !s.ok()) return s;
   absl::Status s = op();
+  // The agent's close frame, read during op: the session is over, nothing to
+  // reconnect to (and its reason stays the one reported).
+  if (!s.ok() && closed_) return dead_;
   if (s.ok() || (s.code() != absl::StatusCode::kUnavailable && s.code() != absl::StatusCode::kCancelled)) return s;
   if (absl::Status r = ReconnectLocked(); !r.ok()) return r;
   return op();
@@ -690,6 +693,7 @@ void SessionClient::HeartbeatLoop() {
     WithReconnect([&]() -> absl::Status {
       while (PumpLocked(absl::ZeroDuration()).ok() && !closed_) {
       }
+      if (closed_) return dead_;  // the agent closed it: nobody to beat for
       if (absl::Status p = ProbeIfSilentLocked(); !p.ok()) return p;
       return SendFrameLocked(FrameType::kHeartbeat, absl::ToUnixMillis(absl::Now()), 0);
     }).IgnoreError();

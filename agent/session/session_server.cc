@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <deque>
+#include <future>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -42,6 +43,10 @@ constexpr absl::Duration kWorkerPoll = absl::Milliseconds(200);
 // worker opens after the reservation (a few milliseconds).
 constexpr absl::Duration kFabricWait = absl::Seconds(10);
 constexpr absl::Duration kPushRetry = absl::Milliseconds(200);  // a failed completion push, again
+// How long a teardown waits for its close frame to reach the client: a
+// round trip is well under a millisecond on a LAN; a client that is gone is
+// not waited for (EndDataPath).
+constexpr absl::Duration kCloseNotice = absl::Milliseconds(250);
 
 // A session endpoint's opening failed: most often the agent's fabric port
 // range is full (tcp: every endpoint listens on a port of it).
@@ -176,7 +181,11 @@ struct SessionServer::Session {
   // Recovered after an agent restart with device state (applied writes or
   // delivered completions) on a device that lost it: never resumed.
   bool device_state_lost = false;
-  std::map<session::Nonce, absl::Time> challenges;  // outstanding, by issue time
+  // Outstanding, by issue time. Their own lock, held for nothing else: a
+  // close or status request is answered while the worker holds mu, blocked
+  // on a client that stopped answering.
+  std::mutex challenges_mu;
+  std::map<session::Nonce, absl::Time> challenges;
   bool closing = false;
   uint64_t mapped_bytes = 0;  // sum of from_device lengths
 
@@ -410,7 +419,7 @@ void SessionServer::Stop() {
   if (interrupts_.joinable()) interrupts_.join();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [id, s] : sessions_) {
-    s->StopWorker();
+    EndDataPath(*s, /*notify=*/false);  // the client resumes with the next server
     std::lock_guard<std::mutex> slock(s->mu);
     s->Deregister();
     s->CloseFabric();
@@ -492,6 +501,14 @@ absl::StatusOr<std::string> SessionServer::fabric_address(session::SessionId id)
   return ep->address();
 }
 
+absl::StatusOr<fabric::BulkPacing> SessionServer::bulk_pacing(session::SessionId id) const {
+  std::shared_ptr<Session> s = Find(id);
+  if (s == nullptr) return absl::NotFoundError("session " + id.ToString() + " is not live");
+  std::shared_ptr<fabric::Endpoint> ep = s->CurrentEndpoint();
+  if (ep == nullptr) return absl::NotFoundError("session " + id.ToString() + " has no endpoint");
+  return ep->bulk_pacing();
+}
+
 std::vector<rpci::v1::SessionReport> SessionServer::Reports() const {
   std::vector<std::shared_ptr<Session>> sessions;
   {
@@ -568,7 +585,7 @@ grpc::Status SessionServer::Challenge(grpc::ServerContext*, const rpci::v1::Chal
   }
   absl::StatusOr<session::Nonce> nonce = session::NewNonce();
   if (!nonce.ok()) return ToGrpc(nonce.status());
-  std::lock_guard<std::mutex> lock(s->mu);
+  std::lock_guard<std::mutex> lock(s->challenges_mu);
   const absl::Time now = options_.clock->Now();
   for (auto it = s->challenges.begin(); it != s->challenges.end();) {
     it = now - it->second > kChallengeLifetime ? s->challenges.erase(it) : std::next(it);
@@ -596,7 +613,7 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::Authentic
   absl::StatusOr<session::Nonce> nonce = session::NonceFromBytes(p.nonce);
   bool valid = false;
   {
-    std::lock_guard<std::mutex> lock(s->mu);
+    std::lock_guard<std::mutex> lock(s->challenges_mu);
     // Single use: a nonce is spent whether or not the proof holds.
     if (nonce.ok() && s->challenges.erase(*nonce) == 1) {
       valid = session::VerifyProof(s->key, p.purpose, *nonce, *id, p.client_address, p.proof);
@@ -945,11 +962,10 @@ void SessionServer::Teardown(session::SessionId id, const std::string& reason, b
     s = it->second;
     s->closing = true;
   }
-  s->StopWorker();
+  EndDataPath(*s, notify);
   absl::Status clean;
   {
     std::lock_guard<std::mutex> lock(s->mu);
-    if (notify && s->attached) SendFrame(*s, FrameType::kClose, 0, 0);
     s->Deregister();
     s->CloseFabric();  // the session's domain: nothing of it is reachable now
     s->seq.reset();
@@ -1009,19 +1025,53 @@ void SessionServer::Refuse(Session* s, ErrorCode code, uint64_t what) {
   if (s != nullptr && s->attached) SendFrame(*s, FrameType::kError, static_cast<uint64_t>(code), what);
 }
 
-void SessionServer::SendFrame(Session& s, FrameType type, uint64_t arg0, uint64_t arg1) {
+absl::Status SessionServer::TrySendFrame(Session& s, FrameType type, uint64_t arg0, uint64_t arg1) {
   std::string bytes;
   std::shared_ptr<fabric::Endpoint> ep;
+  fabric::PeerId peer = 0;
   {
     std::lock_guard<std::mutex> lock(s.frames_mu);
-    if (!s.frames.has_value() || s.endpoint == nullptr) return;
+    if (!s.frames.has_value() || s.endpoint == nullptr) {
+      return absl::FailedPreconditionError("no client attached");
+    }
     bytes = s.frames->Seal(type, arg0, arg1);
     ep = s.endpoint;
+    peer = s.peer;  // set before frames, under frames_mu (Attach)
   }
-  if (absl::Status st = ep->Send(s.peer, bytes); !st.ok()) {
+  return ep->Send(peer, bytes);
+}
+
+void SessionServer::SendFrame(Session& s, FrameType type, uint64_t arg0, uint64_t arg1) {
+  if (absl::Status st = TrySendFrame(s, type, arg0, arg1);
+      !st.ok() && st.code() != absl::StatusCode::kFailedPrecondition) {
     log_.Warn("frame to client failed", {{"session", s.id.ToString()},
                                          {"error", std::string(st.message())}});
   }
+}
+
+void SessionServer::EndDataPath(Session& s, bool notify) {
+  const absl::Time start = absl::Now();
+  std::optional<std::thread> sender;
+  if (notify && s.attached) {
+    // Best effort: a client that is gone (a killed pod) would hold the send
+    // for the fabric's op_timeout, retried while its connection is refused.
+    auto told = std::make_shared<std::promise<absl::Status>>();
+    std::future<absl::Status> outcome = told->get_future();
+    sender.emplace([this, &s, told] { told->set_value(TrySendFrame(s, FrameType::kClose, 0, 0)); });
+    const bool answered = outcome.wait_for(absl::ToChronoNanoseconds(kCloseNotice)) == std::future_status::ready;
+    const absl::Status st = answered ? outcome.get() : absl::DeadlineExceededError("no answer");
+    if (!st.ok()) {
+      log_.Info("client not told of the close (gone?)",
+                {{"session", s.id.ToString()}, {"error", std::string(st.message())},
+                 {"waited_us", absl::ToInt64Microseconds(absl::Now() - start)}});
+    }
+  }
+  // Cancels whatever still waits on the endpoint: the notice, the worker's
+  // push to a peer that no longer answers. Then the worker stops at once.
+  s.Signal(false, true);
+  if (std::shared_ptr<fabric::Endpoint> ep = s.CurrentEndpoint()) ep->Shutdown();
+  if (sender) sender->join();
+  s.StopWorker();
 }
 
 void SessionServer::HandleFrame(Session& s, const fabric::Endpoint& from, const fabric::Message& message) {
@@ -1490,6 +1540,10 @@ void SessionServer::Budget(Session& s, const std::vector<fabric::RmaOp>& segs) {
     }
   }
   if (std::this_thread::get_id() == s.worker_id && throttled != s.worker_niced) SetWorkerNice(s, throttled);
+  // A session within its budget moves bulk in large pieces; a throttled one
+  // in small ones, so another session's doorbell finds a CPU between them.
+  // Set at every push, so a re-attach's fresh endpoint gets it too.
+  if (s.endpoint != nullptr) s.endpoint->set_bulk_pacing(throttled ? fabric::kYieldingPacing : fabric::kFullSpeedPacing);
 }
 
 void SessionServer::SetWorkerNice(Session& s, bool throttled) {

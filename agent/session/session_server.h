@@ -140,6 +140,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // The fabric address of a live session's current endpoint (each session
   // has its own domain and endpoint; a re-attach gets a fresh endpoint).
   absl::StatusOr<std::string> fabric_address(session::SessionId id) const;
+  // How that endpoint moves bulk: fabric::kYieldingPacing while the session
+  // is throttled, else fabric::kFullSpeedPacing.
+  absl::StatusOr<fabric::BulkPacing> bulk_pacing(session::SessionId id) const;
 
  private:
   struct Session;
@@ -240,7 +243,16 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // What to write before the event frame: mirrors, the entries
   // (delivered, completion_seq], the ring tail.
   absl::Status UndeliveredSegments(Session& s, std::vector<fabric::RmaOp>* segs);
+  absl::Status TrySendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
+  // TrySendFrame, a failure logged.
   void SendFrame(Session& s, session::FrameType type, uint64_t arg0, uint64_t arg1);
+  // Stops the session's data path without waiting on its client: with
+  // `notify`, an attached client is sent the close frame, waited for at most
+  // kCloseNotice (session_server.cc); then the endpoint is shut down
+  // (cancelling any operation still waiting on the client) and the worker
+  // stopped. Called without s.mu (the worker may hold it, blocked on the
+  // client).
+  void EndDataPath(Session& s, bool notify);
   void Refuse(Session* s, session::ErrorCode code, uint64_t what);
   // The workload closed with detach: data path down, session kept.
   void Detach(Session& s);

@@ -1,6 +1,9 @@
 // End-to-end session tests: the real session server and client over
 // tcp;ofi_rxm on loopback, with gRPC control on a local port.
+#include <signal.h>
+#include <spawn.h>
 #include <sys/eventfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -72,6 +75,7 @@ class SessionTest : public ::testing::Test {
     opts.attach_timeout = attach_timeout_;
     opts.throttle = throttle_;
     opts.clock = clock_;
+    opts.fabric = fabric_;
     auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", second ? second : emu_.get()}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -230,6 +234,7 @@ class SessionTest : public ::testing::Test {
   absl::Duration attach_timeout_ = absl::Minutes(10);
   ThrottleOptions throttle_;
   Clock* clock_ = Clock::Real();
+  fabric::FabricConfig fabric_ = fabric::LoopbackConfig();
   int port_ = 0;
   MetricsRegistry metrics_;
   GrantTable grants_;
@@ -731,7 +736,8 @@ TEST_F(SessionTest, LinkDropReconnectsAndReplaysEveryWriteExactlyOnce) {
 // signals its interrupt fd.
 class AsyncDevice : public TestDevice {
  public:
-  AsyncDevice() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  explicit AsyncDevice(size_t dma_size = 1 << 20)
+      : TestDevice(dma_size), fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
   ~AsyncDevice() override { close(fd_); }
   int interrupt_fd() override { return fd_; }
   std::vector<Interrupt> TakeInterrupts() override {
@@ -804,6 +810,83 @@ TEST_F(SessionTest, ACompletionRaisedWhileTheClientIsAwayArrivesOnceOnResume) {
   expect_job(2, 0x2222);
   EXPECT_GE(c->stats().reconnects, 1u);
   EXPECT_EQ(c->WaitCompletion(absl::Milliseconds(500)).status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+// A workload process (attach_helper) attached to `ticket`'s session, the
+// first `map_bytes` of DMA space mapped from the device.
+class WorkloadProcess {
+ public:
+  WorkloadProcess(const client::SessionTicket& ticket, uint64_t map_bytes) {
+    int out[2];
+    if (pipe(out) != 0) return;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    posix_spawn_file_actions_addclose(&fa, out[1]);
+    std::vector<std::string> args = {"agent/session/attach_helper", ticket.endpoint, ticket.session_id.ToString(),
+                                     ticket.key.Hex(), std::to_string(map_bytes)};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    close(out[1]);
+    out_ = out[0];
+  }
+  ~WorkloadProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (out_ >= 0) close(out_);
+  }
+  // True once it printed "attached" (false: it exited first).
+  bool Attached() {
+    std::string text;
+    char buf[64];
+    for (ssize_t n; text.find("attached\n") == std::string::npos && (n = read(out_, buf, sizeof(buf))) > 0;) {
+      text.append(buf, static_cast<size_t>(n));
+    }
+    return text.find("attached\n") != std::string::npos;
+  }
+  void Signal(int sig) { kill(pid_, sig); }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+};
+
+// A workload that stops answering with its connection still open (a frozen
+// or partitioned pod: SIGSTOP here): the agent's worker is pushing it a
+// completion's 32 MiB of device-written DMA, more than the sockets buffer,
+// and would wait the fabric's op_timeout, holding its session. The plugin's
+// close waits for neither the push nor the close notice, and the device is
+// scrubbed.
+TEST_F(SessionTest, ClosingASessionWhoseClientStoppedAnsweringMidPushDoesNotWaitForIt) {
+  constexpr uint64_t kMapped = uint64_t{32} << 20;
+  AsyncDevice async(kMapped);
+  StopServer();
+  fabric_.op_timeout = absl::Seconds(10);
+  StartServer(absl::Seconds(10), &async);
+  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `async` goes
+  client::SessionTicket ticket = Reserve("g-emu");
+  WorkloadProcess workload(ticket, kMapped);
+  ASSERT_TRUE(workload.Attached());
+  workload.Signal(SIGSTOP);
+  const double before = Completions();
+  async.Finish(0x3333);  // the worker pushes it to the stopped workload
+  for (int i = 0; i < 200 && Completions() == before; ++i) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_EQ(Completions(), before + 1);
+  absl::SleepFor(absl::Milliseconds(200));  // inside the push
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+  const absl::Duration took = absl::Now() - start;
+  std::cerr << "close of a stopped client's session took " << absl::FormatDuration(took) << "\n";
+  EXPECT_LT(took, absl::Seconds(3)) << "op_timeout is " << absl::FormatDuration(fabric_.op_timeout);
+  EXPECT_EQ(server_->live_sessions(), 0u);
+  EXPECT_TRUE(server_->DeviceClean("emu0").ok());
+  EXPECT_NE(Attach(nullptr, "g-emu"), nullptr);  // the next tenant gets the device
 }
 
 TEST_F(SessionTest, AgentRestartRecoversTheSessionFromItsCheckpoint) {
@@ -970,10 +1053,11 @@ bool MayLowerNice() {
 }
 
 // A session that pushes more than its byte budget is throttled: counted,
-// logged, and its worker (only its) runs nicer until the budget has filled up
+// logged, and its worker (only its) runs nicer and its endpoint moves bulk in
+// small pieces (fabric::kYieldingPacing) until the budget has filled up
 // again; a session that only rings doorbells never is. Counted against a
 // manual clock, so nothing refills while the test runs unless it says so.
-TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndAQuietOneDoesNot) {
+TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndYieldsAndAQuietOneDoesNot) {
   ManualClock clock;
   throttle_ = {/*bytes_per_second=*/1 << 20, /*burst_bytes=*/3 << 19, /*nice=*/7};  // 1 MiB/s, 1.5 MiB
   clock_ = &clock;
@@ -984,10 +1068,12 @@ TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndAQuietOneDoesNot) {
   const int base = *ThreadNice();
   const int niced = std::min(19, base + 7);
   ASSERT_EQ(ThreadsAtNice(niced), 0);
-  auto flood = Attach(nullptr, "g1");
-  auto quiet = Attach(nullptr, "g-emu");
+  client::SessionTicket flood_ticket, quiet_ticket;
+  auto flood = Attach(&flood_ticket, "g1");
+  auto quiet = Attach(&quiet_ticket, "g-emu");
   ASSERT_NE(flood, nullptr);
   ASSERT_NE(quiet, nullptr);
+  auto pacing = [this](const client::SessionTicket& t) { return *server_->bulk_pacing(t.session_id); };
   ASSERT_TRUE(flood->MapFromDevice(0, flood->dma_size()).ok());  // 1 MiB pushed with each completion
   auto ring = [](client::SessionClient& c, uint64_t i) {
     ASSERT_TRUE(c.Write(0, TestDevice::kDoorbell, 8, i).ok());
@@ -997,20 +1083,25 @@ TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndAQuietOneDoesNot) {
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 0);
   ring(*flood, 1);  // the burst, spent
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 0);
+  EXPECT_EQ(pacing(flood_ticket), fabric::kFullSpeedPacing);
   ring(*flood, 2);  // past it
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);
   EXPECT_GE(Metric("rpci_session_throttled_bytes_total"), 1 << 20);
   EXPECT_EQ(ThreadsAtNice(niced), 1);  // the flooding session's worker
+  EXPECT_EQ(pacing(flood_ticket), fabric::kYieldingPacing);
   for (uint64_t i = 20; i < 40; ++i) ring(*quiet, i);
+  EXPECT_EQ(pacing(quiet_ticket), fabric::kFullSpeedPacing);
   ring(*flood, 3);
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);  // still the same throttling
   EXPECT_EQ(ThreadsAtNice(niced), 1);
+  EXPECT_EQ(pacing(flood_ticket), fabric::kYieldingPacing);
   // Once the budget has filled up again, the worker runs as before (where
   // this process may lower a nice value again: root or CAP_SYS_NICE).
   clock.Advance(absl::Seconds(5));
   ring(*flood, 4);
   EXPECT_EQ(ThreadsAtNice(niced), MayLowerNice() ? 0 : 1);
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);
+  EXPECT_EQ(pacing(flood_ticket), fabric::kFullSpeedPacing);
 }
 
 TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
@@ -1059,6 +1150,52 @@ TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
   ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
   EXPECT_EQ(server_->live_sessions(), 0u);
   EXPECT_EQ(client::SessionClient::Attach(ticket, {}).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A pod is killed, not detached: its process (here: the client, dropped
+// without Close) is gone when the plugin ends the allocation's session. The
+// close answers at once, whatever the agent's fabric timeout, and the device
+// is scrubbed and granted again.
+TEST_F(SessionTest, ClosingASessionWhoseClientDiedWithoutDetachingDoesNotWaitForIt) {
+  StopServer();
+  fabric_.op_timeout = absl::Seconds(10);
+  StartServer();
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());  // the agent has a connection to it
+  c.reset();  // killed: no detach, its endpoint gone
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+  const absl::Duration took = absl::Now() - start;
+  std::cerr << "close of a dead client's session took " << absl::FormatDuration(took) << "\n";
+  EXPECT_LT(took, absl::Seconds(3)) << "op_timeout is " << absl::FormatDuration(fabric_.op_timeout);
+  EXPECT_EQ(server_->live_sessions(), 0u);
+  EXPECT_TRUE(server_->DeviceClean("dev0").ok());
+  EXPECT_EQ(Scrubs("clean"), 1);
+  auto next = Attach();  // the next tenant gets the device
+  ASSERT_NE(next, nullptr);
+  ASSERT_TRUE(next->Write(0, 0, 4, 9).ok());
+  EXPECT_TRUE(next->Sync(absl::Seconds(5)).ok());
+}
+
+// A live client, though, is told: the plugin's close reaches it as the
+// agent's close frame.
+TEST_F(SessionTest, ALiveClientLearnsThatThePluginClosedItsSession) {
+  client::SessionTicket ticket;
+  auto c = Attach(&ticket, "g1", absl::Milliseconds(50));  // its heartbeat reads what arrives
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+  absl::Status s;
+  for (int i = 0; i < 100 && s.ok(); ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+    s = c->Write(0, 0, 4, 1);
+  }
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("closed by the agent"), std::string::npos) << s;
 }
 
 // A status probe of a session that has ended (the plugin's health check) is

@@ -168,16 +168,6 @@ struct Op {
 };
 
 constexpr size_t kNoSlot = SIZE_MAX;
-// Bulk RMA is paced: an op is split into pieces of at most kRmaPiece bytes,
-// and a call posts at most kRmaBytesInFlight of them at once (at least one
-// piece; small ops still go in one group), waiting for each group before
-// posting the next. With
-// 4 MiB handed to tcp;ofi_rxm at once, another session's doorbell waited
-// about as long as the transfer (1.2-1.6 ms) for a CPU both copying threads
-// held; the tail scales with the bytes posted at once, not the piece size
-// (docs/benchmarks.md, "Fairness").
-constexpr size_t kRmaPiece = size_t{256} << 10;
-constexpr size_t kRmaBytesInFlight = 4 * kRmaPiece;
 // Ops this small ride with the group before them even when it is full (a
 // WriteAndSend's message, ring entries and tail words after a bulk write),
 // at most kSmallOverflow bytes of them per group: posting them only after
@@ -231,6 +221,8 @@ class EndpointImpl : public Endpoint {
   absl::Status ReadBatch(PeerId peer, const std::vector<RmaOp>& ops) override { return Rma(peer, ops, false); }
   absl::Status Send(PeerId peer, absl::string_view message) override;
   absl::Status WriteAndSend(PeerId peer, const std::vector<RmaOp>& ops, absl::string_view message) override;
+  void set_bulk_pacing(BulkPacing pacing) override;
+  BulkPacing bulk_pacing() const override;
   bool ordered_writes() const override { return ordered_writes_; }
   absl::StatusOr<std::string> Recv(absl::Duration timeout) override;
   absl::StatusOr<Message> RecvFrom(absl::Duration timeout) override { return Take(timeout, /*wakeable=*/true); }
@@ -266,11 +258,12 @@ class EndpointImpl : public Endpoint {
   // only when every op after it failed too.
   template <typename PostOne>
   absl::Status PostAndWait(absl::string_view call, size_t count, bool in_order, PostOne post_one);
-  // PostAndWait over groups of operations of at most kRmaBytesInFlight
-  // (`bytes[i]` each), one group after another: each group complete, so
-  // placed, before the next is posted.
+  // PostAndWait over groups of operations of at most
+  // pacing.bytes_in_flight (`bytes[i]` each), one group after another: each
+  // group complete, so placed, before the next is posted.
   template <typename PostOne>
-  absl::Status PostPaced(absl::string_view call, const std::vector<size_t>& bytes, bool in_order, PostOne post_one);
+  absl::Status PostPaced(absl::string_view call, const std::vector<size_t>& bytes, size_t bytes_in_flight,
+                         bool in_order, PostOne post_one);
   int PostRecv(Op* op);
   void ProgressLoop();
   // Reads up to kCompletionBatch entries (with their senders when the
@@ -310,6 +303,9 @@ class EndpointImpl : public Endpoint {
 
   std::unique_ptr<MemoryRegion> recv_mr_, send_mr_;
   std::vector<std::shared_ptr<Op>> recv_ops_;
+
+  mutable std::mutex pacing_mu_;
+  BulkPacing pacing_ = kFullSpeedPacing;  // under pacing_mu_; read once per call
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -817,16 +813,16 @@ ssize_t EndpointImpl::PostSend(PeerId peer, absl::string_view message, Op* op) {
 
 namespace {
 
-// `ops` cut into pieces of at most kRmaPiece bytes, in order; their lengths
+// `ops` cut into pieces of at most `piece_bytes`, in order; their lengths
 // are appended to `bytes`.
-std::vector<RmaOp> SplitIntoPieces(const std::vector<RmaOp>& ops, std::vector<size_t>* bytes) {
+std::vector<RmaOp> SplitIntoPieces(const std::vector<RmaOp>& ops, size_t piece_bytes, std::vector<size_t>* bytes) {
   std::vector<RmaOp> pieces;
   for (const RmaOp& op : ops) {
-    for (size_t done = 0; done < op.length; done += kRmaPiece) {
+    for (size_t done = 0; done < op.length; done += piece_bytes) {
       RmaOp piece = op;
       piece.local_offset += done;
       piece.remote_address += done;
-      piece.length = std::min(kRmaPiece, op.length - done);
+      piece.length = std::min(piece_bytes, op.length - done);
       pieces.push_back(piece);
       bytes->push_back(piece.length);
     }
@@ -837,12 +833,12 @@ std::vector<RmaOp> SplitIntoPieces(const std::vector<RmaOp>& ops, std::vector<si
 }  // namespace
 
 template <typename PostOne>
-absl::Status EndpointImpl::PostPaced(absl::string_view call, const std::vector<size_t>& bytes, bool in_order,
-                                     PostOne post_one) {
+absl::Status EndpointImpl::PostPaced(absl::string_view call, const std::vector<size_t>& bytes,
+                                     size_t bytes_in_flight, bool in_order, PostOne post_one) {
   for (size_t first = 0, end = 0; first < bytes.size(); first = end) {
     size_t group = bytes[end++], overflow = 0;
     while (end < bytes.size()) {
-      if (group + bytes[end] <= kRmaBytesInFlight) {
+      if (group + bytes[end] <= bytes_in_flight) {
         group += bytes[end++];
       } else if (bytes[end] <= kSmallOp && overflow + bytes[end] <= kSmallOverflow) {
         overflow += bytes[end++];
@@ -857,12 +853,24 @@ absl::Status EndpointImpl::PostPaced(absl::string_view call, const std::vector<s
   return absl::OkStatus();
 }
 
+void EndpointImpl::set_bulk_pacing(BulkPacing pacing) {
+  pacing.piece_bytes = std::max<size_t>(1, pacing.piece_bytes);
+  std::lock_guard<std::mutex> lock(pacing_mu_);
+  pacing_ = pacing;
+}
+
+BulkPacing EndpointImpl::bulk_pacing() const {
+  std::lock_guard<std::mutex> lock(pacing_mu_);
+  return pacing_;
+}
+
 absl::Status EndpointImpl::Rma(PeerId peer, const std::vector<RmaOp>& ops, bool write) {
   const char* call = write ? "fi_writemsg" : "fi_readmsg";
   if (absl::Status s = CheckRma(call, ops); !s.ok()) return s;
+  const BulkPacing pacing = bulk_pacing();
   std::vector<size_t> bytes;
-  const std::vector<RmaOp> pieces = SplitIntoPieces(ops, &bytes);
-  return PostPaced(call, bytes, /*in_order=*/false,
+  const std::vector<RmaOp> pieces = SplitIntoPieces(ops, pacing.piece_bytes, &bytes);
+  return PostPaced(call, bytes, pacing.bytes_in_flight, /*in_order=*/false,
                    [&](size_t i, Op* op) { return PostRma(peer, pieces[i], write, op); });
 }
 
@@ -879,10 +887,11 @@ absl::Status EndpointImpl::WriteAndSend(PeerId peer, const std::vector<RmaOp>& o
     if (absl::Status s = WriteBatch(peer, ops); !s.ok()) return s;
     return Send(peer, message);
   }
+  const BulkPacing pacing = bulk_pacing();
   std::vector<size_t> bytes;
-  const std::vector<RmaOp> pieces = SplitIntoPieces(ops, &bytes);
+  const std::vector<RmaOp> pieces = SplitIntoPieces(ops, pacing.piece_bytes, &bytes);
   bytes.push_back(message.size());
-  return PostPaced("fi_writemsg+fi_sendmsg", bytes, /*in_order=*/true, [&](size_t i, Op* op) {
+  return PostPaced("fi_writemsg+fi_sendmsg", bytes, pacing.bytes_in_flight, /*in_order=*/true, [&](size_t i, Op* op) {
     return i < pieces.size() ? PostRma(peer, pieces[i], /*write=*/true, op) : PostSend(peer, message, op);
   });
 }

@@ -85,6 +85,30 @@ struct FabricConfig {
 // tcp;ofi_rxm bound to 127.0.0.1: single-host setups and tests.
 FabricConfig LoopbackConfig();
 
+// How an endpoint moves bulk RMA (Write, Read, their batches, WriteAndSend's
+// writes): ops are cut into pieces of at most `piece_bytes`, and one call
+// posts at most `bytes_in_flight` of them at once (at least one piece; small
+// ops go together, and up to 64 KiB of ops of at most 16 KiB, such as
+// WriteAndSend's message, ride with a full group instead of waiting for it),
+// each group placed before the next is posted.
+struct BulkPacing {
+  size_t piece_bytes;
+  size_t bytes_in_flight;
+  bool operator==(const BulkPacing& o) const {
+    return piece_bytes == o.piece_bytes && bytes_in_flight == o.bytes_in_flight;
+  }
+};
+// Every endpoint starts with it: large pieces, so a lone transfer gets the
+// fabric's bandwidth (a 1 MiB transfer is one op; docs/benchmarks.md, "Device
+// round trip").
+inline constexpr BulkPacing kFullSpeedPacing{size_t{1} << 20, size_t{4} << 20};
+// For a session that must yield (the agent sets it on a throttled session's
+// endpoint, agent/session/throttle.h): with 4 MiB handed to tcp;ofi_rxm at
+// once, another session's doorbell waited about as long as the transfer
+// (1.2-1.6 ms) for a CPU both copying threads held; the tail scales with the
+// bytes posted at once (docs/benchmarks.md, "Fairness").
+inline constexpr BulkPacing kYieldingPacing{size_t{256} << 10, size_t{1} << 20};
+
 // Reads the `fabric:` section of the agent's config (docs/agent.md):
 // `provider`, `address` (into `node`), `universe_size` and `busy_poll_us`.
 // Absent keys keep `config`'s values; errors are recorded in `reader`. The
@@ -232,12 +256,7 @@ class Endpoint {
   // (FI_DELIVERY_COMPLETE). OUT_OF_RANGE when an op leaves its local region;
   // the target's refusal (bad key, outside the region, access not granted)
   // comes back as an error status, the target's memory outside the region
-  // untouched. Bulk transfers are paced: ops are cut into pieces of 256 KiB,
-  // at most 1 MiB of them posted at a time per call (each group placed
-  // before the next is posted; small ops go together, and up to 64 KiB of ops
-  // of at most 16 KiB, such as WriteAndSend's message, ride with a full group
-  // instead of waiting for it), so one session's large transfer never holds a CPU in one
-  // kernel copy for long (docs/benchmarks.md, "Fairness"). A refused op may
+  // untouched. Bulk transfers are paced (bulk_pacing()). A refused op may
   // therefore have placed its first pieces (the part inside the region).
   virtual absl::Status Write(PeerId peer, const RmaOp& op) = 0;
   virtual absl::Status Read(PeerId peer, const RmaOp& op) = 0;
@@ -252,6 +271,10 @@ class Endpoint {
   // message arrives. With ordered_writes() everything is posted at once and
   // waited for together (one round trip), else the send waits for the writes.
   virtual absl::Status WriteAndSend(PeerId peer, const std::vector<RmaOp>& ops, absl::string_view message) = 0;
+  // How bulk RMA is cut and posted from now on (calls already posting keep
+  // theirs); kFullSpeedPacing until set. Thread-safe.
+  virtual void set_bulk_pacing(BulkPacing pacing) = 0;
+  virtual BulkPacing bulk_pacing() const = 0;
   // Whether the provider places writes to one peer in the order posted
   // (FI_ORDER_WAW) and delivers a message after the writes posted before it
   // (FI_ORDER_SAW), without waiting for their completions in between.

@@ -3,10 +3,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace rpci::fabric {
@@ -172,35 +174,49 @@ TEST(FabricTest, BatchedWritesLandAtTheirOffsets) {
   }
 }
 
-TEST(FabricTest, TransfersOfManyPiecesLandWholeAtOddOffsets) {
-  // Bulk RMA goes in pieces of 256 KiB, a few in flight (fabric.cc,
-  // kRmaPiece): lengths and offsets that are not multiples of a piece must
-  // still land byte for byte, batched or not, and nothing around them.
+// Under every pacing (Endpoint::set_bulk_pacing; an endpoint starts at full
+// speed), transfers cut into many pieces, with lengths and offsets that are
+// not multiples of a piece, land byte for byte, batched or not, and nothing
+// around them; WriteAndSend's message arrives after all of its pieces.
+TEST(FabricTest, TransfersOfManyPiecesLandWholeAtOddOffsetsUnderEveryPacing) {
   Pair p = Connect();
   ASSERT_NE(p.b, nullptr);
+  EXPECT_EQ(p.a->bulk_pacing(), kFullSpeedPacing);
   constexpr size_t kLen = (5 << 20) + 123, kSlack = 64;
-  std::vector<uint8_t> src = Pattern(kLen + kSlack, 3), target(2 * (kLen + kSlack), 0), back(kLen + kSlack, 0);
+  std::vector<uint8_t> src = Pattern(kLen + kSlack, 3), target(2 * (kLen + kSlack)), back(kLen + kSlack);
   auto src_mr = *p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
   auto back_mr = *p.a->RegisterMemory(back.data(), back.size(), kLocalOnly);
   auto target_mr = *p.b->RegisterMemory(target.data(), target.size(), kRemoteRead | kRemoteWrite);
   const uint64_t base = target_mr->remote().address, key = target_mr->remote().key;
-  // One op from local offset 7 to remote offset 13; then a batch of two
-  // ops into the second half.
-  absl::Status w = p.a->Write(p.b_from_a, {src_mr.get(), 7, kLen, base + 13, key});
-  ASSERT_TRUE(w.ok()) << w;
-  w = p.a->WriteBatch(p.b_from_a, {{src_mr.get(), 0, kLen / 2, base + kLen + kSlack, key},
-                                   {src_mr.get(), kLen / 2, kLen - kLen / 2, base + kLen + kSlack + kLen / 2, key}});
-  ASSERT_TRUE(w.ok()) << w;
-  EXPECT_EQ(0, std::memcmp(&target[13], &src[7], kLen));
-  EXPECT_EQ(target[12], 0);
-  EXPECT_EQ(target[13 + kLen], 0);
-  EXPECT_EQ(0, std::memcmp(&target[kLen + kSlack], src.data(), kLen));
-  EXPECT_EQ(target[2 * kLen + kSlack], 0);
-  absl::Status r = p.a->Read(p.b_from_a, {back_mr.get(), 5, kLen, base + 13, key});
-  ASSERT_TRUE(r.ok()) << r;
-  EXPECT_EQ(0, std::memcmp(&back[5], &src[7], kLen));
-  EXPECT_EQ(back[4], 0);
-  EXPECT_EQ(back[5 + kLen], 0);
+  for (const BulkPacing pacing : {kFullSpeedPacing, kYieldingPacing, BulkPacing{40961, 3 * 40961 + 5}}) {
+    SCOPED_TRACE(absl::StrCat("piece ", pacing.piece_bytes, " in flight ", pacing.bytes_in_flight));
+    p.a->set_bulk_pacing(pacing);
+    EXPECT_EQ(p.a->bulk_pacing(), pacing);
+    std::fill(target.begin(), target.end(), 0);
+    std::fill(back.begin(), back.end(), 0);
+    // One op from local offset 7 to remote offset 13; then a batch of two
+    // ops into the second half, and a message after them.
+    absl::Status w = p.a->Write(p.b_from_a, {src_mr.get(), 7, kLen, base + 13, key});
+    ASSERT_TRUE(w.ok()) << w;
+    w = p.a->WriteAndSend(p.b_from_a,
+                          {{src_mr.get(), 0, kLen / 2, base + kLen + kSlack, key},
+                           {src_mr.get(), kLen / 2, kLen - kLen / 2, base + kLen + kSlack + kLen / 2, key}},
+                          "placed");
+    ASSERT_TRUE(w.ok()) << w;
+    absl::StatusOr<std::string> m = p.b->Recv(absl::Seconds(3));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(*m, "placed");
+    EXPECT_EQ(0, std::memcmp(&target[13], &src[7], kLen));
+    EXPECT_EQ(target[12], 0);
+    EXPECT_EQ(target[13 + kLen], 0);
+    EXPECT_EQ(0, std::memcmp(&target[kLen + kSlack], src.data(), kLen));
+    EXPECT_EQ(target[2 * kLen + kSlack], 0);
+    absl::Status r = p.a->Read(p.b_from_a, {back_mr.get(), 5, kLen, base + 13, key});
+    ASSERT_TRUE(r.ok()) << r;
+    EXPECT_EQ(0, std::memcmp(&back[5], &src[7], kLen));
+    EXPECT_EQ(back[4], 0);
+    EXPECT_EQ(back[5 + kLen], 0);
+  }
 }
 
 TEST(FabricTest, MessagesArriveInOrder) {

@@ -160,22 +160,18 @@ RocePair::~RocePair() {
   (void)CommandOutput({"ip", "link", "delete", dev_[0]});
 }
 
-absl::Status RocePair::Flap(absl::Duration down) {
-  // One shell and one `ip -batch` each way: under TCG on a busy machine each
-  // process start can take seconds, and the outage should last `down`.
+absl::Status RocePair::CutWire(absl::Duration down) {
+  // One shell and one `tc -batch` each way: under TCG on a busy machine each
+  // process start can take seconds, and the outage should last `down`. (`%%`:
+  // printf's percent sign; no single quotes: CommandOutput quotes with them.)
   std::string cut, restore;
   for (int i = 0; i < 2; ++i) {
-    cut += absl::StrCat("link set ", dev_[i], " down\\n");
-    restore += absl::StrCat("link set ", dev_[i], " up\\n");
-  }
-  // Link down drops the routes of the tables; put them back.
-  for (int i = 0; i < 2; ++i) {
-    restore += absl::StrCat("route replace ", addr_[1 - i], " dev ", dev_[i], " src ", addr_[i], " table ",
-                            i ? 2000 + subnet_ : 1000 + subnet_, "\\n");
+    cut += absl::StrCat("qdisc add dev ", dev_[i], " root netem loss 100%%\\n");
+    restore += absl::StrCat("qdisc del dev ", dev_[i], " root\\n");
   }
   const std::string script =
-      absl::StrCat("printf \"", cut, "\" | ip -batch - && sleep ", absl::ToDoubleSeconds(down), " && printf \"",
-                   restore, "\" | ip -batch -");  // no single quotes: CommandOutput quotes with them
+      absl::StrCat("printf \"", cut, "\" | tc -batch - && sleep ", absl::ToDoubleSeconds(down), " && printf \"",
+                   restore, "\" | tc -batch -");
   absl::StatusOr<std::string> out = CommandOutput({"sh", "-c", script});
   return out.ok() ? absl::OkStatus() : out.status();
 }

@@ -55,9 +55,12 @@ class RocePair {
   const std::string& addr(int host) const { return addr_[host]; }
   const std::string& dev(int host) const { return dev_[host]; }
   const std::string& nic(int host) const { return nic_[host]; }
-  // Cuts the link between the hosts (both veth ends down) for `down`, then
-  // restores it with its routes.
-  absl::Status Flap(absl::Duration down);
+  // Cuts the wire between the hosts for `down`: every packet either end
+  // sends is dropped (netem loss 100% on both veth ends), while both ends,
+  // their rxe ports and routes stay up, as when a cable or switch between
+  // two hosts fails. (Not `ip link set down`: see docs/verbs.md, "Link flaps
+  // on Soft-RoCE".)
+  absl::Status CutWire(absl::Duration down);
 
  private:
   RocePair() = default;

@@ -253,46 +253,46 @@ TEST_F(VerbsEndToEndTest, ContainerSeesOnlyAllocatesDeviceNodes) {
   EXPECT_EQ(pod->out().find("vfio"), std::string::npos) << pod->out();
 }
 
-// The link goes down for 1 s while the workload runs jobs: the session
-// reconnects and every job's result is still correct.
-// DISABLED: it passed once (before the per-session agent endpoint was
-// merged: one reconnect, 900 correct jobs), and fails since: after the flap
-// the client's re-attach succeeds at the agent but its first RMA read of the
-// agent's fresh endpoint waits the whole verbs connect timeout ("fi_readmsg:
-// provider busy for 15s"), also on an attempt made 15 s after the link came
-// back, so the session is torn down past the 10 s grace. Fixed on the way:
-// completions whose push the flap broke are replayed on re-attach; a waiting
-// client checks the link; a resuming client gets its mirrors and missed
-// completions over its own connection; the flap is one `ip -batch` each way.
-// Run it with --gtest_also_run_disabled_tests.
-TEST_F(VerbsEndToEndTest, DISABLED_WorkloadSurvivesALinkFlap) {
+// The wire between the hosts is cut for 1 s while the workload runs jobs
+// (every packet either end sends is dropped; both ends, their rxe ports and
+// routes stay up, as when a cable or switch between two hosts fails): the
+// session reconnects to the agent's fresh endpoint and every job's result is
+// still correct. Not `ip link set down` on the veths: Linux 6.1's rxe then
+// fails the CM's sends with no route, and its CM queue pair (QP1) never
+// receives again, so no new connection to or from that device completes
+// (docs/verbs.md, "Link flaps on Soft-RoCE").
+TEST_F(VerbsEndToEndTest, WorkloadSurvivesACutWire) {
   std::unique_ptr<Subprocess> pod;
   bool running = false;
-  // Under TCG on a loaded machine the plugin's first session reservation can
-  // miss its gRPC deadline; a failed admission is tried again, as a kubelet does.
+  // Under TCG on a loaded machine the plugin's first session reservation, or
+  // the workload's first attach, can miss its deadline; the pod is tried
+  // again, as a kubelet restarts a failed container.
   for (int attempt = 0; attempt < 3 && !running; ++attempt) {
-    pod = StartPod(absl::StrCat("flap-", attempt), {Abs("examples/emu_jobs"), "--rounds=300"});
+    pod = StartPod(absl::StrCat("cut-", attempt), {Abs("examples/emu_jobs"), "--rounds=150"});
     // Wait until jobs complete on the device (attached over verbs, running).
     for (int i = 0; i < 240 && !running && pod->Wait(absl::ZeroDuration()) == -1; ++i) {
       absl::SleepFor(absl::Milliseconds(500));
       running = AgentCounter("rpci_session_completions_total") >= 2;
     }
-    if (running || pod->err().find("pod admission failed") == std::string::npos) break;
-    std::printf("flap: pod admission failed (attempt %d), trying again\n", attempt + 1);
+    if (running) break;
+    const bool retry = pod->err().find("pod admission failed") != std::string::npos ||
+                       pod->err().find("emu_jobs: open:") != std::string::npos;
+    if (!retry) break;
+    std::printf("cut: pod did not start its jobs (attempt %d), trying again\n", attempt + 1);
   }
   ASSERT_TRUE(running) << "no jobs completed within 120 s\n" << pod->out() << pod->err() << Logs();
-  ASSERT_EQ(pod->Wait(absl::ZeroDuration()), -1) << "finished before the flap; raise --rounds\n" << pod->out();
-  const absl::Time down = absl::Now();
-  ASSERT_TRUE(pair_->Flap(absl::Seconds(1)).ok());
-  std::printf("flap: link down at %s, up again after %.1f s\n", absl::FormatTime(down).c_str(),
-              absl::ToDoubleSeconds(absl::Now() - down));
+  ASSERT_EQ(pod->Wait(absl::ZeroDuration()), -1) << "finished before the cut; raise --rounds\n" << pod->out();
+  const absl::Time cut = absl::Now();
+  ASSERT_TRUE(pair_->CutWire(absl::Seconds(1)).ok());
+  std::printf("cut: wire cut at %s, whole again after %.1f s\n", absl::FormatTime(cut).c_str(),
+              absl::ToDoubleSeconds(absl::Now() - cut));
   ASSERT_EQ(pod->Wait(absl::Seconds(300)), 0) << pod->out() << pod->err();
   nlohmann::json s = FindLine(pod->out(), "ok");
   ASSERT_TRUE(s.is_object()) << pod->out();
   EXPECT_TRUE(s["ok"].get<bool>()) << s.dump();
-  EXPECT_EQ(s["jobs"], 900);
+  EXPECT_EQ(s["jobs"], 450);  // three jobs a round
   EXPECT_GE(s["reconnects"].get<int>(), 1) << s.dump();
-  std::printf("verbs link flap: %s; agent: completion push failures %.0f\n", s.dump().c_str(),
+  std::printf("verbs cut wire: %s; agent: completion push failures %.0f\n", s.dump().c_str(),
               AgentCounter("rpci_session_completion_push_failures_total"));
 }
 
