@@ -191,10 +191,9 @@ json AgentIdleMemory(int devices, const std::string& state_dir, absl::Duration i
       {{"devices", devices}}, 60);
 }
 
-// `dir`: the controller's store and the agent's checkpoint (disk, as
-// /var/lib on a node); `run_dir`: the kubelet sockets, the plugin's session
-// dirs and CDI specs (tmpfs, as /var/run on a node).
-absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::string& dir, const std::string& run_dir) {
+// The controller on its local store in `dir`/controller, keeping `devices`
+// spares, started on loopback.
+absl::StatusOr<std::unique_ptr<rpci::controller::ControllerApp>> StartController(int devices, const std::string& dir) {
   rpci::controller::ControllerOptions co;
   co.store = "local";
   co.state_dir = dir + "/controller";
@@ -207,6 +206,90 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
       rpci::controller::ControllerApp::Create(co);
   if (!controller.ok()) return controller.status();
   if (absl::Status s = (*controller)->Start(); !s.ok()) return s;
+  return controller;
+}
+
+// The timings of the admitted pods (after the warm-up), in ms, and the
+// failures.
+struct Samples {
+  std::vector<double> allocate_ms, ready_ms, attach_ms, rpc_ms, prestart_ms, claim_ms, open_ms;
+  int errors = 0;
+  std::string first_error;
+};
+
+// One pod on `device`: Allocate and PreStartContainer as the kubelet calls
+// them for a new pod, then the workload's attach and first doorbell; timed
+// into `samples` when `timed`, a failure counted either way.
+void AdmitOnePod(rpci::testing::FakeKubelet& kubelet, const std::string& device, bool timed,
+                 const TimedController& timed_controller, const TimedSessions& sessions, Samples* samples) {
+  v1beta1::AllocateRequest req;
+  req.add_container_requests()->add_devices_ids(device);
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<v1beta1::AllocateResponse> allocated = kubelet.Allocate(kResource, req);
+  const absl::Time t1 = absl::Now();
+  absl::Status prestart = allocated.ok() ? kubelet.PreStartContainer(kResource, {device}) : allocated.status();
+  const absl::Time t2 = absl::Now();
+  absl::StatusOr<std::unique_ptr<rpci::lib::Device>> workload =
+      prestart.ok() ? AttachAndRing(*allocated) : absl::StatusOr<std::unique_ptr<rpci::lib::Device>>(prestart);
+  const absl::Time t3 = absl::Now();
+  if (workload.ok()) {
+    (*workload)->Close().IgnoreError();
+  } else {
+    prestart = workload.status();
+  }
+  if (!prestart.ok()) {
+    ++samples->errors;
+    if (samples->first_error.empty()) samples->first_error = prestart.ToString();
+  } else if (timed) {
+    samples->allocate_ms.push_back(absl::ToDoubleMilliseconds(t3 - t0));
+    samples->ready_ms.push_back(absl::ToDoubleMilliseconds(t2 - t0));
+    samples->attach_ms.push_back(absl::ToDoubleMilliseconds(t3 - t2));
+    samples->rpc_ms.push_back(absl::ToDoubleMilliseconds(t1 - t0));
+    samples->prestart_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
+    samples->claim_ms.push_back(timed_controller.last_ms);
+    samples->open_ms.push_back(sessions.last_ms);
+  }
+}
+
+// The figures from `s` (at least one timed pod).
+json Summary(const Samples& s, int devices, double seconds) {
+  double sum = 0;
+  for (double v : s.allocate_ms) sum += v;
+  json out = {{"benchmark", "allocate"},
+              {"transport", "tcp;ofi_rxm on loopback"},
+              {"devices", devices},
+              {"iterations", static_cast<int>(s.allocate_ms.size())},
+              {"errors", s.errors},
+              {"allocate_ms_p50", Percentile(s.allocate_ms, 0.50)},
+              {"allocate_ms_p90", Percentile(s.allocate_ms, 0.90)},
+              {"allocate_ms_p99", Percentile(s.allocate_ms, 0.99)},
+              {"allocate_ms_max", *std::max_element(s.allocate_ms.begin(), s.allocate_ms.end())},
+              {"allocate_ms_mean", sum / s.allocate_ms.size()},
+              {"allocate_ms_includes", "Allocate + PreStartContainer + workload attach (librpci) + first answered doorbell (COPY 4 KiB on rpci-emu)"},
+              {"session_ready_ms_p50", Percentile(s.ready_ms, 0.50)},
+              {"session_ready_ms_p99", Percentile(s.ready_ms, 0.99)},
+              {"workload_attach_doorbell_ms_p50", Percentile(s.attach_ms, 0.50)},
+              {"workload_attach_doorbell_ms_p99", Percentile(s.attach_ms, 0.99)},
+              {"allocate_rpc_ms_p50", Percentile(s.rpc_ms, 0.50)},
+              {"allocate_rpc_ms_p99", Percentile(s.rpc_ms, 0.99)},
+              {"claim_ms_p50", Percentile(s.claim_ms, 0.50)},
+              {"claim_ms_p99", Percentile(s.claim_ms, 0.99)},
+              {"open_session_ms_p50", Percentile(s.open_ms, 0.50)},
+              {"open_session_ms_p99", Percentile(s.open_ms, 0.99)},
+              {"prestart_ms_p50", Percentile(s.prestart_ms, 0.50)},
+              {"prestart_ms_p99", Percentile(s.prestart_ms, 0.99)},
+              {"target_p99_ms", 20},
+              {"wall_seconds", seconds}};
+  if (!s.first_error.empty()) out["first_error"] = s.first_error;
+  return out;
+}
+
+// `dir`: the controller's store and the agent's checkpoint (disk, as
+// /var/lib on a node); `run_dir`: the kubelet sockets, the plugin's session
+// dirs and CDI specs (tmpfs, as /var/run on a node).
+absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::string& dir, const std::string& run_dir) {
+  absl::StatusOr<std::unique_ptr<rpci::controller::ControllerApp>> controller = StartController(devices, dir);
+  if (!controller.ok()) return controller.status();
   const std::string controller_address = absl::StrCat("127.0.0.1:", (*controller)->grpc_port());
 
   absl::StatusOr<std::unique_ptr<rpci::agent::AgentApp>> agent = rpci::agent::AgentApp::Create(
@@ -251,9 +334,7 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
         absl::StrCat("the kubelet did not see ", devices, " healthy devices within 30 s"));
   }
 
-  std::vector<double> allocate_ms, ready_ms, attach_ms, rpc_ms, prestart_ms, claim_ms, open_ms;
-  int errors = 0;
-  std::string first_error;
+  Samples samples;
   const absl::Time started = absl::Now();
   for (int i = 0; i < warmup + iterations; ++i) {
     std::string device;
@@ -262,34 +343,7 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
       stop();
       return absl::DeadlineExceededError(absl::StrCat("iteration ", i, ": no free healthy device within 10 s"));
     }
-    // Allocate and PreStartContainer as the kubelet calls them for a new pod.
-    v1beta1::AllocateRequest req;
-    req.add_container_requests()->add_devices_ids(device);
-    const absl::Time t0 = absl::Now();
-    absl::StatusOr<v1beta1::AllocateResponse> allocated = kubelet.Allocate(kResource, req);
-    const absl::Time t1 = absl::Now();
-    absl::Status prestart = allocated.ok() ? kubelet.PreStartContainer(kResource, {device}) : allocated.status();
-    const absl::Time t2 = absl::Now();
-    absl::StatusOr<std::unique_ptr<rpci::lib::Device>> workload =
-        prestart.ok() ? AttachAndRing(*allocated) : absl::StatusOr<std::unique_ptr<rpci::lib::Device>>(prestart);
-    const absl::Time t3 = absl::Now();
-    if (workload.ok()) {
-      (*workload)->Close().IgnoreError();
-    } else {
-      prestart = workload.status();
-    }
-    if (!prestart.ok()) {
-      ++errors;
-      if (first_error.empty()) first_error = prestart.ToString();
-    } else if (i >= warmup) {
-      allocate_ms.push_back(absl::ToDoubleMilliseconds(t3 - t0));
-      ready_ms.push_back(absl::ToDoubleMilliseconds(t2 - t0));
-      attach_ms.push_back(absl::ToDoubleMilliseconds(t3 - t2));
-      rpc_ms.push_back(absl::ToDoubleMilliseconds(t1 - t0));
-      prestart_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
-      claim_ms.push_back(timed_controller.last_ms);
-      open_ms.push_back(sessions.last_ms);
-    }
+    AdmitOnePod(kubelet, device, i >= warmup, timed_controller, sessions, &samples);
     // No pod holds the device (pod-resources): session closed, claim released.
     plugin.SyncUsage().IgnoreError();
     // The released device comes back as a healthy spare before it is reused.
@@ -298,36 +352,32 @@ absl::StatusOr<json> Run(int devices, int iterations, int warmup, const std::str
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - started);
   stop();
-  if (allocate_ms.empty()) return absl::InternalError("no Allocate succeeded: " + first_error);
-  double sum = 0;
-  for (double v : allocate_ms) sum += v;
-  json out = {{"benchmark", "allocate"},
-              {"transport", "tcp;ofi_rxm on loopback"},
-              {"devices", devices},
-              {"iterations", static_cast<int>(allocate_ms.size())},
-              {"errors", errors},
-              {"allocate_ms_p50", Percentile(allocate_ms, 0.50)},
-              {"allocate_ms_p90", Percentile(allocate_ms, 0.90)},
-              {"allocate_ms_p99", Percentile(allocate_ms, 0.99)},
-              {"allocate_ms_max", *std::max_element(allocate_ms.begin(), allocate_ms.end())},
-              {"allocate_ms_mean", sum / allocate_ms.size()},
-              {"allocate_ms_includes", "Allocate + PreStartContainer + workload attach (librpci) + first answered doorbell (COPY 4 KiB on rpci-emu)"},
-              {"session_ready_ms_p50", Percentile(ready_ms, 0.50)},
-              {"session_ready_ms_p99", Percentile(ready_ms, 0.99)},
-              {"workload_attach_doorbell_ms_p50", Percentile(attach_ms, 0.50)},
-              {"workload_attach_doorbell_ms_p99", Percentile(attach_ms, 0.99)},
-              {"allocate_rpc_ms_p50", Percentile(rpc_ms, 0.50)},
-              {"allocate_rpc_ms_p99", Percentile(rpc_ms, 0.99)},
-              {"claim_ms_p50", Percentile(claim_ms, 0.50)},
-              {"claim_ms_p99", Percentile(claim_ms, 0.99)},
-              {"open_session_ms_p50", Percentile(open_ms, 0.50)},
-              {"open_session_ms_p99", Percentile(open_ms, 0.99)},
-              {"prestart_ms_p50", Percentile(prestart_ms, 0.50)},
-              {"prestart_ms_p99", Percentile(prestart_ms, 0.99)},
-              {"target_p99_ms", 20},
-              {"wall_seconds", seconds}};
-  if (!first_error.empty()) out["first_error"] = first_error;
-  return out;
+  if (samples.allocate_ms.empty()) return absl::InternalError("no Allocate succeeded: " + samples.first_error);
+  return Summary(samples, devices, seconds);
+}
+
+// The figures as a table (after the JSON line).
+void PrintTable(const json& r) {
+  std::printf("\nAllocate -> session ready (Allocate + PreStartContainer), %d pods over %d rpci-emu devices, %s\n",
+              r["iterations"].get<int>(), r["devices"].get<int>(), r["transport"].get<std::string>().c_str());
+  std::printf("%-22s %10s %10s %10s %10s %10s %8s %12s\n", "", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms",
+              "errors", "target_p99");
+  std::printf("%-22s %10.2f %10.2f %10.2f %10.2f %10.2f %8d %9s %s\n", "Alloc+Pre+attach+DB", r["allocate_ms_p50"].get<double>(),
+              r["allocate_ms_p90"].get<double>(), r["allocate_ms_p99"].get<double>(),
+              r["allocate_ms_max"].get<double>(), r["allocate_ms_mean"].get<double>(), r["errors"].get<int>(),
+              "<= 20 ms", r["allocate_ms_p99"].get<double>() <= 20 ? "(met)" : "(missed)");
+  std::printf("%-22s %10.2f %10s %10.2f\n", "  session ready", r["session_ready_ms_p50"].get<double>(), "",
+              r["session_ready_ms_p99"].get<double>());
+  std::printf("%-22s %10.2f %10s %10.2f\n", "  attach + doorbell", r["workload_attach_doorbell_ms_p50"].get<double>(), "",
+              r["workload_attach_doorbell_ms_p99"].get<double>());
+  std::printf("%-22s %10.2f %10s %10.2f\n", "  Allocate RPC", r["allocate_rpc_ms_p50"].get<double>(), "",
+              r["allocate_rpc_ms_p99"].get<double>());
+  std::printf("%-22s %10.2f %10s %10.2f\n", "    controller Claim", r["claim_ms_p50"].get<double>(), "",
+              r["claim_ms_p99"].get<double>());
+  std::printf("%-22s %10.2f %10s %10.2f\n", "    agent OpenSession", r["open_session_ms_p50"].get<double>(), "",
+              r["open_session_ms_p99"].get<double>());
+  std::printf("%-22s %10.2f %10s %10.2f\n", "  PreStartContainer", r["prestart_ms_p50"].get<double>(), "",
+              r["prestart_ms_p99"].get<double>());
 }
 
 }  // namespace
@@ -386,26 +436,6 @@ int main(int argc, char** argv) {
   }
   std::cout << result->dump() << "\n";
   if (json_only) return 0;
-  const json& r = *result;
-  std::printf("\nAllocate -> session ready (Allocate + PreStartContainer), %d pods over %d rpci-emu devices, %s\n",
-              r["iterations"].get<int>(), r["devices"].get<int>(), r["transport"].get<std::string>().c_str());
-  std::printf("%-22s %10s %10s %10s %10s %10s %8s %12s\n", "", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms",
-              "errors", "target_p99");
-  std::printf("%-22s %10.2f %10.2f %10.2f %10.2f %10.2f %8d %9s %s\n", "Alloc+Pre+attach+DB", r["allocate_ms_p50"].get<double>(),
-              r["allocate_ms_p90"].get<double>(), r["allocate_ms_p99"].get<double>(),
-              r["allocate_ms_max"].get<double>(), r["allocate_ms_mean"].get<double>(), r["errors"].get<int>(),
-              "<= 20 ms", r["allocate_ms_p99"].get<double>() <= 20 ? "(met)" : "(missed)");
-  std::printf("%-22s %10.2f %10s %10.2f\n", "  session ready", r["session_ready_ms_p50"].get<double>(), "",
-              r["session_ready_ms_p99"].get<double>());
-  std::printf("%-22s %10.2f %10s %10.2f\n", "  attach + doorbell", r["workload_attach_doorbell_ms_p50"].get<double>(), "",
-              r["workload_attach_doorbell_ms_p99"].get<double>());
-  std::printf("%-22s %10.2f %10s %10.2f\n", "  Allocate RPC", r["allocate_rpc_ms_p50"].get<double>(), "",
-              r["allocate_rpc_ms_p99"].get<double>());
-  std::printf("%-22s %10.2f %10s %10.2f\n", "    controller Claim", r["claim_ms_p50"].get<double>(), "",
-              r["claim_ms_p99"].get<double>());
-  std::printf("%-22s %10.2f %10s %10.2f\n", "    agent OpenSession", r["open_session_ms_p50"].get<double>(), "",
-              r["open_session_ms_p99"].get<double>());
-  std::printf("%-22s %10.2f %10s %10.2f\n", "  PreStartContainer", r["prestart_ms_p50"].get<double>(), "",
-              r["prestart_ms_p99"].get<double>());
+  PrintTable(*result);
   return 0;
 }

@@ -95,6 +95,51 @@ absl::Status RegisterFleet(PoolManager& manager, int devices, int nodes) {
   return absl::OkStatus();
 }
 
+// The Claim targets of one reconcile pass (at most `claims`): as
+// ControllerApp::Step, the pass's decisions taken (posted as Events there);
+// their first assignments. Neither a copy of every device nor the decisions
+// stay to be counted in rss_mb.
+std::vector<std::pair<std::string, std::string>> ClaimTargets(PoolManager& manager, int claims) {
+  std::vector<std::pair<std::string, std::string>> targets;  // device, node
+  for (const rpci::controller::Decision& d : manager.TakeDecisions()) {
+    if (d.action == "assign" && static_cast<int>(targets.size()) < claims) targets.emplace_back(d.device_id, d.node);
+  }
+  return targets;
+}
+
+// Claims each of `targets` (each committed with fsync): the latencies, us.
+absl::StatusOr<std::vector<double>> TimeClaims(PoolManager& manager,
+                                               const std::vector<std::pair<std::string, std::string>>& targets) {
+  std::vector<double> latencies_us;
+  for (int i = 0; i < static_cast<int>(targets.size()); ++i) {
+    rpci::v1::ClaimRequest req;
+    req.set_device_id(targets[i].first);
+    req.set_node(targets[i].second);
+    req.set_pod_namespace("bench");
+    req.set_pod_name(absl::StrCat("pod-", i));
+    const absl::Time t0 = absl::Now();
+    auto r = manager.Claim(req);
+    latencies_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+    if (!r.ok()) return r.status();
+  }
+  return latencies_us;
+}
+
+// What one watch stream's refresh costs (each WatchAssignments and
+// WatchGrants stream recomputes its set when the state changes):
+// watch_refresh_us and watch_refresh_items into `out`.
+void TimeWatchRefresh(PoolManager& manager, json* out) {
+  const absl::Time watch_start = absl::Now();
+  constexpr int kWatchCalls = 20;
+  size_t watched = 0;
+  for (int i = 0; i < kWatchCalls; ++i) {
+    watched += manager.AssignmentsFor("cn-0").assignments_size() + manager.GrantsFor("dev-0").size();
+  }
+  // AssignmentsFor + GrantsFor, one node each
+  (*out)["watch_refresh_us"] = absl::ToDoubleMicroseconds(absl::Now() - watch_start) / kWatchCalls;
+  (*out)["watch_refresh_items"] = watched / kWatchCalls;
+}
+
 absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_dir) {
   char dir_template[4096];
   snprintf(dir_template, sizeof(dir_template), "%s/rpci-controller-bench-XXXXXX", base_dir.c_str());
@@ -123,43 +168,20 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
   manager.Reconcile();
   const absl::Duration took = absl::Now() - start;
   const double cpu_ms = ThreadCpuMs() - cpu_start;
-  // As ControllerApp::Step: the pass's decisions taken (posted as Events
-  // there); their first assignments are the Claim targets. The count comes
-  // from the state (the kept window holds at most the last 100 000). Neither
-  // a copy of every device nor the decisions stay to be counted in rss_mb.
-  std::vector<std::pair<std::string, std::string>> targets;  // device, node
-  for (const rpci::controller::Decision& d : manager.TakeDecisions()) {
-    if (d.action == "assign" && static_cast<int>(targets.size()) < claims) targets.emplace_back(d.device_id, d.node);
-  }
+  // The count comes from the state (the kept window holds at most the last
+  // 100 000 decisions).
+  const std::vector<std::pair<std::string, std::string>> targets = ClaimTargets(manager, claims);
   const std::map<std::string, int64_t> phases = manager.PhaseCounts()[pool.name];
   const int assigned = phases.count("Assigned") ? static_cast<int>(phases.at("Assigned")) : 0;
-  claims = std::min<int>(claims, targets.size());
-  std::vector<double> latencies_us;
-  for (int i = 0; i < claims; ++i) {
-    rpci::v1::ClaimRequest req;
-    req.set_device_id(targets[i].first);
-    req.set_node(targets[i].second);
-    req.set_pod_namespace("bench");
-    req.set_pod_name(absl::StrCat("pod-", i));
-    const absl::Time t0 = absl::Now();
-    auto r = manager.Claim(req);
-    latencies_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
-    if (!r.ok()) return r.status();
-  }
+  absl::StatusOr<std::vector<double>> latencies_us = TimeClaims(manager, targets);
+  if (!latencies_us.ok()) return latencies_us.status();
   if (absl::Status s = manager.CheckInvariants(); !s.ok()) return s;
-  // What one watch stream's refresh costs (each WatchAssignments and
-  // WatchGrants stream recomputes its set when the state changes).
-  const absl::Time watch_start = absl::Now();
-  constexpr int kWatchCalls = 20;
-  size_t watched = 0;
-  for (int i = 0; i < kWatchCalls; ++i) {
-    watched += manager.AssignmentsFor("cn-0").assignments_size() + manager.GrantsFor("dev-0").size();
-  }
-  const double watch_refresh_us = absl::ToDoubleMicroseconds(absl::Now() - watch_start) / kWatchCalls;
+  json out;
+  TimeWatchRefresh(manager, &out);
   double mean = 0;
-  for (double l : latencies_us) mean += l;
-  if (!latencies_us.empty()) mean /= latencies_us.size();
-  json out = {{"devices", devices},
+  for (double l : *latencies_us) mean += l;
+  if (!latencies_us->empty()) mean /= latencies_us->size();
+  out.update({{"devices", devices},
               {"compute_nodes", nodes},
               {"assigned", assigned},
               {"completed", true},
@@ -168,16 +190,14 @@ absl::StatusOr<json> RunSize(int devices, int claims, const std::string& base_di
               {"reconcile_cpu_ms", cpu_ms},
               {"assignments_per_s", assigned / std::max(1e-9, absl::ToDoubleSeconds(took))},
               {"assignments_per_cpu_s", assigned / std::max(1e-6, cpu_ms / 1e3)},
-              {"claims", claims},
+              {"claims", static_cast<int>(targets.size())},
               {"claim_us_mean", mean},
-              {"claim_us_p50", Percentile(latencies_us, 0.50)},
-              {"claim_us_p99", Percentile(latencies_us, 0.99)},
-              {"watch_refresh_us", watch_refresh_us},  // AssignmentsFor + GrantsFor, one node each
-              {"watch_refresh_items", watched / kWatchCalls},
+              {"claim_us_p50", Percentile(*latencies_us, 0.50)},
+              {"claim_us_p99", Percentile(*latencies_us, 0.99)},
               {"rss_mb", RssMb()},
               {"peak_rss_mb", PeakRssMb()},
               {"heap_in_use_mb", HeapInUseMb()},
-              {"state_dir", dir}};
+              {"state_dir", dir}});
   return out;
 }
 

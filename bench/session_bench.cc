@@ -26,6 +26,7 @@
 #include "agent/backends/emu_backend.h"
 #include "agent/session/session_server.h"
 #include "agent/session/throttle.h"
+#include "agent/session/testing/loopback_server.h"
 #include "agent/session/testing/test_device.h"
 #include "bench/device_roundtrip.h"
 #include "bench/fabric_pair.h"
@@ -390,99 +391,104 @@ absl::Status FreshAttaches(const std::vector<std::string>& args, const std::stri
   return absl::OkStatus();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  bool json_only = false, roundtrip_only = false;
-  int scale = 1;  // iteration counts are divided by this
+// The bench's settings, as given on the command line and checked.
+struct BenchFlags {
+  bool json_only = false, roundtrip_only = false, attach_once = false;
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
-  fabric.op_timeout = absl::Seconds(10);
-  int64_t busy_poll_us = 0, scale_flag = 1, doorbells_flag = 950, fresh_flag = 5;
-  bool attach_once = false;
   rpci::agent::ThrottleOptions throttle;
+  int64_t busy_poll_us = 0, scale = 1, doorbells = 950, fresh = 5, flood_client_nice = 0;
   int64_t throttle_nice = throttle.nice, throttle_mib = static_cast<int64_t>(throttle.bytes_per_second >> 20);
-  int64_t flood_client_nice = 0;
+};
+
+// Parses the command line; an exit code when the bench must stop there.
+std::optional<int> ParseFlags(int argc, char** argv, BenchFlags* f) {
+  f->fabric.op_timeout = absl::Seconds(10);
   rpci::FlagSet flags("session_bench [flags]",
                       "Runs an in-process agent session server and client (default tcp;ofi_rxm on 127.0.0.1) and "
                       "prints mirror throughput, doorbell RTT and open latency next to plain loopback TCP.");
-  rpci::bench::AddJsonFlag(flags, &json_only);
-  rpci::fabric::AddFlags(flags, &fabric);
-  flags.Int("busy_poll_us", &busy_poll_us, "how long a waiting caller polls the fabric itself before blocking");
-  flags.Int("scale", &scale_flag, "divide iteration counts by N (slow fabrics, e.g. Soft-RoCE under emulation)");
-  flags.Int("doorbells", &doorbells_flag, "doorbells measured solo and again under the flood (before --scale)");
-  flags.Int("throttle_nice", &throttle_nice,
+  rpci::bench::AddJsonFlag(flags, &f->json_only);
+  rpci::fabric::AddFlags(flags, &f->fabric);
+  flags.Int("busy_poll_us", &f->busy_poll_us, "how long a waiting caller polls the fabric itself before blocking");
+  flags.Int("scale", &f->scale, "divide iteration counts by N (slow fabrics, e.g. Soft-RoCE under emulation)");
+  flags.Int("doorbells", &f->doorbells, "doorbells measured solo and again under the flood (before --scale)");
+  flags.Int("throttle_nice", &f->throttle_nice,
             "how much nicer a session over its byte budget runs on the agent (0: no throttling)");
-  flags.Int("throttle_mib_per_second", &throttle_mib, "a session's byte budget before it is throttled, MiB/s");
-  flags.Int("flood_client_nice", &flood_client_nice,
+  flags.Int("throttle_mib_per_second", &f->throttle_mib, "a session's byte budget before it is throttled, MiB/s");
+  flags.Int("flood_client_nice", &f->flood_client_nice,
             "how much nicer the flooding client's thread runs (a bulk workload's setting; 0: as the rest)");
-  flags.Bool("roundtrip_only", &roundtrip_only, "measure only the device round trip against TCP");
-  flags.Int("fresh_attaches", &fresh_flag,
+  flags.Bool("roundtrip_only", &f->roundtrip_only, "measure only the device round trip against TCP");
+  flags.Int("fresh_attaches", &f->fresh,
             "first attaches measured each in a fresh process (first_open_ms; before --scale, at least 1)");
-  flags.Bool("attach_once", &attach_once, "internal: attach the ticket read from stdin through librpci, print timings");
-  if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (attach_once) return AttachOnce(fabric);
-  if (scale_flag <= 0 || doorbells_flag <= 0 || busy_poll_us < 0 || throttle_nice < 0 || throttle_nice > 19 ||
-      throttle_mib <= 0 || flood_client_nice < 0 || flood_client_nice > 19) {
+  flags.Bool("attach_once", &f->attach_once,
+             "internal: attach the ticket read from stdin through librpci, print timings");
+  return flags.ParseOrExit(argc, argv);
+}
+
+// Checks the numeric flags and applies them to the fabric and throttle
+// settings; an exit code when they are out of range.
+std::optional<int> ApplyFlags(BenchFlags* f) {
+  if (f->scale <= 0 || f->doorbells <= 0 || f->busy_poll_us < 0 || f->throttle_nice < 0 || f->throttle_nice > 19 ||
+      f->throttle_mib <= 0 || f->flood_client_nice < 0 || f->flood_client_nice > 19) {
     std::cerr << "--scale, --doorbells and --throttle_mib_per_second must be positive, --busy_poll_us not negative, "
                  "--throttle_nice and --flood_client_nice 0..19\n";
     return 2;
   }
-  throttle.nice = static_cast<int>(throttle_nice);
-  throttle.bytes_per_second = static_cast<uint64_t>(throttle_mib) << 20;
-  fabric.busy_poll = absl::Microseconds(busy_poll_us);
-  scale = static_cast<int>(scale_flag);
-  const int doorbells = static_cast<int>(doorbells_flag);
-  rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
+  f->throttle.nice = static_cast<int>(f->throttle_nice);
+  f->throttle.bytes_per_second = static_cast<uint64_t>(f->throttle_mib) << 20;
+  f->fabric.busy_poll = absl::Microseconds(f->busy_poll_us);
+  return std::nullopt;
+}
+
+constexpr int kIdleSessions = 8;  // for agent_rss_mb_per_session
+
+// The agent under test, in this process: a session server over the bench's
+// fabric with a test device for the measured session, one for the flood,
+// rpci-emu for the device round trip and kIdleSessions small idle ones.
+struct InProcessAgent {
   rpci::MetricsRegistry metrics;
   rpci::agent::GrantTable grants;
-  grants.Upsert({"bench", "dev0", "node", "token", absl::InfiniteFuture()});
-  grants.Upsert({"bench-flood", "dev1", "node", "token", absl::InfiniteFuture()});
-  rpci::agent::testing::TestDevice device(4 << 20), flood_device(4 << 20);
-  // rpci-emu for the device round trip.
-  grants.Upsert({"bench-emu", "emu0", "node", "token", absl::InfiniteFuture()});
+  rpci::agent::testing::TestDevice device{4 << 20}, flood_device{4 << 20};
+  std::unique_ptr<rpci::agent::EmuBackend> emu;
+  std::vector<std::unique_ptr<rpci::agent::testing::TestDevice>> idle;
+  std::unique_ptr<rpci::agent::testing::LoopbackSessionServer> server;
+};
+
+// Starts `agent` with `f`'s fabric and throttle; 0, or the exit code.
+int StartAgent(const BenchFlags& f, InProcessAgent* agent) {
+  agent->grants.Upsert({"bench", "dev0", "node", "token", absl::InfiniteFuture()});
+  agent->grants.Upsert({"bench-flood", "dev1", "node", "token", absl::InfiniteFuture()});
+  agent->grants.Upsert({"bench-emu", "emu0", "node", "token", absl::InfiniteFuture()});
   auto emu = rpci::agent::EmuBackend::Create(rpci::bench::kRoundTripDmaSize);
   if (!emu.ok()) return Fail("emu device", emu.status());
+  agent->emu = *std::move(emu);
   std::map<std::string, rpci::agent::SessionDevice*> devices = {
-      {"dev0", &device}, {"dev1", &flood_device}, {"emu0", emu->get()}};
-  constexpr int kIdleSessions = 8;  // for agent_rss_mb_per_session
-  std::vector<std::unique_ptr<rpci::agent::testing::TestDevice>> idle;
+      {"dev0", &agent->device}, {"dev1", &agent->flood_device}, {"emu0", agent->emu.get()}};
   for (int i = 0; i < kIdleSessions; ++i) {
     const std::string id = "idle" + std::to_string(i);
-    idle.push_back(std::make_unique<rpci::agent::testing::TestDevice>(4096));
-    devices[id] = idle.back().get();
-    grants.Upsert({"bench-idle-" + std::to_string(i), id, "node", "token", absl::InfiniteFuture()});
+    agent->idle.push_back(std::make_unique<rpci::agent::testing::TestDevice>(4096));
+    devices[id] = agent->idle.back().get();
+    agent->grants.Upsert({"bench-idle-" + std::to_string(i), id, "node", "token", absl::InfiniteFuture()});
   }
   rpci::agent::SessionServerOptions opts;
-  opts.metrics = &metrics;
-  opts.fabric = fabric;
-  opts.throttle = throttle;
-  rpci::client::ClientOptions client_opts;
-  client_opts.fabric = fabric;
-  auto server = rpci::agent::SessionServer::Create(opts, &grants, devices);
+  opts.metrics = &agent->metrics;
+  opts.fabric = f.fabric;
+  opts.throttle = f.throttle;
+  auto server = rpci::agent::testing::LoopbackSessionServer::Start(opts, &agent->grants, devices);
   if (!server.ok()) {
     std::fprintf(stderr, "session server: %s\n", std::string(server.status().message()).c_str());
     return 1;
   }
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(fabric.node + ":0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(server->get());
-  auto grpc_server = builder.BuildAndStart();
-  const std::string endpoint = fabric.node + ":" + std::to_string(port);
+  agent->server = *std::move(server);
+  return 0;
+}
 
-  nlohmann::json out;
-  if (roundtrip_only) {
-    if (absl::Status st = RoundTrips(endpoint, client_opts, scale, &out); !st.ok()) return Fail("device round trip", st);
-    grpc_server->Shutdown(std::chrono::system_clock::now());
-    (*server)->Stop();
-    std::printf("%s\n", out.dump().c_str());
-    return 0;
-  }
-  // Session open latency: reserve (plugin) + attach (workload); then close.
-  // The first opens of this process are included (warm-up: the process's
-  // first endpoint, connection, gRPC channel), but not the provider's
-  // initialisation, which the agent paid at Start; a workload's first attach
-  // in a fresh process is first_open_ms below.
+// Session open latency: reserve (plugin) + attach (workload); then close.
+// The first opens of this process are included (warm-up: the process's
+// first endpoint, connection, gRPC channel), but not the provider's
+// initialisation, which the agent paid at Start; a workload's first attach
+// in a fresh process is first_open_ms (OpenFresh). 0, or the exit code.
+int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& client_opts, int scale,
+                nlohmann::json* out) {
   std::vector<double> open_ms, reserve_ms;
   std::vector<nlohmann::json> attach_steps;
   AgentAttachLog agent_log;
@@ -501,31 +507,33 @@ int main(int argc, char** argv) {
     (*c)->Close().IgnoreError();  // the workload detaches; the plugin's close ends the session
     if (absl::Status st = rpci::client::ControlClient().Close(*ticket); !st.ok()) return Fail("close", st);
   }
-  out["open_ms_p50"] = Percentile(open_ms, 0.5);
-  out["open_ms_p99"] = Percentile(open_ms, 0.99);
-  out["open_ms_first3"] = std::vector<double>(open_ms.begin(), open_ms.begin() + 3);
-  out["open_reserve_ms_p50"] = Percentile(reserve_ms, 0.5);
+  (*out)["open_ms_p50"] = Percentile(open_ms, 0.5);
+  (*out)["open_ms_p99"] = Percentile(open_ms, 0.99);
+  (*out)["open_ms_first3"] = std::vector<double>(open_ms.begin(), open_ms.begin() + 3);
+  (*out)["open_reserve_ms_p50"] = Percentile(reserve_ms, 0.5);
   agent_log.Stop();
-  out["open_steps_ms"] = StepSummary(attach_steps, agent_log.Steps());
+  (*out)["open_steps_ms"] = StepSummary(attach_steps, agent_log.Steps());
+  return 0;
+}
 
-  {
-    const int fresh = fresh_flag > 0 ? std::max<int>(1, static_cast<int>(fresh_flag) / scale) : 0;
-    std::vector<std::string> args(argv, argv + argc);
-    args.push_back("--attach_once");
-    if (absl::Status st = FreshAttaches(args, endpoint, fresh, &out); !st.ok()) return Fail("fresh attach", st);
-  }
+// First attaches each in a fresh process (this binary with --attach_once),
+// then the open latency next to a TCP connect. 0, or the exit code.
+int OpenFresh(const BenchFlags& f, const std::vector<std::string>& args, const std::string& endpoint,
+              nlohmann::json* out) {
+  const int scale = static_cast<int>(f.scale);
+  const int fresh = f.fresh > 0 ? std::max<int>(1, static_cast<int>(f.fresh) / scale) : 0;
+  std::vector<std::string> child_args = args;
+  child_args.push_back("--attach_once");
+  if (absl::Status st = FreshAttaches(child_args, endpoint, fresh, out); !st.ok()) return Fail("fresh attach", st);
   std::vector<double> connect_us = TcpConnectUs(200);
-  out["tcp_connect_us_p50"] = Percentile(connect_us, 0.5);
-  out["open_ratio"] = out["open_ms_p50"].get<double>() * 1e3 / out["tcp_connect_us_p50"].get<double>();
+  (*out)["tcp_connect_us_p50"] = Percentile(connect_us, 0.5);
+  (*out)["open_ratio"] = (*out)["open_ms_p50"].get<double>() * 1e3 / (*out)["tcp_connect_us_p50"].get<double>();
+  return 0;
+}
 
-  if (absl::Status st = SessionMemory(**server, endpoint, kIdleSessions, &out); !st.ok()) return Fail("session memory", st);
-
-  auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
-  auto client = rpci::client::SessionClient::Attach(*ticket, client_opts);
-  if (!client.ok()) return Fail("attach", client.status());
-  rpci::client::SessionClient& c = **client;
-
-  // DMA mirror throughput per flush size.
+// DMA mirror throughput per flush size, next to loopback TCP. 0, or the
+// exit code.
+int Mirror(rpci::client::SessionClient& c, int scale, nlohmann::json* out) {
   nlohmann::json mirror = nlohmann::json::object();
   for (size_t size : {size_t{4096}, size_t{65536}, size_t{1} << 20, size_t{4} << 20}) {
     const size_t total = std::max<size_t>(size * 8, (size_t{128} << 20) / scale);
@@ -536,79 +544,99 @@ int main(int argc, char** argv) {
     }
     const double gbps = double(size) * iters * 8 / Secs(Clock::now() - t0) / 1e9;
     mirror[std::to_string(size)] = gbps;
-    if (size == (size_t{1} << 20)) out["mirror_gbps_1mib"] = gbps;
+    if (size == (size_t{1} << 20)) (*out)["mirror_gbps_1mib"] = gbps;
   }
-  out["mirror_gbps_by_size"] = mirror;
+  (*out)["mirror_gbps_by_size"] = mirror;
   // Raw RMA: FlushDma of 1 MiB to one offset, i.e. libfabric fi_write on
   // loopback, not a device round trip (see device_roundtrip_by_size).
-  out["tcp_gbps"] = TcpGbps(size_t{1} << 30);
-  out["mirror_ratio"] = out["mirror_gbps_1mib"].get<double>() / out["tcp_gbps"].get<double>();
-  out["mirror_ratio_measures"] = "raw RMA: FlushDma of 1 MiB to one offset (fi_write on loopback), not a device round trip";
+  (*out)["tcp_gbps"] = TcpGbps(size_t{1} << 30);
+  (*out)["mirror_ratio"] = (*out)["mirror_gbps_1mib"].get<double>() / (*out)["tcp_gbps"].get<double>();
+  (*out)["mirror_ratio_measures"] =
+      "raw RMA: FlushDma of 1 MiB to one offset (fi_write on loopback), not a device round trip";
+  return 0;
+}
 
-  // Doorbell -> completion round trip (an empty copy job).
-  absl::StatusOr<std::vector<double>> rtt = DoorbellRtts(c, std::max(50, doorbells / scale), 50);
+// Doorbell -> completion round trip (an empty copy job), alone. 0, or the
+// exit code.
+int DoorbellsSolo(rpci::client::SessionClient& c, int n, nlohmann::json* out) {
+  absl::StatusOr<std::vector<double>> rtt = DoorbellRtts(c, n, 50);
   if (!rtt.ok()) return Fail("doorbell", rtt.status());
-  out["doorbell_rtt_us_p50"] = Percentile(*rtt, 0.5);
-  out["doorbell_rtt_us_p99"] = Percentile(*rtt, 0.99);
-  {
-    // The same while another session floods the agent (issue 12: within 2x).
-    auto flood_ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench-flood", "token", "node"});
-    if (!flood_ticket.ok()) return Fail("reserve flood", flood_ticket.status());
-    auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, client_opts);
-    if (!flooder.ok()) return Fail("attach flood", flooder.status());
-    const Clock::time_point flood_start = Clock::now();
-    Flood flood(flooder->get(), static_cast<int>(flood_client_nice));
-    // The flood alone first (throttled or not, nothing else wants the CPU).
-    absl::SleepFor(absl::Milliseconds(300));
-    out["flood_gbps_alone"] = flood.gbps(0, flood_start);
-    const uint64_t jobs_alone = flood.jobs();
-    const Clock::time_point doorbells_start = Clock::now();
-    absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, doorbells / scale), 50);
-    if (!flooded.ok()) return Fail("doorbell under flood", flooded.status());
-    out["doorbell_rtt_us_p50_flooded"] = Percentile(*flooded, 0.5);
-    out["doorbell_rtt_us_p99_flooded"] = Percentile(*flooded, 0.99);
-    out["flood_jobs"] = flood.jobs();
-    out["throttle_nice"] = throttle.nice;
-    out["flood_client_nice"] = flood_client_nice;
-    out["flood_throttled"] = ThrottledPushes(metrics);
-    out["flood_gbps"] = flood.gbps(jobs_alone, doorbells_start);  // while the doorbells ran
-    out["doorbell_p99_flood_ratio"] =
-        out["doorbell_rtt_us_p99_flooded"].get<double>() / out["doorbell_rtt_us_p99"].get<double>();
-    // The same in alternating blocks (flood paused, flood running), so load
-    // from outside the bench weighs on both figures alike.
-    std::vector<double> solo_i, flooded_i;
-    constexpr int kBlock = 100;
-    for (int b = 0; b < std::max(1, doorbells / scale / kBlock); ++b) {
-      for (auto [samples, running] : {std::pair{&solo_i, false}, {&flooded_i, true}}) {
-        if (running) flood.Resume(); else flood.Pause();
-        absl::StatusOr<std::vector<double>> block = DoorbellRtts(c, kBlock, 5);
-        if (!block.ok()) return Fail("interleaved doorbells", block.status());
-        samples->insert(samples->end(), block->begin(), block->end());
-      }
+  (*out)["doorbell_rtt_us_p50"] = Percentile(*rtt, 0.5);
+  (*out)["doorbell_rtt_us_p99"] = Percentile(*rtt, 0.99);
+  return 0;
+}
+
+// Doorbells in alternating blocks (flood paused, flood running), so load
+// from outside the bench weighs on both figures alike. 0, or the exit code.
+int DoorbellsInterleaved(rpci::client::SessionClient& c, Flood& flood, int blocks, nlohmann::json* out) {
+  std::vector<double> solo_i, flooded_i;
+  constexpr int kBlock = 100;
+  for (int b = 0; b < std::max(1, blocks / kBlock); ++b) {
+    for (auto [samples, running] : {std::pair{&solo_i, false}, {&flooded_i, true}}) {
+      if (running) flood.Resume(); else flood.Pause();
+      absl::StatusOr<std::vector<double>> block = DoorbellRtts(c, kBlock, 5);
+      if (!block.ok()) return Fail("interleaved doorbells", block.status());
+      samples->insert(samples->end(), block->begin(), block->end());
     }
-    out["doorbell_rtt_us_p99_solo_interleaved"] = Percentile(solo_i, 0.99);
-    out["doorbell_rtt_us_p99_flooded_interleaved"] = Percentile(flooded_i, 0.99);
-    out["doorbell_p99_flood_ratio_interleaved"] =
-        out["doorbell_rtt_us_p99_flooded_interleaved"].get<double>() / out["doorbell_rtt_us_p99_solo_interleaved"].get<double>();
   }
+  (*out)["doorbell_rtt_us_p99_solo_interleaved"] = Percentile(solo_i, 0.99);
+  (*out)["doorbell_rtt_us_p99_flooded_interleaved"] = Percentile(flooded_i, 0.99);
+  (*out)["doorbell_p99_flood_ratio_interleaved"] = (*out)["doorbell_rtt_us_p99_flooded_interleaved"].get<double>() /
+                                                   (*out)["doorbell_rtt_us_p99_solo_interleaved"].get<double>();
+  return 0;
+}
+
+// The doorbells again while another session floods the agent (issue 12:
+// within 2x), then interleaved with the flood. 0, or the exit code.
+int DoorbellsFlooded(const BenchFlags& f, InProcessAgent& agent, const rpci::client::ClientOptions& client_opts,
+                     rpci::client::SessionClient& c, nlohmann::json* out) {
+  const int n = static_cast<int>(f.doorbells) / static_cast<int>(f.scale);
+  auto flood_ticket = rpci::client::ControlClient().Reserve(agent.server->endpoint(), {"bench-flood", "token", "node"});
+  if (!flood_ticket.ok()) return Fail("reserve flood", flood_ticket.status());
+  auto flooder = rpci::client::SessionClient::Attach(*flood_ticket, client_opts);
+  if (!flooder.ok()) return Fail("attach flood", flooder.status());
+  const Clock::time_point flood_start = Clock::now();
+  Flood flood(flooder->get(), static_cast<int>(f.flood_client_nice));
+  // The flood alone first (throttled or not, nothing else wants the CPU).
+  absl::SleepFor(absl::Milliseconds(300));
+  (*out)["flood_gbps_alone"] = flood.gbps(0, flood_start);
+  const uint64_t jobs_alone = flood.jobs();
+  const Clock::time_point doorbells_start = Clock::now();
+  absl::StatusOr<std::vector<double>> flooded = DoorbellRtts(c, std::max(50, n), 50);
+  if (!flooded.ok()) return Fail("doorbell under flood", flooded.status());
+  (*out)["doorbell_rtt_us_p50_flooded"] = Percentile(*flooded, 0.5);
+  (*out)["doorbell_rtt_us_p99_flooded"] = Percentile(*flooded, 0.99);
+  (*out)["flood_jobs"] = flood.jobs();
+  (*out)["throttle_nice"] = f.throttle.nice;
+  (*out)["flood_client_nice"] = f.flood_client_nice;
+  (*out)["flood_throttled"] = ThrottledPushes(agent.metrics);
+  (*out)["flood_gbps"] = flood.gbps(jobs_alone, doorbells_start);  // while the doorbells ran
+  (*out)["doorbell_p99_flood_ratio"] =
+      (*out)["doorbell_rtt_us_p99_flooded"].get<double>() / (*out)["doorbell_rtt_us_p99"].get<double>();
+  return DoorbellsInterleaved(c, flood, n, out);
+}
+
+// Round trips without a session: loopback TCP and the fabric's own
+// ping-pong, next to the doorbell's. 0, or the exit code.
+int BaselineRtts(const rpci::fabric::FabricConfig& fabric, nlohmann::json* out) {
   std::vector<double> tcp_rtt = TcpRttUs(2000);
-  out["tcp_rtt_us_p50"] = Percentile(tcp_rtt, 0.5);
-  out["tcp_rtt_us_p99"] = Percentile(tcp_rtt, 0.99);
-  out["doorbell_ratio"] = out["doorbell_rtt_us_p50"].get<double>() / out["tcp_rtt_us_p50"].get<double>();
-  auto fabric_rtt = FabricPingPongUs(opts.fabric, rpci::session::kFrameSize, 2000, 50);
+  (*out)["tcp_rtt_us_p50"] = Percentile(tcp_rtt, 0.5);
+  (*out)["tcp_rtt_us_p99"] = Percentile(tcp_rtt, 0.99);
+  (*out)["doorbell_ratio"] = (*out)["doorbell_rtt_us_p50"].get<double>() / (*out)["tcp_rtt_us_p50"].get<double>();
+  auto fabric_rtt = FabricPingPongUs(fabric, rpci::session::kFrameSize, 2000, 50);
   if (!fabric_rtt.ok()) return Fail("fabric ping-pong", fabric_rtt.status());
-  out["fabric_rtt_us_p50"] = Percentile(*fabric_rtt, 0.5);
-  out["fabric_rtt_us_p99"] = Percentile(*fabric_rtt, 0.99);
-  out["fabric_tcp_ratio"] = out["fabric_rtt_us_p50"].get<double>() / out["tcp_rtt_us_p50"].get<double>();
-  out["doorbell_fabric_ratio"] = out["doorbell_rtt_us_p50"].get<double>() / out["fabric_rtt_us_p50"].get<double>();
+  (*out)["fabric_rtt_us_p50"] = Percentile(*fabric_rtt, 0.5);
+  (*out)["fabric_rtt_us_p99"] = Percentile(*fabric_rtt, 0.99);
+  (*out)["fabric_tcp_ratio"] = (*out)["fabric_rtt_us_p50"].get<double>() / (*out)["tcp_rtt_us_p50"].get<double>();
+  (*out)["doorbell_fabric_ratio"] =
+      (*out)["doorbell_rtt_us_p50"].get<double>() / (*out)["fabric_rtt_us_p50"].get<double>();
+  return 0;
+}
 
-  // Its own session and fabrics: a failure there (e.g. memory a slow
-  // provider cannot register) is reported, the other figures kept.
-  if (absl::Status st = RoundTrips(endpoint, client_opts, scale, &out); !st.ok()) {
-    out["device_roundtrip_error"] = st.ToString();
-  }
-
-  // One register write until the agent acknowledges it applied (Write+Sync).
+// One register write until the agent acknowledges it applied (Write+Sync),
+// then the posted write rate (batched through the ring, then synced), each
+// next to loopback TCP. 0, or the exit code.
+int Mmio(rpci::client::SessionClient& c, int scale, nlohmann::json* out) {
   std::vector<double> mmio_us;
   for (int i = 0; i < 50 + 1000 / scale; ++i) {
     auto t0 = Clock::now();
@@ -616,36 +644,92 @@ int main(int argc, char** argv) {
     if (absl::Status st = c.Sync(absl::Seconds(5)); !st.ok()) return Fail("sync", st);
     if (i >= 50) mmio_us.push_back(Secs(Clock::now() - t0) * 1e6);
   }
-  out["mmio_write_us_p50"] = Percentile(mmio_us, 0.5);
-  out["mmio_write_us_p99"] = Percentile(mmio_us, 0.99);
-  out["mmio_write_ratio"] = out["mmio_write_us_p50"].get<double>() / out["tcp_rtt_us_p50"].get<double>();
-
-  // Posted MMIO write rate (batched through the ring, then synced).
+  (*out)["mmio_write_us_p50"] = Percentile(mmio_us, 0.5);
+  (*out)["mmio_write_us_p99"] = Percentile(mmio_us, 0.99);
+  (*out)["mmio_write_ratio"] = (*out)["mmio_write_us_p50"].get<double>() / (*out)["tcp_rtt_us_p50"].get<double>();
   auto t0 = Clock::now();
   const int writes = 200000 / scale;
   for (int i = 0; i < writes; ++i) {
     if (absl::Status st = c.Write(0, 0x200, 8, i); !st.ok()) return Fail("write", st);
   }
   if (absl::Status st = c.Sync(absl::Seconds(30)); !st.ok()) return Fail("sync", st);
-  out["mmio_writes_per_sec"] = writes / Secs(Clock::now() - t0);
+  (*out)["mmio_writes_per_sec"] = writes / Secs(Clock::now() - t0);
   // The same count of 32-byte records streamed over loopback TCP.
-  out["tcp_records_per_sec"] = TcpGbps(static_cast<size_t>(writes) * 32) * 1e9 / 8 / 32;
-  out["mmio_rate_ratio"] = out["mmio_writes_per_sec"].get<double>() / out["tcp_records_per_sec"].get<double>();
-  out["provider"] = fabric.provider;
-  out["node"] = fabric.node;
-  out["scale"] = scale;
+  (*out)["tcp_records_per_sec"] = TcpGbps(static_cast<size_t>(writes) * 32) * 1e9 / 8 / 32;
+  (*out)["mmio_rate_ratio"] =
+      (*out)["mmio_writes_per_sec"].get<double>() / (*out)["tcp_records_per_sec"].get<double>();
+  return 0;
+}
 
-  c.Close().IgnoreError();
-  grpc_server->Shutdown(std::chrono::system_clock::now());
-  (*server)->Stop();
-
-  std::printf("%s\n", out.dump().c_str());
-  if (!json_only) {
-    std::printf("\n%-34s %14s\n", "metric", "value");
-    for (auto& [k, v] : out.items()) {
-      if (v.is_number()) std::printf("%-34s %12.3f\n", k.c_str(), v.get<double>());
-    }
-    for (auto& [k, v] : mirror.items()) std::printf("mirror_gbps @ %-20s %12.3f\n", k.c_str(), v.get<double>());
+// The figures measured over one attached session, in order. 0, or the
+// exit code.
+int SessionFigures(const BenchFlags& f, InProcessAgent& agent, const rpci::client::ClientOptions& client_opts,
+                   nlohmann::json* out) {
+  const std::string endpoint = agent.server->endpoint();
+  const int scale = static_cast<int>(f.scale);
+  auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
+  if (!ticket.ok()) return Fail("reserve", ticket.status());
+  auto client = rpci::client::SessionClient::Attach(*ticket, client_opts);
+  if (!client.ok()) return Fail("attach", client.status());
+  rpci::client::SessionClient& c = **client;
+  if (int rc = Mirror(c, scale, out)) return rc;
+  if (int rc = DoorbellsSolo(c, std::max(50, static_cast<int>(f.doorbells) / scale), out)) return rc;
+  if (int rc = DoorbellsFlooded(f, agent, client_opts, c, out)) return rc;
+  if (int rc = BaselineRtts(f.fabric, out)) return rc;
+  // Its own session and fabrics: a failure there (e.g. memory a slow
+  // provider cannot register) is reported, the other figures kept.
+  if (absl::Status st = RoundTrips(endpoint, client_opts, scale, out); !st.ok()) {
+    (*out)["device_roundtrip_error"] = st.ToString();
   }
+  if (int rc = Mmio(c, scale, out)) return rc;
+  c.Close().IgnoreError();
+  return 0;
+}
+
+// The figures as one JSON line, then (unless --json) as a table.
+void Print(const nlohmann::json& out, bool json_only) {
+  std::printf("%s\n", out.dump().c_str());
+  if (json_only) return;
+  std::printf("\n%-34s %14s\n", "metric", "value");
+  for (auto& [k, v] : out.items()) {
+    if (v.is_number()) std::printf("%-34s %12.3f\n", k.c_str(), v.get<double>());
+  }
+  for (auto& [k, v] : out.at("mirror_gbps_by_size").items()) {
+    std::printf("mirror_gbps @ %-20s %12.3f\n", k.c_str(), v.get<double>());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  BenchFlags f;
+  if (std::optional<int> exit_code = ParseFlags(argc, argv, &f)) return *exit_code;
+  if (f.attach_once) return AttachOnce(f.fabric);
+  if (std::optional<int> exit_code = ApplyFlags(&f)) return *exit_code;
+  const int scale = static_cast<int>(f.scale);
+  rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
+  InProcessAgent agent;
+  if (int rc = StartAgent(f, &agent)) return rc;
+  const std::string endpoint = agent.server->endpoint();
+  rpci::client::ClientOptions client_opts;
+  client_opts.fabric = f.fabric;
+  nlohmann::json out;
+  if (f.roundtrip_only) {
+    if (absl::Status st = RoundTrips(endpoint, client_opts, scale, &out); !st.ok()) return Fail("device round trip", st);
+    agent.server.reset();
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  if (int rc = OpenLatency(endpoint, client_opts, scale, &out)) return rc;
+  if (int rc = OpenFresh(f, std::vector<std::string>(argv, argv + argc), endpoint, &out)) return rc;
+  if (absl::Status st = SessionMemory(agent.server->server(), endpoint, kIdleSessions, &out); !st.ok()) {
+    return Fail("session memory", st);
+  }
+  if (int rc = SessionFigures(f, agent, client_opts, &out)) return rc;
+  out["provider"] = f.fabric.provider;
+  out["node"] = f.fabric.node;
+  out["scale"] = scale;
+  agent.server.reset();
+  Print(out, f.json_only);
   return 0;
 }

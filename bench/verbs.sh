@@ -101,6 +101,13 @@ d["doorbell_rtt_vs_ib_write_lat_rtt"] = ratio(d["session_doorbell_rtt_us_p50"], 
 d["mmio_write_vs_fi_pingpong_rtt"] = ratio(d["session_mmio_write_us_p50"], d["fi_pingpong_rtt_us"])
 d["mirror_gbps_vs_ib_write_bw"] = ratio(d["session_mirror_gbps_1mib"], d["ib_write_bw_gbps"])
 d["rma_write_gbps_vs_ib_write_bw"] = ratio(d["fabric_rma_write_gbps"], d["ib_write_bw_gbps"])
+# The device round trip (rpci-emu, bench/device_roundtrip.h) on the same rxe
+# device: against a TCP request/response over the same veth and against the
+# fabric's own floor (RMA write + message each way) in the same run.
+for k in ("device_roundtrip_ratio_1mib", "device_roundtrip_floor_ratio_1mib",
+          "device_roundtrip_floor_vs_device_1mib", "device_roundtrip_error"):
+    if k in s:
+        d[k] = s[k]
 d["session"] = s
 d["fabric"] = f
 json.dump(d, open(out + "/verbs.json", "w"))

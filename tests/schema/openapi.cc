@@ -162,36 +162,30 @@ void ValidateObjectFields(const json& schema, const json& value, const std::stri
   }
 }
 
-void ValidateAt(const json& schema, const json& value, const std::string& path, Pass* pass) {
-  std::vector<Violation>* out = pass->out;
-  if (schema.is_object() && schema.contains("$ref")) {
-    // Only local references to named definitions ("#/definitions/x", "#/$defs/x").
-    const std::string ref = schema["$ref"].is_string() ? schema["$ref"].get<std::string>() : "";
-    for (const char* prefix : {"#/definitions/", "#/$defs/"}) {
-      const std::string p(prefix);
-      const std::string section = p.substr(2, p.size() - 3);
-      if (ref.rfind(p, 0) == 0 && pass->root->value(section, json::object()).contains(ref.substr(p.size()))) {
-        ValidateAt((*pass->root)[section][ref.substr(p.size())], value, path, pass);
-        return;
-      }
-    }
-    out->push_back({path, absl::StrCat("schema $ref \"", ref, "\" does not name a definition")});
-    return;
-  }
-  if (!schema.is_object()) {
-    out->push_back({path, "schema is not an object"});
-    return;
-  }
-  for (auto it = schema.begin(); it != schema.end(); ++it) {
-    if (!CheckedKeywords().count(it.key()) && !AnnotationKeywords().count(it.key())) {
-      out->push_back({path, absl::StrCat("schema keyword \"", it.key(), "\" is not supported by this validator")});
+// A local reference to a named definition ("#/definitions/x",
+// "#/$defs/x"): `value` checked against it. False when `schema` has no $ref.
+bool ValidateRef(const json& schema, const json& value, const std::string& path, Pass* pass) {
+  if (!schema.is_object() || !schema.contains("$ref")) return false;
+  const std::string ref = schema["$ref"].is_string() ? schema["$ref"].get<std::string>() : "";
+  for (const char* prefix : {"#/definitions/", "#/$defs/"}) {
+    const std::string p(prefix);
+    const std::string section = p.substr(2, p.size() - 3);
+    if (ref.rfind(p, 0) == 0 && pass->root->value(section, json::object()).contains(ref.substr(p.size()))) {
+      ValidateAt((*pass->root)[section][ref.substr(p.size())], value, path, pass);
+      return true;
     }
   }
-  if (value.is_null() && Flag(schema, "nullable")) return;
+  pass->out->push_back({path, absl::StrCat("schema $ref \"", ref, "\" does not name a definition")});
+  return true;
+}
+
+// Whether `value` has the type `schema` gives (the remaining rules assume
+// it); a mismatch is reported.
+bool ValidateType(const json& schema, const json& value, const std::string& path, std::vector<Violation>* out) {
   if (Flag(schema, "x-kubernetes-int-or-string")) {
     if (!value.is_string() && !TypeMatches("integer", value)) {
       out->push_back({path, absl::StrCat("expected integer or string, got ", JsonTypeName(value))});
-      return;
+      return false;
     }
   } else if (schema.contains("type")) {
     // A type name, or (JSON Schema) a list of them.
@@ -204,79 +198,110 @@ void ValidateAt(const json& schema, const json& value, const std::string& path, 
     }
     if (!matches) {
       out->push_back({path, absl::StrCat("expected ", absl::StrJoin(names, " or "), ", got ", JsonTypeName(value))});
-      return;  // the remaining rules assume the type
+      return false;  // the remaining rules assume the type
     }
   }
+  return true;
+}
+
+// A string's pattern and length.
+void ValidateString(const json& schema, const std::string& text, const std::string& path,
+                    std::vector<Violation>* out) {
+  const auto length = static_cast<int64_t>(text.size());
+  if (schema.contains("pattern")) {
+    std::string error;
+    const std::string pattern = schema["pattern"].get<std::string>();
+    if (!MatchesRegex(pattern, text, &error)) {
+      out->push_back({path, error.empty() ? absl::StrCat("\"", text, "\" does not match pattern ", pattern) : error});
+    }
+  }
+  if (schema.contains("minLength") && length < schema["minLength"].get<int64_t>()) {
+    out->push_back({path, absl::StrCat("\"", text, "\" is shorter than minLength ", schema["minLength"].dump())});
+  }
+  if (schema.contains("maxLength") && length > schema["maxLength"].get<int64_t>()) {
+    out->push_back({path, absl::StrCat("\"", text, "\" is longer than maxLength ", schema["maxLength"].dump())});
+  }
+}
+
+// A number's minimum and maximum.
+void ValidateNumber(const json& schema, const json& value, const std::string& path, std::vector<Violation>* out) {
+  const double v = value.get<double>();
+  if (schema.contains("minimum")) {
+    const double min = schema["minimum"].get<double>();
+    if (Flag(schema, "exclusiveMinimum") ? v <= min : v < min) {
+      out->push_back({path, absl::StrCat(value.dump(), " is less than the minimum ", schema["minimum"].dump())});
+    }
+  }
+  if (schema.contains("maximum")) {
+    const double max = schema["maximum"].get<double>();
+    if (Flag(schema, "exclusiveMaximum") ? v >= max : v > max) {
+      out->push_back({path, absl::StrCat(value.dump(), " is more than the maximum ", schema["maximum"].dump())});
+    }
+  }
+}
+
+// Items of a list-type map are keyed by the map keys: each item has them,
+// no two share them.
+void ValidateListMapKeys(const json& schema, const json& value, const std::string& path,
+                         std::vector<Violation>* out) {
+  std::set<std::string> seen;
+  for (size_t i = 0; i < value.size(); ++i) {
+    json key = json::array();
+    for (const json& k : schema.value("x-kubernetes-list-map-keys", json::array())) {
+      const std::string name = k.get<std::string>();
+      if (!value[i].is_object() || !value[i].contains(name)) {
+        out->push_back({Index(path, i), absl::StrCat("list map key \"", name, "\" is missing")});
+      }
+      key.push_back(value[i].is_object() ? value[i].value(name, json()) : json());
+    }
+    if (!seen.insert(key.dump()).second) {
+      out->push_back({Index(path, i), absl::StrCat("duplicate list map key ", key.dump())});
+    }
+  }
+}
+
+// An array's length and items.
+void ValidateArray(const json& schema, const json& value, const std::string& path, Pass* pass) {
+  std::vector<Violation>* out = pass->out;
+  const auto count = static_cast<int64_t>(value.size());
+  if (schema.contains("minItems") && count < schema["minItems"].get<int64_t>()) {
+    out->push_back({path, absl::StrCat("has ", count, " items, fewer than minItems ", schema["minItems"].dump())});
+  }
+  if (schema.contains("maxItems") && count > schema["maxItems"].get<int64_t>()) {
+    out->push_back({path, absl::StrCat("has ", count, " items, more than maxItems ", schema["maxItems"].dump())});
+  }
+  if (schema.contains("items")) {
+    for (size_t i = 0; i < value.size(); ++i) ValidateAt(schema["items"], value[i], Index(path, i), pass);
+  }
+  if (schema.value("x-kubernetes-list-type", "") == "map") ValidateListMapKeys(schema, value, path, out);
+}
+
+void ValidateAt(const json& schema, const json& value, const std::string& path, Pass* pass) {
+  std::vector<Violation>* out = pass->out;
+  if (ValidateRef(schema, value, path, pass)) return;
+  if (!schema.is_object()) {
+    out->push_back({path, "schema is not an object"});
+    return;
+  }
+  for (auto it = schema.begin(); it != schema.end(); ++it) {
+    if (!CheckedKeywords().count(it.key()) && !AnnotationKeywords().count(it.key())) {
+      out->push_back({path, absl::StrCat("schema keyword \"", it.key(), "\" is not supported by this validator")});
+    }
+  }
+  if (value.is_null() && Flag(schema, "nullable")) return;
+  if (!ValidateType(schema, value, path, out)) return;
   if (schema.contains("enum")) {
     bool found = false;
     for (const json& option : schema["enum"]) found = found || option == value;
     if (!found) out->push_back({path, absl::StrCat("value ", value.dump(), " is not one of ", schema["enum"].dump())});
   }
-  if (value.is_string()) {
-    const std::string text = value.get<std::string>();
-    const auto length = static_cast<int64_t>(text.size());
-    if (schema.contains("pattern")) {
-      std::string error;
-      const std::string pattern = schema["pattern"].get<std::string>();
-      if (!MatchesRegex(pattern, text, &error)) {
-        out->push_back({path, error.empty() ? absl::StrCat("\"", text, "\" does not match pattern ", pattern) : error});
-      }
-    }
-    if (schema.contains("minLength") && length < schema["minLength"].get<int64_t>()) {
-      out->push_back({path, absl::StrCat("\"", text, "\" is shorter than minLength ", schema["minLength"].dump())});
-    }
-    if (schema.contains("maxLength") && length > schema["maxLength"].get<int64_t>()) {
-      out->push_back({path, absl::StrCat("\"", text, "\" is longer than maxLength ", schema["maxLength"].dump())});
-    }
-  }
+  if (value.is_string()) ValidateString(schema, value.get<std::string>(), path, out);
   if (schema.contains("format")) {
     const std::string error = FormatError(schema["format"].get<std::string>(), value);
     if (!error.empty()) out->push_back({path, absl::StrCat(value.dump(), " ", error)});
   }
-  if (value.is_number()) {
-    const double v = value.get<double>();
-    if (schema.contains("minimum")) {
-      const double min = schema["minimum"].get<double>();
-      if (Flag(schema, "exclusiveMinimum") ? v <= min : v < min) {
-        out->push_back({path, absl::StrCat(value.dump(), " is less than the minimum ", schema["minimum"].dump())});
-      }
-    }
-    if (schema.contains("maximum")) {
-      const double max = schema["maximum"].get<double>();
-      if (Flag(schema, "exclusiveMaximum") ? v >= max : v > max) {
-        out->push_back({path, absl::StrCat(value.dump(), " is more than the maximum ", schema["maximum"].dump())});
-      }
-    }
-  }
-  if (value.is_array()) {
-    const auto count = static_cast<int64_t>(value.size());
-    if (schema.contains("minItems") && count < schema["minItems"].get<int64_t>()) {
-      out->push_back({path, absl::StrCat("has ", count, " items, fewer than minItems ", schema["minItems"].dump())});
-    }
-    if (schema.contains("maxItems") && count > schema["maxItems"].get<int64_t>()) {
-      out->push_back({path, absl::StrCat("has ", count, " items, more than maxItems ", schema["maxItems"].dump())});
-    }
-    if (schema.contains("items")) {
-      for (size_t i = 0; i < value.size(); ++i) ValidateAt(schema["items"], value[i], Index(path, i), pass);
-    }
-    if (schema.value("x-kubernetes-list-type", "") == "map") {
-      // Items are keyed by the map keys: each item has them, no two share them.
-      std::set<std::string> seen;
-      for (size_t i = 0; i < value.size(); ++i) {
-        json key = json::array();
-        for (const json& k : schema.value("x-kubernetes-list-map-keys", json::array())) {
-          const std::string name = k.get<std::string>();
-          if (!value[i].is_object() || !value[i].contains(name)) {
-            out->push_back({Index(path, i), absl::StrCat("list map key \"", name, "\" is missing")});
-          }
-          key.push_back(value[i].is_object() ? value[i].value(name, json()) : json());
-        }
-        if (!seen.insert(key.dump()).second) {
-          out->push_back({Index(path, i), absl::StrCat("duplicate list map key ", key.dump())});
-        }
-      }
-    }
-  }
+  if (value.is_number()) ValidateNumber(schema, value, path, out);
+  if (value.is_array()) ValidateArray(schema, value, path, pass);
   if (value.is_object()) ValidateObjectFields(schema, value, path, pass);
   ValidateRules(schema, value, path, pass);
 }
@@ -286,17 +311,15 @@ std::string TypeOf(const json& schema) {
   return it != schema.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
-void CheckStructuralAt(const json& schema, const std::string& path, bool is_metadata, std::vector<Violation>* out) {
-  if (!schema.is_object()) {
-    out->push_back({path, "schema is not an object"});
-    return;
-  }
+// The keywords, type, properties and items of one structural schema node
+// (`type`: its type, or empty).
+void CheckStructuralShape(const json& schema, const std::string& type, const std::string& path,
+                          std::vector<Violation>* out) {
   for (auto it = schema.begin(); it != schema.end(); ++it) {
     if (!KubeKeywords().count(it.key())) {
       out->push_back({path, absl::StrCat("keyword \"", it.key(), "\" is not allowed in a structural schema")});
     }
   }
-  const std::string type = TypeOf(schema);
   static const std::set<std::string> kTypes = {"object", "array", "string", "integer", "number", "boolean"};
   if (type.empty()) {
     if (!Flag(schema, "x-kubernetes-int-or-string") && !Flag(schema, "x-kubernetes-preserve-unknown-fields")) {
@@ -315,6 +338,10 @@ void CheckStructuralAt(const json& schema, const std::string& path, bool is_meta
     out->push_back({path, "items must be one schema on an array"});
   }
   if (type == "array" && !schema.contains("items")) out->push_back({path, "array without items"});
+}
+
+// Each x-kubernetes-validations entry has a rule that compiles.
+void CheckStructuralRules(const json& schema, const std::string& path, std::vector<Violation>* out) {
   for (const json& r : schema.value("x-kubernetes-validations", json::array())) {
     if (!r.is_object() || !r.contains("rule") || !r["rule"].is_string()) {
       out->push_back({path, "x-kubernetes-validations entry needs a rule"});
@@ -327,6 +354,12 @@ void CheckStructuralAt(const json& schema, const std::string& path, bool is_meta
       out->push_back({path, std::string(compiled.status().message())});
     }
   }
+}
+
+// The pattern compiles, enum values have the type, the format is one
+// Kubernetes knows.
+void CheckStructuralValues(const json& schema, const std::string& type, const std::string& path,
+                           std::vector<Violation>* out) {
   if (schema.contains("pattern")) {
     std::string error;
     MatchesRegex(schema["pattern"].get<std::string>(), "", &error);
@@ -347,6 +380,17 @@ void CheckStructuralAt(const json& schema, const std::string& path, bool is_meta
       out->push_back({path, absl::StrCat("format \"", schema["format"].get<std::string>(), "\" is not one Kubernetes knows")});
     }
   }
+}
+
+void CheckStructuralAt(const json& schema, const std::string& path, bool is_metadata, std::vector<Violation>* out) {
+  if (!schema.is_object()) {
+    out->push_back({path, "schema is not an object"});
+    return;
+  }
+  const std::string type = TypeOf(schema);
+  CheckStructuralShape(schema, type, path, out);
+  CheckStructuralRules(schema, path, out);
+  CheckStructuralValues(schema, type, path, out);
   const json properties = schema.value("properties", json::object());
   for (const json& name : schema.value("required", json::array())) {
     if (!name.is_string() || !properties.contains(name.get<std::string>())) {
