@@ -127,7 +127,12 @@ class Device {
   // every posted write is applied).
   absl::Status SyncFromDevice(const DmaBuffer& buffer, uint64_t offset, uint64_t len);
   // The device writes this buffer: its contents are pushed to the host copy
-  // before each completion is delivered (until FreeDma).
+  // before each completion is delivered (until FreeDma). A push lands when
+  // the agent makes it, which may be after the device's own write is
+  // already visible to SyncFromDevice: the host writes a mapped buffer only
+  // once WaitCompletion has returned every completion the device raised, or
+  // the push overwrites what it wrote (a driver that polls instead of
+  // waiting for completions uses SyncFromDevice and does not map).
   absl::Status MapFromDevice(const DmaBuffer& buffer);
 
   // Next completion (emulated MSI-X), or DEADLINE_EXCEEDED after `timeout`.

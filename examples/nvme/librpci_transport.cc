@@ -18,7 +18,11 @@ absl::StatusOr<NvmeTransport::Dma> LibrpciTransport::AllocDma(uint64_t size) {
   absl::StatusOr<lib::DmaBuffer> b = dev_->AllocDma(size, 4096);
   if (b.ok() && b->device_addr == 0) b = dev_->AllocDma(size, 4096);  // keep device address 0 unused
   if (!b.ok()) return b.status();
-  if (absl::Status s = dev_->MapFromDevice(*b); !s.ok()) return s;
+  // Not mapped from the device: the driver writes its queues and buffers
+  // while completions it polls for are still unread, and a push the agent
+  // makes for an earlier interrupt would land over those writes (a
+  // submission entry read back as zeros, a block written with stale bytes).
+  // It reads what the device wrote with FromDevice instead.
   return Dma{b->host, b->device_addr, b->size};
 }
 

@@ -253,11 +253,15 @@ TEST_F(VerbsEndToEndTest, ContainerSeesOnlyAllocatesDeviceNodes) {
   EXPECT_EQ(pod->out().find("vfio"), std::string::npos) << pod->out();
 }
 
-// The wire between the hosts is cut for 1 s while the workload runs jobs
+// The wire between the hosts is cut for 5 s while the workload runs jobs
 // (every packet either end sends is dropped; both ends, their rxe ports and
 // routes stay up, as when a cable or switch between two hosts fails): the
 // session reconnects to the agent's fresh endpoint and every job's result is
-// still correct. Not `ip link set down` on the veths: Linux 6.1's rxe then
+// still correct. 5 s is longer than the client's silence probe can wait
+// (op_timeout of silence, then a probe read with op_timeout): a client that
+// sends nothing during a shorter cut (waiting for a job's completion) rides
+// it out on the queue pair's own retransmissions, without reconnecting, as
+// a 1 s cut did in CI (reconnects 0, 450 of 450 jobs correct). Not `ip link set down` on the veths: Linux 6.1's rxe then
 // fails the CM's sends with no route, and its CM queue pair (QP1) never
 // receives again, so no new connection to or from that device completes
 // (docs/verbs.md, "Link flaps on Soft-RoCE").
@@ -283,7 +287,7 @@ TEST_F(VerbsEndToEndTest, WorkloadSurvivesACutWire) {
   ASSERT_TRUE(running) << "no jobs completed within 120 s\n" << pod->out() << pod->err() << Logs();
   ASSERT_EQ(pod->Wait(absl::ZeroDuration()), -1) << "finished before the cut; raise --rounds\n" << pod->out();
   const absl::Time cut = absl::Now();
-  ASSERT_TRUE(pair_->CutWire(absl::Seconds(1)).ok());
+  ASSERT_TRUE(pair_->CutWire(absl::Seconds(5)).ok());
   std::printf("cut: wire cut at %s, whole again after %.1f s\n", absl::FormatTime(cut).c_str(),
               absl::ToDoubleSeconds(absl::Now() - cut));
   ASSERT_EQ(pod->Wait(absl::Seconds(300)), 0) << pod->out() << pod->err();
