@@ -266,17 +266,26 @@ class AgentAttachLog {
   // Step name -> one value (ms) per attach, in order.
   std::map<std::string, std::vector<double>> Steps() const {
     std::map<std::string, std::vector<double>> steps;
+    for (const nlohmann::json& a : PerAttach()) {
+      for (auto& [k, v] : a.items()) steps[k].push_back(v.get<double>());
+    }
+    return steps;
+  }
+  // One object per attach, in order: step (wait_endpoint_us, ...) -> ms.
+  std::vector<nlohmann::json> PerAttach() const {
+    std::vector<nlohmann::json> out;
     std::istringstream in(sink_.str());
     for (std::string line; std::getline(in, line);) {
       nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (!j.is_object() || j.value("msg", "") != "session attached") continue;
+      nlohmann::json a = nlohmann::json::object();
       for (const char* k : {"wait_endpoint_us", "register_us", "push_us"}) {
-        if (j.contains(k) && j[k].is_number()) steps[k].push_back(j[k].get<double>() / 1e3);
+        if (j.contains(k) && j[k].is_number()) a[k] = j[k].get<double>() / 1e3;
       }
+      out.push_back(std::move(a));
     }
-    return steps;
+    return out;
   }
-
  private:
   std::ostringstream sink_;
 };
@@ -388,15 +397,20 @@ absl::Status FreshAttaches(const std::vector<std::string>& args, const std::stri
   (*out)["first_open_ms_max"] = Percentile(first_open, 1.0);
   (*out)["first_attach_ms_p50"] = Percentile(first_attach, 0.5);
   (*out)["first_attach_steps_ms"] = StepSummary(steps, log.Steps());
+  const std::vector<nlohmann::json> agent = log.PerAttach();
+  for (size_t i = 0; i < steps.size() && i < agent.size(); ++i) {
+    for (auto& [k, v] : agent[i].items()) steps[i]["agent_" + k.substr(0, k.size() - 3)] = v;
+  }
+  (*out)["first_attach_samples_ms"] = rpci::bench::TailSamples(first_attach, steps, 0);
   return absl::OkStatus();
 }
 
 // The bench's settings, as given on the command line and checked.
 struct BenchFlags {
-  bool json_only = false, roundtrip_only = false, attach_once = false;
+  bool json_only = false, roundtrip_only = false, opens_only = false, attach_once = false;
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   rpci::agent::ThrottleOptions throttle;
-  int64_t busy_poll_us = 0, scale = 1, doorbells = 950, fresh = 5, flood_client_nice = 0;
+  int64_t busy_poll_us = 0, scale = 1, doorbells = 950, fresh = 5, opens = 30, flood_client_nice = 0;
   int64_t throttle_nice = throttle.nice, throttle_mib = static_cast<int64_t>(throttle.bytes_per_second >> 20);
 };
 
@@ -417,6 +431,8 @@ std::optional<int> ParseFlags(int argc, char** argv, BenchFlags* f) {
   flags.Int("flood_client_nice", &f->flood_client_nice,
             "how much nicer the flooding client's thread runs (a bulk workload's setting; 0: as the rest)");
   flags.Bool("roundtrip_only", &f->roundtrip_only, "measure only the device round trip against TCP");
+  flags.Int("opens", &f->opens, "sessions opened (reserve + attach) for open_ms (before --scale, at least 3)");
+  flags.Bool("opens_only", &f->opens_only, "measure only the opens and the fresh processes' first attaches");
   flags.Int("fresh_attaches", &f->fresh,
             "first attaches measured each in a fresh process (first_open_ms; before --scale, at least 1)");
   flags.Bool("attach_once", &f->attach_once,
@@ -487,12 +503,12 @@ int StartAgent(const BenchFlags& f, InProcessAgent* agent) {
 // first endpoint, connection, gRPC channel), but not the provider's
 // initialisation, which the agent paid at Start; a workload's first attach
 // in a fresh process is first_open_ms (OpenFresh). 0, or the exit code.
-int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& client_opts, int scale,
+int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& client_opts, int opens,
                 nlohmann::json* out) {
   std::vector<double> open_ms, reserve_ms;
   std::vector<nlohmann::json> attach_steps;
   AgentAttachLog agent_log;
-  for (int i = 0; i < std::max(3, 30 / scale); ++i) {
+  for (int i = 0; i < opens; ++i) {
     auto t0 = Clock::now();
     auto ticket = rpci::client::ControlClient().Reserve(endpoint, {"bench", "token", "node"});
     if (!ticket.ok()) return Fail("reserve", ticket.status());
@@ -508,11 +524,24 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
     if (absl::Status st = rpci::client::ControlClient().Close(*ticket); !st.ok()) return Fail("close", st);
   }
   (*out)["open_ms_p50"] = Percentile(open_ms, 0.5);
+  (*out)["open_ms_p90"] = Percentile(open_ms, 0.9);
   (*out)["open_ms_p99"] = Percentile(open_ms, 0.99);
+  (*out)["open_count"] = opens;
   (*out)["open_ms_first3"] = std::vector<double>(open_ms.begin(), open_ms.begin() + 3);
   (*out)["open_reserve_ms_p50"] = Percentile(reserve_ms, 0.5);
   agent_log.Stop();
   (*out)["open_steps_ms"] = StepSummary(attach_steps, agent_log.Steps());
+  // Each slow open (p90 and up) step by step: the client's, the reserve
+  // before it and the agent's (inside open_rpc).
+  const std::vector<nlohmann::json> agent = agent_log.PerAttach();
+  std::vector<nlohmann::json> detail = attach_steps;
+  for (size_t i = 0; i < detail.size(); ++i) {
+    detail[i]["reserve"] = reserve_ms[i];
+    if (i < agent.size()) {
+      for (auto& [k, v] : agent[i].items()) detail[i]["agent_" + k.substr(0, k.size() - 3)] = v;
+    }
+  }
+  (*out)["open_slow_ms"] = rpci::bench::TailSamples(open_ms, detail, 0.9);
   return 0;
 }
 
@@ -720,8 +749,13 @@ int main(int argc, char** argv) {
     std::printf("%s\n", out.dump().c_str());
     return 0;
   }
-  if (int rc = OpenLatency(endpoint, client_opts, scale, &out)) return rc;
+  if (int rc = OpenLatency(endpoint, client_opts, std::max<int>(3, static_cast<int>(f.opens) / scale), &out)) return rc;
   if (int rc = OpenFresh(f, std::vector<std::string>(argv, argv + argc), endpoint, &out)) return rc;
+  if (f.opens_only) {
+    agent.server.reset();
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
   if (absl::Status st = SessionMemory(agent.server->server(), endpoint, kIdleSessions, &out); !st.ok()) {
     return Fail("session memory", st);
   }

@@ -38,6 +38,23 @@ double Percentile(std::vector<double> v, double p) {
   return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
 }
 
+nlohmann::json TailSamples(const std::vector<double>& totals, const std::vector<nlohmann::json>& detail, double q) {
+  const double from = Percentile(totals, q);
+  std::vector<size_t> tail;
+  for (size_t i = 0; i < totals.size() && i < detail.size(); ++i) {
+    if (totals[i] >= from) tail.push_back(i);
+  }
+  std::sort(tail.begin(), tail.end(), [&](size_t a, size_t b) { return totals[a] > totals[b]; });
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t i : tail) {
+    nlohmann::json d = detail[i];
+    d["ms"] = totals[i];
+    d["index"] = i;
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
 double RssMb() { return StatusFieldMb("VmRSS"); }
 double PeakRssMb() { return StatusFieldMb("VmHWM"); }
 double RssAnonMb() { return StatusFieldMb("RssAnon"); }

@@ -18,6 +18,12 @@ void AddJsonFlag(FlagSet& flags, bool* json_only);
 // The p-quantile (0..1) of `v`; 0 when empty.
 double Percentile(std::vector<double> v, double p);
 
+// The tail of a run: the samples at or above the q-quantile (0..1) of
+// `totals`, slowest first, each as its `detail` (same index) with "ms" (its
+// total) and "index" (its place in the run) added. Where a slow sample's time
+// went, not only each step's p50 and max.
+nlohmann::json TailSamples(const std::vector<double>& totals, const std::vector<nlohmann::json>& detail, double q);
+
 // This process's resident set (VmRSS) and its peak (VmHWM) in MiB; 0 when
 // /proc/self/status cannot be read.
 double RssMb();
