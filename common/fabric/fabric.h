@@ -101,13 +101,7 @@ struct BulkPacing {
 // Every endpoint starts with it: large pieces, so a lone transfer gets the
 // fabric's bandwidth (a 1 MiB transfer is one op; docs/benchmarks.md, "Device
 // round trip").
-// One MiB in flight: a WriteAndSend's message never shares a group with a
-// full MiB of writes before it, so it is posted only once they are placed.
-// With 4 MiB in flight and small ops riding with a full group, the NVMe e2e
-// (VfioEndToEndTest.NvmeThroughVfioIdentifiesAndRoundTripsBlocks) read stale
-// device-written DMA (a zero completion entry, blocks that differ) in 2 of 8
-// runs: the event overtook the pushed data.
-inline constexpr BulkPacing kFullSpeedPacing{size_t{1} << 20, size_t{1} << 20};
+inline constexpr BulkPacing kFullSpeedPacing{size_t{1} << 20, size_t{4} << 20};
 // For a session that must yield (the agent sets it on a throttled session's
 // endpoint, agent/session/throttle.h): with 4 MiB handed to tcp;ofi_rxm at
 // once, another session's doorbell waited about as long as the transfer
