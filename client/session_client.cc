@@ -78,9 +78,13 @@ absl::StatusOr<std::shared_ptr<fabric::Fabric>> ProcessFabric(const fabric::Fabr
 }
 
 // A session's endpoint carries frames only (bulk data moves by RMA): its
-// buffers are sized for the largest frame.
+// buffers are sized for the largest frame. Its regions are host memory (the
+// DMA space is anonymous pages, mirrors and rings are heap): the provider's
+// probe for device-memory registration is skipped at the process's first
+// attach.
 ClientOptions ForFrames(ClientOptions options) {
   options.fabric.max_message = session::kMaxFrameBytes;
+  options.fabric.host_memory_only = true;
   return options;
 }
 

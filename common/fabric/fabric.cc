@@ -21,11 +21,13 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "common/fabric/kernel_symbols.h"
 
 namespace rpci::fabric {
 
@@ -1090,6 +1092,8 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
   // WriteAndSend can use, and do without it where the provider lacks it.
   // Senders' addresses (FI_SOURCE) too, where the provider has them.
   int rc = 0;
+  std::optional<HiddenKernelSymbols> hidden;
+  if (config.host_memory_only) hidden.emplace();
   for (uint64_t caps : {FI_MSG | FI_RMA | FI_SOURCE, FI_MSG | FI_RMA}) {
     hints->caps = caps;
     for (uint64_t order : {FI_ORDER_SAS | kWriteOrder, FI_ORDER_SAS}) {
@@ -1100,6 +1104,7 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
     if (rc != -FI_ENODATA) break;
   }
   fi_freeinfo(hints);
+  hidden.reset();
   if (rc != 0 || domain->info == nullptr) {
     absl::Status s = FabricError("fi_getinfo", rc != 0 ? rc : FI_ENODATA);
     return absl::NotFoundError(absl::StrCat("fabric: provider ", *provider, " unavailable",

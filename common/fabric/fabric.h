@@ -80,6 +80,12 @@ struct FabricConfig {
   // an endpoint whose owner is busy costs bounded memory and cannot crowd
   // out another sender's messages. 0: no limit.
   size_t max_queued = 0;
+  // This process registers host memory only (a workload's session client):
+  // libfabric's initialisation at the process's first Open skips the verbs
+  // provider's probe for device-memory registration (two reads of
+  // /proc/kallsyms, 90-700 ms of a fresh process's first attach;
+  // kernel_symbols.h). No effect once the process's libfabric is initialised.
+  bool host_memory_only = false;
 };
 
 // tcp;ofi_rxm bound to 127.0.0.1: single-host setups and tests.
