@@ -200,9 +200,9 @@ struct SessionServer::Session {
 
   // This session's own fabric domain: its regions are registered here only,
   // so no other session's peer can use their keys (with FI_MR_PROV_KEY
-  // providers a key is only unique within a domain). Opened by the worker
-  // right after the reservation (off the reservation's and the attach's
-  // path), closed at teardown.
+  // providers a key is only unique within a domain). The server's spare,
+  // opened ahead of the reservation, or else opened by the worker right after
+  // it (off the reservation's path); closed at teardown.
   std::unique_ptr<fabric::Fabric> fabric;
   // The session's endpoint in that domain; its frames arrive here and
   // nowhere else. One endpoint serves one attach: a re-attach gets a fresh
@@ -227,6 +227,9 @@ struct SessionServer::Session {
   bool stop_worker = false;
   std::optional<absl::Status> fabric_opened;  // the worker's last opening of the fabric (or failure)
   uint64_t fabric_attempts = 0;  // times the worker tried to open it
+  // When the reservation made it (real time), and when the worker began and
+  // ended its last opening of the fabric: the attach's log line reports them.
+  absl::Time reserved_at = absl::Now(), fabric_open_from, fabric_open_to;
   bool reopen_wanted = false;    // an attach waits for another try (the worker's last failed)
   std::thread worker;
 
@@ -250,6 +253,26 @@ struct SessionServer::Session {
       return absl::UnavailableError("session " + id.ToString() + ": its fabric endpoint is not open");
     }
     return *fabric_opened;
+  }
+
+  // Takes a fabric opened ahead of the reservation (the server's spare) as
+  // the worker's first opening of it.
+  void AdoptFabric(std::unique_ptr<fabric::Fabric> f, std::unique_ptr<fabric::Endpoint> ep) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      std::lock_guard<std::mutex> flock(frames_mu);
+      fabric = std::move(f);
+      endpoint = std::move(ep);
+      endpoint_used = false;
+    }
+    std::lock_guard<std::mutex> lock(signal_mu);
+    fabric_opened = absl::OkStatus();
+    fabric_attempts = 1;
+    fabric_open_from = fabric_open_to = absl::Now();
+  }
+  bool FabricOpen() {
+    std::lock_guard<std::mutex> lock(signal_mu);
+    return fabric_opened.has_value() && fabric_opened->ok();
   }
 
   std::shared_ptr<fabric::Endpoint> CurrentEndpoint() {
@@ -418,7 +441,52 @@ absl::Status SessionServer::Start() {
   }
   reaper_ = std::thread([this] { ReaperLoop(); });
   interrupts_ = std::thread([this] { InterruptLoop(); });
+  if (options_.spare_fabric) spare_thread_ = std::thread([this] { SpareLoop(); });
   return absl::OkStatus();
+}
+
+void SessionServer::SpareLoop() {
+  // The next spare is opened while the reservation that took the last one
+  // is being attached: below that attach's threads and every worker.
+  SetThreadNice(19).IgnoreError();
+  absl::Duration pause = options_.endpoint_retry;
+  std::unique_lock<std::mutex> lock(spare_mu_);
+  while (!stopping_) {
+    if (spare_.has_value()) {
+      spare_cv_.wait(lock, [&] { return stopping_.load() || !spare_.has_value(); });
+      continue;
+    }
+    lock.unlock();
+    absl::StatusOr<std::unique_ptr<fabric::Fabric>> f = fabric::Fabric::Open(options_.fabric);
+    absl::StatusOr<std::unique_ptr<fabric::Endpoint>> ep =
+        f.ok() ? (*f)->OpenEndpoint() : absl::StatusOr<std::unique_ptr<fabric::Endpoint>>(f.status());
+    lock.lock();
+    if (ep.ok()) {
+      spare_ = SpareFabric{std::move(*f), std::move(*ep)};
+      pause = options_.endpoint_retry;
+      continue;
+    }
+    // No free port in the range, or the provider failed: reservations open
+    // their own meanwhile (and report why).
+    spare_cv_.wait_for(lock, absl::ToChronoNanoseconds(pause), [&] { return stopping_.load(); });
+    pause = std::min(pause * 2, options_.endpoint_retry_max);
+  }
+}
+
+std::optional<SessionServer::SpareFabric> SessionServer::TakeSpare() {
+  std::optional<SpareFabric> taken;
+  {
+    std::lock_guard<std::mutex> lock(spare_mu_);
+    taken = std::exchange(spare_, std::nullopt);
+  }
+  if (taken.has_value()) spare_cv_.notify_all();
+  return taken;
+}
+
+absl::StatusOr<std::string> SessionServer::spare_fabric_address() const {
+  std::lock_guard<std::mutex> lock(spare_mu_);
+  if (!spare_.has_value()) return absl::NotFoundError("no spare session fabric is open");
+  return spare_->endpoint->address();
 }
 
 SessionServer::~SessionServer() { Stop(); }
@@ -427,6 +495,12 @@ void SessionServer::Stop() {
   if (stopping_.exchange(true)) return;
   if (reaper_.joinable()) reaper_.join();
   if (interrupts_.joinable()) interrupts_.join();
+  {
+    std::lock_guard<std::mutex> lock(spare_mu_);  // the spare thread sees stopping_ or is notified
+  }
+  spare_cv_.notify_all();
+  if (spare_thread_.joinable()) spare_thread_.join();
+  TakeSpare();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [id, s] : sessions_) {
     EndDataPath(*s, /*notify=*/false);  // the client resumes with the next server
@@ -437,6 +511,7 @@ void SessionServer::Stop() {
 }
 
 absl::Status SessionServer::OpenSessionFabric(Session& s) {
+  const absl::Time from = absl::Now();
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
   absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint =
       fabric.ok() ? (*fabric)->OpenEndpoint() : absl::StatusOr<std::unique_ptr<fabric::Endpoint>>(fabric.status());
@@ -467,6 +542,8 @@ absl::Status SessionServer::OpenSessionFabric(Session& s) {
     std::lock_guard<std::mutex> lock(s.signal_mu);
     s.fabric_opened = endpoint.status();
     s.fabric_attempts = attempts;
+    s.fabric_open_from = from;
+    s.fabric_open_to = absl::Now();
   }
   s.signal_cv.notify_all();
   return endpoint.status();
@@ -665,6 +742,12 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
   const absl::Time wait_from = absl::Now();
   if (absl::Status st = (*s)->WaitFabric(kFabricWait); !st.ok()) return ToGrpc(st);
   const absl::Duration waited = absl::Now() - wait_from;
+  absl::Duration open_start, open_took;
+  {
+    std::lock_guard<std::mutex> lock((*s)->signal_mu);
+    open_start = (*s)->fabric_open_from - (*s)->reserved_at;
+    open_took = (*s)->fabric_open_to - (*s)->fabric_open_from;
+  }
   std::lock_guard<std::mutex> slock((*s)->mu);
   if ((*s)->device_state_lost) {
     refused_->Labels({"device_reset"}).Increment();
@@ -691,6 +774,8 @@ grpc::Status SessionServer::OpenSession(grpc::ServerContext* ctx, const rpci::v1
                                  {"completions", (*s)->completion_seq},
                                  {"replayed", (*s)->completion_seq - (*s)->client_consumed},
                                  {"wait_endpoint_us", absl::ToInt64Microseconds(waited)},
+                                 {"fabric_open_start_us", absl::ToInt64Microseconds(open_start)},
+                                 {"fabric_open_us", absl::ToInt64Microseconds(open_took)},
                                  {"register_us", absl::ToInt64Microseconds(times.register_regions)},
                                  {"push_us", absl::ToInt64Microseconds(times.push)}});
   return grpc::Status::OK;
@@ -774,6 +859,9 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSessio
       sessions_[s->id] = s;
       device_owner_[s->device_id] = s->id;
       open_gauge_->Set(static_cast<double>(sessions_.size()));
+      if (std::optional<SpareFabric> spare = TakeSpare()) {
+        s->AdoptFabric(std::move(spare->fabric), std::move(spare->endpoint));
+      }
       StartWorker(*s);
       return s;
     }
@@ -1177,7 +1265,7 @@ void SessionServer::WorkLoop(Session& s) {
     std::lock_guard<std::mutex> lock(s.mu);
     s.worker_id = std::this_thread::get_id();
   }
-  if (!OpenSessionFabricUntilOpen(s)) return;
+  if (!s.FabricOpen() && !OpenSessionFabricUntilOpen(s)) return;
   std::shared_ptr<fabric::Endpoint> ep;
   uint64_t dropped_seen = 0, client_dropped_seen = 0;
   while (true) {

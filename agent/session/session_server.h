@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -101,6 +102,13 @@ struct SessionServerOptions {
   // up to `endpoint_retry_max` (agent/session/session_ports_test.cc).
   absl::Duration endpoint_retry = absl::Milliseconds(250);
   absl::Duration endpoint_retry_max = absl::Seconds(8);
+  // One session fabric (its own domain and first endpoint) is kept open
+  // ahead of the next reservation, which takes it instead of having its
+  // worker open one while the workload attaches (~2-4 ms of CPU on the
+  // attach's path, docs/benchmarks.md "Attach"); a thread at the lowest
+  // priority opens the next. It holds one port of the fabric port range
+  // while it waits.
+  bool spare_fabric = true;
   Clock* clock = Clock::Real();
   MetricsRegistry* metrics = nullptr;  // required
 };
@@ -145,9 +153,22 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // How that endpoint moves bulk: fabric::kYieldingPacing while the session
   // is throttled, else fabric::kFullSpeedPacing.
   absl::StatusOr<fabric::BulkPacing> bulk_pacing(session::SessionId id) const;
+  // The endpoint address of the session fabric opened ahead of the next
+  // reservation (SessionServerOptions::spare_fabric); NOT_FOUND while none
+  // is ready.
+  absl::StatusOr<std::string> spare_fabric_address() const;
 
  private:
   struct Session;
+  // A session fabric opened ahead of its reservation.
+  struct SpareFabric {
+    std::unique_ptr<fabric::Fabric> fabric;
+    std::unique_ptr<fabric::Endpoint> endpoint;
+  };
+  // The spare if one is ready; the spare thread then opens the next.
+  std::optional<SpareFabric> TakeSpare();
+  // Keeps a spare open (at the lowest priority) until the server stops.
+  void SpareLoop();
   explicit SessionServer(SessionServerOptions options, GrantTable* grants,
                          std::map<std::string, SessionDevice*> devices);
   absl::Status Start();
@@ -296,6 +317,10 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::atomic<bool> stopping_{false};
   std::thread reaper_;
   std::thread interrupts_;
+  mutable std::mutex spare_mu_;
+  std::condition_variable spare_cv_;
+  std::optional<SpareFabric> spare_;  // under spare_mu_
+  std::thread spare_thread_;
 };
 
 }  // namespace rpci::agent

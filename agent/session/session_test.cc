@@ -293,6 +293,40 @@ TEST_F(SessionTest, DoorbellSeesFlushedDmaAndCompletionSeesMirroredResults) {
   EXPECT_EQ(*c->Read(0, TestDevice::kStatus, 8), 77u);
 }
 
+// The fabric the server opened ahead of a reservation is the one its session
+// gets (no opening on the attach's path); the next one is opened for the next
+// reservation, and a session on it works end to end.
+TEST_F(SessionTest, AReservationTakesTheFabricOpenedAheadAndTheNextIsOpenedForTheNext) {
+  auto spare = [&] {
+    absl::StatusOr<std::string> a = server_->spare_fabric_address();
+    for (int i = 0; i < 500 && !a.ok(); ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+      a = server_->spare_fabric_address();
+    }
+    return a;
+  };
+  absl::StatusOr<std::string> ahead = spare();
+  ASSERT_TRUE(ahead.ok()) << ahead.status();
+  auto first = client::ControlClient().Reserve(Endpoint(), {"g1", "secret-token", "node-a"});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(server_->fabric_address(first->session_id).value_or(""), *ahead);
+  absl::StatusOr<std::string> next = spare();
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_NE(*next, *ahead);
+  auto second = client::ControlClient().Reserve(Endpoint(), {"g-emu", "secret-token", "node-a"});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(server_->fabric_address(second->session_id).value_or(""), *next);
+
+  client::ClientOptions opts;
+  opts.grace = absl::Seconds(5);
+  auto c = client::SessionClient::Attach(*first, opts);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Write(0, TestDevice::kDoorbell, 8, 5).ok());
+  absl::StatusOr<session::Completion> done = (*c)->WaitCompletion(absl::Seconds(5));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->data, 5u);
+}
+
 // Batches small enough travel in the kick, larger ones through the ring;
 // mixed, every write still reaches the device once and in order.
 TEST_F(SessionTest, InlineAndRingKicksMixedApplyEveryWriteOnceInOrder) {
