@@ -75,7 +75,8 @@ absl::StatusOr<std::unique_ptr<rpci::lib::Device>> AttachAndRing(const v1beta1::
   rpci::lib::Device& d = **dev;
   const rpci::client::AttachSteps a = d.stats().last_attach;
   auto ms = [](absl::Duration x) { return absl::ToDoubleMilliseconds(x); };
-  *steps = {{"open", ms(t1 - t0)},         {"fabric", ms(a.fabric)},   {"endpoint", ms(a.endpoint)},
+  *steps = {{"open", ms(t1 - t0)},         {"channel", ms(a.channel)}, {"fabric", ms(a.fabric)},
+            {"endpoint", ms(a.endpoint)},
             {"challenge", ms(a.challenge)}, {"open_rpc", ms(a.open_rpc)}, {"anchor", ms(a.anchor)},
             {"first_frame", ms(a.first_frame)}};
   constexpr uint64_t kDescSize = 64;

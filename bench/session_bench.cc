@@ -244,7 +244,8 @@ double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
 
 // One attach's steps as the client measured them (client::AttachSteps), ms.
 nlohmann::json StepsJson(const rpci::client::AttachSteps& a) {
-  return {{"fabric", Ms(a.fabric)},       {"endpoint", Ms(a.endpoint)}, {"challenge", Ms(a.challenge)},
+  return {{"channel", Ms(a.channel)},     {"fabric", Ms(a.fabric)},     {"endpoint", Ms(a.endpoint)},
+          {"challenge", Ms(a.challenge)},
           {"open_rpc", Ms(a.open_rpc)},   {"anchor", Ms(a.anchor)},     {"first_frame", Ms(a.first_frame)},
           {"total", Ms(a.total)}};
 }

@@ -115,16 +115,22 @@ absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const Sessi
                                                                      const ClientOptions& options) {
   const absl::Time start = absl::Now();
   std::unique_ptr<SessionClient> c(new SessionClient(ticket, options));
-  // The agent's channel connects while the process's fabric opens (the
-  // provider's initialisation takes ~100 ms in a fresh process).
-  c->control_.Prepare(ticket.endpoint);
+  // The agent's channel is made (gRPC starts, ~3 ms in a fresh process) and
+  // connects while the process's fabric opens (~2 ms in a fresh process).
+  absl::Time prepared;
+  std::thread channel([&] {
+    c->control_.Prepare(ticket.endpoint);
+    prepared = absl::Now();
+  });
   absl::StatusOr<std::shared_ptr<fabric::Fabric>> fabric = ProcessFabric(c->options_.fabric);
+  const absl::Duration fabric_time = absl::Now() - start;
+  channel.join();
   if (!fabric.ok()) return fabric.status();
   c->fabric_ = std::move(*fabric);
-  const absl::Duration fabric_time = absl::Now() - start;
   {
     std::lock_guard<std::mutex> lock(c->mu_);
     if (absl::Status s = c->Connect(); !s.ok()) return s;
+    c->stats_.last_attach.channel = prepared - start;
     c->stats_.last_attach.fabric = fabric_time;
     c->stats_.last_attach.total = absl::Now() - start;
   }

@@ -46,8 +46,12 @@ struct ClientOptions {
 // Where an attach's time went, as the client measured it (the steps of
 // SessionClient::Attach, in order; bench:session reports them).
 struct AttachSteps {
-  // The process's fabric: libfabric's provider initialisation, paid by the
-  // process's first attach only (the gRPC channel connects meanwhile).
+  // Creating the agent's gRPC channel (gRPC's own start in a fresh process)
+  // and starting its connection, on another thread, while ...
+  absl::Duration channel;
+  // ... the process's fabric opens: libfabric's provider initialisation,
+  // paid by the process's first attach only. The next steps begin when both
+  // are done.
   absl::Duration fabric;
   absl::Duration endpoint;   // this attach's endpoint and registrations
   // Waiting for the Challenge RPC, sent as the endpoint step began (its

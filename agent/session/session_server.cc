@@ -446,9 +446,10 @@ absl::Status SessionServer::Start() {
 }
 
 void SessionServer::SpareLoop() {
-  // The next spare is opened while the reservation that took the last one
-  // is being attached: below that attach's threads and every worker.
-  SetThreadNice(19).IgnoreError();
+  // Not niced: three alternated runs with the opening at nice 19 showed no
+  // gain (docs/benchmarks.md, "Attach"), and the opening maps and touches
+  // rxm's pools under the process's memory-map lock, which a preempted
+  // nice-19 thread could hold while every other thread's page fault waits.
   absl::Duration pause = options_.endpoint_retry;
   std::unique_lock<std::mutex> lock(spare_mu_);
   while (!stopping_) {

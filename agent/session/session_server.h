@@ -105,9 +105,9 @@ struct SessionServerOptions {
   // One session fabric (its own domain and first endpoint) is kept open
   // ahead of the next reservation, which takes it instead of having its
   // worker open one while the workload attaches (~2-4 ms of CPU on the
-  // attach's path, docs/benchmarks.md "Attach"); a thread at the lowest
-  // priority opens the next. It holds one port of the fabric port range
-  // while it waits.
+  // attach's path, docs/benchmarks.md "Attach"); a thread opens the next
+  // as the last is taken. It holds one port of the fabric port range while
+  // it waits.
   bool spare_fabric = true;
   Clock* clock = Clock::Real();
   MetricsRegistry* metrics = nullptr;  // required
@@ -167,7 +167,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   };
   // The spare if one is ready; the spare thread then opens the next.
   std::optional<SpareFabric> TakeSpare();
-  // Keeps a spare open (at the lowest priority) until the server stops.
+  // Keeps a spare open until the server stops.
   void SpareLoop();
   explicit SessionServer(SessionServerOptions options, GrantTable* grants,
                          std::map<std::string, SessionDevice*> devices);
