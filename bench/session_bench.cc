@@ -409,7 +409,7 @@ absl::Status FreshAttaches(const std::vector<std::string>& args, const std::stri
 
 // The bench's settings, as given on the command line and checked.
 struct BenchFlags {
-  bool json_only = false, roundtrip_only = false, opens_only = false, attach_once = false;
+  bool json_only = false, roundtrip_only = false, opens_only = false, attach_once = false, spare_fabric = true;
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   rpci::agent::ThrottleOptions throttle;
   int64_t busy_poll_us = 0, scale = 1, doorbells = 950, fresh = 5, opens = 30, flood_client_nice = 0;
@@ -435,6 +435,8 @@ std::optional<int> ParseFlags(int argc, char** argv, BenchFlags* f) {
   flags.Bool("roundtrip_only", &f->roundtrip_only, "measure only the device round trip against TCP");
   flags.Int("opens", &f->opens, "sessions opened (reserve + attach) for open_ms (before --scale, at least 3)");
   flags.Bool("opens_only", &f->opens_only, "measure only the opens and the fresh processes' first attaches");
+  flags.Bool("spare_fabric", &f->spare_fabric,
+             "the agent keeps a session fabric open ahead of the next reservation (SessionServerOptions)");
   flags.Int("fresh_attaches", &f->fresh,
             "first attaches measured each in a fresh process (first_open_ms; before --scale, at least 1)");
   flags.Bool("attach_once", &f->attach_once,
@@ -491,6 +493,7 @@ int StartAgent(const BenchFlags& f, InProcessAgent* agent) {
   opts.metrics = &agent->metrics;
   opts.fabric = f.fabric;
   opts.throttle = f.throttle;
+  opts.spare_fabric = f.spare_fabric;
   auto server = rpci::agent::testing::LoopbackSessionServer::Start(opts, &agent->grants, devices);
   if (!server.ok()) {
     std::fprintf(stderr, "session server: %s\n", std::string(server.status().message()).c_str());
