@@ -1290,6 +1290,21 @@ TEST_F(SessionTest, AnotherGrantOrNodeCannotTakeAnUnattachedReservation) {
 // revokes it and grants the kubelet's retry anew. The lost reservation (never
 // attached, its grant gone) ends, scrubbed, and the new grant gets the device:
 // one session holds it. A session a client has attached is never ended so.
+// The pod whose Allocate reserved a session is deleted before its container
+// attached (or the kubelet gave up after losing the reservation's answer):
+// the controller ends the grant, and the reaper frees the device then,
+// scrubbed, instead of holding it until attach_timeout (10 min).
+TEST_F(SessionTest, AnUnattachedReservationIsFreedOnceItsGrantEnds) {
+  client::SessionTicket lost = Reserve("g1");
+  absl::SleepFor(absl::Milliseconds(200));  // a few reaper passes: a live grant keeps it
+  EXPECT_EQ(server_->live_sessions(), 1u);
+  grants_.Revoke("g1");
+  for (int i = 0; i < 100 && server_->live_sessions() != 0; ++i) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(server_->live_sessions(), 0u);
+  EXPECT_EQ(Scrubs("clean"), 1);
+  EXPECT_EQ(client::SessionClient::Attach(lost, {}).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(SessionTest, AnUnattachedReservationWhoseGrantEndedGivesWayToTheNextGrant) {
   client::SessionTicket lost = Reserve("g1");
   grants_.Revoke("g1");
