@@ -202,32 +202,29 @@ class SessionTest : public ::testing::Test {
     }
   }
 
-  double Scrubs(const std::string& result) {
+  // A metric's value in the agent's exposition; -1 when it does not parse.
+  double Metric(const std::string& name, const std::map<std::string, std::string>& labels = {}) {
     auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
     if (!parsed.ok()) return -1;
-    auto v = parsed->Value("rpci_agent_device_scrubs_total", {{"result", result}});
+    auto v = parsed->Value(name, labels);
     return v.ok() ? *v : 0;
   }
+  double Scrubs(const std::string& result) { return Metric("rpci_agent_device_scrubs_total", {{"result", result}}); }
+  double Completions() { return Metric("rpci_session_completions_total"); }
+  double Refused(const std::string& reason) { return Metric("rpci_session_refused_total", {{"reason", reason}}); }
 
-  double Counted(const std::string& counter) {
-    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
-    if (!parsed.ok()) return -1;
-    auto v = parsed->Value(counter, {});
-    return v.ok() ? *v : 0;
-  }
-  double Completions() { return Counted("rpci_session_completions_total"); }
-
-  double Metric(const std::string& name) {
-    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
-    if (!parsed.ok()) return -1;
-    auto v = parsed->Value(name, {});
-    return v.ok() ? *v : 0;
-  }
-  double Refused(const std::string& reason) {
-    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
-    if (!parsed.ok()) return -1;
-    auto v = parsed->Value("rpci_session_refused_total", {{"reason", reason}});
-    return v.ok() ? *v : 0;
+  // Closes `ticket`'s session as the plugin does: it must answer well within
+  // 3 s whatever the fabric's op_timeout, end the session and leave `device`
+  // scrubbed. `whose` names the client in the log line.
+  void ExpectPromptCleanClose(const client::SessionTicket& ticket, const std::string& device,
+                              const std::string& whose) {
+    const absl::Time start = absl::Now();
+    ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+    const absl::Duration took = absl::Now() - start;
+    std::cerr << "close of " << whose << " session took " << absl::FormatDuration(took) << "\n";
+    EXPECT_LT(took, absl::Seconds(3)) << "op_timeout is " << absl::FormatDuration(fabric_.op_timeout);
+    EXPECT_EQ(server_->live_sessions(), 0u);
+    EXPECT_TRUE(server_->DeviceClean(device).ok());
   }
 
   std::string state_dir_;
@@ -803,10 +800,10 @@ TEST_F(SessionTest, ACompletionRaisedWhileTheClientIsAwayArrivesOnceOnResume) {
   for (int i = 0; i < 200 && Completions() == before; ++i) absl::SleepFor(absl::Milliseconds(20));
   ASSERT_EQ(Completions(), before + 1);
   // The agent tries to push it, and tries again.
-  for (int i = 0; i < 500 && Counted("rpci_session_completion_push_failures_total") < 2; ++i) {
+  for (int i = 0; i < 500 && Metric("rpci_session_completion_push_failures_total") < 2; ++i) {
     absl::SleepFor(absl::Milliseconds(20));
   }
-  EXPECT_GE(Counted("rpci_session_completion_push_failures_total"), 2);
+  EXPECT_GE(Metric("rpci_session_completion_push_failures_total"), 2);
   expect_job(2, 0x2222);
   EXPECT_GE(c->stats().reconnects, 1u);
   EXPECT_EQ(c->WaitCompletion(absl::Milliseconds(500)).status().code(), absl::StatusCode::kDeadlineExceeded);
@@ -879,13 +876,7 @@ TEST_F(SessionTest, ClosingASessionWhoseClientStoppedAnsweringMidPushDoesNotWait
   for (int i = 0; i < 200 && Completions() == before; ++i) absl::SleepFor(absl::Milliseconds(10));
   ASSERT_EQ(Completions(), before + 1);
   absl::SleepFor(absl::Milliseconds(200));  // inside the push
-  const absl::Time start = absl::Now();
-  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
-  const absl::Duration took = absl::Now() - start;
-  std::cerr << "close of a stopped client's session took " << absl::FormatDuration(took) << "\n";
-  EXPECT_LT(took, absl::Seconds(3)) << "op_timeout is " << absl::FormatDuration(fabric_.op_timeout);
-  EXPECT_EQ(server_->live_sessions(), 0u);
-  EXPECT_TRUE(server_->DeviceClean("emu0").ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectPromptCleanClose(ticket, "emu0", "a stopped client's"));
   EXPECT_NE(Attach(nullptr, "g-emu"), nullptr);  // the next tenant gets the device
 }
 
@@ -1166,13 +1157,7 @@ TEST_F(SessionTest, ClosingASessionWhoseClientDiedWithoutDetachingDoesNotWaitFor
   ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
   ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());  // the agent has a connection to it
   c.reset();  // killed: no detach, its endpoint gone
-  const absl::Time start = absl::Now();
-  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
-  const absl::Duration took = absl::Now() - start;
-  std::cerr << "close of a dead client's session took " << absl::FormatDuration(took) << "\n";
-  EXPECT_LT(took, absl::Seconds(3)) << "op_timeout is " << absl::FormatDuration(fabric_.op_timeout);
-  EXPECT_EQ(server_->live_sessions(), 0u);
-  EXPECT_TRUE(server_->DeviceClean("dev0").ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectPromptCleanClose(ticket, "dev0", "a dead client's"));
   EXPECT_EQ(Scrubs("clean"), 1);
   auto next = Attach();  // the next tenant gets the device
   ASSERT_NE(next, nullptr);
