@@ -260,6 +260,24 @@ bool FakeKubelet::WaitForDevices(const std::string& resource,
   });
 }
 
+namespace {
+
+// One unary call on a plugin with the kubelet's deadline for it.
+template <typename Request, typename Response>
+absl::StatusOr<Response> CallPlugin(v1beta1::DevicePlugin::Stub& stub,
+                                    grpc::Status (v1beta1::DevicePlugin::Stub::*rpc)(grpc::ClientContext*,
+                                                                                       const Request&, Response*),
+                                    const Request& req, absl::Duration timeout, const std::string& what) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(timeout));
+  Response resp;
+  grpc::Status s = (stub.*rpc)(&ctx, req, &resp);
+  if (!s.ok()) return FromGrpc(s, what);
+  return resp;
+}
+
+}  // namespace
+
 std::shared_ptr<FakeKubelet::Endpoint> FakeKubelet::EndpointFor(const std::string& resource) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = endpoints_.find(resource);
@@ -271,12 +289,8 @@ absl::StatusOr<v1beta1::PreferredAllocationResponse> FakeKubelet::GetPreferredAl
     const std::string& resource, const v1beta1::PreferredAllocationRequest& req) {
   std::shared_ptr<Endpoint> ep = EndpointFor(resource);
   if (!ep) return absl::NotFoundError("no device plugin registered for " + resource);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(10)));
-  v1beta1::PreferredAllocationResponse resp;
-  grpc::Status s = ep->stub->GetPreferredAllocation(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, "GetPreferredAllocation of " + resource);
-  return resp;
+  return CallPlugin(*ep->stub, &v1beta1::DevicePlugin::Stub::GetPreferredAllocation, req, absl::Seconds(10),
+                    "GetPreferredAllocation of " + resource);
 }
 
 absl::StatusOr<v1beta1::AllocateResponse> FakeKubelet::Allocate(const std::string& resource,
@@ -287,25 +301,18 @@ absl::StatusOr<v1beta1::AllocateResponse> FakeKubelet::Allocate(const std::strin
     std::lock_guard<std::mutex> lock(mu_);
     ++allocate_calls_;
   }
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(30)));
-  v1beta1::AllocateResponse resp;
-  grpc::Status s = ep->stub->Allocate(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, "Allocate of " + resource);
-  return resp;
+  return CallPlugin(*ep->stub, &v1beta1::DevicePlugin::Stub::Allocate, req, absl::Seconds(30),
+                    "Allocate of " + resource);
 }
 
 absl::Status FakeKubelet::PreStartContainer(const std::string& resource, const std::vector<std::string>& device_ids) {
   std::shared_ptr<Endpoint> ep = EndpointFor(resource);
   if (!ep) return absl::NotFoundError("no device plugin registered for " + resource);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(10)));
   v1beta1::PreStartContainerRequest req;
   for (const std::string& id : device_ids) req.add_devices_ids(id);
-  v1beta1::PreStartContainerResponse resp;
-  grpc::Status s = ep->stub->PreStartContainer(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, "PreStartContainer of " + resource);
-  return absl::OkStatus();
+  return CallPlugin(*ep->stub, &v1beta1::DevicePlugin::Stub::PreStartContainer, req, absl::Seconds(10),
+                    "PreStartContainer of " + resource)
+      .status();
 }
 
 absl::StatusOr<AdmittedContainer> FakeKubelet::AdmitPod(const std::string& pod_namespace,
