@@ -243,17 +243,10 @@ absl::StatusOr<Response> FakeDraKubelet::Call(
     grpc::Status (BetaStub::*beta)(grpc::ClientContext*, const Request&, Response*), const std::string& what) const {
   std::shared_ptr<Driver> d = DriverNamed(driver);
   if (d == nullptr) return absl::FailedPreconditionError("DRA driver " + driver + " is not registered");
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(kCallTimeout));
-  grpc::Status s;
-  Response resp;
   if (d->service == "v1beta1.DRAPlugin") {
-    s = ((*drabeta::DRAPlugin::NewStub(d->channel)).*beta)(&ctx, req, &resp);
-  } else {
-    s = ((*drapb::DRAPlugin::NewStub(d->channel)).*v1)(&ctx, req, &resp);
+    return UnaryCall(*drabeta::DRAPlugin::NewStub(d->channel), beta, req, kCallTimeout, what);
   }
-  if (!s.ok()) return FromGrpc(s, what);
-  return resp;
+  return UnaryCall(*drapb::DRAPlugin::NewStub(d->channel), v1, req, kCallTimeout, what);
 }
 
 absl::StatusOr<drapb::NodePrepareResourcesResponse> FakeDraKubelet::NodePrepareResources(

@@ -168,7 +168,7 @@ absl::Status FakeKubelet::Restart() {
 absl::Status FakeKubelet::Register(const v1beta1::RegisterRequest& req) {
   if (req.version() != kVersion) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported device plugin version \"", req.version(),
-                                                   "\"; supported: ", kVersion));
+                                                  "\"; supported: ", kVersion));
   }
   if (absl::Status s = CheckResourceName(req.resource_name()); !s.ok()) return s;
   if (req.endpoint().empty() || req.endpoint().find('/') != std::string::npos) {
@@ -260,24 +260,6 @@ bool FakeKubelet::WaitForDevices(const std::string& resource,
   });
 }
 
-namespace {
-
-// One unary call on a plugin with the kubelet's deadline for it.
-template <typename Request, typename Response>
-absl::StatusOr<Response> CallPlugin(v1beta1::DevicePlugin::Stub& stub,
-                                    grpc::Status (v1beta1::DevicePlugin::Stub::*rpc)(grpc::ClientContext*,
-                                                                                       const Request&, Response*),
-                                    const Request& req, absl::Duration timeout, const std::string& what) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(timeout));
-  Response resp;
-  grpc::Status s = (stub.*rpc)(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, what);
-  return resp;
-}
-
-}  // namespace
-
 std::shared_ptr<FakeKubelet::Endpoint> FakeKubelet::EndpointFor(const std::string& resource) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = endpoints_.find(resource);
@@ -289,8 +271,8 @@ absl::StatusOr<v1beta1::PreferredAllocationResponse> FakeKubelet::GetPreferredAl
     const std::string& resource, const v1beta1::PreferredAllocationRequest& req) {
   std::shared_ptr<Endpoint> ep = EndpointFor(resource);
   if (!ep) return absl::NotFoundError("no device plugin registered for " + resource);
-  return CallPlugin(*ep->stub, &v1beta1::DevicePlugin::Stub::GetPreferredAllocation, req, absl::Seconds(10),
-                    "GetPreferredAllocation of " + resource);
+  return UnaryCall(*ep->stub, &v1beta1::DevicePlugin::Stub::GetPreferredAllocation, req, absl::Seconds(10),
+                   "GetPreferredAllocation of " + resource);
 }
 
 absl::StatusOr<v1beta1::AllocateResponse> FakeKubelet::Allocate(const std::string& resource,
@@ -301,8 +283,8 @@ absl::StatusOr<v1beta1::AllocateResponse> FakeKubelet::Allocate(const std::strin
     std::lock_guard<std::mutex> lock(mu_);
     ++allocate_calls_;
   }
-  return CallPlugin(*ep->stub, &v1beta1::DevicePlugin::Stub::Allocate, req, absl::Seconds(30),
-                    "Allocate of " + resource);
+  return UnaryCall(*ep->stub, &v1beta1::DevicePlugin::Stub::Allocate, req, absl::Seconds(30),
+                   "Allocate of " + resource);
 }
 
 absl::Status FakeKubelet::PreStartContainer(const std::string& resource, const std::vector<std::string>& device_ids) {
@@ -310,8 +292,8 @@ absl::Status FakeKubelet::PreStartContainer(const std::string& resource, const s
   if (!ep) return absl::NotFoundError("no device plugin registered for " + resource);
   v1beta1::PreStartContainerRequest req;
   for (const std::string& id : device_ids) req.add_devices_ids(id);
-  return CallPlugin(*ep->stub, &v1beta1::DevicePlugin::Stub::PreStartContainer, req, absl::Seconds(10),
-                    "PreStartContainer of " + resource)
+  return UnaryCall(*ep->stub, &v1beta1::DevicePlugin::Stub::PreStartContainer, req, absl::Seconds(10),
+                   "PreStartContainer of " + resource)
       .status();
 }
 
@@ -371,7 +353,7 @@ absl::StatusOr<AdmittedContainer> FakeKubelet::AdmitPodWithDevices(const std::st
   if (!resp.ok()) return resp.status();
   if (resp->container_responses_size() != 1) {
     return absl::InternalError(absl::StrCat("Allocate of ", resource, " answered ", resp->container_responses_size(),
-                                            " container responses for 1 request"));
+                                           " container responses for 1 request"));
   }
   if (ep->options.pre_start_required()) {
     if (absl::Status s = PreStartContainer(resource, device_ids); !s.ok()) return s;
