@@ -168,6 +168,14 @@ struct Op {
 };
 
 constexpr size_t kNoSlot = SIZE_MAX;
+// Ops this small ride with the group before them even when it is full (a
+// WriteAndSend's message, ring entries and tail words after a bulk write),
+// at most kSmallOverflow bytes of them per group: posting them only after
+// the full group was placed cost every transfer of a whole number of groups
+// (1 MiB, 16 MiB) one more round trip (docs/benchmarks.md, "Device round
+// trip, measured soundly").
+constexpr size_t kSmallOp = size_t{16} << 10;
+constexpr size_t kSmallOverflow = size_t{64} << 10;
 // Write-after-write and send-after-write: see Endpoint::ordered_writes().
 constexpr uint64_t kWriteOrder = FI_ORDER_WAW | FI_ORDER_SAW;
 constexpr int kCompletionBatch = 16;
@@ -828,10 +836,12 @@ template <typename PostOne>
 absl::Status EndpointImpl::PostPaced(absl::string_view call, const std::vector<size_t>& bytes,
                                      size_t bytes_in_flight, bool in_order, PostOne post_one) {
   for (size_t first = 0, end = 0; first < bytes.size(); first = end) {
-    size_t group = bytes[end++];
+    size_t group = bytes[end++], overflow = 0;
     while (end < bytes.size()) {
       if (group + bytes[end] <= bytes_in_flight) {
         group += bytes[end++];
+      } else if (bytes[end] <= kSmallOp && overflow + bytes[end] <= kSmallOverflow) {
+        overflow += bytes[end++];
       } else {
         break;
       }

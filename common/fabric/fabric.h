@@ -87,8 +87,10 @@ FabricConfig LoopbackConfig();
 
 // How an endpoint moves bulk RMA (Write, Read, their batches, WriteAndSend's
 // writes): ops are cut into pieces of at most `piece_bytes`, and one call
-// posts at most `bytes_in_flight` of them at once (at least one piece; ops
-// that fit go together), each group placed before the next is posted.
+// posts at most `bytes_in_flight` of them at once (at least one piece; small
+// ops go together, and up to 64 KiB of ops of at most 16 KiB, such as
+// WriteAndSend's message, ride with a full group instead of waiting for it),
+// each group placed before the next is posted.
 struct BulkPacing {
   size_t piece_bytes;
   size_t bytes_in_flight;
@@ -96,14 +98,10 @@ struct BulkPacing {
     return piece_bytes == o.piece_bytes && bytes_in_flight == o.bytes_in_flight;
   }
 };
-// Every endpoint starts with it: large pieces, so a 1 MiB transfer is one op
-// (docs/benchmarks.md, "Device round trip"). One MiB in flight: a WriteAndSend's message never shares a group with a
-// full MiB of writes before it, so it is posted only once they are placed.
-// With 4 MiB in flight and small ops riding with a full group, the NVMe e2e
-// (VfioEndToEndTest.NvmeThroughVfioIdentifiesAndRoundTripsBlocks) read stale
-// device-written DMA (a zero completion entry, blocks that differ) in 2 of 8
-// runs: the event overtook the pushed data.
-inline constexpr BulkPacing kFullSpeedPacing{size_t{1} << 20, size_t{1} << 20};
+// Every endpoint starts with it: large pieces, so a lone transfer gets the
+// fabric's bandwidth (a 1 MiB transfer is one op; docs/benchmarks.md, "Device
+// round trip").
+inline constexpr BulkPacing kFullSpeedPacing{size_t{1} << 20, size_t{4} << 20};
 // For a session that must yield (the agent sets it on a throttled session's
 // endpoint, agent/session/throttle.h): with 4 MiB handed to tcp;ofi_rxm at
 // once, another session's doorbell waited about as long as the transfer

@@ -447,8 +447,8 @@ TEST(FabricTest, RegionKeysOnTcpAreRandomNotSequential) {
 }
 
 // The doorbell path: the receiver of the message must already see every
-// byte of the writes sent with it. The 1 MiB fills a pacing group; the
-// 8-byte write and the message follow once it is placed.
+// byte of the writes sent with it, in one round trip on tcp. The 1 MiB fills
+// a pacing group; the 8-byte write and the message ride with it.
 TEST(FabricTest, WriteAndSendPlacesTheDataBeforeTheMessageArrives) {
   Pair p = Connect();
   ASSERT_NE(p.b, nullptr);
