@@ -111,6 +111,18 @@ class SessionTest : public ::testing::Test {
     return c.ok() ? std::move(*c) : nullptr;
   }
 
+  // Attach, then one 4-byte write to BAR 0 the agent has applied (so the
+  // agent has a connection to this client); null after a failure.
+  std::unique_ptr<client::SessionClient> AttachAndWrite(client::SessionTicket* ticket, uint64_t offset,
+                                                        uint64_t value) {
+    auto c = Attach(ticket);
+    if (c == nullptr) return nullptr;
+    absl::Status s = c->Write(0, offset, 4, value);
+    if (s.ok()) s = c->Sync(absl::Seconds(5));
+    EXPECT_TRUE(s.ok()) << s;
+    return s.ok() ? std::move(c) : nullptr;
+  }
+
   // An endpoint of someone else's, connected to a session's endpoint on the
   // agent (its current one, or `address`).
   struct RogueEndpoint {
@@ -430,10 +442,8 @@ TEST_F(SessionTest, FramesWithAForeignMacOrUnknownSessionAreRefusedAndTouchNothi
 
 TEST_F(SessionTest, ACapturedFrameReplayedFromAnotherEndpointIsRefused) {
   client::SessionTicket ticket;
-  auto c = Attach(&ticket);
+  auto c = AttachAndWrite(&ticket, 0x40, 1);
   ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
-  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   const std::string captured = c->LastFrameForTesting();  // the kick, as a wiretap saw it
   ASSERT_EQ(captured.size(), session::kFrameSize + session::kMmioEntrySize);  // its one entry inline
   auto rogue = Rogue(ticket.session_id);
@@ -1124,10 +1134,8 @@ TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
 // ticket; only CloseSession without detach (the plugin) ends it.
 TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
   client::SessionTicket ticket;
-  auto c = Attach(&ticket);
+  auto c = AttachAndWrite(&ticket, 0, 7);
   ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
-  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   ASSERT_TRUE(c->Close().ok());
   EXPECT_EQ(server_->live_sessions(), 1u);
   EXPECT_EQ(c->Write(0, 0, 4, 1).code(), absl::StatusCode::kFailedPrecondition);
@@ -1152,10 +1160,8 @@ TEST_F(SessionTest, ClosingASessionWhoseClientDiedWithoutDetachingDoesNotWaitFor
   fabric_.op_timeout = absl::Seconds(10);
   StartServer();
   client::SessionTicket ticket;
-  auto c = Attach(&ticket);
-  ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
-  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());  // the agent has a connection to it
+  auto c = AttachAndWrite(&ticket, 0, 7);
+  ASSERT_NE(c, nullptr);  // the agent has a connection to it
   c.reset();  // killed: no detach, its endpoint gone
   ASSERT_NO_FATAL_FAILURE(ExpectPromptCleanClose(ticket, "dev0", "a dead client's"));
   EXPECT_EQ(Scrubs("clean"), 1);
