@@ -67,6 +67,15 @@ class SessionTest : public ::testing::Test {
   void TearDown() override { StopServer(); }
 
   // `second` stands in for the emu device ("emu0", grant "g-emu") when given.
+  // Restarts the agent with `device` as its second device ("emu0", grant
+  // "g-emu"). The returned cleanup stops it: hold it after `device` is
+  // declared, so the server stops before the device goes.
+  [[nodiscard]] auto ServeWith(SessionDevice* device) {
+    StopServer();
+    StartServer(absl::Seconds(10), device);
+    return absl::MakeCleanup([this] { StopServer(); });
+  }
+
   void StartServer(absl::Duration grace = absl::Seconds(10), SessionDevice* second = nullptr) {
     SessionServerOptions opts;
     opts.state_dir = second == nullptr ? state_dir_ : "";
@@ -777,9 +786,7 @@ class AsyncDevice : public TestDevice {
 // after the DMA result it reports.
 TEST_F(SessionTest, ACompletionRaisedWhileTheClientIsAwayArrivesOnceOnResume) {
   AsyncDevice async;
-  StopServer();
-  StartServer(absl::Seconds(10), &async);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `async` goes
+  auto stop_first = ServeWith(&async);  // before `async` goes
   // No heartbeats: the client stays away until it next waits.
   auto c = Attach(nullptr, "g-emu", absl::Hours(1));
   ASSERT_NE(c, nullptr);
@@ -873,10 +880,8 @@ class WorkloadProcess {
 TEST_F(SessionTest, ClosingASessionWhoseClientStoppedAnsweringMidPushDoesNotWaitForIt) {
   constexpr uint64_t kMapped = uint64_t{32} << 20;
   AsyncDevice async(kMapped);
-  StopServer();
   fabric_.op_timeout = absl::Seconds(10);
-  StartServer(absl::Seconds(10), &async);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `async` goes
+  auto stop_first = ServeWith(&async);  // before `async` goes
   client::SessionTicket ticket = Reserve("g-emu");
   WorkloadProcess workload(ticket, kMapped);
   ASSERT_TRUE(workload.Attached());
@@ -950,9 +955,7 @@ TEST_F(SessionTest, MappingMoreRangesThanTheCapIsRefusedWithAClearStatus) {
 // session: the other session's writes are applied meanwhile.
 TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
   SlowDevice slow(absl::Seconds(3));
-  StopServer();
-  StartServer(absl::Seconds(10), &slow);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+  auto stop_first = ServeWith(&slow);  // before `slow` goes
 
   auto a = Attach(nullptr, "g-emu");
   auto b = Attach();
@@ -973,9 +976,7 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
 // and the flood does not crowd out the attached client's own frames.
 TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
   SlowDevice slow(absl::Seconds(2));
-  StopServer();
-  StartServer(absl::Seconds(10), &slow);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+  auto stop_first = ServeWith(&slow);  // before `slow` goes
   client::SessionTicket ticket;
   auto a = Attach(&ticket, "g-emu");
   ASSERT_NE(a, nullptr);
@@ -1011,9 +1012,7 @@ TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
 // tell a tenant that floods its own session from a stranger.
 TEST_F(SessionTest, AClientsOwnFramesBeyondItsShareAreCountedApartFromStrangers) {
   SlowDevice slow(absl::Seconds(2));
-  StopServer();
-  StartServer(absl::Seconds(10), &slow);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+  auto stop_first = ServeWith(&slow);  // before `slow` goes
   auto a = Attach(nullptr, "g-emu", /*heartbeat=*/absl::Minutes(5));  // no frame but the test's
   ASSERT_NE(a, nullptr);
   ASSERT_TRUE(a->Write(0, 0x40, 4, SlowDevice::kSlowValue).ok());
@@ -1063,9 +1062,7 @@ TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndYieldsAndAQuietOneDoesN
   throttle_ = {/*bytes_per_second=*/1 << 20, /*burst_bytes=*/3 << 19, /*nice=*/7};  // 1 MiB/s, 1.5 MiB
   clock_ = &clock;
   TestDevice quiet_device;
-  StopServer();
-  StartServer(absl::Seconds(10), &quiet_device);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `clock` and `quiet_device` go
+  auto stop_first = ServeWith(&quiet_device);  // before `clock` and `quiet_device` go
   const int base = *ThreadNice();
   const int niced = std::min(19, base + 7);
   ASSERT_EQ(ThreadsAtNice(niced), 0);
@@ -1111,9 +1108,7 @@ TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
     absl::Status Reset() override { return absl::FailedPreconditionError("test device: reset does not work"); }
   };
   DirtyDevice dirty;
-  StopServer();
-  StartServer(absl::Seconds(10), &dirty);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `dirty` goes
+  auto stop_first = ServeWith(&dirty);  // before `dirty` goes
   client::SessionTicket ticket;
   auto a = Attach(&ticket, "g-emu");
   ASSERT_NE(a, nullptr);
