@@ -503,20 +503,24 @@ absl::Status SessionServer::FreshEndpoint(Session& s) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> SessionServer::fabric_address(session::SessionId id) const {
+absl::StatusOr<std::shared_ptr<fabric::Endpoint>> SessionServer::LiveEndpoint(session::SessionId id) const {
   std::shared_ptr<Session> s = Find(id);
   if (s == nullptr) return absl::NotFoundError("session " + id.ToString() + " is not live");
   std::shared_ptr<fabric::Endpoint> ep = s->CurrentEndpoint();
   if (ep == nullptr) return absl::NotFoundError("session " + id.ToString() + " has no endpoint");
-  return ep->address();
+  return ep;
+}
+
+absl::StatusOr<std::string> SessionServer::fabric_address(session::SessionId id) const {
+  absl::StatusOr<std::shared_ptr<fabric::Endpoint>> ep = LiveEndpoint(id);
+  if (!ep.ok()) return ep.status();
+  return (*ep)->address();
 }
 
 absl::StatusOr<fabric::BulkPacing> SessionServer::bulk_pacing(session::SessionId id) const {
-  std::shared_ptr<Session> s = Find(id);
-  if (s == nullptr) return absl::NotFoundError("session " + id.ToString() + " is not live");
-  std::shared_ptr<fabric::Endpoint> ep = s->CurrentEndpoint();
-  if (ep == nullptr) return absl::NotFoundError("session " + id.ToString() + " has no endpoint");
-  return ep->bulk_pacing();
+  absl::StatusOr<std::shared_ptr<fabric::Endpoint>> ep = LiveEndpoint(id);
+  if (!ep.ok()) return ep.status();
+  return (*ep)->bulk_pacing();
 }
 
 std::vector<rpci::v1::SessionReport> SessionServer::Reports() const {
