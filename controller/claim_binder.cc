@@ -16,7 +16,7 @@ std::vector<json> BoundResults(const json& claim) {
   const json& results = Member(Member(Member(Member(claim, "status"), "allocation"), "devices"), "results");
   if (!results.is_array()) return out;
   for (const json& r : results) {
-    if (Str(r, "driver") != kDraDriver || !Member(r, "bindingConditions").is_array()) continue;
+    if (Str(r, "driver") != kDraDriverName || !Member(r, "bindingConditions").is_array()) continue;
     for (const json& c : r["bindingConditions"]) {
       if (c == kAttachedCondition) out.push_back(r);
     }
@@ -129,10 +129,10 @@ absl::Status ClaimBinder::SetConditions(const json& claim, const std::vector<Cla
     for (const ClaimResult& r : results) {
       json* entry = nullptr;
       for (json& d : devices) {
-        if (Str(d, "driver") == kDraDriver && Str(d, "pool") == r.pool && Str(d, "device") == r.device) entry = &d;
+        if (Str(d, "driver") == kDraDriverName && Str(d, "pool") == r.pool && Str(d, "device") == r.device) entry = &d;
       }
       if (entry == nullptr) {
-        devices.push_back({{"driver", kDraDriver}, {"pool", r.pool}, {"device", r.device}});
+        devices.push_back({{"driver", kDraDriverName}, {"pool", r.pool}, {"device", r.device}});
         entry = &devices.back();
       }
       json& conditions = (*entry)["conditions"];

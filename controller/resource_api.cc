@@ -29,7 +29,7 @@ absl::StatusOr<std::vector<ClaimResult>> RpciResultsOf(const json& claim, const 
   }
   std::vector<ClaimResult> out;
   for (const json& r : results) {
-    if (Str(r, "driver") != kDraDriver) continue;
+    if (Str(r, "driver") != kDraDriverName) continue;
     ClaimResult c{Str(r, "request"), Str(r, "pool"), Str(r, "device")};
     if (c.request.empty() || c.pool.empty() || c.device.empty()) {
       return absl::InvalidArgumentError(
@@ -38,7 +38,7 @@ absl::StatusOr<std::vector<ClaimResult>> RpciResultsOf(const json& claim, const 
     out.push_back(std::move(c));
   }
   if (out.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(where, " allocates no device of driver ", kDraDriver));
+    return absl::FailedPreconditionError(absl::StrCat(where, " allocates no device of driver ", kDraDriverName));
   }
   return out;
 }
@@ -52,7 +52,7 @@ std::set<std::pair<std::string, std::string>> RpciAllocations(const std::map<std
     const json results = devices.is_object() ? devices.value("results", json::array()) : json::array();
     if (!results.is_array()) continue;
     for (const json& r : results) {
-      if (Str(r, "driver") == kDraDriver) out.insert({Str(r, "pool"), Str(r, "device")});
+      if (Str(r, "driver") == kDraDriverName) out.insert({Str(r, "pool"), Str(r, "device")});
     }
   }
   return out;

@@ -8,15 +8,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/dra_driver_name.h"
 #include "controller/kube/client.h"
 #include "controller/model.h"
 #include "nlohmann/json.hpp"
 
 namespace rpci::controller {
-
-// rpci's DRA driver name: ResourceSlices' spec.driver and the allocation
-// results' driver.
-inline constexpr char kDraDriver[] = "rpci.io";
 
 // The binding conditions (KEP-5007) slices carry with
 // --dra-binding-conditions (claim_binder.h).

@@ -114,7 +114,7 @@ std::vector<json> PoolSlices(const std::string& pool, const PoolOffer& offer, co
     const size_t first = i * kMaxDevicesPerSlice;
     const size_t last = std::min(devices.size(), first + kMaxDevicesPerSlice);
     json spec = {
-        {"driver", kDraDriver},
+        {"driver", kDraDriverName},
         {"pool", {{"name", pool}, {"generation", generation}, {"resourceSliceCount", static_cast<int64_t>(count)}}},
         {"nodeSelector",
          {{"nodeSelectorTerms",
@@ -137,7 +137,7 @@ absl::Status SlicePublisher::Sync(const std::map<std::string, PoolOffer>& offers
   std::map<std::string, std::vector<json>> existing;  // by pool
   for (const json& s : list->value("items", json::array())) {
     const json labels = s.value("metadata", json::object()).value("labels", json::object());
-    if (Str(s.value("spec", json::object()), "driver") != kDraDriver || Str(labels, kManagedBy) != kManager) continue;
+    if (Str(s.value("spec", json::object()), "driver") != kDraDriverName || Str(labels, kManagedBy) != kManager) continue;
     existing[Str(s["spec"].value("pool", json::object()), "name")].push_back(s);
   }
   absl::Status first_error;

@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/ascii.h"
+#include "common/testing/command.h"
 #include "gtest/gtest.h"
 #include "tests/schema/openapi.h"
 
@@ -225,14 +226,9 @@ TEST(Chart, ShipsTheSameCrdsAsDeployCrds) {
 // The --flags a binary's --help lists.
 std::set<std::string> FlagsOf(const std::string& binary) {
   std::set<std::string> flags;
-  FILE* p = popen((binary + " --help 2>&1").c_str(), "r");
-  EXPECT_NE(p, nullptr);
-  if (p == nullptr) return flags;
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  EXPECT_EQ(pclose(p), 0) << binary << " --help failed:\n" << out;
+  const rpci::testing::CommandResult help = rpci::testing::RunCommand(binary + " --help 2>&1");
+  EXPECT_EQ(help.exit_code, 0) << binary << " --help failed:\n" << help.output;
+  const std::string& out = help.output;
   const std::regex flag(R"(^\s+--([a-z0-9-]+))");
   for (const std::string& line : std::vector<std::string>(absl::StrSplit(out, '\n'))) {
     std::smatch m;

@@ -12,21 +12,11 @@
 #include "common/testing/temp_dir.h"
 #include "controller/kube/client.h"
 
-namespace {
-
-const std::string& Path() {
-  static const std::string path = [] {
-    return rpci::testing::MakeTempDir("rpci-kubeconfig-fuzz") + "/kubeconfig";
-  }();
-  return path;
-}
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  std::ofstream(Path(), std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(data), size);
-  absl::StatusOr<rpci::kube::KubeConfig> config = rpci::kube::LoadKubeconfig(Path());
+  static const std::string path = rpci::testing::MakeTempDir("rpci-kubeconfig-fuzz") + "/kubeconfig";
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(data), size);
+  absl::StatusOr<rpci::kube::KubeConfig> config = rpci::kube::LoadKubeconfig(path);
   if (config.ok()) (void)rpci::kube::KubeClient::Create(*config);
-  (void)rpci::kube::LoadKubeconfig(Path(), "other");
+  (void)rpci::kube::LoadKubeconfig(path, "other");
   return 0;
 }

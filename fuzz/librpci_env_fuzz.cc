@@ -17,18 +17,8 @@
 #include "common/testing/temp_dir.h"
 #include "librpci/device.h"
 
-namespace {
-
-const std::string& KeyFile() {
-  static const std::string path = [] {
-    return rpci::testing::MakeTempDir("rpci-env-fuzz") + "/key";
-  }();
-  return path;
-}
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const std::string key_file = rpci::testing::MakeTempDir("rpci-env-fuzz") + "/key";
   std::map<std::string, std::string> vars;
   std::string key_text;
   for (absl::string_view line :
@@ -40,11 +30,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (name == "KEY") {
       key_text = value;
     } else {
-      if (absl::EndsWith(name, "_SESSION_KEY_FILE")) value = KeyFile();
+      if (absl::EndsWith(name, "_SESSION_KEY_FILE")) value = key_file;
       vars[name] = value;
     }
   }
-  std::ofstream(KeyFile(), std::ios::binary | std::ios::trunc) << key_text;
+  std::ofstream(key_file, std::ios::binary | std::ios::trunc) << key_text;
   rpci::lib::EnvLookup env = rpci::lib::MapEnv(vars);
   absl::StatusOr<int> count = rpci::lib::DeviceCountFromEnv(env);
   int n = count.ok() ? std::min(*count, 4) : 1;

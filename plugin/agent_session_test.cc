@@ -57,7 +57,8 @@ class AgentSessionTest : public ::testing::Test {
     dir_ = ::rpci::testing::MakeTempDir("rpci-plugin", ::rpci::testing::TempDirUse::kSockets);
     ASSERT_FALSE(dir_.empty());
     StartAgent();
-    controller_ = std::make_unique<testing::TestController>(dir_ + "/store", 1);
+    controller_ = std::make_unique<controller::testing::LoopbackController>(dir_ + "/store", 1);
+    ASSERT_TRUE(controller_->status().ok()) << controller_->status();
     rpci::v1::RegisterAgentRequest agent = controller::testing::AgentWith("dev-a", "emu", 1);
     agent.set_session_endpoint(Endpoint());
     ASSERT_TRUE(controller_->manager().RegisterAgent(agent).ok());
@@ -151,7 +152,7 @@ class AgentSessionTest : public ::testing::Test {
   agent::GrantTable grants_;
   agent::testing::TestDevice device_;
   std::unique_ptr<agent::testing::LoopbackSessionServer> agent_;
-  std::unique_ptr<testing::TestController> controller_;
+  std::unique_ptr<controller::testing::LoopbackController> controller_;
   std::atomic<bool> stop_{false};
   std::thread forwarder_;
   std::unique_ptr<FakeKubelet> kubelet_;

@@ -20,19 +20,13 @@ namespace {
 
 namespace drabeta = ::k8s::io::kubelet::pkg::apis::dra::v1beta1;
 
-// v1beta1 and v1 messages have the same fields under the same numbers
-// (//proto:wire_compat_test), so converting is re-reading the bytes, as the
-// kubelet's own v1beta1 wrapper converts field by field.
-template <typename To, typename From>
-To Convert(const From& from) {
-  To to;
-  to.ParseFromString(from.SerializeAsString());
-  return to;
-}
-
-class DraV1Service final : public drapb::DRAPlugin::Service {
+// One handler behind both versions' services: v1beta1's is declared with the
+// v1 messages (proto/kubelet/dra/v1beta1/api.proto), so only the method paths
+// differ.
+template <typename Service>
+class DraService final : public Service {
  public:
-  explicit DraV1Service(DraHandler* h) : h_(h) {}
+  explicit DraService(DraHandler* h) : h_(h) {}
   grpc::Status NodePrepareResources(grpc::ServerContext*, const drapb::NodePrepareResourcesRequest* req,
                                     drapb::NodePrepareResourcesResponse* resp) override {
     *resp = h_->Prepare(*req);
@@ -47,26 +41,8 @@ class DraV1Service final : public drapb::DRAPlugin::Service {
  private:
   DraHandler* const h_;
 };
-
-class DraV1beta1Service final : public drabeta::DRAPlugin::Service {
- public:
-  explicit DraV1beta1Service(DraHandler* h) : h_(h) {}
-  grpc::Status NodePrepareResources(grpc::ServerContext*, const drabeta::NodePrepareResourcesRequest* req,
-                                    drabeta::NodePrepareResourcesResponse* resp) override {
-    *resp = Convert<drabeta::NodePrepareResourcesResponse>(
-        h_->Prepare(Convert<drapb::NodePrepareResourcesRequest>(*req)));
-    return grpc::Status::OK;
-  }
-  grpc::Status NodeUnprepareResources(grpc::ServerContext*, const drabeta::NodeUnprepareResourcesRequest* req,
-                                      drabeta::NodeUnprepareResourcesResponse* resp) override {
-    *resp = Convert<drabeta::NodeUnprepareResourcesResponse>(
-        h_->Unprepare(Convert<drapb::NodeUnprepareResourcesRequest>(*req)));
-    return grpc::Status::OK;
-  }
-
- private:
-  DraHandler* const h_;
-};
+using DraV1Service = DraService<drapb::DRAPlugin::Service>;
+using DraV1beta1Service = DraService<drabeta::DRAPlugin::Service>;
 
 class RegistrationService final : public pluginregistration::Registration::Service {
  public:

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/dra_driver_name.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "proto/kubelet/dra/v1/api.pb.h"
@@ -35,9 +36,6 @@ namespace rpci::plugin {
 
 namespace drapb = ::k8s::io::kubelet::pkg::apis::dra::v1;
 
-// The driver name: ResourceSlices' spec.driver, DeviceClass selectors and the
-// CDI vendor.
-inline constexpr char kDraDriverName[] = "rpci.io";
 // PluginInfo.type of a DRA plugin.
 inline constexpr char kDraPluginType[] = "DRAPlugin";
 // PluginInfo.supported_versions entries, newest first (the kubelet picks

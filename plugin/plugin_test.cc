@@ -20,7 +20,7 @@ using rpci::testing::AdvertisedDevice;
 using rpci::testing::FakeKubelet;
 using testing::AllHealth;
 using testing::TestAgents;
-using testing::TestController;
+using controller::testing::LoopbackController;
 
 constexpr char kResource[] = "rpci.io/emu";
 constexpr char kAgent[] = "dev-a:7443";
@@ -51,7 +51,8 @@ class PluginTest : public ::testing::Test {
     Logger::SetMinLevel(LogLevel::kWarn);
     dir_ = ::rpci::testing::MakeTempDir("rpci-plugin", ::rpci::testing::TempDirUse::kSockets);
     ASSERT_FALSE(dir_.empty());
-    controller_ = std::make_unique<TestController>(dir_ + "/store", 3);
+    controller_ = std::make_unique<LoopbackController>(dir_ + "/store", 3);
+    ASSERT_TRUE(controller_->status().ok()) << controller_->status();
     ASSERT_TRUE(controller_->manager().RegisterAgent(controller::testing::AgentWith("dev-a", "emu", 3)).ok());
     // The runtime has CDI enabled and reads the specs the plugin writes.
     kubelet_ = std::make_unique<FakeKubelet>(dir_ + "/dp", dir_ + "/pr.sock", dir_ + "/cdi");
@@ -76,7 +77,7 @@ class PluginTest : public ::testing::Test {
 
   std::string dir_;
   TestAgents agents_;
-  std::unique_ptr<TestController> controller_;
+  std::unique_ptr<LoopbackController> controller_;
   std::unique_ptr<FakeKubelet> kubelet_;
   std::unique_ptr<GrpcControllerClient> client_;
   PluginOptions options_;

@@ -3,7 +3,7 @@
 Debian's protoc and grpc_cpp_plugin run in a genrule; nothing generated is checked in.
 """
 
-def rpci_proto_library(name, srcs, deps = [], grpc = False, visibility = None):
+def rpci_proto_library(name, srcs, deps = [], grpc = False, alwayslink = False, visibility = None):
     """Generates <src>.pb.{h,cc} (and .grpc.pb.{h,cc} when grpc) and wraps them in a cc_library.
 
     Args:
@@ -11,6 +11,9 @@ def rpci_proto_library(name, srcs, deps = [], grpc = False, visibility = None):
       srcs: .proto files in this package, imported by their workspace path.
       deps: other rpci_proto_library targets whose protos these import.
       grpc: also generate gRPC service stubs.
+      alwayslink: link the descriptors into every binary, even where nothing
+        names them (a file that declares only a service over another file's
+        messages): the descriptor pool then knows its service.
       visibility: visibility of the cc_library.
     """
     native.filegroup(
@@ -40,5 +43,6 @@ def rpci_proto_library(name, srcs, deps = [], grpc = False, visibility = None):
         srcs = [o for o in outs if o.endswith(".cc")],
         hdrs = [o for o in outs if o.endswith(".h")],
         deps = deps + ["@system//:grpc" if grpc else "@system//:protobuf"],
+        alwayslink = alwayslink,
         visibility = visibility,
     )

@@ -182,8 +182,16 @@ TEST(WireCompatTest, RegistrationStatusIsRegisteredOneErrorTwo) {
   EXPECT_EQ(st.SerializeAsString(), Bytes({0x08, 1, 0x12, 1, 'e'}));
 }
 
-// The same bytes decode in both DRA versions: the kubelet's v1beta1 wrapper
-// converts field by field, so the layouts must be identical.
+namespace dra = k8s::io::kubelet::pkg::apis::dra;
+
+// The DRA messages' bytes, which both DRA versions use: the v1beta1 service
+// is declared with the v1 messages (upstream's two layouts are identical).
+// claims(1){namespace(1) "ns", uid(2) "u1", name(3) "c"}
+std::string ClaimRequestBytes() {
+  std::string claim = Bytes({0x0a, 2}) + "ns" + Bytes({0x12, 2}) + "u1" + Bytes({0x1a, 1}) + "c";
+  return Bytes({0x0a, static_cast<int>(claim.size())}) + claim;
+}
+
 template <typename Request>
 void ExpectClaimBytes() {
   Request req;
@@ -191,20 +199,25 @@ void ExpectClaimBytes() {
   c->set_namespace_("ns");
   c->set_uid("u1");
   c->set_name("c");
-  std::string claim = Bytes({0x0a, 2}) + "ns" + Bytes({0x12, 2}) + "u1" + Bytes({0x1a, 1}) + "c";
-  EXPECT_EQ(req.SerializeAsString(), Bytes({0x0a, static_cast<int>(claim.size())}) + claim);
+  EXPECT_EQ(req.SerializeAsString(), ClaimRequestBytes());
 }
 
-TEST(WireCompatTest, DraClaimIsNamespaceUidNameInBothVersions) {
-  ExpectClaimBytes<k8s::io::kubelet::pkg::apis::dra::v1beta1::NodePrepareResourcesRequest>();
-  ExpectClaimBytes<k8s::io::kubelet::pkg::apis::dra::v1beta1::NodeUnprepareResourcesRequest>();
-  ExpectClaimBytes<k8s::io::kubelet::pkg::apis::dra::v1::NodePrepareResourcesRequest>();
-  ExpectClaimBytes<k8s::io::kubelet::pkg::apis::dra::v1::NodeUnprepareResourcesRequest>();
+TEST(WireCompatTest, DraClaimIsNamespaceUidName) {
+  ExpectClaimBytes<dra::v1::NodePrepareResourcesRequest>();
+  ExpectClaimBytes<dra::v1::NodeUnprepareResourcesRequest>();
 }
 
-template <typename Response>
-void ExpectPrepareResponseBytes() {
-  Response resp;
+// map entry: key(1) "u1", value(2){devices(1){request_names(1), pool_name(2),
+// device_name(3), cdi_device_ids(4)}, error(2)}
+std::string PrepareResponseBytes() {
+  std::string device = Bytes({0x0a, 1, 'r', 0x12, 1, 'p', 0x1a, 1, 'd', 0x22, 5}) + "v/k=n";
+  std::string value = Bytes({0x0a, static_cast<int>(device.size())}) + device + Bytes({0x12, 1, 'x'});
+  std::string map_entry = Bytes({0x0a, 2}) + "u1" + Bytes({0x12, static_cast<int>(value.size())}) + value;
+  return Bytes({0x0a, static_cast<int>(map_entry.size())}) + map_entry;
+}
+
+dra::v1::NodePrepareResourcesResponse SamplePrepareResponse() {
+  dra::v1::NodePrepareResourcesResponse resp;
   auto& entry = (*resp.mutable_claims())["u1"];
   auto* d = entry.add_devices();
   d->add_request_names("r");
@@ -212,28 +225,31 @@ void ExpectPrepareResponseBytes() {
   d->set_device_name("d");
   d->add_cdi_device_ids("v/k=n");
   entry.set_error("x");
-  // map entry: key(1) "u1", value(2){devices(1){request_names(1), pool_name(2),
-  // device_name(3), cdi_device_ids(4)}, error(2)}
-  std::string device = Bytes({0x0a, 1, 'r', 0x12, 1, 'p', 0x1a, 1, 'd', 0x22, 5}) + "v/k=n";
-  std::string value = Bytes({0x0a, static_cast<int>(device.size())}) + device + Bytes({0x12, 1, 'x'});
-  std::string map_entry = Bytes({0x0a, 2}) + "u1" + Bytes({0x12, static_cast<int>(value.size())}) + value;
-  EXPECT_EQ(resp.SerializeAsString(), Bytes({0x0a, static_cast<int>(map_entry.size())}) + map_entry);
+  return resp;
 }
 
-TEST(WireCompatTest, DraPrepareResponseIsAMapByClaimUidInBothVersions) {
-  ExpectPrepareResponseBytes<k8s::io::kubelet::pkg::apis::dra::v1beta1::NodePrepareResourcesResponse>();
-  ExpectPrepareResponseBytes<k8s::io::kubelet::pkg::apis::dra::v1::NodePrepareResourcesResponse>();
+TEST(WireCompatTest, DraPrepareResponseIsAMapByClaimUid) {
+  EXPECT_EQ(SamplePrepareResponse().SerializeAsString(), PrepareResponseBytes());
 }
 
 TEST(WireCompatTest, DraUnprepareResponseErrorIsFieldOne) {
-  k8s::io::kubelet::pkg::apis::dra::v1::NodeUnprepareResourcesResponse resp;
+  dra::v1::NodeUnprepareResourcesResponse resp;
   (*resp.mutable_claims())["u"].set_error("e");
   std::string value = Bytes({0x0a, 1, 'e'});
   std::string map_entry = Bytes({0x0a, 1, 'u', 0x12, static_cast<int>(value.size())}) + value;
   EXPECT_EQ(resp.SerializeAsString(), Bytes({0x0a, static_cast<int>(map_entry.size())}) + map_entry);
-  k8s::io::kubelet::pkg::apis::dra::v1beta1::NodeUnprepareResourcesResponse beta;
-  ASSERT_TRUE(beta.ParseFromString(resp.SerializeAsString()));
-  EXPECT_EQ(beta.claims().at("u").error(), "e");
+}
+
+TEST(WireCompatTest, DraV1beta1MethodsTakeAndReturnTheV1Messages) {
+  const auto* pool = google::protobuf::DescriptorPool::generated_pool();
+  const auto* beta = pool->FindServiceByName("k8s.io.kubelet.pkg.apis.dra.v1beta1.DRAPlugin");
+  ASSERT_NE(beta, nullptr);
+  for (const std::string method : {"NodePrepareResources", "NodeUnprepareResources"}) {
+    const auto* m = beta->FindMethodByName(method);
+    ASSERT_NE(m, nullptr) << method;
+    EXPECT_EQ(m->input_type()->full_name(), "k8s.io.kubelet.pkg.apis.dra.v1." + method + "Request");
+    EXPECT_EQ(m->output_type()->full_name(), "k8s.io.kubelet.pkg.apis.dra.v1." + method + "Response");
+  }
 }
 
 std::string PathOf(const google::protobuf::ServiceDescriptor* service, const std::string& method) {
@@ -296,6 +312,16 @@ class Plugin final : public v1beta1::DevicePlugin::Service {
     return grpc::Status::OK;
   }
 };
+class DraBeta final : public dra::v1beta1::DRAPlugin::Service {
+  grpc::Status NodePrepareResources(grpc::ServerContext*, const dra::v1::NodePrepareResourcesRequest* req,
+                                    dra::v1::NodePrepareResourcesResponse* resp) override {
+    if (req->claims_size() != 1 || req->claims(0).uid() != "u1" || req->claims(0).namespace_() != "ns") {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "wrong claim");
+    }
+    *resp = SamplePrepareResponse();
+    return grpc::Status::OK;
+  }
+};
 class Lister final : public v1::PodResourcesLister::Service {
   grpc::Status List(grpc::ServerContext*, const v1::ListPodResourcesRequest*,
                     v1::ListPodResourcesResponse* resp) override {
@@ -336,11 +362,13 @@ TEST(WireCompatTest, GeneratedServersAnswerAtTheKubeletsPathsOverAUnixSocket) {
   Registration registration;
   Plugin plugin;
   Lister lister;
+  DraBeta dra_beta;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(socket, grpc::InsecureServerCredentials());
   builder.RegisterService(&registration);
   builder.RegisterService(&plugin);
   builder.RegisterService(&lister);
+  builder.RegisterService(&dra_beta);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ASSERT_NE(server, nullptr);
   auto channel = grpc::CreateChannel(socket, grpc::InsecureChannelCredentials());
@@ -361,6 +389,13 @@ TEST(WireCompatTest, GeneratedServersAnswerAtTheKubeletsPathsOverAUnixSocket) {
   v1::ListPodResourcesResponse list;
   ASSERT_TRUE(list.ParseFromString(out));
   EXPECT_EQ(list.pod_resources(0).name(), "pod-a");
+
+  // The kubelet's v1beta1 bytes at the v1beta1 path, answered in its bytes.
+  out.clear();
+  ASSERT_TRUE(RawCall(channel.get(), "/k8s.io.kubelet.pkg.apis.dra.v1beta1.DRAPlugin/NodePrepareResources",
+                      ClaimRequestBytes(), &out)
+                  .ok());
+  EXPECT_EQ(out, PrepareResponseBytes());
 
   EXPECT_EQ(RawCall(channel.get(), "/deviceplugin.v1beta1.DevicePlugin/Allocate", "", &out).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);

@@ -16,6 +16,14 @@ absl::Status Read(const std::string& yaml, AgentOptions* o) {
   return ReadAgentConfig(*json, "agent.yaml", o);
 }
 
+// The config is refused with INVALID_ARGUMENT naming `what`.
+void ExpectRefusedNaming(const std::string& yaml, const std::string& what) {
+  AgentOptions o;
+  absl::Status s = Read(yaml, &o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find(what), std::string::npos) << s;
+}
+
 constexpr char kGood[] = R"(
 node: dev-a
 labels: {zone: z1}
@@ -56,18 +64,10 @@ TEST(AgentConfigTest, ReadsEverySection) {
   EXPECT_TRUE(ValidateAgentOptions(o).ok()) << ValidateAgentOptions(o);
 }
 
-TEST(AgentConfigTest, UnknownKeyIsNamed) {
-  AgentOptions o;
-  absl::Status s = Read("node: a\nsession: {listen: ':1', statedir: /x}\n", &o);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("session.statedir"), std::string::npos) << s;
-}
+TEST(AgentConfigTest, UnknownKeyIsNamed) { ExpectRefusedNaming("node: a\nsession: {listen: ':1', statedir: /x}\n", "session.statedir"); }
 
 TEST(AgentConfigTest, BadProviderIsNamed) {
-  AgentOptions o;
-  absl::Status s = Read("fabric: {provider: udp}\n", &o);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("fabric.provider"), std::string::npos) << s;
+  ExpectRefusedNaming("fabric: {provider: udp}\n", "fabric.provider");
   // A flag can carry one too; validation names the key.
   AgentOptions f;
   f.node = "a";
@@ -75,7 +75,7 @@ TEST(AgentConfigTest, BadProviderIsNamed) {
   f.tls.insecure = true;
   f.emu = {EmuDevicesConfig{}};
   f.fabric.provider = "udp";
-  s = ValidateAgentOptions(f);
+  absl::Status s = ValidateAgentOptions(f);
   EXPECT_NE(s.message().find("fabric.provider: \"udp\""), std::string::npos) << s;
 }
 
@@ -148,12 +148,7 @@ TEST(AgentConfigTest, ANodeCertificateFromTheControllerIsConfiguredUnderTls) {
   EXPECT_TRUE(ValidateAgentOptions(o).ok()) << ValidateAgentOptions(o);
 }
 
-TEST(AgentConfigTest, NotAMappingIsRefused) {
-  AgentOptions o;
-  absl::Status s = Read("- just\n- a list\n", &o);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("expected a mapping"), std::string::npos) << s;
-}
+TEST(AgentConfigTest, NotAMappingIsRefused) { ExpectRefusedNaming("- just\n- a list\n", "expected a mapping"); }
 
 TEST(AgentConfigTest, FlagsOverrideTheConfigFile) {
   std::string path = ::rpci::testing::MakeTempDir("agent-config") + "/agent.yaml";

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/inventory/testing/sysfs_tree.h"
+#include "common/testing/command.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -52,15 +53,9 @@ std::string FindLspci() {
 std::map<std::string, std::map<std::string, std::string>> Lspci(const std::string& lspci,
                                                                 const std::string& flags) {
   std::map<std::string, std::map<std::string, std::string>> records;
-  FILE* pipe = popen((lspci + " " + flags).c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  if (pipe == nullptr) return records;
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) text.append(buf, n);
-  EXPECT_EQ(pclose(pipe), 0) << lspci << " " << flags;
-  std::istringstream in(text);
+  const rpci::testing::CommandResult run = rpci::testing::RunCommand(lspci + " " + flags);
+  EXPECT_EQ(run.exit_code, 0) << lspci << " " << flags;
+  std::istringstream in(run.output);
   std::string line;
   std::map<std::string, std::string> rec;
   auto flush = [&] {

@@ -177,6 +177,13 @@ PcieFunction ScanWithDefect(const std::function<void(SysfsTree&, const std::stri
   return fns.empty() ? PcieFunction() : fns[0];
 }
 
+// One function whose numa_node file holds `value`.
+PcieFunction ScanWithNumaNode(const std::string& value) {
+  FakeFunction fn;
+  fn.numa_node = value;
+  return ScanWithDefect([](SysfsTree&, const std::string&) {}, fn);
+}
+
 TEST(PciInventoryTest, MissingNumaNodeIsAProblemAndMinusOne) {
   PcieFunction fn = ScanWithDefect([](SysfsTree& t, const std::string& d) { t.Remove(d + "/numa_node"); });
   EXPECT_EQ(fn.numa_node(), -1);
@@ -185,17 +192,13 @@ TEST(PciInventoryTest, MissingNumaNodeIsAProblemAndMinusOne) {
 }
 
 TEST(PciInventoryTest, NumaNodeMinusOneIsRecorded) {
-  FakeFunction f;
-  f.numa_node = "-1";
-  PcieFunction fn = ScanWithDefect([](SysfsTree&, const std::string&) {}, f);
+  PcieFunction fn = ScanWithNumaNode("-1");
   EXPECT_EQ(fn.numa_node(), -1);
   EXPECT_NE(ProblemAt(fn, "numa_node").find("-1"), std::string::npos) << fn.DebugString();
 }
 
 TEST(PciInventoryTest, GarbageNumaNodeIsAProblem) {
-  FakeFunction f;
-  f.numa_node = "zero";
-  PcieFunction fn = ScanWithDefect([](SysfsTree&, const std::string&) {}, f);
+  PcieFunction fn = ScanWithNumaNode("zero");
   EXPECT_EQ(fn.numa_node(), -1);
   EXPECT_NE(ProblemAt(fn, "numa_node").find("malformed"), std::string::npos) << fn.DebugString();
 }

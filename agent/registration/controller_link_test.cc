@@ -3,9 +3,7 @@
 #include <memory>
 
 #include "absl/time/clock.h"
-#include "controller/local_store.h"
-#include "controller/pool_manager.h"
-#include "controller/service.h"
+#include "controller/testing/loopback_controller.h"
 #include "controller/testing/registrations.h"
 #include "gtest/gtest.h"
 
@@ -16,8 +14,8 @@ using controller::testing::AgentWith;
 using controller::testing::NodeWith;
 using controller::testing::WaitFor;
 
-// The real controller (pool manager on a local store, gRPC services) on
-// loopback; the link under test speaks for device server "dev-a".
+// The real controller on loopback (LoopbackController, one spare per node);
+// the link under test speaks for device server "dev-a".
 class ControllerLinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -31,32 +29,11 @@ class ControllerLinkTest : public ::testing::Test {
   }
 
   void StartController(int port) {
-    auto store = controller::LocalStore::Open(state_dir_, Clock::Real());
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-    controller::PoolManager::Options options;
-    options.default_pool.spares_per_node = 1;
-    manager_ = std::make_unique<controller::PoolManager>(store_.get(), Clock::Real(), options);
-    ASSERT_TRUE(manager_->Load().ok());  // as the controller does on taking over
-    service_ = std::make_unique<controller::ControllerService>(
-        manager_.get(), controller::PeerAuthorizer(false), [] { return absl::OkStatus(); });
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(service_->agent_registry());
-    builder.RegisterService(service_->node_registry());
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
+    controller_ = std::make_unique<controller::testing::LoopbackController>(state_dir_, 1, port);
+    ASSERT_TRUE(controller_->status().ok()) << controller_->status();
+    port_ = controller_->port();
   }
-
-  void StopController() {
-    if (!server_) return;
-    service_->Shutdown();
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    server_.reset();
-    service_.reset();
-    manager_.reset();
-    store_.reset();
-  }
+  void StopController() { controller_.reset(); }
 
   void StartLink() {
     ControllerLinkOptions options;
@@ -81,7 +58,7 @@ class ControllerLinkTest : public ::testing::Test {
     grpc::ClientContext reg_ctx;
     rpci::v1::RegisterNodeResponse reg;
     EXPECT_TRUE(plugin->RegisterNode(&reg_ctx, NodeWith("cn-1", "emu"), &reg).ok());
-    manager_->Reconcile();  // keeps one spare on cn-1: our device
+    controller_->manager().Reconcile();  // keeps one spare on cn-1: our device
     rpci::v1::ClaimRequest claim;
     claim.set_node("cn-1");
     claim.set_device_id("dev-a-0000-3b-00-0");
@@ -101,11 +78,8 @@ class ControllerLinkTest : public ::testing::Test {
   }
 
   std::string state_dir_;
-  std::unique_ptr<controller::LocalStore> store_;
-  std::unique_ptr<controller::PoolManager> manager_;
-  std::unique_ptr<controller::ControllerService> service_;
-  std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
+  std::unique_ptr<controller::testing::LoopbackController> controller_;
+  int port_ = 0;  // the controller's, kept while it is stopped
   GrantTable grants_;
   std::unique_ptr<ControllerLink> link_;
 };

@@ -581,20 +581,24 @@ absl::Status SessionServer::FreshEndpoint(Session& s) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> SessionServer::fabric_address(session::SessionId id) const {
+absl::StatusOr<std::shared_ptr<fabric::Endpoint>> SessionServer::LiveEndpoint(session::SessionId id) const {
   std::shared_ptr<Session> s = Find(id);
   if (s == nullptr) return absl::NotFoundError("session " + id.ToString() + " is not live");
   std::shared_ptr<fabric::Endpoint> ep = s->CurrentEndpoint();
   if (ep == nullptr) return absl::NotFoundError("session " + id.ToString() + " has no endpoint");
-  return ep->address();
+  return ep;
+}
+
+absl::StatusOr<std::string> SessionServer::fabric_address(session::SessionId id) const {
+  absl::StatusOr<std::shared_ptr<fabric::Endpoint>> ep = LiveEndpoint(id);
+  if (!ep.ok()) return ep.status();
+  return (*ep)->address();
 }
 
 absl::StatusOr<fabric::BulkPacing> SessionServer::bulk_pacing(session::SessionId id) const {
-  std::shared_ptr<Session> s = Find(id);
-  if (s == nullptr) return absl::NotFoundError("session " + id.ToString() + " is not live");
-  std::shared_ptr<fabric::Endpoint> ep = s->CurrentEndpoint();
-  if (ep == nullptr) return absl::NotFoundError("session " + id.ToString() + " has no endpoint");
-  return ep->bulk_pacing();
+  absl::StatusOr<std::shared_ptr<fabric::Endpoint>> ep = LiveEndpoint(id);
+  if (!ep.ok()) return ep.status();
+  return (*ep)->bulk_pacing();
 }
 
 std::vector<rpci::v1::SessionReport> SessionServer::Reports() const {
@@ -1140,15 +1144,25 @@ void SessionServer::ReaperLoop() {
         if (!s->closing) live.push_back(s);
       }
     }
-    std::vector<session::SessionId> expired;
+    std::vector<session::SessionId> expired, orphaned;
     for (const std::shared_ptr<Session>& s : live) {
       // A session busy with its own work is alive; never wait for it here.
       std::unique_lock<std::mutex> slock(s->mu, std::try_to_lock);
       if (!slock.owns_lock()) continue;
       const absl::Duration limit = s->attached ? options_.grace : options_.attach_timeout;
-      if (now - s->last_seen > limit) expired.push_back(s->id);
+      if (now - s->last_seen > limit) {
+        expired.push_back(s->id);
+      } else if (!s->ever_attached && !grants_->Live(s->grant_id, now)) {
+        // Reserved, never attached, and the controller has ended its grant
+        // (the pod was deleted, or its holder released it after losing the
+        // reservation's answer): no kubelet retry will come for it, and no
+        // workload may attach it, so the device is freed now, not after
+        // attach_timeout.
+        orphaned.push_back(s->id);
+      }
     }
     for (session::SessionId id : expired) Teardown(id, "peer_gone", true);
+    for (session::SessionId id : orphaned) Teardown(id, "its grant ended before any attach", false);
     std::vector<session::SessionId> closes;
     {
       std::lock_guard<std::mutex> lock(close_mu_);

@@ -290,6 +290,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   void Teardown(session::SessionId id, const std::string& reason, bool notify);
   void SaveCheckpoint();
   std::shared_ptr<Session> Find(session::SessionId id) const;
+  // A live session's current endpoint; NOT_FOUND naming what is missing.
+  absl::StatusOr<std::shared_ptr<fabric::Endpoint>> LiveEndpoint(session::SessionId id) const;
 
   SessionServerOptions options_;
   GrantTable* grants_;

@@ -67,6 +67,15 @@ class SessionTest : public ::testing::Test {
   void TearDown() override { StopServer(); }
 
   // `second` stands in for the emu device ("emu0", grant "g-emu") when given.
+  // Restarts the agent with `device` as its second device ("emu0", grant
+  // "g-emu"). The returned cleanup stops it: hold it after `device` is
+  // declared, so the server stops before the device goes.
+  [[nodiscard]] auto ServeWith(SessionDevice* device) {
+    StopServer();
+    StartServer(absl::Seconds(10), device);
+    return absl::MakeCleanup([this] { StopServer(); });
+  }
+
   void StartServer(absl::Duration grace = absl::Seconds(10), SessionDevice* second = nullptr) {
     SessionServerOptions opts;
     opts.state_dir = second == nullptr ? state_dir_ : "";
@@ -109,6 +118,18 @@ class SessionTest : public ::testing::Test {
     auto c = client::SessionClient::Attach(*ticket, opts);
     EXPECT_TRUE(c.ok()) << c.status();
     return c.ok() ? std::move(*c) : nullptr;
+  }
+
+  // Attach, then one 4-byte write to BAR 0 the agent has applied (so the
+  // agent has a connection to this client); null after a failure.
+  std::unique_ptr<client::SessionClient> AttachAndWrite(client::SessionTicket* ticket, uint64_t offset,
+                                                        uint64_t value) {
+    auto c = Attach(ticket);
+    if (c == nullptr) return nullptr;
+    absl::Status s = c->Write(0, offset, 4, value);
+    if (s.ok()) s = c->Sync(absl::Seconds(5));
+    EXPECT_TRUE(s.ok()) << s;
+    return s.ok() ? std::move(c) : nullptr;
   }
 
   // An endpoint of someone else's, connected to a session's endpoint on the
@@ -202,32 +223,29 @@ class SessionTest : public ::testing::Test {
     }
   }
 
-  double Scrubs(const std::string& result) {
+  // A metric's value in the agent's exposition; -1 when it does not parse.
+  double Metric(const std::string& name, const std::map<std::string, std::string>& labels = {}) {
     auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
     if (!parsed.ok()) return -1;
-    auto v = parsed->Value("rpci_agent_device_scrubs_total", {{"result", result}});
+    auto v = parsed->Value(name, labels);
     return v.ok() ? *v : 0;
   }
+  double Scrubs(const std::string& result) { return Metric("rpci_agent_device_scrubs_total", {{"result", result}}); }
+  double Completions() { return Metric("rpci_session_completions_total"); }
+  double Refused(const std::string& reason) { return Metric("rpci_session_refused_total", {{"reason", reason}}); }
 
-  double Counted(const std::string& counter) {
-    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
-    if (!parsed.ok()) return -1;
-    auto v = parsed->Value(counter, {});
-    return v.ok() ? *v : 0;
-  }
-  double Completions() { return Counted("rpci_session_completions_total"); }
-
-  double Metric(const std::string& name) {
-    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
-    if (!parsed.ok()) return -1;
-    auto v = parsed->Value(name, {});
-    return v.ok() ? *v : 0;
-  }
-  double Refused(const std::string& reason) {
-    auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
-    if (!parsed.ok()) return -1;
-    auto v = parsed->Value("rpci_session_refused_total", {{"reason", reason}});
-    return v.ok() ? *v : 0;
+  // Closes `ticket`'s session as the plugin does: it must answer well within
+  // 3 s whatever the fabric's op_timeout, end the session and leave `device`
+  // scrubbed. `whose` names the client in the log line.
+  void ExpectPromptCleanClose(const client::SessionTicket& ticket, const std::string& device,
+                              const std::string& whose) {
+    const absl::Time start = absl::Now();
+    ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
+    const absl::Duration took = absl::Now() - start;
+    std::cerr << "close of " << whose << " session took " << absl::FormatDuration(took) << "\n";
+    EXPECT_LT(took, absl::Seconds(3)) << "op_timeout is " << absl::FormatDuration(fabric_.op_timeout);
+    EXPECT_EQ(server_->live_sessions(), 0u);
+    EXPECT_TRUE(server_->DeviceClean(device).ok());
   }
 
   std::string state_dir_;
@@ -467,10 +485,8 @@ TEST_F(SessionTest, FramesWithAForeignMacOrUnknownSessionAreRefusedAndTouchNothi
 
 TEST_F(SessionTest, ACapturedFrameReplayedFromAnotherEndpointIsRefused) {
   client::SessionTicket ticket;
-  auto c = Attach(&ticket);
+  auto c = AttachAndWrite(&ticket, 0x40, 1);
   ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->Write(0, 0x40, 4, 1).ok());
-  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   const std::string captured = c->LastFrameForTesting();  // the kick, as a wiretap saw it
   ASSERT_EQ(captured.size(), session::kFrameSize + session::kMmioEntrySize);  // its one entry inline
   auto rogue = Rogue(ticket.session_id);
@@ -804,9 +820,7 @@ class AsyncDevice : public TestDevice {
 // after the DMA result it reports.
 TEST_F(SessionTest, ACompletionRaisedWhileTheClientIsAwayArrivesOnceOnResume) {
   AsyncDevice async;
-  StopServer();
-  StartServer(absl::Seconds(10), &async);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `async` goes
+  auto stop_first = ServeWith(&async);  // before `async` goes
   // No heartbeats: the client stays away until it next waits.
   auto c = Attach(nullptr, "g-emu", absl::Hours(1));
   ASSERT_NE(c, nullptr);
@@ -837,10 +851,10 @@ TEST_F(SessionTest, ACompletionRaisedWhileTheClientIsAwayArrivesOnceOnResume) {
   for (int i = 0; i < 200 && Completions() == before; ++i) absl::SleepFor(absl::Milliseconds(20));
   ASSERT_EQ(Completions(), before + 1);
   // The agent tries to push it, and tries again.
-  for (int i = 0; i < 500 && Counted("rpci_session_completion_push_failures_total") < 2; ++i) {
+  for (int i = 0; i < 500 && Metric("rpci_session_completion_push_failures_total") < 2; ++i) {
     absl::SleepFor(absl::Milliseconds(20));
   }
-  EXPECT_GE(Counted("rpci_session_completion_push_failures_total"), 2);
+  EXPECT_GE(Metric("rpci_session_completion_push_failures_total"), 2);
   expect_job(2, 0x2222);
   EXPECT_GE(c->stats().reconnects, 1u);
   EXPECT_EQ(c->WaitCompletion(absl::Milliseconds(500)).status().code(), absl::StatusCode::kDeadlineExceeded);
@@ -900,10 +914,8 @@ class WorkloadProcess {
 TEST_F(SessionTest, ClosingASessionWhoseClientStoppedAnsweringMidPushDoesNotWaitForIt) {
   constexpr uint64_t kMapped = uint64_t{32} << 20;
   AsyncDevice async(kMapped);
-  StopServer();
   fabric_.op_timeout = absl::Seconds(10);
-  StartServer(absl::Seconds(10), &async);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `async` goes
+  auto stop_first = ServeWith(&async);  // before `async` goes
   client::SessionTicket ticket = Reserve("g-emu");
   WorkloadProcess workload(ticket, kMapped);
   ASSERT_TRUE(workload.Attached());
@@ -913,13 +925,7 @@ TEST_F(SessionTest, ClosingASessionWhoseClientStoppedAnsweringMidPushDoesNotWait
   for (int i = 0; i < 200 && Completions() == before; ++i) absl::SleepFor(absl::Milliseconds(10));
   ASSERT_EQ(Completions(), before + 1);
   absl::SleepFor(absl::Milliseconds(200));  // inside the push
-  const absl::Time start = absl::Now();
-  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
-  const absl::Duration took = absl::Now() - start;
-  std::cerr << "close of a stopped client's session took " << absl::FormatDuration(took) << "\n";
-  EXPECT_LT(took, absl::Seconds(3)) << "op_timeout is " << absl::FormatDuration(fabric_.op_timeout);
-  EXPECT_EQ(server_->live_sessions(), 0u);
-  EXPECT_TRUE(server_->DeviceClean("emu0").ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectPromptCleanClose(ticket, "emu0", "a stopped client's"));
   EXPECT_NE(Attach(nullptr, "g-emu"), nullptr);  // the next tenant gets the device
 }
 
@@ -983,9 +989,7 @@ TEST_F(SessionTest, MappingMoreRangesThanTheCapIsRefusedWithAClearStatus) {
 // session: the other session's writes are applied meanwhile.
 TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
   SlowDevice slow(absl::Seconds(3));
-  StopServer();
-  StartServer(absl::Seconds(10), &slow);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+  auto stop_first = ServeWith(&slow);  // before `slow` goes
 
   auto a = Attach(nullptr, "g-emu");
   auto b = Attach();
@@ -1006,9 +1010,7 @@ TEST_F(SessionTest, ASlowSessionDoesNotHoldUpAnother) {
 // and the flood does not crowd out the attached client's own frames.
 TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
   SlowDevice slow(absl::Seconds(2));
-  StopServer();
-  StartServer(absl::Seconds(10), &slow);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+  auto stop_first = ServeWith(&slow);  // before `slow` goes
   client::SessionTicket ticket;
   auto a = Attach(&ticket, "g-emu");
   ASSERT_NE(a, nullptr);
@@ -1044,9 +1046,7 @@ TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
 // tell a tenant that floods its own session from a stranger.
 TEST_F(SessionTest, AClientsOwnFramesBeyondItsShareAreCountedApartFromStrangers) {
   SlowDevice slow(absl::Seconds(2));
-  StopServer();
-  StartServer(absl::Seconds(10), &slow);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `slow` goes
+  auto stop_first = ServeWith(&slow);  // before `slow` goes
   auto a = Attach(nullptr, "g-emu", /*heartbeat=*/absl::Minutes(5));  // no frame but the test's
   ASSERT_NE(a, nullptr);
   ASSERT_TRUE(a->Write(0, 0x40, 4, SlowDevice::kSlowValue).ok());
@@ -1096,9 +1096,7 @@ TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndYieldsAndAQuietOneDoesN
   throttle_ = {/*bytes_per_second=*/1 << 20, /*burst_bytes=*/3 << 19, /*nice=*/7};  // 1 MiB/s, 1.5 MiB
   clock_ = &clock;
   TestDevice quiet_device;
-  StopServer();
-  StartServer(absl::Seconds(10), &quiet_device);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `clock` and `quiet_device` go
+  auto stop_first = ServeWith(&quiet_device);  // before `clock` and `quiet_device` go
   const int base = *ThreadNice();
   const int niced = std::min(19, base + 7);
   ASSERT_EQ(ThreadsAtNice(niced), 0);
@@ -1144,9 +1142,7 @@ TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
     absl::Status Reset() override { return absl::FailedPreconditionError("test device: reset does not work"); }
   };
   DirtyDevice dirty;
-  StopServer();
-  StartServer(absl::Seconds(10), &dirty);
-  auto stop_first = absl::MakeCleanup([this] { StopServer(); });  // before `dirty` goes
+  auto stop_first = ServeWith(&dirty);  // before `dirty` goes
   client::SessionTicket ticket;
   auto a = Attach(&ticket, "g-emu");
   ASSERT_NE(a, nullptr);
@@ -1167,10 +1163,8 @@ TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {
 // ticket; only CloseSession without detach (the plugin) ends it.
 TEST_F(SessionTest, CloseDetachesAndOnlyThePluginEndsTheSession) {
   client::SessionTicket ticket;
-  auto c = Attach(&ticket);
+  auto c = AttachAndWrite(&ticket, 0, 7);
   ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
-  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   ASSERT_TRUE(c->Close().ok());
   EXPECT_EQ(server_->live_sessions(), 1u);
   EXPECT_EQ(c->Write(0, 0, 4, 1).code(), absl::StatusCode::kFailedPrecondition);
@@ -1195,18 +1189,10 @@ TEST_F(SessionTest, ClosingASessionWhoseClientDiedWithoutDetachingDoesNotWaitFor
   fabric_.op_timeout = absl::Seconds(10);
   StartServer();
   client::SessionTicket ticket;
-  auto c = Attach(&ticket);
-  ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->Write(0, 0, 4, 7).ok());
-  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());  // the agent has a connection to it
+  auto c = AttachAndWrite(&ticket, 0, 7);
+  ASSERT_NE(c, nullptr);  // the agent has a connection to it
   c.reset();  // killed: no detach, its endpoint gone
-  const absl::Time start = absl::Now();
-  ASSERT_TRUE(client::ControlClient().Close(ticket).ok());
-  const absl::Duration took = absl::Now() - start;
-  std::cerr << "close of a dead client's session took " << absl::FormatDuration(took) << "\n";
-  EXPECT_LT(took, absl::Seconds(3)) << "op_timeout is " << absl::FormatDuration(fabric_.op_timeout);
-  EXPECT_EQ(server_->live_sessions(), 0u);
-  EXPECT_TRUE(server_->DeviceClean("dev0").ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectPromptCleanClose(ticket, "dev0", "a dead client's"));
   EXPECT_EQ(Scrubs("clean"), 1);
   auto next = Attach();  // the next tenant gets the device
   ASSERT_NE(next, nullptr);
@@ -1324,6 +1310,21 @@ TEST_F(SessionTest, AnotherGrantOrNodeCannotTakeAnUnattachedReservation) {
 // revokes it and grants the kubelet's retry anew. The lost reservation (never
 // attached, its grant gone) ends, scrubbed, and the new grant gets the device:
 // one session holds it. A session a client has attached is never ended so.
+// The pod whose Allocate reserved a session is deleted before its container
+// attached (or the kubelet gave up after losing the reservation's answer):
+// the controller ends the grant, and the reaper frees the device then,
+// scrubbed, instead of holding it until attach_timeout (10 min).
+TEST_F(SessionTest, AnUnattachedReservationIsFreedOnceItsGrantEnds) {
+  client::SessionTicket lost = Reserve("g1");
+  absl::SleepFor(absl::Milliseconds(200));  // a few reaper passes: a live grant keeps it
+  EXPECT_EQ(server_->live_sessions(), 1u);
+  grants_.Revoke("g1");
+  for (int i = 0; i < 100 && server_->live_sessions() != 0; ++i) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(server_->live_sessions(), 0u);
+  EXPECT_EQ(Scrubs("clean"), 1);
+  EXPECT_EQ(client::SessionClient::Attach(lost, {}).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(SessionTest, AnUnattachedReservationWhoseGrantEndedGivesWayToTheNextGrant) {
   client::SessionTicket lost = Reserve("g1");
   grants_.Revoke("g1");

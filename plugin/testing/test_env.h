@@ -16,9 +16,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/testing/temp_dir.h"
-#include "controller/local_store.h"
-#include "controller/pool_manager.h"
-#include "controller/service.h"
+#include "controller/testing/loopback_controller.h"
 #include "controller/testing/registrations.h"
 #include "grpcpp/grpcpp.h"
 #include "plugin/controller_client.h"
@@ -102,40 +100,6 @@ class TestAgents final : public SessionOpener {
   int opened_ = 0;
 };
 
-// The real controller on loopback (insecure: callers are trusted to name
-// their node).
-class TestController {
- public:
-  explicit TestController(const std::string& dir, int64_t spares_per_node = 0) {
-    store_ = *controller::LocalStore::Open(dir, Clock::Real());
-    controller::PoolManager::Options options;
-    options.default_pool.spares_per_node = spares_per_node;
-    manager_ = std::make_unique<controller::PoolManager>(store_.get(), Clock::Real(), options);
-    service_ = std::make_unique<controller::ControllerService>(
-        manager_.get(), controller::PeerAuthorizer(false), [] { return absl::OkStatus(); });
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(service_->agent_registry());
-    builder.RegisterService(service_->node_registry());
-    server_ = builder.BuildAndStart();
-  }
-  ~TestController() {
-    service_->Shutdown();
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-  }
-  std::shared_ptr<grpc::Channel> Channel() const {
-    return grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials());
-  }
-  controller::PoolManager& manager() { return *manager_; }
-
- private:
-  std::unique_ptr<controller::LocalStore> store_;
-  std::unique_ptr<controller::PoolManager> manager_;
-  std::unique_ptr<controller::ControllerService> service_;
-  std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
-};
-
 // rpci.io/emu, the resource of the tests' pool "emu".
 inline constexpr char kEmuResource[] = "rpci.io/emu";
 
@@ -160,8 +124,8 @@ using ::rpci::testing::AllHealth;
 // Feeds `plugin` the controller's assignments for node cn-1 (pool emu)
 // through `client` and reconciles until the kubelet lists `n` Healthy
 // devices of rpci.io/emu; false when it does not within 10 s.
-inline bool AssignAndAdvertise(TestController& controller, GrpcControllerClient& client, Plugin& plugin,
-                               const rpci::testing::FakeKubelet& kubelet, size_t n) {
+inline bool AssignAndAdvertise(controller::testing::LoopbackController& controller, GrpcControllerClient& client,
+                               Plugin& plugin, const rpci::testing::FakeKubelet& kubelet, size_t n) {
   client.StartAssignmentWatch(controller::testing::NodeWith("cn-1", "emu"),
                               [&plugin](const rpci::v1::AssignmentSet& set) { plugin.SetAssignments(set); });
   const absl::Time deadline = absl::Now() + absl::Seconds(10);

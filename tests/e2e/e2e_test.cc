@@ -93,6 +93,7 @@ class EndToEndTest : public ::testing::Test {
   void TearDown() override {
     // Children first (they hold the namespaces' sockets), then the files.
     plugin_.reset();
+    if (kubelet_) kubelet_->Stop();
     agent_.reset();
     controller_.reset();
     api_.reset();
@@ -190,11 +191,17 @@ class EndToEndTest : public ::testing::Test {
     argv.insert(argv.end(), extra.begin(), extra.end());
     plugin_ = Start(1, "plugin", argv);
   }
-  // Controller and agent in host a, `kubelet` here, the plugin in host b;
-  // returns once the kubelet sees both devices Healthy. `kube_ns` non-empty:
-  // the controller runs on the test API server with that install namespace.
-  void StartWithKubeletInProcess(FakeKubelet& kubelet, const std::string& kube_ns = "",
-                                 const std::vector<std::string>& plugin_args = {"--release-grace-seconds=1"}) {
+  // Controller and agent in host a, a kubelet here (the fixture's, stopped
+  // after the plugin at TearDown), the plugin in host b; returns the kubelet
+  // once it sees both devices Healthy. `kube_ns` non-empty: the controller
+  // runs on the test API server with that install namespace.
+  FakeKubelet& StartWithKubeletInProcess(const std::string& kube_ns = "",
+                                         const std::vector<std::string>& plugin_args = {"--release-grace-seconds=1"}) {
+    kubelet_ = std::make_unique<FakeKubelet>(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
+    StartAround(*kubelet_, kube_ns, plugin_args);
+    return *kubelet_;
+  }
+  void StartAround(FakeKubelet& kubelet, const std::string& kube_ns, const std::vector<std::string>& plugin_args) {
     if (kube_ns.empty()) {
       StartController();
     } else {
@@ -256,6 +263,7 @@ class EndToEndTest : public ::testing::Test {
   std::string agent_endpoint_, controller_address_;
   TestCerts certs_;
   std::unique_ptr<Subprocess> controller_, agent_, plugin_, api_;
+  std::unique_ptr<FakeKubelet> kubelet_;  // StartWithKubeletInProcess
   std::string api_url_;
   std::vector<std::string> agent_env_;  // NAME=value for the agent's environment
   std::string plugin_pools_ = "emu";    // rpci-plugin --pools
@@ -307,8 +315,7 @@ TEST_F(EndToEndTest, PodGetsARemoteEmuDeviceAndItsWorkloadComputesCorrectly) {
 // Unhealthy at the kubelet and its restart Healthy again, with the session
 // reserved before the crash still usable.
 TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
-  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
-  StartWithKubeletInProcess(kubelet);
+  FakeKubelet& kubelet = StartWithKubeletInProcess();
   if (HasFatalFailure()) return;
 
   // Kubelet restart.
@@ -347,8 +354,6 @@ TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
   EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
   EXPECT_EQ(summary.value("device", ""), device);
   kubelet.RemovePod("e2e", "across-agent-crash");
-  plugin_.reset();
-  kubelet.Stop();
 }
 
 // Two pods on one compute node, each with its own session on the same agent.
@@ -356,8 +361,7 @@ TEST_F(EndToEndTest, KubeletRestartKeepsSessionsAndAgentLossIsNotSticky) {
 // session id it is refused (and the refusal counted), b's key file does not
 // exist in its mount namespace, and b's workload runs undisturbed.
 TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
-  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
-  StartWithKubeletInProcess(kubelet);
+  FakeKubelet& kubelet = StartWithKubeletInProcess();
   if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> a = kubelet.AdmitPod("e2e", "pod-a", "main", kResource, 1);
   absl::StatusOr<AdmittedContainer> b = kubelet.AdmitPod("e2e", "pod-b", "main", kResource, 1);
@@ -391,16 +395,13 @@ TEST_F(EndToEndTest, APodCannotReachAnotherPodsSession) {
   EXPECT_EQ(summary.value("device", ""), b->device_ids[0]);
   summary = RunWorkload("pod-a", a->response);
   EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
-  plugin_.reset();
-  kubelet.Stop();
 }
 
 // Workloads run as a non-root user: one whose pod lists the plugin's session
 // group reads its key and runs; one without it cannot read the key file
 // (0640, root:session group) and says so.
 TEST_F(EndToEndTest, ANonRootWorkloadReadsItsKeyOnlyThroughTheSessionGroup) {
-  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
-  StartWithKubeletInProcess(kubelet);
+  FakeKubelet& kubelet = StartWithKubeletInProcess();
   if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "non-root", "main", kResource, 1);
   ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
@@ -409,8 +410,6 @@ TEST_F(EndToEndTest, ANonRootWorkloadReadsItsKeyOnlyThroughTheSessionGroup) {
   EXPECT_NE(outsider->err().find("Permission denied"), std::string::npos) << outsider->err();
   nlohmann::json summary = RunWorkload("in-group", pod->response);
   EXPECT_EQ(summary.value("ok", false), true) << summary.dump() << Logs();
-  plugin_.reset();
-  kubelet.Stop();
 }
 
 // Every component logging at debug through attach, workloads, a wrong-key
@@ -418,8 +417,7 @@ TEST_F(EndToEndTest, ANonRootWorkloadReadsItsKeyOnlyThroughTheSessionGroup) {
 // or container output.
 TEST_F(EndToEndTest, SessionKeysNeverAppearInLogs) {
   log_level_ = "debug";
-  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
-  StartWithKubeletInProcess(kubelet);
+  FakeKubelet& kubelet = StartWithKubeletInProcess();
   if (HasFatalFailure()) return;
   std::vector<std::string> keys;
   std::vector<AdmittedContainer> pods;
@@ -462,8 +460,7 @@ TEST_F(EndToEndTest, SessionKeysNeverAppearInLogs) {
 // PreStartContainer before each start. The workload's close detaches, so
 // every run attaches to the pod's session and computes correctly.
 TEST_F(EndToEndTest, ContainerRestartsThreeTimesWithoutAllocateAndEveryRunComputesCorrectly) {
-  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
-  StartWithKubeletInProcess(kubelet);
+  FakeKubelet& kubelet = StartWithKubeletInProcess();
   if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "restarts", "main", kResource, 1);
   ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
@@ -479,8 +476,6 @@ TEST_F(EndToEndTest, ContainerRestartsThreeTimesWithoutAllocateAndEveryRunComput
     EXPECT_EQ(summary.value("jobs", 0), 12);
   }
   EXPECT_EQ(kubelet.allocate_calls(), allocations) << "restarts must not need Allocate";
-  plugin_.reset();
-  kubelet.Stop();
 }
 
 // Pod end -> device allocatable again: the kubelet deletes the pod (it
@@ -489,8 +484,7 @@ TEST_F(EndToEndTest, ContainerRestartsThreeTimesWithoutAllocateAndEveryRunComput
 // which is admitted on it. With the default 30 s release grace (which only
 // covers allocations pod-resources has not listed yet). Prints p50/p99.
 TEST_F(EndToEndTest, PodEndHandsTheDeviceToTheNextPodWithoutAnUnhealthySpell) {
-  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
-  StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=30", "--usage-interval-seconds=1"});
+  FakeKubelet& kubelet = StartWithKubeletInProcess("", {"--release-grace-seconds=30", "--usage-interval-seconds=1"});
   if (HasFatalFailure()) return;
   std::string device = kubelet.Devices(kResource)[0].id;
   std::vector<double> ms;
@@ -521,8 +515,6 @@ TEST_F(EndToEndTest, PodEndHandsTheDeviceToTheNextPodWithoutAnUnhealthySpell) {
   std::printf("pod end -> device released and allocatable: p50 %.0f ms, p99 %.0f ms, max %.0f ms (n=%zu)\n",
               ms[ms.size() / 2], ms[(ms.size() * 99) / 100], ms.back(), ms.size());
   EXPECT_LT(ms.back(), 30000) << "not the 30 s release grace";
-  plugin_.reset();
-  kubelet.Stop();
 }
 
 // On the test API server (which refuses writes into namespaces that do not
@@ -531,8 +523,7 @@ TEST_F(EndToEndTest, PodEndHandsTheDeviceToTheNextPodWithoutAnUnhealthySpell) {
 // session and write counters from the agent, keep the token in a Secret,
 // and the DevicePool's status counts the devices.
 TEST_F(EndToEndTest, AttachmentsLiveInTheInstallNamespaceAndNameTheirPod) {
-  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
-  StartWithKubeletInProcess(kubelet, "rpci-system");
+  FakeKubelet& kubelet = StartWithKubeletInProcess("rpci-system");
   if (HasFatalFailure()) return;
   nlohmann::json pool = Api("POST", "/apis/rpci.io/v1alpha1/devicepools",
                             {{"apiVersion", "rpci.io/v1alpha1"},
@@ -578,8 +569,6 @@ TEST_F(EndToEndTest, AttachmentsLiveInTheInstallNamespaceAndNameTheirPod) {
   EXPECT_EQ(counted["status"].value("total", 0), 2) << counted.dump();
   EXPECT_EQ(counted["status"].value("attached", 0), 1) << counted.dump();
   EXPECT_EQ(counted["status"].value("assigned", 0), 1) << counted.dump();
-  plugin_.reset();
-  kubelet.Stop();
 }
 
 // What a real cluster showed: the namespace the attachments go to does not
@@ -588,8 +577,7 @@ TEST_F(EndToEndTest, AttachmentsLiveInTheInstallNamespaceAndNameTheirPod) {
 // device not left attached to a grant without an attachment); once the
 // namespace exists the next pod is admitted.
 TEST_F(EndToEndTest, ARefusedAttachmentFailsOnlyItsClaimAndTheStoreKeepsWorking) {
-  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
-  StartWithKubeletInProcess(kubelet, "kubelet");
+  FakeKubelet& kubelet = StartWithKubeletInProcess("kubelet");
   if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> refused = kubelet.AdmitPod("ml", "first", "main", kResource, 1);
   ASSERT_FALSE(refused.ok());
@@ -624,8 +612,6 @@ TEST_F(EndToEndTest, ARefusedAttachmentFailsOnlyItsClaimAndTheStoreKeepsWorking)
   absl::StatusOr<AdmittedContainer> admitted = kubelet.AdmitPod("ml", "second", "main", kResource, 1);
   ASSERT_TRUE(admitted.ok()) << admitted.status() << Logs();
   EXPECT_EQ(RunWorkload("second", admitted->response).value("ok", false), true) << Logs();
-  plugin_.reset();
-  kubelet.Stop();
 }
 
 // The fabric listens where the operator says: the agent's endpoint in the
@@ -635,8 +621,7 @@ TEST_F(EndToEndTest, ARefusedAttachmentFailsOnlyItsClaimAndTheStoreKeepsWorking)
 // session and HTTP ports (and the controller's, which shares the host here).
 TEST_F(EndToEndTest, FabricListenersStayInTheConfiguredPortRanges) {
   agent_env_ = {"FI_TCP_PORT_LOW_RANGE=47100", "FI_TCP_PORT_HIGH_RANGE=47109"};
-  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
-  StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
+  FakeKubelet& kubelet = StartWithKubeletInProcess("", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
   if (HasFatalFailure()) return;
   absl::StatusOr<AdmittedContainer> pod = kubelet.AdmitPod("e2e", "ports", "main", kResource, 1);
   ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
@@ -657,8 +642,6 @@ TEST_F(EndToEndTest, FabricListenersStayInTheConfiguredPortRanges) {
     EXPECT_TRUE(known || in_range) << "host a listens on " << port << ":\n" << ss->out();
   }
   EXPECT_GE(fabric, 1) << ss->out();
-  plugin_.reset();
-  kubelet.Stop();
 }
 
 // What the compute side must let in (install.md "Network"): the agent opens
@@ -667,8 +650,7 @@ TEST_F(EndToEndTest, FabricListenersStayInTheConfiguredPortRanges) {
 // so new inbound TCP connections to the workload's fabric port range must be
 // allowed from device servers; nothing else inbound is needed.
 TEST_F(EndToEndTest, WorkloadsNeedInboundConnectionsOnlyToTheirFabricPortRange) {
-  FakeKubelet kubelet(deploy_.kubelet_dir(), deploy_.pod_resources_socket());
-  StartWithKubeletInProcess(kubelet, "", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
+  FakeKubelet& kubelet = StartWithKubeletInProcess("", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
   if (HasFatalFailure()) return;
   auto firewall = [&](const std::vector<std::string>& rule) {
     std::vector<std::string> argv = {"/sbin/iptables"};
@@ -691,8 +673,6 @@ TEST_F(EndToEndTest, WorkloadsNeedInboundConnectionsOnlyToTheirFabricPortRange) 
   EXPECT_NE(refused->Wait(absl::ZeroDuration()), 0) << refused->out();
   EXPECT_NE(refused->err().find("fabric"), std::string::npos) << refused->err();
   firewall({"-F", "INPUT"});
-  plugin_.reset();
-  kubelet.Stop();
 }
 
 using ::rpci::testing::ClaimRef;
@@ -887,7 +867,6 @@ void EndToEndTest::DraClaimLifecycle(const std::string& version) {
   plugin_.reset();
   kubelet.Stop();
 }
-
 
 TEST_F(EndToEndTest, DraClaimIsPreparedAttachedUnpreparedScrubbedAndOfferedAgain) { DraClaimLifecycle("v1"); }
 

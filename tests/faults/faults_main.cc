@@ -613,17 +613,24 @@ void FinishPodRun(PodRun& run, Outcome* o, bool keep_recovery = false) {
 }
 
 // A full-stack scenario: a pod streaming `writes` over `duration_ms`; once a
-// fifth are acknowledged, `fault` (which sets o->reason, o->recover_s and
-// o->note); then the workload judged as FinishPodRun does.
-Outcome RunPodScenario(const std::string& tag, const std::string& name, int64_t writes, int64_t duration_ms,
-                       const std::function<void(PodRun&, Outcome*)>& fault, bool keep_recovery = false) {
+// fifth are acknowledged, `body` injects the fault and judges the outcome.
+Outcome PodScenario(const std::string& tag, const std::string& name, int64_t writes, int64_t duration_ms,
+                    const std::function<void(PodRun&, Outcome*)>& body) {
   Outcome o;
   o.scenario = name;
   PodRun run(tag);
-  if (!StartPodRun(run, writes, duration_ms, &o)) return o;
-  fault(run, &o);
-  FinishPodRun(run, &o, keep_recovery);
+  if (StartPodRun(run, writes, duration_ms, &o)) body(run, &o);
   return o;
+}
+
+// A PodScenario whose `fault` sets o->reason, o->recover_s and o->note; then
+// the workload is judged as FinishPodRun does.
+Outcome RunPodScenario(const std::string& tag, const std::string& name, int64_t writes, int64_t duration_ms,
+                       const std::function<void(PodRun&, Outcome*)>& fault, bool keep_recovery = false) {
+  return PodScenario(tag, name, writes, duration_ms, [&](PodRun& run, Outcome* o) {
+    fault(run, o);
+    FinishPodRun(run, o, keep_recovery);
+  });
 }
 
 bool DeviceHealthIs(FakeKubelet& kubelet, const std::string& device, const std::string& health) {
@@ -772,53 +779,50 @@ Outcome ControllerRestart() {
 // session traffic, no FIN): the controller reclaims its devices and the
 // kubelet sees the pod's device Unhealthy.
 Outcome DeviceServerGone() {
-  Outcome o;
-  o.scenario = "(g) device server never returns";
-  PodRun run("g");
-  if (!StartPodRun(run, 20000, 30000, &o)) return o;
-  Stack::Node& n = run.stack.node(0);
-  run.stack.agent().Signal(SIGSTOP);
-  const absl::Time gone = absl::Now();
-  bool unhealthy = WaitFor([&] { return DeviceHealthIs(*n.kubelet, run.device, "Unhealthy"); },
-                             absl::Seconds(30), absl::Milliseconds(50));
-  const double unhealthy_s = absl::ToDoubleSeconds(absl::Now() - gone);
-  // Reclaimed: the controller counts both of the lost server's devices
-  // Unhealthy (the spare's assignment is taken back; the attached one stays
-  // with its pod until the pod goes, but is no longer offered) and none
-  // Available, Assigned or Attached.
-  bool reclaimed = WaitFor(
-      [&] {
-        std::optional<std::string> page = run.stack.ControllerMetrics();
-        if (!page) return false;
-        double held = 0;
-        for (const char* phase : {"Available", "Assigned", "Attached"}) {
-          held += std::max(0.0, MetricSum(*page, "rpci_controller_devices", absl::StrCat("phase=\"", phase, "\"")));
-        }
-        return held == 0 && MetricSum(*page, "rpci_controller_devices", "phase=\"Unhealthy\"") == 2;
-      },
-      absl::Seconds(30), absl::Milliseconds(100));
-  const double reclaimed_s = absl::ToDoubleSeconds(absl::Now() - gone);
-  // The workload gives up once its grace is over; count what it had acknowledged.
-  const int rc = run.workload->Wait(absl::Seconds(40));
-  nlohmann::json result = WorkloadResult(*run.workload);
-  // Thaw the agent only to read how many writes its devices applied.
-  run.stack.agent().Signal(SIGCONT);
-  CountFromAppliedTotal(result, run.stack.AgentApplied(), &o);
-  run.stack.agent().Signal(SIGKILL);
-  o.recover_s = std::max(unhealthy_s, reclaimed_s);
-  o.note = absl::StrFormat("Unhealthy at kubelet after %.1f s, reclaimed after %.1f s; workload %s", unhealthy_s,
-                           reclaimed_s, rc == 0 ? "finished?!" : "failed as expected");
-  if (!unhealthy) {
-    o.reason = "pod's device not Unhealthy at the kubelet after 30 s";
-  } else if (!reclaimed) {
-    o.reason = "controller still offers or holds the lost server's devices after 30 s";
-  } else if (rc == 0) {
-    o.reason = "workload reported success against a stopped device server";
-  } else {
-    o.reason = CountsReason(o);
-  }
-  if (o.reason.empty()) o.verdict = "survived";
-  return o;
+  return PodScenario("g", "(g) device server never returns", 20000, 30000, [](PodRun& run, Outcome* o) {
+    Stack::Node& n = run.stack.node(0);
+    run.stack.agent().Signal(SIGSTOP);
+    const absl::Time gone = absl::Now();
+    bool unhealthy = WaitFor([&] { return DeviceHealthIs(*n.kubelet, run.device, "Unhealthy"); },
+                               absl::Seconds(30), absl::Milliseconds(50));
+    const double unhealthy_s = absl::ToDoubleSeconds(absl::Now() - gone);
+    // Reclaimed: the controller counts both of the lost server's devices
+    // Unhealthy (the spare's assignment is taken back; the attached one stays
+    // with its pod until the pod goes, but is no longer offered) and none
+    // Available, Assigned or Attached.
+    bool reclaimed = WaitFor(
+        [&] {
+          std::optional<std::string> page = run.stack.ControllerMetrics();
+          if (!page) return false;
+          double held = 0;
+          for (const char* phase : {"Available", "Assigned", "Attached"}) {
+            held += std::max(0.0, MetricSum(*page, "rpci_controller_devices", absl::StrCat("phase=\"", phase, "\"")));
+          }
+          return held == 0 && MetricSum(*page, "rpci_controller_devices", "phase=\"Unhealthy\"") == 2;
+        },
+        absl::Seconds(30), absl::Milliseconds(100));
+    const double reclaimed_s = absl::ToDoubleSeconds(absl::Now() - gone);
+    // The workload gives up once its grace is over; count what it had acknowledged.
+    const int rc = run.workload->Wait(absl::Seconds(40));
+    nlohmann::json result = WorkloadResult(*run.workload);
+    // Thaw the agent only to read how many writes its devices applied.
+    run.stack.agent().Signal(SIGCONT);
+    CountFromAppliedTotal(result, run.stack.AgentApplied(), o);
+    run.stack.agent().Signal(SIGKILL);
+    o->recover_s = std::max(unhealthy_s, reclaimed_s);
+    o->note = absl::StrFormat("Unhealthy at kubelet after %.1f s, reclaimed after %.1f s; workload %s", unhealthy_s,
+                             reclaimed_s, rc == 0 ? "finished?!" : "failed as expected");
+    if (!unhealthy) {
+      o->reason = "pod's device not Unhealthy at the kubelet after 30 s";
+    } else if (!reclaimed) {
+      o->reason = "controller still offers or holds the lost server's devices after 30 s";
+    } else if (rc == 0) {
+      o->reason = "workload reported success against a stopped device server";
+    } else {
+      o->reason = CountsReason(*o);
+    }
+    if (o->reason.empty()) o->verdict = "survived";
+  });
 }
 
 // (a) SIGKILL of the real rpci-agent (serving rpci-emu devices) while a pod
@@ -831,55 +835,52 @@ Outcome DeviceServerGone() {
 // what the workload had acknowledged before the kill (device state that the
 // reset took, reported, not silent), and the time from the kill to the status.
 Outcome AgentSigkillDeviceReset() {
-  Outcome o;
-  o.scenario = "(a) rpci-agent SIGKILL, restart (rpci-emu)";
-  PodRun run("a");
-  if (!StartPodRun(run, 3000, 5000, &o)) return o;
-  run.stack.agent().Signal(SIGKILL);
-  run.stack.agent().Wait(absl::Seconds(5));
-  const absl::Time killed = absl::Now();
-  const int64_t acked_at_kill = ReadProgress(run.stack.Progress("pod-0"));
-  absl::Status restarted = run.stack.StartAgent();
-  const double restart_s = absl::ToDoubleSeconds(absl::Now() - killed);
-  const int64_t acked_at_restart = ReadProgress(run.stack.Progress("pod-0"));
-  const int rc = run.workload->Wait(absl::Seconds(60));
-  const double status_s = absl::ToDoubleSeconds(absl::Now() - killed);
-  nlohmann::json result = WorkloadResult(*run.workload);
-  const int64_t applied_after = run.stack.AgentApplied();
-  const int64_t refused = run.stack.AgentRefused("device_reset");
-  const std::string error = result.is_discarded() ? "" : result.value("error", std::string());
-  const bool reported = rc > 0 && absl::StrContains(error, "FAILED_PRECONDITION") &&
-                        absl::StrContains(error, "the agent restarted and the device was reset");
-  if (!result.is_discarded()) o.acked = result.value("acked", int64_t{0});
-  if (reported) o.recover_s = status_s;
-  o.note = absl::StrFormat(
-      "device reset reported: %s; acked before kill %d of %d issued (progress file at kill %d), acked after "
-      "restart %d; "
-      "kill to status %.2f s (agent ready after %.2f s); restarted agent: device_reset refusals %d, writes "
-      "applied %d; recover = kill to the workload's status",
-      reported ? "yes" : "no", o.acked, result.is_discarded() ? int64_t{-1} : result.value("issued", int64_t{0}),
-      acked_at_kill, std::max<int64_t>(0, o.acked - acked_at_restart), status_s,
-      restart_s, refused, applied_after);
-  if (!restarted.ok()) {
-    o.reason = "agent restart: " + std::string(restarted.message());
-  } else if (rc < 0) {
-    o.reason = "workload did not finish within 60 s of the kill";
-  } else if (result.is_discarded()) {
-    o.reason = "workload printed no result";
-  } else if (rc == 0) {
-    o.reason = "workload finished OK against a reset device (silent resume)";
-  } else if (!reported) {
-    o.reason = "workload failed without the device-reset status: " + error;
-  } else if (o.acked > acked_at_restart) {
-    o.reason = "writes acknowledged after the restart (resumed against a reset device)";
-  } else if (applied_after != 0) {
-    o.reason = absl::StrCat("the restarted agent applied ", applied_after, " writes (silent resume)");
-  } else if (refused < 1) {
-    o.reason = "the restarted agent counted no device_reset refusal";
-  } else {
-    o.verdict = "reported";
-  }
-  return o;
+  return PodScenario("a", "(a) rpci-agent SIGKILL, restart (rpci-emu)", 3000, 5000, [](PodRun& run, Outcome* o) {
+    run.stack.agent().Signal(SIGKILL);
+    run.stack.agent().Wait(absl::Seconds(5));
+    const absl::Time killed = absl::Now();
+    const int64_t acked_at_kill = ReadProgress(run.stack.Progress("pod-0"));
+    absl::Status restarted = run.stack.StartAgent();
+    const double restart_s = absl::ToDoubleSeconds(absl::Now() - killed);
+    const int64_t acked_at_restart = ReadProgress(run.stack.Progress("pod-0"));
+    const int rc = run.workload->Wait(absl::Seconds(60));
+    const double status_s = absl::ToDoubleSeconds(absl::Now() - killed);
+    nlohmann::json result = WorkloadResult(*run.workload);
+    const int64_t applied_after = run.stack.AgentApplied();
+    const int64_t refused = run.stack.AgentRefused("device_reset");
+    const std::string error = result.is_discarded() ? "" : result.value("error", std::string());
+    const bool reported = rc > 0 && absl::StrContains(error, "FAILED_PRECONDITION") &&
+                          absl::StrContains(error, "the agent restarted and the device was reset");
+    if (!result.is_discarded()) o->acked = result.value("acked", int64_t{0});
+    if (reported) o->recover_s = status_s;
+    o->note = absl::StrFormat(
+        "device reset reported: %s; acked before kill %d of %d issued (progress file at kill %d), acked after "
+        "restart %d; "
+        "kill to status %.2f s (agent ready after %.2f s); restarted agent: device_reset refusals %d, writes "
+        "applied %d; recover = kill to the workload's status",
+        reported ? "yes" : "no", o->acked, result.is_discarded() ? int64_t{-1} : result.value("issued", int64_t{0}),
+        acked_at_kill, std::max<int64_t>(0, o->acked - acked_at_restart), status_s,
+        restart_s, refused, applied_after);
+    if (!restarted.ok()) {
+      o->reason = "agent restart: " + std::string(restarted.message());
+    } else if (rc < 0) {
+      o->reason = "workload did not finish within 60 s of the kill";
+    } else if (result.is_discarded()) {
+      o->reason = "workload printed no result";
+    } else if (rc == 0) {
+      o->reason = "workload finished OK against a reset device (silent resume)";
+    } else if (!reported) {
+      o->reason = "workload failed without the device-reset status: " + error;
+    } else if (o->acked > acked_at_restart) {
+      o->reason = "writes acknowledged after the restart (resumed against a reset device)";
+    } else if (applied_after != 0) {
+      o->reason = absl::StrCat("the restarted agent applied ", applied_after, " writes (silent resume)");
+    } else if (refused < 1) {
+      o->reason = "the restarted agent counted no device_reset refusal";
+    } else {
+      o->verdict = "reported";
+    }
+  });
 }
 
 std::string Fig(int64_t v) { return v < 0 ? "-" : std::to_string(v); }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/testing/command.h"
 
 namespace rpci::testing {
 namespace {
@@ -17,14 +18,9 @@ int Run(const std::vector<std::string>& argv, std::string* output) {
   // Bazel's strict test environment leaves sbin (tc, iptables) off PATH.
   std::string cmd = "PATH=/usr/sbin:/usr/bin:/sbin:/bin ";
   for (const auto& a : argv) absl::StrAppend(&cmd, "'", a, "' ");
-  absl::StrAppend(&cmd, "2>&1");
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return -1;
-  char buf[512];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
-  int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  CommandResult result = RunCommand(cmd + "2>&1");
+  output->append(result.output);
+  return result.exit_code;
 }
 
 std::atomic<int> counter{0};

@@ -33,15 +33,6 @@ bool IsSocket(const std::string& path) {
   return lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
-// The wire layouts of v1 and v1beta1 are the same; the kubelet's v1beta1
-// wrapper converts field by field.
-template <typename To, typename From>
-To Convert(const From& from) {
-  To to;
-  to.ParseFromString(from.SerializeAsString());
-  return to;
-}
-
 template <typename Request>
 Request ClaimsRequest(const std::vector<ClaimRef>& claims) {
   Request req;
@@ -245,47 +236,31 @@ std::shared_ptr<FakeDraKubelet::Driver> FakeDraKubelet::DriverNamed(const std::s
   return it == drivers_.end() ? nullptr : it->second;
 }
 
-// One DRA call on the driver's chosen service: through the v1beta1 stub
-// (messages converted) or the v1 stub, with the kubelet's timeout.
-template <typename Request, typename Response, typename BetaRequest, typename BetaResponse>
-absl::StatusOr<Response> CallDra(
-    const std::shared_ptr<grpc::Channel>& channel, const std::string& service, const Request& req,
-    grpc::Status (drapb::DRAPlugin::Stub::*v1)(grpc::ClientContext*, const Request&, Response*),
-    grpc::Status (drabeta::DRAPlugin::Stub::*beta)(grpc::ClientContext*, const BetaRequest&, BetaResponse*),
-    const std::string& what) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(kCallTimeout));
-  grpc::Status s;
-  Response resp;
-  if (service == "v1beta1.DRAPlugin") {
-    BetaResponse beta_resp;
-    auto stub = drabeta::DRAPlugin::NewStub(channel);
-    s = ((*stub).*beta)(&ctx, Convert<BetaRequest>(req), &beta_resp);
-    resp = Convert<Response>(beta_resp);
-  } else {
-    auto stub = drapb::DRAPlugin::NewStub(channel);
-    s = ((*stub).*v1)(&ctx, req, &resp);
+template <typename Request, typename Response, typename V1Stub, typename BetaStub>
+absl::StatusOr<Response> FakeDraKubelet::Call(
+    const std::string& driver, const Request& req,
+    grpc::Status (V1Stub::*v1)(grpc::ClientContext*, const Request&, Response*),
+    grpc::Status (BetaStub::*beta)(grpc::ClientContext*, const Request&, Response*), const std::string& what) const {
+  std::shared_ptr<Driver> d = DriverNamed(driver);
+  if (d == nullptr) return absl::FailedPreconditionError("DRA driver " + driver + " is not registered");
+  if (d->service == "v1beta1.DRAPlugin") {
+    return UnaryCall(*drabeta::DRAPlugin::NewStub(d->channel), beta, req, kCallTimeout, what);
   }
-  if (!s.ok()) return FromGrpc(s, what);
-  return resp;
+  return UnaryCall(*drapb::DRAPlugin::NewStub(d->channel), v1, req, kCallTimeout, what);
 }
 
 absl::StatusOr<drapb::NodePrepareResourcesResponse> FakeDraKubelet::NodePrepareResources(
     const std::string& driver, const std::vector<ClaimRef>& claims) {
-  std::shared_ptr<Driver> d = DriverNamed(driver);
-  if (d == nullptr) return absl::FailedPreconditionError("DRA driver " + driver + " is not registered");
-  return CallDra(d->channel, d->service, ClaimsRequest<drapb::NodePrepareResourcesRequest>(claims),
-                 &drapb::DRAPlugin::Stub::NodePrepareResources, &drabeta::DRAPlugin::Stub::NodePrepareResources,
-                 "NodePrepareResources");
+  return Call(driver, ClaimsRequest<drapb::NodePrepareResourcesRequest>(claims),
+              &drapb::DRAPlugin::Stub::NodePrepareResources, &drabeta::DRAPlugin::Stub::NodePrepareResources,
+              "NodePrepareResources");
 }
 
 absl::StatusOr<drapb::NodeUnprepareResourcesResponse> FakeDraKubelet::NodeUnprepareResources(
     const std::string& driver, const std::vector<ClaimRef>& claims) {
-  std::shared_ptr<Driver> d = DriverNamed(driver);
-  if (d == nullptr) return absl::FailedPreconditionError("DRA driver " + driver + " is not registered");
-  return CallDra(d->channel, d->service, ClaimsRequest<drapb::NodeUnprepareResourcesRequest>(claims),
-                 &drapb::DRAPlugin::Stub::NodeUnprepareResources, &drabeta::DRAPlugin::Stub::NodeUnprepareResources,
-                 "NodeUnprepareResources");
+  return Call(driver, ClaimsRequest<drapb::NodeUnprepareResourcesRequest>(claims),
+              &drapb::DRAPlugin::Stub::NodeUnprepareResources, &drabeta::DRAPlugin::Stub::NodeUnprepareResources,
+              "NodeUnprepareResources");
 }
 
 absl::StatusOr<std::vector<std::string>> FakeDraKubelet::PrepareClaim(const std::string& driver,

@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
+#include "grpcpp/grpcpp.h"
 #include "proto/kubelet/dra/v1/api.pb.h"
 
 namespace rpci::testing {
@@ -101,6 +102,13 @@ class FakeDraKubelet {
   // GetInfo, validation, NotifyRegistrationStatus; whether it registered.
   bool RegisterSocket(const std::string& socket);
   std::shared_ptr<Driver> DriverNamed(const std::string& driver) const;
+  // One DRA call on a registered driver's chosen service, through the v1 or
+  // the v1beta1 stub (both take the v1 messages), with the kubelet's timeout.
+  template <typename Request, typename Response, typename V1Stub, typename BetaStub>
+  absl::StatusOr<Response> Call(const std::string& driver, const Request& req,
+                                grpc::Status (V1Stub::*v1)(grpc::ClientContext*, const Request&, Response*),
+                                grpc::Status (BetaStub::*beta)(grpc::ClientContext*, const Request&, Response*),
+                                const std::string& what) const;
 
   const std::string kubelet_dir_;
   const std::string cdi_dir_;

@@ -168,7 +168,7 @@ absl::Status FakeKubelet::Restart() {
 absl::Status FakeKubelet::Register(const v1beta1::RegisterRequest& req) {
   if (req.version() != kVersion) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported device plugin version \"", req.version(),
-                                                   "\"; supported: ", kVersion));
+                                                  "\"; supported: ", kVersion));
   }
   if (absl::Status s = CheckResourceName(req.resource_name()); !s.ok()) return s;
   if (req.endpoint().empty() || req.endpoint().find('/') != std::string::npos) {
@@ -271,12 +271,8 @@ absl::StatusOr<v1beta1::PreferredAllocationResponse> FakeKubelet::GetPreferredAl
     const std::string& resource, const v1beta1::PreferredAllocationRequest& req) {
   std::shared_ptr<Endpoint> ep = EndpointFor(resource);
   if (!ep) return absl::NotFoundError("no device plugin registered for " + resource);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(10)));
-  v1beta1::PreferredAllocationResponse resp;
-  grpc::Status s = ep->stub->GetPreferredAllocation(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, "GetPreferredAllocation of " + resource);
-  return resp;
+  return UnaryCall(*ep->stub, &v1beta1::DevicePlugin::Stub::GetPreferredAllocation, req, absl::Seconds(10),
+                   "GetPreferredAllocation of " + resource);
 }
 
 absl::StatusOr<v1beta1::AllocateResponse> FakeKubelet::Allocate(const std::string& resource,
@@ -287,25 +283,18 @@ absl::StatusOr<v1beta1::AllocateResponse> FakeKubelet::Allocate(const std::strin
     std::lock_guard<std::mutex> lock(mu_);
     ++allocate_calls_;
   }
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(30)));
-  v1beta1::AllocateResponse resp;
-  grpc::Status s = ep->stub->Allocate(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, "Allocate of " + resource);
-  return resp;
+  return UnaryCall(*ep->stub, &v1beta1::DevicePlugin::Stub::Allocate, req, absl::Seconds(30),
+                   "Allocate of " + resource);
 }
 
 absl::Status FakeKubelet::PreStartContainer(const std::string& resource, const std::vector<std::string>& device_ids) {
   std::shared_ptr<Endpoint> ep = EndpointFor(resource);
   if (!ep) return absl::NotFoundError("no device plugin registered for " + resource);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(absl::Seconds(10)));
   v1beta1::PreStartContainerRequest req;
   for (const std::string& id : device_ids) req.add_devices_ids(id);
-  v1beta1::PreStartContainerResponse resp;
-  grpc::Status s = ep->stub->PreStartContainer(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpc(s, "PreStartContainer of " + resource);
-  return absl::OkStatus();
+  return UnaryCall(*ep->stub, &v1beta1::DevicePlugin::Stub::PreStartContainer, req, absl::Seconds(10),
+                   "PreStartContainer of " + resource)
+      .status();
 }
 
 absl::StatusOr<AdmittedContainer> FakeKubelet::AdmitPod(const std::string& pod_namespace,
@@ -364,7 +353,7 @@ absl::StatusOr<AdmittedContainer> FakeKubelet::AdmitPodWithDevices(const std::st
   if (!resp.ok()) return resp.status();
   if (resp->container_responses_size() != 1) {
     return absl::InternalError(absl::StrCat("Allocate of ", resource, " answered ", resp->container_responses_size(),
-                                            " container responses for 1 request"));
+                                           " container responses for 1 request"));
   }
   if (ep->options.pre_start_required()) {
     if (absl::Status s = PreStartContainer(resource, device_ids); !s.ok()) return s;
