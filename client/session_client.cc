@@ -115,16 +115,13 @@ absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const Sessi
                                                                      const ClientOptions& options) {
   const absl::Time start = absl::Now();
   std::unique_ptr<SessionClient> c(new SessionClient(ticket, options));
-  // The agent's channel is made (gRPC starts, ~3 ms in a fresh process) and
-  // connects while the process's fabric opens (~2 ms in a fresh process).
-  absl::Time prepared;
-  std::thread channel([&] {
-    c->control_.Prepare(ticket.endpoint);
-    prepared = absl::Now();
-  });
+  // The agent's channel connects while the process's fabric opens. (Making
+  // the channel on another thread meanwhile, gRPC's start being 4-6 ms in a
+  // fresh process, gained nothing on 2 loaded cores: docs/benchmarks.md.)
+  c->control_.Prepare(ticket.endpoint);
+  const absl::Time prepared = absl::Now();
   absl::StatusOr<std::shared_ptr<fabric::Fabric>> fabric = ProcessFabric(c->options_.fabric);
-  const absl::Duration fabric_time = absl::Now() - start;
-  channel.join();
+  const absl::Duration fabric_time = absl::Now() - prepared;
   if (!fabric.ok()) return fabric.status();
   c->fabric_ = std::move(*fabric);
   {

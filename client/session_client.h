@@ -47,11 +47,10 @@ struct ClientOptions {
 // SessionClient::Attach, in order; bench:session reports them).
 struct AttachSteps {
   // Creating the agent's gRPC channel (gRPC's own start in a fresh process)
-  // and starting its connection, on another thread, while ...
+  // and starting its connection.
   absl::Duration channel;
-  // ... the process's fabric opens: libfabric's provider initialisation,
-  // paid by the process's first attach only. The next steps begin when both
-  // are done.
+  // The process's fabric: libfabric's provider initialisation, paid by the
+  // process's first attach only (the gRPC channel connects meanwhile).
   absl::Duration fabric;
   absl::Duration endpoint;   // this attach's endpoint and registrations
   // Waiting for the Challenge RPC, sent as the endpoint step began (its
