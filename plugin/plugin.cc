@@ -10,6 +10,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/ascii.h"
 #include "common/grpc_util.h"
+#include "common/unix_grpc.h"
 #include "plugin/container_edits.h"
 #include "plugin/preferred.h"
 #include "proto/kubelet/podresources/v1/api.grpc.pb.h"
