@@ -136,11 +136,7 @@ absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const Sessi
 }
 
 SessionClient::~SessionClient() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_heartbeat_ = true;
-  }
-  hb_cv_.notify_all();
+  stop_heartbeat_.Notify();
   if (heartbeat_.joinable()) heartbeat_.join();
   std::lock_guard<std::mutex> lock(mu_);
   DropRegions();
@@ -691,10 +687,9 @@ absl::Status SessionClient::Close() {
 }
 
 void SessionClient::HeartbeatLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stop_heartbeat_) {
-    hb_cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.heartbeat));
-    if (stop_heartbeat_ || closed_) continue;
+  while (!stop_heartbeat_.WaitForNotificationWithTimeout(options_.heartbeat)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) continue;
     // How a client that is not waiting notices the agent is gone: frames
     // that came meanwhile count as heard, a silent link is probed.
     WithReconnect([&]() -> absl::Status {

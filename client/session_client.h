@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/fabric/fabric.h"
 #include "client/control_client.h"
@@ -227,8 +227,7 @@ class SessionClient {
   absl::Status dead_;
   ClientStats stats_;
   std::map<uint64_t, uint64_t> from_device_;
-  bool stop_heartbeat_ = false;
-  std::condition_variable hb_cv_;
+  absl::Notification stop_heartbeat_;
   std::thread heartbeat_;
 };
 
