@@ -107,8 +107,11 @@ struct SessionServerOptions {
   // worker open one while the workload attaches (~2-4 ms of CPU on the
   // attach's path, docs/benchmarks.md "Attach"); a thread opens the next
   // as the last is taken. It holds one port of the fabric port range while
-  // it waits.
-  bool spare_fabric = true;
+  // it waits. Off by default: with it on, the verbs cut-wire e2e
+  // (//tests/vm:verbs_e2e_test) failed in 2 of 3 runs after the reconnect (a
+  // client frame refused as replayed, once a COPY result that differed),
+  // with it off 0 of 3 (2026-12-02; cause not found, docs/verbs.md).
+  bool spare_fabric = false;
   Clock* clock = Clock::Real();
   MetricsRegistry* metrics = nullptr;  // required
 };

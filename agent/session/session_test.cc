@@ -85,6 +85,7 @@ class SessionTest : public ::testing::Test {
     opts.throttle = throttle_;
     opts.clock = clock_;
     opts.fabric = fabric_;
+    opts.spare_fabric = spare_fabric_;
     auto server = SessionServer::Create(opts, &grants_, {{"dev0", &device_}, {"emu0", second ? second : emu_.get()}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -250,6 +251,7 @@ class SessionTest : public ::testing::Test {
 
   std::string state_dir_;
   absl::Duration attach_timeout_ = absl::Minutes(10);
+  bool spare_fabric_ = false;  // SessionServerOptions::spare_fabric
   ThrottleOptions throttle_;
   Clock* clock_ = Clock::Real();
   fabric::FabricConfig fabric_ = fabric::LoopbackConfig();
@@ -315,6 +317,9 @@ TEST_F(SessionTest, DoorbellSeesFlushedDmaAndCompletionSeesMirroredResults) {
 // gets (no opening on the attach's path); the next one is opened for the next
 // reservation, and a session on it works end to end.
 TEST_F(SessionTest, AReservationTakesTheFabricOpenedAheadAndTheNextIsOpenedForTheNext) {
+  spare_fabric_ = true;
+  StopServer();
+  StartServer();
   auto spare = [&] {
     absl::StatusOr<std::string> a = server_->spare_fabric_address();
     for (int i = 0; i < 500 && !a.ok(); ++i) {
