@@ -354,6 +354,7 @@ absl::Status SessionClient::KickInlineLocked(const std::vector<session::MmioWrit
   last_frame_ = kick;
   if (absl::Status s = endpoint_->Send(peer_, kick); !s.ok()) return AsLinkFailure(s);
   pushed_ = writes.back().seq;
+  pushed_at_ = absl::Now();
   return absl::OkStatus();
 }
 
@@ -384,6 +385,7 @@ absl::Status SessionClient::PushWritesLocked(const std::vector<session::MmioWrit
   const std::string kick = FrameLocked(FrameType::kKick, tail, consumed_);
   if (absl::Status s = endpoint_->WriteAndSend(peer_, segs, kick); !s.ok()) return AsLinkFailure(s);
   pushed_ = tail;
+  pushed_at_ = absl::Now();
   return absl::OkStatus();
 }
 
@@ -514,8 +516,27 @@ absl::Status SessionClient::WaitLocked(absl::Duration timeout, Pred done) {
     if (s.ok()) continue;
     if (s.code() != absl::StatusCode::kDeadlineExceeded) return s;
     if (absl::Status p = ProbeIfSilentLocked(); !p.ok()) return p;
+    if (absl::Status r = ResendIfUnackedLocked(); !r.ok()) return r;
   }
   return absl::OkStatus();
+}
+
+absl::Status SessionClient::ResendIfUnackedLocked() {
+  // A kick the agent never acted on is lost for good: its endpoint dropped
+  // it (this client's share of the agent's inbox was full) or refused it
+  // (it arrived after a later frame), and neither is answered. The link is
+  // alive (the probe says so), so the writes go again in a new kick; the
+  // agent applies each sequence once and skips the ones it already has.
+  if (log_.acked() >= pushed_ || absl::Now() - pushed_at_ < options_.fabric.op_timeout) return absl::OkStatus();
+  std::vector<session::MmioWrite> writes = log_.From(log_.acked() + 1);
+  while (!writes.empty() && writes.back().seq > pushed_) writes.pop_back();
+  if (writes.size() > FlushChunk()) writes.resize(FlushChunk());
+  if (writes.empty()) return absl::OkStatus();
+  ++stats_.resent_kicks;
+  const uint64_t pushed = pushed_;
+  absl::Status s = PushWritesLocked(writes);
+  pushed_ = std::max(pushed_, pushed);
+  return s;
 }
 
 absl::Status SessionClient::ProbeIfSilentLocked() {

@@ -69,6 +69,7 @@ struct ClientStats {
   uint64_t replayed_writes = 0;
   uint64_t refused = 0;         // writes/requests the agent refused
   uint64_t dropped_frames = 0;  // frames that failed their MAC, replayed or malformed
+  uint64_t resent_kicks = 0;    // kicks sent again after op_timeout without an ack
   AttachSteps last_attach;      // the last attach or re-attach
 };
 
@@ -195,6 +196,9 @@ class SessionClient {
   absl::Status ProbeLinkLocked();
   // ProbeLinkLocked when nothing came from the agent for an op timeout.
   absl::Status ProbeIfSilentLocked();
+  // Sends the pushed but unacknowledged writes again in a new kick once the
+  // last kick has gone op_timeout without an ack.
+  absl::Status ResendIfUnackedLocked();
   void HeartbeatLoop();
   absl::Status WithReconnect(const std::function<absl::Status()>& op);
 
@@ -215,6 +219,7 @@ class SessionClient {
   std::unique_ptr<fabric::MemoryRegion> dma_mr_, comp_mr_, stage_mr_, anchor_mr_;
   session::WriteLog log_;
   uint64_t pushed_ = 0;  // highest seq written to the agent's ring
+  absl::Time pushed_at_;  // when the last kick was sent
   uint64_t consumed_ = 0;
   uint64_t inline_tail_ = 0;  // highest completion an event carried inline
   absl::Time last_heard_;     // the last authenticated frame from the agent (or attach)

@@ -201,9 +201,10 @@ int main(int argc, char** argv) {
   // completions and the mirrored results, as the workload sees them.
   const double seconds = absl::ToDoubleSeconds(absl::Now() - jobs_start);
   std::printf("{\"ok\":true,\"device\":\"%s\",\"jobs\":%d,\"bytes\":%lu,\"seconds\":%.4f,\"mb_per_s\":%.1f,"
-              "\"reconnects\":%lu}\n",
+              "\"reconnects\":%lu,\"resent_kicks\":%lu}\n",
               dev.device_id().c_str(), jobs, static_cast<unsigned long>(bytes), seconds,
-              seconds > 0 ? bytes / seconds / 1e6 : 0.0, static_cast<unsigned long>(dev.stats().reconnects));
+              seconds > 0 ? bytes / seconds / 1e6 : 0.0, static_cast<unsigned long>(dev.stats().reconnects),
+              static_cast<unsigned long>(dev.stats().resent_kicks));
   dev.Close().IgnoreError();
   return 0;
 }

@@ -1401,9 +1401,15 @@ void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
   // The client may already have published a later batch (and tail) before
   // this kick is handled: apply up to the kick's tail, which the header must
   // have reached.
-  if (!header.ok() || header->tail < tail || tail < s.gate.applied() ||
-      tail - s.gate.applied() > options_.mmio_ring_capacity) {
+  if (!header.ok() || header->tail < tail ||
+      (tail > s.gate.applied() && tail - s.gate.applied() > options_.mmio_ring_capacity)) {
     Refuse(&s, ErrorCode::kBadSequence, tail);
+    return;
+  }
+  // A kick the client sent again (no ack within op_timeout) whose writes
+  // were all applied meanwhile: nothing to apply, the ack goes out again.
+  if (tail <= s.gate.applied()) {
+    KickDone(s);
     return;
   }
   for (uint64_t seq = s.gate.applied() + 1; seq <= tail; ++seq) {

@@ -1059,6 +1059,32 @@ TEST_F(SessionTest, AClientsOwnFramesBeyondItsShareAreCountedApartFromStrangers)
   EXPECT_EQ(Refused("inbox_full"), 0);
 }
 
+// A kick the agent's endpoint dropped (the client's share of the inbox was
+// full while the worker sat in a slow device write) is never answered: the
+// client, hearing no ack for op_timeout over a live link, sends the writes
+// again, and each reaches the device exactly once.
+TEST_F(SessionTest, AKickTheAgentDroppedIsSentAgainAndEveryWriteAppliesOnce) {
+  SlowDevice slow(absl::Seconds(2));
+  auto stop_first = ServeWith(&slow);  // before `slow` goes
+  auto a = Attach(nullptr, "g-emu", /*heartbeat=*/absl::Minutes(5));  // no frame but the test's
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(a->Write(0, 0x40, 4, SlowDevice::kSlowValue).ok());
+  ASSERT_TRUE(a->Flush().ok());
+  absl::SleepFor(absl::Milliseconds(100));  // the worker is inside the slow write
+  for (int i = 0; i < 256; ++i) ASSERT_TRUE(a->MapFromDevice(0, 4096).ok());  // the client's whole share
+  ASSERT_TRUE(a->Write(0, 0x48, 4, 0x77).ok());
+  ASSERT_TRUE(a->Flush().ok());  // this kick finds the share full
+  WaitForRefused({{"inbox_full_client", 1}});
+  EXPECT_EQ(Refused("inbox_full_client"), 1);
+  ASSERT_TRUE(a->Sync(absl::Seconds(20)).ok());
+  EXPECT_GE(a->stats().resent_kicks, 1u);
+  auto applied = slow.applied();
+  ASSERT_EQ(applied.size(), 2u);
+  EXPECT_EQ(applied[0].second, SlowDevice::kSlowValue);
+  EXPECT_EQ(applied[1].second, 0x77u);
+  EXPECT_EQ(Refused("bad_sequence"), 0);
+}
+
 // Threads of this process whose nice value is `nice` (/proc/self/task/*/stat,
 // field 19).
 int ThreadsAtNice(int nice) {
@@ -1319,7 +1345,8 @@ TEST_F(SessionTest, AnUnattachedReservationIsFreedOnceItsGrantEnds) {
   absl::SleepFor(absl::Milliseconds(200));  // a few reaper passes: a live grant keeps it
   EXPECT_EQ(server_->live_sessions(), 1u);
   grants_.Revoke("g1");
-  for (int i = 0; i < 100 && server_->live_sessions() != 0; ++i) absl::SleepFor(absl::Milliseconds(20));
+  // Gone from the live count when its teardown starts; scrubbed at its end.
+  for (int i = 0; i < 100 && Scrubs("clean") == 0; ++i) absl::SleepFor(absl::Milliseconds(20));
   EXPECT_EQ(server_->live_sessions(), 0u);
   EXPECT_EQ(Scrubs("clean"), 1);
   EXPECT_EQ(client::SessionClient::Attach(lost, {}).status().code(), absl::StatusCode::kNotFound);
