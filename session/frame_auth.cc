@@ -54,8 +54,8 @@ absl::StatusOr<KeyBytes> DeriveKey(const SessionKey& key, const Nonce& salt, con
 
 // HMAC-SHA256 (RFC 2104) under one key, its padded key hashed once: a
 // frame's MAC then costs two short hashes. OpenSSL's one-shot HMAC() looks up
-// the digest and hashes the pads on every call: 3.8 us against 0.4 us for an
-// 88-byte kick, four times per doorbell (docs/benchmarks.md).
+// the digest and hashes the pads on every call: 3.8 us against 0.4 us for a
+// kick's 72 MAC'd bytes, four times per doorbell (docs/benchmarks.md).
 class FrameChannel::MacKey {
  public:
   static absl::StatusOr<std::shared_ptr<const MacKey>> Create(const KeyBytes& key) {
