@@ -524,6 +524,7 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
                 nlohmann::json* out) {
   std::vector<double> open_ms, reserve_ms;
   std::vector<nlohmann::json> attach_steps;
+  int endpoints_ahead = 0;  // opens that took the endpoint the previous one opened ahead
   AgentAttachLog agent_log;
   // The plugin's client: one channel to the agent for all its reservations.
   rpci::client::ControlClient plugin;
@@ -539,6 +540,7 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
     }
     open_ms.push_back(Secs(Clock::now() - t0) * 1e3);
     attach_steps.push_back(StepsJson((*c)->stats().last_attach));
+    endpoints_ahead += (*c)->stats().last_attach.endpoint_ahead ? 1 : 0;
     (*c)->Close().IgnoreError();  // the workload detaches; the plugin's close ends the session
     if (absl::Status st = plugin.Close(*ticket); !st.ok()) return Fail("close", st);
   }
@@ -546,6 +548,7 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
   (*out)["open_ms_p90"] = Percentile(open_ms, 0.9);
   (*out)["open_ms_p99"] = Percentile(open_ms, 0.99);
   (*out)["open_count"] = opens;
+  (*out)["open_endpoint_ahead_count"] = endpoints_ahead;
   (*out)["open_ms_first3"] = std::vector<double>(open_ms.begin(), open_ms.begin() + 3);
   (*out)["open_reserve_ms_p50"] = Percentile(reserve_ms, 0.5);
   agent_log.Stop();

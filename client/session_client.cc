@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -55,27 +56,108 @@ void AddRegion(rpci::v1::OpenSessionRequest& req, RegionKind kind, uint16_t inde
   r->set_writable(true);
 }
 
+}  // namespace
+
 // One fabric and domain per configuration for the whole process: the
 // provider's initialisation and fi_fabric/fi_domain are paid by the first
-// attach only; later attaches (and re-attaches) open just an endpoint. The
-// sessions of one process belong to one workload.
-absl::StatusOr<std::shared_ptr<fabric::Fabric>> ProcessFabric(const fabric::FabricConfig& config) {
+// attach only; later attaches (and re-attaches) open just an endpoint, and
+// that one was opened ahead, off their path, once an attach had its own. The
+// sessions of one process belong to one workload; the endpoint opened ahead
+// has carried nothing and has no registrations, so the attach that takes it
+// starts as fresh as with one it opened itself.
+class ProcessFabric {
+ public:
+  static absl::StatusOr<std::shared_ptr<ProcessFabric>> For(const fabric::FabricConfig& config);
+  explicit ProcessFabric(std::unique_ptr<fabric::Fabric> fabric) : fabric_(std::move(fabric)) {}
+
+  // The endpoint opened ahead (waiting for it if it is being opened: it is
+  // further along than a new one would be), else a new one; `ahead` says which.
+  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> TakeEndpoint(bool* ahead) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return !opening_; });
+      *ahead = spare_ != nullptr;
+      if (spare_ != nullptr) return std::move(spare_);
+    }
+    return fabric_->OpenEndpoint();
+  }
+
+  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> OpenEndpoint() { return fabric_->OpenEndpoint(); }
+
+  // Opens the next attach's endpoint unless one is open or being opened.
+  // Called off an attach's path (the client's heartbeat thread).
+  void OpenAhead() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (opening_ || spare_ != nullptr || closed_) return;
+      opening_ = true;
+    }
+    absl::StatusOr<std::unique_ptr<fabric::Endpoint>> ep = fabric_->OpenEndpoint();
+    std::lock_guard<std::mutex> lock(mu_);
+    opening_ = false;
+    if (ep.ok() && !closed_) spare_ = std::move(*ep);  // a failure: the next attach opens its own
+    cv_.notify_all();
+  }
+
+  // At exit, before libfabric's own clean-up: the endpoint opened ahead and
+  // its progress thread go first.
+  void CloseAhead() {
+    std::unique_ptr<fabric::Endpoint> spare;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      closed_ = true;
+      cv_.wait(lock, [&] { return !opening_; });
+      spare = std::move(spare_);
+    }
+  }
+
+ private:
+  const std::unique_ptr<fabric::Fabric> fabric_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool opening_ = false, closed_ = false;
+  std::unique_ptr<fabric::Endpoint> spare_;
+};
+
+namespace {
+
+std::mutex& ProcessFabricsMu() {
   static std::mutex* mu = new std::mutex;
-  static auto* fabrics = new std::map<std::string, std::shared_ptr<fabric::Fabric>>;
+  return *mu;
+}
+
+std::map<std::string, std::shared_ptr<ProcessFabric>>& ProcessFabrics() {
+  static auto* fabrics = new std::map<std::string, std::shared_ptr<ProcessFabric>>;
+  return *fabrics;
+}
+
+void CloseEndpointsAhead() {
+  std::lock_guard<std::mutex> lock(ProcessFabricsMu());
+  for (auto& [key, f] : ProcessFabrics()) f->CloseAhead();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<ProcessFabric>> ProcessFabric::For(const fabric::FabricConfig& config) {
   const std::string key = absl::StrFormat("%s|%s|%s|%d|%u|%u|%u|%d|%d", config.provider, config.node, config.service,
                                           absl::ToInt64Microseconds(config.op_timeout), config.max_message,
                                           config.recv_depth, config.universe_size,
                                           absl::ToInt64Microseconds(config.connect_timeout),
                                           absl::ToInt64Microseconds(config.busy_poll));
-  std::lock_guard<std::mutex> lock(*mu);
-  auto it = fabrics->find(key);
-  if (it != fabrics->end()) return it->second;
+  std::lock_guard<std::mutex> lock(ProcessFabricsMu());
+  auto it = ProcessFabrics().find(key);
+  if (it != ProcessFabrics().end()) return it->second;
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> opened = fabric::Fabric::Open(config);
   if (!opened.ok()) return opened.status();
-  std::shared_ptr<fabric::Fabric> f = std::move(*opened);
-  (*fabrics)[key] = f;
+  // Registered after libfabric's initialisation, so it runs before its clean-up.
+  static const bool at_exit = std::atexit(CloseEndpointsAhead) == 0;
+  (void)at_exit;
+  auto f = std::make_shared<ProcessFabric>(std::move(*opened));
+  ProcessFabrics()[key] = f;
   return f;
 }
+
+namespace {
 
 // A session's endpoint carries frames only (bulk data moves by RMA): its
 // buffers are sized for the largest frame. Its regions are host memory (the
@@ -120,7 +202,7 @@ absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const Sessi
   // fresh process, gained nothing on 2 loaded cores: docs/benchmarks.md.)
   c->control_.Prepare(ticket.endpoint);
   const absl::Time prepared = absl::Now();
-  absl::StatusOr<std::shared_ptr<fabric::Fabric>> fabric = ProcessFabric(c->options_.fabric);
+  absl::StatusOr<std::shared_ptr<ProcessFabric>> fabric = ProcessFabric::For(c->options_.fabric);
   const absl::Duration fabric_time = absl::Now() - prepared;
   if (!fabric.ok()) return fabric.status();
   c->fabric_ = std::move(*fabric);
@@ -175,9 +257,13 @@ absl::Status SessionClient::LearnShape() {
 absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req) {
   // A fresh endpoint and fresh registrations: the old keys die with the old regions.
   DropRegions();
-  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = fabric_->OpenEndpoint();
+  bool ahead = false;
+  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint =
+      options_.endpoint_ahead ? fabric_->TakeEndpoint(&ahead) : fabric_->OpenEndpoint();
   if (!endpoint.ok()) return AsLinkFailure(endpoint.status());
   endpoint_ = std::move(*endpoint);
+  stats_.last_attach.endpoint_ahead = ahead;
+  open_ahead_ = options_.endpoint_ahead;  // the heartbeat thread opens the next one
   auto reg = [&](auto& buf, uint64_t access, std::unique_ptr<fabric::MemoryRegion>* mr) {
     absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> r = endpoint_->RegisterMemory(buf.data(), buf.size(), access);
     if (!r.ok()) return r.status();
@@ -713,7 +799,18 @@ absl::Status SessionClient::Close() {
 
 void SessionClient::HeartbeatLoop() {
   std::unique_lock<std::mutex> lock(mu_);
-  while (!stop_heartbeat_) {
+  while (true) {
+    if (open_ahead_) {
+      // The endpoint of this process's next attach (or this one's
+      // re-attach), opened here, off their path; even when this session was
+      // closed meanwhile (the destructor waits for it).
+      open_ahead_ = false;
+      lock.unlock();
+      fabric_->OpenAhead();
+      lock.lock();
+      continue;
+    }
+    if (stop_heartbeat_) break;
     hb_cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.heartbeat));
     if (stop_heartbeat_ || closed_) continue;
     // How a client that is not waiting notices the agent is gone: frames

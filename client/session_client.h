@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -41,6 +40,10 @@ struct ClientOptions {
   absl::Duration backoff_initial = absl::Milliseconds(20);
   absl::Duration backoff_max = absl::Seconds(1);
   absl::Duration grace = absl::Seconds(10);
+  // After an attach, open the process's next session endpoint ahead (on the
+  // heartbeat thread), so the next attach or re-attach with this fabric
+  // configuration takes it instead of opening one on its path.
+  bool endpoint_ahead = true;
 };
 
 // Where an attach's time went, as the client measured it (the steps of
@@ -53,6 +56,7 @@ struct AttachSteps {
   // process's first attach only (the gRPC channel connects meanwhile).
   absl::Duration fabric;
   absl::Duration endpoint;   // this attach's endpoint and registrations
+  bool endpoint_ahead = false;  // the endpoint was opened ahead (ClientOptions::endpoint_ahead)
   // Waiting for the Challenge RPC, sent as the endpoint step began (its
   // channel's setup if still connecting).
   absl::Duration challenge;
@@ -92,6 +96,8 @@ class ZeroPages {
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
+
+class ProcessFabric;  // the process's fabric for one configuration (session_client.cc)
 
 // An attached session. Thread-safe (calls are serialized).
 class SessionClient {
@@ -206,7 +212,7 @@ class SessionClient {
   ClientOptions options_;
   ControlClient control_;
   mutable std::mutex mu_;
-  std::shared_ptr<fabric::Fabric> fabric_;  // shared by the process's sessions
+  std::shared_ptr<ProcessFabric> fabric_;  // shared by the process's sessions
   std::unique_ptr<fabric::Endpoint> endpoint_;
   fabric::PeerId peer_ = 0;
   std::optional<session::FrameChannel> frames_;  // keyed by the current attach
@@ -233,6 +239,7 @@ class SessionClient {
   ClientStats stats_;
   std::map<uint64_t, uint64_t> from_device_;
   bool stop_heartbeat_ = false;
+  bool open_ahead_ = false;  // the heartbeat thread opens the next endpoint ahead
   std::condition_variable hb_cv_;
   std::thread heartbeat_;
 };

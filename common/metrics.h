@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/map_keys.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -91,9 +92,7 @@ T& Family<T>::Labels(std::vector<std::string> values) {
 template <typename T>
 std::vector<std::vector<std::string>> Family<T>::Series() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::vector<std::string>> out;
-  for (const auto& [values, series] : series_) out.push_back(values);
-  return out;
+  return KeysOf(series_);
 }
 
 }  // namespace rpci

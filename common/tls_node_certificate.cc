@@ -88,11 +88,7 @@ absl::StatusOr<std::unique_ptr<NodeCertificateRenewer>> NodeCertificateRenewer::
 }
 
 NodeCertificateRenewer::~NodeCertificateRenewer() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
+  stop_.Notify();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -119,23 +115,18 @@ absl::Status NodeCertificateRenewer::Renew() {
 }
 
 void NodeCertificateRenewer::Loop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stopping_) {
-    const absl::Time when = issued_at_ + (current_.not_after - issued_at_) * options_.renew_fraction;
-    if (cv_.wait_until(lock, absl::ToChronoTime(when), [this] { return stopping_; })) return;
-    lock.unlock();
-    absl::Status s = Renew();
-    lock.lock();
-    while (!s.ok() && !stopping_) {
+  while (true) {
+    absl::Time when;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      when = issued_at_ + (current_.not_after - issued_at_) * options_.renew_fraction;
+    }
+    if (stop_.WaitForNotificationWithDeadline(when)) return;
+    for (absl::Status s = Renew(); !s.ok(); s = Renew()) {
       log_.Error("node certificate renewal failed; retrying",
                  {{"error", s.ToString()},
-                  {"expires", absl::FormatTime(absl::RFC3339_sec, current_.not_after, absl::UTCTimeZone())}});
-      if (cv_.wait_for(lock, absl::ToChronoMicroseconds(options_.retry_interval), [this] { return stopping_; })) {
-        return;
-      }
-      lock.unlock();
-      s = Renew();
-      lock.lock();
+                  {"expires", absl::FormatTime(absl::RFC3339_sec, current().not_after, absl::UTCTimeZone())}});
+      if (stop_.WaitForNotificationWithTimeout(options_.retry_interval)) return;
     }
   }
 }

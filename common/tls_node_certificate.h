@@ -6,7 +6,6 @@
 // expires. The node's key is made here and never leaves it; the caller proves
 // who it is with its projected ServiceAccount token.
 
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -14,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/cert_authority.h"
 #include "common/log.h"
@@ -71,9 +71,8 @@ class NodeCertificateRenewer {
 
   const NodeCertificateOptions options_;
   const Logger log_;
+  absl::Notification stop_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
   CertificateInfo current_;
   absl::Time issued_at_;
   int renewals_ = 0;

@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/map_keys.h"
 
 namespace rpci::controller {
 namespace {
@@ -994,9 +995,7 @@ std::map<std::string, std::map<std::string, int64_t>> PoolManager::PhaseCounts()
 
 std::vector<std::string> PoolManager::StoreBacklog() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::string> out;
-  for (const auto& [key, r] : retry_) out.push_back(key);
-  return out;
+  return KeysOf(retry_);
 }
 
 void PoolManager::UpdateGaugesLocked(absl::Time now) {

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/map_keys.h"
 #include "nlohmann/json.hpp"
 
 namespace rpci::plugin {
@@ -181,9 +182,7 @@ void DraDriver::Stop() { endpoint_->Stop(); }
 
 std::vector<std::string> DraDriver::PreparedClaims() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::string> out;
-  for (const auto& [uid, c] : prepared_) out.push_back(uid);
-  return out;
+  return KeysOf(prepared_);
 }
 
 // ---------------------------------------------------------------- prepare

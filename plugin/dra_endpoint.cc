@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
+#include "common/unix_grpc.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/kubelet/dra/v1/api.grpc.pb.h"
 #include "proto/kubelet/dra/v1beta1/api.grpc.pb.h"
@@ -19,6 +20,9 @@ namespace rpci::plugin {
 namespace {
 
 namespace drabeta = ::k8s::io::kubelet::pkg::apis::dra::v1beta1;
+
+// How long a stopping server lets calls in flight finish.
+constexpr absl::Duration kShutdownGrace = absl::Milliseconds(200);
 
 // One handler behind both versions' services: v1beta1's is declared with the
 // v1 messages (proto/kubelet/dra/v1beta1/api.proto), so only the method paths
@@ -65,21 +69,6 @@ class RegistrationService final : public pluginregistration::Registration::Servi
   const NotifyFn notify_;
 };
 
-std::unique_ptr<grpc::Server> ServeOn(const std::string& socket, const std::vector<grpc::Service*>& services) {
-  // gRPC unlinks a unix socket's path when its listener shuts down; a stale
-  // file from a previous run is removed here.
-  unlink(socket.c_str());
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
-  for (grpc::Service* s : services) builder.RegisterService(s);
-  return builder.BuildAndStart();
-}
-
-void ShutDown(std::unique_ptr<grpc::Server>& server) {
-  if (server) server->Shutdown(In(absl::Milliseconds(200)));
-  server.reset();
-}
-
 absl::Status MakeDir(const std::string& path) {
   if (mkdir(path.c_str(), 0750) != 0 && errno != EEXIST) {
     return absl::UnavailableError(absl::StrCat("create ", path, ": ", std::strerror(errno)));
@@ -103,8 +92,8 @@ class DraEndpoint::Servers {
   Servers(DraHandler* h, pluginregistration::PluginInfo info, RegistrationService::NotifyFn notify)
       : v1_(h), v1beta1_(h), registration_(std::move(info), std::move(notify)) {}
   ~Servers() {
-    ShutDown(registration_server_);
-    ShutDown(dra_server_);
+    StopServer(registration_server_, kShutdownGrace);
+    StopServer(dra_server_, kShutdownGrace);
   }
   DraV1Service v1_;
   DraV1beta1Service v1beta1_;
@@ -148,12 +137,12 @@ absl::Status DraEndpoint::Start() {
     OnRegistrationStatus(ok, error);
   });
   // The DRA service first: the kubelet may call it as soon as it registers.
-  servers_->dra_server_ = ServeOn(dra_socket, {&servers_->v1_, &servers_->v1beta1_});
+  servers_->dra_server_ = ServeUnix(dra_socket, {&servers_->v1_, &servers_->v1beta1_});
   if (servers_->dra_server_ == nullptr) {
     servers_.reset();
     return absl::UnavailableError("plugin: cannot serve DRA on " + dra_socket);
   }
-  servers_->registration_server_ = ServeOn(reg_socket, {&servers_->registration_});
+  servers_->registration_server_ = ServeUnix(reg_socket, {&servers_->registration_});
   if (servers_->registration_server_ == nullptr) {
     servers_.reset();
     return absl::UnavailableError("plugin: cannot serve plugin registration on " + reg_socket);
@@ -214,8 +203,8 @@ absl::Status DraEndpoint::ServeRegistration() {
   const std::string reg_socket = DraRegistrationSocket(kubelet_dir_, driver_);
   std::lock_guard<std::mutex> lock(mu_);
   if (servers_ == nullptr) return absl::OkStatus();
-  ShutDown(servers_->registration_server_);
-  servers_->registration_server_ = ServeOn(reg_socket, {&servers_->registration_});
+  StopServer(servers_->registration_server_, kShutdownGrace);
+  servers_->registration_server_ = ServeUnix(reg_socket, {&servers_->registration_});
   if (servers_->registration_server_ == nullptr) {
     log_.Error("cannot serve plugin registration again", {{"socket", reg_socket}});
     return absl::UnavailableError("plugin: cannot serve plugin registration on " + reg_socket);

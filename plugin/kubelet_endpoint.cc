@@ -1,16 +1,13 @@
 #include "plugin/kubelet_endpoint.h"
 
-#include <errno.h>
-#include <poll.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <functional>
 
 #include "common/grpc_util.h"
+#include "common/unix_grpc.h"
 
 namespace rpci::plugin {
 namespace {
@@ -92,14 +89,6 @@ class PoolService final : public v1beta1::DevicePlugin::Service {
 std::string SocketName(const std::string& pool) { return "rpci-" + pool + ".sock"; }
 std::string ResourceName(const std::string& pool) { return "rpci.io/" + pool; }
 
-std::shared_ptr<grpc::Channel> UnixChannel(const std::string& path) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-  return grpc::CreateCustomChannel("unix:" + path, grpc::InsecureChannelCredentials(), args);
-}
-
 class KubeletEndpoint::PoolServer {
  public:
   PoolServer(const std::string& plugin_dir, EndpointHandler* h, std::string pool)
@@ -120,11 +109,7 @@ class KubeletEndpoint::PoolServer {
     // gRPC unlinks a unix socket's path when its listener shuts down, so the
     // old server must be gone before the new one binds the same path.
     Retire(std::move(service_), std::move(server_));
-    unlink(socket_.c_str());
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("unix:" + socket_, grpc::InsecureServerCredentials());
-    builder.RegisterService(service.get());
-    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    std::unique_ptr<grpc::Server> server = ServeUnix(socket_, {service.get()});
     if (server == nullptr) return absl::UnavailableError("pool " + pool_ + ": cannot serve on " + socket_);
     service_ = std::move(service);
     server_ = std::move(server);
@@ -156,10 +141,9 @@ class KubeletEndpoint::PoolServer {
  private:
   static void Retire(std::unique_ptr<PoolService> service, std::unique_ptr<grpc::Server> server) {
     if (service) service->stopping = true;
-    if (server) server->Shutdown(In(absl::Milliseconds(200)));
     // The server (and the threads that call into the service) goes first: a
     // service must outlive its server.
-    server.reset();
+    StopServer(server, absl::Milliseconds(200));
     service.reset();
   }
 
@@ -194,10 +178,15 @@ absl::Status KubeletEndpoint::Start() {
   stopping_ = false;
   // The watch exists before the first registration attempt, so a kubelet
   // socket created in between is seen rather than waited for by polling.
-  const int inotify_fd = WatchPluginDir();
+  auto dir_watch = DirWatch::Open(plugin_dir_);
+  if (!dir_watch.ok()) {
+    log_.Error("kubelet restarts are noticed by polling only", {{"error", std::string(dir_watch.status().message())}});
+  }
   // Served first; registration comes after (the kubelet dials back at once).
   RegisterAll(/*reserve=*/false);
-  watch_ = std::thread([this, inotify_fd] { WatchLoop(inotify_fd); });
+  watch_ = std::thread([this, w = dir_watch.ok() ? *std::move(dir_watch) : nullptr]() mutable {
+    WatchLoop(std::move(w));
+  });
   return absl::OkStatus();
 }
 
@@ -234,39 +223,14 @@ void KubeletEndpoint::RegisterAll(bool reserve) {
   }
 }
 
-int KubeletEndpoint::WatchPluginDir() {
-  int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (fd >= 0 && inotify_add_watch(fd, plugin_dir_.c_str(), IN_CREATE | IN_MOVED_TO) < 0) {
-    close(fd);
-    fd = -1;
-  }
-  if (fd < 0) {
-    log_.Error("inotify on plugin dir failed; kubelet restarts are noticed by polling only",
-               {{"dir", plugin_dir_}, {"error", std::strerror(errno)}});
-  }
-  return fd;
-}
-
-bool KubeletEndpoint::KubeletSocketCreated(int fd) {
-  alignas(inotify_event) char buf[4096];
-  bool created = false;
-  ssize_t len;
-  while ((len = read(fd, buf, sizeof(buf))) > 0) {
-    for (char* p = buf; p < buf + len;) {
-      auto* ev = reinterpret_cast<inotify_event*>(p);
-      if (ev->len > 0 && std::strcmp(ev->name, kKubeletSocket) == 0) created = true;
-      p += sizeof(inotify_event) + ev->len;
-    }
-  }
-  return created;
-}
-
-void KubeletEndpoint::WatchLoop(int fd) {
+void KubeletEndpoint::WatchLoop(std::unique_ptr<DirWatch> dir_watch) {
   absl::Time last_retry = absl::Now();
   while (!stopping_) {
-    pollfd pfd{fd, POLLIN, 0};
-    const int n = fd >= 0 ? poll(&pfd, 1, 100) : (usleep(100 * 1000), 0);
-    const bool kubelet_started = n > 0 && KubeletSocketCreated(fd);
+    bool kubelet_started = false;
+    if (dir_watch == nullptr) absl::SleepFor(absl::Milliseconds(100));
+    for (const DirEvent& e : dir_watch ? dir_watch->Wait(absl::Milliseconds(100)) : std::vector<DirEvent>{}) {
+      kubelet_started |= e.name == kKubeletSocket;
+    }
     if (stopping_) break;
     if (kubelet_started) {
       // The kubelet removed our sockets when it restarted: serve again, then
@@ -286,7 +250,6 @@ void KubeletEndpoint::WatchLoop(int fd) {
       last_retry = absl::Now();
     }
   }
-  if (fd >= 0) close(fd);
 }
 
 }  // namespace rpci::plugin

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/dir_watch.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "grpcpp/grpcpp.h"
@@ -52,8 +53,6 @@ class EndpointHandler {
 std::string SocketName(const std::string& pool);
 // "rpci.io/<pool>".
 std::string ResourceName(const std::string& pool);
-// Channel to a kubelet unix socket that notices a (re)appearing peer quickly.
-std::shared_ptr<grpc::Channel> UnixChannel(const std::string& path);
 
 class KubeletEndpoint {
  public:
@@ -81,12 +80,9 @@ class KubeletEndpoint {
 
   // Serves (again, when `reserve`) and registers every pool.
   void RegisterAll(bool reserve);
-  // An inotify fd watching the plugin dir for the kubelet socket, or -1.
-  int WatchPluginDir();
-  // Reads pending inotify events; whether kubelet.sock was created.
-  static bool KubeletSocketCreated(int inotify_fd);
-  // Takes ownership of `inotify_fd` (-1: poll only).
-  void WatchLoop(int inotify_fd);
+  // Re-registers when kubelet.sock is created in the plugin dir and retries
+  // failed pools every second. Null `dir_watch`: polling only.
+  void WatchLoop(std::unique_ptr<DirWatch> dir_watch);
 
   const std::string plugin_dir_;
   const std::vector<std::string> pools_;

@@ -10,6 +10,8 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/ascii.h"
 #include "common/grpc_util.h"
+#include "common/map_keys.h"
+#include "common/unix_grpc.h"
 #include "plugin/container_edits.h"
 #include "plugin/preferred.h"
 #include "proto/kubelet/podresources/v1/api.grpc.pb.h"
@@ -176,9 +178,7 @@ v1beta1::ListAndWatchResponse Plugin::DeviceList(const std::string& pool) const 
 
 std::vector<std::string> Plugin::SessionDevices() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::string> out;
-  for (const auto& [id, h] : held_) out.push_back(id);
-  return out;
+  return KeysOf(held_);
 }
 
 // ---------------------------------------------------------------- RPCs

@@ -75,6 +75,17 @@ class PluginTest : public ::testing::Test {
     kubelet_->Stop();
   }
 
+  // Whether the kubelet sees all three devices with `health` within `timeout`.
+  bool AllDevicesBecome(const std::string& health, absl::Duration timeout = absl::Seconds(2)) {
+    return kubelet_->WaitForDevices(kResource, AllHealth(3, health), timeout);
+  }
+  // ml/trainer-0 admitted with one device: that device's id.
+  absl::StatusOr<std::string> AdmitOneDevicePod() {
+    auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
+    if (!admitted.ok()) return admitted.status();
+    return admitted->device_ids[0];
+  }
+
   std::string dir_;
   TestAgents agents_;
   std::unique_ptr<LoopbackController> controller_;
@@ -160,7 +171,7 @@ TEST_F(PluginTest, KubeletRestartReRegistersWithinOneSecondKeepingSessions) {
   EXPECT_EQ(plugin_->registrations(), before + 1);
   EXPECT_EQ(agents_.open_sessions(), 1u);
   EXPECT_EQ(plugin_->SessionDevices(), admitted->device_ids);
-  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth(3, "Healthy"), absl::Seconds(2)));
+  EXPECT_TRUE(AllDevicesBecome("Healthy"));
   EXPECT_TRUE(kubelet_->PreStartContainer(kResource, admitted->device_ids).ok());
 }
 
@@ -335,34 +346,32 @@ TEST_F(PluginTest, PreStartContainerFailsWhenTheSessionIsGone) {
 
 TEST_F(PluginTest, HealthFollowsTheAgentAndRecovers) {
   agents_.SetDown(kAgent, true);
-  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth(3, "Unhealthy"), absl::Seconds(2)));
+  EXPECT_TRUE(AllDevicesBecome("Unhealthy"));
   agents_.SetDown(kAgent, false);
-  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth(3, "Healthy"), absl::Seconds(2)));
+  EXPECT_TRUE(AllDevicesBecome("Healthy"));
 }
 
 TEST_F(PluginTest, HealthFollowsSessionLossAndRecovers) {
-  auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
-  ASSERT_TRUE(admitted.ok()) << admitted.status();
-  const std::string lost = admitted->device_ids[0];
-  agents_.SetLost(lost, true);
+  absl::StatusOr<std::string> lost = AdmitOneDevicePod();
+  ASSERT_TRUE(lost.ok()) << lost.status();
+  agents_.SetLost(*lost, true);
   auto only_lost_unhealthy = [&](const std::vector<AdvertisedDevice>& ds) {
     if (ds.size() != 3) return false;
     for (const AdvertisedDevice& d : ds) {
-      if ((d.id == lost) != (d.health == "Unhealthy")) return false;
+      if ((d.id == *lost) != (d.health == "Unhealthy")) return false;
     }
     return true;
   };
   EXPECT_TRUE(kubelet_->WaitForDevices(kResource, only_lost_unhealthy, absl::Seconds(2)));
-  agents_.SetLost(lost, false);
-  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth(3, "Healthy"), absl::Seconds(2)));
+  agents_.SetLost(*lost, false);
+  EXPECT_TRUE(AllDevicesBecome("Healthy"));
 }
 
 TEST_F(PluginTest, ReleasesSessionsOfPodsThatAreGone) {
-  auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
-  ASSERT_TRUE(admitted.ok()) << admitted.status();
-  const std::string id = admitted->device_ids[0];
+  absl::StatusOr<std::string> id = AdmitOneDevicePod();
+  ASSERT_TRUE(id.ok()) << id.status();
   ASSERT_TRUE(plugin_->SyncUsage().ok());
-  EXPECT_EQ(plugin_->SessionDevices(), std::vector<std::string>{id});  // still in pod-resources
+  EXPECT_EQ(plugin_->SessionDevices(), std::vector<std::string>{*id});  // still in pod-resources
   EXPECT_EQ(controller_->manager().Attachments().size(), 1u);
 
   kubelet_->RemovePod("ml", "trainer-0");
@@ -400,7 +409,7 @@ TEST_F(PluginTest, AttachmentNamesThePodAndPodEndReleasesAtOnce) {
   plugin_ = std::make_unique<Plugin>(options_, client_.get(), &agents_);
   ASSERT_TRUE(plugin_->Start().ok());
   plugin_->SetAssignments(controller_->manager().AssignmentsFor("cn-1"));
-  ASSERT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth(3, "Healthy"), absl::Seconds(5)));
+  ASSERT_TRUE(AllDevicesBecome("Healthy", absl::Seconds(5)));
   auto admitted = kubelet_->AdmitPod("ml", "trainer-0", "main", kResource, 1);
   ASSERT_TRUE(admitted.ok()) << admitted.status();
   std::vector<controller::Attachment> atts = controller_->manager().Attachments();
@@ -418,7 +427,7 @@ TEST_F(PluginTest, AttachmentNamesThePodAndPodEndReleasesAtOnce) {
   ASSERT_TRUE(plugin_->SyncUsage().ok());
   EXPECT_TRUE(plugin_->SessionDevices().empty()) << "released although the grace is an hour";
   EXPECT_TRUE(controller_->manager().Attachments().empty());
-  EXPECT_TRUE(kubelet_->WaitForDevices(kResource, AllHealth(3, "Healthy"), absl::Seconds(2)));
+  EXPECT_TRUE(AllDevicesBecome("Healthy"));
   // An allocation pod-resources never listed keeps its grace.
   auto unlisted = kubelet_->Allocate(kResource, [&] {
     v1beta1::AllocateRequest req;

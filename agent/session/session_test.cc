@@ -781,6 +781,44 @@ TEST_F(SessionTest, LinkDropReconnectsAndReplaysEveryWriteExactlyOnce) {
   for (uint64_t i = 0; i < 200; ++i) EXPECT_EQ(applied[i].second, i);
 }
 
+// After an attach, the client opens the process's next session endpoint
+// ahead (its heartbeat thread; a client going away waits for it): the next
+// attach and a re-attach take it instead of opening one on their path, and
+// the re-attach still replays every write exactly once. A client told not
+// to opens its own.
+TEST_F(SessionTest, AnAttachOrReattachTakesTheEndpointOpenedAheadAndReplaysEveryWriteOnce) {
+  auto attach_and_end = [&] {
+    client::SessionTicket other;
+    Attach(&other, "g-emu").reset();  // its client opened the next endpoint before it went
+    ASSERT_TRUE(client::ControlClient().Close(other).ok());
+  };
+  attach_and_end();
+  client::SessionTicket ticket;
+  auto c = AttachAndWrite(&ticket, 0x200, 0);
+  ASSERT_NE(c, nullptr);
+  EXPECT_TRUE(c->stats().last_attach.endpoint_ahead);
+  attach_and_end();  // one is open (or being opened) again when it ends
+  for (uint64_t i = 1; i < 50; ++i) ASSERT_TRUE(c->Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
+  ASSERT_TRUE(c->Flush().ok());
+  c->BreakLinkForTesting();
+  for (uint64_t i = 50; i < 100; ++i) ASSERT_TRUE(c->Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
+  absl::Status s = c->Sync(absl::Seconds(10));
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(c->stats().reconnects, 1u);
+  EXPECT_TRUE(c->stats().last_attach.endpoint_ahead);
+  auto applied = device_.applied();
+  ASSERT_EQ(applied.size(), 100u);
+  for (uint64_t i = 0; i < 100; ++i) EXPECT_EQ(applied[i].second, i);
+  c.reset();
+  auto ticket_b = client::ControlClient().Reserve(Endpoint(), {"g-emu", "secret-token", "node-a"});
+  ASSERT_TRUE(ticket_b.ok()) << ticket_b.status();
+  client::ClientOptions own;
+  own.endpoint_ahead = false;
+  auto b = client::SessionClient::Attach(*ticket_b, own);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_FALSE((*b)->stats().last_attach.endpoint_ahead);
+}
+
 // A device that finishes a job on its own time, as a VFIO device's MSI
 // does: Finish writes the result into its DMA space, raises vector 2 and
 // signals its interrupt fd.

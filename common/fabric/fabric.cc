@@ -33,35 +33,26 @@ namespace rpci::fabric {
 
 absl::Status FabricError(absl::string_view call, int fi_errno) {
   if (fi_errno < 0) fi_errno = -fi_errno;
-  std::string message = absl::StrCat("fabric: ", call, ": ", fi_strerror(fi_errno));
-  switch (fi_errno) {
-    case FI_ETIMEDOUT:
-      return absl::DeadlineExceededError(message);
-    case FI_EACCES:
-    case FI_EPERM:
-    case FI_EKEYREJECTED:
-      return absl::PermissionDeniedError(message);
-    case FI_EINVAL:
-    case FI_EBADFLAGS:
-      return absl::InvalidArgumentError(message);
-    case FI_ENODATA:
-    case FI_ENOENT:
-      return absl::NotFoundError(message);
-    case FI_ENOMEM:
-    case FI_ENOSPC:
-      return absl::ResourceExhaustedError(message);
-    case FI_ENOSYS:
-    case FI_EOPNOTSUPP:
-      return absl::UnimplementedError(message);
-    case FI_ECANCELED:
-      return absl::CancelledError(message);
-    case FI_ETOOSMALL:
-    case FI_EMSGSIZE:
-      return absl::OutOfRangeError(message);
-    default:
-      // Connection refused/reset, unreachable, I/O: the peer or path is gone.
-      return absl::UnavailableError(message);
+  // Connection refused/reset, unreachable, I/O and anything not listed: the
+  // peer or path is gone (UNAVAILABLE).
+  static constexpr struct {
+    int fi_errno;
+    absl::StatusCode code;
+  } kCodes[] = {
+      {FI_ETIMEDOUT, absl::StatusCode::kDeadlineExceeded}, {FI_EACCES, absl::StatusCode::kPermissionDenied},
+      {FI_EPERM, absl::StatusCode::kPermissionDenied},     {FI_EKEYREJECTED, absl::StatusCode::kPermissionDenied},
+      {FI_EINVAL, absl::StatusCode::kInvalidArgument},     {FI_EBADFLAGS, absl::StatusCode::kInvalidArgument},
+      {FI_ENODATA, absl::StatusCode::kNotFound},           {FI_ENOENT, absl::StatusCode::kNotFound},
+      {FI_ENOMEM, absl::StatusCode::kResourceExhausted},   {FI_ENOSPC, absl::StatusCode::kResourceExhausted},
+      {FI_ENOSYS, absl::StatusCode::kUnimplemented},       {FI_EOPNOTSUPP, absl::StatusCode::kUnimplemented},
+      {FI_ECANCELED, absl::StatusCode::kCancelled},        {FI_ETOOSMALL, absl::StatusCode::kOutOfRange},
+      {FI_EMSGSIZE, absl::StatusCode::kOutOfRange},
+  };
+  absl::StatusCode code = absl::StatusCode::kUnavailable;
+  for (const auto& c : kCodes) {
+    if (c.fi_errno == fi_errno) code = c.code;
   }
+  return absl::Status(code, absl::StrCat("fabric: ", call, ": ", fi_strerror(fi_errno)));
 }
 
 namespace {

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <rdma/fi_errno.h>
 
 #include <algorithm>
 #include <cstring>
@@ -73,6 +74,20 @@ std::vector<uint8_t> Pattern(size_t n, uint8_t seed) {
 
 RmaOp To(const MemoryRegion& local, const MemoryRegion& remote, size_t length, uint64_t remote_offset = 0) {
   return {&local, 0, length, remote.remote().address + remote_offset, remote.remote().key};
+}
+
+TEST(FabricErrorTest, MapsFabricErrnosToStatusCodesNamingTheCall) {
+  EXPECT_EQ(FabricError("fi_write", -FI_ETIMEDOUT).code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(FabricError("fi_mr_reg", FI_EKEYREJECTED).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(FabricError("fi_mr_reg", -FI_EINVAL).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FabricError("fi_getinfo", -FI_ENODATA).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(FabricError("fi_mr_reg", -FI_ENOMEM).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(FabricError("fi_read", -FI_EOPNOTSUPP).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(FabricError("fi_cq_read", -FI_ECANCELED).code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(FabricError("fi_send", -FI_EMSGSIZE).code(), absl::StatusCode::kOutOfRange);
+  const absl::Status refused = FabricError("fi_send", -FI_ECONNREFUSED);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(refused.message().find("fabric: fi_send: "), 0u) << refused;
 }
 
 TEST(ResolveProviderTest, AutoPicksVerbsOnlyWhenAPortIsActive) {

@@ -61,7 +61,7 @@ absl::StatusOr<VethPair> VethPair::Create(const std::string& tag) {
     pair.dev_[i] = absl::StrCat("v", id, i ? "b" : "a").substr(0, 15);
     pair.addr_[i] = absl::StrCat("10.", subnet, ".", (n % 250) + 1, ".", i + 1);
   }
-  pair.owned_ = true;
+  pair.owned_.Take();
   for (int i = 0; i < 2; ++i) {
     absl::Status s = RunCommand({"ip", "netns", "add", pair.ns_[i]});
     if (!s.ok()) return s;
@@ -80,16 +80,6 @@ absl::StatusOr<VethPair> VethPair::Create(const std::string& tag) {
     if (!s.ok()) return s;
   }
   return pair;
-}
-
-VethPair::VethPair(VethPair&& other) noexcept {
-  for (int i = 0; i < 2; ++i) {
-    ns_[i] = std::move(other.ns_[i]);
-    dev_[i] = std::move(other.dev_[i]);
-    addr_[i] = std::move(other.addr_[i]);
-  }
-  owned_ = other.owned_;
-  other.owned_ = false;
 }
 
 VethPair::~VethPair() {

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "tests/harness/ownership.h"
 
 namespace rpci::testing {
 
@@ -25,7 +26,7 @@ class VethPair {
   // `tag` makes names readable in `ip netns list` (at most 6 characters).
   static absl::StatusOr<VethPair> Create(const std::string& tag);
   ~VethPair();
-  VethPair(VethPair&& other) noexcept;
+  VethPair(VethPair&& other) noexcept = default;
   VethPair& operator=(VethPair&&) = delete;
   VethPair(const VethPair&) = delete;
 
@@ -52,7 +53,7 @@ class VethPair {
   std::string ns_[2];
   std::string dev_[2];
   std::string addr_[2];
-  bool owned_ = false;
+  Ownership owned_;
 };
 
 }  // namespace rpci::testing

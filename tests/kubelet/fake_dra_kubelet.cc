@@ -1,8 +1,6 @@
 #include "tests/kubelet/fake_dra_kubelet.h"
 
 #include <dirent.h>
-#include <poll.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,11 +70,8 @@ absl::Status FakeDraKubelet::Start() {
     drivers_.clear();
   }
   stopping_ = false;
-  const int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (fd < 0 || inotify_add_watch(fd, registry_dir().c_str(), IN_CREATE | IN_MOVED_TO | IN_DELETE) < 0) {
-    if (fd >= 0) close(fd);
-    return absl::InternalError(absl::StrCat("inotify on ", registry_dir(), ": ", std::strerror(errno)));
-  }
+  auto dir_watch = DirWatch::Open(registry_dir(), /*removals=*/true);
+  if (!dir_watch.ok()) return dir_watch.status();
   // Sockets already there: the plugin watcher's initial walk.
   std::vector<std::string> existing;
   if (DIR* d = opendir(registry_dir().c_str())) {
@@ -91,7 +86,7 @@ absl::Status FakeDraKubelet::Start() {
     registered_.clear();
     for (const std::string& name : existing) desired_[registry_dir() + "/" + name] = ++stamp_;
   }
-  watch_ = std::thread([this, fd] { WatchLoop(fd); });
+  watch_ = std::thread([this, w = *std::move(dir_watch)]() mutable { WatchLoop(std::move(w)); });
   return absl::OkStatus();
 }
 
@@ -107,31 +102,22 @@ absl::Status FakeDraKubelet::Restart() {
   return Start();
 }
 
-void FakeDraKubelet::WatchLoop(int fd) {
-  alignas(inotify_event) char buf[4096];
+void FakeDraKubelet::WatchLoop(std::unique_ptr<DirWatch> dir_watch) {
   absl::Time last_reconcile = absl::InfinitePast();
   while (!stopping_) {
-    pollfd pfd{fd, POLLIN, 0};
-    ssize_t len;
-    if (poll(&pfd, 1, 100) > 0) {
-      while ((len = read(fd, buf, sizeof(buf))) > 0) {
-        for (char* p = buf; p < buf + len;) {
-          auto* ev = reinterpret_cast<inotify_event*>(p);
-          p += sizeof(inotify_event) + ev->len;
-          if (ev->len == 0 || ev->name[0] == '.') continue;
-          const std::string path = registry_dir() + "/" + ev->name;
-          std::lock_guard<std::mutex> lock(mu_);
-          if (ev->mask & IN_DELETE) {
-            desired_.erase(path);
-            registered_.erase(path);
-            for (auto it = drivers_.begin(); it != drivers_.end();) {
-              it = it->second->registration_socket == path ? drivers_.erase(it) : std::next(it);
-            }
-            changed_.notify_all();
-          } else {
-            desired_[path] = ++stamp_;  // a new socket: registered anew
-          }
+    for (const DirEvent& e : dir_watch->Wait(absl::Milliseconds(100))) {
+      if (e.name[0] == '.') continue;
+      const std::string path = registry_dir() + "/" + e.name;
+      std::lock_guard<std::mutex> lock(mu_);
+      if (e.removed) {
+        desired_.erase(path);
+        registered_.erase(path);
+        for (auto it = drivers_.begin(); it != drivers_.end();) {
+          it = it->second->registration_socket == path ? drivers_.erase(it) : std::next(it);
         }
+        changed_.notify_all();
+      } else {
+        desired_[path] = ++stamp_;  // a new socket: registered anew
       }
     }
     if (absl::Now() - last_reconcile < kReconcilePeriod) continue;
@@ -152,7 +138,6 @@ void FakeDraKubelet::WatchLoop(int fd) {
       }
     }
   }
-  close(fd);
 }
 
 bool FakeDraKubelet::RegisterSocket(const std::string& socket) {

@@ -32,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/dir_watch.h"
 #include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/kubelet/dra/v1/api.pb.h"
@@ -98,7 +99,7 @@ class FakeDraKubelet {
 
  private:
   struct Driver;
-  void WatchLoop(int inotify_fd);
+  void WatchLoop(std::unique_ptr<DirWatch> dir_watch);
   // GetInfo, validation, NotifyRegistrationStatus; whether it registered.
   bool RegisterSocket(const std::string& socket);
   std::shared_ptr<Driver> DriverNamed(const std::string& driver) const;

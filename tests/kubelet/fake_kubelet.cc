@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_util.h"
+#include "common/unix_grpc.h"
 #include "tests/kubelet/cdi_runtime.h"
 
 namespace rpci::testing {
@@ -118,21 +119,14 @@ absl::Status FakeKubelet::Start() {
   mkdir(plugin_dir_.c_str(), 0750);
   // The kubelet removes every socket left in the directory at start.
   RemoveSockets(plugin_dir_);
-  unlink(pod_resources_socket_.c_str());
   registration_service_ = std::make_unique<RegistrationService>(this);
   pod_resources_service_ = std::make_unique<PodResourcesService>(this);
 
-  grpc::ServerBuilder pr;
-  pr.AddListeningPort("unix:" + pod_resources_socket_, grpc::InsecureServerCredentials());
-  pr.RegisterService(pod_resources_service_.get());
-  pod_resources_server_ = pr.BuildAndStart();
+  pod_resources_server_ = ServeUnix(pod_resources_socket_, {pod_resources_service_.get()});
   if (pod_resources_server_ == nullptr) {
     return absl::UnavailableError("fake kubelet: cannot serve pod-resources on " + pod_resources_socket_);
   }
-  grpc::ServerBuilder reg;
-  reg.AddListeningPort("unix:" + kubelet_socket(), grpc::InsecureServerCredentials());
-  reg.RegisterService(registration_service_.get());
-  registration_server_ = reg.BuildAndStart();
+  registration_server_ = ServeUnix(kubelet_socket(), {registration_service_.get()});
   if (registration_server_ == nullptr) {
     return absl::UnavailableError("fake kubelet: cannot serve registration on " + kubelet_socket());
   }
@@ -140,10 +134,8 @@ absl::Status FakeKubelet::Start() {
 }
 
 void FakeKubelet::Stop() {
-  if (registration_server_) registration_server_->Shutdown(In(absl::Seconds(1)));
-  if (pod_resources_server_) pod_resources_server_->Shutdown(In(absl::Seconds(1)));
-  registration_server_.reset();
-  pod_resources_server_.reset();
+  StopServer(registration_server_, absl::Seconds(1));
+  StopServer(pod_resources_server_, absl::Seconds(1));
   std::vector<std::thread> watchers;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -59,7 +59,7 @@ absl::StatusOr<SoftRoce> SoftRoce::Create(const VethPair& pair, const std::strin
     absl::StatusOr<std::string> out = CommandOutput(
         {"ip", "netns", "exec", ns, "rdma", "link", "add", roce.nic_[i], "type", "rxe", "netdev", pair.dev(i)});
     if (!out.ok()) return out.status();
-    roce.owned_ = true;
+    roce.owned_.Take();
   }
   for (int tries = 0; tries < 100 && !(Ready(roce.nic_[0]) && Ready(roce.nic_[1])); ++tries) {
     absl::SleepFor(absl::Milliseconds(100));
@@ -68,12 +68,6 @@ absl::StatusOr<SoftRoce> SoftRoce::Create(const VethPair& pair, const std::strin
     return absl::DeadlineExceededError(absl::StrCat(roce.nic_[0], "/", roce.nic_[1], " not ACTIVE with a GID in 10 s"));
   }
   return roce;
-}
-
-SoftRoce::SoftRoce(SoftRoce&& other) noexcept {
-  for (int i = 0; i < 2; ++i) nic_[i] = std::move(other.nic_[i]);
-  owned_ = other.owned_;
-  other.owned_ = false;
 }
 
 SoftRoce::~SoftRoce() {
@@ -118,7 +112,7 @@ absl::StatusOr<RocePair> RocePair::Create(int subnet) {
   for (const auto& step : steps) {
     absl::StatusOr<std::string> out = CommandOutput(step);
     if (!out.ok()) return out.status();
-    p.owned_ = true;
+    p.owned_.Take();
   }
   for (int i = 0; i < 2; ++i) {
     absl::StatusOr<std::string> out =
@@ -137,17 +131,6 @@ absl::StatusOr<RocePair> RocePair::Create(int subnet) {
     if (!out.ok()) return out.status();
   }
   return p;
-}
-
-RocePair::RocePair(RocePair&& other) noexcept {
-  for (int i = 0; i < 2; ++i) {
-    addr_[i] = std::move(other.addr_[i]);
-    dev_[i] = std::move(other.dev_[i]);
-    nic_[i] = std::move(other.nic_[i]);
-  }
-  subnet_ = other.subnet_;
-  owned_ = other.owned_;
-  other.owned_ = false;
 }
 
 RocePair::~RocePair() {

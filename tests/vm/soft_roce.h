@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "tests/harness/netns.h"
+#include "tests/harness/ownership.h"
 
 namespace rpci::testing {
 
@@ -24,7 +25,7 @@ class SoftRoce {
   // waits until both ports are ACTIVE with the veth addresses as GIDs.
   static absl::StatusOr<SoftRoce> Create(const VethPair& pair, const std::string& tag);
   ~SoftRoce();
-  SoftRoce(SoftRoce&& other) noexcept;
+  SoftRoce(SoftRoce&& other) noexcept = default;
   SoftRoce& operator=(SoftRoce&&) = delete;
 
   // The rxe device on host a (0) or b (1).
@@ -33,7 +34,7 @@ class SoftRoce {
  private:
   SoftRoce() = default;
   std::string nic_[2];
-  bool owned_ = false;
+  Ownership owned_;
 };
 
 // Two "hosts" for RDMA traffic: Linux 6.1's rxe receives only in the initial
@@ -49,7 +50,7 @@ class RocePair {
  public:
   static absl::StatusOr<RocePair> Create(int subnet);
   ~RocePair();
-  RocePair(RocePair&& other) noexcept;
+  RocePair(RocePair&& other) noexcept = default;
   RocePair& operator=(RocePair&&) = delete;
 
   const std::string& addr(int host) const { return addr_[host]; }
@@ -66,7 +67,7 @@ class RocePair {
   RocePair() = default;
   std::string addr_[2], dev_[2], nic_[2];
   int subnet_ = 0;
-  bool owned_ = false;
+  Ownership owned_;
 };
 
 }  // namespace rpci::testing
