@@ -57,36 +57,48 @@ double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count()
 
 // The fabric's own ping-pong: `bytes`-long messages over common/fabric
 // between two endpoints on separate fabrics opened with `config` (the
-// session's provider and endpoint settings), one echoing; each RTT in us.
-absl::StatusOr<std::vector<double>> FabricPingPongUs(const rpci::fabric::FabricConfig& config, size_t bytes,
-                                                     int iters, int warmup) {
-  namespace fabric = rpci::fabric;
-  absl::StatusOr<rpci::bench::FabricPair> pair = rpci::bench::OpenFabricPair(config);
-  if (!pair.ok()) return pair.status();
-  auto* a = &pair->a;
-  auto* b = &pair->b;
-  auto* peer = &pair->a_to_b;
-  auto* back = &pair->b_to_a;
-  fabric::Endpoint* echo_ep = b->get();
-  std::thread echo([echo_ep, back = *back, n = iters + warmup] {
-    for (int i = 0; i < n; ++i) {
-      absl::StatusOr<std::string> m = echo_ep->Recv(absl::Seconds(10));
-      if (!m.ok() || !echo_ep->Send(back, *m).ok()) return;
-    }
-  });
-  const std::string msg(bytes, 'd');
-  std::vector<double> us;
-  absl::Status status;
-  for (int i = 0; i < iters + warmup && status.ok(); ++i) {
-    auto t0 = Clock::now();
-    status = (*a)->Send(*peer, msg);
-    if (status.ok()) status = (*a)->Recv(absl::Seconds(10)).status();
-    if (i >= warmup) us.push_back(Secs(Clock::now() - t0) * 1e6);
+// session's provider and endpoint settings), one echoing on its own thread
+// for as long as this object lives, so samples can be taken in blocks
+// between other measurements.
+class FabricPingPong {
+ public:
+  static absl::StatusOr<std::unique_ptr<FabricPingPong>> Open(const rpci::fabric::FabricConfig& config,
+                                                              size_t bytes) {
+    absl::StatusOr<rpci::bench::FabricPair> pair = rpci::bench::OpenFabricPair(config);
+    if (!pair.ok()) return pair.status();
+    return std::unique_ptr<FabricPingPong>(new FabricPingPong(*std::move(pair), bytes));
   }
-  echo.join();
-  if (!status.ok()) return status;
-  return us;
-}
+  ~FabricPingPong() {
+    stop_ = true;
+    echo_.join();
+  }
+
+  // `n` round trips in us, after `warmup` unmeasured ones.
+  absl::StatusOr<std::vector<double>> Rtts(int n, int warmup) {
+    std::vector<double> us;
+    for (int i = 0; i < n + warmup; ++i) {
+      auto t0 = Clock::now();
+      if (absl::Status st = pair_.a->Send(pair_.a_to_b, msg_); !st.ok()) return st;
+      if (absl::Status st = pair_.a->Recv(absl::Seconds(10)).status(); !st.ok()) return st;
+      if (i >= warmup) us.push_back(Secs(Clock::now() - t0) * 1e6);
+    }
+    return us;
+  }
+
+ private:
+  FabricPingPong(rpci::bench::FabricPair pair, size_t bytes) : pair_(std::move(pair)), msg_(bytes, 'd') {
+    echo_ = std::thread([this] {
+      while (!stop_) {
+        absl::StatusOr<std::string> m = pair_.b->Recv(absl::Milliseconds(50));
+        if (m.ok() && !pair_.b->Send(pair_.b_to_a, *m).ok()) return;
+      }
+    });
+  }
+  rpci::bench::FabricPair pair_;
+  const std::string msg_;
+  std::atomic<bool> stop_{false};
+  std::thread echo_;
+};
 
 // Doorbell -> completion round trips (an empty copy job), in microseconds,
 // after `warmup` unmeasured ones.
@@ -655,20 +667,54 @@ int DoorbellsFlooded(const BenchFlags& f, InProcessAgent& agent, const rpci::cli
   return DoorbellsInterleaved(c, flood, n, out);
 }
 
-// Round trips without a session: loopback TCP and the fabric's own
-// ping-pong, next to the doorbell's. 0, or the exit code.
-int BaselineRtts(const rpci::fabric::FabricConfig& fabric, nlohmann::json* out) {
+// Loopback TCP's ping-pong, next to the doorbell's.
+void TcpRtt(nlohmann::json* out) {
   std::vector<double> tcp_rtt = TcpRttUs(2000);
   (*out)["tcp_rtt_us_p50"] = Percentile(tcp_rtt, 0.5);
   (*out)["tcp_rtt_us_p99"] = Percentile(tcp_rtt, 0.99);
   (*out)["doorbell_ratio"] = (*out)["doorbell_rtt_us_p50"].get<double>() / (*out)["tcp_rtt_us_p50"].get<double>();
-  auto fabric_rtt = FabricPingPongUs(fabric, rpci::session::kFrameSize, 2000, 50);
-  if (!fabric_rtt.ok()) return Fail("fabric ping-pong", fabric_rtt.status());
-  (*out)["fabric_rtt_us_p50"] = Percentile(*fabric_rtt, 0.5);
-  (*out)["fabric_rtt_us_p99"] = Percentile(*fabric_rtt, 0.99);
+}
+
+// The doorbell against the fabric's own ping-pong of a doorbell-sized
+// message, in alternating blocks (which goes first alternates too), so the
+// machine's state weighs on both alike: `doorbell_fabric_ratio` is the p50
+// of all doorbell samples over the p50 of all ping-pong samples; each
+// block's own ratio of p50s gives the median and spread. 0, or the exit code.
+int DoorbellVsFabric(rpci::client::SessionClient& c, const rpci::fabric::FabricConfig& fabric, int blocks,
+                     nlohmann::json* out) {
+  constexpr int kBlock = 100;
+  // Endpoints as a session's (frames only), the message as the doorbell's
+  // kick: a frame carrying one register write.
+  rpci::fabric::FabricConfig frames = fabric;
+  frames.max_message = rpci::session::kMaxFrameBytes;
+  auto pp = FabricPingPong::Open(frames, rpci::session::kFrameSize + rpci::session::kMmioEntrySize);
+  if (!pp.ok()) return Fail("fabric ping-pong", pp.status());
+  std::vector<double> doorbell, ping, block_ratio;
+  for (int b = 0; b < blocks; ++b) {
+    absl::StatusOr<std::vector<double>> d, f;
+    for (bool doorbell_turn : {b % 2 == 0, b % 2 != 0}) {
+      if (doorbell_turn) {
+        if (!(d = DoorbellRtts(c, kBlock, 5)).ok()) return Fail("doorbell", d.status());
+      } else if (!(f = (*pp)->Rtts(kBlock, 5)).ok()) {
+        return Fail("fabric ping-pong", f.status());
+      }
+    }
+    block_ratio.push_back(Percentile(*d, 0.5) / Percentile(*f, 0.5));
+    doorbell.insert(doorbell.end(), d->begin(), d->end());
+    ping.insert(ping.end(), f->begin(), f->end());
+  }
+  (*out)["fabric_rtt_us_p50"] = Percentile(ping, 0.5);
+  (*out)["fabric_rtt_us_p99"] = Percentile(ping, 0.99);
+  (*out)["doorbell_rtt_us_p50_vs_fabric"] = Percentile(doorbell, 0.5);
+  (*out)["doorbell_rtt_us_p99_vs_fabric"] = Percentile(doorbell, 0.99);
+  (*out)["doorbell_fabric_ratio"] = Percentile(doorbell, 0.5) / Percentile(ping, 0.5);
+  (*out)["doorbell_fabric_blocks"] = blocks;
+  (*out)["doorbell_fabric_ratio_block_median"] = Percentile(block_ratio, 0.5);
+  (*out)["doorbell_fabric_ratio_block_p10"] = Percentile(block_ratio, 0.1);
+  (*out)["doorbell_fabric_ratio_block_p90"] = Percentile(block_ratio, 0.9);
+  (*out)["doorbell_fabric_ratio_block_min"] = Percentile(block_ratio, 0);
+  (*out)["doorbell_fabric_ratio_block_max"] = Percentile(block_ratio, 1);
   (*out)["fabric_tcp_ratio"] = (*out)["fabric_rtt_us_p50"].get<double>() / (*out)["tcp_rtt_us_p50"].get<double>();
-  (*out)["doorbell_fabric_ratio"] =
-      (*out)["doorbell_rtt_us_p50"].get<double>() / (*out)["fabric_rtt_us_p50"].get<double>();
   return 0;
 }
 
@@ -714,7 +760,8 @@ int SessionFigures(const BenchFlags& f, InProcessAgent& agent, const rpci::clien
   if (int rc = Mirror(c, scale, out)) return rc;
   if (int rc = DoorbellsSolo(c, std::max(50, static_cast<int>(f.doorbells) / scale), out)) return rc;
   if (int rc = DoorbellsFlooded(f, agent, client_opts, c, out)) return rc;
-  if (int rc = BaselineRtts(f.fabric, out)) return rc;
+  TcpRtt(out);
+  if (int rc = DoorbellVsFabric(c, f.fabric, std::max(10, static_cast<int>(f.doorbells) / scale / 100), out)) return rc;
   // Its own session and fabrics: a failure there (e.g. memory a slow
   // provider cannot register) is reported, the other figures kept.
   if (absl::Status st = RoundTrips(endpoint, client_opts, scale, out); !st.ok()) {

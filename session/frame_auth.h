@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -68,9 +69,11 @@ class FrameChannel {
   uint64_t received() const { return received_; }
 
  private:
+  class MacKey;
   FrameChannel() = default;
   SessionId id_;
-  KeyBytes send_key_{}, receive_key_{};
+  // The direction keys, ready to MAC with (shared by copies; never changed).
+  std::shared_ptr<const MacKey> send_key_, receive_key_;
   uint64_t sent_ = 0, received_ = 0;
 };
 

@@ -18,6 +18,16 @@ Pair Channels(const SessionKey& key, const Nonce& nonce, SessionId id) {
           *FrameChannel::Create(key, nonce, id, FrameChannel::Side::kAgent)};
 }
 
+std::string Hex(const std::string& bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : bytes) {
+    hex.push_back(kDigits[c >> 4]);
+    hex.push_back(kDigits[c & 15]);
+  }
+  return hex;
+}
+
 FrameChannel::Verdict Deliver(FrameChannel& to, const std::string& bytes) {
   absl::StatusOr<Frame> f = DecodeFrame(Span(bytes));
   EXPECT_TRUE(f.ok()) << f.status();
@@ -93,25 +103,37 @@ TEST(FrameChannelTest, APayloadIsUnderTheMacAndCannotBeCutOrChanged) {
   EXPECT_EQ(Deliver(p.agent, kick), FrameChannel::Verdict::kOk);
 }
 
-// Known answer from an independent implementation (Python hmac/hashlib,
-// RFC 5869 HKDF): the wire format is the spec, not this code.
-TEST(FrameChannelTest, SealMatchesAnIndependentHkdfHmacImplementation) {
+// One end of the known-answer tests' session: fixed key, nonce and id.
+FrameChannel KnownAnswerChannel(FrameChannel::Side side) {
   KeyBytes k;
   for (size_t i = 0; i < k.size(); ++i) k[i] = static_cast<uint8_t>(i * 7 + 1);
   Nonce n;
   for (size_t i = 0; i < n.size(); ++i) n[i] = static_cast<uint8_t>(i * 3 + 5);
-  FrameChannel client = *FrameChannel::Create(SessionKey(k), n, SessionId(0x1122334455667788ull),
-                                              FrameChannel::Side::kClient);
+  return *FrameChannel::Create(SessionKey(k), n, SessionId(0x1122334455667788ull), side);
+}
+
+// Known answer from an independent implementation (Python hmac/hashlib,
+// RFC 5869 HKDF): the wire format is the spec, not this code.
+TEST(FrameChannelTest, SealMatchesAnIndependentHkdfHmacImplementation) {
+  FrameChannel client = KnownAnswerChannel(FrameChannel::Side::kClient);
   const std::string sealed = client.Seal(FrameType::kKick, 5, 0);
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned char c : sealed) {
-    hex.push_back(kDigits[c >> 4]);
-    hex.push_back(kDigits[c & 15]);
-  }
-  EXPECT_EQ(hex,
+  EXPECT_EQ(Hex(sealed),
             "52434652020001008877665544332211010000000000000005000000000000000000000000000000"
             "148912668226e88ba68cfb3f3eb747e8");
+}
+
+// The agent's direction and a payload under the MAC, from the same
+// independent implementation (Python hmac/hashlib): the frame MAC's
+// precomputed key pads give RFC 2104's HMAC-SHA256 exactly.
+TEST(FrameChannelTest, AnAgentEventWithPayloadMatchesAnIndependentHmac) {
+  FrameChannel agent = KnownAnswerChannel(FrameChannel::Side::kAgent);
+  std::string payload;
+  for (char c = 0; c < 16; ++c) payload.push_back(c);
+  const std::string sealed = agent.Seal(FrameType::kEvent, 9, 3, payload);
+  EXPECT_EQ(Hex(sealed),
+            "52434652020002008877665544332211010000000000000009000000000000000300000000000000"
+            "000102030405060708090a0b0c0d0e0f"
+            "aeac4f877f417bfe9e09402b14ee4d3b");
 }
 
 }  // namespace

@@ -313,6 +313,8 @@ class EndpointImpl : public Endpoint {
   bool leader_ = false;            // a caller reads the completion queue (under mu_)
   bool progress_reading_ = false;  // the progress thread is in fi_cq_sread (under mu_)
   absl::Time led_until_;           // when the last caller stopped leading (under mu_)
+  absl::Time lead_started_;        // when the leading caller began (under mu_)
+  bool progress_parked_ = false;   // the progress thread waits, untimed, for the leader to leave (under mu_)
 
   std::atomic<bool> stop_{false};  // set under mu_, so waiters see it
   std::atomic<uint64_t> failed_ops_{0};
@@ -508,6 +510,7 @@ bool EndpointImpl::Drive(absl::Time deadline, Done done) {
   while (!done() && !stop_.load()) {
     if (!leader_) {
       leader_ = true;
+      lead_started_ = absl::Now();
       // Wake the progress thread out of its read so it parks.
       if (progress_reading_ && waitable_) fi_cq_signal(core_->cq);
       lock.unlock();
@@ -516,7 +519,10 @@ bool EndpointImpl::Drive(absl::Time deadline, Done done) {
       leader_ = false;
       led_until_ = absl::Now();
       cv_.notify_all();  // another waiter leads now, else the progress thread
-      progress_cv_.notify_one();
+      // Only a progress thread parked for good is woken: one on its short
+      // timed park sees the leader gone by itself, so a short lead (a
+      // doorbell's) ends without a thread wake-up.
+      if (progress_parked_) progress_cv_.notify_one();
       return ok;
     }
     if (cv_.wait_until(lock, until) == std::cv_status::timeout) break;
@@ -527,6 +533,13 @@ bool EndpointImpl::Drive(absl::Time deadline, Done done) {
 // A caller that stopped leading is likely to wait again soon (the next
 // doorbell); the progress thread leaves the queue to callers this long.
 constexpr absl::Duration kProgressLinger = absl::Milliseconds(2);
+// While a caller leads, the progress thread checks every kProgressLinger
+// whether it left, rather than being woken as each lead ends: a wake-up per
+// message cost 8-13 us of a 70-100 us doorbell on 2 loaded cores (the woken
+// thread took the CPU and the endpoint's lock from the caller;
+// docs/benchmarks.md). A lead this old is an idle wait (the agent worker's
+// RecvFrom): the progress thread then parks until that caller leaves.
+constexpr absl::Duration kLongLead = absl::Milliseconds(10);
 
 void EndpointImpl::ProgressLoop() {
   while (!stop_.load()) {
@@ -535,8 +548,12 @@ void EndpointImpl::ProgressLoop() {
       progress_reading_ = false;
       // While a caller leads (and shortly after), stay out of its way.
       while (!stop_.load() && (leader_ || absl::Now() < led_until_ + kProgressLinger)) {
-        if (leader_) {
+        if (leader_ && absl::Now() - lead_started_ >= kLongLead) {
+          progress_parked_ = true;
           progress_cv_.wait(lock);
+          progress_parked_ = false;
+        } else if (leader_) {
+          progress_cv_.wait_for(lock, absl::ToChronoNanoseconds(kProgressLinger));
         } else {
           progress_cv_.wait_for(lock, absl::ToChronoNanoseconds(led_until_ + kProgressLinger - absl::Now()));
         }
