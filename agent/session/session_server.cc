@@ -880,7 +880,7 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSessio
     // A session no client ever attached whose grant the controller has since
     // ended (its holder released it after losing the answer): nobody may
     // attach it legitimately, so it ends (scrubbed) and this grant proceeds.
-    if (!orphan_ended && !held->closing && !held->ever_attached && !grants_->Live(held->grant_id, options_.clock->Now())) {
+    if (!orphan_ended && !held->closing && Orphaned(*held, options_.clock->Now())) {
       lock.unlock();
       Teardown(held->id, "its grant ended before any attach", false);
       continue;
@@ -888,6 +888,10 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSessio
     drop_new();
     return absl::FailedPreconditionError("device " + s->device_id + " is in session " + owner->second.ToString());
   }
+}
+
+bool SessionServer::Orphaned(const Session& s, absl::Time now) const {
+  return !s.ever_attached && !grants_->Live(s.grant_id, now);
 }
 
 bool SessionServer::IsRetryOf(const Session& held, const Grant& grant, const std::string& compute_node) {
@@ -1152,11 +1156,9 @@ void SessionServer::ReaperLoop() {
       const absl::Duration limit = s->attached ? options_.grace : options_.attach_timeout;
       if (now - s->last_seen > limit) {
         expired.push_back(s->id);
-      } else if (!s->ever_attached && !grants_->Live(s->grant_id, now)) {
-        // Reserved, never attached, and the controller has ended its grant
-        // (the pod was deleted, or its holder released it after losing the
-        // reservation's answer): no kubelet retry will come for it, and no
-        // workload may attach it, so the device is freed now, not after
+      } else if (Orphaned(*s, now)) {
+        // The pod was deleted, or its holder released the grant after losing
+        // the reservation's answer: the device is freed now, not after
         // attach_timeout.
         orphaned.push_back(s->id);
       }

@@ -200,6 +200,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // `held` is a reservation of this grant from this node, never attached
   // and not ending (mu_ held).
   static bool IsRetryOf(const Session& held, const Grant& grant, const std::string& compute_node);
+  // Reserved, never attached, and its grant ended (revoked or expired): no
+  // workload may attach it and no kubelet retry will come for it.
+  bool Orphaned(const Session& s, absl::Time now) const;
   // The BAR mirrors and DMA size a client must provide.
   void Describe(const Session& s, rpci::v1::OpenSessionResponse* resp) const;
   // The completion ring's capacity once the client's regions fit the device.

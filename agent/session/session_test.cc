@@ -1084,6 +1084,15 @@ TEST_F(SessionTest, AFloodOfFramesWhileTheWorkerIsBusyIsBoundedAndCounted) {
   EXPECT_LE(refusal_lines, 4) << log.str();
 }
 
+// Puts the session's worker inside SlowDevice's slow write (2 s), then sends
+// `frames` frames of the client's own while it sits there.
+void SendWhileTheWorkerIsInASlowWrite(client::SessionClient* a, int frames) {
+  ASSERT_TRUE(a->Write(0, 0x40, 4, SlowDevice::kSlowValue).ok());
+  ASSERT_TRUE(a->Flush().ok());
+  absl::SleepFor(absl::Milliseconds(100));  // the worker is inside the slow write
+  for (int i = 0; i < frames; ++i) ASSERT_TRUE(a->MapFromDevice(0, 4096).ok());
+}
+
 // The attached client's own frames beyond its share of the queue are
 // dropped too, and counted apart (inbox_full_client), so an operator can
 // tell a tenant that floods its own session from a stranger.
@@ -1092,10 +1101,7 @@ TEST_F(SessionTest, AClientsOwnFramesBeyondItsShareAreCountedApartFromStrangers)
   auto stop_first = ServeWith(&slow);  // before `slow` goes
   auto a = Attach(nullptr, "g-emu", /*heartbeat=*/absl::Minutes(5));  // no frame but the test's
   ASSERT_NE(a, nullptr);
-  ASSERT_TRUE(a->Write(0, 0x40, 4, SlowDevice::kSlowValue).ok());
-  ASSERT_TRUE(a->Flush().ok());
-  absl::SleepFor(absl::Milliseconds(100));  // the worker is inside the slow write
-  for (int i = 0; i < 300; ++i) ASSERT_TRUE(a->MapFromDevice(0, 4096).ok());
+  ASSERT_NO_FATAL_FAILURE(SendWhileTheWorkerIsInASlowWrite(a.get(), 300));
   ASSERT_TRUE(a->Sync(absl::Seconds(10)).ok());
   WaitForRefused({{"inbox_full_client", 300 - 256}});
   EXPECT_EQ(Refused("inbox_full_client"), 300 - 256);
@@ -1111,10 +1117,7 @@ TEST_F(SessionTest, AKickTheAgentDroppedIsSentAgainAndEveryWriteAppliesOnce) {
   auto stop_first = ServeWith(&slow);  // before `slow` goes
   auto a = Attach(nullptr, "g-emu", /*heartbeat=*/absl::Minutes(5));  // no frame but the test's
   ASSERT_NE(a, nullptr);
-  ASSERT_TRUE(a->Write(0, 0x40, 4, SlowDevice::kSlowValue).ok());
-  ASSERT_TRUE(a->Flush().ok());
-  absl::SleepFor(absl::Milliseconds(100));  // the worker is inside the slow write
-  for (int i = 0; i < 256; ++i) ASSERT_TRUE(a->MapFromDevice(0, 4096).ok());  // the client's whole share
+  ASSERT_NO_FATAL_FAILURE(SendWhileTheWorkerIsInASlowWrite(a.get(), 256));  // the client's whole share
   ASSERT_TRUE(a->Write(0, 0x48, 4, 0x77).ok());
   ASSERT_TRUE(a->Flush().ok());  // this kick finds the share full
   WaitForRefused({{"inbox_full_client", 1}});
