@@ -16,6 +16,7 @@ namespace {
 using rpci::v1::AgentRegistry;
 using rpci::v1::NodeRegistry;
 using testing::AgentWith;
+using testing::ClaimOf;
 using testing::NodeWith;
 
 constexpr absl::Duration kCallTimeout = absl::Seconds(5);
@@ -115,12 +116,7 @@ TEST_F(ServiceTest, ClaimedGrantReachesTheOwningAgentOverWatchGrants) {
   EXPECT_EQ(set.assignments(0).agent_session_endpoint(), "dev-a:7443");
   EXPECT_EQ(set.assignments(0).device().health(), rpci::v1::DEVICE_HEALTH_HEALTHY);
 
-  rpci::v1::ClaimRequest claim;
-  claim.set_node("cn-1");
-  claim.set_device_id(set.assignments(0).device().id());
-  claim.set_pod_namespace("ml");
-  claim.set_pod_name("trainer-0");
-  claim.set_container_name("main");
+  const rpci::v1::ClaimRequest claim = ClaimOf("cn-1", set.assignments(0).device().id(), "trainer-0", "ml");
   absl::StatusOr<rpci::v1::ClaimResponse> claimed = UnaryCall(*plugin, &NodeRegistry::Stub::Claim, claim, kCallTimeout, "");
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   const rpci::v1::ClaimResponse& granted = *claimed;
@@ -161,10 +157,7 @@ TEST_F(ServiceTest, PluginCannotClaimADeviceAssignedToAnotherNode) {
   manager_->Reconcile();
   ASSERT_EQ(manager_->AssignmentsFor("cn-1").assignments_size(), 1);
   auto other = NodeRegistry::NewStub(ChannelAs("plugin:cn-2"));
-  rpci::v1::ClaimRequest claim;
-  claim.set_node("cn-2");
-  claim.set_device_id(manager_->AssignmentsFor("cn-1").assignments(0).device().id());
-  claim.set_pod_name("p");
+  rpci::v1::ClaimRequest claim = ClaimOf("cn-2", manager_->AssignmentsFor("cn-1").assignments(0).device().id(), "p");
   EXPECT_TRUE(absl::IsPermissionDenied(UnaryCall(*other, &NodeRegistry::Stub::Claim, claim, kCallTimeout, "").status()));
   // Naming cn-1 in the request while holding cn-2's certificate fails too.
   claim.set_node("cn-1");
