@@ -28,21 +28,6 @@ void AddIdentityFlags(rpci::FlagSet& flags, rpci::controller::ControllerOptions&
   flags.Int("node-cert-seconds", &node_cert_seconds, "lifetime of node certificates (renewed at 2/3)");
 }
 
-// Leader election's flags; its durations in whole seconds, for main to
-// convert.
-struct LeaseSeconds {
-  int64_t duration = 15, renew_deadline = 10, retry_period = 2;
-};
-void AddLeaderFlags(rpci::FlagSet& flags, rpci::controller::ControllerOptions& o, LeaseSeconds& lease) {
-  flags.Bool("leader-elect", &o.leader_elect, "elect a leader on a coordination.k8s.io Lease (--store=kube)");
-  flags.String("identity", &o.identity, "this replica's name in the Lease");
-  flags.String("lease-name", &o.lease_name, "Lease name");
-  flags.String("lease-namespace", &o.lease_namespace, "Lease namespace (default: the service account's)");
-  flags.Int("lease-duration-seconds", &lease.duration, "how long a silent leader keeps the Lease");
-  flags.Int("renew-deadline-seconds", &lease.renew_deadline, "a leader that cannot renew this long steps down");
-  flags.Int("retry-period-seconds", &lease.retry_period, "between Lease attempts");
-}
-
 // "role=namespace/name,..." into `accounts`; false (said on stderr) when a
 // pair is malformed.
 template <typename Map>
@@ -64,8 +49,7 @@ int Run(int argc, char** argv) {
   gethostname(host, sizeof(host) - 1);
   o.identity = host;
   std::string log_level = "info";
-  LeaseSeconds lease;
-  int64_t reconcile_ms = 1000;
+  int64_t lease_duration = 15, renew_deadline = 10, retry_period = 2, reconcile_ms = 1000;
   int64_t node_lease = 30, agent_lease = 30;
 
   rpci::FlagSet flags("rpci-controller [flags]",
@@ -81,10 +65,16 @@ int Run(int argc, char** argv) {
   std::string identity_accounts = "agent=rpci-system/rpci-agent,plugin=rpci-system/rpci-plugin";
   int64_t node_cert_seconds = 24 * 3600;
   AddIdentityFlags(flags, o, identity_accounts, node_cert_seconds);
-  AddLeaderFlags(flags, o, lease);
+  flags.Bool("leader-elect", &o.leader_elect, "elect a leader on a coordination.k8s.io Lease (--store=kube)");
+  flags.String("identity", &o.identity, "this replica's name in the Lease");
+  flags.String("lease-name", &o.lease_name, "Lease name");
+  flags.String("lease-namespace", &o.lease_namespace, "Lease namespace (default: the service account's)");
   flags.String("namespace", &o.ns,
                "install namespace: DeviceAttachments, grant Secrets and the Lease live here (default: the service "
                "account's)");
+  flags.Int("lease-duration-seconds", &lease_duration, "how long a silent leader keeps the Lease");
+  flags.Int("renew-deadline-seconds", &renew_deadline, "a leader that cannot renew this long steps down");
+  flags.Int("retry-period-seconds", &retry_period, "between Lease attempts");
   flags.Int("reconcile-interval-ms", &reconcile_ms, "between policy passes");
   flags.Int("default-spares", &o.default_spares, "spares per node for pools no DevicePool defines");
   flags.Int("default-idle-release-seconds", &o.default_idle_release_seconds,
@@ -98,9 +88,9 @@ int Run(int argc, char** argv) {
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
   if (std::optional<int> exit_code = rpci::ApplyLogLevelFlag(log_level)) return *exit_code;
   rpci::Logger log("controller");
-  o.lease_duration = absl::Seconds(lease.duration);
-  o.renew_deadline = absl::Seconds(lease.renew_deadline);
-  o.retry_period = absl::Seconds(lease.retry_period);
+  o.lease_duration = absl::Seconds(lease_duration);
+  o.renew_deadline = absl::Seconds(renew_deadline);
+  o.retry_period = absl::Seconds(retry_period);
   o.reconcile_interval = absl::Milliseconds(reconcile_ms);
   o.node_lease = absl::Seconds(node_lease);
   o.agent_lease = absl::Seconds(agent_lease);
