@@ -333,9 +333,12 @@ struct SessionServer::Session {
   // The client's BAR mirrors equal bar_buf (pushed this attach, no failed
   // push since): events may then carry only what changed (InlineEvent).
   bool mirror_pushed = false;
-  // Bytes pushed against the budget (SessionServerOptions::throttle), and
-  // the worker's nice value while throttled (worker_base_nice: before).
+  // Bytes pushed against the budget (SessionServerOptions::throttle),
+  // whether the last push found it throttled (over budget while another
+  // session asked for work), and the worker's nice value while throttled
+  // (worker_base_nice: before).
   std::optional<ByteBudget> budget;
+  bool throttled = false;
   std::thread::id worker_id;
   bool worker_niced = false;
   int worker_base_nice = 0;
@@ -372,9 +375,9 @@ SessionServer::SessionServer(SessionServerOptions options, GrantTable* grants,
   push_failures_ = &m.AddCounter("rpci_session_completion_push_failures_total",
                                  "Completion pushes that failed (each is retried, and replayed on re-attach)").Get();
   throttles_ = &m.AddCounter("rpci_session_throttled_total",
-                             "Times a session went over its byte budget and its worker was made nicer").Get();
+                             "Times a session went over its byte budget while another session asked for work, and its worker was made nicer").Get();
   throttled_bytes_ = &m.AddCounter("rpci_session_throttled_bytes_total",
-                                   "Bytes sessions pushed while over their byte budget").Get();
+                                   "Bytes sessions pushed while throttled (over their byte budget while another session asked for work)").Get();
   open_gauge_ = &m.AddGauge("rpci_sessions_open", "Sessions currently open").Get();
 }
 
@@ -1345,6 +1348,8 @@ void SessionServer::StartWorker(Session& s) {
 
 void SessionServer::ProcessFrame(Session& s, const session::Frame& frame) {
   s.last_seen = options_.clock->Now();
+  // Work asked of the agent: a session over its byte budget yields to this one.
+  if (frame.type == FrameType::kKick || frame.type == FrameType::kRefresh) demand_.Note(s.id.value(), s.last_seen);
   switch (frame.type) {
     case FrameType::kKick:
       if (frame.payload.empty()) {
@@ -1687,13 +1692,17 @@ void SessionServer::Budget(Session& s, const std::vector<fabric::RmaOp>& segs) {
   for (const fabric::RmaOp& op : segs) bytes += op.length;
   const absl::Time now = options_.clock->Now();
   if (!s.budget.has_value()) s.budget.emplace(t.bytes_per_second, t.burst_bytes, now);
-  const bool was = s.budget->throttled();
-  const bool throttled = s.budget->Spend(bytes, now);
+  // Over budget counts only while another session asks for work: a
+  // session alone has nobody to yield to (throttle.h).
+  const bool over = s.budget->Spend(bytes, now);
+  const bool throttled = over && demand_.OtherThan(s.id.value(), now, t.contention_window);
+  const bool was = std::exchange(s.throttled, throttled);
   if (throttled) throttled_bytes_->Increment(static_cast<double>(bytes));
   if (throttled && !was) throttles_->Increment();
   if (throttled != was) {
     if (uint64_t held = 0; s.throttle_log.Allow(now, &held)) {
-      log_.Info(throttled ? "session throttled: over its byte budget, its worker runs nicer"
+      log_.Info(throttled ? "session throttled: over its byte budget while another session asks for work, its worker "
+                            "runs nicer"
                           : "session no longer throttled",
                 {{"session", s.id.ToString()}, {"bytes_per_second", t.bytes_per_second},
                  {"burst_bytes", t.burst_bytes}, {"nice", t.nice}, {"suppressed", held}});

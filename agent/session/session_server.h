@@ -93,8 +93,9 @@ struct SessionServerOptions {
   // and closing stay authorized by the session key alone.
   bool require_plugin_certificate = false;
   // A session that pushes more than this budget (mirrors, device-written DMA,
-  // completions) is throttled: its worker runs nicer until it is under
-  // budget again (agent/session/throttle.h).
+  // completions) is throttled while another session rings doorbells: its
+  // worker runs nicer until it is under budget again or the other session
+  // has gone quiet (agent/session/throttle.h).
   ThrottleOptions throttle;
   // A session whose fabric endpoint did not open (most often: no free port
   // in the agent's fabric port range) stays reserved and tries again when
@@ -258,7 +259,8 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // Puts the mirror's seqlock writes (odd, even) around segs[first..].
   absl::Status WrapMirrorPush(Session& s, std::vector<fabric::RmaOp>* segs, size_t first);
   // Spends `segs`' bytes from the session's budget (mu held); on its worker,
-  // makes the thread nicer while the session is throttled, and back.
+  // makes the thread nicer while the session is throttled (over budget while
+  // another session asked for work, demand_), and back.
   void Budget(Session& s, const std::vector<fabric::RmaOp>& segs);
   void SetWorkerNice(Session& s, bool throttled);
   // One ordered batch, or one write after another without ordered writes.
@@ -311,6 +313,7 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   Counter* push_failures_;
   Counter* throttles_;
   Counter* throttled_bytes_;
+  RecentDemand demand_;  // sessions' doorbells and refreshes, for Budget
   Gauge* open_gauge_;
 
   mutable std::mutex mu_;

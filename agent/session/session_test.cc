@@ -121,6 +121,18 @@ class SessionTest : public ::testing::Test {
     return c.ok() ? std::move(*c) : nullptr;
   }
 
+  // Two sessions for the throttle tests: `flood` on g1 with its whole DMA
+  // space mapped from the device (1 MiB pushed with each completion), and
+  // `quiet` on g-emu.
+  void AttachFloodAndQuiet(client::SessionTicket* flood_ticket, std::unique_ptr<client::SessionClient>* flood,
+                           client::SessionTicket* quiet_ticket, std::unique_ptr<client::SessionClient>* quiet) {
+    *flood = Attach(flood_ticket, "g1");
+    *quiet = Attach(quiet_ticket, "g-emu");
+    ASSERT_NE(*flood, nullptr);
+    ASSERT_NE(*quiet, nullptr);
+    ASSERT_TRUE((*flood)->MapFromDevice(0, (*flood)->dma_size()).ok());
+  }
+
   // Attach, then one 4-byte write to BAR 0 the agent has applied (so the
   // agent has a connection to this client); null after a failure.
   std::unique_ptr<client::SessionClient> AttachAndWrite(client::SessionTicket* ticket, uint64_t offset,
@@ -1154,6 +1166,12 @@ bool MayLowerNice() {
   return may;
 }
 
+// Rings `c`'s test device once and waits for the completion.
+void Ring(client::SessionClient& c, uint64_t i) {
+  ASSERT_TRUE(c.Write(0, TestDevice::kDoorbell, 8, i).ok());
+  ASSERT_TRUE(c.WaitCompletion(absl::Seconds(5)).ok());
+}
+
 // A session that pushes more than its byte budget is throttled: counted,
 // logged, and its worker (only its) runs nicer and its endpoint moves bulk in
 // small pieces (fabric::kYieldingPacing) until the budget has filled up
@@ -1169,39 +1187,73 @@ TEST_F(SessionTest, ASessionOverItsByteBudgetRunsNicerAndYieldsAndAQuietOneDoesN
   const int niced = std::min(19, base + 7);
   ASSERT_EQ(ThreadsAtNice(niced), 0);
   client::SessionTicket flood_ticket, quiet_ticket;
-  auto flood = Attach(&flood_ticket, "g1");
-  auto quiet = Attach(&quiet_ticket, "g-emu");
-  ASSERT_NE(flood, nullptr);
-  ASSERT_NE(quiet, nullptr);
+  std::unique_ptr<client::SessionClient> flood, quiet;
+  ASSERT_NO_FATAL_FAILURE(AttachFloodAndQuiet(&flood_ticket, &flood, &quiet_ticket, &quiet));
   auto pacing = [this](const client::SessionTicket& t) { return *server_->bulk_pacing(t.session_id); };
-  ASSERT_TRUE(flood->MapFromDevice(0, flood->dma_size()).ok());  // 1 MiB pushed with each completion
-  auto ring = [](client::SessionClient& c, uint64_t i) {
-    ASSERT_TRUE(c.Write(0, TestDevice::kDoorbell, 8, i).ok());
-    ASSERT_TRUE(c.WaitCompletion(absl::Seconds(5)).ok());
-  };
-  for (uint64_t i = 0; i < 20; ++i) ring(*quiet, i);
+  for (uint64_t i = 0; i < 20; ++i) Ring(*quiet, i);
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 0);
-  ring(*flood, 1);  // the burst, spent
+  Ring(*flood, 1);  // the burst, spent
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 0);
   EXPECT_EQ(pacing(flood_ticket), fabric::kFullSpeedPacing);
-  ring(*flood, 2);  // past it
+  Ring(*flood, 2);  // past it
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);
   EXPECT_GE(Metric("rpci_session_throttled_bytes_total"), 1 << 20);
   EXPECT_EQ(ThreadsAtNice(niced), 1);  // the flooding session's worker
   EXPECT_EQ(pacing(flood_ticket), fabric::kYieldingPacing);
-  for (uint64_t i = 20; i < 40; ++i) ring(*quiet, i);
+  for (uint64_t i = 20; i < 40; ++i) Ring(*quiet, i);
   EXPECT_EQ(pacing(quiet_ticket), fabric::kFullSpeedPacing);
-  ring(*flood, 3);
+  Ring(*flood, 3);
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);  // still the same throttling
   EXPECT_EQ(ThreadsAtNice(niced), 1);
   EXPECT_EQ(pacing(flood_ticket), fabric::kYieldingPacing);
   // Once the budget has filled up again, the worker runs as before (where
   // this process may lower a nice value again: root or CAP_SYS_NICE).
   clock.Advance(absl::Seconds(5));
-  ring(*flood, 4);
+  Ring(*flood, 4);
   EXPECT_EQ(ThreadsAtNice(niced), MayLowerNice() ? 0 : 1);
   EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);
   EXPECT_EQ(pacing(flood_ticket), fabric::kFullSpeedPacing);
+}
+
+// Alone on the agent, a session over its byte budget keeps its priority and
+// its full-speed pieces (there is nobody to yield to); its first push after
+// another session rang is throttled, and it runs free again, still over
+// budget, once the other session has been quiet for the contention window.
+TEST_F(SessionTest, ASessionOverItsByteBudgetIsThrottledOnlyWhileAnotherSessionAsksForWork) {
+  ManualClock clock;
+  throttle_ = {/*bytes_per_second=*/1 << 20, /*burst_bytes=*/3 << 19, /*nice=*/7};  // 1 MiB/s, 1.5 MiB
+  ASSERT_EQ(throttle_.contention_window, absl::Seconds(1));
+  clock_ = &clock;
+  TestDevice quiet_device;
+  auto stop_first = ServeWith(&quiet_device);  // before `clock` and `quiet_device` go
+  const int niced = std::min(19, *ThreadNice() + 7);
+  ASSERT_EQ(ThreadsAtNice(niced), 0);
+  client::SessionTicket flood_ticket, quiet_ticket;
+  std::unique_ptr<client::SessionClient> flood, quiet;
+  ASSERT_NO_FATAL_FAILURE(AttachFloodAndQuiet(&flood_ticket, &flood, &quiet_ticket, &quiet));
+  auto pacing = [this](const client::SessionTicket& t) { return *server_->bulk_pacing(t.session_id); };
+  for (uint64_t i = 1; i <= 3; ++i) Ring(*flood, i);  // 3 MiB against 1.5: over, but alone
+  EXPECT_EQ(Metric("rpci_session_throttled_total"), 0);
+  EXPECT_EQ(ThreadsAtNice(niced), 0);
+  EXPECT_EQ(pacing(flood_ticket), fabric::kFullSpeedPacing);
+  Ring(*quiet, 1);
+  Ring(*flood, 4);
+  EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);
+  EXPECT_GE(Metric("rpci_session_throttled_bytes_total"), 1 << 20);
+  EXPECT_EQ(ThreadsAtNice(niced), 1);
+  EXPECT_EQ(pacing(flood_ticket), fabric::kYieldingPacing);
+  EXPECT_EQ(pacing(quiet_ticket), fabric::kFullSpeedPacing);
+  // A second on, the budget has refilled by 1 MiB of the 2.5 spent past
+  // it: still over, but the other session has not rung for the window.
+  clock.Advance(absl::Seconds(1));
+  Ring(*flood, 5);
+  EXPECT_EQ(pacing(flood_ticket), fabric::kFullSpeedPacing);
+  EXPECT_EQ(ThreadsAtNice(niced), MayLowerNice() ? 0 : 1);
+  EXPECT_EQ(Metric("rpci_session_throttled_total"), 1);
+  Ring(*quiet, 2);
+  Ring(*flood, 6);
+  EXPECT_EQ(Metric("rpci_session_throttled_total"), 2);
+  EXPECT_EQ(pacing(flood_ticket), fabric::kYieldingPacing);
 }
 
 TEST_F(SessionTest, ADeviceWhoseScrubFailsIsNotGrantedAgain) {

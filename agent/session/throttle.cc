@@ -29,6 +29,20 @@ bool ByteBudget::Spend(uint64_t bytes, absl::Time now) {
   return throttled_;
 }
 
+void RecentDemand::Note(uint64_t session, absl::Time now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (last_[0].first != session) last_[1] = last_[0];
+  last_[0] = {session, now};
+}
+
+bool RecentDemand::OtherThan(uint64_t session, absl::Time now, absl::Duration window) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, at] : last_) {
+    if (id != 0 && id != session) return now - at < window;
+  }
+  return false;
+}
+
 namespace {
 pid_t ThisThread() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 }  // namespace
