@@ -1050,24 +1050,29 @@ void SizeRxmBuffers(const FabricConfig& config) {
     // completion-queue reads (default 10 000): a session's attach (the
     // agent's first RMA to the new client) waited ~10 ms for it.
     setenv("FI_OFI_RXM_CM_PROGRESS_INTERVAL", std::to_string(kRxmCmProgressUs).c_str(), 0);
+    // rxm sizes one completion queue per endpoint for all its connections
+    // from the universe (FabricConfig::universe_size). libfabric's default
+    // made it a 12 MiB calloc per endpoint with tcp, cleared page by page
+    // whenever glibc served it from reused heap: ~5 ms of the agent's every
+    // session fabric and of the client's endpoint opened ahead
+    // (docs/benchmarks.md, "Attach: a session endpoint's 12 MiB"). A
+    // session endpoint has one peer.
+    setenv("FI_UNIVERSE_SIZE", absl::StrCat(config.universe_size).c_str(), /*overwrite=*/0);
   });
 }
 
 // libfabric settings verbs;ofi_rxm needs, applied before the process's first
 // fi_getinfo (libfabric reads them once, when its providers initialize):
-// - FI_UNIVERSE_SIZE from FabricConfig::universe_size unless the environment
-//   sets it (rxm sizes its completion queue from it; see fabric.h);
-// - FI_MR_CACHE_MAX_COUNT=0, always: libfabric's registration cache keeps a
-//   closed region registered with the NIC for reuse, so a revoked key kept
-//   working and the same buffer registered again got the same key
-//   (//tests/vm:verbs_keys_test); regions must be unreachable once revoked.
-void ApplyVerbsEnvironment(const std::string& provider, size_t universe_size) {
+// FI_MR_CACHE_MAX_COUNT=0, always: libfabric's registration cache keeps a
+// closed region registered with the NIC for reuse, so a revoked key kept
+// working and the same buffer registered again got the same key
+// (//tests/vm:verbs_keys_test); regions must be unreachable once revoked.
+// (FI_UNIVERSE_SIZE, which verbs also needs, is set for every provider:
+// SizeRxmBuffers.)
+void ApplyVerbsEnvironment(const std::string& provider) {
   static std::once_flag once;
   if (provider != kVerbs) return;
-  std::call_once(once, [universe_size] {
-    setenv("FI_UNIVERSE_SIZE", absl::StrCat(universe_size).c_str(), /*overwrite=*/0);
-    setenv("FI_MR_CACHE_MAX_COUNT", "0", /*overwrite=*/1);
-  });
+  std::call_once(once, [] { setenv("FI_MR_CACHE_MAX_COUNT", "0", /*overwrite=*/1); });
 }
 
 }  // namespace
@@ -1079,7 +1084,7 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
     return absl::InvalidArgumentError("fabric: max_message, recv_depth and op_timeout must be positive");
   }
   SizeRxmBuffers(config);
-  ApplyVerbsEnvironment(*provider, config.universe_size);
+  ApplyVerbsEnvironment(*provider);
   fi_info* hints = fi_allocinfo();
   if (hints == nullptr) return absl::ResourceExhaustedError("fabric: fi_allocinfo failed");
   hints->caps = FI_MSG | FI_RMA;

@@ -5,6 +5,7 @@
 #include <rdma/fi_errno.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -554,6 +555,22 @@ TEST(FabricTest, UnreachableBindAddressFailsToOpen) {
   absl::StatusOr<std::unique_ptr<Fabric>> fabric = Fabric::Open(config);
   absl::Status s = fabric.ok() ? (*fabric)->OpenEndpoint().status() : fabric.status();
   EXPECT_FALSE(s.ok());
+}
+
+// rxm sizes each endpoint's completion queue from FI_UNIVERSE_SIZE; with
+// tcp, libfabric's default made it a 12 MiB calloc per endpoint
+// (docs/benchmarks.md). Every provider gets the configured universe, read by
+// libfabric at the process's first Fabric::Open (no test here sets another).
+TEST(FabricTest, EveryProviderGetsTheConfiguredUniverseSize) {
+  FabricConfig config = LoopbackConfig();
+  ASSERT_EQ(config.provider, "tcp;ofi_rxm");
+  auto fabric = Fabric::Open(config);
+  ASSERT_TRUE(fabric.ok()) << fabric.status();
+  const char* universe = std::getenv("FI_UNIVERSE_SIZE");
+  ASSERT_NE(universe, nullptr);
+  EXPECT_EQ(std::string(universe), std::to_string(config.universe_size));
+  auto ep = (*fabric)->OpenEndpoint();
+  ASSERT_TRUE(ep.ok()) << ep.status();
 }
 
 TEST(FabricTest, ShmMovesBytesWithinOneHost) {
