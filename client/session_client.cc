@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 
 #include "absl/strings/str_format.h"
 #include "session/bounds.h"
@@ -210,6 +211,16 @@ absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const Sessi
   const absl::Duration fabric_time = absl::Now() - prepared;
   if (!fabric.ok()) return fabric.status();
   c->fabric_ = std::move(*fabric);
+  // OpenSSL's first use in the process (1.7-2.8 ms of CPU in the proof,
+  // docs/benchmarks.md) runs on a thread of its own while this thread opens
+  // the process's first endpoint. (Started before the fabric, it slowed the
+  // provider's initialisation in a fresh process by 100-300 ms at load 9.)
+  // The future's destructor waits for it on every return, so the process
+  // never exits while it runs; the proof, if it comes first, initialises
+  // OpenSSL itself (thread-safe).
+  static std::atomic<bool> crypto_warmed{false};
+  std::future<void> crypto =
+      crypto_warmed.exchange(true) ? std::future<void>() : std::async(std::launch::async, session::WarmUpCrypto);
   {
     std::lock_guard<std::mutex> lock(c->mu_);
     if (absl::Status s = c->Connect(); !s.ok()) return s;
