@@ -320,6 +320,11 @@ class Endpoint {
   virtual int open_attempts() const = 0;
 };
 
+// How many times this process asked libfabric for a provider's answer
+// (fi_getinfo). Fabric::Open asks once per provider, node and service and
+// reuses the answer; for tests.
+uint64_t ProviderQueriesForTesting();
+
 // An opened fabric and domain for one provider; makes endpoints.
 class Fabric {
  public:

@@ -235,6 +235,35 @@ TEST(FabricTest, TransfersOfManyPiecesLandWholeAtOddOffsetsUnderEveryPacing) {
   }
 }
 
+// The provider's answer (fi_getinfo) for a configuration is asked once per
+// process; later opens make their own fabric and domain from a copy of it
+// (the agent opens one per session), and their endpoints work as before.
+TEST(FabricTest, LaterOpensOfAConfigurationReuseTheProvidersAnswerAndTheirEndpointsTalk) {
+  Pair first = Connect();
+  ASSERT_NE(first.b, nullptr);
+  const uint64_t asked = ProviderQueriesForTesting();
+  ASSERT_GE(asked, 1u);
+  Pair p = Connect();  // two more opens of the same configuration
+  ASSERT_NE(p.b, nullptr);
+  EXPECT_EQ(ProviderQueriesForTesting(), asked);
+  EXPECT_NE(p.a->address(), first.a->address());
+  ASSERT_TRUE(p.a->Send(p.b_from_a, "through a remembered answer").ok());
+  EXPECT_EQ(p.b->Recv(absl::Seconds(3)).value_or(""), "through a remembered answer");
+  std::vector<uint8_t> src = Pattern(8192, 9), target(8192, 0);
+  auto src_mr = p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto target_mr = p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  ASSERT_TRUE(src_mr.ok() && target_mr.ok());
+  ASSERT_TRUE(p.a->Write(p.b_from_a, To(**src_mr, **target_mr, src.size())).ok());
+  EXPECT_EQ(target, src);
+  // Another node is another question.
+  FabricConfig other = TestConfig();
+  other.node = "localhost";
+  auto f = Fabric::Open(other);
+  if (f.ok()) {
+    EXPECT_EQ(ProviderQueriesForTesting(), asked + 1);
+  }
+}
+
 TEST(FabricTest, MessagesArriveInOrder) {
   Pair p = Connect();
   ASSERT_NE(p.b, nullptr);
