@@ -300,6 +300,7 @@ class EndpointImpl : public Endpoint {
   mutable std::mutex pacing_mu_;
   BulkPacing pacing_ = kFullSpeedPacing;  // under pacing_mu_; read once per call
 
+  std::mutex read_mu_;  // held by the one thread in Poll; taken before mu_
   std::mutex mu_;
   std::condition_variable cv_;
   std::unordered_map<void*, std::shared_ptr<Op>> outstanding_;  // by &op->ctx
@@ -453,7 +454,15 @@ ssize_t EndpointImpl::Poll(int wait_ms) {
   fi_cq_data_entry entries[kCompletionBatch];
   fi_addr_t senders[kCompletionBatch];
   std::fill(senders, senders + kCompletionBatch, FI_ADDR_NOTAVAIL);
+  // One reader from the read to the hand-over: entries reach the inbox in
+  // the queue's order. Without it, the progress thread could read a message,
+  // lose the CPU, and a leading caller read and deliver the next one first
+  // (a session's frame check then refused the earlier one as a replay).
+  std::lock_guard<std::mutex> reading(read_mu_);
   ssize_t n = ReadCompletions(entries, senders, wait_ms);
+  if (n > 0 && config_.completion_read_pause_for_testing > absl::ZeroDuration()) {
+    absl::SleepFor(config_.completion_read_pause_for_testing);
+  }
   if (n > 0) {
     std::lock_guard<std::mutex> lock(mu_);
     for (ssize_t i = 0; i < n; ++i) Complete(entries[i].op_context, 0, "", entries[i].len, senders[i]);

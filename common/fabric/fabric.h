@@ -88,6 +88,10 @@ struct FabricConfig {
   // /proc/kallsyms, 90-700 ms of a fresh process's first attach;
   // kernel_symbols.h). No effect once the process's libfabric is initialised.
   bool host_memory_only = false;
+  // Tests only: each read of the completion queue that finds entries waits
+  // this long before handing them on, widening the window in which a second
+  // reader could overtake it (FabricTest.MessagesArriveInOrder*).
+  absl::Duration completion_read_pause_for_testing = absl::ZeroDuration();
 };
 
 // tcp;ofi_rxm bound to 127.0.0.1: single-host setups and tests.

@@ -277,6 +277,42 @@ TEST(FabricTest, MessagesArriveInOrder) {
   EXPECT_EQ(p.a->Recv(absl::Seconds(3)).value_or(""), std::string(4096, 'x'));
 }
 
+// The progress thread and a waiting caller both read the completion queue
+// (the caller leads, the progress thread reads while nobody waits).
+// Messages still reach Recv in the order they were sent however the two
+// hand over: the receiver here keeps stopping and starting, so the progress
+// thread takes over the reading between its calls, and every reader holds
+// what it read for a while (as when it loses the CPU) before handing it on.
+TEST(FabricTest, MessagesArriveInOrderWhileTheProgressThreadAndCallersTakeTurnsReading) {
+  FabricConfig config = TestConfig();
+  // Every reader holds what it read a while before handing it on.
+  config.completion_read_pause_for_testing = absl::Microseconds(300);
+  Pair p = Connect(config);
+  ASSERT_NE(p.b, nullptr);
+  constexpr int kMessages = 5000;
+  std::thread sender([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      if (!p.a->Send(p.b_from_a, std::to_string(i)).ok()) return;
+      if (i % 64 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  // What a session's frame check does: each must come after the last.
+  int received = 0, last = -1, out_of_order = 0;
+  while (received < kMessages) {
+    absl::StatusOr<std::string> m = p.b->Recv(absl::Seconds(5));
+    if (!m.ok()) break;
+    ++received;
+    const int got = std::stoi(*m);
+    if (got <= last) ++out_of_order;
+    last = std::max(last, got);
+    // Away from the queue long enough for the progress thread to read.
+    if (got % 16 == 0) std::this_thread::sleep_for(std::chrono::microseconds(2500));
+  }
+  sender.join();
+  EXPECT_EQ(received, kMessages);
+  EXPECT_EQ(out_of_order, 0) << "messages that came after a later one";
+}
+
 // What a session server binds its frames to: the sender as the receiver
 // inserted it, and kUnknownPeer for an endpoint it never inserted.
 TEST(FabricTest, RecvFromNamesTheSenderAndOnlyPeersThatWereInserted) {

@@ -298,6 +298,11 @@ TEST_F(VerbsEndToEndTest, WorkloadSurvivesACutWire) {
   EXPECT_GE(s["reconnects"].get<int>(), 1) << s.dump();
   std::printf("verbs cut wire: %s; agent: completion push failures %.0f\n", s.dump().c_str(),
               AgentCounter("rpci_session_completion_push_failures_total"));
+  // Every frame of the workload's reached the agent once and in order: none
+  // was refused as replayed or out of sequence (docs/verbs.md, "Frames
+  // reordered after a reconnect").
+  EXPECT_EQ(AgentCounter("rpci_session_refused_total{reason=\"replay\"}"), 0) << Logs();
+  EXPECT_EQ(AgentCounter("rpci_session_refused_total{reason=\"bad_sequence\"}"), 0) << Logs();
 }
 
 // Registration pins memory: a container without CAP_IPC_LOCK and with a
