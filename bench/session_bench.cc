@@ -408,6 +408,7 @@ absl::Status FreshAttaches(const std::vector<std::string>& args, const std::stri
   std::vector<nlohmann::json> steps;
   AgentAttachLog log;
   rpci::client::ControlClient plugin;  // one channel for all reservations, as the plugin's
+  if (absl::Status st = plugin.Probe(endpoint, absl::Seconds(5)); !st.ok()) return st;  // as OpenLatency's
   for (int i = 0; i < n; ++i) {
     auto t0 = Clock::now();
     auto ticket = plugin.Reserve(endpoint, {"bench", "token", "node"});
@@ -541,8 +542,11 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
   std::vector<nlohmann::json> attach_steps;
   int endpoints_ahead = 0;  // opens that took the endpoint the previous one opened ahead
   AgentAttachLog agent_log;
-  // The plugin's client: one channel to the agent for all its reservations.
+  // The plugin's client: one channel to the agent for all its reservations,
+  // connected before the first, as the plugin's health loop probes every
+  // agent it has devices on (Plugin::CheckHealth -> ControlClient::Probe).
   rpci::client::ControlClient plugin;
+  if (absl::Status st = plugin.Probe(endpoint, absl::Seconds(5)); !st.ok()) return Fail("probe", st);
   for (int i = 0; i < opens; ++i) {
     const double faults0 = MinorFaults(), cpu0 = CpuMs();
     auto t0 = Clock::now();
