@@ -437,7 +437,8 @@ absl::Status FreshAttaches(const std::vector<std::string>& args, const std::stri
 
 // The bench's settings, as given on the command line and checked.
 struct BenchFlags {
-  bool json_only = false, roundtrip_only = false, opens_only = false, attach_once = false, spare_fabric = false;
+  bool json_only = false, roundtrip_only = false, opens_only = false, attach_once = false,
+       spare_fabric = rpci::agent::SessionServerOptions{}.spare_fabric;
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   rpci::agent::ThrottleOptions throttle;
   int64_t busy_poll_us = 0, scale = 1, doorbells = 950, fresh = 5, opens = 30, flood_client_nice = 0;

@@ -162,17 +162,16 @@ absl::StatusOr<std::shared_ptr<ProcessFabric>> ProcessFabric::For(const fabric::
 namespace {
 
 // A session's endpoint carries frames only (bulk data moves by RMA): its
-// buffers are sized for the largest frame. The provider's probe for
-// device-memory registration (fabric::HiddenKernelSymbols, ~100 ms of a
-// fresh process's first attach) is not skipped: with it skipped, the verbs
-// cut-wire e2e failed in 3 of 7 runs after the reconnect (client frames
-// refused as replayed, a lost doorbell, a COPY result that differed), with
-// it kept in 0 of 7 (docs/verbs.md, "Frames lost after a reconnect"). The
-// link between the two is not understood; until it is, the workload runs
-// libfabric as shipped.
+// buffers are sized for the largest frame. A workload registers host memory
+// only, so the provider's probe for device-memory registration
+// (fabric::HiddenKernelSymbols, ~100 ms of a fresh process's first attach)
+// is skipped. It was off for a morning while verbs cut-wire failures
+// correlated with it; their cause was two completion-queue readers
+// reordering frames under load (docs/verbs.md, "Frames reordered under
+// load"), fixed in common/fabric.
 ClientOptions ForFrames(ClientOptions options) {
   options.fabric.max_message = session::kMaxFrameBytes;
-  options.fabric.host_memory_only = false;
+  options.fabric.host_memory_only = true;
   return options;
 }
 

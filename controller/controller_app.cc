@@ -58,9 +58,8 @@ const std::map<std::string, std::string>& EventTypes() {
   return *types;
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerOptions options, const Clock* clock) {
+// The options Create refuses before it opens anything.
+absl::Status CheckOptions(const ControllerOptions& options) {
   if (options.store != "local" && options.store != "kube") {
     return absl::InvalidArgumentError(absl::StrCat("--store: must be local or kube, got \"", options.store, "\""));
   }
@@ -75,29 +74,40 @@ absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerO
                                                      " s heartbeat interval, got ", absl::ToInt64Seconds(lease)));
     }
   }
-  if (absl::Status s = ValidateTlsSettings(options.tls, /*node_identity=*/false); !s.ok()) return s;
+  return ValidateTlsSettings(options.tls, /*node_identity=*/false);
+}
+
+}  // namespace
+
+absl::Status ControllerApp::OpenStore() {
+  const ControllerOptions& o = options_;
+  if (o.store == "local") {
+    absl::StatusOr<std::unique_ptr<LocalStore>> local = LocalStore::Open(o.state_dir, clock_);
+    if (!local.ok()) return local.status();
+    store_ = *std::move(local);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<kube::KubeConfig> kc = o.kube_config.has_value() ? *o.kube_config
+                                        : o.kubeconfig.empty()    ? kube::InClusterConfig()
+                                                                  : kube::LoadKubeconfig(o.kubeconfig, o.kube_context);
+  if (!kc.ok()) return kc.status();
+  absl::StatusOr<std::unique_ptr<kube::KubeClient>> client = kube::KubeClient::Create(*kc);
+  if (!client.ok()) return client.status();
+  kube_ = *std::move(client);
+  ns_ = o.ns.empty() ? kube_->config().ns : o.ns;
+  if (ns_.empty()) return absl::InvalidArgumentError("--namespace: empty, and the kube config names none");
+  store_ = std::make_unique<KubeStore>(kube_.get(), clock_, ns_);
+  resources_ = std::make_unique<ResourceApi>(kube_.get());
+  slices_ = std::make_unique<SlicePublisher>(kube_.get(), resources_.get(), o.dra_binding_conditions);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ControllerApp>> ControllerApp::Create(ControllerOptions options, const Clock* clock) {
+  if (absl::Status s = CheckOptions(options); !s.ok()) return s;
   if (options.store == "local") options.leader_elect = false;
   std::unique_ptr<ControllerApp> app(new ControllerApp(std::move(options), clock));
   const ControllerOptions& o = app->options_;
-  if (o.store == "kube") {
-    absl::StatusOr<kube::KubeConfig> kc = o.kube_config.has_value() ? *o.kube_config
-                                          : o.kubeconfig.empty()    ? kube::InClusterConfig()
-                                                                    : kube::LoadKubeconfig(o.kubeconfig, o.kube_context);
-    if (!kc.ok()) return kc.status();
-    absl::StatusOr<std::unique_ptr<kube::KubeClient>> client = kube::KubeClient::Create(*kc);
-    if (!client.ok()) return client.status();
-    app->kube_ = *std::move(client);
-    app->ns_ = o.ns.empty() ? app->kube_->config().ns : o.ns;
-    if (app->ns_.empty()) return absl::InvalidArgumentError("--namespace: empty, and the kube config names none");
-    app->store_ = std::make_unique<KubeStore>(app->kube_.get(), clock, app->ns_);
-    app->resources_ = std::make_unique<ResourceApi>(app->kube_.get());
-    app->slices_ =
-        std::make_unique<SlicePublisher>(app->kube_.get(), app->resources_.get(), o.dra_binding_conditions);
-  } else {
-    absl::StatusOr<std::unique_ptr<LocalStore>> local = LocalStore::Open(o.state_dir, clock);
-    if (!local.ok()) return local.status();
-    app->store_ = *std::move(local);
-  }
+  if (absl::Status s = app->OpenStore(); !s.ok()) return s;
   if (!o.node_identity.listen.empty()) {
     if (o.tls.insecure) return absl::InvalidArgumentError("--identity-listen: needs TLS, not --insecure");
     absl::StatusOr<std::unique_ptr<identity::IdentityServer>> id =

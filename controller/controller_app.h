@@ -108,6 +108,9 @@ class ControllerApp {
 
  private:
   ControllerApp(ControllerOptions options, const Clock* clock);
+  // The store options_ names (with --store=kube, the cluster client and the
+  // DRA APIs too).
+  absl::Status OpenStore();
   absl::Status LeaderCheck() const;
   void Loop();
   void Step();

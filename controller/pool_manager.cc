@@ -32,6 +32,27 @@ std::string HolderOf(const Attachment& a) {
   return absl::StrCat(a.pod_namespace, "/", a.pod_name);
 }
 
+// The ids of the devices an agent registers, after checking each names the
+// agent's node, a pool and an id of its own.
+absl::StatusOr<std::set<std::string>> RegisteredIds(const rpci::v1::RegisterAgentRequest& req) {
+  if (req.node().empty()) return absl::InvalidArgumentError("RegisterAgent: node is empty");
+  std::set<std::string> ids;
+  for (const auto& d : req.devices()) {
+    if (d.id().empty()) return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": a device has no id"));
+    if (d.node() != req.node()) {
+      return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": device ", d.id(), " names node \"",
+                                                     d.node(), "\""));
+    }
+    if (d.pool().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": device ", d.id(), " has no pool"));
+    }
+    if (!ids.insert(d.id()).second) {
+      return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": device ", d.id(), " listed twice"));
+    }
+  }
+  return ids;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> RandomBytes(size_t n) {
@@ -104,21 +125,9 @@ absl::Status PoolManager::Load() {
 
 absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
     const rpci::v1::RegisterAgentRequest& req) {
-  if (req.node().empty()) return absl::InvalidArgumentError("RegisterAgent: node is empty");
-  std::set<std::string> ids;
-  for (const auto& d : req.devices()) {
-    if (d.id().empty()) return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": a device has no id"));
-    if (d.node() != req.node()) {
-      return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": device ", d.id(), " names node \"",
-                                                     d.node(), "\""));
-    }
-    if (d.pool().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": device ", d.id(), " has no pool"));
-    }
-    if (!ids.insert(d.id()).second) {
-      return absl::InvalidArgumentError(absl::StrCat("agent ", req.node(), ": device ", d.id(), " listed twice"));
-    }
-  }
+  absl::StatusOr<std::set<std::string>> registered = RegisteredIds(req);
+  if (!registered.ok()) return registered.status();
+  const std::set<std::string>& ids = *registered;
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   for (const std::string& id : ids) {  // look up the request's devices, not every known device
@@ -148,12 +157,22 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
     }
     MarkDirtyLocked(d.id());
   }
-  // Devices this agent no longer exports: gone unless a pod still uses one.
+  ForgetUnexportedLocked(req.node(), ids);
+  BumpVersion();
+  if (absl::Status s = FlushLocked(); !s.ok()) return s;
+  rpci::v1::RegisterAgentResponse resp;
+  resp.set_heartbeat_interval_seconds(absl::ToInt64Seconds(options_.heartbeat_interval));
+  resp.set_lease_seconds(absl::ToInt64Seconds(options_.agent_lease));
+  return resp;
+}
+
+void PoolManager::ForgetUnexportedLocked(const std::string& node, const std::set<std::string>& exported) {
   // Only this agent's own devices are looked at (all 100k per registration
   // made registering 2 000 agents take minutes).
+  absl::btree_set<std::string>& exported_here = agent_devices_[node];
   for (auto id = exported_here.begin(); id != exported_here.end();) {
     auto it = devices_.find(*id);
-    if (it != devices_.end() && ids.count(*id) == 0) {
+    if (it != devices_.end() && exported.count(*id) == 0) {
       Device& d = it->second;
       if (!d.attachment.empty()) {
         if (!d.draining) {
@@ -172,12 +191,6 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
     }
     id = it == devices_.end() ? exported_here.erase(id) : std::next(id);
   }
-  BumpVersion();
-  if (absl::Status s = FlushLocked(); !s.ok()) return s;
-  rpci::v1::RegisterAgentResponse resp;
-  resp.set_heartbeat_interval_seconds(absl::ToInt64Seconds(options_.heartbeat_interval));
-  resp.set_lease_seconds(absl::ToInt64Seconds(options_.agent_lease));
-  return resp;
 }
 
 absl::Status PoolManager::AgentHeartbeat(const rpci::v1::AgentHeartbeatRequest& req) {

@@ -179,6 +179,10 @@ class PoolManager {
 
   void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropNodeLocked(const std::string& node, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Devices agent `node` registered before and no longer exports: removed,
+  // or draining while an attachment still holds one.
+  void ForgetUnexportedLocked(const std::string& node, const std::set<std::string>& exported)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies placement's moves (PlacePool) for one pool.
   void ReconcilePoolLocked(const PoolSpec& pool, const std::vector<Device*>& devices, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

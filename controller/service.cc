@@ -64,19 +64,19 @@ grpc::Status ControllerService::Watch(grpc::ServerContext* ctx, grpc::ServerWrit
 grpc::Status ControllerService::Agents::RegisterAgent(grpc::ServerContext* ctx,
                                                       const rpci::v1::RegisterAgentRequest* req,
                                                       rpci::v1::RegisterAgentResponse* resp) {
-  if (grpc::Status s = s_->Admit(*ctx, "agent", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return Reply(s_->manager_->RegisterAgent(*req), resp);
 }
 
 grpc::Status ControllerService::Agents::Heartbeat(grpc::ServerContext* ctx, const rpci::v1::AgentHeartbeatRequest* req,
                                                   rpci::v1::AgentHeartbeatResponse*) {
-  if (grpc::Status s = s_->Admit(*ctx, "agent", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return ToGrpc(s_->manager_->AgentHeartbeat(*req));
 }
 
 grpc::Status ControllerService::Agents::WatchGrants(grpc::ServerContext* ctx, const rpci::v1::WatchGrantsRequest* req,
                                                     grpc::ServerWriter<rpci::v1::GrantUpdate>* writer) {
-  if (grpc::Status s = s_->Admit(*ctx, "agent", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   std::map<std::string, std::string> sent;  // grant id -> serialized grant
   return s_->Watch<rpci::v1::GrantUpdate>(ctx, writer, [&](rpci::v1::GrantUpdate* update) {
     std::map<std::string, std::string> now;
@@ -98,20 +98,20 @@ grpc::Status ControllerService::Agents::WatchGrants(grpc::ServerContext* ctx, co
 
 grpc::Status ControllerService::Nodes::RegisterNode(grpc::ServerContext* ctx, const rpci::v1::RegisterNodeRequest* req,
                                                     rpci::v1::RegisterNodeResponse* resp) {
-  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return Reply(s_->manager_->RegisterNode(*req), resp);
 }
 
 grpc::Status ControllerService::Nodes::Heartbeat(grpc::ServerContext* ctx, const rpci::v1::NodeHeartbeatRequest* req,
                                                  rpci::v1::NodeHeartbeatResponse*) {
-  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return ToGrpc(s_->manager_->NodeHeartbeat(req->node()));
 }
 
 grpc::Status ControllerService::Nodes::WatchAssignments(grpc::ServerContext* ctx,
                                                         const rpci::v1::WatchAssignmentsRequest* req,
                                                         grpc::ServerWriter<rpci::v1::AssignmentSet>* writer) {
-  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   std::string last;  // the set last sent, serialized
   return s_->Watch<rpci::v1::AssignmentSet>(ctx, writer, [&](rpci::v1::AssignmentSet* set) {
     *set = s_->manager_->AssignmentsFor(req->node());
@@ -124,25 +124,25 @@ grpc::Status ControllerService::Nodes::WatchAssignments(grpc::ServerContext* ctx
 
 grpc::Status ControllerService::Nodes::Claim(grpc::ServerContext* ctx, const rpci::v1::ClaimRequest* req,
                                              rpci::v1::ClaimResponse* resp) {
-  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return Reply(s_->manager_->Claim(*req), resp);
 }
 
 grpc::Status ControllerService::Nodes::Release(grpc::ServerContext* ctx, const rpci::v1::ReleaseRequest* req,
                                                rpci::v1::ReleaseResponse*) {
-  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return ToGrpc(s_->manager_->Release(*req));
 }
 
 grpc::Status ControllerService::Nodes::ReportUsage(grpc::ServerContext* ctx, const rpci::v1::ReportUsageRequest* req,
                                                    rpci::v1::ReportUsageResponse*) {
-  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return ToGrpc(s_->manager_->ReportUsage(*req));
 }
 
 grpc::Status ControllerService::Nodes::PrepareClaim(grpc::ServerContext* ctx, const rpci::v1::PrepareClaimRequest* req,
                                                     rpci::v1::PrepareClaimResponse* resp) {
-  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   if (!s_->claims_) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "DRA needs the controller to read ResourceClaims: run it with --store=kube");
@@ -159,7 +159,7 @@ grpc::Status ControllerService::Nodes::PrepareClaim(grpc::ServerContext* ctx, co
 grpc::Status ControllerService::Nodes::UnprepareClaim(grpc::ServerContext* ctx,
                                                       const rpci::v1::UnprepareClaimRequest* req,
                                                       rpci::v1::UnprepareClaimResponse*) {
-  if (grpc::Status s = s_->Admit(*ctx, "plugin", req->node()); !s.ok()) return s;
+  if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return ToGrpc(s_->manager_->UnprepareClaim(*req));
 }
 

@@ -52,14 +52,19 @@ class ControllerService {
   void Shutdown() { stopping_ = true; }
 
  private:
-  // A generated service whose calls this ControllerService answers.
+  // A generated service whose calls this ControllerService answers, for
+  // callers holding `role` ("agent" or "plugin") for the node they name.
   template <typename Generated>
   class Registry : public Generated {
    public:
-    explicit Registry(ControllerService* s) : s_(s) {}
+    Registry(ControllerService* s, const char* role) : s_(s), role_(role) {}
 
    protected:
+    grpc::Status Admit(const grpc::ServerContext& ctx, const std::string& node) const {
+      return s_->Admit(ctx, role_, node);
+    }
     ControllerService* const s_;
+    const char* const role_;
   };
   class Agents : public Registry<rpci::v1::AgentRegistry::Service> {
    public:
@@ -109,8 +114,8 @@ class ControllerService {
   LeaderCheck leader_;
   ClaimReader claims_;
   std::atomic<bool> stopping_{false};
-  Agents agents_{this};
-  Nodes nodes_{this};
+  Agents agents_{this, "agent"};
+  Nodes nodes_{this, "plugin"};
 };
 
 }  // namespace rpci::controller

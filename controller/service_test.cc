@@ -16,6 +16,7 @@ namespace {
 using rpci::v1::AgentRegistry;
 using rpci::v1::NodeRegistry;
 using testing::AgentWith;
+using testing::ClaimOf;
 using testing::NodeWith;
 
 constexpr absl::Duration kCallTimeout = absl::Seconds(5);
@@ -115,12 +116,7 @@ TEST_F(ServiceTest, ClaimedGrantReachesTheOwningAgentOverWatchGrants) {
   EXPECT_EQ(set.assignments(0).agent_session_endpoint(), "dev-a:7443");
   EXPECT_EQ(set.assignments(0).device().health(), rpci::v1::DEVICE_HEALTH_HEALTHY);
 
-  rpci::v1::ClaimRequest claim;
-  claim.set_node("cn-1");
-  claim.set_device_id(set.assignments(0).device().id());
-  claim.set_pod_namespace("ml");
-  claim.set_pod_name("trainer-0");
-  claim.set_container_name("main");
+  const rpci::v1::ClaimRequest claim = ClaimOf("cn-1", set.assignments(0).device().id(), "trainer-0", "ml");
   absl::StatusOr<rpci::v1::ClaimResponse> claimed = UnaryCall(*plugin, &NodeRegistry::Stub::Claim, claim, kCallTimeout, "");
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   const rpci::v1::ClaimResponse& granted = *claimed;
@@ -155,16 +151,57 @@ TEST_F(ServiceTest, PeerWithAnotherNodesIdentityIsRefused) {
       UnaryCall(*plugin_as_agent, &AgentRegistry::Stub::RegisterAgent, dev_a, kCallTimeout, "").status()));
 }
 
+// Each registry admits one role: every call of the node registry refuses an
+// agent certificate and every call of the agent registry a plugin
+// certificate, for the very node the certificate names.
+TEST_F(ServiceTest, EachRegistryRefusesTheOtherRoleOnEveryCall) {
+  auto agent_as_plugin = NodeRegistry::NewStub(ChannelAs("agent:cn-1"));
+  auto plugin_as_agent = AgentRegistry::NewStub(ChannelAs("plugin:dev-a"));
+  auto of = [](auto req, const std::string& node) {
+    req.set_node(node);
+    return req;
+  };
+  using NR = NodeRegistry::Stub;
+  using AR = AgentRegistry::Stub;
+  const std::vector<absl::Status> answers = {
+      UnaryCall(*agent_as_plugin, &NR::RegisterNode, NodeWith("cn-1", "emu"), kCallTimeout, "").status(),
+      UnaryCall(*agent_as_plugin, &NR::Heartbeat, of(rpci::v1::NodeHeartbeatRequest(), "cn-1"), kCallTimeout, "")
+          .status(),
+      UnaryCall(*agent_as_plugin, &NR::Claim, ClaimOf("cn-1", "dev-a-0000-3b-00-0", "p"), kCallTimeout, "").status(),
+      UnaryCall(*agent_as_plugin, &NR::Release, of(rpci::v1::ReleaseRequest(), "cn-1"), kCallTimeout, "").status(),
+      UnaryCall(*agent_as_plugin, &NR::ReportUsage, of(rpci::v1::ReportUsageRequest(), "cn-1"), kCallTimeout, "")
+          .status(),
+      UnaryCall(*agent_as_plugin, &NR::PrepareClaim, of(rpci::v1::PrepareClaimRequest(), "cn-1"), kCallTimeout, "")
+          .status(),
+      UnaryCall(*agent_as_plugin, &NR::UnprepareClaim, of(rpci::v1::UnprepareClaimRequest(), "cn-1"), kCallTimeout,
+                "")
+          .status(),
+      UnaryCall(*plugin_as_agent, &AR::Heartbeat, of(rpci::v1::AgentHeartbeatRequest(), "dev-a"), kCallTimeout, "")
+          .status(),
+  };
+  for (size_t i = 0; i < answers.size(); ++i) {
+    EXPECT_TRUE(absl::IsPermissionDenied(answers[i])) << "call " << i << ": " << answers[i];
+  }
+  grpc::ClientContext assignments_ctx, grants_ctx;
+  auto assignments = agent_as_plugin->WatchAssignments(
+      &assignments_ctx, WatchOf<rpci::v1::WatchAssignmentsRequest>("cn-1", &assignments_ctx));
+  rpci::v1::AssignmentSet set;
+  EXPECT_FALSE(assignments->Read(&set));
+  EXPECT_EQ(assignments->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  auto grants = plugin_as_agent->WatchGrants(&grants_ctx, WatchOf<rpci::v1::WatchGrantsRequest>("dev-a", &grants_ctx));
+  rpci::v1::GrantUpdate update;
+  EXPECT_FALSE(grants->Read(&update));
+  EXPECT_EQ(grants->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(manager_->Devices().empty());
+}
+
 TEST_F(ServiceTest, PluginCannotClaimADeviceAssignedToAnotherNode) {
   ASSERT_TRUE(manager_->RegisterAgent(AgentWith("dev-a", "emu", 1)).ok());
   ASSERT_TRUE(manager_->RegisterNode(NodeWith("cn-1", "emu")).ok());
   manager_->Reconcile();
   ASSERT_EQ(manager_->AssignmentsFor("cn-1").assignments_size(), 1);
   auto other = NodeRegistry::NewStub(ChannelAs("plugin:cn-2"));
-  rpci::v1::ClaimRequest claim;
-  claim.set_node("cn-2");
-  claim.set_device_id(manager_->AssignmentsFor("cn-1").assignments(0).device().id());
-  claim.set_pod_name("p");
+  rpci::v1::ClaimRequest claim = ClaimOf("cn-2", manager_->AssignmentsFor("cn-1").assignments(0).device().id(), "p");
   EXPECT_TRUE(absl::IsPermissionDenied(UnaryCall(*other, &NodeRegistry::Stub::Claim, claim, kCallTimeout, "").status()));
   // Naming cn-1 in the request while holding cn-2's certificate fails too.
   claim.set_node("cn-1");

@@ -1,14 +1,18 @@
 #ifndef RPCI_SESSION_SESSION_KEY_H_
 #define RPCI_SESSION_SESSION_KEY_H_
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "session/wire.h"
 
 namespace rpci::session {
+
+inline constexpr size_t kSessionKeySize = 32;
+using KeyBytes = std::array<uint8_t, kSessionKeySize>;
 
 // A session's secret: 32 random bytes from the kernel CSPRNG. Compared in
 // constant time; printed only as hex where it must travel (env, checkpoint).

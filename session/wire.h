@@ -23,8 +23,6 @@ namespace rpci::session {
 // 2: frames carry a counter and a MAC instead of the key; attach, close and
 // status prove the key by challenge-response (session/frame_auth.h).
 inline constexpr uint32_t kProtocolVersion = 2;
-inline constexpr size_t kSessionKeySize = 32;
-using KeyBytes = std::array<uint8_t, kSessionKeySize>;
 
 // ---- regions and the anchor record ----
 

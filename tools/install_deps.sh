@@ -10,7 +10,7 @@ PACKAGES=(
   ibverbs-utils rdmacm-utils perftest
   nlohmann-json3-dev libcpp-httplib-dev libgtest-dev libgmock-dev
   libpci-dev pciutils libyaml-cpp-dev libssl-dev openssl prometheus-cpp-dev
-  iproute2 iputils-ping iptables curl python3 clang libclang-rt-14-dev
+  iproute2 iputils-ping iptables curl python3 clang libclang-rt-14-dev clang-format universal-ctags
   qemu-system-x86 linux-image-amd64 busybox-static kmod cpio
 )
 

@@ -22,6 +22,7 @@
 namespace rpci::agent {
 namespace {
 
+using controller::testing::ClaimOf;
 using controller::testing::MakeTempDir;
 using controller::testing::WaitFor;
 
@@ -103,15 +104,10 @@ class AgentAppTest : public ::testing::Test {
       grpc::Status s = nodes->RegisterNode(&ctx, controller::testing::NodeWith("cn-1", "emu"), &resp);
       EXPECT_TRUE(s.ok()) << s.error_message();
     }
-    rpci::v1::ClaimRequest claim;
-    claim.set_node("cn-1");
-    claim.set_device_id(device);
-    claim.set_pod_namespace("ml");
-    claim.set_pod_name("p");
     rpci::v1::ClaimResponse granted;
     EXPECT_TRUE(WaitFor([&] {
       grpc::ClientContext ctx;
-      return nodes->Claim(&ctx, claim, &granted).ok();
+      return nodes->Claim(&ctx, ClaimOf("cn-1", device, "p", "ml"), &granted).ok();
     }));
     return granted;
   }
@@ -221,24 +217,15 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
   EXPECT_EQ(assigned, (std::set<std::string>{"dev-a-fffe-00-00-0", "dev-a-fffe-00-01-0"}));
 
   // A claim's grant reaches the agent; the session it opens applies writes.
-  rpci::v1::ClaimRequest claim;
-  claim.set_node("cn-1");
-  claim.set_device_id("dev-a-fffe-00-01-0");
-  claim.set_pod_namespace("ml");
-  claim.set_pod_name("trainer-0");
-  claim.set_container_name("main");
   rpci::v1::ClaimResponse granted;
   {
     grpc::ClientContext ctx;
-    grpc::Status s = nodes->Claim(&ctx, claim, &granted);
+    grpc::Status s = nodes->Claim(&ctx, ClaimOf("cn-1", "dev-a-fffe-00-01-0", "trainer-0", "ml"), &granted);
     ASSERT_TRUE(s.ok()) << s.error_message();
   }
   EXPECT_EQ(granted.agent_session_endpoint(), agent_->session_endpoint());
-  absl::StatusOr<client::SessionTicket> ticket = absl::UnavailableError("not tried");
-  ASSERT_TRUE(WaitFor([&] {
-    ticket = client::ControlClient({grpc::InsecureChannelCredentials()}).Reserve(granted.agent_session_endpoint(), {granted.grant().grant_id(), granted.grant().token(), "cn-1"});
-    return ticket.ok();
-  })) << ticket.status();
+  absl::StatusOr<client::SessionTicket> ticket = Reserve(grpc::InsecureChannelCredentials(), granted);
+  ASSERT_TRUE(ticket.ok()) << ticket.status();
   auto session = Attach(*ticket);
   ASSERT_TRUE(session.ok()) << session.status();
   ASSERT_TRUE((*session)->Write(0, emu::kRegScratch, 4, 0xfeed).ok());

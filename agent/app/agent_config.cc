@@ -28,45 +28,28 @@ void ReadEmu(ConfigReader& root, AgentOptions* options) {
   }
 }
 
-}  // namespace
-
-absl::Status ReadAgentConfig(const nlohmann::json& config, const std::string& origin, AgentOptions* options) {
-  if (!config.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(origin, ": expected a mapping at the top level, got ", JsonTypeName(config)));
-  }
-  ConfigReader r(config, origin);
-  r.String("node", &options->node);
+// `labels`: a mapping of strings, replacing the defaults when given.
+void ReadLabels(ConfigReader& root, AgentOptions* options) {
   nlohmann::json labels;
-  r.Raw("labels", &labels);
-  if (!labels.is_null()) {
-    if (!labels.is_object()) {
-      r.AddError("labels", "expected a mapping of strings, got " + JsonTypeName(labels));
+  root.Raw("labels", &labels);
+  if (labels.is_null()) return;
+  if (!labels.is_object()) {
+    root.AddError("labels", "expected a mapping of strings, got " + JsonTypeName(labels));
+    return;
+  }
+  options->labels.clear();
+  for (const auto& [k, v] : labels.items()) {
+    if (!v.is_string()) {
+      root.AddError("labels", absl::StrCat(k, ": expected string, got ", JsonTypeName(v)));
     } else {
-      options->labels.clear();
-      for (const auto& [k, v] : labels.items()) {
-        if (!v.is_string()) {
-          r.AddError("labels", absl::StrCat(k, ": expected string, got ", JsonTypeName(v)));
-        } else {
-          options->labels[k] = v.get<std::string>();
-        }
-      }
+      options->labels[k] = v.get<std::string>();
     }
   }
+}
 
-  ConfigReader controller = r.Object("controller");
-  controller.String("address", &options->controller);
-  controller.Bool("insecure", &options->tls.insecure);
-
-  ConfigReader tls = r.Object("tls");
-  tls.String("cert", &options->tls.cert_file);
-  tls.String("key", &options->tls.key_file);
-  tls.String("ca", &options->tls.ca_file);
-  tls.String("identity_address", &options->tls.identity_address);
-  tls.String("token_file", &options->tls.token_file);
-  tls.String("cert_dir", &options->tls.cert_dir);
-
-  ConfigReader session = r.Object("session");
+// `session`: listen and advertise addresses, the checkpoint dir, timeouts
+// in seconds and the throttle in MiB.
+void ReadSession(ConfigReader session, AgentOptions* options) {
   session.String("listen", &options->session_listen);
   session.String("advertise", &options->session_advertise);
   session.String("state_dir", &options->state_dir);
@@ -86,6 +69,32 @@ absl::Status ReadAgentConfig(const nlohmann::json& config, const std::string& or
   throttle.bytes_per_second = static_cast<uint64_t>(throttle_mib) << 20;
   throttle.burst_bytes = static_cast<uint64_t>(burst_mib) << 20;
   throttle.nice = static_cast<int>(throttle_nice);
+}
+
+}  // namespace
+
+absl::Status ReadAgentConfig(const nlohmann::json& config, const std::string& origin, AgentOptions* options) {
+  if (!config.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": expected a mapping at the top level, got ", JsonTypeName(config)));
+  }
+  ConfigReader r(config, origin);
+  r.String("node", &options->node);
+  ReadLabels(r, options);
+
+  ConfigReader controller = r.Object("controller");
+  controller.String("address", &options->controller);
+  controller.Bool("insecure", &options->tls.insecure);
+
+  ConfigReader tls = r.Object("tls");
+  tls.String("cert", &options->tls.cert_file);
+  tls.String("key", &options->tls.key_file);
+  tls.String("ca", &options->tls.ca_file);
+  tls.String("identity_address", &options->tls.identity_address);
+  tls.String("token_file", &options->tls.token_file);
+  tls.String("cert_dir", &options->tls.cert_dir);
+
+  ReadSession(r.Object("session"), options);
 
   fabric::ReadFabricConfig(r.Object("fabric"), &options->fabric);
 

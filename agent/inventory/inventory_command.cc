@@ -134,6 +134,27 @@ bool ParseRdmaSource(const std::string& text, const std::string& sysfs_root, Rdm
   return true;
 }
 
+// The PCIe functions of `sysfs_root` and, with `nics`, its RDMA NICs.
+struct Scanned {
+  std::vector<PcieFunction> functions;
+  std::vector<RdmaNic> nics;
+};
+absl::StatusOr<Scanned> Scan(const std::string& sysfs_root, const std::string& pci_ids, RdmaSource source,
+                             bool nics) {
+  absl::StatusOr<std::unique_ptr<PciNames>> names = PciNames::Open(pci_ids);
+  if (!names.ok()) return names.status();
+  Scanned scanned;
+  absl::StatusOr<std::vector<PcieFunction>> fns = ScanPciFunctions(sysfs_root, names->get());
+  if (!fns.ok()) return fns.status();
+  scanned.functions = *std::move(fns);
+  if (nics) {
+    absl::StatusOr<std::vector<RdmaNic>> found = RdmaInventory(sysfs_root, source).Scan();
+    if (!found.ok()) return found.status();
+    scanned.nics = *std::move(found);
+  }
+  return scanned;
+}
+
 }  // namespace
 
 int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
@@ -181,28 +202,12 @@ int RunInventoryCommand(const std::vector<std::string>& args, std::ostream& out,
     return 2;
   }
 
-  absl::StatusOr<std::unique_ptr<PciNames>> names = PciNames::Open(pci_ids);
-  if (!names.ok()) {
-    err << "rpci-agent inventory: " << names.status().message() << "\n";
+  absl::StatusOr<Scanned> scanned = Scan(sysfs_root, pci_ids, source, /*nics=*/show != "functions");
+  if (!scanned.ok()) {
+    err << "rpci-agent inventory: " << scanned.status().message() << "\n";
     return 1;
   }
-  absl::StatusOr<std::vector<PcieFunction>> fns = ScanPciFunctions(sysfs_root, names->get());
-  if (!fns.ok()) {
-    err << "rpci-agent inventory: " << fns.status().message() << "\n";
-    return 1;
-  }
-  std::vector<RdmaNic> nics;
-  if (show != "functions") {
-    RdmaInventory rdma(sysfs_root, source);
-    absl::StatusOr<std::vector<RdmaNic>> scanned = rdma.Scan();
-    if (!scanned.ok()) {
-      err << "rpci-agent inventory: " << scanned.status().message() << "\n";
-      return 1;
-    }
-    nics = std::move(*scanned);
-  }
-
-  return PrintInventory(show, json, *fns, nics, policy_file, node, out, err);
+  return PrintInventory(show, json, scanned->functions, scanned->nics, policy_file, node, out, err);
 }
 
 }  // namespace rpci::agent

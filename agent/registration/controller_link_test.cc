@@ -11,6 +11,7 @@ namespace rpci::agent {
 namespace {
 
 using controller::testing::AgentWith;
+using controller::testing::ClaimOf;
 using controller::testing::NodeWith;
 using controller::testing::WaitFor;
 
@@ -59,15 +60,9 @@ class ControllerLinkTest : public ::testing::Test {
     rpci::v1::RegisterNodeResponse reg;
     EXPECT_TRUE(plugin->RegisterNode(&reg_ctx, NodeWith("cn-1", "emu"), &reg).ok());
     controller_->manager().Reconcile();  // keeps one spare on cn-1: our device
-    rpci::v1::ClaimRequest claim;
-    claim.set_node("cn-1");
-    claim.set_device_id("dev-a-0000-3b-00-0");
-    claim.set_pod_namespace("ml");
-    claim.set_pod_name("trainer-0");
-    claim.set_container_name("main");
     grpc::ClientContext ctx;
     rpci::v1::ClaimResponse resp;
-    grpc::Status s = plugin->Claim(&ctx, claim, &resp);
+    grpc::Status s = plugin->Claim(&ctx, ClaimOf("cn-1", "dev-a-0000-3b-00-0", "trainer-0", "ml"), &resp);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return resp;
   }

@@ -107,11 +107,10 @@ struct SessionServerOptions {
   // worker open one while the workload attaches (~2-4 ms of CPU on the
   // attach's path, docs/benchmarks.md "Attach"); a thread opens the next
   // as the last is taken. It holds one port of the fabric port range while
-  // it waits. Off by default: with it on, the verbs cut-wire e2e
-  // (//tests/vm:verbs_e2e_test) failed in 2 of 3 runs after the reconnect (a
-  // client frame refused as replayed, once a COPY result that differed),
-  // with it off 0 of 3 (2026-12-02; cause not found, docs/verbs.md).
-  bool spare_fabric = false;
+  // it waits. (Off for a morning while verbs cut-wire failures correlated
+  // with it; their cause was a frame reordering in common/fabric, since
+  // fixed: docs/verbs.md, "Frames reordered under load".)
+  bool spare_fabric = true;
   Clock* clock = Clock::Real();
   MetricsRegistry* metrics = nullptr;  // required
 };

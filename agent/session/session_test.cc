@@ -225,6 +225,24 @@ class SessionTest : public ::testing::Test {
   }
 
   // A metric's value in the agent's exposition; -1 when it does not parse.
+  // Writes the values from .. to-1 to BAR 0's eight registers at 0x200 in
+  // turn, flushing and breaking the link before `drop`, then syncs.
+  static void WriteAcrossALinkDrop(client::SessionClient& c, uint64_t from, uint64_t drop, uint64_t to) {
+    for (uint64_t i = from; i < drop; ++i) ASSERT_TRUE(c.Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
+    ASSERT_TRUE(c.Flush().ok());
+    c.BreakLinkForTesting();
+    for (uint64_t i = drop; i < to; ++i) ASSERT_TRUE(c.Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
+    absl::Status s = c.Sync(absl::Seconds(10));
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  // The test device applied the values 0 .. n-1, each once, in order.
+  void ExpectAppliedInOrder(uint64_t n) {
+    auto applied = device_.applied();
+    ASSERT_EQ(applied.size(), n);
+    for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(applied[i].second, i) << "write " << i;
+  }
+
   double Metric(const std::string& name, const std::map<std::string, std::string>& labels = {}) {
     auto parsed = rpci::testing::CheckExpositionFormat(metrics_.Render());
     if (!parsed.ok()) return -1;
@@ -269,9 +287,7 @@ TEST_F(SessionTest, RegisterWritesReachTheDeviceInProgramOrder) {
   ASSERT_NE(c, nullptr);
   for (uint64_t i = 0; i < 600; ++i) ASSERT_TRUE(c->Write(0, (i % 16) * 8, 8, i).ok());
   ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
-  auto applied = device_.applied();
-  ASSERT_EQ(applied.size(), 600u);
-  for (uint64_t i = 0; i < 600; ++i) EXPECT_EQ(applied[i].second, i);
+  ExpectAppliedInOrder(600);
   EXPECT_EQ(c->acked_seq(), 600u);
 }
 
@@ -287,9 +303,7 @@ TEST_F(SessionTest, WritesKeepFlowingPastSeveralTurnsOfTheRing) {
   }
   absl::Status s = c->Sync(absl::Seconds(10));
   ASSERT_TRUE(s.ok()) << s;
-  auto applied = device_.applied();
-  ASSERT_EQ(applied.size(), n);
-  for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(applied[i].second, i);
+  ExpectAppliedInOrder(n);
   EXPECT_EQ(Refused("bad_sequence"), 0);
 }
 
@@ -360,9 +374,7 @@ TEST_F(SessionTest, InlineAndRingKicksMixedApplyEveryWriteOnceInOrder) {
     for (size_t i = 0; i < batch; ++i, ++v) ASSERT_TRUE(c->Write(0, 0x200 + (v % 32) * 8, 8, v).ok()) << v;
     ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
   }
-  auto applied = device_.applied();
-  ASSERT_EQ(applied.size(), v);
-  for (uint64_t i = 0; i < v; ++i) ASSERT_EQ(applied[i].second, i);
+  ExpectAppliedInOrder(v);
   EXPECT_EQ(c->acked_seq(), v);
   EXPECT_EQ(Refused("bad_sequence"), 0);
   EXPECT_EQ(Refused("malformed"), 0);
@@ -774,16 +786,9 @@ TEST_F(SessionTest, ResumeWithWrongKeyOrBadGrantIsRefused) {
 TEST_F(SessionTest, LinkDropReconnectsAndReplaysEveryWriteExactlyOnce) {
   auto c = Attach();
   ASSERT_NE(c, nullptr);
-  for (uint64_t i = 0; i < 100; ++i) ASSERT_TRUE(c->Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
-  ASSERT_TRUE(c->Flush().ok());
-  c->BreakLinkForTesting();
-  for (uint64_t i = 100; i < 200; ++i) ASSERT_TRUE(c->Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
-  absl::Status s = c->Sync(absl::Seconds(10));
-  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_NO_FATAL_FAILURE(WriteAcrossALinkDrop(*c, 0, 100, 200));
   EXPECT_GE(c->stats().reconnects, 1u);
-  auto applied = device_.applied();
-  ASSERT_EQ(applied.size(), 200u);
-  for (uint64_t i = 0; i < 200; ++i) EXPECT_EQ(applied[i].second, i);
+  ExpectAppliedInOrder(200);
 }
 
 // After an attach, the client opens the process's next session endpoint
@@ -803,17 +808,10 @@ TEST_F(SessionTest, AnAttachOrReattachTakesTheEndpointOpenedAheadAndReplaysEvery
   ASSERT_NE(c, nullptr);
   EXPECT_TRUE(c->stats().last_attach.endpoint_ahead);
   attach_and_end();  // one is open (or being opened) again when it ends
-  for (uint64_t i = 1; i < 50; ++i) ASSERT_TRUE(c->Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
-  ASSERT_TRUE(c->Flush().ok());
-  c->BreakLinkForTesting();
-  for (uint64_t i = 50; i < 100; ++i) ASSERT_TRUE(c->Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
-  absl::Status s = c->Sync(absl::Seconds(10));
-  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_NO_FATAL_FAILURE(WriteAcrossALinkDrop(*c, 1, 50, 100));  // 0 went with the attach
   EXPECT_EQ(c->stats().reconnects, 1u);
   EXPECT_TRUE(c->stats().last_attach.endpoint_ahead);
-  auto applied = device_.applied();
-  ASSERT_EQ(applied.size(), 100u);
-  for (uint64_t i = 0; i < 100; ++i) EXPECT_EQ(applied[i].second, i);
+  ExpectAppliedInOrder(100);
   c.reset();
   auto ticket_b = client::ControlClient().Reserve(Endpoint(), {"g-emu", "secret-token", "node-a"});
   ASSERT_TRUE(ticket_b.ok()) << ticket_b.status();
@@ -984,9 +982,7 @@ TEST_F(SessionTest, AgentRestartRecoversTheSessionFromItsCheckpoint) {
   for (uint64_t i = 50; i < 100; ++i) ASSERT_TRUE(c->Write(0, 0x300, 8, i).ok());
   absl::Status s = c->Sync(absl::Seconds(10));
   ASSERT_TRUE(s.ok()) << s;
-  auto applied = device_.applied();
-  ASSERT_EQ(applied.size(), 100u);
-  for (uint64_t i = 0; i < 100; ++i) EXPECT_EQ(applied[i].second, i);
+  ExpectAppliedInOrder(100);
   EXPECT_GE(c->stats().reconnects, 1u);
 }
 
