@@ -3,6 +3,7 @@
 //   bazel run //bench:session -- [--json]
 
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -254,6 +255,20 @@ absl::Status RoundTrips(const std::string& endpoint, const rpci::client::ClientO
 
 double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
 
+// Minor page faults of this process so far.
+double MinorFaults() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_minflt);
+}
+
+// CPU time of this process's threads so far (user + system), ms.
+double CpuMs() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
 // One attach's steps as the client measured them (client::AttachSteps), ms.
 nlohmann::json StepsJson(const rpci::client::AttachSteps& a) {
   return {{"channel", Ms(a.channel)},     {"fabric", Ms(a.fabric)},     {"endpoint", Ms(a.endpoint)},
@@ -393,6 +408,7 @@ absl::Status FreshAttaches(const std::vector<std::string>& args, const std::stri
   std::vector<nlohmann::json> steps;
   AgentAttachLog log;
   rpci::client::ControlClient plugin;  // one channel for all reservations, as the plugin's
+  if (absl::Status st = plugin.Probe(endpoint, absl::Seconds(5)); !st.ok()) return st;  // as OpenLatency's
   for (int i = 0; i < n; ++i) {
     auto t0 = Clock::now();
     auto ticket = plugin.Reserve(endpoint, {"bench", "token", "node"});
@@ -523,13 +539,17 @@ int StartAgent(const BenchFlags& f, InProcessAgent* agent) {
 // in a fresh process is first_open_ms (OpenFresh). 0, or the exit code.
 int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& client_opts, int opens,
                 nlohmann::json* out) {
-  std::vector<double> open_ms, reserve_ms;
+  std::vector<double> open_ms, reserve_ms, open_faults, open_cpu;
   std::vector<nlohmann::json> attach_steps;
   int endpoints_ahead = 0;  // opens that took the endpoint the previous one opened ahead
   AgentAttachLog agent_log;
-  // The plugin's client: one channel to the agent for all its reservations.
+  // The plugin's client: one channel to the agent for all its reservations,
+  // connected before the first, as the plugin's health loop probes every
+  // agent it has devices on (Plugin::CheckHealth -> ControlClient::Probe).
   rpci::client::ControlClient plugin;
+  if (absl::Status st = plugin.Probe(endpoint, absl::Seconds(5)); !st.ok()) return Fail("probe", st);
   for (int i = 0; i < opens; ++i) {
+    const double faults0 = MinorFaults(), cpu0 = CpuMs();
     auto t0 = Clock::now();
     auto ticket = plugin.Reserve(endpoint, {"bench", "token", "node"});
     if (!ticket.ok()) return Fail("reserve", ticket.status());
@@ -540,6 +560,8 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
       return Fail("attach", c.status());
     }
     open_ms.push_back(Secs(Clock::now() - t0) * 1e3);
+    open_faults.push_back(MinorFaults() - faults0);
+    open_cpu.push_back(CpuMs() - cpu0);
     attach_steps.push_back(StepsJson((*c)->stats().last_attach));
     endpoints_ahead += (*c)->stats().last_attach.endpoint_ahead ? 1 : 0;
     (*c)->Close().IgnoreError();  // the workload detaches; the plugin's close ends the session
@@ -551,6 +573,15 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
   (*out)["open_count"] = opens;
   (*out)["open_endpoint_ahead_count"] = endpoints_ahead;
   (*out)["open_ms_first3"] = std::vector<double>(open_ms.begin(), open_ms.begin() + 3);
+  // Page faults of the whole process (agent and client) during each open:
+  // what the first opens pay for memory touched the first time, whatever
+  // the load.
+  (*out)["open_faults_p50"] = Percentile(open_faults, 0.5);
+  (*out)["open_faults_first3"] = std::vector<double>(open_faults.begin(), open_faults.begin() + 3);
+  // CPU time of all the process's threads during each open (the agent's
+  // and the client's work, whatever else runs on the machine).
+  (*out)["open_cpu_ms_p50"] = Percentile(open_cpu, 0.5);
+  (*out)["open_cpu_ms_first3"] = std::vector<double>(open_cpu.begin(), open_cpu.begin() + 3);
   (*out)["open_reserve_ms_p50"] = Percentile(reserve_ms, 0.5);
   agent_log.Stop();
   (*out)["open_steps_ms"] = StepSummary(attach_steps, agent_log.Steps());

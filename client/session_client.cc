@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <future>
+#include <system_error>
 
 #include "absl/strings/str_format.h"
 #include "session/bounds.h"
@@ -173,6 +175,23 @@ ClientOptions ForFrames(ClientOptions options) {
   return options;
 }
 
+// OpenSSL's first use in the process (1.7-2.8 ms of CPU in the first proof,
+// docs/benchmarks.md), on a thread of its own, started by the process's
+// first attach once its fabric is open so that it runs while the attach
+// opens its first endpoint. (Started before the fabric, the provider's
+// initialisation in a fresh process was 100-300 ms slower at load 9.) The
+// proof, if it comes first, initialises OpenSSL itself (thread-safe), as it
+// does when no thread can be started.
+std::future<void> WarmUpCryptoOnce() {
+  static std::atomic<bool> started{false};
+  if (started.exchange(true)) return {};
+  try {
+    return std::async(std::launch::async, session::WarmUpCrypto);
+  } catch (const std::system_error&) {
+    return {};
+  }
+}
+
 }  // namespace
 
 ZeroPages::~ZeroPages() {
@@ -209,6 +228,9 @@ absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const Sessi
   const absl::Duration fabric_time = absl::Now() - prepared;
   if (!fabric.ok()) return fabric.status();
   c->fabric_ = std::move(*fabric);
+  // The future's destructor waits for the warm-up on every return, so the
+  // process never exits while it runs.
+  std::future<void> crypto = WarmUpCryptoOnce();
   {
     std::lock_guard<std::mutex> lock(c->mu_);
     if (absl::Status s = c->Connect(); !s.ok()) return s;

@@ -39,6 +39,13 @@ enum class ProofPurpose : uint8_t { kAttach = 1, kClose = 2, kStatus = 3, kDetac
 // `client_address` is the fabric address the agent will send to; else "".
 std::string Prove(const SessionKey& key, ProofPurpose purpose, const Nonce& nonce, SessionId id,
                   std::string_view client_address);
+// Pays OpenSSL's first use in this process (loading its default provider,
+// fetching HMAC-SHA256 and HKDF-SHA256: 1.7-2.8 ms of CPU, measured in a
+// process's first attach; docs/benchmarks.md) with a throwaway proof and
+// key derivation, so a later Prove or FrameChannel::Create does not.
+// Thread-safe; any number of calls.
+void WarmUpCrypto();
+
 // Constant time; false for a proof of the wrong length.
 bool VerifyProof(const SessionKey& key, ProofPurpose purpose, const Nonce& nonce, SessionId id,
                  std::string_view client_address, std::string_view proof);

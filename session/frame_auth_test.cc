@@ -1,5 +1,7 @@
 #include "session/frame_auth.h"
 
+#include <thread>
+
 #include "gtest/gtest.h"
 
 namespace rpci::session {
@@ -120,6 +122,25 @@ TEST(FrameChannelTest, SealMatchesAnIndependentHkdfHmacImplementation) {
   EXPECT_EQ(Hex(sealed),
             "52434652020001008877665544332211010000000000000005000000000000000000000000000000"
             "148912668226e88ba68cfb3f3eb747e8");
+}
+
+// The warm-up (run by the agent at start and by a process's first attach on
+// a thread of its own) may run while proofs and channels are made: it
+// changes no answer.
+TEST(FrameChannelTest, AWarmUpAlongsideChangesNoProofOrSeal) {
+  std::thread a(WarmUpCrypto), b(WarmUpCrypto);
+  FrameChannel client = KnownAnswerChannel(FrameChannel::Side::kClient);
+  const std::string sealed = client.Seal(FrameType::kKick, 5, 0);
+  const SessionKey key = *SessionKey::Generate();
+  const Nonce nonce = *NewNonce();
+  const std::string proof = Prove(key, ProofPurpose::kAttach, nonce, SessionId(7), "client-addr");
+  a.join();
+  b.join();
+  EXPECT_EQ(Hex(sealed),
+            "52434652020001008877665544332211010000000000000005000000000000000000000000000000"
+            "148912668226e88ba68cfb3f3eb747e8");
+  EXPECT_TRUE(VerifyProof(key, ProofPurpose::kAttach, nonce, SessionId(7), "client-addr", proof));
+  EXPECT_FALSE(VerifyProof(SessionKey(), ProofPurpose::kAttach, nonce, SessionId(7), "client-addr", proof));
 }
 
 // The agent's direction and a payload under the MAC, from the same

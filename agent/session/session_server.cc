@@ -401,6 +401,8 @@ absl::Status SessionServer::Start() {
   absl::StatusOr<std::unique_ptr<fabric::Fabric>> fabric = fabric::Fabric::Open(options_.fabric);
   if (!fabric.ok()) return fabric.status();
   provider_ = (*fabric)->provider();
+  // OpenSSL's first use, here rather than in the first attach's proof check.
+  session::WarmUpCrypto();
   if (!options_.state_dir.empty()) {
     absl::StatusOr<std::vector<session::SessionRecord>> records =
         session::ReadCheckpoint(options_.state_dir + "/sessions.json");

@@ -1059,39 +1059,56 @@ void SizeRxmBuffers(const FabricConfig& config) {
     // completion-queue reads (default 10 000): a session's attach (the
     // agent's first RMA to the new client) waited ~10 ms for it.
     setenv("FI_OFI_RXM_CM_PROGRESS_INTERVAL", std::to_string(kRxmCmProgressUs).c_str(), 0);
+    // rxm sizes one completion queue per endpoint for all its connections
+    // from the universe (FabricConfig::universe_size). libfabric's default
+    // made it a 12 MiB calloc per endpoint with tcp, cleared page by page
+    // whenever glibc served it from reused heap: ~5 ms of the agent's every
+    // session fabric and of the client's endpoint opened ahead
+    // (docs/benchmarks.md, "Attach: a session endpoint's 12 MiB"). A
+    // session endpoint has one peer.
+    setenv("FI_UNIVERSE_SIZE", absl::StrCat(config.universe_size).c_str(), /*overwrite=*/0);
   });
 }
 
 // libfabric settings verbs;ofi_rxm needs, applied before the process's first
 // fi_getinfo (libfabric reads them once, when its providers initialize):
-// - FI_UNIVERSE_SIZE from FabricConfig::universe_size unless the environment
-//   sets it (rxm sizes its completion queue from it; see fabric.h);
-// - FI_MR_CACHE_MAX_COUNT=0, always: libfabric's registration cache keeps a
-//   closed region registered with the NIC for reuse, so a revoked key kept
-//   working and the same buffer registered again got the same key
-//   (//tests/vm:verbs_keys_test); regions must be unreachable once revoked.
-void ApplyVerbsEnvironment(const std::string& provider, size_t universe_size) {
+// FI_MR_CACHE_MAX_COUNT=0, always: libfabric's registration cache keeps a
+// closed region registered with the NIC for reuse, so a revoked key kept
+// working and the same buffer registered again got the same key
+// (//tests/vm:verbs_keys_test); regions must be unreachable once revoked.
+// (FI_UNIVERSE_SIZE, which verbs also needs, is set for every provider:
+// SizeRxmBuffers.)
+void ApplyVerbsEnvironment(const std::string& provider) {
   static std::once_flag once;
   if (provider != kVerbs) return;
-  std::call_once(once, [universe_size] {
-    setenv("FI_UNIVERSE_SIZE", absl::StrCat(universe_size).c_str(), /*overwrite=*/0);
-    setenv("FI_MR_CACHE_MAX_COUNT", "0", /*overwrite=*/1);
-  });
+  std::call_once(once, [] { setenv("FI_MR_CACHE_MAX_COUNT", "0", /*overwrite=*/1); });
 }
 
-}  // namespace
+// libfabric's answer for one configuration (fi_getinfo: 0.9 ms of CPU per
+// call with tcp;ofi_rxm, perf at load 7, most of what the agent's every
+// session fabric cost besides its endpoint) is asked once per process and
+// duplicated for later opens: the same hints get the same answer, and each
+// open still makes its own fabric and domain from it. An open that fails
+// with the remembered answer drops it, and the next asks again.
+std::mutex& ProviderAnswersMu() {
+  static auto* mu = new std::mutex;
+  return *mu;
+}
+std::unordered_map<std::string, fi_info*>& ProviderAnswers() {
+  static auto* answers = new std::unordered_map<std::string, fi_info*>;
+  return *answers;
+}
+std::atomic<uint64_t> provider_queries{0};
 
-absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config, RdmaProbe* probe) {
-  absl::StatusOr<std::string> provider = ResolveProvider(config.provider, probe);
-  if (!provider.ok()) return provider.status();
-  if (config.max_message == 0 || config.recv_depth == 0 || config.op_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("fabric: max_message, recv_depth and op_timeout must be positive");
-  }
-  SizeRxmBuffers(config);
-  ApplyVerbsEnvironment(*provider, config.universe_size);
+std::string AnswerKey(const std::string& provider, const FabricConfig& config) {
+  return absl::StrCat(provider, "|", config.node, "|", config.service);
+}
+
+// fi_getinfo with the hints rpci needs, into `*info`; its return.
+int AskProvider(const std::string& provider, const FabricConfig& config, fi_info** info) {
+  provider_queries.fetch_add(1);
   fi_info* hints = fi_allocinfo();
-  if (hints == nullptr) return absl::ResourceExhaustedError("fabric: fi_allocinfo failed");
-  hints->caps = FI_MSG | FI_RMA;
+  if (hints == nullptr) return -FI_ENOMEM;
   hints->ep_attr->type = FI_EP_RDM;
   hints->mode = FI_CONTEXT | FI_CONTEXT2;
   // Every registration requirement we know how to honour.
@@ -1099,12 +1116,10 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
       FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
   hints->domain_attr->threading = FI_THREAD_SAFE;
   hints->tx_attr->op_flags = FI_DELIVERY_COMPLETE;
-  hints->fabric_attr->prov_name = strdup(provider->c_str());  // fi_freeinfo frees it
-
-  const bool shm = *provider == kShm;
+  hints->fabric_attr->prov_name = strdup(provider.c_str());  // fi_freeinfo frees it
+  const bool shm = provider == kShm;
   const char* node = (!shm && !config.node.empty()) ? config.node.c_str() : nullptr;
   const char* service = (!shm && !config.service.empty()) ? config.service.c_str() : nullptr;
-  auto domain = std::make_shared<DomainCore>();
   // Requested orderings are requirements: ask for the write ordering
   // WriteAndSend can use, and do without it where the provider lacks it.
   // Senders' addresses (FI_SOURCE) too, where the provider has them.
@@ -1115,27 +1130,87 @@ absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config,
     hints->caps = caps;
     for (uint64_t order : {FI_ORDER_SAS | kWriteOrder, FI_ORDER_SAS}) {
       hints->tx_attr->msg_order = order;
-      rc = fi_getinfo(FI_VERSION(1, 9), node, service, (node || service) ? FI_SOURCE : 0, hints, &domain->info);
+      rc = fi_getinfo(FI_VERSION(1, 9), node, service, (node || service) ? FI_SOURCE : 0, hints, info);
       if (rc != -FI_ENODATA) break;
     }
     if (rc != -FI_ENODATA) break;
   }
   fi_freeinfo(hints);
-  hidden.reset();
+  return rc;
+}
+
+// The remembered answer (a copy) or a new one, remembered.
+int ProviderAnswer(const std::string& provider, const FabricConfig& config, fi_info** info, bool* remembered) {
+  const std::string key = AnswerKey(provider, config);
+  {
+    std::lock_guard<std::mutex> lock(ProviderAnswersMu());
+    auto it = ProviderAnswers().find(key);
+    *remembered = it != ProviderAnswers().end();
+    if (*remembered) {
+      *info = fi_dupinfo(it->second);
+      return *info != nullptr ? 0 : -FI_ENOMEM;
+    }
+  }
+  const int rc = AskProvider(provider, config, info);
+  if (rc == 0 && *info != nullptr) {
+    fi_info* copy = fi_dupinfo(*info);
+    std::lock_guard<std::mutex> lock(ProviderAnswersMu());
+    if (copy != nullptr && !ProviderAnswers().emplace(key, copy).second) fi_freeinfo(copy);
+  }
+  return rc;
+}
+
+void ForgetProviderAnswer(const std::string& provider, const FabricConfig& config) {
+  std::lock_guard<std::mutex> lock(ProviderAnswersMu());
+  auto it = ProviderAnswers().find(AnswerKey(provider, config));
+  if (it == ProviderAnswers().end()) return;
+  fi_freeinfo(it->second);
+  ProviderAnswers().erase(it);
+}
+
+// Fabric and domain from `provider`'s answer for `config`.
+absl::StatusOr<std::shared_ptr<DomainCore>> OpenDomain(const std::string& provider, const FabricConfig& config) {
+  auto domain = std::make_shared<DomainCore>();
+  bool remembered = false;
+  int rc = ProviderAnswer(provider, config, &domain->info, &remembered);
   if (rc != 0 || domain->info == nullptr) {
     absl::Status s = FabricError("fi_getinfo", rc != 0 ? rc : FI_ENODATA);
-    return absl::NotFoundError(absl::StrCat("fabric: provider ", *provider, " unavailable",
-                                            node ? absl::StrCat(" on ", node) : "", ": ", s.message()));
+    const bool named = provider != kShm && !config.node.empty();
+    return absl::NotFoundError(absl::StrCat("fabric: provider ", provider, " unavailable",
+                                            named ? absl::StrCat(" on ", config.node) : "", ": ", s.message()));
   }
-  if ((rc = fi_fabric(domain->info->fabric_attr, &domain->fabric, nullptr)) != 0) return FabricError("fi_fabric", rc);
-  if ((rc = fi_domain(domain->fabric, domain->info, &domain->domain, nullptr)) != 0) {
-    return FabricError("fi_domain", rc);
+  if ((rc = fi_fabric(domain->info->fabric_attr, &domain->fabric, nullptr)) == 0) {
+    rc = fi_domain(domain->fabric, domain->info, &domain->domain, nullptr);
+    if (rc != 0 && !remembered) return FabricError("fi_domain", rc);
+  } else if (!remembered) {
+    return FabricError("fi_fabric", rc);
   }
+  if (rc != 0) {  // the remembered answer no longer opens: ask again
+    ForgetProviderAnswer(provider, config);
+    return OpenDomain(provider, config);
+  }
+  return domain;
+}
+
+}  // namespace
+
+uint64_t ProviderQueriesForTesting() { return provider_queries.load(); }
+
+absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config, RdmaProbe* probe) {
+  absl::StatusOr<std::string> provider = ResolveProvider(config.provider, probe);
+  if (!provider.ok()) return provider.status();
+  if (config.max_message == 0 || config.recv_depth == 0 || config.op_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("fabric: max_message, recv_depth and op_timeout must be positive");
+  }
+  SizeRxmBuffers(config);
+  ApplyVerbsEnvironment(*provider);
+  absl::StatusOr<std::shared_ptr<DomainCore>> domain = OpenDomain(*provider, config);
+  if (!domain.ok()) return domain.status();
   FabricConfig effective = config;
   if (effective.connect_timeout <= absl::ZeroDuration() && *provider == kVerbs) {
     effective.connect_timeout = absl::Seconds(15);  // rdma_cm connection setup (fabric.h)
   }
-  return std::unique_ptr<Fabric>(new FabricImpl(effective, std::move(domain), *provider));
+  return std::unique_ptr<Fabric>(new FabricImpl(effective, std::move(*domain), *provider));
 }
 
 }  // namespace rpci::fabric

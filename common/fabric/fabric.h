@@ -56,13 +56,15 @@ struct FabricConfig {
   size_t max_message = 4096;
   size_t recv_depth = 32;
   // Peers one endpoint talks to at once (libfabric's FI_UNIVERSE_SIZE),
-  // applied with verbs;ofi_rxm unless the environment sets FI_UNIVERSE_SIZE.
+  // applied with every provider unless the environment sets FI_UNIVERSE_SIZE.
   // rxm sizes one completion queue for all its connections as (128 + 128)
   // x universe entries; libfabric's default universe (256) asks for 65536,
   // more than Soft-RoCE (rxe: max_cqe 32767) and some NICs give, and
   // fi_enable then fails ("Unable to create verbs CQ"). 64 fits every
-  // device that has 16384 CQ entries (ibv_devinfo -v: max_cqe). libfabric
-  // reads it once per process, at the first Fabric::Open (docs/agent.md).
+  // device that has 16384 CQ entries (ibv_devinfo -v: max_cqe). With tcp the
+  // queue is a calloc the default made 12 MiB per endpoint (~5 ms of every
+  // endpoint's opening; docs/benchmarks.md). libfabric reads it once per
+  // process, at the first Fabric::Open (docs/agent.md).
   size_t universe_size = 64;
   // Caller-driven progress: a thread waiting for its operations or for a
   // message becomes the thread that reads the completion queue: it polls
@@ -321,6 +323,11 @@ class Endpoint {
   // moment (the caller logs it).
   virtual int open_attempts() const = 0;
 };
+
+// How many times this process asked libfabric for a provider's answer
+// (fi_getinfo). Fabric::Open asks once per provider, node and service and
+// reuses the answer; for tests.
+uint64_t ProviderQueriesForTesting();
 
 // An opened fabric and domain for one provider; makes endpoints.
 class Fabric {

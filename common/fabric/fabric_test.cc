@@ -5,6 +5,7 @@
 #include <rdma/fi_errno.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -231,6 +232,35 @@ TEST(FabricTest, TransfersOfManyPiecesLandWholeAtOddOffsetsUnderEveryPacing) {
     EXPECT_EQ(0, std::memcmp(&back[5], &src[7], kLen));
     EXPECT_EQ(back[4], 0);
     EXPECT_EQ(back[5 + kLen], 0);
+  }
+}
+
+// The provider's answer (fi_getinfo) for a configuration is asked once per
+// process; later opens make their own fabric and domain from a copy of it
+// (the agent opens one per session), and their endpoints work as before.
+TEST(FabricTest, LaterOpensOfAConfigurationReuseTheProvidersAnswerAndTheirEndpointsTalk) {
+  Pair first = Connect();
+  ASSERT_NE(first.b, nullptr);
+  const uint64_t asked = ProviderQueriesForTesting();
+  ASSERT_GE(asked, 1u);
+  Pair p = Connect();  // two more opens of the same configuration
+  ASSERT_NE(p.b, nullptr);
+  EXPECT_EQ(ProviderQueriesForTesting(), asked);
+  EXPECT_NE(p.a->address(), first.a->address());
+  ASSERT_TRUE(p.a->Send(p.b_from_a, "through a remembered answer").ok());
+  EXPECT_EQ(p.b->Recv(absl::Seconds(3)).value_or(""), "through a remembered answer");
+  std::vector<uint8_t> src = Pattern(8192, 9), target(8192, 0);
+  auto src_mr = p.a->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  auto target_mr = p.b->RegisterMemory(target.data(), target.size(), kRemoteWrite);
+  ASSERT_TRUE(src_mr.ok() && target_mr.ok());
+  ASSERT_TRUE(p.a->Write(p.b_from_a, To(**src_mr, **target_mr, src.size())).ok());
+  EXPECT_EQ(target, src);
+  // Another node is another question.
+  FabricConfig other = TestConfig();
+  other.node = "localhost";
+  auto f = Fabric::Open(other);
+  if (f.ok()) {
+    EXPECT_EQ(ProviderQueriesForTesting(), asked + 1);
   }
 }
 
@@ -590,6 +620,25 @@ TEST(FabricTest, UnreachableBindAddressFailsToOpen) {
   absl::StatusOr<std::unique_ptr<Fabric>> fabric = Fabric::Open(config);
   absl::Status s = fabric.ok() ? (*fabric)->OpenEndpoint().status() : fabric.status();
   EXPECT_FALSE(s.ok());
+}
+
+// rxm sizes each endpoint's completion queue from FI_UNIVERSE_SIZE; with
+// tcp, libfabric's default made it a 12 MiB calloc per endpoint
+// (docs/benchmarks.md). Every provider gets the configured universe, read by
+// libfabric at the process's first Fabric::Open (no test here sets another).
+const bool kUniverseSetOutside = std::getenv("FI_UNIVERSE_SIZE") != nullptr;  // before any test runs
+
+TEST(FabricTest, EveryProviderGetsTheConfiguredUniverseSize) {
+  if (kUniverseSetOutside) GTEST_SKIP() << "FI_UNIVERSE_SIZE is set in the environment, which wins";
+  FabricConfig config = LoopbackConfig();
+  ASSERT_EQ(config.provider, "tcp;ofi_rxm");
+  auto fabric = Fabric::Open(config);
+  ASSERT_TRUE(fabric.ok()) << fabric.status();
+  const char* universe = std::getenv("FI_UNIVERSE_SIZE");
+  ASSERT_NE(universe, nullptr);
+  EXPECT_EQ(std::string(universe), std::to_string(config.universe_size));
+  auto ep = (*fabric)->OpenEndpoint();
+  ASSERT_TRUE(ep.ok()) << ep.status();
 }
 
 TEST(FabricTest, ShmMovesBytesWithinOneHost) {
