@@ -271,7 +271,8 @@ double CpuMs() {
 
 // One attach's steps as the client measured them (client::AttachSteps), ms.
 nlohmann::json StepsJson(const rpci::client::AttachSteps& a) {
-  return {{"channel", Ms(a.channel)},     {"fabric", Ms(a.fabric)},     {"endpoint", Ms(a.endpoint)},
+  return {{"channel", Ms(a.channel)},     {"fabric", Ms(a.fabric)},     {"shape", Ms(a.shape)},
+          {"endpoint", Ms(a.endpoint)},   {"endpoint_open", Ms(a.endpoint_open)},
           {"challenge", Ms(a.challenge)},
           {"open_rpc", Ms(a.open_rpc)},   {"anchor", Ms(a.anchor)},     {"first_frame", Ms(a.first_frame)},
           {"total", Ms(a.total)}};
