@@ -262,13 +262,14 @@ absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const Sessi
                                                                      const ClientOptions& options) {
   const absl::Time start = absl::Now();
   std::unique_ptr<SessionClient> c(new SessionClient(ticket, options));
-  // A configuration's first attach in this process opens the process's
-  // fabric and its endpoint on another thread while this one makes the
-  // agent's channel (gRPC's start in a fresh process), learns the session's
-  // shape, sends the challenge and warms OpenSSL: the first attach waits for
-  // the longer side, not their sum (docs/benchmarks.md). Only the attach
-  // RPC needs the endpoint (its address is in the proof). Declared after
-  // `c`: every return waits for the other thread before `c` goes.
+  // A configuration's first attach in this process warms OpenSSL and opens
+  // the process's fabric and its endpoint on another thread while this one
+  // makes the agent's channel (gRPC's start in a fresh process), learns the
+  // session's shape and sends the challenge: the first attach waits for the
+  // longer side, not their sum, when a core is free (2-9 ms less for a
+  // fresh process below load 3 on 2 cores, a wash above: docs/benchmarks.md).
+  // Only the attach RPC needs the endpoint (its address is in the proof).
+  // Declared after `c`: every return waits for the other thread first.
   std::future<FabricSide> first;
   if (ProcessFabric::Find(c->options_.fabric) == nullptr) {
     first = OpenFabricSide(c->options_.fabric, c->options_.endpoint_ahead);
