@@ -70,6 +70,8 @@ void AddRegion(rpci::v1::OpenSessionRequest& req, RegionKind kind, uint16_t inde
 class ProcessFabric {
  public:
   static absl::StatusOr<std::shared_ptr<ProcessFabric>> For(const fabric::FabricConfig& config);
+  // The process's fabric for `config` if one is open, else null (opens nothing).
+  static std::shared_ptr<ProcessFabric> Find(const fabric::FabricConfig& config);
   explicit ProcessFabric(std::unique_ptr<fabric::Fabric> fabric) : fabric_(std::move(fabric)) {}
 
   // The endpoint opened ahead (waiting for it if it is being opened: it is
@@ -140,12 +142,26 @@ void CloseEndpointsAhead() {
 
 }  // namespace
 
+namespace {
+
+std::string ProcessFabricKey(const fabric::FabricConfig& config) {
+  return absl::StrFormat("%s|%s|%s|%d|%u|%u|%u|%d|%d", config.provider, config.node, config.service,
+                         absl::ToInt64Microseconds(config.op_timeout), config.max_message, config.recv_depth,
+                         config.universe_size, absl::ToInt64Microseconds(config.connect_timeout),
+                         absl::ToInt64Microseconds(config.busy_poll));
+}
+
+}  // namespace
+
+std::shared_ptr<ProcessFabric> ProcessFabric::Find(const fabric::FabricConfig& config) {
+  const std::string key = ProcessFabricKey(config);
+  std::lock_guard<std::mutex> lock(ProcessFabricsMu());
+  auto it = ProcessFabrics().find(key);
+  return it == ProcessFabrics().end() ? nullptr : it->second;
+}
+
 absl::StatusOr<std::shared_ptr<ProcessFabric>> ProcessFabric::For(const fabric::FabricConfig& config) {
-  const std::string key = absl::StrFormat("%s|%s|%s|%d|%u|%u|%u|%d|%d", config.provider, config.node, config.service,
-                                          absl::ToInt64Microseconds(config.op_timeout), config.max_message,
-                                          config.recv_depth, config.universe_size,
-                                          absl::ToInt64Microseconds(config.connect_timeout),
-                                          absl::ToInt64Microseconds(config.busy_poll));
+  const std::string key = ProcessFabricKey(config);
   std::lock_guard<std::mutex> lock(ProcessFabricsMu());
   auto it = ProcessFabrics().find(key);
   if (it != ProcessFabrics().end()) return it->second;
@@ -176,20 +192,13 @@ ClientOptions ForFrames(ClientOptions options) {
 }
 
 // OpenSSL's first use in the process (1.7-2.8 ms of CPU in the first proof,
-// docs/benchmarks.md), on a thread of its own, started by the process's
-// first attach once its fabric is open so that it runs while the attach
-// opens its first endpoint. (Started before the fabric, the provider's
-// initialisation in a fresh process was 100-300 ms slower at load 9.) The
-// proof, if it comes first, initialises OpenSSL itself (thread-safe), as it
-// does when no thread can be started.
-std::future<void> WarmUpCryptoOnce() {
+// docs/benchmarks.md), paid by the process's first attach on its fabric
+// side's thread (SessionClient::OpenFabricSide) while the attach's own thread
+// makes the agent's channel. A proof that comes first initialises OpenSSL
+// itself (thread-safe). Later calls return at once.
+void WarmUpCryptoOnce() {
   static std::atomic<bool> started{false};
-  if (started.exchange(true)) return {};
-  try {
-    return std::async(std::launch::async, session::WarmUpCrypto);
-  } catch (const std::system_error&) {
-    return {};
-  }
+  if (!started.exchange(true)) session::WarmUpCrypto();
 }
 
 }  // namespace
@@ -215,27 +224,70 @@ SessionClient::SessionClient(SessionTicket ticket, ClientOptions options)
       options_(ForFrames(std::move(options))),
       control_(ControlOptions{options_.creds, absl::ZeroDuration(), absl::Seconds(5)}) {}
 
+// The fabric side of a configuration's first attach in the process, opened
+// on a thread of its own: the process's fabric (libfabric's provider
+// initialisation, paid once) and the attach's endpoint.
+struct SessionClient::FabricSide {
+  std::shared_ptr<ProcessFabric> fabric;  // null: opening it failed (`endpoint` says why)
+  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint;  // after `fabric`: destroyed first
+  bool ahead = false;
+  absl::Duration fabric_time, endpoint_time;
+};
+
+std::future<SessionClient::FabricSide> SessionClient::OpenFabricSide(const fabric::FabricConfig& config,
+                                                                     bool endpoint_ahead) {
+  auto open = [config, endpoint_ahead] {  // copies only: it may outlive nothing but itself
+    FabricSide side;
+    WarmUpCryptoOnce();  // the first proof's OpenSSL, while the other thread starts gRPC
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::shared_ptr<ProcessFabric>> f = ProcessFabric::For(config);
+    side.fabric_time = absl::Now() - start;
+    if (!f.ok()) {
+      side.endpoint = f.status();
+      return side;
+    }
+    side.fabric = std::move(*f);
+    side.endpoint = endpoint_ahead ? side.fabric->TakeEndpoint(&side.ahead) : side.fabric->OpenEndpoint();
+    side.endpoint_time = absl::Now() - start - side.fabric_time;
+    return side;
+  };
+  try {
+    return std::async(std::launch::async, open);
+  } catch (const std::system_error&) {
+    return std::async(std::launch::deferred, open);  // no thread to be had: opened when awaited
+  }
+}
+
 absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const SessionTicket& ticket,
                                                                      const ClientOptions& options) {
   const absl::Time start = absl::Now();
   std::unique_ptr<SessionClient> c(new SessionClient(ticket, options));
-  // The agent's channel connects while the process's fabric opens. (Making
-  // the channel on another thread meanwhile, gRPC's start being 4-6 ms in a
-  // fresh process, gained nothing on 2 loaded cores: docs/benchmarks.md.)
+  // A configuration's first attach in this process warms OpenSSL and opens
+  // the process's fabric and its endpoint on another thread while this one
+  // makes the agent's channel (gRPC's start in a fresh process), learns the
+  // session's shape and sends the challenge: the first attach waits for the
+  // longer side, not their sum, when a core is free (2-9 ms less for a
+  // fresh process below load 3 on 2 cores, a wash above: docs/benchmarks.md).
+  // Only the attach RPC needs the endpoint (its address is in the proof).
+  // Declared after `c`: every return waits for the other thread first.
+  std::future<FabricSide> first;
+  if (ProcessFabric::Find(c->options_.fabric) == nullptr) {
+    first = OpenFabricSide(c->options_.fabric, c->options_.endpoint_ahead);
+  }
   c->control_.Prepare(ticket.endpoint);
   const absl::Time prepared = absl::Now();
-  absl::StatusOr<std::shared_ptr<ProcessFabric>> fabric = ProcessFabric::For(c->options_.fabric);
-  const absl::Duration fabric_time = absl::Now() - prepared;
-  if (!fabric.ok()) return fabric.status();
-  c->fabric_ = std::move(*fabric);
-  // The future's destructor waits for the warm-up on every return, so the
-  // process never exits while it runs.
-  std::future<void> crypto = WarmUpCryptoOnce();
+  absl::Duration fabric_time;
+  if (!first.valid()) {
+    absl::StatusOr<std::shared_ptr<ProcessFabric>> fabric = ProcessFabric::For(c->options_.fabric);
+    fabric_time = absl::Now() - prepared;
+    if (!fabric.ok()) return fabric.status();
+    c->fabric_ = std::move(*fabric);
+  }
   {
     std::lock_guard<std::mutex> lock(c->mu_);
-    if (absl::Status s = c->Connect(); !s.ok()) return s;
+    if (absl::Status s = c->Connect(first.valid() ? &first : nullptr); !s.ok()) return s;
     c->stats_.last_attach.channel = prepared - start;
-    c->stats_.last_attach.fabric = fabric_time;
+    if (!c->stats_.last_attach.fabric_overlapped) c->stats_.last_attach.fabric = fabric_time;
     c->stats_.last_attach.total = absl::Now() - start;
   }
   c->heartbeat_ = std::thread([p = c.get()] { p->HeartbeatLoop(); });
@@ -279,15 +331,32 @@ absl::Status SessionClient::LearnShape() {
   return absl::OkStatus();
 }
 
-absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req) {
-  // A fresh endpoint and fresh registrations: the old keys die with the old regions.
-  DropRegions();
+absl::Status SessionClient::TakeEndpoint(std::future<FabricSide>* first) {
   bool ahead = false;
-  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint =
-      options_.endpoint_ahead ? fabric_->TakeEndpoint(&ahead) : fabric_->OpenEndpoint();
+  absl::StatusOr<std::unique_ptr<fabric::Endpoint>> endpoint = absl::UnknownError("no endpoint");
+  if (first != nullptr) {
+    FabricSide side = first->get();
+    AttachSteps& steps = stats_.last_attach;
+    steps.fabric_overlapped = true;
+    steps.fabric = side.fabric_time;
+    steps.endpoint_open = side.endpoint_time;
+    if (side.fabric == nullptr) return side.endpoint.status();
+    fabric_ = std::move(side.fabric);
+    endpoint = std::move(side.endpoint);
+    ahead = side.ahead;
+  } else {
+    endpoint = options_.endpoint_ahead ? fabric_->TakeEndpoint(&ahead) : fabric_->OpenEndpoint();
+  }
   if (!endpoint.ok()) return AsLinkFailure(endpoint.status());
   endpoint_ = std::move(*endpoint);
   stats_.last_attach.endpoint_ahead = ahead;
+  return absl::OkStatus();
+}
+
+absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req, std::future<FabricSide>* first) {
+  // A fresh endpoint and fresh registrations: the old keys die with the old regions.
+  DropRegions();
+  if (absl::Status s = TakeEndpoint(first); !s.ok()) return s;
   open_ahead_ = options_.endpoint_ahead;  // the heartbeat thread opens the next one
   auto reg = [&](auto& buf, uint64_t access, std::unique_ptr<fabric::MemoryRegion>* mr) {
     absl::StatusOr<std::unique_ptr<fabric::MemoryRegion>> r = endpoint_->RegisterMemory(buf.data(), buf.size(), access);
@@ -344,7 +413,7 @@ absl::StatusOr<uint64_t> SessionClient::ReadAnchor(const rpci::v1::OpenSessionRe
   return resp.applied_sequence();
 }
 
-absl::Status SessionClient::Connect() {
+absl::Status SessionClient::Connect(std::future<FabricSide>* first) {
   AttachSteps& steps = stats_.last_attach;
   steps = {};
   absl::Time mark = absl::Now();
@@ -357,11 +426,12 @@ absl::Status SessionClient::Connect() {
   if (dma_.empty()) {
     if (absl::Status s = LearnShape(); !s.ok()) return s;
   }
+  step(&steps.shape);
   // The challenge travels while the endpoint opens (its proof needs the
   // endpoint's address, its nonce does not).
   std::unique_ptr<ControlClient::PendingChallenge> challenge = control_.StartChallenge(ticket_);
   rpci::v1::OpenSessionRequest req;
-  if (absl::Status s = RegisterRegions(&req); !s.ok()) return s;
+  if (absl::Status s = RegisterRegions(&req, first); !s.ok()) return s;
   step(&steps.endpoint);
   absl::StatusOr<session::Nonce> nonce = challenge->Finish();
   if (!nonce.ok()) return nonce.status();

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -56,8 +57,18 @@ struct AttachSteps {
   // The process's fabric: libfabric's provider initialisation, paid by the
   // process's first attach only (the gRPC channel connects meanwhile).
   absl::Duration fabric;
-  absl::Duration endpoint;   // this attach's endpoint and registrations
+  // Learning the session's shape from the agent (a ticket without it: a
+  // workload's attach through librpci; one challenge and one OpenSession).
+  absl::Duration shape;
+  // This attach's endpoint and registrations, as the attach waited for them
+  // (with fabric_overlapped, the wait for the other thread).
+  absl::Duration endpoint;
   bool endpoint_ahead = false;  // the endpoint was opened ahead (ClientOptions::endpoint_ahead)
+  // A configuration's first attach in the process: `fabric` and the
+  // endpoint's opening (`endpoint_open`) ran on a thread of their own,
+  // alongside `channel`, `shape` and the challenge.
+  bool fabric_overlapped = false;
+  absl::Duration endpoint_open;
   // Waiting for the Challenge RPC, sent as the endpoint step began (its
   // channel's setup if still connecting).
   absl::Duration challenge;
@@ -169,13 +180,22 @@ class SessionClient {
 
  private:
   explicit SessionClient(SessionTicket ticket, ClientOptions options);
-  absl::Status Connect();  // fresh endpoint + attach; mu_ held
+  struct FabricSide;
+  // The process's fabric for `config` and an endpoint on it, opened on a
+  // thread of its own (inline when no thread can be started).
+  static std::future<FabricSide> OpenFabricSide(const fabric::FabricConfig& config, bool endpoint_ahead);
+  // Fresh endpoint + attach; mu_ held. `first`: the fabric side being opened
+  // for this configuration's first attach in the process (null: fabric_'s).
+  absl::Status Connect(std::future<FabricSide>* first = nullptr);
   // The session's shape (BARs, DMA size) from the agent; allocates mirrors.
   absl::Status LearnShape();
   // Shuts the endpoint down and drops its registrations (their keys die).
   void DropRegions();
   // A fresh endpoint with this side's regions registered, named in `req`.
-  absl::Status RegisterRegions(rpci::v1::OpenSessionRequest* req);
+  absl::Status RegisterRegions(rpci::v1::OpenSessionRequest* req, std::future<FabricSide>* first);
+  // endpoint_ = the first attach's endpoint (waiting for `first`), the one
+  // opened ahead or a new one.
+  absl::Status TakeEndpoint(std::future<FabricSide>* first);
   // Reads the agent's anchor record (its regions); returns the highest write
   // the agent applied (the answer's applied_sequence).
   absl::StatusOr<uint64_t> ReadAnchor(const rpci::v1::OpenSessionResponse& resp);

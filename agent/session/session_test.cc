@@ -834,6 +834,88 @@ TEST_F(SessionTest, AnAttachOrReattachTakesTheEndpointOpenedAheadAndReplaysEvery
   EXPECT_FALSE((*b)->stats().last_attach.endpoint_ahead);
 }
 
+// Client options whose fabric configuration no attach in this test process
+// has opened yet (the process keeps one fabric per configuration): the next
+// attach with them is a configuration's first, whose fabric side opens on a
+// thread of its own beside the channel, the shape and the challenge.
+client::ClientOptions UnopenedFabricConfig() {
+  static std::atomic<int> n{0};
+  client::ClientOptions opts;
+  opts.fabric.op_timeout = absl::Seconds(2) + absl::Microseconds(++n);
+  return opts;
+}
+
+// Threads of this process (the fabric side's thread and each endpoint's
+// progress thread among them).
+int ThreadCount() {
+  return static_cast<int>(std::distance(std::filesystem::directory_iterator("/proc/self/task"),
+                                        std::filesystem::directory_iterator()));
+}
+
+TEST_F(SessionTest, AFirstAttachOpensItsFabricBesideTheChallengeAndEveryWriteAppliesOnceInOrder) {
+  client::SessionTicket ticket = Reserve();
+  client::SessionTicket no_shape = ticket;  // as librpci's: the shape is learned alongside too
+  no_shape.bars.clear();
+  no_shape.dma_size = 0;
+  const client::ClientOptions opts = UnopenedFabricConfig();
+  auto c = client::SessionClient::Attach(no_shape, opts);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const client::AttachSteps first = (*c)->stats().last_attach;
+  EXPECT_TRUE(first.fabric_overlapped);
+  EXPECT_GT(first.endpoint_open, absl::ZeroDuration());
+  EXPECT_GT(first.shape, absl::ZeroDuration());
+  EXPECT_EQ((*c)->dma_size(), ticket.dma_size);
+  for (uint64_t i = 0; i < 100; ++i) ASSERT_TRUE((*c)->Write(0, (i % 16) * 8, 8, i).ok());
+  ASSERT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
+  ExpectAppliedInOrder(100);
+  ASSERT_TRUE((*c)->Close().ok());
+  c->reset();
+  auto again = client::SessionClient::Attach(ticket, opts);  // the configuration is open now
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE((*again)->stats().last_attach.fabric_overlapped);
+}
+
+TEST_F(SessionTest, AFirstAttachWhoseFabricFailsSaysWhyAndTheSessionStaysAttachable) {
+  client::SessionTicket ticket = Reserve();
+  client::ClientOptions broken = UnopenedFabricConfig();
+  broken.fabric.provider = "no-such-provider";
+  const absl::Time start = absl::Now();
+  auto c = client::SessionClient::Attach(ticket, broken);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+  EXPECT_NE(c.status().message().find("no-such-provider"), std::string::npos) << c.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4));  // the challenge dropped, not waited out
+  auto good = client::SessionClient::Attach(ticket, UnopenedFabricConfig());
+  ASSERT_TRUE(good.ok()) << good.status();
+  ASSERT_TRUE((*good)->Write(0, 0, 8, 0).ok());
+  ASSERT_TRUE((*good)->Sync(absl::Seconds(5)).ok());
+  ExpectAppliedInOrder(1);
+}
+
+TEST_F(SessionTest, AFirstAttachWhoseRpcsFailSaysWhyAndLeavesNoThreadOrEndpointOpen) {
+  client::SessionTicket unknown = Reserve();
+  unknown.session_id = *session::SessionId::Random();
+  unknown.bars.clear();  // the shape's challenge fails while the fabric side opens
+  unknown.dma_size = 0;
+  client::SessionTicket forged = Reserve();
+  forged.key = *session::SessionKey::Generate();  // refused by the attach, after the join
+  // gRPC's and the fabric's threads for a failing first attach, once.
+  ASSERT_FALSE(client::SessionClient::Attach(unknown, UnopenedFabricConfig()).ok());
+  const int threads = ThreadCount();
+  for (int i = 0; i < 3; ++i) {
+    auto c = client::SessionClient::Attach(unknown, UnopenedFabricConfig());
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound) << c.status();
+    auto f = client::SessionClient::Attach(forged, UnopenedFabricConfig());
+    EXPECT_EQ(f.status().code(), absl::StatusCode::kUnauthenticated) << f.status();
+  }
+  // Six fabric sides' threads and endpoints (each with a progress thread)
+  // are gone: at most gRPC's pool moved meanwhile.
+  EXPECT_LE(ThreadCount(), threads + 1);
+  auto c = client::SessionClient::Attach(Reserve(), UnopenedFabricConfig());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE((*c)->stats().last_attach.fabric_overlapped);
+}
+
 // A device that finishes a job on its own time, as a VFIO device's MSI
 // does: Finish writes the result into its DMA space, raises vector 2 and
 // signals its interrupt fd.
