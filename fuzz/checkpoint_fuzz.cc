@@ -20,7 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (a.session_id != b.session_id || a.key.bytes() != b.key.bytes() || a.grant_id != b.grant_id || a.device_id != b.device_id ||
         a.compute_node != b.compute_node || a.applied_seq != b.applied_seq ||
         a.completion_seq != b.completion_seq || a.opened_unix_seconds != b.opened_unix_seconds ||
-        a.last_seen_unix_seconds != b.last_seen_unix_seconds) {
+        a.last_seen_unix_seconds != b.last_seen_unix_seconds || a.ever_attached != b.ever_attached) {
       std::abort();
     }
   }

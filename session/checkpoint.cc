@@ -34,7 +34,8 @@ std::string EncodeCheckpoint(absl::Span<const SessionRecord> records) {
                         {"applied_seq", r.applied_seq},
                         {"completion_seq", r.completion_seq},
                         {"opened_unix_seconds", r.opened_unix_seconds},
-                        {"last_seen_unix_seconds", r.last_seen_unix_seconds}});
+                        {"last_seen_unix_seconds", r.last_seen_unix_seconds},
+                        {"ever_attached", r.ever_attached}});
   }
   json doc = {{"format", kCheckpointFormat}, {"sessions", sessions}};
   return doc.dump(2) + "\n";
@@ -44,9 +45,11 @@ absl::StatusOr<std::vector<SessionRecord>> DecodeCheckpoint(std::string_view tex
   json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) return absl::DataLossError("checkpoint: not a JSON object");
   auto format = doc.find("format");
-  if (format == doc.end() || !format->is_number_integer() || format->get<int64_t>() != kCheckpointFormat) {
-    return absl::DataLossError(absl::StrFormat("checkpoint: format is not %d", kCheckpointFormat));
+  if (format == doc.end() || !format->is_number_integer() ||
+      (format->get<int64_t>() != 1 && format->get<int64_t>() != kCheckpointFormat)) {
+    return absl::DataLossError(absl::StrFormat("checkpoint: format is not 1 or %d", kCheckpointFormat));
   }
+  const bool has_ever_attached = format->get<int64_t>() >= 2;
   auto sessions = doc.find("sessions");
   if (sessions == doc.end() || !sessions->is_array()) return absl::DataLossError("checkpoint: no sessions array");
   std::vector<SessionRecord> out;
@@ -74,13 +77,20 @@ absl::StatusOr<std::vector<SessionRecord>> DecodeCheckpoint(std::string_view tex
       *v = it->get<int64_t>();
       return absl::OkStatus();
     };
+    auto flag = [&](const char* name, bool* v) -> absl::Status {
+      auto it = s.find(name);
+      if (it == s.end() || !it->is_boolean()) return Bad(i, absl::StrFormat("%s missing or not a boolean", name));
+      *v = it->get<bool>();
+      return absl::OkStatus();
+    };
     SessionRecord r;
     std::string id, key;
     for (absl::Status st : {str("session_id", &id), str("key", &key), str("grant_id", &r.grant_id),
                             str("device_id", &r.device_id), str("compute_node", &r.compute_node),
                             u64("applied_seq", &r.applied_seq), u64("completion_seq", &r.completion_seq),
                             i64("opened_unix_seconds", &r.opened_unix_seconds),
-                            i64("last_seen_unix_seconds", &r.last_seen_unix_seconds)}) {
+                            i64("last_seen_unix_seconds", &r.last_seen_unix_seconds),
+                            has_ever_attached ? flag("ever_attached", &r.ever_attached) : absl::OkStatus()}) {
       if (!st.ok()) return st;
     }
     absl::StatusOr<SessionId> parsed_id = SessionId::Parse(id);

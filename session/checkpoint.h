@@ -28,14 +28,20 @@ struct SessionRecord {
   uint64_t completion_seq = 0;  // completions produced when written
   int64_t opened_unix_seconds = 0;
   int64_t last_seen_unix_seconds = 0;
+  // A client has attached the session at least once (format 2). A format-1
+  // record does not say; it reads as true (a client may have come), so an
+  // old record is never taken for a reservation nobody attached.
+  bool ever_attached = true;
 };
 
-inline constexpr int kCheckpointFormat = 1;
+// 2: adds ever_attached. 1 (read, never written): the same without it.
+inline constexpr int kCheckpointFormat = 2;
 
 // Serializes the records as JSON (format version kCheckpointFormat).
 std::string EncodeCheckpoint(absl::Span<const SessionRecord> records);
-// Parses a checkpoint; any deviation (not JSON, wrong format version, missing
-// or mistyped field, bad key, duplicate session) is DATA_LOSS naming it.
+// Parses a checkpoint of format 1 or kCheckpointFormat; any deviation (not
+// JSON, other format version, missing or mistyped field, bad key, duplicate
+// session) is DATA_LOSS naming it.
 absl::StatusOr<std::vector<SessionRecord>> DecodeCheckpoint(std::string_view text);
 
 // Crash-safe replacement of `path` with the encoded records.

@@ -119,6 +119,8 @@ void ControllerLink::ApplyGrants(const rpci::v1::GrantUpdate& update, bool full_
     known_grants_.erase(id);
     log_.Info("session grant revoked", {{"grant", id}});
   }
+  // After its grants are in: a recovered session's grant missing now has ended.
+  if (full_set) grants_->MarkFullSetReceived();
 }
 
 absl::Status ControllerLink::Heartbeat() {

@@ -98,6 +98,14 @@ TEST_F(ControllerLinkTest, ClaimedGrantReachesTheGrantTableAndReleaseRevokesIt) 
   EXPECT_TRUE(WaitFor([&] { return !GrantValid(claim.grant()); }));
 }
 
+// A restarted agent's recovered sessions are judged by their grants only once
+// the watch's first message (every live grant) is in the table.
+TEST_F(ControllerLinkTest, TheGrantTableSaysOnceTheControllersFullSetHasArrived) {
+  EXPECT_FALSE(grants_.FullSetReceived());
+  StartLink();
+  EXPECT_TRUE(WaitFor([&] { return grants_.FullSetReceived(); }));
+}
+
 TEST_F(ControllerLinkTest, ReRegistersAfterControllerRestartAndKeepsLiveGrants) {
   StartLink();
   ASSERT_TRUE(WaitFor([&] { return link_->registered(); }));

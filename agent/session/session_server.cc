@@ -154,6 +154,16 @@ void GrantTable::Revoke(const std::string& grant_id) {
   grants_.erase(grant_id);
 }
 
+void GrantTable::MarkFullSetReceived() {
+  std::lock_guard<std::mutex> lock(mu_);
+  full_set_received_ = true;
+}
+
+bool GrantTable::FullSetReceived() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return full_set_received_;
+}
+
 bool GrantTable::Live(const std::string& grant_id, absl::Time now) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = grants_.find(grant_id);
@@ -184,9 +194,12 @@ struct SessionServer::Session {
   absl::Time opened, last_seen;
   // Written under mu; atomic so the interrupt poller may read it without mu.
   std::atomic<bool> attached{false};
-  // Some client has attached once (or, recovered from a checkpoint, may
-  // have): a reservation retried for the grant no longer gets this session.
+  // Some client has attached once (recovered from the checkpoint, which
+  // says; a format-1 checkpoint did not, read as yes): a reservation retried
+  // for the grant no longer gets this session, and it is never orphaned.
   std::atomic<bool> ever_attached{false};
+  // Taken back from the checkpoint at start (Orphaned waits for the grants).
+  bool recovered = false;
   // Recovered after an agent restart with device state (applied writes or
   // delivered completions) on a device that lost it: never resumed.
   bool device_state_lost = false;
@@ -430,7 +443,8 @@ absl::Status SessionServer::Start() {
       s->gate = session::ApplyGate(applied);
       s->completion_seq = std::max(r.completion_seq, s->seq->completions());
       s->client_consumed = s->delivered = s->completion_seq;
-      s->ever_attached = true;  // the checkpoint does not say; assume a client came
+      s->ever_attached = r.ever_attached;
+      s->recovered = true;
       s->device_state_lost = (applied > 0 || s->completion_seq > 0) && !dev->second->keeps_state_across_agent_restart();
       if (s->device_state_lost) {
         log_.Warn("session's device state was lost in the agent restart; it will not be resumed",
@@ -507,6 +521,7 @@ void SessionServer::Stop() {
   spare_cv_.notify_all();
   if (spare_thread_.joinable()) spare_thread_.join();
   TakeSpare();
+  if (checkpoint_stale_.exchange(false)) SaveCheckpoint();  // a first attach since the reaper's last pass
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [id, s] : sessions_) {
     EndDataPath(*s, /*notify=*/false);  // the client resumes with the next server
@@ -660,6 +675,7 @@ void SessionServer::SaveCheckpoint() {
       r.completion_seq = s->seq ? s->seq->completions() : 0;
       r.opened_unix_seconds = absl::ToUnixSeconds(s->opened);
       r.last_seen_unix_seconds = absl::ToUnixSeconds(s->last_seen);
+      r.ever_attached = s->ever_attached;
       records.push_back(std::move(r));
     }
   }
@@ -896,7 +912,7 @@ absl::StatusOr<std::shared_ptr<SessionServer::Session>> SessionServer::NewSessio
 }
 
 bool SessionServer::Orphaned(const Session& s, absl::Time now) const {
-  return !s.ever_attached && !grants_->Live(s.grant_id, now);
+  return !s.ever_attached && (!s.recovered || grants_->FullSetReceived()) && !grants_->Live(s.grant_id, now);
 }
 
 bool SessionServer::IsRetryOf(const Session& held, const Grant& grant, const std::string& compute_node) {
@@ -983,7 +999,7 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   ToProto(s.local.back(), resp->add_agent_regions());
   resp->set_completions(s.completion_seq);
   s.attached = true;
-  s.ever_attached = true;
+  if (!s.ever_attached.exchange(true)) checkpoint_stale_ = true;  // written by the reaper
   s.last_seen = options_.clock->Now();
   // The mirror starts as the device is now, and the client's ring header
   // matches the agent's completion count. A new client waits for it here. A
@@ -1176,6 +1192,7 @@ void SessionServer::ReaperLoop() {
       closes.swap(close_requests_);
     }
     for (session::SessionId id : closes) Teardown(id, "closed", false);
+    if (checkpoint_stale_.exchange(false)) SaveCheckpoint();
   }
 }
 

@@ -54,10 +54,16 @@ class GrantTable {
   absl::StatusOr<Grant> Check(const std::string& grant_id, const std::string& token, absl::Time now) const;
   // The grant exists and is unexpired at `now`.
   bool Live(const std::string& grant_id, absl::Time now) const;
+  // The controller's full set of live grants has arrived (the first message
+  // of a grant watch): from then on a grant missing here has ended, even one
+  // this process never saw (a restarted agent's recovered sessions').
+  void MarkFullSetReceived();
+  bool FullSetReceived() const;
 
  private:
   mutable std::mutex mu_;
   std::map<std::string, Grant> grants_;
+  bool full_set_received_ = false;
 };
 
 // A client-described region from OpenSession, checked: INVALID_ARGUMENT for a
@@ -201,7 +207,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // and not ending (mu_ held).
   static bool IsRetryOf(const Session& held, const Grant& grant, const std::string& compute_node);
   // Reserved, never attached, and its grant ended (revoked or expired): no
-  // workload may attach it and no kubelet retry will come for it.
+  // workload may attach it and no kubelet retry will come for it. A session
+  // recovered from the checkpoint is judged so only once the grant table has
+  // the controller's full set (until then its grant may just not be back).
   bool Orphaned(const Session& s, absl::Time now) const;
   // The BAR mirrors and DMA size a client must provide.
   void Describe(const Session& s, rpci::v1::OpenSessionResponse* resp) const;
@@ -324,6 +332,9 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   std::mutex close_mu_;
   std::vector<session::SessionId> close_requests_;  // kClose frames, for the reaper
   std::mutex checkpoint_mu_;
+  // A session's first attach changed what the checkpoint records; the
+  // reaper (or Stop) writes it, off the attach's path.
+  std::atomic<bool> checkpoint_stale_{false};
   std::atomic<bool> stopping_{false};
   std::thread reaper_;
   std::thread interrupts_;

@@ -1528,6 +1528,37 @@ TEST_F(SessionTest, AnUnattachedReservationIsFreedOnceItsGrantEnds) {
   EXPECT_EQ(client::SessionClient::Attach(lost, {}).status().code(), absl::StatusCode::kNotFound);
 }
 
+// The agent restarts between a reservation and its attach, and the pod is
+// deleted: the checkpoint says nobody attached it, so once the controller's
+// grants are back (without its grant) the device is freed, scrubbed, and
+// granted again. A session a client had attached before the restart is not
+// ended so, though its grant is gone too. Until the grants are back, a
+// missing grant may just not have arrived: nothing is ended for it.
+TEST_F(SessionTest, AReservationNeverAttachedBeforeAnAgentRestartIsFreedOnceItsGrantEnds) {
+  client::SessionTicket lost = Reserve("g1");
+  client::SessionTicket attached_ticket;
+  auto attached = Attach(&attached_ticket, "g-emu");
+  ASSERT_NE(attached, nullptr);
+  StopServer();
+  StartServer();  // same state dir: both sessions come back from the checkpoint
+  ASSERT_EQ(server_->live_sessions(), 2u);
+  const double scrubbed = Scrubs("clean");
+  grants_.Revoke("g1");
+  grants_.Revoke("g-emu");
+  absl::SleepFor(absl::Milliseconds(300));  // reaper passes before the controller's grants are back
+  EXPECT_EQ(server_->live_sessions(), 2u);
+  grants_.MarkFullSetReceived();
+  for (int i = 0; i < 100 && Scrubs("clean") == scrubbed; ++i) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(Scrubs("clean"), scrubbed + 1);
+  absl::SleepFor(absl::Milliseconds(200));  // more passes: the attached one stays
+  EXPECT_EQ(server_->live_sessions(), 1u);
+  EXPECT_EQ(client::SessionClient::Attach(lost, {}).status().code(), absl::StatusCode::kNotFound);
+  grants_.Upsert({"g2", "dev0", "node-a", "secret-token", absl::InfiniteFuture()});
+  client::SessionTicket next = Reserve("g2");  // the device is free again
+  EXPECT_NE(next.session_id, lost.session_id);
+  EXPECT_EQ(server_->live_sessions(), 2u);
+}
+
 TEST_F(SessionTest, AnUnattachedReservationWhoseGrantEndedGivesWayToTheNextGrant) {
   client::SessionTicket lost = Reserve("g1");
   grants_.Revoke("g1");

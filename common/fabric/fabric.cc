@@ -1196,6 +1196,14 @@ absl::StatusOr<std::shared_ptr<DomainCore>> OpenDomain(const std::string& provid
 
 uint64_t ProviderQueriesForTesting() { return provider_queries.load(); }
 
+void SpoilRememberedProviderAnswersForTesting() {
+  std::lock_guard<std::mutex> lock(ProviderAnswersMu());
+  for (auto& [key, info] : ProviderAnswers()) {
+    free(info->fabric_attr->prov_name);  // fi_freeinfo frees it so
+    info->fabric_attr->prov_name = strdup("rpci-no-such-provider");
+  }
+}
+
 absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config, RdmaProbe* probe) {
   absl::StatusOr<std::string> provider = ResolveProvider(config.provider, probe);
   if (!provider.ok()) return provider.status();

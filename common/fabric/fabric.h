@@ -328,6 +328,10 @@ class Endpoint {
 // (fi_getinfo). Fabric::Open asks once per provider, node and service and
 // reuses the answer; for tests.
 uint64_t ProviderQueriesForTesting();
+// Tests only: every answer remembered so far names a provider libfabric does
+// not have (as an answer gone stale would no longer open), so the next open
+// of its configuration fails to open a fabric from it and asks again.
+void SpoilRememberedProviderAnswersForTesting();
 
 // An opened fabric and domain for one provider; makes endpoints.
 class Fabric {

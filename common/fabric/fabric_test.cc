@@ -264,6 +264,20 @@ TEST(FabricTest, LaterOpensOfAConfigurationReuseTheProvidersAnswerAndTheirEndpoi
   }
 }
 
+// A remembered answer that no longer opens (fi_fabric fails with it) is
+// forgotten and the provider is asked again, once: the open succeeds, its
+// endpoints talk, and the new answer is remembered for the next open.
+TEST(FabricTest, AnOpenWhoseRememberedAnswerNoLongerOpensAsksTheProviderAgain) {
+  ASSERT_TRUE(Fabric::Open(TestConfig()).ok());  // an answer is remembered
+  SpoilRememberedProviderAnswersForTesting();
+  const uint64_t asked = ProviderQueriesForTesting();
+  Pair p = Connect();  // two opens: the first asks again, the second reuses it
+  ASSERT_NE(p.b, nullptr);
+  EXPECT_EQ(ProviderQueriesForTesting(), asked + 1);
+  ASSERT_TRUE(p.a->Send(p.b_from_a, "through the answer asked again").ok());
+  EXPECT_EQ(p.b->Recv(absl::Seconds(3)).value_or(""), "through the answer asked again");
+}
+
 TEST(FabricTest, MessagesArriveInOrder) {
   Pair p = Connect();
   ASSERT_NE(p.b, nullptr);
