@@ -333,11 +333,15 @@ nlohmann::json StepSummary(const std::vector<nlohmann::json>& attaches,
 }
 
 // --attach_once: what a workload does, in this fresh process: the ticket
-// ("endpoint session-id key-hex") on stdin, attach through librpci, print
+// and the session's shape, as the plugin's environment gives them
+// ("endpoint session-id key-hex bars dma-size") on stdin, attach through librpci, print
 // the attach's time and steps as one JSON line, detach.
 int AttachOnce(const rpci::fabric::FabricConfig& fabric) {
-  std::string endpoint, id, key;
-  if (!(std::cin >> endpoint >> id >> key)) return Fail("attach_once", absl::InvalidArgumentError("no ticket on stdin"));
+  std::string endpoint, id, key, bars;
+  uint64_t dma_size = 0;
+  if (!(std::cin >> endpoint >> id >> key >> bars >> dma_size)) {
+    return Fail("attach_once", absl::InvalidArgumentError("no ticket on stdin"));
+  }
   rpci::lib::DeviceConfig config;
   config.endpoint = endpoint;
   absl::StatusOr<rpci::session::SessionId> sid = rpci::session::SessionId::Parse(id);
@@ -345,6 +349,10 @@ int AttachOnce(const rpci::fabric::FabricConfig& fabric) {
   if (!sid.ok() || !skey.ok()) return Fail("attach_once", absl::InvalidArgumentError("bad ticket"));
   config.session_id = *sid;
   config.key = *skey;
+  absl::StatusOr<std::vector<rpci::client::BarMirror>> bar_list = rpci::client::ParseBarList(bars);
+  if (!bar_list.ok()) return Fail("attach_once", bar_list.status());
+  config.bars = *bar_list;
+  config.dma_size = dma_size;
   config.fabric_provider = fabric.provider;
   config.fabric_node = fabric.node;
   const double cpu0 = CpuMs(), faults0 = MinorFaults();
@@ -383,7 +391,9 @@ absl::StatusOr<nlohmann::json> AttachInFreshProcess(const std::vector<std::strin
   close(in[0]);
   close(out[1]);
   if (rc == 0) {
-    const std::string line = ticket.endpoint + " " + ticket.session_id.ToString() + " " + ticket.key.Hex() + "\n";
+    // The ticket and the session's shape, as the plugin gives a container.
+    const std::string line = ticket.endpoint + " " + ticket.session_id.ToString() + " " + ticket.key.Hex() + " " +
+                             rpci::client::FormatBarList(ticket.bars) + " " + std::to_string(ticket.dma_size) + "\n";
     const ssize_t written = write(in[1], line.data(), line.size());  // a short write fails the child
     (void)written;
   }

@@ -4,13 +4,41 @@
 #include <chrono>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/grpc_util.h"
 #include "proto/rpci/v1/session.grpc.pb.h"
 #include "session/wire.h"
 
 namespace rpci::client {
+
+std::string FormatBarList(const std::vector<BarMirror>& bars) {
+  std::vector<std::string> parts;
+  for (const BarMirror& b : bars) parts.push_back(absl::StrCat(b.index, ":", b.size));
+  return absl::StrJoin(parts, ",");
+}
+
+absl::StatusOr<std::vector<BarMirror>> ParseBarList(const std::string& text) {
+  std::vector<BarMirror> bars;
+  for (absl::string_view entry : absl::StrSplit(text, ',')) {
+    std::vector<absl::string_view> f = absl::StrSplit(entry, ':');
+    uint32_t index = 0;
+    uint64_t size = 0;
+    if (f.size() != 2 || !absl::SimpleAtoi(f[0], &index) || !absl::SimpleAtoi(f[1], &size) || index > 5 ||
+        size == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("BAR list \"", text, "\": entry \"", entry, "\" is not index:size (index 0-5, size > 0)"));
+    }
+    for (const BarMirror& b : bars) {
+      if (b.index == index) return absl::InvalidArgumentError(absl::StrCat("BAR list \"", text, "\": BAR ", index, " twice"));
+    }
+    bars.push_back({static_cast<uint16_t>(index), size});
+  }
+  return bars;
+}
 absl::Status ReadShape(const rpci::v1::OpenSessionResponse& resp, SessionTicket* ticket) {
   ticket->bars.clear();
   ticket->dma_size = 0;

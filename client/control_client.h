@@ -30,6 +30,13 @@ struct BarMirror {
   uint64_t size = 0;  // mirrored bytes (the agent caps large BARs)
 };
 
+// A session's BARs as the plugin writes them for the workload
+// (RPCI_<i>_BARS, docs/librpci.md): "index:size" joined by commas, e.g.
+// "0:4096,2:256". Parsing is strict: INVALID_ARGUMENT naming what is wrong
+// for a malformed entry, a zero size, an index over 5 or one given twice.
+std::string FormatBarList(const std::vector<BarMirror>& bars);
+absl::StatusOr<std::vector<BarMirror>> ParseBarList(const std::string& text);
+
 // A reserved session: what the workload needs to attach it. The key is the
 // session's secret; it is written only to a 0600 file for the workload.
 struct SessionTicket {

@@ -318,6 +318,7 @@ void SessionClient::DropRegions() {
 absl::Status SessionClient::LearnShape() {
   // A ticket from Reserve knows the shape already; one without it asks.
   if (ticket_.bars.empty() || ticket_.dma_size == 0) {
+    stats_.last_attach.shape_asked = true;
     absl::StatusOr<ControlClient::Attached> shape = control_.Attach(ticket_, {});
     if (!shape.ok()) return shape.status();
     if (absl::Status s = ReadShape(shape->response, &ticket_); !s.ok()) return s;

@@ -60,6 +60,7 @@ struct AttachSteps {
   // Learning the session's shape from the agent (a ticket without it: a
   // workload's attach through librpci; one challenge and one OpenSession).
   absl::Duration shape;
+  bool shape_asked = false;  // the ticket had no shape: `shape` asked the agent for it
   // This attach's endpoint and registrations, as the attach waited for them
   // (with fabric_overlapped, the wait for the other thread).
   absl::Duration endpoint;

@@ -120,6 +120,20 @@ absl::StatusOr<DeviceConfig> ConfigFromEnv(int index, const EnvLookup& env) {
   } else if (auto g = env("RPCI_FABRIC_NODE"); g.has_value() && !g->empty()) {
     c.fabric_node = *g;
   }
+  std::optional<std::string> bars = DeviceVar(env, index, "BARS");
+  std::optional<std::string> dma = DeviceVar(env, index, "DMA_SIZE");
+  if (bars.has_value() && dma.has_value()) {  // the shape; without both, the attach asks the agent
+    absl::StatusOr<std::vector<client::BarMirror>> parsed_bars = client::ParseBarList(*bars);
+    if (!parsed_bars.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("librpci: device %d: RPCI_%d_BARS: %s", index, index, parsed_bars.status().message()));
+    }
+    if (!absl::SimpleAtoi(*dma, &c.dma_size) || c.dma_size == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("librpci: device %d: RPCI_%d_DMA_SIZE=\"%s\" is not a size in bytes", index, index, *dma));
+    }
+    c.bars = *std::move(parsed_bars);
+  }
   if (c.device_id.empty()) c.device_id = c.session_id.ToString();
   return c;
 }
@@ -147,7 +161,8 @@ absl::StatusOr<std::unique_ptr<Device>> Device::Open(const DeviceConfig& config,
     }
     opts.creds = *std::move(creds);
   }
-  client::SessionTicket ticket{config.endpoint, config.session_id, config.key, config.fabric_provider, {}, 0};
+  client::SessionTicket ticket{config.endpoint, config.session_id, config.key, config.fabric_provider,
+                               config.bars, config.dma_size};
   absl::StatusOr<std::unique_ptr<client::SessionClient>> c = client::SessionClient::Attach(ticket, opts);
   if (!c.ok()) {
     return absl::Status(c.status().code(),

@@ -48,6 +48,14 @@ struct DeviceConfig {
   // workload presents no certificate; the session key authorizes it); empty =
   // plaintext gRPC.
   std::string ca_file;
+  // The session's shape as the plugin's reservation named it (RPCI_<i>_BARS,
+  // RPCI_<i>_DMA_SIZE). Given, the attach goes straight to the session's
+  // challenge; empty (both), the attach first asks the agent for it (a
+  // challenge and an OpenSession more, 2.5-3.3 ms of a fresh process's
+  // first attach: docs/benchmarks.md). A shape that is not the session's is
+  // refused by the agent at attach.
+  std::vector<client::BarMirror> bars;
+  uint64_t dma_size = 0;
 };
 
 // Number of devices the plugin attached (RPCI_DEVICE_COUNT, else the entries

@@ -77,6 +77,57 @@ TEST_F(DeviceTest, MissingOrMalformedEnvironmentIsAClearError) {
   unlink(short_key_file.c_str());
 }
 
+// The plugin names the session's shape (RPCI_<i>_BARS, RPCI_<i>_DMA_SIZE):
+// the attach then asks the agent nothing before its challenge. Without it
+// the attach learns the shape from the agent; a shape that is not the
+// session's is refused at attach, a malformed one before it.
+TEST_F(DeviceTest, TheShapeFromTheEnvironmentSavesTheAttachAskingTheAgent) {
+  auto config = ConfigFromEnv(0, MapEnv(env_));
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->bars.size(), 2u);  // the test device's BARs 0 and 2
+  EXPECT_EQ(config->bars[0].index, 0);
+  EXPECT_EQ(config->bars[0].size, 4096u);
+  EXPECT_EQ(config->bars[1].index, 2);
+  EXPECT_EQ(config->dma_size, 1u << 20);
+  {
+    auto d = Device::Open(*config);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_FALSE((*d)->stats().last_attach.shape_asked);
+    EXPECT_EQ((*d)->dma_size(), 1u << 20);
+    ASSERT_TRUE((*d)->Close().ok());
+  }
+  auto without = env_;
+  without.erase("RPCI_0_BARS");
+  auto asks = ConfigFromEnv(0, MapEnv(without));
+  ASSERT_TRUE(asks.ok()) << asks.status();
+  EXPECT_TRUE(asks->bars.empty());
+  {
+    auto d = Device::Open(*asks);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_TRUE((*d)->stats().last_attach.shape_asked);
+    EXPECT_EQ((*d)->dma_size(), 1u << 20);
+    ASSERT_TRUE((*d)->Close().ok());
+  }
+  auto wrong = *config;
+  wrong.dma_size = 1 << 16;
+  absl::Status refused = Device::Open(wrong).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_NE(refused.message().find("dma region"), std::string::npos) << refused;
+
+  for (const char* bad : {"0:4096,0:4096", "0:0", "9:4096", "0-4096", "0:4096,", "x:1"}) {
+    auto malformed = env_;
+    malformed["RPCI_0_BARS"] = bad;
+    absl::Status s = ConfigFromEnv(0, MapEnv(malformed)).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("RPCI_0_BARS"), std::string::npos) << s;
+  }
+  auto bad_dma = env_;
+  bad_dma["RPCI_0_DMA_SIZE"] = "lots";
+  absl::Status s = ConfigFromEnv(0, MapEnv(bad_dma)).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("RPCI_0_DMA_SIZE"), std::string::npos) << s;
+}
+
 TEST_F(DeviceTest, TheCaFileComesFromTheEnvironmentAndAMissingOneIsAClearError) {
   EXPECT_TRUE(ConfigFromEnv(0, MapEnv(env_))->ca_file.empty());  // plaintext agent
   auto with_ca = env_;

@@ -25,12 +25,6 @@ absl::Status Errno(const std::string& what) {
                       absl::StrCat(what, ": ", std::strerror(errno)));
 }
 
-std::string Bars(const AttachedSession& s) {
-  std::vector<std::string> parts;
-  for (const client::BarMirror& b : s.ticket.bars) parts.push_back(absl::StrCat(b.index, ":", b.size));
-  return absl::StrJoin(parts, ",");
-}
-
 absl::Status MakeDirs(const std::string& path, int mode) {
   std::string partial;
   for (size_t pos = 0; pos != std::string::npos;) {
@@ -105,7 +99,7 @@ std::map<std::string, std::string> DeviceEnv(int index, const AttachedSession& s
       {p + "SESSION_KEY_FILE", paths.container_dir + "/key"},
       {p + "SESSION_DIR", paths.container_dir},
       {p + "FABRIC_PROVIDER", session.ticket.fabric_provider},
-      {p + "BARS", Bars(session)},
+      {p + "BARS", client::FormatBarList(session.ticket.bars)},
       {p + "DMA_SIZE", absl::StrCat(session.ticket.dma_size)},
   };
   if (!session.ca_pem.empty()) env[p + "CA_FILE"] = CaFile(paths);

@@ -53,6 +53,8 @@ absl::StatusOr<std::map<std::string, std::string>> LoopbackAgent::ReserveEnv(
     env[p + "SESSION_ID"] = t->session_id.ToString();
     env[p + "SESSION_KEY_FILE"] = key_file;
     env[p + "FABRIC_PROVIDER"] = "tcp;ofi_rxm";
+    env[p + "BARS"] = client::FormatBarList(t->bars);
+    env[p + "DMA_SIZE"] = absl::StrCat(t->dma_size);
     if (i == 0) {
       env["RPCI_SESSION_ENDPOINT"] = endpoint_;
       env["RPCI_SESSION_ID"] = t->session_id.ToString();
