@@ -379,6 +379,7 @@ absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req, s
   if (absl::Status s = reg(anchor_, fabric::kLocalOnly, &anchor_mr_); !s.ok()) return s;
   req->set_client_fabric_address(endpoint_->address());
   req->set_last_acked_sequence(log_.acked());
+  req->set_consumed_completions(consumed_);
   return absl::OkStatus();
 }
 

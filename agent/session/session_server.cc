@@ -989,6 +989,8 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
     s.client_consumed = s.completion_seq;
     s.from_device.clear();
     s.mapped_bytes = 0;
+  } else if (const uint64_t taken = req.consumed_completions(); taken > s.client_consumed && taken <= s.completion_seq) {
+    s.client_consumed = taken;  // taken before the link failed, not yet said in a kick
   }
   s.delivered = s.client_consumed;
   s.comp_capacity = *cap;
@@ -1563,7 +1565,7 @@ void SessionServer::PushCompletions(Session& s, bool always) {
   s.resync = false;
 }
 
-absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs) {
+absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs, bool device_written) {
   const size_t first = segs->size();
   for (size_t i = 0; i < s.bars.size(); ++i) {
     absl::StatusOr<RegionDesc> mirror = session::FindRegion(s.client, RegionKind::kBar, s.bars[i].index);
@@ -1574,15 +1576,16 @@ absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp
     segs->push_back({s.bar_mr[i].get(), 0, s.bar_buf[i].size(), mirror->address, mirror->key});
   }
   if (absl::Status st = WrapMirrorPush(s, segs, first); !st.ok()) return st;
+  if (!device_written) return absl::OkStatus();
   absl::StatusOr<RegionDesc> dma = session::FindRegion(s.client, RegionKind::kDma);
   if (!dma.ok()) return dma.status();
   for (const auto& [off, len] : s.from_device) segs->push_back({s.dma_mr.get(), off, len, dma->address + off, dma->key});
   return absl::OkStatus();
 }
 
-absl::Status SessionServer::PushMirrors(Session& s) {
+absl::Status SessionServer::PushMirrors(Session& s, bool device_written) {
   std::vector<fabric::RmaOp> segs;
-  absl::Status st = MirrorSegments(s, &segs);
+  absl::Status st = MirrorSegments(s, &segs, device_written);
   if (st.ok()) Budget(s, segs);
   if (st.ok()) st = WriteInOrder(s, segs);
   s.mirror_pushed = st.ok();
@@ -1616,10 +1619,14 @@ absl::Status SessionServer::UndeliveredSegments(Session& s, std::vector<fabric::
   // Device changes reach the mirror before any completion that reports them:
   // in the same ordered batch when the provider places writes in order,
   // else pushed and waited for first.
+  // The device-written ranges go only with a completion the client has not
+  // taken: one that has taken them all may be writing its mapped buffers
+  // (librpci/device.h), and a resume's push must not land over that.
+  const bool owed = s.completion_seq > s.client_consumed;
   if (s.endpoint->ordered_writes()) {
-    if (absl::Status st = MirrorSegments(s, segs); !st.ok()) return st;
+    if (absl::Status st = MirrorSegments(s, segs, owed); !st.ok()) return st;
     s.mirror_pushed = true;  // unless the batch fails (PushCompletions)
-  } else if (absl::Status st = PushMirrors(s); !st.ok()) {
+  } else if (absl::Status st = PushMirrors(s, owed); !st.ok()) {
     return st;
   }
   absl::StatusOr<RegionDesc> ring = session::FindRegion(s.client, RegionKind::kCompletionRing);

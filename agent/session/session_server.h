@@ -281,8 +281,10 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // undelivered (a kick's answer). A failed push is retried by the worker.
   void PushCompletions(Session& s, bool always);
   // BAR snapshots (read from the device now) and from-device DMA ranges.
-  absl::Status MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs);
-  absl::Status PushMirrors(Session& s);
+  // The BAR mirrors, then (`device_written`) the ranges the client mapped
+  // from the device.
+  absl::Status MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs, bool device_written = true);
+  absl::Status PushMirrors(Session& s, bool device_written = true);
   // Moves raised interrupts into numbered completion entries while the
   // client's ring has room (the rest wait in the backlog).
   void TakeInterrupts(Session& s);

@@ -995,6 +995,50 @@ TEST_F(SessionTest, ACompletionRaisedWhileTheClientIsAwayArrivesOnceOnResume) {
   EXPECT_EQ(c->WaitCompletion(absl::Milliseconds(500)).status().code(), absl::StatusCode::kDeadlineExceeded);
 }
 
+// A client that has taken every completion may write its mapped buffers
+// (librpci/device.h). Its link fails before a kick told the agent it took
+// the last one: on resume the agent neither replays that completion nor
+// pushes the device-written range over what the client wrote since; the
+// next completion brings the device's bytes again.
+TEST_F(SessionTest, AResumeAfterEveryCompletionWasTakenLeavesTheClientsMappedBuffersAlone) {
+  AsyncDevice async;
+  auto stop_first = ServeWith(&async);  // before `async` goes
+  auto c = Attach(nullptr, "g-emu", absl::Hours(1));  // no heartbeats
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->MapFromDevice(AsyncDevice::kResult, 8).ok());
+  ASSERT_TRUE(c->Write(0, 0x40, 4, 7).ok());  // acknowledged: the client resumes when it re-attaches
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());
+  absl::SleepFor(absl::Milliseconds(100));  // the map frame is applied
+  auto result = [&] {
+    uint64_t v = 0;
+    std::memcpy(&v, c->dma() + AsyncDevice::kResult, sizeof(v));
+    return v;
+  };
+  async.Finish(0x1111);
+  absl::StatusOr<session::Completion> got = c->WaitCompletion(absl::Seconds(10));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(result(), 0x1111u);
+
+  c->BreakLinkForTesting();
+  const uint64_t mine = 0xC11E47;  // every completion taken: the buffer is the client's again
+  std::memcpy(c->dma() + AsyncDevice::kResult, &mine, sizeof(mine));
+  // The re-attach's first frame is not a kick (it says nothing of completions).
+  ASSERT_TRUE(c->MapFromDevice(AsyncDevice::kResult, 8).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(10)).ok());
+  EXPECT_GE(c->stats().reconnects, 1u);
+  ASSERT_TRUE(c->Write(0, 0x40, 4, 8).ok());
+  ASSERT_TRUE(c->Sync(absl::Seconds(5)).ok());  // a round trip after the resume's push
+  EXPECT_EQ(result(), mine);
+  EXPECT_EQ(c->WaitCompletion(absl::Milliseconds(300)).status().code(), absl::StatusCode::kDeadlineExceeded)
+      << "the completion taken before the link failed came again";
+
+  async.Finish(0x2222);
+  got = c->WaitCompletion(absl::Seconds(10));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->data, 0x2222u);
+  EXPECT_EQ(result(), 0x2222u);
+}
+
 // A workload process (attach_helper) attached to `ticket`'s session, the
 // first `map_bytes` of DMA space mapped from the device.
 class WorkloadProcess {
