@@ -140,10 +140,6 @@ void CloseEndpointsAhead() {
   for (auto& [key, f] : ProcessFabrics()) f->CloseAhead();
 }
 
-}  // namespace
-
-namespace {
-
 std::string ProcessFabricKey(const fabric::FabricConfig& config) {
   return absl::StrFormat("%s|%s|%s|%d|%u|%u|%u|%d|%d", config.provider, config.node, config.service,
                          absl::ToInt64Microseconds(config.op_timeout), config.max_message, config.recv_depth,
@@ -706,10 +702,10 @@ absl::Status SessionClient::WaitLocked(absl::Duration timeout, Pred done) {
 
 absl::Status SessionClient::ResendIfUnackedLocked() {
   // A kick the agent never acted on is lost for good: its endpoint dropped
-  // it (this client's share of the agent's inbox was full) or refused it
-  // (it arrived after a later frame), and neither is answered. The link is
-  // alive (the probe says so), so the writes go again in a new kick; the
-  // agent applies each sequence once and skips the ones it already has.
+  // it (this client's share of the agent's inbox was full), which is not
+  // answered. The link is alive (the probe says so), so the writes go again
+  // in a new kick; the agent applies each sequence once and skips the ones
+  // it already has.
   if (log_.acked() >= pushed_ || absl::Now() - pushed_at_ < options_.fabric.op_timeout) return absl::OkStatus();
   std::vector<session::MmioWrite> writes = log_.From(log_.acked() + 1);
   while (!writes.empty() && writes.back().seq > pushed_) writes.pop_back();

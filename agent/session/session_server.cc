@@ -322,6 +322,11 @@ struct SessionServer::Session {
   session::ApplyGate gate;
   uint64_t completion_seq = 0;
   uint64_t client_consumed = 0;
+  // The client says it took completions up to `consumed` (a kick's word, or
+  // a resuming attach's): believed between what it had taken and what exists.
+  void NoteConsumed(uint64_t consumed) {
+    if (consumed > client_consumed && consumed <= completion_seq) client_consumed = consumed;
+  }
   // Completions pushed to this attach's client; (delivered, completion_seq]
   // are pushed again (a failed push is retried, a re-attach replays them).
   uint64_t delivered = 0;
@@ -989,8 +994,8 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
     s.client_consumed = s.completion_seq;
     s.from_device.clear();
     s.mapped_bytes = 0;
-  } else if (const uint64_t taken = req.consumed_completions(); taken > s.client_consumed && taken <= s.completion_seq) {
-    s.client_consumed = taken;  // taken before the link failed, not yet said in a kick
+  } else {
+    s.NoteConsumed(req.consumed_completions());  // taken before the link failed, not yet said in a kick
   }
   s.delivered = s.client_consumed;
   s.comp_capacity = *cap;
@@ -1423,7 +1428,7 @@ void SessionServer::MapFromDevice(Session& s, uint64_t offset, uint64_t len) {
 }
 
 void SessionServer::HandleKick(Session& s, uint64_t tail, uint64_t consumed) {
-  if (consumed > s.client_consumed && consumed <= s.completion_seq) s.client_consumed = consumed;
+  s.NoteConsumed(consumed);
   absl::StatusOr<session::RingHeader> header = session::DecodeRingHeader(
       absl::MakeConstSpan(s.ring_buf.data(), session::kRingHeaderSize), session::kMmioEntrySize);
   // The client may already have published a later batch (and tail) before
@@ -1685,7 +1690,7 @@ void SessionServer::HandleInlineKick(Session& s, const session::Frame& frame) {
     Refuse(&s, ErrorCode::kBadSequence, frame.arg0);
     return;
   }
-  if (frame.arg1 > s.client_consumed && frame.arg1 <= s.completion_seq) s.client_consumed = frame.arg1;
+  s.NoteConsumed(frame.arg1);
   for (const session::MmioWrite& w : *writes) {
     if (!ApplyEntry(s, w)) break;
   }
