@@ -246,8 +246,8 @@ class EndpointImpl : public Endpoint {
                              PostFn post);
   // Waits until every op is done; DEADLINE_EXCEEDED at `deadline`.
   absl::Status WaitAll(const std::vector<std::shared_ptr<Op>>& ops, absl::string_view call, absl::Time deadline);
-  // Forgets an op whose post failed: its slot back, counted as failed.
-  void Unpost(Op& op);
+  // Forgets an op that was not posted: its slot back (counted if it failed).
+  void Unpost(Op& op, bool failed = true);
   // Posts `count` operations through post_one(index, op), waits for them,
   // and re-posts those failed with FI_ENOTCONN until op_timeout passes.
   // `in_order`: the ops rely on their order, so a failed one is re-posted
@@ -690,11 +690,11 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
   }
 }
 
-void EndpointImpl::Unpost(Op& op) {
+void EndpointImpl::Unpost(Op& op, bool failed) {
   std::lock_guard<std::mutex> lock(mu_);
   outstanding_.erase(&op.ctx);
   if (op.slot != kNoSlot) free_send_slots_.push_back(op.slot);
-  failed_ops_.fetch_add(1);
+  if (failed) failed_ops_.fetch_add(1);
   cv_.notify_all();
 }
 
@@ -914,14 +914,14 @@ absl::Status EndpointImpl::Dial(PeerId peer) {
     if (stop_.load()) return ShutDownError("fi_sendmsg");
     outstanding_[&op->ctx] = op;
   }
-  // One try: a full queue or a provider still tearing an old connection down
-  // is not worth waiting for here (the real traffic connects anyway). The
-  // completion, whenever it comes, frees the op and its slot.
-  if (const ssize_t rc = PostSend(peer, absl::string_view("", 0), op.get()); rc != 0) {
-    Unpost(*op);
-    return FabricError("fi_sendmsg", static_cast<int>(rc));
-  }
-  return absl::OkStatus();
+  // One try. ofi_rxm answers EAGAIN to a post for a peer it has no
+  // connection to after starting to connect (the progress thread carries the
+  // handshake on): that is the dial, with nothing posted. Once connected the
+  // empty message goes; its completion, whenever it comes, frees the op.
+  const ssize_t rc = PostSend(peer, absl::string_view("", 0), op.get());
+  if (rc == 0) return absl::OkStatus();
+  Unpost(*op, /*failed=*/rc != -FI_EAGAIN);
+  return rc == -FI_EAGAIN ? absl::OkStatus() : FabricError("fi_sendmsg", static_cast<int>(rc));
 }
 
 absl::Status EndpointImpl::WriteAndSend(PeerId peer, const std::vector<RmaOp>& ops, absl::string_view message) {
