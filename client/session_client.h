@@ -48,7 +48,8 @@ struct ClientOptions {
   bool endpoint_ahead = true;
   // When the challenge's answer names the agent's endpoint for this attach
   // (a session's first attach), dial it before the attach RPC, so that the
-  // agent's first push finds the connection this side opened.
+  // agent's first push finds the connection this side opened (tcp;ofi_rxm
+  // only; see SessionClient::DialAhead).
   bool dial_ahead = true;
 };
 
@@ -75,7 +76,7 @@ struct AttachSteps {
   bool fabric_overlapped = false;
   absl::Duration endpoint_open;
   // Waiting for the Challenge RPC, sent as the endpoint step began (its
-  // channel's setup if still connecting).
+  // channel's setup if still connecting), and the dial (`dialled`).
   absl::Duration challenge;
   // The challenge's answer named the agent's endpoint and this client dialled
   // it before the attach RPC; that endpoint was the one the attach answered.
