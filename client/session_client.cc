@@ -413,10 +413,11 @@ absl::StatusOr<uint64_t> SessionClient::ReadAnchor(const rpci::v1::OpenSessionRe
 
 std::optional<fabric::PeerId> SessionClient::DialAhead(const std::string& agent_address) {
   // Best effort: a failure here leaves the connection to the agent's push,
-  // as without the early address. tcp only: rxm there settles a connection
-  // the agent starts while the dial's is still on its way (the agent's push
-  // can come first); on verbs such crossed connections are what the resumed
-  // attach avoids (SessionServer::Attach), and no test here runs verbs.
+  // as without the early address. tcp only: the agent's push can come before
+  // the agent has taken the dial's connection request (two connections cross;
+  // every tcp test and bench attach succeeds); on verbs crossed connections
+  // are what the resumed attach avoids (SessionServer::Attach), and no test
+  // here runs verbs.
   if (!options_.dial_ahead || agent_address.empty() || endpoint_->provider() != fabric::kTcp) return std::nullopt;
   absl::StatusOr<fabric::PeerId> peer = endpoint_->InsertPeer(agent_address);
   if (!peer.ok()) return std::nullopt;
