@@ -1372,6 +1372,7 @@ int ThreadsAtNice(int nice) {
   for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
     std::ifstream in(task.path() / "stat");
     std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (stat.rfind(')') == std::string::npos) continue;  // the thread ended since the listing
     std::istringstream fields(stat.substr(stat.rfind(')') + 2));
     std::string field;
     for (int i = 3; i <= 19 && fields >> field; ++i) {
