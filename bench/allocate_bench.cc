@@ -416,11 +416,9 @@ int main(int argc, char** argv) {
   flags.String("dir", &disk_dir, "where the controller's local store and the agent's checkpoint go (a node's /var/lib)");
   flags.String("run_dir", &run_dir,
                "where kubelet sockets, the plugin's session dirs and CDI specs go (a node's /var/run, tmpfs)");
+  flags.Require([&] { return devices >= 1 && iterations >= 1 && warmup >= 0; },
+                "--devices and --iterations must be positive, --warmup not negative");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (devices < 1 || iterations < 1 || warmup < 0) {
-    std::cerr << "--devices and --iterations must be positive, --warmup not negative\n";
-    return 2;
-  }
   rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
   std::string dirs[2];
   for (int i = 0; i < 2; ++i) {
@@ -454,8 +452,6 @@ int main(int argc, char** argv) {
     std::cerr << "allocate bench: " << result.status() << "\n";
     return 1;
   }
-  std::cout << result->dump() << "\n";
-  if (json_only) return 0;
-  PrintTable(*result);
+  rpci::bench::PrintResult(*result, json_only, PrintTable);
   return 0;
 }

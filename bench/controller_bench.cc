@@ -220,6 +220,23 @@ absl::StatusOr<json> RestartFrom(const std::string& dir) {
               {"restart_peak_rss_mb", PeakRssMb()}};
 }
 
+// The figures of every size, one row each.
+void PrintTable(const json& result) {
+  printf("\n%8s %6s %12s %10s %14s %13s %13s %13s %8s %11s\n", "devices", "nodes", "reconcile_ms", "cpu_ms",
+         "assignments/s", "claim_p50_us", "claim_p99_us", "claim_mean_us", "rss_mb", "restart_mb");
+  for (const json& r : result["scaling"]) {
+    if (!r.value("completed", false)) {
+      printf("%8d  not completed: %s\n", r["devices"].get<int>(), r.value("error", "failed").c_str());
+      continue;
+    }
+    printf("%8d %6d %12.1f %10.1f %14.0f %13.0f %13.0f %13.0f %8.1f %11.1f\n", r["devices"].get<int>(),
+           r["compute_nodes"].get<int>(), r["reconcile_ms"].get<double>(), r["reconcile_cpu_ms"].get<double>(),
+           r["assignments_per_s"].get<double>(),
+           r["claim_us_p50"].get<double>(), r["claim_us_p99"].get<double>(), r["claim_us_mean"].get<double>(),
+           r["rss_mb"].get<double>(), r.value("restart_rss_mb", 0.0));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -283,20 +300,6 @@ int main(int argc, char** argv) {
       result["rss_mb"] = r["rss_mb"];
     }
   }
-  std::cout << result.dump() << "\n";
-  if (json_only) return 0;
-  printf("\n%8s %6s %12s %10s %14s %13s %13s %13s %8s %11s\n", "devices", "nodes", "reconcile_ms", "cpu_ms",
-         "assignments/s", "claim_p50_us", "claim_p99_us", "claim_mean_us", "rss_mb", "restart_mb");
-  for (const json& r : result["scaling"]) {
-    if (!r.value("completed", false)) {
-      printf("%8d  not completed: %s\n", r["devices"].get<int>(), r.value("error", "failed").c_str());
-      continue;
-    }
-    printf("%8d %6d %12.1f %10.1f %14.0f %13.0f %13.0f %13.0f %8.1f %11.1f\n", r["devices"].get<int>(),
-           r["compute_nodes"].get<int>(), r["reconcile_ms"].get<double>(), r["reconcile_cpu_ms"].get<double>(),
-           r["assignments_per_s"].get<double>(),
-           r["claim_us_p50"].get<double>(), r["claim_us_p99"].get<double>(), r["claim_us_mean"].get<double>(),
-           r["rss_mb"].get<double>(), r.value("restart_rss_mb", 0.0));
-  }
+  rpci::bench::PrintResult(result, json_only, PrintTable);
   return 0;
 }

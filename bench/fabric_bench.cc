@@ -125,11 +125,9 @@ int main(int argc, char** argv) {
   flags.Int("tcp_mb", &tcp_mb, "MiB streamed over loopback TCP");
   rpci::fabric::FabricConfig config = rpci::fabric::LoopbackConfig();
   rpci::fabric::AddFlags(flags, &config);
+  flags.Require([&] { return scans > 0 && size > 0 && batch > 0 && total_mb > 0 && tcp_mb > 0; },
+                "--scans, --size, --batch, --total_mb and --tcp_mb must be positive");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (scans <= 0 || size <= 0 || batch <= 0 || total_mb <= 0 || tcp_mb <= 0) {
-    std::cerr << "--scans, --size, --batch, --total_mb and --tcp_mb must be positive\n";
-    return 2;
-  }
   rpci::Logger::SetMinLevel(rpci::LogLevel::kError);
 
   absl::StatusOr<ScanResult> scan = MeasureScan(sysfs_root, static_cast<int>(scans));
@@ -157,15 +155,15 @@ int main(int argc, char** argv) {
               {"rma_write_gbps", rma->gbps},
               {"tcp_gbps", tcp_gbps},
               {"rma_ratio", tcp_gbps > 0 ? rma->gbps / tcp_gbps : 0.0}};
-  std::cout << out.dump() << "\n";
-  if (json_only) return 0;
-  printf("\n%-40s %12s\n", "metric", "value");
-  printf("%-40s %12.3f  (median of %lld, min %.3f, max %.3f; target <= 5)\n", "inventory scan, live /sys (ms)",
-         scan->median_ms, static_cast<long long>(scans), scan->min_ms, scan->max_ms);
-  printf("%-40s %12zu\n", "PCI functions scanned", scan->functions);
-  printf("%-40s %12.2f  (%s, %lld x %lld B per batch)\n", "RMA write (Gbit/s)", rma->gbps, rma->provider.c_str(),
-         static_cast<long long>(batch), static_cast<long long>(size));
-  printf("%-40s %12.2f\n", "loopback TCP stream (Gbit/s)", tcp_gbps);
-  printf("%-40s %12.3f\n", "rma_ratio (RMA / TCP)", tcp_gbps > 0 ? rma->gbps / tcp_gbps : 0.0);
+  rpci::bench::PrintResult(out, json_only, [&](const json& r) {
+    printf("\n%-40s %12s\n", "metric", "value");
+    printf("%-40s %12.3f  (median of %lld, min %.3f, max %.3f; target <= 5)\n", "inventory scan, live /sys (ms)",
+           scan->median_ms, static_cast<long long>(scans), scan->min_ms, scan->max_ms);
+    printf("%-40s %12zu\n", "PCI functions scanned", scan->functions);
+    printf("%-40s %12.2f  (%s, %lld x %lld B per batch)\n", "RMA write (Gbit/s)", rma->gbps, rma->provider.c_str(),
+           static_cast<long long>(batch), static_cast<long long>(size));
+    printf("%-40s %12.2f\n", "loopback TCP stream (Gbit/s)", tcp_gbps);
+    printf("%-40s %12.3f\n", "rma_ratio (RMA / TCP)", r["rma_ratio"].get<double>());
+  });
   return 0;
 }

@@ -34,11 +34,8 @@ int main(int argc, char** argv) {
   rpci::bench::AddJsonFlag(flags, &json_only);
   flags.Int("increments", &increments, "increments per measurement");
   flags.Int("series", &series, "series in the rendered registry");
+  flags.Require([&] { return increments > 0 && series > 0; }, "--increments and --series must be positive");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (increments <= 0 || series <= 0) {
-    std::cerr << "--increments and --series must be positive\n";
-    return 2;
-  }
   rpci::MetricsRegistry registry;
   rpci::Counter& writes = registry.AddCounter("bench_writes_total", "w").Get();
   const double one_thread = NsPer(increments, [&] {
@@ -70,13 +67,13 @@ int main(int argc, char** argv) {
                         {"render_us", render_us},
                         {"render_series", series + 3},
                         {"render_bytes", bytes}};
-  std::cout << out.dump() << "\n";
-  if (json_only) return 0;
-  printf("\n%-44s %12s\n", "metric", "value");
-  printf("%-44s %12.2f\n", "counter increment, resolved series (ns)", one_thread);
-  printf("%-44s %12.2f\n", "  the same, 2 threads on one counter (ns)", two_threads);
-  printf("%-44s %12.2f\n", "Labels({...}).Increment() (ns)", by_label);
-  printf("%-44s %12.1f  (%lld series, %zu bytes)\n", "Render() (us)", render_us, static_cast<long long>(series + 3),
-         bytes);
+  rpci::bench::PrintResult(out, json_only, [&](const nlohmann::json&) {
+    printf("\n%-44s %12s\n", "metric", "value");
+    printf("%-44s %12.2f\n", "counter increment, resolved series (ns)", one_thread);
+    printf("%-44s %12.2f\n", "  the same, 2 threads on one counter (ns)", two_threads);
+    printf("%-44s %12.2f\n", "Labels({...}).Increment() (ns)", by_label);
+    printf("%-44s %12.1f  (%lld series, %zu bytes)\n", "Render() (us)", render_us,
+           static_cast<long long>(series + 3), bytes);
+  });
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,12 @@ namespace rpci::bench {
 
 void AddJsonFlag(FlagSet& flags, bool* json_only) {
   flags.Bool("json", json_only, "print only the JSON object");
+}
+
+void PrintResult(const nlohmann::json& result, bool json_only,
+                 const std::function<void(const nlohmann::json&)>& table) {
+  std::cout << result.dump() << "\n";
+  if (!json_only) table(result);
 }
 namespace {
 

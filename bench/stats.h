@@ -15,6 +15,11 @@ namespace rpci::bench {
 // table after it).
 void AddJsonFlag(FlagSet& flags, bool* json_only);
 
+// Every benchmark's output: `result` as one JSON line on stdout (what
+// bench/run.sh records), then, unless --json, `table` prints it for people.
+void PrintResult(const nlohmann::json& result, bool json_only,
+                 const std::function<void(const nlohmann::json&)>& table);
+
 // The p-quantile (0..1) of `v`; 0 when empty.
 double Percentile(std::vector<double> v, double p);
 

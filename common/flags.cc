@@ -137,8 +137,18 @@ std::optional<int> FlagSet::ParseOrExit(const std::vector<std::string>& args, st
     return 2;
   }
   Apply();
+  for (const auto& [holds, message] : requirements_) {
+    if (!holds()) {
+      err << message << "\n";
+      return 2;
+    }
+  }
   if (positional != nullptr) *positional = *std::move(parsed);
   return std::nullopt;
+}
+
+void FlagSet::Require(std::function<bool()> holds, std::string message) {
+  requirements_.emplace_back(std::move(holds), std::move(message));
 }
 
 std::optional<int> FlagSet::ParseOrExit(int argc, const char* const* argv, std::vector<std::string>* positional) {

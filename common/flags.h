@@ -2,9 +2,11 @@
 #define RPCI_COMMON_FLAGS_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -26,6 +28,11 @@ class FlagSet {
   void Bool(const std::string& name, bool* target, const std::string& help);
   void Int(const std::string& name, int64_t* target, const std::string& help);
 
+  // A condition the applied flags must meet (a flag given, a count
+  // positive). ParseOrExit checks each after Apply, in the order given; at
+  // the first that does not hold it prints `message` to `err` and returns 2.
+  void Require(std::function<bool()> holds, std::string message);
+
   // INVALID_ARGUMENT naming the flag for unknown flags, missing values or bad
   // numbers. Returns the positional arguments.
   absl::StatusOr<std::vector<std::string>> Parse(int argc, const char* const* argv);
@@ -36,8 +43,8 @@ class FlagSet {
 
   // What every main does with its command line: Parse; on an error print it
   // and the help to `err` and return 2; on --help print the help to `out` and
-  // return 0; otherwise Apply and return nullopt (go on) with the positional
-  // arguments in `positional`. Without `positional` the command takes flags
+  // return 0; otherwise Apply, check every Require, and return nullopt (go
+  // on) with the positional arguments in `positional`. Without `positional` the command takes flags
   // only: a positional word is an error (printed with the help, return 2).
   std::optional<int> ParseOrExit(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
                                  std::vector<std::string>* positional = nullptr);
@@ -67,6 +74,7 @@ class FlagSet {
   std::string usage_;
   std::string description_;
   std::map<std::string, Flag> flags_;
+  std::vector<std::pair<std::function<bool()>, std::string>> requirements_;
   bool help_requested_ = false;
 };
 

@@ -86,5 +86,23 @@ TEST(FlagSetTest, AStrayWordIsRefusedWhereTheCommandTakesFlagsOnly) {
   EXPECT_EQ(name, "a");  // nothing applied
 }
 
+TEST(FlagSetTest, ARequirementNotMetSaysItsMessageAndExitsTwo) {
+  int64_t count = 1;
+  std::string name;
+  std::ostringstream out, err;
+  FlagSet flags("x", "y");
+  flags.Int("count", &count, "c");
+  flags.String("name", &name, "n");
+  flags.Require([&] { return count > 0; }, "--count must be positive");
+  flags.Require([&] { return !name.empty(); }, "--name is required");
+  EXPECT_EQ(flags.ParseOrExit({"--count=0"}, out, err), 2);
+  EXPECT_EQ(err.str(), "--count must be positive\n");  // the first unmet one only
+  err.str("");
+  EXPECT_EQ(flags.ParseOrExit({"--count=2"}, out, err), 2);
+  EXPECT_EQ(err.str(), "--name is required\n");
+  EXPECT_EQ(flags.ParseOrExit({"--count=2", "--name=a"}, out, err), std::nullopt);
+  EXPECT_EQ(flags.ParseOrExit({"--count=0", "--help"}, out, err), 0);  // --help is before any check
+}
+
 }  // namespace
 }  // namespace rpci

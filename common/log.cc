@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <iostream>
+#include <iterator>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -15,26 +16,21 @@ std::mutex sink_mu;
 std::ostream* sink = &std::cerr;
 std::atomic<int> min_level{static_cast<int>(LogLevel::kInfo)};
 
+// Each level's name, at the level's value (LogLevel counts from 0): one table
+// for printing a level and for parsing --log-level.
+constexpr const char* kLevelNames[] = {"debug", "info", "warn", "error"};
+
 const char* LevelName(LogLevel level) {
-  switch (level) {
-    case LogLevel::kDebug:
-      return "debug";
-    case LogLevel::kInfo:
-      return "info";
-    case LogLevel::kWarn:
-      return "warn";
-    case LogLevel::kError:
-      return "error";
-  }
-  return "info";
+  const size_t i = static_cast<size_t>(level);
+  return i < std::size(kLevelNames) ? kLevelNames[i] : "info";
 }
 
 }  // namespace
 
 bool ParseLogLevel(std::string_view text, LogLevel* level) {
-  for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError}) {
-    if (text == LevelName(l)) {
-      *level = l;
+  for (size_t i = 0; i < std::size(kLevelNames); ++i) {
+    if (text == kLevelNames[i]) {
+      *level = static_cast<LogLevel>(i);
       return true;
     }
   }

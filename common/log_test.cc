@@ -46,6 +46,18 @@ TEST_F(LogTest, DropsLinesBelowMinimumLevel) {
   EXPECT_NE(out_.str().find("shown"), std::string::npos);
 }
 
+TEST_F(LogTest, EachLevelPrintsTheNameThatParsesBackToIt) {
+  Logger::SetMinLevel(LogLevel::kDebug);
+  for (LogLevel level : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError}) {
+    out_.str("");
+    Logger("x").Log(level, "m", {});
+    const std::string name = nlohmann::json::parse(out_.str())["level"].get<std::string>();
+    LogLevel parsed = level == LogLevel::kDebug ? LogLevel::kError : LogLevel::kDebug;
+    ASSERT_TRUE(ParseLogLevel(name, &parsed)) << name;
+    EXPECT_EQ(parsed, level) << name;
+  }
+}
+
 TEST_F(LogTest, InvalidUtf8InFieldsIsReplacedNotThrown) {
   Logger("agent").Info("read", {{"raw", std::string("\xff\xfe ok")}});
   nlohmann::json j = nlohmann::json::parse(out_.str());

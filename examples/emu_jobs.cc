@@ -140,11 +140,8 @@ int main(int argc, char** argv) {
                       "environment) and checks them against local results.");
   rpci::examples::AddDeviceFlag(flags, &device_index);
   flags.Int("rounds", &rounds, "rounds of jobs (positive)");
+  flags.Require([&] { return rounds > 0; }, "emu_jobs: --rounds must be positive");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (rounds <= 0) {
-    std::fprintf(stderr, "emu_jobs: --rounds must be positive\n");
-    return 2;
-  }
   absl::StatusOr<std::unique_ptr<rpci::lib::Device>> opened =
       rpci::lib::Device::OpenFromEnv(static_cast<int>(device_index));
   if (!opened.ok()) return Fail("open: " + opened.status().ToString());

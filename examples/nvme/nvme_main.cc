@@ -78,11 +78,9 @@ int main(int argc, char** argv) {
   flags.Int("blocks", &blocks, "blocks written and read");
   flags.Int("pause-ms", &pause_ms,
             "after the I/O queues exist, print {\"paused\":true} and wait this long (ms) before the block I/O");
+  flags.Require([&] { return lba >= 0 && blocks >= 0 && blocks <= UINT32_MAX && pause_ms >= 0; },
+                "nvme: --lba, --blocks and --pause-ms must not be negative");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (lba < 0 || blocks < 0 || blocks > UINT32_MAX || pause_ms < 0) {
-    std::fprintf(stderr, "nvme: --lba, --blocks and --pause-ms must not be negative\n");
-    return 2;
-  }
   absl::StatusOr<std::unique_ptr<rpci::lib::Device>> dev = rpci::lib::Device::OpenFromEnv(static_cast<int>(index));
   if (!dev.ok()) {
     std::fprintf(stderr, "nvme: %s\n", dev.status().ToString().c_str());

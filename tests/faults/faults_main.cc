@@ -910,11 +910,8 @@ int main(int argc, char** argv) {
   flags.String("bin_dir", &g_bin_dir, "bazel-bin holding the built binaries");
   flags.String("work_dir", &g_work_dir, "where scenario directories are made (short: unix sockets)");
   flags.String("only", &only, "comma-separated scenario letters (a b c d e f g); empty: all");
+  flags.Require([] { return !g_bin_dir.empty(); }, "--bin_dir is required");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (g_bin_dir.empty()) {
-    std::fprintf(stderr, "--bin_dir is required\n");
-    return 2;
-  }
   signal(SIGPIPE, SIG_IGN);
   std::string why;
   const bool netns = CanUseNetworkNamespaces(&why);

@@ -47,11 +47,9 @@ int main(int argc, char** argv) {
   flags.Int("duration_ms", &duration_ms, "spread the writes over this long");
   flags.Int("batch", &batch, "writes per flush + read-back");
   flags.String("progress_file", &progress_file, "rewritten with the acknowledged count after each batch");
+  flags.Require([&] { return writes > 0 && batch > 0 && duration_ms >= 0; },
+                "--writes and --batch must be positive, --duration_ms not negative");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (writes <= 0 || batch <= 0 || duration_ms < 0) {
-    std::fprintf(stderr, "--writes and --batch must be positive, --duration_ms not negative\n");
-    return 2;
-  }
   nlohmann::json out = {{"writes", writes}, {"issued", 0}, {"acked", 0}, {"max_stall_ms", 0}};
   auto finish = [&](rpci::lib::Device* dev, const absl::Status& error) {
     if (dev != nullptr) {

@@ -27,11 +27,8 @@ int main(int argc, char** argv) {
   flags.Int("writes", &writes, "number of register writes");
   flags.Int("duration_ms", &duration_ms, "spread the writes over this long");
   flags.String("env_dir", &env_dir, "only reserve; write the container key file and environment here");
+  flags.Require([&] { return !endpoint.empty() && writes > 0; }, "--endpoint and a positive --writes are required");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (endpoint.empty() || writes <= 0) {
-    std::fprintf(stderr, "--endpoint and a positive --writes are required\n");
-    return 2;
-  }
   auto fail = [](const char* what, const absl::Status& s) {
     std::fprintf(stderr, "client helper: %s: %s\n", what, s.ToString().c_str());
     return 1;

@@ -25,11 +25,8 @@ int main(int argc, char** argv) {
   flags.String("dns", &dns, "comma-separated DNS subject alternative names for every certificate");
   flags.String("ips", &ips, "comma-separated IP subject alternative names for every certificate");
   flags.Int("days", &days, "validity in days");
+  flags.Require([&] { return !dir.empty() && !names.empty(); }, "--dir and --names are required (see --help)");
   if (std::optional<int> exit_code = flags.ParseOrExit(argc, argv)) return *exit_code;
-  if (dir.empty() || names.empty()) {
-    std::cerr << "--dir and --names are required (see --help)\n";
-    return 2;
-  }
   mkdir(dir.c_str(), 0755);
   absl::StatusOr<rpci::CertAuthority> ca = rpci::CertAuthority::Create("rpci-ca", static_cast<int>(days));
   if (!ca.ok()) {
