@@ -15,7 +15,7 @@
 #include "common/tls_settings.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
+#include "third_party/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
 
 namespace rpci {
 namespace {

@@ -77,7 +77,7 @@ absl::Status ClaimBinder::Sync(const std::map<std::string, json>& claims) {
   const absl::Time now = clock_->Now();
   for (const Attachment& a : manager_->Attachments()) {
     if (!a.ForClaim() || live.count(a.claim_uid) || a.created + kGoneGrace > now) continue;
-    rpci::v1::UnprepareClaimRequest req;
+    rpci::v1::NodeClaimRequest req;
     req.set_node(a.node);
     req.set_claim_namespace(a.claim_namespace);
     req.set_claim_name(a.claim_name);
@@ -96,7 +96,7 @@ absl::Status ClaimBinder::Bind(const json& claim) {
   }
   if (!pending) return absl::OkStatus();
   const json& meta = Member(claim, "metadata");
-  rpci::v1::PrepareClaimRequest req;
+  rpci::v1::NodeClaimRequest req;
   req.set_node(BoundNode(claim));
   req.set_claim_namespace(Str(meta, "namespace"));
   req.set_claim_name(Str(meta, "name"));

@@ -42,12 +42,12 @@ struct Peer {
   }
   grpc::Status RegisterAgent(const rpci::v1::RegisterAgentRequest& req) {
     grpc::ClientContext ctx;
-    rpci::v1::RegisterAgentResponse resp;
+    rpci::v1::RegisterResponse resp;
     return agents->RegisterAgent(&ctx, req, &resp);
   }
   grpc::Status RegisterNode(const rpci::v1::RegisterNodeRequest& req) {
     grpc::ClientContext ctx;
-    rpci::v1::RegisterNodeResponse resp;
+    rpci::v1::RegisterResponse resp;
     return nodes->RegisterNode(&ctx, req, &resp);
   }
   // Device server `server` exporting `count` devices of `pool`, then
@@ -277,7 +277,7 @@ TEST_F(ControllerAppTest, ADraPoolIsPublishedAsResourceSlicesAndAPreparedClaimLe
   grpc::ClientContext ctx;
   rpci::v1::PrepareClaimResponse resp;
   grpc::Status s = peer.nodes->PrepareClaim(
-      &ctx, ClaimOn<rpci::v1::PrepareClaimRequest>("cn-1", "ml", "c1", claim["metadata"]["uid"]), &resp);
+      &ctx, ClaimOn("cn-1", "ml", "c1", claim["metadata"]["uid"]), &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_TRUE(WaitFor([&] { return devices_in_slice() == 1; })) << server_.Get(slice_path)->dump();
   EXPECT_GE((*server_.Get(slice_path))["spec"]["pool"]["generation"].get<int>(), 2);

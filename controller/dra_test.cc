@@ -94,14 +94,14 @@ class DraTest : public testing::InstalledApiServerTest {
                        rpci::v1::PrepareClaimResponse* resp) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    return nodes_->PrepareClaim(&ctx, ClaimOn<rpci::v1::PrepareClaimRequest>(node, "ml", name, uid), resp);
+    return nodes_->PrepareClaim(&ctx, ClaimOn(node, "ml", name, uid), resp);
   }
 
   grpc::Status Unprepare(const std::string& node, const std::string& name, const std::string& uid) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     rpci::v1::UnprepareClaimResponse resp;
-    return nodes_->UnprepareClaim(&ctx, ClaimOn<rpci::v1::UnprepareClaimRequest>(node, "ml", name, uid), &resp);
+    return nodes_->UnprepareClaim(&ctx, ClaimOn(node, "ml", name, uid), &resp);
   }
 
   static std::string DeviceId(int i) { return "ds-1-0000-3b-00-" + std::to_string(i); }

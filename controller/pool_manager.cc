@@ -123,7 +123,7 @@ absl::Status PoolManager::Load() {
 
 // ---------------------------------------------------------------- agents
 
-absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
+absl::StatusOr<rpci::v1::RegisterResponse> PoolManager::RegisterAgent(
     const rpci::v1::RegisterAgentRequest& req) {
   absl::StatusOr<std::set<std::string>> registered = RegisteredIds(req);
   if (!registered.ok()) return registered.status();
@@ -160,7 +160,7 @@ absl::StatusOr<rpci::v1::RegisterAgentResponse> PoolManager::RegisterAgent(
   ForgetUnexportedLocked(req.node(), ids);
   BumpVersion();
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
-  rpci::v1::RegisterAgentResponse resp;
+  rpci::v1::RegisterResponse resp;
   resp.set_heartbeat_interval_seconds(absl::ToInt64Seconds(options_.heartbeat_interval));
   resp.set_lease_seconds(absl::ToInt64Seconds(options_.agent_lease));
   return resp;
@@ -269,7 +269,7 @@ std::vector<rpci::v1::SessionGrant> PoolManager::GrantsFor(const std::string& ag
 
 // ---------------------------------------------------------------- plugins
 
-absl::StatusOr<rpci::v1::RegisterNodeResponse> PoolManager::RegisterNode(const rpci::v1::RegisterNodeRequest& req) {
+absl::StatusOr<rpci::v1::RegisterResponse> PoolManager::RegisterNode(const rpci::v1::RegisterNodeRequest& req) {
   if (req.node().empty()) return absl::InvalidArgumentError("RegisterNode: node is empty");
   std::lock_guard<std::mutex> lock(mu_);
   Node& n = nodes_[req.node()];
@@ -281,7 +281,7 @@ absl::StatusOr<rpci::v1::RegisterNodeResponse> PoolManager::RegisterNode(const r
   if (auto labels = node_labels_.find(req.node()); labels != node_labels_.end()) n.labels = labels->second;
   BumpVersion();
   log_.Info("compute node registered", {{"node", req.node()}, {"pools", absl::StrJoin(n.pools, ",")}});
-  rpci::v1::RegisterNodeResponse resp;
+  rpci::v1::RegisterResponse resp;
   resp.set_heartbeat_interval_seconds(absl::ToInt64Seconds(options_.heartbeat_interval));
   resp.set_lease_seconds(absl::ToInt64Seconds(options_.node_lease));
   return resp;
@@ -528,7 +528,7 @@ absl::StatusOr<rpci::v1::PrepareClaimResponse> PoolManager::PreparedLocked(const
   return resp;
 }
 
-absl::StatusOr<rpci::v1::PrepareClaimResponse> PoolManager::PrepareClaim(const rpci::v1::PrepareClaimRequest& req,
+absl::StatusOr<rpci::v1::PrepareClaimResponse> PoolManager::PrepareClaim(const rpci::v1::NodeClaimRequest& req,
                                                                          const std::vector<ClaimResult>& results) {
   if (req.claim_uid().empty()) return absl::InvalidArgumentError("PrepareClaim: claim_uid is empty");
   if (results.empty()) return absl::InvalidArgumentError("PrepareClaim: the claim allocates no rpci.io device");
@@ -580,7 +580,7 @@ absl::Status PoolManager::RollBackClaimLocked(const std::vector<Device*>& device
   return why;
 }
 
-absl::Status PoolManager::UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req) {
+absl::Status PoolManager::UnprepareClaim(const rpci::v1::NodeClaimRequest& req) {
   if (req.claim_uid().empty()) return absl::InvalidArgumentError("UnprepareClaim: claim_uid is empty");
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::string> devices;

@@ -73,7 +73,7 @@ class PoolManager {
   absl::Status Load();
 
   // ---- agents (device servers); `node` is already authenticated ----
-  absl::StatusOr<rpci::v1::RegisterAgentResponse> RegisterAgent(const rpci::v1::RegisterAgentRequest& req);
+  absl::StatusOr<rpci::v1::RegisterResponse> RegisterAgent(const rpci::v1::RegisterAgentRequest& req);
   // NOT_FOUND when the agent is not registered (e.g. after a controller
   // restart): it must call RegisterAgent again.
   absl::Status AgentHeartbeat(const rpci::v1::AgentHeartbeatRequest& req);
@@ -81,7 +81,7 @@ class PoolManager {
   std::vector<rpci::v1::SessionGrant> GrantsFor(const std::string& agent_node) const;
 
   // ---- plugins (compute nodes) ----
-  absl::StatusOr<rpci::v1::RegisterNodeResponse> RegisterNode(const rpci::v1::RegisterNodeRequest& req);
+  absl::StatusOr<rpci::v1::RegisterResponse> RegisterNode(const rpci::v1::RegisterNodeRequest& req);
   absl::Status NodeHeartbeat(const std::string& node);  // NOT_FOUND when not registered
   rpci::v1::AssignmentSet AssignmentsFor(const std::string& node) const;
   // FAILED_PRECONDITION unless the device is assigned to req.node, healthy
@@ -100,12 +100,12 @@ class PoolManager {
   // naming the device and its holder otherwise; NOT_FOUND when the node is
   // not registered. Idempotent per claim uid: a claim already prepared gets
   // its grants again (PERMISSION_DENIED when prepared for another node).
-  absl::StatusOr<rpci::v1::PrepareClaimResponse> PrepareClaim(const rpci::v1::PrepareClaimRequest& req,
+  absl::StatusOr<rpci::v1::PrepareClaimResponse> PrepareClaim(const rpci::v1::NodeClaimRequest& req,
                                                               const std::vector<ClaimResult>& results);
   // Revokes the claim's grants and takes its devices back (Releasing for
   // release_grace while their agent scrubs them, then Available). OK for an
   // unknown claim; PERMISSION_DENIED when it was prepared for another node.
-  absl::Status UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req);
+  absl::Status UnprepareClaim(const rpci::v1::NodeClaimRequest& req);
   // Devices a DRA-enabled pool offers now (for its ResourceSlices): healthy,
   // not draining, not assigned, attached or releasing, agent alive. By pool.
   std::map<std::string, std::vector<rpci::v1::ExportedDevice>> DraOffer() const;

@@ -63,7 +63,7 @@ grpc::Status ControllerService::Watch(grpc::ServerContext* ctx, grpc::ServerWrit
 
 grpc::Status ControllerService::Agents::RegisterAgent(grpc::ServerContext* ctx,
                                                       const rpci::v1::RegisterAgentRequest* req,
-                                                      rpci::v1::RegisterAgentResponse* resp) {
+                                                      rpci::v1::RegisterResponse* resp) {
   if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return Reply(s_->manager_->RegisterAgent(*req), resp);
 }
@@ -97,7 +97,7 @@ grpc::Status ControllerService::Agents::WatchGrants(grpc::ServerContext* ctx, co
 // ---------------------------------------------------------------- plugins
 
 grpc::Status ControllerService::Nodes::RegisterNode(grpc::ServerContext* ctx, const rpci::v1::RegisterNodeRequest* req,
-                                                    rpci::v1::RegisterNodeResponse* resp) {
+                                                    rpci::v1::RegisterResponse* resp) {
   if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return Reply(s_->manager_->RegisterNode(*req), resp);
 }
@@ -140,7 +140,7 @@ grpc::Status ControllerService::Nodes::ReportUsage(grpc::ServerContext* ctx, con
   return ToGrpc(s_->manager_->ReportUsage(*req));
 }
 
-grpc::Status ControllerService::Nodes::PrepareClaim(grpc::ServerContext* ctx, const rpci::v1::PrepareClaimRequest* req,
+grpc::Status ControllerService::Nodes::PrepareClaim(grpc::ServerContext* ctx, const rpci::v1::NodeClaimRequest* req,
                                                     rpci::v1::PrepareClaimResponse* resp) {
   if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   if (!s_->claims_) {
@@ -157,7 +157,7 @@ grpc::Status ControllerService::Nodes::PrepareClaim(grpc::ServerContext* ctx, co
 }
 
 grpc::Status ControllerService::Nodes::UnprepareClaim(grpc::ServerContext* ctx,
-                                                      const rpci::v1::UnprepareClaimRequest* req,
+                                                      const rpci::v1::NodeClaimRequest* req,
                                                       rpci::v1::UnprepareClaimResponse*) {
   if (grpc::Status s = Admit(*ctx, req->node()); !s.ok()) return s;
   return ToGrpc(s_->manager_->UnprepareClaim(*req));

@@ -70,7 +70,7 @@ class ControllerService {
    public:
     using Registry::Registry;
     grpc::Status RegisterAgent(grpc::ServerContext* ctx, const rpci::v1::RegisterAgentRequest* req,
-                               rpci::v1::RegisterAgentResponse* resp) override;
+                               rpci::v1::RegisterResponse* resp) override;
     grpc::Status Heartbeat(grpc::ServerContext* ctx, const rpci::v1::AgentHeartbeatRequest* req,
                            rpci::v1::AgentHeartbeatResponse* resp) override;
     grpc::Status WatchGrants(grpc::ServerContext* ctx, const rpci::v1::WatchGrantsRequest* req,
@@ -80,7 +80,7 @@ class ControllerService {
    public:
     using Registry::Registry;
     grpc::Status RegisterNode(grpc::ServerContext* ctx, const rpci::v1::RegisterNodeRequest* req,
-                              rpci::v1::RegisterNodeResponse* resp) override;
+                              rpci::v1::RegisterResponse* resp) override;
     grpc::Status Heartbeat(grpc::ServerContext* ctx, const rpci::v1::NodeHeartbeatRequest* req,
                            rpci::v1::NodeHeartbeatResponse* resp) override;
     grpc::Status WatchAssignments(grpc::ServerContext* ctx, const rpci::v1::WatchAssignmentsRequest* req,
@@ -91,9 +91,9 @@ class ControllerService {
                          rpci::v1::ReleaseResponse* resp) override;
     grpc::Status ReportUsage(grpc::ServerContext* ctx, const rpci::v1::ReportUsageRequest* req,
                              rpci::v1::ReportUsageResponse* resp) override;
-    grpc::Status PrepareClaim(grpc::ServerContext* ctx, const rpci::v1::PrepareClaimRequest* req,
+    grpc::Status PrepareClaim(grpc::ServerContext* ctx, const rpci::v1::NodeClaimRequest* req,
                               rpci::v1::PrepareClaimResponse* resp) override;
-    grpc::Status UnprepareClaim(grpc::ServerContext* ctx, const rpci::v1::UnprepareClaimRequest* req,
+    grpc::Status UnprepareClaim(grpc::ServerContext* ctx, const rpci::v1::NodeClaimRequest* req,
                                 rpci::v1::UnprepareClaimResponse* resp) override;
   };
 

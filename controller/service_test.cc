@@ -93,7 +93,7 @@ class ServiceTest : public ::testing::Test {
 TEST_F(ServiceTest, ClaimedGrantReachesTheOwningAgentOverWatchGrants) {
   auto agent = AgentRegistry::NewStub(ChannelAs("agent:dev-a"));
   auto plugin = NodeRegistry::NewStub(ChannelAs("plugin:cn-1"));
-  absl::StatusOr<rpci::v1::RegisterAgentResponse> registered =
+  absl::StatusOr<rpci::v1::RegisterResponse> registered =
       UnaryCall(*agent, &AgentRegistry::Stub::RegisterAgent, AgentWith("dev-a", "emu", 2), kCallTimeout, "");
   ASSERT_TRUE(registered.ok()) << registered.status();
   EXPECT_EQ(registered->heartbeat_interval_seconds(), 10u);
@@ -171,9 +171,9 @@ TEST_F(ServiceTest, EachRegistryRefusesTheOtherRoleOnEveryCall) {
       UnaryCall(*agent_as_plugin, &NR::Release, of(rpci::v1::ReleaseRequest(), "cn-1"), kCallTimeout, "").status(),
       UnaryCall(*agent_as_plugin, &NR::ReportUsage, of(rpci::v1::ReportUsageRequest(), "cn-1"), kCallTimeout, "")
           .status(),
-      UnaryCall(*agent_as_plugin, &NR::PrepareClaim, of(rpci::v1::PrepareClaimRequest(), "cn-1"), kCallTimeout, "")
+      UnaryCall(*agent_as_plugin, &NR::PrepareClaim, of(rpci::v1::NodeClaimRequest(), "cn-1"), kCallTimeout, "")
           .status(),
-      UnaryCall(*agent_as_plugin, &NR::UnprepareClaim, of(rpci::v1::UnprepareClaimRequest(), "cn-1"), kCallTimeout,
+      UnaryCall(*agent_as_plugin, &NR::UnprepareClaim, of(rpci::v1::NodeClaimRequest(), "cn-1"), kCallTimeout,
                 "")
           .status(),
       UnaryCall(*plugin_as_agent, &AR::Heartbeat, of(rpci::v1::AgentHeartbeatRequest(), "dev-a"), kCallTimeout, "")

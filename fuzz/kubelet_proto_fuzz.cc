@@ -2,8 +2,8 @@
 // PreStartContainerRequest and pod-resources responses, parsed from any bytes.
 #include <cstdint>
 
-#include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
-#include "proto/kubelet/podresources/v1/api.pb.h"
+#include "third_party/kubelet/deviceplugin/v1beta1/api.pb.h"
+#include "third_party/kubelet/podresources/v1/api.pb.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int n = static_cast<int>(size);

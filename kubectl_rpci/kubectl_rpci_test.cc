@@ -85,7 +85,7 @@ class KubectlRpciTest : public ::testing::Test {
     nodes_ = rpci::v1::NodeRegistry::NewStub(channel);
     {
       grpc::ClientContext ctx;
-      rpci::v1::RegisterAgentResponse resp;
+      rpci::v1::RegisterResponse resp;
       rpci::v1::RegisterAgentRequest req = AgentWith("dev-a", "emu", 2);
       rpci::v1::PcieFunction* f = req.mutable_devices(0)->mutable_function();
       f->set_vendor_id(0x1af4);
@@ -96,7 +96,7 @@ class KubectlRpciTest : public ::testing::Test {
     }
     {
       grpc::ClientContext ctx;
-      rpci::v1::RegisterNodeResponse resp;
+      rpci::v1::RegisterResponse resp;
       ASSERT_TRUE(nodes_->RegisterNode(&ctx, NodeWith("cn-1", "emu"), &resp).ok());
     }
     ASSERT_TRUE(WaitFor([&] { return app_->manager().GetDevice(kAttached)->assigned_node == "cn-1"; }));

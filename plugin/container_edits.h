@@ -13,8 +13,8 @@
 #include "absl/status/statusor.h"
 #include "common/files.h"  // WriteFileAtomically, for the session files and specs
 #include "plugin/session_opener.h"
-#include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
 #include "proto/rpci/v1/device.pb.h"
+#include "third_party/kubelet/deviceplugin/v1beta1/api.pb.h"
 
 namespace rpci::plugin {
 

@@ -29,12 +29,12 @@ absl::Status GrpcControllerClient::ReportUsage(const rpci::v1::ReportUsageReques
 // PrepareClaim and UnprepareClaim wait 10 s: within the kubelet's 45 s for
 // the whole NodePrepareResources.
 absl::StatusOr<rpci::v1::PrepareClaimResponse> GrpcControllerClient::PrepareClaim(
-    const rpci::v1::PrepareClaimRequest& req) {
+    const rpci::v1::NodeClaimRequest& req) {
   return UnaryCall(*stub_, &rpci::v1::NodeRegistry::Stub::PrepareClaim, req, absl::Seconds(10),
                    absl::StrCat("claim ", req.claim_namespace(), "/", req.claim_name(), ": prepare at controller"));
 }
 
-absl::Status GrpcControllerClient::UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req) {
+absl::Status GrpcControllerClient::UnprepareClaim(const rpci::v1::NodeClaimRequest& req) {
   return UnaryCall(*stub_, &rpci::v1::NodeRegistry::Stub::UnprepareClaim, req, absl::Seconds(10),
                    absl::StrCat("claim ", req.claim_namespace(), "/", req.claim_name(), ": unprepare at controller"))
       .status();
@@ -53,7 +53,7 @@ void GrpcControllerClient::Stop() {
 
 absl::Status GrpcControllerClient::RegisterAndWatch(const rpci::v1::RegisterNodeRequest& node,
                                                     const std::function<void(const rpci::v1::AssignmentSet&)>& cb) {
-  absl::StatusOr<rpci::v1::RegisterNodeResponse> reg = UnaryCall(
+  absl::StatusOr<rpci::v1::RegisterResponse> reg = UnaryCall(
       *stub_, &rpci::v1::NodeRegistry::Stub::RegisterNode, node, absl::Seconds(5), "register node with controller");
   if (!reg.ok()) return reg.status();
   if (reg->heartbeat_interval_seconds() > 0) heartbeat_ms_ = reg->heartbeat_interval_seconds() * 1000;

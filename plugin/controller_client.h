@@ -41,8 +41,8 @@ class ClaimPreparer {
   virtual ~ClaimPreparer() = default;
   // The controller's status unchanged in code, the message naming the claim.
   // Thread-safe.
-  virtual absl::StatusOr<rpci::v1::PrepareClaimResponse> PrepareClaim(const rpci::v1::PrepareClaimRequest& req) = 0;
-  virtual absl::Status UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req) = 0;
+  virtual absl::StatusOr<rpci::v1::PrepareClaimResponse> PrepareClaim(const rpci::v1::NodeClaimRequest& req) = 0;
+  virtual absl::Status UnprepareClaim(const rpci::v1::NodeClaimRequest& req) = 0;
 };
 
 // NodeRegistry over one gRPC channel.
@@ -54,8 +54,8 @@ class GrpcControllerClient final : public ControllerApi, public ClaimPreparer {
   absl::StatusOr<rpci::v1::ClaimResponse> Claim(const rpci::v1::ClaimRequest& req) override;
   absl::Status Release(const rpci::v1::ReleaseRequest& req) override;
   absl::Status ReportUsage(const rpci::v1::ReportUsageRequest& req) override;
-  absl::StatusOr<rpci::v1::PrepareClaimResponse> PrepareClaim(const rpci::v1::PrepareClaimRequest& req) override;
-  absl::Status UnprepareClaim(const rpci::v1::UnprepareClaimRequest& req) override;
+  absl::StatusOr<rpci::v1::PrepareClaimResponse> PrepareClaim(const rpci::v1::NodeClaimRequest& req) override;
+  absl::Status UnprepareClaim(const rpci::v1::NodeClaimRequest& req) override;
 
   // Registers `node` with `pools`, then delivers the node's complete
   // assignment set to `on_assignments` on every change, from a background

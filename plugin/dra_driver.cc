@@ -101,9 +101,8 @@ absl::StatusOr<PreparedClaim::Device> DeviceFromJson(const nlohmann::json& j) {
   return d;
 }
 
-template <typename Request>
-Request ControllerRequest(const std::string& node, const drapb::Claim& claim) {
-  Request req;
+rpci::v1::NodeClaimRequest ControllerRequest(const std::string& node, const drapb::Claim& claim) {
+  rpci::v1::NodeClaimRequest req;
   req.set_node(node);
   req.set_claim_namespace(claim.namespace_());
   req.set_claim_name(claim.name());
@@ -219,7 +218,7 @@ absl::StatusOr<PreparedClaim> DraDriver::PrepareOne(const drapb::Claim& claim) {
     }
   }
   absl::StatusOr<rpci::v1::PrepareClaimResponse> granted =
-      controller_->PrepareClaim(ControllerRequest<rpci::v1::PrepareClaimRequest>(options_.node_name, claim));
+      controller_->PrepareClaim(ControllerRequest(options_.node_name, claim));
   if (!granted.ok()) return granted.status();
   PreparedClaim prepared{claim.namespace_(), claim.name(), claim.uid(), {}};
   absl::Status s = granted->devices().empty() ? absl::FailedPreconditionError("the controller granted no device")
@@ -237,9 +236,7 @@ absl::StatusOr<PreparedClaim> DraDriver::PrepareOne(const drapb::Claim& claim) {
   if (!s.ok()) {
     // Give back what was acquired: the kubelet will call again.
     ReleaseSessions(prepared, "PrepareFailed");
-    if (absl::Status u = controller_->UnprepareClaim(
-            ControllerRequest<rpci::v1::UnprepareClaimRequest>(options_.node_name, claim));
-        !u.ok()) {
+    if (absl::Status u = controller_->UnprepareClaim(ControllerRequest(options_.node_name, claim)); !u.ok()) {
       log_.Warn("unprepare after a failed prepare failed", {{"claim", ClaimName(claim)}, {"error", std::string(u.message())}});
     }
     return s;
@@ -350,9 +347,7 @@ absl::Status DraDriver::UnprepareOne(const drapb::Claim& claim) {
       if (absl::Status s = SaveCheckpoint(); !s.ok()) return s;
     }
   }
-  if (absl::Status s = controller_->UnprepareClaim(
-          ControllerRequest<rpci::v1::UnprepareClaimRequest>(options_.node_name, claim));
-      !s.ok()) {
+  if (absl::Status s = controller_->UnprepareClaim(ControllerRequest(options_.node_name, claim)); !s.ok()) {
     return s;
   }
   log_.Info("unprepared claim", {{"claim", ClaimName(claim)}, {"uid", claim.uid()}});

@@ -12,9 +12,9 @@
 #include "common/grpc_util.h"
 #include "common/unix_grpc.h"
 #include "grpcpp/grpcpp.h"
-#include "proto/kubelet/dra/v1/api.grpc.pb.h"
-#include "proto/kubelet/dra/v1beta1/api.grpc.pb.h"
-#include "proto/kubelet/pluginregistration/v1/api.grpc.pb.h"
+#include "third_party/kubelet/dra/v1/api.grpc.pb.h"
+#include "third_party/kubelet/dra/v1beta1/api.grpc.pb.h"
+#include "third_party/kubelet/pluginregistration/v1/api.grpc.pb.h"
 
 namespace rpci::plugin {
 namespace {
@@ -25,7 +25,7 @@ namespace drabeta = ::k8s::io::kubelet::pkg::apis::dra::v1beta1;
 constexpr absl::Duration kShutdownGrace = absl::Milliseconds(200);
 
 // One handler behind both versions' services: v1beta1's is declared with the
-// v1 messages (proto/kubelet/dra/v1beta1/api.proto), so only the method paths
+// v1 messages (third_party/kubelet/dra/v1beta1/api.proto), so only the method paths
 // differ.
 template <typename Service>
 class DraService final : public Service {

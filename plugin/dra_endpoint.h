@@ -30,7 +30,7 @@
 #include "common/dra_driver_name.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "proto/kubelet/dra/v1/api.pb.h"
+#include "third_party/kubelet/dra/v1/api.pb.h"
 
 namespace rpci::plugin {
 

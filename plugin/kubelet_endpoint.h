@@ -26,7 +26,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "grpcpp/grpcpp.h"
-#include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
+#include "third_party/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
 
 namespace rpci::plugin {
 

@@ -2,19 +2,19 @@
 
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 #include "common/grpc_util.h"
 #include "common/map_keys.h"
 #include "common/unix_grpc.h"
 #include "plugin/container_edits.h"
 #include "plugin/preferred.h"
-#include "proto/kubelet/podresources/v1/api.grpc.pb.h"
+#include "third_party/kubelet/podresources/v1/api.grpc.pb.h"
 
 namespace rpci::plugin {
 namespace {

@@ -30,8 +30,8 @@
 #include "plugin/controller_client.h"
 #include "plugin/kubelet_endpoint.h"
 #include "plugin/session_opener.h"
-#include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
 #include "proto/rpci/v1/controller.pb.h"
+#include "third_party/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
 
 namespace rpci::plugin {
 

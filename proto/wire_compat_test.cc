@@ -13,11 +13,11 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
-#include "proto/kubelet/dra/v1/api.grpc.pb.h"
-#include "proto/kubelet/dra/v1beta1/api.grpc.pb.h"
-#include "proto/kubelet/pluginregistration/v1/api.grpc.pb.h"
-#include "proto/kubelet/podresources/v1/api.grpc.pb.h"
+#include "third_party/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
+#include "third_party/kubelet/dra/v1/api.grpc.pb.h"
+#include "third_party/kubelet/dra/v1beta1/api.grpc.pb.h"
+#include "third_party/kubelet/pluginregistration/v1/api.grpc.pb.h"
+#include "third_party/kubelet/podresources/v1/api.grpc.pb.h"
 
 namespace rpci {
 namespace {

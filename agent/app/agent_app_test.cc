@@ -100,7 +100,7 @@ class AgentAppTest : public ::testing::Test {
     auto nodes = rpci::v1::NodeRegistry::NewStub(grpc::CreateChannel(controller_address_, creds));
     {
       grpc::ClientContext ctx;
-      rpci::v1::RegisterNodeResponse resp;
+      rpci::v1::RegisterResponse resp;
       grpc::Status s = nodes->RegisterNode(&ctx, controller::testing::NodeWith("cn-1", "emu"), &resp);
       EXPECT_TRUE(s.ok()) << s.error_message();
     }
@@ -195,7 +195,7 @@ TEST_F(AgentAppTest, ExportsEmuDevicesGrantsSessionsAndBecomesReady) {
   auto nodes = rpci::v1::NodeRegistry::NewStub(channel);
   {
     grpc::ClientContext ctx;
-    rpci::v1::RegisterNodeResponse resp;
+    rpci::v1::RegisterResponse resp;
     ASSERT_TRUE(nodes->RegisterNode(&ctx, controller::testing::NodeWith("cn-1", "emu"), &resp).ok());
   }
   grpc::ClientContext watch_ctx;

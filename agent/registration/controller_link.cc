@@ -52,7 +52,7 @@ absl::Status ControllerLink::RegisterAndWatch() {
   req.set_session_endpoint(options_.session_endpoint);
   req.set_fabric_provider(options_.fabric_provider);
   for (auto& d : devices_()) *req.add_devices() = std::move(d);
-  absl::StatusOr<rpci::v1::RegisterAgentResponse> resp = UnaryCall(
+  absl::StatusOr<rpci::v1::RegisterResponse> resp = UnaryCall(
       *stub_, &rpci::v1::AgentRegistry::Stub::RegisterAgent, req, absl::Seconds(5), "register with controller");
   if (!resp.ok()) return resp.status();
   if (resp->heartbeat_interval_seconds() > 0) heartbeat_ms_ = resp->heartbeat_interval_seconds() * 1000;

@@ -57,7 +57,7 @@ class ControllerLinkTest : public ::testing::Test {
     auto plugin = rpci::v1::NodeRegistry::NewStub(
         grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
     grpc::ClientContext reg_ctx;
-    rpci::v1::RegisterNodeResponse reg;
+    rpci::v1::RegisterResponse reg;
     EXPECT_TRUE(plugin->RegisterNode(&reg_ctx, NodeWith("cn-1", "emu"), &reg).ok());
     controller_->manager().Reconcile();  // keeps one spare on cn-1: our device
     grpc::ClientContext ctx;

@@ -77,12 +77,8 @@ bool ReadMsix(const std::vector<uint8_t>& config, MsixLayout* out) {
     uint32_t table = Load32(config, cap.offset + 4);
     uint32_t pba = Load32(config, cap.offset + 8);
     out->vectors = static_cast<uint16_t>((control & 0x7ff) + 1);
-    out->table_bar = table & 7;
-    out->table_offset = table & ~7u;
-    out->table_size = uint64_t{out->vectors} * 16;
-    out->pba_bar = pba & 7;
-    out->pba_offset = pba & ~7u;
-    out->pba_size = ((uint64_t{out->vectors} + 63) / 64) * 8;
+    out->table = {static_cast<uint8_t>(table & 7), table & ~7u, uint64_t{out->vectors} * 16};
+    out->pba = {static_cast<uint8_t>(pba & 7), pba & ~7u, ((uint64_t{out->vectors} + 63) / 64) * 8};
     return true;
   }
   return false;

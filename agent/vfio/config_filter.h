@@ -29,15 +29,18 @@ struct PciCapability {
   uint16_t offset = 0;
 };
 
-// The MSI-X table and PBA as BAR ranges.
+// `size` bytes at `offset` in BAR `bar`.
+struct BarRange {
+  uint8_t bar = 0;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
+// Where a function's MSI-X table and pending bit array (PBA) lie.
 struct MsixLayout {
   uint16_t vectors = 0;
-  uint8_t table_bar = 0;
-  uint64_t table_offset = 0;
-  uint64_t table_size = 0;
-  uint8_t pba_bar = 0;
-  uint64_t pba_offset = 0;
-  uint64_t pba_size = 0;
+  BarRange table;
+  BarRange pba;
 };
 
 // The standard capabilities of `config` (at least the first 256 bytes of a

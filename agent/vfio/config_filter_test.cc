@@ -46,11 +46,12 @@ TEST(ConfigFilter, ReadsTheMsixTableAndPbaLayout) {
   MsixLayout m;
   ASSERT_TRUE(ReadMsix(Config(), &m));
   EXPECT_EQ(m.vectors, 16);
-  EXPECT_EQ(m.table_bar, 0);
-  EXPECT_EQ(m.table_offset, 0x2000u);
-  EXPECT_EQ(m.table_size, 256u);
-  EXPECT_EQ(m.pba_offset, 0x3000u);
-  EXPECT_EQ(m.pba_size, 8u);
+  EXPECT_EQ(m.table.bar, 0);
+  EXPECT_EQ(m.table.offset, 0x2000u);
+  EXPECT_EQ(m.table.size, 256u);
+  EXPECT_EQ(m.pba.bar, 0);
+  EXPECT_EQ(m.pba.offset, 0x3000u);
+  EXPECT_EQ(m.pba.size, 8u);
 }
 
 TEST(ConfigFilter, TenantCannotMoveBarsOrTheRom) {

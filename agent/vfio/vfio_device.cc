@@ -174,8 +174,9 @@ absl::Status VfioDevice::ReadRegions() {
     VfioBar bar;
     bar.index = i;
     bar.size = regions_[i].size;
-    if (has_msix && msix.table_bar == i) bar.hidden.push_back({msix.table_offset, msix.table_size});
-    if (has_msix && msix.pba_bar == i) bar.hidden.push_back({msix.pba_offset, msix.pba_size});
+    for (const BarRange& r : {msix.table, msix.pba}) {
+      if (has_msix && r.bar == i) bar.hidden.push_back({r.offset, r.size});
+    }
     bars_.push_back(bar);
     bool mmappable = (regions_[i].flags & VFIO_REGION_INFO_FLAG_MMAP) != 0;
     std::vector<Range> areas = has_sparse[i] ? sparse[i] : std::vector<Range>{{0, bar.size}};

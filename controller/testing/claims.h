@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "proto/rpci/v1/controller.pb.h"
 
 namespace rpci::controller::testing {
 
@@ -25,11 +26,11 @@ inline nlohmann::json AllocatedClaim(const std::string& name, const std::vector<
           {"status", {{"allocation", {{"devices", {{"results", nlohmann::json(results)}}}}}}}};
 }
 
-// A PrepareClaimRequest or UnprepareClaimRequest (the same four fields) for
-// claim `ns`/`name` with `uid` on `node`.
-template <typename Request>
-Request ClaimOn(const std::string& node, const std::string& ns, const std::string& name, const std::string& uid) {
-  Request req;
+// What PrepareClaim and UnprepareClaim take: claim `ns`/`name` with `uid` on
+// `node`.
+inline rpci::v1::NodeClaimRequest ClaimOn(const std::string& node, const std::string& ns, const std::string& name,
+                                          const std::string& uid) {
+  rpci::v1::NodeClaimRequest req;
   req.set_node(node);
   req.set_claim_namespace(ns);
   req.set_claim_name(name);

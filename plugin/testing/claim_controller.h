@@ -73,7 +73,7 @@ class ClaimController final : public rpci::v1::NodeRegistry::Service {
     return n;
   }
 
-  grpc::Status PrepareClaim(grpc::ServerContext*, const rpci::v1::PrepareClaimRequest* req,
+  grpc::Status PrepareClaim(grpc::ServerContext*, const rpci::v1::NodeClaimRequest* req,
                             rpci::v1::PrepareClaimResponse* resp) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (unavailable_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused");
@@ -100,7 +100,7 @@ class ClaimController final : public rpci::v1::NodeRegistry::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status UnprepareClaim(grpc::ServerContext*, const rpci::v1::UnprepareClaimRequest* req,
+  grpc::Status UnprepareClaim(grpc::ServerContext*, const rpci::v1::NodeClaimRequest* req,
                               rpci::v1::UnprepareClaimResponse*) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (unavailable_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused");

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
+#include "third_party/kubelet/deviceplugin/v1beta1/api.pb.h"
 
 namespace rpci::testing {
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
+#include "third_party/kubelet/deviceplugin/v1beta1/api.pb.h"
 
 namespace rpci::testing {
 

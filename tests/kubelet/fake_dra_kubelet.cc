@@ -11,10 +11,10 @@
 #include "absl/strings/str_join.h"
 #include "common/grpc_util.h"
 #include "grpcpp/grpcpp.h"
-#include "proto/kubelet/dra/v1/api.grpc.pb.h"
-#include "proto/kubelet/dra/v1beta1/api.grpc.pb.h"
-#include "proto/kubelet/pluginregistration/v1/api.grpc.pb.h"
 #include "tests/kubelet/cdi_runtime.h"
+#include "third_party/kubelet/dra/v1/api.grpc.pb.h"
+#include "third_party/kubelet/dra/v1beta1/api.grpc.pb.h"
+#include "third_party/kubelet/pluginregistration/v1/api.grpc.pb.h"
 
 namespace rpci::testing {
 namespace {

@@ -33,9 +33,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/dir_watch.h"
-#include "proto/kubelet/deviceplugin/v1beta1/api.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "proto/kubelet/dra/v1/api.pb.h"
+#include "third_party/kubelet/deviceplugin/v1beta1/api.pb.h"
+#include "third_party/kubelet/dra/v1/api.pb.h"
 
 namespace rpci::testing {
 

@@ -35,8 +35,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
-#include "proto/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
-#include "proto/kubelet/podresources/v1/api.grpc.pb.h"
+#include "third_party/kubelet/deviceplugin/v1beta1/api.grpc.pb.h"
+#include "third_party/kubelet/podresources/v1/api.grpc.pb.h"
 
 namespace rpci::testing {
 
