@@ -457,7 +457,8 @@ absl::Status FreshAttaches(const std::vector<std::string>& args, const std::stri
 // The bench's settings, as given on the command line and checked.
 struct BenchFlags {
   bool json_only = false, roundtrip_only = false, opens_only = false, attach_once = false,
-       spare_fabric = rpci::agent::SessionServerOptions{}.spare_fabric;
+       spare_fabric = rpci::agent::SessionServerOptions{}.spare_fabric,
+       dial_ahead = rpci::client::ClientOptions{}.dial_ahead;
   rpci::fabric::FabricConfig fabric = rpci::fabric::LoopbackConfig();
   rpci::agent::ThrottleOptions throttle;
   int64_t busy_poll_us = 0, scale = 1, doorbells = 950, fresh = 5, opens = 30, flood_client_nice = 0;
@@ -485,6 +486,8 @@ std::optional<int> ParseFlags(int argc, char** argv, BenchFlags* f) {
   flags.Bool("opens_only", &f->opens_only, "measure only the opens and the fresh processes' first attaches");
   flags.Bool("spare_fabric", &f->spare_fabric,
              "the agent keeps a session fabric open ahead of the next reservation (SessionServerOptions)");
+  flags.Bool("dial_ahead", &f->dial_ahead,
+             "the client dials the agent's endpoint the challenge names before its attach RPC (ClientOptions)");
   flags.Int("fresh_attaches", &f->fresh,
             "first attaches measured each in a fresh process (first_open_ms; before --scale, at least 1)");
   flags.Bool("attach_once", &f->attach_once,
@@ -561,6 +564,7 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
   std::vector<double> open_ms, reserve_ms, open_faults, open_cpu;
   std::vector<nlohmann::json> attach_steps;
   int endpoints_ahead = 0;  // opens that took the endpoint the previous one opened ahead
+  int dialled = 0;          // opens whose client dialled the agent's endpoint before the attach RPC
   AgentAttachLog agent_log;
   // The plugin's client: one channel to the agent for all its reservations,
   // connected before the first, as the plugin's health loop probes every
@@ -583,6 +587,7 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
     open_cpu.push_back(CpuMs() - cpu0);
     attach_steps.push_back(StepsJson((*c)->stats().last_attach));
     endpoints_ahead += (*c)->stats().last_attach.endpoint_ahead ? 1 : 0;
+    dialled += (*c)->stats().last_attach.dialled ? 1 : 0;
     (*c)->Close().IgnoreError();  // the workload detaches; the plugin's close ends the session
     if (absl::Status st = plugin.Close(*ticket); !st.ok()) return Fail("close", st);
   }
@@ -591,6 +596,7 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
   (*out)["open_ms_p99"] = Percentile(open_ms, 0.99);
   (*out)["open_count"] = opens;
   (*out)["open_endpoint_ahead_count"] = endpoints_ahead;
+  (*out)["open_dialled_count"] = dialled;
   (*out)["open_ms_first3"] = std::vector<double>(open_ms.begin(), open_ms.begin() + 3);
   // Page faults of the whole process (agent and client) during each open:
   // what the first opens pay for memory touched the first time, whatever
@@ -850,6 +856,7 @@ int main(int argc, char** argv) {
   const std::string endpoint = agent.server->endpoint();
   rpci::client::ClientOptions client_opts;
   client_opts.fabric = f.fabric;
+  client_opts.dial_ahead = f.dial_ahead;
   nlohmann::json out;
   if (f.roundtrip_only) {
     if (absl::Status st = RoundTrips(endpoint, client_opts, scale, &out); !st.ok()) return Fail("device round trip", st);

@@ -114,6 +114,9 @@ class ControlClient {
    public:
     ~PendingChallenge();
     absl::StatusOr<session::Nonce> Finish();
+    // After Finish: the agent's endpoint for the session's next attach,
+    // when the agent said it (a session no attach has used yet), else empty.
+    const std::string& agent_fabric_address() const { return resp_.agent_fabric_address(); }
 
    private:
     friend class ControlClient;

@@ -46,6 +46,11 @@ struct ClientOptions {
   // heartbeat thread), so the next attach or re-attach with this fabric
   // configuration takes it instead of opening one on its path.
   bool endpoint_ahead = true;
+  // When the challenge's answer names the agent's endpoint for this attach
+  // (a session's first attach), dial it before the attach RPC, so that the
+  // agent's first push finds the connection this side opened (tcp;ofi_rxm
+  // only; see SessionClient::DialAhead).
+  bool dial_ahead = true;
 };
 
 // Where an attach's time went, as the client measured it (the steps of
@@ -71,8 +76,11 @@ struct AttachSteps {
   bool fabric_overlapped = false;
   absl::Duration endpoint_open;
   // Waiting for the Challenge RPC, sent as the endpoint step began (its
-  // channel's setup if still connecting).
+  // channel's setup if still connecting), and the dial (`dialled`).
   absl::Duration challenge;
+  // The challenge's answer named the agent's endpoint and this client dialled
+  // it before the attach RPC; that endpoint was the one the attach answered.
+  bool dialled = false;
   // OpenSession: the agent waits for the session's endpoint, registers this
   // attach's regions and pushes the mirrors (its log line names each).
   absl::Duration open_rpc;
@@ -200,6 +208,13 @@ class SessionClient {
   // Reads the agent's anchor record (its regions); returns the highest write
   // the agent applied (the answer's applied_sequence).
   absl::StatusOr<uint64_t> ReadAnchor(const rpci::v1::OpenSessionResponse& resp);
+  // Dials the agent's endpoint the challenge named (ClientOptions::dial_ahead):
+  // the peer dialled, or none (no address, or the dial failed).
+  std::optional<fabric::PeerId> DialAhead(const std::string& agent_address);
+  // peer_ for the endpoint the attach answered: the dialled peer when it is
+  // the one dialled, else a new one (the dialled one is removed).
+  absl::Status SetPeer(const std::string& agent_address, const std::string& dialled_address,
+                       std::optional<fabric::PeerId> dialled);
   absl::Status ReconnectLocked();           // backoff loop; mu_ held
   absl::Status EnsureLiveLocked();
   std::string FrameLocked(session::FrameType type, uint64_t arg0, uint64_t arg1);

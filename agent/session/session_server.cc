@@ -222,7 +222,9 @@ struct SessionServer::Session {
   // one (FreshEndpoint), so the previous client's connection dies with it.
   // Written with mu and frames_mu held; read under either.
   std::shared_ptr<fabric::Endpoint> endpoint;
-  bool endpoint_used = false;  // an attach has used it (under mu)
+  // An attach has used it (written under mu; a challenge reads it without:
+  // while unused, its address is the next attach's and is told early).
+  std::atomic<bool> endpoint_used{false};
 
   // This attach's control frames. Guarded by frames_mu (taken after mu,
   // never before), so a frame can be sealed while mu is held elsewhere.
@@ -712,6 +714,14 @@ grpc::Status SessionServer::Challenge(grpc::ServerContext*, const rpci::v1::Chal
   if (s->challenges.size() >= kMaxChallenges) s->challenges.erase(s->challenges.begin());
   s->challenges[*nonce] = now;
   resp->set_nonce(session::NonceBytes(*nonce));
+  // The endpoint the next attach will use, while no attach has used it (a
+  // re-attach gets a fresh one, so its address is not known yet): the client
+  // dials it while its attach is in flight and the agent's first push finds
+  // the connection up. It grants nothing a port scan would not.
+  if (std::shared_ptr<fabric::Endpoint> ep = s->CurrentEndpoint();
+      ep != nullptr && !req->status_probe() && !s->endpoint_used.load()) {
+    resp->set_agent_fabric_address(ep->address());
+  }
   return grpc::Status::OK;
 }
 
@@ -1258,6 +1268,9 @@ void SessionServer::EndDataPath(Session& s, bool notify) {
 }
 
 void SessionServer::HandleFrame(Session& s, const fabric::Endpoint& from, const fabric::Message& message) {
+  // An empty message is a client dialling ahead of its attach
+  // (fabric::Endpoint::Dial): it carries nothing to refuse.
+  if (message.bytes.empty()) return;
   const auto bytes = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(message.bytes.data()), message.bytes.size());
   absl::StatusOr<session::Frame> frame = session::DecodeFrame(bytes);
   if (!frame.ok()) {

@@ -264,6 +264,30 @@ class SessionTest : public ::testing::Test {
   double Scrubs(const std::string& result) { return Metric("rpci_agent_device_scrubs_total", {{"result", result}}); }
   double Completions() { return Metric("rpci_session_completions_total"); }
   double Refused(const std::string& reason) { return Metric("rpci_session_refused_total", {{"reason", reason}}); }
+  // Every refusal the agent counted, whatever its reason.
+  double RefusedAll() {
+    std::istringstream lines(metrics_.Render());
+    double sum = 0;
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("rpci_session_refused_total{", 0) == 0) sum += std::stod(line.substr(line.rfind(' ') + 1));
+    }
+    return sum;
+  }
+  // The agent's endpoint as a challenge of `ticket`'s session names it
+  // (empty: none named).
+  std::string EndpointNamedByChallenge(const client::SessionTicket& ticket, bool status_probe = false) {
+    client::ControlClient control;
+    std::unique_ptr<client::ControlClient::PendingChallenge> c = control.StartChallenge(ticket, status_probe);
+    EXPECT_TRUE(c->Finish().ok());
+    return c->agent_fabric_address();
+  }
+  // Restarts the agent keeping a session fabric open ahead of reservations,
+  // as rpci-agent serve does by default.
+  void ServeWithSpareFabric() {
+    StopServer();
+    spare_fabric_ = true;
+    StartServer();
+  }
 
   // Closes `ticket`'s session as the plugin does: it must answer well within
   // 3 s whatever the fabric's op_timeout, end the session and leave `device`
@@ -834,6 +858,82 @@ TEST_F(SessionTest, AnAttachOrReattachTakesTheEndpointOpenedAheadAndReplaysEvery
   EXPECT_FALSE((*b)->stats().last_attach.endpoint_ahead);
 }
 
+// A session's first attach: the challenge names the agent's endpoint
+// adopted at the reservation, the client dials it before its attach RPC and
+// the agent's push finds that connection; the dial is no refused frame.
+// Once an attach has used the endpoint, challenges name none (a re-attach
+// gets a fresh endpoint), as an agent without the field never does: the
+// client then connects as before. A status probe is told no endpoint.
+TEST_F(SessionTest, AFirstAttachDialsTheEndpointTheChallengeNamesAndAReattachIsToldNone) {
+  ServeWithSpareFabric();
+  client::SessionTicket ticket = Reserve();
+  const std::string adopted = *server_->fabric_address(ticket.session_id);
+  EXPECT_EQ(EndpointNamedByChallenge(ticket), adopted);
+  EXPECT_EQ(EndpointNamedByChallenge(ticket, /*status_probe=*/true), "");
+  client::ClientOptions opts;
+  opts.grace = absl::Seconds(5);
+  auto c = client::SessionClient::Attach(ticket, opts);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE((*c)->stats().last_attach.dialled);
+  for (uint64_t i = 0; i < 50; ++i) ASSERT_TRUE((*c)->Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
+  ASSERT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
+  EXPECT_EQ(EndpointNamedByChallenge(ticket), "");
+  EXPECT_EQ(RefusedAll(), 0) << metrics_.Render();
+  ASSERT_NO_FATAL_FAILURE(WriteAcrossALinkDrop(**c, 50, 100, 150));
+  EXPECT_EQ((*c)->stats().reconnects, 1u);
+  EXPECT_FALSE((*c)->stats().last_attach.dialled);
+  EXPECT_NE(*server_->fabric_address(ticket.session_id), adopted);
+  ExpectAppliedInOrder(150);
+}
+
+// A client that does not dial (an older one, which ignores the field)
+// attaches as before.
+TEST_F(SessionTest, AClientThatDoesNotDialAheadAttachesAsBefore) {
+  ServeWithSpareFabric();
+  client::SessionTicket ticket = Reserve();
+  client::ClientOptions opts;
+  opts.dial_ahead = false;
+  auto c = client::SessionClient::Attach(ticket, opts);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE((*c)->stats().last_attach.dialled);
+  for (uint64_t i = 0; i < 20; ++i) ASSERT_TRUE((*c)->Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
+  ASSERT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
+  ExpectAppliedInOrder(20);
+  EXPECT_EQ(RefusedAll(), 0) << metrics_.Render();
+}
+
+// Whoever holds the session id learns the endpoint early, and anyone on the
+// network can reach it: a stranger that dials it, sends an empty message
+// and frames before the client attaches gets nothing back and changes
+// nothing: the client's attach dials it too, the agent pushes to the client
+// only, and the stranger's frames are the only refusals.
+TEST_F(SessionTest, AStrangerReachingTheEarlyNamedEndpointFirstGetsNothingAndChangesNothing) {
+  ServeWithSpareFabric();
+  client::SessionTicket ticket = Reserve();
+  const std::string early = EndpointNamedByChallenge(ticket);
+  ASSERT_FALSE(early.empty());
+  auto stranger = Rogue(ticket.session_id, early);
+  ASSERT_TRUE(stranger.endpoint->Dial(stranger.peer).ok());
+  auto guess = *session::FrameChannel::Create(*session::SessionKey::Generate(), *session::NewNonce(),
+                                              ticket.session_id, session::FrameChannel::Side::kClient);
+  ASSERT_TRUE(stranger.Send(guess.Seal(session::FrameType::kKick, 0, 0)).ok());
+  ASSERT_TRUE(stranger.endpoint->Dial(stranger.peer).ok());  // connected by now: an empty message
+  ASSERT_TRUE(stranger.Send("not a frame").ok());
+  WaitForRefused({{"stale_session", 1}, {"malformed", 1}});
+  EXPECT_EQ(RefusedAll(), 2) << metrics_.Render();
+  client::ClientOptions opts;
+  opts.grace = absl::Seconds(5);
+  auto c = client::SessionClient::Attach(ticket, opts);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE((*c)->stats().last_attach.dialled);
+  EXPECT_EQ((*c)->Read(2, 0, 4).value_or(0), 0xeeeeeeeeu);  // the agent's push reached the client
+  for (uint64_t i = 0; i < 20; ++i) ASSERT_TRUE((*c)->Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
+  ASSERT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
+  ExpectAppliedInOrder(20);
+  EXPECT_EQ(stranger.endpoint->Recv(absl::Milliseconds(200)).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(RefusedAll(), 2) << metrics_.Render();
+}
+
 // Client options whose fabric configuration no attach in this test process
 // has opened yet (the process keeps one fabric per configuration): the next
 // attach with them is a configuration's first, whose fabric side opens on a
@@ -1272,6 +1372,7 @@ int ThreadsAtNice(int nice) {
   for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
     std::ifstream in(task.path() / "stat");
     std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (stat.rfind(')') == std::string::npos) continue;  // the thread ended since the listing
     std::istringstream fields(stat.substr(stat.rfind(')') + 2));
     std::string field;
     for (int i = 3; i <= 19 && fields >> field; ++i) {

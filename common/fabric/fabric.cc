@@ -213,6 +213,7 @@ class EndpointImpl : public Endpoint {
   absl::Status WriteBatch(PeerId peer, const std::vector<RmaOp>& ops) override { return Rma(peer, ops, true); }
   absl::Status ReadBatch(PeerId peer, const std::vector<RmaOp>& ops) override { return Rma(peer, ops, false); }
   absl::Status Send(PeerId peer, absl::string_view message) override;
+  absl::Status Dial(PeerId peer) override;
   absl::Status WriteAndSend(PeerId peer, const std::vector<RmaOp>& ops, absl::string_view message) override;
   void set_bulk_pacing(BulkPacing pacing) override;
   BulkPacing bulk_pacing() const override;
@@ -245,6 +246,8 @@ class EndpointImpl : public Endpoint {
                              PostFn post);
   // Waits until every op is done; DEADLINE_EXCEEDED at `deadline`.
   absl::Status WaitAll(const std::vector<std::shared_ptr<Op>>& ops, absl::string_view call, absl::Time deadline);
+  // Forgets an op that was not posted: its slot back (counted if it failed).
+  void Unpost(Op& op, bool failed = true);
   // Posts `count` operations through post_one(index, op), waits for them,
   // and re-posts those failed with FI_ENOTCONN until op_timeout passes.
   // `in_order`: the ops rely on their order, so a failed one is re-posted
@@ -679,16 +682,20 @@ absl::Status EndpointImpl::PostWithRetry(const std::shared_ptr<Op>& op, absl::st
           absl::FormatDuration(std::max(config_.op_timeout, config_.connect_timeout))));
     }
     if (!failure.ok()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      outstanding_.erase(&op->ctx);
-      if (op->slot != kNoSlot) free_send_slots_.push_back(op->slot);
-      failed_ops_.fetch_add(1);
-      cv_.notify_all();
+      Unpost(*op);
       return failure;
     }
     // EAGAIN: queues are full until the progress thread reaps completions.
     std::this_thread::sleep_for(std::chrono::microseconds(rc == -FI_EAGAIN ? 50 : 2000));
   }
+}
+
+void EndpointImpl::Unpost(Op& op, bool failed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  outstanding_.erase(&op.ctx);
+  if (op.slot != kNoSlot) free_send_slots_.push_back(op.slot);
+  if (failed) failed_ops_.fetch_add(1);
+  cv_.notify_all();
 }
 
 absl::Status EndpointImpl::WaitAll(const std::vector<std::shared_ptr<Op>>& ops, absl::string_view call,
@@ -897,6 +904,24 @@ absl::Status EndpointImpl::Send(PeerId peer, absl::string_view message) {
   if (absl::Status s = CheckMessage(message); !s.ok()) return s;
   return PostAndWait("fi_sendmsg", 1, /*in_order=*/false,
                      [&](size_t, Op* op) { return PostSend(peer, message, op); });
+}
+
+absl::Status EndpointImpl::Dial(PeerId peer) {
+  auto op = std::make_shared<Op>();
+  op->slot = kNoSlot;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_.load()) return ShutDownError("fi_sendmsg");
+    outstanding_[&op->ctx] = op;
+  }
+  // One try. ofi_rxm answers EAGAIN to a post for a peer it has no
+  // connection to after starting to connect (the progress thread carries the
+  // handshake on): that is the dial, with nothing posted. Once connected the
+  // empty message goes; its completion, whenever it comes, frees the op.
+  const ssize_t rc = PostSend(peer, absl::string_view("", 0), op.get());
+  if (rc == 0) return absl::OkStatus();
+  Unpost(*op, /*failed=*/rc != -FI_EAGAIN);
+  return rc == -FI_EAGAIN ? absl::OkStatus() : FabricError("fi_sendmsg", static_cast<int>(rc));
 }
 
 absl::Status EndpointImpl::WriteAndSend(PeerId peer, const std::vector<RmaOp>& ops, absl::string_view message) {

@@ -279,6 +279,12 @@ class Endpoint {
   // Sends one message of 1..max_message bytes. Messages to one peer arrive
   // in order and after the writes that completed before the send.
   virtual absl::Status Send(PeerId peer, absl::string_view message) = 0;
+  // Starts the provider's connection to `peer` without waiting for it: posts
+  // an empty message that nobody waits for (receivers drop empty messages;
+  // Recv returns them as they are). With a connection-oriented provider
+  // (ofi_rxm), a later operation from either side to the other finds the
+  // connection made or in the making (rxm pairs connections by address).
+  virtual absl::Status Dial(PeerId peer) = 0;
   // RMA-writes `ops`, then sends `message`: the peer has the data before the
   // message arrives. With ordered_writes() everything is posted at once and
   // waited for together (one round trip), else the send waits for the writes.

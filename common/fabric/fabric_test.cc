@@ -7,6 +7,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -347,6 +350,53 @@ TEST(FabricTest, RecvFromNamesTheSenderAndOnlyPeersThatWereInserted) {
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->bytes, "from a stranger");
   EXPECT_EQ(m->from, kUnknownPeer);
+}
+
+// Established TCP connections (this network namespace's /proc/net/tcp) whose
+// local port is the one in `address` (a tcp endpoint's sockaddr_in): the
+// connections accepted by that endpoint.
+int AcceptedBy(const std::string& address) {
+  sockaddr_in sin;
+  std::memcpy(&sin, address.data(), sizeof(sin));
+  const int port = ntohs(sin.sin_port);
+  std::ifstream tcp("/proc/net/tcp");
+  std::string line;
+  std::getline(tcp, line);  // the header
+  int n = 0;
+  while (std::getline(tcp, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    const size_t colon = local.find(':');
+    if (state == "01" && colon != std::string::npos && std::stoi(local.substr(colon + 1), nullptr, 16) == port) ++n;
+  }
+  return n;
+}
+
+TEST(FabricTest, ADialConnectsAheadAndThePeersFirstWriteBackUsesThatConnection) {
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  ASSERT_EQ(AcceptedBy(p.b->address()), 0);
+  ASSERT_TRUE(p.a->Dial(p.b_from_a).ok());  // returns at once
+  for (int i = 0; i < 300 && AcceptedBy(p.b->address()) == 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_EQ(AcceptedBy(p.b->address()), 1);
+  // b's first operation towards a (as the agent's first push to a client
+  // that dialled it) goes over a's connection: nothing connects into a.
+  std::vector<uint8_t> dst(256, 0), src = Pattern(256, 7);
+  auto dst_mr = *p.a->RegisterMemory(dst.data(), dst.size(), kRemoteWrite);
+  auto src_mr = *p.b->RegisterMemory(src.data(), src.size(), kLocalOnly);
+  ASSERT_TRUE(p.b->Write(p.a_from_b, To(*src_mr, *dst_mr, src.size())).ok());
+  EXPECT_EQ(dst, src);
+  EXPECT_EQ(AcceptedBy(p.a->address()), 0);
+  EXPECT_EQ(AcceptedBy(p.b->address()), 1);
+  // The dial itself carried nothing; a dial over the live connection is an
+  // empty message, which the receiver sees as one.
+  EXPECT_EQ(p.b->Recv(absl::Milliseconds(100)).status().code(), absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(p.a->Dial(p.b_from_a).ok());
+  absl::StatusOr<std::string> empty = p.b->Recv(absl::Seconds(3));
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(*empty, "");
+  EXPECT_EQ(p.a->failed_ops(), 0u);
 }
 
 TEST(FabricTest, WakeReturnsAWaitingReceiverAndQueuedMessagesComeFirst) {
