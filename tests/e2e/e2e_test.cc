@@ -644,11 +644,12 @@ TEST_F(EndToEndTest, FabricListenersStayInTheConfiguredPortRanges) {
   EXPECT_GE(fabric, 1) << ss->out();
 }
 
-// What the compute side must let in (install.md "Network"): the agent opens
-// a connection to the workload's fabric endpoint (its first RMA write, the
-// BAR mirror at attach, goes there before the workload has sent anything),
-// so new inbound TCP connections to the workload's fabric port range must be
-// allowed from device servers; nothing else inbound is needed.
+// What the compute side must let in (install.md "Network"): new inbound TCP
+// connections to the workload's fabric port range, from device servers, and
+// nothing else. A session's first attach on tcp does not need them (the
+// workload dials the endpoint the challenge named before the agent's first
+// write), but a later attach of the session by a new process (a restarted
+// container) does: the agent's first write then opens the connection.
 TEST_F(EndToEndTest, WorkloadsNeedInboundConnectionsOnlyToTheirFabricPortRange) {
   FakeKubelet& kubelet = StartWithKubeletInProcess("", {"--release-grace-seconds=1", "--fabric-port-range=47200-47209"});
   if (HasFatalFailure()) return;
@@ -664,12 +665,14 @@ TEST_F(EndToEndTest, WorkloadsNeedInboundConnectionsOnlyToTheirFabricPortRange) 
   ASSERT_TRUE(pod.ok()) << pod.status() << Logs();
   EXPECT_EQ(RunWorkload("open-range", pod->response).value("ok", false), true) << Logs();
   kubelet.RemovePod("e2e", "open-range");
-  // Closing the range too: the workload cannot attach, because the agent
-  // must connect to it.
+  // Closing the range too: the session's first attach still works (the
+  // workload connected to the agent), its restarted container cannot attach,
+  // because the agent must connect to it.
   firewall({"-A", "INPUT", "-p", "tcp", "--syn", "--dport", "47200:47209", "-j", "DROP"});
   absl::StatusOr<AdmittedContainer> closed = kubelet.AdmitPod("e2e", "closed-range", "main", kResource, 1);
   ASSERT_TRUE(closed.ok()) << closed.status() << Logs();
-  std::unique_ptr<Subprocess> refused = RunContainer("closed-range", closed->response);
+  EXPECT_EQ(RunWorkload("closed-range", closed->response).value("ok", false), true) << Logs();
+  std::unique_ptr<Subprocess> refused = RunContainer("closed-range-restarted", closed->response);
   EXPECT_NE(refused->Wait(absl::ZeroDuration()), 0) << refused->out();
   EXPECT_NE(refused->err().find("fabric"), std::string::npos) << refused->err();
   firewall({"-F", "INPUT"});
