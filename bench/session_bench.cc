@@ -565,6 +565,7 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
   std::vector<nlohmann::json> attach_steps;
   int endpoints_ahead = 0;  // opens that took the endpoint the previous one opened ahead
   int dialled = 0;          // opens whose client dialled the agent's endpoint before the attach RPC
+  int anchor_pushed = 0;    // opens that took the anchor record the agent pushed (no RMA read)
   AgentAttachLog agent_log;
   // The plugin's client: one channel to the agent for all its reservations,
   // connected before the first, as the plugin's health loop probes every
@@ -588,6 +589,7 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
     attach_steps.push_back(StepsJson((*c)->stats().last_attach));
     endpoints_ahead += (*c)->stats().last_attach.endpoint_ahead ? 1 : 0;
     dialled += (*c)->stats().last_attach.dialled ? 1 : 0;
+    anchor_pushed += (*c)->stats().last_attach.anchor_pushed ? 1 : 0;
     (*c)->Close().IgnoreError();  // the workload detaches; the plugin's close ends the session
     if (absl::Status st = plugin.Close(*ticket); !st.ok()) return Fail("close", st);
   }
@@ -597,6 +599,7 @@ int OpenLatency(const std::string& endpoint, const rpci::client::ClientOptions& 
   (*out)["open_count"] = opens;
   (*out)["open_endpoint_ahead_count"] = endpoints_ahead;
   (*out)["open_dialled_count"] = dialled;
+  (*out)["open_anchor_pushed_count"] = anchor_pushed;
   (*out)["open_ms_first3"] = std::vector<double>(open_ms.begin(), open_ms.begin() + 3);
   // Page faults of the whole process (agent and client) during each open:
   // what the first opens pay for memory touched the first time, whatever

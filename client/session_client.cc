@@ -372,7 +372,12 @@ absl::Status SessionClient::RegisterRegions(rpci::v1::OpenSessionRequest* req, s
   if (absl::Status s = reg(comp_, fabric::kRemoteWrite, &comp_mr_); !s.ok()) return s;
   AddRegion(*req, RegionKind::kCompletionRing, 0, *comp_mr_);
   if (absl::Status s = reg(ring_stage_, fabric::kLocalOnly, &stage_mr_); !s.ok()) return s;
-  if (absl::Status s = reg(anchor_, fabric::kLocalOnly, &anchor_mr_); !s.ok()) return s;
+  // The agent writes its anchor record here with the attach's mirrors: the
+  // attach then takes it without an RMA read (ReadAnchor). Cleared first, so
+  // that only this attach's record decodes.
+  std::fill(anchor_.begin(), anchor_.end(), 0);
+  if (absl::Status s = reg(anchor_, fabric::kRemoteWrite, &anchor_mr_); !s.ok()) return s;
+  AddRegion(*req, RegionKind::kAnchor, 0, *anchor_mr_);
   req->set_client_fabric_address(endpoint_->address());
   req->set_last_acked_sequence(log_.acked());
   req->set_consumed_completions(consumed_);
@@ -391,10 +396,19 @@ absl::StatusOr<uint64_t> SessionClient::ReadAnchor(const rpci::v1::OpenSessionRe
     return absl::FailedPreconditionError("session " + ticket_.session_id.ToString() + ": agent named no anchor");
   }
   const size_t n = where->size();
-  if (absl::Status s = endpoint_->Read(peer_, {anchor_mr_.get(), 0, n, where->address(), where->key()}); !s.ok()) {
-    return AsLinkFailure(s);
-  }
+  // The record the agent pushed with the mirrors (delivered before its
+  // answer), if it did; else read it. The read was a process's first RMA
+  // operation on the connection, where ofi_rxm grows the endpoint's RMA
+  // buffer pool (1024 bounce-buffer-sized entries, ~1.8 MB, page-faulted):
+  // 1-1.5 ms of a first attach (docs/benchmarks.md).
   absl::StatusOr<session::Anchor> anchor = session::DecodeAnchor(absl::MakeConstSpan(anchor_.data(), n));
+  stats_.last_attach.anchor_pushed = anchor.ok() && anchor->session_id == ticket_.session_id;
+  if (!stats_.last_attach.anchor_pushed) {
+    if (absl::Status s = endpoint_->Read(peer_, {anchor_mr_.get(), 0, n, where->address(), where->key()}); !s.ok()) {
+      return AsLinkFailure(s);
+    }
+    anchor = session::DecodeAnchor(absl::MakeConstSpan(anchor_.data(), n));
+  }
   if (!anchor.ok()) return anchor.status();
   if (anchor->session_id != ticket_.session_id) {
     return absl::DataLossError("session " + ticket_.session_id.ToString() + ": the agent's anchor names session " +

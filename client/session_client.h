@@ -84,7 +84,12 @@ struct AttachSteps {
   // OpenSession: the agent waits for the session's endpoint, registers this
   // attach's regions and pushes the mirrors (its log line names each).
   absl::Duration open_rpc;
-  absl::Duration anchor;       // RMA reads of the anchor and the ring header
+  // Taking the anchor record: from this client's anchor region, where the
+  // agent wrote it with the attach's mirrors (`anchor_pushed`), else by an
+  // RMA read of the agent's (a resuming attach, or an agent that does not
+  // push it).
+  absl::Duration anchor;
+  bool anchor_pushed = false;
   absl::Duration first_frame;  // replay and the first frame of the attach
   absl::Duration total;
 };

@@ -1029,7 +1029,9 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   if (!resuming) {
     s.resync = s.await_frame = false;
     const absl::Time push_from = absl::Now();
-    if (absl::Status st = PushMirrors(s); !st.ok()) return st;
+    // The anchor record goes with the mirrors: the client takes it without
+    // an RMA read of its own (SessionClient::ReadAnchor).
+    if (absl::Status st = PushMirrors(s, /*device_written=*/true, /*with_anchor=*/true); !st.ok()) return st;
     PushCompletions(s, false);
     times->push = absl::Now() - push_from;
     return absl::OkStatus();
@@ -1601,8 +1603,19 @@ absl::Status SessionServer::MirrorSegments(Session& s, std::vector<fabric::RmaOp
   return absl::OkStatus();
 }
 
-absl::Status SessionServer::PushMirrors(Session& s, bool device_written) {
+void SessionServer::AnchorSegment(const Session& s, std::vector<fabric::RmaOp>* segs) const {
+  absl::StatusOr<RegionDesc> to = session::FindRegion(s.client, RegionKind::kAnchor);
+  const size_t n = session::kAnchorOffset + session::kAnchorHeaderSize + s.local.size() * session::kRegionDescSize;
+  if (!to.ok() || (to->access & session::kAccessWrite) == 0 || to->size < n || s.anchor_mr == nullptr ||
+      s.anchor_buf.size() < n) {
+    return;
+  }
+  segs->push_back({s.anchor_mr.get(), 0, n, to->address, to->key});
+}
+
+absl::Status SessionServer::PushMirrors(Session& s, bool device_written, bool with_anchor) {
   std::vector<fabric::RmaOp> segs;
+  if (with_anchor) AnchorSegment(s, &segs);
   absl::Status st = MirrorSegments(s, &segs, device_written);
   if (st.ok()) Budget(s, segs);
   if (st.ok()) st = WriteInOrder(s, segs);

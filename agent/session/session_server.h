@@ -284,7 +284,13 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   // The BAR mirrors, then (`device_written`) the ranges the client mapped
   // from the device.
   absl::Status MirrorSegments(Session& s, std::vector<fabric::RmaOp>* segs, bool device_written = true);
-  absl::Status PushMirrors(Session& s, bool device_written = true);
+  // `with_anchor`: the anchor record too, into the client's anchor region
+  // (AnchorSegment), in the same batch.
+  absl::Status PushMirrors(Session& s, bool device_written = true, bool with_anchor = false);
+  // The anchor record, to the anchor region the client named in its attach
+  // (writable and large enough), so that it need not read the agent's; none
+  // when it named none (an older client reads it).
+  void AnchorSegment(const Session& s, std::vector<fabric::RmaOp>* segs) const;
   // Moves raised interrupts into numbered completion entries while the
   // client's ring has room (the rest wait in the backlog).
   void TakeInterrupts(Session& s);

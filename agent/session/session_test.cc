@@ -886,6 +886,29 @@ TEST_F(SessionTest, AFirstAttachDialsTheEndpointTheChallengeNamesAndAReattachIsT
   ExpectAppliedInOrder(150);
 }
 
+// A new attach takes the anchor record the agent wrote into the client's
+// anchor region with the mirrors (no RMA read: a process's first read on the
+// connection grew ofi_rxm's pool, 1-1.5 ms); a resuming attach, which the
+// agent does not push to in its attach, reads it as before. Both apply every
+// write once, in order.
+TEST_F(SessionTest, AnAttachTakesTheAnchorTheAgentPushedAndAResumingAttachReadsIt) {
+  ServeWithSpareFabric();
+  client::SessionTicket ticket = Reserve();
+  client::ClientOptions opts;
+  opts.grace = absl::Seconds(5);
+  auto c = client::SessionClient::Attach(ticket, opts);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE((*c)->stats().last_attach.anchor_pushed);
+  EXPECT_EQ((*c)->Read(2, 0, 4).value_or(0), 0xeeeeeeeeu);  // the mirrors came in the same push
+  for (uint64_t i = 0; i < 50; ++i) ASSERT_TRUE((*c)->Write(0, 0x200 + (i % 8) * 8, 8, i).ok());
+  ASSERT_TRUE((*c)->Sync(absl::Seconds(5)).ok());
+  ASSERT_NO_FATAL_FAILURE(WriteAcrossALinkDrop(**c, 50, 100, 150));
+  EXPECT_EQ((*c)->stats().reconnects, 1u);
+  EXPECT_FALSE((*c)->stats().last_attach.anchor_pushed);
+  ExpectAppliedInOrder(150);
+  EXPECT_EQ(RefusedAll(), 0) << metrics_.Render();
+}
+
 // A client that does not dial (an older one, which ignores the field)
 // attaches as before.
 TEST_F(SessionTest, AClientThatDoesNotDialAheadAttachesAsBefore) {

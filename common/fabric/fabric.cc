@@ -1065,17 +1065,21 @@ class FabricImpl : public Fabric {
 // agent_rss_mb_per_session 5.8 -> 3.2 MB). Sized for the first config
 // opened; an operator's own setting wins.
 constexpr size_t kRxmContextSize = 256;
-// Room for rxm's own packet header in an eager buffer, so a message of
-// max_message bytes still goes eagerly. The pool of eager buffers is built
-// (and its pages touched) when the first endpoint is enabled: sessions carry
-// frames of at most 1080 bytes, and 4 KiB buffers cost the process's first
-// attach ~500 more page faults (docs/benchmarks.md, "Attach").
-constexpr size_t kRxmHeaderRoom = 256;
-
+// rxm's eager (bounce) buffers hold max_message bytes of payload: libfabric
+// 1.17 adds its own packet header to FI_OFI_RXM_BUFFER_SIZE
+// (rxm_packet_size = sizeof(struct rxm_pkt) + buffer size) and sends eagerly
+// up to the buffer size, so a message of max_message bytes still goes
+// eagerly. Every rxm pool (receive buffers when an endpoint's first
+// connection posts its receives, transmit buffers at its first transfer) is
+// grown 1024 entries at a time of this size plus ~500 bytes of rxm's own, and
+// page-faulted as it is initialised: with 256 bytes of header room on top
+// (before) each grow touched 461 pages (1.8 MB), 1-1.5 ms of a process's
+// first attach; without, 397 (docs/benchmarks.md, "Attach: ofi_rxm's pools").
+// Sessions carry frames of at most 1080 bytes.
 void SizeRxmBuffers(const FabricConfig& config) {
   static std::once_flag once;
   std::call_once(once, [&config] {
-    const std::string buffer = std::to_string(config.max_message + kRxmHeaderRoom);
+    const std::string buffer = std::to_string(config.max_message);
     setenv("FI_OFI_RXM_BUFFER_SIZE", buffer.c_str(), /*overwrite=*/0);
     setenv("FI_OFI_RXM_MSG_RX_SIZE", std::to_string(kRxmPostedReceives).c_str(), 0);
     setenv("FI_OFI_RXM_TX_SIZE", std::to_string(kRxmContextSize).c_str(), 0);

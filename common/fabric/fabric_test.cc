@@ -690,6 +690,7 @@ TEST(FabricTest, UnreachableBindAddressFailsToOpen) {
 // tcp, libfabric's default made it a 12 MiB calloc per endpoint
 // (docs/benchmarks.md). Every provider gets the configured universe, read by
 // libfabric at the process's first Fabric::Open (no test here sets another).
+const bool kBufferSizeSetOutside = std::getenv("FI_OFI_RXM_BUFFER_SIZE") != nullptr;
 const bool kUniverseSetOutside = std::getenv("FI_UNIVERSE_SIZE") != nullptr;  // before any test runs
 
 TEST(FabricTest, EveryProviderGetsTheConfiguredUniverseSize) {
@@ -703,6 +704,29 @@ TEST(FabricTest, EveryProviderGetsTheConfiguredUniverseSize) {
   EXPECT_EQ(std::string(universe), std::to_string(config.universe_size));
   auto ep = (*fabric)->OpenEndpoint();
   ASSERT_TRUE(ep.ok()) << ep.status();
+}
+
+// rxm's bounce buffers are max_message bytes (it adds its own header), and a
+// message of exactly max_message bytes, like one of a single byte, arrives
+// whole and in order (eagerly, by libfabric 1.17's rxm: see SizeRxmBuffers).
+TEST(FabricTest, RxmBuffersHoldMaxMessageAndAMessageOfThatSizeArrivesWhole) {
+  if (kBufferSizeSetOutside) GTEST_SKIP() << "FI_OFI_RXM_BUFFER_SIZE is set in the environment, which wins";
+  Pair p = Connect();
+  ASSERT_NE(p.b, nullptr);
+  const char* buffer = std::getenv("FI_OFI_RXM_BUFFER_SIZE");
+  ASSERT_NE(buffer, nullptr);
+  EXPECT_EQ(std::string(buffer), std::to_string(TestConfig().max_message));
+  const std::vector<uint8_t> full = Pattern(TestConfig().max_message, 3);
+  const std::string big(full.begin(), full.end());
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(p.a->Send(p.b_from_a, big).ok());
+    ASSERT_TRUE(p.a->Send(p.b_from_a, std::string(1, static_cast<char>(i))).ok());
+  }
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(p.b->Recv(absl::Seconds(3)).value_or(""), big) << i;
+    EXPECT_EQ(p.b->Recv(absl::Seconds(3)).value_or(""), std::string(1, static_cast<char>(i)));
+  }
+  EXPECT_EQ(p.a->failed_ops() + p.b->failed_ops(), 0u);
 }
 
 TEST(FabricTest, ShmMovesBytesWithinOneHost) {
