@@ -268,6 +268,11 @@ absl::StatusOr<std::unique_ptr<SessionClient>> SessionClient::Attach(const Sessi
   // Declared after `c`: every return waits for the other thread first.
   std::future<FabricSide> first;
   if (ProcessFabric::Find(c->options_.fabric) == nullptr) {
+    // libfabric's environment is set here, before the other thread starts:
+    // its setenv beside this thread's gRPC start (getenv) crashed a workload
+    // (fabric::PrepareEnvironment). An unknown provider is the fabric side's
+    // to report.
+    fabric::PrepareEnvironment(c->options_.fabric).IgnoreError();
     first = OpenFabricSide(c->options_.fabric, c->options_.endpoint_ahead);
   }
   c->control_.Prepare(ticket.endpoint);

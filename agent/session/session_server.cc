@@ -329,6 +329,26 @@ struct SessionServer::Session {
   void NoteConsumed(uint64_t consumed) {
     if (consumed > client_consumed && consumed <= completion_seq) client_consumed = consumed;
   }
+  // An attaching client's completion ring of `capacity` entries. A client
+  // resuming with the same ring keeps its entries: what it has not
+  // acknowledged is pushed again after the mirrors (and the device-written
+  // ranges it declared, kept for that; it declares them again). Another ring
+  // shape starts at the agent's count (the old entries cannot be placed in
+  // it). True when the client is resuming (it had writes acknowledged in
+  // this session and keeps its ring).
+  bool TakeRing(uint32_t capacity, uint64_t last_acked, uint64_t consumed) {
+    const bool resuming = comp_capacity == capacity && last_acked > 0;
+    if (comp_capacity != capacity) {
+      client_consumed = completion_seq;
+      from_device.clear();
+      mapped_bytes = 0;
+    } else {
+      NoteConsumed(consumed);  // taken before the link failed, not yet said in a kick
+    }
+    delivered = client_consumed;
+    comp_capacity = capacity;
+    return resuming;
+  }
   // Completions pushed to this attach's client; (delivered, completion_seq]
   // are pushed again (a failed push is retried, a re-attach replays them).
   uint64_t delivered = 0;
@@ -935,8 +955,15 @@ bool SessionServer::IsRetryOf(const Session& held, const Grant& grant, const std
          held.compute_node == compute_node;
 }
 
-absl::StatusOr<uint32_t> SessionServer::CheckClientRegions(const Session& s,
-                                                          const std::vector<RegionDesc>& client) const {
+absl::StatusOr<uint32_t> SessionServer::CheckClientRegions(const Session& s, const rpci::v1::OpenSessionRequest& req,
+                                                          std::vector<RegionDesc>* regions) const {
+  std::vector<RegionDesc>& client = *regions;
+  for (const rpci::v1::Region& r : req.client_regions()) {
+    absl::StatusOr<RegionDesc> d = RegionFromProto(r);
+    if (!d.ok()) return d.status();
+    if (absl::Status v = session::ValidateRegion(*d); !v.ok()) return v;
+    client.push_back(*d);
+  }
   for (const SessionDevice::Bar& bar : s.bars) {
     absl::StatusOr<RegionDesc> mirror = session::FindRegion(client, RegionKind::kBar, bar.index);
     if (!mirror.ok()) return mirror.status();
@@ -966,13 +993,7 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
                                    rpci::v1::OpenSessionResponse* resp, AttachTimes* times) {
   // Validate the client's regions against the device before touching anything.
   std::vector<RegionDesc> client;
-  for (const rpci::v1::Region& r : req.client_regions()) {
-    absl::StatusOr<RegionDesc> d = RegionFromProto(r);
-    if (!d.ok()) return d.status();
-    if (absl::Status v = session::ValidateRegion(*d); !v.ok()) return v;
-    client.push_back(*d);
-  }
-  absl::StatusOr<uint32_t> cap = CheckClientRegions(s, client);
+  absl::StatusOr<uint32_t> cap = CheckClientRegions(s, req, &client);
   if (!cap.ok()) return cap.status();
   absl::StatusOr<session::FrameChannel> frames =
       session::FrameChannel::Create(s.key, nonce, s.id, session::FrameChannel::Side::kAgent);
@@ -993,22 +1014,7 @@ absl::Status SessionServer::Attach(Session& s, const rpci::v1::OpenSessionReques
   }
   resp->set_agent_fabric_address(s.endpoint->address());
   s.client = client;
-  // A client resuming with the same ring keeps its entries: what it has not
-  // acknowledged is pushed again below, after the mirrors (and the device-
-  // written ranges it declared, kept for that; it declares them again).
-  // Another ring shape starts at the agent's count (the old entries cannot
-  // be placed in it).
-  // A client that had writes acknowledged in this session is resuming.
-  const bool resuming = s.comp_capacity == *cap && req.last_acked_sequence() > 0;
-  if (s.comp_capacity != *cap) {
-    s.client_consumed = s.completion_seq;
-    s.from_device.clear();
-    s.mapped_bytes = 0;
-  } else {
-    s.NoteConsumed(req.consumed_completions());  // taken before the link failed, not yet said in a kick
-  }
-  s.delivered = s.client_consumed;
-  s.comp_capacity = *cap;
+  const bool resuming = s.TakeRing(*cap, req.last_acked_sequence(), req.consumed_completions());
   const absl::Time register_from = absl::Now();
   if (absl::Status st = RegisterRegions(s); !st.ok()) return st;
   times->register_regions = absl::Now() - register_from;

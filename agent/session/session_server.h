@@ -213,8 +213,10 @@ class SessionServer final : public rpci::v1::SessionControl::Service {
   bool Orphaned(const Session& s, absl::Time now) const;
   // The BAR mirrors and DMA size a client must provide.
   void Describe(const Session& s, rpci::v1::OpenSessionResponse* resp) const;
-  // The completion ring's capacity once the client's regions fit the device.
-  absl::StatusOr<uint32_t> CheckClientRegions(const Session& s, const std::vector<session::RegionDesc>& client) const;
+  // The client's regions of an attach request (into `client`), each valid and
+  // fitting the device; then the completion ring's capacity.
+  absl::StatusOr<uint32_t> CheckClientRegions(const Session& s, const rpci::v1::OpenSessionRequest& req,
+                                              std::vector<session::RegionDesc>* client) const;
   // How long an attach's own steps took (its log line says; bench:session
   // reports them).
   struct AttachTimes {

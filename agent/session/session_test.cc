@@ -1207,6 +1207,18 @@ class WorkloadProcess {
   int out_ = -1;
 };
 
+// A workload's first attach opens libfabric on a second thread while its
+// own thread starts gRPC (which reads the environment): libfabric's
+// environment is set before that thread starts, on the attaching thread
+// (attach_helper exits 3 on a setenv from any other thread). Before, the
+// second thread's setenv beside gRPC's getenv crashed a workload in getenv
+// (tests/e2e, 1 run in 3).
+TEST_F(SessionTest, AWorkloadsFirstAttachSetsLibfabricsEnvironmentBeforeItsSecondThreadStarts) {
+  client::SessionTicket ticket = Reserve();
+  WorkloadProcess workload(ticket, 0);
+  EXPECT_TRUE(workload.Attached());
+}
+
 // A workload that stops answering with its connection still open (a frozen
 // or partitioned pod: SIGSTOP here): the agent's worker is pushing it a
 // completion's 32 MiB of device-written DMA, more than the sockets buffer,

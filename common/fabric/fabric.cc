@@ -1233,14 +1233,29 @@ void SpoilRememberedProviderAnswersForTesting() {
   }
 }
 
+namespace {
+
+void PrepareEnvironmentFor(const std::string& provider, const FabricConfig& config) {
+  SizeRxmBuffers(config);
+  ApplyVerbsEnvironment(provider);
+}
+
+}  // namespace
+
+absl::Status PrepareEnvironment(const FabricConfig& config, RdmaProbe* probe) {
+  absl::StatusOr<std::string> provider = ResolveProvider(config.provider, probe);
+  if (!provider.ok()) return provider.status();
+  PrepareEnvironmentFor(*provider, config);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Fabric>> Fabric::Open(const FabricConfig& config, RdmaProbe* probe) {
   absl::StatusOr<std::string> provider = ResolveProvider(config.provider, probe);
   if (!provider.ok()) return provider.status();
   if (config.max_message == 0 || config.recv_depth == 0 || config.op_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("fabric: max_message, recv_depth and op_timeout must be positive");
   }
-  SizeRxmBuffers(config);
-  ApplyVerbsEnvironment(*provider);
+  PrepareEnvironmentFor(*provider, config);
   absl::StatusOr<std::shared_ptr<DomainCore>> domain = OpenDomain(*provider, config);
   if (!domain.ok()) return domain.status();
   FabricConfig effective = config;

@@ -144,6 +144,16 @@ class RdmaProbe {
 // the others as given. INVALID_ARGUMENT for anything else.
 absl::StatusOr<std::string> ResolveProvider(absl::string_view configured, RdmaProbe* probe);
 
+// Sets, once per process, the environment libfabric reads when its providers
+// initialise (rxm's buffer sizes, FI_UNIVERSE_SIZE; for verbs the
+// registration cache off), each only where the process has not set it
+// (FI_MR_CACHE_MAX_COUNT always). Fabric::Open calls it. setenv while another
+// thread reads the environment is a data race (a workload's first attach
+// crashed in getenv under gRPC's channel creation while its other thread
+// opened the fabric): a process that opens its first fabric on another
+// thread calls this first, on its own thread, before that thread starts.
+absl::Status PrepareEnvironment(const FabricConfig& config, RdmaProbe* probe = nullptr);
+
 // Remote access a region grants its peers (FI_REMOTE_READ / FI_REMOTE_WRITE).
 enum Access : uint64_t {
   kLocalOnly = 0,

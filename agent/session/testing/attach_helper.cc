@@ -4,13 +4,35 @@
 // device (pushed to it before every completion), prints "attached" and
 // waits, holding the attach, until it is signalled (a test stops or kills
 // it).
+//
+// It also refuses (exit 3) any setenv made on a thread other than its main
+// one: libfabric's environment (fabric::PrepareEnvironment) must be set
+// before the first attach starts its second thread, since setenv beside
+// another thread's getenv (gRPC's start) is a data race that crashed a
+// workload.
+#include <dlfcn.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "absl/strings/numbers.h"
 #include "client/session_client.h"
+
+extern "C" int setenv(const char* name, const char* value, int overwrite) {
+  using Setenv = int (*)(const char*, const char*, int);
+  static const Setenv real = reinterpret_cast<Setenv>(dlsym(RTLD_NEXT, "setenv"));
+  if (syscall(SYS_gettid) != getpid()) {
+    static const char kMsg[] = "attach_helper: setenv on a thread other than the attaching one: ";
+    (void)!write(2, kMsg, sizeof(kMsg) - 1);
+    (void)!write(2, name, std::strlen(name));
+    (void)!write(2, "\n", 1);
+    _exit(3);
+  }
+  return real(name, value, overwrite);
+}
 
 int main(int argc, char** argv) {
   uint64_t map_bytes = 0;
