@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -1391,6 +1392,8 @@ uint64_t SessionServer::ClientDrops(Session& s, const fabric::Endpoint& ep) {
 
 void SessionServer::StartWorker(Session& s) {
   s.worker = std::thread([this, &s] { WorkLoop(s); });
+  // Named for ps -L / top -H (and bench:session, which places it).
+  pthread_setname_np(s.worker.native_handle(), "rpci-session");
 }
 
 void SessionServer::ProcessFrame(Session& s, const session::Frame& frame) {
