@@ -77,6 +77,7 @@ class FabricPingPong {
     stop_ = true;
     echo_.join();
   }
+  std::thread& echo_thread() { return echo_; }
 
   // `n` round trips in us, after `warmup` unmeasured ones.
   absl::StatusOr<std::vector<double>> Rtts(int n, int warmup) {
@@ -103,9 +104,6 @@ class FabricPingPong {
   const std::string msg_;
   std::atomic<bool> stop_{false};
   std::thread echo_;
-
- public:
-  std::thread& echo_thread() { return echo_; }
 };
 
 // Where the threads of both round trips run while they are measured. On two
@@ -118,34 +116,32 @@ class FabricPingPong {
 class Placement {
  public:
   explicit Placement(std::thread& echo) {
-    cpu_set_t allowed;
-    CPU_ZERO(&allowed);
-    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0 || CPU_COUNT(&allowed) < 2) return;
+    CPU_ZERO(&allowed_);
+    if (sched_getaffinity(0, sizeof(allowed_), &allowed_) != 0 || CPU_COUNT(&allowed_) < 2) return;
     std::vector<int> cpus;
     for (int i = 0; i < CPU_SETSIZE && cpus.size() < 2; ++i) {
-      if (CPU_ISSET(i, &allowed)) cpus.push_back(i);
+      if (CPU_ISSET(i, &allowed_)) cpus.push_back(i);
     }
     caller_cpu_ = cpus[0];
     answer_cpu_ = cpus[1];
-    Pin(0, caller_cpu_, &allowed);
+    Pin(0, caller_cpu_);
     if (pthread_setaffinity_np(echo.native_handle(), sizeof(cpu_set_t), One(answer_cpu_).get()) == 0) {
       echo_ = echo.native_handle();
-      echo_saved_ = allowed;
     }
     for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
       std::ifstream comm(task.path() / "comm");
       std::string name;
       std::getline(comm, name);
-      if (name == "rpci-session") Pin(std::stoi(task.path().filename().string()), answer_cpu_, &allowed);
+      if (name == "rpci-session" && Pin(std::stoi(task.path().filename().string()), answer_cpu_)) ++workers_;
     }
   }
   ~Placement() {
-    for (const auto& [tid, mask] : saved_) sched_setaffinity(tid, sizeof(mask), &mask);
-    if (echo_.has_value()) pthread_setaffinity_np(*echo_, sizeof(echo_saved_), &echo_saved_);
+    for (pid_t tid : pinned_) sched_setaffinity(tid, sizeof(allowed_), &allowed_);
+    if (echo_.has_value()) pthread_setaffinity_np(*echo_, sizeof(allowed_), &allowed_);
   }
   nlohmann::json Describe() const {
     if (caller_cpu_ < 0) return "unpinned (one CPU)";
-    return {{"caller_cpu", caller_cpu_}, {"answer_cpu", answer_cpu_}, {"session_workers", saved_.size() - 1}};
+    return {{"caller_cpu", caller_cpu_}, {"answer_cpu", answer_cpu_}, {"session_workers", workers_}};
   }
 
  private:
@@ -155,13 +151,15 @@ class Placement {
     CPU_SET(cpu, set.get());
     return set;
   }
-  void Pin(pid_t tid, int cpu, const cpu_set_t* restore) {
-    if (sched_setaffinity(tid, sizeof(cpu_set_t), One(cpu).get()) == 0) saved_.emplace_back(tid, *restore);
+  bool Pin(pid_t tid, int cpu) {
+    if (sched_setaffinity(tid, sizeof(cpu_set_t), One(cpu).get()) != 0) return false;
+    pinned_.push_back(tid);
+    return true;
   }
-  int caller_cpu_ = -1, answer_cpu_ = -1;
-  std::vector<std::pair<pid_t, cpu_set_t>> saved_;
+  cpu_set_t allowed_;  // the process's CPUs before, restored to every thread pinned
+  int caller_cpu_ = -1, answer_cpu_ = -1, workers_ = 0;
+  std::vector<pid_t> pinned_;
   std::optional<pthread_t> echo_;
-  cpu_set_t echo_saved_;
 };
 
 // Doorbell -> completion round trips (an empty copy job), in microseconds,

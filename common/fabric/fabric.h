@@ -290,8 +290,8 @@ class Endpoint {
   // in order and after the writes that completed before the send.
   virtual absl::Status Send(PeerId peer, absl::string_view message) = 0;
   // Starts the provider's connection to `peer` without waiting for it: posts
-  // an empty message that nobody waits for (receivers drop empty messages;
-  // Recv returns them as they are). With a connection-oriented provider
+  // an empty message that nobody waits for (Recv hands it on like any other;
+  // the session agent drops empty messages). With a connection-oriented provider
   // (ofi_rxm), a later operation from either side to the other finds the
   // connection made or in the making (rxm pairs connections by address).
   virtual absl::Status Dial(PeerId peer) = 0;
